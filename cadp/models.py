@@ -1,0 +1,411 @@
+"""Conditional invertible networks (FrEIA) for images and table rows.
+
+A model is built from a config dataclass (serialized to ``config.json``) and has
+``encode(x, c) -> z`` with z flat of shape (batch, D) and ``decode(z, c) -> x``.
+Images are pixel values on [0, 255] (float or uint8), shape (B, C, H, W);
+their dequantization and logit transform belong to the model, so
+``bits_per_dim`` is measured on [0, 256) pixel values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from functools import partial
+
+import FrEIA.framework as Ff
+import FrEIA.modules as Fm
+import numpy as np
+import torch
+from torch import nn
+
+from cadp.errors import ModelError
+
+FORMAT_VERSION = 1
+
+
+# --------------------------------------------------------------------------- configs
+
+@dataclass
+class LatentDistances:
+    """Median L1 latent distances on held-out data (PRIVACY.md, metric mechanism)."""
+
+    d_typ: float  # median same-class pairwise distance
+    d_nn: float   # median nearest-neighbour distance (same class)
+    latent_l1_norm: float  # median ||z||_1
+    n_records: int
+
+
+@dataclass
+class ImageModelConfig:
+    """Architecture and data description of an image cINN."""
+
+    name: str
+    dataset: str
+    class_names: list[str]
+    image_size: int = 28
+    channels: int = 1
+    conv_width: int = 64
+    conv_blocks: list[int] = field(default_factory=lambda: [4, 4])
+    fc_blocks: int = 4
+    fc_width: int = 512
+    clamp: float = 1.5
+    logit_alpha: float = 0.05
+    permutation_seed: int = 0
+    latent_distances: LatentDistances | None = None
+    kind: str = "image"
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.channels * self.image_size ** 2
+
+    def latent_scales(self) -> list[tuple[str, tuple[int, ...]]]:
+        """How the flat latent splits into scales: (name, shape) in order."""
+        side = self.image_size // 4
+        split_channels = self.channels * 8
+        return [(f"conv scale ({split_channels}x{side}x{side})", (split_channels, side, side)),
+                (f"fully connected ({split_channels * side * side})", (split_channels * side * side,))]
+
+    def validate(self) -> None:
+        _check(self.kind == "image", "kind", "'image'")
+        _check(len(self.class_names) >= 1, "class_names", "a non-empty list")
+        _check(self.image_size in (16, 28, 32, 64), "image_size", "16, 28, 32 or 64")
+        _check(self.channels in (1, 3), "channels", "1 or 3")
+        _check(1 <= self.conv_width <= 1024, "conv_width", "1..1024")
+        _check(len(self.conv_blocks) == 2 and all(0 <= b <= 64 for b in self.conv_blocks),
+               "conv_blocks", "two counts in 0..64")
+        _check(1 <= self.fc_blocks <= 64, "fc_blocks", "1..64")
+        _check(1 <= self.fc_width <= 8192, "fc_width", "1..8192")
+        _check(0 < self.clamp <= 10, "clamp", "(0, 10]")
+        _check(0 < self.logit_alpha < 0.5, "logit_alpha", "(0, 0.5)")
+
+
+@dataclass
+class TabularModelConfig:
+    """A tabular cINN: encoders for the data and condition columns plus the network size."""
+
+    name: str
+    dataset: str
+    data_encoder: dict
+    condition_encoder: dict
+    blocks: int = 8
+    width: int = 128
+    clamp: float = 1.0
+    permutation_seed: int = 0
+    condition_priors: dict = field(default_factory=dict)
+    latent_distances: LatentDistances | None = None
+    kind: str = "tabular"
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def data_columns(self) -> list[str]:
+        return [c["name"] for c in self.data_encoder["columns"]]
+
+    @property
+    def condition_columns(self) -> list[str]:
+        return [c["name"] for c in self.condition_encoder["columns"]]
+
+    @property
+    def latent_dim(self) -> int:
+        return _encoder_width(self.data_encoder)
+
+    @property
+    def condition_dim(self) -> int:
+        return _encoder_width(self.condition_encoder)
+
+    def validate(self) -> None:
+        _check(self.kind == "tabular", "kind", "'tabular'")
+        _check(self.latent_dim >= 2, "data_encoder", "at least 2 encoded dimensions")
+        _check(1 <= self.blocks <= 64, "blocks", "1..64")
+        _check(1 <= self.width <= 8192, "width", "1..8192")
+        _check(0 < self.clamp <= 10, "clamp", "(0, 10]")
+        for spec in self.condition_encoder["columns"]:
+            _check(spec["kind"] == "categorical", f"condition column {spec['name']!r}", "categorical")
+
+
+ModelConfig = ImageModelConfig | TabularModelConfig
+
+
+def _encoder_width(state: dict) -> int:
+    return sum(len(c["categories"]) if c["kind"] == "categorical" else 1 for c in state["columns"])
+
+
+def _check(ok: bool, parameter: str, allowed: str) -> None:
+    if not ok:
+        raise ModelError(f"invalid model config: {parameter} must be {allowed}")
+
+
+def config_to_dict(config: ModelConfig) -> dict:
+    return asdict(config)
+
+
+def config_from_dict(data: dict) -> ModelConfig:
+    """Build and validate a config from parsed JSON; unknown or ill-typed fields are refused."""
+    if not isinstance(data, dict):
+        raise ModelError("invalid model config: expected a JSON object")
+    kind = data.get("kind")
+    cls = {"image": ImageModelConfig, "tabular": TabularModelConfig}.get(kind)
+    if cls is None:
+        raise ModelError(f"invalid model config: kind must be 'image' or 'tabular', got {kind!r}")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"invalid model config: format_version must be {FORMAT_VERSION}")
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ModelError(f"invalid model config: unknown field(s) {sorted(unknown)}")
+    values = dict(data)
+    try:
+        if values.get("latent_distances") is not None:
+            values["latent_distances"] = LatentDistances(**values["latent_distances"])
+        config = cls(**values)
+        config.validate()
+    except ModelError:
+        raise
+    except (TypeError, KeyError, ValueError) as error:
+        raise ModelError(f"invalid model config: {error}") from None
+    return config
+
+
+# --------------------------------------------------------------------------- subnets
+
+class ConvSubnet(nn.Sequential):
+    """3x3 conv -> ReLU -> 1x1 conv -> ReLU -> 3x3 conv (zero-initialized: blocks start as identity)."""
+
+    def __init__(self, channels_in: int, channels_out: int, width: int):
+        super().__init__(
+            nn.Conv2d(channels_in, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width, 1), nn.ReLU(),
+            nn.Conv2d(width, channels_out, 3, padding=1),
+        )
+        nn.init.zeros_(self[-1].weight)
+        nn.init.zeros_(self[-1].bias)
+
+
+class DenseSubnet(nn.Sequential):
+    """Linear -> ReLU -> Linear -> ReLU -> Linear (zero-initialized last layer)."""
+
+    def __init__(self, features_in: int, features_out: int, width: int):
+        super().__init__(
+            nn.Linear(features_in, width), nn.ReLU(),
+            nn.Linear(width, width), nn.ReLU(),
+            nn.Linear(width, features_out),
+        )
+        nn.init.zeros_(self[-1].weight)
+        nn.init.zeros_(self[-1].bias)
+
+
+def _permutation(node, seed: int, name: str) -> Ff.Node:
+    # FrEIA's PermuteRandom reseeds NumPy's global RNG: give it an explicit seed and restore the state.
+    state = np.random.get_state()
+    try:
+        return Ff.Node(node, Fm.PermuteRandom, {"seed": seed}, name=name)
+    finally:
+        np.random.set_state(state)
+
+
+def _graph(nodes: list[Ff.Node], conditions: list[Ff.ConditionNode]) -> Ff.GraphINN:
+    """A GraphINN whose parameters are registered in the order the nodes were declared.
+
+    FrEIA orders ``module_list`` by a topological sort over sets, which differs between
+    processes at branches; state_dict keys must not depend on that.
+    """
+    inn = Ff.GraphINN(nodes + conditions)
+    inn.module_list = nn.ModuleList([node.module for node in nodes if node.module is not None])
+    return inn
+
+
+# --------------------------------------------------------------------------- image cINN
+
+def build_image_graph(config: ImageModelConfig) -> Ff.GraphINN:
+    """Multi-scale graph: downsample, conv couplings at two scales, split, fully connected couplings."""
+    size, channels, classes = config.image_size, config.channels, config.num_classes
+    cond_half = Ff.ConditionNode(classes, size // 2, size // 2, name="label 1/2")
+    cond_quarter = Ff.ConditionNode(classes, size // 4, size // 4, name="label 1/4")
+    cond_flat = Ff.ConditionNode(classes, name="label")
+    conv = partial(ConvSubnet, width=config.conv_width)
+    dense = partial(DenseSubnet, width=config.fc_width)
+    seed = config.permutation_seed
+
+    nodes = [Ff.InputNode(channels, size, size, name="logit pixels")]
+    for scale, (blocks, condition) in enumerate(zip(config.conv_blocks, (cond_half, cond_quarter))):
+        nodes.append(Ff.Node(nodes[-1], Fm.IRevNetDownsampling, {}, name=f"downsample {scale}"))
+        for block in range(blocks):
+            nodes.append(Ff.Node(nodes[-1], Fm.GLOWCouplingBlock,
+                                 {"subnet_constructor": conv, "clamp": config.clamp},
+                                 conditions=condition, name=f"conv coupling {scale}.{block}"))
+            nodes.append(_permutation(nodes[-1], seed, f"conv permutation {scale}.{block}"))
+            seed += 1
+    split = Ff.Node(nodes[-1], Fm.Split, {"n_sections": 2, "dim": 0}, name="split")
+    split_out = Ff.Node(split.out0, Fm.Flatten, {}, name="flatten split")
+    nodes += [split, split_out]
+    nodes.append(Ff.Node(split.out1, Fm.Flatten, {}, name="flatten"))
+    for block in range(config.fc_blocks):
+        nodes.append(Ff.Node(nodes[-1], Fm.GLOWCouplingBlock,
+                             {"subnet_constructor": dense, "clamp": config.clamp},
+                             conditions=cond_flat, name=f"fc coupling {block}"))
+        nodes.append(_permutation(nodes[-1], seed, f"fc permutation {block}"))
+        seed += 1
+    concat = Ff.Node([split_out.out0, nodes[-1].out0], Fm.Concat, {"dim": 0}, name="concat")
+    nodes += [concat, Ff.OutputNode(concat, name="latent")]
+    return _graph(nodes, [cond_half, cond_quarter, cond_flat])
+
+
+class ImageCINN(nn.Module):
+    """Class-conditional INN on images; pixels in [0, 255], latent z in R^D."""
+
+    def __init__(self, config: ImageModelConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.inn = build_image_graph(config)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    def condition(self, labels: torch.Tensor) -> list[torch.Tensor]:
+        """One-hot labels (B,) int or (B, K) float, broadcast spatially for the conv stages."""
+        device = next(self.parameters()).device
+        if labels.dim() == 1:
+            labels = nn.functional.one_hot(labels.long().to(device), self.config.num_classes)
+        one_hot = labels.float().to(device)
+        size = self.config.image_size
+        return [one_hot[:, :, None, None].expand(-1, -1, size // 2, size // 2),
+                one_hot[:, :, None, None].expand(-1, -1, size // 4, size // 4),
+                one_hot]
+
+    def _to_logit(self, pixels: torch.Tensor, dequantization: torch.Tensor | None):
+        alpha = self.config.logit_alpha
+        offset = 0.5 if dequantization is None else dequantization
+        unit = (pixels.float() + offset) / 256.0
+        squashed = alpha + (1 - 2 * alpha) * unit
+        logit = torch.log(squashed) - torch.log1p(-squashed)
+        log_det = (math.log(1 - 2 * alpha) - math.log(256.0)
+                   - torch.log(squashed) - torch.log1p(-squashed)).flatten(1).sum(1)
+        return logit, log_det
+
+    def _from_logit(self, logit: torch.Tensor) -> torch.Tensor:
+        alpha = self.config.logit_alpha
+        unit = (torch.sigmoid(logit) - alpha) / (1 - 2 * alpha)
+        return unit * 256.0 - 0.5
+
+    def encode(self, pixels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Latent (B, D) of pixel values in [0, 255] given class labels."""
+        device = next(self.parameters()).device
+        logit, _ = self._to_logit(pixels.to(device), None)
+        z, _ = self.inn(logit, c=self.condition(labels), jac=False)
+        return z
+
+    def decode(self, latent: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Pixel values (B, C, H, W), unclamped, of latents (B, D) given class labels."""
+        device = next(self.parameters()).device
+        logit, _ = self.inn(latent.to(device), c=self.condition(labels), rev=True, jac=False)
+        return self._from_logit(logit)
+
+    def bits_per_dim(self, pixels: torch.Tensor, labels: torch.Tensor,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-image negative log-likelihood in bits/dim on [0, 256), uniform dequantization."""
+        device = next(self.parameters()).device
+        pixels = pixels.to(device)
+        noise = torch.rand(pixels.shape, generator=generator, device="cpu").to(device)
+        logit, log_det_pre = self._to_logit(pixels, noise)
+        z, log_det = self.inn(logit, c=self.condition(labels))
+        dims = z.shape[1]
+        nll = 0.5 * (z ** 2).sum(1) + 0.5 * dims * math.log(2 * math.pi) - log_det - log_det_pre
+        return nll / (dims * math.log(2))
+
+    def sample(self, labels: torch.Tensor, temperature: float = 0.7,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Class-conditional samples, pixel values clamped to [0, 255]."""
+        z = temperature * torch.randn(len(labels), self.latent_dim, generator=generator)
+        return self.decode(z, labels).clamp(0, 255)
+
+
+# --------------------------------------------------------------------------- tabular cINN
+
+def build_tabular_graph(config: TabularModelConfig) -> Ff.GraphINN:
+    """Fully connected GLOW couplings with random permutations, conditioned on the kept columns."""
+    condition = Ff.ConditionNode(max(config.condition_dim, 1), name="conditions")
+    dense = partial(DenseSubnet, width=config.width)
+    nodes = [Ff.InputNode(config.latent_dim, name="encoded row")]
+    for block in range(config.blocks):
+        nodes.append(Ff.Node(nodes[-1], Fm.GLOWCouplingBlock,
+                             {"subnet_constructor": dense, "clamp": config.clamp},
+                             conditions=condition, name=f"coupling {block}"))
+        nodes.append(_permutation(nodes[-1], config.permutation_seed + block, f"permutation {block}"))
+    nodes.append(Ff.OutputNode(nodes[-1], name="latent"))
+    return _graph(nodes, [condition])
+
+
+class TabularCINN(nn.Module):
+    """Conditional INN on encoded table rows (see ``cadp.data.TabularEncoder``)."""
+
+    def __init__(self, config: TabularModelConfig):
+        super().__init__()
+        from cadp.data import TabularEncoder
+
+        config.validate()
+        self.config = config
+        self.data_encoder = TabularEncoder.from_dict(config.data_encoder)
+        self.condition_encoder = TabularEncoder.from_dict(config.condition_encoder)
+        self.inn = build_tabular_graph(config)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    def _condition(self, condition: torch.Tensor) -> torch.Tensor:
+        device = next(self.parameters()).device
+        if condition.shape[1] == 0:  # no condition columns: a constant input
+            return torch.zeros(condition.shape[0], 1, device=device)
+        return condition.float().to(device)
+
+    def encode(self, rows: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        device = next(self.parameters()).device
+        z, _ = self.inn(rows.float().to(device), c=[self._condition(condition)], jac=False)
+        return z
+
+    def decode(self, latent: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        device = next(self.parameters()).device
+        rows, _ = self.inn(latent.float().to(device), c=[self._condition(condition)], rev=True, jac=False)
+        return rows
+
+    def nll_per_dim(self, rows: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood per encoded dimension, in nats."""
+        z, log_det = self.inn(rows.float(), c=[self._condition(condition)])
+        dims = z.shape[1]
+        return (0.5 * (z ** 2).sum(1) + 0.5 * dims * math.log(2 * math.pi) - log_det) / dims
+
+
+def build_model(config: ModelConfig) -> ImageCINN | TabularCINN:
+    """The network a config describes, with freshly initialized weights."""
+    return ImageCINN(config) if config.kind == "image" else TabularCINN(config)
+
+
+# --------------------------------------------------------------------------- classifier
+
+class SmallCNN(nn.Module):
+    """A small CNN classifier on pixel values [0, 255] (used to suggest labels and score samples)."""
+
+    def __init__(self, num_classes: int, channels: int = 1, image_size: int = 28):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.25),
+                                  nn.Linear(64 * (image_size // 4) ** 2, 128), nn.ReLU(),
+                                  nn.Linear(128, num_classes))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(pixels.float() / 255.0 - 0.5))
+
+    @torch.inference_mode()
+    def predict_proba(self, pixels: torch.Tensor) -> torch.Tensor:
+        self.eval()
+        return torch.softmax(self(pixels), dim=1)
