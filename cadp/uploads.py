@@ -1,0 +1,636 @@
+"""Turn uploaded bytes (images, DICOM, ZIP archives, CSV tables) into model input, safely.
+
+Everything here works on bytes in memory: uploads are never written to disk and
+never logged. Every failure raises ``cadp.errors.InputError`` with a plain
+message; decoder exceptions (Pillow, pydicom, pandas) never escape.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import struct
+import unicodedata
+import warnings
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cadp.errors import InputError
+
+# --------------------------------------------------------------------------- limits
+
+MAX_IMAGE_BYTES = 64 * 2**20          # one uploaded image file
+MAX_IMAGE_PIXELS = 50_000_000         # width x height of one decoded image (a 7000 x 7000 photo passes)
+PREVIEW_MAX_SIDE = 1024               # previews of larger images are downscaled for display
+MAX_ZIP_FILES = 2000
+MAX_ZIP_TOTAL_BYTES = 1024 * 2**20    # uncompressed bytes read from one ZIP, all members together
+MAX_CSV_BYTES = 256 * 2**20
+MAX_CSV_ROWS = 100_000
+MAX_CSV_COLUMNS = 200
+MAX_CATEGORIES = 200                  # a text column with more distinct values is an identifier
+CSV_SAMPLE_SEED = 0
+INVERT_CHOICES = ("auto", "always", "never")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom"}
+FORMAT_NAMES = "PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM"
+# a border this many grey levels brighter than the centre means dark-on-light
+INVERT_MARGIN = 2.0
+
+
+@dataclass
+class PreparedImage:
+    """One decoded upload: model input, a display preview, and what was done to it."""
+
+    pixels: np.ndarray            # uint8 (channels, image_size, image_size)
+    preview: np.ndarray           # uint8 H x W or H x W x 3, before resizing (downscaled past PREVIEW_MAX_SIDE)
+    inverted: bool
+    steps: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- images
+
+def is_dicom(data: bytes, filename: str | None = None) -> bool:
+    """DICOM Part 10 files carry 'DICM' at offset 128; bare datasets are recognised by a .dcm name."""
+    if data[128:132] == b"DICM":
+        return True
+    return filename is not None and Path(filename).suffix.lower() in (".dcm", ".dicom")
+
+
+def to_model_input(data: bytes, *, image_size: int, channels: int, invert: str = "auto",
+                   filename: str | None = None) -> PreparedImage:
+    """Decode an uploaded image and prepare it for a model of ``image_size`` x ``image_size`` x ``channels``.
+
+    Aspect ratio is kept and the image is padded with its own background colour.
+    ``invert``: 'auto' inverts dark-on-light images (border brighter than the
+    centre: MNIST-style models expect light-on-dark), 'always' or 'never'.
+    """
+    if invert not in INVERT_CHOICES:
+        raise InputError(f"invert must be one of {', '.join(INVERT_CHOICES)}, got {invert!r}")
+    if channels not in (1, 3):
+        raise InputError(f"channels must be 1 or 3, got {channels!r}")
+    if not isinstance(image_size, int) or image_size < 1:
+        raise InputError(f"image_size must be a positive integer, got {image_size!r}")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InputError("an image upload must be bytes")
+    data = bytes(data)
+    if len(data) == 0:
+        raise InputError("the file is empty (0 bytes)")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise InputError(f"the file is {len(data) / 2**20:.0f} MB; images up to "
+                         f"{MAX_IMAGE_BYTES // 2**20} MB are accepted")
+    steps: list[str] = []
+    if is_dicom(data, filename):
+        image = _decode_dicom(data, steps)
+    else:
+        image = _decode_pillow(data, steps)
+    image = _to_channels(image, channels, steps)
+    array = np.asarray(image, dtype=np.uint8)
+    preview = _preview(image, steps)
+    inverted = invert == "always" or (invert == "auto" and _is_dark_on_light(_luminance(array)))
+    if inverted:
+        array = 255 - array
+        steps.append("inverted (dark-on-light detected)" if invert == "auto" else "inverted (as requested)")
+    pixels = _fit_square(array, image_size, steps)
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+    else:
+        pixels = pixels.transpose(2, 0, 1)
+    return PreparedImage(np.ascontiguousarray(pixels, dtype=np.uint8), preview, inverted, steps)
+
+
+def _decode_pillow(data: bytes, steps: list[str]) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width < 1 or height < 1:
+                raise InputError(f"the image has no pixels ({width}x{height})")
+            if width * height > MAX_IMAGE_PIXELS:
+                raise _bomb_error(width, height)
+            if getattr(image, "is_animated", False) or getattr(image, "n_frames", 1) > 1:
+                image.seek(0)
+                kind = "animated GIF" if image.format == "GIF" else f"multi-frame {image.format}"
+                steps.append(f"first frame of an {kind}" if kind[0] in "aeiou" else f"first frame of a {kind}")
+            image.load()
+            orientation = image.getexif().get(0x0112, 1)
+            if orientation not in (1, None):
+                image = ImageOps.exif_transpose(image)
+                steps.append("EXIF rotation applied")
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"the image is too large to decode safely (a decompression bomb?): "
+                         f"at most {MAX_IMAGE_PIXELS:,} pixels are accepted") from None
+    except UnidentifiedImageError:
+        raise InputError(f"the file is not an image that can be read: its content is not {FORMAT_NAMES}"
+                         + _looks_like(data)) from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError,
+            struct.error):
+        raise InputError("the image file is truncated or corrupt and cannot be decoded") from None
+    return image
+
+
+def _bomb_error(width: int, height: int) -> InputError:
+    return InputError(f"the image is {width}x{height} = {width * height:,} pixels, more than the limit of "
+                      f"{MAX_IMAGE_PIXELS:,} (refused as a possible decompression bomb)")
+
+
+def _looks_like(data: bytes) -> str:
+    head = data[:512]
+    if head.startswith(b"%PDF"):
+        return " (it is a PDF document)"
+    if head.startswith(b"PK\x03\x04"):
+        return " (it is a ZIP archive)"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
+    return " (it looks like a text file)"
+
+
+def _decode_dicom(data: bytes, steps: list[str]) -> Image.Image:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import pixel_array as dicom_pixel_array
+
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError,
+            NotImplementedError):
+        raise InputError("the DICOM file is truncated or corrupt and cannot be read") from None
+    if "PixelData" not in dataset and "FloatPixelData" not in dataset and "DoubleFloatPixelData" not in dataset:
+        raise InputError("the DICOM file holds no image (it has no Pixel Data element)")
+    try:
+        rows, columns = int(dataset.Rows), int(dataset.Columns)
+    except (AttributeError, TypeError, ValueError):
+        raise InputError("the DICOM file does not say its image size (Rows/Columns missing)") from None
+    if rows < 1 or columns < 1:
+        raise InputError(f"the DICOM image has no pixels ({columns}x{rows})")
+    if rows * columns > MAX_IMAGE_PIXELS:
+        raise _bomb_error(columns, rows)
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    syntax_name = getattr(syntax, "name", None) or str(syntax or "unknown")
+    frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
+    try:
+        pixels = dicom_pixel_array(dataset, index=0 if frames > 1 else None)
+    except Exception as error:  # pydicom raises many types; the user needs one plain sentence
+        if syntax is not None and not syntax.is_private and getattr(syntax, "is_compressed", False):
+            raise InputError(f"the DICOM pixel data is compressed with {syntax_name}, which cannot be "
+                             "decoded here (no decoder installed for it); export it uncompressed "
+                             "(Explicit VR Little Endian) or as PNG") from None
+        if syntax is not None and syntax.name == str(syntax):  # pydicom does not know this UID
+            raise InputError(f"the DICOM transfer syntax {syntax} is not supported") from None
+        raise InputError(f"the DICOM pixel data cannot be decoded ({type(error).__name__}); "
+                         "the file may be truncated or corrupt") from None
+    if frames > 1:
+        steps.append(f"first frame of a {frames}-frame DICOM")
+    photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2"))
+    samples = int(getattr(dataset, "SamplesPerPixel", 1) or 1)
+    if samples == 1:
+        try:
+            values = apply_modality_lut(pixels, dataset)
+            if "WindowCenter" in dataset or "VOILUTSequence" in dataset:
+                values = apply_voi_lut(values, dataset)
+                steps.append("DICOM window applied")
+        except Exception:  # a malformed LUT: fall back to the stored values
+            values = pixels
+        values = _scale_to_8bit(np.asarray(values, dtype=np.float64), steps, f"DICOM {dataset.get('BitsStored', '')}-bit")
+        if photometric == "MONOCHROME1":  # 0 is white in MONOCHROME1
+            values = 255 - values
+            steps.append("MONOCHROME1 flipped so that 0 is black")
+        return Image.fromarray(values, mode="L")
+    if pixels.ndim != 3 or pixels.shape[-1] != 3:
+        raise InputError(f"the DICOM image has an unsupported layout ({samples} samples per pixel)")
+    if pixels.dtype != np.uint8:
+        pixels = _scale_to_8bit(pixels.astype(np.float64), steps, "DICOM colour")
+    return Image.fromarray(np.ascontiguousarray(pixels), mode="RGB")
+
+
+def _scale_to_8bit(values: np.ndarray, steps: list[str], what: str) -> np.ndarray:
+    """Stretch the used value range to 0..255 (16-bit and float images rarely use the full range)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        raise InputError("the image holds no finite pixel values")
+    low, high = float(finite.min()), float(finite.max())
+    values = np.nan_to_num(values, nan=low, posinf=high, neginf=low)
+    scaled = np.zeros(values.shape) if high == low else (values - low) * (255.0 / (high - low))
+    steps.append(f"{what} scaled to 8-bit (values {low:g}..{high:g} -> 0..255)")
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _to_channels(image: Image.Image, channels: int, steps: list[str]) -> Image.Image:
+    """Convert any Pillow mode to 8-bit L (channels=1) or RGB (channels=3)."""
+    mode = image.mode
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        bits = "16-bit" if mode.startswith("I;16") else ("32-bit" if mode == "I" else "floating-point")
+        image = Image.fromarray(_scale_to_8bit(np.asarray(image, dtype=np.float64), steps, bits), mode="L")
+    elif mode == "1":
+        image = image.convert("L")
+        steps.append("1-bit image converted to 8-bit")
+    elif mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "RGB")
+        steps.append("palette image expanded")
+    elif mode == "CMYK":
+        image = image.convert("RGB")
+        steps.append("CMYK converted to RGB")
+    elif mode in ("La", "RGBa"):
+        image = image.convert("LA" if mode == "La" else "RGBA")
+    if image.mode in ("LA", "RGBA"):
+        image = _composite_alpha(image, steps)
+    if image.mode not in ("L", "RGB"):
+        image = image.convert("RGB")
+        steps.append(f"{mode} converted to RGB")
+    if channels == 1 and image.mode == "RGB":
+        image = image.convert("L")
+        steps.append("converted to grayscale")
+    elif channels == 3 and image.mode == "L":
+        image = image.convert("RGB")
+        steps.append("grayscale repeated to 3 channels")
+    return image
+
+
+def _composite_alpha(image: Image.Image, steps: list[str]) -> Image.Image:
+    """Flatten transparency onto the background that contrasts with the visible content."""
+    alpha = np.asarray(image.getchannel("A"), dtype=np.float64) / 255.0
+    colour = image.convert("RGB" if image.mode == "RGBA" else "L")
+    if alpha.min() >= 1.0:
+        return colour
+    values = np.asarray(colour, dtype=np.float64)
+    luminance = _luminance(values)
+    visible = alpha > 0.5
+    # dark strokes on a transparent sheet read as dark-on-white; light strokes as light-on-black
+    content = float(luminance[visible].mean()) if visible.any() else 0.0
+    background = 255.0 if content < 128 else 0.0
+    weight = alpha[..., None] if values.ndim == 3 else alpha
+    flattened = values * weight + background * (1 - weight)
+    steps.append(f"transparency composited on {'white' if background else 'black'}")
+    return Image.fromarray(np.clip(np.rint(flattened), 0, 255).astype(np.uint8), mode=colour.mode)
+
+
+def _luminance(array: np.ndarray) -> np.ndarray:
+    if array.ndim == 2:
+        return array.astype(np.float64)
+    return array[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+
+
+def _border_mask(shape: tuple[int, int]) -> np.ndarray:
+    height, width = shape
+    band = max(1, round(0.1 * min(height, width)))
+    mask = np.ones((height, width), dtype=bool)
+    mask[band:height - band, band:width - band] = False
+    return mask
+
+
+def _is_dark_on_light(luminance: np.ndarray) -> bool:
+    """True when the border is brighter than the centre (a dark drawing on a light sheet)."""
+    height, width = luminance.shape
+    border = luminance[_border_mask((height, width))]
+    centre = luminance[height // 4: height - height // 4, width // 4: width - width // 4]
+    if centre.size == 0:
+        centre = luminance
+    return float(border.mean()) > float(centre.mean()) + INVERT_MARGIN
+
+
+def _preview(image: Image.Image, steps: list[str]) -> np.ndarray:
+    if max(image.size) <= PREVIEW_MAX_SIDE:
+        return np.asarray(image, dtype=np.uint8).copy()
+    small = image.copy()
+    small.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE), Image.Resampling.LANCZOS)
+    steps.append(f"preview downscaled to {small.size[0]}x{small.size[1]} for display")
+    return np.asarray(small, dtype=np.uint8).copy()
+
+
+def _fit_square(array: np.ndarray, size: int, steps: list[str]) -> np.ndarray:
+    """Resize keeping the aspect ratio, then pad to size x size with the border's median colour."""
+    height, width = array.shape[:2]
+    if (height, width) == (size, size):
+        return array
+    scale = size / max(height, width)
+    new_width, new_height = max(1, round(width * scale)), max(1, round(height * scale))
+    mode = "L" if array.ndim == 2 else "RGB"
+    resized = np.asarray(Image.fromarray(array, mode=mode).resize(
+        (new_width, new_height), Image.Resampling.LANCZOS, reducing_gap=3.0), dtype=np.uint8)
+    if (new_height, new_width) == (size, size):
+        steps.append(f"resized {width}x{height} -> {size}x{size}")
+        return resized
+    border = array[_border_mask((height, width))]
+    fill = np.median(border, axis=0).round().astype(np.uint8)
+    canvas = np.empty((size, size) + array.shape[2:], dtype=np.uint8)
+    canvas[...] = fill
+    top, left = (size - new_height) // 2, (size - new_width) // 2
+    canvas[top:top + new_height, left:left + new_width] = resized
+    steps.append(f"resized {width}x{height} -> {size}x{size} (aspect kept, padded)")
+    return canvas
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """PNG file bytes of an image: (C, H, W), (H, W) or (H, W, 3); floats are rounded to 0..255."""
+    array = np.asarray(pixels)
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+        array = array.transpose(1, 2, 0)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] != 3):
+        raise InputError(f"cannot write an image of shape {tuple(np.asarray(pixels).shape)} as PNG")
+    if array.dtype != np.uint8:
+        array = np.clip(np.rint(np.nan_to_num(array.astype(np.float64))), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode="L" if array.ndim == 2 else "RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- ZIP archives
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def sanitize_member_name(name: str) -> tuple[str, bool]:
+    """A ZIP member name made safe to show and to use under an output folder, and whether it was unsafe.
+
+    Backslashes become '/', drive letters, leading '/', '.' and '..' parts and
+    control characters are removed. Unsafe means absolute or climbing out ('..').
+    """
+    text = unicodedata.normalize("NFC", name).replace("\\", "/")
+    text = _CONTROL.sub("", text)
+    unsafe = text.startswith("/") or bool(re.match(r"^[A-Za-z]:", text))
+    text = re.sub(r"^[A-Za-z]:", "", text)
+    parts = []
+    for part in text.split("/"):
+        if part == "..":
+            unsafe = True
+        elif part not in ("", "."):
+            parts.append(part)
+    return "/".join(parts), unsafe
+
+
+def iter_zip_images(data: bytes | BinaryIO | Path | str, *, max_files: int = MAX_ZIP_FILES,
+                    max_total_bytes: int = MAX_ZIP_TOTAL_BYTES,
+                    max_file_bytes: int = MAX_IMAGE_BYTES) -> Iterator[tuple[str, bytes | InputError]]:
+    """Yield (sanitized name, file bytes or the InputError that makes it unusable) for each ZIP member.
+
+    Members are read one at a time (``data`` may be bytes, a binary file or a
+    path), so memory stays bounded. Non-images, encrypted members, unsafe
+    names ('../x.png', absolute paths) and oversized members are yielded with an
+    InputError and never used as paths. Folders and macOS '__MACOSX/' metadata
+    are skipped silently. Raises InputError for a damaged archive, more than
+    ``max_files`` members, or more than ``max_total_bytes`` uncompressed (zip bomb).
+    """
+    source = io.BytesIO(bytes(data)) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    if isinstance(data, (bytes, bytearray)) and len(data) == 0:
+        raise InputError("the ZIP file is empty (0 bytes)")
+    try:
+        archive = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        raise InputError("the file is not a ZIP archive or the archive is damaged") from None
+    with archive:
+        members = [info for info in archive.infolist()
+                   if not info.is_dir() and not info.filename.replace("\\", "/").startswith("__MACOSX/")]
+        if len(members) > max_files:
+            raise InputError(f"the ZIP holds {len(members):,} files, more than the limit of {max_files:,}")
+        total = 0
+        for info in members:
+            name, unsafe = sanitize_member_name(info.filename)
+            name = name or "(unnamed)"
+            if unsafe:
+                yield name, InputError("unsafe path in the ZIP (absolute or containing '..'); skipped")
+                continue
+            if PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES:
+                yield name, InputError(f"not an image (accepted: {FORMAT_NAMES}); skipped")
+                continue
+            if info.flag_bits & 0x1:
+                yield name, InputError("the file is encrypted (password-protected) in the ZIP; skipped")
+                continue
+            if info.file_size > max_file_bytes:
+                yield name, InputError(f"the file expands to {info.file_size / 2**20:.0f} MB, more than the "
+                                       f"limit of {max_file_bytes // 2**20} MB per image; skipped")
+                continue
+            if total + info.file_size > max_total_bytes:
+                raise _zip_bomb(max_total_bytes)
+            try:
+                with archive.open(info) as handle:
+                    # never trust the header's size: read at most one byte past the limit
+                    content = handle.read(min(max_file_bytes, max_total_bytes - total) + 1)
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError,
+                    RuntimeError, zlib.error):
+                yield name, InputError("the file is damaged in the ZIP or uses an unsupported compression; "
+                                       "skipped")
+                continue
+            total += len(content)
+            if total > max_total_bytes:
+                raise _zip_bomb(max_total_bytes)
+            if len(content) > max_file_bytes:
+                yield name, InputError(f"the file expands to more than {max_file_bytes // 2**20} MB; skipped")
+                continue
+            yield name, content
+
+
+def _zip_bomb(limit: int) -> InputError:
+    return InputError(f"the ZIP expands to more than {limit / 2**20:.0f} MB of files (the limit; a zip bomb?); "
+                      "stopped reading it")
+
+
+# --------------------------------------------------------------------------- CSV tables
+
+DELIMITERS = (",", ";", "\t", "|")
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+@dataclass
+class CsvUpload:
+    """A parsed CSV upload and what was done to it."""
+
+    frame: pd.DataFrame
+    notes: list[str]
+    encoding: str
+    delimiter: str
+
+
+def decode_text(data: bytes) -> tuple[str, str]:
+    """(text, encoding): UTF-8 with or without BOM, UTF-16 with BOM, else Latin-1."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16"), "utf-16"
+        except UnicodeDecodeError:
+            raise InputError("the file starts like UTF-16 text but cannot be decoded as such") from None
+    if b"\x00" in data[:65536]:
+        raise InputError("the file is binary, not a CSV text file")
+    if data.startswith(b"\xef\xbb\xbf"):
+        try:
+            return data[3:].decode("utf-8"), "utf-8-sig"
+        except UnicodeDecodeError:
+            pass
+    else:
+        try:
+            return data.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            pass
+    return data.decode("latin-1"), "latin-1"
+
+
+def sniff_delimiter(text: str) -> str:
+    """The delimiter (comma, semicolon, tab or pipe) that splits the first lines into the most equal columns."""
+    sample = text[:65536]
+    best, best_score = ",", (0, 0.0)
+    for delimiter in DELIMITERS:
+        try:
+            rows = [row for _, row in zip(range(50), csv.reader(io.StringIO(sample), delimiter=delimiter)) if row]
+        except csv.Error:
+            continue
+        if len(rows) > 1 and not sample.endswith(("\n", "\r")):
+            rows = rows[:-1]  # the sample may cut the last row short
+        if not rows:
+            continue
+        widths = [len(row) for row in rows]
+        header = widths[0]
+        consistency = sum(w == header for w in widths) / len(widths)
+        score = (header if header > 1 and consistency >= 0.8 else 0, consistency)
+        if score > best_score:
+            best, best_score = delimiter, score
+    return best
+
+
+def _unique_names(names: list[str], notes: list[str]) -> list[str]:
+    cleaned, seen = [], set()
+    for index, raw in enumerate(names):
+        name = raw.strip() or f"column_{index + 1}"
+        if not raw.strip():
+            notes.append(f"column {index + 1} has no name; called it {name!r}")
+        if name in seen:
+            suffix = 2
+            while f"{name}_{suffix}" in seen or f"{name}_{suffix}" in names:
+                suffix += 1
+            notes.append(f"duplicate column name {name!r}: the repeat is renamed {name}_{suffix!s}")
+            name = f"{name}_{suffix}"
+        seen.add(name)
+        cleaned.append(name)
+    return cleaned
+
+
+def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: int = MAX_CSV_COLUMNS,
+                    max_categories: int = MAX_CATEGORIES, seed: int = CSV_SAMPLE_SEED) -> CsvUpload:
+    """Parse an uploaded CSV with stated limits, and say in ``notes`` what was changed.
+
+    Encoding (UTF-8, BOM, Latin-1) and delimiter (comma, semicolon, tab, pipe)
+    are detected. Duplicate names are renamed; all-empty columns are dropped; a
+    text column with more than ``max_categories`` distinct values is treated as
+    an identifier and dropped; more than ``max_rows`` rows are sampled with a
+    fixed seed; more than ``max_columns`` columns are refused.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InputError("a CSV upload must be bytes")
+    data = bytes(data)
+    if len(data) > MAX_CSV_BYTES:
+        raise InputError(f"the CSV is {len(data) / 2**20:.0f} MB; files up to {MAX_CSV_BYTES // 2**20} MB "
+                         "are accepted")
+    text, encoding = decode_text(data)
+    notes: list[str] = []
+    if encoding == "latin-1":
+        notes.append("the file is not valid UTF-8; read as Latin-1")
+    if not text.strip():
+        raise InputError("the CSV file is empty")
+    delimiter = sniff_delimiter(text)
+    try:
+        header = next(csv.reader(io.StringIO(text), delimiter=delimiter))
+    except (csv.Error, StopIteration):
+        raise InputError("the CSV header row cannot be read") from None
+    if len(header) > max_columns:
+        raise InputError(f"the CSV has {len(header)} columns; at most {max_columns} are supported")
+    names = _unique_names(header, notes)
+    try:
+        frame = pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=names, skipinitialspace=True,
+                            index_col=False, low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise InputError("the CSV file is empty") from None
+    except pd.errors.ParserError as error:
+        line = re.search(r"line (\d+)", str(error))
+        where = f" at line {line.group(1)}" if line else ""
+        raise InputError(f"the CSV cannot be parsed{where}: a row has more fields than the header "
+                         f"({len(names)} columns, {DELIMITER_NAMES[delimiter]}-separated)") from None
+    except (ValueError, UnicodeError, MemoryError):
+        raise InputError("the CSV cannot be parsed") from None
+    if len(frame) == 0:
+        raise InputError("the CSV has a header but no data rows")
+    if len(frame) > max_rows:
+        notes.append(f"the file has {len(frame):,} rows, more than the limit of {max_rows:,}: a random sample "
+                     f"of {max_rows:,} rows (seed {seed}) is used")
+        frame = frame.sample(n=max_rows, random_state=seed).sort_index().reset_index(drop=True)
+    frame = _clean_columns(frame, notes, max_categories)
+    return CsvUpload(frame, notes, encoding, delimiter)
+
+
+def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int) -> pd.DataFrame:
+    drop = []
+    for name in frame.columns:
+        series = frame[name]
+        values = series.dropna()
+        if values.empty:
+            drop.append(name)
+            notes.append(f"column {name!r} is empty in every row: dropped")
+            continue
+        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+            if values.nunique() == 1:
+                notes.append(f"column {name!r} has one value ({values.iloc[0]!r}) in every row: kept, "
+                             "but it carries no information")
+            continue
+        numbers = pd.to_numeric(values, errors="coerce")
+        numeric_share = float(numbers.notna().mean())
+        distinct = values.nunique()
+        if distinct > max_categories:
+            drop.append(name)
+            notes.append(f"column {name!r} has {distinct:,} distinct text values (more than {max_categories}): "
+                         "treated as an identifier and dropped")
+            continue
+        if distinct == 1:
+            notes.append(f"column {name!r} has one value ({values.iloc[0]!r}) in every row: kept, "
+                         "but it carries no information")
+        elif numeric_share >= 0.5:
+            notes.append(f"column {name!r} mixes numbers and text ({(1 - numeric_share):.0%} of values are "
+                         "not numbers): treated as categories")
+    if len(drop) == frame.shape[1]:
+        raise InputError("no usable column is left: " + "; ".join(notes))
+    return frame.drop(columns=drop)
+
+
+def read_csv_bytes(data: bytes, *, max_rows: int = MAX_CSV_ROWS) -> pd.DataFrame:
+    """The cleaned table of a CSV upload (see ``read_csv_upload``)."""
+    return read_csv_upload(data, max_rows=max_rows).frame
+
+
+# --------------------------------------------------------------------------- safe CSV export
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def escape_cell(value):
+    """A cell value safe to open in a spreadsheet: text starting like a formula gets a leading apostrophe."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def safe_csv_bytes(frame: pd.DataFrame, *, header: bool = True) -> bytes:
+    """UTF-8 CSV of a frame, safe against spreadsheet formula injection.
+
+    Text cells (and column names) starting with =, +, -, @, tab or CR get a
+    leading apostrophe; numbers in numeric columns stay numbers (-3 stays -3).
+    """
+    columns = []
+    for position in range(frame.shape[1]):
+        column = frame.iloc[:, position]
+        if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
+            column = column.astype(object).map(escape_cell)
+        columns.append(column.reset_index(drop=True))
+    safe = pd.concat(columns, axis=1, ignore_index=True) if columns else pd.DataFrame(index=range(len(frame)))
+    safe.columns = [escape_cell(str(name)) for name in frame.columns]
+    return safe.to_csv(index=False, header=header, lineterminator="\n").encode("utf-8")
