@@ -1,19 +1,29 @@
 """Models as Hub-style folders: config.json + model.safetensors + README.md (+ eval.json).
 
-Loading never unpickles: weights come from safetensors only.
+A model loads the same from a local folder or a Hugging Face Hub repository
+(``load_model``) and is published with ``push_model``. Loading never unpickles:
+weights come from safetensors only.
+
+    python -m cadp.hub load cadp/mnist-cinn@v0.1.0
+    python -m cadp.hub push weights/mnist-cinn cadp/mnist-cinn --dry-run
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
-from dataclasses import dataclass
+import os
+import re
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from cadp.errors import ModelError
+from cadp.errors import CadpError, ModelError
 from cadp.models import ModelConfig, SmallCNN, build_model, config_from_dict, config_to_dict
 
 CONFIG_NAME = "config.json"
@@ -22,6 +32,21 @@ CLASSIFIER_NAME = "classifier.safetensors"
 CARD_NAME = "README.md"
 EVAL_NAME = "eval.json"
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+# The files of a model repo that are downloaded; anything else (pickles included) never is.
+HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, CLASSIFIER_NAME, CARD_NAME, EVAL_NAME)
+REQUIRED_HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+# Hub repos of the bundled models -> their folder in weights/: used when the Hub cannot be reached.
+BUNDLED_REPOS: dict[str, str] = {
+    "cadp/mnist-cinn": "mnist-cinn",
+    "cadp/fashion-mnist-cinn": "fashion-mnist-cinn",
+    "cadp/diabetes-cinn": "diabetes-cinn",
+}
+# The revision a bundled repo id loads by default, so that it matches the bundled copy
+# (the tag push_model(..., tag=...) creates when these folders are published).
+BUNDLED_REVISIONS: dict[str, str] = {repo_id: "v0.1.0" for repo_id in BUNDLED_REPOS}
 
 
 @dataclass
@@ -33,6 +58,7 @@ class LoadedModel:
     folder: Path
     origin: str
     classifier: SmallCNN | None = None
+    commit: str | None = None  # the Hub commit the files came from (None for local folders)
 
     @property
     def card(self) -> str:
@@ -118,7 +144,15 @@ def load_folder(folder: Path | str, origin: str | None = None) -> LoadedModel:
         classifier = SmallCNN(config.num_classes, config.channels, config.image_size)
         _load_weights(classifier, folder / CLASSIFIER_NAME)
         classifier.eval()
-    return LoadedModel(model, config, folder, origin or f"folder {folder}", classifier)
+    return LoadedModel(model, config, folder, origin or f"folder {_display_path(folder)}", classifier)
+
+
+def _display_path(folder: Path) -> str:
+    """A folder as a user would type it: relative to the project when inside it."""
+    try:
+        return Path(folder).resolve().relative_to(BUNDLED_DIR.parent).as_posix()
+    except ValueError:
+        return str(folder)
 
 
 def read_eval(folder: Path) -> dict:
@@ -148,3 +182,345 @@ def bundled_models() -> list[str]:
     if not BUNDLED_DIR.exists():
         return []
     return sorted(d.name for d in BUNDLED_DIR.iterdir() if (d / CONFIG_NAME).exists())
+
+
+# --------------------------------------------------------------------------- Hub: ids
+
+_REPO_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+_REVISION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/-]*")
+_URL_PREFIXES = ("http:", "https:", "hf://", "huggingface.co/", "hf.co/", "www.")
+_MAX_REPO_ID = 96
+
+
+def validate_repo_id(repo_id: str) -> str:
+    """Return ``repo_id`` if it follows the Hub's rules for ``owner/name``, else raise ModelError naming the rule."""
+    def refuse(rule: str) -> ModelError:
+        return ModelError(f"{repo_id!r} is not a valid Hub repo id: {rule}")
+
+    if not repo_id:
+        raise refuse("it is empty; give owner/name")
+    if "://" in repo_id or repo_id.lower().startswith(_URL_PREFIXES):
+        raise refuse("give the repo id (owner/name), not a URL")
+    if any(character.isspace() for character in repo_id):
+        raise refuse("it must not contain spaces")
+    if ".." in repo_id or "--" in repo_id:
+        raise refuse("it must not contain '..' or '--'")
+    if repo_id.count("/") != 1:
+        raise refuse("it must have the form owner/name (exactly one '/'), and no local folder has that name")
+    if len(repo_id) > _MAX_REPO_ID:
+        raise refuse(f"it must be at most {_MAX_REPO_ID} characters long")
+    if not all(_REPO_PART.fullmatch(part) for part in repo_id.split("/")):
+        raise refuse("owner and name use only letters, digits, '-', '_' and '.', "
+                     "and start and end with a letter or digit")
+    if repo_id.endswith(".git"):
+        raise refuse("it must not end with '.git'")
+    return repo_id
+
+
+def validate_revision(revision: str, repo_id: str) -> str:
+    """Return ``revision`` (branch, tag or commit hash) if it is well formed, else raise ModelError."""
+    if (not revision or len(revision) > 255 or not _REVISION.fullmatch(revision)
+            or ".." in revision or revision.endswith(("/", ".lock"))):
+        raise ModelError(f"{revision!r} is not a valid revision for Hub repo {repo_id}: use a branch, tag or "
+                         "commit hash (letters, digits, '.', '_', '-', '/'; no spaces or '..')")
+    return revision
+
+
+def parse_hub_source(source: str, revision: str | None = None) -> tuple[str, str | None]:
+    """Split ``owner/name@rev`` into a validated (repo id, revision or None)."""
+    repo_id, at, source_revision = source.partition("@")
+    validate_repo_id(repo_id)
+    if at:
+        validate_revision(source_revision, repo_id)
+        if revision is not None and revision != source_revision:
+            raise ModelError(f"two revisions given for Hub repo {repo_id}: {source_revision!r} in the id and "
+                             f"{revision!r} as argument")
+        revision = source_revision
+    elif revision is not None:
+        validate_revision(revision, repo_id)
+    return repo_id, revision
+
+
+def _looks_like_path(source: str) -> bool:
+    return (source.startswith(("/", "./", "../", "~", "\\")) or source.endswith(("/", "\\"))
+            or source in (".", "..") or (os.sep != "/" and os.sep in source))
+
+
+# --------------------------------------------------------------------------- Hub: loading
+
+class _HubUnavailable(Exception):
+    """The Hub could not be asked (offline or unreachable) and the cache has no complete copy."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Connection and timeout errors of the HTTP client huggingface_hub uses (httpx2/httpx in 1.x+, requests in 0.x)."""
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for module_name, names in (("httpx2", ("TransportError",)), ("httpx", ("TransportError",)),
+                               ("requests", ("ConnectionError", "Timeout"))):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        errors += [getattr(module, name) for name in names if hasattr(module, name)]
+    return tuple(errors)
+
+
+def _short(error: BaseException) -> str:
+    """First line of an error message, for origins and error texts."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def load_model(source: str | Path, *, revision: str | None = None, cache_dir: str | Path | None = None,
+               endpoint: str | None = None, token: str | None = None) -> LoadedModel:
+    """Load a model from a local folder, a bundled model's name, or a Hub repo ``owner/name[@revision]``.
+
+    Hub files (config.json, model.safetensors, and classifier.safetensors, README.md, eval.json when
+    the repo has them) are downloaded with ``huggingface_hub`` into its cache (``cache_dir``, default
+    ``$HF_HOME/hub``) and loaded with ``load_folder``: safetensors only, config validated. ``endpoint``
+    defaults to ``$HF_ENDPOINT``; ``HF_HUB_OFFLINE=1`` loads from the cache without any request. A
+    bundled repo id (``BUNDLED_REPOS``) loads its pinned revision (``BUNDLED_REVISIONS``) and, when the
+    Hub is offline or unreachable and nothing is cached, falls back to its folder in ``weights/``.
+    ``LoadedModel.origin`` says which of these happened; ``LoadedModel.commit`` is the Hub commit.
+
+    Raises ModelError naming the repo and the reason: invalid id, repo or revision not found, no
+    safetensors weights, offline or unreachable without a cached copy, invalid config or weights.
+    """
+    text = str(source)
+    path = Path(text).expanduser()
+    if text and path.is_dir():
+        if revision is not None:
+            raise ModelError(f"{text} is a local folder; a revision applies only to Hub repos")
+        return load_folder(path)
+    if text and "/" not in text and "@" not in text and (BUNDLED_DIR / text / CONFIG_NAME).exists():
+        return load_folder(BUNDLED_DIR / text, origin=f"bundled {BUNDLED_DIR.name}/{text}")
+    if _looks_like_path(text):
+        raise ModelError(f"model folder {text} does not exist")
+    repo_id, revision = parse_hub_source(text, revision)
+    return _load_from_hub(repo_id, revision, cache_dir=cache_dir, endpoint=endpoint, token=token)
+
+
+def _resolve_endpoint(endpoint: str | None) -> str:
+    from huggingface_hub import constants
+
+    # huggingface_hub reads HF_ENDPOINT once at import; read it again so a later setting counts.
+    return (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def _load_from_hub(repo_id: str, revision: str | None, *, cache_dir: str | Path | None, endpoint: str | None,
+                   token: str | None) -> LoadedModel:
+    pinned = BUNDLED_REVISIONS.get(repo_id) if repo_id in BUNDLED_REPOS else None
+    requested = revision or pinned or "main"
+    endpoint = _resolve_endpoint(endpoint)
+    try:
+        folder, commit, note = _download(repo_id, requested, cache_dir=cache_dir, endpoint=endpoint, token=token)
+    except _HubUnavailable as error:
+        bundled = BUNDLED_REPOS.get(repo_id)
+        if bundled is not None and revision in (None, pinned) and (BUNDLED_DIR / bundled / CONFIG_NAME).exists():
+            return load_folder(BUNDLED_DIR / bundled,
+                               origin=f"bundled fallback {BUNDLED_DIR.name}/{bundled} ({error.reason})")
+        raise ModelError(f"cannot load Hub repo {repo_id}@{requested}: {error.reason}") from None
+    shown = repo_id if requested in ("main", commit) and revision is None else f"{repo_id}@{requested}"
+    loaded = load_folder(folder, origin=f"Hub {shown} at commit {commit[:12]}{note}")
+    loaded.commit = commit
+    return loaded
+
+
+def _download(repo_id: str, revision: str, *, cache_dir: str | Path | None, endpoint: str,
+              token: str | None) -> tuple[Path, str, str]:
+    """Fetch the model files of one revision into the cache: (snapshot folder, commit hash, origin note)."""
+    from huggingface_hub import HfApi, constants, hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    where = f"{repo_id}@{revision}"
+    hub_problem = None
+    listing: set[str] | None = None
+    if constants.is_offline_mode():
+        hub_problem = "Hub offline: HF_HUB_OFFLINE is set"
+    else:
+        try:
+            info = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=revision)
+            listing = {sibling.rfilename for sibling in info.siblings or []}
+        except RevisionNotFoundError:
+            raise ModelError(f"revision {revision!r} not found in Hub repo {repo_id} ({endpoint})") from None
+        except RepositoryNotFoundError:
+            raise ModelError(f"Hub repo {repo_id} not found at {endpoint} (if it is private or gated, "
+                             "give a token or set HF_TOKEN)") from None
+        except HfHubHTTPError as error:
+            if error.response is None or error.response.status_code < 500:
+                raise ModelError(f"the Hub refused {where}: {_short(error)}") from None
+            hub_problem = f"Hub unreachable: {endpoint} answered {error.response.status_code}"
+        except _transport_errors() as error:
+            hub_problem = f"Hub unreachable: {endpoint} ({_short(error)})"
+
+    if listing is not None:
+        missing = [name for name in REQUIRED_HUB_FILES if name not in listing]
+        if missing:
+            pickles = sorted(name for name in listing if name.endswith(PICKLE_SUFFIXES))
+            hint = f" (it has {', '.join(pickles)}: pickle files are never loaded)" if pickles else ""
+            raise ModelError(f"Hub repo {where} has no {' or '.join(missing)}{hint}; "
+                             "a CADP model repo holds config.json and model.safetensors")
+        names = [name for name in HUB_FILES if name in listing]
+    else:
+        names = list(HUB_FILES)
+
+    paths = []
+    for name in names:
+        try:
+            paths.append(Path(hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir,
+                                              endpoint=endpoint, token=token,
+                                              local_files_only=hub_problem is not None)))
+        except FileNotFoundError as error:  # LocalEntryNotFoundError: not in the cache
+            if hub_problem is None:
+                raise ModelError(f"could not download {name} of Hub repo {where}: {_short(error)}") from None
+            if name in REQUIRED_HUB_FILES:
+                raise _HubUnavailable(f"{hub_problem}, and the Hugging Face cache has no copy of {where}") from None
+        except (RevisionNotFoundError, RepositoryNotFoundError) as error:
+            raise ModelError(f"Hub repo {where} changed while downloading: {_short(error)}") from None
+        except HfHubHTTPError as error:
+            raise ModelError(f"could not download {name} of Hub repo {where}: {_short(error)}") from None
+        except _transport_errors() as error:
+            raise _HubUnavailable(f"Hub unreachable while downloading {name}: {_short(error)}") from None
+
+    snapshots = {path.parent for path in paths}
+    if len(snapshots) != 1:
+        raise ModelError(f"Hub repo {where} changed while downloading; load it again")
+    folder = snapshots.pop()
+    note = f" (cached copy; {hub_problem})" if hub_problem else ""
+    return folder, folder.name, note
+
+
+# --------------------------------------------------------------------------- Hub: publishing
+
+@dataclass
+class PushResult:
+    """What push_model uploaded (or would upload, for a dry run)."""
+
+    repo_id: str
+    files: list[str]
+    dry_run: bool
+    commit: str | None = None
+    url: str | None = None
+    skipped: list[str] = field(default_factory=list)
+
+
+def upload_files(folder: Path | str) -> tuple[list[str], list[str]]:
+    """(files to upload, files left out) of a model folder, as sorted POSIX paths relative to it.
+
+    Left out: checkpoint/ (training state), hidden files, and pickle files (never loaded anyway).
+    """
+    folder = Path(folder)
+    uploaded, skipped = [], []
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        relative = path.relative_to(folder).as_posix()
+        parts = relative.split("/")
+        if parts[0] == "checkpoint" or any(part.startswith(".") for part in parts) \
+                or relative.endswith(PICKLE_SUFFIXES):
+            skipped.append(relative)
+        else:
+            uploaded.append(relative)
+    return uploaded, skipped
+
+
+def push_model(folder: Path | str, repo_id: str, *, token: str | None = None, dry_run: bool = False,
+               endpoint: str | None = None, tag: str | None = None, private: bool = False) -> PushResult:
+    """Publish a model folder to the Hub model repo ``repo_id`` with ``HfApi.upload_folder``.
+
+    The folder is loaded first (safetensors, config validated) so a broken model is never published.
+    Uploads config.json, model.safetensors, README.md, eval.json, classifier.safetensors and any other
+    plain file, but never checkpoint/, hidden files or pickle files (see ``upload_files``). Creates the
+    repo if needed (``private`` applies then) and, with ``tag``, tags the new commit (``BUNDLED_REVISIONS``
+    pins bundled repos to such a tag). ``token`` defaults to $HF_TOKEN or the saved login, ``endpoint``
+    to $HF_ENDPOINT.
+
+    With ``dry_run=True`` nothing is sent: the result lists the files that would be uploaded.
+    """
+    folder = Path(folder)
+    validate_repo_id(repo_id)
+    if tag is not None:
+        validate_revision(tag, repo_id)
+    load_folder(folder)
+    files, skipped = upload_files(folder)
+    if dry_run:
+        return PushResult(repo_id, files, dry_run=True, skipped=skipped)
+
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi(endpoint=_resolve_endpoint(endpoint), token=token)
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        # Exact paths as patterns: what is uploaded is exactly the list a dry run shows.
+        info = api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=files,
+                                 commit_message=f"Upload {read_config(folder).name} with cadp")
+        if tag is not None:
+            api.create_tag(repo_id, tag=tag, revision=info.oid)
+    except HfHubHTTPError as error:
+        raise ModelError(f"could not push {folder} to Hub repo {repo_id}: {_short(error)}") from None
+    except _transport_errors() as error:
+        raise ModelError(f"could not push {folder} to Hub repo {repo_id}: Hub unreachable ({_short(error)})") from None
+    return PushResult(repo_id, files, dry_run=False, commit=info.oid, url=info.commit_url, skipped=skipped)
+
+
+# --------------------------------------------------------------------------- CLI
+
+def describe(loaded: LoadedModel) -> str:
+    """A few lines about a loaded model: origin, kind, data, latent size, parameters."""
+    config = loaded.config
+    parameters = sum(p.numel() for p in loaded.model.parameters())
+    lines = [f"origin: {loaded.origin}",
+             f"model: {config.name} ({config.kind} cINN, dataset {config.dataset})",
+             f"latent dimensions: {config.latent_dim}",
+             f"parameters: {parameters:,}"]
+    if config.kind == "image":
+        lines.append(f"images: {config.channels}x{config.image_size}x{config.image_size}, "
+                     f"classes: {', '.join(config.class_names)}")
+        lines.append(f"classifier: {'yes' if loaded.classifier is not None else 'no'}")
+    else:
+        lines.append(f"data columns: {', '.join(config.data_columns)}")
+        lines.append(f"condition columns: {', '.join(config.condition_columns) or '(none)'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cadp.hub", description="Load or publish CADP model folders.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    push = commands.add_parser("push", help="upload a model folder to a Hub repo")
+    push.add_argument("folder")
+    push.add_argument("repo_id", help="owner/name")
+    push.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded; send nothing")
+    push.add_argument("--tag", help="tag the new commit (e.g. v0.1.0)")
+    push.add_argument("--private", action="store_true", help="create the repo as private")
+    push.add_argument("--endpoint", help="Hub URL (default: $HF_ENDPOINT or huggingface.co)")
+    load = commands.add_parser("load", help="load a folder or Hub repo and describe it")
+    load.add_argument("source", help="a folder, a bundled model's name, or owner/name[@revision]")
+    load.add_argument("--cache-dir", help="Hugging Face cache folder (default: $HF_HOME/hub)")
+    load.add_argument("--endpoint", help="Hub URL (default: $HF_ENDPOINT or huggingface.co)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "push":
+            result = push_model(args.folder, args.repo_id, dry_run=args.dry_run, endpoint=args.endpoint,
+                                tag=args.tag, private=args.private)
+            verb = "would upload" if result.dry_run else "uploaded"
+            print(f"{verb} to {result.repo_id}:")
+            print("\n".join(f"  {name}" for name in result.files))
+            if result.skipped:
+                print("left out: " + ", ".join(result.skipped))
+            if result.commit:
+                print(f"commit {result.commit}: {result.url}")
+        else:
+            print(describe(load_model(args.source, cache_dir=args.cache_dir, endpoint=args.endpoint)))
+    except CadpError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
