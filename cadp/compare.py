@@ -1,0 +1,132 @@
+"""Comparisons of originals and releases shown by the app: image quality, changed cells,
+correlation differences, downstream accuracy, and in-memory ZIP/PNG downloads.
+
+Nothing here touches the disk: downloads are built in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from cadp.errors import InputError
+
+
+def _gray(pixels) -> np.ndarray:
+    array = torch.as_tensor(pixels).detach().cpu().float().numpy()
+    return array.reshape(-1, *array.shape[-2:]).mean(0) if array.ndim >= 3 else array
+
+
+def image_quality(original, released) -> dict[str, float]:
+    """SSIM and PSNR (dB) of a release against its original, pixel values on [0, 255]."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    a = np.clip(_gray(original), 0, 255)
+    b = np.clip(_gray(released), 0, 255)
+    ssim = float(structural_similarity(a, b, data_range=255.0))
+    psnr = float(peak_signal_noise_ratio(a, b, data_range=255.0)) if not np.array_equal(a, b) else float("inf")
+    return {"ssim": ssim, "psnr": psnr}
+
+
+def latent_distance(latent, noisy_latent) -> float:
+    """L1 distance ||M(z) - z||_1 of one record."""
+    return float((torch.as_tensor(noisy_latent) - torch.as_tensor(latent)).abs().sum())
+
+
+def png_bytes(pixels) -> bytes:
+    """PNG of (C, H, W) or (H, W) pixel values on [0, 255]."""
+    array = torch.as_tensor(pixels).detach().cpu().float().clamp(0, 255).round().to(torch.uint8).numpy()
+    if array.ndim == 3:
+        array = array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def batch_zip(files: list[tuple[str, bytes]], manifest: list[dict]) -> bytes:
+    """A ZIP (in memory) of the released PNGs and a manifest.csv, one row per file."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files:
+            archive.writestr(name, data)
+        table = io.StringIO()
+        fields = ["file", "condition", "mechanism", "epsilon", "seed"]
+        writer = csv.DictWriter(table, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(manifest)
+        archive.writestr("manifest.csv", table.getvalue())
+    return buffer.getvalue()
+
+
+def released_name(name: str, index: int) -> str:
+    stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0] or f"image-{index}"
+    return f"{index:04d}-{stem}-private.png"
+
+
+# --------------------------------------------------------------------------- tables
+
+def changed_cells(original: pd.DataFrame, released: pd.DataFrame) -> pd.DataFrame:
+    """Boolean frame: True where a released cell differs from the original (numbers: beyond 1e-9 relative)."""
+    original = original.reset_index(drop=True)
+    released = released.reset_index(drop=True)[original.columns]
+    changed = pd.DataFrame(False, index=original.index, columns=original.columns)
+    for column in original.columns:
+        a, b = original[column], released[column]
+        if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b):
+            a_values, b_values = a.to_numpy(float), b.to_numpy(float)
+            changed[column] = ~np.isclose(a_values, b_values, rtol=1e-9, atol=1e-12, equal_nan=True)
+        else:
+            changed[column] = a.astype(str).to_numpy() != b.astype(str).to_numpy()
+    return changed
+
+
+def numeric_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and frame[c].nunique() > 1]
+
+
+def correlation_difference(original: pd.DataFrame, released: pd.DataFrame) -> pd.DataFrame:
+    """corr(released) - corr(original) over the numeric columns (Pearson)."""
+    columns = [c for c in numeric_columns(original) if c in numeric_columns(released)]
+    if len(columns) < 2:
+        raise InputError("the correlation difference needs at least two numeric columns that vary")
+    return released[columns].astype(float).corr() - original[columns].astype(float).corr()
+
+
+def downstream_accuracy(original: pd.DataFrame, released: pd.DataFrame, target: str, *,
+                        test_fraction: float = 0.3, seed: int = 0) -> dict[str, float]:
+    """Logistic regression predicting ``target``: trained on released rows (p/o) or real rows (o/o),
+    both tested on held-out real rows. The split is by row, so no tested row was trained on."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if target not in original.columns:
+        raise InputError(f"no column named {target!r}")
+    original = original.reset_index(drop=True)
+    released = released.reset_index(drop=True)[original.columns]
+    if original[target].nunique() < 2:
+        raise InputError(f"the target {target!r} has a single value; pick a column with at least two classes")
+    features = pd.get_dummies(pd.concat([original, released], keys=["o", "p"]).drop(columns=[target]),
+                              dtype=float).fillna(0.0)
+    features_o, features_p = features.loc["o"].to_numpy(), features.loc["p"].to_numpy()
+    labels_o, labels_p = original[target].astype(str).to_numpy(), released[target].astype(str).to_numpy()
+    order = np.random.default_rng(seed).permutation(len(original))
+    n_test = max(2, int(round(test_fraction * len(original))))
+    test, train = order[:n_test], order[n_test:]
+    if len(train) < 2:
+        raise InputError("the table is too small to train and test a classifier")
+    results = {"chance": float(pd.Series(labels_o[test]).value_counts(normalize=True).max())}
+    for name, x, y in (("o/o", features_o, labels_o), ("p/o", features_p, labels_p)):
+        if len(set(y[train])) < 2:
+            results[name] = float(np.mean(y[test] == y[train][0]))
+            continue
+        classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
+        classifier.fit(x[train], y[train])
+        results[name] = float(classifier.score(features_o[test], labels_o[test]))
+    return results

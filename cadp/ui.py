@@ -1,0 +1,423 @@
+"""Streamlit helpers shared by the app's pages: model picker, privacy ledger, controls, errors.
+
+The only cadp module that imports streamlit. Uploaded bytes stay in memory: they
+are hashed for the ledger, never written to disk or logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+import torch
+
+from cadp import hub
+from cadp.errors import CadpError, InputError, ModelError
+from cadp.mechanisms import DEFAULT_TEMPERATURE, MECHANISMS, PAPER_LABEL, Mechanism, make_mechanism
+
+WEIGHTS_ENV = "CADP_WEIGHTS_DIR"
+HUB_CHOICE = "Hub repository…"
+# log-spaced 1-2-5 values from 0.1 to 10,000 (PRIVACY.md: the slider reaches 10,000 on a log scale)
+EPSILON_VALUES = [round(m * 10.0 ** e, 1) if e < 0 else int(m * 10 ** e)
+                  for e in range(-1, 5) for m in (1, 2, 5) if m * 10.0 ** e <= 10_000]
+MECHANISM_LABELS = {
+    "laplace": "laplace — pure ε-LDP",
+    "gaussian": "gaussian — (ε, δ)-LDP",
+    "metric": "metric — ε·d privacy",
+    "paper": f"paper — {PAPER_LABEL}",
+}
+GUARANTEES_IN_PLAIN_WORDS = {
+    "laplace": "**laplace** — pure ε-local differential privacy: the latent is clipped to an L1 ball per record "
+               "and Laplace noise calibrated to its diameter is added.",
+    "gaussian": "**gaussian** — (ε, δ)-local differential privacy: L2 clip per record, Gaussian noise from the "
+                "analytic calibration (Balle & Wang 2018), valid for every ε > 0.",
+    "metric": "**metric** — ε·d privacy: no clipping; the slider sets ε per unit of latent L1 distance, so "
+              "protection between two records depends on how far apart their latents are.",
+    "paper": f"**paper** — {PAPER_LABEL}: the original CADP code (batch-level clipping, sensitivity "
+             "understated by 2x), shown for comparison only.",
+}
+COMMON_PLAIN_WORDS = (
+    "All four are **local** guarantees (per record, no trusted curator), not central DP. The model was trained "
+    "without DP on public data: the guarantee protects the record you privatize, not the training set. "
+    "Kept attributes are released exactly; they are public, and the guarantee holds given them."
+)
+LARGE_EPSILON_NOTE = (
+    "What large ε means here: an image latent has hundreds of dimensions. With constant temperature 0.7, "
+    "releases at ε up to ~100 look like fresh samples of the kept class; the record's own details (a logo, a "
+    "pattern) come back only around ε 1,000–3,000. The kept label survives at every ε."
+)
+
+
+# --------------------------------------------------------------------------- errors
+
+@contextmanager
+def page_errors():
+    """Show any failure of a page body as a plain st.error; the session keeps working."""
+    try:
+        yield
+    except CadpError as error:
+        st.error(str(error))
+    except Exception as error:  # noqa: BLE001 - a page must never show a traceback
+        st.error(f"Something went wrong ({type(error).__name__}). Change the inputs and try again; "
+                 "your session and its privacy ledger are kept.")
+
+
+def require(name: str, module: str):
+    """An attribute of a cadp module that may not exist yet; InputError in plain words if missing."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise CadpError(f"This feature needs {module}.{name}, which is not available in this installation.") from None
+
+
+# --------------------------------------------------------------------------- models
+
+def weights_dir() -> Path:
+    """Folder of the bundled models: $CADP_WEIGHTS_DIR, else the repository's weights/."""
+    return Path(os.environ.get(WEIGHTS_ENV) or hub.BUNDLED_DIR)
+
+
+def bundled_models(kind: str | None = None) -> list[str]:
+    folder = weights_dir()
+    if not folder.is_dir():
+        return []
+    names = []
+    for child in sorted(folder.iterdir()):
+        if not (child / hub.CONFIG_NAME).exists():
+            continue
+        if kind is not None:
+            try:
+                if hub.read_config(child).kind != kind:
+                    continue
+            except ModelError:
+                continue
+        names.append(child.name)
+    return names
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=8)
+def load_model(source: str) -> hub.LoadedModel:
+    """A model from a local folder or a Hub id ``owner/name@rev``, cached for all sessions."""
+    if Path(source).is_dir():
+        loader = getattr(hub, "load_model", None)
+        return loader(source) if loader is not None else hub.load_folder(source)
+    loader = getattr(hub, "load_model", None)
+    if loader is None:
+        raise ModelError("Loading from the Hugging Face Hub is not available in this installation; "
+                         "pick a bundled model.")
+    return loader(source)
+
+
+def device_in_use() -> str:
+    if torch.cuda.is_available():
+        return f"GPU ({torch.cuda.get_device_name(0)})"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def sidebar(kind: str | None = None, key: str = "model") -> hub.LoadedModel | None:
+    """Model picker, device and privacy ledger; returns the chosen model or None (with a message)."""
+    loaded = None
+    with st.sidebar:
+        st.subheader("Model")
+        names = bundled_models(kind)
+        choice = st.selectbox("Model", names + [HUB_CHOICE], key=f"{key}_choice",
+                              help="Bundled models, or a Hugging Face Hub repository id.")
+        try:
+            if choice == HUB_CHOICE:
+                repo = st.text_input("Hub repository id (owner/name, optionally @revision)",
+                                     key=f"{key}_hub", placeholder="owner/name@main").strip()
+                if repo:
+                    loaded = load_model(repo)
+                else:
+                    st.info("Type a Hub repository id to load a model from the Hub.")
+            else:
+                loaded = load_model(str(weights_dir() / choice))
+            if loaded is not None and kind is not None and loaded.config.kind != kind:
+                st.error(f"This page needs a {kind} model; {loaded.config.name} is a {loaded.config.kind} model.")
+                loaded = None
+        except CadpError as error:
+            st.error(str(error))
+            loaded = None
+        except Exception as error:  # noqa: BLE001
+            st.error(f"The model could not be loaded ({type(error).__name__}).")
+            loaded = None
+        if loaded is not None:
+            st.caption(f"From: {loaded.origin}")
+        if not names:
+            st.caption(f"No bundled {kind or ''} models found in {weights_dir()}.")
+        st.caption(f"Device: {device_in_use()}")
+    return loaded
+
+
+def run_page(title: str, body, kind: str | None = None, needs_model: bool = True) -> None:
+    """Title, sidebar, the page body inside page_errors, and the ledger last (so it shows this run's releases)."""
+    st.title(title)
+    loaded = sidebar(kind)
+    try:
+        if loaded is None and needs_model:
+            st.info(f"Choose {'an ' + kind if kind == 'image' else 'a ' + kind if kind else 'a'} model in the sidebar.")
+        else:
+            with page_errors():
+                body(loaded)
+    finally:
+        with st.sidebar:
+            render_ledger()
+
+
+# --------------------------------------------------------------------------- privacy ledger
+
+@dataclass
+class LedgerEntry:
+    """What one record has cost this session (basic composition)."""
+
+    name: str
+    releases: int = 0
+    epsilon: float = 0.0       # laplace/gaussian latent + randomized conditions
+    delta: float = 0.0         # gaussian deltas add up too
+    metric_units: float = 0.0  # metric: epsilon per unit of L1 latent distance, summed
+    metric_condition_epsilon: float = 0.0
+    informal: int = 0          # paper releases: no formal guarantee
+
+
+def record_key(data: bytes) -> str:
+    """Ledger key of a record: a hash of its bytes (the bytes themselves are not kept)."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def ledger() -> dict[str, LedgerEntry]:
+    return st.session_state.setdefault("privacy_ledger", {})
+
+
+def charge(key: str, name: str, mechanism: Mechanism, condition_epsilon: float = 0.0, releases: int = 1) -> None:
+    """Record ``releases`` releases of one record with ``mechanism`` in this session's ledger."""
+    entry = ledger().setdefault(key, LedgerEntry(name))
+    entry.releases += releases
+    if not mechanism.formal:
+        entry.informal += releases
+    elif mechanism.name == "metric":
+        entry.metric_units += releases * mechanism.epsilon
+        entry.metric_condition_epsilon += releases * condition_epsilon
+    else:
+        entry.epsilon += releases * (mechanism.epsilon + condition_epsilon)
+        entry.delta += releases * (getattr(mechanism, "delta", None) or 0.0)
+
+
+def ledger_lines() -> list[str]:
+    lines = []
+    for entry in ledger().values():
+        parts = []
+        if entry.epsilon:
+            parts.append(f"ε = {entry.epsilon:g}" + (f", δ = {entry.delta:.2g}" if entry.delta else ""))
+        if entry.metric_units:
+            text = f"{entry.metric_units:g} per unit of latent distance (ε·d)"
+            if entry.metric_condition_epsilon:
+                text += f" + ε = {entry.metric_condition_epsilon:g} for conditions"
+            parts.append(text)
+        if entry.informal:
+            parts.append(f"{entry.informal} paper release(s): no formal guarantee")
+        lines.append(f"**{entry.name}** — {entry.releases} release(s): " + "; ".join(parts or ["nothing"]))
+    return lines
+
+
+def render_ledger() -> None:
+    st.subheader("Privacy ledger")
+    lines = ledger_lines()
+    if lines:
+        for line in lines:
+            st.markdown(line)
+    else:
+        st.caption("No record released yet in this session.")
+    st.caption("Composition: releasing a record n times costs n · ε_total, with ε_total = ε_latent + Σ ε_conditions "
+               "(basic composition). metric is counted per unit of latent L1 distance; paper releases carry "
+               "no formal guarantee.")
+
+
+# --------------------------------------------------------------------------- privacy controls
+
+@dataclass
+class PrivacySettings:
+    """The chosen mechanism and how to rebuild it at another epsilon (for the epsilon strip)."""
+
+    mechanism: Mechanism
+    name: str
+    epsilon: float
+    seed: int | None
+    delta: float | None = None
+    clip_radius: float | None = None
+    temperature: float | None = None
+
+    def at(self, epsilon: float) -> Mechanism:
+        return make_mechanism(self.name, epsilon, delta=self.delta, clip_radius=self.clip_radius,
+                              temperature=self.temperature)
+
+    @property
+    def noise_source(self) -> str:
+        return "OS entropy" if self.seed is None else f"{self.seed} (not private: reproducible seed)"
+
+    @property
+    def summary(self) -> tuple:
+        return (self.name, self.epsilon, self.seed, self.delta, self.clip_radius, self.temperature)
+
+
+def metric_meaning(config, epsilon_unit: float) -> str:
+    distances = getattr(config, "latent_distances", None)
+    if distances is None:
+        return "This model has no measured latent distances, so ε·d cannot be turned into an ε between records."
+    typical, nearest = epsilon_unit * distances.d_typ, epsilon_unit * distances.d_nn
+    text = (f"Between two typical records of the same class (L1 distance d_typ = {distances.d_typ:.0f}): "
+            f"ε = {typical:.3g}. Between a record and its nearest neighbour (d_nn = {distances.d_nn:.0f}): "
+            f"ε = {nearest:.3g}.")
+    if nearest > 10:
+        text += " At this setting only near-duplicates are protected."
+    return text
+
+
+def privacy_controls(config, key: str, *, default_epsilon: float = 10, image: bool = True) -> PrivacySettings:
+    """Mechanism, log-scale epsilon, clip-radius policy, delta and seed; returns the built mechanism."""
+    name = st.selectbox("Mechanism", list(MECHANISMS), format_func=MECHANISM_LABELS.get, key=f"{key}_mechanism")
+    label = "ε per unit of latent L1 distance" if name == "metric" else "ε (epsilon)"
+    epsilon = st.select_slider(label, options=EPSILON_VALUES, value=default_epsilon, key=f"{key}_epsilon",
+                               help="Log scale from 0.1 to 10,000.")
+    if name == "metric":
+        st.caption(metric_meaning(config, epsilon))
+    elif image:
+        st.caption(LARGE_EPSILON_NOTE)
+    else:
+        st.caption("A table row has far fewer latent dimensions than an image, so useful releases come at "
+                   "much smaller ε than for images.")
+    if name == "paper":
+        st.warning(f"paper: {PAPER_LABEL}.")
+    temperature, clip_radius, delta = DEFAULT_TEMPERATURE, None, None
+    with st.expander("Advanced"):
+        if name in ("laplace", "gaussian"):
+            policy = st.radio("Clip-radius policy", ["constant temperature", "fixed radius"], key=f"{key}_policy",
+                              horizontal=True)
+            if policy == "constant temperature":
+                temperature = st.number_input("Temperature T (noise standard deviation)", 0.05, 5.0,
+                                              DEFAULT_TEMPERATURE, 0.05, key=f"{key}_temperature")
+            else:
+                temperature = None
+                clip_radius = st.number_input("Clip radius R", 0.01, 100_000.0, 10.0, key=f"{key}_radius")
+        if name == "gaussian":
+            delta = st.select_slider("δ (delta)", options=[1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3], value=1e-5,
+                                     key=f"{key}_delta", format_func=lambda v: f"{v:.0e}")
+        fixed = st.checkbox("Fixed seed (not private: reproducible seed)", key=f"{key}_fixed_seed")
+        seed = int(st.number_input("Seed", 0, 2**31 - 1, 0, key=f"{key}_seed")) if fixed else None
+        if seed is not None:
+            st.warning("Not private: reproducible seed. Anyone with the seed can remove the noise.")
+    if name not in ("laplace", "gaussian"):
+        temperature = None
+    mechanism = make_mechanism(name, epsilon, delta=delta, clip_radius=clip_radius, temperature=temperature)
+    return PrivacySettings(mechanism, name, float(epsilon), seed, delta, clip_radius, temperature)
+
+
+def condition_handling_controls(attribute: str, key: str):
+    """kept / randomized (with its epsilon) / resampled for one attribute."""
+    from cadp.mechanisms import ConditionHandling
+
+    handling = st.radio(f"{attribute}: release as", ["kept", "randomized", "resampled"], key=f"{key}_handling",
+                        horizontal=True,
+                        help="kept: released exactly (public). randomized: k-ary randomized response with its own "
+                             "ε. resampled: drawn from a public prior, costs 0.")
+    if handling == "randomized":
+        epsilon = st.select_slider(f"ε for {attribute}", options=[v for v in EPSILON_VALUES if v <= 20], value=2,
+                                   key=f"{key}_condition_epsilon")
+        return ConditionHandling("randomized", float(epsilon))
+    return ConditionHandling(handling)
+
+
+# --------------------------------------------------------------------------- display
+
+def to_display(pixels, scale: int = 4) -> np.ndarray:
+    """(C, H, W) or (H, W) pixel values -> uint8 (H*s, W*s[, 3]) for st.image, nearest-neighbour upscaled."""
+    array = torch.as_tensor(pixels).detach().cpu().float().clamp(0, 255).round().to(torch.uint8).numpy()
+    if array.ndim == 3:
+        array = array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
+    return np.kron(array, np.ones((scale, scale) + (1,) * (array.ndim - 2), dtype=np.uint8))
+
+
+def format_epsilon(value: float) -> str:
+    return "∞" if math.isinf(value) else f"{value:g}"
+
+
+__all__ = ["InputError", "page_errors", "sidebar", "privacy_controls", "charge", "record_key"]
+
+
+# --------------------------------------------------------------------------- image inputs
+
+IMAGE_UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "dcm", "dicom", "zip"]
+
+
+@dataclass
+class ImageRecord:
+    """One input image ready for the model, with how it got there; ``key`` hashes its bytes."""
+
+    name: str
+    pixels: np.ndarray  # uint8 (C, H, W)
+    key: str
+    steps: list[str]
+    preview: np.ndarray | None = None
+    inverted: bool = False
+
+
+def image_records_from_uploads(files, *, image_size: int, channels: int, invert: str):
+    """Read uploaded files (images, DICOM or ZIPs of them) in memory: (records, problems)."""
+    to_model_input = require("to_model_input", "cadp.uploads")
+    records, problems = [], []
+
+    def add(name: str, data: bytes) -> None:
+        try:
+            prepared = to_model_input(data, image_size=image_size, channels=channels, invert=invert, filename=name)
+        except CadpError as error:
+            problems.append(f"{name}: {error}")
+            return
+        records.append(ImageRecord(name, np.asarray(prepared.pixels, dtype=np.uint8), record_key(data),
+                                   list(prepared.steps), prepared.preview, bool(prepared.inverted)))
+
+    for file in files:
+        data = file.getvalue()
+        if file.name.lower().endswith(".zip"):
+            iter_zip_images = require("iter_zip_images", "cadp.uploads")
+            try:
+                for name, item in iter_zip_images(data):
+                    if isinstance(item, Exception):
+                        problems.append(f"{file.name}/{name}: {item}")
+                    else:
+                        add(f"{file.name}/{name}", item)
+            except CadpError as error:
+                problems.append(f"{file.name}: {error}")
+        else:
+            add(file.name, data)
+    return records, problems
+
+
+@st.cache_resource(show_spinner="Loading the test set…", max_entries=4)
+def test_images(dataset: str, image_size: int, channels: int):
+    from cadp.data import load_image_dataset
+
+    return load_image_dataset(dataset, "test", image_size=image_size, channels=channels)
+
+
+def sample_record(config, index: int) -> ImageRecord:
+    data = test_images(config.dataset, config.image_size, config.channels)
+    index = int(index) % len(data)
+    pixels = data.images[index].numpy().astype(np.uint8)
+    name = f"{config.dataset} test image #{index} ({data.class_names[int(data.labels[index])]})"
+    return ImageRecord(name, pixels, record_key(pixels.tobytes() + name.encode()), ["bundled test image: no preprocessing"])
+
+
+def suggest_labels(loaded, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The classifier's suggested labels and confidences for (B, C, H, W) pixels, or None without one."""
+    if loaded.classifier is None:
+        return None
+    probabilities = loaded.classifier.predict_proba(torch.as_tensor(pixels).float())
+    confidence, label = probabilities.max(dim=1)
+    return label.numpy(), confidence.numpy()

@@ -1,0 +1,187 @@
+"""Image privatization: upload or sample -> preprocessing -> condition -> mechanism -> release."""
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+import torch
+
+from cadp import compare, ui
+from cadp.mechanisms import new_generator
+from cadp.privatize import latent_difference_maps, privatize
+
+STRIP_EPSILONS = [1, 10, 100, 1000, 10000]
+RESULT = "image_result"
+
+
+def choose_inputs(loaded) -> list[ui.ImageRecord]:
+    config = loaded.config
+    source = st.radio("Input", ["Upload", "Sample from the bundled test set"], horizontal=True, key="image_source")
+    if source == "Upload":
+        files = st.file_uploader("Images (PNG, JPEG, BMP, TIFF, DICOM); several files or a ZIP for a batch",
+                                 type=ui.IMAGE_UPLOAD_TYPES, accept_multiple_files=True, key="image_upload")
+        invert = st.radio("Inversion (the model expects a light object on a dark background)",
+                          ["auto", "always", "never"], horizontal=True, key="image_invert")
+        if not files:
+            st.info("Upload an image, several images or a ZIP to start.")
+            return []
+        records, problems = ui.image_records_from_uploads(files, image_size=config.image_size,
+                                                          channels=config.channels, invert=invert)
+        for problem in problems:
+            st.error(f"Skipped {problem}")
+        return records
+    index = st.number_input("Test image number", 0, 100_000, 0, key="image_sample_index")
+    return [ui.sample_record(config, index)]
+
+
+def show_preprocessing(records: list[ui.ImageRecord]) -> None:
+    with st.expander(f"Preprocessing ({len(records)} image{'s' * (len(records) > 1)})", expanded=len(records) == 1):
+        for record in records[:4]:
+            left, right = st.columns([1, 3])
+            left.image(ui.to_display(record.pixels), caption=f"model input: {record.name}")
+            right.markdown("\n".join(f"- {step}" for step in record.steps)
+                           + ("\n- colours inverted" if record.inverted else ""))
+        if len(records) > 4:
+            st.caption(f"… and {len(records) - 4} more.")
+
+
+def choose_labels(loaded, records) -> np.ndarray:
+    class_names = loaded.config.class_names
+    pixels = np.stack([r.pixels for r in records])
+    suggestion = ui.suggest_labels(loaded, pixels)
+    if len(records) == 1:
+        index = 0
+        if suggestion is not None:
+            index = int(suggestion[0][0])
+            st.caption(f"The classifier suggests **{class_names[index]}** "
+                       f"(confidence {suggestion[1][0]:.0%}). Confirm or change it.")
+        else:
+            st.caption("This model has no classifier: choose the label.")
+        label = st.selectbox("Label (condition)", class_names, index=index, key="image_label")
+        return np.array([class_names.index(label)])
+    suggested = suggestion[0] if suggestion is not None else np.zeros(len(records), dtype=int)
+    table = pd.DataFrame({"file": [r.name for r in records],
+                          "confidence": suggestion[1] if suggestion is not None else np.nan,
+                          "label": [class_names[i] for i in suggested]})
+    edited = st.data_editor(table, disabled=["file", "confidence"], key="image_batch_labels", hide_index=True,
+                            column_config={"label": st.column_config.SelectboxColumn("label", options=class_names),
+                                           "confidence": st.column_config.NumberColumn(format="percent")})
+    return np.array([class_names.index(v) for v in edited["label"]])
+
+
+def release(loaded, records, labels, handling, settings, strip: bool, gallery: int) -> dict:
+    model, name = loaded.model, settings.name
+    generator = new_generator(settings.seed)
+    pixels = torch.as_tensor(np.stack([r.pixels for r in records]))
+    progress = st.progress(0.0, text="Privatizing…")
+    result = privatize(model, pixels, torch.as_tensor(labels), settings.mechanism, generator, seed=settings.seed,
+                       condition_handling={"label": handling})
+    for record in records:
+        ui.charge(record.key, record.name, settings.mechanism, handling.cost)
+    first = (pixels[:1], torch.as_tensor(labels[:1]))
+    strip_images, gallery_images = [], []
+    if strip:
+        for step, epsilon in enumerate(STRIP_EPSILONS):
+            progress.progress(0.3 + 0.3 * step / len(STRIP_EPSILONS), text=f"ε strip: {epsilon:g}")
+            mechanism = settings.at(epsilon)
+            out = privatize(model, *first, mechanism, generator, seed=settings.seed,
+                            condition_handling={"label": handling})
+            ui.charge(records[0].key, records[0].name, mechanism, handling.cost)
+            strip_images.append((epsilon, out.privatized[0]))
+    for draw in range(gallery):
+        progress.progress(0.6 + 0.4 * draw / max(gallery, 1), text=f"Gallery draw {draw + 1}")
+        out = privatize(model, *first, settings.mechanism, generator, seed=settings.seed,
+                        condition_handling={"label": handling})
+        ui.charge(records[0].key, records[0].name, settings.mechanism, handling.cost)
+        gallery_images.append(out.privatized[0])
+    progress.progress(1.0, text="Done")
+    class_names = loaded.config.class_names
+    files, manifest = [], []
+    for index, record in enumerate(records):
+        file = compare.released_name(record.name, index)
+        files.append((file, compare.png_bytes(result.privatized[index])))
+        manifest.append({"file": file, "condition": class_names[int(result.released_condition["label"][index])],
+                         "mechanism": name, "epsilon": settings.epsilon,
+                         "seed": "OS entropy" if settings.seed is None else settings.seed})
+    return {"names": [r.name for r in records], "result": result, "strip": strip_images, "gallery": gallery_images,
+            "files": files, "manifest": manifest, "settings": settings.summary}
+
+
+def heatmap(array, title):
+    figure = px.imshow(array, color_continuous_scale="magma", title=title, aspect="equal")
+    figure.update_layout(height=220, margin=dict(l=0, r=0, t=30, b=0), coloraxis_showscale=False)
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False)
+    return figure
+
+
+def show_result(loaded, state, settings) -> None:
+    result, names = state["result"], state["names"]
+    class_names = loaded.config.class_names
+    if state["settings"] != settings.summary:
+        st.info("The settings changed since this release: press **Privatize** to release again.")
+    index = 0
+    if len(names) > 1:
+        index = st.selectbox("Show", range(len(names)), format_func=lambda i: names[i], key="image_show")
+    original, privatized = result.original[index], result.privatized[index]
+    kept = int(result.condition["label"][index]) == int(result.released_condition["label"][index])
+    columns = st.columns(4)
+    columns[0].image(ui.to_display(original), caption="original")
+    columns[1].image(ui.to_display(result.reconstruction[index]), caption="reconstruction (no noise)")
+    columns[2].image(ui.to_display(privatized),
+                     caption=f"privatized ({class_names[int(result.released_condition['label'][index])]})")
+    columns[3].image(ui.to_display((privatized - original).abs()), caption="pixel difference |x' − x|")
+    maps = latent_difference_maps(loaded.model, result.latent[index], result.noisy_latent[index])
+    for column, (title, array) in zip(st.columns(len(maps)), maps):
+        column.plotly_chart(heatmap(array, f"|M(z) − z|: {title}"), key=f"latent_map_{title}")
+    quality = compare.image_quality(original, privatized)
+    metrics = st.columns(4)
+    metrics[0].metric("SSIM", f"{quality['ssim']:.3f}")
+    metrics[1].metric("PSNR", f"{quality['psnr']:.1f} dB")
+    metrics[2].metric("latent L1 distance", f"{compare.latent_distance(result.latent[index], result.noisy_latent[index]):.1f}")
+    metrics[3].metric("label", "kept" if kept else "changed")
+    st.markdown("**Guarantee of this release**")
+    st.info(result.guarantee)
+    st.caption(f"Noise source: {result.noise_source}.")
+    if state["strip"]:
+        st.markdown("**The same input at several ε** (each a separate release, charged to the ledger)")
+        for column, (epsilon, image) in zip(st.columns(len(state["strip"])), state["strip"]):
+            column.image(ui.to_display(image), caption=f"ε = {epsilon:g}")
+    if state["gallery"]:
+        st.markdown(f"**{len(state['gallery'])} draws at ε = {settings.epsilon:g}** (each charged to the ledger)")
+        for column, image in zip(st.columns(len(state["gallery"])), state["gallery"]):
+            column.image(ui.to_display(image))
+    if len(names) == 1:
+        st.download_button("Download privatized PNG", state["files"][0][1], file_name=state["files"][0][0],
+                           mime="image/png", key="download_png")
+    else:
+        st.download_button(f"Download {len(names)} privatized images (ZIP with manifest.csv)",
+                           compare.batch_zip(state["files"], state["manifest"]), file_name="cadp-privatized.zip",
+                           mime="application/zip", key="download_zip")
+
+
+def page(loaded) -> None:
+    st.header("1 · Input")
+    records = choose_inputs(loaded)
+    if not records:
+        st.session_state.pop(RESULT, None)
+        return
+    show_preprocessing(records)
+    st.header("2 · Condition")
+    labels = choose_labels(loaded, records)
+    handling = ui.condition_handling_controls("label", "image_label")
+    st.header("3 · Privacy")
+    settings = ui.privacy_controls(loaded.config, "image")
+    left, right = st.columns(2)
+    strip = left.checkbox(f"Also show a strip at ε = {', '.join(f'{e:g}' for e in STRIP_EPSILONS)}", key="image_strip")
+    gallery = right.slider("Gallery: extra draws at this ε", 0, 8, 0, key="image_gallery")
+    if st.button("Privatize", type="primary", key="image_privatize"):
+        st.session_state[RESULT] = release(loaded, records, labels, handling, settings, strip, gallery)
+        st.session_state[RESULT]["records"] = [r.key for r in records]
+    state = st.session_state.get(RESULT)
+    if state is not None and state.get("records") == [r.key for r in records]:
+        st.header("4 · Release")
+        show_result(loaded, state, settings)
+
+
+ui.run_page("Image privatization", page, "image")

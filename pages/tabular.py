@@ -1,0 +1,169 @@
+"""Tabular privatization: bundled table or uploaded CSV -> schema -> kept columns -> mechanism -> release."""
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from cadp import compare, ui
+from cadp.data import infer_column_kind, load_table
+from cadp.privatize import privatize
+
+RESULT = "table_result"
+SHOWN_ROWS = 200
+
+
+@st.cache_resource(show_spinner="Loading the table…", max_entries=4)
+def bundled_table(name: str):
+    return load_table(name)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def fitted_model(content_hash: str, conditions: tuple, kinds: tuple, steps: int, _frame, _progress):
+    """A tabular cINN fitted on an upload, kept in memory and shared by content hash (never written to disk)."""
+    from cadp.train import fit_tabular
+
+    return fit_tabular(_frame, list(conditions), name="fitted on upload", dataset="upload", kinds=dict(kinds),
+                       steps=steps, progress=_progress)
+
+
+def choose_table(loaded):
+    """(frame, name, ledger key, default conditions) or None."""
+    options = ["Upload a CSV"]
+    if loaded is not None:
+        options.insert(0, f"Bundled table ({loaded.config.dataset})")
+    source = st.radio("Input", options, horizontal=True, key="table_source")
+    if source != "Upload a CSV":
+        table = bundled_table(loaded.config.dataset)
+        data = table.frame.to_csv(index=False).encode()
+        st.caption(f"{len(table.frame)} rows. License: {table.license}")
+        return table.frame, table.name, ui.record_key(data), list(loaded.config.condition_columns)
+    upload = st.file_uploader("CSV file (header row; comma, semicolon or tab separated)", type=["csv", "txt"],
+                              key="table_upload")
+    if upload is None:
+        st.info("Upload a CSV to start.")
+        return None
+    data = upload.getvalue()
+    read_csv_upload = ui.require("read_csv_upload", "cadp.uploads")
+    csv = read_csv_upload(data)
+    for note in csv.notes:
+        st.caption(f"Note: {note}")
+    return csv.frame, upload.name, ui.record_key(data), []
+
+
+def choose_schema(frame: pd.DataFrame) -> dict[str, str]:
+    inferred = [infer_column_kind(frame[c]) for c in frame.columns]
+    schema = pd.DataFrame({"column": list(frame.columns), "inferred": inferred, "type": inferred})
+    edited = st.data_editor(schema, disabled=["column", "inferred"], hide_index=True, key="table_schema",
+                            column_config={"type": st.column_config.SelectboxColumn(
+                                "type", options=["numeric", "categorical"], required=True)})
+    return dict(zip(edited["column"], edited["type"]))
+
+
+def model_for(loaded, frame, conditions, kinds, key):
+    """The bundled model when the table fits it, else a model fitted on the fly (form + progress)."""
+    if loaded is not None:
+        config = loaded.config
+        model_kinds = {c["name"]: c["kind"] for c in config.data_encoder["columns"] + config.condition_encoder["columns"]}
+        if set(frame.columns) == set(model_kinds) and sorted(conditions) == sorted(config.condition_columns) \
+                and all(kinds[c] == model_kinds[c] for c in frame.columns):
+            st.success(f"The table fits the model {config.name}: using it.")
+            return loaded.model
+    st.warning("This table does not match the chosen model, so a model is fitted on it here. That model has seen "
+               "these rows without DP: the guarantee of a release assumes a model fixed independently of the "
+               "record, so for the rows used to fit it the stated guarantee does not cover what the model learned.")
+    fit_key = (key, tuple(conditions), tuple(sorted(kinds.items())))
+    with st.form("table_fit"):
+        steps = st.slider("Training steps", 100, 3000, 400, 100, key="table_steps")
+        submitted = st.form_submit_button("Fit a model on this table")
+    if submitted:
+        bar = st.progress(0.0, text="Fitting…")
+
+        def report(share, loss):
+            bar.progress(min(float(share), 1.0), text=f"Fitting… loss {loss:.3f}")
+
+        fitted_model(*fit_key, steps, frame, report)
+        bar.progress(1.0, text="Fitted")
+        st.session_state["table_fitted"] = (*fit_key, steps)
+    fitted = st.session_state.get("table_fitted")
+    if fitted is None or fitted[:3] != fit_key:
+        st.info("Fit a model to continue.")
+        return None
+    return fitted_model(*fitted, frame, None)
+
+
+def highlighted(original: pd.DataFrame, released: pd.DataFrame):
+    changed = compare.changed_cells(original, released)
+    return released.style.apply(lambda _: changed.map(lambda c: "background-color: #fde68a" if c else ""), axis=None)
+
+
+def show_result(state) -> None:
+    result = state["result"]
+    original, released = result.original_frame, result.privatized_frame
+    st.markdown("**Guarantee of this release**")
+    st.info(result.guarantee)
+    st.caption(f"Noise source: {result.noise_source}.")
+    shown = min(len(original), SHOWN_ROWS)
+    left, right = st.columns(2)
+    left.markdown(f"Original (first {shown} rows)")
+    left.dataframe(original.head(shown), key="table_original")
+    right.markdown("Privatized (changed cells highlighted)")
+    right.dataframe(highlighted(original.head(shown), released.head(shown)), key="table_released")
+    column = st.selectbox("Distribution of", list(original.columns), key="table_distribution_column")
+    both = pd.concat([original[[column]].assign(table="original"), released[[column]].assign(table="privatized")])
+    figure = px.histogram(both, x=column, color="table", barmode="overlay", opacity=0.6)
+    st.plotly_chart(figure, key="table_histogram")
+    try:
+        difference = compare.correlation_difference(original, released)
+        heat = go.Figure(go.Heatmap(z=difference.values, x=difference.columns, y=difference.index,
+                                    colorscale="RdBu", zmid=0, zmin=-1, zmax=1))
+        heat.update_layout(title="Correlation difference (privatized − original)", height=420)
+        st.plotly_chart(heat, key="table_correlation")
+    except ui.InputError as error:
+        st.caption(str(error))
+    targets = [c for c in original.columns if original[c].nunique() <= 20]
+    if targets:
+        target = st.selectbox("Downstream task: predict", targets, key="table_target")
+        accuracy = compare.downstream_accuracy(original, released, target)
+        cols = st.columns(3)
+        cols[0].metric("trained on privatized, tested on real (p/o)", f"{accuracy['p/o']:.3f}")
+        cols[1].metric("trained on real, tested on real (o/o)", f"{accuracy['o/o']:.3f}")
+        cols[2].metric("majority class", f"{accuracy['chance']:.3f}")
+        st.caption("Logistic regression; the tested rows are held out from training in both cases.")
+    safe_csv_bytes = ui.require("safe_csv_bytes", "cadp.uploads")
+    st.download_button("Download privatized CSV", safe_csv_bytes(released), file_name="cadp-privatized.csv",
+                       mime="text/csv", key="download_csv")
+
+
+def page(loaded) -> None:
+    st.header("1 · Table")
+    chosen = choose_table(loaded)
+    if chosen is None:
+        return
+    frame, name, key, default_conditions = chosen
+    with st.expander("Schema (inferred column types; change them if needed)"):
+        kinds = choose_schema(frame)
+    st.header("2 · Kept columns (conditions)")
+    categorical = [c for c in frame.columns if kinds[c] == "categorical"]
+    conditions = st.multiselect("Columns released as conditions (must be categorical)", categorical,
+                                default=[c for c in default_conditions if c in categorical], key="table_conditions")
+    handlings = {c: ui.condition_handling_controls(c, f"table_{c}") for c in conditions}
+    model = model_for(loaded, frame, conditions, kinds, key)
+    if model is None:
+        return
+    st.header("3 · Privacy")
+    settings = ui.privacy_controls(model.config, "table", default_epsilon=2, image=False)
+    if st.button("Privatize table", type="primary", key="table_privatize"):
+        with st.spinner("Privatizing…"):
+            result = privatize(model, frame, None, settings.mechanism, seed=settings.seed,
+                               condition_handling=handlings)
+        ui.charge(key, f"each row of {name} ({len(frame)} rows)", settings.mechanism,
+                  sum(h.cost for h in handlings.values()))
+        st.session_state[RESULT] = {"result": result, "key": key}
+    state = st.session_state.get(RESULT)
+    if state is not None and state["key"] == key:
+        st.header("4 · Release")
+        show_result(state)
+
+
+ui.run_page("Tabular privatization", page, "tabular", needs_model=False)
