@@ -164,7 +164,9 @@ def _decode_dicom(data: bytes, steps: list[str]) -> Image.Image:
     from pydicom.pixels import pixel_array as dicom_pixel_array
 
     try:
-        dataset = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns about odd encodings it can still read
+            dataset = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError,
             NotImplementedError):
         raise InputError("the DICOM file is truncated or corrupt and cannot be read") from None
@@ -481,7 +483,7 @@ def decode_text(data: bytes) -> tuple[str, str]:
 def sniff_delimiter(text: str) -> str:
     """The delimiter (comma, semicolon, tab or pipe) that splits the first lines into the most equal columns."""
     sample = text[:65536]
-    best, best_score = ",", (0, 0.0)
+    best, best_score = ",", (False, False, 0, 0.0)
     for delimiter in DELIMITERS:
         try:
             rows = [row for _, row in zip(range(50), csv.reader(io.StringIO(sample), delimiter=delimiter)) if row]
@@ -494,7 +496,8 @@ def sniff_delimiter(text: str) -> str:
         widths = [len(row) for row in rows]
         header = widths[0]
         consistency = sum(w == header for w in widths) / len(widths)
-        score = (header if header > 1 and consistency >= 0.8 else 0, consistency)
+        # several columns beat one; then rows agreeing with the header; then more columns
+        score = (header > 1, consistency >= 0.8, header, consistency)
         if score > best_score:
             best, best_score = delimiter, score
     return best
@@ -548,11 +551,14 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
         raise InputError(f"the CSV has {len(header)} columns; at most {max_columns} are supported")
     names = _unique_names(header, notes)
     try:
-        frame = pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=names, skipinitialspace=True,
-                            index_col=False, low_memory=False)
+        with warnings.catch_warnings():
+            # pandas only warns when every row has more fields than the header, and drops the extra ones
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=names, skipinitialspace=True,
+                                index_col=False, low_memory=False)
     except pd.errors.EmptyDataError:
         raise InputError("the CSV file is empty") from None
-    except pd.errors.ParserError as error:
+    except (pd.errors.ParserError, pd.errors.ParserWarning) as error:
         line = re.search(r"line (\d+)", str(error))
         where = f" at line {line.group(1)}" if line else ""
         raise InputError(f"the CSV cannot be parsed{where}: a row has more fields than the header "
@@ -620,7 +626,7 @@ def escape_cell(value):
 
 
 def safe_csv_bytes(frame: pd.DataFrame, *, header: bool = True) -> bytes:
-    """UTF-8 CSV of a frame, safe against spreadsheet formula injection.
+    """UTF-8 CSV (CRLF line ends, RFC 4180) of a frame, safe against spreadsheet formula injection.
 
     Text cells (and column names) starting with =, +, -, @, tab or CR get a
     leading apostrophe; numbers in numeric columns stay numbers (-3 stays -3).
@@ -633,4 +639,4 @@ def safe_csv_bytes(frame: pd.DataFrame, *, header: bool = True) -> bytes:
         columns.append(column.reset_index(drop=True))
     safe = pd.concat(columns, axis=1, ignore_index=True) if columns else pd.DataFrame(index=range(len(frame)))
     safe.columns = [escape_cell(str(name)) for name in frame.columns]
-    return safe.to_csv(index=False, header=header, lineterminator="\n").encode("utf-8")
+    return safe.to_csv(index=False, header=header, lineterminator="\r\n").encode("utf-8")

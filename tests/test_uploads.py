@@ -1,0 +1,396 @@
+"""Uploads: every hostile file raises InputError with a useful message, or gives the documented result."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import corpus
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from cadp.errors import InputError
+from cadp.uploads import (
+    PreparedImage,
+    iter_zip_images,
+    png_bytes,
+    read_csv_bytes,
+    read_csv_upload,
+    safe_csv_bytes,
+    sanitize_member_name,
+    to_model_input,
+)
+
+
+def prepare(data: bytes, **options) -> PreparedImage:
+    options.setdefault("image_size", 28)
+    options.setdefault("channels", 1)
+    return to_model_input(data, **options)
+
+
+# --------------------------------------------------------------------------- images: good inputs
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP"])
+def test_every_format_decodes_to_model_shape(fmt):
+    data = corpus.encode(Image.fromarray(corpus.digit(56, 56)), fmt)
+    result = prepare(data)
+    assert result.pixels.shape == (1, 28, 28) and result.pixels.dtype == np.uint8
+    assert result.preview.shape == (56, 56)
+    assert result.pixels[0, 14, 14] > 200 and result.pixels[0, 1, 1] < 40  # the bar survives, light on dark
+    assert result.inverted is False
+
+
+def test_dark_on_light_is_inverted_in_auto_mode_only():
+    data = corpus.png(corpus.digit(28, 28, dark_on_light=True))
+    auto = prepare(data)
+    assert auto.inverted and "inverted (dark-on-light detected)" in auto.steps
+    assert auto.pixels[0, 0, 0] == 0 and auto.pixels[0, 14, 14] == 255
+    never = prepare(data, invert="never")
+    assert not never.inverted and never.pixels[0, 0, 0] == 255
+    light = prepare(corpus.png(corpus.digit(28, 28)), invert="always")
+    assert light.inverted and light.pixels[0, 0, 0] == 255
+    assert not prepare(corpus.png(corpus.digit(28, 28))).inverted
+
+
+def test_resize_keeps_aspect_and_pads_with_the_background():
+    data = corpus.png(corpus.digit(480, 640, dark_on_light=True))
+    result = prepare(data, invert="never")
+    assert "resized 640x480 -> 28x28 (aspect kept, padded)" in result.steps
+    assert result.pixels.shape == (1, 28, 28)
+    assert (result.pixels[0, :3] == 255).all()  # padding rows take the white sheet's colour, not black
+    assert result.preview.shape == (480, 640)
+
+
+def test_rgb_to_grayscale_and_grayscale_to_rgb():
+    colour = np.zeros((28, 28, 3), np.uint8)
+    colour[..., 0] = 255
+    gray = prepare(corpus.encode(Image.fromarray(colour), "PNG"))
+    assert "converted to grayscale" in gray.steps
+    assert int(gray.pixels[0, 5, 5]) == 76  # ITU-R 601 luma of pure red
+    rgb = prepare(corpus.png(corpus.digit(28, 28)), channels=3)
+    assert rgb.pixels.shape == (3, 28, 28)
+    assert "grayscale repeated to 3 channels" in rgb.steps
+
+
+def test_16bit_png_is_scaled_to_8bit():
+    result = prepare(corpus.png_16bit(), image_size=32)
+    assert any(step.startswith("16-bit scaled to 8-bit") for step in result.steps), result.steps
+    assert result.pixels.max() == 255 and result.pixels.min() == 0  # 4000 of 65535 is stretched, not dimmed
+
+
+def test_cmyk_jpeg():
+    result = prepare(corpus.cmyk_jpeg(), invert="never")
+    assert "CMYK converted to RGB" in result.steps
+    assert result.pixels.shape == (1, 28, 28)
+
+
+def test_palette_png_with_and_without_transparency():
+    plain = prepare(corpus.palette_png())
+    assert "palette image expanded" in plain.steps
+    assert plain.pixels[0, 14, 14] == 255 and plain.pixels[0, 0, 0] == 0
+    transparent = prepare(corpus.palette_png(transparent=True))
+    assert any("transparency composited" in step for step in transparent.steps)
+
+
+def test_alpha_png_is_composited_against_a_contrasting_sheet():
+    dark = prepare(corpus.alpha_png(dark_strokes=True))
+    # black strokes on a transparent sheet: composited on white, then auto-inverted to light-on-dark
+    assert "transparency composited on white" in dark.steps and dark.inverted
+    assert dark.pixels[0, 14, 14] == 255 and dark.pixels[0, 0, 0] == 0
+    light = prepare(corpus.alpha_png(dark_strokes=False))
+    assert "transparency composited on black" in light.steps and not light.inverted
+    assert light.pixels[0, 14, 14] == 255 and light.pixels[0, 0, 0] == 0
+
+
+def test_animated_gif_uses_the_first_frame_and_says_so():
+    result = prepare(corpus.animated_gif())
+    assert "first frame of an animated GIF" in result.steps
+    assert result.pixels[0, 14, 14] == 255 and result.pixels[0, 0, 0] == 0  # frame 2 is all white
+
+
+def test_exif_rotation_is_applied():
+    result = prepare(corpus.exif_rotated_jpeg(), invert="never")
+    assert "EXIF rotation applied" in result.steps
+    assert result.preview.shape == (40, 20)  # stored 40x20 landscape, shown 20x40 portrait
+
+
+def test_one_pixel_image():
+    result = prepare(corpus.png(np.array([[200]], np.uint8)))
+    assert result.pixels.shape == (1, 28, 28)
+    assert (result.pixels == 200).all() and not result.inverted
+
+
+def test_huge_but_legal_image_gives_a_small_preview():
+    data = corpus.encode(Image.new("L", (5000, 3000), 30), "PNG")
+    result = prepare(data)
+    assert result.pixels.shape == (1, 28, 28)
+    assert max(result.preview.shape) == 1024
+    assert "resized 5000x3000 -> 28x28 (aspect kept, padded)" in result.steps
+
+
+def test_dicom_is_decoded_by_content_and_windowed():
+    data = corpus.dicom()
+    assert data[128:132] == b"DICM"
+    result = prepare(data, image_size=32)
+    assert result.pixels.shape == (1, 32, 32)
+    assert result.pixels.max() == 255 and result.pixels[0, 0, 0] == 0
+    assert any("DICOM 12-bit scaled to 8-bit" in step for step in result.steps), result.steps
+
+
+def test_dicom_monochrome1_and_multiframe():
+    flipped = prepare(corpus.dicom(monochrome1=True), image_size=32, invert="never")
+    assert "MONOCHROME1 flipped so that 0 is black" in flipped.steps
+    assert flipped.pixels[0, 0, 0] == 255
+    frames = prepare(corpus.dicom(frames=3), image_size=32)
+    assert "first frame of a 3-frame DICOM" in frames.steps
+
+
+def test_compressed_dicom_without_decoder_is_a_clear_error():
+    with pytest.raises(InputError, match="compressed with JPEG 2000.*cannot be decoded here"):
+        prepare(corpus.dicom(compressed=True))
+
+
+def test_dicom_without_pixels():
+    data = corpus.dicom()
+    import pydicom
+
+    dataset = pydicom.dcmread(io.BytesIO(data))
+    del dataset.PixelData
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    with pytest.raises(InputError, match="holds no image"):
+        prepare(buffer.getvalue())
+
+
+# --------------------------------------------------------------------------- images: hostile inputs
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty"),
+    (corpus.truncated_png(), "truncated or corrupt"),
+    (corpus.truncated_jpeg(), "truncated or corrupt"),
+    (b"name,age\nalice,3\n", "not an image .*looks like a text file"),
+    (b"%PDF-1.7 not really", "PDF"),
+    (corpus.png_bomb(), "too large to decode safely .*decompression bomb.*50,000,000 pixels"),
+    (corpus.png_bomb(9000, 9000), "9000x9000 = 81,000,000 pixels, more than the limit of 50,000,000"),
+    (b"DICM" * 100, "the DICOM file (is truncated or corrupt|holds no image)"),
+], ids=["empty", "truncated-png", "truncated-jpeg", "text", "pdf", "bomb", "bomb-below-pillow-limit", "fake-dicom"])
+def test_hostile_images_raise_input_error(data, message):
+    with pytest.raises(InputError, match=message):
+        prepare(data, filename="upload.dcm" if data.startswith(b"DICM") else "upload.png")
+
+
+def test_text_named_dcm_is_refused():
+    with pytest.raises(InputError, match="DICOM"):
+        prepare(b"just text, not a scan", filename="scan.dcm")
+
+
+def test_pillow_bomb_check_is_turned_into_input_error(monkeypatch):
+    # Pillow's own limit (below ours here) raises DecompressionBombError: it must not escape raw
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(InputError, match="decompression bomb"):
+        prepare(corpus.png(np.zeros((20, 20), np.uint8)))
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"invert": "sometimes"}, "invert must be one of auto, always, never"),
+    ({"channels": 2}, "channels must be 1 or 3"),
+])
+def test_bad_options(options, message):
+    with pytest.raises(InputError, match=message):
+        prepare(corpus.png(corpus.digit()), **options)
+
+
+def test_png_bytes_round_trip():
+    pixels = np.arange(28 * 28, dtype=np.float64).reshape(1, 28, 28) % 256
+    decoded = np.asarray(Image.open(io.BytesIO(png_bytes(pixels))))
+    assert decoded.shape == (28, 28) and (decoded == pixels[0]).all()
+    colour = np.zeros((3, 16, 16), np.uint8)
+    colour[2] = 255
+    assert np.asarray(Image.open(io.BytesIO(png_bytes(colour))))[0, 0].tolist() == [0, 0, 255]
+
+
+# --------------------------------------------------------------------------- ZIP archives
+
+def test_zip_nested_folders_non_images_and_unsafe_names():
+    image = corpus.png(corpus.digit())
+    data = corpus.zip_bytes({
+        "digits/3/a.png": image,
+        "digits/7/deep/b.png": image,
+        "digits/notes.txt": b"hello",
+        "../evil.png": image,
+        "/etc/abs.png": image,
+        "C:\\win\\c.png": image,
+        "__MACOSX/digits/._a.png": b"junk",
+        "secret.png": image,
+    }, encrypted=("secret.png",))
+    results = dict(iter_zip_images(data))
+    assert results["digits/3/a.png"] == image
+    assert results["digits/7/deep/b.png"] == image
+    assert "not an image" in str(results["digits/notes.txt"])
+    assert "unsafe path" in str(results["evil.png"])
+    assert "unsafe path" in str(results["etc/abs.png"])
+    assert "unsafe path" in str(results["win/c.png"])
+    assert "encrypted" in str(results["secret.png"])
+    assert not any(name.startswith(("__MACOSX", "/", "..")) for name in results)
+    assert len(results) == 7
+
+
+def test_sanitize_member_name():
+    assert sanitize_member_name("a/./b/../c.png") == ("a/b/c.png", True)
+    assert sanitize_member_name("ok/x.png") == ("ok/x.png", False)
+    assert sanitize_member_name("bad\x00name.png") == ("badname.png", False)
+
+
+def test_zip_bomb_stops_with_a_clear_error():
+    zeros = b"\x00" * 2_000_000  # compresses to ~2 kB
+    data = corpus.zip_bytes({"a.png": zeros, "b.png": zeros})
+    assert len(data) < 20_000
+    with pytest.raises(InputError, match="zip bomb"):
+        list(iter_zip_images(data, max_total_bytes=3_000_000))
+
+
+def test_zip_member_larger_than_the_per_file_limit_is_skipped():
+    data = corpus.zip_bytes({"big.png": b"\x00" * 500_000, "ok.png": b"x"})
+    results = dict(iter_zip_images(data, max_file_bytes=100_000))
+    assert "more than the limit" in str(results["big.png"]) and results["ok.png"] == b"x"
+
+
+def test_zip_with_too_many_files_and_non_zip():
+    data = corpus.zip_bytes({f"{i}.png": b"x" for i in range(5)})
+    with pytest.raises(InputError, match="holds 5 files, more than the limit of 4"):
+        list(iter_zip_images(data, max_files=4))
+    with pytest.raises(InputError, match="not a ZIP archive"):
+        list(iter_zip_images(b"not a zip"))
+    with pytest.raises(InputError, match="empty"):
+        list(iter_zip_images(b""))
+
+
+def test_zip_is_read_from_a_file_object_member_by_member():
+    buffer = io.BytesIO(corpus.zip_bytes({"a/1.png": b"one", "a/2.png": b"two"}))
+    assert list(iter_zip_images(buffer)) == [("a/1.png", b"one"), ("a/2.png", b"two")]
+
+
+def test_damaged_member_is_reported_not_raised():
+    good = corpus.zip_bytes({"a.png": b"A" * 1000, "b.png": b"B" * 1000})
+    raw = bytearray(good)
+    # corrupt the deflate stream of the first member (its data starts after the 30-byte header + name)
+    raw[36:46] = b"\xff" * 10
+    results = dict(iter_zip_images(bytes(raw)))
+    assert isinstance(results["a.png"], InputError) and "damaged" in str(results["a.png"])
+    assert results["b.png"] == b"B" * 1000
+    assert zipfile.is_zipfile(io.BytesIO(bytes(raw)))
+
+
+# --------------------------------------------------------------------------- CSV
+
+def test_csv_utf8_bom_semicolon_and_quoted_newlines():
+    data = '\ufeffname;note;age\n"Zoë";"line one\nline two";31\n"Ana";"x";40\n'.encode()
+    upload = read_csv_upload(data)
+    assert upload.encoding == "utf-8-sig" and upload.delimiter == ";"
+    assert list(upload.frame.columns) == ["name", "note", "age"]
+    assert upload.frame.loc[0, "note"] == "line one\nline two" and upload.frame.loc[0, "name"] == "Zoë"
+    assert upload.frame["age"].tolist() == [31, 40]
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])
+def test_delimiter_sniffing(delimiter):
+    data = delimiter.join(["a", "b", "c"]) + "\n" + "\n".join(
+        delimiter.join([str(i), f"{i}.5", "x,y" if delimiter != "," else "xy"]) for i in range(5))
+    upload = read_csv_upload(data.encode())
+    assert upload.delimiter == delimiter and upload.frame.shape == (5, 3)
+
+
+def test_latin1_fallback_is_noted():
+    upload = read_csv_upload("city,n\nMünchen,1\nKöln,2\n".encode("latin-1"))
+    assert upload.encoding == "latin-1"
+    assert upload.frame["city"].tolist() == ["München", "Köln"]
+    assert "not valid UTF-8; read as Latin-1" in upload.notes[0]
+
+
+def test_duplicate_and_blank_column_names_are_renamed_with_a_note():
+    upload = read_csv_upload(b"a,a,,b\n1,2,3,4\n5,6,7,8\n")
+    assert list(upload.frame.columns) == ["a", "a_2", "column_3", "b"]
+    assert any("duplicate column name 'a'" in note for note in upload.notes)
+    assert any("column 3 has no name" in note for note in upload.notes)
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty"),
+    (b"   \n\n", "empty"),
+    (b"a,b,c\n", "header but no data rows"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "binary, not a CSV"),
+    (b"a,b\n1,2\n3,4,5,6\n", "more fields than the header"),
+], ids=["empty", "blank", "header-only", "binary", "ragged"])
+def test_hostile_csv_raises_input_error(data, message):
+    with pytest.raises(InputError, match=message):
+        read_csv_upload(data)
+
+
+def test_one_column_constant_and_all_nan_columns():
+    upload = read_csv_upload(b"x,empty,same\n1,,k\n2,,k\n3,,k\n")
+    assert list(upload.frame.columns) == ["x", "same"]
+    assert any("'empty' is empty in every row: dropped" in note for note in upload.notes)
+    assert any("'same' has one value" in note and "kept" in note for note in upload.notes)
+    single = read_csv_upload(b"only\n1\n2\n")
+    assert single.frame.shape == (2, 1)
+
+
+def test_mixed_types_are_noted():
+    upload = read_csv_upload(b"v,w\n1,a\n2,b\nthree,c\n4,d\n")
+    assert any("'v' mixes numbers and text" in note for note in upload.notes)
+
+
+def test_column_limit_is_stated():
+    header = ",".join(f"c{i}" for i in range(500))
+    with pytest.raises(InputError, match="500 columns; at most 200 are supported"):
+        read_csv_upload((header + "\n" + ",".join("1" * 500) + "\n").encode())
+
+
+def test_row_limit_samples_with_a_fixed_seed():
+    data = corpus.csv_rows(200_000)
+    first = read_csv_upload(data)
+    assert len(first.frame) == 100_000
+    assert any("200,000 rows" in note and "sample of 100,000 rows (seed 0)" in note for note in first.notes)
+    again = read_csv_bytes(data)
+    pd.testing.assert_frame_equal(first.frame, again)
+
+
+def test_identifier_column_with_many_categories_is_dropped():
+    lines = ["id,value"] + [f"user-{i},{i % 3}" for i in range(10_000)]
+    upload = read_csv_upload(("\n".join(lines) + "\n").encode())
+    assert list(upload.frame.columns) == ["value"]
+    assert any("'id' has 10,000 distinct text values" in note and "identifier and dropped" in note
+               for note in upload.notes)
+
+
+def test_read_csv_bytes_is_used_by_load_table(tmp_path):
+    from cadp.data import load_table
+
+    path = tmp_path / "rows.csv"
+    path.write_bytes(b"a;b\n1;x\n2;y\n")
+    table = load_table(str(path))
+    assert table.frame.shape == (2, 2) and table.name == "rows"
+
+
+# --------------------------------------------------------------------------- formula-safe export
+
+def test_safe_csv_escapes_formulas_but_keeps_negative_numbers():
+    frame = pd.DataFrame({
+        "=name": ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rcr", "plain", "-"],
+        "delta": [-1.5, -2, 3, 4, 5, 6, 7, 8],
+        "count": [-3, 1, 2, 3, 4, 5, 6, 7],
+    })
+    text = safe_csv_bytes(frame).decode()
+    back = pd.read_csv(io.StringIO(text), keep_default_na=False)
+    assert list(back.columns) == ["'=name", "delta", "count"]
+    assert back["'=name"].tolist()[:4] == ["'=HYPERLINK(\"http://x\")", "'+1+1", "'-2+3", "'@SUM(A1)"]
+    assert back["'=name"].tolist()[4:] == ["'\tx", "'\rcr", "plain", "'-"]
+    assert back["delta"].tolist()[0] == -1.5 and back["count"].tolist()[0] == -3
+    assert text.split("\r\n")[1].endswith(",-1.5,-3")
+
+
+def test_safe_csv_without_header_and_with_text_numbers():
+    frame = pd.DataFrame({"code": ["-5", "7"]})
+    assert safe_csv_bytes(frame, header=False) == b"'-5\r\n7\r\n"
