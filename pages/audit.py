@@ -1,0 +1,107 @@
+"""Privacy audit: release two records many times and bound epsilon from below (docs/PRIVACY.md, Audits)."""
+
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from cadp import ui
+from cadp.mechanisms import DEFAULT_TEMPERATURE, MECHANISMS, make_mechanism
+
+RESULT = "audit_results"
+
+
+def choose_records(loaded):
+    """(record_a, record_b, condition, description) from the bundled test data, sharing the kept condition."""
+    config = loaded.config
+    if config.kind == "image":
+        data = ui.test_images(config.dataset, config.image_size, config.channels)
+        label = st.selectbox("Kept class (both records share it)", range(len(data.class_names)),
+                             format_func=lambda i: data.class_names[i], key="audit_class")
+        indices = (data.labels == label).nonzero().flatten().tolist()
+        if len(indices) < 2:
+            raise ui.InputError("this class has fewer than two test images")
+        left, right = st.columns(2)
+        a = left.selectbox("Record A (test image number)", indices, index=0, key="audit_a")
+        b = right.selectbox("Record B (test image number)", indices, index=1, key="audit_b")
+        left.image(ui.to_display(data.images[a]), caption=f"A: #{a}")
+        right.image(ui.to_display(data.images[b]), caption=f"B: #{b}")
+        return data.images[a], data.images[b], label, f"test images #{a} and #{b} ({data.class_names[label]})"
+    from cadp.data import load_table
+
+    frame = load_table(config.dataset).frame
+    left, right = st.columns(2)
+    a = left.number_input("Record A (row)", 0, len(frame) - 1, 0, key="audit_row_a")
+    rows = frame[config.condition_columns].astype(str)
+    same = [i for i in range(len(frame)) if i != a and (rows.iloc[i] == rows.iloc[a]).all()]
+    if not same:
+        raise ui.InputError("no other row shares record A's kept condition")
+    b = right.selectbox("Record B (a row with the same kept condition)", same, key="audit_row_b")
+    st.dataframe(frame.iloc[[a, b]], key="audit_rows")
+    return frame.iloc[[a]], frame.iloc[[b]], None, f"rows {a} and {b}"
+
+
+def audit_figure(results: list[dict]) -> go.Figure:
+    frame = pd.DataFrame(results)
+    figure = go.Figure()
+    top = max([1.0] + [v for v in frame["claimed"].tolist() + frame["estimate"].tolist() if math.isfinite(v)])
+    figure.add_trace(go.Scatter(x=[0.01, top * 2], y=[0.01, top * 2], mode="lines", name="y = x (the claim)",
+                                line=dict(dash="dash", color="gray")))
+    for mechanism, group in frame.groupby("mechanism"):
+        figure.add_trace(go.Scatter(
+            x=group["claimed"], y=group["lower_bound"], mode="markers+lines", name=f"{mechanism}: lower bound",
+            error_y=dict(type="data", symmetric=False, array=group["estimate"] - group["lower_bound"],
+                         arrayminus=[0] * len(group)),
+        ))
+    figure.update_layout(xaxis_title="claimed ε (paper: its nominal ε; metric: ε_unit · d(A, B))",
+                         yaxis_title="empirical ε lower bound (95% Clopper–Pearson; bar up to the point estimate)",
+                         xaxis_type="log", height=480)
+    return figure
+
+
+def page(loaded) -> None:
+    st.markdown("Two records are each released many times; the best threshold test between the two release sets "
+                "gives a lower bound on ε (95% confidence). For laplace and gaussian it must stay at or below "
+                "the claimed ε; for paper it can exceed it. This checks the code, it does not prove the claim.")
+    record_a, record_b, condition, description = choose_records(loaded)
+    with st.form("audit_form"):
+        mechanism = st.selectbox("Mechanism", list(MECHANISMS), format_func=ui.MECHANISM_LABELS.get,
+                                 key="audit_mechanism")
+        epsilons = st.multiselect("ε values", ui.EPSILON_VALUES, default=[1, 10, 100], key="audit_epsilons")
+        releases = st.select_slider("Releases per record", [200, 1000, 2000, 5000, 10000, 20000], value=2000,
+                                    key="audit_releases")
+        submitted = st.form_submit_button("Run the audit", type="primary")
+    if submitted:
+        if not epsilons:
+            raise ui.InputError("choose at least one ε")
+        distinguishing_audit = ui.require("distinguishing_audit", "cadp.evaluate")
+        bar = st.progress(0.0, text="Auditing…")
+        results = []
+        for step, epsilon in enumerate(sorted(epsilons)):
+            policy = {"temperature": DEFAULT_TEMPERATURE} if mechanism in ("laplace", "gaussian") else {}
+            built = make_mechanism(mechanism, epsilon, delta=1e-5 if mechanism == "gaussian" else None, **policy)
+
+            def report(share, message, step=step, epsilon=epsilon):
+                bar.progress(min((step + share) / len(epsilons), 1.0), text=f"ε = {epsilon:g}: {message}")
+
+            audit = distinguishing_audit(loaded.model, record_a, record_b, condition, built,
+                                         releases=releases, progress=report)
+            results.append({"mechanism": ui.MECHANISM_LABELS[mechanism], "epsilon": epsilon,
+                            "claimed": audit.claimed_epsilon if audit.claimed_epsilon is not None else epsilon,
+                            "lower_bound": audit.epsilon_lower_bound, "estimate": audit.epsilon_estimate,
+                            "tpr": audit.tpr, "fpr": audit.fpr, "releases": audit.releases,
+                            "exceeds claim": audit.epsilon_lower_bound > (audit.claimed_epsilon or epsilon)})
+        bar.progress(1.0, text="Done")
+        st.session_state.setdefault(RESULT, []).extend(results)
+        st.caption(f"Audited on {description}.")
+    results = st.session_state.get(RESULT, [])
+    if results:
+        st.plotly_chart(audit_figure(results), key="audit_figure")
+        st.dataframe(pd.DataFrame(results), key="audit_table", hide_index=True)
+        if st.button("Clear audit results", key="audit_clear"):
+            st.session_state.pop(RESULT)
+            st.rerun()
+
+
+ui.run_page("Privacy audit", page)

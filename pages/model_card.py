@@ -1,0 +1,80 @@
+"""Model card: the folder's README.md, its config, bits/dim, class-conditional samples, limitations."""
+
+import re
+from dataclasses import asdict
+
+import numpy as np
+import streamlit as st
+import torch
+
+from cadp import ui
+from cadp.mechanisms import DEFAULT_TEMPERATURE
+
+
+@st.cache_resource(show_spinner="Drawing samples…", max_entries=8)
+def sample_grid(source: str, per_class: int, temperature: float, seed: int) -> np.ndarray:
+    """(classes * H, per_class * W) grid of class-conditional samples, one row per class."""
+    loaded = ui.load_model(source)
+    classes = loaded.config.num_classes
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    with torch.inference_mode():
+        samples = loaded.model.sample(labels, temperature, torch.Generator().manual_seed(seed))
+    images = samples.round().to(torch.uint8)[:, 0].numpy()
+    size = images.shape[-1]
+    return images.reshape(classes, per_class, size, size).transpose(0, 2, 1, 3).reshape(classes * size, -1)
+
+
+def bits_per_dim(evaluation: dict) -> str | None:
+    bpd = evaluation.get("bpd")
+    if isinstance(bpd, dict):
+        for key in ("test", "bits_per_dim", "mean"):
+            if isinstance(bpd.get(key), (int, float)):
+                return f"{bpd[key]:.3f}"
+    if isinstance(bpd, (int, float)):
+        return f"{bpd:.3f}"
+    training = evaluation.get("training", {})
+    if "bits/dim" in str(training.get("test_metric_name", "")) and isinstance(training.get("test_metric"), float):
+        return f"{training['test_metric']:.3f} (from training)"
+    return None
+
+
+def page(loaded) -> None:
+    config = loaded.config
+    st.caption(f"From: {loaded.origin}")
+    evaluation = loaded.evaluation
+    columns = st.columns(3)
+    columns[0].metric("kind", config.kind)
+    columns[1].metric("latent dimension", config.latent_dim)
+    bpd = bits_per_dim(evaluation)
+    if config.kind == "image":
+        columns[2].metric("test bits/dim", bpd or "not measured")
+        if bpd is None:
+            st.caption(f"Measure it with `python -m cadp.evaluate bpd --model weights/{loaded.folder.name}`.")
+    elif "training" in evaluation:
+        columns[2].metric("test NLL (nats/dim)", f"{evaluation['training'].get('test_metric', float('nan')):.3f}")
+    if config.kind == "image":
+        st.subheader(f"Class-conditional samples (temperature {DEFAULT_TEMPERATURE})")
+        per_class = st.slider("Samples per class", 2, 10, 6, key="card_per_class")
+        grid = sample_grid(str(loaded.folder), per_class, DEFAULT_TEMPERATURE, 0)
+        st.image(np.kron(grid, np.ones((2, 2), dtype=np.uint8)),
+                 caption="one row per class: " + ", ".join(config.class_names))
+    st.subheader("Model card")
+    card = re.sub(r"\A---\n.*?\n---\n", "", loaded.card, flags=re.S)
+    if card.strip():
+        st.markdown(card)
+    else:
+        st.info("This model folder has no README.md card.")
+    if "Privacy and limitations" not in card:
+        st.subheader("Limitations")
+        st.markdown("- Trained **without** differential privacy on public data: CADP's guarantees protect the "
+                    "record being privatized, not this training set.\n"
+                    "- Every guarantee is **local** (per record); kept attributes are public.\n"
+                    "- The `paper` mechanism is a reference reproduction with no formal guarantee.")
+    with st.expander("config.json"):
+        st.json(asdict(config))
+    if evaluation:
+        with st.expander("eval.json"):
+            st.json(evaluation)
+
+
+ui.run_page("Model card", page)

@@ -1,0 +1,128 @@
+"""Utility curves from eval.json: accuracy, re-identification and SSIM against epsilon; central DP apart."""
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from cadp import ui
+from cadp.hub import read_eval
+from cadp.mechanisms import PAPER_LABEL
+
+LIVE = "utility_live"
+COMMAND = "python -m cadp.evaluate utility --model weights/{name}"
+
+
+def _mean(value):
+    return value.get("mean") if isinstance(value, dict) else value
+
+
+def _std(value):
+    return value.get("std") if isinstance(value, dict) else None
+
+
+def method_label(name: str, method: dict) -> str:
+    label = method.get("label") or name
+    if method.get("kind") == "reference-reproduction" and PAPER_LABEL not in label:
+        label = f"{label} ({PAPER_LABEL})"
+    elif not method.get("formal", True) and method.get("kind") == "baseline":
+        label = f"{label} (not private)"
+    return label
+
+
+def epsilon_figure(utility: dict, metric: str, title: str, y_title: str, *, reference=None, chance=None):
+    figure = go.Figure()
+    for name, method in utility.get("methods", {}).items():
+        if "parameters" in method or metric not in method:
+            continue  # blur / mosaic have no epsilon axis
+        epsilons = method.get("epsilons", utility.get("epsilons", []))
+        figure.add_trace(go.Scatter(x=epsilons, y=_mean(method[metric]), name=method_label(name, method),
+                                    mode="lines+markers",
+                                    line=dict(dash="dot") if method.get("kind") != "cadp" else None,
+                                    error_y=dict(type="data", array=_std(method[metric]))
+                                    if _std(method[metric]) else None))
+    if reference is not None:
+        figure.add_hline(y=reference, line_dash="dash", line_color="black", annotation_text="o/o (real → real)")
+    if chance is not None:
+        figure.add_hline(y=chance, line_dash="dash", line_color="gray", annotation_text="chance")
+    figure.update_layout(title=title, xaxis_title="ε (local; metric: per unit of latent L1 distance)",
+                         yaxis_title=y_title, xaxis_type="log", height=420)
+    return figure
+
+
+def frontier_figure(utility: dict):
+    figure = go.Figure()
+    for name, method in utility.get("methods", {}).items():
+        if "reid_latent" not in method or "p/o" not in method:
+            continue
+        points = method.get("parameters", method.get("epsilons", utility.get("epsilons", [])))
+        figure.add_trace(go.Scatter(x=method["reid_latent"], y=_mean(method["p/o"]), mode="lines+markers",
+                                    name=method_label(name, method), text=[f"{p:g}" for p in points],
+                                    hovertemplate="%{text}: re-id %{x:.3f}, accuracy %{y:.3f}"))
+    if "chance" in utility:
+        figure.add_vline(x=utility["chance"], line_dash="dash", line_color="gray", annotation_text="chance")
+    figure.update_layout(title="Privacy–utility frontier (up and to the left is better)",
+                         xaxis_title="re-identification rate (latent-space attacker)",
+                         yaxis_title="downstream accuracy (p/o)", height=420)
+    return figure
+
+
+def show_utility(utility: dict, key: str) -> None:
+    reference = _mean(utility.get("reference", {}).get("o/o"))
+    st.plotly_chart(epsilon_figure(utility, "p/o", "Downstream accuracy: trained on releases, tested on real data",
+                                   "accuracy", reference=reference), key=f"{key}_accuracy")
+    st.plotly_chart(epsilon_figure(utility, "reid_latent", "Re-identification (nearest original in latent space)",
+                                   "top-1 rate", chance=utility.get("chance")), key=f"{key}_reid")
+    if any("ssim" in m for m in utility.get("methods", {}).values()):
+        st.plotly_chart(epsilon_figure(utility, "ssim", "SSIM of release vs original", "SSIM"), key=f"{key}_ssim")
+    st.plotly_chart(frontier_figure(utility), key=f"{key}_frontier")
+    settings = utility.get("settings")
+    if settings:
+        with st.expander("Settings of this evaluation"):
+            st.json(settings)
+
+
+def show_central(central: dict) -> None:
+    st.subheader("Central DP baseline (DP-SGD) — a different guarantee")
+    st.caption("Central differential privacy protects the training set of one model, with a trusted curator. "
+               "It is not comparable to CADP's local, per-record guarantee and is never drawn on the local axes.")
+    epsilons = central.get("epsilons")
+    series = {k: _mean(v) for k, v in central.items()
+              if epsilons and isinstance(_mean(v), list) and len(_mean(v)) == len(epsilons)}
+    if series:
+        figure = go.Figure([go.Scatter(x=epsilons, y=v, name=k, mode="lines+markers") for k, v in series.items()])
+        figure.update_layout(xaxis_title="ε (central DP)", xaxis_type="log", height=380)
+        st.plotly_chart(figure, key="central_figure")
+    else:
+        st.json(central)
+
+
+def page(loaded) -> None:
+    name = loaded.folder.name
+    evaluation = read_eval(loaded.folder)
+    utility = evaluation.get("utility")
+    st.caption("All CADP curves are local DP (per record). paper is a " + PAPER_LABEL + ".")
+    if utility:
+        show_utility(utility, "stored")
+    else:
+        st.warning(f"This model's eval.json has no utility section. Produce it with `{COMMAND.format(name=name)}`.")
+    with st.form("utility_recompute"):
+        st.markdown("Recompute the curves here (quick settings; the result stays in this session).")
+        submitted = st.form_submit_button("Recompute")
+    if submitted:
+        utility_sweep = ui.require("utility_sweep", "cadp.evaluate")
+        bar = st.progress(0.0, text="Recomputing…")
+        st.session_state[LIVE] = (name, utility_sweep(loaded, progress=lambda share, message: bar.progress(
+            min(float(share), 1.0), text=str(message))))
+        bar.progress(1.0, text="Done")
+    live = st.session_state.get(LIVE)
+    if live is not None and live[0] == name:
+        st.subheader("Recomputed in this session")
+        show_utility(live[1], "live")
+    central = evaluation.get("central")
+    if central:
+        show_central(central)
+    else:
+        st.caption(f"No central DP baseline in eval.json (produce it with `python -m cadp.evaluate dpsgd --model "
+                   f"weights/{name}`).")
+
+
+ui.run_page("Utility curves", page)
