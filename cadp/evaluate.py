@@ -1,0 +1,1136 @@
+"""Audits, re-identification and utility curves of CADP models (docs/PRIVACY.md, "Audits").
+
+    python -m cadp.evaluate bpd     --model weights/mnist-cinn
+    python -m cadp.evaluate utility --model weights/mnist-cinn [--quick] [--device auto]
+    python -m cadp.evaluate audit   --model weights/mnist-cinn [--quick]
+    python -m cadp.evaluate dpsgd   --model weights/mnist-cinn [--quick]
+    python -m cadp.evaluate report  --model weights/mnist-cinn
+
+Each command writes its section of the folder's eval.json (layout in
+docs/DEVELOPING.md) and redraws report.html, the plotly curves of that file.
+Every CADP guarantee here is local; the DP-SGD reference ("central") is central
+DP and is drawn on its own panel, never on the local axes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.special import betaincinv
+from torch import nn
+
+from cadp import baselines
+from cadp.errors import CadpError, InputError
+from cadp.mechanisms import (
+    PAPER_LABEL,
+    GaussianMechanism,
+    LaplaceMechanism,
+    Mechanism,
+    MetricMechanism,
+    NoNoise,
+    PaperMechanism,
+    clip_per_sample,
+    make_mechanism,
+    new_generator,
+)
+from cadp.models import ImageCINN, TabularCINN
+
+DEFAULT_EPSILONS = (0.5, 1, 2, 3, 6, 10, 100, 1000, 10000)
+DEFAULT_MECHANISMS = ("laplace", "gaussian", "metric", "paper")
+DEFAULT_DELTA = 1e-5
+AUDIT_TEMPERATURE = 0.7
+CONFIDENCE = 0.95
+PAPER_BATCH_SIZE = {"mnist": 512, "fashion-mnist": 512}  # the paper's batch sizes (X-ray / OCT: 64)
+PAPER_DEFAULT_BATCH = 64
+REPORT_NAME = "report.html"
+
+Progress = "callable(share: float, message: str) or None"
+
+
+def _report(progress, share: float, message: str) -> None:
+    if progress is not None:
+        progress(float(min(max(share, 0.0), 1.0)), message)
+
+
+# --------------------------------------------------------------------------- Clopper–Pearson
+
+def clopper_pearson(successes, trials, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+    """Exact two-sided binomial interval (lower, upper) at ``confidence`` (each tail (1 - confidence) / 2)."""
+    successes = np.asarray(successes, dtype=np.float64)
+    trials = np.asarray(trials, dtype=np.float64)
+    tail = (1 - confidence) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lower = np.where(successes > 0,
+                         betaincinv(np.maximum(successes, 1e-300), trials - successes + 1, tail), 0.0)
+        upper = np.where(successes < trials,
+                         betaincinv(successes + 1, np.maximum(trials - successes, 1e-300), 1 - tail), 1.0)
+    return lower, upper
+
+
+def epsilon_from_rates(tpr_lower, fpr_upper, delta: float) -> np.ndarray:
+    """log((TPR - delta) / FPR), -inf where TPR <= delta: the epsilon a test with these rates proves."""
+    tpr_lower = np.asarray(tpr_lower, dtype=np.float64)
+    fpr_upper = np.asarray(fpr_upper, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = np.log(np.maximum(tpr_lower - delta, 0.0)) - np.log(fpr_upper)
+    return np.where(tpr_lower > delta, value, -np.inf)
+
+
+# --------------------------------------------------------------------------- distinguishing audit
+
+@dataclass
+class AuditResult:
+    """Outcome of a distinguishing audit of one mechanism on two records.
+
+    epsilon_lower_bound holds with probability >= ``confidence`` (Clopper–Pearson on
+    held-out releases); epsilon_estimate is the same quantity from the point rates.
+    tpr / fpr are the held-out rates of the test in the direction that gave the bound.
+    """
+
+    mechanism: str
+    claimed_epsilon: float | None
+    delta: float
+    epsilon_estimate: float
+    epsilon_lower_bound: float
+    tpr: float
+    fpr: float
+    releases: int
+    confidence: float = CONFIDENCE
+    label: str = ""
+    batch_size: int | None = None
+    statistic: str = ""
+
+    @property
+    def exceeds_claim(self) -> bool:
+        return self.claimed_epsilon is not None and self.epsilon_lower_bound > self.claimed_epsilon
+
+    def to_dict(self) -> dict:
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+
+
+def _release_mean(mechanism: Mechanism, latent: torch.Tensor) -> torch.Tensor:
+    """E[M(z)] for one latent (1, D): the clipped latent (every noise here has mean 0)."""
+    if isinstance(mechanism, LaplaceMechanism):
+        return clip_per_sample(latent, mechanism.clip_radius, p=1)
+    if isinstance(mechanism, GaussianMechanism):
+        return clip_per_sample(latent, mechanism.clip_radius, p=2)
+    if isinstance(mechanism, PaperMechanism):
+        # a batch of one record: the matrix 1-norm is the largest |z_j|
+        return latent * torch.clamp(mechanism.clip_size / latent.abs().max().clamp_min(1e-30), max=1.0)
+    return latent.clone()  # metric and no noise: no clipping
+
+
+def _statistic(mechanism: Mechanism, releases: torch.Tensor, mean_a: torch.Tensor,
+               mean_b: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """A 1-D statistic, large for releases of record a: the log-likelihood ratio up to a monotone map."""
+    releases, mean_a, mean_b = releases.double(), mean_a.double(), mean_b.double()
+    if isinstance(mechanism, GaussianMechanism):
+        return releases @ (mean_a - mean_b).reshape(-1), "projection on E[M(z_a)] - E[M(z_b)]"
+    # Laplace noise (laplace, metric, paper): the LLR is sum_j |y_j - b_j| - |y_j - a_j| (times 1/scale)
+    return ((releases - mean_b).abs() - (releases - mean_a).abs()).sum(1), "Laplace log-likelihood ratio"
+
+
+def _best_threshold(positive: np.ndarray, negative: np.ndarray, delta: float, confidence: float) -> float:
+    """Threshold t of the test 'statistic > t' with the largest Clopper–Pearson epsilon bound on this data."""
+    positive, negative = np.sort(positive), np.sort(negative)
+    candidates = np.unique(np.concatenate([positive, negative, [-np.inf]]))
+    true_positives = len(positive) - np.searchsorted(positive, candidates, side="right")
+    false_positives = len(negative) - np.searchsorted(negative, candidates, side="right")
+    tpr_lower, _ = clopper_pearson(true_positives, len(positive), confidence)
+    _, fpr_upper = clopper_pearson(false_positives, len(negative), confidence)
+    return float(candidates[int(np.argmax(epsilon_from_rates(tpr_lower, fpr_upper, delta)))])
+
+
+def _evaluate_threshold(positive: np.ndarray, negative: np.ndarray, threshold: float, delta: float,
+                        confidence: float) -> tuple[float, float, float, float]:
+    """(bound, estimate, tpr, fpr) of 'statistic > threshold' on held-out data."""
+    true_positives, false_positives = int((positive > threshold).sum()), int((negative > threshold).sum())
+    tpr_lower, _ = clopper_pearson(true_positives, len(positive), confidence)
+    _, fpr_upper = clopper_pearson(false_positives, len(negative), confidence)
+    bound = float(epsilon_from_rates(tpr_lower, fpr_upper, delta))
+    tpr, fpr = true_positives / len(positive), false_positives / len(negative)
+    # the point estimate floors FPR at half a count so that it stays finite
+    estimate = float(epsilon_from_rates(tpr, max(fpr, 0.5 / len(negative)), delta))
+    return bound, estimate, tpr, fpr
+
+
+def _release(mechanism: Mechanism, latent: torch.Tensor, releases: int, generator, batch_size: int | None):
+    """``releases`` independent releases of one latent (1, D).
+
+    Per-sample mechanisms take one (releases, D) call. ``paper`` depends on its batch:
+    it is applied with ``batch_size`` copies of the record per call (1 by default:
+    the app audits single records, as if each were privatized alone).
+    """
+    if batch_size is None:
+        return mechanism(latent.expand(releases, -1).contiguous(), generator)
+    parts = [mechanism(latent.expand(min(batch_size, releases - start), -1).contiguous(), generator)
+             for start in range(0, releases, batch_size)]
+    return torch.cat(parts)
+
+
+def _claimed_epsilon(mechanism: Mechanism, latent_a: torch.Tensor, latent_b: torch.Tensor) -> float | None:
+    if not mechanism.formal:
+        return None
+    if isinstance(mechanism, MetricMechanism):  # eps * d: the claim between these two records
+        return float(mechanism.epsilon_unit * (latent_a - latent_b).abs().sum())
+    return float(mechanism.epsilon)
+
+
+@torch.inference_mode()
+def latent_audit(latent_a, latent_b, mechanism: Mechanism, releases: int = 10_000,
+                 generator: torch.Generator | None = None, *, batch_size: int | None = None,
+                 confidence: float = CONFIDENCE, progress=None) -> AuditResult:
+    """Distinguishing audit of ``mechanism`` on two latent vectors (D,) or (1, D).
+
+    Each latent is released ``releases`` times; the first half of each set fits the
+    threshold of a test on a 1-D statistic (the log-likelihood ratio of the
+    mechanism's noise), the second half measures its TPR / FPR, and Clopper–Pearson
+    bounds turn them into eps_lb = max over both directions of
+    log((TPR_lower - delta) / FPR_upper) (and of (1 - FPR) against (1 - TPR)).
+    ``paper`` runs in batches of ``batch_size`` (default 1); the others in one batch.
+    """
+    if isinstance(mechanism, NoNoise):
+        raise InputError("the audit needs a noise mechanism; epsilon = infinity has nothing to audit")
+    if int(releases) < 20:
+        raise InputError(f"releases must be an integer >= 20, got {releases!r}")
+    releases = int(releases)
+    latent_a = torch.as_tensor(latent_a, dtype=torch.float32).reshape(1, -1).cpu()
+    latent_b = torch.as_tensor(latent_b, dtype=torch.float32).reshape(1, -1).cpu()
+    if latent_a.shape != latent_b.shape:
+        raise InputError(f"the two latents differ in size: {latent_a.shape[1]} and {latent_b.shape[1]}")
+    if generator is None:
+        generator = new_generator()
+    if batch_size is None and isinstance(mechanism, PaperMechanism):
+        batch_size = 1
+    delta = float(getattr(mechanism, "delta", 0.0))
+    _report(progress, 0.05, f"releasing record A {releases} times")
+    out_a = _release(mechanism, latent_a, releases, generator, batch_size)
+    _report(progress, 0.45, f"releasing record B {releases} times")
+    out_b = _release(mechanism, latent_b, releases, generator, batch_size)
+    _report(progress, 0.85, "fitting the threshold test")
+    mean_a, mean_b = _release_mean(mechanism, latent_a), _release_mean(mechanism, latent_b)
+    stat_a, name = _statistic(mechanism, out_a, mean_a, mean_b)
+    stat_b, _ = _statistic(mechanism, out_b, mean_a, mean_b)
+    stat_a, stat_b = stat_a.numpy(), stat_b.numpy()
+    half = releases // 2
+    best = None
+    # direction 1: 'stat > t' from A vs from B; direction 2: 'stat <= t' from B vs from A
+    for positive, negative in ((stat_a, stat_b), (-stat_b, -stat_a)):
+        threshold = _best_threshold(positive[:half], negative[:half], delta, confidence)
+        outcome = _evaluate_threshold(positive[half:], negative[half:], threshold, delta, confidence)
+        if best is None or outcome[0] > best[0]:
+            best = outcome
+    bound, estimate, tpr, fpr = best
+    _report(progress, 1.0, "audit done")
+    return AuditResult(mechanism=mechanism.name, claimed_epsilon=_claimed_epsilon(mechanism, latent_a, latent_b),
+                       delta=delta, epsilon_estimate=max(estimate, 0.0), epsilon_lower_bound=max(bound, 0.0),
+                       tpr=tpr, fpr=fpr, releases=releases, confidence=confidence,
+                       label=PAPER_LABEL if not mechanism.formal else "", batch_size=batch_size,
+                       statistic=name)
+
+
+@torch.inference_mode()
+def encode_records(model, record, condition=None) -> torch.Tensor:
+    """Latent (1, D) of one record: pixels (C, H, W) with an int label, or a one-row DataFrame."""
+    if isinstance(model, ImageCINN):
+        pixels = torch.as_tensor(record).float()
+        if pixels.dim() == 3:
+            pixels = pixels[None]
+        if condition is None:
+            raise InputError("an image record needs its class label as the condition")
+        labels = torch.as_tensor(condition, dtype=torch.int64).reshape(-1).expand(len(pixels))
+        return model.encode(pixels, labels).cpu()
+    if isinstance(model, TabularCINN):
+        if not isinstance(record, pd.DataFrame):
+            raise InputError("a table record must be a one-row DataFrame")
+        return model.encode(model.data_encoder.transform(record), model.condition_encoder.transform(record)).cpu()
+    raise InputError(f"cannot audit a {type(model).__name__}")
+
+
+def distinguishing_audit(model, record_a, record_b, condition, mechanism: Mechanism, *,
+                         releases: int = 10_000, generator: torch.Generator | None = None,
+                         progress=None) -> AuditResult:
+    """Audit ``mechanism`` on two records with the same kept condition.
+
+    Images: pixel tensors (C, H, W) and their label ``condition`` (int). Tables:
+    one-row DataFrames holding the condition columns (``condition`` None); their
+    condition values must agree. Each record is encoded once; see ``latent_audit``.
+    ``paper`` is applied one record per batch (the app audits single records).
+    """
+    if isinstance(model, TabularCINN):
+        names = model.config.condition_columns
+        for name in names:
+            if name not in record_a.columns or name not in record_b.columns:
+                raise InputError(f"both records need the condition column {name!r}")
+            if str(record_a[name].iloc[0]) != str(record_b[name].iloc[0]):
+                raise InputError(f"the two records must share the kept condition; {name!r} differs")
+    _report(progress, 0.0, "encoding the two records")
+    latent_a = encode_records(model, record_a, condition)
+    latent_b = encode_records(model, record_b, condition)
+
+    def inner(share, message):
+        _report(progress, 0.1 + 0.9 * share, message)
+
+    return latent_audit(latent_a, latent_b, mechanism, releases, generator, progress=inner)
+
+
+# --------------------------------------------------------------------------- re-identification
+
+def _nearest_rate(originals: torch.Tensor, releases: torch.Tensor) -> float:
+    originals = torch.as_tensor(originals).reshape(len(originals), -1).double()
+    releases = torch.as_tensor(releases).reshape(len(releases), -1).double()
+    nearest = torch.cat([torch.cdist(releases[s:s + 1000], originals).argmin(1)
+                         for s in range(0, len(releases), 1000)])
+    return float((nearest == torch.arange(len(releases))).double().mean())
+
+
+@torch.inference_mode()
+def reidentification(originals_pixels, releases_pixels, *, latents_original=None,
+                     latents_released=None) -> dict:
+    """Top-1 re-identification: release i is matched to its nearest original (L2).
+
+    Returns {"pixel": rate, "latent": rate or None, "chance": 1/N, "n": N}; the
+    latent attacker (model in hand, hence stronger) matches in latent space.
+    """
+    if len(originals_pixels) != len(releases_pixels) or len(originals_pixels) == 0:
+        raise InputError(f"need as many releases as originals (> 0), got {len(originals_pixels)} "
+                         f"and {len(releases_pixels)}")
+    count = len(originals_pixels)
+    latent = None
+    if latents_original is not None and latents_released is not None:
+        latent = _nearest_rate(latents_original, latents_released)
+    return {"pixel": _nearest_rate(originals_pixels, releases_pixels), "latent": latent,
+            "chance": 1.0 / count, "n": count}
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+class EvalCNN(nn.Module):
+    """The downstream classifier of the utility sweep: two small conv layers (smaller than SmallCNN, for speed)."""
+
+    def __init__(self, num_classes: int, channels: int = 1, image_size: int = 28):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(16 * (image_size // 4) ** 2, num_classes))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.net(pixels.float() / 255.0 - 0.5)
+
+
+def train_eval_cnn(pixels: torch.Tensor, labels: torch.Tensor, num_classes: int, *, epochs: int, seed: int,
+                   device: torch.device, batch_size: int = 64) -> EvalCNN:
+    """Train EvalCNN with Adam; the seed fixes initialization and batch order (global RNG left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        classifier = EvalCNN(num_classes, pixels.shape[1], pixels.shape[-1]).to(device)
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=3e-3)
+    order_generator = torch.Generator().manual_seed(seed)
+    pixels, labels = pixels.to(device), labels.to(device)
+    classifier.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(pixels), generator=order_generator).to(device)
+        for start in range(0, len(pixels), batch_size):
+            index = order[start:start + batch_size]
+            loss = nn.functional.cross_entropy(classifier(pixels[index]), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return classifier.eval()
+
+
+@torch.inference_mode()
+def cnn_accuracy(classifier: nn.Module, pixels: torch.Tensor, labels: torch.Tensor) -> float:
+    device = next(classifier.parameters()).device
+    predictions = torch.cat([classifier(pixels[s:s + 1000].to(device)).argmax(1).cpu()
+                             for s in range(0, len(pixels), 1000)])
+    return float((predictions == labels).float().mean())
+
+
+@torch.inference_mode()
+def _encode(model, inputs: torch.Tensor, conditions: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    return torch.cat([model.encode(inputs[s:s + batch_size], conditions[s:s + batch_size]).cpu()
+                      for s in range(0, len(inputs), batch_size)])
+
+
+@torch.inference_mode()
+def _decode(model, latents: torch.Tensor, conditions: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    return torch.cat([model.decode(latents[s:s + batch_size], conditions[s:s + batch_size]).cpu()
+                      for s in range(0, len(latents), batch_size)])
+
+
+@torch.inference_mode()
+def apply_mechanism(mechanism: Mechanism, latents: torch.Tensor, generator: torch.Generator,
+                    batch_size: int | None = None) -> torch.Tensor:
+    """M(z) for a set of latents: one call, or consecutive batches of ``batch_size`` (paper)."""
+    if batch_size is None:
+        return mechanism(latents, generator)
+    return torch.cat([mechanism(latents[s:s + batch_size], generator) for s in range(0, len(latents), batch_size)])
+
+
+def sweep_mechanism(name: str, epsilon: float, delta: float = DEFAULT_DELTA) -> Mechanism:
+    """The mechanisms as the sweep runs them: laplace / gaussian at constant temperature 0.7."""
+    if name in ("laplace", "gaussian"):
+        return make_mechanism(name, epsilon, delta=delta if name == "gaussian" else None,
+                              temperature=AUDIT_TEMPERATURE)
+    return make_mechanism(name, epsilon)
+
+
+METHOD_LABELS = {
+    "laplace": "CADP Laplace (eps-LDP, temperature 0.7)",
+    "gaussian": "CADP Gaussian ((eps, 1e-5)-LDP, temperature 0.7)",
+    "metric": "CADP metric privacy (eps per unit of L1 latent distance)",
+    "paper": f"CADP paper code ({PAPER_LABEL})",
+}
+
+
+def _summary(values: list[list[float]]) -> dict:
+    """{"mean": [...], "std": [...]} over seeds (inner lists) for each setting (outer list)."""
+    array = np.asarray(values, dtype=np.float64)
+    return {"mean": array.mean(1).tolist(), "std": array.std(1).tolist()}
+
+
+def _mean(values: list[list[float | None]]) -> list[float | None]:
+    out = []
+    for row in values:
+        row = [v for v in row if v is not None]
+        out.append(float(np.mean(row)) if row else None)
+    return out
+
+
+def _image_quality(originals: torch.Tensor, releases: torch.Tensor) -> tuple[float, float]:
+    """Mean SSIM and PSNR (dB, data range 255) between originals and releases."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    first = originals.double().numpy()
+    second = releases.double().numpy()
+    ssim = [structural_similarity(a, b, data_range=255.0, channel_axis=0) for a, b in zip(first, second)]
+    with np.errstate(divide="ignore"):
+        psnr = [peak_signal_noise_ratio(a, b, data_range=255.0) for a, b in zip(first, second)]
+    psnr = [min(p, 100.0) for p in psnr]  # identical images: infinite PSNR, capped
+    return float(np.mean(ssim)), float(np.mean(psnr))
+
+
+def _seeded(seed: int, *parts) -> torch.Generator:
+    """An evaluation generator (reproducible on purpose: this measures, it releases nothing)."""
+    value = int(seed)
+    for part in parts:
+        value = (value * 1_000_003 + int(part)) % (2 ** 62)
+    return torch.Generator().manual_seed(value)
+
+
+# --------------------------------------------------------------------------- utility sweep
+
+FULL_SIZES = {"image": {"n_train": 2000, "n_test": 500, "cnn_epochs": 4},
+              "tabular": {"n_train": 5000, "n_test": 2000}}
+QUICK = {"epsilons": (1, 1000), "seeds": (0, 1, 2), "n_train": 60, "n_test": 30, "n_reid": 30, "cnn_epochs": 1}
+
+
+def _subset_images(data, count: int, seed: int):
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(data))[:count])
+    return data.images[order].float(), data.labels[order]
+
+
+def _load_image_data(config, data):
+    from cadp.data import load_image_dataset
+
+    if data is not None:
+        return data
+    try:
+        return load_image_dataset(config.dataset, "train"), load_image_dataset(config.dataset, "test")
+    except CadpError as error:
+        raise InputError(f"cannot load the model's dataset {config.dataset!r} ({error}); pass data=(train, test)") \
+            from None
+
+
+def utility_sweep(loaded, *, epsilons=None, mechanisms=None, seeds=(0, 1, 2), n_train: int | None = None,
+                  n_test: int | None = None, n_reid: int = 500, device: str = "auto", progress=None,
+                  cnn_epochs: int | None = None, data=None, include_baselines: bool = True) -> dict:
+    """The "utility" section of eval.json (layout: docs/DEVELOPING.md) for a loaded model folder.
+
+    Each input is encoded once; its latent is reused for every epsilon, mechanism
+    and seed. Images: EvalCNN trained on releases of ``n_train`` training images
+    with their true (kept) labels, tested on ``n_test`` real test images (p/o) and
+    on their releases (p/p), against real/real (o/o); SSIM / PSNR on the test
+    releases; re-identification on the first ``n_reid`` test images (latent
+    attacker: the released latent M(z), what encoding the release returns up to
+    pixel rounding). Baselines: DP-Pix, blur, mosaic. Tables: see ``_tabular_sweep``.
+    ``data``: optional (train, test) ImageDatasets or DataFrames instead of the
+    model's dataset. The defaults (sizes in FULL_SIZES) fit a 28x28 model in
+    15 minutes on 2 CPU cores.
+    """
+    from cadp.train import resolve_device
+
+    epsilons = [float(e) for e in (epsilons if epsilons is not None else DEFAULT_EPSILONS)]
+    mechanisms = list(mechanisms if mechanisms is not None else DEFAULT_MECHANISMS)
+    unknown = [m for m in mechanisms if m not in DEFAULT_MECHANISMS]
+    if unknown:
+        raise InputError(f"mechanisms must be among {', '.join(DEFAULT_MECHANISMS)}, got {unknown}")
+    if len(seeds) < 1:
+        raise InputError("give at least one seed")
+    device = resolve_device(device)
+    model = loaded.model.to(device).eval()
+    start = time.monotonic()
+    common = dict(epsilons=epsilons, mechanisms=mechanisms, seeds=list(seeds), n_reid=n_reid, device=device,
+                  progress=progress, data=data)
+    if isinstance(model, ImageCINN):
+        sizes = FULL_SIZES["image"]
+        result = _image_sweep(loaded, model, n_train=n_train or sizes["n_train"], n_test=n_test or sizes["n_test"],
+                              cnn_epochs=cnn_epochs or sizes["cnn_epochs"], include_baselines=include_baselines,
+                              **common)
+    else:
+        sizes = FULL_SIZES["tabular"]
+        result = _tabular_sweep(loaded, model, n_train=n_train or sizes["n_train"],
+                                n_test=n_test or sizes["n_test"], **common)
+    loaded.model.cpu()
+    result["settings"].update({
+        "device": str(device), "torch_threads": torch.get_num_threads(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "wall_seconds": round(time.monotonic() - start, 1),
+        "command": " ".join(["python -m cadp.evaluate"] + sys.argv[1:]) if sys.argv[0].endswith("evaluate.py")
+        else "cadp.evaluate.utility_sweep",
+    })
+    _report(progress, 1.0, "utility sweep done")
+    return result
+
+
+def _image_sweep(loaded, model: ImageCINN, *, epsilons, mechanisms, seeds, n_train, n_test, n_reid, device,
+                 progress, data, cnn_epochs, include_baselines) -> dict:
+    config = model.config
+    train, test = _load_image_data(config, data)
+    train_pixels, train_labels = _subset_images(train, min(n_train, len(train)), seed=0)
+    test_pixels, test_labels = _subset_images(test, min(n_test, len(test)), seed=1)
+    n_reid = min(n_reid, len(test_pixels))
+    paper_batch = PAPER_BATCH_SIZE.get(config.dataset, PAPER_DEFAULT_BATCH)
+    classes = config.num_classes
+
+    cells = [c for c in baselines.MOSAIC_CELLS if config.image_size % c == 0 and c < config.image_size]
+    dp_pix_cell = baselines.DP_PIX_CELL if config.image_size % baselines.DP_PIX_CELL == 0 else 2
+    units = len(seeds) * (1 + len(mechanisms) * len(epsilons)
+                          + (len(epsilons) + len(baselines.BLUR_SIGMAS) + len(cells) if include_baselines else 0))
+    done = [0]
+
+    def step(message: str) -> None:
+        done[0] += 1
+        _report(progress, 0.05 + 0.95 * done[0] / units, message)
+
+    _report(progress, 0.0, f"encoding {len(train_pixels)} training and {len(test_pixels)} test images once")
+    train_latents = _encode(model, train_pixels, train_labels)
+    test_latents = _encode(model, test_pixels, test_labels)
+
+    def score(train_release: torch.Tensor, test_release: torch.Tensor, seed: int) -> tuple[float, float]:
+        classifier = train_eval_cnn(train_release, train_labels, classes, epochs=cnn_epochs, seed=seed, device=device)
+        return cnn_accuracy(classifier, test_pixels, test_labels), cnn_accuracy(classifier, test_release, test_labels)
+
+    reference = []
+    for seed in seeds:
+        classifier = train_eval_cnn(train_pixels, train_labels, classes, epochs=cnn_epochs, seed=seed, device=device)
+        reference.append(cnn_accuracy(classifier, test_pixels, test_labels))
+        step(f"real/real classifier, seed {seed}")
+
+    def evaluate_setting(make_releases, label: str) -> dict:
+        """Metrics over seeds of one setting; make_releases(seed) -> (train, test, test latents or None)."""
+        p_o, p_p, ssim, psnr, reid_pixel, reid_latent = [], [], [], [], [], []
+        for seed in seeds:
+            train_release, test_release, released_latents = make_releases(seed)
+            accuracy_po, accuracy_pp = score(train_release, test_release, seed)
+            quality = _image_quality(test_pixels, test_release)
+            if released_latents is None:  # a pixel-space release: the attacker encodes it with the model
+                released_latents = _encode(model, test_release[:n_reid], test_labels[:n_reid])
+            reid = reidentification(test_pixels[:n_reid], test_release[:n_reid],
+                                    latents_original=test_latents[:n_reid], latents_released=released_latents[:n_reid])
+            p_o.append(accuracy_po)
+            p_p.append(accuracy_pp)
+            ssim.append(quality[0])
+            psnr.append(quality[1])
+            reid_pixel.append(reid["pixel"])
+            reid_latent.append(reid["latent"])
+            step(f"{label}, seed {seed}")
+        return {"p/o": p_o, "p/p": p_p, "ssim": ssim, "psnr": psnr, "reid_pixel": reid_pixel,
+                "reid_latent": reid_latent}
+
+    def collect(rows: list[dict]) -> dict:
+        return {"p/o": _summary([r["p/o"] for r in rows]), "p/p": _summary([r["p/p"] for r in rows]),
+                "ssim": _mean([r["ssim"] for r in rows]), "psnr": _mean([r["psnr"] for r in rows]),
+                "reid_pixel": _mean([r["reid_pixel"] for r in rows]),
+                "reid_latent": _mean([r["reid_latent"] for r in rows])}
+
+    methods = {}
+    for index, name in enumerate(mechanisms):
+        batch = paper_batch if name == "paper" else None
+        rows = []
+        for epsilon in epsilons:
+            mechanism = sweep_mechanism(name, epsilon)
+
+            def releases(seed, mechanism=mechanism, batch=batch, epsilon=epsilon, index=index):
+                generator = _seeded(seed, index, int(epsilon * 1000))
+                noisy_train = apply_mechanism(mechanism, train_latents, generator, batch)
+                noisy_test = apply_mechanism(mechanism, test_latents, generator, batch)
+                release_train = _decode(model, noisy_train, train_labels).clamp(0, 255).round()
+                release_test = _decode(model, noisy_test, test_labels).clamp(0, 255).round()
+                return release_train, release_test, noisy_test
+
+            rows.append(evaluate_setting(releases, f"{name} epsilon {epsilon:g}"))
+        entry = {"label": METHOD_LABELS[name], "kind": "reference-reproduction" if name == "paper" else "cadp",
+                 "formal": name != "paper", **collect(rows)}
+        if name == "paper":
+            entry["batch_size"] = paper_batch
+        if name == "metric":
+            entry["epsilon_meaning"] = "per unit of L1 latent distance"
+        methods[name] = entry
+
+    if include_baselines:
+        rows = []
+        for epsilon in epsilons:
+            def releases(seed, epsilon=epsilon):
+                generator = _seeded(seed, 99, int(epsilon * 1000))
+                return (baselines.dp_pix(train_pixels, epsilon, cell=dp_pix_cell, generator=generator).round(),
+                        baselines.dp_pix(test_pixels, epsilon, cell=dp_pix_cell, generator=generator).round(), None)
+
+            rows.append(evaluate_setting(releases, f"DP-Pix epsilon {epsilon:g}"))
+        methods["dp-pix"] = {"label": f"DP-Pix (Fan 2018), b={dp_pix_cell}, m={baselines.DP_PIX_M}: "
+                                      f"eps-DP for images differing in {baselines.DP_PIX_M} pixel",
+                             "kind": "baseline", "formal": True, "cell": dp_pix_cell, "m": baselines.DP_PIX_M,
+                             **collect(rows)}
+        for name, parameters, function, meaning in (
+                ("blur", list(baselines.BLUR_SIGMAS), baselines.blur, "Gaussian blur sigma (pixels)"),
+                ("mosaic", cells, baselines.mosaic, "mosaic cell size (pixels)")):
+            rows = []
+            for parameter in parameters:
+                def releases(seed, parameter=parameter, function=function):
+                    return function(train_pixels, parameter).round(), function(test_pixels, parameter).round(), None
+
+                rows.append(evaluate_setting(releases, f"{name} {parameter}"))
+            methods[name] = {"label": f"{name} ({baselines.NOT_PRIVATE})", "kind": "baseline", "formal": False,
+                             "parameters": parameters, "parameter": meaning, **collect(rows)}
+
+    return {
+        "settings": {"kind": "image", "dataset": config.dataset, "n_train": len(train_pixels),
+                     "n_test": len(test_pixels), "n_reid": n_reid, "seeds": list(seeds),
+                     "classifier": "EvalCNN (conv 8, conv 16, linear), Adam 3e-3, batch 64",
+                     "cnn_epochs": cnn_epochs, "temperature": AUDIT_TEMPERATURE, "delta": DEFAULT_DELTA,
+                     "paper_batch_size": paper_batch,
+                     "subsets": "seeded permutations (0: training, 1: test) of the model's dataset splits",
+                     "reid_latent": "released latent M(z) matched to the original latents (CADP); "
+                                    "baselines: their releases encoded with the model and the true label",
+                     "guarantee": "all CADP epsilons are local (per record); metric is per unit of L1 latent distance"},
+        "epsilons": epsilons,
+        "reference": {"o/o": {"mean": float(np.mean(reference)), "std": float(np.std(reference))}},
+        "chance": 1.0 / n_reid,
+        "methods": methods,
+    }
+
+
+def _load_table_data(config, data):
+    from cadp.data import load_table
+    from cadp.train import split_table
+
+    if data is not None:
+        return data
+    try:
+        frame = load_table(config.dataset).frame
+    except CadpError as error:
+        raise InputError(f"cannot load the model's table {config.dataset!r} ({error}); pass data=(train, test)") \
+            from None
+    return split_table(frame, config.permutation_seed)  # the split cadp.train used
+
+
+def _fidelity(model: TabularCINN, real: pd.DataFrame, released: pd.DataFrame) -> dict:
+    """Per-column KS (numeric) / total variation distance (categorical) and correlation-matrix difference."""
+    from scipy.stats import ks_2samp
+
+    columns = {}
+    for spec in model.data_encoder.columns:
+        if spec.kind == "numeric":
+            columns[spec.name] = float(ks_2samp(pd.to_numeric(real[spec.name]),
+                                                pd.to_numeric(released[spec.name])).statistic)
+        else:
+            first = real[spec.name].astype(str).value_counts(normalize=True)
+            second = released[spec.name].astype(str).value_counts(normalize=True)
+            columns[spec.name] = float(0.5 * first.subtract(second, fill_value=0).abs().sum())
+    encoded_real = model.data_encoder.transform(real).double().numpy()
+    encoded_released = model.data_encoder.transform(released).double().numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        difference = np.abs(np.corrcoef(encoded_real, rowvar=False) - np.corrcoef(encoded_released, rowvar=False))
+    return {"columns": columns, "corr_diff": float(np.nanmean(difference))}
+
+
+def _distance_to_closest_record(released: np.ndarray, real: np.ndarray) -> float:
+    """Median L2 distance (encoded space) from each released row to its closest real training row."""
+    distances = torch.cdist(torch.as_tensor(released, dtype=torch.float64), torch.as_tensor(real, dtype=torch.float64))
+    return float(distances.min(1).values.median())
+
+
+def _tabular_sweep(loaded, model: TabularCINN, *, epsilons, mechanisms, seeds, n_train, n_test, n_reid, device,
+                   progress, data) -> dict:
+    """Tables: logistic regression and gradient boosting predicting the first kept condition column from the
+    data columns, trained on releases (p/o) or real rows (o/o), tested on real rows; per-column KS / TVD and
+    correlation-matrix difference against the real training rows; median distance to the closest record (DCR);
+    re-identification in the encoded data space ("reid_data") and in latent space."""
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    config = model.config
+    train, test = _load_table_data(config, data)
+    train = train.iloc[:n_train].reset_index(drop=True)
+    test = test.iloc[:n_test].reset_index(drop=True)
+    n_reid = min(n_reid, len(test))
+    encoder, conditions = model.data_encoder, model.condition_encoder
+    task = config.condition_columns[0] if config.condition_columns else None
+
+    def features(frame: pd.DataFrame) -> np.ndarray:
+        return encoder.transform(frame).double().numpy()
+
+    def fit_scores(frame: pd.DataFrame, seed: int) -> tuple[float | None, float | None]:
+        if task is None or frame[task].astype(str).nunique() < 2:
+            return None, None
+        x, y = features(frame), frame[task].astype(str).to_numpy()
+        scores = []
+        for classifier in (LogisticRegression(max_iter=2000, random_state=seed),
+                           GradientBoostingClassifier(random_state=seed)):
+            classifier.fit(x, y)
+            scores.append(float(classifier.score(features(test), test[task].astype(str).to_numpy())))
+        return scores[0], scores[1]
+
+    train_rows, test_rows = encoder.transform(train), encoder.transform(test)
+    train_condition, test_condition = conditions.transform(train), conditions.transform(test)
+    _report(progress, 0.0, f"encoding {len(train)} training and {len(test)} test rows once")
+    train_latents = _encode(model, train_rows, train_condition)
+    test_latents = _encode(model, test_rows, test_condition)
+    units = len(seeds) * (1 + len(mechanisms) * len(epsilons))
+    done = [0]
+
+    def step(message):
+        done[0] += 1
+        _report(progress, 0.05 + 0.95 * done[0] / units, message)
+
+    reference_lr, reference_gb = [], []
+    for seed in seeds:
+        lr, gb = fit_scores(train, seed)
+        reference_lr.append(lr)
+        reference_gb.append(gb)
+        step(f"real/real classifiers, seed {seed}")
+    holdout_dcr = _distance_to_closest_record(test_rows.double().numpy(), train_rows.double().numpy())
+
+    def decode(noisy: torch.Tensor, condition: torch.Tensor, frame: pd.DataFrame) -> pd.DataFrame:
+        released = encoder.inverse_transform(_decode(model, noisy, condition))
+        for name in config.condition_columns:  # kept conditions are released exactly
+            released[name] = frame[name].to_numpy()
+        return released
+
+    methods = {}
+    for index, name in enumerate(mechanisms):
+        batch = PAPER_DEFAULT_BATCH * 8 if name == "paper" else None  # 512, as for MNIST
+        metrics = {key: [] for key in ("p/o", "p/o_gb", "p/p", "ks", "tvd", "corr_diff", "dcr", "reid_data",
+                                       "reid_latent")}
+        per_column: dict[str, list[float]] = {spec.name: [] for spec in encoder.columns}
+        for epsilon in epsilons:
+            mechanism = sweep_mechanism(name, epsilon)
+            row = {key: [] for key in metrics}
+            column_values: dict[str, list[float]] = {key: [] for key in per_column}
+            for seed in seeds:
+                generator = _seeded(seed, index, int(epsilon * 1000))
+                noisy_train = apply_mechanism(mechanism, train_latents, generator, batch)
+                noisy_test = apply_mechanism(mechanism, test_latents, generator, batch)
+                released_train = decode(noisy_train, train_condition, train)
+                released_test = decode(noisy_test, test_condition, test)
+                lr, gb = fit_scores(released_train, seed)
+                row["p/o"].append(lr)
+                row["p/o_gb"].append(gb)
+                pp = None
+                if lr is not None:
+                    classifier = LogisticRegression(max_iter=2000, random_state=seed).fit(
+                        features(released_train), released_train[task].astype(str).to_numpy())
+                    pp = float(classifier.score(features(released_test), test[task].astype(str).to_numpy()))
+                row["p/p"].append(pp)
+                fidelity = _fidelity(model, train, released_train)
+                for key, value in fidelity["columns"].items():
+                    column_values[key].append(value)
+                numeric = [fidelity["columns"][s.name] for s in encoder.columns if s.kind == "numeric"]
+                categorical = [fidelity["columns"][s.name] for s in encoder.columns if s.kind != "numeric"]
+                row["ks"].append(float(np.mean(numeric)) if numeric else None)
+                row["tvd"].append(float(np.mean(categorical)) if categorical else None)
+                row["corr_diff"].append(fidelity["corr_diff"])
+                released_rows = features(released_train)
+                row["dcr"].append(_distance_to_closest_record(released_rows, train_rows.double().numpy()))
+                reid = reidentification(test_rows[:n_reid], features(released_test)[:n_reid],
+                                        latents_original=test_latents[:n_reid], latents_released=noisy_test[:n_reid])
+                row["reid_data"].append(reid["pixel"])
+                row["reid_latent"].append(reid["latent"])
+                step(f"{name} epsilon {epsilon:g}, seed {seed}")
+            for key in metrics:
+                metrics[key].append(row[key])
+            for key in per_column:
+                per_column[key].append(float(np.mean(column_values[key])))
+        entry = {"label": METHOD_LABELS[name], "kind": "reference-reproduction" if name == "paper" else "cadp",
+                 "formal": name != "paper"}
+        for key in ("p/o", "p/o_gb", "p/p"):
+            if all(v is not None for values in metrics[key] for v in values):
+                entry[key] = _summary(metrics[key])
+        for key in ("ks", "tvd", "corr_diff", "dcr", "reid_data", "reid_latent"):
+            entry[key] = _mean(metrics[key])
+        entry["columns"] = per_column
+        if name == "paper":
+            entry["batch_size"] = batch
+        methods[name] = entry
+
+    reference = {"dcr_holdout": holdout_dcr}
+    if task is not None and None not in reference_lr:
+        reference["o/o"] = {"mean": float(np.mean(reference_lr)), "std": float(np.std(reference_lr))}
+        reference["o/o_gb"] = {"mean": float(np.mean(reference_gb)), "std": float(np.std(reference_gb))}
+    return {
+        "settings": {"kind": "tabular", "dataset": config.dataset, "n_train": len(train), "n_test": len(test),
+                     "n_reid": n_reid, "seeds": list(seeds), "task": f"predict {task!r} from the data columns"
+                     if task else None, "classifiers": "p/o: logistic regression; p/o_gb: gradient boosting (sklearn)",
+                     "temperature": AUDIT_TEMPERATURE, "delta": DEFAULT_DELTA,
+                     "paper_batch_size": PAPER_DEFAULT_BATCH * 8,
+                     "fidelity": "ks: mean KS over numeric columns; tvd: mean total variation over categorical "
+                                 "columns; corr_diff: mean |corr(real) - corr(released)| of encoded columns; "
+                                 "dcr: median distance (encoded, L2) of a released row to its closest real "
+                                 "training row (reference: held-out rows, dcr_holdout)",
+                     "guarantee": "all CADP epsilons are local (per record); metric is per unit of L1 latent distance"},
+        "epsilons": epsilons,
+        "reference": reference,
+        "chance": 1.0 / n_reid,
+        "methods": methods,
+    }
+
+
+# --------------------------------------------------------------------------- bits/dim and fidelity
+
+@torch.inference_mode()
+def bits_per_dim_report(loaded, *, data=None, samples: int = 2000, progress=None) -> dict:
+    """The "bpd" section of eval.json.
+
+    Images: test bits/dim on the full test split and the share of class-conditional
+    samples at temperature 0.7 the folder's classifier recognizes. Tables: the
+    epsilon = infinity round trip (NoNoise through cadp.privatize.privatize) on the
+    test rows, and per numeric column the KS statistic between model samples
+    (N(0, I) latents decoded with conditions drawn from the training rows) and the test rows.
+    """
+    from cadp.train import evaluate_bits_per_dim, sample_recognition
+
+    model = loaded.model.cpu().eval()
+    start = time.monotonic()
+    if isinstance(model, ImageCINN):
+        train, test = _load_image_data(model.config, data)
+        _report(progress, 0.1, f"bits/dim on {len(test)} test images")
+        result = {"kind": "image", "test_bits_per_dim": evaluate_bits_per_dim(model, test),
+                  "test_records": len(test)}
+        if loaded.classifier is not None:
+            _report(progress, 0.8, "sample recognition at temperature 0.7")
+            result["sample_recognition_t0.7"] = sample_recognition(model, loaded.classifier,
+                                                                   model.config.num_classes)
+            result["sample_recognition_per_class"] = 100
+        else:
+            result["sample_recognition_t0.7"] = None
+            result["note"] = "the folder has no classifier.safetensors: sample recognition not measured"
+    else:
+        result = _tabular_fidelity(model, data, samples, progress)
+    result["wall_seconds"] = round(time.monotonic() - start, 1)
+    _report(progress, 1.0, "bits/dim report done")
+    return result
+
+
+def _tabular_fidelity(model: TabularCINN, data, samples: int, progress) -> dict:
+    from scipy.stats import ks_2samp
+
+    from cadp.privatize import privatize
+
+    train, test = _load_table_data(model.config, data)
+    _report(progress, 0.1, "epsilon = infinity round trip")
+    result = privatize(model, test, None, NoNoise(), seed=0)
+    original, released = result.original_frame.reset_index(drop=True), result.privatized_frame.reset_index(drop=True)
+    mismatched, max_error = [], 0.0
+    for column in original.columns:
+        first, second = original[column], released[column]
+        if pd.api.types.is_float_dtype(first) and column in model.config.data_columns:
+            error = float(np.max(np.abs(first.to_numpy(float) - second.to_numpy(float)) /
+                                 np.maximum(1.0, np.abs(first.to_numpy(float)))))
+            max_error = max(max_error, error)
+            if error > 1e-4:
+                mismatched.append(column)
+        elif not (first.astype(str).to_numpy() == second.astype(str).to_numpy()).all():
+            mismatched.append(column)
+    _report(progress, 0.5, f"KS of {samples} model samples against the test rows")
+    generator = torch.Generator().manual_seed(0)
+    picks = torch.randint(0, len(train), (samples,), generator=generator).numpy()
+    conditions = model.condition_encoder.transform(train.iloc[picks])
+    latents = torch.randn(samples, model.latent_dim, generator=generator)
+    sampled = model.data_encoder.inverse_transform(model.decode(latents, conditions))
+    ks = {spec.name: float(ks_2samp(pd.to_numeric(sampled[spec.name]), pd.to_numeric(test[spec.name])).statistic)
+          for spec in model.data_encoder.columns if spec.kind == "numeric"}
+    return {"kind": "tabular", "round_trip_exact": not mismatched, "round_trip_mismatched_columns": mismatched,
+            "round_trip_max_relative_error": max_error, "round_trip_rows": len(original),
+            "sample_ks": ks, "sample_ks_mean": float(np.mean(list(ks.values()))) if ks else None,
+            "samples": samples, "test_records": len(test)}
+
+
+# --------------------------------------------------------------------------- audit of a model
+
+def audit_model(loaded, *, epsilons=(1, 5, 10), releases: int = 10_000, candidates: int = 50,
+                seed: int = 0, data=None, progress=None) -> dict:
+    """The "audit" section: distinguishing audits on the two test records of one kept condition whose
+    latents are farthest apart (L1) among ``candidates``; laplace / gaussian / paper at ``epsilons``.
+    Noise is seeded (reproducible evaluation, not a release)."""
+    model = loaded.model.cpu().eval()
+    if isinstance(model, ImageCINN):
+        _, test = _load_image_data(model.config, data)
+        label = int(test.labels[0])
+        members = torch.nonzero(test.labels == label).reshape(-1)[:candidates]
+        latents = _encode(model, test.images[members].float(), test.labels[members])
+        condition = label
+    else:
+        _, test = _load_table_data(model.config, data)
+        names = model.config.condition_columns
+        key = test[names].astype(str).agg("|".join, axis=1) if names else pd.Series(["all"] * len(test))
+        members = torch.as_tensor(np.flatnonzero(key.to_numpy() == key.iloc[0])[:candidates])
+        rows = test.iloc[members.numpy()].reset_index(drop=True)
+        latents = _encode(model, model.data_encoder.transform(rows), model.condition_encoder.transform(rows))
+        condition = {name: str(test[name].iloc[0]) for name in names}
+    if len(members) < 2:
+        raise InputError("the test data has fewer than two records of one condition")
+    distances = torch.cdist(latents.double(), latents.double(), p=1)
+    first, second = divmod(int(distances.argmax()), len(latents))
+    results = []
+    settings = [(name, eps) for eps in epsilons for name in ("laplace", "gaussian", "paper")]
+    for index, (name, epsilon) in enumerate(settings):
+        def inner(share, message, index=index, name=name, epsilon=epsilon):
+            _report(progress, (index + share) / len(settings), f"{name} epsilon {epsilon:g}: {message}")
+
+        result = latent_audit(latents[first], latents[second], sweep_mechanism(name, epsilon), releases,
+                              _seeded(seed, index), progress=inner)
+        results.append({**result.to_dict(), "nominal_epsilon": float(epsilon)})
+    return {"records": {"condition": condition, "test_indices": [int(members[first]), int(members[second])],
+                        "latent_l1_distance": float(distances[first, second])},
+            "releases": releases, "confidence": CONFIDENCE, "temperature": AUDIT_TEMPERATURE,
+            "paper_batch_size": 1, "results": results,
+            "note": "a lower bound above claimed_epsilon disproves the claim; paper has no claim "
+                    f"({PAPER_LABEL}) and is shown against its nominal epsilon"}
+
+
+# --------------------------------------------------------------------------- central reference (DP-SGD)
+
+def dpsgd_reference(loaded, *, epsilons=(1, 3, 10), seeds=(0, 1, 2), n_train: int | None = None,
+                    n_test: int | None = None, epochs: int = 10, max_grad_norm: float = 1.0, device: str = "auto",
+                    data=None, progress=None) -> dict:
+    """The "central" section: DP-SGD (Opacus) on the real training subset, delta = 1/N, tested on real data.
+
+    Central DP (a trusted curator trains one model) is a different guarantee from
+    CADP's local DP: plot it on its own panel, never on the local axes. Images:
+    EvalCNN; tables: logistic regression (one linear layer) on the encoded data columns.
+    """
+    import warnings
+
+    from opacus import PrivacyEngine
+
+    from cadp.train import resolve_device
+
+    device = resolve_device(device)
+    model = loaded.model
+    if isinstance(model, ImageCINN):
+        sizes = FULL_SIZES["image"]
+        train, test = _load_image_data(model.config, data)
+        train_x, train_y = _subset_images(train, min(n_train or sizes["n_train"], len(train)), seed=0)
+        test_x, test_y = _subset_images(test, min(n_test or sizes["n_test"], len(test)), seed=1)
+        classes = model.config.num_classes
+
+        def network():
+            return EvalCNN(classes, train_x.shape[1], train_x.shape[-1])
+        architecture = "EvalCNN (conv 8, conv 16, linear)"
+    else:
+        train, test = _load_table_data(model.config, data)
+        if not model.config.condition_columns:
+            raise InputError("the table model has no condition column to predict")
+        task = model.config.condition_columns[0]
+        train = train.iloc[:n_train or FULL_SIZES["tabular"]["n_train"]]
+        test = test.iloc[:n_test or FULL_SIZES["tabular"]["n_test"]]
+        spec = model.condition_encoder.spec(task)
+        train_x, test_x = model.data_encoder.transform(train), model.data_encoder.transform(test)
+        train_y = model.condition_encoder.subset([task]).transform(train).argmax(1)
+        test_y = model.condition_encoder.subset([task]).transform(test).argmax(1)
+        classes = spec.width
+
+        def network():
+            return nn.Linear(train_x.shape[1], classes)
+        architecture = f"logistic regression predicting {task!r}"
+    delta = 1.0 / len(train_x)
+    rows, total = [], len(epsilons) * len(seeds)
+    for epsilon in epsilons:
+        accuracies, spent = [], []
+        for seed in seeds:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                classifier = network().to(device)
+                optimizer = torch.optim.Adam(classifier.parameters(), lr=3e-3)
+                loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(train_x.float(), train_y),
+                                                     batch_size=64, shuffle=True)
+                engine = PrivacyEngine()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    classifier, optimizer, loader = engine.make_private_with_epsilon(
+                        module=classifier, optimizer=optimizer, data_loader=loader, target_epsilon=float(epsilon),
+                        target_delta=delta, epochs=epochs, max_grad_norm=max_grad_norm)
+                    classifier.train()
+                    for _ in range(epochs):
+                        for inputs, labels in loader:
+                            if len(inputs) == 0:
+                                continue
+                            loss = nn.functional.cross_entropy(classifier(inputs.to(device)), labels.to(device))
+                            optimizer.zero_grad(set_to_none=True)
+                            loss.backward()
+                            optimizer.step()
+                    spent.append(float(engine.get_epsilon(delta)))
+            classifier.eval()
+            accuracies.append(cnn_accuracy(classifier, test_x.float(), test_y))
+            _report(progress, (len(rows) * len(seeds) + len(accuracies)) / total,
+                    f"DP-SGD epsilon {epsilon:g}, seed {seed}")
+        rows.append((accuracies, spent))
+    return {"label": "DP-SGD (Opacus): central DP, trusted curator — not comparable to local DP on one axis",
+            "guarantee": "central", "epsilons": [float(e) for e in epsilons], "delta": delta,
+            "accuracy": _summary([r[0] for r in rows]), "epsilon_spent": _mean([r[1] for r in rows]),
+            "settings": {"architecture": architecture, "n_train": len(train_x), "n_test": len(test_x),
+                         "epochs": epochs, "batch_size": 64, "max_grad_norm": max_grad_norm, "optimizer": "Adam 3e-3",
+                         "seeds": list(seeds), "device": str(device)}}
+
+
+# --------------------------------------------------------------------------- report
+
+def write_report(folder: Path | str) -> Path:
+    """report.html: plotly curves of the folder's eval.json (local methods, baselines, central DP apart)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from cadp.hub import read_eval
+
+    folder = Path(folder)
+    results = read_eval(folder)
+    utility = results.get("utility")
+    titles = ["accuracy trained on releases, tested on real data (p/o): local DP",
+              "re-identification top-1 rate", "SSIM (images) / mean KS (tables)",
+              "not private: blur and mosaic (p/o)", "central DP (DP-SGD): a different guarantee",
+              "distinguishing audit: lower bound vs claim"]
+    figure = make_subplots(rows=3, cols=2, subplot_titles=titles, vertical_spacing=0.09)
+    if utility:
+        epsilons = utility["epsilons"]
+        for name, entry in utility["methods"].items():
+            if "parameters" in entry:
+                figure.add_trace(go.Scatter(x=entry["parameters"], y=entry["p/o"]["mean"], mode="lines+markers",
+                                            name=entry["label"],
+                                            error_y={"array": entry["p/o"]["std"]}), row=2, col=2)
+                continue
+            if "p/o" in entry:
+                figure.add_trace(go.Scatter(x=epsilons, y=entry["p/o"]["mean"], error_y={"array": entry["p/o"]["std"]},
+                                            mode="lines+markers", name=entry["label"]), row=1, col=1)
+            for key, dash in (("reid_latent", "solid"), ("reid_pixel", "dot"), ("reid_data", "dot")):
+                if entry.get(key) is not None:
+                    figure.add_trace(go.Scatter(x=epsilons, y=entry[key], mode="lines+markers",
+                                                name=f"{name}: {key}", line={"dash": dash}), row=1, col=2)
+            quality = entry.get("ssim") or entry.get("ks")
+            if quality is not None:
+                figure.add_trace(go.Scatter(x=epsilons, y=quality, mode="lines+markers",
+                                            name=f"{name}: {'SSIM' if 'ssim' in entry else 'KS'}"), row=2, col=1)
+        reference = utility["reference"].get("o/o")
+        if reference:
+            figure.add_hline(y=reference["mean"], line_dash="dash", annotation_text="real/real (o/o)", row=1, col=1)
+        figure.add_hline(y=utility["chance"], line_dash="dash", annotation_text="chance 1/N", row=1, col=2)
+        for row, col in ((1, 1), (1, 2), (2, 1)):
+            figure.update_xaxes(type="log", title_text="epsilon (local; metric: per unit L1 latent distance)",
+                                row=row, col=col)
+    central = results.get("central")
+    if central:
+        figure.add_trace(go.Scatter(x=central["epsilons"], y=central["accuracy"]["mean"],
+                                    error_y={"array": central["accuracy"]["std"]}, mode="lines+markers",
+                                    name=central["label"]), row=3, col=1)
+        figure.update_xaxes(type="log", title_text="epsilon (central, delta = 1/N)", row=3, col=1)
+    audit = results.get("audit")
+    if audit:
+        for name in ("laplace", "gaussian", "paper"):
+            points = [r for r in audit["results"] if r["mechanism"] == name]
+            figure.add_trace(go.Scatter(x=[r["nominal_epsilon"] for r in points],
+                                        y=[r["epsilon_lower_bound"] for r in points], mode="markers",
+                                        name=f"audit {name}" + (f" ({PAPER_LABEL})" if name == "paper" else "")),
+                             row=3, col=2)
+        top = max(r["nominal_epsilon"] for r in audit["results"])
+        figure.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="lower bound = claim",
+                                    line={"dash": "dash"}), row=3, col=2)
+    figure.update_layout(height=1300, title=f"CADP evaluation of {folder.name}")
+    path = folder / REPORT_NAME
+    figure.write_html(str(path), include_plotlyjs="cdn")
+    return path
+
+
+# --------------------------------------------------------------------------- CLI
+
+def _tqdm_progress(description: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=1000, desc=description, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 20)
+
+    def update(share: float, message: str) -> None:
+        bar.n = int(share * 1000)
+        bar.set_postfix_str(message[:60], refresh=False)
+        bar.refresh()
+
+    return bar, update
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cadp.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("bpd", "utility", "audit", "dpsgd", "report"))
+    parser.add_argument("--model", required=True, help="model folder (config.json + model.safetensors)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for CI and tests")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    args = parser.parse_args(argv)
+    from cadp.hub import load_folder, update_eval
+
+    try:
+        loaded = load_folder(args.model)
+        bar, progress = _tqdm_progress(f"{args.command} {Path(args.model).name}")
+        start = time.monotonic()
+        if args.command == "bpd":
+            section, value = "bpd", bits_per_dim_report(loaded, samples=200 if args.quick else 2000,
+                                                        progress=progress)
+        elif args.command == "utility":
+            quick = QUICK if args.quick else {}
+            value = utility_sweep(loaded, epsilons=quick.get("epsilons"), seeds=quick.get("seeds", (0, 1, 2)),
+                                  n_train=quick.get("n_train"), n_test=quick.get("n_test"),
+                                  n_reid=quick.get("n_reid", 500), cnn_epochs=quick.get("cnn_epochs"),
+                                  device=args.device, progress=progress)
+            value["settings"]["quick"] = args.quick
+            section = "utility"
+        elif args.command == "audit":
+            section, value = "audit", audit_model(loaded, releases=2000 if args.quick else 10_000,
+                                                  epsilons=(1, 10) if args.quick else (1, 5, 10), progress=progress)
+        elif args.command == "dpsgd":
+            section = "central"
+            value = dpsgd_reference(loaded, epsilons=(1, 10) if args.quick else (1, 3, 10),
+                                    seeds=(0,) if args.quick else (0, 1, 2), epochs=1 if args.quick else 10,
+                                    n_train=200 if args.quick else None, n_test=100 if args.quick else None,
+                                    device=args.device, progress=progress)
+        else:
+            section, value = None, None
+        bar.close()
+        if section is not None:
+            update_eval(loaded.folder, section, value)
+            print(f"wrote {section!r} to {loaded.folder / 'eval.json'} in {time.monotonic() - start:.0f} s")
+        print(f"wrote {write_report(loaded.folder)}")
+    except CadpError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
