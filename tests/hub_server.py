@@ -50,6 +50,7 @@ class HubServer:
     def __init__(self):
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str]] = []
+        self.failing_status: int | None = None  # answer every request with this status (a Hub outage)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -123,6 +124,8 @@ class _HubHandler(BaseHTTPRequestHandler):
     def _route(self, send_body: bool) -> None:
         hub = self.server_state
         hub.requests.append((self.command, self.path))
+        if hub.failing_status is not None:
+            return self._error(hub.failing_status, None, "Service unavailable", send_body)
         segments = urlsplit(self.path).path.strip("/").split("/")
         if segments[:2] == ["api", "models"] and len(segments) >= 4:
             repo_id = "/".join(segments[2:4])

@@ -1,0 +1,368 @@
+"""Loading models from folders and Hub repos (served by a local Hub-compatible server), and publishing them."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import huggingface_hub.constants
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from huggingface_hub import snapshot_download
+from safetensors.torch import load_file
+
+from cadp import hub
+from cadp.errors import ModelError
+from cadp.train import fit_tabular
+
+try:
+    from hub_server import HubServer, git_blob_sha
+except ImportError:  # tests/ imported as a package
+    from tests.hub_server import HubServer, git_blob_sha
+
+REPO = "tester/table-cinn"
+CARD = "# table-cinn\n\nA tiny test model.\n"
+
+
+def small_frame(seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"age": rng.normal(50, 10, 32), "bmi": rng.normal(25, 4, 32),
+                         "smoker": rng.choice(["yes", "no"], 32), "outcome": rng.choice(["ill", "healthy"], 32)})
+
+
+@pytest.fixture(scope="module")
+def model_folders(tmp_path_factory) -> tuple[Path, Path]:
+    """Two versions of one small tabular model, saved as model folders (v1 and v2 differ in weights)."""
+    root = tmp_path_factory.mktemp("models")
+    folders = []
+    for version, seed in (("v1", 0), ("v2", 1)):
+        model = fit_tabular(small_frame(0), ["outcome"], name="table-cinn", dataset="test", steps=5, seed=seed)
+        folder = hub.save_model(model, root / version, card=CARD)
+        hub.update_eval(folder, "training", {"steps": 5, "seed": seed})
+        folders.append(folder)
+    return folders[0], folders[1]
+
+
+@pytest.fixture()
+def served(model_folders):
+    """A running Hub with REPO: commit v1 (tag "v1"), then commit v2 on main."""
+    v1, v2 = model_folders
+    with HubServer() as server:
+        server.commits = {"v1": server.add_commit(REPO, v1, tags=["v1"]), "v2": server.add_commit(REPO, v2)}
+        yield server
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch) -> Path:
+    """An empty Hugging Face cache; HF_HOME points into tmp_path so nothing touches the user's cache."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    return tmp_path / "hf-cache"
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / hub.WEIGHTS_NAME))
+
+
+def assert_same_weights(model: torch.nn.Module, expected: dict[str, torch.Tensor]) -> None:
+    state = model.state_dict()
+    assert set(state) == set(expected)
+    for key, tensor in expected.items():
+        assert torch.equal(state[key], tensor), key
+
+
+def refused_model_error(source: str, **kwargs) -> str:
+    with pytest.raises(ModelError) as caught:
+        hub.load_model(source, **kwargs)
+    return str(caught.value)
+
+
+# --------------------------------------------------------------------------- loading from the Hub
+
+def test_repo_id_downloads_main_and_reports_the_commit(served, cache, model_folders):
+    loaded = hub.load_model(REPO, cache_dir=cache, endpoint=served.url)
+
+    commit = served.commits["v2"]
+    assert loaded.commit == commit
+    assert loaded.origin == f"Hub {REPO} at commit {commit[:12]}"
+    assert_same_weights(loaded.model, weights(model_folders[1]))
+    assert loaded.folder.is_relative_to(cache) and loaded.folder.name == commit
+    assert loaded.card == CARD
+    assert loaded.evaluation["training"]["seed"] == 1
+    assert ("GET", f"/api/models/{REPO}/revision/main") in served.requests
+
+
+def test_pinned_revision_loads_that_commit(served, cache, model_folders):
+    by_tag = hub.load_model(f"{REPO}@v1", cache_dir=cache, endpoint=served.url)
+    by_hash = hub.load_model(REPO, revision=served.commits["v1"], cache_dir=cache, endpoint=served.url)
+
+    assert by_tag.commit == by_hash.commit == served.commits["v1"]
+    assert by_tag.origin == f"Hub {REPO}@v1 at commit {served.commits['v1'][:12]}"
+    assert_same_weights(by_tag.model, weights(model_folders[0]))
+    assert_same_weights(by_hash.model, weights(model_folders[0]))
+    assert not torch.equal(weights(model_folders[0])["inn.module_list.0.subnet1.0.weight"],
+                           weights(model_folders[1])["inn.module_list.0.subnet1.0.weight"])
+
+
+def test_two_different_revisions_are_refused(served, cache):
+    message = refused_model_error(f"{REPO}@v1", revision="main", cache_dir=cache, endpoint=served.url)
+    assert "two revisions" in message and "'v1'" in message and "'main'" in message
+
+
+def test_hf_endpoint_environment_variable_is_honoured(served, cache, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", served.url)
+    loaded = hub.load_model(REPO, cache_dir=cache)
+    assert loaded.commit == served.commits["v2"]
+    assert served.requests, "the server named by HF_ENDPOINT was not asked"
+
+
+def test_offline_loads_from_the_cache_without_requests(served, cache, monkeypatch, model_folders):
+    hub.load_model(f"{REPO}@v1", cache_dir=cache, endpoint=served.url)
+    served.requests.clear()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+    loaded = hub.load_model(f"{REPO}@v1", cache_dir=cache, endpoint=served.url)
+
+    assert served.requests == []
+    assert loaded.commit == served.commits["v1"]
+    assert loaded.origin == (f"Hub {REPO}@v1 at commit {served.commits['v1'][:12]} "
+                             "(cached copy; Hub offline: HF_HUB_OFFLINE is set)")
+    assert_same_weights(loaded.model, weights(model_folders[0]))
+    assert loaded.card == CARD
+
+
+def test_unreachable_hub_uses_the_cache(served, cache, model_folders):
+    hub.load_model(REPO, cache_dir=cache, endpoint=served.url)
+    served.stop()
+
+    loaded = hub.load_model(REPO, cache_dir=cache, endpoint=served.url)
+
+    assert loaded.commit == served.commits["v2"]
+    assert "(cached copy; Hub unreachable" in loaded.origin
+    assert_same_weights(loaded.model, weights(model_folders[1]))
+
+
+def test_hub_server_error_uses_the_cache(served, cache, model_folders):
+    hub.load_model(REPO, cache_dir=cache, endpoint=served.url)
+    served.failing_status = 503
+
+    loaded = hub.load_model(REPO, cache_dir=cache, endpoint=served.url)
+
+    assert loaded.origin == (f"Hub {REPO} at commit {served.commits['v2'][:12]} "
+                             f"(cached copy; Hub unreachable: {served.url} answered 503)")
+
+
+# --------------------------------------------------------------------------- bundled fallback
+
+@pytest.fixture()
+def bundled(tmp_path, monkeypatch, model_folders) -> Path:
+    """A fake weights/ with one bundled model, known as Hub repo cadp/table-cinn pinned to tag v1."""
+    weights_dir = tmp_path / "weights"
+    hub.save_model(hub.load_folder(model_folders[0]).model, weights_dir / "table-cinn", card=CARD)
+    monkeypatch.setattr(hub, "BUNDLED_DIR", weights_dir)
+    monkeypatch.setattr(hub, "BUNDLED_REPOS", {"cadp/table-cinn": "table-cinn"})
+    monkeypatch.setattr(hub, "BUNDLED_REVISIONS", {"cadp/table-cinn": "v1"})
+    return weights_dir / "table-cinn"
+
+
+def test_hub_down_falls_back_to_the_bundled_copy(served, cache, bundled, model_folders):
+    served.stop()
+
+    loaded = hub.load_model("cadp/table-cinn", cache_dir=cache, endpoint=served.url)
+
+    assert loaded.origin.startswith("bundled fallback weights/table-cinn (Hub unreachable: ")
+    assert served.url in loaded.origin
+    assert loaded.folder == bundled and loaded.commit is None
+    assert_same_weights(loaded.model, weights(model_folders[0]))
+
+
+def test_offline_falls_back_to_the_bundled_copy(cache, bundled, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    loaded = hub.load_model("cadp/table-cinn", cache_dir=cache, endpoint="http://127.0.0.1:9")
+    assert loaded.origin == ("bundled fallback weights/table-cinn (Hub offline: HF_HUB_OFFLINE is set, "
+                             "and the Hugging Face cache has no copy of cadp/table-cinn@v1)")
+
+
+def test_bundled_repo_loads_its_pinned_revision_from_the_hub(served, cache, bundled, model_folders):
+    served.add_commit("cadp/table-cinn", model_folders[0], tags=["v1"])
+    served.add_commit("cadp/table-cinn", model_folders[1])
+
+    loaded = hub.load_model("cadp/table-cinn", cache_dir=cache, endpoint=served.url)
+
+    assert loaded.origin.startswith("Hub cadp/table-cinn@v1 at commit ")
+    assert_same_weights(loaded.model, weights(model_folders[0]))
+
+
+def test_no_fallback_for_another_revision_of_a_bundled_repo(served, cache, bundled):
+    served.stop()
+    message = refused_model_error("cadp/table-cinn@v2", cache_dir=cache, endpoint=served.url)
+    assert message.startswith("cannot load Hub repo cadp/table-cinn@v2: Hub unreachable")
+
+
+def test_bundled_name_loads_the_bundled_folder(bundled):
+    loaded = hub.load_model("table-cinn")
+    assert loaded.origin == "bundled weights/table-cinn" and loaded.folder == bundled
+
+
+# --------------------------------------------------------------------------- errors
+
+def test_unknown_repo_is_named(served, cache):
+    message = refused_model_error("tester/no-such-model", cache_dir=cache, endpoint=served.url)
+    assert message.startswith(f"Hub repo tester/no-such-model not found at {served.url}")
+
+
+def test_unknown_revision_is_named(served, cache):
+    message = refused_model_error(f"{REPO}@v9", cache_dir=cache, endpoint=served.url)
+    assert message == f"revision 'v9' not found in Hub repo {REPO} ({served.url})"
+
+
+def test_offline_without_cache_names_repo_and_reason(served, cache, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    message = refused_model_error(REPO, cache_dir=cache, endpoint=served.url)
+    assert message == (f"cannot load Hub repo {REPO}@main: Hub offline: HF_HUB_OFFLINE is set, "
+                       f"and the Hugging Face cache has no copy of {REPO}@main")
+    assert served.requests == []
+
+
+def test_unreachable_hub_without_cache_names_repo_and_reason(served, cache):
+    served.stop()
+    message = refused_model_error(REPO, cache_dir=cache, endpoint=served.url)
+    assert message.startswith(f"cannot load Hub repo {REPO}@main: Hub unreachable: {served.url}")
+    assert "no copy" in message
+
+
+@pytest.mark.parametrize(("source", "rule"), [
+    ("tester/table cinn", "must not contain spaces"),
+    ("tester/../table-cinn", "must not contain '..'"),
+    ("tester/table..cinn", "must not contain '..'"),
+    ("https://huggingface.co/tester/table-cinn", "not a URL"),
+    ("huggingface.co/tester/table-cinn", "not a URL"),
+    ("tester/table-cinn/extra", "owner/name"),
+    ("tester/-table", "start and end with a letter or digit"),
+    ("tester/table$cinn", "only letters, digits"),
+    ("tester/" + "x" * 100, "at most 96 characters"),
+    ("tester/table-cinn.git", "must not end with '.git'"),
+    ("tester/table-cinn@bad rev", "not a valid revision"),
+    ("tester/table-cinn@../main", "not a valid revision"),
+])
+def test_invalid_repo_ids_are_refused_before_any_request(source, rule, served, cache):
+    message = refused_model_error(source, cache_dir=cache, endpoint=served.url)
+    assert rule in message
+    assert repr(source.partition("@")[0]) in message or repr(source.partition("@")[2]) in message
+    assert served.requests == []
+
+
+def test_missing_local_folder_is_named(tmp_path):
+    message = refused_model_error(str(tmp_path / "nothing-here"))
+    assert message == f"model folder {tmp_path / 'nothing-here'} does not exist"
+
+
+def test_pickle_weights_are_never_downloaded_or_loaded(served, cache, model_folders):
+    buffer = io.BytesIO()
+    torch.save(hub.load_folder(model_folders[0]).model.state_dict(), buffer)
+    files = {"config.json": (model_folders[0] / "config.json").read_bytes(), "pytorch_model.bin": buffer.getvalue()}
+    served.add_commit("tester/pickled", files)
+
+    message = refused_model_error("tester/pickled", cache_dir=cache, endpoint=served.url)
+
+    assert message.startswith("Hub repo tester/pickled@main has no model.safetensors "
+                              "(it has pytorch_model.bin: pickle files are never loaded)")
+    assert not any("pytorch_model.bin" in path for _, path in served.requests)
+
+
+def tampered(folder: Path, change) -> dict[str, bytes]:
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    config = json.loads(files["config.json"])
+    change(config)
+    files["config.json"] = json.dumps(config).encode()
+    return files
+
+
+def test_config_with_unknown_field_is_refused(served, cache, model_folders):
+    served.add_commit("tester/tampered", tampered(model_folders[0], lambda c: c.update(run_code="import os")))
+    message = refused_model_error("tester/tampered", cache_dir=cache, endpoint=served.url)
+    assert message == "invalid model config: unknown field(s) ['run_code']"
+
+
+def test_config_that_does_not_match_the_weights_is_refused(served, cache, model_folders):
+    width = json.loads((model_folders[0] / "config.json").read_text())["width"]
+    served.add_commit("tester/tampered", tampered(model_folders[0], lambda c: c.update(width=width * 2)))
+    message = refused_model_error("tester/tampered", cache_dir=cache, endpoint=served.url)
+    assert message == (f"model.safetensors: tensor inn.module_list.0.subnet1.0.bias has shape ({width},), "
+                       f"config.json implies ({width * 2},)")
+
+
+def test_invalid_config_value_is_refused(served, cache, model_folders):
+    served.add_commit("tester/tampered", tampered(model_folders[0], lambda c: c.update(blocks=0)))
+    message = refused_model_error("tester/tampered", cache_dir=cache, endpoint=served.url)
+    assert message == "invalid model config: blocks must be 1..64"
+
+
+# --------------------------------------------------------------------------- folders, push, CLI
+
+def test_local_folder_loads_with_folder_origin(model_folders):
+    loaded = hub.load_model(str(model_folders[0]))
+    assert loaded.origin == f"folder {model_folders[0]}" and loaded.commit is None
+    assert_same_weights(loaded.model, weights(model_folders[0]))
+    with pytest.raises(ModelError, match="a revision applies only to Hub repos"):
+        hub.load_model(str(model_folders[0]), revision="v1")
+
+
+@pytest.fixture()
+def folder_with_extras(tmp_path, model_folders) -> Path:
+    folder = tmp_path / "to-push"
+    hub.save_model(hub.load_folder(model_folders[0]).model, folder, card=CARD)
+    (folder / "checkpoint").mkdir()
+    (folder / "checkpoint" / "state.safetensors").write_bytes(b"training state")
+    (folder / "old.pt").write_bytes(b"pickle")
+    (folder / ".DS_Store").write_bytes(b"")
+    return folder
+
+
+def test_push_dry_run_lists_files_and_sends_nothing(folder_with_extras, served):
+    result = hub.push_model(folder_with_extras, "tester/new-model", dry_run=True, endpoint=served.url)
+
+    assert result.dry_run and result.commit is None
+    assert result.files == ["README.md", "config.json", "eval.json", "model.safetensors"]
+    assert result.skipped == [".DS_Store", "checkpoint/state.safetensors", "old.pt"]
+    assert served.requests == []
+
+
+def test_push_refuses_a_broken_folder_or_bad_id(tmp_path, folder_with_extras):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="has no config.json"):
+        hub.push_model(tmp_path / "empty", "tester/new-model", dry_run=True)
+    with pytest.raises(ModelError, match="not a URL"):
+        hub.push_model(folder_with_extras, "https://huggingface.co/tester/x", dry_run=True)
+
+
+def test_cli_push_dry_run_and_load(folder_with_extras, served, cache, capsys):
+    assert hub.main(["push", str(folder_with_extras), "tester/new-model", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[:5] == ["would upload to tester/new-model:", "  README.md", "  config.json",
+                                    "  eval.json", "  model.safetensors"]
+    assert "checkpoint/state.safetensors" in out.splitlines()[5]
+
+    assert hub.main(["load", REPO, "--endpoint", served.url, "--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"origin: Hub {REPO} at commit {served.commits['v2'][:12]}"
+    assert "model: table-cinn (tabular cINN, dataset test)" in out
+    assert "condition columns: outcome" in out
+
+    assert hub.main(["load", "tester/bad id"]) == 2
+    assert "must not contain spaces" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the test server itself
+
+def test_server_speaks_the_snapshot_download_protocol(served, cache, model_folders):
+    snapshot = Path(snapshot_download(REPO, revision="v1", cache_dir=cache, endpoint=served.url))
+    assert snapshot.name == served.commits["v1"]
+    expected = sorted(p.name for p in model_folders[0].iterdir())
+    assert sorted(p.name for p in snapshot.iterdir()) == expected
+    for name in expected:
+        assert git_blob_sha((snapshot / name).read_bytes()) == git_blob_sha((model_folders[0] / name).read_bytes())
