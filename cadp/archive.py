@@ -1,0 +1,599 @@
+"""Batch privatization of a folder, a ZIP or a CSV: the CLI behind ``python -m cadp.privatize``.
+
+    python -m cadp.privatize --model weights/mnist-cinn --mechanism laplace --epsilon 1 INPUT OUTPUT
+
+INPUT is a folder of images (labels from class sub-folders named like the
+model's classes, or from a labels CSV with columns file,label), a ZIP of such a
+folder, or a CSV of rows for a tabular model. OUTPUT is a new folder that gets
+the privatized PNGs (or privatized.csv), manifest.csv with one row per input
+file or row, and guarantee.txt. Work is streamed in batches: files, ZIP members
+and CSV chunks are read one batch at a time. An unusable file is listed in the
+manifest with its error and the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import csv
+import os
+import re
+import sys
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from cadp.errors import CadpError, InputError
+from cadp.mechanisms import DEFAULT_TEMPERATURE, MECHANISMS, PAPER_LABEL, Mechanism, make_mechanism, new_generator
+from cadp.privatize import NOT_PRIVATE_SEED, privatize
+from cadp.uploads import (
+    IMAGE_SUFFIXES,
+    INVERT_CHOICES,
+    MAX_IMAGE_BYTES,
+    decode_text,
+    escape_cell,
+    png_bytes,
+    safe_csv_bytes,
+    sniff_delimiter,
+    to_model_input,
+)
+
+MANIFEST_NAME = "manifest.csv"
+PRIVATIZED_CSV_NAME = "privatized.csv"
+GUARANTEE_NAME = "guarantee.txt"
+LABELS_NAME = "labels.csv"
+MANIFEST_COLUMNS = ["file", "condition", "released_condition", "mechanism", "epsilon", "delta", "seed",
+                    "status", "error", "output", "preprocessing"]
+EXIT_OK, EXIT_NOTHING_PRIVATIZED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(CadpError):
+    """The arguments cannot be used (exit code 2)."""
+
+
+# --------------------------------------------------------------------------- settings and manifest
+
+@dataclass
+class RunSettings:
+    """What every batch of one run shares: one mechanism and one generator (never one noise draw twice)."""
+
+    mechanism: Mechanism
+    generator: torch.Generator
+    seed: int | None
+    batch_size: int
+    invert: str
+
+    @property
+    def noise_source(self) -> str:
+        return "OS entropy" if self.seed is None else f"{self.seed} ({NOT_PRIVATE_SEED})"
+
+    @property
+    def mechanism_label(self) -> str:
+        name = self.mechanism.name
+        if name == "paper":
+            return f"paper ({PAPER_LABEL})"
+        if name == "metric":
+            return "metric (epsilon per unit of L1 latent distance)"
+        return name
+
+
+class Manifest:
+    """manifest.csv, written row by row (flushed per batch); every cell formula-escaped."""
+
+    def __init__(self, path: Path, settings: RunSettings):
+        self.handle = path.open("w", newline="", encoding="utf-8")
+        self.writer = csv.writer(self.handle)
+        self.writer.writerow(MANIFEST_COLUMNS)
+        self.settings = settings
+        self.privatized = 0
+        self.failed = 0
+
+    def row(self, file: str, *, status: str, condition: str = "", released: str = "", error: str = "",
+            output: str = "", preprocessing: str = "") -> None:
+        mechanism = self.settings.mechanism
+        delta = getattr(mechanism, "delta", None)
+        values = [file, condition, released, self.settings.mechanism_label, f"{mechanism.epsilon:g}",
+                  "" if delta is None else f"{delta:g}", self.settings.noise_source, status, error, output,
+                  preprocessing]
+        self.writer.writerow([escape_cell(value) for value in values])
+        if status == "privatized":
+            self.privatized += 1
+        else:
+            self.failed += 1
+
+    def error(self, file: str, error: Exception | str, **cells) -> None:
+        self.row(file, status="error", error=str(error), **cells)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+# --------------------------------------------------------------------------- labels
+
+def _normalize(name: str) -> str:
+    """Class names compared without case, spaces or punctuation: 'T-shirt/top' matches folder 't_shirt_top'."""
+    return re.sub(r"[^0-9a-z]", "", name.casefold())
+
+
+class LabelResolver:
+    """Find each image's class: from the labels CSV first, else from the nearest folder named like a class."""
+
+    def __init__(self, class_names: list[str], labels: dict[str, str] | None = None):
+        self.class_names = list(class_names)
+        self.lookup: dict[str, int] = {}
+        for index, name in enumerate(class_names):
+            self.lookup.setdefault(name, index)
+            self.lookup.setdefault(_normalize(name), index)
+        self.labels = {_clean_path(k): v for k, v in (labels or {}).items()}
+        basenames: dict[str, list[str]] = {}
+        for key in self.labels:
+            basenames.setdefault(PurePosixPath(key).name, []).append(key)
+        self.by_basename = {name: keys[0] for name, keys in basenames.items() if len(keys) == 1}
+
+    def class_index(self, value: str) -> int | None:
+        value = str(value).strip()
+        if value in self.lookup:
+            return self.lookup[value]
+        if _normalize(value) and _normalize(value) in self.lookup:
+            return self.lookup[_normalize(value)]
+        if value.isdigit() and int(value) < len(self.class_names):
+            return int(value)
+        return None
+
+    def resolve(self, name: str) -> int:
+        key = _clean_path(name)
+        if self.labels:
+            listed = self.labels.get(key)
+            if listed is None and key not in self.labels:
+                listed = self.labels.get(self.by_basename.get(PurePosixPath(key).name, ""))
+            if listed is not None:
+                index = self.class_index(listed)
+                if index is None:
+                    raise InputError(f"label {listed!r} in the labels CSV is not one of the model's classes "
+                                     f"({self._classes()})")
+                return index
+        for folder in reversed(PurePosixPath(key).parts[:-1]):
+            index = self.class_index(folder)
+            if index is not None:
+                return index
+        raise InputError(f"no label: the file is not in a sub-folder named like a class ({self._classes()}) "
+                         "and not listed in a labels CSV")
+
+    def _classes(self) -> str:
+        shown = ", ".join(self.class_names[:10])
+        return shown + (", ..." if len(self.class_names) > 10 else "")
+
+
+def _clean_path(name: str) -> str:
+    parts = [p for p in str(name).replace("\\", "/").split("/") if p not in ("", ".")]
+    return "/".join(parts)
+
+
+def read_labels_csv(data: bytes) -> dict[str, str]:
+    """{file: label} from a CSV with columns 'file' and 'label' (any case, any sniffed delimiter)."""
+    text, _ = decode_text(data)
+    if not text.strip():
+        raise InputError("the labels CSV is empty")
+    rows = csv.reader(text.splitlines(), delimiter=sniff_delimiter(text))
+    header = [cell.strip().casefold() for cell in next(rows)]
+    if "file" not in header or "label" not in header:
+        raise InputError(f"the labels CSV needs the columns 'file' and 'label'; it has {header[:10]}")
+    file_column, label_column = header.index("file"), header.index("label")
+    labels = {}
+    for row in rows:
+        if len(row) > max(file_column, label_column) and row[file_column].strip():
+            labels[row[file_column].strip()] = row[label_column].strip()
+    if not labels:
+        raise InputError("the labels CSV lists no files")
+    return labels
+
+
+# --------------------------------------------------------------------------- image sources
+
+def _skipped_silently(name: str) -> bool:
+    parts = PurePosixPath(name).parts
+    return any(part.startswith(".") or part == "__MACOSX" for part in parts)
+
+
+def iter_folder_files(root: Path) -> Iterator[tuple[str, bytes | InputError]]:
+    """(relative name, bytes or InputError) for the files under root, one at a time, in sorted order."""
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d != "__MACOSX")
+        for file in sorted(files):
+            path = Path(folder) / file
+            name = path.relative_to(root).as_posix()
+            if _skipped_silently(name) or name == LABELS_NAME:
+                continue
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                yield name, InputError("not an image (accepted: PNG, JPEG, BMP, TIFF, GIF, WebP, DICOM); skipped")
+                continue
+            try:
+                size = path.stat().st_size
+                if size > MAX_IMAGE_BYTES:
+                    yield name, InputError(f"the file is {size / 2**20:.0f} MB; images up to "
+                                           f"{MAX_IMAGE_BYTES // 2**20} MB are accepted")
+                    continue
+                yield name, path.read_bytes()
+            except OSError as error:
+                yield name, InputError(f"the file cannot be read ({error.strerror or 'I/O error'})")
+
+
+def _count_folder_files(root: Path) -> int:
+    return sum(1 for folder, _, files in os.walk(root) for file in files
+               if not _skipped_silently((Path(folder) / file).relative_to(root).as_posix()))
+
+
+def _zip_labels(path: Path) -> dict[str, str] | None:
+    """A labels.csv at the root of the ZIP or of its single top folder, if any."""
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            parts = _clean_path(info.filename).split("/")
+            if parts[-1].casefold() == LABELS_NAME and len(parts) <= 2 and info.file_size < 16 * 2**20:
+                labels = read_labels_csv(archive.read(info))
+                prefix = "/".join(parts[:-1])
+                return {f"{prefix}/{k}" if prefix else k: v for k, v in labels.items()}
+    return None
+
+
+# --------------------------------------------------------------------------- image runs
+
+@dataclass
+class PendingImage:
+    name: str
+    pixels: np.ndarray
+    label: int
+    steps: list[str]
+
+
+class OutputNames:
+    """Unique output paths under OUTPUT that mirror the input names, always ending in .png."""
+
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+        self.used: set[str] = set()
+
+    def take(self, name: str, suffix: str = ".png") -> Path:
+        relative = PurePosixPath(_clean_path(name) or "image")
+        relative = relative.with_name(relative.stem + suffix) if relative.stem else PurePosixPath("image" + suffix)
+        candidate, counter = relative, 2
+        while candidate.as_posix().casefold() in self.used:
+            candidate = relative.with_name(f"{relative.stem}-{counter}{suffix}")
+            counter += 1
+        self.used.add(candidate.as_posix().casefold())
+        path = (self.root / candidate).resolve()
+        if self.root not in path.parents:
+            raise InputError("unsafe file name; skipped")
+        return path
+
+
+def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, bytes | InputError]],
+                     resolver: LabelResolver, settings: RunSettings, output: Path, manifest: Manifest,
+                     progress: tqdm, source_name: str) -> None:
+    """Decode, label and privatize images batch by batch; write PNGs and manifest rows as each batch ends."""
+    config = model.config
+    names = OutputNames(output)
+    pending: list[PendingImage | tuple[str, InputError]] = []
+    guarantee_written = False
+
+    def flush():
+        # rows go to the manifest in input order: unusable files wait with the batch they arrived in
+        nonlocal guarantee_written
+        images = [item for item in pending if isinstance(item, PendingImage)]
+        outcome: dict[int, tuple[str, str, str]] = {}
+        if images:
+            pixels = torch.from_numpy(np.stack([item.pixels for item in images]))
+            labels = torch.tensor([item.label for item in images], dtype=torch.int64)
+            try:
+                result = privatize(model, pixels, labels, settings.mechanism, settings.generator,
+                                   seed=settings.seed, batch_size=settings.batch_size)
+            except CadpError as error:
+                outcome = {id(item): ("", str(error), "") for item in images}
+            else:
+                released = result.released_condition["label"].tolist()
+                for index, item in enumerate(images):
+                    try:
+                        path = names.take(item.name)
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        path.write_bytes(png_bytes(result.privatized[index].numpy()))
+                        outcome[id(item)] = (class_names[released[index]], "",
+                                             path.relative_to(names.root).as_posix())
+                    except (InputError, OSError) as error:
+                        outcome[id(item)] = ("", str(error), "")
+                if not guarantee_written:
+                    (output / GUARANTEE_NAME).write_text(result.guarantee + "\n", encoding="utf-8")
+                    guarantee_written = True
+        for item in pending:
+            if not isinstance(item, PendingImage):
+                manifest.error(*item)
+                continue
+            released_name, error, written = outcome[id(item)]
+            condition = class_names[item.label]
+            if error:
+                manifest.error(item.name, error, condition=condition)
+            else:
+                manifest.row(item.name, status="privatized", condition=condition, released=released_name,
+                             output=written, preprocessing="; ".join(item.steps))
+        pending.clear()
+        manifest.flush()
+
+    try:
+        waiting = 0
+        for name, content in source:
+            progress.update(1)
+            if isinstance(content, InputError):
+                pending.append((name, content))
+                continue
+            try:
+                label = resolver.resolve(name)
+                prepared = to_model_input(content, image_size=config.image_size, channels=config.channels,
+                                          invert=settings.invert, filename=name)
+            except InputError as error:
+                pending.append((name, error))
+                continue
+            pending.append(PendingImage(name, prepared.pixels, label, prepared.steps))
+            waiting += 1
+            if waiting >= settings.batch_size:
+                flush()
+                waiting = 0
+    except InputError as error:  # the archive itself failed (damaged, zip bomb): keep what was done
+        flush()
+        manifest.error(source_name, f"stopped reading the input: {error}")
+    flush()
+    manifest.flush()
+
+
+# --------------------------------------------------------------------------- table runs
+
+def _file_encoding(path: Path) -> str:
+    """UTF-8 (with or without BOM) or UTF-16 by BOM, else Latin-1; checked by streaming, not loading the file."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+        if head.startswith(codecs.BOM_UTF8):
+            return "utf-8-sig"
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return "utf-16"
+        handle.seek(0)
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        try:
+            while chunk := handle.read(2**20):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return "latin-1"
+    return "utf-8"
+
+
+def privatize_table(model, path: Path, settings: RunSettings, output: Path, manifest: Manifest,
+                    progress: tqdm) -> None:
+    """Privatize a CSV chunk by chunk into privatized.csv; rows that cannot be used are listed and skipped."""
+    config = model.config
+    encoding = _file_encoding(path)
+    with path.open("rb") as handle:
+        head, _ = decode_text(handle.read(65536)) if encoding != "utf-16" else (
+            handle.read(65536).decode("utf-16", errors="ignore"), encoding)
+    delimiter = sniff_delimiter(head)
+    needed = config.data_columns + config.condition_columns
+    try:
+        header = pd.read_csv(path, sep=delimiter, encoding=encoding, nrows=0, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError):
+        raise UsageError(f"{path} is not a readable CSV") from None
+    columns = [str(c).strip() for c in header.columns]
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise UsageError(f"{path.name} lacks the model's column(s) {missing}; the model needs {needed}")
+    target = output / PRIVATIZED_CSV_NAME
+    first_chunk, written, row_number = True, 0, 0
+    reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=settings.batch_size,
+                         skipinitialspace=True)
+    with target.open("wb") as out:
+        try:
+            for chunk in reader:
+                chunk.columns = columns
+                chunk = chunk[needed].reset_index(drop=True)
+                numbers = list(range(row_number + 1, row_number + len(chunk) + 1))
+                row_number += len(chunk)
+                progress.update(len(chunk))
+                good, errors = _usable_rows(model, chunk)
+                released: dict[int, str] = {}
+                if good:
+                    part = chunk.iloc[good].reset_index(drop=True)
+                    result = privatize(model, part, None, settings.mechanism, settings.generator,
+                                       seed=settings.seed, batch_size=settings.batch_size)
+                    frame = result.privatized_frame
+                    out.write(safe_csv_bytes(frame, header=first_chunk))
+                    if first_chunk:
+                        (output / GUARANTEE_NAME).write_text(result.guarantee + "\n", encoding="utf-8")
+                    first_chunk = False
+                    released = {position: _conditions(frame, index, config.condition_columns)
+                                for index, position in enumerate(good)}
+                for position, number in enumerate(numbers):
+                    condition = _conditions(chunk, position, config.condition_columns)
+                    if position in errors:
+                        manifest.error(f"row {number}", errors[position], condition=condition)
+                        continue
+                    written += 1
+                    manifest.row(f"row {number}", status="privatized", condition=condition,
+                                 released=released[position], output=f"{PRIVATIZED_CSV_NAME} row {written}")
+                manifest.flush()
+        except (pd.errors.ParserError, ValueError, UnicodeError):
+            manifest.error(f"row {row_number + 1}", f"stopped reading {path.name}: the CSV cannot be parsed "
+                           f"after row {row_number} (a row with more fields than the header?)")
+
+
+def _conditions(frame: pd.DataFrame, index: int, names: list[str]) -> str:
+    return "; ".join(f"{name}={frame[name].iloc[index]}" for name in names)
+
+
+def _usable_rows(model, chunk: pd.DataFrame) -> tuple[list[int], dict[int, InputError]]:
+    """Positions of the rows the model can encode, and the error of each other row."""
+    try:
+        model.data_encoder.transform(chunk)
+        model.condition_encoder.transform(chunk)
+        return list(range(len(chunk))), {}
+    except InputError:
+        pass
+    good, errors = [], {}
+    for position in range(len(chunk)):
+        row = chunk.iloc[[position]]
+        try:
+            model.data_encoder.transform(row)
+            model.condition_encoder.transform(row)
+        except InputError as error:
+            errors[position] = error
+            continue
+        good.append(position)
+    return good, errors
+
+
+# --------------------------------------------------------------------------- command line
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m cadp.privatize",
+        description="Privatize a folder of images, a ZIP of one, or a CSV of rows with a CADP model. "
+                    "Guarantees are local (per record); see docs/PRIVACY.md.")
+    parser.add_argument("--model", required=True, help="model folder (or Hub id when supported)")
+    parser.add_argument("--mechanism", required=True, choices=MECHANISMS)
+    parser.add_argument("--epsilon", required=True, type=float,
+                        help="privacy budget per record (metric: per unit of L1 latent distance)")
+    parser.add_argument("--delta", type=float, help="gaussian only, in (0, 1)")
+    radius = parser.add_mutually_exclusive_group()
+    radius.add_argument("--temperature", type=float,
+                        help=f"constant-temperature clip policy (laplace/gaussian; default {DEFAULT_TEMPERATURE})")
+    radius.add_argument("--clip-radius", type=float, help="fixed clip radius (laplace/gaussian)")
+    parser.add_argument("--seed", type=int,
+                        help=f"fixed noise seed: reproducible, hence {NOT_PRIVATE_SEED}; default OS entropy")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--labels", type=Path, help="CSV with columns file,label (overrides class folders)")
+    parser.add_argument("--invert", choices=INVERT_CHOICES, default="auto",
+                        help="invert dark-on-light images (auto: when the border is brighter than the centre)")
+    parser.add_argument("input", type=Path, metavar="INPUT", help="folder of images, .zip of one, or .csv")
+    parser.add_argument("output", type=Path, metavar="OUTPUT", help="new (or empty) folder for the results")
+    return parser.parse_args(argv)
+
+
+def _load_model(source: str):
+    from cadp import hub
+
+    loader = getattr(hub, "load_model", None) or hub.load_folder
+    return loader(source)
+
+
+def _mechanism(args) -> Mechanism:
+    if args.mechanism in ("laplace", "gaussian"):
+        temperature = args.temperature
+        if temperature is None and args.clip_radius is None:
+            temperature = DEFAULT_TEMPERATURE
+        return make_mechanism(args.mechanism, args.epsilon, delta=args.delta, clip_radius=args.clip_radius,
+                              temperature=temperature)
+    if args.temperature is not None or args.clip_radius is not None:
+        raise UsageError(f"--temperature and --clip-radius apply to laplace and gaussian, not {args.mechanism}")
+    if args.delta is not None:
+        raise UsageError(f"--delta applies to gaussian only, not {args.mechanism}")
+    return make_mechanism(args.mechanism, args.epsilon)
+
+
+def _check_paths(args, kind: str) -> str:
+    """'folder', 'zip' or 'csv', after checking INPUT and OUTPUT."""
+    source: Path = args.input
+    if not source.exists():
+        raise UsageError(f"INPUT {source} does not exist")
+    if source.is_dir():
+        input_kind = "folder"
+    elif source.suffix.lower() == ".zip":
+        input_kind = "zip"
+    elif source.suffix.lower() == ".csv":
+        input_kind = "csv"
+    else:
+        raise UsageError(f"INPUT must be a folder of images, a .zip or a .csv, got {source}")
+    if kind == "tabular" and input_kind != "csv":
+        raise UsageError("the model is a tabular model: INPUT must be a .csv of rows")
+    if kind == "image" and input_kind == "csv":
+        raise UsageError("the model is an image model: INPUT must be a folder of images or a .zip of one")
+    output: Path = args.output
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise UsageError(f"OUTPUT {output} exists and is not an empty folder; choose a new folder")
+    if input_kind == "folder" and (output.resolve() == source.resolve() or source.resolve() in output.resolve().parents):
+        raise UsageError("OUTPUT must not be inside INPUT")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.labels is not None and not args.labels.is_file():
+        raise UsageError(f"--labels {args.labels} is not a file")
+    return input_kind
+
+
+def main(argv=None) -> int:
+    """Run the CLI; 0 when at least one file or row was privatized, 1 when none was, 2 on unusable arguments."""
+    args = parse_args(argv)
+    try:
+        mechanism = _mechanism(args)
+        loaded = _load_model(str(args.model))
+        kind = loaded.config.kind
+        input_kind = _check_paths(args, kind)
+        labels = read_labels_csv(args.labels.read_bytes()) if args.labels is not None else None
+        if labels is None and input_kind == "folder" and (args.input / LABELS_NAME).is_file():
+            labels = read_labels_csv((args.input / LABELS_NAME).read_bytes())
+        if labels is None and input_kind == "zip":
+            labels = _zip_labels(args.input)
+    except (CadpError, zipfile.BadZipFile, OSError) as error:
+        message = str(error) if isinstance(error, CadpError) else f"{args.input} cannot be read ({error})"
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    settings = RunSettings(mechanism, new_generator(args.seed), args.seed, args.batch_size, args.invert)
+    args.output.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(args.output / MANIFEST_NAME, settings)
+    try:
+        if kind == "tabular":
+            with tqdm(desc="rows", unit="row", disable=None) as progress:
+                privatize_table(loaded.model, args.input, settings, args.output, manifest, progress)
+        else:
+            resolver = LabelResolver(loaded.config.class_names, labels)
+            if input_kind == "folder":
+                source, total = iter_folder_files(args.input), _count_folder_files(args.input)
+            else:
+                from cadp.uploads import iter_zip_images
+
+                source, total = _zip_source(args.input, iter_zip_images)
+            with tqdm(total=total, desc="images", unit="file", disable=None) as progress:
+                privatize_images(loaded.model, loaded.config.class_names, source, resolver, settings,
+                                 args.output, manifest, progress, args.input.name)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except CadpError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_OK if manifest.privatized else EXIT_NOTHING_PRIVATIZED
+    finally:
+        manifest.close()
+    print(f"privatized {manifest.privatized}, unusable {manifest.failed}; "
+          f"details in {args.output / MANIFEST_NAME}", file=sys.stderr)
+    if settings.seed is not None:
+        print(f"noise from seed {settings.seed}: {NOT_PRIVATE_SEED}", file=sys.stderr)
+    return EXIT_OK if manifest.privatized else EXIT_NOTHING_PRIVATIZED
+
+
+def _zip_source(path: Path, iter_zip_images) -> tuple[Iterator, int | None]:
+    """Members of the ZIP (read from disk one at a time), minus its labels.csv, and their count."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            total = sum(1 for info in archive.infolist() if not info.is_dir())
+    except (zipfile.BadZipFile, OSError):
+        total = None
+
+    def members():
+        with path.open("rb") as handle:
+            for name, content in iter_zip_images(handle):
+                if PurePosixPath(name).name.casefold() == LABELS_NAME and len(PurePosixPath(name).parts) <= 2:
+                    continue
+                yield name, content
+
+    return members(), total

@@ -1,0 +1,282 @@
+"""The batch CLI (python -m cadp.privatize): folders, ZIPs and CSVs end to end with tiny models."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+from pathlib import Path
+
+import corpus
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import cadp.archive as archive
+import cadp.uploads as uploads
+from cadp.hub import save_model
+from cadp.models import ImageCINN, ImageModelConfig
+from cadp.privatize import NOT_PRIVATE_SEED
+
+CLASSES = ["0", "1", "T-shirt/top"]
+
+
+@pytest.fixture(scope="module")
+def image_model(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = ImageModelConfig(name="t", dataset="t", class_names=CLASSES, conv_width=4, fc_width=8,
+                              conv_blocks=[1, 1], fc_blocks=1)
+    return save_model(ImageCINN(config), tmp_path_factory.mktemp("models") / "image")
+
+
+@pytest.fixture(scope="module")
+def table_model(tmp_path_factory) -> Path:
+    from cadp.train import fit_tabular
+
+    frame = table_frame(60)
+    model = fit_tabular(frame, ["sex"], steps=5)
+    return save_model(model, tmp_path_factory.mktemp("models") / "table")
+
+
+def table_frame(rows: int) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"age": rng.integers(20, 80, rows), "bmi": rng.normal(25, 4, rows).round(2),
+                         "note": np.where(np.arange(rows) % 2 == 0, "=HYPERLINK(1)", "ok"),
+                         "sex": rng.integers(1, 3, rows)})
+
+
+def image_file(seed: int, size: int = 30) -> bytes:
+    return corpus.png(np.random.default_rng(seed).integers(0, 255, (size, size), dtype=np.uint8))
+
+
+def make_folder(root: Path, files: dict[str, bytes]) -> Path:
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return root
+
+
+def read_manifest(output: Path) -> list[dict[str, str]]:
+    with (output / "manifest.csv").open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def run(model: Path, source: Path, output: Path, *extra: str) -> int:
+    return archive.main(["--model", str(model), "--mechanism", "laplace", "--epsilon", "1", *extra,
+                         str(source), str(output)])
+
+
+# --------------------------------------------------------------------------- folders
+
+def test_folder_streams_in_batches_and_lists_a_bad_file_without_stopping(image_model, tmp_path, monkeypatch):
+    files = {f"{label}/{i}.png": image_file(10 * n + i)
+             for n, label in enumerate(["0", "1", "t-shirt_top"]) for i in range(3)}
+    files["1/1b.png"] = b"this is not an image"  # sorts into the middle of the run
+    files["1/readme.txt"] = b"notes"
+    source = make_folder(tmp_path / "in", files)
+    decoded, batches = [], []
+    real_decode, real_privatize = archive.to_model_input, archive.privatize
+
+    def counting_decode(data, **options):
+        decoded.append(options["filename"])
+        return real_decode(data, **options)
+
+    def recording_privatize(model, pixels, labels, *args, **options):
+        batches.append((len(pixels), len(decoded)))
+        return real_privatize(model, pixels, labels, *args, **options)
+
+    monkeypatch.setattr(archive, "to_model_input", counting_decode)
+    monkeypatch.setattr(archive, "privatize", recording_privatize)
+    output = tmp_path / "out"
+    assert run(image_model, source, output, "--batch-size", "2", "--seed", "3") == 0
+
+    # streamed: the first batch is privatized after two files were decoded, not after all ten
+    assert [size for size, _ in batches] == [2, 2, 2, 2, 1]
+    assert batches[0][1] == 2
+    rows = read_manifest(output)
+    assert [row["file"] for row in rows] == sorted(files)
+    by_file = {row["file"]: row for row in rows}
+    assert by_file["1/1b.png"]["status"] == "error"
+    assert "not an image that can be read" in by_file["1/1b.png"]["error"]
+    assert by_file["1/readme.txt"]["status"] == "error" and "not an image" in by_file["1/readme.txt"]["error"]
+    privatized = [row for row in rows if row["status"] == "privatized"]
+    assert len(privatized) == 9
+    assert {row["file"]: row["condition"] for row in privatized}["t-shirt_top/2.png"] == "T-shirt/top"
+    for row in privatized:
+        assert row["released_condition"] == row["condition"]  # the label is kept
+        assert row["mechanism"] == "laplace" and row["epsilon"] == "1" and row["delta"] == ""
+        assert row["seed"] == f"3 ({NOT_PRIVATE_SEED})"
+        image = np.asarray(Image.open(output / row["output"]))
+        assert image.shape == (28, 28) and image.dtype == np.uint8
+        assert "resized 30x30 -> 28x28" in row["preprocessing"]
+    assert "Laplace" in (output / "guarantee.txt").read_text() or "laplace" in (output / "guarantee.txt").read_text()
+
+
+def test_seeded_runs_repeat_and_unseeded_runs_use_os_entropy(image_model, tmp_path):
+    source = make_folder(tmp_path / "in", {f"0/{i}.png": image_file(i) for i in range(3)})
+    assert run(image_model, source, tmp_path / "a", "--seed", "7") == 0
+    assert run(image_model, source, tmp_path / "b", "--seed", "7") == 0
+    assert run(image_model, source, tmp_path / "c") == 0
+    same = [(tmp_path / "a" / f"0/{i}.png").read_bytes() == (tmp_path / "b" / f"0/{i}.png").read_bytes()
+            for i in range(3)]
+    assert all(same)
+    assert {row["seed"] for row in read_manifest(tmp_path / "c")} == {"OS entropy"}
+    differs = [(tmp_path / "a" / f"0/{i}.png").read_bytes() != (tmp_path / "c" / f"0/{i}.png").read_bytes()
+               for i in range(3)]
+    assert any(differs)
+
+
+def test_labels_csv_for_a_flat_folder_and_formula_names_in_the_manifest(image_model, tmp_path):
+    source = make_folder(tmp_path / "in", {"a.png": image_file(1), "b.png": image_file(2),
+                                           "=cmd.png": image_file(3), "c.png": image_file(4)})
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file;label\na.png;1\nb.png;T-shirt top\n=cmd.png;0\nc.png;shoe\n")
+    output = tmp_path / "out"
+    assert run(image_model, source, output, "--labels", str(labels), "--invert", "never") == 0
+    by_file = {row["file"]: row for row in read_manifest(output)}
+    assert by_file["a.png"]["condition"] == "1"
+    assert by_file["b.png"]["condition"] == "T-shirt/top"
+    assert "'shoe' in the labels CSV is not one of the model's classes" in by_file["c.png"]["error"]
+    assert "'=cmd.png" in by_file  # the manifest cell is escaped against formula injection
+    assert by_file["'=cmd.png"]["preprocessing"] == "resized 30x30 -> 28x28"
+
+
+def test_unlabelled_images_are_errors_and_nothing_privatized_exits_1(image_model, tmp_path):
+    source = make_folder(tmp_path / "in", {"cats/a.png": image_file(1)})
+    output = tmp_path / "out"
+    assert run(image_model, source, output) == 1
+    (row,) = read_manifest(output)
+    assert row["status"] == "error" and row["error"].startswith("no label: the file is not in a sub-folder named")
+
+
+# --------------------------------------------------------------------------- ZIP
+
+def test_zip_with_top_folder_labels_unsafe_names_and_junk(image_model, tmp_path):
+    data = corpus.zip_bytes({
+        "digits/0/a.png": image_file(1),
+        "digits/1/deep/b.jpg": corpus.encode(Image.new("L", (40, 20), 200), "JPEG"),
+        "digits/1/broken.png": corpus.truncated_png(),
+        "../escape.png": image_file(2),
+        "digits/notes.txt": b"hi",
+        "__MACOSX/digits/._a.png": b"junk",
+    })
+    source = tmp_path / "upload.zip"
+    source.write_bytes(data)
+    output = tmp_path / "out"
+    assert run(image_model, source, output, "--batch-size", "1") == 0
+    by_file = {row["file"]: row for row in read_manifest(output)}
+    assert set(by_file) == {"digits/0/a.png", "digits/1/deep/b.jpg", "digits/1/broken.png", "escape.png",
+                            "digits/notes.txt"}
+    assert by_file["digits/0/a.png"]["status"] == "privatized" and by_file["digits/0/a.png"]["condition"] == "0"
+    assert by_file["digits/1/deep/b.jpg"]["output"] == "digits/1/deep/b.png"
+    assert "truncated or corrupt" in by_file["digits/1/broken.png"]["error"]
+    assert "unsafe path" in by_file["escape.png"]["error"]
+    assert not (tmp_path / "escape.png").exists() and not (output / "escape.png").exists()
+    assert (output / "digits/1/deep/b.png").is_file()
+
+
+def test_zip_with_labels_csv_inside(image_model, tmp_path):
+    data = corpus.zip_bytes({"set/labels.csv": b"file,label\nx.png,1\n", "set/x.png": image_file(1)})
+    source = tmp_path / "labelled.zip"
+    source.write_bytes(data)
+    output = tmp_path / "out"
+    assert run(image_model, source, output) == 0
+    (row,) = read_manifest(output)
+    assert row["file"] == "set/x.png" and row["condition"] == "1"
+
+
+def test_zip_bomb_stops_the_archive_and_keeps_earlier_results(image_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(uploads, "iter_zip_images",
+                        functools.partial(uploads.iter_zip_images, max_total_bytes=50_000))
+    data = corpus.zip_bytes({"0/a.png": image_file(1), "0/z.png": b"\x00" * 200_000})
+    source = tmp_path / "bomb.zip"
+    source.write_bytes(data)
+    output = tmp_path / "out"
+    assert run(image_model, source, output) == 0
+    rows = read_manifest(output)
+    assert [row["status"] for row in rows] == ["privatized", "error"]
+    assert rows[1]["file"] == "bomb.zip" and "zip bomb" in rows[1]["error"]
+
+
+# --------------------------------------------------------------------------- CSV
+
+def test_csv_rows_stream_bad_row_is_listed_and_export_is_formula_safe(table_model, tmp_path):
+    frame = table_frame(12)
+    frame.loc[5, "sex"] = 3  # a value the model never saw
+    source = tmp_path / "rows.csv"
+    source.write_text(frame.to_csv(index=False, sep=";"))
+    output = tmp_path / "out"
+    assert run(table_model, source, output, "--batch-size", "4", "--seed", "1") == 0
+    rows = read_manifest(output)
+    assert [row["file"] for row in rows] == [f"row {i}" for i in range(1, 13)]
+    bad = rows[5]
+    assert bad["status"] == "error" and "unseen when the model was fitted" in bad["error"]
+    assert bad["condition"] == "sex=3"
+    privatized = [row for row in rows if row["status"] == "privatized"]
+    assert len(privatized) == 11 and privatized[-1]["output"] == "privatized.csv row 11"
+    assert all(row["condition"] == row["released_condition"] for row in privatized)
+    text = (output / "privatized.csv").read_text()
+    assert text.count("age,bmi,note,sex") == 1  # one header, though written chunk by chunk
+    released = pd.read_csv(io.StringIO(text))
+    assert len(released) == 11 and list(released.columns) == ["age", "bmi", "note", "sex"]
+    assert set(released["note"]) <= {"'=HYPERLINK(1)", "ok"}
+    assert "\n=" not in text and ",=" not in text
+
+
+def test_csv_missing_model_columns_is_a_usage_error(table_model, tmp_path, capsys):
+    source = tmp_path / "rows.csv"
+    source.write_text("age,bmi\n30,22\n")
+    assert run(table_model, source, tmp_path / "out") == 2
+    assert "lacks the model's column(s) ['note', 'sex']" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- arguments
+
+@pytest.mark.parametrize("extra, message", [
+    (["--mechanism", "gaussian"], "delta must be given for the gaussian mechanism"),
+    (["--mechanism", "metric", "--temperature", "1"], "apply to laplace and gaussian, not metric"),
+    (["--epsilon", "-1"], "epsilon must be in (0, inf)"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+])
+def test_unusable_arguments_exit_2_with_a_message(image_model, tmp_path, capsys, extra, message):
+    source = make_folder(tmp_path / "in", {"0/a.png": image_file(1)})
+    argv = ["--model", str(image_model), "--mechanism", "laplace", "--epsilon", "1", *extra,
+            str(source), str(tmp_path / "out")]
+    assert archive.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_unusable_paths_exit_2(image_model, table_model, tmp_path, capsys):
+    source = make_folder(tmp_path / "in", {"0/a.png": image_file(1)})
+    assert run(image_model, tmp_path / "missing", tmp_path / "out") == 2
+    assert "does not exist" in capsys.readouterr().err
+    busy = make_folder(tmp_path / "busy", {"keep.txt": b"x"})
+    assert run(image_model, source, busy) == 2
+    assert "exists and is not an empty folder" in capsys.readouterr().err
+    assert run(image_model, source, source / "out") == 2
+    assert "must not be inside INPUT" in capsys.readouterr().err
+    assert run(table_model, source, tmp_path / "out") == 2
+    assert "tabular model: INPUT must be a .csv" in capsys.readouterr().err
+    assert run(tmp_path / "no-model", source, tmp_path / "out") == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_mechanism_is_refused_by_argparse(image_model, tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        archive.main(["--model", str(image_model), "--mechanism", "magic", "--epsilon", "1", "a", "b"])
+    assert stop.value.code == 2
+
+
+def test_privatize_module_main_delegates_here(image_model, tmp_path):
+    from cadp.privatize import main
+
+    source = make_folder(tmp_path / "in", {"1/a.png": image_file(1)})
+    assert main(["--model", str(image_model), "--mechanism", "paper", "--epsilon", "2",
+                 str(source), str(tmp_path / "out")]) == 0
+    (row,) = read_manifest(tmp_path / "out")
+    assert row["mechanism"] == "paper (reference reproduction — no formal guarantee)"
