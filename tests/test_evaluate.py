@@ -1,0 +1,273 @@
+"""Audits, re-identification and the utility sweep of cadp.evaluate."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import beta, binom
+
+from cadp.data import ImageDataset, load_table
+from cadp.errors import InputError
+from cadp.evaluate import (
+    DEFAULT_EPSILONS,
+    PAPER_LABEL,
+    bits_per_dim_report,
+    clopper_pearson,
+    distinguishing_audit,
+    latent_audit,
+    main,
+    reidentification,
+    utility_sweep,
+)
+from cadp.hub import load_folder, read_eval, save_model, update_eval
+from cadp.mechanisms import make_mechanism
+from cadp.models import ImageCINN, ImageModelConfig
+from cadp.train import fit_tabular, split_table
+
+DIM = 64
+
+
+def worst_case_pair(dim: int = DIM) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two latents that both clip to opposite ends of one axis: their clipped L1 / L2 distance is exactly 2R,
+    the sensitivity the laplace / gaussian calibration assumes, so the audit is as tight as it can be."""
+    first, second = torch.zeros(dim), torch.zeros(dim)
+    first[0], second[0] = 50.0, -50.0
+    return first, second
+
+
+# --------------------------------------------------------------------------- Clopper–Pearson
+
+@pytest.mark.parametrize("successes,trials", [(0, 50), (1, 50), (17, 50), (49, 50), (50, 50), (321, 5000)])
+def test_clopper_pearson_matches_beta_quantiles_and_binomial_tails(successes, trials):
+    lower, upper = clopper_pearson(successes, trials, 0.95)
+    expected_lower = 0.0 if successes == 0 else beta.ppf(0.025, successes, trials - successes + 1)
+    expected_upper = 1.0 if successes == trials else beta.ppf(0.975, successes + 1, trials - successes)
+    assert lower == pytest.approx(expected_lower, abs=1e-10)
+    assert upper == pytest.approx(expected_upper, abs=1e-10)
+    # the defining property: at each bound, the observed count sits exactly in a 2.5% tail
+    if successes > 0:
+        assert binom.sf(successes - 1, trials, lower) == pytest.approx(0.025, rel=1e-6)
+    if successes < trials:
+        assert binom.cdf(successes, trials, upper) == pytest.approx(0.025, rel=1e-6)
+
+
+# --------------------------------------------------------------------------- distinguishing audit
+
+@pytest.mark.parametrize("name", ["laplace", "gaussian"])
+@pytest.mark.parametrize("epsilon", [1.0, 5.0])
+def test_audit_lower_bound_stays_at_or_below_the_claim(name, epsilon):
+    first, second = worst_case_pair()
+    mechanism = make_mechanism(name, epsilon, delta=1e-5, temperature=0.7)
+    result = latent_audit(first, second, mechanism, 10_000, torch.Generator().manual_seed(7))
+    assert result.claimed_epsilon == epsilon
+    assert result.epsilon_lower_bound <= epsilon
+    assert result.releases == 10_000 and result.confidence == 0.95
+    if name == "laplace":
+        # the audit is not vacuous: on the worst-case pair it comes close to the claim
+        assert result.epsilon_lower_bound > 0.7 * epsilon
+
+
+def test_audit_detects_the_paper_mechanism_understating_its_sensitivity():
+    # One coordinate, records at +10 and -10: the paper clips the (1 x 1) batch matrix to norm
+    # s = min(eps/2, 4), so the two records become +s and -s, a spread of 2s, but the Laplace
+    # scale is s/eps, calibrated for a spread of s. The true privacy loss is 2 * eps: the audit
+    # must prove a bound above the claimed eps (at eps = 1: about 1.9 with 10,000 releases).
+    mechanism = make_mechanism("paper", 1.0)
+    result = latent_audit(torch.tensor([10.0]), torch.tensor([-10.0]), mechanism, 10_000,
+                          torch.Generator().manual_seed(3))
+    assert result.claimed_epsilon is None and result.label == PAPER_LABEL
+    assert result.batch_size == 1
+    assert result.epsilon_lower_bound > 1.0
+
+
+def test_audit_of_paper_on_realistic_latents_far_exceeds_its_nominal_epsilon():
+    # In D dimensions a single-record batch is clipped in its largest |z_j| only, so the two clipped
+    # latents differ by up to 2s in every coordinate: the loss grows with D. With 10,000 releases the
+    # test separates the records perfectly, and the bound saturates near log(5000 / 3.7) ~ 7.2.
+    generator = torch.Generator().manual_seed(0)
+    first, second = torch.randn(784, generator=generator), torch.randn(784, generator=generator)
+    paper = latent_audit(first, second, make_mechanism("paper", 1.0), 10_000, generator)
+    laplace = latent_audit(first, second, make_mechanism("laplace", 1.0, temperature=0.7), 10_000, generator)
+    assert paper.epsilon_lower_bound > 5.0
+    assert laplace.epsilon_lower_bound <= 1.0
+
+
+def test_audit_of_identical_records_proves_nothing():
+    latent = torch.randn(DIM, generator=torch.Generator().manual_seed(1))
+    result = latent_audit(latent, latent, make_mechanism("laplace", 5.0, temperature=0.7), 2000,
+                          torch.Generator().manual_seed(2))
+    assert result.epsilon_lower_bound < 0.5
+
+
+def test_audit_refuses_mismatched_latents():
+    with pytest.raises(InputError, match="differ in size"):
+        latent_audit(torch.zeros(3), torch.zeros(4), make_mechanism("metric", 1.0), 100)
+
+
+# --------------------------------------------------------------------------- re-identification
+
+def test_reidentification_of_exact_copies_is_certain():
+    originals = torch.rand(40, 1, 8, 8) * 255
+    result = reidentification(originals, originals.clone(), latents_original=originals.reshape(40, -1),
+                              latents_released=originals.reshape(40, -1))
+    assert result == {"pixel": 1.0, "latent": 1.0, "chance": 1 / 40, "n": 40}
+
+
+def test_reidentification_of_unrelated_releases_is_near_chance():
+    generator = torch.Generator().manual_seed(0)
+    originals = torch.rand(500, 1, 8, 8, generator=generator)
+    releases = torch.rand(500, 1, 8, 8, generator=generator)
+    result = reidentification(originals, releases)
+    assert result["latent"] is None and result["chance"] == 1 / 500
+    assert result["pixel"] < 10 / 500  # chance is 1/500; 10 hits would be a 5-sigma excess
+
+
+def test_reidentification_needs_matching_counts():
+    with pytest.raises(InputError, match="as many releases"):
+        reidentification(torch.zeros(3, 4), torch.zeros(2, 4))
+
+
+# --------------------------------------------------------------------------- model-level
+
+def tiny_image_folder(tmp_path):
+    torch.manual_seed(0)
+    config = ImageModelConfig(name="t", dataset="mnist", class_names=[str(i) for i in range(10)],
+                              conv_width=4, fc_width=8, conv_blocks=[1, 1], fc_blocks=1)
+    save_model(ImageCINN(config), tmp_path / "t")
+    return load_folder(tmp_path / "t")
+
+
+def tiny_images(count: int, seed: int) -> ImageDataset:
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(count) % 10
+    images = (torch.rand(count, 1, 28, 28, generator=generator) * 60).to(torch.uint8)
+    for index, label in enumerate(labels.tolist()):  # a learnable class signal: a bright band per class
+        images[index, 0, 2 * label + 4: 2 * label + 7, 4:24] = 230
+    return ImageDataset(images, labels, [str(i) for i in range(10)], "mnist")
+
+
+def test_distinguishing_audit_on_images_encodes_the_records(tmp_path):
+    loaded = tiny_image_folder(tmp_path)
+    data = tiny_images(2, 0)
+    shares = []
+    result = distinguishing_audit(loaded.model, data.images[0].float(), data.images[1].float(), 3,
+                                  make_mechanism("laplace", 2.0, temperature=0.7), releases=2000,
+                                  generator=torch.Generator().manual_seed(0),
+                                  progress=lambda share, message: shares.append(share))
+    assert result.mechanism == "laplace" and result.claimed_epsilon == 2.0
+    assert 0 <= result.epsilon_lower_bound <= 2.0
+    assert shares[0] == 0.0 and shares[-1] == 1.0 and shares == sorted(shares)
+
+
+def test_utility_sweep_quick_writes_the_documented_layout(tmp_path):
+    loaded = tiny_image_folder(tmp_path)
+    data = (tiny_images(60, 1), tiny_images(30, 2))
+    epsilons = [1.0, 1000.0]
+    utility = utility_sweep(loaded, epsilons=epsilons, seeds=(0, 1, 2), n_train=60, n_test=30, n_reid=30,
+                            cnn_epochs=1, device="cpu", data=data)
+    update_eval(loaded.folder, "utility", utility)
+    written = json.loads((loaded.folder / "eval.json").read_text())["utility"]
+    assert written["epsilons"] == epsilons
+    assert written["chance"] == pytest.approx(1 / 30)
+    assert set(written["reference"]["o/o"]) == {"mean", "std"}
+    assert set(written["methods"]) == {"laplace", "gaussian", "metric", "paper", "dp-pix", "blur", "mosaic"}
+    settings = written["settings"]
+    assert settings["n_train"] == 60 and settings["n_test"] == 30 and settings["seeds"] == [0, 1, 2]
+    assert settings["paper_batch_size"] == 512
+    for entry in written["methods"].values():
+        length = len(entry["parameters"]) if "parameters" in entry else len(epsilons)
+        assert entry["kind"] in ("cadp", "baseline", "reference-reproduction")
+        assert isinstance(entry["formal"], bool) and entry["label"]
+        for key in ("p/o", "p/p"):
+            assert len(entry[key]["mean"]) == len(entry[key]["std"]) == length
+            assert all(0 <= v <= 1 for v in entry[key]["mean"])
+        for key in ("ssim", "psnr", "reid_pixel", "reid_latent"):
+            assert len(entry[key]) == length
+    assert written["methods"]["paper"]["kind"] == "reference-reproduction"
+    assert PAPER_LABEL in written["methods"]["paper"]["label"]
+    assert not written["methods"]["blur"]["formal"] and "not private" in written["methods"]["mosaic"]["label"]
+    # an untrained flow is close to identity-like, so at epsilon 1000 the release keeps more of the
+    # record than at epsilon 1: the latent attacker re-identifies at least as often
+    laplace = written["methods"]["laplace"]
+    assert laplace["reid_latent"][1] >= laplace["reid_latent"][0]
+    # blur with the smallest sigma keeps the images closest to the originals
+    assert written["methods"]["blur"]["ssim"][0] == max(written["methods"]["blur"]["ssim"])
+
+
+def test_utility_sweep_refuses_unknown_mechanisms(tmp_path):
+    with pytest.raises(InputError, match="mechanisms must be among"):
+        utility_sweep(tiny_image_folder(tmp_path), mechanisms=["gauss"], data=(tiny_images(10, 0),) * 2)
+
+
+def test_default_epsilons_are_the_documented_grid():
+    assert list(DEFAULT_EPSILONS) == [0.5, 1, 2, 3, 6, 10, 100, 1000, 10000]
+
+
+@pytest.fixture(scope="module")
+def tiny_table_folder(tmp_path_factory):
+    table = load_table("diabetes")
+    train, test = split_table(table.frame, 0)
+    model = fit_tabular(train, table.default_conditions, name="d", dataset="diabetes", steps=20)
+    folder = tmp_path_factory.mktemp("table") / "d"
+    save_model(model, folder)
+    return load_folder(folder), (train, test)
+
+
+def test_tabular_quick_sweep_and_bpd(tiny_table_folder):
+    loaded, data = tiny_table_folder
+    utility = utility_sweep(loaded, epsilons=[1.0, 100.0], seeds=(0, 1, 2), n_train=120, n_test=60, n_reid=60,
+                            device="cpu", data=data)
+    assert utility["settings"]["task"] == "predict 'sex' from the data columns"
+    assert set(utility["reference"]) >= {"o/o", "o/o_gb", "dcr_holdout"}
+    for entry in utility["methods"].values():
+        assert len(entry["p/o"]["mean"]) == 2 and len(entry["p/o_gb"]["mean"]) == 2
+        assert all(0 <= v <= 1 for v in entry["ks"])
+        assert set(entry["columns"]) == set(loaded.config.data_columns)
+        assert len(entry["dcr"]) == len(entry["reid_latent"]) == 2
+    bpd = bits_per_dim_report(loaded, data=data, samples=200)
+    assert bpd["round_trip_exact"], bpd["round_trip_mismatched_columns"]
+    assert bpd["round_trip_rows"] == len(data[1])
+    numeric = [spec.name for spec in loaded.model.data_encoder.columns if spec.kind == "numeric"]
+    assert set(bpd["sample_ks"]) == set(numeric)
+    assert all(0 <= v <= 1 for v in bpd["sample_ks"].values())
+
+
+def test_tabular_audit_requires_the_same_kept_condition(tiny_table_folder):
+    loaded, (train, _) = tiny_table_folder
+    men, women = train[train["sex"] == 1].iloc[:2], train[train["sex"] == 2].iloc[:1]
+    mechanism = make_mechanism("laplace", 1.0, temperature=0.7)
+    with pytest.raises(InputError, match="share the kept condition"):
+        distinguishing_audit(loaded.model, men.iloc[[0]], women, None, mechanism, releases=100)
+    result = distinguishing_audit(loaded.model, men.iloc[[0]], men.iloc[[1]], None, mechanism, releases=2000,
+                                  generator=torch.Generator().manual_seed(0))
+    assert 0 <= result.epsilon_lower_bound <= 1.0
+
+
+def test_cli_quick_audit_writes_eval_and_report(tmp_path, monkeypatch):
+    loaded = tiny_image_folder(tmp_path)
+    data = (tiny_images(20, 1), tiny_images(20, 2))
+    monkeypatch.setattr("cadp.evaluate._load_image_data", lambda config, given: data)
+    assert main(["audit", "--model", str(loaded.folder), "--quick"]) == 0
+    audit = read_eval(loaded.folder)["audit"]
+    assert audit["releases"] == 2000
+    for row in audit["results"]:
+        if row["mechanism"] != "paper":
+            assert row["epsilon_lower_bound"] <= row["claimed_epsilon"]
+        else:
+            assert row["claimed_epsilon"] is None and math.isfinite(row["nominal_epsilon"])
+    assert (loaded.folder / "report.html").exists()
+    assert main(["audit", "--model", str(tmp_path / "missing")]) == 2
+
+
+def test_frames_unchanged_by_sweep(tiny_table_folder):
+    loaded, (train, test) = tiny_table_folder
+    before = train.copy()
+    utility_sweep(loaded, epsilons=[1.0], mechanisms=["metric"], seeds=(0,), n_train=50, n_test=20, n_reid=20,
+                  device="cpu", data=(train, test))
+    pd.testing.assert_frame_equal(train, before)
+    assert np.isfinite(train.select_dtypes("number").to_numpy()).all()
