@@ -19,7 +19,7 @@ from cadp.errors import InputError
 
 
 def _gray(pixels) -> np.ndarray:
-    array = torch.as_tensor(pixels).detach().cpu().float().numpy()
+    array = torch.as_tensor(np.array(pixels) if isinstance(pixels, np.ndarray) else pixels).detach().cpu().float().numpy()
     return array.reshape(-1, *array.shape[-2:]).mean(0) if array.ndim >= 3 else array
 
 
@@ -41,7 +41,7 @@ def latent_distance(latent, noisy_latent) -> float:
 
 def png_bytes(pixels) -> bytes:
     """PNG of (C, H, W) or (H, W) pixel values on [0, 255]."""
-    array = torch.as_tensor(pixels).detach().cpu().float().clamp(0, 255).round().to(torch.uint8).numpy()
+    array = torch.as_tensor(np.array(pixels) if isinstance(pixels, np.ndarray) else pixels).detach().cpu().float().clamp(0, 255).round().to(torch.uint8).numpy()
     if array.ndim == 3:
         array = array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
     buffer = io.BytesIO()

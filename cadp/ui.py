@@ -338,7 +338,7 @@ def condition_handling_controls(attribute: str, key: str):
 
 def to_display(pixels, scale: int = 4) -> np.ndarray:
     """(C, H, W) or (H, W) pixel values -> uint8 (H*s, W*s[, 3]) for st.image, nearest-neighbour upscaled."""
-    array = torch.as_tensor(pixels).detach().cpu().float().clamp(0, 255).round().to(torch.uint8).numpy()
+    array = torch.as_tensor(np.array(pixels) if isinstance(pixels, np.ndarray) else pixels).detach().cpu().float().clamp(0, 255).round().to(torch.uint8).numpy()
     if array.ndim == 3:
         array = array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
     return np.kron(array, np.ones((scale, scale) + (1,) * (array.ndim - 2), dtype=np.uint8))

@@ -18,13 +18,24 @@ def bundled_table(name: str):
     return load_table(name)
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def fitted_model(content_hash: str, conditions: tuple, kinds: tuple, steps: int, _frame, _progress):
-    """A tabular cINN fitted on an upload, kept in memory and shared by content hash (never written to disk)."""
+@st.cache_resource
+def fitted_models() -> dict:
+    """Models fitted on uploads, kept in memory by content hash (never written to disk); at most 4."""
+    return {}
+
+
+def fitted_model(key: tuple, frame, progress=None):
     from cadp.train import fit_tabular
 
-    return fit_tabular(_frame, list(conditions), name="fitted on upload", dataset="upload", kinds=dict(kinds),
-                       steps=steps, progress=_progress)
+    store = fitted_models()
+    if key not in store:
+        _content_hash, conditions, kinds, steps = key
+        model = fit_tabular(frame, list(conditions), name="fitted on upload", dataset="upload", kinds=dict(kinds),
+                            steps=steps, progress=progress)
+        while len(store) >= 4:
+            store.pop(next(iter(store)))
+        store[key] = model
+    return store[key]
 
 
 def choose_table(loaded):
@@ -82,14 +93,14 @@ def model_for(loaded, frame, conditions, kinds, key):
         def report(share, loss):
             bar.progress(min(float(share), 1.0), text=f"Fitting… loss {loss:.3f}")
 
-        fitted_model(*fit_key, steps, frame, report)
+        fitted_model((*fit_key, steps), frame, report)
         bar.progress(1.0, text="Fitted")
         st.session_state["table_fitted"] = (*fit_key, steps)
     fitted = st.session_state.get("table_fitted")
     if fitted is None or fitted[:3] != fit_key:
         st.info("Fit a model to continue.")
         return None
-    return fitted_model(*fitted, frame, None)
+    return fitted_model(fitted, frame)
 
 
 def highlighted(original: pd.DataFrame, released: pd.DataFrame):

@@ -1,0 +1,284 @@
+"""The Streamlit pages, driven with streamlit.testing.v1.AppTest against tiny untrained models."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cadp import compare
+from cadp.mechanisms import PAPER_LABEL
+from tests import app_helpers as helpers
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 90
+
+
+@pytest.fixture(scope="session", autouse=True)
+def weights(tmp_path_factory):
+    folder = helpers.build_models(tmp_path_factory.mktemp("weights"))
+    previous = os.environ.get("CADP_WEIGHTS_DIR")
+    os.environ["CADP_WEIGHTS_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("CADP_WEIGHTS_DIR", None)
+    else:
+        os.environ["CADP_WEIGHTS_DIR"] = previous
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_file(str(ROOT / "pages" / name), default_timeout=TIMEOUT).run()
+
+
+def clean(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def ledger(at: AppTest) -> list[str]:
+    return [m.value for m in at.sidebar.markdown]
+
+
+def guarantee(at: AppTest) -> str:
+    texts = [i.value for i in at.info if "guarantee" in i.value or "privacy" in i.value or "Paper" in i.value]
+    assert texts, [i.value for i in at.info]
+    return texts[0]
+
+
+def downloads(at: AppTest) -> list:
+    return at.get("download_button")
+
+
+# --------------------------------------------------------------------------- navigation and home
+
+def test_app_navigates_to_every_page():
+    at = clean(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run())
+    assert at.title[0].value.startswith("CADP")
+    for file, title in [("pages/image.py", "Image privatization"), ("pages/tabular.py", "Tabular privatization"),
+                        ("pages/utility.py", "Utility curves"), ("pages/audit.py", "Privacy audit"),
+                        ("pages/model_card.py", "Model card")]:
+        at.switch_page(file).run()
+        clean(at)
+        assert at.title[0].value == title
+        assert not errors(at), (file, errors(at))
+
+
+def test_home_states_the_guarantees_of_the_contract():
+    at = clean(page("home.py"))
+    text = " ".join(m.value for m in at.markdown)
+    assert "pure ε-local differential privacy" in text
+    assert "(ε, δ)-local differential privacy" in text
+    assert "ε·d privacy" in text
+    assert PAPER_LABEL in text
+    assert "not the training set" in text and "local" in text
+    assert at.get("graphviz_chart")
+
+
+# --------------------------------------------------------------------------- image page
+
+def sample_page() -> AppTest:
+    at = page("image.py")
+    at.radio(key="image_source").set_value("Sample from the bundled test set").run()
+    return clean(at)
+
+
+def test_image_sample_release_shows_views_guarantee_and_download():
+    at = sample_page()
+    assert at.selectbox(key="image_label").value in [str(d) for d in range(10)]
+    at.button(key="image_privatize").click().run()
+    clean(at)
+    assert "Laplace mechanism: pure epsilon-local differential privacy with epsilon = 10" in guarantee(at)
+    assert len(at.get("image")) >= 1 and len(at.get("plotly_chart")) == 2  # images + two latent scales
+    assert [m.label for m in at.metric] == ["SSIM", "PSNR", "latent L1 distance", "label"]
+    assert len(downloads(at)) == 1
+    assert any("1 release(s): ε = 10" in line for line in ledger(at))
+    at.button(key="image_privatize").click().run()
+    assert any("2 release(s): ε = 20" in line for line in ledger(at)), ledger(at)  # n releases cost n * eps
+
+
+@pytest.mark.parametrize("mechanism, expected", [
+    ("gaussian", "(epsilon, delta)-local differential privacy"),
+    ("metric", "Metric privacy (eps*d)"),
+    ("paper", PAPER_LABEL),
+])
+def test_image_guarantee_follows_the_mechanism(mechanism, expected):
+    at = sample_page()
+    at.selectbox(key="image_mechanism").set_value(mechanism).run()
+    at.button(key="image_privatize").click().run()
+    clean(at)
+    assert expected in guarantee(at)
+    if mechanism == "metric":
+        captions = " ".join(c.value for c in at.caption)
+        assert "d_typ = 700" in captions and "ε = 7e+03" in captions
+    if mechanism == "paper":
+        assert any("no formal guarantee" in line for line in ledger(at))
+
+
+def test_image_epsilon_slider_seed_condition_strip_and_gallery():
+    at = sample_page()
+    assert at.select_slider(key="image_epsilon").options[0] == "0.1"
+    assert at.select_slider(key="image_epsilon").options[-1] == "10000"
+    at.select_slider(key="image_epsilon").set_value(1000)
+    at.checkbox(key="image_fixed_seed").check()
+    at.radio(key="image_label_handling").set_value("randomized")
+    at.checkbox(key="image_strip").check()
+    at.slider(key="image_gallery").set_value(3)
+    at.run()
+    at.radio(key="image_policy").set_value("fixed radius").run()
+    at.button(key="image_privatize").click().run()
+    clean(at)
+    text = guarantee(at)
+    assert "epsilon = 1000" in text and "L1 clip radius 10" in text
+    assert "not private: reproducible seed" in text
+    assert "randomized by 2-randomized response" in text and "Total epsilon of this release" in text
+    # 1 release + 5 strip releases + 3 gallery draws, each charged to the ledger
+    assert any("9 release(s)" in line for line in ledger(at)), ledger(at)
+    assert len(at.get("image")) >= 4 + 5 + 3
+
+
+def test_image_upload_valid_and_invalid():
+    at = page("image.py")
+    at.file_uploader(key="image_upload").set_value(("digit.png", helpers.png(), "image/png")).run()
+    clean(at)
+    assert not errors(at)
+    assert any("The classifier suggests" in c.value for c in at.caption)
+    at.button(key="image_privatize").click().run()
+    clean(at)
+    assert len(downloads(at)) == 1 and "Laplace" in guarantee(at)
+    assert any("digit.png" in line for line in ledger(at))
+    at.file_uploader(key="image_upload").set_value(("broken.png", b"this is not an image", "image/png")).run()
+    clean(at)
+    assert errors(at) and "broken.png" in errors(at)[0]
+    assert not downloads(at)
+    # the session keeps working after the error
+    at.file_uploader(key="image_upload").set_value(("digit.png", helpers.png(1), "image/png")).run()
+    clean(at)
+    assert not errors(at)
+
+
+def test_image_zip_batch_and_invalid_zip():
+    at = page("image.py")
+    archive = helpers.zip_of({"a.png": helpers.png(0), "b.png": helpers.png(1, dark_on_light=True),
+                              "notes.png": b"garbage"})
+    at.file_uploader(key="image_upload").set_value(("batch.zip", archive, "application/zip")).run()
+    clean(at)
+    assert len(errors(at)) == 1 and "notes.png" in errors(at)[0]
+    assert at.get("arrow_data_frame") or at.get("data_editor") or at.dataframe
+    at.button(key="image_privatize").click().run()
+    clean(at)
+    assert downloads(at) and "ZIP" in downloads(at)[0].proto.label
+    assert sum("1 release(s)" in line for line in ledger(at)) == 2
+    at.file_uploader(key="image_upload").set_value(("bad.zip", b"PK\x03\x04 not really", "application/zip")).run()
+    clean(at)
+    assert errors(at) and not downloads(at)
+
+
+def test_batch_zip_has_manifest_rows():
+    data = compare.batch_zip([("0000-a-private.png", b"x")],
+                             [{"file": "0000-a-private.png", "condition": "3", "mechanism": "laplace",
+                               "epsilon": 10.0, "seed": "OS entropy"}])
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        manifest = archive.read("manifest.csv").decode().splitlines()
+    assert manifest == ["file,condition,mechanism,epsilon,seed", "0000-a-private.png,3,laplace,10.0,OS entropy"]
+
+
+# --------------------------------------------------------------------------- tabular page
+
+def test_tabular_bundled_release():
+    at = page("tabular.py")
+    clean(at)
+    assert any("fits the model" in s.value for s in at.success)
+    assert at.multiselect(key="table_conditions").value == ["sex"]
+    at.button(key="table_privatize").click().run()
+    clean(at)
+    assert "epsilon = 2" in guarantee(at)
+    assert {"trained on privatized, tested on real (p/o)", "trained on real, tested on real (o/o)"} <= {
+        m.label for m in at.metric}
+    assert len(at.get("plotly_chart")) == 2 and len(downloads(at)) == 1
+    assert any("each row of diabetes (442 rows)" in line and "ε = 2" in line for line in ledger(at))
+
+
+def test_tabular_upload_fits_on_the_fly_and_invalid_csv():
+    at = page("tabular.py")
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="table_upload").set_value(("people.csv", helpers.small_csv(), "text/csv")).run()
+    clean(at)
+    assert any("does not match" in w.value for w in at.warning)
+    at.multiselect(key="table_conditions").set_value(["group"]).run()
+    at.radio(key="table_group_handling").set_value("resampled").run()
+    at.slider(key="table_steps").set_value(100)
+    at.button[0].click().run()  # the form's "Fit a model on this table"
+    clean(at)
+    at.button(key="table_privatize").click().run()
+    clean(at)
+    assert "group resampled from a public prior" in guarantee(at)
+    assert len(downloads(at)) == 1
+    at.file_uploader(key="table_upload").set_value(("bad.csv", b"\x00\x01\x02" * 50, "text/csv")).run()
+    clean(at)
+    assert errors(at) and not downloads(at)
+
+
+# --------------------------------------------------------------------------- other pages
+
+def test_utility_page_plots_eval_json_and_central_apart():
+    at = clean(page("utility.py"))
+    titles = [json.dumps(json.loads(c.proto.spec), ensure_ascii=False) for c in at.get("plotly_chart")]
+    assert len(titles) == 5  # accuracy, re-identification, SSIM, frontier + central panel
+    assert "chance" in titles[1] and "o/o" in titles[0]
+    assert PAPER_LABEL in titles[0]
+    assert any("Central DP baseline" in s.value for s in at.subheader)
+    assert "blur" not in titles[0] and "blur" in titles[3]  # not private baselines have no epsilon axis
+
+
+def test_utility_page_without_section_names_the_command(weights):
+    at = page("utility.py")
+    at.sidebar.selectbox(key="model_choice").set_value(helpers.TABLE_MODEL).run()
+    clean(at)
+    assert any("python -m cadp.evaluate utility --model weights/tiny-table" in w.value for w in at.warning)
+
+
+def test_audit_page_runs_and_plots_the_claim_line():
+    at = clean(page("audit.py"))
+    at.select_slider(key="audit_releases").set_value(200)
+    at.multiselect(key="audit_epsilons").set_value([1])
+    at.button[0].click().run()
+    clean(at)
+    assert not errors(at)
+    spec = json.dumps(json.loads(at.get("plotly_chart")[0].proto.spec), ensure_ascii=False)
+    assert "y = x (the claim)" in spec
+    table = at.dataframe[0].value
+    assert list(table["claimed"]) == [1.0] and table["lower_bound"].notna().all()
+
+
+def test_model_card_page_shows_card_samples_and_config():
+    at = clean(page("model_card.py"))
+    assert any("A test model card." in m.value for m in at.markdown)
+    assert len(at.get("image")) == 1
+    assert at.get("json")
+
+
+def test_hub_id_that_does_not_exist_is_a_plain_error():
+    at = page("model_card.py")
+    at.sidebar.selectbox(key="model_choice").set_value("Hub repository…").run()
+    at.sidebar.text_input(key="model_hub").input("not a valid id!!").run()
+    clean(at)
+    assert at.sidebar.error
+
+
+def test_two_sessions_do_not_share_ledger_or_results():
+    first = sample_page()
+    first.button(key="image_privatize").click().run()
+    assert ledger(first)
+    second = sample_page()
+    assert not ledger(second)
+    assert not downloads(second)
+    assert "image_result" not in second.session_state
