@@ -378,9 +378,15 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     config = model.config
     encoding = _file_encoding(path)
     with path.open("rb") as handle:
-        head, _ = decode_text(handle.read(65536)) if encoding != "utf-16" else (
-            handle.read(65536).decode("utf-16", errors="ignore"), encoding)
-    delimiter = sniff_delimiter(head)
+        head = handle.read(65536)
+    if encoding == "utf-16":
+        text = head.decode("utf-16", errors="ignore")
+    else:
+        try:
+            text, _ = decode_text(head)
+        except InputError as error:
+            raise UsageError(f"{path.name}: {error}") from None
+    delimiter = sniff_delimiter(text)
     needed = config.data_columns + config.condition_columns
     try:
         header = pd.read_csv(path, sep=delimiter, encoding=encoding, nrows=0, skipinitialspace=True)
@@ -404,10 +410,15 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                 progress.update(len(chunk))
                 good, errors = _usable_rows(model, chunk)
                 released: dict[int, str] = {}
+                result = None
                 if good:
                     part = chunk.iloc[good].reset_index(drop=True)
-                    result = privatize(model, part, None, settings.mechanism, settings.generator,
-                                       seed=settings.seed, batch_size=settings.batch_size)
+                    try:
+                        result = privatize(model, part, None, settings.mechanism, settings.generator,
+                                           seed=settings.seed, batch_size=settings.batch_size)
+                    except CadpError as error:  # a ValueError too: catch it before the parser's errors
+                        errors.update({position: error for position in good})
+                if result is not None:
                     frame = result.privatized_frame
                     out.write(safe_csv_bytes(frame, header=first_chunk))
                     if first_chunk:

@@ -7,7 +7,6 @@ import functools
 import io
 from pathlib import Path
 
-import corpus
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +18,11 @@ import cadp.uploads as uploads
 from cadp.hub import save_model
 from cadp.models import ImageCINN, ImageModelConfig
 from cadp.privatize import NOT_PRIVATE_SEED
+
+try:
+    from tests import corpus
+except ImportError:  # tests/ itself on sys.path (pytest's default rootdir import)
+    import corpus
 
 CLASSES = ["0", "1", "T-shirt/top"]
 
@@ -280,3 +284,31 @@ def test_privatize_module_main_delegates_here(image_model, tmp_path):
                  str(source), str(tmp_path / "out")]) == 0
     (row,) = read_manifest(tmp_path / "out")
     assert row["mechanism"] == "paper (reference reproduction — no formal guarantee)"
+
+
+def test_csv_that_breaks_mid_file_keeps_the_rows_before(table_model, tmp_path):
+    frame = table_frame(8)
+    lines = frame.to_csv(index=False).splitlines()
+    lines.insert(7, "1,2,3,4,5,6,7")  # data row 7 has too many fields
+    source = tmp_path / "ragged.csv"
+    source.write_text("\n".join(lines) + "\n")
+    output = tmp_path / "out"
+    assert run(table_model, source, output, "--batch-size", "3") == 0
+    rows = read_manifest(output)
+    assert [row["status"] for row in rows] == ["privatized"] * 6 + ["error"]
+    assert "cannot be parsed after row 6" in rows[-1]["error"]
+    assert len(pd.read_csv(output / "privatized.csv")) == 6
+
+
+def test_command_line_entry_point_exits_2_without_traceback(image_model, tmp_path):
+    import subprocess
+    import sys
+
+    source = make_folder(tmp_path / "in", {"0/a.png": image_file(1)})
+    completed = subprocess.run(
+        [sys.executable, "-m", "cadp.privatize", "--model", str(image_model), "--mechanism", "gaussian",
+         "--epsilon", "1", str(source), str(tmp_path / "out")],
+        capture_output=True, text=True, cwd=Path(archive.__file__).resolve().parent.parent, timeout=300)
+    assert completed.returncode == 2
+    assert "error: delta must be given for the gaussian mechanism" in completed.stderr
+    assert "Traceback" not in completed.stderr

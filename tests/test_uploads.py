@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import zipfile
 
-import corpus
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,6 +21,11 @@ from cadp.uploads import (
     sanitize_member_name,
     to_model_input,
 )
+
+try:
+    from tests import corpus
+except ImportError:  # tests/ itself on sys.path (pytest's default rootdir import)
+    import corpus
 
 
 def prepare(data: bytes, **options) -> PreparedImage:
@@ -394,3 +398,16 @@ def test_safe_csv_escapes_formulas_but_keeps_negative_numbers():
 def test_safe_csv_without_header_and_with_text_numbers():
     frame = pd.DataFrame({"code": ["-5", "7"]})
     assert safe_csv_bytes(frame, header=False) == b"'-5\r\n7\r\n"
+
+
+def test_load_image_folder_decodes_through_to_model_input(tmp_path):
+    from cadp.data import load_image_folder
+
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for index in range(3):
+            (tmp_path / label / f"{index}.png").write_bytes(corpus.png(corpus.digit(40, 30, dark_on_light=True)))
+    (tmp_path / "a" / "broken.png").write_bytes(b"nope")
+    data = load_image_folder(tmp_path, "train", image_size=28)
+    assert tuple(data.images.shape[1:]) == (1, 28, 28) and data.class_names == ["a", "b"]
+    assert len(data) == 5 and data.images[0, 0, 0, 0] == 255  # invert="never": the white sheet stays white
