@@ -95,10 +95,13 @@ class Manifest:
         self.failed = 0
 
     def row(self, file: str, *, status: str, condition: str = "", released: str = "", error: str = "",
-            output: str = "", preprocessing: str = "") -> None:
+            output: str = "", preprocessing: str = "", batch: int | None = None) -> None:
         mechanism = self.settings.mechanism
         delta = getattr(mechanism, "delta", None)
-        values = [file, condition, released, self.settings.mechanism_label, f"{mechanism.epsilon:g}",
+        label = self.settings.mechanism_label
+        if mechanism.name == "paper" and batch is not None:  # its output depends on the batch: record it
+            label = f"{label[:-1]}; batch of {batch})"
+        values = [file, condition, released, label, f"{mechanism.epsilon:g}",
                   "" if delta is None else f"{delta:g}", self.settings.noise_source, status, error, output,
                   preprocessing]
         self.writer.writerow([escape_cell(value) for value in values])
@@ -321,7 +324,7 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
                 manifest.error(item.name, error, condition=condition)
             else:
                 manifest.row(item.name, status="privatized", condition=condition, released=released_name,
-                             output=written, preprocessing="; ".join(item.steps))
+                             output=written, preprocessing="; ".join(item.steps), batch=len(images))
         pending.clear()
         manifest.flush()
 
@@ -433,7 +436,8 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                         continue
                     written += 1
                     manifest.row(f"row {number}", status="privatized", condition=condition,
-                                 released=released[position], output=f"{PRIVATIZED_CSV_NAME} row {written}")
+                                 released=released[position], output=f"{PRIVATIZED_CSV_NAME} row {written}",
+                                 batch=len(good))
                 manifest.flush()
         except (pd.errors.ParserError, ValueError, UnicodeError):
             manifest.error(f"row {row_number + 1}", f"stopped reading {path.name}: the CSV cannot be parsed "

@@ -283,7 +283,7 @@ def test_privatize_module_main_delegates_here(image_model, tmp_path):
     assert main(["--model", str(image_model), "--mechanism", "paper", "--epsilon", "2",
                  str(source), str(tmp_path / "out")]) == 0
     (row,) = read_manifest(tmp_path / "out")
-    assert row["mechanism"] == "paper (reference reproduction — no formal guarantee)"
+    assert row["mechanism"] == "paper (reference reproduction — no formal guarantee; batch of 1)"
 
 
 def test_csv_that_breaks_mid_file_keeps_the_rows_before(table_model, tmp_path):
