@@ -177,6 +177,14 @@ def _release(mechanism: Mechanism, latent: torch.Tensor, releases: int, generato
     return torch.cat(parts)
 
 
+AUDIT_LABELS = {
+    "laplace": "pure epsilon-LDP (claim: epsilon)",
+    "gaussian": "(epsilon, delta)-LDP (claim: epsilon at this delta)",
+    "metric": "epsilon*d privacy (claim: epsilon_unit x L1 latent distance of the two records)",
+    "paper": PAPER_LABEL,
+}
+
+
 def _claimed_epsilon(mechanism: Mechanism, latent_a: torch.Tensor, latent_b: torch.Tensor) -> float | None:
     if not mechanism.formal:
         return None
@@ -234,7 +242,7 @@ def latent_audit(latent_a, latent_b, mechanism: Mechanism, releases: int = 10_00
     return AuditResult(mechanism=mechanism.name, claimed_epsilon=_claimed_epsilon(mechanism, latent_a, latent_b),
                        delta=delta, epsilon_estimate=max(estimate, 0.0), epsilon_lower_bound=max(bound, 0.0),
                        tpr=tpr, fpr=fpr, releases=releases, confidence=confidence,
-                       label=PAPER_LABEL if not mechanism.formal else "", batch_size=batch_size,
+                       label=AUDIT_LABELS.get(mechanism.name, ""), batch_size=batch_size,
                        statistic=name)
 
 

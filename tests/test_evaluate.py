@@ -97,6 +97,14 @@ def test_audit_of_paper_on_realistic_latents_far_exceeds_its_nominal_epsilon():
     assert laplace.epsilon_lower_bound <= 1.0
 
 
+def test_metric_audit_claims_epsilon_unit_times_the_latent_distance():
+    first, second = torch.zeros(DIM), torch.zeros(DIM)
+    second[0] = 20.0  # L1 distance 20: at eps_unit 0.1 the claim between these records is eps = 2
+    result = latent_audit(first, second, make_mechanism("metric", 0.1), 10_000, torch.Generator().manual_seed(4))
+    assert result.claimed_epsilon == pytest.approx(2.0)
+    assert 1.4 < result.epsilon_lower_bound <= 2.0
+
+
 def test_audit_of_identical_records_proves_nothing():
     latent = torch.randn(DIM, generator=torch.Generator().manual_seed(1))
     result = latent_audit(latent, latent, make_mechanism("laplace", 5.0, temperature=0.7), 2000,
