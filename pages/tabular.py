@@ -59,7 +59,8 @@ def choose_table(loaded):
     csv = read_csv_upload(data)
     for note in csv.notes:
         st.caption(f"Note: {note}")
-    return csv.frame, upload.name, ui.record_key(data), []
+    defaults = [c for c in loaded.config.condition_columns if c in csv.frame.columns] if loaded is not None else []
+    return csv.frame, upload.name, ui.record_key(data), defaults
 
 
 def choose_schema(frame: pd.DataFrame) -> dict[str, str]:

@@ -13,7 +13,10 @@ from streamlit.testing.v1 import AppTest
 
 from cadp import compare
 from cadp.mechanisms import PAPER_LABEL
-from tests import app_helpers as helpers
+try:
+    from tests import app_helpers as helpers
+except ImportError:  # pytest run without the repository root on sys.path
+    import app_helpers as helpers
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 90

@@ -1,0 +1,152 @@
+"""The app in a real browser: Playwright drives Debian's Chromium against `streamlit run app.py`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+try:
+    from tests import app_helpers as helpers
+except ImportError:  # pytest run without the repository root on sys.path
+    import app_helpers as helpers
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = os.environ.get("CADP_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"]
+WAIT_MS = 60_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    weights = helpers.build_models(tmp_path_factory.mktemp("browser-weights"))
+    port = free_port()
+    env = {**os.environ, "CADP_WEIGHTS_DIR": str(weights), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+               "--server.address", "127.0.0.1", "--server.headless", "true"]
+    log = tmp_path_factory.mktemp("streamlit-log") / "streamlit.log"
+    with open(log, "wb") as output:
+        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start:\n{log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install it with `apt-get install chromium` "
+                    "(the browser tests need it; they never download a browser).")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is not installed: `pip install playwright` (no `playwright install` needed).")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    yield page
+    context.close()
+
+
+def screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def wait_idle(page) -> None:
+    """Wait until Streamlit has finished the current run."""
+    page.wait_for_timeout(300)
+    page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=WAIT_MS)
+
+
+def test_home_image_upload_epsilon_slider_and_release(page, app_url, tmp_path):
+    page.goto(app_url)
+    page.get_by_text("The guarantees, in plain words").wait_for()
+    wait_idle(page)
+    screenshot(page, "home")
+
+    page.goto(f"{app_url}/image")
+    upload = tmp_path / "digit.png"
+    upload.write_bytes(helpers.png())
+    page.locator("input[type=file]").first.set_input_files(str(upload))
+    page.get_by_text("The classifier suggests").wait_for()
+    wait_idle(page)
+    epsilon = page.locator("[data-testid=stSlider]").filter(has_text="ε (epsilon)").get_by_role("slider")
+    assert epsilon.get_attribute("aria-valuetext") == "10"
+    epsilon.focus()
+    for _ in range(3):
+        epsilon.press("ArrowRight")
+    wait_idle(page)
+    assert epsilon.get_attribute("aria-valuetext") == "100", "the epsilon slider did not move to 100"
+    page.get_by_role("button", name="Privatize").click()
+    page.get_by_text("Guarantee of this release").wait_for()
+    page.get_by_text("Laplace mechanism: pure epsilon-local differential privacy with epsilon = 100").wait_for()
+    wait_idle(page)
+    privatized = page.locator("[data-testid=stImage]").filter(has_text="privatized")
+    assert privatized.count() >= 1 and privatized.first.locator("img").is_visible()
+    assert page.get_by_text("digit.png — 1 release(s): ε = 100").count() == 1
+    screenshot(page, "image-privatized")
+
+
+def test_csv_upload_release_and_download(page, app_url, tmp_path):
+    from cadp.data import load_table
+
+    table = tmp_path / "patients.csv"
+    load_table("diabetes").frame.head(80).to_csv(table, index=False)
+    page.goto(f"{app_url}/tabular")
+    page.get_by_text("Upload a CSV", exact=True).click()
+    page.locator("input[type=file]").first.set_input_files(str(table))
+    page.get_by_text("The table fits the model").wait_for()
+    wait_idle(page)
+    page.get_by_role("button", name="Privatize table").click()
+    page.get_by_text("Guarantee of this release").wait_for()
+    wait_idle(page)
+    screenshot(page, "tabular-privatized")
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download privatized CSV").click()
+    downloaded = tmp_path / "downloaded.csv"
+    download_info.value.save_as(str(downloaded))
+    lines = downloaded.read_text().splitlines()
+    assert lines[0].split(",")[:2] == ["age", "sex"] and len(lines) == 81
