@@ -983,9 +983,9 @@ def dpsgd_reference(loaded, *, epsilons=(1, 3, 10), seeds=(0, 1, 2), n_train: in
                 optimizer = torch.optim.Adam(classifier.parameters(), lr=3e-3)
                 loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(train_x.float(), train_y),
                                                      batch_size=64, shuffle=True)
-                engine = PrivacyEngine()
                 with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
+                    warnings.simplefilter("ignore")  # secure_mode off: a reference measurement, not a release
+                    engine = PrivacyEngine()
                     classifier, optimizer, loader = engine.make_private_with_epsilon(
                         module=classifier, optimizer=optimizer, data_loader=loader, target_epsilon=float(epsilon),
                         target_delta=delta, epochs=epochs, max_grad_norm=max_grad_norm)

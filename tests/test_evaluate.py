@@ -279,3 +279,15 @@ def test_frames_unchanged_by_sweep(tiny_table_folder):
                   device="cpu", data=(train, test))
     pd.testing.assert_frame_equal(train, before)
     assert np.isfinite(train.select_dtypes("number").to_numpy()).all()
+
+
+def test_dpsgd_reference_is_central_and_spends_at_most_its_target(tiny_table_folder):
+    pytest.importorskip("opacus")
+    from cadp.evaluate import dpsgd_reference
+
+    loaded, data = tiny_table_folder
+    central = dpsgd_reference(loaded, epsilons=(1.0, 10.0), seeds=(0,), epochs=2, device="cpu", data=data)
+    assert central["guarantee"] == "central" and "central DP" in central["label"]
+    assert central["delta"] == pytest.approx(1 / len(data[0]))
+    assert all(spent <= target * 1.01 for spent, target in zip(central["epsilon_spent"], central["epsilons"]))
+    assert all(0 <= accuracy <= 1 for accuracy in central["accuracy"]["mean"])
