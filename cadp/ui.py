@@ -22,6 +22,7 @@ from cadp.errors import CadpError, InputError, ModelError
 from cadp.mechanisms import DEFAULT_TEMPERATURE, MECHANISMS, PAPER_LABEL, Mechanism, make_mechanism
 
 WEIGHTS_ENV = "CADP_WEIGHTS_DIR"
+IMAGE_WIDTH = 140  # display width of a 28x28 image, in CSS pixels
 HUB_CHOICE = "Hub repository…"
 # log-spaced 1-2-5 values from 0.1 to 10,000 (PRIVACY.md: the slider reaches 10,000 on a log scale)
 EPSILON_VALUES = [round(m * 10.0 ** e, 1) if e < 0 else int(m * 10 ** e)

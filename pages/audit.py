@@ -25,8 +25,8 @@ def choose_records(loaded):
         left, right = st.columns(2)
         a = left.selectbox("Record A (test image number)", indices, index=0, key="audit_a")
         b = right.selectbox("Record B (test image number)", indices, index=1, key="audit_b")
-        left.image(ui.to_display(data.images[a]), caption=f"A: #{a}")
-        right.image(ui.to_display(data.images[b]), caption=f"B: #{b}")
+        left.image(ui.to_display(data.images[a]), width=ui.IMAGE_WIDTH, caption=f"A: #{a}")
+        right.image(ui.to_display(data.images[b]), width=ui.IMAGE_WIDTH, caption=f"B: #{b}")
         return data.images[a], data.images[b], label, f"test images #{a} and #{b} ({data.class_names[label]})"
     from cadp.data import load_table
 

@@ -38,7 +38,7 @@ def show_preprocessing(records: list[ui.ImageRecord]) -> None:
     with st.expander(f"Preprocessing ({len(records)} image{'s' * (len(records) > 1)})", expanded=len(records) == 1):
         for record in records[:4]:
             left, right = st.columns([1, 3])
-            left.image(ui.to_display(record.pixels), caption=f"model input: {record.name}")
+            left.image(ui.to_display(record.pixels), width=ui.IMAGE_WIDTH, caption=f"model input: {record.name}")
             right.markdown("\n".join(f"- {step}" for step in record.steps)
                            + ("\n- colours inverted" if record.inverted else ""))
         if len(records) > 4:
@@ -126,11 +126,11 @@ def show_result(loaded, state, settings) -> None:
     original, privatized = result.original[index], result.privatized[index]
     kept = int(result.condition["label"][index]) == int(result.released_condition["label"][index])
     columns = st.columns(4)
-    columns[0].image(ui.to_display(original), caption="original")
-    columns[1].image(ui.to_display(result.reconstruction[index]), caption="reconstruction (no noise)")
-    columns[2].image(ui.to_display(privatized),
+    columns[0].image(ui.to_display(original), width=ui.IMAGE_WIDTH, caption="original")
+    columns[1].image(ui.to_display(result.reconstruction[index]), width=ui.IMAGE_WIDTH, caption="reconstruction (no noise)")
+    columns[2].image(ui.to_display(privatized), width=ui.IMAGE_WIDTH,
                      caption=f"privatized ({class_names[int(result.released_condition['label'][index])]})")
-    columns[3].image(ui.to_display((privatized - original).abs()), caption="pixel difference |x' − x|")
+    columns[3].image(ui.to_display((privatized - original).abs()), width=ui.IMAGE_WIDTH, caption="pixel difference |x' − x|")
     maps = latent_difference_maps(loaded.model, result.latent[index], result.noisy_latent[index])
     for column, (title, array) in zip(st.columns(len(maps)), maps):
         column.plotly_chart(heatmap(array, f"|M(z) − z|: {title}"), key=f"latent_map_{title}")
@@ -146,11 +146,11 @@ def show_result(loaded, state, settings) -> None:
     if state["strip"]:
         st.markdown("**The same input at several ε** (each a separate release, charged to the ledger)")
         for column, (epsilon, image) in zip(st.columns(len(state["strip"])), state["strip"]):
-            column.image(ui.to_display(image), caption=f"ε = {epsilon:g}")
+            column.image(ui.to_display(image), width=ui.IMAGE_WIDTH, caption=f"ε = {epsilon:g}")
     if state["gallery"]:
         st.markdown(f"**{len(state['gallery'])} draws at ε = {settings.epsilon:g}** (each charged to the ledger)")
         for column, image in zip(st.columns(len(state["gallery"])), state["gallery"]):
-            column.image(ui.to_display(image))
+            column.image(ui.to_display(image), width=ui.IMAGE_WIDTH)
     if len(names) == 1:
         st.download_button("Download privatized PNG", state["files"][0][1], file_name=state["files"][0][0],
                            mime="image/png", key="download_png")

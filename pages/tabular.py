@@ -106,7 +106,8 @@ def model_for(loaded, frame, conditions, kinds, key):
 
 def highlighted(original: pd.DataFrame, released: pd.DataFrame):
     changed = compare.changed_cells(original, released)
-    return released.style.apply(lambda _: changed.map(lambda c: "background-color: #fde68a" if c else ""), axis=None)
+    styled = released.style.apply(lambda _: changed.map(lambda c: "background-color: #fde68a" if c else ""), axis=None)
+    return styled.format(precision=3)
 
 
 def show_result(state) -> None:

@@ -83,16 +83,20 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    context = browser.new_context(viewport={"width": 1400, "height": 1400}, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
     yield page
     context.close()
 
 
-def screenshot(page, name: str) -> None:
+def screenshot(page, name: str, scroll_to: str | None = None) -> None:
+    """Save the viewport (Streamlit scrolls inside its main block, so full_page would not help)."""
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    if scroll_to is not None:
+        page.get_by_text(scroll_to, exact=True).first.evaluate("e => e.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
 def wait_idle(page) -> None:
@@ -127,7 +131,8 @@ def test_home_image_upload_epsilon_slider_and_release(page, app_url, tmp_path):
     privatized = page.locator("[data-testid=stImage]").filter(has_text="privatized")
     assert privatized.count() >= 1 and privatized.first.locator("img").is_visible()
     assert page.get_by_text("digit.png — 1 release(s): ε = 100").count() == 1
-    screenshot(page, "image-privatized")
+    screenshot(page, "image-settings", scroll_to="3 · Privacy")
+    screenshot(page, "image-privatized", scroll_to="4 · Release")
 
 
 def test_csv_upload_release_and_download(page, app_url, tmp_path):
@@ -143,7 +148,7 @@ def test_csv_upload_release_and_download(page, app_url, tmp_path):
     page.get_by_role("button", name="Privatize table").click()
     page.get_by_text("Guarantee of this release").wait_for()
     wait_idle(page)
-    screenshot(page, "tabular-privatized")
+    screenshot(page, "tabular-privatized", scroll_to="4 · Release")
     with page.expect_download() as download_info:
         page.get_by_role("button", name="Download privatized CSV").click()
     downloaded = tmp_path / "downloaded.csv"
