@@ -106,15 +106,8 @@ def bundled_models(kind: str | None = None) -> list[str]:
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=8)
 def load_model(source: str) -> hub.LoadedModel:
-    """A model from a local folder or a Hub id ``owner/name@rev``, cached for all sessions."""
-    if Path(source).is_dir():
-        loader = getattr(hub, "load_model", None)
-        return loader(source) if loader is not None else hub.load_folder(source)
-    loader = getattr(hub, "load_model", None)
-    if loader is None:
-        raise ModelError("Loading from the Hugging Face Hub is not available in this installation; "
-                         "pick a bundled model.")
-    return loader(source)
+    """A model from a local folder, a bundled name, or a Hub id ``owner/name@rev``, cached for all sessions."""
+    return hub.load_model(source)
 
 
 def device_in_use() -> str:
@@ -140,7 +133,9 @@ def sidebar(kind: str | None = None, key: str = "model") -> hub.LoadedModel | No
                 else:
                     st.info("Type a Hub repository id to load a model from the Hub.")
             else:
-                loaded = load_model(str(weights_dir() / choice))
+                # a bundled name lets cadp.hub say "bundled weights/<name>" as the origin
+                bundled = weights_dir().resolve() == hub.BUNDLED_DIR.resolve()
+                loaded = load_model(choice if bundled else str(weights_dir() / choice))
             if loaded is not None and kind is not None and loaded.config.kind != kind:
                 st.error(f"This page needs a {kind} model; {loaded.config.name} is a {loaded.config.kind} model.")
                 loaded = None
