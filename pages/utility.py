@@ -1,5 +1,7 @@
 """Utility curves from eval.json: accuracy, re-identification and SSIM against epsilon; central DP apart."""
 
+import importlib
+
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -110,8 +112,11 @@ def page(loaded) -> None:
     if submitted:
         utility_sweep = ui.require("utility_sweep", "cadp.evaluate")
         bar = st.progress(0.0, text="Recomputing…")
-        st.session_state[LIVE] = (name, utility_sweep(loaded, progress=lambda share, message: bar.progress(
-            min(float(share), 1.0), text=str(message))))
+        quick = getattr(importlib.import_module("cadp.evaluate"), "QUICK", {})
+        st.session_state[LIVE] = (name, utility_sweep(
+            loaded, epsilons=quick.get("epsilons"), seeds=quick.get("seeds", (0,)), n_train=quick.get("n_train"),
+            n_test=quick.get("n_test"), n_reid=quick.get("n_reid", 200), cnn_epochs=quick.get("cnn_epochs"),
+            progress=lambda share, message: bar.progress(min(float(share), 1.0), text=str(message))))
         bar.progress(1.0, text="Done")
     live = st.session_state.get(LIVE)
     if live is not None and live[0] == name:

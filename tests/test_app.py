@@ -285,3 +285,15 @@ def test_two_sessions_do_not_share_ledger_or_results():
     assert not ledger(second)
     assert not downloads(second)
     assert "image_result" not in second.session_state
+
+
+def test_utility_recompute_runs_live_and_leaves_eval_json_alone(weights):
+    eval_json = weights / helpers.IMAGE_MODEL / "eval.json"
+    before = eval_json.read_bytes()
+    at = page("utility.py")
+    at.button[0].click().run()  # the form's "Recompute"
+    clean(at)
+    assert not errors(at)
+    assert any(s.value == "Recomputed in this session" for s in at.subheader)
+    assert len(at.get("plotly_chart")) == 9  # 4 stored + 4 recomputed + central
+    assert eval_json.read_bytes() == before
