@@ -198,6 +198,7 @@ def load_table(name: str) -> TabularDataset:
 
 
 CATEGORICAL_MAX_INTEGER_LEVELS = 10
+GRID_MAX_LEVELS = 100  # numeric columns with at most this many distinct values are dequantized on their grid
 ONE_HOT_JITTER = 0.25  # dequantization half-width: argmax still decodes exactly
 
 
@@ -212,6 +213,8 @@ class ColumnSpec:
     integer: bool = False
     categories: list = field(default_factory=list)
     dtype: str = ""
+    decimals: int | None = None  # numeric: decimal places seen in the data (outputs are rounded to them)
+    grid: list[float] | None = None  # numeric with few levels: the values seen (dequantized between midpoints)
 
     @property
     def width(self) -> int:
@@ -268,7 +271,11 @@ class TabularEncoder:
                 std = float(values.std(ddof=0))
                 self.columns.append(ColumnSpec(
                     name, "numeric", float(values.mean()), std if std > 0 else 1.0,
-                    bool(np.all(np.mod(values.dropna(), 1) == 0)), dtype=str(series.dtype)))
+                    bool(np.all(np.mod(values.dropna(), 1) == 0)), dtype=str(series.dtype),
+                    decimals=decimal_places(values.dropna().to_numpy())))
+                levels = np.unique(values.dropna().to_numpy())
+                if 2 <= len(levels) <= GRID_MAX_LEVELS:
+                    self.columns[-1].grid = [float(v) for v in levels]
             else:
                 categories = sorted(series.dropna().unique().tolist(), key=lambda v: (str(type(v)), v))
                 if series.isna().any():
@@ -295,7 +302,7 @@ class TabularEncoder:
         return child
 
     def transform(self, frame: pd.DataFrame, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Encode to a float32 tensor (N, width); jitter one-hots when a generator is given."""
+        """Encode to a float32 tensor (N, width); dequantized (see ``dequantize``) when a generator is given."""
         if not self.columns:
             raise RuntimeError("TabularEncoder.transform called before fit")
         missing = [spec.name for spec in self.columns if spec.name not in frame.columns]
@@ -314,12 +321,49 @@ class TabularEncoder:
                 if any(i is None for i in index):
                     bad = next(v for v, i in zip(series, index) if i is None)
                     raise InputError(f"column {spec.name!r} has value {bad!r}, unseen when the model was fitted")
-                one_hot = torch.nn.functional.one_hot(torch.tensor(index), spec.width).float()
-                if generator is not None:
-                    jitter = torch.rand(one_hot.shape, generator=generator) * 2 - 1
-                    one_hot = one_hot + ONE_HOT_JITTER * jitter
-                blocks.append(one_hot)
-        return torch.cat(blocks, dim=1)
+                blocks.append(torch.nn.functional.one_hot(torch.tensor(index), spec.width).float())
+        encoded = torch.cat(blocks, dim=1)
+        return encoded if generator is None else self.dequantize(encoded, generator)
+
+    def dequantize(self, encoded: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Spread discrete values into boxes that decoding maps back to them.
+
+        One-hots get uniform jitter of half-width 0.25 (argmax still decodes);
+        numeric columns with a grid get a uniform draw between the midpoints to
+        their neighbouring levels (decoding snaps to the nearest level), so the
+        flow learns the point masses of, e.g., integer-valued measurements.
+        """
+        encoded = encoded.clone()
+        start = 0
+        for spec in self.columns:
+            block = encoded[:, start:start + spec.width]
+            if spec.kind == "categorical":
+                block += ONE_HOT_JITTER * (torch.rand(block.shape, generator=generator) * 2 - 1)
+            elif spec.grid is not None:
+                lower, upper = self._grid_cells(spec)
+                level = self._snap(spec, block[:, 0])
+                share = torch.rand(len(block), generator=generator, dtype=torch.float64)
+                block[:, 0] = (lower[level] + share * (upper[level] - lower[level])).float()
+            start += spec.width
+        return encoded
+
+    @staticmethod
+    def _grid_cells(spec: ColumnSpec) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardized lower and upper bounds of each grid level's cell."""
+        levels = (torch.tensor(spec.grid, dtype=torch.float64) - spec.mean) / spec.std
+        middles = (levels[1:] + levels[:-1]) / 2
+        lower = torch.cat([levels[:1] - (middles[:1] - levels[:1]), middles])
+        upper = torch.cat([middles, levels[-1:] + (levels[-1:] - middles[-1:])])
+        return lower, upper
+
+    @staticmethod
+    def _snap(spec: ColumnSpec, standardized: torch.Tensor) -> torch.Tensor:
+        """Index of the grid level whose cell holds each standardized value."""
+        levels = (torch.tensor(spec.grid, dtype=torch.float64) - spec.mean) / spec.std
+        middles = (levels[1:] + levels[:-1]) / 2
+        return torch.searchsorted(middles, standardized.double().contiguous())
+
+
 
     def inverse_transform(self, encoded: torch.Tensor) -> pd.DataFrame:
         """Decode (N, width) floats to a frame: numbers unstandardized, categories by argmax."""
@@ -330,12 +374,16 @@ class TabularEncoder:
             start += spec.width
             if spec.kind == "numeric":
                 values = block[:, 0].numpy() * spec.std + spec.mean
-                columns[spec.name] = np.round(values).astype(np.int64) if spec.integer else values
+                if spec.grid is not None:
+                    values = np.asarray(spec.grid)[self._snap(spec, block[:, 0]).numpy()]
+                if spec.integer and spec.dtype.startswith("int"):
+                    columns[spec.name] = np.round(values).astype(np.int64)
+                else:
+                    columns[spec.name] = values if spec.decimals is None else np.round(values, spec.decimals)
             else:
                 picks = block.argmax(dim=1).numpy()
-                columns[spec.name] = pd.Series([spec.categories[i] for i in picks], dtype="object")
-                if spec.dtype.startswith("int") and None not in spec.categories:
-                    columns[spec.name] = columns[spec.name].astype(np.int64)
+                columns[spec.name] = _restore_dtype(pd.Series([spec.categories[i] for i in picks], dtype="object"),
+                                                    spec.dtype)
         return pd.DataFrame(columns)
 
     def to_dict(self) -> dict:
@@ -347,6 +395,27 @@ class TabularEncoder:
         encoder.columns = [ColumnSpec(**spec) for spec in state["columns"]]
         encoder.kinds = {spec.name: spec.kind for spec in encoder.columns}
         return encoder
+
+
+MAX_DECIMALS = 6
+
+
+def _restore_dtype(series: pd.Series, dtype: str) -> pd.Series:
+    """Cast decoded categories back to the column's original dtype where that is lossless."""
+    if series.isna().any() or not dtype or dtype == "object":
+        return series
+    try:
+        return series.astype(dtype)
+    except (TypeError, ValueError):
+        return series
+
+
+def decimal_places(values: np.ndarray) -> int | None:
+    """The fewest decimal places (<= 6) that represent every value exactly; None if more are needed."""
+    for places in range(MAX_DECIMALS + 1):
+        if np.allclose(np.round(values, places), values, rtol=0, atol=1e-9 * max(1.0, float(np.abs(values).max(initial=0)))):
+            return places
+    return None
 
 
 def _key(value):

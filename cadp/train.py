@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import platform
@@ -301,29 +302,47 @@ def tabular_config(frame: pd.DataFrame, conditions: list[str], *, name: str, dat
 
 def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "table", dataset: str = "upload",
                 kinds: dict[str, str] | None = None, steps: int = 1500, minutes: float | None = None,
-                batch_size: int = 256, learning_rate: float = 2e-3, seed: int = 0,
+                batch_size: int = 256, learning_rate: float = 2e-3, seed: int = 0, blocks: int = 8,
+                width: int = 32, clamp: float = 0.5, weight_decay: float = 1e-3,
+                validation_fraction: float = 0.15, domain: pd.DataFrame | None = None,
                 progress=None) -> TabularCINN:
-    """Fit a tabular cINN on a frame (used by the CLI and for uploads in the app)."""
+    """Fit a tabular cINN on a frame (used by the CLI and for uploads in the app).
+
+    Tables are small, so flows overfit fast: a held-out share of the rows picks the
+    best step (early stopping), and the network is kept small by default.
+    ``progress(share, loss)`` is called every 25 steps. ``domain`` (default: ``frame``)
+    is the table whose column types, levels and scales the encoders learn, e.g. the
+    whole public dataset when the network trains on its training split only.
+    """
     torch.manual_seed(seed)
-    config = tabular_config(frame, conditions, name=name, dataset=dataset, kinds=kinds, seed=seed)
+    config = tabular_config(frame if domain is None else domain, conditions, name=name, dataset=dataset, kinds=kinds, seed=seed,
+                            blocks=blocks, width=width)
+    config.clamp = clamp
     model = TabularCINN(config)
     generator = torch.Generator().manual_seed(seed)
     rows = model.data_encoder.transform(frame)
     condition = model.condition_encoder.transform(frame)
-    is_categorical = torch.cat([torch.full((spec.width,), spec.kind == "categorical")
-                                for spec in model.data_encoder.columns])
-    batches = endless_batches((rows, condition), min(batch_size, len(frame)), generator)
+    order = torch.randperm(len(frame), generator=generator)
+    n_valid = int(len(frame) * validation_fraction) if len(frame) >= 50 else 0
+    valid, train = order[:n_valid], order[n_valid:]
+    batches = endless_batches((rows[train], condition[train]), min(batch_size, len(train)), generator)
+    valid_rows = model.data_encoder.dequantize(rows[valid], generator)
 
     def loss_fn(batch_rows, batch_condition):
-        jitter = (torch.rand(batch_rows.shape, generator=generator) * 2 - 1) * 0.25
-        return model.nll_per_dim(batch_rows + jitter * is_categorical, batch_condition).mean()
+        return model.nll_per_dim(model.data_encoder.dequantize(batch_rows, generator), batch_condition).mean()
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=learning_rate)
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
+    best_loss, best_state = float("inf"), None
     model.train()
     start = time.monotonic()
-    for step in range(steps):
+    for step in range(steps + 1):
         progress_share = max(step / steps, (time.monotonic() - start) / (minutes * 60) if minutes else 0)
+        if n_valid and (step % 25 == 0 or progress_share >= 1):
+            with torch.no_grad():
+                valid_loss = float(model.nll_per_dim(valid_rows, condition[valid]).mean())
+            if valid_loss < best_loss:
+                best_loss, best_state = valid_loss, copy.deepcopy(model.state_dict())
         if progress_share >= 1:
             break
         for group in optimizer.param_groups:
@@ -334,8 +353,12 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
         torch.nn.utils.clip_grad_norm_(params, 10.0)
         optimizer.step()
         if progress is not None and step % 25 == 0:
-            progress(progress_share, float(loss))
+            progress(progress_share, loss.item())
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
+    if progress is not None:
+        progress(1.0, best_loss)
     latents = encode_all(model, rows, condition)
     groups = _condition_groups(frame, conditions)
     model.config.latent_distances = measure_latent_distances(latents, groups)
@@ -363,14 +386,14 @@ def train_tabular_model(args) -> None:
     train, test = split_table(table.frame, args.seed)
     name = args.name or Path(args.out).name
     start = time.monotonic()
-    model = fit_tabular(train, conditions, name=name, dataset=table.name, kinds=kinds, steps=args.steps or 3000,
-                        minutes=args.time_budget, seed=args.seed)
+    model = fit_tabular(train, conditions, name=name, dataset=table.name, kinds=kinds, steps=args.steps or 1500,
+                        minutes=args.time_budget, seed=args.seed, domain=table.frame)
     seconds = time.monotonic() - start
     # distances are measured on held-out rows
     latents = encode_all(model, model.data_encoder.transform(test), model.condition_encoder.transform(test))
     model.config.latent_distances = measure_latent_distances(latents, _condition_groups(test, conditions))
     nll = tabular_test_nll(model, test)
-    report = TrainingReport(args.steps or 3000, float("nan"), seconds, device_description(torch.device("cpu")),
+    report = TrainingReport(args.steps or 1500, float("nan"), seconds, device_description(torch.device("cpu")),
                             float("nan"), nll, "test NLL (nats/dim, one-hots dequantized)")
     facts = {"train_records": len(train), "test_records": len(test), "license": table.license}
     save_model(model, args.out, card=tabular_model_card(model.config, report, facts, args))
