@@ -20,12 +20,27 @@ from cadp.errors import InputError
 MECHANISMS = ("laplace", "gaussian", "metric", "paper")
 DEFAULT_TEMPERATURE = 0.7
 PAPER_LABEL = "reference reproduction — no formal guarantee"
-COMMON_TERMS = (
+LOCAL_TERMS = (
     "The guarantee is local (per record, no trusted curator), not central DP. "
-    "Kept attributes are released exactly: they are public, and the guarantee holds given them. "
+    "Kept attributes are released exactly: they are public, and the guarantee holds given them."
+)
+PUBLIC_MODEL_TERMS = (
     "The model was trained without DP on public data; the guarantee protects the record being "
     "privatized, not the training set."
 )
+FITTED_ON_RECORDS_TERMS = (
+    "Caution: this model was fitted, without DP, on the very rows being released, so it has seen them; "
+    "the stated guarantee assumes a model trained on public data and does not cover what the model "
+    "learned from these rows. Use a model trained on public data for the guarantee to hold."
+)
+
+
+def common_terms(fitted_on_records: bool = False) -> str:
+    """The sentences every guarantee ends with (docs/PRIVACY.md: local DP, kept attributes, training data)."""
+    return f"{LOCAL_TERMS} {FITTED_ON_RECORDS_TERMS if fitted_on_records else PUBLIC_MODEL_TERMS}"
+
+
+COMMON_TERMS = common_terms()
 
 
 def _check_positive(value, parameter: str, allow_infinite: bool = False) -> float:
@@ -148,10 +163,10 @@ class LaplaceMechanism(Mechanism):
         clipped = clip_per_sample(latent, self.clip_radius, p=1)
         return clipped + laplace_noise(latent.shape, self.scale, generator, latent.device)
 
-    def guarantee(self, **_) -> str:
+    def guarantee(self, fitted_on_records: bool = False, **_) -> str:
         return (f"Laplace mechanism: pure epsilon-local differential privacy with epsilon = {self.epsilon:g} "
                 f"for the latent (L1 clip radius {self.clip_radius:.4g}, sensitivity 2R = {2 * self.clip_radius:.4g}, "
-                f"Laplace scale {self.scale:.4g}). {COMMON_TERMS}")
+                f"Laplace scale {self.scale:.4g}). {common_terms(fitted_on_records)}")
 
     def describe(self) -> dict:
         return {"mechanism": self.name, "epsilon": self.epsilon, "clip_radius": self.clip_radius,
@@ -187,11 +202,11 @@ class GaussianMechanism(Mechanism):
         clipped = clip_per_sample(latent, self.clip_radius, p=2)
         return clipped + gaussian_noise(latent.shape, self.sigma, generator, latent.device)
 
-    def guarantee(self, **_) -> str:
+    def guarantee(self, fitted_on_records: bool = False, **_) -> str:
         return (f"Gaussian mechanism: (epsilon, delta)-local differential privacy with epsilon = {self.epsilon:g}, "
                 f"delta = {self.delta:g} for the latent (L2 clip radius {self.clip_radius:.4g}, sensitivity "
                 f"2R = {2 * self.clip_radius:.4g}, sigma {self.sigma:.4g} from the analytic Gaussian mechanism). "
-                f"{COMMON_TERMS}")
+                f"{common_terms(fitted_on_records)}")
 
     def describe(self) -> dict:
         return {"mechanism": self.name, "epsilon": self.epsilon, "delta": self.delta,
@@ -224,7 +239,8 @@ class MetricMechanism(Mechanism):
         """Privacy loss between two typical same-class records, and between nearest neighbours."""
         return self.epsilon_unit * d_typ, self.epsilon_unit * d_nn
 
-    def guarantee(self, d_typ: float | None = None, d_nn: float | None = None, **_) -> str:
+    def guarantee(self, d_typ: float | None = None, d_nn: float | None = None,
+                  fitted_on_records: bool = False, **_) -> str:
         text = (f"Metric privacy (eps*d): for two records with the same kept condition, output probabilities "
                 f"differ by at most exp({self.epsilon_unit:g} x their L1 latent distance). No clipping; "
                 f"Laplace scale {self.scale:.4g}.")
@@ -235,7 +251,7 @@ class MetricMechanism(Mechanism):
                      f"epsilon = {nearest:.3g}.")
             if nearest > 10:
                 text += " At this setting only near-duplicates are protected."
-        return f"{text} {COMMON_TERMS}"
+        return f"{text} {common_terms(fitted_on_records)}"
 
     def describe(self) -> dict:
         return {"mechanism": self.name, "epsilon_unit": self.epsilon_unit, "noise_scale": self.scale}

@@ -20,6 +20,7 @@ from cadp.mechanisms import ConditionHandling, Mechanism, MetricMechanism, new_g
 from cadp.models import ImageCINN, TabularCINN
 
 NOT_PRIVATE_SEED = "not private: reproducible seed"
+UPLOAD_DATASET = "upload"  # config.dataset of a model fitted on the rows it then releases
 
 
 @dataclass
@@ -70,7 +71,7 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandling], seed) -> str:
     distances = model.config.latent_distances
     kwargs = {"d_typ": distances.d_typ, "d_nn": distances.d_nn} if distances else {}
-    text = mechanism.guarantee(**kwargs)
+    text = mechanism.guarantee(fitted_on_records=model.config.dataset == UPLOAD_DATASET, **kwargs)
     parts = [text]
     released = {name: h for name, h in handlings.items() if h.handling != "kept"}
     if released:

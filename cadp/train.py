@@ -416,23 +416,34 @@ DATA_LICENSES = {
 
 LIMITATIONS = """## Privacy and limitations
 
-- The network was trained **without** differential privacy on public data. CADP's guarantees
-  protect the record being privatized, not this training set.
+- The network was trained **without** differential privacy on {training_data}. CADP's guarantees
+  protect the record being privatized, not this training set{training_caveat}.
 - Every guarantee is **local** (per record, no trusted curator); it is not comparable to the
   central DP of DP-SGD without saying so.
 - Attributes released as conditions ("kept") are public: the guarantee holds given them.
-- With constant temperature 0.7, releases at epsilon up to ~100 look like fresh samples of the
-  kept class; a record's own details return only at very large epsilon. That is the honest
-  cost of local DP in hundreds of dimensions.
+- {dimension_note}
 - The `paper` mechanism is a reference reproduction of the original code with no formal guarantee.
 """
+IMAGE_DIMENSION_NOTE = ("With constant temperature 0.7, releases at epsilon up to ~100 look like fresh samples of the\n"
+                        "  kept class; a record's own details return only at very large epsilon (~1,000 and more).\n"
+                        "  That is the honest cost of local DP in hundreds of dimensions.")
+TABLE_DIMENSION_NOTE = ("A row has far fewer latent dimensions than an image, so useful tabular releases come at\n"
+                        "  much smaller epsilons than image releases.")
 
 
-def _distance_lines(distances: LatentDistances | None) -> str:
+def limitations(kind: str, public: bool) -> str:
+    return LIMITATIONS.format(
+        training_data="public data" if public else "the user's own data",
+        training_caveat="" if public else (" (the guarantee assumes the training data is public and does not "
+                                           "contain the records you privatize)"),
+        dimension_note=IMAGE_DIMENSION_NOTE if kind == "image" else TABLE_DIMENSION_NOTE)
+
+
+def _distance_lines(distances: LatentDistances | None, group: str = "the same class") -> str:
     if distances is None:
         return "- latent distances: not measured\n"
-    return (f"- d_typ (median same-class pairwise L1 latent distance): {distances.d_typ:.1f}\n"
-            f"- d_nn (median nearest-neighbour L1 latent distance, same class): {distances.d_nn:.1f}\n"
+    return (f"- d_typ (median pairwise L1 latent distance between records of {group}): {distances.d_typ:.1f}\n"
+            f"- d_nn (median nearest-neighbour L1 latent distance within {group}): {distances.d_nn:.1f}\n"
             f"- median latent L1 norm: {distances.latent_l1_norm:.1f} "
             f"(measured on {distances.n_records} held-out records)\n")
 
@@ -472,7 +483,7 @@ label conditions every coupling. {params:,} trainable parameters; latent dimensi
 - classifier (small CNN, `classifier.safetensors`) test accuracy: {facts['classifier_test_accuracy']:.3f}
 - class-conditional samples at temperature 0.7 recognized as their class: {facts['sample_recognition_t0.7']:.3f}
 {_distance_lines(config.latent_distances)}
-{LIMITATIONS}"""
+{limitations("image", config.dataset in DATA_LICENSES)}"""
 
 
 def tabular_model_card(config: TabularModelConfig, report: TrainingReport, facts: dict, args) -> str:
@@ -488,12 +499,14 @@ Conditional invertible network (FrEIA) on table rows for content-aware different
 
 ## Data
 - dataset: {config.dataset} ({facts.get('license', '')})
-- split: {facts['train_records']} training / {facts['test_records']} test rows (random, seed {args.seed})
+- split: {facts['train_records']} training / {facts['test_records']} test rows (random, seed {args.seed});
+  column types, levels and scales are fitted on the whole public table, the network on the training rows only
 - conditions (kept columns): {', '.join(config.condition_columns) or 'none'}
 - data columns: {', '.join(config.data_columns)}
 
 ## Architecture
-Numeric columns standardized, categorical columns one-hot (uniform dequantization, decoded by argmax);
+Numeric columns standardized (columns with at most 100 distinct values dequantized between their levels and
+decoded to the nearest level), categorical columns one-hot (uniform dequantization, decoded by argmax);
 {config.blocks} fully connected GLOW couplings (width {config.width}) with random permutations, conditioned
 on the one-hot conditions. {params:,} trainable parameters; latent dimension {config.latent_dim}.
 
@@ -503,8 +516,8 @@ on the one-hot conditions. {params:,} trainable parameters; latent dimension {co
 
 ## Results
 - {report.test_metric_name}: **{report.test_metric:.3f}**
-{_distance_lines(config.latent_distances)}
-{LIMITATIONS}"""
+{_distance_lines(config.latent_distances, "the same conditions")}
+{limitations("tabular", bool(facts.get("license")))}"""
 
 
 # --------------------------------------------------------------------------- CLI

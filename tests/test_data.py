@@ -1,0 +1,118 @@
+"""Datasets and the tabular encoder."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from cadp.data import (
+    FASHION_MNIST_CLASSES,
+    TabularEncoder,
+    fashion_mnist_dir,
+    infer_column_kind,
+    load_image_dataset,
+    load_table,
+)
+from cadp.errors import InputError
+
+
+def test_mnist_split_is_fixed_stratified_and_disjoint():
+    train, test = load_image_dataset("mnist", "train"), load_image_dataset("mnist", "test")
+    assert len(train) == 4000 and len(test) == 1000
+    assert torch.bincount(test.labels).tolist() == [100] * 10
+    assert train.images.dtype == torch.uint8 and train.images.shape[1:] == (1, 28, 28)
+    again = load_image_dataset("mnist", "test")
+    assert torch.equal(again.images, test.images)
+    train_rows = {bytes(img.numpy().tobytes()) for img in train.images}
+    assert not any(bytes(img.numpy().tobytes()) in train_rows for img in test.images)
+
+
+def test_fashion_mnist_loads_from_debian_package():
+    test = load_image_dataset("fashion-mnist", "test")
+    assert len(test) == 10_000 and test.class_names == FASHION_MNIST_CLASSES
+    assert int(test.images.max()) == 255
+
+
+def test_fashion_mnist_missing_names_package_and_variable(monkeypatch, tmp_path):
+    import cadp.data
+
+    monkeypatch.setenv("CADP_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(cadp.data, "FASHION_MNIST_PACKAGE_DIR", tmp_path / "nowhere")
+    with pytest.raises(InputError, match="dataset-fashion-mnist.*CADP_DATA_DIR"):
+        fashion_mnist_dir()
+
+
+def test_image_folder_grayscale_and_rgb_resized(tmp_path):
+    rng = np.random.default_rng(0)
+    for label, mode in (("cats", "RGB"), ("dogs", "L")):
+        (tmp_path / label).mkdir()
+        for i in range(5):
+            shape = (40, 50, 3) if mode == "RGB" else (40, 50)
+            Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode).save(tmp_path / label / f"{i}.png")
+    (tmp_path / "dogs" / "notes.txt").write_text("not an image")
+    train = load_image_dataset(str(tmp_path), "train", image_size=16)
+    test = load_image_dataset(str(tmp_path), "test", image_size=16)
+    assert train.class_names == ["cats", "dogs"]
+    assert len(train) + len(test) == 10 and len(test) == 2
+    assert train.images.shape[1:] == (1, 16, 16)
+    rgb = load_image_dataset(str(tmp_path), "train", image_size=16, channels=3)
+    assert rgb.images.shape[1:] == (3, 16, 16)
+
+
+def test_unknown_dataset_error():
+    with pytest.raises(InputError, match="unknown image dataset"):
+        load_image_dataset("cifar-1000", "train")
+    with pytest.raises(InputError, match="unknown table"):
+        load_table("titanic")
+
+
+@pytest.mark.parametrize("name, conditions", [("diabetes", ["sex"]), ("breast-cancer", ["target"]),
+                                              ("heart", ["target", "sex"])])
+def test_bundled_tables_round_trip_through_encoder(name, conditions):
+    table = load_table(name)
+    assert table.default_conditions == conditions
+    encoder = TabularEncoder().fit(table.frame)
+    encoded = encoder.transform(table.frame)
+    decoded = encoder.inverse_transform(encoded)
+    pd.testing.assert_frame_equal(decoded, table.frame, check_dtype=True)
+    # dequantized encodings decode to the same frame
+    jittered = encoder.transform(table.frame, torch.Generator().manual_seed(0))
+    assert not torch.equal(jittered, encoded)
+    pd.testing.assert_frame_equal(encoder.inverse_transform(jittered), table.frame)
+
+
+def test_encoder_standardizes_numbers_and_one_hot_encodes_categories():
+    frame = pd.DataFrame({"x": [1.5, 2.5, 3.5, 10.25] * 30, "color": ["red", "blue", "red", "green"] * 30})
+    encoder = TabularEncoder().fit(frame)
+    assert [s.kind for s in encoder.columns] == ["numeric", "categorical"]
+    encoded = encoder.transform(frame)
+    assert encoded.shape == (120, 4)
+    assert encoded[:, 0].mean().abs() < 1e-5 and (encoded[:, 0].std(unbiased=False) - 1).abs() < 1e-4
+    assert encoded[:, 1:].sum(1).eq(1).all()
+
+
+def test_type_inference_and_overrides():
+    assert infer_column_kind(pd.Series([0, 1, 2, 3] * 5)) == "categorical"
+    assert infer_column_kind(pd.Series(range(50))) == "numeric"
+    assert infer_column_kind(pd.Series(["a", "b"])) == "categorical"
+    frame = pd.DataFrame({"grade": [1, 2, 3, 4] * 10, "y": np.linspace(0, 1, 40)})
+    encoder = TabularEncoder({"grade": "numeric"}).fit(frame)
+    assert encoder.spec("grade").kind == "numeric"
+    with pytest.raises(InputError, match="must be 'numeric' or 'categorical'"):
+        TabularEncoder({"grade": "ordinal"}).fit(frame)
+
+
+def test_unseen_category_is_a_clear_error():
+    encoder = TabularEncoder().fit(pd.DataFrame({"c": ["a", "b"] * 5, "x": np.arange(10.0)}))
+    with pytest.raises(InputError, match="unseen"):
+        encoder.transform(pd.DataFrame({"c": ["z"], "x": [1.0]}))
+
+
+def test_encoder_state_survives_json():
+    import json
+
+    table = load_table("heart")
+    encoder = TabularEncoder().fit(table.frame)
+    restored = TabularEncoder.from_dict(json.loads(json.dumps(encoder.to_dict())))
+    pd.testing.assert_frame_equal(restored.inverse_transform(restored.transform(table.frame)), table.frame)

@@ -1,0 +1,278 @@
+"""The mechanisms of docs/PRIVACY.md: noise scales, calibration, clipping, batch independence, validation."""
+
+import math
+
+import pytest
+import torch
+from scipy.stats import kstest, laplace, norm
+
+from cadp.errors import InputError
+from cadp.mechanisms import (
+    PAPER_LABEL,
+    ConditionHandling,
+    analytic_gaussian_delta,
+    analytic_gaussian_sigma,
+    keep_probability,
+    make_mechanism,
+    new_generator,
+    randomized_response,
+    release_condition,
+    resample,
+    total_epsilon,
+)
+
+D = 784
+
+
+def latents(batch=64, dim=D, seed=0, scale=1.0):
+    return scale * torch.randn(batch, dim, generator=torch.Generator().manual_seed(seed))
+
+
+# --------------------------------------------------------------------------- laplace
+
+@pytest.mark.parametrize("epsilon, radius", [(0.5, 3.0), (1.0, 10.0), (10.0, 0.1)])
+def test_laplace_scale_is_twice_the_radius_over_epsilon(epsilon, radius):
+    mechanism = make_mechanism("laplace", epsilon, clip_radius=radius)
+    assert mechanism.scale == pytest.approx(2 * radius / epsilon, rel=1e-12)
+
+
+@pytest.mark.parametrize("epsilon", [0.1, 1.0, 100.0, 10_000.0])
+def test_laplace_constant_temperature_keeps_noise_std_at_temperature(epsilon):
+    mechanism = make_mechanism("laplace", epsilon, temperature=0.7)
+    assert mechanism.clip_radius == pytest.approx(0.7 * epsilon / (2 * math.sqrt(2)))
+    assert mechanism.noise_std == pytest.approx(0.7)
+
+
+def test_laplace_noise_is_laplace_distributed():
+    mechanism = make_mechanism("laplace", 2.0, clip_radius=1.0)
+    zero = torch.zeros(200, 100)
+    noise = (mechanism(zero, new_generator(1)) - 0).flatten().double().numpy()
+    # clipped zero stays zero, so the output is pure Lap(0, b) noise
+    assert kstest(noise, laplace(scale=mechanism.scale).cdf).pvalue > 1e-3
+    assert noise.std() == pytest.approx(math.sqrt(2) * mechanism.scale, rel=0.02)
+
+
+def test_laplace_clips_each_record_to_the_l1_ball():
+    z = latents(scale=3.0)
+    z[0] = z[0] / z[0].abs().sum()  # a record already inside the ball (norm 1)
+    clipped = z * torch.clamp(5.0 / z.abs().sum(1, keepdim=True), max=1.0)
+    from cadp.mechanisms import clip_per_sample
+
+    ours = clip_per_sample(z, 5.0, p=1)
+    assert torch.allclose(ours, clipped)
+    assert ours[1:].abs().sum(1).sub(5.0).abs().max() < 1e-3
+    assert torch.equal(ours[0], z[0])
+
+
+# --------------------------------------------------------------------------- gaussian
+
+@pytest.mark.parametrize("epsilon, delta", [(0.5, 1e-5), (1.0, 1e-5), (3.0, 1e-6), (10.0, 1e-5), (1000.0, 1e-5)])
+def test_analytic_gaussian_sigma_meets_the_inequality_with_equality(epsilon, delta):
+    sensitivity = 2.0
+    sigma = analytic_gaussian_sigma(epsilon, delta, sensitivity)
+    achieved = analytic_gaussian_delta(sigma, epsilon, sensitivity)
+    assert achieved <= delta
+    assert abs(achieved - delta) <= 1e-6 * delta + 1e-12
+    # 1% less noise violates the guarantee
+    assert analytic_gaussian_delta(0.99 * sigma, epsilon, sensitivity) > delta
+
+
+def test_analytic_gaussian_formula_matches_the_specification():
+    sigma, epsilon, sensitivity = 1.3, 0.8, 2.0
+    expected = (norm.cdf(sensitivity / (2 * sigma) - epsilon * sigma / sensitivity)
+                - math.exp(epsilon) * norm.cdf(-sensitivity / (2 * sigma) - epsilon * sigma / sensitivity))
+    assert analytic_gaussian_delta(sigma, epsilon, sensitivity) == pytest.approx(expected, rel=1e-9)
+
+
+def test_analytic_sigma_is_smaller_than_classical_formula_where_that_is_valid():
+    epsilon, delta, sensitivity = 0.5, 1e-5, 2.0
+    classical = sensitivity * math.sqrt(2 * math.log(1.25 / delta)) / epsilon
+    assert analytic_gaussian_sigma(epsilon, delta, sensitivity) < classical
+
+
+def test_gaussian_sigma_is_linear_in_radius_and_constant_temperature_holds():
+    fixed = make_mechanism("gaussian", 2.0, delta=1e-5, clip_radius=3.0)
+    assert fixed.sigma == pytest.approx(3.0 * analytic_gaussian_sigma(2.0, 1e-5, 2.0), rel=1e-9)
+    for epsilon in (0.5, 10.0, 10_000.0):
+        mechanism = make_mechanism("gaussian", epsilon, delta=1e-5, temperature=0.7)
+        assert mechanism.sigma == pytest.approx(0.7, rel=1e-6)
+
+
+def test_gaussian_clips_to_l2_ball_and_adds_normal_noise():
+    mechanism = make_mechanism("gaussian", 1.0, delta=1e-5, clip_radius=2.0)
+    z = latents(scale=2.0)
+    from cadp.mechanisms import clip_per_sample
+
+    clipped = clip_per_sample(z, 2.0, p=2)
+    assert clipped.norm(dim=1).max() <= 2.0 + 1e-4
+    noise = (mechanism(z, new_generator(3)) - clipped).flatten().double().numpy()
+    assert kstest(noise, norm(scale=mechanism.sigma).cdf).pvalue > 1e-3
+
+
+# --------------------------------------------------------------------------- metric and paper
+
+def test_metric_adds_laplace_without_clipping():
+    mechanism = make_mechanism("metric", 4.0)
+    assert mechanism.scale == pytest.approx(0.25)
+    z = latents(scale=50.0)
+    noise = (mechanism(z, new_generator(4)) - z).flatten().double().numpy()
+    assert kstest(noise, laplace(scale=0.25).cdf).pvalue > 1e-3
+
+
+def test_metric_guarantee_states_loss_between_real_records():
+    text = make_mechanism("metric", 1.0).guarantee(d_typ=750.0, d_nn=630.0)
+    assert "epsilon = 750" in text and "epsilon = 630" in text
+    assert "near-duplicates" in text
+
+
+def test_paper_reproduces_batch_level_matrix_norm_clip():
+    epsilon = 3.0
+    mechanism = make_mechanism("paper", epsilon)
+    s = min(epsilon / 2, 4)
+    assert mechanism.scale == pytest.approx(s / epsilon)
+    z = latents(batch=8, dim=16, scale=2.0)
+    matrix_norm = z.abs().sum(0).max()  # largest column sum
+    expected_clipped = z * min(1.0, float(s / matrix_norm))
+    generator = new_generator(5)
+    out = mechanism(z, generator)
+    noise = out - expected_clipped
+    # the noise is Lap(0, s/eps): the clip is exactly the batch-level one
+    assert kstest(noise.flatten().double().numpy(), laplace(scale=s / epsilon).cdf).pvalue > 1e-3
+    assert PAPER_LABEL in mechanism.guarantee()
+    assert not mechanism.formal
+
+
+def test_paper_single_record_norm_is_largest_coordinate():
+    mechanism = make_mechanism("paper", 20.0)  # s = 4
+    z = torch.tensor([[1.0, -9.0, 3.0]])
+    g1, g2 = new_generator(6), new_generator(6)
+    out = mechanism(z, g1)
+    noise = mechanism(torch.zeros_like(z), g2)
+    assert torch.allclose(out - noise, z * 4 / 9, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- batch independence
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("laplace", {"temperature": 0.7}), ("laplace", {"clip_radius": 2.0}),
+    ("gaussian", {"temperature": 0.7, "delta": 1e-5}), ("metric", {}),
+])
+def test_output_of_a_record_does_not_depend_on_batch_mates(name, kwargs):
+    mechanism = make_mechanism(name, 5.0, **kwargs)
+    record = latents(batch=1, seed=10, scale=3.0)
+    mates_a = latents(batch=15, seed=11, scale=0.1)
+    mates_b = latents(batch=40, seed=12, scale=30.0)
+    out_a = mechanism(torch.cat([record, mates_a]), new_generator(99))[0]
+    out_b = mechanism(torch.cat([record, mates_b]), new_generator(99))[0]
+    assert torch.equal(out_a, out_b)
+
+
+def test_paper_output_depends_on_batch_mates():
+    mechanism = make_mechanism("paper", 5.0)
+    record = latents(batch=1, seed=10)
+    out_a = mechanism(torch.cat([record, latents(batch=15, seed=11, scale=0.1)]), new_generator(99))[0]
+    out_b = mechanism(torch.cat([record, latents(batch=15, seed=12, scale=30.0)]), new_generator(99))[0]
+    assert not torch.equal(out_a, out_b)
+
+
+def test_os_entropy_generators_differ_and_seeded_ones_repeat():
+    z = torch.zeros(1, 10)
+    mechanism = make_mechanism("metric", 1.0)
+    assert not torch.equal(mechanism(z, new_generator()), mechanism(z, new_generator()))
+    assert torch.equal(mechanism(z, new_generator(7)), mechanism(z, new_generator(7)))
+
+
+# --------------------------------------------------------------------------- validation
+
+@pytest.mark.parametrize("epsilon", [0, -1, float("nan"), float("inf"), "abc", None])
+def test_invalid_epsilon_names_parameter_and_range(epsilon):
+    with pytest.raises(InputError, match=r"epsilon must be"):
+        make_mechanism("laplace", epsilon, temperature=0.7)
+
+
+@pytest.mark.parametrize("delta", [0, 1, -0.1, 1.5, float("nan")])
+def test_invalid_delta(delta):
+    with pytest.raises(InputError, match=r"delta must be in \(0, 1\)"):
+        make_mechanism("gaussian", 1.0, delta=delta, temperature=0.7)
+
+
+def test_gaussian_needs_delta():
+    with pytest.raises(InputError, match="delta"):
+        make_mechanism("gaussian", 1.0, temperature=0.7)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"clip_radius": 1.0, "temperature": 0.7}])
+def test_exactly_one_clip_policy(kwargs):
+    with pytest.raises(InputError, match="exactly one of clip_radius"):
+        make_mechanism("laplace", 1.0, **kwargs)
+
+
+@pytest.mark.parametrize("radius", [0, -2, float("nan")])
+def test_invalid_clip_radius(radius):
+    with pytest.raises(InputError, match="clip_radius must be"):
+        make_mechanism("laplace", 1.0, clip_radius=radius)
+
+
+def test_unknown_mechanism():
+    with pytest.raises(InputError, match="mechanism must be one of laplace, gaussian, metric, paper"):
+        make_mechanism("exponential", 1.0)
+
+
+def test_errors_are_value_errors():
+    with pytest.raises(ValueError):
+        make_mechanism("laplace", -1, temperature=1)
+
+
+# --------------------------------------------------------------------------- conditions
+
+def test_randomized_response_keep_probability_matches_formula():
+    epsilon, k = 1.0, 4
+    assert keep_probability(epsilon, k) == pytest.approx(math.e / (math.e + 3))
+    values = torch.zeros(200_000, dtype=torch.int64)
+    released = randomized_response(values, k, epsilon, new_generator(0))
+    kept = (released == 0).double().mean().item()
+    assert kept == pytest.approx(keep_probability(epsilon, k), abs=0.005)
+    # the other values are uniform
+    others = torch.bincount(released[released != 0], minlength=k)[1:].double()
+    assert (others / others.sum() - 1 / 3).abs().max() < 0.01
+
+
+def test_resampled_condition_ignores_the_record():
+    prior = [0.2, 0.8]
+    drawn_a = release_condition(torch.zeros(50_000, dtype=torch.int64), 2, ConditionHandling("resampled"), prior,
+                                new_generator(1))
+    drawn_b = release_condition(torch.ones(50_000, dtype=torch.int64), 2, ConditionHandling("resampled"), prior,
+                                new_generator(1))
+    assert torch.equal(drawn_a, drawn_b)
+    assert drawn_a.double().mean().item() == pytest.approx(0.8, abs=0.01)
+    assert len(resample(10, prior, new_generator(2))) == 10
+
+
+def test_total_epsilon_composes_conditions():
+    mechanism = make_mechanism("laplace", 2.0, temperature=0.7)
+    handlings = {"label": ConditionHandling("randomized", 1.5), "sex": ConditionHandling("kept"),
+                 "age": ConditionHandling("resampled")}
+    assert total_epsilon(mechanism, handlings) == pytest.approx(3.5)
+    assert total_epsilon(make_mechanism("paper", 2.0), handlings) is None
+
+
+def test_condition_handling_validation():
+    with pytest.raises(InputError, match="condition epsilon"):
+        ConditionHandling("randomized")
+    with pytest.raises(InputError, match="handling must be one of"):
+        ConditionHandling("dropped")
+    with pytest.raises(InputError, match="takes no epsilon"):
+        ConditionHandling("kept", 1.0)
+
+
+def test_guarantee_texts_state_the_contract():
+    for name, kwargs in [("laplace", {"temperature": 0.7}), ("gaussian", {"temperature": 0.7, "delta": 1e-5}),
+                         ("metric", {})]:
+        text = make_mechanism(name, 1.0, **kwargs).guarantee()
+        assert "local" in text and "not central DP" in text
+        assert "Kept attributes" in text and "public" in text
+        assert "trained without DP" in text
+    assert "pure epsilon-local" in make_mechanism("laplace", 1.0, temperature=0.7).guarantee()
+    assert "delta = 1e-05" in make_mechanism("gaussian", 1.0, delta=1e-5, temperature=0.7).guarantee()
+    fitted = make_mechanism("laplace", 1.0, temperature=0.7).guarantee(fitted_on_records=True)
+    assert "fitted, without DP, on the very rows" in fitted and "trained without DP on public data" not in fitted

@@ -1,0 +1,135 @@
+"""cINN models: invertibility on real data, likelihood units, configs, training smoke tests."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from cadp.data import load_image_dataset, load_table
+from cadp.errors import ModelError
+from cadp.hub import load_folder, save_model
+from cadp.models import ImageCINN, ImageModelConfig, build_model, config_from_dict, config_to_dict
+from cadp.train import fit_tabular
+from tests.conftest import bundled, perturbed
+
+
+@pytest.fixture(scope="module")
+def mnist_test():
+    return load_image_dataset("mnist", "test")
+
+
+def test_image_round_trip_on_real_digits(tiny_image_model, mnist_test):
+    x, y = mnist_test.images[:64], mnist_test.labels[:64]
+    with torch.no_grad():
+        z = tiny_image_model.encode(x, y)
+        assert z.shape == (64, 784)
+        assert (tiny_image_model.decode(z, y) - x.float()).abs().max() <= 1e-4
+        # the perturbed network really transforms: latent is not the logit image
+        assert (z - tiny_image_model._to_logit(x, None)[0].flatten(1)).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("name", ["mnist-cinn", "fashion-mnist-cinn"])
+def test_bundled_image_models_round_trip(name):
+    loaded = load_folder(bundled(name))
+    data = load_image_dataset(loaded.config.dataset, "test")
+    x, y = data.images[:200], data.labels[:200]
+    with torch.no_grad():
+        error = (loaded.model.decode(loaded.model.encode(x, y), y) - x.float()).abs().max()
+    assert error <= 1e-3  # 1e-4 in float32; stored weights may be float16
+
+
+def test_tabular_round_trip_and_condition_effect():
+    table = load_table("diabetes")
+    model = perturbed(fit_tabular(table.frame, ["sex"], steps=5))
+    rows = model.data_encoder.transform(table.frame)
+    condition = model.condition_encoder.transform(table.frame)
+    with torch.no_grad():
+        z = model.encode(rows, condition)
+        assert (model.decode(z, condition) - rows).abs().max() <= 1e-4
+        flipped = condition.flip(1)
+        assert (model.encode(rows, flipped) - z).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["diabetes-cinn", "heart-cinn"])
+def test_bundled_tabular_models_round_trip(name):
+    loaded = load_folder(bundled(name))
+    table = load_table(loaded.config.dataset)
+    model = loaded.model
+    rows = model.data_encoder.transform(table.frame)
+    condition = model.condition_encoder.transform(table.frame)
+    with torch.no_grad():
+        assert (model.decode(model.encode(rows, condition), condition) - rows).abs().max() <= 1e-4
+
+
+def test_bits_per_dim_of_untrained_model_is_about_logit_gaussian(tiny_image_model, mnist_test):
+    """A fresh (identity) network gives the bits/dim of a standard normal in logit space: a known number."""
+    config = tiny_image_model.config
+    model = ImageCINN(config).eval()
+    x, y = mnist_test.images[:32], mnist_test.labels[:32]
+    generator = torch.Generator().manual_seed(0)
+    bpd = model.bits_per_dim(x, y, generator)
+    noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(0))
+    logit, log_det = model._to_logit(x, noise)
+    expected = (0.5 * (logit.flatten(1) ** 2).sum(1) + 392 * math.log(2 * math.pi) - log_det) / (784 * math.log(2))
+    assert torch.allclose(bpd, expected, rtol=1e-4)
+
+
+def test_config_json_round_trip_and_validation(tmp_path, tiny_image_model):
+    data = config_to_dict(tiny_image_model.config)
+    assert config_from_dict(json.loads(json.dumps(data))) == tiny_image_model.config
+    with pytest.raises(ModelError, match="unknown field"):
+        config_from_dict({**data, "extra": 1})
+    with pytest.raises(ModelError, match="conv_width must be"):
+        config_from_dict({**data, "conv_width": -3})
+    with pytest.raises(ModelError, match="kind must be"):
+        config_from_dict({**data, "kind": "audio"})
+
+
+def test_saved_model_reloads_identically(tmp_path, tiny_image_model, mnist_test):
+    save_model(tiny_image_model, tmp_path / "m")
+    loaded = load_folder(tmp_path / "m")
+    x, y = mnist_test.images[:4], mnist_test.labels[:4]
+    with torch.no_grad():
+        assert torch.equal(loaded.model.encode(x, y), tiny_image_model.encode(x, y))
+
+
+def test_state_dict_keys_do_not_depend_on_graph_sort_order(tiny_image_model):
+    keys = list(tiny_image_model.state_dict())
+    rebuilt = list(build_model(tiny_image_model.config).state_dict())
+    assert keys == rebuilt
+    assert keys[0].startswith("inn.module_list.0.")
+
+
+def test_permutation_seed_does_not_touch_global_numpy_state(tiny_image_model):
+    import numpy as np
+
+    np.random.seed(123)
+    expected = np.random.rand()
+    np.random.seed(123)
+    build_model(tiny_image_model.config)
+    assert np.random.rand() == expected
+
+
+def test_image_training_steps_decrease_the_loss(mnist_test):
+    torch.manual_seed(0)
+    config = ImageModelConfig(name="t", dataset="mnist", class_names=[str(i) for i in range(10)],
+                              conv_width=8, conv_blocks=[1, 1], fc_blocks=1, fc_width=32)
+    model = ImageCINN(config)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    x, y = mnist_test.images[:128], mnist_test.labels[:128]
+    losses = []
+    for _ in range(15):
+        loss = model.bits_per_dim(x, y, torch.Generator().manual_seed(0)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.5
+
+
+def test_tabular_training_decreases_the_loss():
+    table = load_table("heart")
+    seen = []
+    fit_tabular(table.frame, ["target", "sex"], steps=100, progress=lambda share, loss: seen.append(loss))
+    assert seen[-1] < seen[0]

@@ -1,0 +1,157 @@
+"""x -> z -> M(z) -> x' for images and rows."""
+
+import pandas as pd
+import pytest
+import torch
+
+from cadp.data import load_image_dataset, load_table
+from cadp.errors import InputError
+from cadp.hub import load_folder
+from cadp.mechanisms import PAPER_LABEL, ConditionHandling, NoNoise, make_mechanism
+from cadp.privatize import NOT_PRIVATE_SEED, latent_difference_maps, privatize
+from cadp.train import fit_tabular, split_table
+from tests.conftest import bundled
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_image_dataset("mnist", "test")
+    return data.images[:16], data.labels[:16]
+
+
+
+
+def mech(name="laplace", epsilon=2.0, **kwargs):
+    return make_mechanism(name, epsilon, **kwargs)
+
+
+def test_image_result_holds_every_view(tiny_image_model, digits):
+    x, y = digits
+    result = privatize(tiny_image_model, x, y, mech(temperature=0.7))
+    assert result.privatized.shape == x.shape
+    assert result.privatized.min() >= 0 and result.privatized.max() <= 255
+    assert (result.reconstruction - x.float()).abs().max() <= 1e-3
+    assert result.latent.shape == result.noisy_latent.shape == (16, 784)
+    assert not torch.equal(result.latent, result.noisy_latent)
+    assert result.epsilon_spent == 2.0 and result.private and result.noise_source == "OS entropy"
+    assert "pure epsilon-local differential privacy with epsilon = 2" in result.guarantee
+    assert torch.equal(result.released_condition["label"], y)
+
+
+def test_seeded_release_is_reproducible_and_marked_not_private(tiny_image_model, digits):
+    x, y = digits
+    first = privatize(tiny_image_model, x, y, mech(temperature=0.7), seed=3)
+    second = privatize(tiny_image_model, x, y, mech(temperature=0.7), seed=3)
+    assert torch.equal(first.privatized, second.privatized)
+    assert not first.private and NOT_PRIVATE_SEED in first.noise_source and NOT_PRIVATE_SEED in first.guarantee
+    fresh = privatize(tiny_image_model, x, y, mech(temperature=0.7))
+    assert not torch.equal(fresh.noisy_latent, first.noisy_latent)
+
+
+def test_pipeline_output_of_a_record_ignores_batch_mates(tiny_image_model, digits):
+    x, y = digits
+    alone = privatize(tiny_image_model, x[:1], y[:1], mech(temperature=0.7), seed=11)
+    together = privatize(tiny_image_model, x, y, mech(temperature=0.7), seed=11)
+    assert torch.allclose(alone.noisy_latent[0], together.noisy_latent[0], atol=1e-5)
+    assert torch.allclose(alone.privatized[0], together.privatized[0], atol=1e-2)
+
+
+def test_condition_handling_and_total_epsilon(tiny_image_model, digits):
+    x, y = digits
+    randomized = privatize(tiny_image_model, x.repeat(8, 1, 1, 1), y.repeat(8), mech(temperature=0.7),
+                           condition_handling={"label": ConditionHandling("randomized", 0.1)}, seed=0)
+    assert randomized.epsilon_spent == pytest.approx(2.1)
+    assert (randomized.released_condition["label"] != y.repeat(8)).float().mean() > 0.5
+    assert "randomized" in randomized.guarantee and "2.1" in randomized.guarantee
+    resampled = privatize(tiny_image_model, x, y, mech(temperature=0.7),
+                          condition_handling={"label": ConditionHandling("resampled")})
+    assert resampled.epsilon_spent == pytest.approx(2.0)
+    with pytest.raises(InputError, match="unknown attribute"):
+        privatize(tiny_image_model, x, y, mech(temperature=0.7), condition_handling={"age": ConditionHandling()})
+
+
+def test_guarantee_changes_with_mechanism(tiny_image_model, digits):
+    x, y = digits
+    texts = {name: privatize(tiny_image_model, x[:2], y[:2], make_mechanism(name, 1.0, **kw)).guarantee
+             for name, kw in [("laplace", {"temperature": 0.7}), ("gaussian", {"temperature": 0.7, "delta": 1e-5}),
+                              ("metric", {}), ("paper", {})]}
+    assert len(set(texts.values())) == 4
+    assert PAPER_LABEL in texts["paper"]
+    paper = privatize(tiny_image_model, x, y, make_mechanism("paper", 1.0), batch_size=4)
+    assert paper.epsilon_spent is None and paper.mechanism["batch_size"] == 4
+
+
+def test_paper_mechanism_output_depends_on_batch_size(tiny_image_model, digits):
+    x, y = digits
+    small = privatize(tiny_image_model, x, y, make_mechanism("paper", 1.0), seed=1, batch_size=1)
+    large = privatize(tiny_image_model, x, y, make_mechanism("paper", 1.0), seed=1, batch_size=16)
+    assert not torch.allclose(small.noisy_latent, large.noisy_latent)
+
+
+def test_no_noise_returns_reconstruction(tiny_image_model, digits):
+    x, y = digits
+    result = privatize(tiny_image_model, x, y, NoNoise())
+    assert torch.allclose(result.privatized, x.float().clamp(0, 255), atol=1e-3)
+    assert "no privacy" in result.guarantee
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.zeros(2, 1, 14, 14), "shape"), (torch.full((2, 1, 28, 28), 300.0), "within \\[0, 255\\]"),
+    (torch.full((2, 1, 28, 28), float("nan")), "finite"),
+])
+def test_invalid_images_are_refused(tiny_image_model, bad, message):
+    with pytest.raises(InputError, match=message):
+        privatize(tiny_image_model, bad, torch.tensor([0, 1]), mech(temperature=0.7))
+
+
+def test_invalid_labels_are_refused(tiny_image_model, digits):
+    x, _ = digits
+    with pytest.raises(InputError, match="class indices"):
+        privatize(tiny_image_model, x[:2], torch.tensor([0, 12]), mech(temperature=0.7))
+    with pytest.raises(InputError, match="labels"):
+        privatize(tiny_image_model, x[:3], torch.tensor([0, 1]), mech(temperature=0.7))
+
+
+def test_latent_difference_maps_cover_every_scale(tiny_image_model, digits):
+    x, y = digits
+    result = privatize(tiny_image_model, x[:1], y[:1], mech(temperature=0.7))
+    maps = latent_difference_maps(tiny_image_model, result.latent[0], result.noisy_latent[0])
+    assert [m.shape for _, m in maps] == [(7, 56), (20, 20)]
+    total = sum(float(m.sum()) for _, m in maps)
+    assert total == pytest.approx(float((result.noisy_latent - result.latent).abs().sum()), rel=1e-4)
+
+
+# --------------------------------------------------------------------------- tables
+
+@pytest.mark.parametrize("name", ["diabetes-cinn", "heart-cinn"])
+def test_bundled_table_at_infinite_epsilon_is_exact(name):
+    loaded = load_folder(bundled(name))
+    table = load_table(loaded.config.dataset)
+    _, test = split_table(table.frame)
+    result = privatize(loaded.model, test, None, NoNoise())
+    pd.testing.assert_frame_equal(result.privatized_frame, test)
+
+
+def test_rows_keep_conditions_and_change_other_cells():
+    table = load_table("diabetes")
+    model = fit_tabular(table.frame, ["sex"], steps=30)
+    result = privatize(model, table.frame.head(50), None, mech(epsilon=1.0, temperature=0.7), seed=0)
+    frame = result.privatized_frame
+    assert list(frame.columns) == list(table.frame.columns)
+    assert frame["sex"].tolist() == table.frame["sex"].head(50).tolist()
+    assert (frame["bmi"] != table.frame["bmi"].head(50)).mean() > 0.9
+    assert result.epsilon_spent == 1.0
+    randomized = privatize(model, table.frame.head(50), None, mech(epsilon=1.0, temperature=0.7),
+                           condition_handling={"sex": ConditionHandling("randomized", 0.5)})
+    assert randomized.epsilon_spent == pytest.approx(1.5)
+    fitted = privatize(model, table.frame.head(5), None, mech(epsilon=1.0, temperature=0.7))
+    assert "fitted, without DP, on the very rows" in fitted.guarantee  # fit_tabular's default dataset is "upload"
+
+
+def test_rows_missing_a_column_are_refused():
+    table = load_table("diabetes")
+    model = fit_tabular(table.frame, ["sex"], steps=5)
+    with pytest.raises(InputError, match="lacks column"):
+        privatize(model, table.frame.drop(columns=["bmi"]), None, mech(temperature=0.7))
+    with pytest.raises(InputError, match="no rows"):
+        privatize(model, table.frame.head(0), None, mech(temperature=0.7))
