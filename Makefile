@@ -1,5 +1,6 @@
 # Quick start: `make run` (set up + launch the app), `make test` (set up + run the tests).
 PYTHON ?= python3.11
+STREAMLIT_ARGS ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -26,7 +27,7 @@ system-packages:
 	bash scripts/install-system-packages.sh
 
 run: setup
-	$(BIN)/streamlit run app.py
+	$(BIN)/streamlit run app.py $(STREAMLIT_ARGS)
 
 test: setup-dev system-packages
 	$(BIN)/python -m pytest -q
