@@ -129,6 +129,7 @@ def sidebar(kind: str | None = None, key: str = "model") -> hub.LoadedModel | No
                 repo = st.text_input("Hub repository id (owner/name, optionally @revision)",
                                      key=f"{key}_hub", placeholder="owner/name@main").strip()
                 if repo:
+                    hub.parse_hub_source(repo)  # Hub ids only: a path typed here must never read the server's disk
                     loaded = load_model(repo)
                 else:
                     st.info("Type a Hub repository id to load a model from the Hub.")
@@ -349,7 +350,7 @@ __all__ = ["InputError", "page_errors", "sidebar", "privacy_controls", "charge",
 
 # --------------------------------------------------------------------------- image inputs
 
-IMAGE_UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "dcm", "dicom", "zip"]
+IMAGE_UPLOAD_TYPES = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "gif", "webp", "dcm", "dicom", "zip"]
 
 
 @dataclass
