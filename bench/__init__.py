@@ -1,0 +1,105 @@
+"""Benchmarks of CADP: latency, throughput, memory, compute efficiency, on-the-fly fitting and the app.
+
+    python -m bench [--short | --full] [--device cpu|cuda] [--browser] [--out results.json]
+
+Every number is measured by this suite in one run, on the machine it runs on; the
+machine's peak float32 FLOP/s is measured in the same run (``bench.compute.peak_flops``),
+so compute efficiency is relative to what this machine reaches, not to a datasheet.
+Each throughput point runs in its own subprocess so that peak resident memory is that
+measurement's alone.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import platform
+import statistics
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS = ROOT / "weights"
+IMAGE_MODELS = ("mnist-cinn", "fashion-mnist-cinn")
+TABLE_MODELS = ("diabetes-cinn", "heart-cinn")
+BATCH_SIZES = (1, 32, 256, 1024)
+EPSILON = 10.0  # the app's default image epsilon; the latency of a release does not depend on it
+TEMPERATURE = 0.7  # constant-temperature Laplace, as in the app
+
+# The issue's targets on 2 CPU cores (float32). "max": lower is better; "min": higher is better.
+TARGETS = {
+    "image_latency_p50_ms": ("max", 10.0, "28x28 image, one record, p50"),
+    "image_efficiency_batch256": ("min", 0.70, "image model, batch 256, share of measured peak FLOP/s"),
+    "image_efficiency_batch1": ("min", 0.40, "image model, batch 1, share of measured peak FLOP/s"),
+    "table_latency_p50_ms": ("max", 2.0, "table row, one record, p50"),
+    "table_throughput_rows_per_s": ("min", 50_000.0, "table rows, best batch throughput"),
+    "tabular_fit_seconds": ("max", 30.0, "fit_tabular on 1,000 x 15, default steps"),
+    "app_cold_start_seconds": ("max", 5.0, "streamlit run -> first page served"),
+    "privatize_to_render_seconds": ("max", 1.0, "Privatize pressed -> result rendered, median"),
+}
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The ``share`` quantile (0..1) of values, linear interpolation between order statistics."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    position = share * (len(ordered) - 1)
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def summary_ms(seconds: list[float]) -> dict:
+    """p50, p95, mean and count of per-call times given in seconds, reported in milliseconds."""
+    return {"p50_ms": 1e3 * percentile(seconds, 0.5), "p95_ms": 1e3 * percentile(seconds, 0.95),
+            "mean_ms": 1e3 * statistics.fmean(seconds), "calls": len(seconds)}
+
+
+def judge(name: str, value: float | None) -> dict:
+    """A target's verdict: {"target", "value", "met"} (met is None when nothing was measured)."""
+    direction, limit, description = TARGETS[name]
+    met = None
+    if value is not None and not math.isnan(value):
+        met = value <= limit if direction == "max" else value >= limit
+    return {"target": f"{'<=' if direction == 'max' else '>='} {limit:g}", "value": value, "met": met,
+            "description": description}
+
+
+def machine() -> dict:
+    """CPU model, cores, memory, torch version and threads, date, and other heavy processes running."""
+    import torch
+
+    info = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS")}
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
+        info["cpu_model"] = fields.get("Model name", "").strip()
+        info["cores_per_socket"] = fields.get("Core(s) per socket", "").strip()
+        info["threads_per_core"] = fields.get("Thread(s) per core", "").strip()
+    except (OSError, subprocess.SubprocessError):
+        info["cpu_model"] = platform.processor()
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        kib = int(next(line for line in meminfo.splitlines() if line.startswith("MemTotal")).split()[1])
+        info["memory_gib"] = round(kib / 2**20, 1)
+    except (OSError, StopIteration, ValueError):
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    info["other_load"] = other_load()
+    return info
+
+
+def other_load() -> dict:
+    """The 1-minute load average and other CADP training or evaluation processes running now."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    try:
+        found = subprocess.run(["pgrep", "-af", "cadp.train|cadp.evaluate"], capture_output=True, text=True,
+                               timeout=10).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        found = []
+    return {"load_average_1min": load, "cadp_processes": found}

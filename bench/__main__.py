@@ -1,0 +1,286 @@
+"""python -m bench [--short | --full] [--device cpu|cuda] [--browser] [--out results.json]
+
+Runs the suite, writes the results as JSON and prints a Markdown summary with each
+target met or missed. --short (the default, for CI) measures fewer points for less
+time and skips the browser unless --browser is given; --full runs everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import BATCH_SIZES, IMAGE_MODELS, ROOT, TABLE_MODELS, WEIGHTS, judge, machine
+
+MODES = {
+    "short": {"batches": (1, 256), "latency": {"min_calls": 20, "min_seconds": 0.5},
+              "throughput": {"min_calls": 2, "min_seconds": 0.5}, "peak": {"min_calls": 2, "min_seconds": 0.2},
+              "fit_steps": (100,), "cold_starts": 1, "load_repeats": 3, "presses": 3, "rounds": 1},
+    "full": {"batches": BATCH_SIZES, "latency": {"min_calls": 200, "min_seconds": 3.0},
+             "throughput": {"min_calls": 5, "min_seconds": 3.0}, "peak": {"min_calls": 5, "min_seconds": 1.0},
+             "fit_steps": (None, 400), "cold_starts": 3, "load_repeats": 5, "presses": 7, "rounds": 2},
+}
+UTILITY_COMMAND = "python -m cadp.evaluate utility --model weights/{name}"
+
+
+def run_worker(module: str, arguments: dict, timeout: float = 900) -> dict:
+    """Run ``python -m module '<json>'`` in a fresh process (its own peak memory); its JSON result."""
+    done = subprocess.run([sys.executable, "-m", module, json.dumps(arguments)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} {arguments} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def model_folders(names: list[str] | None) -> list[Path]:
+    """The chosen models (names in weights/ or folders), default every bundled model with weights."""
+    if names:
+        return [Path(name) if Path(name).is_dir() else WEIGHTS / name for name in names]
+    return [WEIGHTS / name for name in IMAGE_MODELS + TABLE_MODELS]
+
+
+def bench_models(folders: list[Path], settings: dict, device: str, threads: int | None) -> tuple[dict, dict]:
+    """(peak FLOP/s, per-model results): latency, throughput and memory per batch size, FLOPs, efficiency."""
+    import torch
+
+    from bench.compute import count_flops, load, load_times, peak_flops
+
+    available, results = [], {}
+    for folder in folders:
+        if not (folder / "model.safetensors").exists():
+            results[folder.name] = {"missing": f"{folder} has no model.safetensors (not trained yet)"}
+            continue
+        available.append(load(folder, torch.device(device)))
+    peak = peak_flops(available, device, **settings["peak"])
+    for loaded in available:
+        name = loaded.folder.name
+        entry = {"kind": loaded.config.kind, "parameters": sum(p.numel() for p in loaded.model.parameters()),
+                 "latent_dim": loaded.config.latent_dim, **count_flops(loaded),
+                 **load_times(loaded.folder, settings["load_repeats"]), "batches": {}}
+        for batch in settings["batches"]:
+            timing = settings["latency"] if batch == 1 else settings["throughput"]
+            point = run_worker("bench.compute", {"model_folder": str(loaded.folder), "batch": batch, "device": device,
+                                                 "threads": threads, "dp_pix": batch == 1, **timing})
+            point["flops_per_s"] = entry["privatize_flops_per_record"] * point["records_per_s"]
+            point["efficiency"] = point["flops_per_s"] / peak["peak_flops_per_s"]
+            entry["batches"][str(batch)] = point
+        results[name] = entry | {"targets": model_targets(entry)}
+    return peak, results
+
+
+def model_targets(entry: dict) -> dict:
+    batches = entry["batches"]
+    single = batches.get("1", {})
+    if entry["kind"] == "image":
+        if "dp_pix" in single:
+            entry["content_awareness_cost"] = single["p50_ms"] / single["dp_pix"]["p50_ms"]
+        return {"image_latency_p50_ms": judge("image_latency_p50_ms", single.get("p50_ms")),
+                "image_efficiency_batch256": judge("image_efficiency_batch256",
+                                                   batches.get("256", {}).get("efficiency")),
+                "image_efficiency_batch1": judge("image_efficiency_batch1", single.get("efficiency"))}
+    best = max(batches, key=lambda b: batches[b]["records_per_s"])
+    verdict = judge("table_throughput_rows_per_s", batches[best]["records_per_s"])
+    verdict["at_batch"] = int(best)
+    return {"table_latency_p50_ms": judge("table_latency_p50_ms", single.get("p50_ms")),
+            "table_throughput_rows_per_s": verdict}
+
+
+def bench_fit(settings: dict, threads: int | None) -> dict:
+    runs = [run_worker("bench.fit", {"steps": steps, "threads": threads}) for steps in settings["fit_steps"]]
+    default = next((run for run in runs if run["steps"] == "fit_tabular default"), None)
+    return {"runs": runs, "targets": {"tabular_fit_seconds": judge("tabular_fit_seconds",
+                                                                   default["seconds"] if default else None)}}
+
+
+def evaluation_times(folders: list[Path]) -> dict:
+    """Wall time of the default utility sweep as recorded in eval.json; this suite never runs the sweep."""
+    from cadp.hub import read_eval
+
+    times = {}
+    for folder in folders:
+        command = UTILITY_COMMAND.format(name=folder.name)
+        try:
+            settings = read_eval(folder).get("utility", {}).get("settings", {})
+        except Exception as error:  # noqa: BLE001 - a broken eval.json is reported, not fatal
+            settings = {"error": str(error)}
+        if "wall_seconds" in settings:
+            times[folder.name] = {"utility_wall_seconds": settings["wall_seconds"], "quick": settings.get("quick"),
+                                  "device": settings.get("device"), "torch_threads": settings.get("torch_threads"),
+                                  "date": settings.get("date"), "measured_by": settings.get("command", command)}
+        else:
+            times[folder.name] = {"utility_wall_seconds": None,
+                                  "note": f"not recorded in eval.json; measured by `{command}` (not run by this suite)"}
+    return times
+
+
+def bench_app(settings: dict, folders: list[Path], browser: bool, weights: str | None) -> dict:
+    from bench.app import browser_measurements, cold_start
+
+    app = {"cold_start": cold_start(settings["cold_starts"], browser=browser)}
+    app["targets"] = {"app_cold_start_seconds": judge("app_cold_start_seconds", app["cold_start"]["median"]["page_s"])}
+    if browser:
+        app["browser"] = browser_measurements(settings["presses"], 5, settings["rounds"], weights)
+        render = app["browser"]["privatize_to_render"]
+        worst = max(render.values(), key=lambda r: r["median_s"])
+        verdict = judge("privatize_to_render_seconds", worst["median_s"])
+        verdict["page"] = "image" if worst is render.get("image") else "table"
+        app["targets"]["privatize_to_render_seconds"] = verdict
+    else:
+        app["browser"] = {"skipped": "run with --browser"}
+    return app
+
+
+# --------------------------------------------------------------------------- report
+
+def _number(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.{digits}g}" if abs(value) < 10**digits else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _verdict(target: dict) -> str:
+    return {True: "met", False: "**missed**", None: "not measured"}[target["met"]]
+
+
+def report(results: dict) -> str:
+    """Markdown tables of one run's results."""
+    lines = []
+    peak = results.get("peak")
+    if peak:
+        lines += [f"Measured peak float32: {peak['peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({peak['peak_source']}; "
+                  f"{peak['torch_threads']} threads)", ""]
+        lines += ["| peak candidate | GFLOP/s |", "|---|---|"]
+        lines += [f"| {name} | {rate / 1e9:.1f} |" for name, rate in peak["rates_flops_per_s"].items()]
+        lines.append("")
+    for name, entry in results.get("models", {}).items():
+        if "missing" in entry:
+            lines += [f"### {name}", "", entry["missing"], ""]
+            continue
+        lines += [f"### {name} ({entry['kind']}, {entry['parameters']:,} parameters, latent {entry['latent_dim']})", ""]
+        lines.append(f"FLOPs per record: encode {entry['encode_flops_per_record'] / 1e6:.3g} M, decode "
+                     f"{entry['decode_flops_per_record'] / 1e6:.3g} M, privatize (encode + 2 decodes) "
+                     f"{entry['privatize_flops_per_record'] / 1e6:.3g} M. Load: load_folder "
+                     f"{entry['load_folder_s'] * 1e3:.0f} ms" + (f", load_model {entry['load_model_s'] * 1e3:.0f} ms"
+                                                              if "load_model_s" in entry else "") + ".")
+        if "content_awareness_cost" in entry:
+            single = entry["batches"]["1"]
+            lines.append(f"Cost of content-awareness: CADP p50 {single['p50_ms']:.2f} ms / DP-Pix p50 "
+                         f"{single['dp_pix']['p50_ms']:.3f} ms = {entry['content_awareness_cost']:.0f}x.")
+        lines += ["", "| batch | p50 ms/call | p95 ms/call | records/s | peak RSS MiB | GFLOP/s | efficiency |",
+                  "|---|---|---|---|---|---|---|"]
+        for batch, point in entry["batches"].items():
+            lines.append(f"| {batch} | {point['p50_ms']:.2f} | {point['p95_ms']:.2f} | {_number(point['records_per_s'])}"
+                         f" | {point['peak_rss_mib']:.0f} | {point['flops_per_s'] / 1e9:.2f} | "
+                         f"{100 * point['efficiency']:.1f}% |")
+        lines.append("")
+        lines += _target_rows(entry["targets"])
+    fit = results.get("tabular_fit")
+    if fit:
+        lines += ["### On-the-fly tabular fit (synthetic 1,000 x 15, one categorical condition)", "",
+                  "| steps | seconds | validation NLL (nats/dim) | peak RSS MiB |", "|---|---|---|---|"]
+        lines += [f"| {run['steps']} | {run['seconds']:.1f} | {run['validation_nll_per_dim']:.3f} | "
+                  f"{run['peak_rss_mib']:.0f} |" for run in fit["runs"]]
+        lines.append("")
+        lines += _target_rows(fit["targets"])
+    app = results.get("app")
+    if app:
+        cold = app["cold_start"]["median"]
+        lines += ["### App", "", f"Cold start (median of {len(app['cold_start']['samples'])}): health "
+                  f"{cold['health_s']:.2f} s, page served {cold['page_s']:.2f} s"
+                  + (f", home page rendered in a browser {cold['first_render_s']:.2f} s" if "first_render_s" in cold
+                     else "") + "."]
+        browser = app["browser"]
+        if "skipped" in browser:
+            lines.append(f"Browser measurements skipped ({browser['skipped']}).")
+        else:
+            for page, render in browser["privatize_to_render"].items():
+                lines.append(f"Privatize -> rendered, {page} page ({render['model']}): median "
+                             f"{render['median_s']:.2f} s over {len(render['samples_s'])} presses "
+                             f"(max {max(render['samples_s']):.2f} s).")
+            concurrent = browser["concurrent"]
+            lines.append(f"{concurrent['sessions']} concurrent sessions x {concurrent['rounds']} rounds (upload CSV -> "
+                         f"Privatize -> download): {concurrent['completed']} completed, {concurrent['failed']} failed; "
+                         f"whole session p50 {concurrent['total_p50_s']:.2f} s, p95 {concurrent['total_p95_s']:.2f} s; "
+                         f"Privatize -> download p50 {concurrent['privatize_to_download_p50_s']:.2f} s, "
+                         f"p95 {concurrent['privatize_to_download_p95_s']:.2f} s.")
+        lines.append("")
+        lines += _target_rows(app["targets"])
+    for name, entry in results.get("evaluation", {}).items():
+        if entry["utility_wall_seconds"] is not None:
+            lines.append(f"Evaluation, {name}: utility sweep {entry['utility_wall_seconds']:.0f} s "
+                         f"(from eval.json; quick={entry['quick']}, {entry['device']}, {entry['torch_threads']} threads).")
+        else:
+            lines.append(f"Evaluation, {name}: {entry['note']}.")
+    return "\n".join(lines) + "\n"
+
+
+def _target_rows(targets: dict) -> list[str]:
+    rows = ["| target | value | required | verdict |", "|---|---|---|---|"]
+    for name, target in targets.items():
+        where = f" (batch {target['at_batch']})" if "at_batch" in target else ""
+        where += f" ({target['page']} page)" if "page" in target else ""
+        value = target["value"]
+        shown = f"{100 * value:.1f}%" if value is not None and "efficiency" in name else _number(value)
+        required = target["target"]
+        if "efficiency" in name:
+            required = required.split()[0] + f" {100 * float(required.split()[1]):.0f}%"
+        rows.append(f"| {target['description']}{where} | {shown} | {required} | {_verdict(target)} |")
+    return rows + [""]
+
+
+# --------------------------------------------------------------------------- CLI
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--short", dest="mode", action="store_const", const="short", help="quick run for CI (default)")
+    mode.add_argument("--full", dest="mode", action="store_const", const="full", help="every measurement")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's default, one per core)")
+    parser.add_argument("--browser", action="store_true", help="also the browser measurements (Chromium)")
+    parser.add_argument("--models", nargs="+", help="model names in weights/ or folders (default: the bundled ones)")
+    parser.add_argument("--skip", nargs="+", default=[], choices=["models", "fit", "app"],
+                        help="sections to leave out")
+    parser.add_argument("--weights-dir", help="CADP_WEIGHTS_DIR for the app's browser measurements")
+    parser.add_argument("--out", default="bench-results.json", help="where the JSON results go")
+    args = parser.parse_args(argv)
+    args.mode = args.mode or "short"
+    settings = MODES[args.mode]
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: no CUDA GPU is available")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+    started = time.perf_counter()
+    folders = model_folders(args.models)
+    results = {"mode": args.mode, "device": args.device, "command": "python -m bench " + " ".join(argv or sys.argv[1:]),
+               "machine": machine(), "settings": {k: v for k, v in settings.items()}}
+    if "models" not in args.skip:
+        results["peak"], results["models"] = bench_models(folders, settings, args.device, args.threads)
+    if "fit" not in args.skip:
+        results["tabular_fit"] = bench_fit(settings, args.threads)
+    if "app" not in args.skip:
+        results["app"] = bench_app(settings, folders, args.browser, args.weights_dir)
+    results["evaluation"] = evaluation_times(folders)
+    results["machine"]["other_load_at_end"] = machine()["other_load"]
+    results["seconds"] = time.perf_counter() - started
+    Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(report(results))
+    print(f"{args.mode} run: {results['seconds']:.0f} s; results in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""Model-level measurements: privatization latency and throughput, FLOPs, peak FLOP/s, DP-Pix.
+
+``python -m bench.compute '<json>'`` is the worker the suite starts once per
+(model, batch size): it prints one JSON object whose ``peak_rss_mib`` belongs to that
+measurement alone (VmHWM of the fresh process; ``ru_maxrss`` would carry the parent's
+peak over the fork; on a GPU also the CUDA allocator's peak).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from bench import EPSILON, TEMPERATURE, summary_ms
+
+# --------------------------------------------------------------------------- timing
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_calls(call, device: torch.device, *, warmup: int, min_calls: int, min_seconds: float,
+                max_calls: int = 100_000) -> list[float]:
+    """Seconds per call of ``call()``, after ``warmup`` untimed calls; at least min_calls and min_seconds."""
+    for _ in range(warmup):
+        call()
+    synchronize(device)
+    seconds, start = [], time.perf_counter()
+    while len(seconds) < max_calls and (len(seconds) < min_calls or time.perf_counter() - start < min_seconds):
+        began = time.perf_counter()
+        call()
+        synchronize(device)
+        seconds.append(time.perf_counter() - began)
+    return seconds
+
+
+# --------------------------------------------------------------------------- inputs
+
+def load(model_folder: str | Path, device: torch.device):
+    from cadp.hub import load_folder
+
+    loaded = load_folder(model_folder)
+    loaded.model.to(device)
+    return loaded
+
+
+def image_inputs(config, count: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(pixels (count, C, H, W) float on [0, 255], labels, source): the model's test set, repeated as needed."""
+    from cadp.data import load_image_dataset
+
+    data = load_image_dataset(config.dataset, "test", image_size=config.image_size, channels=config.channels)
+    index = torch.arange(count) % len(data)
+    return data.images[index].float(), data.labels[index], f"{config.dataset} test set"
+
+
+def table_inputs(config, count: int):
+    """(frame of count rows, source): the model's table, rows repeated as needed."""
+    from cadp.data import load_table
+
+    frame = load_table(config.dataset).frame
+    frame = frame[config.data_columns + config.condition_columns]
+    index = [i % len(frame) for i in range(count)]
+    return frame.iloc[index].reset_index(drop=True), f"{config.dataset} table"
+
+
+def mechanism():
+    from cadp.mechanisms import make_mechanism
+
+    return make_mechanism("laplace", EPSILON, temperature=TEMPERATURE)
+
+
+def privatize_call(loaded, batch: int):
+    """A zero-argument function that privatizes ``batch`` records (the same ones each call), and the input source."""
+    from cadp.mechanisms import new_generator
+    from cadp.privatize import privatize
+
+    noise = mechanism()
+    generator = new_generator()
+    if loaded.config.kind == "image":
+        pixels, labels, source = image_inputs(loaded.config, batch)
+
+        def call():
+            with torch.inference_mode():
+                return privatize(loaded.model, pixels, labels, noise, generator)
+    else:
+        frame, source = table_inputs(loaded.config, batch)
+
+        def call():
+            with torch.inference_mode():
+                return privatize(loaded.model, frame, None, noise, generator)
+    return call, source
+
+
+# --------------------------------------------------------------------------- worker: one (model, batch)
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB: VmHWM, which (unlike ru_maxrss) starts afresh at exec."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
+    except (OSError, StopIteration, ValueError):  # not Linux: ru_maxrss (KiB on Linux, bytes on macOS)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_privatize(model_folder: str, batch: int, device: str = "cpu", *, min_calls: int = 20,
+                      min_seconds: float = 2.0, warmup: int = 3, threads: int | None = None,
+                      dp_pix: bool = False) -> dict:
+    """Latency per call and records/s of privatize at one batch size, and this process's peak memory."""
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device(device)
+    loaded = load(model_folder, device)
+    call, source = privatize_call(loaded, batch)
+    rss_before = peak_rss_mib()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = timed_calls(call, device, warmup=warmup, min_calls=min_calls, min_seconds=min_seconds)
+    result = {"model": Path(model_folder).name, "batch": batch, "device": str(device), "inputs": source,
+              "torch_threads": torch.get_num_threads(), **summary_ms(seconds),
+              "records_per_s": batch * len(seconds) / sum(seconds),
+              "peak_rss_mib": peak_rss_mib(),
+              "peak_rss_before_privatize_mib": rss_before}
+    if device.type == "cuda":
+        result["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    if dp_pix and loaded.config.kind == "image":
+        result["dp_pix"] = measure_dp_pix(loaded.config, batch, device, min_calls=min_calls,
+                                          min_seconds=min_seconds / 2, warmup=warmup)
+    return result
+
+
+def measure_dp_pix(config, batch: int, device: torch.device, **timing) -> dict:
+    """DP-Pix (cadp.baselines.dp_pix) on the same test images, same epsilon: latency per call."""
+    from cadp.baselines import dp_pix
+    from cadp.mechanisms import new_generator
+
+    pixels, _labels, _source = image_inputs(config, batch)
+    pixels = pixels.to(device)
+    generator = new_generator()
+
+    def call():
+        with torch.inference_mode():
+            return dp_pix(pixels, EPSILON, generator=generator)
+
+    return summary_ms(timed_calls(call, device, **timing))
+
+
+# --------------------------------------------------------------------------- FLOPs
+
+def count_flops(loaded, batch: int = 8) -> dict:
+    """FLOPs per record (FlopCounterMode: matmuls and convolutions) of encode, decode and one privatize call.
+
+    privatize decodes twice (the reconstruction without noise and the release), so its
+    count is encode + 2 x decode; the throughput it is multiplied with is privatize's.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    call, _source = privatize_call(loaded, batch)
+    model = loaded.model
+    counts = {}
+    with torch.inference_mode():
+        if loaded.config.kind == "image":
+            pixels, labels, _ = image_inputs(loaded.config, batch)
+            inputs, condition = pixels, labels
+        else:
+            frame, _ = table_inputs(loaded.config, batch)
+            inputs = model.data_encoder.transform(frame)
+            condition = model.condition_encoder.transform(frame)
+        with FlopCounterMode(display=False) as counter:
+            latent = model.encode(inputs, condition)
+        counts["encode"] = counter.get_total_flops() / batch
+        with FlopCounterMode(display=False) as counter:
+            model.decode(latent, condition)
+        counts["decode"] = counter.get_total_flops() / batch
+        with FlopCounterMode(display=False) as counter:
+            call()
+        counts["privatize"] = counter.get_total_flops() / batch
+    return {"encode_flops_per_record": counts["encode"], "decode_flops_per_record": counts["decode"],
+            "privatize_flops_per_record": counts["privatize"]}
+
+
+def largest_layer(loaded) -> tuple[torch.nn.Module, tuple[int, ...], str]:
+    """The model's Conv2d or Linear with the most FLOPs per record, its per-record input shape and name."""
+    model = loaded.model
+    shapes: dict[str, tuple[int, ...]] = {}
+    names = {module: name for name, module in model.named_modules()}
+
+    def remember(module, args, _output) -> None:  # a forward hook that returns None leaves the output alone
+        shapes.setdefault(names[module], tuple(args[0].shape[1:]))
+
+    hooks = [module.register_forward_hook(remember) for module in model.modules()
+             if isinstance(module, torch.nn.Conv2d | torch.nn.Linear)]
+    try:
+        count_flops(loaded, batch=1)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+    def flops(name: str) -> float:
+        module, shape = model.get_submodule(name), shapes[name]
+        if isinstance(module, torch.nn.Linear):
+            return 2 * module.in_features * module.out_features
+        kernel = module.kernel_size[0] * module.kernel_size[1]
+        return 2 * module.in_channels * module.out_channels * kernel * shape[1] * shape[2] / module.groups
+
+    name = max(shapes, key=flops)
+    return model.get_submodule(name), shapes[name], name
+
+
+def peak_flops(loaded_models: list, device: str = "cpu", *, matmul_sizes=(1024, 2048, 4096),
+               layer_batch: int = 256, min_calls: int = 3, min_seconds: float = 1.0) -> dict:
+    """The machine's measured peak float32 FLOP/s: best of large square matmuls and each model's largest layer.
+
+    Layer FLOPs are counted as direct convolution; a library that uses Winograd or FFT
+    convolutions does less work, so a layer's rate can exceed the matmul rate.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = torch.device(device)
+    rates = {}
+    generator = torch.Generator().manual_seed(0)
+    for size in matmul_sizes:
+        left = torch.randn(size, size, generator=generator).to(device)
+        right = torch.randn(size, size, generator=generator).to(device)
+        with torch.inference_mode():
+            seconds = timed_calls(lambda left=left, right=right: torch.mm(left, right), device, warmup=1,
+                                  min_calls=min_calls, min_seconds=min_seconds)
+        rates[f"matmul {size}"] = 2 * size**3 / min(seconds)
+    for loaded in loaded_models:
+        layer, shape, name = largest_layer(loaded)
+        inputs = torch.randn(layer_batch, *shape, generator=generator).to(device)
+        with torch.inference_mode():
+            with FlopCounterMode(display=False) as counter:
+                layer(inputs)
+            seconds = timed_calls(lambda layer=layer, inputs=inputs: layer(inputs), device, warmup=2,
+                                  min_calls=min_calls, min_seconds=min_seconds)
+        rates[f"{loaded.config.name}: {name} {type(layer).__name__} {tuple(shape)} x{layer_batch}"] = \
+            counter.get_total_flops() / min(seconds)
+    best = max(rates, key=rates.get)
+    return {"peak_flops_per_s": rates[best], "peak_source": best, "rates_flops_per_s": rates,
+            "torch_threads": torch.get_num_threads()}
+
+
+# --------------------------------------------------------------------------- model loading
+
+def load_times(model_folder: str, repeats: int = 5) -> dict:
+    """Seconds of cadp.hub.load_folder and of cadp.hub.load_model (by bundled name), median of ``repeats``."""
+    from cadp import hub
+
+    folder = Path(model_folder)
+    by_folder, by_name = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        hub.load_folder(folder)
+        by_folder.append(time.perf_counter() - start)
+        if folder.resolve().parent == hub.BUNDLED_DIR.resolve():
+            start = time.perf_counter()
+            hub.load_model(folder.name)
+            by_name.append(time.perf_counter() - start)
+    result = {"load_folder_s": sorted(by_folder)[len(by_folder) // 2]}
+    if by_name:
+        result["load_model_s"] = sorted(by_name)[len(by_name) // 2]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = json.loads((argv or sys.argv[1:])[0])
+    print(json.dumps(measure_privatize(**arguments)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The benchmark suite's short mode: it runs, writes a results file with every section, and its verdicts add up.
+
+No timing is asserted: only that what is reported is consistent with what was measured.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench import TARGETS, judge, percentile
+from bench.__main__ import main, report
+from tests.conftest import bundled
+
+pytestmark = pytest.mark.slow  # starts workers and a streamlit server: ~20 s on an idle 2-core machine
+
+
+def test_judge_and_percentile():
+    assert judge("image_latency_p50_ms", 9.9)["met"] is True
+    assert judge("image_latency_p50_ms", 10.1)["met"] is False
+    assert judge("table_throughput_rows_per_s", 49_999.0)["met"] is False
+    assert judge("image_efficiency_batch1", None)["met"] is None
+    assert percentile([4.0, 1.0, 3.0, 2.0, 5.0], 0.5) == 3.0
+    assert percentile([0.0, 10.0], 0.95) == pytest.approx(9.5)
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    model = bundled("diabetes-cinn")
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    assert main(["--short", "--models", str(model), "--out", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_short_mode_writes_every_section(short_run):
+    assert short_run["mode"] == "short"
+    assert {"machine", "peak", "models", "tabular_fit", "app", "evaluation", "seconds"} <= set(short_run)
+    assert short_run["machine"]["torch"] and short_run["machine"]["cpu_count"] >= 1
+    assert short_run["app"]["browser"] == {"skipped": "run with --browser"}
+    assert "diabetes-cinn" in short_run["evaluation"]
+
+
+def test_short_mode_numbers_are_consistent(short_run):
+    peak = short_run["peak"]
+    assert peak["peak_flops_per_s"] == max(peak["rates_flops_per_s"].values()) > 0
+    entry = short_run["models"]["diabetes-cinn"]
+    assert entry["privatize_flops_per_record"] == pytest.approx(
+        entry["encode_flops_per_record"] + 2 * entry["decode_flops_per_record"], rel=0.01)
+    assert set(entry["batches"]) == {"1", "256"}
+    for batch, point in entry["batches"].items():
+        assert 0 < point["p50_ms"] <= point["p95_ms"]
+        assert point["records_per_s"] == pytest.approx(int(batch) * 1e3 / point["mean_ms"], rel=1e-6)
+        assert point["efficiency"] == pytest.approx(
+            entry["privatize_flops_per_record"] * point["records_per_s"] / peak["peak_flops_per_s"])
+        assert point["peak_rss_mib"] >= point["peak_rss_before_privatize_mib"] > 0
+    for name, verdict in entry["targets"].items():
+        direction, limit, _ = TARGETS[name]
+        assert verdict["met"] == (verdict["value"] <= limit if direction == "max" else verdict["value"] >= limit)
+    fit = short_run["tabular_fit"]["runs"][0]
+    assert (fit["rows"], fit["columns"], fit["steps"]) == (1000, 15, 100)
+    assert fit["numeric_columns"] > 0 and fit["categorical_columns"] > 0
+    assert math.isfinite(fit["validation_nll_per_dim"]) and fit["seconds"] > 0
+    cold = short_run["app"]["cold_start"]["median"]
+    assert 0 < cold["health_s"] <= cold["page_s"]
+
+
+def test_short_mode_report_shows_the_verdicts(short_run):
+    text = report(short_run)
+    assert "### diabetes-cinn" in text and "| table row, one record, p50 |" in text
+    assert ("| met |" in text) or ("**missed**" in text)
