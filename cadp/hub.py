@@ -307,6 +307,8 @@ def load_model(source: str | Path, *, revision: str | None = None, cache_dir: st
 def _resolve_endpoint(endpoint: str | None) -> str:
     from huggingface_hub import constants
 
+    # No telemetry: with it, huggingface_hub also fetches an agent list from its import-time endpoint.
+    constants.HF_HUB_DISABLE_TELEMETRY = True
     # huggingface_hub reads HF_ENDPOINT once at import; read it again so a later setting counts.
     return (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
