@@ -43,6 +43,7 @@ BUNDLED_REPOS: dict[str, str] = {
     "cadp/mnist-cinn": "mnist-cinn",
     "cadp/fashion-mnist-cinn": "fashion-mnist-cinn",
     "cadp/diabetes-cinn": "diabetes-cinn",
+    "cadp/heart-cinn": "heart-cinn",
 }
 # The revision a bundled repo id loads by default, so that it matches the bundled copy
 # (the tag push_model(..., tag=...) creates when these folders are published).
