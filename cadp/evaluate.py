@@ -439,7 +439,7 @@ def _seeded(seed: int, *parts) -> torch.Generator:
 
 # --------------------------------------------------------------------------- utility sweep
 
-FULL_SIZES = {"image": {"n_train": 1500, "n_test": 500, "cnn_epochs": 5},
+FULL_SIZES = {"image": {"n_train": 1000, "n_test": 500, "cnn_epochs": 4},
               "tabular": {"n_train": 5000, "n_test": 2000}}
 QUICK = {"epsilons": (1, 1000), "seeds": (0, 1, 2), "n_train": 60, "n_test": 30, "n_reid": 30, "cnn_epochs": 1}
 
