@@ -159,7 +159,7 @@ def privatize_to_render(url: str, presses: int) -> dict:
         model = page.get_by_text("From: ").first.inner_text()
         seconds = []
         for press in range(1, presses + 1):
-            button = page.get_by_role("button", name="Privatize")
+            button = page.get_by_role("button", name="Privatize", exact=True)
             started = time.perf_counter()
             button.click()
             _rendered_after(page, f"digit.png — {press} release(s)")
@@ -173,7 +173,7 @@ def privatize_to_render(url: str, presses: int) -> dict:
         model = page.get_by_text("From: ").first.inner_text()
         seconds = []
         for press in range(1, presses + 1):
-            button = page.get_by_role("button", name="Privatize table")
+            button = page.get_by_role("button", name="Privatize table", exact=True)
             started = time.perf_counter()
             button.click()
             _rendered_after(page, f"rows) — {press} release(s)")

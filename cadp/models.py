@@ -263,6 +263,8 @@ class ImageCINN(nn.Module):
         config.validate()
         self.config = config
         self.inn = build_image_graph(config)
+        # oneDNN's CPU convolutions skip a layout reorder per call on channels-last weights (bench/: ~25% faster)
+        self.to(memory_format=torch.channels_last)
 
     @property
     def latent_dim(self) -> int:

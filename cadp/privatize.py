@@ -128,8 +128,10 @@ def _latent_pass(model, inputs, condition, released, mechanism, generator, batch
         z_noisy = mechanism(z, generator)
         latents.append(z.cpu())
         noisy.append(z_noisy.cpu())
-        reconstructions.append(model.decode(z, condition[part]).cpu())
-        outputs.append(model.decode(z_noisy, released[part]).cpu())
+        # reconstruction and release in one decode call: one pass of the flow's per-call overhead, not two
+        decoded = model.decode(torch.cat([z, z_noisy]), torch.cat([condition[part], released[part]])).cpu()
+        reconstructions.append(decoded[:len(z)])
+        outputs.append(decoded[len(z):])
     return torch.cat(latents), torch.cat(noisy), torch.cat(reconstructions), torch.cat(outputs)
 
 
