@@ -102,4 +102,10 @@ def other_load() -> dict:
                                timeout=10).stdout.strip().splitlines()
     except (OSError, subprocess.SubprocessError):
         found = []
-    return {"load_average_1min": load, "cadp_processes": found}
+    try:  # %CPU is averaged over each process's lifetime: a hint of what else competes for the cores
+        listing = subprocess.run(["ps", "-eo", "pid,pcpu,etime,args", "--sort=-pcpu"], capture_output=True,
+                                 text=True, timeout=10).stdout.splitlines()[1:6]
+    except (OSError, subprocess.SubprocessError):
+        listing = []
+    return {"load_average_1min": load, "cadp_processes": found,
+            "top_processes": [" ".join(line.split())[:160] for line in listing]}

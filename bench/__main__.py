@@ -22,7 +22,7 @@ MODES = {
               "throughput": {"min_calls": 2, "min_seconds": 0.5}, "peak": {"min_calls": 2, "min_seconds": 0.2},
               "fit_steps": (100,), "cold_starts": 1, "load_repeats": 3, "presses": 3, "rounds": 1},
     "full": {"batches": BATCH_SIZES, "latency": {"min_calls": 200, "min_seconds": 3.0},
-             "throughput": {"min_calls": 5, "min_seconds": 3.0}, "peak": {"min_calls": 5, "min_seconds": 1.0},
+             "throughput": {"min_calls": 3, "min_seconds": 3.0}, "peak": {"min_calls": 5, "min_seconds": 1.0},
              "fit_steps": (None, 400), "cold_starts": 3, "load_repeats": 5, "presses": 7, "rounds": 2},
 }
 UTILITY_COMMAND = "python -m cadp.evaluate utility --model weights/{name}"
@@ -151,7 +151,14 @@ def _verdict(target: dict) -> str:
 
 def report(results: dict) -> str:
     """Markdown tables of one run's results."""
-    lines = []
+    info = results["machine"]
+    lines = [f"Run: `{results['command']}` ({results['mode']} mode, device {results['device']}), "
+             f"{info['date']}, {results.get('seconds', math.nan):.0f} s.",
+             f"Machine: {info.get('cpu_model', '?')}, {info['cpu_count']} CPUs ({info.get('cores_per_socket', '?')} "
+             f"cores/socket, {info.get('threads_per_core', '?')} thread/core), {info.get('memory_gib', '?')} GiB; "
+             f"Python {info['python']}, torch {info['torch']}, {info['torch_threads']} torch threads "
+             f"(OMP_NUM_THREADS={info['omp_num_threads_env']}).",
+             f"Other load: at start {_load(info['other_load'])}; at end {_load(info.get('other_load_at_end'))}.", ""]
     peak = results.get("peak")
     if peak:
         lines += [f"Measured peak float32: {peak['peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({peak['peak_source']}; "
@@ -219,6 +226,13 @@ def report(results: dict) -> str:
         else:
             lines.append(f"Evaluation, {name}: {entry['note']}.")
     return "\n".join(lines) + "\n"
+
+
+def _load(load: dict | None) -> str:
+    if not load:
+        return "n/a"
+    processes = "; ".join(load["cadp_processes"]) or "no cadp.train / cadp.evaluate process"
+    return f"load average {load['load_average_1min']:.2f}, {processes}"
 
 
 def _target_rows(targets: dict) -> list[str]:
