@@ -80,31 +80,36 @@ def wait_served(url: str, server: subprocess.Popen, started: float, timeout: flo
 
 
 def cold_start(repeats: int, browser: bool = False) -> dict:
-    """Median and samples of process start -> health 200 -> page 200 (and -> home page rendered, with a browser)."""
-    samples = []
-    for _ in range(repeats):
-        with streamlit_server() as (url, server, started):
-            sample = wait_served(url, server, started)
-            if browser:
-                sample["first_render_s"] = _first_render(url, started)
-            samples.append(sample)
-    keys = samples[0].keys()
-    return {"median": {key: statistics.median(s[key] for s in samples) for key in keys}, "samples": samples}
+    """Median and samples of process start -> health 200 -> page 200 (and -> home page rendered, with a browser).
 
-
-def _first_render(url: str, started: float) -> float:
-    """Seconds from the server's process start until a fresh browser shows the home page's text (first script run)."""
+    The browser is started before the server, so its own start-up is not counted.
+    """
+    if not browser:
+        samples = []
+        for _ in range(repeats):
+            with streamlit_server() as (url, server, started):
+                samples.append(wait_served(url, server, started))
+        return _medians(samples)
     from playwright.sync_api import sync_playwright
 
+    samples = []
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        try:
+        for _ in range(repeats):
             page = chromium.new_page()
-            page.goto(url)
-            page.get_by_text(HOME_TEXT).wait_for(timeout=WAIT_MS)
-            return time.perf_counter() - started
-        finally:
-            chromium.close()
+            with streamlit_server() as (url, server, started):
+                sample = wait_served(url, server, started)
+                page.goto(url)
+                page.get_by_text(HOME_TEXT).wait_for(timeout=WAIT_MS)
+                sample["first_render_s"] = time.perf_counter() - started
+                samples.append(sample)
+            page.close()
+        chromium.close()
+    return _medians(samples)
+
+
+def _medians(samples: list[dict]) -> dict:
+    return {"median": {key: statistics.median(s[key] for s in samples) for key in samples[0]}, "samples": samples}
 
 
 # --------------------------------------------------------------------------- inputs
