@@ -263,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", nargs="+", default=[], choices=["models", "fit", "app"],
                         help="sections to leave out")
     parser.add_argument("--weights-dir", help="CADP_WEIGHTS_DIR for the app's browser measurements")
-    parser.add_argument("--out", default="bench-results.json", help="where the JSON results go")
+    parser.add_argument("--out", default=str(ROOT / "runs" / "bench-results.json"),
+                        help="where the JSON results go (default: runs/bench-results.json, git-ignored)")
     args = parser.parse_args(argv)
     args.mode = args.mode or "short"
     settings = MODES[args.mode]
@@ -290,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     results["evaluation"] = evaluation_times(folders)
     results["machine"]["other_load_at_end"] = machine()["other_load"]
     results["seconds"] = time.perf_counter() - started
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(report(results))
     print(f"{args.mode} run: {results['seconds']:.0f} s; results in {args.out}")
