@@ -239,7 +239,8 @@ def test_tabular_quick_sweep_and_bpd(tiny_table_folder):
         assert len(entry["dcr"]) == len(entry["reid_latent"]) == 2
     bpd = bits_per_dim_report(loaded, data=data, samples=200)
     assert bpd["round_trip_exact"], bpd["round_trip_mismatched_columns"]
-    assert bpd["round_trip_rows"] == len(data[1])
+    assert bpd["round_trip_rows"] == len(data[0])
+    assert bpd["round_trip_heldout"]["rows"] == len(data[1])
     numeric = [spec.name for spec in loaded.model.data_encoder.columns if spec.kind == "numeric"]
     assert set(bpd["sample_ks"]) == set(numeric)
     assert all(0 <= v <= 1 for v in bpd["sample_ks"].values())
