@@ -198,7 +198,7 @@ def load_table(name: str) -> TabularDataset:
 
 
 CATEGORICAL_MAX_INTEGER_LEVELS = 10
-GRID_MAX_LEVELS = 100  # numeric columns with at most this many distinct values are dequantized on their grid
+GRID_MAX_LEVELS = 100  # numeric columns on a lattice of at most this many levels are dequantized on it
 ONE_HOT_JITTER = 0.25  # dequantization half-width: argmax still decodes exactly
 
 
@@ -214,7 +214,7 @@ class ColumnSpec:
     categories: list = field(default_factory=list)
     dtype: str = ""
     decimals: int | None = None  # numeric: decimal places seen in the data (outputs are rounded to them)
-    grid: list[float] | None = None  # numeric with few levels: the values seen (dequantized between midpoints)
+    grid: list[float] | None = None  # numeric on a small lattice: its levels (dequantized between midpoints)
 
     @property
     def width(self) -> int:
@@ -273,9 +273,7 @@ class TabularEncoder:
                     name, "numeric", float(values.mean()), std if std > 0 else 1.0,
                     bool(np.all(np.mod(values.dropna(), 1) == 0)), dtype=str(series.dtype),
                     decimals=decimal_places(values.dropna().to_numpy())))
-                levels = np.unique(values.dropna().to_numpy())
-                if 2 <= len(levels) <= GRID_MAX_LEVELS:
-                    self.columns[-1].grid = [float(v) for v in levels]
+                self.columns[-1].grid = lattice(values.dropna().to_numpy(), self.columns[-1].decimals)
             else:
                 categories = sorted(series.dropna().unique().tolist(), key=lambda v: (str(type(v)), v))
                 if series.isna().any():
@@ -398,6 +396,22 @@ class TabularEncoder:
 
 
 MAX_DECIMALS = 6
+
+
+def lattice(values: np.ndarray, decimals: int | None) -> list[float] | None:
+    """Every multiple of 10^-decimals from min to max, if there are 2..GRID_MAX_LEVELS of them.
+
+    Values on the lattice (e.g. integer ages, scores in steps of 0.5) decode exactly, unseen
+    levels inside the range included; columns with finer resolution stay continuous.
+    """
+    if decimals is None or len(values) == 0:
+        return None
+    step = 10.0 ** -decimals
+    low, high = float(values.min()), float(values.max())
+    count = int(round((high - low) / step)) + 1
+    if not 2 <= count <= GRID_MAX_LEVELS:
+        return None
+    return [round(low + i * step, decimals) for i in range(count)]
 
 
 def _restore_dtype(series: pd.Series, dtype: str) -> pd.Series:

@@ -33,3 +33,8 @@ def bundled(name: str) -> Path:
     if not (folder / "model.safetensors").exists():
         pytest.fail(f"bundled model {folder} is missing: train it with python -m cadp.train (see README)")
     return folder
+
+
+# Single records through small networks: one intra-op thread is much faster than two on a
+# busy 2-core machine (threads wait on each other), and results do not depend on it.
+torch.set_num_threads(1)

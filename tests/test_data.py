@@ -116,3 +116,16 @@ def test_encoder_state_survives_json():
     encoder = TabularEncoder().fit(table.frame)
     restored = TabularEncoder.from_dict(json.loads(json.dumps(encoder.to_dict())))
     pd.testing.assert_frame_equal(restored.inverse_transform(restored.transform(table.frame)), table.frame)
+
+
+def test_lattice_columns_decode_unseen_levels_inside_the_range_exactly():
+    frame = pd.DataFrame({"age": (list(range(20, 61, 2)) * 2)[:40],
+                          "score": [0.5, 1.0, 2.5, 3.0, 4.5] * 8,
+                          "weight": np.linspace(50.123, 90.456, 40)})
+    encoder = TabularEncoder().fit(frame)
+    assert encoder.spec("age").grid == [float(a) for a in range(20, 61)]
+    assert encoder.spec("score").grid[:3] == [0.5, 0.6, 0.7]
+    assert encoder.spec("weight").grid is None  # 3 decimals over a range of 40: too fine for a lattice
+    unseen = pd.DataFrame({"age": [23, 59], "score": [1.7, 4.4], "weight": [60.5, 70.25]})
+    decoded = encoder.inverse_transform(encoder.transform(unseen, torch.Generator().manual_seed(0)))
+    assert decoded["age"].tolist() == [23, 59] and decoded["score"].tolist() == [1.7, 4.4]
