@@ -1,9 +1,12 @@
 """Shared fixtures: small models built in a second, and the bundled weights."""
 
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
 from cadp.models import ImageCINN, ImageModelConfig
 
@@ -38,3 +41,40 @@ def bundled(name: str) -> Path:
 # Single records through small networks: one intra-op thread is much faster than two on a
 # busy 2-core machine (threads wait on each other), and results do not depend on it.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A weights folder of tiny models (built in about a second) for the app tests."""
+    from tests import app_helpers
+
+    return app_helpers.build_models(tmp_path_factory.mktemp("weights"))
+
+
+@contextmanager
+def weights_dir(folder: Path):
+    """Point the app (CADP_WEIGHTS_DIR) at ``folder`` for the duration of the block."""
+    previous = os.environ.get("CADP_WEIGHTS_DIR")
+    os.environ["CADP_WEIGHTS_DIR"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if previous is None:
+            os.environ.pop("CADP_WEIGHTS_DIR", None)
+        else:
+            os.environ["CADP_WEIGHTS_DIR"] = previous
+
+
+@pytest.fixture
+def media(monkeypatch) -> dict[str, bytes]:
+    """Bytes of every media file (downloads included) the app hands to Streamlit, by file id."""
+    files: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def recording(self, path_or_data, mimetype, kind, filename=None):
+        file_id = original(self, path_or_data, mimetype, kind, filename)
+        files[file_id] = path_or_data if isinstance(path_or_data, bytes) else Path(path_or_data).read_bytes()
+        return file_id
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", recording)
+    return files

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -13,6 +12,8 @@ from streamlit.testing.v1 import AppTest
 
 from cadp import compare
 from cadp.mechanisms import PAPER_LABEL
+from tests.conftest import weights_dir
+
 try:
     from tests import app_helpers as helpers
 except ImportError:  # pytest run without the repository root on sys.path
@@ -22,16 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 90
 
 
-@pytest.fixture(scope="session", autouse=True)
-def weights(tmp_path_factory):
-    folder = helpers.build_models(tmp_path_factory.mktemp("weights"))
-    previous = os.environ.get("CADP_WEIGHTS_DIR")
-    os.environ["CADP_WEIGHTS_DIR"] = str(folder)
-    yield folder
-    if previous is None:
-        os.environ.pop("CADP_WEIGHTS_DIR", None)
-    else:
-        os.environ["CADP_WEIGHTS_DIR"] = previous
+@pytest.fixture(scope="module", autouse=True)
+def weights(tiny_weights):
+    """The app reads its models from the tiny ones while this module runs."""
+    with weights_dir(tiny_weights):
+        yield tiny_weights
 
 
 def page(name: str) -> AppTest:

@@ -18,7 +18,6 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image, PngImagePlugin
-from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from cadp import archive, hub
@@ -26,6 +25,7 @@ from cadp.data import load_table
 from cadp.errors import ModelError
 from cadp.mechanisms import DEFAULT_TEMPERATURE, make_mechanism
 from cadp.privatize import privatize
+from tests.conftest import weights_dir
 
 try:
     from tests import app_helpers as helpers
@@ -39,30 +39,11 @@ HUB_HOST = "hub.cadp-test.invalid"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def weights(tmp_path_factory):
-    folder = helpers.build_models(tmp_path_factory.mktemp("weights"))
-    previous = os.environ.get("CADP_WEIGHTS_DIR")
-    os.environ["CADP_WEIGHTS_DIR"] = str(folder)
-    yield folder
-    if previous is None:
-        os.environ.pop("CADP_WEIGHTS_DIR", None)
-    else:
-        os.environ["CADP_WEIGHTS_DIR"] = previous
+def weights(tiny_weights):
+    """The app reads its models from the tiny ones while this module runs."""
+    with weights_dir(tiny_weights):
+        yield tiny_weights
 
-
-@pytest.fixture
-def media(monkeypatch) -> dict[str, bytes]:
-    """Bytes of every media file (downloads included) the app hands to Streamlit, by file id."""
-    files: dict[str, bytes] = {}
-    original = MemoryMediaFileStorage.load_and_get_id
-
-    def recording(self, path_or_data, mimetype, kind, filename=None):
-        file_id = original(self, path_or_data, mimetype, kind, filename)
-        files[file_id] = path_or_data if isinstance(path_or_data, bytes) else Path(path_or_data).read_bytes()
-        return file_id
-
-    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", recording)
-    return files
 
 
 def download_bytes(at: AppTest, media: dict[str, bytes]) -> bytes:

@@ -18,10 +18,10 @@ from cadp.privatize import privatize
 
 try:
     from tests import app_helpers as helpers
-    from tests.conftest import perturbed
+    from tests.conftest import perturbed, weights_dir
 except ImportError:  # pytest run without the repository root on sys.path
     import app_helpers as helpers
-    from conftest import perturbed
+    from conftest import perturbed, weights_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 90
@@ -29,15 +29,9 @@ THREADS = 8
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    folder = helpers.build_models(tmp_path_factory.mktemp("weights"))
-    previous = os.environ.get("CADP_WEIGHTS_DIR")
-    os.environ["CADP_WEIGHTS_DIR"] = str(folder)
-    yield folder
-    if previous is None:
-        os.environ.pop("CADP_WEIGHTS_DIR", None)
-    else:
-        os.environ["CADP_WEIGHTS_DIR"] = previous
+def weights(tiny_weights):
+    with weights_dir(tiny_weights):
+        yield tiny_weights
 
 
 @pytest.fixture(scope="module")
