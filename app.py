@@ -1,15 +1,19 @@
-"""CADP app: `streamlit run app.py`. Navigation over pages/; each page draws the shared sidebar."""
+"""CADP app: `streamlit run app.py`. Navigation over views/; each page draws the shared sidebar.
+
+The page files are not in pages/: Streamlit serves a pages/ folder at its own URLs (e.g. /image),
+bypassing this navigation, so a direct link would open a page without the app's shell.
+"""
 
 import streamlit as st
 
 st.set_page_config(page_title="CADP — content-aware differential privacy", page_icon="🔒", layout="wide")
 
 navigation = st.navigation([
-    st.Page("pages/home.py", title="Home", default=True),
-    st.Page("pages/image.py", title="Image privatization"),
-    st.Page("pages/tabular.py", title="Tabular privatization"),
-    st.Page("pages/utility.py", title="Utility curves"),
-    st.Page("pages/audit.py", title="Privacy audit"),
-    st.Page("pages/model_card.py", title="Model card"),
+    st.Page("views/home.py", title="Home", default=True),
+    st.Page("views/image.py", title="Image privatization"),
+    st.Page("views/tabular.py", title="Tabular privatization"),
+    st.Page("views/utility.py", title="Utility curves"),
+    st.Page("views/audit.py", title="Privacy audit"),
+    st.Page("views/model_card.py", title="Model card"),
 ])
 navigation.run()

@@ -31,7 +31,7 @@ def weights(tiny_weights):
 
 
 def page(name: str) -> AppTest:
-    return AppTest.from_file(str(ROOT / "pages" / name), default_timeout=TIMEOUT).run()
+    return AppTest.from_file(str(ROOT / "views" / name), default_timeout=TIMEOUT).run()
 
 
 def clean(at: AppTest) -> AppTest:
@@ -62,9 +62,9 @@ def downloads(at: AppTest) -> list:
 def test_app_navigates_to_every_page():
     at = clean(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run())
     assert at.title[0].value.startswith("CADP")
-    for file, title in [("pages/image.py", "Image privatization"), ("pages/tabular.py", "Tabular privatization"),
-                        ("pages/utility.py", "Utility curves"), ("pages/audit.py", "Privacy audit"),
-                        ("pages/model_card.py", "Model card")]:
+    for file, title in [("views/image.py", "Image privatization"), ("views/tabular.py", "Tabular privatization"),
+                        ("views/utility.py", "Utility curves"), ("views/audit.py", "Privacy audit"),
+                        ("views/model_card.py", "Model card")]:
         at.switch_page(file).run()
         clean(at)
         assert at.title[0].value == title

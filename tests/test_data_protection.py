@@ -59,7 +59,7 @@ def clean(at: AppTest) -> AppTest:
 
 
 def page(name: str) -> AppTest:
-    return clean(AppTest.from_file(str(ROOT / "pages" / name), default_timeout=TIMEOUT).run())
+    return clean(AppTest.from_file(str(ROOT / "views" / name), default_timeout=TIMEOUT).run())
 
 
 # --------------------------------------------------------------------------- nothing on disk, nothing logged
@@ -297,7 +297,7 @@ def network(monkeypatch) -> NetworkLog:
 def test_every_page_runs_without_a_network_request(network, media):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run()
     clean(at)
-    for file in ("pages/image.py", "pages/tabular.py", "pages/utility.py", "pages/audit.py", "pages/model_card.py"):
+    for file in ("views/image.py", "views/tabular.py", "views/utility.py", "views/audit.py", "views/model_card.py"):
         at.switch_page(file).run()
         clean(at)
     image = page("image.py")

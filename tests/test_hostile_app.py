@@ -41,7 +41,7 @@ def download_bytes(button, media: dict[str, bytes]) -> bytes:
 
 
 def page(name: str) -> AppTest:
-    return clean(AppTest.from_file(str(ROOT / "pages" / name), default_timeout=TIMEOUT).run())
+    return clean(AppTest.from_file(str(ROOT / "views" / name), default_timeout=TIMEOUT).run())
 
 
 def clean(at: AppTest) -> AppTest:

@@ -122,7 +122,7 @@ def test_a_thousand_releases_do_not_grow_memory(shared):
 # --------------------------------------------------------------------------- sessions
 
 def page(name: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages" / name), default_timeout=TIMEOUT).run()
+    at = AppTest.from_file(str(ROOT / "views" / name), default_timeout=TIMEOUT).run()
     return clean(at)
 
 
