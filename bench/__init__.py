@@ -94,6 +94,9 @@ def machine() -> dict:
     return info
 
 
+TOP_PROCESS_MIN_CPU = 5.0  # %CPU below which a process is not listed as competing load
+
+
 def other_load() -> dict:
     """The 1-minute load average and other CADP training or evaluation processes running now."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -103,8 +106,9 @@ def other_load() -> dict:
     except (OSError, subprocess.SubprocessError):
         found = []
     try:  # %CPU is averaged over each process's lifetime: a hint of what else competes for the cores
-        listing = subprocess.run(["ps", "-eo", "pid,pcpu,etime,args", "--sort=-pcpu"], capture_output=True,
-                                 text=True, timeout=10).stdout.splitlines()[1:6]
+        listing = [line for line in subprocess.run(["ps", "-eo", "pid,pcpu,etime,args", "--sort=-pcpu"],
+                                                   capture_output=True, text=True, timeout=10).stdout.splitlines()[1:6]
+                   if float(line.split()[1]) >= TOP_PROCESS_MIN_CPU]
     except (OSError, subprocess.SubprocessError):
         listing = []
     return {"load_average_1min": load, "cadp_processes": found,

@@ -19,16 +19,18 @@ from bench import BATCH_SIZES, IMAGE_MODELS, ROOT, TABLE_MODELS, WEIGHTS, judge,
 
 MODES = {
     "short": {"batches": (1, 256), "latency": {"min_calls": 20, "min_seconds": 0.5},
-              "throughput": {"min_calls": 2, "min_seconds": 0.5}, "peak": {"min_calls": 2, "min_seconds": 0.2},
-              "fit_steps": (100,), "cold_starts": 1, "load_repeats": 3, "presses": 3, "rounds": 1},
+              "throughput": {"min_calls": 2, "min_seconds": 0.5, "warmup": 1}, "peak": {"min_calls": 2, "min_seconds": 0.2},
+              "fit_steps": (100,), "cold_starts": 1, "load_repeats": 3, "presses": 3, "rounds": 1,
+              "one_worker_per_model": True},
     "full": {"batches": BATCH_SIZES, "latency": {"min_calls": 200, "min_seconds": 3.0},
              "throughput": {"min_calls": 3, "min_seconds": 3.0}, "peak": {"min_calls": 5, "min_seconds": 1.0},
-             "fit_steps": (None, 400), "cold_starts": 3, "load_repeats": 5, "presses": 7, "rounds": 2},
+             "fit_steps": (None, 400), "cold_starts": 3, "load_repeats": 5, "presses": 7, "rounds": 2,
+             "one_worker_per_model": False},
 }
 UTILITY_COMMAND = "python -m cadp.evaluate utility --model weights/{name}"
 
 
-def run_worker(module: str, arguments: dict, timeout: float = 900) -> dict:
+def run_worker(module: str, arguments: dict, timeout: float = 900) -> dict | list:
     """Run ``python -m module '<json>'`` in a fresh process (its own peak memory); its JSON result."""
     done = subprocess.run([sys.executable, "-m", module, json.dumps(arguments)], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
@@ -62,10 +64,12 @@ def bench_models(folders: list[Path], settings: dict, device: str, threads: int 
         entry = {"kind": loaded.config.kind, "parameters": sum(p.numel() for p in loaded.model.parameters()),
                  "latent_dim": loaded.config.latent_dim, **count_flops(loaded),
                  **load_times(loaded.folder, settings["load_repeats"]), "batches": {}}
-        for batch in settings["batches"]:
-            timing = settings["latency"] if batch == 1 else settings["throughput"]
-            point = run_worker("bench.compute", {"model_folder": str(loaded.folder), "batch": batch, "device": device,
-                                                 "threads": threads, "dp_pix": batch == 1, **timing})
+        points = [{"batch": batch, "dp_pix": batch == 1, **(settings["latency"] if batch == 1 else settings["throughput"])}
+                  for batch in settings["batches"]]
+        groups = [points] if settings["one_worker_per_model"] else [[point] for point in points]
+        measured = [result for group in groups for result in run_worker(
+            "bench.compute", {"model_folder": str(loaded.folder), "points": group, "device": device, "threads": threads})]
+        for batch, point in zip(settings["batches"], measured):
             point["flops_per_s"] = entry["privatize_flops_per_record"] * point["records_per_s"]
             point["efficiency"] = point["flops_per_s"] / peak["peak_flops_per_s"]
             entry["batches"][str(batch)] = point
@@ -186,6 +190,8 @@ def report(results: dict) -> str:
             lines.append(f"| {batch} | {point['p50_ms']:.2f} | {point['p95_ms']:.2f} | {_number(point['records_per_s'])}"
                          f" | {point['peak_rss_mib']:.0f} | {point['flops_per_s'] / 1e9:.2f} | "
                          f"{100 * point['efficiency']:.1f}% |")
+        if any(point.get("peak_rss_scope", "").startswith("this and") for point in entry["batches"].values()):
+            lines.append("(Short mode: one process per model, so a row's peak RSS includes the rows above it.)")
         lines.append("")
         lines += _target_rows(entry["targets"])
     fit = results.get("tabular_fit")
@@ -265,7 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights-dir", help="CADP_WEIGHTS_DIR for the app's browser measurements")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench-results.json"),
                         help="where the JSON results go (default: runs/bench-results.json, git-ignored)")
+    parser.add_argument("--report", metavar="RESULTS_JSON", help="print the Markdown summary of a stored run; measure nothing")
     args = parser.parse_args(argv)
+    if args.report:
+        print(report(json.loads(Path(args.report).read_text())))
+        return 0
     args.mode = args.mode or "short"
     settings = MODES[args.mode]
     if args.device == "cuda":
@@ -282,12 +292,16 @@ def main(argv: list[str] | None = None) -> int:
     folders = model_folders(args.models)
     results = {"mode": args.mode, "device": args.device, "command": "python -m bench " + " ".join(argv or sys.argv[1:]),
                "machine": machine(), "settings": {k: v for k, v in settings.items()}}
+    sections = results["section_seconds"] = {}
     if "models" not in args.skip:
         results["peak"], results["models"] = bench_models(folders, settings, args.device, args.threads)
+        sections["models"] = time.perf_counter() - started
     if "fit" not in args.skip:
         results["tabular_fit"] = bench_fit(settings, args.threads)
+        sections["fit"] = time.perf_counter() - started - sum(sections.values())
     if "app" not in args.skip:
         results["app"] = bench_app(settings, folders, args.browser, args.weights_dir)
+        sections["app"] = time.perf_counter() - started - sum(sections.values())
     results["evaluation"] = evaluation_times(folders)
     results["machine"]["other_load_at_end"] = machine()["other_load"]
     results["seconds"] = time.perf_counter() - started

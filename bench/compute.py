@@ -1,7 +1,7 @@
 """Model-level measurements: privatization latency and throughput, FLOPs, peak FLOP/s, DP-Pix.
 
 ``python -m bench.compute '<json>'`` is the worker the suite starts once per
-(model, batch size): it prints one JSON object whose ``peak_rss_mib`` belongs to that
+(model, batch size) in full mode: it prints one JSON object whose ``peak_rss_mib`` belongs to that
 measurement alone (VmHWM of the fresh process; ``ru_maxrss`` would carry the parent's
 peak over the fork; on a GPU also the CUDA allocator's peak).
 """
@@ -108,20 +108,35 @@ def peak_rss_mib() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_privatize(model_folder: str, batch: int, device: str = "cpu", *, min_calls: int = 20,
-                      min_seconds: float = 2.0, warmup: int = 3, threads: int | None = None,
-                      dp_pix: bool = False) -> dict:
-    """Latency per call and records/s of privatize at one batch size, and this process's peak memory."""
+def measure_points(model_folder: str, points: list[dict], device: str = "cpu",
+                   threads: int | None = None) -> list[dict]:
+    """``measure_privatize`` at each point (batch and timing settings) in turn, in this one process.
+
+    With one point, ``peak_rss_mib`` is that measurement's alone; with several (the short
+    mode, to save process starts), it covers that point and the ones before it.
+    """
     if threads:
         torch.set_num_threads(threads)
+    loaded = load(model_folder, torch.device(device))
+    results = []
+    for point in points:
+        result = measure_privatize(loaded, device=device, **point)
+        result["peak_rss_scope"] = ("this batch size alone" if len(points) == 1
+                                    else "this and the earlier batch sizes in one process")
+        results.append(result)
+    return results
+
+
+def measure_privatize(loaded, batch: int, device: str = "cpu", *, min_calls: int = 20, min_seconds: float = 2.0,
+                      warmup: int = 3, dp_pix: bool = False) -> dict:
+    """Latency per call and records/s of privatize at one batch size, and this process's peak memory."""
     device = torch.device(device)
-    loaded = load(model_folder, device)
     call, source = privatize_call(loaded, batch)
     rss_before = peak_rss_mib()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     seconds = timed_calls(call, device, warmup=warmup, min_calls=min_calls, min_seconds=min_seconds)
-    result = {"model": Path(model_folder).name, "batch": batch, "device": str(device), "inputs": source,
+    result = {"model": loaded.folder.name, "batch": batch, "device": str(device), "inputs": source,
               "torch_threads": torch.get_num_threads(), **summary_ms(seconds),
               "records_per_s": batch * len(seconds) / sum(seconds),
               "peak_rss_mib": peak_rss_mib(),
@@ -270,7 +285,7 @@ def load_times(model_folder: str, repeats: int = 5) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = json.loads((argv or sys.argv[1:])[0])
-    print(json.dumps(measure_privatize(**arguments)))
+    print(json.dumps(measure_points(**arguments)))
     return 0
 
 
