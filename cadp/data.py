@@ -315,11 +315,14 @@ class TabularEncoder:
                 blocks.append(torch.from_numpy((values - spec.mean) / spec.std).float()[:, None])
             else:
                 lookup = {_key(c): i for i, c in enumerate(spec.categories)}
-                index = [lookup.get(_key(_plain(v))) for v in series]
-                if any(i is None for i in index):
-                    bad = next(v for v, i in zip(series, index) if i is None)
+                # look up each distinct value once, not each cell
+                codes, distinct = pd.factorize(series, use_na_sentinel=False)
+                found = [lookup.get(_key(_plain(v))) for v in distinct]
+                if None in found:
+                    bad = distinct[found.index(None)]
                     raise InputError(f"column {spec.name!r} has value {bad!r}, unseen when the model was fitted")
-                blocks.append(torch.nn.functional.one_hot(torch.tensor(index), spec.width).float())
+                index = torch.as_tensor(np.asarray(found, dtype=np.int64)[codes])
+                blocks.append(torch.nn.functional.one_hot(index, spec.width).float())
         encoded = torch.cat(blocks, dim=1)
         return encoded if generator is None else self.dequantize(encoded, generator)
 
@@ -380,8 +383,9 @@ class TabularEncoder:
                     columns[spec.name] = values if spec.decimals is None else np.round(values, spec.decimals)
             else:
                 picks = block.argmax(dim=1).numpy()
-                columns[spec.name] = _restore_dtype(pd.Series([spec.categories[i] for i in picks], dtype="object"),
-                                                    spec.dtype)
+                categories = np.empty(len(spec.categories), dtype=object)
+                categories[:] = spec.categories
+                columns[spec.name] = _restore_dtype(pd.Series(categories[picks], dtype="object"), spec.dtype)
         return pd.DataFrame(columns)
 
     def to_dict(self) -> dict:
