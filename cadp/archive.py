@@ -21,7 +21,7 @@ import re
 import sys
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -30,7 +30,15 @@ import torch
 from tqdm import tqdm
 
 from cadp.errors import CadpError, InputError
-from cadp.mechanisms import DEFAULT_TEMPERATURE, MECHANISMS, PAPER_LABEL, Mechanism, make_mechanism, new_generator
+from cadp.mechanisms import (
+    DEFAULT_TEMPERATURE,
+    MECHANISMS,
+    PAPER_LABEL,
+    ConditionHandling,
+    Mechanism,
+    make_mechanism,
+    new_generator,
+)
 from cadp.privatize import NOT_PRIVATE_SEED, privatize
 from cadp.uploads import (
     IMAGE_SUFFIXES,
@@ -68,6 +76,12 @@ class RunSettings:
     seed: int | None
     batch_size: int
     invert: str
+    handlings: dict[str, ConditionHandling] = field(default_factory=dict)
+
+    @property
+    def epsilon(self) -> float:
+        """Total epsilon of one release: the latent's plus each randomized condition's (basic composition)."""
+        return self.mechanism.epsilon + sum(h.cost for h in self.handlings.values())
 
     @property
     def noise_source(self) -> str:
@@ -101,7 +115,7 @@ class Manifest:
         label = self.settings.mechanism_label
         if mechanism.name == "paper" and batch is not None:  # its output depends on the batch: record it
             label = f"{label[:-1]}; batch of {batch})"
-        values = [file, condition, released, label, f"{mechanism.epsilon:g}",
+        values = [file, condition, released, label, f"{self.settings.epsilon:g}",
                   "" if delta is None else f"{delta:g}", self.settings.noise_source, status, error, output,
                   preprocessing]
         self.writer.writerow([escape_cell(value) for value in values])
@@ -297,7 +311,8 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
             labels = torch.tensor([item.label for item in images], dtype=torch.int64)
             try:
                 result = privatize(model, pixels, labels, settings.mechanism, settings.generator,
-                                   seed=settings.seed, batch_size=settings.batch_size)
+                                   seed=settings.seed, batch_size=settings.batch_size,
+                                   condition_handling=settings.handlings)
             except CadpError as error:
                 outcome = {id(item): ("", str(error), "") for item in images}
             else:
@@ -418,7 +433,8 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                     part = chunk.iloc[good].reset_index(drop=True)
                     try:
                         result = privatize(model, part, None, settings.mechanism, settings.generator,
-                                           seed=settings.seed, batch_size=settings.batch_size)
+                                           seed=settings.seed, batch_size=settings.batch_size,
+                                           condition_handling=settings.handlings)
                     except CadpError as error:  # a ValueError too: catch it before the parser's errors
                         errors.update({position: error for position in good})
                 if result is not None:
@@ -491,6 +507,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--labels", type=Path, help="CSV with columns file,label (overrides class folders)")
     parser.add_argument("--invert", choices=INVERT_CHOICES, default="auto",
                         help="invert dark-on-light images (auto: when the border is brighter than the centre)")
+    parser.add_argument("--condition", action="append", default=[], metavar="NAME=HANDLING",
+                        help="how a condition is released: NAME=kept (default), NAME=randomized:EPSILON "
+                             "(randomized response, adds EPSILON) or NAME=resampled (public prior, costs 0); "
+                             "images have one condition, 'label'")
     parser.add_argument("input", type=Path, metavar="INPUT", help="folder of images, .zip of one, or .csv")
     parser.add_argument("output", type=Path, metavar="OUTPUT", help="new (or empty) folder for the results")
     return parser.parse_args(argv)
@@ -546,12 +566,31 @@ def _check_paths(args, kind: str) -> str:
     return input_kind
 
 
+def parse_conditions(items: list[str], config) -> dict[str, ConditionHandling]:
+    """``NAME=kept|randomized:EPSILON|resampled`` options -> handling per condition of the model."""
+    names = ["label"] if config.kind == "image" else config.condition_columns
+    handlings = {}
+    for item in items:
+        name, _, spec = item.partition("=")
+        if name not in names:
+            raise UsageError(f"--condition {item!r}: the model's conditions are {', '.join(names) or 'none'}")
+        handling, _, epsilon = spec.partition(":")
+        if handling == "randomized" and not epsilon:
+            raise UsageError(f"--condition {item!r}: write {name}=randomized:EPSILON")
+        try:
+            handlings[name] = ConditionHandling(handling, float(epsilon) if epsilon else None)
+        except ValueError as error:
+            raise UsageError(f"--condition {item!r}: {error}") from None
+    return handlings
+
+
 def main(argv=None) -> int:
     """Run the CLI; 0 when at least one file or row was privatized, 1 when none was, 2 on unusable arguments."""
     args = parse_args(argv)
     try:
         mechanism = _mechanism(args)
         loaded = _load_model(str(args.model))
+        handlings = parse_conditions(args.condition, loaded.config)
         kind = loaded.config.kind
         input_kind = _check_paths(args, kind)
         labels = read_labels_csv(args.labels.read_bytes()) if args.labels is not None else None
@@ -563,7 +602,7 @@ def main(argv=None) -> int:
         message = str(error) if isinstance(error, CadpError) else f"{args.input} cannot be read ({error})"
         print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    settings = RunSettings(mechanism, new_generator(args.seed), args.seed, args.batch_size, args.invert)
+    settings = RunSettings(mechanism, new_generator(args.seed), args.seed, args.batch_size, args.invert, handlings)
     args.output.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(args.output / MANIFEST_NAME, settings)
     try:

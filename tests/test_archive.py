@@ -312,3 +312,24 @@ def test_command_line_entry_point_exits_2_without_traceback(image_model, tmp_pat
     assert completed.returncode == 2
     assert "error: delta must be given for the gaussian mechanism" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_condition_handling_options_randomize_labels_and_add_their_epsilon(image_model, tmp_path):
+    source = make_folder(tmp_path / "in", {f"0/{i}.png": image_file(i) for i in range(12)})
+    assert run(image_model, source, tmp_path / "out", "--seed", "3", "--condition", "label=randomized:0.01") == 0
+    rows = read_manifest(tmp_path / "out")
+    assert {row["epsilon"] for row in rows} == {"1.01"}
+    assert any(row["released_condition"] != row["condition"] for row in rows)  # k=10, eps 0.01: mostly changed
+
+
+def test_condition_handling_for_tables_and_bad_options(table_model, tmp_path, capsys):
+    source = tmp_path / "rows.csv"
+    table_frame(40).to_csv(source, index=False)
+    assert run(table_model, source, tmp_path / "out", "--condition", "sex=resampled") == 0
+    assert {row["epsilon"] for row in read_manifest(tmp_path / "out")} == {"1"}
+    for option, message in [("age=kept", "the model's conditions are sex"),
+                            ("sex=randomized", "randomized:EPSILON"),
+                            ("sex=randomized:-1", "condition epsilon"),
+                            ("sex=dropped", "handling must be one of")]:
+        assert run(table_model, source, tmp_path / f"bad-{len(message)}", "--condition", option) == 2
+        assert message in capsys.readouterr().err
