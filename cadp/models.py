@@ -16,6 +16,7 @@ from functools import partial
 import FrEIA.framework as Ff
 import FrEIA.modules as Fm
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -376,6 +377,22 @@ class TabularCINN(nn.Module):
         device = next(self.parameters()).device
         rows, _ = self.inn(latent.float().to(device), c=[self._condition(condition)], rev=True, jac=False)
         return rows
+
+    @torch.inference_mode()
+    def sample_frame(self, count: int, temperature: float = 1.0,
+                     generator: torch.Generator | None = None) -> pd.DataFrame:
+        """Rows drawn from the model: conditions from their public priors, latents N(0, T^2 I)."""
+        from cadp.mechanisms import resample
+
+        condition_values = {}
+        for spec in self.condition_encoder.columns:
+            prior = self.config.condition_priors.get(spec.name) or [1.0 / spec.width] * spec.width
+            condition_values[spec.name] = [spec.categories[i] for i in resample(count, prior, generator).tolist()]
+        condition = self.condition_encoder.transform(pd.DataFrame(condition_values, index=range(count)))
+        latent = temperature * torch.randn(count, self.latent_dim, generator=generator)
+        frame = self.data_encoder.inverse_transform(self.decode(latent, condition).cpu())
+        conditions = self.condition_encoder.inverse_transform(condition)
+        return pd.concat([frame, conditions], axis=1)
 
     def nll_per_dim(self, rows: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood per encoded dimension, in nats."""

@@ -265,6 +265,15 @@ def test_model_card_page_shows_card_samples_and_config():
     assert at.get("json")
 
 
+def test_model_card_of_a_table_model_shows_sampled_rows():
+    at = page("model_card.py")
+    at.sidebar.selectbox(key="model_choice").set_value(helpers.TABLE_MODEL).run()
+    clean(at)
+    rows = at.dataframe[0].value
+    assert len(rows) == 20 and "sex" in rows.columns
+    assert set(rows["sex"]) <= {1, 2}
+
+
 def test_hub_id_that_does_not_exist_is_a_plain_error():
     at = page("model_card.py")
     at.sidebar.selectbox(key="model_choice").set_value("Hub repository…").run()

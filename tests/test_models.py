@@ -133,3 +133,12 @@ def test_tabular_training_decreases_the_loss():
     seen = []
     fit_tabular(table.frame, ["target", "sex"], steps=100, progress=lambda share, loss: seen.append(loss))
     assert seen[-1] < seen[0]
+
+
+def test_table_samples_draw_conditions_from_their_prior():
+    table = load_table("heart")
+    model = fit_tabular(table.frame, ["target", "sex"], steps=5)
+    rows = model.sample_frame(4000, generator=torch.Generator().manual_seed(0))
+    assert list(rows.columns) == model.config.data_columns + ["target", "sex"]
+    assert rows["sex"].mean() == pytest.approx(table.frame["sex"].mean(), abs=0.03)
+    assert set(rows["thal"]) <= set(table.frame["thal"])

@@ -24,10 +24,17 @@ def sample_grid(source: str, per_class: int, temperature: float, seed: int) -> n
     return images.reshape(classes, per_class, size, size).transpose(0, 2, 1, 3).reshape(classes * size, -1)
 
 
+@st.cache_data(show_spinner="Drawing samples…", max_entries=8)
+def sample_rows(source: str, count: int, seed: int):
+    """Rows sampled from a table model (conditions from their public priors, temperature 1)."""
+    loaded = ui.load_model(source)
+    return loaded.model.sample_frame(count, 1.0, torch.Generator().manual_seed(seed))
+
+
 def bits_per_dim(evaluation: dict) -> str | None:
     bpd = evaluation.get("bpd")
     if isinstance(bpd, dict):
-        for key in ("test", "bits_per_dim", "mean"):
+        for key in ("test_bits_per_dim", "test", "bits_per_dim", "mean"):
             if isinstance(bpd.get(key), (int, float)):
                 return f"{bpd[key]:.3f}"
     if isinstance(bpd, (int, float)):
@@ -58,6 +65,9 @@ def page(loaded) -> None:
         grid = sample_grid(str(loaded.folder), per_class, DEFAULT_TEMPERATURE, 0)
         st.image(np.kron(grid, np.ones((2, 2), dtype=np.uint8)),
                  caption="one row per class: " + ", ".join(config.class_names))
+    else:
+        st.subheader("Sampled rows (temperature 1, conditions from their public priors)")
+        st.dataframe(sample_rows(str(loaded.folder), 20, 0), hide_index=True)
     st.subheader("Model card")
     card = re.sub(r"\A---\n.*?\n---\n", "", loaded.card, flags=re.S)
     if card.strip():
