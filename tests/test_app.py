@@ -258,6 +258,30 @@ def test_audit_page_runs_and_plots_the_claim_line():
     assert list(table["claimed"]) == [1.0] and table["lower_bound"].notna().all()
 
 
+def test_audit_page_takes_a_fixed_radius_and_delta_for_gaussian(monkeypatch):
+    import cadp.evaluate
+
+    seen = []
+    original = cadp.evaluate.distinguishing_audit
+
+    def recording(model, a, b, condition, mechanism, **kwargs):
+        seen.append(mechanism)
+        return original(model, a, b, condition, mechanism, **kwargs)
+
+    monkeypatch.setattr(cadp.evaluate, "distinguishing_audit", recording)
+    at = clean(page("audit.py"))
+    at.selectbox(key="audit_mechanism").set_value("gaussian")
+    at.select_slider(key="audit_releases").set_value(200)
+    at.multiselect(key="audit_epsilons").set_value([1])
+    at.radio(key="audit_policy").set_value("fixed radius")
+    at.number_input(key="audit_radius").set_value(2.5)
+    at.select_slider(key="audit_delta").set_value(1e-6)
+    at.button[0].click().run()
+    clean(at)
+    assert not errors(at)
+    assert len(seen) == 1 and seen[0].clip_radius == 2.5 and seen[0].delta == 1e-6 and seen[0].temperature is None
+
+
 def test_model_card_page_shows_card_samples_and_config():
     at = clean(page("model_card.py"))
     assert any("A test model card." in m.value for m in at.markdown)

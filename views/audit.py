@@ -71,6 +71,12 @@ def page(loaded) -> None:
         epsilons = st.multiselect("ε values", ui.EPSILON_VALUES, default=[1, 10, 100], key="audit_epsilons")
         releases = st.select_slider("Releases per record", [200, 1000, 2000, 5000, 10000, 20000], value=2000,
                                     key="audit_releases")
+        with st.expander("Advanced: clip radius (laplace, gaussian) and delta (gaussian)"):
+            policy_name = st.radio("Clip-radius policy", ["constant temperature", "fixed radius"], horizontal=True,
+                                   key="audit_policy")
+            temperature = st.number_input("Temperature", 0.01, 10.0, DEFAULT_TEMPERATURE, key="audit_temperature")
+            radius = st.number_input("Fixed clip radius R", 0.001, 1e6, 1.0, key="audit_radius")
+            delta = st.select_slider("δ", [1e-3, 1e-4, 1e-5, 1e-6, 1e-8], value=1e-5, key="audit_delta")
         submitted = st.form_submit_button("Run the audit", type="primary")
     if submitted:
         if not epsilons:
@@ -79,8 +85,10 @@ def page(loaded) -> None:
         bar = st.progress(0.0, text="Auditing…")
         results = []
         for step, epsilon in enumerate(sorted(epsilons)):
-            policy = {"temperature": DEFAULT_TEMPERATURE} if mechanism in ("laplace", "gaussian") else {}
-            built = make_mechanism(mechanism, epsilon, delta=1e-5 if mechanism == "gaussian" else None, **policy)
+            policy = {}
+            if mechanism in ("laplace", "gaussian"):
+                policy = {"temperature": temperature} if policy_name == "constant temperature" else {"clip_radius": radius}
+            built = make_mechanism(mechanism, epsilon, delta=delta if mechanism == "gaussian" else None, **policy)
 
             def report(share, message, step=step, epsilon=epsilon):
                 bar.progress(min((step + share) / len(epsilons), 1.0), text=f"ε = {epsilon:g}: {message}")
