@@ -134,6 +134,22 @@ def diabetes_csv(rows: int = 80) -> bytes:
 
 # --------------------------------------------------------------------------- browser: Privatize -> render
 
+def _time_presses(page, button_name: str, ledger_line: str, presses: int) -> dict:
+    """Press a page's privatize button ``presses`` times; seconds until each release is rendered.
+
+    ``ledger_line`` has a ``{press}`` slot: the ledger text that shows once that press's release is drawn.
+    """
+    model = page.get_by_text("From: ").first.inner_text()
+    seconds = []
+    for press in range(1, presses + 1):
+        button = page.get_by_role("button", name=button_name, exact=True)
+        started = time.perf_counter()
+        button.click()
+        _rendered_after(page, ledger_line.format(press=press))
+        seconds.append(time.perf_counter() - started)
+    return {"median_s": statistics.median(seconds), "samples_s": seconds, "model": model}
+
+
 def _rendered_after(page, ledger_text: str) -> None:
     """Wait until this run's ledger line shows, no run is in progress and every image has loaded."""
     page.wait_for_function(
@@ -161,29 +177,13 @@ def privatize_to_render(url: str, presses: int) -> dict:
         page.locator("input[type=file]").first.set_input_files(str(upload))
         page.get_by_text("The classifier suggests").wait_for()
         page.wait_for_function(IDLE)
-        model = page.get_by_text("From: ").first.inner_text()
-        seconds = []
-        for press in range(1, presses + 1):
-            button = page.get_by_role("button", name="Privatize", exact=True)
-            started = time.perf_counter()
-            button.click()
-            _rendered_after(page, f"digit.png — {press} release(s)")
-            seconds.append(time.perf_counter() - started)
-        results["image"] = {"median_s": statistics.median(seconds), "samples_s": seconds, "model": model,
+        results["image"] = {**_time_presses(page, "Privatize", "digit.png — {press} release(s)", presses),
                             "input": source}
 
         page.goto(f"{url}/tabular")
         page.get_by_text("The table fits the model").wait_for()
         page.wait_for_function(IDLE)
-        model = page.get_by_text("From: ").first.inner_text()
-        seconds = []
-        for press in range(1, presses + 1):
-            button = page.get_by_role("button", name="Privatize table", exact=True)
-            started = time.perf_counter()
-            button.click()
-            _rendered_after(page, f"rows) — {press} release(s)")
-            seconds.append(time.perf_counter() - started)
-        results["table"] = {"median_s": statistics.median(seconds), "samples_s": seconds, "model": model,
+        results["table"] = {**_time_presses(page, "Privatize table", "rows) — {press} release(s)", presses),
                             "input": "bundled diabetes table (442 rows)"}
         context.close()
         chromium.close()
