@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import gzip
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -198,13 +199,23 @@ def load_table(name: str) -> TabularDataset:
 
 
 CATEGORICAL_MAX_INTEGER_LEVELS = 10
-GRID_MAX_LEVELS = 100  # numeric columns on a lattice of at most this many levels are dequantized on it
+GRID_MAX_LEVELS = 100  # numeric columns on a lattice of at most this many levels decode to its levels
 ONE_HOT_JITTER = 0.25  # dequantization half-width: argmax still decodes exactly
+ATOM_MIN_SHARE = 0.02  # a value of a continuous column this frequent is a point mass ...
+ATOM_MIN_COUNT = 5  # ... if it occurs at least this often
+ATOM_WIDTH_PER_SHARE = 8.0  # standardized cell width of a point mass per unit of its share
 
 
 @dataclass
 class ColumnSpec:
-    """How one column is encoded: 'numeric' (standardized) or 'categorical' (one-hot)."""
+    """How one column is encoded: 'numeric' or 'categorical' (one-hot).
+
+    A numeric value x encodes to ``(slope * (x - mean) / std + cells below x - shift) / scale``
+    where ``atoms`` lists point masses as ``[value, width]``: a value equal to an atom sits in
+    the middle of its cell of that (standardized) width, and dequantization spreads it over
+    the cell, so a flow can give a frequent value (0 in a count, an integer ratio, a lattice
+    level) its mass. ``slope`` is 0 for lattice columns, whose values are only the atoms.
+    """
 
     name: str
     kind: str
@@ -214,11 +225,94 @@ class ColumnSpec:
     categories: list = field(default_factory=list)
     dtype: str = ""
     decimals: int | None = None  # numeric: decimal places seen in the data (outputs are rounded to them)
-    grid: list[float] | None = None  # numeric on a small lattice: its levels (dequantized between midpoints)
+    atoms: list[list[float]] = field(default_factory=list)  # numeric: [value, standardized cell width]
+    slope: float = 1.0
+    shift: float = 0.0
+    scale: float = 1.0
 
     @property
     def width(self) -> int:
         return len(self.categories) if self.kind == "categorical" else 1
+
+    @cached_property
+    def lookup(self) -> dict:
+        """Category lookup key -> index (see ``_key``)."""
+        return {_key(c): i for i, c in enumerate(self.categories)}
+
+    def category_values(self, picks: np.ndarray) -> np.ndarray | pd.Series:
+        """The categories at indices ``picks``, in the column's original dtype where that is lossless."""
+        return self._category_array[picks] if isinstance(self._category_array, np.ndarray) \
+            else _restore_dtype(pd.Series(self._category_objects[picks], dtype="object"), self.dtype)
+
+    @cached_property
+    def _category_objects(self) -> np.ndarray:
+        objects = np.empty(len(self.categories), dtype=object)
+        objects[:] = self.categories
+        return objects
+
+    @cached_property
+    def _category_array(self) -> np.ndarray | None:
+        """The categories as a NumPy array of the column's dtype (numbers, booleans), else None."""
+        if None in self.categories or self.dtype not in ("int64", "int32", "float64", "bool"):
+            return None
+        try:
+            return np.asarray(self.categories, dtype=self.dtype)
+        except (TypeError, ValueError):
+            return None
+
+    @property
+    def lattice(self) -> list[float] | None:
+        """The levels of a lattice column (its only possible values), else None."""
+        return [value for value, _ in self.atoms] if self.slope == 0 else None
+
+    # numeric encoding, in float64 numpy
+
+    def _cells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Atom values, their cell widths, cumulative widths (len + 1) and cell lower ends (unscaled)."""
+        table = np.asarray(self.atoms, dtype=np.float64).reshape(-1, 2)
+        values, widths = table[:, 0], table[:, 1]
+        below = np.concatenate([[0.0], np.cumsum(widths)])
+        lower = self.slope * (values - self.mean) / self.std + below[:-1]
+        return values, widths, below, lower
+
+    def encode_numbers(self, x: np.ndarray) -> np.ndarray:
+        """Values to their encoding (cell middles for atoms)."""
+        if not self.atoms:
+            return (self.slope * (x - self.mean) / self.std - self.shift) / self.scale
+        values, widths, below, lower = self._cells()
+        if self.slope == 0:  # lattice: every value goes to its nearest level
+            index = np.clip(np.searchsorted((values[1:] + values[:-1]) / 2, x), 0, len(values) - 1)
+            unscaled = lower[index] + widths[index] / 2
+        else:
+            index = np.searchsorted(values, x, side="left")  # atoms strictly below x
+            at = np.minimum(index, len(values) - 1)
+            is_atom = (index < len(values)) & np.isclose(values[at], x, rtol=1e-12, atol=0.0)
+            unscaled = (x - self.mean) / self.std + below[index] + np.where(is_atom, widths[at] / 2, 0.0)
+        return (unscaled - self.shift) / self.scale
+
+    def atom_index(self, encoded: np.ndarray) -> np.ndarray:
+        """Per encoded value, the atom whose cell holds it, or -1."""
+        if not self.atoms:
+            return np.full(encoded.shape, -1)
+        values, widths, below, lower = self._cells()
+        unscaled = encoded * self.scale + self.shift
+        if self.slope == 0:
+            return np.clip(np.searchsorted(lower[1:], unscaled, side="right"), 0, len(values) - 1)
+        index = np.searchsorted(lower, unscaled, side="right") - 1
+        inside = (index >= 0) & (unscaled < lower[np.maximum(index, 0)] + widths[np.maximum(index, 0)])
+        return np.where(inside, index, -1)
+
+    def decode_numbers(self, encoded: np.ndarray) -> np.ndarray:
+        unscaled = encoded * self.scale + self.shift
+        if not self.atoms:
+            return unscaled / self.slope * self.std + self.mean
+        values, widths, below, lower = self._cells()
+        index = self.atom_index(encoded)
+        if self.slope == 0:
+            return values[index]
+        atoms_below = np.searchsorted(lower, unscaled, side="right")  # cells starting at or below
+        continuous = (unscaled - below[atoms_below]) * self.std + self.mean
+        return np.where(index >= 0, values[np.maximum(index, 0)], continuous)
 
 
 def infer_column_kind(series: pd.Series) -> str:
@@ -269,11 +363,12 @@ class TabularEncoder:
                 if values.isna().all():
                     raise InputError(f"column {name!r} has no numeric values; mark it categorical")
                 std = float(values.std(ddof=0))
-                self.columns.append(ColumnSpec(
-                    name, "numeric", float(values.mean()), std if std > 0 else 1.0,
-                    bool(np.all(np.mod(values.dropna(), 1) == 0)), dtype=str(series.dtype),
-                    decimals=decimal_places(values.dropna().to_numpy())))
-                self.columns[-1].grid = lattice(values.dropna().to_numpy(), self.columns[-1].decimals)
+                seen = values.dropna().to_numpy(dtype=np.float64)
+                spec = ColumnSpec(name, "numeric", float(values.mean()), std if std > 0 else 1.0,
+                                  bool(np.all(np.mod(seen, 1) == 0)), dtype=str(series.dtype),
+                                  decimals=decimal_places(seen))
+                _fit_atoms(spec, seen)
+                self.columns.append(spec)
             else:
                 categories = sorted(series.dropna().unique().tolist(), key=lambda v: (str(type(v)), v))
                 if series.isna().any():
@@ -306,33 +401,44 @@ class TabularEncoder:
         missing = [spec.name for spec in self.columns if spec.name not in frame.columns]
         if missing:
             raise InputError(f"the table lacks column(s) {missing}")
-        blocks = []
+        encoded = np.zeros((len(frame), self.width), dtype=np.float32)
+        start = 0
         for spec in self.columns:
             series = frame[spec.name]
             if spec.kind == "numeric":
-                values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
+                values = (series.to_numpy(dtype=np.float64, na_value=np.nan)
+                          if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+                          else pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))
                 values = np.where(np.isnan(values), spec.mean, values)
-                blocks.append(torch.from_numpy((values - spec.mean) / spec.std).float()[:, None])
+                encoded[:, start] = spec.encode_numbers(values)
             else:
-                lookup = {_key(c): i for i, c in enumerate(spec.categories)}
-                # look up each distinct value once, not each cell
-                codes, distinct = pd.factorize(series, use_na_sentinel=False)
-                found = [lookup.get(_key(_plain(v))) for v in distinct]
-                if None in found:
-                    bad = distinct[found.index(None)]
-                    raise InputError(f"column {spec.name!r} has value {bad!r}, unseen when the model was fitted")
-                index = torch.as_tensor(np.asarray(found, dtype=np.int64)[codes])
-                blocks.append(torch.nn.functional.one_hot(index, spec.width).float())
-        encoded = torch.cat(blocks, dim=1)
+                encoded[np.arange(len(frame)), start + self._category_codes(spec, series)] = 1.0
+            start += spec.width
+        encoded = torch.from_numpy(encoded)
         return encoded if generator is None else self.dequantize(encoded, generator)
+
+    @staticmethod
+    def _category_codes(spec: ColumnSpec, series: pd.Series) -> np.ndarray:
+        """Index of each cell's category; a clear error for a value unseen when fitting."""
+        lookup = spec.lookup
+        if len(series) <= 32:  # a few rows: a dict lookup per cell beats factorizing
+            distinct, codes = series.tolist(), None
+        else:  # look up each distinct value once, not each cell
+            codes, distinct = pd.factorize(series, use_na_sentinel=False)
+        found = [lookup.get(_key(_plain(v))) for v in distinct]
+        if None in found:
+            bad = distinct[found.index(None)]
+            raise InputError(f"column {spec.name!r} has value {bad!r}, unseen when the model was fitted")
+        found = np.asarray(found, dtype=np.int64)
+        return found if codes is None else found[codes]
 
     def dequantize(self, encoded: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Spread discrete values into boxes that decoding maps back to them.
 
-        One-hots get uniform jitter of half-width 0.25 (argmax still decodes);
-        numeric columns with a grid get a uniform draw between the midpoints to
-        their neighbouring levels (decoding snaps to the nearest level), so the
-        flow learns the point masses of, e.g., integer-valued measurements.
+        One-hots get uniform jitter of half-width 0.25 (argmax still decodes); numeric
+        values in a point mass's cell get a uniform draw over that cell (decoding maps
+        the whole cell to the value), so the flow learns point masses such as lattice
+        levels, zeros and integer-valued ratios.
         """
         encoded = encoded.clone()
         start = 0
@@ -340,61 +446,44 @@ class TabularEncoder:
             block = encoded[:, start:start + spec.width]
             if spec.kind == "categorical":
                 block += ONE_HOT_JITTER * (torch.rand(block.shape, generator=generator) * 2 - 1)
-            elif spec.grid is not None:
-                lower, upper = self._grid_cells(spec)
-                level = self._snap(spec, block[:, 0])
-                share = torch.rand(len(block), generator=generator, dtype=torch.float64)
-                block[:, 0] = (lower[level] + share * (upper[level] - lower[level])).float()
+            elif spec.atoms:
+                index = spec.atom_index(block[:, 0].double().numpy())
+                hit = index >= 0
+                _, widths, _, lower = spec._cells()
+                share = torch.rand(len(block), generator=generator, dtype=torch.float64).numpy()
+                cells = (lower[index[hit]] + share[hit] * widths[index[hit]] - spec.shift) / spec.scale
+                block[torch.from_numpy(hit), 0] = torch.from_numpy(cells).float()
             start += spec.width
         return encoded
 
-    @staticmethod
-    def _grid_cells(spec: ColumnSpec) -> tuple[torch.Tensor, torch.Tensor]:
-        """Standardized lower and upper bounds of each grid level's cell."""
-        levels = (torch.tensor(spec.grid, dtype=torch.float64) - spec.mean) / spec.std
-        middles = (levels[1:] + levels[:-1]) / 2
-        lower = torch.cat([levels[:1] - (middles[:1] - levels[:1]), middles])
-        upper = torch.cat([middles, levels[-1:] + (levels[-1:] - middles[-1:])])
-        return lower, upper
-
-    @staticmethod
-    def _snap(spec: ColumnSpec, standardized: torch.Tensor) -> torch.Tensor:
-        """Index of the grid level whose cell holds each standardized value."""
-        levels = (torch.tensor(spec.grid, dtype=torch.float64) - spec.mean) / spec.std
-        middles = (levels[1:] + levels[:-1]) / 2
-        return torch.searchsorted(middles, standardized.double().contiguous())
-
-
-
     def inverse_transform(self, encoded: torch.Tensor) -> pd.DataFrame:
-        """Decode (N, width) floats to a frame: numbers unstandardized, categories by argmax."""
-        encoded = torch.as_tensor(encoded, dtype=torch.float64).detach().cpu()
+        """Decode (N, width) floats to a frame: numbers back on their scale, categories by argmax."""
+        return pd.DataFrame(self.decode_columns(encoded), copy=False)
+
+    def decode_columns(self, encoded: torch.Tensor) -> dict[str, np.ndarray | pd.Series]:
+        """Decoded column values by name (what ``inverse_transform`` puts in its frame)."""
+        encoded = torch.as_tensor(encoded).detach().cpu().numpy().astype(np.float64, copy=False)
         columns, start = {}, 0
         for spec in self.columns:
             block = encoded[:, start:start + spec.width]
             start += spec.width
             if spec.kind == "numeric":
-                values = block[:, 0].numpy() * spec.std + spec.mean
-                if spec.grid is not None:
-                    values = np.asarray(spec.grid)[self._snap(spec, block[:, 0]).numpy()]
+                values = spec.decode_numbers(block[:, 0])
                 if spec.integer and spec.dtype.startswith("int"):
                     columns[spec.name] = np.round(values).astype(np.int64)
                 else:
                     columns[spec.name] = values if spec.decimals is None else np.round(values, spec.decimals)
             else:
-                picks = block.argmax(dim=1).numpy()
-                categories = np.empty(len(spec.categories), dtype=object)
-                categories[:] = spec.categories
-                columns[spec.name] = _restore_dtype(pd.Series(categories[picks], dtype="object"), spec.dtype)
-        return pd.DataFrame(columns)
+                columns[spec.name] = spec.category_values(block.argmax(axis=1))
+        return columns
 
     def to_dict(self) -> dict:
-        return {"columns": [vars(spec).copy() for spec in self.columns]}
+        return {"columns": [{f.name: getattr(spec, f.name) for f in fields(spec)} for spec in self.columns]}
 
     @classmethod
     def from_dict(cls, state: dict) -> TabularEncoder:
         encoder = cls()
-        encoder.columns = [ColumnSpec(**spec) for spec in state["columns"]]
+        encoder.columns = [_column_spec(dict(spec)) for spec in state["columns"]]
         encoder.kinds = {spec.name: spec.kind for spec in encoder.columns}
         return encoder
 
@@ -416,6 +505,54 @@ def lattice(values: np.ndarray, decimals: int | None) -> list[float] | None:
     if not 2 <= count <= GRID_MAX_LEVELS:
         return None
     return [round(low + i * step, decimals) for i in range(count)]
+
+
+def _fit_atoms(spec: ColumnSpec, seen: np.ndarray) -> None:
+    """Choose a numeric column's point masses and cell widths, then centre and scale its encoding.
+
+    Lattice columns: every level is an atom (slope 0) of width step/std plus 8x its share.
+    Other columns: values with at least 2% of the rows (and 5 rows) are atoms of width 8x
+    their share; everything else stays continuous.
+    """
+    if len(seen) == 0:
+        return
+    levels, counts = np.unique(seen, return_counts=True)
+    shares = dict(zip(levels.tolist(), (counts / len(seen)).tolist()))
+    grid = lattice(seen, spec.decimals)
+    if grid is not None:
+        base = 10.0 ** -spec.decimals / spec.std
+        spec.slope = 0.0
+        # a lattice level and the data's float value for it may differ by rounding: use the data's own
+        grid = [_nearest(levels, level) for level in grid]
+        spec.atoms = [[level, base + ATOM_WIDTH_PER_SHARE * shares.get(level, 0.0)] for level in grid]
+    else:
+        frequent = counts >= max(ATOM_MIN_COUNT, ATOM_MIN_SHARE * len(seen))
+        spec.atoms = [[float(v), ATOM_WIDTH_PER_SHARE * float(c) / len(seen)]
+                      for v, c in zip(levels[frequent], counts[frequent])]
+    centred = spec.encode_numbers(seen)  # with shift 0, scale 1
+    spec.shift = float(centred.mean())
+    spec.scale = float(centred.std()) or 1.0
+
+
+def _nearest(levels: np.ndarray, level: float) -> float:
+    """The seen value equal to a lattice level up to float rounding, else the level itself."""
+    index = int(np.argmin(np.abs(levels - level)))
+    return float(levels[index]) if abs(levels[index] - level) < 1e-9 * max(1.0, abs(level)) else float(level)
+
+
+def _column_spec(state: dict) -> ColumnSpec:
+    """A ColumnSpec from its JSON; folders written before point masses carry a ``grid`` instead."""
+    grid = state.pop("grid", None)
+    spec = ColumnSpec(**state)
+    if grid is not None and "atoms" not in state:
+        # the old lattice encoding: standardized levels, cells between their midpoints
+        levels = (np.asarray(grid, dtype=np.float64) - spec.mean) / spec.std
+        middles = (levels[1:] + levels[:-1]) / 2
+        lower = np.concatenate([levels[:1] - (middles[:1] - levels[:1]), middles])
+        upper = np.concatenate([middles, levels[-1:] + (levels[-1:] - middles[-1:])])
+        spec.atoms = [[float(v), float(w)] for v, w in zip(grid, upper - lower)]
+        spec.slope, spec.shift, spec.scale = 0.0, -float(lower[0]), 1.0
+    return spec
 
 
 def _restore_dtype(series: pd.Series, dtype: str) -> pd.Series:

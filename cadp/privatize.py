@@ -181,26 +181,28 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
     _check_handlings(handlings, condition_names)
     handlings = dict(handlings)
     rows = model.data_encoder.transform(frame)
-    true_values, released_values, released_frame = {}, {}, frame[config.data_columns].copy()
+    condition = model.condition_encoder.transform(frame)
+    true_values, released_values, released_blocks, start = {}, {}, [], 0
     for spec in model.condition_encoder.columns:
-        index = torch.as_tensor(model.condition_encoder.subset([spec.name]).transform(frame).argmax(1))
+        index = condition[:, start:start + spec.width].argmax(1)
+        start += spec.width
         handling = handlings.setdefault(spec.name, ConditionHandling())
         released = release_condition(index, spec.width, handling, config.condition_priors.get(spec.name), generator)
         true_values[spec.name], released_values[spec.name] = index, released
-        released_frame[spec.name] = [spec.categories[i] for i in released.tolist()]
-    condition = model.condition_encoder.transform(frame)
-    released_condition = model.condition_encoder.transform(released_frame)
+        released_blocks.append(torch.nn.functional.one_hot(released, spec.width).float())
+    released_condition = torch.cat(released_blocks, dim=1) if released_blocks else condition
     latent, noisy, reconstruction, output = _latent_pass(model, rows, condition, released_condition, mechanism,
                                                          generator, batch_size)
-    columns = list(frame.columns)
-    decoded = model.data_encoder.inverse_transform(output)
-    for name in condition_names:
-        decoded[name] = model.condition_encoder.subset([name]).inverse_transform(
-            torch.nn.functional.one_hot(released_values[name], model.condition_encoder.spec(name).width))[name]
-    rebuilt = model.data_encoder.inverse_transform(reconstruction)
-    for name in condition_names:
-        rebuilt[name] = frame[name].to_numpy()
-    keep = [c for c in columns if c in decoded.columns]
+    # both decodes in one pass over the columns, then split; frames built once, in the input's column order
+    values = model.data_encoder.decode_columns(torch.cat([output, reconstruction]))
+    count = len(frame)
+    decoded = {name: _part(column, 0, count) for name, column in values.items()}
+    rebuilt = {name: _part(column, count, 2 * count) for name, column in values.items()}
+    for spec in model.condition_encoder.columns:
+        decoded[spec.name] = spec.category_values(released_values[spec.name].numpy())
+        rebuilt[spec.name] = frame[spec.name].to_numpy()
+    keep = [c for c in frame.columns if c in decoded]
+    original_frame = frame if keep == list(frame.columns) else frame[keep]
     return PrivatizationResult(
         original=rows, reconstruction=reconstruction, privatized=output, latent=latent, noisy_latent=noisy,
         condition=true_values, released_condition=released_values,
@@ -208,7 +210,15 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         epsilon_latent=mechanism.epsilon if mechanism.formal else None,
         epsilon_conditions=sum(h.cost for h in handlings.values()), delta=getattr(mechanism, "delta", None),
         guarantee=_guarantee(model, mechanism, handlings, seed), seed=seed,
-        original_frame=frame[keep], privatized_frame=decoded[keep], reconstruction_frame=rebuilt[keep])
+        original_frame=original_frame, privatized_frame=pd.DataFrame({c: decoded[c] for c in keep}, copy=False),
+        reconstruction_frame=pd.DataFrame({c: rebuilt[c] for c in keep}, copy=False))
+
+
+def _part(column: np.ndarray | pd.Series, start: int, stop: int) -> np.ndarray | pd.Series:
+    """Rows start:stop of a decoded column, a Series re-indexed from 0."""
+    if isinstance(column, pd.Series):
+        return column.iloc[start:stop].reset_index(drop=True)
+    return column[start:stop]
 
 
 def latent_difference_maps(model: ImageCINN, latent: torch.Tensor, noisy_latent: torch.Tensor) -> list[tuple[str, np.ndarray]]:

@@ -505,8 +505,9 @@ Conditional invertible network (FrEIA) on table rows for content-aware different
 - data columns: {', '.join(config.data_columns)}
 
 ## Architecture
-Numeric columns standardized (columns with at most 100 distinct values dequantized between their levels and
-decoded to the nearest level), categorical columns one-hot (uniform dequantization, decoded by argmax);
+Numeric columns standardized, with point masses (values held by at least 2% of the rows, or every level of
+a column on a lattice of at most 100 levels) widened into cells of 8x their share, dequantized over the cell
+and decoded to the value; categorical columns one-hot (uniform dequantization, decoded by argmax);
 {config.blocks} fully connected GLOW couplings (width {config.width}) with random permutations, conditioned
 on the one-hot conditions. {params:,} trainable parameters; latent dimension {config.latent_dim}.
 

@@ -39,8 +39,9 @@ def model_table() -> str:
             f"| {fmt(bpd.get('test_bits_per_dim'))} (<= {TARGET_BPD[name]}) "
             f"| {fmt(bpd.get('sample_recognition_t0.7'))} "
             f"| {training.get('steps')} steps, {training.get('seconds', 0) / 60:.0f} min on {training.get('device')} |")
-    lines += ["", "| model | data | epsilon = infinity round trip | max KS of numeric columns vs data (target 0.1) | training |",
-              "| --- | --- | --- | --- | --- |"]
+    lines += ["", "| model | data | epsilon = infinity round trip | max KS of numeric columns vs all rows (target 0.1) "
+              "| max KS vs test rows only (training rows vs test rows) | training |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for name in TABLE_MODELS:
         evaluation = load(name)
         bpd, training = evaluation.get("bpd", {}), evaluation.get("training", {})
@@ -51,6 +52,8 @@ def model_table() -> str:
             f"| `{name}` | {training.get('train_records')} train / {training.get('test_records')} test rows "
             f"| {'exact' if exact else 'not exact'} | {fmt(worst[1])} ({worst[0]}); "
             f"{sum(v <= 0.1 for v in ks.values())} of {len(ks)} columns <= 0.1 "
+            f"| {fmt(max(bpd.get('sample_ks_test_rows', {}).values(), default=None))} "
+            f"({fmt(max(bpd.get('ks_train_vs_test_rows', {}).values(), default=None))}) "
             f"| {training.get('steps')} steps, {training.get('seconds', 0):.0f} s |")
     return "\n".join(lines)
 

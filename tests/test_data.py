@@ -123,9 +123,42 @@ def test_lattice_columns_decode_unseen_levels_inside_the_range_exactly():
                           "score": [0.5, 1.0, 2.5, 3.0, 4.5] * 8,
                           "weight": np.linspace(50.123, 90.456, 40)})
     encoder = TabularEncoder().fit(frame)
-    assert encoder.spec("age").grid == [float(a) for a in range(20, 61)]
-    assert encoder.spec("score").grid[:3] == [0.5, 0.6, 0.7]
-    assert encoder.spec("weight").grid is None  # 3 decimals over a range of 40: too fine for a lattice
+    assert encoder.spec("age").lattice == [float(a) for a in range(20, 61)]
+    assert encoder.spec("score").lattice[:3] == [0.5, 0.6, 0.7]
+    assert encoder.spec("weight").lattice is None  # 3 decimals over a range of 40: too fine for a lattice
     unseen = pd.DataFrame({"age": [23, 59], "score": [1.7, 4.4], "weight": [60.5, 70.25]})
     decoded = encoder.inverse_transform(encoder.transform(unseen, torch.Generator().manual_seed(0)))
     assert decoded["age"].tolist() == [23, 59] and decoded["score"].tolist() == [1.7, 4.4]
+
+
+def test_point_masses_get_cells_and_continuous_values_stay_exact():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([np.zeros(60), np.full(30, 4.0), np.round(rng.gamma(2.0, 1.5, 110), 3)])
+    frame = pd.DataFrame({"x": values})
+    encoder = TabularEncoder().fit(frame)
+    spec = encoder.spec("x")
+    assert spec.slope == 1 and [v for v, _ in spec.atoms][:1] == [0.0] and 4.0 in [v for v, _ in spec.atoms]
+    width = dict(map(tuple, spec.atoms))[0.0]
+    assert width == pytest.approx(8.0 * 60 / 200)
+    encoded = encoder.transform(frame)
+    assert abs(float(encoded.mean())) < 1e-5 and abs(float(encoded.std(unbiased=False)) - 1) < 1e-4
+    # dequantized zeros spread over their cell and still decode to 0; other values decode to themselves
+    jittered = encoder.transform(frame, torch.Generator().manual_seed(1))
+    assert jittered[:60, 0].std() > 0.1
+    pd.testing.assert_frame_equal(encoder.inverse_transform(jittered), frame)
+    unseen = pd.DataFrame({"x": [0.001, 3.999, 4.001, 17.5, -2.25]})  # next to atoms and outside the range
+    pd.testing.assert_frame_equal(encoder.inverse_transform(encoder.transform(unseen)), unseen)
+    # a sweep over the encoding decodes monotonically, landing on the atoms over whole intervals
+    sweep = encoder.inverse_transform(torch.linspace(-4, 4, 2001)[:, None])["x"].to_numpy()
+    assert np.all(np.diff(sweep) >= 0)
+    assert (sweep == 0.0).sum() > 100 and (sweep == 4.0).sum() > 50
+
+
+def test_folders_written_with_a_lattice_grid_still_decode_as_before():
+    spec = {"name": "age", "kind": "numeric", "mean": 40.0, "std": 10.0, "integer": True, "categories": [],
+            "dtype": "int64", "decimals": 0, "grid": [float(a) for a in range(20, 61)]}
+    encoder = TabularEncoder.from_dict({"columns": [spec]})
+    # the old encoding: standardized value; cells between midpoints of standardized levels
+    assert encoder.transform(pd.DataFrame({"age": [30]}))[0, 0] == pytest.approx(-1.0)
+    decoded = encoder.inverse_transform(torch.tensor([[-1.04], [-0.96], [-0.949], [-5.0], [9.0]]))
+    assert decoded["age"].tolist() == [30, 30, 31, 20, 60]

@@ -244,6 +244,8 @@ def test_tabular_quick_sweep_and_bpd(tiny_table_folder):
     numeric = [spec.name for spec in loaded.model.data_encoder.columns if spec.kind == "numeric"]
     assert set(bpd["sample_ks"]) == set(numeric)
     assert all(0 <= v <= 1 for v in bpd["sample_ks"].values())
+    assert set(bpd["sample_ks_test_rows"]) == set(bpd["ks_train_vs_test_rows"]) == set(numeric)
+    assert str(len(data[0]) + len(data[1])) in bpd["sample_ks_against"]
 
 
 def test_tabular_audit_requires_the_same_kept_condition(tiny_table_folder):
