@@ -175,10 +175,12 @@ def count_flops(loaded, batch: int = 8) -> dict:
     """
     from torch.utils.flop_counter import FlopCounterMode
 
+    from cadp.models import graph_mode
+
     call, _source = privatize_call(loaded, batch)
     model = loaded.model
     counts = {}
-    with torch.inference_mode():
+    with torch.inference_mode(), graph_mode():  # the counter watches operations: not through a trace
         if loaded.config.kind == "image":
             pixels, labels, _ = image_inputs(loaded.config, batch)
             inputs, condition = pixels, labels

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 
@@ -266,8 +267,20 @@ class ImageCINN(nn.Module):
         config.validate()
         self.config = config
         self.inn = build_image_graph(config)
+        self._traced = TracedPasses()
         # oneDNN's CPU convolutions skip a layout reorder per call on channels-last weights (bench/: ~25% faster)
         self.to(memory_format=torch.channels_last)
+
+    def _apply(self, fn, recurse: bool = True):
+        self._traced.clear()  # traces hold the old device's tensors
+        return super()._apply(fn, recurse)
+
+    def _pass(self, x: torch.Tensor, labels: torch.Tensor, rev: bool) -> torch.Tensor:
+        """The flow in one direction: traced for inference, FrEIA's graph when training or with gradients."""
+        conditions = self.condition(labels)
+        if _use_graph(self):
+            return self.inn(x, c=conditions, rev=rev, jac=False)[0]
+        return self._traced.run(self.inn, x, conditions, rev)
 
     @property
     def latent_dim(self) -> int:
@@ -303,14 +316,12 @@ class ImageCINN(nn.Module):
         """Latent (B, D) of pixel values in [0, 255] given class labels."""
         device = next(self.parameters()).device
         logit, _ = self._to_logit(pixels.to(device), None)
-        z, _ = self.inn(logit, c=self.condition(labels), jac=False)
-        return z
+        return self._pass(logit, labels, rev=False)
 
     def decode(self, latent: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Pixel values (B, C, H, W), unclamped, of latents (B, D) given class labels."""
         device = next(self.parameters()).device
-        logit, _ = self.inn(latent.to(device), c=self.condition(labels), rev=True, jac=False)
-        return self._from_logit(logit)
+        return self._from_logit(self._pass(latent.to(device), labels, rev=True))
 
     def bits_per_dim(self, pixels: torch.Tensor, labels: torch.Tensor,
                      generator: torch.Generator | None = None) -> torch.Tensor:
@@ -347,24 +358,46 @@ def build_tabular_graph(config: TabularModelConfig) -> Ff.GraphINN:
     return _graph(nodes, [condition])
 
 
+_GRAPH_MODE = threading.local()
+
+
+@contextmanager
+def graph_mode():
+    """Run flows through FrEIA's graph, not their traces, inside this block (this thread).
+
+    For tools that watch the operations or modules: FLOP counters, forward hooks, profilers.
+    """
+    before = getattr(_GRAPH_MODE, "on", False)
+    _GRAPH_MODE.on = True
+    try:
+        yield
+    finally:
+        _GRAPH_MODE.on = before
+
+
+def _use_graph(model: nn.Module) -> bool:
+    return model.training or torch.is_grad_enabled() or getattr(_GRAPH_MODE, "on", False)
+
+
 class _FlowPass(nn.Module):
-    """One direction of a single-condition GraphINN, without the log-determinant (for tracing)."""
+    """One direction of a GraphINN, without the log-determinant (for tracing)."""
 
     def __init__(self, inn: Ff.GraphINN, rev: bool):
         super().__init__()
         self.inn, self.rev = inn, rev
 
-    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        return self.inn(x, c=[condition], rev=self.rev, jac=False)[0]
+    def forward(self, x: torch.Tensor, *conditions: torch.Tensor) -> torch.Tensor:
+        return self.inn(x, c=list(conditions), rev=self.rev, jac=False)[0]
 
 
 class TracedPasses:
     """TorchScript traces of a flow's inference passes, made on first use per direction and device.
 
-    A table row is a few hundred tiny operations; run eagerly through FrEIA's graph, Python
-    overhead is most of a single row's time, and a trace runs the same operations about 4x
-    faster (bench/). The traces share the flow's parameters (in-place loads reach them);
-    ``clear()`` drops them when the module moves to another device or dtype.
+    A table row or a single image is a few hundred small operations; run eagerly through
+    FrEIA's graph, Python overhead is most of the time, and a trace runs the same operations
+    2-4x faster at batch 1 (bench/). The traces share the flow's parameters (in-place loads
+    reach them); ``clear()`` drops them when the module moves to another device or dtype.
+    The models use them only in eval mode without gradients and outside ``graph_mode()``.
     """
 
     def __init__(self):
@@ -374,8 +407,8 @@ class TracedPasses:
     def clear(self) -> None:
         self._passes = {}
 
-    def run(self, inn: Ff.GraphINN, x: torch.Tensor, condition: torch.Tensor, rev: bool) -> torch.Tensor:
-        key = (rev, x.device, x.dtype, x.shape[1], condition.shape[1])
+    def run(self, inn: Ff.GraphINN, x: torch.Tensor, conditions: list[torch.Tensor], rev: bool) -> torch.Tensor:
+        key = (rev, x.device, x.dtype, tuple(x.shape[1:]), tuple(tuple(c.shape[1:]) for c in conditions))
         traced = self._passes.get(key)
         if traced is None:
             with self._lock:
@@ -384,9 +417,9 @@ class TracedPasses:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", torch.jit.TracerWarning)
                         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace, still supported
-                        traced = torch.jit.trace(_FlowPass(inn, rev), (x, condition), check_trace=False)
+                        traced = torch.jit.trace(_FlowPass(inn, rev), (x, *conditions), check_trace=False)
                     self._passes[key] = traced
-        return traced(x, condition)
+        return traced(x, *conditions)
 
 
 class TabularCINN(nn.Module):
@@ -411,9 +444,9 @@ class TabularCINN(nn.Module):
         """The flow in one direction: traced for inference, FrEIA's graph when training or with gradients."""
         device = next(self.parameters()).device
         x, condition = x.float().to(device), self._condition(condition)
-        if self.training or torch.is_grad_enabled():
+        if _use_graph(self):
             return self.inn(x, c=[condition], rev=rev, jac=False)[0]
-        return self._traced.run(self.inn, x, condition, rev)
+        return self._traced.run(self.inn, x, [condition], rev)
 
     @property
     def latent_dim(self) -> int:

@@ -142,3 +142,41 @@ def test_table_samples_draw_conditions_from_their_prior():
     assert list(rows.columns) == model.config.data_columns + ["target", "sex"]
     assert rows["sex"].mean() == pytest.approx(table.frame["sex"].mean(), abs=0.03)
     assert set(rows["thal"]) <= set(table.frame["thal"])
+
+
+def test_traced_inference_matches_the_graph_at_any_batch_size_and_follows_weight_changes(tiny_image_model,
+                                                                                         mnist_test):
+    table = load_table("heart")
+    tabular = perturbed(fit_tabular(table.frame, ["target", "sex"], steps=3))
+    rows = tabular.data_encoder.transform(table.frame)
+    condition = tabular.condition_encoder.transform(table.frame)
+    image = tiny_image_model.eval()
+    x, y = mnist_test.images[:33], mnist_test.labels[:33]
+
+    def graph(model, inputs, conditions, rev):  # FrEIA's graph, eagerly
+        with torch.no_grad():
+            c = model.condition(conditions) if isinstance(model, ImageCINN) else [model._condition(conditions)]
+            return model.inn(inputs, c=c, rev=rev, jac=False)[0]
+
+    with torch.inference_mode():
+        tabular.encode(rows[:1], condition[:1])  # traced at batch 1 ...
+        image.decode(torch.zeros(1, 784), y[:1])
+        z_rows, z_image = tabular.encode(rows, condition), image.encode(x, y)  # ... used at other sizes
+    assert len(tabular._traced._passes) == 1 and len(image._traced._passes) == 2
+    assert torch.equal(z_rows, graph(tabular, rows, condition, False))
+    assert torch.allclose(z_image, graph(image, image._to_logit(x, None)[0], y, False), atol=1e-5)
+    with torch.inference_mode():
+        assert torch.allclose(tabular.decode(z_rows, condition), graph(tabular, z_rows, condition, True), atol=1e-6)
+        assert torch.allclose(image.decode(z_image, y), image._from_logit(graph(image, z_image, y, True)), atol=1e-3)
+    # the traces share the parameters: a weight change shows in the next traced call
+    with torch.no_grad():
+        for parameter in tabular.parameters():
+            if parameter.is_floating_point():
+                parameter.mul_(1.5)
+    with torch.inference_mode():
+        assert torch.equal(tabular.encode(rows, condition), graph(tabular, rows, condition, False))
+        assert not torch.equal(tabular.encode(rows, condition), z_rows)
+    # with gradients (training), the graph runs and gradients flow
+    tabular.train()
+    tabular.encode(rows[:8], condition[:8]).sum().backward()
+    assert all(p.grad is not None for p in tabular.parameters() if p.requires_grad)
