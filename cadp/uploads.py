@@ -571,8 +571,34 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
         notes.append(f"the file has {len(frame):,} rows, more than the limit of {max_rows:,}: a random sample "
                      f"of {max_rows:,} rows (seed {seed}) is used")
         frame = frame.sample(n=max_rows, random_state=seed).sort_index().reset_index(drop=True)
+    if delimiter != ",":
+        frame = _decimal_commas(frame, notes)
     frame = _clean_columns(frame, notes, max_categories)
     return CsvUpload(frame, notes, encoding, delimiter)
+
+
+DECIMAL_COMMA = re.compile(r"[+-]?\d+(,\d+)?")
+
+
+def _decimal_commas(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Text columns whose every value is a number written with a decimal comma (1,5) become numbers.
+
+    Only for files not separated by commas (e.g. semicolon CSVs from European spreadsheets),
+    where a comma inside a value can only be a decimal mark or a thousands separator; the note
+    says which reading was taken.
+    """
+    for name in frame.columns:
+        values = frame[name].dropna()
+        if values.empty or pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        text = values.astype(str).str.strip()
+        if not (text.str.fullmatch(DECIMAL_COMMA).all() and text.str.contains(",", regex=False).any()):
+            continue
+        frame[name] = pd.to_numeric(frame[name].map(lambda v: v.strip().replace(",", ".") if isinstance(v, str) else v),
+                                    errors="coerce").astype(np.float64)
+        notes.append(f"column {name!r} has numbers with a decimal comma (e.g. {text[text.str.contains(',')].iloc[0]!r}): "
+                     "read as decimal numbers")
+    return frame
 
 
 def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int) -> pd.DataFrame:

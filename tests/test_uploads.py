@@ -411,3 +411,16 @@ def test_load_image_folder_decodes_through_to_model_input(tmp_path):
     data = load_image_folder(tmp_path, "train", image_size=28)
     assert tuple(data.images.shape[1:]) == (1, 28, 28) and data.class_names == ["a", "b"]
     assert len(data) == 5 and data.images[0, 0, 0, 0] == 255  # invert="never": the white sheet stays white
+
+
+def test_decimal_commas_in_semicolon_files_are_numbers():
+    data = b"age;weight;code;note\n40;70,5;1,2;a,b\n51;82,25;3;c\n;68;4,0;d\n"
+    upload = read_csv_upload(data)
+    frame = upload.frame
+    assert frame["weight"].dtype == np.float64 and frame["weight"].tolist() == [70.5, 82.25, 68.0]
+    assert frame["code"].tolist() == [1.2, 3.0, 4.0]
+    assert frame["note"].tolist() == ["a,b", "c", "d"]  # not numbers: left as text
+    assert any("'weight'" in note and "decimal comma" in note for note in upload.notes)
+    # in a comma-separated file a quoted "1,5" stays text: the comma may be a thousands separator
+    upload = read_csv_upload(b'a,b\n"1,5",1\n"2,5",2\n"3,5",3\n')
+    assert not pd.api.types.is_numeric_dtype(upload.frame["a"])
