@@ -255,6 +255,25 @@ def _target_rows(targets: dict) -> list[str]:
     return rows + [""]
 
 
+def compare(before: dict, after: dict) -> str:
+    """Markdown table: each model and batch size of two stored runs, side by side."""
+    rows = ["| model | batch | p50 ms before | after | records/s before | after | efficiency before | after "
+            "| peak RSS MiB before | after |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, entry in after.get("models", {}).items():
+        old_batches = before.get("models", {}).get(name, {}).get("batches", {})
+        for batch, new in entry["batches"].items():
+            old = old_batches.get(batch, {})
+
+            def pair(key, digits, scale=1.0, suffix="", old=old, new=new):
+                values = [point.get(key) for point in (old, new)]
+                return " | ".join("–" if v is None else f"{scale * v:,.{digits}f}{suffix}" for v in values)
+
+            rows.append(f"| {name} | {batch} | {pair('p50_ms', 2)} | {pair('records_per_s', 0)} "
+                        f"| {pair('efficiency', 1, 100.0, '%')} | {pair('peak_rss_mib', 0)} |")
+    dates = [run.get("machine", {}).get("date", "?") for run in (before, after)]
+    return "\n".join(rows + ["", f"before: {dates[0]}, after: {dates[1]}"])
+
+
 # --------------------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,7 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench-results.json"),
                         help="where the JSON results go (default: runs/bench-results.json, git-ignored)")
     parser.add_argument("--report", metavar="RESULTS_JSON", help="print the Markdown summary of a stored run; measure nothing")
+    parser.add_argument("--compare", nargs=2, metavar=("BEFORE_JSON", "AFTER_JSON"),
+                        help="print a before/after table of two stored runs; measure nothing")
     args = parser.parse_args(argv)
+    if args.compare:
+        before, after = (json.loads(Path(path).read_text()) for path in args.compare)
+        print(compare(before, after))
+        return 0
     if args.report:
         print(report(json.loads(Path(args.report).read_text())))
         return 0

@@ -11,7 +11,7 @@ import math
 import pytest
 
 from bench import TARGETS, judge, percentile
-from bench.__main__ import main, report
+from bench.__main__ import compare, main, report
 from tests.conftest import bundled
 
 pytestmark = pytest.mark.slow  # starts workers and a streamlit server: ~20 s on an idle 2-core machine
@@ -70,3 +70,16 @@ def test_short_mode_report_shows_the_verdicts(short_run):
     text = report(short_run)
     assert "### diabetes-cinn" in text and "| table row, one record, p50 |" in text
     assert ("| met |" in text) or ("**missed**" in text)
+
+
+def test_compare_lines_up_two_runs():
+    def run(p50, date):
+        return {"machine": {"date": date},
+                "models": {"m": {"batches": {"1": {"p50_ms": p50, "records_per_s": 1000 / p50, "efficiency": 0.05,
+                                                   "peak_rss_mib": 400.0}}}}}
+
+    table = compare(run(20.0, "before-date"), run(12.5, "after-date"))
+    assert "| m | 1 | 20.00 | 12.50 | 50 | 80 | 5.0% | 5.0% | 400 | 400 |" in table
+    assert "before: before-date, after: after-date" in table
+    # a model missing from the earlier run shows dashes, not an error
+    assert "| m | 1 | – | 12.50 |" in compare({}, run(12.5, "d"))
