@@ -853,6 +853,34 @@ def bits_per_dim_report(loaded, *, data=None, samples: int = 2000, progress=None
     return result
 
 
+def bpd_card_markdown(result: dict, command: str) -> str:
+    """The model card's block for the "bpd" section of eval.json."""
+    lines = [f"### Quality (`{command}`)", ""]
+    if result.get("kind") == "image":
+        lines.append(f"- test bits/dim: **{result['test_bits_per_dim']:.3f}** on {result['test_records']:,} test "
+                     "images (uniform dequantization)")
+        recognized = result.get("sample_recognition_t0.7")
+        lines.append("- class-conditional samples at temperature 0.7 recognized as their class by the folder's "
+                     f"classifier: **{recognized:.3f}** ({result.get('sample_recognition_per_class')} per class)"
+                     if recognized is not None else f"- samples not scored: {result.get('note', 'no classifier')}")
+    else:
+        held_out = result.get("round_trip_heldout", {})
+        lines.append(f"- epsilon = infinity round trip: {'exact' if result['round_trip_exact'] else 'NOT exact'} on "
+                     f"{result['round_trip_rows']} training rows, "
+                     f"{'exact' if held_out.get('exact') else 'not exact'} on {held_out.get('rows')} test rows")
+        ks = result.get("sample_ks") or {}
+        if ks:
+            lines.append(f"- KS statistic of {result['samples']:,} model samples against "
+                         f"{result.get('sample_ks_against', 'the data')}, per numeric column: "
+                         + ", ".join(f"{name} {value:.3f}" for name, value in ks.items()))
+            test_rows, floor = result.get("sample_ks_test_rows") or {}, result.get("ks_train_vs_test_rows") or {}
+            if test_rows and floor:
+                lines.append(f"- against the {result['test_records']} test rows alone: at most "
+                             f"{max(test_rows.values()):.3f}; the training rows themselves are at most "
+                             f"{max(floor.values()):.3f} from them (sampling noise of so few rows)")
+    return "\n".join(lines)
+
+
 def _round_trip(model: TabularCINN, frame: pd.DataFrame) -> dict:
     """epsilon = infinity (NoNoise) through privatize: which columns come back different, and by how much."""
     from cadp.privatize import privatize
@@ -1123,7 +1151,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for CI and tests")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     args = parser.parse_args(argv)
-    from cadp.hub import load_folder, update_eval
+    from cadp.hub import load_folder, update_card_section, update_eval
 
     try:
         loaded = load_folder(args.model)
@@ -1154,6 +1182,9 @@ def main(argv=None) -> int:
         bar.close()
         if section is not None:
             update_eval(loaded.folder, section, value)
+            if section == "bpd":
+                update_card_section(loaded.folder, "bpd", bpd_card_markdown(
+                    value, f"python -m cadp.evaluate bpd --model {Path(args.model).as_posix()}"))
             print(f"wrote {section!r} to {loaded.folder / 'eval.json'} in {time.monotonic() - start:.0f} s")
         print(f"wrote {write_report(loaded.folder)}")
     except CadpError as error:

@@ -178,6 +178,26 @@ def update_eval(folder: Path, section: str, value) -> dict:
     return results
 
 
+def update_card_section(folder: Path | str, key: str, markdown: str) -> None:
+    """Put ``markdown`` in the model card between ``<!-- cadp:key -->`` markers (replacing an earlier block).
+
+    A new block goes before "## Privacy and limitations" (or at the end); nothing else changes.
+    """
+    path = Path(folder) / CARD_NAME
+    card = path.read_text(encoding="utf-8") if path.exists() else ""
+    start, end = f"<!-- cadp:{key} -->", f"<!-- /cadp:{key} -->"
+    block = f"{start}\n{markdown.strip()}\n{end}\n"
+    if start in card and end in card:
+        before, rest = card.split(start, 1)
+        card = before + block + rest.split(end, 1)[1].lstrip("\n")
+    elif "## Privacy and limitations" in card:
+        before, rest = card.split("## Privacy and limitations", 1)
+        card = before + block + "\n## Privacy and limitations" + rest
+    else:
+        card = card.rstrip("\n") + "\n\n" + block
+    path.write_text(card, encoding="utf-8")
+
+
 def bundled_models() -> list[str]:
     """Names of the model folders shipped in weights/."""
     if not BUNDLED_DIR.exists():

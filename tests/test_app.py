@@ -296,6 +296,8 @@ def test_model_card_of_a_table_model_shows_sampled_rows():
     rows = at.dataframe[0].value
     assert len(rows) == 20 and "sex" in rows.columns
     assert set(rows["sex"]) <= {1, 2}
+    card = "\n".join(m.value for m in at.markdown)
+    assert "Quality (`python -m cadp.evaluate bpd" in card and "<!--" not in card
 
 
 def test_hub_id_that_does_not_exist_is_a_plain_error():

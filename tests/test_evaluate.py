@@ -294,3 +294,20 @@ def test_dpsgd_reference_is_central_and_spends_at_most_its_target(tiny_table_fol
     assert central["delta"] == pytest.approx(1 / len(data[0]))
     assert all(spent <= target * 1.01 for spent, target in zip(central["epsilon_spent"], central["epsilons"]))
     assert all(0 <= accuracy <= 1 for accuracy in central["accuracy"]["mean"])
+
+
+def test_cli_bpd_writes_its_block_into_the_model_card(tiny_table_folder, tmp_path):
+    import shutil
+
+    loaded, _ = tiny_table_folder
+    folder = tmp_path / "d"
+    shutil.copytree(loaded.folder, folder)
+    (folder / "README.md").write_text("# d\n\n## Results\n- x\n\n## Privacy and limitations\n- local\n")
+    for _ in range(2):  # a second run replaces the block
+        assert main(["bpd", "--model", str(folder), "--quick"]) == 0
+    card = (folder / "README.md").read_text()
+    result = read_eval(folder)["bpd"]
+    assert card.count("<!-- cadp:bpd -->") == 1 and card.index("cadp:bpd") < card.index("## Privacy")
+    assert "epsilon = infinity round trip: exact" in card
+    worst = max(result["sample_ks"].values())
+    assert f"{worst:.3f}" in card and "against all" in card

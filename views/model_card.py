@@ -70,6 +70,7 @@ def page(loaded) -> None:
         st.dataframe(sample_rows(str(loaded.folder), 20, 0), hide_index=True)
     st.subheader("Model card")
     card = re.sub(r"\A---\n.*?\n---\n", "", loaded.card, flags=re.S)
+    card = re.sub(r"^<!-- /?cadp:[a-z]+ -->\n", "", card, flags=re.M)  # block markers for cadp.evaluate
     if card.strip():
         st.markdown(card)
     else:
