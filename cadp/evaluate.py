@@ -837,7 +837,7 @@ def bits_per_dim_report(loaded, *, data=None, samples: int = 2000, progress=None
         train, test = _load_image_data(model.config, data)
         _report(progress, 0.1, f"bits/dim on {len(test)} test images")
         result = {"kind": "image", "test_bits_per_dim": evaluate_bits_per_dim(model, test),
-                  "test_records": len(test)}
+                  "test_records": len(test), **_image_round_trip(model, test)}
         if loaded.classifier is not None:
             _report(progress, 0.8, "sample recognition at temperature 0.7")
             result["sample_recognition_t0.7"] = sample_recognition(model, loaded.classifier,
@@ -853,6 +853,17 @@ def bits_per_dim_report(loaded, *, data=None, samples: int = 2000, progress=None
     return result
 
 
+@torch.inference_mode()
+def _image_round_trip(model: ImageCINN, test, count: int = 1000) -> dict:
+    """epsilon = infinity on the first ``count`` test images: largest pixel error, and whether 8-bit rounding undoes it."""
+    pixels, labels = test.images[:count], test.labels[:count]
+    back = torch.cat([model.decode(model.encode(pixels[s:s + 250], labels[s:s + 250]), labels[s:s + 250]).cpu()
+                      for s in range(0, len(pixels), 250)])
+    return {"round_trip_max_abs_error": float((back - pixels.float()).abs().max()),
+            "round_trip_exact_8bit": bool(torch.equal(back.round().clamp(0, 255), pixels.float())),
+            "round_trip_records": len(pixels)}
+
+
 def bpd_card_markdown(result: dict, command: str) -> str:
     """The model card's block for the "bpd" section of eval.json."""
     lines = [f"### Quality (`{command}`)", ""]
@@ -863,6 +874,12 @@ def bpd_card_markdown(result: dict, command: str) -> str:
         lines.append("- class-conditional samples at temperature 0.7 recognized as their class by the folder's "
                      f"classifier: **{recognized:.3f}** ({result.get('sample_recognition_per_class')} per class)"
                      if recognized is not None else f"- samples not scored: {result.get('note', 'no classifier')}")
+        if "round_trip_max_abs_error" in result:
+            error = result["round_trip_max_abs_error"]
+            lines.append(f"- epsilon = infinity round trip on {result['round_trip_records']:,} test images: largest pixel "
+                         f"error {error:.4f} of 255 ({error / 255:.1e} of the range, float32 arithmetic); "
+                         + ("exact after rounding to 8-bit pixels" if result["round_trip_exact_8bit"]
+                            else "NOT exact after rounding to 8-bit pixels"))
     else:
         held_out = result.get("round_trip_heldout", {})
         lines.append(f"- epsilon = infinity round trip: {'exact' if result['round_trip_exact'] else 'NOT exact'} on "

@@ -17,6 +17,7 @@ from cadp.evaluate import (
     DEFAULT_EPSILONS,
     PAPER_LABEL,
     bits_per_dim_report,
+    bpd_card_markdown,
     clopper_pearson,
     distinguishing_audit,
     latent_audit,
@@ -311,3 +312,13 @@ def test_cli_bpd_writes_its_block_into_the_model_card(tiny_table_folder, tmp_pat
     assert "epsilon = infinity round trip: exact" in card
     worst = max(result["sample_ks"].values())
     assert f"{worst:.3f}" in card and "against all" in card
+
+
+def test_image_bpd_report_measures_the_round_trip_and_writes_it_to_the_card(tmp_path):
+    loaded = tiny_image_folder(tmp_path)
+    result = bits_per_dim_report(loaded, data=(tiny_images(20, 1), tiny_images(30, 2)))
+    assert result["round_trip_records"] == 30 and result["round_trip_exact_8bit"]
+    assert 0 <= result["round_trip_max_abs_error"] < 0.01
+    assert result["sample_recognition_t0.7"] is None  # the folder has no classifier
+    card = bpd_card_markdown(result, "python -m cadp.evaluate bpd --model t")
+    assert "exact after rounding to 8-bit pixels" in card and "samples not scored" in card

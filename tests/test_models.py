@@ -35,8 +35,11 @@ def test_bundled_image_models_round_trip(name):
     data = load_image_dataset(loaded.config.dataset, "test")
     x, y = data.images[:200], data.labels[:200]
     with torch.no_grad():
-        error = (loaded.model.decode(loaded.model.encode(x, y), y) - x.float()).abs().max()
-    assert error <= 1e-3  # 1e-4 in float32; stored weights may be float16
+        back = loaded.model.decode(loaded.model.encode(x, y), y)
+    # float32 arithmetic through a trained flow: errors of a few thousandths of a pixel value (2e-5 of the
+    # 0..255 range, eval.json "bpd"); the bound is 1e-4 of the range, and 8-bit rounding must undo them
+    assert (back - x.float()).abs().max() <= 255 * 1e-4
+    assert torch.equal(back.round().clamp(0, 255), x.float())
 
 
 def test_tabular_round_trip_and_condition_effect():
