@@ -290,11 +290,11 @@ class ColumnSpec:
             unscaled = (x - self.mean) / self.std + below[index] + np.where(is_atom, widths[at] / 2, 0.0)
         return (unscaled - self.shift) / self.scale
 
-    def atom_index(self, encoded: np.ndarray) -> np.ndarray:
-        """Per encoded value, the atom whose cell holds it, or -1."""
+    def atom_index(self, encoded: np.ndarray, cells=None) -> np.ndarray:
+        """Per encoded value, the atom whose cell holds it, or -1 (``cells``: ``_cells()`` if already at hand)."""
         if not self.atoms:
             return np.full(encoded.shape, -1)
-        values, widths, below, lower = self._cells()
+        values, widths, below, lower = cells or self._cells()
         unscaled = encoded * self.scale + self.shift
         if self.slope == 0:
             return np.clip(np.searchsorted(lower[1:], unscaled, side="right"), 0, len(values) - 1)
@@ -306,8 +306,8 @@ class ColumnSpec:
         unscaled = encoded * self.scale + self.shift
         if not self.atoms:
             return unscaled / self.slope * self.std + self.mean
-        values, widths, below, lower = self._cells()
-        index = self.atom_index(encoded)
+        cells = values, widths, below, lower = self._cells()
+        index = self.atom_index(encoded, cells)
         if self.slope == 0:
             return values[index]
         atoms_below = np.searchsorted(lower, unscaled, side="right")  # cells starting at or below
@@ -447,9 +447,9 @@ class TabularEncoder:
             if spec.kind == "categorical":
                 block += ONE_HOT_JITTER * (torch.rand(block.shape, generator=generator) * 2 - 1)
             elif spec.atoms:
-                index = spec.atom_index(block[:, 0].double().numpy())
+                cells = _, widths, _, lower = spec._cells()
+                index = spec.atom_index(block[:, 0].double().numpy(), cells)
                 hit = index >= 0
-                _, widths, _, lower = spec._cells()
                 share = torch.rand(len(block), generator=generator, dtype=torch.float64).numpy()
                 cells = (lower[index[hit]] + share[hit] * widths[index[hit]] - spec.shift) / spec.scale
                 block[torch.from_numpy(hit), 0] = torch.from_numpy(cells).float()
