@@ -223,140 +223,7 @@ def _graph(nodes: list[Ff.Node], conditions: list[Ff.ConditionNode]) -> Ff.Graph
     return inn
 
 
-# --------------------------------------------------------------------------- image cINN
-
-def build_image_graph(config: ImageModelConfig) -> Ff.GraphINN:
-    """Multi-scale graph: downsample, conv couplings at two scales, split, fully connected couplings."""
-    size, channels, classes = config.image_size, config.channels, config.num_classes
-    cond_half = Ff.ConditionNode(classes, size // 2, size // 2, name="label 1/2")
-    cond_quarter = Ff.ConditionNode(classes, size // 4, size // 4, name="label 1/4")
-    cond_flat = Ff.ConditionNode(classes, name="label")
-    conv = partial(ConvSubnet, width=config.conv_width)
-    dense = partial(DenseSubnet, width=config.fc_width)
-    seed = config.permutation_seed
-
-    nodes = [Ff.InputNode(channels, size, size, name="logit pixels")]
-    for scale, (blocks, condition) in enumerate(zip(config.conv_blocks, (cond_half, cond_quarter))):
-        nodes.append(Ff.Node(nodes[-1], Fm.IRevNetDownsampling, {}, name=f"downsample {scale}"))
-        for block in range(blocks):
-            nodes.append(Ff.Node(nodes[-1], Fm.GLOWCouplingBlock,
-                                 {"subnet_constructor": conv, "clamp": config.clamp},
-                                 conditions=condition, name=f"conv coupling {scale}.{block}"))
-            nodes.append(_permutation(nodes[-1], seed, f"conv permutation {scale}.{block}"))
-            seed += 1
-    split = Ff.Node(nodes[-1], Fm.Split, {"n_sections": 2, "dim": 0}, name="split")
-    split_out = Ff.Node(split.out0, Fm.Flatten, {}, name="flatten split")
-    nodes += [split, split_out]
-    nodes.append(Ff.Node(split.out1, Fm.Flatten, {}, name="flatten"))
-    for block in range(config.fc_blocks):
-        nodes.append(Ff.Node(nodes[-1], Fm.GLOWCouplingBlock,
-                             {"subnet_constructor": dense, "clamp": config.clamp},
-                             conditions=cond_flat, name=f"fc coupling {block}"))
-        nodes.append(_permutation(nodes[-1], seed, f"fc permutation {block}"))
-        seed += 1
-    concat = Ff.Node([split_out.out0, nodes[-1].out0], Fm.Concat, {"dim": 0}, name="concat")
-    nodes += [concat, Ff.OutputNode(concat, name="latent")]
-    return _graph(nodes, [cond_half, cond_quarter, cond_flat])
-
-
-class ImageCINN(nn.Module):
-    """Class-conditional INN on images; pixels in [0, 255], latent z in R^D."""
-
-    def __init__(self, config: ImageModelConfig):
-        super().__init__()
-        config.validate()
-        self.config = config
-        self.inn = build_image_graph(config)
-        self._traced = TracedPasses()
-        # oneDNN's CPU convolutions skip a layout reorder per call on channels-last weights (bench/: ~25% faster)
-        self.to(memory_format=torch.channels_last)
-
-    def _apply(self, fn, recurse: bool = True):
-        self._traced.clear()  # traces hold the old device's tensors
-        return super()._apply(fn, recurse)
-
-    def _pass(self, x: torch.Tensor, labels: torch.Tensor, rev: bool) -> torch.Tensor:
-        """The flow in one direction: traced for inference, FrEIA's graph when training or with gradients."""
-        conditions = self.condition(labels)
-        if _use_graph(self):
-            return self.inn(x, c=conditions, rev=rev, jac=False)[0]
-        return self._traced.run(self.inn, x, conditions, rev)
-
-    @property
-    def latent_dim(self) -> int:
-        return self.config.latent_dim
-
-    def condition(self, labels: torch.Tensor) -> list[torch.Tensor]:
-        """One-hot labels (B,) int or (B, K) float, broadcast spatially for the conv stages."""
-        device = next(self.parameters()).device
-        if labels.dim() == 1:
-            labels = nn.functional.one_hot(labels.long().to(device), self.config.num_classes)
-        one_hot = labels.float().to(device)
-        size = self.config.image_size
-        return [one_hot[:, :, None, None].expand(-1, -1, size // 2, size // 2),
-                one_hot[:, :, None, None].expand(-1, -1, size // 4, size // 4),
-                one_hot]
-
-    def _to_logit(self, pixels: torch.Tensor, dequantization: torch.Tensor | None):
-        alpha = self.config.logit_alpha
-        offset = 0.5 if dequantization is None else dequantization
-        unit = (pixels.float() + offset) / 256.0
-        squashed = alpha + (1 - 2 * alpha) * unit
-        logit = torch.log(squashed) - torch.log1p(-squashed)
-        log_det = (math.log(1 - 2 * alpha) - math.log(256.0)
-                   - torch.log(squashed) - torch.log1p(-squashed)).flatten(1).sum(1)
-        return logit, log_det
-
-    def _from_logit(self, logit: torch.Tensor) -> torch.Tensor:
-        alpha = self.config.logit_alpha
-        unit = (torch.sigmoid(logit) - alpha) / (1 - 2 * alpha)
-        return unit * 256.0 - 0.5
-
-    def encode(self, pixels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Latent (B, D) of pixel values in [0, 255] given class labels."""
-        device = next(self.parameters()).device
-        logit, _ = self._to_logit(pixels.to(device), None)
-        return self._pass(logit, labels, rev=False)
-
-    def decode(self, latent: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Pixel values (B, C, H, W), unclamped, of latents (B, D) given class labels."""
-        device = next(self.parameters()).device
-        return self._from_logit(self._pass(latent.to(device), labels, rev=True))
-
-    def bits_per_dim(self, pixels: torch.Tensor, labels: torch.Tensor,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
-        """Per-image negative log-likelihood in bits/dim on [0, 256), uniform dequantization."""
-        device = next(self.parameters()).device
-        pixels = pixels.to(device)
-        noise = torch.rand(pixels.shape, generator=generator, device="cpu").to(device)
-        logit, log_det_pre = self._to_logit(pixels, noise)
-        z, log_det = self.inn(logit, c=self.condition(labels))
-        dims = z.shape[1]
-        nll = 0.5 * (z ** 2).sum(1) + 0.5 * dims * math.log(2 * math.pi) - log_det - log_det_pre
-        return nll / (dims * math.log(2))
-
-    def sample(self, labels: torch.Tensor, temperature: float = 0.7,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """Class-conditional samples, pixel values clamped to [0, 255]."""
-        z = temperature * torch.randn(len(labels), self.latent_dim, generator=generator)
-        return self.decode(z, labels).clamp(0, 255)
-
-
-# --------------------------------------------------------------------------- tabular cINN
-
-def build_tabular_graph(config: TabularModelConfig) -> Ff.GraphINN:
-    """Fully connected GLOW couplings with random permutations, conditioned on the kept columns."""
-    condition = Ff.ConditionNode(max(config.condition_dim, 1), name="conditions")
-    dense = partial(DenseSubnet, width=config.width)
-    nodes = [Ff.InputNode(config.latent_dim, name="encoded row")]
-    for block in range(config.blocks):
-        nodes.append(Ff.Node(nodes[-1], Fm.GLOWCouplingBlock,
-                             {"subnet_constructor": dense, "clamp": config.clamp},
-                             conditions=condition, name=f"coupling {block}"))
-        nodes.append(_permutation(nodes[-1], config.permutation_seed + block, f"permutation {block}"))
-    nodes.append(Ff.OutputNode(nodes[-1], name="latent"))
-    return _graph(nodes, [condition])
-
+# --------------------------------------------------------------------------- traced inference
 
 _GRAPH_MODE = threading.local()
 
@@ -422,7 +289,145 @@ class TracedPasses:
         return traced(x, *conditions)
 
 
-class TabularCINN(nn.Module):
+class TracedFlow:
+    """Mixin for an ``nn.Module`` with a FrEIA graph ``inn`` and a ``TracedPasses`` in ``_traced``."""
+
+    def _apply(self, fn, recurse: bool = True):
+        self._traced.clear()  # traces hold the old device's tensors
+        return super()._apply(fn, recurse)
+
+    def _flow(self, x: torch.Tensor, conditions: list[torch.Tensor], rev: bool) -> torch.Tensor:
+        """The flow in one direction: traced for inference, FrEIA's graph when training or with gradients."""
+        if _use_graph(self):
+            return self.inn(x, c=conditions, rev=rev, jac=False)[0]
+        return self._traced.run(self.inn, x, conditions, rev)
+
+
+# --------------------------------------------------------------------------- image cINN
+
+def build_image_graph(config: ImageModelConfig) -> Ff.GraphINN:
+    """Multi-scale graph: downsample, conv couplings at two scales, split, fully connected couplings."""
+    size, channels, classes = config.image_size, config.channels, config.num_classes
+    cond_half = Ff.ConditionNode(classes, size // 2, size // 2, name="label 1/2")
+    cond_quarter = Ff.ConditionNode(classes, size // 4, size // 4, name="label 1/4")
+    cond_flat = Ff.ConditionNode(classes, name="label")
+    conv = partial(ConvSubnet, width=config.conv_width)
+    dense = partial(DenseSubnet, width=config.fc_width)
+    seed = config.permutation_seed
+
+    nodes = [Ff.InputNode(channels, size, size, name="logit pixels")]
+    for scale, (blocks, condition) in enumerate(zip(config.conv_blocks, (cond_half, cond_quarter))):
+        nodes.append(Ff.Node(nodes[-1], Fm.IRevNetDownsampling, {}, name=f"downsample {scale}"))
+        for block in range(blocks):
+            nodes.append(Ff.Node(nodes[-1], Fm.GLOWCouplingBlock,
+                                 {"subnet_constructor": conv, "clamp": config.clamp},
+                                 conditions=condition, name=f"conv coupling {scale}.{block}"))
+            nodes.append(_permutation(nodes[-1], seed, f"conv permutation {scale}.{block}"))
+            seed += 1
+    split = Ff.Node(nodes[-1], Fm.Split, {"n_sections": 2, "dim": 0}, name="split")
+    split_out = Ff.Node(split.out0, Fm.Flatten, {}, name="flatten split")
+    nodes += [split, split_out]
+    nodes.append(Ff.Node(split.out1, Fm.Flatten, {}, name="flatten"))
+    for block in range(config.fc_blocks):
+        nodes.append(Ff.Node(nodes[-1], Fm.GLOWCouplingBlock,
+                             {"subnet_constructor": dense, "clamp": config.clamp},
+                             conditions=cond_flat, name=f"fc coupling {block}"))
+        nodes.append(_permutation(nodes[-1], seed, f"fc permutation {block}"))
+        seed += 1
+    concat = Ff.Node([split_out.out0, nodes[-1].out0], Fm.Concat, {"dim": 0}, name="concat")
+    nodes += [concat, Ff.OutputNode(concat, name="latent")]
+    return _graph(nodes, [cond_half, cond_quarter, cond_flat])
+
+
+class ImageCINN(TracedFlow, nn.Module):
+    """Class-conditional INN on images; pixels in [0, 255], latent z in R^D."""
+
+    def __init__(self, config: ImageModelConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.inn = build_image_graph(config)
+        self._traced = TracedPasses()
+        # oneDNN's CPU convolutions skip a layout reorder per call on channels-last weights (bench/: ~25% faster)
+        self.to(memory_format=torch.channels_last)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    def condition(self, labels: torch.Tensor) -> list[torch.Tensor]:
+        """One-hot labels (B,) int or (B, K) float, broadcast spatially for the conv stages."""
+        device = next(self.parameters()).device
+        if labels.dim() == 1:
+            labels = nn.functional.one_hot(labels.long().to(device), self.config.num_classes)
+        one_hot = labels.float().to(device)
+        size = self.config.image_size
+        return [one_hot[:, :, None, None].expand(-1, -1, size // 2, size // 2),
+                one_hot[:, :, None, None].expand(-1, -1, size // 4, size // 4),
+                one_hot]
+
+    def _to_logit(self, pixels: torch.Tensor, dequantization: torch.Tensor | None):
+        alpha = self.config.logit_alpha
+        offset = 0.5 if dequantization is None else dequantization
+        unit = (pixels.float() + offset) / 256.0
+        squashed = alpha + (1 - 2 * alpha) * unit
+        logit = torch.log(squashed) - torch.log1p(-squashed)
+        log_det = (math.log(1 - 2 * alpha) - math.log(256.0)
+                   - torch.log(squashed) - torch.log1p(-squashed)).flatten(1).sum(1)
+        return logit, log_det
+
+    def _from_logit(self, logit: torch.Tensor) -> torch.Tensor:
+        alpha = self.config.logit_alpha
+        unit = (torch.sigmoid(logit) - alpha) / (1 - 2 * alpha)
+        return unit * 256.0 - 0.5
+
+    def encode(self, pixels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Latent (B, D) of pixel values in [0, 255] given class labels."""
+        device = next(self.parameters()).device
+        logit, _ = self._to_logit(pixels.to(device), None)
+        return self._flow(logit, self.condition(labels), rev=False)
+
+    def decode(self, latent: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Pixel values (B, C, H, W), unclamped, of latents (B, D) given class labels."""
+        device = next(self.parameters()).device
+        return self._from_logit(self._flow(latent.to(device), self.condition(labels), rev=True))
+
+    def bits_per_dim(self, pixels: torch.Tensor, labels: torch.Tensor,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-image negative log-likelihood in bits/dim on [0, 256), uniform dequantization."""
+        device = next(self.parameters()).device
+        pixels = pixels.to(device)
+        noise = torch.rand(pixels.shape, generator=generator, device="cpu").to(device)
+        logit, log_det_pre = self._to_logit(pixels, noise)
+        z, log_det = self.inn(logit, c=self.condition(labels))
+        dims = z.shape[1]
+        nll = 0.5 * (z ** 2).sum(1) + 0.5 * dims * math.log(2 * math.pi) - log_det - log_det_pre
+        return nll / (dims * math.log(2))
+
+    def sample(self, labels: torch.Tensor, temperature: float = 0.7,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Class-conditional samples, pixel values clamped to [0, 255]."""
+        z = temperature * torch.randn(len(labels), self.latent_dim, generator=generator)
+        return self.decode(z, labels).clamp(0, 255)
+
+
+# --------------------------------------------------------------------------- tabular cINN
+
+def build_tabular_graph(config: TabularModelConfig) -> Ff.GraphINN:
+    """Fully connected GLOW couplings with random permutations, conditioned on the kept columns."""
+    condition = Ff.ConditionNode(max(config.condition_dim, 1), name="conditions")
+    dense = partial(DenseSubnet, width=config.width)
+    nodes = [Ff.InputNode(config.latent_dim, name="encoded row")]
+    for block in range(config.blocks):
+        nodes.append(Ff.Node(nodes[-1], Fm.GLOWCouplingBlock,
+                             {"subnet_constructor": dense, "clamp": config.clamp},
+                             conditions=condition, name=f"coupling {block}"))
+        nodes.append(_permutation(nodes[-1], config.permutation_seed + block, f"permutation {block}"))
+    nodes.append(Ff.OutputNode(nodes[-1], name="latent"))
+    return _graph(nodes, [condition])
+
+
+class TabularCINN(TracedFlow, nn.Module):
     """Conditional INN on encoded table rows (see ``cadp.data.TabularEncoder``)."""
 
     def __init__(self, config: TabularModelConfig):
@@ -436,17 +441,9 @@ class TabularCINN(nn.Module):
         self.inn = build_tabular_graph(config)
         self._traced = TracedPasses()
 
-    def _apply(self, fn, recurse: bool = True):
-        self._traced.clear()  # traces hold the old device's tensors
-        return super()._apply(fn, recurse)
-
     def _pass(self, x: torch.Tensor, condition: torch.Tensor, rev: bool) -> torch.Tensor:
-        """The flow in one direction: traced for inference, FrEIA's graph when training or with gradients."""
         device = next(self.parameters()).device
-        x, condition = x.float().to(device), self._condition(condition)
-        if _use_graph(self):
-            return self.inn(x, c=[condition], rev=rev, jac=False)[0]
-        return self._traced.run(self.inn, x, [condition], rev)
+        return self._flow(x.float().to(device), [self._condition(condition)], rev)
 
     @property
     def latent_dim(self) -> int:
