@@ -857,8 +857,7 @@ def bits_per_dim_report(loaded, *, data=None, samples: int = 2000, progress=None
 def _image_round_trip(model: ImageCINN, test, count: int = 1000) -> dict:
     """epsilon = infinity on the first ``count`` test images: largest pixel error, and whether 8-bit rounding undoes it."""
     pixels, labels = test.images[:count], test.labels[:count]
-    back = torch.cat([model.decode(model.encode(pixels[s:s + 250], labels[s:s + 250]), labels[s:s + 250]).cpu()
-                      for s in range(0, len(pixels), 250)])
+    back = _decode(model, _encode(model, pixels, labels), labels)
     return {"round_trip_max_abs_error": float((back - pixels.float()).abs().max()),
             "round_trip_exact_8bit": bool(torch.equal(back.round().clamp(0, 255), pixels.float())),
             "round_trip_records": len(pixels)}
