@@ -51,6 +51,13 @@ def tiny_weights(tmp_path_factory) -> Path:
     return app_helpers.build_models(tmp_path_factory.mktemp("weights"))
 
 
+@pytest.fixture(scope="module")
+def weights(tiny_weights):
+    """The app reads its models from the tiny ones while the module that asks for this runs."""
+    with weights_dir(tiny_weights):
+        yield tiny_weights
+
+
 @contextmanager
 def weights_dir(folder: Path):
     """Point the app (CADP_WEIGHTS_DIR) at ``folder`` for the duration of the block."""

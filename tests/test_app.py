@@ -12,7 +12,6 @@ from streamlit.testing.v1 import AppTest
 
 from cadp import compare
 from cadp.mechanisms import PAPER_LABEL
-from tests.conftest import weights_dir
 
 try:
     from tests import app_helpers as helpers
@@ -23,11 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 90
 
 
-@pytest.fixture(scope="module", autouse=True)
-def weights(tiny_weights):
-    """The app reads its models from the tiny ones while this module runs."""
-    with weights_dir(tiny_weights):
-        yield tiny_weights
+pytestmark = pytest.mark.usefixtures("weights")  # the app reads the tiny models (conftest)
 
 
 def page(name: str) -> AppTest:

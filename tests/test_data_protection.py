@@ -25,7 +25,6 @@ from cadp.data import load_table
 from cadp.errors import ModelError
 from cadp.mechanisms import DEFAULT_TEMPERATURE, make_mechanism
 from cadp.privatize import privatize
-from tests.conftest import weights_dir
 
 try:
     from tests import app_helpers as helpers
@@ -38,12 +37,7 @@ SKIPPED_FOLDERS = {".git", ".venv"}
 HUB_HOST = "hub.cadp-test.invalid"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def weights(tiny_weights):
-    """The app reads its models from the tiny ones while this module runs."""
-    with weights_dir(tiny_weights):
-        yield tiny_weights
-
+pytestmark = pytest.mark.usefixtures("weights")  # the app reads the tiny models (conftest)
 
 
 def download_bytes(at: AppTest, media: dict[str, bytes]) -> bytes:

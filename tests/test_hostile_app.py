@@ -15,8 +15,6 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import weights_dir
-
 try:
     from tests import app_helpers as helpers
     from tests import corpus
@@ -28,11 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 90
 
 
-@pytest.fixture(scope="module", autouse=True)
-def weights(tiny_weights):
-    """The app reads its models from the tiny ones while this module runs."""
-    with weights_dir(tiny_weights):
-        yield tiny_weights
+pytestmark = pytest.mark.usefixtures("weights")  # the app reads the tiny models (conftest)
 
 
 
