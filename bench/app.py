@@ -45,13 +45,17 @@ def _get(url: str) -> int | None:
 
 
 @contextmanager
-def streamlit_server(env: dict | None = None):
-    """Start `streamlit run app.py` on 127.0.0.1; yield (url, process, start time from time.perf_counter)."""
+def streamlit_server(env: dict | None = None, log_path: Path | None = None):
+    """Start `streamlit run app.py` on 127.0.0.1; yield (url, process, start time from time.perf_counter).
+
+    The server's output goes to ``log_path`` (kept) or to a temporary file (removed at the end).
+    """
     port = free_port()
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.headless", "true",
                "--browser.gatherUsageStats", "false"]
-    log = tempfile.NamedTemporaryFile(prefix="streamlit-", suffix=".log", delete=False)
+    log = (open(log_path, "wb") if log_path  # closed in the finally below
+           else tempfile.NamedTemporaryFile(prefix="streamlit-", suffix=".log", delete=False))
     started = time.perf_counter()
     server = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log,
                               stderr=subprocess.STDOUT)
@@ -64,7 +68,8 @@ def streamlit_server(env: dict | None = None):
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
-        os.unlink(log.name)
+        if not log_path:
+            os.unlink(log.name)
 
 
 def wait_served(url: str, server: subprocess.Popen, started: float, timeout: float = 120) -> dict:

@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,42 +23,18 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
 WAIT_MS = 60_000
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
+    from bench.app import streamlit_server, wait_served
+
     weights = helpers.build_models(tmp_path_factory.mktemp("browser-weights"))
-    port = free_port()
-    env = {**os.environ, "CADP_WEIGHTS_DIR": str(weights), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true"]
     log = tmp_path_factory.mktemp("streamlit-log") / "streamlit.log"
-    with open(log, "wb") as output:
-        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start:\n{log.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        server.terminate()
+    with streamlit_server({"CADP_WEIGHTS_DIR": str(weights), "OMP_NUM_THREADS": "1"}, log) as (url, server, started):
         try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+            wait_served(url, server, started, timeout=90)
+        except RuntimeError as error:
+            pytest.fail(f"{error}:\n{log.read_text(errors='replace')[-3000:]}")
+        yield url
 
 
 @pytest.fixture(scope="module")
