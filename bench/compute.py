@@ -75,8 +75,13 @@ def mechanism():
     return make_mechanism("laplace", EPSILON, temperature=TEMPERATURE)
 
 
-def privatize_call(loaded, batch: int):
-    """A zero-argument function that privatizes ``batch`` records (the same ones each call), and the input source."""
+def privatize_call(loaded, batch: int, reconstruct: bool = False):
+    """A zero-argument function that privatizes ``batch`` records (the same ones each call), and the input source.
+
+    ``reconstruct=False`` (the default): encode, mechanism, one decode (the release), as the
+    archive CLI and the table page run it; True adds the noiseless reconstruction's decode that
+    the image page shows next to the release.
+    """
     from cadp.mechanisms import new_generator
     from cadp.privatize import privatize
 
@@ -87,13 +92,13 @@ def privatize_call(loaded, batch: int):
 
         def call():
             with torch.inference_mode():
-                return privatize(loaded.model, pixels, labels, noise, generator)
+                return privatize(loaded.model, pixels, labels, noise, generator, reconstruct=reconstruct)
     else:
         frame, source = table_inputs(loaded.config, batch)
 
         def call():
             with torch.inference_mode():
-                return privatize(loaded.model, frame, None, noise, generator)
+                return privatize(loaded.model, frame, None, noise, generator, reconstruct=reconstruct)
     return call, source
 
 
@@ -128,8 +133,11 @@ def measure_points(model_folder: str, points: list[dict], device: str = "cpu",
 
 
 def measure_privatize(loaded, batch: int, device: str = "cpu", *, min_calls: int = 20, min_seconds: float = 2.0,
-                      warmup: int = 3, dp_pix: bool = False) -> dict:
-    """Latency per call and records/s of privatize at one batch size, and this process's peak memory."""
+                      warmup: int = 3, dp_pix: bool = False, with_reconstruction: bool = False) -> dict:
+    """Latency per call and records/s of privatize at one batch size, and this process's peak memory.
+
+    ``with_reconstruction``: also time the call with the reconstruction's decode (``privatize_call``).
+    """
     device = torch.device(device)
     call, source = privatize_call(loaded, batch)
     rss_before = peak_rss_mib()
@@ -143,6 +151,10 @@ def measure_privatize(loaded, batch: int, device: str = "cpu", *, min_calls: int
               "peak_rss_before_privatize_mib": rss_before}
     if device.type == "cuda":
         result["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    if with_reconstruction:
+        reconstructing, _ = privatize_call(loaded, batch, reconstruct=True)
+        result["with_reconstruction"] = summary_ms(timed_calls(reconstructing, device, warmup=warmup,
+                                                               min_calls=min_calls, min_seconds=min_seconds))
     if dp_pix and loaded.config.kind == "image":
         result["dp_pix"] = measure_dp_pix(loaded.config, batch, device, min_calls=min_calls,
                                           min_seconds=min_seconds / 2, warmup=warmup)
@@ -170,8 +182,8 @@ def measure_dp_pix(config, batch: int, device: torch.device, **timing) -> dict:
 def count_flops(loaded, batch: int = 8) -> dict:
     """FLOPs per record (FlopCounterMode: matmuls and convolutions) of encode, decode and one privatize call.
 
-    privatize decodes twice (the reconstruction without noise and the release), so its
-    count is encode + 2 x decode; the throughput it is multiplied with is privatize's.
+    The privatize call is the one timed (``privatize_call``: encode + mechanism + the release's
+    decode), so its count is encode + decode; the throughput it is multiplied with is that call's.
     """
     from torch.utils.flop_counter import FlopCounterMode
 

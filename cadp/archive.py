@@ -312,7 +312,7 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
             try:
                 result = privatize(model, pixels, labels, settings.mechanism, settings.generator,
                                    seed=settings.seed, batch_size=settings.batch_size,
-                                   condition_handling=settings.handlings)
+                                   condition_handling=settings.handlings, reconstruct=False)
             except CadpError as error:
                 outcome = {id(item): ("", str(error), "") for item in images}
             else:
@@ -434,7 +434,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                     try:
                         result = privatize(model, part, None, settings.mechanism, settings.generator,
                                            seed=settings.seed, batch_size=settings.batch_size,
-                                           condition_handling=settings.handlings)
+                                           condition_handling=settings.handlings, reconstruct=False)
                     except CadpError as error:  # a ValueError too: catch it before the parser's errors
                         errors.update({position: error for position in good})
                 if result is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
@@ -204,6 +205,7 @@ ONE_HOT_JITTER = 0.25  # dequantization half-width: argmax still decodes exactly
 ATOM_MIN_SHARE = 0.02  # a value of a continuous column this frequent is a point mass ...
 ATOM_MIN_COUNT = 5  # ... if it occurs at least this often
 ATOM_WIDTH_PER_SHARE = 8.0  # standardized cell width of a point mass per unit of its share
+SCALAR_VALUES = 8  # up to this many values a column encodes in Python floats: NumPy's per-call cost is higher
 
 
 @dataclass
@@ -241,8 +243,18 @@ class ColumnSpec:
 
     def category_values(self, picks: np.ndarray) -> np.ndarray | pd.Series:
         """The categories at indices ``picks``, in the column's original dtype where that is lossless."""
-        return self._category_array[picks] if isinstance(self._category_array, np.ndarray) \
-            else _restore_dtype(pd.Series(self._category_objects[picks], dtype="object"), self.dtype)
+        if isinstance(self._category_array, np.ndarray):
+            return self._category_array[picks]
+        if self._categories_restored is not None:
+            return pd.Series(self._categories_restored.take(picks), copy=False)
+        return _restore_dtype(pd.Series(self._category_objects[picks], dtype="object"), self.dtype)
+
+    @cached_property
+    def _categories_restored(self) -> pd.api.extensions.ExtensionArray | None:
+        """All categories in the column's dtype, cast once, when none is missing (else picks decide)."""
+        if None in self.categories:
+            return None
+        return _restore_dtype(pd.Series(self._category_objects, dtype="object"), self.dtype).array
 
     @cached_property
     def _category_objects(self) -> np.ndarray:
@@ -268,15 +280,36 @@ class ColumnSpec:
     # numeric encoding, in float64 numpy
 
     def _cells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Atom values, their cell widths, cumulative widths (len + 1) and cell lower ends (unscaled)."""
+        """Atom values, their cell widths, cumulative widths (len + 1) and cell lower ends (unscaled).
+
+        Cached per (atoms list, slope, mean, std): a row at a time, recomputing them was most of the work.
+        """
+        key = (len(self.atoms), self.slope, self.mean, self.std)
+        cached = self.__dict__.get("_cells_cache")  # (atoms list, key, cells): holding the list keeps its id unique
+        if cached is not None and cached[0] is self.atoms and cached[1] == key:
+            return cached[2]
         table = np.asarray(self.atoms, dtype=np.float64).reshape(-1, 2)
         values, widths = table[:, 0], table[:, 1]
         below = np.concatenate([[0.0], np.cumsum(widths)])
         lower = self.slope * (values - self.mean) / self.std + below[:-1]
+        self.__dict__["_cells_cache"] = (self.atoms, key, (values, widths, below, lower))
+        self.__dict__["_cell_lists_cache"] = None
         return values, widths, below, lower
+
+    def _cell_lists(self) -> tuple[list[float], ...]:
+        """``_cells()`` as Python lists plus the lattice midpoints, for the scalar path."""
+        cells = self._cells()
+        lists = self.__dict__.get("_cell_lists_cache")
+        if lists is None:
+            values = cells[0]
+            lists = (*(array.tolist() for array in cells), ((values[1:] + values[:-1]) / 2).tolist())
+            self.__dict__["_cell_lists_cache"] = lists
+        return lists
 
     def encode_numbers(self, x: np.ndarray) -> np.ndarray:
         """Values to their encoding (cell middles for atoms)."""
+        if len(x) <= SCALAR_VALUES:
+            return np.array([self._encode_number(value) for value in x.tolist()], dtype=np.float64)
         if not self.atoms:
             return (self.slope * (x - self.mean) / self.std - self.shift) / self.scale
         values, widths, below, lower = self._cells()
@@ -286,9 +319,41 @@ class ColumnSpec:
         else:
             index = np.searchsorted(values, x, side="left")  # atoms strictly below x
             at = np.minimum(index, len(values) - 1)
-            is_atom = (index < len(values)) & np.isclose(values[at], x, rtol=1e-12, atol=0.0)
+            near = values[at]  # np.isclose(near, x, rtol=1e-12, atol=0), without its overhead
+            is_atom = (index < len(values)) & ((near == x) | (np.abs(near - x) <= 1e-12 * np.abs(x)))
             unscaled = (x - self.mean) / self.std + below[index] + np.where(is_atom, widths[at] / 2, 0.0)
         return (unscaled - self.shift) / self.scale
+
+    def _encode_number(self, x: float) -> float:
+        """``encode_numbers`` of one value, in Python floats: the same operations in the same order."""
+        if not self.atoms:
+            return (self.slope * (x - self.mean) / self.std - self.shift) / self.scale
+        values, widths, below, lower, middles = self._cell_lists()
+        last = len(values) - 1
+        if self.slope == 0:
+            index = min(max(bisect_left(middles, x), 0), last)
+            unscaled = lower[index] + widths[index] / 2
+        else:
+            index = bisect_left(values, x)
+            at = min(index, last)
+            near = values[at]
+            is_atom = index <= last and (near == x or abs(near - x) <= 1e-12 * abs(x))
+            unscaled = (x - self.mean) / self.std + below[index] + (widths[at] / 2 if is_atom else 0.0)
+        return (unscaled - self.shift) / self.scale
+
+    def _decode_number(self, encoded: float) -> float:
+        """``decode_numbers`` of one value, in Python floats: the same operations in the same order."""
+        unscaled = encoded * self.scale + self.shift
+        if not self.atoms:
+            return unscaled / self.slope * self.std + self.mean
+        values, widths, below, lower, _ = self._cell_lists()
+        if self.slope == 0:
+            return values[min(max(bisect_right(lower, unscaled, 1) - 1, 0), len(values) - 1)]
+        atoms_below = bisect_right(lower, unscaled)  # cells starting at or below
+        index = atoms_below - 1
+        if index >= 0 and unscaled < lower[index] + widths[index]:
+            return values[index]
+        return (unscaled - below[atoms_below]) * self.std + self.mean
 
     def atom_index(self, encoded: np.ndarray, cells=None) -> np.ndarray:
         """Per encoded value, the atom whose cell holds it, or -1 (``cells``: ``_cells()`` if already at hand)."""
@@ -303,6 +368,8 @@ class ColumnSpec:
         return np.where(inside, index, -1)
 
     def decode_numbers(self, encoded: np.ndarray) -> np.ndarray:
+        if len(encoded) <= SCALAR_VALUES:
+            return np.array([self._decode_number(value) for value in encoded.tolist()], dtype=np.float64)
         unscaled = encoded * self.scale + self.shift
         if not self.atoms:
             return unscaled / self.slope * self.std + self.mean
@@ -329,6 +396,34 @@ def infer_column_kind(series: pd.Series) -> str:
 def _plain(value):
     """A JSON-serialisable Python scalar for a category value."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+SMALL_FRAME_ROWS = 32  # up to this many rows, encoders read all cells at once: per-column access costs more
+
+
+class FrameCells:
+    """All cells of a frame of a few rows, read in one conversion (a row at a time, pandas'
+    per-column access was most of the encoding time). Read once, it serves several encoders."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self._objects = frame.to_numpy(dtype=object)
+        self._position = {name: index for index, name in enumerate(frame.columns)}
+        self._dtypes = dict(zip(frame.columns, frame.dtypes))
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> FrameCells | None:
+        """For a frame of at most SMALL_FRAME_ROWS rows and unique column names, else None."""
+        return cls(frame) if len(frame) <= SMALL_FRAME_ROWS and frame.columns.is_unique else None
+
+    def numbers(self, name: str) -> np.ndarray | None:
+        """A column of a NumPy numeric dtype as float64 (NaN where missing); None for any other dtype."""
+        dtype = self._dtypes[name]
+        if not (isinstance(dtype, np.dtype) and dtype.kind in "iuf"):
+            return None
+        return self._objects[:, self._position[name]].astype(np.float64)
+
+    def values(self, name: str) -> list:
+        return self._objects[:, self._position[name]].tolist()
 
 
 class TabularEncoder:
@@ -394,37 +489,47 @@ class TabularEncoder:
         child.columns = [self.spec(n) for n in names]
         return child
 
-    def transform(self, frame: pd.DataFrame, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Encode to a float32 tensor (N, width); dequantized (see ``dequantize``) when a generator is given."""
+    def transform(self, frame: pd.DataFrame, generator: torch.Generator | None = None, *,
+                  cells: FrameCells | None = None) -> torch.Tensor:
+        """Encode to a float32 tensor (N, width); dequantized (see ``dequantize``) when a generator is given.
+
+        ``cells``: ``FrameCells.of(frame)`` when the caller has read it already (for another encoder).
+        """
         if not self.columns:
             raise RuntimeError("TabularEncoder.transform called before fit")
         missing = [spec.name for spec in self.columns if spec.name not in frame.columns]
         if missing:
             raise InputError(f"the table lacks column(s) {missing}")
         encoded = np.zeros((len(frame), self.width), dtype=np.float32)
+        cells = cells or FrameCells.of(frame)
         start = 0
         for spec in self.columns:
-            series = frame[spec.name]
             if spec.kind == "numeric":
-                values = (series.to_numpy(dtype=np.float64, na_value=np.nan)
-                          if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
-                          else pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))
+                values = cells.numbers(spec.name) if cells else None
+                if values is None:
+                    series = frame[spec.name]
+                    values = (series.to_numpy(dtype=np.float64, na_value=np.nan)
+                              if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+                              else pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))
                 values = np.where(np.isnan(values), spec.mean, values)
                 encoded[:, start] = spec.encode_numbers(values)
             else:
-                encoded[np.arange(len(frame)), start + self._category_codes(spec, series)] = 1.0
+                cell_values = cells.values(spec.name) if cells else frame[spec.name]
+                encoded[np.arange(len(frame)), start + self._category_codes(spec, cell_values)] = 1.0
             start += spec.width
         encoded = torch.from_numpy(encoded)
         return encoded if generator is None else self.dequantize(encoded, generator)
 
     @staticmethod
-    def _category_codes(spec: ColumnSpec, series: pd.Series) -> np.ndarray:
+    def _category_codes(spec: ColumnSpec, cells: pd.Series | list) -> np.ndarray:
         """Index of each cell's category; a clear error for a value unseen when fitting."""
         lookup = spec.lookup
-        if len(series) <= 32:  # a few rows: a dict lookup per cell beats factorizing
-            distinct, codes = series.tolist(), None
+        if isinstance(cells, list):
+            distinct, codes = cells, None
+        elif len(cells) <= SMALL_FRAME_ROWS:  # a few rows: a dict lookup per cell beats factorizing
+            distinct, codes = cells.tolist(), None
         else:  # look up each distinct value once, not each cell
-            codes, distinct = pd.factorize(series, use_na_sentinel=False)
+            codes, distinct = pd.factorize(cells, use_na_sentinel=False)
         found = [lookup.get(_key(_plain(v))) for v in distinct]
         if None in found:
             bad = distinct[found.index(None)]

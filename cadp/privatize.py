@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cadp.data import FrameCells
 from cadp.errors import InputError
 from cadp.mechanisms import ConditionHandling, Mechanism, MetricMechanism, new_generator, release_condition
 from cadp.models import ImageCINN, TabularCINN
@@ -32,7 +33,7 @@ class PrivatizationResult:
     """
 
     original: torch.Tensor
-    reconstruction: torch.Tensor
+    reconstruction: torch.Tensor | None  # None when privatize ran with reconstruct=False
     privatized: torch.Tensor
     latent: torch.Tensor
     noisy_latent: torch.Tensor
@@ -95,22 +96,24 @@ def _chunks(count: int, batch_size: int | None):
 def privatize(model: ImageCINN | TabularCINN, x, condition, mechanism: Mechanism,
               generator: torch.Generator | None = None, *, seed: int | None = None,
               condition_handling: dict[str, ConditionHandling] | None = None,
-              batch_size: int | None = None) -> PrivatizationResult:
+              batch_size: int | None = None, reconstruct: bool = True) -> PrivatizationResult:
     """Privatize a batch of images (pixels (B, C, H, W), labels (B,)) or table rows (a DataFrame).
 
     ``condition``: class labels for images; for tables None (condition columns are
     read from the frame) or a frame of the condition columns. Noise comes from
     ``generator``, else from ``seed`` (marked not private), else from OS entropy.
     ``batch_size`` chunks the work (the ``paper`` mechanism's output depends on it).
+    ``reconstruct=False`` skips decoding the noiseless reconstruction (``reconstruction`` and
+    ``reconstruction_frame`` are then None): a third less flow work where nobody looks at it.
     """
     if generator is None:
         generator = new_generator(seed)
     if isinstance(model, ImageCINN):
         return _privatize_images(model, x, condition, mechanism, generator, seed,
-                                 condition_handling or {}, batch_size)
+                                 condition_handling or {}, batch_size, reconstruct)
     if isinstance(model, TabularCINN):
         return _privatize_rows(model, x, condition, mechanism, generator, seed,
-                               condition_handling or {}, batch_size)
+                               condition_handling or {}, batch_size, reconstruct)
     raise InputError(f"cannot privatize with a {type(model).__name__}")
 
 
@@ -121,21 +124,26 @@ def _check_handlings(handlings: dict[str, ConditionHandling], names: list[str]) 
                          f"the model's conditions are {names}")
 
 
-def _latent_pass(model, inputs, condition, released, mechanism, generator, batch_size):
+def _latent_pass(model, inputs, condition, released, mechanism, generator, batch_size, reconstruct):
     latents, noisy, reconstructions, outputs = [], [], [], []
     for part in _chunks(len(inputs), batch_size):
         z = model.encode(inputs[part], condition[part])
         z_noisy = mechanism(z, generator)
         latents.append(z.cpu())
         noisy.append(z_noisy.cpu())
+        if not reconstruct:
+            outputs.append(model.decode(z_noisy, released[part]).cpu())
+            continue
         # reconstruction and release in one decode call: one pass of the flow's per-call overhead, not two
         decoded = model.decode(torch.cat([z, z_noisy]), torch.cat([condition[part], released[part]])).cpu()
         reconstructions.append(decoded[:len(z)])
         outputs.append(decoded[len(z):])
-    return torch.cat(latents), torch.cat(noisy), torch.cat(reconstructions), torch.cat(outputs)
+    reconstruction = torch.cat(reconstructions) if reconstruct else None
+    return torch.cat(latents), torch.cat(noisy), reconstruction, torch.cat(outputs)
 
 
-def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, seed, handlings, batch_size):
+def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, seed, handlings, batch_size,
+                      reconstruct):
     config = model.config
     pixels = torch.as_tensor(pixels)
     if pixels.dim() == 3:
@@ -158,7 +166,7 @@ def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, se
     handling = handlings.get("label", ConditionHandling())
     released = release_condition(labels, config.num_classes, handling, None, generator)
     latent, noisy, reconstruction, output = _latent_pass(model, pixels, labels, released, mechanism,
-                                                         generator, batch_size)
+                                                         generator, batch_size, reconstruct)
     return PrivatizationResult(
         original=pixels, reconstruction=reconstruction, privatized=output.clamp(0, 255),
         latent=latent, noisy_latent=noisy, condition={"label": labels}, released_condition={"label": released},
@@ -168,20 +176,23 @@ def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, se
         guarantee=_guarantee(model, mechanism, {"label": handling}, seed), seed=seed)
 
 
-def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, generator, seed, handlings, batch_size):
+def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, generator, seed, handlings, batch_size,
+                    reconstruct):
     if not isinstance(frame, pd.DataFrame):
         raise InputError("table rows must be given as a pandas DataFrame")
     if condition_frame is not None:
         frame = pd.concat([frame.reset_index(drop=True), condition_frame.reset_index(drop=True)], axis=1)
     if len(frame) == 0:
         raise InputError("the table has no rows")
-    frame = frame.reset_index(drop=True)
+    if not frame.index.equals(pd.RangeIndex(len(frame))):
+        frame = frame.reset_index(drop=True)
     config = model.config
     condition_names = config.condition_columns
     _check_handlings(handlings, condition_names)
     handlings = dict(handlings)
-    rows = model.data_encoder.transform(frame)
-    condition = model.condition_encoder.transform(frame)
+    cells = FrameCells.of(frame)  # a few rows: read once for both encoders
+    rows = model.data_encoder.transform(frame, cells=cells)
+    condition = model.condition_encoder.transform(frame, cells=cells)
     true_values, released_values, released_blocks, start = {}, {}, [], 0
     for spec in model.condition_encoder.columns:
         index = condition[:, start:start + spec.width].argmax(1)
@@ -192,15 +203,18 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         released_blocks.append(torch.nn.functional.one_hot(released, spec.width).float())
     released_condition = torch.cat(released_blocks, dim=1) if released_blocks else condition
     latent, noisy, reconstruction, output = _latent_pass(model, rows, condition, released_condition, mechanism,
-                                                         generator, batch_size)
-    # both decodes in one pass over the columns, then split; frames built once, in the input's column order
-    values = model.data_encoder.decode_columns(torch.cat([output, reconstruction]))
-    count = len(frame)
-    decoded = {name: _part(column, 0, count) for name, column in values.items()}
-    rebuilt = {name: _part(column, count, 2 * count) for name, column in values.items()}
+                                                         generator, batch_size, reconstruct)
+    count, rebuilt = len(frame), None
+    if reconstruction is None:
+        decoded = model.data_encoder.decode_columns(output)
+    else:  # both decodes in one pass over the columns, then split
+        values = model.data_encoder.decode_columns(torch.cat([output, reconstruction]))
+        decoded = {name: _part(column, 0, count) for name, column in values.items()}
+        rebuilt = {name: _part(column, count, 2 * count) for name, column in values.items()}
     for spec in model.condition_encoder.columns:
         decoded[spec.name] = spec.category_values(released_values[spec.name].numpy())
-        rebuilt[spec.name] = frame[spec.name].to_numpy()
+        if rebuilt is not None:
+            rebuilt[spec.name] = frame[spec.name].to_numpy()
     keep = [c for c in frame.columns if c in decoded]
     original_frame = frame if keep == list(frame.columns) else frame[keep]
     return PrivatizationResult(
@@ -211,7 +225,7 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         epsilon_conditions=sum(h.cost for h in handlings.values()), delta=getattr(mechanism, "delta", None),
         guarantee=_guarantee(model, mechanism, handlings, seed), seed=seed,
         original_frame=original_frame, privatized_frame=pd.DataFrame({c: decoded[c] for c in keep}, copy=False),
-        reconstruction_frame=pd.DataFrame({c: rebuilt[c] for c in keep}, copy=False))
+        reconstruction_frame=None if rebuilt is None else pd.DataFrame({c: rebuilt[c] for c in keep}, copy=False))
 
 
 def _part(column: np.ndarray | pd.Series, start: int, stop: int) -> np.ndarray | pd.Series:

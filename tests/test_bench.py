@@ -46,8 +46,10 @@ def test_short_mode_numbers_are_consistent(short_run):
     peak = short_run["peak"]
     assert peak["peak_flops_per_s"] == max(peak["rates_flops_per_s"].values()) > 0
     entry = short_run["models"]["diabetes-cinn"]
+    # the timed call: encode, mechanism and the release's decode (no reconstruction)
     assert entry["privatize_flops_per_record"] == pytest.approx(
-        entry["encode_flops_per_record"] + 2 * entry["decode_flops_per_record"], rel=0.01)
+        entry["encode_flops_per_record"] + entry["decode_flops_per_record"], rel=0.01)
+    assert "with_reconstruction" not in entry["batches"]["1"]  # timed for image models only
     assert set(entry["batches"]) == {"1", "256"}
     for batch, point in entry["batches"].items():
         assert 0 < point["p50_ms"] <= point["p95_ms"]
@@ -83,3 +85,13 @@ def test_compare_lines_up_two_runs():
     assert "before: before-date, after: after-date" in table
     # a model missing from the earlier run shows dashes, not an error
     assert "| m | 1 | – | 12.50 |" in compare({}, run(12.5, "d"))
+    # runs that timed different calls say so, with the like-for-like number where there is one
+    old, new = run(20.0, "a"), run(9.0, "b")
+    old["models"]["m"] |= {"encode_flops_per_record": 1.0, "decode_flops_per_record": 1.0,
+                           "privatize_flops_per_record": 3.0}
+    new["models"]["m"] |= {"encode_flops_per_record": 1.0, "decode_flops_per_record": 1.0,
+                           "privatize_flops_per_record": 2.0}
+    new["models"]["m"]["batches"]["1"]["with_reconstruction"] = {"p50_ms": 15.0}
+    notes = compare(old, new)
+    assert "m: the timed call differs: before encode + 2 decodes, after encode + decode of the release." in notes
+    assert "the same call as before (with the reconstruction): p50 20.00 -> 15.00 ms" in notes

@@ -162,3 +162,29 @@ def test_folders_written_with_a_lattice_grid_still_decode_as_before():
     assert encoder.transform(pd.DataFrame({"age": [30]}))[0, 0] == pytest.approx(-1.0)
     decoded = encoder.inverse_transform(torch.tensor([[-1.04], [-0.96], [-0.949], [-5.0], [9.0]]))
     assert decoded["age"].tolist() == [30, 30, 31, 20, 60]
+
+
+@pytest.mark.parametrize("name", ["diabetes", "heart"])
+def test_a_few_rows_encode_and_decode_as_in_a_large_batch(name):
+    """Small frames take a scalar path (FrameCells, Python floats): it must give the batch path's exact values."""
+    frame = load_table(name).frame
+    encoder = TabularEncoder().fit(frame)
+    rng = np.random.default_rng(0)
+    picks = rng.choice(len(frame), 3, replace=False)
+    large = encoder.transform(frame)[picks]
+    small = frame.iloc[picks]  # a non-default index, as a user's selection has
+    assert torch.equal(encoder.transform(small), large)
+    # encodings of any value, atoms and their cell edges included, decode the same one at a time
+    for spec in encoder.columns:
+        if spec.kind != "numeric":
+            continue
+        values = np.concatenate([rng.normal(spec.mean, 2 * spec.std, 200), [v for v, _ in spec.atoms]])
+        batch = spec.encode_numbers(values)
+        assert np.array_equal(np.concatenate([spec.encode_numbers(values[i:i + 1]) for i in range(len(values))]),
+                              batch)
+        lower = (spec._cells()[3] - spec.shift) / spec.scale if spec.atoms else np.zeros(0)
+        encoded = np.concatenate([batch, rng.normal(0, 2, 200), lower, np.nextafter(lower, -np.inf)])
+        one_at_a_time = np.concatenate([spec.decode_numbers(encoded[i:i + 1]) for i in range(len(encoded))])
+        assert np.array_equal(one_at_a_time, spec.decode_numbers(encoded))
+    decoded = encoder.inverse_transform(large)
+    pd.testing.assert_frame_equal(encoder.inverse_transform(large[:1]), decoded.iloc[:1])

@@ -148,6 +148,24 @@ def test_rows_keep_conditions_and_change_other_cells():
     assert "fitted, without DP, on the very rows" in fitted.guarantee  # fit_tabular's default dataset is "upload"
 
 
+@pytest.mark.parametrize("name", ["mnist-cinn", "diabetes-cinn"])
+def test_without_reconstruction_the_release_is_the_same(name, digits):
+    loaded = load_folder(bundled(name))
+    if loaded.config.kind == "image":
+        inputs, condition = digits
+    else:
+        inputs, condition = load_table(loaded.config.dataset).frame.head(20), None
+    both = privatize(loaded.model, inputs, condition, mech(epsilon=3.0, temperature=0.7), seed=5)
+    release = privatize(loaded.model, inputs, condition, mech(epsilon=3.0, temperature=0.7), seed=5,
+                        reconstruct=False)
+    assert release.reconstruction is None and release.reconstruction_frame is None
+    assert torch.equal(release.noisy_latent, both.noisy_latent)
+    assert torch.allclose(release.privatized, both.privatized, atol=1e-3)
+    if release.privatized_frame is not None:
+        pd.testing.assert_frame_equal(release.privatized_frame, both.privatized_frame)
+        assert both.reconstruction_frame is not None
+
+
 def test_rows_missing_a_column_are_refused():
     table = load_table("diabetes")
     model = fit_tabular(table.frame, ["sex"], steps=5)

@@ -169,7 +169,7 @@ def page(loaded) -> None:
     if st.button("Privatize table", type="primary", key="table_privatize"):
         with st.spinner("Privatizing…"):
             result = privatize(model, frame, None, settings.mechanism, seed=settings.seed,
-                               condition_handling=handlings)
+                               condition_handling=handlings, reconstruct=False)
         ui.charge(key, f"each row of {name} ({len(frame)} rows)", settings.mechanism,
                   sum(h.cost for h in handlings.values()))
         st.session_state[RESULT] = {"result": result, "key": key}
