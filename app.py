@@ -6,6 +6,9 @@ bypassing this navigation, so a direct link would open a page without the app's 
 
 import streamlit as st
 
+from cadp.runtime import configure_allocator
+
+configure_allocator()  # large image batches reuse freed memory instead of page-faulting it in each call
 st.set_page_config(page_title="CADP — content-aware differential privacy", page_icon="🔒", layout="wide")
 
 navigation = st.navigation([

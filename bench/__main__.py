@@ -161,7 +161,7 @@ def report(results: dict) -> str:
              f"Machine: {info.get('cpu_model', '?')}, {info['cpu_count']} CPUs ({info.get('cores_per_socket', '?')} "
              f"cores/socket, {info.get('threads_per_core', '?')} thread/core), {info.get('memory_gib', '?')} GiB; "
              f"Python {info['python']}, torch {info['torch']}, {info['torch_threads']} torch threads "
-             f"(OMP_NUM_THREADS={info['omp_num_threads_env']}).",
+             f"(OMP_NUM_THREADS={info['omp_num_threads_env']}); allocator: {info.get('allocator', 'not recorded')}.",
              f"Other load: at start {_load(info['other_load'])}; at end {_load(info.get('other_load_at_end'))}.", ""]
     peak = results.get("peak")
     if peak:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from bench import EPSILON, TEMPERATURE, summary_ms
+from cadp.runtime import configure_allocator
 
 # --------------------------------------------------------------------------- timing
 
@@ -299,6 +300,7 @@ def load_times(model_folder: str, repeats: int = 5) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = json.loads((argv or sys.argv[1:])[0])
+    configure_allocator()  # as the app and the CLIs run
     print(json.dumps(measure_points(**arguments)))
     return 0
 

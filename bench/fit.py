@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cadp.runtime import configure_allocator
+
 CONDITION = "group"  # the one categorical condition column
 APP_DEFAULT_STEPS = 400  # the "Training steps" slider's default on the tabular page
 
@@ -85,6 +87,7 @@ def measure_fit(steps: int | None = None, rows: int = 1000, threads: int | None 
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_allocator()  # as the app and the CLIs run
     print(json.dumps(measure_fit(**json.loads((argv or sys.argv[1:])[0]))))
     return 0
 

@@ -40,6 +40,7 @@ from cadp.mechanisms import (
     new_generator,
 )
 from cadp.privatize import NOT_PRIVATE_SEED, privatize
+from cadp.runtime import configure_allocator
 from cadp.uploads import (
     IMAGE_SUFFIXES,
     INVERT_CHOICES,
@@ -587,6 +588,7 @@ def parse_conditions(items: list[str], config) -> dict[str, ConditionHandling]:
 def main(argv=None) -> int:
     """Run the CLI; 0 when at least one file or row was privatized, 1 when none was, 2 on unusable arguments."""
     args = parse_args(argv)
+    configure_allocator()
     try:
         mechanism = _mechanism(args)
         loaded = _load_model(str(args.model))

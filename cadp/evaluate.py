@@ -1168,6 +1168,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     args = parser.parse_args(argv)
     from cadp.hub import load_folder, update_card_section, update_eval
+    from cadp.runtime import configure_allocator
+
+    configure_allocator()
 
     try:
         loaded = load_folder(args.model)

@@ -9,6 +9,7 @@ import torch
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
 from cadp.models import ImageCINN, ImageModelConfig
+from cadp.runtime import configure_allocator
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "weights"
@@ -41,6 +42,7 @@ def bundled(name: str) -> Path:
 # Single records through small networks: one intra-op thread is much faster than two on a
 # busy 2-core machine (threads wait on each other), and results do not depend on it.
 torch.set_num_threads(1)
+configure_allocator()  # as the app and the CLIs run (cadp.runtime)
 
 
 @pytest.fixture(scope="session")
