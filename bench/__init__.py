@@ -102,8 +102,28 @@ def machine() -> dict:
 TOP_PROCESS_MIN_CPU = 5.0  # %CPU below which a process is not listed as competing load
 
 
+def memory_bandwidth_gb_s(mib: int = 256, repeats: int = 5) -> float:
+    """Best copy rate of a ``mib`` MiB float32 tensor (read + write bytes per second), in GB/s.
+
+    A probe of the shared machine's state: the image flows' large batches are memory-bound in
+    part, so runs on a busy host differ more here than in the matmul peak.
+    """
+    import time
+
+    import torch
+
+    source = torch.ones(mib * 2**20 // 4)
+    target = torch.empty_like(source)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        target.copy_(source)
+        best = min(best, time.perf_counter() - start)
+    return 2 * source.numel() * 4 / best / 1e9
+
+
 def other_load() -> dict:
-    """The 1-minute load average and other CADP training or evaluation processes running now."""
+    """The 1-minute load average, a memory bandwidth probe and other CADP training or evaluation processes."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     try:
         found = subprocess.run(["pgrep", "-af", "cadp.train|cadp.evaluate"], capture_output=True, text=True,
@@ -116,5 +136,5 @@ def other_load() -> dict:
                    if float(line.split()[1]) >= TOP_PROCESS_MIN_CPU]
     except (OSError, subprocess.SubprocessError):
         listing = []
-    return {"load_average_1min": load, "cadp_processes": found,
+    return {"load_average_1min": load, "memory_copy_gb_s": memory_bandwidth_gb_s(), "cadp_processes": found,
             "top_processes": [" ".join(line.split())[:160] for line in listing]}

@@ -249,7 +249,8 @@ def _load(load: dict | None) -> str:
     if not load:
         return "n/a"
     processes = "; ".join(load["cadp_processes"]) or "no cadp.train / cadp.evaluate process"
-    return f"load average {load['load_average_1min']:.2f}, {processes}"
+    copy = f", memory copy {load['memory_copy_gb_s']:.1f} GB/s" if "memory_copy_gb_s" in load else ""
+    return f"load average {load['load_average_1min']:.2f}{copy}, {processes}"
 
 
 def _target_rows(targets: dict) -> list[str]:

@@ -357,7 +357,16 @@ class TracedFlow:
 
     def _apply(self, fn, recurse: bool = True):
         self._traced.clear()  # traces hold the old device's tensors
+        self.__dict__.pop("_device", None)
         return super()._apply(fn, recurse)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the parameters are (remembered until the module moves: looking it up was per call)."""
+        device = self.__dict__.get("_device")
+        if device is None:
+            device = self.__dict__["_device"] = next(self.parameters()).device
+        return device
 
     def _flow(self, x: torch.Tensor, conditions: list[torch.Tensor], rev: bool) -> torch.Tensor:
         """The flow in one direction: traced for inference, FrEIA's graph when training or with gradients."""
@@ -420,7 +429,7 @@ class ImageCINN(TracedFlow, nn.Module):
 
     def condition(self, labels: torch.Tensor) -> list[torch.Tensor]:
         """One-hot labels (B,) int or (B, K) float, broadcast spatially for the conv stages."""
-        device = next(self.parameters()).device
+        device = self.device
         if labels.dim() == 1:
             labels = nn.functional.one_hot(labels.long().to(device), self.config.num_classes)
         one_hot = labels.float().to(device)
@@ -446,19 +455,19 @@ class ImageCINN(TracedFlow, nn.Module):
 
     def encode(self, pixels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Latent (B, D) of pixel values in [0, 255] given class labels."""
-        device = next(self.parameters()).device
+        device = self.device
         logit, _ = self._to_logit(pixels.to(device), None)
         return self._flow(logit, self.condition(labels), rev=False)
 
     def decode(self, latent: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Pixel values (B, C, H, W), unclamped, of latents (B, D) given class labels."""
-        device = next(self.parameters()).device
+        device = self.device
         return self._from_logit(self._flow(latent.to(device), self.condition(labels), rev=True))
 
     def bits_per_dim(self, pixels: torch.Tensor, labels: torch.Tensor,
                      generator: torch.Generator | None = None) -> torch.Tensor:
         """Per-image negative log-likelihood in bits/dim on [0, 256), uniform dequantization."""
-        device = next(self.parameters()).device
+        device = self.device
         pixels = pixels.to(device)
         noise = torch.rand(pixels.shape, generator=generator, device="cpu").to(device)
         logit, log_det_pre = self._to_logit(pixels, noise)
@@ -505,7 +514,7 @@ class TabularCINN(TracedFlow, nn.Module):
         self._traced = TracedPasses()
 
     def _pass(self, x: torch.Tensor, condition: torch.Tensor, rev: bool) -> torch.Tensor:
-        device = next(self.parameters()).device
+        device = self.device
         return self._flow(x.float().to(device), [self._condition(condition)], rev)
 
     @property
@@ -513,7 +522,7 @@ class TabularCINN(TracedFlow, nn.Module):
         return self.config.latent_dim
 
     def _condition(self, condition: torch.Tensor) -> torch.Tensor:
-        device = next(self.parameters()).device
+        device = self.device
         if condition.shape[1] == 0:  # no condition columns: a constant input
             return torch.zeros(condition.shape[0], 1, device=device)
         return condition.float().to(device)

@@ -184,7 +184,8 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         frame = pd.concat([frame.reset_index(drop=True), condition_frame.reset_index(drop=True)], axis=1)
     if len(frame) == 0:
         raise InputError("the table has no rows")
-    if not frame.index.equals(pd.RangeIndex(len(frame))):
+    index = frame.index
+    if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1):
         frame = frame.reset_index(drop=True)
     config = model.config
     condition_names = config.condition_columns
@@ -215,8 +216,9 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         decoded[spec.name] = spec.category_values(released_values[spec.name].numpy())
         if rebuilt is not None:
             rebuilt[spec.name] = frame[spec.name].to_numpy()
-    keep = [c for c in frame.columns if c in decoded]
-    original_frame = frame if keep == list(frame.columns) else frame[keep]
+    columns = frame.columns.tolist()
+    keep = [c for c in columns if c in decoded]
+    original_frame = frame if len(keep) == len(columns) else frame[keep]
     return PrivatizationResult(
         original=rows, reconstruction=reconstruction, privatized=output, latent=latent, noisy_latent=noisy,
         condition=true_values, released_condition=released_values,

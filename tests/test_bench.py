@@ -38,6 +38,9 @@ def test_short_mode_writes_every_section(short_run):
     assert short_run["mode"] == "short"
     assert {"machine", "peak", "models", "tabular_fit", "app", "evaluation", "seconds"} <= set(short_run)
     assert short_run["machine"]["torch"] and short_run["machine"]["cpu_count"] >= 1
+    assert short_run["machine"]["other_load"]["memory_copy_gb_s"] > 0
+    assert short_run["machine"]["other_load_at_end"]["memory_copy_gb_s"] > 0
+    assert short_run["machine"]["allocator"]
     assert short_run["app"]["browser"] == {"skipped": "run with --browser"}
     assert "diabetes-cinn" in short_run["evaluation"]
 
