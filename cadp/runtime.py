@@ -4,9 +4,9 @@ PyTorch's CPU tensors come straight from the C library's ``malloc``. glibc serve
 allocation above its mmap threshold (adaptive, at most 32 MiB) with a fresh ``mmap`` and
 unmaps it on ``free``, and gives freed memory at the top of its heap back to the system
 above a trim threshold. A large batch through the image flow allocates and frees tens of
-activations of 3-50 MiB per call, so each one was page-faulted in again every time:
-``python -m bench`` measured mnist-cinn at batch 256 at 611 ms per call before and 358 ms
-after ``configure_allocator`` (BENCHMARKS.md).
+activations of 3-50 MiB per call, so each one was page-faulted in again every time: the
+bench worker measured mnist-cinn at batch 256 at 611 ms per call with glibc's defaults and
+358 ms with these settings (BENCHMARKS.md, "Third round").
 """
 
 from __future__ import annotations
