@@ -1,8 +1,9 @@
 """Where privatize spends its time: ``python -m bench.profile [--models NAME ...] [--threads N]``.
 
 Images: torch.profiler's operators at batch 256, with the GFLOP/s each convolution
-and matmul shape reaches (FLOPs from the shapes, as for stride-1 'same' convolutions). Tables: the share of cadp.data's encoder (pandas) against the flow,
-by cProfile, at batch 1 and 1024.
+and matmul shape reaches (FLOPs from the shapes, as for stride-1 'same' convolutions; time as
+the operator's share of the operators' self time times the measured wall time per call).
+Tables: the share of cadp.data's encoder (pandas) against the flow, by cProfile, at batch 1 and 1024.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def image_operators(loaded, batch: int = 256, calls: int = 2, rows: int = 8) -> 
     for event in events[:rows]:
         share = event.self_cpu_time_total / 1e3 / calls / total_ms
         flops = _operator_flops(event.key, event.input_shapes) * event.count / calls
-        rate = flops / (event.self_cpu_time_total / 1e6 / calls) / 1e9 if flops else None
+        # self times are summed over threads (their total can exceed the wall time): an operator's
+        # wall time is its share of the total times the measured wall time per call
+        rate = flops / (share * wall_ms / 1e3) / 1e9 if flops else None
         shapes = str(event.input_shapes[:2]).replace("|", "/")
         lines.append(f"| {event.key} | {shapes} | {100 * share:.1f}% | {'' if rate is None else f'{rate:.1f}'} |")
     return "\n".join(lines)
