@@ -12,11 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from cadp import compare
 from cadp.mechanisms import PAPER_LABEL
-
-try:
-    from tests import app_helpers as helpers
-except ImportError:  # pytest run without the repository root on sys.path
-    import app_helpers as helpers
+from tests import app_helpers as helpers
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 90

@@ -18,11 +18,7 @@ import cadp.uploads as uploads
 from cadp.hub import save_model
 from cadp.models import ImageCINN, ImageModelConfig
 from cadp.privatize import NOT_PRIVATE_SEED
-
-try:
-    from tests import corpus
-except ImportError:  # tests/ itself on sys.path (pytest's default rootdir import)
-    import corpus
+from tests import corpus
 
 CLASSES = ["0", "1", "T-shirt/top"]
 

@@ -8,10 +8,7 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from tests import app_helpers as helpers
-except ImportError:  # pytest run without the repository root on sys.path
-    import app_helpers as helpers
+from tests import app_helpers as helpers
 
 pytestmark = pytest.mark.browser
 

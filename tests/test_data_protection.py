@@ -25,11 +25,7 @@ from cadp.data import load_table
 from cadp.errors import ModelError
 from cadp.mechanisms import DEFAULT_TEMPERATURE, make_mechanism
 from cadp.privatize import privatize
-
-try:
-    from tests import app_helpers as helpers
-except ImportError:  # pytest run without the repository root on sys.path
-    import app_helpers as helpers
+from tests import app_helpers as helpers
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 90
