@@ -355,11 +355,11 @@ class ColumnSpec:
             return values[index]
         return (unscaled - below[atoms_below]) * self.std + self.mean
 
-    def atom_index(self, encoded: np.ndarray, cells=None) -> np.ndarray:
-        """Per encoded value, the atom whose cell holds it, or -1 (``cells``: ``_cells()`` if already at hand)."""
+    def atom_index(self, encoded: np.ndarray) -> np.ndarray:
+        """Per encoded value, the atom whose cell holds it, or -1."""
         if not self.atoms:
             return np.full(encoded.shape, -1)
-        values, widths, below, lower = cells or self._cells()
+        values, widths, below, lower = self._cells()
         unscaled = encoded * self.scale + self.shift
         if self.slope == 0:
             return np.clip(np.searchsorted(lower[1:], unscaled, side="right"), 0, len(values) - 1)
@@ -373,8 +373,8 @@ class ColumnSpec:
         unscaled = encoded * self.scale + self.shift
         if not self.atoms:
             return unscaled / self.slope * self.std + self.mean
-        cells = values, widths, below, lower = self._cells()
-        index = self.atom_index(encoded, cells)
+        values, widths, below, lower = self._cells()
+        index = self.atom_index(encoded)
         if self.slope == 0:
             return values[index]
         atoms_below = np.searchsorted(lower, unscaled, side="right")  # cells starting at or below
@@ -524,10 +524,8 @@ class TabularEncoder:
     def _category_codes(spec: ColumnSpec, cells: pd.Series | list) -> np.ndarray:
         """Index of each cell's category; a clear error for a value unseen when fitting."""
         lookup = spec.lookup
-        if isinstance(cells, list):
-            distinct, codes = cells, None
-        elif len(cells) <= SMALL_FRAME_ROWS:  # a few rows: a dict lookup per cell beats factorizing
-            distinct, codes = cells.tolist(), None
+        if len(cells) <= SMALL_FRAME_ROWS:  # a few rows: a dict lookup per cell beats factorizing
+            distinct, codes = cells if isinstance(cells, list) else cells.tolist(), None
         else:  # look up each distinct value once, not each cell
             codes, distinct = pd.factorize(cells, use_na_sentinel=False)
         found = [lookup.get(_key(_plain(v))) for v in distinct]
@@ -552,8 +550,8 @@ class TabularEncoder:
             if spec.kind == "categorical":
                 block += ONE_HOT_JITTER * (torch.rand(block.shape, generator=generator) * 2 - 1)
             elif spec.atoms:
-                cells = _, widths, _, lower = spec._cells()
-                index = spec.atom_index(block[:, 0].double().numpy(), cells)
+                _, widths, _, lower = spec._cells()
+                index = spec.atom_index(block[:, 0].double().numpy())
                 hit = index >= 0
                 share = torch.rand(len(block), generator=generator, dtype=torch.float64).numpy()
                 cells = (lower[index[hit]] + share[hit] * widths[index[hit]] - spec.shift) / spec.scale
