@@ -65,10 +65,6 @@ class PrivatizationResult:
         return "OS entropy" if self.private else f"seed {self.seed} ({NOT_PRIVATE_SEED})"
 
 
-def _model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandling], seed) -> str:
     distances = model.config.latent_distances
     kwargs = {"d_typ": distances.d_typ, "d_nn": distances.d_nn} if distances else {}
