@@ -74,11 +74,6 @@ def machine() -> dict:
             "python": platform.python_version(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
             "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS")}
-    from cadp.runtime import configure_allocator
-
-    # every process of the suite applies the app's allocator settings (cadp.runtime)
-    info["allocator"] = ("glibc malloc: no mmap, trim threshold 512 MiB (cadp.runtime.configure_allocator)"
-                         if configure_allocator() else "the C library's defaults")
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
         fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)

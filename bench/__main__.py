@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench import BATCH_SIZES, IMAGE_MODELS, ROOT, TABLE_MODELS, WEIGHTS, judge, machine
+from bench import BATCH_SIZES, IMAGE_MODELS, ROOT, TABLE_MODELS, WEIGHTS, judge, machine, other_load
+from cadp.runtime import configure_allocator
 
 MODES = {
     "short": {"batches": (1, 256), "latency": {"min_calls": 20, "min_seconds": 0.5},
@@ -81,8 +82,9 @@ def bench_models(folders: list[Path], settings: dict, device: str, threads: int 
                 singles[loaded.folder.name] += run_worker("bench.compute", {
                     "model_folder": str(loaded.folder), "points": [point], "device": device, "threads": threads})
     for name, runs in singles.items():
-        chosen = sorted(runs, key=lambda run: run["p50_ms"])[len(runs) // 2]
-        chosen = {**runs[0], **{k: v for k, v in chosen.items() if k != "dp_pix"}}  # DP-Pix: timed in the first run
+        chosen = dict(sorted(runs, key=lambda run: run["p50_ms"])[len(runs) // 2])
+        if "dp_pix" in runs[0]:  # timed in the first run only
+            chosen["dp_pix"] = runs[0]["dp_pix"]
         chosen["p50_ms_runs"] = [run["p50_ms"] for run in runs]
         results[name]["batches"]["1"] = chosen
     for loaded in available:
@@ -365,8 +367,11 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     folders = model_folders(args.models)
+    # every process of the suite applies the app's allocator settings (cadp.runtime); the workers do so themselves
+    allocator = ("glibc malloc: no mmap, trim threshold 512 MiB (cadp.runtime.configure_allocator)"
+                 if configure_allocator() else "the C library's defaults")
     results = {"mode": args.mode, "device": args.device, "command": "python -m bench " + " ".join(argv or sys.argv[1:]),
-               "machine": machine(), "settings": {k: v for k, v in settings.items()}}
+               "machine": machine() | {"allocator": allocator}, "settings": {k: v for k, v in settings.items()}}
     sections = results["section_seconds"] = {}
     if "models" not in args.skip:
         results["peak"], results["models"] = bench_models(folders, settings, args.device, args.threads)
@@ -378,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         results["app"] = bench_app(settings, folders, args.browser, args.weights_dir)
         sections["app"] = time.perf_counter() - started - sum(sections.values())
     results["evaluation"] = evaluation_times(folders)
-    results["machine"]["other_load_at_end"] = machine()["other_load"]
+    results["machine"]["other_load_at_end"] = other_load()
     results["seconds"] = time.perf_counter() - started
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")
