@@ -426,6 +426,11 @@ class FrameCells:
         return self._objects[:, self._position[name]].tolist()
 
 
+def draw_in_boxes(base: torch.Tensor, span: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``base + U(0, 1) * span`` elementwise: dequantized rows from ``TabularEncoder.dequantization_boxes``."""
+    return torch.addcmul(base, torch.rand(base.shape, generator=generator), span)
+
+
 class TabularEncoder:
     """Encode a DataFrame to floats and back.
 
@@ -543,21 +548,31 @@ class TabularEncoder:
         the whole cell to the value), so the flow learns point masses such as lattice
         levels, zeros and integer-valued ratios.
         """
-        encoded = encoded.clone()
+        return draw_in_boxes(*self.dequantization_boxes(encoded), generator)
+
+    def dequantization_boxes(self, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per encoded value, the box ``dequantize`` draws from: ``base + U(0, 1) * span``.
+
+        ``span`` is 0 where a value stays as it is (numbers outside every point mass's cell).
+        The boxes depend on the values only: a fit computes them once for its rows and
+        draws fresh points every step (``draw_in_boxes``).
+        """
+        base = encoded.float().clone()
+        span = torch.zeros_like(base)
         start = 0
         for spec in self.columns:
-            block = encoded[:, start:start + spec.width]
             if spec.kind == "categorical":
-                block += ONE_HOT_JITTER * (torch.rand(block.shape, generator=generator) * 2 - 1)
+                base[:, start:start + spec.width] -= ONE_HOT_JITTER
+                span[:, start:start + spec.width] = 2 * ONE_HOT_JITTER
             elif spec.atoms:
                 _, widths, _, lower = spec._cells()
-                index = spec.atom_index(block[:, 0].double().numpy())
+                index = spec.atom_index(base[:, start].double().numpy())
                 hit = index >= 0
-                share = torch.rand(len(block), generator=generator, dtype=torch.float64).numpy()
-                cells = (lower[index[hit]] + share[hit] * widths[index[hit]] - spec.shift) / spec.scale
-                block[torch.from_numpy(hit), 0] = torch.from_numpy(cells).float()
+                rows = torch.from_numpy(hit)
+                base[rows, start] = torch.from_numpy((lower[index[hit]] - spec.shift) / spec.scale).float()
+                span[rows, start] = torch.from_numpy(widths[index[hit]] / spec.scale).float()
             start += spec.width
-        return encoded
+        return base, span
 
     def inverse_transform(self, encoded: torch.Tensor) -> pd.DataFrame:
         """Decode (N, width) floats to a frame: numbers back on their scale, categories by argmax."""

@@ -165,7 +165,10 @@ def test_traced_inference_matches_the_graph_at_any_batch_size_and_follows_weight
         tabular.encode(rows[:1], condition[:1])  # traced at batch 1 ...
         image.decode(torch.zeros(1, 784), y[:1])
         z_rows, z_image = tabular.encode(rows, condition), image.encode(x, y)  # ... used at other sizes
-    assert len(tabular._traced._passes) == 1 and len(image._traced._passes) == 2
+    def inference_traces(model):  # keys (rev, jac, ...); a fit leaves its training pass's trace too
+        return [key for key in model._traced._passes if not key[1]]
+
+    assert len(inference_traces(tabular)) == 1 and len(inference_traces(image)) == 2
     # the traces run the couplings' lean inference form: the same function, up to float rounding
     assert torch.allclose(z_rows, graph(tabular, rows, condition, False), rtol=1e-5, atol=1e-5)
     assert torch.allclose(z_image, graph(image, image._to_logit(x, None)[0], y, False), atol=1e-5)
@@ -210,3 +213,83 @@ def test_lean_inference_replaces_only_atan_clamped_glow_couplings():
     x = torch.randn(5, 6)
     with torch.no_grad():
         assert torch.equal(_FlowPass(tanh, False)(x), tanh(x, jac=False)[0])
+
+
+def test_likelihood_passes_match_freia_graph_in_value_and_gradient(tiny_image_model, mnist_test):
+    from cadp.models import graph_mode
+
+    table = load_table("heart")
+    tabular = perturbed(fit_tabular(table.frame, ["target", "sex"], steps=3)).train()
+    rows = tabular.data_encoder.transform(table.frame[:40])
+    condition = tabular.condition_encoder.transform(table.frame[:40])
+    image = perturbed(tiny_image_model, scale=0.02).train()
+    x, y = mnist_test.images[:6], mnist_test.labels[:6]
+
+    def value_and_gradients(loss):
+        for model in (tabular, image):
+            model.zero_grad(set_to_none=True)
+        value = loss()
+        value.sum().backward()
+        return value.detach(), [p.grad.clone() for model in (tabular, image)
+                                for p in model.parameters() if p.grad is not None]
+
+    def losses():  # tabular: the traced lean pass; images: the eager lean pass
+        table_nll = tabular.nll_per_dim(rows, condition)
+        image_bpd = image.bits_per_dim(x, y, generator=torch.Generator().manual_seed(1))
+        return torch.cat([table_nll, image_bpd])
+
+    for _ in range(3):  # TorchScript's executor optimizes a trace after its first calls: check them all
+        lean, lean_gradients = value_and_gradients(losses)
+    with graph_mode():
+        graph, graph_gradients = value_and_gradients(losses)
+    assert torch.allclose(lean, graph, rtol=1e-5, atol=1e-5)
+    assert len(lean_gradients) == len(graph_gradients) > 0
+    for ours, theirs in zip(lean_gradients, graph_gradients):
+        assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(lean[:40], lean[:40].mean())  # rows differ: not a degenerate comparison
+
+
+def test_fitted_table_model_likelihood_uses_its_final_weights(tmp_path):
+    from cadp.models import graph_mode
+
+    table = load_table("heart")
+    model = fit_tabular(table.frame, ["target", "sex"], steps=60)  # best step restored after training
+    rows = model.data_encoder.transform(table.frame)
+    condition = model.condition_encoder.transform(table.frame)
+    with torch.no_grad():
+        traced = model.nll_per_dim(rows, condition)  # the trace made while training
+        with graph_mode():
+            graph = model.nll_per_dim(rows, condition)
+    assert torch.allclose(traced, graph, rtol=1e-5, atol=1e-5)
+    save_model(model, tmp_path / "m")  # the parameters own their storage again (safetensors refuses shared)
+    reloaded = load_folder(tmp_path / "m")
+    with torch.no_grad():
+        assert torch.allclose(reloaded.model.nll_per_dim(rows, condition), traced, rtol=1e-5, atol=1e-5)
+
+
+def test_flat_parameters_train_as_the_separate_parameters_would():
+    from cadp.train import flat_parameters
+
+    torch.manual_seed(0)
+    ours = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2))
+    reference = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2))
+    reference.load_state_dict(ours.state_dict())
+    inputs = torch.randn(16, 3)
+    params = list(ours.parameters())
+    separate = torch.optim.AdamW(reference.parameters(), lr=0.05, weight_decay=0.01)
+    with flat_parameters(params) as flat:
+        optimizer = torch.optim.AdamW([flat], lr=0.05, weight_decay=0.01, fused=True)
+        for _ in range(5):
+            flat.grad.zero_()
+            ours(inputs).square().mean().backward()
+            torch.nn.utils.clip_grad_norm_([flat], 1.0)
+            optimizer.step()
+            separate.zero_grad()
+            reference(inputs).square().mean().backward()
+            torch.nn.utils.clip_grad_norm_(reference.parameters(), 1.0)
+            separate.step()
+    for mine, theirs in zip(params, reference.parameters()):
+        assert torch.allclose(mine, theirs, atol=1e-6)
+        assert mine.grad is None
+    assert len({p.untyped_storage().data_ptr() for p in params}) == len(params)
+    assert not torch.allclose(params[0], torch.nn.Linear(3, 5).weight)
