@@ -6,9 +6,10 @@ bypassing this navigation, so a direct link would open a page without the app's 
 
 import streamlit as st
 
-from cadp.runtime import configure_allocator
+from cadp.runtime import configure_allocator, configure_blas_threads
 
 configure_allocator()  # large image batches reuse freed memory instead of page-faulting it in each call
+configure_blas_threads()  # OpenBLAS threads spinning after NumPy work slowed the next torch call
 st.set_page_config(page_title="CADP — content-aware differential privacy", page_icon="🔒", layout="wide")
 
 navigation = st.navigation([

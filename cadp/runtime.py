@@ -12,6 +12,7 @@ bench worker measured mnist-cinn at batch 256 at 611 ms per call with glibc's de
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
@@ -56,3 +57,21 @@ def mmapped_bytes() -> int | None:
         return None
     libc.mallinfo2.restype = _MallInfo2
     return int(libc.mallinfo2().hblkhd)
+
+
+def configure_blas_threads() -> list[str]:
+    """One thread for the OpenBLAS libraries NumPy and SciPy bring (torch keeps its own threads).
+
+    OpenBLAS worker threads busy-wait for about 0.1 s after each call. In the app, the NumPy
+    work of one page run (statistics, scikit-learn) was followed by the next run's torch work,
+    and on 2 cores the spinning threads took a core from it: the table page's privatize call
+    (442 rows) took 8-14 ms after this and 60-80 ms right after the page's NumPy work before it
+    (BENCHMARKS.md, "Fourth round"). The app's NumPy and SciPy work is small. An OpenBLAS
+    loaded later reads ``OPENBLAS_NUM_THREADS``. Returns the libraries limited now.
+    """
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    from threadpoolctl import ThreadpoolController
+
+    selected = ThreadpoolController().select(internal_api="openblas")
+    selected.limit(limits=1)  # stays in force: the limiter is not used as a context manager
+    return [info["filepath"] for info in selected.info()]

