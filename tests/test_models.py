@@ -162,7 +162,7 @@ def test_traced_inference_matches_the_graph_at_any_batch_size_and_follows_weight
             return model.inn(inputs, c=c, rev=rev, jac=False)[0]
 
     with torch.inference_mode():
-        tabular.encode(rows[:1], condition[:1])  # traced at batch 1 ...
+        tabular.encode(rows[:100], condition[:100])  # traced at one batch size ...
         image.decode(torch.zeros(1, 784), y[:1])
         z_rows, z_image = tabular.encode(rows, condition), image.encode(x, y)  # ... used at other sizes
     def inference_traces(model):  # keys (rev, jac, ...); a fit leaves its training pass's trace too
@@ -293,3 +293,62 @@ def test_flat_parameters_train_as_the_separate_parameters_would():
         assert mine.grad is None
     assert len({p.untyped_storage().data_ptr() for p in params}) == len(params)
     assert not torch.allclose(params[0], torch.nn.Linear(3, 5).weight)
+
+
+def test_numpy_flow_runs_few_table_rows_as_freia_graph_and_follows_the_weights():
+    from cadp.models import NumpyFlow
+
+    table = load_table("heart")
+    model = perturbed(fit_tabular(table.frame, ["target", "sex"], steps=3))
+    model._traced.clear()  # the fit encoded its rows through a trace
+    rows = model.data_encoder.transform(table.frame)
+    condition = model.condition_encoder.transform(table.frame)
+
+    def graph(inputs, conditions, rev):
+        with torch.no_grad():
+            return model.inn(inputs, c=[model._condition(conditions)], rev=rev, jac=False)[0]
+
+    with torch.inference_mode():
+        for count in (1, 5, NumpyFlow.MAX_ROWS):
+            z = model.encode(rows[:count], condition[:count])
+            assert torch.allclose(z, graph(rows[:count], condition[:count], False), rtol=1e-5, atol=1e-5)
+            assert torch.allclose(model.decode(z, condition[:count]), graph(z, condition[:count], True), atol=1e-5)
+    assert model.__dict__["_numpy"][0] is not None and not model._traced._passes  # NumPy ran, no trace was made
+    with torch.inference_mode():
+        model.encode(rows[:NumpyFlow.MAX_ROWS + 1], condition[:NumpyFlow.MAX_ROWS + 1])
+    assert len(model._traced._passes) == 1  # more rows: the trace
+    with torch.inference_mode():
+        before = model.encode(rows[:3], condition[:3])
+    with torch.no_grad():  # in place: the views see it
+        for parameter in model.parameters():
+            if parameter.is_floating_point():
+                parameter.mul_(1.3)
+    with torch.inference_mode():
+        changed = model.encode(rows[:3], condition[:3])
+    assert not torch.allclose(changed, before, atol=1e-3)
+    assert torch.allclose(changed, graph(rows[:3], condition[:3], False), rtol=1e-5, atol=1e-5)
+    first = model.__dict__["_numpy"][0]
+    for parameter in model.parameters():  # new storage: the views would be stale, a new NumPy flow is built
+        if parameter.is_floating_point():
+            parameter.data = parameter.data * 0.8
+    assert not first.current()
+    with torch.inference_mode():
+        assert torch.allclose(model.encode(rows[:3], condition[:3]), graph(rows[:3], condition[:3], False),
+                              rtol=1e-5, atol=1e-5)
+    assert model.__dict__["_numpy"][0] is not first
+
+
+def test_numpy_flow_only_for_chains_of_supported_blocks(tiny_image_model):
+    from functools import partial
+
+    import FrEIA.framework as Ff
+    import FrEIA.modules as Fm
+
+    from cadp.models import DenseSubnet, NumpyFlow
+
+    assert NumpyFlow.of(tiny_image_model.inn) is None  # conv couplings, splits: the trace runs images
+    nodes = [Ff.InputNode(6, name="in")]
+    nodes.append(Ff.Node(nodes[-1], Fm.GLOWCouplingBlock, {"subnet_constructor": partial(DenseSubnet, width=8),
+                                                           "clamp": 1.0, "clamp_activation": "TANH"}))
+    nodes.append(Ff.OutputNode(nodes[-1]))
+    assert NumpyFlow.of(Ff.GraphINN(nodes)) is None  # tanh clamp: not the lean coupling
