@@ -3,7 +3,9 @@
 Images: torch.profiler's operators at batch 256, with the GFLOP/s each convolution
 and matmul shape reaches (FLOPs from the shapes, as for stride-1 'same' convolutions; time as
 the operator's share of the operators' self time times the measured wall time per call).
-Tables: the share of cadp.data's encoder (pandas) against the flow, by cProfile, at batch 1 and 1024.
+Tables: the share of cadp.data's encoder (pandas) against the flow, by cProfile, at batch 1 and 1024;
+one flow pass through each inference path (NumPy, trace, FrEIA's graph) at a few batch sizes;
+one step of the on-the-fly fit through each likelihood path and optimizer layout.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import cProfile
 import pstats
 import sys
 import time
+from functools import partial
 
 import torch
 
 from bench import WEIGHTS
-from bench.compute import load, privatize_call
+from bench.compute import load, privatize_call, table_inputs
 
 
 def image_operators(loaded, batch: int = 256, calls: int = 2, rows: int = 8) -> str:
@@ -90,10 +93,120 @@ def table_shares(loaded, batch: int, calls: int = 20) -> str:
     return "\n".join(lines)
 
 
+def _p50_us(calls: dict, repeats: int, rounds: int = 5) -> dict:
+    """p50 microseconds of each zero-argument call over ``repeats`` calls, in ``rounds`` blocks taken in turn.
+
+    Blocks, not single calls, alternate: the machine's drift hits every call alike, and each call
+    still follows calls of its own kind (torch's worker threads spin for a while after an
+    operator, which would slow whatever ran next).
+    """
+    seconds = {name: [] for name in calls}
+    block = max(1, repeats // rounds)
+    for _ in range(rounds):
+        for name, call in calls.items():
+            for _ in range(max(3, block // 10)):
+                call()
+            for _ in range(block):
+                started = time.perf_counter()
+                call()
+                seconds[name].append(time.perf_counter() - started)
+    return {name: 1e6 * sorted(values)[len(values) // 2] for name, values in seconds.items()}
+
+
+def table_flow_paths(loaded, batches=(1, 8, 64, 256), calls: int = 500) -> str:
+    """p50 of one encode pass per inference path: what ``TabularCINN`` picks, and each path forced."""
+    from cadp.models import NumpyFlow, graph_mode
+
+    model = loaded.model
+    frame, _ = table_inputs(loaded.config, max(batches))
+    rows = model.data_encoder.transform(frame)
+    condition = model._condition(model.condition_encoder.transform(frame))
+    numpy_flow = NumpyFlow.of(model.inn)
+    lines = [f"{loaded.folder.name}: one encode pass, p50 us (the model uses NumPy up to "
+             f"{NumpyFlow.MAX_ROWS} rows, the trace above)", "",
+             "| rows | NumPy | trace | FrEIA graph | the model's choice |", "|---|---|---|---|---|"]
+    def graph(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        with graph_mode():
+            return model._flow(x, [c], False)
+
+    with torch.inference_mode():
+        for batch in batches:
+            x, c = rows[:batch], condition[:batch]
+            paths = {"numpy": partial(numpy_flow.run, x.numpy(), c.numpy(), False)} if numpy_flow else {}
+            paths |= {"trace": partial(model._traced.run, model.inn, x, [c], False), "graph": partial(graph, x, c),
+                      "model": partial(model._flow, x, [c], False)}
+            timings = _p50_us(paths, calls)
+            lines.append(f"| {batch} | " + " | ".join(f"{timings[name]:.0f}" if name in timings else "-"
+                                                     for name in ("numpy", "trace", "graph", "model")) + " |")
+    return "\n".join(lines)
+
+
+def fit_step_parts(steps: int = 200) -> str:
+    """One step of ``fit_tabular``'s loop on the suite's synthetic table, per likelihood path and optimizer layout."""
+    from bench.fit import CONDITION, synthetic_frame
+    from cadp.data import draw_in_boxes
+    from cadp.models import TabularCINN, graph_mode
+    from cadp.train import flat_parameters, tabular_config
+
+    frame = synthetic_frame()
+    model = TabularCINN(tabular_config(frame, [CONDITION], name="bench", dataset="synthetic", width=32))
+    model.config.clamp = 0.5
+    model.train()
+    generator = torch.Generator().manual_seed(0)
+    rows = model.data_encoder.transform(frame[:256])
+    condition = model.condition_encoder.transform(frame[:256])
+    base, span = model.data_encoder.dequantization_boxes(rows)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def backward(path: str) -> None:
+        model.zero_grad(set_to_none=True)
+        inputs, conditions = draw_in_boxes(base, span, generator), [model._condition(condition)]
+        if path == "graph":
+            with graph_mode():
+                z, log_det = model._flow_log_det(inputs, conditions)
+        else:
+            z, log_det = model._flow_log_det(inputs, conditions, traced=path == "trace")
+        (0.5 * (z ** 2).sum(1) - log_det).mean().backward()
+
+    backward("eager")
+    separate = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-3, foreach=True)
+
+    def separate_step():
+        torch.nn.utils.clip_grad_norm_(params, 10.0, foreach=True)
+        separate.step()
+
+    timings = _p50_us({"graph": partial(backward, "graph"), "eager": partial(backward, "eager"),
+                       "trace": partial(backward, "trace"),
+                       "dequantize": partial(model.data_encoder.dequantize, rows, generator),
+                       "boxes": partial(draw_in_boxes, base, span, generator), "separate": separate_step}, steps)
+    with flat_parameters(params) as flat:
+        backward("eager")
+        fused = torch.optim.AdamW([flat], lr=1e-3, weight_decay=1e-3, fused=True)
+
+        def flat_step():
+            torch.nn.utils.clip_grad_norm_([flat], 10.0)
+            fused.step()
+
+        timings |= _p50_us({"flat": flat_step}, steps)
+    labels = {"graph": "likelihood + backward, FrEIA's graph (before)",
+              "eager": "likelihood + backward, lean couplings, eager",
+              "trace": "likelihood + backward, lean couplings, traced (fit_tabular)",
+              "dequantize": "dequantization, per column (before)",
+              "boxes": "dequantization, precomputed boxes (fit_tabular)",
+              "separate": f"clip + AdamW, {len(params)} tensors, foreach (before)",
+              "flat": "clip + AdamW, one flat tensor, fused (fit_tabular)"}
+    lines = ["On-the-fly fit: one step's parts on the synthetic 1,000 x 15 table, batch 256, p50 us "
+             "(the parts run in turn)", "", "| part | p50 us |", "|---|---|"]
+    lines += [f"| {label} | {timings[name]:.0f} |" for name, label in labels.items()]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[1])
     parser.add_argument("--models", nargs="+", default=["mnist-cinn", "heart-cinn"])
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--fit", action=argparse.BooleanOptionalAction, default=True,
+                        help="also profile one step of the on-the-fly tabular fit (default: on)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -106,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for batch in (1, 1024):
                 print(table_shares(loaded, batch) + "\n")
+            print(table_flow_paths(loaded) + "\n")
+    if args.fit:
+        print(fit_step_parts() + "\n")
     return 0
 
 

@@ -375,14 +375,14 @@ class NumpyFlow:
     """A fully connected flow's inference passes in NumPy, for a few rows at a time.
 
     A table row through the flow is ~300 tiny operations; NumPy runs most of them in under
-    a microsecond where TorchScript's interpreter and torch's dispatcher take 1-3 (bench/:
-    heart-cinn's pass at batch 1 430 -> 265 us, and faster up to batch 64). The same float32
-    operations as ``_coupling``; tests compare it with FrEIA's graph. It holds NumPy views
+    a microsecond where TorchScript's interpreter and torch's dispatcher take 1-3 (a third
+    to a half less per pass from 1 to 64 rows: ``python -m bench.profile``, BENCHMARKS.md).
+    The same float32 operations as ``_coupling``; tests compare it with FrEIA's graph. It holds NumPy views
     of the parameters: in-place weight changes show; ``current()`` is False once a parameter
     has been given other storage (``p.data = ...``), and the owner then builds a new one.
     """
 
-    MAX_ROWS = 64  # above this, torch's threads win (bench/)
+    MAX_ROWS = 64  # above this, the trace (and torch's threads) catch up (python -m bench.profile)
 
     def __init__(self, steps: list[tuple], parameters: list[torch.Tensor]):
         self._steps = steps
@@ -507,7 +507,7 @@ class TracedFlow:
         """The forward pass and its log-determinant, for likelihoods and training (autograd works).
 
         With the lean couplings: eager, or with ``traced`` a TorchScript trace (fewer Python and
-        autograd steps: a table fit's step ~20% faster again; bench/); FrEIA's graph inside
+        autograd steps; a table fit's step: ``python -m bench.profile``); FrEIA's graph inside
         ``graph_mode()``.
         """
         if getattr(_GRAPH_MODE, "on", False):

@@ -172,7 +172,7 @@ def flat_parameters(params: list[torch.nn.Parameter]):
 
     A small network's optimizer step, gradient clipping and zeroing then run a handful of
     operations on one tensor, not a few per parameter (a tabular fit has 96 parameter
-    tensors: ~2.5 ms of a ~20 ms step; bench/). Backward accumulates into the existing
+    tensors: ``python -m bench.profile`` times both layouts). Backward accumulates into the existing
     gradient views in place; zero ``flat.grad`` between steps. On exit every parameter gets
     its own storage back (safetensors refuses tensors that share memory) and no gradient.
     """

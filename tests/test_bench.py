@@ -98,3 +98,18 @@ def test_compare_lines_up_two_runs():
     notes = compare(old, new)
     assert "m: the timed call differs: before encode + 2 decodes, after encode + decode of the release." in notes
     assert "the same call as before (with the reconstruction): p50 20.00 -> 15.00 ms" in notes
+
+
+def test_profile_tables_time_every_flow_path_and_fit_part():
+    import torch
+
+    from bench import WEIGHTS
+    from bench.compute import load
+    from bench.profile import fit_step_parts, table_flow_paths
+
+    paths = table_flow_paths(load(WEIGHTS / "diabetes-cinn", torch.device("cpu")), batches=(1, 80), calls=5)
+    rows = [line.split("|")[1:-1] for line in paths.splitlines() if line.startswith("| ") and "rows" not in line]
+    assert [row[0].strip() for row in rows] == ["1", "80"]
+    assert all(float(cell) > 0 for row in rows for cell in row[1:])  # NumPy, trace, graph, the model's choice
+    parts = fit_step_parts(steps=5)
+    assert parts.count("| ") >= 8 and "one flat tensor, fused" in parts and "traced (fit_tabular)" in parts
