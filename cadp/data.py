@@ -241,12 +241,15 @@ class ColumnSpec:
         """Category lookup key -> index (see ``_key``)."""
         return {_key(c): i for i, c in enumerate(self.categories)}
 
-    def category_values(self, picks: np.ndarray) -> np.ndarray | pd.Series:
-        """The categories at indices ``picks``, in the column's original dtype where that is lossless."""
+    def category_values(self, picks: np.ndarray) -> np.ndarray | pd.api.extensions.ExtensionArray | pd.Series:
+        """The categories at indices ``picks``, in the column's original dtype where that is lossless.
+
+        A NumPy array, or a pandas array (e.g. of a string dtype): what a DataFrame column takes as is.
+        """
         if isinstance(self._category_array, np.ndarray):
             return self._category_array[picks]
         if self._categories_restored is not None:
-            return pd.Series(self._categories_restored.take(picks), copy=False)
+            return self._categories_restored.take(picks)
         return _restore_dtype(pd.Series(self._category_objects[picks], dtype="object"), self.dtype)
 
     @cached_property

@@ -134,8 +134,12 @@ def _latent_pass(model, inputs, condition, released, mechanism, generator, batch
         decoded = model.decode(torch.cat([z, z_noisy]), torch.cat([condition[part], released[part]])).cpu()
         reconstructions.append(decoded[:len(z)])
         outputs.append(decoded[len(z):])
-    reconstruction = torch.cat(reconstructions) if reconstruct else None
-    return torch.cat(latents), torch.cat(noisy), reconstruction, torch.cat(outputs)
+    reconstruction = _joined(reconstructions) if reconstruct else None
+    return _joined(latents), _joined(noisy), reconstruction, _joined(outputs)
+
+
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)  # one chunk (the usual case): no copy
 
 
 def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, seed, handlings, batch_size,
@@ -197,8 +201,12 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         handling = handlings.setdefault(spec.name, ConditionHandling())
         released = release_condition(index, spec.width, handling, config.condition_priors.get(spec.name), generator)
         true_values[spec.name], released_values[spec.name] = index, released
-        released_blocks.append(torch.nn.functional.one_hot(released, spec.width).float())
-    released_condition = torch.cat(released_blocks, dim=1) if released_blocks else condition
+        released_blocks.append((released, spec.width))
+    if all(handlings[spec.name].handling == "kept" for spec in model.condition_encoder.columns):
+        released_condition = condition  # the same one-hots
+    else:
+        released_condition = torch.cat([torch.nn.functional.one_hot(released, width).float()
+                                        for released, width in released_blocks], dim=1)
     latent, noisy, reconstruction, output = _latent_pass(model, rows, condition, released_condition, mechanism,
                                                          generator, batch_size, reconstruct)
     count, rebuilt = len(frame), None
@@ -226,8 +234,8 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         reconstruction_frame=None if rebuilt is None else pd.DataFrame({c: rebuilt[c] for c in keep}, copy=False))
 
 
-def _part(column: np.ndarray | pd.Series, start: int, stop: int) -> np.ndarray | pd.Series:
-    """Rows start:stop of a decoded column, a Series re-indexed from 0."""
+def _part(column, start: int, stop: int):
+    """Rows start:stop of a decoded column (an array, or a Series re-indexed from 0)."""
     if isinstance(column, pd.Series):
         return column.iloc[start:stop].reset_index(drop=True)
     return column[start:stop]
