@@ -386,7 +386,8 @@ class NumpyFlow:
 
     def __init__(self, steps: list[tuple], parameters: list[torch.Tensor]):
         self._steps = steps
-        self._storage = [(p, p.data_ptr()) for p in parameters]
+        self._parameters = parameters
+        self._pointers = [p.data_ptr() for p in parameters]
 
     @classmethod
     def of(cls, inn: Ff.GraphINN) -> NumpyFlow | None:
@@ -426,7 +427,7 @@ class NumpyFlow:
         return cls(steps, parameters)
 
     def current(self) -> bool:
-        return all(p.data_ptr() == pointer for p, pointer in self._storage)
+        return [p.data_ptr() for p in self._parameters] == self._pointers
 
     def run(self, x: np.ndarray, condition: np.ndarray, rev: bool) -> np.ndarray:
         for step in reversed(self._steps) if rev else self._steps:
