@@ -85,7 +85,7 @@ def table_shares(loaded, batch: int, calls: int = 20) -> str:
 
     parts = {"encoder: transform (pandas -> tensor)": cumulative("cadp/data.py", "transform"),
              "encoder: decode_columns (tensor -> column arrays)": cumulative("cadp/data.py", "decode_columns"),
-             "flow: encode + decode (FrEIA)": cumulative("cadp/privatize.py", "_latent_pass")}
+             "flow: encode + mechanism + decode": cumulative("cadp/privatize.py", "_latent_pass")}
     parts["other (checks, condition release, building the frames)"] = total - sum(parts.values())
     lines = [f"{loaded.folder.name}, batch {batch}: {1e3 * total / calls:.2f} ms per call under cProfile", "",
              "| part | share |", "|---|---|"]
