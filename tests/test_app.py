@@ -197,6 +197,22 @@ def test_tabular_bundled_release():
     assert any("each row of diabetes (442 rows)" in line and "ε = 2" in line for line in ledger(at))
 
 
+def test_tabular_release_scores_are_computed_once_per_release(monkeypatch):
+    calls = []
+    original = compare.downstream_accuracy
+    monkeypatch.setattr(compare, "downstream_accuracy", lambda *a, **k: calls.append(a[2]) or original(*a, **k))
+    at = page("tabular.py")
+    at.button(key="table_privatize").click().run()
+    clean(at)
+    assert calls == ["sex"]
+    at.selectbox(key="table_distribution_column").set_value("bmi").run()  # another histogram: no new score
+    assert calls == ["sex"] and len(at.get("plotly_chart")) == 2
+    assert {"trained on privatized, tested on real (p/o)"} <= {m.label for m in at.metric}  # shown from the store
+    at.button(key="table_privatize").click().run()  # a new release: scored afresh
+    clean(at)
+    assert calls == ["sex", "sex"]
+
+
 def test_tabular_upload_fits_on_the_fly_and_invalid_csv():
     at = page("tabular.py")
     at.radio(key="table_source").set_value("Upload a CSV").run()

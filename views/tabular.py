@@ -127,18 +127,26 @@ def show_result(state) -> None:
                         for name, frame in (("original", original), ("privatized", released))])
     figure.update_layout(barmode="overlay", xaxis_title=column, yaxis_title="count", legend_title_text="table")
     st.plotly_chart(figure, key="table_histogram")
-    try:
-        difference = compare.correlation_difference(original, released)
+    if "correlation" not in state:  # once per release, not on every rerun of the page
+        try:
+            state["correlation"] = compare.correlation_difference(original, released)
+        except ui.InputError as error:
+            state["correlation"] = str(error)
+    difference = state["correlation"]
+    if isinstance(difference, str):
+        st.caption(difference)
+    else:
         heat = go.Figure(go.Heatmap(z=difference.values, x=difference.columns, y=difference.index,
                                     colorscale="RdBu", zmid=0, zmin=-1, zmax=1))
         heat.update_layout(title="Correlation difference (privatized − original)", height=420)
         st.plotly_chart(heat, key="table_correlation")
-    except ui.InputError as error:
-        st.caption(str(error))
     targets = [c for c in original.columns if original[c].nunique() <= 20]
     if targets:
         target = st.selectbox("Downstream task: predict", targets, key="table_target")
-        accuracy = compare.downstream_accuracy(original, released, target)
+        scores = state.setdefault("accuracy", {})  # per target, once per release
+        if target not in scores:
+            scores[target] = compare.downstream_accuracy(original, released, target)
+        accuracy = scores[target]
         cols = st.columns(3)
         cols[0].metric("trained on privatized, tested on real (p/o)", f"{accuracy['p/o']:.3f}")
         cols[1].metric("trained on real, tested on real (o/o)", f"{accuracy['o/o']:.3f}")
