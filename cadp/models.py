@@ -391,9 +391,12 @@ class NumpyFlow:
 
     @classmethod
     def of(cls, inn: Ff.GraphINN) -> NumpyFlow | None:
-        """For a chain of atan-clamped GLOW couplings with Linear/ReLU subnets and random permutations, else None."""
+        """For a chain of atan-clamped GLOW couplings with Linear/ReLU subnets, all given the one condition,
+        and random permutations; else None."""
         special = set(inn.in_nodes + inn.out_nodes + inn.condition_nodes)
         steps, parameters, previous = [], [], inn.in_nodes[0] if len(inn.in_nodes) == 1 else None
+        if len(inn.condition_nodes) != 1:
+            return None
         for node in inn.node_list:
             if node in special:
                 continue
@@ -403,7 +406,8 @@ class NumpyFlow:
             previous = node
             if type(module) is Fm.PermuteRandom:
                 steps.append(("permute", module.perm.numpy(), module.perm_inv.numpy()))
-            elif type(module) is Fm.GLOWCouplingBlock and _atan_clamped(module) and module.ndims == 1:
+            elif type(module) is Fm.GLOWCouplingBlock and _atan_clamped(module) and module.ndims == 1 \
+                    and node.conditions == inn.condition_nodes:
                 subnets = []
                 for subnet in (module.subnet1, module.subnet2):
                     layers = []

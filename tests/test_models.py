@@ -352,3 +352,15 @@ def test_numpy_flow_only_for_chains_of_supported_blocks(tiny_image_model):
                                                            "clamp": 1.0, "clamp_activation": "TANH"}))
     nodes.append(Ff.OutputNode(nodes[-1]))
     assert NumpyFlow.of(Ff.GraphINN(nodes)) is None  # tanh clamp: not the lean coupling
+
+    def couplings(*conditioned):
+        condition = Ff.ConditionNode(2)
+        nodes = [Ff.InputNode(6, name="in")]
+        for given in conditioned:
+            nodes.append(Ff.Node(nodes[-1], Fm.GLOWCouplingBlock,
+                                 {"subnet_constructor": partial(DenseSubnet, width=8), "clamp": 1.0},
+                                 conditions=condition if given else None))
+        return Ff.GraphINN(nodes + [Ff.OutputNode(nodes[-1]), condition])
+
+    assert NumpyFlow.of(couplings(True, True)) is not None
+    assert NumpyFlow.of(couplings(True, False)) is None  # a coupling without the condition
