@@ -67,11 +67,18 @@ def configure_blas_threads() -> list[str]:
     and on 2 cores the spinning threads took a core from it: the table page's privatize call
     (442 rows) took 8-14 ms after this and 60-80 ms right after the page's NumPy work before it
     (BENCHMARKS.md, "Fourth round"). The app's NumPy and SciPy work is small. An OpenBLAS
-    loaded later reads ``OPENBLAS_NUM_THREADS``. Returns the libraries limited now.
+    loaded later reads ``OPENBLAS_NUM_THREADS``. Returns the libraries limited; the work is done
+    once per process (app.py runs on every rerun of a page; scanning the loaded libraries took ~3 ms).
     """
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"
-    from threadpoolctl import ThreadpoolController
+    global _BLAS_LIMITED
+    if _BLAS_LIMITED is None:
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
+        from threadpoolctl import ThreadpoolController
 
-    selected = ThreadpoolController().select(internal_api="openblas")
-    selected.limit(limits=1)  # stays in force: the limiter is not used as a context manager
-    return [info["filepath"] for info in selected.info()]
+        selected = ThreadpoolController().select(internal_api="openblas")
+        selected.limit(limits=1)  # stays in force: the limiter is not used as a context manager
+        _BLAS_LIMITED = [info["filepath"] for info in selected.info()]
+    return _BLAS_LIMITED
+
+
+_BLAS_LIMITED: list[str] | None = None
