@@ -250,10 +250,11 @@ ATAN_SCALE = 0.636  # FrEIA's "ATAN" soft clamp: s = clamp * 0.636 * atan(a)
 
 
 def _affine(module: Fm.GLOWCouplingBlock, x: torch.Tensor, u: torch.Tensor, subnet: nn.Module,
-            split: int, rev: bool, jac: bool = False):
+            split: int, rev: bool, jac: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One affine half of a GLOW coupling: exp(s) * x + t forward, (x - t) * exp(-s) reverse.
 
-    With ``jac``, also the half's log-determinant (sum of s, negated in reverse), as FrEIA computes it.
+    Returns (output, log-determinant): the half's sum of s (negated in reverse) as FrEIA computes
+    it with ``jac``, else None.
     """
     a = subnet(u)
     if a.dim() == 4:  # channels-last conv output: channel slices would be strided and slow to compute on
@@ -263,28 +264,23 @@ def _affine(module: Fm.GLOWCouplingBlock, x: torch.Tensor, u: torch.Tensor, subn
     s = torch.atan(a[:, :split]).mul_(-scale if rev else scale)  # in reverse exp(-s): sign folded in
     log_det = s.flatten(1).sum(1) if jac else None  # taken before s is exponentiated in place
     y = (x - t).mul_(s.exp_()) if rev else torch.addcmul(t, s.exp_(), x)
-    return (y, log_det) if jac else y
+    return y, log_det
 
 
 def _coupling(module: Fm.GLOWCouplingBlock, x: torch.Tensor, c: tuple[torch.Tensor, ...],
-              rev: bool, jac: bool = False):
-    """``GLOWCouplingBlock`` with fewer operations: without the log-determinant unless ``jac``.
+              rev: bool, jac: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``GLOWCouplingBlock`` with fewer operations: (output, log-determinant with ``jac``, else None).
 
-    With ``jac`` it returns (output, log-determinant) and supports autograd (the training pass).
+    With ``jac`` it supports autograd (the training pass).
     """
     x1, x2 = x[:, :module.split_len1], x[:, module.split_len1:]
     if not rev:
-        first = _affine(module, x1, torch.cat([x2, *c], 1), module.subnet2, module.split_len1, rev, jac)
-        y1 = first[0] if jac else first
-        second = _affine(module, x2, torch.cat([y1, *c], 1), module.subnet1, module.split_len2, rev, jac)
-        y2 = second[0] if jac else second
+        y1, log_det1 = _affine(module, x1, torch.cat([x2, *c], 1), module.subnet2, module.split_len1, rev, jac)
+        y2, log_det2 = _affine(module, x2, torch.cat([y1, *c], 1), module.subnet1, module.split_len2, rev, jac)
     else:
-        second = _affine(module, x2, torch.cat([x1, *c], 1), module.subnet1, module.split_len2, rev, jac)
-        y2 = second[0] if jac else second
-        first = _affine(module, x1, torch.cat([y2, *c], 1), module.subnet2, module.split_len1, rev, jac)
-        y1 = first[0] if jac else first
-    y = torch.cat([y1, y2], 1)
-    return (y, first[1] + second[1]) if jac else y
+        y2, log_det2 = _affine(module, x2, torch.cat([x1, *c], 1), module.subnet1, module.split_len2, rev, jac)
+        y1, log_det1 = _affine(module, x1, torch.cat([y2, *c], 1), module.subnet2, module.split_len1, rev, jac)
+    return torch.cat([y1, y2], 1), log_det1 + log_det2 if jac else None
 
 
 def _atan_clamped(module: nn.Module) -> bool:
@@ -321,8 +317,8 @@ class _FlowPass(nn.Module):
             inputs = tuple(outs[previous, channel] for previous, channel in (node.outputs if rev else node.inputs))
             c = tuple(outs[condition, 0] for condition in node.conditions)
             if id(node.module) in self._lean:
-                result = _coupling(node.module, inputs[0], c, rev, jac)
-                results, node_log_det = ((result[0],), result[1]) if jac else ((result,), 0.0)
+                output, node_log_det = _coupling(node.module, inputs[0], c, rev, jac)
+                results = (output,)
             else:
                 results, node_log_det = node.module(inputs, c=c, rev=rev, jac=jac) if c else \
                     node.module(inputs, rev=rev, jac=jac)
@@ -342,7 +338,8 @@ class TracedPasses:
     FrEIA's graph, Python overhead is most of the time, and a trace runs the same operations
     2-4x faster at batch 1 (bench/). The traces share the flow's parameters (in-place loads
     reach them); ``clear()`` drops them when the module moves to another device or dtype.
-    The models use them only in eval mode without gradients and outside ``graph_mode()``.
+    The models use them for inference in eval mode without gradients, and for a table model's
+    likelihood (``jac=True``, with autograd, also while training), outside ``graph_mode()``.
     (Freezing the traces with ``torch.jit.optimize_for_inference`` gained under 5% per table
     row here and would need re-tracing after every in-place weight change: not used.)
     """
@@ -423,7 +420,7 @@ class NumpyFlow:
                         else:
                             return None
                     subnets.append(layers)
-                steps.append(("couple", module.split_len1, module.clamp * ATAN_SCALE, *subnets))
+                steps.append(("couple", module.split_len1, module.split_len2, module.clamp * ATAN_SCALE, *subnets))
             else:
                 return None
         if previous is None or [source for source, _ in inn.out_nodes[0].inputs] != [previous]:
@@ -438,14 +435,14 @@ class NumpyFlow:
             if step[0] == "permute":
                 x = x[:, step[2] if rev else step[1]]
                 continue
-            _, split, scale, subnet1, subnet2 = step
-            x1, x2 = x[:, :split], x[:, split:]
+            _, split1, split2, scale, subnet1, subnet2 = step
+            x1, x2 = x[:, :split1], x[:, split1:]
             if not rev:
-                y1 = self._affine(x1, np.concatenate([x2, condition], 1), subnet2, split, scale, rev)
-                y2 = self._affine(x2, np.concatenate([y1, condition], 1), subnet1, x.shape[1] - split, scale, rev)
+                y1 = self._affine(x1, np.concatenate([x2, condition], 1), subnet2, split1, scale, rev)
+                y2 = self._affine(x2, np.concatenate([y1, condition], 1), subnet1, split2, scale, rev)
             else:
-                y2 = self._affine(x2, np.concatenate([x1, condition], 1), subnet1, x.shape[1] - split, scale, rev)
-                y1 = self._affine(x1, np.concatenate([y2, condition], 1), subnet2, split, scale, rev)
+                y2 = self._affine(x2, np.concatenate([x1, condition], 1), subnet1, split2, scale, rev)
+                y1 = self._affine(x1, np.concatenate([y2, condition], 1), subnet2, split1, scale, rev)
             x = np.concatenate([y1, y2], 1)
         return x
 
