@@ -184,8 +184,8 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         frame = pd.concat([frame.reset_index(drop=True), condition_frame.reset_index(drop=True)], axis=1)
     if len(frame) == 0:
         raise InputError("the table has no rows")
-    index = frame.index
-    if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1):
+    row_index = frame.index
+    if not (isinstance(row_index, pd.RangeIndex) and row_index.start == 0 and row_index.step == 1):
         frame = frame.reset_index(drop=True)
     config = model.config
     condition_names = config.condition_columns
@@ -194,19 +194,18 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
     cells = FrameCells.of(frame)  # a few rows: read once for both encoders
     rows = model.data_encoder.transform(frame, cells=cells)
     condition = model.condition_encoder.transform(frame, cells=cells)
-    true_values, released_values, released_blocks, start = {}, {}, [], 0
+    true_values, released_values, start = {}, {}, 0
     for spec in model.condition_encoder.columns:
         index = condition[:, start:start + spec.width].argmax(1)
         start += spec.width
         handling = handlings.setdefault(spec.name, ConditionHandling())
         released = release_condition(index, spec.width, handling, config.condition_priors.get(spec.name), generator)
         true_values[spec.name], released_values[spec.name] = index, released
-        released_blocks.append((released, spec.width))
     if all(handlings[spec.name].handling == "kept" for spec in model.condition_encoder.columns):
         released_condition = condition  # the same one-hots
     else:
-        released_condition = torch.cat([torch.nn.functional.one_hot(released, width).float()
-                                        for released, width in released_blocks], dim=1)
+        released_condition = torch.cat([torch.nn.functional.one_hot(released_values[spec.name], spec.width).float()
+                                        for spec in model.condition_encoder.columns], dim=1)
     latent, noisy, reconstruction, output = _latent_pass(model, rows, condition, released_condition, mechanism,
                                                          generator, batch_size, reconstruct)
     count, rebuilt = len(frame), None
