@@ -249,14 +249,54 @@ def _use_graph(model: nn.Module) -> bool:
 ATAN_SCALE = 0.636  # FrEIA's "ATAN" soft clamp: s = clamp * 0.636 * atan(a)
 
 
+SMALL_BATCH = 4  # at most this many images per pass: the subnets' layers in forms for a few records
+
+
+def _direct_conv_ok(layer: nn.Module) -> bool:
+    """Whether ``_run_subnet`` may run this layer through ``thnn_conv2d`` (what ``layer`` computes)."""
+    return (type(layer) is nn.Conv2d and layer.groups == 1 and layer.padding_mode == "zeros"
+            and not isinstance(layer.padding, str) and tuple(layer.dilation) == (1, 1))
+
+
+def _run_subnet(subnet: nn.Module, u: torch.Tensor, small_batch: bool) -> torch.Tensor:
+    """``subnet(u)``; with ``small_batch`` its layers in forms that are faster for a few records.
+
+    Convolutions go to PyTorch's direct (im2col) kernel: from a batch of two on PyTorch sends
+    3x3 convolutions to oneDNN, whose per-call overhead made each 1.5-3.5x slower for two to
+    four images (BENCHMARKS.md, "Fifth round"). A chain of linear layers and ReLUs runs on
+    transposed activations, ``W @ x.T``: with few rows MKL's ``x @ W.T`` packs the whole weight
+    matrix on every call (for two rows of a 512-wide subnet about twice as slow). Same
+    arithmetic: results differ only by float rounding.
+    """
+    if not small_batch or not isinstance(subnet, nn.Sequential):
+        return subnet(u)
+    if u.dim() == 2 and all(type(layer) in (nn.Linear, nn.ReLU) for layer in subnet):
+        h = u.t()
+        for layer in subnet:
+            if type(layer) is nn.Linear:
+                h = layer.weight @ h if layer.bias is None else torch.addmm(layer.bias[:, None], layer.weight, h)
+            else:
+                h = layer(h)
+        return h.t()
+    if u.dim() == 4:
+        for layer in subnet:
+            if _direct_conv_ok(layer):
+                u = torch._C._nn.thnn_conv2d(u, layer.weight, layer.kernel_size, layer.bias, layer.stride, layer.padding)
+            else:
+                u = layer(u)
+        return u
+    return subnet(u)
+
+
 def _affine(module: Fm.GLOWCouplingBlock, x: torch.Tensor, u: torch.Tensor, subnet: nn.Module,
-            split: int, rev: bool, jac: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+            split: int, rev: bool, jac: bool = False,
+            small_batch: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One affine half of a GLOW coupling: exp(s) * x + t forward, (x - t) * exp(-s) reverse.
 
     Returns (output, log-determinant): the half's sum of s (negated in reverse) as FrEIA computes
-    it with ``jac``, else None.
+    it with ``jac``, else None. ``small_batch``: see ``_run_subnet``.
     """
-    a = subnet(u)
+    a = _run_subnet(subnet, u, small_batch)
     if a.dim() == 4:  # channels-last conv output: channel slices would be strided and slow to compute on
         a = a.contiguous()
     scale = module.clamp * ATAN_SCALE
@@ -268,18 +308,19 @@ def _affine(module: Fm.GLOWCouplingBlock, x: torch.Tensor, u: torch.Tensor, subn
 
 
 def _coupling(module: Fm.GLOWCouplingBlock, x: torch.Tensor, c: tuple[torch.Tensor, ...],
-              rev: bool, jac: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+              rev: bool, jac: bool = False, small_batch: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``GLOWCouplingBlock`` with fewer operations: (output, log-determinant with ``jac``, else None).
 
-    With ``jac`` it supports autograd (the training pass).
+    With ``jac`` it supports autograd (the training pass). ``small_batch``: see ``_run_subnet``.
     """
     x1, x2 = x[:, :module.split_len1], x[:, module.split_len1:]
+    half = partial(_affine, module, rev=rev, jac=jac, small_batch=small_batch)
     if not rev:
-        y1, log_det1 = _affine(module, x1, torch.cat([x2, *c], 1), module.subnet2, module.split_len1, rev, jac)
-        y2, log_det2 = _affine(module, x2, torch.cat([y1, *c], 1), module.subnet1, module.split_len2, rev, jac)
+        y1, log_det1 = half(x1, torch.cat([x2, *c], 1), module.subnet2, module.split_len1)
+        y2, log_det2 = half(x2, torch.cat([y1, *c], 1), module.subnet1, module.split_len2)
     else:
-        y2, log_det2 = _affine(module, x2, torch.cat([x1, *c], 1), module.subnet1, module.split_len2, rev, jac)
-        y1, log_det1 = _affine(module, x1, torch.cat([y2, *c], 1), module.subnet2, module.split_len1, rev, jac)
+        y2, log_det2 = half(x2, torch.cat([x1, *c], 1), module.subnet1, module.split_len2)
+        y1, log_det1 = half(x1, torch.cat([y2, *c], 1), module.subnet2, module.split_len1)
     return torch.cat([y1, y2], 1), log_det1 + log_det2 if jac else None
 
 
@@ -289,6 +330,21 @@ def _atan_clamped(module: nn.Module) -> bool:
     return f_clamp is not None and torch.equal(f_clamp(probe), ATAN_SCALE * torch.atan(probe))
 
 
+def _is_pixel_unshuffle(module: nn.Module) -> bool:
+    """Whether ``module`` is an ``IRevNetDownsampling`` whose convolution is ``pixel_unshuffle(x, 2)``.
+
+    FrEIA's (non-legacy) form convolves each channel with a fixed 2x2, stride-2 kernel that
+    moves pixel (di, dj) of each patch to channel 4 c + 2 di + dj: exactly ``pixel_unshuffle``,
+    and its transposed convolution is ``pixel_shuffle``. The kernel is a (frozen) parameter in
+    the state dict: checked, not assumed.
+    """
+    if type(module) is not Fm.IRevNetDownsampling or module.legacy_backend or module.block_size != 2:
+        return False
+    pattern = torch.eye(4).view(4, 1, 2, 2).repeat(module.channels, 1, 1, 1)
+    kernel = module.downsample_kernel.detach()
+    return kernel.shape == pattern.shape and torch.equal(kernel.cpu().float(), pattern)
+
+
 class _FlowPass(nn.Module):
     """One direction of a GraphINN with fewer operations: for the traces and for training.
 
@@ -296,13 +352,17 @@ class _FlowPass(nn.Module):
     ``_coupling`` and skips the per-node Jacobian bookkeeping (FrEIA builds a zero tensor
     for every node without one, even with ``jac=False``). With ``jac`` it returns
     (output, log-determinant), the sum over nodes that FrEIA's ``jac=True`` returns.
+    ``small_batch``: the couplings' subnets in their forms for a few records (``_run_subnet``).
+    IRevNet downsamplings run as ``pixel_unshuffle`` / ``pixel_shuffle`` (the same values, no
+    convolution: 5-7 us against 20-140 us for one or two images).
     """
 
-    def __init__(self, inn: Ff.GraphINN, rev: bool, jac: bool = False):
+    def __init__(self, inn: Ff.GraphINN, rev: bool, jac: bool = False, small_batch: bool = False):
         super().__init__()
-        self.inn, self.rev, self.jac = inn, rev, jac
+        self.inn, self.rev, self.jac, self.small_batch = inn, rev, jac, small_batch
         self._lean = {id(node.module) for node in inn.node_list
                       if type(node.module) is Fm.GLOWCouplingBlock and _atan_clamped(node.module)}
+        self._shuffles = {id(node.module) for node in inn.node_list if _is_pixel_unshuffle(node.module)}
 
     def forward(self, x: torch.Tensor, *conditions: torch.Tensor):
         inn, rev, jac = self.inn, self.rev, self.jac
@@ -317,8 +377,11 @@ class _FlowPass(nn.Module):
             inputs = tuple(outs[previous, channel] for previous, channel in (node.outputs if rev else node.inputs))
             c = tuple(outs[condition, 0] for condition in node.conditions)
             if id(node.module) in self._lean:
-                output, node_log_det = _coupling(node.module, inputs[0], c, rev, jac)
+                output, node_log_det = _coupling(node.module, inputs[0], c, rev, jac, self.small_batch)
                 results = (output,)
+            elif id(node.module) in self._shuffles:  # volume-preserving: log-determinant 0
+                shuffle = nn.functional.pixel_shuffle if rev else nn.functional.pixel_unshuffle
+                results, node_log_det = (shuffle(inputs[0], 2),), 0.0
             else:
                 results, node_log_det = node.module(inputs, c=c, rev=rev, jac=jac) if c else \
                     node.module(inputs, rev=rev, jac=jac)
@@ -352,9 +415,13 @@ class TracedPasses:
         self._passes = {}
 
     def run(self, inn: Ff.GraphINN, x: torch.Tensor, conditions: list[torch.Tensor], rev: bool,
-            jac: bool = False):
-        """The pass; with ``jac``, (output, log-determinant) as ``_FlowPass(jac=True)`` (autograd works)."""
-        key = (rev, jac, x.device, x.dtype, tuple(x.shape[1:]), tuple(tuple(c.shape[1:]) for c in conditions))
+            jac: bool = False, small_batch: bool = False):
+        """The pass; with ``jac``, (output, log-determinant) as ``_FlowPass(jac=True)`` (autograd works).
+
+        ``small_batch``: a separate trace with the subnets' forms for a few records (``_run_subnet``).
+        """
+        key = (rev, jac, small_batch, x.device, x.dtype, tuple(x.shape[1:]),
+               tuple(tuple(c.shape[1:]) for c in conditions))
         traced = self._passes.get(key)
         if traced is None:
             with self._lock:
@@ -363,7 +430,8 @@ class TracedPasses:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", torch.jit.TracerWarning)
                         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace, still supported
-                        traced = torch.jit.trace(_FlowPass(inn, rev, jac), (x, *conditions), check_trace=False)
+                        traced = torch.jit.trace(_FlowPass(inn, rev, jac, small_batch), (x, *conditions),
+                                                 check_trace=False)
                     self._passes[key] = traced
         return traced(x, *conditions)
 
@@ -470,6 +538,10 @@ class NumpyFlow:
 class TracedFlow:
     """Mixin for an ``nn.Module`` with a FrEIA graph ``inn`` and a ``TracedPasses`` in ``_traced``."""
 
+    # whether inference passes of up to SMALL_BATCH records use their own trace (``_run_subnet``);
+    # table models run few rows through NumpyFlow instead
+    _small_batch_forms = False
+
     def _apply(self, fn, recurse: bool = True):
         self._traced.clear()  # traces hold the old device's tensors
         self.__dict__.pop("_device", None)
@@ -494,7 +566,8 @@ class TracedFlow:
             flow = self._numpy_flow()
             if flow is not None:
                 return torch.from_numpy(flow.run(x.numpy(), conditions[0].numpy(), rev))
-        return self._traced.run(self.inn, x, conditions, rev)
+        small_batch = self._small_batch_forms and len(x) <= SMALL_BATCH and x.device.type == "cpu"
+        return self._traced.run(self.inn, x, conditions, rev, small_batch=small_batch)
 
     def _numpy_flow(self) -> NumpyFlow | None:
         cached = self.__dict__.get("_numpy")
@@ -560,6 +633,8 @@ def build_image_graph(config: ImageModelConfig) -> Ff.GraphINN:
 
 class ImageCINN(TracedFlow, nn.Module):
     """Class-conditional INN on images; pixels in [0, 255], latent z in R^D."""
+
+    _small_batch_forms = True
 
     def __init__(self, config: ImageModelConfig):
         super().__init__()

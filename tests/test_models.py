@@ -9,7 +9,7 @@ import torch
 from cadp.data import load_image_dataset, load_table
 from cadp.errors import ModelError
 from cadp.hub import load_folder, save_model
-from cadp.models import ImageCINN, ImageModelConfig, build_model, config_from_dict, config_to_dict
+from cadp.models import SMALL_BATCH, ImageCINN, ImageModelConfig, build_model, config_from_dict, config_to_dict
 from cadp.train import fit_tabular
 from tests.conftest import bundled, perturbed
 
@@ -190,6 +190,45 @@ def test_traced_inference_matches_the_graph_at_any_batch_size_and_follows_weight
     assert all(p.grad is not None for p in tabular.parameters() if p.requires_grad)
 
 
+def test_few_images_run_their_own_trace_with_the_same_function_as_the_graph(tiny_image_model, mnist_test):
+    image = tiny_image_model.eval()
+    image._traced.clear()
+    x, y = mnist_test.images[:SMALL_BATCH + 1], mnist_test.labels[:SMALL_BATCH + 1]
+
+    def graph(pixels, labels):  # FrEIA's graph, eagerly
+        with torch.no_grad():
+            return image.inn(image._to_logit(pixels, None)[0], c=image.condition(labels), jac=False)[0]
+
+    def operators(small, rev=False):  # aten operators of the trace for few or more images
+        (traced,) = [t for key, t in image._traced._passes.items() if key[:3] == (rev, False, small)]
+        return {node.kind() for node in traced.inlined_graph.nodes()}
+
+    with torch.inference_mode():
+        few = [image.encode(x[:n], y[:n]) for n in (1, 2, SMALL_BATCH)]
+        more = image.encode(x, y)
+    for z in few:
+        assert torch.allclose(z, graph(x[:len(z)], y[:len(z)]), atol=1e-5)
+    assert torch.allclose(more, graph(x, y), atol=1e-5)
+    assert torch.allclose(few[-1], more[:SMALL_BATCH], atol=1e-5)  # either trace: the same function
+    # one trace for 1 to SMALL_BATCH images: convolutions in the direct kernel, linear layers as W @ x.T
+    assert "aten::thnn_conv2d" in operators(True) and "aten::thnn_conv2d" not in operators(False)
+    assert "aten::_convolution" in operators(False) and "aten::linear" in operators(False)
+    assert "aten::_convolution" not in operators(True) and "aten::linear" not in operators(True)
+    with torch.inference_mode():
+        back = image.decode(few[1], y[:2])  # the reverse pass has its own trace for few images
+    assert "aten::thnn_conv2d" in operators(True, rev=True)
+    with torch.no_grad():
+        expected = image._from_logit(image.inn(few[1], c=image.condition(y[:2]), rev=True, jac=False)[0])
+    assert torch.allclose(back, expected, atol=1e-3)
+    # the trace for few images shares the parameters too
+    with torch.no_grad():
+        image.inn.module_list[1].subnet1[0].weight.mul_(3.0)
+    with torch.inference_mode():
+        changed = image.encode(x[:2], y[:2])
+    assert torch.allclose(changed, graph(x[:2], y[:2]), atol=1e-5)
+    assert not torch.allclose(changed, few[1], atol=1e-3)
+
+
 def test_lean_inference_replaces_only_atan_clamped_glow_couplings():
     from functools import partial
 
@@ -213,6 +252,31 @@ def test_lean_inference_replaces_only_atan_clamped_glow_couplings():
     x = torch.randn(5, 6)
     with torch.no_grad():
         assert torch.equal(_FlowPass(tanh, False)(x), tanh(x, jac=False)[0])
+
+
+def test_irevnet_downsampling_runs_as_pixel_unshuffle_only_with_freia_kernel():
+    import FrEIA.framework as Ff
+    import FrEIA.modules as Fm
+
+    from cadp.models import _FlowPass
+
+    def graph(legacy=False):
+        nodes = [Ff.InputNode(3, 8, 8, name="in")]
+        nodes.append(Ff.Node(nodes[-1], Fm.IRevNetDownsampling, {"legacy_backend": legacy}, name="down"))
+        nodes.append(Ff.OutputNode(nodes[-1], name="out"))
+        return Ff.GraphINN(nodes)
+
+    x = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    down = graph()
+    with torch.no_grad():
+        assert len(_FlowPass(down, False)._shuffles) == 1
+        z, log_det = _FlowPass(down, False, jac=True)(x)
+        assert torch.equal(z, down(x)[0]) and float(log_det) == 0.0  # the same values, not just close
+        assert torch.equal(_FlowPass(down, True)(z), down(z, rev=True)[0]) and torch.equal(_FlowPass(down, True)(z), x)
+        assert not _FlowPass(graph(legacy=True), False)._shuffles  # the legacy form orders channels otherwise
+        down.module_list[0].downsample_kernel[0, 0, 0, 0] = 2.0  # a kernel that is not the reshape
+        assert not _FlowPass(down, False)._shuffles
+        assert torch.equal(_FlowPass(down, False)(x), down(x)[0])
 
 
 def test_likelihood_passes_match_freia_graph_in_value_and_gradient(tiny_image_model, mnist_test):
