@@ -542,6 +542,18 @@ class TracedFlow:
     # table models run few rows through NumpyFlow instead
     _small_batch_forms = False
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As ``nn.Module.load_state_dict``; the passes are made again on next use.
+
+        In-place loads would reach the traces, but a pass decides per module from the weights it
+        sees (``_is_pixel_unshuffle``), and ``assign=True`` gives the parameters new storage.
+        """
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self._traced.clear()
+        self.__dict__.pop("_log_det_pass", None)
+        self.__dict__.pop("_numpy", None)
+        return result
+
     def _apply(self, fn, recurse: bool = True):
         self._traced.clear()  # traces hold the old device's tensors
         self.__dict__.pop("_device", None)

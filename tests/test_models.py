@@ -279,6 +279,22 @@ def test_irevnet_downsampling_runs_as_pixel_unshuffle_only_with_freia_kernel():
         assert torch.equal(_FlowPass(down, False)(x), down(x)[0])
 
 
+def test_loading_weights_remakes_the_passes_that_were_chosen_from_them(tiny_image_model, mnist_test):
+    image = tiny_image_model.eval()
+    x, y = mnist_test.images[:3], mnist_test.labels[:3]
+    with torch.inference_mode():
+        before = image.encode(x, y)  # traced with the downsampling as pixel_unshuffle
+    state = {name: tensor.clone() for name, tensor in image.state_dict().items()}
+    kernel = next(name for name in state if name.endswith("downsample_kernel"))
+    state[kernel][0, 0, 0, 0] = 2.0  # no longer the reshape: the convolution must run
+    image.load_state_dict(state)
+    with torch.inference_mode():
+        after = image.encode(x, y)
+    with torch.no_grad():
+        expected = image.inn(image._to_logit(x, None)[0], c=image.condition(y), jac=False)[0]
+    assert torch.allclose(after, expected, atol=1e-5) and not torch.allclose(after, before, atol=1e-3)
+
+
 def test_likelihood_passes_match_freia_graph_in_value_and_gradient(tiny_image_model, mnist_test):
     from cadp.models import graph_mode
 
