@@ -2,7 +2,9 @@
 
 Images: torch.profiler's operators at batch 256, with the GFLOP/s each convolution
 and matmul shape reaches (FLOPs from the shapes, as for stride-1 'same' convolutions; time as
-the operator's share of the operators' self time times the measured wall time per call).
+the operator's share of the operators' self time times the measured wall time per call); each
+subnet convolution at 1-8 images in PyTorch's route and in the direct kernel, and one image's
+call with the passes for few images off and on.
 Tables: the share of cadp.data's encoder (pandas) against the flow, by cProfile, at batch 1 and 1024;
 one flow pass through each inference path (NumPy, trace, FrEIA's graph) at a few batch sizes;
 one step of the on-the-fly fit through each likelihood path and optimizer layout.
@@ -141,6 +143,72 @@ def table_flow_paths(loaded, batches=(1, 8, 64, 256), calls: int = 500) -> str:
     return "\n".join(lines)
 
 
+def image_small_batch_layers(loaded, batches=(1, 2, 4, 8), calls: int = 300) -> str:
+    """Each distinct subnet convolution of an image model, p50 us: PyTorch's default route against the
+    direct kernel ``models._run_subnet`` uses for passes of up to ``SMALL_BATCH`` images. Inputs are
+    random and channels-last, as in the flow."""
+    from cadp.models import SMALL_BATCH, _run_subnet, graph_mode
+
+    model = loaded.model
+    shapes: dict[tuple, tuple[torch.nn.Module, tuple[int, ...]]] = {}
+
+    def remember(module, args, _output) -> None:
+        key = (type(module).__name__, tuple(module.weight.shape), tuple(args[0].shape[1:]))
+        shapes.setdefault(key, (module, tuple(args[0].shape[1:])))
+
+    subnet_layers = [layer for module in model.modules() if isinstance(module, torch.nn.Sequential)
+                     for layer in module if isinstance(layer, torch.nn.Conv2d)]
+    hooks = [layer.register_forward_hook(remember) for layer in subnet_layers]
+    pixels, labels = torch.zeros(1, loaded.config.channels, loaded.config.image_size, loaded.config.image_size), \
+        torch.zeros(1, dtype=torch.long)
+    try:
+        with torch.inference_mode(), graph_mode():
+            model.encode(pixels, labels)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    generator = torch.Generator().manual_seed(0)
+    lines = [f"{loaded.folder.name}: one subnet convolution, p50 us per call at 1-{max(batches)} images, PyTorch's "
+             f"route / the direct kernel that passes of up to {SMALL_BATCH} images use (timed in turn)", "",
+             "| layer | input | " + " | ".join(f"batch {batch}" for batch in batches) + " |",
+             "|---|---|" + "---|" * len(batches)]
+    with torch.inference_mode():
+        for (_kind, weight, _input), (layer, shape) in shapes.items():
+            cells = []
+            for batch in batches:
+                x = torch.randn(batch, *shape, generator=generator).contiguous(memory_format=torch.channels_last)
+                wrapped = torch.nn.Sequential(layer)  # a one-layer subnet for _run_subnet
+                timings = _p50_us({"default": partial(layer, x), "small": partial(_run_subnet, wrapped, x, True)},
+                                  calls)
+                cells.append(f"{timings['default']:.0f} / {timings['small']:.0f}")
+            name = f"{weight[1]} -> {weight[0]}, {weight[2]}x{weight[3]}"
+            lines.append(f"| {name} | {'x'.join(map(str, shape))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def image_small_batch_calls(loaded, calls: int = 200) -> str:
+    """One image's privatize call (the target's, and the image page's with the reconstruction), p50 ms,
+    with the passes for few images (``ImageCINN._small_batch_forms``) off and on, in turn."""
+    model = loaded.model
+    lines = [f"{loaded.folder.name}: one image, p50 ms, the passes for few images off / on (timed in turn)", "",
+             "| call | off | on | on / off |", "|---|---|---|---|"]
+    for reconstruct, label in ((False, "encode + decode of the release (the target's call)"),
+                               (True, "with the noiseless reconstruction (the image page's call)")):
+        call, _ = privatize_call(loaded, 1, reconstruct=reconstruct)
+
+        def switched(on: bool, call=call) -> None:
+            model._small_batch_forms = on  # an instance attribute: both sets of traces stay cached
+            call()
+
+        try:
+            timings = _p50_us({"off": partial(switched, False), "on": partial(switched, True)}, calls, rounds=10)
+        finally:
+            model.__dict__.pop("_small_batch_forms", None)
+        lines.append(f"| {label} | {timings['off'] / 1e3:.2f} | {timings['on'] / 1e3:.2f} | "
+                     f"{timings['on'] / timings['off']:.2f} |")
+    return "\n".join(lines)
+
+
 def fit_step_parts(steps: int = 200) -> str:
     """One step of ``fit_tabular``'s loop on the suite's synthetic table, per likelihood path and optimizer layout."""
     from bench.fit import CONDITION, synthetic_frame
@@ -216,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         if loaded.config.kind == "image":
             print(image_operators(loaded, batch=1, calls=50, rows=4) + "\n")
             print(image_operators(loaded) + "\n")
+            print(image_small_batch_layers(loaded) + "\n")
+            print(image_small_batch_calls(loaded) + "\n")
         else:
             for batch in (1, 1024):
                 print(table_shares(loaded, batch) + "\n")

@@ -249,7 +249,7 @@ def _use_graph(model: nn.Module) -> bool:
 ATAN_SCALE = 0.636  # FrEIA's "ATAN" soft clamp: s = clamp * 0.636 * atan(a)
 
 
-SMALL_BATCH = 4  # at most this many images per pass: the subnets' layers in forms for a few records
+SMALL_BATCH = 4  # at most this many images per pass: convolutions in the direct kernel (_run_subnet)
 
 
 def _direct_conv_ok(layer: nn.Module) -> bool:
@@ -259,33 +259,22 @@ def _direct_conv_ok(layer: nn.Module) -> bool:
 
 
 def _run_subnet(subnet: nn.Module, u: torch.Tensor, small_batch: bool) -> torch.Tensor:
-    """``subnet(u)``; with ``small_batch`` its layers in forms that are faster for a few records.
+    """``subnet(u)``; with ``small_batch`` its 2-D convolutions go to PyTorch's direct (im2col) kernel.
 
-    Convolutions go to PyTorch's direct (im2col) kernel: from a batch of two on PyTorch sends
-    3x3 convolutions to oneDNN, whose per-call overhead made each 1.5-3.5x slower for two to
-    four images (BENCHMARKS.md, "Fifth round"). A chain of linear layers and ReLUs runs on
-    transposed activations, ``W @ x.T``: with few rows MKL's ``x @ W.T`` packs the whole weight
-    matrix on every call (for two rows of a 512-wide subnet about twice as slow). Same
-    arithmetic: results differ only by float rounding.
+    From a batch of two on PyTorch sends 3x3 convolutions to oneDNN, whose per-call overhead
+    made each of these layers 1.3-3.5x slower than the direct kernel for two to four images
+    (``python -m bench.profile``; BENCHMARKS.md, "Fifth round"). Same arithmetic: results differ
+    only by float rounding. (Linear layers as ``W @ x.T`` looked faster alone and made whole
+    passes 3-10% slower: not used.)
     """
-    if not small_batch or not isinstance(subnet, nn.Sequential):
+    if not small_batch or u.dim() != 4 or not isinstance(subnet, nn.Sequential):
         return subnet(u)
-    if u.dim() == 2 and all(type(layer) in (nn.Linear, nn.ReLU) for layer in subnet):
-        h = u.t()
-        for layer in subnet:
-            if type(layer) is nn.Linear:
-                h = layer.weight @ h if layer.bias is None else torch.addmm(layer.bias[:, None], layer.weight, h)
-            else:
-                h = layer(h)
-        return h.t()
-    if u.dim() == 4:
-        for layer in subnet:
-            if _direct_conv_ok(layer):
-                u = torch._C._nn.thnn_conv2d(u, layer.weight, layer.kernel_size, layer.bias, layer.stride, layer.padding)
-            else:
-                u = layer(u)
-        return u
-    return subnet(u)
+    for layer in subnet:
+        if _direct_conv_ok(layer):
+            u = torch._C._nn.thnn_conv2d(u, layer.weight, layer.kernel_size, layer.bias, layer.stride, layer.padding)
+        else:
+            u = layer(u)
+    return u
 
 
 def _affine(module: Fm.GLOWCouplingBlock, x: torch.Tensor, u: torch.Tensor, subnet: nn.Module,
@@ -352,7 +341,7 @@ class _FlowPass(nn.Module):
     ``_coupling`` and skips the per-node Jacobian bookkeeping (FrEIA builds a zero tensor
     for every node without one, even with ``jac=False``). With ``jac`` it returns
     (output, log-determinant), the sum over nodes that FrEIA's ``jac=True`` returns.
-    ``small_batch``: the couplings' subnets in their forms for a few records (``_run_subnet``).
+    ``small_batch``: the couplings' convolutions as for a few images (``_run_subnet``).
     IRevNet downsamplings run as ``pixel_unshuffle`` / ``pixel_shuffle`` (the same values, no
     convolution: 5-7 us against 20-140 us for one or two images).
     """
@@ -418,7 +407,7 @@ class TracedPasses:
             jac: bool = False, small_batch: bool = False):
         """The pass; with ``jac``, (output, log-determinant) as ``_FlowPass(jac=True)`` (autograd works).
 
-        ``small_batch``: a separate trace with the subnets' forms for a few records (``_run_subnet``).
+        ``small_batch``: a separate trace with the convolutions as for a few images (``_run_subnet``).
         """
         key = (rev, jac, small_batch, x.device, x.dtype, tuple(x.shape[1:]),
                tuple(tuple(c.shape[1:]) for c in conditions))

@@ -113,3 +113,20 @@ def test_profile_tables_time_every_flow_path_and_fit_part():
     assert all(float(cell) > 0 for row in rows for cell in row[1:])  # NumPy, trace, graph, the model's choice
     parts = fit_step_parts(steps=5)
     assert parts.count("| ") >= 8 and "one flat tensor, fused" in parts and "traced (fit_tabular)" in parts
+
+
+def test_profile_tables_time_the_small_batch_forms_of_an_image_model():
+    import torch
+
+    from bench import WEIGHTS
+    from bench.compute import load
+    from bench.profile import image_small_batch_calls, image_small_batch_layers
+
+    loaded = load(WEIGHTS / "mnist-cinn", torch.device("cpu"))
+    layers = image_small_batch_layers(loaded, batches=(1, 2), calls=3)
+    rows = [line.split("|")[1:-1] for line in layers.splitlines() if line.startswith("| ") and "layer" not in line]
+    assert {row[0].strip() for row in rows} >= {"12 -> 64, 3x3", "64 -> 64, 1x1", "64 -> 4, 3x3", "18 -> 64, 3x3"}
+    assert all(float(value) > 0 for row in rows for cell in row[2:] for value in cell.split("/"))
+    calls = image_small_batch_calls(loaded, calls=4)
+    assert "the target's call" in calls and "the image page's call" in calls
+    assert "_small_batch_forms" not in loaded.model.__dict__  # the switch is undone
