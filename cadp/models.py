@@ -262,7 +262,7 @@ def _run_subnet(subnet: nn.Module, u: torch.Tensor, small_batch: bool) -> torch.
     """``subnet(u)``; with ``small_batch`` its 2-D convolutions go to PyTorch's direct (im2col) kernel.
 
     From a batch of two on PyTorch sends 3x3 convolutions to oneDNN, whose per-call overhead
-    made each of these layers 1.3-3.5x slower than the direct kernel for two to four images
+    made each of these layers 1.1-3.2x slower than the direct kernel for two to four images
     (``python -m bench.profile``; BENCHMARKS.md, "Fifth round"). Same arithmetic: results differ
     only by float rounding. (Linear layers as ``W @ x.T`` looked faster alone and made whole
     passes 3-10% slower: not used.)
