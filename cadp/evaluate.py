@@ -1140,8 +1140,23 @@ def write_report(folder: Path | str) -> Path:
                                     line={"dash": "dash"}), row=3, col=2)
     figure.update_layout(height=1300, title=f"CADP evaluation of {folder.name}")
     path = folder / REPORT_NAME
-    figure.write_html(str(path), include_plotlyjs="cdn")
+    html = figure.to_html(include_plotlyjs="cdn", full_html=True)
+    path.write_text(html.replace("</body>", OFFLINE_NOTICE + "</body>", 1), encoding="utf-8")
     return path
+
+
+# report.html loads plotly.js from its CDN (embedding it would add ~3.5 MB per model folder); without a
+# connection the charts cannot draw, and the page says so instead of staying blank.
+OFFLINE_NOTICE = """<script>
+if (typeof Plotly === "undefined") {
+  document.body.insertAdjacentHTML("afterbegin", '<p id="cadp-offline" style="font: 16px sans-serif; '
+    + 'padding: 1em; background: #fff3cd">The charts of this report need plotly.js from cdn.plot.ly, which '
+    + 'this browser could not load (no internet connection?). The same numbers are in eval.json next to '
+    + 'this file; the app shows that file on its Model card page and draws the utility curves on its '
+    + '"Utility curves" page, without a connection.</p>');
+}
+</script>
+"""
 
 
 # --------------------------------------------------------------------------- CLI

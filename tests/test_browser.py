@@ -123,3 +123,29 @@ def test_csv_upload_release_and_download(page, app_url, tmp_path):
     download_info.value.save_as(str(downloaded))
     lines = downloaded.read_text().splitlines()
     assert lines[0].split(",")[:2] == ["age", "sex"] and len(lines) == 81
+
+
+def test_evaluation_report_says_why_its_charts_are_missing_offline(browser, tmp_path):
+    """report.html takes plotly.js from its CDN: with every network request refused, it says so."""
+    from cadp.evaluate import write_report
+
+    shutil.copy(ROOT / "weights" / "diabetes-cinn" / "eval.json", tmp_path / "eval.json")
+    report = write_report(tmp_path)
+    from plotly.offline import get_plotlyjs
+
+    plotly_js = get_plotlyjs()  # the installed plotly's copy of what the CDN serves (the page checks its hash)
+    for online in (False, True):
+        context = browser.new_context()
+        page = context.new_page()
+        # offline: every request but the file itself fails; online: the CDN answered from the installed copy
+        page.route("https://**/*", (lambda route: route.fulfill(body=plotly_js, content_type="text/javascript",
+                                                                headers={"Access-Control-Allow-Origin": "*"}))
+                   if online else (lambda route: route.abort()))
+        page.goto(report.as_uri())
+        page.wait_for_load_state("load")
+        notice = page.locator("#cadp-offline")
+        if online:
+            assert notice.count() == 0 and page.locator(".js-plotly-plot").count() == 1  # the charts drew
+        else:
+            assert notice.is_visible() and "eval.json" in notice.inner_text()
+        context.close()
