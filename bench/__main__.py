@@ -216,12 +216,18 @@ def report(results: dict) -> str:
         if "content_awareness_cost" in entry:
             lines.append(f"Cost of content-awareness: CADP p50 {single['p50_ms']:.2f} ms / DP-Pix p50 "
                          f"{single['dp_pix']['p50_ms']:.3f} ms = {entry['content_awareness_cost']:.0f}x.")
-        lines += ["", "| batch | p50 ms/call | p95 ms/call | records/s | peak RSS MiB | GFLOP/s | efficiency |",
-                  "|---|---|---|---|---|---|---|"]
+        gpu = any("gpu_busy_share" in point for point in entry["batches"].values())
+        lines += ["", "| batch | p50 ms/call | p95 ms/call | records/s | peak RSS MiB | GFLOP/s | efficiency |"
+                  + (" peak CUDA MiB | GPU busy |" if gpu else ""), "|---|---|---|---|---|---|---|" + ("---|---|" if gpu else "")]
         for batch, point in entry["batches"].items():
             lines.append(f"| {batch} | {point['p50_ms']:.2f} | {point['p95_ms']:.2f} | {_number(point['records_per_s'])}"
                          f" | {point['peak_rss_mib']:.0f} | {point['flops_per_s'] / 1e9:.2f} | "
-                         f"{100 * point['efficiency']:.1f}% |")
+                         f"{100 * point['efficiency']:.1f}% |"
+                         + (f" {point.get('peak_cuda_mib', float('nan')):.0f} | "
+                            f"{100 * point.get('gpu_busy_share', float('nan')):.0f}% |" if gpu else ""))
+        if gpu:
+            lines.append("(GPU busy: the share of 5 calls' wall time in which the GPU ran kernels or copies, "
+                         "from torch.profiler's CUDA events.)")
         if any(point.get("peak_rss_scope", "").startswith("this and") for point in entry["batches"].values()):
             lines.append("(Short mode: one process per model, so a row's peak RSS includes the rows above it.)")
         lines.append("")

@@ -3,7 +3,7 @@
 ``python -m bench.compute '<json>'`` is the worker the suite starts once per
 (model, batch size) in full mode: it prints one JSON object whose ``peak_rss_mib`` belongs to that
 measurement alone (VmHWM of the fresh process; ``ru_maxrss`` would carry the parent's
-peak over the fork; on a GPU also the CUDA allocator's peak).
+peak over the fork; on a GPU also the CUDA allocator's peak and the share of the time the GPU is busy).
 """
 
 from __future__ import annotations
@@ -152,6 +152,7 @@ def measure_privatize(loaded, batch: int, device: str = "cpu", *, min_calls: int
               "peak_rss_before_privatize_mib": rss_before}
     if device.type == "cuda":
         result["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+        result["gpu_busy_share"] = gpu_busy_share(call, device)
     if with_reconstruction:
         reconstructing, _ = privatize_call(loaded, batch, reconstruct=True)
         result["with_reconstruction"] = summary_ms(timed_calls(reconstructing, device, warmup=warmup,
@@ -160,6 +161,40 @@ def measure_privatize(loaded, batch: int, device: str = "cpu", *, min_calls: int
         result["dp_pix"] = measure_dp_pix(loaded.config, batch, device, min_calls=min_calls,
                                           min_seconds=min_seconds / 2, warmup=warmup)
     return result
+
+
+def busy_share(intervals, start: float, end: float) -> float:
+    """The share of [start, end] covered by the union of the (start, end) intervals, clipped to it."""
+    covered, reach = 0.0, start
+    for low, high in sorted(intervals):
+        low, high = max(low, reach), min(high, end)
+        if high > low:
+            covered += high - low
+            reach = high
+    return covered / (end - start) if end > start else 0.0
+
+
+GPU_WINDOW = "cadp bench: timed calls"
+
+
+def gpu_busy_share(call, device: torch.device, calls: int = 5) -> float:
+    """The share of ``calls`` calls' wall time in which the GPU ran kernels or copies (torch.profiler's
+    CUDA events, their union): near 1, the GPU bounds the call; well below, Python and the CPU do."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    call()
+    synchronize(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as profiler:
+        with record_function(GPU_WINDOW):
+            for _ in range(calls):
+                call()
+            synchronize(device)
+    events = profiler.events()
+    window = next(event for event in events if event.name == GPU_WINDOW and event.device_type == DeviceType.CPU)
+    busy = [(event.time_range.start, event.time_range.end) for event in events
+            if event.device_type == DeviceType.CUDA and not event.is_user_annotation]
+    return busy_share(busy, window.time_range.start, window.time_range.end)
 
 
 def measure_dp_pix(config, batch: int, device: torch.device, **timing) -> dict:

@@ -130,3 +130,23 @@ def test_profile_tables_time_the_small_batch_forms_of_an_image_model():
     calls = image_small_batch_calls(loaded, calls=4)
     assert "the target's call" in calls and "the image page's call" in calls
     assert "_small_batch_forms" not in loaded.model.__dict__  # the switch is undone
+
+
+def test_busy_share_is_the_covered_part_of_the_window():
+    from bench.compute import busy_share
+
+    assert busy_share([], 0.0, 10.0) == 0.0
+    assert busy_share([(2.0, 4.0), (3.0, 5.0), (8.0, 20.0)], 0.0, 10.0) == pytest.approx(0.5)  # overlaps once
+    assert busy_share([(-5.0, 1.0), (1.0, 2.0), (1.5, 1.8)], 0.0, 4.0) == pytest.approx(0.5)  # clipped, nested
+    assert busy_share([(0.0, 10.0)], 0.0, 10.0) == 1.0
+
+
+def test_report_shows_gpu_columns_only_for_gpu_runs(short_run):
+    import copy
+
+    assert "GPU busy" not in report(short_run)
+    gpu_run = copy.deepcopy(short_run)
+    for point in gpu_run["models"]["diabetes-cinn"]["batches"].values():
+        point |= {"peak_cuda_mib": 12.0, "gpu_busy_share": 0.875}
+    text = report(gpu_run)
+    assert "| peak CUDA MiB | GPU busy |" in text and "| 12 | 88% |" in text
