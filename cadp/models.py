@@ -250,18 +250,19 @@ ATAN_SCALE = 0.636  # FrEIA's "ATAN" soft clamp: s = clamp * 0.636 * atan(a)
 
 
 SMALL_BATCH = 4  # at most this many images per pass: convolutions in the direct kernel (_run_subnet)
+_THNN_CONV2D = getattr(torch._C._nn, "thnn_conv2d", None)  # PyTorch's direct kernel (not public API: checked)
 
 
 def _direct_conv_ok(layer: nn.Module) -> bool:
     """Whether ``_run_subnet`` may run this layer through ``thnn_conv2d`` (what ``layer`` computes)."""
-    return (type(layer) is nn.Conv2d and layer.groups == 1 and layer.padding_mode == "zeros"
-            and not isinstance(layer.padding, str) and tuple(layer.dilation) == (1, 1))
+    return (_THNN_CONV2D is not None and type(layer) is nn.Conv2d and layer.groups == 1
+            and layer.padding_mode == "zeros" and not isinstance(layer.padding, str) and tuple(layer.dilation) == (1, 1))
 
 
 def _run_subnet(subnet: nn.Module, u: torch.Tensor, small_batch: bool) -> torch.Tensor:
     """``subnet(u)``; with ``small_batch`` its 2-D convolutions go to PyTorch's direct (im2col) kernel.
 
-    From a batch of two on PyTorch sends 3x3 convolutions to oneDNN, whose per-call overhead
+    From a batch of two on PyTorch sends these convolutions to oneDNN, whose per-call overhead
     made each of these layers 1.1-3.2x slower than the direct kernel for two to four images
     (``python -m bench.profile``; BENCHMARKS.md, "Fifth round"). Same arithmetic: results differ
     only by float rounding. (Linear layers as ``W @ x.T`` looked faster alone and made whole
@@ -271,7 +272,7 @@ def _run_subnet(subnet: nn.Module, u: torch.Tensor, small_batch: bool) -> torch.
         return subnet(u)
     for layer in subnet:
         if _direct_conv_ok(layer):
-            u = torch._C._nn.thnn_conv2d(u, layer.weight, layer.kernel_size, layer.bias, layer.stride, layer.padding)
+            u = _THNN_CONV2D(u, layer.weight, layer.kernel_size, layer.bias, layer.stride, layer.padding)
         else:
             u = layer(u)
     return u
