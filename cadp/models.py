@@ -780,6 +780,27 @@ class TabularCINN(TracedFlow, nn.Module):
         return (0.5 * (z ** 2).sum(1) + 0.5 * dims * math.log(2 * math.pi) - log_det) / dims
 
 
+def warm_up(model: ImageCINN | TabularCINN, runs: int = 2) -> None:
+    """Make the inference passes that a page's first Privatize needs, on placeholder inputs (zeros).
+
+    Each traced pass is traced on its first call and optimized by TorchScript's executor on the
+    next; the app does this while it shows "Loading the model…" rather than on a user's first
+    press. Images: one encoded image and two decoded ones (the release and the reconstruction);
+    tables: more rows than ``NumpyFlow`` takes (the bundled tables' pages; fewer rows need no trace).
+    """
+    with torch.inference_mode():
+        for _ in range(runs):
+            if isinstance(model, ImageCINN):
+                config = model.config
+                pixels = torch.zeros(1, config.channels, config.image_size, config.image_size)
+                latent = model.encode(pixels, torch.zeros(1, dtype=torch.long))
+                model.decode(latent.repeat(2, 1), torch.zeros(2, dtype=torch.long))
+            else:
+                rows = NumpyFlow.MAX_ROWS + 1
+                condition = torch.zeros(rows, model.config.condition_dim)
+                model.decode(model.encode(torch.zeros(rows, model.latent_dim), condition), condition)
+
+
 def build_model(config: ModelConfig) -> ImageCINN | TabularCINN:
     """The network a config describes, with freshly initialized weights."""
     return ImageCINN(config) if config.kind == "image" else TabularCINN(config)

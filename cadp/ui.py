@@ -20,6 +20,7 @@ import torch
 from cadp import hub
 from cadp.errors import CadpError, InputError, ModelError
 from cadp.mechanisms import DEFAULT_TEMPERATURE, MECHANISMS, PAPER_LABEL, Mechanism, make_mechanism
+from cadp.models import warm_up
 
 WEIGHTS_ENV = "CADP_WEIGHTS_DIR"
 IMAGE_WIDTH = 140  # display width of a 28x28 image, in CSS pixels
@@ -106,8 +107,14 @@ def bundled_models(kind: str | None = None) -> list[str]:
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=8)
 def load_model(source: str) -> hub.LoadedModel:
-    """A model from a local folder, a bundled name, or a Hub id ``owner/name@rev``, cached for all sessions."""
-    return hub.load_model(source)
+    """A model from a local folder, a bundled name, or a Hub id ``owner/name@rev``, cached for all sessions.
+
+    Its inference passes are made here (``models.warm_up``), under the loading spinner, not on
+    the first Privatize.
+    """
+    loaded = hub.load_model(source)
+    warm_up(loaded.model)
+    return loaded
 
 
 def device_in_use() -> str:

@@ -443,3 +443,25 @@ def test_numpy_flow_only_for_chains_of_supported_blocks(tiny_image_model):
 
     assert NumpyFlow.of(couplings(True, True)) is not None
     assert NumpyFlow.of(couplings(True, False)) is None  # a coupling without the condition
+
+
+def test_warm_up_makes_the_passes_that_a_first_privatize_needs(tiny_image_model, mnist_test):
+    from cadp.mechanisms import make_mechanism
+    from cadp.models import warm_up
+    from cadp.privatize import privatize
+
+    mechanism = make_mechanism("laplace", 10.0, temperature=0.7)
+    table = load_table("heart")
+    tabular = perturbed(fit_tabular(table.frame, ["target", "sex"], steps=3))
+    image = tiny_image_model.eval()
+    for model in (image, tabular):
+        model._traced.clear()
+        warm_up(model)
+    made = {model: set(model._traced._passes) for model in (image, tabular)}
+    assert {key[:3] for key in made[image]} == {(False, False, True), (True, False, True)}  # few-image passes
+    assert {key[:3] for key in made[tabular]} == {(False, False, False), (True, False, False)}
+    with torch.inference_mode():
+        # the image page's call (one image, with the reconstruction) and the table page's (the whole table)
+        privatize(image, mnist_test.images[:1], mnist_test.labels[:1], mechanism, seed=0, reconstruct=True)
+        privatize(tabular, table.frame, None, mechanism, seed=0, reconstruct=True)
+    assert all(set(model._traced._passes) == made[model] for model in (image, tabular))  # nothing traced anew
