@@ -156,11 +156,15 @@ def _time_presses(page, button_name: str, ledger_line: str, presses: int) -> dic
 
 
 def _rendered_after(page, ledger_text: str) -> None:
-    """Wait until this run's ledger line shows, no run is in progress and every image has loaded."""
+    """Wait until this run's ledger line shows, no run is in progress, every image has loaded and
+    every element is drawn: no skeleton left (Streamlit shows one while an element's code loads,
+    e.g. the 4.7 MB plotly bundle on the first chart) and every plotly chart has its SVG."""
     page.wait_for_function(
         "text => document.body.innerText.includes(text)"
         " && !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " && Array.from(document.querySelectorAll('[data-testid=stImage] img')).every(i => i.complete)",
+        " && !document.querySelector('[data-testid=\"stSkeleton\"]')"
+        " && Array.from(document.querySelectorAll('[data-testid=stImage] img')).every(i => i.complete)"
+        " && Array.from(document.querySelectorAll('[data-testid=stPlotlyChart]')).every(c => c.querySelector('.main-svg'))",
         arg=ledger_text, timeout=WAIT_MS, polling=10)
 
 
