@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,12 +110,19 @@ def bundled_models(kind: str | None = None) -> list[str]:
 def load_model(source: str) -> hub.LoadedModel:
     """A model from a local folder, a bundled name, or a Hub id ``owner/name@rev``, cached for all sessions.
 
-    Its inference passes are made here (``models.warm_up``), under the loading spinner, not on
-    the first Privatize.
+    Its inference passes are made in a background thread (``models.warm_up``) while the page
+    renders, not on the first Privatize (which waits for a pass still being traced).
     """
     loaded = hub.load_model(source)
-    warm_up(loaded.model)
+    threading.Thread(target=_warm_up_quietly, args=(loaded.model,), name="cadp-warm-up", daemon=True).start()
     return loaded
+
+
+def _warm_up_quietly(model) -> None:
+    try:
+        warm_up(model)
+    except Exception:  # noqa: BLE001 - only a head start: the first Privatize makes whatever is missing
+        pass
 
 
 def device_in_use() -> str:

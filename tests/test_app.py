@@ -335,3 +335,18 @@ def test_utility_recompute_runs_live_and_leaves_eval_json_alone(weights):
     assert any(s.value == "Recomputed in this session" for s in at.subheader)
     assert len(at.get("plotly_chart")) == 9  # 4 stored + 4 recomputed + central
     assert eval_json.read_bytes() == before
+
+
+def test_a_loaded_model_makes_its_passes_in_the_background(weights):
+    import threading
+
+    from cadp import ui
+
+    ui.load_model.clear()
+    loaded = ui.load_model(str(weights / helpers.IMAGE_MODEL))
+    for thread in threading.enumerate():
+        if thread.name == "cadp-warm-up":
+            thread.join(timeout=TIMEOUT)
+    # the image page's first Privatize (one image, its reconstruction) finds its passes made
+    assert {key[:3] for key in loaded.model._traced._passes} == {(False, False, True), (True, False, True)}
+    ui.load_model.clear()
