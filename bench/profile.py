@@ -22,7 +22,7 @@ from functools import partial
 import torch
 
 from bench import WEIGHTS
-from bench.compute import load, privatize_call, table_inputs
+from bench.compute import image_inputs, load, privatize_call, table_inputs
 
 
 def image_operators(loaded, batch: int = 256, calls: int = 2, rows: int = 8) -> str:
@@ -153,14 +153,12 @@ def image_small_batch_layers(loaded, batches=(1, 2, 4, 8), calls: int = 300) -> 
     shapes: dict[tuple, tuple[torch.nn.Module, tuple[int, ...]]] = {}
 
     def remember(module, args, _output) -> None:
-        key = (type(module).__name__, tuple(module.weight.shape), tuple(args[0].shape[1:]))
-        shapes.setdefault(key, (module, tuple(args[0].shape[1:])))
+        shapes.setdefault((tuple(module.weight.shape), tuple(args[0].shape[1:])), (module, tuple(args[0].shape[1:])))
 
     subnet_layers = [layer for module in model.modules() if isinstance(module, torch.nn.Sequential)
                      for layer in module if isinstance(layer, torch.nn.Conv2d)]
     hooks = [layer.register_forward_hook(remember) for layer in subnet_layers]
-    pixels, labels = torch.zeros(1, loaded.config.channels, loaded.config.image_size, loaded.config.image_size), \
-        torch.zeros(1, dtype=torch.long)
+    pixels, labels, _ = image_inputs(loaded.config, 1)
     try:
         with torch.inference_mode(), graph_mode():
             model.encode(pixels, labels)
@@ -173,7 +171,7 @@ def image_small_batch_layers(loaded, batches=(1, 2, 4, 8), calls: int = 300) -> 
              "| layer | input | " + " | ".join(f"batch {batch}" for batch in batches) + " |",
              "|---|---|" + "---|" * len(batches)]
     with torch.inference_mode():
-        for (_kind, weight, _input), (layer, shape) in shapes.items():
+        for (weight, _input), (layer, shape) in shapes.items():
             cells = []
             for batch in batches:
                 x = torch.randn(batch, *shape, generator=generator).contiguous(memory_format=torch.channels_last)

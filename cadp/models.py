@@ -539,16 +539,19 @@ class TracedFlow:
         sees (``_is_pixel_unshuffle``), and ``assign=True`` gives the parameters new storage.
         """
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        self._traced.clear()
-        self.__dict__.pop("_log_det_pass", None)
-        self.__dict__.pop("_numpy", None)
+        self._forget_passes()
         return result
 
     def _apply(self, fn, recurse: bool = True):
-        self._traced.clear()  # traces hold the old device's tensors
+        self._forget_passes()  # traces and NumPy views hold the old device's tensors
         self.__dict__.pop("_device", None)
-        self.__dict__.pop("_numpy", None)  # NumPy views of the old parameters
         return super()._apply(fn, recurse)
+
+    def _forget_passes(self) -> None:
+        """Drop the traces, the NumPy flow and the eager likelihood pass: made again on next use."""
+        self._traced.clear()
+        for name in ("_numpy", "_log_det_pass"):
+            self.__dict__.pop(name, None)
 
     @property
     def device(self) -> torch.device:
@@ -784,8 +787,8 @@ def warm_up(model: ImageCINN | TabularCINN, runs: int = 2) -> None:
     """Make the inference passes that a page's first Privatize needs, on placeholder inputs (zeros).
 
     Each traced pass is traced on its first call and optimized by TorchScript's executor on the
-    next; the app does this while it shows "Loading the model…" rather than on a user's first
-    press. Images: one encoded image and two decoded ones (the release and the reconstruction);
+    next; the app runs this in a background thread when it loads a model (``ui.load_model``)
+    rather than on a user's first press. Images: one encoded image and two decoded ones (the release and the reconstruction);
     tables: more rows than ``NumpyFlow`` takes (the bundled tables' pages; fewer rows need no trace).
     """
     with torch.inference_mode():
