@@ -110,8 +110,9 @@ def bundled_models(kind: str | None = None) -> list[str]:
 def load_model(source: str) -> hub.LoadedModel:
     """A model from a local folder, a bundled name, or a Hub id ``owner/name@rev``, cached for all sessions.
 
-    Its inference passes are made in a background thread (``models.warm_up``) while the page
-    renders, not on the first Privatize (which waits for a pass still being traced).
+    Its inference passes are made, and the result views' libraries imported (``compare.preload``), in a
+    background thread while the page renders, not on the first Privatize (which waits for a pass still
+    being traced or a module still being imported).
     """
     loaded = hub.load_model(source)
     threading.Thread(target=_warm_up_quietly, args=(loaded.model,), name="cadp-warm-up", daemon=True).start()
@@ -119,8 +120,11 @@ def load_model(source: str) -> hub.LoadedModel:
 
 
 def _warm_up_quietly(model) -> None:
+    from cadp import compare
+
     try:
         warm_up(model)
+        compare.preload()  # the result views' scores: their libraries load here, not on the first release
     except Exception:  # noqa: BLE001 - only a head start: the first Privatize makes whatever is missing
         pass
 
@@ -344,6 +348,97 @@ def condition_handling_controls(attribute: str, key: str):
                                    key=f"{key}_condition_epsilon")
         return ConditionHandling("randomized", float(epsilon))
     return ConditionHandling(handling)
+
+
+# --------------------------------------------------------------------------- evaluated utility at the chosen epsilon
+
+def _mean(value):
+    return value.get("mean") if isinstance(value, dict) else value
+
+
+def preview_figure(utility: dict, mechanism: str, epsilon: float):
+    """Downstream accuracy and re-identification rate against ε for one mechanism of an eval.json utility
+    section, with the chosen ε marked; None when the section has no such curves."""
+    import plotly.graph_objects as go
+
+    method = utility.get("methods", {}).get(mechanism)
+    if not method or "p/o" not in method or "reid_latent" not in method:
+        return None
+    epsilons = method.get("epsilons", utility.get("epsilons"))
+    accuracy, reid = _mean(method["p/o"]), method["reid_latent"]
+    if not epsilons or len(accuracy) != len(epsilons) or len(reid) != len(epsilons):
+        return None
+    figure = go.Figure([
+        go.Scatter(x=epsilons, y=accuracy, name="downstream accuracy (p/o)", mode="lines+markers"),
+        go.Scatter(x=epsilons, y=reid, name="re-identification rate", mode="lines+markers", line=dict(dash="dot")),
+    ])
+    reference = _mean(utility.get("reference", {}).get("o/o"))
+    if reference is not None:
+        figure.add_hline(y=reference, line_dash="dash", line_color="black", annotation_text="accuracy on real (o/o)")
+    if utility.get("chance") is not None:
+        figure.add_hline(y=utility["chance"], line_dash="dash", line_color="gray", annotation_text="chance",
+                         annotation_position="top left")
+    # a trace, not add_vline: on a log axis a shape's annotation takes log10(x) and would stretch the axis
+    figure.add_trace(go.Scatter(x=[epsilon, epsilon], y=[0, 1.05], mode="lines", line=dict(color="crimson"),
+                                name=f"your ε = {format_epsilon(epsilon)}", hoverinfo="skip"))
+    figure.update_layout(height=300, margin=dict(l=0, r=0, t=30, b=0), xaxis_type="log", yaxis_range=[0, 1.05],
+                         xaxis_title="ε per unit of latent L1 distance" if mechanism == "metric" else "ε",
+                         legend=dict(orientation="h", y=-0.3))
+    return figure
+
+
+def preview_notes(utility: dict, settings: PrivacySettings, conditions_kept: bool) -> list[str]:
+    """Plain-words captions for ``preview_figure``: where the numbers come from, the value at the chosen ε,
+    and how the chosen settings differ from the evaluated ones."""
+    evaluated = utility.get("settings", {})
+    method = utility["methods"][settings.name]
+    epsilons = method.get("epsilons", utility.get("epsilons"))
+    task = evaluated.get("task", "the class label")
+    seeds = evaluated.get("seeds")
+    seeds = ", ".join(str(seed) for seed in seeds) if isinstance(seeds, list) else "?"
+    notes = [f"From the model's eval.json (`{evaluated.get('command', 'python -m cadp.evaluate utility')}`, "
+             f"{evaluated.get('n_test', '?')} test records, seeds {seeds}): accuracy of a "
+             f"classifier trained on releases and tested on real records ({task}), and how often an attacker "
+             f"who knows {evaluated.get('n_reid', '?')} original latents matched a release to its original "
+             f"(top-1; chance {utility.get('chance', float('nan')):.1%}). Measured, not a guarantee."]
+    if settings.epsilon in epsilons:
+        index = epsilons.index(settings.epsilon)
+        notes.append(f"At ε = {format_epsilon(settings.epsilon)}: accuracy {_mean(method['p/o'])[index]:.3f}, "
+                     f"re-identification {method['reid_latent'][index]:.1%}.")
+    else:
+        notes.append(f"ε = {format_epsilon(settings.epsilon)} was not evaluated; the curves show the evaluated "
+                     f"values ({', '.join(format_epsilon(e) for e in epsilons)}).")
+    differences = []
+    if settings.temperature != evaluated.get("temperature", DEFAULT_TEMPERATURE) and settings.name != "metric" \
+            and settings.name != "paper":
+        differences.append("a fixed clip radius" if settings.temperature is None
+                           else f"temperature {settings.temperature:g}")
+    if settings.name == "gaussian" and settings.delta != evaluated.get("delta"):
+        differences.append(f"δ {settings.delta:g}")
+    if settings.name == "paper" and method.get("batch_size"):
+        differences.append(f"evaluated on batches of {method['batch_size']} records; the paper mechanism's "
+                           "batch-level clipping depends on the batch")
+    if not conditions_kept:
+        differences.append("conditions not kept exactly (the evaluation kept them)")
+    if differences:
+        notes.append("Your settings differ from the evaluated ones: " + "; ".join(differences) + ".")
+    return notes
+
+
+def evaluation_preview(loaded: hub.LoadedModel, settings: PrivacySettings, key: str, *, conditions_kept: bool) -> None:
+    """What the chosen mechanism gave in the model's own evaluation, before anything is released."""
+    try:
+        utility = hub.read_eval(loaded.folder).get("utility")
+    except CadpError:
+        return
+    figure = preview_figure(utility, settings.name, settings.epsilon) if utility else None
+    if figure is None:
+        return
+    with st.container(border=True):
+        st.markdown(f"**What {settings.name} gave in this model's evaluation**")
+        st.plotly_chart(figure, key=f"{key}_preview")
+        for note in preview_notes(utility, settings, conditions_kept):
+            st.caption(note)
 
 
 # --------------------------------------------------------------------------- display

@@ -87,7 +87,7 @@ def test_image_sample_release_shows_views_guarantee_and_download():
     at.button(key="image_privatize").click().run()
     clean(at)
     assert "Laplace mechanism: pure epsilon-local differential privacy with epsilon = 10" in guarantee(at)
-    assert len(at.get("image")) >= 1 and len(at.get("plotly_chart")) == 2  # images + two latent scales
+    assert len(at.get("image")) >= 1 and len(at.get("plotly_chart")) == 3  # preview + two latent scales
     assert [m.label for m in at.metric] == ["SSIM", "PSNR", "latent L1 distance", "label"]
     assert len(downloads(at)) == 1
     assert any("1 release(s): ε = 10" in line for line in ledger(at))
@@ -111,6 +111,63 @@ def test_image_guarantee_follows_the_mechanism(mechanism, expected):
         assert "d_typ = 700" in captions and "ε = 7e+03" in captions
     if mechanism == "paper":
         assert any("no formal guarantee" in line for line in ledger(at))
+
+
+def preview(at: AppTest) -> tuple[dict, str]:
+    """The evaluation preview's figure (as plotly JSON) and its captions."""
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    previews = [c for c in charts if any("re-identification" in t.get("name", "") for t in c["data"])]
+    assert len(previews) == 1, [c["data"] for c in charts]
+    return previews[0], " ".join(c.value for c in at.caption)
+
+
+def test_image_page_shows_the_evaluated_curves_at_the_chosen_epsilon_before_a_release():
+    at = sample_page()
+    figure, captions = preview(at)
+    accuracy, reid, chosen = figure["data"]
+    assert accuracy["y"] == [0.2, 0.5, 0.8] and reid["y"] == [0.01, 0.02, 0.2]  # laplace, from eval.json
+    assert chosen["x"] == [10, 10] and chosen["name"] == "your ε = 10"
+    assert "At ε = 10: accuracy 0.500, re-identification 2.0%." in captions
+    assert "Measured, not a guarantee" in captions and "chance 1.0%" in captions
+    assert "differ" not in captions and not any("release(s)" in line for line in ledger(at))  # nothing released
+    at.select_slider(key="image_epsilon").set_value(1000).run()
+    figure, captions = preview(at)
+    assert "ε = 1000 was not evaluated" in captions and "At ε" not in captions
+    at.number_input(key="image_temperature").set_value(1.5).run()
+    at.radio(key="image_label_handling").set_value("resampled").run()
+    _, captions = preview(at)
+    assert "differ from the evaluated ones: temperature 1.5; conditions not kept exactly" in captions
+    at.selectbox(key="image_mechanism").set_value("gaussian").run()  # the fixture has no gaussian curves
+    clean(at)
+    assert not at.get("plotly_chart")
+
+
+def test_preview_figure_and_notes_say_what_was_evaluated():
+    from cadp import ui
+    from cadp.mechanisms import make_mechanism
+
+    utility = json.loads(json.dumps(helpers.UTILITY))
+    assert ui.preview_figure(utility, "gaussian", 10) is None  # not evaluated
+    utility["methods"]["paper"]["reid_latent"] = [0.5]  # a curve of the wrong length is not drawn
+    assert ui.preview_figure(utility, "paper", 10) is None
+    utility["methods"]["metric"] = {**utility["methods"]["laplace"]}
+    assert ui.preview_figure(utility, "metric", 2)["layout"]["xaxis"]["title"]["text"].startswith("ε per unit")
+    utility["settings"].update(temperature=0.7, delta=1e-5)
+    utility["methods"]["gaussian"] = {**utility["methods"]["laplace"]}
+    utility["methods"]["paper"] = {**utility["methods"]["laplace"], "batch_size": 512}
+
+    def notes(name, epsilon=10, kept=True, **settings):
+        mechanism = make_mechanism(name, epsilon, **settings)
+        chosen = ui.PrivacySettings(mechanism, name, epsilon, None, settings.get("delta"),
+                                    settings.get("clip_radius"), settings.get("temperature"))
+        return " ".join(ui.preview_notes(utility, chosen, kept))
+
+    assert "differ" not in notes("laplace", temperature=0.7) + notes("gaussian", delta=1e-5, temperature=0.7)
+    assert "differ from the evaluated ones: a fixed clip radius." in notes("laplace", clip_radius=5.0)
+    assert "δ 0.001" in notes("gaussian", delta=1e-3, temperature=0.7)
+    assert "batches of 512 records" in notes("paper")
+    assert "At ε = 100: accuracy 0.800, re-identification 20.0%." in notes("metric", 100)
+    assert "conditions not kept exactly" in notes("laplace", kept=False, temperature=0.7)
 
 
 def test_image_epsilon_slider_seed_condition_strip_and_gallery():
@@ -195,6 +252,25 @@ def test_tabular_bundled_release():
         m.label for m in at.metric}
     assert len(at.get("plotly_chart")) == 2 and len(downloads(at)) == 1
     assert any("each row of diabetes (442 rows)" in line and "ε = 2" in line for line in ledger(at))
+
+
+def test_tabular_preview_for_the_bundled_model_only(monkeypatch):
+    from cadp import hub
+
+    read_eval = hub.read_eval
+    monkeypatch.setattr(hub, "read_eval", lambda folder: {"utility": helpers.UTILITY} if Path(folder).name ==
+                        helpers.TABLE_MODEL else read_eval(folder))
+    at = page("tabular.py")
+    at.select_slider(key="table_epsilon").set_value(1).run()
+    _, captions = preview(clean(at))
+    assert "At ε = 1: accuracy 0.200, re-identification 1.0%." in captions
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="table_upload").set_value(("people.csv", helpers.small_csv(), "text/csv")).run()
+    at.multiselect(key="table_conditions").set_value(["group"]).run()
+    at.slider(key="table_steps").set_value(100)
+    at.button[0].click().run()  # fitted here: the bundled model's evaluation does not describe it
+    clean(at)
+    assert at.button(key="table_privatize") and not at.get("plotly_chart")
 
 
 def test_tabular_release_scores_are_computed_once_per_release(monkeypatch):
@@ -350,3 +426,25 @@ def test_a_loaded_model_makes_its_passes_in_the_background(weights):
     # the image page's first Privatize (one image, its reconstruction) finds its passes made
     assert {key[:3] for key in loaded.model._traced._passes} == {(False, False, True), (True, False, True)}
     ui.load_model.clear()
+
+
+def test_preload_imports_what_the_first_release_would():
+    """After compare.preload, a page's first scores import nothing more (the warm-up thread runs it)."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+import numpy as np, pandas as pd, torch
+from cadp import compare
+frame = pd.DataFrame({"a": np.arange(40.0), "b": np.arange(40.0) % 7, "t": np.arange(40) % 2})
+compare.preload()
+before = set(sys.modules)
+compare.image_quality(torch.zeros(1, 28, 28), torch.full((1, 28, 28), 9.0))
+compare.downstream_accuracy(frame, frame, "t")
+compare.correlation_difference(frame, frame)
+frame.style.format(precision=3).to_html()
+print(sorted(set(sys.modules) - before))
+"""
+    new = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert new.stdout.strip() == "[]", new.stdout

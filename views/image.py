@@ -173,6 +173,7 @@ def page(loaded) -> None:
     handling = ui.condition_handling_controls("label", "image_label")
     st.header("3 · Privacy")
     settings = ui.privacy_controls(loaded.config, "image")
+    ui.evaluation_preview(loaded, settings, "image", conditions_kept=handling.handling == "kept")
     left, right = st.columns(2)
     strip = left.checkbox(f"Also show a strip at ε = {', '.join(f'{e:g}' for e in STRIP_EPSILONS)}", key="image_strip")
     gallery = right.slider("Gallery: extra draws at this ε", 0, 8, 0, key="image_gallery")

@@ -175,6 +175,9 @@ def page(loaded) -> None:
         return
     st.header("3 · Privacy")
     settings = ui.privacy_controls(model.config, "table", default_epsilon=2, image=False)
+    if loaded is not None and model is loaded.model:  # its evaluation says nothing about a model fitted here
+        ui.evaluation_preview(loaded, settings, "table",
+                              conditions_kept=all(h.handling == "kept" for h in handlings.values()))
     if st.button("Privatize table", type="primary", key="table_privatize"):
         with st.spinner("Privatizing…"):
             result = privatize(model, frame, None, settings.mechanism, seed=settings.seed,
