@@ -356,27 +356,53 @@ def _mean(value):
     return value.get("mean") if isinstance(value, dict) else value
 
 
+def _numbers(values, positive: bool = False) -> list[float] | None:
+    """``values`` as floats when it is a non-empty list of finite (positive) numbers, else None."""
+    if not isinstance(values, list) or not values:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        return None
+    return [float(v) for v in values] if not positive or min(values) > 0 else None
+
+
+def _number(value) -> float | None:
+    numbers = _numbers([_mean(value)])
+    return numbers[0] if numbers else None
+
+
+def _curves(utility, mechanism: str) -> tuple[list[float], list[float], list[float]] | None:
+    """(epsilons, accuracy p/o, re-identification rate) of one mechanism in an eval.json utility section,
+    or None unless all three are there as finite numbers of one length (files may come from the Hub)."""
+    methods = utility.get("methods") if isinstance(utility, dict) else None
+    method = methods.get(mechanism) if isinstance(methods, dict) else None
+    if not isinstance(method, dict):
+        return None
+    epsilons = _numbers(method.get("epsilons", utility.get("epsilons")), positive=True)
+    accuracy, reid = _numbers(_mean(method.get("p/o"))), _numbers(method.get("reid_latent"))
+    if epsilons is None or accuracy is None or reid is None or not len(epsilons) == len(accuracy) == len(reid):
+        return None
+    return epsilons, accuracy, reid
+
+
 def preview_figure(utility: dict, mechanism: str, epsilon: float):
     """Downstream accuracy and re-identification rate against ε for one mechanism of an eval.json utility
     section, with the chosen ε marked; None when the section has no such curves."""
     import plotly.graph_objects as go
 
-    method = utility.get("methods", {}).get(mechanism)
-    if not method or "p/o" not in method or "reid_latent" not in method:
+    curves = _curves(utility, mechanism)
+    if curves is None:
         return None
-    epsilons = method.get("epsilons", utility.get("epsilons"))
-    accuracy, reid = _mean(method["p/o"]), method["reid_latent"]
-    if not epsilons or len(accuracy) != len(epsilons) or len(reid) != len(epsilons):
-        return None
+    epsilons, accuracy, reid = curves
     figure = go.Figure([
         go.Scatter(x=epsilons, y=accuracy, name="downstream accuracy (p/o)", mode="lines+markers"),
         go.Scatter(x=epsilons, y=reid, name="re-identification rate", mode="lines+markers", line=dict(dash="dot")),
     ])
-    reference = _mean(utility.get("reference", {}).get("o/o"))
+    reference = _number((utility.get("reference") or {}).get("o/o"))
     if reference is not None:
         figure.add_hline(y=reference, line_dash="dash", line_color="black", annotation_text="accuracy on real (o/o)")
-    if utility.get("chance") is not None:
-        figure.add_hline(y=utility["chance"], line_dash="dash", line_color="gray", annotation_text="chance",
+    chance = _number(utility.get("chance"))
+    if chance is not None:
+        figure.add_hline(y=chance, line_dash="dash", line_color="gray", annotation_text="chance",
                          annotation_position="top left")
     # a trace, not add_vline: on a log axis a shape's annotation takes log10(x) and would stretch the axis
     figure.add_trace(go.Scatter(x=[epsilon, epsilon], y=[0, 1.05], mode="lines", line=dict(color="crimson"),
@@ -387,24 +413,30 @@ def preview_figure(utility: dict, mechanism: str, epsilon: float):
     return figure
 
 
+def _plain(value, default: str = "?") -> str:
+    """A value from eval.json for a caption: short, without Markdown code marks (the file may come from the Hub)."""
+    return default if value is None else str(value).replace("`", "'")[:160]
+
+
 def preview_notes(utility: dict, settings: PrivacySettings, conditions_kept: bool) -> list[str]:
     """Plain-words captions for ``preview_figure``: where the numbers come from, the value at the chosen ε,
     and how the chosen settings differ from the evaluated ones."""
-    evaluated = utility.get("settings", {})
+    epsilons, accuracy, reid = _curves(utility, settings.name)
+    evaluated = utility.get("settings") if isinstance(utility.get("settings"), dict) else {}
     method = utility["methods"][settings.name]
-    epsilons = method.get("epsilons", utility.get("epsilons"))
-    task = evaluated.get("task", "the class label")
     seeds = evaluated.get("seeds")
-    seeds = ", ".join(str(seed) for seed in seeds) if isinstance(seeds, list) else "?"
-    notes = [f"From the model's eval.json (`{evaluated.get('command', 'python -m cadp.evaluate utility')}`, "
-             f"{evaluated.get('n_test', '?')} test records, seeds {seeds}): accuracy of a "
-             f"classifier trained on releases and tested on real records ({task}), and how often an attacker "
-             f"who knows {evaluated.get('n_reid', '?')} original latents matched a release to its original "
-             f"(top-1; chance {utility.get('chance', float('nan')):.1%}). Measured, not a guarantee."]
+    seeds = ", ".join(_plain(seed) for seed in seeds) if isinstance(seeds, list) else "?"
+    chance = _number(utility.get("chance"))
+    notes = [f"From the model's eval.json (`{_plain(evaluated.get('command'), 'python -m cadp.evaluate utility')}`, "
+             f"{_plain(evaluated.get('n_test'))} test records, seeds {seeds}): accuracy of a classifier trained on "
+             f"releases and tested on real records ({_plain(evaluated.get('task'), 'the class label')}), and how "
+             f"often an attacker who knows {_plain(evaluated.get('n_reid'))} original latents matched a release "
+             f"to its original (top-1" + ("" if chance is None else f"; chance {chance:.1%}")
+             + "). Measured, not a guarantee."]
     if settings.epsilon in epsilons:
         index = epsilons.index(settings.epsilon)
-        notes.append(f"At ε = {format_epsilon(settings.epsilon)}: accuracy {_mean(method['p/o'])[index]:.3f}, "
-                     f"re-identification {method['reid_latent'][index]:.1%}.")
+        notes.append(f"At ε = {format_epsilon(settings.epsilon)}: accuracy {accuracy[index]:.3f}, "
+                     f"re-identification {reid[index]:.1%}.")
     else:
         notes.append(f"ε = {format_epsilon(settings.epsilon)} was not evaluated; the curves show the evaluated "
                      f"values ({', '.join(format_epsilon(e) for e in epsilons)}).")
@@ -416,8 +448,8 @@ def preview_notes(utility: dict, settings: PrivacySettings, conditions_kept: boo
     if settings.name == "gaussian" and settings.delta != evaluated.get("delta"):
         differences.append(f"δ {settings.delta:g}")
     if settings.name == "paper" and method.get("batch_size"):
-        differences.append(f"evaluated on batches of {method['batch_size']} records; the paper mechanism's "
-                           "batch-level clipping depends on the batch")
+        differences.append(f"evaluated on batches of {_plain(method['batch_size'])} records; the paper "
+                           "mechanism's batch-level clipping depends on the batch")
     if not conditions_kept:
         differences.append("conditions not kept exactly (the evaluation kept them)")
     if differences:
@@ -429,15 +461,17 @@ def evaluation_preview(loaded: hub.LoadedModel, settings: PrivacySettings, key: 
     """What the chosen mechanism gave in the model's own evaluation, before anything is released."""
     try:
         utility = hub.read_eval(loaded.folder).get("utility")
-    except CadpError:
+        figure = preview_figure(utility, settings.name, settings.epsilon) if utility else None
+        notes = preview_notes(utility, settings, conditions_kept) if figure is not None else []
+    except Exception:  # noqa: BLE001 - an optional view: an unreadable eval.json must not take the page with it
+        st.caption("This model's eval.json could not be read for a preview of the evaluated curves.")
         return
-    figure = preview_figure(utility, settings.name, settings.epsilon) if utility else None
     if figure is None:
         return
     with st.container(border=True):
         st.markdown(f"**What {settings.name} gave in this model's evaluation**")
         st.plotly_chart(figure, key=f"{key}_preview")
-        for note in preview_notes(utility, settings, conditions_kept):
+        for note in notes:
             st.caption(note)
 
 

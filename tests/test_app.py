@@ -170,6 +170,51 @@ def test_preview_figure_and_notes_say_what_was_evaluated():
     assert "conditions not kept exactly" in notes("laplace", kept=False, temperature=0.7)
 
 
+@pytest.mark.parametrize("change", [
+    lambda u: u["methods"]["laplace"]["p/o"]["mean"].__setitem__(1, None),  # NaN written as null
+    lambda u: u["methods"]["laplace"].__setitem__("reid_latent", "0.1, 0.2, 0.3"),
+    lambda u: u.__setitem__("epsilons", [0, 10, 100]),  # not on a log axis
+    lambda u: u.__setitem__("epsilons", ["1", "10", "100"]),
+    lambda u: u.__setitem__("methods", [1, 2]),
+])
+def test_preview_skips_a_malformed_utility_section(change):
+    from cadp import ui
+
+    utility = json.loads(json.dumps(helpers.UTILITY))
+    assert ui.preview_figure(utility, "laplace", 10) is not None
+    change(utility)
+    assert ui.preview_figure(utility, "laplace", 10) is None
+    assert ui.preview_figure([], "laplace", 10) is None
+
+
+def test_an_unreadable_eval_json_leaves_the_image_page_working(monkeypatch):
+    from cadp import hub
+    from cadp.errors import ModelError
+
+    def broken(folder):
+        raise ModelError("eval.json is not valid JSON")
+
+    monkeypatch.setattr(hub, "read_eval", broken)
+    at = sample_page()
+    assert any("could not be read for a preview" in c.value for c in at.caption)
+    at.button(key="image_privatize").click().run()
+    clean(at)
+    assert not errors(at) and len(at.get("plotly_chart")) == 2  # the release's two latent maps
+
+
+def test_preview_notes_without_chance_or_settings_and_with_code_marks():
+    from cadp import ui
+    from cadp.mechanisms import make_mechanism
+
+    utility = json.loads(json.dumps(helpers.UTILITY))
+    del utility["chance"]
+    utility["settings"] = {"command": "x` **y**", "seeds": "not a list"}
+    chosen = ui.PrivacySettings(make_mechanism("laplace", 10, temperature=0.7), "laplace", 10, None,
+                                temperature=0.7)
+    text = " ".join(ui.preview_notes(utility, chosen, True))
+    assert "(top-1). Measured, not a guarantee." in text and "seeds ?" in text and "`x' **y**`" in text
+
+
 def test_image_epsilon_slider_seed_condition_strip_and_gallery():
     at = sample_page()
     assert at.select_slider(key="image_epsilon").options[0] == "0.1"
