@@ -318,6 +318,30 @@ def test_tabular_preview_for_the_bundled_model_only(monkeypatch):
     assert at.button(key="table_privatize") and not at.get("plotly_chart")
 
 
+def test_switching_table_models_gives_each_its_own_conditions(weights, tmp_path, monkeypatch):
+    import shutil
+
+    from cadp.data import load_table
+    from cadp.hub import save_model
+    from cadp.models import TabularCINN
+    from cadp.train import tabular_config
+
+    shutil.copytree(weights / helpers.TABLE_MODEL, tmp_path / helpers.TABLE_MODEL)
+    heart = load_table("heart").frame
+    save_model(TabularCINN(tabular_config(heart, ["target", "sex"], name="tiny-heart", dataset="heart", blocks=1,
+                                          width=8)), tmp_path / "tiny-heart", card="# tiny-heart\n")
+    monkeypatch.setenv("CADP_WEIGHTS_DIR", str(tmp_path))
+    at = page("tabular.py")
+    at.sidebar.selectbox(key="model_choice").set_value(helpers.TABLE_MODEL).run()
+    assert clean(at).multiselect(key="table_conditions").value == ["sex"]
+    at.sidebar.selectbox(key="model_choice").set_value("tiny-heart").run()
+    clean(at)  # the heart table with the heart model's conditions, not the ones chosen for diabetes
+    assert at.multiselect(key="table_conditions").value == ["target", "sex"]
+    assert any("fits the model tiny-heart" in s.value for s in at.success) and not at.warning
+    at.sidebar.selectbox(key="model_choice").set_value(helpers.TABLE_MODEL).run()
+    assert at.multiselect(key="table_conditions").value == ["sex"]
+
+
 def test_tabular_release_scores_are_computed_once_per_release(monkeypatch):
     calls = []
     original = compare.downstream_accuracy

@@ -163,6 +163,11 @@ def page(loaded) -> None:
     if chosen is None:
         return
     frame, name, key, default_conditions = chosen
+    identity = (key, tuple(default_conditions))
+    if st.session_state.get("table_identity") != identity:  # another table or model: its own schema and defaults
+        st.session_state["table_identity"] = identity
+        for widget in ("table_schema", "table_conditions"):
+            st.session_state.pop(widget, None)
     with st.expander("Schema (inferred column types; change them if needed)"):
         kinds = choose_schema(frame)
     st.header("2 · Kept columns (conditions)")
