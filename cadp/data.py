@@ -445,6 +445,7 @@ class TabularEncoder:
     def __init__(self, kinds: dict[str, str] | None = None):
         self.kinds = dict(kinds or {})
         self.columns: list[ColumnSpec] = []
+        self.fitted = False  # True after fit, or as a subset or a loaded one (which may have no columns)
 
     def fit(self, frame: pd.DataFrame) -> TabularEncoder:
         if frame.shape[1] == 0:
@@ -479,6 +480,7 @@ class TabularEncoder:
                 self.columns.append(ColumnSpec(name, "categorical",
                                                categories=[_plain(c) for c in categories],
                                                dtype=str(series.dtype)))
+        self.fitted = True
         return self
 
     @property
@@ -495,6 +497,7 @@ class TabularEncoder:
         """An encoder for some of the fitted columns, in the given order."""
         child = TabularEncoder({n: self.kinds[n] for n in names if n in self.kinds})
         child.columns = [self.spec(n) for n in names]
+        child.fitted = self.fitted
         return child
 
     def transform(self, frame: pd.DataFrame, generator: torch.Generator | None = None, *,
@@ -503,7 +506,7 @@ class TabularEncoder:
 
         ``cells``: ``FrameCells.of(frame)`` when the caller has read it already (for another encoder).
         """
-        if not self.columns:
+        if not self.fitted:
             raise RuntimeError("TabularEncoder.transform called before fit")
         missing = [spec.name for spec in self.columns if spec.name not in frame.columns]
         if missing:
@@ -606,6 +609,7 @@ class TabularEncoder:
         encoder = cls()
         encoder.columns = [_column_spec(dict(spec)) for spec in state["columns"]]
         encoder.kinds = {spec.name: spec.kind for spec in encoder.columns}
+        encoder.fitted = True
         return encoder
 
 

@@ -318,6 +318,20 @@ def test_tabular_preview_for_the_bundled_model_only(monkeypatch):
     assert at.button(key="table_privatize") and not at.get("plotly_chart")
 
 
+def test_tabular_upload_without_kept_columns_fits_and_releases():
+    at = page("tabular.py")
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="table_upload").set_value(("people.csv", helpers.small_csv(), "text/csv")).run()
+    assert clean(at).multiselect(key="table_conditions").value == []
+    at.slider(key="table_steps").set_value(100)
+    at.button[0].click().run()  # the form's "Fit a model on this table", with no kept column
+    clean(at)
+    assert not errors(at)
+    at.button(key="table_privatize").click().run()
+    clean(at)
+    assert not errors(at) and "epsilon = 2" in guarantee(at) and len(downloads(at)) == 1
+
+
 def test_switching_table_models_gives_each_its_own_conditions(weights, tmp_path, monkeypatch):
     import shutil
 

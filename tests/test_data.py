@@ -92,6 +92,15 @@ def test_encoder_standardizes_numbers_and_one_hot_encodes_categories():
     assert encoded[:, 1:].sum(1).eq(1).all()
 
 
+def test_an_encoder_of_no_columns_encodes_to_width_zero_and_an_unfitted_one_refuses():
+    frame = pd.DataFrame({"x": np.arange(10.0), "c": ["a", "b"] * 5})
+    none = TabularEncoder().fit(frame).subset([])  # a table model without kept columns
+    assert none.transform(frame).shape == (10, 0)
+    assert TabularEncoder.from_dict(none.to_dict()).transform(frame).shape == (10, 0)
+    with pytest.raises(RuntimeError, match="before fit"):
+        TabularEncoder().transform(frame)
+
+
 def test_type_inference_and_overrides():
     assert infer_column_kind(pd.Series([0, 1, 2, 3] * 5)) == "categorical"
     assert infer_column_kind(pd.Series(range(50))) == "numeric"
