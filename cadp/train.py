@@ -388,16 +388,16 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
     if progress is not None:
         progress(1.0, best_loss)
     latents = encode_all(model, rows, condition)
-    groups = _condition_groups(frame, conditions)
+    groups = _condition_groups(condition)
     model.config.latent_distances = measure_latent_distances(latents, groups)
     return model
 
 
-def _condition_groups(frame: pd.DataFrame, conditions: list[str]) -> torch.Tensor:
-    if not conditions:
-        return torch.zeros(len(frame), dtype=torch.int64)
-    keys = frame[conditions].astype(str).agg("|".join, axis=1)
-    return torch.as_tensor(pd.factorize(keys)[0], dtype=torch.int64)
+def _condition_groups(condition: torch.Tensor) -> torch.Tensor:
+    """A group index per row: rows with the same encoded conditions (missing values included) share one."""
+    if condition.shape[1] == 0:
+        return torch.zeros(len(condition), dtype=torch.int64)
+    return torch.unique(condition, dim=0, return_inverse=True)[1]
 
 
 @torch.inference_mode()
@@ -418,8 +418,9 @@ def train_tabular_model(args) -> None:
                         minutes=args.time_budget, seed=args.seed, domain=table.frame)
     seconds = time.monotonic() - start
     # distances are measured on held-out rows
-    latents = encode_all(model, model.data_encoder.transform(test), model.condition_encoder.transform(test))
-    model.config.latent_distances = measure_latent_distances(latents, _condition_groups(test, conditions))
+    test_condition = model.condition_encoder.transform(test)
+    latents = encode_all(model, model.data_encoder.transform(test), test_condition)
+    model.config.latent_distances = measure_latent_distances(latents, _condition_groups(test_condition))
     nll = tabular_test_nll(model, test)
     report = TrainingReport(args.steps or 1500, float("nan"), seconds, device_description(torch.device("cpu")),
                             float("nan"), nll, "test NLL (nats/dim, one-hots dequantized)")

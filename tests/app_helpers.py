@@ -30,7 +30,7 @@ UTILITY = {
                  "p/o": {"mean": [0.8, 0.7]}, "reid_latent": [0.9, 0.8]},
     },
 }
-CENTRAL = {"label": "DP-SGD", "epsilons": [1, 8], "accuracy": {"mean": [0.7, 0.85]}}
+CENTRAL = {"label": "DP-SGD", "epsilons": [1, 8], "epsilon_spent": [0.99, 7.9], "accuracy": {"mean": [0.7, 0.85]}}
 
 
 def build_models(folder: Path) -> Path:

@@ -137,6 +137,9 @@ def test_image_page_shows_the_evaluated_curves_at_the_chosen_epsilon_before_a_re
     at.radio(key="image_label_handling").set_value("resampled").run()
     _, captions = preview(at)
     assert "differ from the evaluated ones: temperature 1.5; conditions not kept exactly" in captions
+    assert "The predicted attribute is a kept condition" in captions
+    at.selectbox(key="image_mechanism").set_value("paper").run()
+    assert any(f"What paper ({PAPER_LABEL}) gave" in m.value for m in at.markdown)
     at.selectbox(key="image_mechanism").set_value("gaussian").run()  # the fixture has no gaussian curves
     clean(at)
     assert not at.get("plotly_chart")
@@ -402,6 +405,9 @@ def test_utility_page_plots_eval_json_and_central_apart():
     assert PAPER_LABEL in titles[0]
     assert any("Central DP baseline" in s.value for s in at.subheader)
     assert "blur" not in titles[0] and "blur" in titles[3]  # not private baselines have no epsilon axis
+    central = json.loads(at.get("plotly_chart")[4].proto.spec)
+    assert [trace["y"] for trace in central["data"]] == [[0.7, 0.85]]  # accuracy only: ε is the axis, not a curve
+    assert central["data"][0]["text"] == ["ε spent 0.99", "ε spent 7.9"]
 
 
 def test_utility_page_without_section_names_the_command(weights):

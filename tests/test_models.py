@@ -3,6 +3,8 @@
 import json
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -136,6 +138,20 @@ def test_tabular_training_decreases_the_loss():
     seen = []
     fit_tabular(table.frame, ["target", "sex"], steps=100, progress=lambda share, loss: seen.append(loss))
     assert seen[-1] < seen[0]
+
+
+def test_a_kept_column_with_missing_values_fits_and_releases():
+    from cadp.mechanisms import make_mechanism
+    from cadp.privatize import privatize
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=60), "y": rng.normal(size=60),
+                          "group": pd.Series(["a", "b", None] * 20, dtype="str")})
+    model = fit_tabular(frame, ["group"], steps=5)
+    distances = model.config.latent_distances
+    assert distances is not None and distances.d_typ > 0  # measured within the three groups, missing one included
+    released = privatize(model, frame, None, make_mechanism("laplace", 2, temperature=0.7), seed=0).privatized_frame
+    assert released["group"].isna().sum() == 20  # kept exactly, missing values too
 
 
 def test_table_samples_draw_conditions_from_their_prior():

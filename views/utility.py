@@ -86,13 +86,21 @@ def show_central(central: dict) -> None:
     st.subheader("Central DP baseline (DP-SGD) — a different guarantee")
     st.caption("Central differential privacy protects the training set of one model, with a trusted curator. "
                "It is not comparable to CADP's local, per-record guarantee and is never drawn on the local axes.")
-    epsilons = central.get("epsilons")
-    series = {k: _mean(v) for k, v in central.items()
-              if epsilons and isinstance(_mean(v), list) and len(_mean(v)) == len(epsilons)}
-    if series:
-        figure = go.Figure([go.Scatter(x=epsilons, y=v, name=k, mode="lines+markers") for k, v in series.items()])
-        figure.update_layout(xaxis_title="ε (central DP)", xaxis_type="log", height=380)
+    epsilons, accuracy = central.get("epsilons"), _mean(central.get("accuracy"))
+    spent = central.get("epsilon_spent")
+    if isinstance(epsilons, list) and isinstance(accuracy, list) and len(accuracy) == len(epsilons):
+        text = [f"ε spent {e:.3g}" for e in spent] if isinstance(spent, list) and len(spent) == len(epsilons) \
+            else None
+        std = _std(central.get("accuracy"))
+        figure = go.Figure(go.Scatter(x=epsilons, y=accuracy, name=central.get("label", "DP-SGD"),
+                                      mode="lines+markers", text=text, error_y=dict(type="data", array=std)
+                                      if std else None, hovertemplate="ε %{x}: accuracy %{y:.3f}<br>%{text}"))
+        figure.update_layout(xaxis_title="ε (central DP, target of the training run)", xaxis_type="log",
+                             yaxis_title="test accuracy", yaxis_range=[0, 1.05], height=380)
         st.plotly_chart(figure, key="central_figure")
+        architecture = (central.get("settings") or {}).get("architecture")
+        if architecture:
+            st.caption(f"Classifier: {architecture}; δ = {central.get('delta', '?')}.")
     else:
         st.json(central)
 
