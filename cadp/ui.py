@@ -50,10 +50,11 @@ COMMON_PLAIN_WORDS = (
     "without DP on public data: the guarantee protects the record you privatize, not the training set. "
     "Kept attributes are released exactly; they are public, and the guarantee holds given them."
 )
+KEPT_LABEL_SENTENCE = "The kept label survives at every ε."
 LARGE_EPSILON_NOTE = (
     "What large ε means here: an image latent has hundreds of dimensions. With constant temperature 0.7, "
     "releases at ε up to ~100 look like fresh samples of the kept class; the record's own details (a logo, a "
-    "pattern) come back only around ε 1,000–3,000. The kept label survives at every ε."
+    "pattern) come back only around ε 1,000–3,000. " + KEPT_LABEL_SENTENCE
 )
 
 
@@ -214,7 +215,10 @@ def ledger() -> dict[str, LedgerEntry]:
 
 def charge(key: str, name: str, mechanism: Mechanism, condition_epsilon: float = 0.0, releases: int = 1) -> None:
     """Record ``releases`` releases of one record with ``mechanism`` in this session's ledger."""
-    entry = ledger().setdefault(key, LedgerEntry(name))
+    _add(ledger().setdefault(key, LedgerEntry(name)), mechanism, condition_epsilon, releases)
+
+
+def _add(entry: LedgerEntry, mechanism: Mechanism, condition_epsilon: float, releases: int) -> None:
     entry.releases += releases
     if not mechanism.formal:
         entry.informal += releases
@@ -226,21 +230,30 @@ def charge(key: str, name: str, mechanism: Mechanism, condition_epsilon: float =
         entry.delta += releases * (getattr(mechanism, "delta", None) or 0.0)
 
 
+def cost_text(mechanisms: list[Mechanism], condition_epsilon: float = 0.0) -> str:
+    """What releasing one record once with each of ``mechanisms`` adds to its ledger entry, as the ledger says it."""
+    entry = LedgerEntry("")
+    for mechanism in mechanisms:
+        _add(entry, mechanism, condition_epsilon, 1)
+    return _entry_text(entry)
+
+
+def _entry_text(entry: LedgerEntry) -> str:
+    parts = []
+    if entry.epsilon:
+        parts.append(f"ε = {entry.epsilon:g}" + (f", δ = {entry.delta:.2g}" if entry.delta else ""))
+    if entry.metric_units:
+        text = f"{entry.metric_units:g} per unit of latent distance (ε·d)"
+        if entry.metric_condition_epsilon:
+            text += f" + ε = {entry.metric_condition_epsilon:g} for conditions"
+        parts.append(text)
+    if entry.informal:
+        parts.append(f"{entry.informal} paper release(s): no formal guarantee")
+    return "; ".join(parts or ["nothing"])
+
+
 def ledger_lines() -> list[str]:
-    lines = []
-    for entry in ledger().values():
-        parts = []
-        if entry.epsilon:
-            parts.append(f"ε = {entry.epsilon:g}" + (f", δ = {entry.delta:.2g}" if entry.delta else ""))
-        if entry.metric_units:
-            text = f"{entry.metric_units:g} per unit of latent distance (ε·d)"
-            if entry.metric_condition_epsilon:
-                text += f" + ε = {entry.metric_condition_epsilon:g} for conditions"
-            parts.append(text)
-        if entry.informal:
-            parts.append(f"{entry.informal} paper release(s): no formal guarantee")
-        lines.append(f"**{entry.name}** — {entry.releases} release(s): " + "; ".join(parts or ["nothing"]))
-    return lines
+    return [f"**{entry.name}** — {entry.releases} release(s): {_entry_text(entry)}" for entry in ledger().values()]
 
 
 def render_ledger() -> None:
@@ -296,7 +309,8 @@ def metric_meaning(config, epsilon_unit: float) -> str:
     return text
 
 
-def privacy_controls(config, key: str, *, default_epsilon: float = 10, image: bool = True) -> PrivacySettings:
+def privacy_controls(config, key: str, *, default_epsilon: float = 10, image: bool = True,
+                     label_kept: bool = True) -> PrivacySettings:
     """Mechanism, log-scale epsilon, clip-radius policy, delta and seed; returns the built mechanism."""
     name = st.selectbox("Mechanism", list(MECHANISMS), format_func=MECHANISM_LABELS.get, key=f"{key}_mechanism")
     label = "ε per unit of latent L1 distance" if name == "metric" else "ε (epsilon)"
@@ -305,7 +319,9 @@ def privacy_controls(config, key: str, *, default_epsilon: float = 10, image: bo
     if name == "metric":
         st.caption(metric_meaning(config, epsilon))
     elif image:
-        st.caption(LARGE_EPSILON_NOTE)
+        st.caption(LARGE_EPSILON_NOTE if label_kept else LARGE_EPSILON_NOTE.replace("kept class", "released class")
+                   .replace(KEPT_LABEL_SENTENCE, "The label is not kept here: it is randomized or resampled as "
+                                                 "chosen above."))
     else:
         st.caption("A table row has far fewer latent dimensions than an image, so useful releases come at "
                    "much smaller ε than for images.")

@@ -610,9 +610,10 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int) -
             drop.append(name)
             notes.append(f"column {name!r} is empty in every row: dropped")
             continue
+        only = values.iloc[0].item() if hasattr(values.iloc[0], "item") else values.iloc[0]  # 7, not np.int64(7)
         if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
             if values.nunique() == 1:
-                notes.append(f"column {name!r} has one value ({values.iloc[0]!r}) in every row: kept, "
+                notes.append(f"column {name!r} has one value ({only!r}) in every row: kept, "
                              "but it carries no information")
             continue
         numbers = pd.to_numeric(values, errors="coerce")
@@ -624,7 +625,7 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int) -
                          "treated as an identifier and dropped")
             continue
         if distinct == 1:
-            notes.append(f"column {name!r} has one value ({values.iloc[0]!r}) in every row: kept, "
+            notes.append(f"column {name!r} has one value ({only!r}) in every row: kept, "
                          "but it carries no information")
         elif numeric_share >= 0.5:
             notes.append(f"column {name!r} mixes numbers and text ({(1 - numeric_share):.0%} of values are "

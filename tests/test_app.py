@@ -229,8 +229,13 @@ def test_image_epsilon_slider_seed_condition_strip_and_gallery():
     at.slider(key="image_gallery").set_value(3)
     at.run()
     at.radio(key="image_policy").set_value("fixed radius").run()
+    captions = " ".join(c.value for c in at.caption)
+    # before the press: 5 strip releases (1 + 10 + ... + 10000) and 3 draws at 1000, each + 2 for the label
+    assert "one press adds 8 releases to its ledger entry besides the release itself (ε = 14127 more)" in captions
+    assert "The label is not kept here" in captions and "The kept label survives" not in captions
     at.button(key="image_privatize").click().run()
     clean(at)
+    assert any("9 release(s): ε = 15129" in line for line in ledger(at)), ledger(at)  # 1002 + 14127
     text = guarantee(at)
     assert "epsilon = 1000" in text and "L1 clip radius 10" in text
     assert "not private: reproducible seed" in text
@@ -258,6 +263,13 @@ def test_image_upload_valid_and_invalid():
     at.file_uploader(key="image_upload").set_value(("digit.png", helpers.png(1), "image/png")).run()
     clean(at)
     assert not errors(at)
+    at.file_uploader(key="image_upload").set_value(("light.png", helpers.png(2, dark_on_light=True),
+                                                    "image/png")).run()
+    steps = " ".join(m.value for m in at.markdown if m.value.startswith("- "))
+    assert steps.count("invert") == 1, steps  # the inversion is listed once
+    at.file_uploader(key="image_upload").set_value(("empty.zip", helpers.zip_of({}), "application/zip")).run()
+    clean(at)
+    assert any("No image found in the upload" in w.value for w in at.warning)
 
 
 def test_image_zip_batch_and_invalid_zip():

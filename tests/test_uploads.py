@@ -333,10 +333,11 @@ def test_hostile_csv_raises_input_error(data, message):
 
 
 def test_one_column_constant_and_all_nan_columns():
-    upload = read_csv_upload(b"x,empty,same\n1,,k\n2,,k\n3,,k\n")
-    assert list(upload.frame.columns) == ["x", "same"]
+    upload = read_csv_upload(b"x,empty,same,seven\n1,,k,7\n2,,k,7\n3,,k,7\n")
+    assert list(upload.frame.columns) == ["x", "same", "seven"]
     assert any("'empty' is empty in every row: dropped" in note for note in upload.notes)
-    assert any("'same' has one value" in note and "kept" in note for note in upload.notes)
+    assert any("'same' has one value ('k')" in note and "kept" in note for note in upload.notes)
+    assert any("'seven' has one value (7) in every row" in note for note in upload.notes), upload.notes
     single = read_csv_upload(b"only\n1\n2\n")
     assert single.frame.shape == (2, 1)
 

@@ -29,6 +29,9 @@ def choose_inputs(loaded) -> list[ui.ImageRecord]:
                                                           channels=config.channels, invert=invert)
         for problem in problems:
             st.error(f"Skipped {problem}")
+        if not records and not problems:
+            st.warning("No image found in the upload (an empty ZIP?). Upload PNG, JPEG, BMP, TIFF or DICOM files, "
+                       "or a ZIP of them.")
         return records
     index = st.number_input("Test image number", 0, 100_000, 0, key="image_sample_index")
     return [ui.sample_record(config, index)]
@@ -39,8 +42,7 @@ def show_preprocessing(records: list[ui.ImageRecord]) -> None:
         for record in records[:4]:
             left, right = st.columns([1, 3])
             left.image(ui.to_display(record.pixels), width=ui.IMAGE_WIDTH, caption=f"model input: {record.name}")
-            right.markdown("\n".join(f"- {step}" for step in record.steps)
-                           + ("\n- colours inverted" if record.inverted else ""))
+            right.markdown("\n".join(f"- {step}" for step in record.steps))  # an inversion is one of the steps
         if len(records) > 4:
             st.caption(f"… and {len(records) - 4} more.")
 
@@ -172,11 +174,16 @@ def page(loaded) -> None:
     labels = choose_labels(loaded, records)
     handling = ui.condition_handling_controls("label", "image_label")
     st.header("3 · Privacy")
-    settings = ui.privacy_controls(loaded.config, "image")
+    settings = ui.privacy_controls(loaded.config, "image", label_kept=handling.handling == "kept")
     ui.evaluation_preview(loaded, settings, "image", conditions_kept=handling.handling == "kept")
     left, right = st.columns(2)
     strip = left.checkbox(f"Also show a strip at ε = {', '.join(f'{e:g}' for e in STRIP_EPSILONS)}", key="image_strip")
     gallery = right.slider("Gallery: extra draws at this ε", 0, 8, 0, key="image_gallery")
+    if strip or gallery:
+        extra = [settings.at(epsilon) for epsilon in STRIP_EPSILONS] * strip + [settings.mechanism] * gallery
+        st.caption(f"Each strip image and each gallery draw is a release of the first image: one press adds "
+                   f"{len(extra)} releases to its ledger entry besides the release itself "
+                   f"({ui.cost_text(extra, handling.cost)} more).")
     if st.button("Privatize", type="primary", key="image_privatize"):
         st.session_state[RESULT] = release(loaded, records, labels, handling, settings, strip, gallery)
         st.session_state[RESULT]["records"] = [r.key for r in records]

@@ -106,7 +106,7 @@ def model_for(loaded, frame, conditions, kinds, key):
 def highlighted(original: pd.DataFrame, released: pd.DataFrame):
     changed = compare.changed_cells(original, released)
     styled = released.style.apply(lambda _: changed.map(lambda c: "background-color: #fde68a" if c else ""), axis=None)
-    return styled.format(precision=3)
+    return styled.format(lambda v: f"{v:.6g}" if isinstance(v, float) else v)  # 53, not 53.000
 
 
 def show_result(state) -> None:
