@@ -328,7 +328,7 @@ def privacy_controls(config, key: str, *, default_epsilon: float = 10, image: bo
     if name == "paper":
         st.warning(f"paper: {PAPER_LABEL}.")
     temperature, clip_radius, delta = DEFAULT_TEMPERATURE, None, None
-    with st.expander("Advanced"):
+    with st.expander("Advanced", key=f"{key}_advanced"):
         if name in ("laplace", "gaussian"):
             policy = st.radio("Clip-radius policy", ["constant temperature", "fixed radius"], key=f"{key}_policy",
                               horizontal=True)

@@ -103,6 +103,21 @@ def test_home_image_upload_epsilon_slider_and_release(page, app_url, tmp_path):
     screenshot(page, "image-privatized", scroll_to="4 · Release")
 
 
+def test_advanced_settings_stay_open_when_the_page_above_them_changes(page, app_url):
+    page.goto(f"{app_url}/image")
+    page.get_by_text("Sample from the bundled test set").click()
+    page.get_by_text("3 · Privacy").wait_for()
+    wait_idle(page)
+    page.get_by_text("Advanced", exact=True).click()
+    page.get_by_text("fixed radius").click()
+    wait_idle(page)
+    radius = page.get_by_text("Clip radius R")
+    assert radius.is_visible()
+    page.get_by_text("randomized", exact=True).click()  # adds a slider above the expander
+    wait_idle(page)
+    assert radius.is_visible(), "the Advanced expander closed while a fixed clip radius was set in it"
+
+
 def test_csv_upload_release_and_download(page, app_url, tmp_path):
     from cadp.data import load_table
 

@@ -47,6 +47,9 @@ def epsilon_figure(utility: dict, metric: str, title: str, y_title: str, *, refe
         figure.add_hline(y=chance, line_dash="dash", line_color="gray", annotation_text="chance")
     figure.update_layout(title=title, xaxis_title="ε (local; metric: per unit of latent L1 distance)",
                          yaxis_title=y_title, xaxis_type="log", height=420)
+    epsilons = utility.get("epsilons")
+    if isinstance(epsilons, list) and epsilons:  # ticks at the evaluated values: plotly labels 0.5 as "5" otherwise
+        figure.update_xaxes(tickvals=epsilons, ticktext=[f"{e:g}" for e in epsilons])
     return figure
 
 
