@@ -49,7 +49,8 @@ def epsilon_figure(utility: dict, metric: str, title: str, y_title: str, *, refe
                          yaxis_title=y_title, xaxis_type="log", height=420)
     epsilons = utility.get("epsilons")
     if isinstance(epsilons, list) and epsilons:  # ticks at the evaluated values: plotly labels 0.5 as "5" otherwise
-        figure.update_xaxes(tickvals=epsilons, ticktext=[f"{e:g}" for e in epsilons])
+        figure.update_xaxes(tickvals=epsilons, ticktext=[f"{e:g}" if isinstance(e, (int, float)) else str(e)
+                                                         for e in epsilons])
     return figure
 
 
