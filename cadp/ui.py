@@ -418,7 +418,7 @@ def preview_figure(utility: dict, mechanism: str, epsilon: float):
         figure.add_hline(y=reference, line_dash="dash", line_color="black", annotation_text="accuracy on real (o/o)")
     chance = _number(utility.get("chance"))
     if chance is not None:
-        figure.add_hline(y=chance, line_dash="dash", line_color="gray", annotation_position="bottom right",
+        figure.add_hline(y=chance, line_dash="dash", line_color="gray", annotation_position="top right",
                          annotation_text=f"re-identification by chance ({chance:.1%})")
     # a trace, not add_vline: on a log axis a shape's annotation takes log10(x) and would stretch the axis
     figure.add_trace(go.Scatter(x=[epsilon, epsilon], y=[0, 1.05], mode="lines", line=dict(color="crimson"),
