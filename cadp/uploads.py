@@ -323,6 +323,8 @@ def _fit_square(array: np.ndarray, size: int, steps: list[str]) -> np.ndarray:
     mode = "L" if array.ndim == 2 else "RGB"
     resized = np.asarray(Image.fromarray(array, mode=mode).resize(
         (new_width, new_height), Image.Resampling.LANCZOS, reducing_gap=3.0), dtype=np.uint8)
+    if max(height, width) * 4 <= size:
+        steps.append(f"a very small source ({width}x{height}) enlarged {scale:.0f}x: check that it is the intended image")
     if (new_height, new_width) == (size, size):
         steps.append(f"resized {width}x{height} -> {size}x{size}")
         return resized

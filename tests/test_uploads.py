@@ -67,6 +67,15 @@ def test_resize_keeps_aspect_and_pads_with_the_background():
     assert result.preview.shape == (480, 640)
 
 
+def test_a_very_small_source_is_flagged_when_enlarged():
+    import numpy as np
+
+    tiny = prepare(corpus.png(np.full((1, 1), 255, dtype=np.uint8)))
+    assert "a very small source (1x1) enlarged 28x: check that it is the intended image" in tiny.steps
+    assert not any("very small" in step for step in prepare(corpus.png(corpus.digit(480, 640))).steps)
+    assert not any("very small" in step for step in prepare(corpus.png(corpus.digit(8, 8))).steps)  # 3.5x: fine
+
+
 def test_rgb_to_grayscale_and_grayscale_to_rgb():
     colour = np.zeros((28, 28, 3), np.uint8)
     colour[..., 0] = 255
