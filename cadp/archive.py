@@ -272,6 +272,22 @@ class PendingImage:
     steps: list[str]
 
 
+MANIFEST_NOTE = (f"{MANIFEST_NAME} is this run's record for whoever ran it: it names every input and its true "
+                 "conditions, so it is not part of the release. Share the privatized files and this file only.")
+
+
+def write_guarantee(output: Path, guarantee: str) -> None:
+    (output / GUARANTEE_NAME).write_text(f"{guarantee}\n\n{MANIFEST_NOTE}\n", encoding="utf-8")
+
+
+def _released_path(name: str, released_class: str, resolver: LabelResolver) -> str:
+    """``name`` with every folder named like a class renamed to the released class: with a randomized or
+    resampled label, class folders of the output must not show the true one."""
+    parts = PurePosixPath(_clean_path(name) or "image").parts
+    folders = [released_class if resolver.class_index(part) is not None else part for part in parts[:-1]]
+    return PurePosixPath(*folders, parts[-1]).as_posix()
+
+
 class OutputNames:
     """Unique output paths under OUTPUT that mirror the input names, always ending in .png."""
 
@@ -318,9 +334,12 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
                 outcome = {id(item): ("", str(error), "") for item in images}
             else:
                 released = result.released_condition["label"].tolist()
+                label_kept = settings.handlings.get("label", ConditionHandling()).handling == "kept"
                 for index, item in enumerate(images):
                     try:
-                        path = names.take(item.name)
+                        name = item.name if label_kept else _released_path(item.name, class_names[released[index]],
+                                                                            resolver)
+                        path = names.take(name)
                         path.parent.mkdir(parents=True, exist_ok=True)
                         path.write_bytes(png_bytes(result.privatized[index].numpy()))
                         outcome[id(item)] = (class_names[released[index]], "",
@@ -328,7 +347,7 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
                     except (InputError, OSError) as error:
                         outcome[id(item)] = ("", str(error), "")
                 if not guarantee_written:
-                    (output / GUARANTEE_NAME).write_text(result.guarantee + "\n", encoding="utf-8")
+                    write_guarantee(output, result.guarantee)
                     guarantee_written = True
         for item in pending:
             if not isinstance(item, PendingImage):
@@ -442,7 +461,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                     frame = result.privatized_frame
                     out.write(safe_csv_bytes(frame, header=first_chunk))
                     if first_chunk:
-                        (output / GUARANTEE_NAME).write_text(result.guarantee + "\n", encoding="utf-8")
+                        write_guarantee(output, result.guarantee)
                     first_chunk = False
                     released = {position: _conditions(frame, index, config.condition_columns)
                                 for index, position in enumerate(good)}
@@ -631,7 +650,7 @@ def main(argv=None) -> int:
     finally:
         manifest.close()
     print(f"privatized {manifest.privatized}, unusable {manifest.failed}; "
-          f"details in {args.output / MANIFEST_NAME}", file=sys.stderr)
+          f"details in {args.output / MANIFEST_NAME} (this run's record, not part of the release)", file=sys.stderr)
     if settings.seed is not None:
         print(f"noise from seed {settings.seed}: {NOT_PRIVATE_SEED}", file=sys.stderr)
     return EXIT_OK if manifest.privatized else EXIT_NOTHING_PRIVATIZED

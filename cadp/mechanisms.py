@@ -35,9 +35,24 @@ FITTED_ON_RECORDS_TERMS = (
 )
 
 
-def common_terms(fitted_on_records: bool = False) -> str:
-    """The sentences every guarantee ends with (docs/PRIVACY.md: local DP, kept attributes, training data)."""
-    return f"{LOCAL_TERMS} {FITTED_ON_RECORDS_TERMS if fitted_on_records else PUBLIC_MODEL_TERMS}"
+def own_data_terms(dataset: str) -> str:
+    """The training-data sentence for a model trained on data that is not one of the public bundled sets."""
+    return (f"The model was trained without DP on {dataset!r}, not on a public dataset: the guarantee protects "
+            "the record being privatized, not the training set, and it assumes that the training data does "
+            "not contain the records being privatized (for records the model was trained on, it does not "
+            "cover what the model learned from them).")
+
+
+def common_terms(fitted_on_records: bool = False, trained_on: str | None = None) -> str:
+    """The sentences every guarantee ends with (docs/PRIVACY.md: local DP, kept attributes, training data).
+
+    ``trained_on``: the training data's name when it is not a public dataset (else the public-data sentence).
+    """
+    if fitted_on_records:
+        training = FITTED_ON_RECORDS_TERMS
+    else:
+        training = PUBLIC_MODEL_TERMS if trained_on is None else own_data_terms(trained_on)
+    return f"{LOCAL_TERMS} {training}"
 
 
 COMMON_TERMS = common_terms()
@@ -163,10 +178,10 @@ class LaplaceMechanism(Mechanism):
         clipped = clip_per_sample(latent, self.clip_radius, p=1)
         return clipped + laplace_noise(latent.shape, self.scale, generator, latent.device)
 
-    def guarantee(self, fitted_on_records: bool = False, **_) -> str:
+    def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, **_) -> str:
         return (f"Laplace mechanism: pure epsilon-local differential privacy with epsilon = {self.epsilon:g} "
                 f"for the latent (L1 clip radius {self.clip_radius:.4g}, sensitivity 2R = {2 * self.clip_radius:.4g}, "
-                f"Laplace scale {self.scale:.4g}). {common_terms(fitted_on_records)}")
+                f"Laplace scale {self.scale:.4g}). {common_terms(fitted_on_records, trained_on)}")
 
     def describe(self) -> dict:
         return {"mechanism": self.name, "epsilon": self.epsilon, "clip_radius": self.clip_radius,
@@ -202,11 +217,11 @@ class GaussianMechanism(Mechanism):
         clipped = clip_per_sample(latent, self.clip_radius, p=2)
         return clipped + gaussian_noise(latent.shape, self.sigma, generator, latent.device)
 
-    def guarantee(self, fitted_on_records: bool = False, **_) -> str:
+    def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, **_) -> str:
         return (f"Gaussian mechanism: (epsilon, delta)-local differential privacy with epsilon = {self.epsilon:g}, "
                 f"delta = {self.delta:g} for the latent (L2 clip radius {self.clip_radius:.4g}, sensitivity "
                 f"2R = {2 * self.clip_radius:.4g}, sigma {self.sigma:.4g} from the analytic Gaussian mechanism). "
-                f"{common_terms(fitted_on_records)}")
+                f"{common_terms(fitted_on_records, trained_on)}")
 
     def describe(self) -> dict:
         return {"mechanism": self.name, "epsilon": self.epsilon, "delta": self.delta,
@@ -240,7 +255,7 @@ class MetricMechanism(Mechanism):
         return self.epsilon_unit * d_typ, self.epsilon_unit * d_nn
 
     def guarantee(self, d_typ: float | None = None, d_nn: float | None = None,
-                  fitted_on_records: bool = False, **_) -> str:
+                  fitted_on_records: bool = False, trained_on: str | None = None, **_) -> str:
         text = (f"Metric privacy (eps*d): for two records with the same kept condition, output probabilities "
                 f"differ by at most exp({self.epsilon_unit:g} x their L1 latent distance). No clipping; "
                 f"Laplace scale {self.scale:.4g}.")
@@ -251,7 +266,7 @@ class MetricMechanism(Mechanism):
                      f"epsilon = {nearest:.3g}.")
             if nearest > 10:
                 text += " At this setting only near-duplicates are protected."
-        return f"{text} {common_terms(fitted_on_records)}"
+        return f"{text} {common_terms(fitted_on_records, trained_on)}"
 
     def describe(self) -> dict:
         return {"mechanism": self.name, "epsilon_unit": self.epsilon_unit, "noise_scale": self.scale}

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cadp.data import FrameCells
+from cadp.data import IMAGE_DATASETS, TABULAR_DATASETS, FrameCells
 from cadp.errors import InputError
 from cadp.mechanisms import ConditionHandling, Mechanism, MetricMechanism, new_generator, release_condition
 from cadp.models import ImageCINN, TabularCINN
@@ -68,7 +68,10 @@ class PrivatizationResult:
 def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandling], seed) -> str:
     distances = model.config.latent_distances
     kwargs = {"d_typ": distances.d_typ, "d_nn": distances.d_nn} if distances else {}
-    text = mechanism.guarantee(fitted_on_records=model.config.dataset == UPLOAD_DATASET, **kwargs)
+    dataset = model.config.dataset
+    public = dataset in IMAGE_DATASETS + TABULAR_DATASETS
+    text = mechanism.guarantee(fitted_on_records=dataset == UPLOAD_DATASET, trained_on=None if public else dataset,
+                               **kwargs)
     parts = [text]
     released = {name: h for name, h in handlings.items() if h.handling != "kept"}
     if released:

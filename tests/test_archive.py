@@ -316,6 +316,14 @@ def test_condition_handling_options_randomize_labels_and_add_their_epsilon(image
     rows = read_manifest(tmp_path / "out")
     assert {row["epsilon"] for row in rows} == {"1.01"}
     assert any(row["released_condition"] != row["condition"] for row in rows)  # k=10, eps 0.01: mostly changed
+    # the release's folders name the released class, not the true one (here every true label is 0)
+    assert all(row["output"] == f"{row['released_condition']}/{Path(row['file']).name}" for row in rows), rows
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png")) == \
+        sorted(row["output"] for row in rows)
+    assert "not part of the release" in (tmp_path / "out" / "guarantee.txt").read_text(encoding="utf-8")
+    kept = tmp_path / "kept"
+    assert run(image_model, source, kept, "--seed", "3") == 0
+    assert {row["output"].split("/")[0] for row in read_manifest(kept)} == {"0"}  # a kept label: mirrored
 
 
 def test_condition_handling_for_tables_and_bad_options(table_model, tmp_path, capsys):

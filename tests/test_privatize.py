@@ -81,6 +81,20 @@ def test_guarantee_changes_with_mechanism(tiny_image_model, digits):
     assert paper.epsilon_spent is None and paper.mechanism["batch_size"] == 4
 
 
+def test_guarantee_names_training_data_that_is_not_public(tiny_image_model, digits):
+    x, y = digits
+    mechanism = make_mechanism("laplace", 1.0, temperature=0.7)
+    public = privatize(tiny_image_model, x[:1], y[:1], mechanism).guarantee  # dataset "mnist"
+    assert "trained without DP on public data" in public
+    tiny_image_model.config.dataset = "clinic-scans"  # what cadp.train writes for an ImageFolder
+    try:
+        own = privatize(tiny_image_model, x[:1], y[:1], mechanism).guarantee
+    finally:
+        tiny_image_model.config.dataset = "mnist"
+    assert "trained without DP on 'clinic-scans', not on a public dataset" in own
+    assert "does not contain the records being privatized" in own and "on public data" not in own
+
+
 def test_paper_mechanism_output_depends_on_batch_size(tiny_image_model, digits):
     x, y = digits
     small = privatize(tiny_image_model, x, y, make_mechanism("paper", 1.0), seed=1, batch_size=1)
