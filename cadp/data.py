@@ -143,8 +143,8 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
                 continue
             images.append(array)
             labels.append(index)
-    if not images:
-        raise InputError(f"no readable images under {root}")
+    if len(images) < 2:
+        raise InputError(f"{len(images)} readable image(s) under {root}: a training and a held-out split need more")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(images))
     n_test = max(1, int(round(test_fraction * len(images))))

@@ -247,6 +247,9 @@ def train_image_model(args) -> None:
     torch.manual_seed(args.seed)
     train = load_image_dataset(args.dataset, "train", image_size=args.image_size, channels=args.channels)
     test = load_image_dataset(args.dataset, "test", image_size=args.image_size, channels=args.channels)
+    if len(test.labels) == 0 or int(torch.bincount(test.labels).max()) < 2:  # checked before hours of training
+        raise InputError(f"too few images: the held-out split ({len(test.labels)} of them) needs two images of one "
+                         "class to measure latent distances; give each class at least ~10 readable images")
     if args.max_train:
         train = ImageDataset(train.images[:args.max_train], train.labels[:args.max_train],
                              train.class_names, train.name)

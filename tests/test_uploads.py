@@ -423,6 +423,23 @@ def test_load_image_folder_decodes_through_to_model_input(tmp_path):
     assert len(data) == 5 and data.images[0, 0, 0, 0] == 255  # invert="never": the white sheet stays white
 
 
+def test_an_image_folder_too_small_to_split_or_measure_is_a_plain_error_before_training(tmp_path, capsys):
+    from cadp import train
+    from cadp.data import load_image_folder
+
+    (tmp_path / "one" / "a").mkdir(parents=True)
+    (tmp_path / "one" / "a" / "0.png").write_bytes(corpus.png(corpus.digit(28, 28)))
+    with pytest.raises(InputError, match="1 readable image"):
+        load_image_folder(tmp_path / "one", "train")
+    for label in ("a", "b"):  # 4 images: a held-out split of 1, no class with two held-out images
+        (tmp_path / "few" / label).mkdir(parents=True)
+        for index in range(2):
+            (tmp_path / "few" / label / f"{index}.png").write_bytes(corpus.png(corpus.digit(28, 28)))
+    code = train.main(["--dataset", str(tmp_path / "few"), "--out", str(tmp_path / "model"), "--steps", "1"])
+    assert code == 2 and "held-out split" in capsys.readouterr().err
+    assert not (tmp_path / "model" / "model.safetensors").exists()
+
+
 def test_decimal_commas_in_semicolon_files_are_numbers():
     data = b"age;weight;code;note\n40;70,5;1,2;a,b\n51;82,25;3;c\n;68;4,0;d\n"
     upload = read_csv_upload(data)
