@@ -447,6 +447,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                 row_number += len(chunk)
                 progress.update(len(chunk))
                 good, errors = _usable_rows(model, chunk)
+                filled = _filled_cells(model, chunk)
                 released: dict[int, str] = {}
                 result = None
                 if good:
@@ -473,7 +474,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                     written += 1
                     manifest.row(f"row {number}", status="privatized", condition=condition,
                                  released=released[position], output=f"{PRIVATIZED_CSV_NAME} row {written}",
-                                 batch=len(good))
+                                 preprocessing=filled.get(position, ""), batch=len(good))
                 manifest.flush()
         except (pd.errors.ParserError, ValueError, UnicodeError):
             manifest.error(f"row {row_number + 1}", f"stopped reading {path.name}: the CSV cannot be parsed "
@@ -482,6 +483,23 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
 
 def _conditions(frame: pd.DataFrame, index: int, names: list[str]) -> str:
     return "; ".join(f"{name}={frame[name].iloc[index]}" for name in names)
+
+
+def _filled_cells(model, chunk: pd.DataFrame) -> dict[int, str]:
+    """Per row position, a note on each numeric cell that is empty or not a number: the encoder reads it as
+    the column's training mean, and the manifest says so."""
+    notes: dict[int, list[str]] = {}
+    for spec in model.data_encoder.columns:
+        if spec.kind != "numeric":
+            continue
+        raw = chunk[spec.name]
+        numbers = pd.to_numeric(raw, errors="coerce")
+        for position in np.flatnonzero(numbers.isna().to_numpy()):
+            cell = raw.iloc[position]
+            what = "empty" if pd.isna(cell) or str(cell).strip() == "" else f"{str(cell)[:40]!r} is not a number"
+            notes.setdefault(int(position), []).append(f"{spec.name}: {what}, read as the training mean "
+                                                       f"{spec.mean:.4g}")
+    return {position: "; ".join(parts) for position, parts in notes.items()}
 
 
 def _usable_rows(model, chunk: pd.DataFrame) -> tuple[list[int], dict[int, InputError]]:
