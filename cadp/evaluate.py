@@ -1215,10 +1215,13 @@ def main(argv=None) -> int:
             section, value = None, None
         bar.close()
         if section is not None:
+            if section != "utility":  # utility records it in its settings
+                value["quick"] = args.quick  # a quick run replaces the full one: the file says which it holds
             update_eval(loaded.folder, section, value)
             if section == "bpd":
                 update_card_section(loaded.folder, "bpd", bpd_card_markdown(
-                    value, f"python -m cadp.evaluate bpd --model {Path(args.model).as_posix()}"))
+                    value, f"python -m cadp.evaluate bpd --model {Path(args.model).as_posix()}"
+                           + (" --quick" if args.quick else "")))
             print(f"wrote {section!r} to {loaded.folder / 'eval.json'} in {time.monotonic() - start:.0f} s")
         print(f"wrote {write_report(loaded.folder)}")
     except CadpError as error:

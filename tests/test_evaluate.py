@@ -266,7 +266,7 @@ def test_cli_quick_audit_writes_eval_and_report(tmp_path, monkeypatch):
     monkeypatch.setattr("cadp.evaluate._load_image_data", lambda config, given: data)
     assert main(["audit", "--model", str(loaded.folder), "--quick"]) == 0
     audit = read_eval(loaded.folder)["audit"]
-    assert audit["releases"] == 2000
+    assert audit["releases"] == 2000 and audit["quick"] is True
     for row in audit["results"]:
         if row["mechanism"] != "paper":
             assert row["epsilon_lower_bound"] <= row["claimed_epsilon"]
@@ -312,6 +312,7 @@ def test_cli_bpd_writes_its_block_into_the_model_card(tiny_table_folder, tmp_pat
     assert "epsilon = infinity round trip: exact" in card
     worst = max(result["sample_ks"].values())
     assert f"{worst:.3f}" in card and "against all" in card
+    assert result["quick"] is True and "bpd --model" in card and "--quick" in card  # a quick run says so
 
 
 def test_image_bpd_report_measures_the_round_trip_and_writes_it_to_the_card(tmp_path):
