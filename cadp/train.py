@@ -363,6 +363,7 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
 
     params = [p for p in model.parameters() if p.requires_grad]
     best_loss, best_weights = float("inf"), None
+    steps_run, last_loss = 0, float("nan")
     model.train()
     start = time.monotonic()
     with flat_parameters(params) as flat:
@@ -376,6 +377,7 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
                     best_loss, best_weights = valid_loss, flat.detach().clone()
             if progress_share >= 1:
                 break
+            steps_run = step + 1
             for group in optimizer.param_groups:
                 group["lr"] = _cosine_lr(learning_rate, progress_share)
             loss = loss_fn(*next(batches))
@@ -383,8 +385,10 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
             loss.backward()
             torch.nn.utils.clip_grad_norm_([flat], 10.0)
             optimizer.step()
-            if progress is not None and step % 25 == 0:
-                progress(progress_share, loss.item())
+            if step % 25 == 0:
+                last_loss = loss.item()
+                if progress is not None:
+                    progress(progress_share, last_loss)
         if best_weights is not None:
             flat.data.copy_(best_weights)
     model.eval()
@@ -393,6 +397,8 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
     latents = encode_all(model, rows, condition)
     groups = _condition_groups(condition)
     model.config.latent_distances = measure_latent_distances(latents, groups)
+    model.fit_record = {"steps": steps_run, "epochs": steps_run * min(batch_size, len(train)) / max(len(train), 1),
+                        "last_train_loss": last_loss}  # what ran (a time budget can stop it early)
     return model
 
 
@@ -417,16 +423,23 @@ def train_tabular_model(args) -> None:
     train, test = split_table(table.frame, args.seed)
     name = args.name or Path(args.out).name
     start = time.monotonic()
-    model = fit_tabular(train, conditions, name=name, dataset=table.name, kinds=kinds, steps=args.steps or 1500,
-                        minutes=args.time_budget, seed=args.seed, domain=table.frame)
+    with tqdm(total=100, desc=f"training {name}", unit="%", bar_format="{l_bar}{bar}| {postfix}") as bar:
+        def progress(share: float, loss: float) -> None:
+            bar.update(round(100 * min(share, 1.0)) - bar.n)
+            bar.set_postfix_str(f"loss {loss:.3f}")
+
+        model = fit_tabular(train, conditions, name=name, dataset=table.name, kinds=kinds,
+                            steps=args.steps or 1500, minutes=args.time_budget, seed=args.seed, domain=table.frame,
+                            progress=progress)
     seconds = time.monotonic() - start
     # distances are measured on held-out rows
     test_condition = model.condition_encoder.transform(test)
     latents = encode_all(model, model.data_encoder.transform(test), test_condition)
     model.config.latent_distances = measure_latent_distances(latents, _condition_groups(test_condition))
     nll = tabular_test_nll(model, test)
-    report = TrainingReport(args.steps or 1500, float("nan"), seconds, device_description(torch.device("cpu")),
-                            float("nan"), nll, "test NLL (nats/dim, one-hots dequantized)")
+    ran = model.fit_record
+    report = TrainingReport(ran["steps"], ran["epochs"], seconds, device_description(torch.device("cpu")),
+                            ran["last_train_loss"], nll, "test NLL (nats/dim, one-hots dequantized)")
     facts = {"train_records": len(train), "test_records": len(test), "license": table.license}
     save_model(model, args.out, card=tabular_model_card(model.config, report, facts, args))
     _record_training(Path(args.out), report, facts)

@@ -481,3 +481,23 @@ def test_warm_up_makes_the_passes_that_a_first_privatize_needs(tiny_image_model,
         privatize(image, mnist_test.images[:1], mnist_test.labels[:1], mechanism, seed=0, reconstruct=True)
         privatize(tabular, table.frame, None, mechanism, seed=0, reconstruct=True)
     assert all(set(model._traced._passes) == made[model] for model in (image, tabular))  # nothing traced anew
+
+
+def test_table_training_cli_records_the_steps_that_ran(tmp_path, capsys):
+    import math
+
+    from cadp import train
+    from cadp.hub import read_eval
+
+    source = tmp_path / "rows.csv"
+    load_table("diabetes").frame.head(120).to_csv(source, index=False)
+    out = tmp_path / "model"
+    assert train.main(["--dataset", str(source), "--out", str(out), "--conditions", "sex", "--steps", "40"]) == 0
+    record = read_eval(out)["training"]
+    assert record["steps"] == 40 and math.isfinite(record["final_train_loss"]) and math.isfinite(record["epochs"])
+    assert "40 steps" in (out / "README.md").read_text()
+    assert "training model" in capsys.readouterr().err  # a progress bar
+    budget = tmp_path / "budget"
+    assert train.main(["--dataset", str(source), "--out", str(budget), "--conditions", "sex", "--steps", "1000000",
+                       "--time-budget", "0.02"]) == 0  # ~1 s: stops long before a million steps
+    assert 0 < read_eval(budget)["training"]["steps"] < 1_000_000
