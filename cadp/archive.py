@@ -46,6 +46,7 @@ from cadp.uploads import (
     INVERT_CHOICES,
     MAX_IMAGE_BYTES,
     decode_text,
+    default_invert,
     escape_cell,
     png_bytes,
     safe_csv_bytes,
@@ -543,8 +544,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"fixed noise seed: reproducible, hence {NOT_PRIVATE_SEED}; default OS entropy")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--labels", type=Path, help="CSV with columns file,label (overrides class folders)")
-    parser.add_argument("--invert", choices=INVERT_CHOICES, default="auto",
-                        help="invert dark-on-light images (auto: when the border is brighter than the centre)")
+    parser.add_argument("--invert", choices=INVERT_CHOICES, default=None,
+                        help="invert dark-on-light images (auto: when the border is brighter than the centre). "
+                             "Default: auto for models of MNIST-style data (light on dark), never for a model "
+                             "trained on an image folder (it learned its images as they are)")
     parser.add_argument("--condition", action="append", default=[], metavar="NAME=HANDLING",
                         help="how a condition is released: NAME=kept (default), NAME=randomized:EPSILON "
                              "(randomized response, adds EPSILON) or NAME=resampled (public prior, costs 0); "
@@ -641,7 +644,8 @@ def main(argv=None) -> int:
         message = str(error) if isinstance(error, CadpError) else f"{args.input} cannot be read ({error})"
         print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    settings = RunSettings(mechanism, new_generator(args.seed), args.seed, args.batch_size, args.invert, handlings)
+    invert = args.invert or default_invert(loaded.config.dataset)
+    settings = RunSettings(mechanism, new_generator(args.seed), args.seed, args.batch_size, invert, handlings)
     args.output.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(args.output / MANIFEST_NAME, settings)
     try:

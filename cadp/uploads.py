@@ -57,6 +57,15 @@ class PreparedImage:
 
 # --------------------------------------------------------------------------- images
 
+def default_invert(dataset: str) -> str:
+    """The inversion to offer for a model's uploads: 'auto' for models of light-on-dark public data (MNIST,
+    Fashion-MNIST); 'never' for one trained on an image folder, which ``cadp.data.load_image_folder`` reads
+    without inverting (auto-inverting would show it the negatives of what it learned)."""
+    from cadp.data import IMAGE_DATASETS
+
+    return "auto" if dataset in IMAGE_DATASETS else "never"
+
+
 def is_dicom(data: bytes, filename: str | None = None) -> bool:
     """DICOM Part 10 files carry 'DICM' at offset 128; bare datasets are recognised by a .dcm name."""
     if data[128:132] == b"DICM":

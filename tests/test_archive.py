@@ -349,3 +349,14 @@ def test_condition_handling_for_tables_and_bad_options(table_model, tmp_path, ca
                             ("sex=dropped", "handling must be one of")]:
         assert run(table_model, source, tmp_path / f"bad-{len(message)}", "--condition", option) == 2
         assert message in capsys.readouterr().err
+
+
+def test_inversion_defaults_to_the_models_training_data(image_model, tmp_path):
+    from cadp.uploads import default_invert
+
+    assert default_invert("mnist") == "auto" and default_invert("fashion-mnist") == "auto"
+    source = make_folder(tmp_path / "in", {"0/sheet.png": corpus.png(corpus.digit(28, 28, dark_on_light=True))})
+    assert run(image_model, source, tmp_path / "default") == 0  # a model trained on an image folder ("t")
+    assert "inverted" not in read_manifest(tmp_path / "default")[0]["preprocessing"]
+    assert run(image_model, source, tmp_path / "auto", "--invert", "auto") == 0
+    assert "inverted (dark-on-light detected)" in read_manifest(tmp_path / "auto")[0]["preprocessing"]

@@ -9,6 +9,7 @@ import torch
 from cadp import compare, ui
 from cadp.mechanisms import new_generator
 from cadp.privatize import latent_difference_maps, privatize
+from cadp.uploads import default_invert
 
 STRIP_EPSILONS = [1, 10, 100, 1000, 10000]
 RESULT = "image_result"
@@ -20,8 +21,10 @@ def choose_inputs(loaded) -> list[ui.ImageRecord]:
     if source == "Upload":
         files = st.file_uploader("Images (PNG, JPEG, BMP, TIFF, DICOM); several files or a ZIP for a batch",
                                  type=ui.IMAGE_UPLOAD_TYPES, accept_multiple_files=True, key="image_upload")
-        invert = st.radio("Inversion (the model expects a light object on a dark background)",
-                          ["auto", "always", "never"], horizontal=True, key="image_invert")
+        choices = ["auto", "always", "never"]
+        invert = st.radio("Inversion (the bundled models expect a light object on a dark background; a model "
+                          "trained on an image folder saw its images as they are)", choices, horizontal=True,
+                          key="image_invert", index=choices.index(default_invert(config.dataset)))
         if not files:
             st.info("Upload an image, several images or a ZIP to start.")
             return []
