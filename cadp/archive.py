@@ -535,7 +535,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--mechanism", required=True, choices=MECHANISMS)
     parser.add_argument("--epsilon", required=True, type=float,
                         help="privacy budget per record (metric: per unit of L1 latent distance)")
-    parser.add_argument("--delta", type=float, help="gaussian only, in (0, 1)")
+    parser.add_argument("--delta", type=float, help="gaussian only, and required there: in (0, 1), e.g. 1e-5")
     radius = parser.add_mutually_exclusive_group()
     radius.add_argument("--temperature", type=float,
                         help=f"constant-temperature clip policy (laplace/gaussian; default {DEFAULT_TEMPERATURE})")

@@ -599,6 +599,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     tables.add_argument("--column-type", nargs="*", metavar="COLUMN=KIND",
                         help="override an inferred column type: numeric or categorical")
     args = parser.parse_args(argv)
+    for option, value in (("--steps", args.steps), ("--time-budget", args.time_budget),
+                          ("--batch-size", args.batch_size), ("--lr", args.lr)):
+        if value is not None and not value > 0:
+            parser.error(f"{option} must be positive, got {value:g}")
     if args.steps is None and args.time_budget is None:
         args.time_budget = 30.0
     return args

@@ -501,3 +501,13 @@ def test_table_training_cli_records_the_steps_that_ran(tmp_path, capsys):
     assert train.main(["--dataset", str(source), "--out", str(budget), "--conditions", "sex", "--steps", "1000000",
                        "--time-budget", "0.02"]) == 0  # ~1 s: stops long before a million steps
     assert 0 < read_eval(budget)["training"]["steps"] < 1_000_000
+
+
+@pytest.mark.parametrize("option", [["--steps", "0"], ["--time-budget", "-1"], ["--batch-size", "0"]])
+def test_training_cli_refuses_settings_that_are_not_positive(option, tmp_path, capsys):
+    from cadp import train
+
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--dataset", "diabetes", "--out", str(tmp_path / "m"), *option])
+    assert exit_info.value.code == 2 and f"{option[0]} must be positive" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
