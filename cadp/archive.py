@@ -565,6 +565,8 @@ def _load_model(source: str):
 
 
 def _mechanism(args) -> Mechanism:
+    if args.mechanism == "laplace" and args.delta is not None:
+        raise UsageError("--delta applies to gaussian only, not laplace (pure epsilon-DP has no delta)")
     if args.mechanism in ("laplace", "gaussian"):
         temperature = args.temperature
         if temperature is None and args.clip_radius is None:

@@ -250,6 +250,7 @@ def test_csv_missing_model_columns_is_a_usage_error(table_model, tmp_path, capsy
 @pytest.mark.parametrize("extra, message", [
     (["--mechanism", "gaussian"], "delta must be given for the gaussian mechanism"),
     (["--mechanism", "metric", "--temperature", "1"], "apply to laplace and gaussian, not metric"),
+    (["--delta", "1e-5"], "--delta applies to gaussian only, not laplace"),  # run() asks for laplace
     (["--epsilon", "-1"], "epsilon must be in (0, inf)"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
 ])
