@@ -443,7 +443,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
         try:
             for chunk in reader:
                 chunk.columns = columns
-                chunk = chunk[needed].reset_index(drop=True)
+                chunk = chunk[[c for c in columns if c in needed]].reset_index(drop=True)  # the input's order
                 numbers = list(range(row_number + 1, row_number + len(chunk) + 1))
                 row_number += len(chunk)
                 progress.update(len(chunk))

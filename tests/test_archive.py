@@ -226,6 +226,14 @@ def test_csv_rows_stream_bad_row_is_listed_and_export_is_formula_safe(table_mode
     assert "\n=" not in text and ",=" not in text
 
 
+def test_csv_keeps_the_inputs_column_order(table_model, tmp_path):
+    source = tmp_path / "rows.csv"
+    table_frame(5)[["sex", "note", "bmi", "age"]].to_csv(source, index=False)  # a condition column first
+    assert run(table_model, source, tmp_path / "out") == 0
+    released = pd.read_csv(tmp_path / "out" / "privatized.csv")
+    assert list(released.columns) == ["sex", "note", "bmi", "age"]
+
+
 def test_csv_cells_read_as_the_mean_are_named_in_the_manifest(table_model, tmp_path):
     frame = table_frame(6).astype({"bmi": object})
     frame.loc[1, "bmi"], frame.loc[3, "bmi"] = None, "abc"
