@@ -50,12 +50,16 @@ COMMON_PLAIN_WORDS = (
     "without DP on public data: the guarantee protects the record you privatize, not the training set. "
     "Kept attributes are released exactly; they are public, and the guarantee holds given them."
 )
-KEPT_LABEL_SENTENCE = "The kept label survives at every ε."
-LARGE_EPSILON_NOTE = (
-    "What large ε means here: an image latent has hundreds of dimensions. With constant temperature 0.7, "
-    "releases at ε up to ~100 look like fresh samples of the kept class; the record's own details (a logo, a "
-    "pattern) come back only around ε 1,000–3,000. " + KEPT_LABEL_SENTENCE
-)
+def large_epsilon_note(label_kept: bool = True) -> str:
+    """What large ε means for an image; the last sentence follows how the label is released."""
+    label = ("The kept label survives at every ε." if label_kept
+             else "The label is not kept here: it is randomized or resampled as chosen above.")
+    return ("What large ε means here: an image latent has hundreds of dimensions. With constant temperature 0.7, "
+            f"releases at ε up to ~100 look like fresh samples of the {'kept' if label_kept else 'released'} "
+            "class; the record's own details (a logo, a pattern) come back only around ε 1,000–3,000. " + label)
+
+
+LARGE_EPSILON_NOTE = large_epsilon_note()
 
 
 # --------------------------------------------------------------------------- errors
@@ -319,9 +323,7 @@ def privacy_controls(config, key: str, *, default_epsilon: float = 10, image: bo
     if name == "metric":
         st.caption(metric_meaning(config, epsilon))
     elif image:
-        st.caption(LARGE_EPSILON_NOTE if label_kept else LARGE_EPSILON_NOTE.replace("kept class", "released class")
-                   .replace(KEPT_LABEL_SENTENCE, "The label is not kept here: it is randomized or resampled as "
-                                                 "chosen above."))
+        st.caption(large_epsilon_note(label_kept))
     else:
         st.caption("A table row has far fewer latent dimensions than an image, so useful releases come at "
                    "much smaller ε than for images.")
@@ -368,7 +370,8 @@ def condition_handling_controls(attribute: str, key: str):
 
 # --------------------------------------------------------------------------- evaluated utility at the chosen epsilon
 
-def _mean(value):
+def mean_of(value):
+    """An eval.json value that is either a number or list, or ``{"mean": ..., "std": ...}``: its mean."""
     return value.get("mean") if isinstance(value, dict) else value
 
 
@@ -382,7 +385,7 @@ def _numbers(values, positive: bool = False) -> list[float] | None:
 
 
 def _number(value) -> float | None:
-    numbers = _numbers([_mean(value)])
+    numbers = _numbers([mean_of(value)])
     return numbers[0] if numbers else None
 
 
@@ -394,7 +397,7 @@ def _curves(utility, mechanism: str) -> tuple[list[float], list[float], list[flo
     if not isinstance(method, dict):
         return None
     epsilons = _numbers(method.get("epsilons", utility.get("epsilons")), positive=True)
-    accuracy, reid = _numbers(_mean(method.get("p/o"))), _numbers(method.get("reid_latent"))
+    accuracy, reid = _numbers(mean_of(method.get("p/o"))), _numbers(method.get("reid_latent"))
     if epsilons is None or accuracy is None or reid is None or not len(epsilons) == len(accuracy) == len(reid):
         return None
     return epsilons, accuracy, reid

@@ -13,10 +13,6 @@ LIVE = "utility_live"
 COMMAND = "python -m cadp.evaluate utility --model weights/{name}"
 
 
-def _mean(value):
-    return value.get("mean") if isinstance(value, dict) else value
-
-
 def _std(value):
     return value.get("std") if isinstance(value, dict) else None
 
@@ -36,7 +32,7 @@ def epsilon_figure(utility: dict, metric: str, title: str, y_title: str, *, refe
         if "parameters" in method or metric not in method:
             continue  # blur / mosaic have no epsilon axis
         epsilons = method.get("epsilons", utility.get("epsilons", []))
-        figure.add_trace(go.Scatter(x=epsilons, y=_mean(method[metric]), name=method_label(name, method),
+        figure.add_trace(go.Scatter(x=epsilons, y=ui.mean_of(method[metric]), name=method_label(name, method),
                                     mode="lines+markers",
                                     line=dict(dash="dot") if method.get("kind") != "cadp" else None,
                                     error_y=dict(type="data", array=_std(method[metric]))
@@ -60,7 +56,7 @@ def frontier_figure(utility: dict):
         if "reid_latent" not in method or "p/o" not in method:
             continue
         points = method.get("parameters", method.get("epsilons", utility.get("epsilons", [])))
-        figure.add_trace(go.Scatter(x=method["reid_latent"], y=_mean(method["p/o"]), mode="lines+markers",
+        figure.add_trace(go.Scatter(x=method["reid_latent"], y=ui.mean_of(method["p/o"]), mode="lines+markers",
                                     name=method_label(name, method), text=[f"{p:g}" for p in points],
                                     hovertemplate="%{text}: re-id %{x:.3f}, accuracy %{y:.3f}"))
     if "chance" in utility:
@@ -72,7 +68,7 @@ def frontier_figure(utility: dict):
 
 
 def show_utility(utility: dict, key: str) -> None:
-    reference = _mean(utility.get("reference", {}).get("o/o"))
+    reference = ui.mean_of(utility.get("reference", {}).get("o/o"))
     st.plotly_chart(epsilon_figure(utility, "p/o", "Downstream accuracy: trained on releases, tested on real data",
                                    "accuracy", reference=reference), key=f"{key}_accuracy")
     st.plotly_chart(epsilon_figure(utility, "reid_latent", "Re-identification (nearest original in latent space)",
@@ -90,7 +86,7 @@ def show_central(central: dict) -> None:
     st.subheader("Central DP baseline (DP-SGD) — a different guarantee")
     st.caption("Central differential privacy protects the training set of one model, with a trusted curator. "
                "It is not comparable to CADP's local, per-record guarantee and is never drawn on the local axes.")
-    epsilons, accuracy = central.get("epsilons"), _mean(central.get("accuracy"))
+    epsilons, accuracy = central.get("epsilons"), ui.mean_of(central.get("accuracy"))
     spent = central.get("epsilon_spent")
     if isinstance(epsilons, list) and isinstance(accuracy, list) and len(accuracy) == len(epsilons):
         text = [f"ε spent {e:.3g}" for e in spent] if isinstance(spent, list) and len(spent) == len(epsilons) \
