@@ -648,6 +648,7 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     invert = args.invert or default_invert(loaded.config.dataset)
     settings = RunSettings(mechanism, new_generator(args.seed), args.seed, args.batch_size, invert, handlings)
+    created = not args.output.exists()
     args.output.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(args.output / MANIFEST_NAME, settings)
     try:
@@ -666,6 +667,9 @@ def main(argv=None) -> int:
                 privatize_images(loaded.model, loaded.config.class_names, source, resolver, settings,
                                  args.output, manifest, progress, args.input.name)
     except UsageError as error:
+        manifest.close()
+        if not manifest.privatized:  # refused before any release: leave OUTPUT as it was, so a retry can use it
+            _remove_run_files(args.output, created)
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except CadpError as error:
@@ -678,6 +682,14 @@ def main(argv=None) -> int:
     if settings.seed is not None:
         print(f"noise from seed {settings.seed}: {NOT_PRIVATE_SEED}", file=sys.stderr)
     return EXIT_OK if manifest.privatized else EXIT_NOTHING_PRIVATIZED
+
+
+def _remove_run_files(output: Path, created: bool) -> None:
+    """Delete what a refused run wrote (its manifest, an empty privatized.csv) and OUTPUT if the run made it."""
+    for name in (MANIFEST_NAME, PRIVATIZED_CSV_NAME, GUARANTEE_NAME):
+        (output / name).unlink(missing_ok=True)
+    if created and not any(output.iterdir()):
+        output.rmdir()
 
 
 def _zip_source(path: Path, iter_zip_images) -> tuple[Iterator, int | None]:

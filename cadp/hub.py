@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import re
 import sys
@@ -166,8 +167,20 @@ def read_eval(folder: Path) -> dict:
         raise ModelError(f"{path} is not valid JSON: {error}") from None
 
 
+def _finite_or_null(value):
+    """NaN and infinities as None: strict JSON has no literal for them (Python's NaN breaks other readers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    return value
+
+
 def write_eval(folder: Path, results: dict) -> None:
-    (Path(folder) / EVAL_NAME).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    text = json.dumps(_finite_or_null(results), indent=2, sort_keys=True, allow_nan=False)
+    (Path(folder) / EVAL_NAME).write_text(text + "\n")
 
 
 def update_eval(folder: Path, section: str, value) -> dict:

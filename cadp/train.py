@@ -30,6 +30,8 @@ from cadp.hub import save_model
 from cadp.models import ImageCINN, ImageModelConfig, LatentDistances, SmallCNN, TabularCINN, TabularModelConfig
 from cadp.runtime import configure_allocator
 
+CHECKPOINT_PATH = Path("checkpoint") / "training.safetensors"  # inside the output folder
+
 
 def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA when present, else CPU."""
@@ -265,7 +267,7 @@ def train_image_model(args) -> None:
     steps, seconds, train_bpd = fit(
         model, lambda x, y: model.bits_per_dim(x, y).mean(), batches,
         steps=args.steps, minutes=args.time_budget, learning_rate=args.lr,
-        checkpoint=Path(args.out) / "checkpoint" / "training.safetensors" if args.checkpoint else None,
+        checkpoint=Path(args.out) / CHECKPOINT_PATH if args.checkpoint else None,
         resume=args.resume, device=device, description=f"cINN {name}", metric_name="bits/dim")
     model = model.cpu().eval()
     test_bpd = evaluate_bits_per_dim(model, test)
@@ -581,7 +583,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--time-budget", type=float, help="minutes of training (default 30 for images)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint (image models)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a model or an interrupted run already in OUT (default: refuse)")
     parser.add_argument("--no-checkpoint", dest="checkpoint", action="store_false",
                         help="do not write periodic checkpoints")
     parser.add_argument("--half", action="store_true", help="store float16 weights")
@@ -603,6 +607,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                           ("--batch-size", args.batch_size), ("--lr", args.lr)):
         if value is not None and not value > 0:
             parser.error(f"{option} must be positive, got {value:g}")
+    if args.resume and not args.checkpoint:
+        parser.error("--resume continues a checkpoint; it cannot be combined with --no-checkpoint")
     if args.steps is None and args.time_budget is None:
         args.time_budget = 30.0
     return args
@@ -612,10 +618,43 @@ def is_image_dataset(name: str) -> bool:
     return name in IMAGE_DATASETS or Path(name).is_dir()
 
 
+def prepare_output(out: Path, *, image: bool, resume: bool, overwrite: bool) -> None:
+    """Refuse to lose a model or an interrupted run in ``out``; clear what new weights would make stale.
+
+    Called before any data is read, so a refusal costs nothing.
+    """
+    checkpoint = out / CHECKPOINT_PATH
+    has_model = (out / "config.json").exists() or (out / "model.safetensors").exists()
+    if resume and overwrite:
+        raise InputError("--resume and --overwrite contradict each other: choose one")
+    if resume and not image:
+        raise InputError("--resume applies to image models only: a table model trains in a minute or two "
+                         "without checkpoints; run again without --resume (and with --overwrite to replace OUT)")
+    if resume and not checkpoint.exists():
+        raise InputError(f"--resume: there is no checkpoint to continue at {checkpoint}")
+    if not resume and not overwrite:
+        if has_model:
+            raise InputError(f"{out} already holds a model: choose another --out, or pass --overwrite to replace "
+                             "it" + (" (or --resume to continue its checkpoint)" if checkpoint.exists() else ""))
+        if checkpoint.exists():
+            raise InputError(f"{out} holds an interrupted run ({checkpoint}): pass --resume to continue it, "
+                             "or --overwrite to start over")
+    if overwrite and checkpoint.exists():
+        checkpoint.unlink()
+    if has_model:  # its evaluation and report described the weights about to be replaced
+        stale = [name for name in ("eval.json", "report.html") if (out / name).exists()]
+        for name in stale:
+            (out / name).unlink()
+        if stale:
+            print(f"removed {', '.join(stale)} from {out}: they described the earlier weights", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     configure_allocator()
     try:
+        prepare_output(Path(args.out), image=is_image_dataset(args.dataset), resume=args.resume,
+                       overwrite=args.overwrite)
         if is_image_dataset(args.dataset):
             train_image_model(args)
         else:

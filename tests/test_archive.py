@@ -251,6 +251,13 @@ def test_csv_missing_model_columns_is_a_usage_error(table_model, tmp_path, capsy
     source.write_text("age,bmi\n30,22\n")
     assert run(table_model, source, tmp_path / "out") == 2
     assert "lacks the model's column(s) ['note', 'sex']" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # a refused run leaves nothing behind
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert run(table_model, source, kept) == 2
+    assert kept.is_dir() and not any(kept.iterdir())  # the user's empty folder stays, empty
+    table_frame(3).to_csv(source, index=False)  # the corrected file, into the same folder
+    assert run(table_model, source, tmp_path / "out") == 0 and (tmp_path / "out" / "privatized.csv").exists()
 
 
 # --------------------------------------------------------------------------- arguments

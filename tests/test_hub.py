@@ -366,3 +366,23 @@ def test_server_speaks_the_snapshot_download_protocol(served, cache, model_folde
     assert sorted(p.name for p in snapshot.iterdir()) == expected
     for name in expected:
         assert git_blob_sha((snapshot / name).read_bytes()) == git_blob_sha((model_folders[0] / name).read_bytes())
+
+
+def test_eval_json_is_strict_json_even_with_missing_numbers(tmp_path):
+    import math
+
+    from cadp.hub import read_eval, update_eval
+
+    update_eval(tmp_path, "training", {"epochs": math.nan, "loss": [1.0, math.inf], "steps": 3})
+    text = (tmp_path / "eval.json").read_text()
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert read_eval(tmp_path)["training"] == {"epochs": None, "loss": [1.0, None], "steps": 3}
+
+
+@pytest.mark.parametrize("name", ["mnist-cinn", "fashion-mnist-cinn", "diabetes-cinn", "heart-cinn"])
+def test_bundled_json_files_are_strict_json(name):
+    for file in ("config.json", "eval.json"):
+        text = (Path(__file__).parent.parent / "weights" / name / file).read_text()
+        constants = []
+        json.loads(text, parse_constant=constants.append)
+        assert constants == [], f"{name}/{file} holds {constants}"

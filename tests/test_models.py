@@ -511,3 +511,38 @@ def test_training_cli_refuses_settings_that_are_not_positive(option, tmp_path, c
         train.main(["--dataset", "diabetes", "--out", str(tmp_path / "m"), *option])
     assert exit_info.value.code == 2 and f"{option[0]} must be positive" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_training_cli_never_replaces_a_model_or_an_interrupted_run_unasked(tmp_path, capsys):
+    from cadp import train
+    from cadp.hub import read_eval, update_eval
+
+    source = tmp_path / "rows.csv"
+    load_table("diabetes").frame.head(120).to_csv(source, index=False)
+    out = tmp_path / "model"
+    command = ["--dataset", str(source), "--out", str(out), "--conditions", "sex", "--steps", "20"]
+    assert train.main(command) == 0
+    update_eval(out, "utility", {"note": "measured on the first weights"})
+    weights = (out / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert train.main(command) == 2  # a second run into the same folder
+    assert "already holds a model" in capsys.readouterr().err and (out / "model.safetensors").read_bytes() == weights
+    assert train.main([*command, "--resume"]) == 2
+    assert "image models only" in capsys.readouterr().err
+    assert train.main([*command, "--seed", "1", "--overwrite"]) == 0
+    assert (out / "model.safetensors").read_bytes() != weights
+    assert set(read_eval(out)) == {"training"}  # the old evaluation described the old weights
+    assert "removed eval.json" in capsys.readouterr().err
+
+
+def test_training_cli_refuses_to_restart_an_interrupted_image_run_unasked(tmp_path, capsys):
+    from cadp import train
+
+    out = tmp_path / "model"
+    (out / train.CHECKPOINT_PATH).parent.mkdir(parents=True)
+    (out / train.CHECKPOINT_PATH).write_bytes(b"an earlier run's state")
+    assert train.main(["--dataset", "mnist", "--out", str(out), "--steps", "1"]) == 2
+    assert "interrupted run" in capsys.readouterr().err and (out / train.CHECKPOINT_PATH).exists()
+    fresh = tmp_path / "fresh"
+    assert train.main(["--dataset", "mnist", "--out", str(fresh), "--steps", "1", "--resume"]) == 2
+    assert "no checkpoint to continue" in capsys.readouterr().err and not fresh.exists()
