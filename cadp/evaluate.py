@@ -457,8 +457,8 @@ def _load_image_data(config, data):
     try:
         return load_image_dataset(config.dataset, "train"), load_image_dataset(config.dataset, "test")
     except CadpError as error:
-        raise InputError(f"cannot load the model's dataset {config.dataset!r} ({error}); pass data=(train, test)") \
-            from None
+        raise InputError(f"cannot load the model's dataset {config.dataset!r} ({error}); give the image folder it was "
+                         "trained on with --data (Python: data=(train, test))") from None
 
 
 def utility_sweep(loaded, *, epsilons=None, mechanisms=None, seeds=(0, 1, 2), n_train: int | None = None,
@@ -648,8 +648,8 @@ def _load_table_data(config, data):
     try:
         frame = load_table(config.dataset).frame
     except CadpError as error:
-        raise InputError(f"cannot load the model's table {config.dataset!r} ({error}); pass data=(train, test)") \
-            from None
+        raise InputError(f"cannot load the model's table {config.dataset!r} ({error}); give the CSV it was "
+                         "trained on with --data (Python: data=(train, test))") from None
     return split_table(frame, config.permutation_seed)  # the split cadp.train used
 
 
@@ -1174,11 +1174,45 @@ def _tqdm_progress(description: str):
     return bar, update
 
 
+def load_training_data(config, path: Path | str):
+    """(train, test) of a CSV or image folder, split as ``cadp.train`` split it for this model.
+
+    For models trained on data of their own (a CSV or an ImageFolder): the model's config names only the
+    file's or folder's name, not where it lies.
+    """
+    from cadp.data import load_image_folder, load_table
+    from cadp.train import split_table
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"--data {path} does not exist")
+    if config.kind == "image":
+        if not path.is_dir():
+            raise InputError(f"--data {path}: an image model needs the image folder it was trained on "
+                             "(one sub-folder per class)")
+        train, test = (load_image_folder(path, split, image_size=config.image_size, channels=config.channels)
+                       for split in ("train", "test"))
+        if train.class_names != list(config.class_names):
+            raise InputError(f"--data {path} has the classes {train.class_names}; the model was trained on "
+                             f"{list(config.class_names)}")
+        return train, test
+    if path.suffix.lower() != ".csv" or not path.is_file():
+        raise InputError(f"--data {path}: a table model needs the .csv it was trained on")
+    frame = load_table(str(path)).frame
+    missing = [c for c in config.data_columns + config.condition_columns if c not in frame.columns]
+    if missing:
+        raise InputError(f"--data {path} lacks the model's column(s) {missing}")
+    return split_table(frame, config.permutation_seed)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cadp.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("bpd", "utility", "audit", "dpsgd", "report"))
     parser.add_argument("--model", required=True, help="model folder (config.json + model.safetensors)")
+    parser.add_argument("--data", type=Path,
+                        help="the CSV or image folder the model was trained on (models not trained on a bundled "
+                             "dataset); split as cadp.train split it")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for CI and tests")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     args = parser.parse_args(argv)
@@ -1189,28 +1223,30 @@ def main(argv=None) -> int:
 
     try:
         loaded = load_folder(args.model)
+        data = load_training_data(loaded.config, args.data) if args.data is not None else None
         bar, progress = _tqdm_progress(f"{args.command} {Path(args.model).name}")
         start = time.monotonic()
         if args.command == "bpd":
             section, value = "bpd", bits_per_dim_report(loaded, samples=200 if args.quick else 2000,
-                                                        progress=progress)
+                                                        progress=progress, data=data)
         elif args.command == "utility":
             quick = QUICK if args.quick else {}
             value = utility_sweep(loaded, epsilons=quick.get("epsilons"), seeds=quick.get("seeds", (0, 1, 2)),
                                   n_train=quick.get("n_train"), n_test=quick.get("n_test"),
                                   n_reid=quick.get("n_reid", 500), cnn_epochs=quick.get("cnn_epochs"),
-                                  device=args.device, progress=progress)
+                                  device=args.device, progress=progress, data=data)
             value["settings"]["quick"] = args.quick
             section = "utility"
         elif args.command == "audit":
             section, value = "audit", audit_model(loaded, releases=2000 if args.quick else 10_000,
-                                                  epsilons=(1, 10) if args.quick else (1, 5, 10), progress=progress)
+                                                  epsilons=(1, 10) if args.quick else (1, 5, 10), progress=progress,
+                                                  data=data)
         elif args.command == "dpsgd":
             section = "central"
             value = dpsgd_reference(loaded, epsilons=(1, 10) if args.quick else (1, 3, 10),
                                     seeds=(0,) if args.quick else (0, 1, 2), epochs=1 if args.quick else 10,
                                     n_train=200 if args.quick else None, n_test=100 if args.quick else None,
-                                    device=args.device, progress=progress)
+                                    device=args.device, progress=progress, data=data)
         else:
             section, value = None, None
         bar.close()

@@ -323,3 +323,40 @@ def test_image_bpd_report_measures_the_round_trip_and_writes_it_to_the_card(tmp_
     assert result["sample_recognition_t0.7"] is None  # the folder has no classifier
     card = bpd_card_markdown(result, "python -m cadp.evaluate bpd --model t")
     assert "exact after rounding to 8-bit pixels" in card and "samples not scored" in card
+
+
+def test_cli_evaluates_models_trained_on_a_csv_or_image_folder_given_their_data(tmp_path, capsys):
+    from cadp import evaluate, train
+    from tests import corpus
+
+    source = tmp_path / "rows.csv"
+    load_table("diabetes").frame.head(150).to_csv(source, index=False)
+    table = tmp_path / "table-model"
+    assert train.main(["--dataset", str(source), "--out", str(table), "--conditions", "sex", "--steps", "20"]) == 0
+    capsys.readouterr()
+    assert evaluate.main(["bpd", "--model", str(table), "--quick"]) == 2  # config.json names only "rows"
+    assert "give the CSV it was trained on with --data" in capsys.readouterr().err
+    assert evaluate.main(["bpd", "--model", str(table), "--quick", "--data", str(source)]) == 0
+    assert read_eval(table)["bpd"]["quick"] is True
+    source.write_text("age,bmi\n30,22\n")
+    assert evaluate.main(["audit", "--model", str(table), "--quick", "--data", str(source)]) == 2
+    assert "lacks the model's column(s)" in capsys.readouterr().err
+
+    folder = tmp_path / "images"
+    for label in ("cats", "dogs"):
+        (folder / label).mkdir(parents=True)
+        for index in range(10):
+            (folder / label / f"{index}.png").write_bytes(corpus.png(corpus.digit(28, 28)))
+    images = tmp_path / "image-model"
+    assert train.main(["--dataset", str(folder), "--out", str(images), "--steps", "2", "--width", "8",
+                       "--conv-blocks", "1", "--fc-blocks", "1", "--fc-width", "16",
+                       "--classifier-minutes", "0.01"]) == 0
+    capsys.readouterr()
+    assert evaluate.main(["bpd", "--model", str(images), "--quick"]) == 2
+    assert "give the image folder it was trained on with --data" in capsys.readouterr().err
+    assert evaluate.main(["bpd", "--model", str(images), "--quick", "--data", str(folder)]) == 0
+    assert read_eval(images)["bpd"]["test_records"] == 4  # the held-out fifth of 20 images, as in training
+    (folder / "birds").mkdir()
+    (folder / "birds" / "0.png").write_bytes(corpus.png(corpus.digit(28, 28)))
+    assert evaluate.main(["bpd", "--model", str(images), "--quick", "--data", str(folder)]) == 2
+    assert "has the classes ['birds', 'cats', 'dogs']" in capsys.readouterr().err
