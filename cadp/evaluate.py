@@ -383,7 +383,7 @@ def apply_mechanism(mechanism: Mechanism, latents: torch.Tensor, generator: torc
     """M(z) for a set of latents: one call, or consecutive batches of ``batch_size`` (paper)."""
     if batch_size is None:
         return mechanism(latents, generator)
-    return torch.cat([mechanism(latents[s:s + batch_size], generator) for s in range(0, len(latents), batch_size)])
+    return torch.cat([mechanism(part, generator) for part in latents.split(batch_size)])
 
 
 def sweep_mechanism(name: str, epsilon: float, delta: float = DEFAULT_DELTA) -> Mechanism:

@@ -425,3 +425,24 @@ def total_epsilon(mechanism: Mechanism, handlings: dict[str, ConditionHandling])
     if not mechanism.formal:
         return None
     return mechanism.epsilon + sum(h.cost for h in handlings.values())
+
+
+def batch_sizes(records: int, batch_size: int) -> list[int]:
+    """Sizes of the consecutive batches ``cadp.evaluate.apply_mechanism`` cuts ``records`` latents into."""
+    return [min(batch_size, records - start) for start in range(0, records, batch_size)]
+
+
+def paper_batches_text(settings: dict) -> str | None:
+    """How a utility sweep batched the paper mechanism, from its settings: 'batches of 512 and 488
+    training and 500 test records'. The requested size alone overstates it when a split is smaller."""
+    size, n_train, n_test = (settings.get(key) for key in ("paper_batch_size", "n_train", "n_test"))
+    if not all(isinstance(value, int) and value > 0 for value in (size, n_train, n_test)):
+        return None
+
+    def sizes(records: int) -> str:
+        parts = batch_sizes(records, size)
+        if len(parts) > 2:  # all full but the last
+            return f"{len(parts) - 1} x {size:,} + {parts[-1]:,}" if parts[-1] != size else f"{len(parts)} x {size:,}"
+        return " and ".join(f"{part:,}" for part in parts)
+
+    return f"batches of {sizes(n_train)} training and {sizes(n_test)} test records (batch size {size:,})"

@@ -20,7 +20,14 @@ import torch
 
 from cadp import hub
 from cadp.errors import CadpError, InputError, ModelError
-from cadp.mechanisms import DEFAULT_TEMPERATURE, MECHANISMS, PAPER_LABEL, Mechanism, make_mechanism
+from cadp.mechanisms import (
+    DEFAULT_TEMPERATURE,
+    MECHANISMS,
+    PAPER_LABEL,
+    Mechanism,
+    make_mechanism,
+    paper_batches_text,
+)
 from cadp.models import warm_up
 
 WEIGHTS_ENV = "CADP_WEIGHTS_DIR"
@@ -475,8 +482,9 @@ def preview_notes(utility: dict, settings: PrivacySettings, conditions_kept: boo
     if settings.name == "gaussian" and settings.delta != evaluated.get("delta"):
         differences.append(f"δ {settings.delta:g}")
     if settings.name == "paper" and method.get("batch_size"):
-        differences.append(f"evaluated on batches of {_plain(method['batch_size'])} records; the paper "
-                           "mechanism's batch-level clipping depends on the batch")
+        batches = paper_batches_text(evaluated) or f"batches of {_plain(method['batch_size'])} records"
+        differences.append(f"evaluated on {batches}; the paper mechanism's batch-level clipping depends on the "
+                           "batch")
     if not conditions_kept:
         differences.append("conditions not kept exactly (the evaluation kept them)")
     if differences:

@@ -13,6 +13,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+from cadp.mechanisms import paper_batches_text  # noqa: E402
+
 IMAGE_MODELS = ("mnist-cinn", "fashion-mnist-cinn")
 TABLE_MODELS = ("diabetes-cinn", "heart-cinn")
 TARGET_BPD = {"mnist-cinn": 2.0, "fashion-mnist-cinn": 3.4}
@@ -81,7 +85,7 @@ def results_table(name: str) -> str:
                  f"matching each release to its nearest original, in latent space (with the model) and in pixel space, chance {utility['chance']:.3f}. Downstream: {settings.get('classifier')}, "
                  f"{settings.get('cnn_epochs')} epochs, trained on {settings['n_train']} privatized training images, "
                  f"tested on {settings['n_test']} real test images, mean of seeds {settings['seeds']}; paper mechanism "
-                 f"batch size {settings.get('paper_batch_size')}; {settings['n_reid']} records for re-identification; "
+                 f"{paper_batches_text(settings)}; {settings['n_reid']} records for re-identification; "
                  f"{settings.get('device')}, {settings.get('wall_seconds', 0) / 60:.1f} min, {settings.get('date', '')[:10]}. "
                  f"Command: `{settings.get('command')}`.")
     for method in ("blur", "mosaic"):

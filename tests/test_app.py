@@ -168,7 +168,11 @@ def test_preview_figure_and_notes_say_what_was_evaluated():
     assert "differ" not in notes("laplace", temperature=0.7) + notes("gaussian", delta=1e-5, temperature=0.7)
     assert "differ from the evaluated ones: a fixed clip radius." in notes("laplace", clip_radius=5.0)
     assert "δ 0.001" in notes("gaussian", delta=1e-3, temperature=0.7)
-    assert "batches of 512 records" in notes("paper")
+    assert "batches of 512 records" in notes("paper")  # settings without the split sizes
+    utility["settings"].update(paper_batch_size=512, n_train=354, n_test=88)  # a table smaller than a batch
+    assert "evaluated on batches of 354 training and 88 test records (batch size 512)" in notes("paper")
+    utility["settings"].update(n_train=1000, n_test=500)
+    assert "batches of 512 and 488 training and 500 test records" in notes("paper")
     assert "At ε = 100: accuracy 0.800, re-identification 20.0%." in notes("metric", 100)
     assert "conditions not kept exactly" in notes("laplace", kept=False, temperature=0.7)
 

@@ -276,3 +276,16 @@ def test_guarantee_texts_state_the_contract():
     assert "delta = 1e-05" in make_mechanism("gaussian", 1.0, delta=1e-5, temperature=0.7).guarantee()
     fitted = make_mechanism("laplace", 1.0, temperature=0.7).guarantee(fitted_on_records=True)
     assert "fitted, without DP, on the very rows" in fitted and "trained without DP on public data" not in fitted
+
+
+def test_paper_batches_are_described_as_they_ran():
+    from cadp.evaluate import apply_mechanism
+    from cadp.mechanisms import batch_sizes, paper_batches_text
+
+    calls = []
+    apply_mechanism(lambda latents, generator: calls.append(len(latents)) or latents, torch.zeros(1000, 3), None, 512)
+    assert calls == batch_sizes(1000, 512) == [512, 488]
+    assert batch_sizes(88, 512) == [88] and batch_sizes(128, 64) == [64, 64]
+    text = paper_batches_text({"paper_batch_size": 64, "n_train": 1000, "n_test": 128})
+    assert text == "batches of 15 x 64 + 40 training and 64 and 64 test records (batch size 64)"
+    assert paper_batches_text({"paper_batch_size": 512}) is None  # sizes not recorded: no guess
