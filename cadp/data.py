@@ -231,6 +231,8 @@ class ColumnSpec:
     slope: float = 1.0
     shift: float = 0.0
     scale: float = 1.0
+    low: float | None = None  # numeric: the smallest and largest value the encoder was fitted on; decoded
+    high: float | None = None  # values are clipped to them (None: folders written before ranges were kept)
 
     @property
     def width(self) -> int:
@@ -470,7 +472,7 @@ class TabularEncoder:
                 seen = values.dropna().to_numpy(dtype=np.float64)
                 spec = ColumnSpec(name, "numeric", float(values.mean()), std if std > 0 else 1.0,
                                   bool(np.all(np.mod(seen, 1) == 0)), dtype=str(series.dtype),
-                                  decimals=decimal_places(seen))
+                                  decimals=decimal_places(seen), low=float(seen.min()), high=float(seen.max()))
                 _fit_atoms(spec, seen)
                 self.columns.append(spec)
             else:
@@ -593,6 +595,8 @@ class TabularEncoder:
             start += spec.width
             if spec.kind == "numeric":
                 values = spec.decode_numbers(block[:, 0])
+                if spec.low is not None:  # no impossible values (a negative BMI): post-processing, within the range
+                    values = np.clip(values, spec.low, spec.high)
                 if spec.integer and spec.dtype.startswith("int"):
                     columns[spec.name] = np.round(values).astype(np.int64)
                 else:

@@ -1106,14 +1106,15 @@ def write_report(folder: Path | str) -> Path:
             if "p/o" in entry:
                 figure.add_trace(go.Scatter(x=epsilons, y=entry["p/o"]["mean"], error_y={"array": entry["p/o"]["std"]},
                                             mode="lines+markers", name=entry["label"]), row=1, col=1)
+            short = f"paper ({PAPER_LABEL})" if name == "paper" else name  # the label wherever paper is shown
             for key, dash in (("reid_latent", "solid"), ("reid_pixel", "dot"), ("reid_data", "dot")):
                 if entry.get(key) is not None:
                     figure.add_trace(go.Scatter(x=epsilons, y=entry[key], mode="lines+markers",
-                                                name=f"{name}: {key}", line={"dash": dash}), row=1, col=2)
+                                                name=f"{short}: {key}", line={"dash": dash}), row=1, col=2)
             quality = entry.get("ssim") or entry.get("ks")
             if quality is not None:
                 figure.add_trace(go.Scatter(x=epsilons, y=quality, mode="lines+markers",
-                                            name=f"{name}: {'SSIM' if 'ssim' in entry else 'KS'}"), row=2, col=1)
+                                            name=f"{short}: {'SSIM' if 'ssim' in entry else 'KS'}"), row=2, col=1)
         reference = utility["reference"].get("o/o")
         if reference:
             figure.add_hline(y=reference["mean"], line_dash="dash", annotation_text="real/real (o/o)", row=1, col=1)

@@ -202,7 +202,8 @@ def update_card_section(folder: Path | str, key: str, markdown: str) -> None:
     block = f"{start}\n{markdown.strip()}\n{end}\n"
     if start in card and end in card:
         before, rest = card.split(start, 1)
-        card = before + block + rest.split(end, 1)[1].lstrip("\n")
+        after = rest.split(end, 1)[1].lstrip("\n")
+        card = before + block + ("\n" + after if after else "")  # the blank line before the next heading stays
     elif "## Privacy and limitations" in card:
         before, rest = card.split("## Privacy and limitations", 1)
         card = before + block + "\n## Privacy and limitations" + rest

@@ -17,7 +17,14 @@ import torch
 
 from cadp.data import IMAGE_DATASETS, TABULAR_DATASETS, FrameCells
 from cadp.errors import InputError
-from cadp.mechanisms import ConditionHandling, Mechanism, MetricMechanism, new_generator, release_condition
+from cadp.mechanisms import (
+    ConditionHandling,
+    Mechanism,
+    MetricMechanism,
+    batch_sizes,
+    new_generator,
+    release_condition,
+)
 from cadp.models import ImageCINN, TabularCINN
 
 NOT_PRIVATE_SEED = "not private: reproducible seed"
@@ -49,6 +56,16 @@ class PrivatizationResult:
     privatized_frame: pd.DataFrame | None = None
     reconstruction_frame: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
+    batches: list[int] = field(default_factory=list)  # sizes of the batches the mechanism ran on, in order
+
+    @property
+    def batch_text(self) -> str:
+        """'one batch of 3 records', 'batches of 512 + 488 records': what the paper mechanism's output depends on."""
+        if len(self.batches) == 1:
+            return f"one batch of {self.batches[0]:,} record{'s' * (self.batches[0] != 1)}"
+        if len(self.batches) <= 4:
+            return f"batches of {' + '.join(f'{size:,}' for size in self.batches)} records"
+        return f"{len(self.batches):,} batches of up to {max(self.batches):,} records"
 
     @property
     def private(self) -> bool:
@@ -78,9 +95,12 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
         parts.append("Conditions: " + "; ".join(
             f"{name} randomized by {h.epsilon:g}-randomized response" if h.handling == "randomized"
             else f"{name} resampled from a public prior (costs 0)" for name, h in released.items()) + ".")
-        if mechanism.formal and not isinstance(mechanism, MetricMechanism):
-            total = mechanism.epsilon + sum(h.cost for h in handlings.values())
-            parts.append(f"Total epsilon of this release (basic composition): {total:g}.")
+        conditions = sum(h.cost for h in handlings.values())
+        if isinstance(mechanism, MetricMechanism):  # two units: they do not add into one number
+            parts.append(f"Total of this release (basic composition): {mechanism.epsilon:g} per unit of latent L1 "
+                         f"distance + epsilon = {conditions:g} for conditions.")
+        elif mechanism.formal:
+            parts.append(f"Total epsilon of this release (basic composition): {mechanism.epsilon + conditions:g}.")
     if seed is not None:
         parts.append(f"Noise from a fixed seed ({NOT_PRIVATE_SEED}).")
     return " ".join(parts)
@@ -176,7 +196,8 @@ def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, se
         mechanism={**mechanism.describe(), "batch_size": batch_size or len(pixels)},
         epsilon_latent=mechanism.epsilon if mechanism.formal else None,
         epsilon_conditions=handling.cost, delta=getattr(mechanism, "delta", None),
-        guarantee=_guarantee(model, mechanism, {"label": handling}, seed), seed=seed)
+        guarantee=_guarantee(model, mechanism, {"label": handling}, seed), seed=seed,
+        batches=batch_sizes(len(pixels), batch_size or len(pixels)))
 
 
 def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, generator, seed, handlings, batch_size,
@@ -231,7 +252,7 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         mechanism={**mechanism.describe(), "batch_size": batch_size or len(frame)},
         epsilon_latent=mechanism.epsilon if mechanism.formal else None,
         epsilon_conditions=sum(h.cost for h in handlings.values()), delta=getattr(mechanism, "delta", None),
-        guarantee=_guarantee(model, mechanism, handlings, seed), seed=seed,
+        guarantee=_guarantee(model, mechanism, handlings, seed), seed=seed, batches=batch_sizes(count, batch_size or count),
         original_frame=original_frame, privatized_frame=pd.DataFrame({c: decoded[c] for c in keep}, copy=False),
         reconstruction_frame=None if rebuilt is None else pd.DataFrame({c: rebuilt[c] for c in keep}, copy=False))
 

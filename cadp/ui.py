@@ -53,9 +53,10 @@ GUARANTEES_IN_PLAIN_WORDS = {
              "understated by 2x), shown for comparison only.",
 }
 COMMON_PLAIN_WORDS = (
-    "All four are **local** guarantees (per record, no trusted curator), not central DP. The model was trained "
-    "without DP on public data: the guarantee protects the record you privatize, not the training set. "
-    "Kept attributes are released exactly; they are public, and the guarantee holds given them."
+    "laplace and gaussian give **local** differential privacy and metric gives local ε·d privacy: each applies "
+    "per record, with no trusted curator, and none is central DP; paper gives no formal guarantee. The bundled "
+    "models were trained without DP on public data: the guarantee protects the record you privatize, not the "
+    "training set. Kept attributes are released exactly; they are public, and the guarantee holds given them."
 )
 def large_epsilon_note(label_kept: bool = True) -> str:
     """What large ε means for an image; the last sentence follows how the label is released."""
@@ -312,12 +313,36 @@ def metric_meaning(config, epsilon_unit: float) -> str:
     if distances is None:
         return "This model has no measured latent distances, so ε·d cannot be turned into an ε between records."
     typical, nearest = epsilon_unit * distances.d_typ, epsilon_unit * distances.d_nn
-    text = (f"Between two typical records of the same class (L1 distance d_typ = {distances.d_typ:.0f}): "
+    group = "class" if getattr(config, "kind", "image") == "image" else "kept conditions"
+    text = (f"Between two typical records of the same {group} (L1 distance d_typ = {distances.d_typ:.0f}): "
             f"ε = {typical:.3g}. Between a record and its nearest neighbour (d_nn = {distances.d_nn:.0f}): "
             f"ε = {nearest:.3g}.")
     if nearest > 10:
         text += " At this setting only near-duplicates are protected."
     return text
+
+
+def epsilon_meaning(config, name: str, epsilon: float, temperature: float | None, clip_radius: float | None, *,
+                    image: bool, label_kept: bool) -> str:
+    """What the chosen ε means for this mechanism and clip policy, in plain words, under the slider."""
+    if name == "metric":
+        return metric_meaning(config, epsilon)
+    if name == "paper":
+        return ("paper clips the whole batch at once (matrix 1-norm, the largest column sum of |Z|): a release's "
+                "noise depends on the records released with it, and for a single record the clip bound is its "
+                "largest |z_j|, which barely shrinks the latent.")
+    if clip_radius is not None:
+        return (f"Fixed clip radius R = {clip_radius:g}: the latent is scaled into a ball of radius R and the "
+                "noise grows as ε falls (laplace: scale 2R/ε per coordinate). A small R keeps little of the record "
+                "at any ε; a large R needs a large ε for the record to show through the noise.")
+    if not image:
+        return ("A table row has far fewer latent dimensions than an image, so useful releases come at much "
+                "smaller ε than for images.")
+    if temperature == DEFAULT_TEMPERATURE:
+        return large_epsilon_note(label_kept)
+    return (f"Constant temperature {temperature:g}: the noise stays at {temperature:g} per coordinate and more ε "
+            f"lets more of the record's own latent through. Where a record's details return was measured at "
+            f"temperature {DEFAULT_TEMPERATURE:g} (around ε 1,000–3,000 for images).")
 
 
 def privacy_controls(config, key: str, *, default_epsilon: float = 10, image: bool = True,
@@ -327,13 +352,7 @@ def privacy_controls(config, key: str, *, default_epsilon: float = 10, image: bo
     label = "ε per unit of latent L1 distance" if name == "metric" else "ε (epsilon)"
     epsilon = st.select_slider(label, options=EPSILON_VALUES, value=default_epsilon, key=f"{key}_epsilon",
                                help="Log scale from 0.1 to 10,000.")
-    if name == "metric":
-        st.caption(metric_meaning(config, epsilon))
-    elif image:
-        st.caption(large_epsilon_note(label_kept))
-    else:
-        st.caption("A table row has far fewer latent dimensions than an image, so useful releases come at "
-                   "much smaller ε than for images.")
+    meaning = st.empty()  # filled below, once the clip policy in "Advanced" is known
     if name == "paper":
         st.warning(f"paper: {PAPER_LABEL}.")
     temperature, clip_radius, delta = DEFAULT_TEMPERATURE, None, None
@@ -356,6 +375,8 @@ def privacy_controls(config, key: str, *, default_epsilon: float = 10, image: bo
             st.warning("Not private: reproducible seed. Anyone with the seed can remove the noise.")
     if name not in ("laplace", "gaussian"):
         temperature = None
+    meaning.caption(epsilon_meaning(config, name, epsilon, temperature, clip_radius, image=image,
+                                    label_kept=label_kept))
     mechanism = make_mechanism(name, epsilon, delta=delta, clip_radius=clip_radius, temperature=temperature)
     return PrivacySettings(mechanism, name, float(epsilon), seed, delta, clip_radius, temperature)
 
@@ -492,12 +513,32 @@ def preview_notes(utility: dict, settings: PrivacySettings, conditions_kept: boo
     return notes
 
 
-def evaluation_preview(loaded: hub.LoadedModel, settings: PrivacySettings, key: str, *, conditions_kept: bool) -> None:
-    """What the chosen mechanism gave in the model's own evaluation, before anything is released."""
+def paper_batch_note(utility: dict, release_batch: int) -> str | None:
+    """Why the evaluated paper curves are not shown for a release of ``release_batch`` records, or None when
+    the evaluation ran the paper mechanism on batches of that size."""
+    method = (utility.get("methods") or {}).get("paper") or {}
+    evaluated = utility.get("settings") if isinstance(utility.get("settings"), dict) else {}
+    if method.get("batch_size") == release_batch:
+        return None
+    batches = paper_batches_text(evaluated) or f"batches of {_plain(method.get('batch_size'))} records"
+    single = (" (for one record the clip bound is its largest |z_j|, which barely shrinks the latent)"
+              if release_batch == 1 else "")
+    return (f"The evaluated paper curves are not shown: they come from {batches}, and this release is one batch "
+            f"of {release_batch} record{'s' * (release_batch != 1)}. The paper mechanism clips the whole batch at "
+            f"once, so its effect depends on the batch{single}; those numbers do not describe this release.")
+
+
+def evaluation_preview(loaded: hub.LoadedModel, settings: PrivacySettings, key: str, *, conditions_kept: bool,
+                       release_batch: int) -> None:
+    """What the chosen mechanism gave in the model's own evaluation, before anything is released.
+
+    ``release_batch``: how many records the release privatizes in one call (the paper mechanism's batch)."""
     try:
         utility = hub.read_eval(loaded.folder).get("utility")
         figure = preview_figure(utility, settings.name, settings.epsilon) if utility else None
         notes = preview_notes(utility, settings, conditions_kept) if figure is not None else []
+        batch_note = paper_batch_note(utility, release_batch) if figure is not None and settings.name == "paper" \
+            else None
     except Exception:  # noqa: BLE001 - an optional view: an unreadable eval.json must not take the page with it
         st.caption("This model's eval.json could not be read for a preview of the evaluated curves.")
         return
@@ -506,12 +547,23 @@ def evaluation_preview(loaded: hub.LoadedModel, settings: PrivacySettings, key: 
     with st.container(border=True):
         label = f"{settings.name} ({PAPER_LABEL})" if settings.name == "paper" else settings.name
         st.markdown(f"**What {label} gave in this model's evaluation**")
+        if batch_note is not None:
+            st.caption(batch_note)
+            return
         st.plotly_chart(figure, key=f"{key}_preview")
         for note in notes:
             st.caption(note)
 
 
 # --------------------------------------------------------------------------- display
+
+def release_facts(result) -> None:
+    """The caption under a release's guarantee: where its noise came from and, for paper, its batch."""
+    text = f"Noise source: {result.noise_source}."
+    if result.mechanism.get("mechanism") == "paper":
+        text += f" The paper mechanism ran on {result.batch_text}: its output depends on the batch."
+    st.caption(text)
+
 
 def to_display(pixels, scale: int = 4) -> np.ndarray:
     """(C, H, W) or (H, W) pixel values -> uint8 (H*s, W*s[, 3]) for st.image, nearest-neighbour upscaled."""

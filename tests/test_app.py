@@ -140,9 +140,24 @@ def test_image_page_shows_the_evaluated_curves_at_the_chosen_epsilon_before_a_re
     assert "The predicted attribute is a kept condition" in captions
     at.selectbox(key="image_mechanism").set_value("paper").run()
     assert any(f"What paper ({PAPER_LABEL}) gave" in m.value for m in at.markdown)
+    # the evaluation batched paper; one image is a batch of one, which those numbers do not describe
+    captions = " ".join(c.value for c in at.caption)
+    assert "The evaluated paper curves are not shown" in captions and "one batch of 1 record." in captions
+    assert not any("re-identification" in t.get("name", "") for c in at.get("plotly_chart")
+                   for t in json.loads(c.proto.spec)["data"])
     at.selectbox(key="image_mechanism").set_value("gaussian").run()  # the fixture has no gaussian curves
     clean(at)
     assert not at.get("plotly_chart")
+
+
+def test_a_paper_release_names_its_batch_and_no_temperature_note():
+    at = sample_page()
+    at.selectbox(key="image_mechanism").set_value("paper").run()
+    at.button(key="image_privatize").click().run()
+    clean(at)
+    captions = " ".join(c.value for c in at.caption)
+    assert "The paper mechanism ran on one batch of 1 record" in captions
+    assert "largest |z_j|" in captions and "ε up to ~100 look like fresh samples" not in captions
 
 
 def test_preview_figure_and_notes_say_what_was_evaluated():
@@ -232,11 +247,14 @@ def test_image_epsilon_slider_seed_condition_strip_and_gallery():
     at.checkbox(key="image_strip").check()
     at.slider(key="image_gallery").set_value(3)
     at.run()
+    captions = " ".join(c.value for c in at.caption)
+    assert "The label is not kept here" in captions and "The kept label survives" not in captions
     at.radio(key="image_policy").set_value("fixed radius").run()
     captions = " ".join(c.value for c in at.caption)
     # before the press: 5 strip releases (1 + 10 + ... + 10000) and 3 draws at 1000, each + 2 for the label
     assert "one press adds 8 releases to its ledger entry besides the release itself (ε = 14127 more)" in captions
-    assert "The label is not kept here" in captions and "The kept label survives" not in captions
+    # the note measured at constant temperature 0.7 does not describe a fixed radius
+    assert "Fixed clip radius R = 10" in captions and "ε up to ~100 look like fresh samples" not in captions
     at.button(key="image_privatize").click().run()
     clean(at)
     assert any("9 release(s): ε = 15129" in line for line in ledger(at)), ledger(at)  # 1002 + 14127
@@ -315,7 +333,9 @@ def test_tabular_bundled_release():
     assert {"trained on privatized, tested on real (p/o)", "trained on real, tested on real (o/o)"} <= {
         m.label for m in at.metric}
     assert len(at.get("plotly_chart")) == 2 and len(downloads(at)) == 1
-    assert any("each row of diabetes (442 rows)" in line and "ε = 2" in line for line in ledger(at))
+    # only the rows the model did not train on: for the 354 others the guarantee would not cover the model
+    assert any("each row of diabetes (held-out rows) (88 rows)" in line and "ε = 2" in line for line in ledger(at))
+    assert any("The 88 rows of diabetes that" in c.value and "354 rows trained it" in c.value for c in at.caption)
 
 
 def test_tabular_preview_for_the_bundled_model_only(monkeypatch):

@@ -1,5 +1,7 @@
 """Datasets and the tabular encoder."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -156,7 +158,8 @@ def test_point_masses_get_cells_and_continuous_values_stay_exact():
     assert jittered[:60, 0].std() > 0.1
     pd.testing.assert_frame_equal(encoder.inverse_transform(jittered), frame)
     unseen = pd.DataFrame({"x": [0.001, 3.999, 4.001, 17.5, -2.25]})  # next to atoms and outside the range
-    pd.testing.assert_frame_equal(encoder.inverse_transform(encoder.transform(unseen)), unseen)
+    decoded = encoder.inverse_transform(encoder.transform(unseen))["x"].tolist()
+    assert decoded == [0.001, 3.999, 4.001, values.max(), 0.0]  # outside the fitted range: clipped to it
     # a sweep over the encoding decodes monotonically, landing on the atoms over whole intervals
     sweep = encoder.inverse_transform(torch.linspace(-4, 4, 2001)[:, None])["x"].to_numpy()
     assert np.all(np.diff(sweep) >= 0)
@@ -197,3 +200,29 @@ def test_a_few_rows_encode_and_decode_as_in_a_large_batch(name):
         assert np.array_equal(one_at_a_time, spec.decode_numbers(encoded))
     decoded = encoder.inverse_transform(large)
     pd.testing.assert_frame_equal(encoder.inverse_transform(large[:1]), decoded.iloc[:1])
+
+
+def test_decoded_numbers_stay_within_the_fitted_range():
+    frame = pd.DataFrame({"bmi": np.linspace(18.0, 42.2, 200).round(2), "dose": np.arange(200) * 1.5})
+    encoder = TabularEncoder().fit(frame)
+    far = torch.tensor([[-50.0, -50.0], [50.0, 50.0], [0.0, 0.0]])  # e.g. a latent given much noise
+    decoded = encoder.inverse_transform(far)
+    assert decoded["bmi"].tolist()[:2] == [18.0, 42.2] and decoded["dose"].tolist()[:2] == [0.0, 298.5]
+    assert 18.0 < decoded["bmi"][2] < 42.2
+    restored = TabularEncoder.from_dict(json.loads(json.dumps(encoder.to_dict())))  # stored in config.json
+    assert restored.spec("bmi").low == 18.0 and restored.spec("bmi").high == 42.2
+    old = encoder.to_dict()
+    for column in old["columns"]:
+        del column["low"], column["high"]  # a folder written before the ranges were kept: decoded as it was
+    assert TabularEncoder.from_dict(old).inverse_transform(far)["bmi"][0] < 0
+
+
+@pytest.mark.parametrize("name, dataset", [("diabetes-cinn", "diabetes"), ("heart-cinn", "heart")])
+def test_bundled_table_models_keep_the_range_of_their_public_table(name, dataset):
+    from cadp.hub import load_folder
+
+    encoder = load_folder(f"weights/{name}").model.data_encoder
+    frame = load_table(dataset).frame
+    numeric = [spec for spec in encoder.columns if spec.kind == "numeric"]
+    assert numeric and all((spec.low, spec.high) == (frame[spec.name].min(), frame[spec.name].max())
+                           for spec in numeric)

@@ -304,9 +304,11 @@ def test_cli_bpd_writes_its_block_into_the_model_card(tiny_table_folder, tmp_pat
     folder = tmp_path / "d"
     shutil.copytree(loaded.folder, folder)
     (folder / "README.md").write_text("# d\n\n## Results\n- x\n\n## Privacy and limitations\n- local\n")
-    for _ in range(2):  # a second run replaces the block
-        assert main(["bpd", "--model", str(folder), "--quick"]) == 0
+    assert main(["bpd", "--model", str(folder), "--quick"]) == 0
+    first = (folder / "README.md").read_text()
+    assert main(["bpd", "--model", str(folder), "--quick"]) == 0  # a second run replaces the block
     card = (folder / "README.md").read_text()
+    assert "<!-- /cadp:bpd -->\n\n## Privacy" in card and card.count("\n") == first.count("\n")  # layout kept
     result = read_eval(folder)["bpd"]
     assert card.count("<!-- cadp:bpd -->") == 1 and card.index("cadp:bpd") < card.index("## Privacy")
     assert "epsilon = infinity round trip: exact" in card
@@ -360,3 +362,18 @@ def test_cli_evaluates_models_trained_on_a_csv_or_image_folder_given_their_data(
     (folder / "birds" / "0.png").write_bytes(corpus.png(corpus.digit(28, 28)))
     assert evaluate.main(["bpd", "--model", str(images), "--quick", "--data", str(folder)]) == 2
     assert "has the classes ['birds', 'cats', 'dogs']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["mnist-cinn", "diabetes-cinn"])
+def test_report_labels_every_paper_trace(name, tmp_path):
+    import re
+    import shutil
+
+    from cadp.evaluate import write_report
+
+    folder = tmp_path / name
+    shutil.copytree(f"weights/{name}", folder, ignore=shutil.ignore_patterns("checkpoint"))
+    html = write_report(folder).read_text(encoding="utf-8")
+    names = [json.loads(f'"{raw}"') for raw in re.findall(r'"name":"((?:[^"\\]|\\.)*)"', html)]
+    paper = [trace for trace in names if "paper" in trace.lower()]
+    assert paper and all("reference reproduction — no formal guarantee" in trace for trace in paper), paper

@@ -68,6 +68,20 @@ def test_condition_handling_and_total_epsilon(tiny_image_model, digits):
     assert resampled.epsilon_spent == pytest.approx(2.0)
     with pytest.raises(InputError, match="unknown attribute"):
         privatize(tiny_image_model, x, y, mech(temperature=0.7), condition_handling={"age": ConditionHandling()})
+    metric = privatize(tiny_image_model, x, y, make_mechanism("metric", 0.5),
+                       condition_handling={"label": ConditionHandling("randomized", 1.0)})
+    # two units that do not add into one number: both named
+    assert "Total of this release (basic composition): 0.5 per unit of latent L1 distance + epsilon = 1 for " \
+           "conditions." in metric.guarantee
+
+
+def test_paper_releases_name_the_batches_they_ran_on(tiny_image_model, digits):
+    x, y = digits
+    assert privatize(tiny_image_model, x[:1], y[:1], make_mechanism("paper", 10)).batch_text == \
+        "one batch of 1 record"
+    chunked = privatize(tiny_image_model, x.repeat(3, 1, 1, 1)[:5], y.repeat(3)[:5], make_mechanism("paper", 10),
+                        batch_size=2)
+    assert chunked.batches == [2, 2, 1] and chunked.batch_text == "batches of 2 + 2 + 1 records"
 
 
 def test_guarantee_changes_with_mechanism(tiny_image_model, digits):

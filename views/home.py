@@ -20,8 +20,10 @@ def page(_loaded) -> None:
         "CADP privatizes one record at a time: a conditional invertible network maps your image or table row to "
         "a latent code, a noise mechanism perturbs that code, and the network maps it back to a release of the "
         "same kind. The attributes you choose to keep (a class label, a diagnosis) are the network's condition "
-        "and are released exactly, so the release keeps what a downstream task needs while the noise hides the "
-        "record's other details. Everything runs locally on each record, so no trusted curator is needed.")
+        "and are released exactly, so the release keeps what a downstream task needs while the noise (laplace, "
+        "gaussian) randomizes the record's other details. Each record is privatized on its own, so its release "
+        "needs no trusted curator; the machine that runs this app does see your original, so for sensitive data "
+        "run the app on your own machine (`make run`, see the README).")
     st.graphviz_chart(PIPELINE)
     st.subheader("The guarantees, in plain words")
     for name in ("laplace", "gaussian", "metric", "paper"):
@@ -31,7 +33,7 @@ def page(_loaded) -> None:
                 "with its own ε, which adds to the total) or **resampled** from a public prior (costs nothing). "
                 "Releasing the same record n times costs n · ε_total; the sidebar keeps this ledger for the "
                 "session.")
-    st.caption(ui.LARGE_EPSILON_NOTE)
+    st.caption(ui.LARGE_EPSILON_NOTE + " (laplace and gaussian at their default constant temperature.)")
     st.subheader("Where to start")
     st.markdown("- **Image privatization**: upload an image (or take a test image), confirm its label, pick a "
                 "mechanism and ε, and compare the release with the original.\n"

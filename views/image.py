@@ -148,7 +148,7 @@ def show_result(loaded, state, settings) -> None:
     metrics[3].metric("label", "kept" if kept else "changed")
     st.markdown("**Guarantee of this release**")
     st.info(result.guarantee)
-    st.caption(f"Noise source: {result.noise_source}.")
+    ui.release_facts(result)
     if state["strip"]:
         st.markdown("**The same input at several ε** (each a separate release, charged to the ledger)")
         for column, (epsilon, image) in zip(st.columns(len(state["strip"])), state["strip"]):
@@ -178,7 +178,8 @@ def page(loaded) -> None:
     handling = ui.condition_handling_controls("label", "image_label")
     st.header("3 · Privacy")
     settings = ui.privacy_controls(loaded.config, "image", label_kept=handling.handling == "kept")
-    ui.evaluation_preview(loaded, settings, "image", conditions_kept=handling.handling == "kept")
+    ui.evaluation_preview(loaded, settings, "image", conditions_kept=handling.handling == "kept",
+                          release_batch=len(records))
     left, right = st.columns(2)
     strip = left.checkbox(f"Also show a strip at ε = {', '.join(f'{e:g}' for e in STRIP_EPSILONS)}", key="image_strip")
     gallery = right.slider("Gallery: extra draws at this ε", 0, 8, 0, key="image_gallery")

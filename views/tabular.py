@@ -13,8 +13,13 @@ SHOWN_ROWS = 200
 
 
 @st.cache_resource(show_spinner="Loading the table…", max_entries=4)
-def bundled_table(name: str):
-    return load_table(name)
+def bundled_table(name: str, seed: int):
+    """(the table, its rows held out from the model's training, how many rows trained the model)."""
+    from cadp.train import split_table
+
+    table = load_table(name)
+    train, test = split_table(table.frame, seed)  # the split cadp.train made for this model
+    return table, test, len(train)
 
 
 @st.cache_resource
@@ -44,10 +49,12 @@ def choose_table(loaded):
         options.insert(0, f"Bundled table ({loaded.config.dataset})")
     source = st.radio("Input", options, horizontal=True, key="table_source")
     if source != "Upload a CSV":
-        table = bundled_table(loaded.config.dataset)
-        data = table.frame.to_csv(index=False).encode()
-        st.caption(f"{len(table.frame)} rows. License: {table.license}")
-        return table.frame, table.name, ui.record_key(data), list(loaded.config.condition_columns)
+        table, held_out, trained = bundled_table(loaded.config.dataset, loaded.config.permutation_seed)
+        data = held_out.to_csv(index=False).encode()
+        st.caption(f"The {len(held_out)} rows of {table.name} that {loaded.config.name} did not train on. Its other "
+                   f"{trained} rows trained it (without DP) and are not offered: for them the guarantee would not "
+                   f"cover what the model learned. License: {table.license}")
+        return held_out, f"{table.name} (held-out rows)", ui.record_key(data), list(loaded.config.condition_columns)
     upload = st.file_uploader("CSV file (header row; comma, semicolon or tab separated)", type=["csv", "txt"],
                               key="table_upload")
     if upload is None:
@@ -114,7 +121,7 @@ def show_result(state) -> None:
     original, released = result.original_frame, result.privatized_frame
     st.markdown("**Guarantee of this release**")
     st.info(result.guarantee)
-    st.caption(f"Noise source: {result.noise_source}.")
+    ui.release_facts(result)
     shown = min(len(original), SHOWN_ROWS)
     left, right = st.columns(2)
     left.markdown(f"Original (first {shown} rows)")
@@ -182,7 +189,8 @@ def page(loaded) -> None:
     settings = ui.privacy_controls(model.config, "table", default_epsilon=2, image=False)
     if loaded is not None and model is loaded.model:  # its evaluation says nothing about a model fitted here
         ui.evaluation_preview(loaded, settings, "table",
-                              conditions_kept=all(h.handling == "kept" for h in handlings.values()))
+                              conditions_kept=all(h.handling == "kept" for h in handlings.values()),
+                              release_batch=len(frame))
     if st.button("Privatize table", type="primary", key="table_privatize"):
         with st.spinner("Privatizing…"):
             result = privatize(model, frame, None, settings.mechanism, seed=settings.seed,

@@ -17,22 +17,27 @@ def _std(value):
     return value.get("std") if isinstance(value, dict) else None
 
 
-def method_label(name: str, method: dict) -> str:
+def method_label(name: str, method: dict, distances=None) -> str:
+    """A legend entry: paper with its label, baselines marked, metric with what its ε means between records."""
     label = method.get("label") or name
     if method.get("kind") == "reference-reproduction" and PAPER_LABEL not in label:
         label = f"{label} ({PAPER_LABEL})"
-    elif not method.get("formal", True) and method.get("kind") == "baseline":
+    elif not method.get("formal", True) and method.get("kind") == "baseline" and "not private" not in label:
         label = f"{label} (not private)"
+    if name == "metric" and distances is not None:
+        label += f"; between typical records ε ≈ {distances.d_typ:.0f} × axis"
     return label
 
 
-def epsilon_figure(utility: dict, metric: str, title: str, y_title: str, *, reference=None, chance=None):
+def epsilon_figure(utility: dict, metric: str, title: str, y_title: str, *, reference=None, chance=None,
+                   distances=None):
     figure = go.Figure()
     for name, method in utility.get("methods", {}).items():
         if "parameters" in method or metric not in method:
             continue  # blur / mosaic have no epsilon axis
         epsilons = method.get("epsilons", utility.get("epsilons", []))
-        figure.add_trace(go.Scatter(x=epsilons, y=ui.mean_of(method[metric]), name=method_label(name, method),
+        figure.add_trace(go.Scatter(x=epsilons, y=ui.mean_of(method[metric]),
+                                    name=method_label(name, method, distances),
                                     mode="lines+markers",
                                     line=dict(dash="dot") if method.get("kind") != "cadp" else None,
                                     error_y=dict(type="data", array=_std(method[metric]))
@@ -67,14 +72,20 @@ def frontier_figure(utility: dict):
     return figure
 
 
-def show_utility(utility: dict, key: str) -> None:
+def show_utility(utility: dict, key: str, config) -> None:
     reference = ui.mean_of(utility.get("reference", {}).get("o/o"))
+    distances = getattr(config, "latent_distances", None)
     st.plotly_chart(epsilon_figure(utility, "p/o", "Downstream accuracy: trained on releases, tested on real data",
-                                   "accuracy", reference=reference), key=f"{key}_accuracy")
+                                   "accuracy", reference=reference, distances=distances), key=f"{key}_accuracy")
     st.plotly_chart(epsilon_figure(utility, "reid_latent", "Re-identification (nearest original in latent space)",
-                                   "top-1 rate", chance=utility.get("chance")), key=f"{key}_reid")
+                                   "top-1 rate", chance=utility.get("chance"), distances=distances),
+                    key=f"{key}_reid")
     if any("ssim" in m for m in utility.get("methods", {}).values()):
-        st.plotly_chart(epsilon_figure(utility, "ssim", "SSIM of release vs original", "SSIM"), key=f"{key}_ssim")
+        st.plotly_chart(epsilon_figure(utility, "ssim", "SSIM of release vs original", "SSIM", distances=distances),
+                        key=f"{key}_ssim")
+    if "metric" in utility.get("methods", {}):
+        st.caption("metric's ε is per unit of latent L1 distance, so its points do not compare with the others' at "
+                   "the same axis value. At axis value 1: " + ui.metric_meaning(config, 1.0))
     st.plotly_chart(frontier_figure(utility), key=f"{key}_frontier")
     settings = utility.get("settings")
     if settings:
@@ -100,7 +111,9 @@ def show_central(central: dict) -> None:
         st.plotly_chart(figure, key="central_figure")
         architecture = (central.get("settings") or {}).get("architecture")
         if architecture:
-            st.caption(f"Classifier: {architecture}; δ = {central.get('delta', '?')}.")
+            delta = central.get("delta")
+            st.caption(f"Classifier: {architecture}; δ = "
+                       f"{f'{delta:.2g}' if isinstance(delta, (int, float)) else '?'}.")
     else:
         st.json(central)
 
@@ -109,9 +122,10 @@ def page(loaded) -> None:
     name = loaded.folder.name
     evaluation = read_eval(loaded.folder)
     utility = evaluation.get("utility")
-    st.caption("All CADP curves are local DP (per record). paper is a " + PAPER_LABEL + ".")
+    st.caption("CADP curves are local (per record): laplace and gaussian local DP, metric local ε·d privacy "
+               "(its ε is per unit of latent L1 distance, see its legend); paper is a " + PAPER_LABEL + ".")
     if utility:
-        show_utility(utility, "stored")
+        show_utility(utility, "stored", loaded.config)
     else:
         st.warning(f"This model's eval.json has no utility section. Produce it with `{COMMAND.format(name=name)}`.")
     with st.form("utility_recompute"):
@@ -129,7 +143,7 @@ def page(loaded) -> None:
     live = st.session_state.get(LIVE)
     if live is not None and live[0] == name:
         st.subheader("Recomputed in this session")
-        show_utility(live[1], "live")
+        show_utility(live[1], "live", loaded.config)
     central = evaluation.get("central")
     if central:
         show_central(central)
