@@ -150,8 +150,9 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
     n_test = max(1, int(round(test_fraction * len(images))))
     chosen = order[:n_test] if split == "test" else order[n_test:]
     stacked = torch.from_numpy(np.stack([images[i] for i in chosen]))
+    # named so that it never equals a public dataset's name (a folder called "mnist" is the user's own data)
     return ImageDataset(stacked, torch.tensor([labels[i] for i in chosen], dtype=torch.int64),
-                        [d.name for d in class_dirs], root.name)
+                        [d.name for d in class_dirs], f"{root.resolve().name} (image folder)")
 
 
 # --------------------------------------------------------------------------- tables
@@ -195,7 +196,7 @@ def load_table(name: str) -> TabularDataset:
     if path.suffix.lower() == ".csv" and path.exists():
         from cadp.uploads import read_csv_bytes
 
-        return TabularDataset(read_csv_bytes(path.read_bytes()), [], path.stem)
+        return TabularDataset(read_csv_bytes(path.read_bytes()), [], path.name)  # "heart.csv" is not "heart"
     raise InputError(f"unknown table {name!r}: use one of {', '.join(TABULAR_DATASETS)} or a .csv path")
 
 

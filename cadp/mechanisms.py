@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -79,11 +80,22 @@ def _check_delta(delta) -> float:
     return delta
 
 
+_MADE_HERE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # generator -> its seed (None: OS entropy)
+UNKNOWN_ORIGIN = object()
+
+
 def new_generator(seed: int | None = None, device: torch.device | str = "cpu") -> torch.Generator:
     """A generator seeded from OS entropy (``secrets``), or from ``seed`` (not private: reproducible)."""
     generator = torch.Generator(device=device)
     generator.manual_seed(secrets.randbits(63) if seed is None else int(seed))
+    _MADE_HERE[generator] = None if seed is None else int(seed)
     return generator
+
+
+def generator_seed(generator: torch.Generator):
+    """The seed ``new_generator`` gave ``generator`` (None: OS entropy), or UNKNOWN_ORIGIN for one made elsewhere
+    (e.g. ``torch.Generator()``, which starts from the same fixed seed in every process)."""
+    return _MADE_HERE.get(generator, UNKNOWN_ORIGIN)
 
 
 def laplace_noise(shape, scale: float, generator: torch.Generator | None, device="cpu") -> torch.Tensor:

@@ -18,16 +18,20 @@ import torch
 from cadp.data import IMAGE_DATASETS, TABULAR_DATASETS, FrameCells
 from cadp.errors import InputError
 from cadp.mechanisms import (
+    UNKNOWN_ORIGIN,
     ConditionHandling,
     Mechanism,
     MetricMechanism,
     batch_sizes,
+    generator_seed,
     new_generator,
     release_condition,
 )
 from cadp.models import ImageCINN, TabularCINN
 
 NOT_PRIVATE_SEED = "not private: reproducible seed"
+CALLER_GENERATOR = ("private only if it was seeded unpredictably, e.g. by cadp.mechanisms.new_generator(); "
+                    "torch.Generator() starts from the same seed every time")
 UPLOAD_DATASET = "upload"  # config.dataset of a model fitted on the rows it then releases
 
 
@@ -67,10 +71,12 @@ class PrivatizationResult:
             return f"batches of {' + '.join(f'{size:,}' for size in self.batches)} records"
         return f"{len(self.batches):,} batches of up to {max(self.batches):,} records"
 
+    noise_origin: str = "os"  # "os" (OS entropy), "seed" (a fixed seed) or "caller" (a generator given by the caller)
+
     @property
     def private(self) -> bool:
-        """False when the noise came from a fixed seed (reproducible, hence not private)."""
-        return self.seed is None
+        """True only for noise from OS entropy: a fixed seed is reproducible, and a caller's generator may be."""
+        return self.noise_origin == "os"
 
     @property
     def epsilon_spent(self) -> float | None:
@@ -79,10 +85,12 @@ class PrivatizationResult:
 
     @property
     def noise_source(self) -> str:
+        if self.noise_origin == "caller":
+            return f"a generator given by the caller ({CALLER_GENERATOR})"
         return "OS entropy" if self.private else f"seed {self.seed} ({NOT_PRIVATE_SEED})"
 
 
-def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandling], seed) -> str:
+def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandling], seed, origin: str) -> str:
     distances = model.config.latent_distances
     kwargs = {"d_typ": distances.d_typ, "d_nn": distances.d_nn} if distances else {}
     dataset = model.config.dataset
@@ -103,6 +111,8 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
             parts.append(f"Total epsilon of this release (basic composition): {mechanism.epsilon + conditions:g}.")
     if seed is not None:
         parts.append(f"Noise from a fixed seed ({NOT_PRIVATE_SEED}).")
+    elif origin == "caller":
+        parts.append(f"Noise from a generator given by the caller: {CALLER_GENERATOR}.")
     return " ".join(parts)
 
 
@@ -120,20 +130,43 @@ def privatize(model: ImageCINN | TabularCINN, x, condition, mechanism: Mechanism
 
     ``condition``: class labels for images; for tables None (condition columns are
     read from the frame) or a frame of the condition columns. Noise comes from
-    ``generator``, else from ``seed`` (marked not private), else from OS entropy.
+    ``generator`` (one from ``cadp.mechanisms.new_generator`` keeps its seed or OS entropy on record; any other
+    is marked as the caller's, not known to be private), else from ``seed`` (marked not private), else from OS
+    entropy. A seed with a generator of another seed is refused.
     ``batch_size`` chunks the work (the ``paper`` mechanism's output depends on it).
     ``reconstruct=False`` skips decoding the noiseless reconstruction (``reconstruction`` and
     ``reconstruction_frame`` are then None): a third less flow work where nobody looks at it.
     """
-    if generator is None:
-        generator = new_generator(seed)
+    generator, seed, origin = _noise(generator, seed)
     if isinstance(model, ImageCINN):
-        return _privatize_images(model, x, condition, mechanism, generator, seed,
+        result = _privatize_images(model, x, condition, mechanism, generator, seed, origin,
+                                   condition_handling or {}, batch_size, reconstruct)
+    elif isinstance(model, TabularCINN):
+        result = _privatize_rows(model, x, condition, mechanism, generator, seed, origin,
                                  condition_handling or {}, batch_size, reconstruct)
-    if isinstance(model, TabularCINN):
-        return _privatize_rows(model, x, condition, mechanism, generator, seed,
-                               condition_handling or {}, batch_size, reconstruct)
-    raise InputError(f"cannot privatize with a {type(model).__name__}")
+    else:
+        raise InputError(f"cannot privatize with a {type(model).__name__}")
+    return result
+
+
+def _noise(generator: torch.Generator | None, seed) -> tuple[torch.Generator, int | None, str]:
+    """(generator, seed, origin): where a release's noise comes from, so that it is never called private wrongly."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise InputError(f"seed must be an integer, got {seed!r}")
+    seed = None if seed is None else int(seed)
+    if generator is None:
+        return new_generator(seed), seed, "os" if seed is None else "seed"
+    if not isinstance(generator, torch.Generator):
+        raise InputError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    made = generator_seed(generator)
+    if made is UNKNOWN_ORIGIN:
+        if seed is not None:
+            raise InputError("give a seed or a generator, not both: the noise would come from the generator "
+                             f"while the release said seed {seed}")
+        return generator, None, "caller"
+    if seed is not None and made != seed:
+        raise InputError(f"seed {seed} differs from the seed of the generator given ({made})")
+    return generator, made, "os" if made is None else "seed"
 
 
 def _check_handlings(handlings: dict[str, ConditionHandling], names: list[str]) -> None:
@@ -165,7 +198,7 @@ def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts)  # one chunk (the usual case): no copy
 
 
-def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, seed, handlings, batch_size,
+def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, seed, origin, handlings, batch_size,
                       reconstruct):
     config = model.config
     pixels = torch.as_tensor(pixels)
@@ -196,12 +229,12 @@ def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, se
         mechanism={**mechanism.describe(), "batch_size": batch_size or len(pixels)},
         epsilon_latent=mechanism.epsilon if mechanism.formal else None,
         epsilon_conditions=handling.cost, delta=getattr(mechanism, "delta", None),
-        guarantee=_guarantee(model, mechanism, {"label": handling}, seed), seed=seed,
+        guarantee=_guarantee(model, mechanism, {"label": handling}, seed, origin), seed=seed, noise_origin=origin,
         batches=batch_sizes(len(pixels), batch_size or len(pixels)))
 
 
-def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, generator, seed, handlings, batch_size,
-                    reconstruct):
+def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, generator, seed, origin, handlings,
+                    batch_size, reconstruct):
     if not isinstance(frame, pd.DataFrame):
         raise InputError("table rows must be given as a pandas DataFrame")
     if condition_frame is not None:
@@ -252,7 +285,7 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         mechanism={**mechanism.describe(), "batch_size": batch_size or len(frame)},
         epsilon_latent=mechanism.epsilon if mechanism.formal else None,
         epsilon_conditions=sum(h.cost for h in handlings.values()), delta=getattr(mechanism, "delta", None),
-        guarantee=_guarantee(model, mechanism, handlings, seed), seed=seed, batches=batch_sizes(count, batch_size or count),
+        guarantee=_guarantee(model, mechanism, handlings, seed, origin), seed=seed, noise_origin=origin, batches=batch_sizes(count, batch_size or count),
         original_frame=original_frame, privatized_frame=pd.DataFrame({c: decoded[c] for c in keep}, copy=False),
         reconstruction_frame=None if rebuilt is None else pd.DataFrame({c: rebuilt[c] for c in keep}, copy=False))
 

@@ -545,9 +545,10 @@ tags: [cadp, differential-privacy, normalizing-flow, freia, tabular]
 Conditional invertible network (FrEIA) on table rows for content-aware differential privacy.
 
 ## Data
-- dataset: {config.dataset} ({facts.get('license', '')})
+- dataset: {config.dataset} ({facts.get('license') or 'user data: check its license'})
 - split: {facts['train_records']} training / {facts['test_records']} test rows (random, seed {args.seed});
-  column types, levels and scales are fitted on the whole public table, the network on the training rows only
+  column types, levels and scales are fitted on the whole {'public ' * bool(facts.get('license'))}table, the
+  network on the training rows only
 - conditions (kept columns): {', '.join(config.condition_columns) or 'none'}
 - data columns: {', '.join(config.data_columns)}
 

@@ -546,3 +546,23 @@ def test_training_cli_refuses_to_restart_an_interrupted_image_run_unasked(tmp_pa
     fresh = tmp_path / "fresh"
     assert train.main(["--dataset", "mnist", "--out", str(fresh), "--steps", "1", "--resume"]) == 2
     assert "no checkpoint to continue" in capsys.readouterr().err and not fresh.exists()
+
+
+def test_own_data_named_like_a_public_dataset_is_not_called_public(tmp_path):
+    from cadp import train
+    from cadp.hub import load_folder
+    from cadp.mechanisms import make_mechanism
+    from cadp.privatize import privatize
+
+    source = tmp_path / "heart.csv"  # the user's own rows, in a file named like the bundled set
+    load_table("diabetes").frame.head(120).to_csv(source, index=False)
+    assert train.main(["--dataset", str(source), "--out", str(tmp_path / "m"), "--conditions", "sex",
+                       "--steps", "20"]) == 0
+    loaded = load_folder(tmp_path / "m")
+    assert loaded.config.dataset == "heart.csv"
+    result = privatize(loaded.model, load_table("diabetes").frame.head(3), None,
+                       make_mechanism("laplace", 1, temperature=0.7))
+    assert "trained without DP on 'heart.csv', not on a public dataset" in result.guarantee
+    assert "on public data" not in result.guarantee
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "user data: check its license" in card and "whole public table" not in card

@@ -201,3 +201,23 @@ def test_rows_missing_a_column_are_refused():
         privatize(model, table.frame.drop(columns=["bmi"]), None, mech(temperature=0.7))
     with pytest.raises(InputError, match="no rows"):
         privatize(model, table.frame.head(0), None, mech(temperature=0.7))
+
+
+def test_noise_from_a_callers_generator_is_never_called_private(tiny_image_model, digits):
+    from cadp.mechanisms import new_generator
+
+    x, y = digits
+    first, second = (privatize(tiny_image_model, x, y, mech(temperature=0.7), torch.Generator()) for _ in range(2))
+    assert torch.equal(first.privatized, second.privatized)  # torch.Generator() starts from one fixed seed
+    assert not first.private and first.noise_source.startswith("a generator given by the caller")
+    assert "Noise from a generator given by the caller: private only if" in first.guarantee
+    with pytest.raises(InputError, match="a seed or a generator, not both"):
+        privatize(tiny_image_model, x, y, mech(temperature=0.7), torch.Generator().manual_seed(3), seed=5)
+    with pytest.raises(InputError, match="seed 6 differs"):
+        privatize(tiny_image_model, x, y, mech(temperature=0.7), new_generator(5), seed=6)
+    with pytest.raises(InputError, match="seed must be an integer"):
+        privatize(tiny_image_model, x, y, mech(temperature=0.7), seed=1.5)
+    seeded = privatize(tiny_image_model, x, y, mech(temperature=0.7), new_generator(5))
+    assert not seeded.private and seeded.seed == 5 and "not private: reproducible seed" in seeded.guarantee
+    fresh = privatize(tiny_image_model, x, y, mech(temperature=0.7), new_generator())
+    assert fresh.private and fresh.noise_source == "OS entropy"

@@ -385,7 +385,7 @@ def test_read_csv_bytes_is_used_by_load_table(tmp_path):
     path = tmp_path / "rows.csv"
     path.write_bytes(b"a;b\n1;x\n2;y\n")
     table = load_table(str(path))
-    assert table.frame.shape == (2, 2) and table.name == "rows"
+    assert table.frame.shape == (2, 2) and table.name == "rows.csv"
 
 
 # --------------------------------------------------------------------------- formula-safe export

@@ -7,7 +7,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cadp import ui
-from cadp.mechanisms import DEFAULT_TEMPERATURE, MECHANISMS, make_mechanism
+from cadp.data import IMAGE_DATASETS, TABULAR_DATASETS
+from cadp.mechanisms import DEFAULT_TEMPERATURE, MECHANISMS, PAPER_LABEL, make_mechanism
 
 RESULT = "audit_results"
 
@@ -15,6 +16,10 @@ RESULT = "audit_results"
 def choose_records(loaded):
     """(record_a, record_b, condition, description) from the bundled test data, sharing the kept condition."""
     config = loaded.config
+    if config.dataset not in IMAGE_DATASETS + TABULAR_DATASETS:
+        raise ui.InputError(f"This page audits with the model's bundled test records; {config.name} was trained on "
+                            f"{config.dataset}, which is not bundled. Audit it from the command line with its data: "
+                            f"python -m cadp.evaluate audit --model FOLDER --data PATH")
     if config.kind == "image":
         data = ui.test_images(config.dataset, config.image_size, config.channels)
         label = st.selectbox("Kept class (both records share it)", range(len(data.class_names)),
@@ -50,7 +55,8 @@ def audit_figure(results: list[dict]) -> go.Figure:
                                 line=dict(dash="dash", color="gray")))
     for mechanism, group in frame.groupby("mechanism"):
         figure.add_trace(go.Scatter(
-            x=group["claimed"], y=group["lower_bound"], mode="markers+lines", name=f"{mechanism}: lower bound",
+            x=group["claimed"], y=group["lower_bound"], mode="markers+lines",
+            name=f"{mechanism}{f' ({PAPER_LABEL})' if mechanism == 'paper' else ''}: lower bound",
             error_y=dict(type="data", symmetric=False, array=group["estimate"] - group["lower_bound"],
                          arrayminus=[0] * len(group)),
         ))

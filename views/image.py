@@ -7,6 +7,7 @@ import streamlit as st
 import torch
 
 from cadp import compare, ui
+from cadp.data import IMAGE_DATASETS
 from cadp.mechanisms import new_generator
 from cadp.privatize import latent_difference_maps, privatize
 from cadp.uploads import default_invert
@@ -17,7 +18,8 @@ RESULT = "image_result"
 
 def choose_inputs(loaded) -> list[ui.ImageRecord]:
     config = loaded.config
-    source = st.radio("Input", ["Upload", "Sample from the bundled test set"], horizontal=True, key="image_source")
+    sources = ["Upload"] + ["Sample from the bundled test set"] * (config.dataset in IMAGE_DATASETS)
+    source = st.radio("Input", sources, horizontal=True, key="image_source")
     if source == "Upload":
         files = st.file_uploader("Images (PNG, JPEG, BMP, TIFF, DICOM); several files or a ZIP for a batch",
                                  type=ui.IMAGE_UPLOAD_TYPES, accept_multiple_files=True, key="image_upload")

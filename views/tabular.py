@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cadp import compare, ui
-from cadp.data import infer_column_kind, load_table
+from cadp.data import TABULAR_DATASETS, infer_column_kind, load_table
 from cadp.privatize import privatize
 
 RESULT = "table_result"
@@ -45,7 +45,7 @@ def fitted_model(key: tuple, frame, progress=None):
 def choose_table(loaded):
     """(frame, name, ledger key, default conditions) or None."""
     options = ["Upload a CSV"]
-    if loaded is not None:
+    if loaded is not None and loaded.config.dataset in TABULAR_DATASETS:  # a model of a user's CSV has none
         options.insert(0, f"Bundled table ({loaded.config.dataset})")
     source = st.radio("Input", options, horizontal=True, key="table_source")
     if source != "Upload a CSV":
