@@ -81,9 +81,17 @@ class RunSettings:
     handlings: dict[str, ConditionHandling] = field(default_factory=dict)
 
     @property
-    def epsilon(self) -> float:
-        """Total epsilon of one release: the latent's plus each randomized condition's (basic composition)."""
-        return self.mechanism.epsilon + sum(h.cost for h in self.handlings.values())
+    def epsilon(self) -> str:
+        """Total epsilon of one release (basic composition), as the manifest writes it: one number for laplace
+        and gaussian; metric's per-unit epsilon and the conditions' epsilon named apart (two units); paper's
+        nominal epsilon marked as such."""
+        conditions = sum(h.cost for h in self.handlings.values())
+        latent = self.mechanism.epsilon
+        if self.mechanism.name == "metric":
+            return f"{latent:g} per unit of latent L1 distance" + (f" + {conditions:g}" if conditions else "")
+        if not self.mechanism.formal:
+            return f"{latent:g} nominal (no formal guarantee)" + (f" + {conditions:g}" if conditions else "")
+        return f"{latent + conditions:g}"
 
     @property
     def noise_source(self) -> str:
@@ -117,7 +125,7 @@ class Manifest:
         label = self.settings.mechanism_label
         if mechanism.name == "paper" and batch is not None:  # its output depends on the batch: record it
             label = f"{label[:-1]}; batch of {batch})"
-        values = [file, condition, released, label, f"{self.settings.epsilon:g}",
+        values = [file, condition, released, label, self.settings.epsilon,
                   "" if delta is None else f"{delta:g}", self.settings.noise_source, status, error, output,
                   preprocessing]
         self.writer.writerow([escape_cell(value) for value in values])

@@ -60,18 +60,20 @@ def png_bytes(pixels) -> bytes:
     return buffer.getvalue()
 
 
-def batch_zip(files: list[tuple[str, bytes]], manifest: list[dict]) -> bytes:
-    """A ZIP (in memory) of the released PNGs and a manifest.csv, one row per file."""
+def batch_zip(files: list[tuple[str, bytes]], manifest: list[dict], guarantee: str) -> bytes:
+    """A ZIP (in memory) of the released PNGs, a manifest.csv (one row per file: released condition, mechanism,
+    cost, noise source) and guarantee.txt, so that the download carries its own privacy terms."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, data in files:
             archive.writestr(name, data)
         table = io.StringIO()
-        fields = ["file", "condition", "mechanism", "epsilon", "seed"]
+        fields = ["file", "condition", "mechanism", "cost", "noise"]
         writer = csv.DictWriter(table, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(manifest)
         archive.writestr("manifest.csv", table.getvalue())
+        archive.writestr("guarantee.txt", guarantee.rstrip("\n") + "\n")
     return buffer.getvalue()
 
 

@@ -353,7 +353,14 @@ def make_mechanism(name: str, epsilon: float, *, delta: float | None = None,
     """
     if name not in MECHANISMS:
         raise InputError(f"mechanism must be one of {', '.join(MECHANISMS)}, got {name!r}")
+    if isinstance(epsilon, bool):
+        raise InputError(f"epsilon must be a number > 0, got {epsilon!r}")
     epsilon = _check_positive(epsilon, "epsilon")
+    given = {"delta": delta, "clip_radius": clip_radius, "temperature": temperature}
+    applies = {"laplace": ("clip_radius", "temperature"), "gaussian": ("delta", "clip_radius", "temperature")}
+    ignored = [key for key, value in given.items() if value is not None and key not in applies.get(name, ())]
+    if ignored:  # a parameter that would silently do nothing
+        raise InputError(f"{', '.join(ignored)} do{'es' * (len(ignored) == 1)} not apply to the {name} mechanism")
     if name in ("laplace", "gaussian"):
         if (clip_radius is None) == (temperature is None):
             raise InputError("give exactly one of clip_radius (fixed radius) and temperature "

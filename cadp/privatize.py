@@ -138,6 +138,12 @@ def privatize(model: ImageCINN | TabularCINN, x, condition, mechanism: Mechanism
     ``reconstruction_frame`` are then None): a third less flow work where nobody looks at it.
     """
     generator, seed, origin = _noise(generator, seed)
+    if not isinstance(mechanism, Mechanism):
+        raise InputError(f"mechanism must be a Mechanism, e.g. make_mechanism('laplace', 1, temperature=0.7), "
+                         f"got {mechanism!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                   or batch_size < 1):
+        raise InputError(f"batch_size must be a whole number >= 1 (or None for one batch), got {batch_size!r}")
     if isinstance(model, ImageCINN):
         result = _privatize_images(model, x, condition, mechanism, generator, seed, origin,
                                    condition_handling or {}, batch_size, reconstruct)
@@ -169,7 +175,30 @@ def _noise(generator: torch.Generator | None, seed) -> tuple[torch.Generator, in
     return generator, made, "os" if made is None else "seed"
 
 
+def _class_labels(labels, class_names: list[str]) -> torch.Tensor:
+    """Class indices (or class names) as an int64 tensor; fractions, booleans and unknown names refused."""
+    if labels is None:
+        raise InputError("labels are required for images: one class index (or name) per image")
+    values = np.asarray(labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels, dtype=object).reshape(-1)
+    indices = []
+    for value in values.tolist():
+        if isinstance(value, str):
+            if value not in class_names:
+                raise InputError(f"label {value!r} is not one of the model's classes {class_names}")
+            indices.append(class_names.index(value))
+        elif isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+            indices.append(int(value))
+        elif isinstance(value, (float, np.floating)) and float(value).is_integer():
+            indices.append(int(value))
+        else:
+            raise InputError(f"labels must be class indices or class names, got {value!r}")
+    return torch.tensor(indices, dtype=torch.int64)
+
+
 def _check_handlings(handlings: dict[str, ConditionHandling], names: list[str]) -> None:
+    if not isinstance(handlings, dict) or not all(isinstance(h, ConditionHandling) for h in handlings.values()):
+        raise InputError("condition_handling maps a condition's name to a cadp.mechanisms.ConditionHandling, "
+                         "e.g. {'label': ConditionHandling('resampled')}")
     unknown = set(handlings) - set(names)
     if unknown:
         raise InputError(f"condition handling given for unknown attribute(s) {sorted(unknown)}; "
@@ -201,17 +230,26 @@ def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
 def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, seed, origin, handlings, batch_size,
                       reconstruct):
     config = model.config
-    pixels = torch.as_tensor(pixels)
+    try:
+        pixels = torch.as_tensor(np.asarray(pixels) if not isinstance(pixels, torch.Tensor) else pixels)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(f"images must be a tensor or array of pixel values, got {type(pixels).__name__} "
+                         "(read files with cadp.uploads.to_model_input)") from None
     if pixels.dim() == 3:
         pixels = pixels[None]
     expected = (config.channels, config.image_size, config.image_size)
-    if pixels.dim() != 4 or tuple(pixels.shape[1:]) != expected:
-        raise InputError(f"images must have shape (batch, {', '.join(map(str, expected))}), "
+    if pixels.dim() != 4 or tuple(pixels.shape[1:]) != expected or len(pixels) == 0:
+        raise InputError(f"images must have shape (batch, {', '.join(map(str, expected))}) with batch >= 1, "
                          f"got {tuple(pixels.shape)}")
+    if pixels.dtype == torch.bool or pixels.is_complex():
+        raise InputError(f"pixel values must be numbers in [0, 255], got {pixels.dtype}")
+    scaled = pixels.is_floating_point() and bool(((pixels > 0) & (pixels < 1)).any())
     pixels = pixels.float()
     if not torch.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255:
         raise InputError("pixel values must be finite and within [0, 255]")
-    labels = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
+    if scaled and pixels.max() <= 1:  # the usual mistake: an image scaled to [0, 1] would be read as near black
+        raise InputError("pixel values look scaled to [0, 1]; give values in [0, 255] (multiply by 255)")
+    labels = _class_labels(labels, config.class_names)
     if len(labels) == 1 and len(pixels) > 1:
         labels = labels.expand(len(pixels))
     if len(labels) != len(pixels):

@@ -331,7 +331,7 @@ def tabular_config(frame: pd.DataFrame, conditions: list[str], *, name: str, dat
                               condition_priors=priors)
 
 
-def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "table", dataset: str = "upload",
+def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "table", dataset: str = "table",
                 kinds: dict[str, str] | None = None, steps: int = 1500, minutes: float | None = None,
                 batch_size: int = 256, learning_rate: float = 2e-3, seed: int = 0, blocks: int = 8,
                 width: int = 32, clamp: float = 0.5, weight_decay: float = 1e-3,
@@ -343,8 +343,13 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
     best step (early stopping), and the network is kept small by default.
     ``progress(share, loss)`` is called every 25 steps. ``domain`` (default: ``frame``)
     is the table whose column types, levels and scales the encoders learn, e.g. the
-    whole public dataset when the network trains on its training split only.
+    whole public dataset when the network trains on its training split only. ``dataset`` names the training
+    data in guarantees: "upload" (what the app passes) says the model was fitted on the rows it then releases.
     """
+    if isinstance(conditions, str):
+        raise InputError(f"conditions must be a list of column names, e.g. [{conditions!r}]")
+    if steps < 1:
+        raise InputError(f"steps must be at least 1, got {steps}")
     torch.manual_seed(seed)
     config = tabular_config(frame if domain is None else domain, conditions, name=name, dataset=dataset, kinds=kinds, seed=seed,
                             blocks=blocks, width=width)
@@ -421,6 +426,9 @@ def tabular_test_nll(model: TabularCINN, frame: pd.DataFrame, seed: int = 0) -> 
 def train_tabular_model(args) -> None:
     table = load_table(args.dataset)
     conditions = args.conditions if args.conditions is not None else table.default_conditions
+    malformed = [item for item in args.column_type or [] if "=" not in item]
+    if malformed:
+        raise InputError(f"--column-type takes COLUMN=KIND (numeric or categorical), got {' '.join(malformed)}")
     kinds = dict(item.split("=", 1) for item in args.column_type) if args.column_type else None
     train, test = split_table(table.frame, args.seed)
     name = args.name or Path(args.out).name

@@ -214,6 +214,7 @@ class LedgerEntry:
     metric_units: float = 0.0  # metric: epsilon per unit of L1 latent distance, summed
     metric_condition_epsilon: float = 0.0
     informal: int = 0          # paper releases: no formal guarantee
+    informal_condition_epsilon: float = 0.0  # ... whose randomized conditions still cost their ε
 
 
 def record_key(data: bytes) -> str:
@@ -234,6 +235,7 @@ def _add(entry: LedgerEntry, mechanism: Mechanism, condition_epsilon: float, rel
     entry.releases += releases
     if not mechanism.formal:
         entry.informal += releases
+        entry.informal_condition_epsilon += releases * condition_epsilon
     elif mechanism.name == "metric":
         entry.metric_units += releases * mechanism.epsilon
         entry.metric_condition_epsilon += releases * condition_epsilon
@@ -260,7 +262,9 @@ def _entry_text(entry: LedgerEntry) -> str:
             text += f" + ε = {entry.metric_condition_epsilon:g} for conditions"
         parts.append(text)
     if entry.informal:
-        parts.append(f"{entry.informal} paper release(s): no formal guarantee")
+        parts.append(f"{entry.informal} paper release(s): no formal guarantee"
+                     + (f" (their randomized conditions: ε = {entry.informal_condition_epsilon:g})"
+                        if entry.informal_condition_epsilon else ""))
     return "; ".join(parts or ["nothing"])
 
 

@@ -96,8 +96,10 @@ def results_table(name: str) -> str:
     central = load(name).get("central")
     if central:
         values = ", ".join(f"ε={e:g}: {fmt(a)}" for e, a in zip(central["epsilons"], central["accuracy"]["mean"], strict=False))
-        lines.append(f"Central-DP reference, not comparable on one axis with the local results above — {central['label']}, "
-                     f"δ={central['delta']:g}: {values}.")
+        label = central["label"]
+        if "not comparable" not in label:
+            label += " — not comparable on one axis with the local results above"
+        lines.append(f"Central-DP reference: {label}, δ={central['delta']:g}: {values}.")
     return "\n".join(lines)
 
 

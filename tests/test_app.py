@@ -314,10 +314,33 @@ def test_image_zip_batch_and_invalid_zip():
 def test_batch_zip_has_manifest_rows():
     data = compare.batch_zip([("0000-a-private.png", b"x")],
                              [{"file": "0000-a-private.png", "condition": "3", "mechanism": "laplace",
-                               "epsilon": 10.0, "seed": "OS entropy"}])
+                               "cost": "ε = 10", "noise": "OS entropy"}], "Laplace mechanism ...")
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         manifest = archive.read("manifest.csv").decode().splitlines()
-    assert manifest == ["file,condition,mechanism,epsilon,seed", "0000-a-private.png,3,laplace,10.0,OS entropy"]
+        assert archive.read("guarantee.txt").decode() == "Laplace mechanism ...\n"
+    assert manifest == ["file,condition,mechanism,cost,noise", "0000-a-private.png,3,laplace,ε = 10,OS entropy"]
+
+
+def test_a_batch_download_carries_its_privacy_terms():
+    at = page("image.py")
+    files = [(f"digit{i}.png", helpers.png(), "image/png") for i in range(2)]
+    at.file_uploader(key="image_upload").set_value(files).run()
+    at.selectbox(key="image_mechanism").set_value("metric").run()
+    at.radio(key="image_label_handling").set_value("randomized").run()
+    at.checkbox(key="image_fixed_seed").check().run()
+    at.button(key="image_privatize").click().run()
+    clean(at)
+    assert "ZIP with manifest.csv and guarantee.txt" in downloads(at)[0].label
+    state = at.session_state["image_result"]  # what the download button is given
+    with zipfile.ZipFile(io.BytesIO(compare.batch_zip(state["files"], state["manifest"],
+                                                      state["result"].guarantee))) as archive:
+        rows = archive.read("manifest.csv").decode().splitlines()
+        terms = archive.read("guarantee.txt").decode()
+    assert len(rows) == 3 and "metric — ε·d privacy" in rows[1]
+    assert "per unit of latent distance (ε·d) + ε = 2 for conditions" in rows[1]  # two units, both named
+    assert "not private: reproducible seed" in rows[1] and "not private: reproducible seed" in terms
+    assert "Metric privacy" in terms and "randomized by 2-randomized response" in terms
+    assert any("keep your file names" in c.value for c in at.caption)
 
 
 # --------------------------------------------------------------------------- tabular page
@@ -573,3 +596,17 @@ print(sorted(set(sys.modules) - before))
 """
     new = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
     assert new.stdout.strip() == "[]", new.stdout
+
+
+def test_ledger_words_for_each_kind_of_release():
+    from cadp import ui
+    from cadp.mechanisms import make_mechanism
+
+    laplace, metric, paper = (make_mechanism("laplace", 10, temperature=0.7), make_mechanism("metric", 1),
+                              make_mechanism("paper", 10))
+    assert ui.cost_text([laplace, laplace], 2.0) == "ε = 24"
+    assert ui.cost_text([metric], 2.0) == "1 per unit of latent distance (ε·d) + ε = 2 for conditions"
+    # paper has no guarantee, but a randomized condition released with it still costs its ε
+    assert ui.cost_text([paper, paper], 2.0) == \
+        "2 paper release(s): no formal guarantee (their randomized conditions: ε = 4)"
+    assert ui.cost_text([paper]) == "1 paper release(s): no formal guarantee"

@@ -63,7 +63,7 @@ def test_clopper_pearson_matches_beta_quantiles_and_binomial_tails(successes, tr
 @pytest.mark.parametrize("epsilon", [1.0, 5.0])
 def test_audit_lower_bound_stays_at_or_below_the_claim(name, epsilon):
     first, second = worst_case_pair()
-    mechanism = make_mechanism(name, epsilon, delta=1e-5, temperature=0.7)
+    mechanism = make_mechanism(name, epsilon, delta=1e-5 if name == "gaussian" else None, temperature=0.7)
     result = latent_audit(first, second, mechanism, 10_000, torch.Generator().manual_seed(7))
     assert result.claimed_epsilon == epsilon
     assert result.epsilon_lower_bound <= epsilon

@@ -189,5 +189,5 @@ def test_two_table_sessions_never_see_each_others_uploads_fits_or_ledger(weights
     alice.run()
     clean(alice)
     assert ledger_names(alice) == ["each row of alice-patients.csv (60 rows)"]
-    assert ledger_names(bob) == ["each row of diabetes (442 rows)"]
+    assert ledger_names(bob) == ["each row of diabetes (held-out rows) (88 rows)"]
     assert alice.session_state["table_result"]["key"] != bob.session_state["table_result"]["key"]

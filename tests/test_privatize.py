@@ -173,7 +173,11 @@ def test_rows_keep_conditions_and_change_other_cells():
                            condition_handling={"sex": ConditionHandling("randomized", 0.5)})
     assert randomized.epsilon_spent == pytest.approx(1.5)
     fitted = privatize(model, table.frame.head(5), None, mech(epsilon=1.0, temperature=0.7))
-    assert "fitted, without DP, on the very rows" in fitted.guarantee  # fit_tabular's default dataset is "upload"
+    # fit_tabular's default names no public dataset: the guarantee names its data and what it assumes of it
+    assert "trained without DP on 'table', not on a public dataset" in fitted.guarantee
+    uploaded = fit_tabular(table.frame.head(80), ["sex"], steps=5, dataset="upload")  # as the app fits uploads
+    assert "fitted, without DP, on the very rows" in privatize(uploaded, table.frame.head(5), None,
+                                                               mech(epsilon=1.0, temperature=0.7)).guarantee
 
 
 @pytest.mark.parametrize("name", ["mnist-cinn", "diabetes-cinn"])
@@ -221,3 +225,36 @@ def test_noise_from_a_callers_generator_is_never_called_private(tiny_image_model
     assert not seeded.private and seeded.seed == 5 and "not private: reproducible seed" in seeded.guarantee
     fresh = privatize(tiny_image_model, x, y, mech(temperature=0.7), new_generator())
     assert fresh.private and fresh.noise_source == "OS entropy"
+
+
+def test_inputs_a_user_gets_wrong_are_plain_errors(tiny_image_model, digits):
+    from PIL import Image
+
+    x, y = digits
+    laplace = mech(temperature=0.7)
+    cases = [
+        ((x.float() / 255, y, laplace), {}, "look scaled to \\[0, 1\\]"),
+        ((x, [1.7] * len(y), laplace), {}, "class indices or class names, got 1.7"),
+        ((x, None, laplace), {}, "labels are required"),
+        ((x, ["no such class"] * len(y), laplace), {}, "not one of the model's classes"),
+        ((x[:0], y[:0], laplace), {}, "batch >= 1"),
+        ((Image.new("L", (28, 28)), 1, laplace), {}, "images must have shape"),
+        ((x, y, "laplace"), {}, "mechanism must be a Mechanism"),
+        ((x, y, laplace), {"condition_handling": {"label": "resampled"}}, "ConditionHandling"),
+        ((x, y, laplace), {"batch_size": -1}, "batch_size must be a whole number >= 1"),
+    ]
+    for arguments, options, message in cases:
+        with pytest.raises(InputError, match=message):
+            privatize(tiny_image_model, *arguments, **options)
+    names = tiny_image_model.config.class_names
+    by_name = privatize(tiny_image_model, x, [names[int(label)] for label in y], laplace, seed=0)
+    assert torch.equal(by_name.condition["label"], y)
+
+
+def test_parameters_that_do_not_apply_to_a_mechanism_are_refused():
+    with pytest.raises(InputError, match="temperature, delta|delta, clip_radius, temperature do not apply"):
+        make_mechanism("metric", 1, temperature=0.7, clip_radius=2, delta=0.3)
+    with pytest.raises(InputError, match="delta does not apply to the laplace mechanism"):
+        make_mechanism("laplace", 1, temperature=0.7, delta=1e-5)
+    with pytest.raises(InputError, match="epsilon must be a number"):
+        make_mechanism("paper", True)

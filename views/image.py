@@ -108,9 +108,9 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
         file = compare.released_name(record.name, index)
         files.append((file, compare.png_bytes(result.privatized[index])))
         manifest.append({"file": file, "condition": class_names[int(result.released_condition["label"][index])],
-                         "mechanism": name, "epsilon": settings.epsilon,
-                         "seed": "OS entropy" if settings.seed is None else settings.seed})
-    return {"names": [r.name for r in records], "result": result, "strip": strip_images, "gallery": gallery_images,
+                         "mechanism": ui.MECHANISM_LABELS[name], "cost": ui.cost_text([settings.mechanism], handling.cost),
+                         "noise": result.noise_source})
+    return {"names": [r.name for r in records], "result": result, "handling": handling.handling, "strip": strip_images, "gallery": gallery_images,
             "files": files, "manifest": manifest, "settings": settings.summary}
 
 
@@ -147,7 +147,9 @@ def show_result(loaded, state, settings) -> None:
     metrics[0].metric("SSIM", f"{quality['ssim']:.3f}")
     metrics[1].metric("PSNR", f"{quality['psnr']:.1f} dB")
     metrics[2].metric("latent L1 distance", f"{compare.latent_distance(result.latent[index], result.noisy_latent[index]):.1f}")
-    metrics[3].metric("label", "kept" if kept else "changed")
+    handling = state.get("handling", "kept")
+    metrics[3].metric("label", "kept" if handling == "kept" else
+                      f"{'unchanged' if kept else 'changed'} ({handling})")
     st.markdown("**Guarantee of this release**")
     st.info(result.guarantee)
     ui.release_facts(result)
@@ -163,9 +165,11 @@ def show_result(loaded, state, settings) -> None:
         st.download_button("Download privatized PNG", state["files"][0][1], file_name=state["files"][0][0],
                            mime="image/png", key="download_png")
     else:
-        st.download_button(f"Download {len(names)} privatized images (ZIP with manifest.csv)",
-                           compare.batch_zip(state["files"], state["manifest"]), file_name="cadp-privatized.zip",
-                           mime="application/zip", key="download_zip")
+        st.download_button(f"Download {len(names)} privatized images (ZIP with manifest.csv and guarantee.txt)",
+                           compare.batch_zip(state["files"], state["manifest"], result.guarantee),
+                           file_name="cadp-privatized.zip", mime="application/zip", key="download_zip")
+    st.caption("Downloaded files keep your file names (…-private.png): rename them before sharing if a name "
+               "identifies a patient. The guarantee covers the image content, not file names.")
 
 
 def page(loaded) -> None:

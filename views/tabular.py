@@ -177,7 +177,7 @@ def page(loaded) -> None:
             st.session_state.pop(widget, None)
     with st.expander("Schema (inferred column types; change them if needed)"):
         kinds = choose_schema(frame)
-    st.header("2 · Kept columns (conditions)")
+    st.header("2 · Condition columns (kept, randomized or resampled)")
     categorical = [c for c in frame.columns if kinds[c] == "categorical"]
     conditions = st.multiselect("Columns released as conditions (must be categorical)", categorical,
                                 default=[c for c in default_conditions if c in categorical], key="table_conditions")
