@@ -336,7 +336,12 @@ def load_model(source: str | Path, *, revision: str | None = None, cache_dir: st
     if _looks_like_path(text):
         raise ModelError(f"model folder {text} does not exist")
     repo_id, revision = parse_hub_source(text, revision)
-    return _load_from_hub(repo_id, revision, cache_dir=cache_dir, endpoint=endpoint, token=token)
+    try:
+        return _load_from_hub(repo_id, revision, cache_dir=cache_dir, endpoint=endpoint, token=token)
+    except ModelError as error:  # "weights/nope" reads as a Hub id too: say that no such folder exists either
+        if Path(repo_id.split("@")[0]).parent.is_dir():
+            raise ModelError(f"{error}; there is no local folder {text} either") from None
+        raise
 
 
 def _resolve_endpoint(endpoint: str | None) -> str:

@@ -273,9 +273,9 @@ class MetricMechanism(Mechanism):
                 f"Laplace scale {self.scale:.4g}.")
         if d_typ is not None and d_nn is not None:
             typical, nearest = self.between_records(d_typ, d_nn)
-            text += (f" Between two typical distinct records with the same kept condition (distance {d_typ:.0f}) "
+            text += (f" Between two typical distinct records with the same kept condition (distance {d_typ:.3g}) "
                      f"that is epsilon = {typical:.3g}; between a record and its nearest neighbour (distance "
-                     f"{d_nn:.0f}) epsilon = {nearest:.3g}.")
+                     f"{d_nn:.3g}) epsilon = {nearest:.3g}.")
             if nearest > 10:
                 text += " At this setting only near-duplicates are protected."
         return f"{text} {common_terms(fitted_on_records, trained_on)}"

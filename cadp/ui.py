@@ -318,8 +318,8 @@ def metric_meaning(config, epsilon_unit: float) -> str:
         return "This model has no measured latent distances, so ε·d cannot be turned into an ε between records."
     typical, nearest = epsilon_unit * distances.d_typ, epsilon_unit * distances.d_nn
     group = "class" if getattr(config, "kind", "image") == "image" else "kept conditions"
-    text = (f"Between two typical records of the same {group} (L1 distance d_typ = {distances.d_typ:.0f}): "
-            f"ε = {typical:.3g}. Between a record and its nearest neighbour (d_nn = {distances.d_nn:.0f}): "
+    text = (f"Between two typical records of the same {group} (L1 distance d_typ = {distances.d_typ:.3g}): "
+            f"ε = {typical:.3g}. Between a record and its nearest neighbour (d_nn = {distances.d_nn:.3g}): "
             f"ε = {nearest:.3g}.")
     if nearest > 10:
         text += " At this setting only near-duplicates are protected."

@@ -111,7 +111,7 @@ def test_advanced_settings_stay_open_when_the_page_above_them_changes(page, app_
     page.get_by_text("Advanced", exact=True).click()
     page.get_by_text("fixed radius").click()
     wait_idle(page)
-    radius = page.get_by_text("Clip radius R")
+    radius = page.get_by_text("Clip radius R", exact=True)
     assert radius.is_visible()
     page.get_by_text("randomized", exact=True).click()  # adds a slider above the expander
     wait_idle(page)

@@ -386,3 +386,12 @@ def test_bundled_json_files_are_strict_json(name):
         constants = []
         json.loads(text, parse_constant=constants.append)
         assert constants == [], f"{name}/{file} holds {constants}"
+
+
+def test_a_mistyped_local_folder_is_named_as_such(monkeypatch):
+    from cadp.errors import ModelError
+    from cadp.hub import BUNDLED_DIR, load_model
+
+    monkeypatch.chdir(BUNDLED_DIR.parent)
+    with pytest.raises(ModelError, match="there is no local folder weights/no-such-model either"):
+        load_model("weights/no-such-model", endpoint="http://127.0.0.1:9")  # nothing listens there
