@@ -275,12 +275,19 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
                     batch_size, reconstruct):
     if not isinstance(frame, pd.DataFrame):
         raise InputError("table rows must be given as a pandas DataFrame")
+    row_index = frame.index  # the caller's: the released frames keep it, so they join back to the input
     if condition_frame is not None:
+        if not isinstance(condition_frame, pd.DataFrame) or len(condition_frame) != len(frame):
+            raise InputError("condition must be None (conditions read from the rows) or a DataFrame of the "
+                             "condition columns with one row per table row")
+        both = sorted(set(frame.columns) & set(condition_frame.columns))
+        if both:
+            raise InputError(f"column(s) {both} are in both the rows and the condition frame: give them once")
         frame = pd.concat([frame.reset_index(drop=True), condition_frame.reset_index(drop=True)], axis=1)
     if len(frame) == 0:
         raise InputError("the table has no rows")
-    row_index = frame.index
-    if not (isinstance(row_index, pd.RangeIndex) and row_index.start == 0 and row_index.step == 1):
+    default_index = isinstance(row_index, pd.RangeIndex) and row_index.start == 0 and row_index.step == 1
+    if not (isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 and frame.index.step == 1):
         frame = frame.reset_index(drop=True)
     config = model.config
     condition_names = config.condition_columns
@@ -317,15 +324,25 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
     columns = frame.columns.tolist()
     keep = [c for c in columns if c in decoded]
     original_frame = frame if len(keep) == len(columns) else frame[keep]
+    privatized_frame = pd.DataFrame({c: decoded[c] for c in keep}, copy=False)
+    rebuilt_frame = None if rebuilt is None else pd.DataFrame({c: rebuilt[c] for c in keep}, copy=False)
+    if not default_index:
+        for part in (original_frame, privatized_frame, rebuilt_frame):
+            if part is not None:
+                part.index = row_index
+    notes = []
+    if len(keep) < len(columns):
+        notes.append(f"column(s) the model does not have, left out of the release: "
+                     f"{[c for c in columns if c not in decoded]}")
     return PrivatizationResult(
         original=rows, reconstruction=reconstruction, privatized=output, latent=latent, noisy_latent=noisy,
         condition=true_values, released_condition=released_values,
         mechanism={**mechanism.describe(), "batch_size": batch_size or len(frame)},
         epsilon_latent=mechanism.epsilon if mechanism.formal else None,
         epsilon_conditions=sum(h.cost for h in handlings.values()), delta=getattr(mechanism, "delta", None),
-        guarantee=_guarantee(model, mechanism, handlings, seed, origin), seed=seed, noise_origin=origin, batches=batch_sizes(count, batch_size or count),
-        original_frame=original_frame, privatized_frame=pd.DataFrame({c: decoded[c] for c in keep}, copy=False),
-        reconstruction_frame=None if rebuilt is None else pd.DataFrame({c: rebuilt[c] for c in keep}, copy=False))
+        guarantee=_guarantee(model, mechanism, handlings, seed, origin), seed=seed, noise_origin=origin,
+        batches=batch_sizes(count, batch_size or count), notes=notes,
+        original_frame=original_frame, privatized_frame=privatized_frame, reconstruction_frame=rebuilt_frame)
 
 
 def _part(column, start: int, stop: int):

@@ -17,6 +17,7 @@ from cadp.data import (
     load_table,
 )
 from cadp.errors import InputError
+from tests.conftest import bundled
 
 
 def test_mnist_split_is_fixed_stratified_and_disjoint():
@@ -221,7 +222,7 @@ def test_decoded_numbers_stay_within_the_fitted_range():
 def test_bundled_table_models_keep_the_range_of_their_public_table(name, dataset):
     from cadp.hub import load_folder
 
-    encoder = load_folder(f"weights/{name}").model.data_encoder
+    encoder = load_folder(bundled(name)).model.data_encoder
     frame = load_table(dataset).frame
     numeric = [spec for spec in encoder.columns if spec.kind == "numeric"]
     assert numeric and all((spec.low, spec.high) == (frame[spec.name].min(), frame[spec.name].max())

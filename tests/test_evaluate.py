@@ -29,6 +29,7 @@ from cadp.hub import load_folder, read_eval, save_model, update_eval
 from cadp.mechanisms import make_mechanism
 from cadp.models import ImageCINN, ImageModelConfig
 from cadp.train import fit_tabular, split_table
+from tests.conftest import bundled
 
 DIM = 64
 
@@ -372,7 +373,7 @@ def test_report_labels_every_paper_trace(name, tmp_path):
     from cadp.evaluate import write_report
 
     folder = tmp_path / name
-    shutil.copytree(f"weights/{name}", folder, ignore=shutil.ignore_patterns("checkpoint"))
+    shutil.copytree(bundled(name), folder, ignore=shutil.ignore_patterns("checkpoint"))
     html = write_report(folder).read_text(encoding="utf-8")
     names = [json.loads(f'"{raw}"') for raw in re.findall(r'"name":"((?:[^"\\]|\\.)*)"', html)]
     paper = [trace for trace in names if "paper" in trace.lower()]

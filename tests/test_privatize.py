@@ -258,3 +258,19 @@ def test_parameters_that_do_not_apply_to_a_mechanism_are_refused():
         make_mechanism("laplace", 1, temperature=0.7, delta=1e-5)
     with pytest.raises(InputError, match="epsilon must be a number"):
         make_mechanism("paper", True)
+
+
+def test_released_rows_keep_the_callers_index_and_name_left_out_columns():
+    model = load_folder(bundled("heart-cinn")).model
+    rows = load_table("heart").frame.head(3).copy()
+    rows.index = ["p1", "p2", "p3"]
+    rows["note"] = "x"  # a column the model does not have
+    result = privatize(model, rows, None, mech(epsilon=1.0, temperature=0.7), seed=0)
+    assert list(result.privatized_frame.index) == ["p1", "p2", "p3"] == list(result.reconstruction_frame.index)
+    assert list(rows.index) == ["p1", "p2", "p3"] and "note" in rows  # the caller's frame is untouched
+    assert result.notes == ["column(s) the model does not have, left out of the release: ['note']"]
+    conditions = rows[["target", "sex"]]
+    with pytest.raises(InputError, match="in both the rows and the condition frame"):
+        privatize(model, rows, conditions, mech(epsilon=1.0, temperature=0.7))
+    with pytest.raises(InputError, match="one row per table row"):
+        privatize(model, rows.drop(columns=["target", "sex"]), conditions.head(2), mech(epsilon=1.0, temperature=0.7))
