@@ -193,6 +193,8 @@ def load_table(name: str) -> TabularDataset:
         return TabularDataset(frame, ["target", "sex"], "heart",
                               "Cleveland heart disease (UCI), CC BY 4.0")
     path = Path(name)
+    if path.suffix.lower() == ".csv" and not path.is_file():
+        raise InputError(f"{name} does not exist (or is not a file)")
     if path.suffix.lower() == ".csv" and path.exists():
         from cadp.uploads import read_csv_bytes
 

@@ -332,6 +332,9 @@ def load_model(source: str | Path, *, revision: str | None = None, cache_dir: st
             raise ModelError(f"{text} is a local folder; a revision applies only to Hub repos")
         return load_folder(path)
     if text and "/" not in text and "@" not in text and (BUNDLED_DIR / text / CONFIG_NAME).exists():
+        if revision is not None:
+            raise ModelError(f"{text} is a bundled model in {BUNDLED_DIR.name}/; a revision applies only to Hub "
+                             "repos (owner/name)")
         return load_folder(BUNDLED_DIR / text, origin=f"bundled {BUNDLED_DIR.name}/{text}")
     if _looks_like_path(text):
         raise ModelError(f"model folder {text} does not exist")

@@ -354,6 +354,10 @@ def _part(column, start: int, stop: int):
 
 def latent_difference_maps(model: ImageCINN, latent: torch.Tensor, noisy_latent: torch.Tensor) -> list[tuple[str, np.ndarray]]:
     """|M(z) - z| of one record laid out per scale: (name, 2-D array) pairs for display."""
+    if latent.numel() != model.config.latent_dim or noisy_latent.shape != latent.shape:
+        raise InputError(f"give one record's latent ({model.config.latent_dim} values) and its release, e.g. "
+                         f"result.latent[0], result.noisy_latent[0]; got shapes {tuple(latent.shape)} and "
+                         f"{tuple(noisy_latent.shape)}")
     difference = (noisy_latent - latent).abs().reshape(-1).numpy()
     maps, start = [], 0
     for name, shape in model.config.latent_scales():

@@ -274,3 +274,20 @@ def test_released_rows_keep_the_callers_index_and_name_left_out_columns():
         privatize(model, rows, conditions, mech(epsilon=1.0, temperature=0.7))
     with pytest.raises(InputError, match="one row per table row"):
         privatize(model, rows.drop(columns=["target", "sex"]), conditions.head(2), mech(epsilon=1.0, temperature=0.7))
+
+
+def test_small_library_mistakes_name_themselves(tiny_image_model, digits, tmp_path):
+    from cadp.data import load_table
+    from cadp.errors import ModelError
+    from cadp.hub import load_model
+    from cadp.privatize import latent_difference_maps
+
+    x, y = digits
+    result = privatize(tiny_image_model, x, y, mech(temperature=0.7))
+    assert len(latent_difference_maps(tiny_image_model, result.latent[0], result.noisy_latent[0])) == 2
+    with pytest.raises(InputError, match="one record's latent"):
+        latent_difference_maps(tiny_image_model, result.latent, result.noisy_latent)  # the whole batch
+    with pytest.raises(ModelError, match="a revision applies only to Hub repos"):
+        load_model("mnist-cinn", revision="v0.2.0")
+    with pytest.raises(InputError, match="does not exist"):
+        load_table(str(tmp_path / "nope.csv"))
