@@ -502,10 +502,11 @@ def _filled_cells(model, chunk: pd.DataFrame) -> dict[int, str]:
         if spec.kind != "numeric":
             continue
         raw = chunk[spec.name]
-        numbers = pd.to_numeric(raw, errors="coerce")
-        for position in np.flatnonzero(numbers.isna().to_numpy()):
+        numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        for position in np.flatnonzero(~np.isfinite(numbers)):
             cell = raw.iloc[position]
-            what = "empty" if pd.isna(cell) or str(cell).strip() == "" else f"{str(cell)[:40]!r} is not a number"
+            what = ("empty" if pd.isna(cell) or str(cell).strip() == "" else "infinite" if np.isinf(numbers[position])
+                    else f"{str(cell)[:40]!r} is not a number")
             notes.setdefault(int(position), []).append(f"{spec.name}: {what}, read as the training mean "
                                                        f"{spec.mean:.4g}")
     return {position: "; ".join(parts) for position, parts in notes.items()}

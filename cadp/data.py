@@ -506,10 +506,12 @@ class TabularEncoder:
         return child
 
     def transform(self, frame: pd.DataFrame, generator: torch.Generator | None = None, *,
-                  cells: FrameCells | None = None) -> torch.Tensor:
+                  cells: FrameCells | None = None, filled: dict[str, int] | None = None) -> torch.Tensor:
         """Encode to a float32 tensor (N, width); dequantized (see ``dequantize``) when a generator is given.
 
         ``cells``: ``FrameCells.of(frame)`` when the caller has read it already (for another encoder).
+        Numeric cells that are empty, not numbers or infinite are read as the column's training mean;
+        ``filled``, when given, receives their count per column.
         """
         if not self.fitted:
             raise RuntimeError("TabularEncoder.transform called before fit")
@@ -527,7 +529,11 @@ class TabularEncoder:
                     values = (series.to_numpy(dtype=np.float64, na_value=np.nan)
                               if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
                               else pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))
-                values = np.where(np.isnan(values), spec.mean, values)
+                unusable = ~np.isfinite(values)
+                if unusable.any():
+                    values = np.where(unusable, spec.mean, values)
+                    if filled is not None:
+                        filled[spec.name] = int(unusable.sum())
                 encoded[:, start] = spec.encode_numbers(values)
             else:
                 cell_values = cells.values(spec.name) if cells else frame[spec.name]

@@ -294,7 +294,8 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
     _check_handlings(handlings, condition_names)
     handlings = dict(handlings)
     cells = FrameCells.of(frame)  # a few rows: read once for both encoders
-    rows = model.data_encoder.transform(frame, cells=cells)
+    filled: dict[str, int] = {}
+    rows = model.data_encoder.transform(frame, cells=cells, filled=filled)
     condition = model.condition_encoder.transform(frame, cells=cells)
     true_values, released_values, start = {}, {}, 0
     for spec in model.condition_encoder.columns:
@@ -330,7 +331,8 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         for part in (original_frame, privatized_frame, rebuilt_frame):
             if part is not None:
                 part.index = row_index
-    notes = []
+    notes = [f"{name}: {count} cell(s) empty, not a number or infinite, read as the training mean "
+             f"{model.data_encoder.spec(name).mean:.4g}" for name, count in filled.items()]
     if len(keep) < len(columns):
         notes.append(f"column(s) the model does not have, left out of the release: "
                      f"{[c for c in columns if c not in decoded]}")

@@ -236,14 +236,15 @@ def test_csv_keeps_the_inputs_column_order(table_model, tmp_path):
 
 def test_csv_cells_read_as_the_mean_are_named_in_the_manifest(table_model, tmp_path):
     frame = table_frame(6).astype({"bmi": object})
-    frame.loc[1, "bmi"], frame.loc[3, "bmi"] = None, "abc"
+    frame.loc[1, "bmi"], frame.loc[3, "bmi"], frame.loc[4, "bmi"] = None, "abc", "inf"
     source = tmp_path / "rows.csv"
     source.write_text(frame.to_csv(index=False))
     assert run(table_model, source, tmp_path / "out") == 0
     notes = [row["preprocessing"] for row in read_manifest(tmp_path / "out")]
     assert notes[1].startswith("bmi: empty, read as the training mean ")
     assert notes[3].startswith("bmi: 'abc' is not a number, read as the training mean ")
-    assert [note for index, note in enumerate(notes) if index not in (1, 3)] == [""] * 4
+    assert notes[4].startswith("bmi: infinite, read as the training mean ")
+    assert [note for index, note in enumerate(notes) if index not in (1, 3, 4)] == [""] * 3
 
 
 def test_csv_missing_model_columns_is_a_usage_error(table_model, tmp_path, capsys):

@@ -1,5 +1,6 @@
 """x -> z -> M(z) -> x' for images and rows."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -291,3 +292,15 @@ def test_small_library_mistakes_name_themselves(tiny_image_model, digits, tmp_pa
         load_model("mnist-cinn", revision="v0.2.0")
     with pytest.raises(InputError, match="does not exist"):
         load_table(str(tmp_path / "nope.csv"))
+
+
+def test_cells_read_as_the_training_mean_are_named_in_the_notes():
+    model = load_folder(bundled("heart-cinn")).model
+    rows = load_table("heart").frame.head(3).astype({"age": object, "chol": float})
+    rows.loc[0, "age"], rows.loc[1, "age"], rows.loc[2, "chol"] = "abc", np.nan, np.inf
+    result = privatize(model, rows, None, mech(epsilon=1.0, temperature=0.7), seed=0)
+    age, chol = (model.data_encoder.spec(name).mean for name in ("age", "chol"))
+    assert result.notes == [f"age: 2 cell(s) empty, not a number or infinite, read as the training mean {age:.4g}",
+                            f"chol: 1 cell(s) empty, not a number or infinite, read as the training mean {chol:.4g}"]
+    assert np.isfinite(result.noisy_latent).all()  # an infinite cell never reaches the latent
+    assert privatize(model, load_table("heart").frame.head(3), None, mech(epsilon=1.0, temperature=0.7)).notes == []

@@ -122,6 +122,8 @@ def show_result(state) -> None:
     st.markdown("**Guarantee of this release**")
     st.info(result.guarantee)
     ui.release_facts(result)
+    for note in result.notes:  # cells read as the training mean, columns left out
+        st.caption(f"Note: {note}")
     shown = min(len(original), SHOWN_ROWS)
     left, right = st.columns(2)
     left.markdown(f"Original (first {shown} rows)")
