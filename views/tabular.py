@@ -128,7 +128,8 @@ def show_result(state) -> None:
     left, right = st.columns(2)
     left.markdown(f"Original (first {shown} rows)")
     left.dataframe(original.head(shown), key="table_original")
-    right.markdown("Privatized (changed cells highlighted)")
+    right.markdown("Privatized (changed cells highlighted; numbers stay within the range of the table the model "
+                   "was fitted on)")
     right.dataframe(highlighted(original.head(shown), released.head(shown)), key="table_released")
     column = st.selectbox("Distribution of", list(original.columns), key="table_distribution_column")
     # go, not px: ~5 ms instead of ~45 per page run; one bin group, so both tables share their bins
