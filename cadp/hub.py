@@ -545,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     push.add_argument("--endpoint", help="Hub URL (default: $HF_ENDPOINT or huggingface.co)")
     load = commands.add_parser("load", help="load a folder or Hub repo and describe it")
     load.add_argument("source", help="a folder, a bundled model's name, or owner/name[@revision]")
+    load.add_argument("--revision", help="a branch, tag or commit of a Hub repo (or write owner/name@revision)")
     load.add_argument("--cache-dir", help="Hugging Face cache folder (default: $HF_HOME/hub)")
     load.add_argument("--endpoint", help="Hub URL (default: $HF_ENDPOINT or huggingface.co)")
     args = parser.parse_args(argv)
@@ -557,10 +558,13 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(f"  {name}" for name in result.files))
             if result.skipped:
                 print("left out: " + ", ".join(result.skipped))
+            if args.tag:
+                print(f"{'would tag' if result.dry_run else 'tagged'} the new commit {args.tag}")
             if result.commit:
                 print(f"commit {result.commit}: {result.url}")
         else:
-            print(describe(load_model(args.source, cache_dir=args.cache_dir, endpoint=args.endpoint)))
+            print(describe(load_model(args.source, revision=args.revision, cache_dir=args.cache_dir,
+                                      endpoint=args.endpoint)))
     except CadpError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
