@@ -332,9 +332,10 @@ def epsilon_meaning(config, name: str, epsilon: float, temperature: float | None
     if name == "metric":
         return metric_meaning(config, epsilon)
     if name == "paper":
-        return ("paper clips the whole batch at once (matrix 1-norm, the largest column sum of |Z|): a release's "
-                "noise depends on the records released with it, and for a single record the clip bound is its "
-                "largest |z_j|, which barely shrinks the latent.")
+        return ("paper scales the whole batch Z by min(1, s / ‖Z‖₁), with s = min(ε/2, 4) and ‖Z‖₁ the largest "
+                "column sum of |Z|, then adds Laplace noise of scale s/ε: a release depends on the records released "
+                "with it. For a single record ‖Z‖₁ is its largest |z_j|, so from ε = 8 on a latent whose largest "
+                "coordinate is below 4 passes unscaled.")
     if clip_radius is not None:
         return (f"Fixed clip radius R = {clip_radius:g}: the latent is scaled into a ball of radius R and the "
                 "noise grows as ε falls (laplace: scale 2R/ε per coordinate). A small R keeps little of the record "
@@ -525,7 +526,7 @@ def paper_batch_note(utility: dict, release_batch: int) -> str | None:
     if method.get("batch_size") == release_batch:
         return None
     batches = paper_batches_text(evaluated) or f"batches of {_plain(method.get('batch_size'))} records"
-    single = (" (for one record the clip bound is its largest |z_j|, which barely shrinks the latent)"
+    single = (" (for one record the matrix norm is just its largest |z_j|, far smaller than a batch's)"
               if release_batch == 1 else "")
     return (f"The evaluated paper curves are not shown: they come from {batches}, and this release is one batch "
             f"of {release_batch} record{'s' * (release_batch != 1)}. The paper mechanism clips the whole batch at "
