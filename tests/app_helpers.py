@@ -76,3 +76,10 @@ def small_csv() -> bytes:
     for i in range(60):
         rows.append(f"{rng.integers(20, 80)},{rng.normal(70, 10):.1f},{'yes' if i % 3 else 'no'},{'ab'[i % 2]}")
     return ("\n".join(rows) + "\n").encode()
+
+
+def conditions(at):
+    """The tabular page's condition multiselect (keyed by its table and model)."""
+    boxes = [box for box in at.multiselect if box.key and box.key.startswith("table_conditions_")]
+    assert len(boxes) == 1, [box.key for box in at.multiselect]
+    return boxes[0]

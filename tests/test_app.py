@@ -44,6 +44,13 @@ def guarantee(at: AppTest) -> str:
     return texts[0]
 
 
+def label_box(at: AppTest):
+    """The image page's label selectbox (keyed by its input)."""
+    boxes = [box for box in at.selectbox if box.key and box.key.startswith("image_label_")]
+    assert len(boxes) == 1
+    return boxes[0]
+
+
 def downloads(at: AppTest) -> list:
     return at.get("download_button")
 
@@ -83,7 +90,7 @@ def sample_page() -> AppTest:
 
 def test_image_sample_release_shows_views_guarantee_and_download():
     at = sample_page()
-    assert at.selectbox(key="image_label").value in [str(d) for d in range(10)]
+    assert label_box(at).value in [str(d) for d in range(10)]
     at.button(key="image_privatize").click().run()
     clean(at)
     assert "Laplace mechanism: pure epsilon-local differential privacy with epsilon = 10" in guarantee(at)
@@ -349,7 +356,7 @@ def test_tabular_bundled_release():
     at = page("tabular.py")
     clean(at)
     assert any("fits the model" in s.value for s in at.success)
-    assert at.multiselect(key="table_conditions").value == ["sex"]
+    assert helpers.conditions(at).value == ["sex"]
     at.button(key="table_privatize").click().run()
     clean(at)
     assert "epsilon = 2" in guarantee(at)
@@ -373,7 +380,7 @@ def test_tabular_preview_for_the_bundled_model_only(monkeypatch):
     assert "At ε = 1: accuracy 0.200, re-identification 1.0%." in captions
     at.radio(key="table_source").set_value("Upload a CSV").run()
     at.file_uploader(key="table_upload").set_value(("people.csv", helpers.small_csv(), "text/csv")).run()
-    at.multiselect(key="table_conditions").set_value(["group"]).run()
+    helpers.conditions(at).set_value(["group"]).run()
     at.slider(key="table_steps").set_value(100)
     at.button[0].click().run()  # fitted here: the bundled model's evaluation does not describe it
     clean(at)
@@ -384,7 +391,7 @@ def test_tabular_upload_without_kept_columns_fits_and_releases():
     at = page("tabular.py")
     at.radio(key="table_source").set_value("Upload a CSV").run()
     at.file_uploader(key="table_upload").set_value(("people.csv", helpers.small_csv(), "text/csv")).run()
-    assert clean(at).multiselect(key="table_conditions").value == []
+    assert helpers.conditions(clean(at)).value == []
     at.slider(key="table_steps").set_value(100)
     at.button[0].click().run()  # the form's "Fit a model on this table", with no kept column
     clean(at)
@@ -409,13 +416,13 @@ def test_switching_table_models_gives_each_its_own_conditions(weights, tmp_path,
     monkeypatch.setenv("CADP_WEIGHTS_DIR", str(tmp_path))
     at = page("tabular.py")
     at.sidebar.selectbox(key="model_choice").set_value(helpers.TABLE_MODEL).run()
-    assert clean(at).multiselect(key="table_conditions").value == ["sex"]
+    assert helpers.conditions(clean(at)).value == ["sex"]
     at.sidebar.selectbox(key="model_choice").set_value("tiny-heart").run()
     clean(at)  # the heart table with the heart model's conditions, not the ones chosen for diabetes
-    assert at.multiselect(key="table_conditions").value == ["target", "sex"]
+    assert helpers.conditions(at).value == ["target", "sex"]
     assert any("fits the model tiny-heart" in s.value for s in at.success) and not at.warning
     at.sidebar.selectbox(key="model_choice").set_value(helpers.TABLE_MODEL).run()
-    assert at.multiselect(key="table_conditions").value == ["sex"]
+    assert helpers.conditions(at).value == ["sex"]
 
 
 def test_tabular_release_scores_are_computed_once_per_release(monkeypatch):
@@ -440,7 +447,7 @@ def test_tabular_upload_fits_on_the_fly_and_invalid_csv():
     at.file_uploader(key="table_upload").set_value(("people.csv", helpers.small_csv(), "text/csv")).run()
     clean(at)
     assert any("does not match" in w.value for w in at.warning)
-    at.multiselect(key="table_conditions").set_value(["group"]).run()
+    helpers.conditions(at).set_value(["group"]).run()
     at.radio(key="table_group_handling").set_value("resampled").run()
     at.slider(key="table_steps").set_value(100)
     at.button[0].click().run()  # the form's "Fit a model on this table"
@@ -610,3 +617,14 @@ def test_ledger_words_for_each_kind_of_release():
     assert ui.cost_text([paper, paper], 2.0) == \
         "2 paper release(s): no formal guarantee (their randomized conditions: ε = 4)"
     assert ui.cost_text([paper]) == "1 paper release(s): no formal guarantee"
+
+
+def test_a_new_image_starts_from_its_own_label_not_the_last_ones():
+    at = sample_page()
+    at.number_input(key="image_sample_index").set_value(0).run()
+    first = label_box(at).value
+    other = next(name for name in label_box(at).options if name != first)
+    label_box(at).set_value(other).run()  # the user corrects the label of image 0
+    at.number_input(key="image_sample_index").set_value(1).run()
+    suggested = next(c.value for c in at.caption if "The classifier suggests" in c.value)
+    assert f"**{label_box(at).value}**" in suggested  # image 1 shows its own suggestion, not image 0's label

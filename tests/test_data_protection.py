@@ -177,7 +177,7 @@ def test_table_round_trip_leaves_no_trace_on_disk_or_in_logs(sandbox, weights, m
     at = page("tabular.py")
     at.radio(key="table_source").set_value("Upload a CSV").run()
     at.file_uploader(key="table_upload").set_value((f"{marker}.csv", upload, "text/csv")).run()
-    at.multiselect(key="table_conditions").set_value(["group", "note"]).run()
+    helpers.conditions(at).set_value(["group", "note"]).run()
     at.slider(key="table_steps").set_value(100)
     at.button[0].click().run()  # the form's "Fit a model on this table"
     at.button(key="table_privatize").click().run()

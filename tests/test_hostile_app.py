@@ -203,7 +203,7 @@ def upload_page() -> AppTest:
 def bundled_release(at: AppTest) -> None:
     """The follow-up valid action: privatize the bundled table, with a download."""
     at.radio(key="table_source").set_value(at.radio(key="table_source").options[0]).run()
-    at.multiselect(key="table_conditions").set_value(["sex"]).run()
+    helpers.conditions(at).set_value(["sex"]).run()
     clean(at)
     assert any("fits the model" in s.value for s in at.success)
     at.button(key="table_privatize").click().run()
@@ -229,7 +229,7 @@ def test_hostile_csv_upload_is_an_error_or_a_note_and_the_session_goes_on(case):
         else:
             assert not notes, notes
             if text is not None:
-                assert text in at.multiselect(key="table_conditions").options
+                assert text in helpers.conditions(at).options
         assert any("does not match" in w.value for w in at.warning)  # on to fitting a model on it
     bundled_release(at)
 
@@ -239,7 +239,7 @@ def test_formula_cells_are_escaped_in_the_downloaded_csv(media):
     data = table(extra={"note": [formulas[i % 4] for i in range(30)]})
     at = upload_page()
     at.file_uploader(key="table_upload").set_value(("formulas.csv", data, "text/csv")).run()
-    at.multiselect(key="table_conditions").set_value(["note"]).run()  # kept: released exactly
+    helpers.conditions(at).set_value(["note"]).run()  # kept: released exactly
     at.slider(key="table_steps").set_value(100)
     at.button[0].click().run()  # the form's "Fit a model on this table"
     clean(at)

@@ -64,13 +64,15 @@ def choose_labels(loaded, records) -> np.ndarray:
                        f"(confidence {suggestion[1][0]:.0%}). Confirm or change it.")
         else:
             st.caption("This model has no classifier: choose the label.")
-        label = st.selectbox("Label (condition)", class_names, index=index, key="image_label")
+        # keyed by the input: a new image starts from its own suggestion, never from the last image's label
+        label = st.selectbox("Label (condition)", class_names, index=index, key=f"image_label_{records[0].key}")
         return np.array([class_names.index(label)])
     suggested = suggestion[0] if suggestion is not None else np.zeros(len(records), dtype=int)
     table = pd.DataFrame({"file": [r.name for r in records],
                           "confidence": suggestion[1] if suggestion is not None else np.nan,
                           "label": [class_names[i] for i in suggested]})
-    edited = st.data_editor(table, disabled=["file", "confidence"], key="image_batch_labels", hide_index=True,
+    inputs = ui.record_key("".join(r.key for r in records).encode())
+    edited = st.data_editor(table, disabled=["file", "confidence"], key=f"image_batch_labels_{inputs}", hide_index=True,
                             column_config={"label": st.column_config.SelectboxColumn("label", options=class_names),
                                            "confidence": st.column_config.NumberColumn(format="percent")})
     return np.array([class_names.index(v) for v in edited["label"]])

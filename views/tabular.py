@@ -69,10 +69,10 @@ def choose_table(loaded):
     return csv.frame, upload.name, ui.record_key(data), defaults
 
 
-def choose_schema(frame: pd.DataFrame) -> dict[str, str]:
+def choose_schema(frame: pd.DataFrame, identity: str) -> dict[str, str]:
     inferred = [infer_column_kind(frame[c]) for c in frame.columns]
     schema = pd.DataFrame({"column": list(frame.columns), "inferred": inferred, "type": inferred})
-    edited = st.data_editor(schema, disabled=["column", "inferred"], hide_index=True, key="table_schema",
+    edited = st.data_editor(schema, disabled=["column", "inferred"], hide_index=True, key=f"table_schema_{identity}",
                             column_config={"type": st.column_config.SelectboxColumn(
                                 "type", options=["numeric", "categorical"], required=True)})
     return dict(zip(edited["column"], edited["type"]))
@@ -173,17 +173,16 @@ def page(loaded) -> None:
     if chosen is None:
         return
     frame, name, key, default_conditions = chosen
-    identity = (key, tuple(default_conditions))
-    if st.session_state.get("table_identity") != identity:  # another table or model: its own schema and defaults
-        st.session_state["table_identity"] = identity
-        for widget in ("table_schema", "table_conditions"):
-            st.session_state.pop(widget, None)
+    # another table or model: widgets of its own, so each starts from its schema and default conditions (a keyed
+    # multiselect keeps its value in the browser when only its options change)
+    identity = ui.record_key(repr((key, tuple(default_conditions))).encode())
     with st.expander("Schema (inferred column types; change them if needed)"):
-        kinds = choose_schema(frame)
+        kinds = choose_schema(frame, identity)
     st.header("2 · Condition columns (kept, randomized or resampled)")
     categorical = [c for c in frame.columns if kinds[c] == "categorical"]
     conditions = st.multiselect("Columns released as conditions (must be categorical)", categorical,
-                                default=[c for c in default_conditions if c in categorical], key="table_conditions")
+                                default=[c for c in default_conditions if c in categorical],
+                                key=f"table_conditions_{identity}")
     handlings = {c: ui.condition_handling_controls(c, f"table_{c}") for c in conditions}
     model = model_for(loaded, frame, conditions, kinds, key)
     if model is None:
