@@ -79,6 +79,17 @@ class RunSettings:
     batch_size: int
     invert: str
     handlings: dict[str, ConditionHandling] = field(default_factory=dict)
+    neutral_names: bool = False  # numbered files in folders of the released label, no input path copied
+
+    @property
+    def label_kept(self) -> bool:
+        return self.handlings.get("label", ConditionHandling()).handling == "kept"
+
+    @property
+    def names_copied(self) -> bool:
+        """Whether output paths copy input names (only with a kept label and without --neutral-names):
+        names and folders often carry the label, so a randomized or resampled one must not keep them."""
+        return self.label_kept and not self.neutral_names
 
     @property
     def epsilon(self) -> str:
@@ -285,16 +296,15 @@ MANIFEST_NOTE = (f"{MANIFEST_NAME} is this run's record for whoever ran it: it n
                  "conditions, so it is not part of the release. Share the privatized files and this file only.")
 
 
-def write_guarantee(output: Path, guarantee: str) -> None:
-    (output / GUARANTEE_NAME).write_text(f"{guarantee}\n\n{MANIFEST_NOTE}\n", encoding="utf-8")
+COPIED_NAMES_NOTE = ("File and folder names are copied from the input: they are not covered by the guarantee. "
+                     "Rename any that identify a person, or run again with --neutral-names.")
+NEUTRAL_NAMES_NOTE = (f"Files are numbered in folders named by the released label; {MANIFEST_NAME} maps them to "
+                      "the inputs.")
 
 
-def _released_path(name: str, released_class: str, resolver: LabelResolver) -> str:
-    """``name`` with every folder named like a class renamed to the released class: with a randomized or
-    resampled label, class folders of the output must not show the true one."""
-    parts = PurePosixPath(_clean_path(name) or "image").parts
-    folders = [released_class if resolver.class_index(part) is not None else part for part in parts[:-1]]
-    return PurePosixPath(*folders, parts[-1]).as_posix()
+def write_guarantee(output: Path, guarantee: str, names_note: str = "") -> None:
+    text = "\n\n".join(part for part in (guarantee, names_note, MANIFEST_NOTE) if part)
+    (output / GUARANTEE_NAME).write_text(text + "\n", encoding="utf-8")
 
 
 class OutputNames:
@@ -324,6 +334,7 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
     """Decode, label and privatize images batch by batch; write PNGs and manifest rows as each batch ends."""
     config = model.config
     names = OutputNames(output)
+    numbered = [0]  # neutral names: a running number over the run's releases
     pending: list[PendingImage | tuple[str, InputError]] = []
     guarantee_written = False
 
@@ -343,11 +354,13 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
                 outcome = {id(item): ("", str(error), "") for item in images}
             else:
                 released = result.released_condition["label"].tolist()
-                label_kept = settings.handlings.get("label", ConditionHandling()).handling == "kept"
                 for index, item in enumerate(images):
                     try:
-                        name = item.name if label_kept else _released_path(item.name, class_names[released[index]],
-                                                                            resolver)
+                        if settings.names_copied:
+                            name = item.name
+                        else:  # nothing of the input's name or place: they often carry the true label
+                            numbered[0] += 1
+                            name = f"{class_names[released[index]]}/{numbered[0]:05d}.png"
                         path = names.take(name)
                         path.parent.mkdir(parents=True, exist_ok=True)
                         path.write_bytes(png_bytes(result.privatized[index].numpy()))
@@ -356,7 +369,8 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
                     except (InputError, OSError) as error:
                         outcome[id(item)] = ("", str(error), "")
                 if not guarantee_written:
-                    write_guarantee(output, result.guarantee)
+                    write_guarantee(output, result.guarantee,
+                                    COPIED_NAMES_NOTE if settings.names_copied else NEUTRAL_NAMES_NOTE)
                     guarantee_written = True
         for item in pending:
             if not isinstance(item, PendingImage):
@@ -561,6 +575,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="how a condition is released: NAME=kept (default), NAME=randomized:EPSILON "
                              "(randomized response, adds EPSILON) or NAME=resampled (public prior, costs 0); "
                              "images have one condition, 'label'")
+    parser.add_argument("--neutral-names", action="store_true",
+                        help="images: name outputs by number in folders of the released label instead of copying "
+                             "the input's names (always so when the label is randomized or resampled)")
     parser.add_argument("input", type=Path, metavar="INPUT", help="folder of images, .zip of one, or .csv")
     parser.add_argument("output", type=Path, metavar="OUTPUT", help="new (or empty) folder for the results")
     return parser.parse_args(argv)
@@ -656,7 +673,8 @@ def main(argv=None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
     invert = args.invert or default_invert(loaded.config.dataset)
-    settings = RunSettings(mechanism, new_generator(args.seed), args.seed, args.batch_size, invert, handlings)
+    settings = RunSettings(mechanism, new_generator(args.seed), args.seed, args.batch_size, invert, handlings,
+                           args.neutral_names)
     created = not args.output.exists()
     args.output.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(args.output / MANIFEST_NAME, settings)

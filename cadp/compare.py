@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import zipfile
 
 import numpy as np
@@ -77,8 +78,12 @@ def batch_zip(files: list[tuple[str, bytes]], manifest: list[dict], guarantee: s
     return buffer.getvalue()
 
 
-def released_name(name: str, index: int) -> str:
-    stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0] or f"image-{index}"
+def released_name(name: str, index: int, copy_name: bool = True) -> str:
+    """The download's file name: numbered, with the input's stem (letters, digits, ``._-`` only) when
+    ``copy_name``; without it (a randomized or resampled label: names often carry the true one) the number only."""
+    if not copy_name:
+        return f"{index:04d}-private.png"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name.rsplit("/", 1)[-1].rsplit(".", 1)[0]).strip("-.") or "image"
     return f"{index:04d}-{stem}-private.png"
 
 

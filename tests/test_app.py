@@ -347,7 +347,14 @@ def test_a_batch_download_carries_its_privacy_terms():
     assert "per unit of latent distance (ε·d) + ε = 2 for conditions" in rows[1]  # two units, both named
     assert "not private: reproducible seed" in rows[1] and "not private: reproducible seed" in terms
     assert "Metric privacy" in terms and "randomized by 2-randomized response" in terms
-    assert any("keep your file names" in c.value for c in at.caption)
+    assert any("names (which often carry the true label) are left out" in c.value for c in at.caption)
+    assert [name for name, _ in state["files"]] == ["0000-private.png", "0001-private.png"]
+
+
+def test_download_names_are_plain_and_never_carry_a_label_that_is_not_kept():
+    assert compare.released_name("fashion-mnist test image #0 (Ankle boot)", 0) == \
+        "0000-fashion-mnist-test-image-0-Ankle-boot-private.png"
+    assert compare.released_name("scans/patient 7.png", 3, copy_name=False) == "0003-private.png"
 
 
 # --------------------------------------------------------------------------- tabular page

@@ -345,14 +345,21 @@ def test_condition_handling_options_randomize_labels_and_add_their_epsilon(image
     rows = read_manifest(tmp_path / "out")
     assert {row["epsilon"] for row in rows} == {"1.01"}
     assert any(row["released_condition"] != row["condition"] for row in rows)  # k=10, eps 0.01: mostly changed
-    # the release's folders name the released class, not the true one (here every true label is 0)
-    assert all(row["output"] == f"{row['released_condition']}/{Path(row['file']).name}" for row in rows), rows
+    # the release's folders name the released class, and its files are numbered: input names and folders often
+    # carry the true label (here every true label is 0, and the input is 0/<i>.png)
+    assert [row["output"] for row in rows] == [f"{row['released_condition']}/{n:05d}.png"
+                                               for n, row in enumerate(rows, start=1)], rows
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png")) == \
         sorted(row["output"] for row in rows)
-    assert "not part of the release" in (tmp_path / "out" / "guarantee.txt").read_text(encoding="utf-8")
+    terms = (tmp_path / "out" / "guarantee.txt").read_text(encoding="utf-8")
+    assert "not part of the release" in terms and "Files are numbered in folders named by the released label" in terms
     kept = tmp_path / "kept"
     assert run(image_model, source, kept, "--seed", "3") == 0
-    assert {row["output"].split("/")[0] for row in read_manifest(kept)} == {"0"}  # a kept label: mirrored
+    assert {row["output"] for row in read_manifest(kept)} == {f"0/{i}.png" for i in range(12)}  # kept: mirrored
+    assert "names are copied from the input" in (kept / "guarantee.txt").read_text(encoding="utf-8")
+    neutral = tmp_path / "neutral"
+    assert run(image_model, source, neutral, "--seed", "3", "--neutral-names") == 0
+    assert {row["output"] for row in read_manifest(neutral)} == {f"0/{n:05d}.png" for n in range(1, 13)}
     # metric's epsilon is per unit of latent distance: never added into one number with a condition's
     metric = tmp_path / "metric"
     assert run(image_model, source, metric, "--mechanism", "metric", "--condition", "label=randomized:1") == 0

@@ -107,7 +107,7 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
     class_names = loaded.config.class_names
     files, manifest = [], []
     for index, record in enumerate(records):
-        file = compare.released_name(record.name, index)
+        file = compare.released_name(record.name, index, copy_name=handling.handling == "kept")
         files.append((file, compare.png_bytes(result.privatized[index])))
         manifest.append({"file": file, "condition": class_names[int(result.released_condition["label"][index])],
                          "mechanism": ui.MECHANISM_LABELS[name], "cost": ui.cost_text([settings.mechanism], handling.cost),
@@ -170,8 +170,12 @@ def show_result(loaded, state, settings) -> None:
         st.download_button(f"Download {len(names)} privatized images (ZIP with manifest.csv and guarantee.txt)",
                            compare.batch_zip(state["files"], state["manifest"], result.guarantee),
                            file_name="cadp-privatized.zip", mime="application/zip", key="download_zip")
-    st.caption("Downloaded files keep your file names (…-private.png): rename them before sharing if a name "
-               "identifies a patient. The guarantee covers the image content, not file names.")
+    if state.get("handling", "kept") == "kept":
+        st.caption("Downloaded files keep your file names (…-private.png): rename them before sharing if a name "
+                   "identifies a patient. The guarantee covers the image content, not file names.")
+    else:
+        st.caption("Downloaded files are numbered in the order above: with a label that is not kept, names "
+                   "(which often carry the true label) are left out.")
 
 
 def page(loaded) -> None:
