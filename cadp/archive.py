@@ -60,7 +60,7 @@ GUARANTEE_NAME = "guarantee.txt"
 LABELS_NAME = "labels.csv"
 MANIFEST_COLUMNS = ["file", "condition", "released_condition", "mechanism", "epsilon", "delta", "seed",
                     "status", "error", "output", "preprocessing"]
-EXIT_OK, EXIT_NOTHING_PRIVATIZED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_NOTHING_PRIVATIZED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class UsageError(CadpError):
@@ -702,6 +702,11 @@ def main(argv=None) -> int:
     except CadpError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_OK if manifest.privatized else EXIT_NOTHING_PRIVATIZED
+    except KeyboardInterrupt:
+        manifest.close()
+        print(f"stopped: interrupted after {manifest.privatized} privatized; {args.output} holds a partial run "
+              f"({MANIFEST_NAME} lists what was done): give a new OUTPUT to start again", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         manifest.close()
     print(f"privatized {manifest.privatized}, unusable {manifest.failed}; "

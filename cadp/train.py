@@ -100,13 +100,26 @@ def _save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.
     tmp.replace(path)
 
 
-def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     run: dict | None = None) -> dict:
+    """Restore model and optimizer; refuse a checkpoint of another run (``run``: its data and settings)."""
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as handle:
         state = json.loads(handle.metadata()["state"])
+    earlier = state.get("run")
+    if run is not None and earlier is not None and earlier != run:
+        changed = ", ".join(f"{key} {earlier.get(key)!r} -> {run.get(key)!r}" for key in sorted(set(run) | set(earlier))
+                            if earlier.get(key) != run.get(key))
+        raise InputError(f"the checkpoint at {path} is of another run ({changed}): resume with that run's "
+                         "options, or pass --overwrite to start over")
     tensors = load_file(str(path))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as error:
+        raise InputError(f"the checkpoint at {path} was made with other model settings "
+                         f"({str(error).splitlines()[-1].strip()[:160]}): resume with that run's options, or "
+                         "pass --overwrite to start over") from None
     opt_state = optimizer.state_dict()
     slots: dict[int, dict] = {}
     for key, value in tensors.items():
@@ -121,23 +134,57 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.
 def fit(model: torch.nn.Module, loss_fn, batches, *, steps: int | None, minutes: float | None,
         learning_rate: float, checkpoint: Path | None = None, resume: bool = False,
         checkpoint_every: int = 500, device: torch.device = torch.device("cpu"),
-        description: str = "training", metric_name: str = "loss") -> tuple[int, float, float]:
+        description: str = "training", metric_name: str = "loss", run: dict | None = None) -> tuple[int, float, float]:
     """Adam with a cosine schedule over the step or time budget; returns (steps, seconds, last loss).
 
-    ``batches`` is an endless iterator of argument tuples for ``loss_fn``.
+    ``batches`` is an endless iterator of argument tuples for ``loss_fn``. ``run`` (the data and settings) is
+    stored in the checkpoint; resuming with another is refused. Ctrl-C saves a checkpoint, then stops.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=learning_rate, foreach=True)  # one multi-tensor update, also on CPU
-    state = {"step": 0, "seconds": 0.0}
+    state = {"step": 0, "seconds": 0.0, "run": run}
     if resume and checkpoint is not None and checkpoint.exists():
-        state = _load_checkpoint(checkpoint, model, optimizer)
+        state = {**_load_checkpoint(checkpoint, model, optimizer, run), "run": run}
         print(f"resumed from {checkpoint} at step {state['step']}", file=sys.stderr)
     model.train()
     start = time.monotonic() - state["seconds"]
     budget_seconds = minutes * 60 if minutes else None
     bar = tqdm(total=steps, desc=description, unit="step", initial=state["step"], dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 30)
-    loss_value, running = float("nan"), None
+    try:
+        _steps(model, loss_fn, batches, optimizer, params, state, steps, budget_seconds, start, learning_rate,
+               checkpoint, checkpoint_every, device, bar, metric_name)
+    except KeyboardInterrupt:
+        bar.close()
+        if checkpoint is not None and state["step"] > 0:
+            state["seconds"] = time.monotonic() - start
+            _save_checkpoint(checkpoint, model, optimizer, _saved(state))
+            raise TrainingInterrupted(f"interrupted at step {state['step']}; saved {checkpoint}: run the same "
+                                      "command with --resume to continue") from None
+        raise TrainingInterrupted(f"interrupted at step {state['step']}; nothing saved") from None
+    running, loss_value = state.pop("running", None), state.pop("loss", float("nan"))
+    bar.close()
+    seconds = time.monotonic() - start
+    if checkpoint is not None:
+        state["seconds"] = seconds
+        _save_checkpoint(checkpoint, model, optimizer, state)
+    model.eval()
+    return state["step"], seconds, running if running is not None else loss_value
+
+
+def _saved(state: dict) -> dict:
+    """What a checkpoint keeps of the training state (not the running loss)."""
+    return {key: value for key, value in state.items() if key not in ("running", "loss")}
+
+
+class TrainingInterrupted(CadpError):
+    """Ctrl-C during training, after the checkpoint (if any) was saved."""
+
+
+def _steps(model, loss_fn, batches, optimizer, params, state, steps, budget_seconds, start, learning_rate,
+           checkpoint, checkpoint_every, device, bar, metric_name) -> None:
+    """The optimizer steps of ``fit`` until the step or time budget is spent (state updated in place)."""
+    running, loss_value = None, float("nan")
     while True:
         elapsed = time.monotonic() - start
         progress = max(state["step"] / steps if steps else 0.0,
@@ -156,16 +203,10 @@ def fit(model: torch.nn.Module, loss_fn, batches, *, steps: int | None, minutes:
         state["step"] += 1
         bar.update(1)
         bar.set_postfix({metric_name: f"{running:.3f}", "min": f"{elapsed / 60:.1f}"})
+        state["running"], state["loss"] = running, loss_value
         if checkpoint is not None and state["step"] % checkpoint_every == 0:
             state["seconds"] = time.monotonic() - start
-            _save_checkpoint(checkpoint, model, optimizer, state)
-    bar.close()
-    seconds = time.monotonic() - start
-    if checkpoint is not None:
-        state["seconds"] = seconds
-        _save_checkpoint(checkpoint, model, optimizer, state)
-    model.eval()
-    return state["step"], seconds, running if running is not None else loss_value
+            _save_checkpoint(checkpoint, model, optimizer, _saved(state))
 
 
 @contextmanager
@@ -268,7 +309,10 @@ def train_image_model(args) -> None:
         model, lambda x, y: model.bits_per_dim(x, y).mean(), batches,
         steps=args.steps, minutes=args.time_budget, learning_rate=args.lr,
         checkpoint=Path(args.out) / CHECKPOINT_PATH if args.checkpoint else None,
-        resume=args.resume, device=device, description=f"cINN {name}", metric_name="bits/dim")
+        resume=args.resume, device=device, description=f"cINN {name}", metric_name="bits/dim",
+        run={"dataset": train.name, "image_size": config.image_size, "channels": config.channels,
+             "width": args.width, "conv_blocks": args.conv_blocks, "fc_blocks": args.fc_blocks,
+             "fc_width": args.fc_width, "seed": args.seed, "batch_size": args.batch_size})
     model = model.cpu().eval()
     test_bpd = evaluate_bits_per_dim(model, test)
     latents = encode_all(model, test.images[:2000], test.labels[:2000])
@@ -281,6 +325,7 @@ def train_image_model(args) -> None:
     facts = {"train_records": len(train), "test_records": len(test), "classifier_test_accuracy": accuracy,
              "sample_recognition_t0.7": sample_accuracy}
     card = image_model_card(config, report, facts, args)
+    clear_stale_results(Path(args.out))
     save_model(model, args.out, card=card, classifier=classifier, half_precision=args.half)
     _record_training(Path(args.out), report, facts)
     print(f"wrote {args.out}: test bits/dim {test_bpd:.3f}, classifier accuracy {accuracy:.3f}, "
@@ -451,6 +496,7 @@ def train_tabular_model(args) -> None:
     report = TrainingReport(ran["steps"], ran["epochs"], seconds, device_description(torch.device("cpu")),
                             ran["last_train_loss"], nll, "test NLL (nats/dim, one-hots dequantized)")
     facts = {"train_records": len(train), "test_records": len(test), "license": table.license}
+    clear_stale_results(Path(args.out))
     save_model(model, args.out, card=tabular_model_card(model.config, report, facts, args))
     _record_training(Path(args.out), report, facts)
     print(f"wrote {args.out}: test NLL {nll:.3f} nats/dim")
@@ -628,7 +674,8 @@ def is_image_dataset(name: str) -> bool:
 
 
 def prepare_output(out: Path, *, image: bool, resume: bool, overwrite: bool) -> None:
-    """Refuse to lose a model or an interrupted run in ``out``; clear what new weights would make stale.
+    """Refuse to lose a model or an interrupted run in ``out``. Deletes nothing: a run that fails leaves the
+    folder as it was (``clear_stale_results`` runs once the new weights are about to be written).
 
     Called before any data is read, so a refusal costs nothing.
     """
@@ -648,14 +695,15 @@ def prepare_output(out: Path, *, image: bool, resume: bool, overwrite: bool) -> 
         if checkpoint.exists():
             raise InputError(f"{out} holds an interrupted run ({checkpoint}): pass --resume to continue it, "
                              "or --overwrite to start over")
-    if overwrite and checkpoint.exists():
-        checkpoint.unlink()
-    if has_model:  # its evaluation and report described the weights about to be replaced
-        stale = [name for name in ("eval.json", "report.html") if (out / name).exists()]
-        for name in stale:
-            (out / name).unlink()
-        if stale:
-            print(f"removed {', '.join(stale)} from {out}: they described the earlier weights", file=sys.stderr)
+
+
+def clear_stale_results(out: Path) -> None:
+    """Remove an earlier model's evaluation and report from ``out``: they describe weights being replaced."""
+    stale = [name for name in ("eval.json", "report.html") if (out / name).exists()]
+    for name in stale:
+        (out / name).unlink()
+    if stale:
+        print(f"removed {', '.join(stale)} from {out}: they described the earlier weights", file=sys.stderr)
 
 
 def main(argv=None) -> int:
@@ -668,6 +716,13 @@ def main(argv=None) -> int:
             train_image_model(args)
         else:
             train_tabular_model(args)
+    except TrainingInterrupted as error:
+        print(f"stopped: {error}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("stopped: interrupted before or after the training steps; the output folder holds no new model",
+              file=sys.stderr)
+        return 130
     except CadpError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

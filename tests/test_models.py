@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cadp.data import load_image_dataset, load_table
-from cadp.errors import ModelError
+from cadp.errors import InputError, ModelError
 from cadp.hub import load_folder, save_model
 from cadp.models import SMALL_BATCH, ImageCINN, ImageModelConfig, build_model, config_from_dict, config_to_dict
 from cadp.train import fit_tabular
@@ -566,3 +566,46 @@ def test_own_data_named_like_a_public_dataset_is_not_called_public(tmp_path):
     assert "on public data" not in result.guarantee
     card = (tmp_path / "m" / "README.md").read_text()
     assert "user data: check its license" in card and "whole public table" not in card
+
+
+def test_a_failed_run_keeps_the_folders_evaluation(tmp_path, capsys):
+    from cadp import train
+    from cadp.hub import read_eval, update_eval
+
+    source = tmp_path / "rows.csv"
+    load_table("diabetes").frame.head(120).to_csv(source, index=False)
+    out = tmp_path / "model"
+    assert train.main(["--dataset", str(source), "--out", str(out), "--conditions", "sex", "--steps", "20"]) == 0
+    update_eval(out, "utility", {"note": "measured"})
+    capsys.readouterr()
+    assert train.main(["--dataset", str(tmp_path / "typo.csv"), "--out", str(out), "--overwrite"]) == 2
+    assert "utility" in read_eval(out) and "removed" not in capsys.readouterr().err  # nothing lost
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resume_continues_and_another_run_cannot(tmp_path):
+    from cadp import train
+
+    model = torch.nn.Linear(3, 1)
+    data = torch.randn(64, 3)
+    batches = train.endless_batches((data,), 8, torch.Generator().manual_seed(0))
+    calls = [0]
+
+    def loss_fn(x):
+        calls[0] += 1
+        if calls[0] == 6:
+            raise KeyboardInterrupt
+        return model(x).pow(2).mean()
+
+    checkpoint = tmp_path / "checkpoint" / "training.safetensors"
+    run = {"dataset": "a", "width": 8}
+    with pytest.raises(train.TrainingInterrupted, match="interrupted at step 5; saved .*--resume to continue"):
+        train.fit(model, loss_fn, batches, steps=20, minutes=None, learning_rate=1e-2, checkpoint=checkpoint, run=run)
+    steps, _, _ = train.fit(model, lambda x: model(x).pow(2).mean(), batches, steps=20, minutes=None,
+                            learning_rate=1e-2, checkpoint=checkpoint, resume=True, run=run)
+    assert steps == 20  # 5 before the interruption, 15 after
+    with pytest.raises(InputError, match="another run \\(dataset 'a' -> 'b'\\)"):
+        train.fit(model, lambda x: model(x).pow(2).mean(), batches, steps=30, minutes=None, learning_rate=1e-2,
+                  checkpoint=checkpoint, resume=True, run={**run, "dataset": "b"})
+    with pytest.raises(InputError, match="other model settings"):
+        train.fit(torch.nn.Linear(4, 1), lambda x: x.sum(), batches, steps=30, minutes=None, learning_rate=1e-2,
+                  checkpoint=checkpoint, resume=True)
