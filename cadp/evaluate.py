@@ -85,6 +85,14 @@ def epsilon_from_rates(tpr_lower, fpr_upper, delta: float) -> np.ndarray:
     return np.where(tpr_lower > delta, value, -np.inf)
 
 
+def largest_provable_epsilon(releases: int, delta: float = 0.0, confidence: float = CONFIDENCE) -> float:
+    """The largest lower bound an audit of ``releases`` releases per record can give (a perfect test: every
+    release told apart): bounds near it mean "at least this much", not that a claim holds."""
+    tpr_lower, _ = clopper_pearson(releases, releases, confidence)
+    _, fpr_upper = clopper_pearson(0, releases, confidence)
+    return float(epsilon_from_rates(tpr_lower, fpr_upper, delta))
+
+
 # --------------------------------------------------------------------------- distinguishing audit
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import zipfile
 from pathlib import Path
 
@@ -497,10 +498,24 @@ def test_audit_page_runs_and_plots_the_claim_line():
     at.button[0].click().run()
     clean(at)
     assert not errors(at)
-    spec = json.dumps(json.loads(at.get("plotly_chart")[0].proto.spec), ensure_ascii=False)
-    assert "y = x (the claim)" in spec
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    claim = next(trace for trace in figure["data"] if trace["name"] == "y = x (the claim)")
+    assert claim["x"] == claim["y"]  # a straight diagonal: both axes log, so the claim line is y = x everywhere
+    assert figure["layout"]["xaxis"]["type"] == figure["layout"]["yaxis"]["type"] == "log"
+    assert "the most this many releases can show (3.98)" in json.dumps(figure, ensure_ascii=False)
+    assert any("no audit can show more than ε ≈ 3.98" in c.value for c in at.caption)
     table = at.dataframe[0].value
     assert list(table["claimed"]) == [1.0] and table["lower_bound"].notna().all()
+    assert set(table["model"]) == {at.selectbox(key="model_choice").value}
+
+
+def test_largest_provable_epsilon_is_the_bound_of_a_perfect_test():
+    from cadp.evaluate import clopper_pearson, largest_provable_epsilon
+
+    tpr_lower, _ = clopper_pearson(2000, 2000)
+    _, fpr_upper = clopper_pearson(0, 2000)
+    assert largest_provable_epsilon(2000) == pytest.approx(math.log(tpr_lower / fpr_upper))
+    assert largest_provable_epsilon(200) < largest_provable_epsilon(2000) < largest_provable_epsilon(20000)
 
 
 def test_audit_page_takes_a_fixed_radius_and_delta_for_gaussian(monkeypatch):

@@ -8,7 +8,7 @@ import streamlit as st
 
 from cadp import ui
 from cadp.data import IMAGE_DATASETS, TABULAR_DATASETS
-from cadp.mechanisms import DEFAULT_TEMPERATURE, MECHANISMS, PAPER_LABEL, make_mechanism
+from cadp.mechanisms import DEFAULT_TEMPERATURE, MECHANISMS, make_mechanism
 
 RESULT = "audit_results"
 
@@ -47,22 +47,32 @@ def choose_records(loaded):
     return frame.iloc[[a]], frame.iloc[[b]], None, f"rows {a} and {b}"
 
 
-def audit_figure(results: list[dict]) -> go.Figure:
+FLOOR = 0.01  # a lower bound of 0 on the log axis
+
+
+def audit_figure(results: list[dict], ceiling: float | None = None) -> go.Figure:
+    """Lower bounds against claims on log-log axes, where the dashed diagonal is y = x everywhere."""
     frame = pd.DataFrame(results)
     figure = go.Figure()
-    top = max([1.0] + [v for v in frame["claimed"].tolist() + frame["estimate"].tolist() if math.isfinite(v)])
-    figure.add_trace(go.Scatter(x=[0.01, top * 2], y=[0.01, top * 2], mode="lines", name="y = x (the claim)",
+    values = [v for v in frame["claimed"].tolist() + frame["estimate"].tolist() if math.isfinite(v) and v > 0]
+    low, top = min([FLOOR] + values), max([1.0] + values)
+    figure.add_trace(go.Scatter(x=[low, top * 2], y=[low, top * 2], mode="lines", name="y = x (the claim)",
                                 line=dict(dash="dash", color="gray")))
     for mechanism, group in frame.groupby("mechanism"):
+        bound = group["lower_bound"].clip(lower=FLOOR)
         figure.add_trace(go.Scatter(
-            x=group["claimed"], y=group["lower_bound"], mode="markers+lines",
-            name=f"{mechanism}{f' ({PAPER_LABEL})' if mechanism == 'paper' else ''}: lower bound",
-            error_y=dict(type="data", symmetric=False, array=group["estimate"] - group["lower_bound"],
+            x=group["claimed"], y=bound, mode="markers+lines", name=f"{mechanism}: lower bound",
+            customdata=group[["lower_bound", "estimate"]].to_numpy(),
+            hovertemplate="claim %{x:.3g}: lower bound %{customdata[0]:.3g}, estimate %{customdata[1]:.3g}",
+            error_y=dict(type="data", symmetric=False, array=(group["estimate"].clip(lower=FLOOR) - bound),
                          arrayminus=[0] * len(group)),
         ))
+    if ceiling is not None and math.isfinite(ceiling):
+        figure.add_hline(y=ceiling, line_dash="dot", line_color="firebrick",
+                         annotation_text=f"the most this many releases can show ({ceiling:.2f})")
     figure.update_layout(xaxis_title="claimed ε (paper: its nominal ε; metric: ε_unit · d(A, B))",
-                         yaxis_title="empirical ε lower bound (95% Clopper–Pearson; bar up to the point estimate)",
-                         xaxis_type="log", height=480)
+                         yaxis_title=f"empirical ε lower bound (95% Clopper–Pearson; 0 drawn at {FLOOR})",
+                         xaxis_type="log", yaxis_type="log", height=480)
     return figure
 
 
@@ -101,18 +111,27 @@ def page(loaded) -> None:
 
             audit = distinguishing_audit(loaded.model, record_a, record_b, condition, built,
                                          releases=releases, progress=report)
-            results.append({"mechanism": ui.MECHANISM_LABELS[mechanism], "epsilon": epsilon,
+            results.append({"model": loaded.config.name, "records": description,
+                            "mechanism": ui.MECHANISM_LABELS[mechanism], "epsilon": epsilon,
                             "claimed": audit.claimed_epsilon if audit.claimed_epsilon is not None else epsilon,
                             "lower_bound": audit.epsilon_lower_bound, "estimate": audit.epsilon_estimate,
                             "tpr": audit.tpr, "fpr": audit.fpr, "releases": audit.releases,
                             "exceeds claim": audit.epsilon_lower_bound > (audit.claimed_epsilon or epsilon)})
         bar.progress(1.0, text="Done")
-        st.session_state.setdefault(RESULT, []).extend(results)
-        st.caption(f"Audited on {description}.")
-    results = st.session_state.get(RESULT, [])
+        st.session_state.setdefault(RESULT, {}).setdefault((loaded.config.name, description, releases), []) \
+            .extend(results)
+    runs = st.session_state.get(RESULT, {})
+    results = runs.get((loaded.config.name, description, releases), [])  # this model, records and release count
     if results:
-        st.plotly_chart(audit_figure(results), key="audit_figure")
+        largest_provable_epsilon = ui.require("largest_provable_epsilon", "cadp.evaluate")
+        ceiling = largest_provable_epsilon(releases)
+        st.caption(f"Audited on {description} of {loaded.config.name}, {releases:,} releases per record. With "
+                   f"{releases:,} releases no audit can show more than ε ≈ {ceiling:.2f}: a bound near that line "
+                   "means \"at least this much\", not that a larger claim holds.")
+        st.plotly_chart(audit_figure(results, ceiling), key="audit_figure")
         st.dataframe(pd.DataFrame(results), key="audit_table", hide_index=True)
+    elif runs:
+        st.caption("Earlier audits in this session were of other models, records or release counts: run one here.")
         if st.button("Clear audit results", key="audit_clear"):
             st.session_state.pop(RESULT)
             st.rerun()
