@@ -154,12 +154,21 @@ def sidebar(kind: str | None = None, key: str = "model") -> hub.LoadedModel | No
     with st.sidebar:
         st.subheader("Model")
         names = bundled_models(kind)
-        choice = st.selectbox("Model", names + [HUB_CHOICE], key=f"{key}_choice",
+        options = names + [HUB_CHOICE]
+        # the choice outlives a page change (Streamlit drops a widget's state with its page): per kind of page,
+        # else the last model chosen anywhere, when this page lists it
+        remembered = st.session_state.setdefault("chosen_models", {})
+        preferred = [remembered.get(kind), remembered.get(None)]
+        index = next((options.index(name) for name in preferred if name in options), 0)
+        choice = st.selectbox("Model", options, index=index, key=f"{key}_choice",
                               help="Bundled models, or a Hugging Face Hub repository id.")
+        remembered[kind] = remembered[None] = choice
         try:
             if choice == HUB_CHOICE:
                 repo = st.text_input("Hub repository id (owner/name, optionally @revision)",
-                                     key=f"{key}_hub", placeholder="owner/name@main").strip()
+                                     value=remembered.get("hub", ""), key=f"{key}_hub",
+                                     placeholder="owner/name@main").strip()
+                remembered["hub"] = repo
                 if repo:
                     hub.parse_hub_source(repo)  # Hub ids only: a path typed here must never read the server's disk
                     loaded = load_model(repo)
@@ -186,10 +195,12 @@ def sidebar(kind: str | None = None, key: str = "model") -> hub.LoadedModel | No
     return loaded
 
 
-def run_page(title: str, body, kind: str | None = None, needs_model: bool = True) -> None:
-    """Title, sidebar, the page body inside page_errors, and the ledger last (so it shows this run's releases)."""
+def run_page(title: str, body, kind: str | None = None, needs_model: bool = True, picker: bool = True) -> None:
+    """Title, sidebar, the page body inside page_errors, and the ledger last (so it shows this run's releases).
+
+    ``picker=False``: a page that uses no model (home) shows no model picker."""
     st.title(title)
-    loaded = sidebar(kind)
+    loaded = sidebar(kind) if picker else None
     try:
         if loaded is None and needs_model:
             st.info(f"Choose {'an ' + kind if kind == 'image' else 'a ' + kind if kind else 'a'} model in the sidebar.")

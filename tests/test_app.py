@@ -650,3 +650,15 @@ def test_a_new_image_starts_from_its_own_label_not_the_last_ones():
     at.number_input(key="image_sample_index").set_value(1).run()
     suggested = next(c.value for c in at.caption if "The classifier suggests" in c.value)
     assert f"**{label_box(at).value}**" in suggested  # image 1 shows its own suggestion, not image 0's label
+
+
+def test_the_chosen_model_stays_chosen_on_other_pages():
+    at = clean(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run())
+    at.switch_page("views/model_card.py").run()
+    names = at.selectbox(key="model_choice").options
+    chosen = next(name for name in names if name != at.selectbox(key="model_choice").value and "Hub" not in name)
+    at.selectbox(key="model_choice").set_value(chosen).run()
+    at.switch_page("views/utility.py").run()
+    assert at.selectbox(key="model_choice").value == chosen  # it was the first model again on every page
+    at.switch_page("views/home.py").run()
+    assert not at.selectbox  # the home page uses no model: no picker

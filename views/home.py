@@ -44,4 +44,4 @@ def page(_loaded) -> None:
                "sent anywhere.")
 
 
-ui.run_page("CADP — content-aware differential privacy", page, needs_model=False)
+ui.run_page("CADP — content-aware differential privacy", page, needs_model=False, picker=False)
