@@ -24,6 +24,7 @@ from cadp.mechanisms import (
     MetricMechanism,
     batch_sizes,
     generator_seed,
+    keep_probability,
     new_generator,
     release_condition,
 )
@@ -99,9 +100,12 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
                                **kwargs)
     parts = [text]
     released = {name: h for name, h in handlings.items() if h.handling != "kept"}
+    levels = ({"label": model.config.num_classes} if isinstance(model, ImageCINN)
+              else {spec.name: spec.width for spec in model.condition_encoder.columns})
     if released:
         parts.append("Conditions: " + "; ".join(
-            f"{name} randomized by {h.epsilon:g}-randomized response" if h.handling == "randomized"
+            f"{name} randomized by randomized response with epsilon = {h.epsilon:g} over its {levels[name]} values "
+            f"(kept with probability {keep_probability(h.epsilon, levels[name]):.3g})" if h.handling == "randomized"
             else f"{name} resampled from a public prior (costs 0)" for name, h in released.items()) + ".")
         conditions = sum(h.cost for h in handlings.values())
         if isinstance(mechanism, MetricMechanism):  # two units: they do not add into one number

@@ -269,7 +269,7 @@ def test_image_epsilon_slider_seed_condition_strip_and_gallery():
     text = guarantee(at)
     assert "epsilon = 1000" in text and "L1 clip radius 10" in text
     assert "not private: reproducible seed" in text
-    assert "randomized by 2-randomized response" in text and "Total epsilon of this release" in text
+    assert "randomized by randomized response with epsilon = 2 over its" in text and "Total epsilon of this release" in text
     # 1 release + 5 strip releases + 3 gallery draws, each charged to the ledger
     assert any("9 release(s)" in line for line in ledger(at)), ledger(at)
     assert len(at.get("image")) >= 4 + 5 + 3
@@ -347,7 +347,7 @@ def test_a_batch_download_carries_its_privacy_terms():
     assert len(rows) == 3 and "metric — ε·d privacy" in rows[1]
     assert "per unit of latent distance (ε·d) + ε = 2 for conditions" in rows[1]  # two units, both named
     assert "not private: reproducible seed" in rows[1] and "not private: reproducible seed" in terms
-    assert "Metric privacy" in terms and "randomized by 2-randomized response" in terms
+    assert "Metric privacy" in terms and "randomized by randomized response with epsilon = 2 over its" in terms
     assert any("names (which often carry the true label) are left out" in c.value for c in at.caption)
     assert [name for name, _ in state["files"]] == ["0000-private.png", "0001-private.png"]
 
