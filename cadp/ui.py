@@ -25,6 +25,7 @@ from cadp.mechanisms import (
     MECHANISMS,
     PAPER_LABEL,
     Mechanism,
+    batch_sizes,
     make_mechanism,
     paper_batches_text,
 )
@@ -534,8 +535,10 @@ def paper_batch_note(utility: dict, release_batch: int) -> str | None:
     the evaluation ran the paper mechanism on batches of that size."""
     method = (utility.get("methods") or {}).get("paper") or {}
     evaluated = utility.get("settings") if isinstance(utility.get("settings"), dict) else {}
-    if method.get("batch_size") == release_batch:
-        return None
+    size, n_test = method.get("batch_size"), evaluated.get("n_test")
+    if size == release_batch or (isinstance(size, int) and isinstance(n_test, int) and size > 0 and n_test > 0
+                                 and release_batch in batch_sizes(n_test, size)):
+        return None  # the evaluation's test releases ran in batches of this size
     batches = paper_batches_text(evaluated) or f"batches of {_plain(method.get('batch_size'))} records"
     single = (" (for one record the matrix norm is just its largest |z_j|, far smaller than a batch's)"
               if release_batch == 1 else "")
@@ -572,6 +575,13 @@ def evaluation_preview(loaded: hub.LoadedModel, settings: PrivacySettings, key: 
 
 
 # --------------------------------------------------------------------------- display
+
+def release_terms(result) -> str:
+    """A download's guarantee.txt: the guarantee, and for paper the batch its output depends on."""
+    if result.mechanism.get("mechanism") == "paper":
+        return f"{result.guarantee} This release ran it on {result.batch_text}."
+    return result.guarantee
+
 
 def release_facts(result) -> None:
     """The caption under a release's guarantee: where its noise came from and, for paper, its batch."""

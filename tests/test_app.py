@@ -196,6 +196,9 @@ def test_preview_figure_and_notes_say_what_was_evaluated():
     assert "evaluated on batches of 354 training and 88 test records (batch size 512)" in notes("paper")
     utility["settings"].update(n_train=1000, n_test=500)
     assert "batches of 512 and 488 training and 500 test records" in notes("paper")
+    from cadp.ui import paper_batch_note  # a release of 88 rows ran like the evaluation's 88 test rows
+    assert paper_batch_note({**utility, "settings": {**utility["settings"], "n_test": 88}}, 88) is None
+    assert "one batch of 1 record" in paper_batch_note(utility, 1)
     assert "At ε = 100: accuracy 0.800, re-identification 20.0%." in notes("metric", 100)
     assert "conditions not kept exactly" in notes("laplace", kept=False, temperature=0.7)
 
@@ -662,3 +665,17 @@ def test_the_chosen_model_stays_chosen_on_other_pages():
     assert at.selectbox(key="model_choice").value == chosen  # it was the first model again on every page
     at.switch_page("views/home.py").run()
     assert not at.selectbox  # the home page uses no model: no picker
+
+
+def test_a_paper_batch_download_names_its_batch():
+    at = page("image.py")
+    files = [(f"digit{i}.png", helpers.png(), "image/png") for i in range(3)]
+    at.file_uploader(key="image_upload").set_value(files).run()
+    at.selectbox(key="image_mechanism").set_value("paper").run()
+    at.button(key="image_privatize").click().run()
+    clean(at)
+    state = at.session_state["image_result"]
+    assert all("(ran on one batch of 3 records)" in row["mechanism"] for row in state["manifest"])
+    from cadp import ui
+
+    assert ui.release_terms(state["result"]).endswith("This release ran it on one batch of 3 records.")

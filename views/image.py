@@ -109,8 +109,9 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
     for index, record in enumerate(records):
         file = compare.released_name(record.name, index, copy_name=handling.handling == "kept")
         files.append((file, compare.png_bytes(result.privatized[index])))
+        mechanism = ui.MECHANISM_LABELS[name] + (f" (ran on {result.batch_text})" if name == "paper" else "")
         manifest.append({"file": file, "condition": class_names[int(result.released_condition["label"][index])],
-                         "mechanism": ui.MECHANISM_LABELS[name], "cost": ui.cost_text([settings.mechanism], handling.cost),
+                         "mechanism": mechanism, "cost": ui.cost_text([settings.mechanism], handling.cost),
                          "noise": result.noise_source})
     return {"names": [r.name for r in records], "result": result, "handling": handling.handling, "strip": strip_images, "gallery": gallery_images,
             "files": files, "manifest": manifest, "settings": settings.summary}
@@ -168,7 +169,7 @@ def show_result(loaded, state, settings) -> None:
                            mime="image/png", key="download_png")
     else:
         st.download_button(f"Download {len(names)} privatized images (ZIP with manifest.csv and guarantee.txt)",
-                           compare.batch_zip(state["files"], state["manifest"], result.guarantee),
+                           compare.batch_zip(state["files"], state["manifest"], ui.release_terms(result)),
                            file_name="cadp-privatized.zip", mime="application/zip", key="download_zip")
     if state.get("handling", "kept") == "kept":
         st.caption("Downloaded files keep your file names (…-private.png): rename them before sharing if a name "
