@@ -41,6 +41,7 @@ from cadp.mechanisms import (
 )
 from cadp.privatize import NOT_PRIVATE_SEED, privatize
 from cadp.runtime import configure_allocator
+from cadp.train import rows_seen_in_training
 from cadp.uploads import (
     IMAGE_SUFFIXES,
     INVERT_CHOICES,
@@ -458,7 +459,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     if missing:
         raise UsageError(f"{path.name} lacks the model's column(s) {missing}; the model needs {needed}")
     target = output / PRIVATIZED_CSV_NAME
-    first_chunk, written, row_number = True, 0, 0
+    first_chunk, written, row_number, seen = True, 0, 0, 0
     reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=settings.batch_size,
                          skipinitialspace=True)
     with target.open("wb") as out:
@@ -498,10 +499,32 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                     manifest.row(f"row {number}", status="privatized", condition=condition,
                                  released=released[position], output=f"{PRIVATIZED_CSV_NAME} row {written}",
                                  preprocessing=filled.get(position, ""), batch=len(good))
+                seen += rows_seen_in_training(config, chunk.iloc[good]) or 0 if good else 0
                 manifest.flush()
         except (pd.errors.ParserError, ValueError, UnicodeError):
             manifest.error(f"row {row_number + 1}", f"stopped reading {path.name}: the CSV cannot be parsed "
                            f"after row {row_number} (a row with more fields than the header?)")
+    add_caution(output, training_data_caution(config, path.name, seen))
+
+
+def add_caution(output: Path, caution: str | None) -> None:
+    """Say ``caution`` on stderr and at the top of guarantee.txt (when the run released anything)."""
+    if caution and (output / GUARANTEE_NAME).exists():
+        print(f"warning: {caution}", file=sys.stderr)
+        terms = (output / GUARANTEE_NAME).read_text(encoding="utf-8")
+        (output / GUARANTEE_NAME).write_text(f"Caution: {caution}\n\n{terms}", encoding="utf-8")
+
+
+def training_data_caution(config, input_name: str, seen_rows: int) -> str | None:
+    """Why a release's guarantee does not fully apply to this input: rows the model was trained on, or an input
+    named like the (non-public) data the model was trained on."""
+    if seen_rows:
+        return (f"{seen_rows} input row(s) are rows {config.name} was trained on (without DP): for them the "
+                "guarantee does not cover what the model learned from them.")
+    if input_name == config.dataset:
+        return (f"{input_name} has the name of the data {config.name} was trained on: if these are its training "
+                "rows, the guarantee does not cover what the model learned from them.")
+    return None
 
 
 def _conditions(frame: pd.DataFrame, index: int, names: list[str]) -> str:
@@ -693,6 +716,9 @@ def main(argv=None) -> int:
             with tqdm(total=total, desc="images", unit="file", disable=None) as progress:
                 privatize_images(loaded.model, loaded.config.class_names, source, resolver, settings,
                                  args.output, manifest, progress, args.input.name)
+            folder_name = f"{args.input.resolve().name} (image folder)"  # how cadp.train names a folder's data
+            if input_kind == "folder":
+                add_caution(args.output, training_data_caution(loaded.config, folder_name, 0))
     except UsageError as error:
         manifest.close()
         if not manifest.privatized:  # refused before any release: leave OUTPUT as it was, so a retry can use it

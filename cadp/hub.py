@@ -515,6 +515,18 @@ def push_model(folder: Path | str, repo_id: str, *, token: str | None = None, dr
 
 # --------------------------------------------------------------------------- CLI
 
+def _warn_about_own_training_data(folder: Path) -> None:
+    from cadp.data import IMAGE_DATASETS, TABULAR_DATASETS
+
+    if not (folder / CONFIG_NAME).exists():
+        return  # push_model says what is missing
+    config = read_config(folder)
+    if config.dataset not in IMAGE_DATASETS + TABULAR_DATASETS:
+        print(f"warning: {config.name} was trained without DP on {config.dataset}, not on a public dataset: its "
+              "weights, config.json (column ranges and levels, class names) and model card can reveal that data. "
+              "A Hub repo is public unless created with --private.", file=sys.stderr)
+
+
 def describe(loaded: LoadedModel) -> str:
     """A few lines about a loaded model: origin, kind, data, latent size, parameters."""
     config = loaded.config
@@ -551,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "push":
+            _warn_about_own_training_data(Path(args.folder))  # before anything is sent
             result = push_model(args.folder, args.repo_id, dry_run=args.dry_run, endpoint=args.endpoint,
                                 tag=args.tag, private=args.private)
             verb = "would upload" if result.dry_run else "uploaded"

@@ -461,6 +461,34 @@ def _condition_groups(condition: torch.Tensor) -> torch.Tensor:
     return torch.unique(condition, dim=0, return_inverse=True)[1]
 
 
+def rows_seen_in_training(config, frame: pd.DataFrame) -> int | None:
+    """How many rows of ``frame`` equal a row the model was trained on: for models of a bundled public table
+    (whose split is known); None for others. The guarantee does not cover what a model learned from its
+    training rows, so a release of them must say so."""
+    from cadp.data import TABULAR_DATASETS
+
+    if config.dataset not in TABULAR_DATASETS:
+        return None
+    columns = config.data_columns + config.condition_columns
+    if any(column not in frame.columns for column in columns):
+        return 0
+    train, _ = split_table(load_table(config.dataset).frame, config.permutation_seed)
+
+    def hashes(rows: pd.DataFrame) -> np.ndarray:
+        # values as text (an upload reads 53 where the table holds 53.0): numbers normalized by float()
+        as_text = rows[columns].apply(lambda column: column.map(_cell_text))
+        return pd.util.hash_pandas_object(as_text, index=False).to_numpy()
+
+    return int(np.isin(hashes(frame), hashes(train)).sum())
+
+
+def _cell_text(value) -> str:
+    try:
+        return repr(float(value))
+    except (TypeError, ValueError):
+        return str(value)
+
+
 @torch.inference_mode()
 def tabular_test_nll(model: TabularCINN, frame: pd.DataFrame, seed: int = 0) -> float:
     generator = torch.Generator().manual_seed(seed)

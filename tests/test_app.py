@@ -679,3 +679,16 @@ def test_a_paper_batch_download_names_its_batch():
     from cadp import ui
 
     assert ui.release_terms(state["result"]).endswith("This release ran it on one batch of 3 records.")
+
+
+def test_an_upload_holding_the_models_training_rows_is_flagged():
+    from cadp.data import load_table
+
+    at = page("tabular.py")
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    data = load_table("diabetes").frame.to_csv(index=False).encode()
+    at.file_uploader(key="table_upload").set_value(("all.csv", data, "text/csv")).run()
+    clean(at)
+    assert any("fits the model" in s.value for s in at.success)
+    assert any("354 of these 442 rows are rows" in w.value and "does not cover what the model learned" in w.value
+               for w in at.warning), [w.value for w in at.warning]

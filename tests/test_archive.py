@@ -388,3 +388,21 @@ def test_inversion_defaults_to_the_models_training_data(image_model, tmp_path):
     assert "inverted" not in read_manifest(tmp_path / "default")[0]["preprocessing"]
     assert run(image_model, source, tmp_path / "auto", "--invert", "auto") == 0
     assert "inverted (dark-on-light detected)" in read_manifest(tmp_path / "auto")[0]["preprocessing"]
+
+
+def test_rows_a_bundled_model_was_trained_on_are_flagged(tmp_path, capsys):
+    from cadp.data import load_table
+    from cadp.hub import BUNDLED_DIR
+    from cadp.train import split_table
+
+    frame = load_table("diabetes").frame
+    train, test = split_table(frame, 0)
+    mixed = tmp_path / "mixed.csv"
+    pd.concat([train.head(3), test.head(2)]).to_csv(mixed, index=False)
+    assert run(BUNDLED_DIR / "diabetes-cinn", mixed, tmp_path / "out") == 0
+    assert "warning: 3 input row(s) are rows diabetes-cinn was trained on" in capsys.readouterr().err
+    assert (tmp_path / "out" / "guarantee.txt").read_text(encoding="utf-8").startswith("Caution: 3 input row(s)")
+    held_out = tmp_path / "held-out.csv"
+    test.head(4).to_csv(held_out, index=False)
+    assert run(BUNDLED_DIR / "diabetes-cinn", held_out, tmp_path / "out2") == 0
+    assert "warning" not in capsys.readouterr().err

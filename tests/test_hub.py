@@ -355,7 +355,9 @@ def test_cli_push_dry_run_and_load(folder_with_extras, served, cache, capsys):
     assert hub.main(["load", REPO, "--revision", "v1", "--endpoint", served.url, "--cache-dir", str(cache)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == f"origin: Hub {REPO}@v1 at commit {served.commits['v1'][:12]}"
     assert hub.main(["push", str(folder_with_extras), "tester/new-model", "--dry-run", "--tag", "v3"]) == 0
-    assert "would tag the new commit v3" in capsys.readouterr().out
+    pushed = capsys.readouterr()
+    assert "would tag the new commit v3" in pushed.out
+    assert "was trained without DP on test, not on a public dataset" in pushed.err  # said before anything is sent
 
     assert hub.main(["load", "tester/bad id"]) == 2
     assert "must not contain spaces" in capsys.readouterr().err
