@@ -1224,14 +1224,22 @@ def main(argv=None) -> int:
                              "dataset); split as cadp.train split it")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for CI and tests")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument("--replace-full", action="store_true",
+                        help="let a --quick run replace a full run's results in eval.json (refused otherwise)")
     args = parser.parse_args(argv)
-    from cadp.hub import load_folder, update_card_section, update_eval
+    from cadp.hub import load_folder, read_eval, update_card_section, update_eval
     from cadp.runtime import configure_allocator
 
     configure_allocator()
 
     try:
         loaded = load_folder(args.model)
+        section_name = {"dpsgd": "central"}.get(args.command, args.command)
+        earlier = read_eval(loaded.folder).get(section_name) if args.command != "report" else None
+        if args.quick and isinstance(earlier, dict) and not args.replace_full and \
+                not (earlier.get("quick") or (earlier.get("settings") or {}).get("quick")):
+            raise InputError(f"{loaded.folder / 'eval.json'} holds a full {args.command} run; a --quick run would "
+                             "replace it: evaluate a copy of the folder, or pass --replace-full")
         data = load_training_data(loaded.config, args.data) if args.data is not None else None
         bar, progress = _tqdm_progress(f"{args.command} {Path(args.model).name}")
         start = time.monotonic()

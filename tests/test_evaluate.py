@@ -378,3 +378,17 @@ def test_report_labels_every_paper_trace(name, tmp_path):
     names = [json.loads(f'"{raw}"') for raw in re.findall(r'"name":"((?:[^"\\]|\\.)*)"', html)]
     paper = [trace for trace in names if "paper" in trace.lower()]
     assert paper and all("reference reproduction — no formal guarantee" in trace for trace in paper), paper
+
+
+def test_a_quick_run_never_replaces_a_full_one_unasked(tiny_table_folder, tmp_path, capsys):
+    import shutil
+
+    loaded, _ = tiny_table_folder
+    folder = tmp_path / "m"
+    shutil.copytree(loaded.folder, folder)
+    update_eval(folder, "audit", {"quick": False, "releases": 10_000, "results": []})
+    assert main(["audit", "--model", str(folder), "--quick"]) == 2
+    assert "holds a full audit run; a --quick run would replace it" in capsys.readouterr().err
+    assert read_eval(folder)["audit"]["releases"] == 10_000
+    assert main(["audit", "--model", str(folder), "--quick", "--replace-full"]) == 0
+    assert read_eval(folder)["audit"]["quick"] is True
