@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import sys
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, fields
 from functools import cached_property
@@ -132,7 +133,7 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
         raise InputError(f"{root} has no class sub-folders (expected {root}/<class>/<image>.png)")
-    images, labels = [], []
+    images, labels, skipped = [], [], []
     for index, class_dir in enumerate(class_dirs):
         files = sorted(f for f in class_dir.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
         for file in files:
@@ -140,11 +141,16 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
                 array = to_model_input(file.read_bytes(), image_size=image_size, channels=channels,
                                        invert="never").pixels
             except InputError:
+                skipped.append(file.relative_to(root).as_posix())
                 continue
             images.append(array)
             labels.append(index)
     if len(images) < 2:
         raise InputError(f"{len(images)} readable image(s) under {root}: a training and a held-out split need more")
+    if skipped and split == "train":  # said once per folder, not per split
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        print(f"note: {len(skipped)} file(s) under {root} could not be read as images and were left out: {shown}",
+              file=sys.stderr)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(images))
     n_test = max(1, int(round(test_fraction * len(images))))

@@ -327,6 +327,10 @@ def load_model(source: str | Path, *, revision: str | None = None, cache_dir: st
     """
     text = str(source)
     path = Path(text).expanduser()
+    bundled_name = text.split("@", 1)[0]
+    if "@" in text and "/" not in bundled_name and (BUNDLED_DIR / bundled_name / CONFIG_NAME).exists():
+        raise ModelError(f"{bundled_name} is a bundled model in {BUNDLED_DIR.name}/: load it without a revision, or "
+                         f"give its Hub repo as owner/name@revision")
     if text and path.is_dir():
         if revision is not None:
             raise ModelError(f"{text} is a local folder; a revision applies only to Hub repos")
@@ -531,10 +535,11 @@ def describe(loaded: LoadedModel) -> str:
     """A few lines about a loaded model: origin, kind, data, latent size, parameters."""
     config = loaded.config
     parameters = sum(p.numel() for p in loaded.model.parameters())
+    trainable = sum(p.numel() for p in loaded.model.parameters() if p.requires_grad)
     lines = [f"origin: {loaded.origin}",
              f"model: {config.name} ({config.kind} cINN, dataset {config.dataset})",
              f"latent dimensions: {config.latent_dim}",
-             f"parameters: {parameters:,}"]
+             f"parameters: {parameters:,} ({trainable:,} trainable, as the model card counts them)"]
     if config.kind == "image":
         lines.append(f"images: {config.channels}x{config.image_size}x{config.image_size}, "
                      f"classes: {', '.join(config.class_names)}")

@@ -24,7 +24,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from cadp.data import IMAGE_DATASETS, ImageDataset, TabularEncoder, draw_in_boxes, load_image_dataset, load_table
+from cadp.data import (
+    IMAGE_DATASETS,
+    TABULAR_DATASETS,
+    ImageDataset,
+    TabularEncoder,
+    draw_in_boxes,
+    load_image_dataset,
+    load_table,
+)
 from cadp.errors import CadpError, InputError
 from cadp.hub import save_model
 from cadp.models import ImageCINN, ImageModelConfig, LatentDistances, SmallCNN, TabularCINN, TabularModelConfig
@@ -738,6 +746,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     configure_allocator()
     try:
+        known = IMAGE_DATASETS + TABULAR_DATASETS
+        if args.dataset not in known and not Path(args.dataset).exists():
+            raise InputError(f"--dataset {args.dataset}: no such folder or file; give one of {', '.join(known)}, "
+                             "an image folder (one sub-folder per class) or a .csv file")
         prepare_output(Path(args.out), image=is_image_dataset(args.dataset), resume=args.resume,
                        overwrite=args.overwrite)
         if is_image_dataset(args.dataset):

@@ -451,3 +451,17 @@ def test_decimal_commas_in_semicolon_files_are_numbers():
     # in a comma-separated file a quoted "1,5" stays text: the comma may be a thousands separator
     upload = read_csv_upload(b'a,b\n"1,5",1\n"2,5",2\n"3,5",3\n')
     assert not pd.api.types.is_numeric_dtype(upload.frame["a"])
+
+
+def test_training_says_which_files_of_an_image_folder_it_left_out(tmp_path, capsys):
+    from cadp.data import load_image_folder
+
+    for label in ("a", "b"):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        for index in range(3):
+            (tmp_path / "imgs" / label / f"{index}.png").write_bytes(corpus.png(corpus.digit(28, 28)))
+    (tmp_path / "imgs" / "a" / "broken.png").write_bytes(b"not a png")
+    load_image_folder(tmp_path / "imgs", "train")
+    assert "1 file(s) under" in capsys.readouterr().err
+    load_image_folder(tmp_path / "imgs", "test")
+    assert capsys.readouterr().err == ""  # said once per folder
