@@ -59,6 +59,11 @@ def common_terms(fitted_on_records: bool = False, trained_on: str | None = None)
 COMMON_TERMS = common_terms()
 
 
+def readable(value: float) -> str:
+    """A number for a sentence: 6,680 rather than 6.68e+03, three significant digits below 1,000."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
 def _check_positive(value, parameter: str, allow_infinite: bool = False) -> float:
     try:
         value = float(value)
@@ -274,8 +279,8 @@ class MetricMechanism(Mechanism):
         if d_typ is not None and d_nn is not None:
             typical, nearest = self.between_records(d_typ, d_nn)
             text += (f" Between two typical distinct records with the same condition (distance {d_typ:.3g}) "
-                     f"that is epsilon = {typical:.3g}; between a record and its nearest neighbour (distance "
-                     f"{d_nn:.3g}) epsilon = {nearest:.3g}.")
+                     f"that is epsilon = {readable(typical)}; between a record and its nearest neighbour (distance "
+                     f"{d_nn:.3g}) epsilon = {readable(nearest)}.")
             if nearest > 10:
                 text += " At this setting only near-duplicates are protected."
         return f"{text} {common_terms(fitted_on_records, trained_on)}"

@@ -28,6 +28,7 @@ from cadp.mechanisms import (
     batch_sizes,
     make_mechanism,
     paper_batches_text,
+    readable,
 )
 from cadp.models import warm_up
 
@@ -331,8 +332,8 @@ def metric_meaning(config, epsilon_unit: float) -> str:
     typical, nearest = epsilon_unit * distances.d_typ, epsilon_unit * distances.d_nn
     group = "class" if getattr(config, "kind", "image") == "image" else "kept conditions"
     text = (f"Between two typical records of the same {group} (L1 distance d_typ = {distances.d_typ:.3g}): "
-            f"ε = {typical:.3g}. Between a record and its nearest neighbour (d_nn = {distances.d_nn:.3g}): "
-            f"ε = {nearest:.3g}.")
+            f"ε = {readable(typical)}. Between a record and its nearest neighbour (d_nn = {distances.d_nn:.3g}): "
+            f"ε = {readable(nearest)}.")
     if nearest > 10:
         text += " At this setting only near-duplicates are protected."
     return text
@@ -349,9 +350,11 @@ def epsilon_meaning(config, name: str, epsilon: float, temperature: float | None
                 "with it. For a single record ‖Z‖₁ is its largest |z_j|, so from ε = 8 on a latent whose largest "
                 "coordinate is below 4 passes unscaled.")
     if clip_radius is not None:
-        return (f"Fixed clip radius R = {clip_radius:g}: the latent is scaled into a ball of radius R and the "
-                "noise grows as ε falls (laplace: scale 2R/ε per coordinate). A small R keeps little of the record "
-                "at any ε; a large R needs a large ε for the record to show through the noise.")
+        noise = ("Laplace noise of scale 2R/ε per coordinate" if name == "laplace"
+                 else "Gaussian noise whose σ the analytic calibration sets from the sensitivity 2R, ε and δ")
+        return (f"Fixed clip radius R = {clip_radius:g}: the latent is scaled into a ball of radius R, then gets "
+                f"{noise}, so the noise grows as ε falls. A small R keeps little of the record at any ε; a large R "
+                "needs a large ε for the record to show through the noise.")
     if not image:
         return ("A table row has far fewer latent dimensions than an image, so useful releases come at much "
                 "smaller ε than for images.")

@@ -116,7 +116,7 @@ def test_image_guarantee_follows_the_mechanism(mechanism, expected):
     assert expected in guarantee(at)
     if mechanism == "metric":
         captions = " ".join(c.value for c in at.caption)
-        assert "d_typ = 700" in captions and "ε = 7e+03" in captions
+        assert "d_typ = 700" in captions and "ε = 7,000" in captions
     if mechanism == "paper":
         assert any("no formal guarantee" in line for line in ledger(at))
 
@@ -263,7 +263,7 @@ def test_image_epsilon_slider_seed_condition_strip_and_gallery():
     at.radio(key="image_policy").set_value("fixed radius").run()
     captions = " ".join(c.value for c in at.caption)
     # before the press: 5 strip releases (1 + 10 + ... + 10000) and 3 draws at 1000, each + 2 for the label
-    assert "one press adds 8 releases to its ledger entry besides the release itself (ε = 14127 more)" in captions
+    assert "one press adds 8 releases to its ledger entry besides the release itself; together they cost ε = 14127." in captions
     # the note measured at constant temperature 0.7 does not describe a fixed radius
     assert "Fixed clip radius R = 10" in captions and "ε up to ~100 look like fresh samples" not in captions
     at.button(key="image_privatize").click().run()

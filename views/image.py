@@ -199,8 +199,8 @@ def page(loaded) -> None:
     if strip or gallery:
         extra = [settings.at(epsilon) for epsilon in STRIP_EPSILONS] * strip + [settings.mechanism] * gallery
         st.caption(f"Each strip image and each gallery draw is a release of the first image: one press adds "
-                   f"{len(extra)} releases to its ledger entry besides the release itself "
-                   f"({ui.cost_text(extra, handling.cost)} more).")
+                   f"{len(extra)} releases to its ledger entry besides the release itself; together they "
+                   f"cost {ui.cost_text(extra, handling.cost)}.")
     if st.button("Privatize", type="primary", key="image_privatize"):
         st.session_state[RESULT] = release(loaded, records, labels, handling, settings, strip, gallery)
         st.session_state[RESULT]["records"] = [r.key for r in records]

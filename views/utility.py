@@ -25,7 +25,7 @@ def method_label(name: str, method: dict, distances=None) -> str:
     elif not method.get("formal", True) and method.get("kind") == "baseline" and "not private" not in label:
         label = f"{label} (not private)"
     if name == "metric" and distances is not None:
-        label += f"; between typical records ε ≈ {distances.d_typ:.3g} × axis"
+        label += f"; between two typical records ε = {distances.d_typ:.3g} × the value on the axis"
     return label
 
 
