@@ -458,6 +458,10 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     missing = [c for c in needed if c not in columns]
     if missing:
         raise UsageError(f"{path.name} lacks the model's column(s) {missing}; the model needs {needed}")
+    extra = [c for c in columns if c not in needed]
+    if extra:
+        print(f"note: column(s) {extra} are not the model's and are left out of {PRIVATIZED_CSV_NAME}",
+              file=sys.stderr)
     target = output / PRIVATIZED_CSV_NAME
     first_chunk, written, row_number, seen = True, 0, 0, 0
     reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=settings.batch_size,
@@ -653,6 +657,8 @@ def _check_paths(args, kind: str) -> str:
         raise UsageError("OUTPUT must not be inside INPUT")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.labels is not None and input_kind == "csv":
+        raise UsageError("--labels applies to images; a CSV's conditions are its own columns")
     if args.labels is not None and not args.labels.is_file():
         raise UsageError(f"--labels {args.labels} is not a file")
     return input_kind

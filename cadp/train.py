@@ -505,6 +505,9 @@ def tabular_test_nll(model: TabularCINN, frame: pd.DataFrame, seed: int = 0) -> 
 
 
 def train_tabular_model(args) -> None:
+    if args.device not in ("auto", "cpu"):
+        print(f"note: --device {args.device} is not used: table models are small and train on the CPU",
+              file=sys.stderr)
     table = load_table(args.dataset)
     conditions = args.conditions if args.conditions is not None else table.default_conditions
     malformed = [item for item in args.column_type or [] if "=" not in item]

@@ -406,3 +406,16 @@ def test_rows_a_bundled_model_was_trained_on_are_flagged(tmp_path, capsys):
     test.head(4).to_csv(held_out, index=False)
     assert run(BUNDLED_DIR / "diabetes-cinn", held_out, tmp_path / "out2") == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_csv_columns_left_out_are_said_and_labels_are_for_images(table_model, tmp_path, capsys):
+    frame = table_frame(4)
+    frame["patient_id"] = ["a", "b", "c", "d"]
+    source = tmp_path / "rows.csv"
+    frame.to_csv(source, index=False)
+    assert run(table_model, source, tmp_path / "out") == 0
+    assert "column(s) ['patient_id'] are not the model's and are left out" in capsys.readouterr().err
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\na,0\n")
+    assert run(table_model, source, tmp_path / "out2", "--labels", str(labels)) == 2
+    assert "--labels applies to images" in capsys.readouterr().err
