@@ -503,7 +503,8 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                     manifest.row(f"row {number}", status="privatized", condition=condition,
                                  released=released[position], output=f"{PRIVATIZED_CSV_NAME} row {written}",
                                  preprocessing=filled.get(position, ""), batch=len(good))
-                seen += rows_seen_in_training(config, chunk.iloc[good]) or 0 if good else 0
+                if good:
+                    seen += rows_seen_in_training(config, chunk.iloc[good]) or 0
                 manifest.flush()
         except (pd.errors.ParserError, ValueError, UnicodeError):
             manifest.error(f"row {row_number + 1}", f"stopped reading {path.name}: the CSV cannot be parsed "
