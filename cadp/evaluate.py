@@ -1275,7 +1275,8 @@ def main(argv=None) -> int:
                 update_card_section(loaded.folder, "bpd", bpd_card_markdown(
                     value, f"python -m cadp.evaluate bpd --model {Path(args.model).as_posix()}"
                            + (" --quick" if args.quick else "")))
-            print(f"wrote {section!r} to {loaded.folder / 'eval.json'} in {time.monotonic() - start:.0f} s")
+            print(f"wrote the {args.command} results (section {section!r}) to {loaded.folder / 'eval.json'} in "
+                  f"{time.monotonic() - start:.0f} s")
         print(f"wrote {write_report(loaded.folder)}")
     except CadpError as error:
         print(f"error: {error}", file=sys.stderr)

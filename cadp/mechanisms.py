@@ -21,10 +21,10 @@ from cadp.errors import InputError
 MECHANISMS = ("laplace", "gaussian", "metric", "paper")
 DEFAULT_TEMPERATURE = 0.7
 PAPER_LABEL = "reference reproduction — no formal guarantee"
-LOCAL_TERMS = (
-    "The guarantee is local (per record, no trusted curator), not central DP. "
-    "Kept attributes are released exactly: they are public, and the guarantee holds given them."
-)
+KEPT_TERMS = "Kept attributes are released exactly: they are public, and the guarantee holds given them."
+NOTHING_KEPT_TERMS = "No attribute is released exactly here: each condition is randomized or resampled as stated."
+LOCAL_SENTENCE = "The guarantee is local (per record, no trusted curator), not central DP."
+LOCAL_TERMS = f"{LOCAL_SENTENCE} {KEPT_TERMS}"
 PUBLIC_MODEL_TERMS = (
     "The model was trained without DP on public data; the guarantee protects the record being "
     "privatized, not the training set."
@@ -44,16 +44,17 @@ def own_data_terms(dataset: str) -> str:
             "cover what the model learned from them).")
 
 
-def common_terms(fitted_on_records: bool = False, trained_on: str | None = None) -> str:
+def common_terms(fitted_on_records: bool = False, trained_on: str | None = None, kept: bool = True) -> str:
     """The sentences every guarantee ends with (docs/PRIVACY.md: local DP, kept attributes, training data).
 
     ``trained_on``: the training data's name when it is not a public dataset (else the public-data sentence).
+    ``kept``: False when the release keeps no attribute (its conditions are all randomized or resampled).
     """
     if fitted_on_records:
         training = FITTED_ON_RECORDS_TERMS
     else:
         training = PUBLIC_MODEL_TERMS if trained_on is None else own_data_terms(trained_on)
-    return f"{LOCAL_TERMS} {training}"
+    return f"{LOCAL_SENTENCE} {KEPT_TERMS if kept else NOTHING_KEPT_TERMS} {training}"
 
 
 COMMON_TERMS = common_terms()
@@ -195,10 +196,11 @@ class LaplaceMechanism(Mechanism):
         clipped = clip_per_sample(latent, self.clip_radius, p=1)
         return clipped + laplace_noise(latent.shape, self.scale, generator, latent.device)
 
-    def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, **_) -> str:
+    def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool = True,
+                  **_) -> str:
         return (f"Laplace mechanism: pure epsilon-local differential privacy with epsilon = {self.epsilon:g} "
                 f"for the latent (L1 clip radius {self.clip_radius:.4g}, sensitivity 2R = {2 * self.clip_radius:.4g}, "
-                f"Laplace scale {self.scale:.4g}). {common_terms(fitted_on_records, trained_on)}")
+                f"Laplace scale {self.scale:.4g}). {common_terms(fitted_on_records, trained_on, kept)}")
 
     def describe(self) -> dict:
         return {"mechanism": self.name, "epsilon": self.epsilon, "clip_radius": self.clip_radius,
@@ -234,11 +236,12 @@ class GaussianMechanism(Mechanism):
         clipped = clip_per_sample(latent, self.clip_radius, p=2)
         return clipped + gaussian_noise(latent.shape, self.sigma, generator, latent.device)
 
-    def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, **_) -> str:
+    def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool = True,
+                  **_) -> str:
         return (f"Gaussian mechanism: (epsilon, delta)-local differential privacy with epsilon = {self.epsilon:g}, "
                 f"delta = {self.delta:g} for the latent (L2 clip radius {self.clip_radius:.4g}, sensitivity "
                 f"2R = {2 * self.clip_radius:.4g}, sigma {self.sigma:.4g} from the analytic Gaussian mechanism). "
-                f"{common_terms(fitted_on_records, trained_on)}")
+                f"{common_terms(fitted_on_records, trained_on, kept)}")
 
     def describe(self) -> dict:
         return {"mechanism": self.name, "epsilon": self.epsilon, "delta": self.delta,
@@ -272,7 +275,7 @@ class MetricMechanism(Mechanism):
         return self.epsilon_unit * d_typ, self.epsilon_unit * d_nn
 
     def guarantee(self, d_typ: float | None = None, d_nn: float | None = None,
-                  fitted_on_records: bool = False, trained_on: str | None = None, **_) -> str:
+                  fitted_on_records: bool = False, trained_on: str | None = None, kept: bool = True, **_) -> str:
         text = (f"Metric privacy (eps*d): for two records with the same condition, output probabilities "
                 f"differ by at most exp({self.epsilon_unit:g} x their L1 latent distance). No clipping; "
                 f"Laplace scale {self.scale:.4g}.")
@@ -283,7 +286,7 @@ class MetricMechanism(Mechanism):
                      f"{d_nn:.3g}) epsilon = {readable(nearest)}.")
             if nearest > 10:
                 text += " At this setting only near-duplicates are protected."
-        return f"{text} {common_terms(fitted_on_records, trained_on)}"
+        return f"{text} {common_terms(fitted_on_records, trained_on, kept)}"
 
     def describe(self) -> dict:
         return {"mechanism": self.name, "epsilon_unit": self.epsilon_unit, "noise_scale": self.scale}

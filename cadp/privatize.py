@@ -96,8 +96,9 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
     kwargs = {"d_typ": distances.d_typ, "d_nn": distances.d_nn} if distances else {}
     dataset = model.config.dataset
     public = dataset in IMAGE_DATASETS + TABULAR_DATASETS
+    kept = any(handlings.get(name, ConditionHandling()).handling == "kept" for name in _condition_names(model))
     text = mechanism.guarantee(fitted_on_records=dataset == UPLOAD_DATASET, trained_on=None if public else dataset,
-                               **kwargs)
+                               kept=kept, **kwargs)
     parts = [text]
     released = {name: h for name, h in handlings.items() if h.handling != "kept"}
     levels = ({"label": model.config.num_classes} if isinstance(model, ImageCINN)
@@ -118,6 +119,10 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
     elif origin == "caller":
         parts.append(f"Noise from a generator given by the caller: {CALLER_GENERATOR}.")
     return " ".join(parts)
+
+
+def _condition_names(model) -> list[str]:
+    return ["label"] if isinstance(model, ImageCINN) else list(model.config.condition_columns)
 
 
 def _chunks(count: int, batch_size: int | None):

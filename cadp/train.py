@@ -649,8 +649,8 @@ Conditional invertible network (FrEIA) on table rows for content-aware different
 Numeric columns standardized, with point masses (values held by at least 2% of the rows, or every level of
 a column on a lattice of at most 100 levels) widened into cells of 8x their share, dequantized over the cell
 and decoded to the value; categorical columns one-hot (uniform dequantization, decoded by argmax);
-{config.blocks} fully connected GLOW couplings (width {config.width}) with random permutations, conditioned
-on the one-hot conditions. {params:,} trainable parameters; latent dimension {config.latent_dim}.
+{config.blocks} fully connected GLOW couplings (width {config.width}) with random permutations,
+{'conditioned on the one-hot conditions' if config.condition_columns else 'without conditions'}. {params:,} trainable parameters; latent dimension {config.latent_dim}.
 
 ## Training
 - {report.steps} steps, {report.seconds:.0f} s on {report.device}; seed {args.seed}

@@ -67,6 +67,10 @@ def test_condition_handling_and_total_epsilon(tiny_image_model, digits):
     resampled = privatize(tiny_image_model, x, y, mech(temperature=0.7),
                           condition_handling={"label": ConditionHandling("resampled")})
     assert resampled.epsilon_spent == pytest.approx(2.0)
+    # nothing kept: the guarantee does not speak of kept attributes as if there were any
+    assert "No attribute is released exactly here" in resampled.guarantee
+    assert "Kept attributes are released exactly" not in resampled.guarantee
+    assert "Kept attributes are released exactly" in privatize(tiny_image_model, x, y, mech(temperature=0.7)).guarantee
     with pytest.raises(InputError, match="unknown attribute"):
         privatize(tiny_image_model, x, y, mech(temperature=0.7), condition_handling={"age": ConditionHandling()})
     metric = privatize(tiny_image_model, x, y, make_mechanism("metric", 0.5),
