@@ -31,6 +31,7 @@ MNIST_SPLIT_SEED = 0
 MNIST_TEST_PER_CLASS = 100
 IMAGE_DATASETS = ("mnist", "fashion-mnist")
 TABULAR_DATASETS = ("diabetes", "breast-cancer", "heart")
+PUBLIC_DATASETS = IMAGE_DATASETS + TABULAR_DATASETS  # bundled public data; any other dataset is the user's own
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 
 

@@ -520,12 +520,12 @@ def push_model(folder: Path | str, repo_id: str, *, token: str | None = None, dr
 # --------------------------------------------------------------------------- CLI
 
 def _warn_about_own_training_data(folder: Path) -> None:
-    from cadp.data import IMAGE_DATASETS, TABULAR_DATASETS
+    from cadp.data import PUBLIC_DATASETS
 
     if not (folder / CONFIG_NAME).exists():
         return  # push_model says what is missing
     config = read_config(folder)
-    if config.dataset not in IMAGE_DATASETS + TABULAR_DATASETS:
+    if config.dataset not in PUBLIC_DATASETS:
         print(f"warning: {config.name} was trained without DP on {config.dataset}, not on a public dataset: its "
               "weights, config.json (column ranges and levels, class names) and model card can reveal that data. "
               "A Hub repo is public unless created with --private.", file=sys.stderr)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cadp.data import IMAGE_DATASETS, TABULAR_DATASETS, FrameCells
+from cadp.data import PUBLIC_DATASETS, FrameCells
 from cadp.errors import InputError
 from cadp.mechanisms import (
     UNKNOWN_ORIGIN,
@@ -95,7 +95,7 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
     distances = model.config.latent_distances
     kwargs = {"d_typ": distances.d_typ, "d_nn": distances.d_nn} if distances else {}
     dataset = model.config.dataset
-    public = dataset in IMAGE_DATASETS + TABULAR_DATASETS
+    public = dataset in PUBLIC_DATASETS
     kept = any(handlings.get(name, ConditionHandling()).handling == "kept" for name in _condition_names(model))
     text = mechanism.guarantee(fitted_on_records=dataset == UPLOAD_DATASET, trained_on=None if public else dataset,
                                kept=kept, **kwargs)

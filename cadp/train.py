@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from cadp.data import (
     IMAGE_DATASETS,
+    PUBLIC_DATASETS,
     TABULAR_DATASETS,
     ImageDataset,
     TabularEncoder,
@@ -473,8 +474,6 @@ def rows_seen_in_training(config, frame: pd.DataFrame) -> int | None:
     """How many rows of ``frame`` equal a row the model was trained on: for models of a bundled public table
     (whose split is known); None for others. The guarantee does not cover what a model learned from its
     training rows, so a release of them must say so."""
-    from cadp.data import TABULAR_DATASETS
-
     if config.dataset not in TABULAR_DATASETS:
         return None
     columns = config.data_columns + config.condition_columns
@@ -749,9 +748,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     configure_allocator()
     try:
-        known = IMAGE_DATASETS + TABULAR_DATASETS
-        if args.dataset not in known and not Path(args.dataset).exists():
-            raise InputError(f"--dataset {args.dataset}: no such folder or file; give one of {', '.join(known)}, "
+        if args.dataset not in PUBLIC_DATASETS and not Path(args.dataset).exists():
+            raise InputError(f"--dataset {args.dataset}: no such folder or file; give one of "
+                             f"{', '.join(PUBLIC_DATASETS)}, "
                              "an image folder (one sub-folder per class) or a .csv file")
         prepare_output(Path(args.out), image=is_image_dataset(args.dataset), resume=args.resume,
                        overwrite=args.overwrite)

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cadp import ui
-from cadp.data import IMAGE_DATASETS, TABULAR_DATASETS
+from cadp.data import PUBLIC_DATASETS
 from cadp.mechanisms import DEFAULT_TEMPERATURE, MECHANISMS, make_mechanism
 
 RESULT = "audit_results"
@@ -16,7 +16,7 @@ RESULT = "audit_results"
 def choose_records(loaded):
     """(record_a, record_b, condition, description) from the bundled test data, sharing the kept condition."""
     config = loaded.config
-    if config.dataset not in IMAGE_DATASETS + TABULAR_DATASETS:
+    if config.dataset not in PUBLIC_DATASETS:
         raise ui.InputError(f"This page audits with the model's bundled test records; {config.name} was trained on "
                             f"{config.dataset}, which is not bundled. Audit it from the command line with its data: "
                             f"python -m cadp.evaluate audit --model FOLDER --data PATH")
