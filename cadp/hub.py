@@ -327,19 +327,16 @@ def load_model(source: str | Path, *, revision: str | None = None, cache_dir: st
     """
     text = str(source)
     path = Path(text).expanduser()
-    bundled_name = text.split("@", 1)[0]
-    if "@" in text and "/" not in bundled_name and (BUNDLED_DIR / bundled_name / CONFIG_NAME).exists():
-        raise ModelError(f"{bundled_name} is a bundled model in {BUNDLED_DIR.name}/: load it without a revision, or "
-                         f"give its Hub repo as owner/name@revision")
     if text and path.is_dir():
         if revision is not None:
             raise ModelError(f"{text} is a local folder; a revision applies only to Hub repos")
         return load_folder(path)
-    if text and "/" not in text and "@" not in text and (BUNDLED_DIR / text / CONFIG_NAME).exists():
-        if revision is not None:
-            raise ModelError(f"{text} is a bundled model in {BUNDLED_DIR.name}/; a revision applies only to Hub "
-                             "repos (owner/name)")
-        return load_folder(BUNDLED_DIR / text, origin=f"bundled {BUNDLED_DIR.name}/{text}")
+    name, at, _ = text.partition("@")
+    if name and "/" not in name and (BUNDLED_DIR / name / CONFIG_NAME).exists():
+        if at or revision is not None:  # "mnist-cinn@v1" or a revision argument: neither can apply to a folder
+            raise ModelError(f"{name} is a bundled model in {BUNDLED_DIR.name}/: load it without a revision; a "
+                             "revision applies only to Hub repos (give its Hub repo as owner/name@revision)")
+        return load_folder(BUNDLED_DIR / name, origin=f"bundled {BUNDLED_DIR.name}/{name}")
     if _looks_like_path(text):
         raise ModelError(f"model folder {text} does not exist")
     repo_id, revision = parse_hub_source(text, revision)
