@@ -38,6 +38,7 @@ from cadp.mechanisms import (
     Mechanism,
     make_mechanism,
     new_generator,
+    total_epsilon,
 )
 from cadp.privatize import NOT_PRIVATE_SEED, privatize
 from cadp.runtime import configure_allocator
@@ -103,7 +104,7 @@ class RunSettings:
             return f"{latent:g} per unit of latent L1 distance" + (f" + {conditions:g}" if conditions else "")
         if not self.mechanism.formal:
             return f"{latent:g} nominal (no formal guarantee)" + (f" + {conditions:g}" if conditions else "")
-        return f"{latent + conditions:g}"
+        return f"{total_epsilon(self.mechanism, self.handlings):g}"
 
     @property
     def noise_source(self) -> str:

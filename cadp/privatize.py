@@ -27,6 +27,7 @@ from cadp.mechanisms import (
     keep_probability,
     new_generator,
     release_condition,
+    total_epsilon,
 )
 from cadp.models import ImageCINN, TabularCINN
 
@@ -62,6 +63,7 @@ class PrivatizationResult:
     reconstruction_frame: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
     batches: list[int] = field(default_factory=list)  # sizes of the batches the mechanism ran on, in order
+    noise_origin: str = "os"  # "os" (OS entropy), "seed" (a fixed seed) or "caller" (a generator given by the caller)
 
     @property
     def batch_text(self) -> str:
@@ -72,7 +74,6 @@ class PrivatizationResult:
             return f"batches of {' + '.join(f'{size:,}' for size in self.batches)} records"
         return f"{len(self.batches):,} batches of up to {max(self.batches):,} records"
 
-    noise_origin: str = "os"  # "os" (OS entropy), "seed" (a fixed seed) or "caller" (a generator given by the caller)
 
     @property
     def private(self) -> bool:
@@ -108,12 +109,12 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
             f"{name} randomized by randomized response with epsilon = {h.epsilon:g} over its {levels[name]} values "
             f"(kept with probability {keep_probability(h.epsilon, levels[name]):.3g})" if h.handling == "randomized"
             else f"{name} resampled from a public prior (costs 0)" for name, h in released.items()) + ".")
-        conditions = sum(h.cost for h in handlings.values())
         if isinstance(mechanism, MetricMechanism):  # two units: they do not add into one number
+            conditions = sum(h.cost for h in handlings.values())
             parts.append(f"Total of this release (basic composition): {mechanism.epsilon:g} per unit of latent L1 "
                          f"distance + epsilon = {conditions:g} for conditions.")
         elif mechanism.formal:
-            parts.append(f"Total epsilon of this release (basic composition): {mechanism.epsilon + conditions:g}.")
+            parts.append(f"Total epsilon of this release (basic composition): {total_epsilon(mechanism, handlings):g}.")
     if seed is not None:
         parts.append(f"Noise from a fixed seed ({NOT_PRIVATE_SEED}).")
     elif origin == "caller":
@@ -154,14 +155,12 @@ def privatize(model: ImageCINN | TabularCINN, x, condition, mechanism: Mechanism
                                    or batch_size < 1):
         raise InputError(f"batch_size must be a whole number >= 1 (or None for one batch), got {batch_size!r}")
     if isinstance(model, ImageCINN):
-        result = _privatize_images(model, x, condition, mechanism, generator, seed, origin,
-                                   condition_handling or {}, batch_size, reconstruct)
-    elif isinstance(model, TabularCINN):
-        result = _privatize_rows(model, x, condition, mechanism, generator, seed, origin,
+        return _privatize_images(model, x, condition, mechanism, generator, seed, origin,
                                  condition_handling or {}, batch_size, reconstruct)
-    else:
-        raise InputError(f"cannot privatize with a {type(model).__name__}")
-    return result
+    if isinstance(model, TabularCINN):
+        return _privatize_rows(model, x, condition, mechanism, generator, seed, origin,
+                               condition_handling or {}, batch_size, reconstruct)
+    raise InputError(f"cannot privatize with a {type(model).__name__}")
 
 
 def _noise(generator: torch.Generator | None, seed) -> tuple[torch.Generator, int | None, str]:
@@ -295,8 +294,8 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         frame = pd.concat([frame.reset_index(drop=True), condition_frame.reset_index(drop=True)], axis=1)
     if len(frame) == 0:
         raise InputError("the table has no rows")
-    default_index = isinstance(row_index, pd.RangeIndex) and row_index.start == 0 and row_index.step == 1
-    if not (isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 and frame.index.step == 1):
+    default_index = _is_default_index(row_index)
+    if not _is_default_index(frame.index):  # (after a concatenation with a condition frame it already is)
         frame = frame.reset_index(drop=True)
     config = model.config
     condition_names = config.condition_columns
@@ -354,6 +353,11 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         guarantee=_guarantee(model, mechanism, handlings, seed, origin), seed=seed, noise_origin=origin,
         batches=batch_sizes(count, batch_size or count), notes=notes,
         original_frame=original_frame, privatized_frame=privatized_frame, reconstruction_frame=rebuilt_frame)
+
+
+def _is_default_index(index: pd.Index) -> bool:
+    """0, 1, 2, ...: the index the encoders and the released frames are built with."""
+    return isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
 
 
 def _part(column, start: int, stop: int):
