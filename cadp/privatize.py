@@ -74,7 +74,6 @@ class PrivatizationResult:
             return f"batches of {' + '.join(f'{size:,}' for size in self.batches)} records"
         return f"{len(self.batches):,} batches of up to {max(self.batches):,} records"
 
-
     @property
     def private(self) -> bool:
         """True only for noise from OS entropy: a fixed seed is reproducible, and a caller's generator may be."""

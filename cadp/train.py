@@ -35,7 +35,7 @@ from cadp.data import (
     load_table,
 )
 from cadp.errors import CadpError, InputError
-from cadp.hub import save_model
+from cadp.hub import CONFIG_NAME, EVAL_NAME, WEIGHTS_NAME, save_model
 from cadp.models import ImageCINN, ImageModelConfig, LatentDistances, SmallCNN, TabularCINN, TabularModelConfig
 from cadp.runtime import configure_allocator
 
@@ -161,17 +161,16 @@ def fit(model: torch.nn.Module, loss_fn, batches, *, steps: int | None, minutes:
     bar = tqdm(total=steps, desc=description, unit="step", initial=state["step"], dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 30)
     try:
-        _steps(model, loss_fn, batches, optimizer, params, state, steps, budget_seconds, start, learning_rate,
-               checkpoint, checkpoint_every, device, bar, metric_name)
+        running, loss_value = _steps(model, loss_fn, batches, optimizer, params, state, steps, budget_seconds,
+                                     start, learning_rate, checkpoint, checkpoint_every, device, bar, metric_name)
     except KeyboardInterrupt:
         bar.close()
         if checkpoint is not None and state["step"] > 0:
             state["seconds"] = time.monotonic() - start
-            _save_checkpoint(checkpoint, model, optimizer, _saved(state))
+            _save_checkpoint(checkpoint, model, optimizer, state)
             raise TrainingInterrupted(f"interrupted at step {state['step']}; saved {checkpoint}: run the same "
                                       "command with --resume to continue") from None
         raise TrainingInterrupted(f"interrupted at step {state['step']}; nothing saved") from None
-    running, loss_value = state.pop("running", None), state.pop("loss", float("nan"))
     bar.close()
     seconds = time.monotonic() - start
     if checkpoint is not None:
@@ -181,18 +180,14 @@ def fit(model: torch.nn.Module, loss_fn, batches, *, steps: int | None, minutes:
     return state["step"], seconds, running if running is not None else loss_value
 
 
-def _saved(state: dict) -> dict:
-    """What a checkpoint keeps of the training state (not the running loss)."""
-    return {key: value for key, value in state.items() if key not in ("running", "loss")}
-
-
 class TrainingInterrupted(CadpError):
     """Ctrl-C during training, after the checkpoint (if any) was saved."""
 
 
 def _steps(model, loss_fn, batches, optimizer, params, state, steps, budget_seconds, start, learning_rate,
-           checkpoint, checkpoint_every, device, bar, metric_name) -> None:
-    """The optimizer steps of ``fit`` until the step or time budget is spent (state updated in place)."""
+           checkpoint, checkpoint_every, device, bar, metric_name) -> tuple[float | None, float]:
+    """The optimizer steps of ``fit`` until the step or time budget is spent (``state`` updated in place);
+    returns (running mean of the loss, last loss)."""
     running, loss_value = None, float("nan")
     while True:
         elapsed = time.monotonic() - start
@@ -212,10 +207,10 @@ def _steps(model, loss_fn, batches, optimizer, params, state, steps, budget_seco
         state["step"] += 1
         bar.update(1)
         bar.set_postfix({metric_name: f"{running:.3f}", "min": f"{elapsed / 60:.1f}"})
-        state["running"], state["loss"] = running, loss_value
         if checkpoint is not None and state["step"] % checkpoint_every == 0:
             state["seconds"] = time.monotonic() - start
-            _save_checkpoint(checkpoint, model, optimizer, _saved(state))
+            _save_checkpoint(checkpoint, model, optimizer, state)
+    return running, loss_value
 
 
 @contextmanager
@@ -718,7 +713,7 @@ def prepare_output(out: Path, *, image: bool, resume: bool, overwrite: bool) -> 
     Called before any data is read, so a refusal costs nothing.
     """
     checkpoint = out / CHECKPOINT_PATH
-    has_model = (out / "config.json").exists() or (out / "model.safetensors").exists()
+    has_model = (out / CONFIG_NAME).exists() or (out / WEIGHTS_NAME).exists()
     if resume and overwrite:
         raise InputError("--resume and --overwrite contradict each other: choose one")
     if resume and not image:
@@ -737,7 +732,7 @@ def prepare_output(out: Path, *, image: bool, resume: bool, overwrite: bool) -> 
 
 def clear_stale_results(out: Path) -> None:
     """Remove an earlier model's evaluation and report from ``out``: they describe weights being replaced."""
-    stale = [name for name in ("eval.json", "report.html") if (out / name).exists()]
+    stale = [name for name in (EVAL_NAME, "report.html") if (out / name).exists()]  # report: evaluate.REPORT_NAME
     for name in stale:
         (out / name).unlink()
     if stale:
