@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import platform
@@ -471,17 +472,24 @@ def rows_seen_in_training(config, frame: pd.DataFrame) -> int | None:
     training rows, so a release of them must say so."""
     if config.dataset not in TABULAR_DATASETS:
         return None
-    columns = config.data_columns + config.condition_columns
+    columns = tuple(config.data_columns + config.condition_columns)
     if any(column not in frame.columns for column in columns):
         return 0
-    train, _ = split_table(load_table(config.dataset).frame, config.permutation_seed)
+    trained = _training_row_hashes(config.dataset, config.permutation_seed, columns)
+    return int(np.isin(_row_hashes(frame, columns), trained).sum())
 
-    def hashes(rows: pd.DataFrame) -> np.ndarray:
-        # values as text (an upload reads 53 where the table holds 53.0): numbers normalized by float()
-        as_text = rows[columns].apply(lambda column: column.map(_cell_text))
-        return pd.util.hash_pandas_object(as_text, index=False).to_numpy()
 
-    return int(np.isin(hashes(frame), hashes(train)).sum())
+@functools.lru_cache(maxsize=8)
+def _training_row_hashes(dataset: str, seed: int, columns: tuple[str, ...]) -> np.ndarray:
+    """The row hashes of a bundled table's training split, once per process (the archive asks per chunk)."""
+    train, _ = split_table(load_table(dataset).frame, seed)
+    return _row_hashes(train, columns)
+
+
+def _row_hashes(rows: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+    # values as text (an upload reads 53 where the table holds 53.0): numbers normalized by float()
+    as_text = rows[list(columns)].apply(lambda column: column.map(_cell_text))
+    return pd.util.hash_pandas_object(as_text, index=False).to_numpy()
 
 
 def _cell_text(value) -> str:

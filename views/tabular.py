@@ -22,6 +22,15 @@ def bundled_table(name: str, seed: int):
     return table, test, len(train)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def rows_seen_in_training(table_key: str, model: tuple, _config, _frame) -> int | None:
+    """``cadp.train.rows_seen_in_training`` once per table and model (name, dataset, split seed), not on every
+    run of the page."""
+    from cadp.train import rows_seen_in_training as count
+
+    return count(_config, _frame)
+
+
 @st.cache_resource
 def fitted_models() -> dict:
     """Models fitted on uploads, kept in memory by content hash (never written to disk); at most 4."""
@@ -78,7 +87,7 @@ def choose_schema(frame: pd.DataFrame, identity: str) -> dict[str, str]:
     return dict(zip(edited["column"], edited["type"]))
 
 
-def model_for(loaded, frame, conditions, kinds, key, held_out: bool = False):
+def model_for(loaded, frame, conditions, kinds, key):
     """The bundled model when the table fits it, else a model fitted on the fly (form + progress)."""
     if loaded is not None:
         config = loaded.config
@@ -86,13 +95,10 @@ def model_for(loaded, frame, conditions, kinds, key, held_out: bool = False):
         if set(frame.columns) == set(model_kinds) and sorted(conditions) == sorted(config.condition_columns) \
                 and all(kinds[c] == model_kinds[c] for c in frame.columns):
             st.success(f"The table fits the model {config.name}: using it.")
-            if not held_out:
-                from cadp.train import rows_seen_in_training
-
-                seen = rows_seen_in_training(config, frame)
-                if seen:
-                    st.warning(f"{seen} of these {len(frame)} rows are rows {config.name} was trained on (without "
-                               "DP): for them the guarantee does not cover what the model learned from them.")
+            seen = rows_seen_in_training(key, (config.name, config.dataset, config.permutation_seed), config, frame)
+            if seen:
+                st.warning(f"{seen} of these {len(frame)} rows are rows {config.name} was trained on (without "
+                           "DP): for them the guarantee does not cover what the model learned from them.")
             return loaded.model
     st.warning("This table does not match the chosen model, so a model is fitted on it here. That model has seen "
                "these rows without DP: the guarantee of a release assumes a model fixed independently of the "
@@ -191,7 +197,7 @@ def page(loaded) -> None:
                                 default=[c for c in default_conditions if c in categorical],
                                 key=f"table_conditions_{identity}")
     handlings = {c: ui.condition_handling_controls(c, f"table_{c}") for c in conditions}
-    model = model_for(loaded, frame, conditions, kinds, key, held_out=name.endswith("(held-out rows)"))
+    model = model_for(loaded, frame, conditions, kinds, key)
     if model is None:
         return
     st.header("3 · Privacy")
