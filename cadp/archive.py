@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from cadp.data import image_folder_name
 from cadp.errors import CadpError, InputError
 from cadp.mechanisms import (
     DEFAULT_TEMPERATURE,
@@ -724,9 +725,8 @@ def main(argv=None) -> int:
             with tqdm(total=total, desc="images", unit="file", disable=None) as progress:
                 privatize_images(loaded.model, loaded.config.class_names, source, resolver, settings,
                                  args.output, manifest, progress, args.input.name)
-            folder_name = f"{args.input.resolve().name} (image folder)"  # how cadp.train names a folder's data
             if input_kind == "folder":
-                add_caution(args.output, training_data_caution(loaded.config, folder_name, 0))
+                add_caution(args.output, training_data_caution(loaded.config, image_folder_name(args.input), 0))
     except UsageError as error:
         manifest.close()
         if not manifest.privatized:  # refused before any release: leave OUTPUT as it was, so a retry can use it

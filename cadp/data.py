@@ -157,9 +157,14 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
     n_test = max(1, int(round(test_fraction * len(images))))
     chosen = order[:n_test] if split == "test" else order[n_test:]
     stacked = torch.from_numpy(np.stack([images[i] for i in chosen]))
-    # named so that it never equals a public dataset's name (a folder called "mnist" is the user's own data)
     return ImageDataset(stacked, torch.tensor([labels[i] for i in chosen], dtype=torch.int64),
-                        [d.name for d in class_dirs], f"{root.resolve().name} (image folder)")
+                        [d.name for d in class_dirs], image_folder_name(root))
+
+
+def image_folder_name(path: Path | str) -> str:
+    """The dataset name of an ImageFolder: never a public dataset's name (a folder called "mnist" is the
+    user's own data)."""
+    return f"{Path(path).resolve().name} (image folder)"
 
 
 # --------------------------------------------------------------------------- tables

@@ -150,7 +150,7 @@ def show_result(loaded, state, settings) -> None:
     metrics[0].metric("SSIM", f"{quality['ssim']:.3f}")
     metrics[1].metric("PSNR", f"{quality['psnr']:.1f} dB")
     metrics[2].metric("latent L1 distance", f"{compare.latent_distance(result.latent[index], result.noisy_latent[index]):.1f}")
-    handling = state.get("handling", "kept")
+    handling = state["handling"]
     metrics[3].metric("label", "kept" if handling == "kept" else
                       f"{'unchanged' if kept else 'changed'} ({handling})")
     st.markdown("**Guarantee of this release**")
@@ -171,7 +171,7 @@ def show_result(loaded, state, settings) -> None:
         st.download_button(f"Download {len(names)} privatized images (ZIP with manifest.csv and guarantee.txt)",
                            compare.batch_zip(state["files"], state["manifest"], ui.release_terms(result)),
                            file_name="cadp-privatized.zip", mime="application/zip", key="download_zip")
-    if state.get("handling", "kept") == "kept":
+    if state["handling"] == "kept":
         st.caption("Downloaded files keep your file names (…-private.png): rename them before sharing if a name "
                    "identifies a patient. The guarantee covers the image content, not file names.")
     else:
