@@ -45,9 +45,12 @@ from cadp.privatize import NOT_PRIVATE_SEED, privatize
 from cadp.runtime import configure_allocator
 from cadp.train import rows_seen_in_training
 from cadp.uploads import (
+    DECIMAL_COMMA,
     IMAGE_SUFFIXES,
     INVERT_CHOICES,
     MAX_IMAGE_BYTES,
+    csv_format_words,
+    decimal_comma_columns,
     decode_text,
     default_invert,
     escape_cell,
@@ -464,15 +467,21 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     if extra:
         print(f"note: column(s) {extra} are not the model's and are left out of {PRIVATIZED_CSV_NAME}",
               file=sys.stderr)
+    decimal = _decimal_mark(path, delimiter, encoding, columns, config.data_columns)
+    if delimiter != ",":
+        print(f"note: {PRIVATIZED_CSV_NAME} is written {csv_format_words(delimiter, decimal)}, as {path.name} is",
+              file=sys.stderr)
     target = output / PRIVATIZED_CSV_NAME
     first_chunk, written, row_number, seen = True, 0, 0, 0
     reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=settings.batch_size,
-                         skipinitialspace=True)
+                         skipinitialspace=True, decimal=decimal)
     with target.open("wb") as out:
         try:
             for chunk in reader:
                 chunk.columns = columns
                 chunk = chunk[[c for c in columns if c in needed]].reset_index(drop=True)  # the input's order
+                if decimal == ",":  # a column with a stray text cell stays text: its numbers still count
+                    chunk = _dot_decimals(chunk, config.data_columns)
                 numbers = list(range(row_number + 1, row_number + len(chunk) + 1))
                 row_number += len(chunk)
                 progress.update(len(chunk))
@@ -490,7 +499,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                         errors.update({position: error for position in good})
                 if result is not None:
                     frame = result.privatized_frame
-                    out.write(safe_csv_bytes(frame, header=first_chunk))
+                    out.write(safe_csv_bytes(frame, header=first_chunk, delimiter=delimiter, decimal=decimal))
                     if first_chunk:
                         write_guarantee(output, result.guarantee)
                     first_chunk = False
@@ -512,6 +521,27 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
             manifest.error(f"row {row_number + 1}", f"stopped reading {path.name}: the CSV cannot be parsed "
                            f"after row {row_number} (a row with more fields than the header?)")
     add_caution(output, training_data_caution(config, path.name, seen))
+
+
+def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str], numeric: list[str]) -> str:
+    """"," when the model's numeric columns are written with decimal commas in the file's first rows, else "."."""
+    if delimiter == ",":
+        return "."
+    try:
+        head = pd.read_csv(path, sep=delimiter, encoding=encoding, nrows=1000, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError):
+        return "."  # reading the chunks says what is wrong
+    head.columns = columns
+    return "," if decimal_comma_columns(head[[c for c in columns if c in numeric]]) else "."
+
+
+def _dot_decimals(chunk: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
+    """Text cells of numeric columns that are numbers with a decimal comma, written with a point."""
+    for name in numeric:
+        if name in chunk.columns and chunk[name].dtype == object:
+            chunk[name] = chunk[name].map(lambda v: v.strip().replace(",", ".")
+                                          if isinstance(v, str) and DECIMAL_COMMA.fullmatch(v.strip()) else v)
+    return chunk
 
 
 def add_caution(output: Path, caution: str | None) -> None:

@@ -1240,7 +1240,17 @@ def main(argv=None) -> int:
                 not (earlier.get("quick") or (earlier.get("settings") or {}).get("quick")):
             raise InputError(f"{loaded.folder / 'eval.json'} holds a full {args.command} run; a --quick run would "
                              "replace it: evaluate a copy of the folder, or pass --replace-full")
-        data = load_training_data(loaded.config, args.data) if args.data is not None else None
+        from cadp.train import resolve_device
+
+        resolve_device(args.device)  # a GPU asked for and missing: said before any work
+        if args.command in ("bpd", "audit") and args.device not in ("auto", "cpu"):
+            print(f"note: --device {args.device} is not used: {args.command} runs on the CPU", file=sys.stderr)
+        if args.data is not None:
+            data = load_training_data(loaded.config, args.data)
+        elif args.command != "report":  # read before the progress bar starts: a missing dataset says so first
+            data = (_load_image_data if loaded.config.kind == "image" else _load_table_data)(loaded.config, None)
+        else:
+            data = None
         bar, progress = _tqdm_progress(f"{args.command} {Path(args.model).name}")
         start = time.monotonic()
         if args.command == "bpd":

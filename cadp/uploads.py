@@ -467,6 +467,17 @@ class CsvUpload:
     notes: list[str]
     encoding: str
     delimiter: str
+    decimal: str = "."  # "," when numbers were written with a decimal comma
+
+    @property
+    def csv_format(self) -> dict:
+        """``safe_csv_bytes``'s arguments that write a CSV like this one (delimiter, decimal mark)."""
+        return {"delimiter": self.delimiter, "decimal": self.decimal}
+
+
+def csv_format_words(delimiter: str = ",", decimal: str = ".") -> str:
+    """'semicolon-separated with decimal commas': how a CSV of this format is written."""
+    return f"{DELIMITER_NAMES[delimiter]}-separated" + (" with decimal commas" if decimal == "," else "")
 
 
 def decode_text(data: bytes) -> tuple[str, str]:
@@ -582,29 +593,37 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
         notes.append(f"the file has {len(frame):,} rows, more than the limit of {max_rows:,}: a random sample "
                      f"of {max_rows:,} rows (seed {seed}) is used")
         frame = frame.sample(n=max_rows, random_state=seed).sort_index().reset_index(drop=True)
-    if delimiter != ",":
-        frame = _decimal_commas(frame, notes)
+    decimal = "."
+    if delimiter != "," and decimal_comma_columns(frame):
+        frame, decimal = _decimal_commas(frame, notes), ","
     frame = _clean_columns(frame, notes, max_categories)
-    return CsvUpload(frame, notes, encoding, delimiter)
+    return CsvUpload(frame, notes, encoding, delimiter, decimal)
 
 
 DECIMAL_COMMA = re.compile(r"[+-]?\d+(,\d+)?")
 
 
-def _decimal_commas(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
-    """Text columns whose every value is a number written with a decimal comma (1,5) become numbers.
+def decimal_comma_columns(frame: pd.DataFrame) -> list[str]:
+    """Text columns whose every value is a number written with a decimal comma (1,5), at least one with a comma.
 
-    Only for files not separated by commas (e.g. semicolon CSVs from European spreadsheets),
-    where a comma inside a value can only be a decimal mark or a thousands separator; the note
-    says which reading was taken.
+    Only meaningful for files not separated by commas (e.g. semicolon CSVs from European
+    spreadsheets), where a comma inside a value can only be a decimal mark or a thousands separator.
     """
+    names = []
     for name in frame.columns:
         values = frame[name].dropna()
         if values.empty or pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             continue
         text = values.astype(str).str.strip()
-        if not (text.str.fullmatch(DECIMAL_COMMA).all() and text.str.contains(",", regex=False).any()):
-            continue
+        if text.str.fullmatch(DECIMAL_COMMA).all() and text.str.contains(",", regex=False).any():
+            names.append(name)
+    return names
+
+
+def _decimal_commas(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """The ``decimal_comma_columns`` read as numbers; the note says which reading was taken."""
+    for name in decimal_comma_columns(frame):
+        text = frame[name].dropna().astype(str).str.strip()
         frame[name] = pd.to_numeric(frame[name].map(lambda v: v.strip().replace(",", ".") if isinstance(v, str) else v),
                                     errors="coerce").astype(np.float64)
         notes.append(f"column {name!r} has numbers with a decimal comma (e.g. {text[text.str.contains(',')].iloc[0]!r}): "
@@ -663,12 +682,16 @@ def escape_cell(value):
     return value
 
 
-def safe_csv_bytes(frame: pd.DataFrame, *, header: bool = True) -> bytes:
+def safe_csv_bytes(frame: pd.DataFrame, *, header: bool = True, delimiter: str = ",", decimal: str = ".") -> bytes:
     """UTF-8 CSV (CRLF line ends, RFC 4180) of a frame, safe against spreadsheet formula injection.
 
     Text cells (and column names) starting with =, +, -, @, tab or CR get a
     leading apostrophe; numbers in numeric columns stay numbers (-3 stays -3).
+    ``delimiter`` and ``decimal``: to write as the input was written (``CsvUpload.csv_format``);
+    a decimal comma only with another delimiter.
     """
+    if decimal == delimiter or decimal not in ".,":
+        raise InputError(f"cannot write a CSV separated by {delimiter!r} with the decimal mark {decimal!r}")
     columns = []
     for position in range(frame.shape[1]):
         column = frame.iloc[:, position]
@@ -677,4 +700,5 @@ def safe_csv_bytes(frame: pd.DataFrame, *, header: bool = True) -> bytes:
         columns.append(column.reset_index(drop=True))
     safe = pd.concat(columns, axis=1, ignore_index=True) if columns else pd.DataFrame(index=range(len(frame)))
     safe.columns = [escape_cell(str(name)) for name in frame.columns]
-    return safe.to_csv(index=False, header=header, lineterminator="\r\n").encode("utf-8")
+    return safe.to_csv(index=False, header=header, sep=delimiter, decimal=decimal,
+                       lineterminator="\r\n").encode("utf-8")

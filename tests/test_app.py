@@ -5,9 +5,12 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import zipfile
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -450,6 +453,26 @@ def test_tabular_release_scores_are_computed_once_per_release(monkeypatch):
     at.button(key="table_privatize").click().run()  # a new release: scored afresh
     clean(at)
     assert calls == ["sex", "sex"]
+
+
+def test_tabular_download_is_written_like_the_upload(media):
+    text = helpers.small_csv().decode().replace(",", ";")
+    text = "\n".join(line.replace(".", ",") for line in text.splitlines()) + "\n"  # 70,4: a decimal comma
+    at = page("tabular.py")
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="table_upload").set_value(("people.csv", text.encode(), "text/csv")).run()
+    helpers.conditions(at).set_value(["group"]).run()
+    at.slider(key="table_steps").set_value(100)
+    at.button[0].click().run()  # the form's "Fit a model on this table"
+    at.button(key="table_privatize").click().run()
+    clean(at)
+    buttons = downloads(at)
+    released = media[buttons[0].proto.url.rsplit("/", 1)[-1].split(".")[0]].decode()
+    assert released.splitlines()[0] == "age;weight;smoker;group"
+    assert re.search(r"^\d+;\d+,\d+;(yes|no);[ab]\r?$", released.splitlines()[1])
+    frame = pd.read_csv(io.StringIO(released), sep=";", decimal=",")
+    assert len(frame) == 60 and frame["weight"].dtype == np.float64
+    assert any("Written semicolon-separated with decimal commas, as the upload was." in c.value for c in at.caption)
 
 
 def test_tabular_upload_fits_on_the_fly_and_invalid_csv():

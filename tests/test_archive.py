@@ -219,11 +219,25 @@ def test_csv_rows_stream_bad_row_is_listed_and_export_is_formula_safe(table_mode
     assert len(privatized) == 11 and privatized[-1]["output"] == "privatized.csv row 11"
     assert all(row["condition"] == row["released_condition"] for row in privatized)
     text = (output / "privatized.csv").read_text()
-    assert text.count("age,bmi,note,sex") == 1  # one header, though written chunk by chunk
-    released = pd.read_csv(io.StringIO(text))
+    assert text.count("age;bmi;note;sex") == 1  # one header, though written chunk by chunk; as the input, with ;
+    released = pd.read_csv(io.StringIO(text), sep=";")
     assert len(released) == 11 and list(released.columns) == ["age", "bmi", "note", "sex"]
     assert set(released["note"]) <= {"'=HYPERLINK(1)", "ok"}
-    assert "\n=" not in text and ",=" not in text
+    assert "\n=" not in text and ";=" not in text
+
+
+def test_csv_with_decimal_commas_is_read_and_written_so(table_model, tmp_path, capsys):
+    frame = table_frame(12)
+    source = tmp_path / "rows.csv"
+    frame.to_csv(source, index=False, sep=";", decimal=",")
+    output = tmp_path / "out"
+    assert run(table_model, source, output, "--batch-size", "5", "--seed", "1") == 0
+    assert "privatized.csv is written semicolon-separated with decimal commas, as rows.csv is" in capsys.readouterr().err
+    rows = read_manifest(output)
+    assert all("is not a number" not in row["preprocessing"] for row in rows)  # 26,5 is a number, not the mean
+    released = pd.read_csv(output / "privatized.csv", sep=";", decimal=",")
+    assert len(released) == 12 and released["bmi"].dtype == np.float64
+    assert "," in (output / "privatized.csv").read_text().splitlines()[1]
 
 
 def test_csv_keeps_the_inputs_column_order(table_model, tmp_path):

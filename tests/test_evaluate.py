@@ -338,7 +338,9 @@ def test_cli_evaluates_models_trained_on_a_csv_or_image_folder_given_their_data(
     assert train.main(["--dataset", str(source), "--out", str(table), "--conditions", "sex", "--steps", "20"]) == 0
     capsys.readouterr()
     assert evaluate.main(["bpd", "--model", str(table), "--quick"]) == 2  # config.json names only "rows"
-    assert "give the CSV it was trained on with --data" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "give the CSV it was trained on with --data" in err
+    assert "%|" not in err  # said before a progress bar starts
     assert evaluate.main(["bpd", "--model", str(table), "--quick", "--data", str(source)]) == 0
     assert read_eval(table)["bpd"]["quick"] is True
     source.write_text("age,bmi\n30,22\n")
@@ -363,6 +365,28 @@ def test_cli_evaluates_models_trained_on_a_csv_or_image_folder_given_their_data(
     (folder / "birds" / "0.png").write_bytes(corpus.png(corpus.digit(28, 28)))
     assert evaluate.main(["bpd", "--model", str(images), "--quick", "--data", str(folder)]) == 2
     assert "has the classes ['birds', 'cats', 'dogs']" in capsys.readouterr().err
+
+
+def test_cli_device_asked_for_is_used_or_refused_up_front(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from cadp import evaluate
+
+    folder = tmp_path / "heart"
+    shutil.copytree(bundled("heart-cinn"), folder)
+    (folder / "eval.json").write_text("{}")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert evaluate.main(["utility", "--model", str(folder), "--quick", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA GPU is available" in err and "%|" not in err
+    assert evaluate.main(["audit", "--model", str(folder), "--quick", "--device", "cuda"]) == 2
+    assert "no CUDA GPU is available" in capsys.readouterr().err
+    assert read_eval(folder) == {}  # nothing ran
+    monkeypatch.setattr(evaluate, "audit_model", lambda loaded, **kw: {"results": []})
+    monkeypatch.setattr(evaluate, "write_report", lambda folder: folder / "report.html")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert evaluate.main(["audit", "--model", str(folder), "--quick", "--device", "cuda"]) == 0
+    assert "--device cuda is not used: audit runs on the CPU" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["mnist-cinn", "diabetes-cinn"])

@@ -453,6 +453,17 @@ def test_decimal_commas_in_semicolon_files_are_numbers():
     assert not pd.api.types.is_numeric_dtype(upload.frame["a"])
 
 
+def test_a_download_is_written_in_the_uploads_format():
+    upload = read_csv_upload(b"age;weight;note\n40;70,5;=1+1\n51;82,25;ok\n")
+    assert upload.csv_format == {"delimiter": ";", "decimal": ","}
+    written = safe_csv_bytes(upload.frame, **upload.csv_format).decode()
+    assert written == "age;weight;note\r\n40;70,5;'=1+1\r\n51;82,25;ok\r\n"
+    assert read_csv_upload(b"a;b\n1;2\n").csv_format == {"delimiter": ";", "decimal": "."}
+    assert read_csv_upload(b"a,b\n1.5,2\n").csv_format == {"delimiter": ",", "decimal": "."}
+    with pytest.raises(InputError, match="decimal mark ','"):
+        safe_csv_bytes(upload.frame, delimiter=",", decimal=",")
+
+
 def test_training_says_which_files_of_an_image_folder_it_left_out(tmp_path, capsys):
     from cadp.data import load_image_folder
 

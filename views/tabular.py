@@ -52,7 +52,7 @@ def fitted_model(key: tuple, frame, progress=None):
 
 
 def choose_table(loaded):
-    """(frame, name, ledger key, default conditions) or None."""
+    """(frame, name, ledger key, default conditions, CSV format of a download) or None."""
     options = ["Upload a CSV"]
     if loaded is not None and loaded.config.dataset in TABULAR_DATASETS:  # a model of a user's CSV has none
         options.insert(0, f"Bundled table ({loaded.config.dataset})")
@@ -63,7 +63,8 @@ def choose_table(loaded):
         st.caption(f"The {len(held_out)} rows of {table.name} that {loaded.config.name} did not train on. Its other "
                    f"{trained} rows trained it (without DP) and are not offered: for them the guarantee would not "
                    f"cover what the model learned. License: {table.license}")
-        return held_out, f"{table.name} (held-out rows)", ui.record_key(data), list(loaded.config.condition_columns)
+        return (held_out, f"{table.name} (held-out rows)", ui.record_key(data), list(loaded.config.condition_columns),
+                {})
     upload = st.file_uploader("CSV file (header row; comma, semicolon or tab separated)", type=["csv", "txt"],
                               key="table_upload")
     if upload is None:
@@ -75,7 +76,7 @@ def choose_table(loaded):
     for note in csv.notes:
         st.caption(f"Note: {note}")
     defaults = [c for c in loaded.config.condition_columns if c in csv.frame.columns] if loaded is not None else []
-    return csv.frame, upload.name, ui.record_key(data), defaults
+    return csv.frame, upload.name, ui.record_key(data), defaults, csv.csv_format
 
 
 def choose_schema(frame: pd.DataFrame, identity: str) -> dict[str, str]:
@@ -176,8 +177,12 @@ def show_result(state) -> None:
         cols[2].metric("majority class", f"{accuracy['chance']:.3f}")
         st.caption("Logistic regression; the tested rows are held out from training in both cases.")
     safe_csv_bytes = ui.require("safe_csv_bytes", "cadp.uploads")
-    st.download_button("Download privatized CSV", safe_csv_bytes(released), file_name="cadp-privatized.csv",
-                       mime="text/csv", key="download_csv")
+    csv_format = state["csv_format"]
+    st.download_button("Download privatized CSV", safe_csv_bytes(released, **csv_format),
+                       file_name="cadp-privatized.csv", mime="text/csv", key="download_csv")
+    if csv_format.get("delimiter", ",") != ",":
+        words = ui.require("csv_format_words", "cadp.uploads")(**csv_format)
+        st.caption(f"Written {words}, as the upload was.")
 
 
 def page(loaded) -> None:
@@ -185,7 +190,7 @@ def page(loaded) -> None:
     chosen = choose_table(loaded)
     if chosen is None:
         return
-    frame, name, key, default_conditions = chosen
+    frame, name, key, default_conditions, csv_format = chosen
     # another table or model: widgets of its own, so each starts from its schema and default conditions (a keyed
     # multiselect keeps its value in the browser when only its options change)
     identity = ui.record_key(repr((key, tuple(default_conditions))).encode())
@@ -212,7 +217,7 @@ def page(loaded) -> None:
                                condition_handling=handlings, reconstruct=False)
         ui.charge(key, f"each row of {name} ({len(frame)} rows)", settings.mechanism,
                   sum(h.cost for h in handlings.values()))
-        st.session_state[RESULT] = {"result": result, "key": key}
+        st.session_state[RESULT] = {"result": result, "key": key, "csv_format": csv_format}
     state = st.session_state.get(RESULT)
     if state is not None and state["key"] == key:
         st.header("4 · Release")
