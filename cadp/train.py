@@ -519,7 +519,8 @@ def train_tabular_model(args) -> None:
     train, test = split_table(table.frame, args.seed)
     name = args.name or Path(args.out).name
     start = time.monotonic()
-    with tqdm(total=100, desc=f"training {name}", unit="%", bar_format="{l_bar}{bar}| {postfix}") as bar:
+    with tqdm(total=100, desc=f"training {name}", unit="%",
+              bar_format="{l_bar}{bar}| [{elapsed}<{remaining}{postfix}]") as bar:
         def progress(share: float, loss: float) -> None:
             bar.update(round(100 * min(share, 1.0)) - bar.n)
             bar.set_postfix_str(f"loss {loss:.3f}")

@@ -201,6 +201,7 @@ def run_page(title: str, body, kind: str | None = None, needs_model: bool = True
     """Title, sidebar, the page body inside page_errors, and the ledger last (so it shows this run's releases).
 
     ``picker=False``: a page that uses no model (home) shows no model picker."""
+    _restore_kept_values()
     st.title(title)
     loaded = sidebar(kind) if picker else None
     try:
@@ -212,6 +213,72 @@ def run_page(title: str, body, kind: str | None = None, needs_model: bool = True
     finally:
         with st.sidebar:
             render_ledger()
+
+
+# --------------------------------------------------------------------------- what outlives a page change
+
+KEPT_KEYS = "kept_widget_keys"
+
+
+def kept(key: str) -> str:
+    """``key``, for a widget whose value outlives a page change (Streamlit drops a widget's state with its page).
+
+    ``run_page`` hands the remembered values back before a page draws its widgets; a value a
+    widget no longer offers falls back to its default.
+    """
+    st.session_state.setdefault(KEPT_KEYS, set()).add(key)
+    return key
+
+
+def _restore_kept_values() -> None:
+    for key in st.session_state.get(KEPT_KEYS, ()):
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]  # now the session's value, not the page's widget's
+
+
+@dataclass(frozen=True)
+class KeptFile:
+    """An uploaded file held in this session's memory after its page was left (never written to disk)."""
+
+    name: str
+    data: bytes
+    size: int
+
+    def getvalue(self) -> bytes:
+        return self.data
+
+
+def kept_uploads(label: str, key: str, **options) -> list:
+    """``st.file_uploader``'s files as a list, still there after a page change (in this session's memory only).
+
+    Back on the page the uploader is empty (Streamlit drops its state): the files uploaded before
+    are used and named, with a button to forget them; removing them in the uploader forgets them too.
+    """
+    store = f"{key}_kept_files"
+
+    def remember() -> None:
+        value = st.session_state.get(key)
+        files = value if isinstance(value, list) else [value] if value is not None else []
+        if files:
+            st.session_state[store] = [KeptFile(f.name, f.getvalue(), f.size) for f in files]
+        else:
+            st.session_state.pop(store, None)
+
+    value = st.file_uploader(label, key=key, on_change=remember, **options)
+    files = value if isinstance(value, list) else [value] if value is not None else []
+    if files:
+        if [(f.name, f.size) for f in files] != [(f.name, f.size) for f in st.session_state.get(store, [])]:
+            remember()
+        return files
+    held = st.session_state.get(store, [])
+    if held:
+        names = ", ".join(f.name for f in held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        left, right = st.columns([4, 1])
+        left.caption(f"Using {names}, uploaded earlier in this session (held in memory only, never on disk).")
+        if right.button("Forget", key=f"{key}_forget", help="Drop the upload from this session"):
+            st.session_state.pop(store, None)
+            return []
+    return held
 
 
 # --------------------------------------------------------------------------- privacy ledger
@@ -368,9 +435,9 @@ def epsilon_meaning(config, name: str, epsilon: float, temperature: float | None
 def privacy_controls(config, key: str, *, default_epsilon: float = 10, image: bool = True,
                      label_kept: bool = True) -> PrivacySettings:
     """Mechanism, log-scale epsilon, clip-radius policy, delta and seed; returns the built mechanism."""
-    name = st.selectbox("Mechanism", list(MECHANISMS), format_func=MECHANISM_LABELS.get, key=f"{key}_mechanism")
+    name = st.selectbox("Mechanism", list(MECHANISMS), format_func=MECHANISM_LABELS.get, key=kept(f"{key}_mechanism"))
     label = "ε per unit of latent L1 distance" if name == "metric" else "ε (epsilon)"
-    epsilon = st.select_slider(label, options=EPSILON_VALUES, value=default_epsilon, key=f"{key}_epsilon",
+    epsilon = st.select_slider(label, options=EPSILON_VALUES, value=default_epsilon, key=kept(f"{key}_epsilon"),
                                help="Log scale from 0.1 to 10,000.")
     meaning = st.empty()  # filled below, once the clip policy in "Advanced" is known
     if name == "paper":
@@ -378,19 +445,19 @@ def privacy_controls(config, key: str, *, default_epsilon: float = 10, image: bo
     temperature, clip_radius, delta = DEFAULT_TEMPERATURE, None, None
     with st.expander("Advanced", key=f"{key}_advanced"):
         if name in ("laplace", "gaussian"):
-            policy = st.radio("Clip-radius policy", ["constant temperature", "fixed radius"], key=f"{key}_policy",
+            policy = st.radio("Clip-radius policy", ["constant temperature", "fixed radius"], key=kept(f"{key}_policy"),
                               horizontal=True)
             if policy == "constant temperature":
                 temperature = st.number_input("Temperature T (noise standard deviation)", 0.05, 5.0,
-                                              DEFAULT_TEMPERATURE, 0.05, key=f"{key}_temperature")
+                                              DEFAULT_TEMPERATURE, 0.05, key=kept(f"{key}_temperature"))
             else:
                 temperature = None
-                clip_radius = st.number_input("Clip radius R", 0.01, 100_000.0, 10.0, key=f"{key}_radius")
+                clip_radius = st.number_input("Clip radius R", 0.01, 100_000.0, 10.0, key=kept(f"{key}_radius"))
         if name == "gaussian":
             delta = st.select_slider("δ (delta)", options=[1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3], value=1e-5,
-                                     key=f"{key}_delta", format_func=lambda v: f"{v:.0e}")
-        fixed = st.checkbox("Fixed seed (not private: reproducible seed)", key=f"{key}_fixed_seed")
-        seed = int(st.number_input("Seed", 0, 2**31 - 1, 0, key=f"{key}_seed")) if fixed else None
+                                     key=kept(f"{key}_delta"), format_func=lambda v: f"{v:.0e}")
+        fixed = st.checkbox("Fixed seed (not private: reproducible seed)", key=kept(f"{key}_fixed_seed"))
+        seed = int(st.number_input("Seed", 0, 2**31 - 1, 0, key=kept(f"{key}_seed"))) if fixed else None
         if seed is not None:
             st.warning("Not private: reproducible seed. Anyone with the seed can remove the noise.")
     if name not in ("laplace", "gaussian"):
@@ -405,13 +472,13 @@ def condition_handling_controls(attribute: str, key: str):
     """kept / randomized (with its epsilon) / resampled for one attribute."""
     from cadp.mechanisms import ConditionHandling
 
-    handling = st.radio(f"{attribute}: release as", ["kept", "randomized", "resampled"], key=f"{key}_handling",
+    handling = st.radio(f"{attribute}: release as", ["kept", "randomized", "resampled"], key=kept(f"{key}_handling"),
                         horizontal=True,
                         help="kept: released exactly (public). randomized: k-ary randomized response with its own "
                              "ε. resampled: drawn from a public prior, costs 0.")
     if handling == "randomized":
         epsilon = st.select_slider(f"ε for {attribute}", options=[v for v in EPSILON_VALUES if v <= 20], value=2,
-                                   key=f"{key}_condition_epsilon")
+                                   key=kept(f"{key}_condition_epsilon"))
         return ConditionHandling("randomized", float(epsilon))
     return ConditionHandling(handling)
 

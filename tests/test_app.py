@@ -455,6 +455,31 @@ def test_tabular_release_scores_are_computed_once_per_release(monkeypatch):
     assert calls == ["sex", "sex"]
 
 
+def test_uploads_choices_and_releases_outlive_a_page_change():
+    at = clean(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run())
+    at.switch_page("views/tabular.py").run()
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="table_upload").set_value(("people.csv", helpers.small_csv(), "text/csv")).run()
+    helpers.conditions(at).set_value(["group"]).run()
+    at.slider(key="table_steps").set_value(100)
+    at.button[0].click().run()  # the form's "Fit a model on this table"
+    at.selectbox(key="table_mechanism").set_value("gaussian").run()
+    at.button(key="table_privatize").click().run()
+    released = guarantee(clean(at))
+    at.switch_page("views/image.py").run()
+    at.file_uploader(key="image_upload").set_value([("digit.png", helpers.png(), "image/png")]).run()
+    label_box(clean(at)).set_value("3").run()
+    at.switch_page("views/tabular.py").run()  # Streamlit drops the other page's widgets: their values come back
+    clean(at)
+    assert any(c.value.startswith("Using people.csv, uploaded earlier in this session") for c in at.caption)
+    assert at.radio(key="table_source").value == "Upload a CSV" and helpers.conditions(at).value == ["group"]
+    assert at.selectbox(key="table_mechanism").value == "gaussian" and guarantee(at) == released
+    at.switch_page("views/image.py").run()
+    assert any(c.value.startswith("Using digit.png") for c in clean(at).caption) and label_box(at).value == "3"
+    at.button(key="image_upload_forget").click().run()
+    assert any("Upload an image" in i.value for i in clean(at).info) and not downloads(at)
+
+
 def test_tabular_download_is_written_like_the_upload(media):
     text = helpers.small_csv().decode().replace(",", ";")
     text = "\n".join(line.replace(".", ",") for line in text.splitlines()) + "\n"  # 70,4: a decimal comma

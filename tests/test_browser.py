@@ -139,6 +139,19 @@ def test_csv_upload_release_and_download(page, app_url, tmp_path):
     lines = downloaded.read_text().splitlines()
     assert lines[0].split(",")[:2] == ["age", "sex"] and len(lines) == 81
 
+    # to another page and back through the navigation: the upload, the choices and the release are still there
+    page.get_by_role("link", name="Utility curves").click()
+    page.get_by_text("Utility curves", exact=True).first.wait_for()
+    wait_idle(page)
+    page.get_by_role("link", name="Tabular privatization").click()
+    page.get_by_text("Using patients.csv, uploaded earlier in this session").wait_for()
+    wait_idle(page)
+    assert page.get_by_role("radio", name="Upload a CSV").is_checked()
+    page.get_by_text("Guarantee of this release").wait_for()
+    page.get_by_role("button", name="Forget").click()
+    page.get_by_text("Upload a CSV to start.").wait_for()
+    assert page.get_by_text("Guarantee of this release").count() == 0
+
 
 def test_evaluation_report_says_why_its_charts_are_missing_offline(browser, tmp_path):
     """report.html takes plotly.js from its CDN: with every network request refused, it says so."""

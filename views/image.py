@@ -19,14 +19,14 @@ RESULT = "image_result"
 def choose_inputs(loaded) -> list[ui.ImageRecord]:
     config = loaded.config
     sources = ["Upload"] + ["Sample from the bundled test set"] * (config.dataset in IMAGE_DATASETS)
-    source = st.radio("Input", sources, horizontal=True, key="image_source")
+    source = st.radio("Input", sources, horizontal=True, key=ui.kept("image_source"))
     if source == "Upload":
-        files = st.file_uploader("Images (PNG, JPEG, BMP, TIFF, DICOM); several files or a ZIP for a batch",
-                                 type=ui.IMAGE_UPLOAD_TYPES, accept_multiple_files=True, key="image_upload")
+        files = ui.kept_uploads("Images (PNG, JPEG, BMP, TIFF, DICOM); several files or a ZIP for a batch",
+                                "image_upload", type=ui.IMAGE_UPLOAD_TYPES, accept_multiple_files=True)
         choices = ["auto", "always", "never"]
         invert = st.radio("Inversion (the bundled models expect a light object on a dark background; a model "
                           "trained on an image folder saw its images as they are)", choices, horizontal=True,
-                          key="image_invert", index=choices.index(default_invert(config.dataset)))
+                          key=ui.kept("image_invert"), index=choices.index(default_invert(config.dataset)))
         if not files:
             st.info("Upload an image, several images or a ZIP to start.")
             return []
@@ -38,7 +38,7 @@ def choose_inputs(loaded) -> list[ui.ImageRecord]:
             st.warning("No image found in the upload (an empty ZIP?). Upload PNG, JPEG, BMP, TIFF or DICOM files, "
                        "or a ZIP of them.")
         return records
-    index = st.number_input("Test image number", 0, 100_000, 0, key="image_sample_index")
+    index = st.number_input("Test image number", 0, 100_000, 0, key=ui.kept("image_sample_index"))
     return [ui.sample_record(config, index)]
 
 
@@ -65,7 +65,7 @@ def choose_labels(loaded, records) -> np.ndarray:
         else:
             st.caption("This model has no classifier: choose the label.")
         # keyed by the input: a new image starts from its own suggestion, never from the last image's label
-        label = st.selectbox("Label (condition)", class_names, index=index, key=f"image_label_{records[0].key}")
+        label = st.selectbox("Label (condition)", class_names, index=index, key=ui.kept(f"image_label_{records[0].key}"))
         return np.array([class_names.index(label)])
     suggested = suggestion[0] if suggestion is not None else np.zeros(len(records), dtype=int)
     table = pd.DataFrame({"file": [r.name for r in records],
@@ -133,7 +133,7 @@ def show_result(loaded, state, settings) -> None:
         st.info("The settings changed since this release: press **Privatize** to release again.")
     index = 0
     if len(names) > 1:
-        index = st.selectbox("Show", range(len(names)), format_func=lambda i: names[i], key="image_show")
+        index = st.selectbox("Show", range(len(names)), format_func=lambda i: names[i], key=ui.kept("image_show"))
     original, privatized = result.original[index], result.privatized[index]
     kept = int(result.condition["label"][index]) == int(result.released_condition["label"][index])
     columns = st.columns(4)
@@ -194,8 +194,8 @@ def page(loaded) -> None:
     ui.evaluation_preview(loaded, settings, "image", conditions_kept=handling.handling == "kept",
                           release_batch=len(records))
     left, right = st.columns(2)
-    strip = left.checkbox(f"Also show a strip at ε = {', '.join(f'{e:g}' for e in STRIP_EPSILONS)}", key="image_strip")
-    gallery = right.slider("Gallery: extra draws at this ε", 0, 8, 0, key="image_gallery")
+    strip = left.checkbox(f"Also show a strip at ε = {', '.join(f'{e:g}' for e in STRIP_EPSILONS)}", key=ui.kept("image_strip"))
+    gallery = right.slider("Gallery: extra draws at this ε", 0, 8, 0, key=ui.kept("image_gallery"))
     if strip or gallery:
         extra = [settings.at(epsilon) for epsilon in STRIP_EPSILONS] * strip + [settings.mechanism] * gallery
         st.caption(f"Each strip image and each gallery draw is a release of the first image: one press adds "

@@ -56,7 +56,7 @@ def choose_table(loaded):
     options = ["Upload a CSV"]
     if loaded is not None and loaded.config.dataset in TABULAR_DATASETS:  # a model of a user's CSV has none
         options.insert(0, f"Bundled table ({loaded.config.dataset})")
-    source = st.radio("Input", options, horizontal=True, key="table_source")
+    source = st.radio("Input", options, horizontal=True, key=ui.kept("table_source"))
     if source != "Upload a CSV":
         table, held_out, trained = bundled_table(loaded.config.dataset, loaded.config.permutation_seed)
         data = held_out.to_csv(index=False).encode()
@@ -65,11 +65,12 @@ def choose_table(loaded):
                    f"cover what the model learned. License: {table.license}")
         return (held_out, f"{table.name} (held-out rows)", ui.record_key(data), list(loaded.config.condition_columns),
                 {})
-    upload = st.file_uploader("CSV file (header row; comma, semicolon or tab separated)", type=["csv", "txt"],
-                              key="table_upload")
-    if upload is None:
+    uploads = ui.kept_uploads("CSV file (header row; comma, semicolon or tab separated)", "table_upload",
+                              type=["csv", "txt"])
+    if not uploads:
         st.info("Upload a CSV to start.")
         return None
+    upload = uploads[0]
     data = upload.getvalue()
     read_csv_upload = ui.require("read_csv_upload", "cadp.uploads")
     csv = read_csv_upload(data)
@@ -106,7 +107,7 @@ def model_for(loaded, frame, conditions, kinds, key):
                "record, so for the rows used to fit it the stated guarantee does not cover what the model learned.")
     fit_key = (key, tuple(conditions), tuple(sorted(kinds.items())))
     with st.form("table_fit"):
-        steps = st.slider("Training steps", 100, 3000, 400, 100, key="table_steps")
+        steps = st.slider("Training steps", 100, 3000, 400, 100, key=ui.kept("table_steps"))
         submitted = st.form_submit_button("Fit a model on this table")
     if submitted:
         bar = st.progress(0.0, text="Fitting…")
@@ -145,7 +146,7 @@ def show_result(state) -> None:
     right.markdown("Privatized (changed cells highlighted; numbers stay within the range of the table the model "
                    "was fitted on)")
     right.dataframe(highlighted(original.head(shown), released.head(shown)), key="table_released")
-    column = st.selectbox("Distribution of", list(original.columns), key="table_distribution_column")
+    column = st.selectbox("Distribution of", list(original.columns), key=ui.kept("table_distribution_column"))
     # go, not px: ~5 ms instead of ~45 per page run; one bin group, so both tables share their bins
     figure = go.Figure([go.Histogram(x=frame[column], name=name, opacity=0.6, bingroup="table")
                         for name, frame in (("original", original), ("privatized", released))])
@@ -166,7 +167,7 @@ def show_result(state) -> None:
         st.plotly_chart(heat, key="table_correlation")
     targets = [c for c in original.columns if original[c].nunique() <= 20]
     if targets:
-        target = st.selectbox("Downstream task: predict", targets, key="table_target")
+        target = st.selectbox("Downstream task: predict", targets, key=ui.kept("table_target"))
         scores = state.setdefault("accuracy", {})  # per target, once per release
         if target not in scores:
             scores[target] = compare.downstream_accuracy(original, released, target)
@@ -200,7 +201,7 @@ def page(loaded) -> None:
     categorical = [c for c in frame.columns if kinds[c] == "categorical"]
     conditions = st.multiselect("Columns released as conditions (must be categorical)", categorical,
                                 default=[c for c in default_conditions if c in categorical],
-                                key=f"table_conditions_{identity}")
+                                key=ui.kept(f"table_conditions_{identity}"))
     handlings = {c: ui.condition_handling_controls(c, f"table_{c}") for c in conditions}
     model = model_for(loaded, frame, conditions, kinds, key)
     if model is None:
