@@ -23,13 +23,13 @@ def choose_records(loaded):
     if config.kind == "image":
         data = ui.test_images(config.dataset, config.image_size, config.channels)
         label = st.selectbox("Kept class (both records share it)", range(len(data.class_names)),
-                             format_func=lambda i: data.class_names[i], key="audit_class")
+                             format_func=lambda i: data.class_names[i], key=ui.kept("audit_class"))
         indices = (data.labels == label).nonzero().flatten().tolist()
         if len(indices) < 2:
             raise ui.InputError("this class has fewer than two test images")
         left, right = st.columns(2)
-        a = left.selectbox("Record A (test image number)", indices, index=0, key="audit_a")
-        b = right.selectbox("Record B (test image number)", indices, index=1, key="audit_b")
+        a = left.selectbox("Record A (test image number)", indices, index=0, key=ui.kept("audit_a"))
+        b = right.selectbox("Record B (test image number)", indices, index=1, key=ui.kept("audit_b"))
         left.image(ui.to_display(data.images[a]), width=ui.IMAGE_WIDTH, caption=f"A: #{a}")
         right.image(ui.to_display(data.images[b]), width=ui.IMAGE_WIDTH, caption=f"B: #{b}")
         return data.images[a], data.images[b], label, f"test images #{a} and #{b} ({data.class_names[label]})"
@@ -37,12 +37,12 @@ def choose_records(loaded):
 
     frame = load_table(config.dataset).frame
     left, right = st.columns(2)
-    a = left.number_input("Record A (row)", 0, len(frame) - 1, 0, key="audit_row_a")
+    a = left.number_input("Record A (row)", 0, len(frame) - 1, 0, key=ui.kept("audit_row_a"))
     rows = frame[config.condition_columns].astype(str)
     same = [i for i in range(len(frame)) if i != a and (rows.iloc[i] == rows.iloc[a]).all()]
     if not same:
         raise ui.InputError("no other row shares record A's kept condition")
-    b = right.selectbox("Record B (a row with the same kept condition)", same, key="audit_row_b")
+    b = right.selectbox("Record B (a row with the same kept condition)", same, key=ui.kept("audit_row_b"))
     st.dataframe(frame.iloc[[a, b]], key="audit_rows")
     return frame.iloc[[a]], frame.iloc[[b]], None, f"rows {a} and {b}"
 
@@ -83,16 +83,16 @@ def page(loaded) -> None:
     record_a, record_b, condition, description = choose_records(loaded)
     with st.form("audit_form"):
         mechanism = st.selectbox("Mechanism", list(MECHANISMS), format_func=ui.MECHANISM_LABELS.get,
-                                 key="audit_mechanism")
-        epsilons = st.multiselect("ε values", ui.EPSILON_VALUES, default=[1, 10, 100], key="audit_epsilons")
+                                 key=ui.kept("audit_mechanism"))
+        epsilons = st.multiselect("ε values", ui.EPSILON_VALUES, default=[1, 10, 100], key=ui.kept("audit_epsilons"))
         releases = st.select_slider("Releases per record", [200, 1000, 2000, 5000, 10000, 20000], value=2000,
-                                    key="audit_releases")
+                                    key=ui.kept("audit_releases"))
         with st.expander("Advanced: clip radius (laplace, gaussian) and delta (gaussian)"):
             policy_name = st.radio("Clip-radius policy", ["constant temperature", "fixed radius"], horizontal=True,
-                                   key="audit_policy")
-            temperature = st.number_input("Temperature", 0.01, 10.0, DEFAULT_TEMPERATURE, key="audit_temperature")
-            radius = st.number_input("Fixed clip radius R", 0.001, 1e6, 1.0, key="audit_radius")
-            delta = st.select_slider("δ", [1e-3, 1e-4, 1e-5, 1e-6, 1e-8], value=1e-5, key="audit_delta")
+                                   key=ui.kept("audit_policy"))
+            temperature = st.number_input("Temperature", 0.01, 10.0, DEFAULT_TEMPERATURE, key=ui.kept("audit_temperature"))
+            radius = st.number_input("Fixed clip radius R", 0.001, 1e6, 1.0, key=ui.kept("audit_radius"))
+            delta = st.select_slider("δ", [1e-3, 1e-4, 1e-5, 1e-6, 1e-8], value=1e-5, key=ui.kept("audit_delta"))
         submitted = st.form_submit_button("Run the audit", type="primary")
     if submitted:
         if not epsilons:

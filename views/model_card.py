@@ -61,7 +61,7 @@ def page(loaded) -> None:
         columns[2].metric("test NLL (nats/dim)", f"{evaluation['training'].get('test_metric', float('nan')):.3f}")
     if config.kind == "image":
         st.subheader(f"Class-conditional samples (temperature {DEFAULT_TEMPERATURE})")
-        per_class = st.slider("Samples per class", 2, 10, 6, key="card_per_class")
+        per_class = st.slider("Samples per class", 2, 10, 6, key=ui.kept("card_per_class"))
         grid = sample_grid(str(loaded.folder), per_class, DEFAULT_TEMPERATURE, 0)
         st.image(np.kron(grid, np.ones((2, 2), dtype=np.uint8)),
                  caption="one row per class: " + ", ".join(config.class_names))
