@@ -8,6 +8,7 @@ peak over the fork; on a GPU also the CUDA allocator's peak and the share of the
 
 from __future__ import annotations
 
+import functools
 import json
 import resource
 import sys
@@ -51,11 +52,16 @@ def load(model_folder: str | Path, device: torch.device):
     return loaded
 
 
-def image_inputs(config, count: int) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """(pixels (count, C, H, W) float on [0, 255], labels, source): the model's test set, repeated as needed."""
+@functools.lru_cache(maxsize=2)
+def _test_set(dataset: str, image_size: int, channels: int):
     from cadp.data import load_image_dataset
 
-    data = load_image_dataset(config.dataset, "test", image_size=config.image_size, channels=config.channels)
+    return load_image_dataset(dataset, "test", image_size=image_size, channels=channels)
+
+
+def image_inputs(config, count: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(pixels (count, C, H, W) float on [0, 255], labels, source): the model's test set, repeated as needed."""
+    data = _test_set(config.dataset, config.image_size, config.channels)
     index = torch.arange(count) % len(data)
     return data.images[index].float(), data.labels[index], f"{config.dataset} test set"
 

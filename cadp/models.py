@@ -26,6 +26,9 @@ from torch import nn
 from cadp.errors import ModelError
 
 FORMAT_VERSION = 1
+# a conv subnet's kernel sizes -> its middle layer's kernel. "3-1-3": the bundled models; "3-3-3": more work per
+# byte moved, a larger share of the CPU's peak (python -m bench.architectures; BENCHMARKS.md, "Eighth round")
+CONV_SUBNETS = {"3-1-3": 1, "3-3-3": 3}
 
 
 # --------------------------------------------------------------------------- configs
@@ -51,6 +54,7 @@ class ImageModelConfig:
     channels: int = 1
     conv_width: int = 64
     conv_blocks: list[int] = field(default_factory=lambda: [4, 4])
+    conv_subnet: str = "3-1-3"  # kernel sizes of a conv subnet's three layers: CONV_SUBNETS
     fc_blocks: int = 4
     fc_width: int = 512
     clamp: float = 1.5
@@ -81,6 +85,7 @@ class ImageModelConfig:
         _check(self.image_size in (16, 28, 32, 64), "image_size", "16, 28, 32 or 64")
         _check(self.channels in (1, 3), "channels", "1 or 3")
         _check(1 <= self.conv_width <= 1024, "conv_width", "1..1024")
+        _check(self.conv_subnet in CONV_SUBNETS, "conv_subnet", " or ".join(map(repr, CONV_SUBNETS)))
         _check(len(self.conv_blocks) == 2 and all(0 <= b <= 64 for b in self.conv_blocks),
                "conv_blocks", "two counts in 0..64")
         _check(1 <= self.fc_blocks <= 64, "fc_blocks", "1..64")
@@ -178,12 +183,13 @@ def config_from_dict(data: dict) -> ModelConfig:
 # --------------------------------------------------------------------------- subnets
 
 class ConvSubnet(nn.Sequential):
-    """3x3 conv -> ReLU -> 1x1 conv -> ReLU -> 3x3 conv (zero-initialized: blocks start as identity)."""
+    """3x3 conv -> ReLU -> 1x1 (or 3x3) conv -> ReLU -> 3x3 conv (the last zero-initialized: blocks start as
+    identity). A 3x3 middle layer does more work per byte moved: see ``CONV_SUBNETS``."""
 
-    def __init__(self, channels_in: int, channels_out: int, width: int):
+    def __init__(self, channels_in: int, channels_out: int, width: int, middle_kernel: int = 1):
         super().__init__(
             nn.Conv2d(channels_in, width, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, middle_kernel, padding=middle_kernel // 2), nn.ReLU(inplace=True),
             nn.Conv2d(width, channels_out, 3, padding=1),
         )
         nn.init.zeros_(self[-1].weight)
@@ -608,7 +614,7 @@ def build_image_graph(config: ImageModelConfig) -> Ff.GraphINN:
     cond_half = Ff.ConditionNode(classes, size // 2, size // 2, name="label 1/2")
     cond_quarter = Ff.ConditionNode(classes, size // 4, size // 4, name="label 1/4")
     cond_flat = Ff.ConditionNode(classes, name="label")
-    conv = partial(ConvSubnet, width=config.conv_width)
+    conv = partial(ConvSubnet, width=config.conv_width, middle_kernel=CONV_SUBNETS[config.conv_subnet])
     dense = partial(DenseSubnet, width=config.fc_width)
     seed = config.permutation_seed
 

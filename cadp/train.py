@@ -37,7 +37,15 @@ from cadp.data import (
 )
 from cadp.errors import CadpError, InputError
 from cadp.hub import CONFIG_NAME, EVAL_NAME, WEIGHTS_NAME, save_model
-from cadp.models import ImageCINN, ImageModelConfig, LatentDistances, SmallCNN, TabularCINN, TabularModelConfig
+from cadp.models import (
+    CONV_SUBNETS,
+    ImageCINN,
+    ImageModelConfig,
+    LatentDistances,
+    SmallCNN,
+    TabularCINN,
+    TabularModelConfig,
+)
 from cadp.runtime import configure_allocator
 
 CHECKPOINT_PATH = Path("checkpoint") / "training.safetensors"  # inside the output folder
@@ -305,7 +313,7 @@ def train_image_model(args) -> None:
     config = ImageModelConfig(
         name=name, dataset=train.name, class_names=train.class_names,
         image_size=train.images.shape[-1], channels=train.images.shape[1],
-        conv_width=args.width, conv_blocks=[args.conv_blocks, args.conv_blocks],
+        conv_width=args.width, conv_blocks=[args.conv_blocks, args.conv_blocks], conv_subnet=args.conv_subnet,
         fc_blocks=args.fc_blocks, fc_width=args.fc_width, permutation_seed=args.seed)
     model = ImageCINN(config).to(device)
     batches = endless_batches((train.images, train.labels), args.batch_size,
@@ -316,7 +324,8 @@ def train_image_model(args) -> None:
         checkpoint=Path(args.out) / CHECKPOINT_PATH if args.checkpoint else None,
         resume=args.resume, device=device, description=f"cINN {name}", metric_name="bits/dim",
         run={"dataset": train.name, "image_size": config.image_size, "channels": config.channels,
-             "width": args.width, "conv_blocks": args.conv_blocks, "fc_blocks": args.fc_blocks,
+             "width": args.width, "conv_blocks": args.conv_blocks, "conv_subnet": args.conv_subnet,
+             "fc_blocks": args.fc_blocks,
              "fc_width": args.fc_width, "seed": args.seed, "batch_size": args.batch_size})
     model = model.cpu().eval()
     test_bpd = evaluate_bits_per_dim(model, test)
@@ -591,6 +600,11 @@ def _distance_lines(distances: LatentDistances | None, group: str = "the same cl
             f"(measured on {distances.n_records} held-out records)\n")
 
 
+def _kernels(conv_subnet: str) -> str:
+    """'3-1-3' -> '3x3-1x1-3x3'."""
+    return "-".join(f"{k}x{k}" for k in conv_subnet.split("-"))
+
+
 def image_model_card(config: ImageModelConfig, report: TrainingReport, facts: dict, args) -> str:
     params = sum(p.numel() for p in ImageCINN(config).parameters() if p.requires_grad)
     return f"""---
@@ -612,7 +626,7 @@ Class-conditional invertible network (FrEIA) for content-aware differential priv
 Logit transform (alpha {config.logit_alpha}) with uniform dequantization, then
 IRevNet downsampling to {config.channels * 4}x{config.image_size // 2}x{config.image_size // 2},
 {config.conv_blocks[0]} conv GLOW couplings, downsampling to {config.channels * 16}x{config.image_size // 4}x{config.image_size // 4},
-{config.conv_blocks[1]} conv GLOW couplings (width {config.conv_width}), a split, then {config.fc_blocks} fully
+{config.conv_blocks[1]} conv GLOW couplings (subnets {_kernels(config.conv_subnet)}, width {config.conv_width}), a split, then {config.fc_blocks} fully
 connected GLOW couplings (width {config.fc_width}); random permutations between couplings; the one-hot
 label conditions every coupling. {params:,} trainable parameters; latent dimension {config.latent_dim}.
 
@@ -691,6 +705,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     images.add_argument("--channels", type=int, default=1, choices=(1, 3))
     images.add_argument("--width", type=int, default=64, help="conv subnet width")
     images.add_argument("--conv-blocks", type=int, default=4, help="conv couplings per scale")
+    images.add_argument("--conv-subnet", default="3-1-3", choices=tuple(CONV_SUBNETS),
+                        help="kernel sizes of a conv subnet's three layers; 3-3-3 has more FLOPs per image at the same "
+                             "width and uses more of a CPU's peak (BENCHMARKS.md)")
     images.add_argument("--fc-blocks", type=int, default=4)
     images.add_argument("--fc-width", type=int, default=512)
     images.add_argument("--max-train", type=int, help="use only the first N training images")

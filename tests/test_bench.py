@@ -150,3 +150,28 @@ def test_report_shows_gpu_columns_only_for_gpu_runs(short_run):
         point |= {"peak_cuda_mib": 12.0, "gpu_busy_share": 0.875}
     text = report(gpu_run)
     assert "| peak CUDA MiB | GPU busy |" in text and "| 12 | 88% |" in text
+
+
+def test_architecture_variants_are_built_as_configured_and_measured():
+    import torch
+
+    from bench import WEIGHTS
+    from bench.architectures import measure, report, variant
+    from bench.compute import load
+
+    loaded = load(WEIGHTS / "mnist-cinn", torch.device("cpu"))
+    small = {"conv_subnet": "3-3-3", "conv_width": 8, "conv_blocks": [1, 1], "fc_blocks": 1, "fc_width": 16}
+    built = variant(loaded, "small 3-3-3", small)
+    assert built.config.conv_subnet == "3-3-3" and built.config.conv_width == 8
+    assert all(p.any() for p in built.model.parameters() if p.requires_grad)  # no identity couplings
+    x = torch.zeros(2, 1, 28, 28) + 100
+    with torch.inference_mode():
+        assert (built.model.decode(built.model.encode(x, torch.tensor([1, 2])), torch.tensor([1, 2])) - x).abs().max() < 1e-2
+    measured = measure({"small 3-3-3": built}, rounds=2, min_seconds=0.01,
+                       peak_options={"matmul_sizes": (256,), "min_seconds": 0.05})
+    row = measured["results"][0]
+    assert len(row["batch1_ms_per_round"]) == len(row["batch256_efficiency_per_round"]) == 2
+    peak = measured["peak"]["peak_flops_per_s"]
+    assert row["batch256_efficiency_per_round"][0] == pytest.approx(
+        row["flops_per_record"] * 256 / (row["batch256_ms_per_round"][0] / 1e3) / peak)
+    assert "| small 3-3-3 |" in report(measured)

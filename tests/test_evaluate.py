@@ -354,13 +354,14 @@ def test_cli_evaluates_models_trained_on_a_csv_or_image_folder_given_their_data(
             (folder / label / f"{index}.png").write_bytes(corpus.png(corpus.digit(28, 28)))
     images = tmp_path / "image-model"
     assert train.main(["--dataset", str(folder), "--out", str(images), "--steps", "2", "--width", "8",
-                       "--conv-blocks", "1", "--fc-blocks", "1", "--fc-width", "16",
+                       "--conv-blocks", "1", "--conv-subnet", "3-3-3", "--fc-blocks", "1", "--fc-width", "16",
                        "--classifier-minutes", "0.01"]) == 0
     capsys.readouterr()
     assert evaluate.main(["bpd", "--model", str(images), "--quick"]) == 2
     assert "give the image folder it was trained on with --data" in capsys.readouterr().err
     assert evaluate.main(["bpd", "--model", str(images), "--quick", "--data", str(folder)]) == 0
     assert read_eval(images)["bpd"]["test_records"] == 4  # the held-out fifth of 20 images, as in training
+    assert "subnets 3x3-3x3-3x3, width 8" in (images / "README.md").read_text()
     (folder / "birds").mkdir()
     (folder / "birds" / "0.png").write_bytes(corpus.png(corpus.digit(28, 28)))
     assert evaluate.main(["bpd", "--model", str(images), "--quick", "--data", str(folder)]) == 2

@@ -91,6 +91,28 @@ def test_config_json_round_trip_and_validation(tmp_path, tiny_image_model):
         config_from_dict({**data, "kind": "audio"})
 
 
+def test_conv_subnets_with_a_3x3_middle_layer_invert_save_and_load(tmp_path, mnist_test):
+    config = ImageModelConfig(name="wide", dataset="mnist", class_names=[str(i) for i in range(10)],
+                              conv_width=8, conv_blocks=[2, 2], conv_subnet="3-3-3", fc_blocks=1, fc_width=16)
+    model = perturbed(ImageCINN(config)).eval()
+    middle = model.inn.module_list[1].subnet1[2]
+    assert middle.kernel_size == (3, 3) and middle.padding == (1, 1)
+    for count in (1, 2, 8):  # one image and a few run other convolution kernels (models._run_subnet)
+        x, y = mnist_test.images[:count], mnist_test.labels[:count]
+        with torch.inference_mode():
+            z = model.encode(x, y)
+            assert (model.decode(z, y) - x.float()).abs().max() <= 1e-3
+    save_model(model, tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["conv_subnet"] == "3-3-3"
+    with torch.inference_mode():
+        assert torch.equal(load_folder(tmp_path / "m").model.encode(x, y), model.encode(x, y))
+    with pytest.raises(ModelError, match="conv_subnet must be '3-1-3' or '3-3-3'"):
+        config_from_dict({**config_to_dict(config), "conv_subnet": "5-5-5"})
+    old = config_to_dict(config)
+    del old["conv_subnet"]  # config.json of a model saved before the option existed
+    assert config_from_dict(old).conv_subnet == "3-1-3"
+
+
 def test_saved_model_reloads_identically(tmp_path, tiny_image_model, mnist_test):
     save_model(tiny_image_model, tmp_path / "m")
     loaded = load_folder(tmp_path / "m")
