@@ -277,7 +277,7 @@ def kept_uploads(label: str, key: str, **options) -> list:
         left.caption(f"Using {names}, uploaded earlier in this session (held in memory only, never on disk).")
         if right.button("Forget", key=f"{key}_forget", help="Drop the upload from this session"):
             st.session_state.pop(store, None)
-            return []
+            st.rerun()  # drawn again without it
     return held
 
 

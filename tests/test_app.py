@@ -478,6 +478,7 @@ def test_uploads_choices_and_releases_outlive_a_page_change():
     assert any(c.value.startswith("Using digit.png") for c in clean(at).caption) and label_box(at).value == "3"
     at.button(key="image_upload_forget").click().run()
     assert any("Upload an image" in i.value for i in clean(at).info) and not downloads(at)
+    assert not any(c.value.startswith("Using digit.png") for c in at.caption)
 
 
 def test_tabular_download_is_written_like_the_upload(media):
