@@ -17,11 +17,13 @@ import argparse
 import codecs
 import csv
 import os
+import random
 import re
 import sys
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -248,27 +250,32 @@ def _skipped_silently(name: str) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in parts)
 
 
-def iter_folder_files(root: Path) -> Iterator[tuple[str, bytes | InputError]]:
-    """(relative name, bytes or InputError) for the files under root, one at a time, in sorted order."""
+def iter_folder_files(root: Path, shuffle: random.Random | None = None) -> Iterator[tuple[str, bytes | InputError]]:
+    """(relative name, bytes or InputError) for the files under root, one at a time: in sorted order, or in an
+    order drawn with ``shuffle`` (the names are listed first; the contents are still read one at a time)."""
+    paths = []
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d != "__MACOSX")
         for file in sorted(files):
             path = Path(folder) / file
             name = path.relative_to(root).as_posix()
-            if _skipped_silently(name) or name == LABELS_NAME:
+            if not (_skipped_silently(name) or name == LABELS_NAME):
+                paths.append((name, path))
+    if shuffle is not None:
+        shuffle.shuffle(paths)
+    for name, path in paths:
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            yield name, InputError("not an image (accepted: PNG, JPEG, BMP, TIFF, GIF, WebP, DICOM); skipped")
+            continue
+        try:
+            size = path.stat().st_size
+            if size > MAX_IMAGE_BYTES:
+                yield name, InputError(f"the file is {size / 2**20:.0f} MB; images up to "
+                                       f"{MAX_IMAGE_BYTES // 2**20} MB are accepted")
                 continue
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                yield name, InputError("not an image (accepted: PNG, JPEG, BMP, TIFF, GIF, WebP, DICOM); skipped")
-                continue
-            try:
-                size = path.stat().st_size
-                if size > MAX_IMAGE_BYTES:
-                    yield name, InputError(f"the file is {size / 2**20:.0f} MB; images up to "
-                                           f"{MAX_IMAGE_BYTES // 2**20} MB are accepted")
-                    continue
-                yield name, path.read_bytes()
-            except OSError as error:
-                yield name, InputError(f"the file cannot be read ({error.strerror or 'I/O error'})")
+            yield name, path.read_bytes()
+        except OSError as error:
+            yield name, InputError(f"the file cannot be read ({error.strerror or 'I/O error'})")
 
 
 def _count_folder_files(root: Path) -> int:
@@ -304,8 +311,8 @@ MANIFEST_NOTE = (f"{MANIFEST_NAME} is this run's record for whoever ran it: it n
 
 COPIED_NAMES_NOTE = ("File and folder names are copied from the input: they are not covered by the guarantee. "
                      "Rename any that identify a person, or run again with --neutral-names.")
-NEUTRAL_NAMES_NOTE = (f"Files are numbered in folders named by the released label; {MANIFEST_NAME} maps them to "
-                      "the inputs.")
+NEUTRAL_NAMES_NOTE = (f"Files are numbered, in an order drawn at random, in folders named by the released label; "
+                      f"{MANIFEST_NAME} maps them to the inputs.")
 
 
 def write_guarantee(output: Path, guarantee: str, names_note: str = "") -> None:
@@ -345,7 +352,7 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
     guarantee_written = False
 
     def flush():
-        # rows go to the manifest in input order: unusable files wait with the batch they arrived in
+        # rows go to the manifest in reading order: unusable files wait with the batch they arrived in
         nonlocal guarantee_written
         images = [item for item in pending if isinstance(item, PendingImage)]
         outcome: dict[int, tuple[str, str, str]] = {}
@@ -746,12 +753,16 @@ def main(argv=None) -> int:
                 privatize_table(loaded.model, args.input, settings, args.output, manifest, progress)
         else:
             resolver = LabelResolver(loaded.config.class_names, labels)
+            # numbered outputs are written in a random order: numbers, file times and the manifest's rows in input
+            # order would tell which inputs they are (and inputs sorted into class folders, their true labels)
+            shuffle = None if settings.names_copied else random.Random(args.seed) if args.seed is not None \
+                else random.SystemRandom()
             if input_kind == "folder":
-                source, total = iter_folder_files(args.input), _count_folder_files(args.input)
+                source, total = iter_folder_files(args.input, shuffle), _count_folder_files(args.input)
             else:
                 from cadp.uploads import iter_zip_images
 
-                source, total = _zip_source(args.input, iter_zip_images)
+                source, total = _zip_source(args.input, partial(iter_zip_images, shuffle=shuffle))
             with tqdm(total=total, desc="images", unit="file", disable=None) as progress:
                 privatize_images(loaded.model, loaded.config.class_names, source, resolver, settings,
                                  args.output, manifest, progress, args.input.name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import random
 import re
 import struct
 import unicodedata
@@ -388,8 +389,8 @@ def sanitize_member_name(name: str) -> tuple[str, bool]:
 
 
 def iter_zip_images(data: bytes | BinaryIO | Path | str, *, max_files: int = MAX_ZIP_FILES,
-                    max_total_bytes: int = MAX_ZIP_TOTAL_BYTES,
-                    max_file_bytes: int = MAX_IMAGE_BYTES) -> Iterator[tuple[str, bytes | InputError]]:
+                    max_total_bytes: int = MAX_ZIP_TOTAL_BYTES, max_file_bytes: int = MAX_IMAGE_BYTES,
+                    shuffle: random.Random | None = None) -> Iterator[tuple[str, bytes | InputError]]:
     """Yield (sanitized name, file bytes or the InputError that makes it unusable) for each ZIP member.
 
     Members are read one at a time (``data`` may be bytes, a binary file or a
@@ -397,7 +398,8 @@ def iter_zip_images(data: bytes | BinaryIO | Path | str, *, max_files: int = MAX
     names ('../x.png', absolute paths) and oversized members are yielded with an
     InputError and never used as paths. Folders and macOS '__MACOSX/' metadata
     are skipped silently. Raises InputError for a damaged archive, more than
-    ``max_files`` members, or more than ``max_total_bytes`` uncompressed (zip bomb).
+    ``max_files`` members, or more than ``max_total_bytes`` uncompressed (zip bomb). Members come in
+    the archive's order, or in an order drawn with ``shuffle``.
     """
     source = io.BytesIO(bytes(data)) if isinstance(data, (bytes, bytearray, memoryview)) else data
     if isinstance(data, (bytes, bytearray)) and len(data) == 0:
@@ -411,6 +413,8 @@ def iter_zip_images(data: bytes | BinaryIO | Path | str, *, max_files: int = MAX
                    if not info.is_dir() and not info.filename.replace("\\", "/").startswith("__MACOSX/")]
         if len(members) > max_files:
             raise InputError(f"the ZIP holds {len(members):,} files, more than the limit of {max_files:,}")
+        if shuffle is not None:
+            shuffle.shuffle(members)
         total = 0
         for info in members:
             name, unsafe = sanitize_member_name(info.filename)

@@ -354,8 +354,25 @@ def test_a_batch_download_carries_its_privacy_terms():
     assert "per unit of latent distance (ε·d) + ε = 2 for conditions" in rows[1]  # two units, both named
     assert "not private: reproducible seed" in rows[1] and "not private: reproducible seed" in terms
     assert "Metric privacy" in terms and "randomized by randomized response with epsilon = 2 over its" in terms
-    assert any("names (which often carry the true label) are left out" in c.value for c in at.caption)
+    assert any("names (which often carry the true label) and the upload's order are left out" in c.value
+               for c in at.caption)
     assert [name for name, _ in state["files"]] == ["0000-private.png", "0001-private.png"]
+
+
+def test_a_batch_download_with_a_label_not_kept_is_numbered_in_a_random_order():
+    at = page("image.py")
+    at.file_uploader(key="image_upload").set_value([(f"digit{i}.png", helpers.png(i), "image/png")
+                                                    for i in range(8)]).run()
+    at.radio(key="image_label_handling").set_value("resampled").run()
+    at.button(key="image_privatize").click().run()
+    state = clean(at).session_state["image_result"]
+    in_upload_order = [compare.png_bytes(image) for image in state["result"].privatized]
+    downloaded = [data for _, data in state["files"]]
+    assert sorted(downloaded) == sorted(in_upload_order) and downloaded != in_upload_order  # 1 in 40,320 by chance
+    manifest = {row["file"]: row["condition"] for row in state["manifest"]}
+    released = state["result"].released_condition["label"].tolist()
+    for name, data in state["files"]:  # each file's row names the label released with that very image
+        assert manifest[name] == helpers.MNIST_CLASSES[released[in_upload_order.index(data)]]
 
 
 def test_download_names_are_plain_and_never_carry_a_label_that_is_not_kept():

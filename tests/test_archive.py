@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -353,6 +354,27 @@ def test_command_line_entry_point_exits_2_without_traceback(image_model, tmp_pat
     assert "Traceback" not in completed.stderr
 
 
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_numbered_outputs_do_not_follow_the_inputs_sorted_into_class_folders(image_model, tmp_path, as_zip):
+    files = {f"{label}/{i:02d}.png": image_file(10 * label + i) for label in (0, 1) for i in range(15)}
+    source = make_folder(tmp_path / "in", files)
+    if as_zip:
+        source = tmp_path / "in.zip"
+        with zipfile.ZipFile(source, "w") as archive:
+            for name in sorted(files):
+                archive.writestr(name, files[name])
+    output = tmp_path / "out"
+    assert run(image_model, source, output, "--condition", "label=resampled") == 0
+    rows = read_manifest(output)
+    number = {row["file"]: int(row["output"].rsplit("/", 1)[1].split(".")[0]) for row in rows}
+    assert sorted(number.values()) == list(range(1, 31))
+    # in input order, numbers 1-15 would be the 0s: a resampled label would be given away by the number
+    low_zeros = sum(1 for name, n in number.items() if name.startswith("0/") and n <= 15)
+    assert low_zeros < 15, "outputs numbered in input order"
+    # and the manifest's rows (files written in the same order) are not in input order either
+    assert [row["file"] for row in rows] != sorted(files)
+
+
 def test_condition_handling_options_randomize_labels_and_add_their_epsilon(image_model, tmp_path):
     source = make_folder(tmp_path / "in", {f"0/{i}.png": image_file(i) for i in range(12)})
     assert run(image_model, source, tmp_path / "out", "--seed", "3", "--condition", "label=randomized:0.01") == 0
@@ -366,7 +388,7 @@ def test_condition_handling_options_randomize_labels_and_add_their_epsilon(image
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png")) == \
         sorted(row["output"] for row in rows)
     terms = (tmp_path / "out" / "guarantee.txt").read_text(encoding="utf-8")
-    assert "not part of the release" in terms and "Files are numbered in folders named by the released label" in terms
+    assert "not part of the release" in terms and "Files are numbered, in an order drawn at random," in terms
     kept = tmp_path / "kept"
     assert run(image_model, source, kept, "--seed", "3") == 0
     assert {row["output"] for row in read_manifest(kept)} == {f"0/{i}.png" for i in range(12)}  # kept: mirrored
@@ -374,6 +396,8 @@ def test_condition_handling_options_randomize_labels_and_add_their_epsilon(image
     neutral = tmp_path / "neutral"
     assert run(image_model, source, neutral, "--seed", "3", "--neutral-names") == 0
     assert {row["output"] for row in read_manifest(neutral)} == {f"0/{n:05d}.png" for n in range(1, 13)}
+    # numbered in the input's order, the numbers would still tell which input each output is
+    assert [row["file"] for row in read_manifest(neutral)] != [f"0/{i}.png" for i in sorted(range(12), key=str)]
     # metric's epsilon is per unit of latent distance: never added into one number with a condition's
     metric = tmp_path / "metric"
     assert run(image_model, source, metric, "--mechanism", "metric", "--condition", "label=randomized:1") == 0

@@ -1,5 +1,7 @@
 """Image privatization: upload or sample -> preprocessing -> condition -> mechanism -> release."""
 
+import random
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -106,8 +108,12 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
     progress.progress(1.0, text="Done")
     class_names = loaded.config.class_names
     files, manifest = [], []
-    for index, record in enumerate(records):
-        file = compare.released_name(record.name, index, copy_name=handling.handling == "kept")
+    order = list(range(len(records)))
+    if handling.handling != "kept":  # numbered in upload order, the numbers would tell which inputs they are
+        random.SystemRandom().shuffle(order)
+    for number, index in enumerate(order):
+        record = records[index]
+        file = compare.released_name(record.name, number, copy_name=handling.handling == "kept")
         files.append((file, compare.png_bytes(result.privatized[index])))
         mechanism = ui.MECHANISM_LABELS[name] + (f" (ran on {result.batch_text})" if name == "paper" else "")
         manifest.append({"file": file, "condition": class_names[int(result.released_condition["label"][index])],
@@ -175,8 +181,8 @@ def show_result(loaded, state, settings) -> None:
         st.caption("Downloaded files keep your file names (…-private.png): rename them before sharing if a name "
                    "identifies a patient. The guarantee covers the image content, not file names.")
     else:
-        st.caption("Downloaded files are numbered in the order above: with a label that is not kept, names "
-                   "(which often carry the true label) are left out.")
+        st.caption("Downloaded files are numbered in an order drawn at random: with a label that is not kept, "
+                   "names (which often carry the true label) and the upload's order are left out.")
 
 
 def page(loaded) -> None:
