@@ -177,6 +177,7 @@ class TabularDataset:
     default_conditions: list[str]
     name: str = ""
     license: str = ""
+    notes: list[str] = field(default_factory=list)  # what reading a CSV did (columns dropped, values read as ...)
 
 
 def load_table(name: str) -> TabularDataset:
@@ -208,9 +209,10 @@ def load_table(name: str) -> TabularDataset:
     if path.suffix.lower() == ".csv" and not path.is_file():
         raise InputError(f"{name} does not exist (or is not a file)")
     if path.suffix.lower() == ".csv" and path.exists():
-        from cadp.uploads import read_csv_bytes
+        from cadp.uploads import read_csv_upload
 
-        return TabularDataset(read_csv_bytes(path.read_bytes()), [], path.name)  # "heart.csv" is not "heart"
+        csv = read_csv_upload(path.read_bytes())
+        return TabularDataset(csv.frame, [], path.name, notes=csv.notes)  # "heart.csv" is not "heart"
     raise InputError(f"unknown table {name!r}: use one of {', '.join(TABULAR_DATASETS)} or a .csv path")
 
 

@@ -463,10 +463,20 @@ def _load_image_data(config, data):
     if data is not None:
         return data
     try:
+        _check_public(config.dataset)
         return load_image_dataset(config.dataset, "train"), load_image_dataset(config.dataset, "test")
     except CadpError as error:
         raise InputError(f"cannot load the model's dataset {config.dataset!r} ({error}); give the image folder it was "
                          "trained on with --data (Python: data=(train, test))") from None
+
+
+def _check_public(dataset: str) -> None:
+    """Only a bundled dataset is loaded by its name: a CSV or folder name in config.json would be read from
+    wherever the command runs, perhaps another file of that name."""
+    from cadp.data import PUBLIC_DATASETS
+
+    if dataset not in PUBLIC_DATASETS:
+        raise InputError("it is not a bundled dataset")
 
 
 def utility_sweep(loaded, *, epsilons=None, mechanisms=None, seeds=(0, 1, 2), n_train: int | None = None,
@@ -654,6 +664,7 @@ def _load_table_data(config, data):
     if data is not None:
         return data
     try:
+        _check_public(config.dataset)
         frame = load_table(config.dataset).frame
     except CadpError as error:
         raise InputError(f"cannot load the model's table {config.dataset!r} ({error}); give the CSV it was "
@@ -1207,10 +1218,12 @@ def load_training_data(config, path: Path | str):
         return train, test
     if path.suffix.lower() != ".csv" or not path.is_file():
         raise InputError(f"--data {path}: a table model needs the .csv it was trained on")
-    frame = load_table(str(path)).frame
+    table = load_table(str(path))
+    frame = table.frame
     missing = [c for c in config.data_columns + config.condition_columns if c not in frame.columns]
-    if missing:
-        raise InputError(f"--data {path} lacks the model's column(s) {missing}")
+    if missing:  # perhaps dropped while reading it: say why
+        raise InputError(f"--data {path} lacks the model's column(s) {missing}"
+                         + (f" (reading it: {'; '.join(table.notes)})" if table.notes else ""))
     return split_table(frame, config.permutation_seed)
 
 

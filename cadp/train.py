@@ -520,6 +520,8 @@ def train_tabular_model(args) -> None:
         print(f"note: --device {args.device} is not used: table models are small and train on the CPU",
               file=sys.stderr)
     table = load_table(args.dataset)
+    for note in table.notes:  # columns dropped (identifiers, empty), values read as numbers, ...
+        print(f"note: {table.name}: {note}", file=sys.stderr)
     conditions = args.conditions if args.conditions is not None else table.default_conditions
     malformed = [item for item in args.column_type or [] if "=" not in item]
     if malformed:

@@ -635,6 +635,10 @@ def _decimal_commas(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     return frame
 
 
+IDENTIFIER_MIN_DISTINCT = 20  # a text column with more distinct values than this ...
+IDENTIFIER_DISTINCT_SHARE = 0.5  # ... that are at least this share of its rows identifies rows, not categories
+
+
 def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int) -> pd.DataFrame:
     drop = []
     for name in frame.columns:
@@ -658,6 +662,12 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int) -
             notes.append(f"column {name!r} has {distinct:,} distinct text values (more than {max_categories}): "
                          "treated as an identifier and dropped")
             continue
+        if distinct > IDENTIFIER_MIN_DISTINCT and distinct >= IDENTIFIER_DISTINCT_SHARE * len(values):
+            # names, record numbers, dates: as categories they would be stored in the model and released exactly
+            drop.append(name)
+            notes.append(f"column {name!r} has {distinct:,} distinct text values in {len(values):,} rows: treated "
+                         "as an identifier (names, record numbers, dates) and dropped")
+            continue
         if distinct == 1:
             notes.append(f"column {name!r} has one value ({only!r}) in every row: kept, "
                          "but it carries no information")
@@ -667,11 +677,6 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int) -
     if len(drop) == frame.shape[1]:
         raise InputError("no usable column is left: " + "; ".join(notes))
     return frame.drop(columns=drop)
-
-
-def read_csv_bytes(data: bytes, *, max_rows: int = MAX_CSV_ROWS) -> pd.DataFrame:
-    """The cleaned table of a CSV upload (see ``read_csv_upload``)."""
-    return read_csv_upload(data, max_rows=max_rows).frame
 
 
 # --------------------------------------------------------------------------- safe CSV export

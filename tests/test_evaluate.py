@@ -328,7 +328,7 @@ def test_image_bpd_report_measures_the_round_trip_and_writes_it_to_the_card(tmp_
     assert "exact after rounding to 8-bit pixels" in card and "samples not scored" in card
 
 
-def test_cli_evaluates_models_trained_on_a_csv_or_image_folder_given_their_data(tmp_path, capsys):
+def test_cli_evaluates_models_trained_on_a_csv_or_image_folder_given_their_data(tmp_path, capsys, monkeypatch):
     from cadp import evaluate, train
     from tests import corpus
 
@@ -341,6 +341,10 @@ def test_cli_evaluates_models_trained_on_a_csv_or_image_folder_given_their_data(
     err = capsys.readouterr().err
     assert "give the CSV it was trained on with --data" in err
     assert "%|" not in err  # said before a progress bar starts
+    monkeypatch.chdir(tmp_path)  # a rows.csv here is not necessarily the one the model was trained on
+    assert evaluate.main(["bpd", "--model", str(table), "--quick"]) == 2
+    assert "'rows.csv' (it is not a bundled dataset); give the CSV it was trained on with --data" in \
+        capsys.readouterr().err
     assert evaluate.main(["bpd", "--model", str(table), "--quick", "--data", str(source)]) == 0
     assert read_eval(table)["bpd"]["quick"] is True
     source.write_text("age,bmi\n30,22\n")

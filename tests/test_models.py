@@ -590,6 +590,24 @@ def test_own_data_named_like_a_public_dataset_is_not_called_public(tmp_path):
     assert "user data: check its license" in card and "whole public table" not in card
 
 
+def test_training_on_a_csv_says_what_reading_it_did_and_never_stores_identifiers(tmp_path, capsys):
+    from cadp import train
+
+    frame = load_table("diabetes").frame.head(120).copy()
+    frame["name"] = [f"Patient {i} Surname" for i in range(120)]
+    frame["empty"] = ""
+    source = tmp_path / "rows.csv"
+    frame.to_csv(source, index=False)
+    assert train.main(["--dataset", str(source), "--out", str(tmp_path / "m"), "--conditions", "sex",
+                       "--steps", "10"]) == 0
+    err = capsys.readouterr().err
+    assert "note: rows.csv: column 'name' has 120 distinct text values in 120 rows: treated as an identifier" in err
+    assert "note: rows.csv: column 'empty' is empty in every row: dropped" in err
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert "name" not in [column["name"] for column in config["data_encoder"]["columns"]]
+    assert "Patient 7" not in (tmp_path / "m" / "config.json").read_text() + (tmp_path / "m" / "README.md").read_text()
+
+
 def test_a_failed_run_keeps_the_folders_evaluation(tmp_path, capsys):
     from cadp import train
     from cadp.hub import read_eval, update_eval

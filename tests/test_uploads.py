@@ -15,7 +15,6 @@ from cadp.uploads import (
     PreparedImage,
     iter_zip_images,
     png_bytes,
-    read_csv_bytes,
     read_csv_upload,
     safe_csv_bytes,
     sanitize_member_name,
@@ -367,8 +366,8 @@ def test_row_limit_samples_with_a_fixed_seed():
     first = read_csv_upload(data)
     assert len(first.frame) == 100_000
     assert any("200,000 rows" in note and "sample of 100,000 rows (seed 0)" in note for note in first.notes)
-    again = read_csv_bytes(data)
-    pd.testing.assert_frame_equal(first.frame, again)
+    again = read_csv_upload(data)
+    pd.testing.assert_frame_equal(first.frame, again.frame)
 
 
 def test_identifier_column_with_many_categories_is_dropped():
@@ -379,13 +378,25 @@ def test_identifier_column_with_many_categories_is_dropped():
                for note in upload.notes)
 
 
-def test_read_csv_bytes_is_used_by_load_table(tmp_path):
+def test_text_columns_that_identify_rows_are_dropped_in_small_tables_too():
+    rows = [f"P{100 + i},MRN-{4000 + 7 * i},Patient {i} Surname,{['flu', 'cold', 'ok'][i % 3]},{30 + i % 40}"
+            for i in range(60)]
+    upload = read_csv_upload(("patient_id,mrn,name,diagnosis,age\n" + "\n".join(rows) + "\n").encode())
+    assert list(upload.frame.columns) == ["diagnosis", "age"]
+    assert sum("treated as an identifier (names, record numbers, dates) and dropped" in n for n in upload.notes) == 3
+    # few distinct values, or few rows: categories
+    small = read_csv_upload(("code,x\n" + "\n".join(f"c{i},{i}" for i in range(15)) + "\n").encode())
+    assert list(small.frame.columns) == ["code", "x"]
+
+
+def test_load_table_reads_a_csv_as_an_upload_and_keeps_its_notes(tmp_path):
     from cadp.data import load_table
 
     path = tmp_path / "rows.csv"
-    path.write_bytes(b"a;b\n1;x\n2;y\n")
+    path.write_bytes(b"a;b;c\n1;x;\n2;y;\n")
     table = load_table(str(path))
     assert table.frame.shape == (2, 2) and table.name == "rows.csv"
+    assert table.notes == ["column 'c' is empty in every row: dropped"]
 
 
 # --------------------------------------------------------------------------- formula-safe export
