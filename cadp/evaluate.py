@@ -19,6 +19,7 @@ import datetime
 import math
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -672,15 +673,27 @@ def _load_table_data(config, data):
     return split_table(frame, config.permutation_seed)  # the split cadp.train used
 
 
-def _fidelity(model: TabularCINN, real: pd.DataFrame, released: pd.DataFrame) -> dict:
-    """Per-column KS (numeric) / total variation distance (categorical) and correlation-matrix difference."""
+def ks_statistic(first: pd.Series, second: pd.Series) -> float | None:
+    """Two-sample KS statistic of two columns' numbers, empty and non-numeric cells left out (None if either
+    has none left)."""
     from scipy.stats import ks_2samp
 
+    first = pd.to_numeric(first, errors="coerce").dropna()
+    second = pd.to_numeric(second, errors="coerce").dropna()
+    if first.empty or second.empty:
+        return None
+    with warnings.catch_warnings():  # "exact calculation unsuccessful": scipy falls back to the asymptotic one
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(ks_2samp(first, second).statistic)
+
+
+def _fidelity(model: TabularCINN, real: pd.DataFrame, released: pd.DataFrame) -> dict:
+    """Per-column KS (numeric; empty cells left out) / total variation distance (categorical) and
+    correlation-matrix difference."""
     columns = {}
     for spec in model.data_encoder.columns:
         if spec.kind == "numeric":
-            columns[spec.name] = float(ks_2samp(pd.to_numeric(real[spec.name]),
-                                                pd.to_numeric(released[spec.name])).statistic)
+            columns[spec.name] = ks_statistic(real[spec.name], released[spec.name])
         else:
             first = real[spec.name].astype(str).value_counts(normalize=True)
             second = released[spec.name].astype(str).value_counts(normalize=True)
@@ -783,7 +796,8 @@ def _tabular_sweep(loaded, model: TabularCINN, *, epsilons, mechanisms, seeds, n
                 fidelity = _fidelity(model, train, released_train)
                 for key, value in fidelity["columns"].items():
                     column_values[key].append(value)
-                numeric = [fidelity["columns"][s.name] for s in encoder.columns if s.kind == "numeric"]
+                numeric = [fidelity["columns"][s.name] for s in encoder.columns
+                           if s.kind == "numeric" and fidelity["columns"][s.name] is not None]
                 categorical = [fidelity["columns"][s.name] for s in encoder.columns if s.kind != "numeric"]
                 row["ks"].append(float(np.mean(numeric)) if numeric else None)
                 row["tvd"].append(float(np.mean(categorical)) if categorical else None)
@@ -798,7 +812,8 @@ def _tabular_sweep(loaded, model: TabularCINN, *, epsilons, mechanisms, seeds, n
             for key in metrics:
                 metrics[key].append(row[key])
             for key in per_column:
-                per_column[key].append(float(np.mean(column_values[key])))
+                known = [v for v in column_values[key] if v is not None]
+                per_column[key].append(float(np.mean(known)) if known else None)
         entry = {"label": METHOD_LABELS[name], "kind": "reference-reproduction" if name == "paper" else "cadp",
                  "formal": name != "paper"}
         for key in ("p/o", "p/o_gb", "p/p"):
@@ -900,20 +915,27 @@ def bpd_card_markdown(result: dict, command: str) -> str:
                             else "NOT exact after rounding to 8-bit pixels"))
     else:
         held_out = result.get("round_trip_heldout", {})
+        empty = result.get("round_trip_empty_cells_left_out", 0) + held_out.get("empty_cells_left_out", 0)
         lines.append(f"- epsilon = infinity round trip: {'exact' if result['round_trip_exact'] else 'NOT exact'} on "
                      f"{result['round_trip_rows']} training rows, "
-                     f"{'exact' if held_out.get('exact') else 'not exact'} on {held_out.get('rows')} test rows")
+                     f"{'exact' if held_out.get('exact') else 'not exact'} on {held_out.get('rows')} test rows"
+                     + (f" ({empty:,} empty input cells left out: a release fills them)" if empty else ""))
         ks = result.get("sample_ks") or {}
         if ks:
             lines.append(f"- KS statistic of {result['samples']:,} model samples against "
-                         f"{result.get('sample_ks_against', 'the data')}, per numeric column: "
-                         + ", ".join(f"{name} {value:.3f}" for name, value in ks.items()))
-            test_rows, floor = result.get("sample_ks_test_rows") or {}, result.get("ks_train_vs_test_rows") or {}
+                         f"{result.get('sample_ks_against', 'the data')}, per numeric column (empty cells left "
+                         "out): " + ", ".join(f"{name} {_ks_text(value)}" for name, value in ks.items()))
+            test_rows = [v for v in (result.get("sample_ks_test_rows") or {}).values() if v is not None]
+            floor = [v for v in (result.get("ks_train_vs_test_rows") or {}).values() if v is not None]
             if test_rows and floor:
                 lines.append(f"- against the {result['test_records']} test rows alone: at most "
-                             f"{max(test_rows.values()):.3f}; the training rows themselves are at most "
-                             f"{max(floor.values()):.3f} from them (sampling noise of so few rows)")
+                             f"{max(test_rows):.3f}; the training rows themselves are at most "
+                             f"{max(floor):.3f} from them (sampling noise of so few rows)")
     return "\n".join(lines)
+
+
+def _ks_text(value: float | None) -> str:
+    return "n/a (no numbers)" if value is None else f"{value:.3f}"
 
 
 def _round_trip(model: TabularCINN, frame: pd.DataFrame) -> dict:
@@ -923,24 +945,25 @@ def _round_trip(model: TabularCINN, frame: pd.DataFrame) -> dict:
     result = privatize(model, frame, None, NoNoise(), seed=0)
     original, released = result.original_frame.reset_index(drop=True), result.privatized_frame.reset_index(drop=True)
     mismatched, max_error, rows_differing = [], 0.0, np.zeros(len(original), dtype=bool)
+    empty = 0  # input cells without a value: released filled (the training mean or most frequent category)
     for column in original.columns:
         first, second = original[column], released[column]
+        present = first.notna().to_numpy()
+        empty += int((~present).sum())
         if pd.api.types.is_float_dtype(first) and column in model.config.data_columns:
             errors = np.abs(first.to_numpy(float) - second.to_numpy(float)) / np.maximum(1.0, np.abs(first.to_numpy(float)))
-            max_error = max(max_error, float(errors.max()))
-            differs = errors > 1e-4
+            max_error = max(max_error, float(np.nanmax(errors, initial=0.0)))
+            differs = (errors > 1e-4) & present
         else:
-            differs = first.astype(str).to_numpy() != second.astype(str).to_numpy()
+            differs = (first.astype(str).to_numpy() != second.astype(str).to_numpy()) & present
         if differs.any():
             mismatched.append(column)
             rows_differing |= differs
     return {"exact": not mismatched, "mismatched_columns": mismatched, "max_relative_error": max_error,
-            "rows": len(original), "rows_differing": int(rows_differing.sum())}
+            "rows": len(original), "rows_differing": int(rows_differing.sum()), "empty_cells_left_out": empty}
 
 
 def _tabular_fidelity(model: TabularCINN, data, samples: int, progress) -> dict:
-    from scipy.stats import ks_2samp
-
     train, test = _load_table_data(model.config, data)
     _report(progress, 0.1, "epsilon = infinity round trip")
     fitted = _round_trip(model, train)
@@ -955,15 +978,17 @@ def _tabular_fidelity(model: TabularCINN, data, samples: int, progress) -> dict:
     numeric = [spec.name for spec in model.data_encoder.columns if spec.kind == "numeric"]
 
     def ks(first: pd.DataFrame, second: pd.DataFrame) -> dict:
-        return {c: float(ks_2samp(pd.to_numeric(first[c]), pd.to_numeric(second[c])).statistic) for c in numeric}
+        return {c: ks_statistic(first[c], second[c]) for c in numeric}
 
     ks_all, ks_test, floor = ks(sampled, every_row), ks(sampled, test), ks(train, test)
     return {"kind": "tabular", "round_trip_exact": fitted["exact"],
             "round_trip_mismatched_columns": fitted["mismatched_columns"],
             "round_trip_max_relative_error": fitted["max_relative_error"], "round_trip_rows": fitted["rows"],
             "round_trip_rows_used": "training rows (the encoder's fitted range)",
+            "round_trip_empty_cells_left_out": fitted["empty_cells_left_out"],
             "round_trip_heldout": held_out,
-            "sample_ks": ks_all, "sample_ks_mean": float(np.mean(list(ks_all.values()))) if ks_all else None,
+            "sample_ks": ks_all,
+            "sample_ks_mean": float(np.mean(known)) if (known := [v for v in ks_all.values() if v is not None]) else None,
             "sample_ks_against": f"all {len(every_row)} rows of the table (training and test)",
             "sample_ks_test_rows": ks_test, "ks_train_vs_test_rows": floor,
             "samples": samples, "test_records": len(test)}

@@ -20,6 +20,7 @@ from cadp.evaluate import (
     bpd_card_markdown,
     clopper_pearson,
     distinguishing_audit,
+    ks_statistic,
     latent_audit,
     main,
     reidentification,
@@ -248,6 +249,24 @@ def test_tabular_quick_sweep_and_bpd(tiny_table_folder):
     assert all(0 <= v <= 1 for v in bpd["sample_ks"].values())
     assert set(bpd["sample_ks_test_rows"]) == set(bpd["ks_train_vs_test_rows"]) == set(numeric)
     assert str(len(data[0]) + len(data[1])) in bpd["sample_ks_against"]
+
+
+def test_tabular_quality_with_empty_cells_is_measured_on_the_cells_that_have_values(tiny_table_folder):
+    loaded, (train, test) = tiny_table_folder
+    train, test = train.copy(), test.copy()
+    train.loc[train.index[:10], "bmi"] = np.nan  # empty cells: a release fills them
+    test.loc[test.index[:3], "bmi"] = np.nan
+    bpd = bits_per_dim_report(loaded, data=(train, test), samples=200)
+    assert bpd["round_trip_exact"]  # (a held-out row can lie outside the fitted range: clipped)
+    assert bpd["round_trip_empty_cells_left_out"] == 10 and bpd["round_trip_heldout"]["empty_cells_left_out"] == 3
+    assert 0 < bpd["sample_ks"]["bmi"] <= 1 and bpd["sample_ks_mean"] is not None
+    card = bpd_card_markdown(bpd, "python -m cadp.evaluate bpd --model d")
+    assert "nan" not in card and "(13 empty input cells left out: a release fills them)" in card
+    utility = utility_sweep(loaded, epsilons=[1.0], seeds=(0,), n_train=60, n_test=30, n_reid=30, device="cpu",
+                            data=(train, test), include_baselines=False)
+    assert all(entry["ks"][0] is not None and entry["columns"]["bmi"][0] is not None
+               for entry in utility["methods"].values())
+    assert ks_statistic(pd.Series([np.nan, "x"]), pd.Series([1.0, 2.0])) is None
 
 
 def test_tabular_audit_requires_the_same_kept_condition(tiny_table_folder):
