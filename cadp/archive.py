@@ -815,3 +815,7 @@ def _zip_source(path: Path, iter_zip_images) -> tuple[Iterator, int | None]:
                 yield name, content
 
     return members(), total
+
+
+if __name__ == "__main__":  # the documented entry point is python -m cadp.privatize; this one works the same
+    sys.exit(main())

@@ -44,6 +44,7 @@ from cadp.mechanisms import (
     new_generator,
 )
 from cadp.models import ImageCINN, TabularCINN
+from cadp.train import evaluate_bits_per_dim, recorded_command, resolve_device, sample_recognition, split_table
 
 DEFAULT_EPSILONS = (0.5, 1, 2, 3, 6, 10, 100, 1000, 10000)
 DEFAULT_MECHANISMS = ("laplace", "gaussian", "metric", "paper")
@@ -496,8 +497,6 @@ def utility_sweep(loaded, *, epsilons=None, mechanisms=None, seeds=(0, 1, 2), n_
     model's dataset. The defaults (sizes in FULL_SIZES) fit a 28x28 model in
     15 minutes on 2 CPU cores.
     """
-    from cadp.train import resolve_device
-
     epsilons = [float(e) for e in (epsilons if epsilons is not None else DEFAULT_EPSILONS)]
     mechanisms = list(mechanisms if mechanisms is not None else DEFAULT_MECHANISMS)
     unknown = [m for m in mechanisms if m not in DEFAULT_MECHANISMS]
@@ -524,7 +523,7 @@ def utility_sweep(loaded, *, epsilons=None, mechanisms=None, seeds=(0, 1, 2), n_
         "device": str(device), "torch_threads": torch.get_num_threads(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "wall_seconds": round(time.monotonic() - start, 1),
-        "command": " ".join(["python -m cadp.evaluate"] + sys.argv[1:]) if sys.argv[0].endswith("evaluate.py")
+        "command": recorded_command("cadp.evaluate", sys.argv[1:]) if sys.argv[0].endswith("evaluate.py")
         else "cadp.evaluate.utility_sweep",
     })
     _report(progress, 1.0, "utility sweep done")
@@ -660,7 +659,6 @@ def _image_sweep(loaded, model: ImageCINN, *, epsilons, mechanisms, seeds, n_tra
 
 def _load_table_data(config, data):
     from cadp.data import load_table
-    from cadp.train import split_table
 
     if data is not None:
         return data
@@ -863,7 +861,6 @@ def bits_per_dim_report(loaded, *, data=None, samples: int = 2000, progress=None
     is mostly sampling noise, so it is reported beside the KS between the training and
     test rows themselves (what a perfect model would score there).
     """
-    from cadp.train import evaluate_bits_per_dim, sample_recognition
 
     model = loaded.model.cpu().eval()
     start = time.monotonic()
@@ -1052,8 +1049,6 @@ def dpsgd_reference(loaded, *, epsilons=(1, 3, 10), seeds=(0, 1, 2), n_train: in
 
     from opacus import PrivacyEngine
 
-    from cadp.train import resolve_device
-
     device = resolve_device(device)
     model = loaded.model
     if isinstance(model, ImageCINN):
@@ -1226,7 +1221,6 @@ def load_training_data(config, path: Path | str):
     file's or folder's name, not where it lies.
     """
     from cadp.data import load_image_folder, load_table
-    from cadp.train import split_table
 
     path = Path(path)
     if not path.exists():
@@ -1270,6 +1264,7 @@ def main(argv=None) -> int:
 
     configure_allocator()
 
+    written = False
     try:
         loaded = load_folder(args.model)
         section_name = {"dpsgd": "central"}.get(args.command, args.command)
@@ -1278,9 +1273,7 @@ def main(argv=None) -> int:
                 not (earlier.get("quick") or (earlier.get("settings") or {}).get("quick")):
             raise InputError(f"{loaded.folder / 'eval.json'} holds a full {args.command} run; a --quick run would "
                              "replace it: evaluate a copy of the folder, or pass --replace-full")
-        from cadp.train import resolve_device
-
-        resolve_device(args.device)  # a GPU asked for and missing: said before any work
+            resolve_device(args.device)  # a GPU asked for and missing: said before any work
         if args.command in ("bpd", "audit") and args.device not in ("auto", "cpu"):
             print(f"note: --device {args.device} is not used: {args.command} runs on the CPU", file=sys.stderr)
         if args.data is not None:
@@ -1289,7 +1282,8 @@ def main(argv=None) -> int:
             data = (_load_image_data if loaded.config.kind == "image" else _load_table_data)(loaded.config, None)
         else:
             data = None
-        bar, progress = _tqdm_progress(f"{args.command} {Path(args.model).name}")
+        bar, progress = _tqdm_progress(f"{args.command} {Path(args.model).name}") if args.command != "report" \
+            else (None, None)
         start = time.monotonic()
         if args.command == "bpd":
             section, value = "bpd", bits_per_dim_report(loaded, samples=200 if args.quick else 2000,
@@ -1314,18 +1308,25 @@ def main(argv=None) -> int:
                                     device=args.device, progress=progress, data=data)
         else:
             section, value = None, None
-        bar.close()
+        if bar is not None:
+            bar.close()
         if section is not None:
             if section != "utility":  # utility records it in its settings
                 value["quick"] = args.quick  # a quick run replaces the full one: the file says which it holds
             update_eval(loaded.folder, section, value)
+            written = True
             if section == "bpd":
-                update_card_section(loaded.folder, "bpd", bpd_card_markdown(
-                    value, f"python -m cadp.evaluate bpd --model {Path(args.model).as_posix()}"
-                           + (" --quick" if args.quick else "")))
+                update_card_section(loaded.folder, "bpd", bpd_card_markdown(value, recorded_command(
+                    "cadp.evaluate", ["bpd", "--model", Path(args.model).as_posix()]
+                    + (["--data", str(args.data)] if args.data is not None else []) + ["--quick"] * args.quick)))
             print(f"wrote the {args.command} results (section {section!r}) to {loaded.folder / 'eval.json'} in "
                   f"{time.monotonic() - start:.0f} s")
         print(f"wrote {write_report(loaded.folder)}")
+    except KeyboardInterrupt:
+        print(f"stopped: interrupted; {Path(args.model) / 'eval.json'} "
+              + ("holds this run's results, report.html may be older" if written else "is as it was"),
+              file=sys.stderr)
+        return 130
     except CadpError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

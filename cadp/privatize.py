@@ -107,7 +107,8 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
         parts.append("Conditions: " + "; ".join(
             f"{name} randomized by randomized response with epsilon = {h.epsilon:g} over its {levels[name]} values "
             f"(kept with probability {keep_probability(h.epsilon, levels[name]):.3g})" if h.handling == "randomized"
-            else f"{name} resampled from a public prior (costs 0)" for name, h in released.items()) + ".")
+            else f"{name} resampled from {_prior_words(model, name, public)} (costs 0)"
+            for name, h in released.items()) + ".")
         if isinstance(mechanism, MetricMechanism):  # two units: they do not add into one number
             conditions = sum(h.cost for h in handlings.values())
             parts.append(f"Total of this release (basic composition): {mechanism.epsilon:g} per unit of latent L1 "
@@ -119,6 +120,18 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
     elif origin == "caller":
         parts.append(f"Noise from a generator given by the caller: {CALLER_GENERATOR}.")
     return " ".join(parts)
+
+
+def _prior_words(model, name: str, public: bool) -> str:
+    """Where a resampled condition's prior comes from: public unless a table model learned it from its own,
+    non-public training rows."""
+    if public or isinstance(model, ImageCINN):  # an image label's prior is uniform over the classes
+        return "a public prior"
+    if name not in model.config.condition_priors:
+        return "a uniform prior"
+    source = "the uploaded table" if model.config.dataset == UPLOAD_DATASET else model.config.dataset
+    return (f"its frequencies in {source}, the model's training data (not a public prior: they describe that "
+            "data as a whole, not this record)")
 
 
 def _condition_names(model) -> list[str]:

@@ -13,6 +13,7 @@ import functools
 import json
 import math
 import platform
+import shlex
 import sys
 import time
 from contextlib import contextmanager
@@ -51,13 +52,27 @@ from cadp.runtime import configure_allocator
 CHECKPOINT_PATH = Path("checkpoint") / "training.safetensors"  # inside the output folder
 
 
+def recorded_command(module: str, arguments: list[str]) -> str:
+    """The command line to write into a model card or eval.json: shell-quoted, and absolute paths shortened to
+    their last part (they name the machine's folders, e.g. a user's home, and the card may be published)."""
+    shown = [Path(argument).name if argument.startswith(("/", "~")) and len(argument) > 1 else argument
+             for argument in map(str, arguments)]
+    return shlex.join(["python", "-m", module, *shown])
+
+
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA when present, else CPU."""
+    """'auto' -> CUDA when present, else CPU; 'cpu', 'cuda' or 'cuda:N' as given."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for, but no CUDA GPU is available")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {name!r}: use auto, cpu or cuda (cuda:N for one of several GPUs)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {name!r}: use auto, cpu or cuda (cuda:N for one of several GPUs)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name} was asked for, but no CUDA GPU is available")
+    return device
 
 
 def device_description(device: torch.device) -> str:
@@ -635,7 +650,7 @@ label conditions every coupling. {params:,} trainable parameters; latent dimensi
 ## Training
 - {report.steps} steps (~{report.epochs:.1f} epochs), batch {args.batch_size}, Adam lr {args.lr} with cosine decay
 - {report.seconds / 60:.1f} minutes on {report.device}; seed {args.seed}
-- command: `python -m cadp.train {' '.join(sys.argv[1:])}`
+- command: `{recorded_command('cadp.train', sys.argv[1:])}`
 
 ## Results
 - {report.test_metric_name}: **{report.test_metric:.3f}** (uniform dequantization, [0, 256) pixel values)
@@ -673,7 +688,7 @@ and decoded to the value; categorical columns one-hot (uniform dequantization, d
 
 ## Training
 - {report.steps} steps, {report.seconds:.0f} s on {report.device}; seed {args.seed}
-- command: `python -m cadp.train {' '.join(sys.argv[1:])}`
+- command: `{recorded_command('cadp.train', sys.argv[1:])}`
 
 ## Results
 - {report.test_metric_name}: **{report.test_metric:.3f}**
@@ -740,6 +755,9 @@ def prepare_output(out: Path, *, image: bool, resume: bool, overwrite: bool) -> 
 
     Called before any data is read, so a refusal costs nothing.
     """
+    existing = next((path for path in (out, *out.parents) if path.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise InputError(f"--out {out}: {existing} is a file, not a folder; choose a folder for the model")
     checkpoint = out / CHECKPOINT_PATH
     has_model = (out / CONFIG_NAME).exists() or (out / WEIGHTS_NAME).exists()
     if resume and overwrite:

@@ -531,7 +531,8 @@ def test_tabular_upload_fits_on_the_fly_and_invalid_csv():
     clean(at)
     at.button(key="table_privatize").click().run()
     clean(at)
-    assert "group resampled from a public prior" in guarantee(at)
+    assert "group resampled from its frequencies in the uploaded table, the model's training data (not a public " \
+        "prior" in guarantee(at)
     assert len(downloads(at)) == 1
     at.file_uploader(key="table_upload").set_value(("bad.csv", b"\x00\x01\x02" * 50, "text/csv")).run()
     clean(at)

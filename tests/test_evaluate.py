@@ -366,6 +366,8 @@ def test_cli_evaluates_models_trained_on_a_csv_or_image_folder_given_their_data(
         capsys.readouterr().err
     assert evaluate.main(["bpd", "--model", str(table), "--quick", "--data", str(source)]) == 0
     assert read_eval(table)["bpd"]["quick"] is True
+    card = (table / "README.md").read_text()  # the command that reproduces it, without the machine's folders
+    assert "python -m cadp.evaluate bpd --model table-model --data rows.csv --quick" in card and str(tmp_path) not in card
     source.write_text("age,bmi\n30,22\n")
     assert evaluate.main(["audit", "--model", str(table), "--quick", "--data", str(source)]) == 2
     assert "lacks the model's column(s)" in capsys.readouterr().err

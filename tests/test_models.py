@@ -570,10 +570,32 @@ def test_training_cli_refuses_to_restart_an_interrupted_image_run_unasked(tmp_pa
     assert "no checkpoint to continue" in capsys.readouterr().err and not fresh.exists()
 
 
+def test_recorded_commands_are_quoted_and_name_no_local_folders():
+    from cadp.train import recorded_command
+
+    command = recorded_command("cadp.train", ["--dataset", "/home/dr x/pätients 2024.csv", "--out", "m y",
+                                              "--width", "8"])
+    assert command == "python -m cadp.train --dataset 'pätients 2024.csv' --out 'm y' --width 8"
+
+
+def test_training_cli_refuses_an_output_path_that_is_a_file_and_an_unknown_device(tmp_path, capsys):
+    from cadp import train
+
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for out in (afile, afile / "model"):
+        assert train.main(["--dataset", "diabetes", "--out", str(out), "--steps", "5"]) == 2
+        assert f"{afile} is a file, not a folder" in capsys.readouterr().err
+    assert train.main(["--dataset", "mnist", "--out", str(tmp_path / "m"), "--steps", "1", "--device", "tpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--device 'tpu': use auto, cpu or cuda" in err and "Traceback" not in err
+    assert not (tmp_path / "m").exists()
+
+
 def test_own_data_named_like_a_public_dataset_is_not_called_public(tmp_path):
     from cadp import train
     from cadp.hub import load_folder
-    from cadp.mechanisms import make_mechanism
+    from cadp.mechanisms import ConditionHandling, make_mechanism
     from cadp.privatize import privatize
 
     source = tmp_path / "heart.csv"  # the user's own rows, in a file named like the bundled set
@@ -586,6 +608,11 @@ def test_own_data_named_like_a_public_dataset_is_not_called_public(tmp_path):
                        make_mechanism("laplace", 1, temperature=0.7))
     assert "trained without DP on 'heart.csv', not on a public dataset" in result.guarantee
     assert "on public data" not in result.guarantee
+    resampled = privatize(loaded.model, load_table("diabetes").frame.head(3), None,
+                          make_mechanism("laplace", 1, temperature=0.7),
+                          condition_handling={"sex": ConditionHandling("resampled")})
+    assert "sex resampled from its frequencies in heart.csv, the model's training data (not a public prior" in \
+        resampled.guarantee and "public prior (costs 0)" not in resampled.guarantee
     card = (tmp_path / "m" / "README.md").read_text()
     assert "user data: check its license" in card and "whole public table" not in card
 
