@@ -56,6 +56,7 @@ from cadp.uploads import (
     decode_text,
     default_invert,
     escape_cell,
+    is_folder_metadata,
     png_bytes,
     safe_csv_bytes,
     sniff_delimiter,
@@ -245,11 +246,6 @@ def read_labels_csv(data: bytes) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- image sources
 
-def _skipped_silently(name: str) -> bool:
-    parts = PurePosixPath(name).parts
-    return any(part.startswith(".") or part == "__MACOSX" for part in parts)
-
-
 def iter_folder_files(root: Path, shuffle: random.Random | None = None) -> Iterator[tuple[str, bytes | InputError]]:
     """(relative name, bytes or InputError) for the files under root, one at a time: in sorted order, or in an
     order drawn with ``shuffle`` (the names are listed first; the contents are still read one at a time)."""
@@ -259,7 +255,7 @@ def iter_folder_files(root: Path, shuffle: random.Random | None = None) -> Itera
         for file in sorted(files):
             path = Path(folder) / file
             name = path.relative_to(root).as_posix()
-            if not (_skipped_silently(name) or name == LABELS_NAME):
+            if not (is_folder_metadata(name) or name == LABELS_NAME):
                 paths.append((name, path))
     if shuffle is not None:
         shuffle.shuffle(paths)
@@ -280,7 +276,7 @@ def iter_folder_files(root: Path, shuffle: random.Random | None = None) -> Itera
 
 def _count_folder_files(root: Path) -> int:
     return sum(1 for folder, _, files in os.walk(root) for file in files
-               if not _skipped_silently((Path(folder) / file).relative_to(root).as_posix()))
+               if not is_folder_metadata((Path(folder) / file).relative_to(root).as_posix()))
 
 
 def _zip_labels(path: Path) -> dict[str, str] | None:
@@ -712,6 +708,8 @@ def parse_conditions(items: list[str], config) -> dict[str, ConditionHandling]:
         name, _, spec = item.partition("=")
         if name not in names:
             raise UsageError(f"--condition {item!r}: the model's conditions are {', '.join(names) or 'none'}")
+        if name in handlings:
+            raise UsageError(f"--condition {name} is given twice: give each condition once")
         handling, _, epsilon = spec.partition(":")
         if handling == "randomized" and not epsilon:
             raise UsageError(f"--condition {item!r}: write {name}=randomized:EPSILON")
@@ -779,6 +777,11 @@ def main(argv=None) -> int:
         return EXIT_OK if manifest.privatized else EXIT_NOTHING_PRIVATIZED
     except KeyboardInterrupt:
         manifest.close()
+        if (args.output / GUARANTEE_NAME).exists():  # the terms travel with the files: they say the run is partial
+            terms = (args.output / GUARANTEE_NAME).read_text(encoding="utf-8")
+            (args.output / GUARANTEE_NAME).write_text(
+                f"Partial run: interrupted after {manifest.privatized} privatized input(s); the terms below hold "
+                f"for those.\n\n{terms}", encoding="utf-8")
         print(f"stopped: interrupted after {manifest.privatized} privatized; {args.output} holds a partial run "
               f"({MANIFEST_NAME} lists what was done): give a new OUTPUT to start again", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -124,6 +124,9 @@ def _load_fashion_mnist(split: str) -> ImageDataset:
                         FASHION_MNIST_CLASSES, "fashion-mnist")
 
 
+MIN_IMAGES_PER_CLASS = 10  # fewer readable images in a class of an image folder: a warning when training
+
+
 def load_image_folder(path: Path | str, split: str = "train", *, image_size: int = 28,
                       channels: int = 1, test_fraction: float = 0.2,
                       seed: int = 0) -> ImageDataset:
@@ -152,6 +155,11 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
         shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         print(f"note: {len(skipped)} file(s) under {root} could not be read as images and were left out: {shown}",
               file=sys.stderr)
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_dirs))
+    scarce = [f"{d.name} ({count})" for d, count in zip(class_dirs, counts) if count < MIN_IMAGES_PER_CLASS]
+    if scarce and split == "train":
+        print(f"warning: class(es) with fewer than {MIN_IMAGES_PER_CLASS} readable images: {', '.join(scarce)}; the "
+              "model learns little of them, and their held-out images (if any) say little about it", file=sys.stderr)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(images))
     n_test = max(1, int(round(test_fraction * len(images))))

@@ -397,7 +397,7 @@ def iter_zip_images(data: bytes | BinaryIO | Path | str, *, max_files: int = MAX
     path), so memory stays bounded. Non-images, encrypted members, unsafe
     names ('../x.png', absolute paths) and oversized members are yielded with an
     InputError and never used as paths. Folders and macOS '__MACOSX/' metadata
-    are skipped silently. Raises InputError for a damaged archive, more than
+    are skipped silently, as are hidden files and Thumbs.db. Raises InputError for a damaged archive, more than
     ``max_files`` members, or more than ``max_total_bytes`` uncompressed (zip bomb). Members come in
     the archive's order, or in an order drawn with ``shuffle``.
     """
@@ -409,8 +409,7 @@ def iter_zip_images(data: bytes | BinaryIO | Path | str, *, max_files: int = MAX
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         raise InputError("the file is not a ZIP archive or the archive is damaged") from None
     with archive:
-        members = [info for info in archive.infolist()
-                   if not info.is_dir() and not info.filename.replace("\\", "/").startswith("__MACOSX/")]
+        members = [info for info in archive.infolist() if not info.is_dir() and not is_folder_metadata(info.filename)]
         if len(members) > max_files:
             raise InputError(f"the ZIP holds {len(members):,} files, more than the limit of {max_files:,}")
         if shuffle is not None:
@@ -450,6 +449,13 @@ def iter_zip_images(data: bytes | BinaryIO | Path | str, *, max_files: int = MAX
                 yield name, InputError(f"the file expands to more than {max_file_bytes // 2**20} MB; skipped")
                 continue
             yield name, content
+
+
+def is_folder_metadata(name: str) -> bool:
+    """macOS and Windows folder metadata (__MACOSX/, .DS_Store, ._x.png, Thumbs.db): skipped without a word."""
+    parts = name.replace("\\", "/").split("/")
+    return parts[0] == "__MACOSX" or any(part.startswith(".") and part not in (".", "..") for part in parts) \
+        or parts[-1].casefold() in ("thumbs.db", "desktop.ini")
 
 
 def _zip_bomb(limit: int) -> InputError:

@@ -375,6 +375,29 @@ def test_numbered_outputs_do_not_follow_the_inputs_sorted_into_class_folders(ima
     assert [row["file"] for row in rows] != sorted(files)
 
 
+def test_an_interrupted_run_says_so_in_the_terms_that_travel_with_its_files(image_model, tmp_path, monkeypatch,
+                                                                            capsys):
+    source = make_folder(tmp_path / "in", {f"0/{i}.png": image_file(i) for i in range(6)})
+    calls = []
+    prepare = archive.to_model_input
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return prepare(*args, **kwargs)
+
+    monkeypatch.setattr(archive, "to_model_input", interrupted)
+    assert run(image_model, source, tmp_path / "out", "--batch-size", "2") == archive.EXIT_INTERRUPTED
+    terms = (tmp_path / "out" / "guarantee.txt").read_text(encoding="utf-8")
+    assert terms.startswith("Partial run: interrupted after 4 privatized input(s)")
+    assert "holds a partial run" in capsys.readouterr().err
+    from cadp.hub import load_folder
+
+    with pytest.raises(archive.UsageError, match="given twice"):  # a second one was silently the one used
+        archive.parse_conditions(["label=kept", "label=resampled"], load_folder(image_model).config)
+
+
 def test_condition_handling_options_randomize_labels_and_add_their_epsilon(image_model, tmp_path):
     source = make_folder(tmp_path / "in", {f"0/{i}.png": image_file(i) for i in range(12)})
     assert run(image_model, source, tmp_path / "out", "--seed", "3", "--condition", "label=randomized:0.01") == 0

@@ -235,6 +235,8 @@ def test_zip_nested_folders_non_images_and_unsafe_names():
         "/etc/abs.png": image,
         "C:\\win\\c.png": image,
         "__MACOSX/digits/._a.png": b"junk",
+        "digits/.DS_Store": b"junk",
+        "digits/3/Thumbs.db": b"junk",
         "secret.png": image,
     }, encrypted=("secret.png",))
     results = dict(iter_zip_images(data))
@@ -484,6 +486,7 @@ def test_training_says_which_files_of_an_image_folder_it_left_out(tmp_path, caps
             (tmp_path / "imgs" / label / f"{index}.png").write_bytes(corpus.png(corpus.digit(28, 28)))
     (tmp_path / "imgs" / "a" / "broken.png").write_bytes(b"not a png")
     load_image_folder(tmp_path / "imgs", "train")
-    assert "1 file(s) under" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "1 file(s) under" in err and "fewer than 10 readable images: a (3), b (3)" in err
     load_image_folder(tmp_path / "imgs", "test")
     assert capsys.readouterr().err == ""  # said once per folder
