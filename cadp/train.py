@@ -500,18 +500,19 @@ def rows_seen_in_training(config, frame: pd.DataFrame) -> int | None:
     if any(column not in frame.columns for column in columns):
         return 0
     trained = _training_row_hashes(config.dataset, config.permutation_seed, columns)
-    return int(np.isin(_row_hashes(frame, columns), trained).sum())
+    return int(np.isin(row_hashes(frame, columns), trained).sum())
 
 
 @functools.lru_cache(maxsize=8)
 def _training_row_hashes(dataset: str, seed: int, columns: tuple[str, ...]) -> np.ndarray:
     """The row hashes of a bundled table's training split, once per process (the archive asks per chunk)."""
     train, _ = split_table(load_table(dataset).frame, seed)
-    return _row_hashes(train, columns)
+    return row_hashes(train, columns)
 
 
-def _row_hashes(rows: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
-    # values as text (an upload reads 53 where the table holds 53.0): numbers normalized by float()
+def row_hashes(rows: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+    """A 64-bit hash of each row's values in ``columns``, alike however the table was written (an upload reads
+    53 where the table holds 53.0: numbers are normalized by float())."""
     as_text = rows[list(columns)].apply(lambda column: column.map(_cell_text))
     return pd.util.hash_pandas_object(as_text, index=False).to_numpy()
 

@@ -10,8 +10,9 @@ import hashlib
 import math
 import os
 import threading
+from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -295,20 +296,43 @@ class LedgerEntry:
     metric_condition_epsilon: float = 0.0
     informal: int = 0          # paper releases: no formal guarantee
     informal_condition_epsilon: float = 0.0  # ... whose randomized conditions still cost their ε
+    also: list[str] = field(default_factory=list)  # other names the same record came under (a few)
 
 
 def record_key(data: bytes) -> str:
-    """Ledger key of a record: a hash of its bytes (the bytes themselves are not kept)."""
+    """A hash of some bytes (the bytes themselves are not kept): ledger keys, widget keys."""
     return hashlib.sha256(data).hexdigest()[:16]
 
 
 def ledger() -> dict[str, LedgerEntry]:
+    """This session's ledger: one entry per record, keyed by the record's content as the model sees it (an
+    image's pixels, a table row's values), so that a record uploaded again, re-encoded or twice adds up."""
     return st.session_state.setdefault("privacy_ledger", {})
+
+
+LEDGER_TABLES = "privacy_ledger_tables"  # table releases: {table key: (name, rows, the rows' ledger keys)}
 
 
 def charge(key: str, name: str, mechanism: Mechanism, condition_epsilon: float = 0.0, releases: int = 1) -> None:
     """Record ``releases`` releases of one record with ``mechanism`` in this session's ledger."""
-    _add(ledger().setdefault(key, LedgerEntry(name)), mechanism, condition_epsilon, releases)
+    entry = ledger().setdefault(key, LedgerEntry(name))
+    if name != entry.name and name not in entry.also and len(entry.also) < 3:
+        entry.also.append(name)
+    _add(entry, mechanism, condition_epsilon, releases)
+
+
+def charge_rows(table_key: str, name: str, rows, mechanism: Mechanism, condition_epsilon: float = 0.0) -> None:
+    """Record one release of each row of ``rows`` (the model's columns, as released) as a record of its own.
+
+    Rows are recognized by their values: a row in two tables, in two encodings of one table, or twice in one
+    table adds up. The ledger shows the table by its most-released row.
+    """
+    from cadp.train import row_hashes
+
+    counts = Counter(f"row {value:016x}" for value in row_hashes(rows, tuple(rows.columns)))
+    for key, count in counts.items():
+        _add(ledger().setdefault(key, LedgerEntry(name)), mechanism, condition_epsilon, count)
+    st.session_state.setdefault(LEDGER_TABLES, {})[table_key] = (name, len(rows), list(counts))
 
 
 def _add(entry: LedgerEntry, mechanism: Mechanism, condition_epsilon: float, releases: int) -> None:
@@ -349,7 +373,18 @@ def _entry_text(entry: LedgerEntry) -> str:
 
 
 def ledger_lines() -> list[str]:
-    return [f"**{entry.name}** — {entry.releases} release(s): {_entry_text(entry)}" for entry in ledger().values()]
+    entries = ledger()
+    lines = [f"**{entry.name}**" + (f" (also as {', '.join(entry.also)})" if entry.also else "")
+             + f" — {entry.releases} release(s): {_entry_text(entry)}"
+             for key, entry in entries.items() if not key.startswith("row ")]
+    for name, count, keys in st.session_state.get(LEDGER_TABLES, {}).values():
+        rows = [entries[key] for key in keys]
+        worst = max(rows, key=lambda entry: (entry.releases, entry.epsilon, entry.metric_units, entry.informal))
+        uneven = any(entry.releases != worst.releases for entry in rows) or count != len(rows)
+        lines.append(f"**each row of {name} ({count} rows)** — "
+                     + ("the most-released row (also in other releases, or repeated in the table): "
+                        if uneven else "") + f"{worst.releases} release(s): {_entry_text(worst)}")
+    return lines
 
 
 def render_ledger() -> None:
@@ -362,7 +397,9 @@ def render_ledger() -> None:
         st.caption("No record released yet in this session.")
     st.caption("Composition: releasing a record n times costs n · ε_total, with ε_total = ε_latent + Σ ε_conditions "
                "(basic composition). metric is counted per unit of latent L1 distance; paper releases carry "
-               "no formal guarantee.")
+               "no formal guarantee. A record is recognized by what the model sees (an image's pixels after "
+               "resizing, or their negative; a row's values), whatever the file: a record edited elsewhere (cropped, "
+               "resized another way, a value changed) counts as another.")
 
 
 # --------------------------------------------------------------------------- privacy controls
@@ -704,7 +741,8 @@ def image_records_from_uploads(files, *, image_size: int, channels: int, invert:
         except CadpError as error:
             problems.append(f"{name}: {error}")
             return
-        records.append(ImageRecord(name, np.asarray(prepared.pixels, dtype=np.uint8), record_key(data),
+        pixels = np.asarray(prepared.pixels, dtype=np.uint8)
+        records.append(ImageRecord(name, pixels, image_record_key(pixels),
                                    list(prepared.steps), prepared.preview, bool(prepared.inverted)))
 
     for file in files:
@@ -736,7 +774,14 @@ def sample_record(config, index: int) -> ImageRecord:
     index = int(index) % len(data)
     pixels = data.images[index].numpy().astype(np.uint8)
     name = f"{config.dataset} test image #{index} ({data.class_names[int(data.labels[index])]})"
-    return ImageRecord(name, pixels, record_key(pixels.tobytes() + name.encode()), ["bundled test image: no preprocessing"])
+    return ImageRecord(name, pixels, image_record_key(pixels), ["bundled test image: no preprocessing"])
+
+
+def image_record_key(pixels: np.ndarray) -> str:
+    """An image's ledger key: its model-input pixels, an image and its negative alike (an upload in another file
+    format, inverted or not, or in the other polarity is the same record; so is a test image uploaded as a file)."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    return record_key(min(pixels.tobytes(), (255 - pixels).tobytes()) + repr(pixels.shape).encode())
 
 
 def suggest_labels(loaded, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

@@ -668,7 +668,8 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int) -
             notes.append(f"column {name!r} has {distinct:,} distinct text values (more than {max_categories}): "
                          "treated as an identifier and dropped")
             continue
-        if distinct > IDENTIFIER_MIN_DISTINCT and distinct >= IDENTIFIER_DISTINCT_SHARE * len(values):
+        if distinct > IDENTIFIER_MIN_DISTINCT and distinct >= IDENTIFIER_DISTINCT_SHARE * len(values) \
+                and numeric_share < 0.5:  # mostly numbers with a few words ("unknown") is a measurement
             # names, record numbers, dates: as categories they would be stored in the model and released exactly
             drop.append(name)
             notes.append(f"column {name!r} has {distinct:,} distinct text values in {len(values):,} rows: treated "

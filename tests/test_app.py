@@ -711,6 +711,42 @@ def test_ledger_words_for_each_kind_of_release():
     assert ui.cost_text([paper]) == "1 paper release(s): no formal guarantee"
 
 
+def test_the_ledger_counts_a_record_however_it_was_uploaded():
+    from PIL import Image
+
+    light = helpers.png(3, dark_on_light=True)  # the same digit as a PNG, as a BMP, and as a dark-on-light PNG
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(helpers.png(3))).save(buffer, format="BMP")
+    at = page("image.py")
+    at.file_uploader(key="image_upload").set_value([("digit.png", helpers.png(3), "image/png"),
+                                                    ("copy.bmp", buffer.getvalue(), "image/bmp"),
+                                                    ("light.png", light, "image/png")]).run()
+    at.button(key="image_privatize").click().run()
+    lines = ledger(clean(at))
+    assert lines == ["**digit.png** (also as copy.bmp, light.png) — 3 release(s): ε = 30"], lines
+
+
+def test_the_ledger_counts_a_table_row_in_every_table_and_encoding_it_came_in():
+    from cadp.data import load_table
+    from cadp.train import split_table
+
+    at = page("tabular.py")  # the bundled held-out rows, then the same rows as a European spreadsheet's CSV
+    at.button(key="table_privatize").click().run()
+    _, held_out = split_table(load_table("diabetes").frame, 0)
+    european = held_out.to_csv(index=False, sep=";", decimal=",").encode()
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="table_upload").set_value(("rows.csv", european, "text/csv")).run()
+    at.button(key="table_privatize").click().run()
+    lines = ledger(clean(at))
+    assert "**each row of diabetes (held-out rows) (88 rows)** — 2 release(s): ε = 4" in lines, lines
+    assert "**each row of rows.csv (88 rows)** — 2 release(s): ε = 4" in lines, lines
+    twice = pd.concat([held_out.head(40), held_out.head(40)]).to_csv(index=False).encode()  # each row twice
+    at.file_uploader(key="table_upload").set_value(("twice.csv", twice, "text/csv")).run()
+    at.button(key="table_privatize").click().run()
+    assert "**each row of twice.csv (80 rows)** — the most-released row (also in other releases, or repeated in " \
+           "the table): 4 release(s): ε = 8" in ledger(clean(at)), ledger(at)
+
+
 def test_a_new_image_starts_from_its_own_label_not_the_last_ones():
     at = sample_page()
     at.number_input(key="image_sample_index").set_value(0).run()

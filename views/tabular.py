@@ -216,8 +216,7 @@ def page(loaded) -> None:
         with st.spinner("Privatizing…"):
             result = privatize(model, frame, None, settings.mechanism, seed=settings.seed,
                                condition_handling=handlings, reconstruct=False)
-        ui.charge(key, f"each row of {name} ({len(frame)} rows)", settings.mechanism,
-                  sum(h.cost for h in handlings.values()))
+        ui.charge_rows(key, name, result.original_frame, settings.mechanism, sum(h.cost for h in handlings.values()))
         st.session_state[RESULT] = {"result": result, "key": key, "csv_format": csv_format}
     state = st.session_state.get(RESULT)
     if state is not None and state["key"] == key:
