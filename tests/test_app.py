@@ -747,6 +747,37 @@ def test_the_ledger_counts_a_table_row_in_every_table_and_encoding_it_came_in():
            "the table): 4 release(s): ε = 8" in ledger(clean(at)), ledger(at)
 
 
+def test_a_release_is_shown_only_with_its_model_and_says_when_the_choices_changed(weights, tmp_path, monkeypatch):
+    import shutil
+
+    for name in (helpers.IMAGE_MODEL, helpers.TABLE_MODEL):
+        shutil.copytree(weights / name, tmp_path / name)
+    shutil.copytree(weights / helpers.IMAGE_MODEL, tmp_path / "other-image")
+    config = json.loads((tmp_path / "other-image" / "config.json").read_text())
+    (tmp_path / "other-image" / "config.json").write_text(json.dumps({**config, "name": "other-image"}))
+    monkeypatch.setenv("CADP_WEIGHTS_DIR", str(tmp_path))
+    changed = "changed since this release: what is shown is the release made before"
+    at = page("image.py")
+    at.sidebar.selectbox(key="model_choice").set_value(helpers.IMAGE_MODEL).run()
+    at.file_uploader(key="image_upload").set_value(("digit.png", helpers.png(), "image/png")).run()
+    label_box(at).set_value("3").run()
+    at.button(key="image_privatize").click().run()
+    assert any(h.value == "4 · Release" for h in clean(at).header) and not any(changed in i.value for i in at.info)
+    label_box(at).set_value("5").run()  # another label: the release shown is the one with 3
+    assert any(changed in i.value for i in clean(at).info)
+    label_box(at).set_value("3").run()
+    at.radio(key="image_label_handling").set_value("resampled").run()
+    assert any(changed in i.value for i in clean(at).info)
+    at.sidebar.selectbox(key="model_choice").set_value("other-image").run()  # the release was not made with it
+    assert not any(h.value == "4 · Release" for h in clean(at).header) and not downloads(at)
+
+    at = page("tabular.py")
+    at.button(key="table_privatize").click().run()
+    assert not any(changed in i.value for i in clean(at).info)
+    at.select_slider(key="table_epsilon").set_value(10).run()
+    assert any(changed in i.value for i in clean(at).info) and len(downloads(at)) == 1
+
+
 def test_a_new_image_starts_from_its_own_label_not_the_last_ones():
     at = sample_page()
     at.number_input(key="image_sample_index").set_value(0).run()

@@ -162,7 +162,7 @@ def test_two_image_sessions_never_see_each_others_uploads_results_or_ledger(weig
     assert any("1 release(s)" in m.value for m in bob.sidebar.markdown)
     assert alice.session_state["image_result"]["names"] == ["alice-scan.png"]
     assert bob.session_state["image_result"]["names"] == ["bob-scan.png"]
-    assert bob.session_state["image_result"]["records"] != alice_result["records"]
+    assert bob.session_state["image_result"]["made_of"] != alice_result["made_of"]
     assert "bob" not in shown_names(alice) and "alice" not in shown_names(bob)
 
 
@@ -190,4 +190,4 @@ def test_two_table_sessions_never_see_each_others_uploads_fits_or_ledger(weights
     clean(alice)
     assert ledger_names(alice) == ["each row of alice-patients.csv (60 rows)"]
     assert ledger_names(bob) == ["each row of diabetes (held-out rows) (88 rows)"]
-    assert alice.session_state["table_result"]["key"] != bob.session_state["table_result"]["key"]
+    assert alice.session_state["table_result"]["made_of"] != bob.session_state["table_result"]["made_of"]

@@ -120,7 +120,7 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
                          "mechanism": mechanism, "cost": ui.cost_text([settings.mechanism], handling.cost),
                          "noise": result.noise_source})
     return {"names": [r.name for r in records], "result": result, "handling": handling.handling, "strip": strip_images, "gallery": gallery_images,
-            "files": files, "manifest": manifest, "settings": settings.summary}
+            "files": files, "manifest": manifest, "epsilon": settings.epsilon}
 
 
 def heatmap(array, title):
@@ -132,11 +132,12 @@ def heatmap(array, title):
     return figure
 
 
-def show_result(loaded, state, settings) -> None:
+def show_result(loaded, state, changed: bool) -> None:
     result, names = state["result"], state["names"]
     class_names = loaded.config.class_names
-    if state["settings"] != settings.summary:
-        st.info("The settings changed since this release: press **Privatize** to release again.")
+    if changed:
+        st.info("The label, its handling or the privacy settings changed since this release: what is shown is the "
+                "release made before. Press **Privatize** to release with the current choices.")
     index = 0
     if len(names) > 1:
         index = st.selectbox("Show", range(len(names)), format_func=lambda i: names[i], key=ui.kept("image_show"))
@@ -167,7 +168,7 @@ def show_result(loaded, state, settings) -> None:
         for column, (epsilon, image) in zip(st.columns(len(state["strip"])), state["strip"]):
             column.image(ui.to_display(image), width=ui.IMAGE_WIDTH, caption=f"ε = {epsilon:g}")
     if state["gallery"]:
-        st.markdown(f"**{len(state['gallery'])} draws at ε = {settings.epsilon:g}** (each charged to the ledger)")
+        st.markdown(f"**{len(state['gallery'])} draws at ε = {state['epsilon']:g}** (each charged to the ledger)")
         for column, image in zip(st.columns(len(state["gallery"])), state["gallery"]):
             column.image(ui.to_display(image), width=ui.IMAGE_WIDTH)
     if len(names) == 1:
@@ -207,13 +208,16 @@ def page(loaded) -> None:
         st.caption(f"Each strip image and each gallery draw is a release of the first image: one press adds "
                    f"{len(extra)} releases to its ledger entry besides the release itself; together they "
                    f"cost {ui.cost_text(extra, handling.cost)}.")
+    # a release is shown with the model and the inputs (pixels as prepared: inversion included) it was made of
+    made_of = (loaded.config.name, loaded.origin, ui.record_key(b"".join(r.pixels.tobytes() for r in records)))
+    choices = (tuple(int(label) for label in labels), handling, settings.summary, strip, gallery)
     if st.button("Privatize", type="primary", key="image_privatize"):
         st.session_state[RESULT] = release(loaded, records, labels, handling, settings, strip, gallery)
-        st.session_state[RESULT]["records"] = [r.key for r in records]
+        st.session_state[RESULT].update(made_of=made_of, choices=choices)
     state = st.session_state.get(RESULT)
-    if state is not None and state.get("records") == [r.key for r in records]:
+    if state is not None and state.get("made_of") == made_of:
         st.header("4 · Release")
-        show_result(loaded, state, settings)
+        show_result(loaded, state, changed=state["choices"] != choices)
 
 
 ui.run_page("Image privatization", page, "image")

@@ -212,15 +212,22 @@ def page(loaded) -> None:
         ui.evaluation_preview(loaded, settings, "table",
                               conditions_kept=all(h.handling == "kept" for h in handlings.values()),
                               release_batch=len(frame))
+    # a release is shown with the table and the model it was made of (another model: not shown)
+    made_of = (key, model.config.name, loaded.origin if loaded is not None and model is loaded.model else "fitted here")
+    choices = (tuple(sorted(kinds.items())), tuple(handlings.items()), settings.summary)
     if st.button("Privatize table", type="primary", key="table_privatize"):
         with st.spinner("Privatizing…"):
             result = privatize(model, frame, None, settings.mechanism, seed=settings.seed,
                                condition_handling=handlings, reconstruct=False)
         ui.charge_rows(key, name, result.original_frame, settings.mechanism, sum(h.cost for h in handlings.values()))
-        st.session_state[RESULT] = {"result": result, "key": key, "csv_format": csv_format}
+        st.session_state[RESULT] = {"result": result, "made_of": made_of, "choices": choices, "csv_format": csv_format}
     state = st.session_state.get(RESULT)
-    if state is not None and state["key"] == key:
+    if state is not None and state["made_of"] == made_of:
         st.header("4 · Release")
+        if state["choices"] != choices:
+            st.info("The conditions, their handling or the privacy settings changed since this release: what is "
+                    "shown is the release made before. Press **Privatize table** to release with the current "
+                    "choices.")
         show_result(state)
 
 
