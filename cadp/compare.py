@@ -78,13 +78,15 @@ def batch_zip(files: list[tuple[str, bytes]], manifest: list[dict], guarantee: s
     return buffer.getvalue()
 
 
-def released_name(name: str, index: int, copy_name: bool = True) -> str:
+def released_name(name: str, index: int, copy_name: bool = True, private: bool = True) -> str:
     """The download's file name: numbered, with the input's stem (letters, digits, ``._-`` only) when
-    ``copy_name``; without it (a randomized or resampled label: names often carry the true one) the number only."""
+    ``copy_name``; without it (a randomized or resampled label: names often carry the true one) the number only.
+    Ends in ``-private.png``, or ``-not-private.png`` for a release without a formal guarantee (paper, a fixed seed)."""
+    suffix = "private" if private else "not-private"
     if not copy_name:
-        return f"{index:04d}-private.png"
+        return f"{index:04d}-{suffix}.png"
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name.rsplit("/", 1)[-1].rsplit(".", 1)[0]).strip("-.") or "image"
-    return f"{index:04d}-{stem}-private.png"
+    return f"{index:04d}-{stem}-{suffix}.png"
 
 
 # --------------------------------------------------------------------------- tables

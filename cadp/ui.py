@@ -297,6 +297,7 @@ class LedgerEntry:
     informal: int = 0          # paper releases: no formal guarantee
     informal_condition_epsilon: float = 0.0  # ... whose randomized conditions still cost their ε
     also: list[str] = field(default_factory=list)  # other names the same record came under (a few)
+    seeded: int = 0            # releases with noise from a fixed seed: not private
 
 
 def record_key(data: bytes) -> str:
@@ -313,15 +314,18 @@ def ledger() -> dict[str, LedgerEntry]:
 LEDGER_TABLES = "privacy_ledger_tables"  # table releases: {table key: (name, rows, the rows' ledger keys)}
 
 
-def charge(key: str, name: str, mechanism: Mechanism, condition_epsilon: float = 0.0, releases: int = 1) -> None:
-    """Record ``releases`` releases of one record with ``mechanism`` in this session's ledger."""
+def charge(key: str, name: str, mechanism: Mechanism, condition_epsilon: float = 0.0, releases: int = 1,
+           seeded: bool = False) -> None:
+    """Record ``releases`` releases of one record with ``mechanism`` (noise from a fixed seed: ``seeded``) in this
+    session's ledger."""
     entry = ledger().setdefault(key, LedgerEntry(name))
     if name != entry.name and name not in entry.also and len(entry.also) < 3:
         entry.also.append(name)
-    _add(entry, mechanism, condition_epsilon, releases)
+    _add(entry, mechanism, condition_epsilon, releases, seeded)
 
 
-def charge_rows(table_key: str, name: str, rows, mechanism: Mechanism, condition_epsilon: float = 0.0) -> None:
+def charge_rows(table_key: str, name: str, rows, mechanism: Mechanism, condition_epsilon: float = 0.0,
+                seeded: bool = False) -> None:
     """Record one release of each row of ``rows`` (the model's columns, as released) as a record of its own.
 
     Rows are recognized by their values: a row in two tables, in two encodings of one table, or twice in one
@@ -331,12 +335,14 @@ def charge_rows(table_key: str, name: str, rows, mechanism: Mechanism, condition
 
     counts = Counter(f"row {value:016x}" for value in row_hashes(rows, tuple(rows.columns)))
     for key, count in counts.items():
-        _add(ledger().setdefault(key, LedgerEntry(name)), mechanism, condition_epsilon, count)
+        _add(ledger().setdefault(key, LedgerEntry(name)), mechanism, condition_epsilon, count, seeded)
     st.session_state.setdefault(LEDGER_TABLES, {})[table_key] = (name, len(rows), list(counts))
 
 
-def _add(entry: LedgerEntry, mechanism: Mechanism, condition_epsilon: float, releases: int) -> None:
+def _add(entry: LedgerEntry, mechanism: Mechanism, condition_epsilon: float, releases: int,
+         seeded: bool = False) -> None:
     entry.releases += releases
+    entry.seeded += releases * seeded
     if not mechanism.formal:
         entry.informal += releases
         entry.informal_condition_epsilon += releases * condition_epsilon
@@ -369,6 +375,8 @@ def _entry_text(entry: LedgerEntry) -> str:
         parts.append(f"{entry.informal} paper release(s): no formal guarantee"
                      + (f" (their randomized conditions: ε = {entry.informal_condition_epsilon:g})"
                         if entry.informal_condition_epsilon else ""))
+    if entry.seeded:
+        parts.append(f"{entry.seeded} with a fixed seed: not private")
     return "; ".join(parts or ["nothing"])
 
 
@@ -495,8 +503,9 @@ def privacy_controls(config, key: str, *, default_epsilon: float = 10, image: bo
                                      key=kept(f"{key}_delta"), format_func=lambda v: f"{v:.0e}")
         fixed = st.checkbox("Fixed seed (not private: reproducible seed)", key=kept(f"{key}_fixed_seed"))
         seed = int(st.number_input("Seed", 0, 2**31 - 1, 0, key=kept(f"{key}_seed"))) if fixed else None
-        if seed is not None:
-            st.warning("Not private: reproducible seed. Anyone with the seed can remove the noise.")
+    if seed is not None:  # outside "Advanced": seen with the expander closed, and after a page change
+        st.warning(f"Fixed seed {seed} (set in Advanced): not private, reproducible seed. Anyone with the seed "
+                   "can remove the noise; the ledger marks these releases.")
     if name not in ("laplace", "gaussian"):
         temperature = None
     meaning.caption(epsilon_meaning(config, name, epsilon, temperature, clip_radius, image=image,

@@ -356,7 +356,10 @@ def test_a_batch_download_carries_its_privacy_terms():
     assert "Metric privacy" in terms and "randomized by randomized response with epsilon = 2 over its" in terms
     assert any("names (which often carry the true label) and the upload's order are left out" in c.value
                for c in at.caption)
-    assert [name for name, _ in state["files"]] == ["0000-private.png", "0001-private.png"]
+    # a fixed seed: not private, and the names, the ledger and a warning outside "Advanced" say so
+    assert [name for name, _ in state["files"]] == ["0000-not-private.png", "0001-not-private.png"]
+    assert any("2 with a fixed seed: not private" in line for line in ledger(at)), ledger(at)
+    assert any(w.value.startswith("Fixed seed 0 (set in Advanced): not private") for w in at.warning)
 
 
 def test_a_batch_download_with_a_label_not_kept_is_numbered_in_a_random_order():
@@ -379,6 +382,7 @@ def test_download_names_are_plain_and_never_carry_a_label_that_is_not_kept():
     assert compare.released_name("fashion-mnist test image #0 (Ankle boot)", 0) == \
         "0000-fashion-mnist-test-image-0-Ankle-boot-private.png"
     assert compare.released_name("scans/patient 7.png", 3, copy_name=False) == "0003-private.png"
+    assert compare.released_name("scan.png", 0, private=False) == "0000-scan-not-private.png"
 
 
 # --------------------------------------------------------------------------- tabular page

@@ -88,7 +88,7 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
     result = privatize(model, pixels, torch.as_tensor(labels), settings.mechanism, generator, seed=settings.seed,
                        condition_handling={"label": handling})
     for record in records:
-        ui.charge(record.key, record.name, settings.mechanism, handling.cost)
+        ui.charge(record.key, record.name, settings.mechanism, handling.cost, seeded=settings.seed is not None)
     first = (pixels[:1], torch.as_tensor(labels[:1]))
     strip_images, gallery_images = [], []
     if strip:
@@ -97,13 +97,13 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
             mechanism = settings.at(epsilon)
             out = privatize(model, *first, mechanism, generator, seed=settings.seed,
                             condition_handling={"label": handling})
-            ui.charge(records[0].key, records[0].name, mechanism, handling.cost)
+            ui.charge(records[0].key, records[0].name, mechanism, handling.cost, seeded=settings.seed is not None)
             strip_images.append((epsilon, out.privatized[0]))
     for draw in range(gallery):
         progress.progress(0.6 + 0.4 * draw / max(gallery, 1), text=f"Gallery draw {draw + 1}")
         out = privatize(model, *first, settings.mechanism, generator, seed=settings.seed,
                         condition_handling={"label": handling})
-        ui.charge(records[0].key, records[0].name, settings.mechanism, handling.cost)
+        ui.charge(records[0].key, records[0].name, settings.mechanism, handling.cost, seeded=settings.seed is not None)
         gallery_images.append(out.privatized[0])
     progress.progress(1.0, text="Done")
     class_names = loaded.config.class_names
@@ -113,7 +113,8 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
         random.SystemRandom().shuffle(order)
     for number, index in enumerate(order):
         record = records[index]
-        file = compare.released_name(record.name, number, copy_name=handling.handling == "kept")
+        file = compare.released_name(record.name, number, copy_name=handling.handling == "kept",
+                                     private=settings.mechanism.formal and settings.seed is None)
         files.append((file, compare.png_bytes(result.privatized[index])))
         mechanism = ui.MECHANISM_LABELS[name] + (f" (ran on {result.batch_text})" if name == "paper" else "")
         manifest.append({"file": file, "condition": class_names[int(result.released_condition["label"][index])],

@@ -219,7 +219,8 @@ def page(loaded) -> None:
         with st.spinner("Privatizing…"):
             result = privatize(model, frame, None, settings.mechanism, seed=settings.seed,
                                condition_handling=handlings, reconstruct=False)
-        ui.charge_rows(key, name, result.original_frame, settings.mechanism, sum(h.cost for h in handlings.values()))
+        ui.charge_rows(key, name, result.original_frame, settings.mechanism, sum(h.cost for h in handlings.values()),
+                       seeded=settings.seed is not None)
         st.session_state[RESULT] = {"result": result, "made_of": made_of, "choices": choices, "csv_format": csv_format}
     state = st.session_state.get(RESULT)
     if state is not None and state["made_of"] == made_of:
