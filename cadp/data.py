@@ -428,6 +428,35 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _listed(values: list, shown: int = 8) -> str:
+    return ", ".join(map(repr, values[:shown])) + (f" and {len(values) - shown} more" if len(values) > shown else "")
+
+
+def table_fit_problems(config, frame: pd.DataFrame, kinds: dict[str, str], conditions: list[str]) -> list[str]:
+    """Why a tabular model's config cannot release ``frame`` with these column kinds and conditions (empty: it
+    can; columns that are not the model's are left out of a release, and do not count)."""
+    specs = {spec["name"]: spec for spec in config.data_encoder["columns"] + config.condition_encoder["columns"]}
+    problems = []
+    missing = [name for name in specs if name not in frame.columns]
+    if missing:
+        problems.append(f"the table lacks the model's column(s) {_listed(missing)}")
+    if sorted(conditions) != sorted(config.condition_columns):
+        problems.append(f"the model's conditions are {_listed(config.condition_columns) or 'none'}; chosen here: "
+                        f"{_listed(conditions) or 'none'}")
+    for name, spec in specs.items():
+        if name not in frame.columns:
+            continue
+        if kinds.get(name) != spec["kind"]:
+            problems.append(f"column {name!r} is {kinds.get(name)} here, {spec['kind']} in the model")
+        elif spec["kind"] == "categorical":
+            known = {_key(value) for value in spec["categories"]}
+            unseen = [_plain(v) for v in frame[name].dropna().unique() if _key(_plain(v)) not in known]
+            if unseen:
+                problems.append(f"column {name!r} has value(s) the model never saw: {_listed(unseen, 5)} (it knows "
+                                f"{_listed(spec['categories'])})")
+    return problems
+
+
 SMALL_FRAME_ROWS = 32  # up to this many rows, encoders read all cells at once: per-column access costs more
 
 
@@ -574,8 +603,9 @@ class TabularEncoder:
             codes, distinct = pd.factorize(cells, use_na_sentinel=False)
         found = [lookup.get(_key(_plain(v))) for v in distinct]
         if None in found:
-            bad = distinct[found.index(None)]
-            raise InputError(f"column {spec.name!r} has value {bad!r}, unseen when the model was fitted")
+            bad = _plain(distinct[found.index(None)])
+            raise InputError(f"column {spec.name!r} has the value {bad!r}, unseen when the model was fitted "
+                             f"(it knows {_listed(spec.categories)})")
         found = np.asarray(found, dtype=np.int64)
         return found if codes is None else found[codes]
 

@@ -522,6 +522,32 @@ def test_tabular_download_is_written_like_the_upload(media):
     assert any("Written semicolon-separated with decimal commas, as the upload was." in c.value for c in at.caption)
 
 
+def test_a_table_that_does_not_fit_the_model_says_why_and_extra_columns_are_left_out():
+    from cadp.data import load_table
+    from cadp.train import split_table
+
+    _, held_out = split_table(load_table("diabetes").frame, 0)
+    at = page("tabular.py")
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+
+    def upload(frame):
+        at.file_uploader(key="table_upload").set_value(("t.csv", frame.to_csv(index=False).encode(), "text/csv"))
+        return [w.value for w in clean(at.run()).warning]
+
+    warnings = upload(held_out.rename(columns={"bmi": "BMI"}))
+    assert any("lacks the model's column(s) 'bmi'" in w for w in warnings), warnings
+    unseen = held_out.copy()
+    unseen.loc[unseen.index[0], "sex"] = 3
+    warnings = upload(unseen)
+    assert any("column 'sex' has value(s) the model never saw: 3 (it knows 1, 2)" in w for w in warnings), warnings
+    extra = held_out.assign(patient_id=range(1000, 1000 + len(held_out)))  # not the model's: left out, not fitted
+    assert not any("does not match" in w for w in upload(extra))
+    assert any(s.value.startswith("The table fits the model") for s in at.success)
+    at.button(key="table_privatize").click().run()
+    assert "patient_id" not in clean(at).session_state["table_result"]["result"].privatized_frame.columns
+    assert any("patient_id" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
 def test_tabular_upload_fits_on_the_fly_and_invalid_csv():
     at = page("tabular.py")
     at.radio(key="table_source").set_value("Upload a CSV").run()

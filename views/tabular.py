@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cadp import compare, ui
-from cadp.data import TABULAR_DATASETS, infer_column_kind, load_table
+from cadp.data import TABULAR_DATASETS, infer_column_kind, load_table, table_fit_problems
 from cadp.privatize import privatize
 
 RESULT = "table_result"
@@ -91,20 +91,22 @@ def choose_schema(frame: pd.DataFrame, identity: str) -> dict[str, str]:
 
 def model_for(loaded, frame, conditions, kinds, key):
     """The bundled model when the table fits it, else a model fitted on the fly (form + progress)."""
+    problems = []
     if loaded is not None:
         config = loaded.config
-        model_kinds = {c["name"]: c["kind"] for c in config.data_encoder["columns"] + config.condition_encoder["columns"]}
-        if set(frame.columns) == set(model_kinds) and sorted(conditions) == sorted(config.condition_columns) \
-                and all(kinds[c] == model_kinds[c] for c in frame.columns):
+        problems = table_fit_problems(config, frame, kinds, conditions)
+        if not problems:
             st.success(f"The table fits the model {config.name}: using it.")
             seen = rows_seen_in_training(key, (config.name, config.dataset, config.permutation_seed), config, frame)
             if seen:
                 st.warning(f"{seen} of these {len(frame)} rows are rows {config.name} was trained on (without "
                            "DP): for them the guarantee does not cover what the model learned from them.")
             return loaded.model
-    st.warning("This table does not match the chosen model, so a model is fitted on it here. That model has seen "
-               "these rows without DP: the guarantee of a release assumes a model fixed independently of the "
-               "record, so for the rows used to fit it the stated guarantee does not cover what the model learned.")
+    st.warning("This table does not match the chosen model"
+               + (f" ({'; '.join(problems)})" if problems else "") + ". To use that model, change the table or "
+               "the choices above; otherwise a model is fitted on it here. That model has seen these rows without "
+               "DP: the guarantee of a release assumes a model fixed independently of the record, so for the rows "
+               "used to fit it the stated guarantee does not cover what the model learned.")
     fit_key = (key, tuple(conditions), tuple(sorted(kinds.items())))
     with st.form("table_fit"):
         steps = st.slider("Training steps", 100, 3000, 400, 100, key=ui.kept("table_steps"))
