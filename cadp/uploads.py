@@ -606,6 +606,12 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
     decimal = "."
     if delimiter != "," and decimal_comma_columns(frame):
         frame, decimal = _decimal_commas(frame, notes), ","
+    elif delimiter == ",":
+        for name in decimal_comma_columns(frame):  # quoted "29,2": a decimal comma or a thousands separator?
+            notes.append(f"column {name!r} holds numbers written with a comma (e.g. "
+                         f"{frame[name].dropna().astype(str).iloc[0]!r}); in a comma-separated file that may be a "
+                         "decimal comma or a thousands separator, so they are read as text (categories): save the "
+                         "file semicolon-separated to read them as decimal numbers")
     frame = _clean_columns(frame, notes, max_categories)
     return CsvUpload(frame, notes, encoding, delimiter, decimal)
 

@@ -461,9 +461,11 @@ def test_decimal_commas_in_semicolon_files_are_numbers():
     assert frame["code"].tolist() == [1.2, 3.0, 4.0]
     assert frame["note"].tolist() == ["a,b", "c", "d"]  # not numbers: left as text
     assert any("'weight'" in note and "decimal comma" in note for note in upload.notes)
-    # in a comma-separated file a quoted "1,5" stays text: the comma may be a thousands separator
+    # in a comma-separated file a quoted "1,5" stays text: the comma may be a thousands separator; a note says so
     upload = read_csv_upload(b'a,b\n"1,5",1\n"2,5",2\n"3,5",3\n')
     assert not pd.api.types.is_numeric_dtype(upload.frame["a"])
+    assert any("'a' holds numbers written with a comma (e.g. '1,5')" in note and "semicolon-separated" in note
+               for note in upload.notes)
 
 
 def test_a_download_is_written_in_the_uploads_format():

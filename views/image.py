@@ -23,7 +23,7 @@ def choose_inputs(loaded) -> list[ui.ImageRecord]:
     sources = ["Upload"] + ["Sample from the bundled test set"] * (config.dataset in IMAGE_DATASETS)
     source = st.radio("Input", sources, horizontal=True, key=ui.kept("image_source"))
     if source == "Upload":
-        files = ui.kept_uploads("Images (PNG, JPEG, BMP, TIFF, DICOM); several files or a ZIP for a batch",
+        files = ui.kept_uploads("Images (PNG, JPEG, BMP, TIFF, GIF, WebP, DICOM); several files or a ZIP of them for a batch",
                                 "image_upload", type=ui.IMAGE_UPLOAD_TYPES, accept_multiple_files=True)
         choices = ["auto", "always", "never"]
         invert = st.radio("Inversion (the bundled models expect a light object on a dark background; a model "
@@ -35,7 +35,7 @@ def choose_inputs(loaded) -> list[ui.ImageRecord]:
         records, problems = ui.image_records_from_uploads(files, image_size=config.image_size,
                                                           channels=config.channels, invert=invert)
         for problem in problems:
-            st.error(f"Skipped {problem}")
+            st.error(problem if problem.endswith("skipped") else f"Skipped {problem}")
         if not records and not problems:
             st.warning("No image found in the upload (an empty ZIP?). Upload PNG, JPEG, BMP, TIFF or DICOM files, "
                        "or a ZIP of them.")
