@@ -665,6 +665,11 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int) -
             if values.nunique() == 1:
                 notes.append(f"column {name!r} has one value ({only!r}) in every row: kept, "
                              "but it carries no information")
+            elif len(values) > IDENTIFIER_MIN_DISTINCT and values.nunique() == len(values) \
+                    and pd.api.types.is_integer_dtype(series):
+                notes.append(f"column {name!r} has a different whole number in every row: if it is a record "
+                             "number or an ID, remove it from the file (kept here, it is modeled and released as "
+                             "a number)")
             continue
         numbers = pd.to_numeric(values, errors="coerce")
         numeric_share = float(numbers.notna().mean())

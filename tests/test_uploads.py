@@ -386,6 +386,8 @@ def test_text_columns_that_identify_rows_are_dropped_in_small_tables_too():
     upload = read_csv_upload(("patient_id,mrn,name,diagnosis,age\n" + "\n".join(rows) + "\n").encode())
     assert list(upload.frame.columns) == ["diagnosis", "age"]
     assert sum("treated as an identifier (names, record numbers, dates) and dropped" in n for n in upload.notes) == 3
+    numbered = read_csv_upload(("record,x\n" + "\n".join(f"{1000 + i},{i % 3}" for i in range(30)) + "\n").encode())
+    assert any("'record' has a different whole number in every row" in note for note in numbered.notes)
     # few distinct values, or few rows: categories
     small = read_csv_upload(("code,x\n" + "\n".join(f"c{i},{i}" for i in range(15)) + "\n").encode())
     assert list(small.frame.columns) == ["code", "x"]
