@@ -52,7 +52,7 @@ def fitted_model(key: tuple, frame, progress=None):
 
 
 def choose_table(loaded):
-    """(frame, name, ledger key, default conditions, CSV format of a download) or None."""
+    """(frame, name, key of the table (its bytes), default conditions, CSV format of a download) or None."""
     options = ["Upload a CSV"]
     if loaded is not None and loaded.config.dataset in TABULAR_DATASETS:  # a model of a user's CSV has none
         options.insert(0, f"Bundled table ({loaded.config.dataset})")
