@@ -1273,7 +1273,7 @@ def main(argv=None) -> int:
                 not (earlier.get("quick") or (earlier.get("settings") or {}).get("quick")):
             raise InputError(f"{loaded.folder / 'eval.json'} holds a full {args.command} run; a --quick run would "
                              "replace it: evaluate a copy of the folder, or pass --replace-full")
-            resolve_device(args.device)  # a GPU asked for and missing: said before any work
+        resolve_device(args.device)  # a GPU asked for and missing, or no device at all: said before any work
         if args.command in ("bpd", "audit") and args.device not in ("auto", "cpu"):
             print(f"note: --device {args.device} is not used: {args.command} runs on the CPU", file=sys.stderr)
         if args.data is not None:

@@ -407,6 +407,8 @@ def test_cli_device_asked_for_is_used_or_refused_up_front(tmp_path, capsys, monk
     assert "no CUDA GPU is available" in err and "%|" not in err
     assert evaluate.main(["audit", "--model", str(folder), "--quick", "--device", "cuda"]) == 2
     assert "no CUDA GPU is available" in capsys.readouterr().err
+    assert evaluate.main(["bpd", "--model", str(folder), "--quick", "--device", "tpu"]) == 2
+    assert "--device 'tpu': use auto, cpu or cuda" in capsys.readouterr().err
     assert read_eval(folder) == {}  # nothing ran
     monkeypatch.setattr(evaluate, "audit_model", lambda loaded, **kw: {"results": []})
     monkeypatch.setattr(evaluate, "write_report", lambda folder: folder / "report.html")
