@@ -47,10 +47,10 @@ from cadp.privatize import NOT_PRIVATE_SEED, privatize
 from cadp.runtime import configure_allocator
 from cadp.train import rows_seen_in_training
 from cadp.uploads import (
-    DECIMAL_COMMA,
     IMAGE_SUFFIXES,
     INVERT_CHOICES,
     MAX_IMAGE_BYTES,
+    comma_number,
     csv_format_words,
     decimal_comma_columns,
     decode_text,
@@ -475,7 +475,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
         print(f"note: {PRIVATIZED_CSV_NAME} is written {csv_format_words(delimiter, decimal)}, as {path.name} is",
               file=sys.stderr)
     target = output / PRIVATIZED_CSV_NAME
-    first_chunk, written, row_number, seen = True, 0, 0, 0
+    first_chunk, written, row_number, seen, filled_rows = True, 0, 0, 0, 0
     reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=settings.batch_size,
                          skipinitialspace=True, decimal=decimal)
     with target.open("wb") as out:
@@ -483,13 +483,14 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
             for chunk in reader:
                 chunk.columns = columns
                 chunk = chunk[[c for c in columns if c in needed]].reset_index(drop=True)  # the input's order
-                if decimal == ",":  # a column with a stray text cell stays text: its numbers still count
+                if delimiter != ",":  # decimal commas, wherever in the file they start
                     chunk = _dot_decimals(chunk, config.data_columns)
                 numbers = list(range(row_number + 1, row_number + len(chunk) + 1))
                 row_number += len(chunk)
                 progress.update(len(chunk))
                 good, errors = _usable_rows(model, chunk)
                 filled = _filled_cells(model, chunk)
+                filled_rows += len(filled)
                 released: dict[int, str] = {}
                 result = None
                 if good:
@@ -523,6 +524,9 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
         except (pd.errors.ParserError, ValueError, UnicodeError):
             manifest.error(f"row {row_number + 1}", f"stopped reading {path.name}: the CSV cannot be parsed "
                            f"after row {row_number} (a row with more fields than the header?)")
+    if filled_rows:
+        print(f"warning: {filled_rows} row(s) had empty cells or cells that are not numbers, read as the training "
+              f"mean: the preprocessing column of {MANIFEST_NAME} names them", file=sys.stderr)
     add_caution(output, training_data_caution(config, path.name, seen))
 
 
@@ -539,11 +543,11 @@ def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str],
 
 
 def _dot_decimals(chunk: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
-    """Text cells of numeric columns that are numbers with a decimal comma, written with a point."""
+    """Text cells of numeric columns that are numbers written with a decimal comma, as numbers (other text stays
+    for the row checks to name)."""
     for name in numeric:
-        if name in chunk.columns and chunk[name].dtype == object:
-            chunk[name] = chunk[name].map(lambda v: v.strip().replace(",", ".")
-                                          if isinstance(v, str) and DECIMAL_COMMA.fullmatch(v.strip()) else v)
+        if name in chunk.columns and not pd.api.types.is_numeric_dtype(chunk[name]):
+            chunk[name] = chunk[name].astype(object).map(comma_number)
     return chunk
 
 

@@ -616,11 +616,23 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
     return CsvUpload(frame, notes, encoding, delimiter, decimal)
 
 
-DECIMAL_COMMA = re.compile(r"[+-]?\d+(,\d+)?")
+# a number as European spreadsheets write it: 1,5  -,5  1.234,5  1,5e1 (thousands dots, a decimal comma)
+DECIMAL_COMMA = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d*)(?:,\d+)?(?:[eE][+-]?\d+)?")
+NUMBER_SHARE = 0.9  # a text column whose non-empty cells are at least this share numbers is read as numbers
+
+
+def comma_number(value):
+    """A cell written with a decimal comma ('1,5', '1.234,5', '-,5', '1,5e1') as a float; other values as they are."""
+    if isinstance(value, str):
+        text = value.strip()
+        if any(c.isdigit() for c in text) and DECIMAL_COMMA.fullmatch(text):
+            return float(text.replace(".", "").replace(",", "."))
+    return value
 
 
 def decimal_comma_columns(frame: pd.DataFrame) -> list[str]:
-    """Text columns whose every value is a number written with a decimal comma (1,5), at least one with a comma.
+    """Text columns whose cells are (at least ``NUMBER_SHARE`` of them) numbers written with a decimal comma, at
+    least one with a comma.
 
     Only meaningful for files not separated by commas (e.g. semicolon CSVs from European
     spreadsheets), where a comma inside a value can only be a decimal mark or a thousands separator.
@@ -631,20 +643,31 @@ def decimal_comma_columns(frame: pd.DataFrame) -> list[str]:
         if values.empty or pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             continue
         text = values.astype(str).str.strip()
-        if text.str.fullmatch(DECIMAL_COMMA).all() and text.str.contains(",", regex=False).any():
+        numbers = text.map(comma_number).map(lambda v: isinstance(v, float))
+        if numbers.mean() >= NUMBER_SHARE and text[numbers].str.contains(",", regex=False).any():
             names.append(name)
     return names
 
 
 def _decimal_commas(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
-    """The ``decimal_comma_columns`` read as numbers; the note says which reading was taken."""
+    """The ``decimal_comma_columns`` read as numbers (other cells: empty); the note says which reading was taken."""
     for name in decimal_comma_columns(frame):
         text = frame[name].dropna().astype(str).str.strip()
-        frame[name] = pd.to_numeric(frame[name].map(lambda v: v.strip().replace(",", ".") if isinstance(v, str) else v),
-                                    errors="coerce").astype(np.float64)
-        notes.append(f"column {name!r} has numbers with a decimal comma (e.g. {text[text.str.contains(',')].iloc[0]!r}): "
-                     "read as decimal numbers")
+        frame[name] = _as_numbers(frame[name].map(comma_number), name, notes,
+                                  f"has numbers with a decimal comma (e.g. {text[text.str.contains(',')].iloc[0]!r}): "
+                                  "read as decimal numbers")
     return frame
+
+
+def _as_numbers(column: pd.Series, name: str, notes: list[str], note: str) -> pd.Series:
+    """``column`` as float64, cells that are not numbers as empty; ``note`` (and those cells) said in ``notes``."""
+    numbers = pd.to_numeric(column, errors="coerce").astype(np.float64)
+    lost = column[numbers.isna() & column.notna()]
+    if len(lost):
+        examples = ", ".join(repr(str(v)) for v in lost.unique()[:3])
+        note += f"; {len(lost)} cell(s) that are not numbers ({examples}) read as empty (a release fills them)"
+    notes.append(f"column {name!r} {note}")
+    return numbers
 
 
 IDENTIFIER_MIN_DISTINCT = 20  # a text column with more distinct values than this ...
@@ -689,9 +712,11 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int) -
         if distinct == 1:
             notes.append(f"column {name!r} has one value ({only!r}) in every row: kept, "
                          "but it carries no information")
+        elif numeric_share >= NUMBER_SHARE:  # a measurement with a few words ("<0.5", "n/a"): as categories its
+            frame[name] = _as_numbers(series, name, notes, "holds numbers")  # values would be stored in the model
         elif numeric_share >= 0.5:
-            notes.append(f"column {name!r} mixes numbers and text ({(1 - numeric_share):.0%} of values are "
-                         "not numbers): treated as categories")
+            notes.append(f"column {name!r} mixes numbers and text ({int(numbers.isna().sum())} of {len(values)} values "
+                         "are not numbers): treated as categories")
     if len(drop) == frame.shape[1]:
         raise InputError("no usable column is left: " + "; ".join(notes))
     return frame.drop(columns=drop)

@@ -241,6 +241,19 @@ def test_csv_with_decimal_commas_is_read_and_written_so(table_model, tmp_path, c
     assert "," in (output / "privatized.csv").read_text().splitlines()[1]
 
 
+def test_decimal_commas_are_read_in_every_form_and_wherever_they_start(table_model, tmp_path, capsys):
+    frame = table_frame(1100)  # decimal points in the first 1,000 rows, commas after them
+    lines = frame.to_csv(index=False, sep=";").splitlines()
+    lines[1001:] = [line.replace(".", ",") for line in lines[1001:]]
+    lines[3] = lines[3].split(";")[0] + ";abc;" + ";".join(lines[3].split(";")[2:])  # one stray word
+    source = tmp_path / "rows.csv"
+    source.write_text("\n".join(lines) + "\n")
+    assert run(table_model, source, tmp_path / "out") == 0
+    notes = [row["preprocessing"] for row in read_manifest(tmp_path / "out") if row["preprocessing"]]
+    assert len(notes) == 1 and "'abc' is not a number" in notes[0], notes[:3]
+    assert "warning: 1 row(s) had empty cells or cells that are not numbers" in capsys.readouterr().err
+
+
 def test_csv_keeps_the_inputs_column_order(table_model, tmp_path):
     source = tmp_path / "rows.csv"
     table_frame(5)[["sex", "note", "bmi", "age"]].to_csv(source, index=False)  # a condition column first

@@ -470,6 +470,20 @@ def test_decimal_commas_in_semicolon_files_are_numbers():
                for note in upload.notes)
 
 
+def test_numbers_with_a_few_words_are_numbers_and_european_numbers_in_every_form():
+    rows = [f"{i};{i % 3};{'<0,5' if i == 7 else f'{i},5'};{'1.234,5' if i == 3 else f'{i},25e1'}" for i in range(30)]
+    upload = read_csv_upload(("id;code;crp;big\n" + "\n".join(rows) + "\n").encode())
+    crp, big = upload.frame["crp"], upload.frame["big"]
+    assert crp.dtype == np.float64 and crp.isna().sum() == 1 and crp[8] == 8.5  # '<0,5' is not a number
+    assert big[3] == 1234.5 and big[2] == 22.5  # a thousands separator; an exponent
+    assert any("'crp' has numbers with a decimal comma" in n and "1 cell(s) that are not numbers ('<0,5') read as "
+               "empty" in n for n in upload.notes), upload.notes
+    lab = read_csv_upload(("crp,x\n" + "\n".join(f"{'<0.5' if i == 4 else i / 2},{i % 2}" for i in range(30))
+                           + "\n").encode())
+    assert lab.frame["crp"].dtype == np.float64 and lab.frame["crp"].isna().sum() == 1
+    assert any("'crp' holds numbers; 1 cell(s) that are not numbers ('<0.5') read as empty" in n for n in lab.notes)
+
+
 def test_a_download_is_written_in_the_uploads_format():
     upload = read_csv_upload(b"age;weight;note\n40;70,5;=1+1\n51;82,25;ok\n")
     assert upload.csv_format == {"delimiter": ";", "decimal": ","}
