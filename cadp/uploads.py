@@ -672,6 +672,20 @@ def _as_numbers(column: pd.Series, name: str, notes: list[str], note: str) -> pd
 
 IDENTIFIER_MIN_DISTINCT = 20  # a text column with more distinct values than this ...
 IDENTIFIER_DISTINCT_SHARE = 0.5  # ... that are at least this share of its rows identifies rows, not categories
+# ... and so does one whose values (this share of them) have the shape of dates or record numbers, however often
+# each repeats (one row per visit): as categories they would be stored in the model and could be released
+IDENTIFIER_SHAPES = {
+    "dates": re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?:[ T].*)?|\d{1,2}[./]\d{1,2}[./]\d{2,4}(?: .*)?"),
+    "record numbers": re.compile(r"\S*\d{4,}\S*"),
+}
+IDENTIFIER_SHAPE_SHARE = 0.9
+
+
+def _identifier_shape(text: pd.Series) -> str | None:
+    for shape, pattern in IDENTIFIER_SHAPES.items():
+        if text.str.fullmatch(pattern).mean() >= IDENTIFIER_SHAPE_SHARE:
+            return shape
+    return None
 
 
 def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int) -> pd.DataFrame:
@@ -702,13 +716,19 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int) -
             notes.append(f"column {name!r} has {distinct:,} distinct text values (more than {max_categories}): "
                          "treated as an identifier and dropped")
             continue
-        if distinct > IDENTIFIER_MIN_DISTINCT and distinct >= IDENTIFIER_DISTINCT_SHARE * len(values) \
-                and numeric_share < 0.5:  # mostly numbers with a few words ("unknown") is a measurement
-            # names, record numbers, dates: as categories they would be stored in the model and released exactly
-            drop.append(name)
-            notes.append(f"column {name!r} has {distinct:,} distinct text values in {len(values):,} rows: treated "
-                         "as an identifier (names, record numbers, dates) and dropped")
-            continue
+        if distinct > IDENTIFIER_MIN_DISTINCT and numeric_share < 0.5:  # mostly numbers: a measurement
+            # names, record numbers, dates: as categories they would be stored in the model and could be released
+            text = values.astype(str).str.strip()
+            shape = _identifier_shape(text)
+            if distinct >= IDENTIFIER_DISTINCT_SHARE * len(values) or shape:
+                drop.append(name)
+                notes.append(f"column {name!r} has {distinct:,} distinct text values in {len(values):,} rows"
+                             + (f" shaped like {shape} (e.g. {text.iloc[0]!r})" if shape else "")
+                             + ": treated as an identifier (names, record numbers, dates) and dropped")
+                continue
+            notes.append(f"column {name!r} has {distinct:,} distinct text values: kept as categories, so the model "
+                         "stores each of them and a release can contain them; if they name people or records, "
+                         "remove the column from the file")
         if distinct == 1:
             notes.append(f"column {name!r} has one value ({only!r}) in every row: kept, "
                          "but it carries no information")

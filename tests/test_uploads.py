@@ -386,6 +386,16 @@ def test_text_columns_that_identify_rows_are_dropped_in_small_tables_too():
     upload = read_csv_upload(("patient_id,mrn,name,diagnosis,age\n" + "\n".join(rows) + "\n").encode())
     assert list(upload.frame.columns) == ["diagnosis", "age"]
     assert sum("treated as an identifier (names, record numbers, dates) and dropped" in n for n in upload.notes) == 3
+    # one row per visit: each patient three times (under half distinct), yet names, record numbers and dates
+    visits = [f"Patient {i // 3} Surname,MRN{100000 + i // 3},2024-{1 + i % 12:02d}-{1 + i // 12:02d},"
+              f"{['flu', 'cold', 'ok'][i % 3]},{30 + i % 40}" for i in range(120)]
+    upload = read_csv_upload(("name,mrn,admission,diagnosis,age\n" + "\n".join(visits) + "\n").encode())
+    assert list(upload.frame.columns) == ["name", "diagnosis", "age"]
+    assert any("'mrn' has 40 distinct text values in 120 rows shaped like record numbers (e.g. 'MRN100000')" in n
+               for n in upload.notes), upload.notes
+    assert any("'admission' has 120 distinct" in n and "dropped" in n for n in upload.notes)
+    assert any("'name' has 40 distinct text values: kept as categories" in n and "remove the column" in n
+               for n in upload.notes)
     numbered = read_csv_upload(("record,x\n" + "\n".join(f"{1000 + i},{i % 3}" for i in range(30)) + "\n").encode())
     assert any("'record' has a different whole number in every row" in note for note in numbered.notes)
     # few distinct values, or few rows: categories
