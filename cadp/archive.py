@@ -101,6 +101,12 @@ class RunSettings:
         return self.label_kept and not self.neutral_names
 
     @property
+    def rows_shuffled(self) -> bool:
+        """Whether a table's released rows are written in an order drawn at random: a condition that is not kept
+        must not show through the input's order (a file sorted by it); --neutral-names asks for it too."""
+        return self.neutral_names or any(h.handling != "kept" for h in self.handlings.values())
+
+    @property
     def epsilon(self) -> str:
         """Total epsilon of one release (basic composition), as the manifest writes it: one number for laplace
         and gaussian; metric's per-unit epsilon and the conditions' epsilon named apart (two units); paper's
@@ -307,6 +313,8 @@ MANIFEST_NOTE = (f"{MANIFEST_NAME} is this run's record for whoever ran it: it n
 
 COPIED_NAMES_NOTE = ("File and folder names are copied from the input: they are not covered by the guarantee. "
                      "Rename any that identify a person, or run again with --neutral-names.")
+SHUFFLED_ROWS_NOTE = (f"Rows are written in an order drawn at random (a condition that is not kept would show "
+                      f"through the input's order); {MANIFEST_NAME} maps them to the inputs.")
 NEUTRAL_NAMES_NOTE = (f"Files are numbered, in an order drawn at random, in folders named by the released label; "
                       f"{MANIFEST_NAME} maps them to the inputs.")
 
@@ -348,6 +356,16 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
     guarantee_written = False
 
     def flush():
+        written_now: list[Path] = []  # this batch's files: removed if the run stops before the manifest lists them
+        try:
+            write_batch(written_now)
+        except KeyboardInterrupt:
+            manifest.flush()
+            for path in written_now:
+                path.unlink(missing_ok=True)
+            raise
+
+    def write_batch(written_now: list[Path]):
         # rows go to the manifest in reading order: unusable files wait with the batch they arrived in
         nonlocal guarantee_written
         images = [item for item in pending if isinstance(item, PendingImage)]
@@ -372,6 +390,7 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
                             name = f"{class_names[released[index]]}/{numbered[0]:05d}.png"
                         path = names.take(name)
                         path.parent.mkdir(parents=True, exist_ok=True)
+                        written_now.append(path)
                         path.write_bytes(png_bytes(result.privatized[index].numpy()))
                         outcome[id(item)] = (class_names[released[index]], "",
                                              path.relative_to(names.root).as_posix())
@@ -392,6 +411,7 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
             else:
                 manifest.row(item.name, status="privatized", condition=condition, released=released_name,
                              output=written, preprocessing="; ".join(item.steps), batch=len(images))
+                written_now[:] = [path for path in written_now if path != names.root / written]  # listed: kept
         pending.clear()
         manifest.flush()
 
@@ -476,6 +496,11 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
               file=sys.stderr)
     target = output / PRIVATIZED_CSV_NAME
     first_chunk, written, row_number, seen, filled_rows = True, 0, 0, 0, 0
+    # with a condition that is not kept, the input's row order (a file sorted by it) would show through the output's:
+    # the released rows are then held and written at the end in an order drawn at random
+    shuffled = settings.rows_shuffled
+    held_frames: list[pd.DataFrame] = []
+    held_rows: list[tuple[str, dict]] = []  # manifest rows of released rows: their output row is known at the end
     reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=settings.batch_size,
                          skipinitialspace=True, decimal=decimal)
     with target.open("wb") as out:
@@ -503,9 +528,12 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                         errors.update({position: error for position in good})
                 if result is not None:
                     frame = result.privatized_frame
-                    out.write(safe_csv_bytes(frame, header=first_chunk, delimiter=delimiter, decimal=decimal))
+                    if shuffled:
+                        held_frames.append(frame)
+                    else:
+                        out.write(safe_csv_bytes(frame, header=first_chunk, delimiter=delimiter, decimal=decimal))
                     if first_chunk:
-                        write_guarantee(output, result.guarantee)
+                        write_guarantee(output, result.guarantee, SHUFFLED_ROWS_NOTE if shuffled else "")
                     first_chunk = False
                     released = {position: _conditions(frame, index, config.condition_columns)
                                 for index, position in enumerate(good)}
@@ -515,19 +543,34 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                         manifest.error(f"row {number}", errors[position], condition=condition)
                         continue
                     written += 1
-                    manifest.row(f"row {number}", status="privatized", condition=condition,
-                                 released=released[position], output=f"{PRIVATIZED_CSV_NAME} row {written}",
+                    cells = dict(status="privatized", condition=condition, released=released[position],
+                                 output=f"{PRIVATIZED_CSV_NAME} row {written}",
                                  preprocessing=filled.get(position, ""), batch=len(good))
+                    if shuffled:
+                        held_rows.append((f"row {number}", cells))
+                    else:
+                        manifest.row(f"row {number}", **cells)
                 if good:
                     seen += rows_seen_in_training(config, chunk.iloc[good]) or 0
                 manifest.flush()
         except (pd.errors.ParserError, ValueError, UnicodeError):
             manifest.error(f"row {row_number + 1}", f"stopped reading {path.name}: the CSV cannot be parsed "
                            f"after row {row_number} (a row with more fields than the header?)")
+        finally:
+            add_caution(output, training_data_caution(config, path.name, seen))  # an interrupted run's too
+        if held_frames:
+            order = np.random.default_rng(settings.seed).permutation(written) if settings.seed is not None \
+                else np.random.default_rng(random.SystemRandom().getrandbits(128)).permutation(written)
+            out.write(safe_csv_bytes(pd.concat(held_frames, ignore_index=True).iloc[order], delimiter=delimiter,
+                                     decimal=decimal))
+            row_of = np.empty(written, dtype=np.int64)
+            row_of[order] = np.arange(1, written + 1)
+            for index, (name, cells) in enumerate(held_rows):
+                manifest.row(name, **{**cells, "output": f"{PRIVATIZED_CSV_NAME} row {row_of[index]}"})
+            manifest.flush()
     if filled_rows:
         print(f"warning: {filled_rows} row(s) had empty cells or cells that are not numbers, read as the training "
               f"mean: the preprocessing column of {MANIFEST_NAME} names them", file=sys.stderr)
-    add_caution(output, training_data_caution(config, path.name, seen))
 
 
 def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str], numeric: list[str]) -> str:
@@ -643,8 +686,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "(randomized response, adds EPSILON) or NAME=resampled (public prior, costs 0); "
                              "images have one condition, 'label'")
     parser.add_argument("--neutral-names", action="store_true",
-                        help="images: name outputs by number in folders of the released label instead of copying "
-                             "the input's names (always so when the label is randomized or resampled)")
+                        help="images: name outputs by number, in an order drawn at random, in folders of the released "
+                             "label instead of copying the input's names; CSV: write the rows in an order drawn at "
+                             "random (both always so when a condition is randomized or resampled)")
     parser.add_argument("input", type=Path, metavar="INPUT", help="folder of images, .zip of one, or .csv")
     parser.add_argument("output", type=Path, metavar="OUTPUT", help="new (or empty) folder for the results")
     return parser.parse_args(argv)
@@ -765,11 +809,13 @@ def main(argv=None) -> int:
                 from cadp.uploads import iter_zip_images
 
                 source, total = _zip_source(args.input, partial(iter_zip_images, shuffle=shuffle))
-            with tqdm(total=total, desc="images", unit="file", disable=None) as progress:
-                privatize_images(loaded.model, loaded.config.class_names, source, resolver, settings,
-                                 args.output, manifest, progress, args.input.name)
-            if input_kind == "folder":
-                add_caution(args.output, training_data_caution(loaded.config, image_folder_name(args.input), 0))
+            try:
+                with tqdm(total=total, desc="images", unit="file", disable=None) as progress:
+                    privatize_images(loaded.model, loaded.config.class_names, source, resolver, settings,
+                                     args.output, manifest, progress, args.input.name)
+            finally:  # an interrupted run's terms get the caution too
+                if input_kind == "folder":
+                    add_caution(args.output, training_data_caution(loaded.config, image_folder_name(args.input), 0))
     except UsageError as error:
         manifest.close()
         if not manifest.privatized:  # refused before any release: leave OUTPUT as it was, so a retry can use it

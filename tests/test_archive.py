@@ -254,6 +254,24 @@ def test_decimal_commas_are_read_in_every_form_and_wherever_they_start(table_mod
     assert "warning: 1 row(s) had empty cells or cells that are not numbers" in capsys.readouterr().err
 
 
+def test_csv_rows_are_written_in_a_random_order_when_a_condition_is_not_kept(table_model, tmp_path):
+    frame = table_frame(40).sort_values("sex", kind="stable").reset_index(drop=True)  # sorted by the condition
+    source = tmp_path / "rows.csv"
+    frame.to_csv(source, index=False)
+    assert run(table_model, source, tmp_path / "kept", "--batch-size", "7") == 0
+    assert [row["output"] for row in read_manifest(tmp_path / "kept")] == \
+        [f"privatized.csv row {n}" for n in range(1, 41)]  # kept: the input's order
+    output = tmp_path / "resampled"
+    assert run(table_model, source, output, "--batch-size", "7", "--condition", "sex=resampled") == 0
+    rows = read_manifest(output)
+    written = [int(row["output"].rsplit(" ", 1)[1]) for row in rows]
+    assert sorted(written) == list(range(1, 41)) and written != list(range(1, 41))
+    released = pd.read_csv(output / "privatized.csv")
+    for row, position in zip(rows, written):  # each manifest row points at its own released row
+        assert f"sex={released['sex'][position - 1]}" == row["released_condition"]
+    assert "Rows are written in an order drawn at random" in (output / "guarantee.txt").read_text(encoding="utf-8")
+
+
 def test_csv_keeps_the_inputs_column_order(table_model, tmp_path):
     source = tmp_path / "rows.csv"
     table_frame(5)[["sex", "note", "bmi", "age"]].to_csv(source, index=False)  # a condition column first
@@ -405,6 +423,25 @@ def test_an_interrupted_run_says_so_in_the_terms_that_travel_with_its_files(imag
     terms = (tmp_path / "out" / "guarantee.txt").read_text(encoding="utf-8")
     assert terms.startswith("Partial run: interrupted after 4 privatized input(s)")
     assert "holds a partial run" in capsys.readouterr().err
+    # stopped inside a batch, after some of its files were written: the files on disk are the ones listed
+    calls.clear()
+    encode = archive.png_bytes
+
+    def stopped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(archive, "to_model_input", prepare)
+    monkeypatch.setattr(archive, "png_bytes", stopped)
+    output = tmp_path / "out2"
+    assert run(image_model, source, output, "--batch-size", "4", "--condition", "label=resampled") == \
+        archive.EXIT_INTERRUPTED
+    listed = [row["output"] for row in read_manifest(output) if row["status"] == "privatized"]
+    assert sorted(p.relative_to(output).as_posix() for p in output.rglob("*.png")) == sorted(listed)
+    assert len(listed) == 0  # the first batch of 4 stopped at its third file
+
     from cadp.hub import load_folder
 
     with pytest.raises(archive.UsageError, match="given twice"):  # a second one was silently the one used
