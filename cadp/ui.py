@@ -307,7 +307,8 @@ def record_key(data: bytes) -> str:
 
 def ledger() -> dict[str, LedgerEntry]:
     """This session's ledger: one entry per record, keyed by the record's content as the model sees it (an
-    image's pixels, a table row's values), so that a record uploaded again, re-encoded or twice adds up."""
+    image's model-input pixels, a table row's values), so that the same record uploaded again, in another
+    lossless file format or twice adds up (a resized or re-compressed copy is another record here)."""
     return st.session_state.setdefault("privacy_ledger", {})
 
 
@@ -328,12 +329,12 @@ def charge_rows(table_key: str, name: str, rows, mechanism: Mechanism, condition
                 seeded: bool = False) -> None:
     """Record one release of each row of ``rows`` (the model's columns, as released) as a record of its own.
 
-    Rows are recognized by their values: a row in two tables, in two encodings of one table, or twice in one
-    table adds up. The ledger shows the table by its most-released row.
+    Rows are recognized by their values (in any column order): a row in two tables, in two encodings of one
+    table, or twice in one table adds up. The ledger shows a table by the most any of its rows has cost.
     """
     from cadp.train import row_hashes
 
-    counts = Counter(f"row {value:016x}" for value in row_hashes(rows, tuple(rows.columns)))
+    counts = Counter(f"row {value:016x}" for value in row_hashes(rows, tuple(sorted(rows.columns))))
     for key, count in counts.items():
         _add(ledger().setdefault(key, LedgerEntry(name)), mechanism, condition_epsilon, count, seeded)
     st.session_state.setdefault(LEDGER_TABLES, {})[table_key] = (name, len(rows), list(counts))
@@ -387,12 +388,27 @@ def ledger_lines() -> list[str]:
              for key, entry in entries.items() if not key.startswith("row ")]
     for name, count, keys in st.session_state.get(LEDGER_TABLES, {}).values():
         rows = [entries[key] for key in keys]
-        worst = max(rows, key=lambda entry: (entry.releases, entry.epsilon, entry.metric_units, entry.informal))
-        uneven = any(entry.releases != worst.releases for entry in rows) or count != len(rows)
-        lines.append(f"**each row of {name} ({count} rows)** — "
-                     + ("the most-released row (also in other releases, or repeated in the table): "
-                        if uneven else "") + f"{worst.releases} release(s): {_entry_text(worst)}")
+        most = _most(rows)  # each quantity's largest value over the rows: what no row of the table exceeds
+        if count == len(rows) and all(_costs(entry) == _costs(rows[0]) for entry in rows):
+            lines.append(f"**each row of {name} ({count} rows)** — {most.releases} release(s): {_entry_text(most)}")
+        else:
+            lines.append(f"**each row of {name} ({count} rows)** — rows differ (some also in other releases, or "
+                         f"repeated in the table); at most {most.releases} release(s) and {_entry_text(most)} for "
+                         "a row")
     return lines
+
+
+def _costs(entry: LedgerEntry) -> tuple:
+    return (entry.releases, entry.epsilon, entry.delta, entry.metric_units, entry.metric_condition_epsilon,
+            entry.informal, entry.informal_condition_epsilon, entry.seeded)
+
+
+def _most(entries: list[LedgerEntry]) -> LedgerEntry:
+    most = LedgerEntry(entries[0].name)
+    for field_name in ("releases", "epsilon", "delta", "metric_units", "metric_condition_epsilon", "informal",
+                       "informal_condition_epsilon", "seeded"):
+        setattr(most, field_name, max(getattr(entry, field_name) for entry in entries))
+    return most
 
 
 def render_ledger() -> None:
@@ -405,9 +421,10 @@ def render_ledger() -> None:
         st.caption("No record released yet in this session.")
     st.caption("Composition: releasing a record n times costs n · ε_total, with ε_total = ε_latent + Σ ε_conditions "
                "(basic composition). metric is counted per unit of latent L1 distance; paper releases carry "
-               "no formal guarantee. A record is recognized by what the model sees (an image's pixels after "
-               "resizing, or their negative; a row's values), whatever the file: a record edited elsewhere (cropped, "
-               "resized another way, a value changed) counts as another.")
+               "no formal guarantee. A record is recognized by what the model sees: an image when its model input "
+               "is the same pixels (or their negative), a table row when its values are the same. A record that was "
+               "resized, cropped, re-saved as JPEG or edited elsewhere counts as another, so it is not added up "
+               "here: keep track of such copies yourself.")
 
 
 # --------------------------------------------------------------------------- privacy controls

@@ -773,8 +773,28 @@ def test_the_ledger_counts_a_table_row_in_every_table_and_encoding_it_came_in():
     twice = pd.concat([held_out.head(40), held_out.head(40)]).to_csv(index=False).encode()  # each row twice
     at.file_uploader(key="table_upload").set_value(("twice.csv", twice, "text/csv")).run()
     at.button(key="table_privatize").click().run()
-    assert "**each row of twice.csv (80 rows)** — the most-released row (also in other releases, or repeated in " \
-           "the table): 4 release(s): ε = 8" in ledger(clean(at)), ledger(at)
+    assert "**each row of twice.csv (80 rows)** — rows differ (some also in other releases, or repeated in the " \
+           "table); at most 4 release(s) and ε = 8 for a row" in ledger(clean(at)), ledger(at)
+    reordered = held_out[held_out.columns[::-1]].to_csv(index=False).encode()  # the columns in another order
+    at.file_uploader(key="table_upload").set_value(("reordered.csv", reordered, "text/csv")).run()
+    at.button(key="table_privatize").click().run()
+    assert "**each row of diabetes (held-out rows) (88 rows)** — rows differ (some also in other releases, or " \
+           "repeated in the table); at most 5 release(s) and ε = 10 for a row" in ledger(clean(at)), ledger(at)
+
+
+def test_a_tables_ledger_line_shows_the_most_any_of_its_rows_cost():
+    from cadp import ui
+    from cadp.mechanisms import make_mechanism
+
+    state = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ui.st, "session_state", state)
+        rows = pd.DataFrame({"a": range(10), "b": [1.5] * 10})
+        ui.charge_rows("t", "t.csv", rows, make_mechanism("laplace", 0.1, temperature=0.7))
+        ui.charge_rows("t", "t.csv", rows, make_mechanism("laplace", 0.1, temperature=0.7))
+        ui.charge_rows("u", "u.csv", rows.iloc[3:5], make_mechanism("laplace", 1000, temperature=0.7))
+        lines = ui.ledger_lines()
+    assert "at most 3 release(s) and ε = 1000.2 for a row" in lines[0], lines  # not the 0.2 of most of its rows
 
 
 def test_a_release_is_shown_only_with_its_model_and_says_when_the_choices_changed(weights, tmp_path, monkeypatch):
