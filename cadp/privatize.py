@@ -115,8 +115,9 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
                          f"distance + epsilon = {conditions:g} for conditions.")
         elif mechanism.formal:
             parts.append(f"Total epsilon of this release (basic composition): {total_epsilon(mechanism, handlings):g}.")
-    if seed is not None:
-        parts.append(f"Noise from a fixed seed ({NOT_PRIVATE_SEED}).")
+    if seed is not None:  # said first: what follows holds only for noise nobody can reproduce
+        parts.insert(0, f"NOT PRIVATE: noise from a fixed seed ({NOT_PRIVATE_SEED}); anyone with the seed can "
+                        "remove it, and the terms below hold only for noise drawn unpredictably.")
     elif origin == "caller":
         parts.append(f"Noise from a generator given by the caller: {CALLER_GENERATOR}.")
     return " ".join(parts)

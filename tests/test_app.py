@@ -540,6 +540,7 @@ def test_a_table_that_does_not_fit_the_model_says_why_and_extra_columns_are_left
     unseen.loc[unseen.index[0], "sex"] = 3
     warnings = upload(unseen)
     assert any("column 'sex' has value(s) the model never saw: 3 (it knows 1, 2)" in w for w in warnings), warnings
+    assert not any("does not match" in w for w in upload(held_out.head(1)))  # one patient's row: the model's kinds
     extra = held_out.assign(patient_id=range(1000, 1000 + len(held_out)))  # not the model's: left out, not fitted
     assert not any("does not match" in w for w in upload(extra))
     assert any(s.value.startswith("The table fits the model") for s in at.success)

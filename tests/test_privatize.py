@@ -308,3 +308,12 @@ def test_cells_read_as_the_training_mean_are_named_in_the_notes():
                             f"chol: 1 cell(s) empty, not a number or infinite, read as the training mean {chol:.4g}"]
     assert np.isfinite(result.noisy_latent).all()  # an infinite cell never reaches the latent
     assert privatize(model, load_table("heart").frame.head(3), None, mech(epsilon=1.0, temperature=0.7)).notes == []
+
+
+def test_a_seeded_release_says_first_that_it_is_not_private(tiny_image_model, digits):
+    from cadp.mechanisms import make_mechanism
+
+    pixels, labels = digits
+    result = privatize(tiny_image_model, pixels[:2], labels[:2], make_mechanism("laplace", 1, temperature=0.7),
+                       seed=3)
+    assert result.guarantee.startswith("NOT PRIVATE: noise from a fixed seed (not private: reproducible seed)")

@@ -180,7 +180,8 @@ def show_result(loaded, state, changed: bool) -> None:
                            compare.batch_zip(state["files"], state["manifest"], ui.release_terms(result)),
                            file_name="cadp-privatized.zip", mime="application/zip", key="download_zip")
     if state["handling"] == "kept":
-        st.caption("Downloaded files keep your file names (…-private.png): rename them before sharing if a name "
+        suffix = "-not-private.png" if state["files"][0][0].endswith("-not-private.png") else "-private.png"
+        st.caption(f"Downloaded files keep your file names (…{suffix}): rename them before sharing if a name "
                    "identifies a patient. The guarantee covers the image content, not file names.")
     else:
         st.caption("Downloaded files are numbered in an order drawn at random: with a label that is not kept, "
@@ -211,7 +212,7 @@ def page(loaded) -> None:
                    f"cost {ui.cost_text(extra, handling.cost)}.")
     # a release is shown with the model and the inputs (pixels as prepared: inversion included) it was made of
     made_of = (loaded.config.name, loaded.origin, ui.record_key(b"".join(r.pixels.tobytes() for r in records)))
-    choices = (tuple(int(label) for label in labels), handling, settings.summary, strip, gallery)
+    choices = (tuple(int(label) for label in labels), handling, settings.summary)  # (the strip and gallery: extras)
     if st.button("Privatize", type="primary", key="image_privatize"):
         st.session_state[RESULT] = release(loaded, records, labels, handling, settings, strip, gallery)
         st.session_state[RESULT].update(made_of=made_of, choices=choices)

@@ -31,10 +31,10 @@ def rows_seen_in_training(table_key: str, model: tuple, _config, _frame) -> int 
     return count(_config, _frame)
 
 
-@st.cache_resource
 def fitted_models() -> dict:
-    """Models fitted on uploads, kept in memory by content hash (never written to disk); at most 4."""
-    return {}
+    """Models fitted on this session's uploads, by content hash (never written to disk, never shared with another
+    session); at most 2, and gone with the session."""
+    return st.session_state.setdefault("table_fitted_models", {})
 
 
 def fitted_model(key: tuple, frame, progress=None):
@@ -45,7 +45,7 @@ def fitted_model(key: tuple, frame, progress=None):
         _content_hash, conditions, kinds, steps = key
         model = fit_tabular(frame, list(conditions), name="fitted on upload", dataset="upload", kinds=dict(kinds),
                             steps=steps, progress=progress)
-        while len(store) >= 4:
+        while len(store) >= 2:
             store.pop(next(iter(store)))
         store[key] = model
     return store[key]
@@ -80,8 +80,10 @@ def choose_table(loaded):
     return csv.frame, upload.name, ui.record_key(data), defaults, csv.csv_format
 
 
-def choose_schema(frame: pd.DataFrame, identity: str) -> dict[str, str]:
-    inferred = [infer_column_kind(frame[c]) for c in frame.columns]
+def choose_schema(frame: pd.DataFrame, identity: str, model_kinds: dict[str, str]) -> dict[str, str]:
+    """Column kinds: the chosen model's for its columns (a few rows cannot tell a number from a category), else
+    inferred; editable."""
+    inferred = [model_kinds.get(c) or infer_column_kind(frame[c]) for c in frame.columns]
     schema = pd.DataFrame({"column": list(frame.columns), "inferred": inferred, "type": inferred})
     edited = st.data_editor(schema, disabled=["column", "inferred"], hide_index=True, key=f"table_schema_{identity}",
                             column_config={"type": st.column_config.SelectboxColumn(
@@ -198,7 +200,8 @@ def page(loaded) -> None:
     # multiselect keeps its value in the browser when only its options change)
     identity = ui.record_key(repr((key, tuple(default_conditions))).encode())
     with st.expander("Schema (inferred column types; change them if needed)"):
-        kinds = choose_schema(frame, identity)
+        kinds = choose_schema(frame, identity, {} if loaded is None else {
+            c["name"]: c["kind"] for c in loaded.config.data_encoder["columns"] + loaded.config.condition_encoder["columns"]})
     st.header("2 · Condition columns (kept, randomized or resampled)")
     categorical = [c for c in frame.columns if kinds[c] == "categorical"]
     conditions = st.multiselect("Columns released as conditions (must be categorical)", categorical,
@@ -215,7 +218,8 @@ def page(loaded) -> None:
                               conditions_kept=all(h.handling == "kept" for h in handlings.values()),
                               release_batch=len(frame))
     # a release is shown with the table and the model it was made of (another model: not shown)
-    made_of = (key, model.config.name, loaded.origin if loaded is not None and model is loaded.model else "fitted here")
+    made_of = (key, model.config.name, loaded.origin if loaded is not None and model is loaded.model
+               else ("fitted here", st.session_state.get("table_fitted")))  # which fit: steps included
     choices = (tuple(sorted(kinds.items())), tuple(handlings.items()), settings.summary)
     if st.button("Privatize table", type="primary", key="table_privatize"):
         with st.spinner("Privatizing…"):
