@@ -315,6 +315,11 @@ COPIED_NAMES_NOTE = ("File and folder names are copied from the input: they are 
                      "Rename any that identify a person, or run again with --neutral-names.")
 SHUFFLED_ROWS_NOTE = (f"Rows are written in an order drawn at random (a condition that is not kept would show "
                       f"through the input's order); {MANIFEST_NAME} maps them to the inputs.")
+def _order_from_seed(seed: int | None) -> str:
+    return "" if seed is None else (f" With --seed {seed} the order is drawn from the seed: anyone with it can "
+                                    "reproduce it (not private: reproducible seed).")
+
+
 NEUTRAL_NAMES_NOTE = (f"Files are numbered, in an order drawn at random, in folders named by the released label; "
                       f"{MANIFEST_NAME} maps them to the inputs.")
 
@@ -398,7 +403,8 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
                         outcome[id(item)] = ("", str(error), "")
                 if not guarantee_written:
                     write_guarantee(output, result.guarantee,
-                                    COPIED_NAMES_NOTE if settings.names_copied else NEUTRAL_NAMES_NOTE)
+                                    COPIED_NAMES_NOTE if settings.names_copied
+                                    else NEUTRAL_NAMES_NOTE + _order_from_seed(settings.seed))
                     guarantee_written = True
         for item in pending:
             if not isinstance(item, PendingImage):
@@ -533,7 +539,8 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                     else:
                         out.write(safe_csv_bytes(frame, header=first_chunk, delimiter=delimiter, decimal=decimal))
                     if first_chunk:
-                        write_guarantee(output, result.guarantee, SHUFFLED_ROWS_NOTE if shuffled else "")
+                        write_guarantee(output, result.guarantee,
+                                        SHUFFLED_ROWS_NOTE + _order_from_seed(settings.seed) if shuffled else "")
                     first_chunk = False
                     released = {position: _conditions(frame, index, config.condition_columns)
                                 for index, position in enumerate(good)}

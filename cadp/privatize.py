@@ -355,8 +355,8 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
     notes = [f"{name}: {count} cell(s) empty, not a number or infinite, read as the training mean "
              f"{model.data_encoder.spec(name).mean:.4g}" for name, count in filled.items()]
     if len(keep) < len(columns):
-        notes.append(f"column(s) the model does not have, left out of the release: "
-                     f"{[c for c in columns if c not in decoded]}")
+        notes.append("column(s) the model does not have, left out of the release: "
+                     + ", ".join(repr(c) for c in columns if c not in decoded))
     return PrivatizationResult(
         original=rows, reconstruction=reconstruction, privatized=output, latent=latent, noisy_latent=noisy,
         condition=true_values, released_condition=released_values,

@@ -55,8 +55,14 @@ CHECKPOINT_PATH = Path("checkpoint") / "training.safetensors"  # inside the outp
 def recorded_command(module: str, arguments: list[str]) -> str:
     """The command line to write into a model card or eval.json: shell-quoted, and absolute paths shortened to
     their last part (they name the machine's folders, e.g. a user's home, and the card may be published)."""
-    shown = [Path(argument).name if argument.startswith(("/", "~")) and len(argument) > 1 else argument
-             for argument in map(str, arguments)]
+    def shortened(value: str) -> str:
+        local = value.startswith(("/", "~")) or ".." in Path(value).parts  # absolute, or climbing out of the cwd
+        return Path(value).name if local and len(value) > 1 else value
+
+    shown = []
+    for argument in map(str, arguments):
+        option, equals, value = argument.partition("=")
+        shown.append(f"{option}={shortened(value)}" if equals and option.startswith("--") else shortened(argument))
     return shlex.join(["python", "-m", module, *shown])
 
 

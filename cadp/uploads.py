@@ -699,7 +699,7 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int) -
             continue
         only = values.iloc[0].item() if hasattr(values.iloc[0], "item") else values.iloc[0]  # 7, not np.int64(7)
         if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-            if values.nunique() == 1:
+            if values.nunique() == 1 and len(frame) > 1:  # (a one-row table: every column has one value)
                 notes.append(f"column {name!r} has one value ({only!r}) in every row: kept, "
                              "but it carries no information")
             elif len(values) > IDENTIFIER_MIN_DISTINCT and values.nunique() == len(values) \
@@ -730,8 +730,9 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int) -
                          "stores each of them and a release can contain them; if they name people or records, "
                          "remove the column from the file")
         if distinct == 1:
-            notes.append(f"column {name!r} has one value ({only!r}) in every row: kept, "
-                         "but it carries no information")
+            if len(frame) > 1:
+                notes.append(f"column {name!r} has one value ({only!r}) in every row: kept, "
+                             "but it carries no information")
         elif numeric_share >= NUMBER_SHARE:  # a measurement with a few words ("<0.5", "n/a"): as categories its
             frame[name] = _as_numbers(series, name, notes, "holds numbers")  # values would be stored in the model
         elif numeric_share >= 0.5:

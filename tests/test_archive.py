@@ -462,6 +462,7 @@ def test_condition_handling_options_randomize_labels_and_add_their_epsilon(image
         sorted(row["output"] for row in rows)
     terms = (tmp_path / "out" / "guarantee.txt").read_text(encoding="utf-8")
     assert "not part of the release" in terms and "Files are numbered, in an order drawn at random," in terms
+    assert "With --seed 3 the order is drawn from the seed: anyone with it can reproduce it" in terms
     kept = tmp_path / "kept"
     assert run(image_model, source, kept, "--seed", "3") == 0
     assert {row["output"] for row in read_manifest(kept)} == {f"0/{i}.png" for i in range(12)}  # kept: mirrored

@@ -576,6 +576,8 @@ def test_recorded_commands_are_quoted_and_name_no_local_folders():
     command = recorded_command("cadp.train", ["--dataset", "/home/dr x/pätients 2024.csv", "--out", "m y",
                                               "--width", "8"])
     assert command == "python -m cadp.train --dataset 'pätients 2024.csv' --out 'm y' --width 8"
+    assert recorded_command("cadp.train", ["--dataset=/home/alice/rows.csv", "--out", "../../home/alice/m"]) == \
+        "python -m cadp.train --dataset=rows.csv --out m"
 
 
 def test_training_cli_refuses_an_output_path_that_is_a_file_and_an_unknown_device(tmp_path, capsys):

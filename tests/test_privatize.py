@@ -273,7 +273,7 @@ def test_released_rows_keep_the_callers_index_and_name_left_out_columns():
     result = privatize(model, rows, None, mech(epsilon=1.0, temperature=0.7), seed=0)
     assert list(result.privatized_frame.index) == ["p1", "p2", "p3"] == list(result.reconstruction_frame.index)
     assert list(rows.index) == ["p1", "p2", "p3"] and "note" in rows  # the caller's frame is untouched
-    assert result.notes == ["column(s) the model does not have, left out of the release: ['note']"]
+    assert result.notes == ["column(s) the model does not have, left out of the release: 'note'"]
     conditions = rows[["target", "sex"]]
     with pytest.raises(InputError, match="in both the rows and the condition frame"):
         privatize(model, rows, conditions, mech(epsilon=1.0, temperature=0.7))
