@@ -315,6 +315,8 @@ COPIED_NAMES_NOTE = ("File and folder names are copied from the input: they are 
                      "Rename any that identify a person, or run again with --neutral-names.")
 SHUFFLED_ROWS_NOTE = (f"Rows are written in an order drawn at random (a condition that is not kept would show "
                       f"through the input's order); {MANIFEST_NAME} maps them to the inputs.")
+
+
 def _order_from_seed(seed: int | None) -> str:
     return "" if seed is None else (f" With --seed {seed} the order is drawn from the seed: anyone with it can "
                                     "reproduce it (not private: reproducible seed).")
