@@ -518,6 +518,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                 chunk = chunk[[c for c in columns if c in needed]].reset_index(drop=True)  # the input's order
                 if delimiter != ",":  # decimal commas, wherever in the file they start
                     chunk = _dot_decimals(chunk, config.data_columns)
+                chunk = _numeric_conditions(model, chunk)
                 numbers = list(range(row_number + 1, row_number + len(chunk) + 1))
                 row_number += len(chunk)
                 progress.update(len(chunk))
@@ -592,6 +593,27 @@ def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str],
         return "."  # reading the chunks says what is wrong
     head.columns = columns
     return "," if decimal_comma_columns(head[[c for c in columns if c in numeric]]) else "."
+
+
+def _numeric_conditions(model, chunk: pd.DataFrame) -> pd.DataFrame:
+    """Condition cells that are numbers written as text, as numbers, where the model's categories are numbers: one
+    text cell ('x') makes pandas read a chunk's whole column as text, and '2' is not the category 2."""
+    for spec in model.condition_encoder.columns:
+        numeric = spec.categories and all(isinstance(c, int | float) and not isinstance(c, bool)
+                                          for c in spec.categories)
+        if numeric and spec.name in chunk.columns and not pd.api.types.is_numeric_dtype(chunk[spec.name]):
+            chunk[spec.name] = chunk[spec.name].astype(object).map(_number_or_text)
+    return chunk
+
+
+def _number_or_text(value):
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return value
+        return int(number) if number.is_integer() else number
+    return value
 
 
 def _dot_decimals(chunk: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:

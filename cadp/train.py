@@ -524,6 +524,8 @@ def row_hashes(rows: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
 
 
 def _cell_text(value) -> str:
+    if value is None or value is pd.NA or value == "" or (isinstance(value, float) and math.isnan(value)):
+        return ""  # a missing cell, however it is written
     try:
         return repr(float(value))
     except (TypeError, ValueError):

@@ -334,10 +334,14 @@ def charge_rows(table_key: str, name: str, rows, mechanism: Mechanism, condition
     """
     from cadp.train import row_hashes
 
+    if rows.empty:
+        return
     counts = Counter(f"row {value:016x}" for value in row_hashes(rows, tuple(sorted(rows.columns))))
     for key, count in counts.items():
         _add(ledger().setdefault(key, LedgerEntry(name)), mechanism, condition_epsilon, count, seeded)
-    st.session_state.setdefault(LEDGER_TABLES, {})[table_key] = (name, len(rows), list(counts))
+    tables = st.session_state.setdefault(LEDGER_TABLES, {})
+    earlier = tables.get(table_key, (name, 0, []))[2]  # released before with other columns (another model): kept
+    tables[table_key] = (name, len(rows), list(dict.fromkeys(earlier + list(counts))))
 
 
 def _add(entry: LedgerEntry, mechanism: Mechanism, condition_epsilon: float, releases: int,
@@ -363,18 +367,26 @@ def cost_text(mechanisms: list[Mechanism], condition_epsilon: float = 0.0) -> st
     return _entry_text(entry)
 
 
+def _up(value: float, digits: int = 6) -> str:
+    """``value`` to ``digits`` significant digits, rounded up: a ledger never shows less than was spent."""
+    if value <= 0 or not math.isfinite(value):
+        return f"{value:g}"
+    step = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
+    return f"{math.ceil(value / step * (1 - 1e-12)) * step:.{digits}g}"
+
+
 def _entry_text(entry: LedgerEntry) -> str:
     parts = []
     if entry.epsilon:
-        parts.append(f"ε = {entry.epsilon:g}" + (f", δ = {entry.delta:.2g}" if entry.delta else ""))
+        parts.append(f"ε = {_up(entry.epsilon)}" + (f", δ = {_up(entry.delta, 2)}" if entry.delta else ""))
     if entry.metric_units:
-        text = f"{entry.metric_units:g} per unit of latent distance (ε·d)"
+        text = f"{_up(entry.metric_units)} per unit of latent distance (ε·d)"
         if entry.metric_condition_epsilon:
-            text += f" + ε = {entry.metric_condition_epsilon:g} for conditions"
+            text += f" + ε = {_up(entry.metric_condition_epsilon)} for conditions"
         parts.append(text)
     if entry.informal:
         parts.append(f"{entry.informal} paper release(s): no formal guarantee"
-                     + (f" (their randomized conditions: ε = {entry.informal_condition_epsilon:g})"
+                     + (f" (their randomized conditions: ε = {_up(entry.informal_condition_epsilon)})"
                         if entry.informal_condition_epsilon else ""))
     if entry.seeded:
         parts.append(f"{entry.seeded} with a fixed seed: not private")
@@ -387,7 +399,9 @@ def ledger_lines() -> list[str]:
              + f" — {entry.releases} release(s): {_entry_text(entry)}"
              for key, entry in entries.items() if not key.startswith("row ")]
     for name, count, keys in st.session_state.get(LEDGER_TABLES, {}).values():
-        rows = [entries[key] for key in keys]
+        rows = [entries[key] for key in keys if key in entries]
+        if not rows:
+            continue
         most = _most(rows)  # each quantity's largest value over the rows: what no row of the table exceeds
         if count == len(rows) and all(_costs(entry) == _costs(rows[0]) for entry in rows):
             lines.append(f"**each row of {name} ({count} rows)** — {most.releases} release(s): {_entry_text(most)}")

@@ -618,7 +618,8 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
 
 # a number as European spreadsheets write it: 1,5  -,5  1.234,5  1,5e1 (thousands dots, a decimal comma)
 DECIMAL_COMMA = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d*)(?:,\d+)?(?:[eE][+-]?\d+)?")
-NUMBER_SHARE = 0.9  # a text column whose non-empty cells are at least this share numbers is read as numbers
+NUMBER_SHARE = 0.9  # a text column whose non-empty cells are at least this share numbers is read as numbers ...
+NOT_A_MEASUREMENT = re.compile(r"\s*[<>≤≥]=?\s*[\d.,]+\s*|[^\d]*")  # ... when the rest are words or "<0.5"
 
 
 def comma_number(value):
@@ -676,7 +677,8 @@ IDENTIFIER_DISTINCT_SHARE = 0.5  # ... that are at least this share of its rows 
 # each repeats (one row per visit): as categories they would be stored in the model and could be released
 IDENTIFIER_SHAPES = {
     "dates": re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?:[ T].*)?|\d{1,2}[./]\d{1,2}[./]\d{2,4}(?: .*)?"),
-    "record numbers": re.compile(r"\S*\d{4,}\S*"),
+    # 5+ digits in a row (MRN100000, 0012345678); not lab codes such as LOINC's 6690-0 or 10331-7
+    "record numbers": re.compile(r"(?!\d{1,5}-\d$)\S*\d{5,}\S*"),
 }
 IDENTIFIER_SHAPE_SHARE = 0.9
 
@@ -733,8 +735,10 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int) -
             if len(frame) > 1:
                 notes.append(f"column {name!r} has one value ({only!r}) in every row: kept, "
                              "but it carries no information")
-        elif numeric_share >= NUMBER_SHARE:  # a measurement with a few words ("<0.5", "n/a"): as categories its
-            frame[name] = _as_numbers(series, name, notes, "holds numbers")  # values would be stored in the model
+        elif numeric_share >= NUMBER_SHARE and values[numbers.isna()].astype(str).str.fullmatch(NOT_A_MEASUREMENT).all():
+            # a measurement with a few words ("<0.5", "n/a"): as categories its values would be stored in the model
+            # (codes with letters and digits, such as ICD's V58.67, stay categories)
+            frame[name] = _as_numbers(series, name, notes, "holds numbers")
         elif numeric_share >= 0.5:
             notes.append(f"column {name!r} mixes numbers and text ({int(numbers.isna().sum())} of {len(values)} values "
                          "are not numbers): treated as categories")

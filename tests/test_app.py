@@ -797,6 +797,20 @@ def test_a_tables_ledger_line_shows_the_most_any_of_its_rows_cost():
         lines = ui.ledger_lines()
     assert "at most 3 release(s) and ε = 1000.2 for a row" in lines[0], lines  # not the 0.2 of most of its rows
 
+    state = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ui.st, "session_state", state)
+        table = pd.DataFrame({"age": [53.0, 60.0], "sex": [1, 2], "extra": ["a", "b"]})
+        ui.charge_rows("K", "t.csv", table[["age", "sex"]], make_mechanism("laplace", 1000, temperature=0.7))
+        ui.charge_rows("K", "t.csv", table, make_mechanism("laplace", 1, temperature=0.7))  # another model's columns
+        ui.charge_rows("E", "empty.csv", table.iloc[:0], make_mechanism("laplace", 1, temperature=0.7))
+        for missing in (np.nan, None, ""):  # a missing cell however it is written: one record
+            ui.charge_rows(f"M{missing!r}", "m.csv", pd.DataFrame({"age": [missing], "sex": ["m"]}, dtype=object),
+                           make_mechanism("gaussian", 1, delta=1.449e-5, temperature=0.7))
+        lines = ui.ledger_lines()
+    assert "at most 1 release(s) and ε = 1000 for a row" in lines[0], lines  # the earlier release still counts
+    assert len(lines) == 4 and all("3 release(s): ε = 3, δ = 4.4e-05" in line for line in lines[1:]), lines
+
 
 def test_a_release_is_shown_only_with_its_model_and_says_when_the_choices_changed(weights, tmp_path, monkeypatch):
     import shutil

@@ -272,6 +272,17 @@ def test_csv_rows_are_written_in_a_random_order_when_a_condition_is_not_kept(tab
     assert "Rows are written in an order drawn at random" in (output / "guarantee.txt").read_text(encoding="utf-8")
 
 
+def test_one_bad_condition_cell_costs_its_row_only_whatever_the_batch(table_model, tmp_path):
+    frame = table_frame(20).astype({"sex": object})
+    frame.loc[[3, 9, 15], "sex"] = [3, None, "x"]
+    source = tmp_path / "rows.csv"
+    frame.to_csv(source, index=False)
+    for batch in ("1", "7", "1000"):
+        assert run(table_model, source, tmp_path / f"out{batch}", "--batch-size", batch) == 0
+        statuses = [row["status"] for row in read_manifest(tmp_path / f"out{batch}")]
+        assert statuses.count("privatized") == 17, (batch, statuses)
+
+
 def test_csv_keeps_the_inputs_column_order(table_model, tmp_path):
     source = tmp_path / "rows.csv"
     table_frame(5)[["sex", "note", "bmi", "age"]].to_csv(source, index=False)  # a condition column first

@@ -492,6 +492,11 @@ def test_numbers_with_a_few_words_are_numbers_and_european_numbers_in_every_form
                            + "\n").encode())
     assert lab.frame["crp"].dtype == np.float64 and lab.frame["crp"].isna().sum() == 1
     assert any("'crp' holds numbers; 1 cell(s) that are not numbers ('<0.5') read as empty" in n for n in lab.notes)
+    codes = read_csv_upload(("icd,loinc,x\n" + "\n".join(
+        f"{'V58.67' if i == 4 else f'{250 + i % 30}.{i % 10}'},{10000 + i % 25}-7,{i % 2}" for i in range(60))
+        + "\n").encode())
+    assert list(codes.frame.columns) == ["icd", "loinc", "x"]  # codes stay categories; lab codes are no record numbers
+    assert codes.frame["icd"].tolist()[4] == "V58.67"
 
 
 def test_a_download_is_written_in_the_uploads_format():
