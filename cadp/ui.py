@@ -412,16 +412,18 @@ def ledger_lines() -> list[str]:
     return lines
 
 
+COST_FIELDS = ("releases", "epsilon", "delta", "metric_units", "metric_condition_epsilon", "informal",
+               "informal_condition_epsilon", "seeded")  # what a LedgerEntry counts (not its names)
+
+
 def _costs(entry: LedgerEntry) -> tuple:
-    return (entry.releases, entry.epsilon, entry.delta, entry.metric_units, entry.metric_condition_epsilon,
-            entry.informal, entry.informal_condition_epsilon, entry.seeded)
+    return tuple(getattr(entry, name) for name in COST_FIELDS)
 
 
 def _most(entries: list[LedgerEntry]) -> LedgerEntry:
     most = LedgerEntry(entries[0].name)
-    for field_name in ("releases", "epsilon", "delta", "metric_units", "metric_condition_epsilon", "informal",
-                       "informal_condition_epsilon", "seeded"):
-        setattr(most, field_name, max(getattr(entry, field_name) for entry in entries))
+    for name in COST_FIELDS:
+        setattr(most, name, max(getattr(entry, name) for entry in entries))
     return most
 
 

@@ -420,32 +420,27 @@ def test_numbered_outputs_do_not_follow_the_inputs_sorted_into_class_folders(ima
 def test_an_interrupted_run_says_so_in_the_terms_that_travel_with_its_files(image_model, tmp_path, monkeypatch,
                                                                             capsys):
     source = make_folder(tmp_path / "in", {f"0/{i}.png": image_file(i) for i in range(6)})
-    calls = []
     prepare = archive.to_model_input
 
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        return prepare(*args, **kwargs)
+    def interrupted_at(call: int, function):
+        """``function``, but Ctrl-C on its ``call``-th call."""
+        calls = []
 
-    monkeypatch.setattr(archive, "to_model_input", interrupted)
+        def wrapped(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == call:
+                raise KeyboardInterrupt
+            return function(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(archive, "to_model_input", interrupted_at(5, prepare))
     assert run(image_model, source, tmp_path / "out", "--batch-size", "2") == archive.EXIT_INTERRUPTED
     terms = (tmp_path / "out" / "guarantee.txt").read_text(encoding="utf-8")
     assert terms.startswith("Partial run: interrupted after 4 privatized input(s)")
     assert "holds a partial run" in capsys.readouterr().err
     # stopped inside a batch, after some of its files were written: the files on disk are the ones listed
-    calls.clear()
-    encode = archive.png_bytes
-
-    def stopped(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return encode(*args, **kwargs)
-
     monkeypatch.setattr(archive, "to_model_input", prepare)
-    monkeypatch.setattr(archive, "png_bytes", stopped)
+    monkeypatch.setattr(archive, "png_bytes", interrupted_at(3, archive.png_bytes))
     output = tmp_path / "out2"
     assert run(image_model, source, output, "--batch-size", "4", "--condition", "label=resampled") == \
         archive.EXIT_INTERRUPTED
