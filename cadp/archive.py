@@ -568,19 +568,29 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                            f"after row {row_number} (a row with more fields than the header?)")
         finally:
             add_caution(output, training_data_caution(config, path.name, seen))  # an interrupted run's too
-        if held_frames:
-            order = np.random.default_rng(settings.seed).permutation(written) if settings.seed is not None \
-                else np.random.default_rng(random.SystemRandom().getrandbits(128)).permutation(written)
-            out.write(safe_csv_bytes(pd.concat(held_frames, ignore_index=True).iloc[order], delimiter=delimiter,
-                                     decimal=decimal))
-            row_of = np.empty(written, dtype=np.int64)
-            row_of[order] = np.arange(1, written + 1)
-            for index, (name, cells) in enumerate(held_rows):
-                manifest.row(name, **{**cells, "output": f"{PRIVATIZED_CSV_NAME} row {row_of[index]}"})
-            manifest.flush()
+            if held_rows:  # an interrupted run's too: the rows released so far are not lost
+                _write_held_rows(out, held_frames, held_rows, settings.seed, manifest, delimiter, decimal)
     if filled_rows:
         print(f"warning: {filled_rows} row(s) had empty cells or cells that are not numbers, read as the training "
               f"mean: the preprocessing column of {MANIFEST_NAME} names them", file=sys.stderr)
+
+
+def _write_held_rows(out, frames: list[pd.DataFrame], rows: list[tuple[str, dict]], seed: int | None,
+                     manifest: Manifest, delimiter: str, decimal: str) -> None:
+    """Write held released rows in an order drawn at random, and their manifest rows pointing at them.
+
+    A run stopped inside a chunk may hold a frame whose manifest rows were not all added: only the rows
+    that have one are written (a chunk's released rows and its manifest rows are in the same order)."""
+    count = len(rows)
+    order = np.random.default_rng(seed).permutation(count) if seed is not None \
+        else np.random.default_rng(random.SystemRandom().getrandbits(128)).permutation(count)
+    out.write(safe_csv_bytes(pd.concat(frames, ignore_index=True).iloc[:count].iloc[order], delimiter=delimiter,
+                             decimal=decimal))
+    row_of = np.empty(count, dtype=np.int64)
+    row_of[order] = np.arange(1, count + 1)
+    for index, (name, cells) in enumerate(rows):
+        manifest.row(name, **{**cells, "output": f"{PRIVATIZED_CSV_NAME} row {row_of[index]}"})
+    manifest.flush()
 
 
 def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str], numeric: list[str]) -> str:

@@ -272,6 +272,33 @@ def test_csv_rows_are_written_in_a_random_order_when_a_condition_is_not_kept(tab
     assert "Rows are written in an order drawn at random" in (output / "guarantee.txt").read_text(encoding="utf-8")
 
 
+def test_an_interrupted_shuffled_csv_run_keeps_the_rows_released_before_it(table_model, tmp_path, monkeypatch):
+    source = tmp_path / "rows.csv"
+    table_frame(40).to_csv(source, index=False)
+    calls, privatize = [], archive.privatize
+
+    def interrupted_on_third_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return privatize(*args, **kwargs)
+
+    monkeypatch.setattr(archive, "privatize", interrupted_on_third_chunk)
+    output = tmp_path / "out"
+    assert run(table_model, source, output, "--batch-size", "7", "--condition", "sex=resampled") == \
+        archive.EXIT_INTERRUPTED
+    rows = read_manifest(output)
+    assert [row["file"] for row in rows] == [f"row {n}" for n in range(1, 15)]  # the two chunks before Ctrl-C
+    released = pd.read_csv(output / "privatized.csv")
+    assert len(released) == 14  # held until the end, they were lost on Ctrl-C
+    written = [int(row["output"].rsplit(" ", 1)[1]) for row in rows]
+    assert sorted(written) == list(range(1, 15))
+    for row, position in zip(rows, written):
+        assert f"sex={released['sex'][position - 1]}" == row["released_condition"]
+    assert (output / "guarantee.txt").read_text(encoding="utf-8").startswith(
+        "Partial run: interrupted after 14 privatized input(s)")
+
+
 def test_one_bad_condition_cell_costs_its_row_only_whatever_the_batch(table_model, tmp_path):
     frame = table_frame(20).astype({"sex": object})
     frame.loc[[3, 9, 15], "sex"] = [3, None, "x"]
