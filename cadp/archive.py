@@ -110,14 +110,16 @@ class RunSettings:
     def epsilon(self) -> str:
         """Total epsilon of one release (basic composition), as the manifest writes it: one number for laplace
         and gaussian; metric's per-unit epsilon and the conditions' epsilon named apart (two units); paper's
-        nominal epsilon marked as such."""
+        nominal epsilon marked as such; with a fixed seed, marked not private (the cost column is read alone)."""
         conditions = sum(h.cost for h in self.handlings.values())
         latent = self.mechanism.epsilon
         if self.mechanism.name == "metric":
-            return f"{latent:g} per unit of latent L1 distance" + (f" + {conditions:g}" if conditions else "")
-        if not self.mechanism.formal:
-            return f"{latent:g} nominal (no formal guarantee)" + (f" + {conditions:g}" if conditions else "")
-        return f"{total_epsilon(self.mechanism, self.handlings):g}"
+            text = f"{latent:g} per unit of latent L1 distance" + (f" + {conditions:g}" if conditions else "")
+        elif not self.mechanism.formal:
+            text = f"{latent:g} nominal (no formal guarantee)" + (f" + {conditions:g}" if conditions else "")
+        else:
+            text = f"{total_epsilon(self.mechanism, self.handlings):g}"
+        return text if self.seed is None else f"{text} ({NOT_PRIVATE_SEED})"
 
     @property
     def noise_source(self) -> str:

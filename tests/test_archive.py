@@ -108,7 +108,7 @@ def test_folder_streams_in_batches_and_lists_a_bad_file_without_stopping(image_m
     assert {row["file"]: row["condition"] for row in privatized}["t-shirt_top/2.png"] == "T-shirt/top"
     for row in privatized:
         assert row["released_condition"] == row["condition"]  # the label is kept
-        assert row["mechanism"] == "laplace" and row["epsilon"] == "1" and row["delta"] == ""
+        assert row["mechanism"] == "laplace" and row["epsilon"] == f"1 ({NOT_PRIVATE_SEED})" and row["delta"] == ""
         assert row["seed"] == f"3 ({NOT_PRIVATE_SEED})"
         image = np.asarray(Image.open(output / row["output"]))
         assert image.shape == (28, 28) and image.dtype == np.uint8
@@ -485,7 +485,7 @@ def test_condition_handling_options_randomize_labels_and_add_their_epsilon(image
     source = make_folder(tmp_path / "in", {f"0/{i}.png": image_file(i) for i in range(12)})
     assert run(image_model, source, tmp_path / "out", "--seed", "3", "--condition", "label=randomized:0.01") == 0
     rows = read_manifest(tmp_path / "out")
-    assert {row["epsilon"] for row in rows} == {"1.01"}
+    assert {row["epsilon"] for row in rows} == {f"1.01 ({NOT_PRIVATE_SEED})"}  # a fixed seed: said in this column too
     assert any(row["released_condition"] != row["condition"] for row in rows)  # k=10, eps 0.01: mostly changed
     # the release's folders name the released class, and its files are numbered: input names and folders often
     # carry the true label (here every true label is 0, and the input is 0/<i>.png)
