@@ -512,7 +512,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     held_frames: list[pd.DataFrame] = []
     held_rows: list[tuple[str, dict]] = []  # manifest rows of released rows: their output row is known at the end
     reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=settings.batch_size,
-                         skipinitialspace=True, decimal=decimal)
+                         skipinitialspace=True, decimal=decimal, dtype=_text_columns(config, header.columns))
     with target.open("wb") as out:
         try:
             for chunk in reader:
@@ -605,6 +605,15 @@ def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str],
         return "."  # reading the chunks says what is wrong
     head.columns = columns
     return "," if decimal_comma_columns(head[[c for c in columns if c in numeric]]) else "."
+
+
+def _text_columns(config, header: pd.Index) -> dict[str, type]:
+    """The file's columns that the model knows as categories written as text, read as text: codes such as ZIP
+    02134 or ICD-9 038.9 would otherwise be read as numbers (2134, 38.9) that the model does not know."""
+    text = {spec["name"] for encoder in (config.data_encoder, config.condition_encoder)
+            for spec in encoder["columns"] if spec["kind"] == "categorical" and spec["categories"]
+            and all(isinstance(c, str) for c in spec["categories"] if c is not None)}
+    return {raw: str for raw in header if str(raw).strip() in text}
 
 
 def _numeric_conditions(model, chunk: pd.DataFrame) -> pd.DataFrame:

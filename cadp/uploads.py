@@ -599,6 +599,7 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
         raise InputError("the CSV cannot be parsed") from None
     if len(frame) == 0:
         raise InputError("the CSV has a header but no data rows")
+    frame, codes = _codes_with_leading_zeros(frame, text, delimiter, notes)
     if len(frame) > max_rows:
         notes.append(f"the file has {len(frame):,} rows, more than the limit of {max_rows:,}: a random sample "
                      f"of {max_rows:,} rows (seed {seed}) is used")
@@ -612,8 +613,35 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
                          f"{frame[name].dropna().astype(str).iloc[0]!r}); in a comma-separated file that may be a "
                          "decimal comma or a thousands separator, so they are read as text (categories): save the "
                          "file semicolon-separated to read them as decimal numbers")
-    frame = _clean_columns(frame, notes, max_categories)
+    frame = _clean_columns(frame, notes, max_categories, codes)
     return CsvUpload(frame, notes, encoding, delimiter, decimal)
+
+
+# codes written with digits only, at least one of them with a leading zero (ZIP 02134, ICD-9 038.9): not numbers
+DIGIT_CODE = re.compile(r"\d+(?:\.\d+)?")
+LEADING_ZERO = re.compile(r"0\d")
+
+
+def _codes_with_leading_zeros(frame: pd.DataFrame, text: str, delimiter: str,
+                              notes: list[str]) -> tuple[pd.DataFrame, set[str]]:
+    """Numeric columns whose cells, as written, are digit codes with a leading zero in at least one cell, as text
+    (and their names): read as numbers, 02134 would become 2134 and a code would be modeled as a measurement."""
+    numeric = [name for name in frame.columns if pd.api.types.is_numeric_dtype(frame[name])
+               and not pd.api.types.is_bool_dtype(frame[name])]
+    codes: set[str] = set()
+    if not numeric:
+        return frame, codes
+    written = pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=list(frame.columns), usecols=numeric,
+                          dtype=str, skipinitialspace=True, index_col=False, low_memory=False)
+    for name in numeric:
+        cells = written[name].dropna().str.strip()
+        if len(cells) and cells.str.match(LEADING_ZERO).any() and cells.str.fullmatch(DIGIT_CODE).all():
+            example = cells[cells.str.match(LEADING_ZERO)].iloc[0]
+            frame[name] = written[name].str.strip()
+            codes.add(name)
+            notes.append(f"column {name!r} holds codes written with a leading zero (e.g. {example!r}): read as text "
+                         "(categories), not as numbers")
+    return frame, codes
 
 
 # a number as European spreadsheets write it: 1,5  -,5  1.234,5  1,5e1 (thousands dots, a decimal comma)
@@ -690,7 +718,9 @@ def _identifier_shape(text: pd.Series) -> str | None:
     return None
 
 
-def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int) -> pd.DataFrame:
+def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
+                   codes: set[str] = frozenset()) -> pd.DataFrame:
+    """Drop empty and identifier columns and read mostly-number text as numbers (not ``codes``), saying so."""
     drop = []
     for name in frame.columns:
         series = frame[name]
@@ -711,7 +741,7 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int) -
                              "a number)")
             continue
         numbers = pd.to_numeric(values, errors="coerce")
-        numeric_share = float(numbers.notna().mean())
+        numeric_share = 0.0 if name in codes else float(numbers.notna().mean())
         distinct = values.nunique()
         if distinct > max_categories:
             drop.append(name)

@@ -299,6 +299,20 @@ def test_an_interrupted_shuffled_csv_run_keeps_the_rows_released_before_it(table
         "Partial run: interrupted after 14 privatized input(s)")
 
 
+def test_csv_codes_with_leading_zeros_are_read_as_the_models_categories(tmp_path):
+    from cadp.train import fit_tabular
+    from cadp.uploads import read_csv_upload
+
+    codes = ["038.9", "250.00", "401.9", "008.45"]
+    text = "icd,age,bmi\n" + "".join(f"{codes[i % 4]},{20 + i},{20 + i % 7}.5\n" for i in range(40))
+    model = save_model(fit_tabular(read_csv_upload(text.encode()).frame, ["icd"], steps=5), tmp_path / "model")
+    source = tmp_path / "rows.csv"
+    source.write_text(text)
+    assert run(model, source, tmp_path / "out") == 0  # read as numbers, 038.9 was no category the model knew
+    released = pd.read_csv(tmp_path / "out" / "privatized.csv", dtype={"icd": str})
+    assert released["icd"].tolist() == [codes[i % 4] for i in range(40)]  # kept, as written
+
+
 def test_one_bad_condition_cell_costs_its_row_only_whatever_the_batch(table_model, tmp_path):
     frame = table_frame(20).astype({"sex": object})
     frame.loc[[3, 9, 15], "sex"] = [3, None, "x"]

@@ -357,6 +357,21 @@ def test_mixed_types_are_noted():
     assert any("'v' mixes numbers and text" in note for note in upload.notes)
 
 
+def test_codes_with_leading_zeros_stay_codes():
+    codes = ["038.9", "250.00", "401.9", "008.45"]
+    lines = ["zip;icd;ward;dose"] + [f"{2100 + i:05d};{codes[i % 4]};{i % 3 + 1:02d};{i % 5},5" for i in range(40)]
+    upload = read_csv_upload(("\n".join(lines) + "\n").encode())
+    frame = upload.frame
+    assert sorted(frame["icd"].unique()) == sorted(codes)  # read as numbers: 38.9, 250.0, 401.9, 8.45
+    assert sorted(frame["ward"].unique()) == ["01", "02", "03"]
+    assert any("'icd' holds codes written with a leading zero (e.g. '038.9')" in note for note in upload.notes)
+    # 40 distinct five-digit codes: read as text they are identifiers (ZIP codes), not a measurement 2100-2139
+    assert "zip" not in frame and any("'zip' has 40 distinct text values" in note for note in upload.notes)
+    assert frame["dose"].tolist()[:3] == [0.5, 1.5, 2.5]  # numbers are still numbers
+    plain = read_csv_upload(b"a,b\n0.5,10\n1.5,20\n0,30\n")  # 0.5 and a lone 0 have no leading zero
+    assert pd.api.types.is_float_dtype(plain.frame["a"]) and pd.api.types.is_integer_dtype(plain.frame["b"])
+
+
 def test_column_limit_is_stated():
     header = ",".join(f"c{i}" for i in range(500))
     with pytest.raises(InputError, match="500 columns; at most 200 are supported"):
