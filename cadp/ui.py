@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 import torch
 
@@ -235,6 +236,24 @@ def _restore_kept_values() -> None:
     for key in st.session_state.get(KEPT_KEYS, ()):
         if key in st.session_state:
             st.session_state[key] = st.session_state[key]  # now the session's value, not the page's widget's
+
+
+def kept_editor(table: pd.DataFrame, key: str, column: str, **options) -> pd.DataFrame:
+    """``st.data_editor`` whose edits of ``column`` outlive a page change.
+
+    A data editor cannot be set from session state: its edits are remembered apart and, back on the
+    page, handed to it as its data (the base stays the same while the page is shown, so edits made
+    on it apply once).
+    """
+    store, base = f"{key}_kept_{column}", f"{key}_kept_base"
+    if key not in st.session_state:  # first drawn on this visit to the page
+        saved = st.session_state.get(store)
+        st.session_state[base] = saved if saved is not None and len(saved) == len(table) else None
+    if st.session_state.get(base) is not None:
+        table = table.assign(**{column: st.session_state[base]})
+    edited = st.data_editor(table, key=key, **options)
+    st.session_state[store] = list(edited[column])
+    return edited
 
 
 @dataclass(frozen=True)

@@ -502,6 +502,35 @@ def test_uploads_choices_and_releases_outlive_a_page_change():
     assert not any(c.value.startswith("Using digit.png") for c in at.caption)
 
 
+def test_batch_label_edits_outlive_a_page_change(monkeypatch):
+    import streamlit
+
+    real, edits, shown = streamlit.data_editor, {}, []
+
+    def editor(data, **options):  # a person's edits, as the real editor would return them
+        shown.append(list(data["label"]))
+        edited = real(data, **options).copy()
+        for row, label in edits.items():
+            edited.loc[row, "label"] = label
+        return edited
+
+    monkeypatch.setattr(streamlit, "data_editor", editor)
+    at = clean(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run())
+    at.switch_page("views/image.py").run()
+    archive = helpers.zip_of({"a.png": helpers.png(0), "b.png": helpers.png(1), "c.png": helpers.png(2)})
+    at.file_uploader(key="image_upload").set_value(("batch.zip", archive, "application/zip")).run()
+    suggested = shown[-1]
+    edits[1] = "7" if suggested[1] != "7" else "8"
+    at.run()
+    edits.clear()  # the editor now holds the edit itself
+    at.switch_page("views/home.py").run()
+    at.switch_page("views/image.py").run()
+    clean(at)
+    assert shown[-1] == [suggested[0], "7" if suggested[1] != "7" else "8", suggested[2]]  # not the suggestions
+    at.run()  # and while the page is shown, the base does not move
+    assert shown[-1] == shown[-2]
+
+
 def test_tabular_download_is_written_like_the_upload(media):
     text = helpers.small_csv().decode().replace(",", ";")
     text = "\n".join(line.replace(".", ",") for line in text.splitlines()) + "\n"  # 70,4: a decimal comma
