@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from cadp.data import image_folder_name
+from cadp.data import image_folder_name, text_category_columns
 from cadp.errors import CadpError, InputError
 from cadp.mechanisms import (
     DEFAULT_TEMPERATURE,
@@ -500,7 +500,9 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     if extra:
         print(f"note: column(s) {extra} are not the model's and are left out of {PRIVATIZED_CSV_NAME}",
               file=sys.stderr)
-    decimal = _decimal_mark(path, delimiter, encoding, columns, config.data_columns)
+    numeric = [spec["name"] for spec in config.data_encoder["columns"] if spec["kind"] == "numeric"]
+    text = text_category_columns(config)
+    decimal = _decimal_mark(path, delimiter, encoding, columns, numeric)
     if delimiter != ",":
         print(f"note: {PRIVATIZED_CSV_NAME} is written {csv_format_words(delimiter, decimal)}, as {path.name} is",
               file=sys.stderr)
@@ -512,14 +514,17 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     held_frames: list[pd.DataFrame] = []
     held_rows: list[tuple[str, dict]] = []  # manifest rows of released rows: their output row is known at the end
     reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=settings.batch_size,
-                         skipinitialspace=True, decimal=decimal, dtype=_text_columns(config, header.columns))
+                         skipinitialspace=True, decimal=decimal,
+                         dtype={raw: str for raw in header.columns if str(raw).strip() in text})
     with target.open("wb") as out:
         try:
             for chunk in reader:
                 chunk.columns = columns
                 chunk = chunk[[c for c in columns if c in needed]].reset_index(drop=True)  # the input's order
+                for name in text & set(chunk.columns):  # "02134 " is the code 02134
+                    chunk[name] = chunk[name].str.strip()
                 if delimiter != ",":  # decimal commas, wherever in the file they start
-                    chunk = _dot_decimals(chunk, config.data_columns)
+                    chunk = _dot_decimals(chunk, numeric)
                 chunk = _numeric_conditions(model, chunk)
                 numbers = list(range(row_number + 1, row_number + len(chunk) + 1))
                 row_number += len(chunk)
@@ -605,15 +610,6 @@ def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str],
         return "."  # reading the chunks says what is wrong
     head.columns = columns
     return "," if decimal_comma_columns(head[[c for c in columns if c in numeric]]) else "."
-
-
-def _text_columns(config, header: pd.Index) -> dict[str, type]:
-    """The file's columns that the model knows as categories written as text, read as text: codes such as ZIP
-    02134 or ICD-9 038.9 would otherwise be read as numbers (2134, 38.9) that the model does not know."""
-    text = {spec["name"] for encoder in (config.data_encoder, config.condition_encoder)
-            for spec in encoder["columns"] if spec["kind"] == "categorical" and spec["categories"]
-            and all(isinstance(c, str) for c in spec["categories"] if c is not None)}
-    return {raw: str for raw in header if str(raw).strip() in text}
 
 
 def _numeric_conditions(model, chunk: pd.DataFrame) -> pd.DataFrame:

@@ -432,6 +432,14 @@ def _listed(values: list, shown: int = 8) -> str:
     return ", ".join(map(repr, values[:shown])) + (f" and {len(values) - shown} more" if len(values) > shown else "")
 
 
+def text_category_columns(config) -> set[str]:
+    """A table model's columns of categories written as text: a CSV must read them as text, as written (codes such
+    as ZIP 02134 or ICD-9 250.00 would otherwise be read as numbers the model does not know)."""
+    return {spec["name"] for encoder in (config.data_encoder, config.condition_encoder)
+            for spec in encoder["columns"] if spec["kind"] == "categorical" and spec["categories"]
+            and all(isinstance(c, str) for c in spec["categories"] if c is not None)}
+
+
 def table_fit_problems(config, frame: pd.DataFrame, kinds: dict[str, str], conditions: list[str]) -> list[str]:
     """Why a tabular model's config cannot release ``frame`` with these column kinds and conditions (empty: it
     can; columns that are not the model's are left out of a release, and do not count)."""

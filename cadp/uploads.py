@@ -16,7 +16,7 @@ import unicodedata
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -553,14 +553,16 @@ def _unique_names(names: list[str], notes: list[str]) -> list[str]:
 
 
 def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: int = MAX_CSV_COLUMNS,
-                    max_categories: int = MAX_CATEGORIES, seed: int = CSV_SAMPLE_SEED) -> CsvUpload:
+                    max_categories: int = MAX_CATEGORIES, seed: int = CSV_SAMPLE_SEED,
+                    text_columns: Collection[str] = ()) -> CsvUpload:
     """Parse an uploaded CSV with stated limits, and say in ``notes`` what was changed.
 
     Encoding (UTF-8, BOM, Latin-1) and delimiter (comma, semicolon, tab, pipe)
     are detected. Duplicate names are renamed; all-empty columns are dropped; a
     text column with more than ``max_categories`` distinct values is treated as
     an identifier and dropped; more than ``max_rows`` rows are sampled with a
-    fixed seed; more than ``max_columns`` columns are refused.
+    fixed seed; more than ``max_columns`` columns are refused. Digit codes with a leading zero
+    and ``text_columns`` (a model's columns of text categories) are read as text, as written.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise InputError("a CSV upload must be bytes")
@@ -599,7 +601,7 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
         raise InputError("the CSV cannot be parsed") from None
     if len(frame) == 0:
         raise InputError("the CSV has a header but no data rows")
-    frame, codes = _codes_with_leading_zeros(frame, text, delimiter, notes)
+    frame, codes = _codes_with_leading_zeros(frame, text, delimiter, notes, text_columns)
     if len(frame) > max_rows:
         notes.append(f"the file has {len(frame):,} rows, more than the limit of {max_rows:,}: a random sample "
                      f"of {max_rows:,} rows (seed {seed}) is used")
@@ -617,28 +619,39 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
     return CsvUpload(frame, notes, encoding, delimiter, decimal)
 
 
-# codes written with digits only, at least one of them with a leading zero (ZIP 02134, ICD-9 038.9): not numbers
-DIGIT_CODE = re.compile(r"\d+(?:\.\d+)?")
+# codes written with digits, at least one with a leading zero (ZIP 02134, ICD-9 038.9, 008.45): not numbers;
+# an hour 08 or a zero-padded measurement 0012.33 is no code
+DIGIT_CODE = re.compile(r"\d{3,}|\d{2,3}\.\d{1,2}")
 LEADING_ZERO = re.compile(r"0\d")
 
 
-def _codes_with_leading_zeros(frame: pd.DataFrame, text: str, delimiter: str,
-                              notes: list[str]) -> tuple[pd.DataFrame, set[str]]:
-    """Numeric columns whose cells, as written, are digit codes with a leading zero in at least one cell, as text
-    (and their names): read as numbers, 02134 would become 2134 and a code would be modeled as a measurement."""
-    numeric = [name for name in frame.columns if pd.api.types.is_numeric_dtype(frame[name])
-               and not pd.api.types.is_bool_dtype(frame[name])]
+def _codes_with_leading_zeros(frame: pd.DataFrame, text: str, delimiter: str, notes: list[str],
+                              text_columns: Collection[str] = ()) -> tuple[pd.DataFrame, set[str]]:
+    """Columns of digit codes (``DIGIT_CODE``, one at least with a leading zero) as text, as written, and their
+    names; so are ``text_columns`` (a model's columns of text categories). Read as numbers, 02134 would become
+    2134, 250.00 would become 250.0, and a code would be modeled as a measurement."""
+    candidates = [name for name in frame.columns if not pd.api.types.is_bool_dtype(frame[name])]
     codes: set[str] = set()
-    if not numeric:
+    if not candidates:
         return frame, codes
-    written = pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=list(frame.columns), usecols=numeric,
+    written = pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=list(frame.columns), usecols=candidates,
                           dtype=str, skipinitialspace=True, index_col=False, low_memory=False)
-    for name in numeric:
+    for name in candidates:
+        number_typed = pd.api.types.is_numeric_dtype(frame[name])
         cells = written[name].dropna().str.strip()
-        if len(cells) and cells.str.match(LEADING_ZERO).any() and cells.str.fullmatch(DIGIT_CODE).all():
-            example = cells[cells.str.match(LEADING_ZERO)].iloc[0]
-            frame[name] = written[name].str.strip()
+        if name in text_columns:
             codes.add(name)
+            if number_typed:
+                frame[name] = written[name].str.strip()
+                notes.append(f"column {name!r} is read as text, as written: the chosen model knows it as categories "
+                             "written as text")
+            continue
+        numbers = cells[pd.to_numeric(cells, errors="coerce").notna()]  # a text column's other cells are words
+        if len(numbers) and numbers.str.match(LEADING_ZERO).any() and numbers.str.fullmatch(DIGIT_CODE).all():
+            codes.add(name)
+            if number_typed:
+                frame[name] = written[name].str.strip()
+            example = numbers[numbers.str.match(LEADING_ZERO)].iloc[0]
             notes.append(f"column {name!r} holds codes written with a leading zero (e.g. {example!r}): read as text "
                          "(categories), not as numbers")
     return frame, codes
@@ -751,7 +764,7 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
         if distinct > IDENTIFIER_MIN_DISTINCT and numeric_share < 0.5:  # mostly numbers: a measurement
             # names, record numbers, dates: as categories they would be stored in the model and could be released
             text = values.astype(str).str.strip()
-            shape = _identifier_shape(text)
+            shape = None if name in codes else _identifier_shape(text)  # five-digit ZIP codes are no record numbers
             if distinct >= IDENTIFIER_DISTINCT_SHARE * len(values) or shape:
                 drop.append(name)
                 notes.append(f"column {name!r} has {distinct:,} distinct text values in {len(values):,} rows"

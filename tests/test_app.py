@@ -460,6 +460,26 @@ def test_switching_table_models_gives_each_its_own_conditions(weights, tmp_path,
     assert helpers.conditions(at).value == ["sex"]
 
 
+def test_a_models_text_codes_are_read_as_codes_from_any_csv(tmp_path, monkeypatch):
+    from cadp.hub import save_model
+    from cadp.models import TabularCINN
+    from cadp.train import tabular_config
+    from cadp.uploads import read_csv_upload
+
+    codes = ["038.9", "250.00", "401.9"]
+    text = "icd,age,bmi\n" + "".join(f"{codes[i % 3]},{20 + i},{20 + i % 7}.5\n" for i in range(30))
+    frame = read_csv_upload(text.encode()).frame
+    save_model(TabularCINN(tabular_config(frame, ["icd"], name="tiny-codes", dataset="codes.csv", blocks=1,
+                                          width=8)), tmp_path / "tiny-codes", card="# tiny-codes\n")
+    monkeypatch.setenv("CADP_WEIGHTS_DIR", str(tmp_path))
+    at = page("tabular.py")
+    at.sidebar.selectbox(key="model_choice").set_value("tiny-codes").run()
+    later = "icd,age,bmi\n250.00,40,22.5\n401.9,51,24.5\n"  # no leading zero here: read alone, 250.0 and 401.9
+    at.file_uploader(key="table_upload").set_value(("later.csv", later.encode(), "text/csv")).run()
+    helpers.conditions(clean(at)).set_value(["icd"]).run()
+    assert any("fits the model tiny-codes" in s.value for s in clean(at).success), [w.value for w in at.warning]
+
+
 def test_tabular_release_scores_are_computed_once_per_release(monkeypatch):
     calls = []
     original = compare.downstream_accuracy

@@ -311,6 +311,13 @@ def test_csv_codes_with_leading_zeros_are_read_as_the_models_categories(tmp_path
     assert run(model, source, tmp_path / "out") == 0  # read as numbers, 038.9 was no category the model knew
     released = pd.read_csv(tmp_path / "out" / "privatized.csv", dtype={"icd": str})
     assert released["icd"].tolist() == [codes[i % 4] for i in range(40)]  # kept, as written
+    # semicolons, decimal commas, a space after a code: the codes are still the model's, not numbers
+    european = tmp_path / "european.csv"
+    european.write_text(text.replace(",", ";").replace(".5\n", ",5\n").replace("038.9;", "038.9 ;"))
+    assert run(model, european, tmp_path / "eu") == 0
+    assert all(row["status"] == "privatized" for row in read_manifest(tmp_path / "eu"))
+    released = pd.read_csv(tmp_path / "eu" / "privatized.csv", sep=";", decimal=",", dtype={"icd": str})
+    assert released["icd"].tolist() == [codes[i % 4] for i in range(40)]
 
 
 def test_one_bad_condition_cell_costs_its_row_only_whatever_the_batch(table_model, tmp_path):

@@ -363,10 +363,20 @@ def test_codes_with_leading_zeros_stay_codes():
     upload = read_csv_upload(("\n".join(lines) + "\n").encode())
     frame = upload.frame
     assert sorted(frame["icd"].unique()) == sorted(codes)  # read as numbers: 38.9, 250.0, 401.9, 8.45
-    assert sorted(frame["ward"].unique()) == ["01", "02", "03"]
+    assert sorted(frame["ward"].unique()) == [1, 2, 3]  # two digits: an hour or a ward 08 is no code
     assert any("'icd' holds codes written with a leading zero (e.g. '038.9')" in note for note in upload.notes)
     # 40 distinct five-digit codes: read as text they are identifiers (ZIP codes), not a measurement 2100-2139
-    assert "zip" not in frame and any("'zip' has 40 distinct text values" in note for note in upload.notes)
+    assert "zip" not in frame and any("'zip' has 40 distinct text values in 40 rows: treated as an identifier"
+                                      in note for note in upload.notes)  # one per row, not for their shape
+    repeated = "\n".join(["zip,n"] + [f"{2100 + i % 30:05d},{i % 7}" for i in range(300)]) + "\n"
+    assert read_csv_upload(repeated.encode()).frame["zip"].nunique() == 30  # 30 ZIP codes: categories, kept
+    padded = "\n".join(["v,w"] + [f"{i:07.2f},{'unknown' if i == 3 else f'{2100 + i % 10:05d}'}" for i in range(40)])
+    padded = read_csv_upload((padded + "\n").encode())
+    assert pd.api.types.is_float_dtype(padded.frame["v"])  # 0012.33: a zero-padded measurement
+    assert padded.frame["w"].iloc[0] == "02100"  # codes with a word among them stay codes
+    # a model's text categories are read as written, though these codes have no leading zero
+    other = read_csv_upload(b"icd,n\n250.00,1\n401.9,2\n", text_columns={"icd"})
+    assert other.frame["icd"].tolist() == ["250.00", "401.9"]
     assert frame["dose"].tolist()[:3] == [0.5, 1.5, 2.5]  # numbers are still numbers
     plain = read_csv_upload(b"a,b\n0.5,10\n1.5,20\n0,30\n")  # 0.5 and a lone 0 have no leading zero
     assert pd.api.types.is_float_dtype(plain.frame["a"]) and pd.api.types.is_integer_dtype(plain.frame["b"])

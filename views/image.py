@@ -74,9 +74,11 @@ def choose_labels(loaded, records) -> np.ndarray:
                           "confidence": suggestion[1] if suggestion is not None else np.nan,
                           "label": [class_names[i] for i in suggested]})
     inputs = ui.record_key("".join(r.key for r in records).encode())
-    edited = ui.kept_editor(table, f"image_batch_labels_{loaded.config.name}_{inputs}", "label", disabled=["file", "confidence"],
+    model = ui.record_key(f"{loaded.config.name}\n{loaded.origin}".encode())  # two models may share a name
+    edited = ui.kept_editor(table, f"image_batch_labels_{model}_{inputs}", "label", disabled=["file", "confidence"],
                             hide_index=True,
-                            column_config={"label": st.column_config.SelectboxColumn("label", options=class_names),
+                            column_config={"label": st.column_config.SelectboxColumn("label", options=class_names,
+                                                                                     required=True),
                                            "confidence": st.column_config.NumberColumn(format="percent")})
     return np.array([class_names.index(v) for v in edited["label"]])
 

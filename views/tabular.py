@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cadp import compare, ui
-from cadp.data import TABULAR_DATASETS, infer_column_kind, load_table, table_fit_problems
+from cadp.data import TABULAR_DATASETS, infer_column_kind, load_table, table_fit_problems, text_category_columns
 from cadp.privatize import privatize
 
 RESULT = "table_result"
@@ -73,7 +73,9 @@ def choose_table(loaded):
     upload = uploads[0]
     data = upload.getvalue()
     read_csv_upload = ui.require("read_csv_upload", "cadp.uploads")
-    csv = read_csv_upload(data)
+    # a table model's text categories are read as written: codes 02134 or 250.00 are not the numbers 2134, 250.0
+    text_columns = text_category_columns(loaded.config) if loaded is not None else ()
+    csv = read_csv_upload(data, text_columns=text_columns)
     for note in csv.notes:
         st.caption(f"Note: {note}")
     defaults = [c for c in loaded.config.condition_columns if c in csv.frame.columns] if loaded is not None else []
