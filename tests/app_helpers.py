@@ -83,3 +83,15 @@ def conditions(at):
     boxes = [box for box in at.multiselect if box.key and box.key.startswith("table_conditions_")]
     assert len(boxes) == 1, [box.key for box in at.multiselect]
     return boxes[0]
+
+
+def upload_and_fit(at, data: bytes | None = None, name: str = "people.csv", kept: tuple[str, ...] = ("group",),
+                   steps: int = 100):
+    """On the table page: upload a CSV (``small_csv`` by default), keep ``kept`` and fit a model on it."""
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="table_upload").set_value((name, data if data is not None else small_csv(), "text/csv")).run()
+    if kept:
+        conditions(at).set_value(list(kept)).run()
+    at.slider(key="table_steps").set_value(steps)
+    at.button[0].click().run()  # the form's "Fit a model on this table"
+    return at

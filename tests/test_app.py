@@ -413,11 +413,7 @@ def test_tabular_preview_for_the_bundled_model_only(monkeypatch):
     at.select_slider(key="table_epsilon").set_value(1).run()
     _, captions = preview(clean(at))
     assert "At ε = 1: accuracy 0.200, re-identification 1.0%." in captions
-    at.radio(key="table_source").set_value("Upload a CSV").run()
-    at.file_uploader(key="table_upload").set_value(("people.csv", helpers.small_csv(), "text/csv")).run()
-    helpers.conditions(at).set_value(["group"]).run()
-    at.slider(key="table_steps").set_value(100)
-    at.button[0].click().run()  # fitted here: the bundled model's evaluation does not describe it
+    helpers.upload_and_fit(at)  # fitted here: the bundled model's evaluation does not describe it
     clean(at)
     assert at.button(key="table_privatize") and not at.get("plotly_chart")
 
@@ -499,11 +495,7 @@ def test_tabular_release_scores_are_computed_once_per_release(monkeypatch):
 def test_uploads_choices_and_releases_outlive_a_page_change():
     at = clean(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run())
     at.switch_page("views/tabular.py").run()
-    at.radio(key="table_source").set_value("Upload a CSV").run()
-    at.file_uploader(key="table_upload").set_value(("people.csv", helpers.small_csv(), "text/csv")).run()
-    helpers.conditions(at).set_value(["group"]).run()
-    at.slider(key="table_steps").set_value(100)
-    at.button[0].click().run()  # the form's "Fit a model on this table"
+    helpers.upload_and_fit(at)
     at.selectbox(key="table_mechanism").set_value("gaussian").run()
     at.button(key="table_privatize").click().run()
     released = guarantee(clean(at))
@@ -555,11 +547,7 @@ def test_tabular_download_is_written_like_the_upload(media):
     text = helpers.small_csv().decode().replace(",", ";")
     text = "\n".join(line.replace(".", ",") for line in text.splitlines()) + "\n"  # 70,4: a decimal comma
     at = page("tabular.py")
-    at.radio(key="table_source").set_value("Upload a CSV").run()
-    at.file_uploader(key="table_upload").set_value(("people.csv", text.encode(), "text/csv")).run()
-    helpers.conditions(at).set_value(["group"]).run()
-    at.slider(key="table_steps").set_value(100)
-    at.button[0].click().run()  # the form's "Fit a model on this table"
+    helpers.upload_and_fit(at, text.encode())
     at.button(key="table_privatize").click().run()
     clean(at)
     buttons = downloads(at)

@@ -168,11 +168,7 @@ def test_two_image_sessions_never_see_each_others_uploads_results_or_ledger(weig
 
 def test_two_table_sessions_never_see_each_others_uploads_fits_or_ledger(weights):
     alice, bob = page("tabular.py"), page("tabular.py")
-    alice.radio(key="table_source").set_value("Upload a CSV").run()
-    alice.file_uploader(key="table_upload").set_value(("alice-patients.csv", helpers.small_csv(), "text/csv")).run()
-    helpers.conditions(alice).set_value(["group"]).run()
-    alice.slider(key="table_steps").set_value(100)
-    alice.button[0].click().run()  # the form's "Fit a model on this table"
+    helpers.upload_and_fit(alice, name="alice-patients.csv")
     alice.button(key="table_privatize").click().run()
     clean(alice)
     assert alice.get("download_button")
