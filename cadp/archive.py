@@ -493,6 +493,9 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError):
         raise UsageError(f"{path} is not a readable CSV") from None
     columns = [str(c).strip() for c in header.columns]
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise UsageError(f"{path.name} names column(s) {repeated} more than once (spaces around names are ignored)")
     missing = [c for c in needed if c not in columns]
     if missing:
         raise UsageError(f"{path.name} lacks the model's column(s) {missing}; the model needs {needed}")

@@ -554,7 +554,7 @@ def _unique_names(names: list[str], notes: list[str]) -> list[str]:
 
 def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: int = MAX_CSV_COLUMNS,
                     max_categories: int = MAX_CATEGORIES, seed: int = CSV_SAMPLE_SEED,
-                    text_columns: Collection[str] = ()) -> CsvUpload:
+                    text_columns: Collection[str] = (), number_columns: Collection[str] = ()) -> CsvUpload:
     """Parse an uploaded CSV with stated limits, and say in ``notes`` what was changed.
 
     Encoding (UTF-8, BOM, Latin-1) and delimiter (comma, semicolon, tab, pipe)
@@ -562,7 +562,8 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
     text column with more than ``max_categories`` distinct values is treated as
     an identifier and dropped; more than ``max_rows`` rows are sampled with a
     fixed seed; more than ``max_columns`` columns are refused. Digit codes with a leading zero
-    and ``text_columns`` (a model's columns of text categories) are read as text, as written.
+    and ``text_columns`` (a model's columns of text categories) are read as text, as written;
+    ``number_columns`` (a model's numbers and number categories) never are.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise InputError("a CSV upload must be bytes")
@@ -601,7 +602,7 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
         raise InputError("the CSV cannot be parsed") from None
     if len(frame) == 0:
         raise InputError("the CSV has a header but no data rows")
-    frame, codes = _codes_with_leading_zeros(frame, text, delimiter, notes, text_columns)
+    frame, codes = _codes_with_leading_zeros(frame, text, delimiter, notes, text_columns, number_columns)
     if len(frame) > max_rows:
         notes.append(f"the file has {len(frame):,} rows, more than the limit of {max_rows:,}: a random sample "
                      f"of {max_rows:,} rows (seed {seed}) is used")
@@ -626,11 +627,14 @@ LEADING_ZERO = re.compile(r"0\d")
 
 
 def _codes_with_leading_zeros(frame: pd.DataFrame, text: str, delimiter: str, notes: list[str],
-                              text_columns: Collection[str] = ()) -> tuple[pd.DataFrame, set[str]]:
+                              text_columns: Collection[str] = (),
+                              number_columns: Collection[str] = ()) -> tuple[pd.DataFrame, set[str]]:
     """Columns of digit codes (``DIGIT_CODE``, one at least with a leading zero) as text, as written, and their
-    names; so are ``text_columns`` (a model's columns of text categories). Read as numbers, 02134 would become
-    2134, 250.00 would become 250.0, and a code would be modeled as a measurement."""
-    candidates = [name for name in frame.columns if not pd.api.types.is_bool_dtype(frame[name])]
+    names; so are ``text_columns`` (a model's columns of text categories), never ``number_columns`` (a model's
+    numbers). Read as numbers, 02134 would become 2134, 250.00 would become 250.0, and a code would be modeled
+    as a measurement."""
+    candidates = [name for name in frame.columns if not pd.api.types.is_bool_dtype(frame[name])
+                  and name not in number_columns]
     codes: set[str] = set()
     if not candidates:
         return frame, codes
@@ -641,13 +645,14 @@ def _codes_with_leading_zeros(frame: pd.DataFrame, text: str, delimiter: str, no
         cells = written[name].dropna().str.strip()
         if name in text_columns:
             codes.add(name)
-            if number_typed:
+            if number_typed and len(cells):
                 frame[name] = written[name].str.strip()
                 notes.append(f"column {name!r} is read as text, as written: the chosen model knows it as categories "
                              "written as text")
             continue
-        numbers = cells[pd.to_numeric(cells, errors="coerce").notna()]  # a text column's other cells are words
-        if len(numbers) and numbers.str.match(LEADING_ZERO).any() and numbers.str.fullmatch(DIGIT_CODE).all():
+        numbers = cells[pd.to_numeric(cells, errors="coerce").notna()]  # a text column's few other cells are words
+        if len(numbers) >= max(1, NUMBER_SHARE * len(cells)) and numbers.str.match(LEADING_ZERO).any() \
+                and numbers.str.fullmatch(DIGIT_CODE).all():
             codes.add(name)
             if number_typed:
                 frame[name] = written[name].str.strip()
@@ -764,7 +769,9 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
         if distinct > IDENTIFIER_MIN_DISTINCT and numeric_share < 0.5:  # mostly numbers: a measurement
             # names, record numbers, dates: as categories they would be stored in the model and could be released
             text = values.astype(str).str.strip()
-            shape = None if name in codes else _identifier_shape(text)  # five-digit ZIP codes are no record numbers
+            shape = _identifier_shape(text)
+            if shape == "record numbers" and name in codes and text.str.len().max() <= 5:
+                shape = None  # five-digit codes (ZIP 02134) are no record numbers; a padded 0000424938 is
             if distinct >= IDENTIFIER_DISTINCT_SHARE * len(values) or shape:
                 drop.append(name)
                 notes.append(f"column {name!r} has {distinct:,} distinct text values in {len(values):,} rows"

@@ -318,6 +318,9 @@ def test_csv_codes_with_leading_zeros_are_read_as_the_models_categories(tmp_path
     assert all(row["status"] == "privatized" for row in read_manifest(tmp_path / "eu"))
     released = pd.read_csv(tmp_path / "eu" / "privatized.csv", sep=";", decimal=",", dtype={"icd": str})
     assert released["icd"].tolist() == [codes[i % 4] for i in range(40)]
+    twice = tmp_path / "twice.csv"
+    twice.write_text("icd,age,bmi,icd \n" + "".join(line + ",x\n" for line in text.splitlines()[1:]))
+    assert run(model, twice, tmp_path / "twice") == archive.EXIT_USAGE  # was a traceback
 
 
 def test_one_bad_condition_cell_costs_its_row_only_whatever_the_batch(table_model, tmp_path):

@@ -374,9 +374,18 @@ def test_codes_with_leading_zeros_stay_codes():
     padded = read_csv_upload((padded + "\n").encode())
     assert pd.api.types.is_float_dtype(padded.frame["v"])  # 0012.33: a zero-padded measurement
     assert padded.frame["w"].iloc[0] == "02100"  # codes with a word among them stay codes
-    # a model's text categories are read as written, though these codes have no leading zero
-    other = read_csv_upload(b"icd,n\n250.00,1\n401.9,2\n", text_columns={"icd"})
-    assert other.frame["icd"].tolist() == ["250.00", "401.9"]
+    # a model's text categories are read as written, though these codes have no leading zero; its numbers never
+    other = read_csv_upload(b"icd,n,zip\n250.00,1,02134\n401.9,2,10001\n", text_columns={"icd"},
+                            number_columns={"zip"})
+    assert other.frame["icd"].tolist() == ["250.00", "401.9"] and other.frame["zip"].tolist() == [2134, 10001]
+    # zero-padded record numbers, one row per visit, are still identifiers; and one padded cell among record
+    # numbers with letters does not make them codes
+    visits = ["mrn,ref,age"] + [f"{7919 * i:010d},MRN{100000 + i},{20 + i % 50}" for i in range(60) for _ in range(3)]
+    visits[5] = visits[5].replace(",MRN100001,", ",0012345,")
+    notes = read_csv_upload(("\n".join(visits) + "\n").encode()).notes
+    assert any("'mrn' has 60 distinct text values in 180 rows shaped like record numbers" in n for n in notes), notes
+    assert any("'ref' has 61 distinct text values in 180 rows shaped like record numbers" in n for n in notes), notes
+    assert not any("'ref' holds codes" in n for n in notes)
     assert frame["dose"].tolist()[:3] == [0.5, 1.5, 2.5]  # numbers are still numbers
     plain = read_csv_upload(b"a,b\n0.5,10\n1.5,20\n0,30\n")  # 0.5 and a lone 0 have no leading zero
     assert pd.api.types.is_float_dtype(plain.frame["a"]) and pd.api.types.is_integer_dtype(plain.frame["b"])

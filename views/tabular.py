@@ -74,8 +74,9 @@ def choose_table(loaded):
     data = upload.getvalue()
     read_csv_upload = ui.require("read_csv_upload", "cadp.uploads")
     # a table model's text categories are read as written: codes 02134 or 250.00 are not the numbers 2134, 250.0
-    text_columns = text_category_columns(loaded.config) if loaded is not None else ()
-    csv = read_csv_upload(data, text_columns=text_columns)
+    text_columns = text_category_columns(loaded.config) if loaded is not None else set()
+    numbers = set(loaded.config.data_columns + loaded.config.condition_columns) - text_columns if loaded else ()
+    csv = read_csv_upload(data, text_columns=text_columns, number_columns=numbers)
     for note in csv.notes:
         st.caption(f"Note: {note}")
     defaults = [c for c in loaded.config.condition_columns if c in csv.frame.columns] if loaded is not None else []
