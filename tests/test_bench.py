@@ -178,3 +178,18 @@ def test_architecture_variants_are_built_as_configured_and_measured():
     assert row["batch256_efficiency_per_round"][0] == pytest.approx(
         row["flops_per_record"] * 256 / (row["batch256_ms_per_round"][0] / 1e3) / peak)
     assert "| small 3-3-3 |" in report(measured)
+
+
+def test_sample_grid_has_a_row_per_class_and_a_panel_per_model(tiny_weights, tmp_path):
+    from PIL import Image
+
+    from bench import samples
+    from tests.app_helpers import IMAGE_MODEL
+
+    out = tmp_path / "grid.png"
+    assert samples.main([str(tiny_weights / IMAGE_MODEL), str(tiny_weights / IMAGE_MODEL), "--out", str(out)]) == 0
+    width, height = Image.open(out).size
+    assert height == 2 * 10 * 28 and width == 2 * (2 * samples.PER_CLASS * 28 + 8)  # two panels, one gap
+    grid = samples.sample_grid(tiny_weights / IMAGE_MODEL)
+    assert grid.shape == (280, samples.PER_CLASS * 28)
+    assert (grid[:28] != grid[28:56]).any()  # classes condition the samples (the untrained model's labels too)
