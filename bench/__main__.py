@@ -28,7 +28,7 @@ MODES = {
              "fit_steps": (None, 400, None, None), "latency_repeats": 3, "cold_starts": 3, "load_repeats": 5, "presses": 7, "rounds": 2,
              "one_worker_per_model": False},
 }
-UTILITY_COMMAND = "python -m cadp.evaluate utility --model weights/{name}"
+UTILITY_COMMAND = "python -m cadp.evaluate utility --model {folder}"
 
 
 def run_worker(module: str, arguments: dict, timeout: float = 900) -> dict | list:
@@ -131,7 +131,8 @@ def evaluation_times(folders: list[Path]) -> dict:
 
     times = {}
     for folder in folders:
-        command = UTILITY_COMMAND.format(name=folder.name)
+        bundled = folder.resolve().parent == WEIGHTS.resolve()  # another folder (a candidate) is named as given
+        command = UTILITY_COMMAND.format(folder=f"weights/{folder.name}" if bundled else folder)
         try:
             settings = read_eval(folder).get("utility", {}).get("settings", {})
         except Exception as error:  # noqa: BLE001 - a broken eval.json is reported, not fatal

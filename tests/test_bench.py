@@ -193,3 +193,15 @@ def test_sample_grid_has_a_row_per_class_and_a_panel_per_model(tiny_weights, tmp
     grid = samples.sample_grid(tiny_weights / IMAGE_MODEL)
     assert grid.shape == (280, samples.PER_CLASS * 28)
     assert (grid[:28] != grid[28:56]).any()  # classes condition the samples (the untrained model's labels too)
+
+
+def test_evaluation_times_name_the_folder_they_would_be_measured_in(tmp_path):
+    from bench import WEIGHTS
+    from bench.__main__ import evaluation_times
+
+    candidate = tmp_path / "mnist-cinn"
+    candidate.mkdir()
+    note = evaluation_times([candidate])["mnist-cinn"]["note"]
+    assert f"--model {candidate}`" in note  # not the bundled weights/mnist-cinn of the same name
+    bundled = evaluation_times([WEIGHTS / "mnist-cinn"])["mnist-cinn"]
+    assert bundled["measured_by"] == "python -m cadp.evaluate utility --model weights/mnist-cinn"
