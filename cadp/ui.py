@@ -203,7 +203,7 @@ def run_page(title: str, body, kind: str | None = None, needs_model: bool = True
     """Title, sidebar, the page body inside page_errors, and the ledger last (so it shows this run's releases).
 
     ``picker=False``: a page that uses no model (home) shows no model picker."""
-    _restore_kept_values()
+    _restore_kept_values(title)
     st.title(title)
     loaded = sidebar(kind) if picker else None
     try:
@@ -232,10 +232,25 @@ def kept(key: str) -> str:
     return key
 
 
-def _restore_kept_values() -> None:
+KEPT_VALUES, KEPT_PAGE = "kept_widget_values", "kept_widget_page"
+
+
+def _restore_kept_values(page: str) -> None:
+    """Remember each kept widget's value; hand the values back on a page's first run and where a widget's state
+    is gone (its page was left, or it was not drawn).
+
+    A widget's key is set from session state only then: such a value is sent to the browser, and setting it
+    on every run undid a slider's arrow presses made while the server was still busy with the first one."""
+    remembered = st.session_state.setdefault(KEPT_VALUES, {})
+    first_run = st.session_state.get(KEPT_PAGE) != page
+    st.session_state[KEPT_PAGE] = page
     for key in st.session_state.get(KEPT_KEYS, ()):
         if key in st.session_state:
-            st.session_state[key] = st.session_state[key]  # now the session's value, not the page's widget's
+            remembered[key] = st.session_state[key]
+            if first_run:  # the browser draws this page's widgets afresh: send it their values
+                st.session_state[key] = remembered[key]
+        elif key in remembered:
+            st.session_state[key] = remembered[key]
 
 
 def kept_editor(table: pd.DataFrame, key: str, column: str, **options) -> pd.DataFrame:

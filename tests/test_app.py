@@ -514,6 +514,19 @@ def test_uploads_choices_and_releases_outlive_a_page_change():
     assert not any(c.value.startswith("Using digit.png") for c in at.caption)
 
 
+def test_kept_values_are_sent_to_the_browser_only_when_a_page_is_drawn_afresh():
+    at = clean(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run())
+    at.switch_page("views/image.py").run()
+    at.radio(key="image_source").set_value("Sample from the bundled test set").run()
+    at.select_slider(key="image_epsilon").set_value(1000).run()
+    at.run()  # the same page again: a value sent now would undo presses the browser made meanwhile
+    assert not clean(at).select_slider(key="image_epsilon").proto.set_value
+    at.switch_page("views/home.py").run()
+    at.switch_page("views/image.py").run()  # drawn afresh: the browser is told the kept value
+    slider = clean(at).select_slider(key="image_epsilon")
+    assert slider.value == 1000 and slider.proto.set_value
+
+
 def test_batch_label_edits_outlive_a_page_change(monkeypatch):
     import streamlit
 
