@@ -635,14 +635,20 @@ def _codes_with_leading_zeros(frame: pd.DataFrame, text: str, delimiter: str, no
     as a measurement."""
     candidates = [name for name in frame.columns if not pd.api.types.is_bool_dtype(frame[name])
                   and name not in number_columns]
+    read_as_numbers = [name for name in candidates if pd.api.types.is_numeric_dtype(frame[name])]
     codes: set[str] = set()
-    if not candidates:
-        return frame, codes
-    written = pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=list(frame.columns), usecols=candidates,
-                          dtype=str, skipinitialspace=True, index_col=False, low_memory=False)
+    # text columns hold their cells as written; number columns are read again, as text, only where one is a model's
+    # text or a cell of the file starts with a zero (most files have none: they are parsed once)
+    reread = bool(set(read_as_numbers) & set(text_columns)) or bool(
+        read_as_numbers and re.search(rf"(?:^|{re.escape(delimiter)})[ \"]*0\d", text, re.MULTILINE))
+    written = frame.assign(**pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=list(frame.columns),
+                                         usecols=read_as_numbers, dtype=str, skipinitialspace=True, index_col=False,
+                                         low_memory=False)) if reread else frame
     for name in candidates:
-        number_typed = pd.api.types.is_numeric_dtype(frame[name])
-        cells = written[name].dropna().str.strip()
+        number_typed = name in read_as_numbers
+        if number_typed and not reread:
+            continue  # as numbers they lost nothing: no cell starts with a zero
+        cells = written[name].dropna().astype(str).str.strip()
         if name in text_columns:
             codes.add(name)
             if number_typed and len(cells):
