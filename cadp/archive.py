@@ -592,8 +592,7 @@ def _write_held_rows(out, frames: list[pd.DataFrame], rows: list[tuple[str, dict
     A run stopped inside a chunk may hold a frame whose manifest rows were not all added: only the rows
     that have one are written (a chunk's released rows and its manifest rows are in the same order)."""
     count = len(rows)
-    order = np.random.default_rng(seed).permutation(count) if seed is not None \
-        else np.random.default_rng(random.SystemRandom().getrandbits(128)).permutation(count)
+    order = np.random.default_rng(seed).permutation(count)  # seed None: fresh entropy from the OS
     out.write(safe_csv_bytes(pd.concat(frames, ignore_index=True).iloc[:count].iloc[order], delimiter=delimiter,
                              decimal=decimal))
     row_of = np.empty(count, dtype=np.int64)
