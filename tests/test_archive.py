@@ -41,6 +41,18 @@ def table_model(tmp_path_factory) -> Path:
     return save_model(model, tmp_path_factory.mktemp("models") / "table")
 
 
+def interrupted_at(call: int, function):
+    """``function``, but Ctrl-C on its ``call``-th call."""
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return function(*args, **kwargs)
+    return wrapped
+
+
 def table_frame(rows: int) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     return pd.DataFrame({"age": rng.integers(20, 80, rows), "bmi": rng.normal(25, 4, rows).round(2),
@@ -275,15 +287,7 @@ def test_csv_rows_are_written_in_a_random_order_when_a_condition_is_not_kept(tab
 def test_an_interrupted_shuffled_csv_run_keeps_the_rows_released_before_it(table_model, tmp_path, monkeypatch):
     source = tmp_path / "rows.csv"
     table_frame(40).to_csv(source, index=False)
-    calls, privatize = [], archive.privatize
-
-    def interrupted_on_third_chunk(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return privatize(*args, **kwargs)
-
-    monkeypatch.setattr(archive, "privatize", interrupted_on_third_chunk)
+    monkeypatch.setattr(archive, "privatize", interrupted_at(3, archive.privatize))  # on the third chunk
     output = tmp_path / "out"
     assert run(table_model, source, output, "--batch-size", "7", "--condition", "sex=resampled") == \
         archive.EXIT_INTERRUPTED
@@ -472,17 +476,6 @@ def test_an_interrupted_run_says_so_in_the_terms_that_travel_with_its_files(imag
                                                                             capsys):
     source = make_folder(tmp_path / "in", {f"0/{i}.png": image_file(i) for i in range(6)})
     prepare = archive.to_model_input
-
-    def interrupted_at(call: int, function):
-        """``function``, but Ctrl-C on its ``call``-th call."""
-        calls = []
-
-        def wrapped(*args, **kwargs):
-            calls.append(1)
-            if len(calls) == call:
-                raise KeyboardInterrupt
-            return function(*args, **kwargs)
-        return wrapped
 
     monkeypatch.setattr(archive, "to_model_input", interrupted_at(5, prepare))
     assert run(image_model, source, tmp_path / "out", "--batch-size", "2") == archive.EXIT_INTERRUPTED
