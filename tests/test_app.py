@@ -29,6 +29,11 @@ def page(name: str) -> AppTest:
     return AppTest.from_file(str(ROOT / "views" / name), default_timeout=TIMEOUT).run()
 
 
+def whole_app() -> AppTest:
+    """app.py with its navigation (pages are switched with ``switch_page``), run once."""
+    return clean(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run())
+
+
 def clean(at: AppTest) -> AppTest:
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -62,7 +67,7 @@ def downloads(at: AppTest) -> list:
 # --------------------------------------------------------------------------- navigation and home
 
 def test_app_navigates_to_every_page():
-    at = clean(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run())
+    at = whole_app()
     assert at.title[0].value.startswith("CADP")
     for file, title in [("views/image.py", "Image privatization"), ("views/tabular.py", "Tabular privatization"),
                         ("views/utility.py", "Utility curves"), ("views/audit.py", "Privacy audit"),
@@ -493,7 +498,7 @@ def test_tabular_release_scores_are_computed_once_per_release(monkeypatch):
 
 
 def test_uploads_choices_and_releases_outlive_a_page_change():
-    at = clean(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run())
+    at = whole_app()
     at.switch_page("views/tabular.py").run()
     helpers.upload_and_fit(at)
     at.selectbox(key="table_mechanism").set_value("gaussian").run()
@@ -515,7 +520,7 @@ def test_uploads_choices_and_releases_outlive_a_page_change():
 
 
 def test_kept_values_are_sent_to_the_browser_only_when_a_page_is_drawn_afresh():
-    at = clean(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run())
+    at = whole_app()
     at.switch_page("views/image.py").run()
     at.radio(key="image_source").set_value("Sample from the bundled test set").run()
     at.select_slider(key="image_epsilon").set_value(1000).run()
@@ -540,7 +545,7 @@ def test_batch_label_edits_outlive_a_page_change(monkeypatch):
         return edited
 
     monkeypatch.setattr(streamlit, "data_editor", editor)
-    at = clean(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run())
+    at = whole_app()
     at.switch_page("views/image.py").run()
     archive = helpers.zip_of({"a.png": helpers.png(0), "b.png": helpers.png(1), "c.png": helpers.png(2)})
     at.file_uploader(key="image_upload").set_value(("batch.zip", archive, "application/zip")).run()
@@ -905,7 +910,7 @@ def test_a_new_image_starts_from_its_own_label_not_the_last_ones():
 
 
 def test_the_chosen_model_stays_chosen_on_other_pages():
-    at = clean(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run())
+    at = whole_app()
     at.switch_page("views/model_card.py").run()
     names = at.selectbox(key="model_choice").options
     chosen = next(name for name in names if name != at.selectbox(key="model_choice").value and "Hub" not in name)
