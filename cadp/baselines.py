@@ -64,7 +64,7 @@ def dp_pix(pixels, epsilon: float, *, cell: int = DP_PIX_CELL, m: int = DP_PIX_M
         raise InputError(f"m must be a positive integer (pixels that may differ), got {m!r}")
     scale = dp_pix_scale(epsilon, cell, m)
     means = F.avg_pool2d(pixels, cell)
-    noisy = means + laplace_noise(means.shape, scale, generator, means.device)
+    noisy = (means.double() + laplace_noise(means.shape, scale, generator, means.device)).to(means.dtype)
     return noisy.repeat_interleave(cell, dim=-2).repeat_interleave(cell, dim=-1).clamp(0, 255)
 
 

@@ -8,11 +8,13 @@ reproduces the original code's batch-level clip on purpose.
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 import weakref
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from scipy.stats import norm
 
@@ -104,25 +106,72 @@ def generator_seed(generator: torch.Generator):
     return _MADE_HERE.get(generator, UNKNOWN_ORIGIN)
 
 
+# Noise is drawn and added in float64 and the result rounded to the latent's dtype. Exponential magnitudes are
+# K ln 2 + R: K counts fair coin flips before the first head and R is an exponential cut to [0, ln 2), so the
+# tails are those of the exact distributions. A magnitude from one uniform number, -ln(u) or torch.randn, stops
+# where u does: float32 normal draws never exceed 5.77 sigma, float64 Laplace draws 36 b, and a cut tail breaks the
+# guarantee at large epsilon (two records then have outputs only one of them can give).
+WORD_BITS = 62  # random bits per word: a word of all tails (p = 2^-62) draws another
+UNIT = 2.0 ** -53  # a word's top 53 bits as a uniform number on [0, 1)
+
+
+def _random_words(count: int, generator: torch.Generator | None) -> np.ndarray:
+    """(count, 3) random 62-bit words from ``generator``, one row per noise value, so that a record's noise is
+    the same whatever follows it in the batch. Drawn on the generator's device (a seed gives the same noise on any
+    device); the arithmetic runs in NumPy, several times faster than torch for a table row's few values."""
+    device = generator.device if generator is not None else "cpu"
+    return torch.randint(0, 2 ** WORD_BITS, (count, 3), generator=generator, device=device).cpu().numpy()
+
+
+def _uniform(words: np.ndarray) -> np.ndarray:
+    return (words >> (WORD_BITS - 53)) * UNIT
+
+
+def coin_flips_before_head(words: np.ndarray, generator: torch.Generator | None) -> np.ndarray:
+    """K with P(K = k) = 2^-(k + 1), k = 0, 1, 2, ..., from each random word (float64; no upper limit)."""
+    _, exponent = np.frexp((words & -words).astype(np.float64))  # the lowest 1 bit, 2^k: k tails, then a head
+    flips = exponent - 1.0
+    all_tails = words == 0
+    if all_tails.any():
+        flips[all_tails] = WORD_BITS + coin_flips_before_head(_random_words(int(all_tails.sum()), generator)[:, 0],
+                                                              generator)
+    return flips
+
+
+def exponential_noise(words: np.ndarray, generator: torch.Generator | None) -> np.ndarray:
+    """Exp(1) draws with the exact tail, from two words each: K ln 2 + R, K from coin flips, R ~ Exp(1) on [0, ln 2)."""
+    within = -np.log1p(-0.5 * _uniform(words[:, 1]))  # inverse CDF of Exp(1) cut to [0, ln 2): 2 (1 - e^-r) = u
+    return coin_flips_before_head(words[:, 0], generator) * math.log(2) + within
+
+
 def laplace_noise(shape, scale: float, generator: torch.Generator | None, device="cpu") -> torch.Tensor:
-    """Lap(0, scale) samples by inverse CDF from uniform draws of ``generator``."""
-    # drawn on the generator's device (CPU by default) so a seed gives the same noise on any device
-    uniform = torch.rand(shape, generator=generator, dtype=torch.float64,
-                         device=generator.device if generator is not None else "cpu") - 0.5
-    # 1 - 2|u| can round to 0 at |u| = 0.5 - 2^-54; the clamp keeps the log finite
-    magnitude = -torch.log1p(-2 * uniform.abs()).clamp(max=60.0)
-    return (scale * torch.sign(uniform) * magnitude).float().to(device)
+    """Lap(0, scale) samples (float64): a random sign times an exact-tail exponential."""
+    words = _random_words(math.prod(shape), generator)
+    magnitude = scale * exponential_noise(words, generator)
+    noise = np.where(words[:, 2] & 1, magnitude, -magnitude)
+    return torch.from_numpy(noise.reshape(tuple(shape))).to(device)
 
 
 def gaussian_noise(shape, sigma: float, generator: torch.Generator | None, device="cpu") -> torch.Tensor:
-    draws = torch.randn(shape, generator=generator, device=generator.device if generator is not None else "cpu")
-    return (sigma * draws).to(device)
+    """N(0, sigma^2) samples (float64) by Box-Muller from exact-tail exponentials: radius sqrt(2 E), uniform angle;
+    values 2i and 2i + 1 are pair i."""
+    count = math.prod(shape)
+    words = _random_words((count + 1) // 2, generator)
+    radius = sigma * np.sqrt(2 * exponential_noise(words, generator))
+    angle = 2 * math.pi * _uniform(words[:, 2])
+    noise = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1).reshape(-1)[:count]
+    return torch.from_numpy(noise.reshape(tuple(shape))).to(device)
+
+
+# float64 rounding can leave a scaled norm a few ulps above R (and the sensitivity above 2R): clip a hair inside
+CLIP_MARGIN = 1e-12
 
 
 def clip_per_sample(latent: torch.Tensor, radius: float, p: int) -> torch.Tensor:
-    """z * min(1, R / ||z||_p), row by row."""
+    """z * min(1, R / ||z||_p), row by row, in float64, never outside the ball."""
+    latent = latent.double()
     norms = latent.norm(p=p, dim=1, keepdim=True)
-    return latent * torch.clamp(radius / norms.clamp_min(1e-30), max=1.0)
+    return latent * torch.clamp(radius * (1 - CLIP_MARGIN) / norms.clamp_min(1e-300), max=1.0)
 
 
 def analytic_gaussian_delta(sigma: float, epsilon: float, sensitivity: float) -> float:
@@ -134,6 +183,7 @@ def analytic_gaussian_delta(sigma: float, epsilon: float, sensitivity: float) ->
     return float(norm.cdf(a - b) - second)
 
 
+@functools.lru_cache(maxsize=256)  # a bisection of ~50 normal CDFs: once per setting, not once per release
 def analytic_gaussian_sigma(epsilon: float, delta: float, sensitivity: float) -> float:
     """Smallest sigma with analytic_gaussian_delta(sigma) <= delta, by bisection (valid for every eps > 0)."""
     low, high = 1e-12 * sensitivity, sensitivity
@@ -194,7 +244,7 @@ class LaplaceMechanism(Mechanism):
 
     def __call__(self, latent, generator=None):
         clipped = clip_per_sample(latent, self.clip_radius, p=1)
-        return clipped + laplace_noise(latent.shape, self.scale, generator, latent.device)
+        return (clipped + laplace_noise(latent.shape, self.scale, generator, latent.device)).to(latent.dtype)
 
     def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool = True,
                   **_) -> str:
@@ -234,7 +284,7 @@ class GaussianMechanism(Mechanism):
 
     def __call__(self, latent, generator=None):
         clipped = clip_per_sample(latent, self.clip_radius, p=2)
-        return clipped + gaussian_noise(latent.shape, self.sigma, generator, latent.device)
+        return (clipped + gaussian_noise(latent.shape, self.sigma, generator, latent.device)).to(latent.dtype)
 
     def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool = True,
                   **_) -> str:
@@ -268,7 +318,7 @@ class MetricMechanism(Mechanism):
         return math.sqrt(2) * self.scale
 
     def __call__(self, latent, generator=None):
-        return latent + laplace_noise(latent.shape, self.scale, generator, latent.device)
+        return (latent.double() + laplace_noise(latent.shape, self.scale, generator, latent.device)).to(latent.dtype)
 
     def between_records(self, d_typ: float, d_nn: float) -> tuple[float, float]:
         """Privacy loss between two typical same-class records, and between nearest neighbours."""
@@ -316,7 +366,7 @@ class PaperMechanism(Mechanism):
         # matrix 1-norm of the whole batch: the largest column sum of |Z| (the original code's clip)
         matrix_norm = latent.abs().sum(dim=0).max()
         clipped = latent * torch.clamp(self.clip_size / matrix_norm.clamp_min(1e-30), max=1.0)
-        return clipped + laplace_noise(latent.shape, self.scale, generator, latent.device)
+        return (clipped + laplace_noise(latent.shape, self.scale, generator, latent.device)).to(latent.dtype)
 
     def guarantee(self, **_) -> str:
         return (f"Paper mechanism ({PAPER_LABEL}): reproduces the original CADP code at epsilon = {self.epsilon:g}, "
@@ -422,7 +472,10 @@ def randomized_response(values: torch.Tensor, k: int, epsilon: float,
     """Keep each value with keep_probability, otherwise report one of the other k - 1 uniformly."""
     if k < 2:
         return values.clone()
-    keep = torch.rand(values.shape, generator=generator) < keep_probability(epsilon, k)
+    # keep iff u < p' with p' the keep probability rounded down to the float64 uniform's 2^-53 grid: P(keep) = p'
+    # <= p exactly (float32 uniforms, 2^-24 apart, kept every value from epsilon ~ 17 on: an unbounded ratio)
+    keep_below = math.floor(keep_probability(epsilon, k) * 2.0 ** 53) / 2.0 ** 53
+    keep = torch.rand(values.shape, generator=generator, dtype=torch.float64) < keep_below
     shift = torch.randint(1, k, values.shape, generator=generator)
     return torch.where(keep, values, (values + shift) % k)
 

@@ -604,7 +604,8 @@ LIMITATIONS = """## Privacy and limitations
 """
 IMAGE_DIMENSION_NOTE = ("With constant temperature 0.7, releases at epsilon up to ~100 look like fresh samples of the\n"
                         "  kept class; a record's own details return only at very large epsilon (~1,000 and more).\n"
-                        "  That is the honest cost of local DP in hundreds of dimensions.")
+                        "  That is how releases look, not a guarantee: epsilon = 100 allows a probability ratio of\n"
+                        "  e^100 between two records. It is the honest cost of local DP in hundreds of dimensions.")
 TABLE_DIMENSION_NOTE = ("A row has far fewer latent dimensions than an image, so useful tabular releases come at\n"
                         "  much smaller epsilons than image releases.")
 

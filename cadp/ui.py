@@ -68,7 +68,9 @@ def large_epsilon_note(label_kept: bool = True) -> str:
              else "The label is not kept here: it is randomized or resampled as chosen above.")
     return ("What large ε means here: an image latent has hundreds of dimensions. With constant temperature 0.7, "
             f"releases at ε up to ~100 look like fresh samples of the {'kept' if label_kept else 'released'} "
-            "class; the record's own details (a logo, a pattern) come back only around ε 1,000–3,000. " + label)
+            "class; the record's own details (a logo, a pattern) come back only around ε 1,000–3,000. That is how "
+            "releases look, not a guarantee: at ε = 100 the formal bound allows one record's releases to be up to "
+            "e^100 times likelier than another's, i.e. almost no formal protection. " + label)
 
 
 LARGE_EPSILON_NOTE = large_epsilon_note()

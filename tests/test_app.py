@@ -658,19 +658,32 @@ def test_audit_page_runs_and_plots_the_claim_line():
     claim = next(trace for trace in figure["data"] if trace["name"] == "y = x (the claim)")
     assert claim["x"] == claim["y"]  # a straight diagonal: both axes log, so the claim line is y = x everywhere
     assert figure["layout"]["xaxis"]["type"] == figure["layout"]["yaxis"]["type"] == "log"
-    assert "the most this many releases can show (3.98)" in json.dumps(figure, ensure_ascii=False)
-    assert any("no audit can show more than ε ≈ 3.98" in c.value for c in at.caption)
+    from cadp.evaluate import largest_provable_epsilon
+
+    ceiling = f"{largest_provable_epsilon(200):.2f}"  # 200 releases per record, 100 of them held out
+    assert ceiling == "3.28"
+    assert f"the most this many releases can show ({ceiling})" in json.dumps(figure, ensure_ascii=False)
+    assert any(f"no audit can show more than ε ≈ {ceiling}" in c.value for c in at.caption)
     table = at.dataframe[0].value
     assert list(table["claimed"]) == [1.0] and table["lower_bound"].notna().all()
     assert set(table["model"]) == {at.selectbox(key="model_choice").value}
 
 
 def test_largest_provable_epsilon_is_the_bound_of_a_perfect_test():
-    from cadp.evaluate import clopper_pearson, largest_provable_epsilon
+    """A perfect test (two records told apart in every release) reaches the ceiling, and no more: the audit
+    measures on its held-out half, so 2,000 releases per record can show what 1,000 perfect ones show."""
+    import torch
 
-    tpr_lower, _ = clopper_pearson(2000, 2000)
-    _, fpr_upper = clopper_pearson(0, 2000)
+    from cadp.evaluate import clopper_pearson, largest_provable_epsilon, latent_audit
+    from cadp.mechanisms import make_mechanism, new_generator
+
+    tpr_lower, _ = clopper_pearson(1000, 1000)
+    _, fpr_upper = clopper_pearson(0, 1000)
     assert largest_provable_epsilon(2000) == pytest.approx(math.log(tpr_lower / fpr_upper))
+    perfect = latent_audit(torch.zeros(4), torch.full((4,), 50.0), make_mechanism("laplace", 1000, clip_radius=100),
+                           2000, new_generator(0))
+    assert (perfect.tpr, perfect.fpr) == (1.0, 0.0)
+    assert perfect.epsilon_lower_bound == pytest.approx(largest_provable_epsilon(2000))
     assert largest_provable_epsilon(200) < largest_provable_epsilon(2000) < largest_provable_epsilon(20000)
 
 

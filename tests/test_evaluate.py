@@ -430,6 +430,11 @@ def test_report_labels_every_paper_trace(name, tmp_path):
     names = [json.loads(f'"{raw}"') for raw in re.findall(r'"name":"((?:[^"\\]|\\.)*)"', html)]
     paper = [trace for trace in names if "paper" in trace.lower()]
     assert paper and all("reference reproduction — no formal guarantee" in trace for trace in paper), paper
+    # the audit panel says how far its release count can see (paper bounds at that line are saturated)
+    from cadp.evaluate import largest_provable_epsilon
+
+    releases = read_eval(folder)["audit"]["releases"]
+    assert f"the most {releases:,} releases can show ({largest_provable_epsilon(releases):.2f})" in names
 
 
 def test_a_quick_run_never_replaces_a_full_one_unasked(tiny_table_folder, tmp_path, capsys):

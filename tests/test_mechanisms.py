@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from scipy.stats import kstest, laplace, norm
@@ -53,15 +54,57 @@ def test_laplace_noise_is_laplace_distributed():
 
 
 def test_laplace_clips_each_record_to_the_l1_ball():
-    z = latents(scale=3.0)
+    z = latents(scale=3.0).double()
     z[0] = z[0] / z[0].abs().sum()  # a record already inside the ball (norm 1)
     clipped = z * torch.clamp(5.0 / z.abs().sum(1, keepdim=True), max=1.0)
     from cadp.mechanisms import clip_per_sample
 
-    ours = clip_per_sample(z, 5.0, p=1)
-    assert torch.allclose(ours, clipped)
-    assert ours[1:].abs().sum(1).sub(5.0).abs().max() < 1e-3
-    assert torch.equal(ours[0], z[0])
+    ours = clip_per_sample(z.float(), 5.0, p=1)
+    assert torch.allclose(ours, clipped, rtol=1e-6)
+    assert ours[1:].abs().sum(1).sub(5.0).abs().max() < 1e-9
+    assert torch.equal(ours[0], z[0].float().double())
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_clipped_latents_never_leave_the_ball(p):
+    """A norm an ulp above R would make the sensitivity more than 2R (float32 clipping gave 1.0000001 for R = 1)."""
+    from cadp.mechanisms import clip_per_sample
+
+    for seed in range(20):
+        z = latents(batch=256, seed=seed, scale=1 + seed)
+        for radius in (1.0, 0.7, 123.4):
+            assert clip_per_sample(z, radius, p=p).norm(p=p, dim=1).max().item() <= radius
+
+
+def test_noise_tails_are_not_cut(monkeypatch):
+    """A magnitude from one uniform number stops where the uniform does (float32 normals at 5.77 sigma, float64
+    Laplace at 36 b): the coin flips of an exponential go on past a word of all tails, however rare (p = 2^-62)."""
+    from cadp import mechanisms
+
+    def words_with_all_tails_first(count, generator):  # then words with 5 tails before the first head
+        words_with_all_tails_first.calls += 1
+        return np.full((count, 3), 0 if words_with_all_tails_first.calls == 1 else 2 ** 5, dtype=np.int64)
+
+    monkeypatch.setattr(mechanisms, "_random_words", words_with_all_tails_first)
+    for draw, bound in ((mechanisms.laplace_noise, 67 * math.log(2)),  # > 36.04, the float64 inverse-CDF limit
+                        (mechanisms.gaussian_noise, math.sqrt(2 * 67 * math.log(2)))):  # > 5.77, float32 randn's
+        words_with_all_tails_first.calls = 0
+        assert draw((2,), 1.0, None).norm().item() >= bound
+
+
+def test_noise_of_a_value_depends_only_on_its_position():
+    """Each value's randomness is one row of words: the first record's noise is the same in a longer batch."""
+    from cadp.mechanisms import gaussian_noise, laplace_noise
+
+    for draw in (laplace_noise, gaussian_noise):
+        assert torch.equal(draw((1, 5), 1.0, new_generator(7))[0], draw((9, 5), 1.0, new_generator(7))[0])
+
+
+@pytest.mark.parametrize("name", ["laplace", "gaussian", "metric", "paper"])
+def test_mechanisms_return_the_latent_dtype(name):
+    mechanism = make_mechanism(name, 2.0, delta=1e-5 if name == "gaussian" else None,
+                               temperature=0.7 if name in ("laplace", "gaussian") else None)
+    assert mechanism(latents(batch=3), new_generator(0)).dtype == torch.float32
 
 
 # --------------------------------------------------------------------------- gaussian
@@ -235,6 +278,19 @@ def test_randomized_response_keep_probability_matches_formula():
     # the other values are uniform
     others = torch.bincount(released[released != 0], minlength=k)[1:].double()
     assert (others / others.sum() - 1 / 3).abs().max() < 0.01
+
+
+def test_randomized_response_can_change_a_value_at_the_largest_offered_epsilon(monkeypatch):
+    """At epsilon 20 (the app's largest for a condition) a value changes with probability ~2e-9. A float32 uniform
+    never reaches the keep probability's complement, so it kept every value: an unbounded ratio, not e^20."""
+    from cadp import mechanisms
+
+    def largest_uniform(shape, generator=None, dtype=torch.float32):
+        return torch.full(shape, 1 - torch.finfo(dtype).eps / 2, dtype=dtype)
+
+    monkeypatch.setattr(mechanisms.torch, "rand", largest_uniform)
+    values = torch.zeros(1, dtype=torch.int64)
+    assert randomized_response(values, 2, 20.0, new_generator(0)).item() == 1
 
 
 def test_resampled_condition_ignores_the_record():
