@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import collections
 import csv
 import os
 import random
@@ -145,6 +146,7 @@ class Manifest:
         self.settings = settings
         self.privatized = 0
         self.failed = 0
+        self.reasons: collections.Counter = collections.Counter()  # why inputs were unusable, for the summary
 
     def row(self, file: str, *, status: str, condition: str = "", released: str = "", error: str = "",
             output: str = "", preprocessing: str = "", batch: int | None = None) -> None:
@@ -161,6 +163,7 @@ class Manifest:
             self.privatized += 1
         else:
             self.failed += 1
+            self.reasons[error] += 1
 
     def error(self, file: str, error: Exception | str, **cells) -> None:
         self.row(file, status="error", error=str(error), **cells)
@@ -243,10 +246,14 @@ def read_labels_csv(data: bytes) -> dict[str, str]:
     if "file" not in header or "label" not in header:
         raise InputError(f"the labels CSV needs the columns 'file' and 'label'; it has {header[:10]}")
     file_column, label_column = header.index("file"), header.index("label")
-    labels = {}
-    for row in rows:
+    labels, lines = {}, {}
+    for line, row in enumerate(rows, start=2):
         if len(row) > max(file_column, label_column) and row[file_column].strip():
-            labels[row[file_column].strip()] = row[label_column].strip()
+            name, label = row[file_column].strip(), row[label_column].strip()
+            if labels.get(name, label) != label:  # a kept label is released exactly: never guess which is right
+                raise InputError(f"the labels CSV gives {name!r} two labels: {labels[name]!r} (line {lines[name]}) "
+                                 f"and {label!r} (line {line}); keep the right one")
+            labels[name], lines[name] = label, line
     if not labels:
         raise InputError("the labels CSV lists no files")
     return labels
@@ -725,7 +732,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     radius.add_argument("--clip-radius", type=float, help="fixed clip radius (laplace/gaussian)")
     parser.add_argument("--seed", type=int,
                         help=f"fixed noise seed: reproducible, hence {NOT_PRIVATE_SEED}; default OS entropy")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="records per pass (default 64); the paper mechanism's output depends on it")
     parser.add_argument("--labels", type=Path, help="CSV with columns file,label (overrides class folders)")
     parser.add_argument("--invert", choices=INVERT_CHOICES, default=None,
                         help="invert dark-on-light images (auto: when the border is brighter than the centre). "
@@ -812,8 +820,12 @@ def parse_conditions(items: list[str], config) -> dict[str, ConditionHandling]:
         if handling == "randomized" and not epsilon:
             raise UsageError(f"--condition {item!r}: write {name}=randomized:EPSILON")
         try:
-            handlings[name] = ConditionHandling(handling, float(epsilon) if epsilon else None)
-        except ValueError as error:
+            epsilon = float(epsilon) if epsilon else None
+        except ValueError:
+            raise UsageError(f"--condition {item!r}: the epsilon {epsilon!r} is not a number") from None
+        try:
+            handlings[name] = ConditionHandling(handling, epsilon)
+        except InputError as error:
             raise UsageError(f"--condition {item!r}: {error}") from None
     return handlings
 
@@ -834,15 +846,20 @@ def main(argv=None) -> int:
         if labels is None and input_kind == "zip":
             labels = _zip_labels(args.input)
     except (CadpError, zipfile.BadZipFile, OSError) as error:
-        message = str(error) if isinstance(error, CadpError) else f"{args.input} cannot be read ({error})"
+        unreadable = getattr(error, "filename", None) or args.input  # the labels file, say, rather than INPUT
+        message = str(error) if isinstance(error, CadpError) else f"{unreadable} cannot be read ({error})"
         print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
     invert = args.invert or default_invert(loaded.config.dataset)
     settings = RunSettings(mechanism, new_generator(args.seed), args.seed, args.batch_size, invert, handlings,
                            args.neutral_names)
     created = not args.output.exists()
-    args.output.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(args.output / MANIFEST_NAME, settings)
+    try:
+        args.output.mkdir(parents=True, exist_ok=True)
+        manifest = Manifest(args.output / MANIFEST_NAME, settings)
+    except OSError as error:
+        print(f"error: cannot write the output folder {args.output} ({error.strerror or error})", file=sys.stderr)
+        return EXIT_USAGE
     try:
         if kind == "tabular":
             with tqdm(desc="rows", unit="row", disable=None) as progress:
@@ -889,6 +906,9 @@ def main(argv=None) -> int:
         manifest.close()
     print(f"privatized {manifest.privatized}, unusable {manifest.failed}; "
           f"details in {args.output / MANIFEST_NAME} (this run's record, not part of the release)", file=sys.stderr)
+    if manifest.reasons:
+        reason, count = manifest.reasons.most_common(1)[0]
+        print(f"most common reason ({count} of {manifest.failed}): {reason}", file=sys.stderr)
     if settings.seed is not None:
         print(f"noise from seed {settings.seed}: {NOT_PRIVATE_SEED}", file=sys.stderr)
     return EXIT_OK if manifest.privatized else EXIT_NOTHING_PRIVATIZED

@@ -14,7 +14,6 @@ import zipfile
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
 from cadp.errors import InputError
 
@@ -51,16 +50,6 @@ def latent_distance(latent, noisy_latent) -> float:
     return float((torch.as_tensor(noisy_latent) - torch.as_tensor(latent)).abs().sum())
 
 
-def png_bytes(pixels) -> bytes:
-    """PNG of (C, H, W) or (H, W) pixel values on [0, 255]."""
-    array = torch.as_tensor(np.array(pixels) if isinstance(pixels, np.ndarray) else pixels).detach().cpu().float().clamp(0, 255).round().to(torch.uint8).numpy()
-    if array.ndim == 3:
-        array = array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def batch_zip(files: list[tuple[str, bytes]], manifest: list[dict], guarantee: str) -> bytes:
     """A ZIP (in memory) of the released PNGs, a manifest.csv (one row per file: released condition, mechanism,
     cost, noise source) and guarantee.txt, so that the download carries its own privacy terms."""
@@ -78,15 +67,22 @@ def batch_zip(files: list[tuple[str, bytes]], manifest: list[dict], guarantee: s
     return buffer.getvalue()
 
 
-def released_name(name: str, index: int, copy_name: bool = True, private: bool = True) -> str:
+def release_tag(mechanism, seeded: bool = False) -> str:
+    """What a released file's name says about its terms: ``laplace-eps10``, ``metric-eps1-per-unit`` (epsilon per
+    unit of latent distance), or ``not-private`` (paper, a fixed seed). The full terms are inside the file."""
+    if not mechanism.formal or seeded:
+        return "not-private"
+    return f"{mechanism.name}-eps{mechanism.epsilon:g}" + ("-per-unit" if mechanism.name == "metric" else "")
+
+
+def released_name(name: str, index: int, copy_name: bool = True, tag: str = "not-private") -> str:
     """The download's file name: numbered, with the input's stem (letters, digits, ``._-`` only) when
     ``copy_name``; without it (a randomized or resampled label: names often carry the true one) the number only.
-    Ends in ``-private.png``, or ``-not-private.png`` for a release without a formal guarantee (paper, a fixed seed)."""
-    suffix = "private" if private else "not-private"
+    Ends in the release's ``tag`` (``release_tag``)."""
     if not copy_name:
-        return f"{index:04d}-{suffix}.png"
+        return f"{index:04d}-{tag}.png"
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name.rsplit("/", 1)[-1].rsplit(".", 1)[0]).strip("-.") or "image"
-    return f"{index:04d}-{stem}-{suffix}.png"
+    return f"{index:04d}-{stem}-{tag}.png"
 
 
 # --------------------------------------------------------------------------- tables

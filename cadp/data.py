@@ -612,7 +612,8 @@ class TabularEncoder:
         found = [lookup.get(_key(_plain(v))) for v in distinct]
         if None in found:
             bad = _plain(distinct[found.index(None)])
-            raise InputError(f"column {spec.name!r} has the value {bad!r}, unseen when the model was fitted "
+            value = "an empty cell" if pd.isna(bad) else f"the value {bad!r}"
+            raise InputError(f"column {spec.name!r} has {value}, unseen when the model was fitted "
                              f"(it knows {_listed(spec.categories)})")
         found = np.asarray(found, dtype=np.int64)
         return found if codes is None else found[codes]

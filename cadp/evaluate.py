@@ -1174,7 +1174,8 @@ def write_report(folder: Path | str) -> Path:
         figure.add_trace(go.Scatter(x=central["epsilons"], y=central["accuracy"]["mean"],
                                     error_y={"array": central["accuracy"]["std"]}, mode="lines+markers",
                                     name=central["label"]), row=3, col=1)
-        figure.update_xaxes(type="log", title_text="epsilon (central, delta = 1/N)", row=3, col=1)
+        figure.update_xaxes(type="log", title_text="epsilon (central, delta = 1/N: weaker than the usual delta << 1/N)",
+                            row=3, col=1)
     audit = results.get("audit")
     if audit:
         for name in ("laplace", "gaussian", "paper"):
@@ -1227,12 +1228,23 @@ def _tqdm_progress(description: str):
     return bar, update
 
 
-def load_training_data(config, path: Path | str):
+def load_training_data(config, path: Path | str, training: dict | None = None):
     """(train, test) of a CSV or image folder, split as ``cadp.train`` split it for this model.
 
     For models trained on data of their own (a CSV or an ImageFolder): the model's config names only the
-    file's or folder's name, not where it lies.
+    file's or folder's name, not where it lies. ``training`` (eval.json's section, when the folder has one) holds
+    the split's sizes: data that splits otherwise is not what the model was trained on.
     """
+    train, test = _load_training_data(config, path)
+    recorded = tuple((training or {}).get(key) for key in ("train_records", "test_records"))
+    if all(isinstance(count, int) for count in recorded) and recorded != (len(train), len(test)):
+        raise InputError(f"--data {path} splits into {len(train):,} training and {len(test):,} test records; the "
+                         f"model was trained on {recorded[0]:,} and tested on {recorded[1]:,} (eval.json): give the "
+                         "data it was trained on, or the test records would include training records")
+    return train, test
+
+
+def _load_training_data(config, path: Path | str):
     from cadp.data import load_image_folder, load_table
 
     path = Path(path)
@@ -1290,7 +1302,7 @@ def main(argv=None) -> int:
         if args.command in ("bpd", "audit") and args.device not in ("auto", "cpu"):
             print(f"note: --device {args.device} is not used: {args.command} runs on the CPU", file=sys.stderr)
         if args.data is not None:
-            data = load_training_data(loaded.config, args.data)
+            data = load_training_data(loaded.config, args.data, read_eval(loaded.folder).get("training"))
         elif args.command != "report":  # read before the progress bar starts: a missing dataset says so first
             data = (_load_image_data if loaded.config.kind == "image" else _load_table_data)(loaded.config, None)
         else:

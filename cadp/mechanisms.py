@@ -404,9 +404,10 @@ def make_mechanism(name: str, epsilon: float, *, delta: float | None = None,
                    clip_radius: float | None = None, temperature: float | None = None) -> Mechanism:
     """Build a mechanism of docs/PRIVACY.md.
 
-    laplace / gaussian: exactly one of ``clip_radius`` (fixed radius) and
-    ``temperature`` (constant temperature) selects the clip-radius policy;
-    gaussian also needs ``delta``. metric: ``epsilon`` is per unit of latent
+    laplace / gaussian: ``clip_radius`` (fixed radius) or ``temperature``
+    (constant temperature) selects the clip-radius policy, not both; neither
+    means constant temperature DEFAULT_TEMPERATURE (0.7), the contract's
+    default. gaussian also needs ``delta``. metric: ``epsilon`` is per unit of latent
     L1 distance. paper: the reference reproduction.
     """
     if name not in MECHANISMS:
@@ -419,10 +420,24 @@ def make_mechanism(name: str, epsilon: float, *, delta: float | None = None,
     ignored = [key for key, value in given.items() if value is not None and key not in applies.get(name, ())]
     if ignored:  # a parameter that would silently do nothing
         raise InputError(f"{', '.join(ignored)} do{'es' * (len(ignored) == 1)} not apply to the {name} mechanism")
+    mechanism = _make(name, epsilon, delta, clip_radius, temperature)
+    for what, value in (("noise scale", mechanism.noise_std), ("clip radius", getattr(mechanism, "clip_radius", 0))):
+        if not value <= LARGEST_SCALE:  # float32 latents would hold infinities, and releases NaNs
+            raise InputError(f"these settings make the {what} {value:.3g}, above the largest allowed ({LARGEST_SCALE:g}; "
+                             "float32 latents overflow at 3.4e38 and releases would be NaN): choose a larger epsilon "
+                             "or a smaller clip radius or temperature")
+    return mechanism
+
+
+LARGEST_SCALE = 1e30
+
+
+def _make(name, epsilon, delta, clip_radius, temperature) -> Mechanism:
     if name in ("laplace", "gaussian"):
-        if (clip_radius is None) == (temperature is None):
-            raise InputError("give exactly one of clip_radius (fixed radius) and temperature "
-                             "(constant temperature), each a number in (0, inf)")
+        if clip_radius is not None and temperature is not None:
+            raise InputError("give clip_radius (fixed radius) or temperature (constant temperature), not both")
+        if clip_radius is None and temperature is None:
+            temperature = DEFAULT_TEMPERATURE
         if clip_radius is not None:
             clip_radius = _check_positive(clip_radius, "clip_radius")
         else:
@@ -497,12 +512,9 @@ def release_condition(values: torch.Tensor, k: int, handling: ConditionHandling,
 
 
 def total_epsilon(mechanism: Mechanism, handlings: dict[str, ConditionHandling]) -> float | None:
-    """eps_latent + sum(eps_c) (basic composition); None for paper (no formal guarantee).
-
-    For metric the latent part is per unit of L1 distance; the sum then reads
-    'eps_unit * d + sum(eps_c)' and is reported as such by the caller.
-    """
-    if not mechanism.formal:
+    """eps_latent + sum(eps_c) (basic composition); None for paper (no formal guarantee) and for metric, whose
+    latent part is per unit of L1 distance: 'eps_unit * d + sum(eps_c)' does not add into one number."""
+    if not mechanism.formal or isinstance(mechanism, MetricMechanism):
         return None
     return mechanism.epsilon + sum(h.cost for h in handlings.values())
 

@@ -81,8 +81,11 @@ class PrivatizationResult:
 
     @property
     def epsilon_spent(self) -> float | None:
-        """eps_latent + sum(eps_c) per record (for metric: per unit of L1 latent distance, plus eps_c)."""
-        return None if self.epsilon_latent is None else self.epsilon_latent + self.epsilon_conditions
+        """eps_latent + sum(eps_c) per record; None without a formal guarantee and for metric (its latent epsilon
+        is per unit of L1 latent distance: ``epsilon_latent`` and ``epsilon_conditions`` hold the two parts)."""
+        if self.epsilon_latent is None or self.mechanism.get("mechanism") == "metric":
+            return None
+        return self.epsilon_latent + self.epsilon_conditions
 
     @property
     def noise_source(self) -> str:

@@ -355,10 +355,11 @@ def train_image_model(args) -> None:
     classifier = train_classifier(train, config, minutes=args.classifier_minutes, seed=args.seed, device=device)
     accuracy = classifier_accuracy(classifier, test.images, test.labels)
     sample_accuracy = sample_recognition(model, classifier, config.num_classes, seed=args.seed)
-    report = TrainingReport(steps, steps * args.batch_size / len(train), seconds, device_description(device),
+    batch = min(args.batch_size, len(train))  # a folder of fewer images than a batch trains on all of them at once
+    report = TrainingReport(steps, steps * batch / len(train), seconds, device_description(device),
                             train_bpd, test_bpd, "test bits/dim")
     facts = {"train_records": len(train), "test_records": len(test), "classifier_test_accuracy": accuracy,
-             "sample_recognition_t0.7": sample_accuracy}
+             "sample_recognition_t0.7": sample_accuracy, "batch_size": batch}
     card = image_model_card(config, report, facts, args)
     clear_stale_results(Path(args.out))
     save_model(model, args.out, card=card, classifier=classifier, half_precision=args.half)
@@ -480,7 +481,7 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
             flat.data.copy_(best_weights)
     model.eval()
     if progress is not None:
-        progress(1.0, best_loss)
+        progress(1.0, best_loss if n_valid else last_loss)  # (no validation split below 50 rows)
     latents = encode_all(model, rows, condition)
     groups = _condition_groups(condition)
     model.config.latent_distances = measure_latent_distances(latents, groups)
@@ -532,7 +533,7 @@ def _cell_text(value) -> str:
         return str(value)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: a trace made while training cannot run under it
 def tabular_test_nll(model: TabularCINN, frame: pd.DataFrame, seed: int = 0) -> float:
     generator = torch.Generator().manual_seed(seed)
     rows = model.data_encoder.transform(frame, generator)
@@ -658,7 +659,7 @@ connected GLOW couplings (width {config.fc_width}); random permutations between 
 label conditions every coupling. {params:,} trainable parameters; latent dimension {config.latent_dim}.
 
 ## Training
-- {report.steps} steps (~{report.epochs:.1f} epochs), batch {args.batch_size}, Adam lr {args.lr} with cosine decay
+- {report.steps} steps (~{report.epochs:.1f} epochs), batch {facts.get('batch_size', args.batch_size)}, Adam lr {args.lr} with cosine decay
 - {report.seconds / 60:.1f} minutes on {report.device}; seed {args.seed}
 - command: `{recorded_command('cadp.train', sys.argv[1:])}`
 
@@ -718,7 +719,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, help="number of optimizer steps (default: by time budget)")
-    parser.add_argument("--time-budget", type=float, help="minutes of training (default 30 for images)")
+    parser.add_argument("--time-budget", type=float,
+                        help="minutes of training (default 30 for images); an image model's evaluation and "
+                             "--classifier-minutes come on top (a few minutes)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint (image models)")
@@ -750,9 +753,23 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(f"{option} must be positive, got {value:g}")
     if args.resume and not args.checkpoint:
         parser.error("--resume continues a checkpoint; it cannot be combined with --no-checkpoint")
+    image = is_image_dataset(args.dataset)
+    other = TABLE_ONLY_OPTIONS if image else IMAGE_ONLY_OPTIONS  # an option that would silently do nothing
+    ignored = [option for option, dest in other.items() if getattr(args, dest) != parser.get_default(dest)]
+    if ignored:
+        parser.error(f"{', '.join(ignored)} appl{'ies' if len(ignored) == 1 else 'y'} to "
+                     f"{'table' if image else 'image'} models only; {args.dataset} is "
+                     f"{'an image' if image else 'a table'} dataset")
     if args.steps is None and args.time_budget is None:
         args.time_budget = 30.0
     return args
+
+
+IMAGE_ONLY_OPTIONS = {"--image-size": "image_size", "--channels": "channels", "--width": "width",
+                      "--conv-blocks": "conv_blocks", "--conv-subnet": "conv_subnet", "--fc-blocks": "fc_blocks",
+                      "--fc-width": "fc_width", "--max-train": "max_train", "--classifier-minutes": "classifier_minutes",
+                      "--lr": "lr", "--batch-size": "batch_size", "--half": "half"}  # (--no-checkpoint: tables have none)
+TABLE_ONLY_OPTIONS = {"--conditions": "conditions", "--column-type": "column_type"}
 
 
 def is_image_dataset(name: str) -> bool:

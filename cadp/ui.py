@@ -6,6 +6,7 @@ are hashed for the ledger, never written to disk or logged.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import math
 import os
@@ -134,8 +135,21 @@ def load_model(source: str) -> hub.LoadedModel:
     being traced or a module still being imported).
     """
     loaded = hub.load_model(source)
-    threading.Thread(target=_warm_up_quietly, args=(loaded.model,), name="cadp-warm-up", daemon=True).start()
+    thread = threading.Thread(target=_warm_up_quietly, args=(loaded.model,), name="cadp-warm-up", daemon=True)
+    WARM_UPS.append(thread)
+    thread.start()
     return loaded
+
+
+WARM_UPS: list[threading.Thread] = []
+
+
+@atexit.register
+def _finish_warm_ups() -> None:
+    """A process that exits while a warm-up is inside torch aborts ("terminate called without an active
+    exception", exit code 134): let them end first (a second or two each)."""
+    for thread in WARM_UPS:
+        thread.join(timeout=60)
 
 
 def _warm_up_quietly(model) -> None:

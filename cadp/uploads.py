@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from cadp.errors import InputError
 
@@ -348,8 +348,9 @@ def _fit_square(array: np.ndarray, size: int, steps: list[str]) -> np.ndarray:
     return canvas
 
 
-def png_bytes(pixels: np.ndarray) -> bytes:
-    """PNG file bytes of an image: (C, H, W), (H, W) or (H, W, 3); floats are rounded to 0..255."""
+def png_bytes(pixels: np.ndarray, description: str | None = None) -> bytes:
+    """PNG file bytes of an image: (C, H, W), (H, W) or (H, W, 3); floats are rounded to 0..255.
+    ``description`` (a release's terms) is stored in the file as its 'Description' text."""
     array = np.asarray(pixels)
     if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
         array = array.transpose(1, 2, 0)
@@ -359,8 +360,12 @@ def png_bytes(pixels: np.ndarray) -> bytes:
         raise InputError(f"cannot write an image of shape {tuple(np.asarray(pixels).shape)} as PNG")
     if array.dtype != np.uint8:
         array = np.clip(np.rint(np.nan_to_num(array.astype(np.float64))), 0, 255).astype(np.uint8)
+    info = None
+    if description:
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("Description", description)  # UTF-8 text: the terms name ε and δ
     buffer = io.BytesIO()
-    Image.fromarray(array, mode="L" if array.ndim == 2 else "RGB").save(buffer, format="PNG")
+    Image.fromarray(array, mode="L" if array.ndim == 2 else "RGB").save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
 
 

@@ -30,7 +30,8 @@ UTILITY = {
                  "p/o": {"mean": [0.8, 0.7]}, "reid_latent": [0.9, 0.8]},
     },
 }
-CENTRAL = {"label": "DP-SGD", "epsilons": [1, 8], "epsilon_spent": [0.99, 7.9], "accuracy": {"mean": [0.7, 0.85]}}
+CENTRAL = {"label": "DP-SGD", "epsilons": [1, 8], "epsilon_spent": [0.99, 7.9], "accuracy": {"mean": [0.7, 0.85]},
+           "delta": 0.001, "settings": {"architecture": "EvalCNN", "n_train": 1000}}
 
 
 def build_models(folder: Path) -> Path:

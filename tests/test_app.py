@@ -374,20 +374,45 @@ def test_a_batch_download_with_a_label_not_kept_is_numbered_in_a_random_order():
     at.radio(key="image_label_handling").set_value("resampled").run()
     at.button(key="image_privatize").click().run()
     state = clean(at).session_state["image_result"]
-    in_upload_order = [compare.png_bytes(image) for image in state["result"].privatized]
-    downloaded = [data for _, data in state["files"]]
+    from PIL import Image
+
+    from cadp.uploads import png_bytes
+
+    def pixels(data):
+        return np.asarray(Image.open(io.BytesIO(data))).tobytes()
+
+    in_upload_order = [pixels(png_bytes(image.numpy())) for image in state["result"].privatized]
+    downloaded = [pixels(data) for _, data in state["files"]]
+    # every file carries the release's terms
+    assert {Image.open(io.BytesIO(data)).text["Description"] for _, data in state["files"]} == \
+        {state["result"].guarantee}
     assert sorted(downloaded) == sorted(in_upload_order) and downloaded != in_upload_order  # 1 in 40,320 by chance
     manifest = {row["file"]: row["condition"] for row in state["manifest"]}
     released = state["result"].released_condition["label"].tolist()
     for name, data in state["files"]:  # each file's row names the label released with that very image
-        assert manifest[name] == helpers.MNIST_CLASSES[released[in_upload_order.index(data)]]
+        assert manifest[name] == helpers.MNIST_CLASSES[released[in_upload_order.index(pixels(data))]]
 
 
 def test_download_names_are_plain_and_never_carry_a_label_that_is_not_kept():
-    assert compare.released_name("fashion-mnist test image #0 (Ankle boot)", 0) == \
-        "0000-fashion-mnist-test-image-0-Ankle-boot-private.png"
-    assert compare.released_name("scans/patient 7.png", 3, copy_name=False) == "0003-private.png"
-    assert compare.released_name("scan.png", 0, private=False) == "0000-scan-not-private.png"
+    from cadp.mechanisms import make_mechanism
+
+    laplace = compare.release_tag(make_mechanism("laplace", 10, temperature=0.7))
+    assert compare.released_name("fashion-mnist test image #0 (Ankle boot)", 0, tag=laplace) == \
+        "0000-fashion-mnist-test-image-0-Ankle-boot-laplace-eps10.png"
+    assert compare.released_name("scans/patient 7.png", 3, copy_name=False, tag=laplace) == "0003-laplace-eps10.png"
+    assert compare.released_name("scan.png", 0) == "0000-scan-not-private.png"
+
+
+def test_download_names_say_the_terms_and_never_call_a_release_private_unqualified():
+    """A bare '-private.png' was given to metric releases (which protect only near-duplicates at usual settings)
+    and to releases at epsilon 10,000 alike."""
+    from cadp.mechanisms import make_mechanism
+
+    assert compare.release_tag(make_mechanism("metric", 1)) == "metric-eps1-per-unit"
+    assert compare.release_tag(make_mechanism("gaussian", 10000, delta=1e-5, temperature=0.7)) == \
+        "gaussian-eps10000"
+    assert compare.release_tag(make_mechanism("paper", 1)) == "not-private"
+    assert compare.release_tag(make_mechanism("laplace", 1, temperature=0.7), seeded=True) == "not-private"
 
 
 # --------------------------------------------------------------------------- tabular page
@@ -402,7 +427,8 @@ def test_tabular_bundled_release():
     assert "epsilon = 2" in guarantee(at)
     assert {"trained on privatized, tested on real (p/o)", "trained on real, tested on real (o/o)"} <= {
         m.label for m in at.metric}
-    assert len(at.get("plotly_chart")) == 2 and len(downloads(at)) == 1
+    assert len(at.get("plotly_chart")) == 2
+    assert [d.label for d in downloads(at)] == ["Download privatized CSV", "Download its terms (guarantee.txt)"]
     # only the rows the model did not train on: for the 354 others the guarantee would not cover the model
     assert any("each row of diabetes (held-out rows) (88 rows)" in line and "ε = 2" in line for line in ledger(at))
     assert any("The 88 rows of diabetes that" in c.value and "354 rows trained it" in c.value for c in at.caption)
@@ -434,7 +460,7 @@ def test_tabular_upload_without_kept_columns_fits_and_releases():
     assert not errors(at)
     at.button(key="table_privatize").click().run()
     clean(at)
-    assert not errors(at) and "epsilon = 2" in guarantee(at) and len(downloads(at)) == 1
+    assert not errors(at) and "epsilon = 2" in guarantee(at) and downloads(at)[0].label == "Download privatized CSV"
 
 
 def test_switching_table_models_gives_each_its_own_conditions(weights, tmp_path, monkeypatch):
@@ -619,7 +645,7 @@ def test_tabular_upload_fits_on_the_fly_and_invalid_csv():
     clean(at)
     assert "group resampled from its frequencies in the uploaded table, the model's training data (not a public " \
         "prior" in guarantee(at)
-    assert len(downloads(at)) == 1
+    assert downloads(at)[0].label == "Download privatized CSV"
     at.file_uploader(key="table_upload").set_value(("bad.csv", b"\x00\x01\x02" * 50, "text/csv")).run()
     clean(at)
     assert errors(at) and not downloads(at)
@@ -638,6 +664,7 @@ def test_utility_page_plots_eval_json_and_central_apart():
     central = json.loads(at.get("plotly_chart")[4].proto.spec)
     assert [trace["y"] for trace in central["data"]] == [[0.7, 0.85]]  # accuracy only: ε is the axis, not a curve
     assert central["data"][0]["text"] == ["ε spent 0.99", "ε spent 7.9"]
+    assert any("δ = 0.001 = 1/N for its N training records: a weak setting" in c.value for c in at.caption)
 
 
 def test_utility_page_without_section_names_the_command(weights):
@@ -727,6 +754,36 @@ def test_model_card_of_a_table_model_shows_sampled_rows():
     assert set(rows["sex"]) <= {1, 2}
     card = "\n".join(m.value for m in at.markdown)
     assert "Quality (`python -m cadp.evaluate bpd" in card and "<!--" not in card
+
+
+def test_model_card_limitations_never_call_a_users_training_data_public(tmp_path):
+    """A model without a card's "Privacy and limitations" section (e.g. from the Hub) trained on the user's own
+    data got the fallback sentence "Trained without differential privacy on public data"."""
+    from cadp.data import load_table
+    from cadp.hub import save_model
+    from cadp.models import TabularCINN
+    from cadp.train import tabular_config
+    from tests.conftest import weights_dir
+
+    config = tabular_config(load_table("diabetes").frame, ["sex"], name="ward-table", dataset="ward-7.csv",
+                            blocks=1, width=8)
+    save_model(TabularCINN(config), tmp_path / "ward-table", card="# ward-table\n")
+    with weights_dir(tmp_path):
+        at = clean(page("model_card.py"))
+    limitations = "\n".join(m.value for m in at.markdown)
+    assert "without** differential privacy on 'ward-7.csv', not a public dataset" in limitations
+    assert "on public data" not in limitations
+
+
+def test_a_process_that_exits_right_after_loading_a_model_exits_cleanly():
+    """The warm-up thread was still inside torch when the interpreter ended: 'terminate called without an
+    active exception' and exit code 134 (a server stopped right after a page loaded a model; a test run)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "from cadp import ui; ui.load_model('weights/mnist-cinn')"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "terminate called" not in done.stderr, done.stderr[-500:]
 
 
 def test_hub_id_that_does_not_exist_is_a_plain_error():
@@ -908,7 +965,7 @@ def test_a_release_is_shown_only_with_its_model_and_says_when_the_choices_change
     at.button(key="table_privatize").click().run()
     assert not any(changed in i.value for i in clean(at).info)
     at.select_slider(key="table_epsilon").set_value(10).run()
-    assert any(changed in i.value for i in clean(at).info) and len(downloads(at)) == 1
+    assert any(changed in i.value for i in clean(at).info) and downloads(at)[0].label == "Download privatized CSV"
 
 
 def test_a_new_image_starts_from_its_own_label_not_the_last_ones():

@@ -157,12 +157,15 @@ def test_labels_csv_for_a_flat_folder_and_formula_names_in_the_manifest(image_mo
     assert by_file["'=cmd.png"]["preprocessing"] == "resized 30x30 -> 28x28"
 
 
-def test_unlabelled_images_are_errors_and_nothing_privatized_exits_1(image_model, tmp_path):
-    source = make_folder(tmp_path / "in", {"cats/a.png": image_file(1)})
+def test_unlabelled_images_are_errors_and_nothing_privatized_exits_1(image_model, tmp_path, capsys):
+    source = make_folder(tmp_path / "in", {"cats/a.png": image_file(1), "cats/b.png": image_file(2)})
     output = tmp_path / "out"
     assert run(image_model, source, output) == 1
-    (row,) = read_manifest(output)
-    assert row["status"] == "error" and row["error"].startswith("no label: the file is not in a sub-folder named")
+    rows = read_manifest(output)
+    assert all(row["status"] == "error" for row in rows)
+    assert rows[0]["error"].startswith("no label: the file is not in a sub-folder named")
+    # the summary says why, not only how many (the reason was in the manifest alone)
+    assert f"most common reason (2 of 2): {rows[0]['error']}" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- ZIP
@@ -381,6 +384,9 @@ def test_csv_missing_model_columns_is_a_usage_error(table_model, tmp_path, capsy
     (["--delta", "1e-5"], "--delta applies to gaussian only, not laplace"),  # run() asks for laplace
     (["--epsilon", "-1"], "epsilon must be in (0, inf)"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--condition", "label=randomized:abc"], "--condition 'label=randomized:abc': the epsilon 'abc' is not a number"),
+    (["--condition", "label=hidden"], "--condition 'label=hidden': condition handling must be one of"),
+    (["--epsilon", "1e-40", "--clip-radius", "1"], "above the largest allowed"),
 ])
 def test_unusable_arguments_exit_2_with_a_message(image_model, tmp_path, capsys, extra, message):
     source = make_folder(tmp_path / "in", {"0/a.png": image_file(1)})
@@ -405,6 +411,21 @@ def test_unusable_paths_exit_2(image_model, table_model, tmp_path, capsys):
     assert run(tmp_path / "no-model", source, tmp_path / "out") == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    a_file = tmp_path / "labels.txt"
+    a_file.write_text("x")
+    assert run(image_model, source, a_file / "out") == 2  # an OUTPUT inside a file cannot be made
+    err = capsys.readouterr().err
+    assert f"cannot write the output folder {a_file / 'out'}" in err and "Traceback" not in err
+
+
+def test_a_file_given_two_labels_is_refused(image_model, tmp_path, capsys):
+    """A kept label is released exactly: a labels CSV that names one file twice with two labels is an error."""
+    source = make_folder(tmp_path / "in", {"a.png": image_file(1), "b.png": image_file(2)})
+    (tmp_path / "labels.csv").write_text("file,label\na.png,0\nb.png,1\na.png,1\n")
+    assert run(image_model, source, tmp_path / "out", "--labels", str(tmp_path / "labels.csv")) == 2
+    assert "the labels CSV gives 'a.png' two labels: '0' (line 2) and '1' (line 4)" in capsys.readouterr().err
+    (tmp_path / "labels.csv").write_text("file,label\na.png,0\nb.png,1\na.png,0\n")  # the same label twice
+    assert run(image_model, source, tmp_path / "out2", "--labels", str(tmp_path / "labels.csv")) == 0
 
 
 def test_unknown_mechanism_is_refused_by_argparse(image_model, tmp_path):

@@ -17,3 +17,19 @@ def test_readme_tables_match_the_bundled_eval_json():
     assert len(lines) > 20
     stale = [line for line in lines if line not in readme]
     assert not stale, "README.md differs from scripts/readme_tables.py; paste its output:\n" + "\n".join(stale)
+
+
+def test_readme_library_snippet_runs_as_written(monkeypatch):
+    """The README's Python example, run from the repository root exactly as printed."""
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    snippet = next(block for block in re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+                   if "load_image_dataset" in block)
+    monkeypatch.chdir(ROOT)
+    namespace: dict = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    result, data = namespace["result"], namespace["data"]
+    assert tuple(result.privatized.shape) == (10, 1, 28, 28)  # as its comment says
+    assert sorted(data.labels[::100].tolist()) == list(range(10))  # "one per class"
+    assert "epsilon = 10" in result.guarantee and namespace["pngs"].dtype.is_floating_point is False

@@ -368,6 +368,11 @@ def test_cli_evaluates_models_trained_on_a_csv_or_image_folder_given_their_data(
     assert read_eval(table)["bpd"]["quick"] is True
     card = (table / "README.md").read_text()  # the command that reproduces it, without the machine's folders
     assert "python -m cadp.evaluate bpd --model table-model --data rows.csv --quick" in card and str(tmp_path) not in card
+    bigger = tmp_path / "all-rows.csv"  # not the table it was trained on: its "test" rows would hold training rows
+    load_table("diabetes").frame.to_csv(bigger, index=False)
+    assert evaluate.main(["bpd", "--model", str(table), "--quick", "--data", str(bigger)]) == 2
+    assert "splits into 354 training and 88 test records; the model was trained on 120 and tested on 30" in \
+        capsys.readouterr().err
     source.write_text("age,bmi\n30,22\n")
     assert evaluate.main(["audit", "--model", str(table), "--quick", "--data", str(source)]) == 2
     assert "lacks the model's column(s)" in capsys.readouterr().err
@@ -387,6 +392,7 @@ def test_cli_evaluates_models_trained_on_a_csv_or_image_folder_given_their_data(
     assert evaluate.main(["bpd", "--model", str(images), "--quick", "--data", str(folder)]) == 0
     assert read_eval(images)["bpd"]["test_records"] == 4  # the held-out fifth of 20 images, as in training
     assert "subnets 3x3-3x3-3x3, width 8" in (images / "README.md").read_text()
+    assert "2 steps (~2.0 epochs), batch 16," in (images / "README.md").read_text()  # 16 images: a batch of 16
     (folder / "birds").mkdir()
     (folder / "birds" / "0.png").write_bytes(corpus.png(corpus.digit(28, 28)))
     assert evaluate.main(["bpd", "--model", str(images), "--quick", "--data", str(folder)]) == 2

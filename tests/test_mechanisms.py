@@ -76,6 +76,17 @@ def test_clipped_latents_never_leave_the_ball(p):
             assert clip_per_sample(z, radius, p=p).norm(p=p, dim=1).max().item() <= radius
 
 
+@pytest.mark.parametrize("name, epsilon, kwargs", [
+    ("metric", 1e-40, {}), ("laplace", 1e-38, {"clip_radius": 1.0}), ("laplace", 1.0, {"temperature": 1e35}),
+    ("laplace", 1.0, {"clip_radius": 1e31}),
+])
+def test_settings_whose_noise_overflows_float32_are_refused(name, epsilon, kwargs):
+    """A noise scale of 1e40 made the released table cells NaN and the images black, reported as privatized."""
+    with pytest.raises(InputError, match="above the largest allowed"):
+        make_mechanism(name, epsilon, **kwargs)
+    make_mechanism(name, max(epsilon, 1e-20), **{k: min(v, 1.0) for k, v in kwargs.items()})  # in range: fine
+
+
 def test_noise_tails_are_not_cut(monkeypatch):
     """A magnitude from one uniform number stops where the uniform does (float32 normals at 5.77 sigma, float64
     Laplace at 36 b): the coin flips of an exponential go on past a word of all tails, however rare (p = 2^-62)."""
@@ -244,10 +255,11 @@ def test_gaussian_needs_delta():
         make_mechanism("gaussian", 1.0, temperature=0.7)
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"clip_radius": 1.0, "temperature": 0.7}])
-def test_exactly_one_clip_policy(kwargs):
-    with pytest.raises(InputError, match="exactly one of clip_radius"):
-        make_mechanism("laplace", 1.0, **kwargs)
+def test_one_clip_policy_and_constant_temperature_by_default():
+    with pytest.raises(InputError, match="not both"):
+        make_mechanism("laplace", 1.0, clip_radius=1.0, temperature=0.7)
+    for name, kwargs in (("laplace", {}), ("gaussian", {"delta": 1e-5})):  # PRIVACY.md: constant temperature 0.7
+        assert make_mechanism(name, 3.0, **kwargs) == make_mechanism(name, 3.0, temperature=0.7, **kwargs)
 
 
 @pytest.mark.parametrize("radius", [0, -2, float("nan")])
@@ -310,6 +322,8 @@ def test_total_epsilon_composes_conditions():
                  "age": ConditionHandling("resampled")}
     assert total_epsilon(mechanism, handlings) == pytest.approx(3.5)
     assert total_epsilon(make_mechanism("paper", 2.0), handlings) is None
+    # metric's latent epsilon is per unit of L1 latent distance: it does not add to the conditions' into one number
+    assert total_epsilon(make_mechanism("metric", 2.0), handlings) is None
 
 
 def test_condition_handling_validation():

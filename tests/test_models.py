@@ -535,6 +535,20 @@ def test_training_cli_refuses_settings_that_are_not_positive(option, tmp_path, c
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize("dataset, options, message", [
+    ("diabetes", ["--image-size", "32", "--half"], "--image-size, --half apply to image models only; diabetes is "
+                                                  "a table dataset"),
+    ("diabetes", ["--lr", "0.01"], "--lr applies to image models only"),
+    ("mnist", ["--conditions", "sex"], "--conditions applies to table models only; mnist is an image dataset"),
+])
+def test_training_cli_refuses_options_that_would_do_nothing(dataset, options, message, tmp_path, capsys):
+    from cadp import train
+
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--dataset", dataset, "--out", str(tmp_path / "m"), *options])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_training_cli_never_replaces_a_model_or_an_interrupted_run_unasked(tmp_path, capsys):
     from cadp import train
     from cadp.hub import read_eval, update_eval
@@ -635,6 +649,18 @@ def test_training_on_a_csv_says_what_reading_it_did_and_never_stores_identifiers
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert "name" not in [column["name"] for column in config["data_encoder"]["columns"]]
     assert "Patient 7" not in (tmp_path / "m" / "config.json").read_text() + (tmp_path / "m" / "README.md").read_text()
+
+
+def test_training_on_a_small_csv_writes_a_model(tmp_path, capsys):
+    """Below 50 rows there is no validation split, so the first pass without gradients was the test NLL; it
+    ran under inference_mode, where a trace made during training raised a RuntimeError."""
+    from cadp import train
+
+    source = tmp_path / "rows.csv"
+    load_table("diabetes").frame.head(30).to_csv(source, index=False)
+    assert train.main(["--dataset", str(source), "--out", str(tmp_path / "m"), "--steps", "20"]) == 0
+    assert "test NLL" in capsys.readouterr().out
+    assert (tmp_path / "m" / "model.safetensors").exists()
 
 
 def test_a_failed_run_keeps_the_folders_evaluation(tmp_path, capsys):

@@ -78,6 +78,7 @@ def test_condition_handling_and_total_epsilon(tiny_image_model, digits):
     # two units that do not add into one number: both named
     assert "Total of this release (basic composition): 0.5 per unit of latent L1 distance + epsilon = 1 for " \
            "conditions." in metric.guarantee
+    assert metric.epsilon_spent is None and (metric.epsilon_latent, metric.epsilon_conditions) == (0.5, 1.0)
 
 
 def test_paper_releases_name_the_batches_they_ran_on(tiny_image_model, digits):

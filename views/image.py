@@ -12,7 +12,7 @@ from cadp import compare, ui
 from cadp.data import IMAGE_DATASETS
 from cadp.mechanisms import new_generator
 from cadp.privatize import latent_difference_maps, privatize
-from cadp.uploads import default_invert
+from cadp.uploads import default_invert, png_bytes
 
 STRIP_EPSILONS = [1, 10, 100, 1000, 10000]
 RESULT = "image_result"
@@ -114,11 +114,11 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
     order = list(range(len(records)))
     if handling.handling != "kept":  # numbered in upload order, the numbers would tell which inputs they are
         random.SystemRandom().shuffle(order)
+    tag, terms = compare.release_tag(settings.mechanism, seeded=settings.seed is not None), ui.release_terms(result)
     for number, index in enumerate(order):
         record = records[index]
-        file = compare.released_name(record.name, number, copy_name=handling.handling == "kept",
-                                     private=settings.mechanism.formal and settings.seed is None)
-        files.append((file, compare.png_bytes(result.privatized[index])))
+        file = compare.released_name(record.name, number, copy_name=handling.handling == "kept", tag=tag)
+        files.append((file, png_bytes(result.privatized[index].numpy(), description=terms)))  # terms in the file
         mechanism = ui.MECHANISM_LABELS[name] + (f" (ran on {result.batch_text})" if name == "paper" else "")
         manifest.append({"file": file, "condition": class_names[int(result.released_condition["label"][index])],
                          "mechanism": mechanism, "cost": ui.cost_text([settings.mechanism], handling.cost),
@@ -183,12 +183,14 @@ def show_result(loaded, state, changed: bool) -> None:
                            compare.batch_zip(state["files"], state["manifest"], ui.release_terms(result)),
                            file_name="cadp-privatized.zip", mime="application/zip", key="download_zip")
     if state["handling"] == "kept":
-        suffix = "-not-private.png" if state["files"][0][0].endswith("-not-private.png") else "-private.png"
-        st.caption(f"Downloaded files keep your file names (…{suffix}): rename them before sharing if a name "
-                   "identifies a patient. The guarantee covers the image content, not file names.")
+        st.caption(f"Downloaded files keep your file names ({state['files'][0][0]}): rename them before sharing if "
+                   "a name identifies a patient. The guarantee covers the image content, not file names.")
     else:
         st.caption("Downloaded files are numbered in an order drawn at random: with a label that is not kept, "
                    "names (which often carry the true label) and the upload's order are left out.")
+    st.caption("Each PNG carries this release's terms as its Description text (shown by image viewers' "
+               "properties or `exiftool`); a name ending in -not-private marks a release without a formal "
+               "guarantee (paper, or a fixed seed).")
 
 
 def page(loaded) -> None:

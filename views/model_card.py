@@ -8,6 +8,7 @@ import streamlit as st
 import torch
 
 from cadp import ui
+from cadp.data import PUBLIC_DATASETS
 from cadp.mechanisms import DEFAULT_TEMPERATURE
 
 
@@ -77,7 +78,9 @@ def page(loaded) -> None:
         st.info("This model folder has no README.md card.")
     if "Privacy and limitations" not in card:
         st.subheader("Limitations")
-        st.markdown("- Trained **without** differential privacy on public data: CADP's guarantees protect the "
+        training = ("on public data" if config.dataset in PUBLIC_DATASETS else
+                    f"on {config.dataset!r}, not a public dataset this app knows (check its card and license)")
+        st.markdown(f"- Trained **without** differential privacy {training}: CADP's guarantees protect the "
                     "record being privatized, not this training set.\n"
                     "- Every guarantee is **local** (per record); kept attributes are public.\n"
                     "- The `paper` mechanism is a reference reproduction with no formal guarantee.")

@@ -186,8 +186,11 @@ def show_result(state) -> None:
         st.caption("Logistic regression; the tested rows are held out from training in both cases.")
     safe_csv_bytes = ui.require("safe_csv_bytes", "cadp.uploads")
     csv_format = state["csv_format"]
-    st.download_button("Download privatized CSV", safe_csv_bytes(released, **csv_format),
-                       file_name="cadp-privatized.csv", mime="text/csv", key="download_csv")
+    left, right = st.columns(2)
+    left.download_button("Download privatized CSV", safe_csv_bytes(released, **csv_format),
+                         file_name="cadp-privatized.csv", mime="text/csv", key="download_csv")
+    right.download_button("Download its terms (guarantee.txt)", ui.release_terms(result) + "\n",
+                          file_name="cadp-privatized-guarantee.txt", mime="text/plain", key="download_terms")
     if csv_format.get("delimiter", ",") != ",":
         words = ui.require("csv_format_words", "cadp.uploads")(**csv_format)
         st.caption(f"Written {words}, as the upload was.")

@@ -93,6 +93,11 @@ def show_utility(utility: dict, key: str, config) -> None:
             st.json(settings)
 
 
+def _training_records(central: dict) -> int | None:
+    records = (central.get("settings") or {}).get("n_train")
+    return records if isinstance(records, int) else None
+
+
 def show_central(central: dict) -> None:
     st.subheader("Central DP baseline (DP-SGD) — a different guarantee")
     st.caption("Central differential privacy protects the training set of one model, with a trusted curator. "
@@ -113,7 +118,11 @@ def show_central(central: dict) -> None:
         if architecture:
             delta = central.get("delta")
             st.caption(f"Classifier: {architecture}; δ = "
-                       f"{f'{delta:.2g}' if isinstance(delta, (int, float)) else '?'}.")
+                       f"{f'{delta:.2g}' if isinstance(delta, (int, float)) else '?'}"
+                       + (" = 1/N for its N training records: a weak setting (δ ≪ 1/N is usual; δ = 1/N allows "
+                          "one training record to be published outright), so this baseline looks better than a "
+                          "usual one." if isinstance(delta, (int, float)) and 0 < delta
+                          and _training_records(central) == round(1 / delta) else "."))
     else:
         st.json(central)
 
