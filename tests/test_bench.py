@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -205,3 +206,13 @@ def test_evaluation_times_name_the_folder_they_would_be_measured_in(tmp_path):
     assert f"--model {candidate}`" in note  # not the bundled weights/mnist-cinn of the same name
     bundled = evaluation_times([WEIGHTS / "mnist-cinn"])["mnist-cinn"]
     assert bundled["measured_by"] == "python -m cadp.evaluate utility --model weights/mnist-cinn"
+
+
+def test_mechanisms_line_names_the_commit_and_every_mechanism(capsys):
+    """bench.mechanisms times one record per mechanism on the bundled models (the tenth round's A/B runs)."""
+    from bench import mechanisms
+
+    assert mechanisms.main(["--calls", "3"]) == 0
+    line = capsys.readouterr().out.strip()
+    for key in ("image laplace", "row laplace", "image gaussian", "row gaussian"):
+        assert re.search(rf"{key} p50 \d+\.\d\d ms", line), line
