@@ -37,7 +37,8 @@ pytestmark = pytest.mark.usefixtures("weights")  # the app reads the tiny models
 
 
 def download_bytes(at: AppTest, media: dict[str, bytes]) -> bytes:
-    buttons = at.get("download_button")
+    """The privatized file's bytes (the table page also offers its terms, guarantee.txt)."""
+    buttons = [b for b in at.get("download_button") if b.label.startswith("Download privatized")]
     assert len(buttons) == 1
     return media[buttons[0].proto.url.rsplit("/", 1)[-1].split(".")[0]]
 
