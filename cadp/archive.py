@@ -763,11 +763,12 @@ def _mechanism(args) -> Mechanism:
     if args.mechanism == "laplace" and args.delta is not None:
         raise UsageError("--delta applies to gaussian only, not laplace (pure epsilon-DP has no delta)")
     if args.mechanism in ("laplace", "gaussian"):
-        temperature = args.temperature
-        if temperature is None and args.clip_radius is None:
-            temperature = DEFAULT_TEMPERATURE
+        for option, value in (("--clip-radius", args.clip_radius), ("--temperature", args.temperature)):
+            if value is not None and not value > 0:  # said with the option's name, not the library's
+                raise UsageError(f"{option} must be a number > 0, got {value:g}")
+        # neither given: the library's default, constant temperature 0.7 (PRIVACY.md)
         return make_mechanism(args.mechanism, args.epsilon, delta=args.delta, clip_radius=args.clip_radius,
-                              temperature=temperature)
+                              temperature=args.temperature)
     if args.temperature is not None or args.clip_radius is not None:
         raise UsageError(f"--temperature and --clip-radius apply to laplace and gaussian, not {args.mechanism}")
     if args.delta is not None:
@@ -904,6 +905,11 @@ def main(argv=None) -> int:
         return EXIT_INTERRUPTED
     finally:
         manifest.close()
+    if not manifest.privatized and not manifest.failed:  # a header without rows, a folder without files
+        _remove_run_files(args.output, created)
+        print(f"error: {args.input} holds no {'rows' if kind == 'tabular' else 'files'} to privatize; nothing was "
+              "written", file=sys.stderr)
+        return EXIT_NOTHING_PRIVATIZED
     print(f"privatized {manifest.privatized}, unusable {manifest.failed}; "
           f"details in {args.output / MANIFEST_NAME} (this run's record, not part of the release)", file=sys.stderr)
     if manifest.reasons:

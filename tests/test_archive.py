@@ -387,6 +387,8 @@ def test_csv_missing_model_columns_is_a_usage_error(table_model, tmp_path, capsy
     (["--condition", "label=randomized:abc"], "--condition 'label=randomized:abc': the epsilon 'abc' is not a number"),
     (["--condition", "label=hidden"], "--condition 'label=hidden': condition handling must be one of"),
     (["--epsilon", "1e-40", "--clip-radius", "1"], "above the largest allowed"),
+    (["--clip-radius", "0"], "--clip-radius must be a number > 0, got 0"),  # the option's name, not clip_radius
+    (["--temperature", "-1"], "--temperature must be a number > 0, got -1"),
 ])
 def test_unusable_arguments_exit_2_with_a_message(image_model, tmp_path, capsys, extra, message):
     source = make_folder(tmp_path / "in", {"0/a.png": image_file(1)})
@@ -416,6 +418,19 @@ def test_unusable_paths_exit_2(image_model, table_model, tmp_path, capsys):
     assert run(image_model, source, a_file / "out") == 2  # an OUTPUT inside a file cannot be made
     err = capsys.readouterr().err
     assert f"cannot write the output folder {a_file / 'out'}" in err and "Traceback" not in err
+
+
+def test_an_input_with_nothing_to_privatize_writes_nothing(image_model, table_model, tmp_path, capsys):
+    """A CSV with a header and no rows left an empty privatized.csv and 'privatized 0, unusable 0'."""
+    source = tmp_path / "header.csv"
+    table_frame(3).head(0).to_csv(source, index=False)
+    assert run(table_model, source, tmp_path / "out") == 1
+    assert f"error: {source} holds no rows to privatize; nothing was written" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    empty = tmp_path / "in"
+    empty.mkdir()
+    assert run(image_model, empty, tmp_path / "out") == 1
+    assert "holds no files to privatize" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 def test_a_file_given_two_labels_is_refused(image_model, tmp_path, capsys):
