@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from cadp.data import image_folder_name, text_category_columns
+from cadp.data import case_hint, image_folder_name, text_category_columns
 from cadp.errors import CadpError, InputError
 from cadp.mechanisms import (
     DEFAULT_TEMPERATURE,
@@ -505,7 +505,8 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
         raise UsageError(f"{path.name} names column(s) {repeated} more than once (spaces around names are ignored)")
     missing = [c for c in needed if c not in columns]
     if missing:
-        raise UsageError(f"{path.name} lacks the model's column(s) {missing}; the model needs {needed}")
+        raise UsageError(f"{path.name} lacks the model's column(s) {missing}{case_hint(missing, columns)}; the model "
+                         f"needs {needed}")
     extra = [c for c in columns if c not in needed]
     if extra:
         print(f"note: column(s) {extra} are not the model's and are left out of {PRIVATIZED_CSV_NAME}",

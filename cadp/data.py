@@ -432,6 +432,17 @@ def _listed(values: list, shown: int = 8) -> str:
     return ", ".join(map(repr, values[:shown])) + (f" and {len(values) - shown} more" if len(values) > shown else "")
 
 
+def case_hint(missing, present) -> str:
+    """' (the file has 'AGE' for 'age': column names are case-sensitive)' when a missing column is there in
+    another case or with spaces around it; '' otherwise."""
+    by_key = {str(name).strip().casefold(): str(name) for name in present}
+    found = [(by_key[str(name).casefold()], name) for name in missing if str(name).casefold() in by_key]
+    if not found:
+        return ""
+    pairs = ", ".join(f"{have!r} for {want!r}" for have, want in found[:5])
+    return f" (the file has {pairs}: column names are case-sensitive; rename the column(s))"
+
+
 def text_category_columns(config) -> set[str]:
     """A table model's columns of categories written as text: a CSV must read them as text, as written (codes such
     as ZIP 02134 or ICD-9 250.00 would otherwise be read as numbers the model does not know)."""
@@ -447,7 +458,7 @@ def table_fit_problems(config, frame: pd.DataFrame, kinds: dict[str, str], condi
     problems = []
     missing = [name for name in specs if name not in frame.columns]
     if missing:
-        problems.append(f"the table lacks the model's column(s) {_listed(missing)}")
+        problems.append(f"the table lacks the model's column(s) {_listed(missing)}{case_hint(missing, frame.columns)}")
     if sorted(conditions) != sorted(config.condition_columns):
         problems.append(f"the model's conditions are {_listed(config.condition_columns) or 'none'}; chosen here: "
                         f"{_listed(conditions) or 'none'}")
@@ -576,7 +587,7 @@ class TabularEncoder:
             raise RuntimeError("TabularEncoder.transform called before fit")
         missing = [spec.name for spec in self.columns if spec.name not in frame.columns]
         if missing:
-            raise InputError(f"the table lacks column(s) {missing}")
+            raise InputError(f"the table lacks column(s) {missing}{case_hint(missing, frame.columns)}")
         encoded = np.zeros((len(frame), self.width), dtype=np.float32)
         cells = cells or FrameCells.of(frame)
         start = 0

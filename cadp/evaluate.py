@@ -1245,7 +1245,7 @@ def load_training_data(config, path: Path | str, training: dict | None = None):
 
 
 def _load_training_data(config, path: Path | str):
-    from cadp.data import load_image_folder, load_table
+    from cadp.data import case_hint, load_image_folder, load_table
 
     path = Path(path)
     if not path.exists():
@@ -1266,7 +1266,7 @@ def _load_training_data(config, path: Path | str):
     frame = table.frame
     missing = [c for c in config.data_columns + config.condition_columns if c not in frame.columns]
     if missing:  # perhaps dropped while reading it: say why
-        raise InputError(f"--data {path} lacks the model's column(s) {missing}"
+        raise InputError(f"--data {path} lacks the model's column(s) {missing}{case_hint(missing, frame.columns)}"
                          + (f" (reading it: {'; '.join(table.notes)})" if table.notes else ""))
     return split_table(frame, config.permutation_seed)
 

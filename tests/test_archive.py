@@ -433,6 +433,15 @@ def test_an_input_with_nothing_to_privatize_writes_nothing(image_model, table_mo
     assert "holds no files to privatize" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
+def test_a_column_in_another_case_is_named_in_the_refusal(table_model, tmp_path, capsys):
+    source = tmp_path / "rows.csv"
+    frame = table_frame(3)
+    frame.rename(columns={frame.columns[0]: frame.columns[0].upper()}).to_csv(source, index=False)
+    assert run(table_model, source, tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert f"(the file has {frame.columns[0].upper()!r} for {frame.columns[0]!r}: column names are case-sensitive" in err
+
+
 def test_a_file_given_two_labels_is_refused(image_model, tmp_path, capsys):
     """A kept label is released exactly: a labels CSV that names one file twice with two labels is an error."""
     source = make_folder(tmp_path / "in", {"a.png": image_file(1), "b.png": image_file(2)})
