@@ -421,7 +421,11 @@ def make_mechanism(name: str, epsilon: float, *, delta: float | None = None,
     if ignored:  # a parameter that would silently do nothing
         raise InputError(f"{', '.join(ignored)} do{'es' * (len(ignored) == 1)} not apply to the {name} mechanism")
     mechanism = _make(name, epsilon, delta, clip_radius, temperature)
-    for what, value in (("noise scale", mechanism.noise_std), ("clip radius", getattr(mechanism, "clip_radius", 0))):
+    radius = getattr(mechanism, "clip_radius", None)
+    if radius is not None and not radius >= SMALLEST_RADIUS:  # denormal radii defeat the clip's rounding margin
+        raise InputError(f"these settings make the clip radius {radius:.3g}, below the smallest allowed "
+                         f"({SMALLEST_RADIUS:g}): choose a larger clip radius, temperature or epsilon")
+    for what, value in (("noise scale", mechanism.noise_std), ("clip radius", radius or 0)):
         if not value <= LARGEST_SCALE:  # float32 latents would hold infinities, and releases NaNs
             raise InputError(f"these settings make the {what} {value:.3g}, above the largest allowed ({LARGEST_SCALE:g}; "
                              "float32 latents overflow at 3.4e38 and releases would be NaN): choose a larger epsilon "
@@ -430,6 +434,7 @@ def make_mechanism(name: str, epsilon: float, *, delta: float | None = None,
 
 
 LARGEST_SCALE = 1e30
+SMALLEST_RADIUS = 1e-100
 
 
 def _make(name, epsilon, delta, clip_radius, temperature) -> Mechanism:
@@ -487,10 +492,12 @@ def randomized_response(values: torch.Tensor, k: int, epsilon: float,
     """Keep each value with keep_probability, otherwise report one of the other k - 1 uniformly."""
     if k < 2:
         return values.clone()
-    # keep iff u < p' with p' the keep probability rounded down to the float64 uniform's 2^-53 grid: P(keep) = p'
-    # <= p exactly (float32 uniforms, 2^-24 apart, kept every value from epsilon ~ 17 on: an unbounded ratio)
-    keep_below = math.floor(keep_probability(epsilon, k) * 2.0 ** 53) / 2.0 ** 53
-    keep = torch.rand(values.shape, generator=generator, dtype=torch.float64) < keep_below
+    # change iff u < q', q' the change probability (k - 1) / (e^eps + k - 1) rounded up to the float64 uniform's
+    # 2^-53 grid (at least one step): P(change) = q' >= q exactly, so the ratio stays <= e^eps. A keep probability
+    # near 1 rounds to 1.0 itself (from eps ~ 37); float32 uniforms, 2^-24 apart, kept every value from eps ~ 17
+    tail = (k - 1) * math.exp(-epsilon)
+    change_below = max(math.ceil(tail / (1 + tail) * (1 + 1e-12) * 2.0 ** 53), 1) / 2.0 ** 53
+    keep = torch.rand(values.shape, generator=generator, dtype=torch.float64) >= change_below
     shift = torch.randint(1, k, values.shape, generator=generator)
     return torch.where(keep, values, (values + shift) % k)
 

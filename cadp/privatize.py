@@ -233,6 +233,10 @@ def _latent_pass(model, inputs, condition, released, mechanism, generator, batch
     latents, noisy, reconstructions, outputs = [], [], [], []
     for part in _chunks(len(inputs), batch_size):
         z = model.encode(inputs[part], condition[part])
+        if not torch.isfinite(z).all():  # NaN would pass through the noise and tell which record it was
+            bad = part.start + int((~torch.isfinite(z).all(1)).nonzero()[0])
+            raise InputError(f"record {bad} (counting from 0) has a latent that is not finite (the model overflowed "
+                             "on it): nothing was released; check that record's values")
         z_noisy = mechanism(z, generator)
         latents.append(z.cpu())
         noisy.append(z_noisy.cpu())

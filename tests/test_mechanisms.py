@@ -87,6 +87,14 @@ def test_settings_whose_noise_overflows_float32_are_refused(name, epsilon, kwarg
     make_mechanism(name, max(epsilon, 1e-20), **{k: min(v, 1.0) for k, v in kwargs.items()})  # in range: fine
 
 
+def test_a_denormal_clip_radius_is_refused():
+    """A radius of 1.5e-323 swallowed the clip's rounding margin: the clipped L1 norm came out 4/3 R."""
+    with pytest.raises(InputError, match="below the smallest allowed"):
+        make_mechanism("laplace", 1.0, clip_radius=1.5e-323)
+    with pytest.raises(InputError, match="below the smallest allowed"):
+        make_mechanism("gaussian", 1.0, delta=1e-5, temperature=1e-200)
+
+
 def test_noise_tails_are_not_cut(monkeypatch):
     """A magnitude from one uniform number stops where the uniform does (float32 normals at 5.77 sigma, float64
     Laplace at 36 b): the coin flips of an exponential go on past a word of all tails, however rare (p = 2^-62)."""
@@ -292,17 +300,32 @@ def test_randomized_response_keep_probability_matches_formula():
     assert (others / others.sum() - 1 / 3).abs().max() < 0.01
 
 
-def test_randomized_response_can_change_a_value_at_the_largest_offered_epsilon(monkeypatch):
-    """At epsilon 20 (the app's largest for a condition) a value changes with probability ~2e-9. A float32 uniform
-    never reaches the keep probability's complement, so it kept every value: an unbounded ratio, not e^20."""
+@pytest.mark.parametrize("epsilon", [20.0, 40.0, 800.0])
+def test_randomized_response_can_change_a_value_at_any_epsilon(monkeypatch, epsilon):
+    """The chance of a change is (k - 1) / (e^eps + k - 1): ~2e-9 at epsilon 20 (the app's largest for a
+    condition). A float32 uniform never fell below it, and a keep probability computed as a float64 rounds to 1.0
+    from epsilon ~ 37: either kept every value, an unbounded ratio instead of e^eps."""
     from cadp import mechanisms
 
-    def largest_uniform(shape, generator=None, dtype=torch.float32):
-        return torch.full(shape, 1 - torch.finfo(dtype).eps / 2, dtype=dtype)
+    def smallest_uniform(shape, generator=None, dtype=torch.float32):
+        return torch.zeros(shape, dtype=dtype)
 
-    monkeypatch.setattr(mechanisms.torch, "rand", largest_uniform)
+    monkeypatch.setattr(mechanisms.torch, "rand", smallest_uniform)
     values = torch.zeros(1, dtype=torch.int64)
-    assert randomized_response(values, 2, 20.0, new_generator(0)).item() == 1
+    assert randomized_response(values, 2, epsilon, new_generator(0)).item() == 1
+
+
+@pytest.mark.parametrize("epsilon, k", [(1.0, 4), (30.0, 2), (36.0, 3)])
+def test_randomized_response_changes_at_least_as_often_as_stated(monkeypatch, epsilon, k):
+    """Every uniform below the stated change probability (k - 1) / (e^eps + k - 1) changes the value, so
+    P(change) >= the stated one and the ratio stays <= e^eps (rounding the keep probability down did not)."""
+    from cadp import mechanisms
+
+    change = (k - 1) / (math.exp(epsilon) + k - 1)
+    below = math.floor(change * 2.0 ** 53) / 2.0 ** 53  # the largest float64 uniform <= the stated probability
+    monkeypatch.setattr(mechanisms.torch, "rand",
+                        lambda shape, generator=None, dtype=torch.float32: torch.full(shape, below, dtype=dtype))
+    assert randomized_response(torch.zeros(1, dtype=torch.int64), k, epsilon, new_generator(0)).item() != 0
 
 
 def test_resampled_condition_ignores_the_record():

@@ -318,3 +318,19 @@ def test_a_seeded_release_says_first_that_it_is_not_private(tiny_image_model, di
     result = privatize(tiny_image_model, pixels[:2], labels[:2], make_mechanism("laplace", 1, temperature=0.7),
                        seed=3)
     assert result.guarantee.startswith("NOT PRIVATE: noise from a fixed seed (not private: reproducible seed)")
+
+
+def test_a_latent_that_is_not_finite_is_never_released(monkeypatch):
+    """NaN passes through the noise and would tell which record overflowed: nothing is released instead."""
+    model = load_folder(bundled("heart-cinn")).model
+    rows = load_table("heart").frame.head(3)
+    encode = model.encode
+
+    def overflowing(data, condition):
+        latent = encode(data, condition)
+        latent[1, 0] = float("inf")
+        return latent
+
+    monkeypatch.setattr(model, "encode", overflowing)
+    with pytest.raises(InputError, match="record 1 .* has a latent that is not finite"):
+        privatize(model, rows, None, mech(epsilon=1.0, temperature=0.7))
