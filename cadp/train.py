@@ -754,8 +754,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.resume and not args.checkpoint:
         parser.error("--resume continues a checkpoint; it cannot be combined with --no-checkpoint")
     image = is_image_dataset(args.dataset)
+    known = image or args.dataset in TABULAR_DATASETS or Path(args.dataset).is_file()  # (a typo: said later)
     other = TABLE_ONLY_OPTIONS if image else IMAGE_ONLY_OPTIONS  # an option that would silently do nothing
-    ignored = [option for option, dest in other.items() if getattr(args, dest) != parser.get_default(dest)]
+    ignored = [option for option, dest in other.items() if known and getattr(args, dest) != parser.get_default(dest)]
     if ignored:
         parser.error(f"{', '.join(ignored)} appl{'ies' if len(ignored) == 1 else 'y'} to "
                      f"{'table' if image else 'image'} models only; {args.dataset} is "

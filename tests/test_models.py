@@ -549,6 +549,14 @@ def test_training_cli_refuses_options_that_would_do_nothing(dataset, options, me
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_a_mistyped_image_folder_is_not_called_a_table(tmp_path, capsys):
+    from cadp import train
+
+    assert train.main(["--dataset", str(tmp_path / "xrya"), "--out", str(tmp_path / "m"), "--image-size", "28"]) == 2
+    err = capsys.readouterr().err
+    assert "xrya" in err and "table dataset" not in err
+
+
 def test_training_cli_never_replaces_a_model_or_an_interrupted_run_unasked(tmp_path, capsys):
     from cadp import train
     from cadp.hub import read_eval, update_eval
