@@ -1293,7 +1293,9 @@ def main(argv=None) -> int:
     try:
         loaded = load_folder(args.model)
         section_name = {"dpsgd": "central"}.get(args.command, args.command)
-        earlier = read_eval(loaded.folder).get(section_name) if args.command != "report" else None
+        # eval.json, read once: the section a --quick run would replace, and the training split --data must match
+        evaluation = read_eval(loaded.folder) if args.command != "report" or args.data is not None else {}
+        earlier = evaluation.get(section_name) if args.command != "report" else None
         if args.quick and isinstance(earlier, dict) and not args.replace_full and \
                 not (earlier.get("quick") or (earlier.get("settings") or {}).get("quick")):
             raise InputError(f"{loaded.folder / 'eval.json'} holds a full {args.command} run; a --quick run would "
@@ -1302,7 +1304,7 @@ def main(argv=None) -> int:
         if args.command in ("bpd", "audit") and args.device not in ("auto", "cpu"):
             print(f"note: --device {args.device} is not used: {args.command} runs on the CPU", file=sys.stderr)
         if args.data is not None:
-            data = load_training_data(loaded.config, args.data, read_eval(loaded.folder).get("training"))
+            data = load_training_data(loaded.config, args.data, evaluation.get("training"))
         elif args.command != "report":  # read before the progress bar starts: a missing dataset says so first
             data = (_load_image_data if loaded.config.kind == "image" else _load_table_data)(loaded.config, None)
         else:
