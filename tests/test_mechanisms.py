@@ -300,32 +300,21 @@ def test_randomized_response_keep_probability_matches_formula():
     assert (others / others.sum() - 1 / 3).abs().max() < 0.01
 
 
-@pytest.mark.parametrize("epsilon", [20.0, 40.0, 800.0])
-def test_randomized_response_can_change_a_value_at_any_epsilon(monkeypatch, epsilon):
-    """The chance of a change is (k - 1) / (e^eps + k - 1): ~2e-9 at epsilon 20 (the app's largest for a
-    condition). A float32 uniform never fell below it, and a keep probability computed as a float64 rounds to 1.0
-    from epsilon ~ 37: either kept every value, an unbounded ratio instead of e^eps."""
-    from cadp import mechanisms
-
-    def smallest_uniform(shape, generator=None, dtype=torch.float32):
-        return torch.zeros(shape, dtype=dtype)
-
-    monkeypatch.setattr(mechanisms.torch, "rand", smallest_uniform)
-    values = torch.zeros(1, dtype=torch.int64)
-    assert randomized_response(values, 2, epsilon, new_generator(0)).item() == 1
-
-
-@pytest.mark.parametrize("epsilon, k", [(1.0, 4), (30.0, 2), (36.0, 3)])
+@pytest.mark.parametrize("epsilon, k", [(1.0, 4), (20.0, 2), (30.0, 2), (36.0, 3), (40.0, 2), (800.0, 2)])
 def test_randomized_response_changes_at_least_as_often_as_stated(monkeypatch, epsilon, k):
-    """Every uniform below the stated change probability (k - 1) / (e^eps + k - 1) changes the value, so
-    P(change) >= the stated one and the ratio stays <= e^eps (rounding the keep probability down did not)."""
+    """The chance of a change is (k - 1) / (e^eps + k - 1): ~2e-9 at epsilon 20 (the app's largest for a
+    condition). Every uniform below it, the smallest (0) included, changes the value, so P(change) >= the stated
+    one and the ratio stays <= e^eps. A float32 uniform never fell below it, rounding the keep probability down
+    did not hold, and a keep probability computed as a float64 rounds to 1.0 from epsilon ~ 37: each kept values
+    it had to change, an unbounded ratio instead of e^eps."""
     from cadp import mechanisms
 
-    change = (k - 1) / (math.exp(epsilon) + k - 1)
+    change = (k - 1) * math.exp(-epsilon) / (1 + (k - 1) * math.exp(-epsilon))  # (no overflow at epsilon 800)
     below = math.floor(change * 2.0 ** 53) / 2.0 ** 53  # the largest float64 uniform <= the stated probability
-    monkeypatch.setattr(mechanisms.torch, "rand",
-                        lambda shape, generator=None, dtype=torch.float32: torch.full(shape, below, dtype=dtype))
-    assert randomized_response(torch.zeros(1, dtype=torch.int64), k, epsilon, new_generator(0)).item() != 0
+    for uniform in (0.0, below):
+        monkeypatch.setattr(mechanisms.torch, "rand",
+                            lambda shape, generator=None, dtype=torch.float32, u=uniform: torch.full(shape, u, dtype=dtype))
+        assert randomized_response(torch.zeros(1, dtype=torch.int64), k, epsilon, new_generator(0)).item() != 0
 
 
 def test_resampled_condition_ignores_the_record():
