@@ -489,7 +489,8 @@ def keep_probability(epsilon: float, k: int) -> float:
 
 def randomized_response(values: torch.Tensor, k: int, epsilon: float,
                         generator: torch.Generator | None = None) -> torch.Tensor:
-    """Keep each value with keep_probability, otherwise report one of the other k - 1 uniformly."""
+    """Keep each value with keep_probability (at most: the change probability is rounded up to the uniform's grid),
+    otherwise report one of the other k - 1 uniformly."""
     if k < 2:
         return values.clone()
     # change iff u < q', q' the change probability (k - 1) / (e^eps + k - 1) rounded up to the float64 uniform's
