@@ -6,6 +6,7 @@ weights come from safetensors only.
 
     python -m cadp.hub load cadp/mnist-cinn@v0.1.0
     python -m cadp.hub push weights/mnist-cinn cadp/mnist-cinn --dry-run
+    python -m cadp.hub space owner/cadp --dry-run      # the app itself, as a Hugging Face Space
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import json
 import math
 import os
 import re
+import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +35,9 @@ WEIGHTS_NAME = "model.safetensors"
 CLASSIFIER_NAME = "classifier.safetensors"
 CARD_NAME = "README.md"
 EVAL_NAME = "eval.json"
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_DIR = REPO_ROOT / "weights"
+SPACE_SDK = "docker"  # README.md's front matter declares a Docker Space
 
 # The files of a model repo that are downloaded; anything else (pickles included) never is.
 HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, CLASSIFIER_NAME, CARD_NAME, EVAL_NAME)
@@ -474,6 +479,23 @@ def upload_files(folder: Path | str) -> tuple[list[str], list[str]]:
     return uploaded, skipped
 
 
+@contextmanager
+def _publishing_errors(what: str):
+    """Turn the Hub's refusals and transport failures while publishing into one ModelError line."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        yield
+    except HfHubHTTPError as error:
+        raise ModelError(f"{what}: {_short(error)}") from None
+    except _transport_errors() as error:
+        raise ModelError(f"{what}: Hub unreachable ({_short(error)})") from None
+    except RuntimeError as error:  # huggingface_hub wraps a failed file upload ("Error while uploading ...")
+        if error.__cause__ is None:
+            raise
+        raise ModelError(f"{what}: {error} ({_short(error.__cause__)})") from None
+
+
 def push_model(folder: Path | str, repo_id: str, *, token: str | None = None, dry_run: bool = False,
                endpoint: str | None = None, tag: str | None = None, private: bool = False) -> PushResult:
     """Publish a model folder to the Hub model repo ``repo_id`` with ``HfApi.upload_folder``.
@@ -497,21 +519,77 @@ def push_model(folder: Path | str, repo_id: str, *, token: str | None = None, dr
         return PushResult(repo_id, files, dry_run=True, skipped=skipped)
 
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi(endpoint=_resolve_endpoint(endpoint), token=token)
-    try:
+    with _publishing_errors(f"could not push {folder} to Hub repo {repo_id}"):
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         # Exact paths as patterns: what is uploaded is exactly the list a dry run shows.
         info = api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=files,
                                  commit_message=f"Upload {read_config(folder).name} with cadp")
         if tag is not None:
             api.create_tag(repo_id, tag=tag, revision=info.oid)
-    except HfHubHTTPError as error:
-        raise ModelError(f"could not push {folder} to Hub repo {repo_id}: {_short(error)}") from None
-    except _transport_errors() as error:
-        raise ModelError(f"could not push {folder} to Hub repo {repo_id}: Hub unreachable ({_short(error)})") from None
     return PushResult(repo_id, files, dry_run=False, commit=info.oid, url=info.commit_url, skipped=skipped)
+
+
+def space_files(root: Path | str = REPO_ROOT) -> list[str]:
+    """The files of the app's Space: every file git tracks in the checkout at ``root``, as committed.
+
+    Tracked files only, so a data file lying in the working tree (an export, a CSV of patients) is
+    never uploaded; a checkout with uncommitted changes to tracked files is refused, so the Space holds
+    exactly one commit's files.
+    """
+    root = Path(root)
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=False)
+        except OSError as error:
+            raise ModelError(f"deploying a Space needs git ({error})") from None
+        if done.returncode != 0:
+            raise ModelError(f"{root} is not a git checkout of this app: a Space is deployed from one "
+                             f"({done.stderr.strip()[:160]})")
+        return done.stdout
+
+    changed = git("status", "--porcelain", "--untracked-files=no").splitlines()
+    if changed:
+        shown = ", ".join(line[3:] for line in changed[:5]) + (", ..." if len(changed) > 5 else "")
+        raise ModelError(f"{len(changed)} tracked file(s) have uncommitted changes ({shown}): commit or stash "
+                         "them first, so that the Space holds exactly one commit's files")
+    files = sorted(name for name in git("ls-files", "-z").split("\0") if name)
+    if "README.md" not in files or "Dockerfile" not in files:
+        raise ModelError(f"{root} has no committed README.md and Dockerfile: not a checkout of this app")
+    return files
+
+
+def push_space(repo_id: str, *, root: Path | str = REPO_ROOT, token: str | None = None, dry_run: bool = False,
+               endpoint: str | None = None, private: bool = False) -> PushResult:
+    """Publish the app as the Docker Space ``repo_id`` (README.md's front matter) with ``HfApi.upload_folder``.
+
+    Uploads ``space_files(root)`` (the checkout's committed files) after loading every bundled model,
+    so a broken model is never published. The API stores binary and large files (the weights) as the
+    Hub requires; a plain ``git push`` of this repository to a Space is refused for them. Files in the
+    Space that the commit does not hold are deleted (but ``.gitattributes``): the Space mirrors the
+    commit. Creates the Space if needed (``private`` applies then). ``token`` defaults to $HF_TOKEN or the
+    saved login, ``endpoint`` to $HF_ENDPOINT. With ``dry_run=True`` nothing is sent.
+    """
+    validate_repo_id(repo_id)
+    root = Path(root)
+    files = space_files(root)
+    for name in sorted({path.split("/")[1] for path in files if path.startswith("weights/") and path.count("/") == 2}):
+        load_folder(root / "weights" / name)
+    if dry_run:
+        return PushResult(repo_id, files, dry_run=True)
+
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=_resolve_endpoint(endpoint), token=token)
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=False).stdout.strip()
+    with _publishing_errors(f"could not deploy the Space {repo_id}"):
+        api.create_repo(repo_id, repo_type="space", space_sdk=SPACE_SDK, private=private, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, repo_type="space", folder_path=root, allow_patterns=files,
+                                 delete_patterns="*", commit_message=f"Deploy CADP at commit {head}")
+    return PushResult(repo_id, files, dry_run=False, commit=info.oid, url=info.commit_url)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -557,6 +635,14 @@ def main(argv: list[str] | None = None) -> int:
     push.add_argument("--tag", help="tag the new commit (e.g. v0.1.0)")
     push.add_argument("--private", action="store_true", help="create the repo as private")
     push.add_argument("--endpoint", help="Hub URL (default: $HF_ENDPOINT or huggingface.co)")
+    space = commands.add_parser("space", help="deploy this app (the checkout's committed files) as a Hub Space",
+                                description="Upload the committed files of this checkout to the Docker Space "
+                                "OWNER/NAME, creating it if needed; files in the Space that the commit does not "
+                                "hold are deleted. Needs a Hub token ($HF_TOKEN or `hf auth login`).")
+    space.add_argument("repo_id", help="owner/name of the Space")
+    space.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded; send nothing")
+    space.add_argument("--private", action="store_true", help="create the Space as private")
+    space.add_argument("--endpoint", help="Hub URL (default: $HF_ENDPOINT or huggingface.co)")
     load = commands.add_parser("load", help="load a folder or Hub repo and describe it")
     load.add_argument("source", help="a folder, a bundled model's name, or owner/name[@revision]")
     load.add_argument("--revision", help="a branch, tag or commit of a Hub repo (or write owner/name@revision)")
@@ -575,6 +661,13 @@ def main(argv: list[str] | None = None) -> int:
                 print("left out: " + ", ".join(result.skipped))
             if args.tag:
                 print(f"{'would tag' if result.dry_run else 'tagged'} the new commit {args.tag}")
+            if result.commit:
+                print(f"commit {result.commit}: {result.url}")
+        elif args.command == "space":
+            result = push_space(args.repo_id, root=REPO_ROOT, dry_run=args.dry_run, endpoint=args.endpoint, private=args.private)
+            verb = "would upload" if result.dry_run else "uploaded"
+            print(f"{verb} {len(result.files)} files to the Space {result.repo_id}:")
+            print("\n".join(f"  {name}" for name in result.files))
             if result.commit:
                 print(f"commit {result.commit}: {result.url}")
         else:

@@ -12,6 +12,21 @@ Errors are 404s with ``X-Error-Code: RepoNotFound | RevisionNotFound | EntryNotF
 ``X-Repo-Commit`` on EntryNotFound, which the client caches as "file does not exist").
 Revisions in URLs are percent-encoded (``refs%2Fpr%2F1``). Every request is logged in ``requests``.
 
+And the part it uses to publish (``create_repo``, ``upload_folder`` through the LFS protocol, which
+huggingface_hub uses when ``HF_HUB_DISABLE_XET`` is set, and ``create_tag``), for model repos and Spaces
+(``/api/spaces/...``, ``/spaces/{owner}/{name}.git/...``); writes need an ``Authorization`` header:
+
+    POST /api/repos/create                                  {"name", "organization", "type", "sdk"}; 409 if it exists
+    POST /api/validate-yaml                                 a README's front matter (a Space's needs a known sdk)
+    POST /api/{models|spaces}/{owner}/{name}/preupload/{rev}  per file: "regular" or "lfs", the remote oid
+    POST [spaces/]{owner}/{name}.git/info/lfs/objects/batch   basic transfer: a PUT href per missing object
+    PUT  /lfs-upload/{sha256}                               the object's bytes (checked against the sha256); no token
+    POST /api/{models|spaces}/{owner}/{name}/commit/{rev}     ndjson: header, file, lfsFile, deletedFile
+    POST /api/{models|spaces}/{owner}/{name}/tag/{rev}        {"tag"}
+
+As the Hub does, a commit that sends a binary file or one over 10 MiB as a regular (non-LFS) file is
+refused with 400.
+
     with HubServer() as hub:
         commit = hub.add_commit("owner/name", folder, tags=["v1"])
         hf_hub_download("owner/name", "config.json", endpoint=hub.url, cache_dir=...)
@@ -19,6 +34,7 @@ Revisions in URLs are percent-encoded (``refs%2Fpr%2F1``). Every request is logg
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
@@ -31,6 +47,19 @@ from urllib.parse import unquote, urlsplit
 def git_blob_sha(content: bytes) -> str:
     """The git object id of a file: what the Hub sends as ETag for files not in LFS."""
     return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+REGULAR_FILE_LIMIT = 10 * 1024 * 1024  # larger files must go through LFS
+
+
+def needs_lfs(sample: bytes, size: int) -> bool:
+    """The Hub's rule: binary files (a NUL byte in the first 512) and files over 10 MiB go through LFS."""
+    return size > REGULAR_FILE_LIMIT or b"\0" in sample[:512]
+
+
+def remote_oid(content: bytes) -> str:
+    """What preupload reports for a stored file: its sha256 for LFS files, its git blob id otherwise."""
+    return hashlib.sha256(content).hexdigest() if needs_lfs(content, len(content)) else git_blob_sha(content)
 
 
 @dataclass
@@ -48,9 +77,13 @@ class HubServer:
     """Serves model repos built in the test; ``url`` is the endpoint to give huggingface_hub."""
 
     def __init__(self):
-        self.repos: dict[str, Repo] = {}
+        self.repos: dict[str, Repo] = {}  # model repos
+        self.spaces: dict[str, Repo] = {}
+        self.space_sdks: dict[str, str] = {}  # Space -> the sdk it was created with
+        self.lfs_objects: dict[str, bytes] = {}  # sha256 -> content, uploaded but perhaps not committed yet
         self.requests: list[tuple[str, str]] = []
         self.failing_status: int | None = None  # answer every request with this status (a Hub outage)
+        self.refuse_lfs_uploads = False  # answer LFS uploads with 403 (an expired upload URL)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -58,12 +91,12 @@ class HubServer:
     # ----------------------------------------------------------------- content
 
     def add_commit(self, repo_id: str, files: Path | str | dict[str, bytes], *, branch: str = "main",
-                   tags: tuple[str, ...] | list[str] = ()) -> str:
+                   tags: tuple[str, ...] | list[str] = (), space: bool = False) -> str:
         """Add a commit holding ``files`` (a folder or {path: bytes}) on ``branch``; return its hash."""
         if not isinstance(files, dict):
             folder = Path(files)
             files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-        repo = self.repos.setdefault(repo_id, Repo())
+        repo = (self.spaces if space else self.repos).setdefault(repo_id, Repo())
         digest = hashlib.sha1(f"{repo_id}\n{repo.refs.get(branch, '')}\n".encode())
         for path in sorted(files):
             digest.update(f"{path}\n{git_blob_sha(files[path])}\n".encode())
@@ -127,22 +160,60 @@ class _HubHandler(BaseHTTPRequestHandler):
         if hub.failing_status is not None:
             return self._error(hub.failing_status, None, "Service unavailable", send_body)
         segments = urlsplit(self.path).path.strip("/").split("/")
-        if segments[:2] == ["api", "models"] and len(segments) >= 4:
+        if segments[:1] == ["api"] and len(segments) >= 4 and segments[1] in ("models", "spaces"):
+            repos = hub.repos if segments[1] == "models" else hub.spaces
             repo_id = "/".join(segments[2:4])
             rest = segments[4:]
             if not rest:
-                return self._model_info(repo_id, "main", send_body)
+                return self._model_info(repos, repo_id, "main", send_body)
             if rest[0] == "revision" and len(rest) >= 2:
-                return self._model_info(repo_id, unquote("/".join(rest[1:])), send_body)
+                return self._model_info(repos, repo_id, unquote("/".join(rest[1:])), send_body)
             if rest[0] == "tree" and len(rest) >= 2:
-                return self._tree(repo_id, unquote(rest[1]), unquote("/".join(rest[2:])), send_body)
+                return self._tree(repos, repo_id, unquote(rest[1]), unquote("/".join(rest[2:])), send_body)
         if len(segments) >= 5 and segments[2] == "resolve":
             return self._resolve(f"{segments[0]}/{segments[1]}", unquote(segments[3]),
                                  unquote("/".join(segments[4:])), send_body)
         self._error(404, None, f"no route for {self.path}", send_body)
 
-    def _lookup(self, repo_id: str, revision: str, send_body: bool) -> tuple[Repo, str] | None:
-        repo = self.server_state.repos.get(repo_id)
+    def do_POST(self) -> None:
+        self._write_route()
+
+    def do_PUT(self) -> None:
+        self._write_route()
+
+    def _write_route(self) -> None:
+        hub = self.server_state
+        hub.requests.append((self.command, self.path))
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if hub.failing_status is not None:
+            return self._error(hub.failing_status, None, "Service unavailable", True)
+        segments = urlsplit(self.path).path.strip("/").split("/")
+        if self.command == "PUT" and len(segments) == 2 and segments[0] == "lfs-upload":  # a presigned URL: no token
+            return self._lfs_upload(segments[1], body)
+        if not self.headers.get("Authorization"):
+            return self._error(401, None, "Invalid credentials in Authorization header", True)
+        if self.command != "POST":
+            return self._error(405, None, f"no {self.command} on {self.path}", True)
+        if segments == ["api", "repos", "create"]:
+            return self._create_repo(json.loads(body))
+        if segments == ["api", "validate-yaml"]:
+            return self._validate_yaml(json.loads(body))
+        if segments[-4:-2] == ["info", "lfs"] and segments[-2:] == ["objects", "batch"]:
+            return self._lfs_batch(json.loads(body))
+        if segments[:1] == ["api"] and len(segments) >= 6 and segments[1] in ("models", "spaces"):
+            repos = hub.repos if segments[1] == "models" else hub.spaces
+            repo_id, action, revision = "/".join(segments[2:4]), segments[4], unquote("/".join(segments[5:]))
+            if action == "preupload":
+                return self._preupload(repos, repo_id, revision, json.loads(body))
+            if action == "commit":
+                return self._commit(repos, repo_id, revision, segments[1], body)
+            if action == "tag":
+                return self._tag(repos, repo_id, revision, json.loads(body))
+        self._error(404, None, f"no route for POST {self.path}", True)
+
+    def _lookup(self, repos: dict[str, Repo], repo_id: str, revision: str,
+                send_body: bool) -> tuple[Repo, str] | None:
+        repo = repos.get(repo_id)
         if repo is None:
             self._error(404, "RepoNotFound", "Repository not found", send_body)
             return None
@@ -154,8 +225,8 @@ class _HubHandler(BaseHTTPRequestHandler):
 
     # ----------------------------------------------------------------- endpoints
 
-    def _model_info(self, repo_id: str, revision: str, send_body: bool) -> None:
-        found = self._lookup(repo_id, revision, send_body)
+    def _model_info(self, repos: dict[str, Repo], repo_id: str, revision: str, send_body: bool) -> None:
+        found = self._lookup(repos, repo_id, revision, send_body)
         if found is None:
             return
         repo, commit = found
@@ -164,8 +235,8 @@ class _HubHandler(BaseHTTPRequestHandler):
                     "private": False, "disabled": False, "gated": False, "tags": [],
                     "siblings": [{"rfilename": path} for path in sorted(files)]}, send_body)
 
-    def _tree(self, repo_id: str, revision: str, prefix: str, send_body: bool) -> None:
-        found = self._lookup(repo_id, revision, send_body)
+    def _tree(self, repos: dict[str, Repo], repo_id: str, revision: str, prefix: str, send_body: bool) -> None:
+        found = self._lookup(repos, repo_id, revision, send_body)
         if found is None:
             return
         repo, commit = found
@@ -175,7 +246,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         self._json(entries, send_body)
 
     def _resolve(self, repo_id: str, revision: str, filename: str, send_body: bool) -> None:
-        found = self._lookup(repo_id, revision, send_body)
+        found = self._lookup(self.server_state.repos, repo_id, revision, send_body)
         if found is None:
             return
         repo, commit = found
@@ -193,11 +264,115 @@ class _HubHandler(BaseHTTPRequestHandler):
         if send_body:
             self.wfile.write(content)
 
+    # ----------------------------------------------------------------- publishing
+
+    def _create_repo(self, payload: dict) -> None:
+        hub = self.server_state
+        repo_id = f"{payload.get('organization')}/{payload['name']}"
+        space = payload.get("type") == "space"
+        repos = hub.spaces if space else hub.repos
+        url = f"{hub.url}/{'spaces/' if space else ''}{repo_id}"
+        if repo_id in repos:
+            return self._json({"error": "You already created this repo", "url": url}, True, status=409)
+        if space:
+            hub.space_sdks[repo_id] = payload.get("sdk")
+        # A new repo on the Hub holds a first commit: .gitattributes (and, for a Space, a README).
+        initial = {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"}
+        if space:
+            initial["README.md"] = b"---\nsdk: " + str(payload.get("sdk")).encode() + b"\n---\n"
+        hub.add_commit(repo_id, initial, space=space)
+        self._json({"url": url}, True)
+
+    def _validate_yaml(self, payload: dict) -> None:
+        """A README's front matter: YAML, and for a Space an sdk the Hub knows."""
+        import yaml
+
+        content, errors = payload["content"], []
+        if content.startswith("---\n") and "\n---" in content[4:]:
+            try:
+                meta = yaml.safe_load(content[4:content.index("\n---", 4)]) or {}
+            except yaml.YAMLError as error:
+                meta, errors = {}, [{"message": f"invalid YAML: {error}"}]
+            if payload.get("repoType") == "space" and meta.get("sdk") not in ("gradio", "docker", "static", "streamlit"):
+                errors.append({"message": f'"sdk" must be one of gradio, docker, static, streamlit: {meta.get("sdk")!r}'})
+        self._json({"errors": errors, "warnings": []}, True, status=400 if errors else 200)
+
+    def _preupload(self, repos: dict[str, Repo], repo_id: str, revision: str, payload: dict) -> None:
+        found = self._lookup(repos, repo_id, revision, True)
+        if found is None:
+            return
+        repo, commit = found
+        stored = repo.commits[commit]
+        files = []
+        for entry in payload["files"]:
+            sample = base64.b64decode(entry["sample"])
+            content = stored.get(entry["path"])
+            files.append({"path": entry["path"], "uploadMode": "lfs" if needs_lfs(sample, entry["size"]) else "regular",
+                          "shouldIgnore": False, "oid": None if content is None else remote_oid(content)})
+        self._json({"files": files}, True)
+
+    def _lfs_batch(self, payload: dict) -> None:
+        hub = self.server_state
+        objects = []
+        for entry in payload["objects"]:
+            item = {"oid": entry["oid"], "size": entry["size"]}
+            if entry["oid"] not in hub.lfs_objects:  # nothing to send for an object the Hub holds
+                item["actions"] = {"upload": {"href": f"{hub.url}/lfs-upload/{entry['oid']}"}}
+            objects.append(item)
+        self._json({"transfer": "basic", "objects": objects}, True)
+
+    def _lfs_upload(self, oid: str, body: bytes) -> None:
+        if self.server_state.refuse_lfs_uploads:
+            return self._error(403, None, "Request has expired", True)
+        if hashlib.sha256(body).hexdigest() != oid:
+            return self._error(400, None, "sha256 mismatch", True)
+        self.server_state.lfs_objects[oid] = body
+        self._json({}, True)
+
+    def _commit(self, repos: dict[str, Repo], repo_id: str, revision: str, kind: str, body: bytes) -> None:
+        found = self._lookup(repos, repo_id, revision, True)
+        if found is None:
+            return
+        repo, commit = found
+        files = dict(repo.commits[commit])
+        for line in body.splitlines():
+            item = json.loads(line)
+            value = item["value"]
+            if item["key"] == "file":
+                content = base64.b64decode(value["content"])
+                if needs_lfs(content, len(content)):
+                    return self._error(400, None, "Your push was rejected because it contains binary files or "
+                                                  f"files larger than 10 MiB: {value['path']}", True)
+                files[value["path"]] = content
+            elif item["key"] == "lfsFile":
+                content = self.server_state.lfs_objects.get(value["oid"])
+                if content is None:
+                    return self._error(400, None, f"LFS object {value['oid']} was not uploaded", True)
+                files[value["path"]] = content
+            elif item["key"] == "deletedFile":
+                files.pop(value["path"], None)
+            elif item["key"] != "header":
+                return self._error(400, None, f"unsupported commit operation {item['key']}", True)
+        new = self.server_state.add_commit(repo_id, files, branch=revision, space=repos is self.server_state.spaces)
+        prefix = "spaces/" if kind == "spaces" else ""
+        self._json({"commitUrl": f"{self.server_state.url}/{prefix}{repo_id}/commit/{new}", "commitOid": new,
+                    "success": True}, True)
+
+    def _tag(self, repos: dict[str, Repo], repo_id: str, revision: str, payload: dict) -> None:
+        found = self._lookup(repos, repo_id, revision, True)
+        if found is None:
+            return
+        repo, commit = found
+        if payload["tag"] in repo.refs:
+            return self._error(409, None, f"tag {payload['tag']} already exists", True)
+        repo.refs[payload["tag"]] = commit
+        self._json({}, True)
+
     # ----------------------------------------------------------------- responses
 
-    def _json(self, payload, send_body: bool) -> None:
+    def _json(self, payload, send_body: bool, status: int = 200) -> None:
         body = json.dumps(payload).encode()
-        self.send_response(200)
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

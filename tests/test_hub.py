@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -361,6 +364,112 @@ def test_cli_push_dry_run_and_load(folder_with_extras, served, cache, capsys):
 
     assert hub.main(["load", "tester/bad id"]) == 2
     assert "must not contain spaces" in capsys.readouterr().err
+
+
+@pytest.fixture()
+def lfs_uploads(monkeypatch):
+    """Publish through the LFS protocol the test server speaks (huggingface_hub otherwise uses Xet)."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
+
+
+def test_push_publishes_the_listed_files_tags_them_and_they_load_back(folder_with_extras, served, cache,
+                                                                      lfs_uploads):
+    result = hub.push_model(folder_with_extras, "tester/new-model", endpoint=served.url, tag="v3", token="hf_test")
+
+    stored = served.repos["tester/new-model"]
+    assert stored.refs["v3"] == stored.refs["main"] == result.commit
+    files = stored.commits[result.commit]
+    assert sorted(files) == [".gitattributes", *result.files]  # no checkpoint, pickle or hidden file
+    for name in result.files:
+        assert files[name] == (folder_with_extras / name).read_bytes(), name
+    assert hashlib.sha256(files["model.safetensors"]).hexdigest() in served.lfs_objects  # binary: through LFS
+    loaded = hub.load_model("tester/new-model@v3", cache_dir=cache, endpoint=served.url)
+    assert_same_weights(loaded.model, weights(folder_with_extras))
+
+
+def test_push_without_a_token_is_refused_by_the_hub_and_says_so(folder_with_extras, served, cache, lfs_uploads):
+    with pytest.raises(ModelError, match="could not push .* to Hub repo tester/new-model: .*401"):
+        hub.push_model(folder_with_extras, "tester/new-model", endpoint=served.url)
+    assert "tester/new-model" not in served.repos
+
+
+def test_a_failed_file_upload_is_one_error_line_and_commits_nothing(folder_with_extras, served, lfs_uploads):
+    served.refuse_lfs_uploads = True  # an upload URL that expired
+    with pytest.raises(ModelError) as raised:
+        hub.push_model(folder_with_extras, "tester/new-model", endpoint=served.url, token="hf_test")
+    assert str(raised.value).startswith(f"could not push {folder_with_extras} to Hub repo tester/new-model: Error "
+                                        "while uploading 'model.safetensors' to the Hub. (HfHubHTTPError: ")
+    assert "403" in str(raised.value)
+    assert list(served.repos["tester/new-model"].commits.values())[-1].keys() == {".gitattributes"}
+
+
+def git(root: Path, *args: str) -> str:
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.org", "PATH": os.environ["PATH"], "HOME": str(root)}
+    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True, env=env).stdout
+
+
+@pytest.fixture()
+def app_checkout(tmp_path, model_folders) -> Path:
+    """A git checkout shaped like this app: README, Dockerfile, app.py, one model, and an untracked CSV."""
+    root = tmp_path / "app"
+    root.mkdir()
+    (root / "README.md").write_text("---\nsdk: docker\napp_port: 8501\n---\n# app\n")
+    (root / "Dockerfile").write_text("FROM python:3.11-slim\n")
+    (root / "app.py").write_text("print('app')\n")
+    hub.save_model(hub.load_folder(model_folders[0]).model, root / "weights" / "table-cinn", card=CARD)
+    git(root, "init", "-q")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "app")
+    (root / "patients.csv").write_text("name,diagnosis\nAda,flu\n")  # untracked: never uploaded
+    return root
+
+
+def test_space_deploy_uploads_the_committed_files_as_a_docker_space(app_checkout, served, cache, lfs_uploads):
+    committed = ["Dockerfile", "README.md", "app.py", "weights/table-cinn/README.md", "weights/table-cinn/config.json",
+                 "weights/table-cinn/eval.json", "weights/table-cinn/model.safetensors"]
+    dry = hub.push_space("tester/app", root=app_checkout, dry_run=True, endpoint=served.url)
+    assert dry.files == committed and served.requests == []
+
+    result = hub.push_space("tester/app", root=app_checkout, endpoint=served.url, token="hf_test")
+    space = served.spaces["tester/app"]
+    assert served.space_sdks["tester/app"] == "docker" and "tester/app" not in served.repos
+    files = space.commits[result.commit]
+    assert sorted(files) == [".gitattributes", *committed]  # the new README replaced the Space's first one
+    for name in committed:
+        assert files[name] == (app_checkout / name).read_bytes(), name
+    assert result.url.endswith(f"/spaces/tester/app/commit/{result.commit}")
+
+    git(app_checkout, "rm", "-q", "app.py")  # a file the next commit drops leaves the Space too
+    (app_checkout / "main.py").write_text("print('main')\n")
+    git(app_checkout, "add", "main.py")
+    git(app_checkout, "commit", "-q", "-m", "rename")
+    again = hub.push_space("tester/app", root=app_checkout, endpoint=served.url, token="hf_test")
+    files = space.commits[again.commit]
+    assert "app.py" not in files and files["main.py"] == b"print('main')\n"
+    assert sorted(files) == sorted([".gitattributes", "main.py", *committed[:2], *committed[3:]])
+
+
+def test_space_deploy_refuses_uncommitted_changes_a_broken_model_and_a_non_checkout(app_checkout, served, tmp_path):
+    (app_checkout / "app.py").write_text("print('changed')\n")
+    with pytest.raises(ModelError, match=r"1 tracked file\(s\) have uncommitted changes \(app.py\): commit or stash"):
+        hub.push_space("tester/app", root=app_checkout, endpoint=served.url, token="hf_test")
+    git(app_checkout, "checkout", "--", "app.py")
+    (app_checkout / "weights" / "table-cinn" / "config.json").write_text("{}")
+    git(app_checkout, "commit", "-q", "-am", "broken model")
+    with pytest.raises(ModelError, match="config"):
+        hub.push_space("tester/app", root=app_checkout, endpoint=served.url, token="hf_test")
+    with pytest.raises(ModelError, match="is not a git checkout of this app"):
+        hub.push_space("tester/app", root=tmp_path / "elsewhere", dry_run=True)
+    assert served.requests == []
+
+
+def test_cli_space_dry_run_lists_the_files(app_checkout, monkeypatch, capsys):
+    monkeypatch.setattr(hub, "REPO_ROOT", app_checkout)
+    assert hub.main(["space", "tester/app", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "would upload 7 files to the Space tester/app:"
+    assert "  weights/table-cinn/model.safetensors" in out and "  patients.csv" not in out
 
 
 # --------------------------------------------------------------------------- the test server itself
