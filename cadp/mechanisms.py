@@ -499,8 +499,20 @@ def randomized_response(values: torch.Tensor, k: int, epsilon: float,
     tail = (k - 1) * math.exp(-epsilon)
     change_below = max(math.ceil(tail / (1 + tail) * (1 + 1e-12) * 2.0 ** 53), 1) / 2.0 ** 53
     keep = torch.rand(values.shape, generator=generator, dtype=torch.float64) >= change_below
-    shift = torch.randint(1, k, values.shape, generator=generator)
-    return torch.where(keep, values, (values + shift) % k)
+    shift = torch.from_numpy(1 + uniform_index(values.numel(), k - 1, generator)).reshape(values.shape)
+    return torch.where(keep, values, (values + shift.to(values.dtype)) % k)
+
+
+def uniform_index(count: int, n: int, generator: torch.Generator | None = None) -> np.ndarray:
+    """``count`` draws from {0, ..., n - 1}, each exactly 1/n: 62-bit words, a word in the incomplete last block
+    drawn again (torch.randint reduces 32 random bits modulo n, so some values came ~n 2^-32 more often)."""
+    limit = (2 ** WORD_BITS // n) * n
+    words = _random_words(count, generator)[:, 0]
+    redraw = words >= limit
+    while redraw.any():
+        words[redraw] = _random_words(int(redraw.sum()), generator)[:, 0]
+        redraw = words >= limit
+    return words % n
 
 
 def resample(count: int, prior: list[float] | torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -317,6 +317,20 @@ def test_randomized_response_changes_at_least_as_often_as_stated(monkeypatch, ep
         assert randomized_response(torch.zeros(1, dtype=torch.int64), k, epsilon, new_generator(0)).item() != 0
 
 
+def test_the_other_value_is_drawn_exactly_uniformly(monkeypatch):
+    """A word in the incomplete last block of 2^62 is drawn again (modulo reduction alone favours small values)."""
+    from cadp import mechanisms
+
+    limit = (2 ** mechanisms.WORD_BITS // 3) * 3
+    queue = [np.array([[limit, 0, 0], [limit - 1, 0, 0]]), np.array([[7, 0, 0]])]  # limit - 1 = 2 (mod 3)
+    monkeypatch.setattr(mechanisms, "_random_words", lambda count, generator: queue.pop(0)[:count])
+    assert mechanisms.uniform_index(2, 3).tolist() == [7 % 3, 2]
+    assert queue == []
+    monkeypatch.undo()
+    drawn = np.bincount(mechanisms.uniform_index(60_000, 3, new_generator(0)), minlength=3) / 60_000
+    assert np.abs(drawn - 1 / 3).max() < 0.01
+
+
 def test_resampled_condition_ignores_the_record():
     prior = [0.2, 0.8]
     drawn_a = release_condition(torch.zeros(50_000, dtype=torch.int64), 2, ConditionHandling("resampled"), prior,
