@@ -136,7 +136,7 @@ def load_model(source: str) -> hub.LoadedModel:
     """
     loaded = hub.load_model(source)
     thread = threading.Thread(target=_warm_up_quietly, args=(loaded.model,), name="cadp-warm-up", daemon=True)
-    WARM_UPS.append(thread)
+    WARM_UPS[:] = [*(t for t in WARM_UPS if t.is_alive()), thread]  # finished ones need no join at exit
     thread.start()
     return loaded
 
