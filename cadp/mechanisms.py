@@ -205,8 +205,15 @@ class Mechanism:
 
     name = ""
     formal = True
+    # the noise's density falls with this norm of (release - center): L1 for Laplace noise, L2 for Gaussian; so
+    # the most likely source of a release is the record whose center is nearest in it (the attacker of cadp.evaluate)
+    likelihood_norm = 1
 
     def __call__(self, latent: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def center(self, latent: torch.Tensor) -> torch.Tensor:
+        """What the noise is added to: M(z) = center(z) + noise (the clipped latent; for paper, the scaled batch)."""
         raise NotImplementedError
 
     @property
@@ -242,9 +249,11 @@ class LaplaceMechanism(Mechanism):
     def noise_std(self) -> float:
         return math.sqrt(2) * self.scale
 
+    def center(self, latent):
+        return clip_per_sample(latent, self.clip_radius, p=1)
+
     def __call__(self, latent, generator=None):
-        clipped = clip_per_sample(latent, self.clip_radius, p=1)
-        return (clipped + laplace_noise(latent.shape, self.scale, generator, latent.device)).to(latent.dtype)
+        return (self.center(latent) + laplace_noise(latent.shape, self.scale, generator, latent.device)).to(latent.dtype)
 
     def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool = True,
                   **_) -> str:
@@ -282,9 +291,13 @@ class GaussianMechanism(Mechanism):
     def noise_std(self) -> float:
         return self.sigma
 
+    likelihood_norm = 2
+
+    def center(self, latent):
+        return clip_per_sample(latent, self.clip_radius, p=2)
+
     def __call__(self, latent, generator=None):
-        clipped = clip_per_sample(latent, self.clip_radius, p=2)
-        return (clipped + gaussian_noise(latent.shape, self.sigma, generator, latent.device)).to(latent.dtype)
+        return (self.center(latent) + gaussian_noise(latent.shape, self.sigma, generator, latent.device)).to(latent.dtype)
 
     def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool = True,
                   **_) -> str:
@@ -317,8 +330,11 @@ class MetricMechanism(Mechanism):
     def noise_std(self) -> float:
         return math.sqrt(2) * self.scale
 
+    def center(self, latent):
+        return latent.double()
+
     def __call__(self, latent, generator=None):
-        return (latent.double() + laplace_noise(latent.shape, self.scale, generator, latent.device)).to(latent.dtype)
+        return (self.center(latent) + laplace_noise(latent.shape, self.scale, generator, latent.device)).to(latent.dtype)
 
     def between_records(self, d_typ: float, d_nn: float) -> tuple[float, float]:
         """Privacy loss between two typical same-class records, and between nearest neighbours."""
@@ -362,11 +378,13 @@ class PaperMechanism(Mechanism):
     def noise_std(self) -> float:
         return math.sqrt(2) * self.scale
 
-    def __call__(self, latent, generator=None):
+    def center(self, latent):
         # matrix 1-norm of the whole batch: the largest column sum of |Z| (the original code's clip)
         matrix_norm = latent.abs().sum(dim=0).max()
-        clipped = latent * torch.clamp(self.clip_size / matrix_norm.clamp_min(1e-30), max=1.0)
-        return (clipped + laplace_noise(latent.shape, self.scale, generator, latent.device)).to(latent.dtype)
+        return latent * torch.clamp(self.clip_size / matrix_norm.clamp_min(1e-30), max=1.0)
+
+    def __call__(self, latent, generator=None):
+        return (self.center(latent) + laplace_noise(latent.shape, self.scale, generator, latent.device)).to(latent.dtype)
 
     def guarantee(self, **_) -> str:
         return (f"Paper mechanism ({PAPER_LABEL}): reproduces the original CADP code at epsilon = {self.epsilon:g}, "
@@ -393,8 +411,11 @@ class NoNoise(Mechanism):
     def noise_std(self) -> float:
         return 0.0
 
-    def __call__(self, latent, generator=None):
+    def center(self, latent):
         return latent.clone()
+
+    def __call__(self, latent, generator=None):
+        return self.center(latent)
 
     def guarantee(self, **_) -> str:
         return "No noise (epsilon = infinity): the output reconstructs the record and gives no privacy."

@@ -628,6 +628,21 @@ def _numbers(values, positive: bool = False) -> list[float] | None:
     return [float(v) for v in values] if not positive or min(values) > 0 else None
 
 
+# the re-identification attackers of an eval.json utility method: with the model in latent space, and by pixels or
+# encoded data; a release is as identifiable as the best of them finds it
+REID_ATTACKERS = ("reid_latent", "reid_pixel", "reid_data")
+
+
+def strongest_reidentification(method: dict) -> list[float] | None:
+    """Per evaluated point, the highest top-1 re-identification rate among the attackers an eval.json method
+    holds (``REID_ATTACKERS``); None when it has none, or one that is not a full curve (a file from the Hub may
+    be malformed: leaving that attacker out could understate the risk)."""
+    curves = [_numbers(method[key]) for key in REID_ATTACKERS if method.get(key) is not None]
+    if not curves or None in curves or len({len(curve) for curve in curves}) != 1:
+        return None
+    return [max(values) for values in zip(*curves)]
+
+
 def _number(value) -> float | None:
     numbers = _numbers([mean_of(value)])
     return numbers[0] if numbers else None
@@ -641,7 +656,7 @@ def _curves(utility, mechanism: str) -> tuple[list[float], list[float], list[flo
     if not isinstance(method, dict):
         return None
     epsilons = _numbers(method.get("epsilons", utility.get("epsilons")), positive=True)
-    accuracy, reid = _numbers(mean_of(method.get("p/o"))), _numbers(method.get("reid_latent"))
+    accuracy, reid = _numbers(mean_of(method.get("p/o"))), strongest_reidentification(method)
     if epsilons is None or accuracy is None or reid is None or not len(epsilons) == len(accuracy) == len(reid):
         return None
     return epsilons, accuracy, reid
@@ -697,9 +712,9 @@ def preview_notes(utility: dict, settings: PrivacySettings, conditions_kept: boo
     notes = [f"From the model's eval.json (`{_plain(evaluated.get('command'), 'python -m cadp.evaluate utility')}`, "
              f"{_plain(evaluated.get('n_test'))} test records, seeds {seeds}): accuracy of a classifier trained on "
              f"releases and tested on real records ({_plain(evaluated.get('task'), 'the class label')}), and how "
-             f"often an attacker who knows {_plain(evaluated.get('n_reid'))} original latents matched a release "
-             f"to its original (top-1" + ("" if chance is None else f"; chance {chance:.1%}")
-             + "). Measured, not a guarantee."]
+             f"often the best of the attackers who know {_plain(evaluated.get('n_reid'))} originals (with the model "
+             f"in latent space, or by the originals themselves) matched a release to its original (top-1"
+             + ("" if chance is None else f"; chance {chance:.1%}") + "). Measured, not a guarantee."]
     notes.append("The predicted attribute is a kept condition, released exactly in the evaluation: at small ε a "
                  "release is close to a fresh sample of its kept class, so accuracy there comes from the kept "
                  "label and the class's typical content, not from the record's own details (re-identification "

@@ -694,6 +694,11 @@ def test_audit_page_runs_and_plots_the_claim_line():
     table = at.dataframe[0].value
     assert list(table["claimed"]) == [1.0] and table["lower_bound"].notna().all()
     assert set(table["model"]) == {at.selectbox(key="model_choice").value}
+    assert list(table["records"]) == ["the worst-case latents"] and list(table["verdict"]) == ["within the claim"]
+    at.multiselect(key="audit_epsilons").set_value([10])  # above what 200 releases can show: passes, proves nothing
+    at.button[0].click().run()
+    table = clean(at).dataframe[0].value
+    assert table["verdict"].iloc[-1] == "not testable: 200 releases can show at most epsilon 3.28, below the claim"
 
 
 def test_largest_provable_epsilon_is_the_bound_of_a_perfect_test():
@@ -726,6 +731,7 @@ def test_audit_page_takes_a_fixed_radius_and_delta_for_gaussian(monkeypatch):
 
     monkeypatch.setattr(cadp.evaluate, "distinguishing_audit", recording)
     at = clean(page("audit.py"))
+    at.radio(key="audit_source").set_value("two test records").run()
     at.selectbox(key="audit_mechanism").set_value("gaussian")
     at.select_slider(key="audit_releases").set_value(200)
     at.multiselect(key="audit_epsilons").set_value([1])

@@ -16,6 +16,7 @@ from cadp.errors import InputError
 from cadp.evaluate import (
     DEFAULT_EPSILONS,
     PAPER_LABEL,
+    audit_model,
     bits_per_dim_report,
     bpd_card_markdown,
     clopper_pearson,
@@ -24,10 +25,12 @@ from cadp.evaluate import (
     latent_audit,
     main,
     reidentification,
+    release_centers,
     utility_sweep,
+    worst_case_latents,
 )
 from cadp.hub import load_folder, read_eval, save_model, update_eval
-from cadp.mechanisms import make_mechanism
+from cadp.mechanisms import LaplaceMechanism, make_mechanism
 from cadp.models import ImageCINN, ImageModelConfig
 from cadp.train import fit_tabular, split_table
 from tests.conftest import bundled
@@ -120,6 +123,47 @@ def test_audit_refuses_mismatched_latents():
         latent_audit(torch.zeros(3), torch.zeros(4), make_mechanism("metric", 1.0), 100)
 
 
+@pytest.mark.parametrize("name", ["laplace", "gaussian"])
+def test_the_worst_case_latents_attain_the_sensitivity(name):
+    mechanism = make_mechanism(name, 3.0, delta=1e-5 if name == "gaussian" else None, temperature=0.7)
+    first, second = (mechanism.center(latent) for latent in worst_case_latents(mechanism, DIM))
+    assert float((first - second).abs().sum()) == pytest.approx(2 * mechanism.clip_radius)
+    assert float((first - second).norm()) == pytest.approx(2 * mechanism.clip_radius)
+
+
+class HalfNoiseLaplace(LaplaceMechanism):
+    """A broken laplace mechanism: half the noise its epsilon needs (the paper code's 2x, in a per-sample clip)."""
+
+    @property
+    def scale(self) -> float:
+        return self.clip_radius / self.epsilon
+
+
+def test_the_worst_case_audit_catches_a_mechanism_with_half_the_noise():
+    broken = HalfNoiseLaplace.create(1.0, None, 0.7)
+    result = latent_audit(*worst_case_latents(broken, DIM), broken, 10_000, torch.Generator().manual_seed(5))
+    assert result.epsilon_lower_bound > 1.0 and result.verdict == "exceeds the claim: the claim is false"
+    correct = make_mechanism("laplace", 1.0, temperature=0.7)
+    result = latent_audit(*worst_case_latents(correct, DIM), correct, 10_000, torch.Generator().manual_seed(5))
+    assert 0.7 < result.epsilon_lower_bound <= 1.0 and result.verdict == "within the claim"
+
+
+def test_model_audit_tells_a_passed_test_from_a_claim_too_large_to_test(tmp_path):
+    loaded = tiny_image_folder(tmp_path)
+    audit = audit_model(loaded, epsilons=(0.5, 3, 10), releases=4000)
+    ceiling = audit["provable_ceiling"]
+    assert 6 < ceiling < 7  # 2,000 held-out releases per record
+    rows = {(row["mechanism"], row["nominal_epsilon"]): row for row in audit["results"]}
+    for name in ("laplace", "gaussian"):
+        assert rows[(name, 0.5)]["verdict"] == rows[(name, 3.0)]["verdict"] == "within the claim"
+        assert rows[(name, 10.0)]["verdict"].startswith("not testable: 4,000 releases can show at most epsilon")
+        assert rows[(name, 10.0)]["epsilon_lower_bound"] <= ceiling
+    assert rows[("laplace", 3.0)]["epsilon_lower_bound"] > 0.7 * 3  # the worst-case pair gives the test its power
+    for epsilon in (0.5, 3.0):  # the paper code's batch clip bounds max |z_j| only: it loses far more than epsilon
+        assert rows[("paper", epsilon)]["verdict"] is None
+        assert rows[("paper", epsilon)]["epsilon_lower_bound"] > epsilon
+
+
 # --------------------------------------------------------------------------- re-identification
 
 def test_reidentification_of_exact_copies_is_certain():
@@ -136,6 +180,21 @@ def test_reidentification_of_unrelated_releases_is_near_chance():
     result = reidentification(originals, releases)
     assert result["latent"] is None and result["chance"] == 1 / 500
     assert result["pixel"] < 10 / 500  # chance is 1/500; 10 hits would be a 5-sigma excess
+
+
+def test_the_latent_attacker_matches_releases_to_the_originals_clipped_latents():
+    """Releases are centred on the clipped latents: matched to those (in the noise's norm) the attacker finds
+    its records; matched to the unclipped latents, whose directions the clip keeps but whose sizes it does not,
+    it finds far fewer."""
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(200, 32, generator=generator) * torch.rand(200, 1, generator=generator) * 4
+    mechanism = make_mechanism("laplace", 200.0, clip_radius=2.0)
+    releases = mechanism(latents, generator)
+    pixels = torch.zeros(200, 1)
+    clipped = reidentification(pixels, pixels, latents_original=release_centers(mechanism, latents),
+                               latents_released=releases, latent_norm=mechanism.likelihood_norm)["latent"]
+    unclipped = reidentification(pixels, pixels, latents_original=latents, latents_released=releases)["latent"]
+    assert clipped > 0.9 and unclipped < 0.5
 
 
 def test_reidentification_needs_matching_counts():
@@ -289,7 +348,7 @@ def test_cli_quick_audit_writes_eval_and_report(tmp_path, monkeypatch):
     assert audit["releases"] == 2000 and audit["quick"] is True
     for row in audit["results"]:
         if row["mechanism"] != "paper":
-            assert row["epsilon_lower_bound"] <= row["claimed_epsilon"]
+            assert row["epsilon_lower_bound"] <= row["claimed_epsilon"] and row["verdict"] == "within the claim"
         else:
             assert row["claimed_epsilon"] is None and math.isfinite(row["nominal_epsilon"])
     assert (loaded.folder / "report.html").exists()

@@ -8,9 +8,11 @@ import streamlit as st
 
 from cadp import ui
 from cadp.data import PUBLIC_DATASETS
-from cadp.mechanisms import DEFAULT_TEMPERATURE, MECHANISMS, make_mechanism
+from cadp.mechanisms import DEFAULT_TEMPERATURE, MECHANISMS, PAPER_LABEL, make_mechanism
 
 RESULT = "audit_results"
+WORST_CASE = "the worst case for the mechanism"
+TEST_RECORDS = "two test records"
 
 
 def choose_records(loaded):
@@ -76,16 +78,33 @@ def audit_figure(results: list[dict], ceiling: float | None = None) -> go.Figure
     return figure
 
 
+def verdict(audit, epsilon: float) -> str:
+    """The audit's verdict; for paper, which claims nothing, whether it loses more than its nominal ε."""
+    if audit.verdict is not None:
+        return audit.verdict
+    return f"no claim ({PAPER_LABEL})" + ("; the bound exceeds its nominal ε" if audit.epsilon_lower_bound > epsilon
+                                          else "")
+
+
 def page(loaded) -> None:
     st.markdown("Two records are each released many times; the best threshold test between the two release sets "
                 "gives a lower bound on ε (95% confidence). For laplace and gaussian it must stay at or below "
                 "the claimed ε; for paper it can exceed it. This checks the code, it does not prove the claim.")
-    record_a, record_b, condition, description = choose_records(loaded)
+    source = st.radio("Records", [WORST_CASE, TEST_RECORDS], horizontal=True, key=ui.kept("audit_source"))
+    if source == WORST_CASE:
+        description = "the worst-case latents"
+        st.caption("Two latents built so that the mechanism loses the most privacy between them (laplace, gaussian: "
+                   "they clip to opposite ends of one axis, 2R apart, the sensitivity; paper: opposite corners of "
+                   "its clip). Every latent is the encoding of some record, so this is the audit with the most "
+                   "power: a mechanism with too little noise fails it first. Two real records are usually far "
+                   "less separated after clipping, and an audit of them can pass broken code.")
+    else:
+        record_a, record_b, condition, description = choose_records(loaded)
     with st.form("audit_form"):
         mechanism = st.selectbox("Mechanism", list(MECHANISMS), format_func=ui.MECHANISM_LABELS.get,
                                  key=ui.kept("audit_mechanism"))
-        epsilons = st.multiselect("ε values", ui.EPSILON_VALUES, default=[1, 10, 100], key=ui.kept("audit_epsilons"))
-        releases = st.select_slider("Releases per record", [200, 1000, 2000, 5000, 10000, 20000], value=2000,
+        epsilons = st.multiselect("ε values", ui.EPSILON_VALUES, default=[0.5, 1, 2], key=ui.kept("audit_epsilons"))
+        releases = st.select_slider("Releases per record", [200, 1000, 2000, 5000, 10000, 20000], value=5000,
                                     key=ui.kept("audit_releases"))
         with st.expander("Advanced: clip radius (laplace, gaussian) and delta (gaussian)"):
             policy_name = st.radio("Clip-radius policy", ["constant temperature", "fixed radius"], horizontal=True,
@@ -109,14 +128,18 @@ def page(loaded) -> None:
             def report(share, message, step=step, epsilon=epsilon):
                 bar.progress(min((step + share) / len(epsilons), 1.0), text=f"ε = {epsilon:g}: {message}")
 
-            audit = distinguishing_audit(loaded.model, record_a, record_b, condition, built,
-                                         releases=releases, progress=report)
+            if source == WORST_CASE:
+                latents = ui.require("worst_case_latents", "cadp.evaluate")(built, loaded.config.latent_dim)
+                audit = ui.require("latent_audit", "cadp.evaluate")(*latents, built, releases, progress=report)
+            else:
+                audit = distinguishing_audit(loaded.model, record_a, record_b, condition, built,
+                                             releases=releases, progress=report)
             results.append({"model": loaded.config.name, "records": description,
                             "mechanism": ui.MECHANISM_LABELS[mechanism], "epsilon": epsilon,
                             "claimed": audit.claimed_epsilon if audit.claimed_epsilon is not None else epsilon,
                             "lower_bound": audit.epsilon_lower_bound, "estimate": audit.epsilon_estimate,
                             "tpr": audit.tpr, "fpr": audit.fpr, "releases": audit.releases,
-                            "exceeds claim": audit.epsilon_lower_bound > (audit.claimed_epsilon or epsilon)})
+                            "verdict": verdict(audit, epsilon)})
         bar.progress(1.0, text="Done")
         st.session_state.setdefault(RESULT, {}).setdefault((loaded.config.name, description, releases), []) \
             .extend(results)
@@ -127,7 +150,8 @@ def page(loaded) -> None:
         ceiling = largest_provable_epsilon(releases)
         st.caption(f"Audited on {description} of {loaded.config.name}, {releases:,} releases per record. With "
                    f"{releases:,} releases no audit can show more than ε ≈ {ceiling:.2f}: a bound near that line "
-                   "means \"at least this much\", not that a larger claim holds.")
+                   "means \"at least this much\", not that a larger claim holds, and a claim above it is not "
+                   "testable (it passes whatever the code does; the verdict says so).")
         st.plotly_chart(audit_figure(results, ceiling), key="audit_figure")
         st.dataframe(pd.DataFrame(results), key="audit_table", hide_index=True)
     elif runs:

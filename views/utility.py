@@ -55,19 +55,26 @@ def epsilon_figure(utility: dict, metric: str, title: str, y_title: str, *, refe
     return figure
 
 
+def with_strongest_attacker(utility: dict) -> dict:
+    """The utility section with each method's "reid": per point, the best of its re-identification attackers."""
+    methods = {name: {**method, "reid": ui.strongest_reidentification(method)}
+               for name, method in utility.get("methods", {}).items()}
+    return {**utility, "methods": {name: method for name, method in methods.items() if method["reid"] is not None}}
+
+
 def frontier_figure(utility: dict):
     figure = go.Figure()
-    for name, method in utility.get("methods", {}).items():
-        if "reid_latent" not in method or "p/o" not in method:
+    for name, method in with_strongest_attacker(utility)["methods"].items():
+        if "p/o" not in method:
             continue
         points = method.get("parameters", method.get("epsilons", utility.get("epsilons", [])))
-        figure.add_trace(go.Scatter(x=method["reid_latent"], y=ui.mean_of(method["p/o"]), mode="lines+markers",
+        figure.add_trace(go.Scatter(x=method["reid"], y=ui.mean_of(method["p/o"]), mode="lines+markers",
                                     name=method_label(name, method), text=[f"{p:g}" for p in points],
                                     hovertemplate="%{text}: re-id %{x:.3f}, accuracy %{y:.3f}"))
     if "chance" in utility:
         figure.add_vline(x=utility["chance"], line_dash="dash", line_color="gray", annotation_text="chance")
     figure.update_layout(title="Privacy–utility frontier (up and to the left is better)",
-                         xaxis_title="re-identification rate (latent-space attacker)",
+                         xaxis_title="re-identification rate (the best attacker)",
                          yaxis_title="downstream accuracy (p/o)", height=420)
     return figure
 
@@ -77,9 +84,13 @@ def show_utility(utility: dict, key: str, config) -> None:
     distances = getattr(config, "latent_distances", None)
     st.plotly_chart(epsilon_figure(utility, "p/o", "Downstream accuracy: trained on releases, tested on real data",
                                    "accuracy", reference=reference, distances=distances), key=f"{key}_accuracy")
-    st.plotly_chart(epsilon_figure(utility, "reid_latent", "Re-identification (nearest original in latent space)",
+    st.plotly_chart(epsilon_figure(with_strongest_attacker(utility), "reid", "Re-identification: the best attacker",
                                    "top-1 rate", chance=utility.get("chance"), distances=distances),
                     key=f"{key}_reid")
+    st.caption("Each release is matched to its nearest original by each attacker: in latent space with the model "
+               "(to the originals' clipped latents, in the noise's norm: the most likely source), and in pixel or "
+               "encoded data space. The curve is the best of them at each point; a blurred or mosaicked image, "
+               "re-encoded by the model, hides from the latent attacker but not from the pixel one.")
     if any("ssim" in m for m in utility.get("methods", {}).values()):
         st.plotly_chart(epsilon_figure(utility, "ssim", "SSIM of release vs original", "SSIM", distances=distances),
                         key=f"{key}_ssim")
