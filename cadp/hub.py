@@ -44,6 +44,15 @@ HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, CLASSIFIER_NAME, CARD_NAME, EVAL_NAME)
 REQUIRED_HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
+# What a model may cost before anything is allocated or downloaded: the app's Hub box is open to every visitor of
+# a hosted Space, and a config.json can ask for any size (the bundled models have up to 4.9 million parameters)
+MAX_PARAMETERS = 100_000_000  # 400 MB as float32
+MAX_FILE_BYTES = 16 * 1024 * 1024  # config.json, README.md, eval.json, classifier.safetensors
+
+
+def max_weights_bytes() -> int:
+    return 4 * MAX_PARAMETERS + MAX_FILE_BYTES  # float32 tensors and a generous header
+
 # Hub repos of the bundled models -> their folder in weights/: used when the Hub cannot be reached.
 BUNDLED_REPOS: dict[str, str] = {
     "cadp/mnist-cinn": "mnist-cinn",
@@ -119,6 +128,10 @@ def _load_weights(module: torch.nn.Module, path: Path) -> None:
         pickles = sorted(p.name for p in path.parent.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt"))
         hint = f" (found {', '.join(pickles)}: pickle files are never loaded)" if pickles else ""
         raise ModelError(f"{path.parent} has no {path.name}{hint}")
+    expected_bytes = sum(4 * t.numel() for t in module.state_dict().values())
+    if path.stat().st_size > expected_bytes + MAX_FILE_BYTES:  # read before it is compared with config.json
+        raise ModelError(f"{path.name} holds {path.stat().st_size:,} bytes, far more than the {expected_bytes:,} "
+                         "its config.json implies: not loaded")
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
@@ -143,6 +156,7 @@ def load_folder(folder: Path | str, origin: str | None = None) -> LoadedModel:
     if not folder.is_dir():
         raise ModelError(f"model folder {folder} does not exist")
     config = read_config(folder)
+    _check_model_size(config)
     model = build_model(config)
     _load_weights(model, folder / WEIGHTS_NAME)
     model.eval()
@@ -152,6 +166,15 @@ def load_folder(folder: Path | str, origin: str | None = None) -> LoadedModel:
         _load_weights(classifier, folder / CLASSIFIER_NAME)
         classifier.eval()
     return LoadedModel(model, config, folder, origin or f"folder {_display_path(folder)}", classifier)
+
+
+def _check_model_size(config: ModelConfig) -> None:
+    """Refuse a config.json that asks for more than MAX_PARAMETERS, counted on the meta device (no memory)."""
+    with torch.device("meta"):
+        count = sum(p.numel() for p in build_model(config).parameters())
+    if count > MAX_PARAMETERS:
+        raise ModelError(f"config.json asks for a network of {count:,} parameters; this app loads at most "
+                         f"{MAX_PARAMETERS:,} (the bundled models have up to 4.9 million)")
 
 
 def _display_path(folder: Path) -> str:
@@ -394,8 +417,9 @@ def _download(repo_id: str, revision: str, *, cache_dir: str | Path | None, endp
         hub_problem = "Hub offline: HF_HUB_OFFLINE is set"
     else:
         try:
-            info = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=revision)
+            info = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=revision, files_metadata=True)
             listing = {sibling.rfilename for sibling in info.siblings or []}
+            sizes = {sibling.rfilename: sibling.size for sibling in info.siblings or []}
         except RevisionNotFoundError:
             raise ModelError(f"revision {revision!r} not found in Hub repo {repo_id} ({endpoint})") from None
         except RepositoryNotFoundError:
@@ -416,6 +440,11 @@ def _download(repo_id: str, revision: str, *, cache_dir: str | Path | None, endp
             raise ModelError(f"Hub repo {where} has no {' or '.join(missing)}{hint}; "
                              "a CADP model repo holds config.json and model.safetensors")
         names = [name for name in HUB_FILES if name in listing]
+        for name in names:  # before anything is downloaded
+            limit = max_weights_bytes() if name == WEIGHTS_NAME else MAX_FILE_BYTES
+            if isinstance(sizes.get(name), int) and sizes[name] > limit:
+                raise ModelError(f"Hub repo {where}: {name} has {sizes[name]:,} bytes, more than the {limit:,} "
+                                 "this app downloads for a model file")
     else:
         names = list(HUB_FILES)
 

@@ -100,9 +100,20 @@ class TrainingReport:
 
 # --------------------------------------------------------------------------- latent distances
 
+DISTANCE_RECORDS = 4000  # at most this many records (a seeded random subset) for the distances: O(n^2) memory
+
+
 @torch.inference_mode()
 def measure_latent_distances(latents: torch.Tensor, groups: torch.Tensor) -> LatentDistances:
-    """Median same-group pairwise and nearest-neighbour L1 distances, and median ||z||_1."""
+    """Median same-group pairwise and nearest-neighbour L1 distances, and median ||z||_1.
+
+    On at most ``DISTANCE_RECORDS`` records, drawn at random with a fixed seed (all pairwise distances of one
+    group take memory in the square of its size: 25,000 rows of an upload would need ~16 GB); ``n_records``
+    says how many. Nearest neighbours are closer among more records, so d_nn of a larger set is an upper bound.
+    """
+    if len(latents) > DISTANCE_RECORDS:
+        chosen = torch.randperm(len(latents), generator=torch.Generator().manual_seed(0))[:DISTANCE_RECORDS]
+        latents, groups = latents[chosen], groups[chosen]
     pairwise, nearest = [], []
     for group in groups.unique():
         members = latents[groups == group].double()

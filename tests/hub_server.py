@@ -233,7 +233,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         files = repo.commits[commit]
         self._json({"id": repo_id, "modelId": repo_id, "author": repo_id.split("/")[0], "sha": commit,
                     "private": False, "disabled": False, "gated": False, "tags": [],
-                    "siblings": [{"rfilename": path} for path in sorted(files)]}, send_body)
+                    "siblings": [{"rfilename": path, "size": len(content)} for path, content in sorted(files.items())]},
+                   send_body)
 
     def _tree(self, repos: dict[str, Repo], repo_id: str, revision: str, prefix: str, send_body: bool) -> None:
         found = self._lookup(repos, repo_id, revision, send_body)

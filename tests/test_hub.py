@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def test_repo_id_downloads_main_and_reports_the_commit(served, cache, model_fold
     assert loaded.folder.is_relative_to(cache) and loaded.folder.name == commit
     assert loaded.card == CARD
     assert loaded.evaluation["training"]["seed"] == 1
-    assert ("GET", f"/api/models/{REPO}/revision/main") in served.requests
+    assert ("GET", f"/api/models/{REPO}/revision/main?blobs=true") in served.requests  # with the files' sizes
 
 
 def test_pinned_revision_loads_that_commit(served, cache, model_folders):
@@ -303,6 +304,44 @@ def test_invalid_config_value_is_refused(served, cache, model_folders):
     served.add_commit("tester/tampered", tampered(model_folders[0], lambda c: c.update(blocks=0)))
     message = refused_model_error("tester/tampered", cache_dir=cache, endpoint=served.url)
     assert message == "invalid model config: blocks must be 1..64"
+
+
+def test_a_config_asking_for_a_huge_network_is_refused_before_anything_is_allocated(tmp_path, model_folders,
+                                                                                    monkeypatch):
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    for name, content in tampered(model_folders[0], lambda c: c.update(width=4096, blocks=64)).items():
+        (folder / name).write_bytes(content)
+    build_model = hub.build_model
+
+    def on_meta_only(config):
+        assert torch.get_default_device().type == "meta", "built for real"
+        return build_model(config)
+
+    monkeypatch.setattr(hub, "build_model", on_meta_only)
+    with pytest.raises(ModelError, match=r"config.json asks for a network of [\d,]+ parameters; this app loads at "
+                                         r"most 100,000,000"):
+        hub.load_folder(folder)
+
+
+def test_weights_far_larger_than_the_config_implies_are_not_read(tmp_path, model_folders, monkeypatch):
+    folder = tmp_path / "padded"
+    shutil.copytree(model_folders[0], folder)
+    monkeypatch.setattr(hub, "MAX_FILE_BYTES", 1000)
+    with open(folder / hub.WEIGHTS_NAME, "ab") as weights:
+        weights.write(b"\0" * 2000)
+    monkeypatch.setattr(hub, "load_file", lambda path: pytest.fail("read"))
+    with pytest.raises(ModelError, match="far more than the .* its config.json implies: not loaded"):
+        hub.load_folder(folder)
+
+
+def test_a_hub_file_larger_than_the_limit_is_never_downloaded(served, cache, monkeypatch):
+    monkeypatch.setattr(hub, "MAX_PARAMETERS", 10)  # the test model's weights are far larger than 4 x 10 bytes
+    monkeypatch.setattr(hub, "MAX_FILE_BYTES", 10_000)
+    with pytest.raises(ModelError, match=f"Hub repo {REPO}@main: model.safetensors has [\\d,]+ bytes, more than "
+                                         "the 10,040 this app downloads for a model file"):
+        hub.load_model(REPO, cache_dir=cache, endpoint=served.url)
+    assert not [path for _, path in served.requests if "/resolve/" in path]
 
 
 # --------------------------------------------------------------------------- folders, push, CLI

@@ -176,6 +176,19 @@ def test_a_kept_column_with_missing_values_fits_and_releases():
     assert released["group"].isna().sum() == 20  # kept exactly, missing values too
 
 
+def test_latent_distances_of_a_large_table_use_a_bounded_sample():
+    """All pairwise distances of one group take memory in the square of its size: a large upload is measured on
+    DISTANCE_RECORDS of its records, the same ones on every run."""
+    from cadp.train import DISTANCE_RECORDS, measure_latent_distances
+
+    latents = torch.randn(DISTANCE_RECORDS + 1000, 3, generator=torch.Generator().manual_seed(0))
+    first = measure_latent_distances(latents, torch.zeros(len(latents)))
+    assert first.n_records == DISTANCE_RECORDS
+    assert first == measure_latent_distances(latents, torch.zeros(len(latents)))
+    whole = measure_latent_distances(latents[:DISTANCE_RECORDS], torch.zeros(DISTANCE_RECORDS))
+    assert whole.n_records == DISTANCE_RECORDS and abs(first.d_typ / whole.d_typ - 1) < 0.05
+
+
 def test_table_samples_draw_conditions_from_their_prior():
     table = load_table("heart")
     model = fit_tabular(table.frame, ["target", "sex"], steps=5)
