@@ -128,8 +128,8 @@ def downstream_accuracy(original: pd.DataFrame, released: pd.DataFrame, target: 
     released = released.reset_index(drop=True)[original.columns]
     if original[target].nunique() < 2:
         raise InputError(f"the target {target!r} has a single value; pick a column with at least two classes")
-    features = pd.get_dummies(pd.concat([original, released], keys=["o", "p"]).drop(columns=[target]),
-                              dtype=float).fillna(0.0)
+    features = pd.get_dummies(pd.concat([original, released], keys=["o", "p"]).drop(columns=[target]), dtype=float)
+    features = features.replace([np.inf, -np.inf], np.nan).fillna(0.0)  # cells without a finite number count as 0
     features_o, features_p = features.loc["o"].to_numpy(), features.loc["p"].to_numpy()
     labels_o, labels_p = original[target].astype(str).to_numpy(), released[target].astype(str).to_numpy()
     order = np.random.default_rng(seed).permutation(len(original))
