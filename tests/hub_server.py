@@ -73,6 +73,36 @@ class Repo:
         return revision if revision in self.commits else None
 
 
+SPACE_SDKS = ("gradio", "docker", "static", "streamlit")
+SPACE_COLORS = ("red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray")
+
+
+def front_matter_errors(content: str, repo_type: str) -> list[str]:
+    """What the Hub refuses in a README's front matter: invalid YAML; for a Space, an unknown sdk or thumbnail
+    color, a short_description over 60 characters, an app_port that is not a port number."""
+    import yaml
+
+    if not (content.startswith("---\n") and "\n---" in content[4:]):
+        return []
+    try:
+        meta = yaml.safe_load(content[4:content.index("\n---", 4)]) or {}
+    except yaml.YAMLError as error:
+        return [f"invalid YAML: {error}"]
+    if repo_type != "space":
+        return []
+    errors = []
+    if meta.get("sdk") not in SPACE_SDKS:
+        errors.append(f'"sdk" must be one of {", ".join(SPACE_SDKS)}: {meta.get("sdk")!r}')
+    for key in ("colorFrom", "colorTo"):
+        if key in meta and meta[key] not in SPACE_COLORS:
+            errors.append(f'"{key}" must be one of {", ".join(SPACE_COLORS)}: {meta[key]!r}')
+    if len(str(meta.get("short_description", ""))) > 60:
+        errors.append('"short_description" length must be less than or equal to 60 characters long')
+    if "app_port" in meta and not (isinstance(meta["app_port"], int) and 0 < meta["app_port"] < 65536):
+        errors.append(f'"app_port" must be a port number: {meta["app_port"]!r}')
+    return errors
+
+
 class HubServer:
     """Serves model repos built in the test; ``url`` is the endpoint to give huggingface_hub."""
 
@@ -285,18 +315,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         self._json({"url": url}, True)
 
     def _validate_yaml(self, payload: dict) -> None:
-        """A README's front matter: YAML, and for a Space an sdk the Hub knows."""
-        import yaml
-
-        content, errors = payload["content"], []
-        if content.startswith("---\n") and "\n---" in content[4:]:
-            try:
-                meta = yaml.safe_load(content[4:content.index("\n---", 4)]) or {}
-            except yaml.YAMLError as error:
-                meta, errors = {}, [{"message": f"invalid YAML: {error}"}]
-            if payload.get("repoType") == "space" and meta.get("sdk") not in ("gradio", "docker", "static", "streamlit"):
-                errors.append({"message": f'"sdk" must be one of gradio, docker, static, streamlit: {meta.get("sdk")!r}'})
-        self._json({"errors": errors, "warnings": []}, True, status=400 if errors else 200)
+        errors = front_matter_errors(payload["content"], payload.get("repoType", "model"))
+        self._json({"errors": [{"message": e} for e in errors], "warnings": []}, True, status=400 if errors else 200)
 
     def _preupload(self, repos: dict[str, Repo], repo_id: str, revision: str, payload: dict) -> None:
         found = self._lookup(repos, repo_id, revision, True)

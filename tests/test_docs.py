@@ -33,3 +33,20 @@ def test_readme_library_snippet_runs_as_written(monkeypatch):
     assert tuple(result.privatized.shape) == (10, 1, 28, 28)  # as its comment says
     assert sorted(data.labels[::100].tolist()) == list(range(10))  # "one per class"
     assert "epsilon = 10" in result.guarantee and namespace["pngs"].dtype.is_floating_point is False
+
+
+def test_readme_front_matter_is_a_docker_space_the_hub_accepts():
+    """The Hub refuses a Space whose front matter breaks its rules (a short_description over 60 characters
+    was one): checked with the rules the local test Hub applies when a Space is deployed."""
+    import yaml
+
+    try:
+        from hub_server import front_matter_errors
+    except ImportError:
+        from tests.hub_server import front_matter_errors
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert front_matter_errors(readme, "space") == []
+    meta = yaml.safe_load(readme.split("---\n")[1])
+    assert meta["sdk"] == "docker" and meta["app_port"] == 8501
+    assert front_matter_errors(readme.replace(meta["short_description"], "x" * 61), "space") != []
