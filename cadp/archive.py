@@ -42,6 +42,7 @@ from cadp.mechanisms import (
     Mechanism,
     make_mechanism,
     new_generator,
+    seed_option,
     total_epsilon,
 )
 from cadp.privatize import NOT_PRIVATE_SEED, privatize
@@ -731,7 +732,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     radius.add_argument("--temperature", type=float,
                         help=f"constant-temperature clip policy (laplace/gaussian; default {DEFAULT_TEMPERATURE})")
     radius.add_argument("--clip-radius", type=float, help="fixed clip radius (laplace/gaussian)")
-    parser.add_argument("--seed", type=int,
+    parser.add_argument("--seed", type=seed_option,
                         help=f"fixed noise seed: reproducible, hence {NOT_PRIVATE_SEED}; default OS entropy")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="records per pass (default 64); the paper mechanism's output depends on it")

@@ -25,6 +25,7 @@ DEFAULT_TEMPERATURE = 0.7
 PAPER_LABEL = "reference reproduction — no formal guarantee"
 KEPT_TERMS = "Kept attributes are released exactly: they are public, and the guarantee holds given them."
 NOTHING_KEPT_TERMS = "No attribute is released exactly here: each condition is randomized or resampled as stated."
+NO_CONDITION_TERMS = "The model has no condition: no attribute is kept, the whole record goes through the latent."
 LOCAL_SENTENCE = "The guarantee is local (per record, no trusted curator), not central DP."
 LOCAL_TERMS = f"{LOCAL_SENTENCE} {KEPT_TERMS}"
 PUBLIC_MODEL_TERMS = (
@@ -46,17 +47,19 @@ def own_data_terms(dataset: str) -> str:
             "cover what the model learned from them).")
 
 
-def common_terms(fitted_on_records: bool = False, trained_on: str | None = None, kept: bool = True) -> str:
+def common_terms(fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True) -> str:
     """The sentences every guarantee ends with (docs/PRIVACY.md: local DP, kept attributes, training data).
 
     ``trained_on``: the training data's name when it is not a public dataset (else the public-data sentence).
-    ``kept``: False when the release keeps no attribute (its conditions are all randomized or resampled).
+    ``kept``: False when the release keeps no attribute (its conditions are all randomized or resampled), None
+    when the model has no condition at all.
     """
     if fitted_on_records:
         training = FITTED_ON_RECORDS_TERMS
     else:
         training = PUBLIC_MODEL_TERMS if trained_on is None else own_data_terms(trained_on)
-    return f"{LOCAL_SENTENCE} {KEPT_TERMS if kept else NOTHING_KEPT_TERMS} {training}"
+    conditions = NO_CONDITION_TERMS if kept is None else KEPT_TERMS if kept else NOTHING_KEPT_TERMS
+    return f"{LOCAL_SENTENCE} {conditions} {training}"
 
 
 COMMON_TERMS = common_terms()
@@ -92,8 +95,26 @@ _MADE_HERE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # generator
 UNKNOWN_ORIGIN = object()
 
 
+SEED_RANGE = "a whole number from 0 to 2**63 - 1"  # what torch.Generator takes
+
+
+def seed_option(text: str) -> int:
+    """argparse type of a --seed option: the range a generator takes, said as a usage error."""
+    import argparse
+
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if not 0 <= seed < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"must be {SEED_RANGE}, got {text!r}")
+    return seed
+
+
 def new_generator(seed: int | None = None, device: torch.device | str = "cpu") -> torch.Generator:
     """A generator seeded from OS entropy (``secrets``), or from ``seed`` (not private: reproducible)."""
+    if seed is not None and not 0 <= int(seed) < 2 ** 63:
+        raise InputError(f"seed must be {SEED_RANGE}, got {seed}")
     generator = torch.Generator(device=device)
     generator.manual_seed(secrets.randbits(63) if seed is None else int(seed))
     _MADE_HERE[generator] = None if seed is None else int(seed)
@@ -255,7 +276,7 @@ class LaplaceMechanism(Mechanism):
     def __call__(self, latent, generator=None):
         return (self.center(latent) + laplace_noise(latent.shape, self.scale, generator, latent.device)).to(latent.dtype)
 
-    def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool = True,
+    def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
                   **_) -> str:
         return (f"Laplace mechanism: pure epsilon-local differential privacy with epsilon = {self.epsilon:g} "
                 f"for the latent (L1 clip radius {self.clip_radius:.4g}, sensitivity 2R = {2 * self.clip_radius:.4g}, "
@@ -299,7 +320,7 @@ class GaussianMechanism(Mechanism):
     def __call__(self, latent, generator=None):
         return (self.center(latent) + gaussian_noise(latent.shape, self.sigma, generator, latent.device)).to(latent.dtype)
 
-    def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool = True,
+    def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
                   **_) -> str:
         return (f"Gaussian mechanism: (epsilon, delta)-local differential privacy with epsilon = {self.epsilon:g}, "
                 f"delta = {self.delta:g} for the latent (L2 clip radius {self.clip_radius:.4g}, sensitivity "
@@ -341,7 +362,7 @@ class MetricMechanism(Mechanism):
         return self.epsilon_unit * d_typ, self.epsilon_unit * d_nn
 
     def guarantee(self, d_typ: float | None = None, d_nn: float | None = None,
-                  fitted_on_records: bool = False, trained_on: str | None = None, kept: bool = True, **_) -> str:
+                  fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True, **_) -> str:
         text = (f"Metric privacy (eps*d): for two records with the same condition, output probabilities "
                 f"differ by at most exp({self.epsilon_unit:g} x their L1 latent distance). No clipping; "
                 f"Laplace scale {self.scale:.4g}.")

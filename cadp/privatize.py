@@ -22,6 +22,7 @@ from cadp.mechanisms import (
     ConditionHandling,
     Mechanism,
     MetricMechanism,
+    NoNoise,
     batch_sizes,
     generator_seed,
     keep_probability,
@@ -76,8 +77,9 @@ class PrivatizationResult:
 
     @property
     def private(self) -> bool:
-        """True only for noise from OS entropy: a fixed seed is reproducible, and a caller's generator may be."""
-        return self.noise_origin == "os"
+        """True only for noise from OS entropy: a fixed seed is reproducible, and a caller's generator may be;
+        never for epsilon = infinity, which adds no noise."""
+        return self.noise_origin == "os" and self.mechanism.get("mechanism") != NoNoise.name
 
     @property
     def epsilon_spent(self) -> float | None:
@@ -89,6 +91,8 @@ class PrivatizationResult:
 
     @property
     def noise_source(self) -> str:
+        if self.mechanism.get("mechanism") == NoNoise.name:
+            return "none (epsilon = infinity: no noise is added)"
         if self.noise_origin == "caller":
             return f"a generator given by the caller ({CALLER_GENERATOR})"
         return "OS entropy" if self.private else f"seed {self.seed} ({NOT_PRIVATE_SEED})"
@@ -99,7 +103,8 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
     kwargs = {"d_typ": distances.d_typ, "d_nn": distances.d_nn} if distances else {}
     dataset = model.config.dataset
     public = dataset in PUBLIC_DATASETS
-    kept = any(handlings.get(name, ConditionHandling()).handling == "kept" for name in _condition_names(model))
+    names = _condition_names(model)
+    kept = any(handlings.get(name, ConditionHandling()).handling == "kept" for name in names) if names else None
     text = mechanism.guarantee(fitted_on_records=dataset == UPLOAD_DATASET, trained_on=None if public else dataset,
                                kept=kept, **kwargs)
     parts = [text]
@@ -277,6 +282,10 @@ def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, se
         raise InputError("pixel values must be finite and within [0, 255]")
     if scaled and pixels.max() <= 1:  # the usual mistake: an image scaled to [0, 1] would be read as near black
         raise InputError("pixel values look scaled to [0, 1]; give values in [0, 255] (multiply by 255)")
+    notes = []
+    if pixels.max() == 1:  # only 0s and 1s: a 0/1 mask, or an 8-bit image that is nearly black; cannot tell
+        notes.append("every pixel is 0 or 1, read as values in [0, 255] (nearly black); if these images were "
+                     "scaled to [0, 1], multiply them by 255")
     labels = _class_labels(labels, config.class_names)
     if len(labels) == 1 and len(pixels) > 1:
         labels = labels.expand(len(pixels))
@@ -296,7 +305,7 @@ def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, se
         epsilon_latent=mechanism.epsilon if mechanism.formal else None,
         epsilon_conditions=handling.cost, delta=getattr(mechanism, "delta", None),
         guarantee=_guarantee(model, mechanism, {"label": handling}, seed, origin), seed=seed, noise_origin=origin,
-        batches=batch_sizes(len(pixels), batch_size or len(pixels)))
+        batches=batch_sizes(len(pixels), batch_size or len(pixels)), notes=notes)
 
 
 def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, generator, seed, origin, handlings,
@@ -314,6 +323,9 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         frame = pd.concat([frame.reset_index(drop=True), condition_frame.reset_index(drop=True)], axis=1)
     if len(frame) == 0:
         raise InputError("the table has no rows")
+    repeated = sorted({str(name) for name in frame.columns[frame.columns.duplicated()]})
+    if repeated:
+        raise InputError(f"column(s) {repeated} appear more than once: give each column once")
     default_index = _is_default_index(row_index)
     if not _is_default_index(frame.index):  # (after a concatenation with a condition frame it already is)
         frame = frame.reset_index(drop=True)

@@ -38,6 +38,7 @@ from cadp.data import (
 )
 from cadp.errors import CadpError, InputError
 from cadp.hub import CONFIG_NAME, EVAL_NAME, WEIGHTS_NAME, save_model
+from cadp.mechanisms import seed_option
 from cadp.models import (
     CONV_SUBNETS,
     ImageCINN,
@@ -728,7 +729,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="output model folder")
     parser.add_argument("--name", help="model name (default: the output folder's name)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_option, default=0)
     parser.add_argument("--steps", type=int, help="number of optimizer steps (default: by time budget)")
     parser.add_argument("--time-budget", type=float,
                         help="minutes of training (default 30 for images); an image model's evaluation and "

@@ -127,6 +127,7 @@ def test_no_noise_returns_reconstruction(tiny_image_model, digits):
     result = privatize(tiny_image_model, x, y, NoNoise())
     assert torch.allclose(result.privatized, x.float().clamp(0, 255), atol=1e-3)
     assert "no privacy" in result.guarantee
+    assert not result.private and result.noise_source == "none (epsilon = infinity: no noise is added)"
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -252,6 +253,10 @@ def test_inputs_a_user_gets_wrong_are_plain_errors(tiny_image_model, digits):
     for arguments, options, message in cases:
         with pytest.raises(InputError, match=message):
             privatize(tiny_image_model, *arguments, **options)
+    mask = privatize(tiny_image_model, (x > 127).float(), y, laplace, seed=0)  # 0/1: scaled or nearly black?
+    assert mask.notes == ["every pixel is 0 or 1, read as values in [0, 255] (nearly black); if these images were "
+                          "scaled to [0, 1], multiply them by 255"]
+    assert privatize(tiny_image_model, x, y, laplace, seed=0).notes == []
     names = tiny_image_model.config.class_names
     by_name = privatize(tiny_image_model, x, [names[int(label)] for label in y], laplace, seed=0)
     assert torch.equal(by_name.condition["label"], y)
@@ -297,6 +302,34 @@ def test_small_library_mistakes_name_themselves(tiny_image_model, digits, tmp_pa
         load_model("mnist-cinn", revision="v0.2.0")
     with pytest.raises(InputError, match="does not exist"):
         load_table(str(tmp_path / "nope.csv"))
+
+
+def test_a_seed_out_of_range_or_a_repeated_column_is_a_plain_error(tiny_image_model, digits):
+    import argparse
+
+    from cadp.mechanisms import new_generator, seed_option
+
+    x, y = digits
+    with pytest.raises(InputError, match=r"seed must be a whole number from 0 to 2\*\*63 - 1, got 18446744073709551616"):
+        privatize(tiny_image_model, x, y, make_mechanism("laplace", 1.0, temperature=0.7), seed=2 ** 64)
+    with pytest.raises(InputError, match="seed must be"):
+        new_generator(-1)
+    assert seed_option("7") == 7
+    with pytest.raises(argparse.ArgumentTypeError, match="must be a whole number from 0 to 2\\*\\*63 - 1, got '9e99'"):
+        seed_option("9e99")
+    frame = load_table("diabetes").frame.head(3)
+    twice = pd.concat([frame, frame[["bmi"]]], axis=1)
+    with pytest.raises(InputError, match=r"column\(s\) \['bmi'\] appear more than once"):
+        privatize(load_folder(bundled("diabetes-cinn")).model, twice, None, make_mechanism("laplace", 1.0, temperature=0.7))
+
+
+def test_a_table_model_without_conditions_says_so_in_its_guarantee():
+    from cadp.mechanisms import NO_CONDITION_TERMS, NOTHING_KEPT_TERMS
+
+    frame = pd.DataFrame({"age": np.arange(40.0) % 17 + 30, "bmi": np.arange(40.0) % 7 + 20})
+    model = fit_tabular(frame, [], name="plain", dataset="test", steps=5, seed=0)
+    result = privatize(model, frame, None, make_mechanism("laplace", 1.0, temperature=0.7), seed=0)
+    assert NO_CONDITION_TERMS in result.guarantee and NOTHING_KEPT_TERMS not in result.guarantee
 
 
 def test_cells_read_as_the_training_mean_are_named_in_the_notes():
