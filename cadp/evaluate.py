@@ -1274,12 +1274,20 @@ def load_training_data(config, path: Path | str, training: dict | None = None):
     file's or folder's name, not where it lies. ``training`` (eval.json's section, when the folder has one) holds
     the split's sizes: data that splits otherwise is not what the model was trained on.
     """
+    from cadp.train import split_fingerprint
+
     train, test = _load_training_data(config, path)
     recorded = tuple((training or {}).get(key) for key in ("train_records", "test_records"))
     if all(isinstance(count, int) for count in recorded) and recorded != (len(train), len(test)):
         raise InputError(f"--data {path} splits into {len(train):,} training and {len(test):,} test records; the "
                          f"model was trained on {recorded[0]:,} and tested on {recorded[1]:,} (eval.json): give the "
                          "data it was trained on, or the test records would include training records")
+    fingerprint = (training or {}).get("test_fingerprint")
+    columns = () if config.kind == "image" else tuple(config.data_columns + config.condition_columns)
+    if isinstance(fingerprint, str) and split_fingerprint(test, columns) != fingerprint:
+        raise InputError(f"--data {path} splits into other test records than the model's training run held out "
+                         "(eval.json; a re-ordered or edited copy of the data does): give the file or folder it was "
+                         "trained on as it was, or the test records would include training records")
     return train, test
 
 

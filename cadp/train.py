@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import math
 import platform
@@ -370,8 +371,8 @@ def train_image_model(args) -> None:
     batch = min(args.batch_size, len(train))  # a folder of fewer images than a batch trains on all of them at once
     report = TrainingReport(steps, steps * batch / len(train), seconds, device_description(device),
                             train_bpd, test_bpd, "test bits/dim")
-    facts = {"train_records": len(train), "test_records": len(test), "classifier_test_accuracy": accuracy,
-             "sample_recognition_t0.7": sample_accuracy, "batch_size": batch}
+    facts = {"train_records": len(train), "test_records": len(test), "test_fingerprint": split_fingerprint(test),
+             "classifier_test_accuracy": accuracy, "sample_recognition_t0.7": sample_accuracy, "batch_size": batch}
     card = image_model_card(config, report, facts, args)
     clear_stale_results(Path(args.out))
     save_model(model, args.out, card=card, classifier=classifier, half_precision=args.half)
@@ -529,6 +530,20 @@ def _training_row_hashes(dataset: str, seed: int, columns: tuple[str, ...]) -> n
     return row_hashes(train, columns)
 
 
+def split_fingerprint(records, columns: tuple[str, ...] = ()) -> str:
+    """A hash of a split's records (table rows in ``columns``, or an ImageDataset's images and labels), whatever
+    their order: ``cadp.evaluate --data`` compares it with the training run's, so that data which splits into
+    other records (a re-ordered copy of the CSV puts training rows in the test split) is refused."""
+    if isinstance(records, pd.DataFrame):
+        hashes = row_hashes(records, columns).astype(np.uint64)
+    else:
+        pixels = records.images.reshape(len(records), -1).numpy()
+        hashes = np.array([int.from_bytes(hashlib.blake2b(image.tobytes() + bytes([int(label) % 256]),
+                                                          digest_size=8).digest(), "little")
+                           for image, label in zip(pixels, records.labels.tolist())], dtype=np.uint64)
+    return hashlib.sha256(np.sort(hashes).tobytes()).hexdigest()[:16]
+
+
 def row_hashes(rows: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
     """A 64-bit hash of each row's values in ``columns``, alike however the table was written (an upload reads
     53 where the table holds 53.0: numbers are normalized by float())."""
@@ -585,7 +600,9 @@ def train_tabular_model(args) -> None:
     ran = model.fit_record
     report = TrainingReport(ran["steps"], ran["epochs"], seconds, device_description(torch.device("cpu")),
                             ran["last_train_loss"], nll, "test NLL (nats/dim, one-hots dequantized)")
-    facts = {"train_records": len(train), "test_records": len(test), "license": table.license}
+    columns = tuple(model.config.data_columns + model.config.condition_columns)
+    facts = {"train_records": len(train), "test_records": len(test),
+             "test_fingerprint": split_fingerprint(test, columns), "license": table.license}
     clear_stale_results(Path(args.out))
     save_model(model, args.out, card=tabular_model_card(model.config, report, facts, args))
     _record_training(Path(args.out), report, facts)

@@ -432,6 +432,10 @@ def test_cli_evaluates_models_trained_on_a_csv_or_image_folder_given_their_data(
     assert evaluate.main(["bpd", "--model", str(table), "--quick", "--data", str(bigger)]) == 2
     assert "splits into 354 training and 88 test records; the model was trained on 120 and tested on 30" in \
         capsys.readouterr().err
+    shuffled = tmp_path / "shuffled.csv"  # the same rows in another order: another split, training rows in its test
+    load_table("diabetes").frame.head(150).sample(frac=1, random_state=1).to_csv(shuffled, index=False)
+    assert evaluate.main(["bpd", "--model", str(table), "--quick", "--data", str(shuffled)]) == 2
+    assert "splits into other test records than the model's training run held out" in capsys.readouterr().err
     source.write_text("age,bmi\n30,22\n")
     assert evaluate.main(["audit", "--model", str(table), "--quick", "--data", str(source)]) == 2
     assert "lacks the model's column(s)" in capsys.readouterr().err
