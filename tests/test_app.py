@@ -742,6 +742,14 @@ def test_audit_page_takes_a_fixed_radius_and_delta_for_gaussian(monkeypatch):
     clean(at)
     assert not errors(at)
     assert len(seen) == 1 and seen[0].clip_radius == 2.5 and seen[0].delta == 1e-6 and seen[0].temperature is None
+    at.radio(key="audit_policy").set_value("constant temperature")  # a second run with other settings: its own line
+    at.button[0].click().run()
+    table = clean(at).dataframe[0].value
+    assert list(table["settings"]) == ["R 2.5, δ 1e-06", "temperature 0.7, δ 1e-06"]
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    names = [trace["name"] for trace in figure["data"]]
+    assert any("(R 2.5, δ 1e-06): lower bound" in name for name in names)
+    assert any("(temperature 0.7, δ 1e-06): lower bound" in name for name in names)
 
 
 def test_model_card_page_shows_card_samples_and_config():

@@ -60,10 +60,13 @@ def audit_figure(results: list[dict], ceiling: float | None = None) -> go.Figure
     low, top = min([FLOOR] + values), max([1.0] + values)
     figure.add_trace(go.Scatter(x=[low, top * 2], y=[low, top * 2], mode="lines", name="y = x (the claim)",
                                 line=dict(dash="dash", color="gray")))
-    for mechanism, group in frame.groupby("mechanism"):
+    # one line per mechanism and settings (a run with another radius or δ is another line, not a zig-zag)
+    for (mechanism, setting), group in frame.groupby(["mechanism", "settings"], sort=False):
+        group = group.sort_values("claimed")
         bound = group["lower_bound"].clip(lower=FLOOR)
+        named = mechanism if setting == "–" else f"{mechanism} ({setting})"
         figure.add_trace(go.Scatter(
-            x=group["claimed"], y=bound, mode="markers+lines", name=f"{mechanism}: lower bound",
+            x=group["claimed"], y=bound, mode="markers+lines", name=f"{named}: lower bound",
             customdata=group[["lower_bound", "estimate"]].to_numpy(),
             hovertemplate="claim %{x:.3g}: lower bound %{customdata[0]:.3g}, estimate %{customdata[1]:.3g}",
             error_y=dict(type="data", symmetric=False, array=(group["estimate"].clip(lower=FLOOR) - bound),
@@ -124,6 +127,8 @@ def page(loaded) -> None:
             if mechanism in ("laplace", "gaussian"):
                 policy = {"temperature": temperature} if policy_name == "constant temperature" else {"clip_radius": radius}
             built = make_mechanism(mechanism, epsilon, delta=delta if mechanism == "gaussian" else None, **policy)
+            setting = ", ".join([f"{name} {value:g}" for name, value in policy.items()]
+                                + ([f"δ {delta:g}"] if mechanism == "gaussian" else [])).replace("clip_radius", "R")
 
             def report(share, message, step=step, epsilon=epsilon):
                 bar.progress(min((step + share) / len(epsilons), 1.0), text=f"ε = {epsilon:g}: {message}")
@@ -135,7 +140,7 @@ def page(loaded) -> None:
                 audit = distinguishing_audit(loaded.model, record_a, record_b, condition, built,
                                              releases=releases, progress=report)
             results.append({"model": loaded.config.name, "records": description,
-                            "mechanism": ui.MECHANISM_LABELS[mechanism], "epsilon": epsilon,
+                            "mechanism": ui.MECHANISM_LABELS[mechanism], "settings": setting or "–", "epsilon": epsilon,
                             "claimed": audit.claimed_epsilon if audit.claimed_epsilon is not None else epsilon,
                             "lower_bound": audit.epsilon_lower_bound, "estimate": audit.epsilon_estimate,
                             "tpr": audit.tpr, "fpr": audit.fpr, "releases": audit.releases,
