@@ -624,8 +624,12 @@ class TabularEncoder:
         if None in found:
             bad = _plain(distinct[found.index(None)])
             value = "an empty cell" if pd.isna(bad) else f"the value {bad!r}"
+            # text where the model knows the number (a CSV read with dtype=str): say so, '1' and 1 print alike
+            text = isinstance(bad, str) and any(not isinstance(c, str) and str(c) == bad for c in spec.categories)
             raise InputError(f"column {spec.name!r} has {value}, unseen when the model was fitted "
-                             f"(it knows {_listed(spec.categories)})")
+                             f"(it knows {_listed(spec.categories)})"
+                             + (f"; the cell holds the text {bad!r} where the model knows the number: read numbers "
+                                "as numbers (e.g. not with dtype=str)" if text else ""))
         found = np.asarray(found, dtype=np.int64)
         return found if codes is None else found[codes]
 

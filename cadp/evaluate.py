@@ -1346,7 +1346,7 @@ def main(argv=None) -> int:
         if args.quick and isinstance(earlier, dict) and not args.replace_full and \
                 not (earlier.get("quick") or (earlier.get("settings") or {}).get("quick")):
             raise InputError(f"{loaded.folder / 'eval.json'} holds a full {args.command} run; a --quick run would "
-                             "replace it: evaluate a copy of the folder, or pass --replace-full")
+                             "replace it: evaluate a copy of the folder without its eval.json, or pass --replace-full")
         resolve_device(args.device)  # a GPU asked for and missing, or no device at all: said before any work
         if args.command in ("bpd", "audit") and args.device not in ("auto", "cpu"):
             print(f"note: --device {args.device} is not used: {args.command} runs on the CPU", file=sys.stderr)

@@ -153,6 +153,8 @@ def _load_weights(module: torch.nn.Module, path: Path) -> None:
 def load_folder(folder: Path | str, origin: str | None = None) -> LoadedModel:
     """Load a model folder from disk (safetensors only), in eval mode on the CPU."""
     folder = Path(folder)
+    if folder.is_file():
+        raise ModelError(f"{folder} is a file; a model is a folder holding config.json and model.safetensors")
     if not folder.is_dir():
         raise ModelError(f"model folder {folder} does not exist")
     config = read_config(folder)

@@ -467,11 +467,12 @@ def make_mechanism(name: str, epsilon: float, *, delta: float | None = None,
     if radius is not None and not radius >= SMALLEST_RADIUS:  # denormal radii defeat the clip's rounding margin
         raise InputError(f"these settings make the clip radius {radius:.3g}, below the smallest allowed "
                          f"({SMALLEST_RADIUS:g}): choose a larger clip radius, temperature or epsilon")
-    for what, value in (("noise scale", mechanism.noise_std), ("clip radius", radius or 0)):
+    for what, value, advice in (("noise scale", mechanism.noise_std, "a larger epsilon or a smaller clip radius or "
+                                 "temperature"), ("clip radius", radius or 0, "a smaller epsilon, clip radius or temperature "
+                                 "(at a constant temperature the radius grows with epsilon)")):
         if not value <= LARGEST_SCALE:  # float32 latents would hold infinities, and releases NaNs
             raise InputError(f"these settings make the {what} {value:.3g}, above the largest allowed ({LARGEST_SCALE:g}; "
-                             "float32 latents overflow at 3.4e38 and releases would be NaN): choose a larger epsilon "
-                             "or a smaller clip radius or temperature")
+                             f"float32 latents overflow at 3.4e38 and releases would be NaN): choose {advice}")
     return mechanism
 
 

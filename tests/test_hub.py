@@ -542,6 +542,12 @@ def test_bundled_json_files_are_strict_json(name):
         assert constants == [], f"{name}/{file} holds {constants}"
 
 
+def test_a_file_given_as_the_model_folder_is_named_as_such(tmp_path):
+    (tmp_path / "rows.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ModelError, match="rows.csv is a file; a model is a folder holding config.json"):
+        hub.load_folder(tmp_path / "rows.csv")
+
+
 def test_a_mistyped_local_folder_is_named_as_such(monkeypatch):
     from cadp.errors import ModelError
     from cadp.hub import BUNDLED_DIR, load_model

@@ -323,6 +323,14 @@ def test_a_seed_out_of_range_or_a_repeated_column_is_a_plain_error(tiny_image_mo
         privatize(load_folder(bundled("diabetes-cinn")).model, twice, None, make_mechanism("laplace", 1.0, temperature=0.7))
 
 
+def test_a_table_read_as_text_is_told_why_its_numbers_are_unseen():
+    frame = load_table("heart").frame.head(3).astype(str)  # pd.read_csv(dtype=str): 1 becomes '1'
+    model = load_folder(bundled("heart-cinn")).model
+    with pytest.raises(InputError, match="holds the text '.*' where the model knows the number: read numbers as "
+                                         "numbers"):
+        privatize(model, frame, None, make_mechanism("laplace", 1.0, temperature=0.7))
+
+
 def test_a_table_model_without_conditions_says_so_in_its_guarantee():
     from cadp.mechanisms import NO_CONDITION_TERMS, NOTHING_KEPT_TERMS
 
