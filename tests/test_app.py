@@ -362,7 +362,8 @@ def test_a_batch_download_carries_its_privacy_terms():
     assert any("names (which often carry the true label) and the upload's order are left out" in c.value
                for c in at.caption)
     # a fixed seed: not private, and the names, the ledger and a warning outside "Advanced" say so
-    assert [name for name, _ in state["files"]] == ["0000-not-private.png", "0001-not-private.png"]
+    assert [re.sub(r"-label-\d-", "-label-N-", name) for name, _ in state["files"]] == \
+        ["0000-label-N-not-private.png", "0001-label-N-not-private.png"]
     assert any("2 with a fixed seed: not private" in line for line in ledger(at)), ledger(at)
     assert any(w.value.startswith("Fixed seed 0 (set in Advanced): not private") for w in at.warning)
 
@@ -384,8 +385,10 @@ def test_a_batch_download_with_a_label_not_kept_is_numbered_in_a_random_order():
     in_upload_order = [pixels(png_bytes(image.numpy())) for image in state["result"].privatized]
     downloaded = [pixels(data) for _, data in state["files"]]
     # every file carries the release's terms
-    assert {Image.open(io.BytesIO(data)).text["Description"] for _, data in state["files"]} == \
-        {state["result"].guarantee}
+    for name, data in state["files"]:  # and the label released with it, in its Description and its name
+        label = name.split("-label-")[1].split("-")[0]
+        assert Image.open(io.BytesIO(data)).text["Description"] == \
+            f"{state['result'].guarantee} Released label: {label} (resampled: drawn independently of the image)."
     assert sorted(downloaded) == sorted(in_upload_order) and downloaded != in_upload_order  # 1 in 40,320 by chance
     manifest = {row["file"]: row["condition"] for row in state["manifest"]}
     released = state["result"].released_condition["label"].tolist()
@@ -401,6 +404,36 @@ def test_download_names_are_plain_and_never_carry_a_label_that_is_not_kept():
         "0000-fashion-mnist-test-image-0-Ankle-boot-laplace-eps10.png"
     assert compare.released_name("scans/patient 7.png", 3, copy_name=False, tag=laplace) == "0003-laplace-eps10.png"
     assert compare.released_name("scan.png", 0) == "0000-scan-not-private.png"
+
+
+def test_a_single_download_carries_the_label_released_with_it_not_only_the_screen(media):
+    """The PNG of one image with a randomized or resampled label held neither that label in its name nor in its
+    Description: a user could attach the true label by hand, undoing the randomized response."""
+    from PIL import Image
+
+    for handling in ("randomized", "resampled"):
+        at = page("image.py")
+        at.file_uploader(key="image_upload").set_value(("scan.png", helpers.png(), "image/png")).run()
+        at.radio(key="image_label_handling").set_value(handling).run()
+        at.button(key="image_privatize").click().run()
+        shown = next(i.proto.imgs[0].caption for i in clean(at).get("image")
+                     if i.proto.imgs[0].caption.startswith("privatized ("))
+        released = shown.removeprefix("privatized (").removesuffix(")")
+        button = downloads(at)[0]
+        assert button.label == "Download privatized PNG"
+        description = Image.open(io.BytesIO(media[button.proto.url.rsplit("/", 1)[-1].split(".")[0]])).text["Description"]
+        assert description.startswith("Laplace mechanism") and f"Released label: {released} ({handling}:" in description
+        named = next(c.value for c in at.caption if "carries the label released with its image" in c.value)
+        assert f"(0000-label-{released}-laplace-eps10.png)" in named, named
+
+
+def test_download_names_carry_the_released_label_in_a_folder_safe_form():
+    assert compare.released_name("x.png", 0, copy_name=False, tag="laplace-eps10", label="T-shirt/top") == \
+        "0000-label-T-shirt-top-laplace-eps10.png"
+    assert compare.released_name("scans/7.png", 2, tag="not-private", label="Ankle boot") == \
+        "0002-7-label-Ankle-boot-not-private.png"
+    assert compare.released_name("a.png", 1, copy_name=False, tag="not-private", label="/..") == \
+        "0001-label-other-not-private.png"
 
 
 def test_download_names_say_the_terms_and_never_call_a_release_private_unqualified():

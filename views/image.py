@@ -116,11 +116,13 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
         random.SystemRandom().shuffle(order)
     tag, terms = compare.release_tag(settings.mechanism, seeded=settings.seed is not None), ui.release_terms(result)
     for number, index in enumerate(order):
-        record = records[index]
-        file = compare.released_name(record.name, number, copy_name=handling.handling == "kept", tag=tag)
-        files.append((file, png_bytes(result.privatized[index].numpy(), description=terms)))  # terms in the file
+        record, label = records[index], class_names[int(result.released_condition["label"][index])]
+        file = compare.released_name(record.name, number, copy_name=handling.handling == "kept", tag=tag,
+                                     label=label)
+        description = compare.released_description(terms, label, handling.handling)  # terms and label in the file
+        files.append((file, png_bytes(result.privatized[index].numpy(), description=description)))
         mechanism = ui.MECHANISM_LABELS[name] + (f" (ran on {result.batch_text})" if name == "paper" else "")
-        manifest.append({"file": file, "condition": class_names[int(result.released_condition["label"][index])],
+        manifest.append({"file": file, "condition": label,
                          "mechanism": mechanism, "cost": ui.cost_text([settings.mechanism], handling.cost),
                          "noise": result.noise_source})
     return {"names": [r.name for r in records], "result": result, "handling": handling.handling, "strip": strip_images, "gallery": gallery_images,
@@ -187,10 +189,12 @@ def show_result(loaded, state, changed: bool) -> None:
                    "a name identifies a patient. The guarantee covers the image content, not file names.")
     else:
         st.caption("Downloaded files are numbered in an order drawn at random: with a label that is not kept, "
-                   "names (which often carry the true label) and the upload's order are left out.")
-    st.caption("Each PNG carries this release's terms as its Description text (shown by image viewers' "
-               "properties or `exiftool`); a name ending in -not-private marks a release without a formal "
-               "guarantee (paper, or a fixed seed).")
+                   "names (which often carry the true label) and the upload's order are left out. Each name "
+                   f"carries the label released with its image ({state['files'][0][0]}): share it with that "
+                   "label, never with the true one.")
+    st.caption("Each PNG carries this release's terms and its released label as its Description text (shown by "
+               "image viewers' properties or `exiftool`); a name ending in -not-private marks a release without "
+               "a formal guarantee (paper, or a fixed seed).")
 
 
 def page(loaded) -> None:
