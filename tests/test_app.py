@@ -1018,6 +1018,31 @@ def test_a_new_image_starts_from_its_own_label_not_the_last_ones():
     assert f"**{label_box(at).value}**" in suggested  # image 1 shows its own suggestion, not image 0's label
 
 
+def test_a_confirmed_label_survives_looking_at_another_model(weights, tmp_path, monkeypatch):
+    """The label box was keyed by the input only: a model whose classes lack the confirmed label dropped it, and
+    back on the first model the classifier's suggestion stood in its place, unsaid."""
+    import shutil
+
+    shutil.copytree(weights / helpers.IMAGE_MODEL, tmp_path / helpers.IMAGE_MODEL)
+    shutil.copytree(weights / helpers.IMAGE_MODEL, tmp_path / "letters")
+    config = json.loads((tmp_path / "letters" / "config.json").read_text())
+    (tmp_path / "letters" / "config.json").write_text(json.dumps({**config, "name": "letters",
+                                                                  "class_names": list("abcdefghij")}))
+    monkeypatch.setenv("CADP_WEIGHTS_DIR", str(tmp_path))
+    at = page("image.py")
+    at.sidebar.selectbox(key="model_choice").set_value(helpers.IMAGE_MODEL).run()
+    at.file_uploader(key="image_upload").set_value(("digit.png", helpers.png(), "image/png")).run()
+    suggested = label_box(at).value
+    confirmed = next(name for name in label_box(at).options if name != suggested)
+    label_box(at).set_value(confirmed).run()
+    at.sidebar.selectbox(key="model_choice").set_value("letters").run()
+    assert label_box(clean(at)).value in list("abcdefghij")
+    at.sidebar.selectbox(key="model_choice").set_value(helpers.IMAGE_MODEL).run()
+    assert label_box(clean(at)).value == confirmed
+    at.button(key="image_privatize").click().run()
+    assert any(i.proto.imgs[0].caption == f"privatized ({confirmed})" for i in clean(at).get("image"))
+
+
 def test_the_chosen_model_stays_chosen_on_other_pages():
     at = whole_app()
     at.switch_page("views/model_card.py").run()

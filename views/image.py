@@ -58,6 +58,7 @@ def choose_labels(loaded, records) -> np.ndarray:
     class_names = loaded.config.class_names
     pixels = np.stack([r.pixels for r in records])
     suggestion = ui.suggest_labels(loaded, pixels)
+    model = ui.record_key(f"{loaded.config.name}\n{loaded.origin}".encode())  # two models may share a name
     if len(records) == 1:
         index = 0
         if suggestion is not None:
@@ -66,15 +67,16 @@ def choose_labels(loaded, records) -> np.ndarray:
                        f"(confidence {suggestion[1][0]:.0%}). Confirm or change it.")
         else:
             st.caption("This model has no classifier: choose the label.")
-        # keyed by the input: a new image starts from its own suggestion, never from the last image's label
-        label = st.selectbox("Label (condition)", class_names, index=index, key=ui.kept(f"image_label_{records[0].key}"))
+        # keyed by the input: a new image starts from its own suggestion, never from the last image's label; and by
+        # the model: another model's classes would drop a confirmed label that is not among them
+        label = st.selectbox("Label (condition)", class_names, index=index,
+                             key=ui.kept(f"image_label_{model}_{records[0].key}"))
         return np.array([class_names.index(label)])
     suggested = suggestion[0] if suggestion is not None else np.zeros(len(records), dtype=int)
     table = pd.DataFrame({"file": [r.name for r in records],
                           "confidence": suggestion[1] if suggestion is not None else np.nan,
                           "label": [class_names[i] for i in suggested]})
     inputs = ui.record_key("".join(r.key for r in records).encode())
-    model = ui.record_key(f"{loaded.config.name}\n{loaded.origin}".encode())  # two models may share a name
     edited = ui.kept_editor(table, f"image_batch_labels_{model}_{inputs}", "label", disabled=["file", "confidence"],
                             hide_index=True,
                             column_config={"label": st.column_config.SelectboxColumn("label", options=class_names,
