@@ -313,6 +313,57 @@ def test_image_upload_valid_and_invalid():
     assert any("No image found in the upload" in w.value for w in at.warning)
 
 
+def test_moving_a_widget_does_not_decode_the_uploaded_images_again(monkeypatch):
+    """Every rerun decoded and resized every uploaded image again: ~11 s per slider move for 67 photos."""
+    from cadp import uploads
+
+    decoded = []
+    original = uploads.to_model_input
+
+    def counting(data, **options):
+        decoded.append(options["filename"])
+        return original(data, **options)
+
+    monkeypatch.setattr(uploads, "to_model_input", counting)
+    at = page("image.py")
+    files = [("a.png", helpers.png(0), "image/png"),
+             ("b.zip", helpers.zip_of({"b1.png": helpers.png(1), "b2.png": helpers.png(2)}), "application/zip")]
+    at.file_uploader(key="image_upload").set_value(files).run()
+    assert sorted(decoded) == ["a.png", "b.zip/b1.png", "b.zip/b2.png"]
+    at.select_slider(key="image_epsilon").set_value(1000).run()
+    at.select_slider(key="image_epsilon").set_value(100).run()
+    at.radio(key="image_label_handling").set_value("resampled").run()
+    at.button(key="image_privatize").click().run()
+    assert len(decoded) == 3 and "ZIP" in downloads(clean(at))[0].label  # released without decoding them again
+    at.radio(key="image_invert").set_value("never").run()  # another preparation: decoded again, once
+    at.select_slider(key="image_epsilon").set_value(10).run()
+    assert len(decoded) == 6
+    at.file_uploader(key="image_upload").set_value([files[0]]).run()  # the ZIP removed: its images are dropped
+    assert len(decoded) == 6 and "Preprocessing (1 image)" in [e.label for e in clean(at).expander]
+    assert len(at.session_state["image_upload_prepared"]) == 1
+
+
+def test_an_upload_past_the_decoded_pixel_budget_is_cut_with_a_plain_message(monkeypatch):
+    from cadp import uploads
+
+    monkeypatch.setattr(uploads, "MAX_UPLOAD_PIXELS", 2 * 40 * 40)  # two of the 40 x 40 test images
+    at = page("image.py")
+    members = {f"digit{i}.png": helpers.png(i) for i in range(4)}
+    at.file_uploader(key="image_upload").set_value(("digits.zip", helpers.zip_of(members), "application/zip")).run()
+    assert errors(clean(at)) == ["This upload's images hold more than 3,200 pixels in all, the most one upload may "
+                                 "decode (the model reads them at 28x28: downscale them before uploading, or upload "
+                                 "fewer at a time); 2 images past it were skipped"]
+    assert "Preprocessing (2 images)" in [e.label for e in at.expander]
+    at.select_slider(key="image_epsilon").set_value(1000).run()  # the same on a rerun, from the session
+    assert len(errors(clean(at))) == 1 and "Preprocessing (2 images)" in [e.label for e in at.expander]
+    at.file_uploader(key="image_upload").set_value([("first.png", helpers.png(9), "image/png"),
+                                                    ("digits.zip", helpers.zip_of(members), "application/zip")]).run()
+    assert "3 images past it were skipped" in errors(clean(at))[0]  # the first file took part of the budget
+    at.file_uploader(key="image_upload").set_value(("digits.zip", helpers.zip_of(members), "application/zip")).run()
+    assert "2 images past it were skipped" in errors(clean(at))[0]  # and gave it back when removed
+    assert "Preprocessing (2 images)" in [e.label for e in at.expander]
+
+
 def test_image_zip_batch_and_invalid_zip():
     at = page("image.py")
     archive = helpers.zip_of({"a.png": helpers.png(0), "b.png": helpers.png(1, dark_on_light=True),

@@ -30,6 +30,7 @@ def choose_inputs(loaded) -> list[ui.ImageRecord]:
                           "trained on an image folder saw its images as they are)", choices, horizontal=True,
                           key=ui.kept("image_invert"), index=choices.index(default_invert(config.dataset)))
         if not files:
+            st.session_state.pop(ui.PREPARED_UPLOADS, None)  # the upload was forgotten: so are its images
             st.info("Upload an image, several images or a ZIP to start.")
             return []
         records, problems = ui.image_records_from_uploads(files, image_size=config.image_size,
@@ -40,6 +41,7 @@ def choose_inputs(loaded) -> list[ui.ImageRecord]:
             st.warning("No image found in the upload (an empty ZIP?). Upload PNG, JPEG, BMP, TIFF or DICOM files, "
                        "or a ZIP of them.")
         return records
+    st.session_state.pop(ui.PREPARED_UPLOADS, None)
     index = st.number_input("Test image number", 0, 100_000, 0, key=ui.kept("image_sample_index"))
     return [ui.sample_record(config, index)]
 
