@@ -75,14 +75,31 @@ def release_tag(mechanism, seeded: bool = False) -> str:
     return f"{mechanism.name}-eps{mechanism.epsilon:g}" + ("-per-unit" if mechanism.name == "metric" else "")
 
 
-def released_name(name: str, index: int, copy_name: bool = True, tag: str = "not-private") -> str:
+def _name_part(text: str) -> str:
+    """``text`` as part of a file name: letters, digits and ``._-`` only (``T-shirt/top`` -> ``T-shirt-top``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+
+
+def released_name(name: str, index: int, copy_name: bool = True, tag: str = "not-private",
+                  label: str | None = None) -> str:
     """The download's file name: numbered, with the input's stem (letters, digits, ``._-`` only) when
     ``copy_name``; without it (a randomized or resampled label: names often carry the true one) the number only.
-    Ends in the release's ``tag`` (``release_tag``)."""
-    if not copy_name:
-        return f"{index:04d}-{tag}.png"
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name.rsplit("/", 1)[-1].rsplit(".", 1)[0]).strip("-.") or "image"
-    return f"{index:04d}-{stem}-{tag}.png"
+    Then ``label-<released label>`` when ``label`` is given (the label released with the image, never the
+    true one unless it was kept), and last the release's ``tag`` (``release_tag``)."""
+    parts = [f"{index:04d}"]
+    if copy_name:
+        parts.append(_name_part(name.rsplit("/", 1)[-1].rsplit(".", 1)[0]) or "image")
+    if label is not None:
+        parts.append(f"label-{_name_part(label) or 'other'}")
+    return "-".join(parts + [tag]) + ".png"
+
+
+def released_description(terms: str, label: str, handling: str) -> str:
+    """A released image's Description text: the release's terms and the label released with it (so that the
+    file, shared alone, cannot be given the true label by hand in place of a randomized or resampled one)."""
+    how = {"kept": "kept: released as given", "randomized": "randomized: not necessarily the true label",
+           "resampled": "resampled: drawn independently of the image"}.get(handling, handling)
+    return f"{terms} Released label: {label} ({how})."
 
 
 # --------------------------------------------------------------------------- tables

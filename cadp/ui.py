@@ -837,36 +837,94 @@ class ImageRecord:
     inverted: bool = False
 
 
-def image_records_from_uploads(files, *, image_size: int, channels: int, invert: str):
-    """Read uploaded files (images, DICOM or ZIPs of them) in memory: (records, problems)."""
-    to_model_input = require("to_model_input", "cadp.uploads")
-    records, problems = [], []
+PREPARED_UPLOADS = "image_upload_prepared"  # this session's prepared upload files (memory only, never disk)
 
-    def add(name: str, data: bytes) -> None:
-        try:
-            prepared = to_model_input(data, image_size=image_size, channels=channels, invert=invert, filename=name)
-        except CadpError as error:
-            problems.append(f"{name}: {error}")
-            return
-        pixels = np.asarray(prepared.pixels, dtype=np.uint8)
-        records.append(ImageRecord(name, pixels, image_record_key(pixels),
-                                   list(prepared.steps), prepared.preview, bool(prepared.inverted)))
 
+@dataclass
+class PreparedFile:
+    """What one uploaded file (an image or a ZIP) gave: its records, its problems, the pixels decoding it cost,
+    and the pixel budget that cut it short (None: read whole)."""
+
+    records: list[ImageRecord]
+    problems: list[str]
+    decoded_pixels: int = 0
+    cut_at: int | None = None
+    skipped: int = 0
+
+
+def image_records_from_uploads(files, *, image_size: int, channels: int, invert: str,
+                               max_pixels: int | None = None):
+    """Read uploaded files (images, DICOM or ZIPs of them) in memory: (records, problems).
+
+    Each file is decoded once per session and preparation (its bytes' hash, name, ``image_size``, ``channels``,
+    ``invert``): a rerun (any widget moved) takes its records from this session's state, which keeps the files
+    of the latest call only. At most ``max_pixels`` (``uploads.MAX_UPLOAD_PIXELS``) are decoded for all files
+    together; the images past it are skipped, and said so."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    budget = require("MAX_UPLOAD_PIXELS", "cadp.uploads") if max_pixels is None else max_pixels
+    in_session = get_script_run_ctx() is not None  # called outside a page (tests, scripts): nothing to keep
+    cache = st.session_state.get(PREPARED_UPLOADS, {}) if in_session else {}
+    kept, records, problems, spent, skipped = {}, [], [], 0, 0
     for file in files:
         data = file.getvalue()
-        if file.name.lower().endswith(".zip"):
-            iter_zip_images = require("iter_zip_images", "cadp.uploads")
-            try:
-                for name, item in iter_zip_images(data):
-                    if isinstance(item, Exception):
-                        problems.append(f"{file.name}/{name}: {item}")
-                    else:
-                        add(f"{file.name}/{name}", item)
-            except CadpError as error:
-                problems.append(f"{file.name}: {error}")
-        else:
-            add(file.name, data)
+        key = (record_key(data), file.name, image_size, channels, invert)
+        left = budget - spent
+        prepared = kept.get(key) or cache.get(key)
+        # a file read whole under a larger budget is the same under this one if it fits; a cut one only at its cut
+        if prepared is None or (prepared.decoded_pixels > left if prepared.cut_at is None else prepared.cut_at != left):
+            prepared = _prepare_file(file.name, data, image_size=image_size, channels=channels, invert=invert,
+                                     budget=left)
+        kept[key] = prepared
+        records += prepared.records
+        problems += prepared.problems
+        spent += prepared.decoded_pixels
+        skipped += prepared.skipped
+    if in_session:
+        st.session_state[PREPARED_UPLOADS] = kept  # files no longer uploaded are dropped
+    if skipped:
+        problems.append(f"This upload's images hold more than {budget:,} pixels in all, the most one upload may "
+                        f"decode (the model reads them at {image_size}x{image_size}: downscale them before "
+                        f"uploading, or upload fewer at a time); {skipped} image{'s' * (skipped > 1)} past it "
+                        f"{'were' if skipped > 1 else 'was'} skipped")
     return records, problems
+
+
+def _prepare_file(name: str, data: bytes, *, image_size: int, channels: int, invert: str,
+                  budget: int) -> PreparedFile:
+    """Decode one uploaded file (an image, or each image of a ZIP) until ``budget`` decoded pixels are spent."""
+    to_model_input = require("to_model_input", "cadp.uploads")
+    prepared = PreparedFile([], [])
+
+    def add(name: str, data: bytes) -> None:
+        if prepared.decoded_pixels >= budget:
+            prepared.skipped += 1
+            prepared.cut_at = budget
+            return
+        try:
+            image = to_model_input(data, image_size=image_size, channels=channels, invert=invert, filename=name)
+        except CadpError as error:
+            prepared.problems.append(f"{name}: {error}")
+            return
+        prepared.decoded_pixels += image.decoded_pixels
+        pixels = np.asarray(image.pixels, dtype=np.uint8)
+        # the preview (up to 1024 x 1024 per image) is not shown: it is not held in the session
+        prepared.records.append(ImageRecord(name, pixels, image_record_key(pixels), list(image.steps),
+                                            None, bool(image.inverted)))
+
+    if name.lower().endswith(".zip"):
+        iter_zip_images = require("iter_zip_images", "cadp.uploads")
+        try:
+            for member, item in iter_zip_images(data):
+                if isinstance(item, Exception):
+                    prepared.problems.append(f"{name}/{member}: {item}")
+                else:
+                    add(f"{name}/{member}", item)
+        except CadpError as error:
+            prepared.problems.append(f"{name}: {error}")
+    else:
+        add(name, data)
+    return prepared
 
 
 @st.cache_resource(show_spinner="Loading the test set…", max_entries=4)

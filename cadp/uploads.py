@@ -31,6 +31,9 @@ from cadp.errors import InputError
 
 MAX_IMAGE_BYTES = 64 * 2**20          # one uploaded image file
 MAX_IMAGE_PIXELS = 50_000_000         # width x height of one decoded image (a 7000 x 7000 photo passes)
+# decoded pixels of one upload, all its images together (~15 s of decoding on one core: 80 photos of 12 MP,
+# 250 scans of 2000 x 2000); past it the remaining images are skipped
+MAX_UPLOAD_PIXELS = 1_000_000_000
 PREVIEW_MAX_SIDE = 1024               # previews of larger images are downscaled for display
 MAX_ZIP_FILES = 2000
 MAX_ZIP_TOTAL_BYTES = 1024 * 2**20    # uncompressed bytes read from one ZIP, all members together
@@ -54,6 +57,7 @@ class PreparedImage:
     preview: np.ndarray           # uint8 H x W or H x W x 3, before resizing (downscaled past PREVIEW_MAX_SIDE)
     inverted: bool
     steps: list[str] = field(default_factory=list)
+    decoded_pixels: int = 0       # width x height as decoded (what decoding it cost)
 
 
 # --------------------------------------------------------------------------- images
@@ -101,6 +105,7 @@ def to_model_input(data: bytes, *, image_size: int, channels: int, invert: str =
         image = _decode_dicom(data, steps)
     else:
         image = _decode_pillow(data, steps)
+    decoded_pixels = image.size[0] * image.size[1]
     image = _to_channels(image, channels, steps)
     array = np.asarray(image, dtype=np.uint8)
     preview = _preview(image, steps)
@@ -113,7 +118,7 @@ def to_model_input(data: bytes, *, image_size: int, channels: int, invert: str =
         pixels = pixels[None]
     else:
         pixels = pixels.transpose(2, 0, 1)
-    return PreparedImage(np.ascontiguousarray(pixels, dtype=np.uint8), preview, inverted, steps)
+    return PreparedImage(np.ascontiguousarray(pixels, dtype=np.uint8), preview, inverted, steps, decoded_pixels)
 
 
 def _decode_pillow(data: bytes, steps: list[str]) -> Image.Image:

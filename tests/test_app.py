@@ -313,6 +313,57 @@ def test_image_upload_valid_and_invalid():
     assert any("No image found in the upload" in w.value for w in at.warning)
 
 
+def test_moving_a_widget_does_not_decode_the_uploaded_images_again(monkeypatch):
+    """Every rerun decoded and resized every uploaded image again: ~11 s per slider move for 67 photos."""
+    from cadp import uploads
+
+    decoded = []
+    original = uploads.to_model_input
+
+    def counting(data, **options):
+        decoded.append(options["filename"])
+        return original(data, **options)
+
+    monkeypatch.setattr(uploads, "to_model_input", counting)
+    at = page("image.py")
+    files = [("a.png", helpers.png(0), "image/png"),
+             ("b.zip", helpers.zip_of({"b1.png": helpers.png(1), "b2.png": helpers.png(2)}), "application/zip")]
+    at.file_uploader(key="image_upload").set_value(files).run()
+    assert sorted(decoded) == ["a.png", "b.zip/b1.png", "b.zip/b2.png"]
+    at.select_slider(key="image_epsilon").set_value(1000).run()
+    at.select_slider(key="image_epsilon").set_value(100).run()
+    at.radio(key="image_label_handling").set_value("resampled").run()
+    at.button(key="image_privatize").click().run()
+    assert len(decoded) == 3 and "ZIP" in downloads(clean(at))[0].label  # released without decoding them again
+    at.radio(key="image_invert").set_value("never").run()  # another preparation: decoded again, once
+    at.select_slider(key="image_epsilon").set_value(10).run()
+    assert len(decoded) == 6
+    at.file_uploader(key="image_upload").set_value([files[0]]).run()  # the ZIP removed: its images are dropped
+    assert len(decoded) == 6 and "Preprocessing (1 image)" in [e.label for e in clean(at).expander]
+    assert len(at.session_state["image_upload_prepared"]) == 1
+
+
+def test_an_upload_past_the_decoded_pixel_budget_is_cut_with_a_plain_message(monkeypatch):
+    from cadp import uploads
+
+    monkeypatch.setattr(uploads, "MAX_UPLOAD_PIXELS", 2 * 40 * 40)  # two of the 40 x 40 test images
+    at = page("image.py")
+    members = {f"digit{i}.png": helpers.png(i) for i in range(4)}
+    at.file_uploader(key="image_upload").set_value(("digits.zip", helpers.zip_of(members), "application/zip")).run()
+    assert errors(clean(at)) == ["This upload's images hold more than 3,200 pixels in all, the most one upload may "
+                                 "decode (the model reads them at 28x28: downscale them before uploading, or upload "
+                                 "fewer at a time); 2 images past it were skipped"]
+    assert "Preprocessing (2 images)" in [e.label for e in at.expander]
+    at.select_slider(key="image_epsilon").set_value(1000).run()  # the same on a rerun, from the session
+    assert len(errors(clean(at))) == 1 and "Preprocessing (2 images)" in [e.label for e in at.expander]
+    at.file_uploader(key="image_upload").set_value([("first.png", helpers.png(9), "image/png"),
+                                                    ("digits.zip", helpers.zip_of(members), "application/zip")]).run()
+    assert "3 images past it were skipped" in errors(clean(at))[0]  # the first file took part of the budget
+    at.file_uploader(key="image_upload").set_value(("digits.zip", helpers.zip_of(members), "application/zip")).run()
+    assert "2 images past it were skipped" in errors(clean(at))[0]  # and gave it back when removed
+    assert "Preprocessing (2 images)" in [e.label for e in at.expander]
+
+
 def test_image_zip_batch_and_invalid_zip():
     at = page("image.py")
     archive = helpers.zip_of({"a.png": helpers.png(0), "b.png": helpers.png(1, dark_on_light=True),
@@ -362,7 +413,8 @@ def test_a_batch_download_carries_its_privacy_terms():
     assert any("names (which often carry the true label) and the upload's order are left out" in c.value
                for c in at.caption)
     # a fixed seed: not private, and the names, the ledger and a warning outside "Advanced" say so
-    assert [name for name, _ in state["files"]] == ["0000-not-private.png", "0001-not-private.png"]
+    assert [re.sub(r"-label-\d-", "-label-N-", name) for name, _ in state["files"]] == \
+        ["0000-label-N-not-private.png", "0001-label-N-not-private.png"]
     assert any("2 with a fixed seed: not private" in line for line in ledger(at)), ledger(at)
     assert any(w.value.startswith("Fixed seed 0 (set in Advanced): not private") for w in at.warning)
 
@@ -384,8 +436,10 @@ def test_a_batch_download_with_a_label_not_kept_is_numbered_in_a_random_order():
     in_upload_order = [pixels(png_bytes(image.numpy())) for image in state["result"].privatized]
     downloaded = [pixels(data) for _, data in state["files"]]
     # every file carries the release's terms
-    assert {Image.open(io.BytesIO(data)).text["Description"] for _, data in state["files"]} == \
-        {state["result"].guarantee}
+    for name, data in state["files"]:  # and the label released with it, in its Description and its name
+        label = name.split("-label-")[1].split("-")[0]
+        assert Image.open(io.BytesIO(data)).text["Description"] == \
+            f"{state['result'].guarantee} Released label: {label} (resampled: drawn independently of the image)."
     assert sorted(downloaded) == sorted(in_upload_order) and downloaded != in_upload_order  # 1 in 40,320 by chance
     manifest = {row["file"]: row["condition"] for row in state["manifest"]}
     released = state["result"].released_condition["label"].tolist()
@@ -401,6 +455,36 @@ def test_download_names_are_plain_and_never_carry_a_label_that_is_not_kept():
         "0000-fashion-mnist-test-image-0-Ankle-boot-laplace-eps10.png"
     assert compare.released_name("scans/patient 7.png", 3, copy_name=False, tag=laplace) == "0003-laplace-eps10.png"
     assert compare.released_name("scan.png", 0) == "0000-scan-not-private.png"
+
+
+def test_a_single_download_carries_the_label_released_with_it_not_only_the_screen(media):
+    """The PNG of one image with a randomized or resampled label held neither that label in its name nor in its
+    Description: a user could attach the true label by hand, undoing the randomized response."""
+    from PIL import Image
+
+    for handling in ("randomized", "resampled"):
+        at = page("image.py")
+        at.file_uploader(key="image_upload").set_value(("scan.png", helpers.png(), "image/png")).run()
+        at.radio(key="image_label_handling").set_value(handling).run()
+        at.button(key="image_privatize").click().run()
+        shown = next(i.proto.imgs[0].caption for i in clean(at).get("image")
+                     if i.proto.imgs[0].caption.startswith("privatized ("))
+        released = shown.removeprefix("privatized (").removesuffix(")")
+        button = downloads(at)[0]
+        assert button.label == "Download privatized PNG"
+        description = Image.open(io.BytesIO(media[button.proto.url.rsplit("/", 1)[-1].split(".")[0]])).text["Description"]
+        assert description.startswith("Laplace mechanism") and f"Released label: {released} ({handling}:" in description
+        named = next(c.value for c in at.caption if "carries the label released with its image" in c.value)
+        assert f"(0000-label-{released}-laplace-eps10.png)" in named, named
+
+
+def test_download_names_carry_the_released_label_in_a_folder_safe_form():
+    assert compare.released_name("x.png", 0, copy_name=False, tag="laplace-eps10", label="T-shirt/top") == \
+        "0000-label-T-shirt-top-laplace-eps10.png"
+    assert compare.released_name("scans/7.png", 2, tag="not-private", label="Ankle boot") == \
+        "0002-7-label-Ankle-boot-not-private.png"
+    assert compare.released_name("a.png", 1, copy_name=False, tag="not-private", label="/..") == \
+        "0001-label-other-not-private.png"
 
 
 def test_download_names_say_the_terms_and_never_call_a_release_private_unqualified():
@@ -991,6 +1075,31 @@ def test_a_new_image_starts_from_its_own_label_not_the_last_ones():
     at.number_input(key="image_sample_index").set_value(1).run()
     suggested = next(c.value for c in at.caption if "The classifier suggests" in c.value)
     assert f"**{label_box(at).value}**" in suggested  # image 1 shows its own suggestion, not image 0's label
+
+
+def test_a_confirmed_label_survives_looking_at_another_model(weights, tmp_path, monkeypatch):
+    """The label box was keyed by the input only: a model whose classes lack the confirmed label dropped it, and
+    back on the first model the classifier's suggestion stood in its place, unsaid."""
+    import shutil
+
+    shutil.copytree(weights / helpers.IMAGE_MODEL, tmp_path / helpers.IMAGE_MODEL)
+    shutil.copytree(weights / helpers.IMAGE_MODEL, tmp_path / "letters")
+    config = json.loads((tmp_path / "letters" / "config.json").read_text())
+    (tmp_path / "letters" / "config.json").write_text(json.dumps({**config, "name": "letters",
+                                                                  "class_names": list("abcdefghij")}))
+    monkeypatch.setenv("CADP_WEIGHTS_DIR", str(tmp_path))
+    at = page("image.py")
+    at.sidebar.selectbox(key="model_choice").set_value(helpers.IMAGE_MODEL).run()
+    at.file_uploader(key="image_upload").set_value(("digit.png", helpers.png(), "image/png")).run()
+    suggested = label_box(at).value
+    confirmed = next(name for name in label_box(at).options if name != suggested)
+    label_box(at).set_value(confirmed).run()
+    at.sidebar.selectbox(key="model_choice").set_value("letters").run()
+    assert label_box(clean(at)).value in list("abcdefghij")
+    at.sidebar.selectbox(key="model_choice").set_value(helpers.IMAGE_MODEL).run()
+    assert label_box(clean(at)).value == confirmed
+    at.button(key="image_privatize").click().run()
+    assert any(i.proto.imgs[0].caption == f"privatized ({confirmed})" for i in clean(at).get("image"))
 
 
 def test_the_chosen_model_stays_chosen_on_other_pages():

@@ -265,6 +265,25 @@ def test_zip_bomb_stops_with_a_clear_error():
         list(iter_zip_images(data, max_total_bytes=3_000_000))
 
 
+def test_an_upload_decodes_at_most_its_pixel_budget_in_all():
+    """A ZIP of 800 solid 7000 x 7000 PNGs (64 kB each) passed every limit and took ~15 minutes of CPU to decode."""
+    from cadp.ui import KeptFile, image_records_from_uploads
+
+    solid = corpus.encode(Image.new("L", (300, 200), 20), "PNG")
+    assert prepare(solid).decoded_pixels == 60_000
+    archive = corpus.zip_bytes({f"{i}.png": solid for i in range(3)})
+    files = [KeptFile("one.png", solid, len(solid)), KeptFile("more.zip", archive, len(archive))]
+    records, problems = image_records_from_uploads(files, image_size=28, channels=1, invert="auto",
+                                                   max_pixels=150_000)
+    assert [r.name for r in records] == ["one.png", "more.zip/0.png", "more.zip/1.png"]  # the last one crossed it
+    assert problems == ["This upload's images hold more than 150,000 pixels in all, the most one upload may decode "
+                        "(the model reads them at 28x28: downscale them before uploading, or upload fewer at a "
+                        "time); 1 image past it was skipped"]
+    records, problems = image_records_from_uploads(files, image_size=28, channels=1, invert="auto",
+                                                   max_pixels=240_000)
+    assert len(records) == 4 and not problems
+
+
 def test_zip_member_larger_than_the_per_file_limit_is_skipped():
     data = corpus.zip_bytes({"big.png": b"\x00" * 500_000, "ok.png": b"x"})
     results = dict(iter_zip_images(data, max_file_bytes=100_000))

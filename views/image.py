@@ -30,6 +30,7 @@ def choose_inputs(loaded) -> list[ui.ImageRecord]:
                           "trained on an image folder saw its images as they are)", choices, horizontal=True,
                           key=ui.kept("image_invert"), index=choices.index(default_invert(config.dataset)))
         if not files:
+            st.session_state.pop(ui.PREPARED_UPLOADS, None)  # the upload was forgotten: so are its images
             st.info("Upload an image, several images or a ZIP to start.")
             return []
         records, problems = ui.image_records_from_uploads(files, image_size=config.image_size,
@@ -40,6 +41,7 @@ def choose_inputs(loaded) -> list[ui.ImageRecord]:
             st.warning("No image found in the upload (an empty ZIP?). Upload PNG, JPEG, BMP, TIFF or DICOM files, "
                        "or a ZIP of them.")
         return records
+    st.session_state.pop(ui.PREPARED_UPLOADS, None)
     index = st.number_input("Test image number", 0, 100_000, 0, key=ui.kept("image_sample_index"))
     return [ui.sample_record(config, index)]
 
@@ -58,6 +60,7 @@ def choose_labels(loaded, records) -> np.ndarray:
     class_names = loaded.config.class_names
     pixels = np.stack([r.pixels for r in records])
     suggestion = ui.suggest_labels(loaded, pixels)
+    model = ui.record_key(f"{loaded.config.name}\n{loaded.origin}".encode())  # two models may share a name
     if len(records) == 1:
         index = 0
         if suggestion is not None:
@@ -66,15 +69,16 @@ def choose_labels(loaded, records) -> np.ndarray:
                        f"(confidence {suggestion[1][0]:.0%}). Confirm or change it.")
         else:
             st.caption("This model has no classifier: choose the label.")
-        # keyed by the input: a new image starts from its own suggestion, never from the last image's label
-        label = st.selectbox("Label (condition)", class_names, index=index, key=ui.kept(f"image_label_{records[0].key}"))
+        # keyed by the input: a new image starts from its own suggestion, never from the last image's label; and by
+        # the model: another model's classes would drop a confirmed label that is not among them
+        label = st.selectbox("Label (condition)", class_names, index=index,
+                             key=ui.kept(f"image_label_{model}_{records[0].key}"))
         return np.array([class_names.index(label)])
     suggested = suggestion[0] if suggestion is not None else np.zeros(len(records), dtype=int)
     table = pd.DataFrame({"file": [r.name for r in records],
                           "confidence": suggestion[1] if suggestion is not None else np.nan,
                           "label": [class_names[i] for i in suggested]})
     inputs = ui.record_key("".join(r.key for r in records).encode())
-    model = ui.record_key(f"{loaded.config.name}\n{loaded.origin}".encode())  # two models may share a name
     edited = ui.kept_editor(table, f"image_batch_labels_{model}_{inputs}", "label", disabled=["file", "confidence"],
                             hide_index=True,
                             column_config={"label": st.column_config.SelectboxColumn("label", options=class_names,
@@ -116,11 +120,13 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
         random.SystemRandom().shuffle(order)
     tag, terms = compare.release_tag(settings.mechanism, seeded=settings.seed is not None), ui.release_terms(result)
     for number, index in enumerate(order):
-        record = records[index]
-        file = compare.released_name(record.name, number, copy_name=handling.handling == "kept", tag=tag)
-        files.append((file, png_bytes(result.privatized[index].numpy(), description=terms)))  # terms in the file
+        record, label = records[index], class_names[int(result.released_condition["label"][index])]
+        file = compare.released_name(record.name, number, copy_name=handling.handling == "kept", tag=tag,
+                                     label=label)
+        description = compare.released_description(terms, label, handling.handling)  # terms and label in the file
+        files.append((file, png_bytes(result.privatized[index].numpy(), description=description)))
         mechanism = ui.MECHANISM_LABELS[name] + (f" (ran on {result.batch_text})" if name == "paper" else "")
-        manifest.append({"file": file, "condition": class_names[int(result.released_condition["label"][index])],
+        manifest.append({"file": file, "condition": label,
                          "mechanism": mechanism, "cost": ui.cost_text([settings.mechanism], handling.cost),
                          "noise": result.noise_source})
     return {"names": [r.name for r in records], "result": result, "handling": handling.handling, "strip": strip_images, "gallery": gallery_images,
@@ -187,10 +193,12 @@ def show_result(loaded, state, changed: bool) -> None:
                    "a name identifies a patient. The guarantee covers the image content, not file names.")
     else:
         st.caption("Downloaded files are numbered in an order drawn at random: with a label that is not kept, "
-                   "names (which often carry the true label) and the upload's order are left out.")
-    st.caption("Each PNG carries this release's terms as its Description text (shown by image viewers' "
-               "properties or `exiftool`); a name ending in -not-private marks a release without a formal "
-               "guarantee (paper, or a fixed seed).")
+                   "names (which often carry the true label) and the upload's order are left out. Each name "
+                   f"carries the label released with its image ({state['files'][0][0]}): share it with that "
+                   "label, never with the true one.")
+    st.caption("Each PNG carries this release's terms and its released label as its Description text (shown by "
+               "image viewers' properties or `exiftool`); a name ending in -not-private marks a release without "
+               "a formal guarantee (paper, or a fixed seed).")
 
 
 def page(loaded) -> None:
