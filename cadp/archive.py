@@ -183,7 +183,7 @@ def _normalize(name: str) -> str:
 
 
 class LabelResolver:
-    """Find each image's class: from the labels CSV first, else from the nearest folder named like a class."""
+    """Find each image's class: from the labels CSV first, else from the folders in its path named like a class."""
 
     def __init__(self, class_names: list[str], labels: dict[str, str] | None = None):
         self.class_names = list(class_names)
@@ -198,13 +198,21 @@ class LabelResolver:
         self.by_basename = {name: keys[0] for name, keys in basenames.items() if len(keys) == 1}
 
     def class_index(self, value: str) -> int | None:
+        """The class a labels-CSV cell names: a class name (any case or punctuation) or a class index."""
+        index = self.folder_class_index(value)
         value = str(value).strip()
+        if index is None and value.isdigit() and int(value) < len(self.class_names):
+            return int(value)
+        return index
+
+    def folder_class_index(self, folder: str) -> int | None:
+        """The class a folder is named after, by name only: numbered folders (patients/1, normal/2) are not
+        class indices (a model whose class names are digits, as MNIST's, still matches folders 0..9 by name)."""
+        value = str(folder).strip()
         if value in self.lookup:
             return self.lookup[value]
         if _normalize(value) and _normalize(value) in self.lookup:
             return self.lookup[_normalize(value)]
-        if value.isdigit() and int(value) < len(self.class_names):
-            return int(value)
         return None
 
     def resolve(self, name: str) -> int:
@@ -219,10 +227,17 @@ class LabelResolver:
                     raise InputError(f"label {listed!r} in the labels CSV is not one of the model's classes "
                                      f"({self._classes()})")
                 return index
-        for folder in reversed(PurePosixPath(key).parts[:-1]):
-            index = self.class_index(folder)
+        named = {}  # class index -> the first folder in the path named after it
+        for folder in PurePosixPath(key).parts[:-1]:
+            index = self.folder_class_index(folder)
             if index is not None:
-                return index
+                named.setdefault(index, folder)
+        if len(named) > 1:  # a kept label is released exactly: never guess which folder is right
+            folders = " and ".join(f"{folder!r} ({self.class_names[index]})" for index, folder in named.items())
+            raise InputError(f"two labels: the folders {folders} in its path name different classes; move the file "
+                             "or list it in a labels CSV")
+        if named:
+            return next(iter(named))
         raise InputError(f"no label: the file is not in a sub-folder named like a class ({self._classes()}) "
                          "and not listed in a labels CSV")
 

@@ -168,6 +168,31 @@ def test_unlabelled_images_are_errors_and_nothing_privatized_exits_1(image_model
     assert f"most common reason (2 of 2): {rows[0]['error']}" in capsys.readouterr().err
 
 
+def test_numbered_sub_folders_are_not_class_indices_and_two_class_folders_are_refused(tmp_path):
+    resolver = archive.LabelResolver(["covid", "normal", "pneumonia ü"])
+    # a folder named 2 inside normal/ is a patient or a session, not the class at index 2
+    assert resolver.resolve("normal/2/scan.jpg") == 1
+    assert resolver.resolve("Pneumonia Ü/2024/7/scan.jpg") == 2
+    with pytest.raises(archive.InputError, match="no label: the file is not in a sub-folder named like a class"):
+        resolver.resolve("patients/1/x.png")
+    with pytest.raises(archive.InputError, match=r"the folders 'covid' \(covid\) and 'normal' \(normal\)"):
+        resolver.resolve("covid/normal/x.png")
+    # in a labels CSV a number is still a class index
+    assert archive.LabelResolver(["covid", "normal"], {"x.png": "1"}).resolve("x.png") == 1
+    # digit class names (MNIST's 0..9) still match their folders by name, wherever they are in the path
+    assert archive.LabelResolver([str(d) for d in range(10)]).resolve("digits/7/a.png") == 7
+
+
+def test_a_file_in_folders_of_two_classes_is_listed_with_the_reason(image_model, tmp_path):
+    source = make_folder(tmp_path / "in", {"1/a.png": image_file(1), "1/0/b.png": image_file(2)})
+    assert run(image_model, source, tmp_path / "out") == 0
+    by_file = {row["file"]: row for row in read_manifest(tmp_path / "out")}
+    assert by_file["1/a.png"]["condition"] == "1"
+    assert by_file["1/0/b.png"]["status"] == "error"
+    assert "two labels: the folders '1' (1) and '0' (0) in its path name different classes" in \
+        by_file["1/0/b.png"]["error"]
+
+
 # --------------------------------------------------------------------------- ZIP
 
 def test_zip_with_top_folder_labels_unsafe_names_and_junk(image_model, tmp_path):
