@@ -182,6 +182,21 @@ def _normalize(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.casefold())
 
 
+# characters no folder name may hold on some system (a "/" would nest T-shirt/top), and Windows' device names
+_UNSAFE_IN_FOLDER_NAMES = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+_WINDOWS_DEVICE_NAMES = {"con", "prn", "aux", "nul", *(f"com{n}" for n in range(1, 10)),
+                         *(f"lpt{n}" for n in range(1, 10))}
+
+
+def class_folder_name(class_name: str) -> str:
+    """The folder a released class's images are written to: the class name with each character that cannot be in a
+    folder name replaced by "_" ('T-shirt/top' -> 'T-shirt_top'), which ``LabelResolver`` reads back as the class."""
+    folder = _UNSAFE_IN_FOLDER_NAMES.sub("_", str(class_name)).strip(" .")  # Windows drops trailing dots and spaces
+    if folder.split(".")[0].strip().casefold() in _WINDOWS_DEVICE_NAMES:  # 'aux' and 'aux.x' alike
+        folder = "_" + folder
+    return folder or "_"
+
+
 class LabelResolver:
     """Find each image's class: from the labels CSV first, else from the folders in its path named like a class."""
 
@@ -418,7 +433,7 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
                             name = item.name
                         else:  # nothing of the input's name or place: they often carry the true label
                             numbered[0] += 1
-                            name = f"{class_names[released[index]]}/{numbered[0]:05d}.png"
+                            name = f"{class_folder_name(class_names[released[index]])}/{numbered[0]:05d}.png"
                         path = names.take(name)
                         path.parent.mkdir(parents=True, exist_ok=True)
                         written_now.append(path)

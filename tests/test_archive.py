@@ -193,6 +193,26 @@ def test_a_file_in_folders_of_two_classes_is_listed_with_the_reason(image_model,
         by_file["1/0/b.png"]["error"]
 
 
+def test_released_class_folders_are_one_folder_each_and_read_back_as_their_class(image_model, tmp_path):
+    source = make_folder(tmp_path / "in", {f"{label}/{i}.png": image_file(10 * n + i)
+                                           for n, label in enumerate(["0", "1", "t-shirt_top"]) for i in range(4)})
+    assert run(image_model, source, tmp_path / "out", "--condition", "label=resampled", "--seed", "1") == 0
+    rows = read_manifest(tmp_path / "out")
+    assert all(row["output"].count("/") == 1 for row in rows), rows  # 'T-shirt/top' did nest T-shirt/top/
+    assert {row["output"].split("/")[0] for row in rows if row["released_condition"] == "T-shirt/top"} == \
+        {"T-shirt_top"}
+    # the release, privatized again, finds every file's class from its folder
+    assert run(image_model, tmp_path / "out", tmp_path / "again") == 0
+    again = {row["file"]: row for row in read_manifest(tmp_path / "again") if row["file"].endswith(".png")}
+    assert {name: row["condition"] for name, row in again.items()} == \
+        {row["output"]: row["released_condition"] for row in rows}
+    names = {name: archive.class_folder_name(name) for name in ('a:b?"c', "con", "Aux.x", "..", " x. ", "a\\b\tc")}
+    assert names == {'a:b?"c': "a_b__c", "con": "_con", "Aux.x": "_Aux.x", "..": "_", " x. ": "x",
+                     "a\\b\tc": "a_b_c"}
+    resolver = archive.LabelResolver(["cat", 'a:b?"c', "con"])
+    assert [resolver.resolve(f"{names[name]}/1.png") for name in ('a:b?"c', "con")] == [1, 2]
+
+
 # --------------------------------------------------------------------------- ZIP
 
 def test_zip_with_top_folder_labels_unsafe_names_and_junk(image_model, tmp_path):
@@ -576,7 +596,7 @@ def test_condition_handling_options_randomize_labels_and_add_their_epsilon(image
     assert any(row["released_condition"] != row["condition"] for row in rows)  # k=10, eps 0.01: mostly changed
     # the release's folders name the released class, and its files are numbered: input names and folders often
     # carry the true label (here every true label is 0, and the input is 0/<i>.png)
-    assert [row["output"] for row in rows] == [f"{row['released_condition']}/{n:05d}.png"
+    assert [row["output"] for row in rows] == [f"{archive.class_folder_name(row['released_condition'])}/{n:05d}.png"
                                                for n, row in enumerate(rows, start=1)], rows
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png")) == \
         sorted(row["output"] for row in rows)
