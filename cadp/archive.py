@@ -572,7 +572,6 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                 progress.update(len(chunk))
                 good, errors = _usable_rows(model, chunk)
                 filled = _filled_cells(model, chunk)
-                filled_rows += len(filled)
                 released: dict[int, str] = {}
                 result = None
                 if good:
@@ -601,6 +600,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                         manifest.error(f"row {number}", errors[position], condition=condition)
                         continue
                     written += 1
+                    filled_rows += position in filled  # the warning points at the manifest: count only rows it notes
                     cells = dict(status="privatized", condition=condition, released=released[position],
                                  output=f"{PRIVATIZED_CSV_NAME} row {written}",
                                  preprocessing=filled.get(position, ""), batch=len(good))

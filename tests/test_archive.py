@@ -394,17 +394,22 @@ def test_csv_keeps_the_inputs_column_order(table_model, tmp_path):
     assert list(released.columns) == ["sex", "note", "bmi", "age"]
 
 
-def test_csv_cells_read_as_the_mean_are_named_in_the_manifest(table_model, tmp_path):
-    frame = table_frame(6).astype({"bmi": object})
+def test_csv_cells_read_as_the_mean_are_named_in_the_manifest(table_model, tmp_path, capsys):
+    frame = table_frame(7).astype({"bmi": object})
     frame.loc[1, "bmi"], frame.loc[3, "bmi"], frame.loc[4, "bmi"] = None, "abc", "inf"
+    frame.loc[6, "bmi"], frame.loc[6, "sex"] = None, 9  # unusable (no such sex): not released, so not counted
     source = tmp_path / "rows.csv"
     source.write_text(frame.to_csv(index=False))
     assert run(table_model, source, tmp_path / "out") == 0
-    notes = [row["preprocessing"] for row in read_manifest(tmp_path / "out")]
+    rows = read_manifest(tmp_path / "out")
+    notes = [row["preprocessing"] for row in rows]
     assert notes[1].startswith("bmi: empty, read as the training mean ")
     assert notes[3].startswith("bmi: 'abc' is not a number, read as the training mean ")
     assert notes[4].startswith("bmi: infinite, read as the training mean ")
-    assert [note for index, note in enumerate(notes) if index not in (1, 3, 4)] == [""] * 3
+    assert [note for index, note in enumerate(notes) if index not in (1, 3, 4)] == [""] * 4
+    assert rows[6]["status"] == "error"
+    # the warning's count is the number of rows the manifest's preprocessing column names
+    assert "warning: 3 row(s) had empty cells or cells that are not numbers" in capsys.readouterr().err
 
 
 def test_csv_missing_model_columns_is_a_usage_error(table_model, tmp_path, capsys):
