@@ -37,7 +37,7 @@ from cadp.data import (
     load_table,
 )
 from cadp.errors import CadpError, InputError
-from cadp.hub import CONFIG_NAME, EVAL_NAME, WEIGHTS_NAME, save_model
+from cadp.hub import CARD_NAME, CONFIG_NAME, EVAL_NAME, WEIGHTS_NAME, save_model
 from cadp.models import (
     CONV_SUBNETS,
     ImageCINN,
@@ -48,6 +48,7 @@ from cadp.models import (
     TabularModelConfig,
 )
 from cadp.runtime import configure_allocator
+from cadp.uploads import is_folder_metadata
 
 CHECKPOINT_PATH = Path("checkpoint") / "training.safetensors"  # inside the output folder
 
@@ -737,7 +738,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint (image models)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace a model or an interrupted run already in OUT (default: refuse)")
+                        help="replace a model or an interrupted run already in OUT, or write into a folder of other "
+                             "files (its README.md, eval.json and report.html are replaced); default: refuse")
     parser.add_argument("--no-checkpoint", dest="checkpoint", action="store_false",
                         help="do not write periodic checkpoints")
     parser.add_argument("--half", action="store_true", help="store float16 weights")
@@ -813,15 +815,27 @@ def prepare_output(out: Path, *, image: bool, resume: bool, overwrite: bool) -> 
         if checkpoint.exists():
             raise InputError(f"{out} holds an interrupted run ({checkpoint}): pass --resume to continue it, "
                              "or --overwrite to start over")
+        others = sorted(path.name for path in out.iterdir()
+                        if not is_folder_metadata(path.name) and path.name != CHECKPOINT_PATH.parts[0]) \
+            if out.is_dir() else []
+        if others:  # a user's folder: the model card would replace its README.md
+            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            raise InputError(f"--out {out} is a folder of other files ({shown}), not a model: choose a new or empty "
+                             f"folder, or pass --overwrite to write the model into it (its {CARD_NAME}, {EVAL_NAME} "
+                             f"and report.html are then replaced)")
 
 
 def clear_stale_results(out: Path) -> None:
-    """Remove an earlier model's evaluation and report from ``out``: they describe weights being replaced."""
+    """Remove the evaluation and report from ``out`` before a model is written there (``prepare_output`` allowed it:
+    --overwrite): an earlier model's describe the weights being replaced, and other files of those names would be
+    read as the new model's."""
+    replacing = (out / CONFIG_NAME).exists() or (out / WEIGHTS_NAME).exists()
     stale = [name for name in (EVAL_NAME, "report.html") if (out / name).exists()]  # report: evaluate.REPORT_NAME
     for name in stale:
         (out / name).unlink()
     if stale:
-        print(f"removed {', '.join(stale)} from {out}: they described the earlier weights", file=sys.stderr)
+        why = "they described the earlier weights" if replacing else "--overwrite; they would be read as the new model's"
+        print(f"removed {', '.join(stale)} from {out}: {why}", file=sys.stderr)
 
 
 def main(argv=None) -> int:
