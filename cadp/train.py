@@ -37,7 +37,7 @@ from cadp.data import (
     load_table,
 )
 from cadp.errors import CadpError, InputError
-from cadp.hub import CARD_NAME, CONFIG_NAME, EVAL_NAME, WEIGHTS_NAME, save_model
+from cadp.hub import CARD_NAME, CONFIG_NAME, EVAL_NAME, REPORT_NAME, WEIGHTS_NAME, save_model
 from cadp.models import (
     CONV_SUBNETS,
     ImageCINN,
@@ -374,7 +374,8 @@ def train_image_model(args) -> None:
              "sample_recognition_t0.7": sample_accuracy, "batch_size": batch}
     card = image_model_card(config, report, facts, args)
     clear_stale_results(Path(args.out))
-    save_model(model, args.out, card=card, classifier=classifier, half_precision=args.half)
+    save_model(model, args.out, card=card, classifier=classifier, half_precision=args.half,
+               overwrite=True)  # prepare_output asked (--overwrite, --resume)
     _record_training(Path(args.out), report, facts)
     print(f"wrote {args.out}: test bits/dim {test_bpd:.3f}, classifier accuracy {accuracy:.3f}, "
           f"samples recognized {sample_accuracy:.3f}")
@@ -587,7 +588,8 @@ def train_tabular_model(args) -> None:
                             ran["last_train_loss"], nll, "test NLL (nats/dim, one-hots dequantized)")
     facts = {"train_records": len(train), "test_records": len(test), "license": table.license}
     clear_stale_results(Path(args.out))
-    save_model(model, args.out, card=tabular_model_card(model.config, report, facts, args))
+    save_model(model, args.out, card=tabular_model_card(model.config, report, facts, args),
+               overwrite=True)  # prepare_output asked (--overwrite)
     _record_training(Path(args.out), report, facts)
     print(f"wrote {args.out}: test NLL {nll:.3f} nats/dim")
 
@@ -822,7 +824,7 @@ def prepare_output(out: Path, *, image: bool, resume: bool, overwrite: bool) -> 
             shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
             raise InputError(f"--out {out} is a folder of other files ({shown}), not a model: choose a new or empty "
                              f"folder, or pass --overwrite to write the model into it (its {CARD_NAME}, {EVAL_NAME} "
-                             f"and report.html are then replaced)")
+                             f"and {REPORT_NAME} are then replaced)")
 
 
 def clear_stale_results(out: Path) -> None:
@@ -830,7 +832,7 @@ def clear_stale_results(out: Path) -> None:
     --overwrite): an earlier model's describe the weights being replaced, and other files of those names would be
     read as the new model's."""
     replacing = (out / CONFIG_NAME).exists() or (out / WEIGHTS_NAME).exists()
-    stale = [name for name in (EVAL_NAME, "report.html") if (out / name).exists()]  # report: evaluate.REPORT_NAME
+    stale = [name for name in (EVAL_NAME, REPORT_NAME) if (out / name).exists()]
     for name in stale:
         (out / name).unlink()
     if stale:

@@ -586,9 +586,11 @@ def test_training_cli_never_replaces_a_model_or_an_interrupted_run_unasked(tmp_p
     assert "already holds a model" in capsys.readouterr().err and (out / "model.safetensors").read_bytes() == weights
     assert train.main([*command, "--resume"]) == 2
     assert "image models only" in capsys.readouterr().err
+    (out / "classifier.safetensors").write_bytes(b"an earlier image model's classifier")
     assert train.main([*command, "--seed", "1", "--overwrite"]) == 0
     assert (out / "model.safetensors").read_bytes() != weights
     assert set(read_eval(out)) == {"training"}  # the old evaluation described the old weights
+    assert not (out / "classifier.safetensors").exists()  # and so did the old classifier
     assert "removed eval.json" in capsys.readouterr().err
 
 
