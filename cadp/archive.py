@@ -183,8 +183,23 @@ def _normalize(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", name.casefold())
 
 
+# characters no folder name may hold on some system (a "/" would nest T-shirt/top), and Windows' device names
+_UNSAFE_IN_FOLDER_NAMES = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+_WINDOWS_DEVICE_NAMES = {"con", "prn", "aux", "nul", *(f"com{n}" for n in range(1, 10)),
+                         *(f"lpt{n}" for n in range(1, 10))}
+
+
+def class_folder_name(class_name: str) -> str:
+    """The folder a released class's images are written to: the class name with each character that cannot be in a
+    folder name replaced by "_" ('T-shirt/top' -> 'T-shirt_top'), which ``LabelResolver`` reads back as the class."""
+    folder = _UNSAFE_IN_FOLDER_NAMES.sub("_", str(class_name)).strip(" .")  # Windows drops trailing dots and spaces
+    if folder.split(".")[0].strip().casefold() in _WINDOWS_DEVICE_NAMES:  # 'aux' and 'aux.x' alike
+        folder = "_" + folder
+    return folder or "_"
+
+
 class LabelResolver:
-    """Find each image's class: from the labels CSV first, else from the nearest folder named like a class."""
+    """Find each image's class: from the labels CSV first, else from the folders in its path named like a class."""
 
     def __init__(self, class_names: list[str], labels: dict[str, str] | None = None):
         self.class_names = list(class_names)
@@ -199,13 +214,21 @@ class LabelResolver:
         self.by_basename = {name: keys[0] for name, keys in basenames.items() if len(keys) == 1}
 
     def class_index(self, value: str) -> int | None:
+        """The class a labels-CSV cell names: a class name (any case or punctuation) or a class index."""
+        index = self.folder_class_index(value)
         value = str(value).strip()
+        if index is None and value.isdigit() and int(value) < len(self.class_names):
+            return int(value)
+        return index
+
+    def folder_class_index(self, folder: str) -> int | None:
+        """The class a folder is named after, by name only: numbered folders (patients/1, normal/2) are not
+        class indices (a model whose class names are digits, as MNIST's, still matches folders 0..9 by name)."""
+        value = str(folder).strip()
         if value in self.lookup:
             return self.lookup[value]
         if _normalize(value) and _normalize(value) in self.lookup:
             return self.lookup[_normalize(value)]
-        if value.isdigit() and int(value) < len(self.class_names):
-            return int(value)
         return None
 
     def resolve(self, name: str) -> int:
@@ -220,10 +243,17 @@ class LabelResolver:
                     raise InputError(f"label {listed!r} in the labels CSV is not one of the model's classes "
                                      f"({self._classes()})")
                 return index
-        for folder in reversed(PurePosixPath(key).parts[:-1]):
-            index = self.class_index(folder)
+        named = {}  # class index -> the first folder in the path named after it
+        for folder in PurePosixPath(key).parts[:-1]:
+            index = self.folder_class_index(folder)
             if index is not None:
-                return index
+                named.setdefault(index, folder)
+        if len(named) > 1:  # a kept label is released exactly: never guess which folder is right
+            folders = " and ".join(f"{folder!r} ({self.class_names[index]})" for index, folder in named.items())
+            raise InputError(f"two labels: the folders {folders} in its path name different classes; move the file "
+                             "or list it in a labels CSV")
+        if named:
+            return next(iter(named))
         raise InputError(f"no label: the file is not in a sub-folder named like a class ({self._classes()}) "
                          "and not listed in a labels CSV")
 
@@ -404,7 +434,7 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
                             name = item.name
                         else:  # nothing of the input's name or place: they often carry the true label
                             numbered[0] += 1
-                            name = f"{class_names[released[index]]}/{numbered[0]:05d}.png"
+                            name = f"{class_folder_name(class_names[released[index]])}/{numbered[0]:05d}.png"
                         path = names.take(name)
                         path.parent.mkdir(parents=True, exist_ok=True)
                         written_now.append(path)
@@ -543,7 +573,6 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                 progress.update(len(chunk))
                 good, errors = _usable_rows(model, chunk)
                 filled = _filled_cells(model, chunk)
-                filled_rows += len(filled)
                 released: dict[int, str] = {}
                 result = None
                 if good:
@@ -572,6 +601,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                         manifest.error(f"row {number}", errors[position], condition=condition)
                         continue
                     written += 1
+                    filled_rows += position in filled  # the warning points at the manifest: count only rows it notes
                     cells = dict(status="privatized", condition=condition, released=released[position],
                                  output=f"{PRIVATIZED_CSV_NAME} row {written}",
                                  preprocessing=filled.get(position, ""), batch=len(good))

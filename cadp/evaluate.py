@@ -31,6 +31,7 @@ from torch import nn
 
 from cadp import baselines
 from cadp.errors import CadpError, InputError
+from cadp.hub import REPORT_NAME
 from cadp.mechanisms import (
     PAPER_LABEL,
     GaussianMechanism,
@@ -51,7 +52,6 @@ AUDIT_TEMPERATURE = 0.7
 CONFIDENCE = 0.95
 PAPER_BATCH_SIZE = {"mnist": 512, "fashion-mnist": 512}  # the paper's batch sizes (X-ray / OCT: 64)
 PAPER_DEFAULT_BATCH = 64
-REPORT_NAME = "report.html"
 
 Progress = "callable(share: float, message: str) or None"
 

@@ -27,7 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from cadp.errors import CadpError, ModelError
+from cadp.errors import CadpError, InputError, ModelError
 from cadp.models import ModelConfig, SmallCNN, build_model, config_from_dict, config_to_dict
 
 CONFIG_NAME = "config.json"
@@ -35,6 +35,7 @@ WEIGHTS_NAME = "model.safetensors"
 CLASSIFIER_NAME = "classifier.safetensors"
 CARD_NAME = "README.md"
 EVAL_NAME = "eval.json"
+REPORT_NAME = "report.html"  # plotly curves of eval.json, drawn by cadp.evaluate
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_DIR = REPO_ROOT / "weights"
 SPACE_SDK = "docker"  # README.md's front matter declares a Docker Space
@@ -87,9 +88,26 @@ class LoadedModel:
 
 
 def save_model(model: torch.nn.Module, folder: Path | str, *, card: str | None = None,
-               classifier: SmallCNN | None = None, half_precision: bool = False) -> Path:
-    """Write config.json, model.safetensors (and classifier, card, empty eval.json) to folder."""
+               classifier: SmallCNN | None = None, half_precision: bool = False, overwrite: bool = False) -> Path:
+    """Write config.json, model.safetensors (and classifier, card, empty eval.json) to folder.
+
+    A folder that already holds a model (config.json or model.safetensors) is refused unless ``overwrite``: its
+    files would otherwise be mixed with the new ones. Overwriting first removes what described the old weights:
+    eval.json (an empty one is written) and report.html always, classifier.safetensors unless ``classifier`` is
+    given (the old model's may know other classes), and README.md unless ``card`` is given (its facts and results
+    are the old model's; the folder then has no card). Other files (a training checkpoint) are left as they are.
+    """
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder} is a file, not a folder; choose a folder for the model")
+    if (folder / CONFIG_NAME).exists() or (folder / WEIGHTS_NAME).exists():
+        if not overwrite:
+            raise InputError(f"{folder} already holds a model: choose another folder, or pass overwrite=True to "
+                             "replace it (its eval.json, report.html, classifier and card go with the old weights)")
+        stale = [EVAL_NAME, REPORT_NAME] + ([] if classifier is not None else [CLASSIFIER_NAME]) \
+            + ([] if card is not None else [CARD_NAME])
+        for name in stale:
+            (folder / name).unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_NAME).write_text(json.dumps(config_to_dict(model.config), indent=2) + "\n")
     save_file(_state(model, half_precision), str(folder / WEIGHTS_NAME))

@@ -38,7 +38,7 @@ from cadp.data import (
     load_table,
 )
 from cadp.errors import CadpError, InputError
-from cadp.hub import CONFIG_NAME, EVAL_NAME, WEIGHTS_NAME, save_model
+from cadp.hub import CARD_NAME, CONFIG_NAME, EVAL_NAME, REPORT_NAME, WEIGHTS_NAME, save_model
 from cadp.mechanisms import seed_option
 from cadp.models import (
     CONV_SUBNETS,
@@ -50,6 +50,7 @@ from cadp.models import (
     TabularModelConfig,
 )
 from cadp.runtime import configure_allocator
+from cadp.uploads import is_folder_metadata
 
 CHECKPOINT_PATH = Path("checkpoint") / "training.safetensors"  # inside the output folder
 
@@ -375,7 +376,8 @@ def train_image_model(args) -> None:
              "classifier_test_accuracy": accuracy, "sample_recognition_t0.7": sample_accuracy, "batch_size": batch}
     card = image_model_card(config, report, facts, args)
     clear_stale_results(Path(args.out))
-    save_model(model, args.out, card=card, classifier=classifier, half_precision=args.half)
+    save_model(model, args.out, card=card, classifier=classifier, half_precision=args.half,
+               overwrite=True)  # prepare_output asked (--overwrite, --resume)
     _record_training(Path(args.out), report, facts)
     print(f"wrote {args.out}: test bits/dim {test_bpd:.3f}, classifier accuracy {accuracy:.3f}, "
           f"samples recognized {sample_accuracy:.3f}")
@@ -604,7 +606,8 @@ def train_tabular_model(args) -> None:
     facts = {"train_records": len(train), "test_records": len(test),
              "test_fingerprint": split_fingerprint(test, columns), "license": table.license}
     clear_stale_results(Path(args.out))
-    save_model(model, args.out, card=tabular_model_card(model.config, report, facts, args))
+    save_model(model, args.out, card=tabular_model_card(model.config, report, facts, args),
+               overwrite=True)  # prepare_output asked (--overwrite)
     _record_training(Path(args.out), report, facts)
     print(f"wrote {args.out}: test NLL {nll:.3f} nats/dim")
 
@@ -755,7 +758,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint (image models)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace a model or an interrupted run already in OUT (default: refuse)")
+                        help="replace a model or an interrupted run already in OUT, or write into a folder of other "
+                             "files (its README.md, eval.json and report.html are replaced); default: refuse")
     parser.add_argument("--no-checkpoint", dest="checkpoint", action="store_false",
                         help="do not write periodic checkpoints")
     parser.add_argument("--half", action="store_true", help="store float16 weights")
@@ -831,15 +835,27 @@ def prepare_output(out: Path, *, image: bool, resume: bool, overwrite: bool) -> 
         if checkpoint.exists():
             raise InputError(f"{out} holds an interrupted run ({checkpoint}): pass --resume to continue it, "
                              "or --overwrite to start over")
+        others = sorted(path.name for path in out.iterdir()
+                        if not is_folder_metadata(path.name) and path.name != CHECKPOINT_PATH.parts[0]) \
+            if out.is_dir() else []
+        if others:  # a user's folder: the model card would replace its README.md
+            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            raise InputError(f"--out {out} is a folder of other files ({shown}), not a model: choose a new or empty "
+                             f"folder, or pass --overwrite to write the model into it (its {CARD_NAME}, {EVAL_NAME} "
+                             f"and {REPORT_NAME} are then replaced)")
 
 
 def clear_stale_results(out: Path) -> None:
-    """Remove an earlier model's evaluation and report from ``out``: they describe weights being replaced."""
-    stale = [name for name in (EVAL_NAME, "report.html") if (out / name).exists()]  # report: evaluate.REPORT_NAME
+    """Remove the evaluation and report from ``out`` before a model is written there (``prepare_output`` allowed it:
+    --overwrite): an earlier model's describe the weights being replaced, and other files of those names would be
+    read as the new model's."""
+    replacing = (out / CONFIG_NAME).exists() or (out / WEIGHTS_NAME).exists()
+    stale = [name for name in (EVAL_NAME, REPORT_NAME) if (out / name).exists()]
     for name in stale:
         (out / name).unlink()
     if stale:
-        print(f"removed {', '.join(stale)} from {out}: they described the earlier weights", file=sys.stderr)
+        why = "they described the earlier weights" if replacing else "--overwrite; they would be read as the new model's"
+        print(f"removed {', '.join(stale)} from {out}: {why}", file=sys.stderr)
 
 
 def main(argv=None) -> int:

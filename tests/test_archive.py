@@ -168,6 +168,51 @@ def test_unlabelled_images_are_errors_and_nothing_privatized_exits_1(image_model
     assert f"most common reason (2 of 2): {rows[0]['error']}" in capsys.readouterr().err
 
 
+def test_numbered_sub_folders_are_not_class_indices_and_two_class_folders_are_refused(tmp_path):
+    resolver = archive.LabelResolver(["covid", "normal", "pneumonia ü"])
+    # a folder named 2 inside normal/ is a patient or a session, not the class at index 2
+    assert resolver.resolve("normal/2/scan.jpg") == 1
+    assert resolver.resolve("Pneumonia Ü/2024/7/scan.jpg") == 2
+    with pytest.raises(archive.InputError, match="no label: the file is not in a sub-folder named like a class"):
+        resolver.resolve("patients/1/x.png")
+    with pytest.raises(archive.InputError, match=r"the folders 'covid' \(covid\) and 'normal' \(normal\)"):
+        resolver.resolve("covid/normal/x.png")
+    # in a labels CSV a number is still a class index
+    assert archive.LabelResolver(["covid", "normal"], {"x.png": "1"}).resolve("x.png") == 1
+    # digit class names (MNIST's 0..9) still match their folders by name, wherever they are in the path
+    assert archive.LabelResolver([str(d) for d in range(10)]).resolve("digits/7/a.png") == 7
+
+
+def test_a_file_in_folders_of_two_classes_is_listed_with_the_reason(image_model, tmp_path):
+    source = make_folder(tmp_path / "in", {"1/a.png": image_file(1), "1/0/b.png": image_file(2)})
+    assert run(image_model, source, tmp_path / "out") == 0
+    by_file = {row["file"]: row for row in read_manifest(tmp_path / "out")}
+    assert by_file["1/a.png"]["condition"] == "1"
+    assert by_file["1/0/b.png"]["status"] == "error"
+    assert "two labels: the folders '1' (1) and '0' (0) in its path name different classes" in \
+        by_file["1/0/b.png"]["error"]
+
+
+def test_released_class_folders_are_one_folder_each_and_read_back_as_their_class(image_model, tmp_path):
+    source = make_folder(tmp_path / "in", {f"{label}/{i}.png": image_file(10 * n + i)
+                                           for n, label in enumerate(["0", "1", "t-shirt_top"]) for i in range(4)})
+    assert run(image_model, source, tmp_path / "out", "--condition", "label=resampled", "--seed", "1") == 0
+    rows = read_manifest(tmp_path / "out")
+    assert all(row["output"].count("/") == 1 for row in rows), rows  # 'T-shirt/top' did nest T-shirt/top/
+    assert {row["output"].split("/")[0] for row in rows if row["released_condition"] == "T-shirt/top"} == \
+        {"T-shirt_top"}
+    # the release, privatized again, finds every file's class from its folder
+    assert run(image_model, tmp_path / "out", tmp_path / "again") == 0
+    again = {row["file"]: row for row in read_manifest(tmp_path / "again") if row["file"].endswith(".png")}
+    assert {name: row["condition"] for name, row in again.items()} == \
+        {row["output"]: row["released_condition"] for row in rows}
+    names = {name: archive.class_folder_name(name) for name in ('a:b?"c', "con", "Aux.x", "..", " x. ", "a\\b\tc")}
+    assert names == {'a:b?"c': "a_b__c", "con": "_con", "Aux.x": "_Aux.x", "..": "_", " x. ": "x",
+                     "a\\b\tc": "a_b_c"}
+    resolver = archive.LabelResolver(["cat", 'a:b?"c', "con"])
+    assert [resolver.resolve(f"{names[name]}/1.png") for name in ('a:b?"c', "con")] == [1, 2]
+
+
 # --------------------------------------------------------------------------- ZIP
 
 def test_zip_with_top_folder_labels_unsafe_names_and_junk(image_model, tmp_path):
@@ -349,17 +394,22 @@ def test_csv_keeps_the_inputs_column_order(table_model, tmp_path):
     assert list(released.columns) == ["sex", "note", "bmi", "age"]
 
 
-def test_csv_cells_read_as_the_mean_are_named_in_the_manifest(table_model, tmp_path):
-    frame = table_frame(6).astype({"bmi": object})
+def test_csv_cells_read_as_the_mean_are_named_in_the_manifest(table_model, tmp_path, capsys):
+    frame = table_frame(7).astype({"bmi": object})
     frame.loc[1, "bmi"], frame.loc[3, "bmi"], frame.loc[4, "bmi"] = None, "abc", "inf"
+    frame.loc[6, "bmi"], frame.loc[6, "sex"] = None, 9  # unusable (no such sex): not released, so not counted
     source = tmp_path / "rows.csv"
     source.write_text(frame.to_csv(index=False))
     assert run(table_model, source, tmp_path / "out") == 0
-    notes = [row["preprocessing"] for row in read_manifest(tmp_path / "out")]
+    rows = read_manifest(tmp_path / "out")
+    notes = [row["preprocessing"] for row in rows]
     assert notes[1].startswith("bmi: empty, read as the training mean ")
     assert notes[3].startswith("bmi: 'abc' is not a number, read as the training mean ")
     assert notes[4].startswith("bmi: infinite, read as the training mean ")
-    assert [note for index, note in enumerate(notes) if index not in (1, 3, 4)] == [""] * 3
+    assert [note for index, note in enumerate(notes) if index not in (1, 3, 4)] == [""] * 4
+    assert rows[6]["status"] == "error"
+    # the warning's count is the number of rows the manifest's preprocessing column names
+    assert "warning: 3 row(s) had empty cells or cells that are not numbers" in capsys.readouterr().err
 
 
 def test_csv_missing_model_columns_is_a_usage_error(table_model, tmp_path, capsys):
@@ -551,7 +601,7 @@ def test_condition_handling_options_randomize_labels_and_add_their_epsilon(image
     assert any(row["released_condition"] != row["condition"] for row in rows)  # k=10, eps 0.01: mostly changed
     # the release's folders name the released class, and its files are numbered: input names and folders often
     # carry the true label (here every true label is 0, and the input is 0/<i>.png)
-    assert [row["output"] for row in rows] == [f"{row['released_condition']}/{n:05d}.png"
+    assert [row["output"] for row in rows] == [f"{archive.class_folder_name(row['released_condition'])}/{n:05d}.png"
                                                for n, row in enumerate(rows, start=1)], rows
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png")) == \
         sorted(row["output"] for row in rows)

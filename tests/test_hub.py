@@ -260,6 +260,33 @@ def test_invalid_repo_ids_are_refused_before_any_request(source, rule, served, c
     assert served.requests == []
 
 
+def test_saving_over_a_model_is_refused_unasked_and_leaves_nothing_of_the_old_one(tmp_path, model_folders):
+    from cadp.errors import InputError
+    from cadp.models import SmallCNN
+
+    old, new = hub.load_folder(model_folders[0]), hub.load_folder(model_folders[1])
+    folder = hub.save_model(old.model, tmp_path / "m", card=CARD, classifier=SmallCNN(2))
+    hub.update_eval(folder, "utility", {"note": "measured on the old weights"})
+    (folder / "report.html").write_text("<html>old curves</html>")
+    (folder / "checkpoint").mkdir()
+    (folder / "checkpoint" / "training.safetensors").write_bytes(b"a run's state")
+    before = {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
+    with pytest.raises(InputError, match=f"{folder} already holds a model: .* overwrite=True"):
+        hub.save_model(new.model, folder)
+    assert {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()} == before
+
+    hub.save_model(new.model, folder, overwrite=True)
+    # nothing that described the old weights is left to be read as the new model's
+    assert sorted(path.name for path in folder.iterdir() if path.is_file()) == \
+        ["config.json", "eval.json", "model.safetensors"]
+    assert hub.read_eval(folder) == {}
+    assert (folder / "checkpoint" / "training.safetensors").read_bytes() == b"a run's state"
+    assert_same_weights(hub.load_folder(folder).model, weights(model_folders[1]))
+    # a new card and classifier given with overwrite=True are the ones kept
+    hub.save_model(old.model, folder, card="# new card\n", classifier=SmallCNN(2), overwrite=True)
+    assert hub.load_folder(folder).card == "# new card\n" and (folder / "classifier.safetensors").exists()
+
+
 def test_missing_local_folder_is_named(tmp_path):
     message = refused_model_error(str(tmp_path / "nothing-here"))
     assert message == f"model folder {tmp_path / 'nothing-here'} does not exist"

@@ -586,10 +586,42 @@ def test_training_cli_never_replaces_a_model_or_an_interrupted_run_unasked(tmp_p
     assert "already holds a model" in capsys.readouterr().err and (out / "model.safetensors").read_bytes() == weights
     assert train.main([*command, "--resume"]) == 2
     assert "image models only" in capsys.readouterr().err
+    (out / "classifier.safetensors").write_bytes(b"an earlier image model's classifier")
     assert train.main([*command, "--seed", "1", "--overwrite"]) == 0
     assert (out / "model.safetensors").read_bytes() != weights
     assert set(read_eval(out)) == {"training"}  # the old evaluation described the old weights
+    assert not (out / "classifier.safetensors").exists()  # and so did the old classifier
     assert "removed eval.json" in capsys.readouterr().err
+
+
+def test_training_cli_never_writes_into_a_folder_of_other_files_unasked(tmp_path, capsys):
+    from cadp import train
+    from cadp.hub import read_eval
+
+    source = tmp_path / "rows.csv"
+    load_table("diabetes").frame.head(120).to_csv(source, index=False)
+    study = tmp_path / "my study"
+    study.mkdir()
+    mine = {"README.md": "# My study: notes I wrote\n", "eval.json": '{"my": "results"}\n',
+            "report.html": "<html>my report</html>\n"}
+    for name, text in mine.items():
+        (study / name).write_text(text)
+    command = ["--dataset", str(source), "--out", str(study), "--conditions", "sex", "--steps", "5"]
+    assert train.main(command) == 2
+    err = capsys.readouterr().err
+    assert f"--out {study} is a folder of other files (README.md, eval.json, report.html), not a model" in err
+    assert "pass --overwrite" in err
+    assert {name: (study / name).read_text() for name in mine} == mine and not (study / "config.json").exists()
+    # asked: the model is written there, and nothing says its files described earlier weights (there were none)
+    assert train.main([*command, "--overwrite"]) == 0
+    err = capsys.readouterr().err
+    assert "described the earlier weights" not in err and "removed eval.json, report.html" in err
+    assert set(read_eval(study)) == {"training"} and not (study / "report.html").exists()
+    # an empty folder (or one holding only folder metadata) is not a user's folder
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".DS_Store").write_bytes(b"")
+    assert train.main([*command[:2], "--out", str(empty), *command[4:]]) == 0
 
 
 def test_training_cli_refuses_to_restart_an_interrupted_image_run_unasked(tmp_path, capsys):
