@@ -434,6 +434,26 @@ def test_tabular_bundled_release():
     assert any("The 88 rows of diabetes that" in c.value and "354 rows trained it" in c.value for c in at.caption)
 
 
+def test_a_release_of_rows_the_model_trained_on_says_so_in_its_guarantee_and_terms(media):
+    """The page warned, but the guarantee box and guarantee.txt stated the plain guarantee for every row."""
+    from cadp.data import load_table
+
+    table = load_table("diabetes").frame
+    at = page("tabular.py")
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="table_upload").set_value(("all.csv", table.to_csv(index=False).encode(), "text/csv")).run()
+    at.button(key="table_privatize").click().run()
+    caution = (f"354 of these 442 rows are rows {helpers.TABLE_MODEL} was trained on (without DP): for them the "
+               "guarantee does not cover what the model learned from them.")
+    assert guarantee(clean(at)).startswith(f"Caution: {caution}") and "epsilon = 2" in guarantee(at)
+    terms = media[downloads(at)[1].proto.url.rsplit("/", 1)[-1].split(".")[0]]
+    terms = terms.decode() if isinstance(terms, bytes) else terms
+    assert terms.startswith(f"Caution: {caution}\n\n") and "epsilon = 2" in terms
+    at.radio(key="table_source").set_value("Bundled table (diabetes)").run()  # held-out rows only: no caution
+    at.button(key="table_privatize").click().run()
+    assert "Caution" not in guarantee(clean(at))
+
+
 def test_tabular_preview_for_the_bundled_model_only(monkeypatch):
     from cadp import hub
 

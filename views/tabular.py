@@ -31,6 +31,16 @@ def rows_seen_in_training(table_key: str, model: tuple, _config, _frame) -> int 
     return count(_config, _frame)
 
 
+def training_rows_caution(loaded, frame, key: str) -> str | None:
+    """What the release of ``frame`` with the bundled model must say about its rows the model trained on."""
+    config = loaded.config
+    seen = rows_seen_in_training(key, (config.name, config.dataset, config.permutation_seed), config, frame)
+    if not seen:
+        return None
+    return (f"{seen} of these {len(frame)} rows are rows {config.name} was trained on (without DP): for them the "
+            "guarantee does not cover what the model learned from them.")
+
+
 def fitted_models() -> dict:
     """Models fitted on this session's uploads, by content hash (never written to disk, never shared with another
     session); at most 2, and gone with the session."""
@@ -102,10 +112,9 @@ def model_for(loaded, frame, conditions, kinds, key):
         problems = table_fit_problems(config, frame, kinds, conditions)
         if not problems:
             st.success(f"The table fits the model {config.name}: using it.")
-            seen = rows_seen_in_training(key, (config.name, config.dataset, config.permutation_seed), config, frame)
-            if seen:
-                st.warning(f"{seen} of these {len(frame)} rows are rows {config.name} was trained on (without "
-                           "DP): for them the guarantee does not cover what the model learned from them.")
+            caution = training_rows_caution(loaded, frame, key)
+            if caution:
+                st.warning(caution)
             return loaded.model
     st.warning("This table does not match the chosen model"
                + (f" ({'; '.join(problems)})" if problems else "") + ". To use that model, change the table or "
@@ -142,7 +151,7 @@ def show_result(state) -> None:
     result = state["result"]
     original, released = result.original_frame, result.privatized_frame
     st.markdown("**Guarantee of this release**")
-    st.info(result.guarantee)
+    st.info(result.guarantee if state.get("caution") is None else f"Caution: {state['caution']}\n\n{result.guarantee}")
     ui.release_facts(result)
     for note in result.notes:  # cells read as the training mean, columns left out
         st.caption(f"Note: {note}")
@@ -159,7 +168,7 @@ def show_result(state) -> None:
     left, right = st.columns(2)
     left.download_button("Download privatized CSV", safe_csv_bytes(released, **csv_format),
                          file_name="cadp-privatized.csv", mime="text/csv", key="download_csv")
-    right.download_button("Download its terms (guarantee.txt)", ui.release_terms(result) + "\n",
+    right.download_button("Download its terms (guarantee.txt)", ui.release_terms(result, state.get("caution")) + "\n",
                           file_name="cadp-privatized-guarantee.txt", mime="text/plain", key="download_terms")
     if csv_format.get("delimiter", ",") != ",":
         words = ui.require("csv_format_words", "cadp.uploads")(**csv_format)
@@ -234,7 +243,9 @@ def page(loaded) -> None:
                                condition_handling=handlings, reconstruct=False)
         ui.charge_rows(key, name, result.original_frame, settings.mechanism, sum(h.cost for h in handlings.values()),
                        seeded=settings.seed is not None)
-        st.session_state[RESULT] = {"result": result, "made_of": made_of, "choices": choices, "csv_format": csv_format}
+        bundled = loaded is not None and model is loaded.model  # a model fitted here: its guarantee says so
+        st.session_state[RESULT] = {"result": result, "made_of": made_of, "choices": choices, "csv_format": csv_format,
+                                    "caution": training_rows_caution(loaded, frame, key) if bundled else None}
     state = st.session_state.get(RESULT)
     if state is not None and state["made_of"] == made_of:
         st.header("4 · Release")
