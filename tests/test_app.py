@@ -607,6 +607,30 @@ def test_batch_label_edits_outlive_a_page_change(monkeypatch):
     assert shown[-1] == shown[-2]
 
 
+def test_schema_edits_outlive_a_page_change():
+    """A column type changed in the schema editor reset on returning: its condition was gone, so was the release."""
+    from cadp import ui
+
+    data = helpers.small_csv()
+    at = whole_app()
+    at.switch_page("views/tabular.py").run()
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="table_upload").set_value(("people.csv", data, "text/csv")).run()
+    identity = ui.record_key(repr((ui.record_key(data), ())).encode())
+    # what the data editor sends when the visitor makes 'age' (row 0) categorical
+    at.session_state[f"table_schema_{identity}"] = {"edited_rows": {0: {"type": "categorical"}}, "added_rows": [],
+                                                    "deleted_rows": []}
+    assert "age" in helpers.conditions(clean(at.run())).options
+    helpers.upload_and_fit(at, data, kept=("age",))
+    at.button(key="table_privatize").click().run()
+    released = guarantee(clean(at))
+    at.switch_page("views/home.py").run()
+    at.switch_page("views/tabular.py").run()
+    clean(at)
+    assert "age" in helpers.conditions(at).options and helpers.conditions(at).value == ["age"]
+    assert guarantee(at) == released and len(downloads(at)) == 2
+
+
 def test_tabular_download_is_written_like_the_upload(media):
     text = helpers.small_csv().decode().replace(",", ";")
     text = "\n".join(line.replace(".", ",") for line in text.splitlines()) + "\n"  # 70,4: a decimal comma

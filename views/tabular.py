@@ -98,8 +98,8 @@ def choose_schema(frame: pd.DataFrame, identity: str, model_kinds: dict[str, str
     inferred; editable."""
     inferred = [model_kinds.get(c) or infer_column_kind(frame[c]) for c in frame.columns]
     schema = pd.DataFrame({"column": list(frame.columns), "inferred": inferred, "type": inferred})
-    edited = st.data_editor(schema, disabled=["column", "inferred"], hide_index=True, key=f"table_schema_{identity}",
-                            column_config={"type": st.column_config.SelectboxColumn(
+    edited = ui.kept_editor(schema, f"table_schema_{identity}", "type", disabled=["column", "inferred"],
+                            hide_index=True, column_config={"type": st.column_config.SelectboxColumn(
                                 "type", options=["numeric", "categorical"], required=True)})
     return dict(zip(edited["column"], edited["type"]))
 
