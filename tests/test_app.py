@@ -665,6 +665,16 @@ def test_a_table_that_does_not_fit_the_model_says_why_and_extra_columns_are_left
     unseen.loc[unseen.index[0], "sex"] = 3
     warnings = upload(unseen)
     assert any("column 'sex' has value(s) the model never saw: 3 (it knows 1, 2)" in w for w in warnings), warnings
+    empty = held_out.astype(object)
+    empty.loc[empty.index[0], "sex"] = ""  # said to fit, then refused at Privatize
+    warnings = upload(empty)
+    assert any("column 'sex' has 1 empty cell(s), a value the model never saw (it knows 1, 2)" in w
+               for w in warnings), warnings
+    assert not at.success and "Fit a model on this table" in [b.label for b in at.button]
+    at.slider(key="table_steps").set_value(100)
+    at.button[0].click().run()  # fitted here, where an empty cell is a value of its own
+    at.button(key="table_privatize").click().run()
+    assert not errors(clean(at)) and len(downloads(at)) == 2
     assert not any("does not match" in w for w in upload(held_out.head(1)))  # one patient's row: the model's kinds
     extra = held_out.assign(patient_id=range(1000, 1000 + len(held_out)))  # not the model's: left out, not fitted
     assert not any("does not match" in w for w in upload(extra))
