@@ -431,7 +431,11 @@ def test_tabular_bundled_release():
     assert [d.label for d in downloads(at)] == ["Download privatized CSV", "Download its terms (guarantee.txt)"]
     # only the rows the model did not train on: for the 354 others the guarantee would not cover the model
     assert any("each row of diabetes (held-out rows) (88 rows)" in line and "ε = 2" in line for line in ledger(at))
-    assert any("The 88 rows of diabetes that" in c.value and "354 rows trained it" in c.value for c in at.caption)
+    assert any("The 88 rows of diabetes that the network of tiny-table did not train on" in c.value
+               and "354 rows trained the network" in c.value for c in at.caption)
+    # but the encoder was fitted on all rows: the caption does not imply that these rows shaped nothing
+    assert any("The encoder's column types, levels, ranges and means were computed from all 442 rows of the table, "
+               "these included" in c.value for c in at.caption)
 
 
 def test_a_release_of_rows_the_model_trained_on_says_so_in_its_guarantee_and_terms(media):

@@ -70,9 +70,12 @@ def choose_table(loaded):
     if source != "Upload a CSV":
         table, held_out, trained = bundled_table(loaded.config.dataset, loaded.config.permutation_seed)
         data = held_out.to_csv(index=False).encode()
-        st.caption(f"The {len(held_out)} rows of {table.name} that {loaded.config.name} did not train on. Its other "
-                   f"{trained} rows trained it (without DP) and are not offered: for them the guarantee would not "
-                   f"cover what the model learned. License: {table.license}")
+        st.caption(f"The {len(held_out)} rows of {table.name} that the network of {loaded.config.name} did not "
+                   f"train on. Its other {trained} rows trained the network (without DP) and are not offered: for them "
+                   "the guarantee would not cover what the model learned. The encoder's column types, levels, ranges "
+                   f"and means were computed from all {len(table.frame)} rows of the table, these included, so the "
+                   "model is not wholly independent of them (e.g. a column's lowest or highest value, which bounds "
+                   f"the released numbers, may be one of these rows'). License: {table.license}")
         return (held_out, f"{table.name} (held-out rows)", ui.record_key(data), list(loaded.config.condition_columns),
                 {})
     uploads = ui.kept_uploads("CSV file (header row; comma, semicolon or tab separated)", "table_upload",
