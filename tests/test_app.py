@@ -651,6 +651,22 @@ def test_tabular_download_is_written_like_the_upload(media):
     assert any("Written semicolon-separated with decimal commas, as the upload was." in c.value for c in at.caption)
 
 
+def test_a_latin1_upload_comes_back_in_latin1(media):
+    """A CSV saved by Excel in Windows-1252 came back UTF-8 without a BOM, 'as the upload was': Excel showed
+    'MÃ¤nnlich'."""
+    rows = ["Geschlecht;Ort;Gewicht"] + [f"{'Männlich' if i % 2 else 'Weiblich'};{'Zürich' if i % 3 else 'Köln'};"
+                                         f"{60 + (i * 7) % 30},{i % 10}" for i in range(60)]
+    at = page("tabular.py")
+    helpers.upload_and_fit(at, data=("\r\n".join(rows) + "\r\n").encode("cp1252"), kept=("Geschlecht",))
+    at.button(key="table_privatize").click().run()
+    released = media[downloads(clean(at))[0].proto.url.rsplit("/", 1)[-1].split(".")[0]]
+    assert b"M\xe4nnlich" in released and "Männlich".encode() not in released
+    assert pd.read_csv(io.BytesIO(released), sep=";", decimal=",", encoding="cp1252")["Ort"].isin(
+        ["Zürich", "Köln"]).all()
+    assert any(c.value == "Written semicolon-separated with decimal commas, in Latin-1, as the upload was."
+               for c in at.caption), [c.value for c in at.caption]
+
+
 def test_a_table_that_does_not_fit_the_model_says_why_and_extra_columns_are_left_out():
     from cadp.data import load_table
     from cadp.train import split_table

@@ -166,15 +166,23 @@ def show_result(state) -> None:
                    "was fitted on)")
     right.dataframe(highlighted(original.head(shown), released.head(shown)), key="table_released")
     # the downloads before the comparisons below, so that nothing a comparison meets can hide them
-    safe_csv_bytes = ui.require("safe_csv_bytes", "cadp.uploads")
-    csv_format = state["csv_format"]
+    csv_format = {"delimiter": ",", "decimal": ".", "encoding": "utf-8", **state["csv_format"]}
+    uploaded_encoding = csv_format["encoding"]
+    if "written" not in state:  # once per release: in the upload's encoding where every released cell fits it
+        writable_encoding = ui.require("writable_encoding", "cadp.uploads")
+        written = {**csv_format, "encoding": writable_encoding(uploaded_encoding, frame=released)}
+        state["written"] = (ui.require("safe_csv_bytes", "cadp.uploads")(released, **written),
+                            ui.require("csv_format_words", "cadp.uploads")(**written), written["encoding"])
+    data, words, encoding = state["written"]
     left, right = st.columns(2)
-    left.download_button("Download privatized CSV", safe_csv_bytes(released, **csv_format),
-                         file_name="cadp-privatized.csv", mime="text/csv", key="download_csv")
+    left.download_button("Download privatized CSV", data, file_name="cadp-privatized.csv", mime="text/csv",
+                         key="download_csv")
     right.download_button("Download its terms (guarantee.txt)", ui.release_terms(result, state.get("caution")) + "\n",
                           file_name="cadp-privatized-guarantee.txt", mime="text/plain", key="download_terms")
-    if csv_format.get("delimiter", ",") != ",":
-        words = ui.require("csv_format_words", "cadp.uploads")(**csv_format)
+    if encoding != uploaded_encoding:
+        st.caption(f"Written {words}: a released value cannot be written in "
+                   f"{ui.require('ENCODING_NAMES', 'cadp.uploads')[uploaded_encoding]}, the upload's encoding.")
+    elif csv_format["delimiter"] != "," or encoding != "utf-8":
         st.caption(f"Written {words}, as the upload was.")
     column = st.selectbox("Distribution of", list(original.columns), key=ui.kept("table_distribution_column"))
     # go, not px: ~5 ms instead of ~45 per page run; one bin group, so both tables share their bins
