@@ -791,8 +791,8 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
             elif len(values) > IDENTIFIER_MIN_DISTINCT and values.nunique() == len(values) \
                     and pd.api.types.is_integer_dtype(series):
                 notes.append(f"column {name!r} has a different whole number in every row: if it is a record "
-                             "number or an ID, remove it from the file (kept here, it is modeled and released as "
-                             "a number)")
+                             "number or an ID, remove it from the file (a model fitted on this table models it and "
+                             "releases it as a number; a model without this column leaves it out of the release)")
             continue
         numbers = pd.to_numeric(values, errors="coerce")
         numeric_share = 0.0 if name in codes else float(numbers.notna().mean())

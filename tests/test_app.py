@@ -702,6 +702,11 @@ def test_a_table_that_does_not_fit_the_model_says_why_and_extra_columns_are_left
     at.button(key="table_privatize").click().run()
     assert "patient_id" not in clean(at).session_state["table_result"]["result"].privatized_frame.columns
     assert any("patient_id" in c.value for c in at.caption), [c.value for c in at.caption]
+    # the upload's note on the ID-like column agrees with what happened to it (it said "modeled and released")
+    assert any(c.value.startswith("Note: column 'patient_id' has a different whole number in every row") and
+               "a model without this column leaves it out of the release" in c.value for c in at.caption)
+    assert any("left out of the release: 'patient_id'" in c.value for c in at.caption)
+    assert not any("patient_id" in c.value and "modeled and released" in c.value for c in at.caption)
 
 
 def test_tabular_upload_fits_on_the_fly_and_invalid_csv():
