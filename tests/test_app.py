@@ -547,6 +547,16 @@ def test_tabular_release_scores_are_computed_once_per_release(monkeypatch):
     assert calls == ["sex", "sex"]
 
 
+def test_the_downstream_task_predicts_a_kept_condition_by_default():
+    """On a small table the first column with few values, a number, was the default target (p/o 0.000)."""
+    small = b"\n".join(helpers.small_csv().splitlines()[:19]) + b"\n"  # 18 rows: 'age' has at most 18 values
+    at = page("tabular.py")
+    helpers.upload_and_fit(at, small, kept=("group",))
+    at.button(key="table_privatize").click().run()
+    assert clean(at).selectbox(key="table_target").options[0] == "age"
+    assert at.selectbox(key="table_target").value == "group"
+
+
 def test_uploads_choices_and_releases_outlive_a_page_change():
     at = whole_app()
     at.switch_page("views/tabular.py").run()

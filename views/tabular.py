@@ -205,7 +205,13 @@ def show_result(state) -> None:
         st.plotly_chart(heat, key="table_correlation")
     targets = [c for c in original.columns if original[c].nunique() <= 20]
     if targets:
-        target = st.selectbox("Downstream task: predict", targets, key=ui.kept("table_target"))
+        # a kept condition first, then another condition or a category: a number with few values is rarely the task
+        kinds, handlings = dict(state["choices"][0]), dict(state["choices"][1])
+        preferred = [c for c, h in handlings.items() if h.handling == "kept"] + list(handlings) + [
+            c for c in targets if kinds.get(c) == "categorical"]
+        default = next((c for c in preferred if c in targets), targets[0])
+        target = st.selectbox("Downstream task: predict", targets, index=targets.index(default),
+                              key=ui.kept("table_target"))
         scores = state.setdefault("accuracy", {})  # per target, once per release
         if target not in scores:
             scores[target] = compare.downstream_accuracy(original, released, target)
