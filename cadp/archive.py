@@ -492,7 +492,8 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
         text = head.decode("utf-16", errors="ignore")
     else:
         try:
-            text, _ = decode_text(head)
+            text, found = decode_text(head)
+            encoding = found if found in ("utf-16-le", "utf-16-be") else encoding  # UTF-16 without a BOM
         except InputError as error:
             raise UsageError(f"{path.name}: {error}") from None
     delimiter = sniff_delimiter(text)

@@ -492,7 +492,8 @@ class CsvUpload:
         return {"delimiter": self.delimiter, "decimal": self.decimal, "encoding": self.encoding}
 
 
-ENCODING_NAMES = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8 with a BOM", "utf-16": "UTF-16", "latin-1": "Latin-1"}
+ENCODING_NAMES = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8 with a BOM", "utf-16": "UTF-16", "latin-1": "Latin-1",
+                  "utf-16-le": "UTF-16 (little-endian, without a BOM)", "utf-16-be": "UTF-16 (big-endian, without a BOM)"}
 
 
 def csv_format_words(delimiter: str = ",", decimal: str = ".", encoding: str = "utf-8") -> str:
@@ -505,7 +506,7 @@ def csv_format_words(delimiter: str = ",", decimal: str = ".", encoding: str = "
 def writable_encoding(encoding: str, *, frame: pd.DataFrame | None = None, texts: Iterable = ()) -> str:
     """``encoding`` (an input's, as ``decode_text`` names it) when ``frame``'s column names and text cells and
     ``texts`` can all be written in it, else "utf-8-sig": UTF-8 with a BOM, which spreadsheets read as UTF-8."""
-    if encoding in ("utf-8", "utf-8-sig", "utf-16"):  # they write every text
+    if encoding.startswith("utf-"):  # they write every text
         return encoding
     if frame is not None:
         columns = [frame.iloc[:, i] for i in range(frame.shape[1])]
@@ -520,13 +521,35 @@ def writable_encoding(encoding: str, *, frame: pd.DataFrame | None = None, texts
     return encoding
 
 
+def bomless_utf16(sample: bytes) -> str | None:
+    """'utf-16-le' or 'utf-16-be' for text saved in UTF-16 without a byte order mark (as some tools do): the NUL
+    bytes of its mostly ASCII characters all fall at odd (little-endian) or even positions; else None."""
+    even, odd = sample[0::2], sample[1::2]
+    if len(odd) < 2:
+        return None
+    for zeros, other, encoding in ((odd, even, "utf-16-le"), (even, odd, "utf-16-be")):
+        if zeros.count(0) >= len(zeros) / 2 and other.count(0) == 0:
+            return encoding
+    return None
+
+
 def decode_text(data: bytes) -> tuple[str, str]:
-    """(text, encoding): UTF-8 with or without BOM, UTF-16 with BOM, else Latin-1."""
+    """(text, encoding): UTF-8 with or without BOM, UTF-16 with BOM or without (utf-16-le, utf-16-be), else
+    Latin-1."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
             return data.decode("utf-16"), "utf-16"
         except UnicodeDecodeError:
             raise InputError("the file starts like UTF-16 text but cannot be decoded as such") from None
+    utf16 = bomless_utf16(data[:65536])
+    if utf16 is not None:
+        try:
+            text = data.decode(utf16)
+        except UnicodeDecodeError:
+            raise InputError("the file looks like UTF-16 text without a byte order mark but cannot be decoded as "
+                             "such: save it as UTF-8") from None
+        if not re.search("[\x00-\x08\x0e-\x1f]", text[:32768]):  # control characters: binary after all
+            return text, utf16
     if b"\x00" in data[:65536]:
         raise InputError("the file is binary, not a CSV text file")
     if data.startswith(b"\xef\xbb\xbf"):
@@ -605,6 +628,8 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
     notes: list[str] = []
     if encoding == "latin-1":
         notes.append("the file is not valid UTF-8; read as Latin-1")
+    elif encoding in ("utf-16-le", "utf-16-be"):
+        notes.append(f"the file is UTF-16 without a byte order mark; read as {ENCODING_NAMES[encoding]}")
     if not text.strip():
         raise InputError("the CSV file is empty")
     delimiter = sniff_delimiter(text)

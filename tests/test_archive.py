@@ -265,6 +265,16 @@ def test_csv_is_written_in_the_inputs_encoding_where_the_model_allows_it(tmp_pat
     assert released.startswith(b"\xef\xbb\xbfage;bmi;note;sex\r\n") and released.count(b"\xef\xbb\xbf") == 1
 
 
+def test_csv_in_utf16_without_a_byte_order_mark_is_read_and_written_so(table_model, tmp_path, capsys):
+    source = tmp_path / "rows.csv"
+    source.write_bytes(table_frame(12).to_csv(index=False).encode("utf-16-le"))
+    assert run(table_model, source, tmp_path / "out", "--seed", "1") == 0
+    assert ("privatized.csv is written comma-separated, in UTF-16 (little-endian, without a BOM), as rows.csv is"
+            in capsys.readouterr().err)
+    released = pd.read_csv(tmp_path / "out" / "privatized.csv", encoding="utf-16-le")
+    assert len(released) == 12 and list(released.columns) == ["age", "bmi", "note", "sex"]
+
+
 def test_csv_with_decimal_commas_is_read_and_written_so(table_model, tmp_path, capsys):
     frame = table_frame(12)
     source = tmp_path / "rows.csv"

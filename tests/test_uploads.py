@@ -570,6 +570,21 @@ def test_a_download_is_written_in_the_uploads_encoding_where_every_cell_fits_it(
     assert not safe_csv_bytes(utf16.frame, header=False, **utf16.csv_format).startswith(b"\xff\xfe")
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_a_byte_order_mark_is_read_and_written_back_so(encoding):
+    """Such a file was refused as 'the file is binary'."""
+    data = "Ort;Gewicht\r\nKöln;60,5\r\nZürich;70\r\n".encode(encoding)
+    upload = read_csv_upload(data)
+    assert upload.frame["Ort"].tolist() == ["Köln", "Zürich"] and upload.frame["Gewicht"].tolist() == [60.5, 70.0]
+    endian = "little" if encoding == "utf-16-le" else "big"
+    assert f"the file is UTF-16 without a byte order mark; read as UTF-16 ({endian}-endian, without a BOM)" in \
+        upload.notes
+    assert safe_csv_bytes(upload.frame, **upload.csv_format) == \
+        "Ort;Gewicht\r\nKöln;60,5\r\nZürich;70,0\r\n".encode(encoding)
+    with pytest.raises(InputError, match="binary"):  # NUL bytes at both positions: binary, as before
+        read_csv_upload(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100)
+
+
 def test_training_says_which_files_of_an_image_folder_it_left_out(tmp_path, capsys):
     from cadp.data import load_image_folder
 
