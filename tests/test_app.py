@@ -557,6 +557,22 @@ def test_the_downstream_task_predicts_a_kept_condition_by_default():
     assert at.selectbox(key="table_target").value == "group"
 
 
+def test_the_metric_caption_names_kept_conditions_only_when_there_are():
+    """It said "two typical records of the same kept conditions" with no condition kept."""
+    def meaning(at):
+        texts = [c.value for c in at.caption if c.value.startswith("Between two typical records")]
+        assert len(texts) == 1, [c.value for c in at.caption]
+        return texts[0]
+
+    at = page("tabular.py")
+    at.selectbox(key="table_mechanism").set_value("metric").run()
+    assert meaning(clean(at)).startswith("Between two typical records with the same kept conditions (L1")
+    at.radio(key="table_sex_handling").set_value("randomized").run()
+    assert meaning(clean(at)).startswith("Between two typical records with the same condition values (L1")
+    helpers.upload_and_fit(at, kept=())  # a model without conditions: any two records
+    assert meaning(clean(at)).startswith("Between two typical records (L1 distance")
+
+
 def test_uploads_choices_and_releases_outlive_a_page_change():
     at = whole_app()
     at.switch_page("views/tabular.py").run()

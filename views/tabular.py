@@ -245,7 +245,8 @@ def page(loaded) -> None:
     if model is None:
         return
     st.header("3 · Privacy")
-    settings = ui.privacy_controls(model.config, "table", default_epsilon=2, image=False)
+    settings = ui.privacy_controls(model.config, "table", default_epsilon=2, image=False,
+                                   label_kept=all(h.handling == "kept" for h in handlings.values()))
     if loaded is not None and model is loaded.model:  # its evaluation says nothing about a model fitted here
         ui.evaluation_preview(loaded, settings, "table",
                               conditions_kept=all(h.handling == "kept" for h in handlings.values()),
