@@ -49,6 +49,7 @@ from cadp.privatize import NOT_PRIVATE_SEED, privatize
 from cadp.runtime import configure_allocator
 from cadp.train import rows_seen_in_training
 from cadp.uploads import (
+    ENCODING_NAMES,
     IMAGE_SUFFIXES,
     INVERT_CHOICES,
     MAX_IMAGE_BYTES,
@@ -63,6 +64,7 @@ from cadp.uploads import (
     safe_csv_bytes,
     sniff_delimiter,
     to_model_input,
+    writable_encoding,
 )
 
 MANIFEST_NAME = "manifest.csv"
@@ -521,7 +523,8 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
         text = head.decode("utf-16", errors="ignore")
     else:
         try:
-            text, _ = decode_text(head)
+            text, found = decode_text(head)
+            encoding = found if found in ("utf-16-le", "utf-16-be") else encoding  # UTF-16 without a BOM
         except InputError as error:
             raise UsageError(f"{path.name}: {error}") from None
     delimiter = sniff_delimiter(text)
@@ -545,9 +548,16 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     numeric = [spec["name"] for spec in config.data_encoder["columns"] if spec["kind"] == "numeric"]
     text = text_category_columns(config)
     decimal = _decimal_mark(path, delimiter, encoding, columns, numeric)
-    if delimiter != ",":
-        print(f"note: {PRIVATIZED_CSV_NAME} is written {csv_format_words(delimiter, decimal)}, as {path.name} is",
-              file=sys.stderr)
+    # in the input's encoding where every released text fits it: column names, categories (numbers always do)
+    out_encoding = writable_encoding(encoding, texts=[*needed, *(category for spec in config.data_encoder["columns"]
+                                                            + config.condition_encoder["columns"]
+                                                            for category in spec.get("categories") or ())])
+    if out_encoding != encoding:
+        print(f"note: {PRIVATIZED_CSV_NAME} is written {csv_format_words(delimiter, decimal, out_encoding)}: a released "
+              f"value cannot be written in {ENCODING_NAMES[encoding]}, the encoding of {path.name}", file=sys.stderr)
+    elif delimiter != "," or out_encoding != "utf-8":
+        print(f"note: {PRIVATIZED_CSV_NAME} is written {csv_format_words(delimiter, decimal, out_encoding)}, as "
+              f"{path.name} is", file=sys.stderr)
     target = output / PRIVATIZED_CSV_NAME
     first_chunk, written, row_number, seen, filled_rows = True, 0, 0, 0, 0
     # with a condition that is not kept, the input's row order (a file sorted by it) would show through the output's:
@@ -588,7 +598,8 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                     if shuffled:
                         held_frames.append(frame)
                     else:
-                        out.write(safe_csv_bytes(frame, header=first_chunk, delimiter=delimiter, decimal=decimal))
+                        out.write(safe_csv_bytes(frame, header=first_chunk, delimiter=delimiter, decimal=decimal,
+                                                 encoding=out_encoding))
                     if first_chunk:
                         write_guarantee(output, result.guarantee,
                                         SHUFFLED_ROWS_NOTE + _order_from_seed(settings.seed) if shuffled else "")
@@ -618,14 +629,15 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
         finally:
             add_caution(output, training_data_caution(config, path.name, seen))  # an interrupted run's too
             if held_rows:  # an interrupted run's too: the rows released so far are not lost
-                _write_held_rows(out, held_frames, held_rows, settings.seed, manifest, delimiter, decimal)
+                _write_held_rows(out, held_frames, held_rows, settings.seed, manifest, delimiter, decimal,
+                                 out_encoding)
     if filled_rows:
         print(f"warning: {filled_rows} row(s) had empty cells or cells that are not numbers, read as the training "
               f"mean: the preprocessing column of {MANIFEST_NAME} names them", file=sys.stderr)
 
 
 def _write_held_rows(out, frames: list[pd.DataFrame], rows: list[tuple[str, dict]], seed: int | None,
-                     manifest: Manifest, delimiter: str, decimal: str) -> None:
+                     manifest: Manifest, delimiter: str, decimal: str, encoding: str = "utf-8") -> None:
     """Write held released rows in an order drawn at random, and their manifest rows pointing at them.
 
     A run stopped inside a chunk may hold a frame whose manifest rows were not all added: only the rows
@@ -633,7 +645,7 @@ def _write_held_rows(out, frames: list[pd.DataFrame], rows: list[tuple[str, dict
     count = len(rows)
     order = np.random.default_rng(seed).permutation(count)  # seed None: fresh entropy from the OS
     out.write(safe_csv_bytes(pd.concat(frames, ignore_index=True).iloc[:count].iloc[order], delimiter=delimiter,
-                             decimal=decimal))
+                             decimal=decimal, encoding=encoding))
     row_of = np.empty(count, dtype=np.int64)
     row_of[order] = np.arange(1, count + 1)
     for index, (name, cells) in enumerate(rows):

@@ -148,7 +148,9 @@ def downstream_accuracy(original: pd.DataFrame, released: pd.DataFrame, target: 
     features = pd.get_dummies(pd.concat([original, released], keys=["o", "p"]).drop(columns=[target]), dtype=float)
     features = features.replace([np.inf, -np.inf], np.nan).fillna(0.0)  # cells without a finite number count as 0
     features_o, features_p = features.loc["o"].to_numpy(), features.loc["p"].to_numpy()
-    labels_o, labels_p = original[target].astype(str).to_numpy(), released[target].astype(str).to_numpy()
+    # an empty cell is a class of its own (pandas 3 keeps NaN through astype(str), and scikit-learn refuses it)
+    labels_o, labels_p = (frame[target].astype(object).where(frame[target].notna(), "(empty)").astype(str).to_numpy()
+                          for frame in (original, released))
     order = np.random.default_rng(seed).permutation(len(original))
     n_test = max(2, int(round(test_fraction * len(original))))
     test, train = order[:n_test], order[n_test:]

@@ -473,6 +473,10 @@ def table_fit_problems(config, frame: pd.DataFrame, kinds: dict[str, str], condi
             if unseen:
                 problems.append(f"column {name!r} has value(s) the model never saw: {_listed(unseen, 5)} (it knows "
                                 f"{_listed(spec['categories'])})")
+            empty = int(frame[name].isna().sum())
+            if empty and None not in known:  # the encoder has no category for a missing value
+                problems.append(f"column {name!r} has {empty} empty cell(s), a value the model never saw (it knows "
+                                f"{_listed(spec['categories'])})")
     return problems
 
 

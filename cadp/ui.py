@@ -520,13 +520,20 @@ class PrivacySettings:
         return (self.name, self.epsilon, self.seed, self.delta, self.clip_radius, self.temperature)
 
 
-def metric_meaning(config, epsilon_unit: float) -> str:
+def metric_meaning(config, epsilon_unit: float, conditions_kept: bool = True) -> str:
+    """ε·d between two typical records and between nearest neighbours; ``conditions_kept``: whether a table's
+    conditions are kept (released exactly) in this release."""
     distances = getattr(config, "latent_distances", None)
     if distances is None:
         return "This model has no measured latent distances, so ε·d cannot be turned into an ε between records."
     typical, nearest = epsilon_unit * distances.d_typ, epsilon_unit * distances.d_nn
-    group = "class" if getattr(config, "kind", "image") == "image" else "kept conditions"
-    text = (f"Between two typical records of the same {group} (L1 distance d_typ = {distances.d_typ:.3g}): "
+    if getattr(config, "kind", "image") == "image":
+        group = " of the same class"
+    elif not getattr(config, "condition_columns", None):
+        group = ""  # no condition: any two records
+    else:  # not kept: randomized or resampled, at their own cost; the latent's bound is for equal values
+        group = " with the same kept conditions" if conditions_kept else " with the same condition values"
+    text = (f"Between two typical records{group} (L1 distance d_typ = {distances.d_typ:.3g}): "
             f"ε = {readable(typical)}. Between a record and its nearest neighbour (d_nn = {distances.d_nn:.3g}): "
             f"ε = {readable(nearest)}.")
     if nearest > 10:
@@ -538,7 +545,7 @@ def epsilon_meaning(config, name: str, epsilon: float, temperature: float | None
                     image: bool, label_kept: bool) -> str:
     """What the chosen ε means for this mechanism and clip policy, in plain words, under the slider."""
     if name == "metric":
-        return metric_meaning(config, epsilon)
+        return metric_meaning(config, epsilon, label_kept)
     if name == "paper":
         return ("paper scales the whole batch Z by min(1, s / ‖Z‖₁), with s = min(ε/2, 4) and ‖Z‖₁ the largest "
                 "column sum of |Z|, then adds Laplace noise of scale s/ε: a release depends on the records released "
@@ -790,11 +797,13 @@ def evaluation_preview(loaded: hub.LoadedModel, settings: PrivacySettings, key: 
 
 # --------------------------------------------------------------------------- display
 
-def release_terms(result) -> str:
-    """A download's guarantee.txt: the guarantee, and for paper the batch its output depends on."""
+def release_terms(result, caution: str | None = None) -> str:
+    """A download's guarantee.txt: the guarantee, for paper the batch its output depends on, and first a
+    ``caution`` where the guarantee does not fully apply (released rows the model trained on)."""
+    terms = result.guarantee
     if result.mechanism.get("mechanism") == "paper":
-        return f"{result.guarantee} This release ran it on {result.batch_text}."
-    return result.guarantee
+        terms = f"{result.guarantee} This release ran it on {result.batch_text}."
+    return terms if not caution else f"Caution: {caution}\n\n{terms}"
 
 
 def release_facts(result) -> None:

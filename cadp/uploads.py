@@ -7,6 +7,7 @@ message; decoder exceptions (Pillow, pydicom, pandas) never escape.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import random
@@ -16,7 +17,7 @@ import unicodedata
 import warnings
 import zipfile
 import zlib
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -491,22 +492,69 @@ class CsvUpload:
 
     @property
     def csv_format(self) -> dict:
-        """``safe_csv_bytes``'s arguments that write a CSV like this one (delimiter, decimal mark)."""
-        return {"delimiter": self.delimiter, "decimal": self.decimal}
+        """``safe_csv_bytes``'s arguments that write a CSV like this one (delimiter, decimal mark, encoding; the
+        encoding only where ``writable_encoding`` allows it for what is written)."""
+        return {"delimiter": self.delimiter, "decimal": self.decimal, "encoding": self.encoding}
 
 
-def csv_format_words(delimiter: str = ",", decimal: str = ".") -> str:
-    """'semicolon-separated with decimal commas': how a CSV of this format is written."""
-    return f"{DELIMITER_NAMES[delimiter]}-separated" + (" with decimal commas" if decimal == "," else "")
+ENCODING_NAMES = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8 with a BOM", "utf-16": "UTF-16", "latin-1": "Latin-1",
+                  "utf-16-le": "UTF-16 (little-endian, without a BOM)", "utf-16-be": "UTF-16 (big-endian, without a BOM)"}
+
+
+def csv_format_words(delimiter: str = ",", decimal: str = ".", encoding: str = "utf-8") -> str:
+    """'semicolon-separated with decimal commas, in Latin-1': how a CSV of this format is written (plain UTF-8
+    goes unsaid)."""
+    return (f"{DELIMITER_NAMES[delimiter]}-separated" + (" with decimal commas" if decimal == "," else "")
+            + (f", in {ENCODING_NAMES[encoding]}" if encoding != "utf-8" else ""))
+
+
+def writable_encoding(encoding: str, *, frame: pd.DataFrame | None = None, texts: Iterable = ()) -> str:
+    """``encoding`` (an input's, as ``decode_text`` names it) when ``frame``'s column names and text cells and
+    ``texts`` can all be written in it, else "utf-8-sig": UTF-8 with a BOM, which spreadsheets read as UTF-8."""
+    if encoding.startswith("utf-"):  # they write every text
+        return encoding
+    if frame is not None:
+        columns = [frame.iloc[:, i] for i in range(frame.shape[1])]
+        texts = [*texts, *map(str, frame.columns),
+                 *(value for column in columns if not pd.api.types.is_numeric_dtype(column) for value in column)]
+    try:
+        for text in texts:
+            if isinstance(text, str):
+                text.encode(encoding)
+    except UnicodeEncodeError:
+        return "utf-8-sig"
+    return encoding
+
+
+def bomless_utf16(sample: bytes) -> str | None:
+    """'utf-16-le' or 'utf-16-be' for text saved in UTF-16 without a byte order mark (as some tools do): the NUL
+    bytes of its mostly ASCII characters all fall at odd (little-endian) or even positions; else None."""
+    even, odd = sample[0::2], sample[1::2]
+    if len(odd) < 2:
+        return None
+    for zeros, other, encoding in ((odd, even, "utf-16-le"), (even, odd, "utf-16-be")):
+        if zeros.count(0) >= len(zeros) / 2 and other.count(0) == 0:
+            return encoding
+    return None
 
 
 def decode_text(data: bytes) -> tuple[str, str]:
-    """(text, encoding): UTF-8 with or without BOM, UTF-16 with BOM, else Latin-1."""
+    """(text, encoding): UTF-8 with or without BOM, UTF-16 with BOM or without (utf-16-le, utf-16-be), else
+    Latin-1."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
             return data.decode("utf-16"), "utf-16"
         except UnicodeDecodeError:
             raise InputError("the file starts like UTF-16 text but cannot be decoded as such") from None
+    utf16 = bomless_utf16(data[:65536])
+    if utf16 is not None:
+        try:
+            text = data.decode(utf16)
+        except UnicodeDecodeError:
+            raise InputError("the file looks like UTF-16 text without a byte order mark but cannot be decoded as "
+                             "such: save it as UTF-8") from None
+        if not re.search("[\x00-\x08\x0e-\x1f]", text[:32768]):  # control characters: binary after all
+            return text, utf16
     if b"\x00" in data[:65536]:
         raise InputError("the file is binary, not a CSV text file")
     if data.startswith(b"\xef\xbb\xbf"):
@@ -585,6 +633,8 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
     notes: list[str] = []
     if encoding == "latin-1":
         notes.append("the file is not valid UTF-8; read as Latin-1")
+    elif encoding in ("utf-16-le", "utf-16-be"):
+        notes.append(f"the file is UTF-16 without a byte order mark; read as {ENCODING_NAMES[encoding]}")
     if not text.strip():
         raise InputError("the CSV file is empty")
     delimiter = sniff_delimiter(text)
@@ -771,8 +821,8 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
             elif len(values) > IDENTIFIER_MIN_DISTINCT and values.nunique() == len(values) \
                     and pd.api.types.is_integer_dtype(series):
                 notes.append(f"column {name!r} has a different whole number in every row: if it is a record "
-                             "number or an ID, remove it from the file (kept here, it is modeled and released as "
-                             "a number)")
+                             "number or an ID, remove it from the file (a model fitted on this table models it and "
+                             "releases it as a number; a model without this column leaves it out of the release)")
             continue
         numbers = pd.to_numeric(values, errors="coerce")
         numeric_share = 0.0 if name in codes else float(numbers.notna().mean())
@@ -825,13 +875,15 @@ def escape_cell(value):
     return value
 
 
-def safe_csv_bytes(frame: pd.DataFrame, *, header: bool = True, delimiter: str = ",", decimal: str = ".") -> bytes:
-    """UTF-8 CSV (CRLF line ends, RFC 4180) of a frame, safe against spreadsheet formula injection.
+def safe_csv_bytes(frame: pd.DataFrame, *, header: bool = True, delimiter: str = ",", decimal: str = ".",
+                   encoding: str = "utf-8") -> bytes:
+    """CSV (CRLF line ends, RFC 4180) of a frame, safe against spreadsheet formula injection.
 
     Text cells (and column names) starting with =, +, -, @, tab or CR get a
     leading apostrophe; numbers in numeric columns stay numbers (-3 stays -3).
-    ``delimiter`` and ``decimal``: to write as the input was written (``CsvUpload.csv_format``);
-    a decimal comma only with another delimiter.
+    ``delimiter``, ``decimal`` and ``encoding``: to write as the input was written (``CsvUpload.csv_format``;
+    the encoding as ``writable_encoding`` allows it); a decimal comma only with another delimiter. A BOM
+    (utf-8-sig, utf-16) is written with the header row only, so chunks written one after another make one file.
     """
     if decimal == delimiter or decimal not in ".,":
         raise InputError(f"cannot write a CSV separated by {delimiter!r} with the decimal mark {decimal!r}")
@@ -843,5 +895,13 @@ def safe_csv_bytes(frame: pd.DataFrame, *, header: bool = True, delimiter: str =
         columns.append(column.reset_index(drop=True))
     safe = pd.concat(columns, axis=1, ignore_index=True) if columns else pd.DataFrame(index=range(len(frame)))
     safe.columns = [escape_cell(str(name)) for name in frame.columns]
-    return safe.to_csv(index=False, header=header, sep=delimiter, decimal=decimal,
-                       lineterminator="\r\n").encode("utf-8")
+    text = safe.to_csv(index=False, header=header, sep=delimiter, decimal=decimal, lineterminator="\r\n")
+    if encoding == "utf-16":
+        return (codecs.BOM_UTF16_LE if header else b"") + text.encode("utf-16-le")
+    if encoding == "utf-8-sig" and not header:
+        encoding = "utf-8"
+    try:
+        return text.encode(encoding)
+    except UnicodeEncodeError:
+        raise InputError(f"a cell cannot be written in {ENCODING_NAMES.get(encoding, encoding)}: ask "
+                         "writable_encoding for the encoding to write") from None

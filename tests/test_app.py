@@ -515,7 +515,31 @@ def test_tabular_bundled_release():
     assert [d.label for d in downloads(at)] == ["Download privatized CSV", "Download its terms (guarantee.txt)"]
     # only the rows the model did not train on: for the 354 others the guarantee would not cover the model
     assert any("each row of diabetes (held-out rows) (88 rows)" in line and "ε = 2" in line for line in ledger(at))
-    assert any("The 88 rows of diabetes that" in c.value and "354 rows trained it" in c.value for c in at.caption)
+    assert any("The 88 rows of diabetes that the network of tiny-table did not train on" in c.value
+               and "354 rows trained the network" in c.value for c in at.caption)
+    # but the encoder was fitted on all rows: the caption does not imply that these rows shaped nothing
+    assert any("The encoder's column types, levels, ranges and means were computed from all 442 rows of the table, "
+               "these included" in c.value for c in at.caption)
+
+
+def test_a_release_of_rows_the_model_trained_on_says_so_in_its_guarantee_and_terms(media):
+    """The page warned, but the guarantee box and guarantee.txt stated the plain guarantee for every row."""
+    from cadp.data import load_table
+
+    table = load_table("diabetes").frame
+    at = page("tabular.py")
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="table_upload").set_value(("all.csv", table.to_csv(index=False).encode(), "text/csv")).run()
+    at.button(key="table_privatize").click().run()
+    caution = (f"354 of these 442 rows are rows {helpers.TABLE_MODEL} was trained on (without DP): for them the "
+               "guarantee does not cover what the model learned from them.")
+    assert guarantee(clean(at)).startswith(f"Caution: {caution}") and "epsilon = 2" in guarantee(at)
+    terms = media[downloads(at)[1].proto.url.rsplit("/", 1)[-1].split(".")[0]]
+    terms = terms.decode() if isinstance(terms, bytes) else terms
+    assert terms.startswith(f"Caution: {caution}\n\n") and "epsilon = 2" in terms
+    at.radio(key="table_source").set_value("Bundled table (diabetes)").run()  # held-out rows only: no caution
+    at.button(key="table_privatize").click().run()
+    assert "Caution" not in guarantee(clean(at))
 
 
 def test_tabular_preview_for_the_bundled_model_only(monkeypatch):
@@ -607,6 +631,32 @@ def test_tabular_release_scores_are_computed_once_per_release(monkeypatch):
     assert calls == ["sex", "sex"]
 
 
+def test_the_downstream_task_predicts_a_kept_condition_by_default():
+    """On a small table the first column with few values, a number, was the default target (p/o 0.000)."""
+    small = b"\n".join(helpers.small_csv().splitlines()[:19]) + b"\n"  # 18 rows: 'age' has at most 18 values
+    at = page("tabular.py")
+    helpers.upload_and_fit(at, small, kept=("group",))
+    at.button(key="table_privatize").click().run()
+    assert clean(at).selectbox(key="table_target").options[0] == "age"
+    assert at.selectbox(key="table_target").value == "group"
+
+
+def test_the_metric_caption_names_kept_conditions_only_when_there_are():
+    """It said "two typical records of the same kept conditions" with no condition kept."""
+    def meaning(at):
+        texts = [c.value for c in at.caption if c.value.startswith("Between two typical records")]
+        assert len(texts) == 1, [c.value for c in at.caption]
+        return texts[0]
+
+    at = page("tabular.py")
+    at.selectbox(key="table_mechanism").set_value("metric").run()
+    assert meaning(clean(at)).startswith("Between two typical records with the same kept conditions (L1")
+    at.radio(key="table_sex_handling").set_value("randomized").run()
+    assert meaning(clean(at)).startswith("Between two typical records with the same condition values (L1")
+    helpers.upload_and_fit(at, kept=())  # a model without conditions: any two records
+    assert meaning(clean(at)).startswith("Between two typical records (L1 distance")
+
+
 def test_uploads_choices_and_releases_outlive_a_page_change():
     at = whole_app()
     at.switch_page("views/tabular.py").run()
@@ -671,6 +721,30 @@ def test_batch_label_edits_outlive_a_page_change(monkeypatch):
     assert shown[-1] == shown[-2]
 
 
+def test_schema_edits_outlive_a_page_change():
+    """A column type changed in the schema editor reset on returning: its condition was gone, so was the release."""
+    from cadp import ui
+
+    data = helpers.small_csv()
+    at = whole_app()
+    at.switch_page("views/tabular.py").run()
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="table_upload").set_value(("people.csv", data, "text/csv")).run()
+    identity = ui.record_key(repr((ui.record_key(data), ())).encode())
+    # what the data editor sends when the visitor makes 'age' (row 0) categorical
+    at.session_state[f"table_schema_{identity}"] = {"edited_rows": {0: {"type": "categorical"}}, "added_rows": [],
+                                                    "deleted_rows": []}
+    assert "age" in helpers.conditions(clean(at.run())).options
+    helpers.upload_and_fit(at, data, kept=("age",))
+    at.button(key="table_privatize").click().run()
+    released = guarantee(clean(at))
+    at.switch_page("views/home.py").run()
+    at.switch_page("views/tabular.py").run()
+    clean(at)
+    assert "age" in helpers.conditions(at).options and helpers.conditions(at).value == ["age"]
+    assert guarantee(at) == released and len(downloads(at)) == 2
+
+
 def test_tabular_download_is_written_like_the_upload(media):
     text = helpers.small_csv().decode().replace(",", ";")
     text = "\n".join(line.replace(".", ",") for line in text.splitlines()) + "\n"  # 70,4: a decimal comma
@@ -685,6 +759,22 @@ def test_tabular_download_is_written_like_the_upload(media):
     frame = pd.read_csv(io.StringIO(released), sep=";", decimal=",")
     assert len(frame) == 60 and frame["weight"].dtype == np.float64
     assert any("Written semicolon-separated with decimal commas, as the upload was." in c.value for c in at.caption)
+
+
+def test_a_latin1_upload_comes_back_in_latin1(media):
+    """A CSV saved by Excel in Windows-1252 came back UTF-8 without a BOM, 'as the upload was': Excel showed
+    'MÃ¤nnlich'."""
+    rows = ["Geschlecht;Ort;Gewicht"] + [f"{'Männlich' if i % 2 else 'Weiblich'};{'Zürich' if i % 3 else 'Köln'};"
+                                         f"{60 + (i * 7) % 30},{i % 10}" for i in range(60)]
+    at = page("tabular.py")
+    helpers.upload_and_fit(at, data=("\r\n".join(rows) + "\r\n").encode("cp1252"), kept=("Geschlecht",))
+    at.button(key="table_privatize").click().run()
+    released = media[downloads(clean(at))[0].proto.url.rsplit("/", 1)[-1].split(".")[0]]
+    assert b"M\xe4nnlich" in released and "Männlich".encode() not in released
+    assert pd.read_csv(io.BytesIO(released), sep=";", decimal=",", encoding="cp1252")["Ort"].isin(
+        ["Zürich", "Köln"]).all()
+    assert any(c.value == "Written semicolon-separated with decimal commas, in Latin-1, as the upload was."
+               for c in at.caption), [c.value for c in at.caption]
 
 
 def test_a_table_that_does_not_fit_the_model_says_why_and_extra_columns_are_left_out():
@@ -705,6 +795,16 @@ def test_a_table_that_does_not_fit_the_model_says_why_and_extra_columns_are_left
     unseen.loc[unseen.index[0], "sex"] = 3
     warnings = upload(unseen)
     assert any("column 'sex' has value(s) the model never saw: 3 (it knows 1, 2)" in w for w in warnings), warnings
+    empty = held_out.astype(object)
+    empty.loc[empty.index[0], "sex"] = ""  # said to fit, then refused at Privatize
+    warnings = upload(empty)
+    assert any("column 'sex' has 1 empty cell(s), a value the model never saw (it knows 1, 2)" in w
+               for w in warnings), warnings
+    assert not at.success and "Fit a model on this table" in [b.label for b in at.button]
+    at.slider(key="table_steps").set_value(100)
+    at.button[0].click().run()  # fitted here, where an empty cell is a value of its own
+    at.button(key="table_privatize").click().run()
+    assert not errors(clean(at)) and len(downloads(at)) == 2
     assert not any("does not match" in w for w in upload(held_out.head(1)))  # one patient's row: the model's kinds
     extra = held_out.assign(patient_id=range(1000, 1000 + len(held_out)))  # not the model's: left out, not fitted
     assert not any("does not match" in w for w in upload(extra))
@@ -712,6 +812,11 @@ def test_a_table_that_does_not_fit_the_model_says_why_and_extra_columns_are_left
     at.button(key="table_privatize").click().run()
     assert "patient_id" not in clean(at).session_state["table_result"]["result"].privatized_frame.columns
     assert any("patient_id" in c.value for c in at.caption), [c.value for c in at.caption]
+    # the upload's note on the ID-like column agrees with what happened to it (it said "modeled and released")
+    assert any(c.value.startswith("Note: column 'patient_id' has a different whole number in every row") and
+               "a model without this column leaves it out of the release" in c.value for c in at.caption)
+    assert any("left out of the release: 'patient_id'" in c.value for c in at.caption)
+    assert not any("patient_id" in c.value and "modeled and released" in c.value for c in at.caption)
 
 
 def test_tabular_upload_fits_on_the_fly_and_invalid_csv():

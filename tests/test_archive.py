@@ -287,6 +287,39 @@ def test_csv_rows_stream_bad_row_is_listed_and_export_is_formula_safe(table_mode
     assert "\n=" not in text and ";=" not in text
 
 
+def test_csv_is_written_in_the_inputs_encoding_where_the_model_allows_it(tmp_path, capsys):
+    """A Latin-1 CSV came back as UTF-8 without a BOM (spreadsheets showed 'KÃ¶ln')."""
+    from cadp.train import fit_tabular
+
+    frame = table_frame(60).assign(note=np.where(np.arange(60) % 2 == 0, "Köln", "Zürich"))
+    source = tmp_path / "rows.csv"
+    source.write_bytes(frame.to_csv(index=False, sep=";").encode("latin-1"))
+    model = save_model(fit_tabular(frame, ["sex"], steps=5), tmp_path / "model")
+    assert run(model, source, tmp_path / "out", "--seed", "1") == 0
+    assert "privatized.csv is written semicolon-separated, in Latin-1, as rows.csv is" in capsys.readouterr().err
+    released = (tmp_path / "out" / "privatized.csv").read_bytes()
+    assert released.startswith(b"age;bmi;note;sex\r\n") and set(pd.read_csv(
+        io.BytesIO(released), sep=";", encoding="latin-1")["note"]) <= {"Köln", "Zürich"}
+    # a category Latin-1 cannot hold (the model's, not the input's): UTF-8 with a BOM, and the note says why
+    other = frame.assign(note=np.where(np.arange(60) % 2 == 0, "Köln", "Łódź"))
+    model = save_model(fit_tabular(other, ["sex"], steps=5), tmp_path / "other")
+    assert run(model, source, tmp_path / "out2", "--seed", "1") == 0
+    assert ("privatized.csv is written semicolon-separated, in UTF-8 with a BOM: a released value cannot be written "
+            "in Latin-1, the encoding of rows.csv") in capsys.readouterr().err
+    released = (tmp_path / "out2" / "privatized.csv").read_bytes()
+    assert released.startswith(b"\xef\xbb\xbfage;bmi;note;sex\r\n") and released.count(b"\xef\xbb\xbf") == 1
+
+
+def test_csv_in_utf16_without_a_byte_order_mark_is_read_and_written_so(table_model, tmp_path, capsys):
+    source = tmp_path / "rows.csv"
+    source.write_bytes(table_frame(12).to_csv(index=False).encode("utf-16-le"))
+    assert run(table_model, source, tmp_path / "out", "--seed", "1") == 0
+    assert ("privatized.csv is written comma-separated, in UTF-16 (little-endian, without a BOM), as rows.csv is"
+            in capsys.readouterr().err)
+    released = pd.read_csv(tmp_path / "out" / "privatized.csv", encoding="utf-16-le")
+    assert len(released) == 12 and list(released.columns) == ["age", "bmi", "note", "sex"]
+
+
 def test_csv_with_decimal_commas_is_read_and_written_so(table_model, tmp_path, capsys):
     frame = table_frame(12)
     source = tmp_path / "rows.csv"

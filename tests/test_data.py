@@ -15,6 +15,7 @@ from cadp.data import (
     infer_column_kind,
     load_image_dataset,
     load_table,
+    table_fit_problems,
 )
 from cadp.errors import InputError
 from tests.conftest import bundled
@@ -119,6 +120,21 @@ def test_unseen_category_is_a_clear_error():
     encoder = TabularEncoder().fit(pd.DataFrame({"c": ["a", "b"] * 5, "x": np.arange(10.0)}))
     with pytest.raises(InputError, match="unseen"):
         encoder.transform(pd.DataFrame({"c": ["z"], "x": [1.0]}))
+
+
+def test_a_table_with_an_empty_cell_the_model_never_saw_does_not_fit():
+    """An empty categorical cell was said to fit, then refused when the rows were encoded."""
+    from cadp.train import tabular_config
+
+    frame = pd.DataFrame({"c": ["a", "b"] * 20, "x": np.linspace(0, 1, 40), "y": np.linspace(5, 9, 40)})
+    kinds = {"c": "categorical", "x": "numeric", "y": "numeric"}
+    config = tabular_config(frame, ["c"], name="t", dataset="t.csv", kinds=kinds, blocks=1, width=8)
+    assert table_fit_problems(config, frame, kinds, ["c"]) == []
+    holed = frame.assign(c=["a", None, None] + ["b"] * 37)
+    assert table_fit_problems(config, holed, kinds, ["c"]) == [
+        "column 'c' has 2 empty cell(s), a value the model never saw (it knows 'a', 'b')"]
+    with_empty = tabular_config(holed, ["c"], name="t", dataset="t.csv", kinds=kinds, blocks=1, width=8)  # fitted with one: fits
+    assert table_fit_problems(with_empty, holed, kinds, ["c"]) == []
 
 
 def test_encoder_state_survives_json():

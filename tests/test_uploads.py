@@ -554,13 +554,54 @@ def test_numbers_with_a_few_words_are_numbers_and_european_numbers_in_every_form
 
 def test_a_download_is_written_in_the_uploads_format():
     upload = read_csv_upload(b"age;weight;note\n40;70,5;=1+1\n51;82,25;ok\n")
-    assert upload.csv_format == {"delimiter": ";", "decimal": ","}
+    assert upload.csv_format == {"delimiter": ";", "decimal": ",", "encoding": "utf-8"}
     written = safe_csv_bytes(upload.frame, **upload.csv_format).decode()
     assert written == "age;weight;note\r\n40;70,5;'=1+1\r\n51;82,25;ok\r\n"
-    assert read_csv_upload(b"a;b\n1;2\n").csv_format == {"delimiter": ";", "decimal": "."}
-    assert read_csv_upload(b"a,b\n1.5,2\n").csv_format == {"delimiter": ",", "decimal": "."}
+    assert read_csv_upload(b"a;b\n1;2\n").csv_format == {"delimiter": ";", "decimal": ".", "encoding": "utf-8"}
+    assert read_csv_upload(b"a,b\n1.5,2\n").csv_format == {"delimiter": ",", "decimal": ".", "encoding": "utf-8"}
     with pytest.raises(InputError, match="decimal mark ','"):
         safe_csv_bytes(upload.frame, delimiter=",", decimal=",")
+
+
+def test_a_download_is_written_in_the_uploads_encoding_where_every_cell_fits_it():
+    """A Windows-1252/Latin-1 CSV came back as UTF-8 without a BOM: Excel showed 'MÃ¤nnlich'."""
+    from cadp.uploads import csv_format_words, writable_encoding
+
+    upload = read_csv_upload("Ort;Gewicht\r\nKöln;60,5\r\nZürich;70\r\n€-Zone;1\r\n".encode("cp1252"))
+    assert upload.csv_format == {"delimiter": ";", "decimal": ",", "encoding": "latin-1"}
+    assert writable_encoding("latin-1", frame=upload.frame) == "latin-1"
+    written = safe_csv_bytes(upload.frame, **upload.csv_format)
+    assert written == "Ort;Gewicht\r\nKöln;60,5\r\nZürich;70,0\r\n€-Zone;1,0\r\n".encode("cp1252")  # as read
+    assert csv_format_words(**upload.csv_format) == "semicolon-separated with decimal commas, in Latin-1"
+    # a released value Latin-1 cannot hold: UTF-8 with a BOM (spreadsheets read it as UTF-8), never a broken file
+    other = upload.frame.assign(Ort=["Łódź", "Köln", "Köln"])
+    assert writable_encoding("latin-1", frame=other) == "utf-8-sig"
+    assert writable_encoding("latin-1", frame=upload.frame.rename(columns={"Ort": "Miasto Łódź"})) == "utf-8-sig"
+    assert safe_csv_bytes(other, encoding="utf-8-sig").startswith(b"\xef\xbb\xbfOrt,Gewicht\r\n\xc5\x81")
+    with pytest.raises(InputError, match="cannot be written in Latin-1"):
+        safe_csv_bytes(other, encoding="latin-1")
+    # a BOM with the header only: chunks written one after another make one file
+    assert not safe_csv_bytes(other, header=False, encoding="utf-8-sig").startswith(b"\xef\xbb\xbf")
+    utf16 = read_csv_upload("a,b\nä,1\n".encode("utf-16"))
+    assert utf16.csv_format["encoding"] == "utf-16"
+    written = safe_csv_bytes(utf16.frame, **utf16.csv_format)
+    assert written.startswith(b"\xff\xfe") and written.decode("utf-16") == "a,b\r\nä,1\r\n"
+    assert not safe_csv_bytes(utf16.frame, header=False, **utf16.csv_format).startswith(b"\xff\xfe")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_a_byte_order_mark_is_read_and_written_back_so(encoding):
+    """Such a file was refused as 'the file is binary'."""
+    data = "Ort;Gewicht\r\nKöln;60,5\r\nZürich;70\r\n".encode(encoding)
+    upload = read_csv_upload(data)
+    assert upload.frame["Ort"].tolist() == ["Köln", "Zürich"] and upload.frame["Gewicht"].tolist() == [60.5, 70.0]
+    endian = "little" if encoding == "utf-16-le" else "big"
+    assert f"the file is UTF-16 without a byte order mark; read as UTF-16 ({endian}-endian, without a BOM)" in \
+        upload.notes
+    assert safe_csv_bytes(upload.frame, **upload.csv_format) == \
+        "Ort;Gewicht\r\nKöln;60,5\r\nZürich;70,0\r\n".encode(encoding)
+    with pytest.raises(InputError, match="binary"):  # NUL bytes at both positions: binary, as before
+        read_csv_upload(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100)
 
 
 def test_training_says_which_files_of_an_image_folder_it_left_out(tmp_path, capsys):

@@ -31,6 +31,16 @@ def rows_seen_in_training(table_key: str, model: tuple, _config, _frame) -> int 
     return count(_config, _frame)
 
 
+def training_rows_caution(loaded, frame, key: str) -> str | None:
+    """What the release of ``frame`` with the bundled model must say about its rows the model trained on."""
+    config = loaded.config
+    seen = rows_seen_in_training(key, (config.name, config.dataset, config.permutation_seed), config, frame)
+    if not seen:
+        return None
+    return (f"{seen} of these {len(frame)} rows are rows {config.name} was trained on (without DP): for them the "
+            "guarantee does not cover what the model learned from them.")
+
+
 def fitted_models() -> dict:
     """Models fitted on this session's uploads, by content hash (never written to disk, never shared with another
     session); at most 2, and gone with the session."""
@@ -60,9 +70,12 @@ def choose_table(loaded):
     if source != "Upload a CSV":
         table, held_out, trained = bundled_table(loaded.config.dataset, loaded.config.permutation_seed)
         data = held_out.to_csv(index=False).encode()
-        st.caption(f"The {len(held_out)} rows of {table.name} that {loaded.config.name} did not train on. Its other "
-                   f"{trained} rows trained it (without DP) and are not offered: for them the guarantee would not "
-                   f"cover what the model learned. License: {table.license}")
+        st.caption(f"The {len(held_out)} rows of {table.name} that the network of {loaded.config.name} did not "
+                   f"train on. Its other {trained} rows trained the network (without DP) and are not offered: for them "
+                   "the guarantee would not cover what the model learned. The encoder's column types, levels, ranges "
+                   f"and means were computed from all {len(table.frame)} rows of the table, these included, so the "
+                   "model is not wholly independent of them (e.g. a column's lowest or highest value, which bounds "
+                   f"the released numbers, may be one of these rows'). License: {table.license}")
         return (held_out, f"{table.name} (held-out rows)", ui.record_key(data), list(loaded.config.condition_columns),
                 {})
     uploads = ui.kept_uploads("CSV file (header row; comma, semicolon or tab separated)", "table_upload",
@@ -88,8 +101,8 @@ def choose_schema(frame: pd.DataFrame, identity: str, model_kinds: dict[str, str
     inferred; editable."""
     inferred = [model_kinds.get(c) or infer_column_kind(frame[c]) for c in frame.columns]
     schema = pd.DataFrame({"column": list(frame.columns), "inferred": inferred, "type": inferred})
-    edited = st.data_editor(schema, disabled=["column", "inferred"], hide_index=True, key=f"table_schema_{identity}",
-                            column_config={"type": st.column_config.SelectboxColumn(
+    edited = ui.kept_editor(schema, f"table_schema_{identity}", "type", disabled=["column", "inferred"],
+                            hide_index=True, column_config={"type": st.column_config.SelectboxColumn(
                                 "type", options=["numeric", "categorical"], required=True)})
     return dict(zip(edited["column"], edited["type"]))
 
@@ -102,10 +115,9 @@ def model_for(loaded, frame, conditions, kinds, key):
         problems = table_fit_problems(config, frame, kinds, conditions)
         if not problems:
             st.success(f"The table fits the model {config.name}: using it.")
-            seen = rows_seen_in_training(key, (config.name, config.dataset, config.permutation_seed), config, frame)
-            if seen:
-                st.warning(f"{seen} of these {len(frame)} rows are rows {config.name} was trained on (without "
-                           "DP): for them the guarantee does not cover what the model learned from them.")
+            caution = training_rows_caution(loaded, frame, key)
+            if caution:
+                st.warning(caution)
             return loaded.model
     st.warning("This table does not match the chosen model"
                + (f" ({'; '.join(problems)})" if problems else "") + ". To use that model, change the table or "
@@ -142,7 +154,7 @@ def show_result(state) -> None:
     result = state["result"]
     original, released = result.original_frame, result.privatized_frame
     st.markdown("**Guarantee of this release**")
-    st.info(result.guarantee)
+    st.info(result.guarantee if state.get("caution") is None else f"Caution: {state['caution']}\n\n{result.guarantee}")
     ui.release_facts(result)
     for note in result.notes:  # cells read as the training mean, columns left out
         st.caption(f"Note: {note}")
@@ -154,15 +166,23 @@ def show_result(state) -> None:
                    "was fitted on)")
     right.dataframe(highlighted(original.head(shown), released.head(shown)), key="table_released")
     # the downloads before the comparisons below, so that nothing a comparison meets can hide them
-    safe_csv_bytes = ui.require("safe_csv_bytes", "cadp.uploads")
-    csv_format = state["csv_format"]
+    csv_format = {"delimiter": ",", "decimal": ".", "encoding": "utf-8", **state["csv_format"]}
+    uploaded_encoding = csv_format["encoding"]
+    if "written" not in state:  # once per release: in the upload's encoding where every released cell fits it
+        writable_encoding = ui.require("writable_encoding", "cadp.uploads")
+        written = {**csv_format, "encoding": writable_encoding(uploaded_encoding, frame=released)}
+        state["written"] = (ui.require("safe_csv_bytes", "cadp.uploads")(released, **written),
+                            ui.require("csv_format_words", "cadp.uploads")(**written), written["encoding"])
+    data, words, encoding = state["written"]
     left, right = st.columns(2)
-    left.download_button("Download privatized CSV", safe_csv_bytes(released, **csv_format),
-                         file_name="cadp-privatized.csv", mime="text/csv", key="download_csv")
-    right.download_button("Download its terms (guarantee.txt)", ui.release_terms(result) + "\n",
+    left.download_button("Download privatized CSV", data, file_name="cadp-privatized.csv", mime="text/csv",
+                         key="download_csv")
+    right.download_button("Download its terms (guarantee.txt)", ui.release_terms(result, state.get("caution")) + "\n",
                           file_name="cadp-privatized-guarantee.txt", mime="text/plain", key="download_terms")
-    if csv_format.get("delimiter", ",") != ",":
-        words = ui.require("csv_format_words", "cadp.uploads")(**csv_format)
+    if encoding != uploaded_encoding:
+        st.caption(f"Written {words}: a released value cannot be written in "
+                   f"{ui.require('ENCODING_NAMES', 'cadp.uploads')[uploaded_encoding]}, the upload's encoding.")
+    elif csv_format["delimiter"] != "," or encoding != "utf-8":
         st.caption(f"Written {words}, as the upload was.")
     column = st.selectbox("Distribution of", list(original.columns), key=ui.kept("table_distribution_column"))
     # go, not px: ~5 ms instead of ~45 per page run; one bin group, so both tables share their bins
@@ -185,7 +205,13 @@ def show_result(state) -> None:
         st.plotly_chart(heat, key="table_correlation")
     targets = [c for c in original.columns if original[c].nunique() <= 20]
     if targets:
-        target = st.selectbox("Downstream task: predict", targets, key=ui.kept("table_target"))
+        # a kept condition first, then another condition or a category: a number with few values is rarely the task
+        kinds, handlings = dict(state["choices"][0]), dict(state["choices"][1])
+        preferred = [c for c, h in handlings.items() if h.handling == "kept"] + list(handlings) + [
+            c for c in targets if kinds.get(c) == "categorical"]
+        default = next((c for c in preferred if c in targets), targets[0])
+        target = st.selectbox("Downstream task: predict", targets, index=targets.index(default),
+                              key=ui.kept("table_target"))
         scores = state.setdefault("accuracy", {})  # per target, once per release
         if target not in scores:
             scores[target] = compare.downstream_accuracy(original, released, target)
@@ -219,7 +245,8 @@ def page(loaded) -> None:
     if model is None:
         return
     st.header("3 · Privacy")
-    settings = ui.privacy_controls(model.config, "table", default_epsilon=2, image=False)
+    settings = ui.privacy_controls(model.config, "table", default_epsilon=2, image=False,
+                                   label_kept=all(h.handling == "kept" for h in handlings.values()))
     if loaded is not None and model is loaded.model:  # its evaluation says nothing about a model fitted here
         ui.evaluation_preview(loaded, settings, "table",
                               conditions_kept=all(h.handling == "kept" for h in handlings.values()),
@@ -234,7 +261,9 @@ def page(loaded) -> None:
                                condition_handling=handlings, reconstruct=False)
         ui.charge_rows(key, name, result.original_frame, settings.mechanism, sum(h.cost for h in handlings.values()),
                        seeded=settings.seed is not None)
-        st.session_state[RESULT] = {"result": result, "made_of": made_of, "choices": choices, "csv_format": csv_format}
+        bundled = loaded is not None and model is loaded.model  # a model fitted here: its guarantee says so
+        st.session_state[RESULT] = {"result": result, "made_of": made_of, "choices": choices, "csv_format": csv_format,
+                                    "caution": training_rows_caution(loaded, frame, key) if bundled else None}
     state = st.session_state.get(RESULT)
     if state is not None and state["made_of"] == made_of:
         st.header("4 · Release")
