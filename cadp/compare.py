@@ -131,6 +131,36 @@ def correlation_difference(original: pd.DataFrame, released: pd.DataFrame) -> pd
     return released[columns].astype(float).corr() - original[columns].astype(float).corr()
 
 
+def distribution_figure(original: pd.DataFrame, released: pd.DataFrame, column: str):
+    """Overlaid histograms of one column in the original and the released table, on shared bins."""
+    import plotly.graph_objects as go  # go, not px: ~5 ms instead of ~45 per page run
+
+    figure = go.Figure([go.Histogram(x=frame[column], name=name, opacity=0.6, bingroup="table")
+                        for name, frame in (("original", original), ("privatized", released))])
+    figure.update_layout(barmode="overlay", xaxis_title=column, yaxis_title="count", legend_title_text="table")
+    return figure
+
+
+def correlation_figure(difference: pd.DataFrame):
+    """Heat map of ``correlation_difference`` on a fixed -1..1 scale."""
+    import plotly.graph_objects as go
+
+    heat = go.Figure(go.Heatmap(z=difference.values, x=difference.columns, y=difference.index,
+                                colorscale="RdBu", zmid=0, zmin=-1, zmax=1))
+    heat.update_layout(title="Correlation difference (privatized − original)", height=420)
+    return heat
+
+
+def task_columns(frame: pd.DataFrame, kinds: dict[str, str], handlings: dict) -> tuple[list[str], int]:
+    """(columns a downstream classifier can predict: at most 20 values, index of the default one). A kept
+    condition first, then another condition or a category: a number with few values is rarely the task."""
+    targets = [c for c in frame.columns if frame[c].nunique() <= 20]
+    preferred = [c for c, h in handlings.items() if h.handling == "kept"] + list(handlings) + [
+        c for c in targets if kinds.get(c) == "categorical"]
+    default = next((c for c in preferred if c in targets), targets[0] if targets else None)
+    return targets, targets.index(default) if targets else 0
+
+
 def downstream_accuracy(original: pd.DataFrame, released: pd.DataFrame, target: str, *,
                         test_fraction: float = 0.3, seed: int = 0) -> dict[str, float]:
     """Logistic regression predicting ``target``: trained on released rows (p/o) or real rows (o/o),

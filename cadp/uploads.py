@@ -875,6 +875,19 @@ def escape_cell(value):
     return value
 
 
+def release_csv(frame: pd.DataFrame, csv_format: dict) -> tuple[bytes, str, str | None]:
+    """A released table as the upload came (``csv_format``: delimiter, decimal, encoding): (bytes, the format
+    in words, a sentence on why the encoding differs from the upload's, or None). The upload's encoding is kept
+    where every released cell can be written in it, else UTF-8 with a BOM."""
+    chosen = {"delimiter": ",", "decimal": ".", "encoding": "utf-8", **csv_format}
+    uploaded = chosen["encoding"]
+    chosen["encoding"] = writable_encoding(uploaded, frame=frame)
+    words = csv_format_words(**chosen)
+    changed = None if chosen["encoding"] == uploaded else (
+        f"a released value cannot be written in {ENCODING_NAMES[uploaded]}, the upload's encoding")
+    return safe_csv_bytes(frame, **chosen), words, changed
+
+
 def safe_csv_bytes(frame: pd.DataFrame, *, header: bool = True, delimiter: str = ",", decimal: str = ".",
                    encoding: str = "utf-8") -> bytes:
     """CSV (CRLF line ends, RFC 4180) of a frame, safe against spreadsheet formula injection.

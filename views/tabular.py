@@ -1,7 +1,6 @@
 """Tabular privatization: bundled table or uploaded CSV -> schema -> kept columns -> mechanism -> release."""
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from cadp import compare, ui
@@ -166,30 +165,20 @@ def show_result(state) -> None:
                    "was fitted on)")
     right.dataframe(highlighted(original.head(shown), released.head(shown)), key="table_released")
     # the downloads before the comparisons below, so that nothing a comparison meets can hide them
-    csv_format = {"delimiter": ",", "decimal": ".", "encoding": "utf-8", **state["csv_format"]}
-    uploaded_encoding = csv_format["encoding"]
-    if "written" not in state:  # once per release: in the upload's encoding where every released cell fits it
-        writable_encoding = ui.require("writable_encoding", "cadp.uploads")
-        written = {**csv_format, "encoding": writable_encoding(uploaded_encoding, frame=released)}
-        state["written"] = (ui.require("safe_csv_bytes", "cadp.uploads")(released, **written),
-                            ui.require("csv_format_words", "cadp.uploads")(**written), written["encoding"])
-    data, words, encoding = state["written"]
+    if "written" not in state:  # once per release
+        state["written"] = ui.require("release_csv", "cadp.uploads")(released, state["csv_format"])
+    data, words, changed = state["written"]
     left, right = st.columns(2)
     left.download_button("Download privatized CSV", data, file_name="cadp-privatized.csv", mime="text/csv",
                          key="download_csv")
     right.download_button("Download its terms (guarantee.txt)", ui.release_terms(result, state.get("caution")) + "\n",
                           file_name="cadp-privatized-guarantee.txt", mime="text/plain", key="download_terms")
-    if encoding != uploaded_encoding:
-        st.caption(f"Written {words}: a released value cannot be written in "
-                   f"{ui.require('ENCODING_NAMES', 'cadp.uploads')[uploaded_encoding]}, the upload's encoding.")
-    elif csv_format["delimiter"] != "," or encoding != "utf-8":
+    if changed is not None:
+        st.caption(f"Written {words}: {changed}.")
+    elif words != "comma-separated":
         st.caption(f"Written {words}, as the upload was.")
     column = st.selectbox("Distribution of", list(original.columns), key=ui.kept("table_distribution_column"))
-    # go, not px: ~5 ms instead of ~45 per page run; one bin group, so both tables share their bins
-    figure = go.Figure([go.Histogram(x=frame[column], name=name, opacity=0.6, bingroup="table")
-                        for name, frame in (("original", original), ("privatized", released))])
-    figure.update_layout(barmode="overlay", xaxis_title=column, yaxis_title="count", legend_title_text="table")
-    st.plotly_chart(figure, key="table_histogram")
+    st.plotly_chart(compare.distribution_figure(original, released, column), key="table_histogram")
     if "correlation" not in state:  # once per release, not on every rerun of the page
         try:
             state["correlation"] = compare.correlation_difference(original, released)
@@ -199,19 +188,10 @@ def show_result(state) -> None:
     if isinstance(difference, str):
         st.caption(difference)
     else:
-        heat = go.Figure(go.Heatmap(z=difference.values, x=difference.columns, y=difference.index,
-                                    colorscale="RdBu", zmid=0, zmin=-1, zmax=1))
-        heat.update_layout(title="Correlation difference (privatized − original)", height=420)
-        st.plotly_chart(heat, key="table_correlation")
-    targets = [c for c in original.columns if original[c].nunique() <= 20]
+        st.plotly_chart(compare.correlation_figure(difference), key="table_correlation")
+    targets, default = compare.task_columns(original, dict(state["choices"][0]), dict(state["choices"][1]))
     if targets:
-        # a kept condition first, then another condition or a category: a number with few values is rarely the task
-        kinds, handlings = dict(state["choices"][0]), dict(state["choices"][1])
-        preferred = [c for c, h in handlings.items() if h.handling == "kept"] + list(handlings) + [
-            c for c in targets if kinds.get(c) == "categorical"]
-        default = next((c for c in preferred if c in targets), targets[0])
-        target = st.selectbox("Downstream task: predict", targets, index=targets.index(default),
-                              key=ui.kept("table_target"))
+        target = st.selectbox("Downstream task: predict", targets, index=default, key=ui.kept("table_target"))
         scores = state.setdefault("accuracy", {})  # per target, once per release
         if target not in scores:
             scores[target] = compare.downstream_accuracy(original, released, target)
