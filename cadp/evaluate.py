@@ -43,7 +43,14 @@ from cadp.mechanisms import (
     new_generator,
 )
 from cadp.models import ImageCINN, TabularCINN
-from cadp.train import evaluate_bits_per_dim, recorded_command, resolve_device, sample_recognition, split_table
+from cadp.train import (
+    condition_groups,
+    evaluate_bits_per_dim,
+    recorded_command,
+    resolve_device,
+    sample_recognition,
+    split_table,
+)
 
 DEFAULT_EPSILONS = (0.5, 1, 2, 3, 6, 10, 100, 1000, 10000)
 DEFAULT_MECHANISMS = ("laplace", "gaussian", "metric", "paper")
@@ -316,34 +323,48 @@ def distinguishing_audit(model, record_a, record_b, condition, mechanism: Mechan
 
 # --------------------------------------------------------------------------- re-identification
 
-def _nearest_rate(originals: torch.Tensor, releases: torch.Tensor, norm: int = 2) -> float:
+def _nearest_rate(originals: torch.Tensor, releases: torch.Tensor, norm: int = 2,
+                  groups: torch.Tensor | None = None) -> float:
     originals = torch.as_tensor(originals).reshape(len(originals), -1).double()
     releases = torch.as_tensor(releases).reshape(len(releases), -1).double()
-    nearest = torch.cat([torch.cdist(releases[s:s + 1000], originals, p=norm).argmin(1)
-                         for s in range(0, len(releases), 1000)])
-    return float((nearest == torch.arange(len(releases))).double().mean())
+    nearest = []
+    for start in range(0, len(releases), 1000):
+        distances = torch.cdist(releases[start:start + 1000], originals, p=norm)
+        if groups is not None:  # only originals with the condition released with it
+            distances[groups[start:start + 1000, None] != groups[None, :]] = math.inf
+        nearest.append(distances.argmin(1))
+    return float((torch.cat(nearest) == torch.arange(len(releases))).double().mean())
 
 
 @torch.inference_mode()
 def reidentification(originals_pixels, releases_pixels, *, latents_original=None,
-                     latents_released=None, latent_norm: int = 2) -> dict:
+                     latents_released=None, latent_norm: int = 2, conditions=None) -> dict:
     """Top-1 re-identification: release i is matched to its nearest original (L2 in pixel or data space).
 
-    Returns {"pixel": rate, "latent": rate or None, "chance": 1/N, "n": N}. The latent attacker has the
-    model: it matches each released latent to the nearest of ``latents_original`` in the ``latent_norm``.
-    For a mechanism's releases pass the originals' centers (``release_centers``) and the mechanism's
-    ``likelihood_norm``: the nearest center is then the most likely source (the maximum-likelihood attacker;
-    the unclipped latents would be a weaker reference, up to 25x fewer matches at epsilon 100).
+    Returns {"pixel": rate, "latent": rate or None, "chance": 1/N, "chance_given_condition": rate or None,
+    "n": N}. The latent attacker has the model: it matches each released latent to the nearest of
+    ``latents_original`` in the ``latent_norm``. For a mechanism's releases pass the originals' centers
+    (``release_centers``) and the mechanism's ``likelihood_norm``. ``conditions`` (one value per record: its
+    kept label or condition group, released exactly with it) restricts both attackers to the originals that
+    share it; the nearest center among them is then the most likely source (the maximum-likelihood attacker),
+    and "chance_given_condition" the rate of a guess among them (mean of 1 / the size of a record's group).
     """
     if len(originals_pixels) != len(releases_pixels) or len(originals_pixels) == 0:
         raise InputError(f"need as many releases as originals (> 0), got {len(originals_pixels)} "
                          f"and {len(releases_pixels)}")
     count = len(originals_pixels)
+    groups, given = None, None
+    if conditions is not None:
+        groups = torch.as_tensor(np.asarray(conditions)).reshape(-1)[:count]
+        if len(groups) != count:
+            raise InputError(f"need one condition per record, got {len(groups)} for {count}")
+        sizes = (groups[:, None] == groups[None, :]).sum(1).double()
+        given = float((1 / sizes).mean())
     latent = None
     if latents_original is not None and latents_released is not None:
-        latent = _nearest_rate(latents_original, latents_released, latent_norm)
-    return {"pixel": _nearest_rate(originals_pixels, releases_pixels), "latent": latent,
-            "chance": 1.0 / count, "n": count}
+        latent = _nearest_rate(latents_original, latents_released, latent_norm, groups)
+    return {"pixel": _nearest_rate(originals_pixels, releases_pixels, 2, groups), "latent": latent,
+            "chance": 1.0 / count, "chance_given_condition": given, "n": count}
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -427,9 +448,10 @@ def sweep_mechanism(name: str, epsilon: float, delta: float = DEFAULT_DELTA) -> 
     return make_mechanism(name, epsilon)
 
 
-REID_LATENT_TEXT = ("released latent M(z) matched to the nearest of the originals' centers (their clipped latents; "
-                    "paper: the scaled batch; metric: the latents) in the noise's norm (L1 Laplace, L2 Gaussian): "
-                    "the maximum-likelihood attacker with the model")
+REID_LATENT_TEXT = ("released latent M(z) matched to the nearest of the centers (clipped latents; paper: the scaled "
+                    "batch; metric: the latents) of the originals with the condition released with it (the kept "
+                    "label), in the noise's norm (L1 Laplace, L2 Gaussian): the maximum-likelihood attacker with "
+                    "the model")
 
 METHOD_LABELS = {
     "laplace": "CADP Laplace (eps-LDP, temperature 0.7)",
@@ -610,7 +632,8 @@ def _image_sweep(loaded, model: ImageCINN, *, epsilons, mechanisms, seeds, n_tra
                 attacker = (test_latents, 2)
             references, norm = attacker
             reid = reidentification(test_pixels[:n_reid], test_release[:n_reid], latents_original=references[:n_reid],
-                                    latents_released=released_latents[:n_reid], latent_norm=norm)
+                                    latents_released=released_latents[:n_reid], latent_norm=norm,
+                                    conditions=test_labels[:n_reid])  # the label is released with each image
             p_o.append(accuracy_po)
             p_p.append(accuracy_pp)
             ssim.append(quality[0])
@@ -686,11 +709,14 @@ def _image_sweep(loaded, model: ImageCINN, *, epsilons, mechanisms, seeds, n_tra
                      "paper_batch_size": paper_batch,
                      "subsets": "seeded permutations (0: training, 1: test) of the model's dataset splits",
                      "reid_latent": REID_LATENT_TEXT + "; baselines: their releases encoded with the model and "
-                                    "the true label, matched to the original latents (L2)",
+                                    "the true label, matched to the original latents of that label (L2)",
+                     "reid_pixel": "released image matched to the nearest original image with the same label (L2)",
                      "guarantee": "all CADP epsilons are local (per record); metric is per unit of L1 latent distance"},
         "epsilons": epsilons,
         "reference": {"o/o": {"mean": float(np.mean(reference)), "std": _spread(reference)}},
         "chance": 1.0 / n_reid,
+        "chance_given_condition": reidentification(test_pixels[:n_reid], test_pixels[:n_reid],
+                                                   conditions=test_labels[:n_reid])["chance_given_condition"],
         "methods": methods,
     }
 
@@ -787,6 +813,7 @@ def _tabular_sweep(loaded, model: TabularCINN, *, epsilons, mechanisms, seeds, n
     _report(progress, 0.0, f"encoding {len(train)} training and {len(test)} test rows once")
     train_latents = _encode(model, train_rows, train_condition)
     test_latents = _encode(model, test_rows, test_condition)
+    test_groups = condition_groups(test_condition)  # the kept conditions are released with each row
     units = len(seeds) * (1 + len(mechanisms) * len(epsilons))
     done = [0]
 
@@ -847,7 +874,7 @@ def _tabular_sweep(loaded, model: TabularCINN, *, epsilons, mechanisms, seeds, n
                 centers = release_centers(mechanism, test_latents, batch)
                 reid = reidentification(test_rows[:n_reid], features(released_test)[:n_reid],
                                         latents_original=centers[:n_reid], latents_released=noisy_test[:n_reid],
-                                        latent_norm=mechanism.likelihood_norm)
+                                        latent_norm=mechanism.likelihood_norm, conditions=test_groups[:n_reid])
                 row["reid_data"].append(reid["pixel"])
                 row["reid_latent"].append(reid["latent"])
                 step(f"{name} epsilon {epsilon:g}, seed {seed}")
@@ -878,7 +905,8 @@ def _tabular_sweep(loaded, model: TabularCINN, *, epsilons, mechanisms, seeds, n
                      if task else None, "classifiers": "p/o: logistic regression; p/o_gb: gradient boosting (sklearn)",
                      "temperature": AUDIT_TEMPERATURE, "delta": DEFAULT_DELTA,
                      "paper_batch_size": PAPER_DEFAULT_BATCH * 8,
-                     "reid_data": "released row matched to the nearest original test row (encoded, L2)",
+                     "reid_data": "released row matched to the nearest original test row with the same kept "
+                                  "conditions (encoded, L2)",
                      "reid_latent": REID_LATENT_TEXT,
                      "fidelity": "ks: mean KS over numeric columns; tvd: mean total variation over categorical "
                                  "columns; corr_diff: mean |corr(real) - corr(released)| over pairs of encoded columns (a column "
@@ -889,6 +917,8 @@ def _tabular_sweep(loaded, model: TabularCINN, *, epsilons, mechanisms, seeds, n
         "epsilons": epsilons,
         "reference": reference,
         "chance": 1.0 / n_reid,
+        "chance_given_condition": reidentification(test_rows[:n_reid], test_rows[:n_reid],
+                                                   conditions=test_groups[:n_reid])["chance_given_condition"],
         "methods": methods,
     }
 

@@ -498,14 +498,14 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
     if progress is not None:
         progress(1.0, best_loss if n_valid else last_loss)  # (no validation split below 50 rows)
     latents = encode_all(model, rows, condition)
-    groups = _condition_groups(condition)
+    groups = condition_groups(condition)
     model.config.latent_distances = measure_latent_distances(latents, groups)
     model.fit_record = {"steps": steps_run, "epochs": steps_run * min(batch_size, len(train)) / max(len(train), 1),
                         "last_train_loss": last_loss}  # what ran (a time budget can stop it early)
     return model
 
 
-def _condition_groups(condition: torch.Tensor) -> torch.Tensor:
+def condition_groups(condition: torch.Tensor) -> torch.Tensor:
     """A group index per row: rows with the same encoded conditions (missing values included) share one."""
     if condition.shape[1] == 0:
         return torch.zeros(len(condition), dtype=torch.int64)
@@ -597,7 +597,7 @@ def train_tabular_model(args) -> None:
     # distances are measured on held-out rows
     test_condition = model.condition_encoder.transform(test)
     latents = encode_all(model, model.data_encoder.transform(test), test_condition)
-    model.config.latent_distances = measure_latent_distances(latents, _condition_groups(test_condition))
+    model.config.latent_distances = measure_latent_distances(latents, condition_groups(test_condition))
     nll = tabular_test_nll(model, test)
     ran = model.fit_record
     report = TrainingReport(ran["steps"], ran["epochs"], seconds, device_description(torch.device("cpu")),

@@ -170,7 +170,7 @@ def test_reidentification_of_exact_copies_is_certain():
     originals = torch.rand(40, 1, 8, 8) * 255
     result = reidentification(originals, originals.clone(), latents_original=originals.reshape(40, -1),
                               latents_released=originals.reshape(40, -1))
-    assert result == {"pixel": 1.0, "latent": 1.0, "chance": 1 / 40, "n": 40}
+    assert result == {"pixel": 1.0, "latent": 1.0, "chance": 1 / 40, "chance_given_condition": None, "n": 40}
 
 
 def test_reidentification_of_unrelated_releases_is_near_chance():
@@ -195,6 +195,21 @@ def test_the_latent_attacker_matches_releases_to_the_originals_clipped_latents()
                                latents_released=releases, latent_norm=mechanism.likelihood_norm)["latent"]
     unclipped = reidentification(pixels, pixels, latents_original=latents, latents_released=releases)["latent"]
     assert clipped > 0.9 and unclipped < 0.5
+
+
+def test_the_attackers_use_the_label_released_with_each_record():
+    """The label is released exactly: an attacker matches a release only to the originals with that label. Two
+    classes of four records each, releases of an original plus noise that makes it nearer to a record of the
+    other class: with the label the attackers find them all, without it none."""
+    originals = torch.tensor([[0.0], [10.0], [20.0], [30.0], [1.0], [11.0], [21.0], [31.0]])
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    releases = originals + torch.tensor([[0.9], [0.9], [0.9], [0.9], [-0.9], [-0.9], [-0.9], [-0.9]])
+    blind = reidentification(originals, releases, latents_original=originals, latents_released=releases)
+    given = reidentification(originals, releases, latents_original=originals, latents_released=releases,
+                             conditions=labels)
+    assert blind["pixel"] == blind["latent"] == 0.0 and blind["chance_given_condition"] is None
+    assert given["pixel"] == given["latent"] == 1.0
+    assert given["chance"] == 1 / 8 and given["chance_given_condition"] == 1 / 4
 
 
 def test_reidentification_needs_matching_counts():
