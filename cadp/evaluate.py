@@ -138,7 +138,8 @@ class AuditResult:
     @property
     def verdict(self) -> str | None:
         """Whether the audit could disprove the claim, and did: a claim at or above the ceiling passes whatever the
-        code does, so it is "not testable" rather than "within the claim". None for paper (no claim)."""
+        code does, so it is "not testable" rather than a pass. A pass is no proof: a gaussian with half its noise
+        passes at 10,000 releases (the test's power is limited). None for paper (no claim)."""
         if self.claimed_epsilon is None:
             return None
         if self.exceeds_claim:
@@ -146,7 +147,7 @@ class AuditResult:
         if self.claimed_epsilon >= self.provable_ceiling:
             return (f"not testable: {self.releases:,} releases can show at most epsilon "
                     f"{self.provable_ceiling:.2f}, below the claim")
-        return "within the claim"
+        return "no violation found (the bound is at or below the claim)"
 
     def to_dict(self) -> dict:
         values = {**asdict(self), "provable_ceiling": self.provable_ceiling, "verdict": self.verdict}

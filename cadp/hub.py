@@ -486,6 +486,11 @@ def _download(repo_id: str, revision: str, *, cache_dir: str | Path | None, endp
         except _transport_errors() as error:
             raise _HubUnavailable(f"Hub unreachable while downloading {name}: {_short(error)}") from None
 
+    for path in paths:  # a listing without sizes (a mirror may omit them) is checked here, before anything reads it
+        limit = max_weights_bytes() if path.name == WEIGHTS_NAME else MAX_FILE_BYTES
+        if path.stat().st_size > limit:
+            raise ModelError(f"Hub repo {where}: {path.name} has {path.stat().st_size:,} bytes, more than the "
+                             f"{limit:,} this app reads for a model file")
     snapshots = {path.parent for path in paths}
     if len(snapshots) != 1:
         raise ModelError(f"Hub repo {where} changed while downloading; load it again")
@@ -604,7 +609,14 @@ def space_files(root: Path | str = REPO_ROOT) -> list[str]:
         shown = ", ".join(line[3:] for line in changed[:5]) + (", ..." if len(changed) > 5 else "")
         raise ModelError(f"{len(changed)} tracked file(s) have uncommitted changes ({shown}): commit or stash "
                          "them first, so that the Space holds exactly one commit's files")
-    files = sorted(name for name in git("ls-files", "-z").split("\0") if name)
+    entries = [line.split("\t", 1) for line in git("ls-files", "-s", "-z").split("\0") if line]
+    files = sorted(name for _, name in entries)
+    # upload_folder takes the names as glob patterns and reads the working tree: a link would upload its target
+    # (perhaps outside the checkout), a name with * ? [ ] would upload untracked files that match it
+    odd = [name for info, name in entries if not info.startswith("100") or any(c in name for c in "*?[]")]
+    if odd:
+        raise ModelError(f"tracked path(s) {odd[:5]} are links, submodules or hold * ? [ ]: a Space is deployed "
+                         "from plain files with plain names only")
     if "README.md" not in files or "Dockerfile" not in files:
         raise ModelError(f"{root} has no committed README.md and Dockerfile: not a checkout of this app")
     return files

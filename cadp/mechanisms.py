@@ -543,7 +543,8 @@ def randomized_response(values: torch.Tensor, k: int, epsilon: float,
     change_below = max(math.ceil(tail / (1 + tail) * (1 + 1e-12) * 2.0 ** 53), 1) / 2.0 ** 53
     keep = torch.rand(values.shape, generator=generator, dtype=torch.float64) >= change_below
     shift = torch.from_numpy(1 + uniform_index(values.numel(), k - 1, generator)).reshape(values.shape)
-    return torch.where(keep, values, (values + shift.to(values.dtype)) % k)
+    other = ((values.long() + shift) % k).to(values.dtype)  # in int64: a uint8 sum would wrap at 256
+    return torch.where(keep, values, other)
 
 
 def uniform_index(count: int, n: int, generator: torch.Generator | None = None) -> np.ndarray:

@@ -114,6 +114,7 @@ class HubServer:
         self.requests: list[tuple[str, str]] = []
         self.failing_status: int | None = None  # answer every request with this status (a Hub outage)
         self.refuse_lfs_uploads = False  # answer LFS uploads with 403 (an expired upload URL)
+        self.omit_sizes = False  # list files without their sizes (as a mirror may)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -263,8 +264,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         files = repo.commits[commit]
         self._json({"id": repo_id, "modelId": repo_id, "author": repo_id.split("/")[0], "sha": commit,
                     "private": False, "disabled": False, "gated": False, "tags": [],
-                    "siblings": [{"rfilename": path, "size": len(content)} for path, content in sorted(files.items())]},
-                   send_body)
+                    "siblings": [{"rfilename": path, **({} if self.server_state.omit_sizes else {"size": len(content)})}
+                                 for path, content in sorted(files.items())]}, send_body)
 
     def _tree(self, repos: dict[str, Repo], repo_id: str, revision: str, prefix: str, send_body: bool) -> None:
         found = self._lookup(repos, repo_id, revision, send_body)

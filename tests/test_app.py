@@ -883,7 +883,7 @@ def test_audit_page_runs_and_plots_the_claim_line():
     table = at.dataframe[0].value
     assert list(table["claimed"]) == [1.0] and table["lower_bound"].notna().all()
     assert set(table["model"]) == {at.selectbox(key="model_choice").value}
-    assert list(table["records"]) == ["the worst-case latents"] and list(table["verdict"]) == ["within the claim"]
+    assert list(table["records"]) == ["the worst-case latents"] and list(table["verdict"]) == ["no violation found (the bound is at or below the claim)"]
     at.multiselect(key="audit_epsilons").set_value([10])  # above what 200 releases can show: passes, proves nothing
     at.button[0].click().run()
     table = clean(at).dataframe[0].value

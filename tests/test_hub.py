@@ -371,6 +371,16 @@ def test_a_hub_file_larger_than_the_limit_is_never_downloaded(served, cache, mon
     assert not [path for _, path in served.requests if "/resolve/" in path]
 
 
+def test_a_hub_file_over_the_limit_is_refused_before_it_is_read_when_the_listing_has_no_sizes(served, cache,
+                                                                                               monkeypatch):
+    served.omit_sizes = True
+    monkeypatch.setattr(hub, "MAX_FILE_BYTES", 1000)  # config.json is larger
+    monkeypatch.setattr(hub, "read_config", lambda folder: pytest.fail("config.json was read"))
+    with pytest.raises(ModelError, match=f"Hub repo {REPO}@main: config.json has [\\d,]+ bytes, more than the "
+                                         "1,000 this app reads for a model file"):
+        hub.load_model(REPO, cache_dir=cache, endpoint=served.url)
+
+
 # --------------------------------------------------------------------------- folders, push, CLI
 
 def test_local_folder_loads_with_folder_origin(model_folders):
@@ -528,6 +538,22 @@ def test_space_deploy_refuses_uncommitted_changes_a_broken_model_and_a_non_check
     with pytest.raises(ModelError, match="is not a git checkout of this app"):
         hub.push_space("tester/app", root=tmp_path / "elsewhere", dry_run=True)
     assert served.requests == []
+
+
+@pytest.mark.parametrize("add", ["link", "glob"])
+def test_space_deploy_refuses_a_tracked_link_or_a_name_that_is_a_pattern(app_checkout, tmp_path, add):
+    """upload_folder reads the working tree by pattern: a link would upload its target, sample[1].csv an
+    untracked sample1.csv."""
+    if add == "link":
+        (tmp_path / "outside.txt").write_text("not part of the app\n")
+        (app_checkout / "notes.txt").symlink_to(tmp_path / "outside.txt")
+        git(app_checkout, "add", "notes.txt")
+    else:
+        (app_checkout / "sample[1].csv").write_text("a\n1\n")
+        git(app_checkout, "add", "sample[1].csv")
+    git(app_checkout, "commit", "-q", "-m", add)
+    with pytest.raises(ModelError, match=r"are links, submodules or hold \* \? \[ \]"):
+        hub.push_space("tester/app", root=app_checkout, dry_run=True)
 
 
 def test_cli_space_dry_run_lists_the_files(app_checkout, monkeypatch, capsys):

@@ -329,6 +329,8 @@ def test_the_other_value_is_drawn_exactly_uniformly(monkeypatch):
     monkeypatch.undo()
     drawn = np.bincount(mechanisms.uniform_index(60_000, 3, new_generator(0)), minlength=3) / 60_000
     assert np.abs(drawn - 1 / 3).max() < 0.01
+    small = randomized_response(torch.full((20_000,), 199, dtype=torch.uint8), 200, 0.1, new_generator(1))
+    assert small.dtype == torch.uint8 and len(small.unique()) == 200  # no wrap at 256: every other value occurs
 
 
 def test_resampled_condition_ignores_the_record():

@@ -98,9 +98,10 @@ def page(loaded) -> None:
         description = "the worst-case latents"
         st.caption("Two latents built so that the mechanism loses the most privacy between them (laplace, gaussian: "
                    "they clip to opposite ends of one axis, 2R apart, the sensitivity; paper: opposite corners of "
-                   "its clip). Every latent is the encoding of some record, so this is the audit with the most "
-                   "power: a mechanism with too little noise fails it first. Two real records are usually far "
-                   "less separated after clipping, and an audit of them can pass broken code.")
+                   "its clip). Every latent is the encoding of some record, so this pair gives the audit the most "
+                   "power it can have. That power is limited: at 10,000 releases a laplace mechanism with half its "
+                   "noise fails at ε = 1, a gaussian with half its noise passes. Two real records are usually far "
+                   "less separated after clipping, and an audit of them passes broken code more easily.")
     else:
         record_a, record_b, condition, description = choose_records(loaded)
     with st.form("audit_form"):
