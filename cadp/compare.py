@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import unicodedata
 import zipfile
 
 import numpy as np
@@ -76,8 +77,9 @@ def release_tag(mechanism, seeded: bool = False) -> str:
 
 
 def _name_part(text: str) -> str:
-    """``text`` as part of a file name: letters, digits and ``._-`` only (``T-shirt/top`` -> ``T-shirt-top``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+    """``text`` as part of a file name: letters (any script), digits and ``._-`` only (``T-shirt/top`` ->
+    ``T-shirt-top``, ``Lungenentzündung`` stays)."""
+    return re.sub(r"[^\w.-]+", "-", unicodedata.normalize("NFC", text)).strip("-._")
 
 
 def released_name(name: str, index: int, copy_name: bool = True, tag: str = "not-private",
@@ -90,7 +92,7 @@ def released_name(name: str, index: int, copy_name: bool = True, tag: str = "not
     if copy_name:
         parts.append(_name_part(name.rsplit("/", 1)[-1].rsplit(".", 1)[0]) or "image")
     if label is not None:
-        parts.append(f"label-{_name_part(label) or 'other'}")
+        parts.append(f"label-{_name_part(label) or 'x' + label.encode().hex()[:16]}")  # never a word like a class
     return "-".join(parts + [tag]) + ".png"
 
 

@@ -878,6 +878,9 @@ def image_records_from_uploads(files, *, image_size: int, channels: int, invert:
     for file in files:
         data = file.getvalue()
         key = (record_key(data), file.name, image_size, channels, invert)
+        if key in kept:  # the same file added twice: its images once (two entries of one key would evict each other)
+            problems.append(f"{file.name}: the same file is in the upload twice; its images are read once")
+            continue
         left = budget - spent
         prepared = kept.get(key) or cache.get(key)
         # a file read whole under a larger budget is the same under this one if it fits; a cut one only at its cut

@@ -527,13 +527,16 @@ def writable_encoding(encoding: str, *, frame: pd.DataFrame | None = None, texts
 
 
 def bomless_utf16(sample: bytes) -> str | None:
-    """'utf-16-le' or 'utf-16-be' for text saved in UTF-16 without a byte order mark (as some tools do): the NUL
-    bytes of its mostly ASCII characters all fall at odd (little-endian) or even positions; else None."""
+    """'utf-16-le' or 'utf-16-be' for text saved in UTF-16 without a byte order mark (as some tools do), else None.
+
+    The NUL high bytes of its ASCII characters (digits, separators and line ends: every CSV has some, Cyrillic or
+    Chinese ones too) fall at odd (little-endian) or even positions; a few characters such as U+3000 or U+0100
+    put a NUL at the other. ``decode_text`` then refuses what decodes to control characters (binary files)."""
     even, odd = sample[0::2], sample[1::2]
     if len(odd) < 2:
         return None
     for zeros, other, encoding in ((odd, even, "utf-16-le"), (even, odd, "utf-16-be")):
-        if zeros.count(0) >= len(zeros) / 2 and other.count(0) == 0:
+        if zeros.count(0) >= 0.1 * len(zeros) and other.count(0) <= 0.01 * len(other):
             return encoding
     return None
 

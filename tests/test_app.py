@@ -341,6 +341,10 @@ def test_moving_a_widget_does_not_decode_the_uploaded_images_again(monkeypatch):
     at.file_uploader(key="image_upload").set_value([files[0]]).run()  # the ZIP removed: its images are dropped
     assert len(decoded) == 6 and "Preprocessing (1 image)" in [e.label for e in clean(at).expander]
     assert len(at.session_state["image_upload_prepared"]) == 1
+    at.file_uploader(key="image_upload").set_value([files[0], files[0]]).run()  # the same file twice: read once
+    at.select_slider(key="image_epsilon").set_value(100).run()
+    assert len(decoded) == 6 and "Preprocessing (1 image)" in [e.label for e in clean(at).expander]
+    assert any("a.png: the same file is in the upload twice; its images are read once" in e.value for e in at.error)
 
 
 def test_an_upload_past_the_decoded_pixel_budget_is_cut_with_a_plain_message(monkeypatch):
@@ -484,7 +488,11 @@ def test_download_names_carry_the_released_label_in_a_folder_safe_form():
     assert compare.released_name("scans/7.png", 2, tag="not-private", label="Ankle boot") == \
         "0002-7-label-Ankle-boot-not-private.png"
     assert compare.released_name("a.png", 1, copy_name=False, tag="not-private", label="/..") == \
-        "0001-label-other-not-private.png"
+        "0001-label-x2f2e2e-not-private.png"  # nothing readable left: its bytes, never a word like a class
+    assert compare.released_name("a.png", 0, copy_name=False, tag="not-private", label="Lungenentzündung") == \
+        "0000-label-Lungenentzündung-not-private.png"
+    assert compare.released_name("a.png", 0, copy_name=False, tag="not-private", label="Пневмония") == \
+        "0000-label-Пневмония-not-private.png"
 
 
 def test_download_names_say_the_terms_and_never_call_a_release_private_unqualified():

@@ -602,6 +602,11 @@ def test_utf16_without_a_byte_order_mark_is_read_and_written_back_so(encoding):
         "Ort;Gewicht\r\nKöln;60,5\r\nZürich;70,0\r\n".encode(encoding)
     with pytest.raises(InputError, match="binary"):  # NUL bytes at both positions: binary, as before
         read_csv_upload(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100)
+    # mostly Cyrillic (few NUL bytes), and one U+3000 (a NUL at the other position): UTF-16 all the same
+    cyrillic = "Город;Вес\r\nМосква;60\r\nКазань;70\r\nНовосибирск;80\r\n"
+    assert read_csv_upload(cyrillic.encode(encoding)).frame["Город"].tolist() == ["Москва", "Казань", "Новосибирск"]
+    spaced = ("name;note\r\nrow0;a\u3000b\r\n" + "".join(f"row{i};ab\r\n" for i in range(1, 30))).encode(encoding)
+    assert read_csv_upload(spaced).frame["note"].iloc[0] == "a\u3000b"
 
 
 def test_training_says_which_files_of_an_image_folder_it_left_out(tmp_path, capsys):
