@@ -689,6 +689,10 @@ def preview_figure(utility: dict, mechanism: str, epsilon: float):
     if chance is not None:
         figure.add_hline(y=chance, line_dash="dash", line_color="gray", annotation_position="top right",
                          annotation_text=f"re-identification by chance ({chance:.1%})")
+    given = _number(utility.get("chance_given_condition"))
+    if given is not None:
+        figure.add_hline(y=given, line_dash="dot", line_color="gray", annotation_position="bottom right",
+                         annotation_text=f"by chance, knowing the released label ({given:.1%})")
     # a trace, not add_vline: on a log axis a shape's annotation takes log10(x) and would stretch the axis
     figure.add_trace(go.Scatter(x=[epsilon, epsilon], y=[0, 1.05], mode="lines", line=dict(color="crimson"),
                                 name=f"your ε = {format_epsilon(epsilon)}", hoverinfo="skip"))
@@ -720,8 +724,12 @@ def preview_notes(utility: dict, settings: PrivacySettings, conditions_kept: boo
              f"{_plain(evaluated.get('n_test'))} test records, seeds {seeds}): accuracy of a classifier trained on "
              f"releases and tested on real records ({_plain(evaluated.get('task'), 'the class label')}), and how "
              f"often the best of the attackers who know {_plain(evaluated.get('n_reid'))} originals (with the model "
-             f"in latent space, or by the originals themselves) matched a release to its original (top-1"
-             + ("" if chance is None else f"; chance {chance:.1%}") + "). Measured, not a guarantee."]
+             f"in latent space, or by the originals themselves) matched a release to its original among those with the "
+             f"label or conditions released with it (top-1"
+             + ("" if chance is None else f"; chance {chance:.1%}")
+             + ("" if _number(utility.get("chance_given_condition")) is None else
+                f", {_number(utility.get('chance_given_condition')):.1%} for a guess among those, as the label or "
+                "conditions kept are public") + "). Measured, not a guarantee."]
     notes.append("The predicted attribute is a kept condition, released exactly in the evaluation: at small ε a "
                  "release is close to a fresh sample of its kept class, so accuracy there comes from the kept "
                  "label and the class's typical content, not from the record's own details (re-identification "

@@ -83,10 +83,13 @@ def results_table(name: str) -> str:
     lines.append("")
     spread = "" if reference.get("std") is None else f" ± {reference['std']:.3f} (standard deviation over the seeds)"
     lines.append(f"Real/real (o/o): {reference['mean']:.3f}{spread}. Re-identification: top-1 rate of matching each "
-                 "release to its nearest original, in latent space with the model (to the center of each original's "
-                 "release distribution, for laplace and gaussian its clipped latent, in the noise's norm: the most "
-                 "likely source; the baselines' releases encoded by the model) and in "
-                 f"pixel space, chance {utility['chance']:.3f}. Downstream: {settings.get('classifier')}, "
+                 "release to its nearest original among those with the label released with it, in latent space with "
+                 "the model (to the center of each original's release distribution, for laplace and gaussian its "
+                 "clipped latent, in the noise's norm: the most likely source; the baselines' releases encoded by the "
+                 f"model) and in pixel space, chance {utility['chance']:.3f}"
+                 + (f", {utility['chance_given_condition']:.3f} for a guess among the records of that label"
+                    if utility.get("chance_given_condition") is not None else "")
+                 + f". Downstream: {settings.get('classifier')}, "
                  f"{settings.get('cnn_epochs')} epochs, trained on {settings['n_train']} privatized training images, "
                  f"tested on {settings['n_test']} real test images, mean of seeds {settings['seeds']}; paper mechanism "
                  f"{paper_batches_text(settings)}; {settings['n_reid']} records for re-identification; "

@@ -46,6 +46,9 @@ def epsilon_figure(utility: dict, metric: str, title: str, y_title: str, *, refe
         figure.add_hline(y=reference, line_dash="dash", line_color="black", annotation_text="o/o (real → real)")
     if chance is not None:
         figure.add_hline(y=chance, line_dash="dash", line_color="gray", annotation_text="chance")
+    given = utility.get("chance_given_condition") if chance is not None else None
+    if isinstance(given, (int, float)):  # the label is released exactly: a guess among its records does this well
+        figure.add_hline(y=given, line_dash="dot", line_color="gray", annotation_text="chance knowing the label")
     figure.update_layout(title=title, xaxis_title="ε (local; metric: per unit of latent L1 distance)",
                          yaxis_title=y_title, xaxis_type="log", height=420)
     epsilons = utility.get("epsilons")
@@ -73,6 +76,9 @@ def frontier_figure(utility: dict):
                                     hovertemplate="%{text}: re-id %{x:.3f}, accuracy %{y:.3f}"))
     if "chance" in utility:
         figure.add_vline(x=utility["chance"], line_dash="dash", line_color="gray", annotation_text="chance")
+    if isinstance(utility.get("chance_given_condition"), (int, float)):
+        figure.add_vline(x=utility["chance_given_condition"], line_dash="dot", line_color="gray",
+                         annotation_text="chance knowing the label")
     figure.update_layout(title="Privacy–utility frontier (up and to the left is better)",
                          xaxis_title="re-identification rate (the best attacker)",
                          yaxis_title="downstream accuracy (p/o)", height=420)
