@@ -93,10 +93,12 @@ def show_utility(utility: dict, key: str, config) -> None:
     st.plotly_chart(epsilon_figure(with_strongest_attacker(utility), "reid", "Re-identification: the best attacker",
                                    "top-1 rate", chance=utility.get("chance"), distances=distances),
                     key=f"{key}_reid")
-    st.caption("Each release is matched to its nearest original by each attacker: in latent space with the model "
-               "(to the originals' clipped latents, in the noise's norm: the most likely source), and in pixel or "
-               "encoded data space. The curve is the best of them at each point; a blurred or mosaicked image, "
-               "re-encoded by the model, hides from the latent attacker but not from the pixel one.")
+    st.caption("Each release is matched to its nearest original among those with the label or conditions released "
+               "with it (public), by each attacker: in latent space with the model (to where each original's "
+               "release is centred: its clipped latent for laplace and gaussian; in the noise's norm: the most "
+               "likely source; a baseline's release is encoded by the model), and in pixel or encoded data space. "
+               "The curve is the best of them at each point; a blurred or mosaicked image, re-encoded by the "
+               "model, hides from the latent attacker but not from the pixel one.")
     if any("ssim" in m for m in utility.get("methods", {}).values()):
         st.plotly_chart(epsilon_figure(utility, "ssim", "SSIM of release vs original", "SSIM", distances=distances),
                         key=f"{key}_ssim")
