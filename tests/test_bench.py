@@ -216,3 +216,22 @@ def test_mechanisms_line_names_the_commit_and_every_mechanism(capsys):
     line = capsys.readouterr().out.strip()
     for key in ("image laplace", "row laplace", "image gaussian", "row gaussian"):
         assert re.search(rf"{key} p50 \d+\.\d\d ms", line), line
+
+
+def test_a_share_above_the_peak_is_not_judged_and_cold_start_needs_a_browser(monkeypatch):
+    """A peak measured in a slow moment let a later worker reach 123% and pass; "/" answers before the app runs."""
+    import bench.app
+    from bench.__main__ import _verdict, bench_app, judge_share
+
+    assert judge_share("image_efficiency_batch256", 0.75)["met"] is True
+    over = judge_share("image_efficiency_batch256", 1.23)
+    assert over["met"] is None and _verdict(over).startswith("not judged (above 100% of the peak")
+    monkeypatch.setattr(bench.app, "cold_start", lambda repeats, browser: {
+        "median": {"health_s": 0.6, "page_s": 0.6, **({"first_render_s": 5.2} if browser else {})}})
+    monkeypatch.setattr(bench.app, "browser_measurements", lambda *a: {"privatize_to_render": {
+        "image": {"median_s": 0.5}, "table": {"median_s": 0.6}}})
+    settings = {"cold_starts": 1, "presses": 1, "rounds": 1}
+    without = bench_app(settings, [], browser=False, weights=None)["targets"]["app_cold_start_seconds"]
+    assert without["met"] is None and "needs --browser" in without["note"]
+    rendered = bench_app(settings, [], browser=True, weights=None)["targets"]["app_cold_start_seconds"]
+    assert rendered["value"] == 5.2 and rendered["met"] is False
