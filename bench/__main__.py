@@ -78,13 +78,12 @@ def bench_models(folders: list[Path], settings: dict, device: str, threads: int 
     for _ in range(settings.get("latency_repeats", 1) - 1):
         for loaded in available:
             if loaded.folder.name in singles:
-                point = {"batch": 1, "with_reconstruction": loaded.config.kind == "image", **settings["latency"]}
+                point = {"batch": 1, "dp_pix": True, "with_reconstruction": loaded.config.kind == "image",
+                         **settings["latency"]}
                 singles[loaded.folder.name] += run_worker("bench.compute", {
                     "model_folder": str(loaded.folder), "points": [point], "device": device, "threads": threads})
     for name, runs in singles.items():
-        chosen = dict(sorted(runs, key=lambda run: run["p50_ms"])[len(runs) // 2])
-        if "dp_pix" in runs[0]:  # timed in the first run only
-            chosen["dp_pix"] = runs[0]["dp_pix"]
+        chosen = dict(sorted(runs, key=lambda run: run["p50_ms"])[len(runs) // 2])  # its DP-Pix: the same worker
         chosen["p50_ms_runs"] = [run["p50_ms"] for run in runs]
         results[name]["batches"]["1"] = chosen
     # the peak again after the workers: the machine's speed drifts, and a peak measured in a slow moment would let
