@@ -32,7 +32,7 @@ MNIST_TEST_PER_CLASS = 100
 IMAGE_DATASETS = ("mnist", "fashion-mnist")
 TABULAR_DATASETS = ("diabetes", "breast-cancer", "heart")
 PUBLIC_DATASETS = IMAGE_DATASETS + TABULAR_DATASETS  # bundled public data; any other dataset is the user's own
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+SPLIT_FOLDER_NAMES = {"train", "training", "test", "testing", "val", "valid", "validation"}
 
 
 @dataclass
@@ -130,25 +130,35 @@ MIN_IMAGES_PER_CLASS = 10  # fewer readable images in a class of an image folder
 def load_image_folder(path: Path | str, split: str = "train", *, image_size: int = 28,
                       channels: int = 1, test_fraction: float = 0.2,
                       seed: int = 0) -> ImageDataset:
-    """Load an ImageFolder (root/<class>/<image>) as an ImageDataset, resized and split."""
+    """Load an ImageFolder (root/<class>/<image>) as an ImageDataset, resized and split. Reads what the app
+    and the privatize CLI read (DICOM included)."""
+    from cadp.uploads import IMAGE_SUFFIXES as READABLE
     from cadp.uploads import to_model_input
 
     root = Path(path)
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
         raise InputError(f"{root} has no class sub-folders (expected {root}/<class>/<image>.png)")
-    images, labels, skipped = [], [], []
+    splits = [d.name for d in class_dirs if d.name.lower() in SPLIT_FOLDER_NAMES and any(c.is_dir() for c in d.iterdir())]
+    if splits:  # root/train/<class>/...: the split folders would become the classes
+        raise InputError(f"{root} holds split folders ({', '.join(splits)}) with class folders inside: give the "
+                         f"folder of the classes, e.g. {root / splits[0]} (cadp.train holds out its own test split)")
+    images, labels, skipped, coloured = [], [], [], 0
     for index, class_dir in enumerate(class_dirs):
-        files = sorted(f for f in class_dir.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(f for f in class_dir.rglob("*") if f.suffix.lower() in READABLE)
         for file in files:
             try:
-                array = to_model_input(file.read_bytes(), image_size=image_size, channels=channels,
-                                       invert="never").pixels
+                prepared = to_model_input(file.read_bytes(), image_size=image_size, channels=channels,
+                                          invert="never", filename=file.name)
             except InputError:
                 skipped.append(file.relative_to(root).as_posix())
                 continue
-            images.append(array)
+            coloured += "converted to grayscale" in prepared.steps
+            images.append(prepared.pixels)
             labels.append(index)
+    if coloured and split == "train":  # said once per folder, not per split
+        print(f"note: {coloured} image(s) under {root} are stored in colour and were converted to greyscale "
+              "(--channels 1, the default); if their colour matters, train with --channels 3", file=sys.stderr)
     if len(images) < 2:
         raise InputError(f"{len(images)} readable image(s) under {root}: a training and a held-out split need more")
     if skipped and split == "train":  # said once per folder, not per split

@@ -405,6 +405,15 @@ def _resolve_endpoint(endpoint: str | None) -> str:
     return (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
+def load_hub_model(source: str, *, cache_dir: str | Path | None = None, endpoint: str | None = None,
+                   token: str | None = None) -> LoadedModel:
+    """A model from a Hub repo ``owner/name[@revision]`` only, never from a local folder: the app's Hub box is
+    open to every visitor of a hosted Space, and a folder on its disk named like ``owner/name`` must not load
+    (``load_model`` tries a folder first). Bundled repo ids keep their fallback to ``weights/``."""
+    repo_id, revision = parse_hub_source(source)
+    return _load_from_hub(repo_id, revision, cache_dir=cache_dir, endpoint=endpoint, token=token)
+
+
 def _load_from_hub(repo_id: str, revision: str | None, *, cache_dir: str | Path | None, endpoint: str | None,
                    token: str | None) -> LoadedModel:
     pinned = BUNDLED_REVISIONS.get(repo_id) if repo_id in BUNDLED_REPOS else None
@@ -655,16 +664,19 @@ def push_space(repo_id: str, *, root: Path | str = REPO_ROOT, token: str | None 
 
 # --------------------------------------------------------------------------- CLI
 
-def _warn_about_own_training_data(folder: Path) -> None:
+def _warn_about_own_training_data(folder: Path) -> bool:
+    """Say that a model of data that is not public can reveal it; True for such a model."""
     from cadp.data import PUBLIC_DATASETS
 
     if not (folder / CONFIG_NAME).exists():
-        return  # push_model says what is missing
+        return False  # push_model says what is missing
     config = read_config(folder)
-    if config.dataset not in PUBLIC_DATASETS:
-        print(f"warning: {config.name} was trained without DP on {config.dataset}, not on a public dataset: its "
-              "weights, config.json (column ranges and levels, class names) and model card can reveal that data. "
-              "A Hub repo is public unless created with --private.", file=sys.stderr)
+    if config.dataset in PUBLIC_DATASETS:
+        return False
+    print(f"warning: {config.name} was trained without DP on {config.dataset}, not on a public dataset: its "
+          "weights, config.json (column ranges and levels, class names) and model card can reveal that data. "
+          "A Hub repo is public unless created with --private.", file=sys.stderr)
+    return True
 
 
 def describe(loaded: LoadedModel) -> str:
@@ -695,6 +707,8 @@ def main(argv: list[str] | None = None) -> int:
     push.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded; send nothing")
     push.add_argument("--tag", help="tag the new commit (e.g. v0.1.0)")
     push.add_argument("--private", action="store_true", help="create the repo as private")
+    push.add_argument("--publish-own-data", action="store_true",
+                      help="push a model of data that is not public without --private (it can reveal that data)")
     push.add_argument("--endpoint", help="Hub URL (default: $HF_ENDPOINT or huggingface.co)")
     space = commands.add_parser("space", help="deploy this app (the checkout's committed files) as a Hub Space",
                                 description="Upload the committed files of this checkout to the Docker Space "
@@ -712,7 +726,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "push":
-            _warn_about_own_training_data(Path(args.folder))  # before anything is sent
+            own = _warn_about_own_training_data(Path(args.folder))  # before anything is sent
+            if own and not (args.dry_run or args.private or args.publish_own_data):
+                print("error: not pushed: pass --private (a repo created now is private; one that exists keeps its "
+                      "visibility), or --publish-own-data to publish it anyway", file=sys.stderr)
+                return 2
             result = push_model(args.folder, args.repo_id, dry_run=args.dry_run, endpoint=args.endpoint,
                                 tag=args.tag, private=args.private)
             verb = "would upload" if result.dry_run else "uploaded"

@@ -128,7 +128,8 @@ def measure_latent_distances(latents: torch.Tensor, groups: torch.Tensor) -> Lat
         distances.fill_diagonal_(float("inf"))
         nearest.append(distances.min(dim=1).values)
     if not pairwise:
-        raise InputError("too few held-out records to measure latent distances")
+        raise InputError(f"too few held-out records to measure latent distances ({len(latents)}, none sharing a "
+                         "condition with another): give more rows (a fifth of them is held out)")
     return LatentDistances(d_typ=float(torch.cat(pairwise).median()),
                            d_nn=float(torch.cat(nearest).median()),
                            latent_l1_norm=float(latents.abs().sum(1).median()),
@@ -363,12 +364,20 @@ def train_image_model(args) -> None:
              "fc_blocks": args.fc_blocks,
              "fc_width": args.fc_width, "seed": args.seed, "batch_size": args.batch_size})
     model = model.cpu().eval()
-    test_bpd = evaluate_bits_per_dim(model, test)
-    latents = encode_all(model, test.images[:2000], test.labels[:2000])
-    config.latent_distances = measure_latent_distances(latents, test.labels[:2000])
-    classifier = train_classifier(train, config, minutes=args.classifier_minutes, seed=args.seed, device=device)
-    accuracy = classifier_accuracy(classifier, test.images, test.labels)
-    sample_accuracy = sample_recognition(model, classifier, config.num_classes, seed=args.seed)
+    try:
+        test_bpd = evaluate_bits_per_dim(model, test)
+        latents = encode_all(model, test.images[:2000], test.labels[:2000])
+        config.latent_distances = measure_latent_distances(latents, test.labels[:2000])
+        classifier = train_classifier(train, config, minutes=args.classifier_minutes, seed=args.seed, device=device)
+        accuracy = classifier_accuracy(classifier, test.images, test.labels)
+        sample_accuracy = sample_recognition(model, classifier, config.num_classes, seed=args.seed)
+    except (KeyboardInterrupt, TrainingInterrupted):  # the classifier's "nothing saved" would be about the classifier
+        if not args.checkpoint:
+            raise TrainingInterrupted(f"interrupted after the network finished training ({steps} steps); nothing "
+                                      "saved (--no-checkpoint)") from None
+        raise TrainingInterrupted(f"interrupted after the network finished training ({steps} steps); its checkpoint "
+                                  f"is in {Path(args.out) / CHECKPOINT_PATH}: run the same command with --resume "
+                                  "to redo only its evaluation and the classifier") from None
     batch = min(args.batch_size, len(train))  # a folder of fewer images than a batch trains on all of them at once
     report = TrainingReport(steps, steps * batch / len(train), seconds, device_description(device),
                             train_bpd, test_bpd, "test bits/dim")
@@ -764,7 +773,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="do not write periodic checkpoints")
     parser.add_argument("--half", action="store_true", help="store float16 weights")
     images = parser.add_argument_group("images")
-    images.add_argument("--image-size", type=int, default=28)
+    images.add_argument("--image-size", type=int, default=28, choices=(16, 28, 32, 64),
+                        help="side of the square images the model reads (default 28)")
     images.add_argument("--channels", type=int, default=1, choices=(1, 3))
     images.add_argument("--width", type=int, default=64, help="conv subnet width")
     images.add_argument("--conv-blocks", type=int, default=4, help="conv couplings per scale")
@@ -781,7 +791,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="override an inferred column type: numeric or categorical")
     args = parser.parse_args(argv)
     for option, value in (("--steps", args.steps), ("--time-budget", args.time_budget),
-                          ("--batch-size", args.batch_size), ("--lr", args.lr)):
+                          ("--batch-size", args.batch_size), ("--lr", args.lr), ("--max-train", args.max_train)):
         if value is not None and not value > 0:
             parser.error(f"{option} must be positive, got {value:g}")
     if args.resume and not args.checkpoint:

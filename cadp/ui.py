@@ -103,6 +103,20 @@ def require(name: str, module: str):
 
 # --------------------------------------------------------------------------- models
 
+def evaluate_command(loaded, what: str) -> str:
+    """The ``cadp.evaluate`` command that measures ``what`` for this model: its folder, and ``--data`` for a model
+    of data that is not bundled (the command needs it)."""
+    from cadp.data import PUBLIC_DATASETS
+
+    folder = loaded.folder
+    try:
+        folder = folder.resolve().relative_to(Path.cwd())
+    except ValueError:
+        pass
+    data = "" if loaded.config.dataset in PUBLIC_DATASETS else " --data THE-DATA-IT-WAS-TRAINED-ON"
+    return f"python -m cadp.evaluate {what} --model {folder.as_posix()}{data}"
+
+
 def weights_dir() -> Path:
     """Folder of the bundled models: $CADP_WEIGHTS_DIR, else the repository's weights/."""
     return Path(os.environ.get(WEIGHTS_ENV) or hub.BUNDLED_DIR)
@@ -127,14 +141,15 @@ def bundled_models(kind: str | None = None) -> list[str]:
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=8)
-def load_model(source: str) -> hub.LoadedModel:
-    """A model from a local folder, a bundled name, or a Hub id ``owner/name@rev``, cached for all sessions.
+def load_model(source: str, hub_only: bool = False) -> hub.LoadedModel:
+    """A model from a local folder, a bundled name, or a Hub id ``owner/name@rev`` (with ``hub_only``, a Hub id
+    only: ``hub.load_hub_model``), cached for all sessions.
 
     Its inference passes are made, and the result views' libraries imported (``compare.preload``), in a
     background thread while the page renders, not on the first Privatize (which waits for a pass still
     being traced or a module still being imported).
     """
-    loaded = hub.load_model(source)
+    loaded = hub.load_hub_model(source) if hub_only else hub.load_model(source)
     thread = threading.Thread(target=_warm_up_quietly, args=(loaded.model,), name="cadp-warm-up", daemon=True)
     WARM_UPS[:] = [*(t for t in WARM_UPS if t.is_alive()), thread]  # finished ones need no join at exit
     thread.start()
@@ -189,9 +204,12 @@ def sidebar(kind: str | None = None, key: str = "model") -> hub.LoadedModel | No
                                      value=remembered.get("hub", ""), key=f"{key}_hub",
                                      placeholder="owner/name@main").strip()
                 remembered["hub"] = repo
-                if repo:
-                    hub.parse_hub_source(repo)  # Hub ids only: a path typed here must never read the server's disk
-                    loaded = load_model(repo)
+                if repo and (repo.startswith(("/", ".", "~")) or "\\" in repo or repo.split("@")[0].count("/") > 1):
+                    st.error(f"Local folders are not loaded from this box (Hub ids only). To use a model folder "
+                             f"in the app, put it in {weights_dir()} (or start the app with {WEIGHTS_ENV} set to "
+                             "the folder that holds it) and choose it above.")
+                elif repo:
+                    loaded = load_model(repo, hub_only=True)  # never the server's disk, whatever the id looks like
                 else:
                     st.info("Type a Hub repository id to load a model from the Hub.")
             else:

@@ -868,7 +868,7 @@ def test_utility_page_without_section_names_the_command(weights):
     at = page("utility.py")
     at.sidebar.selectbox(key="model_choice").set_value(helpers.TABLE_MODEL).run()
     clean(at)
-    assert any("python -m cadp.evaluate utility --model weights/tiny-table" in w.value for w in at.warning)
+    assert any("python -m cadp.evaluate utility --model " in w.value and "tiny-table" in w.value for w in at.warning)
 
 
 def test_audit_page_runs_and_plots_the_claim_line():
@@ -1003,6 +1003,23 @@ def test_hub_id_that_does_not_exist_is_a_plain_error():
     at.sidebar.text_input(key="model_hub").input("not a valid id!!").run()
     clean(at)
     assert at.sidebar.error
+
+
+@pytest.mark.parametrize("typed, said", [
+    ("/etc/models/x", "Local folders are not loaded from this box"),
+    ("weights/mnist-cinn", "cannot load Hub repo weights/mnist-cinn@main"),  # a folder here, shaped like an id
+])
+def test_the_hub_box_never_loads_a_folder_of_the_server(typed, said, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    at = page("model_card.py")
+    at.sidebar.selectbox(key="model_choice").set_value("Hub repository…").run()
+    at.sidebar.text_input(key="model_hub").input(typed).run()
+    clean(at)
+    assert any(said in e.value for e in at.sidebar.error), [e.value for e in at.sidebar.error]
+    assert not any(c.value.startswith("From: folder") for c in at.sidebar.caption)
 
 
 def test_two_sessions_do_not_share_ledger_or_results():

@@ -437,6 +437,9 @@ def test_cli_push_dry_run_and_load(folder_with_extras, served, cache, capsys):
     pushed = capsys.readouterr()
     assert "would tag the new commit v3" in pushed.out
     assert "was trained without DP on test, not on a public dataset" in pushed.err  # said before anything is sent
+    requests = len(served.requests)
+    assert hub.main(["push", str(folder_with_extras), "tester/new-model", "--endpoint", served.url]) == 2
+    assert "not pushed: pass --private" in capsys.readouterr().err and len(served.requests) == requests
 
     assert hub.main(["load", "tester/bad id"]) == 2
     assert "must not contain spaces" in capsys.readouterr().err

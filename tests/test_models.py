@@ -730,6 +730,22 @@ def test_a_failed_run_keeps_the_folders_evaluation(tmp_path, capsys):
     assert "utility" in read_eval(out) and "removed" not in capsys.readouterr().err  # nothing lost
 
 
+def test_ctrl_c_after_the_network_trained_says_that_resume_redoes_only_the_rest(tmp_path, capsys, monkeypatch):
+    """Ctrl-C in the classifier's training said "nothing saved" though the network's checkpoint was on disk."""
+    from cadp import train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "train_classifier", interrupted)
+    out = tmp_path / "model"
+    code = train.main(["--dataset", "mnist", "--out", str(out), "--steps", "2", "--width", "8", "--conv-blocks", "1",
+                       "--fc-blocks", "1", "--fc-width", "16", "--max-train", "64"])
+    err = capsys.readouterr().err
+    assert code != 0 and "interrupted after the network finished training (2 steps); its checkpoint is in" in err
+    assert "--resume to redo only its evaluation and the classifier" in err and (out / "checkpoint").exists()
+
+
 def test_ctrl_c_saves_a_checkpoint_that_resume_continues_and_another_run_cannot(tmp_path):
     from cadp import train
 

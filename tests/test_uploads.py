@@ -622,3 +622,28 @@ def test_training_says_which_files_of_an_image_folder_it_left_out(tmp_path, caps
     assert "1 file(s) under" in err and "fewer than 10 readable images: a (3), b (3)" in err
     load_image_folder(tmp_path / "imgs", "test")
     assert capsys.readouterr().err == ""  # said once per folder
+
+
+def test_an_image_folder_is_read_as_the_app_reads_images_and_its_layout_checked(tmp_path, capsys):
+    """DICOM files were skipped in training though the app reads them; colour was turned grey unsaid; a folder of
+    train/ and test/ trained on the classes 'test' and 'train'."""
+    from cadp.data import load_image_folder
+
+    for label in ("a", "b"):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        for index in range(5):
+            (tmp_path / "imgs" / label / f"{index}.png").write_bytes(corpus.png(corpus.digit(28, 28)))
+        (tmp_path / "imgs" / label / "scan.dcm").write_bytes(corpus.dicom())
+    colour = np.stack([corpus.digit(28, 28)] * 3, axis=-1)
+    colour[..., 0] = 255 - colour[..., 0]
+    (tmp_path / "imgs" / "a" / "colour.png").write_bytes(corpus.png(colour))
+    train, test = (load_image_folder(tmp_path / "imgs", split) for split in ("train", "test"))
+    assert len(train) + len(test) == 13  # 10 PNGs, 2 DICOM files, 1 colour PNG
+    err = capsys.readouterr().err
+    assert "note: 1 image(s) under" in err and "stored in colour and were converted to greyscale" in err
+    for split in ("train", "test"):
+        (tmp_path / "kaggle" / split / "a").mkdir(parents=True)
+        (tmp_path / "kaggle" / split / "a" / "0.png").write_bytes(corpus.png(corpus.digit(28, 28)))
+    with pytest.raises(InputError, match=r"holds split folders \(test, train\) with class folders inside: give "
+                                         r"the folder of the classes, e\.g\. .*kaggle/test"):
+        load_image_folder(tmp_path / "kaggle", "train")

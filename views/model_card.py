@@ -57,7 +57,7 @@ def page(loaded) -> None:
     if config.kind == "image":
         columns[2].metric("test bits/dim", bpd or "not measured")
         if bpd is None:
-            st.caption(f"Measure it with `python -m cadp.evaluate bpd --model weights/{loaded.folder.name}`.")
+            st.caption(f"Measure it with `{ui.evaluate_command(loaded, 'bpd')}`.")
     elif "training" in evaluation:
         columns[2].metric("test NLL (nats/dim)", f"{evaluation['training'].get('test_metric', float('nan')):.3f}")
     if config.kind == "image":

@@ -10,7 +10,6 @@ from cadp.hub import read_eval
 from cadp.mechanisms import PAPER_LABEL
 
 LIVE = "utility_live"
-COMMAND = "python -m cadp.evaluate utility --model weights/{name}"
 
 
 def _std(value):
@@ -155,7 +154,8 @@ def page(loaded) -> None:
     if utility:
         show_utility(utility, "stored", loaded.config)
     else:
-        st.warning(f"This model's eval.json has no utility section. Produce it with `{COMMAND.format(name=name)}`.")
+        st.warning(f"This model's eval.json has no utility section. Produce it with "
+                   f"`{ui.evaluate_command(loaded, 'utility')}`.")
     with st.form("utility_recompute"):
         st.markdown("Recompute the curves here (quick settings; the result stays in this session).")
         submitted = st.form_submit_button("Recompute")
@@ -176,8 +176,7 @@ def page(loaded) -> None:
     if central:
         show_central(central)
     else:
-        st.caption(f"No central DP baseline in eval.json (produce it with `python -m cadp.evaluate dpsgd --model "
-                   f"weights/{name}`).")
+        st.caption(f"No central DP baseline in eval.json (produce it with `{ui.evaluate_command(loaded, 'dpsgd')}`).")
 
 
 ui.run_page("Utility curves", page)
