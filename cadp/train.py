@@ -647,7 +647,8 @@ LIMITATIONS = """## Privacy and limitations
 IMAGE_DIMENSION_NOTE = ("With constant temperature 0.7, releases at epsilon up to ~100 look like fresh samples of the\n"
                         "  kept class; a record's own details return only at very large epsilon (~1,000 and more).\n"
                         "  That is how releases look, not a guarantee: epsilon = 100 allows a probability ratio of\n"
-                        "  e^100 between two records. It is the honest cost of local DP in hundreds of dimensions.")
+                        "  e^100 between two records. It is the honest cost of local DP in hundreds of dimensions\n"
+                        "  (measured on the bundled 28x28 models; a model of other images can differ).")
 TABLE_DIMENSION_NOTE = ("A row has far fewer latent dimensions than an image, so useful tabular releases come at\n"
                         "  much smaller epsilons than image releases.")
 
@@ -655,8 +656,10 @@ TABLE_DIMENSION_NOTE = ("A row has far fewer latent dimensions than an image, so
 def limitations(kind: str, public: bool) -> str:
     return LIMITATIONS.format(
         training_data="public data" if public else "the user's own data",
-        training_caveat="" if public else (" (the guarantee assumes the training data is public and does not "
-                                           "contain the records you privatize)"),
+        training_caveat="" if public else (
+            "; for a record the model was trained on, they do not cover what the model learned from it. The "
+            "weights, config.json (class names; for tables each numeric column's range and every category level "
+            "and frequency) and this card can reveal that data: publish them only as you would the data"),
         dimension_note=IMAGE_DIMENSION_NOTE if kind == "image" else TABLE_DIMENSION_NOTE)
 
 

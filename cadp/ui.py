@@ -204,12 +204,16 @@ def sidebar(kind: str | None = None, key: str = "model") -> hub.LoadedModel | No
                                      value=remembered.get("hub", ""), key=f"{key}_hub",
                                      placeholder="owner/name@main").strip()
                 remembered["hub"] = repo
-                if repo and (repo.startswith(("/", ".", "~")) or "\\" in repo or repo.split("@")[0].count("/") > 1):
-                    st.error(f"Local folders are not loaded from this box (Hub ids only). To use a model folder "
-                             f"in the app, put it in {weights_dir()} (or start the app with {WEIGHTS_ENV} set to "
-                             "the folder that holds it) and choose it above.")
-                elif repo:
-                    loaded = load_model(repo, hub_only=True)  # never the server's disk, whatever the id looks like
+                if repo:
+                    try:
+                        loaded = load_model(repo, hub_only=True)  # never the server's disk, whatever the id says
+                    except ModelError as error:
+                        if not (repo.startswith(("/", ".", "~")) or "\\" in repo or repo.split("@")[0].count("/") > 1):
+                            raise
+                        raise ModelError(f"{error}. Local folders are not loaded from this box (Hub ids only): to use "
+                                         f"a model folder in the app, put it in {weights_dir()} (or start the app "
+                                         f"with {WEIGHTS_ENV} set to the folder that holds it) and choose it "
+                                         "above") from None
                 else:
                     st.info("Type a Hub repository id to load a model from the Hub.")
             else:

@@ -1006,7 +1006,7 @@ def test_hub_id_that_does_not_exist_is_a_plain_error():
 
 
 @pytest.mark.parametrize("typed, said", [
-    ("/etc/models/x", "Local folders are not loaded from this box"),
+    ("/etc/models/x", "is not a valid Hub repo id"),
     ("weights/mnist-cinn", "cannot load Hub repo weights/mnist-cinn@main"),  # a folder here, shaped like an id
 ])
 def test_the_hub_box_never_loads_a_folder_of_the_server(typed, said, monkeypatch):

@@ -714,6 +714,9 @@ def test_training_on_a_small_csv_writes_a_model(tmp_path, capsys):
     assert train.main(["--dataset", str(source), "--out", str(tmp_path / "m"), "--steps", "20"]) == 0
     assert "test NLL" in capsys.readouterr().out
     assert (tmp_path / "m" / "model.safetensors").exists()
+    card = " ".join((tmp_path / "m" / "README.md").read_text().split())  # the card warns what its files reveal
+    assert "for a record the model was trained on, they do not cover what the model learned from it" in card
+    assert "each numeric column's range and every category level and frequency) and this card can reveal" in card
 
 
 def test_a_failed_run_keeps_the_folders_evaluation(tmp_path, capsys):
