@@ -33,6 +33,7 @@ from cadp.data import (
     TABULAR_DATASETS,
     ImageDataset,
     TabularEncoder,
+    case_hint,
     draw_in_boxes,
     load_image_dataset,
     load_table,
@@ -586,6 +587,11 @@ def train_tabular_model(args) -> None:
     for note in table.notes:  # columns dropped (identifiers, empty), values read as numbers, ...
         print(f"note: {table.name}: {note}", file=sys.stderr)
     conditions = args.conditions if args.conditions is not None else table.default_conditions
+    missing = [column for column in conditions if column not in table.frame.columns]
+    dropped = [note for note in table.notes if any(repr(column) in note for column in missing)]
+    if missing:  # said before training, with why reading the CSV left a column out (an identifier, a date, ...)
+        raise InputError(f"condition column(s) {missing} not in {table.name}"
+                         + (f": reading it, {'; '.join(dropped)}" if dropped else case_hint(missing, table.frame.columns)))
     malformed = [item for item in args.column_type or [] if "=" not in item]
     if malformed:
         raise InputError(f"--column-type takes COLUMN=KIND (numeric or categorical), got {' '.join(malformed)}")

@@ -719,6 +719,20 @@ def test_training_on_a_small_csv_writes_a_model(tmp_path, capsys):
     assert "each numeric column's range and every category level and frequency) and this card can reveal" in card
 
 
+def test_a_condition_column_dropped_while_reading_the_csv_is_said_so(tmp_path, capsys):
+    """A date column asked for as a condition was reported as 'not in the table', which it is, in the file."""
+    from cadp import train
+
+    source = tmp_path / "visits.csv"
+    pd.DataFrame({"visit": pd.date_range("2020-01-01", periods=40).astype(str), "age": np.arange(40) % 7,
+                  "sex": ["m", "f"] * 20}).to_csv(source, index=False)
+    assert train.main(["--dataset", str(source), "--out", str(tmp_path / "m"), "--conditions", "visit",
+                       "--steps", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "condition column(s) ['visit'] not in visits.csv: reading it, column 'visit' has 40 distinct text values" in err
+    assert not (tmp_path / "m" / "model.safetensors").exists()
+
+
 def test_a_failed_run_keeps_the_folders_evaluation(tmp_path, capsys):
     from cadp import train
     from cadp.hub import read_eval, update_eval
