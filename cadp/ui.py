@@ -105,7 +105,7 @@ def require(name: str, module: str):
 
 def evaluate_command(loaded, what: str) -> str:
     """The ``cadp.evaluate`` command that measures ``what`` for this model: its folder, and ``--data`` for a model
-    of data that is not bundled (the command needs it)."""
+    of data that is not bundled (the command needs it; ``audit`` does not, it audits worst-case latents)."""
     from cadp.data import PUBLIC_DATASETS
 
     folder = loaded.folder
@@ -113,7 +113,7 @@ def evaluate_command(loaded, what: str) -> str:
         folder = folder.resolve().relative_to(Path.cwd())
     except ValueError:
         pass
-    data = "" if loaded.config.dataset in PUBLIC_DATASETS else " --data THE-DATA-IT-WAS-TRAINED-ON"
+    data = "" if loaded.config.dataset in PUBLIC_DATASETS or what == "audit" else " --data THE-DATA-IT-WAS-TRAINED-ON"
     return f"python -m cadp.evaluate {what} --model {folder.as_posix()}{data}"
 
 

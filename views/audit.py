@@ -20,8 +20,8 @@ def choose_records(loaded):
     config = loaded.config
     if config.dataset not in PUBLIC_DATASETS:
         raise ui.InputError(f"This page audits with the model's bundled test records; {config.name} was trained on "
-                            f"{config.dataset}, which is not bundled. Audit it from the command line with its data: "
-                            f"python -m cadp.evaluate audit --model FOLDER --data PATH")
+                            f"{config.dataset}, which is not bundled: choose \"{WORST_CASE}\" above, or audit it from "
+                            f"the command line: {ui.evaluate_command(loaded, 'audit')}")
     if config.kind == "image":
         data = ui.test_images(config.dataset, config.image_size, config.channels)
         label = st.selectbox("Kept class (both records share it)", range(len(data.class_names)),
