@@ -499,8 +499,9 @@ class FrameCells:
 
     def __init__(self, frame: pd.DataFrame):
         self._objects = frame.to_numpy(dtype=object)
-        self._position = {name: index for index, name in enumerate(frame.columns)}
-        self._dtypes = dict(zip(frame.columns, frame.dtypes))
+        names = frame.columns.tolist()  # (iterating a pandas index of strings cell by cell costs more)
+        self._position = {name: index for index, name in enumerate(names)}
+        self._dtypes = dict(zip(names, frame.dtypes.tolist()))
 
     @classmethod
     def of(cls, frame: pd.DataFrame) -> FrameCells | None:

@@ -323,8 +323,8 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         frame = pd.concat([frame.reset_index(drop=True), condition_frame.reset_index(drop=True)], axis=1)
     if len(frame) == 0:
         raise InputError("the table has no rows")
-    repeated = sorted({str(name) for name in frame.columns[frame.columns.duplicated()]})
-    if repeated:
+    if not frame.columns.is_unique:  # (cached on the index: the usual case costs nothing)
+        repeated = sorted({str(name) for name in frame.columns[frame.columns.duplicated()]})
         raise InputError(f"column(s) {repeated} appear more than once: give each column once")
     default_index = _is_default_index(row_index)
     if not _is_default_index(frame.index):  # (after a concatenation with a condition frame it already is)
