@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import secrets
 import weakref
 from dataclasses import dataclass
@@ -52,14 +53,22 @@ def common_terms(fitted_on_records: bool = False, trained_on: str | None = None,
 
     ``trained_on``: the training data's name when it is not a public dataset (else the public-data sentence).
     ``kept``: False when the release keeps no attribute (its conditions are all randomized or resampled), None
-    when the model has no condition at all.
+    when the model has no condition at all; the kept attributes' names (a list) to name them.
     """
     if fitted_on_records:
         training = FITTED_ON_RECORDS_TERMS
     else:
         training = PUBLIC_MODEL_TERMS if trained_on is None else own_data_terms(trained_on)
-    conditions = NO_CONDITION_TERMS if kept is None else KEPT_TERMS if kept else NOTHING_KEPT_TERMS
+    conditions = NO_CONDITION_TERMS if kept is None else kept_terms(kept) if kept else NOTHING_KEPT_TERMS
     return f"{LOCAL_SENTENCE} {conditions} {training}"
+
+
+def kept_terms(kept) -> str:
+    """The kept-attributes sentence, naming them when ``kept`` is a list of names."""
+    if isinstance(kept, (list, tuple)):
+        return (f"Kept attributes ({', '.join(str(name) for name in kept)}) are released exactly: they are public, "
+                "not protected, and the guarantee holds given them.")
+    return KEPT_TERMS
 
 
 COMMON_TERMS = common_terms()
@@ -112,13 +121,24 @@ def seed_option(text: str) -> int:
 
 
 def new_generator(seed: int | None = None, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator seeded from OS entropy (``secrets``), or from ``seed`` (not private: reproducible)."""
+    """A generator for one release's noise: from ``seed`` (not private: reproducible), or, without one, a
+    generator whose noise comes from the operating system's cryptographic generator (``os.urandom``) itself.
+
+    torch's CPU generator (a Mersenne Twister) keeps only the low 32 bits of its seed: noise drawn from it can
+    be found by trying every seed (about 4 billion), whatever entropy seeded it. So the mechanisms draw from it
+    only for a fixed seed or a caller's generator (``unpredictable``); the generator returned here without a seed
+    is seeded from OS entropy too (its stream is never used for a release), and marks the release as private."""
     if seed is not None and not 0 <= int(seed) < 2 ** 63:
         raise InputError(f"seed must be {SEED_RANGE}, got {seed}")
     generator = torch.Generator(device=device)
     generator.manual_seed(secrets.randbits(63) if seed is None else int(seed))
     _MADE_HERE[generator] = None if seed is None else int(seed)
     return generator
+
+
+def unpredictable(generator: torch.Generator | None) -> bool:
+    """Whether noise for ``generator`` comes from the OS (``new_generator()`` without a seed, or None)."""
+    return generator is None or generator_seed(generator) is None
 
 
 def generator_seed(generator: torch.Generator):
@@ -137,11 +157,14 @@ UNIT = 2.0 ** -53  # a word's top 53 bits as a uniform number on [0, 1)
 
 
 def _random_words(count: int, generator: torch.Generator | None) -> np.ndarray:
-    """(count, 3) random 62-bit words from ``generator``, one row per noise value, so that a record's noise is
-    the same whatever follows it in the batch. Drawn on the generator's device (a seed gives the same noise on any
-    device); the arithmetic runs in NumPy, several times faster than torch for a table row's few values."""
-    device = generator.device if generator is not None else "cpu"
-    return torch.randint(0, 2 ** WORD_BITS, (count, 3), generator=generator, device=device).cpu().numpy()
+    """(count, 3) random 62-bit words (int64), one row per noise value, so that a record's noise is the same
+    whatever follows it in the batch: from ``os.urandom`` when ``unpredictable(generator)``, else from
+    ``generator`` on its device (a seed gives the same noise on any device). The arithmetic runs in NumPy,
+    several times faster than torch for a table row's few values."""
+    if unpredictable(generator):
+        raw = np.frombuffer(os.urandom(8 * 3 * count), dtype=np.uint64).reshape(count, 3)
+        return (raw >> np.uint64(64 - WORD_BITS)).astype(np.int64)
+    return torch.randint(0, 2 ** WORD_BITS, (count, 3), generator=generator, device=generator.device).cpu().numpy()
 
 
 def _uniform(words: np.ndarray) -> np.ndarray:
@@ -541,17 +564,20 @@ def randomized_response(values: torch.Tensor, k: int, epsilon: float,
     # near 1 rounds to 1.0 itself (from eps ~ 37); float32 uniforms, 2^-24 apart, kept every value from eps ~ 17
     tail = (k - 1) * math.exp(-epsilon)
     change_below = max(math.ceil(tail / (1 + tail) * (1 + 1e-12) * 2.0 ** 53), 1) / 2.0 ** 53
-    keep = torch.rand(values.shape, generator=generator, dtype=torch.float64) >= change_below
-    shift = torch.from_numpy(1 + uniform_index(values.numel(), k - 1, generator)).reshape(values.shape)
+    words = _random_words(values.numel(), generator)  # a row per value: its draws do not depend on the others
+    keep = torch.from_numpy(_uniform(words[:, 0]) >= change_below).reshape(values.shape)
+    shift = torch.from_numpy(1 + uniform_index(values.numel(), k - 1, generator, words[:, 1])).reshape(values.shape)
     other = ((values.long() + shift) % k).to(values.dtype)  # in int64: a uint8 sum would wrap at 256
     return torch.where(keep, values, other)
 
 
-def uniform_index(count: int, n: int, generator: torch.Generator | None = None) -> np.ndarray:
-    """``count`` draws from {0, ..., n - 1}, each exactly 1/n: 62-bit words, a word in the incomplete last block
-    drawn again (torch.randint reduces 32 random bits modulo n, so some values came ~n 2^-32 more often)."""
+def uniform_index(count: int, n: int, generator: torch.Generator | None = None,
+                  words: np.ndarray | None = None) -> np.ndarray:
+    """``count`` draws from {0, ..., n - 1}, each exactly 1/n: 62-bit words (``words`` when given, else drawn), a
+    word in the incomplete last block drawn again (torch.randint reduces 32 random bits modulo n, so some values
+    came ~n 2^-32 more often)."""
     limit = (2 ** WORD_BITS // n) * n
-    words = _random_words(count, generator)[:, 0]
+    words = _random_words(count, generator)[:, 0] if words is None else words.copy()
     redraw = words >= limit
     while redraw.any():
         words[redraw] = _random_words(int(redraw.sum()), generator)[:, 0]
@@ -560,9 +586,25 @@ def uniform_index(count: int, n: int, generator: torch.Generator | None = None) 
 
 
 def resample(count: int, prior: list[float] | torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Values drawn from a public prior, independent of the record."""
-    weights = torch.as_tensor(prior, dtype=torch.float64)
-    return torch.multinomial(weights, count, replacement=True, generator=generator)
+    """Values drawn from a public prior, independent of the record: class indices (int64), the i-th from the i-th
+    random word (inverse CDF), so that a record's draw does not depend on how many records follow it."""
+    weights = torch.as_tensor(prior, dtype=torch.float64).numpy()
+    if weights.ndim != 1 or not len(weights) or not np.isfinite(weights).all() or (weights < 0).any() \
+            or weights.sum() <= 0:
+        raise InputError(f"a prior is one non-negative weight per value, not all zero; got {prior!r}")
+    cdf = np.cumsum(weights) / weights.sum()
+    index = np.searchsorted(cdf, _uniform(_random_words(count, generator)[:, 0]), side="right")
+    return torch.from_numpy(np.minimum(index, np.flatnonzero(weights)[-1]))  # (a sum rounded below 1: the last)
+
+
+def condition_stream(generator: torch.Generator | None) -> torch.Generator | None:
+    """Where released conditions draw from: the OS for unpredictable noise; for a seed or a caller's generator a
+    child generator seeded by one word of it, drawn before the latent noise. Each record's condition and latent
+    noise then come from its own place in two streams, whatever its batch mates (PRIVACY.md: same seed, same
+    record, different batch mates, identical output)."""
+    if unpredictable(generator):
+        return generator
+    return torch.Generator().manual_seed(int(_random_words(1, generator)[0, 0]))
 
 
 def release_condition(values: torch.Tensor, k: int, handling: ConditionHandling,

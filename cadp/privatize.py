@@ -24,6 +24,7 @@ from cadp.mechanisms import (
     MetricMechanism,
     NoNoise,
     batch_sizes,
+    condition_stream,
     generator_seed,
     keep_probability,
     new_generator,
@@ -33,8 +34,9 @@ from cadp.mechanisms import (
 from cadp.models import ImageCINN, TabularCINN
 
 NOT_PRIVATE_SEED = "not private: reproducible seed"
-CALLER_GENERATOR = ("private only if it was seeded unpredictably, e.g. by cadp.mechanisms.new_generator(); "
-                    "torch.Generator() starts from the same seed every time")
+CALLER_GENERATOR = ("not known to be private: torch.Generator() starts from the same seed every time, and torch's CPU "
+                    "generator keeps only 32 bits of any seed, so its noise can be found by trying every seed; "
+                    "cadp.mechanisms.new_generator() without a seed draws the noise from the operating system")
 UPLOAD_DATASET = "upload"  # config.dataset of a model fitted on the rows it then releases
 
 
@@ -104,7 +106,7 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
     dataset = model.config.dataset
     public = dataset in PUBLIC_DATASETS
     names = _condition_names(model)
-    kept = any(handlings.get(name, ConditionHandling()).handling == "kept" for name in names) if names else None
+    kept = [name for name in names if handlings.get(name, ConditionHandling()).handling == "kept"] if names else None
     text = mechanism.guarantee(fitted_on_records=dataset == UPLOAD_DATASET, trained_on=None if public else dataset,
                                kept=kept, **kwargs)
     parts = [text]
@@ -132,15 +134,15 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
 
 
 def _prior_words(model, name: str, public: bool) -> str:
-    """Where a resampled condition's prior comes from: public unless a table model learned it from its own,
-    non-public training rows."""
-    if public or isinstance(model, ImageCINN):  # an image label's prior is uniform over the classes
-        return "a public prior"
-    if name not in model.config.condition_priors:
+    """Where a resampled condition's prior comes from: a public dataset's frequencies, else uniform."""
+    if isinstance(model, ImageCINN):  # an image label's prior is uniform over the classes
+        return "a uniform prior over the classes"
+    if public and name in model.config.condition_priors:
+        return f"its frequencies in the public {model.config.dataset} data"
+    if public:
         return "a uniform prior"
-    source = "the uploaded table" if model.config.dataset == UPLOAD_DATASET else model.config.dataset
-    return (f"its frequencies in {source}, the model's training data (not a public prior: they describe that "
-            "data as a whole, not this record)")
+    return ("a uniform prior (the frequencies in the model's own training data are neither public nor independent "
+            "of a record among them)")
 
 
 def _condition_names(model) -> list[str]:
@@ -295,7 +297,8 @@ def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, se
         raise InputError(f"labels must be class indices 0..{config.num_classes - 1}")
     _check_handlings(handlings, ["label"])
     handling = handlings.get("label", ConditionHandling())
-    released = release_condition(labels, config.num_classes, handling, None, generator)
+    draws = generator if handling.handling == "kept" else condition_stream(generator)
+    released = release_condition(labels, config.num_classes, handling, None, draws)
     latent, noisy, reconstruction, output = _latent_pass(model, pixels, labels, released, mechanism,
                                                          generator, batch_size, reconstruct)
     return PrivatizationResult(
@@ -338,13 +341,19 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
     rows = model.data_encoder.transform(frame, cells=cells, filled=filled)
     condition = model.condition_encoder.transform(frame, cells=cells)
     true_values, released_values, start = {}, {}, 0
+    kept = all(handlings.get(spec.name, ConditionHandling()).handling == "kept" for spec in model.condition_encoder.columns)
+    draws = generator if kept else condition_stream(generator)
+    public = config.dataset in PUBLIC_DATASETS
     for spec in model.condition_encoder.columns:
         index = condition[:, start:start + spec.width].argmax(1)
         start += spec.width
         handling = handlings.setdefault(spec.name, ConditionHandling())
-        released = release_condition(index, spec.width, handling, config.condition_priors.get(spec.name), generator)
+        # resampled from the training data's frequencies only where that data is public: frequencies of one's own
+        # rows are neither public nor independent of a record among them (PRIVACY.md), so a uniform prior there
+        prior = config.condition_priors.get(spec.name) if public else None
+        released = release_condition(index, spec.width, handling, prior, draws)
         true_values[spec.name], released_values[spec.name] = index, released
-    if all(handlings[spec.name].handling == "kept" for spec in model.condition_encoder.columns):
+    if kept:
         released_condition = condition  # the same one-hots
     else:
         released_condition = torch.cat([torch.nn.functional.one_hot(released_values[spec.name], spec.width).float()

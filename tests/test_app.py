@@ -840,8 +840,8 @@ def test_tabular_upload_fits_on_the_fly_and_invalid_csv():
     clean(at)
     at.button(key="table_privatize").click().run()
     clean(at)
-    assert "group resampled from its frequencies in the uploaded table, the model's training data (not a public " \
-        "prior" in guarantee(at)
+    assert "group resampled from a uniform prior (the frequencies in the model's own training data are neither " \
+        "public nor independent of a record among them) (costs 0)" in guarantee(at)
     assert downloads(at)[0].label == "Download privatized CSV"
     at.file_uploader(key="table_upload").set_value(("bad.csv", b"\x00\x01\x02" * 50, "text/csv")).run()
     clean(at)

@@ -312,8 +312,7 @@ def test_randomized_response_changes_at_least_as_often_as_stated(monkeypatch, ep
     change = (k - 1) * math.exp(-epsilon) / (1 + (k - 1) * math.exp(-epsilon))  # (no overflow at epsilon 800)
     below = math.floor(change * 2.0 ** 53) / 2.0 ** 53  # the largest float64 uniform <= the stated probability
     for uniform in (0.0, below):
-        monkeypatch.setattr(mechanisms.torch, "rand",
-                            lambda shape, generator=None, dtype=torch.float32, u=uniform: torch.full(shape, u, dtype=dtype))
+        monkeypatch.setattr(mechanisms, "_uniform", lambda words, u=uniform: np.full(words.shape, u))
         assert randomized_response(torch.zeros(1, dtype=torch.int64), k, epsilon, new_generator(0)).item() != 0
 
 
@@ -342,6 +341,31 @@ def test_resampled_condition_ignores_the_record():
     assert torch.equal(drawn_a, drawn_b)
     assert drawn_a.double().mean().item() == pytest.approx(0.8, abs=0.01)
     assert len(resample(10, prior, new_generator(2))) == 10
+
+
+def test_resampling_follows_the_prior_and_never_draws_a_value_it_gives_no_weight():
+    drawn = resample(60_000, [0.0, 1.0, 0.0, 3.0, 0.0], new_generator())
+    counts = torch.bincount(drawn, minlength=5)
+    assert counts[[0, 2, 4]].sum() == 0
+    assert counts[3].item() / len(drawn) == pytest.approx(0.75, abs=0.01)
+    for bad in ([0.0, 0.0], [-1.0, 2.0], [float("nan"), 1.0], []):
+        with pytest.raises(InputError, match="prior"):
+            resample(3, bad, new_generator())
+
+
+def test_unseeded_draws_come_from_the_operating_system(monkeypatch):
+    """Not from torch's generator, which keeps 32 bits of a seed (every stream can be tried): os.urandom."""
+    from cadp import mechanisms
+
+    calls = []
+    real = mechanisms.os.urandom
+    monkeypatch.setattr(mechanisms.os, "urandom", lambda n: calls.append(n) or real(n))
+    make_mechanism("laplace", 1.0, temperature=0.7)(torch.zeros(2, 5), new_generator())
+    release_condition(torch.zeros(4, dtype=torch.int64), 3, ConditionHandling("randomized", 1.0), None, new_generator())
+    assert calls and sum(calls) >= 8 * 3 * (10 + 4)
+    calls.clear()
+    make_mechanism("laplace", 1.0, temperature=0.7)(torch.zeros(2, 5), new_generator(3))
+    assert not calls  # a seed: torch's stream, reproducible (and not private)
 
 
 def test_total_epsilon_composes_conditions():

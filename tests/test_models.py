@@ -680,8 +680,8 @@ def test_own_data_named_like_a_public_dataset_is_not_called_public(tmp_path):
     resampled = privatize(loaded.model, load_table("diabetes").frame.head(3), None,
                           make_mechanism("laplace", 1, temperature=0.7),
                           condition_handling={"sex": ConditionHandling("resampled")})
-    assert "sex resampled from its frequencies in heart.csv, the model's training data (not a public prior" in \
-        resampled.guarantee and "public prior (costs 0)" not in resampled.guarantee
+    assert "sex resampled from a uniform prior (the frequencies in the model's own training data are neither " \
+        "public nor independent" in resampled.guarantee and "frequencies in heart.csv" not in resampled.guarantee
     card = (tmp_path / "m" / "README.md").read_text()
     assert "user data: check its license" in card and "whole public table" not in card
 
