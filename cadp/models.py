@@ -35,12 +35,21 @@ CONV_SUBNETS = {"3-1-3": 1, "3-3-3": 3}
 
 @dataclass
 class LatentDistances:
-    """Median L1 latent distances on held-out data (PRIVACY.md, metric mechanism)."""
+    """Median L1 latent distances on held-out data (PRIVACY.md, metric mechanism), or, where too few records were
+    held out to measure them (a small upload), on records the model was fitted on: ``held_out`` says which."""
 
     d_typ: float  # median same-class pairwise distance
     d_nn: float   # median nearest-neighbour distance (same class)
     latent_l1_norm: float  # median ||z||_1
     n_records: int
+    held_out: bool = True  # configs written before this field were measured by the CLI, on held-out records
+
+    @property
+    def measured_on(self) -> str:
+        """Which records the distances were measured on, for a sentence: "on 45 held-out records"."""
+        if self.held_out:
+            return f"on {self.n_records} held-out records"
+        return f"on {self.n_records} records the model was fitted on (too few held-out ones to measure on)"
 
 
 @dataclass
@@ -171,6 +180,8 @@ def config_from_dict(data: dict) -> ModelConfig:
     try:
         if values.get("latent_distances") is not None:
             values["latent_distances"] = LatentDistances(**values["latent_distances"])
+            if not isinstance(values["latent_distances"].held_out, bool):  # "false" would read as held out
+                raise ModelError("invalid model config: latent_distances.held_out must be true or false")
         config = cls(**values)
         config.validate()
     except ModelError:

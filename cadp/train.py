@@ -507,12 +507,30 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
     model.eval()
     if progress is not None:
         progress(1.0, best_loss if n_valid else last_loss)  # (no validation split below 50 rows)
-    latents = encode_all(model, rows, condition)
-    groups = condition_groups(condition)
-    model.config.latent_distances = measure_latent_distances(latents, groups)
+    model.config.latent_distances = _fitted_latent_distances(model, rows, condition, valid)
     model.fit_record = {"steps": steps_run, "epochs": steps_run * min(batch_size, len(train)) / max(len(train), 1),
                         "last_train_loss": last_loss}  # what ran (a time budget can stop it early)
     return model
+
+
+def _fitted_latent_distances(model: TabularCINN, rows: torch.Tensor, condition: torch.Tensor,
+                             valid: torch.Tensor) -> LatentDistances:
+    """The distances on the validation rows (not fitted on), as PRIVACY.md asks; where no two of them share
+    conditions (or none were held out: under 50 rows), on all rows, marked ``held_out=False``."""
+    if len(valid):
+        try:
+            return measure_latent_distances(encode_all(model, rows[valid], condition[valid]),
+                                            condition_groups(condition[valid]))
+        except InputError:
+            pass
+    try:
+        distances = measure_latent_distances(encode_all(model, rows, condition), condition_groups(condition))
+    except InputError:  # its message is about held-out records: these are all the rows
+        raise InputError(f"no two of the {len(rows)} rows share condition values, so the latent distances that say "
+                         "what the metric mechanism's ε means between records cannot be measured: choose fewer "
+                         "or coarser condition columns") from None
+    distances.held_out = False
+    return distances
 
 
 def condition_groups(condition: torch.Tensor) -> torch.Tensor:
@@ -675,7 +693,7 @@ def _distance_lines(distances: LatentDistances | None, group: str = "the same cl
     return (f"- d_typ (median pairwise L1 latent distance between records of {group}): {distances.d_typ:.1f}\n"
             f"- d_nn (median nearest-neighbour L1 latent distance within {group}): {distances.d_nn:.1f}\n"
             f"- median latent L1 norm: {distances.latent_l1_norm:.1f} "
-            f"(measured on {distances.n_records} held-out records)\n")
+            f"(measured {distances.measured_on})\n")
 
 
 def _kernels(conv_subnet: str) -> str:

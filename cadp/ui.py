@@ -557,7 +557,7 @@ def metric_meaning(config, epsilon_unit: float, conditions_kept: bool = True) ->
         group = " with the same kept conditions" if conditions_kept else " with the same condition values"
     text = (f"Between two typical records{group} (L1 distance d_typ = {distances.d_typ:.3g}): "
             f"ε = {readable(typical)}. Between a record and its nearest neighbour (d_nn = {distances.d_nn:.3g}): "
-            f"ε = {readable(nearest)}.")
+            f"ε = {readable(nearest)}. Both distances are medians measured {distances.measured_on}.")
     if nearest > 10:
         text += " At this setting only near-duplicates are protected."
     return text

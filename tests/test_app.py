@@ -649,13 +649,16 @@ def test_the_downstream_task_predicts_a_kept_condition_by_default():
     assert at.selectbox(key="table_target").value == "group"
 
 
+def metric_meaning(at: AppTest) -> str:
+    """The caption under the slider that says what the metric mechanism's ε means between records."""
+    texts = [c.value for c in at.caption if c.value.startswith("Between two typical records")]
+    assert len(texts) == 1, [c.value for c in at.caption]
+    return texts[0]
+
+
 def test_the_metric_caption_names_kept_conditions_only_when_there_are():
     """It said "two typical records of the same kept conditions" with no condition kept."""
-    def meaning(at):
-        texts = [c.value for c in at.caption if c.value.startswith("Between two typical records")]
-        assert len(texts) == 1, [c.value for c in at.caption]
-        return texts[0]
-
+    meaning = metric_meaning
     at = page("tabular.py")
     at.selectbox(key="table_mechanism").set_value("metric").run()
     assert meaning(clean(at)).startswith("Between two typical records with the same kept conditions (L1")
@@ -663,6 +666,20 @@ def test_the_metric_caption_names_kept_conditions_only_when_there_are():
     assert meaning(clean(at)).startswith("Between two typical records with the same condition values (L1")
     helpers.upload_and_fit(at, kept=())  # a model without conditions: any two records
     assert meaning(clean(at)).startswith("Between two typical records (L1 distance")
+
+
+def test_the_metric_caption_says_which_records_its_distances_were_measured_on():
+    """A model fitted on an upload measures d_typ and d_nn on the rows it held out for early stopping (15% of 50
+    rows or more); below that, on the rows it was fitted on, and the caption says so."""
+    at = page("tabular.py")
+    at.selectbox(key="table_mechanism").set_value("metric").run()
+    assert "measured on 50 held-out records." in metric_meaning(clean(at))  # the bundled model's config
+    helpers.upload_and_fit(at, kept=())  # 60 rows
+    assert "measured on 9 held-out records." in metric_meaning(clean(at))
+    few = b"\n".join(helpers.small_csv().splitlines()[:41]) + b"\n"  # the header and 40 rows
+    helpers.upload_and_fit(at, few, name="few.csv", kept=())
+    assert "measured on 40 records the model was fitted on (too few held-out ones to measure on)." \
+        in metric_meaning(clean(at))
 
 
 def test_uploads_choices_and_releases_outlive_a_page_change():

@@ -189,6 +189,43 @@ def test_latent_distances_of_a_large_table_use_a_bounded_sample():
     assert whole.n_records == DISTANCE_RECORDS and abs(first.d_typ / whole.d_typ - 1) < 0.05
 
 
+def test_a_fitted_tables_latent_distances_are_measured_on_its_held_out_rows():
+    """PRIVACY.md: d_typ and d_nn are measured on held-out data. fit_tabular holds out 15% of a table of 50 rows or
+    more for early stopping: the distances are measured on those rows, and on all rows (said so) only where too
+    few are held out to measure on."""
+    table = load_table("heart")
+    distances = fit_tabular(table.frame, ["target", "sex"], steps=3).config.latent_distances
+    assert distances.held_out and distances.n_records == int(len(table.frame) * 0.15)
+    assert distances.measured_on == f"on {distances.n_records} held-out records"
+
+    rng = np.random.default_rng(0)
+    few = pd.DataFrame({"x": rng.normal(size=40), "y": rng.normal(size=40), "group": ["a", "b"] * 20})
+    distances = fit_tabular(few, ["group"], steps=3).config.latent_distances  # under 50 rows: none held out
+    assert not distances.held_out and distances.n_records == 40
+    assert distances.measured_on == "on 40 records the model was fitted on (too few held-out ones to measure on)"
+
+    codes = pd.DataFrame({"x": rng.normal(size=60), "y": rng.normal(size=60),
+                          "code": [f"c{min(i, 58)}" for i in range(60)]})  # only the last two rows share a code
+    distances = fit_tabular(codes, ["code"], steps=3).config.latent_distances  # no two of 9 held-out rows do
+    assert not distances.held_out and distances.n_records == 60
+    with pytest.raises(InputError, match="no two of the 60 rows share condition values"):
+        fit_tabular(codes.assign(code=[f"c{i}" for i in range(60)]), ["code"], steps=3)
+
+
+def test_a_config_written_before_held_out_was_recorded_loads_as_held_out(tiny_image_model):
+    """The CLI has always measured the distances on held-out records: a config.json without the field says so."""
+    data = config_to_dict(tiny_image_model.config)
+    data["latent_distances"] = {"d_typ": 750.0, "d_nn": 630.0, "latent_l1_norm": 367.0, "n_records": 2000}
+    distances = config_from_dict(json.loads(json.dumps(data))).latent_distances
+    assert distances.held_out and distances.measured_on == "on 2000 held-out records"
+    written = config_to_dict(config_from_dict(data))["latent_distances"]
+    assert written["held_out"] is True
+    fitted = {**data["latent_distances"], "held_out": False}
+    assert not config_from_dict({**data, "latent_distances": fitted}).latent_distances.held_out
+    with pytest.raises(ModelError, match="held_out must be true or false"):
+        config_from_dict({**data, "latent_distances": {**fitted, "held_out": "false"}})
+
+
 def test_table_samples_draw_conditions_from_their_prior():
     table = load_table("heart")
     model = fit_tabular(table.frame, ["target", "sex"], steps=5)

@@ -25,6 +25,8 @@ def method_label(name: str, method: dict, distances=None) -> str:
         label = f"{label} (not private)"
     if name == "metric" and distances is not None:
         label += f"; between two typical records ε = {distances.d_typ:.3g} × the value on the axis"
+        if not distances.held_out:
+            label += " (d_typ measured on records the model was fitted on)"
     return label
 
 
