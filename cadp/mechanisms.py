@@ -385,7 +385,8 @@ class MetricMechanism(Mechanism):
         return self.epsilon_unit * d_typ, self.epsilon_unit * d_nn
 
     def guarantee(self, d_typ: float | None = None, d_nn: float | None = None,
-                  fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True, **_) -> str:
+                  fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
+                  distances_measured_on: str | None = None, **_) -> str:
         text = (f"Metric privacy (eps*d): for two records with the same condition, output probabilities "
                 f"differ by at most exp({self.epsilon_unit:g} x their L1 latent distance). No clipping; "
                 f"Laplace scale {self.scale:.4g}.")
@@ -394,6 +395,8 @@ class MetricMechanism(Mechanism):
             text += (f" Between two typical distinct records with the same condition (distance {d_typ:.3g}) "
                      f"that is epsilon = {readable(typical)}; between a record and its nearest neighbour (distance "
                      f"{d_nn:.3g}) epsilon = {readable(nearest)}.")
+            if distances_measured_on:
+                text += f" Both distances are medians measured {distances_measured_on}."
             if nearest > 10:
                 text += " At this setting only near-duplicates are protected."
         return f"{text} {common_terms(fitted_on_records, trained_on, kept)}"

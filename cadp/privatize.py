@@ -102,7 +102,8 @@ class PrivatizationResult:
 
 def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandling], seed, origin: str) -> str:
     distances = model.config.latent_distances
-    kwargs = {"d_typ": distances.d_typ, "d_nn": distances.d_nn} if distances else {}
+    kwargs = ({"d_typ": distances.d_typ, "d_nn": distances.d_nn, "distances_measured_on": distances.measured_on}
+              if distances else {})
     dataset = model.config.dataset
     public = dataset in PUBLIC_DATASETS
     names = _condition_names(model)

@@ -203,6 +203,12 @@ def test_a_fitted_tables_latent_distances_are_measured_on_its_held_out_rows():
     distances = fit_tabular(few, ["group"], steps=3).config.latent_distances  # under 50 rows: none held out
     assert not distances.held_out and distances.n_records == 40
     assert distances.measured_on == "on 40 records the model was fitted on (too few held-out ones to measure on)"
+    from cadp.mechanisms import make_mechanism
+    from cadp.privatize import privatize
+
+    model = fit_tabular(few, ["group"], steps=3)
+    metric = privatize(model, few.head(2), None, make_mechanism("metric", 1.0))
+    assert "Both distances are medians measured on 40 records the model was fitted on" in metric.guarantee
 
     codes = pd.DataFrame({"x": rng.normal(size=60), "y": rng.normal(size=60),
                           "code": [f"c{min(i, 58)}" for i in range(60)]})  # only the last two rows share a code
