@@ -47,7 +47,7 @@ from cadp.mechanisms import (
 )
 from cadp.privatize import NOT_PRIVATE_SEED, privatize
 from cadp.runtime import configure_allocator
-from cadp.train import rows_seen_in_training
+from cadp.train import row_record_keys, rows_seen_in_training
 from cadp.uploads import (
     ENCODING_NAMES,
     IMAGE_SUFFIXES,
@@ -59,6 +59,7 @@ from cadp.uploads import (
     decode_text,
     default_invert,
     escape_cell,
+    image_record_key,
     is_folder_metadata,
     png_bytes,
     safe_csv_bytes,
@@ -71,7 +72,8 @@ MANIFEST_NAME = "manifest.csv"
 PRIVATIZED_CSV_NAME = "privatized.csv"
 GUARANTEE_NAME = "guarantee.txt"
 LABELS_NAME = "labels.csv"
-MANIFEST_COLUMNS = ["file", "condition", "released_condition", "mechanism", "epsilon", "delta", "seed",
+MANIFEST_COLUMNS = ["file", "condition", "released_condition", "mechanism", "epsilon", "delta",
+                    "releases_of_record", "epsilon_record_total", "delta_record_total", "seed",
                     "status", "error", "output", "preprocessing"]
 EXIT_OK, EXIT_NOTHING_PRIVATIZED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -112,18 +114,28 @@ class RunSettings:
 
     @property
     def epsilon(self) -> str:
-        """Total epsilon of one release (basic composition), as the manifest writes it: one number for laplace
-        and gaussian; metric's per-unit epsilon and the conditions' epsilon named apart (two units); paper's
-        nominal epsilon marked as such; with a fixed seed, marked not private (the cost column is read alone)."""
-        conditions = sum(h.cost for h in self.handlings.values())
-        latent = self.mechanism.epsilon
+        """Total epsilon of one release (basic composition), as the manifest writes it."""
+        return self.epsilon_of(1)
+
+    def epsilon_of(self, releases: int) -> str:
+        """Total epsilon of ``releases`` releases of one record (basic composition: each adds its epsilon), as the
+        manifest writes it: one number for laplace and gaussian; metric's per-unit epsilon and the conditions'
+        epsilon named apart (two units); paper's nominal epsilon marked as such; with a fixed seed, marked not
+        private (the cost column is read alone)."""
+        conditions = releases * sum(h.cost for h in self.handlings.values())
+        latent = releases * self.mechanism.epsilon
         if self.mechanism.name == "metric":
             text = f"{latent:g} per unit of latent L1 distance" + (f" + {conditions:g}" if conditions else "")
         elif not self.mechanism.formal:
             text = f"{latent:g} nominal (no formal guarantee)" + (f" + {conditions:g}" if conditions else "")
         else:
-            text = f"{total_epsilon(self.mechanism, self.handlings):g}"
+            text = f"{releases * total_epsilon(self.mechanism, self.handlings):g}"
         return text if self.seed is None else f"{text} ({NOT_PRIVATE_SEED})"
+
+    def delta_of(self, releases: int) -> str:
+        """Total delta of ``releases`` releases of one record (gaussian; deltas add up too), or "" without one."""
+        delta = getattr(self.mechanism, "delta", None)
+        return "" if delta is None else f"{releases * delta:g}"
 
     @property
     def noise_source(self) -> str:
@@ -140,9 +152,13 @@ class RunSettings:
 
 
 class Manifest:
-    """manifest.csv, written row by row (flushed per batch); every cell formula-escaped."""
+    """manifest.csv, written row by row (flushed per batch); every cell formula-escaped.
+
+    A record can come again later in the input, so each released record's total cost (how often this run released
+    it, times one release's epsilon and delta) is known only at the end: ``close`` fills those columns in."""
 
     def __init__(self, path: Path, settings: RunSettings):
+        self.path = path
         self.handle = path.open("w", newline="", encoding="utf-8")
         self.writer = csv.writer(self.handle)
         self.writer.writerow(MANIFEST_COLUMNS)
@@ -150,18 +166,25 @@ class Manifest:
         self.privatized = 0
         self.failed = 0
         self.reasons: collections.Counter = collections.Counter()  # why inputs were unusable, for the summary
+        self.records: list[str | None] = []  # per manifest row, the released record's key (None: not released)
+        self.releases: collections.Counter = collections.Counter()  # record key -> releases in this run
 
     def row(self, file: str, *, status: str, condition: str = "", released: str = "", error: str = "",
-            output: str = "", preprocessing: str = "", batch: int | None = None) -> None:
+            output: str = "", preprocessing: str = "", batch: int | None = None, record: str | None = None) -> None:
+        """One input's row; ``record`` is the released record's key (ledger key: the same record has the same)."""
         mechanism = self.settings.mechanism
         delta = getattr(mechanism, "delta", None)
         label = self.settings.mechanism_label
         if mechanism.name == "paper" and batch is not None:  # its output depends on the batch: record it
             label = f"{label[:-1]}; batch of {batch})"
         values = [file, condition, released, label, self.settings.epsilon,
-                  "" if delta is None else f"{delta:g}", self.settings.noise_source, status, error, output,
-                  preprocessing]
+                  "" if delta is None else f"{delta:g}", "", "", "",  # the record's total: filled in by close()
+                  self.settings.noise_source, status, error, output, preprocessing]
         self.writer.writerow([escape_cell(value) for value in values])
+        record = record if status == "privatized" else None
+        self.records.append(record)
+        if record is not None:
+            self.releases[record] += 1
         if status == "privatized":
             self.privatized += 1
         else:
@@ -174,8 +197,30 @@ class Manifest:
     def flush(self) -> None:
         self.handle.flush()
 
+    def repeated(self) -> collections.Counter:
+        """{k: how many records this run released k > 1 times}."""
+        return collections.Counter(count for count in self.releases.values() if count > 1)
+
     def close(self) -> None:
+        """Close the file and fill in each released record's total cost (once; a second call does nothing)."""
+        if self.handle.closed:
+            return
         self.handle.close()
+        if not self.privatized:
+            return
+        first = MANIFEST_COLUMNS.index("releases_of_record")
+        completed = self.path.with_name(self.path.name + ".part")
+        with self.path.open(newline="", encoding="utf-8") as source, \
+                completed.open("w", newline="", encoding="utf-8") as target:
+            reader, writer = csv.reader(source), csv.writer(target)
+            writer.writerow(next(reader))
+            for record, row in zip(self.records, reader, strict=True):
+                if record is not None:
+                    releases = self.releases[record]
+                    row[first:first + 3] = [escape_cell(value) for value in (
+                        str(releases), self.settings.epsilon_of(releases), self.settings.delta_of(releases))]
+                writer.writerow(row)
+        os.replace(completed, self.path)
 
 
 # --------------------------------------------------------------------------- labels
@@ -368,8 +413,36 @@ NEUTRAL_NAMES_NOTE = (f"Files are numbered, in an order drawn at random, in fold
                       f"{MANIFEST_NAME} maps them to the inputs.")
 
 
-def write_guarantee(output: Path, guarantee: str, names_note: str = "") -> None:
-    text = "\n\n".join(part for part in (guarantee, names_note, MANIFEST_NOTE) if part)
+def repeated_releases_note(mechanism: Mechanism) -> str:
+    """What a second release of a record costs (PRIVACY.md: n releases cost n * eps_total)."""
+    cost = "epsilon and delta" if getattr(mechanism, "delta", None) is not None else "epsilon"
+    return (f"Releasing the same record again (in another run, or as another copy in one input) costs its {cost} "
+            f"again (basic composition): a record released n times costs n times the {cost} of one release.")
+
+
+def repeated_records_caution(manifest: Manifest, what: str) -> str | None:
+    """Records this run released more than once, and what they cost (basic composition), or None.
+
+    ``what`` is the kind of record, "row" or "image"; the text says how such a record is recognized."""
+    repeated = manifest.repeated()
+    if not repeated:
+        return None
+    records = sum(repeated.values())
+    how_often = ", ".join(f"{number} {what}{'s' * (number > 1)} {k} times"
+                          for k, number in sorted(repeated.items(), reverse=True))
+    most = max(repeated)
+    delta = manifest.settings.delta_of(most)
+    same = ("the same values in the model's columns" if what == "row"
+            else "the same pixels after preprocessing, or their negative")
+    return (f"{records} {what}{'s' * (records > 1)} of the input occur{'s' * (records == 1)} more than once "
+            f"({how_often}; {same}): each copy was released separately, with its own noise, so a record that occurs "
+            f"k times costs k times the epsilon of one release (basic composition), here up to "
+            f"epsilon {manifest.settings.epsilon_of(most)}{f' and delta {delta}' if delta else ''}; the columns "
+            f"releases_of_record and epsilon_record_total of {MANIFEST_NAME} give each input's total.")
+
+
+def write_guarantee(output: Path, guarantee: str, names_note: str = "", repeat_note: str = "") -> None:
+    text = "\n\n".join(part for part in (guarantee, repeat_note, names_note, MANIFEST_NOTE) if part)
     (output / GUARANTEE_NAME).write_text(text + "\n", encoding="utf-8")
 
 
@@ -448,7 +521,8 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
                 if not guarantee_written:
                     write_guarantee(output, result.guarantee,
                                     COPIED_NAMES_NOTE if settings.names_copied
-                                    else NEUTRAL_NAMES_NOTE + _order_from_seed(settings.seed))
+                                    else NEUTRAL_NAMES_NOTE + _order_from_seed(settings.seed),
+                                    repeated_releases_note(settings.mechanism))
                     guarantee_written = True
         for item in pending:
             if not isinstance(item, PendingImage):
@@ -459,8 +533,11 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
             if error:
                 manifest.error(item.name, error, condition=condition)
             else:
+                # an image is the record whatever its label, as in the app's ledger: the same model-input pixels
+                # (or their negative) in two files, or in two class folders, are one record released twice
                 manifest.row(item.name, status="privatized", condition=condition, released=released_name,
-                             output=written, preprocessing="; ".join(item.steps), batch=len(images))
+                             output=written, preprocessing="; ".join(item.steps), batch=len(images),
+                             record=image_record_key(item.pixels))
                 written_now[:] = [path for path in written_now if path != names.root / written]  # listed: kept
         pending.clear()
         manifest.flush()
@@ -584,6 +661,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                 good, errors = _usable_rows(model, chunk)
                 filled = _filled_cells(model, chunk)
                 released: dict[int, str] = {}
+                records: dict[int, str] = {}  # row position -> the released row's ledger key
                 result = None
                 if good:
                     part = chunk.iloc[good].reset_index(drop=True)
@@ -602,10 +680,13 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                                                  encoding=out_encoding))
                     if first_chunk:
                         write_guarantee(output, result.guarantee,
-                                        SHUFFLED_ROWS_NOTE + _order_from_seed(settings.seed) if shuffled else "")
+                                        SHUFFLED_ROWS_NOTE + _order_from_seed(settings.seed) if shuffled else "",
+                                        repeated_releases_note(settings.mechanism))
                     first_chunk = False
                     released = {position: _conditions(frame, index, config.condition_columns)
                                 for index, position in enumerate(good)}
+                    # a row is recognized by its values in the model's columns, as the app's ledger does
+                    records = dict(zip(good, row_record_keys(result.original_frame), strict=True))
                 for position, number in enumerate(numbers):
                     condition = _conditions(chunk, position, config.condition_columns)
                     if position in errors:
@@ -615,7 +696,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                     filled_rows += position in filled  # the warning points at the manifest: count only rows it notes
                     cells = dict(status="privatized", condition=condition, released=released[position],
                                  output=f"{PRIVATIZED_CSV_NAME} row {written}",
-                                 preprocessing=filled.get(position, ""), batch=len(good))
+                                 preprocessing=filled.get(position, ""), batch=len(good), record=records[position])
                     if shuffled:
                         held_rows.append((f"row {number}", cells))
                     else:
@@ -631,6 +712,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
             if held_rows:  # an interrupted run's too: the rows released so far are not lost
                 _write_held_rows(out, held_frames, held_rows, settings.seed, manifest, delimiter, decimal,
                                  out_encoding)
+            add_caution(output, repeated_records_caution(manifest, "row"))
     if filled_rows:
         print(f"warning: {filled_rows} row(s) had empty cells or cells that are not numbers, read as the training "
               f"mean: the preprocessing column of {MANIFEST_NAME} names them", file=sys.stderr)
@@ -768,7 +850,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="model folder (or Hub id when supported)")
     parser.add_argument("--mechanism", required=True, choices=MECHANISMS)
     parser.add_argument("--epsilon", required=True, type=float,
-                        help="privacy budget per record (metric: per unit of L1 latent distance)")
+                        help="privacy budget per record and release (metric: per unit of L1 latent distance); "
+                             "releasing the same record again (another run, another copy in INPUT) costs epsilon "
+                             "again (basic composition)")
     parser.add_argument("--delta", type=float, help="gaussian only, and required there: in (0, 1), e.g. 1e-5")
     radius = parser.add_mutually_exclusive_group()
     radius.add_argument("--temperature", type=float,
@@ -925,7 +1009,8 @@ def main(argv=None) -> int:
                 with tqdm(total=total, desc="images", unit="file", disable=None) as progress:
                     privatize_images(loaded.model, loaded.config.class_names, source, resolver, settings,
                                      args.output, manifest, progress, args.input.name)
-            finally:  # an interrupted run's terms get the caution too
+            finally:  # an interrupted run's terms get the cautions too
+                add_caution(args.output, repeated_records_caution(manifest, "image"))
                 if input_kind == "folder":
                     add_caution(args.output, training_data_caution(loaded.config, image_folder_name(args.input), 0))
     except UsageError as error:

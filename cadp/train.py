@@ -581,6 +581,12 @@ def row_hashes(rows: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
     return pd.util.hash_pandas_object(as_text, index=False).to_numpy()
 
 
+def row_record_keys(rows: pd.DataFrame) -> list[str]:
+    """Each row's ledger key: a hash of its values in all its columns, in any column order (the app's ledger and
+    the CLI's count of repeated rows recognize a row alike)."""
+    return [f"row {value:016x}" for value in row_hashes(rows, tuple(sorted(rows.columns)))]
+
+
 def _cell_text(value) -> str:
     if value is None or value is pd.NA or value == "" or (isinstance(value, float) and math.isnan(value)):
         return ""  # a missing cell, however it is written

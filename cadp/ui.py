@@ -7,7 +7,6 @@ are hashed for the ledger, never written to disk or logged.
 from __future__ import annotations
 
 import atexit
-import hashlib
 import math
 import os
 import threading
@@ -34,6 +33,7 @@ from cadp.mechanisms import (
     readable,
 )
 from cadp.models import warm_up
+from cadp.uploads import image_record_key, record_key  # also the CLI's: one way to recognize a record
 
 WEIGHTS_ENV = "CADP_WEIGHTS_DIR"
 IMAGE_WIDTH = 140  # display width of a 28x28 image, in CSS pixels
@@ -372,11 +372,6 @@ class LedgerEntry:
     seeded: int = 0            # releases with noise from a fixed seed: not private
 
 
-def record_key(data: bytes) -> str:
-    """A hash of some bytes (the bytes themselves are not kept): ledger keys, widget keys."""
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
 def ledger() -> dict[str, LedgerEntry]:
     """This session's ledger: one entry per record, keyed by the record's content as the model sees it (an
     image's model-input pixels, a table row's values), so that the same record uploaded again, in another
@@ -404,11 +399,11 @@ def charge_rows(table_key: str, name: str, rows, mechanism: Mechanism, condition
     Rows are recognized by their values (in any column order): a row in two tables, in two encodings of one
     table, or twice in one table adds up. The ledger shows a table by the most any of its rows has cost.
     """
-    from cadp.train import row_hashes
+    from cadp.train import row_record_keys
 
     if rows.empty:
         return
-    counts = Counter(f"row {value:016x}" for value in row_hashes(rows, tuple(sorted(rows.columns))))
+    counts = Counter(row_record_keys(rows))
     for key, count in counts.items():
         _add(ledger().setdefault(key, LedgerEntry(name)), mechanism, condition_epsilon, count, seeded)
     tables = st.session_state.setdefault(LEDGER_TABLES, {})
@@ -982,13 +977,6 @@ def sample_record(config, index: int) -> ImageRecord:
     pixels = data.images[index].numpy().astype(np.uint8)
     name = f"{config.dataset} test image #{index} ({data.class_names[int(data.labels[index])]})"
     return ImageRecord(name, pixels, image_record_key(pixels), ["bundled test image: no preprocessing"])
-
-
-def image_record_key(pixels: np.ndarray) -> str:
-    """An image's ledger key: its model-input pixels, an image and its negative alike (an upload in another file
-    format, inverted or not, or in the other polarity is the same record; so is a test image uploaded as a file)."""
-    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
-    return record_key(min(pixels.tobytes(), (255 - pixels).tobytes()) + repr(pixels.shape).encode())
 
 
 def suggest_labels(loaded, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

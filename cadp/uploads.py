@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import random
 import re
@@ -373,6 +374,18 @@ def png_bytes(pixels: np.ndarray, description: str | None = None) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array, mode="L" if array.ndim == 2 else "RGB").save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
+
+
+def record_key(data: bytes) -> str:
+    """A hash of some bytes (the bytes themselves are not kept): ledger keys, widget keys."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def image_record_key(pixels: np.ndarray) -> str:
+    """An image's ledger key: its model-input pixels, an image and its negative alike (an upload in another file
+    format, inverted or not, or in the other polarity is the same record; so is a test image uploaded as a file)."""
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    return record_key(min(pixels.tobytes(), (255 - pixels).tobytes()) + repr(pixels.shape).encode())
 
 
 # --------------------------------------------------------------------------- ZIP archives

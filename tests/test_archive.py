@@ -142,6 +142,39 @@ def test_seeded_runs_repeat_and_unseeded_runs_use_os_entropy(image_model, tmp_pa
     assert any(differs)
 
 
+def test_an_image_in_the_folder_three_times_is_three_releases_and_costs_three_epsilon(image_model, tmp_path,
+                                                                                      capsys):
+    """The same image three times (two files, and a copy in another class folder) was released three times with
+    independent noise, and the manifest and guarantee said epsilon 1 for each, with no warning."""
+    repeated = image_file(1)
+    source = make_folder(tmp_path / "in", {"0/a.png": repeated, "0/a-copy.png": repeated, "1/a.png": repeated,
+                                           "0/b.png": image_file(2), "1/c.png": image_file(3)})
+    assert run(image_model, source, tmp_path / "out", "--batch-size", "2") == 0
+    err = capsys.readouterr().err
+    assert ("warning: 1 image of the input occurs more than once (1 image 3 times; the same pixels after "
+            "preprocessing, or their negative): each copy was released separately, with its own noise, so a record "
+            "that occurs k times costs k times the epsilon of one release (basic composition), here up to "
+            "epsilon 3;") in err
+    rows = {row["file"]: row for row in read_manifest(tmp_path / "out")}
+    for name in ("0/a.png", "0/a-copy.png", "1/a.png"):
+        assert rows[name]["epsilon"] == "1"  # one release's cost, as before
+        assert (rows[name]["releases_of_record"], rows[name]["epsilon_record_total"]) == ("3", "3")
+    for name in ("0/b.png", "1/c.png"):
+        assert (rows[name]["releases_of_record"], rows[name]["epsilon_record_total"]) == ("1", "1")
+    assert {row["delta_record_total"] for row in rows.values()} == {""}  # laplace has no delta
+    terms = (tmp_path / "out" / "guarantee.txt").read_text(encoding="utf-8")
+    assert terms.startswith("Caution: 1 image of the input occurs more than once (1 image 3 times;")
+    assert "here up to epsilon 3;" in terms
+    assert ("Releasing the same record again (in another run, or as another copy in one input) costs its epsilon "
+            "again (basic composition)") in terms
+    # without copies: no caution, and each record's total is one release's
+    assert run(image_model, make_folder(tmp_path / "in2", {"0/b.png": image_file(2)}), tmp_path / "out2") == 0
+    assert "more than once" not in capsys.readouterr().err
+    terms = (tmp_path / "out2" / "guarantee.txt").read_text(encoding="utf-8")
+    assert not terms.startswith("Caution") and "Releasing the same record again" in terms
+    assert read_manifest(tmp_path / "out2")[0]["epsilon_record_total"] == "1"
+
+
 def test_labels_csv_for_a_flat_folder_and_formula_names_in_the_manifest(image_model, tmp_path):
     source = make_folder(tmp_path / "in", {"a.png": image_file(1), "b.png": image_file(2),
                                            "=cmd.png": image_file(3), "c.png": image_file(4)})
@@ -443,6 +476,45 @@ def test_csv_cells_read_as_the_mean_are_named_in_the_manifest(table_model, tmp_p
     assert rows[6]["status"] == "error"
     # the warning's count is the number of rows the manifest's preprocessing column names
     assert "warning: 3 row(s) had empty cells or cells that are not numbers" in capsys.readouterr().err
+
+
+def test_a_row_in_the_csv_three_times_is_three_releases_and_costs_three_epsilon(table_model, tmp_path, capsys):
+    """One row three times (once with its columns in another order and its age written 1 decimal) and another
+    twice were released with independent noise, and the manifest and guarantee said epsilon 1 for each."""
+    frame = table_frame(6)
+    source = tmp_path / "rows.csv"
+    copies = pd.concat([frame, frame.iloc[[0, 1, 0]]], ignore_index=True)
+    text = copies.to_csv(index=False)
+    first = frame.iloc[0]
+    text += f"{float(first['age'])},{first['bmi']},{first['note']},{first['sex']}\n"  # age 53.0: the same row
+    source.write_text(text, encoding="utf-8")
+    assert run(table_model, source, tmp_path / "out", "--batch-size", "4", "--mechanism", "gaussian",
+               "--delta", "1e-5", "--condition", "sex=randomized:0.5") == 0
+    err = capsys.readouterr().err
+    assert ("warning: 2 rows of the input occur more than once (1 row 4 times, 1 row 2 times; the same values in "
+            "the model's columns): each copy was released separately, with its own noise, so a record that occurs k "
+            "times costs k times the epsilon of one release (basic composition), here up to epsilon 6 and delta "
+            "4e-05;") in err
+    assert "epsilon_record_total of manifest.csv give each input's total" in err
+    rows = {row["file"]: row for row in read_manifest(tmp_path / "out")}
+    totals = {name: (row["epsilon"], row["releases_of_record"], row["epsilon_record_total"],
+                     row["delta_record_total"]) for name, row in rows.items()}
+    for name in ("row 1", "row 7", "row 9", "row 10"):
+        assert totals[name] == ("1.5", "4", "6", "4e-05")  # (1 + 0.5) * 4; delta 1e-5 * 4
+    for name in ("row 2", "row 8"):
+        assert totals[name] == ("1.5", "2", "3", "2e-05")
+    for name in ("row 3", "row 4", "row 5", "row 6"):
+        assert totals[name] == ("1.5", "1", "1.5", "1e-05")
+    terms = (tmp_path / "out" / "guarantee.txt").read_text(encoding="utf-8")
+    assert terms.startswith("Caution: 2 rows of the input occur more than once (1 row 4 times, 1 row 2 times;")
+    assert ("Releasing the same record again (in another run, or as another copy in one input) costs its epsilon "
+            "and delta again (basic composition): a record released n times costs n times the epsilon and delta "
+            "of one release.") in terms
+    # the option says so before any run
+    with pytest.raises(SystemExit):
+        archive.parse_args(["--help"])
+    assert "releasing the same record again (another run, another copy in INPUT) costs epsilon again" in \
+        " ".join(capsys.readouterr().out.split())
 
 
 def test_csv_missing_model_columns_is_a_usage_error(table_model, tmp_path, capsys):
