@@ -571,7 +571,8 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
 # --------------------------------------------------------------------------- table runs
 
 def _file_encoding(path: Path) -> str:
-    """UTF-8 (with or without BOM) or UTF-16 by BOM, else Latin-1; checked by streaming, not loading the file."""
+    """UTF-8 (with or without BOM) or UTF-16 by BOM, else Windows-1252, else Latin-1 (as ``uploads.decode_text``);
+    checked by streaming, not loading the file."""
     with path.open("rb") as handle:
         head = handle.read(4)
         if head.startswith(codecs.BOM_UTF8):
@@ -585,7 +586,14 @@ def _file_encoding(path: Path) -> str:
                 decoder.decode(chunk)
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
-            return "latin-1"
+            handle.seek(0)
+            decoder = codecs.getincrementaldecoder("cp1252")()
+            try:
+                while chunk := handle.read(2**20):
+                    decoder.decode(chunk)
+            except UnicodeDecodeError:  # one of the five bytes Windows-1252 leaves undefined
+                return "latin-1"
+            return "cp1252"
     return "utf-8"
 
 

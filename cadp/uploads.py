@@ -511,6 +511,7 @@ class CsvUpload:
 
 
 ENCODING_NAMES = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8 with a BOM", "utf-16": "UTF-16", "latin-1": "Latin-1",
+                  "cp1252": "Windows-1252",
                   "utf-16-le": "UTF-16 (little-endian, without a BOM)", "utf-16-be": "UTF-16 (big-endian, without a BOM)"}
 
 
@@ -556,7 +557,8 @@ def bomless_utf16(sample: bytes) -> str | None:
 
 def decode_text(data: bytes) -> tuple[str, str]:
     """(text, encoding): UTF-8 with or without BOM, UTF-16 with BOM or without (utf-16-le, utf-16-be), else
-    Latin-1."""
+    Windows-1252 (cp1252: what spreadsheets on Windows write; its euro sign and quotes would be control
+    characters in Latin-1), else Latin-1 (which decodes every byte)."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
             return data.decode("utf-16"), "utf-16"
@@ -583,7 +585,15 @@ def decode_text(data: bytes) -> tuple[str, str]:
             return data.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
             pass
-    return data.decode("latin-1"), "latin-1"
+    return single_byte_text(data)
+
+
+def single_byte_text(data: bytes) -> tuple[str, str]:
+    """(text, "cp1252") where every byte is a Windows-1252 character, else (text, "latin-1")."""
+    try:
+        return data.decode("cp1252"), "cp1252"
+    except UnicodeDecodeError:  # one of the five bytes Windows-1252 leaves undefined
+        return data.decode("latin-1"), "latin-1"
 
 
 def sniff_delimiter(text: str) -> str:
@@ -647,8 +657,8 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
                          "are accepted")
     text, encoding = decode_text(data)
     notes: list[str] = []
-    if encoding == "latin-1":
-        notes.append("the file is not valid UTF-8; read as Latin-1")
+    if encoding in ("cp1252", "latin-1"):
+        notes.append(f"the file is not valid UTF-8; read as {ENCODING_NAMES[encoding]}")
     elif encoding in ("utf-16-le", "utf-16-be"):
         notes.append(f"the file is UTF-16 without a byte order mark; read as {ENCODING_NAMES[encoding]}")
     if not text.strip():

@@ -798,7 +798,7 @@ def test_a_latin1_upload_comes_back_in_latin1(media):
     assert b"M\xe4nnlich" in released and "Männlich".encode() not in released
     assert pd.read_csv(io.BytesIO(released), sep=";", decimal=",", encoding="cp1252")["Ort"].isin(
         ["Zürich", "Köln"]).all()
-    assert any(c.value == "Written semicolon-separated with decimal commas, in Latin-1, as the upload was."
+    assert any(c.value == "Written semicolon-separated with decimal commas, in Windows-1252, as the upload was."
                for c in at.caption), [c.value for c in at.caption]
 
 

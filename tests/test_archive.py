@@ -329,7 +329,7 @@ def test_csv_is_written_in_the_inputs_encoding_where_the_model_allows_it(tmp_pat
     source.write_bytes(frame.to_csv(index=False, sep=";").encode("latin-1"))
     model = save_model(fit_tabular(frame, ["sex"], steps=5), tmp_path / "model")
     assert run(model, source, tmp_path / "out", "--seed", "1") == 0
-    assert "privatized.csv is written semicolon-separated, in Latin-1, as rows.csv is" in capsys.readouterr().err
+    assert "privatized.csv is written semicolon-separated, in Windows-1252, as rows.csv is" in capsys.readouterr().err
     released = (tmp_path / "out" / "privatized.csv").read_bytes()
     assert released.startswith(b"age;bmi;note;sex\r\n") and set(pd.read_csv(
         io.BytesIO(released), sep=";", encoding="latin-1")["note"]) <= {"Köln", "Zürich"}
@@ -338,7 +338,7 @@ def test_csv_is_written_in_the_inputs_encoding_where_the_model_allows_it(tmp_pat
     model = save_model(fit_tabular(other, ["sex"], steps=5), tmp_path / "other")
     assert run(model, source, tmp_path / "out2", "--seed", "1") == 0
     assert ("privatized.csv is written semicolon-separated, in UTF-8 with a BOM: a released value cannot be written "
-            "in Latin-1, the encoding of rows.csv") in capsys.readouterr().err
+            "in Windows-1252, the encoding of rows.csv") in capsys.readouterr().err
     released = (tmp_path / "out2" / "privatized.csv").read_bytes()
     assert released.startswith(b"\xef\xbb\xbfage;bmi;note;sex\r\n") and released.count(b"\xef\xbb\xbf") == 1
 

@@ -174,7 +174,7 @@ CSV_CASES = {
                    "ok", None),
     "latin-1": (lambda: b"group,city,value\n" + "\n".join(
         f"{'ab'[i % 2]},{'Zürich' if i % 3 else 'Málaga'},{i * 1.3:.1f}" for i in range(30)).encode("latin-1"),
-                "note", "read as Latin-1"),
+                "note", "read as Windows-1252"),
     "utf8-bom": (lambda: b"\xef\xbb\xbf" + table(), "ok", "group"),
     "semicolon": (lambda: table(";"), "ok", "group"),
     "tab": (lambda: table("\t"), "ok", "group"),

@@ -335,11 +335,16 @@ def test_delimiter_sniffing(delimiter):
     assert upload.delimiter == delimiter and upload.frame.shape == (5, 3)
 
 
-def test_latin1_fallback_is_noted():
-    upload = read_csv_upload("city,n\nMünchen,1\nKöln,2\n".encode("latin-1"))
-    assert upload.encoding == "latin-1"
-    assert upload.frame["city"].tolist() == ["München", "Köln"]
-    assert "not valid UTF-8; read as Latin-1" in upload.notes[0]
+def test_a_file_that_is_not_utf8_is_read_as_windows_1252_else_latin1_and_noted():
+    """Spreadsheets on Windows write Windows-1252: read as Latin-1, its euro sign and quotes were control
+    characters. Latin-1 stays for the five bytes Windows-1252 leaves undefined."""
+    upload = read_csv_upload("city,price\nMünchen,1 €\n“Köln”,2 €\n".encode("cp1252"))
+    assert upload.encoding == "cp1252"
+    assert upload.frame["city"].tolist() == ["München", "“Köln”"] and upload.frame["price"].tolist() == ["1 €", "2 €"]
+    assert "not valid UTF-8; read as Windows-1252" in upload.notes[0]
+    upload = read_csv_upload("city,n\nMünchen,1\n".encode("latin-1") + b"K\x81ln,2\n")
+    assert upload.encoding == "latin-1" and "not valid UTF-8; read as Latin-1" in upload.notes[0]
+    assert upload.frame["city"].tolist() == ["München", "K\x81ln"]
 
 
 def test_duplicate_and_blank_column_names_are_renamed_with_a_note():
@@ -568,11 +573,11 @@ def test_a_download_is_written_in_the_uploads_encoding_where_every_cell_fits_it(
     from cadp.uploads import csv_format_words, writable_encoding
 
     upload = read_csv_upload("Ort;Gewicht\r\nKöln;60,5\r\nZürich;70\r\n€-Zone;1\r\n".encode("cp1252"))
-    assert upload.csv_format == {"delimiter": ";", "decimal": ",", "encoding": "latin-1"}
-    assert writable_encoding("latin-1", frame=upload.frame) == "latin-1"
+    assert upload.csv_format == {"delimiter": ";", "decimal": ",", "encoding": "cp1252"}
+    assert writable_encoding("cp1252", frame=upload.frame) == "cp1252"
     written = safe_csv_bytes(upload.frame, **upload.csv_format)
     assert written == "Ort;Gewicht\r\nKöln;60,5\r\nZürich;70,0\r\n€-Zone;1,0\r\n".encode("cp1252")  # as read
-    assert csv_format_words(**upload.csv_format) == "semicolon-separated with decimal commas, in Latin-1"
+    assert csv_format_words(**upload.csv_format) == "semicolon-separated with decimal commas, in Windows-1252"
     # a released value Latin-1 cannot hold: UTF-8 with a BOM (spreadsheets read it as UTF-8), never a broken file
     other = upload.frame.assign(Ort=["Łódź", "Köln", "Köln"])
     assert writable_encoding("latin-1", frame=other) == "utf-8-sig"
