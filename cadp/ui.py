@@ -7,6 +7,7 @@ are hashed for the ledger, never written to disk or logged.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
 import os
 import threading
@@ -910,8 +911,9 @@ def image_records_from_uploads(files, *, image_size: int, channels: int, invert:
         prepared = kept.get(key) or cache.get(key)
         # a file read whole under a larger budget is the same under this one if it fits; a cut one only at its cut
         if prepared is None or (prepared.decoded_pixels > left if prepared.cut_at is None else prepared.cut_at != left):
-            prepared = _prepare_file(file.name, data, image_size=image_size, channels=channels, invert=invert,
-                                     budget=left)
+            with st.spinner(f"Reading {file.name}…") if in_session else contextlib.nullcontext():  # a ZIP takes a while
+                prepared = _prepare_file(file.name, data, image_size=image_size, channels=channels, invert=invert,
+                                         budget=left)
         kept[key] = prepared
         records += prepared.records
         problems += prepared.problems
