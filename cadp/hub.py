@@ -457,9 +457,11 @@ def _download(repo_id: str, revision: str, *, cache_dir: str | Path | None, endp
         except HfHubHTTPError as error:
             if error.response is None or error.response.status_code < 500:
                 raise ModelError(f"the Hub refused {where}: {_short(error)}") from None
-            hub_problem = f"Hub unreachable: {endpoint} answered {error.response.status_code}"
+            hub_problem = (f"the Hub at {endpoint} cannot serve it now (it answered HTTP {error.response.status_code}: "
+                           "try again later)")
         except _transport_errors() as error:
-            hub_problem = f"Hub unreachable: {endpoint} ({_short(error)})"
+            hub_problem = (f"the Hub at {endpoint} cannot be reached (no network connection, or the server is down; "
+                           f"details: {_short(error)})")
 
     if listing is not None:
         missing = [name for name in REQUIRED_HUB_FILES if name not in listing]
@@ -493,7 +495,8 @@ def _download(repo_id: str, revision: str, *, cache_dir: str | Path | None, endp
         except HfHubHTTPError as error:
             raise ModelError(f"could not download {name} of Hub repo {where}: {_short(error)}") from None
         except _transport_errors() as error:
-            raise _HubUnavailable(f"Hub unreachable while downloading {name}: {_short(error)}") from None
+            raise _HubUnavailable(f"the Hub could not be reached while downloading {name} (no network connection, or "
+                                  f"the server is down; details: {_short(error)})") from None
 
     for path in paths:  # a listing without sizes (a mirror may omit them) is checked here, before anything reads it
         limit = max_weights_bytes() if path.name == WEIGHTS_NAME else MAX_FILE_BYTES

@@ -222,7 +222,8 @@ def sidebar(kind: str | None = None, key: str = "model") -> hub.LoadedModel | No
                 bundled = weights_dir().resolve() == hub.BUNDLED_DIR.resolve()
                 loaded = load_model(choice if bundled else str(weights_dir() / choice))
             if loaded is not None and kind is not None and loaded.config.kind != kind:
-                st.error(f"This page needs a {kind} model; {loaded.config.name} is a {loaded.config.kind} model.")
+                st.error(f"This page needs {'an' if kind == 'image' else 'a'} {kind} model; {loaded.config.name} is "
+                         f"{'an' if loaded.config.kind == 'image' else 'a'} {loaded.config.kind} model.")
                 loaded = None
         except CadpError as error:
             st.error(str(error))

@@ -146,7 +146,7 @@ def test_unreachable_hub_uses_the_cache(served, cache, model_folders):
     loaded = hub.load_model(REPO, cache_dir=cache, endpoint=served.url)
 
     assert loaded.commit == served.commits["v2"]
-    assert "(cached copy; Hub unreachable" in loaded.origin
+    assert "(cached copy; the Hub at " in loaded.origin and "cannot be reached (no network connection" in loaded.origin
     assert_same_weights(loaded.model, weights(model_folders[1]))
 
 
@@ -157,7 +157,8 @@ def test_hub_server_error_uses_the_cache(served, cache, model_folders):
     loaded = hub.load_model(REPO, cache_dir=cache, endpoint=served.url)
 
     assert loaded.origin == (f"Hub {REPO} at commit {served.commits['v2'][:12]} "
-                             f"(cached copy; Hub unreachable: {served.url} answered 503)")
+                             f"(cached copy; the Hub at {served.url} cannot serve it now (it answered HTTP 503: "
+                             "try again later))")
 
 
 # --------------------------------------------------------------------------- bundled fallback
@@ -178,7 +179,7 @@ def test_hub_down_falls_back_to_the_bundled_copy(served, cache, bundled, model_f
 
     loaded = hub.load_model("cadp/table-cinn", cache_dir=cache, endpoint=served.url)
 
-    assert loaded.origin.startswith("bundled fallback weights/table-cinn (Hub unreachable: ")
+    assert loaded.origin.startswith("bundled fallback weights/table-cinn (the Hub at ")
     assert served.url in loaded.origin
     assert loaded.folder == bundled and loaded.commit is None
     assert_same_weights(loaded.model, weights(model_folders[0]))
@@ -204,7 +205,8 @@ def test_bundled_repo_loads_its_pinned_revision_from_the_hub(served, cache, bund
 def test_no_fallback_for_another_revision_of_a_bundled_repo(served, cache, bundled):
     served.stop()
     message = refused_model_error("cadp/table-cinn@v2", cache_dir=cache, endpoint=served.url)
-    assert message.startswith("cannot load Hub repo cadp/table-cinn@v2: Hub unreachable")
+    assert message.startswith("cannot load Hub repo cadp/table-cinn@v2: the Hub at ")
+    assert "cannot be reached (no network connection, or the server is down; details: " in message
 
 
 def test_bundled_name_loads_the_bundled_folder(bundled):
@@ -235,7 +237,7 @@ def test_offline_without_cache_names_repo_and_reason(served, cache, monkeypatch)
 def test_unreachable_hub_without_cache_names_repo_and_reason(served, cache):
     served.stop()
     message = refused_model_error(REPO, cache_dir=cache, endpoint=served.url)
-    assert message.startswith(f"cannot load Hub repo {REPO}@main: Hub unreachable: {served.url}")
+    assert message.startswith(f"cannot load Hub repo {REPO}@main: the Hub at {served.url} cannot be reached")
     assert "no copy" in message
 
 
