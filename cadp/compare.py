@@ -153,10 +153,16 @@ def correlation_figure(difference: pd.DataFrame):
     return heat
 
 
+MIN_TASK_ROWS = 10  # fewer rows cannot train and test a classifier that says anything
+
+
 def task_columns(frame: pd.DataFrame, kinds: dict[str, str], handlings: dict) -> tuple[list[str], int]:
-    """(columns a downstream classifier can predict: at most 20 values, index of the default one). A kept
-    condition first, then another condition or a category: a number with few values is rarely the task."""
-    targets = [c for c in frame.columns if frame[c].nunique() <= 20]
+    """(columns a downstream classifier can predict: 2 to 20 values, an empty cell counting as one; index of the
+    default one). A kept condition first, then another condition or a category: a number with few values is
+    rarely the task. None below ``MIN_TASK_ROWS`` rows."""
+    if len(frame) < MIN_TASK_ROWS:
+        return [], 0
+    targets = [c for c in frame.columns if 2 <= frame[c].nunique(dropna=False) <= 20]
     preferred = [c for c, h in handlings.items() if h.handling == "kept"] + list(handlings) + [
         c for c in targets if kinds.get(c) == "categorical"]
     default = next((c for c in preferred if c in targets), targets[0] if targets else None)

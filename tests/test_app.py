@@ -550,6 +550,23 @@ def test_a_release_of_rows_the_model_trained_on_says_so_in_its_guarantee_and_ter
     assert "Caution" not in guarantee(clean(at))
 
 
+def test_a_one_row_upload_is_released_without_an_error_it_cannot_act_on(media):
+    """One row: the downstream check raised 'the target has a single value; pick a column...' with no column to
+    pick, and the caution read '1 of these 1 rows are rows'."""
+    from cadp.data import load_table
+
+    table = load_table("diabetes").frame
+    at = page("tabular.py")
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="table_upload").set_value(("one.csv", table.head(1).to_csv(index=False).encode(),
+                                                    "text/csv")).run()
+    at.button(key="table_privatize").click().run()
+    assert not errors(clean(at)) and downloads(at)
+    assert guarantee(at).startswith(f"Caution: This row is a row {helpers.TABLE_MODEL} was trained on")
+    assert any("No downstream check: it needs at least 10 rows" in c.value for c in at.caption)
+    assert any(m.value == "Original" for m in at.markdown)
+
+
 def test_tabular_preview_for_the_bundled_model_only(monkeypatch):
     from cadp import hub
 

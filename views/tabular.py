@@ -36,8 +36,12 @@ def training_rows_caution(loaded, frame, key: str) -> str | None:
     seen = rows_seen_in_training(key, (config.name, config.dataset, config.permutation_seed), config, frame)
     if not seen:
         return None
-    return (f"{seen} of these {len(frame)} rows are rows {config.name} was trained on (without DP): for them the "
-            "guarantee does not cover what the model learned from them.")
+    if len(frame) == 1:
+        return (f"This row is a row {config.name} was trained on (without DP): for it the guarantee does not cover "
+                "what the model learned from it.")
+    return (f"{seen} of these {len(frame)} rows {'is a row' if seen == 1 else 'are rows'} {config.name} was trained "
+            f"on (without DP): for {'it' if seen == 1 else 'them'} the guarantee does not cover what the model "
+            f"learned from {'it' if seen == 1 else 'them'}.")
 
 
 def fitted_models() -> dict:
@@ -159,7 +163,7 @@ def show_result(state) -> None:
         st.caption(f"Note: {note}")
     shown = min(len(original), SHOWN_ROWS)
     left, right = st.columns(2)
-    left.markdown(f"Original (first {shown} rows)")
+    left.markdown("Original" if shown == len(original) else f"Original (first {shown} rows)")
     left.dataframe(original.head(shown), key="table_original")
     right.markdown("Privatized (changed cells highlighted; numbers stay within the range of the table the model "
                    "was fitted on)")
@@ -194,13 +198,24 @@ def show_result(state) -> None:
         target = st.selectbox("Downstream task: predict", targets, index=default, key=ui.kept("table_target"))
         scores = state.setdefault("accuracy", {})  # per target, once per release
         if target not in scores:
-            scores[target] = compare.downstream_accuracy(original, released, target)
+            try:
+                scores[target] = compare.downstream_accuracy(original, released, target)
+            except ui.InputError as error:
+                scores[target] = f"No downstream check for {target}: {error}."
         accuracy = scores[target]
+        if isinstance(accuracy, str):
+            st.caption(accuracy)
+            return
         cols = st.columns(3)
         cols[0].metric("trained on privatized, tested on real (p/o)", f"{accuracy['p/o']:.3f}")
         cols[1].metric("trained on real, tested on real (o/o)", f"{accuracy['o/o']:.3f}")
         cols[2].metric("majority class", f"{accuracy['chance']:.3f}")
         st.caption("Logistic regression; the tested rows are held out from training in both cases.")
+    elif len(original) < compare.MIN_TASK_ROWS:
+        st.caption(f"No downstream check: it needs at least {compare.MIN_TASK_ROWS} rows to train and test a "
+                   f"classifier, and this release has {len(original)}.")
+    else:
+        st.caption("No downstream check: no column of this release has between 2 and 20 distinct values to predict.")
 
 
 def page(loaded) -> None:
