@@ -920,7 +920,10 @@ def test_audit_page_runs_and_plots_the_claim_line():
 
     ceiling = f"{largest_provable_epsilon(200):.2f}"  # 200 releases per record, 100 of them held out
     assert ceiling == "3.28"
-    assert f"the most this many releases can show ({ceiling})" in json.dumps(figure, ensure_ascii=False)
+    line = next(trace for trace in figure["data"] if trace["name"] == f"the most this many releases can show ({ceiling})")
+    assert line["y"] == [largest_provable_epsilon(200)] * 2  # drawn at the ceiling, its label in the legend
+    # not add_hline: its label went to y = 10^3.28 on the log axis, stretching the axis to a million
+    assert not figure["layout"].get("annotations") and not figure["layout"].get("shapes")
     assert any(f"no audit can show more than ε ≈ {ceiling}" in c.value for c in at.caption)
     table = at.dataframe[0].value
     assert list(table["claimed"]) == [1.0] and table["lower_bound"].notna().all()
@@ -930,6 +933,47 @@ def test_audit_page_runs_and_plots_the_claim_line():
     at.button[0].click().run()
     table = clean(at).dataframe[0].value
     assert table["verdict"].iloc[-1] == "not testable: 200 releases can show at most epsilon 3.28, below the claim"
+
+
+def plotted(values) -> list[float]:
+    """A trace's values from a figure's JSON: plotly sends NumPy arrays and Series base64-encoded."""
+    if isinstance(values, dict):
+        import base64
+
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return list(values)
+
+
+def test_audit_page_rerun_with_the_same_settings_replaces_its_rows():
+    """Pressing "Run the audit" twice showed every ε twice, and the chart zig-zagged between the two runs."""
+    at = clean(page("audit.py"))
+    at.select_slider(key="audit_releases").set_value(200)
+    at.multiselect(key="audit_epsilons").set_value([1, 2])
+    at.button[0].click().run()
+    at.button[0].click().run()
+    table = clean(at).dataframe[0].value
+    assert list(table["epsilon"]) == [1, 2]
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    bounds = [trace for trace in figure["data"] if trace["name"].endswith(": lower bound")]
+    assert len(bounds) == 1 and plotted(bounds[0]["x"]) == [1.0, 2.0]  # one point per ε, not a zig-zag
+    at.multiselect(key="audit_epsilons").set_value([2, 5])  # ε 2 again (replaced), ε 5 added, ε 1 kept
+    at.button[0].click().run()
+    assert list(clean(at).dataframe[0].value["epsilon"]) == [1, 2, 5]
+
+
+def test_audit_table_shows_the_verdict_first_and_formats_its_numbers():
+    """The table cut 1284.0992 to ".284.0992" and left the verdict off-screen to the right."""
+    at = clean(page("audit.py"))
+    at.select_slider(key="audit_releases").set_value(200)
+    at.multiselect(key="audit_epsilons").set_value([1])
+    at.button[0].click().run()
+    table = clean(at).dataframe[0]
+    assert list(table.value.columns)[:5] == ["verdict", "mechanism", "settings", "claimed", "lower_bound"]
+    columns = json.loads(table.proto.columns)
+    assert all(columns[name]["width"] for name in list(table.value.columns)[:9])  # set, not left to guesswork
+    for name in ("epsilon", "claimed", "lower_bound", "estimate"):
+        assert columns[name]["type_config"]["format"] == "localized", name  # 1,284.099 with thousands separators
+    assert columns["tpr"]["type_config"]["format"] == columns["fpr"]["type_config"]["format"] == "%.3f"
 
 
 def test_largest_provable_epsilon_is_the_bound_of_a_perfect_test():

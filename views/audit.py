@@ -73,12 +73,36 @@ def audit_figure(results: list[dict], ceiling: float | None = None) -> go.Figure
                          arrayminus=[0] * len(group)),
         ))
     if ceiling is not None and math.isfinite(ceiling):
-        figure.add_hline(y=ceiling, line_dash="dot", line_color="firebrick",
-                         annotation_text=f"the most this many releases can show ({ceiling:.2f})")
+        # a trace, not add_hline: its annotation lands at 10^ceiling on a log axis, stretching the axis to match
+        figure.add_trace(go.Scatter(x=[low, top * 2], y=[ceiling, ceiling], mode="lines",
+                                    name=f"the most this many releases can show ({ceiling:.2f})",
+                                    line=dict(dash="dot", color="firebrick"), hoverinfo="name"))
     figure.update_layout(xaxis_title="claimed ε (paper: its nominal ε; metric: ε_unit · d(A, B))",
                          yaxis_title=f"empirical ε lower bound (95% Clopper–Pearson; 0 drawn at {FLOOR})",
                          xaxis_type="log", yaxis_type="log", height=480)
     return figure
+
+
+NUMBER_FORMAT = "localized"  # thousands separators, at most 3 decimals: 1,284.099 and 0.352
+# the answer first, then what it rests on; widths in pixels so that numbers are never cut off. Model, records
+# and releases are the same on every row (the caption names them), so they come last
+TABLE_COLUMNS = {
+    "verdict": st.column_config.TextColumn("verdict", width=400),
+    "mechanism": st.column_config.TextColumn("mechanism", width=110),
+    "settings": st.column_config.TextColumn("settings", width=120),
+    "claimed": st.column_config.NumberColumn("claimed ε", format=NUMBER_FORMAT, width=85),
+    "lower_bound": st.column_config.NumberColumn("lower bound", format=NUMBER_FORMAT, width=90,
+                                                 help="Empirical ε lower bound, 95% Clopper–Pearson"),
+    "estimate": st.column_config.NumberColumn("estimate", format=NUMBER_FORMAT, width=80,
+                                              help="The same quantity from the point rates"),
+    "epsilon": st.column_config.NumberColumn("ε", format=NUMBER_FORMAT, width=60,
+                                             help="The ε chosen above (metric: per unit of latent L1 distance)"),
+    "tpr": st.column_config.NumberColumn("TPR", format="%.3f", width=60),
+    "fpr": st.column_config.NumberColumn("FPR", format="%.3f", width=60),
+    "releases": st.column_config.NumberColumn("releases", format="%,d"),
+    "model": st.column_config.TextColumn("model"),
+    "records": st.column_config.TextColumn("records"),
+}
 
 
 def verdict(audit, epsilon: float) -> str:
@@ -122,7 +146,7 @@ def page(loaded) -> None:
             raise ui.InputError("choose at least one ε")
         distinguishing_audit = ui.require("distinguishing_audit", "cadp.evaluate")
         bar = st.progress(0.0, text="Auditing…")
-        results = []
+        results = {}  # by mechanism, settings and ε: a rerun with the same settings replaces its rows
         for step, epsilon in enumerate(sorted(epsilons)):
             policy = {}
             if mechanism in ("laplace", "gaussian"):
@@ -140,17 +164,17 @@ def page(loaded) -> None:
             else:
                 audit = distinguishing_audit(loaded.model, record_a, record_b, condition, built,
                                              releases=releases, progress=report)
-            results.append({"model": loaded.config.name, "records": description,
-                            "mechanism": ui.MECHANISM_LABELS[mechanism], "settings": setting or "–", "epsilon": epsilon,
-                            "claimed": audit.claimed_epsilon if audit.claimed_epsilon is not None else epsilon,
-                            "lower_bound": audit.epsilon_lower_bound, "estimate": audit.epsilon_estimate,
-                            "tpr": audit.tpr, "fpr": audit.fpr, "releases": audit.releases,
-                            "verdict": verdict(audit, epsilon)})
+            label, settings = ui.MECHANISM_LABELS[mechanism], setting or "–"
+            results[(label, settings, epsilon)] = {
+                "model": loaded.config.name, "records": description, "mechanism": label, "settings": settings,
+                "epsilon": epsilon, "claimed": audit.claimed_epsilon if audit.claimed_epsilon is not None else epsilon,
+                "lower_bound": audit.epsilon_lower_bound, "estimate": audit.epsilon_estimate,
+                "tpr": audit.tpr, "fpr": audit.fpr, "releases": audit.releases, "verdict": verdict(audit, epsilon)}
         bar.progress(1.0, text="Done")
-        st.session_state.setdefault(RESULT, {}).setdefault((loaded.config.name, description, releases), []) \
-            .extend(results)
+        st.session_state.setdefault(RESULT, {}).setdefault((loaded.config.name, description, releases), {}) \
+            .update(results)
     runs = st.session_state.get(RESULT, {})
-    results = runs.get((loaded.config.name, description, releases), [])  # this model, records and release count
+    results = list(runs.get((loaded.config.name, description, releases), {}).values())  # this model, records, count
     if results:
         largest_provable_epsilon = ui.require("largest_provable_epsilon", "cadp.evaluate")
         ceiling = largest_provable_epsilon(releases)
@@ -159,7 +183,8 @@ def page(loaded) -> None:
                    "means \"at least this much\", not that a larger claim holds, and a claim above it is not "
                    "testable (it passes whatever the code does; the verdict says so).")
         st.plotly_chart(audit_figure(results, ceiling), key="audit_figure")
-        st.dataframe(pd.DataFrame(results), key="audit_table", hide_index=True)
+        st.dataframe(pd.DataFrame(results)[list(TABLE_COLUMNS)], key="audit_table", hide_index=True,
+                     column_config=TABLE_COLUMNS)
     elif runs:
         st.caption("Earlier audits in this session were of other models, records or release counts: run one here.")
         if st.button("Clear audit results", key="audit_clear"):
