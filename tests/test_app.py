@@ -1110,16 +1110,85 @@ def test_two_sessions_do_not_share_ledger_or_results():
     assert "image_result" not in second.session_state
 
 
-def test_utility_recompute_runs_live_and_leaves_eval_json_alone(weights):
-    eval_json = weights / helpers.IMAGE_MODEL / "eval.json"
-    before = eval_json.read_bytes()
+def recompute(monkeypatch) -> AppTest:
+    """The utility page after its "Recompute", at QUICK sizes (the page's own take a minute or two)."""
+    from cadp import evaluate
+
+    quick = {key: evaluate.QUICK[key] for key in ("epsilons", "n_train", "n_test", "n_reid", "cnn_epochs")}
+    monkeypatch.setitem(evaluate.APP_SIZES, "image", {**quick, "seeds": (0,)})
     at = page("utility.py")
     at.button[0].click().run()  # the form's "Recompute"
-    clean(at)
+    return clean(at)
+
+
+def test_utility_recompute_runs_live_and_leaves_eval_json_alone(weights, monkeypatch):
+    eval_json = weights / helpers.IMAGE_MODEL / "eval.json"
+    before = eval_json.read_bytes()
+    at = recompute(monkeypatch)
     assert not errors(at)
-    assert any(s.value == "Recomputed in this session" for s in at.subheader)
+    assert any(s.value.startswith("Recomputed in this session") for s in at.subheader)
     assert len(at.get("plotly_chart")) == 9  # 4 stored + 4 recomputed + central
     assert eval_json.read_bytes() == before
+
+
+def test_utility_recompute_says_it_is_a_smaller_run_and_how_to_reproduce_the_stored_one(monkeypatch):
+    at = recompute(monkeypatch)
+    subheader = next(s.value for s in at.subheader if s.value.startswith("Recomputed"))
+    assert "not the stored curves" in subheader
+    note = next(i.value for i in at.info if "This run used" in i.value)
+    assert "This run used 60 training and 30 test records, 1 CNN epoch, 1 seed, 2 epsilons (1, 1000)." in note
+    assert re.search(r"Real → real accuracy \(o/o\): \d\.\d{3} here, 0\.900 in eval\.json\.", note)
+    assert "`python -m cadp.evaluate utility --model " in note and helpers.IMAGE_MODEL in note
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")[:8]]
+    assert all("recomputed" not in title for title in titles[:4])
+    assert all(title.endswith(" — recomputed, smaller run") for title in titles[4:])
+
+
+def test_the_utility_page_recomputes_at_sizes_that_mean_something():
+    """QUICK's 60 training images and 1 CNN epoch leave every curve at chance: the page trains its classifier
+    on as many images, as long, as eval.json's full run."""
+    from cadp import evaluate
+
+    sizes = evaluate.APP_SIZES["image"]
+    assert (sizes["n_train"], sizes["cnn_epochs"]) == (evaluate.FULL_SIZES["image"]["n_train"],
+                                                     evaluate.FULL_SIZES["image"]["cnn_epochs"])
+    assert sizes["n_test"] >= 300
+    at = clean(page("utility.py"))
+    form_text = " ".join(m.value for m in at.markdown)
+    assert "1000 training and 300 test records, 4 CNN epochs, 1 seed, 5 epsilons" in form_text
+    assert "about 1–2 minutes" in form_text
+
+
+def test_every_method_keeps_its_colour_and_legend_place_on_every_chart(monkeypatch):
+    at = recompute(monkeypatch)
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")[:8]]
+    seen = {}
+    for chart in charts:
+        traces = [t for t in chart["data"] if t.get("legendgroup")]  # the methods (reference lines have none)
+        assert traces
+        ranks = [t["legendrank"] for t in traces]
+        assert ranks == sorted(ranks)
+        for trace in traces:
+            style = (trace["name"], trace["line"]["color"], trace["marker"]["color"], trace["legendrank"])
+            assert seen.setdefault(trace["legendgroup"], style) == style, trace["legendgroup"]
+    assert {"laplace", "paper", "gaussian", "metric"} <= set(seen)
+    assert len({style[1] for style in seen.values()}) == len(seen)  # no two methods share a colour
+    order = sorted(seen, key=lambda name: seen[name][3])
+    assert order[:4] == ["laplace", "gaussian", "metric", "paper"]
+
+
+def test_utility_legends_sit_below_the_plot_and_label_no_line_on_it():
+    at = clean(page("utility.py"))
+    accuracy, reid = (json.loads(c.proto.spec) for c in at.get("plotly_chart")[:2])
+    for chart in (accuracy, reid):
+        assert chart["layout"]["legend"]["orientation"] == "h" and chart["layout"]["legend"]["y"] < 0
+        assert not chart["layout"].get("annotations")  # a label on the plot sat on the curves
+        assert all(len(trace["name"]) <= 60 for trace in chart["data"])
+    assert "o/o (real → real)" in [trace["name"] for trace in accuracy["data"]]
+    assert "chance" in [trace["name"] for trace in reid["data"]]
+    methods = next(c.value for c in at.caption if c.value.startswith("Methods:"))
+    assert "between two typical records" not in methods  # the fixture has no metric method
+    assert methods == r"Methods: Laplace \(ε-LDP\): laplace; paper \(" + PAPER_LABEL + r"\); blur \(not private\)."
 
 
 def test_a_loaded_model_makes_its_passes_in_the_background(weights):
