@@ -5,8 +5,9 @@
 INPUT is a folder of images (labels from class sub-folders named like the
 model's classes, or from a labels CSV with columns file,label), a ZIP of such a
 folder, or a CSV of rows for a tabular model. OUTPUT is a new folder that gets
-the privatized PNGs (or privatized.csv), manifest.csv with one row per input
-file or row, and guarantee.txt. Work is streamed in batches: files, ZIP members
+the privatized PNGs and labels.csv (each PNG's released label), or
+privatized.csv, plus manifest.csv with one row per input file or row, and
+guarantee.txt. Work is streamed in batches: files, ZIP members
 and CSV chunks are read one batch at a time. An unusable file is listed in the
 manifest with its error and the run goes on.
 """
@@ -342,14 +343,7 @@ def read_labels_csv(data: bytes) -> dict[str, str]:
 def iter_folder_files(root: Path, shuffle: random.Random | None = None) -> Iterator[tuple[str, bytes | InputError]]:
     """(relative name, bytes or InputError) for the files under root, one at a time: in sorted order, or in an
     order drawn with ``shuffle`` (the names are listed first; the contents are still read one at a time)."""
-    paths = []
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d != "__MACOSX")
-        for file in sorted(files):
-            path = Path(folder) / file
-            name = path.relative_to(root).as_posix()
-            if not (is_folder_metadata(name) or name == LABELS_NAME):
-                paths.append((name, path))
+    paths = _folder_files(root)
     if shuffle is not None:
         shuffle.shuffle(paths)
     for name, path in paths:
@@ -365,6 +359,34 @@ def iter_folder_files(root: Path, shuffle: random.Random | None = None) -> Itera
             yield name, path.read_bytes()
         except OSError as error:
             yield name, InputError(f"the file cannot be read ({error.strerror or 'I/O error'})")
+
+
+def _folder_files(root: Path) -> list[tuple[str, Path]]:
+    """(relative name, path) of the files under root that are inputs, in sorted order."""
+    paths = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d != "__MACOSX")
+        for file in sorted(files):
+            path = Path(folder) / file
+            name = path.relative_to(root).as_posix()
+            if not (is_folder_metadata(name) or name == LABELS_NAME):
+                paths.append((name, path))
+    return paths
+
+
+def _png_names(source: Path, input_kind: str) -> frozenset[str]:
+    """The input names (as output paths compare them: cleaned, casefolded) of the folder's or ZIP's .png files."""
+    if input_kind == "folder":
+        names = [name for name, _ in _folder_files(source)]
+    else:
+        from cadp.uploads import sanitize_member_name
+
+        try:
+            with zipfile.ZipFile(source) as archive:
+                names = [sanitize_member_name(info.filename)[0] for info in archive.infolist() if not info.is_dir()]
+        except (zipfile.BadZipFile, OSError):
+            return frozenset()  # reading the members says what is wrong
+    return frozenset(_clean_path(name).casefold() for name in names if name.casefold().endswith(".png"))
 
 
 def _count_folder_files(root: Path) -> int:
@@ -396,6 +418,10 @@ class PendingImage:
 
 MANIFEST_NOTE = (f"{MANIFEST_NAME} is this run's record for whoever ran it: it names every input and its true "
                  "conditions, so it is not part of the release. Share the privatized files and this file only.")
+IMAGE_MANIFEST_NOTE = MANIFEST_NOTE.replace("the privatized files and", f"the privatized files, {LABELS_NAME} and")
+LABELS_NOTE = (f"{LABELS_NAME} is part of the release: it gives each privatized file (column file) the label released "
+               "with it (column label), the released condition these terms are about, never a true label that was "
+               "randomized or resampled.")
 
 
 COPIED_NAMES_NOTE = ("File and folder names are copied from the input: they are not covered by the guarantee. "
@@ -441,38 +467,112 @@ def repeated_records_caution(manifest: Manifest, what: str) -> str | None:
             f"releases_of_record and epsilon_record_total of {MANIFEST_NAME} give each input's total.")
 
 
-def write_guarantee(output: Path, guarantee: str, names_note: str = "", repeat_note: str = "") -> None:
-    text = "\n\n".join(part for part in (guarantee, repeat_note, names_note, MANIFEST_NOTE) if part)
+def write_guarantee(output: Path, guarantee: str, names_note: str = "", repeat_note: str = "",
+                    labels_file: bool = False) -> None:
+    """guarantee.txt: the terms, then notes on repeats, names and (images) the released labels file."""
+    release = (LABELS_NOTE, IMAGE_MANIFEST_NOTE) if labels_file else (MANIFEST_NOTE,)
+    text = "\n\n".join(part for part in (guarantee, repeat_note, names_note, *release) if part)
     (output / GUARANTEE_NAME).write_text(text + "\n", encoding="utf-8")
 
 
 class OutputNames:
-    """Unique output paths under OUTPUT that mirror the input names, always ending in .png."""
+    """Unique output paths under OUTPUT that mirror the input names, always ending in .png.
 
-    def __init__(self, root: Path):
+    ``own_names`` are the names (cleaned, casefolded) of the inputs that are PNGs already: each is kept for its own
+    input, so an input converted to PNG (a.bmp) gets a number (a-2.png) rather than the name of another (a.png)."""
+
+    def __init__(self, root: Path, own_names: frozenset[str] = frozenset()):
         self.root = root.resolve()
         self.used: set[str] = set()
+        self.own_names = own_names
+        self.renamed: list[tuple[str, str]] = []  # (input, output) of the outputs that got a number
 
     def take(self, name: str, suffix: str = ".png") -> Path:
         relative = PurePosixPath(_clean_path(name) or "image")
         relative = relative.with_name(relative.stem + suffix) if relative.stem else PurePosixPath("image" + suffix)
+        own = _clean_path(name).casefold()
         candidate, counter = relative, 2
-        while candidate.as_posix().casefold() in self.used:
+        while (key := candidate.as_posix().casefold()) in self.used or (key in self.own_names and key != own):
             candidate = relative.with_name(f"{relative.stem}-{counter}{suffix}")
             counter += 1
-        self.used.add(candidate.as_posix().casefold())
+        self.used.add(key)
         path = (self.root / candidate).resolve()
         if self.root not in path.parents:
             raise InputError("unsafe file name; skipped")
+        if candidate != relative:
+            self.renamed.append((name, candidate.as_posix()))
         return path
+
+    def renamed_note(self) -> str | None:
+        """Which outputs got a number because their name was taken, or None."""
+        if not self.renamed:
+            return None
+        name, written = self.renamed[0]
+        return (f"{len(self.renamed)} input(s) could not keep their name as a PNG, another input has it (a.bmp, a.gif "
+                f"and a.png all make a.png; a.png keeps it), and got a number, e.g. {name} -> {written}; the output "
+                f"column of {MANIFEST_NAME} maps each input to its file")
+
+
+class ReleasedLabels:
+    """labels.csv of an image release: each privatized file (as written under OUTPUT) and its released label, in the
+    --labels format (file,label), so the release reads back as an input. Opened at the first row, flushed per batch."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.handle = None
+        self.writer = None
+
+    def row(self, file: str, label: str) -> None:
+        if self.handle is None:
+            self.handle = self.path.open("w", newline="", encoding="utf-8")
+            self.writer = csv.writer(self.handle)
+            self.writer.writerow(["file", "label"])
+        self.writer.writerow([escape_cell(file), escape_cell(label)])
+
+    def flush(self) -> None:
+        if self.handle is not None:
+            self.handle.flush()
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+def other_class_folders_caution(mismatched: list[tuple[str, str, str]]) -> str | None:
+    """The outputs that keep (copied from the input) a folder named after another class than their released label,
+    as (output, folder, released label), said as a caution, or None."""
+    if not mismatched:
+        return None
+    output, folder, label = mismatched[0]
+    return (f"{len(mismatched)} privatized file(s) keep a folder named after another class than the label released "
+            f"with them, e.g. {output} (folder {folder!r}, released as {label!r}): the names are copied from the "
+            f"input, and the released label is the one in {LABELS_NAME}. Rename or move them before sharing, or run "
+            "again with --neutral-names.")
 
 
 def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, bytes | InputError]],
                      resolver: LabelResolver, settings: RunSettings, output: Path, manifest: Manifest,
-                     progress: tqdm, source_name: str) -> None:
-    """Decode, label and privatize images batch by batch; write PNGs and manifest rows as each batch ends."""
+                     progress: tqdm, source_name: str, own_png_names: frozenset[str] = frozenset()) -> None:
+    """Decode, label and privatize images batch by batch; write PNGs, manifest rows and labels.csv rows (each
+    PNG's released label) as each batch ends. ``own_png_names``: see ``OutputNames``."""
+    names = OutputNames(output, own_png_names)
+    released_labels = ReleasedLabels(output / LABELS_NAME)
+    mismatched: list[tuple[str, str, str]] = []  # outputs in a copied folder named after another class
+    try:
+        _privatize_images(model, class_names, source, resolver, settings, output, manifest, progress, source_name,
+                          names, released_labels, mismatched)
+    finally:  # an interrupted run's too: its labels.csv lists the files it kept
+        released_labels.close()
+        add_caution(output, other_class_folders_caution(mismatched))
+        if names.renamed_note():
+            print(f"note: {names.renamed_note()}", file=sys.stderr)
+
+
+def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str, bytes | InputError]],
+                      resolver: LabelResolver, settings: RunSettings, output: Path, manifest: Manifest,
+                      progress: tqdm, source_name: str, names: OutputNames, released_labels: ReleasedLabels,
+                      mismatched: list[tuple[str, str, str]]) -> None:
     config = model.config
-    names = OutputNames(output)
     numbered = [0]  # neutral names: a running number over the run's releases
     pending: list[PendingImage | tuple[str, InputError]] = []
     guarantee_written = False
@@ -522,7 +622,7 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
                     write_guarantee(output, result.guarantee,
                                     COPIED_NAMES_NOTE if settings.names_copied
                                     else NEUTRAL_NAMES_NOTE + _order_from_seed(settings.seed),
-                                    repeated_releases_note(settings.mechanism))
+                                    repeated_releases_note(settings.mechanism), labels_file=True)
                     guarantee_written = True
         for item in pending:
             if not isinstance(item, PendingImage):
@@ -538,9 +638,16 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
                 manifest.row(item.name, status="privatized", condition=condition, released=released_name,
                              output=written, preprocessing="; ".join(item.steps), batch=len(images),
                              record=image_record_key(item.pixels))
+                released_labels.row(written, released_name)
+                for folder in PurePosixPath(written).parts[:-1] if settings.names_copied else ():  # the input's
+                    index = resolver.folder_class_index(folder)
+                    if index is not None and class_names[index] != released_name:
+                        mismatched.append((written, folder, released_name))
+                        break
                 written_now[:] = [path for path in written_now if path != names.root / written]  # listed: kept
         pending.clear()
         manifest.flush()
+        released_labels.flush()
 
     try:
         waiting = 0
@@ -870,7 +977,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"fixed noise seed: reproducible, hence {NOT_PRIVATE_SEED}; default OS entropy")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="records per pass (default 64); the paper mechanism's output depends on it")
-    parser.add_argument("--labels", type=Path, help="CSV with columns file,label (overrides class folders)")
+    parser.add_argument("--labels", type=Path,
+                        help=f"CSV with columns file,label (overrides class folders); without it, a {LABELS_NAME} "
+                             "at the top of INPUT (or of a ZIP's single top folder) is read so")
     parser.add_argument("--invert", choices=INVERT_CHOICES, default=None,
                         help="invert dark-on-light images (auto: when the border is brighter than the centre). "
                              "Default: auto for models of MNIST-style data (light on dark), never for a model "
@@ -975,13 +1084,18 @@ def main(argv=None) -> int:
         mechanism = _mechanism(args)
         loaded = _load_model(str(args.model))
         handlings = parse_conditions(args.condition, loaded.config)
+        total_epsilon(mechanism, handlings)  # a total that overflows to infinity is refused before any release
         kind = loaded.config.kind
         input_kind = _check_paths(args, kind)
         labels = read_labels_csv(args.labels.read_bytes()) if args.labels is not None else None
         if labels is None and input_kind == "folder" and (args.input / LABELS_NAME).is_file():
             labels = read_labels_csv((args.input / LABELS_NAME).read_bytes())
+            print(f"note: labels from {args.input / LABELS_NAME} (they override class folders)", file=sys.stderr)
         if labels is None and input_kind == "zip":
             labels = _zip_labels(args.input)
+            if labels is not None:
+                print(f"note: labels from the {LABELS_NAME} in {args.input} (they override class folders)",
+                      file=sys.stderr)
     except (CadpError, zipfile.BadZipFile, OSError) as error:
         unreadable = getattr(error, "filename", None) or args.input  # the labels file, say, rather than INPUT
         message = str(error) if isinstance(error, CadpError) else f"{unreadable} cannot be read ({error})"
@@ -1013,10 +1127,12 @@ def main(argv=None) -> int:
                 from cadp.uploads import iter_zip_images
 
                 source, total = _zip_source(args.input, partial(iter_zip_images, shuffle=shuffle))
+            # a copied .png name stays its input's: a.bmp, converted to PNG, does not take a.png from a.png
+            own_png_names = _png_names(args.input, input_kind) if settings.names_copied else frozenset()
             try:
                 with tqdm(total=total, desc="images", unit="file", disable=None) as progress:
                     privatize_images(loaded.model, loaded.config.class_names, source, resolver, settings,
-                                     args.output, manifest, progress, args.input.name)
+                                     args.output, manifest, progress, args.input.name, own_png_names)
             finally:  # an interrupted run's terms get the cautions too
                 add_caution(args.output, repeated_records_caution(manifest, "image"))
                 if input_kind == "folder":
@@ -1059,7 +1175,7 @@ def main(argv=None) -> int:
 
 def _remove_run_files(output: Path, created: bool) -> None:
     """Delete what a refused run wrote (its manifest, an empty privatized.csv) and OUTPUT if the run made it."""
-    for name in (MANIFEST_NAME, PRIVATIZED_CSV_NAME, GUARANTEE_NAME):
+    for name in (MANIFEST_NAME, PRIVATIZED_CSV_NAME, GUARANTEE_NAME, LABELS_NAME):
         (output / name).unlink(missing_ok=True)
     if created and not any(output.iterdir()):
         output.rmdir()

@@ -730,7 +730,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "push":
             own = _warn_about_own_training_data(Path(args.folder))  # before anything is sent
-            if own and not (args.dry_run or args.private or args.publish_own_data):
+            # a dry run predicts the real one: it refuses what the push would refuse
+            if own and not (args.private or args.publish_own_data):
                 print("error: not pushed: pass --private (a repo created now is private; one that exists keeps its "
                       "visibility), or --publish-own-data to publish it anyway", file=sys.stderr)
                 return 2

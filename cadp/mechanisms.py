@@ -622,10 +622,17 @@ def release_condition(values: torch.Tensor, k: int, handling: ConditionHandling,
 
 def total_epsilon(mechanism: Mechanism, handlings: dict[str, ConditionHandling]) -> float | None:
     """eps_latent + sum(eps_c) (basic composition); None for paper (no formal guarantee) and for metric, whose
-    latent part is per unit of L1 distance: 'eps_unit * d + sum(eps_c)' does not add into one number."""
-    if not mechanism.formal or isinstance(mechanism, MetricMechanism):
+    latent part is per unit of L1 distance: 'eps_unit * d + sum(eps_c)' does not add into one number.
+    Raises InputError when a sum overflows to infinity: a guarantee of epsilon = inf says nothing."""
+    # metric's latent epsilon is in another unit, paper's nominal: only the conditions' add to it
+    adds = mechanism.formal and not isinstance(mechanism, MetricMechanism)
+    terms = [mechanism.epsilon] * adds + [h.cost for h in handlings.values() if h.cost]
+    if math.isinf(sum(terms)):
+        raise InputError(f"the total epsilon of one release (basic composition: {' + '.join(f'{t:g}' for t in terms)}) "
+                         "overflows to infinity, which is no guarantee: choose smaller epsilons")
+    if not adds:
         return None
-    return mechanism.epsilon + sum(h.cost for h in handlings.values())
+    return sum(terms)
 
 
 def batch_sizes(records: int, batch_size: int) -> list[int]:

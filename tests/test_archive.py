@@ -190,6 +190,70 @@ def test_labels_csv_for_a_flat_folder_and_formula_names_in_the_manifest(image_mo
     assert by_file["'=cmd.png"]["preprocessing"] == "resized 30x30 -> 28x28"
 
 
+def read_released_labels(output: Path) -> list[tuple[str, str]]:
+    with (output / "labels.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["file", "label"]
+    return [tuple(row) for row in rows[1:]]
+
+
+def test_kept_labels_are_released_in_labels_csv_and_a_folder_of_another_class_is_cautioned(image_model, tmp_path,
+                                                                                         capsys):
+    """A label from --labels was in the manifest only (not part of the release): 0/a.png released as 1 was written
+    to 0/a.png, and a flat folder's outputs carried no label at all."""
+    source = make_folder(tmp_path / "in", {"0/a.png": image_file(1), "0/b.png": image_file(2),
+                                           "1/c.png": image_file(3)})
+    labels = tmp_path / "override.csv"
+    labels.write_text("file,label\n0/a.png,1\n")
+    output = tmp_path / "out"
+    assert run(image_model, source, output, "--labels", str(labels)) == 0
+    assert read_released_labels(output) == [("0/a.png", "1"), ("0/b.png", "0"), ("1/c.png", "1")]
+    caution = ("1 privatized file(s) keep a folder named after another class than the label released with them, "
+               "e.g. 0/a.png (folder '0', released as '1'): the names are copied from the input, and the released "
+               "label is the one in labels.csv.")
+    assert f"warning: {caution}" in capsys.readouterr().err
+    terms = (output / "guarantee.txt").read_text(encoding="utf-8")
+    assert terms.startswith(f"Caution: {caution}")
+    assert "labels.csv is part of the release: it gives each privatized file (column file) the label released" in terms
+    assert "Share the privatized files, labels.csv and this file only." in terms
+    # the release reads back as an input: its labels.csv is read (and said to be), not its folders
+    assert run(image_model, output, tmp_path / "again") == 0
+    assert f"note: labels from {output / 'labels.csv'}" in capsys.readouterr().err
+    again = {row["file"]: row["condition"] for row in read_manifest(tmp_path / "again") if row["file"].endswith("png")}
+    assert again == {"0/a.png": "1", "0/b.png": "0", "1/c.png": "1"}
+
+    # a flat folder: the labels are in labels.csv, and no folder contradicts them
+    flat = make_folder(tmp_path / "flat", {"x.png": image_file(4), "y.png": image_file(5)})
+    labels.write_text("file,label\nx.png,T-shirt/top\ny.png,0\n")
+    assert run(image_model, flat, tmp_path / "flat-out", "--labels", str(labels)) == 0
+    assert read_released_labels(tmp_path / "flat-out") == [("x.png", "T-shirt/top"), ("y.png", "0")]
+    assert "warning" not in capsys.readouterr().err
+    assert not (tmp_path / "flat-out" / "guarantee.txt").read_text(encoding="utf-8").startswith("Caution")
+    with pytest.raises(SystemExit):  # the labels.csv read from INPUT is no longer a surprise
+        archive.parse_args(["--help"])
+    assert "without it, a labels.csv at the top of INPUT (or of a ZIP's single top folder) is read so" in \
+        " ".join(capsys.readouterr().out.split())
+
+
+def test_an_input_keeps_its_own_png_name_when_other_inputs_convert_to_it(image_model, tmp_path, capsys):
+    """1/a.bmp, 1/a.gif and 1/a.png were written to 1/a.png, 1/a-2.png and 1/a-3.png: a.png's output was not a.png."""
+    picture = Image.fromarray(np.random.default_rng(1).integers(0, 255, (30, 30), dtype=np.uint8))
+    files = {"1/a.bmp": corpus.encode(picture, "BMP"), "1/a.gif": corpus.encode(picture, "GIF"),
+             "1/a.png": image_file(2), "1/A-2.png": image_file(3)}
+    folder = make_folder(tmp_path / "in", files)
+    zipped = tmp_path / "in.zip"
+    zipped.write_bytes(corpus.zip_bytes(files))
+    for source, output in ((folder, tmp_path / "out"), (zipped, tmp_path / "zip-out")):
+        assert run(image_model, source, output) == 0
+        outputs = {row["file"]: row["output"] for row in read_manifest(output)}
+        assert outputs == {"1/a.bmp": "1/a-3.png", "1/a.gif": "1/a-4.png", "1/a.png": "1/a.png",
+                           "1/A-2.png": "1/A-2.png"}
+        assert ("note: 2 input(s) could not keep their name as a PNG, another input has it (a.bmp, a.gif and a.png "
+                "all make a.png; a.png keeps it), and got a number, e.g. 1/a.bmp -> 1/a-3.png; the output column "
+                "of manifest.csv maps each input to its file") in capsys.readouterr().err
+        assert dict(read_released_labels(output)) == {name: "1" for name in outputs.values()}
+
+
 def test_unlabelled_images_are_errors_and_nothing_privatized_exits_1(image_model, tmp_path, capsys):
     source = make_folder(tmp_path / "in", {"cats/a.png": image_file(1), "cats/b.png": image_file(2)})
     output = tmp_path / "out"
@@ -272,12 +336,14 @@ def test_zip_with_top_folder_labels_unsafe_names_and_junk(image_model, tmp_path)
     assert (output / "digits/1/deep/b.png").is_file()
 
 
-def test_zip_with_labels_csv_inside(image_model, tmp_path):
+def test_zip_with_labels_csv_inside(image_model, tmp_path, capsys):
     data = corpus.zip_bytes({"set/labels.csv": b"file,label\nx.png,1\n", "set/x.png": image_file(1)})
     source = tmp_path / "labelled.zip"
     source.write_bytes(data)
     output = tmp_path / "out"
     assert run(image_model, source, output) == 0
+    assert f"note: labels from the labels.csv in {source} (they override class folders)" in capsys.readouterr().err
+    assert read_released_labels(output) == [("set/x.png", "1")]
     (row,) = read_manifest(output)
     assert row["file"] == "set/x.png" and row["condition"] == "1"
 
@@ -544,6 +610,9 @@ def test_csv_missing_model_columns_is_a_usage_error(table_model, tmp_path, capsy
     (["--epsilon", "1e-40", "--clip-radius", "1"], "above the largest allowed"),
     (["--clip-radius", "0"], "--clip-radius must be a number > 0, got 0"),  # the option's name, not clip_radius
     (["--temperature", "-1"], "--temperature must be a number > 0, got -1"),
+    # the total overflowed to infinity and the terms said "Total epsilon ...: inf"
+    (["--epsilon", "1e308", "--clip-radius", "1", "--condition", "label=randomized:1e308"],
+     "error: the total epsilon of one release (basic composition: 1e+308 + 1e+308) overflows to infinity"),
 ])
 def test_unusable_arguments_exit_2_with_a_message(image_model, tmp_path, capsys, extra, message):
     source = make_folder(tmp_path / "in", {"0/a.png": image_file(1)})
@@ -708,6 +777,8 @@ def test_condition_handling_options_randomize_labels_and_add_their_epsilon(image
     # carry the true label (here every true label is 0, and the input is 0/<i>.png)
     assert [row["output"] for row in rows] == [f"{archive.class_folder_name(row['released_condition'])}/{n:05d}.png"
                                                for n, row in enumerate(rows, start=1)], rows
+    # the release's labels file lists the released labels only, of numbered files: no input name, no true label
+    assert read_released_labels(tmp_path / "out") == [(row["output"], row["released_condition"]) for row in rows]
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png")) == \
         sorted(row["output"] for row in rows)
     terms = (tmp_path / "out" / "guarantee.txt").read_text(encoding="utf-8")
@@ -720,6 +791,7 @@ def test_condition_handling_options_randomize_labels_and_add_their_epsilon(image
     neutral = tmp_path / "neutral"
     assert run(image_model, source, neutral, "--seed", "3", "--neutral-names") == 0
     assert {row["output"] for row in read_manifest(neutral)} == {f"0/{n:05d}.png" for n in range(1, 13)}
+    assert read_released_labels(neutral) == [(f"0/{n:05d}.png", "0") for n in range(1, 13)]
     # numbered in the input's order, the numbers would still tell which input each output is
     assert [row["file"] for row in read_manifest(neutral)] != [f"0/{i}.png" for i in sorted(range(12), key=str)]
     # metric's epsilon is per unit of latent distance: never added into one number with a condition's

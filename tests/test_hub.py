@@ -422,7 +422,7 @@ def test_push_refuses_a_broken_folder_or_bad_id(tmp_path, folder_with_extras):
 
 
 def test_cli_push_dry_run_and_load(folder_with_extras, served, cache, capsys):
-    assert hub.main(["push", str(folder_with_extras), "tester/new-model", "--dry-run"]) == 0
+    assert hub.main(["push", str(folder_with_extras), "tester/new-model", "--dry-run", "--private"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[:5] == ["would upload to tester/new-model:", "  README.md", "  config.json",
                                     "  eval.json", "  model.safetensors"]
@@ -435,13 +435,18 @@ def test_cli_push_dry_run_and_load(folder_with_extras, served, cache, capsys):
     assert "condition columns: outcome" in out
     assert hub.main(["load", REPO, "--revision", "v1", "--endpoint", served.url, "--cache-dir", str(cache)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == f"origin: Hub {REPO}@v1 at commit {served.commits['v1'][:12]}"
-    assert hub.main(["push", str(folder_with_extras), "tester/new-model", "--dry-run", "--tag", "v3"]) == 0
+    assert hub.main(["push", str(folder_with_extras), "tester/new-model", "--dry-run", "--tag", "v3",
+                     "--publish-own-data"]) == 0
     pushed = capsys.readouterr()
     assert "would tag the new commit v3" in pushed.out
     assert "was trained without DP on test, not on a public dataset" in pushed.err  # said before anything is sent
     requests = len(served.requests)
     assert hub.main(["push", str(folder_with_extras), "tester/new-model", "--endpoint", served.url]) == 2
     assert "not pushed: pass --private" in capsys.readouterr().err and len(served.requests) == requests
+    # a dry run predicts the real run: the same refusal, the same exit code, no list of files
+    assert hub.main(["push", str(folder_with_extras), "tester/new-model", "--dry-run"]) == 2
+    refused = capsys.readouterr()
+    assert "error: not pushed: pass --private" in refused.err and "would upload" not in refused.out
 
     assert hub.main(["load", "tester/bad id"]) == 2
     assert "must not contain spaces" in capsys.readouterr().err

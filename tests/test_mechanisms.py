@@ -378,6 +378,20 @@ def test_total_epsilon_composes_conditions():
     assert total_epsilon(make_mechanism("metric", 2.0), handlings) is None
 
 
+def test_a_total_epsilon_that_overflows_to_infinity_is_refused():
+    """1e308 + 1e308 was stated as 'Total epsilon ...: inf': a guarantee that says nothing."""
+    huge = {"label": ConditionHandling("randomized", 1e308)}
+    with pytest.raises(InputError, match=r"basic composition: 1e\+308 \+ 1e\+308\) overflows to infinity"):
+        total_epsilon(make_mechanism("laplace", 1e308, clip_radius=1.0), huge)
+    # metric and paper do not add the latent's epsilon, but the conditions' still add up
+    two = {"a": ConditionHandling("randomized", 1e308), "b": ConditionHandling("randomized", 1e308)}
+    for name in ("metric", "paper"):
+        with pytest.raises(InputError, match="overflows to infinity"):
+            total_epsilon(make_mechanism(name, 1.0), two)
+        assert total_epsilon(make_mechanism(name, 1e308), huge) is None
+    assert total_epsilon(make_mechanism("laplace", 1e307, clip_radius=1.0), huge) == pytest.approx(1.1e308)
+
+
 def test_condition_handling_validation():
     with pytest.raises(InputError, match="condition epsilon"):
         ConditionHandling("randomized")
