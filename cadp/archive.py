@@ -21,7 +21,10 @@ import csv
 import os
 import random
 import re
+import signal
 import sys
+import threading
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,6 +53,7 @@ from cadp.privatize import NOT_PRIVATE_SEED, privatize
 from cadp.runtime import configure_allocator
 from cadp.train import row_record_keys, rows_seen_in_training
 from cadp.uploads import (
+    DELIMITER_NAMES,
     ENCODING_NAMES,
     IMAGE_SUFFIXES,
     INVERT_CHOICES,
@@ -81,6 +85,66 @@ EXIT_OK, EXIT_NOTHING_PRIVATIZED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 class UsageError(CadpError):
     """The arguments cannot be used (exit code 2)."""
+
+
+# --------------------------------------------------------------------------- stopping a run
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by a signal (Ctrl-C, ``kill``, ``timeout``, a closed terminal): handled as Ctrl-C is."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class StopRequests:
+    """SIGINT, SIGTERM and SIGHUP turned into one clean stop at the next batch boundary.
+
+    A stop that landed anywhere (between writing a batch's files and listing them in the manifest) would leave
+    an output that disagrees with its manifest: the handler only notes the signal, and the batch loops call
+    ``check`` where files and manifest agree. Signals after the first are ignored, so the stop's cleanup (the
+    manifest's totals, the terms' "Partial run" line, the cautions) completes; SIGKILL still ends a run at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.raised = False
+        self.previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        """Handle the stop signals in this process (main thread only; an ignored signal stays ignored: nohup)."""
+        self.signum, self.raised = None, False
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) != signal.SIG_IGN:
+                self.previous[signum] = signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous.clear()
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            return
+        self.signum = signum
+        try:  # a closed terminal (SIGHUP) cannot be written to
+            print(f"stopping ({signal.Signals(signum).name}): finishing the current batch so that the output "
+                  f"agrees with {MANIFEST_NAME}", file=sys.stderr)
+        except OSError:
+            pass
+
+    def check(self) -> None:
+        """Raise RunInterrupted once a stop was asked for (call it where the output and the manifest agree)."""
+        if self.signum is not None and not self.raised:
+            self.raised = True
+            raise RunInterrupted(self.signum)
+
+
+_stop_requests = StopRequests()  # signal handlers belong to the process: one instance, installed by main()
 
 
 # --------------------------------------------------------------------------- settings and manifest
@@ -467,12 +531,35 @@ def repeated_records_caution(manifest: Manifest, what: str) -> str | None:
             f"releases_of_record and epsilon_record_total of {MANIFEST_NAME} give each input's total.")
 
 
+RUN_IN_PROGRESS = ("Incomplete run: the run writing these files had not finished (it is still running, or it was "
+                   "killed or failed before its end). The terms below hold for its releases; "
+                   f"{MANIFEST_NAME} may not list the last files written.")
+
+
 def write_guarantee(output: Path, guarantee: str, names_note: str = "", repeat_note: str = "",
                     labels_file: bool = False) -> None:
-    """guarantee.txt: the terms, then notes on repeats, names and (images) the released labels file."""
+    """The terms, then notes on repeats, names and (images) the released labels file; marked as an unfinished
+    run's until ``finish_guarantee`` says how the run ended."""
     release = (LABELS_NOTE, IMAGE_MANIFEST_NOTE) if labels_file else (MANIFEST_NOTE,)
-    text = "\n\n".join(part for part in (guarantee, repeat_note, names_note, *release) if part)
-    (output / GUARANTEE_NAME).write_text(text + "\n", encoding="utf-8")
+    text = "\n\n".join(part for part in (RUN_IN_PROGRESS, guarantee, repeat_note, names_note, *release) if part)
+    _write_terms(output, text + "\n")
+
+
+def finish_guarantee(output: Path, status: str = "") -> None:
+    """Drop the terms' in-progress line: the run ended; ``status`` (a "Partial run" line) goes on top if it stopped
+    early."""
+    path = output / GUARANTEE_NAME
+    if not path.exists():
+        return
+    terms = path.read_text(encoding="utf-8").replace(RUN_IN_PROGRESS + "\n\n", "", 1)
+    _write_terms(output, f"{status}\n\n{terms}" if status else terms)
+
+
+def _write_terms(output: Path, text: str) -> None:
+    """guarantee.txt replaced whole: a run killed while writing it leaves the old terms, not half of them."""
+    part = output / (GUARANTEE_NAME + ".part")
+    part.write_text(text, encoding="utf-8")
+    os.replace(part, output / GUARANTEE_NAME)
 
 
 class OutputNames:
@@ -652,6 +739,7 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
     try:
         waiting = 0
         for name, content in source:
+            _stop_requests.check()  # between batches or files: every file written is listed
             progress.update(1)
             if isinstance(content, InputError):
                 pending.append((name, content))
@@ -733,6 +821,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     if missing:
         raise UsageError(f"{path.name} lacks the model's column(s) {missing}{case_hint(missing, columns)}; the model "
                          f"needs {needed}")
+    _refuse_ragged_rows(path, delimiter, encoding, columns)
     extra = [c for c in columns if c not in needed]
     if extra:
         print(f"note: column(s) {extra} are not the model's and are left out of {PRIVATIZED_CSV_NAME}",
@@ -758,11 +847,12 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     held_frames: list[pd.DataFrame] = []
     held_rows: list[tuple[str, dict]] = []  # manifest rows of released rows: their output row is known at the end
     reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=settings.batch_size,
-                         skipinitialspace=True, decimal=decimal,
+                         skipinitialspace=True, decimal=decimal, index_col=False,
                          dtype={raw: str for raw in header.columns if str(raw).strip() in text})
     with target.open("wb") as out:
         try:
             for chunk in reader:
+                _stop_requests.check()  # between chunks: privatized.csv holds the rows the manifest lists
                 chunk.columns = columns
                 chunk = chunk[[c for c in columns if c in needed]].reset_index(drop=True)  # the input's order
                 for name in text & set(chunk.columns):  # "02134 " is the code 02134
@@ -793,6 +883,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                     else:
                         out.write(safe_csv_bytes(frame, header=first_chunk, delimiter=delimiter, decimal=decimal,
                                                  encoding=out_encoding))
+                        out.flush()  # on disk before the manifest lists it, even if the run is killed
                     if first_chunk:
                         write_guarantee(output, result.guarantee,
                                         SHUFFLED_ROWS_NOTE + _order_from_seed(settings.seed) if shuffled else "",
@@ -831,6 +922,38 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     if filled_rows:
         print(f"warning: {filled_rows} row(s) had empty cells or cells that are not numbers, read as the training "
               f"mean: the preprocessing column of {MANIFEST_NAME} names them", file=sys.stderr)
+
+
+def _refuse_ragged_rows(path: Path, delimiter: str, encoding: str, columns: list[str]) -> None:
+    """Read the whole CSV once, as the run will, and refuse it (UsageError, nothing released) if a row has more
+    fields than the header, naming the lines, as the app refuses such an upload.
+
+    Which cell of such a row is which cannot be known (an unquoted separator in a text cell shifts the rest), and
+    pandas reports its line but not its place among the rows read: it cannot be listed as one unusable row while
+    the others are numbered right. Without index_col=False pandas would silently read a first row with an extra
+    field (every row ending in a separator) as an index column, shifting every value one column to the left."""
+    too_long: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        try:
+            for _ in pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=2**16, skipinitialspace=True,
+                                 index_col=False, on_bad_lines="warn", dtype=str):
+                pass
+        except (pd.errors.ParserError, ValueError, UnicodeError) as error:
+            raise UsageError(f"{path.name} cannot be parsed ({str(error).strip()}); nothing was privatized") from None
+    for warning in caught:
+        message = str(warning.message)
+        if not issubclass(warning.category, pd.errors.ParserWarning):
+            continue
+        if message.startswith("Length of header"):  # a first data row longer than the header
+            too_long.insert(0, "the first data row")
+        too_long += [f"line {line} ({fields} fields)"
+                     for line, fields in re.findall(r"Skipping line (\d+): expected \d+ fields, saw (\d+)", message)]
+    if too_long:
+        shown = ", ".join(too_long[:5]) + (f" and {len(too_long) - 5} more" if len(too_long) > 5 else "")
+        raise UsageError(f"{path.name} has rows with more fields than its header ({len(columns)} columns, "
+                         f"{DELIMITER_NAMES[delimiter]}-separated): {shown}. Nothing was privatized: quote text "
+                         "cells that hold the separator, or fix or remove these rows, and run again")
 
 
 def _write_held_rows(out, frames: list[pd.DataFrame], rows: list[tuple[str, dict]], seed: int | None,
@@ -895,9 +1018,9 @@ def _dot_decimals(chunk: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
 def add_caution(output: Path, caution: str | None) -> None:
     """Say ``caution`` on stderr and at the top of guarantee.txt (when the run released anything)."""
     if caution and (output / GUARANTEE_NAME).exists():
-        print(f"warning: {caution}", file=sys.stderr)
         terms = (output / GUARANTEE_NAME).read_text(encoding="utf-8")
-        (output / GUARANTEE_NAME).write_text(f"Caution: {caution}\n\n{terms}", encoding="utf-8")
+        _write_terms(output, f"Caution: {caution}\n\n{terms}")  # first: a closed terminal cannot take the warning
+        print(f"warning: {caution}", file=sys.stderr)
 
 
 def training_data_caution(config, input_name: str, seen_rows: int) -> str | None:
@@ -1111,6 +1234,7 @@ def main(argv=None) -> int:
     except OSError as error:
         print(f"error: cannot write the output folder {args.output} ({error.strerror or error})", file=sys.stderr)
         return EXIT_USAGE
+    _stop_requests.install()  # from here a signal stops the run cleanly, as Ctrl-C does
     try:
         if kind == "tabular":
             with tqdm(desc="rows", unit="row", disable=None) as progress:
@@ -1144,20 +1268,28 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except CadpError as error:
+        manifest.close()
+        finish_guarantee(args.output, f"Partial run: stopped by an error after {manifest.privatized} privatized "
+                                      f"input(s) ({error}); the terms below hold for those.")
         print(f"error: {error}", file=sys.stderr)
         return EXIT_OK if manifest.privatized else EXIT_NOTHING_PRIVATIZED
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM / SIGHUP turned into RunInterrupted
+        signum = getattr(stop, "signum", signal.SIGINT)
+        how = "interrupted" if signum == signal.SIGINT else f"ended by {signal.Signals(signum).name}"
         manifest.close()
-        if (args.output / GUARANTEE_NAME).exists():  # the terms travel with the files: they say the run is partial
-            terms = (args.output / GUARANTEE_NAME).read_text(encoding="utf-8")
-            (args.output / GUARANTEE_NAME).write_text(
-                f"Partial run: interrupted after {manifest.privatized} privatized input(s); the terms below hold "
-                f"for those.\n\n{terms}", encoding="utf-8")
-        print(f"stopped: interrupted after {manifest.privatized} privatized; {args.output} holds a partial run "
-              f"({MANIFEST_NAME} lists what was done): give a new OUTPUT to start again", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        # the terms travel with the files: they say the run is partial
+        finish_guarantee(args.output, f"Partial run: {how} after {manifest.privatized} privatized input(s); the "
+                                      "terms below hold for those.")
+        try:
+            print(f"stopped: {how} after {manifest.privatized} privatized; {args.output} holds a partial run "
+                  f"({MANIFEST_NAME} lists what was done): give a new OUTPUT to start again", file=sys.stderr)
+        except OSError:  # SIGHUP: the terminal is gone
+            pass
+        return EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum
     finally:
         manifest.close()
+        _stop_requests.restore()
+    finish_guarantee(args.output)  # the run ended: its terms are no longer an unfinished run's
     if not manifest.privatized and not manifest.failed:  # a header without rows, a folder without files
         _remove_run_files(args.output, created)
         print(f"error: {args.input} holds no {'rows' if kind == 'tabular' else 'files'} to privatize; nothing was "

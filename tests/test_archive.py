@@ -692,18 +692,143 @@ def test_privatize_module_main_delegates_here(image_model, tmp_path):
     assert row["mechanism"] == "paper (reference reproduction — no formal guarantee; batch of 1)"
 
 
-def test_csv_that_breaks_mid_file_keeps_the_rows_before(table_model, tmp_path):
-    frame = table_frame(8)
-    lines = frame.to_csv(index=False).splitlines()
-    lines.insert(7, "1,2,3,4,5,6,7")  # data row 7 has too many fields
+@pytest.mark.parametrize("batch_size", ["1", "5", "64"])
+def test_a_csv_row_with_more_fields_than_the_header_refuses_the_file_naming_its_line(table_model, tmp_path, capsys,
+                                                                                      batch_size):
+    lines = table_frame(20).to_csv(index=False).splitlines()
+    lines.insert(8, "1,2,3,4,5,6,7")  # data row 8, line 9: which of its cells is which cannot be known
     source = tmp_path / "ragged.csv"
     source.write_text("\n".join(lines) + "\n")
     output = tmp_path / "out"
-    assert run(table_model, source, output, "--batch-size", "3") == 0
+    assert run(table_model, source, output, "--batch-size", batch_size) == archive.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "ragged.csv has rows with more fields than its header (4 columns, comma-separated): line 9 (7 fields)" \
+        in err
+    assert "Nothing was privatized" in err
+    assert not output.exists()  # nothing released, OUTPUT left as it was for the retry
+    # a first row longer than the header would otherwise be read with its first cell as an index, shifted
+    lines = table_frame(5).to_csv(index=False).splitlines()
+    source.write_text("\n".join([lines[0], lines[1] + ",x", *lines[2:]]) + "\n")
+    assert run(table_model, source, output) == archive.EXIT_USAGE
+    assert "the first data row" in capsys.readouterr().err
+
+
+def test_csv_rows_ending_in_the_separator_are_read_in_their_columns(table_model, tmp_path):
+    frame = table_frame(6)
+    lines = frame.to_csv(index=False).splitlines()
+    source = tmp_path / "trailing.csv"
+    source.write_text("\n".join([lines[0], *(line + "," for line in lines[1:])]) + "\n")  # as some exports write
+    output = tmp_path / "out"
+    assert run(table_model, source, output) == 0
     rows = read_manifest(output)
-    assert [row["status"] for row in rows] == ["privatized"] * 6 + ["error"]
-    assert "cannot be parsed after row 6" in rows[-1]["error"]
-    assert len(pd.read_csv(output / "privatized.csv")) == 6
+    assert [row["status"] for row in rows] == ["privatized"] * 6
+    assert [row["condition"] for row in rows] == [f"sex={sex}" for sex in frame["sex"]]  # not shifted a column
+
+
+def signalled_run(model: Path, source: Path, output: Path, signum: int, *extra: str) -> tuple[int, str]:
+    """Run the CLI in a subprocess, send it ``signum`` once its manifest lists a few inputs; (exit code, stderr)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def default_signals():  # a test runner in the background may ignore them, and a child inherits that
+        for number in archive.STOP_SIGNALS:
+            signal.signal(number, signal.SIG_DFL)
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cadp.privatize", "--model", str(model), "--mechanism", "laplace", "--epsilon", "1",
+         *extra, str(source), str(output)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=default_signals,
+        cwd=Path(archive.__file__).resolve().parent.parent, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.monotonic() + 240
+    manifest = output / "manifest.csv"
+    while process.poll() is None and time.monotonic() < deadline:
+        if manifest.exists() and manifest.read_text(encoding="utf-8").count("\n") > 4:
+            break
+        time.sleep(0.02)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=240)
+    return process.returncode, err
+
+
+@pytest.mark.parametrize("signal_name, kind", [("SIGTERM", "csv"), ("SIGHUP", "csv"), ("SIGTERM", "images")])
+def test_a_run_ended_by_a_signal_stops_as_ctrl_c_does_with_files_and_manifest_in_line(image_model, table_model,
+                                                                                    tmp_path, signal_name, kind):
+    import signal
+
+    signum = getattr(signal, signal_name)
+    output = tmp_path / "out"
+    if kind == "csv":  # each row twice: the repeated-records caution applies from the first chunk on
+        frame = table_frame(1500)
+        source = tmp_path / "rows.csv"
+        frame.loc[frame.index.repeat(2)].to_csv(source, index=False)
+        code, err = signalled_run(table_model, source, output, signum, "--batch-size", "2")
+    else:
+        files = {f"0/{i:04d}.png": image_file(i // 2) for i in range(1000)}  # each image twice too
+        source = make_folder(tmp_path / "in", files)
+        code, err = signalled_run(image_model, source, output, signum, "--batch-size", "2")
+    assert code == 128 + signum, err
+    assert "Traceback" not in err
+    rows = read_manifest(output)
+    privatized = [row for row in rows if row["status"] == "privatized"]
+    assert 0 < len(privatized) < (3000 if kind == "csv" else 1000)
+    if kind == "csv":
+        assert len(pd.read_csv(output / "privatized.csv")) == len(privatized)
+    else:
+        assert sorted(p.relative_to(output).as_posix() for p in output.rglob("*.png")) == \
+            sorted(row["output"] for row in privatized)
+    assert all(row["releases_of_record"] for row in privatized)  # the manifest was completed
+    assert f"stopped: ended by {signal_name} after {len(privatized)} privatized" in err
+    terms = (output / "guarantee.txt").read_text(encoding="utf-8")
+    assert terms.startswith(f"Partial run: ended by {signal_name} after {len(privatized)} privatized input(s)")
+    assert "Incomplete run" not in terms
+    assert "occur more than once" in terms  # the cautions written at the end are there
+
+
+def test_ctrl_c_between_writing_a_chunk_and_listing_it_keeps_privatized_csv_and_manifest_in_line(
+        table_model, tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    source = tmp_path / "rows.csv"
+    table_frame(30).to_csv(source, index=False)
+    keys = archive.row_record_keys
+    calls = []
+
+    def keys_then_ctrl_c(*args, **kwargs):  # called after the chunk is in privatized.csv, before the manifest rows
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return keys(*args, **kwargs)
+
+    monkeypatch.setattr(archive, "row_record_keys", keys_then_ctrl_c)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as a terminal's Ctrl-C is handled
+    try:
+        output = tmp_path / "out"
+        assert run(table_model, source, output, "--batch-size", "3") == archive.EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert signal.getsignal(signal.SIGINT) is previous
+    rows = read_manifest(output)
+    assert [row["file"] for row in rows] == [f"row {n}" for n in range(1, 10)]  # the chunk being written completes
+    assert len(pd.read_csv(output / "privatized.csv")) == 9
+    assert "stopped: interrupted after 9 privatized" in capsys.readouterr().err
+    terms = (output / "guarantee.txt").read_text(encoding="utf-8")
+    assert terms.startswith("Partial run: interrupted after 9 privatized input(s)")
+    assert "Incomplete run" not in terms
+
+
+def test_a_finished_run_has_no_in_progress_line_and_a_killed_one_keeps_it(table_model, tmp_path):
+    source = tmp_path / "rows.csv"
+    table_frame(10).to_csv(source, index=False)
+    assert run(table_model, source, tmp_path / "out") == 0
+    terms = (tmp_path / "out" / "guarantee.txt").read_text(encoding="utf-8")
+    assert "Incomplete run" not in terms and terms.startswith("Laplace mechanism")
+    # while a run is going (and after SIGKILL, which nothing can catch) the terms say it has not finished
+    archive.write_guarantee(tmp_path, "terms")
+    assert (tmp_path / "guarantee.txt").read_text(encoding="utf-8").startswith(archive.RUN_IN_PROGRESS)
 
 
 def test_command_line_entry_point_exits_2_without_traceback(image_model, tmp_path):
