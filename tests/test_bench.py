@@ -218,6 +218,23 @@ def test_mechanisms_line_names_the_commit_and_every_mechanism(capsys):
         assert re.search(rf"{key} p50 \d+\.\d\d ms", line), line
 
 
+def test_noise_words_times_seeded_and_unseeded_generators_for_each_case(capsys, monkeypatch):
+    """bench.noise_words compares torch's stream with os.urandom's words (the twelfth round): both are timed, and
+    the unseeded calls really draw from the operating system."""
+    from bench import noise_words
+    from cadp import mechanisms
+
+    drawn = []
+    real = mechanisms.os.urandom
+    monkeypatch.setattr(mechanisms.os, "urandom", lambda n: drawn.append(n) or real(n))
+    assert noise_words.main(["--calls", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["one image", "256 images", "one row"]
+    for line in lines:
+        assert re.search(r"seeded \(torch\) p50 \d+\.\d\d ms; unseeded \(os.urandom\) p50 \d+\.\d\d ms", line), line
+    assert sum(drawn) >= 8 * 3 * 784 * 256  # the words of a batch of 256 images, at least
+
+
 def test_a_share_above_the_peak_is_not_judged_and_cold_start_needs_a_browser(monkeypatch):
     """A peak measured in a slow moment let a later worker reach 123% and pass; "/" answers before the app runs."""
     import bench.app

@@ -328,7 +328,7 @@ def test_a_hub_id_contacts_only_the_configured_endpoint(network, monkeypatch, tm
     at.sidebar.text_input(key="model_hub").input("someone/some-model").run()
     assert not at.exception
     shown = [e.value for e in at.sidebar.error]
-    assert shown and "someone/some-model" in shown[0] and "unreachable" in shown[0], shown
+    assert shown and "someone/some-model" in shown[0] and "cannot be reached" in shown[0], shown
     assert network.attempts, "the Hub was not asked"
     hosts = {target if kind == "lookup" else target[0] for kind, target in network.attempts}
     assert hosts == {HUB_HOST}, network.attempts
