@@ -780,7 +780,8 @@ class TabularCINN(TracedFlow, nn.Module):
     @torch.inference_mode()
     def sample_frame(self, count: int, temperature: float = 1.0,
                      generator: torch.Generator | None = None) -> pd.DataFrame:
-        """Rows drawn from the model: conditions from their public priors, latents N(0, T^2 I)."""
+        """Rows drawn from the model: conditions from their stored frequencies (uniform where none), latents
+        N(0, T^2 I)."""
         from cadp.mechanisms import resample
 
         condition_values = {}

@@ -27,7 +27,7 @@ def sample_grid(source: str, per_class: int, temperature: float, seed: int) -> n
 
 @st.cache_data(show_spinner="Drawing samples…", max_entries=8)
 def sample_rows(source: str, count: int, seed: int):
-    """Rows sampled from a table model (conditions from their public priors, temperature 1)."""
+    """Rows sampled from a table model (conditions from the frequencies it stored, temperature 1)."""
     loaded = ui.load_model(source)
     return loaded.model.sample_frame(count, 1.0, torch.Generator().manual_seed(seed))
 
@@ -67,7 +67,12 @@ def page(loaded) -> None:
         st.image(np.kron(grid, np.ones((2, 2), dtype=np.uint8)),
                  caption="one row per class: " + ", ".join(config.class_names))
     else:
-        st.subheader("Sampled rows (temperature 1, conditions from their public priors)")
+        priors = ("their frequencies in the public training data" if config.dataset in PUBLIC_DATASETS
+                  else "their frequencies in the model's own training data")
+        st.subheader("Sampled rows (temperature 1)")
+        st.caption(f"Conditions drawn from {priors}."
+                   + ("" if config.dataset in PUBLIC_DATASETS else " The model was trained without DP: its samples can "
+                      "reproduce details of its training rows."))
         st.dataframe(sample_rows(str(loaded.folder), 20, 0), hide_index=True)
     st.subheader("Model card")
     card = re.sub(r"\A---\n.*?\n---\n", "", loaded.card, flags=re.S)
