@@ -601,10 +601,10 @@ def resample(count: int, prior: list[float] | torch.Tensor, generator: torch.Gen
 
 
 def condition_stream(generator: torch.Generator | None) -> torch.Generator | None:
-    """Where released conditions draw from: the OS for unpredictable noise; for a seed or a caller's generator a
-    child generator seeded by one word of it, drawn before the latent noise. Each record's condition and latent
-    noise then come from its own place in two streams, whatever its batch mates (PRIVACY.md: same seed, same
-    record, different batch mates, identical output)."""
+    """Where one released condition draws from: the OS for unpredictable noise; for a seed or a caller's generator
+    a child generator seeded by one word of it, drawn before the latent noise (one call per released condition).
+    Each record's condition values and latent noise then come from its own place in separate streams, whatever
+    its batch mates (PRIVACY.md: same seed, same record, different batch mates, identical output)."""
     if unpredictable(generator):
         return generator
     return torch.Generator().manual_seed(int(_random_words(1, generator)[0, 0]))

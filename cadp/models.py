@@ -42,13 +42,16 @@ class LatentDistances:
     d_nn: float   # median nearest-neighbour distance (same class)
     latent_l1_norm: float  # median ||z||_1
     n_records: int
-    held_out: bool = True  # configs written before this field were measured by the CLI, on held-out records
+    held_out: bool | None = None  # None: not recorded (a config written before the field; fit_tabular then
+    # measured on the rows it was fitted on, the training CLI on held-out ones)
 
     @property
     def measured_on(self) -> str:
         """Which records the distances were measured on, for a sentence: "on 45 held-out records"."""
         if self.held_out:
             return f"on {self.n_records} held-out records"
+        if self.held_out is None:
+            return f"on {self.n_records} records (whether held out or fitted on was not recorded with this model)"
         return f"on {self.n_records} records the model was fitted on (too few held-out ones to measure on)"
 
 
@@ -180,8 +183,8 @@ def config_from_dict(data: dict) -> ModelConfig:
     try:
         if values.get("latent_distances") is not None:
             values["latent_distances"] = LatentDistances(**values["latent_distances"])
-            if not isinstance(values["latent_distances"].held_out, bool):  # "false" would read as held out
-                raise ModelError("invalid model config: latent_distances.held_out must be true or false")
+            if values["latent_distances"].held_out not in (True, False, None):  # "false" would read as held out
+                raise ModelError("invalid model config: latent_distances.held_out must be true, false or absent")
         config = cls(**values)
         config.validate()
     except ModelError:

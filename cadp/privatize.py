@@ -343,7 +343,6 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
     condition = model.condition_encoder.transform(frame, cells=cells)
     true_values, released_values, start = {}, {}, 0
     kept = all(handlings.get(spec.name, ConditionHandling()).handling == "kept" for spec in model.condition_encoder.columns)
-    draws = generator if kept else condition_stream(generator)
     public = config.dataset in PUBLIC_DATASETS
     for spec in model.condition_encoder.columns:
         index = condition[:, start:start + spec.width].argmax(1)
@@ -352,6 +351,9 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         # resampled from the training data's frequencies only where that data is public: frequencies of one's own
         # rows are neither public nor independent of a record among them (PRIVACY.md), so a uniform prior there
         prior = config.condition_priors.get(spec.name) if public else None
+        # a stream per released column (one word of the generator each): a shared one would start the second
+        # column's draws for record 0 after the first column's draws for the whole batch
+        draws = generator if handling.handling == "kept" else condition_stream(generator)
         released = release_condition(index, spec.width, handling, prior, draws)
         true_values[spec.name], released_values[spec.name] = index, released
     if kept:

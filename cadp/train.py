@@ -108,8 +108,9 @@ DISTANCE_RECORDS = 4000  # at most this many records (a seeded random subset) fo
 
 
 @torch.inference_mode()
-def measure_latent_distances(latents: torch.Tensor, groups: torch.Tensor) -> LatentDistances:
-    """Median same-group pairwise and nearest-neighbour L1 distances, and median ||z||_1.
+def measure_latent_distances(latents: torch.Tensor, groups: torch.Tensor, *, held_out: bool) -> LatentDistances:
+    """Median same-group pairwise and nearest-neighbour L1 distances, and median ||z||_1; ``held_out`` says
+    whether the records were held out from training (recorded with them).
 
     On at most ``DISTANCE_RECORDS`` records, drawn at random with a fixed seed (all pairwise distances of one
     group take memory in the square of its size: 25,000 rows of an upload would need ~16 GB); ``n_records``
@@ -134,7 +135,7 @@ def measure_latent_distances(latents: torch.Tensor, groups: torch.Tensor) -> Lat
     return LatentDistances(d_typ=float(torch.cat(pairwise).median()),
                            d_nn=float(torch.cat(nearest).median()),
                            latent_l1_norm=float(latents.abs().sum(1).median()),
-                           n_records=int(len(latents)))
+                           n_records=int(len(latents)), held_out=held_out)
 
 
 # --------------------------------------------------------------------------- loop
@@ -368,7 +369,7 @@ def train_image_model(args) -> None:
     try:
         test_bpd = evaluate_bits_per_dim(model, test)
         latents = encode_all(model, test.images[:2000], test.labels[:2000])
-        config.latent_distances = measure_latent_distances(latents, test.labels[:2000])
+        config.latent_distances = measure_latent_distances(latents, test.labels[:2000], held_out=True)
         classifier = train_classifier(train, config, minutes=args.classifier_minutes, seed=args.seed, device=device)
         accuracy = classifier_accuracy(classifier, test.images, test.labels)
         sample_accuracy = sample_recognition(model, classifier, config.num_classes, seed=args.seed)
@@ -520,16 +521,16 @@ def _fitted_latent_distances(model: TabularCINN, rows: torch.Tensor, condition: 
     if len(valid):
         try:
             return measure_latent_distances(encode_all(model, rows[valid], condition[valid]),
-                                            condition_groups(condition[valid]))
+                                            condition_groups(condition[valid]), held_out=True)
         except InputError:
             pass
     try:
-        distances = measure_latent_distances(encode_all(model, rows, condition), condition_groups(condition))
+        distances = measure_latent_distances(encode_all(model, rows, condition), condition_groups(condition),
+                                             held_out=False)
     except InputError:  # its message is about held-out records: these are all the rows
         raise InputError(f"no two of the {len(rows)} rows share condition values, so the latent distances that say "
                          "what the metric mechanism's ε means between records cannot be measured: choose fewer "
                          "or coarser condition columns") from None
-    distances.held_out = False
     return distances
 
 
@@ -636,7 +637,7 @@ def train_tabular_model(args) -> None:
     # distances are measured on held-out rows
     test_condition = model.condition_encoder.transform(test)
     latents = encode_all(model, model.data_encoder.transform(test), test_condition)
-    model.config.latent_distances = measure_latent_distances(latents, condition_groups(test_condition))
+    model.config.latent_distances = measure_latent_distances(latents, condition_groups(test_condition), held_out=True)
     nll = tabular_test_nll(model, test)
     ran = model.fit_record
     report = TrainingReport(ran["steps"], ran["epochs"], seconds, device_description(torch.device("cpu")),

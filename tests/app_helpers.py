@@ -36,7 +36,7 @@ CENTRAL = {"label": "DP-SGD", "epsilons": [1, 8], "epsilon_spent": [0.99, 7.9], 
 
 def build_models(folder: Path) -> Path:
     """An untrained tiny image cINN (with classifier, card, eval.json utility) and a tiny diabetes cINN."""
-    distances = LatentDistances(d_typ=700.0, d_nn=600.0, latent_l1_norm=400.0, n_records=100)
+    distances = LatentDistances(d_typ=700.0, d_nn=600.0, latent_l1_norm=400.0, n_records=100, held_out=True)
     config = ImageModelConfig(name=IMAGE_MODEL, dataset="mnist", class_names=list(MNIST_CLASSES), conv_width=4,
                               conv_blocks=[1, 1], fc_blocks=1, fc_width=16, latent_distances=distances)
     image_folder = save_model(ImageCINN(config), folder / IMAGE_MODEL, classifier=SmallCNN(10),
@@ -45,7 +45,7 @@ def build_models(folder: Path) -> Path:
     update_eval(image_folder, "central", CENTRAL)
     frame = load_table("diabetes").frame
     table_config = tabular_config(frame, ["sex"], name=TABLE_MODEL, dataset="diabetes", blocks=2, width=16)
-    table_config.latent_distances = LatentDistances(d_typ=8.0, d_nn=3.0, latent_l1_norm=7.5, n_records=50)
+    table_config.latent_distances = LatentDistances(d_typ=8.0, d_nn=3.0, latent_l1_norm=7.5, n_records=50, held_out=True)
     table_folder = save_model(TabularCINN(table_config), folder / TABLE_MODEL, card="# tiny-table\n")
     # the block `python -m cadp.evaluate bpd` writes (its markers must not show in the app)
     update_card_section(table_folder, "bpd", "### Quality (`python -m cadp.evaluate bpd --model tiny-table`)")

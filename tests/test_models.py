@@ -182,10 +182,10 @@ def test_latent_distances_of_a_large_table_use_a_bounded_sample():
     from cadp.train import DISTANCE_RECORDS, measure_latent_distances
 
     latents = torch.randn(DISTANCE_RECORDS + 1000, 3, generator=torch.Generator().manual_seed(0))
-    first = measure_latent_distances(latents, torch.zeros(len(latents)))
+    first = measure_latent_distances(latents, torch.zeros(len(latents)), held_out=True)
     assert first.n_records == DISTANCE_RECORDS
-    assert first == measure_latent_distances(latents, torch.zeros(len(latents)))
-    whole = measure_latent_distances(latents[:DISTANCE_RECORDS], torch.zeros(DISTANCE_RECORDS))
+    assert first == measure_latent_distances(latents, torch.zeros(len(latents)), held_out=True)
+    whole = measure_latent_distances(latents[:DISTANCE_RECORDS], torch.zeros(DISTANCE_RECORDS), held_out=True)
     assert whole.n_records == DISTANCE_RECORDS and abs(first.d_typ / whole.d_typ - 1) < 0.05
 
 
@@ -218,18 +218,22 @@ def test_a_fitted_tables_latent_distances_are_measured_on_its_held_out_rows():
         fit_tabular(codes.assign(code=[f"c{i}" for i in range(60)]), ["code"], steps=3)
 
 
-def test_a_config_written_before_held_out_was_recorded_loads_as_held_out(tiny_image_model):
-    """The CLI has always measured the distances on held-out records: a config.json without the field says so."""
+def test_a_config_written_before_held_out_was_recorded_claims_neither(tiny_image_model):
+    """Before the field, fit_tabular measured on the rows it was fitted on and the CLI on held-out ones: a
+    config.json without it says which is not recorded (the bundled configs say held out: the CLI made them)."""
     data = config_to_dict(tiny_image_model.config)
     data["latent_distances"] = {"d_typ": 750.0, "d_nn": 630.0, "latent_l1_norm": 367.0, "n_records": 2000}
     distances = config_from_dict(json.loads(json.dumps(data))).latent_distances
-    assert distances.held_out and distances.measured_on == "on 2000 held-out records"
-    written = config_to_dict(config_from_dict(data))["latent_distances"]
-    assert written["held_out"] is True
+    assert distances.held_out is None and "held-out records" not in distances.measured_on
+    assert distances.measured_on == ("on 2000 records (whether held out or fitted on was not recorded with this "
+                                     "model)")
+    assert config_to_dict(config_from_dict(data))["latent_distances"]["held_out"] is None
     fitted = {**data["latent_distances"], "held_out": False}
-    assert not config_from_dict({**data, "latent_distances": fitted}).latent_distances.held_out
-    with pytest.raises(ModelError, match="held_out must be true or false"):
+    assert config_from_dict({**data, "latent_distances": fitted}).latent_distances.held_out is False
+    with pytest.raises(ModelError, match="held_out must be true, false or absent"):
         config_from_dict({**data, "latent_distances": {**fitted, "held_out": "false"}})
+    for name in ("mnist-cinn", "fashion-mnist-cinn", "diabetes-cinn", "heart-cinn"):
+        assert load_folder(bundled(name)).config.latent_distances.held_out is True
 
 
 def test_table_samples_draw_conditions_from_their_prior():

@@ -72,6 +72,19 @@ def test_a_released_condition_ignores_batch_mates_too(tiny_image_model, digits, 
         assert torch.equal(runs[0].released_condition[name][0], runs[1].released_condition[name][0])
 
 
+def test_two_released_conditions_of_a_row_ignore_its_batch_mates():
+    """One stream for all released columns started the second column's draws for record 0 after the first
+    column's draws for the whole batch: with two columns randomized, the first row's second value moved."""
+    rows = load_table("heart").frame
+    table = load_folder(bundled("heart-cinn")).model
+    handlings = {"target": ConditionHandling("randomized", 1.0), "sex": ConditionHandling("resampled")}
+    for seed in range(12):
+        alone, first = (privatize(table, part, None, mech(temperature=0.7), seed=seed, condition_handling=handlings,
+                                  batch_size=size) for part, size in ((rows.head(1), None), (rows.head(200), 7)))
+        for name in handlings:
+            assert alone.released_condition[name][0] == first.released_condition[name][0], (seed, name)
+
+
 def test_unseeded_noise_is_not_torchs_32_bit_seeded_stream(tiny_image_model, digits):
     """torch's CPU generator keeps only the low 32 bits of a seed: noise from a generator seeded with OS entropy
     could be found by trying every 32-bit seed. Unseeded noise comes from the OS itself."""
