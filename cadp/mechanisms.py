@@ -531,6 +531,10 @@ def _make(name, epsilon, delta, clip_radius, temperature) -> Mechanism:
 HANDLINGS = ("kept", "randomized", "resampled")
 
 
+MIN_CONDITION_EPSILON = 1e-6  # randomized response's change probability, rounded up to the float64 grid, stays
+# within both sides of the e^eps ratio from here; at ~1e-12 the rounding pushed it past (k - 1) / k
+
+
 @dataclass
 class ConditionHandling:
     """How one conditioning attribute is released: kept, randomized (k-RR with epsilon), or resampled."""
@@ -543,6 +547,10 @@ class ConditionHandling:
             raise InputError(f"condition handling must be one of {', '.join(HANDLINGS)}, got {self.handling!r}")
         if self.handling == "randomized":
             self.epsilon = _check_positive(self.epsilon, "condition epsilon")
+            if self.epsilon < MIN_CONDITION_EPSILON:  # float64 rounding of the change probability would exceed it
+                raise InputError(f"a randomized condition's epsilon must be at least {MIN_CONDITION_EPSILON:g}, got "
+                                 f"{self.epsilon:g}: below it the release is as good as uniform; resample it from "
+                                 "a uniform or public prior instead (costs 0)")
         elif self.epsilon is not None:
             raise InputError(f"a {self.handling} condition takes no epsilon")
 

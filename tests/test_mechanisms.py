@@ -425,3 +425,21 @@ def test_paper_batches_are_described_as_they_ran():
     text = paper_batches_text({"paper_batch_size": 64, "n_train": 1000, "n_test": 128})
     assert text == "batches of 15 x 64 + 40 training and 64 and 64 test records (batch size 64)"
     assert paper_batches_text({"paper_batch_size": 512}) is None  # sizes not recorded: no guess
+
+
+@pytest.mark.parametrize("k", [2, 10, 200])
+def test_the_smallest_condition_epsilon_keeps_both_sides_of_the_ratio(k):
+    """The change probability is rounded up (with a 1e-12 margin) to the float64 uniform's grid: at epsilon ~1e-12
+    that passed (k - 1) / k and a false value became likelier than the true one. Such epsilons are refused."""
+    from fractions import Fraction
+
+    from cadp.mechanisms import MIN_CONDITION_EPSILON
+
+    with pytest.raises(InputError, match="at least 1e-06"):
+        ConditionHandling("randomized", MIN_CONDITION_EPSILON / 10)
+    for epsilon in (MIN_CONDITION_EPSILON, 1e-3, 1.0):
+        tail = (k - 1) * math.exp(-epsilon)  # as randomized_response rounds it
+        change = Fraction(max(math.ceil(tail / (1 + tail) * (1 + 1e-12) * 2.0 ** 53), 1), 2 ** 53)
+        keep, other = 1 - change, change / (k - 1)
+        bound = math.exp(epsilon)
+        assert float(keep / other) <= bound and float(other / keep) <= bound, epsilon
