@@ -18,6 +18,8 @@ import argparse
 import codecs
 import collections
 import csv
+import errno
+import math
 import os
 import random
 import re
@@ -49,7 +51,7 @@ from cadp.mechanisms import (
     seed_option,
     total_epsilon,
 )
-from cadp.privatize import NOT_PRIVATE_SEED, privatize
+from cadp.privatize import NOT_PRIVATE_SEED, privatize, release_guarantee
 from cadp.runtime import configure_allocator
 from cadp.train import row_record_keys, rows_seen_in_training
 from cadp.uploads import (
@@ -80,7 +82,15 @@ LABELS_NAME = "labels.csv"
 MANIFEST_COLUMNS = ["file", "condition", "released_condition", "mechanism", "epsilon", "delta",
                     "releases_of_record", "epsilon_record_total", "delta_record_total", "seed",
                     "status", "error", "output", "preprocessing"]
-EXIT_OK, EXIT_NOTHING_PRIVATIZED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_NOTHING_PRIVATIZED, EXIT_USAGE, EXIT_WRITE_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = ("exit codes: 0 the run ended and privatized at least one input; 1 nothing was privatized (no usable "
+              "input, or stopped before the first release); 2 unusable arguments or input, nothing released; 3 "
+              "stopped by an error of the file system (disk full, file too large) after privatizing some inputs, a "
+              "partial run; "
+              "130 stopped by Ctrl-C (SIGINT), 128 + N by signal N (143 SIGTERM, 129 SIGHUP), a partial run")
+# writing the output failed for the whole run, not for one file (a name too long is one file's error)
+RUN_WRITE_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EFBIG", "EDQUOT", "EIO", "EROFS")
+                             if hasattr(errno, name))
 
 
 class UsageError(CadpError):
@@ -122,9 +132,11 @@ class StopRequests:
             if signal.getsignal(signum) != signal.SIG_IGN:
                 self.previous[signum] = signal.signal(signum, self._handle)
 
-    def restore(self) -> None:
+    def restore(self, ignore: bool = False) -> None:
+        """Put the previous handlers back, or (``ignore``: the command line, which exits next) ignore the signals, so
+        that one more Ctrl-C while Python shuts down prints no traceback."""
         for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, signal.SIG_IGN if ignore else handler)
         self.previous.clear()
 
     def _handle(self, signum: int, frame) -> None:
@@ -190,17 +202,23 @@ class RunSettings:
         conditions = releases * sum(h.cost for h in self.handlings.values())
         latent = releases * self.mechanism.epsilon
         if self.mechanism.name == "metric":
-            text = f"{latent:g} per unit of latent L1 distance" + (f" + {conditions:g}" if conditions else "")
+            text = f"{_total(latent)} per unit of latent L1 distance" + (f" + {_total(conditions)}" if conditions
+                                                                           else "")
         elif not self.mechanism.formal:
-            text = f"{latent:g} nominal (no formal guarantee)" + (f" + {conditions:g}" if conditions else "")
+            text = f"{_total(latent)} nominal (no formal guarantee)" + (f" + {_total(conditions)}" if conditions
+                                                                         else "")
         else:
-            text = f"{releases * total_epsilon(self.mechanism, self.handlings):g}"
+            text = _total(releases * total_epsilon(self.mechanism, self.handlings))
         return text if self.seed is None else f"{text} ({NOT_PRIVATE_SEED})"
 
     def delta_of(self, releases: int) -> str:
-        """Total delta of ``releases`` releases of one record (gaussian; deltas add up too), or "" without one."""
+        """Total delta of ``releases`` releases of one record (gaussian; deltas add up too), or "" without one; a total
+        of 1 or more is no guarantee at all, and said so."""
         delta = getattr(self.mechanism, "delta", None)
-        return "" if delta is None else f"{releases * delta:g}"
+        if delta is None:
+            return ""
+        total = releases * delta
+        return f"{total:g}" if total < 1 else f">= 1: no guarantee ({releases} x {delta:g})"
 
     @property
     def noise_source(self) -> str:
@@ -214,6 +232,11 @@ class RunSettings:
         if name == "metric":
             return "metric (epsilon per unit of L1 latent distance)"
         return name
+
+
+def _total(epsilon: float) -> str:
+    """An epsilon total as written: a sum too large for a float (1e308 twice) is said as such, not as 'inf'."""
+    return f"{epsilon:g}" if math.isfinite(epsilon) else f"more than {sys.float_info.max:.2g} (too large to write)"
 
 
 class Manifest:
@@ -233,6 +256,7 @@ class Manifest:
         self.reasons: collections.Counter = collections.Counter()  # why inputs were unusable, for the summary
         self.records: list[str | None] = []  # per manifest row, the released record's key (None: not released)
         self.releases: collections.Counter = collections.Counter()  # record key -> releases in this run
+        self.write_error: OSError | None = None  # why the file could not be completed (disk full), if it could not
 
     def row(self, file: str, *, status: str, condition: str = "", released: str = "", error: str = "",
             output: str = "", preprocessing: str = "", batch: int | None = None, record: str | None = None) -> None:
@@ -270,22 +294,33 @@ class Manifest:
         """Close the file and fill in each released record's total cost (once; a second call does nothing)."""
         if self.handle.closed:
             return
-        self.handle.close()
+        try:
+            self.handle.close()  # closed even when its last write fails (disk full): said, not raised again
+        except OSError as error:
+            self.write_error = error
+            return
         if not self.privatized:
             return
         first = MANIFEST_COLUMNS.index("releases_of_record")
         completed = self.path.with_name(self.path.name + ".part")
-        with self.path.open(newline="", encoding="utf-8") as source, \
-                completed.open("w", newline="", encoding="utf-8") as target:
-            reader, writer = csv.reader(source), csv.writer(target)
-            writer.writerow(next(reader))
-            for record, row in zip(self.records, reader, strict=True):
-                if record is not None:
-                    releases = self.releases[record]
-                    row[first:first + 3] = [escape_cell(value) for value in (
-                        str(releases), self.settings.epsilon_of(releases), self.settings.delta_of(releases))]
-                writer.writerow(row)
-        os.replace(completed, self.path)
+        try:
+            with self.path.open(newline="", encoding="utf-8") as source, \
+                    completed.open("w", newline="", encoding="utf-8") as target:
+                reader, writer = csv.reader(source), csv.writer(target)
+                writer.writerow(next(reader))
+                for record, row in zip(self.records, reader, strict=True):
+                    if record is not None:
+                        releases = self.releases[record]
+                        row[first:first + 3] = [escape_cell(value) for value in (
+                            str(releases), self.settings.epsilon_of(releases), self.settings.delta_of(releases))]
+                    writer.writerow(row)
+            os.replace(completed, self.path)
+        except OSError as error:  # the manifest stays as written, without the totals
+            self.write_error = error
+            try:
+                completed.unlink(missing_ok=True)
+            except OSError:
+                pass
 
 
 # --------------------------------------------------------------------------- labels
@@ -315,10 +350,13 @@ class LabelResolver:
 
     def __init__(self, class_names: list[str], labels: dict[str, str] | None = None):
         self.class_names = list(class_names)
-        self.lookup: dict[str, int] = {}
+        self.exact: dict[str, int] = {}
+        self.normalized: dict[str, list[int]] = {}  # several classes can share one ('-1' and '+1': '1')
         for index, name in enumerate(class_names):
-            self.lookup.setdefault(name, index)
-            self.lookup.setdefault(_normalize(name), index)
+            self.exact.setdefault(name, index)
+            self.exact.setdefault(name.strip(), index)
+            if _normalize(name):
+                self.normalized.setdefault(_normalize(name), []).append(index)
         self.labels = {_clean_path(k): v for k, v in (labels or {}).items()}
         basenames: dict[str, list[str]] = {}
         for key in self.labels:
@@ -337,11 +375,14 @@ class LabelResolver:
         """The class a folder is named after, by name only: numbered folders (patients/1, normal/2) are not
         class indices (a model whose class names are digits, as MNIST's, still matches folders 0..9 by name)."""
         value = str(folder).strip()
-        if value in self.lookup:
-            return self.lookup[value]
-        if _normalize(value) and _normalize(value) in self.lookup:
-            return self.lookup[_normalize(value)]
-        return None
+        if value in self.exact:  # an exact name first: '-1' is the class '-1' even where '+1' is a class too
+            return self.exact[value]
+        matches = self.normalized.get(_normalize(value), []) if _normalize(value) else []
+        if len(matches) > 1:  # a kept label is released exactly: never pick one of two classes
+            names = " and ".join(repr(self.class_names[index]) for index in matches)
+            raise InputError(f"{value!r} could be the class {names} (case, spaces and punctuation aside); write the "
+                             "class name exactly")
+        return matches[0] if matches else None
 
     def resolve(self, name: str) -> int:
         key = _clean_path(name)
@@ -485,7 +526,9 @@ MANIFEST_NOTE = (f"{MANIFEST_NAME} is this run's record for whoever ran it: it n
 IMAGE_MANIFEST_NOTE = MANIFEST_NOTE.replace("the privatized files and", f"the privatized files, {LABELS_NAME} and")
 LABELS_NOTE = (f"{LABELS_NAME} is part of the release: it gives each privatized file (column file) the label released "
                "with it (column label), the released condition these terms are about, never a true label that was "
-               "randomized or resampled.")
+               "randomized or resampled. Its cells are the exact file paths and class names, not escaped against "
+               "spreadsheet formulas (a name starting with =, +, - or @): import it as text to open it in a "
+               "spreadsheet.")
 
 
 COPIED_NAMES_NOTE = ("File and folder names are copied from the input: they are not covered by the guarantee. "
@@ -558,8 +601,12 @@ def finish_guarantee(output: Path, status: str = "") -> None:
 def _write_terms(output: Path, text: str) -> None:
     """guarantee.txt replaced whole: a run killed while writing it leaves the old terms, not half of them."""
     part = output / (GUARANTEE_NAME + ".part")
-    part.write_text(text, encoding="utf-8")
-    os.replace(part, output / GUARANTEE_NAME)
+    try:
+        part.write_text(text, encoding="utf-8")
+        os.replace(part, output / GUARANTEE_NAME)
+    except OSError:  # disk full: no half-written .part is left beside the terms
+        part.unlink(missing_ok=True)
+        raise
 
 
 class OutputNames:
@@ -602,7 +649,10 @@ class OutputNames:
 
 class ReleasedLabels:
     """labels.csv of an image release: each privatized file (as written under OUTPUT) and its released label, in the
-    --labels format (file,label), so the release reads back as an input. Opened at the first row, flushed per batch."""
+    --labels format (file,label), so the release reads back as an input. Opened at the first row, flushed per batch.
+
+    Cells are written exactly, not formula-escaped as the manifest's are: a machine-readable file must name the files
+    it lists ('-scan.png', not "'-scan.png") and the classes ('+1'); guarantee.txt and the README say so."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -614,7 +664,7 @@ class ReleasedLabels:
             self.handle = self.path.open("w", newline="", encoding="utf-8")
             self.writer = csv.writer(self.handle)
             self.writer.writerow(["file", "label"])
-        self.writer.writerow([escape_cell(file), escape_cell(label)])
+        self.writer.writerow([file, label])
 
     def flush(self) -> None:
         if self.handle is not None:
@@ -662,21 +712,31 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
     config = model.config
     numbered = [0]  # neutral names: a running number over the run's releases
     pending: list[PendingImage | tuple[str, InputError]] = []
-    guarantee_written = False
+    # the terms before the first file: a run killed outright (SIGKILL) leaves files with terms marked incomplete
+    write_guarantee(output, release_guarantee(model, settings.mechanism, settings.generator, seed=settings.seed,
+                                              condition_handling=settings.handlings),
+                    COPIED_NAMES_NOTE if settings.names_copied else NEUTRAL_NAMES_NOTE + _order_from_seed(settings.seed),
+                    repeated_releases_note(settings.mechanism), labels_file=True)
 
     def flush():
         written_now: list[Path] = []  # this batch's files: removed if the run stops before the manifest lists them
         try:
             write_batch(written_now)
-        except KeyboardInterrupt:
-            manifest.flush()
+        except (KeyboardInterrupt, OSError):  # a stop, or a write error (disk full) that stops the run
+            for file in (manifest, released_labels):
+                try:
+                    file.flush()
+                except OSError:
+                    pass
             for path in written_now:
-                path.unlink(missing_ok=True)
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError:
+                    pass
             raise
 
     def write_batch(written_now: list[Path]):
         # rows go to the manifest in reading order: unusable files wait with the batch they arrived in
-        nonlocal guarantee_written
         images = [item for item in pending if isinstance(item, PendingImage)]
         outcome: dict[int, tuple[str, str, str]] = {}
         if images:
@@ -691,6 +751,7 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
             else:
                 released = result.released_condition["label"].tolist()
                 for index, item in enumerate(images):
+                    path = None
                     try:
                         if settings.names_copied:
                             name = item.name
@@ -703,14 +764,14 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
                         path.write_bytes(png_bytes(result.privatized[index].numpy()))
                         outcome[id(item)] = (class_names[released[index]], "",
                                              path.relative_to(names.root).as_posix())
-                    except (InputError, OSError) as error:
+                    except InputError as error:
                         outcome[id(item)] = ("", str(error), "")
-                if not guarantee_written:
-                    write_guarantee(output, result.guarantee,
-                                    COPIED_NAMES_NOTE if settings.names_copied
-                                    else NEUTRAL_NAMES_NOTE + _order_from_seed(settings.seed),
-                                    repeated_releases_note(settings.mechanism), labels_file=True)
-                    guarantee_written = True
+                    except OSError as error:
+                        if error.errno in RUN_WRITE_ERRNOS:  # disk full: every file after it would fail too
+                            raise
+                        if path is not None:  # one file's error (a name too long): no part of it is kept
+                            path.unlink(missing_ok=True)
+                        outcome[id(item)] = ("", str(error), "")
         for item in pending:
             if not isinstance(item, PendingImage):
                 manifest.error(*item)
@@ -727,8 +788,11 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
                              record=image_record_key(item.pixels))
                 released_labels.row(written, released_name)
                 for folder in PurePosixPath(written).parts[:-1] if settings.names_copied else ():  # the input's
-                    index = resolver.folder_class_index(folder)
-                    if index is not None and class_names[index] != released_name:
+                    try:
+                        index = resolver.folder_class_index(folder)
+                    except InputError:  # a folder that could name two classes names another one than released
+                        index = -1
+                    if index is not None and (index < 0 or class_names[index] != released_name):
                         mismatched.append((written, folder, released_name))
                         break
                 written_now[:] = [path for path in written_now if path != names.root / written]  # listed: kept
@@ -849,7 +913,12 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=settings.batch_size,
                          skipinitialspace=True, decimal=decimal, index_col=False,
                          dtype={raw: str for raw in header.columns if str(raw).strip() in text})
-    with target.open("wb") as out:
+    # the terms before the first row: a run killed outright (SIGKILL) leaves rows with terms marked incomplete
+    write_guarantee(output, release_guarantee(model, settings.mechanism, settings.generator, seed=settings.seed,
+                                              condition_handling=settings.handlings),
+                    SHUFFLED_ROWS_NOTE + _order_from_seed(settings.seed) if shuffled else "",
+                    repeated_releases_note(settings.mechanism))
+    with target.open("wb", buffering=0) as out:  # unbuffered: a failed write is cut back by _append
         try:
             for chunk in reader:
                 _stop_requests.check()  # between chunks: privatized.csv holds the rows the manifest lists
@@ -881,13 +950,9 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                     if shuffled:
                         held_frames.append(frame)
                     else:
-                        out.write(safe_csv_bytes(frame, header=first_chunk, delimiter=delimiter, decimal=decimal,
-                                                 encoding=out_encoding))
-                        out.flush()  # on disk before the manifest lists it, even if the run is killed
-                    if first_chunk:
-                        write_guarantee(output, result.guarantee,
-                                        SHUFFLED_ROWS_NOTE + _order_from_seed(settings.seed) if shuffled else "",
-                                        repeated_releases_note(settings.mechanism))
+                        # on disk (unbuffered) before the manifest lists it, even if the run is killed
+                        _append(out, safe_csv_bytes(frame, header=first_chunk, delimiter=delimiter, decimal=decimal,
+                                                    encoding=out_encoding))
                     first_chunk = False
                     released = {position: _conditions(frame, index, config.condition_columns)
                                 for index, position in enumerate(good)}
@@ -922,6 +987,23 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     if filled_rows:
         print(f"warning: {filled_rows} row(s) had empty cells or cells that are not numbers, read as the training "
               f"mean: the preprocessing column of {MANIFEST_NAME} names them", file=sys.stderr)
+
+
+def _append(out, data: bytes) -> None:
+    """Write all of ``data`` at the end of the unbuffered file ``out``, or none of it: a write that fails (disk full)
+    is cut back, so that the file holds the rows the manifest lists and no part of another."""
+    start = out.tell()
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[out.write(view):]
+    except OSError:
+        try:
+            os.ftruncate(out.fileno(), start)
+            out.seek(start)
+        except OSError:
+            pass
+        raise
 
 
 def _refuse_ragged_rows(path: Path, delimiter: str, encoding: str, columns: list[str]) -> None:
@@ -964,8 +1046,8 @@ def _write_held_rows(out, frames: list[pd.DataFrame], rows: list[tuple[str, dict
     that have one are written (a chunk's released rows and its manifest rows are in the same order)."""
     count = len(rows)
     order = np.random.default_rng(seed).permutation(count)  # seed None: fresh entropy from the OS
-    out.write(safe_csv_bytes(pd.concat(frames, ignore_index=True).iloc[:count].iloc[order], delimiter=delimiter,
-                             decimal=decimal, encoding=encoding))
+    _append(out, safe_csv_bytes(pd.concat(frames, ignore_index=True).iloc[:count].iloc[order], delimiter=delimiter,
+                                decimal=decimal, encoding=encoding))
     row_of = np.empty(count, dtype=np.int64)
     row_of[order] = np.arange(1, count + 1)
     for index, (name, cells) in enumerate(rows):
@@ -1084,7 +1166,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m cadp.privatize",
         description="Privatize a folder of images, a ZIP of one, or a CSV of rows with a CADP model. "
-                    "Guarantees are local (per record); see docs/PRIVACY.md.")
+                    "Guarantees are local (per record); see docs/PRIVACY.md.",
+        epilog=EXIT_CODES[0].upper() + EXIT_CODES[1:] + ".")
     parser.add_argument("--model", required=True, help="model folder (or Hub id when supported)")
     parser.add_argument("--mechanism", required=True, choices=MECHANISMS)
     parser.add_argument("--epsilon", required=True, type=float,
@@ -1199,8 +1282,18 @@ def parse_conditions(items: list[str], config) -> dict[str, ConditionHandling]:
     return handlings
 
 
-def main(argv=None) -> int:
-    """Run the CLI; 0 when at least one file or row was privatized, 1 when none was, 2 on unusable arguments."""
+def main(argv=None, *, exiting: bool = False) -> int:
+    """Run the CLI and return its exit code (``EXIT_CODES``): 0 when at least one file or row was privatized, 1 when
+    none was, 2 on unusable arguments, 3 when a write error stopped a run that privatized some, 130 or 128 + N when
+    a signal stopped it. Signals after a stop's first stay ignored until this returns (its cleanup completes), and
+    ``exiting`` (the command line, whose process ends next) ignores them from then on."""
+    try:
+        return _main(argv)
+    finally:
+        _stop_requests.restore(ignore=exiting)
+
+
+def _main(argv=None) -> int:
     args = parse_args(argv)
     configure_allocator()
     try:
@@ -1263,32 +1356,42 @@ def main(argv=None) -> int:
                     add_caution(args.output, training_data_caution(loaded.config, image_folder_name(args.input), 0))
     except UsageError as error:
         manifest.close()
+        _no_terms_without_releases(args.output, manifest)
         if not manifest.privatized:  # refused before any release: leave OUTPUT as it was, so a retry can use it
             _remove_run_files(args.output, created)
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except CadpError as error:
         manifest.close()
-        finish_guarantee(args.output, f"Partial run: stopped by an error after {manifest.privatized} privatized "
-                                      f"input(s) ({error}); the terms below hold for those.")
+        _finish_stopped(args.output, manifest, f"Partial run: stopped by an error after {manifest.privatized} "
+                                               f"privatized input(s) ({error}); the terms below hold for those.")
         print(f"error: {error}", file=sys.stderr)
         return EXIT_OK if manifest.privatized else EXIT_NOTHING_PRIVATIZED
+    except OSError as error:  # writing the output failed (disk full, file too large): the run stops as on Ctrl-C
+        manifest.close()
+        reason = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
+        _finish_stopped(args.output, manifest, f"Partial run: stopped by an error ({reason}) after "
+                                               f"{manifest.privatized} privatized input(s); the terms below hold for "
+                                               "those.")
+        failed = manifest.write_error
+        unfinished = (f"; {MANIFEST_NAME} could not be completed ({failed.strerror or failed}): its last rows or its "
+                      "totals may be missing" if failed else "")
+        _say(f"error: the run stopped ({reason}) after {manifest.privatized} privatized; {args.output} holds a "
+             f"partial run, the files kept are the ones {MANIFEST_NAME} lists{unfinished}. {_RESTART}")
+        return EXIT_WRITE_ERROR if manifest.privatized else EXIT_NOTHING_PRIVATIZED
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM / SIGHUP turned into RunInterrupted
         signum = getattr(stop, "signum", signal.SIGINT)
         how = "interrupted" if signum == signal.SIGINT else f"ended by {signal.Signals(signum).name}"
         manifest.close()
         # the terms travel with the files: they say the run is partial
-        finish_guarantee(args.output, f"Partial run: {how} after {manifest.privatized} privatized input(s); the "
-                                      "terms below hold for those.")
-        try:
-            print(f"stopped: {how} after {manifest.privatized} privatized; {args.output} holds a partial run "
-                  f"({MANIFEST_NAME} lists what was done): give a new OUTPUT to start again", file=sys.stderr)
-        except OSError:  # SIGHUP: the terminal is gone
-            pass
+        _finish_stopped(args.output, manifest, f"Partial run: {how} after {manifest.privatized} privatized "
+                                               "input(s); the terms below hold for those.")
+        _say(f"stopped: {how} after {manifest.privatized} privatized; {args.output} holds a partial run "
+             f"({MANIFEST_NAME} lists what was done). {_RESTART}")
         return EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum
     finally:
         manifest.close()
-        _stop_requests.restore()
+    _no_terms_without_releases(args.output, manifest)
     finish_guarantee(args.output)  # the run ended: its terms are no longer an unfinished run's
     if not manifest.privatized and not manifest.failed:  # a header without rows, a folder without files
         _remove_run_files(args.output, created)
@@ -1303,6 +1406,37 @@ def main(argv=None) -> int:
     if settings.seed is not None:
         print(f"noise from seed {settings.seed}: {NOT_PRIVATE_SEED}", file=sys.stderr)
     return EXIT_OK if manifest.privatized else EXIT_NOTHING_PRIVATIZED
+
+
+_RESTART = (f"Running again releases again: each record released again costs its epsilon again (basic composition), "
+            f"and the privatized inputs are the ones {MANIFEST_NAME} lists; to finish, give a new OUTPUT and only the "
+            "inputs not yet released.")
+
+
+def _say(message: str) -> None:
+    try:
+        print(message, file=sys.stderr)
+    except OSError:  # SIGHUP: the terminal is gone
+        pass
+
+
+def _no_terms_without_releases(output: Path, manifest: Manifest) -> None:
+    """Remove the terms written before the first batch when nothing was released: they are about no file."""
+    if not manifest.privatized:
+        try:
+            (output / GUARANTEE_NAME).unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _finish_stopped(output: Path, manifest: Manifest, status: str) -> None:
+    """A stopped run's terms start with ``status`` where they can be written; if they cannot (disk full), they keep
+    their "Incomplete run" line, which says as much."""
+    _no_terms_without_releases(output, manifest)
+    try:
+        finish_guarantee(output, status)
+    except OSError:
+        pass
 
 
 def _remove_run_files(output: Path, created: bool) -> None:
@@ -1332,4 +1466,4 @@ def _zip_source(path: Path, iter_zip_images) -> tuple[Iterator, int | None]:
 
 
 if __name__ == "__main__":  # the documented entry point is python -m cadp.privatize; this one works the same
-    sys.exit(main())
+    sys.exit(main(exiting=True))

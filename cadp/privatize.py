@@ -134,6 +134,18 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
     return " ".join(parts)
 
 
+def release_guarantee(model: ImageCINN | TabularCINN, mechanism: Mechanism,
+                      generator: torch.Generator | None = None, *, seed: int | None = None,
+                      condition_handling: dict[str, ConditionHandling] | None = None) -> str:
+    """The terms ``privatize`` states (``PrivatizationResult.guarantee``) for a release with these arguments, known
+    before any record is released: a batch run writes them before its first file."""
+    _, seed, origin = _noise(generator, seed)
+    handlings = condition_handling or {}
+    if isinstance(model, ImageCINN):
+        handlings = {"label": handlings.get("label", ConditionHandling())}
+    return _guarantee(model, mechanism, handlings, seed, origin)
+
+
 def _prior_words(model, name: str, public: bool) -> str:
     """Where a resampled condition's prior comes from: a public dataset's frequencies, else uniform."""
     if isinstance(model, ImageCINN):  # an image label's prior is uniform over the classes
@@ -434,13 +446,13 @@ def latent_difference_maps(model: ImageCINN, latent: torch.Tensor, noisy_latent:
     return maps
 
 
-def main(argv=None) -> int:
+def main(argv=None, *, exiting: bool = False) -> int:
     from cadp.archive import main as archive_main
 
-    return archive_main(argv)
+    return archive_main(argv, exiting=exiting)
 
 
 if __name__ == "__main__":
     import sys
 
-    sys.exit(main())
+    sys.exit(main(exiting=True))  # the process ends next: a late Ctrl-C is ignored, not a traceback

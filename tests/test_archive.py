@@ -978,3 +978,170 @@ def test_csv_columns_left_out_are_said_and_labels_are_for_images(table_model, tm
     labels.write_text("file,label\na,0\n")
     assert run(table_model, source, tmp_path / "out2", "--labels", str(labels)) == 2
     assert "--labels applies to images" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- round trips, write errors, order
+
+@pytest.fixture(scope="module")
+def signed_model(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = ImageModelConfig(name="s", dataset="s", class_names=["-1", "+1", "=2"], conv_width=4, fc_width=8,
+                              conv_blocks=[1, 1], fc_blocks=1)
+    return save_model(ImageCINN(config), tmp_path_factory.mktemp("models") / "signed")
+
+
+def test_released_labels_csv_names_files_and_classes_exactly_and_reads_back_as_an_input(signed_model, tmp_path):
+    files = {"-scan.png": "-1", "+a.png": "+1", "=b.png": "=2", "@c.png": "-1", "sub/-d.png": "+1"}
+    source = make_folder(tmp_path / "in", {name: image_file(n) for n, name in enumerate(files)})
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\n" + "".join(f"{name},{label}\n" for name, label in files.items()))
+    output = tmp_path / "out"
+    assert run(signed_model, source, output, "--labels", str(labels), "--invert", "never") == 0
+    released = dict(read_released_labels(output))
+    assert released == files  # not "'-scan.png" nor "'+1": the file's names are the files written
+    assert all((output / name).is_file() for name in released)
+    assert "not escaped against spreadsheet formulas" in (output / "guarantee.txt").read_text(encoding="utf-8")
+    # read back as an input (its labels.csv at the top of INPUT): every file gets the class it was released with
+    assert run(signed_model, output, tmp_path / "again", "--invert", "never") == 0
+    again = [row for row in read_manifest(tmp_path / "again") if row["file"].endswith(".png")]  # not its terms
+    assert {row["status"] for row in again} == {"privatized"}
+    assert {row["file"].removeprefix("'"): row["condition"].removeprefix("'") for row in again} == files
+
+
+def test_a_folder_or_label_that_could_name_two_classes_is_refused_and_an_exact_name_wins():
+    resolver = archive.LabelResolver(["-1", "+1"])
+    assert [resolver.resolve("-1/x.png"), resolver.resolve("+1/x.png")] == [0, 1]
+    with pytest.raises(archive.InputError, match="'1' could be the class '-1' and '\\+1'"):
+        resolver.resolve("1/x.png")  # it was class '-1' for every image, '+1' ones too
+    labelled = archive.LabelResolver(["-1", "+1"], {"a.png": "+1", "b.png": "1"})
+    assert labelled.resolve("a.png") == 1
+    with pytest.raises(archive.InputError, match="could be the class"):
+        labelled.resolve("b.png")
+    assert archive.LabelResolver(CLASSES).resolve("t_shirt_top/a.png") == 2  # one class: still matched loosely
+
+
+def failing_at(call: int, function, error: BaseException):
+    """``function``, but raising ``error`` on its ``call``-th call."""
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise error
+        return function(*args, **kwargs)
+    return wrapped
+
+
+def test_a_full_disk_stops_the_run_with_an_error_and_files_in_line_with_the_manifest(image_model, tmp_path,
+                                                                                    monkeypatch, capsys):
+    import errno
+
+    source = make_folder(tmp_path / "in", {f"0/{i}.png": image_file(i) for i in range(6)})
+    full = OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(archive, "png_bytes", failing_at(4, archive.png_bytes, full))
+    output = tmp_path / "out"
+    assert run(image_model, source, output, "--batch-size", "2") == archive.EXIT_WRITE_ERROR
+    err = capsys.readouterr().err
+    assert "error: the run stopped (No space left on device) after 2 privatized" in err
+    assert "each record released again costs its epsilon again (basic composition)" in err
+    assert "Traceback" not in err
+    listed = [row["output"] for row in read_manifest(output) if row["status"] == "privatized"]
+    assert sorted(p.relative_to(output).as_posix() for p in output.rglob("*.png")) == sorted(listed)
+    assert len(listed) == 2  # the second batch's first file, written before the failure, was removed
+    assert {row["epsilon_record_total"] for row in read_manifest(output)} == {"1"}  # the totals were filled in
+    terms = (output / "guarantee.txt").read_text(encoding="utf-8")
+    assert terms.startswith("Partial run: stopped by an error (No space left on device) after 2 privatized")
+    assert "Incomplete run" not in terms and not (output / "guarantee.txt.part").exists()
+    # failing at the first file: nothing released, no terms, exit 1
+    monkeypatch.setattr(archive, "png_bytes", failing_at(1, uploads.png_bytes, full))
+    assert run(image_model, source, tmp_path / "out2") == archive.EXIT_NOTHING_PRIVATIZED
+    assert not list((tmp_path / "out2").rglob("*.png")) and not (tmp_path / "out2" / "guarantee.txt").exists()
+    # a CSV: the chunk being written is cut back, and a manifest that cannot be closed does not raise again
+    with (tmp_path / "rows.csv").open("wb", buffering=0) as out:
+        archive._append(out, b"a,b\n1,2\n")
+
+        class HalfThenFull:
+            def tell(self):
+                return out.tell()
+
+            def fileno(self):
+                return out.fileno()
+
+            def seek(self, position):
+                return out.seek(position)
+
+            def write(self, data):
+                if len(data) > 2:
+                    return out.write(bytes(data[:2]))
+                raise full
+        with pytest.raises(OSError):
+            archive._append(HalfThenFull(), b"3,4\n")
+    assert (tmp_path / "rows.csv").read_bytes() == b"a,b\n1,2\n"
+
+
+def test_a_manifest_whose_last_write_fails_closes_without_raising(tmp_path):
+    import errno
+
+    settings = archive.RunSettings(archive.make_mechanism("laplace", 1), archive.new_generator(None), None, 1,
+                                   "never")
+    manifest = archive.Manifest(tmp_path / "manifest.csv", settings)
+    handle = manifest.handle
+
+    class FullOnClose:
+        closed = False
+
+        def close(self):
+            handle.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+    manifest.handle = FullOnClose()
+    manifest.close()
+    assert manifest.write_error.errno == errno.ENOSPC
+
+
+def test_the_terms_are_written_before_the_first_file_of_a_run(image_model, table_model, tmp_path, monkeypatch):
+    """A run killed outright (SIGKILL) during its first batch left files without any terms."""
+    output = tmp_path / "out"
+    seen = []
+
+    def terms_first(function):
+        def wrapped(*args, **kwargs):
+            terms = (output / "guarantee.txt").read_text(encoding="utf-8")
+            seen.append(terms.startswith(archive.RUN_IN_PROGRESS) and "Laplace mechanism" in terms)
+            return function(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(archive, "png_bytes", terms_first(archive.png_bytes))
+    assert run(image_model, make_folder(tmp_path / "in", {"0/a.png": image_file(1)}), output) == 0
+    source = tmp_path / "rows.csv"
+    table_frame(5).to_csv(source, index=False)
+    output = tmp_path / "out-rows"
+    monkeypatch.setattr(archive, "safe_csv_bytes", terms_first(archive.safe_csv_bytes))
+    assert run(table_model, source, output) == 0
+    assert seen == [True, True]
+    assert "Incomplete run" not in (output / "guarantee.txt").read_text(encoding="utf-8")
+
+
+def test_record_totals_that_overflow_or_reach_delta_1_are_said_so():
+    settings = archive.RunSettings(archive.make_mechanism("laplace", 1e308, clip_radius=1), archive.new_generator(None), None, 1,
+                                   "never")
+    assert settings.epsilon_of(1) == "1e+308"
+    assert settings.epsilon_of(2) == "more than 1.8e+308 (too large to write)"  # was "inf"
+    gaussian = archive.RunSettings(archive.make_mechanism("gaussian", 1, delta=0.6), archive.new_generator(None),
+                                   None, 1, "never")
+    assert gaussian.delta_of(1) == "0.6"
+    assert gaussian.delta_of(2) == ">= 1: no guarantee (2 x 0.6)"  # was 1.2
+
+
+def test_the_command_line_ignores_stop_signals_once_main_returns(image_model, tmp_path):
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    source = make_folder(tmp_path / "in", {"0/a.png": image_file(1)})
+    assert run(image_model, source, tmp_path / "out") == 0
+    assert signal.getsignal(signal.SIGINT) is previous  # a library caller gets its handlers back
+    try:
+        assert archive.main(["--model", str(image_model), "--mechanism", "laplace", "--epsilon", "1", str(source),
+                             str(tmp_path / "out2")], exiting=True) == 0
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # a Ctrl-C at exit: no traceback
+    finally:
+        signal.signal(signal.SIGINT, previous)
