@@ -83,7 +83,7 @@ MANIFEST_COLUMNS = ["file", "condition", "released_condition", "mechanism", "eps
                     "releases_of_record", "epsilon_record_total", "delta_record_total", "seed",
                     "status", "error", "output", "preprocessing"]
 EXIT_OK, EXIT_NOTHING_PRIVATIZED, EXIT_USAGE, EXIT_WRITE_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-EXIT_CODES = ("exit codes: 0 the run ended and privatized at least one input; 1 nothing was privatized (no usable "
+EXIT_CODES = ("exit codes: 0 at least one input was privatized; 1 nothing was privatized (no usable "
               "input, or stopped before the first release); 2 unusable arguments or input, nothing released; 3 "
               "stopped by an error of the file system (disk full, file too large) after privatizing some inputs, a "
               "partial run; "

@@ -578,14 +578,30 @@ def split_fingerprint(records, columns: tuple[str, ...] = ()) -> str:
 def row_hashes(rows: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
     """A 64-bit hash of each row's values in ``columns``, alike however the table was written (an upload reads
     53 where the table holds 53.0: numbers are normalized by float())."""
-    as_text = rows[list(columns)].apply(lambda column: column.map(_cell_text))
+    as_text = pd.DataFrame(dict(zip(columns, _column_texts(rows, columns), strict=True)))
     return pd.util.hash_pandas_object(as_text, index=False).to_numpy()
 
 
 def row_record_keys(rows: pd.DataFrame) -> list[str]:
     """Each row's ledger key: a hash of its values in all its columns, in any column order (the app's ledger and
-    the CLI's count of repeated rows recognize a row alike)."""
-    return [f"row {value:016x}" for value in row_hashes(rows, tuple(sorted(rows.columns)))]
+    the CLI's count of repeated rows recognize a row alike). One hash of each row's cells joined (each prefixed by
+    its length), not ``row_hashes``' one per column: the CLI asks per chunk, where that was a fifth of a run."""
+    texts = _column_texts(rows, tuple(sorted(rows.columns)))
+    joined = pd.Series(["".join(f"{len(cell)}:{cell}" for cell in row) for row in zip(*texts)] if texts
+                       else [""] * len(rows), dtype=object)
+    return [f"row {value:016x}" for value in pd.util.hash_pandas_object(joined, index=False).to_numpy()]
+
+
+def _column_texts(rows: pd.DataFrame, columns: tuple[str, ...]) -> list[list[str]]:
+    """Each column's cells as ``_cell_text`` writes them; number columns without a call per cell."""
+    texts = []
+    for name in columns:
+        column = rows[name]
+        if column.dtype.kind in "fiu":  # repr(float(value)) as _cell_text, a missing number ""
+            texts.append(["" if value != value else repr(value) for value in column.to_numpy(np.float64).tolist()])
+        else:
+            texts.append([_cell_text(value) for value in column.tolist()])
+    return texts
 
 
 def _cell_text(value) -> str:

@@ -1145,3 +1145,15 @@ def test_the_command_line_ignores_stop_signals_once_main_returns(image_model, tm
         assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # a Ctrl-C at exit: no traceback
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_rows_record_key_does_not_depend_on_how_the_table_was_read():
+    from cadp.train import row_record_keys
+
+    read = pd.DataFrame({"age": [53, 53, 40], "bmi": [25.5, 25.5, float("nan")], "sex": ["1", "1", "2"]})
+    written = pd.DataFrame({"sex": [1.0, 1.0, 2.0], "bmi": ["25.5", "25.5", ""], "age": ["53", "53.0", "40"]})
+    keys = row_record_keys(read)
+    assert keys == row_record_keys(written)  # 53 is 53.0, any column order, a missing number is an empty cell
+    assert keys[0] == keys[1] != keys[2]
+    assert row_record_keys(pd.DataFrame({"a": ["1:2", ""], "b": ["", "1:2"]}))[0] != \
+        row_record_keys(pd.DataFrame({"a": ["", "1:2"], "b": ["1:2", ""]}))[0]
