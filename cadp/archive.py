@@ -143,11 +143,8 @@ class StopRequests:
         if self.signum is not None:
             return
         self.signum = signum
-        try:  # a closed terminal (SIGHUP) cannot be written to
-            print(f"stopping ({signal.Signals(signum).name}): finishing the current batch so that the output "
-                  f"agrees with {MANIFEST_NAME}", file=sys.stderr)
-        except OSError:
-            pass
+        _say(f"stopping ({signal.Signals(signum).name}): finishing the current batch so that the output agrees with "
+             f"{MANIFEST_NAME}")
 
     def check(self) -> None:
         """Raise RunInterrupted once a stop was asked for (call it where the output and the manifest agree)."""
