@@ -620,9 +620,11 @@ def condition_stream(generator: torch.Generator | None) -> torch.Generator | Non
 
 def release_condition(values: torch.Tensor, k: int, handling: ConditionHandling,
                       prior: list[float] | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The released values (int class indices) of one attribute."""
+    """The released values (int class indices) of one attribute. A randomized or resampled one draws from its own
+    ``condition_stream`` (one word of a seeded ``generator``), so that a record's value ignores its batch mates."""
     if handling.handling == "kept":
         return values.clone()
+    generator = condition_stream(generator)
     if handling.handling == "randomized":
         return randomized_response(values, k, handling.epsilon, generator)
     return resample(len(values), prior if prior is not None else [1.0 / k] * k, generator)

@@ -24,7 +24,6 @@ from cadp.mechanisms import (
     MetricMechanism,
     NoNoise,
     batch_sizes,
-    condition_stream,
     generator_seed,
     keep_probability,
     new_generator,
@@ -310,8 +309,7 @@ def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, se
         raise InputError(f"labels must be class indices 0..{config.num_classes - 1}")
     _check_handlings(handlings, ["label"])
     handling = handlings.get("label", ConditionHandling())
-    draws = generator if handling.handling == "kept" else condition_stream(generator)
-    released = release_condition(labels, config.num_classes, handling, None, draws)
+    released = release_condition(labels, config.num_classes, handling, None, generator)
     latent, noisy, reconstruction, output = _latent_pass(model, pixels, labels, released, mechanism,
                                                          generator, batch_size, reconstruct)
     return PrivatizationResult(
@@ -363,10 +361,7 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         # resampled from the training data's frequencies only where that data is public: frequencies of one's own
         # rows are neither public nor independent of a record among them (PRIVACY.md), so a uniform prior there
         prior = config.condition_priors.get(spec.name) if public else None
-        # a stream per released column (one word of the generator each): a shared one would start the second
-        # column's draws for record 0 after the first column's draws for the whole batch
-        draws = generator if handling.handling == "kept" else condition_stream(generator)
-        released = release_condition(index, spec.width, handling, prior, draws)
+        released = release_condition(index, spec.width, handling, prior, generator)  # in column order, before the noise
         true_values[spec.name], released_values[spec.name] = index, released
     if kept:
         released_condition = condition  # the same one-hots
