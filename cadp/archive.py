@@ -491,11 +491,6 @@ def _png_names(source: Path, input_kind: str) -> frozenset[str]:
     return frozenset(_clean_path(name).casefold() for name in names if name.casefold().endswith(".png"))
 
 
-def _count_folder_files(root: Path) -> int:
-    return sum(1 for folder, _, files in os.walk(root) for file in files
-               if not is_folder_metadata((Path(folder) / file).relative_to(root).as_posix()))
-
-
 def _zip_labels(path: Path) -> dict[str, str] | None:
     """A labels.csv at the root of the ZIP or of its single top folder, if any."""
     with zipfile.ZipFile(path) as archive:
@@ -1336,7 +1331,7 @@ def _main(argv=None) -> int:
             shuffle = None if settings.names_copied else random.Random(args.seed) if args.seed is not None \
                 else random.SystemRandom()
             if input_kind == "folder":
-                source, total = iter_folder_files(args.input, shuffle), _count_folder_files(args.input)
+                source, total = iter_folder_files(args.input, shuffle), len(_folder_files(args.input))
             else:
                 from cadp.uploads import iter_zip_images
 
