@@ -21,11 +21,11 @@ from cadp.runtime import configure_allocator
 MODES = {
     "short": {"batches": (1, 256), "latency": {"min_calls": 20, "min_seconds": 0.5},
               "throughput": {"min_calls": 2, "min_seconds": 0.5, "warmup": 1}, "peak": {"min_calls": 2, "min_seconds": 0.2},
-              "fit_steps": (100,), "cold_starts": 1, "load_repeats": 3, "presses": 3, "rounds": 1,
+              "fit_steps": (100,), "cold_starts": 1, "load_repeats": 3, "cold_loads": 1, "presses": 3, "rounds": 1,
               "one_worker_per_model": True},
     "full": {"batches": BATCH_SIZES, "latency": {"min_calls": 200, "min_seconds": 3.0},
              "throughput": {"min_calls": 3, "min_seconds": 3.0}, "peak": {"min_calls": 5, "min_seconds": 1.0},
-             "fit_steps": (None, 400, None, None), "latency_repeats": 3, "cold_starts": 3, "load_repeats": 5, "presses": 7, "rounds": 2,
+             "fit_steps": (None, 400, None, None), "latency_repeats": 3, "cold_starts": 3, "load_repeats": 5, "cold_loads": 3, "presses": 7, "rounds": 2,
              "one_worker_per_model": False},
 }
 UTILITY_COMMAND = "python -m cadp.evaluate utility --model {folder}"
@@ -71,6 +71,7 @@ def bench_models(folders: list[Path], settings: dict, device: str, threads: int 
         measured = [result for group in groups for result in run_worker(
             "bench.compute", {"model_folder": str(loaded.folder), "points": group, "device": device, "threads": threads})]
         entry["batches"] = {str(batch): point for batch, point in zip(settings["batches"], measured)}
+        entry["cold_load"] = cold_loads(loaded.folder, settings["cold_loads"])
         results[name] = entry
     # single records again, each model in turn, so that the runs lie minutes apart (the machine's speed drifts)
     singles = {loaded.folder.name: [results[loaded.folder.name]["batches"]["1"]] for loaded in available
@@ -103,6 +104,20 @@ def bench_models(folders: list[Path], settings: dict, device: str, threads: int 
     return peak, results
 
 
+def cold_loads(folder: Path, repeats: int) -> dict:
+    """bench.load in ``repeats`` fresh processes (on the CPU), each timed whole from the parent; the median run
+    by process time, with every run's process time."""
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run = run_worker("bench.load", {"model": str(folder)})
+        run["process_s"] = time.perf_counter() - start
+        runs.append(run)
+    chosen = dict(sorted(runs, key=lambda run: run["process_s"])[len(runs) // 2])
+    chosen["process_s_runs"] = [run["process_s"] for run in runs]
+    return chosen
+
+
 def judge_share(name: str, share: float | None) -> dict:
     """``judge`` for a share of the measured peak; above 1 the peak was measured in a slower moment than the
     workload: not judged."""
@@ -131,35 +146,67 @@ def model_targets(entry: dict) -> dict:
 
 def bench_fit(settings: dict, threads: int | None) -> dict:
     """Fits in fresh processes; the target is judged on the median of the default-steps runs (full mode: 3,
-    apart in time, as this shared machine's speed drifts by tens of percent over minutes)."""
-    runs = [run_worker("bench.fit", {"steps": steps, "threads": threads}) for steps in settings["fit_steps"]]
-    defaults = sorted(run["seconds"] for run in runs if run["steps"] == "fit_tabular default")
-    median = defaults[len(defaults) // 2] if defaults else None
+    apart in time, as this shared machine's speed drifts by tens of percent over minutes), and is met only
+    where every default-steps fit is also of usable quality (bench.fit.USABLE); the first run also checks the
+    independent-columns control, which the quality check must reject."""
+    runs = [run_worker("bench.fit", {"steps": steps, "threads": threads, "controls": index == 0})
+            for index, steps in enumerate(settings["fit_steps"])]
+    defaults = [run for run in runs if run["steps"] == "fit_tabular default"]
+    seconds = sorted(run["seconds"] for run in defaults)
+    median = seconds[len(seconds) // 2] if seconds else None
     verdict = judge("tabular_fit_seconds", median)
-    if len(defaults) > 1:
-        verdict["description"] += f", median of {len(defaults)} fits"
+    if len(seconds) > 1:
+        verdict["description"] += f", median of {len(seconds)} fits"
+    if defaults:
+        verdict["usable_quality"] = all(run["quality"]["usable"] for run in defaults)
+        if verdict["met"] and not verdict["usable_quality"]:
+            verdict["met"] = False
+            verdict["note"] = "fast enough, but not of usable quality: " + "; ".join(
+                next(run["quality"]["failed"] for run in defaults if not run["quality"]["usable"]))
+        verdict["description"] += " and usable quality"
     return {"runs": runs, "targets": {"tabular_fit_seconds": verdict}}
 
 
-def evaluation_times(folders: list[Path]) -> dict:
-    """Wall time of the default utility sweep as recorded in eval.json; this suite never runs the sweep."""
+def evaluation_times(folders: list[Path], quick: bool, device: str = "cpu") -> dict:
+    """Wall time of the default utility sweep (``--quick``'s tiny one when ``quick``), run and timed by this
+    suite: each model folder is copied without its eval.json and report.html to a temporary folder and
+    evaluated there (the bundled results stay as they are), in a fresh process; beside it, the wall time that
+    the folder's own eval.json recorded for the run behind it."""
+    import shutil
+    import tempfile
+
+    import torch
+
     from cadp.hub import read_eval
 
     times = {}
     for folder in folders:
+        if not (folder / "model.safetensors").exists():
+            continue
         bundled = folder.resolve().parent == WEIGHTS.resolve()  # another folder (a candidate) is named as given
-        command = UTILITY_COMMAND.format(folder=f"weights/{folder.name}" if bundled else folder)
+        command = UTILITY_COMMAND.format(folder=f"weights/{folder.name}" if bundled else folder) + (
+            " --quick" if quick else "") + (f" --device {device}" if device != "cpu" else "")
+        entry = {"quick": quick, "command": command, "torch_threads": torch.get_num_threads()}
+        with tempfile.TemporaryDirectory() as scratch:
+            copy = Path(scratch) / folder.name
+            shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("eval.json", "report.html"))
+            start = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "cadp.evaluate", "utility", "--model", str(copy),
+                                   "--device", device] + (["--quick"] if quick else []), cwd=ROOT, capture_output=True, text=True,
+                                  timeout=3600)
+            entry["process_s"] = time.perf_counter() - start
+            if done.returncode != 0:
+                entry["error"] = done.stderr.strip().splitlines()[-1][:300] if done.stderr.strip() else "failed"
+            else:
+                entry["wall_seconds"] = read_eval(copy)["utility"]["settings"]["wall_seconds"]
         try:
-            settings = read_eval(folder).get("utility", {}).get("settings", {})
+            recorded = read_eval(folder).get("utility", {}).get("settings", {})
         except Exception as error:  # noqa: BLE001 - a broken eval.json is reported, not fatal
-            settings = {"error": str(error)}
-        if "wall_seconds" in settings:
-            times[folder.name] = {"utility_wall_seconds": settings["wall_seconds"], "quick": settings.get("quick"),
-                                  "device": settings.get("device"), "torch_threads": settings.get("torch_threads"),
-                                  "date": settings.get("date"), "measured_by": settings.get("command", command)}
-        else:
-            times[folder.name] = {"utility_wall_seconds": None,
-                                  "note": f"not recorded in eval.json; measured by `{command}` (not run by this suite)"}
+            recorded = {"error": str(error)}
+        if "wall_seconds" in recorded:
+            entry["recorded"] = {key: recorded.get(key) for key in
+                                 ("wall_seconds", "quick", "device", "torch_threads", "date")}
+        times[folder.name] = entry
     return times
 
 
@@ -197,7 +244,8 @@ def _number(value, digits: int = 3) -> str:
 def _verdict(target: dict) -> str:
     if target["met"] is None and target.get("note"):
         return f"not judged ({target['note']})"
-    return {True: "met", False: "**missed**", None: "not measured"}[target["met"]]
+    verdict = {True: "met", False: "**missed**", None: "not measured"}[target["met"]]
+    return f"{verdict} ({target['note']})" if target["met"] is False and target.get("note") else verdict
 
 
 def report(results: dict) -> str:
@@ -224,9 +272,10 @@ def report(results: dict) -> str:
         lines += [f"### {name} ({entry['kind']}, {entry['parameters']:,} parameters, latent {entry['latent_dim']})", ""]
         lines.append(f"FLOPs per record: encode {entry['encode_flops_per_record'] / 1e6:.3g} M, decode "
                      f"{entry['decode_flops_per_record'] / 1e6:.3g} M, privatize ({_privatize_terms(entry)}) "
-                     f"{entry['privatize_flops_per_record'] / 1e6:.3g} M. Load: load_folder "
-                     f"{entry['load_folder_s'] * 1e3:.0f} ms" + (f", load_model {entry['load_model_s'] * 1e3:.0f} ms"
-                                                              if "load_model_s" in entry else "") + ".")
+                     f"{entry['privatize_flops_per_record'] / 1e6:.3g} M. Load, warm (files cached, loaded before in "
+                     f"the process): load_folder {entry['load_folder_s'] * 1e3:.0f} ms"
+                     + (f", load_model {entry['load_model_s'] * 1e3:.0f} ms" if "load_model_s" in entry else "")
+                     + "." + _cold_load(entry.get("cold_load")))
         single = entry["batches"].get("1", {})
         if len(single.get("p50_ms_runs", [])) > 1:
             lines.append(f"One record, p50 in {len(single['p50_ms_runs'])} separate workers (the later ones after every model's other points): "
@@ -258,10 +307,18 @@ def report(results: dict) -> str:
     fit = results.get("tabular_fit")
     if fit:
         lines += ["### On-the-fly tabular fit (synthetic 1,000 x 15, one categorical condition)", "",
-                  "| steps | seconds | validation NLL (nats/dim) | peak RSS MiB |", "|---|---|---|---|"]
+                  "| steps | seconds | validation NLL (nats/dim) | group accuracy, model rows / real rows | "
+                  "column distance (floor) | correlation difference (floor) | usable | peak RSS MiB |",
+                  "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {run['steps']} | {run['seconds']:.1f} | {run['validation_nll_per_dim']:.3f} | "
-                  f"{run['peak_rss_mib']:.0f} |" for run in fit["runs"]]
-        lines.append("")
+                  + _quality_cells(run.get("quality")) + f" | {run['peak_rss_mib']:.0f} |" for run in fit["runs"]]
+        for run in fit["runs"]:
+            if "control_independent_columns" in run:
+                lines.append("| control: columns resampled independently | - | - | "
+                             + _quality_cells(run["control_independent_columns"]) + " | - |")
+        lines += ["", "(Quality: 1,000 rows drawn from the fitted model against 1,000 new rows of the generator; "
+                  "usable = group accuracy >= 0.9 x that of real rows, column distance and correlation difference "
+                  "each at most 0.05 above the floor of real against new rows; bench/fit.py, USABLE.)", ""]
         lines += _target_rows(fit["targets"])
     app = results.get("app")
     if app:
@@ -287,12 +344,32 @@ def report(results: dict) -> str:
         lines.append("")
         lines += _target_rows(app["targets"])
     for name, entry in results.get("evaluation", {}).items():
-        if entry["utility_wall_seconds"] is not None:
-            lines.append(f"Evaluation, {name}: utility sweep {entry['utility_wall_seconds']:.0f} s "
-                         f"(from eval.json; quick={entry['quick']}, {entry['device']}, {entry['torch_threads']} threads).")
-        else:
-            lines.append(f"Evaluation, {name}: {entry['note']}.")
+        if "utility_wall_seconds" in entry:  # runs stored before the suite ran the sweep itself
+            lines.append(f"Evaluation, {name}: utility sweep {entry['utility_wall_seconds']:.0f} s (from eval.json)."
+                         if entry["utility_wall_seconds"] is not None else f"Evaluation, {name}: {entry['note']}.")
+            continue
+        kind = "quick (--quick) utility sweep" if entry["quick"] else "default utility sweep"
+        if "error" in entry:
+            lines.append(f"Evaluation, {name}: the {kind} failed ({entry['error']}).")
+            continue
+        line = (f"Evaluation, {name}: {kind} {entry['process_s']:.0f} s, measured by this run "
+                f"(`{entry['command']}` on a copy of the folder, {entry['torch_threads']} threads; "
+                f"{entry['wall_seconds']:.0f} s of it inside the sweep)")
+        recorded = entry.get("recorded")
+        if recorded:
+            line += (f"; the run behind the bundled eval.json recorded {recorded['wall_seconds']:.0f} s "
+                     f"({'quick' if recorded['quick'] else 'default'}, {recorded['torch_threads']} threads, "
+                     f"{recorded['date']})")
+        lines.append(line + ".")
     return "\n".join(lines) + "\n"
+
+
+def _quality_cells(quality: dict | None) -> str:
+    if quality is None:  # runs stored before the suite judged quality
+        return "n/a | n/a | n/a | n/a"
+    return (f"{quality['tstr']:.3f} / {quality['trtr']:.3f} | {quality['column_distance']:.3f} "
+            f"({quality['column_distance_floor']:.3f}) | {quality['correlation_difference']:.3f} "
+            f"({quality['correlation_difference_floor']:.3f}) | {'yes' if quality['usable'] else 'no'}")
 
 
 def _privatize_terms(entry: dict) -> str:
@@ -300,6 +377,17 @@ def _privatize_terms(entry: dict) -> str:
     decodes = round((entry["privatize_flops_per_record"] - entry["encode_flops_per_record"])
                     / entry["decode_flops_per_record"])
     return "encode + decode of the release" if decodes == 1 else f"encode + {decodes} decodes"
+
+
+def _cold_load(cold: dict | None) -> str:
+    if not cold:
+        return ""
+    runs = cold["process_s_runs"]
+    return (f" Cold, in a fresh process (median of {len(runs)} by process time): imports {cold['import_s']:.2f} s, "
+            f"load_model {cold['load_model_s']:.2f} s, then privatize one record (no warm-up) "
+            f"{cold['first_privatize_s'] * 1e3:.0f} / {cold['second_privatize_s'] * 1e3:.0f} / "
+            f"{cold['third_privatize_s'] * 1e3:.0f} ms (calls 1 / 2 / 3); whole process {cold['process_s']:.2f} s "
+            "(interpreter start to exit).")
 
 
 def _load(load: dict | None) -> str:
@@ -366,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's default, one per core)")
     parser.add_argument("--browser", action="store_true", help="also the browser measurements (Chromium)")
     parser.add_argument("--models", nargs="+", help="model names in weights/ or folders (default: the bundled ones)")
-    parser.add_argument("--skip", nargs="+", default=[], choices=["models", "fit", "app"],
+    parser.add_argument("--skip", nargs="+", default=[], choices=["models", "fit", "app", "evaluation"],
                         help="sections to leave out")
     parser.add_argument("--weights-dir", help="CADP_WEIGHTS_DIR for the app's browser measurements")
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench-results.json"),
@@ -411,7 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     if "app" not in args.skip:
         results["app"] = bench_app(settings, folders, args.browser, args.weights_dir)
         sections["app"] = time.perf_counter() - started - sum(sections.values())
-    results["evaluation"] = evaluation_times(folders)
+    if "evaluation" not in args.skip:  # the default sweep in full mode (minutes per image model), --quick's in short
+        results["evaluation"] = evaluation_times(folders, quick=args.mode == "short", device=args.device)
+        sections["evaluation"] = time.perf_counter() - started - sum(sections.values())
     results["machine"]["other_load_at_end"] = other_load()
     results["seconds"] = time.perf_counter() - started
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -761,7 +761,7 @@ def ks_statistic(first: pd.Series, second: pd.Series) -> float | None:
         return float(ks_2samp(first, second).statistic)
 
 
-def _fidelity(model: TabularCINN, real: pd.DataFrame, released: pd.DataFrame) -> dict:
+def fidelity(model: TabularCINN, real: pd.DataFrame, released: pd.DataFrame) -> dict:
     """Per-column KS (numeric; empty cells left out) / total variation distance (categorical) and
     correlation-matrix difference."""
     columns = {}
@@ -872,15 +872,15 @@ def _tabular_sweep(loaded, model: TabularCINN, *, epsilons, mechanisms, seeds, n
                         features(released_train), released_train[task].astype(str).to_numpy())
                     pp = float(classifier.score(features(released_test), test[task].astype(str).to_numpy()))
                 row["p/p"].append(pp)
-                fidelity = _fidelity(model, train, released_train)
-                for key, value in fidelity["columns"].items():
+                fidelity_found = fidelity(model, train, released_train)
+                for key, value in fidelity_found["columns"].items():
                     column_values[key].append(value)
-                numeric = [fidelity["columns"][s.name] for s in encoder.columns
-                           if s.kind == "numeric" and fidelity["columns"][s.name] is not None]
-                categorical = [fidelity["columns"][s.name] for s in encoder.columns if s.kind != "numeric"]
+                numeric = [fidelity_found["columns"][s.name] for s in encoder.columns
+                           if s.kind == "numeric" and fidelity_found["columns"][s.name] is not None]
+                categorical = [fidelity_found["columns"][s.name] for s in encoder.columns if s.kind != "numeric"]
                 row["ks"].append(float(np.mean(numeric)) if numeric else None)
                 row["tvd"].append(float(np.mean(categorical)) if categorical else None)
-                row["corr_diff"].append(fidelity["corr_diff"])
+                row["corr_diff"].append(fidelity_found["corr_diff"])
                 released_rows = features(released_train)
                 row["dcr"].append(_distance_to_closest_record(released_rows, train_rows.double().numpy()))
                 centers = release_centers(mechanism, test_latents, batch)

@@ -43,7 +43,9 @@ def test_short_mode_writes_every_section(short_run):
     assert short_run["machine"]["other_load_at_end"]["memory_copy_gb_s"] > 0
     assert short_run["machine"]["allocator"]
     assert short_run["app"]["browser"] == {"skipped": "run with --browser"}
-    assert "diabetes-cinn" in short_run["evaluation"]
+    sweep = short_run["evaluation"]["diabetes-cinn"]
+    assert sweep["quick"] is True and 0 < sweep["wall_seconds"] <= sweep["process_s"]
+    assert sweep["command"] == "python -m cadp.evaluate utility --model weights/diabetes-cinn --quick"
 
 
 def test_short_mode_numbers_are_consistent(short_run):
@@ -64,10 +66,18 @@ def test_short_mode_numbers_are_consistent(short_run):
     for name, verdict in entry["targets"].items():
         direction, limit, _ = TARGETS[name]
         assert verdict["met"] == (verdict["value"] <= limit if direction == "max" else verdict["value"] >= limit)
+    cold = entry["cold_load"]
+    assert cold["process_s"] > cold["import_s"] + cold["load_model_s"] + cold["first_privatize_s"] > 0
+    assert len(cold["process_s_runs"]) == 1 and cold["third_privatize_s"] > 0
     fit = short_run["tabular_fit"]["runs"][0]
     assert (fit["rows"], fit["columns"], fit["steps"]) == (1000, 15, 100)
     assert fit["numeric_columns"] > 0 and fit["categorical_columns"] > 0
     assert math.isfinite(fit["validation_nll_per_dim"]) and fit["seconds"] > 0
+    quality = fit["quality"]
+    assert 0 <= quality["majority"] < quality["trtr"] <= 1 and 0 <= quality["tstr"] <= 1
+    assert quality["usable"] == (not quality["failed"])
+    control = fit["control_independent_columns"]  # learned nothing conditional: the check must reject it
+    assert control["usable"] is False and any("group accuracy" in reason for reason in control["failed"])
     cold = short_run["app"]["cold_start"]["median"]
     assert 0 < cold["health_s"] <= cold["page_s"]
 
@@ -196,16 +206,22 @@ def test_sample_grid_has_a_row_per_class_and_a_panel_per_model(tiny_weights, tmp
     assert (grid[:28] != grid[28:56]).any()  # classes condition the samples (the untrained model's labels too)
 
 
-def test_evaluation_times_name_the_folder_they_would_be_measured_in(tmp_path):
-    from bench import WEIGHTS
+def test_evaluation_times_run_the_sweep_on_a_copy_named_as_given(tmp_path):
+    """The suite times the sweep itself, on a copy: a candidate folder is named by its path (not the bundled
+    model of the same name), and neither folder's eval.json changes."""
+    import shutil
+
     from bench.__main__ import evaluation_times
 
-    candidate = tmp_path / "mnist-cinn"
-    candidate.mkdir()
-    note = evaluation_times([candidate])["mnist-cinn"]["note"]
-    assert f"--model {candidate}`" in note  # not the bundled weights/mnist-cinn of the same name
-    bundled = evaluation_times([WEIGHTS / "mnist-cinn"])["mnist-cinn"]
-    assert bundled["measured_by"] == "python -m cadp.evaluate utility --model weights/mnist-cinn"
+    candidate = tmp_path / "diabetes-cinn"
+    shutil.copytree(bundled("diabetes-cinn"), candidate)
+    before = (candidate / "eval.json").read_bytes()
+    entry = evaluation_times([candidate], quick=True)["diabetes-cinn"]
+    assert "error" not in entry, entry.get("error")
+    assert entry["command"] == f"python -m cadp.evaluate utility --model {candidate} --quick"
+    assert 0 < entry["wall_seconds"] <= entry["process_s"]
+    assert entry["recorded"]["quick"] is False and entry["recorded"]["wall_seconds"] > 0  # the bundled full run
+    assert (candidate / "eval.json").read_bytes() == before
 
 
 def test_mechanisms_line_names_the_commit_and_every_mechanism(capsys):
@@ -252,3 +268,18 @@ def test_a_share_above_the_peak_is_not_judged_and_cold_start_needs_a_browser(mon
     assert without["met"] is None and "needs --browser" in without["note"]
     rendered = bench_app(settings, [], browser=True, weights=None)["targets"]["app_cold_start_seconds"]
     assert rendered["value"] == 5.2 and rendered["met"] is False
+
+
+def test_fit_quality_rejects_a_network_that_has_not_learned_and_accepts_a_fitted_one():
+    """The 'usable quality' of the fit benchmark can fail: an untrained network (one step) fails it, a fit of
+    the app's default length passes it, on the same data."""
+    from bench.fit import CONDITION, _parsed, fit_quality, synthetic_frame
+    from cadp.data import infer_column_kind
+    from cadp.train import fit_tabular
+
+    frame, held_out = _parsed(synthetic_frame(1000, seed=0)), _parsed(synthetic_frame(1000, seed=1))
+    kinds = {column: infer_column_kind(frame[column]) for column in frame.columns}
+    untrained = fit_quality(fit_tabular(frame, [CONDITION], steps=1), frame, held_out, kinds)
+    fitted = fit_quality(fit_tabular(frame, [CONDITION], steps=400), frame, held_out, kinds)
+    assert untrained["usable"] is False and untrained["failed"]
+    assert fitted["usable"] is True, fitted["failed"]
