@@ -563,7 +563,8 @@ def _publishing_errors(what: str):
 
 
 def push_model(folder: Path | str, repo_id: str, *, token: str | None = None, dry_run: bool = False,
-               endpoint: str | None = None, tag: str | None = None, private: bool = False) -> PushResult:
+               endpoint: str | None = None, tag: str | None = None, private: bool = False,
+               publish_own_data: bool = False) -> PushResult:
     """Publish a model folder to the Hub model repo ``repo_id`` with ``HfApi.upload_folder``.
 
     The folder is loaded first (safetensors, config validated) so a broken model is never published.
@@ -573,13 +574,26 @@ def push_model(folder: Path | str, repo_id: str, *, token: str | None = None, dr
     pins bundled repos to such a tag). ``token`` defaults to $HF_TOKEN or the saved login, ``endpoint``
     to $HF_ENDPOINT.
 
+    A model trained on data that is not a public dataset (an upload, the user's own files) can reveal that
+    data through its weights, config.json (column ranges and levels, class names) and model card: it is
+    refused unless ``private`` (and then also when ``repo_id`` already exists as a public repo, which keeps
+    its visibility) or ``publish_own_data`` says to publish it anyway. A dry run refuses the same.
+
     With ``dry_run=True`` nothing is sent: the result lists the files that would be uploaded.
     """
+    from cadp.data import PUBLIC_DATASETS
+
     folder = Path(folder)
     validate_repo_id(repo_id)
     if tag is not None:
         validate_revision(tag, repo_id)
-    load_folder(folder)
+    loaded = load_folder(folder)
+    own_data = loaded.config.dataset not in PUBLIC_DATASETS and not publish_own_data
+    if own_data and not private:
+        raise InputError(f"not pushed: {loaded.config.name} was trained without DP on {loaded.config.dataset}, not "
+                         "on a public dataset, and a Hub repo is public: push it as private (a repo created now is "
+                         "private; one that exists keeps its visibility), or say to publish that data anyway "
+                         "(publish_own_data=True, --publish-own-data)")
     files, skipped = upload_files(folder)
     if dry_run:
         return PushResult(repo_id, files, dry_run=True, skipped=skipped)
@@ -589,6 +603,11 @@ def push_model(folder: Path | str, repo_id: str, *, token: str | None = None, dr
     api = HfApi(endpoint=_resolve_endpoint(endpoint), token=token)
     with _publishing_errors(f"could not push {folder} to Hub repo {repo_id}"):
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        if own_data and api.model_info(repo_id).private is not True:  # (None: the Hub did not say)
+            raise InputError(f"not pushed: the Hub repo {repo_id} exists and is public (or did not say it is "
+                             f"private), and {loaded.config.name} was "
+                             f"trained without DP on {loaded.config.dataset}, not on a public dataset: make the repo "
+                             "private first, or push to a new one")
         # Exact paths as patterns: what is uploaded is exactly the list a dry run shows.
         info = api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=files,
                                  commit_message=f"Upload {read_config(folder).name} with cadp")
@@ -729,14 +748,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "push":
-            own = _warn_about_own_training_data(Path(args.folder))  # before anything is sent
-            # a dry run predicts the real one: it refuses what the push would refuse
-            if own and not (args.private or args.publish_own_data):
-                print("error: not pushed: pass --private (a repo created now is private; one that exists keeps its "
-                      "visibility), or --publish-own-data to publish it anyway", file=sys.stderr)
-                return 2
+            _warn_about_own_training_data(Path(args.folder))  # before anything is sent
+            # push_model refuses such a model unless --private or --publish-own-data; a dry run the same
             result = push_model(args.folder, args.repo_id, dry_run=args.dry_run, endpoint=args.endpoint,
-                                tag=args.tag, private=args.private)
+                                tag=args.tag, private=args.private, publish_own_data=args.publish_own_data)
             verb = "would upload" if result.dry_run else "uploaded"
             print(f"{verb} to {result.repo_id}:")
             print("\n".join(f"  {name}" for name in result.files))

@@ -110,6 +110,7 @@ class HubServer:
         self.repos: dict[str, Repo] = {}  # model repos
         self.spaces: dict[str, Repo] = {}
         self.space_sdks: dict[str, str] = {}  # Space -> the sdk it was created with
+        self.private: set[str] = set()  # repos created private (model_info says so)
         self.lfs_objects: dict[str, bytes] = {}  # sha256 -> content, uploaded but perhaps not committed yet
         self.requests: list[tuple[str, str]] = []
         self.failing_status: int | None = None  # answer every request with this status (a Hub outage)
@@ -263,7 +264,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         repo, commit = found
         files = repo.commits[commit]
         self._json({"id": repo_id, "modelId": repo_id, "author": repo_id.split("/")[0], "sha": commit,
-                    "private": False, "disabled": False, "gated": False, "tags": [],
+                    "private": repo_id in self.server_state.private, "disabled": False, "gated": False, "tags": [],
                     "siblings": [{"rfilename": path, **({} if self.server_state.omit_sizes else {"size": len(content)})}
                                  for path, content in sorted(files.items())]}, send_body)
 
@@ -308,6 +309,8 @@ class _HubHandler(BaseHTTPRequestHandler):
             return self._json({"error": "You already created this repo", "url": url}, True, status=409)
         if space:
             hub.space_sdks[repo_id] = payload.get("sdk")
+        if payload.get("private") or payload.get("visibility") == "private":  # (the newer client sends visibility)
+            hub.private.add(repo_id)
         # A new repo on the Hub holds a first commit: .gitattributes (and, for a Space, a README).
         initial = {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"}
         if space:

@@ -19,7 +19,7 @@ from huggingface_hub import snapshot_download
 from safetensors.torch import load_file
 
 from cadp import hub
-from cadp.errors import ModelError
+from cadp.errors import InputError, ModelError
 from cadp.train import fit_tabular
 
 try:
@@ -405,7 +405,7 @@ def folder_with_extras(tmp_path, model_folders) -> Path:
 
 
 def test_push_dry_run_lists_files_and_sends_nothing(folder_with_extras, served):
-    result = hub.push_model(folder_with_extras, "tester/new-model", dry_run=True, endpoint=served.url)
+    result = hub.push_model(folder_with_extras, "tester/new-model", dry_run=True, endpoint=served.url, private=True)
 
     assert result.dry_run and result.commit is None
     assert result.files == ["README.md", "config.json", "eval.json", "model.safetensors"]
@@ -442,11 +442,12 @@ def test_cli_push_dry_run_and_load(folder_with_extras, served, cache, capsys):
     assert "was trained without DP on test, not on a public dataset" in pushed.err  # said before anything is sent
     requests = len(served.requests)
     assert hub.main(["push", str(folder_with_extras), "tester/new-model", "--endpoint", served.url]) == 2
-    assert "not pushed: pass --private" in capsys.readouterr().err and len(served.requests) == requests
+    assert "error: not pushed: " in (err := capsys.readouterr().err) and "--publish-own-data" in err
+    assert len(served.requests) == requests
     # a dry run predicts the real run: the same refusal, the same exit code, no list of files
     assert hub.main(["push", str(folder_with_extras), "tester/new-model", "--dry-run"]) == 2
     refused = capsys.readouterr()
-    assert "error: not pushed: pass --private" in refused.err and "would upload" not in refused.out
+    assert "error: not pushed: " in refused.err and "would upload" not in refused.out
 
     assert hub.main(["load", "tester/bad id"]) == 2
     assert "must not contain spaces" in capsys.readouterr().err
@@ -460,7 +461,9 @@ def lfs_uploads(monkeypatch):
 
 def test_push_publishes_the_listed_files_tags_them_and_they_load_back(folder_with_extras, served, cache,
                                                                       lfs_uploads):
-    result = hub.push_model(folder_with_extras, "tester/new-model", endpoint=served.url, tag="v3", token="hf_test")
+    result = hub.push_model(folder_with_extras, "tester/new-model", endpoint=served.url, tag="v3", token="hf_test",
+                            private=True)  # a model of data that is not public (dataset "test")
+    assert "tester/new-model" in served.private
 
     stored = served.repos["tester/new-model"]
     assert stored.refs["v3"] == stored.refs["main"] == result.commit
@@ -475,18 +478,38 @@ def test_push_publishes_the_listed_files_tags_them_and_they_load_back(folder_wit
 
 def test_push_without_a_token_is_refused_by_the_hub_and_says_so(folder_with_extras, served, cache, lfs_uploads):
     with pytest.raises(ModelError, match="could not push .* to Hub repo tester/new-model: .*401"):
-        hub.push_model(folder_with_extras, "tester/new-model", endpoint=served.url)
+        hub.push_model(folder_with_extras, "tester/new-model", endpoint=served.url, private=True)
     assert "tester/new-model" not in served.repos
 
 
 def test_a_failed_file_upload_is_one_error_line_and_commits_nothing(folder_with_extras, served, lfs_uploads):
     served.refuse_lfs_uploads = True  # an upload URL that expired
     with pytest.raises(ModelError) as raised:
-        hub.push_model(folder_with_extras, "tester/new-model", endpoint=served.url, token="hf_test")
+        hub.push_model(folder_with_extras, "tester/new-model", endpoint=served.url, token="hf_test",
+                       publish_own_data=True)
     assert str(raised.value).startswith(f"could not push {folder_with_extras} to Hub repo tester/new-model: Error "
                                         "while uploading 'model.safetensors' to the Hub. (HfHubHTTPError: ")
     assert "403" in str(raised.value)
     assert list(served.repos["tester/new-model"].commits.values())[-1].keys() == {".gitattributes"}
+
+
+def test_the_library_refuses_to_publish_a_model_of_own_data_as_the_cli_does(folder_with_extras, served,
+                                                                          lfs_uploads):
+    """push_model itself (not only the CLI) keeps a model of data that is not public out of public repos:
+    refused without private (also in a dry run, before any request), and refused into an existing public
+    repo even with private (which only applies to a repo created now); publish_own_data publishes it."""
+    requests = len(served.requests)
+    for dry_run in (True, False):
+        with pytest.raises(InputError, match="not pushed: .* not on a public dataset"):
+            hub.push_model(folder_with_extras, "tester/own", endpoint=served.url, token="hf_test", dry_run=dry_run)
+    assert len(served.requests) == requests and "tester/own" not in served.repos
+    served.add_commit("tester/public-one", {"README.md": b"hello"})
+    with pytest.raises(InputError, match="tester/public-one exists and is public"):
+        hub.push_model(folder_with_extras, "tester/public-one", endpoint=served.url, token="hf_test", private=True)
+    assert list(served.repos["tester/public-one"].commits.values())[-1].keys() == {"README.md"}
+    result = hub.push_model(folder_with_extras, "tester/own", endpoint=served.url, token="hf_test",
+                            publish_own_data=True)
+    assert "tester/own" not in served.private and result.commit in served.repos["tester/own"].commits
 
 
 def git(root: Path, *args: str) -> str:
