@@ -100,6 +100,12 @@ def save_model(model: torch.nn.Module, folder: Path | str, *, card: str | None =
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"{folder} is a file, not a folder; choose a folder for the model")
+    try:  # before anything on disk changes: a config JSON cannot hold leaves no half-written folder behind
+        config_text = json.dumps(config_to_dict(model.config), indent=2) + "\n"
+    except (TypeError, ValueError) as error:
+        raise InputError(f"the model's config cannot be written as JSON ({error}): a category of one of its "
+                         "columns is neither text, a number nor a boolean; fit it on a table whose categories "
+                         "are") from None
     if (folder / CONFIG_NAME).exists() or (folder / WEIGHTS_NAME).exists():
         if not overwrite:
             raise InputError(f"{folder} already holds a model: choose another folder, or pass overwrite=True to "
@@ -109,7 +115,7 @@ def save_model(model: torch.nn.Module, folder: Path | str, *, card: str | None =
         for name in stale:
             (folder / name).unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFIG_NAME).write_text(json.dumps(config_to_dict(model.config), indent=2) + "\n")
+    (folder / CONFIG_NAME).write_text(config_text)
     save_file(_state(model, half_precision), str(folder / WEIGHTS_NAME))
     if classifier is not None:
         save_file(_state(classifier, half_precision), str(folder / CLASSIFIER_NAME))

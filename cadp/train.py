@@ -51,7 +51,7 @@ from cadp.models import (
     TabularModelConfig,
 )
 from cadp.runtime import configure_allocator
-from cadp.uploads import is_folder_metadata
+from cadp.uploads import identifier_reason, is_folder_metadata
 
 CHECKPOINT_PATH = Path("checkpoint") / "training.safetensors"  # inside the output folder
 
@@ -418,7 +418,20 @@ def tabular_config(frame: pd.DataFrame, conditions: list[str], *, name: str, dat
     missing = [c for c in conditions if c not in frame.columns]
     if missing:
         raise InputError(f"condition column(s) {missing} not in the table")
+    dates = [str(c) for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])
+             or isinstance(frame[c].dtype, (pd.PeriodDtype,)) or pd.api.types.is_timedelta64_dtype(frame[c])]
+    if dates:
+        raise InputError(f"column(s) {dates} hold dates or durations: as categories every date would be stored in "
+                         "the model and could be released, and they identify records; drop them, or convert them "
+                         "to numbers (e.g. a year or an age) first")
     encoder = TabularEncoder(kinds).fit(frame)
+    identifiers = [reason for spec in encoder.columns if spec.kind == "categorical"
+                   and not pd.api.types.is_bool_dtype(frame[spec.name])
+                   and (reason := identifier_reason(spec.name, frame[spec.name].dropna()))]
+    if identifiers:  # (load_table drops such columns from a CSV; a DataFrame given here has not been read so)
+        raise InputError("; ".join(identifiers) + ": a model stores each category it learns and a release can "
+                         "contain them (other people's names or numbers); drop the column(s), or for a column "
+                         "of numbers, fit it as numeric")
     for column in conditions:
         if encoder.spec(column).kind != "categorical":
             raise InputError(f"condition column {column!r} is numeric; choose a categorical column "
@@ -457,6 +470,9 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
         raise InputError(f"conditions must be a list of column names, e.g. [{conditions!r}]")
     if steps < 1:
         raise InputError(f"steps must be at least 1, got {steps}")
+    if len(frame) < 2:  # the latent distances need two rows with the same conditions
+        raise InputError(f"a table of {len(frame)} row(s) cannot be fitted: a model needs at least two rows that "
+                         "share their condition values (and learns little from fewer than a few hundred)")
     torch.manual_seed(seed)
     config = tabular_config(frame if domain is None else domain, conditions, name=name, dataset=dataset, kinds=kinds, seed=seed,
                             blocks=blocks, width=width)

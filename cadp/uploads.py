@@ -828,6 +828,33 @@ def _identifier_shape(text: pd.Series) -> str | None:
     return None
 
 
+def identifier_reason(name, values: pd.Series, max_categories: int = MAX_CATEGORIES, *, code: bool = False,
+                      numeric_share: float | None = None) -> str | None:
+    """Why the text column ``name`` (its non-empty ``values``) identifies rows rather than grouping them, as
+    "column 'x' has ...: treated as an identifier"; None when it does not. As categories its values would be
+    stored in a model and could be released: more than ``max_categories`` distinct values, or more than
+    IDENTIFIER_MIN_DISTINCT that are mostly not numbers and either at least IDENTIFIER_DISTINCT_SHARE of the
+    rows (names) or shaped like dates or record numbers (``code``: five-digit codes such as ZIP 02134 are not
+    record numbers)."""
+    distinct = values.nunique()
+    if distinct > max_categories:
+        return (f"column {name!r} has {distinct:,} distinct text values (more than {max_categories}): "
+                "treated as an identifier")
+    if numeric_share is None:
+        numeric_share = 0.0 if code else float(pd.to_numeric(values, errors="coerce").notna().mean())
+    if distinct <= IDENTIFIER_MIN_DISTINCT or numeric_share >= 0.5:  # mostly numbers: a measurement
+        return None
+    text = values.astype(str).str.strip()
+    shape = _identifier_shape(text)
+    if shape == "record numbers" and code and text.str.len().max() <= 5:
+        shape = None  # five-digit codes (ZIP 02134) are no record numbers; a padded 0000424938 is
+    if distinct >= IDENTIFIER_DISTINCT_SHARE * len(values) or shape:
+        return (f"column {name!r} has {distinct:,} distinct text values in {len(values):,} rows"
+                + (f" shaped like {shape} (e.g. {text.iloc[0]!r})" if shape else "")
+                + ": treated as an identifier (names, record numbers, dates)")
+    return None
+
+
 def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
                    codes: set[str] = frozenset()) -> pd.DataFrame:
     """Drop empty and identifier columns and read mostly-number text as numbers (not ``codes``), saying so."""
@@ -853,23 +880,12 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
         numbers = pd.to_numeric(values, errors="coerce")
         numeric_share = 0.0 if name in codes else float(numbers.notna().mean())
         distinct = values.nunique()
-        if distinct > max_categories:
+        identifies = identifier_reason(name, values, max_categories, code=name in codes, numeric_share=numeric_share)
+        if identifies:
             drop.append(name)
-            notes.append(f"column {name!r} has {distinct:,} distinct text values (more than {max_categories}): "
-                         "treated as an identifier and dropped")
+            notes.append(f"{identifies} and dropped")
             continue
         if distinct > IDENTIFIER_MIN_DISTINCT and numeric_share < 0.5:  # mostly numbers: a measurement
-            # names, record numbers, dates: as categories they would be stored in the model and could be released
-            text = values.astype(str).str.strip()
-            shape = _identifier_shape(text)
-            if shape == "record numbers" and name in codes and text.str.len().max() <= 5:
-                shape = None  # five-digit codes (ZIP 02134) are no record numbers; a padded 0000424938 is
-            if distinct >= IDENTIFIER_DISTINCT_SHARE * len(values) or shape:
-                drop.append(name)
-                notes.append(f"column {name!r} has {distinct:,} distinct text values in {len(values):,} rows"
-                             + (f" shaped like {shape} (e.g. {text.iloc[0]!r})" if shape else "")
-                             + ": treated as an identifier (names, record numbers, dates) and dropped")
-                continue
             notes.append(f"column {name!r} has {distinct:,} distinct text values: kept as categories, so the model "
                          "stores each of them and a release can contain them; if they name people or records, "
                          "remove the column from the file")

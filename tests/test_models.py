@@ -210,12 +210,15 @@ def test_a_fitted_tables_latent_distances_are_measured_on_its_held_out_rows():
     metric = privatize(model, few.head(2), None, make_mechanism("metric", 1.0))
     assert "Both distances are medians measured on 40 records the model was fitted on" in metric.guarantee
 
+    # two condition columns of 8 levels each (no identifiers), whose pairs only the last two rows share
+    index = [min(i, 58) for i in range(60)]
     codes = pd.DataFrame({"x": rng.normal(size=60), "y": rng.normal(size=60),
-                          "code": [f"c{min(i, 58)}" for i in range(60)]})  # only the last two rows share a code
-    distances = fit_tabular(codes, ["code"], steps=3).config.latent_distances  # no two of 9 held-out rows do
+                          "a": [f"a{i // 8}" for i in index], "b": [f"b{i % 8}" for i in index]})
+    distances = fit_tabular(codes, ["a", "b"], steps=3).config.latent_distances  # no two of 9 held-out rows do
     assert not distances.held_out and distances.n_records == 60
-    with pytest.raises(InputError, match="no two of the 60 rows share condition values"):
-        fit_tabular(codes.assign(code=[f"c{i}" for i in range(60)]), ["code"], steps=3)
+    unique = codes.head(59).assign(b=[f"b{i % 8}" for i in range(59)], a=[f"a{i // 8}" for i in range(59)])
+    with pytest.raises(InputError, match="no two of the 59 rows share condition values"):
+        fit_tabular(unique, ["a", "b"], steps=3)
 
 
 def test_a_config_written_before_held_out_was_recorded_claims_neither(tiny_image_model):
@@ -837,3 +840,49 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues_and_another_run_cannot(
     with pytest.raises(InputError, match="other model settings"):
         train.fit(torch.nn.Linear(4, 1), lambda x: x.sum(), batches, steps=30, minutes=None, learning_rate=1e-2,
                   checkpoint=checkpoint, resume=True)
+
+
+def _small_table(rows: int = 60) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"age": rng.integers(20, 80, rows), "bmi": rng.normal(25, 4, rows),
+                         "diag": rng.choice(["x", "y"], rows)})
+
+
+def test_fit_tabular_refuses_identifier_and_date_columns_that_a_release_would_carry_verbatim():
+    """A DataFrame given to fit_tabular has not been read by load_table (which drops such columns from a CSV):
+    a column of names, record numbers or dates would become categories stored in the model and released as
+    other people's values; refused with what to do. Repeating categories and booleans are kept."""
+    frame = _small_table()
+    names = frame.assign(name=[f"Jane Doe {i}" for i in range(len(frame))])
+    with pytest.raises(InputError, match="column 'name' has 60 distinct text values in 60 rows: treated as an "
+                                         "identifier .* drop the column"):
+        fit_tabular(names, ["diag"], steps=2)
+    numbers = frame.assign(mrn=[f"MRN{100000 + i % 30}" for i in range(len(frame))])  # repeats: one row a visit
+    with pytest.raises(InputError, match="'mrn' .* shaped like record numbers"):
+        fit_tabular(numbers, ["diag"], steps=2)
+    with pytest.raises(InputError, match=r"column\(s\) \['seen'\] hold dates"):
+        fit_tabular(frame.assign(seen=pd.date_range("2020-01-01", periods=len(frame))), ["diag"], steps=2)
+    kept = frame.assign(city=["Berlin", "Rome", "Oslo"] * 20, smoker=[True, False] * 30)
+    assert "city" in fit_tabular(kept, ["diag"], steps=2).config.data_columns
+
+
+def test_fit_tabular_refuses_one_row_with_the_reason():
+    with pytest.raises(InputError, match="a table of 1 row"):
+        fit_tabular(_small_table().head(1), ["diag"], steps=2)
+
+
+def test_save_model_writes_nothing_when_the_config_cannot_be_json(tmp_path):
+    """A category JSON cannot hold (a Decimal) is refused before the folder is made, and an overwrite keeps
+    the old model's files."""
+    import decimal
+
+    model = fit_tabular(_small_table().assign(level=[decimal.Decimal(i % 3) for i in range(60)]), ["diag"],
+                        steps=2)
+    with pytest.raises(InputError, match="cannot be written as JSON"):
+        save_model(model, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    old = save_model(fit_tabular(_small_table(), ["diag"], steps=2), tmp_path / "old")
+    before = {path.name: path.read_bytes() for path in old.iterdir()}
+    with pytest.raises(InputError, match="cannot be written as JSON"):
+        save_model(model, old, overwrite=True)
+    assert {path.name: path.read_bytes() for path in old.iterdir()} == before
