@@ -455,8 +455,9 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
     """
     if isinstance(conditions, str):
         raise InputError(f"conditions must be a list of column names, e.g. [{conditions!r}]")
-    if steps < 1:
-        raise InputError(f"steps must be at least 1, got {steps}")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise InputError(f"steps must be a whole number >= 1, e.g. 1500, got {steps!r}")
+    steps = int(steps)
     torch.manual_seed(seed)
     config = tabular_config(frame if domain is None else domain, conditions, name=name, dataset=dataset, kinds=kinds, seed=seed,
                             blocks=blocks, width=width)
