@@ -43,6 +43,7 @@ from cadp.mechanisms import (
     new_generator,
 )
 from cadp.models import ImageCINN, TabularCINN
+from cadp.privatize import _image_labels, _image_pixels
 from cadp.train import (
     condition_groups,
     evaluate_bits_per_dim,
@@ -277,22 +278,38 @@ def latent_audit(latent_a, latent_b, mechanism: Mechanism, releases: int = 10_00
                        statistic=name)
 
 
+def _one_record(model, record, which: str = "the record"):
+    """One image (1, C, H, W) as float pixels, or one row as a one-row DataFrame, read as privatize reads it.
+
+    An audit compares exactly two records: a batch would be read as one long latent and give a verdict about
+    nothing that is ever released.
+    """
+    if isinstance(model, ImageCINN):
+        pixels, _ = _image_pixels(record, model.config)
+        if len(pixels) != 1:
+            raise InputError(f"{which} must be exactly one image of shape "
+                             f"({model.config.channels}, {model.config.image_size}, {model.config.image_size}), "
+                             f"got {len(pixels)} images: the audit compares one record with one other")
+        return pixels
+    if isinstance(model, TabularCINN):
+        if not isinstance(record, pd.DataFrame) or len(record) != 1:
+            rows = f"{len(record)} rows" if isinstance(record, pd.DataFrame) else f"a {type(record).__name__}"
+            raise InputError(f"{which} must be a one-row DataFrame (e.g. frame.iloc[[5]]), got {rows}: "
+                             "the audit compares one record with one other")
+        return record
+    raise InputError(f"cannot audit a {type(model).__name__}")
+
+
 @torch.inference_mode()
 def encode_records(model, record, condition=None) -> torch.Tensor:
-    """Latent (1, D) of one record: pixels (C, H, W) with an int label, or a one-row DataFrame."""
+    """Latent (1, D) of one record: pixels (C, H, W) on [0, 255] with its class label (index or name), or a
+    one-row DataFrame; inputs are checked as ``privatize`` checks them."""
+    record = _one_record(model, record)
     if isinstance(model, ImageCINN):
-        pixels = torch.as_tensor(record).float()
-        if pixels.dim() == 3:
-            pixels = pixels[None]
         if condition is None:
-            raise InputError("an image record needs its class label as the condition")
-        labels = torch.as_tensor(condition, dtype=torch.int64).reshape(-1).expand(len(pixels))
-        return model.encode(pixels, labels).cpu()
-    if isinstance(model, TabularCINN):
-        if not isinstance(record, pd.DataFrame):
-            raise InputError("a table record must be a one-row DataFrame")
-        return model.encode(model.data_encoder.transform(record), model.condition_encoder.transform(record)).cpu()
-    raise InputError(f"cannot audit a {type(model).__name__}")
+            raise InputError("an image record needs its class label (index or name) as the condition")
+        return model.encode(record, _image_labels(condition, model.config, 1)).cpu()
+    return model.encode(model.data_encoder.transform(record), model.condition_encoder.transform(record)).cpu()
 
 
 def distinguishing_audit(model, record_a, record_b, condition, mechanism: Mechanism, *,
@@ -300,11 +317,13 @@ def distinguishing_audit(model, record_a, record_b, condition, mechanism: Mechan
                          progress=None) -> AuditResult:
     """Audit ``mechanism`` on two records with the same kept condition.
 
-    Images: pixel tensors (C, H, W) and their label ``condition`` (int). Tables:
-    one-row DataFrames holding the condition columns (``condition`` None); their
+    Images: one image each, pixels (C, H, W) on [0, 255], and their label ``condition`` (index or class name).
+    Tables: one-row DataFrames holding the condition columns (``condition`` None); their
     condition values must agree. Each record is encoded once; see ``latent_audit``.
     ``paper`` is applied one record per batch (the app audits single records).
     """
+    record_a = _one_record(model, record_a, "record A")
+    record_b = _one_record(model, record_b, "record B")
     if isinstance(model, TabularCINN):
         names = model.config.condition_columns
         for name in names:

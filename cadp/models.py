@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from cadp.errors import ModelError
+from cadp.errors import InputError, ModelError
 
 FORMAT_VERSION = 1
 # a conv subnet's kernel sizes -> its middle layer's kernel. "3-1-3": the bundled models; "3-3-3": more work per
@@ -656,6 +656,31 @@ def build_image_graph(config: ImageModelConfig) -> Ff.GraphINN:
     return _graph(nodes, [cond_half, cond_quarter, cond_flat])
 
 
+def class_indices(labels, class_names: list[str]) -> torch.Tensor:
+    """Class indices (or class names) as an int64 tensor (B,); fractions, booleans, unknown names and indices
+    outside 0..K-1 refused. The one reading of an image model's labels (privatize, the audit, ``sample``)."""
+    if labels is None:
+        raise InputError("labels are required for images: one class index (or name) per image")
+    values = np.asarray(labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels, dtype=object).reshape(-1)
+    indices = []
+    for value in values.tolist():
+        if isinstance(value, str):
+            if value not in class_names:
+                raise InputError(f"label {value!r} is not one of the model's classes {class_names}")
+            indices.append(class_names.index(value))
+        elif isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+            indices.append(int(value))
+        elif isinstance(value, (float, np.floating)) and float(value).is_integer():
+            indices.append(int(value))
+        else:
+            raise InputError(f"labels must be class indices or class names, got {value!r}")
+    outside = [index for index in indices if not 0 <= index < len(class_names)]
+    if outside:
+        raise InputError(f"label {outside[0]} is out of range: labels must be class indices 0..{len(class_names) - 1} "
+                         f"(or the class names {class_names})")
+    return torch.tensor(indices, dtype=torch.int64)
+
+
 class ImageCINN(TracedFlow, nn.Module):
     """Class-conditional INN on images; pixels in [0, 255], latent z in R^D."""
 
@@ -723,10 +748,24 @@ class ImageCINN(TracedFlow, nn.Module):
         nll = 0.5 * (z ** 2).sum(1) + 0.5 * dims * math.log(2 * math.pi) - log_det - log_det_pre
         return nll / (dims * math.log(2))
 
-    def sample(self, labels: torch.Tensor, temperature: float = 0.7,
+    @torch.inference_mode()
+    def sample(self, labels: torch.Tensor | list, temperature: float = 0.7,
                generator: torch.Generator | None = None) -> torch.Tensor:
-        """Class-conditional samples, pixel values clamped to [0, 255]."""
-        z = temperature * torch.randn(len(labels), self.latent_dim, generator=generator)
+        """Class-conditional samples (B, C, H, W), pixel values clamped to [0, 255], one per label.
+
+        ``labels``: a tensor or list of class indices (or class names); latents are N(0, T^2 I) at
+        ``temperature`` T >= 0.
+        """
+        if isinstance(labels, torch.Tensor) and labels.dim() > 1:
+            raise InputError(f"labels must be one class index (or name) per sample, shape (B,), got shape "
+                             f"{tuple(labels.shape)}")
+        labels = class_indices(labels, self.config.class_names)
+        if len(labels) == 0:
+            raise InputError("labels must hold at least one class index (or name): one sample per label")
+        if (isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating))
+                or not math.isfinite(temperature) or temperature < 0):
+            raise InputError(f"temperature must be a finite number >= 0 (e.g. 0.7), got {temperature!r}")
+        z = float(temperature) * torch.randn(len(labels), self.latent_dim, generator=generator)
         return self.decode(z, labels).clamp(0, 255)
 
 

@@ -30,7 +30,7 @@ from cadp.mechanisms import (
     release_condition,
     total_epsilon,
 )
-from cadp.models import ImageCINN, TabularCINN
+from cadp.models import ImageCINN, TabularCINN, class_indices
 
 NOT_PRIVATE_SEED = "not private: reproducible seed"
 CALLER_GENERATOR = ("not known to be private: torch.Generator() starts from the same seed every time, and torch's CPU "
@@ -139,7 +139,7 @@ def release_guarantee(model: ImageCINN | TabularCINN, mechanism: Mechanism,
     """The terms ``privatize`` states (``PrivatizationResult.guarantee``) for a release with these arguments, known
     before any record is released: a batch run writes them before its first file."""
     _, seed, origin = _noise(generator, seed)
-    handlings = condition_handling or {}
+    handlings = _check_release(model, mechanism, condition_handling)
     if isinstance(model, ImageCINN):
         handlings = {"label": handlings.get("label", ConditionHandling())}
     return _guarantee(model, mechanism, handlings, seed, origin)
@@ -183,19 +183,28 @@ def privatize(model: ImageCINN | TabularCINN, x, condition, mechanism: Mechanism
     ``reconstruction_frame`` are then None): a third less flow work where nobody looks at it.
     """
     generator, seed, origin = _noise(generator, seed)
-    if not isinstance(mechanism, Mechanism):
-        raise InputError(f"mechanism must be a Mechanism, e.g. make_mechanism('laplace', 1, temperature=0.7), "
-                         f"got {mechanism!r}")
+    handlings = _check_release(model, mechanism, condition_handling)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
                                    or batch_size < 1):
         raise InputError(f"batch_size must be a whole number >= 1 (or None for one batch), got {batch_size!r}")
     if isinstance(model, ImageCINN):
         return _privatize_images(model, x, condition, mechanism, generator, seed, origin,
-                                 condition_handling or {}, batch_size, reconstruct)
-    if isinstance(model, TabularCINN):
-        return _privatize_rows(model, x, condition, mechanism, generator, seed, origin,
-                               condition_handling or {}, batch_size, reconstruct)
-    raise InputError(f"cannot privatize with a {type(model).__name__}")
+                                 handlings, batch_size, reconstruct)
+    return _privatize_rows(model, x, condition, mechanism, generator, seed, origin,
+                           handlings, batch_size, reconstruct)
+
+
+def _check_release(model, mechanism, condition_handling) -> dict[str, ConditionHandling]:
+    """The checks of a release's model, mechanism and condition handling, shared by ``privatize`` and
+    ``release_guarantee`` (terms are never stated for arguments a release refuses); the handlings, {} for None."""
+    if not isinstance(mechanism, Mechanism):
+        raise InputError(f"mechanism must be a Mechanism, e.g. make_mechanism('laplace', 1, temperature=0.7), "
+                         f"got {mechanism!r}")
+    if not isinstance(model, (ImageCINN, TabularCINN)):
+        raise InputError(f"cannot privatize with a {type(model).__name__}")
+    handlings = condition_handling or {}
+    _check_handlings(handlings, _condition_names(model))
+    return handlings
 
 
 def _noise(generator: torch.Generator | None, seed) -> tuple[torch.Generator, int | None, str]:
@@ -216,26 +225,6 @@ def _noise(generator: torch.Generator | None, seed) -> tuple[torch.Generator, in
     if seed is not None and made != seed:
         raise InputError(f"seed {seed} differs from the seed of the generator given ({made})")
     return generator, made, "os" if made is None else "seed"
-
-
-def _class_labels(labels, class_names: list[str]) -> torch.Tensor:
-    """Class indices (or class names) as an int64 tensor; fractions, booleans and unknown names refused."""
-    if labels is None:
-        raise InputError("labels are required for images: one class index (or name) per image")
-    values = np.asarray(labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels, dtype=object).reshape(-1)
-    indices = []
-    for value in values.tolist():
-        if isinstance(value, str):
-            if value not in class_names:
-                raise InputError(f"label {value!r} is not one of the model's classes {class_names}")
-            indices.append(class_names.index(value))
-        elif isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-            indices.append(int(value))
-        elif isinstance(value, (float, np.floating)) and float(value).is_integer():
-            indices.append(int(value))
-        else:
-            raise InputError(f"labels must be class indices or class names, got {value!r}")
-    return torch.tensor(indices, dtype=torch.int64)
 
 
 def _check_handlings(handlings: dict[str, ConditionHandling], names: list[str]) -> None:
@@ -274,9 +263,9 @@ def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts)  # one chunk (the usual case): no copy
 
 
-def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, seed, origin, handlings, batch_size,
-                      reconstruct):
-    config = model.config
+def _image_pixels(pixels, config) -> tuple[torch.Tensor, list[str]]:
+    """Images as float pixel values (B, C, H, W) on [0, 255], and notes on how they were read; shapes, non-finite
+    values and images scaled to [0, 1] refused. One image (C, H, W) is a batch of one."""
     try:
         pixels = torch.as_tensor(np.asarray(pixels) if not isinstance(pixels, torch.Tensor) else pixels)
     except (TypeError, ValueError, RuntimeError):
@@ -300,14 +289,25 @@ def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, se
     if pixels.max() == 1:  # only 0s and 1s: a 0/1 mask, or an 8-bit image that is nearly black; cannot tell
         notes.append("every pixel is 0 or 1, read as values in [0, 255] (nearly black); if these images were "
                      "scaled to [0, 1], multiply them by 255")
-    labels = _class_labels(labels, config.class_names)
-    if len(labels) == 1 and len(pixels) > 1:
-        labels = labels.expand(len(pixels))
-    if len(labels) != len(pixels):
-        raise InputError(f"got {len(pixels)} images but {len(labels)} labels")
-    if labels.min() < 0 or labels.max() >= config.num_classes:
-        raise InputError(f"labels must be class indices 0..{config.num_classes - 1}")
-    _check_handlings(handlings, ["label"])
+    return pixels, notes
+
+
+def _image_labels(labels, config, count: int) -> torch.Tensor:
+    """Class indices (count,) of ``count`` images: one per image, or one label for all of them."""
+    labels = class_indices(labels, config.class_names)
+    if len(labels) == 1 and count > 1:
+        labels = labels.expand(count)
+    if len(labels) != count:
+        raise InputError(f"got {count} image{'s' * (count != 1)} but {len(labels)} labels: give one label per "
+                         "image, or one label for all of them")
+    return labels
+
+
+def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, seed, origin, handlings, batch_size,
+                      reconstruct):
+    config = model.config
+    pixels, notes = _image_pixels(pixels, config)
+    labels = _image_labels(labels, config, len(pixels))
     handling = handlings.get("label", ConditionHandling())
     released = release_condition(labels, config.num_classes, handling, None, generator)
     latent, noisy, reconstruction, output = _latent_pass(model, pixels, labels, released, mechanism,
@@ -344,9 +344,7 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
     if not _is_default_index(frame.index):  # (after a concatenation with a condition frame it already is)
         frame = frame.reset_index(drop=True)
     config = model.config
-    condition_names = config.condition_columns
-    _check_handlings(handlings, condition_names)
-    handlings = dict(handlings)
+    handlings = dict(handlings)  # (checked by privatize)
     cells = FrameCells.of(frame)  # a few rows: read once for both encoders
     filled: dict[str, int] = {}
     rows = model.data_encoder.transform(frame, cells=cells, filled=filled)

@@ -468,8 +468,9 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
     """
     if isinstance(conditions, str):
         raise InputError(f"conditions must be a list of column names, e.g. [{conditions!r}]")
-    if steps < 1:
-        raise InputError(f"steps must be at least 1, got {steps}")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise InputError(f"steps must be a whole number >= 1, e.g. 1500, got {steps!r}")
+    steps = int(steps)
     if len(frame) < 2:  # the latent distances need two rows with the same conditions
         raise InputError(f"a table of {len(frame)} row(s) cannot be fitted: a model needs at least two rows that "
                          "share their condition values (and learns little from fewer than a few hundred)")

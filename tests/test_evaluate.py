@@ -21,6 +21,7 @@ from cadp.evaluate import (
     bpd_card_markdown,
     clopper_pearson,
     distinguishing_audit,
+    encode_records,
     ks_statistic,
     latent_audit,
     main,
@@ -547,3 +548,39 @@ def test_a_quick_run_never_replaces_a_full_one_unasked(tiny_table_folder, tmp_pa
     assert read_eval(folder)["audit"]["releases"] == 10_000
     assert main(["audit", "--model", str(folder), "--quick", "--replace-full"]) == 0
     assert read_eval(folder)["audit"]["quick"] is True
+
+
+def test_an_audit_compares_exactly_one_record_with_one_other(tmp_path, tiny_table_folder):
+    """A batch would be read as one long latent: a verdict about nothing that is ever released."""
+    mechanism = make_mechanism("laplace", 1.0, temperature=0.7)
+    table, (train, _) = tiny_table_folder
+    men = train[train["sex"] == 1]
+    with pytest.raises(InputError, match="record A must be a one-row DataFrame .* got 3 rows"):
+        distinguishing_audit(table.model, men.iloc[:3], men.iloc[3:6], None, mechanism, releases=100)
+    with pytest.raises(InputError, match="record B must be a one-row DataFrame .* got a Series"):
+        distinguishing_audit(table.model, men.iloc[[0]], men.iloc[1], None, mechanism, releases=100)
+    images = tiny_image_folder(tmp_path)
+    data = tiny_images(4, 0)
+    with pytest.raises(InputError, match="record A must be exactly one image .* got 2 images"):
+        distinguishing_audit(images.model, data.images[:2], data.images[2:4], 0, mechanism, releases=100)
+    with pytest.raises(InputError, match="got 1 image but 2 labels"):
+        distinguishing_audit(images.model, data.images[0], data.images[1], [0, 1], mechanism, releases=100)
+
+
+def test_an_image_audit_reads_pixels_and_labels_as_privatize_does(tmp_path):
+    loaded = tiny_image_folder(tmp_path)
+    data = tiny_images(2, 0)
+    mechanism = make_mechanism("laplace", 1.0, temperature=0.7)
+    with pytest.raises(InputError, match="scaled to \\[0, 1\\]"):
+        distinguishing_audit(loaded.model, data.images[0] / 255.0, data.images[1] / 255.0, 0, mechanism,
+                             releases=100)
+    with pytest.raises(InputError, match="label 12 is out of range: labels must be class indices 0..9"):
+        distinguishing_audit(loaded.model, data.images[0], data.images[1], 12, mechanism, releases=100)
+    with pytest.raises(InputError, match="label 'seven' is not one of the model's classes"):
+        distinguishing_audit(loaded.model, data.images[0], data.images[1], "seven", mechanism, releases=100)
+    # a class name is the class it names, as in privatize; uint8 pixels read as their float values
+    assert torch.equal(encode_records(loaded.model, data.images[0], "3"),
+                       encode_records(loaded.model, data.images[0].float(), 3))
+    result = distinguishing_audit(loaded.model, data.images[0], data.images[1], "3", mechanism, releases=200,
+                                  generator=torch.Generator().manual_seed(0))
+    assert result.claimed_epsilon == 1.0

@@ -886,3 +886,31 @@ def test_save_model_writes_nothing_when_the_config_cannot_be_json(tmp_path):
     with pytest.raises(InputError, match="cannot be written as JSON"):
         save_model(model, old, overwrite=True)
     assert {path.name: path.read_bytes() for path in old.iterdir()} == before
+
+
+def test_image_samples_take_labels_as_privatize_reads_them(tiny_image_model):
+    def draw(labels, temperature=0.7):
+        return tiny_image_model.sample(labels, temperature, torch.Generator().manual_seed(0))
+
+    samples = draw(torch.tensor([0, 1]))
+    assert samples.shape == (2, 1, 28, 28) and 0 <= samples.min() and samples.max() <= 255
+    assert torch.equal(draw([0, 1]), samples) and torch.equal(draw(["0", "1"]), samples)
+    # drawn without autograd even when the caller is not in inference mode: plain pixel values
+    assert not samples.requires_grad and samples.grad_fn is None
+    with pytest.raises(InputError, match="label 20 is out of range: labels must be class indices 0..9"):
+        draw([20])
+    with pytest.raises(InputError, match="label 'seven' is not one of the model's classes"):
+        draw(["seven"])
+    with pytest.raises(InputError, match="at least one"):
+        draw([])
+    for temperature in (-1, float("nan"), float("inf"), "0.7", True):
+        with pytest.raises(InputError, match="temperature must be a finite number >= 0"):
+            draw([0], temperature)
+    assert draw([3], 0).shape == (1, 1, 28, 28)  # temperature 0: the mode of each class
+
+
+@pytest.mark.parametrize("steps", [2.5, True, "10", 0])
+def test_table_training_steps_must_be_a_whole_number(steps):
+    frame = load_table("diabetes").frame.head(40)
+    with pytest.raises(InputError, match=f"steps must be a whole number >= 1, e.g. 1500, got {steps!r}"):
+        fit_tabular(frame, ["sex"], steps=steps)

@@ -9,7 +9,7 @@ from cadp.data import load_image_dataset, load_table
 from cadp.errors import InputError
 from cadp.hub import load_folder
 from cadp.mechanisms import PAPER_LABEL, ConditionHandling, NoNoise, make_mechanism, new_generator
-from cadp.privatize import NOT_PRIVATE_SEED, latent_difference_maps, privatize
+from cadp.privatize import NOT_PRIVATE_SEED, latent_difference_maps, privatize, release_guarantee
 from cadp.train import fit_tabular, split_table
 from tests.conftest import bundled
 
@@ -416,3 +416,24 @@ def test_a_latent_that_is_not_finite_is_never_released(monkeypatch):
     monkeypatch.setattr(model, "encode", overflowing)
     with pytest.raises(InputError, match="record 1 .* has a latent that is not finite"):
         privatize(model, rows, None, mech(epsilon=1.0, temperature=0.7))
+
+
+def test_release_guarantee_refuses_what_privatize_refuses(tiny_image_model, digits):
+    """Terms are never stated ahead of a release for arguments the release itself refuses."""
+    x, y = digits
+    wrong = {"sex": ConditionHandling("resampled")}
+    with pytest.raises(InputError, match="unknown attribute\\(s\\) \\['sex'\\]"):
+        privatize(tiny_image_model, x[:1], y[:1], mech(temperature=0.7), condition_handling=wrong)
+    with pytest.raises(InputError, match="unknown attribute\\(s\\) \\['sex'\\]"):
+        release_guarantee(tiny_image_model, mech(temperature=0.7), condition_handling=wrong)
+    with pytest.raises(InputError, match="maps a condition's name to a cadp.mechanisms.ConditionHandling"):
+        release_guarantee(tiny_image_model, mech(temperature=0.7), condition_handling={"label": "resampled"})
+    with pytest.raises(InputError, match="mechanism must be a Mechanism"):
+        release_guarantee(tiny_image_model, "laplace")
+    table = load_folder(bundled("diabetes-cinn")).model
+    with pytest.raises(InputError, match="unknown attribute\\(s\\) \\['label'\\]"):
+        release_guarantee(table, mech(temperature=0.7), condition_handling={"label": ConditionHandling("resampled")})
+    # what it accepts, it states as privatize does
+    handling = {"label": ConditionHandling("randomized", 1.0)}
+    result = privatize(tiny_image_model, x[:1], y[:1], mech(temperature=0.7), condition_handling=handling)
+    assert release_guarantee(tiny_image_model, mech(temperature=0.7), condition_handling=handling) == result.guarantee
