@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from cadp.runtime import configure_allocator
 MODES = {
     "short": {"batches": (1, 256), "latency": {"min_calls": 20, "min_seconds": 0.5},
               "throughput": {"min_calls": 2, "min_seconds": 0.5, "warmup": 1}, "peak": {"min_calls": 2, "min_seconds": 0.2},
-              "fit_steps": (100,), "cold_starts": 1, "load_repeats": 3, "cold_loads": 1, "presses": 3, "rounds": 1,
+              "fit_steps": (None,), "cold_starts": 1, "load_repeats": 3, "cold_loads": 1, "presses": 3, "rounds": 1,
               "one_worker_per_model": True},
     "full": {"batches": BATCH_SIZES, "latency": {"min_calls": 200, "min_seconds": 3.0},
              "throughput": {"min_calls": 3, "min_seconds": 3.0}, "peak": {"min_calls": 5, "min_seconds": 1.0},
@@ -43,7 +44,8 @@ def run_worker(module: str, arguments: dict, timeout: float = 900) -> dict | lis
 def model_folders(names: list[str] | None) -> list[Path]:
     """The chosen models (names in weights/ or folders), default every bundled model with weights."""
     if names:
-        return [Path(name) if Path(name).is_dir() else WEIGHTS / name for name in names]
+        # resolved: the workers run in the repository's root, not where the suite was started
+        return [Path(name).resolve() if Path(name).is_dir() else WEIGHTS / name for name in names]
     return [WEIGHTS / name for name in IMAGE_MODELS + TABLE_MODELS]
 
 
@@ -71,7 +73,7 @@ def bench_models(folders: list[Path], settings: dict, device: str, threads: int 
         measured = [result for group in groups for result in run_worker(
             "bench.compute", {"model_folder": str(loaded.folder), "points": group, "device": device, "threads": threads})]
         entry["batches"] = {str(batch): point for batch, point in zip(settings["batches"], measured)}
-        entry["cold_load"] = cold_loads(loaded.folder, settings["cold_loads"])
+        entry["cold_load"] = cold_loads(loaded.folder, settings["cold_loads"], threads)
         results[name] = entry
     # single records again, each model in turn, so that the runs lie minutes apart (the machine's speed drifts)
     singles = {loaded.folder.name: [results[loaded.folder.name]["batches"]["1"]] for loaded in available
@@ -104,13 +106,13 @@ def bench_models(folders: list[Path], settings: dict, device: str, threads: int 
     return peak, results
 
 
-def cold_loads(folder: Path, repeats: int) -> dict:
+def cold_loads(folder: Path, repeats: int, threads: int | None = None) -> dict:
     """bench.load in ``repeats`` fresh processes (on the CPU), each timed whole from the parent; the median run
     by process time, with every run's process time."""
     runs = []
     for _ in range(repeats):
         start = time.perf_counter()
-        run = run_worker("bench.load", {"model": str(folder)})
+        run = run_worker("bench.load", {"model": str(folder), "threads": threads})
         run["process_s"] = time.perf_counter() - start
         runs.append(run)
     chosen = dict(sorted(runs, key=lambda run: run["process_s"])[len(runs) // 2])
@@ -167,15 +169,13 @@ def bench_fit(settings: dict, threads: int | None) -> dict:
     return {"runs": runs, "targets": {"tabular_fit_seconds": verdict}}
 
 
-def evaluation_times(folders: list[Path], quick: bool, device: str = "cpu") -> dict:
+def evaluation_times(folders: list[Path], quick: bool, device: str = "cpu", threads: int | None = None) -> dict:
     """Wall time of the default utility sweep (``--quick``'s tiny one when ``quick``), run and timed by this
     suite: each model folder is copied without its eval.json and report.html to a temporary folder and
     evaluated there (the bundled results stay as they are), in a fresh process; beside it, the wall time that
     the folder's own eval.json recorded for the run behind it."""
     import shutil
     import tempfile
-
-    import torch
 
     from cadp.hub import read_eval
 
@@ -184,21 +184,23 @@ def evaluation_times(folders: list[Path], quick: bool, device: str = "cpu") -> d
         if not (folder / "model.safetensors").exists():
             continue
         bundled = folder.resolve().parent == WEIGHTS.resolve()  # another folder (a candidate) is named as given
-        command = UTILITY_COMMAND.format(folder=f"weights/{folder.name}" if bundled else folder) + (
-            " --quick" if quick else "") + (f" --device {device}" if device != "cpu" else "")
-        entry = {"quick": quick, "command": command, "torch_threads": torch.get_num_threads()}
+        command = (UTILITY_COMMAND.format(folder=f"weights/{folder.name}" if bundled else folder)
+                   + f" --device {device}" + (" --quick" if quick else ""))
+        entry = {"quick": quick, "command": command}
+        environment = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
         with tempfile.TemporaryDirectory() as scratch:
             copy = Path(scratch) / folder.name
             shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("eval.json", "report.html"))
             start = time.perf_counter()
             done = subprocess.run([sys.executable, "-m", "cadp.evaluate", "utility", "--model", str(copy),
-                                   "--device", device] + (["--quick"] if quick else []), cwd=ROOT, capture_output=True, text=True,
-                                  timeout=3600)
+                                   "--device", device] + (["--quick"] if quick else []), cwd=ROOT, capture_output=True,
+                                  text=True, timeout=3600, env=environment)
             entry["process_s"] = time.perf_counter() - start
             if done.returncode != 0:
                 entry["error"] = done.stderr.strip().splitlines()[-1][:300] if done.stderr.strip() else "failed"
             else:
-                entry["wall_seconds"] = read_eval(copy)["utility"]["settings"]["wall_seconds"]
+                settings = read_eval(copy)["utility"]["settings"]
+                entry.update(wall_seconds=settings["wall_seconds"], torch_threads=settings.get("torch_threads"))
         try:
             recorded = read_eval(folder).get("utility", {}).get("settings", {})
         except Exception as error:  # noqa: BLE001 - a broken eval.json is reported, not fatal
@@ -308,17 +310,21 @@ def report(results: dict) -> str:
     if fit:
         lines += ["### On-the-fly tabular fit (synthetic 1,000 x 15, one categorical condition)", "",
                   "| steps | seconds | validation NLL (nats/dim) | group accuracy, model rows / real rows | "
-                  "column distance (floor) | correlation difference (floor) | usable | peak RSS MiB |",
+                  "column distance (floor) | dependencies (floor) | usable | peak RSS MiB |",
                   "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {run['steps']} | {run['seconds']:.1f} | {run['validation_nll_per_dim']:.3f} | "
                   + _quality_cells(run.get("quality")) + f" | {run['peak_rss_mib']:.0f} |" for run in fit["runs"]]
         for run in fit["runs"]:
-            if "control_independent_columns" in run:
-                lines.append("| control: columns resampled independently | - | - | "
-                             + _quality_cells(run["control_independent_columns"]) + " | - |")
-        lines += ["", "(Quality: 1,000 rows drawn from the fitted model against 1,000 new rows of the generator; "
-                  "usable = group accuracy >= 0.9 x that of real rows, column distance and correlation difference "
-                  "each at most 0.05 above the floor of real against new rows; bench/fit.py, USABLE.)", ""]
+            for name, control in run.get("controls", {}).items():
+                lines.append(f"| control: {name} (check: {control['check']}) | - | - | " + _quality_cells(control)
+                             + " | - |")
+        if any("quality" in run for run in fit["runs"]):
+            lines += ["", "(Quality, bench/fit.py: rows drawn from the fitted model against new rows of the generator; "
+                      "usable = (a) group accuracy of a classifier trained on them >= 0.93 x that of one trained on "
+                      "real rows, (b) mean column distance at most 0.04 above the floor of real against new rows, "
+                      "(c) mean correlation difference over the dependent pairs at most 0.03 above its floor. Each "
+                      "control keeps all but what its check guards, and must fail that check.)"]
+        lines.append("")
         lines += _target_rows(fit["targets"])
     app = results.get("app")
     if app:
@@ -353,7 +359,7 @@ def report(results: dict) -> str:
             lines.append(f"Evaluation, {name}: the {kind} failed ({entry['error']}).")
             continue
         line = (f"Evaluation, {name}: {kind} {entry['process_s']:.0f} s, measured by this run "
-                f"(`{entry['command']}` on a copy of the folder, {entry['torch_threads']} threads; "
+                f"(`{entry['command']}` on a copy of the folder, {entry.get('torch_threads')} torch threads; "
                 f"{entry['wall_seconds']:.0f} s of it inside the sweep)")
         recorded = entry.get("recorded")
         if recorded:
@@ -368,8 +374,9 @@ def _quality_cells(quality: dict | None) -> str:
     if quality is None:  # runs stored before the suite judged quality
         return "n/a | n/a | n/a | n/a"
     return (f"{quality['tstr']:.3f} / {quality['trtr']:.3f} | {quality['column_distance']:.3f} "
-            f"({quality['column_distance_floor']:.3f}) | {quality['correlation_difference']:.3f} "
-            f"({quality['correlation_difference_floor']:.3f}) | {'yes' if quality['usable'] else 'no'}")
+            f"({quality['column_distance_floor']:.3f}) | {quality['dependency_difference']:.3f} "
+            f"({quality['dependency_difference_floor']:.3f}) | "
+            + ("yes" if quality["usable"] else "no: " + ", ".join(quality["failed_checks"])))
 
 
 def _privatize_terms(entry: dict) -> str:
@@ -468,7 +475,11 @@ def main(argv: list[str] | None = None) -> int:
         print(compare(before, after))
         return 0
     if args.report:
-        print(report(json.loads(Path(args.report).read_text())))
+        stored = json.loads(Path(args.report).read_text())
+        if not isinstance(stored, dict) or "mode" not in stored:
+            parser.error(f"{args.report} is not a results file of `python -m bench` (other modules' files, such as "
+                         "bench.architectures', are read as they are)")
+        print(report(stored))
         return 0
     args.mode = args.mode or "short"
     settings = MODES[args.mode]
@@ -500,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
         results["app"] = bench_app(settings, folders, args.browser, args.weights_dir)
         sections["app"] = time.perf_counter() - started - sum(sections.values())
     if "evaluation" not in args.skip:  # the default sweep in full mode (minutes per image model), --quick's in short
-        results["evaluation"] = evaluation_times(folders, quick=args.mode == "short", device=args.device)
+        results["evaluation"] = evaluation_times(folders, quick=args.mode == "short", device=args.device,
+                                                 threads=args.threads)
         sections["evaluation"] = time.perf_counter() - started - sum(sections.values())
     results["machine"]["other_load_at_end"] = other_load()
     results["seconds"] = time.perf_counter() - started

@@ -45,7 +45,7 @@ def test_short_mode_writes_every_section(short_run):
     assert short_run["app"]["browser"] == {"skipped": "run with --browser"}
     sweep = short_run["evaluation"]["diabetes-cinn"]
     assert sweep["quick"] is True and 0 < sweep["wall_seconds"] <= sweep["process_s"]
-    assert sweep["command"] == "python -m cadp.evaluate utility --model weights/diabetes-cinn --quick"
+    assert sweep["command"] == "python -m cadp.evaluate utility --model weights/diabetes-cinn --device cpu --quick"
 
 
 def test_short_mode_numbers_are_consistent(short_run):
@@ -70,14 +70,17 @@ def test_short_mode_numbers_are_consistent(short_run):
     assert cold["process_s"] > cold["import_s"] + cold["load_model_s"] + cold["first_privatize_s"] > 0
     assert len(cold["process_s_runs"]) == 1 and cold["third_privatize_s"] > 0
     fit = short_run["tabular_fit"]["runs"][0]
-    assert (fit["rows"], fit["columns"], fit["steps"]) == (1000, 15, 100)
+    assert (fit["rows"], fit["columns"], fit["steps"]) == (1000, 15, "fit_tabular default")
     assert fit["numeric_columns"] > 0 and fit["categorical_columns"] > 0
     assert math.isfinite(fit["validation_nll_per_dim"]) and fit["seconds"] > 0
     quality = fit["quality"]
     assert 0 <= quality["majority"] < quality["trtr"] <= 1 and 0 <= quality["tstr"] <= 1
-    assert quality["usable"] == (not quality["failed"])
-    control = fit["control_independent_columns"]  # learned nothing conditional: the check must reject it
-    assert control["usable"] is False and any("group accuracy" in reason for reason in control["failed"])
+    assert quality["usable"] == (not quality["failed"]) and quality["dependent_pairs"] > 0
+    for name, control in fit["controls"].items():  # each keeps all but what its check guards: that check fails it
+        assert control["usable"] is False and control["check"] in control["failed_checks"], name
+    verdict = short_run["tabular_fit"]["targets"]["tabular_fit_seconds"]  # judged in short mode too (one fit)
+    assert verdict["usable_quality"] is quality["usable"] and verdict["value"] == fit["seconds"]
+    assert verdict["met"] == (fit["seconds"] <= 30 and quality["usable"])
     cold = short_run["app"]["cold_start"]["median"]
     assert 0 < cold["health_s"] <= cold["page_s"]
 
@@ -218,7 +221,7 @@ def test_evaluation_times_run_the_sweep_on_a_copy_named_as_given(tmp_path):
     before = (candidate / "eval.json").read_bytes()
     entry = evaluation_times([candidate], quick=True)["diabetes-cinn"]
     assert "error" not in entry, entry.get("error")
-    assert entry["command"] == f"python -m cadp.evaluate utility --model {candidate} --quick"
+    assert entry["command"] == f"python -m cadp.evaluate utility --model {candidate} --device cpu --quick"
     assert 0 < entry["wall_seconds"] <= entry["process_s"]
     assert entry["recorded"]["quick"] is False and entry["recorded"]["wall_seconds"] > 0  # the bundled full run
     assert (candidate / "eval.json").read_bytes() == before
@@ -271,15 +274,55 @@ def test_a_share_above_the_peak_is_not_judged_and_cold_start_needs_a_browser(mon
 
 
 def test_fit_quality_rejects_a_network_that_has_not_learned_and_accepts_a_fitted_one():
-    """The 'usable quality' of the fit benchmark can fail: an untrained network (one step) fails it, a fit of
-    the app's default length passes it, on the same data."""
-    from bench.fit import CONDITION, _parsed, fit_quality, synthetic_frame
+    """The 'usable quality' of the fit benchmark can fail: an untrained network (one step) and a 25-step one
+    fail it, a fit of the app's default length (400 steps) passes it, on the same data."""
+    from bench.fit import CONDITION, HELD_OUT_ROWS, _parsed, fit_quality, synthetic_frame
     from cadp.data import infer_column_kind
     from cadp.train import fit_tabular
 
-    frame, held_out = _parsed(synthetic_frame(1000, seed=0)), _parsed(synthetic_frame(1000, seed=1))
+    frame, held_out = _parsed(synthetic_frame(1000, seed=0)), _parsed(synthetic_frame(HELD_OUT_ROWS, seed=1))
     kinds = {column: infer_column_kind(frame[column]) for column in frame.columns}
-    untrained = fit_quality(fit_tabular(frame, [CONDITION], steps=1), frame, held_out, kinds)
+    for steps in (1, 25):
+        early = fit_quality(fit_tabular(frame, [CONDITION], steps=steps), frame, held_out, kinds)
+        assert early["usable"] is False and "group accuracy" in early["failed_checks"], steps
     fitted = fit_quality(fit_tabular(frame, [CONDITION], steps=400), frame, held_out, kinds)
-    assert untrained["usable"] is False and untrained["failed"]
     assert fitted["usable"] is True, fitted["failed"]
+
+
+def test_the_fit_target_needs_usable_quality_as_well_as_time(monkeypatch):
+    """bench_fit's verdict: fast enough but not usable is missed, with the failing checks named; the median
+    is over the default-steps fits only."""
+    import bench.__main__ as suite
+
+    def fake_worker(module, arguments, timeout=900):
+        usable = arguments["steps"] != "bad"
+        return {"steps": "fit_tabular default" if arguments["steps"] in (None, "bad") else arguments["steps"],
+                "seconds": 12.0, "quality": {"usable": usable, "failed": [] if usable else ["dependencies 0.2 > 0.05"],
+                                             "failed_checks": [] if usable else ["dependencies"]}}
+
+    monkeypatch.setattr(suite, "run_worker", fake_worker)
+    good = suite.bench_fit({"fit_steps": (None, 400)}, None)["targets"]["tabular_fit_seconds"]
+    assert good["met"] is True and good["usable_quality"] is True and good["value"] == 12.0
+    bad = suite.bench_fit({"fit_steps": (None, "bad")}, None)["targets"]["tabular_fit_seconds"]
+    assert bad["met"] is False and bad["usable_quality"] is False
+    assert bad["note"] == "fast enough, but not of usable quality: dependencies 0.2 > 0.05"
+    assert "**missed** (fast enough, but not of usable quality" in "\n".join(suite._target_rows({"tabular_fit_seconds": bad}))
+
+
+def test_short_mode_judges_an_image_model(tiny_weights, tmp_path):
+    """CI's bench run covers the image path too (a tiny image model, the models section only): latency and
+    both efficiency verdicts, the DP-Pix ratio, the call with the noiseless reconstruction, a cold load."""
+    from tests.app_helpers import IMAGE_MODEL
+
+    out = tmp_path / "image.json"
+    assert main(["--short", "--models", str(tiny_weights / IMAGE_MODEL), "--skip", "fit", "app", "evaluation",
+                 "--out", str(out)]) == 0
+    entry = json.loads(out.read_text())["models"][IMAGE_MODEL]
+    assert entry["kind"] == "image" and set(entry["batches"]) == {"1", "256"}
+    assert {"image_latency_p50_ms", "image_efficiency_batch256", "image_efficiency_batch1"} <= set(entry["targets"])
+    for name in ("image_efficiency_batch256", "image_efficiency_batch1"):
+        share = entry["targets"][name]["value"]
+        assert share > 0 and entry["targets"][name]["met"] in (True, False, None)
+    single = entry["batches"]["1"]
+    assert single["with_reconstruction"]["p50_ms"] > 0 and single["dp_pix"]["p50_ms"] > 0
+    assert entry["content_awareness_cost"] > 0 and entry["cold_load"]["first_privatize_s"] > 0
