@@ -282,18 +282,18 @@ class ColumnSpec:
         """The categories at indices ``picks``, in the column's original dtype where that is lossless.
 
         A NumPy array, or a pandas array (e.g. of a string dtype): what a DataFrame column takes as is.
+        The dtype is the same whichever categories are picked (the missing one included).
         """
         if isinstance(self._category_array, np.ndarray):
             return self._category_array[picks]
-        if self._categories_restored is not None:
-            return self._categories_restored.take(picks)
-        return _restore_dtype(pd.Series(self._category_objects[picks], dtype="object"), self.dtype)
+        restored = self._categories_restored.take(picks)
+        if pd.api.types.is_object_dtype(restored.dtype):  # (a frame would read an array of text objects as str)
+            return pd.Series(restored, dtype=object)
+        return restored
 
     @cached_property
-    def _categories_restored(self) -> pd.api.extensions.ExtensionArray | None:
-        """All categories in the column's dtype, cast once, when none is missing (else picks decide)."""
-        if None in self.categories:
-            return None
+    def _categories_restored(self) -> pd.api.extensions.ExtensionArray:
+        """All categories in the column's dtype, cast once: decided for all of them, not per pick."""
         return _restore_dtype(pd.Series(self._category_objects, dtype="object"), self.dtype).array
 
     @cached_property
@@ -785,13 +785,18 @@ def _column_spec(state: dict) -> ColumnSpec:
 
 
 def _restore_dtype(series: pd.Series, dtype: str) -> pd.Series:
-    """Cast decoded categories back to the column's original dtype where that is lossless."""
-    if series.isna().any() or not dtype or dtype == "object":
+    """Cast categories back to the column's original dtype where that is lossless, else leave them objects.
+
+    A missing category must stay missing: a text dtype holds it (NaN or NA), an int dtype cannot and a bool
+    dtype would read it as False.
+    """
+    if not dtype or dtype == "object":
         return series
     try:
-        return series.astype(dtype)
+        restored = series.astype(dtype)
     except (TypeError, ValueError):
         return series
+    return restored if restored.isna().tolist() == series.isna().tolist() else series
 
 
 def decimal_places(values: np.ndarray) -> int | None:
