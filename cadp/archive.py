@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from cadp.data import case_hint, image_folder_name, text_category_columns
+from cadp.data import case_hint, image_folder_name, numeric_cells, text_category_columns
 from cadp.errors import CadpError, InputError
 from cadp.mechanisms import (
     DEFAULT_TEMPERATURE,
@@ -978,7 +978,8 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
             add_caution(output, repeated_records_caution(manifest, "row"))
     if filled_rows:
         print(f"warning: {filled_rows} row(s) had empty cells or cells that are not numbers, read as the training "
-              f"mean: the preprocessing column of {MANIFEST_NAME} names them", file=sys.stderr)
+              f"mean, or numbers outside the range the model knows, read as its nearer end: the preprocessing column "
+              f"of {MANIFEST_NAME} names them", file=sys.stderr)
 
 
 def _append(out, data: bytes) -> None:
@@ -1114,20 +1115,27 @@ def _conditions(frame: pd.DataFrame, index: int, names: list[str]) -> str:
 
 
 def _filled_cells(model, chunk: pd.DataFrame) -> dict[int, str]:
-    """Per row position, a note on each numeric cell that is empty or not a number: the encoder reads it as
-    the column's training mean, and the manifest says so."""
+    """Per row position, a note on each numeric cell that is empty or not a number, or outside the range the model
+    knows: the encoder reads it as the column's training mean or the range's nearer end, and the manifest says so."""
     notes: dict[int, list[str]] = {}
     for spec in model.data_encoder.columns:
         if spec.kind != "numeric":
             continue
         raw = chunk[spec.name]
-        numbers = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        numbers = numeric_cells(raw)
         for position in np.flatnonzero(~np.isfinite(numbers)):
             cell = raw.iloc[position]
             what = ("empty" if pd.isna(cell) or str(cell).strip() == "" else "infinite" if np.isinf(numbers[position])
                     else f"{str(cell)[:40]!r} is not a number")
             notes.setdefault(int(position), []).append(f"{spec.name}: {what}, read as the training mean "
                                                        f"{spec.mean:.4g}")
+        if spec.low is None:
+            continue
+        for position in np.flatnonzero(np.isfinite(numbers) & ((numbers < spec.low) | (numbers > spec.high))):
+            edge = spec.low if numbers[position] < spec.low else spec.high
+            notes.setdefault(int(position), []).append(
+                f"{spec.name}: {numbers[position]:.6g} is outside the range the model knows ({spec.low:.4g} to "
+                f"{spec.high:.4g}), read as {edge:.4g}")
     return {position: "; ".join(parts) for position, parts in notes.items()}
 
 

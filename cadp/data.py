@@ -282,18 +282,18 @@ class ColumnSpec:
         """The categories at indices ``picks``, in the column's original dtype where that is lossless.
 
         A NumPy array, or a pandas array (e.g. of a string dtype): what a DataFrame column takes as is.
+        The dtype is the same whichever categories are picked (the missing one included).
         """
         if isinstance(self._category_array, np.ndarray):
             return self._category_array[picks]
-        if self._categories_restored is not None:
-            return self._categories_restored.take(picks)
-        return _restore_dtype(pd.Series(self._category_objects[picks], dtype="object"), self.dtype)
+        restored = self._categories_restored.take(picks)
+        if pd.api.types.is_object_dtype(restored.dtype):  # (a frame would read an array of text objects as str)
+            return pd.Series(restored, dtype=object)
+        return restored
 
     @cached_property
-    def _categories_restored(self) -> pd.api.extensions.ExtensionArray | None:
-        """All categories in the column's dtype, cast once, when none is missing (else picks decide)."""
-        if None in self.categories:
-            return None
+    def _categories_restored(self) -> pd.api.extensions.ExtensionArray:
+        """All categories in the column's dtype, cast once: decided for all of them, not per pick."""
         return _restore_dtype(pd.Series(self._category_objects, dtype="object"), self.dtype).array
 
     @cached_property
@@ -519,6 +519,23 @@ class FrameCells:
         return self._objects[:, self._position[name]].tolist()
 
 
+def numeric_cells(series: pd.Series) -> np.ndarray:
+    """A numeric column's cells as float64, NaN where a cell is empty or not a number (text, a boolean).
+
+    True is not the number 1 in a column of numbers: a boolean there is read like text.
+    """
+    if pd.api.types.is_bool_dtype(series):
+        return np.full(len(series), np.nan)
+    if pd.api.types.is_numeric_dtype(series):
+        return series.to_numpy(dtype=np.float64, na_value=np.nan)
+    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    if pd.api.types.is_object_dtype(series):  # (to_numeric reads True as 1)
+        booleans = [isinstance(cell, (bool, np.bool_)) for cell in series.tolist()]
+        if any(booleans):
+            values = np.where(booleans, np.nan, values)
+    return values
+
+
 def draw_in_boxes(base: torch.Tensor, span: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """``base + U(0, 1) * span`` elementwise: dequantized rows from ``TabularEncoder.dequantization_boxes``."""
     return torch.addcmul(base, torch.rand(base.shape, generator=generator), span)
@@ -591,12 +608,14 @@ class TabularEncoder:
         return child
 
     def transform(self, frame: pd.DataFrame, generator: torch.Generator | None = None, *,
-                  cells: FrameCells | None = None, filled: dict[str, int] | None = None) -> torch.Tensor:
+                  cells: FrameCells | None = None, filled: dict[str, int] | None = None,
+                  clipped: dict[str, int] | None = None) -> torch.Tensor:
         """Encode to a float32 tensor (N, width); dequantized (see ``dequantize``) when a generator is given.
 
         ``cells``: ``FrameCells.of(frame)`` when the caller has read it already (for another encoder).
-        Numeric cells that are empty, not numbers or infinite are read as the column's training mean;
-        ``filled``, when given, receives their count per column.
+        Numeric cells that are empty, not numbers (text, booleans) or infinite are read as the column's
+        training mean; ``filled``, when given, receives their count per column. Numbers outside the fitted
+        range (``ColumnSpec.low``/``high``) are read as its nearer end; ``clipped`` receives their count.
         """
         if not self.fitted:
             raise RuntimeError("TabularEncoder.transform called before fit")
@@ -610,15 +629,19 @@ class TabularEncoder:
             if spec.kind == "numeric":
                 values = cells.numbers(spec.name) if cells else None
                 if values is None:
-                    series = frame[spec.name]
-                    values = (series.to_numpy(dtype=np.float64, na_value=np.nan)
-                              if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
-                              else pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))
+                    values = numeric_cells(frame[spec.name])
                 unusable = ~np.isfinite(values)
                 if unusable.any():
                     values = np.where(unusable, spec.mean, values)
                     if filled is not None:
                         filled[spec.name] = int(unusable.sum())
+                if spec.low is not None:
+                    # beyond the fitted range the flow extrapolates, and the row's other columns come back changed
+                    outside = (values < spec.low) | (values > spec.high)
+                    if outside.any():
+                        values = np.clip(values, spec.low, spec.high)
+                        if clipped is not None:
+                            clipped[spec.name] = int(outside.sum())
                 encoded[:, start] = spec.encode_numbers(values)
             else:
                 cell_values = cells.values(spec.name) if cells else frame[spec.name]
@@ -785,13 +808,18 @@ def _column_spec(state: dict) -> ColumnSpec:
 
 
 def _restore_dtype(series: pd.Series, dtype: str) -> pd.Series:
-    """Cast decoded categories back to the column's original dtype where that is lossless."""
-    if series.isna().any() or not dtype or dtype == "object":
+    """Cast categories back to the column's original dtype where that is lossless, else leave them objects.
+
+    A missing category must stay missing: a text dtype holds it (NaN or NA), an int dtype cannot and a bool
+    dtype would read it as False.
+    """
+    if not dtype or dtype == "object":
         return series
     try:
-        return series.astype(dtype)
+        restored = series.astype(dtype)
     except (TypeError, ValueError):
         return series
+    return restored if restored.isna().tolist() == series.isna().tolist() else series
 
 
 def decimal_places(values: np.ndarray) -> int | None:

@@ -347,7 +347,8 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
     handlings = dict(handlings)  # (checked by privatize)
     cells = FrameCells.of(frame)  # a few rows: read once for both encoders
     filled: dict[str, int] = {}
-    rows = model.data_encoder.transform(frame, cells=cells, filled=filled)
+    clipped: dict[str, int] = {}
+    rows = model.data_encoder.transform(frame, cells=cells, filled=filled, clipped=clipped)
     condition = model.condition_encoder.transform(frame, cells=cells)
     true_values, released_values, start = {}, {}, 0
     kept = all(handlings.get(spec.name, ConditionHandling()).handling == "kept" for spec in model.condition_encoder.columns)
@@ -390,6 +391,10 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
                 part.index = row_index
     notes = [f"{name}: {count} cell(s) empty, not a number or infinite, read as the training mean "
              f"{model.data_encoder.spec(name).mean:.4g}" for name, count in filled.items()]
+    for name, count in clipped.items():
+        spec = model.data_encoder.spec(name)
+        notes.append(f"{name}: {count} cell(s) outside the range the model knows ({spec.low:.4g} to "
+                     f"{spec.high:.4g}), read as its nearer end")
     if len(keep) < len(columns):
         notes.append("column(s) the model does not have, left out of the release: "
                      + ", ".join(repr(c) for c in columns if c not in decoded))

@@ -16,7 +16,7 @@ from PIL import Image
 
 import cadp.archive as archive
 import cadp.uploads as uploads
-from cadp.hub import save_model
+from cadp.hub import load_folder, save_model
 from cadp.models import ImageCINN, ImageModelConfig
 from cadp.privatize import NOT_PRIVATE_SEED
 from tests import corpus
@@ -441,9 +441,11 @@ def test_decimal_commas_are_read_in_every_form_and_wherever_they_start(table_mod
     source = tmp_path / "rows.csv"
     source.write_text("\n".join(lines) + "\n")
     assert run(table_model, source, tmp_path / "out") == 0
-    notes = [row["preprocessing"] for row in read_manifest(tmp_path / "out") if row["preprocessing"]]
-    assert len(notes) == 1 and "'abc' is not a number" in notes[0], notes[:3]
-    assert "warning: 1 row(s) had empty cells or cells that are not numbers" in capsys.readouterr().err
+    rows = read_manifest(tmp_path / "out")
+    read_as_mean = [row["preprocessing"] for row in rows if "training mean" in row["preprocessing"]]
+    assert len(read_as_mean) == 1 and "'abc' is not a number" in read_as_mean[0], read_as_mean[:3]
+    noted = sum(bool(row["preprocessing"]) for row in rows)  # the others: beyond the range of the model's 60 rows
+    assert f"warning: {noted} row(s) had empty cells or cells that are not numbers" in capsys.readouterr().err
 
 
 def test_csv_rows_are_written_in_a_random_order_when_a_condition_is_not_kept(table_model, tmp_path):
@@ -542,6 +544,27 @@ def test_csv_cells_read_as_the_mean_are_named_in_the_manifest(table_model, tmp_p
     assert rows[6]["status"] == "error"
     # the warning's count is the number of rows the manifest's preprocessing column names
     assert "warning: 3 row(s) had empty cells or cells that are not numbers" in capsys.readouterr().err
+
+
+def test_csv_numbers_outside_the_fitted_range_and_booleans_are_named_in_the_manifest(table_model, tmp_path, capsys):
+    """A number beyond the range the model knows is read as the range's nearer end, a column of True/False as
+    cells that are not numbers: the manifest says so per row, as the release notes of the app do."""
+    bmi = load_folder(table_model).model.data_encoder.spec("bmi")
+    frame = table_frame(4)
+    frame.loc[1, "bmi"], frame.loc[2, "bmi"] = 1e8, -5.0
+    source = tmp_path / "rows.csv"
+    source.write_text(frame.to_csv(index=False))
+    assert run(table_model, source, tmp_path / "out") == 0
+    notes = [row["preprocessing"] for row in read_manifest(tmp_path / "out")]
+    span = f"({bmi.low:.4g} to {bmi.high:.4g})"
+    assert notes == ["", f"bmi: 1e+08 is outside the range the model knows {span}, read as {bmi.high:.4g}",
+                     f"bmi: -5 is outside the range the model knows {span}, read as {bmi.low:.4g}", ""]
+    assert "warning: 2 row(s) had empty cells or cells that are not numbers" in capsys.readouterr().err
+    source.write_text(frame.assign(bmi=[True, False, True, False]).to_csv(index=False))  # read as a bool column
+    assert run(table_model, source, tmp_path / "booleans") == 0
+    notes = [row["preprocessing"] for row in read_manifest(tmp_path / "booleans")]
+    assert notes[:2] == [f"bmi: 'True' is not a number, read as the training mean {bmi.mean:.4g}",
+                         f"bmi: 'False' is not a number, read as the training mean {bmi.mean:.4g}"]
 
 
 def test_a_row_in_the_csv_three_times_is_three_releases_and_costs_three_epsilon(table_model, tmp_path, capsys):

@@ -243,3 +243,16 @@ def test_bundled_table_models_keep_the_range_of_their_public_table(name, dataset
     numeric = [spec for spec in encoder.columns if spec.kind == "numeric"]
     assert numeric and all((spec.low, spec.high) == (frame[spec.name].min(), frame[spec.name].max())
                            for spec in numeric)
+
+
+@pytest.mark.parametrize("dtype", ["str", "object", "category"])
+def test_a_text_column_with_a_missing_value_decodes_to_one_dtype_whichever_values_come_back(dtype):
+    """The released column's dtype is the fitted column's, whether or not the missing value was drawn."""
+    frame = pd.DataFrame({"city": pd.Series(["a", "b", None] * 4, dtype=dtype),
+                          "dose": pd.Series([1.0, 2.0, np.nan] * 4)})
+    encoder = TabularEncoder({"dose": "categorical"}).fit(frame)
+    without, with_missing = (encoder.inverse_transform(encoder.transform(frame.iloc[:rows])) for rows in (2, 3))
+    assert without["city"].dtype == with_missing["city"].dtype == frame["city"].dtype
+    assert without["dose"].dtype == with_missing["dose"].dtype == np.float64
+    assert with_missing["city"].isna().tolist() == [False, False, True]
+    assert with_missing["dose"].isna().tolist() == [False, False, True]

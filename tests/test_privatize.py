@@ -437,3 +437,34 @@ def test_release_guarantee_refuses_what_privatize_refuses(tiny_image_model, digi
     handling = {"label": ConditionHandling("randomized", 1.0)}
     result = privatize(tiny_image_model, x[:1], y[:1], mech(temperature=0.7), condition_handling=handling)
     assert release_guarantee(tiny_image_model, mech(temperature=0.7), condition_handling=handling) == result.guarantee
+
+
+def test_a_number_outside_the_fitted_range_comes_back_at_its_edge_and_the_rest_of_the_row_as_given():
+    """At epsilon = infinity (no noise) a row with one impossible value keeps its other columns, and the
+    release says which column was out of range: the encoder reads the value as the range's nearer end."""
+    model = load_folder(bundled("diabetes-cinn")).model
+    row = load_table("diabetes").frame.head(1)
+    bmi = model.data_encoder.spec("bmi")
+    for given, edge in [(1e8, bmi.high), (1e5, bmi.high), (-1e5, bmi.low)]:
+        result = privatize(model, row.assign(bmi=[given]), None, NoNoise())
+        pd.testing.assert_frame_equal(result.privatized_frame, row.assign(bmi=[edge]))
+        assert result.notes == [f"bmi: 1 cell(s) outside the range the model knows ({bmi.low:.4g} to "
+                                f"{bmi.high:.4g}), read as its nearer end"]
+    assert privatize(model, row.assign(bmi=[bmi.high]), None, NoNoise()).notes == []  # the edge itself is inside
+
+
+def test_booleans_in_a_numeric_column_are_read_like_text():
+    """True is not the number 1 in a column of BMIs: it is read as the training mean, as text there is, and noted."""
+    model = load_folder(bundled("diabetes-cinn")).model
+    rows = load_table("diabetes").frame.head(2)
+    as_text = privatize(model, rows.assign(bmi=["abc", "abc"]), None, NoNoise())
+    for booleans in ([True, False], pd.Series([True, False], dtype="boolean"),
+                     pd.Series([True, np.bool_(False)], dtype=object)):
+        result = privatize(model, rows.assign(bmi=booleans), None, NoNoise())
+        pd.testing.assert_frame_equal(result.privatized_frame, as_text.privatized_frame)
+        assert result.notes == as_text.notes == [
+            f"bmi: 2 cell(s) empty, not a number or infinite, read as the training mean "
+            f"{model.data_encoder.spec('bmi').mean:.4g}"]
+    mixed = privatize(model, rows.assign(bmi=pd.Series([True, 30.1], dtype=object)), None, NoNoise())
+    assert mixed.privatized_frame["bmi"].tolist() == [as_text.privatized_frame["bmi"][0], 30.1]
+    assert len(mixed.notes) == 1 and mixed.notes[0].startswith("bmi: 1 cell(s) empty, not a number")
