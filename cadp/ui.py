@@ -22,6 +22,7 @@ import streamlit as st
 import torch
 
 from cadp import hub
+from cadp.curves import finite_numbers, mean_of, strongest_reidentification
 from cadp.errors import CadpError, InputError, ModelError
 from cadp.mechanisms import (
     DEFAULT_TEMPERATURE,
@@ -640,37 +641,8 @@ def condition_handling_controls(attribute: str, key: str):
 
 # --------------------------------------------------------------------------- evaluated utility at the chosen epsilon
 
-def mean_of(value):
-    """An eval.json value that is either a number or list, or ``{"mean": ..., "std": ...}``: its mean."""
-    return value.get("mean") if isinstance(value, dict) else value
-
-
-def _numbers(values, positive: bool = False) -> list[float] | None:
-    """``values`` as floats when it is a non-empty list of finite (positive) numbers, else None."""
-    if not isinstance(values, list) or not values:
-        return None
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-        return None
-    return [float(v) for v in values] if not positive or min(values) > 0 else None
-
-
-# the re-identification attackers of an eval.json utility method: with the model in latent space, and by pixels or
-# encoded data; a release is as identifiable as the best of them finds it
-REID_ATTACKERS = ("reid_latent", "reid_pixel", "reid_data")
-
-
-def strongest_reidentification(method: dict) -> list[float] | None:
-    """Per evaluated point, the highest top-1 re-identification rate among the attackers an eval.json method
-    holds (``REID_ATTACKERS``); None when it has none, or one that is not a full curve (a file from the Hub may
-    be malformed: leaving that attacker out could understate the risk)."""
-    curves = [_numbers(method[key]) for key in REID_ATTACKERS if method.get(key) is not None]
-    if not curves or None in curves or len({len(curve) for curve in curves}) != 1:
-        return None
-    return [max(values) for values in zip(*curves)]
-
-
 def _number(value) -> float | None:
-    numbers = _numbers([mean_of(value)])
+    numbers = finite_numbers([mean_of(value)])
     return numbers[0] if numbers else None
 
 
@@ -681,8 +653,8 @@ def _curves(utility, mechanism: str) -> tuple[list[float], list[float], list[flo
     method = methods.get(mechanism) if isinstance(methods, dict) else None
     if not isinstance(method, dict):
         return None
-    epsilons = _numbers(method.get("epsilons", utility.get("epsilons")), positive=True)
-    accuracy, reid = _numbers(mean_of(method.get("p/o"))), strongest_reidentification(method)
+    epsilons = finite_numbers(method.get("epsilons", utility.get("epsilons")), positive=True)
+    accuracy, reid = finite_numbers(mean_of(method.get("p/o"))), strongest_reidentification(method)
     if epsilons is None or accuracy is None or reid is None or not len(epsilons) == len(accuracy) == len(reid):
         return None
     return epsilons, accuracy, reid

@@ -1,0 +1,173 @@
+"""Utility curves of an eval.json, as figures: one colour, legend place and label per method on every chart.
+
+Plotly only (no Streamlit): the utility page draws these; ``cadp.ui`` reads its previews with the same helpers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+
+import plotly.graph_objects as go
+
+from cadp.mechanisms import PAPER_LABEL
+
+
+def mean_of(value):
+    """An eval.json value that is either a number or list, or ``{"mean": ..., "std": ...}``: its mean."""
+    return value.get("mean") if isinstance(value, dict) else value
+
+
+def finite_numbers(values, positive: bool = False) -> list[float] | None:
+    """``values`` as floats when it is a non-empty list of finite (positive) numbers, else None."""
+    if not isinstance(values, list) or not values:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        return None
+    return [float(v) for v in values] if not positive or min(values) > 0 else None
+
+
+# the re-identification attackers of an eval.json utility method: with the model in latent space, and by pixels or
+# encoded data; a release is as identifiable as the best of them finds it
+REID_ATTACKERS = ("reid_latent", "reid_pixel", "reid_data")
+
+
+def strongest_reidentification(method: dict) -> list[float] | None:
+    """Per evaluated point, the highest top-1 re-identification rate among the attackers an eval.json method
+    holds (``REID_ATTACKERS``); None when it has none, or one that is not a full curve (a file from the Hub may
+    be malformed: leaving that attacker out could understate the risk)."""
+    curves = [finite_numbers(method[key]) for key in REID_ATTACKERS if method.get(key) is not None]
+    if not curves or None in curves or len({len(curve) for curve in curves}) != 1:
+        return None
+    return [max(values) for values in zip(*curves)]
+
+
+# One colour and one legend place per method on every chart of the page (Okabe–Ito, colour-blind safe)
+METHOD_ORDER = ("laplace", "gaussian", "metric", "paper", "dp-pix", "blur", "mosaic")
+METHOD_COLOURS = {"laplace": "#0072B2", "gaussian": "#009E73", "metric": "#CC79A7", "paper": "#D55E00",
+                  "dp-pix": "#8C564B", "blur": "#56B4E9", "mosaic": "#E69F00"}
+OTHER_COLOURS = ("#7F3C8D", "#3969AC", "#F2B701", "#11A579")
+SHORT_NAMES = {"laplace": "Laplace (ε-LDP)", "gaussian": "Gaussian ((ε, δ)-LDP)",
+               "metric": "metric (ε per unit of latent L1 distance)", "paper": f"paper ({PAPER_LABEL})",
+               "dp-pix": "DP-Pix (ε-DP per pixel)", "blur": "blur (not private)", "mosaic": "mosaic (not private)"}
+LEGEND = dict(orientation="h", xanchor="left", x=0, yanchor="top", y=-0.2, title_text="")
+
+
+def std_of(value):
+    """The std of an eval.json ``{"mean": ..., "std": ...}`` value; None for a plain number or list."""
+    return value.get("std") if isinstance(value, dict) else None
+
+
+def method_colour(name: str) -> str:
+    """The colour of a method on every chart; a method the page does not know gets one fixed by its name."""
+    return METHOD_COLOURS.get(name) or OTHER_COLOURS[zlib.crc32(name.encode()) % len(OTHER_COLOURS)]
+
+
+def method_rank(name: str) -> int:
+    """The method's place in every legend (plotly's legendrank: lower comes first)."""
+    return 100 * (METHOD_ORDER.index(name) if name in METHOD_ORDER else len(METHOD_ORDER)) + 1
+
+
+def ordered(methods: dict) -> list[tuple[str, dict]]:
+    return sorted(methods.items(), key=lambda item: (method_rank(item[0]), item[0]))
+
+
+def method_label(name: str, method: dict, distances=None) -> str:
+    """The full description of a method: paper with its label, baselines marked, metric with what its ε means
+    between records."""
+    label = method.get("label") or name
+    if method.get("kind") == "reference-reproduction" and PAPER_LABEL not in label:
+        label = f"{label} ({PAPER_LABEL})"
+    elif not method.get("formal", True) and method.get("kind") == "baseline" and "not private" not in label:
+        label = f"{label} (not private)"
+    if name == "metric" and distances is not None:
+        label += f"; between two typical records ε = {distances.d_typ:.3g} × the value on the axis"
+        if not distances.held_out:
+            label += " (d_typ measured on records the model was fitted on)"
+    return label
+
+
+def legend_name(name: str, method: dict) -> str:
+    """A legend entry, short enough to leave the plot its width (the full description is in ``methods_caption``)."""
+    return SHORT_NAMES.get(name) or method_label(name, method)
+
+
+def _literal(text: str) -> str:
+    """Text from eval.json (it may come from the Hub) shown as itself in a Markdown caption."""
+    return re.sub(r"([\\`*_\[\]()#<>!~|$])", r"\\\1", text[:200])
+
+
+def methods_caption(utility: dict, distances=None) -> str:
+    """What each legend entry stands for, in full (where the full description says more than the legend)."""
+    entries = [(legend_name(name, method), method_label(name, method, distances))
+               for name, method in ordered(utility.get("methods", {}))]
+    return "Methods: " + "; ".join(f"{_literal(short)}: {_literal(full)}" if full != short else _literal(short)
+                                   for short, full in entries) + "."
+
+
+def _method_trace(name: str, method: dict, **scatter) -> go.Scatter:
+    colour = method_colour(name)
+    dash = None if method.get("kind") == "cadp" else "dot"
+    return go.Scatter(name=legend_name(name, method), legendgroup=name, legendrank=method_rank(name),
+                      mode="lines+markers", line=dict(color=colour, dash=dash), marker=dict(color=colour), **scatter)
+
+
+def _line_entry(figure, name: str, colour: str, dash: str) -> None:
+    """A legend entry for a reference line drawn with add_hline / add_vline: named there, not on the plot,
+    where a label would sit on the curves."""
+    figure.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=name, legendrank=1000,
+                                line=dict(color=colour, dash=dash), hoverinfo="skip"))
+
+
+def _reference_lines(figure, add_line, reference=None, chance=None, given=None) -> None:
+    for value, name, colour, dash in ((reference, "o/o (real → real)", "black", "dash"),
+                                      (chance, "chance", "gray", "dash"),
+                                      (given, "chance knowing the label", "gray", "dot")):
+        if isinstance(value, (int, float)):
+            add_line(value, line_dash=dash, line_color=colour)
+            _line_entry(figure, name, colour, dash)
+
+
+def epsilon_figure(utility: dict, metric: str, title: str, y_title: str, *, reference=None, chance=None):
+    figure = go.Figure()
+    for name, method in ordered(utility.get("methods", {})):
+        if "parameters" in method or metric not in method:
+            continue  # blur / mosaic have no epsilon axis
+        std = std_of(method[metric])
+        figure.add_trace(_method_trace(name, method, x=method.get("epsilons", utility.get("epsilons", [])),
+                                       y=mean_of(method[metric]),
+                                       error_y=dict(type="data", array=std) if std else None))
+    given = utility.get("chance_given_condition") if chance is not None else None
+    # the label is released exactly: a guess among its records does as well as "chance knowing the label"
+    _reference_lines(figure, figure.add_hline, reference, chance, given)
+    figure.update_layout(title=title, xaxis_title="ε (local; metric: per unit of latent L1 distance)",
+                         yaxis_title=y_title, xaxis_type="log", height=480, legend=LEGEND)
+    epsilons = utility.get("epsilons")
+    if isinstance(epsilons, list) and epsilons:  # ticks at the evaluated values: plotly labels 0.5 as "5" otherwise
+        figure.update_xaxes(tickvals=epsilons, ticktext=[f"{e:g}" if isinstance(e, (int, float)) else str(e)
+                                                         for e in epsilons])
+    return figure
+
+
+def with_strongest_attacker(utility: dict) -> dict:
+    """The utility section with each method's "reid": per point, the best of its re-identification attackers."""
+    methods = {name: {**method, "reid": strongest_reidentification(method)}
+               for name, method in utility.get("methods", {}).items()}
+    return {**utility, "methods": {name: method for name, method in methods.items() if method["reid"] is not None}}
+
+
+def frontier_figure(utility: dict, title: str = "Privacy–utility frontier (up and to the left is better)"):
+    figure = go.Figure()
+    for name, method in ordered(with_strongest_attacker(utility)["methods"]):
+        if "p/o" not in method:
+            continue
+        points = method.get("parameters", method.get("epsilons", utility.get("epsilons", [])))
+        figure.add_trace(_method_trace(name, method, x=method["reid"], y=mean_of(method["p/o"]),
+                                       text=[f"{p:g}" for p in points],
+                                       hovertemplate="%{text}: re-id %{x:.3f}, accuracy %{y:.3f}"))
+    _reference_lines(figure, figure.add_vline, chance=utility.get("chance"),
+                     given=utility.get("chance_given_condition"))
+    figure.update_layout(title=title, xaxis_title="re-identification rate (the best attacker)",
+                         yaxis_title="downstream accuracy (p/o)", height=480, legend=LEGEND)
+    return figure
