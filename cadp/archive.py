@@ -78,6 +78,7 @@ from cadp.uploads import (
 MANIFEST_NAME = "manifest.csv"
 PRIVATIZED_CSV_NAME = "privatized.csv"
 GUARANTEE_NAME = "guarantee.txt"
+CAUTIONS_NAME = "cautions.txt"  # what this run's inputs made worth saying to whoever ran it: not part of the release
 LABELS_NAME = "labels.csv"
 MANIFEST_COLUMNS = ["file", "condition", "released_condition", "mechanism", "epsilon", "delta",
                     "releases_of_record", "epsilon_record_total", "delta_record_total", "seed",
@@ -513,8 +514,9 @@ class PendingImage:
     steps: list[str]
 
 
-MANIFEST_NOTE = (f"{MANIFEST_NAME} is this run's record for whoever ran it: it names every input and its true "
-                 "conditions, so it is not part of the release. Share the privatized files and this file only.")
+MANIFEST_NOTE = (f"{MANIFEST_NAME} (and {CAUTIONS_NAME}, where a run has cautions) are this run's record for whoever "
+                 "ran it: they name inputs, their true conditions and facts about them, so they are not part of the "
+                 "release. Share the privatized files and this file only.")
 IMAGE_MANIFEST_NOTE = MANIFEST_NOTE.replace("the privatized files and", f"the privatized files, {LABELS_NAME} and")
 LABELS_NOTE = (f"{LABELS_NAME} is part of the release: it gives each privatized file (column file) the label released "
                "with it (column label), the released condition these terms are about, never a true label that was "
@@ -1091,10 +1093,12 @@ def _dot_decimals(chunk: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
 
 
 def add_caution(output: Path, caution: str | None) -> None:
-    """Say ``caution`` on stderr and at the top of guarantee.txt (when the run released anything)."""
+    """Say ``caution`` on stderr and in cautions.txt (when the run released anything), never in guarantee.txt:
+    a caution states facts about the inputs (rows the model was trained on, repeated records), and the shared
+    terms must not depend on the records released (their general sentences say what these cautions count)."""
     if caution and (output / GUARANTEE_NAME).exists():
-        terms = (output / GUARANTEE_NAME).read_text(encoding="utf-8")
-        _write_terms(output, f"Caution: {caution}\n\n{terms}")  # first: a closed terminal cannot take the warning
+        with (output / CAUTIONS_NAME).open("a", encoding="utf-8") as handle:  # first: a closed terminal cannot take it
+            handle.write(f"Caution: {caution}\n\n")
         print(f"warning: {caution}", file=sys.stderr)
 
 
@@ -1441,7 +1445,7 @@ def _finish_stopped(output: Path, manifest: Manifest, status: str) -> None:
 
 def _remove_run_files(output: Path, created: bool) -> None:
     """Delete what a refused run wrote (its manifest, an empty privatized.csv) and OUTPUT if the run made it."""
-    for name in (MANIFEST_NAME, PRIVATIZED_CSV_NAME, GUARANTEE_NAME, LABELS_NAME):
+    for name in (MANIFEST_NAME, PRIVATIZED_CSV_NAME, GUARANTEE_NAME, LABELS_NAME, CAUTIONS_NAME):
         (output / name).unlink(missing_ok=True)
     if created and not any(output.iterdir()):
         output.rmdir()

@@ -31,7 +31,8 @@ LOCAL_SENTENCE = "The guarantee is local (per record, no trusted curator), not c
 LOCAL_TERMS = f"{LOCAL_SENTENCE} {KEPT_TERMS}"
 PUBLIC_MODEL_TERMS = (
     "The model was trained without DP on public data; the guarantee protects the record being "
-    "privatized, not the training set."
+    "privatized, not the training set, and for a record of that training data it does not cover what the "
+    "model learned from the record."
 )
 FITTED_ON_RECORDS_TERMS = (
     "Caution: this model was fitted, without DP, on the very rows being released, so it has seen them; "

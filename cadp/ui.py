@@ -796,13 +796,13 @@ def evaluation_preview(loaded: hub.LoadedModel, settings: PrivacySettings, key: 
 
 # --------------------------------------------------------------------------- display
 
-def release_terms(result, caution: str | None = None) -> str:
-    """A download's guarantee.txt: the guarantee, for paper the batch its output depends on, and first a
-    ``caution`` where the guarantee does not fully apply (released rows the model trained on)."""
-    terms = result.guarantee
+def release_terms(result) -> str:
+    """A download's guarantee.txt: the guarantee and, for paper, the batch its output depends on. Never a caution
+    about the records (e.g. that some are rows the model trained on): the shared terms must not depend on what
+    was released; the page shows such cautions on screen, and the guarantee's general sentence covers them."""
     if result.mechanism.get("mechanism") == "paper":
-        terms = f"{result.guarantee} This release ran it on {result.batch_text}."
-    return terms if not caution else f"Caution: {caution}\n\n{terms}"
+        return f"{result.guarantee} This release ran it on {result.batch_text}."
+    return result.guarantee
 
 
 def release_facts(result) -> None:

@@ -162,17 +162,19 @@ def test_an_image_in_the_folder_three_times_is_three_releases_and_costs_three_ep
     for name in ("0/b.png", "1/c.png"):
         assert (rows[name]["releases_of_record"], rows[name]["epsilon_record_total"]) == ("1", "1")
     assert {row["delta_record_total"] for row in rows.values()} == {""}  # laplace has no delta
+    cautions = (tmp_path / "out" / "cautions.txt").read_text(encoding="utf-8")  # the operator's, not shared
+    assert cautions.startswith("Caution: 1 image of the input occurs more than once (1 image 3 times;")
+    assert "here up to epsilon 3;" in cautions
     terms = (tmp_path / "out" / "guarantee.txt").read_text(encoding="utf-8")
-    assert terms.startswith("Caution: 1 image of the input occurs more than once (1 image 3 times;")
-    assert "here up to epsilon 3;" in terms
     assert ("Releasing the same record again (in another run, or as another copy in one input) costs its epsilon "
             "again (basic composition)") in terms
     # without copies: no caution, and each record's total is one release's
     assert run(image_model, make_folder(tmp_path / "in2", {"0/b.png": image_file(2)}), tmp_path / "out2") == 0
     assert "more than once" not in capsys.readouterr().err
-    terms = (tmp_path / "out2" / "guarantee.txt").read_text(encoding="utf-8")
-    assert not terms.startswith("Caution") and "Releasing the same record again" in terms
+    assert not (tmp_path / "out2" / "cautions.txt").exists()
     assert read_manifest(tmp_path / "out2")[0]["epsilon_record_total"] == "1"
+    # the shared terms are the same whether or not a record was repeated: they must not depend on the records
+    assert (tmp_path / "out2" / "guarantee.txt").read_text(encoding="utf-8") == terms
 
 
 def test_labels_csv_for_a_flat_folder_and_formula_names_in_the_manifest(image_model, tmp_path):
@@ -212,8 +214,9 @@ def test_kept_labels_are_released_in_labels_csv_and_a_folder_of_another_class_is
                "e.g. 0/a.png (folder '0', released as '1'): the names are copied from the input, and the released "
                "label is the one in labels.csv.")
     assert f"warning: {caution}" in capsys.readouterr().err
+    assert (output / "cautions.txt").read_text(encoding="utf-8").startswith(f"Caution: {caution}")
     terms = (output / "guarantee.txt").read_text(encoding="utf-8")
-    assert terms.startswith(f"Caution: {caution}")
+    assert "Caution" not in terms
     assert "labels.csv is part of the release: it gives each privatized file (column file) the label released" in terms
     assert "Share the privatized files, labels.csv and this file only." in terms
     # the release reads back as an input: its labels.csv is read (and said to be), not its folders
@@ -594,8 +597,10 @@ def test_a_row_in_the_csv_three_times_is_three_releases_and_costs_three_epsilon(
         assert totals[name] == ("1.5", "2", "3", "2e-05")
     for name in ("row 3", "row 4", "row 5", "row 6"):
         assert totals[name] == ("1.5", "1", "1.5", "1e-05")
+    assert (tmp_path / "out" / "cautions.txt").read_text(encoding="utf-8").startswith(
+        "Caution: 2 rows of the input occur more than once (1 row 4 times, 1 row 2 times;")
     terms = (tmp_path / "out" / "guarantee.txt").read_text(encoding="utf-8")
-    assert terms.startswith("Caution: 2 rows of the input occur more than once (1 row 4 times, 1 row 2 times;")
+    assert "Caution" not in terms
     assert ("Releasing the same record again (in another run, or as another copy in one input) costs its epsilon "
             "and delta again (basic composition): a record released n times costs n times the epsilon and delta "
             "of one release.") in terms
@@ -807,7 +812,7 @@ def test_a_run_ended_by_a_signal_stops_as_ctrl_c_does_with_files_and_manifest_in
     terms = (output / "guarantee.txt").read_text(encoding="utf-8")
     assert terms.startswith(f"Partial run: ended by {signal_name} after {len(privatized)} privatized input(s)")
     assert "Incomplete run" not in terms
-    assert "occur more than once" in terms  # the cautions written at the end are there
+    assert "occur more than once" in (output / "cautions.txt").read_text(encoding="utf-8")  # written at the end too
 
 
 def test_ctrl_c_between_writing_a_chunk_and_listing_it_keeps_privatized_csv_and_manifest_in_line(
@@ -983,11 +988,16 @@ def test_rows_a_bundled_model_was_trained_on_are_flagged(tmp_path, capsys):
     pd.concat([train.head(3), test.head(2)]).to_csv(mixed, index=False)
     assert run(BUNDLED_DIR / "diabetes-cinn", mixed, tmp_path / "out") == 0
     assert "warning: 3 input row(s) are rows diabetes-cinn was trained on" in capsys.readouterr().err
-    assert (tmp_path / "out" / "guarantee.txt").read_text(encoding="utf-8").startswith("Caution: 3 input row(s)")
+    assert (tmp_path / "out" / "cautions.txt").read_text(encoding="utf-8").startswith("Caution: 3 input row(s)")
     held_out = tmp_path / "held-out.csv"
     test.head(4).to_csv(held_out, index=False)
     assert run(BUNDLED_DIR / "diabetes-cinn", held_out, tmp_path / "out2") == 0
     assert "warning" not in capsys.readouterr().err
+    # whether released rows were training rows is the operator's to know: the shared terms are the same, and
+    # say the rule for any training row
+    terms = (tmp_path / "out" / "guarantee.txt").read_text(encoding="utf-8")
+    assert terms == (tmp_path / "out2" / "guarantee.txt").read_text(encoding="utf-8")
+    assert "for a record of that training data it does not cover what the model learned from the record" in terms
 
 
 def test_csv_columns_left_out_are_said_and_labels_are_for_images(table_model, tmp_path, capsys):

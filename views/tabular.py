@@ -175,7 +175,7 @@ def show_result(state) -> None:
     left, right = st.columns(2)
     left.download_button("Download privatized CSV", data, file_name="cadp-privatized.csv", mime="text/csv",
                          key="download_csv")
-    right.download_button("Download its terms (guarantee.txt)", ui.release_terms(result, state.get("caution")) + "\n",
+    right.download_button("Download its terms (guarantee.txt)", ui.release_terms(result) + "\n",
                           file_name="cadp-privatized-guarantee.txt", mime="text/plain", key="download_terms")
     if changed is not None:
         st.caption(f"Written {words}: {changed}.")
