@@ -427,7 +427,8 @@ def tabular_config(frame: pd.DataFrame, conditions: list[str], *, name: str, dat
     encoder = TabularEncoder(kinds).fit(frame)
     identifiers = [reason for spec in encoder.columns if spec.kind == "categorical"
                    and not pd.api.types.is_bool_dtype(frame[spec.name])
-                   and (reason := identifier_reason(spec.name, frame[spec.name].dropna()))]
+                   and (reason := identifier_reason(spec.name, frame[spec.name].dropna())
+                        or _unique_per_row(spec.name, frame[spec.name].dropna()))]
     if identifiers:  # (load_table drops such columns from a CSV; a DataFrame given here has not been read so)
         raise InputError("; ".join(identifiers) + ": a model stores each category it learns and a release can "
                          "contain them (other people's names or numbers); drop the column(s), or for a column "
@@ -449,6 +450,19 @@ def tabular_config(frame: pd.DataFrame, conditions: list[str], *, name: str, dat
                               condition_encoder=encoder.subset(conditions).to_dict(),
                               blocks=blocks, width=width, permutation_seed=seed,
                               condition_priors=priors)
+
+
+UNIQUE_CATEGORY_MIN_ROWS = 5
+
+
+def _unique_per_row(name, values: pd.Series) -> str | None:
+    """Why a categorical column with a different value in every one of at least UNIQUE_CATEGORY_MIN_ROWS rows
+    identifies rows (an ID typed as a category, names in a small table): a model stores each value and releases
+    them, each one another row's."""
+    if len(values) >= UNIQUE_CATEGORY_MIN_ROWS and values.nunique() == len(values):
+        return (f"column {name!r} has a different value in every one of its {len(values)} rows: as categories, "
+                "each row's value would be stored and released as another row's")
+    return None
 
 
 def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "table", dataset: str = "table",
@@ -655,6 +669,11 @@ def train_tabular_model(args) -> None:
         raise InputError(f"--column-type takes COLUMN=KIND (numeric or categorical), got {' '.join(malformed)}")
     kinds = dict(item.split("=", 1) for item in args.column_type) if args.column_type else None
     train, test = split_table(table.frame, args.seed)
+    if len(train) < 2 or len(test) < 2:  # fit_tabular's own message would count the training split, not the file
+        raise InputError(f"{table.name} has {len(table.frame)} row(s): this command holds out a fifth of them to "
+                         f"test the model and measure its latent distances ({len(test)} here) and fits on the rest "
+                         f"({len(train)}); each part needs at least two rows, so give at least 8 (a model learns "
+                         "little from fewer than a few hundred)")
     name = args.name or Path(args.out).name
     start = time.monotonic()
     with tqdm(total=100, desc=f"training {name}", unit="%",

@@ -819,6 +819,7 @@ IDENTIFIER_SHAPES = {
     "record numbers": re.compile(r"(?!\d{1,5}-\d$)\S*\d{5,}\S*"),
 }
 IDENTIFIER_SHAPE_SHARE = 0.9
+UNIQUE_NOTE_MIN_ROWS = 5  # a smaller table's text column with a different value in every row is noted, not dropped
 
 
 def _identifier_shape(text: pd.Series) -> str | None:
@@ -834,21 +835,24 @@ def identifier_reason(name, values: pd.Series, max_categories: int = MAX_CATEGOR
     "column 'x' has ...: treated as an identifier"; None when it does not. As categories its values would be
     stored in a model and could be released: more than ``max_categories`` distinct values, or more than
     IDENTIFIER_MIN_DISTINCT that are mostly not numbers and either at least IDENTIFIER_DISTINCT_SHARE of the
-    rows (names) or shaped like dates or record numbers (``code``: five-digit codes such as ZIP 02134 are not
-    record numbers)."""
+    rows (names), or any number of them shaped like dates or record numbers (``code``: five-digit codes such as
+    ZIP 02134 are not record numbers)."""
     distinct = values.nunique()
     if distinct > max_categories:
         return (f"column {name!r} has {distinct:,} distinct text values (more than {max_categories}): "
                 "treated as an identifier")
     if numeric_share is None:
         numeric_share = 0.0 if code else float(pd.to_numeric(values, errors="coerce").notna().mean())
-    if distinct <= IDENTIFIER_MIN_DISTINCT or numeric_share >= 0.5:  # mostly numbers: a measurement
+    if numeric_share >= 0.5 or values.empty:  # mostly numbers: a measurement
         return None
     text = values.astype(str).str.strip()
-    shape = _identifier_shape(text)
+    shape = _identifier_shape(text)  # dates and record numbers identify however few rows the table has
     if shape == "record numbers" and code and text.str.len().max() <= 5:
         shape = None  # five-digit codes (ZIP 02134) are no record numbers; a padded 0000424938 is
-    if distinct >= IDENTIFIER_DISTINCT_SHARE * len(values) or shape:
+    if shape == "record numbers" and distinct <= IDENTIFIER_MIN_DISTINCT \
+            and text.str.contains(r"\d{6,}").mean() < IDENTIFIER_SHAPE_SHARE:
+        shape = None  # a few five-digit values are codes (ZIP, lab codes) more often than record numbers
+    if (distinct > IDENTIFIER_MIN_DISTINCT and distinct >= IDENTIFIER_DISTINCT_SHARE * len(values)) or shape:
         return (f"column {name!r} has {distinct:,} distinct text values in {len(values):,} rows"
                 + (f" shaped like {shape} (e.g. {text.iloc[0]!r})" if shape else "")
                 + ": treated as an identifier (names, record numbers, dates)")
@@ -885,10 +889,12 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
             drop.append(name)
             notes.append(f"{identifies} and dropped")
             continue
-        if distinct > IDENTIFIER_MIN_DISTINCT and numeric_share < 0.5:  # mostly numbers: a measurement
-            notes.append(f"column {name!r} has {distinct:,} distinct text values: kept as categories, so the model "
-                         "stores each of them and a release can contain them; if they name people or records, "
-                         "remove the column from the file")
+        if numeric_share < 0.5 and (distinct > IDENTIFIER_MIN_DISTINCT
+                                    or (distinct == len(values) >= UNIQUE_NOTE_MIN_ROWS)):  # (numbers: a measurement)
+            notes.append(f"column {name!r} has {distinct:,} distinct text values"
+                         + (" (a different one in every row)" if distinct == len(values) else "")
+                         + ": kept as categories, so the model stores each of them and a release can contain "
+                         "them; if they name people or records, remove the column from the file")
         if distinct == 1:
             if len(frame) > 1:
                 notes.append(f"column {name!r} has one value ({only!r}) in every row: kept, "

@@ -914,3 +914,31 @@ def test_table_training_steps_must_be_a_whole_number(steps):
     frame = load_table("diabetes").frame.head(40)
     with pytest.raises(InputError, match=f"steps must be a whole number >= 1, e.g. 1500, got {steps!r}"):
         fit_tabular(frame, ["sex"], steps=steps)
+
+
+def test_fit_tabular_refuses_a_category_with_a_different_value_per_row_and_short_identifier_columns():
+    """An integer ID switched to categorical, names in a 20-row table, and dates or record numbers however few:
+    each would be stored in the model and released as another row's value."""
+    frame = _small_table(20)
+    with pytest.raises(InputError, match="column 'patient_id' has a different value in every one of its 20 rows"):
+        fit_tabular(frame.assign(patient_id=range(1001, 1021)), ["diag"], steps=2,
+                    kinds={"patient_id": "categorical"})
+    with pytest.raises(InputError, match="column 'name' has a different value in every one of its 20 rows"):
+        fit_tabular(frame.assign(name=[f"Patient {i}" for i in range(20)]), ["diag"], steps=2)
+    for column, values in (("visit", ["2024-01-01", "2024-01-08"] * 10), ("mrn", ["MRN100000", "MRN100001"] * 10)):
+        with pytest.raises(InputError, match=f"column '{column}' has 2 distinct text values in 20 rows shaped like"):
+            fit_tabular(frame.assign(**{column: values}), ["diag"], steps=2)
+    assert "ward" in fit_tabular(frame.assign(ward=["A", "B", "C", "D"] * 5), ["diag"], steps=2).config.data_columns
+
+
+@pytest.mark.parametrize("rows", [1, 2, 7])
+def test_the_training_cli_counts_the_files_rows_when_too_few(tmp_path, capsys, rows):
+    """A 1-row CSV was reported as 'a table of 0 row(s)' (the training split's count after the test rows)."""
+    from cadp import train
+
+    source = tmp_path / "few.csv"
+    _small_table(rows).to_csv(source, index=False)
+    assert train.main(["--dataset", str(source), "--out", str(tmp_path / "out"), "--conditions", "diag",
+                       "--steps", "5"]) == 2
+    err = capsys.readouterr().err
+    assert f"few.csv has {rows} row(s): this command holds out a fifth of them" in err and "give at least 8" in err

@@ -652,3 +652,18 @@ def test_an_image_folder_is_read_as_the_app_reads_images_and_its_layout_checked(
     with pytest.raises(InputError, match=r"holds split folders \(test, train\) with class folders inside: give "
                                          r"the folder of the classes, e\.g\. .*kaggle/test"):
         load_image_folder(tmp_path / "kaggle", "train")
+
+
+def test_dates_and_record_numbers_are_dropped_however_few_and_unique_names_in_a_small_table_are_noted():
+    """A 20-row table: its 20 names passed as categories without a word, and 15 visit dates or record numbers
+    among 200 rows were kept (the identifier rules needed more than 20 distinct values)."""
+    rows = [f"Patient {i},{30 + i},{['a', 'b'][i % 2]}" for i in range(20)]
+    upload = read_csv_upload(("name,age,group\n" + "\n".join(rows) + "\n").encode())
+    assert "name" in upload.frame.columns  # a small table's category with one value per row: said, not dropped
+    assert any("'name' has 20 distinct text values (a different one in every row): kept as categories" in note
+               for note in upload.notes)
+    visits = [f"2024-01-{1 + i % 15:02d},MRN{100000 + i % 15},{30 + i % 40}" for i in range(200)]
+    upload = read_csv_upload(("visit,mrn,age\n" + "\n".join(visits) + "\n").encode())
+    assert list(upload.frame.columns) == ["age"]
+    assert any("'visit' has 15 distinct text values in 200 rows shaped like dates" in n for n in upload.notes)
+    assert any("'mrn' has 15 distinct text values in 200 rows shaped like record numbers" in n for n in upload.notes)
