@@ -322,6 +322,31 @@ def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, se
         batches=batch_sizes(len(pixels), batch_size or len(pixels)), notes=notes)
 
 
+def _input_notes(model, columns: list, filled: dict[str, int], clipped: dict[str, int]) -> list[str]:
+    """What a release says about its input cells: read as the training mean, read as the range's nearer end, and
+    columns the model does not have (left out)."""
+    notes = [f"{name}: {count} cell(s) empty, not a number or infinite, read as the training mean "
+             f"{model.data_encoder.spec(name).mean:.4g}" for name, count in filled.items()]
+    for name, count in clipped.items():
+        spec = model.data_encoder.spec(name)
+        notes.append(f"{name}: {count} cell(s) outside the range the model knows ({spec.low:.4g} to "
+                     f"{spec.high:.4g}), read as its nearer end")
+    known = set(model.config.data_columns) | set(model.config.condition_columns)
+    if any(column not in known for column in columns):
+        notes.append("column(s) the model does not have, left out of the release: "
+                     + ", ".join(repr(c) for c in columns if c not in known))
+    return notes
+
+
+def input_notes(model: TabularCINN, frame: pd.DataFrame) -> list[str]:
+    """The notes a release of ``frame`` with ``model`` will carry about its cells, known before any release (the
+    table page shows them before Privatize): nothing is drawn and nothing is released."""
+    filled: dict[str, int] = {}
+    clipped: dict[str, int] = {}
+    model.data_encoder.transform(frame, filled=filled, clipped=clipped)
+    return _input_notes(model, list(frame.columns), filled, clipped)
+
+
 def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, generator, seed, origin, handlings,
                     batch_size, reconstruct):
     if not isinstance(frame, pd.DataFrame):
@@ -389,15 +414,7 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         for part in (original_frame, privatized_frame, rebuilt_frame):
             if part is not None:
                 part.index = row_index
-    notes = [f"{name}: {count} cell(s) empty, not a number or infinite, read as the training mean "
-             f"{model.data_encoder.spec(name).mean:.4g}" for name, count in filled.items()]
-    for name, count in clipped.items():
-        spec = model.data_encoder.spec(name)
-        notes.append(f"{name}: {count} cell(s) outside the range the model knows ({spec.low:.4g} to "
-                     f"{spec.high:.4g}), read as its nearer end")
-    if len(keep) < len(columns):
-        notes.append("column(s) the model does not have, left out of the release: "
-                     + ", ".join(repr(c) for c in columns if c not in decoded))
+    notes = _input_notes(model, columns, filled, clipped)
     return PrivatizationResult(
         original=rows, reconstruction=reconstruction, privatized=output, latent=latent, noisy_latent=noisy,
         condition=true_values, released_condition=released_values,

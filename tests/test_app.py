@@ -553,6 +553,28 @@ def test_a_release_of_rows_the_model_trained_on_says_so_on_screen_not_in_its_ter
     assert "Caution" not in guarantee(clean(at))
 
 
+def test_what_a_release_will_note_about_the_cells_is_said_before_privatize(media):
+    """Numbers outside the model's range, unreadable cells and columns the model does not have were noted only
+    after Privatize, once the release was made and charged."""
+    from cadp.data import load_table
+
+    rows = load_table("diabetes").frame.head(3).copy()
+    rows["bmi"] = [1e6, rows["bmi"].iloc[1], rows["bmi"].iloc[2]]
+    rows["bp"] = ["n/a", rows["bp"].iloc[1], rows["bp"].iloc[2]]
+    rows["name"] = ["Ann", "Bob", "Cy"]
+    at = page("tabular.py")
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="table_upload").set_value(("few.csv", rows.to_csv(index=False).encode(), "text/csv")).run()
+    before = [i.value for i in clean(at).info if i.value.startswith("A release of this table as it is")]
+    assert len(before) == 1 and "bmi: 1 cell(s) outside the range the model knows" in before[0]
+    assert "bp: 1 cell(s) empty, not a number or infinite" in before[0]
+    assert "column(s) the model does not have, left out of the release: 'name'" in before[0]
+    assert not downloads(at)  # nothing released yet
+    at.button(key="table_privatize").click().run()
+    after = " ".join(i.value for i in clean(at).info) + " ".join(c.value for c in at.caption)
+    assert "outside the range the model knows" in after
+
+
 def test_a_one_row_upload_is_released_without_an_error_it_cannot_act_on(media):
     """One row: the downstream check raised 'the target has a single value; pick a column...' with no column to
     pick, and the caution read '1 of these 1 rows are rows'."""

@@ -30,6 +30,14 @@ def rows_seen_in_training(table_key: str, model: tuple, _config, _frame) -> int 
     return count(_config, _frame)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def input_notes(table_key: str, model_name: str, _model, _frame) -> list[str]:
+    """``cadp.privatize.input_notes`` once per table and model, not on every run of the page."""
+    from cadp.privatize import input_notes as notes
+
+    return notes(_model, _frame)
+
+
 def training_rows_caution(loaded, frame, key: str) -> str | None:
     """What the release of ``frame`` with the bundled model must say about its rows the model trained on."""
     config = loaded.config
@@ -121,6 +129,9 @@ def model_for(loaded, frame, conditions, kinds, key):
             caution = training_rows_caution(loaded, frame, key)
             if caution:
                 st.warning(caution)
+            notes = input_notes(key, config.name, loaded.model, frame)
+            if notes:  # said before a release is made (and charged), not only after
+                st.info("A release of this table as it is: " + "; ".join(notes) + ".")
             return loaded.model
     st.warning("This table does not match the chosen model"
                + (f" ({'; '.join(problems)})" if problems else "") + ". To use that model, change the table or "
