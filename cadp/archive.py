@@ -1354,7 +1354,7 @@ def _main(argv=None) -> int:
                 with tqdm(total=total, desc="images", unit="file", disable=None) as progress:
                     privatize_images(loaded.model, loaded.config.class_names, source, resolver, settings,
                                      args.output, manifest, progress, args.input.name, own_png_names)
-            finally:  # an interrupted run's terms get the cautions too
+            finally:  # an interrupted run gets its cautions too (stderr, cautions.txt)
                 add_caution(args.output, repeated_records_caution(manifest, "image"))
                 if input_kind == "folder":
                     add_caution(args.output, training_data_caution(loaded.config, image_folder_name(args.input), 0))
@@ -1425,10 +1425,12 @@ def _say(message: str) -> None:
 
 
 def _no_terms_without_releases(output: Path, manifest: Manifest) -> None:
-    """Remove the terms written before the first batch when nothing was released: they are about no file."""
+    """Remove the terms written before the first batch, and any cautions, when nothing was released: they are
+    about no file."""
     if not manifest.privatized:
         try:
             (output / GUARANTEE_NAME).unlink(missing_ok=True)
+            (output / CAUTIONS_NAME).unlink(missing_ok=True)  # about inputs of which none was released
         except OSError:
             pass
 

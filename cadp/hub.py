@@ -583,7 +583,8 @@ def push_model(folder: Path | str, repo_id: str, *, token: str | None = None, dr
     A model trained on data that is not a public dataset (an upload, the user's own files) can reveal that
     data through its weights, config.json (column ranges and levels, class names) and model card: it is
     refused unless ``private`` (and then also when ``repo_id`` already exists as a public repo, which keeps
-    its visibility) or ``publish_own_data`` says to publish it anyway. A dry run refuses the same.
+    its visibility) or ``publish_own_data`` says to publish it anyway. A dry run refuses the same, except an
+    existing public repo, which only the push finds out (it asks the Hub).
 
     With ``dry_run=True`` nothing is sent: the result lists the files that would be uploaded.
     """
@@ -734,7 +735,9 @@ def main(argv: list[str] | None = None) -> int:
     push.add_argument("repo_id", help="owner/name")
     push.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded; send nothing")
     push.add_argument("--tag", help="tag the new commit (e.g. v0.1.0)")
-    push.add_argument("--private", action="store_true", help="create the repo as private")
+    push.add_argument("--private", action="store_true",
+                      help="create the repo as private (a repo that exists keeps its visibility: a model of data "
+                           "that is not public is then refused unless that repo is private)")
     push.add_argument("--publish-own-data", action="store_true",
                       help="push a model of data that is not public without --private (it can reveal that data)")
     push.add_argument("--endpoint", help="Hub URL (default: $HF_ENDPOINT or huggingface.co)")

@@ -428,11 +428,10 @@ def tabular_config(frame: pd.DataFrame, conditions: list[str], *, name: str, dat
     identifiers = [reason for spec in encoder.columns if spec.kind == "categorical"
                    and not pd.api.types.is_bool_dtype(frame[spec.name])
                    and (reason := identifier_reason(spec.name, frame[spec.name].dropna())
-                        or _unique_per_row(spec.name, frame[spec.name].dropna()))]
+                        or _unique_per_row(spec.name, frame[spec.name].dropna(), chosen=spec.name in (kinds or {})))]
     if identifiers:  # (load_table drops such columns from a CSV; a DataFrame given here has not been read so)
         raise InputError("; ".join(identifiers) + ": a model stores each category it learns and a release can "
-                         "contain them (other people's names or numbers); drop the column(s), or for a column "
-                         "of numbers, fit it as numeric")
+                         "contain them (other rows' values); drop the column(s)")
     for column in conditions:
         if encoder.spec(column).kind != "categorical":
             raise InputError(f"condition column {column!r} is numeric; choose a categorical column "
@@ -455,13 +454,17 @@ def tabular_config(frame: pd.DataFrame, conditions: list[str], *, name: str, dat
 UNIQUE_CATEGORY_MIN_ROWS = 5
 
 
-def _unique_per_row(name, values: pd.Series) -> str | None:
-    """Why a categorical column with a different value in every one of at least UNIQUE_CATEGORY_MIN_ROWS rows
-    identifies rows (an ID typed as a category, names in a small table): a model stores each value and releases
-    them, each one another row's."""
-    if len(values) >= UNIQUE_CATEGORY_MIN_ROWS and values.nunique() == len(values):
+def _unique_per_row(name, values: pd.Series, chosen: bool = False) -> str | None:
+    """Why a categorical column of text, or one ``chosen`` categorical by the caller, with a different value in
+    every one of at least UNIQUE_CATEGORY_MIN_ROWS rows identifies rows (names in a small table, an ID switched to
+    categorical): a model stores each value and releases them, each one another row's. A number column that
+    was only inferred categorical (a few whole numbers, e.g. the ages of an 8-row table) is not refused."""
+    text = not pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if (text or chosen) and len(values) >= UNIQUE_CATEGORY_MIN_ROWS and values.nunique() == len(values):
         return (f"column {name!r} has a different value in every one of its {len(values)} rows: as categories, "
-                "each row's value would be stored and released as another row's")
+                "each row's value would be stored and released as another row's"
+                + ("" if text else " (for numbers, choose the numeric type: --column-type "
+                   f"{name}=numeric, or the app's schema)"))
     return None
 
 

@@ -891,10 +891,15 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
             continue
         if numeric_share < 0.5 and (distinct > IDENTIFIER_MIN_DISTINCT
                                     or (distinct == len(values) >= UNIQUE_NOTE_MIN_ROWS)):  # (numbers: a measurement)
-            notes.append(f"column {name!r} has {distinct:,} distinct text values"
-                         + (" (a different one in every row)" if distinct == len(values) else "")
-                         + ": kept as categories, so the model stores each of them and a release can contain "
-                         "them; if they name people or records, remove the column from the file")
+            if distinct == len(values):  # (fit_tabular refuses such a column: each value is one row's)
+                notes.append(f"column {name!r} has a different text value in every one of its {len(values):,} "
+                             "rows: a model fitted on this table refuses it (it would release each row's value as "
+                             "another row's), and a model without this column leaves it out of the release; if "
+                             "it names people or records, remove it from the file")
+            else:
+                notes.append(f"column {name!r} has {distinct:,} distinct text values: kept as categories, so the "
+                             "model stores each of them and a release can contain them; if they name people or "
+                             "records, remove the column from the file")
         if distinct == 1:
             if len(frame) > 1:
                 notes.append(f"column {name!r} has one value ({only!r}) in every row: kept, "

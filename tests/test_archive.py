@@ -1190,3 +1190,17 @@ def test_a_rows_record_key_does_not_depend_on_how_the_table_was_read():
     assert keys[0] == keys[1] != keys[2]
     assert row_record_keys(pd.DataFrame({"a": ["1:2", ""], "b": ["", "1:2"]}))[0] != \
         row_record_keys(pd.DataFrame({"a": ["", "1:2"], "b": ["1:2", ""]}))[0]
+
+
+def test_a_run_that_releases_nothing_leaves_no_cautions(tmp_path, capsys):
+    """cautions.txt was written for a run whose every row was refused, and stayed when the terms were removed."""
+    from cadp.train import fit_tabular
+
+    model = save_model(fit_tabular(table_frame(60), ["sex"], steps=2, dataset="rows.csv"), tmp_path / "model")
+    source = tmp_path / "rows.csv"  # named like the model's training data: a caution, were anything released
+    table_frame(3).assign(sex=[7, 8, 9]).to_csv(source, index=False)  # conditions the model does not know
+    assert run(model, source, tmp_path / "out") == 1
+    assert not (tmp_path / "out" / "cautions.txt").exists() and not (tmp_path / "out" / "guarantee.txt").exists()
+    table_frame(3).to_csv(source, index=False)
+    assert run(model, source, tmp_path / "out2") == 0
+    assert "has the name of the data" in (tmp_path / "out2" / "cautions.txt").read_text(encoding="utf-8")

@@ -920,7 +920,8 @@ def test_fit_tabular_refuses_a_category_with_a_different_value_per_row_and_short
     """An integer ID switched to categorical, names in a 20-row table, and dates or record numbers however few:
     each would be stored in the model and released as another row's value."""
     frame = _small_table(20)
-    with pytest.raises(InputError, match="column 'patient_id' has a different value in every one of its 20 rows"):
+    with pytest.raises(InputError, match="column 'patient_id' has a different value in every one of its 20 rows.*"
+                                         "--column-type patient_id=numeric"):
         fit_tabular(frame.assign(patient_id=range(1001, 1021)), ["diag"], steps=2,
                     kinds={"patient_id": "categorical"})
     with pytest.raises(InputError, match="column 'name' has a different value in every one of its 20 rows"):
@@ -929,6 +930,10 @@ def test_fit_tabular_refuses_a_category_with_a_different_value_per_row_and_short
         with pytest.raises(InputError, match=f"column '{column}' has 2 distinct text values in 20 rows shaped like"):
             fit_tabular(frame.assign(**{column: values}), ["diag"], steps=2)
     assert "ward" in fit_tabular(frame.assign(ward=["A", "B", "C", "D"] * 5), ["diag"], steps=2).config.data_columns
+    # a few whole numbers, inferred categorical (an 8-row table's ages, one each), are not an identifier
+    eight = _small_table(8)
+    assert eight["age"].nunique() == 8
+    assert "age" in fit_tabular(eight, ["diag"], steps=2).config.data_columns
 
 
 @pytest.mark.parametrize("rows", [1, 2, 7])

@@ -31,8 +31,9 @@ def rows_seen_in_training(table_key: str, model: tuple, _config, _frame) -> int 
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def input_notes(table_key: str, model_name: str, _model, _frame) -> list[str]:
-    """``cadp.privatize.input_notes`` once per table and model, not on every run of the page."""
+def input_notes(table_key: str, model_origin: str, _model, _frame) -> list[str]:
+    """``cadp.privatize.input_notes`` once per table and model (by where it was loaded from: two models can share
+    a name), not on every run of the page."""
     from cadp.privatize import input_notes as notes
 
     return notes(_model, _frame)
@@ -129,7 +130,7 @@ def model_for(loaded, frame, conditions, kinds, key):
             caution = training_rows_caution(loaded, frame, key)
             if caution:
                 st.warning(caution)
-            notes = input_notes(key, config.name, loaded.model, frame)
+            notes = input_notes(key, loaded.origin, loaded.model, frame)
             if notes:  # said before a release is made (and charged), not only after
                 st.info("A release of this table as it is: " + "; ".join(notes) + ".")
             return loaded.model
