@@ -43,14 +43,7 @@ def table_model(tmp_path_factory) -> Path:
 
 def interrupted_at(call: int, function):
     """``function``, but Ctrl-C on its ``call``-th call."""
-    calls = []
-
-    def wrapped(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == call:
-            raise KeyboardInterrupt
-        return function(*args, **kwargs)
-    return wrapped
+    return failing_at(call, function, KeyboardInterrupt())
 
 
 def table_frame(rows: int) -> pd.DataFrame:
