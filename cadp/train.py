@@ -51,7 +51,7 @@ from cadp.models import (
     TabularModelConfig,
 )
 from cadp.runtime import configure_allocator
-from cadp.uploads import identifier_reason, is_folder_metadata
+from cadp.uploads import UNIQUE_PER_ROW_MIN_ROWS, identifier_reason, is_folder_metadata
 
 CHECKPOINT_PATH = Path("checkpoint") / "training.safetensors"  # inside the output folder
 
@@ -451,16 +451,13 @@ def tabular_config(frame: pd.DataFrame, conditions: list[str], *, name: str, dat
                               condition_priors=priors)
 
 
-UNIQUE_CATEGORY_MIN_ROWS = 5
-
-
 def _unique_per_row(name, values: pd.Series, chosen: bool = False) -> str | None:
     """Why a categorical column of text, or one ``chosen`` categorical by the caller, with a different value in
-    every one of at least UNIQUE_CATEGORY_MIN_ROWS rows identifies rows (names in a small table, an ID switched to
+    every one of at least UNIQUE_PER_ROW_MIN_ROWS rows identifies rows (names in a small table, an ID switched to
     categorical): a model stores each value and releases them, each one another row's. A number column that
     was only inferred categorical (a few whole numbers, e.g. the ages of an 8-row table) is not refused."""
     text = not pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-    if (text or chosen) and len(values) >= UNIQUE_CATEGORY_MIN_ROWS and values.nunique() == len(values):
+    if (text or chosen) and len(values) >= UNIQUE_PER_ROW_MIN_ROWS and values.nunique() == len(values):
         return (f"column {name!r} has a different value in every one of its {len(values)} rows: as categories, "
                 "each row's value would be stored and released as another row's"
                 + ("" if text else " (for numbers, choose the numeric type: --column-type "

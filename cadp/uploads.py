@@ -819,7 +819,9 @@ IDENTIFIER_SHAPES = {
     "record numbers": re.compile(r"(?!\d{1,5}-\d$)\S*\d{5,}\S*"),
 }
 IDENTIFIER_SHAPE_SHARE = 0.9
-UNIQUE_NOTE_MIN_ROWS = 5  # a smaller table's text column with a different value in every row is noted, not dropped
+# a category with a different value in every one of at least this many rows identifies rows: an upload notes it
+# (a small table's text column is kept), fit_tabular refuses it
+UNIQUE_PER_ROW_MIN_ROWS = 5
 
 
 def _identifier_shape(text: pd.Series) -> str | None:
@@ -890,7 +892,7 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
             notes.append(f"{identifies} and dropped")
             continue
         if numeric_share < 0.5 and (distinct > IDENTIFIER_MIN_DISTINCT
-                                    or (distinct == len(values) >= UNIQUE_NOTE_MIN_ROWS)):  # (numbers: a measurement)
+                                    or (distinct == len(values) >= UNIQUE_PER_ROW_MIN_ROWS)):  # (numbers: a measurement)
             if distinct == len(values):  # (fit_tabular refuses such a column: each value is one row's)
                 notes.append(f"column {name!r} has a different text value in every one of its {len(values):,} "
                              "rows: a model fitted on this table refuses it (it would release each row's value as "
