@@ -51,9 +51,9 @@ from cadp.mechanisms import (
     seed_option,
     total_epsilon,
 )
-from cadp.privatize import NOT_PRIVATE_SEED, privatize, release_guarantee
+from cadp.privatize import NOT_PRIVATE_SEED, privatize, release_guarantee, repeated_cost_note
 from cadp.runtime import configure_allocator
-from cadp.train import row_record_keys, rows_seen_in_training
+from cadp.train import row_record_keys, rows_seen_in_training, training_rows_caution
 from cadp.uploads import (
     DELIMITER_NAMES,
     ENCODING_NAMES,
@@ -542,9 +542,7 @@ NEUTRAL_NAMES_NOTE = (f"Files are numbered, in an order drawn at random, in fold
 
 def repeated_releases_note(mechanism: Mechanism) -> str:
     """What a second release of a record costs (PRIVACY.md: n releases cost n * eps_total)."""
-    cost = "epsilon and delta" if getattr(mechanism, "delta", None) is not None else "epsilon"
-    return (f"Releasing the same record again (in another run, or as another copy in one input) costs its {cost} "
-            f"again (basic composition): a record released n times costs n times the {cost} of one release.")
+    return repeated_cost_note(mechanism.describe(), "in another run, or as another copy in one input")
 
 
 def repeated_records_caution(manifest: Manifest, what: str) -> str | None:
@@ -1106,8 +1104,7 @@ def training_data_caution(config, input_name: str, seen_rows: int) -> str | None
     """Why a release's guarantee does not fully apply to this input: rows the model was trained on, or an input
     named like the (non-public) data the model was trained on."""
     if seen_rows:
-        return (f"{seen_rows} input row(s) are rows {config.name} was trained on (without DP): for them the "
-                "guarantee does not cover what the model learned from them.")
+        return training_rows_caution(config.name, seen_rows)
     if input_name == config.dataset:
         return (f"{input_name} has the name of the data {config.name} was trained on: if these are its training "
                 "rows, the guarantee does not cover what the model learned from them.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import random
 import re
 import unicodedata
 import zipfile
@@ -106,6 +107,52 @@ def released_description(terms: str, label: str, handling: str) -> str:
 
 # --------------------------------------------------------------------------- tables
 
+def release_files(result, names: list[str], class_names: list[str], handling: str, *, tag: str, terms: str,
+                  mechanism: str, cost: str) -> tuple[list[tuple[str, bytes]], list[dict]]:
+    """The PNG files of an image release and their manifest rows. Each PNG carries ``terms`` and its released
+    label; with a label that is not kept the files are numbered in an order drawn at random (upload order and
+    names would tell which input each is)."""
+    from cadp.uploads import png_bytes
+
+    order = list(range(len(names)))
+    if handling != "kept":
+        random.SystemRandom().shuffle(order)
+    files, manifest = [], []
+    for number, index in enumerate(order):
+        label = class_names[int(result.released_condition["label"][index])]
+        file = released_name(names[index], number, copy_name=handling == "kept", tag=tag, label=label)
+        description = released_description(terms, label, handling)
+        files.append((file, png_bytes(result.privatized[index].numpy(), description=description)))
+        manifest.append({"file": file, "condition": label, "mechanism": mechanism, "cost": cost,
+                         "noise": result.noise_source})
+    return files, manifest
+
+
+def download_note(handling: str, first_file: str) -> str:
+    """What the app says of an image release's downloaded files (``release_files``): their names and contents."""
+    if handling == "kept":
+        names = (f"Downloaded files keep your file names ({first_file}): rename them before sharing if a name "
+                 "identifies a patient. The guarantee covers the image content, not file names.")
+    else:
+        names = ("Downloaded files are numbered in an order drawn at random: with a label that is not kept, names "
+                 "(which often carry the true label) and the upload's order are left out. Each name carries the "
+                 f"label released with its image ({first_file}): share it with that label, never with the true one.")
+    return (names + "\n\nEach PNG carries this release's terms and its released label as its Description text "
+            "(shown by image viewers' properties or `exiftool`); a name ending in -not-private marks a release "
+            "without a formal guarantee (paper, or a fixed seed).")
+
+
+def latent_map_figure(array, title: str):
+    """A small image-like heat map (row 0 at the top, square cells); go, not px: ~5 ms instead of ~30 per map."""
+    import plotly.graph_objects as go
+
+    figure = go.Figure(go.Heatmap(z=array, colorscale="Magma", showscale=False))
+    figure.update_layout(title=title, height=220, margin=dict(l=0, r=0, t=30, b=0))
+    figure.update_xaxes(visible=False, constrain="domain")
+    figure.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", constrain="domain")
+    return figure
+
+
 def changed_cells(original: pd.DataFrame, released: pd.DataFrame) -> pd.DataFrame:
     """Boolean frame: True where a released cell differs from the original (numbers: beyond 1e-9 relative)."""
     original = original.reset_index(drop=True)
@@ -119,6 +166,13 @@ def changed_cells(original: pd.DataFrame, released: pd.DataFrame) -> pd.DataFram
         else:
             changed[column] = a.astype(str).to_numpy() != b.astype(str).to_numpy()
     return changed
+
+
+def highlighted_changes(original: pd.DataFrame, released: pd.DataFrame):
+    """``released`` as a pandas Styler: cells that differ from ``original`` highlighted, floats in short form."""
+    changed = changed_cells(original, released)
+    styled = released.style.apply(lambda _: changed.map(lambda c: "background-color: #fde68a" if c else ""), axis=None)
+    return styled.format(lambda v: f"{v:.6g}" if isinstance(v, float) else v)  # 53, not 53.000
 
 
 def numeric_columns(frame: pd.DataFrame) -> list[str]:
@@ -203,3 +257,27 @@ def downstream_accuracy(original: pd.DataFrame, released: pd.DataFrame, target: 
         classifier.fit(x[train], y[train])
         results[name] = float(classifier.score(features_o[test], labels_o[test]))
     return results
+
+
+def downstream_check(original: pd.DataFrame, released: pd.DataFrame, target: str) -> dict[str, float] | str:
+    """``downstream_accuracy``, or the sentence saying why there is none for ``target``."""
+    try:
+        return downstream_accuracy(original, released, target)
+    except InputError as error:
+        return f"No downstream check for {target}: {error}."
+
+
+def no_task_reason(frame: pd.DataFrame) -> str:
+    """Why ``task_columns`` found no column to predict in ``frame``."""
+    if len(frame) < MIN_TASK_ROWS:
+        return (f"No downstream check: it needs at least {MIN_TASK_ROWS} rows to train and test a classifier, and "
+                f"this release has {len(frame)}.")
+    return "No downstream check: no column of this release has between 2 and 20 distinct values to predict."
+
+
+def correlation_or_reason(original: pd.DataFrame, released: pd.DataFrame) -> pd.DataFrame | str:
+    """``correlation_difference``, or the sentence saying why there is none."""
+    try:
+        return correlation_difference(original, released)
+    except InputError as error:
+        return str(error)

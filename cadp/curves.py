@@ -106,6 +106,23 @@ def methods_caption(utility: dict, distances=None) -> str:
                                    for short, full in entries) + "."
 
 
+def error_bars_note(settings: dict | None, reference=None) -> str:
+    """What the accuracy curves' error bars are (``settings``: an eval.json section's settings; ``reference``:
+    the real-to-real accuracy, for the size of the sampling error the bars leave out)."""
+    settings = settings if isinstance(settings, dict) else {}
+    seeds, n_test = settings.get("seeds"), settings.get("n_test")
+    count = f"{len(seeds)} seeds" if isinstance(seeds, (list, tuple)) else "the seeds"
+    text = f"Error bars: the standard deviation over {count} (the noise drawn and the classifier's training differ"
+    if not isinstance(n_test, int) or isinstance(n_test, bool) or n_test < 1:
+        return text + " by seed)."
+    text += (f" by seed); every seed tests on the same {n_test:,} real records, so the bars leave out the sampling "
+             "error of that test set")
+    if isinstance(reference, (int, float)) and 0 < reference < 1:
+        text += (f" (a binomial standard error of about {math.sqrt(reference * (1 - reference) / n_test):.3f} at "
+                 f"the real-to-real accuracy {reference:.3f})")
+    return text + "."
+
+
 def _method_trace(name: str, method: dict, **scatter) -> go.Scatter:
     colour = method_colour(name)
     dash = None if method.get("kind") == "cadp" else "dot"

@@ -1294,7 +1294,15 @@ def write_report(folder: Path | str) -> Path:
     figure.update_layout(height=1300, title=f"CADP evaluation of {folder.name}")
     path = folder / REPORT_NAME
     html = figure.to_html(include_plotlyjs="cdn", full_html=True)
-    path.write_text(html.replace("</body>", OFFLINE_NOTICE + "</body>", 1), encoding="utf-8")
+    note = ""
+    if utility:  # under the charts: what the accuracy error bars are
+        from html import escape
+
+        from cadp.curves import error_bars_note, mean_of
+
+        note = error_bars_note(utility.get("settings"), mean_of((utility.get("reference") or {}).get("o/o")))
+        note = f'<p style="font: 14px sans-serif; margin: 0 2em 2em">{escape(note)}</p>\n'
+    path.write_text(html.replace("</body>", note + OFFLINE_NOTICE + "</body>", 1), encoding="utf-8")
     return path
 
 

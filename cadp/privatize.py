@@ -133,6 +133,14 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
     return " ".join(parts)
 
 
+def repeated_cost_note(mechanism: dict, occasions: str) -> str:
+    """What releasing a record again costs (PRIVACY.md: n releases cost n * eps_total), for a download's terms;
+    ``mechanism`` as ``Mechanism.describe()`` gives it, ``occasions`` the ways a record is released again."""
+    cost = "epsilon and delta" if mechanism.get("delta") is not None else "epsilon"
+    return (f"Releasing the same record again ({occasions}) costs its {cost} again (basic composition): a record "
+            f"released n times costs n times the {cost} of one release.")
+
+
 def release_guarantee(model: ImageCINN | TabularCINN, mechanism: Mechanism,
                       generator: torch.Generator | None = None, *, seed: int | None = None,
                       condition_handling: dict[str, ConditionHandling] | None = None) -> str:

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cadp import compare
+from cadp import compare, ui
 from cadp.mechanisms import PAPER_LABEL
 from tests import app_helpers as helpers
 
@@ -177,7 +177,6 @@ def test_a_paper_release_names_its_batch_and_no_temperature_note():
 
 
 def test_preview_figure_and_notes_say_what_was_evaluated():
-    from cadp import ui
     from cadp.mechanisms import make_mechanism
 
     utility = json.loads(json.dumps(helpers.UTILITY))
@@ -219,8 +218,6 @@ def test_preview_figure_and_notes_say_what_was_evaluated():
     lambda u: u.__setitem__("methods", [1, 2]),
 ])
 def test_preview_skips_a_malformed_utility_section(change):
-    from cadp import ui
-
     utility = json.loads(json.dumps(helpers.UTILITY))
     assert ui.preview_figure(utility, "laplace", 10) is not None
     change(utility)
@@ -244,7 +241,6 @@ def test_an_unreadable_eval_json_leaves_the_image_page_working(monkeypatch):
 
 
 def test_preview_notes_without_chance_or_settings_and_with_code_marks():
-    from cadp import ui
     from cadp.mechanisms import make_mechanism
 
     utility = json.loads(json.dumps(helpers.UTILITY))
@@ -407,13 +403,16 @@ def test_a_batch_download_carries_its_privacy_terms():
     assert "ZIP with manifest.csv and guarantee.txt" in downloads(at)[0].label
     state = at.session_state["image_result"]  # what the download button is given
     with zipfile.ZipFile(io.BytesIO(compare.batch_zip(state["files"], state["manifest"],
-                                                      state["result"].guarantee))) as archive:
+                                                      ui.release_terms(state["result"])))) as archive:
         rows = archive.read("manifest.csv").decode().splitlines()
         terms = archive.read("guarantee.txt").decode()
     assert len(rows) == 3 and "metric — ε·d privacy" in rows[1]
     assert "per unit of latent distance (ε·d) + ε = 2 for conditions" in rows[1]  # two units, both named
     assert "not private: reproducible seed" in rows[1] and "not private: reproducible seed" in terms
     assert "Metric privacy" in terms and "randomized by randomized response with epsilon = 2 over its" in terms
+    # a file shared on its own says what another release of the same image costs (PRIVACY.md: n releases, n eps)
+    assert ("Releasing the same record again (another press of Privatize, each strip or gallery image, or a release "
+            "elsewhere) costs its epsilon again (basic composition)") in terms
     assert any("names (which often carry the true label) and the upload's order are left out" in c.value
                for c in at.caption)
     # a fixed seed: not private, and the names, the ledger and a warning outside "Advanced" say so
@@ -443,7 +442,7 @@ def test_a_batch_download_with_a_label_not_kept_is_numbered_in_a_random_order():
     for name, data in state["files"]:  # and the label released with it, in its Description and its name
         label = name.split("-label-")[1].split("-")[0]
         assert Image.open(io.BytesIO(data)).text["Description"] == \
-            f"{state['result'].guarantee} Released label: {label} (resampled: drawn independently of the image)."
+            f"{ui.release_terms(state['result'])} Released label: {label} (resampled: drawn independently of the image)."
     assert sorted(downloaded) == sorted(in_upload_order) and downloaded != in_upload_order  # 1 in 40,320 by chance
     manifest = {row["file"]: row["condition"] for row in state["manifest"]}
     released = state["result"].released_condition["label"].tolist()
@@ -521,6 +520,9 @@ def test_tabular_bundled_release():
         m.label for m in at.metric}
     assert len(at.get("plotly_chart")) == 2
     assert [d.label for d in downloads(at)] == ["Download privatized CSV", "Download its terms (guarantee.txt)"]
+    assert ui.release_terms(at.session_state["table_result"]["result"]).endswith(
+        "Releasing the same record again (another press of Privatize, or a release elsewhere) costs its epsilon "
+        "again (basic composition): a record released n times costs n times the epsilon of one release.")
     # only the rows the model did not train on: for the 354 others the guarantee would not cover the model
     assert any("each row of diabetes (held-out rows) (88 rows)" in line and "ε = 2" in line for line in ledger(at))
     assert any("The 88 rows of diabetes that the network of tiny-table did not train on" in c.value
@@ -790,8 +792,6 @@ def test_batch_label_edits_outlive_a_page_change(monkeypatch):
 
 def test_schema_edits_outlive_a_page_change():
     """A column type changed in the schema editor reset on returning: its condition was gone, so was the release."""
-    from cadp import ui
-
     data = helpers.small_csv()
     at = whole_app()
     at.switch_page("views/tabular.py").run()
@@ -921,6 +921,10 @@ def test_utility_page_plots_eval_json_and_central_apart():
     assert [trace["y"] for trace in central["data"]] == [[0.7, 0.85]]  # accuracy only: ε is the axis, not a curve
     assert central["data"][0]["text"] == ["ε spent 0.99", "ε spent 7.9"]
     assert any("δ = 0.001 = 1/N for its N training records: a weak setting" in c.value for c in at.caption)
+    # the local curves have error bars and say what they are; the central one has none here, and says nothing
+    assert [c.value for c in at.caption if "Error bars" in c.value] == [
+        "Error bars: the standard deviation over the seeds (the noise drawn and the classifier's training differ by "
+        "seed)."]
 
 
 def test_utility_page_without_section_names_the_command(weights):
@@ -1219,8 +1223,6 @@ def test_utility_legends_sit_below_the_plot_and_label_no_line_on_it():
 def test_a_loaded_model_makes_its_passes_in_the_background(weights):
     import threading
 
-    from cadp import ui
-
     ui.load_model.clear()
     loaded = ui.load_model(str(weights / helpers.IMAGE_MODEL))
     for thread in threading.enumerate():
@@ -1254,7 +1256,6 @@ print(sorted(set(sys.modules) - before))
 
 
 def test_ledger_words_for_each_kind_of_release():
-    from cadp import ui
     from cadp.mechanisms import make_mechanism
 
     laplace, metric, paper = (make_mechanism("laplace", 10, temperature=0.7), make_mechanism("metric", 1),
@@ -1309,7 +1310,6 @@ def test_the_ledger_counts_a_table_row_in_every_table_and_encoding_it_came_in():
 
 
 def test_a_tables_ledger_line_shows_the_most_any_of_its_rows_cost():
-    from cadp import ui
     from cadp.mechanisms import make_mechanism
 
     state = {}
@@ -1425,9 +1425,8 @@ def test_a_paper_batch_download_names_its_batch():
     clean(at)
     state = at.session_state["image_result"]
     assert all("(ran on one batch of 3 records)" in row["mechanism"] for row in state["manifest"])
-    from cadp import ui
-
-    assert ui.release_terms(state["result"]).endswith("This release ran it on one batch of 3 records.")
+    terms = ui.release_terms(state["result"])
+    assert "This release ran it on one batch of 3 records.\n\nReleasing the same record again" in terms
 
 
 def test_an_upload_holding_the_models_training_rows_is_flagged():

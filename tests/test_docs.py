@@ -50,3 +50,31 @@ def test_readme_front_matter_is_a_docker_space_the_hub_accepts():
     meta = yaml.safe_load(readme.split("---\n")[1])
     assert meta["sdk"] == "docker" and meta["app_port"] == 8501
     assert front_matter_errors(readme.replace(meta["short_description"], "x" * 61), "space") != []
+
+
+def test_the_large_epsilon_note_quotes_the_bundled_image_models_measurements():
+    """The app's note on large ε quotes re-identification rates; they must be those of the bundled models'
+    eval.json (a note that releases up to ε 100 are like fresh samples contradicted them)."""
+    import json
+    import re
+
+    from cadp.ui import large_epsilon_note
+
+    rates = {}
+    for name in ("mnist-cinn", "fashion-mnist-cinn"):
+        utility = json.loads((ROOT / "weights" / name / "eval.json").read_text())["utility"]
+        assert utility["chance_given_condition"] == 0.02
+        for mechanism in ("laplace", "gaussian"):
+            values = dict(zip(utility["epsilons"], utility["methods"][mechanism]["reid_latent"]))
+            for epsilon in (6.0, 10.0, 100.0):
+                rates.setdefault((mechanism, epsilon), []).append(values[epsilon])
+
+    def span(values):  # as the note writes a range of percentages
+        return f"{min(values):.0%}"[:-1] + "–" + f"{max(values):.0%}"[:-1] + " %"
+
+    note = large_epsilon_note()
+    assert "(2 % within a label)" in note
+    assert f"with gaussian ({span(rates['gaussian', 6.0])}; {span(rates['gaussian', 10.0])} at ε = 10)" in note
+    assert f"(laplace {span(rates['laplace', 100.0])}, gaussian over 99 %)" in note
+    assert min(rates["gaussian", 100.0]) > 0.99
+    assert not re.search(r"come back only|return only", note)

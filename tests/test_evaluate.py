@@ -534,6 +534,13 @@ def test_report_labels_every_paper_trace(name, tmp_path):
 
     releases = read_eval(folder)["audit"]["releases"]
     assert f"the most {releases:,} releases can show ({largest_provable_epsilon(releases):.2f})" in names
+    # the error bars are the spread over seeds on one fixed test set, and the report says what that leaves out
+    utility = read_eval(folder)["utility"]
+    n_test, reference = utility["settings"]["n_test"], utility["reference"]["o/o"]["mean"]
+    standard_error = (reference * (1 - reference) / n_test) ** 0.5
+    assert (f"Error bars: the standard deviation over 3 seeds (the noise drawn and the classifier&#x27;s training "
+            f"differ by seed); every seed tests on the same {n_test:,} real records") in html
+    assert f"a binomial standard error of about {standard_error:.3f} at the real-to-real accuracy" in html
 
 
 def test_a_quick_run_never_replaces_a_full_one_unasked(tiny_table_folder, tmp_path, capsys):

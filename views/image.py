@@ -1,10 +1,7 @@
 """Image privatization: upload or sample -> preprocessing -> condition -> mechanism -> release."""
 
-import random
-
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 import torch
 
@@ -12,7 +9,7 @@ from cadp import compare, ui
 from cadp.data import IMAGE_DATASETS
 from cadp.mechanisms import new_generator
 from cadp.privatize import latent_difference_maps, privatize
-from cadp.uploads import default_invert, png_bytes
+from cadp.uploads import default_invert
 
 STRIP_EPSILONS = [1, 10, 100, 1000, 10000]
 RESULT = "image_result"
@@ -113,33 +110,13 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
         ui.charge(records[0].key, records[0].name, settings.mechanism, handling.cost, seeded=settings.seed is not None)
         gallery_images.append(out.privatized[0])
     progress.progress(1.0, text="Done")
-    class_names = loaded.config.class_names
-    files, manifest = [], []
-    order = list(range(len(records)))
-    if handling.handling != "kept":  # numbered in upload order, the numbers would tell which inputs they are
-        random.SystemRandom().shuffle(order)
-    tag, terms = compare.release_tag(settings.mechanism, seeded=settings.seed is not None), ui.release_terms(result)
-    for number, index in enumerate(order):
-        record, label = records[index], class_names[int(result.released_condition["label"][index])]
-        file = compare.released_name(record.name, number, copy_name=handling.handling == "kept", tag=tag,
-                                     label=label)
-        description = compare.released_description(terms, label, handling.handling)  # terms and label in the file
-        files.append((file, png_bytes(result.privatized[index].numpy(), description=description)))
-        mechanism = ui.MECHANISM_LABELS[name] + (f" (ran on {result.batch_text})" if name == "paper" else "")
-        manifest.append({"file": file, "condition": label,
-                         "mechanism": mechanism, "cost": ui.cost_text([settings.mechanism], handling.cost),
-                         "noise": result.noise_source})
+    files, manifest = compare.release_files(
+        result, [r.name for r in records], loaded.config.class_names, handling.handling,
+        tag=compare.release_tag(settings.mechanism, seeded=settings.seed is not None), terms=ui.release_terms(result),
+        mechanism=ui.MECHANISM_LABELS[name] + (f" (ran on {result.batch_text})" if name == "paper" else ""),
+        cost=ui.cost_text([settings.mechanism], handling.cost))
     return {"names": [r.name for r in records], "result": result, "handling": handling.handling, "strip": strip_images, "gallery": gallery_images,
             "files": files, "manifest": manifest, "epsilon": settings.epsilon}
-
-
-def heatmap(array, title):
-    """A small image-like heat map (row 0 at the top, square cells); go, not px: ~5 ms instead of ~30 per map."""
-    figure = go.Figure(go.Heatmap(z=array, colorscale="Magma", showscale=False))
-    figure.update_layout(title=title, height=220, margin=dict(l=0, r=0, t=30, b=0))
-    figure.update_xaxes(visible=False, constrain="domain")
-    figure.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", constrain="domain")
-    return figure
 
 
 def show_result(loaded, state, changed: bool) -> None:
@@ -161,7 +138,7 @@ def show_result(loaded, state, changed: bool) -> None:
     columns[3].image(ui.to_display((privatized - original).abs()), width=ui.IMAGE_WIDTH, caption="pixel difference |x' − x|")
     maps = latent_difference_maps(loaded.model, result.latent[index], result.noisy_latent[index])
     for column, (title, array) in zip(st.columns(len(maps)), maps):
-        column.plotly_chart(heatmap(array, f"|M(z) − z|: {title}"), key=f"latent_map_{title}")
+        column.plotly_chart(compare.latent_map_figure(array, f"|M(z) − z|: {title}"), key=f"latent_map_{title}")
     quality = compare.image_quality(original, privatized)
     metrics = st.columns(4)
     metrics[0].metric("SSIM", f"{quality['ssim']:.3f}")
@@ -188,17 +165,7 @@ def show_result(loaded, state, changed: bool) -> None:
         st.download_button(f"Download {len(names)} privatized images (ZIP with manifest.csv and guarantee.txt)",
                            compare.batch_zip(state["files"], state["manifest"], ui.release_terms(result)),
                            file_name="cadp-privatized.zip", mime="application/zip", key="download_zip")
-    if state["handling"] == "kept":
-        st.caption(f"Downloaded files keep your file names ({state['files'][0][0]}): rename them before sharing if "
-                   "a name identifies a patient. The guarantee covers the image content, not file names.")
-    else:
-        st.caption("Downloaded files are numbered in an order drawn at random: with a label that is not kept, "
-                   "names (which often carry the true label) and the upload's order are left out. Each name "
-                   f"carries the label released with its image ({state['files'][0][0]}): share it with that "
-                   "label, never with the true one.")
-    st.caption("Each PNG carries this release's terms and its released label as its Description text (shown by "
-               "image viewers' properties or `exiftool`); a name ending in -not-private marks a release without "
-               "a formal guarantee (paper, or a fixed seed).")
+    st.caption(compare.download_note(state["handling"], state["files"][0][0]))
 
 
 def page(loaded) -> None:

@@ -4,73 +4,12 @@ import pandas as pd
 import streamlit as st
 
 from cadp import compare, ui
-from cadp.data import TABULAR_DATASETS, infer_column_kind, load_table, table_fit_problems, text_category_columns
+from cadp.data import TABULAR_DATASETS, infer_column_kind, table_fit_problems, text_category_columns
 from cadp.privatize import privatize
+from cadp.train import fit_here_caution, held_out_rows_note
 
 RESULT = "table_result"
 SHOWN_ROWS = 200
-
-
-@st.cache_resource(show_spinner="Loading the table…", max_entries=4)
-def bundled_table(name: str, seed: int):
-    """(the table, its rows held out from the model's training, how many rows trained the model)."""
-    from cadp.train import split_table
-
-    table = load_table(name)
-    train, test = split_table(table.frame, seed)  # the split cadp.train made for this model
-    return table, test, len(train)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def rows_seen_in_training(table_key: str, model: tuple, _config, _frame) -> int | None:
-    """``cadp.train.rows_seen_in_training`` once per table and model (name, dataset, split seed), not on every
-    run of the page."""
-    from cadp.train import rows_seen_in_training as count
-
-    return count(_config, _frame)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def input_notes(table_key: str, model_origin: str, _model, _frame) -> list[str]:
-    """``cadp.privatize.input_notes`` once per table and model (by where it was loaded from: two models can share
-    a name), not on every run of the page."""
-    from cadp.privatize import input_notes as notes
-
-    return notes(_model, _frame)
-
-
-def training_rows_caution(loaded, frame, key: str) -> str | None:
-    """What the release of ``frame`` with the bundled model must say about its rows the model trained on."""
-    config = loaded.config
-    seen = rows_seen_in_training(key, (config.name, config.dataset, config.permutation_seed), config, frame)
-    if not seen:
-        return None
-    if len(frame) == 1:
-        return (f"This row is a row {config.name} was trained on (without DP): for it the guarantee does not cover "
-                "what the model learned from it.")
-    return (f"{seen} of these {len(frame)} rows {'is a row' if seen == 1 else 'are rows'} {config.name} was trained "
-            f"on (without DP): for {'it' if seen == 1 else 'them'} the guarantee does not cover what the model "
-            f"learned from {'it' if seen == 1 else 'them'}.")
-
-
-def fitted_models() -> dict:
-    """Models fitted on this session's uploads, by content hash (never written to disk, never shared with another
-    session); at most 2, and gone with the session."""
-    return st.session_state.setdefault("table_fitted_models", {})
-
-
-def fitted_model(key: tuple, frame, progress=None):
-    from cadp.train import fit_tabular
-
-    store = fitted_models()
-    if key not in store:
-        _content_hash, conditions, kinds, steps = key
-        model = fit_tabular(frame, list(conditions), name="fitted on upload", dataset="upload", kinds=dict(kinds),
-                            steps=steps, progress=progress)
-        while len(store) >= 2:
-            store.pop(next(iter(store)))
-        store[key] = model
-    return store[key]
 
 
 def choose_table(loaded):
@@ -80,14 +19,9 @@ def choose_table(loaded):
         options.insert(0, f"Bundled table ({loaded.config.dataset})")
     source = st.radio("Input", options, horizontal=True, key=ui.kept("table_source"))
     if source != "Upload a CSV":
-        table, held_out, trained = bundled_table(loaded.config.dataset, loaded.config.permutation_seed)
+        table, held_out, trained = ui.bundled_table(loaded.config.dataset, loaded.config.permutation_seed)
         data = held_out.to_csv(index=False).encode()
-        st.caption(f"The {len(held_out)} rows of {table.name} that the network of {loaded.config.name} did not "
-                   f"train on. Its other {trained} rows trained the network (without DP) and are not offered: for them "
-                   "the guarantee would not cover what the model learned. The encoder's column types, levels, ranges "
-                   f"and means were computed from all {len(table.frame)} rows of the table, these included, so the "
-                   "model is not wholly independent of them (e.g. a column's lowest or highest value, which bounds "
-                   f"the released numbers, may be one of these rows'). License: {table.license}")
+        st.caption(held_out_rows_note(table, len(held_out), trained, loaded.config.name))
         return (held_out, f"{table.name} (held-out rows)", ui.record_key(data), list(loaded.config.condition_columns),
                 {})
     uploads = ui.kept_uploads("CSV file (header row; comma, semicolon or tab separated)", "table_upload",
@@ -127,18 +61,14 @@ def model_for(loaded, frame, conditions, kinds, key):
         problems = table_fit_problems(config, frame, kinds, conditions)
         if not problems:
             st.success(f"The table fits the model {config.name}: using it.")
-            caution = training_rows_caution(loaded, frame, key)
+            caution = ui.training_rows_caution(loaded, frame, key)
             if caution:
                 st.warning(caution)
-            notes = input_notes(key, loaded.origin, loaded.model, frame)
+            notes = ui.input_notes(key, loaded.origin, loaded.model, frame)
             if notes:  # said before a release is made (and charged), not only after
                 st.info("A release of this table as it is: " + "; ".join(notes) + ".")
             return loaded.model
-    st.warning("This table does not match the chosen model"
-               + (f" ({'; '.join(problems)})" if problems else "") + ". To use that model, change the table or "
-               "the choices above; otherwise a model is fitted on it here. That model has seen these rows without "
-               "DP: the guarantee of a release assumes a model fixed independently of the record, so for the rows "
-               "used to fit it the stated guarantee does not cover what the model learned.")
+    st.warning(fit_here_caution(problems))
     fit_key = (key, tuple(conditions), tuple(sorted(kinds.items())))
     with st.form("table_fit"):
         steps = st.slider("Training steps", 100, 3000, 400, 100, key=ui.kept("table_steps"))
@@ -149,20 +79,14 @@ def model_for(loaded, frame, conditions, kinds, key):
         def report(share, loss):
             bar.progress(min(float(share), 1.0), text=f"Fitting… loss {loss:.3f}")
 
-        fitted_model((*fit_key, steps), frame, report)
+        ui.fitted_model((*fit_key, steps), frame, report)
         bar.progress(1.0, text="Fitted")
         st.session_state["table_fitted"] = (*fit_key, steps)
     fitted = st.session_state.get("table_fitted")
     if fitted is None or fitted[:3] != fit_key:
         st.info("Fit a model to continue.")
         return None
-    return fitted_model(fitted, frame)
-
-
-def highlighted(original: pd.DataFrame, released: pd.DataFrame):
-    changed = compare.changed_cells(original, released)
-    styled = released.style.apply(lambda _: changed.map(lambda c: "background-color: #fde68a" if c else ""), axis=None)
-    return styled.format(lambda v: f"{v:.6g}" if isinstance(v, float) else v)  # 53, not 53.000
+    return ui.fitted_model(fitted, frame)
 
 
 def show_result(state) -> None:
@@ -179,7 +103,7 @@ def show_result(state) -> None:
     left.dataframe(original.head(shown), key="table_original")
     right.markdown("Privatized (changed cells highlighted; numbers stay within the range of the table the model "
                    "was fitted on)")
-    right.dataframe(highlighted(original.head(shown), released.head(shown)), key="table_released")
+    right.dataframe(compare.highlighted_changes(original.head(shown), released.head(shown)), key="table_released")
     # the downloads before the comparisons below, so that nothing a comparison meets can hide them
     if "written" not in state:  # once per release
         state["written"] = ui.require("release_csv", "cadp.uploads")(released, state["csv_format"])
@@ -196,10 +120,7 @@ def show_result(state) -> None:
     column = st.selectbox("Distribution of", list(original.columns), key=ui.kept("table_distribution_column"))
     st.plotly_chart(compare.distribution_figure(original, released, column), key="table_histogram")
     if "correlation" not in state:  # once per release, not on every rerun of the page
-        try:
-            state["correlation"] = compare.correlation_difference(original, released)
-        except ui.InputError as error:
-            state["correlation"] = str(error)
+        state["correlation"] = compare.correlation_or_reason(original, released)
     difference = state["correlation"]
     if isinstance(difference, str):
         st.caption(difference)
@@ -210,10 +131,7 @@ def show_result(state) -> None:
         target = st.selectbox("Downstream task: predict", targets, index=default, key=ui.kept("table_target"))
         scores = state.setdefault("accuracy", {})  # per target, once per release
         if target not in scores:
-            try:
-                scores[target] = compare.downstream_accuracy(original, released, target)
-            except ui.InputError as error:
-                scores[target] = f"No downstream check for {target}: {error}."
+            scores[target] = compare.downstream_check(original, released, target)
         accuracy = scores[target]
         if isinstance(accuracy, str):
             st.caption(accuracy)
@@ -223,11 +141,8 @@ def show_result(state) -> None:
         cols[1].metric("trained on real, tested on real (o/o)", f"{accuracy['o/o']:.3f}")
         cols[2].metric("majority class", f"{accuracy['chance']:.3f}")
         st.caption("Logistic regression; the tested rows are held out from training in both cases.")
-    elif len(original) < compare.MIN_TASK_ROWS:
-        st.caption(f"No downstream check: it needs at least {compare.MIN_TASK_ROWS} rows to train and test a "
-                   f"classifier, and this release has {len(original)}.")
     else:
-        st.caption("No downstream check: no column of this release has between 2 and 20 distinct values to predict.")
+        st.caption(compare.no_task_reason(original))
 
 
 def page(loaded) -> None:
@@ -270,7 +185,7 @@ def page(loaded) -> None:
                        seeded=settings.seed is not None)
         bundled = loaded is not None and model is loaded.model  # a model fitted here: its guarantee says so
         st.session_state[RESULT] = {"result": result, "made_of": made_of, "choices": choices, "csv_format": csv_format,
-                                    "caution": training_rows_caution(loaded, frame, key) if bundled else None}
+                                    "caution": ui.training_rows_caution(loaded, frame, key) if bundled else None}
     state = st.session_state.get(RESULT)
     if state is not None and state["made_of"] == made_of:
         st.header("4 · Release")

@@ -18,6 +18,8 @@ def show_utility(utility: dict, key: str, config, title_note: str = "") -> None:
     st.plotly_chart(epsilon_figure(utility, "p/o", "Downstream accuracy: trained on releases, tested on real data"
                                    + title_note, "accuracy", reference=reference), key=f"{key}_accuracy")
     st.caption(methods_caption(utility, distances))
+    if any(std_of(method.get("p/o")) for method in utility.get("methods", {}).values()):  # bars drawn: say what
+        st.caption(curves.error_bars_note(utility.get("settings"), reference))
     st.plotly_chart(epsilon_figure(with_strongest_attacker(utility), "reid", "Re-identification: the best attacker"
                                    + title_note, "top-1 rate", chance=utility.get("chance")), key=f"{key}_reid")
     st.caption("Each release is matched to its nearest original among those with the label or conditions released "
@@ -61,6 +63,8 @@ def show_central(central: dict) -> None:
         figure.update_layout(xaxis_title="ε (central DP, target of the training run)", xaxis_type="log",
                              yaxis_title="test accuracy", yaxis_range=[0, 1.05], height=380)
         st.plotly_chart(figure, key="central_figure")
+        if std:
+            st.caption(curves.error_bars_note(central.get("settings")))
         architecture = (central.get("settings") or {}).get("architecture")
         if architecture:
             delta = central.get("delta")
