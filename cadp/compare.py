@@ -248,7 +248,8 @@ def downstream_accuracy(original: pd.DataFrame, released: pd.DataFrame, target: 
     test, train = order[:n_test], order[n_test:]
     if len(train) < 2:
         raise InputError("the table is too small to train and test a classifier")
-    results = {"chance": float(pd.Series(labels_o[test]).value_counts(normalize=True).max())}
+    results = {"chance": float(pd.Series(labels_o[test]).value_counts(normalize=True).max()),
+               "n_train": len(train), "n_test": len(test)}
     for name, x, y in (("o/o", features_o, labels_o), ("p/o", features_p, labels_p)):
         if len(set(y[train])) < 2:
             results[name] = float(np.mean(y[test] == y[train][0]))
@@ -257,6 +258,13 @@ def downstream_accuracy(original: pd.DataFrame, released: pd.DataFrame, target: 
         classifier.fit(x[train], y[train])
         results[name] = float(classifier.score(features_o[test], labels_o[test]))
     return results
+
+
+def downstream_words(accuracy: dict) -> str:
+    """How ``downstream_accuracy``'s numbers were made, and why its o/o differs from an evaluation's."""
+    return (f"Logistic regression, trained on {accuracy['n_train']} rows of this release (privatized for p/o, their "
+            f"originals for o/o) and tested on the other {accuracy['n_test']} real rows: a split of this release "
+            "alone, so its o/o differs from the model's evaluation (trained on the model's training rows).")
 
 
 def downstream_check(original: pd.DataFrame, released: pd.DataFrame, target: str) -> dict[str, float] | str:
@@ -281,3 +289,20 @@ def correlation_or_reason(original: pd.DataFrame, released: pd.DataFrame) -> pd.
         return correlation_difference(original, released)
     except InputError as error:
         return str(error)
+
+
+def shuffled_rows_note(seed: int | None) -> str:
+    """What a table release's download says of its row order (``download_rows``)."""
+    return ("Rows are written in an order drawn at random: a condition that is not kept would show through the "
+            "input's order (a file sorted by it); the page shows them in the input's order, for you only."
+            + ("" if seed is None else f" With the fixed seed {seed} the order is drawn from the seed: anyone with "
+               "it can reproduce it (not private: reproducible seed)."))
+
+
+def download_rows(released: pd.DataFrame, handlings: dict, seed: int | None) -> tuple[pd.DataFrame, str | None]:
+    """The released rows as a download writes them, and a note on their order: in an order drawn at random when a
+    condition is not kept (as the batch CLI writes them), else as given (None)."""
+    if all(handling.handling == "kept" for handling in handlings.values()):
+        return released, None
+    order = np.random.default_rng(seed).permutation(len(released))  # seed None: fresh entropy from the OS
+    return released.iloc[order].reset_index(drop=True), shuffled_rows_note(seed)

@@ -93,7 +93,7 @@ def legend_name(name: str, method: dict) -> str:
     return SHORT_NAMES.get(name) or method_label(name, method)
 
 
-def _literal(text: str) -> str:
+def literal(text: str) -> str:
     """Text from eval.json (it may come from the Hub) shown as itself in a Markdown caption."""
     return re.sub(r"([\\`*_\[\]()#<>!~|$])", r"\\\1", text[:200])
 
@@ -102,7 +102,7 @@ def methods_caption(utility: dict, distances=None) -> str:
     """What each legend entry stands for, in full (where the full description says more than the legend)."""
     entries = [(legend_name(name, method), method_label(name, method, distances))
                for name, method in ordered(utility.get("methods", {}))]
-    return "Methods: " + "; ".join(f"{_literal(short)}: {_literal(full)}" if full != short else _literal(short)
+    return "Methods: " + "; ".join(f"{literal(short)}: {literal(full)}" if full != short else literal(short)
                                    for short, full in entries) + "."
 
 

@@ -47,9 +47,9 @@ class LatentDistances:
 
     @property
     def measured_on(self) -> str:
-        """Which records the distances were measured on, for a sentence: "on 45 held-out records"."""
-        if self.held_out:
-            return f"on {self.n_records} held-out records"
+        """Which records the distances were measured on, for a sentence: "on 45 held-out records (...)"."""
+        if self.held_out:  # (a model fitted on an upload held them out of its training steps, to choose when to stop)
+            return f"on {self.n_records} held-out records (not trained on; at most used to choose when training stopped)"
         if self.held_out is None:
             return f"on {self.n_records} records (whether held out or fitted on was not recorded with this model)"
         return f"on {self.n_records} records the model was fitted on (too few held-out ones to measure on)"
@@ -130,6 +130,11 @@ class TabularModelConfig:
     @property
     def condition_columns(self) -> list[str]:
         return [c["name"] for c in self.condition_encoder["columns"]]
+
+    @property
+    def column_kinds(self) -> dict[str, str]:
+        """Each column's kind ("numeric" or "categorical"), data and condition columns alike."""
+        return {c["name"]: c["kind"] for c in self.data_encoder["columns"] + self.condition_encoder["columns"]}
 
     @property
     def latent_dim(self) -> int:

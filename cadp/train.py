@@ -787,8 +787,8 @@ def _distance_lines(distances: LatentDistances | None, group: str = "the same cl
         return "- latent distances: not measured\n"
     return (f"- d_typ (median pairwise L1 latent distance between records of {group}): {distances.d_typ:.1f}\n"
             f"- d_nn (median nearest-neighbour L1 latent distance within {group}): {distances.d_nn:.1f}\n"
-            f"- median latent L1 norm: {distances.latent_l1_norm:.1f} "
-            f"(measured {distances.measured_on})\n")
+            f"- median latent L1 norm: {distances.latent_l1_norm:.1f}\n"
+            f"- all three measured {distances.measured_on}\n")
 
 
 def _kernels(conv_subnet: str) -> str:

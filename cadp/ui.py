@@ -22,7 +22,7 @@ import streamlit as st
 import torch
 
 from cadp import hub
-from cadp.curves import finite_numbers, mean_of, strongest_reidentification
+from cadp.curves import finite_numbers, literal, mean_of, strongest_reidentification
 from cadp.errors import CadpError, InputError, ModelError
 from cadp.mechanisms import (
     DEFAULT_TEMPERATURE,
@@ -251,6 +251,9 @@ def run_page(title: str, body, kind: str | None = None, needs_model: bool = True
     _restore_kept_values(title)
     st.title(title)
     loaded = sidebar(kind) if picker else None
+    if loaded is not None:  # on a narrow screen the sidebar is folded away: the page itself names the model
+        st.caption(f"Model: **{literal(loaded.config.name)}** (data: {literal(str(loaded.config.dataset))}); choose "
+                   "another in the sidebar.")
     try:
         if loaded is None and needs_model:
             st.info(f"Choose {'an ' + kind if kind == 'image' else 'a ' + kind if kind else 'a'} model in the sidebar.")
@@ -679,10 +682,10 @@ def preview_figure(utility: dict, mechanism: str, epsilon: float):
     ])
     reference = _number((utility.get("reference") or {}).get("o/o"))
     if reference is not None:
-        figure.add_hline(y=reference, line_dash="dash", line_color="black", annotation_text="accuracy on real (o/o)")
+        figure.add_hline(y=reference, line_dash="dash", line_color="black", annotation_text="accuracy on real in the evaluation (o/o)")
     chance = _number(utility.get("chance"))
     if chance is not None:
-        figure.add_hline(y=chance, line_dash="dash", line_color="gray", annotation_position="top right",
+        figure.add_hline(y=chance, line_dash="dash", line_color="gray", annotation_position="top left",
                          annotation_text=f"re-identification by chance ({chance:.1%})")
     given = _number(utility.get("chance_given_condition"))
     if given is not None:
@@ -955,7 +958,10 @@ def test_images(dataset: str, image_size: int, channels: int):
 
 def sample_record(config, index: int) -> ImageRecord:
     data = test_images(config.dataset, config.image_size, config.channels)
-    index = int(index) % len(data)
+    index = int(index)
+    if not 0 <= index < len(data.labels):  # never another image than the one asked for
+        raise InputError(f"test image number {index} is out of range: {config.dataset}'s test set has "
+                         f"{len(data.labels):,} images, numbered 0 to {len(data.labels) - 1:,}")
     pixels = data.images[index].numpy().astype(np.uint8)
     name = f"{config.dataset} test image #{index} ({data.class_names[int(data.labels[index])]})"
     return ImageRecord(name, pixels, image_record_key(pixels), ["bundled test image: no preprocessing"])

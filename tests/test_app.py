@@ -516,8 +516,14 @@ def test_tabular_bundled_release():
     at.button(key="table_privatize").click().run()
     clean(at)
     assert "epsilon = 2" in guarantee(at)
-    assert {"trained on privatized, tested on real (p/o)", "trained on real, tested on real (o/o)"} <= {
-        m.label for m in at.metric}
+    assert {"this release: trained on privatized, tested on real (p/o)",
+            "this release: trained on real, tested on real (o/o)"} <= {m.label for m in at.metric}
+    # its o/o is not the evaluation's (shown above the release): the caption says how it was made
+    split = compare.downstream_accuracy(at.session_state["table_result"]["result"].original_frame,
+                                        at.session_state["table_result"]["result"].privatized_frame, "sex")
+    assert any(f"trained on {split['n_train']} rows of this release" in c.value and
+               f"tested on the other {split['n_test']} real rows" in c.value and
+               "differs from the model's evaluation" in c.value for c in at.caption)
     assert len(at.get("plotly_chart")) == 2
     assert [d.label for d in downloads(at)] == ["Download privatized CSV", "Download its terms (guarantee.txt)"]
     assert ui.release_terms(at.session_state["table_result"]["result"]).endswith(
@@ -677,7 +683,7 @@ def test_tabular_release_scores_are_computed_once_per_release(monkeypatch):
     assert calls == ["sex"]
     at.selectbox(key="table_distribution_column").set_value("bmi").run()  # another histogram: no new score
     assert calls == ["sex"] and len(at.get("plotly_chart")) == 2
-    assert {"trained on privatized, tested on real (p/o)"} <= {m.label for m in at.metric}  # shown from the store
+    assert {"this release: trained on privatized, tested on real (p/o)"} <= {m.label for m in at.metric}  # shown from the store
     at.button(key="table_privatize").click().run()  # a new release: scored afresh
     clean(at)
     assert calls == ["sex", "sex"]
@@ -717,9 +723,9 @@ def test_the_metric_caption_says_which_records_its_distances_were_measured_on():
     rows or more); below that, on the rows it was fitted on, and the caption says so."""
     at = page("tabular.py")
     at.selectbox(key="table_mechanism").set_value("metric").run()
-    assert "measured on 50 held-out records." in metric_meaning(clean(at))  # the bundled model's config
+    assert "measured on 50 held-out records (not trained on;" in metric_meaning(clean(at))  # the bundled model's config
     helpers.upload_and_fit(at, kept=())  # 60 rows
-    assert "measured on 9 held-out records." in metric_meaning(clean(at))
+    assert "measured on 9 held-out records (not trained on; at most used to choose when training stopped)." in metric_meaning(clean(at))
     few = b"\n".join(helpers.small_csv().splitlines()[:41]) + b"\n"  # the header and 40 rows
     helpers.upload_and_fit(at, few, name="few.csv", kept=())
     assert "measured on 40 records the model was fitted on (too few held-out ones to measure on)." \
@@ -1440,3 +1446,92 @@ def test_an_upload_holding_the_models_training_rows_is_flagged():
     assert any("fits the model" in s.value for s in at.success)
     assert any("354 of these 442 rows are rows" in w.value and "does not cover what the model learned" in w.value
                for w in at.warning), [w.value for w in at.warning]
+
+
+# --------------------------------------------------------------------------- a real-browser review's findings
+
+def _downloaded_rows(at: AppTest) -> list[tuple]:
+    data = at.session_state["table_result"]["written"][0]
+    frame = pd.read_csv(io.BytesIO(data))
+    return [tuple(round(float(v), 3) for v in row) for row in frame.itertuples(index=False)]
+
+
+def test_a_table_release_with_a_condition_not_kept_is_downloaded_in_an_order_drawn_at_random():
+    """With sex resampled, a file sorted by sex told every row's true sex by its position in the download."""
+    at = page("tabular.py")
+    at.radio(key="table_sex_handling").set_value("resampled").run()
+    at.button(key="table_privatize").click().run()
+    released = at.session_state["table_result"]["result"].privatized_frame
+    shown = [tuple(round(float(v), 3) for v in row) for row in released.itertuples(index=False)]
+    downloaded = _downloaded_rows(clean(at))
+    assert sorted(downloaded) == sorted(shown) and downloaded != shown  # the same rows, in another order
+    note = "Rows are written in an order drawn at random: a condition that is not kept would show through"
+    assert any(note in c.value for c in at.caption)
+    at.radio(key="table_sex_handling").set_value("kept").run()  # kept: the input's order tells nothing more
+    at.button(key="table_privatize").click().run()
+    released = at.session_state["table_result"]["result"].privatized_frame
+    assert _downloaded_rows(clean(at)) == [tuple(round(float(v), 3) for v in row)
+                                           for row in released.itertuples(index=False)]
+    assert not any(note in c.value for c in at.caption)
+
+
+def test_a_fixed_seed_draws_the_download_order_from_the_seed_and_says_so():
+    rows = pd.DataFrame({"a": range(50)})
+    handlings = {"sex": type("Handling", (), {"handling": "randomized"})()}
+    first, note = compare.download_rows(rows, handlings, 7)
+    again, _ = compare.download_rows(rows, handlings, 7)
+    assert first["a"].tolist() == again["a"].tolist() != list(range(50))
+    assert "With the fixed seed 7 the order is drawn from the seed" in note
+    assert "not private: reproducible seed" in note
+
+
+def test_a_table_that_does_not_fit_the_model_gets_no_kept_condition_unasked():
+    """The model's condition sex came pre-chosen as kept (released exactly) for an upload a model is fitted on."""
+    at = page("tabular.py")
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    rows = "\n".join(f"{20 + i % 50},{'MF'[i % 2]},{i % 3}" for i in range(60))
+    at.file_uploader(key="table_upload").set_value(("p.csv", f"age,sex,outcome\n{rows}\n".encode(),
+                                                      "text/csv")).run()
+    assert any("does not match" in w.value for w in clean(at).warning)
+    assert helpers.conditions(at).value == []
+    at = page("tabular.py")  # the bundled table fits its model: its condition is offered as the model has it
+    assert helpers.conditions(clean(at)).value == ["sex"]
+
+
+def test_a_fit_that_fails_leaves_its_error_and_no_frozen_progress_bar():
+    at = page("tabular.py")
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="table_upload").set_value(("one.csv", b"age,weight\n40,70.5\n", "text/csv")).run()
+    at.button[0].click().run()  # the form's "Fit a model on this table"
+    assert any("1 row" in e for e in errors(clean(at)))
+    assert not at.get("progress")
+
+
+def test_a_large_release_says_both_tables_show_only_its_first_rows():
+    at = page("tabular.py")
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    rows = "\n".join(f"{20 + i % 50},{60 + i % 37}.5,{'ab'[i % 2]}" for i in range(250))
+    helpers.upload_and_fit(at, f"age,weight,group\n{rows}\n".encode(), name="many.csv", steps=100)
+    at.button(key="table_privatize").click().run()
+    texts = [m.value for m in clean(at).markdown]
+    assert "Original (first 200 rows; the download has all 250)" in texts
+    assert any(t.startswith("Privatized (first 200 rows; the download has all 250) (changed cells") for t in texts)
+
+
+def test_the_sample_number_stays_within_the_test_set():
+    """Typing 99999 silently showed image 99999 modulo the test set's size."""
+    at = sample_page()
+    box = at.number_input(key="image_sample_index")
+    count = len(ui.test_images("mnist", 28, 1).labels)
+    assert box.max == count - 1 and f"0 to {count - 1:,}" in box.label
+    from cadp.errors import InputError
+
+    with pytest.raises(InputError, match=f"out of range: mnist's test set has {count:,} images"):
+        ui.sample_record(type("Config", (), {"dataset": "mnist", "image_size": 28, "channels": 1})(), count)
+
+
+def test_every_model_page_names_its_model_on_the_page_itself():
+    """On a narrow screen the sidebar (with the model picker) is folded away."""
+    at = page("image.py")
+    assert any(c.value.startswith(f"Model: **{helpers.IMAGE_MODEL}** (data: mnist)") for c in clean(at).caption)
+

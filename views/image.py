@@ -39,7 +39,9 @@ def choose_inputs(loaded) -> list[ui.ImageRecord]:
                        "or a ZIP of them.")
         return records
     st.session_state.pop(ui.PREPARED_UPLOADS, None)
-    index = st.number_input("Test image number", 0, 100_000, 0, key=ui.kept("image_sample_index"))
+    count = len(ui.test_images(config.dataset, config.image_size, config.channels).labels)
+    index = st.number_input(f"Test image number (0 to {count - 1:,})", 0, count - 1, 0,
+                            key=ui.kept("image_sample_index"))
     return [ui.sample_record(config, index)]
 
 

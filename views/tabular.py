@@ -79,8 +79,10 @@ def model_for(loaded, frame, conditions, kinds, key):
         def report(share, loss):
             bar.progress(min(float(share), 1.0), text=f"Fitting… loss {loss:.3f}")
 
-        ui.fitted_model((*fit_key, steps), frame, report)
-        bar.progress(1.0, text="Fitted")
+        try:
+            ui.fitted_model((*fit_key, steps), frame, report)
+        finally:  # a fit that fails leaves its error, not a bar frozen at "Fitting…"
+            bar.empty()
         st.session_state["table_fitted"] = (*fit_key, steps)
     fitted = st.session_state.get("table_fitted")
     if fitted is None or fitted[:3] != fit_key:
@@ -98,21 +100,27 @@ def show_result(state) -> None:
     for note in result.notes:  # cells read as the training mean, columns left out
         st.caption(f"Note: {note}")
     shown = min(len(original), SHOWN_ROWS)
+    first = "" if shown == len(original) else f" (first {shown} rows; the download has all {len(original):,})"
     left, right = st.columns(2)
-    left.markdown("Original" if shown == len(original) else f"Original (first {shown} rows)")
+    left.markdown("Original" + first)
     left.dataframe(original.head(shown), key="table_original")
-    right.markdown("Privatized (changed cells highlighted; numbers stay within the range of the table the model "
-                   "was fitted on)")
+    right.markdown(f"Privatized{first} (changed cells highlighted; numbers stay within the range of the table the "
+                   "model was fitted on)")
     right.dataframe(compare.highlighted_changes(original.head(shown), released.head(shown)), key="table_released")
     # the downloads before the comparisons below, so that nothing a comparison meets can hide them
-    if "written" not in state:  # once per release
-        state["written"] = ui.require("release_csv", "cadp.uploads")(released, state["csv_format"])
+    if "written" not in state:  # once per release; rows in an order drawn at random unless every condition is kept
+        rows, state["order_note"] = compare.download_rows(released, dict(state["choices"][1]), state["seed"])
+        state["written"] = ui.require("release_csv", "cadp.uploads")(rows, state["csv_format"])
     data, words, changed = state["written"]
+    order_note = state["order_note"]
     left, right = st.columns(2)
     left.download_button("Download privatized CSV", data, file_name="cadp-privatized.csv", mime="text/csv",
                          key="download_csv")
-    right.download_button("Download its terms (guarantee.txt)", ui.release_terms(result) + "\n",
-                          file_name="cadp-privatized-guarantee.txt", mime="text/plain", key="download_terms")
+    right.download_button("Download its terms (guarantee.txt)", ui.release_terms(result) + (
+        f"\n\n{order_note}" if order_note else "") + "\n", file_name="cadp-privatized-guarantee.txt",
+                          mime="text/plain", key="download_terms")
+    if order_note:
+        st.caption(order_note)
     if changed is not None:
         st.caption(f"Written {words}: {changed}.")
     elif words != "comma-separated":
@@ -137,10 +145,10 @@ def show_result(state) -> None:
             st.caption(accuracy)
             return
         cols = st.columns(3)
-        cols[0].metric("trained on privatized, tested on real (p/o)", f"{accuracy['p/o']:.3f}")
-        cols[1].metric("trained on real, tested on real (o/o)", f"{accuracy['o/o']:.3f}")
+        cols[0].metric("this release: trained on privatized, tested on real (p/o)", f"{accuracy['p/o']:.3f}")
+        cols[1].metric("this release: trained on real, tested on real (o/o)", f"{accuracy['o/o']:.3f}")
         cols[2].metric("majority class", f"{accuracy['chance']:.3f}")
-        st.caption("Logistic regression; the tested rows are held out from training in both cases.")
+        st.caption(compare.downstream_words(accuracy))
     else:
         st.caption(compare.no_task_reason(original))
 
@@ -155,12 +163,14 @@ def page(loaded) -> None:
     # multiselect keeps its value in the browser when only its options change)
     identity = ui.record_key(repr((key, tuple(default_conditions))).encode())
     with st.expander("Schema (inferred column types; change them if needed)"):
-        kinds = choose_schema(frame, identity, {} if loaded is None else {
-            c["name"]: c["kind"] for c in loaded.config.data_encoder["columns"] + loaded.config.condition_encoder["columns"]})
+        kinds = choose_schema(frame, identity, {} if loaded is None else loaded.config.column_kinds)
     st.header("2 · Condition columns (kept, randomized or resampled)")
     categorical = [c for c in frame.columns if kinds[c] == "categorical"]
+    # the model's conditions come pre-chosen only where the table fits the model: else a model fitted here would
+    # release exactly a column the user never chose
+    fits = bool(default_conditions) and not table_fit_problems(loaded.config, frame, kinds, default_conditions)
     conditions = st.multiselect("Columns released as conditions (must be categorical)", categorical,
-                                default=[c for c in default_conditions if c in categorical],
+                                default=[c for c in default_conditions if c in categorical] if fits else [],
                                 key=ui.kept(f"table_conditions_{identity}"))
     handlings = {c: ui.condition_handling_controls(c, f"table_{c}") for c in conditions}
     model = model_for(loaded, frame, conditions, kinds, key)
@@ -185,6 +195,7 @@ def page(loaded) -> None:
                        seeded=settings.seed is not None)
         bundled = loaded is not None and model is loaded.model  # a model fitted here: its guarantee says so
         st.session_state[RESULT] = {"result": result, "made_of": made_of, "choices": choices, "csv_format": csv_format,
+                                    "seed": settings.seed,
                                     "caution": ui.training_rows_caution(loaded, frame, key) if bundled else None}
     state = st.session_state.get(RESULT)
     if state is not None and state["made_of"] == made_of:
