@@ -341,7 +341,9 @@ def _fit_square(array: np.ndarray, size: int, steps: list[str]) -> np.ndarray:
     resized = np.asarray(Image.fromarray(array, mode=mode).resize(
         (new_width, new_height), Image.Resampling.LANCZOS, reducing_gap=3.0), dtype=np.uint8)
     if max(height, width) * 4 <= size:
-        steps.append(f"a very small source ({width}x{height}) enlarged {scale:.0f}x: check that it is the intended image")
+        # one decimal: 5 -> 28 is 5.6x, not 6x (7 -> 28 stays 4x)
+        steps.append(f"a very small source ({width}x{height}) enlarged {round(scale, 1):g}x: check that it is the "
+                     "intended image")
     if (new_height, new_width) == (size, size):
         steps.append(f"resized {width}x{height} -> {size}x{size}")
         return resized
@@ -693,16 +695,12 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
         notes.append(f"the file has {len(frame):,} rows, more than the limit of {max_rows:,}: a random sample "
                      f"of {max_rows:,} rows (seed {seed}) is used")
         frame = frame.sample(n=max_rows, random_state=seed).sort_index().reset_index(drop=True)
-    decimal = "."
+    decimal, comma_examples = ".", {}
     if delimiter != "," and decimal_comma_columns(frame):
         frame, decimal = _decimal_commas(frame, notes), ","
-    elif delimiter == ",":
-        for name in decimal_comma_columns(frame):  # quoted "29,2": a decimal comma or a thousands separator?
-            notes.append(f"column {name!r} holds numbers written with a comma (e.g. "
-                         f"{frame[name].dropna().astype(str).iloc[0]!r}); in a comma-separated file that may be a "
-                         "decimal comma or a thousands separator, so they are read as text (categories): save the "
-                         "file semicolon-separated to read them as decimal numbers")
-    frame = _clean_columns(frame, notes, max_categories, codes)
+    elif delimiter == ",":  # quoted "29,2": a decimal comma or a thousands separator? (noted with the column)
+        comma_examples = {name: frame[name].dropna().astype(str).iloc[0] for name in decimal_comma_columns(frame)}
+    frame = _clean_columns(frame, notes, max_categories, codes, comma_examples)
     return CsvUpload(frame, notes, encoding, delimiter, decimal)
 
 
@@ -862,8 +860,11 @@ def identifier_reason(name, values: pd.Series, max_categories: int = MAX_CATEGOR
 
 
 def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
-                   codes: set[str] = frozenset()) -> pd.DataFrame:
-    """Drop empty and identifier columns and read mostly-number text as numbers (not ``codes``), saying so."""
+                   codes: set[str] = frozenset(), comma_examples: dict[str, str] | None = None) -> pd.DataFrame:
+    """Drop empty and identifier columns and read mostly-number text as numbers (not ``codes``), saying so; a
+    dropped column gets one note, its drop. ``comma_examples``: a value of each column of numbers written with a
+    comma in a comma-separated file (they stay text)."""
+    comma_examples = comma_examples or {}
     drop = []
     for name in frame.columns:
         series = frame[name]
@@ -887,10 +888,18 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
         numeric_share = 0.0 if name in codes else float(numbers.notna().mean())
         distinct = values.nunique()
         identifies = identifier_reason(name, values, max_categories, code=name in codes, numeric_share=numeric_share)
-        if identifies:
+        comma = (f"numbers written with a comma (e.g. {comma_examples[name]!r}), which in a comma-separated file "
+                 "may be a decimal comma or a thousands separator, so they are read as text") \
+            if name in comma_examples else None
+        if identifies:  # one note: "read as text (categories)" and then "dropped" contradicted each other
             drop.append(name)
-            notes.append(f"{identifies} and dropped")
+            notes.append(f"{identifies} and dropped" + (f"; its values are {comma}: save the file without thousands "
+                                                        "separators (decimal commas: semicolon-separated) to keep it "
+                                                        "as numbers" if comma else ""))
             continue
+        if comma:
+            notes.append(f"column {name!r} holds {comma} (categories): save the file semicolon-separated to read "
+                         "them as decimal numbers")
         if numeric_share < 0.5 and (distinct > IDENTIFIER_MIN_DISTINCT
                                     or (distinct == len(values) >= UNIQUE_PER_ROW_MIN_ROWS)):  # (numbers: a measurement)
             if distinct == len(values):  # (fit_tabular refuses such a column: each value is one row's)

@@ -1011,6 +1011,42 @@ def test_audit_table_shows_the_verdict_first_and_formats_its_numbers():
     assert columns["tpr"]["type_config"]["format"] == columns["fpr"]["type_config"]["format"] == "%.3f"
 
 
+def test_audit_figure_puts_its_legend_below_the_plot_and_keeps_a_short_x_title():
+    """At a 400 px window the legend sat at the right, took the chart's width (the plot shrank to ~70 px) and the
+    x-axis title was clipped: the legend goes below the plot, as on the utility charts."""
+    from cadp.curves import LEGEND
+
+    at = clean(page("audit.py"))
+    at.select_slider(key="audit_releases").set_value(200)
+    at.multiselect(key="audit_epsilons").set_value([1])
+    at.button[0].click().run()
+    layout = json.loads(clean(at).get("plotly_chart")[0].proto.spec)["layout"]
+    assert layout["legend"]["orientation"] == "h"
+    assert (layout["legend"]["yanchor"], layout["legend"]["y"]) == (LEGEND["yanchor"], LEGEND["y"])  # below
+    assert len(layout["xaxis"]["title"]["text"]) <= 40  # one line that fits a phone-wide chart
+
+
+def test_audit_page_shows_every_verdict_in_full_under_the_table():
+    """The table's verdict column cut "not testable: 200 releases can show at most epsilon 3.28, below th…": the
+    reason was readable only by hovering."""
+    at = clean(page("audit.py"))
+    at.select_slider(key="audit_releases").set_value(200)
+    at.multiselect(key="audit_epsilons").set_value([1, 10])
+    at.button[0].click().run()
+    table = clean(at).dataframe[0].value
+    assert "verdict" in table.columns  # the table keeps its verdict column
+    label = ui.MECHANISM_LABELS["laplace"]
+    texts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    listed = [text for text in texts if "can show at most epsilon" in text]
+    assert len(listed) == 1, texts  # one list of the verdicts
+    listed = listed[0]
+    for epsilon, expected in ((1, "no violation found (the bound is at or below the claim)"),
+                              (10, "not testable: 200 releases can show at most epsilon 3.28, below the claim")):
+        assert list(table.loc[table["epsilon"] == epsilon, "verdict"]) == [expected]
+        prefix = f"{label} (temperature 0.7), ε = {epsilon}"  # whose verdict it is: the row's mechanism and ε
+        assert re.search(rf"{re.escape(prefix)}\W+{re.escape(expected)}", listed), listed
+
+
 def test_largest_provable_epsilon_is_the_bound_of_a_perfect_test():
     """A perfect test (two records told apart in every release) reaches the ceiling, and no more: the audit
     measures on its held-out half, so 2,000 releases per record can show what 1,000 perfect ones show."""

@@ -75,6 +75,14 @@ def test_a_very_small_source_is_flagged_when_enlarged():
     assert not any("very small" in step for step in prepare(corpus.png(corpus.digit(8, 8))).steps)  # 3.5x: fine
 
 
+def test_the_enlargement_of_a_very_small_source_is_said_truthfully():
+    """5 -> 28 pixels was said as "enlarged 6x"; it is 5.6x (whole factors stay whole: 7 -> 28 is 4x)."""
+    five = prepare(corpus.png(np.full((5, 5), 255, dtype=np.uint8)))
+    assert "a very small source (5x5) enlarged 5.6x: check that it is the intended image" in five.steps
+    seven = prepare(corpus.png(np.full((7, 7), 255, dtype=np.uint8)))
+    assert "a very small source (7x7) enlarged 4x: check that it is the intended image" in seven.steps
+
+
 def test_rgb_to_grayscale_and_grayscale_to_rgb():
     colour = np.zeros((28, 28, 3), np.uint8)
     colour[..., 0] = 255
@@ -536,6 +544,19 @@ def test_decimal_commas_in_semicolon_files_are_numbers():
     assert not pd.api.types.is_numeric_dtype(upload.frame["a"])
     assert any("'a' holds numbers written with a comma (e.g. '1,5')" in note and "semicolon-separated" in note
                for note in upload.notes)
+
+
+def test_a_dropped_column_of_comma_numbers_gets_one_note_that_says_it_was_dropped():
+    """An income column of distinct quoted "30,840" got "read as text (categories)" and then "treated as an
+    identifier and dropped": two notes that contradict each other."""
+    rows = [f'{20 + i % 40},"{30 + i},{840 + i}",{["a", "b"][i % 2]}' for i in range(60)]
+    upload = read_csv_upload(("age,income,group\n" + "\n".join(rows) + "\n").encode())
+    assert list(upload.frame.columns) == ["age", "group"]
+    income = [note for note in upload.notes if "'income'" in note]
+    assert len(income) == 1, income
+    assert income[0].startswith("column 'income' has 60 distinct text values in 60 rows") and "dropped" in income[0]
+    assert "'30,840'" in income[0] and "thousands separator" in income[0]  # why the numbers were text
+    assert "read as text (categories)" not in income[0]
 
 
 def test_numbers_with_a_few_words_are_numbers_and_european_numbers_in_every_form():

@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cadp import ui
+from cadp.curves import LEGEND
 from cadp.data import PUBLIC_DATASETS
 from cadp.mechanisms import DEFAULT_TEMPERATURE, MECHANISMS, PAPER_LABEL, make_mechanism
 
@@ -52,6 +53,11 @@ def choose_records(loaded):
 FLOOR = 0.01  # a lower bound of 0 on the log axis
 
 
+def run_name(mechanism: str, setting: str) -> str:
+    """A mechanism with its settings ("–": none), as the figure's legend and the verdicts under the table name it."""
+    return mechanism if setting == "–" else f"{mechanism} ({setting})"
+
+
 def audit_figure(results: list[dict], ceiling: float | None = None) -> go.Figure:
     """Lower bounds against claims on log-log axes, where the dashed diagonal is y = x everywhere."""
     frame = pd.DataFrame(results)
@@ -64,9 +70,8 @@ def audit_figure(results: list[dict], ceiling: float | None = None) -> go.Figure
     for (mechanism, setting), group in frame.groupby(["mechanism", "settings"], sort=False):
         group = group.sort_values("claimed")
         bound = group["lower_bound"].clip(lower=FLOOR)
-        named = mechanism if setting == "–" else f"{mechanism} ({setting})"
         figure.add_trace(go.Scatter(
-            x=group["claimed"], y=bound, mode="markers+lines", name=f"{named}: lower bound",
+            x=group["claimed"], y=bound, mode="markers+lines", name=f"{run_name(mechanism, setting)}: lower bound",
             customdata=group[["lower_bound", "estimate"]].to_numpy(),
             hovertemplate="claim %{x:.3g}: lower bound %{customdata[0]:.3g}, estimate %{customdata[1]:.3g}",
             error_y=dict(type="data", symmetric=False, array=(group["estimate"].clip(lower=FLOOR) - bound),
@@ -77,9 +82,10 @@ def audit_figure(results: list[dict], ceiling: float | None = None) -> go.Figure
         figure.add_trace(go.Scatter(x=[low, top * 2], y=[ceiling, ceiling], mode="lines",
                                     name=f"the most this many releases can show ({ceiling:.2f})",
                                     line=dict(dash="dot", color="firebrick"), hoverinfo="name"))
-    figure.update_layout(xaxis_title="claimed ε (paper: its nominal ε; metric: ε_unit · d(A, B))",
+    # a short x title and the legend below: at a phone's width a legend at the right took the plot's width
+    figure.update_layout(xaxis_title="claimed ε (metric: ε_unit · d(A, B))",
                          yaxis_title=f"empirical ε lower bound (95% Clopper–Pearson; 0 drawn at {FLOOR})",
-                         xaxis_type="log", yaxis_type="log", height=480)
+                         xaxis_type="log", yaxis_type="log", height=480, legend=LEGEND)
     return figure
 
 
@@ -90,7 +96,8 @@ TABLE_COLUMNS = {
     "verdict": st.column_config.TextColumn("verdict", width=400),
     "mechanism": st.column_config.TextColumn("mechanism", width=110),
     "settings": st.column_config.TextColumn("settings", width=120),
-    "claimed": st.column_config.NumberColumn("claimed ε", format=NUMBER_FORMAT, width=85),
+    "claimed": st.column_config.NumberColumn("claimed ε", format=NUMBER_FORMAT, width=85,
+                                             help="paper claims nothing: its nominal ε; metric: ε_unit · d(A, B)"),
     "lower_bound": st.column_config.NumberColumn("lower bound", format=NUMBER_FORMAT, width=90,
                                                  help="Empirical ε lower bound, 95% Clopper–Pearson"),
     "estimate": st.column_config.NumberColumn("estimate", format=NUMBER_FORMAT, width=80,
@@ -185,6 +192,9 @@ def page(loaded) -> None:
         st.plotly_chart(audit_figure(results, ceiling), key="audit_figure")
         st.dataframe(pd.DataFrame(results)[list(TABLE_COLUMNS)], key="audit_table", hide_index=True,
                      column_config=TABLE_COLUMNS)
+        # the verdict column cuts a long verdict: each is said in full, under its row's mechanism and ε
+        st.markdown("\n".join(f"- **{run_name(row['mechanism'], row['settings'])}, ε = {row['epsilon']:g}**: "
+                               f"{row['verdict']}" for row in results))
     elif runs:
         st.caption("Earlier audits in this session were of other models, records or release counts: run one here.")
         if st.button("Clear audit results", key="audit_clear"):
