@@ -865,7 +865,7 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
     dropped column gets one note, its drop. ``comma_examples``: a value of each column of numbers written with a
     comma in a comma-separated file (they stay text)."""
     comma_examples = comma_examples or {}
-    drop = []
+    drop, earlier = [], len(notes)
     for name in frame.columns:
         series = frame[name]
         values = series.dropna()
@@ -922,6 +922,9 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
         elif numeric_share >= 0.5:
             notes.append(f"column {name!r} mixes numbers and text ({int(numbers.isna().sum())} of {len(values)} values "
                          "are not numbers): treated as categories")
+    # a dropped column's earlier notes (read as text codes, decimal commas) would contradict its drop: only it stays
+    dropped = tuple(f"column {name!r} " for name in drop)
+    notes[:earlier] = [note for note in notes[:earlier] if not note.startswith(dropped)]
     if len(drop) == frame.shape[1]:
         raise InputError("no usable column is left: " + "; ".join(notes))
     return frame.drop(columns=drop)

@@ -559,6 +559,19 @@ def test_a_dropped_column_of_comma_numbers_gets_one_note_that_says_it_was_droppe
     assert "read as text (categories)" not in income[0]
 
 
+def test_a_dropped_column_of_leading_zero_codes_gets_only_its_drop_note():
+    """A column of distinct codes such as 01017 got "read as text (categories), not as numbers", then "dropped"."""
+    rows = [f"{20 + i % 40},0{1000 + i},{'ab'[i % 2]}" for i in range(60)]
+    upload = read_csv_upload(("age,zip,group\n" + "\n".join(rows) + "\n").encode())
+    assert list(upload.frame.columns) == ["age", "group"]
+    assert [note for note in upload.notes if "'zip'" in note] == [
+        "column 'zip' has 60 distinct text values in 60 rows: treated as an identifier (names, record numbers, "
+        "dates) and dropped"]
+    kept = read_csv_upload(("zip,group\n" + "\n".join(f"0{1000 + i % 5},{'ab'[i % 2]}" for i in range(60))
+                            + "\n").encode())  # a few codes: kept, and the note on reading them as text stays
+    assert any(note.startswith("column 'zip' holds codes written with a leading zero") for note in kept.notes)
+
+
 def test_numbers_with_a_few_words_are_numbers_and_european_numbers_in_every_form():
     rows = [f"{i};{i % 3};{'<0,5' if i == 7 else f'{i},5'};{'1.234,5' if i == 3 else f'{i},25e1'}" for i in range(30)]
     upload = read_csv_upload(("id;code;crp;big\n" + "\n".join(rows) + "\n").encode())
