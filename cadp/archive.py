@@ -26,6 +26,7 @@ import re
 import signal
 import sys
 import threading
+import unicodedata
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -324,8 +325,9 @@ class Manifest:
 # --------------------------------------------------------------------------- labels
 
 def _normalize(name: str) -> str:
-    """Class names compared without case, spaces or punctuation: 'T-shirt/top' matches folder 't_shirt_top'."""
-    return re.sub(r"[^0-9a-z]", "", name.casefold())
+    """Class names compared without case, spaces or punctuation: 'T-shirt/top' matches folder 't_shirt_top'; in
+    one Unicode form (macOS writes folder names decomposed: 'ü' as 'u' and a combining diaeresis)."""
+    return re.sub(r"[^0-9a-z]", "", unicodedata.normalize("NFKC", name).casefold())
 
 
 # characters no folder name may hold on some system (a "/" would nest T-shirt/top), and Windows' device names
@@ -353,6 +355,7 @@ class LabelResolver:
         for index, name in enumerate(class_names):
             self.exact.setdefault(name, index)
             self.exact.setdefault(name.strip(), index)
+            self.exact.setdefault(unicodedata.normalize("NFC", name.strip()), index)  # a decomposed folder name
             if _normalize(name):
                 self.normalized.setdefault(_normalize(name), []).append(index)
         self.labels = {_clean_path(k): v for k, v in (labels or {}).items()}
@@ -375,6 +378,8 @@ class LabelResolver:
         value = str(folder).strip()
         if value in self.exact:  # an exact name first: '-1' is the class '-1' even where '+1' is a class too
             return self.exact[value]
+        if unicodedata.normalize("NFC", value) in self.exact:  # macOS writes 'ü' as 'u' + a combining diaeresis
+            return self.exact[unicodedata.normalize("NFC", value)]
         matches = self.normalized.get(_normalize(value), []) if _normalize(value) else []
         if len(matches) > 1:  # a kept label is released exactly: never pick one of two classes
             names = " and ".join(repr(self.class_names[index]) for index in matches)

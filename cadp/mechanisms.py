@@ -41,9 +41,11 @@ FITTED_ON_RECORDS_TERMS = (
 )
 
 
-def own_data_terms(dataset: str) -> str:
-    """The training-data sentence for a model trained on data that is not one of the public bundled sets."""
-    return (f"The model was trained without DP on {dataset!r}, not on a public dataset: the guarantee protects "
+def own_data_terms() -> str:
+    """The training-data sentence for a model trained on data that is not one of the public bundled sets. It never
+    names that data: these terms are shared with every release, and a folder or file name (a site, a study, a
+    patient: 'Smith_J_MRI') can identify; the model's own card and config name it for its owner."""
+    return ("The model was trained without DP on its owner's data, not on a public dataset: the guarantee protects "
             "the record being privatized, not the training set, and it assumes that the training data does "
             "not contain the records being privatized (for records the model was trained on, it does not "
             "cover what the model learned from them).")
@@ -52,14 +54,15 @@ def own_data_terms(dataset: str) -> str:
 def common_terms(fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True) -> str:
     """The sentences every guarantee ends with (docs/PRIVACY.md: local DP, kept attributes, training data).
 
-    ``trained_on``: the training data's name when it is not a public dataset (else the public-data sentence).
+    ``trained_on``: the training data's name when it is not a public dataset (else the public-data sentence); the
+    terms say only that it is not public, never the name.
     ``kept``: False when the release keeps no attribute (its conditions are all randomized or resampled), None
     when the model has no condition at all; the kept attributes' names (a list) to name them.
     """
     if fitted_on_records:
         training = FITTED_ON_RECORDS_TERMS
     else:
-        training = PUBLIC_MODEL_TERMS if trained_on is None else own_data_terms(trained_on)
+        training = PUBLIC_MODEL_TERMS if trained_on is None else own_data_terms()
     conditions = NO_CONDITION_TERMS if kept is None else kept_terms(kept) if kept else NOTHING_KEPT_TERMS
     return f"{LOCAL_SENTENCE} {conditions} {training}"
 

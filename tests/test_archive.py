@@ -1197,3 +1197,16 @@ def test_a_run_that_releases_nothing_leaves_no_cautions(tmp_path, capsys):
     table_frame(3).to_csv(source, index=False)
     assert run(model, source, tmp_path / "out2") == 0
     assert "has the name of the data" in (tmp_path / "out2" / "cautions.txt").read_text(encoding="utf-8")
+
+
+def test_a_class_folder_named_in_decomposed_unicode_is_the_class():
+    """macOS writes folder names decomposed (NFD): 'Pneumonie ü' came back as no class at all."""
+    import unicodedata
+
+    classes = ["Normal", "Pneumonie ü (bakteriell)", "폐렴"]
+    resolver = archive.LabelResolver(classes)
+    for index, name in enumerate(classes):
+        decomposed = unicodedata.normalize("NFD", name)
+        assert decomposed != name or index == 0
+        assert resolver.resolve(f"{decomposed}/scan.png") == index
+        assert resolver.resolve(f"{decomposed.lower()}/scan.png") == index  # case aside, as for any name

@@ -726,7 +726,8 @@ def test_own_data_named_like_a_public_dataset_is_not_called_public(tmp_path):
     assert loaded.config.dataset == "heart.csv"
     result = privatize(loaded.model, load_table("diabetes").frame.head(3), None,
                        make_mechanism("laplace", 1, temperature=0.7))
-    assert "trained without DP on 'heart.csv', not on a public dataset" in result.guarantee
+    assert "trained without DP on its owner's data, not on a public dataset" in result.guarantee
+    assert "heart.csv" not in result.guarantee  # shared terms never carry the training file's name
     assert "on public data" not in result.guarantee
     resampled = privatize(loaded.model, load_table("diabetes").frame.head(3), None,
                           make_mechanism("laplace", 1, temperature=0.7),

@@ -142,7 +142,7 @@ def test_guarantee_changes_with_mechanism(tiny_image_model, digits):
     assert paper.epsilon_spent is None and paper.mechanism["batch_size"] == 4
 
 
-def test_guarantee_names_training_data_that_is_not_public(tiny_image_model, digits):
+def test_guarantee_says_training_data_is_not_public_without_naming_it(tiny_image_model, digits):
     x, y = digits
     mechanism = make_mechanism("laplace", 1.0, temperature=0.7)
     public = privatize(tiny_image_model, x[:1], y[:1], mechanism).guarantee  # dataset "mnist"
@@ -152,7 +152,8 @@ def test_guarantee_names_training_data_that_is_not_public(tiny_image_model, digi
         own = privatize(tiny_image_model, x[:1], y[:1], mechanism).guarantee
     finally:
         tiny_image_model.config.dataset = "mnist"
-    assert "trained without DP on 'clinic-scans', not on a public dataset" in own
+    assert "trained without DP on its owner's data, not on a public dataset" in own
+    assert "clinic-scans" not in own  # a folder name can name a site, a study or a patient: not in shared terms
     assert "does not contain the records being privatized" in own and "on public data" not in own
 
 
@@ -222,7 +223,7 @@ def test_rows_keep_conditions_and_change_other_cells():
     assert randomized.epsilon_spent == pytest.approx(1.5)
     fitted = privatize(model, table.frame.head(5), None, mech(epsilon=1.0, temperature=0.7))
     # fit_tabular's default names no public dataset: the guarantee names its data and what it assumes of it
-    assert "trained without DP on 'table', not on a public dataset" in fitted.guarantee
+    assert "trained without DP on its owner's data, not on a public dataset" in fitted.guarantee
     uploaded = fit_tabular(table.frame.head(80), ["sex"], steps=5, dataset="upload")  # as the app fits uploads
     assert "fitted, without DP, on the very rows" in privatize(uploaded, table.frame.head(5), None,
                                                                mech(epsilon=1.0, temperature=0.7)).guarantee
