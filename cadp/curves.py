@@ -146,6 +146,16 @@ def _reference_lines(figure, add_line, reference=None, chance=None, given=None) 
             _line_entry(figure, name, colour, dash)
 
 
+def two_line_title(title: str) -> str:
+    """A chart title as a short head and a smaller second line (after its first ": " or " ("): plotly never wraps
+    a title, and on a phone-wide chart one long line is cut."""
+    for mark, keep in ((": ", ""), (" (", "(")):
+        head, found, rest = title.partition(mark)
+        if found and head:
+            return f"{head}<br><sup>{keep}{rest}</sup>"
+    return title
+
+
 def epsilon_figure(utility: dict, metric: str, title: str, y_title: str, *, reference=None, chance=None):
     figure = go.Figure()
     for name, method in ordered(utility.get("methods", {})):
@@ -158,7 +168,7 @@ def epsilon_figure(utility: dict, metric: str, title: str, y_title: str, *, refe
     given = utility.get("chance_given_condition") if chance is not None else None
     # the label is released exactly: a guess among its records does as well as "chance knowing the label"
     _reference_lines(figure, figure.add_hline, reference, chance, given)
-    figure.update_layout(title=title, xaxis_title="ε (local; metric: per unit of latent L1 distance)",
+    figure.update_layout(title=two_line_title(title), xaxis_title="ε (local; metric: per unit of latent L1 distance)",
                          yaxis_title=y_title, xaxis_type="log", height=480, legend=LEGEND)
     epsilons = utility.get("epsilons")
     if isinstance(epsilons, list) and epsilons:  # ticks at the evaluated values: plotly labels 0.5 as "5" otherwise
@@ -185,6 +195,6 @@ def frontier_figure(utility: dict, title: str = "Privacy–utility frontier (up 
                                        hovertemplate="%{text}: re-id %{x:.3f}, accuracy %{y:.3f}"))
     _reference_lines(figure, figure.add_vline, chance=utility.get("chance"),
                      given=utility.get("chance_given_condition"))
-    figure.update_layout(title=title, xaxis_title="re-identification rate (the best attacker)",
+    figure.update_layout(title=two_line_title(title), xaxis_title="re-identification rate (the best attacker)",
                          yaxis_title="downstream accuracy (p/o)", height=480, legend=LEGEND)
     return figure

@@ -1210,7 +1210,8 @@ def test_utility_recompute_says_it_is_a_smaller_run_and_how_to_reproduce_the_sto
     assert "This run used 60 training and 30 test records, 1 CNN epoch, 1 seed, 2 epsilons (1, 1000)." in note
     assert re.search(r"Real → real accuracy \(o/o\): \d\.\d{3} here, 0\.900 in eval\.json\.", note)
     assert "`python -m cadp.evaluate utility --model " in note and helpers.IMAGE_MODEL in note
-    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")[:8]]
+    titles = [re.sub("<[^>]+>", "", json.loads(c.proto.spec)["layout"]["title"]["text"])
+              for c in at.get("plotly_chart")[:8]]
     assert all("recomputed" not in title for title in titles[:4])
     assert all(title.endswith(" — recomputed, smaller run") for title in titles[4:])
 
@@ -1571,3 +1572,18 @@ def test_every_model_page_names_its_model_on_the_page_itself():
     at = page("image.py")
     assert any(c.value.startswith(f"Model: **{helpers.IMAGE_MODEL}** (data: mnist)") for c in clean(at).caption)
 
+
+
+def test_long_chart_titles_break_into_a_head_and_a_smaller_line():
+    """plotly never wraps a title: on a phone-wide page "Downstream accuracy: trained on releases, tested on real
+    data" was cut after "tested o"."""
+    from cadp.curves import epsilon_figure, frontier_figure, two_line_title
+
+    assert two_line_title("Downstream accuracy: trained on releases") == \
+        "Downstream accuracy<br><sup>trained on releases</sup>"
+    assert two_line_title("Frontier (up is better)") == "Frontier<br><sup>(up is better)</sup>"
+    assert two_line_title("SSIM") == "SSIM"
+    figure = epsilon_figure(helpers.UTILITY, "p/o", "Downstream accuracy: trained on releases, tested on real data",
+                            "accuracy")
+    assert figure.layout.title.text.startswith("Downstream accuracy<br><sup>")
+    assert frontier_figure(helpers.UTILITY).layout.title.text.startswith("Privacy–utility frontier<br><sup>(")
