@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -40,6 +41,7 @@ from cadp.data import (
 )
 from cadp.errors import CadpError, InputError
 from cadp.hub import CARD_NAME, CONFIG_NAME, EVAL_NAME, REPORT_NAME, WEIGHTS_NAME, save_model
+from cadp.hub import _state as hub_state  # the tensors save_model writes
 from cadp.mechanisms import seed_option
 from cadp.models import (
     CONV_SUBNETS,
@@ -164,11 +166,16 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.
     with safe_open(str(path), "pt") as handle:
         state = json.loads(handle.metadata()["state"])
     earlier = state.get("run")
-    if run is not None and earlier is not None and earlier != run:
-        changed = ", ".join(f"{key} {earlier.get(key)!r} -> {run.get(key)!r}" for key in sorted(set(run) | set(earlier))
-                            if earlier.get(key) != run.get(key))
-        raise InputError(f"the checkpoint at {path} is of another run ({changed}): resume with that run's "
-                         "options, or pass --overwrite to start over")
+    if run is not None and earlier is not None:
+        shared = sorted(set(run) & set(earlier))  # a checkpoint written before a key was recorded lacks it
+        changed = ", ".join(f"{key} {earlier[key]!r} -> {run[key]!r}" for key in shared if earlier[key] != run[key])
+        if changed:
+            raise InputError(f"the checkpoint at {path} is of another run ({changed}): resume with that run's "
+                             "options, or pass --overwrite to start over")
+        unrecorded = sorted(set(run) - set(earlier))
+        if unrecorded:
+            print(f"note: the checkpoint at {path} predates recording {', '.join(unrecorded)}: not checked "
+                  "against this run's", file=sys.stderr)
     tensors = load_file(str(path))
     try:
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -191,7 +198,8 @@ def fit(model: torch.nn.Module, loss_fn, batches, *, steps: int | None, minutes:
         learning_rate: float, checkpoint: Path | None = None, resume: bool = False,
         checkpoint_every: int = 500, device: torch.device = torch.device("cpu"),
         description: str = "training", metric_name: str = "loss", run: dict | None = None) -> tuple[int, float, float]:
-    """Adam with a cosine schedule over the step or time budget; returns (steps, seconds, last loss).
+    """Adam with a cosine schedule over the step or time budget; returns (steps, seconds, training loss), the loss
+    a running average over about the last 50 steps (``running_loss``; it continues across a resume).
 
     ``batches`` is an endless iterator of argument tuples for ``loss_fn``. ``run`` (the data and settings) is
     stored in the checkpoint; resuming with another is refused. Ctrl-C saves a checkpoint, then stops.
@@ -208,8 +216,8 @@ def fit(model: torch.nn.Module, loss_fn, batches, *, steps: int | None, minutes:
     bar = tqdm(total=steps, desc=description, unit="step", initial=state["step"], dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 30)
     try:
-        running, loss_value = _steps(model, loss_fn, batches, optimizer, params, state, steps, budget_seconds,
-                                     start, learning_rate, checkpoint, checkpoint_every, device, bar, metric_name)
+        _steps(model, loss_fn, batches, optimizer, params, state, steps, budget_seconds, start, learning_rate,
+               checkpoint, checkpoint_every, device, bar, metric_name)
     except KeyboardInterrupt:
         bar.close()
         if checkpoint is not None and state["step"] > 0:
@@ -224,18 +232,30 @@ def fit(model: torch.nn.Module, loss_fn, batches, *, steps: int | None, minutes:
         state["seconds"] = seconds
         _save_checkpoint(checkpoint, model, optimizer, state)
     model.eval()
-    return state["step"], seconds, running if running is not None else loss_value
+    return state["step"], seconds, running_loss(state)
 
 
 class TrainingInterrupted(CadpError):
     """Ctrl-C during training, after the checkpoint (if any) was saved."""
 
 
+LOSS_DECAY = 0.98  # the running training loss weighs the last ~1 / (1 - 0.98) = 50 steps
+
+
+def running_loss(state: dict) -> float:
+    """The bias-corrected exponential moving average of the training loss in ``state`` (NaN before any step):
+    the average of the losses so far, step i weighted by LOSS_DECAY ** (steps after it), over about the last 50
+    steps; dividing by 1 - LOSS_DECAY ** count undoes the pull toward its start at 0 in the first steps."""
+    count = state.get("loss_steps", 0)
+    return state["loss_ema"] / (1 - LOSS_DECAY ** count) if count else float("nan")
+
+
 def _steps(model, loss_fn, batches, optimizer, params, state, steps, budget_seconds, start, learning_rate,
-           checkpoint, checkpoint_every, device, bar, metric_name) -> tuple[float | None, float]:
-    """The optimizer steps of ``fit`` until the step or time budget is spent (``state`` updated in place);
-    returns (running mean of the loss, last loss)."""
-    running, loss_value = None, float("nan")
+           checkpoint, checkpoint_every, device, bar, metric_name) -> None:
+    """The optimizer steps of ``fit`` until the step or time budget is spent (``state`` updated in place, the
+    running loss too: a checkpoint of a run before it was kept starts it afresh at the resume)."""
+    state.setdefault("loss_ema", 0.0)
+    state.setdefault("loss_steps", 0)
     while True:
         elapsed = time.monotonic() - start
         progress = max(state["step"] / steps if steps else 0.0,
@@ -249,15 +269,14 @@ def _steps(model, loss_fn, batches, optimizer, params, state, steps, budget_seco
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 10.0, foreach=True)
         optimizer.step()
-        loss_value = loss.item()
-        running = loss_value if running is None else 0.98 * running + 0.02 * loss_value
+        state["loss_ema"] = LOSS_DECAY * state["loss_ema"] + (1 - LOSS_DECAY) * loss.item()
+        state["loss_steps"] += 1
         state["step"] += 1
         bar.update(1)
-        bar.set_postfix({metric_name: f"{running:.3f}", "min": f"{elapsed / 60:.1f}"})
+        bar.set_postfix({metric_name: f"{running_loss(state):.3f}", "min": f"{elapsed / 60:.1f}"})
         if checkpoint is not None and state["step"] % checkpoint_every == 0:
             state["seconds"] = time.monotonic() - start
             _save_checkpoint(checkpoint, model, optimizer, state)
-    return running, loss_value
 
 
 @contextmanager
@@ -363,8 +382,9 @@ def train_image_model(args) -> None:
         resume=args.resume, device=device, description=f"cINN {name}", metric_name="bits/dim",
         run={"dataset": train.name, "image_size": config.image_size, "channels": config.channels,
              "width": args.width, "conv_blocks": args.conv_blocks, "conv_subnet": args.conv_subnet,
-             "fc_blocks": args.fc_blocks,
-             "fc_width": args.fc_width, "seed": args.seed, "batch_size": args.batch_size})
+             "fc_blocks": args.fc_blocks, "fc_width": args.fc_width, "seed": args.seed,
+             "batch_size": args.batch_size, "lr": args.lr, "max_train": args.max_train,
+             "train_fingerprint": split_fingerprint(train)})  # a folder's changed images split anew
     model = model.cpu().eval()
     try:
         test_bpd = evaluate_bits_per_dim(model, test)
@@ -386,10 +406,18 @@ def train_image_model(args) -> None:
     facts = {"train_records": len(train), "test_records": len(test), "test_fingerprint": split_fingerprint(test),
              "classifier_test_accuracy": accuracy, "sample_recognition_t0.7": sample_accuracy, "batch_size": batch}
     card = image_model_card(config, report, facts, args)
-    clear_stale_results(Path(args.out))
-    save_model(model, args.out, card=card, classifier=classifier, half_precision=args.half,
+    out = Path(args.out)
+    # a --resume that added no steps: the evaluations describe these very weights
+    kept = stored_results(out) if args.resume and holds_weights(out, model, args.half) else {}
+    if not kept:
+        clear_stale_results(out)
+    save_model(model, out, card=card, classifier=classifier, half_precision=args.half,
                overwrite=True)  # prepare_output asked (--overwrite, --resume)
-    _record_training(Path(args.out), report, facts)
+    for name, content in kept.items():  # (save_model removes them with the weights it replaces)
+        (out / name).write_bytes(content)
+    if kept:
+        print(f"kept {', '.join(kept)} in {out}: the weights did not change", file=sys.stderr)
+    _record_training(out, report, facts)
     print(f"wrote {args.out}: test bits/dim {test_bpd:.3f}, classifier accuracy {accuracy:.3f}, "
           f"samples recognized {sample_accuracy:.3f}")
 
@@ -796,6 +824,13 @@ def _kernels(conv_subnet: str) -> str:
     return "-".join(f"{k}x{k}" for k in conv_subnet.split("-"))
 
 
+def _training_loss_line(running: float) -> str:
+    if not math.isfinite(running):  # resumed, with no steps to add, from a checkpoint that did not keep it
+        return "training loss: not recorded (no steps ran since a checkpoint written before it was kept)"
+    return (f"training loss: {running:.3f} bits/dim, the running average of the training loss over about the\n"
+            "  last 50 steps (eval.json's final_train_loss; on training images, so not a test result)")
+
+
 def image_model_card(config: ImageModelConfig, report: TrainingReport, facts: dict, args) -> str:
     params = sum(p.numel() for p in ImageCINN(config).parameters() if p.requires_grad)
     return f"""---
@@ -810,7 +845,7 @@ Class-conditional invertible network (FrEIA) for content-aware differential priv
 ## Data
 - dataset: {config.dataset} ({DATA_LICENSES.get(config.dataset, 'user data: check its license')})
 - split: {facts['train_records']} training / {facts['test_records']} test images
-  ({'stratified 100 per class, seed 0' if config.dataset == 'mnist' else 'the dataset split' if config.dataset == 'fashion-mnist' else '80/20 by seed'})
+  ({'stratified 100 per class, with the fixed seed 0' if config.dataset == 'mnist' else 'the dataset split' if config.dataset == 'fashion-mnist' else '80/20, split with the fixed seed 0'}; --seed sets the network's initialisation and batches)
 - classes: {', '.join(config.class_names)}
 
 ## Architecture
@@ -824,6 +859,7 @@ label conditions every coupling. {params:,} trainable parameters; latent dimensi
 ## Training
 - {report.steps} steps (~{report.epochs:.1f} epochs), batch {facts.get('batch_size', args.batch_size)}, Adam lr {args.lr} with cosine decay
 - {report.seconds / 60:.1f} minutes on {report.device}; seed {args.seed}
+- {_training_loss_line(report.final_train_loss)}
 - command: `{recorded_command('cadp.train', sys.argv[1:])}`
 
 ## Results
@@ -988,6 +1024,22 @@ def clear_stale_results(out: Path) -> None:
     if stale:
         why = "they described the earlier weights" if replacing else "--overwrite; they would be read as the new model's"
         print(f"removed {', '.join(stale)} from {out}: {why}", file=sys.stderr)
+
+
+def holds_weights(out: Path, model: torch.nn.Module, half_precision: bool) -> bool:
+    """Whether ``out`` already holds exactly the weights that saving ``model`` would write."""
+    try:
+        stored = load_file(str(out / WEIGHTS_NAME))
+    except (OSError, SafetensorError):
+        return False
+    current = hub_state(model, half_precision)
+    return stored.keys() == current.keys() and all(
+        stored[name].dtype == tensor.dtype and torch.equal(stored[name], tensor) for name, tensor in current.items())
+
+
+def stored_results(out: Path) -> dict[str, bytes]:
+    """The evaluation and report files in ``out``, by name."""
+    return {name: (out / name).read_bytes() for name in (EVAL_NAME, REPORT_NAME) if (out / name).exists()}
 
 
 def main(argv=None) -> int:

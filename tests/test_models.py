@@ -844,6 +844,121 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues_and_another_run_cannot(
                   checkpoint=checkpoint, resume=True)
 
 
+def test_fit_reports_the_bias_corrected_running_loss_and_continues_it_across_a_resume(tmp_path):
+    """The reported training loss was an average started at the first loss, restarted at a resume (NaN after a
+    resume that added no steps), and called the final loss."""
+    from cadp import train
+
+    model = torch.nn.Linear(3, 1)
+    batches = train.endless_batches((torch.randn(64, 3),), 8, torch.Generator().manual_seed(0))
+    losses = iter([1.0, 2.0, 3.0, 4.0, 5.0])
+
+    def scripted(x):  # a loss of known values that still has a gradient
+        return model(x).sum() * 0 + next(losses)
+
+    checkpoint = tmp_path / "checkpoint" / "training.safetensors"
+    options = {"minutes": None, "learning_rate": 1e-2, "checkpoint": checkpoint, "run": {"dataset": "a"}}
+    _, _, after_three = train.fit(model, scripted, batches, steps=3, **options)
+    assert after_three == pytest.approx((0.98 ** 2 * 1 + 0.98 * 2 + 3) / (1 + 0.98 + 0.98 ** 2))
+    _, _, after_five = train.fit(model, scripted, batches, steps=5, resume=True, **options)
+    weights = [0.98 ** (4 - i) for i in range(5)]
+    assert after_five == pytest.approx(sum(w * v for w, v in zip(weights, [1, 2, 3, 4, 5])) / sum(weights))
+    _, _, nothing_added = train.fit(model, scripted, batches, steps=5, resume=True, **options)
+    assert nothing_added == pytest.approx(after_five)
+
+
+def _image_folder(root, per_class: int = 10):
+    """An ImageFolder of two classes of random 16x16 grey images."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("cats", "dogs"):
+        (root / label).mkdir(parents=True)
+        for index in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(root / label / f"{index}.png")
+    return root
+
+
+TINY_IMAGE_RUN = ["--image-size", "16", "--width", "8", "--conv-blocks", "1", "--fc-blocks", "1", "--fc-width", "16"]
+
+
+def test_resuming_an_image_run_refuses_other_images_lr_or_max_train_but_continues_an_older_checkpoint(
+        tmp_path, capsys):
+    """Images added to the folder split into a new permutation (trained-on images in the test split) and --lr or
+    --max-train changed what the card says of the whole run: a resume accepted both silently."""
+    from PIL import Image
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from cadp import train
+
+    folder = _image_folder(tmp_path / "pets")
+    out = tmp_path / "model"
+    command = ["--dataset", str(folder), "--out", str(out), "--steps", "2", *TINY_IMAGE_RUN]
+    assert train.main(command) == 0
+    weights = (out / "model.safetensors").read_bytes()
+    Image.fromarray(np.full((16, 16), 7, np.uint8)).save(folder / "dogs" / "new.png")  # one image added
+    capsys.readouterr()
+    assert train.main([*command[:5], "4", *TINY_IMAGE_RUN, "--resume"]) == 2
+    assert "is of another run (train_fingerprint '" in capsys.readouterr().err
+    (folder / "dogs" / "new.png").unlink()
+    for option, changed in ((["--lr", "0.01"], "lr 0.001 -> 0.01)"),
+                            (["--max-train", "10"], "max_train None -> 10, train_fingerprint '")):
+        assert train.main([*command, "--resume", *option]) == 2
+        assert f"is of another run ({changed}" in capsys.readouterr().err
+    assert (out / "model.safetensors").read_bytes() == weights
+    # a checkpoint written before lr, max_train and the split's fingerprint were recorded still resumes
+    checkpoint = out / train.CHECKPOINT_PATH
+    with safe_open(str(checkpoint), "pt") as handle:
+        state = json.loads(handle.metadata()["state"])
+    for key in ("lr", "max_train", "train_fingerprint"):
+        del state["run"][key]
+    save_file(load_file(str(checkpoint)), str(checkpoint), metadata={"state": json.dumps(state)})
+    assert train.main([*command[:5], "3", *TINY_IMAGE_RUN, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "predates recording lr, max_train, train_fingerprint: not checked" in err and "at step 2" in err
+
+
+def test_resuming_a_finished_image_run_keeps_its_evaluations_unless_steps_are_added(tmp_path, capsys):
+    """A --resume that added no steps removed eval.json's evaluations as if they described other weights."""
+    from cadp import train
+    from cadp.hub import read_eval, update_eval
+
+    out = tmp_path / "model"
+    command = ["--dataset", str(_image_folder(tmp_path / "pets")), "--out", str(out), "--steps", "2", *TINY_IMAGE_RUN]
+    assert train.main(command) == 0
+    weights = (out / "model.safetensors").read_bytes()
+    update_eval(out, "utility", {"note": "measured on these weights"})
+    (out / "report.html").write_text("<html>the report of these weights</html>")
+    capsys.readouterr()
+    assert train.main([*command, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "kept eval.json, report.html" in err and "removed" not in err
+    assert (out / "model.safetensors").read_bytes() == weights
+    assert read_eval(out)["utility"] == {"note": "measured on these weights"} and (out / "report.html").exists()
+    assert math.isfinite(read_eval(out)["training"]["final_train_loss"])
+    assert train.main([*command[:5], "3", *TINY_IMAGE_RUN, "--resume"]) == 0  # one more step: other weights
+    assert "removed eval.json, report.html" in capsys.readouterr().err
+    assert set(read_eval(out)) == {"training"} and not (out / "report.html").exists()
+
+
+def test_an_image_folder_models_card_states_the_split_seed_it_used(tmp_path):
+    """The card said "80/20 by seed" next to "seed 3", but a folder splits with seed 0 whatever --seed is."""
+    from cadp import train
+    from cadp.data import load_image_folder
+    from cadp.hub import read_eval
+
+    folder, out = _image_folder(tmp_path / "pets"), tmp_path / "model"
+    assert train.main(["--dataset", str(folder), "--out", str(out), "--steps", "2", "--seed", "3",
+                       *TINY_IMAGE_RUN]) == 0
+    card = " ".join((out / "README.md").read_text().split())
+    assert "(80/20, split with the fixed seed 0; --seed sets the network's initialisation and batches)" in card
+    assert "training loss: " in card and "the running average of the training loss over about the last 50 steps" \
+        in card
+    held_out = load_image_folder(folder, "test", image_size=16, seed=0)  # the seed the card names
+    assert train.split_fingerprint(held_out) == read_eval(out)["training"]["test_fingerprint"]
+
+
 def _small_table(rows: int = 60) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     return pd.DataFrame({"age": rng.integers(20, 80, rows), "bmi": rng.normal(25, 4, rows),
