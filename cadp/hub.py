@@ -116,9 +116,9 @@ def save_model(model: torch.nn.Module, folder: Path | str, *, card: str | None =
             (folder / name).unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_NAME).write_text(config_text)
-    save_file(_state(model, half_precision), str(folder / WEIGHTS_NAME))
+    save_file(weights_state(model, half_precision), str(folder / WEIGHTS_NAME))
     if classifier is not None:
-        save_file(_state(classifier, half_precision), str(folder / CLASSIFIER_NAME))
+        save_file(weights_state(classifier, half_precision), str(folder / CLASSIFIER_NAME))
     if card is not None:
         (folder / CARD_NAME).write_text(card, encoding="utf-8")
     if not (folder / EVAL_NAME).exists():
@@ -126,7 +126,7 @@ def save_model(model: torch.nn.Module, folder: Path | str, *, card: str | None =
     return folder
 
 
-def _state(module: torch.nn.Module, half_precision: bool) -> dict[str, torch.Tensor]:
+def weights_state(module: torch.nn.Module, half_precision: bool) -> dict[str, torch.Tensor]:
     state = {}
     for key, tensor in module.state_dict().items():
         tensor = tensor.detach().cpu().contiguous()

@@ -40,8 +40,7 @@ from cadp.data import (
     load_table,
 )
 from cadp.errors import CadpError, InputError
-from cadp.hub import CARD_NAME, CONFIG_NAME, EVAL_NAME, REPORT_NAME, WEIGHTS_NAME, save_model
-from cadp.hub import _state as hub_state  # the tensors save_model writes
+from cadp.hub import CARD_NAME, CONFIG_NAME, EVAL_NAME, REPORT_NAME, WEIGHTS_NAME, save_model, weights_state
 from cadp.mechanisms import seed_option
 from cadp.models import (
     CONV_SUBNETS,
@@ -1032,7 +1031,7 @@ def holds_weights(out: Path, model: torch.nn.Module, half_precision: bool) -> bo
         stored = load_file(str(out / WEIGHTS_NAME))
     except (OSError, SafetensorError):
         return False
-    current = hub_state(model, half_precision)
+    current = weights_state(model, half_precision)
     return stored.keys() == current.keys() and all(
         stored[name].dtype == tensor.dtype and torch.equal(stored[name], tensor) for name, tensor in current.items())
 
