@@ -1049,6 +1049,10 @@ def main(argv=None) -> int:
             raise InputError(f"--dataset {args.dataset}: no such folder or file; give one of "
                              f"{', '.join(PUBLIC_DATASETS)}, "
                              "an image folder (one sub-folder per class) or a .csv file")
+        dataset = Path(args.dataset)
+        if dataset.is_dir() and Path(args.out).resolve().is_relative_to(dataset.resolve()):
+            raise InputError(f"--out {args.out} lies inside the image folder {args.dataset}: the next training on "
+                             "that folder would read the model's folder as a class; choose a folder outside it")
         prepare_output(Path(args.out), image=is_image_dataset(args.dataset), resume=args.resume,
                        overwrite=args.overwrite)
         if is_image_dataset(args.dataset):

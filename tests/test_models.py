@@ -1064,3 +1064,13 @@ def test_the_training_cli_counts_the_files_rows_when_too_few(tmp_path, capsys, r
                        "--steps", "5"]) == 2
     err = capsys.readouterr().err
     assert f"few.csv has {rows} row(s): this command holds out a fifth of them" in err and "give at least 8" in err
+
+
+def test_the_training_cli_refuses_an_output_folder_inside_the_image_folder(tmp_path, capsys):
+    """A model written into its data folder became a class ("model", 0 images) of the next training there."""
+    from cadp import train
+
+    folder = _image_folder(tmp_path / "pets")
+    assert train.main(["--dataset", str(folder), "--out", str(folder / "model"), "--steps", "2",
+                       *TINY_IMAGE_RUN]) == 2
+    assert "lies inside the image folder" in capsys.readouterr().err and not (folder / "model").exists()
