@@ -39,7 +39,15 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from cadp.data import case_hint, image_folder_name, numeric_cells, text_category_columns
+from cadp.data import (
+    NOT_AN_IMAGE,
+    case_hint,
+    folder_files,
+    image_folder_name,
+    numeric_cells,
+    read_image_file,
+    text_category_columns,
+)
 from cadp.errors import CadpError, InputError
 from cadp.mechanisms import (
     DEFAULT_TEMPERATURE,
@@ -58,9 +66,7 @@ from cadp.train import row_record_keys, rows_seen_in_training, training_rows_cau
 from cadp.uploads import (
     DELIMITER_NAMES,
     ENCODING_NAMES,
-    IMAGE_SUFFIXES,
     INVERT_CHOICES,
-    MAX_IMAGE_BYTES,
     comma_number,
     csv_format_words,
     decimal_comma_columns,
@@ -68,7 +74,6 @@ from cadp.uploads import (
     default_invert,
     escape_cell,
     image_record_key,
-    is_folder_metadata,
     png_bytes,
     safe_csv_bytes,
     sniff_delimiter,
@@ -455,31 +460,18 @@ def iter_folder_files(root: Path, shuffle: random.Random | None = None) -> Itera
     if shuffle is not None:
         shuffle.shuffle(paths)
     for name, path in paths:
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            yield name, InputError("not an image (accepted: PNG, JPEG, BMP, TIFF, GIF, WebP, DICOM); skipped")
-            continue
         try:
-            size = path.stat().st_size
-            if size > MAX_IMAGE_BYTES:
-                yield name, InputError(f"the file is {size / 2**20:.0f} MB; images up to "
-                                       f"{MAX_IMAGE_BYTES // 2**20} MB are accepted")
-                continue
-            yield name, path.read_bytes()
-        except OSError as error:
-            yield name, InputError(f"the file cannot be read ({error.strerror or 'I/O error'})")
+            data = read_image_file(path)
+        except InputError as error:
+            yield name, error
+            continue
+        yield name, data if data is not None else InputError(f"{NOT_AN_IMAGE}; skipped")
 
 
 def _folder_files(root: Path) -> list[tuple[str, Path]]:
-    """(relative name, path) of the files under root that are inputs, in sorted order."""
-    paths = []
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d != "__MACOSX")
-        for file in sorted(files):
-            path = Path(folder) / file
-            name = path.relative_to(root).as_posix()
-            if not (is_folder_metadata(name) or name == LABELS_NAME):
-                paths.append((name, path))
-    return paths
+    """(relative name, path) of the files under root that are inputs, in sorted order, as training lists them
+    (linked folders followed, each folder and file once)."""
+    return [(name, path) for name, path in folder_files(root) if name != LABELS_NAME]
 
 
 def _png_names(source: Path, input_kind: str) -> frozenset[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import stat
 import sys
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, fields
@@ -125,47 +126,114 @@ def _load_fashion_mnist(split: str) -> ImageDataset:
 
 
 MIN_IMAGES_PER_CLASS = 10  # fewer readable images in a class of an image folder: a warning when training
+ACCEPTED_IMAGES = "PNG, JPEG, BMP, TIFF, GIF, WebP, DICOM"  # IMAGE_SUFFIXES of cadp.uploads, and DICOM by content
+NOT_AN_IMAGE = f"not an image (accepted: {ACCEPTED_IMAGES})"
+DICOM_MAGIC_END = 132  # a DICOM Part 10 file says 'DICM' at bytes 128..131, whatever its name
+
+
+def folder_files(root: Path) -> list[tuple[str, Path]]:
+    """(name relative to root, path) of the files under root, in sorted order, folder metadata left out.
+
+    Linked folders are followed (data is often organised with links); a folder reached twice by its resolved
+    path (a second link to it, a link back to a folder above it) is walked once, a folder above root (a link up
+    the tree) not at all, and a file reached twice is listed once."""
+    from cadp.uploads import is_folder_metadata
+
+    paths, walked, listed = [], set(), set()
+    root_resolved = os.path.realpath(root)
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        resolved = os.path.realpath(folder)
+        above_root = resolved != root_resolved and os.path.commonpath([resolved, root_resolved]) == resolved
+        if resolved in walked or above_root:  # a link up the tree leads back to root: a loop
+            subfolders[:] = []
+            continue
+        walked.add(resolved)
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d != "__MACOSX")
+        for file in sorted(files):
+            path = Path(folder) / file
+            name = path.relative_to(root).as_posix()
+            if is_folder_metadata(name) or os.path.realpath(path) in listed:
+                continue
+            listed.add(os.path.realpath(path))
+            paths.append((name, path))
+    return paths
+
+
+def read_image_file(path: Path) -> bytes | None:
+    """The bytes of an image file of a folder (by its suffix, or DICOM by its content: PACS exports name files
+    IM0001), or None for a file that is not an image; InputError where it cannot be read or is too large."""
+    from cadp.uploads import IMAGE_SUFFIXES, MAX_IMAGE_BYTES, is_dicom
+
+    try:
+        status = path.stat()
+        if not stat.S_ISREG(status.st_mode):
+            raise InputError("not a regular file (a folder, a pipe or a device)")
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            with path.open("rb") as handle:
+                if not is_dicom(handle.read(DICOM_MAGIC_END)):
+                    return None
+        if status.st_size > MAX_IMAGE_BYTES:
+            raise InputError(f"the file is {status.st_size / 2**20:.0f} MB; images up to "
+                             f"{MAX_IMAGE_BYTES // 2**20} MB are accepted")
+        return path.read_bytes()
+    except OSError as error:
+        raise InputError(f"the file cannot be read ({error.strerror or 'I/O error'})") from None
+
+
+def _file_names(names: list[str], shown: int) -> str:
+    """Up to ``shown`` file names as they are (not quoted: as the privatize CLI's manifest gives them)."""
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def load_image_folder(path: Path | str, split: str = "train", *, image_size: int = 28,
                       channels: int = 1, test_fraction: float = 0.2,
                       seed: int = 0) -> ImageDataset:
     """Load an ImageFolder (root/<class>/<image>) as an ImageDataset, resized and split. Reads what the app
-    and the privatize CLI read (DICOM included)."""
-    from cadp.uploads import IMAGE_SUFFIXES as READABLE
+    and the privatize CLI read (DICOM included), through linked folders as the privatize CLI does."""
     from cadp.uploads import to_model_input
 
     root = Path(path)
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
+                        and d.name != "__MACOSX")
     if not class_dirs:
         raise InputError(f"{root} has no class sub-folders (expected {root}/<class>/<image>.png)")
     splits = [d.name for d in class_dirs if d.name.lower() in SPLIT_FOLDER_NAMES and any(c.is_dir() for c in d.iterdir())]
     if splits:  # root/train/<class>/...: the split folders would become the classes
         raise InputError(f"{root} holds split folders ({', '.join(splits)}) with class folders inside: give the "
                          f"folder of the classes, e.g. {root / splits[0]} (cadp.train holds out its own test split)")
-    images, labels, skipped, coloured = [], [], [], 0
-    for index, class_dir in enumerate(class_dirs):
-        files = sorted(f for f in class_dir.rglob("*") if f.suffix.lower() in READABLE)
-        for file in files:
-            try:
-                prepared = to_model_input(file.read_bytes(), image_size=image_size, channels=channels,
-                                          invert="never", filename=file.name)
-            except InputError:
-                skipped.append(file.relative_to(root).as_posix())
+    class_index = {d.name: index for index, d in enumerate(class_dirs)}
+    images, labels, skipped, not_images, coloured = [], [], [], [], 0
+    for name, file in folder_files(root):
+        index = class_index.get(name.split("/")[0]) if "/" in name else None  # a file at the root is in no class
+        try:
+            data = read_image_file(file) if index is not None else None
+            if data is None:
+                not_images.append(name)
                 continue
-            coloured += "converted to grayscale" in prepared.steps
-            images.append(prepared.pixels)
-            labels.append(index)
+            prepared = to_model_input(data, image_size=image_size, channels=channels, invert="never",
+                                      filename=file.name)
+        except InputError:
+            skipped.append(name)
+            continue
+        coloured += "converted to grayscale" in prepared.steps
+        images.append(prepared.pixels)
+        labels.append(index)
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_dirs))
+    empty = [d for d, count in zip(class_dirs, counts) if count == 0]
+    if empty:  # randomized response would release a class the network never saw
+        raise InputError(_empty_classes_message(empty))
     if coloured and split == "train":  # said once per folder, not per split
         print(f"note: {coloured} image(s) under {root} are stored in colour and were converted to greyscale "
               "(--channels 1, the default); if their colour matters, train with --channels 3", file=sys.stderr)
     if len(images) < 2:
         raise InputError(f"{len(images)} readable image(s) under {root}: a training and a held-out split need more")
+    if not_images and split == "train":  # said once per folder, not per split
+        print(f"note: {len(not_images)} file(s) under {root} are not images in a class folder and were left out "
+              f"(accepted: {ACCEPTED_IMAGES}, as {root}/<class>/<image>): "
+              f"{_file_names(not_images, 3)}", file=sys.stderr)
     if skipped and split == "train":  # said once per folder, not per split
-        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-        print(f"note: {len(skipped)} file(s) under {root} could not be read as images and were left out: {shown}",
-              file=sys.stderr)
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_dirs))
+        print(f"note: {len(skipped)} file(s) under {root} could not be read as images and were left out: "
+              f"{_file_names(skipped, 5)}", file=sys.stderr)
     scarce = [f"{d.name} ({count})" for d, count in zip(class_dirs, counts) if count < MIN_IMAGES_PER_CLASS]
     if scarce and split == "train":
         print(f"warning: class(es) with fewer than {MIN_IMAGES_PER_CLASS} readable images: {', '.join(scarce)}; the "
@@ -177,6 +245,19 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
     stacked = torch.from_numpy(np.stack([images[i] for i in chosen]))
     return ImageDataset(stacked, torch.tensor([labels[i] for i in chosen], dtype=torch.int64),
                         [d.name for d in class_dirs], image_folder_name(root))
+
+
+def _empty_classes_message(empty: list[Path]) -> str:
+    from cadp.hub import CONFIG_NAME, WEIGHTS_NAME
+
+    models = [repr(d.name) for d in empty if (d / CONFIG_NAME).exists() or (d / WEIGHTS_NAME).exists()]
+    holds_model = ("" if not models else " (it holds a model" if len(empty) == 1
+                   else f" ({' and '.join(models)} hold{'s' * (len(models) == 1)} a model")
+    hint = f"{holds_model}: train with --out outside the data folder)" if models else ""
+    if len(empty) == 1:
+        return f"the class folder {empty[0].name!r} holds no readable image: remove it or add images{hint}"
+    return (f"the class folders {', '.join(repr(d.name) for d in empty)} hold no readable image: remove them or "
+            f"add images{hint}")
 
 
 def image_folder_name(path: Path | str) -> str:

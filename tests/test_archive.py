@@ -286,6 +286,36 @@ def test_a_file_in_folders_of_two_classes_is_listed_with_the_reason(image_model,
         by_file["1/0/b.png"]["error"]
 
 
+def test_linked_folders_are_followed_once_and_unreadable_links_are_listed(image_model, tmp_path):
+    """As training reads a folder: a linked class folder or sub-folder is read, a loop or a second link to a folder
+    already read adds nothing, a file reached twice is released once, a broken link is an unreadable file."""
+    source = make_folder(tmp_path / "in", {"0/a.png": image_file(1)})
+    elsewhere = make_folder(tmp_path / "elsewhere", {"class-1/b.png": image_file(2), "scans/c.png": image_file(3)})
+    (source / "1").symlink_to(elsewhere / "class-1")  # a class folder the model was trained on, as a link
+    (source / "0" / "scans").symlink_to(elsewhere / "scans")
+    (source / "0" / "scans-again").symlink_to(elsewhere / "scans")
+    (source / "0" / "loop").symlink_to(source)
+    (source / "0" / "up").symlink_to(tmp_path)  # above the input: it would read "elsewhere" and the input again
+    (source / "0" / "same.png").symlink_to(source / "0" / "a.png")
+    (source / "0" / "broken_link.png").symlink_to("/nonexistent")
+    assert run(image_model, source, tmp_path / "out", "--batch-size", "2") == 0
+    rows = {row["file"]: row for row in read_manifest(tmp_path / "out")}
+    assert sorted(rows) == ["0/a.png", "0/broken_link.png", "0/scans/c.png", "1/b.png"]
+    assert [rows[name]["status"] for name in ("0/a.png", "0/scans/c.png", "1/b.png")] == ["privatized"] * 3
+    assert (rows["1/b.png"]["condition"], rows["0/scans/c.png"]["condition"]) == ("1", "0")
+    assert rows["0/broken_link.png"]["error"] == "the file cannot be read (No such file or directory)"
+    assert rows["0/a.png"]["releases_of_record"] == "1"
+
+
+def test_dicom_files_without_a_suffix_are_read_by_their_content(image_model, tmp_path):
+    """PACS exports name their files IM0001: the DICM magic says they are DICOM."""
+    source = make_folder(tmp_path / "in", {"1/IM0001": corpus.dicom(), "1/NOTES": b"no image, no suffix" * 20})
+    assert run(image_model, source, tmp_path / "out") == 0
+    rows = {row["file"]: row for row in read_manifest(tmp_path / "out")}
+    assert rows["1/IM0001"]["status"] == "privatized"
+    assert rows["1/NOTES"]["error"] == "not an image (accepted: PNG, JPEG, BMP, TIFF, GIF, WebP, DICOM); skipped"
+
+
 def test_released_class_folders_are_one_folder_each_and_read_back_as_their_class(image_model, tmp_path):
     source = make_folder(tmp_path / "in", {f"{label}/{i}.png": image_file(10 * n + i)
                                            for n, label in enumerate(["0", "1", "t-shirt_top"]) for i in range(4)})

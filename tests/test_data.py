@@ -64,6 +64,93 @@ def test_image_folder_grayscale_and_rgb_resized(tmp_path):
     assert rgb.images.shape[1:] == (3, 16, 16)
 
 
+def image_class_folders(root, counts: dict[str, int], seed: int = 0) -> None:
+    """root/<class>/<i>.png: ``counts[class]`` random grayscale PNGs per class."""
+    rng = np.random.default_rng(seed)
+    for label, count in counts.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8), "L").save(root / label / f"{i}.png")
+
+
+def images_per_class(path, **options) -> list[int]:
+    train, test = (load_image_dataset(str(path), split, image_size=8, **options) for split in ("train", "test"))
+    return torch.bincount(torch.cat([train.labels, test.labels]), minlength=len(train.class_names)).tolist()
+
+
+def test_an_image_folder_lists_a_broken_link_as_unreadable_and_reads_a_folder_named_like_an_image(tmp_path,
+                                                                                                   capsys):
+    image_class_folders(tmp_path, {"a": 5, "b": 5})
+    (tmp_path / "a" / "broken_link.png").symlink_to("/nonexistent")
+    (tmp_path / "a" / "dir.png").mkdir()  # a folder, whatever its name: its images are the class's
+    image_class_folders(tmp_path / "a", {"dir.png": 1}, seed=1)
+    assert images_per_class(tmp_path) == [6, 5]
+    err = capsys.readouterr().err
+    assert f"note: 1 file(s) under {tmp_path} could not be read as images and were left out: a/broken_link.png" in err
+
+
+def test_linked_folders_are_read_once_each_and_a_file_reached_twice_counts_once(tmp_path):
+    """Folders are followed through links, as the privatize CLI follows them; a loop or a second link to a folder
+    already read adds nothing."""
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    image_class_folders(data, {"a": 5})
+    image_class_folders(elsewhere, {"b": 4, "more": 3}, seed=1)
+    (data / "b").symlink_to(elsewhere / "b")  # a linked class folder
+    (data / "a" / "more").symlink_to(elsewhere / "more")  # a linked sub-folder of a class
+    (data / "a" / "more-again").symlink_to(elsewhere / "more")  # ... reached twice
+    (data / "a" / "loop").symlink_to(data / "a")  # a loop
+    (data / "a" / "same.png").symlink_to(data / "a" / "0.png")  # a file reached twice
+    assert images_per_class(data) == [5 + 3, 4]
+
+
+def test_dicom_files_without_a_suffix_are_read_by_their_content(tmp_path, capsys):
+    """PACS exports name their files IM0001: the DICM magic says they are DICOM."""
+    from tests import corpus
+
+    image_class_folders(tmp_path, {"bar": 0, "square": 5})
+    for i in range(5):
+        (tmp_path / "bar" / f"IM{i:04d}").write_bytes(corpus.dicom())
+    (tmp_path / "bar" / "NOTES").write_text("not an image, and no suffix to say so" * 10)
+    assert images_per_class(tmp_path) == [5, 5]
+    assert "1 file(s) under" in capsys.readouterr().err  # NOTES, among the files left out
+
+
+def test_a_class_folder_without_a_readable_image_is_refused(tmp_path, capsys):
+    """Randomized response releases any class of the model: one it never saw an image of would be noise."""
+    image_class_folders(tmp_path, {"a": 5, "b": 5, "few": 3, "empty": 0})
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    with pytest.raises(InputError, match=r"the class folder 'empty' holds no readable image: remove it or add "
+                                         r"images"):
+        load_image_dataset(str(tmp_path), "train", image_size=8)
+    (tmp_path / "empty" / "notes.txt").unlink()
+    (tmp_path / "empty").rmdir()
+    assert images_per_class(tmp_path) == [5, 5, 3]  # a class with a few images is a warning, as before
+    assert "warning: class(es) with fewer than 10 readable images: a (5), b (5), few (3)" in capsys.readouterr().err
+    # a model written into the data folder would become a class of the next model trained on it
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    (tmp_path / "model" / "model.safetensors").write_bytes(b"0")
+    with pytest.raises(InputError, match=r"'model' holds no readable image: remove it or add images \(it holds a "
+                                         r"model: train with --out outside the data folder\)"):
+        load_image_dataset(str(tmp_path), "train", image_size=8)
+
+
+def test_files_left_out_for_their_name_or_place_are_said_in_one_line(tmp_path, capsys):
+    image_class_folders(tmp_path, {"a": 5, "b": 5})
+    (tmp_path / "a" / "notes.txt").write_text("notes")
+    (tmp_path / "b" / "report.pdf").write_bytes(b"%PDF-1.4")
+    (tmp_path / "b" / "scan.csv").write_text("x\n1\n")
+    Image.new("L", (20, 20)).save(tmp_path / "stray.png")  # at the root: in no class
+    (tmp_path / ".DS_Store").write_bytes(b"\0")  # folder metadata: not worth a word, and no class
+    image_class_folders(tmp_path / "__MACOSX", {"a": 1})
+    assert images_per_class(tmp_path) == [5, 5]
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "left out" in line]
+    assert lines == [f"note: 4 file(s) under {tmp_path} are not images in a class folder and were left out "
+                     f"(accepted: PNG, JPEG, BMP, TIFF, GIF, WebP, DICOM, as {tmp_path}/<class>/<image>): "
+                     "stray.png, a/notes.txt, b/report.pdf and 1 more"]
+
+
 def test_unknown_dataset_error():
     with pytest.raises(InputError, match="unknown image dataset"):
         load_image_dataset("cifar-1000", "train")
