@@ -343,3 +343,27 @@ def test_a_text_column_with_a_missing_value_decodes_to_one_dtype_whichever_value
     assert without["dose"].dtype == with_missing["dose"].dtype == np.float64
     assert with_missing["city"].isna().tolist() == [False, False, True]
     assert with_missing["dose"].isna().tolist() == [False, False, True]
+
+
+def test_a_nested_image_folder_is_read_in_the_order_earlier_versions_read_it(tmp_path):
+    """The 80/20 split of a folder follows its reading order, and evaluate --data checks a model's split by
+    fingerprint: reading a class folder's own files before its sub-folders' would split nested folders anew."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from cadp.data import load_image_folder
+
+    names = ["a/c.png", "a/b/x.png", "a/b-c.png", "a/B/y.png", "a/d.png", "b/z.png", "b/k/m/n.png", "b/k.png",
+             "b/l.png", "b/j.png"]
+    for shade, name in enumerate(names):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8), 20 * shade + 10, dtype=np.uint8)).save(path)
+    # earlier versions: class folders sorted, then each one's files sorted by path parts (Path.rglob, sorted)
+    earlier = sorted(names, key=lambda name: Path(name).parts)
+    order = np.random.default_rng(0).permutation(len(names))
+    test = load_image_folder(tmp_path, "test", image_size=8, seed=0)
+    shades = [int(image.float().mean().round()) for image in test.images]
+    assert shades == [20 * names.index(earlier[i]) + 10 for i in order[:len(test.images)]]
