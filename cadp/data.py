@@ -131,30 +131,52 @@ NOT_AN_IMAGE = f"not an image (accepted: {ACCEPTED_IMAGES})"
 DICOM_MAGIC_END = 132  # a DICOM Part 10 file says 'DICM' at bytes 128..131, whatever its name
 
 
+def _under(path: str, folder: str) -> bool:
+    """Whether the resolved ``path`` is ``folder`` or lies under it (on another drive: no)."""
+    try:
+        return os.path.commonpath([path, folder]) == folder
+    except ValueError:  # Windows: paths on different drives have no common path
+        return False
+
+
+def _link_into_tree(path: str, root: str) -> bool:
+    """Whether ``path`` is a link to something inside ``root`` (listed where it really is, under its own class
+    folder) or to a folder holding ``root`` (a loop)."""
+    if not os.path.islink(path):
+        return False
+    target = os.path.realpath(path)
+    return _under(target, root) or _under(root, target)
+
+
 def folder_files(root: Path) -> list[tuple[str, Path]]:
     """(name relative to root, path) of the files under root, in sorted order, folder metadata left out.
 
-    Linked folders are followed (data is often organised with links); a folder reached twice by its resolved
-    path (a second link to it, a link back to a folder above it) is walked once, a folder above root (a link up
-    the tree) not at all, and a file reached twice is listed once."""
+    Links to data outside root are followed (data is often organised with links); a link to a folder or file
+    inside root is left out, whatever the order of names (the real one is listed where it is, so an image keeps
+    its own class folder), as is a link to a folder holding root (a loop); a folder outside root reached by two
+    links is walked once, and a file reached through two links listed once."""
     from cadp.uploads import is_folder_metadata
 
-    paths, walked, listed = [], set(), set()
+    paths, walked, linked_files = [], set(), set()
     root_resolved = os.path.realpath(root)
     for folder, subfolders, files in os.walk(root, followlinks=True):
-        resolved = os.path.realpath(folder)
-        above_root = resolved != root_resolved and os.path.commonpath([resolved, root_resolved]) == resolved
-        if resolved in walked or above_root:  # a link up the tree leads back to root: a loop
+        resolved = os.path.realpath(folder)  # (once per folder: a file's realpath would cost a call per file)
+        if resolved in walked:
             subfolders[:] = []
             continue
         walked.add(resolved)
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d != "__MACOSX")
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d != "__MACOSX"
+                               and not _link_into_tree(os.path.join(folder, d), root_resolved))
         for file in sorted(files):
             path = Path(folder) / file
             name = path.relative_to(root).as_posix()
-            if is_folder_metadata(name) or os.path.realpath(path) in listed:
+            if is_folder_metadata(name) or _link_into_tree(str(path), root_resolved):
                 continue
-            listed.add(os.path.realpath(path))
+            if os.path.islink(path):  # a file outside root, perhaps reached through another link too
+                target = os.path.realpath(path)
+                if target in linked_files:
+                    continue
+                linked_files.add(target)
             paths.append((name, path))
     return paths
 
@@ -175,7 +197,12 @@ def read_image_file(path: Path) -> bytes | None:
         if status.st_size > MAX_IMAGE_BYTES:
             raise InputError(f"the file is {status.st_size / 2**20:.0f} MB; images up to "
                              f"{MAX_IMAGE_BYTES // 2**20} MB are accepted")
-        return path.read_bytes()
+        with path.open("rb") as handle:  # bounded: a file grown since its size was read is not read whole
+            data = handle.read(MAX_IMAGE_BYTES + 1)
+        if len(data) > MAX_IMAGE_BYTES:
+            raise InputError(f"the file is over {MAX_IMAGE_BYTES // 2**20} MB; images up to "
+                             f"{MAX_IMAGE_BYTES // 2**20} MB are accepted")
+        return data
     except OSError as error:
         raise InputError(f"the file cannot be read ({error.strerror or 'I/O error'})") from None
 

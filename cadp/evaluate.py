@@ -1354,8 +1354,10 @@ def load_training_data(config, path: Path | str, training: dict | None = None):
     columns = () if config.kind == "image" else tuple(config.data_columns + config.condition_columns)
     if isinstance(fingerprint, str) and split_fingerprint(test, columns) != fingerprint:
         raise InputError(f"--data {path} splits into other test records than the model's training run held out "
-                         "(eval.json; a re-ordered or edited copy of the data does): give the file or folder it was "
-                         "trained on as it was, or the test records would include training records")
+                         "(eval.json; a re-ordered or edited copy of the data does, and so does an image folder with "
+                         "linked folders, hidden images or DICOM files without a suffix read by a CADP version "
+                         "before 2026-11-29, which read those otherwise): give the file or folder it was trained on "
+                         "as it was, or the test records would include training records")
     return train, test
 
 

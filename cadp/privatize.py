@@ -136,6 +136,9 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
 def repeated_cost_note(mechanism: dict, occasions: str) -> str:
     """What releasing a record again costs (PRIVACY.md: n releases cost n * eps_total), for a download's terms;
     ``mechanism`` as ``Mechanism.describe()`` gives it, ``occasions`` the ways a record is released again."""
+    if mechanism.get("mechanism") == "paper":  # no formal guarantee: nothing to add up
+        return (f"Releasing the same record again ({occasions}) reveals more of it; paper gives no formal "
+                "guarantee, so there is no epsilon to add up over repeated releases.")
     cost = "epsilon and delta" if mechanism.get("delta") is not None else "epsilon"
     return (f"Releasing the same record again ({occasions}) costs its {cost} again (basic composition): a record "
             f"released n times costs n times the {cost} of one release.")

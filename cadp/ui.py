@@ -75,8 +75,9 @@ def large_epsilon_note(label_kept: bool = True) -> str:
             f"{'kept' if label_kept else 'released'} class, and the record's own details (a logo, a pattern) "
             "become visible around ε 1,000–3,000. Looking like a fresh sample is not being one: with the bundled "
             "image models, an attacker who holds the model traces releases to their record above chance (2 % "
-            "within a label) from about ε = 6 with gaussian (6–8 %; 13–14 % at ε = 10), and traces most of them "
-            "at ε = 100 (laplace 58–76 %, gaussian over 99 %). Formally, ε = 100 allows one record's releases to "
+            "within a label) from about ε = 2 with gaussian (3.5–5.3 % at ε = 2 and 3, 6–8 % at 6, 13–14 % at 10) "
+            "and at ε = 10 with laplace (3.7–3.8 %), and traces most of them at ε = 100 (laplace 58–76 %, gaussian "
+            "over 99 %). Formally, ε = 100 allows one record's releases to "
             "be up to e^100 times likelier than another's, i.e. almost no protection. " + label)
 
 

@@ -1470,6 +1470,9 @@ def test_a_paper_batch_download_names_its_batch():
     assert all("(ran on one batch of 3 records)" in row["mechanism"] for row in state["manifest"])
     terms = ui.release_terms(state["result"])
     assert "This release ran it on one batch of 3 records.\n\nReleasing the same record again" in terms
+    # paper has no formal guarantee: its terms add no epsilon up over repeats (PRIVACY.md)
+    assert "paper gives no formal guarantee, so there is no epsilon to add up" in terms
+    assert "basic composition" not in terms and "n times the epsilon" not in terms
 
 
 def test_an_upload_holding_the_models_training_rows_is_flagged():

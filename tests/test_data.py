@@ -148,7 +148,7 @@ def test_files_left_out_for_their_name_or_place_are_said_in_one_line(tmp_path, c
     lines = [line for line in err.splitlines() if "left out" in line]
     assert lines == [f"note: 4 file(s) under {tmp_path} are not images in a class folder and were left out "
                      f"(accepted: PNG, JPEG, BMP, TIFF, GIF, WebP, DICOM, as {tmp_path}/<class>/<image>): "
-                     "stray.png, a/notes.txt, b/report.pdf and 1 more"]
+                     "a/notes.txt, b/report.pdf, b/scan.csv and 1 more"]
 
 
 def test_unknown_dataset_error():
@@ -367,3 +367,29 @@ def test_a_nested_image_folder_is_read_in_the_order_earlier_versions_read_it(tmp
     test = load_image_folder(tmp_path, "test", image_size=8, seed=0)
     shades = [int(image.float().mean().round()) for image in test.images]
     assert shades == [20 * names.index(earlier[i]) + 10 for i in order[:len(test.images)]]
+
+
+def test_a_link_to_a_folder_or_file_inside_the_image_folder_never_takes_the_real_ones_place(tmp_path):
+    """0/shortcut -> ../1 sorts before 1/: its images were read as class 0 and the real class-1 files left out
+    (the privatize CLI then released them with the kept label 0)."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    from cadp.data import folder_files, load_image_folder
+
+    for label in ("0", "1"):
+        (tmp_path / label).mkdir()
+        for index in range(5):
+            Image.fromarray(np.full((8, 8), 40 + 100 * int(label), dtype=np.uint8)).save(
+                tmp_path / label / f"{label}_{index}.png")
+    os.symlink(tmp_path / "1", tmp_path / "0" / "shortcut")
+    os.symlink(tmp_path / "1" / "1_0.png", tmp_path / "0" / "a_dup.png")
+    names = [name for name, _ in folder_files(tmp_path)]
+    assert names == [f"0/0_{i}.png" for i in range(5)] + [f"1/1_{i}.png" for i in range(5)]
+    data = [load_image_folder(tmp_path, split, image_size=8, test_fraction=0.2) for split in ("train", "test")]
+    labels = torch.cat([d.labels for d in data])
+    shades = torch.cat([d.images.float().mean(dim=(1, 2, 3)) for d in data])
+    assert sorted(labels.tolist()) == [0] * 5 + [1] * 5
+    assert torch.all((shades > 90) == (labels == 1))  # every image with its own class

@@ -66,15 +66,27 @@ def test_the_large_epsilon_note_quotes_the_bundled_image_models_measurements():
         assert utility["chance_given_condition"] == 0.02
         for mechanism in ("laplace", "gaussian"):
             values = dict(zip(utility["epsilons"], utility["methods"][mechanism]["reid_latent"]))
-            for epsilon in (6.0, 10.0, 100.0):
+            for epsilon in values:
                 rates.setdefault((mechanism, epsilon), []).append(values[epsilon])
 
-    def span(values):  # as the note writes a range of percentages
-        return f"{min(values):.0%}"[:-1] + "–" + f"{max(values):.0%}"[:-1] + " %"
+    def span(values, digits=0):  # as the note writes a range of percentages
+        return f"{min(values):.{digits}%}"[:-1] + "–" + f"{max(values):.{digits}%}"[:-1] + " %"
+
+    def standard_errors_above_chance(rate):  # 3 seeds x 500 records, against 2 %
+        return (rate - 0.02) / (0.02 * 0.98 / 1500) ** 0.5
 
     note = large_epsilon_note()
     assert "(2 % within a label)" in note
-    assert f"with gaussian ({span(rates['gaussian', 6.0])}; {span(rates['gaussian', 10.0])} at ε = 10)" in note
+    # gaussian: the first ε clearly above chance is 2 (below it, within noise), as the note says
+    low = rates["gaussian", 2.0] + rates["gaussian", 3.0]
+    assert all(standard_errors_above_chance(rate) > 3 for rate in low)
+    assert all(standard_errors_above_chance(rate) < 3 for epsilon in (0.5, 1.0) for rate in rates["gaussian", epsilon])
+    assert (f"from about ε = 2 with gaussian ({span(low, 1)} at ε = 2 and 3, {span(rates['gaussian', 6.0])} at 6, "
+            f"{span(rates['gaussian', 10.0])} at 10) and at ε = 10 with laplace ({span(rates['laplace', 10.0], 1)})"
+            ) in note
+    assert all(standard_errors_above_chance(rate) > 3 for rate in rates["laplace", 10.0])
+    assert all(standard_errors_above_chance(rate) < 3 for epsilon in (0.5, 1.0, 2.0, 3.0, 6.0)
+               for rate in rates["laplace", epsilon])
     assert f"(laplace {span(rates['laplace', 100.0])}, gaussian over 99 %)" in note
     assert min(rates["gaussian", 100.0]) > 0.99
     assert not re.search(r"come back only|return only", note)
