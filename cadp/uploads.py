@@ -447,7 +447,7 @@ def iter_zip_images(data: bytes | BinaryIO | Path | str, *, max_files: int = MAX
             if unsafe:
                 yield name, InputError("unsafe path in the ZIP (absolute or containing '..'); skipped")
                 continue
-            if PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES:
+            if PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES and not _dicom_member(archive, info):
                 yield name, InputError(f"not an image (accepted: {FORMAT_NAMES}); skipped")
                 continue
             if info.flag_bits & 0x1:
@@ -475,6 +475,17 @@ def iter_zip_images(data: bytes | BinaryIO | Path | str, *, max_files: int = MAX
                 yield name, InputError(f"the file expands to more than {max_file_bytes // 2**20} MB; skipped")
                 continue
             yield name, content
+
+
+def _dicom_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+    """Whether a ZIP member without an image suffix is DICOM by its content (PACS exports name files IM0001)."""
+    if info.flag_bits & 0x1 or info.is_dir():
+        return False
+    try:
+        with archive.open(info) as handle:
+            return is_dicom(handle.read(132))
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError, zlib.error):
+        return False
 
 
 def is_folder_metadata(name: str) -> bool:

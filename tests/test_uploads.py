@@ -259,6 +259,14 @@ def test_zip_nested_folders_non_images_and_unsafe_names():
     assert len(results) == 7
 
 
+def test_a_zip_member_without_a_suffix_is_read_when_its_content_is_dicom():
+    """PACS exports name files IM0001: in a ZIP they were "not an image", though a folder reads them."""
+    dicom = corpus.dicom()
+    results = dict(iter_zip_images(corpus.zip_bytes({"scans/1/IM0001": dicom, "scans/1/NOTES": b"no image" * 40})))
+    assert results["scans/1/IM0001"] == dicom
+    assert "not an image" in str(results["scans/1/NOTES"])
+
+
 def test_sanitize_member_name():
     assert sanitize_member_name("a/./b/../c.png") == ("a/b/c.png", True)
     assert sanitize_member_name("ok/x.png") == ("ok/x.png", False)
