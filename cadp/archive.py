@@ -456,7 +456,10 @@ def read_labels_csv(data: bytes) -> dict[str, str]:
 def iter_folder_files(root: Path, shuffle: random.Random | None = None) -> Iterator[tuple[str, bytes | InputError]]:
     """(relative name, bytes or InputError) for the files under root, one at a time: in sorted order, or in an
     order drawn with ``shuffle`` (the names are listed first; the contents are still read one at a time)."""
-    paths = _folder_files(root)
+    unlisted: list[tuple[str, str]] = []
+    paths = [(name, path) for name, path in folder_files(root, unlisted) if name != LABELS_NAME]
+    for name, reason in unlisted:  # a manifest row each: their files are not silently missing
+        yield f"{name}/", InputError(f"the folder cannot be listed ({reason}); its files are left out")
     if shuffle is not None:
         shuffle.shuffle(paths)
     for name, path in paths:

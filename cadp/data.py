@@ -148,8 +148,9 @@ def _link_into_tree(path: str, root: str) -> bool:
     return _under(target, root) or _under(root, target)
 
 
-def folder_files(root: Path) -> list[tuple[str, Path]]:
-    """(name relative to root, path) of the files under root, in sorted order, folder metadata left out.
+def folder_files(root: Path, unlisted: list[tuple[str, str]] | None = None) -> list[tuple[str, Path]]:
+    """(name relative to root, path) of the files under root, in sorted order, folder metadata left out; each
+    folder that cannot be listed (no permission) is added to ``unlisted`` as (name relative to root, reason).
 
     Links to data outside root are followed (data is often organised with links); a link to a folder or file
     inside root is left out, whatever the order of names (the real one is listed where it is, so an image keeps
@@ -159,7 +160,13 @@ def folder_files(root: Path) -> list[tuple[str, Path]]:
 
     paths, walked, linked_files = [], set(), set()
     root_resolved = os.path.realpath(root)
-    for folder, subfolders, files in os.walk(root, followlinks=True):
+    def not_listed(error: OSError) -> None:
+        if unlisted is not None:
+            where = Path(error.filename or root)
+            name = where.relative_to(root).as_posix() if where.is_relative_to(root) else where.name
+            unlisted.append((name, error.strerror or "I/O error"))
+
+    for folder, subfolders, files in os.walk(root, followlinks=True, onerror=not_listed):
         resolved = os.path.realpath(folder)  # (once per folder: a file's realpath would cost a call per file)
         if resolved in walked:
             subfolders[:] = []
@@ -232,7 +239,8 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
     images, labels, skipped, not_images, coloured = [], [], [], [], 0
     # in the order earlier versions read (by path parts: a sub-folder's files among its folder's, as sorted), so
     # that a folder's 80/20 split, which evaluate --data checks by fingerprint, stays the same
-    for name, file in sorted(folder_files(root), key=lambda item: PurePosixPath(item[0]).parts):
+    unlisted: list[tuple[str, str]] = []
+    for name, file in sorted(folder_files(root, unlisted), key=lambda item: PurePosixPath(item[0]).parts):
         index = class_index.get(name.split("/")[0]) if "/" in name else None  # a file at the root is in no class
         try:
             data = read_image_file(file) if index is not None else None
@@ -256,6 +264,10 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
               "(--channels 1, the default); if their colour matters, train with --channels 3", file=sys.stderr)
     if len(images) < 2:
         raise InputError(f"{len(images)} readable image(s) under {root}: a training and a held-out split need more")
+    if unlisted and split == "train":  # said once per folder, not per split
+        print(f"note: {len(unlisted)} folder(s) under {root} cannot be listed, so their files were left out: "
+              + ", ".join(f"{name} ({reason})" for name, reason in unlisted[:3])
+              + (f" and {len(unlisted) - 3} more" if len(unlisted) > 3 else ""), file=sys.stderr)
     if not_images and split == "train":  # said once per folder, not per split
         print(f"note: {len(not_images)} file(s) under {root} are not images in a class folder and were left out "
               f"(accepted: {ACCEPTED_IMAGES}, as {root}/<class>/<image>): "

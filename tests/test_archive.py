@@ -1240,3 +1240,21 @@ def test_a_class_folder_named_in_decomposed_unicode_is_the_class():
         assert decomposed != name or index == 0
         assert resolver.resolve(f"{decomposed}/scan.png") == index
         assert resolver.resolve(f"{decomposed.lower()}/scan.png") == index  # case aside, as for any name
+
+
+def test_a_folder_that_cannot_be_listed_gets_a_manifest_row(image_model, tmp_path, monkeypatch):
+    import os
+
+    source = make_folder(tmp_path / "in", {"1/a.png": image_file(1), "1/locked/b.png": image_file(2)})
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert run(image_model, source, tmp_path / "out") == 0
+    rows = {row["file"]: row for row in read_manifest(tmp_path / "out")}
+    assert rows["1/a.png"]["status"] == "privatized"
+    assert rows["1/locked/"]["error"] == "the folder cannot be listed (Permission denied); its files are left out"
