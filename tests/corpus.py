@@ -144,3 +144,20 @@ def csv_rows(rows: int, *, seed: int = 0) -> bytes:
     lines = ["age,bmi,sex"] + [f"{a},{b:.2f},{s}" for a, b, s in zip(
         rng.integers(20, 80, rows), rng.normal(25, 4, rows), rng.integers(1, 3, rows))]
     return ("\n".join(lines) + "\n").encode()
+
+
+def deny_listing(monkeypatch, folder_name: str) -> None:
+    """Make every folder named ``folder_name`` unlistable (PermissionError), as for a user without permission:
+    the tests run as root, who may list anything."""
+    import os
+    from pathlib import Path
+
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if Path(path).name == folder_name:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+

@@ -1243,17 +1243,8 @@ def test_a_class_folder_named_in_decomposed_unicode_is_the_class():
 
 
 def test_a_folder_that_cannot_be_listed_gets_a_manifest_row(image_model, tmp_path, monkeypatch):
-    import os
-
     source = make_folder(tmp_path / "in", {"1/a.png": image_file(1), "1/locked/b.png": image_file(2)})
-    real_scandir = os.scandir
-
-    def scandir(path="."):
-        if Path(path).name == "locked":
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    corpus.deny_listing(monkeypatch, "locked")
     assert run(image_model, source, tmp_path / "out") == 0
     rows = {row["file"]: row for row in read_manifest(tmp_path / "out")}
     assert rows["1/a.png"]["status"] == "privatized"

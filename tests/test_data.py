@@ -396,8 +396,6 @@ def test_a_link_to_a_folder_or_file_inside_the_image_folder_never_takes_the_real
 
 
 def test_a_folder_that_cannot_be_listed_is_named_not_silently_left_out(tmp_path, monkeypatch, capsys):
-    import os
-    from pathlib import Path
 
     import numpy as np
     from PIL import Image
@@ -409,14 +407,9 @@ def test_a_folder_that_cannot_be_listed_is_named_not_silently_left_out(tmp_path,
             path = tmp_path / label / ("locked" if label == "b" and index == 2 else "") / f"{index}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.full((8, 8), 50 * index, dtype=np.uint8)).save(path)
-    real_scandir = os.scandir
+    from tests import corpus
 
-    def scandir(path="."):
-        if Path(path).name == "locked":
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    corpus.deny_listing(monkeypatch, "locked")
     load_image_folder(tmp_path, "train", image_size=8)
     assert "note: 1 folder(s) under " in (err := capsys.readouterr().err)
     assert "cannot be listed, so their files were left out: b/locked (Permission denied)" in err
