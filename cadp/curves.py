@@ -5,6 +5,7 @@ Plotly only (no Streamlit): the utility page draws these; ``cadp.ui`` reads its 
 
 from __future__ import annotations
 
+import html
 import math
 import re
 import zlib
@@ -76,7 +77,7 @@ def ordered(methods: dict) -> list[tuple[str, dict]]:
 def method_label(name: str, method: dict, distances=None) -> str:
     """The full description of a method: paper with its label, baselines marked, metric with what its ε means
     between records."""
-    label = method.get("label") or name
+    label = str(method.get("label") or name)
     if method.get("kind") == "reference-reproduction" and PAPER_LABEL not in label:
         label = f"{label} ({PAPER_LABEL})"
     elif not method.get("formal", True) and method.get("kind") == "baseline" and "not private" not in label:
@@ -126,7 +127,8 @@ def error_bars_note(settings: dict | None, reference=None) -> str:
 def _method_trace(name: str, method: dict, **scatter) -> go.Scatter:
     colour = method_colour(name)
     dash = None if method.get("kind") == "cadp" else "dot"
-    return go.Scatter(name=legend_name(name, method), legendgroup=name, legendrank=method_rank(name),
+    # escaped: plotly renders <a href> and other tags in trace names, and eval.json may come from anyone's repo
+    return go.Scatter(name=html.escape(legend_name(name, method)), legendgroup=html.escape(name), legendrank=method_rank(name),
                       mode="lines+markers", line=dict(color=colour, dash=dash), marker=dict(color=colour), **scatter)
 
 

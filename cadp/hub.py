@@ -436,6 +436,8 @@ def _load_from_hub(repo_id: str, revision: str | None, *, cache_dir: str | Path 
     shown = repo_id if requested in ("main", commit) and revision is None else f"{repo_id}@{requested}"
     loaded = load_folder(folder, origin=f"Hub {shown} at commit {commit[:12]}{note}")
     loaded.commit = commit
+    # its config's training data and latent distances are its publisher's word: the terms say so (privatize)
+    loaded.model.stated_by = f"the publisher of the Hub repo {repo_id}"
     return loaded
 
 

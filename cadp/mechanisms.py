@@ -34,6 +34,16 @@ PUBLIC_MODEL_TERMS = (
     "privatized, not the training set, and for a record of that training data it does not cover what the "
     "model learned from the record."
 )
+
+
+def stated_public_terms(dataset: str) -> str:
+    """The training-data sentence for a model whose publisher (a Hub repo) states it was trained on a public
+    dataset: the app cannot check a config's word, so the sentence says whose word it is."""
+    return (f"The model's publisher states that it was trained without DP on public data ({dataset}); this app "
+            "cannot check that. The guarantee protects the record being privatized, not the training set, and "
+            "for a record of the training data it does not cover what the model learned from the record.")
+
+
 FITTED_ON_RECORDS_TERMS = (
     "Caution: this model was fitted, without DP, on the very rows being released, so it has seen them; "
     "the stated guarantee assumes a model trained on public data and does not cover what the model "

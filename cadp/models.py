@@ -93,7 +93,13 @@ class ImageModelConfig:
 
     def validate(self) -> None:
         _check(self.kind == "image", "kind", "'image'")
-        _check(len(self.class_names) >= 1, "class_names", "a non-empty list")
+        _check_common(self)
+        _check(isinstance(self.class_names, list) and 1 <= len(self.class_names) <= MAX_CLASSES
+               and all(isinstance(name, str) and 0 < len(name.strip()) <= MAX_NAME_LENGTH
+                       for name in self.class_names), "class_names",
+               f"a list of 1 to {MAX_CLASSES:,} names (text of 1 to {MAX_NAME_LENGTH} characters)")
+        _check(len(set(self.class_names)) == len(self.class_names), "class_names",
+               "distinct (a repeated name would stand for two classes)")
         _check(self.image_size in (16, 28, 32, 64), "image_size", "16, 28, 32 or 64")
         _check(self.channels in (1, 3), "channels", "1 or 3")
         _check(1 <= self.conv_width <= 1024, "conv_width", "1..1024")
@@ -146,6 +152,7 @@ class TabularModelConfig:
 
     def validate(self) -> None:
         _check(self.kind == "tabular", "kind", "'tabular'")
+        _check_common(self)
         _check(self.latent_dim >= 2, "data_encoder", "at least 2 encoded dimensions")
         _check(1 <= self.blocks <= 64, "blocks", "1..64")
         _check(1 <= self.width <= 8192, "width", "1..8192")
@@ -164,6 +171,32 @@ def _encoder_width(state: dict) -> int:
 def _check(ok: bool, parameter: str, allowed: str) -> None:
     if not ok:
         raise ModelError(f"invalid model config: {parameter} must be {allowed}")
+
+
+MAX_CLASSES = 1000  # a config may come from anyone's Hub repo: the model card page samples every class
+MAX_NAME_LENGTH = 200
+
+
+def _positive_number(value, zero_allowed: bool = False) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and (value >= 0 if zero_allowed else value > 0))
+
+
+def _check_common(config) -> None:
+    """What both kinds of config must hold: text names, and latent distances that are numbers (the metric
+    mechanism's guarantee quotes them)."""
+    _check(isinstance(config.name, str) and 0 < len(config.name) <= MAX_NAME_LENGTH, "name",
+           f"text of 1 to {MAX_NAME_LENGTH} characters")
+    _check(isinstance(config.dataset, str) and 0 < len(config.dataset) <= 500, "dataset", "text of 1 to 500 characters")
+    _check(isinstance(config.permutation_seed, int) and not isinstance(config.permutation_seed, bool)
+           and 0 <= config.permutation_seed < 2**32, "permutation_seed", "a whole number in 0..2**32-1")
+    distances = config.latent_distances
+    if distances is not None:
+        _check(_positive_number(distances.d_typ) and _positive_number(distances.d_nn, zero_allowed=True)
+               and _positive_number(distances.latent_l1_norm), "latent_distances",
+               "finite numbers (d_typ and latent_l1_norm > 0, d_nn >= 0)")
+        _check(isinstance(distances.n_records, int) and not isinstance(distances.n_records, bool)
+               and distances.n_records >= 2, "latent_distances.n_records", "a whole number >= 2")
 
 
 def config_to_dict(config: ModelConfig) -> dict:

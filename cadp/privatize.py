@@ -18,6 +18,7 @@ import torch
 from cadp.data import PUBLIC_DATASETS, FrameCells
 from cadp.errors import InputError
 from cadp.mechanisms import (
+    PUBLIC_MODEL_TERMS,
     UNKNOWN_ORIGIN,
     ConditionHandling,
     Mechanism,
@@ -28,6 +29,7 @@ from cadp.mechanisms import (
     keep_probability,
     new_generator,
     release_condition,
+    stated_public_terms,
     total_epsilon,
 )
 from cadp.models import ImageCINN, TabularCINN, class_indices
@@ -99,16 +101,27 @@ class PrivatizationResult:
         return "OS entropy" if self.private else f"seed {self.seed} ({NOT_PRIVATE_SEED})"
 
 
+def public_training_data(model) -> bool:
+    """Whether the model was trained on a public dataset, as far as this app can tell: a bundled or local model's
+    config says so; a Hub model's config is its publisher's word (``stated_by``), which the app cannot check."""
+    return model.config.dataset in PUBLIC_DATASETS and getattr(model, "stated_by", None) is None
+
+
 def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandling], seed, origin: str) -> str:
     distances = model.config.latent_distances
-    kwargs = ({"d_typ": distances.d_typ, "d_nn": distances.d_nn, "distances_measured_on": distances.measured_on}
+    stated_by = getattr(model, "stated_by", None)
+    kwargs = ({"d_typ": distances.d_typ, "d_nn": distances.d_nn, "distances_measured_on": distances.measured_on
+               + (f", according to {stated_by} (not checked by this app)" if stated_by else "")}
               if distances else {})
     dataset = model.config.dataset
-    public = dataset in PUBLIC_DATASETS
+    public = public_training_data(model)
     names = _condition_names(model)
     kept = [name for name in names if handlings.get(name, ConditionHandling()).handling == "kept"] if names else None
-    text = mechanism.guarantee(fitted_on_records=dataset == UPLOAD_DATASET, trained_on=None if public else dataset,
-                               kept=kept, **kwargs)
+    stated_public = stated_by is not None and dataset in PUBLIC_DATASETS
+    text = mechanism.guarantee(fitted_on_records=dataset == UPLOAD_DATASET,
+                               trained_on=None if public or stated_public else dataset, kept=kept, **kwargs)
+    if stated_public:  # the publisher's word, said as such
+        text = text.replace(PUBLIC_MODEL_TERMS, stated_public_terms(dataset))
     parts = [text]
     released = {name: h for name, h in handlings.items() if h.handling != "kept"}
     levels = ({"label": model.config.num_classes} if isinstance(model, ImageCINN)
@@ -136,9 +149,10 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
 def repeated_cost_note(mechanism: dict, occasions: str) -> str:
     """What releasing a record again costs (PRIVACY.md: n releases cost n * eps_total), for a download's terms;
     ``mechanism`` as ``Mechanism.describe()`` gives it, ``occasions`` the ways a record is released again."""
-    if mechanism.get("mechanism") == "paper":  # no formal guarantee: nothing to add up
+    if mechanism.get("mechanism") == "paper":  # no formal guarantee for the latent: nothing to add up there
         return (f"Releasing the same record again ({occasions}) reveals more of it; paper gives no formal "
-                "guarantee, so there is no epsilon to add up over repeated releases.")
+                "guarantee for the latent, so there is no epsilon to add up for it (a randomized condition still "
+                "costs its epsilon again with each release).")
     cost = "epsilon and delta" if mechanism.get("delta") is not None else "epsilon"
     return (f"Releasing the same record again ({occasions}) costs its {cost} again (basic composition): a record "
             f"released n times costs n times the {cost} of one release.")
@@ -388,7 +402,7 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
     condition = model.condition_encoder.transform(frame, cells=cells)
     true_values, released_values, start = {}, {}, 0
     kept = all(handlings.get(spec.name, ConditionHandling()).handling == "kept" for spec in model.condition_encoder.columns)
-    public = config.dataset in PUBLIC_DATASETS
+    public = public_training_data(model)
     for spec in model.condition_encoder.columns:
         index = condition[:, start:start + spec.width].argmax(1)
         start += spec.width

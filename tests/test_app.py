@@ -1471,7 +1471,7 @@ def test_a_paper_batch_download_names_its_batch():
     terms = ui.release_terms(state["result"])
     assert "This release ran it on one batch of 3 records.\n\nReleasing the same record again" in terms
     # paper has no formal guarantee: its terms add no epsilon up over repeats (PRIVACY.md)
-    assert "paper gives no formal guarantee, so there is no epsilon to add up" in terms
+    assert "paper gives no formal guarantee for the latent, so there is no epsilon to add up for it" in terms
     assert "basic composition" not in terms and "n times the epsilon" not in terms
 
 
@@ -1590,3 +1590,17 @@ def test_long_chart_titles_break_into_a_head_and_a_smaller_line():
                             "accuracy")
     assert figure.layout.title.text.startswith("Downstream accuracy<br><sup>")
     assert frontier_figure(helpers.UTILITY).layout.title.text.startswith("Privacy–utility frontier<br><sup>(")
+
+
+def test_a_method_label_from_eval_json_is_shown_as_text_not_as_a_link_in_a_chart():
+    """plotly renders <a href> in trace names, and eval.json may come from anyone's Hub repo."""
+    from cadp.curves import epsilon_figure
+
+    utility = json.loads(json.dumps(helpers.UTILITY))
+    utility["methods"]["blur"]["label"] = "<a href='https://evil.example'>the real results</a>"
+    utility["methods"]["paper"]["label"] = 12  # not text at all
+    utility["methods"]["evil"] = {"label": "<a href='https://evil.example'>x</a>", "kind": "cadp", "formal": True,
+                                  "p/o": {"mean": [0.1, 0.2, 0.3]}}
+    names = [trace.name for trace in epsilon_figure(utility, "p/o", "Downstream accuracy", "accuracy").data]
+    assert any("evil.example" in name for name in names)
+    assert not any("<a" in name for name in names) and any("&lt;a href=" in name for name in names)

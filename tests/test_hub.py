@@ -641,3 +641,26 @@ def test_a_mistyped_local_folder_is_named_as_such(monkeypatch):
     monkeypatch.chdir(BUNDLED_DIR.parent)
     with pytest.raises(ModelError, match="there is no local folder weights/no-such-model either"):
         load_model("weights/no-such-model", endpoint="http://127.0.0.1:9")  # nothing listens there
+
+
+def test_a_hub_models_claim_of_public_training_data_is_said_as_its_publishers_word(served, cache, tmp_path):
+    """A publisher's config.json saying dataset "diabetes" made every guarantee say "trained on public data", and
+    its latent distances were quoted as measured: the app cannot check either."""
+    from cadp.mechanisms import PUBLIC_MODEL_TERMS, ConditionHandling, make_mechanism
+    from cadp.privatize import privatize
+
+    model = fit_tabular(small_frame(0), ["outcome"], name="claims-public", dataset="diabetes", steps=5)
+    served.add_commit("tester/claims-public", hub.save_model(model, tmp_path / "claims-public", card=CARD))
+    loaded = hub.load_model("tester/claims-public", cache_dir=cache, endpoint=served.url)
+    rows = small_frame(1).head(3)
+    laplace = privatize(loaded.model, rows, None, make_mechanism("laplace", 1.0),
+                        condition_handling={"outcome": ConditionHandling("resampled")}).guarantee
+    assert PUBLIC_MODEL_TERMS not in laplace
+    assert ("The model's publisher states that it was trained without DP on public data (diabetes); this app "
+            "cannot check that.") in laplace
+    assert "outcome resampled from a uniform prior" in laplace  # not the publisher's "public frequencies"
+    metric = privatize(loaded.model, rows, None, make_mechanism("metric", 1.0)).guarantee
+    assert "according to the publisher of the Hub repo tester/claims-public (not checked by this app)." in metric
+    local = privatize(hub.load_model(str(tmp_path / "claims-public")).model, rows, None,
+                      make_mechanism("laplace", 1.0)).guarantee
+    assert PUBLIC_MODEL_TERMS in local  # a folder of one's own: its config is the operator's own word

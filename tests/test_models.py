@@ -1075,3 +1075,33 @@ def test_the_training_cli_refuses_an_output_folder_inside_the_image_folder(tmp_p
     assert train.main(["--dataset", str(folder), "--out", str(folder / "model"), "--steps", "2",
                        *TINY_IMAGE_RUN]) == 2
     assert "lies inside the image folder" in capsys.readouterr().err and not (folder / "model").exists()
+
+
+@pytest.mark.parametrize("change, refused", [
+    ({"latent_distances": {"d_typ": float("nan"), "d_nn": 1.0, "latent_l1_norm": 5.0, "n_records": 50}},
+     "latent_distances must be finite numbers"),
+    ({"latent_distances": {"d_typ": 5.0, "d_nn": -5.0, "latent_l1_norm": 5.0, "n_records": 50}},
+     "latent_distances must be finite numbers"),
+    ({"latent_distances": {"d_typ": "1e-6", "d_nn": 1.0, "latent_l1_norm": 5.0, "n_records": 50}},
+     "latent_distances must be finite numbers"),
+    ({"latent_distances": {"d_typ": 5.0, "d_nn": 1.0, "latent_l1_norm": 5.0, "n_records": -1}},
+     "latent_distances.n_records must be a whole number >= 2"),
+    ({"name": 123}, "name must be text"),
+    ({"class_names": ["x", "y", "x"]}, "class_names must be distinct"),
+    ({"class_names": [f"c{i}" for i in range(1001)]}, "class_names must be a list of 1 to 1,000 names"),
+    ({"class_names": "0123456789"}, "class_names must be a list"),
+    ({"class_names": [1, 2]}, "class_names must be a list"),
+])
+def test_a_config_from_anyone_is_refused_where_the_app_would_quote_or_sample_nonsense(change, refused):
+    """A Hub publisher's config.json: NaN or negative latent distances went into the metric guarantee, a name
+    of 123 broke every page, 1,000s of classes exhausted memory on the model card page, repeated class names
+    released another class than the one shown."""
+    import re
+
+    from cadp.errors import ModelError
+
+    config = ImageModelConfig(name="m", dataset="mnist", class_names=list("0123456789"), conv_width=4,
+                              conv_blocks=[1, 1], fc_blocks=1, fc_width=16)
+    data = {**config_to_dict(config), **change}
+    with pytest.raises(ModelError, match=re.escape(refused)):
+        config_from_dict(data)

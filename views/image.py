@@ -6,6 +6,7 @@ import streamlit as st
 import torch
 
 from cadp import compare, ui
+from cadp.curves import literal
 from cadp.data import IMAGE_DATASETS
 from cadp.mechanisms import new_generator
 from cadp.privatize import latent_difference_maps, privatize
@@ -64,7 +65,7 @@ def choose_labels(loaded, records) -> np.ndarray:
         index = 0
         if suggestion is not None:
             index = int(suggestion[0][0])
-            st.caption(f"The classifier suggests **{class_names[index]}** "
+            st.caption(f"The classifier suggests **{literal(class_names[index])}** "
                        f"(confidence {suggestion[1][0]:.0%}). Confirm or change it.")
         else:
             st.caption("This model has no classifier: choose the label.")
