@@ -215,10 +215,16 @@ def read_eval(folder: Path) -> dict:
     path = Path(folder) / EVAL_NAME
     if not path.exists():
         return {}
+    def no_constant(name: str):  # NaN / Infinity are not JSON, and the pages would draw them as numbers
+        raise ValueError(f"{name} is not a JSON number")
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ModelError(f"{path} is not valid JSON: {error}") from None
+        evaluation = json.loads(path.read_text(encoding="utf-8"), parse_constant=no_constant)
+    except (ValueError, RecursionError) as error:  # (JSONDecodeError is a ValueError)
+        raise ModelError(f"{path} is not valid JSON: {str(error)[:200]}") from None
+    if not isinstance(evaluation, dict):
+        raise ModelError(f"{path} is not valid: it must hold a JSON object (sections by name)")
+    return evaluation
 
 
 def _finite_or_null(value):

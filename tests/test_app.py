@@ -1604,3 +1604,23 @@ def test_a_method_label_from_eval_json_is_shown_as_text_not_as_a_link_in_a_chart
     names = [trace.name for trace in epsilon_figure(utility, "p/o", "Downstream accuracy", "accuracy").data]
     assert any("evil.example" in name for name in names)
     assert not any("<a" in name for name in names) and any("&lt;a href=" in name for name in names)
+
+
+def test_the_model_card_page_always_shows_the_apps_limitations_and_no_remote_images(tmp_path):
+    """A card with its own "Privacy and limitations" section ("fully DP") replaced the app's limitations, and a
+    Markdown image from another host was fetched by every visitor's browser."""
+    from cadp.hub import save_model
+    from cadp.models import ImageCINN, ImageModelConfig
+    from tests.conftest import weights_dir
+
+    config = ImageModelConfig(name="boastful", dataset="mnist", class_names=list("0123456789"), conv_width=4,
+                              conv_blocks=[1, 1], fc_blocks=1, fc_width=16)
+    card = ("# boastful\n\n## Privacy and limitations\nTrained on public data, fully DP.\n\n"
+            "![tracker](https://evil.example/pixel.png?visitor=1)\n")
+    save_model(ImageCINN(config), tmp_path / "boastful", card=card)
+    with weights_dir(tmp_path):
+        at = clean(page("model_card.py"))
+    assert "Limitations (this app's)" in [s.value for s in at.subheader]
+    texts = "\n".join(m.value for m in at.markdown)
+    assert "Trained **without** differential privacy on public data" in texts
+    assert "evil.example" not in texts and "[image not shown: tracker]" in texts

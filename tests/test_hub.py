@@ -664,3 +664,15 @@ def test_a_hub_models_claim_of_public_training_data_is_said_as_its_publishers_wo
     local = privatize(hub.load_model(str(tmp_path / "claims-public")).model, rows, None,
                       make_mechanism("laplace", 1.0)).guarantee
     assert PUBLIC_MODEL_TERMS in local  # a folder of one's own: its config is the operator's own word
+
+
+@pytest.mark.parametrize("content, refused", [
+    ('{"utility": {"epsilons": [NaN]}}', "NaN is not a JSON number"),
+    ("[1, 2, 3]", "it must hold a JSON object"),
+    ("[" * 100_000 + "]" * 100_000, "is not valid JSON"),
+])
+def test_an_eval_json_that_is_not_an_object_of_numbers_is_refused_with_its_reason(tmp_path, content, refused):
+    """From a Hub repo: NaN drew as a number, a list or a deep nesting broke the pages with a generic error."""
+    (tmp_path / hub.EVAL_NAME).write_text(content)
+    with pytest.raises(ModelError, match=refused):
+        hub.read_eval(tmp_path)

@@ -8,8 +8,12 @@ import streamlit as st
 import torch
 
 from cadp import ui
+from cadp.curves import literal
 from cadp.data import PUBLIC_DATASETS
 from cadp.mechanisms import DEFAULT_TEMPERATURE
+from cadp.privatize import public_training_data
+
+MAX_CARD_CHARACTERS = 200_000  # a Hub card can be any size: the browser gets at most this much of it
 
 
 @st.cache_resource(show_spinner="Drawing samples…", max_entries=8)
@@ -67,28 +71,37 @@ def page(loaded) -> None:
         st.image(np.kron(grid, np.ones((2, 2), dtype=np.uint8)),
                  caption="one row per class: " + ", ".join(config.class_names))
     else:
-        priors = ("their frequencies in the public training data" if config.dataset in PUBLIC_DATASETS
+        public = public_training_data(loaded.model)
+        priors = ("their frequencies in the public training data" if public
                   else "their frequencies in the model's own training data")
         st.subheader("Sampled rows (temperature 1)")
         st.caption(f"Conditions drawn from {priors}."
-                   + ("" if config.dataset in PUBLIC_DATASETS else " The model was trained without DP: its samples can "
+                   + ("" if public else " The model was trained without DP: its samples can "
                       "reproduce details of its training rows."))
         st.dataframe(sample_rows(str(loaded.folder), 20, 0), hide_index=True)
-    st.subheader("Model card")
-    card = re.sub(r"\A---\n.*?\n---\n", "", loaded.card, flags=re.S)
+    st.subheader("Limitations (this app's)")  # always: a card's own words may say otherwise
+    stated_by = getattr(loaded.model, "stated_by", None)
+    if public_training_data(loaded.model):
+        training = "on public data"
+    elif stated_by and config.dataset in PUBLIC_DATASETS:
+        training = f"on public data ({config.dataset}) as {literal(stated_by)} states, which this app cannot check"
+    else:
+        training = f"on '{literal(config.dataset)}', not a public dataset this app knows (check its card and license)"
+    st.markdown(f"- Trained **without** differential privacy {training}: CADP's guarantees protect the "
+                "record being privatized, not this training set.\n"
+                "- Every guarantee is **local** (per record); kept attributes are public.\n"
+                "- The `paper` mechanism is a reference reproduction with no formal guarantee.")
+    st.subheader("Model card" + (f" (written by {literal(stated_by)})" if stated_by else ""))
+    card = re.sub(r"\A---\n.*?\n---\n", "", loaded.card[:MAX_CARD_CHARACTERS], flags=re.S)
     card = re.sub(r"^<!-- /?cadp:[a-z]+ -->\n", "", card, flags=re.M)  # block markers for cadp.evaluate
+    # an image from another host would be fetched by every visitor's browser (their address to its owner)
+    card = re.sub(r"!\[([^\]]*)\]\([^)]*\)", r"[image not shown: \1]", card)
     if card.strip():
         st.markdown(card)
+        if len(loaded.card) > MAX_CARD_CHARACTERS:
+            st.caption(f"The card is cut after {MAX_CARD_CHARACTERS:,} of its {len(loaded.card):,} characters.")
     else:
         st.info("This model folder has no README.md card.")
-    if "Privacy and limitations" not in card:
-        st.subheader("Limitations")
-        training = ("on public data" if config.dataset in PUBLIC_DATASETS else
-                    f"on {config.dataset!r}, not a public dataset this app knows (check its card and license)")
-        st.markdown(f"- Trained **without** differential privacy {training}: CADP's guarantees protect the "
-                    "record being privatized, not this training set.\n"
-                    "- Every guarantee is **local** (per record); kept attributes are public.\n"
-                    "- The `paper` mechanism is a reference reproduction with no formal guarantee.")
     with st.expander("config.json"):
         st.json(asdict(config))
     if evaluation:
