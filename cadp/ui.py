@@ -390,7 +390,7 @@ def ledger() -> dict[str, LedgerEntry]:
     return st.session_state.setdefault("privacy_ledger", {})
 
 
-LEDGER_TABLES = "privacy_ledger_tables"  # table releases: {table key: (name, rows, the rows' ledger keys)}
+LEDGER_TABLES = "privacy_ledger_tables"  # table releases: {table key: (name, rows, each row's ledger keys)}
 
 
 def charge(key: str, name: str, mechanism: Mechanism, condition_epsilon: float = 0.0, releases: int = 1,
@@ -414,12 +414,15 @@ def charge_rows(table_key: str, name: str, rows, mechanism: Mechanism, condition
 
     if rows.empty:
         return
-    counts = Counter(row_record_keys(rows))
-    for key, count in counts.items():
+    keys = row_record_keys(rows)
+    for key, count in Counter(keys).items():
         _add(ledger().setdefault(key, LedgerEntry(name)), mechanism, condition_epsilon, count, seeded)
     tables = st.session_state.setdefault(LEDGER_TABLES, {})
-    earlier = tables.get(table_key, (name, 0, []))[2]  # released before with other columns (another model): kept
-    tables[table_key] = (name, len(rows), list(dict.fromkeys(earlier + list(counts))))
+    # each row's keys: a row released through another model (other columns) has another key, and both count
+    earlier = tables.get(table_key, (name, 0, []))[2]
+    if len(earlier) != len(keys):
+        earlier = [[] for _ in keys]
+    tables[table_key] = (name, len(rows), [row + [key] * (key not in row) for row, key in zip(earlier, keys)])
 
 
 def _add(entry: LedgerEntry, mechanism: Mechanism, condition_epsilon: float, releases: int,
@@ -476,8 +479,10 @@ def ledger_lines() -> list[str]:
     lines = [f"**{entry.name}**" + (f" (also as {', '.join(entry.also)})" if entry.also else "")
              + f" — {entry.releases} release(s): {_entry_text(entry)}"
              for key, entry in entries.items() if not key.startswith("row ")]
-    for name, count, keys in st.session_state.get(LEDGER_TABLES, {}).values():
-        rows = [entries[key] for key in keys if key in entries]
+    for name, count, row_keys in st.session_state.get(LEDGER_TABLES, {}).values():
+        # a row's cost: the sum over its keys (its releases through each model), each key's entry once
+        rows = [_sum([entries[key] for key in keys if key in entries]) for keys in row_keys]
+        rows = [row for row in rows if row.releases]
         if not rows:
             continue
         most = _most(rows)  # each quantity's largest value over the rows: what no row of the table exceeds
@@ -496,6 +501,13 @@ COST_FIELDS = ("releases", "epsilon", "delta", "metric_units", "metric_condition
 
 def _costs(entry: LedgerEntry) -> tuple:
     return tuple(getattr(entry, name) for name in COST_FIELDS)
+
+
+def _sum(entries: list[LedgerEntry]) -> LedgerEntry:
+    total = LedgerEntry(entries[0].name if entries else "")
+    for name in COST_FIELDS:
+        setattr(total, name, sum(getattr(entry, name) for entry in entries))
+    return total
 
 
 def _most(entries: list[LedgerEntry]) -> LedgerEntry:
