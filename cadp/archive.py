@@ -59,6 +59,7 @@ from cadp.mechanisms import (
     new_generator,
     seed_option,
     total_epsilon,
+    written_up,
 )
 from cadp.privatize import NOT_PRIVATE_SEED, privatize, release_guarantee, repeated_cost_note
 from cadp.runtime import configure_allocator
@@ -222,7 +223,7 @@ class RunSettings:
         if delta is None:
             return ""
         total = releases * delta
-        return f"{total:g}" if total < 1 else f">= 1: no guarantee ({releases} x {delta:g})"
+        return written_up(total, 2) if total < 1 else f">= 1: no guarantee ({releases} x {delta:g})"
 
     @property
     def noise_source(self) -> str:
@@ -240,7 +241,7 @@ class RunSettings:
 
 def _total(epsilon: float) -> str:
     """An epsilon total as written: a sum too large for a float (1e308 twice) is said as such, not as 'inf'."""
-    return f"{epsilon:g}" if math.isfinite(epsilon) else f"more than {sys.float_info.max:.2g} (too large to write)"
+    return written_up(epsilon) if math.isfinite(epsilon) else f"more than {sys.float_info.max:.2g} (too large to write)"
 
 
 class Manifest:

@@ -88,6 +88,15 @@ def kept_terms(kept) -> str:
 COMMON_TERMS = common_terms()
 
 
+def written_up(value: float, digits: int = 6) -> str:
+    """``value`` to ``digits`` significant digits, rounded up: a ledger or a stated total never shows less than was
+    spent."""
+    if value <= 0 or not math.isfinite(value):
+        return f"{value:g}"
+    step = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
+    return f"{math.ceil(value / step * (1 - 1e-12)) * step:.{digits}g}"
+
+
 def readable(value: float) -> str:
     """A number for a sentence: 6,680 rather than 6.68e+03, three significant digits below 1,000."""
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
@@ -315,7 +324,7 @@ class LaplaceMechanism(Mechanism):
 
     def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
                   **_) -> str:
-        return (f"Laplace mechanism: pure epsilon-local differential privacy with epsilon = {self.epsilon:g} "
+        return (f"Laplace mechanism: pure epsilon-local differential privacy with epsilon = {self.epsilon:.12g} "
                 f"for the latent (L1 clip radius {self.clip_radius:.4g}, sensitivity 2R = {2 * self.clip_radius:.4g}, "
                 f"Laplace scale {self.scale:.4g}). {common_terms(fitted_on_records, trained_on, kept)}")
 
@@ -359,7 +368,7 @@ class GaussianMechanism(Mechanism):
 
     def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
                   **_) -> str:
-        return (f"Gaussian mechanism: (epsilon, delta)-local differential privacy with epsilon = {self.epsilon:g}, "
+        return (f"Gaussian mechanism: (epsilon, delta)-local differential privacy with epsilon = {self.epsilon:.12g}, "
                 f"delta = {self.delta:g} for the latent (L2 clip radius {self.clip_radius:.4g}, sensitivity "
                 f"2R = {2 * self.clip_radius:.4g}, sigma {self.sigma:.4g} from the analytic Gaussian mechanism). "
                 f"{common_terms(fitted_on_records, trained_on, kept)}")
@@ -402,7 +411,7 @@ class MetricMechanism(Mechanism):
                   fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
                   distances_measured_on: str | None = None, **_) -> str:
         text = (f"Metric privacy (eps*d): for two records with the same condition, output probabilities "
-                f"differ by at most exp({self.epsilon_unit:g} x their L1 latent distance). No clipping; "
+                f"differ by at most exp({self.epsilon_unit:.12g} x their L1 latent distance). No clipping; "
                 f"Laplace scale {self.scale:.4g}.")
         if d_typ is not None and d_nn is not None:
             typical, nearest = self.between_records(d_typ, d_nn)
@@ -448,7 +457,7 @@ class PaperMechanism(Mechanism):
         return (self.center(latent) + laplace_noise(latent.shape, self.scale, generator, latent.device)).to(latent.dtype)
 
     def guarantee(self, **_) -> str:
-        return (f"Paper mechanism ({PAPER_LABEL}): reproduces the original CADP code at epsilon = {self.epsilon:g}, "
+        return (f"Paper mechanism ({PAPER_LABEL}): reproduces the original CADP code at epsilon = {self.epsilon:.12g}, "
                 f"clipping the whole batch at once and understating the sensitivity by 2x. It gives no valid "
                 f"per-record guarantee, and its output depends on the batch it is run with.")
 

@@ -31,6 +31,7 @@ from cadp.mechanisms import (
     release_condition,
     stated_public_terms,
     total_epsilon,
+    written_up,
 )
 from cadp.models import ImageCINN, TabularCINN, class_indices
 
@@ -128,16 +129,16 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
               else {spec.name: spec.width for spec in model.condition_encoder.columns})
     if released:
         parts.append("Conditions: " + "; ".join(
-            f"{name} randomized by randomized response with epsilon = {h.epsilon:g} over its {levels[name]} values "
+            f"{name} randomized by randomized response with epsilon = {h.epsilon:.12g} over its {levels[name]} values "
             f"(kept with probability {keep_probability(h.epsilon, levels[name]):.3g})" if h.handling == "randomized"
             else f"{name} resampled from {_prior_words(model, name, public)} (costs 0)"
             for name, h in released.items()) + ".")
         if isinstance(mechanism, MetricMechanism):  # two units: they do not add into one number
             conditions = sum(h.cost for h in handlings.values())
-            parts.append(f"Total of this release (basic composition): {mechanism.epsilon:g} per unit of latent L1 "
-                         f"distance + epsilon = {conditions:g} for conditions.")
+            parts.append(f"Total of this release (basic composition): {mechanism.epsilon:.12g} per unit of latent L1 "
+                         f"distance + epsilon = {written_up(conditions)} for conditions.")
         elif mechanism.formal:
-            parts.append(f"Total epsilon of this release (basic composition): {total_epsilon(mechanism, handlings):g}.")
+            parts.append(f"Total epsilon of this release (basic composition): {written_up(total_epsilon(mechanism, handlings))}.")
     if seed is not None:  # said first: what follows holds only for noise nobody can reproduce
         parts.insert(0, f"NOT PRIVATE: noise from a fixed seed ({NOT_PRIVATE_SEED}); anyone with the seed can "
                         "remove it, and the terms below hold only for noise drawn unpredictably.")

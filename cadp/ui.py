@@ -33,6 +33,7 @@ from cadp.mechanisms import (
     make_mechanism,
     paper_batches_text,
     readable,
+    written_up,
 )
 from cadp.models import warm_up
 from cadp.privatize import repeated_cost_note
@@ -448,26 +449,18 @@ def cost_text(mechanisms: list[Mechanism], condition_epsilon: float = 0.0) -> st
     return _entry_text(entry)
 
 
-def _up(value: float, digits: int = 6) -> str:
-    """``value`` to ``digits`` significant digits, rounded up: a ledger never shows less than was spent."""
-    if value <= 0 or not math.isfinite(value):
-        return f"{value:g}"
-    step = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
-    return f"{math.ceil(value / step * (1 - 1e-12)) * step:.{digits}g}"
-
-
 def _entry_text(entry: LedgerEntry) -> str:
     parts = []
     if entry.epsilon:
-        parts.append(f"ε = {_up(entry.epsilon)}" + (f", δ = {_up(entry.delta, 2)}" if entry.delta else ""))
+        parts.append(f"ε = {written_up(entry.epsilon)}" + (f", δ = {written_up(entry.delta, 2)}" if entry.delta else ""))
     if entry.metric_units:
-        text = f"{_up(entry.metric_units)} per unit of latent distance (ε·d)"
+        text = f"{written_up(entry.metric_units)} per unit of latent distance (ε·d)"
         if entry.metric_condition_epsilon:
-            text += f" + ε = {_up(entry.metric_condition_epsilon)} for conditions"
+            text += f" + ε = {written_up(entry.metric_condition_epsilon)} for conditions"
         parts.append(text)
     if entry.informal:
         parts.append(f"{entry.informal} paper release(s): no formal guarantee"
-                     + (f" (their randomized conditions: ε = {_up(entry.informal_condition_epsilon)})"
+                     + (f" (their randomized conditions: ε = {written_up(entry.informal_condition_epsilon)})"
                         if entry.informal_condition_epsilon else ""))
     if entry.seeded:
         parts.append(f"{entry.seeded} with a fixed seed: not private")

@@ -469,3 +469,13 @@ def test_booleans_in_a_numeric_column_are_read_like_text():
     mixed = privatize(model, rows.assign(bmi=pd.Series([True, 30.1], dtype=object)), None, NoNoise())
     assert mixed.privatized_frame["bmi"].tolist() == [as_text.privatized_frame["bmi"][0], 30.1]
     assert len(mixed.notes) == 1 and mixed.notes[0].startswith("bmi: 1 cell(s) empty, not a number")
+
+
+def test_stated_epsilons_are_never_less_than_what_is_spent(tiny_image_model, digits):
+    """epsilon 1.0000004 with a label randomized at 1.0000004 was stated as 'epsilon = 1' and 'Total ... 2'."""
+    x, y = digits
+    epsilon = 1.0000004
+    terms = privatize(tiny_image_model, x[:1], y[:1], make_mechanism("laplace", epsilon, temperature=0.7),
+                      condition_handling={"label": ConditionHandling("randomized", epsilon)}).guarantee
+    assert "with epsilon = 1.0000004 " in terms and "randomized response with epsilon = 1.0000004 " in terms
+    assert "Total epsilon of this release (basic composition): 2.00001." in terms  # 2.0000008, rounded up
