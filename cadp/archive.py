@@ -207,11 +207,12 @@ class RunSettings:
         conditions = releases * sum(h.cost for h in self.handlings.values())
         latent = releases * self.mechanism.epsilon
         if self.mechanism.name == "metric":
-            text = f"{_total(latent)} per unit of latent L1 distance" + (f" + {_total(conditions)}" if conditions
-                                                                           else "")
+            # the two units named apart, as the ledger and the terms write them ("1 ... + 2" read as 3 per unit)
+            text = f"{_total(latent)} per unit of latent L1 distance" + (
+                f" + epsilon = {_total(conditions)} for conditions" if conditions else "")
         elif not self.mechanism.formal:
-            text = f"{_total(latent)} nominal (no formal guarantee)" + (f" + {_total(conditions)}" if conditions
-                                                                         else "")
+            text = f"{_total(latent)} nominal (no formal guarantee)" + (
+                f" + epsilon = {_total(conditions)} for conditions" if conditions else "")
         else:
             text = _total(releases * total_epsilon(self.mechanism, self.handlings))
         return text if self.seed is None else f"{text} ({NOT_PRIVATE_SEED})"

@@ -973,7 +973,8 @@ def test_condition_handling_options_randomize_labels_and_add_their_epsilon(image
     # metric's epsilon is per unit of latent distance: never added into one number with a condition's
     metric = tmp_path / "metric"
     assert run(image_model, source, metric, "--mechanism", "metric", "--condition", "label=randomized:1") == 0
-    assert {row["epsilon"] for row in read_manifest(metric)} == {"1 per unit of latent L1 distance + 1"}
+    assert {row["epsilon"] for row in read_manifest(metric)} == {
+        "1 per unit of latent L1 distance + epsilon = 1 for conditions"}  # (not "+ 1": read as 2 per unit)
 
 
 def test_condition_handling_for_tables_and_bad_options(table_model, tmp_path, capsys):
