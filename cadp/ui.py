@@ -452,7 +452,9 @@ def cost_text(mechanisms: list[Mechanism], condition_epsilon: float = 0.0) -> st
 def _entry_text(entry: LedgerEntry) -> str:
     parts = []
     if entry.epsilon:
-        parts.append(f"ε = {written_up(entry.epsilon)}" + (f", δ = {written_up(entry.delta, 2)}" if entry.delta else ""))
+        delta = "" if not entry.delta else f", δ = {written_up(entry.delta, 2)}" if entry.delta < 1 else \
+            f", δ = {written_up(entry.delta, 2)} (≥ 1: no guarantee left)"  # as the CLI's manifest says it
+        parts.append(f"ε = {written_up(entry.epsilon)}{delta}")
     if entry.metric_units:
         text = f"{written_up(entry.metric_units)} per unit of latent distance (ε·d)"
         if entry.metric_condition_epsilon:

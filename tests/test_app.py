@@ -1625,3 +1625,14 @@ def test_the_model_card_page_always_shows_the_apps_limitations_and_no_remote_ima
     texts = "\n".join(m.value for m in at.markdown)
     assert "Trained **without** differential privacy on public data" in texts
     assert "evil.example" not in texts and "[image not shown: tracker]" in texts
+
+
+def test_the_ledger_says_when_summed_deltas_leave_no_guarantee():
+    from cadp.mechanisms import make_mechanism
+
+    state = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ui.st, "session_state", state)
+        ui.charge("k", "a.png", make_mechanism("gaussian", 1, delta=0.3, temperature=0.7), releases=4)
+        lines = ui.ledger_lines()
+    assert lines == ["**a.png** — 4 release(s): ε = 4, δ = 1.2 (≥ 1: no guarantee left)"]
