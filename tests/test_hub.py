@@ -652,6 +652,9 @@ def test_a_hub_models_claim_of_public_training_data_is_said_as_its_publishers_wo
     model = fit_tabular(small_frame(0), ["outcome"], name="claims-public", dataset="diabetes", steps=5)
     served.add_commit("tester/claims-public", hub.save_model(model, tmp_path / "claims-public", card=CARD))
     loaded = hub.load_model("tester/claims-public", cache_dir=cache, endpoint=served.url)
+    from cadp.privatize import public_training_data
+
+    assert not public_training_data(loaded.model)  # (the table page offers no "held-out rows" of diabetes for it)
     rows = small_frame(1).head(3)
     laplace = privatize(loaded.model, rows, None, make_mechanism("laplace", 1.0),
                         condition_handling={"outcome": ConditionHandling("resampled")}).guarantee

@@ -5,7 +5,7 @@ import streamlit as st
 
 from cadp import compare, ui
 from cadp.data import TABULAR_DATASETS, infer_column_kind, table_fit_problems, text_category_columns
-from cadp.privatize import privatize
+from cadp.privatize import privatize, public_training_data
 from cadp.train import fit_here_caution, held_out_rows_note
 
 RESULT = "table_result"
@@ -15,7 +15,8 @@ SHOWN_ROWS = 200
 def choose_table(loaded):
     """(frame, name, key of the table (its bytes), default conditions, CSV format of a download) or None."""
     options = ["Upload a CSV"]
-    if loaded is not None and loaded.config.dataset in TABULAR_DATASETS:  # a model of a user's CSV has none
+    # a model of a user's CSV has none; a Hub model's split is its publisher's word: its "held-out rows" unknown
+    if loaded is not None and loaded.config.dataset in TABULAR_DATASETS and public_training_data(loaded.model):
         options.insert(0, f"Bundled table ({loaded.config.dataset})")
     source = st.radio("Input", options, horizontal=True, key=ui.kept("table_source"))
     if source != "Upload a CSV":
