@@ -12,6 +12,7 @@ import random
 import re
 import unicodedata
 import zipfile
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -126,6 +127,18 @@ def release_files(result, names: list[str], class_names: list[str], handling: st
         manifest.append({"file": file, "condition": label, "mechanism": mechanism, "cost": cost,
                          "noise": result.noise_source})
     return files, manifest
+
+
+def repeated_images_note(keys: list[str], cost: str) -> str | None:
+    """What a release of several images says when some are the same record (``keys``: the ledger's record keys;
+    ``cost``: one release's, as the ledger writes it), or None: each copy is a release of that record."""
+    repeated = [count for count in Counter(keys).values() if count > 1]
+    if not repeated:
+        return None
+    return (f"{sum(repeated)} images of this upload are copies of {len(repeated)} record(s) (the same pixels after "
+            "preprocessing, or their negative): each copy was released separately, with its own noise, so such a "
+            f"record has cost up to {max(repeated)} times {cost} here (the ledger adds them up; each file's cost "
+            "in manifest.csv is one release's).")
 
 
 def download_note(handling: str, first_file: str) -> str:

@@ -1636,3 +1636,17 @@ def test_the_ledger_says_when_summed_deltas_leave_no_guarantee():
         ui.charge("k", "a.png", make_mechanism("gaussian", 1, delta=0.3, temperature=0.7), releases=4)
         lines = ui.ledger_lines()
     assert lines == ["**a.png** — 4 release(s): ε = 4, δ = 1.2 (≥ 1: no guarantee left)"]
+
+
+def test_an_upload_holding_one_image_twice_says_what_that_record_cost():
+    """The ledger added both copies up, but the page and the ZIP's manifest showed one release's cost only."""
+    at = page("image.py")
+    image = helpers.png()
+    at.file_uploader(key="image_upload").set_value([("a.png", image, "image/png"), ("b.png", image, "image/png"),
+                                                    ("c.png", helpers.png(seed=3), "image/png")]).run()
+    at.button(key="image_privatize").click().run()
+    warnings = [w.value for w in clean(at).warning if "copies of" in w.value]
+    assert warnings == ["2 images of this upload are copies of 1 record(s) (the same pixels after preprocessing, or "
+                        "their negative): each copy was released separately, with its own noise, so such a record "
+                        "has cost up to 2 times ε = 10 here (the ledger adds them up; each file's cost in "
+                        "manifest.csv is one release's)."]

@@ -118,7 +118,8 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
         tag=compare.release_tag(settings.mechanism, seeded=settings.seed is not None), terms=ui.release_terms(result),
         mechanism=ui.MECHANISM_LABELS[name] + (f" (ran on {result.batch_text})" if name == "paper" else ""),
         cost=ui.cost_text([settings.mechanism], handling.cost))
-    return {"names": [r.name for r in records], "result": result, "handling": handling.handling, "strip": strip_images, "gallery": gallery_images,
+    repeats = compare.repeated_images_note([r.key for r in records], ui.cost_text([settings.mechanism], handling.cost))
+    return {"names": [r.name for r in records], "result": result, "repeats": repeats, "handling": handling.handling, "strip": strip_images, "gallery": gallery_images,
             "files": files, "manifest": manifest, "epsilon": settings.epsilon}
 
 
@@ -152,6 +153,8 @@ def show_result(loaded, state, changed: bool) -> None:
                       f"{'unchanged' if kept else 'changed'} ({handling})")
     st.markdown("**Guarantee of this release**")
     st.info(result.guarantee)
+    if state.get("repeats"):
+        st.warning(state["repeats"])
     ui.release_facts(result)
     if state["strip"]:
         st.markdown("**The same input at several ε** (each a separate release, charged to the ledger)")
