@@ -106,8 +106,6 @@ def released_description(terms: str, label: str, handling: str) -> str:
     return f"{terms} Released label: {label} ({how})."
 
 
-# --------------------------------------------------------------------------- tables
-
 def release_files(result, names: list[str], class_names: list[str], handling: str, *, tag: str, terms: str,
                   mechanism: str, cost: str) -> tuple[list[tuple[str, bytes]], list[dict]]:
     """The PNG files of an image release and their manifest rows. Each PNG carries ``terms`` and its released
@@ -165,6 +163,8 @@ def latent_map_figure(array, title: str):
     figure.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", constrain="domain")
     return figure
 
+
+# --------------------------------------------------------------------------- tables
 
 def changed_cells(original: pd.DataFrame, released: pd.DataFrame) -> pd.DataFrame:
     """Boolean frame: True where a released cell differs from the original (numbers: beyond 1e-9 relative)."""

@@ -78,8 +78,8 @@ def large_epsilon_note(label_kept: bool = True) -> str:
             "image models, an attacker who holds the model traces releases to their record above chance (2 % "
             "within a label) from about ε = 2 with gaussian (3.5–5.3 % at ε = 2 and 3, 6–8 % at 6, 13–14 % at 10) "
             "and at ε = 10 with laplace (3.7–3.8 %), and traces most of them at ε = 100 (laplace 58–76 %, gaussian "
-            "over 99 %). Formally, ε = 100 allows one record's releases to "
-            "be up to e^100 times likelier than another's, i.e. almost no protection. " + label)
+            "over 99 %). Formally, ε = 100 allows one record's releases to be up to e^100 times likelier than "
+            "another's, i.e. almost no protection. " + label)
 
 
 LARGE_EPSILON_NOTE = large_epsilon_note()
@@ -812,7 +812,8 @@ def evaluation_preview(loaded: hub.LoadedModel, settings: PrivacySettings, key: 
 # --------------------------------------------------------------------------- display
 
 def release_terms(result) -> str:
-    """A download's guarantee.txt: the guarantee and, for paper, the batch its output depends on. Never a caution
+    """A download's guarantee.txt: the guarantee, for paper the batch its output depends on, and what releasing the
+    record again costs (``repeated_cost_note``, as the CLI's terms say it). Never a caution
     about the records (e.g. that some are rows the model trained on): the shared terms must not depend on what
     was released; the page shows such cautions on screen, and the guarantee's general sentence covers them."""
     image = getattr(result, "original_frame", None) is None
@@ -1017,10 +1018,10 @@ def input_notes(table_key: str, model_origin: str, _model, _frame) -> list[str]:
 
 def training_rows_caution(loaded, frame, key: str) -> str | None:
     """(tabular page) What the release of ``frame`` with the bundled model must say about its rows the model trained on."""
-    config = loaded.config
-    seen = rows_seen_in_training(key, (config.name, config.dataset, config.permutation_seed), config, frame)
     from cadp.train import training_rows_caution as caution
 
+    config = loaded.config
+    seen = rows_seen_in_training(key, (config.name, config.dataset, config.permutation_seed), config, frame)
     return caution(config.name, seen, len(frame))
 
 
