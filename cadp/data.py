@@ -139,13 +139,15 @@ def _under(path: str, folder: str) -> bool:
         return False
 
 
-def _link_into_tree(path: str, root: str) -> bool:
-    """Whether ``path`` is a link to something inside ``root`` (listed where it really is, under its own class
-    folder) or to a folder holding ``root`` (a loop)."""
-    if not os.path.islink(path):
-        return False
-    target = os.path.realpath(path)
+def _into_tree(target: str, root: str) -> bool:
+    """Whether a link's resolved ``target`` lies inside ``root`` (listed where it really is, under its own class
+    folder) or holds ``root`` (a loop)."""
     return _under(target, root) or _under(root, target)
+
+
+def _link_into_tree(path: str, root: str) -> bool:
+    """Whether ``path`` is a link whose target is ``_into_tree``."""
+    return os.path.islink(path) and _into_tree(os.path.realpath(path), root)
 
 
 def folder_files(root: Path, unlisted: list[tuple[str, str]] | None = None) -> list[tuple[str, Path]]:
@@ -177,11 +179,12 @@ def folder_files(root: Path, unlisted: list[tuple[str, str]] | None = None) -> l
         for file in sorted(files):
             path = Path(folder) / file
             name = path.relative_to(root).as_posix()
-            if is_folder_metadata(name) or _link_into_tree(str(path), root_resolved):
+            if is_folder_metadata(name):
                 continue
-            if os.path.islink(path):  # a file outside root, perhaps reached through another link too
+            if os.path.islink(path):  # (one lstat per file: most files are not links)
                 target = os.path.realpath(path)
-                if target in linked_files:
+                # inside root: listed where it really is; outside: perhaps reached through another link too
+                if _into_tree(target, root_resolved) or target in linked_files:
                     continue
                 linked_files.add(target)
             paths.append((name, path))

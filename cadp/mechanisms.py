@@ -61,18 +61,21 @@ def own_data_terms() -> str:
             "cover what the model learned from them).")
 
 
-def common_terms(fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True) -> str:
+def common_terms(fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
+                 stated_public: str | None = None) -> str:
     """The sentences every guarantee ends with (docs/PRIVACY.md: local DP, kept attributes, training data).
 
     ``trained_on``: the training data's name when it is not a public dataset (else the public-data sentence); the
-    terms say only that it is not public, never the name.
+    terms say only that it is not public, never the name. ``stated_public``: the public dataset a Hub model's
+    publisher states it was trained on (said as the publisher's word).
     ``kept``: False when the release keeps no attribute (its conditions are all randomized or resampled), None
     when the model has no condition at all; the kept attributes' names (a list) to name them.
     """
     if fitted_on_records:
         training = FITTED_ON_RECORDS_TERMS
     else:
-        training = PUBLIC_MODEL_TERMS if trained_on is None else own_data_terms()
+        training = (stated_public_terms(stated_public) if stated_public else PUBLIC_MODEL_TERMS if trained_on is None
+                    else own_data_terms())
     conditions = NO_CONDITION_TERMS if kept is None else kept_terms(kept) if kept else NOTHING_KEPT_TERMS
     return f"{LOCAL_SENTENCE} {conditions} {training}"
 
@@ -323,10 +326,10 @@ class LaplaceMechanism(Mechanism):
         return (self.center(latent) + laplace_noise(latent.shape, self.scale, generator, latent.device)).to(latent.dtype)
 
     def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
-                  **_) -> str:
+                  stated_public: str | None = None, **_) -> str:
         return (f"Laplace mechanism: pure epsilon-local differential privacy with epsilon = {self.epsilon:.12g} "
                 f"for the latent (L1 clip radius {self.clip_radius:.4g}, sensitivity 2R = {2 * self.clip_radius:.4g}, "
-                f"Laplace scale {self.scale:.4g}). {common_terms(fitted_on_records, trained_on, kept)}")
+                f"Laplace scale {self.scale:.4g}). {common_terms(fitted_on_records, trained_on, kept, stated_public)}")
 
     def describe(self) -> dict:
         return {"mechanism": self.name, "epsilon": self.epsilon, "clip_radius": self.clip_radius,
@@ -367,11 +370,11 @@ class GaussianMechanism(Mechanism):
         return (self.center(latent) + gaussian_noise(latent.shape, self.sigma, generator, latent.device)).to(latent.dtype)
 
     def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
-                  **_) -> str:
+                  stated_public: str | None = None, **_) -> str:
         return (f"Gaussian mechanism: (epsilon, delta)-local differential privacy with epsilon = {self.epsilon:.12g}, "
                 f"delta = {self.delta:g} for the latent (L2 clip radius {self.clip_radius:.4g}, sensitivity "
                 f"2R = {2 * self.clip_radius:.4g}, sigma {self.sigma:.4g} from the analytic Gaussian mechanism). "
-                f"{common_terms(fitted_on_records, trained_on, kept)}")
+                f"{common_terms(fitted_on_records, trained_on, kept, stated_public)}")
 
     def describe(self) -> dict:
         return {"mechanism": self.name, "epsilon": self.epsilon, "delta": self.delta,
@@ -409,7 +412,7 @@ class MetricMechanism(Mechanism):
 
     def guarantee(self, d_typ: float | None = None, d_nn: float | None = None,
                   fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
-                  distances_measured_on: str | None = None, **_) -> str:
+                  distances_measured_on: str | None = None, stated_public: str | None = None, **_) -> str:
         text = (f"Metric privacy (eps*d): for two records with the same condition, output probabilities "
                 f"differ by at most exp({self.epsilon_unit:.12g} x their L1 latent distance). No clipping; "
                 f"Laplace scale {self.scale:.4g}.")
@@ -422,7 +425,7 @@ class MetricMechanism(Mechanism):
                 text += f" Both distances are medians measured {distances_measured_on}."
             if nearest > 10:
                 text += " At this setting only near-duplicates are protected."
-        return f"{text} {common_terms(fitted_on_records, trained_on, kept)}"
+        return f"{text} {common_terms(fitted_on_records, trained_on, kept, stated_public)}"
 
     def describe(self) -> dict:
         return {"mechanism": self.name, "epsilon_unit": self.epsilon_unit, "noise_scale": self.scale}

@@ -18,7 +18,6 @@ import torch
 from cadp.data import PUBLIC_DATASETS, FrameCells
 from cadp.errors import InputError
 from cadp.mechanisms import (
-    PUBLIC_MODEL_TERMS,
     UNKNOWN_ORIGIN,
     ConditionHandling,
     Mechanism,
@@ -29,7 +28,6 @@ from cadp.mechanisms import (
     keep_probability,
     new_generator,
     release_condition,
-    stated_public_terms,
     total_epsilon,
     written_up,
 )
@@ -118,11 +116,9 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
     public = public_training_data(model)
     names = _condition_names(model)
     kept = [name for name in names if handlings.get(name, ConditionHandling()).handling == "kept"] if names else None
-    stated_public = stated_by is not None and dataset in PUBLIC_DATASETS
-    text = mechanism.guarantee(fitted_on_records=dataset == UPLOAD_DATASET,
-                               trained_on=None if public or stated_public else dataset, kept=kept, **kwargs)
-    if stated_public:  # the publisher's word, said as such
-        text = text.replace(PUBLIC_MODEL_TERMS, stated_public_terms(dataset))
+    stated_public = dataset if stated_by is not None and dataset in PUBLIC_DATASETS else None  # the publisher's word
+    text = mechanism.guarantee(fitted_on_records=dataset == UPLOAD_DATASET, trained_on=None if public else dataset,
+                               kept=kept, stated_public=stated_public, **kwargs)
     parts = [text]
     released = {name: h for name, h in handlings.items() if h.handling != "kept"}
     levels = ({"label": model.config.num_classes} if isinstance(model, ImageCINN)
