@@ -66,6 +66,9 @@ def judge(name: str, value: float | None) -> dict:
             "description": description}
 
 
+VECTOR_FLAGS = {"sse4_2", "avx", "avx2", "fma", "f16c", "amx_tile", "amx_bf16"}  # with every avx512* flag
+
+
 def machine() -> dict:
     """CPU model, cores, memory, torch version and threads, date, and other heavy processes running."""
     import torch
@@ -80,6 +83,10 @@ def machine() -> dict:
         info["cpu_model"] = fields.get("Model name", "").strip()
         info["cores_per_socket"] = fields.get("Core(s) per socket", "").strip()
         info["threads_per_core"] = fields.get("Thread(s) per core", "").strip()
+        info["cpu_family"] = fields.get("CPU family", "").strip()
+        info["cpu_model_number"] = fields.get("Model", "").strip()
+        flags = set(fields.get("Flags", "").split())
+        info["cpu_vector_flags"] = sorted(flag for flag in flags if flag in VECTOR_FLAGS or flag.startswith("avx512"))
     except (OSError, subprocess.SubprocessError):
         info["cpu_model"] = platform.processor()
     try:

@@ -2,7 +2,8 @@
 
 Runs the suite, writes the results as JSON and prints a Markdown summary with each
 target met or missed. --short (the default, for CI) measures fewer points for less
-time and skips the browser unless --browser is given; --full runs everything.
+time; --full measures every point at length. The browser part (app cold start judged, Privatize-to-render)
+runs only with --browser, in either mode: `python -m bench --full --browser` is the complete suite.
 """
 
 from __future__ import annotations
@@ -147,11 +148,12 @@ def model_targets(entry: dict) -> dict:
 
 
 def bench_fit(settings: dict, threads: int | None) -> dict:
-    """Fits in fresh processes; the target is judged on the median of the default-steps runs (full mode: 3,
-    apart in time, as this shared machine's speed drifts by tens of percent over minutes), and is met only
-    where every default-steps fit is also of usable quality (bench.fit.USABLE); the first run also checks the
-    independent-columns control, which the quality check must reject."""
-    runs = [run_worker("bench.fit", {"steps": steps, "threads": threads, "controls": index == 0})
+    """Fits in fresh processes, each with its own seed (fit_tabular's ``seed``: another initialization and
+    batch order); the target is judged on the median of the default-steps runs (full mode: 3, apart in time,
+    as this shared machine's speed drifts by tens of percent over minutes), and is met only where every
+    default-steps fit is also of usable quality (bench.fit.USABLE); the first run also checks the CONTROLS,
+    each of which its own quality check must reject, or the verdict is not judged."""
+    runs = [run_worker("bench.fit", {"steps": steps, "threads": threads, "controls": index == 0, "seed": index})
             for index, steps in enumerate(settings["fit_steps"])]
     defaults = [run for run in runs if run["steps"] == "fit_tabular default"]
     seconds = sorted(run["seconds"] for run in defaults)
@@ -166,6 +168,13 @@ def bench_fit(settings: dict, threads: int | None) -> dict:
             verdict["note"] = "fast enough, but not of usable quality: " + "; ".join(
                 next(run["quality"]["failed"] for run in defaults if not run["quality"]["usable"]))
         verdict["description"] += " and usable quality"
+    controls = {name: control for run in runs for name, control in run.get("controls", {}).items()}
+    escaped = [name for name, control in controls.items()
+               if control["usable"] or control["check"] not in control["failed_checks"]]
+    if escaped and verdict["met"] is not None:  # a check that passes its control cannot vouch for "usable"
+        verdict["met"] = None
+        verdict["note"] = ("not judged: the quality check let through a control built to fail it ("
+                           + ", ".join(escaped) + ")")
     return {"runs": runs, "targets": {"tabular_fit_seconds": verdict}}
 
 
@@ -250,12 +259,24 @@ def _verdict(target: dict) -> str:
     return f"{verdict} ({target['note']})" if target["met"] is False and target.get("note") else verdict
 
 
+def _fit_steps(run: dict) -> str:
+    return f"{run['steps']} (seed {run['seed']})" if "seed" in run else str(run["steps"])
+
+
+def _cpu_kind(info: dict) -> str:
+    """" (family 25 model 17; avx2, avx512f, ...)" where the run recorded them (runs before 2026-11-29 13:40 UTC did not)."""
+    if "cpu_family" not in info:
+        return " (family, model and vector extensions not recorded)"
+    return (f" (family {info['cpu_family'] or '?'} model {info['cpu_model_number'] or '?'}; "
+            f"{', '.join(info.get('cpu_vector_flags', [])) or 'no vector flags listed'})")
+
+
 def report(results: dict) -> str:
     """Markdown tables of one run's results."""
     info = results["machine"]
     lines = [f"Run: `{results['command']}` ({results['mode']} mode, device {results['device']}), "
              f"{info['date']}, {results.get('seconds', math.nan):.0f} s.",
-             f"Machine: {info.get('cpu_model', '?')}, {info['cpu_count']} CPUs ({info.get('cores_per_socket', '?')} "
+             f"Machine: {info.get('cpu_model', '?')}{_cpu_kind(info)}, {info['cpu_count']} CPUs ({info.get('cores_per_socket', '?')} "
              f"cores/socket, {info.get('threads_per_core', '?')} thread/core), {info.get('memory_gib', '?')} GiB; "
              f"Python {info['python']}, torch {info['torch']}, {info['torch_threads']} torch threads "
              f"(OMP_NUM_THREADS={info['omp_num_threads_env']}); allocator: {info.get('allocator', 'not recorded')}.",
@@ -291,17 +312,26 @@ def report(results: dict) -> str:
             lines.append(f"Cost of content-awareness: CADP p50 {single['p50_ms']:.2f} ms / DP-Pix p50 "
                          f"{single['dp_pix']['p50_ms']:.3f} ms = {entry['content_awareness_cost']:.0f}x.")
         gpu = any("gpu_busy_share" in point for point in entry["batches"].values())
-        lines += ["", "| batch | p50 ms/call | p95 ms/call | records/s | peak RSS MiB | GFLOP/s | efficiency |"
-                  + (" peak CUDA MiB | GPU busy |" if gpu else ""), "|---|---|---|---|---|---|---|" + ("---|---|" if gpu else "")]
+        added = any("privatize_added_mib" in point for point in entry["batches"].values())
+        lines += ["", "| batch | p50 ms/call | p95 ms/call | records/s | peak RSS MiB |" + (" added MiB |" if added else "")
+                  + " GFLOP/s | efficiency |" + (" peak CUDA MiB | GPU busy |" if gpu else ""),
+                  "|---|---|---|---|---|---|---|" + ("---|" if added else "") + ("---|---|" if gpu else "")]
         for batch, point in entry["batches"].items():
             lines.append(f"| {batch} | {point['p50_ms']:.2f} | {point['p95_ms']:.2f} | {_number(point['records_per_s'])}"
-                         f" | {point['peak_rss_mib']:.0f} | {point['flops_per_s'] / 1e9:.2f} | "
+                         f" | {point['peak_rss_mib']:.0f} |"
+                         + (f" {point['privatize_added_mib']:.0f} |" if "privatize_added_mib" in point
+                            else " – |" if added else "")
+                         + f" {point['flops_per_s'] / 1e9:.2f} | "
                          f"{100 * point['efficiency']:.1f}% |"
                          + (f" {point.get('peak_cuda_mib', float('nan')):.0f} | "
                             f"{100 * point.get('gpu_busy_share', float('nan')):.0f}% |" if gpu else ""))
         if gpu:
             lines.append("(GPU busy: the share of 5 calls' wall time in which the GPU ran kernels or copies, "
                          "from torch.profiler's CUDA events.)")
+        if added:
+            lines.append("(Peak RSS: the process's resident peak during that row's warm-up and timed calls (model, "
+                         "libraries and inputs resident, loading them not counted); added: that peak less the "
+                         "resident size just before the calls.)")
         if any(point.get("peak_rss_scope", "").startswith("this and") for point in entry["batches"].values()):
             lines.append("(Short mode: one process per model, so a row's peak RSS includes the rows above it.)")
         lines.append("")
@@ -312,7 +342,7 @@ def report(results: dict) -> str:
                   "| steps | seconds | validation NLL (nats/dim) | group accuracy, model rows / real rows | "
                   "column distance (floor) | dependencies (floor) | usable | peak RSS MiB |",
                   "|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {run['steps']} | {run['seconds']:.1f} | {run['validation_nll_per_dim']:.3f} | "
+        lines += [f"| {_fit_steps(run)} | {run['seconds']:.1f} | {run['validation_nll_per_dim']:.3f} | "
                   + _quality_cells(run.get("quality")) + f" | {run['peak_rss_mib']:.0f} |" for run in fit["runs"]]
         for run in fit["runs"]:
             for name, control in run.get("controls", {}).items():
@@ -430,10 +460,12 @@ def compare(before: dict, after: dict) -> str:
 
             def pair(key, digits, scale=1.0, suffix="", old=old, new=new):
                 values = [point.get(key) for point in (old, new)]
+                if key == "process_peak_rss_mib":  # runs before this key: their peak_rss_mib was the process's
+                    values = [point.get(key, point.get("peak_rss_mib")) for point in (old, new)]
                 return " | ".join("–" if v is None else f"{scale * v:,.{digits}f}{suffix}" for v in values)
 
             rows.append(f"| {name} | {batch} | {pair('p50_ms', 2)} | {pair('records_per_s', 0)} "
-                        f"| {pair('efficiency', 1, 100.0, '%')} | {pair('peak_rss_mib', 0)} |")
+                        f"| {pair('efficiency', 1, 100.0, '%')} | {pair('process_peak_rss_mib', 0)} |")
     dates = [run.get("machine", {}).get("date", "?") for run in (before, after)]
     notes = []
     for name, entry in after.get("models", {}).items():

@@ -2,13 +2,16 @@
 
 ``python -m bench.compute '<json>'`` is the worker the suite starts once per
 (model, batch size) in full mode: it prints one JSON object whose ``peak_rss_mib`` belongs to that
-measurement alone (VmHWM of the fresh process; ``ru_maxrss`` would carry the parent's
-peak over the fork; on a GPU also the CUDA allocator's peak and the share of the time the GPU is busy).
+measurement alone: VmHWM, reset (Linux's /proc/self/clear_refs) after the model and the inputs are loaded,
+so loading the test set does not set it; ``process_peak_rss_mib`` is the whole process's, loading included
+(``ru_maxrss`` would carry the parent's peak over the fork); on a GPU also the CUDA allocator's peak and
+the share of the time the GPU is busy.
 """
 
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import resource
 import sys
@@ -111,13 +114,30 @@ def privatize_call(loaded, batch: int, reconstruct: bool = False):
 
 # --------------------------------------------------------------------------- worker: one (model, batch)
 
-def peak_rss_mib() -> float:
-    """This process's peak resident memory in MiB: VmHWM, which (unlike ru_maxrss) starts afresh at exec."""
+def _status_mib(field: str) -> float | None:
     try:
         status = Path("/proc/self/status").read_text()
-        return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
-    except (OSError, StopIteration, ValueError):  # not Linux: ru_maxrss (KiB on Linux, bytes on macOS)
+        return int(next(line for line in status.splitlines() if line.startswith(field + ":")).split()[1]) / 1024
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB: VmHWM, which (unlike ru_maxrss) starts afresh at exec."""
+    peak = _status_mib("VmHWM")
+    if peak is None:  # not Linux: ru_maxrss (KiB on Linux, bytes on macOS)
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak
+
+
+def reset_peak_rss() -> bool:
+    """Start VmHWM afresh from the current resident size (Linux >= 4.0: "5" to /proc/self/clear_refs), so the
+    next peak_rss_mib is that of what runs after; False where the system does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def measure_points(model_folder: str, points: list[dict], device: str = "cpu",
@@ -133,8 +153,8 @@ def measure_points(model_folder: str, points: list[dict], device: str = "cpu",
     results = []
     for point in points:
         result = measure_privatize(loaded, device=device, **point)
-        result["peak_rss_scope"] = ("this batch size alone" if len(points) == 1
-                                    else "this and the earlier batch sizes in one process")
+        result.setdefault("peak_rss_scope", "this batch size alone" if len(points) == 1
+                          else "this and the earlier batch sizes in one process")
         results.append(result)
     return results
 
@@ -147,15 +167,23 @@ def measure_privatize(loaded, batch: int, device: str = "cpu", *, min_calls: int
     """
     device = torch.device(device)
     call, source = privatize_call(loaded, batch)
-    rss_before = peak_rss_mib()
+    gc.collect()
+    process_peak_before = peak_rss_mib()  # loading the model, the libraries and the inputs
+    reset = reset_peak_rss()
+    rss_before = _status_mib("VmRSS") if reset else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     seconds = timed_calls(call, device, warmup=warmup, min_calls=min_calls, min_seconds=min_seconds)
+    peak = peak_rss_mib()
     result = {"model": loaded.folder.name, "batch": batch, "device": str(device), "inputs": source,
               "torch_threads": torch.get_num_threads(), **summary_ms(seconds),
               "records_per_s": batch * len(seconds) / sum(seconds),
-              "peak_rss_mib": peak_rss_mib(),
-              "peak_rss_before_privatize_mib": rss_before}
+              "peak_rss_mib": peak, "process_peak_rss_mib": max(peak, process_peak_before),
+              "peak_rss_before_privatize_mib": process_peak_before}
+    if reset and rss_before is not None:  # the peak is that of the warm-up and timed calls alone
+        result["rss_before_privatize_mib"] = rss_before
+        result["privatize_added_mib"] = peak - rss_before
+        result["peak_rss_scope"] = "the warm-up and timed calls (VmHWM reset before them)"
     if device.type == "cuda":
         result["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
         result["gpu_busy_share"] = gpu_busy_share(call, device)

@@ -205,7 +205,7 @@ def fit_quality(model, train: pd.DataFrame, held_out: pd.DataFrame, kinds: dict[
 
 
 def measure_fit(steps: int | None = None, rows: int = 1000, threads: int | None = None,
-                controls: bool = False) -> dict:
+                controls: bool = False, seed: int = 0) -> dict:
     """Seconds of fit_tabular (its default steps when ``steps`` is None), the validation NLL it reached and
     its quality (``fit_quality`` against HELD_OUT_ROWS new rows of the generator); with ``controls``, also the
     quality of each of the CONTROLS, which its own check must reject.
@@ -233,13 +233,13 @@ def measure_fit(steps: int | None = None, rows: int = 1000, threads: int | None 
     import torch._dynamo  # noqa: F401 - torch.optim imports it on first use: timed apart from the fit
     first_use_import = time.perf_counter() - start
     start = time.perf_counter()
-    model = fit_tabular(frame, [CONDITION], name="bench", dataset="upload", progress=progress, **options)
+    model = fit_tabular(frame, [CONDITION], name="bench", dataset="upload", progress=progress, seed=seed, **options)
     seconds = time.perf_counter() - start
     peak = peak_rss_mib()
     result = {"rows": len(frame), "columns": frame.shape[1], "condition": CONDITION,
               "numeric_columns": sum(kind == "numeric" for kind in kinds.values()),
               "categorical_columns": sum(kind == "categorical" for kind in kinds.values()),
-              "steps": steps if steps is not None else "fit_tabular default",
+              "steps": steps if steps is not None else "fit_tabular default", "seed": seed,
               "seconds": seconds, "first_use_import_s": first_use_import,
               "validation_nll_per_dim": float(reached.get("loss", float("nan"))),
               "latent_dim": model.config.latent_dim, "torch_threads": torch.get_num_threads(),

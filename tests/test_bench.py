@@ -42,6 +42,9 @@ def test_short_mode_writes_every_section(short_run):
     assert short_run["machine"]["other_load"]["memory_copy_gb_s"] > 0
     assert short_run["machine"]["other_load_at_end"]["memory_copy_gb_s"] > 0
     assert short_run["machine"]["allocator"]
+    if short_run["machine"].get("cpu_model") and "cpu_family" in short_run["machine"]:  # lscpu ran (Linux)
+        assert isinstance(short_run["machine"]["cpu_vector_flags"], list)
+        assert short_run["machine"]["cpu_family"] and short_run["machine"]["cpu_model_number"]
     assert short_run["app"]["browser"] == {"skipped": "run with --browser"}
     sweep = short_run["evaluation"]["diabetes-cinn"]
     assert sweep["quick"] is True and 0 < sweep["wall_seconds"] <= sweep["process_s"]
@@ -62,7 +65,11 @@ def test_short_mode_numbers_are_consistent(short_run):
         assert point["records_per_s"] == pytest.approx(int(batch) * 1e3 / point["mean_ms"], rel=1e-6)
         assert point["efficiency"] == pytest.approx(
             entry["privatize_flops_per_record"] * point["records_per_s"] / peak["peak_flops_per_s"])
-        assert point["peak_rss_mib"] >= point["peak_rss_before_privatize_mib"] > 0
+        # the peak of the calls alone (VmHWM reset after loading), within the whole process's peak
+        assert point["peak_rss_scope"] == "the warm-up and timed calls (VmHWM reset before them)"
+        assert 0 < point["rss_before_privatize_mib"] <= point["peak_rss_mib"] <= point["process_peak_rss_mib"]
+        assert point["process_peak_rss_mib"] >= point["peak_rss_before_privatize_mib"] > 0
+        assert point["privatize_added_mib"] == pytest.approx(point["peak_rss_mib"] - point["rss_before_privatize_mib"])
     for name, verdict in entry["targets"].items():
         direction, limit, _ = TARGETS[name]
         assert verdict["met"] == (verdict["value"] <= limit if direction == "max" else verdict["value"] >= limit)
@@ -89,6 +96,37 @@ def test_short_mode_report_shows_the_verdicts(short_run):
     text = report(short_run)
     assert "### diabetes-cinn" in text and "| table row, one record, p50 |" in text
     assert ("| met |" in text) or ("**missed**" in text)
+    assert "| batch | p50 ms/call | p95 ms/call | records/s | peak RSS MiB | added MiB |" in text
+    assert "| fit_tabular default (seed 0) |" in text
+    if "cpu_family" in short_run["machine"]:
+        assert f"(family {short_run['machine']['cpu_family']} model " in text
+
+
+def test_fit_verdict_is_not_judged_when_a_control_passes_its_check(monkeypatch):
+    import bench.__main__ as suite
+
+    def fit_run(seed, control_usable):
+        quality = {"usable": True, "failed": [], "failed_checks": []}
+        run = {"steps": "fit_tabular default", "seconds": 10.0 + seed, "seed": seed, "quality": quality}
+        if seed == 0:
+            failed = [] if control_usable else ["group accuracy"]
+            run["controls"] = {"independent columns": {"usable": control_usable, "check": "group accuracy",
+                                                       "failed": failed, "failed_checks": failed}}
+        return run
+
+    for control_usable, expected in ((False, True), (True, None)):
+        seeds = []
+
+        def worker(module, arguments, control_usable=control_usable, seeds=seeds):
+            seeds.append(arguments["seed"])
+            return fit_run(arguments["seed"], control_usable)
+
+        monkeypatch.setattr(suite, "run_worker", worker)
+        verdict = suite.bench_fit({"fit_steps": (None, None, None)}, threads=1)["targets"]["tabular_fit_seconds"]
+        assert seeds == [0, 1, 2]  # each fit its own seed
+        assert verdict["value"] == 11.0 and verdict["met"] is expected
+        if expected is None:
+            assert "independent columns" in verdict["note"]
 
 
 def test_compare_lines_up_two_runs():
