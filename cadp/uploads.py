@@ -632,6 +632,16 @@ def sniff_delimiter(text: str) -> str:
     return best
 
 
+def header_looks_like_data(header: list[str]) -> bool:
+    """Whether a CSV's first row is a record rather than column names: at least one of its cells, and at least half
+    of them (empty ones count), are finite numbers (``is_number``: 1.5, -3, 1,5, 1e3).
+
+    Column names that are numbers are rare, and a header of mostly numbers rarer (a table of years, "region,2019,
+    2020,2021", is refused and needs a name such as y2019); a first data row is mostly numbers in most tables."""
+    numbers = sum(is_number(cell) for cell in header)
+    return numbers >= 1 and numbers >= 0.5 * len(header)
+
+
 def _unique_names(names: list[str], notes: list[str]) -> list[str]:
     cleaned, seen = [], set()
     for index, raw in enumerate(names):
@@ -683,6 +693,9 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
         raise InputError("the CSV header row cannot be read") from None
     if len(header) > max_columns:
         raise InputError(f"the CSV has {len(header)} columns; at most {max_columns} are supported")
+    if header_looks_like_data(header):  # read as names, a record's values would be every release's header row
+        raise InputError("the first row looks like data, not column names: add a header row (one name per column) "
+                         "as the first line of the file and upload it again")
     names = _unique_names(header, notes)
     try:
         with warnings.catch_warnings():
@@ -776,6 +789,17 @@ def comma_number(value):
         if any(c.isdigit() for c in text) and DECIMAL_COMMA.fullmatch(text):
             return float(text.replace(".", "").replace(",", "."))
     return value
+
+
+PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def is_number(text: str) -> bool:
+    """Whether a cell is written as a finite number, with a decimal point or a decimal comma (``comma_number``)."""
+    text = text.strip()
+    if PLAIN_NUMBER.fullmatch(text):
+        return bool(np.isfinite(float(text)))
+    return isinstance(comma_number(text), float) and bool(np.isfinite(comma_number(text)))
 
 
 def decimal_comma_columns(frame: pd.DataFrame) -> list[str]:

@@ -382,6 +382,27 @@ def test_hostile_csv_raises_input_error(data, message):
         read_csv_upload(data)
 
 
+@pytest.mark.parametrize("data", [
+    b"50,1,22.5,0.9\n60,2,23.1,1.1\n",  # the first record where the names belong
+    b"50;1;22,5;x\n60;2;23,1;y\n",  # decimal commas, a text cell among numbers
+    b"7\n8\n",  # one column
+    b"a,-3,1e3\n",
+], ids=["numbers", "decimal-commas", "one-column", "two-of-three"])
+def test_a_csv_whose_first_row_is_data_is_refused(data):
+    """Read as column names, a headerless file's first record became the download's header row (its values
+    released as they were) and was missing from the release."""
+    with pytest.raises(InputError, match="the first row looks like data, not column names: add a header row"):
+        read_csv_upload(data)
+
+
+def test_a_header_with_a_few_number_names_is_still_a_header():
+    upload = read_csv_upload(b"region,sex,2019,2020,total\nnorth,f,1,2,3\nsouth,m,4,5,9\n")
+    assert list(upload.frame.columns) == ["region", "sex", "2019", "2020", "total"]
+    assert len(upload.frame) == 2
+    upload = read_csv_upload(b"age,inf,nan\n1,2,3\n")  # not finite numbers: names
+    assert list(upload.frame.columns) == ["age", "inf", "nan"]
+
+
 def test_one_column_constant_and_all_nan_columns():
     upload = read_csv_upload(b"x,empty,same,seven\n1,,k,7\n2,,k,7\n3,,k,7\n")
     assert list(upload.frame.columns) == ["x", "same", "seven"]
