@@ -74,6 +74,8 @@ from cadp.uploads import (
     decode_text,
     default_invert,
     escape_cell,
+    escaped_cell_count,
+    escaped_cells_note,
     image_record_key,
     png_bytes,
     safe_csv_bytes,
@@ -1029,8 +1031,11 @@ def _write_held_rows(out, frames: list[pd.DataFrame], rows: list[tuple[str, dict
     count = sum(cells["status"] == "privatized" for _, cells in rows)
     order = np.random.default_rng(seed).permutation(count)  # seed None: fresh entropy from the OS
     if count:
-        _append(out, safe_csv_bytes(pd.concat(frames, ignore_index=True).iloc[:count].iloc[order],
-                                    delimiter=delimiter, decimal=decimal, encoding=encoding))
+        rows_written = pd.concat(frames, ignore_index=True).iloc[:count].iloc[order]
+        _append(out, safe_csv_bytes(rows_written, delimiter=delimiter, decimal=decimal, encoding=encoding))
+        escaped = escaped_cells_note(escaped_cell_count(rows_written))
+        if escaped:
+            print(f"note: in {PRIVATIZED_CSV_NAME}, {escaped[0].lower()}{escaped[1:]}", file=sys.stderr)
     row_of = iter(np.argsort(order) + 1)  # the i-th released row is written as row row_of[i]
     for name, cells in rows:
         if cells["status"] == "privatized":

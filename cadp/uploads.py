@@ -971,23 +971,46 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def escape_cell(value):
-    """A cell value safe to open in a spreadsheet: text starting like a formula gets a leading apostrophe."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+    """A cell value safe to open in a spreadsheet: text starting like a formula gets a leading apostrophe; text that
+    is a plain number (-5, +3.2, -1,5) does not (a spreadsheet reads it as that number, never as a formula)."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES) and not is_number(value):
         return "'" + value
     return value
 
 
-def release_csv(frame: pd.DataFrame, csv_format: dict) -> tuple[bytes, str, str | None]:
+def escaped_cell_count(frame: pd.DataFrame) -> int:
+    """How many cells of ``frame`` (its column names included) ``safe_csv_bytes`` writes with a leading
+    apostrophe."""
+    count = sum(escape_cell(str(name)) != str(name) for name in frame.columns)
+    for position in range(frame.shape[1]):
+        column = frame.iloc[:, position]
+        if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
+            count += int(column.map(lambda value: isinstance(value, str) and escape_cell(value) != value).sum())
+    return count
+
+
+def escaped_cells_note(count: int) -> str | None:
+    """What a release's CSV says of its ``count`` cells written with a leading apostrophe (None when there are
+    none): the one change made to released values, kept conditions included."""
+    if not count:
+        return None
+    cells = "1 cell (or column name) is" if count == 1 else f"{count:,} cells (or column names) are"
+    return (f"{cells} written with a leading apostrophe (') because they start with =, +, -, @, a tab or a carriage "
+            "return, so that spreadsheet programs do not run them as formulas; the value is otherwise as released "
+            "(remove the apostrophe to read it exactly).")
+
+
+def release_csv(frame: pd.DataFrame, csv_format: dict) -> tuple[bytes, str, str | None, str | None]:
     """A released table as the upload came (``csv_format``: delimiter, decimal, encoding): (bytes, the format
-    in words, a sentence on why the encoding differs from the upload's, or None). The upload's encoding is kept
-    where every released cell can be written in it, else UTF-8 with a BOM."""
+    in words, a sentence on why the encoding differs from the upload's or None, ``escaped_cells_note`` or None).
+    The upload's encoding is kept where every released cell can be written in it, else UTF-8 with a BOM."""
     chosen = {"delimiter": ",", "decimal": ".", "encoding": "utf-8", **csv_format}
     uploaded = chosen["encoding"]
     chosen["encoding"] = writable_encoding(uploaded, frame=frame)
     words = csv_format_words(**chosen)
     changed = None if chosen["encoding"] == uploaded else (
         f"a released value cannot be written in {ENCODING_NAMES[uploaded]}, the upload's encoding")
-    return safe_csv_bytes(frame, **chosen), words, changed
+    return safe_csv_bytes(frame, **chosen), words, changed, escaped_cells_note(escaped_cell_count(frame))
 
 
 def safe_csv_bytes(frame: pd.DataFrame, *, header: bool = True, delimiter: str = ",", decimal: str = ".",
@@ -995,7 +1018,8 @@ def safe_csv_bytes(frame: pd.DataFrame, *, header: bool = True, delimiter: str =
     """CSV (CRLF line ends, RFC 4180) of a frame, safe against spreadsheet formula injection.
 
     Text cells (and column names) starting with =, +, -, @, tab or CR get a
-    leading apostrophe; numbers in numeric columns stay numbers (-3 stays -3).
+    leading apostrophe (``escape_cell``; ``escaped_cell_count`` counts them); numbers stay numbers (-3 stays -3,
+    in a text column too).
     ``delimiter``, ``decimal`` and ``encoding``: to write as the input was written (``CsvUpload.csv_format``;
     the encoding as ``writable_encoding`` allows it); a decimal comma only with another delimiter. A BOM
     (utf-8-sig, utf-16) is written with the header row only, so chunks written one after another make one file.

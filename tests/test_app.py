@@ -834,6 +834,23 @@ def test_tabular_download_is_written_like_the_upload(media):
     assert any("Written semicolon-separated with decimal commas, as the upload was." in c.value for c in at.caption)
 
 
+def test_a_download_says_which_kept_cells_were_written_with_an_apostrophe(media):
+    """A kept column of '+' and '-' test results came back as "'+" and "'-" though kept conditions are released
+    exactly, and nothing said so."""
+    rows = [f"{20 + i % 50},{60 + i % 30}.5,{'+-'[i % 2]}" for i in range(60)]
+    at = page("tabular.py")
+    helpers.upload_and_fit(at, ("age,weight,test\n" + "\n".join(rows) + "\n").encode(), kept=("test",))
+    at.button(key="table_privatize").click().run()
+    buttons = downloads(clean(at))
+    released = pd.read_csv(io.BytesIO(media[buttons[0].proto.url.rsplit("/", 1)[-1].split(".")[0]]))
+    assert sorted(released["test"].unique()) == ["'+", "'-"]
+    note = ("60 cells (or column names) are written with a leading apostrophe (') because they start with =, +, -, "
+            "@, a tab or a carriage return, so that spreadsheet programs do not run them as formulas; the value is "
+            "otherwise as released")
+    assert any(note in c.value for c in at.caption), [c.value for c in at.caption]
+    assert note in media[buttons[1].proto.url.rsplit("/", 1)[-1].split(".")[0]].decode()  # its terms too
+
+
 def test_a_latin1_upload_comes_back_in_latin1(media):
     """A CSV saved by Excel in Windows-1252 came back UTF-8 without a BOM, 'as the upload was': Excel showed
     'MÃ¤nnlich'."""

@@ -389,7 +389,7 @@ def test_zip_bomb_stops_the_archive_and_keeps_earlier_results(image_model, tmp_p
 
 # --------------------------------------------------------------------------- CSV
 
-def test_csv_rows_stream_bad_row_is_listed_and_export_is_formula_safe(table_model, tmp_path):
+def test_csv_rows_stream_bad_row_is_listed_and_export_is_formula_safe(table_model, tmp_path, capsys):
     frame = table_frame(12)
     frame.loc[5, "sex"] = 3  # a value the model never saw
     source = tmp_path / "rows.csv"
@@ -410,6 +410,11 @@ def test_csv_rows_stream_bad_row_is_listed_and_export_is_formula_safe(table_mode
     assert len(released) == 11 and list(released.columns) == ["age", "bmi", "note", "sex"]
     assert set(released["note"]) <= {"'=HYPERLINK(1)", "ok"}
     assert "\n=" not in text and ";=" not in text
+    escaped = int((released["note"] == "'=HYPERLINK(1)").sum())  # seeded: the release holds some
+    err = capsys.readouterr().err
+    assert escaped > 0 and (f"note: in privatized.csv, {escaped} cell" in err
+                            and "written with a leading apostrophe (')" in err
+                            and "the value is otherwise as released" in err), err
 
 
 def test_csv_is_written_in_the_inputs_encoding_where_the_model_allows_it(tmp_path, capsys):

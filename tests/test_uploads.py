@@ -13,9 +13,12 @@ from PIL import Image
 from cadp.errors import InputError
 from cadp.uploads import (
     PreparedImage,
+    escaped_cell_count,
+    escaped_cells_note,
     iter_zip_images,
     png_bytes,
     read_csv_upload,
+    release_csv,
     safe_csv_bytes,
     sanitize_member_name,
     to_model_input,
@@ -526,8 +529,23 @@ def test_safe_csv_escapes_formulas_but_keeps_negative_numbers():
 
 
 def test_safe_csv_without_header_and_with_text_numbers():
-    frame = pd.DataFrame({"code": ["-5", "7"]})
-    assert safe_csv_bytes(frame, header=False) == b"'-5\r\n7\r\n"
+    """A text cell that is a plain number is no formula: written as released, without an apostrophe."""
+    frame = pd.DataFrame({"code": ["-5", "7", "+3.2", "-1,5", "-2+3"]})
+    assert safe_csv_bytes(frame, header=False) == b"-5\r\n7\r\n+3.2\r\n\"-1,5\"\r\n'-2+3\r\n"
+
+
+def test_a_release_says_how_many_cells_got_an_apostrophe_and_why():
+    """A kept column of test results '+' and '-' came back as "'+" and "'-" without a word: kept conditions are
+    released exactly, so the one change the CSV writer makes is said."""
+    frame = pd.DataFrame({"result": ["+", "-", "+", "neg"], "delta": [-1.5, 2.0, -3.0, 4.0], "@x": ["a", "-5", "b", "c"]})
+    assert escaped_cell_count(frame) == 4  # three results and one column name; -1.5 and the text -5 are numbers
+    data, _, _, note = release_csv(frame, {})
+    assert data.decode().splitlines()[1] == "'+,-1.5,a"
+    assert note.startswith("4 cells (or column names) are written with a leading apostrophe (')")
+    assert "so that spreadsheet programs do not run them as formulas" in note
+    assert "the value is otherwise as released" in note
+    assert release_csv(frame[["delta"]], {})[3] is None
+    assert escaped_cells_note(1).startswith("1 cell (or column name) is written")
 
 
 def test_load_image_folder_decodes_through_to_model_input(tmp_path):
