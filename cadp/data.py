@@ -695,7 +695,8 @@ class TabularEncoder:
             if kind not in ("numeric", "categorical"):
                 raise InputError(f"column type for {name!r} must be 'numeric' or 'categorical', got {kind!r}")
             if kind == "numeric":
-                values = pd.to_numeric(series, errors="coerce")
+                # cells that are not finite numbers count as empty, as transform reads them (inf broke the lattice)
+                values = pd.to_numeric(series, errors="coerce").astype(np.float64).replace([np.inf, -np.inf], np.nan)
                 if values.isna().all():
                     raise InputError(f"column {name!r} has no numeric values; mark it categorical")
                 std = float(values.std(ddof=0))

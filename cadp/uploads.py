@@ -725,7 +725,23 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
     elif delimiter == ",":  # quoted "29,2": a decimal comma or a thousands separator? (noted with the column)
         comma_examples = {name: frame[name].dropna().astype(str).iloc[0] for name in decimal_comma_columns(frame)}
     frame = _clean_columns(frame, notes, max_categories, codes, comma_examples)
+    frame = _non_finite_as_empty(frame, notes)
     return CsvUpload(frame, notes, encoding, delimiter, decimal)
+
+
+def _non_finite_as_empty(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Numbers that are not finite (inf, -inf, 1e400) as empty cells, said per column: no model can encode them
+    (a release reads them as empty, and a fit on them fails)."""
+    for name in frame.columns:
+        column = frame[name]
+        if not pd.api.types.is_float_dtype(column):
+            continue
+        infinite = np.isinf(column.to_numpy(dtype=np.float64))
+        if infinite.any():
+            frame[name] = column.where(~infinite)
+            notes.append(f"column {name!r} has {int(infinite.sum())} cell(s) that are not finite numbers (inf, -inf, "
+                         "or too large, such as 1e400): read as empty (a release fills them)")
+    return frame
 
 
 # codes written with digits, at least one with a leading zero (ZIP 02134, ICD-9 038.9, 008.45): not numbers;

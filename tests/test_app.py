@@ -851,6 +851,18 @@ def test_a_download_says_which_kept_cells_were_written_with_an_apostrophe(media)
     assert note in media[buttons[1].proto.url.rsplit("/", 1)[-1].split(".")[0]].decode()  # its terms too
 
 
+def test_a_table_with_infinite_numbers_is_fitted_here_with_them_read_as_empty():
+    """inf or 1e400 in an upload fitted here ended in "Something went wrong (OverflowError)"."""
+    rows = [f"{20 + i % 50},{'inf' if i == 3 else '1e400' if i == 7 else f'{60 + i % 30}.5'},{'ab'[i % 2]}"
+            for i in range(60)]
+    at = page("tabular.py")
+    helpers.upload_and_fit(at, ("age,weight,group\n" + "\n".join(rows) + "\n").encode())
+    assert not errors(clean(at))
+    assert any("column 'weight' has 2 cell(s) that are not finite numbers" in c.value for c in at.caption)
+    at.button(key="table_privatize").click().run()
+    assert not errors(clean(at)) and downloads(at)[0].label == "Download privatized CSV"
+
+
 def test_a_latin1_upload_comes_back_in_latin1(media):
     """A CSV saved by Excel in Windows-1252 came back UTF-8 without a BOM, 'as the upload was': Excel showed
     'MÃ¤nnlich'."""

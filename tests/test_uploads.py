@@ -416,6 +416,18 @@ def test_one_column_constant_and_all_nan_columns():
     assert single.frame.shape == (2, 1)
 
 
+def test_numbers_that_are_not_finite_are_read_as_empty_and_noted():
+    """inf, -inf or 1e400 in a table fitted here broke the fit ("Something went wrong (OverflowError)")."""
+    upload = read_csv_upload(b"age,bmi,crp\n50,inf,1\n60,22.5,2\n70,1e400,3\n80,-inf,4\n")
+    assert upload.frame["bmi"].isna().tolist() == [True, False, True, True]
+    assert upload.frame["crp"].tolist() == [1, 2, 3, 4]
+    assert ("column 'bmi' has 3 cell(s) that are not finite numbers (inf, -inf, or too large, such as 1e400): read "
+            "as empty (a release fills them)") in upload.notes
+    european = read_csv_upload(b"a;b\n1,5;1\n2,5;inf\n3,5;2\n")  # decimal commas and an infinite cell
+    assert european.frame["b"].isna().sum() == 1 and any("'b' has 1 cell(s) that are not finite" in n
+                                                         for n in european.notes)
+
+
 def test_mixed_types_are_noted():
     upload = read_csv_upload(b"v,w\n1,a\n2,b\nthree,c\n4,d\n")
     assert any("'v' mixes numbers and text" in note for note in upload.notes)
