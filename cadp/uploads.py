@@ -609,6 +609,30 @@ def single_byte_text(data: bytes) -> tuple[str, str]:
         return data.decode("latin-1"), "latin-1"
 
 
+def line_feeds(text: str) -> str:
+    """``text`` with its line ends as line feeds where it has only carriage returns (old Mac files, Excel's "CSV
+    (Macintosh)"), which read as one long line; a carriage return inside a quoted cell stays as it is."""
+    if "\n" in text or "\r" not in text:
+        return text
+    parts = text.split('"')  # even parts are outside quotes ('""' inside a quoted cell: an empty part between)
+    return '"'.join(part.replace("\r", "\n") if index % 2 == 0 else part for index, part in enumerate(parts))
+
+
+SEPARATOR_LINE = re.compile(r'"?sep=(.)"?[ \t]*(?:\r?\n|$)', re.IGNORECASE)
+
+
+def separator_line(text: str) -> tuple[str, str | None]:
+    """(text without it, the separator) where the first line is Excel's separator hint ("sep=;"); else (text,
+    None)."""
+    hint = SEPARATOR_LINE.match(text)
+    if hint is None:
+        return text, None
+    if hint.group(1) not in DELIMITERS:
+        raise InputError(f"the file's first line asks for the separator {hint.group(1)!r}: only comma, semicolon, "
+                         "tab or pipe separated files are read")
+    return text[hint.end():], hint.group(1)
+
+
 def sniff_delimiter(text: str) -> str:
     """The delimiter (comma, semicolon, tab or pipe) that splits the first lines into the most equal columns."""
     sample = text[:65536]
@@ -686,7 +710,11 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
         notes.append(f"the file is UTF-16 without a byte order mark; read as {ENCODING_NAMES[encoding]}")
     if not text.strip():
         raise InputError("the CSV file is empty")
-    delimiter = sniff_delimiter(text)
+    text = line_feeds(text)
+    text, delimiter = separator_line(text)
+    if not text.strip():
+        raise InputError("the CSV file is empty")
+    delimiter = delimiter or sniff_delimiter(text)
     try:
         header = next(csv.reader(io.StringIO(text), delimiter=delimiter))
     except (csv.Error, StopIteration):

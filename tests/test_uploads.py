@@ -354,6 +354,25 @@ def test_delimiter_sniffing(delimiter):
     assert upload.delimiter == delimiter and upload.frame.shape == (5, 3)
 
 
+def test_a_csv_with_carriage_returns_only_as_line_ends_is_read():
+    """Old Mac files and Excel's "CSV (Macintosh)" end lines with CR alone: "the CSV header row cannot be read"."""
+    upload = read_csv_upload(b"age,sex,bmi\r50,1,22\r60,2,23\r")
+    assert list(upload.frame.columns) == ["age", "sex", "bmi"] and upload.frame["bmi"].tolist() == [22, 23]
+    quoted = read_csv_upload(b'name;note;n\r"Ana";"one\rtwo";1\r"Bo";"say ""hi""";2')  # CR in a quoted cell
+    assert quoted.delimiter == ";" and quoted.frame["note"].tolist() == ["one\rtwo", 'say "hi"']
+    assert quoted.frame["n"].tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("hint", [b"sep=;\r\n", b"SEP=;\n", b'"sep=;"\n'])
+def test_an_excel_separator_line_gives_the_separator_and_is_not_the_header(hint):
+    upload = read_csv_upload(hint + b"age;note\n50;a,b\n60;c,d\n")  # commas in cells: sniffing might choose them
+    assert upload.delimiter == ";" and list(upload.frame.columns) == ["age", "note"]
+    assert upload.frame["note"].tolist() == ["a,b", "c,d"] and not upload.notes
+    assert read_csv_upload(b"sep=\t\na\tb\n1\t2\n").frame.columns.tolist() == ["a", "b"]
+    with pytest.raises(InputError, match="asks for the separator ':'"):
+        read_csv_upload(b"sep=:\na:b\n1:2\n")
+
+
 def test_a_file_that_is_not_utf8_is_read_as_windows_1252_else_latin1_and_noted():
     """Spreadsheets on Windows write Windows-1252: read as Latin-1, its euro sign and quotes were control
     characters. Latin-1 stays for the five bytes Windows-1252 leaves undefined."""
