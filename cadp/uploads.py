@@ -820,18 +820,23 @@ def _codes_with_leading_zeros(frame: pd.DataFrame, text: str, delimiter: str, no
     return frame, codes
 
 
-# a number as European spreadsheets write it: 1,5  -,5  1.234,5  1,5e1 (thousands dots, a decimal comma)
-DECIMAL_COMMA = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d*)(?:,\d+)?(?:[eE][+-]?\d+)?")
+# a number as European spreadsheets write it: 1,5  -,5  1.234,5  1,5e1 (thousands dots, a decimal comma), and as
+# French ones do: 341 088,0 with a no-break space (U+00A0) or a narrow one (U+202F) between groups of thousands; a
+# plain space only so (groups of exactly three digits, one kind of separator in a number), never "12 5" or "1 2345"
+DECIMAL_COMMA = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d{1,3}(?:\u00a0\d{3})+|\d{1,3}(?:\u202f\d{3})+"
+                           r"|\d{1,3}(?: \d{3})+|\d*)(?:,\d+)?(?:[eE][+-]?\d+)?")
+GROUP_SEPARATORS = str.maketrans("", "", ". \u00a0\u202f")
 NUMBER_SHARE = 0.9  # a text column whose non-empty cells are at least this share numbers is read as numbers ...
 NOT_A_MEASUREMENT = re.compile(r"\s*[<>≤≥]=?\s*[\d.,]+\s*|[^\d]*")  # ... when the rest are words or "<0.5"
 
 
 def comma_number(value):
-    """A cell written with a decimal comma ('1,5', '1.234,5', '-,5', '1,5e1') as a float; other values as they are."""
+    """A cell written with a decimal comma ('1,5', '1.234,5', '341\u00a0088,0', '-,5', '1,5e1') as a float; other
+    values as they are."""
     if isinstance(value, str):
         text = value.strip()
         if any(c.isdigit() for c in text) and DECIMAL_COMMA.fullmatch(text):
-            return float(text.replace(".", "").replace(",", "."))
+            return float(text.translate(GROUP_SEPARATORS).replace(",", "."))
     return value
 
 

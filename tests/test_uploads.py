@@ -624,6 +624,21 @@ def test_decimal_commas_in_semicolon_files_are_numbers():
                for note in upload.notes)
 
 
+def test_numbers_with_spaces_between_thousands_are_numbers():
+    """French spreadsheets write 341 088,0 with a no-break space (or a narrow one) between groups: read as text."""
+    rows = ["ville;population;surface;code"] + [
+        f"v{i};{i % 9 + 1}\u00a0{i:03d}\u00a0088,0;{i + 1}\u202f{i:03d},5;{i + 1}{' 2' if i == 3 else ''}"
+        for i in range(30)]
+    rows[6] = "v5;341 088,0;12,5;6"  # a plain space between groups of three digits: unambiguous
+    upload = read_csv_upload(("\n".join(rows) + "\n").encode())
+    frame = upload.frame
+    assert frame["population"].dtype == np.float64 and frame["population"][1] == 2_001_088.0
+    assert frame["population"][5] == 341_088.0 and frame["surface"][2] == 3_002.5
+    assert any("'population' has numbers with a decimal comma" in note for note in upload.notes)
+    assert frame["code"].isna().sum() == 0 and frame["code"][3] == "4 2"  # "4 2" is no number: the column is text
+    assert read_csv_upload(b"a;b\n1 2345,5;x\n2,5;y\n3,5;z\n").frame["a"].tolist()[0] == "1 2345,5"
+
+
 def test_a_dropped_column_of_comma_numbers_gets_one_note_that_says_it_was_dropped():
     """An income column of distinct quoted "30,840" got "read as text (categories)" and then "treated as an
     identifier and dropped": two notes that contradict each other."""
