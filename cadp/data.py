@@ -949,9 +949,13 @@ def _restore_dtype(series: pd.Series, dtype: str) -> pd.Series:
 
 
 def decimal_places(values: np.ndarray) -> int | None:
-    """The fewest decimal places (<= 6) that represent every value exactly; None if more are needed."""
+    """The fewest decimal places (<= 6) that represent every value exactly; None if more are needed.
+
+    "Exactly" is up to float rounding relative to the values' magnitude: an absolute tolerance read values around
+    3e-10 as 0 with 0 places, and every release of them was rounded to 0.0."""
+    tolerance = 1e-9 * float(np.abs(values).max(initial=0))
     for places in range(MAX_DECIMALS + 1):
-        if np.allclose(np.round(values, places), values, rtol=0, atol=1e-9 * max(1.0, float(np.abs(values).max(initial=0)))):
+        if np.allclose(np.round(values, places), values, rtol=0, atol=tolerance):
             return places
     return None
 
