@@ -635,7 +635,7 @@ def separator_line(text: str) -> tuple[str, str | None]:
 
 def sniff_delimiter(text: str) -> str:
     """The delimiter (comma, semicolon, tab or pipe) that splits the first lines into the most equal columns."""
-    sample = text[:65536]
+    sample = line_feeds(text[:65536])
     best, best_score = ",", (False, False, 0, 0.0)
     for delimiter in DELIMITERS:
         try:

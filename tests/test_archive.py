@@ -450,6 +450,14 @@ def test_csv_in_utf16_without_a_byte_order_mark_is_read_and_written_so(table_mod
     assert len(released) == 12 and list(released.columns) == ["age", "bmi", "note", "sex"]
 
 
+def test_a_csv_whose_lines_end_in_a_carriage_return_alone_is_read(table_model, tmp_path, capsys):
+    """Excel's "CSV (Macintosh)": its separator was taken for a comma, and the file lacked the model's columns."""
+    source = tmp_path / "rows.csv"
+    source.write_bytes(table_frame(12).to_csv(index=False, sep=";", lineterminator="\r").encode())
+    assert run(table_model, source, tmp_path / "out") == 0
+    assert len(pd.read_csv(tmp_path / "out" / "privatized.csv", sep=";")) == 12
+
+
 def test_csv_with_decimal_commas_is_read_and_written_so(table_model, tmp_path, capsys):
     frame = table_frame(12)
     source = tmp_path / "rows.csv"
