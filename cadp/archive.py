@@ -77,8 +77,10 @@ from cadp.uploads import (
     escaped_cell_count,
     escaped_cells_note,
     image_record_key,
+    line_feeds,
     png_bytes,
     safe_csv_bytes,
+    separator_line,
     sniff_delimiter,
     to_model_input,
     writable_encoding,
@@ -862,10 +864,14 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
             encoding = found if found in ("utf-16-le", "utf-16-be") else encoding  # UTF-16 without a BOM
         except InputError as error:
             raise UsageError(f"{path.name}: {error}") from None
-    delimiter = sniff_delimiter(text)
+    try:
+        _, hinted = separator_line(line_feeds(text))  # Excel's "sep=;" first line: the separator, not the header
+    except InputError as error:
+        raise UsageError(f"{path.name}: {error}") from None
+    delimiter, skip = (hinted, 1) if hinted else (sniff_delimiter(text), 0)
     needed = config.data_columns + config.condition_columns
     try:
-        header = pd.read_csv(path, sep=delimiter, encoding=encoding, nrows=0, skipinitialspace=True)
+        header = pd.read_csv(path, sep=delimiter, encoding=encoding, nrows=0, skipinitialspace=True, skiprows=skip)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError):
         raise UsageError(f"{path} is not a readable CSV") from None
     columns = [str(c).strip() for c in header.columns]
@@ -876,14 +882,14 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     if missing:
         raise UsageError(f"{path.name} lacks the model's column(s) {missing}{case_hint(missing, columns)}; the model "
                          f"needs {needed}")
-    _refuse_ragged_rows(path, delimiter, encoding, columns)
+    _refuse_ragged_rows(path, delimiter, encoding, columns, skip)
     extra = [c for c in columns if c not in needed]
     if extra:
         print(f"note: column(s) {extra} are not the model's and are left out of {PRIVATIZED_CSV_NAME}",
               file=sys.stderr)
     numeric = [spec["name"] for spec in config.data_encoder["columns"] if spec["kind"] == "numeric"]
     text = text_category_columns(config)
-    decimal = _decimal_mark(path, delimiter, encoding, columns, numeric)
+    decimal = _decimal_mark(path, delimiter, encoding, columns, numeric, skip)
     # in the input's encoding where every released text fits it: column names, categories (numbers always do)
     out_encoding = writable_encoding(encoding, texts=[*needed, *(category for spec in config.data_encoder["columns"]
                                                             + config.condition_encoder["columns"]
@@ -901,7 +907,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     held_frames: list[pd.DataFrame] = []
     # manifest rows, in the input's order: a released row's output row is known at the end
     held_rows: list[tuple[str, dict]] = []
-    reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=settings.batch_size,
+    reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=settings.batch_size, skiprows=skip,
                          skipinitialspace=True, decimal=decimal, index_col=False,
                          dtype={raw: str for raw in header.columns if str(raw).strip() in text})
     # the terms before the first row: a run killed outright (SIGKILL) leaves rows with terms marked incomplete
@@ -989,7 +995,7 @@ def _append(out, data: bytes) -> None:
         raise
 
 
-def _refuse_ragged_rows(path: Path, delimiter: str, encoding: str, columns: list[str]) -> None:
+def _refuse_ragged_rows(path: Path, delimiter: str, encoding: str, columns: list[str], skip: int = 0) -> None:
     """Read the whole CSV once, as the run will, and refuse it (UsageError, nothing released) if a row has more
     fields than the header, naming the lines, as the app refuses such an upload.
 
@@ -1002,7 +1008,7 @@ def _refuse_ragged_rows(path: Path, delimiter: str, encoding: str, columns: list
         warnings.simplefilter("always", pd.errors.ParserWarning)
         try:
             for _ in pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=2**16, skipinitialspace=True,
-                                 index_col=False, on_bad_lines="warn", dtype=str):
+                                 skiprows=skip, index_col=False, on_bad_lines="warn", dtype=str):
                 pass
         except (pd.errors.ParserError, ValueError, UnicodeError) as error:
             raise UsageError(f"{path.name} cannot be parsed ({str(error).strip()}); nothing was privatized") from None
@@ -1044,12 +1050,13 @@ def _write_held_rows(out, frames: list[pd.DataFrame], rows: list[tuple[str, dict
     manifest.flush()
 
 
-def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str], numeric: list[str]) -> str:
+def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str], numeric: list[str],
+                  skip: int = 0) -> str:
     """"," when the model's numeric columns are written with decimal commas in the file's first rows, else "."."""
     if delimiter == ",":
         return "."
     try:
-        head = pd.read_csv(path, sep=delimiter, encoding=encoding, nrows=1000, skipinitialspace=True)
+        head = pd.read_csv(path, sep=delimiter, encoding=encoding, nrows=1000, skipinitialspace=True, skiprows=skip)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError):
         return "."  # reading the chunks says what is wrong
     head.columns = columns

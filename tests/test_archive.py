@@ -458,6 +458,20 @@ def test_a_csv_whose_lines_end_in_a_carriage_return_alone_is_read(table_model, t
     assert len(pd.read_csv(tmp_path / "out" / "privatized.csv", sep=";")) == 12
 
 
+def test_an_excel_separator_line_gives_a_csv_its_separator_and_is_not_its_header(table_model, tmp_path, capsys):
+    """Excel's "sep=;" first line was read as the header: the file lacked the model's columns."""
+    source = tmp_path / "rows.csv"
+    source.write_text("sep=;\n" + table_frame(12).to_csv(index=False, sep=";", decimal=","))
+    assert run(table_model, source, tmp_path / "out") == 0
+    assert all(row["status"] == "privatized" for row in read_manifest(tmp_path / "out"))
+    released = pd.read_csv(tmp_path / "out" / "privatized.csv", sep=";", decimal=",")
+    assert len(released) == 12 and list(released.columns) == ["age", "bmi", "note", "sex"]
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("sep=;\nage;bmi;note;sex\n50;22,5;ok;1\n60;23;ok;2;x\n")
+    assert run(table_model, ragged, tmp_path / "ragged") == archive.EXIT_USAGE
+    assert "line 4 (5 fields)" in capsys.readouterr().err  # the file's own line numbers
+
+
 def test_csv_with_decimal_commas_is_read_and_written_so(table_model, tmp_path, capsys):
     frame = table_frame(12)
     source = tmp_path / "rows.csv"
