@@ -722,8 +722,11 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
     if len(header) > max_columns:
         raise InputError(f"the CSV has {len(header)} columns; at most {max_columns} are supported")
     if header_looks_like_data(header):  # read as names, a record's values would be every release's header row
-        raise InputError("the first row looks like data, not column names: add a header row (one name per column) "
-                         "as the first line of the file and upload it again")
+        numbers = sum(is_number(cell) for cell in header)
+        raise InputError(f"the first row looks like data, not column names ({numbers} of its {len(header)} cells are "
+                         "numbers): add a header row (one name per column) as the first line of the file and upload "
+                         "it again; if that row is the header, give its columns names that are not numbers "
+                         "(y2019, not 2019)")
     names = _unique_names(header, notes)
     try:
         with warnings.catch_warnings():

@@ -851,6 +851,17 @@ def test_a_download_says_which_kept_cells_were_written_with_an_apostrophe(media)
     assert note in media[buttons[1].proto.url.rsplit("/", 1)[-1].split(".")[0]].decode()  # its terms too
 
 
+def test_a_csv_without_a_header_row_is_refused_on_the_table_page():
+    """Its first record was read as column names: the download carried that patient's values as its header row."""
+    at = page("tabular.py")
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    rows = "\n".join(f"{20 + i},{60 + i % 30}.5,{'ab'[i % 2]}" for i in range(60))
+    at.file_uploader(key="table_upload").set_value(("rows.csv", (rows + "\n").encode(), "text/csv")).run()
+    assert any("the first row looks like data, not column names (2 of its 3 cells are numbers): add a header row"
+               in error for error in errors(clean(at))), errors(at)
+    assert not downloads(at) and not any(b.key == "table_privatize" for b in at.button)
+
+
 def test_a_table_with_infinite_numbers_is_fitted_here_with_them_read_as_empty():
     """inf or 1e400 in an upload fitted here ended in "Something went wrong (OverflowError)"."""
     rows = [f"{20 + i % 50},{'inf' if i == 3 else '1e400' if i == 7 else f'{60 + i % 30}.5'},{'ab'[i % 2]}"

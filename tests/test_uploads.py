@@ -413,7 +413,8 @@ def test_hostile_csv_raises_input_error(data, message):
 def test_a_csv_whose_first_row_is_data_is_refused(data):
     """Read as column names, a headerless file's first record became the download's header row (its values
     released as they were) and was missing from the release."""
-    with pytest.raises(InputError, match="the first row looks like data, not column names: add a header row"):
+    with pytest.raises(InputError, match=r"the first row looks like data, not column names \(\d of its \d cells are "
+                                         r"numbers\): add a header row"):
         read_csv_upload(data)
 
 
