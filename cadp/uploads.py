@@ -849,9 +849,8 @@ PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 def is_number(text: str) -> bool:
     """Whether a cell is written as a finite number, with a decimal point or a decimal comma (``comma_number``)."""
     text = text.strip()
-    if PLAIN_NUMBER.fullmatch(text):
-        return bool(np.isfinite(float(text)))
-    return isinstance(comma_number(text), float) and bool(np.isfinite(comma_number(text)))
+    number = float(text) if PLAIN_NUMBER.fullmatch(text) else comma_number(text)
+    return isinstance(number, float) and bool(np.isfinite(number))
 
 
 def decimal_comma_columns(frame: pd.DataFrame) -> list[str]:
