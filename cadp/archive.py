@@ -74,9 +74,13 @@ from cadp.uploads import (
     decode_text,
     default_invert,
     escape_cell,
+    escaped_cell_count,
+    escaped_cells_note,
     image_record_key,
+    line_feeds,
     png_bytes,
     safe_csv_bytes,
+    separator_line,
     sniff_delimiter,
     to_model_input,
     writable_encoding,
@@ -187,12 +191,6 @@ class RunSettings:
         """Whether output paths copy input names (only with a kept label and without --neutral-names):
         names and folders often carry the label, so a randomized or resampled one must not keep them."""
         return self.label_kept and not self.neutral_names
-
-    @property
-    def rows_shuffled(self) -> bool:
-        """Whether a table's released rows are written in an order drawn at random: a condition that is not kept
-        must not show through the input's order (a file sorted by it); --neutral-names asks for it too."""
-        return self.neutral_names or any(h.handling != "kept" for h in self.handlings.values())
 
     @property
     def epsilon(self) -> str:
@@ -529,8 +527,9 @@ LABELS_NOTE = (f"{LABELS_NAME} is part of the release: it gives each privatized 
 
 COPIED_NAMES_NOTE = ("File and folder names are copied from the input: they are not covered by the guarantee. "
                      "Rename any that identify a person, or run again with --neutral-names.")
-SHUFFLED_ROWS_NOTE = (f"Rows are written in an order drawn at random (a condition that is not kept would show "
-                      f"through the input's order); {MANIFEST_NAME} maps them to the inputs.")
+SHUFFLED_ROWS_NOTE = (f"Rows are written in an order drawn at random (the input's order would show through: a file "
+                      f"sorted by a column, privatized or not, would tell each row's rank in it); {MANIFEST_NAME} "
+                      "maps them to the inputs.")
 
 
 def _order_from_seed(seed: int | None) -> str:
@@ -865,10 +864,14 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
             encoding = found if found in ("utf-16-le", "utf-16-be") else encoding  # UTF-16 without a BOM
         except InputError as error:
             raise UsageError(f"{path.name}: {error}") from None
-    delimiter = sniff_delimiter(text)
+    try:
+        _, hinted = separator_line(line_feeds(text))  # Excel's "sep=;" first line: the separator, not the header
+    except InputError as error:
+        raise UsageError(f"{path.name}: {error}") from None
+    delimiter, skip = (hinted, 1) if hinted else (sniff_delimiter(text), 0)
     needed = config.data_columns + config.condition_columns
     try:
-        header = pd.read_csv(path, sep=delimiter, encoding=encoding, nrows=0, skipinitialspace=True)
+        header = pd.read_csv(path, sep=delimiter, encoding=encoding, nrows=0, skipinitialspace=True, skiprows=skip)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError):
         raise UsageError(f"{path} is not a readable CSV") from None
     columns = [str(c).strip() for c in header.columns]
@@ -879,14 +882,14 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     if missing:
         raise UsageError(f"{path.name} lacks the model's column(s) {missing}{case_hint(missing, columns)}; the model "
                          f"needs {needed}")
-    _refuse_ragged_rows(path, delimiter, encoding, columns)
+    _refuse_ragged_rows(path, delimiter, encoding, columns, skip)
     extra = [c for c in columns if c not in needed]
     if extra:
         print(f"note: column(s) {extra} are not the model's and are left out of {PRIVATIZED_CSV_NAME}",
               file=sys.stderr)
     numeric = [spec["name"] for spec in config.data_encoder["columns"] if spec["kind"] == "numeric"]
     text = text_category_columns(config)
-    decimal = _decimal_mark(path, delimiter, encoding, columns, numeric)
+    decimal = _decimal_mark(path, delimiter, encoding, columns, numeric, skip)
     # in the input's encoding where every released text fits it: column names, categories (numbers always do)
     out_encoding = writable_encoding(encoding, texts=[*needed, *(category for spec in config.data_encoder["columns"]
                                                             + config.condition_encoder["columns"]
@@ -898,19 +901,19 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
         print(f"note: {PRIVATIZED_CSV_NAME} is written {csv_format_words(delimiter, decimal, out_encoding)}, as "
               f"{path.name} is", file=sys.stderr)
     target = output / PRIVATIZED_CSV_NAME
-    first_chunk, written, row_number, seen, filled_rows = True, 0, 0, 0, 0
-    # with a condition that is not kept, the input's row order (a file sorted by it) would show through the output's:
-    # the released rows are then held and written at the end in an order drawn at random
-    shuffled = settings.rows_shuffled
+    row_number, seen, filled_rows = 0, 0, 0
+    # the input's row order (a file sorted by a column, privatized or not) would show through the output's: the
+    # released rows are held and written at the end in an order drawn at random
     held_frames: list[pd.DataFrame] = []
-    held_rows: list[tuple[str, dict]] = []  # manifest rows of released rows: their output row is known at the end
-    reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=settings.batch_size,
+    # manifest rows, in the input's order: a released row's output row is known at the end
+    held_rows: list[tuple[str, dict]] = []
+    reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=settings.batch_size, skiprows=skip,
                          skipinitialspace=True, decimal=decimal, index_col=False,
                          dtype={raw: str for raw in header.columns if str(raw).strip() in text})
     # the terms before the first row: a run killed outright (SIGKILL) leaves rows with terms marked incomplete
     write_guarantee(output, release_guarantee(model, settings.mechanism, settings.generator, seed=settings.seed,
                                               condition_handling=settings.handlings),
-                    SHUFFLED_ROWS_NOTE + _order_from_seed(settings.seed) if shuffled else "",
+                    SHUFFLED_ROWS_NOTE + _order_from_seed(settings.seed),
                     repeated_releases_note(settings.mechanism))
     with target.open("wb", buffering=0) as out:  # unbuffered: a failed write is cut back by _append
         try:
@@ -941,13 +944,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                         errors.update({position: error for position in good})
                 if result is not None:
                     frame = result.privatized_frame
-                    if shuffled:
-                        held_frames.append(frame)
-                    else:
-                        # on disk (unbuffered) before the manifest lists it, even if the run is killed
-                        _append(out, safe_csv_bytes(frame, header=first_chunk, delimiter=delimiter, decimal=decimal,
-                                                    encoding=out_encoding))
-                    first_chunk = False
+                    held_frames.append(frame)
                     released = {position: _conditions(frame, index, config.condition_columns)
                                 for index, position in enumerate(good)}
                     # a row is recognized by its values in the model's columns, as the app's ledger does
@@ -955,23 +952,20 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                 for position, number in enumerate(numbers):
                     condition = _conditions(chunk, position, config.condition_columns)
                     if position in errors:
-                        manifest.error(f"row {number}", errors[position], condition=condition)
+                        held_rows.append((f"row {number}", dict(status="error", error=str(errors[position]),
+                                                                condition=condition)))
                         continue
-                    written += 1
                     filled_rows += position in filled  # the warning points at the manifest: count only rows it notes
                     cells = dict(status="privatized", condition=condition, released=released[position],
-                                 output=f"{PRIVATIZED_CSV_NAME} row {written}",
                                  preprocessing=filled.get(position, ""), batch=len(good), record=records[position])
-                    if shuffled:
-                        held_rows.append((f"row {number}", cells))
-                    else:
-                        manifest.row(f"row {number}", **cells)
+                    held_rows.append((f"row {number}", cells))
                 if good:
                     seen += rows_seen_in_training(config, chunk.iloc[good]) or 0
                 manifest.flush()
         except (pd.errors.ParserError, ValueError, UnicodeError):
-            manifest.error(f"row {row_number + 1}", f"stopped reading {path.name}: the CSV cannot be parsed "
-                           f"after row {row_number} (a row with more fields than the header?)")
+            held_rows.append((f"row {row_number + 1}", dict(
+                status="error", error=f"stopped reading {path.name}: the CSV cannot be parsed after row {row_number} "
+                                      "(a row with more fields than the header?)")))
         finally:
             add_caution(output, training_data_caution(config, path.name, seen))  # an interrupted run's too
             if held_rows:  # an interrupted run's too: the rows released so far are not lost
@@ -1001,7 +995,7 @@ def _append(out, data: bytes) -> None:
         raise
 
 
-def _refuse_ragged_rows(path: Path, delimiter: str, encoding: str, columns: list[str]) -> None:
+def _refuse_ragged_rows(path: Path, delimiter: str, encoding: str, columns: list[str], skip: int = 0) -> None:
     """Read the whole CSV once, as the run will, and refuse it (UsageError, nothing released) if a row has more
     fields than the header, naming the lines, as the app refuses such an upload.
 
@@ -1014,7 +1008,7 @@ def _refuse_ragged_rows(path: Path, delimiter: str, encoding: str, columns: list
         warnings.simplefilter("always", pd.errors.ParserWarning)
         try:
             for _ in pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=2**16, skipinitialspace=True,
-                                 index_col=False, on_bad_lines="warn", dtype=str):
+                                 skiprows=skip, index_col=False, on_bad_lines="warn", dtype=str):
                 pass
         except (pd.errors.ParserError, ValueError, UnicodeError) as error:
             raise UsageError(f"{path.name} cannot be parsed ({str(error).strip()}); nothing was privatized") from None
@@ -1035,27 +1029,34 @@ def _refuse_ragged_rows(path: Path, delimiter: str, encoding: str, columns: list
 
 def _write_held_rows(out, frames: list[pd.DataFrame], rows: list[tuple[str, dict]], seed: int | None,
                      manifest: Manifest, delimiter: str, decimal: str, encoding: str = "utf-8") -> None:
-    """Write held released rows in an order drawn at random, and their manifest rows pointing at them.
+    """Write held released rows in an order drawn at random, and the held manifest rows (``rows``, in the input's
+    order, unusable rows among them) with each released row's ``output`` pointing at it.
 
     A run stopped inside a chunk may hold a frame whose manifest rows were not all added: only the rows
     that have one are written (a chunk's released rows and its manifest rows are in the same order)."""
-    count = len(rows)
+    count = sum(cells["status"] == "privatized" for _, cells in rows)
     order = np.random.default_rng(seed).permutation(count)  # seed None: fresh entropy from the OS
-    _append(out, safe_csv_bytes(pd.concat(frames, ignore_index=True).iloc[:count].iloc[order], delimiter=delimiter,
-                                decimal=decimal, encoding=encoding))
-    row_of = np.empty(count, dtype=np.int64)
-    row_of[order] = np.arange(1, count + 1)
-    for index, (name, cells) in enumerate(rows):
-        manifest.row(name, **{**cells, "output": f"{PRIVATIZED_CSV_NAME} row {row_of[index]}"})
+    if count:
+        rows_written = pd.concat(frames, ignore_index=True).iloc[:count].iloc[order]
+        _append(out, safe_csv_bytes(rows_written, delimiter=delimiter, decimal=decimal, encoding=encoding))
+        escaped = escaped_cells_note(escaped_cell_count(rows_written))
+        if escaped:
+            print(f"note: in {PRIVATIZED_CSV_NAME}, {escaped[0].lower()}{escaped[1:]}", file=sys.stderr)
+    row_of = iter(np.argsort(order) + 1)  # the i-th released row is written as row row_of[i]
+    for name, cells in rows:
+        if cells["status"] == "privatized":
+            cells = {**cells, "output": f"{PRIVATIZED_CSV_NAME} row {next(row_of)}"}
+        manifest.row(name, **cells)
     manifest.flush()
 
 
-def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str], numeric: list[str]) -> str:
+def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str], numeric: list[str],
+                  skip: int = 0) -> str:
     """"," when the model's numeric columns are written with decimal commas in the file's first rows, else "."."""
     if delimiter == ",":
         return "."
     try:
-        head = pd.read_csv(path, sep=delimiter, encoding=encoding, nrows=1000, skipinitialspace=True)
+        head = pd.read_csv(path, sep=delimiter, encoding=encoding, nrows=1000, skipinitialspace=True, skiprows=skip)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError):
         return "."  # reading the chunks says what is wrong
     head.columns = columns
@@ -1199,8 +1200,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "images have one condition, 'label'")
     parser.add_argument("--neutral-names", action="store_true",
                         help="images: name outputs by number, in an order drawn at random, in folders of the released "
-                             "label instead of copying the input's names; CSV: write the rows in an order drawn at "
-                             "random (both always so when a condition is randomized or resampled)")
+                             "label instead of copying the input's names (always so when the label is randomized "
+                             "or resampled); a CSV's rows are always written in an order drawn at random")
     parser.add_argument("input", type=Path, metavar="INPUT", help="folder of images, .zip of one, or .csv")
     parser.add_argument("output", type=Path, metavar="OUTPUT", help="new (or empty) folder for the results")
     return parser.parse_args(argv)

@@ -306,16 +306,15 @@ def correlation_or_reason(original: pd.DataFrame, released: pd.DataFrame) -> pd.
 
 def shuffled_rows_note(seed: int | None) -> str:
     """What a table release's download says of its row order (``download_rows``)."""
-    return ("Rows are written in an order drawn at random: a condition that is not kept would show through the "
-            "input's order (a file sorted by it); the page shows them in the input's order, for you only."
+    return ("Rows are written in an order drawn at random: the input's order would show through (a file sorted by "
+            "a column, privatized or not, would tell each row's rank in it); the page shows them in the input's "
+            "order, for you only."
             + ("" if seed is None else f" With the fixed seed {seed} the order is drawn from the seed: anyone with "
                "it can reproduce it (not private: reproducible seed)."))
 
 
-def download_rows(released: pd.DataFrame, handlings: dict, seed: int | None) -> tuple[pd.DataFrame, str | None]:
-    """The released rows as a download writes them, and a note on their order: in an order drawn at random when a
-    condition is not kept (as the batch CLI writes them), else as given (None)."""
-    if all(handling.handling == "kept" for handling in handlings.values()):
-        return released, None
+def download_rows(released: pd.DataFrame, seed: int | None) -> tuple[pd.DataFrame, str]:
+    """The released rows as a download writes them, always in an order drawn at random (as the batch CLI writes
+    them), and the note saying so: a file sorted by a privatized column would otherwise tell each row's rank."""
     order = np.random.default_rng(seed).permutation(len(released))  # seed None: fresh entropy from the OS
     return released.iloc[order].reset_index(drop=True), shuffled_rows_note(seed)

@@ -695,7 +695,8 @@ class TabularEncoder:
             if kind not in ("numeric", "categorical"):
                 raise InputError(f"column type for {name!r} must be 'numeric' or 'categorical', got {kind!r}")
             if kind == "numeric":
-                values = pd.to_numeric(series, errors="coerce")
+                # cells that are not finite numbers count as empty, as transform reads them (inf broke the lattice)
+                values = pd.to_numeric(series, errors="coerce").astype(np.float64).replace([np.inf, -np.inf], np.nan)
                 if values.isna().all():
                     raise InputError(f"column {name!r} has no numeric values; mark it categorical")
                 std = float(values.std(ddof=0))
@@ -948,9 +949,13 @@ def _restore_dtype(series: pd.Series, dtype: str) -> pd.Series:
 
 
 def decimal_places(values: np.ndarray) -> int | None:
-    """The fewest decimal places (<= 6) that represent every value exactly; None if more are needed."""
+    """The fewest decimal places (<= 6) that represent every value exactly; None if more are needed.
+
+    "Exactly" is up to float rounding relative to the values' magnitude: an absolute tolerance read values around
+    3e-10 as 0 with 0 places, and every release of them was rounded to 0.0."""
+    tolerance = 1e-9 * float(np.abs(values).max(initial=0))
     for places in range(MAX_DECIMALS + 1):
-        if np.allclose(np.round(values, places), values, rtol=0, atol=1e-9 * max(1.0, float(np.abs(values).max(initial=0)))):
+        if np.allclose(np.round(values, places), values, rtol=0, atol=tolerance):
             return places
     return None
 

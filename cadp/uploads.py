@@ -609,9 +609,33 @@ def single_byte_text(data: bytes) -> tuple[str, str]:
         return data.decode("latin-1"), "latin-1"
 
 
+def line_feeds(text: str) -> str:
+    """``text`` with its line ends as line feeds where it has only carriage returns (old Mac files, Excel's "CSV
+    (Macintosh)"), which read as one long line; a carriage return inside a quoted cell stays as it is."""
+    if "\n" in text or "\r" not in text:
+        return text
+    parts = text.split('"')  # even parts are outside quotes ('""' inside a quoted cell: an empty part between)
+    return '"'.join(part.replace("\r", "\n") if index % 2 == 0 else part for index, part in enumerate(parts))
+
+
+SEPARATOR_LINE = re.compile(r'"?sep=(.)"?[ \t]*(?:\r?\n|$)', re.IGNORECASE)
+
+
+def separator_line(text: str) -> tuple[str, str | None]:
+    """(text without it, the separator) where the first line is Excel's separator hint ("sep=;"); else (text,
+    None)."""
+    hint = SEPARATOR_LINE.match(text)
+    if hint is None:
+        return text, None
+    if hint.group(1) not in DELIMITERS:
+        raise InputError(f"the file's first line asks for the separator {hint.group(1)!r}: only comma, semicolon, "
+                         "tab or pipe separated files are read")
+    return text[hint.end():], hint.group(1)
+
+
 def sniff_delimiter(text: str) -> str:
     """The delimiter (comma, semicolon, tab or pipe) that splits the first lines into the most equal columns."""
-    sample = text[:65536]
+    sample = line_feeds(text[:65536])
     best, best_score = ",", (False, False, 0, 0.0)
     for delimiter in DELIMITERS:
         try:
@@ -630,6 +654,16 @@ def sniff_delimiter(text: str) -> str:
         if score > best_score:
             best, best_score = delimiter, score
     return best
+
+
+def header_looks_like_data(header: list[str]) -> bool:
+    """Whether a CSV's first row is a record rather than column names: at least one of its cells, and at least half
+    of them (empty ones count), are finite numbers (``is_number``: 1.5, -3, 1,5, 1e3).
+
+    Column names that are numbers are rare, and a header of mostly numbers rarer (a table of years, "region,2019,
+    2020,2021", is refused and needs a name such as y2019); a first data row is mostly numbers in most tables."""
+    numbers = sum(is_number(cell) for cell in header)
+    return numbers >= 1 and numbers >= 0.5 * len(header)
 
 
 def _unique_names(names: list[str], notes: list[str]) -> list[str]:
@@ -676,13 +710,23 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
         notes.append(f"the file is UTF-16 without a byte order mark; read as {ENCODING_NAMES[encoding]}")
     if not text.strip():
         raise InputError("the CSV file is empty")
-    delimiter = sniff_delimiter(text)
+    text = line_feeds(text)
+    text, delimiter = separator_line(text)
+    if not text.strip():
+        raise InputError("the CSV file is empty")
+    delimiter = delimiter or sniff_delimiter(text)
     try:
         header = next(csv.reader(io.StringIO(text), delimiter=delimiter))
     except (csv.Error, StopIteration):
         raise InputError("the CSV header row cannot be read") from None
     if len(header) > max_columns:
         raise InputError(f"the CSV has {len(header)} columns; at most {max_columns} are supported")
+    if header_looks_like_data(header):  # read as names, a record's values would be every release's header row
+        numbers = sum(is_number(cell) for cell in header)
+        raise InputError(f"the first row looks like data, not column names ({numbers} of its {len(header)} cells are "
+                         "numbers): add a header row (one name per column) as the first line of the file and upload "
+                         "it again; if that row is the header, give its columns names that are not numbers "
+                         "(y2019, not 2019)")
     names = _unique_names(header, notes)
     try:
         with warnings.catch_warnings():
@@ -712,7 +756,23 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
     elif delimiter == ",":  # quoted "29,2": a decimal comma or a thousands separator? (noted with the column)
         comma_examples = {name: frame[name].dropna().astype(str).iloc[0] for name in decimal_comma_columns(frame)}
     frame = _clean_columns(frame, notes, max_categories, codes, comma_examples)
+    frame = _non_finite_as_empty(frame, notes)
     return CsvUpload(frame, notes, encoding, delimiter, decimal)
+
+
+def _non_finite_as_empty(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Numbers that are not finite (inf, -inf, 1e400) as empty cells, said per column: no model can encode them
+    (a release reads them as empty, and a fit on them fails)."""
+    for name in frame.columns:
+        column = frame[name]
+        if not pd.api.types.is_float_dtype(column):
+            continue
+        infinite = np.isinf(column.to_numpy(dtype=np.float64))
+        if infinite.any():
+            frame[name] = column.where(~infinite)
+            notes.append(f"column {name!r} has {int(infinite.sum())} cell(s) that are not finite numbers (inf, -inf, "
+                         "or too large, such as 1e400): read as empty (a release fills them)")
+    return frame
 
 
 # codes written with digits, at least one with a leading zero (ZIP 02134, ICD-9 038.9, 008.45): not numbers;
@@ -763,19 +823,34 @@ def _codes_with_leading_zeros(frame: pd.DataFrame, text: str, delimiter: str, no
     return frame, codes
 
 
-# a number as European spreadsheets write it: 1,5  -,5  1.234,5  1,5e1 (thousands dots, a decimal comma)
-DECIMAL_COMMA = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d*)(?:,\d+)?(?:[eE][+-]?\d+)?")
+# a number as European spreadsheets write it: 1,5  -,5  1.234,5  1,5e1 (thousands dots, a decimal comma), and as
+# French ones do: 341 088,0 with a no-break space (U+00A0) or a narrow one (U+202F) between groups of thousands; a
+# plain space only so (groups of exactly three digits, one kind of separator in a number), never "12 5" or "1 2345"
+DECIMAL_COMMA = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d{1,3}(?:\u00a0\d{3})+|\d{1,3}(?:\u202f\d{3})+"
+                           r"|\d{1,3}(?: \d{3})+|\d*)(?:,\d+)?(?:[eE][+-]?\d+)?")
+GROUP_SEPARATORS = str.maketrans("", "", ". \u00a0\u202f")
 NUMBER_SHARE = 0.9  # a text column whose non-empty cells are at least this share numbers is read as numbers ...
 NOT_A_MEASUREMENT = re.compile(r"\s*[<>≤≥]=?\s*[\d.,]+\s*|[^\d]*")  # ... when the rest are words or "<0.5"
 
 
 def comma_number(value):
-    """A cell written with a decimal comma ('1,5', '1.234,5', '-,5', '1,5e1') as a float; other values as they are."""
+    """A cell written with a decimal comma ('1,5', '1.234,5', '341\u00a0088,0', '-,5', '1,5e1') as a float; other
+    values as they are."""
     if isinstance(value, str):
         text = value.strip()
         if any(c.isdigit() for c in text) and DECIMAL_COMMA.fullmatch(text):
-            return float(text.replace(".", "").replace(",", "."))
+            return float(text.translate(GROUP_SEPARATORS).replace(",", "."))
     return value
+
+
+PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def is_number(text: str) -> bool:
+    """Whether a cell is written as a finite number, with a decimal point or a decimal comma (``comma_number``)."""
+    text = text.strip()
+    number = float(text) if PLAIN_NUMBER.fullmatch(text) else comma_number(text)
+    return isinstance(number, float) and bool(np.isfinite(number))
 
 
 def decimal_comma_columns(frame: pd.DataFrame) -> list[str]:
@@ -947,23 +1022,46 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def escape_cell(value):
-    """A cell value safe to open in a spreadsheet: text starting like a formula gets a leading apostrophe."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+    """A cell value safe to open in a spreadsheet: text starting like a formula gets a leading apostrophe; text that
+    is a plain number (-5, +3.2, -1,5) does not (a spreadsheet reads it as that number, never as a formula)."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES) and not is_number(value):
         return "'" + value
     return value
 
 
-def release_csv(frame: pd.DataFrame, csv_format: dict) -> tuple[bytes, str, str | None]:
+def escaped_cell_count(frame: pd.DataFrame) -> int:
+    """How many cells of ``frame`` (its column names included) ``safe_csv_bytes`` writes with a leading
+    apostrophe."""
+    count = sum(escape_cell(str(name)) != str(name) for name in frame.columns)
+    for position in range(frame.shape[1]):
+        column = frame.iloc[:, position]
+        if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
+            count += int(column.map(lambda value: isinstance(value, str) and escape_cell(value) != value).sum())
+    return count
+
+
+def escaped_cells_note(count: int) -> str | None:
+    """What a release's CSV says of its ``count`` cells written with a leading apostrophe (None when there are
+    none): the one change made to released values, kept conditions included."""
+    if not count:
+        return None
+    cells = "1 cell (or column name) is" if count == 1 else f"{count:,} cells (or column names) are"
+    return (f"{cells} written with a leading apostrophe (') because they start with =, +, -, @, a tab or a carriage "
+            "return, so that spreadsheet programs do not run them as formulas; the value is otherwise as released "
+            "(remove the apostrophe to read it exactly).")
+
+
+def release_csv(frame: pd.DataFrame, csv_format: dict) -> tuple[bytes, str, str | None, str | None]:
     """A released table as the upload came (``csv_format``: delimiter, decimal, encoding): (bytes, the format
-    in words, a sentence on why the encoding differs from the upload's, or None). The upload's encoding is kept
-    where every released cell can be written in it, else UTF-8 with a BOM."""
+    in words, a sentence on why the encoding differs from the upload's or None, ``escaped_cells_note`` or None).
+    The upload's encoding is kept where every released cell can be written in it, else UTF-8 with a BOM."""
     chosen = {"delimiter": ",", "decimal": ".", "encoding": "utf-8", **csv_format}
     uploaded = chosen["encoding"]
     chosen["encoding"] = writable_encoding(uploaded, frame=frame)
     words = csv_format_words(**chosen)
     changed = None if chosen["encoding"] == uploaded else (
         f"a released value cannot be written in {ENCODING_NAMES[uploaded]}, the upload's encoding")
-    return safe_csv_bytes(frame, **chosen), words, changed
+    return safe_csv_bytes(frame, **chosen), words, changed, escaped_cells_note(escaped_cell_count(frame))
 
 
 def safe_csv_bytes(frame: pd.DataFrame, *, header: bool = True, delimiter: str = ",", decimal: str = ".",
@@ -971,7 +1069,8 @@ def safe_csv_bytes(frame: pd.DataFrame, *, header: bool = True, delimiter: str =
     """CSV (CRLF line ends, RFC 4180) of a frame, safe against spreadsheet formula injection.
 
     Text cells (and column names) starting with =, +, -, @, tab or CR get a
-    leading apostrophe; numbers in numeric columns stay numbers (-3 stays -3).
+    leading apostrophe (``escape_cell``; ``escaped_cell_count`` counts them); numbers stay numbers (-3 stays -3,
+    in a text column too).
     ``delimiter``, ``decimal`` and ``encoding``: to write as the input was written (``CsvUpload.csv_format``;
     the encoding as ``writable_encoding`` allows it); a decimal comma only with another delimiter. A BOM
     (utf-8-sig, utf-16) is written with the header row only, so chunks written one after another make one file.

@@ -834,6 +834,46 @@ def test_tabular_download_is_written_like_the_upload(media):
     assert any("Written semicolon-separated with decimal commas, as the upload was." in c.value for c in at.caption)
 
 
+def test_a_download_says_which_kept_cells_were_written_with_an_apostrophe(media):
+    """A kept column of '+' and '-' test results came back as "'+" and "'-" though kept conditions are released
+    exactly, and nothing said so."""
+    rows = [f"{20 + i % 50},{60 + i % 30}.5,{'+-'[i % 2]}" for i in range(60)]
+    at = page("tabular.py")
+    helpers.upload_and_fit(at, ("age,weight,test\n" + "\n".join(rows) + "\n").encode(), kept=("test",))
+    at.button(key="table_privatize").click().run()
+    buttons = downloads(clean(at))
+    released = pd.read_csv(io.BytesIO(media[buttons[0].proto.url.rsplit("/", 1)[-1].split(".")[0]]))
+    assert sorted(released["test"].unique()) == ["'+", "'-"]
+    note = ("60 cells (or column names) are written with a leading apostrophe (') because they start with =, +, -, "
+            "@, a tab or a carriage return, so that spreadsheet programs do not run them as formulas; the value is "
+            "otherwise as released")
+    assert any(note in c.value for c in at.caption), [c.value for c in at.caption]
+    assert note in media[buttons[1].proto.url.rsplit("/", 1)[-1].split(".")[0]].decode()  # its terms too
+
+
+def test_a_csv_without_a_header_row_is_refused_on_the_table_page():
+    """Its first record was read as column names: the download carried that patient's values as its header row."""
+    at = page("tabular.py")
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    rows = "\n".join(f"{20 + i},{60 + i % 30}.5,{'ab'[i % 2]}" for i in range(60))
+    at.file_uploader(key="table_upload").set_value(("rows.csv", (rows + "\n").encode(), "text/csv")).run()
+    assert any("the first row looks like data, not column names (2 of its 3 cells are numbers): add a header row"
+               in error for error in errors(clean(at))), errors(at)
+    assert not downloads(at) and not any(b.key == "table_privatize" for b in at.button)
+
+
+def test_a_table_with_infinite_numbers_is_fitted_here_with_them_read_as_empty():
+    """inf or 1e400 in an upload fitted here ended in "Something went wrong (OverflowError)"."""
+    rows = [f"{20 + i % 50},{'inf' if i == 3 else '1e400' if i == 7 else f'{60 + i % 30}.5'},{'ab'[i % 2]}"
+            for i in range(60)]
+    at = page("tabular.py")
+    helpers.upload_and_fit(at, ("age,weight,group\n" + "\n".join(rows) + "\n").encode())
+    assert not errors(clean(at))
+    assert any("column 'weight' has 2 cell(s) that are not finite numbers" in c.value for c in at.caption)
+    at.button(key="table_privatize").click().run()
+    assert not errors(clean(at)) and downloads(at)[0].label == "Download privatized CSV"
+
+
 def test_a_latin1_upload_comes_back_in_latin1(media):
     """A CSV saved by Excel in Windows-1252 came back UTF-8 without a BOM, 'as the upload was': Excel showed
     'MÃ¤nnlich'."""
@@ -1506,21 +1546,26 @@ def test_a_table_release_with_a_condition_not_kept_is_downloaded_in_an_order_dra
     shown = [tuple(round(float(v), 3) for v in row) for row in released.itertuples(index=False)]
     downloaded = _downloaded_rows(clean(at))
     assert sorted(downloaded) == sorted(shown) and downloaded != shown  # the same rows, in another order
-    note = "Rows are written in an order drawn at random: a condition that is not kept would show through"
+    note = "Rows are written in an order drawn at random: the input's order would show through"
     assert any(note in c.value for c in at.caption)
-    at.radio(key="table_sex_handling").set_value("kept").run()  # kept: the input's order tells nothing more
+
+
+def test_a_table_release_with_every_condition_kept_is_downloaded_in_an_order_drawn_at_random_too():
+    """With every condition kept the download kept the input's order: a file sorted by a privatized column (age)
+    told each row's rank in it by its position."""
+    at = page("tabular.py")
     at.button(key="table_privatize").click().run()
     released = at.session_state["table_result"]["result"].privatized_frame
-    assert _downloaded_rows(clean(at)) == [tuple(round(float(v), 3) for v in row)
-                                           for row in released.itertuples(index=False)]
-    assert not any(note in c.value for c in at.caption)
+    shown = [tuple(round(float(v), 3) for v in row) for row in released.itertuples(index=False)]
+    downloaded = _downloaded_rows(clean(at))
+    assert sorted(downloaded) == sorted(shown) and downloaded != shown
+    assert any("Rows are written in an order drawn at random" in c.value for c in at.caption)
 
 
 def test_a_fixed_seed_draws_the_download_order_from_the_seed_and_says_so():
     rows = pd.DataFrame({"a": range(50)})
-    handlings = {"sex": type("Handling", (), {"handling": "randomized"})()}
-    first, note = compare.download_rows(rows, handlings, 7)
-    again, _ = compare.download_rows(rows, handlings, 7)
+    first, note = compare.download_rows(rows, 7)
+    again, _ = compare.download_rows(rows, 7)
     assert first["a"].tolist() == again["a"].tolist() != list(range(50))
     assert "With the fixed seed 7 the order is drawn from the seed" in note
     assert "not private: reproducible seed" in note

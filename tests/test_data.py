@@ -183,6 +183,30 @@ def test_encoder_standardizes_numbers_and_one_hot_encodes_categories():
     assert encoded[:, 1:].sum(1).eq(1).all()
 
 
+def test_an_encoder_fits_a_column_with_infinite_numbers_as_if_they_were_empty():
+    """inf in a table fitted here broke the fit ("Something went wrong (OverflowError)")."""
+    x = np.arange(60) / 4
+    x[[3, 10]], x[20] = np.inf, -np.inf
+    frame = pd.DataFrame({"x": x, "y": list(range(60))})
+    spec = TabularEncoder().fit(frame).columns[0]
+    finite = TabularEncoder().fit(frame.assign(x=frame["x"].where(np.isfinite(frame["x"])))).columns[0]
+    assert spec.kind == finite.kind == "numeric" and (spec.low, spec.high) == (0.0, 14.75)
+    assert (spec.mean, spec.std, spec.decimals, spec.atoms) == (finite.mean, finite.std, 2, finite.atoms)
+    assert np.isfinite(TabularEncoder().fit(frame).transform(frame).numpy()).all()
+
+
+def test_a_column_of_very_small_numbers_is_decoded_with_its_digits_not_as_zero():
+    """Values around 3e-10 were taken for whole numbers (0 decimal places): every release of them was 0.0."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"tiny": rng.uniform(1e-10, 5e-10, 60), "x": rng.normal(0, 1, 60).round(2)})
+    encoder = TabularEncoder().fit(frame)
+    assert encoder.spec("tiny").decimals is None and encoder.spec("x").decimals == 2
+    decoded = encoder.inverse_transform(encoder.transform(frame))
+    np.testing.assert_allclose(decoded["tiny"], frame["tiny"], rtol=1e-3)
+    small = TabularEncoder().fit(pd.DataFrame({"dose": [0.001, 0.002, 0.0035] * 20})).spec("dose")
+    assert small.decimals == 4  # few places where they represent the values
+
+
 def test_an_encoder_of_no_columns_encodes_to_width_zero_and_an_unfitted_one_refuses():
     frame = pd.DataFrame({"x": np.arange(10.0), "c": ["a", "b"] * 5})
     none = TabularEncoder().fit(frame).subset([])  # a table model without kept columns

@@ -13,9 +13,12 @@ from PIL import Image
 from cadp.errors import InputError
 from cadp.uploads import (
     PreparedImage,
+    escaped_cell_count,
+    escaped_cells_note,
     iter_zip_images,
     png_bytes,
     read_csv_upload,
+    release_csv,
     safe_csv_bytes,
     sanitize_member_name,
     to_model_input,
@@ -351,6 +354,25 @@ def test_delimiter_sniffing(delimiter):
     assert upload.delimiter == delimiter and upload.frame.shape == (5, 3)
 
 
+def test_a_csv_with_carriage_returns_only_as_line_ends_is_read():
+    """Old Mac files and Excel's "CSV (Macintosh)" end lines with CR alone: "the CSV header row cannot be read"."""
+    upload = read_csv_upload(b"age,sex,bmi\r50,1,22\r60,2,23\r")
+    assert list(upload.frame.columns) == ["age", "sex", "bmi"] and upload.frame["bmi"].tolist() == [22, 23]
+    quoted = read_csv_upload(b'name;note;n\r"Ana";"one\rtwo";1\r"Bo";"say ""hi""";2')  # CR in a quoted cell
+    assert quoted.delimiter == ";" and quoted.frame["note"].tolist() == ["one\rtwo", 'say "hi"']
+    assert quoted.frame["n"].tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("hint", [b"sep=;\r\n", b"SEP=;\n", b'"sep=;"\n'])
+def test_an_excel_separator_line_gives_the_separator_and_is_not_the_header(hint):
+    upload = read_csv_upload(hint + b"age;note\n50;a,b\n60;c,d\n")  # commas in cells: sniffing might choose them
+    assert upload.delimiter == ";" and list(upload.frame.columns) == ["age", "note"]
+    assert upload.frame["note"].tolist() == ["a,b", "c,d"] and not upload.notes
+    assert read_csv_upload(b"sep=\t\na\tb\n1\t2\n").frame.columns.tolist() == ["a", "b"]
+    with pytest.raises(InputError, match="asks for the separator ':'"):
+        read_csv_upload(b"sep=:\na:b\n1:2\n")
+
+
 def test_a_file_that_is_not_utf8_is_read_as_windows_1252_else_latin1_and_noted():
     """Spreadsheets on Windows write Windows-1252: read as Latin-1, its euro sign and quotes were control
     characters. Latin-1 stays for the five bytes Windows-1252 leaves undefined."""
@@ -382,6 +404,28 @@ def test_hostile_csv_raises_input_error(data, message):
         read_csv_upload(data)
 
 
+@pytest.mark.parametrize("data", [
+    b"50,1,22.5,0.9\n60,2,23.1,1.1\n",  # the first record where the names belong
+    b"50;1;22,5;x\n60;2;23,1;y\n",  # decimal commas, a text cell among numbers
+    b"7\n8\n",  # one column
+    b"a,-3,1e3\n",
+], ids=["numbers", "decimal-commas", "one-column", "two-of-three"])
+def test_a_csv_whose_first_row_is_data_is_refused(data):
+    """Read as column names, a headerless file's first record became the download's header row (its values
+    released as they were) and was missing from the release."""
+    with pytest.raises(InputError, match=r"the first row looks like data, not column names \(\d of its \d cells are "
+                                         r"numbers\): add a header row"):
+        read_csv_upload(data)
+
+
+def test_a_header_with_a_few_number_names_is_still_a_header():
+    upload = read_csv_upload(b"region,sex,2019,2020,total\nnorth,f,1,2,3\nsouth,m,4,5,9\n")
+    assert list(upload.frame.columns) == ["region", "sex", "2019", "2020", "total"]
+    assert len(upload.frame) == 2
+    upload = read_csv_upload(b"age,inf,nan\n1,2,3\n")  # not finite numbers: names
+    assert list(upload.frame.columns) == ["age", "inf", "nan"]
+
+
 def test_one_column_constant_and_all_nan_columns():
     upload = read_csv_upload(b"x,empty,same,seven\n1,,k,7\n2,,k,7\n3,,k,7\n")
     assert list(upload.frame.columns) == ["x", "same", "seven"]
@@ -390,6 +434,18 @@ def test_one_column_constant_and_all_nan_columns():
     assert any("'seven' has one value (7) in every row" in note for note in upload.notes), upload.notes
     single = read_csv_upload(b"only\n1\n2\n")
     assert single.frame.shape == (2, 1)
+
+
+def test_numbers_that_are_not_finite_are_read_as_empty_and_noted():
+    """inf, -inf or 1e400 in a table fitted here broke the fit ("Something went wrong (OverflowError)")."""
+    upload = read_csv_upload(b"age,bmi,crp\n50,inf,1\n60,22.5,2\n70,1e400,3\n80,-inf,4\n")
+    assert upload.frame["bmi"].isna().tolist() == [True, False, True, True]
+    assert upload.frame["crp"].tolist() == [1, 2, 3, 4]
+    assert ("column 'bmi' has 3 cell(s) that are not finite numbers (inf, -inf, or too large, such as 1e400): read "
+            "as empty (a release fills them)") in upload.notes
+    european = read_csv_upload(b"a;b\n1,5;1\n2,5;inf\n3,5;2\n")  # decimal commas and an infinite cell
+    assert european.frame["b"].isna().sum() == 1 and any("'b' has 1 cell(s) that are not finite" in n
+                                                         for n in european.notes)
 
 
 def test_mixed_types_are_noted():
@@ -505,8 +561,23 @@ def test_safe_csv_escapes_formulas_but_keeps_negative_numbers():
 
 
 def test_safe_csv_without_header_and_with_text_numbers():
-    frame = pd.DataFrame({"code": ["-5", "7"]})
-    assert safe_csv_bytes(frame, header=False) == b"'-5\r\n7\r\n"
+    """A text cell that is a plain number is no formula: written as released, without an apostrophe."""
+    frame = pd.DataFrame({"code": ["-5", "7", "+3.2", "-1,5", "-2+3"]})
+    assert safe_csv_bytes(frame, header=False) == b"-5\r\n7\r\n+3.2\r\n\"-1,5\"\r\n'-2+3\r\n"
+
+
+def test_a_release_says_how_many_cells_got_an_apostrophe_and_why():
+    """A kept column of test results '+' and '-' came back as "'+" and "'-" without a word: kept conditions are
+    released exactly, so the one change the CSV writer makes is said."""
+    frame = pd.DataFrame({"result": ["+", "-", "+", "neg"], "delta": [-1.5, 2.0, -3.0, 4.0], "@x": ["a", "-5", "b", "c"]})
+    assert escaped_cell_count(frame) == 4  # three results and one column name; -1.5 and the text -5 are numbers
+    data, _, _, note = release_csv(frame, {})
+    assert data.decode().splitlines()[1] == "'+,-1.5,a"
+    assert note.startswith("4 cells (or column names) are written with a leading apostrophe (')")
+    assert "so that spreadsheet programs do not run them as formulas" in note
+    assert "the value is otherwise as released" in note
+    assert release_csv(frame[["delta"]], {})[3] is None
+    assert escaped_cells_note(1).startswith("1 cell (or column name) is written")
 
 
 def test_load_image_folder_decodes_through_to_model_input(tmp_path):
@@ -552,6 +623,21 @@ def test_decimal_commas_in_semicolon_files_are_numbers():
     assert not pd.api.types.is_numeric_dtype(upload.frame["a"])
     assert any("'a' holds numbers written with a comma (e.g. '1,5')" in note and "semicolon-separated" in note
                for note in upload.notes)
+
+
+def test_numbers_with_spaces_between_thousands_are_numbers():
+    """French spreadsheets write 341 088,0 with a no-break space (or a narrow one) between groups: read as text."""
+    rows = ["ville;population;surface;code"] + [
+        f"v{i};{i % 9 + 1}\u00a0{i:03d}\u00a0088,0;{i + 1}\u202f{i:03d},5;{i + 1}{' 2' if i == 3 else ''}"
+        for i in range(30)]
+    rows[6] = "v5;341 088,0;12,5;6"  # a plain space between groups of three digits: unambiguous
+    upload = read_csv_upload(("\n".join(rows) + "\n").encode())
+    frame = upload.frame
+    assert frame["population"].dtype == np.float64 and frame["population"][1] == 2_001_088.0
+    assert frame["population"][5] == 341_088.0 and frame["surface"][2] == 3_002.5
+    assert any("'population' has numbers with a decimal comma" in note for note in upload.notes)
+    assert frame["code"].isna().sum() == 0 and frame["code"][3] == "4 2"  # "4 2" is no number: the column is text
+    assert read_csv_upload(b"a;b\n1 2345,5;x\n2,5;y\n3,5;z\n").frame["a"].tolist()[0] == "1 2345,5"
 
 
 def test_a_dropped_column_of_comma_numbers_gets_one_note_that_says_it_was_dropped():

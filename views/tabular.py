@@ -109,19 +109,20 @@ def show_result(state) -> None:
                    "model was fitted on)")
     right.dataframe(compare.highlighted_changes(original.head(shown), released.head(shown)), key="table_released")
     # the downloads before the comparisons below, so that nothing a comparison meets can hide them
-    if "written" not in state:  # once per release; rows in an order drawn at random unless every condition is kept
-        rows, state["order_note"] = compare.download_rows(released, dict(state["choices"][1]), state["seed"])
+    if "written" not in state:  # once per release; rows in an order drawn at random
+        rows, state["order_note"] = compare.download_rows(released, state["seed"])
         state["written"] = ui.require("release_csv", "cadp.uploads")(rows, state["csv_format"])
-    data, words, changed = state["written"]
+    data, words, changed, escaped = state["written"]
     order_note = state["order_note"]
     left, right = st.columns(2)
     left.download_button("Download privatized CSV", data, file_name="cadp-privatized.csv", mime="text/csv",
                          key="download_csv")
-    right.download_button("Download its terms (guarantee.txt)", ui.release_terms(result) + (
-        f"\n\n{order_note}" if order_note else "") + "\n", file_name="cadp-privatized-guarantee.txt",
-                          mime="text/plain", key="download_terms")
-    if order_note:
-        st.caption(order_note)
+    right.download_button("Download its terms (guarantee.txt)", "\n\n".join(
+        [ui.release_terms(result), order_note] + ([escaped] if escaped else [])) + "\n",
+                          file_name="cadp-privatized-guarantee.txt", mime="text/plain", key="download_terms")
+    st.caption(order_note)
+    if escaped is not None:  # kept conditions are released exactly: the one change a download makes is said
+        st.caption(escaped)
     if changed is not None:
         st.caption(f"Written {words}: {changed}.")
     elif words != "comma-separated":
