@@ -614,20 +614,29 @@ class OutputNames:
         self.used: set[str] = set()
         self.own_names = own_names
         self.renamed: list[tuple[str, str]] = []  # (input, output) of the outputs that got a number
+        self.shortened: list[tuple[str, str]] = []  # (input, output) of the outputs whose name was too long
+        self.folders: set[str] = set()  # the folders (casefolded) outputs were given: no file may take their name
 
     def take(self, name: str, suffix: str = ".png") -> Path:
         relative = PurePosixPath(_clean_path(name) or "image")
-        relative = relative.with_name(relative.stem + suffix) if relative.stem else PurePosixPath("image" + suffix)
+        folders = [_fit_name(folder) for folder in relative.parts[:-1]]
+        stem = relative.stem if relative.stem else "image"
+        fitted = PurePosixPath(*folders, _fit_name(stem, suffix))
         own = _clean_path(name).casefold()
-        candidate, counter = relative, 2
-        while (key := candidate.as_posix().casefold()) in self.used or (key in self.own_names and key != own):
-            candidate = relative.with_name(f"{relative.stem}-{counter}{suffix}")
+        candidate, counter = fitted, 2
+        # a name another output has, or a folder another output is in (3/a.png/x.png: 3/a.bmp is not 3/a.png)
+        while (key := candidate.as_posix().casefold()) in self.used or key in self.folders \
+                or (key in self.own_names and key != own):
+            candidate = fitted.with_name(_fit_name(stem, f"-{counter}{suffix}"))
             counter += 1
         self.used.add(key)
+        self.folders.update(parent.as_posix().casefold() for parent in candidate.parents if parent.parts)
         path = (self.root / candidate).resolve()
         if self.root not in path.parents:
             raise InputError("unsafe file name; skipped")
-        if candidate != relative:
+        if fitted != relative.with_name(stem + suffix):
+            self.shortened.append((name, candidate.as_posix()))
+        if candidate != fitted:
             self.renamed.append((name, candidate.as_posix()))
         return path
 
@@ -639,6 +648,28 @@ class OutputNames:
         return (f"{len(self.renamed)} input(s) could not keep their name as a PNG, another input has it (a.bmp, a.gif "
                 f"and a.png all make a.png; a.png keeps it), and got a number, e.g. {name} -> {written}; the output "
                 f"column of {MANIFEST_NAME} maps each input to its file")
+
+
+    def shortened_note(self) -> str | None:
+        """Which outputs got a shorter name than their input's (a name has at most 255 bytes), or None."""
+        if not self.shortened:
+            return None
+        name, written = self.shortened[0]
+        return (f"{len(self.shortened)} input name(s) are longer than a file name can be ({NAME_MAX_BYTES} bytes) "
+                f"and were shortened, e.g. {name} -> {written}; the output column of {MANIFEST_NAME} maps each input "
+                "to its file")
+
+
+NAME_MAX_BYTES = 255  # of one file or folder name, in UTF-8, on most file systems
+
+
+def _fit_name(stem: str, suffix: str = "") -> str:
+    """``stem + suffix``, the stem cut (at a character) so that the name has at most ``NAME_MAX_BYTES`` bytes."""
+    room = NAME_MAX_BYTES - len(suffix.encode("utf-8", "surrogateescape"))
+    encoded = stem.encode("utf-8", "surrogateescape")
+    if len(encoded) > room:
+        stem = encoded[:room].decode("utf-8", "ignore").rstrip(" .")  # a cut character is dropped whole
+    return stem + suffix
 
 
 class ReleasedLabels:
@@ -695,8 +726,9 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
     finally:  # an interrupted run's too: its labels.csv lists the files it kept
         released_labels.close()
         add_caution(output, other_class_folders_caution(mismatched))
-        if names.renamed_note():
-            print(f"note: {names.renamed_note()}", file=sys.stderr)
+        for note in (names.renamed_note(), names.shortened_note()):
+            if note:
+                print(f"note: {note}", file=sys.stderr)
 
 
 def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str, bytes | InputError]],
@@ -764,8 +796,13 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
                         if error.errno in RUN_WRITE_ERRNOS:  # disk full: every file after it would fail too
                             raise
                         if path is not None:  # one file's error (a name too long): no part of it is kept
-                            path.unlink(missing_ok=True)
-                        outcome[id(item)] = ("", str(error), "")
+                            try:
+                                path.unlink(missing_ok=True)
+                            except OSError:  # the path is a folder, or under a file: nothing of this input is there
+                                pass
+                        where = path.relative_to(names.root).as_posix() if path is not None else item.name
+                        outcome[id(item)] = ("", f"the output file {where} cannot be written "
+                                                 f"({error.strerror or error}); skipped", "")
         for item in pending:
             if not isinstance(item, PendingImage):
                 manifest.error(*item)

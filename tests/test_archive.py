@@ -1250,3 +1250,46 @@ def test_a_folder_that_cannot_be_listed_gets_a_manifest_row(image_model, tmp_pat
     rows = {row["file"]: row for row in read_manifest(tmp_path / "out")}
     assert rows["1/a.png"]["status"] == "privatized"
     assert rows["1/locked/"]["error"] == "the folder cannot be listed (Permission denied); its files are left out"
+
+
+def test_an_output_name_too_long_is_shortened_and_the_run_goes_on(image_model, tmp_path, capsys):
+    long_name = "患" * 100  # 300 bytes in UTF-8: more than a file name can hold
+    files = {"1/ok1.png": image_file(1), f"1/{long_name}.png": image_file(2), f"1/{long_name}.bmp": corpus.encode(
+        Image.fromarray(np.random.default_rng(3).integers(0, 255, (30, 30), dtype=np.uint8)), "BMP"),
+        "1/ok2.png": image_file(4)}
+    source = tmp_path / "in.zip"
+    source.write_bytes(corpus.zip_bytes(files))
+    output = tmp_path / "out"
+    assert run(image_model, source, output) == 0
+    rows = {row["file"]: row for row in read_manifest(output)}
+    assert [row["status"] for row in rows.values()] == ["privatized"] * 4
+    written = [rows[f"1/{long_name}.png"]["output"], rows[f"1/{long_name}.bmp"]["output"]]
+    assert len(set(written)) == 2
+    for name in written:
+        assert name.endswith(".png") and len(Path(name).name.encode()) <= 255 and (output / name).is_file()
+    assert rows["1/ok2.png"]["output"] == "1/ok2.png"
+    assert (f"note: 2 input name(s) are longer than a file name can be (255 bytes) and were shortened, e.g. "
+            f"1/{long_name}.png -> {written[0]}") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("order", ["folder first", "file first"])
+def test_an_output_that_clashes_with_an_output_folder_is_one_files_error(image_model, tmp_path, order):
+    bitmap = corpus.encode(Image.fromarray(np.random.default_rng(3).integers(0, 255, (30, 30), dtype=np.uint8)),
+                           "BMP")
+    files = {"1/a.png/x.png": image_file(1), "1/a.bmp": bitmap, "1/b.png": image_file(2)}
+    if order == "file first":
+        files = {"1/a.bmp": bitmap, "1/a.png/x.png": image_file(1), "1/b.png": image_file(2)}
+    source = tmp_path / "in.zip"
+    source.write_bytes(corpus.zip_bytes(files))
+    output = tmp_path / "out"
+    assert run(image_model, source, output) == 0
+    rows = {row["file"]: row for row in read_manifest(output)}
+    assert rows["1/b.png"]["status"] == "privatized"
+    if order == "folder first":  # the folder's name is taken: the file gets a number
+        assert rows["1/a.bmp"]["output"] == "1/a-2.png" and rows["1/a.png/x.png"]["output"] == "1/a.png/x.png"
+    else:  # a released file has the folder's name: the other input is listed with the reason, the run goes on
+        assert rows["1/a.bmp"]["output"] == "1/a.png"
+        assert rows["1/a.png/x.png"]["status"] == "error"
+        assert rows["1/a.png/x.png"]["error"].startswith("the output file 1/a.png/x.png cannot be written (")
+    assert {row["output"] for row in rows.values() if row["output"]} == {file for file, _ in
+                                                                         read_released_labels(output)}
