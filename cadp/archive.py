@@ -275,7 +275,7 @@ class Manifest:
         values = [file, condition, released, label, self.settings.epsilon,
                   "" if delta is None else f"{delta:g}", "", "", "",  # the record's total: filled in by close()
                   self.settings.noise_source, status, error, output, preprocessing]
-        self.writer.writerow([escape_cell(value) for value in values])
+        self.writer.writerow([escape_cell(readable(str(value))) for value in values])
         record = record if status == "privatized" else None
         self.records.append(record)
         if record is not None:
@@ -423,6 +423,15 @@ class LabelResolver:
     def _classes(self) -> str:
         shown = ", ".join(self.class_names[:10])
         return shown + (", ..." if len(self.class_names) > 10 else "")
+
+
+def readable(text: str) -> str:
+    """``text`` as valid UTF-8 that still tells names apart: the bytes of a file name that is not UTF-8 (b'M\\xfcller',
+    read as 'M\\udcfc...' by Python) written as escapes ('M\\\\xfcller'), as Python shows them."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _clean_path(name: str) -> str:
@@ -603,6 +612,9 @@ def _write_terms(output: Path, text: str) -> None:
         raise
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 class OutputNames:
     """Unique output paths under OUTPUT that mirror the input names, always ending in .png.
 
@@ -618,7 +630,8 @@ class OutputNames:
         self.folders: set[str] = set()  # the folders (casefolded) outputs were given: no file may take their name
 
     def take(self, name: str, suffix: str = ".png") -> Path:
-        relative = PurePosixPath(_clean_path(name) or "image")
+        # bytes of a name that are not UTF-8 (an old Windows share's b'M\\xfcller'): "_" in the output's name
+        relative = PurePosixPath(_clean_path(_SURROGATES.sub("_", name)) or "image")
         folders = [_fit_name(folder) for folder in relative.parts[:-1]]
         stem = relative.stem if relative.stem else "image"
         fitted = PurePosixPath(*folders, _fit_name(stem, suffix))
@@ -644,7 +657,7 @@ class OutputNames:
         """Which outputs got a number because their name was taken, or None."""
         if not self.renamed:
             return None
-        name, written = self.renamed[0]
+        name, written = readable(self.renamed[0][0]), self.renamed[0][1]
         return (f"{len(self.renamed)} input(s) could not keep their name as a PNG, another input has it (a.bmp, a.gif "
                 f"and a.png all make a.png; a.png keeps it), and got a number, e.g. {name} -> {written}; the output "
                 f"column of {MANIFEST_NAME} maps each input to its file")
@@ -654,7 +667,7 @@ class OutputNames:
         """Which outputs got a shorter name than their input's (a name has at most 255 bytes), or None."""
         if not self.shortened:
             return None
-        name, written = self.shortened[0]
+        name, written = readable(self.shortened[0][0]), self.shortened[0][1]
         return (f"{len(self.shortened)} input name(s) are longer than a file name can be ({NAME_MAX_BYTES} bytes) "
                 f"and were shortened, e.g. {name} -> {written}; the output column of {MANIFEST_NAME} maps each input "
                 "to its file")
@@ -1134,6 +1147,7 @@ def add_caution(output: Path, caution: str | None) -> None:
     a caution states facts about the inputs (rows the model was trained on, repeated records), and the shared
     terms must not depend on the records released (their general sentences say what these cautions count)."""
     if caution and (output / GUARANTEE_NAME).exists():
+        caution = readable(caution)  # it may name an input whose name is not UTF-8
         with (output / CAUTIONS_NAME).open("a", encoding="utf-8") as handle:  # first: a closed terminal cannot take it
             handle.write(f"Caution: {caution}\n\n")
         print(f"warning: {caution}", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -1293,3 +1294,17 @@ def test_an_output_that_clashes_with_an_output_folder_is_one_files_error(image_m
         assert rows["1/a.png/x.png"]["error"].startswith("the output file 1/a.png/x.png cannot be written (")
     assert {row["output"] for row in rows.values() if row["output"]} == {file for file, _ in
                                                                          read_released_labels(output)}
+
+
+def test_a_file_name_that_is_not_utf8_is_listed_readably_and_released_under_a_utf8_name(image_model, tmp_path,
+                                                                                        capsys):
+    source = make_folder(tmp_path / "in", {"1/a.png": image_file(1)})
+    (source / "1" / os.fsdecode(b"M\xfcller.png")).write_bytes(image_file(2))  # an old Windows share's Latin-1 name
+    output = tmp_path / "out"
+    assert run(image_model, source, output) == 0
+    rows = {row["file"]: row for row in read_manifest(output)}
+    assert set(rows) == {"1/a.png", "1/M\\xfcller.png"}
+    assert rows["1/M\\xfcller.png"]["status"] == "privatized"
+    assert rows["1/M\\xfcller.png"]["output"] == "1/M_ller.png" and (output / "1/M_ller.png").is_file()
+    assert dict(read_released_labels(output)) == {"1/a.png": "1", "1/M_ller.png": "1"}
+    assert not (output / "guarantee.txt").read_text(encoding="utf-8").startswith("Incomplete run")
