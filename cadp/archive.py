@@ -972,7 +972,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                     chunk[name] = chunk[name].str.strip()
                 if delimiter != ",":  # decimal commas, wherever in the file they start
                     chunk = _dot_decimals(chunk, numeric)
-                chunk = _numeric_conditions(model, chunk)
+                chunk = _numeric_categories(model, chunk)
                 numbers = list(range(row_number + 1, row_number + len(chunk) + 1))
                 row_number += len(chunk)
                 progress.update(len(chunk))
@@ -1112,24 +1112,32 @@ def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str],
     return "," if decimal_comma_columns(head[[c for c in columns if c in numeric]]) else "."
 
 
-def _numeric_conditions(model, chunk: pd.DataFrame) -> pd.DataFrame:
-    """Condition cells that are numbers written as text, as numbers, where the model's categories are numbers: one
-    text cell ('x') makes pandas read a chunk's whole column as text, and '2' is not the category 2."""
-    for spec in model.condition_encoder.columns:
-        numeric = spec.categories and all(isinstance(c, int | float) and not isinstance(c, bool)
-                                          for c in spec.categories)
-        if numeric and spec.name in chunk.columns and not pd.api.types.is_numeric_dtype(chunk[spec.name]):
-            chunk[spec.name] = chunk[spec.name].astype(object).map(_number_or_text)
+def _numeric_categories(model, chunk: pd.DataFrame) -> pd.DataFrame:
+    """Cells of category columns (data or condition) that are numbers written as text, as numbers, where the model's
+    categories are numbers: one text cell ('?') makes pandas read a chunk's whole column as text, and '2' is not the
+    category 2 (the other rows of the chunk would be unusable, and the result would depend on --batch-size). Whole
+    numbers read as floats (a column with an empty cell) are ints again: the manifest says sex=1, not sex=1.0."""
+    for spec in [*model.data_encoder.columns, *model.condition_encoder.columns]:
+        numeric = spec.kind == "categorical" and spec.categories and all(
+            isinstance(c, int | float) and not isinstance(c, bool) for c in spec.categories)
+        if numeric and spec.name in chunk.columns and not pd.api.types.is_integer_dtype(chunk[spec.name]) \
+                and not pd.api.types.is_bool_dtype(chunk[spec.name]):
+            # (not Series.map: it would make ints and an empty cell floats again)
+            chunk[spec.name] = pd.Series([_number_or_text(cell) for cell in chunk[spec.name].tolist()],
+                                         index=chunk.index, dtype=object)
     return chunk
 
 
 def _number_or_text(value):
+    """A number written as text as the number; a whole float (1.0) as an int."""
     if isinstance(value, str):
         try:
             number = float(value.strip())
         except ValueError:
             return value
         return int(number) if number.is_integer() else number
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return int(value)
     return value
 
 

@@ -1308,3 +1308,29 @@ def test_a_file_name_that_is_not_utf8_is_listed_readably_and_released_under_a_ut
     assert rows["1/M\\xfcller.png"]["output"] == "1/M_ller.png" and (output / "1/M_ller.png").is_file()
     assert dict(read_released_labels(output)) == {"1/a.png": "1", "1/M_ller.png": "1"}
     assert not (output / "guarantee.txt").read_text(encoding="utf-8").startswith("Incomplete run")
+
+
+def test_a_text_cell_in_a_column_of_number_categories_costs_its_row_only_whatever_the_batch(tmp_path):
+    from cadp.data import load_table
+    from cadp.hub import BUNDLED_DIR
+
+    frame = load_table("heart").frame.head(20).astype({"ca": object})
+    frame.loc[3, "ca"] = "?"  # the UCI files' missing-value mark, in heart-cinn's categories 0..3
+    source = tmp_path / "rows.csv"
+    frame.to_csv(source, index=False)
+    for batch in ("1", "64"):
+        output = tmp_path / f"out{batch}"
+        assert run(BUNDLED_DIR / "heart-cinn", source, output, "--epsilon", "5", "--batch-size", batch) == 0
+        rows = read_manifest(output)
+        assert [row["file"] for row in rows if row["status"] == "error"] == ["row 4"], batch
+        assert rows[3]["error"] == "column 'ca' has the value '?', unseen when the model was fitted (it knows 0, 1, 2, 3)"
+
+
+def test_a_condition_column_with_an_empty_cell_is_written_as_whole_numbers(table_model, tmp_path):
+    frame = table_frame(6)
+    source = tmp_path / "rows.csv"
+    frame.assign(sex=frame["sex"].astype(object).where(frame.index != 2, None)).to_csv(source, index=False)
+    assert run(table_model, source, tmp_path / "out") == 0
+    rows = read_manifest(tmp_path / "out")
+    assert [row["condition"] for row in rows] == [f"sex={sex}" if i != 2 else "sex=nan"
+                                                  for i, sex in enumerate(frame["sex"])]
