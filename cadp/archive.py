@@ -19,6 +19,7 @@ import codecs
 import collections
 import csv
 import errno
+import io
 import math
 import os
 import random
@@ -922,7 +923,9 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError):
         raise UsageError(f"{path} is not a readable CSV") from None
     columns = [str(c).strip() for c in header.columns]
-    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    # the header row as written: pandas renames a second 'sex' to 'sex.1', which would pass for another column
+    written = [cell.strip() for cell in next(csv.reader(io.StringIO(text), delimiter=delimiter), [])]
+    repeated = sorted({c for c in columns if columns.count(c) > 1} | {c for c in written if written.count(c) > 1})
     if repeated:
         raise UsageError(f"{path.name} names column(s) {repeated} more than once (spaces around names are ignored)")
     missing = [c for c in needed if c not in columns]

@@ -1334,3 +1334,13 @@ def test_a_condition_column_with_an_empty_cell_is_written_as_whole_numbers(table
     rows = read_manifest(tmp_path / "out")
     assert [row["condition"] for row in rows] == [f"sex={sex}" if i != 2 else "sex=nan"
                                                   for i, sex in enumerate(frame["sex"])]
+
+
+def test_a_csv_naming_a_column_twice_is_refused_naming_it(table_model, tmp_path, capsys):
+    source = tmp_path / "rows.csv"
+    frame = table_frame(4)
+    source.write_text("age,bmi,note,sex,sex\n" + "".join(f"{a},{b},ok,{s},{3 - s}\n" for a, b, s in
+                                                         zip(frame["age"], frame["bmi"], frame["sex"])))
+    assert run(table_model, source, tmp_path / "out") == archive.EXIT_USAGE
+    assert "rows.csv names column(s) ['sex'] more than once" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
