@@ -354,9 +354,14 @@ def class_folder_name(class_name: str) -> str:
 
 
 class LabelResolver:
-    """Find each image's class: from the labels CSV first, else from the folders in its path named like a class."""
+    """Find each image's class: from the labels CSV first, else from the folders in its path named like a class.
 
-    def __init__(self, class_names: list[str], labels: dict[str, str] | None = None):
+    A file the labels CSV does not list by its path takes the label of a row naming it by a shorter or longer path
+    with the same end ('x.png' for 'set/x.png'), where only one row and, with ``input_names`` (the inputs' names),
+    only one input have its bare name: a kept label is released exactly, never another file's."""
+
+    def __init__(self, class_names: list[str], labels: dict[str, str] | None = None,
+                 input_names: list[str] | None = None):
         self.class_names = list(class_names)
         self.exact: dict[str, int] = {}
         self.normalized: dict[str, list[int]] = {}  # several classes can share one ('-1' and '+1': '1')
@@ -371,6 +376,10 @@ class LabelResolver:
         for key in self.labels:
             basenames.setdefault(PurePosixPath(key).name, []).append(key)
         self.by_basename = {name: keys[0] for name, keys in basenames.items() if len(keys) == 1}
+        self.input_names = None if input_names is None else [_clean_path(name) for name in input_names]
+        if self.input_names is not None:  # a bare name two inputs have names neither of them
+            counts = collections.Counter(PurePosixPath(name).name for name in self.input_names)
+            self.by_basename = {name: key for name, key in self.by_basename.items() if counts[name] == 1}
 
     def class_index(self, value: str) -> int | None:
         """The class a labels-CSV cell names: a class name (any case or punctuation) or a class index."""
@@ -395,12 +404,29 @@ class LabelResolver:
                              "class name exactly")
         return matches[0] if matches else None
 
+    def labels_key(self, name: str) -> str | None:
+        """The labels CSV's row (its file cell, cleaned) for the input ``name``, or None."""
+        key = _clean_path(name)
+        if key in self.labels:
+            return key
+        other = self.by_basename.get(PurePosixPath(key).name)
+        if other is None:
+            return None
+        short, long = sorted((PurePosixPath(key).parts, PurePosixPath(other).parts), key=len)
+        return other if long[len(long) - len(short):] == short else None  # 'x.png' for 'set/x.png', not 'a/x.png'
+
+    def unused_labels(self) -> list[str]:
+        """The labels CSV's rows that name no input (known with ``input_names``), in its order."""
+        if self.input_names is None:
+            return []
+        used = {self.labels_key(name) for name in self.input_names}
+        return [key for key in self.labels if key not in used]
+
     def resolve(self, name: str) -> int:
         key = _clean_path(name)
         if self.labels:
-            listed = self.labels.get(key)
-            if listed is None and key not in self.labels:
-                listed = self.labels.get(self.by_basename.get(PurePosixPath(key).name, ""))
+            row = self.labels_key(key)
+            listed = None if row is None else self.labels[row]
             if listed is not None:
                 index = self.class_index(listed)
                 if index is None:
@@ -489,19 +515,32 @@ def _folder_files(root: Path) -> list[tuple[str, Path]]:
     return [(name, path) for name, path in folder_files(root) if name != LABELS_NAME]
 
 
-def _png_names(source: Path, input_kind: str) -> frozenset[str]:
-    """The input names (as output paths compare them: cleaned, casefolded) of the folder's or ZIP's .png files."""
+def _input_names(source: Path, input_kind: str) -> list[str]:
+    """The names of the folder's or ZIP's files, as the run reads them (ZIP: folder metadata too)."""
     if input_kind == "folder":
-        names = [name for name, _ in _folder_files(source)]
-    else:
-        from cadp.uploads import sanitize_member_name
+        return [name for name, _ in _folder_files(source)]
+    from cadp.uploads import sanitize_member_name
 
-        try:
-            with zipfile.ZipFile(source) as archive:
-                names = [sanitize_member_name(info.filename)[0] for info in archive.infolist() if not info.is_dir()]
-        except (zipfile.BadZipFile, OSError):
-            return frozenset()  # reading the members says what is wrong
+    try:
+        with zipfile.ZipFile(source) as archive:
+            return [sanitize_member_name(info.filename)[0] for info in archive.infolist() if not info.is_dir()]
+    except (zipfile.BadZipFile, OSError):
+        return []  # reading the members says what is wrong
+
+
+def _png_names(names: list[str]) -> frozenset[str]:
+    """The input names (as output paths compare them: cleaned, casefolded) of the .png files among ``names``."""
     return frozenset(_clean_path(name).casefold() for name in names if name.casefold().endswith(".png"))
+
+
+def unused_labels_note(unused: list[str]) -> str | None:
+    """The labels CSV's rows that name no input file, said with a few of them, or None."""
+    if not unused:
+        return None
+    shown = ", ".join(readable(name) for name in unused[:3]) + (f" and {len(unused) - 3} more" if len(unused) > 3
+                                                              else "")
+    return (f"{len(unused)} row(s) of the labels CSV name no file of the input ({shown}): check their paths "
+            "(relative to the top of INPUT, or bare file names that one input file has)")
 
 
 def _zip_labels(path: Path) -> dict[str, str] | None:
@@ -1398,19 +1437,23 @@ def _main(argv=None) -> int:
             with tqdm(desc="rows", unit="row", disable=None) as progress:
                 privatize_table(loaded.model, args.input, settings, args.output, manifest, progress)
         else:
-            resolver = LabelResolver(loaded.config.class_names, labels)
+            input_names = _input_names(args.input, input_kind)
+            resolver = LabelResolver(loaded.config.class_names, labels, input_names)
+            unused = unused_labels_note(resolver.unused_labels())
+            if unused:
+                print(f"note: {unused}", file=sys.stderr)
             # numbered outputs are written in a random order: numbers, file times and the manifest's rows in input
             # order would tell which inputs they are (and inputs sorted into class folders, their true labels)
             shuffle = None if settings.names_copied else random.Random(args.seed) if args.seed is not None \
                 else random.SystemRandom()
             if input_kind == "folder":
-                source, total = iter_folder_files(args.input, shuffle), len(_folder_files(args.input))
+                source, total = iter_folder_files(args.input, shuffle), len(input_names)
             else:
                 from cadp.uploads import iter_zip_images
 
                 source, total = _zip_source(args.input, partial(iter_zip_images, shuffle=shuffle))
             # a copied .png name stays its input's: a.bmp, converted to PNG, does not take a.png from a.png
-            own_png_names = _png_names(args.input, input_kind) if settings.names_copied else frozenset()
+            own_png_names = _png_names(input_names) if settings.names_copied else frozenset()
             try:
                 with tqdm(total=total, desc="images", unit="file", disable=None) as progress:
                     privatize_images(loaded.model, loaded.config.class_names, source, resolver, settings,

@@ -1344,3 +1344,17 @@ def test_a_csv_naming_a_column_twice_is_refused_naming_it(table_model, tmp_path,
     assert run(table_model, source, tmp_path / "out") == archive.EXIT_USAGE
     assert "rows.csv names column(s) ['sex'] more than once" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_file_the_labels_csv_does_not_list_never_takes_another_files_label(image_model, tmp_path, capsys):
+    source = make_folder(tmp_path / "in", {"a/x.png": image_file(1), "7/x.png": image_file(2),
+                                           "b/y.png": image_file(3), "labels.csv": b"file,label\na/x.png,1\n"
+                                           b"y.png,0\nmissing.png,1\nother/z.png,0\n"})
+    output = tmp_path / "out"
+    assert run(image_model, source, output) == 0
+    rows = {row["file"]: row for row in read_manifest(output)}
+    assert rows["a/x.png"]["condition"] == "1"
+    assert rows["7/x.png"]["status"] == "error" and rows["7/x.png"]["error"].startswith("no label")  # was label 1
+    assert rows["b/y.png"]["condition"] == "0"  # a bare name one input has: its label
+    assert ("note: 2 row(s) of the labels CSV name no file of the input (missing.png, other/z.png)"
+            in capsys.readouterr().err)
