@@ -781,7 +781,7 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
         add_caution(output, other_class_folders_caution(mismatched))
         for note in (names.renamed_note(), names.shortened_note()):
             if note:
-                print(f"note: {note}", file=sys.stderr)
+                _say(f"note: {note}")
 
 
 def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str, bytes | InputError]],
@@ -974,8 +974,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     _refuse_ragged_rows(path, delimiter, encoding, columns)
     extra = [c for c in columns if c not in needed]
     if extra:
-        print(f"note: column(s) {extra} are not the model's and are left out of {PRIVATIZED_CSV_NAME}",
-              file=sys.stderr)
+        _say(f"note: column(s) {extra} are not the model's and are left out of {PRIVATIZED_CSV_NAME}")
     numeric = [spec["name"] for spec in config.data_encoder["columns"] if spec["kind"] == "numeric"]
     text = text_category_columns(config)
     decimal = _decimal_mark(path, delimiter, encoding, columns, numeric)
@@ -984,11 +983,11 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                                                             + config.condition_encoder["columns"]
                                                             for category in spec.get("categories") or ())])
     if out_encoding != encoding:
-        print(f"note: {PRIVATIZED_CSV_NAME} is written {csv_format_words(delimiter, decimal, out_encoding)}: a released "
-              f"value cannot be written in {ENCODING_NAMES[encoding]}, the encoding of {path.name}", file=sys.stderr)
+        _say(f"note: {PRIVATIZED_CSV_NAME} is written {csv_format_words(delimiter, decimal, out_encoding)}: a released "
+              f"value cannot be written in {ENCODING_NAMES[encoding]}, the encoding of {path.name}")
     elif delimiter != "," or out_encoding != "utf-8":
-        print(f"note: {PRIVATIZED_CSV_NAME} is written {csv_format_words(delimiter, decimal, out_encoding)}, as "
-              f"{path.name} is", file=sys.stderr)
+        _say(f"note: {PRIVATIZED_CSV_NAME} is written {csv_format_words(delimiter, decimal, out_encoding)}, as "
+              f"{path.name} is")
     target = output / PRIVATIZED_CSV_NAME
     first_chunk, written, row_number, seen, filled_rows = True, 0, 0, 0, 0
     # with a condition that is not kept, the input's row order (a file sorted by it) would show through the output's:
@@ -1071,9 +1070,9 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                                  out_encoding)
             add_caution(output, repeated_records_caution(manifest, "row"))
     if filled_rows:
-        print(f"warning: {filled_rows} row(s) had empty cells or cells that are not numbers, read as the training "
+        _say(f"warning: {filled_rows} row(s) had empty cells or cells that are not numbers, read as the training "
               f"mean, or numbers outside the range the model knows, read as its nearer end: the preprocessing column "
-              f"of {MANIFEST_NAME} names them", file=sys.stderr)
+              f"of {MANIFEST_NAME} names them")
 
 
 def _append(out, data: bytes) -> None:
@@ -1200,7 +1199,7 @@ def add_caution(output: Path, caution: str | None) -> None:
         caution = readable(caution)  # it may name an input whose name is not UTF-8
         with (output / CAUTIONS_NAME).open("a", encoding="utf-8") as handle:  # first: a closed terminal cannot take it
             handle.write(f"Caution: {caution}\n\n")
-        print(f"warning: {caution}", file=sys.stderr)
+        _say(f"warning: {caution}")
 
 
 def training_data_caution(config, input_name: str, seen_rows: int) -> str | None:
@@ -1410,16 +1409,15 @@ def _main(argv=None) -> int:
         labels = read_labels_csv(args.labels.read_bytes()) if args.labels is not None else None
         if labels is None and input_kind == "folder" and (args.input / LABELS_NAME).is_file():
             labels = read_labels_csv((args.input / LABELS_NAME).read_bytes())
-            print(f"note: labels from {args.input / LABELS_NAME} (they override class folders)", file=sys.stderr)
+            _say(f"note: labels from {args.input / LABELS_NAME} (they override class folders)")
         if labels is None and input_kind == "zip":
             labels = _zip_labels(args.input)
             if labels is not None:
-                print(f"note: labels from the {LABELS_NAME} in {args.input} (they override class folders)",
-                      file=sys.stderr)
+                _say(f"note: labels from the {LABELS_NAME} in {args.input} (they override class folders)")
     except (CadpError, zipfile.BadZipFile, OSError) as error:
         unreadable = getattr(error, "filename", None) or args.input  # the labels file, say, rather than INPUT
         message = str(error) if isinstance(error, CadpError) else f"{unreadable} cannot be read ({error})"
-        print(f"error: {message}", file=sys.stderr)
+        _say(f"error: {message}")
         return EXIT_USAGE
     invert = args.invert or default_invert(loaded.config.dataset)
     settings = RunSettings(mechanism, new_generator(args.seed), args.seed, args.batch_size, invert, handlings,
@@ -1429,19 +1427,19 @@ def _main(argv=None) -> int:
         args.output.mkdir(parents=True, exist_ok=True)
         manifest = Manifest(args.output / MANIFEST_NAME, settings)
     except OSError as error:
-        print(f"error: cannot write the output folder {args.output} ({error.strerror or error})", file=sys.stderr)
+        _say(f"error: cannot write the output folder {args.output} ({error.strerror or error})")
         return EXIT_USAGE
     _stop_requests.install()  # from here a signal stops the run cleanly, as Ctrl-C does
     try:
         if kind == "tabular":
-            with tqdm(desc="rows", unit="row", disable=None) as progress:
+            with tqdm(desc="rows", unit="row", disable=None, file=ProgressStream()) as progress:
                 privatize_table(loaded.model, args.input, settings, args.output, manifest, progress)
         else:
             input_names = _input_names(args.input, input_kind)
             resolver = LabelResolver(loaded.config.class_names, labels, input_names)
             unused = unused_labels_note(resolver.unused_labels())
             if unused:
-                print(f"note: {unused}", file=sys.stderr)
+                _say(f"note: {unused}")
             # numbered outputs are written in a random order: numbers, file times and the manifest's rows in input
             # order would tell which inputs they are (and inputs sorted into class folders, their true labels)
             shuffle = None if settings.names_copied else random.Random(args.seed) if args.seed is not None \
@@ -1455,7 +1453,8 @@ def _main(argv=None) -> int:
             # a copied .png name stays its input's: a.bmp, converted to PNG, does not take a.png from a.png
             own_png_names = _png_names(input_names) if settings.names_copied else frozenset()
             try:
-                with tqdm(total=total, desc="images", unit="file", disable=None) as progress:
+                with tqdm(total=total, desc="images", unit="file", disable=None,
+                          file=ProgressStream()) as progress:
                     privatize_images(loaded.model, loaded.config.class_names, source, resolver, settings,
                                      args.output, manifest, progress, args.input.name, own_png_names)
             finally:  # an interrupted run gets its cautions too (stderr, cautions.txt)
@@ -1467,13 +1466,13 @@ def _main(argv=None) -> int:
         _no_terms_without_releases(args.output, manifest)
         if not manifest.privatized:  # refused before any release: leave OUTPUT as it was, so a retry can use it
             _remove_run_files(args.output, created)
-        print(f"error: {error}", file=sys.stderr)
+        _say(f"error: {error}")
         return EXIT_USAGE
     except CadpError as error:
         manifest.close()
         _finish_stopped(args.output, manifest, f"Partial run: stopped by an error after {manifest.privatized} "
                                                f"privatized input(s) ({error}); the terms below hold for those.")
-        print(f"error: {error}", file=sys.stderr)
+        _say(f"error: {error}")
         return EXIT_OK if manifest.privatized else EXIT_NOTHING_PRIVATIZED
     except OSError as error:  # writing the output failed (disk full, file too large): the run stops as on Ctrl-C
         manifest.close()
@@ -1503,16 +1502,16 @@ def _main(argv=None) -> int:
     finish_guarantee(args.output)  # the run ended: its terms are no longer an unfinished run's
     if not manifest.privatized and not manifest.failed:  # a header without rows, a folder without files
         _remove_run_files(args.output, created)
-        print(f"error: {args.input} holds no {'rows' if kind == 'tabular' else 'files'} to privatize; nothing was "
-              "written", file=sys.stderr)
+        _say(f"error: {args.input} holds no {'rows' if kind == 'tabular' else 'files'} to privatize; nothing was "
+              "written")
         return EXIT_NOTHING_PRIVATIZED
-    print(f"privatized {manifest.privatized}, unusable {manifest.failed}; "
-          f"details in {args.output / MANIFEST_NAME} (this run's record, not part of the release)", file=sys.stderr)
+    _say(f"privatized {manifest.privatized}, unusable {manifest.failed}; "
+          f"details in {args.output / MANIFEST_NAME} (this run's record, not part of the release)")
     if manifest.reasons:
         reason, count = manifest.reasons.most_common(1)[0]
-        print(f"most common reason ({count} of {manifest.failed}): {reason}", file=sys.stderr)
+        _say(f"most common reason ({count} of {manifest.failed}): {reason}")
     if settings.seed is not None:
-        print(f"noise from seed {settings.seed}: {NOT_PRIVATE_SEED}", file=sys.stderr)
+        _say(f"noise from seed {settings.seed}: {NOT_PRIVATE_SEED}")
     return EXIT_OK if manifest.privatized else EXIT_NOTHING_PRIVATIZED
 
 
@@ -1522,10 +1521,52 @@ _RESTART = (f"Running again releases again: each record released again costs its
 
 
 def _say(message: str) -> None:
+    """``message`` on stderr, where it can be written: a closed terminal (SIGHUP), a reader gone (a broken pipe), a
+    full disk behind 2> or a closed stderr (2>&-) silences the rest of the run's messages, and stops nothing."""
+    if sys.stderr is None:  # (print would write to stdout)
+        return
     try:
         print(message, file=sys.stderr)
-    except OSError:  # SIGHUP: the terminal is gone
-        pass
+    except (OSError, ValueError):
+        _stderr_failed()
+
+
+def _stderr_failed() -> None:
+    """Send the rest of this process's messages nowhere, once stderr cannot take them (and the process's exit
+    cannot fail flushing what is left of them)."""
+    try:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (open for the process's remaining life)
+    except OSError:
+        sys.stderr = None
+
+
+class ProgressStream:
+    """stderr for the progress bar: a write to it that fails ends the bar's output (and the run's messages), not the
+    run, which only the output's write errors stop."""
+
+    @property
+    def encoding(self) -> str:
+        return getattr(sys.stderr, "encoding", None) or "utf-8"
+
+    def isatty(self) -> bool:
+        try:
+            return sys.stderr is not None and sys.stderr.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def write(self, text: str) -> int:
+        try:
+            return sys.stderr.write(text) if sys.stderr is not None else len(text)
+        except (OSError, ValueError):
+            _stderr_failed()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            if sys.stderr is not None:
+                sys.stderr.flush()
+        except (OSError, ValueError):
+            _stderr_failed()
 
 
 def _no_terms_without_releases(output: Path, manifest: Manifest) -> None:

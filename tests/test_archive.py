@@ -6,6 +6,7 @@ import csv
 import functools
 import io
 import os
+import sys
 import zipfile
 from pathlib import Path
 
@@ -1358,3 +1359,30 @@ def test_a_file_the_labels_csv_does_not_list_never_takes_another_files_label(ima
     assert rows["b/y.png"]["condition"] == "0"  # a bare name one input has: its label
     assert ("note: 2 row(s) of the labels CSV name no file of the input (missing.png, other/z.png)"
             in capsys.readouterr().err)
+
+
+class BrokenStderr(io.TextIOBase):
+    """A terminal's stderr whose reader is gone: every write fails (| head, a full disk behind 2>)."""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+@pytest.mark.parametrize("kind", ["image", "table"])
+def test_a_stderr_that_cannot_be_written_stops_nothing(image_model, table_model, tmp_path, monkeypatch, kind):
+    if kind == "image":
+        model, source = image_model, make_folder(tmp_path / "in", {f"1/{i}.png": image_file(i) for i in range(3)})
+    else:
+        model, source = table_model, tmp_path / "rows.csv"
+        table_frame(5).assign(extra=1).to_csv(source, index=False)  # a note on stderr before the first row
+    monkeypatch.setattr(sys, "stderr", BrokenStderr())
+    output = tmp_path / "out"
+    assert run(model, source, output, "--batch-size", "2") == 0
+    assert [row["status"] for row in read_manifest(output)] == ["privatized"] * (3 if kind == "image" else 5)
+    assert not (output / "guarantee.txt").read_text(encoding="utf-8").startswith(("Partial run", "Incomplete run"))
