@@ -472,18 +472,21 @@ def read_labels_csv(data: bytes) -> dict[str, str]:
     if not text.strip():
         raise InputError("the labels CSV is empty")
     rows = csv.reader(text.splitlines(), delimiter=sniff_delimiter(text))
-    header = [cell.strip().casefold() for cell in next(rows)]
-    if "file" not in header or "label" not in header:
-        raise InputError(f"the labels CSV needs the columns 'file' and 'label'; it has {header[:10]}")
-    file_column, label_column = header.index("file"), header.index("label")
-    labels, lines = {}, {}
-    for line, row in enumerate(rows, start=2):
-        if len(row) > max(file_column, label_column) and row[file_column].strip():
-            name, label = row[file_column].strip(), row[label_column].strip()
-            if labels.get(name, label) != label:  # a kept label is released exactly: never guess which is right
-                raise InputError(f"the labels CSV gives {name!r} two labels: {labels[name]!r} (line {lines[name]}) "
-                                 f"and {label!r} (line {line}); keep the right one")
-            labels[name], lines[name] = label, line
+    labels, lines, line = {}, {}, 1
+    try:
+        header = [cell.strip().casefold() for cell in next(rows)]
+        if "file" not in header or "label" not in header:
+            raise InputError(f"the labels CSV needs the columns 'file' and 'label'; it has {header[:10]}")
+        file_column, label_column = header.index("file"), header.index("label")
+        for line, row in enumerate(rows, start=2):
+            if len(row) > max(file_column, label_column) and row[file_column].strip():
+                name, label = row[file_column].strip(), row[label_column].strip()
+                if labels.get(name, label) != label:  # a kept label is released exactly: never guess which is right
+                    raise InputError(f"the labels CSV gives {name!r} two labels: {labels[name]!r} (line "
+                                     f"{lines[name]}) and {label!r} (line {line}); keep the right one")
+                labels[name], lines[name] = label, line
+    except csv.Error as error:  # a cell over the csv module's limit (131,072 characters), say
+        raise InputError(f"the labels CSV cannot be read after line {line} ({error})") from None
     if not labels:
         raise InputError("the labels CSV lists no files")
     return labels
@@ -1396,6 +1399,9 @@ def main(argv=None, *, exiting: bool = False) -> int:
         _stop_requests.restore(ignore=exiting)
 
 
+STOPPED_STARTING = "stopped: interrupted while starting; nothing was written"
+
+
 def _main(argv=None) -> int:
     args = parse_args(argv)
     configure_allocator()
@@ -1419,6 +1425,9 @@ def _main(argv=None) -> int:
         message = str(error) if isinstance(error, CadpError) else f"{unreadable} cannot be read ({error})"
         _say(f"error: {message}")
         return EXIT_USAGE
+    except KeyboardInterrupt:  # loading the model: nothing was written yet
+        _say(STOPPED_STARTING)
+        return EXIT_INTERRUPTED
     invert = args.invert or default_invert(loaded.config.dataset)
     settings = RunSettings(mechanism, new_generator(args.seed), args.seed, args.batch_size, invert, handlings,
                            args.neutral_names)
@@ -1429,6 +1438,10 @@ def _main(argv=None) -> int:
     except OSError as error:
         _say(f"error: cannot write the output folder {args.output} ({error.strerror or error})")
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        _remove_run_files(args.output, created)
+        _say(STOPPED_STARTING)
+        return EXIT_INTERRUPTED
     _stop_requests.install()  # from here a signal stops the run cleanly, as Ctrl-C does
     try:
         if kind == "tabular":

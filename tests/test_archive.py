@@ -1386,3 +1386,24 @@ def test_a_stderr_that_cannot_be_written_stops_nothing(image_model, table_model,
     assert run(model, source, output, "--batch-size", "2") == 0
     assert [row["status"] for row in read_manifest(output)] == ["privatized"] * (3 if kind == "image" else 5)
     assert not (output / "guarantee.txt").read_text(encoding="utf-8").startswith(("Partial run", "Incomplete run"))
+
+
+def test_ctrl_c_while_the_model_loads_is_one_line_and_exit_130(image_model, tmp_path, monkeypatch, capsys):
+    source = make_folder(tmp_path / "in", {"1/a.png": image_file(1)})
+
+    def interrupted(source):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(archive, "_load_model", interrupted)
+    assert run(image_model, source, tmp_path / "out") == archive.EXIT_INTERRUPTED
+    assert capsys.readouterr().err == "stopped: interrupted while starting; nothing was written\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_labels_csv_with_a_cell_too_large_is_refused_with_a_message(image_model, tmp_path, capsys):
+    source = make_folder(tmp_path / "in", {"1/a.png": image_file(1)})
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\na.png,1\n\"" + "x" * 200_000 + "\",1\n")
+    assert run(image_model, source, tmp_path / "out", "--labels", str(labels)) == archive.EXIT_USAGE
+    assert ("error: the labels CSV cannot be read after line 2 (field larger than field limit (131072))"
+            in capsys.readouterr().err)
