@@ -498,9 +498,13 @@ def iter_folder_files(root: Path, shuffle: random.Random | None = None) -> Itera
     """(relative name, bytes or InputError) for the files under root, one at a time: in sorted order, or in an
     order drawn with ``shuffle`` (the names are listed first; the contents are still read one at a time)."""
     unlisted: list[tuple[str, str]] = []
-    paths = [(name, path) for name, path in folder_files(root, unlisted) if name != LABELS_NAME]
+    skipped: list[tuple[str, str | None]] = []
+    paths = [(name, path) for name, path in folder_files(root, unlisted, skipped) if not _is_labels_file(name)]
     for name, reason in unlisted:  # a manifest row each: their files are not silently missing
         yield f"{name}/", InputError(f"the folder cannot be listed ({reason}); its files are left out")
+    for name, first in skipped:
+        if first is not None:  # a second link to one file: one record, released once
+            yield name, InputError(f"the same file as {first} (a link to it): released once, as {first}; skipped")
     if shuffle is not None:
         shuffle.shuffle(paths)
     for name, path in paths:
@@ -512,23 +516,55 @@ def iter_folder_files(root: Path, shuffle: random.Random | None = None) -> Itera
         yield name, data if data is not None else InputError(f"{NOT_AN_IMAGE}; skipped")
 
 
-def _folder_files(root: Path) -> list[tuple[str, Path]]:
+def _is_labels_file(name: str) -> bool:
+    """Whether a folder's file (by its name relative to the folder) is its labels CSV: labels.csv at its top, in any
+    case (Labels.csv), as a ZIP's is read."""
+    return name.casefold() == LABELS_NAME
+
+
+def folder_labels_file(root: Path) -> Path | None:
+    """The labels CSV at the top of the folder (labels.csv in any case; labels.csv itself first), or None."""
+    try:
+        found = sorted((path for path in root.iterdir() if _is_labels_file(path.name) and path.is_file()),
+                       key=lambda path: (path.name != LABELS_NAME, path.name))
+    except OSError:
+        return None
+    return found[0] if found else None
+
+
+def _folder_files(root: Path, skipped: list[tuple[str, str | None]] | None = None) -> list[tuple[str, Path]]:
     """(relative name, path) of the files under root that are inputs, in sorted order, as training lists them
-    (linked folders followed, each folder and file once)."""
-    return [(name, path) for name, path in folder_files(root) if name != LABELS_NAME]
+    (linked folders followed, each folder and file once); ``skipped``: see ``folder_files``."""
+    return [(name, path) for name, path in folder_files(root, skipped=skipped) if not _is_labels_file(name)]
 
 
-def _input_names(source: Path, input_kind: str) -> list[str]:
-    """The names of the folder's or ZIP's files, as the run reads them (ZIP: folder metadata too)."""
+def _input_names(source: Path, input_kind: str, hidden: list[str] | None = None) -> list[str]:
+    """The names of the folder's or ZIP's files, as the run reads them (ZIP: folder metadata too); ``hidden``
+    receives the names of the hidden files and folders and the folder metadata that the run leaves out."""
+    hidden = [] if hidden is None else hidden
     if input_kind == "folder":
-        return [name for name, _ in _folder_files(source)]
-    from cadp.uploads import sanitize_member_name
+        skipped: list[tuple[str, str | None]] = []
+        names = [name for name, _ in _folder_files(source, skipped)]
+        hidden += [name for name, first in skipped if first is None]
+        return names
+    from cadp.uploads import is_folder_metadata, sanitize_member_name
 
     try:
         with zipfile.ZipFile(source) as archive:
-            return [sanitize_member_name(info.filename)[0] for info in archive.infolist() if not info.is_dir()]
+            members = [info.filename for info in archive.infolist() if not info.is_dir()]
     except (zipfile.BadZipFile, OSError):
         return []  # reading the members says what is wrong
+    hidden += [sanitize_member_name(name)[0] for name in members if is_folder_metadata(name)]
+    return [sanitize_member_name(name)[0] for name in members]
+
+
+def hidden_files_note(hidden: list[str]) -> str | None:
+    """How many hidden files and folders and folder metadata files a run left out, with one of them, or None."""
+    if not hidden:
+        return None
+    return (f"{len(hidden)} hidden or system file(s) or folder(s) were skipped, e.g. {readable(hidden[0])} (names "
+            "starting with '.', and folder metadata such as __MACOSX/, Thumbs.db, desktop.ini: usually written by "
+            "the operating system); rename a file that is an input")
 
 
 def _png_names(names: list[str]) -> frozenset[str]:
@@ -546,16 +582,44 @@ def unused_labels_note(unused: list[str]) -> str | None:
             "(relative to the top of INPUT, or bare file names that one input file has)")
 
 
-def _zip_labels(path: Path) -> dict[str, str] | None:
-    """A labels.csv at the root of the ZIP or of its single top folder, if any."""
+def _zip_labels(path: Path) -> tuple[dict[str, str] | None, str | None]:
+    """A labels.csv at the root of the ZIP or of its single top folder, if any (the first of them), and its name."""
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
             parts = _clean_path(info.filename).split("/")
-            if parts[-1].casefold() == LABELS_NAME and len(parts) <= 2 and info.file_size < 16 * 2**20:
+            if _is_zip_labels_member(info.filename) and info.file_size < 16 * 2**20:
                 labels = read_labels_csv(archive.read(info))
                 prefix = "/".join(parts[:-1])
-                return {f"{prefix}/{k}" if prefix else k: v for k, v in labels.items()}
-    return None
+                return {f"{prefix}/{k}" if prefix else k: v for k, v in labels.items()}, "/".join(parts)
+    return None, None
+
+
+def _is_zip_labels_member(name: str) -> bool:
+    """Whether a ZIP member is a labels CSV (labels.csv in any case, at the top or in a top folder): not an input."""
+    parts = _clean_path(name).split("/")
+    return parts[-1].casefold() == LABELS_NAME and len(parts) <= 2
+
+
+def _zip_labels_members(path: Path) -> list[str]:
+    """The names of the ZIP's labels CSVs (``_is_zip_labels_member``), in the ZIP's order."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return [_clean_path(info.filename) for info in archive.infolist()
+                    if not info.is_dir() and _is_zip_labels_member(info.filename)]
+    except (zipfile.BadZipFile, OSError):
+        return []
+
+
+def unread_labels_note(names: list[str], read: str | None, given: bool) -> str | None:
+    """The labels CSVs of a ZIP that the run does not read (``read``: the one it reads; ``given``: --labels is), or
+    None."""
+    unread = [name for name in names if name != read]
+    if not unread:
+        return None
+    why = ("--labels gives the labels" if given else f"only the first, {readable(read)}, is read" if read
+           else "over 16 MB")
+    return (f"{len(unread)} labels CSV(s) in the input are not read ({why}): "
+            f"{', '.join(readable(name) for name in unread[:3])}{' and more' if len(unread) > 3 else ''}")
 
 
 # --------------------------------------------------------------------------- image runs
@@ -1413,13 +1477,21 @@ def _main(argv=None) -> int:
         kind = loaded.config.kind
         input_kind = _check_paths(args, kind)
         labels = read_labels_csv(args.labels.read_bytes()) if args.labels is not None else None
-        if labels is None and input_kind == "folder" and (args.input / LABELS_NAME).is_file():
-            labels = read_labels_csv((args.input / LABELS_NAME).read_bytes())
-            _say(f"note: labels from {args.input / LABELS_NAME} (they override class folders)")
-        if labels is None and input_kind == "zip":
-            labels = _zip_labels(args.input)
-            if labels is not None:
-                _say(f"note: labels from the {LABELS_NAME} in {args.input} (they override class folders)")
+        labels_file = folder_labels_file(args.input) if input_kind == "folder" else None
+        if labels is None and labels_file is not None:
+            labels = read_labels_csv(labels_file.read_bytes())
+            _say(f"note: labels from {labels_file} (they override class folders)")
+        elif labels_file is not None:
+            _say(f"note: {labels_file} is not read: --labels gives the labels")
+        if input_kind == "zip":
+            read = None
+            if labels is None:
+                labels, read = _zip_labels(args.input)
+                if labels is not None:
+                    _say(f"note: labels from the {LABELS_NAME} in {args.input} (they override class folders)")
+            unread = unread_labels_note(_zip_labels_members(args.input), read, args.labels is not None)
+            if unread:
+                _say(f"note: {unread}")
     except (CadpError, zipfile.BadZipFile, OSError) as error:
         unreadable = getattr(error, "filename", None) or args.input  # the labels file, say, rather than INPUT
         message = str(error) if isinstance(error, CadpError) else f"{unreadable} cannot be read ({error})"
@@ -1442,13 +1514,16 @@ def _main(argv=None) -> int:
         _remove_run_files(args.output, created)
         _say(STOPPED_STARTING)
         return EXIT_INTERRUPTED
+    hidden: list[str] = []  # (images) the input's hidden files and folder metadata, left out
     _stop_requests.install()  # from here a signal stops the run cleanly, as Ctrl-C does
     try:
         if kind == "tabular":
             with tqdm(desc="rows", unit="row", disable=None, file=ProgressStream()) as progress:
                 privatize_table(loaded.model, args.input, settings, args.output, manifest, progress)
         else:
-            input_names = _input_names(args.input, input_kind)
+            input_names = _input_names(args.input, input_kind, hidden)
+            if hidden_files_note(hidden):
+                _say(f"note: {hidden_files_note(hidden)}")
             resolver = LabelResolver(loaded.config.class_names, labels, input_names)
             unused = unused_labels_note(resolver.unused_labels())
             if unused:
@@ -1515,8 +1590,9 @@ def _main(argv=None) -> int:
     finish_guarantee(args.output)  # the run ended: its terms are no longer an unfinished run's
     if not manifest.privatized and not manifest.failed:  # a header without rows, a folder without files
         _remove_run_files(args.output, created)
-        _say(f"error: {args.input} holds no {'rows' if kind == 'tabular' else 'files'} to privatize; nothing was "
-              "written")
+        skipped = f" ({len(hidden)} hidden or system file(s) skipped)" if kind == "image" and hidden else ""
+        _say(f"error: {args.input} holds no {'rows' if kind == 'tabular' else 'files'} to privatize{skipped}; nothing "
+             "was written")
         return EXIT_NOTHING_PRIVATIZED
     _say(f"privatized {manifest.privatized}, unusable {manifest.failed}; "
           f"details in {args.output / MANIFEST_NAME} (this run's record, not part of the release)")
@@ -1622,7 +1698,7 @@ def _zip_source(path: Path, iter_zip_images) -> tuple[Iterator, int | None]:
     def members():
         with path.open("rb") as handle:
             for name, content in iter_zip_images(handle):
-                if PurePosixPath(name).name.casefold() == LABELS_NAME and len(PurePosixPath(name).parts) <= 2:
+                if _is_zip_labels_member(name):
                     continue
                 yield name, content
 

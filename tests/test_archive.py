@@ -1407,3 +1407,43 @@ def test_a_labels_csv_with_a_cell_too_large_is_refused_with_a_message(image_mode
     assert run(image_model, source, tmp_path / "out", "--labels", str(labels)) == archive.EXIT_USAGE
     assert ("error: the labels CSV cannot be read after line 2 (field larger than field limit (131072))"
             in capsys.readouterr().err)
+
+
+def test_hidden_files_are_skipped_and_counted(image_model, tmp_path, capsys):
+    source = make_folder(tmp_path / "in", {"1/.scan.png": image_file(1), ".thumbs/a.png": image_file(2)})
+    assert run(image_model, source, tmp_path / "out") == archive.EXIT_NOTHING_PRIVATIZED
+    err = capsys.readouterr().err
+    assert "note: 2 hidden or system file(s) or folder(s) were skipped, e.g. .thumbs/ (names starting with '.'" in err
+    assert f"error: {source} holds no files to privatize (2 hidden or system file(s) skipped)" in err
+    zipped = tmp_path / "in.zip"
+    zipped.write_bytes(corpus.zip_bytes({"1/a.png": image_file(1), "__MACOSX/1/._a.png": b"junk"}))
+    assert run(image_model, zipped, tmp_path / "zip-out") == 0
+    assert "note: 1 hidden or system file(s) or folder(s) were skipped, e.g. __MACOSX/1/._a.png" in \
+        capsys.readouterr().err
+
+
+def test_a_second_link_to_one_file_is_listed_as_released_once(image_model, tmp_path):
+    source = make_folder(tmp_path / "in", {"1/a.png": image_file(1)})
+    elsewhere = make_folder(tmp_path / "elsewhere", {"c.png": image_file(3)})
+    (source / "1" / "b.png").symlink_to(elsewhere / "c.png")
+    (source / "1" / "d.png").symlink_to(elsewhere / "c.png")
+    assert run(image_model, source, tmp_path / "out") == 0
+    rows = {row["file"]: row for row in read_manifest(tmp_path / "out")}
+    assert [rows[name]["status"] for name in ("1/a.png", "1/b.png")] == ["privatized"] * 2
+    assert rows["1/d.png"]["status"] == "error"
+    assert rows["1/d.png"]["error"] == "the same file as 1/b.png (a link to it): released once, as 1/b.png; skipped"
+
+
+def test_labels_csvs_that_are_not_read_are_said_and_any_case_is_read(image_model, tmp_path, capsys):
+    zipped = tmp_path / "in.zip"
+    zipped.write_bytes(corpus.zip_bytes({"a/labels.csv": b"file,label\nx.png,1\n", "a/x.png": image_file(1),
+                                         "b/LABELS.csv": b"file,label\ny.png,0\n", "b/y.png": image_file(2)}))
+    assert run(image_model, zipped, tmp_path / "zip-out") == 0
+    rows = {row["file"]: row for row in read_manifest(tmp_path / "zip-out")}
+    assert rows["a/x.png"]["condition"] == "1" and rows["b/y.png"]["error"].startswith("no label")
+    assert "note: 1 labels CSV(s) in the input are not read (only the first, a/labels.csv, is read): b/LABELS.csv" \
+        in capsys.readouterr().err
+    source = make_folder(tmp_path / "in", {"x.png": image_file(1), "Labels.csv": b"file,label\nx.png,1\n"})
+    assert run(image_model, source, tmp_path / "out") == 0
+    assert f"note: labels from {source / 'Labels.csv'}" in capsys.readouterr().err
+    assert [row["file"] for row in read_manifest(tmp_path / "out")] == ["x.png"]
