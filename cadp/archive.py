@@ -264,6 +264,7 @@ class Manifest:
         self.records: list[str | None] = []  # per manifest row, the released record's key (None: not released)
         self.releases: collections.Counter = collections.Counter()  # record key -> releases in this run
         self.write_error: OSError | None = None  # why the file could not be completed (disk full), if it could not
+        self.incomplete: dict[str, OSError] = {}  # the run's other files that could not be completed, and why
 
     def row(self, file: str, *, status: str, condition: str = "", released: str = "", error: str = "",
             output: str = "", preprocessing: str = "", batch: int | None = None, record: str | None = None) -> None:
@@ -803,6 +804,7 @@ class ReleasedLabels:
         self.path = path
         self.handle = None
         self.writer = None
+        self.write_error: OSError | None = None  # why the file could not be completed (disk full), if it could not
 
     def row(self, file: str, label: str) -> None:
         if self.handle is None:
@@ -816,8 +818,12 @@ class ReleasedLabels:
             self.handle.flush()
 
     def close(self) -> None:
+        """Close the file; a last write that fails (disk full) is kept in ``write_error``, not raised."""
         if self.handle is not None:
-            self.handle.close()
+            try:
+                self.handle.close()
+            except OSError as error:
+                self.write_error = self.write_error or error
 
 
 def other_class_folders_caution(mismatched: list[tuple[str, str, str]]) -> str | None:
@@ -845,6 +851,8 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
                           names, released_labels, mismatched)
     finally:  # an interrupted run's too: its labels.csv lists the files it kept
         released_labels.close()
+        if released_labels.write_error is not None:
+            manifest.incomplete[LABELS_NAME] = released_labels.write_error
         add_caution(output, other_class_folders_caution(mismatched))
         for note in (names.renamed_note(), names.shortened_note()):
             if note:
@@ -872,8 +880,8 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
             for file in (manifest, released_labels):
                 try:
                     file.flush()
-                except OSError:
-                    pass
+                except OSError as error:  # said when the run stops: which files lack their last rows
+                    file.write_error = file.write_error or error
             for path in written_now:
                 try:
                     path.unlink(missing_ok=True)
@@ -1568,9 +1576,10 @@ def _main(argv=None) -> int:
         _finish_stopped(args.output, manifest, f"Partial run: stopped by an error ({reason}) after "
                                                f"{manifest.privatized} privatized input(s); the terms below hold for "
                                                "those.")
-        failed = manifest.write_error
-        unfinished = (f"; {MANIFEST_NAME} could not be completed ({failed.strerror or failed}): its last rows or its "
-                      "totals may be missing" if failed else "")
+        incomplete = {**({MANIFEST_NAME: manifest.write_error} if manifest.write_error else {}), **manifest.incomplete}
+        unfinished = "".join(f"; {name} could not be completed ({failed.strerror or failed}): its last rows"
+                             f"{' or its totals' if name == MANIFEST_NAME else ''} may be missing"
+                             for name, failed in incomplete.items())
         _say(f"error: the run stopped ({reason}) after {manifest.privatized} privatized; {args.output} holds a "
              f"partial run, the files kept are the ones {MANIFEST_NAME} lists{unfinished}. {_RESTART}")
         return EXIT_WRITE_ERROR if manifest.privatized else EXIT_NOTHING_PRIVATIZED

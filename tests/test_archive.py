@@ -1447,3 +1447,17 @@ def test_labels_csvs_that_are_not_read_are_said_and_any_case_is_read(image_model
     assert run(image_model, source, tmp_path / "out") == 0
     assert f"note: labels from {source / 'Labels.csv'}" in capsys.readouterr().err
     assert [row["file"] for row in read_manifest(tmp_path / "out")] == ["x.png"]
+
+
+def test_a_full_disk_names_each_file_it_left_incomplete(image_model, tmp_path, monkeypatch, capsys):
+    import errno
+
+    class FullDiskLabels(archive.ReleasedLabels):
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(archive, "ReleasedLabels", FullDiskLabels)
+    source = make_folder(tmp_path / "in", {f"0/{i}.png": image_file(i) for i in range(4)})
+    assert run(image_model, source, tmp_path / "out", "--batch-size", "2") == archive.EXIT_WRITE_ERROR
+    assert ("; labels.csv could not be completed (No space left on device): its last rows may be missing"
+            in capsys.readouterr().err)
