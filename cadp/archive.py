@@ -569,8 +569,14 @@ def hidden_files_note(hidden: list[str]) -> str | None:
 
 
 def _png_names(names: list[str]) -> frozenset[str]:
-    """The input names (as output paths compare them: cleaned, casefolded) of the .png files among ``names``."""
-    return frozenset(_clean_path(name).casefold() for name in names if name.casefold().endswith(".png"))
+    """The input names (as output paths compare them: ``name_key``) of the .png files among ``names``."""
+    return frozenset(name_key(_clean_path(name)) for name in names if name.casefold().endswith(".png"))
+
+
+def name_key(name: str) -> str:
+    """A path as the least strict file systems compare names (macOS, Windows): without case, in one Unicode form
+    ('é' composed or as 'e' and a combining accent)."""
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 def unused_labels_note(unused: list[str]) -> str | None:
@@ -726,8 +732,10 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 class OutputNames:
     """Unique output paths under OUTPUT that mirror the input names, always ending in .png.
 
-    ``own_names`` are the names (cleaned, casefolded) of the inputs that are PNGs already: each is kept for its own
-    input, so an input converted to PNG (a.bmp) gets a number (a-2.png) rather than the name of another (a.png)."""
+    ``own_names`` are the names (``name_key``) of the inputs that are PNGs already: each is kept for its own
+    input, so an input converted to PNG (a.bmp) gets a number (a-2.png) rather than the name of another (a.png).
+    Names are compared as the file systems that compare them least strictly do (macOS, Windows: without case, in
+    one Unicode form), and written as Windows can store them (``class_folder_name``)."""
 
     def __init__(self, root: Path, own_names: frozenset[str] = frozenset()):
         self.root = root.resolve()
@@ -735,27 +743,33 @@ class OutputNames:
         self.own_names = own_names
         self.renamed: list[tuple[str, str]] = []  # (input, output) of the outputs that got a number
         self.shortened: list[tuple[str, str]] = []  # (input, output) of the outputs whose name was too long
-        self.folders: set[str] = set()  # the folders (casefolded) outputs were given: no file may take their name
+        self.folders: set[str] = set()  # the folders (name_key) outputs were given: no file may take their name
+        self.cleaned: list[tuple[str, str]] = []  # (input, output) of the outputs whose name some system cannot store
 
     def take(self, name: str, suffix: str = ".png") -> Path:
         # bytes of a name that are not UTF-8 (an old Windows share's b'M\\xfcller'): "_" in the output's name
         relative = PurePosixPath(_clean_path(_SURROGATES.sub("_", name)) or "image")
-        folders = [_fit_name(folder) for folder in relative.parts[:-1]]
         stem = relative.stem if relative.stem else "image"
-        fitted = PurePosixPath(*folders, _fit_name(stem, suffix))
-        own = _clean_path(name).casefold()
+        # 'a:b?.png' and 'con.png' cannot be written on Windows: cleaned as class folders are ('a_b_.png', '_con.png')
+        safe_folders = [class_folder_name(folder) for folder in relative.parts[:-1]]
+        safe_stem = class_folder_name(stem)
+        fitted = PurePosixPath(*[_fit_name(folder) for folder in safe_folders], _fit_name(safe_stem, suffix))
+        own = name_key(_clean_path(name))
         candidate, counter = fitted, 2
         # a name another output has, or a folder another output is in (3/a.png/x.png: 3/a.bmp is not 3/a.png)
-        while (key := candidate.as_posix().casefold()) in self.used or key in self.folders \
+        while (key := name_key(candidate.as_posix())) in self.used or key in self.folders \
                 or (key in self.own_names and key != own):
-            candidate = fitted.with_name(_fit_name(stem, f"-{counter}{suffix}"))
+            candidate = fitted.with_name(_fit_name(safe_stem, f"-{counter}{suffix}"))
             counter += 1
         self.used.add(key)
-        self.folders.update(parent.as_posix().casefold() for parent in candidate.parents if parent.parts)
+        self.folders.update(name_key(parent.as_posix()) for parent in candidate.parents if parent.parts)
         path = (self.root / candidate).resolve()
         if self.root not in path.parents:
             raise InputError("unsafe file name; skipped")
-        if fitted != relative.with_name(stem + suffix):
+        safe = PurePosixPath(*safe_folders, safe_stem + suffix)
+        if safe != relative.with_name(stem + suffix):
+            self.cleaned.append((name, candidate.as_posix()))
+        if fitted != safe:
             self.shortened.append((name, candidate.as_posix()))
         if candidate != fitted:
             self.renamed.append((name, candidate.as_posix()))
@@ -770,6 +784,15 @@ class OutputNames:
                 f"and a.png all make a.png; a.png keeps it), and got a number, e.g. {name} -> {written}; the output "
                 f"column of {MANIFEST_NAME} maps each input to its file")
 
+
+    def cleaned_note(self) -> str | None:
+        """Which outputs got a name cleaned of what some system cannot store in a name, or None."""
+        if not self.cleaned:
+            return None
+        name, written = readable(self.cleaned[0][0]), self.cleaned[0][1]
+        return (f"{len(self.cleaned)} input name(s) hold characters Windows cannot store in a file name (\\ : * ? \" "
+                f"< > | or control characters) or a name it reserves (con, nul, com1, ...), replaced by '_', e.g. "
+                f"{name} -> {written}; the output column of {MANIFEST_NAME} maps each input to its file")
 
     def shortened_note(self) -> str | None:
         """Which outputs got a shorter name than their input's (a name has at most 255 bytes), or None."""
@@ -854,7 +877,7 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
         if released_labels.write_error is not None:
             manifest.incomplete[LABELS_NAME] = released_labels.write_error
         add_caution(output, other_class_folders_caution(mismatched))
-        for note in (names.renamed_note(), names.shortened_note()):
+        for note in (names.renamed_note(), names.shortened_note(), names.cleaned_note()):
             if note:
                 _say(f"note: {note}")
 

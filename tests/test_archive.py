@@ -1461,3 +1461,16 @@ def test_a_full_disk_names_each_file_it_left_incomplete(image_model, tmp_path, m
     assert run(image_model, source, tmp_path / "out", "--batch-size", "2") == archive.EXIT_WRITE_ERROR
     assert ("; labels.csv could not be completed (No space left on device): its last rows may be missing"
             in capsys.readouterr().err)
+
+
+def test_output_names_are_unique_in_any_unicode_form_and_storable_on_windows(image_model, tmp_path, capsys):
+    files = {"1/\u00e9.png": image_file(1), "1/e\u0301.png": image_file(2),  # 'é' composed, and decomposed (macOS)
+             "1/a:b?.png": image_file(3), "1/con.png": image_file(4), "1/ok.png": image_file(5)}
+    source = make_folder(tmp_path / "in", files)
+    output = tmp_path / "out"
+    assert run(image_model, source, output) == 0
+    outputs = {row["file"]: row["output"] for row in read_manifest(output)}
+    # (in sorted order the decomposed name comes first and keeps it)
+    assert outputs == {"1/e\u0301.png": "1/e\u0301.png", "1/\u00e9.png": "1/\u00e9-2.png", "1/a:b?.png": "1/a_b_.png",
+                       "1/con.png": "1/_con.png", "1/ok.png": "1/ok.png"}
+    assert ("note: 2 input name(s) hold characters Windows cannot store in a file name" in capsys.readouterr().err)
