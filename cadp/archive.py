@@ -1549,7 +1549,7 @@ def _main(argv=None) -> int:
     _stop_requests.install()  # from here a signal stops the run cleanly, as Ctrl-C does
     try:
         if kind == "tabular":
-            with tqdm(desc="rows", unit="row", disable=None, file=ProgressStream()) as progress:
+            with tqdm(desc="rows", unit="row", disable=None, file=ProgressStream(), dynamic_ncols=True) as progress:
                 privatize_table(loaded.model, args.input, settings, args.output, manifest, progress)
         else:
             input_names = _input_names(args.input, input_kind, hidden)
@@ -1573,7 +1573,7 @@ def _main(argv=None) -> int:
             own_png_names = _png_names(input_names) if settings.names_copied else frozenset()
             try:
                 with tqdm(total=total, desc="images", unit="file", disable=None,
-                          file=ProgressStream()) as progress:
+                          file=ProgressStream(), dynamic_ncols=True) as progress:
                     privatize_images(loaded.model, loaded.config.class_names, source, resolver, settings,
                                      args.output, manifest, progress, args.input.name, own_png_names)
             finally:  # an interrupted run gets its cautions too (stderr, cautions.txt)
@@ -1674,6 +1674,11 @@ class ProgressStream:
             return sys.stderr is not None and sys.stderr.isatty()
         except (OSError, ValueError):
             return False
+
+    def fileno(self) -> int:  # the bar's width is the terminal's (tqdm asks only with dynamic_ncols: not sys.stderr)
+        if sys.stderr is None:
+            raise OSError("stderr is closed")
+        return sys.stderr.fileno()
 
     def write(self, text: str) -> int:
         try:

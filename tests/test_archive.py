@@ -1324,7 +1324,8 @@ def test_a_text_cell_in_a_column_of_number_categories_costs_its_row_only_whateve
         assert run(BUNDLED_DIR / "heart-cinn", source, output, "--epsilon", "5", "--batch-size", batch) == 0
         rows = read_manifest(output)
         assert [row["file"] for row in rows if row["status"] == "error"] == ["row 4"], batch
-        assert rows[3]["error"] == "column 'ca' has the value '?', unseen when the model was fitted (it knows 0, 1, 2, 3)"
+        assert rows[3]["error"] == ("column 'ca' has the value '?', unseen when the model was fitted "
+                                    "(it knows 0, 1, 2, 3)")
 
 
 def test_a_condition_column_with_an_empty_cell_is_written_as_whole_numbers(table_model, tmp_path):
