@@ -784,7 +784,6 @@ class OutputNames:
                 f"and a.png all make a.png; a.png keeps it), and got a number, e.g. {name} -> {written}; the output "
                 f"column of {MANIFEST_NAME} maps each input to its file")
 
-
     def cleaned_note(self) -> str | None:
         """Which outputs got a name cleaned of what some system cannot store in a name, or None."""
         if not self.cleaned:
@@ -1082,10 +1081,10 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                                                             for category in spec.get("categories") or ())])
     if out_encoding != encoding:
         _say(f"note: {PRIVATIZED_CSV_NAME} is written {csv_format_words(delimiter, decimal, out_encoding)}: a released "
-              f"value cannot be written in {ENCODING_NAMES[encoding]}, the encoding of {path.name}")
+             f"value cannot be written in {ENCODING_NAMES[encoding]}, the encoding of {path.name}")
     elif delimiter != "," or out_encoding != "utf-8":
         _say(f"note: {PRIVATIZED_CSV_NAME} is written {csv_format_words(delimiter, decimal, out_encoding)}, as "
-              f"{path.name} is")
+             f"{path.name} is")
     target = output / PRIVATIZED_CSV_NAME
     first_chunk, written, row_number, seen, filled_rows = True, 0, 0, 0, 0
     # with a condition that is not kept, the input's row order (a file sorted by it) would show through the output's:
@@ -1169,8 +1168,8 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
             add_caution(output, repeated_records_caution(manifest, "row"))
     if filled_rows:
         _say(f"warning: {filled_rows} row(s) had empty cells or cells that are not numbers, read as the training "
-              f"mean, or numbers outside the range the model knows, read as its nearer end: the preprocessing column "
-              f"of {MANIFEST_NAME} names them")
+             f"mean, or numbers outside the range the model knows, read as its nearer end: the preprocessing column "
+             f"of {MANIFEST_NAME} names them")
 
 
 def _append(out, data: bytes) -> None:
@@ -1627,7 +1626,7 @@ def _main(argv=None) -> int:
              "was written")
         return EXIT_NOTHING_PRIVATIZED
     _say(f"privatized {manifest.privatized}, unusable {manifest.failed}; "
-          f"details in {args.output / MANIFEST_NAME} (this run's record, not part of the release)")
+         f"details in {args.output / MANIFEST_NAME} (this run's record, not part of the release)")
     if manifest.reasons:
         reason, count = manifest.reasons.most_common(1)[0]
         _say(f"most common reason ({count} of {manifest.failed}): {reason}")
