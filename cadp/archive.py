@@ -19,6 +19,7 @@ import codecs
 import collections
 import csv
 import errno
+import io
 import math
 import os
 import random
@@ -261,6 +262,7 @@ class Manifest:
         self.records: list[str | None] = []  # per manifest row, the released record's key (None: not released)
         self.releases: collections.Counter = collections.Counter()  # record key -> releases in this run
         self.write_error: OSError | None = None  # why the file could not be completed (disk full), if it could not
+        self.incomplete: dict[str, OSError] = {}  # the run's other files that could not be completed, and why
 
     def row(self, file: str, *, status: str, condition: str = "", released: str = "", error: str = "",
             output: str = "", preprocessing: str = "", batch: int | None = None, record: str | None = None) -> None:
@@ -273,7 +275,7 @@ class Manifest:
         values = [file, condition, released, label, self.settings.epsilon,
                   "" if delta is None else f"{delta:g}", "", "", "",  # the record's total: filled in by close()
                   self.settings.noise_source, status, error, output, preprocessing]
-        self.writer.writerow([escape_cell(value) for value in values])
+        self.writer.writerow([escape_cell(readable(str(value))) for value in values])
         record = record if status == "privatized" else None
         self.records.append(record)
         if record is not None:
@@ -351,9 +353,14 @@ def class_folder_name(class_name: str) -> str:
 
 
 class LabelResolver:
-    """Find each image's class: from the labels CSV first, else from the folders in its path named like a class."""
+    """Find each image's class: from the labels CSV first, else from the folders in its path named like a class.
 
-    def __init__(self, class_names: list[str], labels: dict[str, str] | None = None):
+    A file the labels CSV does not list by its path takes the label of a row naming it by a shorter or longer path
+    with the same end ('x.png' for 'set/x.png'), where only one row and, with ``input_names`` (the inputs' names),
+    only one input have its bare name: a kept label is released exactly, never another file's."""
+
+    def __init__(self, class_names: list[str], labels: dict[str, str] | None = None,
+                 input_names: list[str] | None = None):
         self.class_names = list(class_names)
         self.exact: dict[str, int] = {}
         self.normalized: dict[str, list[int]] = {}  # several classes can share one ('-1' and '+1': '1')
@@ -368,6 +375,10 @@ class LabelResolver:
         for key in self.labels:
             basenames.setdefault(PurePosixPath(key).name, []).append(key)
         self.by_basename = {name: keys[0] for name, keys in basenames.items() if len(keys) == 1}
+        self.input_names = None if input_names is None else [_clean_path(name) for name in input_names]
+        if self.input_names is not None:  # a bare name two inputs have names neither of them
+            counts = collections.Counter(PurePosixPath(name).name for name in self.input_names)
+            self.by_basename = {name: key for name, key in self.by_basename.items() if counts[name] == 1}
 
     def class_index(self, value: str) -> int | None:
         """The class a labels-CSV cell names: a class name (any case or punctuation) or a class index."""
@@ -392,12 +403,29 @@ class LabelResolver:
                              "class name exactly")
         return matches[0] if matches else None
 
+    def labels_key(self, name: str) -> str | None:
+        """The labels CSV's row (its file cell, cleaned) for the input ``name``, or None."""
+        key = _clean_path(name)
+        if key in self.labels:
+            return key
+        other = self.by_basename.get(PurePosixPath(key).name)
+        if other is None:
+            return None
+        short, long = sorted((PurePosixPath(key).parts, PurePosixPath(other).parts), key=len)
+        return other if long[len(long) - len(short):] == short else None  # 'x.png' for 'set/x.png', not 'a/x.png'
+
+    def unused_labels(self) -> list[str]:
+        """The labels CSV's rows that name no input (known with ``input_names``), in its order."""
+        if self.input_names is None:
+            return []
+        used = {self.labels_key(name) for name in self.input_names}
+        return [key for key in self.labels if key not in used]
+
     def resolve(self, name: str) -> int:
         key = _clean_path(name)
         if self.labels:
-            listed = self.labels.get(key)
-            if listed is None and key not in self.labels:
-                listed = self.labels.get(self.by_basename.get(PurePosixPath(key).name, ""))
+            row = self.labels_key(key)
+            listed = None if row is None else self.labels[row]
             if listed is not None:
                 index = self.class_index(listed)
                 if index is None:
@@ -423,6 +451,15 @@ class LabelResolver:
         return shown + (", ..." if len(self.class_names) > 10 else "")
 
 
+def readable(text: str) -> str:
+    """``text`` as valid UTF-8 that still tells names apart: the bytes of a file name that is not UTF-8 (b'M\\xfcller',
+    read as 'M\\udcfc...' by Python) written as escapes ('M\\\\xfcller'), as Python shows them."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _clean_path(name: str) -> str:
     parts = [p for p in str(name).replace("\\", "/").split("/") if p not in ("", ".")]
     return "/".join(parts)
@@ -434,18 +471,21 @@ def read_labels_csv(data: bytes) -> dict[str, str]:
     if not text.strip():
         raise InputError("the labels CSV is empty")
     rows = csv.reader(text.splitlines(), delimiter=sniff_delimiter(text))
-    header = [cell.strip().casefold() for cell in next(rows)]
-    if "file" not in header or "label" not in header:
-        raise InputError(f"the labels CSV needs the columns 'file' and 'label'; it has {header[:10]}")
-    file_column, label_column = header.index("file"), header.index("label")
-    labels, lines = {}, {}
-    for line, row in enumerate(rows, start=2):
-        if len(row) > max(file_column, label_column) and row[file_column].strip():
-            name, label = row[file_column].strip(), row[label_column].strip()
-            if labels.get(name, label) != label:  # a kept label is released exactly: never guess which is right
-                raise InputError(f"the labels CSV gives {name!r} two labels: {labels[name]!r} (line {lines[name]}) "
-                                 f"and {label!r} (line {line}); keep the right one")
-            labels[name], lines[name] = label, line
+    labels, lines, line = {}, {}, 1
+    try:
+        header = [cell.strip().casefold() for cell in next(rows)]
+        if "file" not in header or "label" not in header:
+            raise InputError(f"the labels CSV needs the columns 'file' and 'label'; it has {header[:10]}")
+        file_column, label_column = header.index("file"), header.index("label")
+        for line, row in enumerate(rows, start=2):
+            if len(row) > max(file_column, label_column) and row[file_column].strip():
+                name, label = row[file_column].strip(), row[label_column].strip()
+                if labels.get(name, label) != label:  # a kept label is released exactly: never guess which is right
+                    raise InputError(f"the labels CSV gives {name!r} two labels: {labels[name]!r} (line "
+                                     f"{lines[name]}) and {label!r} (line {line}); keep the right one")
+                labels[name], lines[name] = label, line
+    except csv.Error as error:  # a cell over the csv module's limit (131,072 characters), say
+        raise InputError(f"the labels CSV cannot be read after line {line} ({error})") from None
     if not labels:
         raise InputError("the labels CSV lists no files")
     return labels
@@ -457,9 +497,13 @@ def iter_folder_files(root: Path, shuffle: random.Random | None = None) -> Itera
     """(relative name, bytes or InputError) for the files under root, one at a time: in sorted order, or in an
     order drawn with ``shuffle`` (the names are listed first; the contents are still read one at a time)."""
     unlisted: list[tuple[str, str]] = []
-    paths = [(name, path) for name, path in folder_files(root, unlisted) if name != LABELS_NAME]
+    skipped: list[tuple[str, str | None]] = []
+    paths = [(name, path) for name, path in folder_files(root, unlisted, skipped) if not _is_labels_file(name)]
     for name, reason in unlisted:  # a manifest row each: their files are not silently missing
         yield f"{name}/", InputError(f"the folder cannot be listed ({reason}); its files are left out")
+    for name, first in skipped:
+        if first is not None:  # a second link to one file: one record, released once
+            yield name, InputError(f"the same file as {first} (a link to it): released once, as {first}; skipped")
     if shuffle is not None:
         shuffle.shuffle(paths)
     for name, path in paths:
@@ -471,37 +515,116 @@ def iter_folder_files(root: Path, shuffle: random.Random | None = None) -> Itera
         yield name, data if data is not None else InputError(f"{NOT_AN_IMAGE}; skipped")
 
 
-def _folder_files(root: Path) -> list[tuple[str, Path]]:
+def _is_labels_file(name: str) -> bool:
+    """Whether a folder's file (by its name relative to the folder) is its labels CSV: labels.csv at its top, in any
+    case (Labels.csv), as a ZIP's is read."""
+    return name.casefold() == LABELS_NAME
+
+
+def folder_labels_file(root: Path) -> Path | None:
+    """The labels CSV at the top of the folder (labels.csv in any case; labels.csv itself first), or None."""
+    try:
+        found = sorted((path for path in root.iterdir() if _is_labels_file(path.name) and path.is_file()),
+                       key=lambda path: (path.name != LABELS_NAME, path.name))
+    except OSError:
+        return None
+    return found[0] if found else None
+
+
+def _folder_files(root: Path, skipped: list[tuple[str, str | None]] | None = None) -> list[tuple[str, Path]]:
     """(relative name, path) of the files under root that are inputs, in sorted order, as training lists them
-    (linked folders followed, each folder and file once)."""
-    return [(name, path) for name, path in folder_files(root) if name != LABELS_NAME]
+    (linked folders followed, each folder and file once); ``skipped``: see ``folder_files``."""
+    return [(name, path) for name, path in folder_files(root, skipped=skipped) if not _is_labels_file(name)]
 
 
-def _png_names(source: Path, input_kind: str) -> frozenset[str]:
-    """The input names (as output paths compare them: cleaned, casefolded) of the folder's or ZIP's .png files."""
+def _input_names(source: Path, input_kind: str, hidden: list[str] | None = None) -> list[str]:
+    """The names of the folder's or ZIP's files, as the run reads them (ZIP: folder metadata too); ``hidden``
+    receives the names of the hidden files and folders and the folder metadata that the run leaves out."""
+    hidden = [] if hidden is None else hidden
     if input_kind == "folder":
-        names = [name for name, _ in _folder_files(source)]
-    else:
-        from cadp.uploads import sanitize_member_name
+        skipped: list[tuple[str, str | None]] = []
+        names = [name for name, _ in _folder_files(source, skipped)]
+        hidden += [name for name, first in skipped if first is None]
+        return names
+    from cadp.uploads import is_folder_metadata, sanitize_member_name
 
-        try:
-            with zipfile.ZipFile(source) as archive:
-                names = [sanitize_member_name(info.filename)[0] for info in archive.infolist() if not info.is_dir()]
-        except (zipfile.BadZipFile, OSError):
-            return frozenset()  # reading the members says what is wrong
-    return frozenset(_clean_path(name).casefold() for name in names if name.casefold().endswith(".png"))
+    try:
+        with zipfile.ZipFile(source) as archive:
+            members = [info.filename for info in archive.infolist() if not info.is_dir()]
+    except (zipfile.BadZipFile, OSError):
+        return []  # reading the members says what is wrong
+    hidden += [sanitize_member_name(name)[0] for name in members if is_folder_metadata(name)]
+    return [sanitize_member_name(name)[0] for name in members]
 
 
-def _zip_labels(path: Path) -> dict[str, str] | None:
-    """A labels.csv at the root of the ZIP or of its single top folder, if any."""
+def hidden_files_note(hidden: list[str]) -> str | None:
+    """How many hidden files and folders and folder metadata files a run left out, with one of them, or None."""
+    if not hidden:
+        return None
+    return (f"{len(hidden)} hidden or system file(s) or folder(s) were skipped, e.g. {readable(hidden[0])} (names "
+            "starting with '.', and folder metadata such as __MACOSX/, Thumbs.db, desktop.ini: usually written by "
+            "the operating system); rename a file that is an input")
+
+
+def _png_names(names: list[str]) -> frozenset[str]:
+    """The input names (as output paths compare them: ``name_key``) of the .png files among ``names``."""
+    return frozenset(name_key(_clean_path(name)) for name in names if name.casefold().endswith(".png"))
+
+
+def name_key(name: str) -> str:
+    """A path as the least strict file systems compare names (macOS, Windows): without case, in one Unicode form
+    ('é' composed or as 'e' and a combining accent)."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def unused_labels_note(unused: list[str]) -> str | None:
+    """The labels CSV's rows that name no input file, said with a few of them, or None."""
+    if not unused:
+        return None
+    shown = ", ".join(readable(name) for name in unused[:3]) + (f" and {len(unused) - 3} more" if len(unused) > 3
+                                                              else "")
+    return (f"{len(unused)} row(s) of the labels CSV name no file of the input ({shown}): check their paths "
+            "(relative to the top of INPUT, or bare file names that one input file has)")
+
+
+def _zip_labels(path: Path) -> tuple[dict[str, str] | None, str | None]:
+    """A labels.csv at the root of the ZIP or of its single top folder, if any (the first of them), and its name."""
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
             parts = _clean_path(info.filename).split("/")
-            if parts[-1].casefold() == LABELS_NAME and len(parts) <= 2 and info.file_size < 16 * 2**20:
+            if _is_zip_labels_member(info.filename) and info.file_size < 16 * 2**20:
                 labels = read_labels_csv(archive.read(info))
                 prefix = "/".join(parts[:-1])
-                return {f"{prefix}/{k}" if prefix else k: v for k, v in labels.items()}
-    return None
+                return {f"{prefix}/{k}" if prefix else k: v for k, v in labels.items()}, "/".join(parts)
+    return None, None
+
+
+def _is_zip_labels_member(name: str) -> bool:
+    """Whether a ZIP member is a labels CSV (labels.csv in any case, at the top or in a top folder): not an input."""
+    parts = _clean_path(name).split("/")
+    return parts[-1].casefold() == LABELS_NAME and len(parts) <= 2
+
+
+def _zip_labels_members(path: Path) -> list[str]:
+    """The names of the ZIP's labels CSVs (``_is_zip_labels_member``), in the ZIP's order."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return [_clean_path(info.filename) for info in archive.infolist()
+                    if not info.is_dir() and _is_zip_labels_member(info.filename)]
+    except (zipfile.BadZipFile, OSError):
+        return []
+
+
+def unread_labels_note(names: list[str], read: str | None, given: bool) -> str | None:
+    """The labels CSVs of a ZIP that the run does not read (``read``: the one it reads; ``given``: --labels is), or
+    None."""
+    unread = [name for name in names if name != read]
+    if not unread:
+        return None
+    why = ("--labels gives the labels" if given else f"only the first, {readable(read)}, is read" if read
+           else "over 16 MB")
+    return (f"{len(unread)} labels CSV(s) in the input are not read ({why}): "
+            f"{', '.join(readable(name) for name in unread[:3])}{' and more' if len(unread) > 3 else ''}")
 
 
 # --------------------------------------------------------------------------- image runs
@@ -602,31 +725,52 @@ def _write_terms(output: Path, text: str) -> None:
         raise
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 class OutputNames:
     """Unique output paths under OUTPUT that mirror the input names, always ending in .png.
 
-    ``own_names`` are the names (cleaned, casefolded) of the inputs that are PNGs already: each is kept for its own
-    input, so an input converted to PNG (a.bmp) gets a number (a-2.png) rather than the name of another (a.png)."""
+    ``own_names`` are the names (``name_key``) of the inputs that are PNGs already: each is kept for its own
+    input, so an input converted to PNG (a.bmp) gets a number (a-2.png) rather than the name of another (a.png).
+    Names are compared as the file systems that compare them least strictly do (macOS, Windows: without case, in
+    one Unicode form), and written as Windows can store them (``class_folder_name``)."""
 
     def __init__(self, root: Path, own_names: frozenset[str] = frozenset()):
         self.root = root.resolve()
         self.used: set[str] = set()
         self.own_names = own_names
         self.renamed: list[tuple[str, str]] = []  # (input, output) of the outputs that got a number
+        self.shortened: list[tuple[str, str]] = []  # (input, output) of the outputs whose name was too long
+        self.folders: set[str] = set()  # the folders (name_key) outputs were given: no file may take their name
+        self.cleaned: list[tuple[str, str]] = []  # (input, output) of the outputs whose name some system cannot store
 
     def take(self, name: str, suffix: str = ".png") -> Path:
-        relative = PurePosixPath(_clean_path(name) or "image")
-        relative = relative.with_name(relative.stem + suffix) if relative.stem else PurePosixPath("image" + suffix)
-        own = _clean_path(name).casefold()
-        candidate, counter = relative, 2
-        while (key := candidate.as_posix().casefold()) in self.used or (key in self.own_names and key != own):
-            candidate = relative.with_name(f"{relative.stem}-{counter}{suffix}")
+        # bytes of a name that are not UTF-8 (an old Windows share's b'M\\xfcller'): "_" in the output's name
+        relative = PurePosixPath(_clean_path(_SURROGATES.sub("_", name)) or "image")
+        stem = relative.stem if relative.stem else "image"
+        # 'a:b?.png' and 'con.png' cannot be written on Windows: cleaned as class folders are ('a_b_.png', '_con.png')
+        safe_folders = [class_folder_name(folder) for folder in relative.parts[:-1]]
+        safe_stem = class_folder_name(stem)
+        fitted = PurePosixPath(*[_fit_name(folder) for folder in safe_folders], _fit_name(safe_stem, suffix))
+        own = name_key(_clean_path(name))
+        candidate, counter = fitted, 2
+        # a name another output has, or a folder another output is in (3/a.png/x.png: 3/a.bmp is not 3/a.png)
+        while (key := name_key(candidate.as_posix())) in self.used or key in self.folders \
+                or (key in self.own_names and key != own):
+            candidate = fitted.with_name(_fit_name(safe_stem, f"-{counter}{suffix}"))
             counter += 1
         self.used.add(key)
+        self.folders.update(name_key(parent.as_posix()) for parent in candidate.parents if parent.parts)
         path = (self.root / candidate).resolve()
         if self.root not in path.parents:
             raise InputError("unsafe file name; skipped")
-        if candidate != relative:
+        safe = PurePosixPath(*safe_folders, safe_stem + suffix)
+        if safe != relative.with_name(stem + suffix):
+            self.cleaned.append((name, candidate.as_posix()))
+        if fitted != safe:
+            self.shortened.append((name, candidate.as_posix()))
+        if candidate != fitted:
             self.renamed.append((name, candidate.as_posix()))
         return path
 
@@ -634,10 +778,40 @@ class OutputNames:
         """Which outputs got a number because their name was taken, or None."""
         if not self.renamed:
             return None
-        name, written = self.renamed[0]
+        name, written = readable(self.renamed[0][0]), self.renamed[0][1]
         return (f"{len(self.renamed)} input(s) could not keep their name as a PNG, another input has it (a.bmp, a.gif "
                 f"and a.png all make a.png; a.png keeps it), and got a number, e.g. {name} -> {written}; the output "
                 f"column of {MANIFEST_NAME} maps each input to its file")
+
+    def cleaned_note(self) -> str | None:
+        """Which outputs got a name cleaned of what some system cannot store in a name, or None."""
+        if not self.cleaned:
+            return None
+        name, written = readable(self.cleaned[0][0]), self.cleaned[0][1]
+        return (f"{len(self.cleaned)} input name(s) hold characters Windows cannot store in a file name (\\ : * ? \" "
+                f"< > | or control characters) or a name it reserves (con, nul, com1, ...), replaced by '_', e.g. "
+                f"{name} -> {written}; the output column of {MANIFEST_NAME} maps each input to its file")
+
+    def shortened_note(self) -> str | None:
+        """Which outputs got a shorter name than their input's (a name has at most 255 bytes), or None."""
+        if not self.shortened:
+            return None
+        name, written = readable(self.shortened[0][0]), self.shortened[0][1]
+        return (f"{len(self.shortened)} input name(s) are longer than a file name can be ({NAME_MAX_BYTES} bytes) "
+                f"and were shortened, e.g. {name} -> {written}; the output column of {MANIFEST_NAME} maps each input "
+                "to its file")
+
+
+NAME_MAX_BYTES = 255  # of one file or folder name, in UTF-8, on most file systems
+
+
+def _fit_name(stem: str, suffix: str = "") -> str:
+    """``stem + suffix``, the stem cut (at a character) so that the name has at most ``NAME_MAX_BYTES`` bytes."""
+    room = NAME_MAX_BYTES - len(suffix.encode("utf-8", "surrogateescape"))
+    encoded = stem.encode("utf-8", "surrogateescape")
+    if len(encoded) > room:
+        stem = encoded[:room].decode("utf-8", "ignore").rstrip(" .")  # a cut character is dropped whole
+    return stem + suffix
 
 
 class ReleasedLabels:
@@ -651,6 +825,7 @@ class ReleasedLabels:
         self.path = path
         self.handle = None
         self.writer = None
+        self.write_error: OSError | None = None  # why the file could not be completed (disk full), if it could not
 
     def row(self, file: str, label: str) -> None:
         if self.handle is None:
@@ -664,8 +839,12 @@ class ReleasedLabels:
             self.handle.flush()
 
     def close(self) -> None:
+        """Close the file; a last write that fails (disk full) is kept in ``write_error``, not raised."""
         if self.handle is not None:
-            self.handle.close()
+            try:
+                self.handle.close()
+            except OSError as error:
+                self.write_error = self.write_error or error
 
 
 def other_class_folders_caution(mismatched: list[tuple[str, str, str]]) -> str | None:
@@ -693,9 +872,12 @@ def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, 
                           names, released_labels, mismatched)
     finally:  # an interrupted run's too: its labels.csv lists the files it kept
         released_labels.close()
+        if released_labels.write_error is not None:
+            manifest.incomplete[LABELS_NAME] = released_labels.write_error
         add_caution(output, other_class_folders_caution(mismatched))
-        if names.renamed_note():
-            print(f"note: {names.renamed_note()}", file=sys.stderr)
+        for note in (names.renamed_note(), names.shortened_note(), names.cleaned_note()):
+            if note:
+                _say(f"note: {note}")
 
 
 def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str, bytes | InputError]],
@@ -719,8 +901,8 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
             for file in (manifest, released_labels):
                 try:
                     file.flush()
-                except OSError:
-                    pass
+                except OSError as error:  # said when the run stops: which files lack their last rows
+                    file.write_error = file.write_error or error
             for path in written_now:
                 try:
                     path.unlink(missing_ok=True)
@@ -763,8 +945,13 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
                         if error.errno in RUN_WRITE_ERRNOS:  # disk full: every file after it would fail too
                             raise
                         if path is not None:  # one file's error (a name too long): no part of it is kept
-                            path.unlink(missing_ok=True)
-                        outcome[id(item)] = ("", str(error), "")
+                            try:
+                                path.unlink(missing_ok=True)
+                            except OSError:  # the path is a folder, or under a file: nothing of this input is there
+                                pass
+                        where = path.relative_to(names.root).as_posix() if path is not None else item.name
+                        outcome[id(item)] = ("", f"the output file {where} cannot be written "
+                                                 f"({error.strerror or error}); skipped", "")
         for item in pending:
             if not isinstance(item, PendingImage):
                 manifest.error(*item)
@@ -875,7 +1062,9 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError):
         raise UsageError(f"{path} is not a readable CSV") from None
     columns = [str(c).strip() for c in header.columns]
-    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    # the header row as written: pandas renames a second 'sex' to 'sex.1', which would pass for another column
+    written = [cell.strip() for cell in next(csv.reader(io.StringIO(text), delimiter=delimiter), [])]
+    repeated = sorted({c for c in columns if columns.count(c) > 1} | {c for c in written if written.count(c) > 1})
     if repeated:
         raise UsageError(f"{path.name} names column(s) {repeated} more than once (spaces around names are ignored)")
     missing = [c for c in needed if c not in columns]
@@ -885,8 +1074,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     _refuse_ragged_rows(path, delimiter, encoding, columns, skip)
     extra = [c for c in columns if c not in needed]
     if extra:
-        print(f"note: column(s) {extra} are not the model's and are left out of {PRIVATIZED_CSV_NAME}",
-              file=sys.stderr)
+        _say(f"note: column(s) {extra} are not the model's and are left out of {PRIVATIZED_CSV_NAME}")
     numeric = [spec["name"] for spec in config.data_encoder["columns"] if spec["kind"] == "numeric"]
     text = text_category_columns(config)
     decimal = _decimal_mark(path, delimiter, encoding, columns, numeric, skip)
@@ -895,11 +1083,11 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                                                             + config.condition_encoder["columns"]
                                                             for category in spec.get("categories") or ())])
     if out_encoding != encoding:
-        print(f"note: {PRIVATIZED_CSV_NAME} is written {csv_format_words(delimiter, decimal, out_encoding)}: a released "
-              f"value cannot be written in {ENCODING_NAMES[encoding]}, the encoding of {path.name}", file=sys.stderr)
+        _say(f"note: {PRIVATIZED_CSV_NAME} is written {csv_format_words(delimiter, decimal, out_encoding)}: a released "
+             f"value cannot be written in {ENCODING_NAMES[encoding]}, the encoding of {path.name}")
     elif delimiter != "," or out_encoding != "utf-8":
-        print(f"note: {PRIVATIZED_CSV_NAME} is written {csv_format_words(delimiter, decimal, out_encoding)}, as "
-              f"{path.name} is", file=sys.stderr)
+        _say(f"note: {PRIVATIZED_CSV_NAME} is written {csv_format_words(delimiter, decimal, out_encoding)}, as "
+             f"{path.name} is")
     target = output / PRIVATIZED_CSV_NAME
     row_number, seen, filled_rows = 0, 0, 0
     # the input's row order (a file sorted by a column, privatized or not) would show through the output's: the
@@ -925,7 +1113,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                     chunk[name] = chunk[name].str.strip()
                 if delimiter != ",":  # decimal commas, wherever in the file they start
                     chunk = _dot_decimals(chunk, numeric)
-                chunk = _numeric_conditions(model, chunk)
+                chunk = _numeric_categories(model, chunk)
                 numbers = list(range(row_number + 1, row_number + len(chunk) + 1))
                 row_number += len(chunk)
                 progress.update(len(chunk))
@@ -973,9 +1161,9 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                                  out_encoding)
             add_caution(output, repeated_records_caution(manifest, "row"))
     if filled_rows:
-        print(f"warning: {filled_rows} row(s) had empty cells or cells that are not numbers, read as the training "
-              f"mean, or numbers outside the range the model knows, read as its nearer end: the preprocessing column "
-              f"of {MANIFEST_NAME} names them", file=sys.stderr)
+        _say(f"warning: {filled_rows} row(s) had empty cells or cells that are not numbers, read as the training "
+             f"mean, or numbers outside the range the model knows, read as its nearer end: the preprocessing column "
+             f"of {MANIFEST_NAME} names them")
 
 
 def _append(out, data: bytes) -> None:
@@ -1063,24 +1251,32 @@ def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str],
     return "," if decimal_comma_columns(head[[c for c in columns if c in numeric]]) else "."
 
 
-def _numeric_conditions(model, chunk: pd.DataFrame) -> pd.DataFrame:
-    """Condition cells that are numbers written as text, as numbers, where the model's categories are numbers: one
-    text cell ('x') makes pandas read a chunk's whole column as text, and '2' is not the category 2."""
-    for spec in model.condition_encoder.columns:
-        numeric = spec.categories and all(isinstance(c, int | float) and not isinstance(c, bool)
-                                          for c in spec.categories)
-        if numeric and spec.name in chunk.columns and not pd.api.types.is_numeric_dtype(chunk[spec.name]):
-            chunk[spec.name] = chunk[spec.name].astype(object).map(_number_or_text)
+def _numeric_categories(model, chunk: pd.DataFrame) -> pd.DataFrame:
+    """Cells of category columns (data or condition) that are numbers written as text, as numbers, where the model's
+    categories are numbers: one text cell ('?') makes pandas read a chunk's whole column as text, and '2' is not the
+    category 2 (the other rows of the chunk would be unusable, and the result would depend on --batch-size). Whole
+    numbers read as floats (a column with an empty cell) are ints again: the manifest says sex=1, not sex=1.0."""
+    for spec in [*model.data_encoder.columns, *model.condition_encoder.columns]:
+        numeric = spec.kind == "categorical" and spec.categories and all(
+            isinstance(c, int | float) and not isinstance(c, bool) for c in spec.categories)
+        if numeric and spec.name in chunk.columns and not pd.api.types.is_integer_dtype(chunk[spec.name]) \
+                and not pd.api.types.is_bool_dtype(chunk[spec.name]):
+            # (not Series.map: it would make ints and an empty cell floats again)
+            chunk[spec.name] = pd.Series([_number_or_text(cell) for cell in chunk[spec.name].tolist()],
+                                         index=chunk.index, dtype=object)
     return chunk
 
 
 def _number_or_text(value):
+    """A number written as text as the number; a whole float (1.0) as an int."""
     if isinstance(value, str):
         try:
             number = float(value.strip())
         except ValueError:
             return value
         return int(number) if number.is_integer() else number
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return int(value)
     return value
 
 
@@ -1098,9 +1294,10 @@ def add_caution(output: Path, caution: str | None) -> None:
     a caution states facts about the inputs (rows the model was trained on, repeated records), and the shared
     terms must not depend on the records released (their general sentences say what these cautions count)."""
     if caution and (output / GUARANTEE_NAME).exists():
+        caution = readable(caution)  # it may name an input whose name is not UTF-8
         with (output / CAUTIONS_NAME).open("a", encoding="utf-8") as handle:  # first: a closed terminal cannot take it
             handle.write(f"Caution: {caution}\n\n")
-        print(f"warning: {caution}", file=sys.stderr)
+        _say(f"warning: {caution}")
 
 
 def training_data_caution(config, input_name: str, seen_rows: int) -> str | None:
@@ -1297,6 +1494,9 @@ def main(argv=None, *, exiting: bool = False) -> int:
         _stop_requests.restore(ignore=exiting)
 
 
+STOPPED_STARTING = "stopped: interrupted while starting; nothing was written"
+
+
 def _main(argv=None) -> int:
     args = parse_args(argv)
     configure_allocator()
@@ -1308,19 +1508,29 @@ def _main(argv=None) -> int:
         kind = loaded.config.kind
         input_kind = _check_paths(args, kind)
         labels = read_labels_csv(args.labels.read_bytes()) if args.labels is not None else None
-        if labels is None and input_kind == "folder" and (args.input / LABELS_NAME).is_file():
-            labels = read_labels_csv((args.input / LABELS_NAME).read_bytes())
-            print(f"note: labels from {args.input / LABELS_NAME} (they override class folders)", file=sys.stderr)
-        if labels is None and input_kind == "zip":
-            labels = _zip_labels(args.input)
-            if labels is not None:
-                print(f"note: labels from the {LABELS_NAME} in {args.input} (they override class folders)",
-                      file=sys.stderr)
+        labels_file = folder_labels_file(args.input) if input_kind == "folder" else None
+        if labels is None and labels_file is not None:
+            labels = read_labels_csv(labels_file.read_bytes())
+            _say(f"note: labels from {labels_file} (they override class folders)")
+        elif labels_file is not None:
+            _say(f"note: {labels_file} is not read: --labels gives the labels")
+        if input_kind == "zip":
+            read = None
+            if labels is None:
+                labels, read = _zip_labels(args.input)
+                if labels is not None:
+                    _say(f"note: labels from the {LABELS_NAME} in {args.input} (they override class folders)")
+            unread = unread_labels_note(_zip_labels_members(args.input), read, args.labels is not None)
+            if unread:
+                _say(f"note: {unread}")
     except (CadpError, zipfile.BadZipFile, OSError) as error:
         unreadable = getattr(error, "filename", None) or args.input  # the labels file, say, rather than INPUT
         message = str(error) if isinstance(error, CadpError) else f"{unreadable} cannot be read ({error})"
-        print(f"error: {message}", file=sys.stderr)
+        _say(f"error: {message}")
         return EXIT_USAGE
+    except KeyboardInterrupt:  # loading the model: nothing was written yet
+        _say(STOPPED_STARTING)
+        return EXIT_INTERRUPTED
     invert = args.invert or default_invert(loaded.config.dataset)
     settings = RunSettings(mechanism, new_generator(args.seed), args.seed, args.batch_size, invert, handlings,
                            args.neutral_names)
@@ -1329,29 +1539,41 @@ def _main(argv=None) -> int:
         args.output.mkdir(parents=True, exist_ok=True)
         manifest = Manifest(args.output / MANIFEST_NAME, settings)
     except OSError as error:
-        print(f"error: cannot write the output folder {args.output} ({error.strerror or error})", file=sys.stderr)
+        _say(f"error: cannot write the output folder {args.output} ({error.strerror or error})")
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        _remove_run_files(args.output, created)
+        _say(STOPPED_STARTING)
+        return EXIT_INTERRUPTED
+    hidden: list[str] = []  # (images) the input's hidden files and folder metadata, left out
     _stop_requests.install()  # from here a signal stops the run cleanly, as Ctrl-C does
     try:
         if kind == "tabular":
-            with tqdm(desc="rows", unit="row", disable=None) as progress:
+            with tqdm(desc="rows", unit="row", disable=None, file=ProgressStream(), dynamic_ncols=True) as progress:
                 privatize_table(loaded.model, args.input, settings, args.output, manifest, progress)
         else:
-            resolver = LabelResolver(loaded.config.class_names, labels)
+            input_names = _input_names(args.input, input_kind, hidden)
+            if hidden_files_note(hidden):
+                _say(f"note: {hidden_files_note(hidden)}")
+            resolver = LabelResolver(loaded.config.class_names, labels, input_names)
+            unused = unused_labels_note(resolver.unused_labels())
+            if unused:
+                _say(f"note: {unused}")
             # numbered outputs are written in a random order: numbers, file times and the manifest's rows in input
             # order would tell which inputs they are (and inputs sorted into class folders, their true labels)
             shuffle = None if settings.names_copied else random.Random(args.seed) if args.seed is not None \
                 else random.SystemRandom()
             if input_kind == "folder":
-                source, total = iter_folder_files(args.input, shuffle), len(_folder_files(args.input))
+                source, total = iter_folder_files(args.input, shuffle), len(input_names)
             else:
                 from cadp.uploads import iter_zip_images
 
                 source, total = _zip_source(args.input, partial(iter_zip_images, shuffle=shuffle))
             # a copied .png name stays its input's: a.bmp, converted to PNG, does not take a.png from a.png
-            own_png_names = _png_names(args.input, input_kind) if settings.names_copied else frozenset()
+            own_png_names = _png_names(input_names) if settings.names_copied else frozenset()
             try:
-                with tqdm(total=total, desc="images", unit="file", disable=None) as progress:
+                with tqdm(total=total, desc="images", unit="file", disable=None,
+                          file=ProgressStream(), dynamic_ncols=True) as progress:
                     privatize_images(loaded.model, loaded.config.class_names, source, resolver, settings,
                                      args.output, manifest, progress, args.input.name, own_png_names)
             finally:  # an interrupted run gets its cautions too (stderr, cautions.txt)
@@ -1363,13 +1585,13 @@ def _main(argv=None) -> int:
         _no_terms_without_releases(args.output, manifest)
         if not manifest.privatized:  # refused before any release: leave OUTPUT as it was, so a retry can use it
             _remove_run_files(args.output, created)
-        print(f"error: {error}", file=sys.stderr)
+        _say(f"error: {error}")
         return EXIT_USAGE
     except CadpError as error:
         manifest.close()
         _finish_stopped(args.output, manifest, f"Partial run: stopped by an error after {manifest.privatized} "
                                                f"privatized input(s) ({error}); the terms below hold for those.")
-        print(f"error: {error}", file=sys.stderr)
+        _say(f"error: {error}")
         return EXIT_OK if manifest.privatized else EXIT_NOTHING_PRIVATIZED
     except OSError as error:  # writing the output failed (disk full, file too large): the run stops as on Ctrl-C
         manifest.close()
@@ -1377,9 +1599,10 @@ def _main(argv=None) -> int:
         _finish_stopped(args.output, manifest, f"Partial run: stopped by an error ({reason}) after "
                                                f"{manifest.privatized} privatized input(s); the terms below hold for "
                                                "those.")
-        failed = manifest.write_error
-        unfinished = (f"; {MANIFEST_NAME} could not be completed ({failed.strerror or failed}): its last rows or its "
-                      "totals may be missing" if failed else "")
+        incomplete = {**({MANIFEST_NAME: manifest.write_error} if manifest.write_error else {}), **manifest.incomplete}
+        unfinished = "".join(f"; {name} could not be completed ({failed.strerror or failed}): its last rows"
+                             f"{' or its totals' if name == MANIFEST_NAME else ''} may be missing"
+                             for name, failed in incomplete.items())
         _say(f"error: the run stopped ({reason}) after {manifest.privatized} privatized; {args.output} holds a "
              f"partial run, the files kept are the ones {MANIFEST_NAME} lists{unfinished}. {_RESTART}")
         return EXIT_WRITE_ERROR if manifest.privatized else EXIT_NOTHING_PRIVATIZED
@@ -1399,16 +1622,17 @@ def _main(argv=None) -> int:
     finish_guarantee(args.output)  # the run ended: its terms are no longer an unfinished run's
     if not manifest.privatized and not manifest.failed:  # a header without rows, a folder without files
         _remove_run_files(args.output, created)
-        print(f"error: {args.input} holds no {'rows' if kind == 'tabular' else 'files'} to privatize; nothing was "
-              "written", file=sys.stderr)
+        skipped = f" ({len(hidden)} hidden or system file(s) skipped)" if kind == "image" and hidden else ""
+        _say(f"error: {args.input} holds no {'rows' if kind == 'tabular' else 'files'} to privatize{skipped}; nothing "
+             "was written")
         return EXIT_NOTHING_PRIVATIZED
-    print(f"privatized {manifest.privatized}, unusable {manifest.failed}; "
-          f"details in {args.output / MANIFEST_NAME} (this run's record, not part of the release)", file=sys.stderr)
+    _say(f"privatized {manifest.privatized}, unusable {manifest.failed}; "
+         f"details in {args.output / MANIFEST_NAME} (this run's record, not part of the release)")
     if manifest.reasons:
         reason, count = manifest.reasons.most_common(1)[0]
-        print(f"most common reason ({count} of {manifest.failed}): {reason}", file=sys.stderr)
+        _say(f"most common reason ({count} of {manifest.failed}): {reason}")
     if settings.seed is not None:
-        print(f"noise from seed {settings.seed}: {NOT_PRIVATE_SEED}", file=sys.stderr)
+        _say(f"noise from seed {settings.seed}: {NOT_PRIVATE_SEED}")
     return EXIT_OK if manifest.privatized else EXIT_NOTHING_PRIVATIZED
 
 
@@ -1418,10 +1642,57 @@ _RESTART = (f"Running again releases again: each record released again costs its
 
 
 def _say(message: str) -> None:
+    """``message`` on stderr, where it can be written: a closed terminal (SIGHUP), a reader gone (a broken pipe), a
+    full disk behind 2> or a closed stderr (2>&-) silences the rest of the run's messages, and stops nothing."""
+    if sys.stderr is None:  # (print would write to stdout)
+        return
     try:
         print(message, file=sys.stderr)
-    except OSError:  # SIGHUP: the terminal is gone
-        pass
+    except (OSError, ValueError):
+        _stderr_failed()
+
+
+def _stderr_failed() -> None:
+    """Send the rest of this process's messages nowhere, once stderr cannot take them (and the process's exit
+    cannot fail flushing what is left of them)."""
+    try:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (open for the process's remaining life)
+    except OSError:
+        sys.stderr = None
+
+
+class ProgressStream:
+    """stderr for the progress bar: a write to it that fails ends the bar's output (and the run's messages), not the
+    run, which only the output's write errors stop."""
+
+    @property
+    def encoding(self) -> str:
+        return getattr(sys.stderr, "encoding", None) or "utf-8"
+
+    def isatty(self) -> bool:
+        try:
+            return sys.stderr is not None and sys.stderr.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def fileno(self) -> int:  # the bar's width is the terminal's (tqdm asks only with dynamic_ncols: not sys.stderr)
+        if sys.stderr is None:
+            raise OSError("stderr is closed")
+        return sys.stderr.fileno()
+
+    def write(self, text: str) -> int:
+        try:
+            return sys.stderr.write(text) if sys.stderr is not None else len(text)
+        except (OSError, ValueError):
+            _stderr_failed()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            if sys.stderr is not None:
+                sys.stderr.flush()
+        except (OSError, ValueError):
+            _stderr_failed()
 
 
 def _no_terms_without_releases(output: Path, manifest: Manifest) -> None:
@@ -1464,7 +1735,7 @@ def _zip_source(path: Path, iter_zip_images) -> tuple[Iterator, int | None]:
     def members():
         with path.open("rb") as handle:
             for name, content in iter_zip_images(handle):
-                if PurePosixPath(name).name.casefold() == LABELS_NAME and len(PurePosixPath(name).parts) <= 2:
+                if _is_zip_labels_member(name):
                     continue
                 yield name, content
 

@@ -150,9 +150,13 @@ def _link_into_tree(path: str, root: str) -> bool:
     return os.path.islink(path) and _into_tree(os.path.realpath(path), root)
 
 
-def folder_files(root: Path, unlisted: list[tuple[str, str]] | None = None) -> list[tuple[str, Path]]:
+def folder_files(root: Path, unlisted: list[tuple[str, str]] | None = None,
+                 skipped: list[tuple[str, str | None]] | None = None) -> list[tuple[str, Path]]:
     """(name relative to root, path) of the files under root, in sorted order, folder metadata left out; each
-    folder that cannot be listed (no permission) is added to ``unlisted`` as (name relative to root, reason).
+    folder that cannot be listed (no permission) is added to ``unlisted`` as (name relative to root, reason), and
+    each file or folder left out to ``skipped`` as (name, None) for hidden files and folders and folder metadata
+    ('.DS_Store', '.git/', '__MACOSX/', 'Thumbs.db') or (name, the name it was listed as) for a second link to one
+    file.
 
     Links to data outside root are followed (data is often organised with links); a link to a folder or file
     inside root is left out, whatever the order of names (the real one is listed where it is, so an image keeps
@@ -160,7 +164,7 @@ def folder_files(root: Path, unlisted: list[tuple[str, str]] | None = None) -> l
     links is walked once, and a file reached through two links listed once."""
     from cadp.uploads import is_folder_metadata
 
-    paths, walked, linked_files = [], set(), set()
+    paths, walked, linked_files = [], set(), {}  # linked_files: target -> the name it was listed as
     root_resolved = os.path.realpath(root)
     def not_listed(error: OSError) -> None:
         if unlisted is not None:
@@ -174,19 +178,28 @@ def folder_files(root: Path, unlisted: list[tuple[str, str]] | None = None) -> l
             subfolders[:] = []
             continue
         walked.add(resolved)
+        if skipped is not None:
+            skipped.extend((Path(folder, d).relative_to(root).as_posix() + "/", None) for d in sorted(subfolders)
+                           if d.startswith(".") or d == "__MACOSX")
         subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d != "__MACOSX"
                                and not _link_into_tree(os.path.join(folder, d), root_resolved))
         for file in sorted(files):
             path = Path(folder) / file
             name = path.relative_to(root).as_posix()
             if is_folder_metadata(name):
+                if skipped is not None:
+                    skipped.append((name, None))
                 continue
             if os.path.islink(path):  # (one lstat per file: most files are not links)
                 target = os.path.realpath(path)
                 # inside root: listed where it really is; outside: perhaps reached through another link too
-                if _into_tree(target, root_resolved) or target in linked_files:
+                if _into_tree(target, root_resolved):
                     continue
-                linked_files.add(target)
+                if target in linked_files:
+                    if skipped is not None:
+                        skipped.append((name, linked_files[target]))
+                    continue
+                linked_files[target] = name
             paths.append((name, path))
     return paths
 

@@ -7,7 +7,19 @@ ZIP of such a folder, or a CSV of rows; OUTPUT is a folder with the privatized
 files and a manifest CSV.
 """
 
+# ruff: noqa: E402 (the command line's Ctrl-C handler comes before the libraries it loads)
 from __future__ import annotations
+
+import signal
+import sys
+
+if __name__ == "__main__":  # the command line: Ctrl-C while its libraries load ends it with a line, not a traceback
+    def _interrupted_while_starting(signum, frame):
+        print("stopped: interrupted while starting; nothing was written", file=sys.stderr)
+        raise SystemExit(130)
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored Ctrl-C (nohup) stays ignored
+        signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 from dataclasses import dataclass, field
 
@@ -490,6 +502,8 @@ def main(argv=None, *, exiting: bool = False) -> int:
 
 
 if __name__ == "__main__":
-    import sys
+    import cadp.archive  # noqa: F401 (loaded while Ctrl-C ends the start-up with a line)
 
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:  # from here main() handles Ctrl-C
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main(exiting=True))  # the process ends next: a late Ctrl-C is ignored, not a traceback

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import os
+import sys
 import zipfile
 from pathlib import Path
 
@@ -1296,3 +1298,226 @@ def test_a_folder_that_cannot_be_listed_gets_a_manifest_row(image_model, tmp_pat
     rows = {row["file"]: row for row in read_manifest(tmp_path / "out")}
     assert rows["1/a.png"]["status"] == "privatized"
     assert rows["1/locked/"]["error"] == "the folder cannot be listed (Permission denied); its files are left out"
+
+
+def test_an_output_name_too_long_is_shortened_and_the_run_goes_on(image_model, tmp_path, capsys):
+    long_name = "患" * 100  # 300 bytes in UTF-8: more than a file name can hold
+    files = {"1/ok1.png": image_file(1), f"1/{long_name}.png": image_file(2), f"1/{long_name}.bmp": corpus.encode(
+        Image.fromarray(np.random.default_rng(3).integers(0, 255, (30, 30), dtype=np.uint8)), "BMP"),
+        "1/ok2.png": image_file(4)}
+    source = tmp_path / "in.zip"
+    source.write_bytes(corpus.zip_bytes(files))
+    output = tmp_path / "out"
+    assert run(image_model, source, output) == 0
+    rows = {row["file"]: row for row in read_manifest(output)}
+    assert [row["status"] for row in rows.values()] == ["privatized"] * 4
+    written = [rows[f"1/{long_name}.png"]["output"], rows[f"1/{long_name}.bmp"]["output"]]
+    assert len(set(written)) == 2
+    for name in written:
+        assert name.endswith(".png") and len(Path(name).name.encode()) <= 255 and (output / name).is_file()
+    assert rows["1/ok2.png"]["output"] == "1/ok2.png"
+    assert (f"note: 2 input name(s) are longer than a file name can be (255 bytes) and were shortened, e.g. "
+            f"1/{long_name}.png -> {written[0]}") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("order", ["folder first", "file first"])
+def test_an_output_that_clashes_with_an_output_folder_is_one_files_error(image_model, tmp_path, order):
+    bitmap = corpus.encode(Image.fromarray(np.random.default_rng(3).integers(0, 255, (30, 30), dtype=np.uint8)),
+                           "BMP")
+    files = {"1/a.png/x.png": image_file(1), "1/a.bmp": bitmap, "1/b.png": image_file(2)}
+    if order == "file first":
+        files = {"1/a.bmp": bitmap, "1/a.png/x.png": image_file(1), "1/b.png": image_file(2)}
+    source = tmp_path / "in.zip"
+    source.write_bytes(corpus.zip_bytes(files))
+    output = tmp_path / "out"
+    assert run(image_model, source, output) == 0
+    rows = {row["file"]: row for row in read_manifest(output)}
+    assert rows["1/b.png"]["status"] == "privatized"
+    if order == "folder first":  # the folder's name is taken: the file gets a number
+        assert rows["1/a.bmp"]["output"] == "1/a-2.png" and rows["1/a.png/x.png"]["output"] == "1/a.png/x.png"
+    else:  # a released file has the folder's name: the other input is listed with the reason, the run goes on
+        assert rows["1/a.bmp"]["output"] == "1/a.png"
+        assert rows["1/a.png/x.png"]["status"] == "error"
+        assert rows["1/a.png/x.png"]["error"].startswith("the output file 1/a.png/x.png cannot be written (")
+    assert {row["output"] for row in rows.values() if row["output"]} == {file for file, _ in
+                                                                         read_released_labels(output)}
+
+
+def test_a_file_name_that_is_not_utf8_is_listed_readably_and_released_under_a_utf8_name(image_model, tmp_path,
+                                                                                        capsys):
+    source = make_folder(tmp_path / "in", {"1/a.png": image_file(1)})
+    (source / "1" / os.fsdecode(b"M\xfcller.png")).write_bytes(image_file(2))  # an old Windows share's Latin-1 name
+    output = tmp_path / "out"
+    assert run(image_model, source, output) == 0
+    rows = {row["file"]: row for row in read_manifest(output)}
+    assert set(rows) == {"1/a.png", "1/M\\xfcller.png"}
+    assert rows["1/M\\xfcller.png"]["status"] == "privatized"
+    assert rows["1/M\\xfcller.png"]["output"] == "1/M_ller.png" and (output / "1/M_ller.png").is_file()
+    assert dict(read_released_labels(output)) == {"1/a.png": "1", "1/M_ller.png": "1"}
+    assert not (output / "guarantee.txt").read_text(encoding="utf-8").startswith("Incomplete run")
+
+
+def test_a_text_cell_in_a_column_of_number_categories_costs_its_row_only_whatever_the_batch(tmp_path):
+    from cadp.data import load_table
+    from cadp.hub import BUNDLED_DIR
+
+    frame = load_table("heart").frame.head(20).astype({"ca": object})
+    frame.loc[3, "ca"] = "?"  # the UCI files' missing-value mark, in heart-cinn's categories 0..3
+    source = tmp_path / "rows.csv"
+    frame.to_csv(source, index=False)
+    for batch in ("1", "64"):
+        output = tmp_path / f"out{batch}"
+        assert run(BUNDLED_DIR / "heart-cinn", source, output, "--epsilon", "5", "--batch-size", batch) == 0
+        rows = read_manifest(output)
+        assert [row["file"] for row in rows if row["status"] == "error"] == ["row 4"], batch
+        assert rows[3]["error"] == ("column 'ca' has the value '?', unseen when the model was fitted "
+                                    "(it knows 0, 1, 2, 3)")
+
+
+def test_a_condition_column_with_an_empty_cell_is_written_as_whole_numbers(table_model, tmp_path):
+    frame = table_frame(6)
+    source = tmp_path / "rows.csv"
+    frame.assign(sex=frame["sex"].astype(object).where(frame.index != 2, None)).to_csv(source, index=False)
+    assert run(table_model, source, tmp_path / "out") == 0
+    rows = read_manifest(tmp_path / "out")
+    assert [row["condition"] for row in rows] == [f"sex={sex}" if i != 2 else "sex=nan"
+                                                  for i, sex in enumerate(frame["sex"])]
+
+
+def test_a_csv_naming_a_column_twice_is_refused_naming_it(table_model, tmp_path, capsys):
+    source = tmp_path / "rows.csv"
+    frame = table_frame(4)
+    source.write_text("age,bmi,note,sex,sex\n" + "".join(f"{a},{b},ok,{s},{3 - s}\n" for a, b, s in
+                                                         zip(frame["age"], frame["bmi"], frame["sex"])))
+    assert run(table_model, source, tmp_path / "out") == archive.EXIT_USAGE
+    assert "rows.csv names column(s) ['sex'] more than once" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_file_the_labels_csv_does_not_list_never_takes_another_files_label(image_model, tmp_path, capsys):
+    source = make_folder(tmp_path / "in", {"a/x.png": image_file(1), "7/x.png": image_file(2),
+                                           "b/y.png": image_file(3), "labels.csv": b"file,label\na/x.png,1\n"
+                                           b"y.png,0\nmissing.png,1\nother/z.png,0\n"})
+    output = tmp_path / "out"
+    assert run(image_model, source, output) == 0
+    rows = {row["file"]: row for row in read_manifest(output)}
+    assert rows["a/x.png"]["condition"] == "1"
+    assert rows["7/x.png"]["status"] == "error" and rows["7/x.png"]["error"].startswith("no label")  # was label 1
+    assert rows["b/y.png"]["condition"] == "0"  # a bare name one input has: its label
+    assert ("note: 2 row(s) of the labels CSV name no file of the input (missing.png, other/z.png)"
+            in capsys.readouterr().err)
+
+
+class BrokenStderr(io.TextIOBase):
+    """A terminal's stderr whose reader is gone: every write fails (| head, a full disk behind 2>)."""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+@pytest.mark.parametrize("kind", ["image", "table"])
+def test_a_stderr_that_cannot_be_written_stops_nothing(image_model, table_model, tmp_path, monkeypatch, kind):
+    if kind == "image":
+        model, source = image_model, make_folder(tmp_path / "in", {f"1/{i}.png": image_file(i) for i in range(3)})
+    else:
+        model, source = table_model, tmp_path / "rows.csv"
+        table_frame(5).assign(extra=1).to_csv(source, index=False)  # a note on stderr before the first row
+    monkeypatch.setattr(sys, "stderr", BrokenStderr())
+    output = tmp_path / "out"
+    assert run(model, source, output, "--batch-size", "2") == 0
+    assert [row["status"] for row in read_manifest(output)] == ["privatized"] * (3 if kind == "image" else 5)
+    assert not (output / "guarantee.txt").read_text(encoding="utf-8").startswith(("Partial run", "Incomplete run"))
+
+
+def test_ctrl_c_while_the_model_loads_is_one_line_and_exit_130(image_model, tmp_path, monkeypatch, capsys):
+    source = make_folder(tmp_path / "in", {"1/a.png": image_file(1)})
+
+    def interrupted(source):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(archive, "_load_model", interrupted)
+    assert run(image_model, source, tmp_path / "out") == archive.EXIT_INTERRUPTED
+    assert capsys.readouterr().err == "stopped: interrupted while starting; nothing was written\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_labels_csv_with_a_cell_too_large_is_refused_with_a_message(image_model, tmp_path, capsys):
+    source = make_folder(tmp_path / "in", {"1/a.png": image_file(1)})
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\na.png,1\n\"" + "x" * 200_000 + "\",1\n")
+    assert run(image_model, source, tmp_path / "out", "--labels", str(labels)) == archive.EXIT_USAGE
+    assert ("error: the labels CSV cannot be read after line 2 (field larger than field limit (131072))"
+            in capsys.readouterr().err)
+
+
+def test_hidden_files_are_skipped_and_counted(image_model, tmp_path, capsys):
+    source = make_folder(tmp_path / "in", {"1/.scan.png": image_file(1), ".thumbs/a.png": image_file(2)})
+    assert run(image_model, source, tmp_path / "out") == archive.EXIT_NOTHING_PRIVATIZED
+    err = capsys.readouterr().err
+    assert "note: 2 hidden or system file(s) or folder(s) were skipped, e.g. .thumbs/ (names starting with '.'" in err
+    assert f"error: {source} holds no files to privatize (2 hidden or system file(s) skipped)" in err
+    zipped = tmp_path / "in.zip"
+    zipped.write_bytes(corpus.zip_bytes({"1/a.png": image_file(1), "__MACOSX/1/._a.png": b"junk"}))
+    assert run(image_model, zipped, tmp_path / "zip-out") == 0
+    assert "note: 1 hidden or system file(s) or folder(s) were skipped, e.g. __MACOSX/1/._a.png" in \
+        capsys.readouterr().err
+
+
+def test_a_second_link_to_one_file_is_listed_as_released_once(image_model, tmp_path):
+    source = make_folder(tmp_path / "in", {"1/a.png": image_file(1)})
+    elsewhere = make_folder(tmp_path / "elsewhere", {"c.png": image_file(3)})
+    (source / "1" / "b.png").symlink_to(elsewhere / "c.png")
+    (source / "1" / "d.png").symlink_to(elsewhere / "c.png")
+    assert run(image_model, source, tmp_path / "out") == 0
+    rows = {row["file"]: row for row in read_manifest(tmp_path / "out")}
+    assert [rows[name]["status"] for name in ("1/a.png", "1/b.png")] == ["privatized"] * 2
+    assert rows["1/d.png"]["status"] == "error"
+    assert rows["1/d.png"]["error"] == "the same file as 1/b.png (a link to it): released once, as 1/b.png; skipped"
+
+
+def test_labels_csvs_that_are_not_read_are_said_and_any_case_is_read(image_model, tmp_path, capsys):
+    zipped = tmp_path / "in.zip"
+    zipped.write_bytes(corpus.zip_bytes({"a/labels.csv": b"file,label\nx.png,1\n", "a/x.png": image_file(1),
+                                         "b/LABELS.csv": b"file,label\ny.png,0\n", "b/y.png": image_file(2)}))
+    assert run(image_model, zipped, tmp_path / "zip-out") == 0
+    rows = {row["file"]: row for row in read_manifest(tmp_path / "zip-out")}
+    assert rows["a/x.png"]["condition"] == "1" and rows["b/y.png"]["error"].startswith("no label")
+    assert "note: 1 labels CSV(s) in the input are not read (only the first, a/labels.csv, is read): b/LABELS.csv" \
+        in capsys.readouterr().err
+    source = make_folder(tmp_path / "in", {"x.png": image_file(1), "Labels.csv": b"file,label\nx.png,1\n"})
+    assert run(image_model, source, tmp_path / "out") == 0
+    assert f"note: labels from {source / 'Labels.csv'}" in capsys.readouterr().err
+    assert [row["file"] for row in read_manifest(tmp_path / "out")] == ["x.png"]
+
+
+def test_a_full_disk_names_each_file_it_left_incomplete(image_model, tmp_path, monkeypatch, capsys):
+    import errno
+
+    class FullDiskLabels(archive.ReleasedLabels):
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(archive, "ReleasedLabels", FullDiskLabels)
+    source = make_folder(tmp_path / "in", {f"0/{i}.png": image_file(i) for i in range(4)})
+    assert run(image_model, source, tmp_path / "out", "--batch-size", "2") == archive.EXIT_WRITE_ERROR
+    assert ("; labels.csv could not be completed (No space left on device): its last rows may be missing"
+            in capsys.readouterr().err)
+
+
+def test_output_names_are_unique_in_any_unicode_form_and_storable_on_windows(image_model, tmp_path, capsys):
+    files = {"1/\u00e9.png": image_file(1), "1/e\u0301.png": image_file(2),  # 'é' composed, and decomposed (macOS)
+             "1/a:b?.png": image_file(3), "1/con.png": image_file(4), "1/ok.png": image_file(5)}
+    source = make_folder(tmp_path / "in", files)
+    output = tmp_path / "out"
+    assert run(image_model, source, output) == 0
+    outputs = {row["file"]: row["output"] for row in read_manifest(output)}
+    # (in sorted order the decomposed name comes first and keeps it)
+    assert outputs == {"1/e\u0301.png": "1/e\u0301.png", "1/\u00e9.png": "1/\u00e9-2.png", "1/a:b?.png": "1/a_b_.png",
+                       "1/con.png": "1/_con.png", "1/ok.png": "1/ok.png"}
+    assert ("note: 2 input name(s) hold characters Windows cannot store in a file name" in capsys.readouterr().err)
