@@ -1063,7 +1063,10 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
         raise UsageError(f"{path} is not a readable CSV") from None
     columns = [str(c).strip() for c in header.columns]
     # the header row as written: pandas renames a second 'sex' to 'sex.1', which would pass for another column
-    written = [cell.strip() for cell in next(csv.reader(io.StringIO(text), delimiter=delimiter), [])]
+    rows = csv.reader(io.StringIO(line_feeds(text)), delimiter=delimiter)
+    for _ in range(skip):  # the "sep=" line
+        next(rows, None)
+    written = [cell.strip() for cell in next(rows, [])]
     repeated = sorted({c for c in columns if columns.count(c) > 1} | {c for c in written if written.count(c) > 1})
     if repeated:
         raise UsageError(f"{path.name} names column(s) {repeated} more than once (spaces around names are ignored)")

@@ -1392,6 +1392,11 @@ def test_a_csv_naming_a_column_twice_is_refused_naming_it(table_model, tmp_path,
     assert run(table_model, source, tmp_path / "out") == archive.EXIT_USAGE
     assert "rows.csv names column(s) ['sex'] more than once" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    # the header row as written is the one after an Excel "sep=" line, in a file of carriage returns alone
+    source.write_text("sep=;\rage;bmi;note;sex;sex\r" + "".join(f"{a};{b};ok;{s};{3 - s}\r" for a, b, s in
+                                                                zip(frame["age"], frame["bmi"], frame["sex"])))
+    assert run(table_model, source, tmp_path / "out") == archive.EXIT_USAGE
+    assert "rows.csv names column(s) ['sex'] more than once" in capsys.readouterr().err
 
 
 def test_a_file_the_labels_csv_does_not_list_never_takes_another_files_label(image_model, tmp_path, capsys):
