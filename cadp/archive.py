@@ -774,32 +774,29 @@ class OutputNames:
             self.renamed.append((name, candidate.as_posix()))
         return path
 
+    @staticmethod
+    def _names_note(pairs: list[tuple[str, str]], said: str) -> str | None:
+        """``said`` of the (input name, output path) ``pairs`` with a count and the first as an example, or None."""
+        if not pairs:
+            return None
+        return (f"{len(pairs)} {said}, e.g. {readable(pairs[0][0])} -> {pairs[0][1]}; the output column of "
+                f"{MANIFEST_NAME} maps each input to its file")
+
     def renamed_note(self) -> str | None:
         """Which outputs got a number because their name was taken, or None."""
-        if not self.renamed:
-            return None
-        name, written = readable(self.renamed[0][0]), self.renamed[0][1]
-        return (f"{len(self.renamed)} input(s) could not keep their name as a PNG, another input has it (a.bmp, a.gif "
-                f"and a.png all make a.png; a.png keeps it), and got a number, e.g. {name} -> {written}; the output "
-                f"column of {MANIFEST_NAME} maps each input to its file")
+        return self._names_note(self.renamed, "input(s) could not keep their name as a PNG, another input has it "
+                                "(a.bmp, a.gif and a.png all make a.png; a.png keeps it), and got a number")
 
     def cleaned_note(self) -> str | None:
         """Which outputs got a name cleaned of what some system cannot store in a name, or None."""
-        if not self.cleaned:
-            return None
-        name, written = readable(self.cleaned[0][0]), self.cleaned[0][1]
-        return (f"{len(self.cleaned)} input name(s) hold characters Windows cannot store in a file name (\\ : * ? \" "
-                f"< > | or control characters) or a name it reserves (con, nul, com1, ...), replaced by '_', e.g. "
-                f"{name} -> {written}; the output column of {MANIFEST_NAME} maps each input to its file")
+        return self._names_note(self.cleaned, "input name(s) hold characters Windows cannot store in a file name "
+                                "(\\ : * ? \" < > | or control characters) or a name it reserves (con, nul, com1, "
+                                "...), replaced by '_'")
 
     def shortened_note(self) -> str | None:
         """Which outputs got a shorter name than their input's (a name has at most 255 bytes), or None."""
-        if not self.shortened:
-            return None
-        name, written = readable(self.shortened[0][0]), self.shortened[0][1]
-        return (f"{len(self.shortened)} input name(s) are longer than a file name can be ({NAME_MAX_BYTES} bytes) "
-                f"and were shortened, e.g. {name} -> {written}; the output column of {MANIFEST_NAME} maps each input "
-                "to its file")
+        return self._names_note(self.shortened, f"input name(s) are longer than a file name can be ({NAME_MAX_BYTES} "
+                                "bytes) and were shortened")
 
 
 NAME_MAX_BYTES = 255  # of one file or folder name, in UTF-8, on most file systems
