@@ -755,7 +755,7 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
         frame, decimal = _decimal_commas(frame, notes), ","
     elif delimiter == ",":  # quoted "29,2": a decimal comma or a thousands separator? (noted with the column)
         comma_examples = {name: frame[name].dropna().astype(str).iloc[0] for name in decimal_comma_columns(frame)}
-    frame = _clean_columns(frame, notes, max_categories, codes, comma_examples)
+    frame = _clean_columns(frame, notes, max_categories, codes, comma_examples, number_columns)
     frame = _non_finite_as_empty(frame, notes)
     return CsvUpload(frame, notes, encoding, delimiter, decimal)
 
@@ -882,13 +882,15 @@ def _decimal_commas(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     return frame
 
 
-def _as_numbers(column: pd.Series, name: str, notes: list[str], note: str) -> pd.Series:
-    """``column`` as float64, cells that are not numbers as empty; ``note`` (and those cells) said in ``notes``."""
+def _as_numbers(column: pd.Series, name: str, notes: list[str], note: str,
+                empty: str = "a release fills them") -> pd.Series:
+    """``column`` as float64, cells that are not numbers as empty; ``note`` (and those cells, with ``empty``: what
+    becomes of an empty cell) said in ``notes``."""
     numbers = pd.to_numeric(column, errors="coerce").astype(np.float64)
     lost = column[numbers.isna() & column.notna()]
     if len(lost):
         examples = ", ".join(repr(str(v)) for v in lost.unique()[:3])
-        note += f"; {len(lost)} cell(s) that are not numbers ({examples}) read as empty (a release fills them)"
+        note += f"; {len(lost)} cell(s) that are not numbers ({examples}) read as empty ({empty})"
     notes.append(f"column {name!r} {note}")
     return numbers
 
@@ -946,10 +948,12 @@ def identifier_reason(name, values: pd.Series, max_categories: int = MAX_CATEGOR
 
 
 def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
-                   codes: set[str] = frozenset(), comma_examples: dict[str, str] | None = None) -> pd.DataFrame:
+                   codes: set[str] = frozenset(), comma_examples: dict[str, str] | None = None,
+                   number_columns: Collection[str] = ()) -> pd.DataFrame:
     """Drop empty and identifier columns and read mostly-number text as numbers (not ``codes``), saying so; a
     dropped column gets one note, its drop. ``comma_examples``: a value of each column of numbers written with a
-    comma in a comma-separated file (they stay text)."""
+    comma in a comma-separated file (they stay text); ``number_columns`` (the chosen model's) are read as numbers
+    where most of their cells are."""
     comma_examples = comma_examples or {}
     drop, earlier = [], len(notes)
     for name in frame.columns:
@@ -997,6 +1001,10 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
                 notes.append(f"column {name!r} has {distinct:,} distinct text values: kept as categories, so the "
                              "model stores each of them and a release can contain them; if they name people or "
                              "records, remove the column from the file")
+        if name in number_columns and numeric_share >= 0.5:  # "treated as categories" would not be what the model does
+            frame[name] = _as_numbers(series, name, notes, "holds the chosen model's numbers",
+                                      "the note before Privatize says what this model does with an empty cell")
+            continue
         if distinct == 1:
             if len(frame) > 1:
                 notes.append(f"column {name!r} has one value ({only!r}) in every row: kept, "

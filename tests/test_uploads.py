@@ -451,6 +451,11 @@ def test_numbers_that_are_not_finite_are_read_as_empty_and_noted():
 def test_mixed_types_are_noted():
     upload = read_csv_upload(b"v,w\n1,a\n2,b\nthree,c\n4,d\n")
     assert any("'v' mixes numbers and text" in note for note in upload.notes)
+    # a column the chosen model takes as numbers is read as numbers: "treated as categories" was not what it does
+    upload = read_csv_upload(b"v,w\n1,a\n2,b\n?,c\n4,d\n", number_columns=["v"])
+    assert upload.frame["v"].isna().tolist() == [False, False, True, False]
+    assert upload.notes == ["column 'v' holds the chosen model's numbers; 1 cell(s) that are not numbers ('?') read "
+                            "as empty (the note before Privatize says what this model does with an empty cell)"]
 
 
 def test_codes_with_leading_zeros_stay_codes():
