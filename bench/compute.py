@@ -130,6 +130,9 @@ def peak_rss_mib() -> float:
     return peak
 
 
+PROCESS_PEAK_MIB = [0.0]  # this process's peak before the latest VmHWM reset: a reset forgets it
+
+
 def reset_peak_rss() -> bool:
     """Start VmHWM afresh from the current resident size (Linux >= 4.0: "5" to /proc/self/clear_refs), so the
     next peak_rss_mib is that of what runs after; False where the system does not allow it."""
@@ -144,8 +147,9 @@ def measure_points(model_folder: str, points: list[dict], device: str = "cpu",
                    threads: int | None = None) -> list[dict]:
     """``measure_privatize`` at each point (batch and timing settings) in turn, in this one process.
 
-    With one point, ``peak_rss_mib`` is that measurement's alone; with several (the short
-    mode, to save process starts), it covers that point and the ones before it.
+    Each point's ``peak_rss_mib`` is that of its own calls (VmHWM reset before them), where the system
+    allows the reset; else, with several points (the short mode, to save process starts), it covers that
+    point and the ones before it. ``process_peak_rss_mib`` is the process's so far, loading included.
     """
     if threads:
         torch.set_num_threads(threads)
@@ -168,17 +172,19 @@ def measure_privatize(loaded, batch: int, device: str = "cpu", *, min_calls: int
     device = torch.device(device)
     call, source = privatize_call(loaded, batch)
     gc.collect()
-    process_peak_before = peak_rss_mib()  # loading the model, the libraries and the inputs
+    process_peak_before = max(PROCESS_PEAK_MIB[0], peak_rss_mib())  # loading the model, libraries and inputs
+    PROCESS_PEAK_MIB[0] = process_peak_before
     reset = reset_peak_rss()
     rss_before = _status_mib("VmRSS") if reset else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     seconds = timed_calls(call, device, warmup=warmup, min_calls=min_calls, min_seconds=min_seconds)
     peak = peak_rss_mib()
+    PROCESS_PEAK_MIB[0] = max(PROCESS_PEAK_MIB[0], peak)
     result = {"model": loaded.folder.name, "batch": batch, "device": str(device), "inputs": source,
               "torch_threads": torch.get_num_threads(), **summary_ms(seconds),
               "records_per_s": batch * len(seconds) / sum(seconds),
-              "peak_rss_mib": peak, "process_peak_rss_mib": max(peak, process_peak_before),
+              "peak_rss_mib": peak, "process_peak_rss_mib": PROCESS_PEAK_MIB[0],
               "peak_rss_before_privatize_mib": process_peak_before}
     if reset and rss_before is not None:  # the peak is that of the warm-up and timed calls alone
         result["rss_before_privatize_mib"] = rss_before

@@ -521,14 +521,13 @@ def _is_labels_file(name: str) -> bool:
     return name.casefold() == LABELS_NAME
 
 
-def folder_labels_file(root: Path) -> Path | None:
-    """The labels CSV at the top of the folder (labels.csv in any case; labels.csv itself first), or None."""
+def folder_labels_files(root: Path) -> list[Path]:
+    """The labels CSVs at the top of the folder (labels.csv in any case), labels.csv itself first: the one read."""
     try:
-        found = sorted((path for path in root.iterdir() if _is_labels_file(path.name) and path.is_file()),
-                       key=lambda path: (path.name != LABELS_NAME, path.name))
+        return sorted((path for path in root.iterdir() if _is_labels_file(path.name) and path.is_file()),
+                      key=lambda path: (path.name != LABELS_NAME, path.name))
     except OSError:
-        return None
-    return found[0] if found else None
+        return []
 
 
 def _folder_files(root: Path, skipped: list[tuple[str, str | None]] | None = None) -> list[tuple[str, Path]]:
@@ -766,7 +765,8 @@ class OutputNames:
         if self.root not in path.parents:
             raise InputError("unsafe file name; skipped")
         safe = PurePosixPath(*safe_folders, safe_stem + suffix)
-        if safe != relative.with_name(stem + suffix):
+        written = PurePosixPath(_clean_path(name) or "image")  # as the input has it, bytes that are not UTF-8 too
+        if safe != written.with_name((written.stem or "image") + suffix):
             self.cleaned.append((name, candidate.as_posix()))
         if fitted != safe:
             self.shortened.append((name, candidate.as_posix()))
@@ -789,9 +789,9 @@ class OutputNames:
 
     def cleaned_note(self) -> str | None:
         """Which outputs got a name cleaned of what some system cannot store in a name, or None."""
-        return self._names_note(self.cleaned, "input name(s) hold characters Windows cannot store in a file name "
-                                "(\\ : * ? \" < > | or control characters) or a name it reserves (con, nul, com1, "
-                                "...), replaced by '_'")
+        return self._names_note(self.cleaned, "input name(s) hold bytes that are not UTF-8, characters Windows "
+                                "cannot store in a file name (\\ : * ? \" < > | or control characters) or a name it "
+                                "reserves (con, nul, com1, ...), replaced by '_'")
 
     def shortened_note(self) -> str | None:
         """Which outputs got a shorter name than their input's (a name has at most 255 bytes), or None."""
@@ -1064,7 +1064,9 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     for _ in range(skip):  # the "sep=" line
         next(rows, None)
     written = [cell.strip() for cell in next(rows, [])]
-    repeated = sorted({c for c in columns if columns.count(c) > 1} | {c for c in written if written.count(c) > 1})
+    # (empty names, as Excel writes after the last column, are not names: pandas calls them "Unnamed: 4")
+    repeated = sorted({c for c in columns if columns.count(c) > 1}
+                      | {c for c in written if c and written.count(c) > 1})
     if repeated:
         raise UsageError(f"{path.name} names column(s) {repeated} more than once (spaces around names are ignored)")
     missing = [c for c in needed if c not in columns]
@@ -1229,7 +1231,7 @@ def _write_held_rows(out, frames: list[pd.DataFrame], rows: list[tuple[str, dict
         _append(out, safe_csv_bytes(rows_written, delimiter=delimiter, decimal=decimal, encoding=encoding))
         escaped = escaped_cells_note(escaped_cell_count(rows_written))
         if escaped:
-            print(f"note: in {PRIVATIZED_CSV_NAME}, {escaped[0].lower()}{escaped[1:]}", file=sys.stderr)
+            _say(f"note: in {PRIVATIZED_CSV_NAME}, {escaped[0].lower()}{escaped[1:]}")
     row_of = iter(np.argsort(order) + 1)  # the i-th released row is written as row row_of[i]
     for name, cells in rows:
         if cells["status"] == "privatized":
@@ -1257,8 +1259,9 @@ def _numeric_categories(model, chunk: pd.DataFrame) -> pd.DataFrame:
     category 2 (the other rows of the chunk would be unusable, and the result would depend on --batch-size). Whole
     numbers read as floats (a column with an empty cell) are ints again: the manifest says sex=1, not sex=1.0."""
     for spec in [*model.data_encoder.columns, *model.condition_encoder.columns]:
-        numeric = spec.kind == "categorical" and spec.categories and all(
-            isinstance(c, int | float) and not isinstance(c, bool) for c in spec.categories)
+        known = [c for c in spec.categories or [] if c is not None]  # None: a category of empty cells
+        numeric = spec.kind == "categorical" and bool(known) and all(
+            isinstance(c, int | float) and not isinstance(c, bool) for c in known)
         if numeric and spec.name in chunk.columns and not pd.api.types.is_integer_dtype(chunk[spec.name]) \
                 and not pd.api.types.is_bool_dtype(chunk[spec.name]):
             # (not Series.map: it would make ints and an empty cell floats again)
@@ -1508,12 +1511,15 @@ def _main(argv=None) -> int:
         kind = loaded.config.kind
         input_kind = _check_paths(args, kind)
         labels = read_labels_csv(args.labels.read_bytes()) if args.labels is not None else None
-        labels_file = folder_labels_file(args.input) if input_kind == "folder" else None
-        if labels is None and labels_file is not None:
-            labels = read_labels_csv(labels_file.read_bytes())
-            _say(f"note: labels from {labels_file} (they override class folders)")
-        elif labels_file is not None:
-            _say(f"note: {labels_file} is not read: --labels gives the labels")
+        labels_files = folder_labels_files(args.input) if input_kind == "folder" else []
+        if labels is None and labels_files:
+            labels = read_labels_csv(labels_files[0].read_bytes())
+            _say(f"note: labels from {labels_files[0]} (they override class folders)")
+        if labels_files and (args.labels is not None or len(labels_files) > 1):  # Labels.csv beside labels.csv too
+            unread = unread_labels_note([path.name for path in labels_files],
+                                        None if args.labels is not None else labels_files[0].name,
+                                        args.labels is not None)
+            _say(f"note: {unread}")
         if input_kind == "zip":
             read = None
             if labels is None:

@@ -612,9 +612,11 @@ def single_byte_text(data: bytes) -> tuple[str, str]:
 def line_feeds(text: str) -> str:
     """``text`` with its line ends as line feeds where it has only carriage returns (old Mac files, Excel's "CSV
     (Macintosh)"), which read as one long line; a carriage return inside a quoted cell stays as it is."""
-    if "\n" in text or "\r" not in text:
+    if "\r" not in text:
         return text
     parts = text.split('"')  # even parts are outside quotes ('""' inside a quoted cell: an empty part between)
+    if any("\n" in part for part in parts[::2]):  # line feeds end its lines (a line feed in a cell: Excel's break)
+        return text
     return '"'.join(part.replace("\r", "\n") if index % 2 == 0 else part for index, part in enumerate(parts))
 
 

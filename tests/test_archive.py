@@ -1355,6 +1355,8 @@ def test_a_file_name_that_is_not_utf8_is_listed_readably_and_released_under_a_ut
     assert rows["1/M\\xfcller.png"]["output"] == "1/M_ller.png" and (output / "1/M_ller.png").is_file()
     assert dict(read_released_labels(output)) == {"1/a.png": "1", "1/M_ller.png": "1"}
     assert not (output / "guarantee.txt").read_text(encoding="utf-8").startswith("Incomplete run")
+    assert ("note: 1 input name(s) hold bytes that are not UTF-8, characters Windows cannot store in a file name"
+            in capsys.readouterr().err)  # the name changed, and is said to
 
 
 def test_a_text_cell_in_a_column_of_number_categories_costs_its_row_only_whatever_the_batch(tmp_path):
@@ -1372,6 +1374,29 @@ def test_a_text_cell_in_a_column_of_number_categories_costs_its_row_only_whateve
         assert [row["file"] for row in rows if row["status"] == "error"] == ["row 4"], batch
         assert rows[3]["error"] == ("column 'ca' has the value '?', unseen when the model was fitted "
                                     "(it knows 0, 1, 2, 3)")
+
+
+def test_a_text_cell_costs_its_row_only_where_the_number_categories_include_empty_cells(tmp_path):
+    from cadp.train import fit_tabular
+
+    frame = table_frame(60).drop(columns="note")
+    frame["grp"] = pd.Series([1, 2, 3, None] * 15, dtype=object)  # empty cells: a category of their own (None)
+    model = save_model(fit_tabular(frame, ["sex"], steps=5), tmp_path / "model")
+    source = tmp_path / "rows.csv"
+    frame.head(10).assign(grp=[1, 2, 3, "x", 1, 2, 3, 1, 2, 3]).to_csv(source, index=False)
+    assert run(model, source, tmp_path / "out", "--batch-size", "64") == 0
+    rows = read_manifest(tmp_path / "out")
+    assert [row["file"] for row in rows if row["status"] == "error"] == ["row 4"]
+    assert rows[3]["error"].startswith("column 'grp' has the value 'x', unseen when the model was fitted")
+
+
+def test_a_header_ending_in_empty_cells_is_read_as_excel_writes_it(table_model, tmp_path, capsys):
+    source = tmp_path / "rows.csv"
+    frame = table_frame(4)
+    source.write_text("age,bmi,note,sex,,\n" + "".join(f"{a},{b},ok,{s},,\n" for a, b, s in
+                                                         zip(frame["age"], frame["bmi"], frame["sex"])))
+    assert run(table_model, source, tmp_path / "out") == 0  # was refused: "names column(s) [''] more than once"
+    assert [row["status"] for row in read_manifest(tmp_path / "out")] == ["privatized"] * 4
 
 
 def test_a_condition_column_with_an_empty_cell_is_written_as_whole_numbers(table_model, tmp_path):
@@ -1499,6 +1524,19 @@ def test_labels_csvs_that_are_not_read_are_said_and_any_case_is_read(image_model
     assert run(image_model, source, tmp_path / "out") == 0
     assert f"note: labels from {source / 'Labels.csv'}" in capsys.readouterr().err
     assert [row["file"] for row in read_manifest(tmp_path / "out")] == ["x.png"]
+    # labels.csv and Labels.csv side by side in a folder (a file system that tells case apart): one is read, and
+    # the other is said, as in a ZIP
+    (source / "labels.csv").write_bytes(b"file,label\nx.png,0\n")
+    if len({path.name for path in source.iterdir()}) == 3:
+        assert run(image_model, source, tmp_path / "out2") == 0
+        err = capsys.readouterr().err
+        assert f"note: labels from {source / 'labels.csv'}" in err
+        assert "note: 1 labels CSV(s) in the input are not read (only the first, labels.csv, is read): Labels.csv" in err
+        assert read_manifest(tmp_path / "out2")[0]["condition"] == "0"
+    labels = tmp_path / "given.csv"
+    labels.write_bytes(b"file,label\nx.png,1\n")
+    assert run(image_model, source, tmp_path / "out3", "--labels", str(labels)) == 0
+    assert "labels CSV(s) in the input are not read (--labels gives the labels): " in capsys.readouterr().err
 
 
 def test_a_full_disk_names_each_file_it_left_incomplete(image_model, tmp_path, monkeypatch, capsys):
@@ -1525,4 +1563,5 @@ def test_output_names_are_unique_in_any_unicode_form_and_storable_on_windows(ima
     # (in sorted order the decomposed name comes first and keeps it)
     assert outputs == {"1/e\u0301.png": "1/e\u0301.png", "1/\u00e9.png": "1/\u00e9-2.png", "1/a:b?.png": "1/a_b_.png",
                        "1/con.png": "1/_con.png", "1/ok.png": "1/ok.png"}
-    assert ("note: 2 input name(s) hold characters Windows cannot store in a file name" in capsys.readouterr().err)
+    assert ("note: 2 input name(s) hold bytes that are not UTF-8, characters Windows cannot store in a file name"
+            in capsys.readouterr().err)

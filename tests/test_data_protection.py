@@ -238,6 +238,8 @@ def test_streamlit_usage_statistics_are_off():
         config.get_config_options(force_reparse=True)
         assert config.get_option("browser.gatherUsageStats") is False
         assert "config.toml" in config.get_where_defined("browser.gatherUsageStats")
+        # a shown table's own CSV export would write the released rows in the input's order (compare.download_rows)
+        assert config.get_option("client.disableDataExport") is True
     finally:
         os.chdir(previous)
         config.get_config_options(force_reparse=True)

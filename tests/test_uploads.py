@@ -361,6 +361,9 @@ def test_a_csv_with_carriage_returns_only_as_line_ends_is_read():
     quoted = read_csv_upload(b'name;note;n\r"Ana";"one\rtwo";1\r"Bo";"say ""hi""";2')  # CR in a quoted cell
     assert quoted.delimiter == ";" and quoted.frame["note"].tolist() == ["one\rtwo", 'say "hi"']
     assert quoted.frame["n"].tolist() == [1, 2]
+    # Excel's line break inside a cell is a line feed, in a file whose lines end in carriage returns alone
+    broken = read_csv_upload(b'a,b\r1,"x\ny"\r2,z\r3,w\r')
+    assert broken.frame["b"].tolist() == ["x\ny", "z", "w"] and broken.frame["a"].tolist() == [1, 2, 3]
 
 
 @pytest.mark.parametrize("hint", [b"sep=;\r\n", b"SEP=;\n", b'"sep=;"\n'])
