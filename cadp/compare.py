@@ -127,16 +127,22 @@ def release_files(result, names: list[str], class_names: list[str], handling: st
     return files, manifest
 
 
-def repeated_images_note(keys: list[str], cost: str) -> str | None:
+def repeated_images_note(keys: list[str], cost: str, extras: tuple[int, str] | None = None) -> str | None:
     """What a release of several images says when some are the same record (``keys``: the ledger's record keys;
-    ``cost``: one release's, as the ledger writes it), or None: each copy is a release of that record."""
-    repeated = [count for count in Counter(keys).values() if count > 1]
+    ``cost``: one release's, as the ledger writes it; ``extras``: the number and cost of the further releases of
+    the first image's record in the same press, the strip and the gallery), or None: each copy is a release of
+    that record."""
+    counts = Counter(keys)
+    repeated = [count for count in counts.values() if count > 1]
     if not repeated:
         return None
+    first = counts[keys[0]]
+    also = (f"; the first image's record {first} times {cost} and {extras[0]} more release(s) by the strip and the "
+            f"gallery ({extras[1]})" if extras and first > 1 else "")
     return (f"{sum(repeated)} images of this upload are copies of {len(repeated)} record(s) (the same pixels after "
             "preprocessing, or their negative): each copy was released separately, with its own noise, so such a "
-            f"record has cost up to {max(repeated)} times {cost} here (the ledger adds them up; each file's cost "
-            "in manifest.csv is one release's).")
+            f"record has cost up to {max(repeated)} times {cost} here{also} (the ledger adds them up; each file's "
+            "cost in manifest.csv is one release's).")
 
 
 def download_note(handling: str, first_file: str) -> str:

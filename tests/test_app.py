@@ -1695,3 +1695,15 @@ def test_an_upload_holding_one_image_twice_says_what_that_record_cost():
                         "their negative): each copy was released separately, with its own noise, so such a record "
                         "has cost up to 2 times ε = 10 here (the ledger adds them up; each file's cost in "
                         "manifest.csv is one release's)."]
+    state = at.session_state["image_result"]  # the ZIP's guarantee.txt says it too (it said one release's cost)
+    assert state["zip_terms"] == ui.release_terms(state["result"]) + "\n\n" + warnings[0]
+    # with the strip and the gallery, the first image's record was released more times than its copies
+    at.checkbox(key="image_strip").check().run()
+    at.slider(key="image_gallery").set_value(2).run()
+    at.button(key="image_privatize").click().run()
+    warning = next(w.value for w in clean(at).warning if "copies of" in w.value)
+    assert "; the first image's record 2 times ε = 10 and 7 more release(s) by the strip and the gallery (" in warning
+    # a file renamed (to hide a name) hides the release made under the old name: its files carry the names
+    at.file_uploader(key="image_upload").set_value([("x.png", image, "image/png"), ("b.png", image, "image/png"),
+                                                    ("c.png", helpers.png(seed=3), "image/png")]).run()
+    assert not [h for h in clean(at).header if "Release" in h.value]

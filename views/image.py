@@ -118,9 +118,13 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
         tag=compare.release_tag(settings.mechanism, seeded=settings.seed is not None), terms=ui.release_terms(result),
         mechanism=ui.MECHANISM_LABELS[name] + (f" (ran on {result.batch_text})" if name == "paper" else ""),
         cost=ui.cost_text([settings.mechanism], handling.cost))
-    repeats = compare.repeated_images_note([r.key for r in records], ui.cost_text([settings.mechanism], handling.cost))
-    return {"names": [r.name for r in records], "result": result, "repeats": repeats, "handling": handling.handling, "strip": strip_images, "gallery": gallery_images,
-            "files": files, "manifest": manifest, "epsilon": settings.epsilon}
+    extra = [settings.at(epsilon) for epsilon in STRIP_EPSILONS] * strip + [settings.mechanism] * gallery
+    repeats = compare.repeated_images_note([r.key for r in records], ui.cost_text([settings.mechanism], handling.cost),
+                                           (len(extra), ui.cost_text(extra, handling.cost)) if extra else None)
+    return {"names": [r.name for r in records], "result": result, "repeats": repeats, "handling": handling.handling,
+            "strip": strip_images, "gallery": gallery_images, "files": files, "manifest": manifest,
+            "epsilon": settings.epsilon,  # a ZIP's guarantee.txt says what a record repeated in it cost
+            "zip_terms": "\n\n".join([ui.release_terms(result)] + ([repeats] if repeats else []))}
 
 
 def show_result(loaded, state, changed: bool) -> None:
@@ -169,7 +173,7 @@ def show_result(loaded, state, changed: bool) -> None:
                            mime="image/png", key="download_png")
     else:
         st.download_button(f"Download {len(names)} privatized images (ZIP with manifest.csv and guarantee.txt)",
-                           compare.batch_zip(state["files"], state["manifest"], ui.release_terms(result)),
+                           compare.batch_zip(state["files"], state["manifest"], state["zip_terms"]),
                            file_name="cadp-privatized.zip", mime="application/zip", key="download_zip")
     st.caption(compare.download_note(state["handling"], state["files"][0][0]))
 
@@ -196,8 +200,10 @@ def page(loaded) -> None:
         st.caption(f"Each strip image and each gallery draw is a release of the first image: one press adds "
                    f"{len(extra)} releases to its ledger entry besides the release itself; together they "
                    f"cost {ui.cost_text(extra, handling.cost)}.")
-    # a release is shown with the model and the inputs (pixels as prepared: inversion included) it was made of
-    made_of = (loaded.config.name, loaded.origin, ui.record_key(b"".join(r.pixels.tobytes() for r in records)))
+    # a release is shown with the model and the inputs (pixels as prepared: inversion included; and their names,
+    # which its files carry: a file renamed to hide a patient's name must not be downloaded under the old one)
+    made_of = (loaded.config.name, loaded.origin, ui.record_key(b"".join(r.pixels.tobytes() for r in records)),
+               tuple(r.name for r in records))
     choices = (tuple(int(label) for label in labels), handling, settings.summary)  # (the strip and gallery: extras)
     if st.button("Privatize", type="primary", key="image_privatize"):
         st.session_state[RESULT] = release(loaded, records, labels, handling, settings, strip, gallery)
