@@ -10,6 +10,7 @@ import atexit
 import contextlib
 import math
 import os
+import re
 import threading
 from collections import Counter
 from contextlib import contextmanager
@@ -469,9 +470,16 @@ def _entry_text(entry: LedgerEntry) -> str:
     return "; ".join(parts or ["nothing"])
 
 
+def markdown_literal(text: str) -> str:
+    """``text`` shown as itself in Markdown (an upload's name: its * _ [ ] $ are not formatting; a "(" only links
+    after a "]", which is escaped)."""
+    return re.sub(r"([\\`*_\[\]#<>!~|$])", r"\\\1", text)
+
+
 def ledger_lines() -> list[str]:
     entries = ledger()
-    lines = [f"**{entry.name}**" + (f" (also as {', '.join(entry.also)})" if entry.also else "")
+    literal = markdown_literal  # upload names as written: "**x** [link](...)" is a name, not Markdown
+    lines = [f"**{literal(entry.name)}**" + (f" (also as {', '.join(map(literal, entry.also))})" if entry.also else "")
              + f" — {entry.releases} release(s): {_entry_text(entry)}"
              for key, entry in entries.items() if not key.startswith("row ")]
     for name, count, row_keys in st.session_state.get(LEDGER_TABLES, {}).values():
@@ -482,9 +490,10 @@ def ledger_lines() -> list[str]:
             continue
         most = _most(rows)  # each quantity's largest value over the rows: what no row of the table exceeds
         if count == len(rows) and all(_costs(entry) == _costs(rows[0]) for entry in rows):
-            lines.append(f"**each row of {name} ({count} rows)** — {most.releases} release(s): {_entry_text(most)}")
+            lines.append(f"**each row of {literal(name)} ({count} rows)** — {most.releases} release(s): "
+                         f"{_entry_text(most)}")
         else:
-            lines.append(f"**each row of {name} ({count} rows)** — rows differ (some also in other releases, or "
+            lines.append(f"**each row of {literal(name)} ({count} rows)** — rows differ (some also in other releases, or "
                          f"repeated in the table); at most {most.releases} release(s) and {_entry_text(most)} for "
                          "a row")
     return lines

@@ -1681,6 +1681,11 @@ def test_the_ledger_says_when_summed_deltas_leave_no_guarantee():
         ui.charge("k", "a.png", make_mechanism("gaussian", 1, delta=0.3, temperature=0.7), releases=4)
         lines = ui.ledger_lines()
     assert lines == ["**a.png** — 4 release(s): ε = 4, δ = 1.2 (≥ 1: no guarantee left)"]
+    with pytest.MonkeyPatch.context() as patch:  # an upload's name is shown as written, not read as Markdown
+        patch.setattr(ui.st, "session_state", {})
+        ui.charge("k", "**x** [y](https://e.org) $z$.png", make_mechanism("laplace", 1, temperature=0.7))
+        lines = ui.ledger_lines()
+    assert lines == [r"**\*\*x\*\* \[y\](https://e.org) \$z\$.png** — 1 release(s): ε = 1"]
 
 
 def test_an_upload_holding_one_image_twice_says_what_that_record_cost():
