@@ -1712,3 +1712,14 @@ def test_an_upload_holding_one_image_twice_says_what_that_record_cost():
     at.file_uploader(key="image_upload").set_value([("x.png", image, "image/png"), ("b.png", image, "image/png"),
                                                     ("c.png", helpers.png(seed=3), "image/png")]).run()
     assert not [h for h in clean(at).header if "Release" in h.value]
+
+
+def test_metric_strip_and_gallery_say_their_epsilon_is_per_unit_of_latent_distance():
+    at = page("image.py")
+    at.file_uploader(key="image_upload").set_value([("a.png", helpers.png(), "image/png")]).run()
+    at.selectbox(key="image_mechanism").set_value("metric").run()
+    at.checkbox(key="image_strip").check().run()
+    at.slider(key="image_gallery").set_value(2).run()
+    at.button(key="image_privatize").click().run()
+    texts = [m.value for m in clean(at).markdown]
+    assert any(text.startswith("**2 draws at ε = ") and "per unit of latent distance**" in text for text in texts)

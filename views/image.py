@@ -123,7 +123,8 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
                                            (len(extra), ui.cost_text(extra, handling.cost)) if extra else None)
     return {"names": [r.name for r in records], "result": result, "repeats": repeats, "handling": handling.handling,
             "strip": strip_images, "gallery": gallery_images, "files": files, "manifest": manifest,
-            "epsilon": settings.epsilon,  # a ZIP's guarantee.txt says what a record repeated in it cost
+            "epsilon": settings.epsilon, "per_unit": name == "metric",  # metric: epsilon per unit of distance
+            # a ZIP's guarantee.txt says what a record repeated in it cost
             "zip_terms": "\n\n".join([ui.release_terms(result)] + ([repeats] if repeats else []))}
 
 
@@ -163,9 +164,12 @@ def show_result(loaded, state, changed: bool) -> None:
     if state["strip"]:
         st.markdown("**The same input at several ε** (each a separate release, charged to the ledger)")
         for column, (epsilon, image) in zip(st.columns(len(state["strip"])), state["strip"]):
-            column.image(ui.to_display(image), width=ui.IMAGE_WIDTH, caption=f"ε = {epsilon:g}")
+            column.image(ui.to_display(image), width=ui.IMAGE_WIDTH,
+                         caption=f"ε = {epsilon:g}" + (" per unit" if state["per_unit"] else ""))
     if state["gallery"]:
-        st.markdown(f"**{len(state['gallery'])} draws at ε = {state['epsilon']:g}** (each charged to the ledger)")
+        per_unit = " per unit of latent distance" if state["per_unit"] else ""
+        st.markdown(f"**{len(state['gallery'])} draws at ε = {state['epsilon']:g}{per_unit}** (each charged to the "
+                    "ledger)")
         for column, image in zip(st.columns(len(state["gallery"])), state["gallery"]):
             column.image(ui.to_display(image), width=ui.IMAGE_WIDTH)
     if len(names) == 1:
