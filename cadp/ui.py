@@ -936,6 +936,7 @@ def _prepare_file(name: str, data: bytes, *, image_size: int, channels: int, inv
             image = to_model_input(data, image_size=image_size, channels=channels, invert=invert, filename=name)
         except CadpError as error:
             prepared.problems.append(f"{name}: {error}")
+            prepared.decoded_pixels += getattr(error, "decoded_pixels", 0)  # a failed decode costs its work too
             return
         prepared.decoded_pixels += image.decoded_pixels
         pixels = np.asarray(image.pixels, dtype=np.uint8)

@@ -124,6 +124,7 @@ def to_model_input(data: bytes, *, image_size: int, channels: int, invert: str =
 
 
 def _decode_pillow(data: bytes, steps: list[str]) -> Image.Image:
+    declared = 0  # width x height from the header, once it is within the limit
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -133,6 +134,7 @@ def _decode_pillow(data: bytes, steps: list[str]) -> Image.Image:
                 raise InputError(f"the image has no pixels ({width}x{height})")
             if width * height > MAX_IMAGE_PIXELS:
                 raise _bomb_error(width, height)
+            declared = width * height
             if getattr(image, "is_animated", False) or getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
                 kind = "animated GIF" if image.format == "GIF" else f"multi-frame {image.format}"
@@ -152,7 +154,9 @@ def _decode_pillow(data: bytes, steps: list[str]) -> Image.Image:
                          + _looks_like(data)) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError,
             struct.error):
-        raise InputError("the image file is truncated or corrupt and cannot be decoded") from None
+        error = InputError("the image file is truncated or corrupt and cannot be decoded")
+        error.decoded_pixels = declared  # decoding a truncated image costs as much as a whole one
+        raise error from None
     return image
 
 

@@ -303,6 +303,23 @@ def test_an_upload_decodes_at_most_its_pixel_budget_in_all():
     assert len(records) == 4 and not problems
 
 
+def test_a_failed_decode_costs_the_pixel_budget_its_declared_size():
+    """A ZIP of 2,000 truncated 7000 x 7000 PNGs (1.4 MB) cost ~0.5 s each to fail on, and nothing of the budget."""
+    from cadp.ui import KeptFile, image_records_from_uploads
+
+    noise = np.random.default_rng(0).integers(0, 256, (200, 300), dtype=np.uint8)
+    truncated = corpus.encode(Image.fromarray(noise, mode="L"), "PNG")[:-2000]
+    with pytest.raises(InputError, match="truncated") as failure:
+        prepare(truncated)
+    assert failure.value.decoded_pixels == 60_000
+    archive = corpus.zip_bytes({f"{i}.png": truncated for i in range(4)})
+    records, problems = image_records_from_uploads([KeptFile("cut.zip", archive, len(archive))], image_size=28,
+                                                   channels=1, invert="auto", max_pixels=150_000)
+    assert not records and len(problems) == 4
+    assert all("truncated" in problem for problem in problems[:3])  # the third crossed the budget
+    assert problems[3].endswith("1 image past it was skipped")
+
+
 def test_zip_member_larger_than_the_per_file_limit_is_skipped():
     data = corpus.zip_bytes({"big.png": b"\x00" * 500_000, "ok.png": b"x"})
     results = dict(iter_zip_images(data, max_file_bytes=100_000))
