@@ -460,6 +460,22 @@ def test_download_names_are_plain_and_never_carry_a_label_that_is_not_kept():
     assert compare.released_name("scan.png", 0) == "0000-scan-not-private.png"
 
 
+def test_download_names_fit_a_file_system_s_255_bytes():
+    """An upload named with 350 bytes gave a download name no file system takes, and ZIP members that could not
+    be extracted ("File name too long")."""
+    for stem in ("a" * 400, "é" * 200, "scan-" + "图" * 150):
+        for label in ("Ankle boot", "Ankle boot" * 30):  # the stem is shortened first, then the label
+            names = [compare.released_name(f"{stem}.png", number, tag="laplace-eps10", label=label)
+                     for number in range(3)]
+            assert all(len(name.encode()) <= 255 for name in names), [len(name.encode()) for name in names]
+            assert all(name.endswith("-laplace-eps10.png") for name in names) and len(set(names)) == 3
+            assert names[1].startswith("0001-" + stem[0])
+        assert "-label-Ankle-boot-laplace-eps10.png" in compare.released_name(f"{stem}.png", 0, tag="laplace-eps10",
+                                                                              label="Ankle boot")
+    assert compare.released_name("a" * 400 + ".png", 0, tag="not-private") == \
+        "0000-" + "a" * (255 - len("0000--not-private.png")) + "-not-private.png"
+
+
 def test_a_single_download_carries_the_label_released_with_it_not_only_the_screen(media):
     """The PNG of one image with a randomized or resampled label held neither that label in its name nor in its
     Description: a user could attach the true label by hand, undoing the randomized response."""
