@@ -321,9 +321,9 @@ def test_an_upload_decodes_at_most_its_pixel_budget_in_all():
     records, problems = image_records_from_uploads(files, image_size=28, channels=1, invert="auto",
                                                    max_pixels=150_000)
     assert [r.name for r in records] == ["one.png", "more.zip/0.png", "more.zip/1.png"]  # the last one crossed it
-    assert problems == ["This upload's images hold more than 150,000 pixels in all, the most one upload may decode "
-                        "(the model reads them at 28x28: downscale them before uploading, or upload fewer at a "
-                        "time); 1 image past it was skipped"]
+    assert problems == [("", "This upload's images hold more than 150,000 pixels in all, the most one upload may "
+                             "decode (the model reads them at 28x28: downscale them before uploading, or upload "
+                             "fewer at a time); 1 image past it was skipped")]
     records, problems = image_records_from_uploads(files, image_size=28, channels=1, invert="auto",
                                                    max_pixels=240_000)
     assert len(records) == 4 and not problems
@@ -342,8 +342,8 @@ def test_a_failed_decode_costs_the_pixel_budget_its_declared_size():
     records, problems = image_records_from_uploads([KeptFile("cut.zip", archive, len(archive))], image_size=28,
                                                    channels=1, invert="auto", max_pixels=150_000)
     assert not records and len(problems) == 4
-    assert all("truncated" in problem for problem in problems[:3])  # the third crossed the budget
-    assert problems[3].endswith("1 image past it was skipped")
+    assert all("truncated" in what for _, what in problems[:3])  # the third crossed the budget
+    assert problems[3][1].endswith("1 image past it was skipped")
 
 
 def test_zip_member_larger_than_the_per_file_limit_is_skipped():
