@@ -110,7 +110,7 @@ def to_model_input(data: bytes, *, image_size: int, channels: int, invert: str =
     decoded_pixels = image.size[0] * image.size[1]
     image = _to_channels(image, channels, steps)
     array = np.asarray(image, dtype=np.uint8)
-    preview = _preview(image, array, steps)
+    preview = _preview(image, array)
     inverted = invert == "always" or (invert == "auto" and _is_dark_on_light(array))
     if inverted:
         array = 255 - array
@@ -363,14 +363,14 @@ def _is_dark_on_light(array: np.ndarray) -> bool:
     return border > _mean_luminance(centre) + INVERT_MARGIN
 
 
-def _preview(image: Image.Image, array: np.ndarray, steps: list[str]) -> np.ndarray:
-    """A display copy of ``image`` (``array``: its pixels), downscaled past PREVIEW_MAX_SIDE."""
+def _preview(image: Image.Image, array: np.ndarray) -> np.ndarray:
+    """The display preview of ``image`` (``array``: its pixels), downscaled past PREVIEW_MAX_SIDE; not a step of the
+    preprocessing (the model's input does not pass through it), so not in the steps."""
     if max(image.size) <= PREVIEW_MAX_SIDE:
         array.flags.writeable = False
         return array  # shared, read-only: a copy of a large image's pixels would raise the peak memory by half
     small = image.copy()
     small.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE), Image.Resampling.LANCZOS)
-    steps.append(f"preview downscaled to {small.size[0]}x{small.size[1]} for display")
     return np.asarray(small, dtype=np.uint8).copy()
 
 

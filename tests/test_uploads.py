@@ -67,6 +67,9 @@ def test_resize_keeps_aspect_and_pads_with_the_background():
     assert result.pixels.shape == (1, 28, 28)
     assert (result.pixels[0, :3] == 255).all()  # padding rows take the white sheet's colour, not black
     assert result.preview.shape == (480, 640)
+    large = prepare(corpus.png(corpus.digit(1200, 1600)), invert="never")
+    assert large.preview.shape == (768, 1024)  # no preview is shown with the steps: none is listed among them
+    assert large.steps == ["resized 1600x1200 -> 28x28 (aspect kept, padded)"]
 
 
 def test_a_very_small_source_is_flagged_when_enlarged():
