@@ -171,6 +171,8 @@ def _looks_like(data: bytes) -> str:
         return " (it is a PDF document)"
     if head.startswith(b"PK\x03\x04"):
         return " (it is a ZIP archive)"
+    if b"\x00" in head:  # NUL bytes decode as UTF-8, but they mean a binary file
+        return ""
     try:
         head.decode("utf-8")
     except UnicodeDecodeError:

@@ -233,6 +233,12 @@ def test_hostile_images_raise_input_error(data, message):
         prepare(data, filename="upload.dcm" if data.startswith(b"DICM") else "upload.png")
 
 
+def test_a_file_of_nul_bytes_is_not_called_a_text_file():
+    with pytest.raises(InputError, match="not an image") as failure:
+        prepare(b"\x00" * 1000)
+    assert "text" not in str(failure.value)
+
+
 def test_text_named_dcm_is_refused():
     with pytest.raises(InputError, match="DICOM"):
         prepare(b"just text, not a scan", filename="scan.dcm")
