@@ -953,8 +953,11 @@ def _prepare_file(name: str, data: bytes, *, image_size: int, channels: int, inv
                     prepared.problems.append((f"{name}/{member}", str(item)))
                 else:
                     add(f"{name}/{member}", item)
-        except CadpError as error:
-            prepared.problems.append((name, str(error)))
+        except CadpError as error:  # (a ZIP past its limit stops there: the images read before it are kept)
+            used = len(prepared.records)
+            prepared.problems.append((name, f"{error} after its first {used:,} image{'s' * (used != 1)}, which "
+                                            f"{'are' if used != 1 else 'is'} used; the rest skipped" if used
+                                      else str(error)))
     else:
         add(name, data)
     return prepared

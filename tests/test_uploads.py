@@ -355,6 +355,25 @@ def test_a_failed_decode_costs_the_pixel_budget_its_declared_size():
     assert problems[3][1].endswith("1 image past it was skipped")
 
 
+def test_a_zip_stopped_at_its_size_limit_says_its_first_images_are_used(monkeypatch):
+    """It said "Skipped mixed.zip: ... stopped reading it" although the images read before the limit were used."""
+    import functools
+
+    from cadp import uploads
+    from cadp.ui import KeptFile, image_records_from_uploads, problem_text
+
+    image = corpus.encode(Image.new("L", (30, 30), 20), "PNG")
+    archive = corpus.zip_bytes({"a.png": image, "b.png": image, "c.png": b"x" * 3000})
+    monkeypatch.setattr(uploads, "iter_zip_images",
+                        functools.partial(uploads.iter_zip_images, max_total_bytes=2 * len(image) + 100))
+    records, problems = image_records_from_uploads([KeptFile("mixed.zip", archive, len(archive))], image_size=28,
+                                                   channels=1, invert="auto")
+    assert [record.name for record in records] == ["mixed.zip/a.png", "mixed.zip/b.png"]
+    assert [problem_text(*problem) for problem in problems] == [
+        "mixed.zip: the ZIP expands to more than 0 MB of files (the limit; a zip bomb?); stopped reading it after its "
+        "first 2 images, which are used; the rest skipped"]
+
+
 def test_zip_member_larger_than_the_per_file_limit_is_skipped():
     data = corpus.zip_bytes({"big.png": b"\x00" * 500_000, "ok.png": b"x"})
     results = dict(iter_zip_images(data, max_file_bytes=100_000))
