@@ -89,13 +89,24 @@ def released_name(name: str, index: int, copy_name: bool = True, tag: str = "not
     """The download's file name: numbered, with the input's stem (letters, digits, ``._-`` only) when
     ``copy_name``; without it (a randomized or resampled label: names often carry the true one) the number only.
     Then ``label-<released label>`` when ``label`` is given (the label released with the image, never the
-    true one unless it was kept), and last the release's ``tag`` (``release_tag``)."""
+    true one unless it was kept), and last the release's ``tag`` (``release_tag``). At most 255 bytes in UTF-8
+    (most file systems' limit: a longer name cannot be saved or extracted): the stem, then the label, is shortened,
+    the number keeping names unique."""
     parts = [f"{index:04d}"]
     if copy_name:
         parts.append(_name_part(name.rsplit("/", 1)[-1].rsplit(".", 1)[0]) or "image")
     if label is not None:
         parts.append(f"label-{_name_part(label) or 'x' + label.encode().hex()[:16]}")  # never a word like a class
-    return "-".join(parts + [tag]) + ".png"
+    parts.append(tag)
+    excess = len("-".join(parts).encode()) + len(".png") - 255
+    for position in range(1, len(parts) - 1):  # the stem, then the label
+        if excess <= 0:
+            break
+        part = parts[position].encode()
+        first = len(parts[position][0].encode())  # at least a whole character
+        parts[position] = part[:max(first, len(part) - excess)].decode("utf-8", "ignore").rstrip("-._")
+        excess -= len(part) - len(parts[position].encode())
+    return "-".join(parts) + ".png"
 
 
 def released_description(terms: str, label: str, handling: str) -> str:

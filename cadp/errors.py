@@ -8,6 +8,8 @@ class CadpError(ValueError):
 class InputError(CadpError):
     """An uploaded or given input (image, CSV, parameter) cannot be used."""
 
+    decoded_pixels = 0  # an image that failed to decode: the pixels its header declared (what trying cost)
+
 
 class ModelError(CadpError):
     """A model folder or Hub repository cannot be loaded safely."""

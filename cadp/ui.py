@@ -882,7 +882,7 @@ class PreparedFile:
     and the pixel budget that cut it short (None: read whole)."""
 
     records: list[ImageRecord]
-    problems: list[str]
+    problems: list[tuple[str, str]]  # (file or ZIP member, what is wrong with it)
     decoded_pixels: int = 0
     cut_at: int | None = None
     skipped: int = 0
@@ -890,7 +890,8 @@ class PreparedFile:
 
 def image_records_from_uploads(files, *, image_size: int, channels: int, invert: str,
                                max_pixels: int | None = None):
-    """Read uploaded files (images, DICOM or ZIPs of them) in memory: (records, problems).
+    """Read uploaded files (images, DICOM or ZIPs of them) in memory: (records, problems), each problem a (file or
+    ZIP member, what is wrong) pair, with "" for the upload as a whole (``show_problems`` shows them).
 
     Each file is decoded once per session and preparation (its bytes' hash, name, ``image_size``, ``channels``,
     ``invert``): a rerun (any widget moved) takes its records from this session's state, which keeps the files
@@ -906,7 +907,7 @@ def image_records_from_uploads(files, *, image_size: int, channels: int, invert:
         data = file.getvalue()
         key = (record_key(data), file.name, image_size, channels, invert)
         if key in kept:  # the same file added twice: its images once (two entries of one key would evict each other)
-            problems.append(f"{file.name}: the same file is in the upload twice; its images are read once")
+            problems.append((file.name, "the same file is in the upload twice; its images are read once"))
             continue
         left = budget - spent
         prepared = kept.get(key) or cache.get(key)
@@ -923,10 +924,10 @@ def image_records_from_uploads(files, *, image_size: int, channels: int, invert:
     if in_session:
         st.session_state[PREPARED_UPLOADS] = kept  # files no longer uploaded are dropped
     if skipped:
-        problems.append(f"This upload's images hold more than {budget:,} pixels in all, the most one upload may "
-                        f"decode (the model reads them at {image_size}x{image_size}: downscale them before "
-                        f"uploading, or upload fewer at a time); {skipped} image{'s' * (skipped > 1)} past it "
-                        f"{'were' if skipped > 1 else 'was'} skipped")
+        problems.append(("", f"This upload's images hold more than {budget:,} pixels in all, the most one upload "
+                             f"may decode (the model reads them at {image_size}x{image_size}: downscale them before "
+                             f"uploading, or upload fewer at a time); {skipped} image{'s' * (skipped > 1)} past it "
+                             f"{'were' if skipped > 1 else 'was'} skipped"))
     return records, problems
 
 
@@ -944,7 +945,8 @@ def _prepare_file(name: str, data: bytes, *, image_size: int, channels: int, inv
         try:
             image = to_model_input(data, image_size=image_size, channels=channels, invert=invert, filename=name)
         except CadpError as error:
-            prepared.problems.append(f"{name}: {error}")
+            prepared.problems.append((name, str(error)))
+            prepared.decoded_pixels += getattr(error, "decoded_pixels", 0)  # a failed decode costs its work too
             return
         prepared.decoded_pixels += image.decoded_pixels
         pixels = np.asarray(image.pixels, dtype=np.uint8)
@@ -957,14 +959,50 @@ def _prepare_file(name: str, data: bytes, *, image_size: int, channels: int, inv
         try:
             for member, item in iter_zip_images(data):
                 if isinstance(item, Exception):
-                    prepared.problems.append(f"{name}/{member}: {item}")
+                    prepared.problems.append((f"{name}/{member}", str(item)))
                 else:
                     add(f"{name}/{member}", item)
-        except CadpError as error:
-            prepared.problems.append(f"{name}: {error}")
+        except CadpError as error:  # (a ZIP past its limit stops there: the images read before it are kept)
+            used = len(prepared.records)
+            prepared.problems.append((name, f"{error} after its first {used:,} image{'s' * (used != 1)}, which "
+                                            f"{'are' if used != 1 else 'is'} used; the rest skipped" if used
+                                      else str(error)))
     else:
         add(name, data)
     return prepared
+
+
+PROBLEM_KINDS_SHOWN = 3  # kinds of problem shown one box each; the rest in one box, every problem in an expander
+
+
+def problem_text(where: str, what: str) -> str:
+    """One problem of ``image_records_from_uploads`` as a sentence ("Skipped scan.png: ...")."""
+    if not where:
+        return what
+    return f"{where}: {what}" if what.endswith("skipped") else f"Skipped {where}: {what}"
+
+
+def show_problems(problems: list[tuple[str, str]]) -> None:
+    """An upload's problems, one red box per kind (the same message) with its count and a few of its files, for
+    the first PROBLEM_KINDS_SHOWN kinds; the others in one more box; the full list in an expander (a ZIP of 2,000
+    text files showed 2,000 boxes)."""
+    kinds: dict[str, list[str]] = {}
+    for where, what in problems:
+        kinds.setdefault(what, []).append(where)
+    for what, places in list(kinds.items())[:PROBLEM_KINDS_SHOWN]:
+        if len(places) == 1:
+            st.error(problem_text(places[0], what))
+            continue
+        examples = ", ".join(places[:3]) + (f" and {len(places) - 3:,} more" if len(places) > 3 else "")
+        st.error(problem_text(f"{len(places):,} files ({examples})", what))
+    others = list(kinds.values())[PROBLEM_KINDS_SHOWN:]
+    if others:
+        count = sum(len(places) for places in others)
+        st.error(f"… and {count:,} more file{'s' * (count > 1)} with {len(others):,} other kind"
+                 f"{'s' * (len(others) > 1)} of problem: see the list below")
+    if len(problems) > 1 and (others or any(len(places) > 3 for places in kinds.values())):
+        with st.expander(f"All {len(problems):,} problems"):
+            st.text("\n".join(problem_text(where, what) for where, what in problems))  # names as written
 
 
 @st.cache_resource(show_spinner="Loading the test set…", max_entries=4)

@@ -56,7 +56,7 @@ class PreparedImage:
     """One decoded upload: model input, a display preview, and what was done to it."""
 
     pixels: np.ndarray            # uint8 (channels, image_size, image_size)
-    preview: np.ndarray           # uint8 H x W or H x W x 3, before resizing (downscaled past PREVIEW_MAX_SIDE)
+    preview: np.ndarray           # uint8 H x W or H x W x 3, before resizing (downscaled past PREVIEW_MAX_SIDE); read-only
     inverted: bool
     steps: list[str] = field(default_factory=list)
     decoded_pixels: int = 0       # width x height as decoded (what decoding it cost)
@@ -110,8 +110,8 @@ def to_model_input(data: bytes, *, image_size: int, channels: int, invert: str =
     decoded_pixels = image.size[0] * image.size[1]
     image = _to_channels(image, channels, steps)
     array = np.asarray(image, dtype=np.uint8)
-    preview = _preview(image, steps)
-    inverted = invert == "always" or (invert == "auto" and _is_dark_on_light(_luminance(array)))
+    preview = _preview(image, array)
+    inverted = invert == "always" or (invert == "auto" and _is_dark_on_light(array))
     if inverted:
         array = 255 - array
         steps.append("inverted (dark-on-light detected)" if invert == "auto" else "inverted (as requested)")
@@ -124,6 +124,7 @@ def to_model_input(data: bytes, *, image_size: int, channels: int, invert: str =
 
 
 def _decode_pillow(data: bytes, steps: list[str]) -> Image.Image:
+    declared = 0  # width x height from the header, once it is within the limit
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -133,6 +134,7 @@ def _decode_pillow(data: bytes, steps: list[str]) -> Image.Image:
                 raise InputError(f"the image has no pixels ({width}x{height})")
             if width * height > MAX_IMAGE_PIXELS:
                 raise _bomb_error(width, height)
+            declared = width * height
             if getattr(image, "is_animated", False) or getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
                 kind = "animated GIF" if image.format == "GIF" else f"multi-frame {image.format}"
@@ -152,7 +154,9 @@ def _decode_pillow(data: bytes, steps: list[str]) -> Image.Image:
                          + _looks_like(data)) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError,
             struct.error):
-        raise InputError("the image file is truncated or corrupt and cannot be decoded") from None
+        error = InputError("the image file is truncated or corrupt and cannot be decoded")
+        error.decoded_pixels = declared  # decoding a truncated image costs as much as a whole one
+        raise error from None
     return image
 
 
@@ -167,6 +171,8 @@ def _looks_like(data: bytes) -> str:
         return " (it is a PDF document)"
     if head.startswith(b"PK\x03\x04"):
         return " (it is a ZIP archive)"
+    if b"\x00" in head:  # NUL bytes decode as UTF-8, but they mean a binary file
+        return ""
     try:
         head.decode("utf-8")
     except UnicodeDecodeError:
@@ -279,28 +285,65 @@ def _to_channels(image: Image.Image, channels: int, steps: list[str]) -> Image.I
     return image
 
 
+LUMINANCE_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, as Pillow's RGB -> L
+PIXELS_AT_ONCE = 2**18  # a large image is worked on in bands of rows of about this many pixels (bounded memory)
+
+
 def _composite_alpha(image: Image.Image, steps: list[str]) -> Image.Image:
-    """Flatten transparency onto the background that contrasts with the visible content."""
-    alpha = np.asarray(image.getchannel("A"), dtype=np.float64) / 255.0
-    colour = image.convert("RGB" if image.mode == "RGBA" else "L")
-    if alpha.min() >= 1.0:
-        return colour
-    values = np.asarray(colour, dtype=np.float64)
-    luminance = _luminance(values)
-    visible = alpha > 0.5
+    """Flatten transparency onto the background that contrasts with the visible content, a band of rows at a time
+    (a whole large image in numbers took ~100 bytes per pixel)."""
+    mode = "RGB" if image.mode == "RGBA" else "L"
+    width, height = image.size
+    rows = _rows_at_once(width)
+    bands = [(0, top, width, min(height, top + rows)) for top in range(0, height, rows)]
+    opaque, count, sums = True, 0, 0
+    for box in bands:
+        band = image.crop(box)
+        alpha = np.asarray(band.getchannel("A"))
+        visible = alpha > 127  # alpha / 255 > 0.5
+        opaque = opaque and alpha.min() == 255
+        count += int(visible.sum())
+        sums = sums + np.asarray(band.convert(mode))[visible].sum(axis=0, dtype=np.uint64)
+    if opaque:
+        return image.convert(mode)
     # dark strokes on a transparent sheet read as dark-on-white; light strokes as light-on-black
-    content = float(luminance[visible].mean()) if visible.any() else 0.0
-    background = 255.0 if content < 128 else 0.0
-    weight = alpha[..., None] if values.ndim == 3 else alpha
-    flattened = values * weight + background * (1 - weight)
+    content = _luminance_of(sums / count) if count else 0.0
+    background = 255 if content < 128 else 0
+    flattened = Image.new(mode, image.size)
+    for box in bands:
+        band = image.crop(box)
+        weight = np.asarray(band.getchannel("A"), dtype=np.uint32)
+        values = np.asarray(band.convert(mode), dtype=np.uint32)
+        if values.ndim == 3:
+            weight = weight[..., None]
+        # round(value * a/255 + background * (1 - a/255)) in integers: never a half, so the same as in floats
+        values *= weight
+        values += background * (255 - weight) + 127
+        values //= 255
+        flattened.paste(Image.fromarray(values.astype(np.uint8), mode=mode), box[:2])
     steps.append(f"transparency composited on {'white' if background else 'black'}")
-    return Image.fromarray(np.clip(np.rint(flattened), 0, 255).astype(np.uint8), mode=colour.mode)
+    return flattened
 
 
-def _luminance(array: np.ndarray) -> np.ndarray:
-    if array.ndim == 2:
-        return array.astype(np.float64)
-    return array[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+def _luminance_of(means: np.ndarray) -> float:
+    """The luminance of a mean grey level (one value) or of mean R, G, B (three)."""
+    means = np.atleast_1d(means)
+    return float(means[0] if means.size == 1 else means @ LUMINANCE_WEIGHTS)
+
+
+def _mean_luminance(array: np.ndarray, where: np.ndarray | None = None) -> float:
+    """The mean luminance of an 8-bit L (H, W) or RGB (H, W, 3) array, of its pixels ``where`` is True (all when
+    None); from exact sums per channel (luminance is linear), so no float copy of the image is made."""
+    if where is None:
+        return _luminance_of(array.sum(axis=(0, 1), dtype=np.uint64) / (array.shape[0] * array.shape[1]))
+    rows = _rows_at_once(array.shape[1])
+    sums = sum((array[top:top + rows][where[top:top + rows]].sum(axis=0, dtype=np.uint64)
+                for top in range(0, array.shape[0], rows)), np.zeros(array.shape[2:], np.uint64))
+    return _luminance_of(sums / int(where.sum()))
+
+
+def _rows_at_once(width: int) -> int:
+    return max(1, PIXELS_AT_ONCE // width)
 
 
 def _border_mask(shape: tuple[int, int]) -> np.ndarray:
@@ -311,22 +354,25 @@ def _border_mask(shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def _is_dark_on_light(luminance: np.ndarray) -> bool:
-    """True when the border is brighter than the centre (a dark drawing on a light sheet)."""
-    height, width = luminance.shape
-    border = luminance[_border_mask((height, width))]
-    centre = luminance[height // 4: height - height // 4, width // 4: width - width // 4]
+def _is_dark_on_light(array: np.ndarray) -> bool:
+    """True when the border of an 8-bit L or RGB array is brighter than its centre (a dark drawing on a light
+    sheet)."""
+    height, width = array.shape[:2]
+    border = _mean_luminance(array, _border_mask((height, width)))
+    centre = array[height // 4: height - height // 4, width // 4: width - width // 4]
     if centre.size == 0:
-        centre = luminance
-    return float(border.mean()) > float(centre.mean()) + INVERT_MARGIN
+        centre = array
+    return border > _mean_luminance(centre) + INVERT_MARGIN
 
 
-def _preview(image: Image.Image, steps: list[str]) -> np.ndarray:
+def _preview(image: Image.Image, array: np.ndarray) -> np.ndarray:
+    """The display preview of ``image`` (``array``: its pixels), downscaled past PREVIEW_MAX_SIDE; not a step of the
+    preprocessing (the model's input does not pass through it), so not in the steps."""
     if max(image.size) <= PREVIEW_MAX_SIDE:
-        return np.asarray(image, dtype=np.uint8).copy()
+        array.flags.writeable = False
+        return array  # shared, read-only: a copy of a large image's pixels would raise the peak memory by half
     small = image.copy()
     small.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE), Image.Resampling.LANCZOS)
-    steps.append(f"preview downscaled to {small.size[0]}x{small.size[1]} for display")
     return np.asarray(small, dtype=np.uint8).copy()
 
 

@@ -364,6 +364,25 @@ def test_an_upload_past_the_decoded_pixel_budget_is_cut_with_a_plain_message(mon
     assert "Preprocessing (2 images)" in [e.label for e in at.expander]
 
 
+def test_many_problems_in_an_upload_are_grouped_by_kind():
+    """A ZIP of 1,999 text files and one image showed 1,999 red boxes above the image."""
+    at = page("image.py")
+    members = {f"notes{i}.txt": b"text" for i in range(40)} | {f"cut{i}.png": b"\x89PNG garbage" for i in range(5)}
+    members |= {"odd.png": b"", "half.png": helpers.png(1)[:60], "digit.png": helpers.png(3)}
+    at.file_uploader(key="image_upload").set_value(("mixed.zip", helpers.zip_of(members), "application/zip")).run()
+    shown = errors(clean(at))
+    assert len(shown) == 4, shown
+    assert shown[0].startswith("40 files (mixed.zip/notes0.txt, mixed.zip/notes1.txt, mixed.zip/notes2.txt and "
+                               "37 more): not an image")
+    assert shown[1].startswith("Skipped 5 files (mixed.zip/cut0.png, mixed.zip/cut1.png, mixed.zip/cut2.png and 2 "
+                               "more): the file is not an image that can be read")
+    assert shown[2].startswith("Skipped mixed.zip/odd.png: the file is empty")
+    assert shown[3] == "… and 1 more file with 1 other kind of problem: see the list below"
+    everything = next(e for e in at.expander if e.label == "All 47 problems")
+    assert len(everything.text[0].value.splitlines()) == 47
+    assert "Preprocessing (1 image)" in [e.label for e in at.expander]
+
+
 def test_image_zip_batch_and_invalid_zip():
     at = page("image.py")
     archive = helpers.zip_of({"a.png": helpers.png(0), "b.png": helpers.png(1, dark_on_light=True),
@@ -458,6 +477,22 @@ def test_download_names_are_plain_and_never_carry_a_label_that_is_not_kept():
         "0000-fashion-mnist-test-image-0-Ankle-boot-laplace-eps10.png"
     assert compare.released_name("scans/patient 7.png", 3, copy_name=False, tag=laplace) == "0003-laplace-eps10.png"
     assert compare.released_name("scan.png", 0) == "0000-scan-not-private.png"
+
+
+def test_download_names_fit_a_file_system_s_255_bytes():
+    """An upload named with 350 bytes gave a download name no file system takes, and ZIP members that could not
+    be extracted ("File name too long")."""
+    for stem in ("a" * 400, "é" * 200, "scan-" + "图" * 150):
+        for label in ("Ankle boot", "Ankle boot" * 30):  # the stem is shortened first, then the label
+            names = [compare.released_name(f"{stem}.png", number, tag="laplace-eps10", label=label)
+                     for number in range(3)]
+            assert all(len(name.encode()) <= 255 for name in names), [len(name.encode()) for name in names]
+            assert all(name.endswith("-laplace-eps10.png") for name in names) and len(set(names)) == 3
+            assert names[1].startswith("0001-" + stem[0])
+        assert "-label-Ankle-boot-laplace-eps10.png" in compare.released_name(f"{stem}.png", 0, tag="laplace-eps10",
+                                                                              label="Ankle boot")
+    assert compare.released_name("a" * 400 + ".png", 0, tag="not-private") == \
+        "0000-" + "a" * (255 - len("0000--not-private.png")) + "-not-private.png"
 
 
 def test_a_single_download_carries_the_label_released_with_it_not_only_the_screen(media):

@@ -67,6 +67,9 @@ def test_resize_keeps_aspect_and_pads_with_the_background():
     assert result.pixels.shape == (1, 28, 28)
     assert (result.pixels[0, :3] == 255).all()  # padding rows take the white sheet's colour, not black
     assert result.preview.shape == (480, 640)
+    large = prepare(corpus.png(corpus.digit(1200, 1600)), invert="never")
+    assert large.preview.shape == (768, 1024)  # no preview is shown with the steps: none is listed among them
+    assert large.steps == ["resized 1600x1200 -> 28x28 (aspect kept, padded)"]
 
 
 def test_a_very_small_source_is_flagged_when_enlarged():
@@ -125,6 +128,32 @@ def test_alpha_png_is_composited_against_a_contrasting_sheet():
     light = prepare(corpus.alpha_png(dark_strokes=False))
     assert "transparency composited on black" in light.steps and not light.inverted
     assert light.pixels[0, 14, 14] == 255 and light.pixels[0, 0, 0] == 0
+
+
+def test_a_transparent_image_is_prepared_in_a_few_bytes_per_pixel(monkeypatch):
+    """A 0.18 MB 7000 x 7000 RGBA PNG took 14 s and 5.7 GB: compositing and the inversion's luminance were float64
+    copies of the whole image (~100 bytes per pixel)."""
+    import tracemalloc
+
+    from cadp import uploads
+
+    monkeypatch.setattr(uploads, "PIXELS_AT_ONCE", 2**14)  # bands small next to this test's image
+    side = 1000
+    y, x = np.mgrid[0:side, 0:side]
+    rgba = np.zeros((side, side, 4), np.uint8)
+    rgba[..., 0], rgba[..., 1] = x * 255 // side, y * 255 // side
+    rgba[..., 3] = np.where((x - side / 2) ** 2 + (y - side / 2) ** 2 < (side / 3) ** 2, 255, x % 256)
+    data = corpus.encode(Image.fromarray(rgba, mode="RGBA"), "PNG")
+    del rgba, x, y
+    for channels in (1, 3):
+        tracemalloc.start()
+        try:
+            result = prepare(data, channels=channels)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert "transparency composited on white" in result.steps and result.inverted
+        assert peak < 8 * side * side, f"{peak / side / side:.1f} bytes per pixel with {channels} channel(s)"
 
 
 def test_animated_gif_uses_the_first_frame_and_says_so():
@@ -202,6 +231,12 @@ def test_dicom_without_pixels():
 def test_hostile_images_raise_input_error(data, message):
     with pytest.raises(InputError, match=message):
         prepare(data, filename="upload.dcm" if data.startswith(b"DICM") else "upload.png")
+
+
+def test_a_file_of_nul_bytes_is_not_called_a_text_file():
+    with pytest.raises(InputError, match="not an image") as failure:
+        prepare(b"\x00" * 1000)
+    assert "text" not in str(failure.value)
 
 
 def test_text_named_dcm_is_refused():
@@ -295,12 +330,48 @@ def test_an_upload_decodes_at_most_its_pixel_budget_in_all():
     records, problems = image_records_from_uploads(files, image_size=28, channels=1, invert="auto",
                                                    max_pixels=150_000)
     assert [r.name for r in records] == ["one.png", "more.zip/0.png", "more.zip/1.png"]  # the last one crossed it
-    assert problems == ["This upload's images hold more than 150,000 pixels in all, the most one upload may decode "
-                        "(the model reads them at 28x28: downscale them before uploading, or upload fewer at a "
-                        "time); 1 image past it was skipped"]
+    assert problems == [("", "This upload's images hold more than 150,000 pixels in all, the most one upload may "
+                             "decode (the model reads them at 28x28: downscale them before uploading, or upload "
+                             "fewer at a time); 1 image past it was skipped")]
     records, problems = image_records_from_uploads(files, image_size=28, channels=1, invert="auto",
                                                    max_pixels=240_000)
     assert len(records) == 4 and not problems
+
+
+def test_a_failed_decode_costs_the_pixel_budget_its_declared_size():
+    """A ZIP of 2,000 truncated 7000 x 7000 PNGs (1.4 MB) cost ~0.5 s each to fail on, and nothing of the budget."""
+    from cadp.ui import KeptFile, image_records_from_uploads
+
+    noise = np.random.default_rng(0).integers(0, 256, (200, 300), dtype=np.uint8)
+    truncated = corpus.encode(Image.fromarray(noise, mode="L"), "PNG")[:-2000]
+    with pytest.raises(InputError, match="truncated") as failure:
+        prepare(truncated)
+    assert failure.value.decoded_pixels == 60_000
+    archive = corpus.zip_bytes({f"{i}.png": truncated for i in range(4)})
+    records, problems = image_records_from_uploads([KeptFile("cut.zip", archive, len(archive))], image_size=28,
+                                                   channels=1, invert="auto", max_pixels=150_000)
+    assert not records and len(problems) == 4
+    assert all("truncated" in what for _, what in problems[:3])  # the third crossed the budget
+    assert problems[3][1].endswith("1 image past it was skipped")
+
+
+def test_a_zip_stopped_at_its_size_limit_says_its_first_images_are_used(monkeypatch):
+    """It said "Skipped mixed.zip: ... stopped reading it" although the images read before the limit were used."""
+    import functools
+
+    from cadp import uploads
+    from cadp.ui import KeptFile, image_records_from_uploads, problem_text
+
+    image = corpus.encode(Image.new("L", (30, 30), 20), "PNG")
+    archive = corpus.zip_bytes({"a.png": image, "b.png": image, "c.png": b"x" * 3000})
+    monkeypatch.setattr(uploads, "iter_zip_images",
+                        functools.partial(uploads.iter_zip_images, max_total_bytes=2 * len(image) + 100))
+    records, problems = image_records_from_uploads([KeptFile("mixed.zip", archive, len(archive))], image_size=28,
+                                                   channels=1, invert="auto")
+    assert [record.name for record in records] == ["mixed.zip/a.png", "mixed.zip/b.png"]
+    assert [problem_text(*problem) for problem in problems] == [
+        "mixed.zip: the ZIP expands to more than 0 MB of files (the limit; a zip bomb?); stopped reading it after its "
+        "first 2 images, which are used; the rest skipped"]
 
 
 def test_zip_member_larger_than_the_per_file_limit_is_skipped():

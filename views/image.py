@@ -33,8 +33,7 @@ def choose_inputs(loaded) -> list[ui.ImageRecord]:
             return []
         records, problems = ui.image_records_from_uploads(files, image_size=config.image_size,
                                                           channels=config.channels, invert=invert)
-        for problem in problems:
-            st.error(problem if problem.endswith("skipped") else f"Skipped {problem}")
+        ui.show_problems(problems)
         if not records and not problems:
             st.warning("No image found in the upload (an empty ZIP?). Upload PNG, JPEG, BMP, TIFF or DICOM files, "
                        "or a ZIP of them.")
