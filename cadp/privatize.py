@@ -301,7 +301,11 @@ def _image_pixels(pixels, config) -> tuple[torch.Tensor, list[str]]:
     """Images as float pixel values (B, C, H, W) on [0, 255], and notes on how they were read; shapes, non-finite
     values and images scaled to [0, 1] refused. One image (C, H, W) is a batch of one."""
     try:
-        pixels = torch.as_tensor(np.asarray(pixels) if not isinstance(pixels, torch.Tensor) else pixels)
+        if not isinstance(pixels, torch.Tensor):
+            pixels = np.asarray(pixels)
+            # a read-only array (an upload's pixels, shared with its preview): torch may not share memory it cannot
+            # write, so the batch gets its own copy
+            pixels = torch.as_tensor(pixels if pixels.flags.writeable else pixels.copy())
     except (TypeError, ValueError, RuntimeError):
         raise InputError(f"images must be a tensor or array of pixel values, got {type(pixels).__name__} "
                          "(read files with cadp.uploads.to_model_input)") from None

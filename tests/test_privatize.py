@@ -39,6 +39,19 @@ def test_image_result_holds_every_view(tiny_image_model, digits):
     assert torch.equal(result.released_condition["label"], y)
 
 
+def test_read_only_pixels_are_copied_not_shared(tiny_image_model, digits):
+    """An upload's pixels are read-only (shared with its preview): torch warned that writing them is undefined."""
+    import warnings
+
+    x, y = digits
+    pixels = x.numpy().copy()
+    pixels.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = privatize(tiny_image_model, pixels, y, mech(temperature=0.7))
+    assert torch.equal(result.original, torch.as_tensor(x).float())
+
+
 def test_seeded_release_is_reproducible_and_marked_not_private(tiny_image_model, digits):
     x, y = digits
     first = privatize(tiny_image_model, x, y, mech(temperature=0.7), seed=3)
