@@ -991,9 +991,10 @@ def show_problems(problems: list[tuple[str, str]]) -> None:
         kinds.setdefault(what, []).append(where)
     for what, places in list(kinds.items())[:PROBLEM_KINDS_SHOWN]:
         if len(places) == 1:
-            st.error(problem_text(places[0], what))
+            st.error(problem_text(markdown_literal(places[0]), what))  # a name as written, not Markdown
             continue
-        examples = ", ".join(places[:3]) + (f" and {len(places) - 3:,} more" if len(places) > 3 else "")
+        examples = ", ".join(map(markdown_literal, places[:3])) + (f" and {len(places) - 3:,} more"
+                                                                   if len(places) > 3 else "")
         st.error(problem_text(f"{len(places):,} files ({examples})", what))
     others = list(kinds.values())[PROBLEM_KINDS_SHOWN:]
     if others:

@@ -1758,3 +1758,11 @@ def test_metric_strip_and_gallery_say_their_epsilon_is_per_unit_of_latent_distan
     at.button(key="image_privatize").click().run()
     texts = [m.value for m in clean(at).markdown]
     assert any(text.startswith("**2 draws at ε = ") and "per unit of latent distance**" in text for text in texts)
+
+
+def test_an_upload_problem_shows_the_file_name_as_written():
+    shown = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ui.st, "error", shown.append)
+        ui.show_problems([("**Jane** [x](y).png", "the file is empty (0 bytes)")])
+    assert shown == [r"Skipped \*\*Jane\*\* \[x\](y).png: the file is empty (0 bytes)"]
