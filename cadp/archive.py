@@ -75,12 +75,11 @@ from cadp.uploads import (
     decode_text,
     default_invert,
     escape_cell,
-    escaped_cell_count,
     escaped_cells_note,
+    escaped_csv,
     image_record_key,
     line_feeds,
     png_bytes,
-    safe_csv_bytes,
     separator_line,
     sniff_delimiter,
     to_model_input,
@@ -1228,8 +1227,9 @@ def _write_held_rows(out, frames: list[pd.DataFrame], rows: list[tuple[str, dict
     order = np.random.default_rng(seed).permutation(count)  # seed None: fresh entropy from the OS
     if count:
         rows_written = pd.concat(frames, ignore_index=True).iloc[:count].iloc[order]
-        _append(out, safe_csv_bytes(rows_written, delimiter=delimiter, decimal=decimal, encoding=encoding))
-        escaped = escaped_cells_note(escaped_cell_count(rows_written))
+        data, count_escaped = escaped_csv(rows_written, delimiter=delimiter, decimal=decimal, encoding=encoding)
+        _append(out, data)
+        escaped = escaped_cells_note(count_escaped)
         if escaped:
             _say(f"note: in {PRIVATIZED_CSV_NAME}, {escaped[0].lower()}{escaped[1:]}")
     row_of = iter(np.argsort(order) + 1)  # the i-th released row is written as row row_of[i]

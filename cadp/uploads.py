@@ -1085,17 +1085,6 @@ def escape_cell(value):
     return value
 
 
-def escaped_cell_count(frame: pd.DataFrame) -> int:
-    """How many cells of ``frame`` (its column names included) ``safe_csv_bytes`` writes with a leading
-    apostrophe."""
-    count = sum(escape_cell(str(name)) != str(name) for name in frame.columns)
-    for position in range(frame.shape[1]):
-        column = frame.iloc[:, position]
-        if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
-            count += int(column.map(lambda value: isinstance(value, str) and escape_cell(value) != value).sum())
-    return count
-
-
 def escaped_cells_note(count: int) -> str | None:
     """What a release's CSV says of its ``count`` cells written with a leading apostrophe (None when there are
     none): the one change made to released values, kept conditions included."""
@@ -1117,37 +1106,52 @@ def release_csv(frame: pd.DataFrame, csv_format: dict) -> tuple[bytes, str, str 
     words = csv_format_words(**chosen)
     changed = None if chosen["encoding"] == uploaded else (
         f"a released value cannot be written in {ENCODING_NAMES[uploaded]}, the upload's encoding")
-    return safe_csv_bytes(frame, **chosen), words, changed, escaped_cells_note(escaped_cell_count(frame))
+    data, escaped = escaped_csv(frame, **chosen)
+    return data, words, changed, escaped_cells_note(escaped)
 
 
 def safe_csv_bytes(frame: pd.DataFrame, *, header: bool = True, delimiter: str = ",", decimal: str = ".",
                    encoding: str = "utf-8") -> bytes:
-    """CSV (CRLF line ends, RFC 4180) of a frame, safe against spreadsheet formula injection.
+    """``escaped_csv``'s bytes."""
+    return escaped_csv(frame, header=header, delimiter=delimiter, decimal=decimal, encoding=encoding)[0]
+
+
+def escaped_csv(frame: pd.DataFrame, *, header: bool = True, delimiter: str = ",", decimal: str = ".",
+                encoding: str = "utf-8") -> tuple[bytes, int]:
+    """CSV (CRLF line ends, RFC 4180) of a frame, safe against spreadsheet formula injection, and how many cells
+    (column names included) it wrote with a leading apostrophe (``escaped_cells_note`` says it).
 
     Text cells (and column names) starting with =, +, -, @, tab or CR get a
-    leading apostrophe (``escape_cell``; ``escaped_cell_count`` counts them); numbers stay numbers (-3 stays -3,
-    in a text column too).
+    leading apostrophe (``escape_cell``); numbers stay numbers (-3 stays -3, in a text column too).
     ``delimiter``, ``decimal`` and ``encoding``: to write as the input was written (``CsvUpload.csv_format``;
     the encoding as ``writable_encoding`` allows it); a decimal comma only with another delimiter. A BOM
     (utf-8-sig, utf-16) is written with the header row only, so chunks written one after another make one file.
     """
     if decimal == delimiter or decimal not in ".,":
         raise InputError(f"cannot write a CSV separated by {delimiter!r} with the decimal mark {decimal!r}")
+    escaped = 0
+
+    def escape(value):
+        nonlocal escaped
+        written = escape_cell(value)
+        escaped += written is not value  # (escape_cell gives back the very value it leaves alone)
+        return written
+
     columns = []
     for position in range(frame.shape[1]):
         column = frame.iloc[:, position]
         if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)):
-            column = column.astype(object).map(escape_cell)
+            column = column.astype(object).map(escape)
         columns.append(column.reset_index(drop=True))
     safe = pd.concat(columns, axis=1, ignore_index=True) if columns else pd.DataFrame(index=range(len(frame)))
-    safe.columns = [escape_cell(str(name)) for name in frame.columns]
+    safe.columns = [escape(str(name)) for name in frame.columns]
     text = safe.to_csv(index=False, header=header, sep=delimiter, decimal=decimal, lineterminator="\r\n")
     if encoding == "utf-16":
-        return (codecs.BOM_UTF16_LE if header else b"") + text.encode("utf-16-le")
+        return (codecs.BOM_UTF16_LE if header else b"") + text.encode("utf-16-le"), escaped
     if encoding == "utf-8-sig" and not header:
         encoding = "utf-8"
     try:
-        return text.encode(encoding)
+        return text.encode(encoding), escaped
     except UnicodeEncodeError:
         raise InputError(f"a cell cannot be written in {ENCODING_NAMES.get(encoding, encoding)}: ask "
                          "writable_encoding for the encoding to write") from None

@@ -1220,7 +1220,7 @@ def test_the_terms_are_written_before_the_first_file_of_a_run(image_model, table
     source = tmp_path / "rows.csv"
     table_frame(5).to_csv(source, index=False)
     output = tmp_path / "out-rows"
-    monkeypatch.setattr(archive, "safe_csv_bytes", terms_first(archive.safe_csv_bytes))
+    monkeypatch.setattr(archive, "escaped_csv", terms_first(archive.escaped_csv))
     assert run(table_model, source, output) == 0
     assert seen == [True, True]
     assert "Incomplete run" not in (output / "guarantee.txt").read_text(encoding="utf-8")

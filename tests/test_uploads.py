@@ -13,8 +13,8 @@ from PIL import Image
 from cadp.errors import InputError
 from cadp.uploads import (
     PreparedImage,
-    escaped_cell_count,
     escaped_cells_note,
+    escaped_csv,
     iter_zip_images,
     png_bytes,
     read_csv_upload,
@@ -649,7 +649,7 @@ def test_a_release_says_how_many_cells_got_an_apostrophe_and_why():
     """A kept column of test results '+' and '-' came back as "'+" and "'-" without a word: kept conditions are
     released exactly, so the one change the CSV writer makes is said."""
     frame = pd.DataFrame({"result": ["+", "-", "+", "neg"], "delta": [-1.5, 2.0, -3.0, 4.0], "@x": ["a", "-5", "b", "c"]})
-    assert escaped_cell_count(frame) == 4  # three results and one column name; -1.5 and the text -5 are numbers
+    assert escaped_csv(frame)[1] == 4  # three results and one column name; -1.5 and the text -5 are numbers
     data, _, _, note = release_csv(frame, {})
     assert data.decode().splitlines()[1] == "'+,-1.5,a"
     assert note.startswith("4 cells (or column names) are written with a leading apostrophe (')")
