@@ -124,16 +124,44 @@ def _medians(samples: list[dict]) -> dict:
 
 # --------------------------------------------------------------------------- inputs
 
-def digit_png() -> tuple[bytes, str]:
-    """A 28x28 MNIST test digit as PNG bytes, and where it came from."""
+def _weights_folder(weights: str | None) -> Path:
+    from cadp import hub
+
+    return Path(weights) if weights else hub.BUNDLED_DIR
+
+
+def opening_image_model(weights: str | None = None) -> str | None:
+    """The model the image page opens on: the first image model the app lists (``cadp.ui.bundled_models``) in
+    ``weights`` (the app's CADP_WEIGHTS_DIR; None: the bundled folder)."""
+    from cadp import hub
+    from cadp.errors import ModelError
+
+    folder = _weights_folder(weights)
+    for child in sorted(folder.iterdir()) if folder.is_dir() else []:
+        try:
+            if (child / hub.CONFIG_NAME).exists() and hub.read_config(child).kind == "image":
+                return child.name
+        except ModelError:
+            continue
+    return None
+
+
+def test_image_png(model: str | None = None, weights: str | None = None) -> tuple[bytes, str]:
+    """The first test image of the data ``model`` (a model in ``weights``) was trained on, as PNG bytes, and
+    where it came from; mnist's when the model is not given or its data is not a dataset shipped here."""
     from PIL import Image
 
+    from cadp import hub
     from cadp.data import load_image_dataset
 
-    data = load_image_dataset("mnist", "test")
+    dataset = "mnist"
+    if model is not None:
+        named = hub.read_config(_weights_folder(weights) / model).dataset
+        dataset = named if named in ("mnist", "fashion-mnist") else dataset
+    data = load_image_dataset(dataset, "test")
     buffer = io.BytesIO()
     Image.fromarray(data.images[0, 0].numpy()).save(buffer, format="PNG")
-    return buffer.getvalue(), "mnist test image #0"
+    return buffer.getvalue(), f"{dataset} test image #0"
 
 
 def diabetes_csv(rows: int = 80) -> bytes:
@@ -166,11 +194,12 @@ def _rendered_after(page, ledger_text: str) -> None:
                            arg=ledger_text, timeout=WAIT_MS, polling=10)
 
 
-def privatize_to_render(url: str, presses: int) -> dict:
+def privatize_to_render(url: str, presses: int, weights: str | None = None) -> dict:
     """Seconds from pressing Privatize until the result is rendered, on the image and the tabular page."""
     from playwright.sync_api import sync_playwright
 
-    png, source = digit_png()
+    model = opening_image_model(weights)  # the page opens on that model: an image of its own data
+    png, source = test_image_png(model, weights)
     results = {}
     with sync_playwright() as playwright, tempfile.TemporaryDirectory() as folder:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
@@ -178,13 +207,13 @@ def privatize_to_render(url: str, presses: int) -> dict:
         page = context.new_page()
         page.set_default_timeout(WAIT_MS)
 
-        upload = Path(folder) / "digit.png"
+        upload = Path(folder) / "image.png"
         upload.write_bytes(png)
         page.goto(f"{url}/image")
         page.locator("input[type=file]").first.set_input_files(str(upload))
         page.get_by_text("The classifier suggests").wait_for()
         page.wait_for_function(IDLE + DRAWN)  # pressed on a drawn page: its evaluation preview is a chart
-        results["image"] = {**_time_presses(page, "Privatize", "digit.png — {press} release(s)", presses),
+        results["image"] = {**_time_presses(page, "Privatize", "image.png — {press} release(s)", presses),
                             "input": source}
 
         page.goto(f"{url}/tabular")
@@ -268,5 +297,5 @@ def browser_measurements(presses: int, sessions: int, rounds: int, weights: str 
     """Privatize-to-render and concurrent sessions against one `streamlit run` server (bundled weights by default)."""
     with streamlit_server({"CADP_WEIGHTS_DIR": weights} if weights else None) as (url, server, started):
         wait_served(url, server, started)
-        return {"privatize_to_render": privatize_to_render(url, presses),
+        return {"privatize_to_render": privatize_to_render(url, presses, weights),
                 "concurrent": concurrent_sessions(url, sessions, rounds)}

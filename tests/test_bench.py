@@ -366,3 +366,28 @@ def test_short_mode_judges_an_image_model(tiny_weights, tmp_path):
     single = entry["batches"]["1"]
     assert single["with_reconstruction"]["p50_ms"] > 0 and single["dp_pix"]["p50_ms"] > 0
     assert entry["content_awareness_cost"] > 0 and entry["cold_load"]["first_privatize_s"] > 0
+
+
+
+def test_render_timing_uploads_an_image_of_the_data_of_the_model_the_page_opens_on(tmp_path, monkeypatch):
+    import io
+    import shutil
+
+    from PIL import Image
+
+    from bench.app import opening_image_model, test_image_png
+    from cadp.data import load_image_dataset
+    from cadp.ui import WEIGHTS_ENV, bundled_models
+
+    for name in ("heart-cinn", "mnist-cinn"):  # the image page skips table models
+        (tmp_path / name).mkdir()
+        shutil.copy(bundled(name) / "config.json", tmp_path / name / "config.json")
+    assert opening_image_model(str(tmp_path)) == "mnist-cinn"
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    assert opening_image_model() == bundled_models("image")[0]  # the app's own choice on the bundled folder
+
+    png, source = test_image_png("fashion-mnist-cinn")
+    assert source == "fashion-mnist test image #0"
+    pixels = list(Image.open(io.BytesIO(png)).getdata())
+    assert pixels == load_image_dataset("fashion-mnist", "test").images[0, 0].flatten().tolist()
+    assert pixels != list(Image.open(io.BytesIO(test_image_png()[0])).getdata())
