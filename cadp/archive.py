@@ -41,6 +41,7 @@ import torch
 from tqdm import tqdm
 
 from cadp.data import (
+    LOOP,
     NOT_AN_IMAGE,
     case_hint,
     folder_files,
@@ -500,8 +501,14 @@ def iter_folder_files(root: Path, shuffle: random.Random | None = None) -> Itera
     paths = [(name, path) for name, path in folder_files(root, unlisted, skipped) if not _is_labels_file(name)]
     for name, reason in unlisted:  # a manifest row each: their files are not silently missing
         yield f"{name}/", InputError(f"the folder cannot be listed ({reason}); its files are left out")
-    for name, first in skipped:
-        if first is not None:  # a second link to one file: one record, released once
+    for name, first in skipped:  # links to what the run reads anyway: one record, released once
+        if first == LOOP:
+            yield name, InputError("a link to a folder that holds the input (a loop): its files are released under "
+                                   "their own names; skipped")
+        elif first is not None and name.endswith("/"):
+            yield name, InputError(f"the same folder as {first} (a link to it): its files are released once, under "
+                                   f"{first}; skipped")
+        elif first is not None:
             yield name, InputError(f"the same file as {first} (a link to it): released once, as {first}; skipped")
     if shuffle is not None:
         shuffle.shuffle(paths)

@@ -155,8 +155,9 @@ def folder_files(root: Path, unlisted: list[tuple[str, str]] | None = None,
     """(name relative to root, path) of the files under root, in sorted order, folder metadata left out; each
     folder that cannot be listed (no permission) is added to ``unlisted`` as (name relative to root, reason), and
     each file or folder left out to ``skipped`` as (name, None) for hidden files and folders and folder metadata
-    ('.DS_Store', '.git/', '__MACOSX/', 'Thumbs.db') or (name, the name it was listed as) for a second link to one
-    file.
+    ('.DS_Store', '.git/', '__MACOSX/', 'Thumbs.db'), (name, the name it is listed or walked as) for a link to a
+    file or folder that is read under another name (folders: both names end in '/'), or (name, LOOP) for a link
+    to a folder that holds root. A link into root whose target is left out itself (a hidden file) is (name, None).
 
     Links to data outside root are followed (data is often organised with links); a link to a folder or file
     inside root is left out, whatever the order of names (the real one is listed where it is, so an image keeps
@@ -164,7 +165,8 @@ def folder_files(root: Path, unlisted: list[tuple[str, str]] | None = None,
     links is walked once, and a file reached through two links listed once."""
     from cadp.uploads import is_folder_metadata
 
-    paths, walked, linked_files = [], set(), {}  # linked_files: target -> the name it was listed as
+    paths, walked, linked_files = [], {}, {}  # walked: resolved folder -> its name; linked_files: target -> name
+    into_tree = []  # (link name, resolved target) of links to files and folders inside root, judged after the walk
     root_resolved = os.path.realpath(root)
     def not_listed(error: OSError) -> None:
         if unlisted is not None:
@@ -174,15 +176,26 @@ def folder_files(root: Path, unlisted: list[tuple[str, str]] | None = None,
 
     for folder, subfolders, files in os.walk(root, followlinks=True, onerror=not_listed):
         resolved = os.path.realpath(folder)  # (once per folder: a file's realpath would cost a call per file)
-        if resolved in walked:
+        folder_name = Path(folder).relative_to(root).as_posix() + "/"
+        if resolved in walked:  # a second link to a folder outside root
+            if skipped is not None:
+                skipped.append((folder_name, walked[resolved]))
             subfolders[:] = []
             continue
-        walked.add(resolved)
+        walked[resolved] = folder_name
         if skipped is not None:
             skipped.extend((Path(folder, d).relative_to(root).as_posix() + "/", None) for d in sorted(subfolders)
                            if d.startswith(".") or d == "__MACOSX")
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d != "__MACOSX"
-                               and not _link_into_tree(os.path.join(folder, d), root_resolved))
+        kept = []
+        for d in sorted(subfolders):
+            if d.startswith(".") or d == "__MACOSX":
+                continue
+            if _link_into_tree(os.path.join(folder, d), root_resolved):
+                into_tree.append((Path(folder, d).relative_to(root).as_posix() + "/",
+                                  os.path.realpath(os.path.join(folder, d))))
+                continue
+            kept.append(d)
+        subfolders[:] = kept
         for file in sorted(files):
             path = Path(folder) / file
             name = path.relative_to(root).as_posix()
@@ -194,6 +207,7 @@ def folder_files(root: Path, unlisted: list[tuple[str, str]] | None = None,
                 target = os.path.realpath(path)
                 # inside root: listed where it really is; outside: perhaps reached through another link too
                 if _into_tree(target, root_resolved):
+                    into_tree.append((name, target))
                     continue
                 if target in linked_files:
                     if skipped is not None:
@@ -201,7 +215,17 @@ def folder_files(root: Path, unlisted: list[tuple[str, str]] | None = None,
                     continue
                 linked_files[target] = name
             paths.append((name, path))
+    if skipped is not None and into_tree:
+        listed = {os.path.realpath(path): name for name, path in paths}
+        for name, target in into_tree:
+            if _under(root_resolved, target):
+                skipped.append((name, LOOP))
+            else:
+                skipped.append((name, walked.get(target) if name.endswith("/") else listed.get(target)))
     return paths
+
+
+LOOP = ""  # ``folder_files``' skipped entry of a link to a folder that holds the input folder
 
 
 def read_image_file(path: Path) -> bytes | None:

@@ -302,11 +302,20 @@ def test_linked_folders_are_followed_once_and_unreadable_links_are_listed(image_
     (source / "0" / "broken_link.png").symlink_to("/nonexistent")
     assert run(image_model, source, tmp_path / "out", "--batch-size", "2") == 0
     rows = {row["file"]: row for row in read_manifest(tmp_path / "out")}
-    assert sorted(rows) == ["0/a.png", "0/broken_link.png", "0/scans/c.png", "1/b.png"]
-    assert [rows[name]["status"] for name in ("0/a.png", "0/scans/c.png", "1/b.png")] == ["privatized"] * 3
+    released = [name for name, row in rows.items() if row["status"] == "privatized"]
+    assert sorted(released) == ["0/a.png", "0/scans/c.png", "1/b.png"]
     assert (rows["1/b.png"]["condition"], rows["0/scans/c.png"]["condition"]) == ("1", "0")
     assert rows["0/broken_link.png"]["error"] == "the file cannot be read (No such file or directory)"
     assert rows["0/a.png"]["releases_of_record"] == "1"
+    # what is not read is said, each once, not left out silently
+    assert sorted(rows) == ["0/a.png", "0/broken_link.png", "0/loop/", "0/same.png", "0/scans-again/",
+                            "0/scans/c.png", "0/up/", "1/b.png"]
+    assert rows["0/same.png"]["error"] == "the same file as 0/a.png (a link to it): released once, as 0/a.png; skipped"
+    assert rows["0/scans-again/"]["error"] == ("the same folder as 0/scans/ (a link to it): its files are released "
+                                               "once, under 0/scans/; skipped")
+    for loop in ("0/loop/", "0/up/"):
+        assert rows[loop]["error"] == ("a link to a folder that holds the input (a loop): its files are released "
+                                       "under their own names; skipped")
 
 
 def test_dicom_files_without_a_suffix_are_read_by_their_content(image_model, tmp_path):
@@ -1509,6 +1518,26 @@ def test_a_second_link_to_one_file_is_listed_as_released_once(image_model, tmp_p
     assert [rows[name]["status"] for name in ("1/a.png", "1/b.png")] == ["privatized"] * 2
     assert rows["1/d.png"]["status"] == "error"
     assert rows["1/d.png"]["error"] == "the same file as 1/b.png (a link to it): released once, as 1/b.png; skipped"
+
+
+def test_links_inside_the_input_are_said_with_the_name_they_are_read_under(image_model, tmp_path, capsys):
+    """A link to a file or folder inside the input: read under its real name, said under the link's; a link to a
+    hidden file counts with the hidden files (the run leaves its target out)."""
+    source = make_folder(tmp_path / "in", {"1/a.png": image_file(1), "0/scans/c.png": image_file(2),
+                                           "1/.private.png": image_file(3)})
+    (source / "1" / "z-first.png").symlink_to(source / "1" / "a.png")  # sorted after its target
+    (source / "0" / "a-link.png").symlink_to(source / "1" / "a.png")  # sorted before it, in another folder
+    (source / "0" / "b-scans").symlink_to(source / "0" / "scans")  # walked before the real folder
+    (source / "1" / "shown.png").symlink_to(source / "1" / ".private.png")
+    assert run(image_model, source, tmp_path / "out") == 0
+    rows = {row["file"]: row for row in read_manifest(tmp_path / "out")}
+    assert sorted(name for name, row in rows.items() if row["status"] == "privatized") == ["0/scans/c.png", "1/a.png"]
+    for link in ("1/z-first.png", "0/a-link.png"):
+        assert rows[link]["error"] == "the same file as 1/a.png (a link to it): released once, as 1/a.png; skipped"
+    assert rows["0/b-scans/"]["error"] == ("the same folder as 0/scans/ (a link to it): its files are released "
+                                           "once, under 0/scans/; skipped")
+    assert "1/shown.png" not in rows
+    assert "2 hidden or system file(s) or folder(s) were skipped" in capsys.readouterr().err
 
 
 def test_labels_csvs_that_are_not_read_are_said_and_any_case_is_read(image_model, tmp_path, capsys):
