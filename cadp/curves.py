@@ -51,7 +51,7 @@ METHOD_COLOURS = {"laplace": "#0072B2", "gaussian": "#009E73", "metric": "#CC79A
 OTHER_COLOURS = ("#7F3C8D", "#3969AC", "#F2B701", "#11A579")
 SHORT_NAMES = {"laplace": "Laplace (ε-LDP)", "gaussian": "Gaussian ((ε, δ)-LDP)",
                "metric": "metric (ε per unit of latent L1 distance)", "paper": f"paper ({PAPER_LABEL})",
-               "dp-pix": "DP-Pix (ε-DP per pixel)", "blur": "blur (not private)", "mosaic": "mosaic (not private)"}
+               "dp-pix": "DP-Pix (ε-DP for a 1-pixel change, not per record)", "blur": "blur (not private)", "mosaic": "mosaic (not private)"}
 LEGEND = dict(orientation="h", xanchor="left", x=0, yanchor="top", y=-0.2, title_text="")
 
 
@@ -139,13 +139,22 @@ def _line_entry(figure, name: str, colour: str, dash: str) -> None:
                                 line=dict(color=colour, dash=dash), hoverinfo="skip"))
 
 
-def _reference_lines(figure, add_line, reference=None, chance=None, given=None) -> None:
+def _reference_lines(figure, add_line, reference=None, chance=None, given=None, released: str = "label") -> None:
+    """Reference lines: real/real, and the re-identification attackers' baselines. The attackers match a release
+    only among the records with the label (conditions) released with it, so a guess among those (dotted) is their
+    baseline; 1/N, a guess among all records, is drawn for scale."""
     for value, name, colour, dash in ((reference, "o/o (real → real)", "black", "dash"),
-                                      (chance, "chance", "gray", "dash"),
-                                      (given, "chance knowing the label", "gray", "dot")):
+                                      (chance, "chance among all records (1/N)", "gray", "dash"),
+                                      (given, f"chance knowing the released {released} (the attackers' baseline)",
+                                       "gray", "dot")):
         if isinstance(value, (int, float)):
             add_line(value, line_dash=dash, line_color=colour)
             _line_entry(figure, name, colour, dash)
+
+
+def released_words(utility: dict) -> str:
+    """What is released exactly beside a record: "label" (images) or "conditions" (tables)."""
+    return "conditions" if (utility.get("settings") or {}).get("kind") == "tabular" else "label"
 
 
 def two_line_title(title: str) -> str:
@@ -169,8 +178,10 @@ def epsilon_figure(utility: dict, metric: str, title: str, y_title: str, *, refe
                                        error_y=dict(type="data", array=std) if std else None))
     given = utility.get("chance_given_condition") if chance is not None else None
     # the label is released exactly: a guess among its records does as well as "chance knowing the label"
-    _reference_lines(figure, figure.add_hline, reference, chance, given)
-    figure.update_layout(title=two_line_title(title), xaxis_title="ε (local; metric: per unit of latent L1 distance)",
+    _reference_lines(figure, figure.add_hline, reference, chance, given, released_words(utility))
+    figure.update_layout(title=two_line_title(title),
+                         xaxis_title="ε (local, per record; metric: per unit of latent L1 distance; DP-Pix: per "
+                                     "1-pixel change)",
                          yaxis_title=y_title, xaxis_type="log", height=480, legend=LEGEND)
     epsilons = utility.get("epsilons")
     if isinstance(epsilons, list) and epsilons:  # ticks at the evaluated values: plotly labels 0.5 as "5" otherwise
@@ -196,7 +207,7 @@ def frontier_figure(utility: dict, title: str = "Privacy–utility frontier (up 
                                        text=[f"{p:g}" for p in points],
                                        hovertemplate="%{text}: re-id %{x:.3f}, accuracy %{y:.3f}"))
     _reference_lines(figure, figure.add_vline, chance=utility.get("chance"),
-                     given=utility.get("chance_given_condition"))
+                     given=utility.get("chance_given_condition"), released=released_words(utility))
     figure.update_layout(title=two_line_title(title), xaxis_title="re-identification rate (the best attacker)",
                          yaxis_title="downstream accuracy (p/o)", height=480, legend=LEGEND)
     return figure

@@ -1001,6 +1001,42 @@ def _image_round_trip(model: ImageCINN, test, count: int = 1000) -> dict:
             "round_trip_records": len(pixels)}
 
 
+CARD_REID_EPSILONS = (1.0, 10.0, 100.0, 1000.0)
+
+
+def reid_card_markdown(utility: dict, command: str) -> str:
+    """The model card's block for the re-identification rates of the "utility" section of eval.json: the stronger
+    attacker's top-1 rate per mechanism with a formal guarantee, at a few epsilons, against its baseline."""
+    from cadp.curves import released_words, strongest_reidentification
+
+    settings = utility.get("settings") or {}
+    epsilons = [float(e) for e in utility.get("epsilons", [])]
+    shown = [e for e in CARD_REID_EPSILONS if e in epsilons]
+    released = released_words(utility)
+    given, chance = utility.get("chance_given_condition"), utility.get("chance")
+    lines = [f"### Re-identification (`{command}`)", "",
+             f"An attacker who holds this model matches each release to the most likely of the originals with the "
+             f"{released} released with it (top-1 rate, the stronger of its attackers; mean of "
+             f"{len(settings.get('seeds', []))} seeds of {settings.get('n_reid', '?')} records"
+             + (", a quick run: few records" if settings.get("quick") else "") + "). "
+             + (f"A guess among those records finds {given:.1%}" if given is not None else "")
+             + (f" (among all records {chance:.1%})" if chance is not None else "") + ".", ""]
+    rows = [(utility["methods"][name].get("label", name), strongest_reidentification(utility["methods"][name]))
+            for name in ("laplace", "gaussian") if name in utility.get("methods", {})]
+    rows = [(label, rates) for label, rates in rows if rates is not None]
+    if not shown or not rows:
+        return "\n".join(lines + ["- no re-identification rates at the usual epsilons in this run"])
+    lines.append("| mechanism | " + " | ".join(f"ε = {e:g}" for e in shown) + " |")
+    lines.append("|---|" + "---|" * len(shown))
+    for label, rates in rows:
+        lines.append(f"| {label} | " + " | ".join(f"{rates[epsilons.index(e)]:.1%}" for e in shown) + " |")
+    kind = "class" if released == "label" else "conditions"
+    lines += ["", f"A release that looks like a fresh sample of its {kind} is not one: the rate above the guess is "
+              "what the noise lets through, and epsilon = 100 allows a probability ratio of e^100 between two "
+              "records' releases."]
+    return "\n".join(lines)
+
+
 def bpd_card_markdown(result: dict, command: str) -> str:
     """The model card's block for the "bpd" section of eval.json."""
     lines = [f"### Quality (`{command}`)", ""]
@@ -1231,12 +1267,13 @@ def write_report(folder: Path | str) -> Path:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    from cadp.curves import released_words
     from cadp.hub import read_eval
 
     folder = Path(folder)
     results = read_eval(folder)
     utility = results.get("utility")
-    titles = ["accuracy trained on releases, tested on real data (p/o): local DP",
+    titles = ["accuracy trained on releases, tested on real data (p/o)",
               "re-identification top-1 rate", "SSIM (images) / mean KS (tables)",
               "not private: blur and mosaic (p/o)", "central DP (DP-SGD): a different guarantee",
               "distinguishing audit: lower bound vs claim"]
@@ -1264,10 +1301,14 @@ def write_report(folder: Path | str) -> Path:
         reference = utility["reference"].get("o/o")
         if reference:
             figure.add_hline(y=reference["mean"], line_dash="dash", annotation_text="real/real (o/o)", row=1, col=1)
-        figure.add_hline(y=utility["chance"], line_dash="dash", annotation_text="chance 1/N", row=1, col=2)
+        figure.add_hline(y=utility["chance"], line_dash="dash", annotation_text="chance among all records (1/N)",
+                         row=1, col=2)
+        if utility.get("chance_given_condition") is not None:  # the attackers guess among these: their baseline
+            figure.add_hline(y=utility["chance_given_condition"], line_dash="dot", row=1, col=2,
+                             annotation_text=f"chance knowing the released {released_words(utility)}")
         for row, col in ((1, 1), (1, 2), (2, 1)):
-            figure.update_xaxes(type="log", title_text="epsilon (local; metric: per unit L1 latent distance)",
-                                row=row, col=col)
+            figure.update_xaxes(type="log", title_text="epsilon (local, per record; metric: per unit L1 latent "
+                                                       "distance; DP-Pix: per 1-pixel change)", row=row, col=col)
     central = results.get("central")
     if central:
         figure.add_trace(go.Scatter(x=central["epsilons"], y=central["accuracy"]["mean"],
@@ -1459,10 +1500,13 @@ def main(argv=None) -> int:
                 value["quick"] = args.quick  # a quick run replaces the full one: the file says which it holds
             update_eval(loaded.folder, section, value)
             written = True
+            command = recorded_command("cadp.evaluate", [args.command, "--model", Path(args.model).as_posix()]
+                                       + (["--data", str(args.data)] if args.data is not None else [])
+                                       + ["--quick"] * args.quick)
             if section == "bpd":
-                update_card_section(loaded.folder, "bpd", bpd_card_markdown(value, recorded_command(
-                    "cadp.evaluate", ["bpd", "--model", Path(args.model).as_posix()]
-                    + (["--data", str(args.data)] if args.data is not None else []) + ["--quick"] * args.quick)))
+                update_card_section(loaded.folder, "bpd", bpd_card_markdown(value, command))
+            elif section == "utility":
+                update_card_section(loaded.folder, "reid", reid_card_markdown(value, command))
             print(f"wrote the {args.command} results (section {section!r}) to {loaded.folder / 'eval.json'} in "
                   f"{time.monotonic() - start:.0f} s")
         print(f"wrote {write_report(loaded.folder)}")

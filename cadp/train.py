@@ -787,11 +787,11 @@ LIMITATIONS = """## Privacy and limitations
 """
 IMAGE_DIMENSION_NOTE = ("With constant temperature 0.7, releases at epsilon up to ~100 still look to the eye like\n"
                         "  fresh samples of the kept class; a record's own details become visible only at very large\n"
-                        "  epsilon (~1,000 and more). Looking like a fresh sample is not being one: an attacker who\n"
-                        "  holds the model traces most releases at epsilon = 100 to their record (the bundled 28x28\n"
-                        "  models: 58-76% laplace, over 99% gaussian, against 2% by chance; this model's rates are\n"
-                        "  in its eval.json once evaluated), and epsilon = 100 allows a probability ratio of e^100 between two records. It\n"
-                        "  is the honest cost of local DP in hundreds of dimensions.")
+                        "  epsilon (~1,000 and more). Looking like a fresh sample is not being one: with the bundled\n"
+                        "  28x28 models an attacker who holds the model traces most releases at epsilon = 100 to their\n"
+                        "  record (this model's rates: the re-identification section above, which\n"
+                        "  `python -m cadp.evaluate utility` writes), and epsilon = 100 allows a probability ratio of\n"
+                        "  e^100 between two records. It is the honest cost of local DP in hundreds of dimensions.")
 TABLE_DIMENSION_NOTE = ("A row has far fewer latent dimensions than an image, so useful tabular releases come at\n"
                         "  much smaller epsilons than image releases.")
 

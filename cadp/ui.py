@@ -23,7 +23,7 @@ import streamlit as st
 import torch
 
 from cadp import hub
-from cadp.curves import finite_numbers, literal, mean_of, strongest_reidentification
+from cadp.curves import finite_numbers, literal, mean_of, released_words, strongest_reidentification
 from cadp.errors import CadpError, InputError, ModelError
 from cadp.mechanisms import (
     DEFAULT_TEMPERATURE,
@@ -703,11 +703,12 @@ def preview_figure(utility: dict, mechanism: str, epsilon: float):
     chance = _number(utility.get("chance"))
     if chance is not None:
         figure.add_hline(y=chance, line_dash="dash", line_color="gray", annotation_position="top left",
-                         annotation_text=f"re-identification by chance ({chance:.1%})")
+                         annotation_text=f"chance among all records, 1/N ({chance:.1%})")
     given = _number(utility.get("chance_given_condition"))
-    if given is not None:
+    if given is not None:  # the attackers guess among the records with the released label: their baseline
         figure.add_hline(y=given, line_dash="dot", line_color="gray", annotation_position="bottom right",
-                         annotation_text=f"by chance, knowing the released label ({given:.1%})")
+                         annotation_text=f"chance knowing the released {released_words(utility)} ({given:.1%}): "
+                                         "the attackers' baseline")
     # a trace, not add_vline: on a log axis a shape's annotation takes log10(x) and would stretch the axis
     figure.add_trace(go.Scatter(x=[epsilon, epsilon], y=[0, 1.05], mode="lines", line=dict(color="crimson"),
                                 name=f"your ε = {format_epsilon(epsilon)}", hoverinfo="skip"))

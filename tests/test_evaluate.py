@@ -591,3 +591,34 @@ def test_an_image_audit_reads_pixels_and_labels_as_privatize_does(tmp_path):
     result = distinguishing_audit(loaded.model, data.images[0], data.images[1], "3", mechanism, releases=200,
                                   generator=torch.Generator().manual_seed(0))
     assert result.claimed_epsilon == 1.0
+
+
+def test_cli_utility_writes_this_models_reidentification_rates_into_its_card(tiny_table_folder, tmp_path):
+    """The card quotes the model's own measured rates (the training template quoted the bundled models')."""
+    import shutil
+
+    from cadp.curves import strongest_reidentification
+    from cadp.evaluate import reid_card_markdown
+
+    loaded, _ = tiny_table_folder
+    folder = tmp_path / "d"
+    shutil.copytree(loaded.folder, folder)
+    (folder / "README.md").write_text("# d\n\n## Results\n- x\n\n## Privacy and limitations\n- local\n")
+    assert main(["utility", "--model", str(folder), "--quick"]) == 0
+    utility = read_eval(folder)["utility"]
+    card = (folder / "README.md").read_text()
+    assert card.count("<!-- cadp:reid -->") == 1 and card.index("cadp:reid") < card.index("## Privacy")
+    assert "utility --model" in card and "--quick" in card and "a quick run" in card
+    assert f"A guess among those records finds {utility['chance_given_condition']:.1%}" in card
+    assert "with the conditions released with it" in card  # a table: conditions, not a label
+    epsilons = utility["epsilons"]
+    for name in ("laplace", "gaussian"):
+        rates = strongest_reidentification(utility["methods"][name])
+        shown = [f"{rates[epsilons.index(e)]:.1%}" for e in (1.0, 10.0, 100.0, 1000.0) if e in epsilons]
+        assert shown and f"| {utility['methods'][name]['label']} | " + " | ".join(shown) + " |" in card
+
+    image = json.loads((bundled("mnist-cinn") / "eval.json").read_text())["utility"]
+    text = reid_card_markdown(image, "python -m cadp.evaluate utility --model weights/mnist-cinn")
+    at_100 = strongest_reidentification(image["methods"]["laplace"])[image["epsilons"].index(100.0)]
+    assert f"{at_100:.1%} |" in text and "with the label released with it" in text
+    assert "mean of 3 seeds of 500 records)" in text and "quick" not in text
