@@ -297,6 +297,13 @@ def downstream_words(accuracy: dict) -> str:
             "alone, so its o/o differs from the model's evaluation (trained on the model's training rows).")
 
 
+def kept_target_words(target: str) -> str:
+    """Why a high accuracy for a kept condition says little about what of the rows' own values survives."""
+    return (f"{target} is a kept condition, released exactly: at small ε a released row is close to a fresh sample "
+            f"of its {target} group, so this accuracy comes from the model's picture of each group, not from the "
+            "rows' own values. Re-identification (the model's evaluation) says how much of those survives.")
+
+
 def downstream_check(original: pd.DataFrame, released: pd.DataFrame, target: str) -> dict[str, float] | str:
     """``downstream_accuracy``, or the sentence saying why there is none for ``target``."""
     try:

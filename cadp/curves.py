@@ -145,8 +145,8 @@ def _reference_lines(figure, add_line, reference=None, chance=None, given=None, 
     baseline; 1/N, a guess among all records, is drawn for scale."""
     for value, name, colour, dash in ((reference, "o/o (real → real)", "black", "dash"),
                                       (chance, "chance among all records (1/N)", "gray", "dash"),
-                                      (given, f"chance knowing the released {released} (the attackers' baseline)",
-                                       "gray", "dot")):
+                                      (given, f"attackers' baseline: chance knowing the {released}", "gray",
+                                       "dot")):
         if isinstance(value, (int, float)):
             add_line(value, line_dash=dash, line_color=colour)
             _line_entry(figure, name, colour, dash)
@@ -155,6 +155,15 @@ def _reference_lines(figure, add_line, reference=None, chance=None, given=None, 
 def released_words(utility: dict) -> str:
     """What is released exactly beside a record: "label" (images) or "conditions" (tables)."""
     return "conditions" if (utility.get("settings") or {}).get("kind") == "tabular" else "label"
+
+
+def kept_task_note(utility: dict) -> str:
+    """Under an accuracy-against-ε chart: why the curve is flat from the smallest ε (the task is kept)."""
+    image = released_words(utility) == "label"
+    return (f"The predicted attribute is released exactly (the kept {'label' if image else 'conditions'}): at small "
+            f"ε a CADP release is close to a fresh sample of its {'class' if image else 'kept group'} from the "
+            f"model, so its accuracy there measures the model's picture of each {'class' if image else 'group'}, not "
+            "what of the released records' own details survives: re-identification, below, says that. A central DP-SGD baseline, where shown, learns from the records alone.")
 
 
 def two_line_title(title: str) -> str:

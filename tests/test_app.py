@@ -559,6 +559,8 @@ def test_tabular_bundled_release():
     assert any(f"trained on {split['n_train']} rows of this release" in c.value and
                f"tested on the other {split['n_test']} real rows" in c.value and
                "differs from the model's evaluation" in c.value for c in at.caption)
+    # sex is kept: its accuracy says how well the model pictures each group, not what of the rows survives
+    assert compare.kept_target_words("sex") in [c.value for c in at.caption]
     assert len(at.get("plotly_chart")) == 2
     assert [d.label for d in downloads(at)] == ["Download privatized CSV", "Download its terms (guarantee.txt)"]
     assert ui.release_terms(at.session_state["table_result"]["result"]).endswith(
@@ -1332,7 +1334,7 @@ def test_utility_legends_sit_below_the_plot_and_label_no_line_on_it():
         assert not chart["layout"].get("annotations")  # a label on the plot sat on the curves
         assert all(len(trace["name"]) <= 60 for trace in chart["data"])
     assert "o/o (real → real)" in [trace["name"] for trace in accuracy["data"]]
-    assert "chance" in [trace["name"] for trace in reid["data"]]
+    assert "chance among all records (1/N)" in [trace["name"] for trace in reid["data"]]
     methods = next(c.value for c in at.caption if c.value.startswith("Methods:"))
     assert "between two typical records" not in methods  # the fixture has no metric method
     assert methods == r"Methods: Laplace \(ε-LDP\): laplace; paper \(" + PAPER_LABEL + r"\); blur \(not private\)."
@@ -1671,6 +1673,21 @@ def test_long_chart_titles_break_into_a_head_and_a_smaller_line():
                             "accuracy")
     assert figure.layout.title.text.startswith("Downstream accuracy<br><sup>")
     assert frontier_figure(helpers.UTILITY).layout.title.text.startswith("Privacy–utility frontier<br><sup>(")
+
+
+def test_reidentification_charts_draw_the_attackers_baseline_beside_one_in_n():
+    """The attackers guess among the records with the released label (conditions): that guess, not 1/N, is the
+    rate to read their curves against."""
+    from cadp.curves import epsilon_figure, kept_task_note
+
+    utility = json.loads(json.dumps(helpers.UTILITY))
+    for kind, words in (("image", "label"), ("tabular", "conditions")):
+        utility.update(chance=0.002, chance_given_condition=0.02, settings={**utility.get("settings", {}), "kind": kind})
+        figure = epsilon_figure(utility, "p/o", "Accuracy", "accuracy", chance=0.002)
+        lines = {trace.name: trace for trace in figure.data if trace.name and "chance" in trace.name}
+        assert set(lines) == {"chance among all records (1/N)", f"attackers' baseline: chance knowing the {words}"}
+        assert [shape.y0 for shape in figure.layout.shapes] == [0.002, 0.02]
+        assert f"(the kept {words})" in kept_task_note(utility)
 
 
 def test_a_method_label_from_eval_json_is_shown_as_text_not_as_a_link_in_a_chart():

@@ -129,8 +129,8 @@ def page(loaded) -> None:
         description = "the worst-case latents"
         st.caption("Two latents built so that the mechanism loses the most privacy between them (laplace, gaussian: "
                    "they clip to opposite ends of one axis, 2R apart, the sensitivity; paper: opposite corners of "
-                   "its clip). Every latent is the encoding of some record, so this pair gives the audit the most "
-                   "power it can have. That power is limited: at 10,000 releases a laplace mechanism with half its "
+                   "its clip). The guarantee is stated for every latent, so this pair gives the audit the most power "
+                   "it can have. That power is limited: at 10,000 releases a laplace mechanism with half its "
                    "noise fails at ε = 1, a gaussian with half its noise passes. Two real records are usually far "
                    "less separated after clipping, and an audit of them passes broken code more easily.")
     else:
@@ -148,6 +148,8 @@ def page(loaded) -> None:
             radius = st.number_input("Fixed clip radius R", 0.001, 1e6, 1.0, key=ui.kept("audit_radius"))
             delta = st.select_slider("δ", [1e-3, 1e-4, 1e-5, 1e-6, 1e-8], value=1e-5, key=ui.kept("audit_delta"))
         submitted = st.form_submit_button("Run the audit", type="primary")
+    st.caption("For metric, ε is per unit of latent L1 distance, not per record. At ε = 1 per unit: "
+               + ui.metric_meaning(loaded.config, 1.0))
     if submitted:
         if not epsilons:
             raise ui.InputError("choose at least one ε")

@@ -65,7 +65,9 @@ def choose_labels(loaded, records) -> np.ndarray:
         if suggestion is not None:
             index = int(suggestion[0][0])
             st.caption(f"The classifier suggests **{literal(class_names[index])}** "
-                       f"(confidence {suggestion[1][0]:.0%}). Confirm or change it.")
+                       f"(confidence {suggestion[1][0]:.0%}: a small CNN trained on "
+                       f"{literal(loaded.config.dataset)}; on other kinds of images its confidence means little). "
+                       "Confirm or change it.")
         else:
             st.caption("This model has no classifier: choose the label.")
         # keyed by the input: a new image starts from its own suggestion, never from the last image's label; and by
@@ -151,7 +153,12 @@ def show_result(loaded, state, changed: bool) -> None:
     metrics = st.columns(4)
     metrics[0].metric("SSIM", f"{quality['ssim']:.3f}")
     metrics[1].metric("PSNR", f"{quality['psnr']:.1f} dB")
-    metrics[2].metric("latent L1 distance", f"{compare.latent_distance(result.latent[index], result.noisy_latent[index]):.1f}")
+    distances = getattr(loaded.config, "latent_distances", None)
+    metrics[2].metric("latent L1 distance", f"{compare.latent_distance(result.latent[index], result.noisy_latent[index]):.1f}",
+                      help="‖M(z) − z‖₁, how far the noise moved this record's latent"
+                           + ("" if distances is None else f"; for scale, two typical records of one class are "
+                              f"d_typ = {distances.d_typ:.0f} apart, a record and its nearest neighbour "
+                              f"d_nn = {distances.d_nn:.0f}") + ".")
     handling = state["handling"]
     metrics[3].metric("label", "kept" if handling == "kept" else
                       f"{'unchanged' if kept else 'changed'} ({handling})")

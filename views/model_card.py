@@ -59,11 +59,16 @@ def page(loaded) -> None:
     columns[1].metric("latent dimension", config.latent_dim)
     bpd = bits_per_dim(evaluation)
     if config.kind == "image":
-        columns[2].metric("test bits/dim", bpd or "not measured")
+        columns[2].metric("test bits/dim", bpd or "not measured",
+                          help="Bits per pixel the model needs to describe held-out images: lower is better; 8 "
+                               "bits/dim is a uniform guess over 8-bit pixels.")
         if bpd is None:
             st.caption(f"Measure it with `{ui.evaluate_command(loaded, 'bpd')}`.")
     elif "training" in evaluation:
-        columns[2].metric("test NLL (nats/dim)", f"{evaluation['training'].get('test_metric', float('nan')):.3f}")
+        training = evaluation["training"]
+        columns[2].metric(str(training.get("test_metric_name") or "test NLL (nats/dim)"),
+                          f"{training.get('test_metric', float('nan')):.3f}",
+                          help="Negative log-likelihood per encoded dimension on held-out rows: lower is better.")
     if config.kind == "image":
         st.subheader(f"Class-conditional samples (temperature {DEFAULT_TEMPERATURE})")
         per_class = st.slider("Samples per class", 2, 10, 6, key=ui.kept("card_per_class"))
@@ -72,8 +77,8 @@ def page(loaded) -> None:
                  caption="one row per class: " + ", ".join(config.class_names))
     else:
         public = public_training_data(loaded.model)
-        priors = ("their frequencies in the public training data" if public
-                  else "their frequencies in the model's own training data")
+        priors = ("their frequencies in the whole public table the model was fitted on (training and held-out rows)"
+                  if public else "their frequencies in the model's own table (training and held-out rows)")
         st.subheader("Sampled rows (temperature 1)")
         st.caption(f"Conditions drawn from {priors}."
                    + ("" if public else " The model was trained without DP: its samples can "

@@ -151,6 +151,9 @@ def show_result(state) -> None:
         cols[1].metric("this release: trained on real, tested on real (o/o)", f"{accuracy['o/o']:.3f}")
         cols[2].metric("majority class", f"{accuracy['chance']:.3f}")
         st.caption(compare.downstream_words(accuracy))
+        handling = dict(state["choices"][1]).get(target)
+        if getattr(handling, "handling", None) == "kept":
+            st.caption(compare.kept_target_words(target))
     else:
         st.caption(compare.no_task_reason(original))
 

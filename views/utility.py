@@ -18,6 +18,7 @@ def show_utility(utility: dict, key: str, config, title_note: str = "") -> None:
     st.plotly_chart(epsilon_figure(utility, "p/o", "Downstream accuracy: trained on releases, tested on real data"
                                    + title_note, "accuracy", reference=reference), key=f"{key}_accuracy")
     st.caption(methods_caption(utility, distances))
+    st.caption(curves.kept_task_note(utility))
     if any(std_of(method.get("p/o")) for method in utility.get("methods", {}).values()):  # bars drawn: say what
         st.caption(curves.error_bars_note(utility.get("settings"), reference))
     st.plotly_chart(epsilon_figure(with_strongest_attacker(utility), "reid", "Re-identification: the best attacker"
