@@ -585,6 +585,26 @@ def metric_meaning(config, epsilon_unit: float, conditions_kept: bool = True) ->
     return text
 
 
+def whole_latent_epsilon(config, temperature: float) -> float | None:
+    """The ε from which laplace at constant ``temperature`` leaves a typical latent of this model unclipped: its
+    radius R = T·ε / (2√2) reaches the median latent L1 norm; None where the norm was not measured."""
+    distances = getattr(config, "latent_distances", None)
+    norm = getattr(distances, "latent_l1_norm", None)
+    if not isinstance(norm, (int, float)) or not math.isfinite(norm) or norm <= 0 or not temperature:
+        return None
+    return 2 * math.sqrt(2) * norm / temperature
+
+
+def whole_latent_words(config, temperature: float | None) -> str:
+    """``whole_latent_epsilon`` in words, or "" where it is not known."""
+    epsilon = whole_latent_epsilon(config, temperature) if temperature else None
+    if epsilon is None:
+        return ""
+    return (f"For this model, laplace at temperature {temperature:g} clips a typical record's latent (L1 norm "
+            f"{config.latent_distances.latent_l1_norm:.3g}) less and less as ε grows, and leaves it whole from ε ≈ "
+            f"{epsilon:,.0f}.")
+
+
 def epsilon_meaning(config, name: str, epsilon: float, temperature: float | None, clip_radius: float | None, *,
                     image: bool, label_kept: bool) -> str:
     """What the chosen ε means for this mechanism and clip policy, in plain words, under the slider."""
@@ -601,14 +621,16 @@ def epsilon_meaning(config, name: str, epsilon: float, temperature: float | None
         return (f"Fixed clip radius R = {clip_radius:g}: the latent is scaled into a ball of radius R, then gets "
                 f"{noise}, so the noise grows as ε falls. A small R keeps little of the record at any ε; a large R "
                 "needs a large ε for the record to show through the noise.")
+    whole = whole_latent_words(config, temperature)
     if not image:
         return ("A table row has far fewer latent dimensions than an image, so useful releases come at much "
-                "smaller ε than for images.")
+                "smaller ε than for images." + (f" {whole} Below that a release is mostly a fresh sample of its "
+                                                 "kept conditions." if whole else ""))
     if temperature == DEFAULT_TEMPERATURE:
-        return large_epsilon_note(label_kept)
+        return large_epsilon_note(label_kept) + (f" {whole}" if whole else "")
     return (f"Constant temperature {temperature:g}: the noise stays at {temperature:g} per coordinate and more ε "
             f"lets more of the record's own latent through. Where a record's details return was measured at "
-            f"temperature {DEFAULT_TEMPERATURE:g} (around ε 1,000–3,000 for images).")
+            f"temperature {DEFAULT_TEMPERATURE:g} (around ε 1,000–3,000 for images)." + (f" {whole}" if whole else ""))
 
 
 def privacy_controls(config, key: str, *, default_epsilon: float = 10, image: bool = True,

@@ -1783,3 +1783,20 @@ def test_an_upload_problem_shows_the_file_name_as_written():
         patch.setattr(ui.st, "error", shown.append)
         ui.show_problems([("**Jane** [x](y).png", "the file is empty (0 bytes)")])
     assert shown == [r"Skipped \*\*Jane\*\* \[x\](y).png: the file is empty (0 bytes)"]
+
+
+def test_the_epsilon_note_says_from_which_epsilon_this_models_typical_latent_passes_the_clip_whole():
+    from cadp.hub import load_folder
+    from cadp.mechanisms import make_mechanism
+    from tests.conftest import bundled
+
+    loaded = load_folder(bundled("diabetes-cinn"))
+    norm = loaded.config.latent_distances.latent_l1_norm
+    whole = ui.whole_latent_epsilon(loaded.config, 0.7)
+    # the mechanism's own radius: the typical latent's norm is reached at that ε, not before
+    assert make_mechanism("laplace", whole * 0.99, temperature=0.7).clip_radius < norm
+    assert make_mechanism("laplace", whole * 1.01, temperature=0.7).clip_radius > norm
+    text = ui.epsilon_meaning(loaded.config, "laplace", 2, 0.7, None, image=False, label_kept=True)
+    assert f"leaves it whole from ε ≈ {whole:,.0f}." in text and "fresh sample of its kept conditions" in text
+    fixed = ui.epsilon_meaning(loaded.config, "laplace", 2, None, 1.0, image=False, label_kept=True)
+    assert "whole" not in fixed
