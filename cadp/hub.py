@@ -46,7 +46,7 @@ REQUIRED_HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 # What a model may cost before anything is allocated or downloaded: the app's Hub box is open to every visitor of
-# a hosted Space, and a config.json can ask for any size (the bundled models have up to 4.9 million parameters)
+# a hosted Space, and a config.json can ask for any size (the bundled models have up to 1.6 million parameters)
 MAX_PARAMETERS = 100_000_000  # 400 MB as float32
 MAX_FILE_BYTES = 16 * 1024 * 1024  # config.json, README.md, eval.json, classifier.safetensors
 
@@ -200,7 +200,7 @@ def _check_model_size(config: ModelConfig) -> None:
         count = sum(p.numel() for p in build_model(config).parameters())
     if count > MAX_PARAMETERS:
         raise ModelError(f"config.json asks for a network of {count:,} parameters; this app loads at most "
-                         f"{MAX_PARAMETERS:,} (the bundled models have up to 4.9 million)")
+                         f"{MAX_PARAMETERS:,} (the bundled models have up to 1.6 million)")
 
 
 def _display_path(folder: Path) -> str:
