@@ -180,11 +180,11 @@ def show_result(loaded, state, changed: bool) -> None:
             column.image(ui.to_display(image), width=ui.IMAGE_WIDTH)
     if len(names) == 1:
         st.download_button("Download privatized PNG", state["files"][0][1], file_name=state["files"][0][0],
-                           mime="image/png", key="download_png")
+                           mime="image/png", on_click="ignore", key="download_png")
     else:
         st.download_button(f"Download {len(names)} privatized images (ZIP with manifest.csv and guarantee.txt)",
                            compare.batch_zip(state["files"], state["manifest"], state["zip_terms"]),
-                           file_name="cadp-privatized.zip", mime="application/zip", key="download_zip")
+                           file_name="cadp-privatized.zip", mime="application/zip", on_click="ignore", key="download_zip")
     st.caption(compare.download_note(state["handling"], state["files"][0][0]))
 
 

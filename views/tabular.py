@@ -116,10 +116,10 @@ def show_result(state) -> None:
     order_note = state["order_note"]
     left, right = st.columns(2)
     left.download_button("Download privatized CSV", data, file_name="cadp-privatized.csv", mime="text/csv",
-                         key="download_csv")
+                         on_click="ignore", key="download_csv")
     right.download_button("Download its terms (guarantee.txt)", "\n\n".join(
         [ui.release_terms(result), order_note] + ([escaped] if escaped else [])) + "\n",
-                          file_name="cadp-privatized-guarantee.txt", mime="text/plain", key="download_terms")
+                          file_name="cadp-privatized-guarantee.txt", mime="text/plain", on_click="ignore", key="download_terms")
     st.caption(order_note)
     if escaped is not None:  # kept conditions are released exactly: the one change a download makes is said
         st.caption(escaped)
