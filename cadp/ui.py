@@ -77,9 +77,10 @@ def large_epsilon_note(label_kept: bool = True) -> str:
             f"{'kept' if label_kept else 'released'} class, and the record's own details (a logo, a pattern) "
             "become visible around ε 1,000–3,000. Looking like a fresh sample is not being one: with the bundled "
             "image models, an attacker who holds the model traces releases to their record above chance (2 % "
-            "within a label) from about ε = 2 with gaussian (3.5–5.3 % at ε = 2 and 3, 6–8 % at 6, 13–14 % at 10) "
-            "and at ε = 10 with laplace (3.7–3.8 %), and traces most of them at ε = 100 (laplace 58–76 %, gaussian "
-            "over 99 %). Formally, ε = 100 allows one record's releases to be up to e^100 times likelier than "
+            "within a label) from about ε = 2 with gaussian (3.3–4.5 % at ε = 2 and 3, 7–8 % at 6, 12–14 % at 10) "
+            "and from ε = 6 with laplace (3.1–3.6 % at 6, 4.7–4.9 % at 10; below ε = 6 at chance but for one "
+            "point, 3.4 % at ε = 0.5 on MNIST, about the most that ε = 0.5 allows among 50 records: 3.3 %), and "
+            "traces most of them at ε = 100 (laplace 60–81 %, gaussian over 99 %). Formally, ε = 100 allows one record's releases to be up to e^100 times likelier than "
             "another's, i.e. almost no protection. " + label)
 
 
