@@ -406,13 +406,19 @@ def test_dpsgd_reference_is_central_and_spends_at_most_its_target(tiny_table_fol
     assert all(0 <= accuracy <= 1 for accuracy in central["accuracy"]["mean"])
 
 
-def test_cli_bpd_writes_its_block_into_the_model_card(tiny_table_folder, tmp_path):
+def _folder_with_card(tiny_table_folder, tmp_path):
+    """A copy of the tiny table model's folder with a short card of its own."""
     import shutil
 
     loaded, _ = tiny_table_folder
     folder = tmp_path / "d"
     shutil.copytree(loaded.folder, folder)
     (folder / "README.md").write_text("# d\n\n## Results\n- x\n\n## Privacy and limitations\n- local\n")
+    return folder
+
+
+def test_cli_bpd_writes_its_block_into_the_model_card(tiny_table_folder, tmp_path):
+    folder = _folder_with_card(tiny_table_folder, tmp_path)
     assert main(["bpd", "--model", str(folder), "--quick"]) == 0
     first = (folder / "README.md").read_text()
     assert main(["bpd", "--model", str(folder), "--quick"]) == 0  # a second run replaces the block
@@ -595,15 +601,10 @@ def test_an_image_audit_reads_pixels_and_labels_as_privatize_does(tmp_path):
 
 def test_cli_utility_writes_this_models_reidentification_rates_into_its_card(tiny_table_folder, tmp_path):
     """The card quotes the model's own measured rates (the training template quoted the bundled models')."""
-    import shutil
-
     from cadp.curves import strongest_reidentification
     from cadp.evaluate import reid_card_markdown
 
-    loaded, _ = tiny_table_folder
-    folder = tmp_path / "d"
-    shutil.copytree(loaded.folder, folder)
-    (folder / "README.md").write_text("# d\n\n## Results\n- x\n\n## Privacy and limitations\n- local\n")
+    folder = _folder_with_card(tiny_table_folder, tmp_path)
     assert main(["utility", "--model", str(folder), "--quick"]) == 0
     utility = read_eval(folder)["utility"]
     card = (folder / "README.md").read_text()
