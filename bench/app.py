@@ -134,16 +134,9 @@ def opening_image_model(weights: str | None = None) -> str | None:
     """The model the image page opens on: the first image model the app lists (``cadp.ui.bundled_models``) in
     ``weights`` (the app's CADP_WEIGHTS_DIR; None: the bundled folder)."""
     from cadp import hub
-    from cadp.errors import ModelError
 
-    folder = _weights_folder(weights)
-    for child in sorted(folder.iterdir()) if folder.is_dir() else []:
-        try:
-            if (child / hub.CONFIG_NAME).exists() and hub.read_config(child).kind == "image":
-                return child.name
-        except ModelError:
-            continue
-    return None
+    names = hub.model_folders(_weights_folder(weights), "image")
+    return names[0] if names else None
 
 
 def test_image_png(model: str | None = None, weights: str | None = None) -> tuple[bytes, str]:

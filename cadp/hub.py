@@ -272,11 +272,24 @@ def update_card_section(folder: Path | str, key: str, markdown: str) -> None:
     path.write_text(card, encoding="utf-8")
 
 
-def bundled_models() -> list[str]:
-    """Names of the model folders shipped in weights/."""
-    if not BUNDLED_DIR.exists():
+def model_folders(folder: Path | str = BUNDLED_DIR, kind: str | None = None) -> list[str]:
+    """Names of the model folders in ``folder`` (default: the shipped weights/), sorted; with ``kind`` ("image",
+    "tabular") only those whose config.json is readable and of that kind."""
+    folder = Path(folder)
+    if not folder.is_dir():
         return []
-    return sorted(d.name for d in BUNDLED_DIR.iterdir() if (d / CONFIG_NAME).exists())
+    names = []
+    for child in sorted(folder.iterdir()):
+        if not (child / CONFIG_NAME).exists():
+            continue
+        if kind is not None:
+            try:
+                if read_config(child).kind != kind:
+                    continue
+            except ModelError:
+                continue
+        names.append(child.name)
+    return names
 
 
 # --------------------------------------------------------------------------- Hub: ids

@@ -133,21 +133,7 @@ def weights_dir() -> Path:
 
 
 def bundled_models(kind: str | None = None) -> list[str]:
-    folder = weights_dir()
-    if not folder.is_dir():
-        return []
-    names = []
-    for child in sorted(folder.iterdir()):
-        if not (child / hub.CONFIG_NAME).exists():
-            continue
-        if kind is not None:
-            try:
-                if hub.read_config(child).kind != kind:
-                    continue
-            except ModelError:
-                continue
-        names.append(child.name)
-    return names
+    return hub.model_folders(weights_dir(), kind)
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=8)
