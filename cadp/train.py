@@ -815,6 +815,11 @@ def _distance_lines(distances: LatentDistances | None, group: str = "the same cl
             f"- all three measured {distances.measured_on}\n")
 
 
+def _couplings(count: int, kind: str) -> str:
+    """'1 conv GLOW coupling', '4 fully connected GLOW couplings'."""
+    return f"{count} {kind} GLOW coupling{'' if count == 1 else 's'}"
+
+
 def _kernels(conv_subnet: str) -> str:
     """'3-1-3' -> '3x3-1x1-3x3'."""
     return "-".join(f"{k}x{k}" for k in conv_subnet.split("-"))
@@ -847,9 +852,9 @@ Class-conditional invertible network (FrEIA) for content-aware differential priv
 ## Architecture
 Logit transform (alpha {config.logit_alpha}) with uniform dequantization, then
 IRevNet downsampling to {config.channels * 4}x{config.image_size // 2}x{config.image_size // 2},
-{config.conv_blocks[0]} conv GLOW couplings, downsampling to {config.channels * 16}x{config.image_size // 4}x{config.image_size // 4},
-{config.conv_blocks[1]} conv GLOW couplings (subnets {_kernels(config.conv_subnet)}, width {config.conv_width}), a split, then {config.fc_blocks} fully
-connected GLOW couplings (width {config.fc_width}); random permutations between couplings; the one-hot
+{_couplings(config.conv_blocks[0], 'conv')}, downsampling to {config.channels * 16}x{config.image_size // 4}x{config.image_size // 4},
+{_couplings(config.conv_blocks[1], 'conv')} (subnets {_kernels(config.conv_subnet)}, width {config.conv_width}), a split, then
+{_couplings(config.fc_blocks, 'fully connected')} (width {config.fc_width}); random permutations between couplings; the one-hot
 label conditions every coupling. {params:,} trainable parameters; latent dimension {config.latent_dim}.
 
 ## Training

@@ -491,6 +491,8 @@ def test_cli_evaluates_models_trained_on_a_csv_or_image_folder_given_their_data(
     assert evaluate.main(["bpd", "--model", str(images), "--quick", "--data", str(folder)]) == 0
     assert read_eval(images)["bpd"]["test_records"] == 4  # the held-out fifth of 20 images, as in training
     assert "subnets 3x3-3x3-3x3, width 8" in (images / "README.md").read_text()
+    assert "1 conv GLOW coupling, downsampling" in (images / "README.md").read_text()  # one of each: singular
+    assert "1 fully connected GLOW coupling (width 16)" in (images / "README.md").read_text()
     assert "2 steps (~2.0 epochs), batch 16," in (images / "README.md").read_text()  # 16 images: a batch of 16
     (folder / "birds").mkdir()
     (folder / "birds" / "0.png").write_bytes(corpus.png(corpus.digit(28, 28)))
