@@ -10,6 +10,7 @@ import math
 import re
 import zlib
 
+import numpy as np
 import plotly.graph_objects as go
 
 from cadp.mechanisms import PAPER_LABEL
@@ -152,6 +153,15 @@ def _reference_lines(figure, add_line, reference=None, chance=None, given=None, 
             _line_entry(figure, name, colour, dash)
 
 
+def ldp_ceiling(epsilon, given: float):
+    """The most an attacker can match releases of an ε-LDP mechanism to their records, top-1, when it guesses
+    among records of which a blind guess finds ``given`` (one in n = 1/given): e^ε / (e^ε + n - 1) for n equally
+    likely records. ``given`` is a mean of 1/n over groups of other sizes, and the bound is concave in 1/n, so
+    this is at or above the mean of the groups' bounds."""
+    shrunk = np.exp(-np.asarray(epsilon, dtype=np.float64))  # (e^ε g / (1 + (e^ε - 1) g), without e^ε's overflow)
+    return given / (given + (1 - given) * shrunk)
+
+
 def released_words(utility: dict) -> str:
     """What is released exactly beside a record: "label" (images) or "conditions" (tables)."""
     return "conditions" if (utility.get("settings") or {}).get("kind") == "tabular" else "label"
@@ -188,6 +198,12 @@ def epsilon_figure(utility: dict, metric: str, title: str, y_title: str, *, refe
     given = utility.get("chance_given_condition") if chance is not None else None
     # the label is released exactly: a guess among its records does as well as "chance knowing the label"
     _reference_lines(figure, figure.add_hline, reference, chance, given, released_words(utility))
+    evaluated = finite_numbers(utility.get("epsilons"))
+    if isinstance(given, (int, float)) and 0 < given < 1 and evaluated and min(evaluated) > 0:
+        grid = np.geomspace(min(evaluated), max(evaluated), 60)
+        figure.add_trace(go.Scatter(x=grid, y=ldp_ceiling(grid, given), mode="lines", hoverinfo="skip",
+                                    name="ε-LDP ceiling on any attacker (laplace)", legendrank=1000,
+                                    line=dict(color="gray", width=1)))
     figure.update_layout(title=two_line_title(title),
                          xaxis_title="ε (local, per record; metric: per unit of latent L1 distance; DP-Pix: per "
                                      "1-pixel change)",

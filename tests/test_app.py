@@ -1691,6 +1691,26 @@ def test_reidentification_charts_draw_the_attackers_baseline_beside_one_in_n():
         assert set(lines) == {"chance among all records (1/N)", f"attackers' baseline: chance knowing the {words}"}
         assert [shape.y0 for shape in figure.layout.shapes] == [0.002, 0.02]
         assert f"(the kept {words})" in kept_task_note(utility)
+        ceiling = next(trace for trace in figure.data if trace.name == "ε-LDP ceiling on any attacker (laplace)")
+        grown = np.exp(np.asarray(ceiling.x))
+        assert np.allclose(ceiling.y, grown / (grown + 50 - 1))  # e^ε / (e^ε + n - 1), n = 1 / 0.02
+    assert not [trace for trace in epsilon_figure(utility, "p/o", "Accuracy", "accuracy").data
+                if trace.name and "ceiling" in trace.name]  # the accuracy chart has no attacker
+
+
+def test_the_bundled_models_measured_laplace_reidentification_stays_under_the_ldp_ceiling():
+    """Any attacker's top-1 rate against an ε-LDP release is at most e^ε / (e^ε + n - 1): a measured rate
+    clearly above it (3 standard errors, of 3 seeds x the records) would mean the mechanism leaks."""
+    from cadp.curves import ldp_ceiling, strongest_reidentification
+    from tests.conftest import bundled
+
+    for name in ("mnist-cinn", "fashion-mnist-cinn", "diabetes-cinn", "heart-cinn"):
+        utility = json.loads((bundled(name) / "eval.json").read_text())["utility"]
+        trials = len(utility["settings"]["seeds"]) * utility["settings"]["n_reid"]
+        rates = strongest_reidentification(utility["methods"]["laplace"])
+        for epsilon, rate in zip(utility["epsilons"], rates):
+            bound = float(ldp_ceiling(epsilon, utility["chance_given_condition"]))
+            assert rate <= bound + 3 * (bound * (1 - bound) / trials) ** 0.5, (name, epsilon, rate, bound)
 
 
 def test_a_method_label_from_eval_json_is_shown_as_text_not_as_a_link_in_a_chart():

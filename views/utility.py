@@ -28,7 +28,10 @@ def show_utility(utility: dict, key: str, config, title_note: str = "") -> None:
                "release is centred: its clipped latent for laplace and gaussian; in the noise's norm: the most "
                "likely source; a baseline's release is encoded by the model), and in pixel or encoded data space. "
                "The curve is the best of them at each point; a blurred or mosaicked image, re-encoded by the "
-               "model, hides from the latent attacker but not from the pixel one.")
+               "model, hides from the latent attacker but not from the pixel one. The thin gray line is the most "
+               "any attacker can reach against an ε-LDP mechanism (laplace) guessing among those records; "
+               "gaussian's δ, metric's per-unit ε, DP-Pix's 1-pixel ε and paper (no guarantee) are not bound "
+               "by it.")
     if any("ssim" in m for m in utility.get("methods", {}).values()):
         st.plotly_chart(epsilon_figure(utility, "ssim", "SSIM of release vs original" + title_note, "SSIM"),
                         key=f"{key}_ssim")
