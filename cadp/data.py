@@ -145,11 +145,6 @@ def _into_tree(target: str, root: str) -> bool:
     return _under(target, root) or _under(root, target)
 
 
-def _link_into_tree(path: str, root: str) -> bool:
-    """Whether ``path`` is a link whose target is ``_into_tree``."""
-    return os.path.islink(path) and _into_tree(os.path.realpath(path), root)
-
-
 def folder_files(root: Path, unlisted: list[tuple[str, str]] | None = None,
                  skipped: list[tuple[str, str | None]] | None = None) -> list[tuple[str, Path]]:
     """(name relative to root, path) of the files under root, in sorted order, folder metadata left out; each
@@ -183,18 +178,17 @@ def folder_files(root: Path, unlisted: list[tuple[str, str]] | None = None,
             subfolders[:] = []
             continue
         walked[resolved] = folder_name
-        if skipped is not None:
-            skipped.extend((Path(folder, d).relative_to(root).as_posix() + "/", None) for d in sorted(subfolders)
-                           if d.startswith(".") or d == "__MACOSX")
         kept = []
         for d in sorted(subfolders):
+            name = Path(folder, d).relative_to(root).as_posix() + "/"
+            path = os.path.join(folder, d)
             if d.startswith(".") or d == "__MACOSX":
-                continue
-            if _link_into_tree(os.path.join(folder, d), root_resolved):
-                into_tree.append((Path(folder, d).relative_to(root).as_posix() + "/",
-                                  os.path.realpath(os.path.join(folder, d))))
-                continue
-            kept.append(d)
+                if skipped is not None:
+                    skipped.append((name, None))
+            elif os.path.islink(path) and _into_tree(target := os.path.realpath(path), root_resolved):
+                into_tree.append((name, target))
+            else:
+                kept.append(d)
         subfolders[:] = kept
         for file in sorted(files):
             path = Path(folder) / file

@@ -88,6 +88,12 @@ def choose_labels(loaded, records) -> np.ndarray:
     return np.array([class_names.index(v) for v in edited["label"]])
 
 
+def extra_releases(settings, strip: bool, gallery: int) -> list:
+    """The mechanisms of the first image's extra releases one press makes: the strip's ε values, then the gallery's
+    draws at the chosen ε."""
+    return [settings.at(epsilon) for epsilon in STRIP_EPSILONS] * strip + [settings.mechanism] * gallery
+
+
 def release(loaded, records, labels, handling, settings, strip: bool, gallery: int) -> dict:
     model, name = loaded.model, settings.name
     generator = new_generator(settings.seed)
@@ -119,7 +125,7 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
         tag=compare.release_tag(settings.mechanism, seeded=settings.seed is not None), terms=ui.release_terms(result),
         mechanism=ui.MECHANISM_LABELS[name] + (f" (ran on {result.batch_text})" if name == "paper" else ""),
         cost=ui.cost_text([settings.mechanism], handling.cost))
-    extra = [settings.at(epsilon) for epsilon in STRIP_EPSILONS] * strip + [settings.mechanism] * gallery
+    extra = extra_releases(settings, strip, gallery)
     repeats = compare.repeated_images_note([r.key for r in records], ui.cost_text([settings.mechanism], handling.cost),
                                            (len(extra), ui.cost_text(extra, handling.cost)) if extra else None)
     return {"names": [r.name for r in records], "result": result, "repeats": repeats, "handling": handling.handling,
@@ -206,7 +212,7 @@ def page(loaded) -> None:
     strip = left.checkbox(f"Also show a strip at ε = {', '.join(f'{e:g}' for e in STRIP_EPSILONS)}", key=ui.kept("image_strip"))
     gallery = right.slider("Gallery: extra draws at this ε", 0, 8, 0, key=ui.kept("image_gallery"))
     if strip or gallery:
-        extra = [settings.at(epsilon) for epsilon in STRIP_EPSILONS] * strip + [settings.mechanism] * gallery
+        extra = extra_releases(settings, strip, gallery)
         st.caption(f"Each strip image and each gallery draw is a release of the first image: one press adds "
                    f"{len(extra)} releases to its ledger entry besides the release itself; together they "
                    f"cost {ui.cost_text(extra, handling.cost)}.")
