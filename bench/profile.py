@@ -4,7 +4,8 @@ Images: torch.profiler's operators at batch 256, with the GFLOP/s each convoluti
 and matmul shape reaches (FLOPs from the shapes, as for stride-1 'same' convolutions; time as
 the operator's share of the operators' self time times the measured wall time per call); each
 subnet convolution at 1-8 images in PyTorch's route and in the direct kernel, and one image's
-call with the passes for few images off and on.
+call with the passes for few images off and on; with ``--batch1-alternatives``, other ways to compute one
+image's convolutions (oneDNN, matmul + fold, Winograd F(2x2,3x3)) per layer and in whole calls.
 Tables: the share of cadp.data's encoder (pandas) against the flow, by cProfile, at batch 1 and 1024;
 one flow pass through each inference path (NumPy, trace, FrEIA's graph) at a few batch sizes;
 one step of the on-the-fly fit through each likelihood path and optimizer layout.
@@ -17,6 +18,7 @@ import cProfile
 import pstats
 import sys
 import time
+import weakref
 from functools import partial
 
 import torch
@@ -207,6 +209,158 @@ def image_small_batch_calls(loaded, calls: int = 200) -> str:
     return "\n".join(lines)
 
 
+def fold_conv(layer: torch.nn.Conv2d, u: torch.Tensor) -> torch.Tensor:
+    """``layer(u)`` for stride 1 and size-keeping padding as a matrix product and ``fold`` (col2im).
+
+    The direct kernel copies each input pixel once per kernel tap (im2col) before its product; here
+    the product comes first (each pixel's contribution to every tap of every output channel) and
+    ``fold`` adds the contributions at their shifted places, with the kernel flipped: the layer's
+    cross-correlation. Less copying where outputs are few (a subnet's last layer, 128 -> 4).
+    """
+    batch, channels, height, width = u.shape
+    taps = layer.weight.flip((2, 3)).permute(0, 2, 3, 1).reshape(-1, channels)  # (out x kh x kw, in)
+    out = torch.nn.functional.fold(taps @ u.reshape(batch, channels, height * width), (height, width),
+                                   layer.kernel_size, padding=layer.padding)
+    return out if layer.bias is None else out.add_(layer.bias.view(1, -1, 1, 1))
+
+
+_WINOGRAD = {  # F(2x2, 3x3) (Lavin and Gray, 2016) as Kronecker products on flattened 4x4 / 3x3 / 2x2 tiles
+    name: torch.kron(torch.tensor(m), torch.tensor(m)) for name, m in (
+        ("input", [[1.0, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]),
+        ("kernel", [[1.0, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]),
+        ("output", [[1.0, 1, 1, 0], [0, 1, -1, -1]]))}
+_WINOGRAD_KERNELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # layer: (weight version, transform)
+
+
+def winograd_conv(layer: torch.nn.Conv2d, u: torch.Tensor) -> torch.Tensor:
+    """``layer(u)`` for a 3x3, stride-1, padding-1 layer by Winograd's F(2x2, 3x3): 16 batched products
+    of (out x in) by (in x tiles), 2.25x fewer multiplications, plus tile transforms in PyTorch operators.
+    The weights' transform is computed once per layer and weight version (not timed)."""
+    batch, channels, height, width = u.shape
+    rows, cols = (height + 1) // 2, (width + 1) // 2
+    tiles = torch.nn.functional.pad(u, (1, 1 + 2 * cols - width, 1, 1 + 2 * rows - height))
+    tiles = tiles.unfold(2, 4, 2).unfold(3, 4, 2).permute(4, 5, 1, 0, 2, 3).reshape(16, -1)
+    inputs = (_WINOGRAD["input"] @ tiles).view(16, channels, -1)
+    out_channels = layer.out_channels
+    version = None if layer.weight.is_inference() else layer.weight._version  # inference tensors: no versions
+    if _WINOGRAD_KERNELS.get(layer, (-1,))[0] != version:  # kept as a deployment would keep them
+        _WINOGRAD_KERNELS[layer] = (version, (_WINOGRAD["kernel"] @ layer.weight.permute(2, 3, 0, 1).reshape(9, -1))
+                                    .view(16, out_channels, channels))
+    products = torch.bmm(_WINOGRAD_KERNELS[layer][1], inputs).view(16, -1)
+    out = (_WINOGRAD["output"] @ products).view(2, 2, out_channels, batch, rows, cols).permute(3, 2, 4, 0, 5, 1)
+    out = out.reshape(batch, out_channels, 2 * rows, 2 * cols)[:, :, :height, :width]
+    return out + layer.bias.view(1, -1, 1, 1) if layer.bias is not None else out.contiguous()
+
+
+def _same_size(layer: torch.nn.Conv2d) -> bool:
+    return (tuple(layer.stride) == (1, 1) and tuple(layer.dilation) == (1, 1) and layer.groups == 1
+            and all(2 * pad == size - 1 for pad, size in zip(layer.padding, layer.kernel_size)))
+
+
+BATCH1_ALTERNATIVES = {  # name: (computation, whether it applies to a layer)
+    "oneDNN": (lambda layer, u: layer(u), lambda layer: True),
+    "matmul + fold": (fold_conv, _same_size),
+    "Winograd F(2x2,3x3)": (winograd_conv, lambda layer: _same_size(layer) and tuple(layer.kernel_size) == (3, 3))}
+
+
+def _subnet_runner(replaced: dict):
+    """A stand-in for ``cadp.models._run_subnet`` that computes the layers keyed in ``replaced`` by
+    ``(weight shape, input shape)`` with the function given there, the others as the model's own does."""
+    from cadp import models
+
+    def run(subnet, u, small_batch):
+        if not small_batch or u.dim() != 4 or not isinstance(subnet, torch.nn.Sequential):
+            return subnet(u)
+        for layer in subnet:
+            key = (tuple(layer.weight.shape), tuple(u.shape[1:])) if isinstance(layer, torch.nn.Conv2d) else None
+            if key in replaced:
+                u = replaced[key](layer, u)
+            elif models._direct_conv_ok(layer):
+                u = models._THNN_CONV2D(u, layer.weight, layer.kernel_size, layer.bias, layer.stride, layer.padding)
+            else:
+                u = layer(u)
+        return u
+    return run
+
+
+def image_batch1_alternatives(loaded, layer_calls: int = 300, calls: int = 200) -> str:
+    """Other ways to compute one image's subnet convolutions, against the direct kernel the model uses for
+    few images: each distinct layer alone (p50 us, inputs and weights in the model's channels-last layout),
+    then one image's privatize call (p50 ms) with each alternative on the layers where it was the faster alone."""
+    from cadp import models
+
+    model = loaded.model
+    layers: dict[tuple, tuple[torch.nn.Conv2d, tuple[int, ...]]] = {}
+
+    def remember(module, args, _output) -> None:
+        layers.setdefault((tuple(module.weight.shape), tuple(args[0].shape[1:])), (module, tuple(args[0].shape[1:])))
+
+    hooks = [layer.register_forward_hook(remember) for module in model.modules()
+             if isinstance(module, torch.nn.Sequential) for layer in module if isinstance(layer, torch.nn.Conv2d)]
+    pixels, labels, _ = image_inputs(loaded.config, 1)
+    try:
+        with torch.inference_mode(), models.graph_mode():
+            model.encode(pixels, labels)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    generator = torch.Generator().manual_seed(0)
+    names = list(BATCH1_ALTERNATIVES)
+    faster: dict[str, dict] = {name: {} for name in names}
+    lines = [f"{loaded.folder.name}: one image's subnet convolutions, p50 us (largest difference from "
+             "PyTorch's own route, oneDNN)", "", "| layer | input | direct kernel (used) | " + " | ".join(names) + " |",
+             "|---|---|---|" + "---|" * len(names)]
+    with torch.inference_mode():
+        for key, (layer, shape) in layers.items():
+            x = torch.randn(1, *shape, generator=generator).contiguous(memory_format=torch.channels_last)
+            expected = layer(x)
+            timed = {"direct": partial(_subnet_runner({}), torch.nn.Sequential(layer), x, True)}
+            timed |= {name: partial(compute, layer, x) for name, (compute, applies) in BATCH1_ALTERNATIVES.items()
+                      if applies(layer)}
+            timings = _p50_us(timed, layer_calls)
+            cells = []
+            for name in names:
+                if name not in timed:
+                    cells.append("n/a")
+                    continue
+                error = (timed[name]() - expected).abs().max().item()
+                cells.append(f"{timings[name]:.0f} ({error:.0e})")
+                if timings[name] < timings["direct"]:
+                    faster[name][key] = BATCH1_ALTERNATIVES[name][0]
+            lines.append(f"| {key[0][1]} -> {key[0][0]}, {key[0][2]}x{key[0][3]} | {'x'.join(map(str, shape))} | "
+                         f"{timings['direct']:.0f} | " + " | ".join(cells) + " |")
+    variants = {"direct kernel (used)": {}} | {name: chosen for name, chosen in faster.items() if chosen}
+    runs = {}
+    original = models._run_subnet
+    try:
+        for name, replaced in variants.items():
+            copy = load(loaded.folder, torch.device("cpu"))
+            models._run_subnet = _subnet_runner(replaced)  # read when the first call traces the passes
+            runs[name], _ = privatize_call(copy, 1)
+            runs[name]()
+            models._run_subnet = original
+    finally:
+        models._run_subnet = original
+    frozen = load(loaded.folder, torch.device("cpu"))  # the model's own route, its traces frozen
+    runs[FROZEN], _ = privatize_call(frozen, 1)
+    runs[FROZEN]()
+    passes = frozen.model._traced._passes
+    for key, traced in passes.items():
+        passes[key] = torch.jit.freeze(traced.eval())
+    timings = _p50_us(runs, calls, rounds=10)
+    base = timings["direct kernel (used)"]
+    lines += ["", f"{loaded.folder.name}: one image's privatize call, p50 ms (timed in turn), each alternative on "
+              "the layers where it was the faster alone", "", "| layers computed by | layers | p50 ms | / direct |",
+              "|---|---|---|---|"]
+    for name, replaced in (variants | {FROZEN: {}}).items():
+        shown = ", ".join(f"{k[0][1]} -> {k[0][0]} at {k[1][1]}x{k[1][2]}" for k in replaced) or "all"
+        lines.append(f"| {name} | {shown} | {timings[name] / 1e3:.2f} | {timings[name] / base:.2f} |")
+    return "\n".join(lines)
+
+
+FROZEN = "direct kernel, traces frozen (torch.jit.freeze: weights as constants)"
+
+
 def fit_step_parts(steps: int = 200) -> str:
     """One step of ``fit_tabular``'s loop on the suite's synthetic table, per likelihood path and optimizer layout."""
     from bench.fit import CONDITION, synthetic_frame
@@ -273,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--fit", action=argparse.BooleanOptionalAction, default=True,
                         help="also profile one step of the on-the-fly tabular fit (default: on)")
+    parser.add_argument("--batch1-alternatives", action="store_true",
+                        help="also time other ways to compute one image's convolutions (oneDNN, matmul + fold, "
+                             "Winograd), per layer and in whole calls")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -284,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
             print(image_operators(loaded) + "\n")
             print(image_small_batch_layers(loaded) + "\n")
             print(image_small_batch_calls(loaded) + "\n")
+            if args.batch1_alternatives:
+                print(image_batch1_alternatives(loaded) + "\n")
         else:
             for batch in (1, 1024):
                 print(table_shares(loaded, batch) + "\n")

@@ -162,6 +162,24 @@ def ldp_ceiling(epsilon, given: float):
     return given / (given + (1 - given) * shrunk)
 
 
+def reid_sampling_note(utility: dict) -> str:
+    """Under the re-identification chart: a measured rate's sampling error where the ε-LDP ceiling is lowest, so
+    that a point drawn above the gray line reads as what it is ("" without the settings to say it)."""
+    settings = utility.get("settings") if isinstance(utility.get("settings"), dict) else {}
+    seeds, records, given = settings.get("seeds"), settings.get("n_reid"), utility.get("chance_given_condition")
+    evaluated = finite_numbers(utility.get("epsilons"), positive=True)
+    if (not isinstance(seeds, (list, tuple)) or not seeds or not isinstance(records, int) or isinstance(records, bool)
+            or records < 1 or not isinstance(given, (int, float)) or not 0 < given < 1 or not evaluated):
+        return ""
+    guesses, lowest = records * len(seeds), min(evaluated)
+    ceiling = float(ldp_ceiling(lowest, given))
+    error = math.sqrt(ceiling * (1 - ceiling) / guesses)
+    return (f"Each rate is measured over {guesses:,} guesses ({records:,} records × {len(seeds)} seeds): at the gray "
+            f"line's lowest point (ε = {lowest:g}, {100 * ceiling:.1f}%) one attacker's rate has a standard error of "
+            f"about {100 * error:.1f} points, and the curve takes the best of the attackers at each point, so a "
+            "measured point can sit above the line by about that much through sampling alone.")
+
+
 def released_words(utility: dict) -> str:
     """What is released exactly beside a record: "label" (images) or "conditions" (tables)."""
     return "conditions" if (utility.get("settings") or {}).get("kind") == "tabular" else "label"

@@ -1713,6 +1713,32 @@ def test_the_bundled_models_measured_laplace_reidentification_stays_under_the_ld
             assert rate <= bound + 3 * (bound * (1 - bound) / trials) ** 0.5, (name, epsilon, rate, bound)
 
 
+def test_the_reidentification_caption_gives_a_rates_sampling_error_where_the_ceiling_is_lowest():
+    """diabetes-cinn's stored laplace rate at ε 0.5 (6.4%) is drawn above the ε-LDP line (3.7%): seed noise
+    (2.4 standard errors of 264 guesses), which the caption must let a reader see instead of a leak."""
+    from cadp.curves import ldp_ceiling, reid_sampling_note, strongest_reidentification
+    from tests.conftest import bundled, weights_dir
+
+    utility = json.loads((bundled("diabetes-cinn") / "eval.json").read_text())["utility"]
+    settings = utility["settings"]
+    guesses = settings["n_reid"] * len(settings["seeds"])
+    bound = float(ldp_ceiling(min(utility["epsilons"]), utility["chance_given_condition"]))
+    error = (bound * (1 - bound) / guesses) ** 0.5
+    note = reid_sampling_note(utility)
+    assert f"{guesses:,} guesses ({settings['n_reid']} records × {len(settings['seeds'])} seeds)" in note
+    assert f"(ε = {min(utility['epsilons']):g}, {100 * bound:.1f}%)" in note and f"about {100 * error:.1f} points" in note
+    rate = strongest_reidentification(utility["methods"]["laplace"])[0]
+    assert bound < rate < bound + 3 * error  # the case the sentence is for, within what it says
+    for broken in ({"settings": {**settings, "seeds": []}}, {"settings": {**settings, "n_reid": True}},
+                   {"chance_given_condition": 1.0}, {"epsilons": [0.0, 1.0]}, {"settings": None}):
+        assert reid_sampling_note({**utility, **broken}) == ""
+    with weights_dir(bundled("diabetes-cinn").parent):
+        at = page("utility.py")
+        at.sidebar.selectbox(key="model_choice").set_value("diabetes-cinn").run()
+    clean(at)
+    assert any(caption.value.endswith("by it. " + note) for caption in at.caption)
+
+
 def test_a_method_label_from_eval_json_is_shown_as_text_not_as_a_link_in_a_chart():
     """plotly renders <a href> in trace names, and eval.json may come from anyone's Hub repo."""
     from cadp.curves import epsilon_figure

@@ -391,3 +391,36 @@ def test_render_timing_uploads_an_image_of_the_data_of_the_model_the_page_opens_
     pixels = list(Image.open(io.BytesIO(png)).getdata())
     assert pixels == load_image_dataset("fashion-mnist", "test").images[0, 0].flatten().tolist()
     assert pixels != list(Image.open(io.BytesIO(test_image_png()[0])).getdata())
+
+
+def test_batch1_alternatives_compute_the_layer_and_the_table_restores_the_model_route():
+    import torch
+
+    from bench import WEIGHTS
+    from bench.compute import load
+    from bench.profile import BATCH1_ALTERNATIVES, fold_conv, image_batch1_alternatives, winograd_conv
+    from cadp import models
+
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        for in_channels, out_channels, kernel, size, batch in ((8, 2, 3, 7, 1), (6, 5, 3, 14, 3), (4, 3, 1, 5, 2),
+                                                               (5, 4, 5, 9, 1)):
+            layer = torch.nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2)
+            x = torch.randn(batch, in_channels, size, size)
+            assert torch.allclose(fold_conv(layer, x), layer(x), atol=1e-5)
+            if kernel == 3:
+                assert torch.allclose(winograd_conv(layer, x), layer(x), atol=1e-5)
+            else:
+                assert not BATCH1_ALTERNATIVES["Winograd F(2x2,3x3)"][1](layer)
+        strided = torch.nn.Conv2d(4, 2, 3, padding=1, stride=2)
+        assert not BATCH1_ALTERNATIVES["matmul + fold"][1](strided)
+    original = models._run_subnet
+    loaded = load(WEIGHTS / "mnist-cinn", torch.device("cpu"))
+    table = image_batch1_alternatives(loaded, layer_calls=3, calls=4)
+    assert models._run_subnet is original
+    rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| ")]
+    layers = [row for row in rows if "x" in row[1] and "->" in row[0]]
+    assert len(layers) >= 4 and all(float(row[2]) > 0 for row in layers)
+    assert all(float(cell.split("(")[1].rstrip(") ")) < 1e-3 for row in layers for cell in row[3:] if "(" in cell)
+    assert any(row[0].strip() == "direct kernel (used)" and row[-1].strip() == "1.00" for row in rows)
+    assert any(row[0].strip().startswith("direct kernel, traces frozen") for row in rows)

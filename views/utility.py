@@ -31,7 +31,7 @@ def show_utility(utility: dict, key: str, config, title_note: str = "") -> None:
                "model, hides from the latent attacker but not from the pixel one. The thin gray line is the most "
                "any attacker can reach against an ε-LDP mechanism (laplace) guessing among those records; "
                "gaussian's δ, metric's per-unit ε, DP-Pix's 1-pixel ε and paper (no guarantee) are not bound "
-               "by it.")
+               "by it. " + curves.reid_sampling_note(utility))
     if any("ssim" in m for m in utility.get("methods", {}).values()):
         st.plotly_chart(epsilon_figure(utility, "ssim", "SSIM of release vs original" + title_note, "SSIM"),
                         key=f"{key}_ssim")
