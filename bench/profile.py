@@ -209,6 +209,35 @@ def image_small_batch_calls(loaded, calls: int = 200) -> str:
     return "\n".join(lines)
 
 
+def image_call_parts(loaded, calls: int = 1000) -> str:
+    """One image's privatize call (the target's: encode, mechanism, decode of the release) against its parts,
+    p50 us, timed in turn: the rest of the call is the mechanism's noise, the checks and the release."""
+    model = loaded.model
+    call, _ = privatize_call(loaded, 1)
+    pixels, labels, _ = image_inputs(loaded.config, 1)
+    with torch.inference_mode():
+        latent = model.encode(pixels, labels)
+        conditions = model.condition(labels)
+        logit, _ = model._to_logit(pixels, None)
+
+    def inference(function, *args):
+        with torch.inference_mode():
+            return function(*args)
+
+    parts = {"privatize call": call, "encode (logit transform + forward pass)": partial(inference, model.encode,
+                                                                                      pixels, labels),
+             "decode (reverse pass + pixels)": partial(inference, model.decode, latent, labels),
+             "forward pass alone": partial(inference, partial(model._flow, rev=False), logit, conditions),
+             "reverse pass alone": partial(inference, partial(model._flow, rev=True), latent, conditions)}
+    timings = _p50_us(parts, calls, rounds=10)
+    lines = [f"{loaded.folder.name}: one image's privatize call and its parts, p50 us (timed in turn)", "",
+             "| part | p50 us |", "|---|---|"]
+    lines += [f"| {name} | {value:.0f} |" for name, value in timings.items()]
+    rest = timings["privatize call"] - timings["encode (logit transform + forward pass)"] - \
+        timings["decode (reverse pass + pixels)"]
+    return "\n".join(lines + [f"| the rest (noise, checks, the release) | {rest:.0f} |"])
+
+
 def fold_conv(layer: torch.nn.Conv2d, u: torch.Tensor) -> torch.Tensor:
     """``layer(u)`` for stride 1 and size-keeping padding as a matrix product and ``fold`` (col2im).
 
@@ -442,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             print(image_small_batch_layers(loaded) + "\n")
             print(image_small_batch_calls(loaded) + "\n")
             if args.batch1_alternatives:
+                print(image_call_parts(loaded) + "\n")
                 print(image_batch1_alternatives(loaded) + "\n")
         else:
             for batch in (1, 1024):

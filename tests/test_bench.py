@@ -398,7 +398,7 @@ def test_batch1_alternatives_compute_the_layer_and_the_table_restores_the_model_
 
     from bench import WEIGHTS
     from bench.compute import load
-    from bench.profile import BATCH1_ALTERNATIVES, fold_conv, image_batch1_alternatives, winograd_conv
+    from bench.profile import BATCH1_ALTERNATIVES, fold_conv, image_batch1_alternatives, image_call_parts, winograd_conv
     from cadp import models
 
     torch.manual_seed(0)
@@ -424,3 +424,9 @@ def test_batch1_alternatives_compute_the_layer_and_the_table_restores_the_model_
     assert all(float(cell.split("(")[1].rstrip(") ")) < 1e-3 for row in layers for cell in row[3:] if "(" in cell)
     assert any(row[0].strip() == "direct kernel (used)" and row[-1].strip() == "1.00" for row in rows)
     assert any(row[0].strip().startswith("direct kernel, traces frozen") for row in rows)
+    parts = image_call_parts(loaded, calls=5)
+    values = {row.split("|")[1].strip(): float(row.split("|")[2]) for row in parts.splitlines()[4:]}
+    assert len(values) == 6 and all(value > 0 for name, value in values.items() if "rest" not in name)
+    assert values["the rest (noise, checks, the release)"] == pytest.approx(
+        values["privatize call"] - values["encode (logit transform + forward pass)"]
+        - values["decode (reverse pass + pixels)"], abs=1.0)
