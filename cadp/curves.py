@@ -176,8 +176,9 @@ def reid_sampling_note(utility: dict) -> str:
     error = math.sqrt(ceiling * (1 - ceiling) / guesses)
     return (f"Each rate is measured over {guesses:,} guesses ({records:,} records × {len(seeds)} seeds): at the gray "
             f"line's lowest point (ε = {lowest:g}, {100 * ceiling:.1f}%) one attacker's rate has a standard error of "
-            f"about {100 * error:.1f} points, and the curve takes the best of the attackers at each point, so a "
-            "measured point can sit above the line by about that much through sampling alone.")
+            f"about {100 * error:.1f} points; the curve takes the best of the attackers at each of many points, so "
+            f"a point two to three standard errors above the line (about {200 * error:.1f}–{300 * error:.1f} "
+            "points) can come from sampling alone.")
 
 
 def released_words(utility: dict) -> str:

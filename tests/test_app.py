@@ -1727,6 +1727,7 @@ def test_the_reidentification_caption_gives_a_rates_sampling_error_where_the_cei
     note = reid_sampling_note(utility)
     assert f"{guesses:,} guesses ({settings['n_reid']} records × {len(settings['seeds'])} seeds)" in note
     assert f"(ε = {min(utility['epsilons']):g}, {100 * bound:.1f}%)" in note and f"about {100 * error:.1f} points" in note
+    assert f"(about {200 * error:.1f}–{300 * error:.1f} points)" in note
     rate = strongest_reidentification(utility["methods"]["laplace"])[0]
     assert bound < rate < bound + 3 * error  # the case the sentence is for, within what it says
     for broken in ({"settings": {**settings, "seeds": []}}, {"settings": {**settings, "n_reid": True}},

@@ -21,7 +21,8 @@ def page(_loaded) -> None:
         "a latent code, a noise mechanism perturbs that code, and the network maps it back to a release of the "
         "same kind. The attributes you choose to keep (a class label, a diagnosis) are the network's condition "
         "and are released exactly, so the release keeps what a downstream task needs while the noise (laplace, "
-        "gaussian, metric) randomizes the record's other details. Each record is privatized on its own (paper, the "
+        "gaussian, metric) randomizes the record's other details, as far as ε allows (the Utility curves page "
+        "shows how often an attacker still finds the record at each ε). Each record is privatized on its own (paper, the "
         "original code's reproduction, excepted: it clips whole batches), so its release needs no trusted curator; the machine that runs this app does see your original, so for sensitive data "
         "run the app on your own machine (`make run`, see the README).")
     st.graphviz_chart(PIPELINE)
