@@ -953,9 +953,23 @@ IDENTIFIER_SHAPES = {
     "record numbers": re.compile(r"(?!\d{1,5}-\d$)\S*\d{5,}\S*"),
 }
 IDENTIFIER_SHAPE_SHARE = 0.9
+# words in a column's name (split at non-letters and camelCase: PatientID, record_no) that name an identifier
+IDENTIFIER_NAME_WORDS = frozenset({"id", "ids", "mrn", "record", "patient", "subject", "nr", "no", "number", "num",
+                                   "key", "index", "idx", "row", "case", "accession", "uid", "uuid"})
 # a category with a different value in every one of at least this many rows identifies rows: an upload notes it
 # (a small table's text column is kept), fit_tabular refuses it
 UNIQUE_PER_ROW_MIN_ROWS = 5
+
+
+def _identifier_numbers(name, values: pd.Series) -> str | None:
+    """Why a column of whole numbers, a different one in every row, is taken for record numbers (an ID), or None:
+    a run of consecutive numbers, or a name such as patient_id or RecordNo. As numbers a fitted model would model
+    them and release made-up IDs beside other records' values, which a reader takes for those patients."""
+    if values.max() - values.min() + 1 == len(values):
+        return f"runs from {values.min()} to {values.max()} without a gap"
+    words = {word.lower() for word in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", str(name))}
+    named = sorted(words & IDENTIFIER_NAME_WORDS)
+    return f"its name says {named[0]!r}" if named else None
 
 
 def _identifier_shape(text: pd.Series) -> str | None:
@@ -1018,9 +1032,19 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
                              "but it carries no information")
             elif len(values) > IDENTIFIER_MIN_DISTINCT and values.nunique() == len(values) \
                     and pd.api.types.is_integer_dtype(series):
-                notes.append(f"column {name!r} has a different whole number in every row: if it is a record "
-                             "number or an ID, remove it from the file (a model fitted on this table models it and "
-                             "releases it as a number; a model without this column leaves it out of the release)")
+                why = None if name in number_columns else _identifier_numbers(name, values)
+                if why:
+                    drop.append(name)
+                    notes.append(f"column {name!r} has a different whole number in every row and {why}: treated as "
+                                 "an identifier (record numbers) and dropped, so no model is fitted on it and no "
+                                 "release carries made-up IDs beside other records' values"
+                                 + ("" if "gap" in why else "; if it is a measurement, rename it (a name without "
+                                    "words such as id, number or patient)"))
+                else:
+                    notes.append(f"column {name!r} has a different whole number in every row: if it is a record "
+                                 "number or an ID, remove it from the file (a model fitted on this table models it "
+                                 "and releases it as a number; a model without this column leaves it out of the "
+                                 "release)")
             continue
         numbers = pd.to_numeric(values, errors="coerce")
         numeric_share = 0.0 if name in codes else float(numbers.notna().mean())

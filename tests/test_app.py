@@ -959,7 +959,7 @@ def test_a_table_that_does_not_fit_the_model_says_why_and_extra_columns_are_left
     at.button(key="table_privatize").click().run()
     assert not errors(clean(at)) and len(downloads(at)) == 2
     assert not any("does not match" in w for w in upload(held_out.head(1)))  # one patient's row: the model's kinds
-    extra = held_out.assign(patient_id=range(1000, 1000 + len(held_out)))  # not the model's: left out, not fitted
+    extra = held_out.assign(patient_id=range(1000, 1000 + len(held_out)))  # record numbers: dropped, never fitted
     assert not any("does not match" in w for w in upload(extra))
     assert any(s.value.startswith("The table fits the model") for s in at.success)
     at.button(key="table_privatize").click().run()
@@ -967,8 +967,12 @@ def test_a_table_that_does_not_fit_the_model_says_why_and_extra_columns_are_left
     assert any("patient_id" in c.value for c in at.caption), [c.value for c in at.caption]
     # the upload's note on the ID-like column agrees with what happened to it (it said "modeled and released")
     assert any(c.value.startswith("Note: column 'patient_id' has a different whole number in every row") and
-               "a model without this column leaves it out of the release" in c.value for c in at.caption)
-    assert any("left out of the release: 'patient_id'" in c.value for c in at.caption)
+               "treated as an identifier (record numbers) and dropped" in c.value for c in at.caption)
+    ward = held_out.assign(ward=["A" if i % 2 else "B" for i in range(len(held_out))])  # not the model's: left out
+    assert not any("does not match" in w for w in upload(ward))
+    at.button(key="table_privatize").click().run()
+    assert "ward" not in clean(at).session_state["table_result"]["result"].privatized_frame.columns
+    assert any("left out of the release: 'ward'" in c.value for c in at.caption), [c.value for c in at.caption]
     assert not any("patient_id" in c.value and "modeled and released" in c.value for c in at.caption)
 
 

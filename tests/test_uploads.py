@@ -605,8 +605,24 @@ def test_text_columns_that_identify_rows_are_dropped_in_small_tables_too():
     assert any("'admission' has 120 distinct" in n and "dropped" in n for n in upload.notes)
     assert any("'name' has 40 distinct text values: kept as categories" in n and "remove the column" in n
                for n in upload.notes)
+    # whole numbers, a different one per row: a gapless run or an ID's name is dropped (a fitted model would release
+    # made-up IDs beside other records' values); others are kept with a note, and so is a chosen model's column
     numbered = read_csv_upload(("record,x\n" + "\n".join(f"{1000 + i},{i % 3}" for i in range(30)) + "\n").encode())
-    assert any("'record' has a different whole number in every row" in note for note in numbered.notes)
+    assert list(numbered.frame.columns) == ["x"]
+    assert any("'record' has a different whole number in every row and runs from 1000 to 1029 without a gap: "
+               "treated as an identifier (record numbers) and dropped" in note for note in numbered.notes)
+    scattered = [7 * i * i + 3 for i in range(30)]  # distinct, with gaps
+    named = read_csv_upload(("PatientID,RecordNo,chol,lipid,x\n" + "\n".join(
+        f"{v},{v + 1},{v + 2},{v + 3},{i % 3}" for i, v in enumerate(scattered)) + "\n").encode())
+    assert list(named.frame.columns) == ["chol", "lipid", "x"]
+    assert any("'PatientID' has" in note and "its name says 'id'" in note and "rename it" in note
+               for note in named.notes)
+    assert any("'RecordNo' has" in note and "its name says 'no'" in note for note in named.notes)
+    assert any(note.startswith("column 'chol' has a different whole number in every row: if it is a record")
+               for note in named.notes)
+    chosen = read_csv_upload(("record,x\n" + "\n".join(f"{1000 + i},{i % 3}" for i in range(30)) + "\n").encode(),
+                             number_columns={"record"})
+    assert list(chosen.frame.columns) == ["record", "x"]
     # few distinct values, or few rows: categories
     small = read_csv_upload(("code,x\n" + "\n".join(f"c{i},{i}" for i in range(15)) + "\n").encode())
     assert list(small.frame.columns) == ["code", "x"]
