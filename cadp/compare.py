@@ -156,6 +156,26 @@ def repeated_images_note(keys: list[str], cost: str, extras: tuple[int, str] | N
             "cost in manifest.csv is one release's).")
 
 
+def repeated_rows_note(keys: list[str], cost: str, released: bool) -> str | None:
+    """What the table page says when some rows of a table are the same record (``keys``: the ledger's row keys;
+    ``cost``: one release's, as the ledger writes it), before a release (``released`` False) or after it, or None:
+    each copy is a release of that record, and the guarantee the page states is one release's."""
+    counts = Counter(keys)
+    repeated = [count for count in counts.values() if count > 1]
+    if not repeated:
+        return None
+    rows, records, most = sum(repeated), len(repeated), max(repeated)
+    if released:
+        return (f"{rows:,} rows of this table were copies of {records:,} record(s) (the same values in the model's "
+                "columns): each copy was released separately, with its own noise, so such a record has cost up to "
+                f"{most} times {cost} in this release (the ledger adds them up; the guarantee above is one "
+                "release's).")
+    return (f"{rows:,} rows of this table are copies of {records:,} record(s) (the same values in the model's "
+            "columns): each copy is released separately, with its own noise, so a release of this table costs such "
+            f"a record up to {most} times {cost} (the ledger adds them up). Remove the copies first if they are one "
+            "patient's repeated row.")
+
+
 def download_note(handling: str, first_file: str) -> str:
     """What the app says of an image release's downloaded files (``release_files``): their names and contents."""
     if handling == "kept":

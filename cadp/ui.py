@@ -414,6 +414,22 @@ def charge_rows(table_key: str, name: str, rows, mechanism: Mechanism, condition
     tables[table_key] = (name, len(rows), [row + [key] * (key not in row) for row, key in zip(earlier, keys)])
 
 
+def table_row_keys(table_key: str, rows, from_release: bool = False) -> list[str]:
+    """The ledger's keys of ``rows`` (``charge_rows``' recognition), kept for this table and these columns across
+    the page's reruns (hashes of values in the session's memory only, as the ledger's). ``from_release``: rows a
+    release read (its ``original_frame``: cells filled or clipped), not kept."""
+    from cadp.train import row_record_keys
+
+    if from_release:  # once per release
+        return row_record_keys(rows)
+    kept = st.session_state.setdefault("table_row_keys", {})
+    token = (table_key, tuple(rows.columns))
+    if token not in kept:
+        kept.clear()  # one table at a time
+        kept[token] = row_record_keys(rows)
+    return kept[token]
+
+
 def _add(entry: LedgerEntry, mechanism: Mechanism, condition_epsilon: float, releases: int,
          seeded: bool = False) -> None:
     entry.releases += releases

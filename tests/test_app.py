@@ -1854,3 +1854,31 @@ def test_the_epsilon_note_says_from_which_epsilon_this_models_typical_latent_pas
     assert f"leaves it whole from ε ≈ {whole:,.0f}." in text and "fresh sample of its kept conditions" in text
     fixed = ui.epsilon_meaning(loaded.config, "laplace", 2, None, 1.0, image=False, label_kept=True)
     assert "whole" not in fixed
+
+
+def test_a_table_with_repeated_rows_says_each_copy_is_charged_before_and_after_the_release():
+    """Ten rows each five times, one press: the guarantee said ε = 2 while the ledger charged each row ε = 10,
+    with nothing on the page saying why."""
+    from cadp.data import load_table
+    from cadp.train import split_table
+
+    _, held_out = split_table(load_table("diabetes").frame, 0)
+    at = page("tabular.py")
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    repeated = pd.concat([held_out.head(10)] * 5, ignore_index=True)
+    at.file_uploader(key="table_upload").set_value(("t.csv", repeated.to_csv(index=False).encode(), "text/csv"))
+    clean(at.run())
+    expected = "50 rows of this table are copies of 10 record(s) (the same values in the model's columns)"
+    before = [w.value for w in at.warning if w.value.startswith(expected)]
+    assert len(before) == 1 and "costs such a record up to 5 times ε = 2" in before[0], [w.value for w in at.warning]
+    at.button(key="table_privatize").click().run()
+    after = [w.value for w in clean(at).warning if w.value.startswith("50 rows of this table were copies")]
+    assert len(after) == 1 and "has cost up to 5 times ε = 2 in this release" in after[0]
+    assert any("ε = 10" in line for line in ui_ledger_lines(at))
+    single = held_out.head(10)
+    at.file_uploader(key="table_upload").set_value(("u.csv", single.to_csv(index=False).encode(), "text/csv"))
+    assert not [w.value for w in clean(at.run()).warning if "copies of" in w.value]
+
+
+def ui_ledger_lines(at: AppTest) -> list[str]:
+    return [m.value for m in at.sidebar.markdown] + [c.value for c in at.sidebar.caption]

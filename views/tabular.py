@@ -97,6 +97,8 @@ def show_result(state) -> None:
     original, released = result.original_frame, result.privatized_frame
     st.markdown("**Guarantee of this release**")
     st.info(result.guarantee if state.get("caution") is None else f"Caution: {state['caution']}\n\n{result.guarantee}")
+    if state.get("repeats"):
+        st.warning(state["repeats"])
     ui.release_facts(result)
     for note in result.notes:  # cells read as the training mean, columns left out
         st.caption(f"Note: {note}")
@@ -192,6 +194,11 @@ def page(loaded) -> None:
     made_of = (key, model.config.name, loaded.origin if loaded is not None and model is loaded.model
                else ("fitted here", st.session_state.get("table_fitted")))  # which fit: steps included
     choices = (tuple(sorted(kinds.items())), tuple(handlings.items()), settings.summary)
+    cost = ui.cost_text([settings.mechanism], sum(h.cost for h in handlings.values()))
+    modelled = [c for c in model.config.data_columns + model.config.condition_columns if c in frame.columns]
+    repeats = compare.repeated_rows_note(ui.table_row_keys(key, frame[modelled]), cost, released=False)
+    if repeats:  # said before a release is made (and charged), not only after
+        st.warning(repeats)
     if st.button("Privatize table", type="primary", key="table_privatize"):
         with st.spinner("Privatizing…"):
             result = privatize(model, frame, None, settings.mechanism, seed=settings.seed,
@@ -201,7 +208,9 @@ def page(loaded) -> None:
         bundled = loaded is not None and model is loaded.model  # a model fitted here: its guarantee says so
         st.session_state[RESULT] = {"result": result, "made_of": made_of, "choices": choices, "csv_format": csv_format,
                                     "seed": settings.seed,
-                                    "caution": ui.training_rows_caution(loaded, frame, key) if bundled else None}
+                                    "caution": ui.training_rows_caution(loaded, frame, key) if bundled else None,
+                                    "repeats": compare.repeated_rows_note(ui.table_row_keys(
+                                        key, result.original_frame, from_release=True), cost, released=True)}
     state = st.session_state.get(RESULT)
     if state is not None and state["made_of"] == made_of:
         st.header("4 · Release")
