@@ -624,11 +624,13 @@ def epsilon_meaning(config, name: str, epsilon: float, temperature: float | None
         return (f"Fixed clip radius R = {clip_radius:g}: the latent is scaled into a ball of radius R, then gets "
                 f"{noise}, so the noise grows as ε falls. A small R keeps little of the record at any ε; a large R "
                 "needs a large ε for the record to show through the noise.")
-    whole = whole_latent_words(config, temperature)
+    # laplace's L1 clip: gaussian clips in L2 at another radius, for which no latent norm was measured
+    whole = whole_latent_words(config, temperature) if name == "laplace" else ""
     if not image:
+        given = "kept conditions" if label_kept else "conditions released with it"
         return ("A table row has far fewer latent dimensions than an image, so useful releases come at much "
                 "smaller ε than for images." + (f" {whole} Below that a release is mostly a fresh sample of its "
-                                                 "kept conditions." if whole else ""))
+                                                 f"{given}." if whole else ""))
     if temperature == DEFAULT_TEMPERATURE:
         return large_epsilon_note(label_kept) + (f" {whole}" if whole else "")
     return (f"Constant temperature {temperature:g}: the noise stays at {temperature:g} per coordinate and more ε "

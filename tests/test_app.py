@@ -1854,6 +1854,13 @@ def test_the_epsilon_note_says_from_which_epsilon_this_models_typical_latent_pas
     assert f"leaves it whole from ε ≈ {whole:,.0f}." in text and "fresh sample of its kept conditions" in text
     fixed = ui.epsilon_meaning(loaded.config, "laplace", 2, None, 1.0, image=False, label_kept=True)
     assert "whole" not in fixed
+    # gaussian clips in L2 at another radius: laplace's threshold is not its own (the note named laplace under it)
+    for image in (False, True):
+        assert "leaves it whole" not in ui.epsilon_meaning(loaded.config, "gaussian", 2, 0.7, None, image=image,
+                                                           label_kept=True)
+    assert "laplace" not in ui.epsilon_meaning(loaded.config, "gaussian", 2, 0.7, None, image=False, label_kept=True)
+    randomized = ui.epsilon_meaning(loaded.config, "laplace", 2, 0.7, None, image=False, label_kept=False)
+    assert "fresh sample of its conditions released with it" in randomized and "kept conditions" not in randomized
 
 
 def test_a_table_with_repeated_rows_says_each_copy_is_charged_before_and_after_the_release():
