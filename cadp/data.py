@@ -639,10 +639,12 @@ def table_fit_problems(config, frame: pd.DataFrame, kinds: dict[str, str], condi
             if unseen:
                 problems.append(f"column {name!r} has value(s) the model never saw: {_listed(unseen, 5)} (it knows "
                                 f"{_listed(spec['categories'])})")
-            empty = int(frame[name].isna().sum())
-            if empty and None not in known:  # the encoder has no category for a missing value
-                problems.append(f"column {name!r} has {empty} empty cell(s), a value the model never saw (it knows "
-                                f"{_listed(spec['categories'])})")
+            empty = np.flatnonzero(frame[name].isna().to_numpy())
+            if len(empty) and None not in known:  # the encoder has no category for a missing value
+                rows = ", ".join(str(position + 1) for position in empty[:5]) + (", …" if len(empty) > 5 else "")
+                problems.append(f"column {name!r} has {len(empty)} empty cell(s) (data row(s) {rows}, counting from "
+                                "1 below the header), a value the model never saw (it knows "
+                                f"{_listed(spec['categories'])}): fill or remove those rows")
     return problems
 
 

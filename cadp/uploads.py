@@ -793,6 +793,15 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
         raise InputError("the CSV cannot be parsed") from None
     if len(frame) == 0:
         raise InputError("the CSV has a header but no data rows")
+    blank = frame.isna().all(axis=1).to_numpy()
+    if blank.all():
+        raise InputError("every data row of the CSV is empty (only separators)")
+    if blank.any():  # a spreadsheet's trailing rows of separators: no record, and as one a row of empty cells
+        positions = np.flatnonzero(blank)
+        shown = ", ".join(str(position + 1) for position in positions[:5]) + (", …" if len(positions) > 5 else "")
+        notes.append(f"{len(positions):,} row(s) with every cell empty (data row(s) {shown}, counting from 1 below "
+                     "the header): dropped")
+        frame = frame[~blank].reset_index(drop=True)
     frame, codes = _codes_with_leading_zeros(frame, text, delimiter, notes, text_columns, number_columns)
     if len(frame) > max_rows:
         notes.append(f"the file has {len(frame):,} rows, more than the limit of {max_rows:,}: a random sample "
@@ -1075,7 +1084,8 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
                              "records, remove the column from the file")
         if name in number_columns and numeric_share >= 0.5:  # "treated as categories" would not be what the model does
             frame[name] = _as_numbers(series, name, notes, "holds the chosen model's numbers",
-                                      "the note before Privatize says what this model does with an empty cell")
+                                      "a number column of the model reads an empty cell as its training mean, said "
+                                      "before Privatize; a column of categories cannot release one")
             continue
         if distinct == 1:
             if len(frame) > 1:

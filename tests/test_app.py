@@ -951,8 +951,17 @@ def test_a_table_that_does_not_fit_the_model_says_why_and_extra_columns_are_left
     empty = held_out.astype(object)
     empty.loc[empty.index[0], "sex"] = ""  # said to fit, then refused at Privatize
     warnings = upload(empty)
-    assert any("column 'sex' has 1 empty cell(s), a value the model never saw (it knows 1, 2)" in w
-               for w in warnings), warnings
+    assert any("column 'sex' has 1 empty cell(s) (data row(s) 1, counting from 1 below the header), a value the "
+               "model never saw (it knows 1, 2): fill or remove those rows" in w for w in warnings), warnings
+    assert not any("chosen here: none" in w for w in warnings)  # the page's own doing, not the table's
+    trailing = held_out.to_csv(index=False) + "," * (held_out.shape[1] - 1) + "\n"  # a spreadsheet's empty row
+    at.file_uploader(key="table_upload").set_value(("t.csv", trailing.encode(), "text/csv"))
+    assert not any("does not match" in w.value for w in clean(at.run()).warning)
+    assert any(c.value.startswith(f"Note: 1 row(s) with every cell empty (data row(s) {len(held_out) + 1}, counting")
+               for c in at.caption)
+    empty = held_out.astype(object)
+    empty.loc[empty.index[0], "sex"] = ""
+    warnings = upload(empty)
     assert not at.success and "Fit a model on this table" in [b.label for b in at.button]
     at.slider(key="table_steps").set_value(100)
     at.button[0].click().run()  # fitted here, where an empty cell is a value of its own

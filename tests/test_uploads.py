@@ -529,7 +529,17 @@ def test_mixed_types_are_noted():
     upload = read_csv_upload(b"v,w\n1,a\n2,b\n?,c\n4,d\n", number_columns=["v"])
     assert upload.frame["v"].isna().tolist() == [False, False, True, False]
     assert upload.notes == ["column 'v' holds the chosen model's numbers; 1 cell(s) that are not numbers ('?') read "
-                            "as empty (the note before Privatize says what this model does with an empty cell)"]
+                            "as empty (a number column of the model reads an empty cell as its training mean, said "
+                            "before Privatize; a column of categories cannot release one)"]
+
+
+def test_rows_of_separators_only_are_dropped_with_a_note():
+    """A spreadsheet's trailing ",,,," rows were read as a record of empty cells (the table then fit no model)."""
+    upload = read_csv_upload(b"a,b\n1,x\n,\n2,y\n,\n")
+    assert upload.frame["a"].tolist() == [1, 2] and upload.frame.index.tolist() == [0, 1]
+    assert upload.notes[0] == "2 row(s) with every cell empty (data row(s) 2, 4, counting from 1 below the header): dropped"
+    with pytest.raises(InputError, match="every data row of the CSV is empty"):
+        read_csv_upload(b"a,b\n,\n,\n")
 
 
 def test_codes_with_leading_zeros_stay_codes():

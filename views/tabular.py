@@ -59,7 +59,9 @@ def model_for(loaded, frame, conditions, kinds, key):
     problems = []
     if loaded is not None:
         config = loaded.config
-        problems = table_fit_problems(config, frame, kinds, conditions)
+        # where the table itself does not fit, the page leaves the conditions unchosen: its problems, not that one
+        problems = table_fit_problems(config, frame, kinds, list(config.condition_columns)) or \
+            table_fit_problems(config, frame, kinds, conditions)
         if not problems:
             st.success(f"The table fits the model {config.name}: using it.")
             caution = ui.training_rows_caution(loaded, frame, key)
