@@ -446,8 +446,9 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
     columns = frame.columns.tolist()
     keep = [c for c in columns if c in decoded]
     original_frame = frame if len(keep) == len(columns) else frame[keep]
-    privatized_frame = pd.DataFrame({c: decoded[c] for c in keep}, copy=False)
-    rebuilt_frame = None if rebuilt is None else pd.DataFrame({c: rebuilt[c] for c in keep}, copy=False)
+    privatized_frame = pd.DataFrame({c: _as_input_numbers(decoded[c], frame[c]) for c in keep}, copy=False)
+    rebuilt_frame = None if rebuilt is None else pd.DataFrame({c: _as_input_numbers(rebuilt[c], frame[c])
+                                                               for c in keep}, copy=False)
     if not default_index:
         for part in (original_frame, privatized_frame, rebuilt_frame):
             if part is not None:
@@ -462,6 +463,20 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         guarantee=_guarantee(model, mechanism, handlings, seed, origin), seed=seed, noise_origin=origin,
         batches=batch_sizes(count, batch_size or count), notes=notes,
         original_frame=original_frame, privatized_frame=privatized_frame, reconstruction_frame=rebuilt_frame)
+
+
+def _as_input_numbers(values, column: pd.Series):
+    """Released numbers written as the input's column holds them: whole numbers where it holds integers (rounded:
+    post-processing of the release), floats where it holds floats (a model fitted on whole numbers releases
+    integers); anything else as the model released it."""
+    kind = getattr(values, "dtype", np.dtype(object)).kind
+    if kind not in "fiu" or pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
+        return values
+    if pd.api.types.is_integer_dtype(column) and kind == "f":
+        return np.round(np.asarray(values)).astype(column.dtype)
+    if pd.api.types.is_float_dtype(column) and kind in "iu":
+        return np.asarray(values).astype(column.dtype)
+    return values
 
 
 def _is_default_index(index: pd.Index) -> bool:

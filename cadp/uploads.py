@@ -970,15 +970,14 @@ IDENTIFIER_NAME_WORDS = frozenset({"id", "ids", "mrn", "record", "patient", "sub
 UNIQUE_PER_ROW_MIN_ROWS = 5
 
 
-def _identifier_numbers(name, values: pd.Series) -> str | None:
-    """Why a column of whole numbers, a different one in every row, is taken for record numbers (an ID), or None:
-    a run of consecutive numbers, or a name such as patient_id or RecordNo. As numbers a fitted model would model
-    them and release made-up IDs beside other records' values, which a reader takes for those patients."""
-    if values.max() - values.min() + 1 == len(values):
-        return f"runs from {values.min()} to {values.max()} without a gap"
+def _identifier_name(name) -> str | None:
+    """The word that names a column of whole numbers, a different one in every row, as record numbers (patient_id,
+    RecordNo), or None. As numbers a fitted model would model them and release made-up IDs beside other records'
+    values, which a reader takes for those patients. (Values alone do not tell: ages 20 to 59 in a small table
+    run without a gap too.)"""
     words = {word.lower() for word in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", str(name))}
     named = sorted(words & IDENTIFIER_NAME_WORDS)
-    return f"its name says {named[0]!r}" if named else None
+    return named[0] if named else None
 
 
 def _identifier_shape(text: pd.Series) -> str | None:
@@ -1041,19 +1040,21 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
                              "but it carries no information")
             elif len(values) > IDENTIFIER_MIN_DISTINCT and values.nunique() == len(values) \
                     and pd.api.types.is_integer_dtype(series):
-                why = None if name in number_columns else _identifier_numbers(name, values)
-                if why:
+                word = None if name in number_columns else _identifier_name(name)
+                if word:
                     drop.append(name)
-                    notes.append(f"column {name!r} has a different whole number in every row and {why}: treated as "
-                                 "an identifier (record numbers) and dropped, so no model is fitted on it and no "
-                                 "release carries made-up IDs beside other records' values"
-                                 + ("" if "gap" in why else "; if it is a measurement, rename it (a name without "
-                                    "words such as id, number or patient)"))
+                    notes.append(f"column {name!r} has a different whole number in every row and its name says "
+                                 f"{word!r}: treated as an identifier (record numbers) and dropped, so no model is "
+                                 "fitted on it and no release carries made-up IDs beside other records' values; if "
+                                 "it is a measurement, rename it (a name without words such as id, number or "
+                                 "patient)")
                 else:
-                    notes.append(f"column {name!r} has a different whole number in every row: if it is a record "
-                                 "number or an ID, remove it from the file (a model fitted on this table models it "
-                                 "and releases it as a number; a model without this column leaves it out of the "
-                                 "release)")
+                    run = values.max() - values.min() + 1 == len(values)
+                    notes.append(f"column {name!r} has a different whole number in every row"
+                                 + (f", running from {values.min()} to {values.max()} without a gap" if run else "")
+                                 + ": if it is a record number or an ID, remove it from the file (a model fitted on "
+                                 "this table models it and releases it as a number; a model without this column "
+                                 "leaves it out of the release)")
             continue
         numbers = pd.to_numeric(values, errors="coerce")
         numeric_share = 0.0 if name in codes else float(numbers.notna().mean())

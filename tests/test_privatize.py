@@ -492,3 +492,29 @@ def test_stated_epsilons_are_never_less_than_what_is_spent(tiny_image_model, dig
                       condition_handling={"label": ConditionHandling("randomized", epsilon)}).guarantee
     assert "with epsilon = 1.0000004 " in terms and "randomized response with epsilon = 1.0000004 " in terms
     assert "Total epsilon of this release (basic composition): 2.00001." in terms  # 2.0000008, rounded up
+
+
+def test_released_table_numbers_are_written_as_the_inputs_columns_hold_them():
+    """An upload's whole-number columns came back as 50.0 (the model's training format), a float column of a model
+    fitted on whole numbers came back as integers, and a kept 2.0 as 2."""
+    from cadp.data import load_table
+    from cadp.hub import load_folder
+    from cadp.train import split_table
+    from tests.conftest import bundled
+
+    _, held_out = split_table(load_table("diabetes").frame, 0)
+    rows = held_out.head(20).copy()
+    whole = ["age", "bp", "s1", "s6", "progression"]
+    rows[whole] = rows[whole].round().astype("int64")
+    rows["sex"] = rows["sex"].astype("float64")
+    model = load_folder(bundled("diabetes-cinn")).model
+    result = privatize(model, rows, None, make_mechanism("laplace", 2, temperature=0.7), seed=3)
+    released = result.privatized_frame
+    assert all(released[c].dtype == np.int64 for c in whole)
+    assert released["sex"].dtype == np.float64 and set(released["sex"]) <= {1.0, 2.0}
+    assert released["bmi"].dtype == np.float64
+    # rounding only: the same draw released from float input differs by at most half a unit in those columns
+    floats = privatize(model, rows.astype({c: "float64" for c in whole}), None,
+                       make_mechanism("laplace", 2, temperature=0.7), seed=3).privatized_frame
+    assert all(floats[c].dtype == np.float64 for c in whole)
+    assert (released[whole] - floats[whole]).abs().to_numpy().max() <= 0.5

@@ -615,12 +615,17 @@ def test_text_columns_that_identify_rows_are_dropped_in_small_tables_too():
     assert any("'admission' has 120 distinct" in n and "dropped" in n for n in upload.notes)
     assert any("'name' has 40 distinct text values: kept as categories" in n and "remove the column" in n
                for n in upload.notes)
-    # whole numbers, a different one per row: a gapless run or an ID's name is dropped (a fitted model would release
-    # made-up IDs beside other records' values); others are kept with a note, and so is a chosen model's column
+    # whole numbers, a different one per row, under an ID's name are dropped (a fitted model would release made-up
+    # IDs beside other records' values); others are kept with a note (ages 20-59 run without a gap too), and so is
+    # a chosen model's column
     numbered = read_csv_upload(("record,x\n" + "\n".join(f"{1000 + i},{i % 3}" for i in range(30)) + "\n").encode())
     assert list(numbered.frame.columns) == ["x"]
-    assert any("'record' has a different whole number in every row and runs from 1000 to 1029 without a gap: "
-               "treated as an identifier (record numbers) and dropped" in note for note in numbered.notes)
+    assert any("'record' has a different whole number in every row and its name says 'record': treated as an "
+               "identifier (record numbers) and dropped" in note for note in numbered.notes)
+    ages = read_csv_upload(("age,x\n" + "\n".join(f"{20 + i},{i % 3}" for i in range(30)) + "\n").encode())
+    assert list(ages.frame.columns) == ["age", "x"]
+    assert any(note.startswith("column 'age' has a different whole number in every row, running from 20 to 49 "
+                               "without a gap: if it is a record number or an ID, remove it") for note in ages.notes)
     scattered = [7 * i * i + 3 for i in range(30)]  # distinct, with gaps
     named = read_csv_upload(("PatientID,RecordNo,chol,lipid,x\n" + "\n".join(
         f"{v},{v + 1},{v + 2},{v + 3},{i % 3}" for i, v in enumerate(scattered)) + "\n").encode())
