@@ -633,6 +633,13 @@ def table_fit_problems(config, frame: pd.DataFrame, kinds: dict[str, str], condi
             continue
         if kinds.get(name) != spec["kind"]:
             problems.append(f"column {name!r} is {kinds.get(name)} here, {spec['kind']} in the model")
+        elif spec["kind"] == "numeric" and not pd.api.types.is_numeric_dtype(frame[name]):
+            values = frame[name].dropna()
+            words = values[pd.to_numeric(values, errors="coerce").isna()]
+            if len(words) and len(words) >= 0.5 * len(values):  # a release would read every such cell as the mean
+                problems.append(f"column {name!r} holds text where the model has numbers ({len(words):,} of its "
+                                f"{len(values):,} cells, e.g. {str(words.iloc[0])!r}): write plain numbers, without "
+                                "units or words")
         elif spec["kind"] == "categorical":
             known = {_key(value) for value in spec["categories"]}
             unseen = [_plain(v) for v in frame[name].dropna().unique() if _key(_plain(v)) not in known]

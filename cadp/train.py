@@ -640,7 +640,8 @@ def training_rows_caution(model_name: str, seen: int | None, total: int | None =
     one = seen == 1 and total is not None
     return (f"{rows} {'is a row' if one else 'are rows'} {model_name} was trained on (without DP): for "
             f"{'it' if one else 'them'} the guarantee does not cover what the model learned from "
-            f"{'it' if one else 'them'}.")
+            f"{'it' if one else 'them'}. Rows are recognized by their exact values: a training row rounded or "
+            "retyped is not counted here, and for it too the guarantee does not cover what the model learned.")
 
 
 @functools.lru_cache(maxsize=8)

@@ -1059,6 +1059,12 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
         numbers = pd.to_numeric(values, errors="coerce")
         numeric_share = 0.0 if name in codes else float(numbers.notna().mean())
         distinct = values.nunique()
+        if name in number_columns and numeric_share < 0.5:  # not an identifier: the model's numbers, with units?
+            example = values[numbers.isna()].astype(str).iloc[0]
+            notes.append(f"column {name!r} is one of the chosen model's number columns, but {int(numbers.isna().sum())} "
+                         f"of its {len(values):,} cells are not numbers (e.g. {example!r}): write them as plain "
+                         "numbers, without units or words, and upload the file again")
+            continue
         identifies = identifier_reason(name, values, max_categories, code=name in codes, numeric_share=numeric_share)
         comma = (f"numbers written with a comma (e.g. {comma_examples[name]!r}), which in a comma-separated file "
                  "may be a decimal comma or a thousands separator, so they are read as text") \

@@ -590,7 +590,9 @@ def test_a_release_of_rows_the_model_trained_on_says_so_on_screen_not_in_its_ter
     at.file_uploader(key="table_upload").set_value(("all.csv", table.to_csv(index=False).encode(), "text/csv")).run()
     at.button(key="table_privatize").click().run()
     caution = (f"354 of these 442 rows are rows {helpers.TABLE_MODEL} was trained on (without DP): for them the "
-               "guarantee does not cover what the model learned from them.")
+               "guarantee does not cover what the model learned from them. Rows are recognized by their exact values: "
+               "a training row rounded or retyped is not counted here, and for it too the guarantee does not cover "
+               "what the model learned.")
     assert guarantee(clean(at)).startswith(f"Caution: {caution}") and "epsilon = 2" in guarantee(at)
     terms = media[downloads(at)[1].proto.url.rsplit("/", 1)[-1].split(".")[0]]
     terms = terms.decode() if isinstance(terms, bytes) else terms
@@ -954,6 +956,14 @@ def test_a_table_that_does_not_fit_the_model_says_why_and_extra_columns_are_left
     assert any("column 'sex' has 1 empty cell(s) (data row(s) 1, counting from 1 below the header), a value the "
                "model never saw (it knows 1, 2): fill or remove those rows" in w for w in warnings), warnings
     assert not any("chosen here: none" in w for w in warnings)  # the page's own doing, not the table's
+    units = held_out.astype({"bmi": object})
+    units["bmi"] = [f"{value} kg/m2" for value in held_out["bmi"]]  # was "an identifier, dropped", then "lacks 'bmi'"
+    warnings = upload(units)
+    assert any(f"column 'bmi' holds text where the model has numbers ({len(held_out)} of its {len(held_out)} cells, "
+               f"e.g. '{held_out['bmi'].iloc[0]} kg/m2'): write plain numbers" in w for w in warnings), warnings
+    assert any(c.value.startswith("Note: column 'bmi' is one of the chosen model's number columns, but") and
+               "without units" in c.value for c in at.caption)
+    assert not any("identifier" in c.value and "'bmi'" in c.value for c in at.caption)
     trailing = held_out.to_csv(index=False) + "," * (held_out.shape[1] - 1) + "\n"  # a spreadsheet's empty row
     at.file_uploader(key="table_upload").set_value(("t.csv", trailing.encode(), "text/csv"))
     assert not any("does not match" in w.value for w in clean(at.run()).warning)
