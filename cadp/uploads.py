@@ -930,12 +930,28 @@ def decimal_comma_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def _decimal_commas(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
-    """The ``decimal_comma_columns`` read as numbers (other cells: empty); the note says which reading was taken."""
+    """The ``decimal_comma_columns`` read as numbers (other cells: empty); the note says which reading was taken:
+    one note for the columns read whole (a European file has a decimal comma in most of its columns), one per
+    column that lost cells."""
+    whole: dict[str, str] = {}
     for name in decimal_comma_columns(frame):
         text = frame[name].dropna().astype(str).str.strip()
-        frame[name] = _as_numbers(frame[name].map(comma_number), name, notes,
-                                  f"has numbers with a decimal comma (e.g. {text[text.str.contains(',')].iloc[0]!r}): "
-                                  "read as decimal numbers")
+        example = text[text.str.contains(",")].iloc[0]
+        written = frame[name].map(comma_number)
+        numbers = pd.to_numeric(written, errors="coerce")
+        if (numbers.isna() & written.notna()).any():
+            frame[name] = _as_numbers(written, name, notes, f"has numbers with a decimal comma (e.g. {example!r}): "
+                                                            "read as decimal numbers")
+        else:
+            frame[name] = numbers.astype(np.float64)
+            whole[name] = example
+    if len(whole) == 1:
+        ((name, example),) = whole.items()
+        notes.append(f"column {name!r} has numbers with a decimal comma (e.g. {example!r}): read as decimal numbers")
+    elif whole:
+        name, example = next(iter(whole.items()))
+        notes.append(f"columns {', '.join(map(repr, whole))} have numbers with a decimal comma (e.g. {example!r} in "
+                     f"{name!r}): read as decimal numbers")
     return frame
 
 
