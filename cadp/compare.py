@@ -312,9 +312,16 @@ def downstream_accuracy(original: pd.DataFrame, released: pd.DataFrame, target: 
 
 def downstream_words(accuracy: dict) -> str:
     """How ``downstream_accuracy``'s numbers were made, and why its o/o differs from an evaluation's."""
-    return (f"Logistic regression, trained on {accuracy['n_train']} rows of this release (privatized for p/o, their "
-            f"originals for o/o) and tested on the other {accuracy['n_test']} real rows: a split of this release "
-            "alone, so its o/o differs from the model's evaluation (trained on the model's training rows).")
+    tested = accuracy["n_test"]
+    text = (f"Logistic regression, trained on {accuracy['n_train']} rows of this release (privatized for p/o, their "
+            f"originals for o/o) and tested on the other {tested} real rows: a split of this release alone, so its "
+            "o/o differs from the model's evaluation (trained on the model's training rows).")
+    if isinstance(tested, int) and tested > 0:
+        text += f" With {tested} test rows, one row moves an accuracy by {1 / tested:.3f}."
+    if accuracy["chance"] >= max(accuracy["p/o"], accuracy["o/o"]):
+        text += (" Predicting the majority class alone does as well as both classifiers here: on this table the "
+                 "check cannot tell what the release keeps for this task.")
+    return text
 
 
 def kept_target_words(target: str) -> str:

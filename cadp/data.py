@@ -624,7 +624,11 @@ def table_fit_problems(config, frame: pd.DataFrame, kinds: dict[str, str], condi
     problems = []
     missing = [name for name in specs if name not in frame.columns]
     if missing:
-        problems.append(f"the table lacks the model's column(s) {_listed(missing)}{case_hint(missing, frame.columns)}")
+        hint = case_hint(missing, frame.columns)
+        others = [name for name in frame.columns if name not in specs]
+        if not hint and len(missing) == 1 and len(others) == 1:  # one column under another name (sklearn: target)
+            hint = f" (the file has {others[0]!r}, which the model does not: if it is {missing[0]!r}, rename it)"
+        problems.append(f"the table lacks the model's column(s) {_listed(missing)}{hint}")
     if sorted(conditions) != sorted(config.condition_columns):
         problems.append(f"the model's conditions are {_listed(config.condition_columns) or 'none'}; chosen here: "
                         f"{_listed(conditions) or 'none'}")

@@ -946,6 +946,9 @@ def test_a_table_that_does_not_fit_the_model_says_why_and_extra_columns_are_left
 
     warnings = upload(held_out.rename(columns={"bmi": "BMI"}))
     assert any("lacks the model's column(s) 'bmi'" in w for w in warnings), warnings
+    warnings = upload(held_out.rename(columns={"progression": "target"}))  # scikit-learn's name for it
+    assert any("lacks the model's column(s) 'progression' (the file has 'target', which the model does not: if it "
+               "is 'progression', rename it)" in w for w in warnings), warnings
     unseen = held_out.copy()
     unseen.loc[unseen.index[0], "sex"] = 3
     warnings = upload(unseen)
@@ -1908,3 +1911,13 @@ def test_a_table_with_repeated_rows_says_each_copy_is_charged_before_and_after_t
 
 def ui_ledger_lines(at: AppTest) -> list[str]:
     return [m.value for m in at.sidebar.markdown] + [c.value for c in at.sidebar.caption]
+
+
+def test_the_downstream_words_say_a_test_rows_weight_and_when_the_majority_class_wins():
+    from cadp.compare import downstream_words
+
+    accuracy = {"n_train": 64, "n_test": 16, "p/o": 0.875, "o/o": 0.875, "chance": 0.938}
+    words = downstream_words(accuracy)
+    assert "With 16 test rows, one row moves an accuracy by 0.062." in words
+    assert "Predicting the majority class alone does as well as both classifiers here" in words
+    assert "majority class" not in downstream_words({**accuracy, "o/o": 0.95})
