@@ -1816,7 +1816,7 @@ def test_the_ledger_says_when_summed_deltas_leave_no_guarantee():
     assert lines == [r"**\*\*x\*\* \[y\](https://e.org) \$z\$.png** — 1 release(s): ε = 1"]
 
 
-def test_an_upload_holding_one_image_twice_says_what_that_record_cost():
+def test_an_upload_holding_one_image_twice_says_what_that_record_cost(media):
     """The ledger added both copies up, but the page and the ZIP's manifest showed one release's cost only."""
     at = page("image.py")
     image = helpers.png()
@@ -1828,8 +1828,12 @@ def test_an_upload_holding_one_image_twice_says_what_that_record_cost():
                         "their negative): each copy was released separately, with its own noise, so such a record "
                         "has cost up to 2 times ε = 10 here (the ledger adds them up; each file's cost in "
                         "manifest.csv is one release's)."]
-    state = at.session_state["image_result"]  # the ZIP's guarantee.txt says it too (it said one release's cost)
-    assert state["zip_terms"] == ui.release_terms(state["result"]) + "\n\n" + warnings[0]
+    state = at.session_state["image_result"]  # the ZIP says it in cautions.txt, never in the shared terms
+    assert state["zip_terms"] == ui.release_terms(state["result"])
+    with zipfile.ZipFile(io.BytesIO(media[downloads(at)[0].proto.url.rsplit("/", 1)[-1].split(".")[0]])) as archive:
+        assert archive.read("cautions.txt").decode() == warnings[0] + "\n"
+        assert "copies of" not in archive.read("guarantee.txt").decode()
+    assert "cautions.txt" in downloads(at)[0].label
     # with the strip and the gallery, the first image's record was released more times than its copies
     at.checkbox(key="image_strip").check().run()
     at.slider(key="image_gallery").set_value(2).run()

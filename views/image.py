@@ -131,8 +131,7 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
     return {"names": [r.name for r in records], "result": result, "repeats": repeats, "handling": handling.handling,
             "strip": strip_images, "gallery": gallery_images, "files": files, "manifest": manifest,
             "epsilon": settings.epsilon, "per_unit": name == "metric",  # metric: epsilon per unit of distance
-            # a ZIP's guarantee.txt says what a record repeated in it cost
-            "zip_terms": "\n\n".join([ui.release_terms(result)] + ([repeats] if repeats else []))}
+            "zip_terms": ui.release_terms(result)}  # the terms only: what copies cost goes to cautions.txt
 
 
 def show_result(loaded, state, changed: bool) -> None:
@@ -188,8 +187,9 @@ def show_result(loaded, state, changed: bool) -> None:
         st.download_button("Download privatized PNG", state["files"][0][1], file_name=state["files"][0][0],
                            mime="image/png", on_click="ignore", key="download_png")
     else:
-        st.download_button(f"Download {len(names)} privatized images (ZIP with manifest.csv and guarantee.txt)",
-                           compare.batch_zip(state["files"], state["manifest"], state["zip_terms"]),
+        st.download_button(f"Download {len(names)} privatized images (ZIP with manifest.csv and guarantee.txt"
+                           + (", cautions.txt" if state.get("repeats") else "") + ")",
+                           compare.batch_zip(state["files"], state["manifest"], state["zip_terms"], state.get("repeats")),
                            file_name="cadp-privatized.zip", mime="application/zip", on_click="ignore", key="download_zip")
     st.caption(compare.download_note(state["handling"], state["files"][0][0]))
 
