@@ -137,7 +137,9 @@ def _decode_pillow(data: bytes, steps: list[str]) -> Image.Image:
             declared = width * height
             if getattr(image, "is_animated", False) or getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
+                count = getattr(image, "n_frames", 1)
                 kind = "animated GIF" if image.format == "GIF" else f"multi-frame {image.format}"
+                kind = f"{count}-frame {kind}" if isinstance(count, int) and count > 1 else kind
                 steps.append(f"first frame of an {kind}" if kind[0] in "aeiou" else f"first frame of a {kind}")
             image.load()
             orientation = image.getexif().get(0x0112, 1)

@@ -1925,3 +1925,45 @@ def test_the_downstream_words_say_a_test_rows_weight_and_when_the_majority_class
     assert "With 16 test rows, one row moves an accuracy by 0.062." in words
     assert "Predicting the majority class alone does as well as both classifiers here" in words
     assert "majority class" not in downstream_words({**accuracy, "o/o": 0.95})
+
+
+def test_an_images_negative_starts_from_its_own_suggested_label():
+    """The label box was keyed by the ledger key, which an image shares with its negative: a label chosen for one
+    carried over to the other, whose caption suggested another class."""
+    at = page("image.py")
+    at.file_uploader(key="image_upload").set_value([("a.png", helpers.png(), "image/png")]).run()
+    at.radio(key="image_invert").set_value("never").run()
+    first = suggested_label(clean(at))
+    at.radio(key="image_invert").set_value("always").run()  # the same file's negative: another model input
+    negative = suggested_label(clean(at))
+    assert first and negative
+    other = next(name for name in label_box(at).options if name not in (first, negative))
+    at.radio(key="image_invert").set_value("never").run()
+    label_box(at).set_value(other).run()
+    at.radio(key="image_invert").set_value("always").run()
+    assert label_box(clean(at)).value == negative  # its own suggestion, not the other input's label
+    at.radio(key="image_invert").set_value("never").run()
+    assert label_box(clean(at)).value == other  # the first input keeps its confirmed label
+
+
+def suggested_label(at: AppTest) -> str | None:
+    caption = next((c.value for c in at.caption if c.value.startswith("The classifier suggests **")), None)
+    return None if caption is None else caption.split("**")[1]
+
+
+def test_a_batchs_suggested_labels_carry_the_classifiers_caveat_and_a_stack_is_said_on_screen():
+    from PIL import Image
+
+    at = page("image.py")
+    at.file_uploader(key="image_upload").set_value([("a.png", helpers.png(), "image/png"),
+                                                    ("b.png", helpers.png(seed=2), "image/png")]).run()
+    assert any("on other kinds of images its confidence means little" in c.value for c in clean(at).caption)
+    frames = [Image.fromarray(np.full((28, 28), value, dtype=np.uint8)) for value in (30, 200, 90)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="TIFF", save_all=True, append_images=frames[1:])
+    at.file_uploader(key="image_upload").set_value([("stack.tif", buffer.getvalue(), "image/tiff"),
+                                                    ("b.png", helpers.png(seed=2), "image/png")]).run()
+    warnings = [w.value for w in clean(at).warning if "several frames" in w.value]
+    assert warnings == ["1 file(s) hold several frames (a series, a stack or an animation): only the first frame of "
+                        "each is privatized (stack.tif). Save the other frames as images of their own to privatize "
+                        "them."]

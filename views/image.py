@@ -46,6 +46,12 @@ def choose_inputs(loaded) -> list[ui.ImageRecord]:
 
 
 def show_preprocessing(records: list[ui.ImageRecord]) -> None:
+    stacks = [r.name for r in records if any(step.startswith("first frame of") for step in r.steps)]
+    if stacks:  # a series or a stack: a clinician expects every slice (the note sat in a collapsed expander)
+        shown = ", ".join(literal(name) for name in stacks[:5]) + (", …" if len(stacks) > 5 else "")
+        st.warning(f"{len(stacks)} file(s) hold several frames (a series, a stack or an animation): only the first "
+                   f"frame of each is privatized ({shown}). Save the other frames as images of their own to "
+                   "privatize them.")
     with st.expander(f"Preprocessing ({len(records)} image{'s' * (len(records) > 1)})", expanded=len(records) == 1):
         for record in records[:4]:
             left, right = st.columns([1, 3])
@@ -70,16 +76,21 @@ def choose_labels(loaded, records) -> np.ndarray:
                        "Confirm or change it.")
         else:
             st.caption("This model has no classifier: choose the label.")
-        # keyed by the input: a new image starts from its own suggestion, never from the last image's label; and by
-        # the model: another model's classes would drop a confirmed label that is not among them
+        # keyed by the input's pixels (not its ledger key, which an image shares with its negative): a new image
+        # starts from its own suggestion, never from the last image's label; and by the model: another model's
+        # classes would drop a confirmed label that is not among them
+        pixels_key = ui.record_key(records[0].pixels.tobytes())
         label = st.selectbox("Label (condition)", class_names, index=index,
-                             key=ui.kept(f"image_label_{model}_{records[0].key}"))
+                             key=ui.kept(f"image_label_{model}_{pixels_key}"))
         return np.array([class_names.index(label)])
     suggested = suggestion[0] if suggestion is not None else np.zeros(len(records), dtype=int)
     table = pd.DataFrame({"file": [r.name for r in records],
                           "confidence": suggestion[1] if suggestion is not None else np.nan,
                           "label": [class_names[i] for i in suggested]})
-    inputs = ui.record_key("".join(r.key for r in records).encode())
+    if suggestion is not None:  # the single image's caveat, for the table's confidences too
+        st.caption(f"Labels suggested by a small CNN trained on {literal(loaded.config.dataset)}; on other kinds of "
+                   "images its confidence means little. Confirm or change each label.")
+    inputs = ui.record_key(b"".join(r.pixels.tobytes() for r in records))
     edited = ui.kept_editor(table, f"image_batch_labels_{model}_{inputs}", "label", disabled=["file", "confidence"],
                             hide_index=True,
                             column_config={"label": st.column_config.SelectboxColumn("label", options=class_names,
