@@ -92,7 +92,7 @@ IMAGE_CASES = {
     "alpha-dark-strokes": ("drawn.png", corpus.alpha_png, "note", "transparency composited on white"),
     "alpha-light-strokes": ("drawn-light.png", lambda: corpus.alpha_png(dark_strokes=False), "note",
                             "transparency composited on black"),
-    "animated-gif": ("moving.gif", corpus.animated_gif, "note", "first frame of an animated GIF"),
+    "animated-gif": ("moving.gif", corpus.animated_gif, "note", "first frame of a 2-frame animated GIF"),
     "exif-rotated": ("phone.jpg", corpus.exif_rotated_jpeg, "note", "EXIF rotation applied"),
     "one-pixel": ("dot.png", lambda: corpus.png(np.array([[200]], np.uint8)), "note", "resized 1x1 ->"),
     "huge-legal": ("poster.png", lambda: encode(Image.new("L", (5000, 3000), 30), "PNG"), "note",

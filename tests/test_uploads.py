@@ -158,7 +158,7 @@ def test_a_transparent_image_is_prepared_in_a_few_bytes_per_pixel(monkeypatch):
 
 def test_animated_gif_uses_the_first_frame_and_says_so():
     result = prepare(corpus.animated_gif())
-    assert "first frame of an animated GIF" in result.steps
+    assert "first frame of a 2-frame animated GIF" in result.steps
     assert result.pixels[0, 14, 14] == 255 and result.pixels[0, 0, 0] == 0  # frame 2 is all white
 
 
