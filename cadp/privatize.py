@@ -21,6 +21,7 @@ if __name__ == "__main__":  # the command line: Ctrl-C while its libraries load 
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored Ctrl-C (nohup) stays ignored
         signal.signal(signal.SIGINT, _interrupted_while_starting)
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -204,7 +205,8 @@ def _chunks(count: int, batch_size: int | None):
 def privatize(model: ImageCINN | TabularCINN, x, condition, mechanism: Mechanism,
               generator: torch.Generator | None = None, *, seed: int | None = None,
               condition_handling: dict[str, ConditionHandling] | None = None,
-              batch_size: int | None = None, reconstruct: bool = True) -> PrivatizationResult:
+              batch_size: int | None = None, reconstruct: bool = True,
+              progress: Callable[[int, int], None] | None = None) -> PrivatizationResult:
     """Privatize a batch of images (pixels (B, C, H, W), labels (B,)) or table rows (a DataFrame).
 
     ``condition``: class labels for images; for tables None (condition columns are
@@ -215,6 +217,7 @@ def privatize(model: ImageCINN | TabularCINN, x, condition, mechanism: Mechanism
     ``batch_size`` chunks the work (the ``paper`` mechanism's output depends on it).
     ``reconstruct=False`` skips decoding the noiseless reconstruction (``reconstruction`` and
     ``reconstruction_frame`` are then None): a third less flow work where nobody looks at it.
+    ``progress(done, total)`` is called after each chunk of ``batch_size`` records.
     """
     generator, seed, origin = _noise(generator, seed)
     handlings = _check_release(model, mechanism, condition_handling)
@@ -223,9 +226,9 @@ def privatize(model: ImageCINN | TabularCINN, x, condition, mechanism: Mechanism
         raise InputError(f"batch_size must be a whole number >= 1 (or None for one batch), got {batch_size!r}")
     if isinstance(model, ImageCINN):
         return _privatize_images(model, x, condition, mechanism, generator, seed, origin,
-                                 handlings, batch_size, reconstruct)
+                                 handlings, batch_size, reconstruct, progress)
     return _privatize_rows(model, x, condition, mechanism, generator, seed, origin,
-                           handlings, batch_size, reconstruct)
+                           handlings, batch_size, reconstruct, progress)
 
 
 def _check_release(model, mechanism, condition_handling) -> dict[str, ConditionHandling]:
@@ -271,7 +274,7 @@ def _check_handlings(handlings: dict[str, ConditionHandling], names: list[str]) 
                          f"the model's conditions are {names}")
 
 
-def _latent_pass(model, inputs, condition, released, mechanism, generator, batch_size, reconstruct):
+def _latent_pass(model, inputs, condition, released, mechanism, generator, batch_size, reconstruct, progress=None):
     latents, noisy, reconstructions, outputs = [], [], [], []
     for part in _chunks(len(inputs), batch_size):
         z = model.encode(inputs[part], condition[part])
@@ -284,11 +287,12 @@ def _latent_pass(model, inputs, condition, released, mechanism, generator, batch
         noisy.append(z_noisy.cpu())
         if not reconstruct:
             outputs.append(model.decode(z_noisy, released[part]).cpu())
-            continue
-        # reconstruction and release in one decode call: one pass of the flow's per-call overhead, not two
-        decoded = model.decode(torch.cat([z, z_noisy]), torch.cat([condition[part], released[part]])).cpu()
-        reconstructions.append(decoded[:len(z)])
-        outputs.append(decoded[len(z):])
+        else:  # reconstruction and release in one decode call: one pass of the flow's per-call overhead, not two
+            decoded = model.decode(torch.cat([z, z_noisy]), torch.cat([condition[part], released[part]])).cpu()
+            reconstructions.append(decoded[:len(z)])
+            outputs.append(decoded[len(z):])
+        if progress is not None:
+            progress(min(part.stop, len(inputs)), len(inputs))
     reconstruction = _joined(reconstructions) if reconstruct else None
     return _joined(latents), _joined(noisy), reconstruction, _joined(outputs)
 
@@ -342,14 +346,14 @@ def _image_labels(labels, config, count: int) -> torch.Tensor:
 
 
 def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, seed, origin, handlings, batch_size,
-                      reconstruct):
+                      reconstruct, progress=None):
     config = model.config
     pixels, notes = _image_pixels(pixels, config)
     labels = _image_labels(labels, config, len(pixels))
     handling = handlings.get("label", ConditionHandling())
     released = release_condition(labels, config.num_classes, handling, None, generator)
     latent, noisy, reconstruction, output = _latent_pass(model, pixels, labels, released, mechanism,
-                                                         generator, batch_size, reconstruct)
+                                                         generator, batch_size, reconstruct, progress)
     return PrivatizationResult(
         original=pixels, reconstruction=reconstruction, privatized=output.clamp(0, 255),
         latent=latent, noisy_latent=noisy, condition={"label": labels}, released_condition={"label": released},
@@ -386,7 +390,7 @@ def input_notes(model: TabularCINN, frame: pd.DataFrame) -> list[str]:
 
 
 def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, generator, seed, origin, handlings,
-                    batch_size, reconstruct):
+                    batch_size, reconstruct, progress=None):
     if not isinstance(frame, pd.DataFrame):
         raise InputError("table rows must be given as a pandas DataFrame")
     row_index = frame.index  # the caller's: the released frames keep it, so they join back to the input
@@ -431,7 +435,7 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         released_condition = torch.cat([torch.nn.functional.one_hot(released_values[spec.name], spec.width).float()
                                         for spec in model.condition_encoder.columns], dim=1)
     latent, noisy, reconstruction, output = _latent_pass(model, rows, condition, released_condition, mechanism,
-                                                         generator, batch_size, reconstruct)
+                                                         generator, batch_size, reconstruct, progress)
     count, rebuilt = len(frame), None
     if reconstruction is None:
         decoded = model.data_encoder.decode_columns(output)

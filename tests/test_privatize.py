@@ -518,3 +518,14 @@ def test_released_table_numbers_are_written_as_the_inputs_columns_hold_them():
                        make_mechanism("laplace", 2, temperature=0.7), seed=3).privatized_frame
     assert all(floats[c].dtype == np.float64 for c in whole)
     assert (released[whole] - floats[whole]).abs().to_numpy().max() <= 0.5
+
+
+def test_privatize_reports_progress_after_each_chunk(tiny_image_model, digits):
+    calls = []
+    x, y = digits[0][:5], digits[1][:5]
+    mechanism = make_mechanism("laplace", 10, temperature=0.7)
+    chunked = privatize(tiny_image_model.eval(), x, y, mechanism, seed=4, batch_size=2,
+                        progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(2, 5), (4, 5), (5, 5)]
+    whole = privatize(tiny_image_model, x, y, mechanism, seed=4)
+    assert chunked.privatized.shape == whole.privatized.shape and chunked.batches == [2, 2, 1]

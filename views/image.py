@@ -99,6 +99,9 @@ def choose_labels(loaded, records) -> np.ndarray:
     return np.array([class_names.index(v) for v in edited["label"]])
 
 
+PROGRESS_CHUNK = 250  # images per privatize chunk of a large batch, each one step of the progress bar
+
+
 def extra_releases(settings, strip: bool, gallery: int) -> list:
     """The mechanisms of the first image's extra releases one press makes: the strip's ε values, then the gallery's
     draws at the chosen ε."""
@@ -110,8 +113,15 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
     generator = new_generator(settings.seed)
     pixels = torch.as_tensor(np.stack([r.pixels for r in records]))
     progress = st.progress(0.0, text="Privatizing…")
+    share = 0.3 if strip or gallery else 1.0  # of the bar: the strip and the gallery take the rest
+
+    def report(done: int, total: int) -> None:
+        progress.progress(share * done / total, text=f"Privatizing… {done:,} of {total:,} images")
+
+    # chunks for the bar (2,000 images: over a minute on 2 cores); paper's output depends on its batch: one
     result = privatize(model, pixels, torch.as_tensor(labels), settings.mechanism, generator, seed=settings.seed,
-                       condition_handling={"label": handling})
+                       condition_handling={"label": handling}, progress=report,
+                       batch_size=None if name == "paper" or len(records) <= PROGRESS_CHUNK else PROGRESS_CHUNK)
     for record in records:
         ui.charge(record.key, record.name, settings.mechanism, handling.cost, seeded=settings.seed is not None)
     first = (pixels[:1], torch.as_tensor(labels[:1]))
