@@ -496,7 +496,10 @@ def iter_zip_images(data: bytes | BinaryIO | Path | str, *, max_files: int = MAX
                 yield name, InputError("unsafe path in the ZIP (absolute or containing '..'); skipped")
                 continue
             if PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES and not _dicom_member(archive, info):
-                yield name, InputError(f"not an image (accepted: {FORMAT_NAMES}); skipped")
+                nested = PurePosixPath(name).suffix.lower() == ".zip"
+                yield name, InputError("a ZIP inside the ZIP: nested archives are not read (unpack it and add its "
+                                       "images); skipped" if nested else
+                                       f"not an image (accepted: {FORMAT_NAMES}); skipped")
                 continue
             if info.flag_bits & 0x1:
                 yield name, InputError("the file is encrypted (password-protected) in the ZIP; skipped")

@@ -284,6 +284,7 @@ def test_zip_nested_folders_non_images_and_unsafe_names():
         "digits/.DS_Store": b"junk",
         "digits/3/Thumbs.db": b"junk",
         "secret.png": image,
+        "more/inner.zip": corpus.zip_bytes({"c.png": image}),
     }, encrypted=("secret.png",))
     results = dict(iter_zip_images(data))
     assert results["digits/3/a.png"] == image
@@ -293,8 +294,9 @@ def test_zip_nested_folders_non_images_and_unsafe_names():
     assert "unsafe path" in str(results["etc/abs.png"])
     assert "unsafe path" in str(results["win/c.png"])
     assert "encrypted" in str(results["secret.png"])
+    assert "a ZIP inside the ZIP: nested archives are not read" in str(results["more/inner.zip"])
     assert not any(name.startswith(("__MACOSX", "/", "..")) for name in results)
-    assert len(results) == 7
+    assert len(results) == 8
 
 
 def test_a_zip_member_without_a_suffix_is_read_when_its_content_is_dicom():
