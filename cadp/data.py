@@ -743,6 +743,12 @@ class TabularEncoder:
                 values = pd.to_numeric(series, errors="coerce").astype(np.float64).replace([np.inf, -np.inf], np.nan)
                 if values.isna().all():
                     raise InputError(f"column {name!r} has no numeric values; mark it categorical")
+                words = series[values.isna() & series.notna()]
+                if len(words) and len(words) >= 0.5 * series.notna().sum():  # (a few "n/a" cells: read as empty)
+                    raise InputError(f"column {name!r} is numeric here, but {len(words):,} of its "
+                                     f"{int(series.notna().sum()):,} cells are not numbers (e.g. {str(words.iloc[0])!r}): "
+                                     "a model would learn it from the few numbers and release every other cell as "
+                                     "their mean; mark it categorical, or write its cells as numbers")
                 std = float(values.std(ddof=0))
                 seen = values.dropna().to_numpy(dtype=np.float64)
                 spec = ColumnSpec(name, "numeric", float(values.mean()), std if std > 0 else 1.0,

@@ -15,6 +15,7 @@ import json
 import math
 import platform
 import shlex
+import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -727,6 +728,13 @@ def train_tabular_model(args) -> None:
     if malformed:
         raise InputError(f"--column-type takes COLUMN=KIND (numeric or categorical), got {' '.join(malformed)}")
     kinds = dict(item.split("=", 1) for item in args.column_type) if args.column_type else None
+    for column in conditions:  # a hidden category: resampled or randomized releases would carry blank cells
+        empty = int(table.frame[column].isna().sum()) if column in table.frame.columns else 0
+        if empty:
+            print(f"note: {table.name}: condition column {column!r} has {empty} empty cell(s): the model takes an "
+                  "empty value as a category of its own, which a release keeps, resamples or randomizes as it does "
+                  "the others (released as an empty cell); fill those cells (e.g. 'unknown') to name it, or remove "
+                  "those rows", file=sys.stderr)
     train, test = split_table(table.frame, args.seed)
     if len(train) < 2 or len(test) < 2:  # fit_tabular's own message would count the training split, not the file
         raise InputError(f"{table.name} has {len(table.frame)} row(s): this command holds out a fifth of them to "
@@ -1039,9 +1047,40 @@ def holds_weights(out: Path, model: torch.nn.Module, half_precision: bool) -> bo
         stored[name].dtype == tensor.dtype and torch.equal(stored[name], tensor) for name, tensor in current.items())
 
 
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextmanager
+def stops_as_ctrl_c():
+    """SIGTERM and SIGHUP (``kill``, ``timeout``, a batch scheduler, a closed terminal) stop a training run as Ctrl-C
+    does, so that its checkpoint is saved; yields a list that holds the signal's number once one came (main
+    thread only; an ignored signal stays ignored: nohup)."""
+    received: list[int] = []
+
+    def stop(signum, _frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {}
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) != signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, stop)
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     configure_allocator()
+    with stops_as_ctrl_c() as received:
+        code = _main(args)
+    return 128 + received[0] if received and code == 130 else code
+
+
+def _main(args) -> int:
     try:
         if args.dataset not in PUBLIC_DATASETS and not Path(args.dataset).exists():
             raise InputError(f"--dataset {args.dataset}: no such folder or file; give one of "

@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 
 import numpy as np
 import pandas as pd
@@ -1105,3 +1106,61 @@ def test_a_config_from_anyone_is_refused_where_the_app_would_quote_or_sample_non
     data = {**config_to_dict(config), **change}
     with pytest.raises(ModelError, match=re.escape(refused)):
         config_from_dict(data)
+
+
+def test_sigterm_and_sighup_stop_training_as_ctrl_c_does(tmp_path, monkeypatch):
+    """kill, timeout, a batch scheduler or a closed terminal ended a training run without its checkpoint."""
+    import os
+    import signal
+
+    from cadp import train
+
+    model = torch.nn.Linear(3, 1)
+    batches = train.endless_batches((torch.randn(64, 3),), 8, torch.Generator().manual_seed(0))
+    calls = [0]
+
+    def loss_fn(x):
+        calls[0] += 1
+        if calls[0] == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return model(x).pow(2).mean()
+
+    checkpoint = tmp_path / "checkpoint" / "training.safetensors"
+    before = signal.getsignal(signal.SIGTERM)
+    with train.stops_as_ctrl_c() as received:
+        with pytest.raises(train.TrainingInterrupted, match="interrupted at step 5; saved .*--resume to continue"):
+            train.fit(model, loss_fn, batches, steps=20, minutes=None, learning_rate=1e-2, checkpoint=checkpoint)
+    assert received == [signal.SIGTERM] and checkpoint.exists()
+    assert signal.getsignal(signal.SIGTERM) is before  # put back
+
+    def hung_up(_args):  # the command's exit status: 128 + the signal's number, as cadp.privatize's
+        try:
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            return 130
+        return 0
+
+    monkeypatch.setattr(train, "_main", hung_up)
+    assert train.main(["--dataset", "mnist", "--out", str(tmp_path / "out")]) == 128 + signal.SIGHUP
+
+
+def test_training_says_an_empty_condition_cell_is_a_category_and_refuses_text_forced_to_numbers(tmp_path, capsys):
+    """A condition's empty cell became a hidden category (released blank when resampled) without a word, and
+    --column-type thal=numeric on a text column released every row's thal as the mean of two numbers."""
+    from cadp import train
+
+    frame = load_table("diabetes").frame.head(120).astype({"sex": object})
+    frame.loc[3, "sex"] = None
+    source = tmp_path / "rows.csv"
+    frame.to_csv(source, index=False)
+    assert train.main(["--dataset", str(source), "--out", str(tmp_path / "m"), "--conditions", "sex",
+                       "--steps", "5"]) == 0
+    assert ("condition column 'sex' has 1 empty cell(s): the model takes an empty value as a category of its own"
+            in capsys.readouterr().err)
+    texts = load_table("diabetes").frame.head(120).assign(ward=["north"] * 118 + ["1", "2"])
+    texts.to_csv(source, index=False)
+    assert train.main(["--dataset", str(source), "--out", str(tmp_path / "n"), "--conditions", "sex",
+                       "--column-type", "ward=numeric", "--steps", "5"]) == 2
+    assert ("column 'ward' is numeric here, but 118 of its 120 cells are not numbers (e.g. 'north'): a model "
+            "would learn it from the few numbers" in capsys.readouterr().err)
