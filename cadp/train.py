@@ -202,7 +202,8 @@ def fit(model: torch.nn.Module, loss_fn, batches, *, steps: int | None, minutes:
     a running average over about the last 50 steps (``running_loss``; it continues across a resume).
 
     ``batches`` is an endless iterator of argument tuples for ``loss_fn``. ``run`` (the data and settings) is
-    stored in the checkpoint; resuming with another is refused. Ctrl-C saves a checkpoint, then stops.
+    stored in the checkpoint; resuming with another is refused. Ctrl-C (and, under ``stops_as_ctrl_c``, SIGTERM
+    and SIGHUP) saves a checkpoint, then stops.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=learning_rate, foreach=True)  # one multi-tensor update, also on CPU
