@@ -688,11 +688,16 @@ def repeated_records_caution(manifest: Manifest, what: str) -> str | None:
     delta = manifest.settings.delta_of(most)
     same = ("the same values in the model's columns" if what == "row"
             else "the same pixels after preprocessing, or their negative")
-    return (f"{records} {what}{'s' * (records > 1)} of the input occur{'s' * (records == 1)} more than once "
-            f"({how_often}; {same}): each copy was released separately, with its own noise, so a record that occurs "
-            f"k times costs k times the epsilon of one release (basic composition), here up to "
-            f"epsilon {manifest.settings.epsilon_of(most)}{f' and delta {delta}' if delta else ''}; the columns "
-            f"releases_of_record and epsilon_record_total of {MANIFEST_NAME} give each input's total.")
+    head = (f"{records} {what}{'s' * (records > 1)} of the input occur{'s' * (records == 1)} more than once "
+            f"({how_often}; {same}): each copy was released separately, with its own noise, so ")
+    if not manifest.settings.mechanism.formal:  # as guarantee.txt says it: nothing to add up
+        return (head + f"a record that occurs k times was released k times (here up to {most}); this mechanism "
+                f"({manifest.settings.mechanism_label}) gives no formal guarantee, so there is no epsilon to add up "
+                f"for it (the columns releases_of_record and epsilon_record_total of {MANIFEST_NAME} count its "
+                "nominal epsilon, marked as such).")
+    return (head + f"a record that occurs k times costs k times the epsilon of one release (basic composition), "
+            f"here up to epsilon {manifest.settings.epsilon_of(most)}{f' and delta {delta}' if delta else ''}; the "
+            f"columns releases_of_record and epsilon_record_total of {MANIFEST_NAME} give each input's total.")
 
 
 RUN_IN_PROGRESS = ("Incomplete run: the run writing these files had not finished (it is still running, or it was "

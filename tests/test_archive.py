@@ -163,6 +163,14 @@ def test_an_image_in_the_folder_three_times_is_three_releases_and_costs_three_ep
     terms = (tmp_path / "out" / "guarantee.txt").read_text(encoding="utf-8")
     assert ("Releasing the same record again (in another run, or as another copy in one input) costs its epsilon "
             "again (basic composition)") in terms
+    # paper: no guarantee, nothing to add up (guarantee.txt said so; the caution added up a nominal epsilon)
+    assert archive.main(["--model", str(image_model), "--mechanism", "paper", "--epsilon", "1", str(source),
+                         str(tmp_path / "paper")]) == 0
+    cautions = (tmp_path / "paper" / "cautions.txt").read_text(encoding="utf-8")
+    assert "a record that occurs k times was released k times (here up to 3); this mechanism (paper (" in cautions
+    assert "gives no formal guarantee, so there is no epsilon to add up for it" in cautions
+    assert "basic composition" not in cautions
+    capsys.readouterr()
     # without copies: no caution, and each record's total is one release's
     assert run(image_model, make_folder(tmp_path / "in2", {"0/b.png": image_file(2)}), tmp_path / "out2") == 0
     assert "more than once" not in capsys.readouterr().err
