@@ -263,6 +263,7 @@ class Manifest:
         self.releases: collections.Counter = collections.Counter()  # record key -> releases in this run
         self.write_error: OSError | None = None  # why the file could not be completed (disk full), if it could not
         self.incomplete: dict[str, OSError] = {}  # the run's other files that could not be completed, and why
+        self.first_frames: list[str] = []  # released inputs of several frames (a series, a stack): the first only
 
     def row(self, file: str, *, status: str, condition: str = "", released: str = "", error: str = "",
             output: str = "", preprocessing: str = "", batch: int | None = None, record: str | None = None) -> None:
@@ -282,6 +283,8 @@ class Manifest:
             self.releases[record] += 1
         if status == "privatized":
             self.privatized += 1
+            if "first frame of" in preprocessing:
+                self.first_frames.append(readable(str(file)))
         else:
             self.failed += 1
             self.reasons[error] += 1
@@ -1304,6 +1307,18 @@ def _dot_decimals(chunk: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
     return chunk
 
 
+def first_frames_caution(manifest: Manifest) -> str | None:
+    """Inputs of several frames (a DICOM series, a TIFF stack, an animation) of which only the first was released,
+    or None: a clinician expects every slice, and the manifest's preprocessing column alone was easy to miss."""
+    files = manifest.first_frames
+    if not files:
+        return None
+    shown = ", ".join(files[:5]) + (", ..." if len(files) > 5 else "")
+    return (f"{len(files)} input file(s) hold several frames (a series, a stack or an animation) and only the first "
+            f"frame of each was privatized ({shown}; the {MANIFEST_NAME} column preprocessing says how many each "
+            "held): save the other frames as images of their own to privatize them.")
+
+
 def add_caution(output: Path, caution: str | None) -> None:
     """Say ``caution`` on stderr and in cautions.txt (when the run released anything), never in guarantee.txt:
     a caution states facts about the inputs (rows the model was trained on, repeated records), and the shared
@@ -1596,6 +1611,7 @@ def _main(argv=None) -> int:
                                      args.output, manifest, progress, args.input.name, own_png_names)
             finally:  # an interrupted run gets its cautions too (stderr, cautions.txt)
                 add_caution(args.output, repeated_records_caution(manifest, "image"))
+                add_caution(args.output, first_frames_caution(manifest))
                 if input_kind == "folder":
                     add_caution(args.output, training_data_caution(loaded.config, image_folder_name(args.input), 0))
     except UsageError as error:

@@ -1602,3 +1602,23 @@ def test_output_names_are_unique_in_any_unicode_form_and_storable_on_windows(ima
                        "1/con.png": "1/_con.png", "1/ok.png": "1/ok.png"}
     assert ("note: 2 input name(s) hold bytes that are not UTF-8, characters Windows cannot store in a file name"
             in capsys.readouterr().err)
+
+
+def test_a_multi_frame_input_is_said_on_stderr_and_in_cautions(image_model, tmp_path, capsys):
+    """A 3-page TIFF lost pages 2 and 3 with only a note in the manifest's preprocessing column."""
+    from PIL import Image
+
+    pages = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (30, 30), dtype=np.uint8)) for i in range(3)]
+    stack = io.BytesIO()
+    pages[0].save(stack, format="TIFF", save_all=True, append_images=pages[1:])
+    source = make_folder(tmp_path / "in", {"0/stack.tif": stack.getvalue(), "0/b.png": image_file(2)})
+    assert run(image_model, source, tmp_path / "out") == 0
+    expected = ("1 input file(s) hold several frames (a series, a stack or an animation) and only the first frame of "
+                "each was privatized (0/stack.tif; the manifest.csv column preprocessing says how many each held)")
+    assert expected in capsys.readouterr().err
+    assert expected in (tmp_path / "out" / "cautions.txt").read_text(encoding="utf-8")
+    assert expected not in (tmp_path / "out" / "guarantee.txt").read_text(encoding="utf-8")
+    rows = {row["file"]: row for row in read_manifest(tmp_path / "out")}
+    assert "first frame of a 3-frame multi-frame TIFF" in rows["0/stack.tif"]["preprocessing"]
+    assert run(image_model, make_folder(tmp_path / "in2", {"0/b.png": image_file(2)}), tmp_path / "out2") == 0
+    assert "several frames" not in capsys.readouterr().err
