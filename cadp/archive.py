@@ -1476,7 +1476,9 @@ def _check_paths(args, kind: str) -> str:
     if kind == "image" and input_kind == "csv":
         raise UsageError("the model is an image model: INPUT must be a folder of images or a .zip of one")
     output: Path = args.output
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"OUTPUT {output} is a file, not a folder; choose a new folder (it is created)")
+    if output.exists() and any(output.iterdir()):
         raise UsageError(f"OUTPUT {output} exists and is not an empty folder; choose a new folder")
     if input_kind == "folder" and (output.resolve() == source.resolve() or source.resolve() in output.resolve().parents):
         raise UsageError("OUTPUT must not be inside INPUT")

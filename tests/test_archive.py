@@ -742,6 +742,9 @@ def test_unusable_paths_exit_2(image_model, table_model, tmp_path, capsys):
     busy = make_folder(tmp_path / "busy", {"keep.txt": b"x"})
     assert run(image_model, source, busy) == 2
     assert "exists and is not an empty folder" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("x")
+    assert run(image_model, source, tmp_path / "a-file") == 2
+    assert "OUTPUT " + str(tmp_path / "a-file") + " is a file, not a folder" in capsys.readouterr().err
     assert run(image_model, source, source / "out") == 2
     assert "must not be inside INPUT" in capsys.readouterr().err
     assert run(table_model, source, tmp_path / "out") == 2
