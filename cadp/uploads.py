@@ -991,13 +991,31 @@ IDENTIFIER_NAME_WORDS = frozenset({"id", "ids", "mrn", "record", "patient", "sub
 UNIQUE_PER_ROW_MIN_ROWS = 5
 
 
+# a text column named like this holds personal data however few its values: as categories a model fitted on the
+# table would store each of them and a release could contain them (surnames, e-mail addresses)
+PERSONAL_NAME_WORDS = frozenset({"surname", "firstname", "lastname", "forename", "givenname", "fullname",
+                                 "familyname", "maidenname", "patientname", "email", "phone", "telephone", "address",
+                                 "street", "ssn", "mrn"})
+
+
+def _name_words(name) -> list[str]:
+    """A column name's words, lower case: split at non-letters and camelCase (PatientID: patient, id)."""
+    return [word.lower() for word in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", str(name))]
+
+
+def _personal_name(name) -> str | None:
+    """The word (or two joined: first_name) that names a text column as personal data, or None."""
+    words = _name_words(name)
+    found = sorted((set(words) | {a + b for a, b in zip(words, words[1:])}) & PERSONAL_NAME_WORDS)
+    return found[0] if found else None
+
+
 def _identifier_name(name) -> str | None:
     """The word that names a column of whole numbers, a different one in every row, as record numbers (patient_id,
     RecordNo), or None. As numbers a fitted model would model them and release made-up IDs beside other records'
     values, which a reader takes for those patients. (Values alone do not tell: ages 20 to 59 in a small table
     run without a gap too.)"""
-    words = {word.lower() for word in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", str(name))}
-    named = sorted(words & IDENTIFIER_NAME_WORDS)
+    named = sorted(set(_name_words(name)) & IDENTIFIER_NAME_WORDS)
     return named[0] if named else None
 
 
@@ -1035,6 +1053,10 @@ def identifier_reason(name, values: pd.Series, max_categories: int = MAX_CATEGOR
         return (f"column {name!r} has {distinct:,} distinct text values in {len(values):,} rows"
                 + (f" shaped like {shape} (e.g. {text.iloc[0]!r})" if shape else "")
                 + ": treated as an identifier (names, record numbers, dates)")
+    personal = None if code else _personal_name(name)
+    if personal:  # however few its values (a table's three surnames are still three people's)
+        return (f"column {name!r} is named like personal data ({personal!r}; {distinct:,} distinct values): treated "
+                "as an identifier (names, record numbers, dates)")
     return None
 
 
