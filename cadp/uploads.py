@@ -1102,10 +1102,10 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
         numbers = pd.to_numeric(values, errors="coerce")
         numeric_share = 0.0 if name in codes else float(numbers.notna().mean())
         distinct = values.nunique()
-        if name in number_columns and numeric_share < 0.5:  # not an identifier: the model's numbers, with units?
-            example = values[numbers.isna()].astype(str).iloc[0]
-            notes.append(f"column {name!r} is one of the chosen model's number columns, but {int(numbers.isna().sum())} "
-                         f"of its {len(values):,} cells are not numbers (e.g. {example!r}): write them as plain "
+        words = values[numbers.isna()]
+        if name in number_columns and numeric_share < 0.5 and len(words):  # the model's numbers, with units?
+            notes.append(f"column {name!r} is one of the chosen model's number columns, but {len(words):,} of its "
+                         f"{len(values):,} cells are not numbers (e.g. {str(words.iloc[0])!r}): write them as plain "
                          "numbers, without units or words, and upload the file again")
             continue
         identifies = identifier_reason(name, values, max_categories, code=name in codes, numeric_share=numeric_share)
