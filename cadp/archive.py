@@ -27,6 +27,7 @@ import re
 import signal
 import sys
 import threading
+import time
 import unicodedata
 import warnings
 import zipfile
@@ -1584,7 +1585,7 @@ def _main(argv=None) -> int:
     _stop_requests.install()  # from here a signal stops the run cleanly, as Ctrl-C does
     try:
         if kind == "tabular":
-            with tqdm(desc="rows", unit="row", disable=None, file=ProgressStream(), dynamic_ncols=True) as progress:
+            with progress_bar("rows", "row") as progress:
                 privatize_table(loaded.model, args.input, settings, args.output, manifest, progress)
         else:
             input_names = _input_names(args.input, input_kind, hidden)
@@ -1607,8 +1608,7 @@ def _main(argv=None) -> int:
             # a copied .png name stays its input's: a.bmp, converted to PNG, does not take a.png from a.png
             own_png_names = _png_names(input_names) if settings.names_copied else frozenset()
             try:
-                with tqdm(total=total, desc="images", unit="file", disable=None,
-                          file=ProgressStream(), dynamic_ncols=True) as progress:
+                with progress_bar("images", "file", total) as progress:
                     privatize_images(loaded.model, loaded.config.class_names, source, resolver, settings,
                                      args.output, manifest, progress, args.input.name, own_png_names)
             finally:  # an interrupted run gets its cautions too (stderr, cautions.txt)
@@ -1695,6 +1695,47 @@ def _stderr_failed() -> None:
         sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (open for the process's remaining life)
     except OSError:
         sys.stderr = None
+
+
+LOG_PROGRESS_SECONDS = 30.0  # between progress lines where stderr is no terminal
+
+
+class LogProgress:
+    """Progress where stderr is no terminal (nohup, cron, a log file), where tqdm's bar is off and a long run was
+    silent: a line every LOG_PROGRESS_SECONDS, and one at the end of a run that printed any (a short run stays
+    quiet). Lines go through ``_say``: one the log cannot take stops nothing."""
+
+    def __init__(self, description: str, unit: str, total: int | None = None):
+        self.description, self.unit, self.total = description, unit, total
+        self.count, self.lines = 0, 0
+        self.start = self.last = time.monotonic()
+
+    def update(self, count: int = 1) -> None:
+        self.count += count
+        now = time.monotonic()
+        if now - self.last >= LOG_PROGRESS_SECONDS:
+            self.last = now
+            self._line(now)
+
+    def _line(self, now: float, ending: str = "") -> None:
+        self.lines += 1
+        share = f" of {self.total:,} ({100 * self.count / self.total:.0f}%)" if self.total else ""
+        _say(f"{self.description}: {self.count:,}{share} {self.unit}s after {now - self.start:.0f} s{ending}")
+
+    def __enter__(self) -> LogProgress:
+        return self
+
+    def __exit__(self, kind, _error, _trace) -> bool:
+        if self.lines:
+            self._line(time.monotonic(), "" if kind is None else ", stopped")
+        return False
+
+
+def progress_bar(description: str, unit: str, total: int | None = None):
+    """A terminal's progress bar (tqdm), or ``LogProgress`` lines where stderr is no terminal."""
+    if ProgressStream().isatty():
+        return tqdm(total=total, desc=description, unit=unit, file=ProgressStream(), dynamic_ncols=True)
+    return LogProgress(description, unit, total)
 
 
 class ProgressStream:

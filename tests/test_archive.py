@@ -1625,3 +1625,19 @@ def test_a_multi_frame_input_is_said_on_stderr_and_in_cautions(image_model, tmp_
     assert "first frame of a 3-frame multi-frame TIFF" in rows["0/stack.tif"]["preprocessing"]
     assert run(image_model, make_folder(tmp_path / "in2", {"0/b.png": image_file(2)}), tmp_path / "out2") == 0
     assert "several frames" not in capsys.readouterr().err
+
+
+def test_a_run_whose_stderr_is_a_log_prints_progress_lines(image_model, table_model, tmp_path, capsys, monkeypatch):
+    """With stderr not a terminal (nohup, cron, a log file) the bar was off: a 110,000-row CSV ran 45 s silently."""
+    source = make_folder(tmp_path / "in", {f"0/{i}.png": image_file(i) for i in range(3)})
+    assert run(image_model, source, tmp_path / "quiet") == 0
+    assert "files after" not in capsys.readouterr().err  # a short run stays quiet
+    monkeypatch.setattr(archive, "LOG_PROGRESS_SECONDS", 0.0)  # a line at every update
+    assert run(image_model, source, tmp_path / "out") == 0
+    err = capsys.readouterr().err
+    assert "images: 1 of 3 (33%) files after " in err and "images: 3 of 3 (100%) files after " in err
+    assert "\r" not in err  # lines, not a bar's carriage returns
+    rows = tmp_path / "rows.csv"
+    table_frame(30).to_csv(rows, index=False)
+    assert run(table_model, rows, tmp_path / "rows-out") == 0
+    assert "rows: 30 rows after " in capsys.readouterr().err
