@@ -223,9 +223,10 @@ LOOP = ""  # ``folder_files``' skipped entry of a link to a folder that holds th
 
 
 def read_image_file(path: Path) -> bytes | None:
-    """The bytes of an image file of a folder (by its suffix, or DICOM by its content: PACS exports name files
-    IM0001), or None for a file that is not an image; InputError where it cannot be read or is too large."""
-    from cadp.uploads import IMAGE_SUFFIXES, MAX_IMAGE_BYTES, is_dicom
+    """The bytes of an image file of a folder (by its suffix, or by its content: PACS exports name files IM0001, and
+    a PNG may have lost its suffix), or None for a file that is not an image; InputError where it cannot be read
+    or is too large."""
+    from cadp.uploads import IMAGE_SUFFIXES, MAX_IMAGE_BYTES, is_image_content
 
     try:
         status = path.stat()
@@ -233,7 +234,7 @@ def read_image_file(path: Path) -> bytes | None:
             raise InputError("not a regular file (a folder, a pipe or a device)")
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             with path.open("rb") as handle:
-                if not is_dicom(handle.read(DICOM_MAGIC_END)):
+                if not is_image_content(handle.read(DICOM_MAGIC_END)):
                     return None
         if status.st_size > MAX_IMAGE_BYTES:
             raise InputError(f"the file is {status.st_size / 2**20:.0f} MB; images up to "

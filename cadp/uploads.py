@@ -80,6 +80,17 @@ def is_dicom(data: bytes, filename: str | None = None) -> bool:
     return filename is not None and Path(filename).suffix.lower() in (".dcm", ".dicom")
 
 
+# how image files begin, whatever their name (a PNG saved without a suffix, or under .dat): (offset, bytes)
+IMAGE_MAGIC = ((0, b"\x89PNG\r\n\x1a\n"), (0, b"\xff\xd8\xff"), (0, b"GIF87a"), (0, b"GIF89a"), (0, b"II*\x00"),
+               (0, b"MM\x00*"), (8, b"WEBP"))
+
+
+def is_image_content(head: bytes) -> bool:
+    """Whether a file's first 132 bytes are those of an image this app reads (PNG, JPEG, GIF, TIFF, WebP, or DICOM
+    Part 10), for a file whose name has no image suffix (PACS exports name files IM0001)."""
+    return is_dicom(head) or any(head[offset:offset + len(magic)] == magic for offset, magic in IMAGE_MAGIC)
+
+
 def to_model_input(data: bytes, *, image_size: int, channels: int, invert: str = "auto",
                    filename: str | None = None) -> PreparedImage:
     """Decode an uploaded image and prepare it for a model of ``image_size`` x ``image_size`` x ``channels``.
@@ -495,7 +506,7 @@ def iter_zip_images(data: bytes | BinaryIO | Path | str, *, max_files: int = MAX
             if unsafe:
                 yield name, InputError("unsafe path in the ZIP (absolute or containing '..'); skipped")
                 continue
-            if PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES and not _dicom_member(archive, info):
+            if PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES and not _image_member(archive, info):
                 nested = PurePosixPath(name).suffix.lower() == ".zip"
                 yield name, InputError("a ZIP inside the ZIP: nested archives are not read (unpack it and add its "
                                        "images); skipped" if nested else
@@ -528,13 +539,13 @@ def iter_zip_images(data: bytes | BinaryIO | Path | str, *, max_files: int = MAX
             yield name, content
 
 
-def _dicom_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
-    """Whether a ZIP member without an image suffix is DICOM by its content (PACS exports name files IM0001)."""
+def _image_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+    """Whether a ZIP member without an image suffix is an image by its content (``is_image_content``)."""
     if info.flag_bits & 0x1 or info.is_dir():
         return False
     try:
         with archive.open(info) as handle:
-            return is_dicom(handle.read(132))
+            return is_image_content(handle.read(132))
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError, zlib.error):
         return False
 

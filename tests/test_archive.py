@@ -1641,3 +1641,12 @@ def test_a_run_whose_stderr_is_a_log_prints_progress_lines(image_model, table_mo
     table_frame(30).to_csv(rows, index=False)
     assert run(table_model, rows, tmp_path / "rows-out") == 0
     assert "rows: 30 rows after " in capsys.readouterr().err
+
+
+def test_an_image_that_lost_its_suffix_is_read_by_its_content(image_model, tmp_path, capsys):
+    """A PNG saved without a suffix was listed as "not an image"."""
+    source = make_folder(tmp_path / "in", {"0/scan": image_file(1), "0/notes.dat": b"no image here" * 20})
+    assert run(image_model, source, tmp_path / "out") == 0
+    rows = {row["file"]: row for row in read_manifest(tmp_path / "out")}
+    assert rows["0/scan"]["status"] == "privatized"
+    assert rows["0/notes.dat"]["status"] != "privatized" and "not an image" in rows["0/notes.dat"]["error"]

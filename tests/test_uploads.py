@@ -302,9 +302,12 @@ def test_zip_nested_folders_non_images_and_unsafe_names():
 def test_a_zip_member_without_a_suffix_is_read_when_its_content_is_dicom():
     """PACS exports name files IM0001: in a ZIP they were "not an image", though a folder reads them."""
     dicom = corpus.dicom()
-    results = dict(iter_zip_images(corpus.zip_bytes({"scans/1/IM0001": dicom, "scans/1/NOTES": b"no image" * 40})))
+    png, jpeg = corpus.png(corpus.digit()), corpus.encode(Image.fromarray(corpus.digit()), "JPEG")
+    results = dict(iter_zip_images(corpus.zip_bytes({"scans/1/IM0001": dicom, "scans/1/NOTES": b"no image" * 40,
+                                                     "scans/1/scan": png, "scans/1/photo.dat": jpeg})))
     assert results["scans/1/IM0001"] == dicom
     assert "not an image" in str(results["scans/1/NOTES"])
+    assert results["scans/1/scan"] == png and results["scans/1/photo.dat"] == jpeg  # were "not an image"
 
 
 def test_sanitize_member_name():
