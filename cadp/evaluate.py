@@ -1397,7 +1397,8 @@ def load_training_data(config, path: Path | str, training: dict | None = None):
         raise InputError(f"--data {path} splits into other test records than the model's training run held out "
                          "(eval.json; a re-ordered or edited copy of the data does, and so does an image folder with "
                          "linked folders, hidden images or DICOM files without a suffix read by a CADP version "
-                         "before 2026-11-29, which read those otherwise): give the file or folder it was trained on "
+                         "before 2026-11-29, which read those otherwise, or other images without a suffix, which "
+                         "versions until 2026-11-29 skipped): give the file or folder it was trained on "
                          "as it was, or the test records would include training records")
     return train, test
 
