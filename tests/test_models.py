@@ -1108,7 +1108,7 @@ def test_a_config_from_anyone_is_refused_where_the_app_would_quote_or_sample_non
         config_from_dict(data)
 
 
-def test_sigterm_and_sighup_stop_training_as_ctrl_c_does(tmp_path, monkeypatch):
+def test_sigterm_and_sighup_stop_training_as_ctrl_c_does(tmp_path, monkeypatch, request):
     """kill, timeout, a batch scheduler or a closed terminal ended a training run without its checkpoint."""
     import os
     import signal
@@ -1126,6 +1126,9 @@ def test_sigterm_and_sighup_stop_training_as_ctrl_c_does(tmp_path, monkeypatch):
         return model(x).pow(2).mean()
 
     checkpoint = tmp_path / "checkpoint" / "training.safetensors"
+    # as a fresh process has them: cadp.privatize's tests, run in this process, leave them ignored (its CLI exits)
+    saved = {signum: signal.signal(signum, signal.SIG_DFL) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    request.addfinalizer(lambda: [signal.signal(signum, handler) for signum, handler in saved.items()])
     before = signal.getsignal(signal.SIGTERM)
     with train.stops_as_ctrl_c() as received:
         with pytest.raises(train.TrainingInterrupted, match="interrupted at step 5; saved .*--resume to continue"):
