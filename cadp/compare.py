@@ -142,7 +142,8 @@ def release_files(result, names: list[str], class_names: list[str], handling: st
     return files, manifest
 
 
-def repeated_images_note(keys: list[str], cost: str, extras: tuple[int, str] | None = None) -> str | None:
+def repeated_images_note(keys: list[str], cost: str, extras: tuple[int, str] | None = None,
+                         formal: bool = True) -> str | None:
     """What a release of several images says when some are the same record (``keys``: the ledger's record keys;
     ``cost``: one release's, as the ledger writes it; ``extras``: the number and cost of the further releases of
     the first image's record in the same press, the strip and the gallery), or None: each copy is a release of
@@ -156,11 +157,19 @@ def repeated_images_note(keys: list[str], cost: str, extras: tuple[int, str] | N
             f"gallery ({extras[1]})" if extras and first > 1 else "")
     return (f"{sum(repeated)} images of this upload are copies of {len(repeated)} record(s) (the same pixels after "
             "preprocessing, or their negative): each copy was released separately, with its own noise, so such a "
-            f"record has cost up to {max(repeated)} times {cost} here{also} (the ledger adds them up; each file's "
+            f"record has cost {_copies_cost(max(repeated), cost, formal)} here{also} (the ledger adds them up; each file's "
             "cost in manifest.csv is one release's).")
 
 
-def repeated_rows_note(keys: list[str], cost: str, released: bool) -> str | None:
+def _copies_cost(most: int, cost: str, formal: bool) -> str:
+    """What a record released ``most`` times costs, as the notes on copies say it: k times one release's epsilon,
+    or, without a formal guarantee (paper), k releases and no epsilon to add up (as the terms say it)."""
+    if formal:
+        return f"up to {most} times {cost}"
+    return f"up to {most} releases (no formal guarantee: there is no epsilon to add up)"
+
+
+def repeated_rows_note(keys: list[str], cost: str, released: bool, formal: bool = True) -> str | None:
     """What the table page says when some rows of a table are the same record (``keys``: the ledger's row keys;
     ``cost``: one release's, as the ledger writes it), before a release (``released`` False) or after it, or None:
     each copy is a release of that record, and the guarantee the page states is one release's."""
@@ -171,13 +180,13 @@ def repeated_rows_note(keys: list[str], cost: str, released: bool) -> str | None
     rows, records, most = sum(repeated), len(repeated), max(repeated)
     if released:
         return (f"{rows:,} rows of this table were copies of {records:,} record(s) (the same values in the model's "
-                "columns): each copy was released separately, with its own noise, so such a record has cost up to "
-                f"{most} times {cost} in this release (the ledger adds them up; the guarantee above is one "
-                "release's).")
+                "columns): each copy was released separately, with its own noise, so such a record has cost "
+                f"{_copies_cost(most, cost, formal)} in this release (the ledger adds them up; the guarantee above "
+                "is one release's).")
     return (f"{rows:,} rows of this table are copies of {records:,} record(s) (the same values in the model's "
             "columns): each copy is released separately, with its own noise, so a release of this table costs such "
-            f"a record up to {most} times {cost} (the ledger adds them up). Remove the copies first if they are one "
-            "patient's repeated row.")
+            f"a record {_copies_cost(most, cost, formal)} (the ledger adds them up). Remove the copies first if "
+            "they are one patient's repeated row.")
 
 
 def download_note(handling: str, first_file: str) -> str:

@@ -476,10 +476,17 @@ def _as_input_numbers(values, column: pd.Series):
     kind = getattr(values, "dtype", np.dtype(object)).kind
     if kind not in "fiu" or pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
         return values
-    if pd.api.types.is_integer_dtype(column) and kind == "f":
-        return np.round(np.asarray(values)).astype(column.dtype)
-    if pd.api.types.is_float_dtype(column) and kind in "iu":
-        return np.asarray(values).astype(column.dtype)
+    dtype = column.dtype
+    stored = dtype if isinstance(dtype, np.dtype) else getattr(dtype, "numpy_dtype", None)  # Int64: int64
+    if stored is None:
+        return values
+    if pd.api.types.is_integer_dtype(dtype) and kind == "f":
+        limits = np.iinfo(stored)  # uint8 would wrap -3 to 253: the type's own range instead
+        whole = np.clip(np.round(np.asarray(values, dtype=np.float64)), limits.min, limits.max).astype(stored)
+        return whole if dtype is stored else pd.array(whole, dtype=dtype)
+    if pd.api.types.is_float_dtype(dtype) and kind in "iu":
+        floats = np.asarray(values).astype(stored)
+        return floats if dtype is stored else pd.array(floats, dtype=dtype)
     return values
 
 

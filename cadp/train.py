@@ -1060,6 +1060,8 @@ def stops_as_ctrl_c():
 
     def stop(signum, _frame):
         received.append(signum)
+        for other in previous:  # a closed terminal sends SIGHUP twice: the second must not cut the checkpoint's save
+            signal.signal(other, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     previous = {}
@@ -1069,8 +1071,8 @@ def stops_as_ctrl_c():
     try:
         yield received
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for signum, handler in previous.items():  # (None: a handler not set from Python)
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def main(argv=None) -> int:

@@ -80,6 +80,17 @@ def is_dicom(data: bytes, filename: str | None = None) -> bool:
     return filename is not None and Path(filename).suffix.lower() in (".dcm", ".dicom")
 
 
+def _a(words: str) -> str:
+    """``words`` with "a" or "an" before it, as said aloud: an animated GIF, a 3-frame TIFF, an 8- or 11-frame one."""
+    digits = re.match(r"\d+", words)
+    if digits:
+        number = digits.group()
+        vowel = number.startswith("8") or (len(number) in (2, 5) and number[:2] in ("11", "18"))
+    else:
+        vowel = words[:1].lower() in tuple("aeiou")
+    return f"{'an' if vowel else 'a'} {words}"
+
+
 # how image files begin, whatever their name (a PNG saved without a suffix, or under .dat): (offset, bytes)
 IMAGE_MAGIC = ((0, b"\x89PNG\r\n\x1a\n"), (0, b"\xff\xd8\xff"), (0, b"GIF87a"), (0, b"GIF89a"), (0, b"II*\x00"),
                (0, b"MM\x00*"), (8, b"WEBP"))
@@ -88,7 +99,8 @@ IMAGE_MAGIC = ((0, b"\x89PNG\r\n\x1a\n"), (0, b"\xff\xd8\xff"), (0, b"GIF87a"), 
 def is_image_content(head: bytes) -> bool:
     """Whether a file's first 132 bytes are those of an image this app reads (PNG, JPEG, GIF, TIFF, WebP, or DICOM
     Part 10), for a file whose name has no image suffix (PACS exports name files IM0001)."""
-    return is_dicom(head) or any(head[offset:offset + len(magic)] == magic for offset, magic in IMAGE_MAGIC)
+    return is_dicom(head) or (any(head[offset:offset + len(magic)] == magic for offset, magic in IMAGE_MAGIC)
+                               and (head[8:12] != b"WEBP" or head[:4] == b"RIFF"))
 
 
 def to_model_input(data: bytes, *, image_size: int, channels: int, invert: str = "auto",
@@ -151,7 +163,7 @@ def _decode_pillow(data: bytes, steps: list[str]) -> Image.Image:
                 count = getattr(image, "n_frames", 1)
                 kind = "animated GIF" if image.format == "GIF" else f"multi-frame {image.format}"
                 kind = f"{count}-frame {kind}" if isinstance(count, int) and count > 1 else kind
-                steps.append(f"first frame of an {kind}" if kind[0] in "aeiou" else f"first frame of a {kind}")
+                steps.append(f"first frame of {_a(kind)}")
             image.load()
             orientation = image.getexif().get(0x0112, 1)
             if orientation not in (1, None):
@@ -231,7 +243,7 @@ def _decode_dicom(data: bytes, steps: list[str]) -> Image.Image:
         raise InputError(f"the DICOM pixel data cannot be decoded ({type(error).__name__}); "
                          "the file may be truncated or corrupt") from None
     if frames > 1:
-        steps.append(f"first frame of a {frames}-frame DICOM")
+        steps.append(f"first frame of {_a(f'{frames}-frame DICOM')}")
     photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2"))
     samples = int(getattr(dataset, "SamplesPerPixel", 1) or 1)
     if samples == 1:
@@ -817,7 +829,13 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
         shown = ", ".join(str(position + 1) for position in positions[:5]) + (", …" if len(positions) > 5 else "")
         notes.append(f"{len(positions):,} row(s) with every cell empty (data row(s) {shown}, counting from 1 below "
                      "the header): dropped")
-        frame = frame[~blank].reset_index(drop=True)
+        # the file again without them, cells as written: the columns' types come from the other rows (an empty
+        # cell made a column of whole numbers decimal), and the codes below are read from the same rows
+        cells = pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=names, dtype=str, na_filter=False,
+                            skipinitialspace=True, index_col=False, low_memory=False)
+        text = cells[~blank].to_csv(index=False, sep=delimiter)
+        frame = pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=names, skipinitialspace=True,
+                            index_col=False, low_memory=False)
     frame, codes = _codes_with_leading_zeros(frame, text, delimiter, notes, text_columns, number_columns)
     if len(frame) > max_rows:
         notes.append(f"the file has {len(frame):,} rows, more than the limit of {max_rows:,}: a random sample "
@@ -994,9 +1012,12 @@ IDENTIFIER_SHAPES = {
     "record numbers": re.compile(r"(?!\d{1,5}-\d$)\S*\d{5,}\S*"),
 }
 IDENTIFIER_SHAPE_SHARE = 0.9
-# words in a column's name (split at non-letters and camelCase: PatientID, record_no) that name an identifier
-IDENTIFIER_NAME_WORDS = frozenset({"id", "ids", "mrn", "record", "patient", "subject", "nr", "no", "number", "num",
-                                   "key", "index", "idx", "row", "case", "accession", "uid", "uuid"})
+# a column of whole numbers named with one of these words (split at non-letters and camelCase: PatientID) or a
+# pair of them (record_no, CaseNumber) holds record numbers; "number" or "index" alone does not (glycemic_index)
+IDENTIFIER_NAME_WORDS = frozenset({"id", "ids", "mrn", "uid", "uuid", "accession", "ssn"})
+IDENTIFIER_NAME_HEADS = frozenset({"record", "patient", "case", "subject", "sample", "visit", "row", "study",
+                                   "participant"})
+IDENTIFIER_NAME_TAILS = frozenset({"no", "nr", "number", "num", "id", "key", "index", "idx"})
 # a category with a different value in every one of at least this many rows identifies rows: an upload notes it
 # (a small table's text column is kept), fit_tabular refuses it
 UNIQUE_PER_ROW_MIN_ROWS = 5
@@ -1014,11 +1035,17 @@ def _name_words(name) -> list[str]:
     return [word.lower() for word in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", str(name))]
 
 
-def _personal_name(name) -> str | None:
-    """The word (or two joined: first_name) that names a text column as personal data, or None."""
+def _personal_name(name, distinct: int) -> str | None:
+    """The word (or two joined: first_name) that names a column as personal data, or None: the name's last word
+    (home_phone, email_address; not address_type or email_opt_in), and the whole name or at least 3 distinct
+    values (has_phone holding yes/no is no phone number)."""
     words = _name_words(name)
-    found = sorted((set(words) | {a + b for a, b in zip(words, words[1:])}) & PERSONAL_NAME_WORDS)
-    return found[0] if found else None
+    if not words:
+        return None
+    found = sorted(({words[-1]} | ({words[-2] + words[-1]} if len(words) > 1 else set())) & PERSONAL_NAME_WORDS)
+    if not found:
+        return None
+    return found[0] if "".join(words) in PERSONAL_NAME_WORDS or distinct >= 3 else None
 
 
 def _identifier_name(name) -> str | None:
@@ -1026,8 +1053,15 @@ def _identifier_name(name) -> str | None:
     RecordNo), or None. As numbers a fitted model would model them and release made-up IDs beside other records'
     values, which a reader takes for those patients. (Values alone do not tell: ages 20 to 59 in a small table
     run without a gap too.)"""
-    named = sorted(set(_name_words(name)) & IDENTIFIER_NAME_WORDS)
-    return named[0] if named else None
+    words = _name_words(name)
+    named = sorted(set(words) & IDENTIFIER_NAME_WORDS)
+    if named:
+        return named[0]
+    if len(words) == 1 and words[0] in IDENTIFIER_NAME_HEADS:  # a column named "record" or "patient" alone
+        return words[0]
+    pairs = [f"{head} {tail}" for head, tail in zip(words, words[1:])
+             if head in IDENTIFIER_NAME_HEADS and tail in IDENTIFIER_NAME_TAILS]
+    return pairs[0] if pairs else None
 
 
 def _identifier_shape(text: pd.Series) -> str | None:
@@ -1064,7 +1098,7 @@ def identifier_reason(name, values: pd.Series, max_categories: int = MAX_CATEGOR
         return (f"column {name!r} has {distinct:,} distinct text values in {len(values):,} rows"
                 + (f" shaped like {shape} (e.g. {text.iloc[0]!r})" if shape else "")
                 + ": treated as an identifier (names, record numbers, dates)")
-    personal = None if code else _personal_name(name)
+    personal = None if code else _personal_name(name, distinct)
     if personal:  # however few its values (a table's three surnames are still three people's)
         return (f"column {name!r} is named like personal data ({personal!r}; {distinct:,} distinct values): treated "
                 "as an identifier (names, record numbers, dates)")
@@ -1089,7 +1123,12 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
             continue
         only = values.iloc[0].item() if hasattr(values.iloc[0], "item") else values.iloc[0]  # 7, not np.int64(7)
         if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-            if values.nunique() == 1 and len(frame) > 1:  # (a one-row table: every column has one value)
+            personal = None if name in number_columns else _personal_name(name, values.nunique())
+            if personal:  # phone numbers or SSNs written as digits
+                drop.append(name)
+                notes.append(f"column {name!r} is named like personal data ({personal!r}; {values.nunique():,} "
+                             "distinct values): treated as an identifier (names, record numbers, dates) and dropped")
+            elif values.nunique() == 1 and len(frame) > 1:  # (a one-row table: every column has one value)
                 notes.append(f"column {name!r} has one value ({only!r}) in every row: kept, "
                              "but it carries no information")
             elif len(values) > IDENTIFIER_MIN_DISTINCT and values.nunique() == len(values) \

@@ -1967,3 +1967,17 @@ def test_a_batchs_suggested_labels_carry_the_classifiers_caveat_and_a_stack_is_s
     assert warnings == ["1 file(s) hold several frames (a series, a stack or an animation): only the first frame of "
                         "each is privatized (stack.tif). Save the other frames as images of their own to privatize "
                         "them."]
+
+
+def test_the_notes_on_copies_add_up_no_epsilon_for_paper():
+    """Under paper the table page said a record 'costs up to 3 times 1 paper release(s): no formal guarantee'."""
+    from cadp.mechanisms import make_mechanism
+
+    paper = make_mechanism("paper", 1)
+    cost = ui.cost_text([paper])
+    for note in (compare.repeated_rows_note(["a", "a", "a", "b"], cost, released=False, formal=paper.formal),
+                 compare.repeated_rows_note(["a", "a", "a", "b"], cost, released=True, formal=paper.formal),
+                 compare.repeated_images_note(["a", "a", "a", "b"], cost, formal=paper.formal)):
+        assert "up to 3 releases (no formal guarantee: there is no epsilon to add up)" in note and "times" not in note
+    laplace = ui.cost_text([make_mechanism("laplace", 2, temperature=0.7)])
+    assert "up to 3 times ε = 2" in compare.repeated_rows_note(["a", "a", "a"], laplace, released=False)

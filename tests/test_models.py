@@ -1125,6 +1125,13 @@ def test_sigterm_and_sighup_stop_training_as_ctrl_c_does(tmp_path, monkeypatch, 
             os.kill(os.getpid(), signal.SIGTERM)
         return model(x).pow(2).mean()
 
+    def save_hung_up(*args):  # a second signal while the checkpoint is written (a closed terminal sends two)
+        os.kill(os.getpid(), signal.SIGHUP)
+        return save(*args)
+
+    save = train._save_checkpoint
+    monkeypatch.setattr(train, "_save_checkpoint", save_hung_up)
+
     checkpoint = tmp_path / "checkpoint" / "training.safetensors"
     # as a fresh process has them: cadp.privatize's tests, run in this process, leave them ignored (its CLI exits)
     saved = {signum: signal.signal(signum, signal.SIG_DFL) for signum in (signal.SIGTERM, signal.SIGHUP)}

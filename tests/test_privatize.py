@@ -529,3 +529,15 @@ def test_privatize_reports_progress_after_each_chunk(tiny_image_model, digits):
     assert calls == [(2, 5), (4, 5), (5, 5)]
     whole = privatize(tiny_image_model, x, y, mechanism, seed=4)
     assert chunked.privatized.shape == whole.privatized.shape and chunked.batches == [2, 2, 1]
+
+
+def test_released_whole_numbers_keep_nullable_and_small_integer_types_without_wrapping():
+    """An Int64 column (convert_dtypes, parquet) raised a TypeError, and uint8 wrapped -3 to 253."""
+    from cadp.privatize import _as_input_numbers
+
+    released = np.array([-3.2, 300.7, 41.6, 40.4])
+    assert _as_input_numbers(released, pd.Series([1, 2, 3, 4], dtype="uint8")).tolist() == [0, 255, 42, 40]
+    nullable = _as_input_numbers(released, pd.Series([1, 2, 3, 4], dtype="Int64"))
+    assert str(nullable.dtype) == "Int64" and list(nullable) == [-3, 301, 42, 40]
+    assert str(_as_input_numbers(np.array([1, 2]), pd.Series([1.5, 2.5], dtype="Float64")).dtype) == "Float64"
+    assert _as_input_numbers(np.array(["a", "b"]), pd.Series([1, 2])).tolist() == ["a", "b"]  # categories as released

@@ -541,10 +541,12 @@ def test_mixed_types_are_noted():
 def test_a_text_column_named_like_personal_data_is_dropped_however_few_its_values():
     """A surname column of 15 values over 60 rows was kept as categories: a model fitted on the table stored the
     surnames and released them."""
-    rows = "\n".join(f"{['Smith', 'Jones', 'Brown'][i % 3]},{['a@x.org', 'b@y.org'][i % 2]},{['A', 'B'][i % 2]},"
-                     f"{['aspirin', 'ibuprofen'][i % 2]},{i % 2}" for i in range(60))
-    upload = read_csv_upload(("Surname,email_address,ward,drug_name,sex\n" + rows + "\n").encode())
-    assert list(upload.frame.columns) == ["ward", "drug_name", "sex"]
+    rows = "\n".join(f"{['Smith', 'Jones', 'Brown'][i % 3]},{['a@x.org', 'b@y.org', 'c@z.org'][i % 3]},"
+                     f"{['A', 'B'][i % 2]},{['aspirin', 'ibuprofen'][i % 2]},{['home', 'work'][i % 2]},"
+                     f"{['yes', 'no'][i % 2]},{i % 2}" for i in range(60))
+    upload = read_csv_upload(("Surname,email_address,ward,drug_name,address_type,has_phone,sex\n" + rows
+                              + "\n").encode())
+    assert list(upload.frame.columns) == ["ward", "drug_name", "address_type", "has_phone", "sex"]
     assert any(note.startswith("column 'Surname' is named like personal data ('surname'; 3 distinct values): "
                                "treated as an identifier") and note.endswith("dropped") for note in upload.notes)
     assert any(note.startswith("column 'email_address' is named like personal data") for note in upload.notes)
@@ -557,6 +559,10 @@ def test_rows_of_separators_only_are_dropped_with_a_note():
     """A spreadsheet's trailing ",,,," rows were read as a record of empty cells (the table then fit no model)."""
     upload = read_csv_upload(b"a,b\n1,x\n,\n2,y\n,\n")
     assert upload.frame["a"].tolist() == [1, 2] and upload.frame.index.tolist() == [0, 1]
+    assert upload.frame["a"].dtype == np.int64  # whole numbers, as the other rows wrote them (not 1.0, 2.0)
+    # a blank row in the middle: codes read as written stay on their own rows
+    coded = read_csv_upload(b"zip,age,sex\n02134,40,m\n,,\n02139,50,f\n02140,60,m\n").frame
+    assert coded["zip"].tolist() == ["02134", "02139", "02140"] and coded["age"].tolist() == [40, 50, 60]
     assert upload.notes[0] == "2 row(s) with every cell empty (data row(s) 2, 4, counting from 1 below the header): dropped"
     with pytest.raises(InputError, match="every data row of the CSV is empty"):
         read_csv_upload(b"a,b\n,\n,\n")
@@ -652,7 +658,13 @@ def test_text_columns_that_identify_rows_are_dropped_in_small_tables_too():
     assert list(named.frame.columns) == ["chol", "lipid", "x"]
     assert any("'PatientID' has" in note and "its name says 'id'" in note and "rename it" in note
                for note in named.notes)
-    assert any("'RecordNo' has" in note and "its name says 'no'" in note for note in named.notes)
+    assert any("'RecordNo' has" in note and "its name says 'record no'" in note for note in named.notes)
+    # measurements that share a word with IDs are kept (and phone numbers written as digits are not)
+    kept = read_csv_upload(("glycemic_index,case_count,NO2,num_steps,home_phone,x\n" + "\n".join(
+        f"{v},{v + 1},{v + 2},{v + 3},{5550000 + v},{i % 3}" for i, v in enumerate(scattered)) + "\n").encode())
+    assert list(kept.frame.columns) == ["glycemic_index", "case_count", "NO2", "num_steps", "x"]
+    assert any(note.startswith("column 'home_phone' is named like personal data ('phone'; 30 distinct values)")
+               for note in kept.notes)
     assert any(note.startswith("column 'chol' has a different whole number in every row: if it is a record")
                for note in named.notes)
     chosen = read_csv_upload(("record,x\n" + "\n".join(f"{1000 + i},{i % 3}" for i in range(30)) + "\n").encode(),

@@ -148,7 +148,8 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
         cost=ui.cost_text([settings.mechanism], handling.cost))
     extra = extra_releases(settings, strip, gallery)
     repeats = compare.repeated_images_note([r.key for r in records], ui.cost_text([settings.mechanism], handling.cost),
-                                           (len(extra), ui.cost_text(extra, handling.cost)) if extra else None)
+                                           (len(extra), ui.cost_text(extra, handling.cost)) if extra else None,
+                                           formal=settings.mechanism.formal)
     return {"names": [r.name for r in records], "result": result, "repeats": repeats, "handling": handling.handling,
             "strip": strip_images, "gallery": gallery_images, "files": files, "manifest": manifest,
             "epsilon": settings.epsilon, "per_unit": name == "metric",  # metric: epsilon per unit of distance

@@ -198,7 +198,8 @@ def page(loaded) -> None:
     choices = (tuple(sorted(kinds.items())), tuple(handlings.items()), settings.summary)
     cost = ui.cost_text([settings.mechanism], sum(h.cost for h in handlings.values()))
     modelled = [c for c in model.config.data_columns + model.config.condition_columns if c in frame.columns]
-    repeats = compare.repeated_rows_note(ui.table_row_keys(key, frame[modelled]), cost, released=False)
+    repeats = compare.repeated_rows_note(ui.table_row_keys(key, frame[modelled]), cost, released=False,
+                                         formal=settings.mechanism.formal)
     if repeats:  # said before a release is made (and charged), not only after
         st.warning(repeats)
     if st.button("Privatize table", type="primary", key="table_privatize"):
@@ -212,7 +213,8 @@ def page(loaded) -> None:
                                     "seed": settings.seed,
                                     "caution": ui.training_rows_caution(loaded, frame, key) if bundled else None,
                                     "repeats": compare.repeated_rows_note(ui.table_row_keys(
-                                        key, result.original_frame, from_release=True), cost, released=True)}
+                                        key, result.original_frame, from_release=True), cost, released=True,
+                                        formal=settings.mechanism.formal)}
     state = st.session_state.get(RESULT)
     if state is not None and state["made_of"] == made_of:
         st.header("4 · Release")
