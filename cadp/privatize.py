@@ -470,9 +470,10 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
 
 
 def _as_input_numbers(values, column: pd.Series):
-    """Released numbers written as the input's column holds them: whole numbers where it holds integers (rounded:
-    post-processing of the release), floats where it holds floats (a model fitted on whole numbers releases
-    integers); anything else as the model released it."""
+    """Released numbers written as the input's column holds them: whole numbers where it holds integers, also with
+    empty cells (rounded: post-processing of the release; so a CSV read in chunks, some with a gap, is written
+    alike), floats where it holds floats (a model fitted on whole numbers releases integers); anything else as the
+    model released it."""
     kind = getattr(values, "dtype", np.dtype(object)).kind
     if kind not in "fiu" or pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
         return values
@@ -484,6 +485,10 @@ def _as_input_numbers(values, column: pd.Series):
         limits = np.iinfo(stored)  # uint8 would wrap -3 to 253: the type's own range instead
         whole = np.clip(np.round(np.asarray(values, dtype=np.float64)), limits.min, limits.max).astype(stored)
         return whole if dtype is stored else pd.array(whole, dtype=dtype)
+    if pd.api.types.is_float_dtype(dtype) and kind == "f" and column.isna().any():
+        written = column.dropna()  # whole numbers made decimal by an empty cell (pandas has no int64 with gaps)
+        if len(written) and bool((np.mod(written.to_numpy(dtype=np.float64), 1) == 0).all()):
+            return np.round(np.asarray(values, dtype=np.float64)).astype(np.int64)
     if pd.api.types.is_float_dtype(dtype) and kind in "iu":
         floats = np.asarray(values).astype(stored)
         return floats if dtype is stored else pd.array(floats, dtype=dtype)

@@ -541,3 +541,14 @@ def test_released_whole_numbers_keep_nullable_and_small_integer_types_without_wr
     assert str(nullable.dtype) == "Int64" and list(nullable) == [-3, 301, 42, 40]
     assert str(_as_input_numbers(np.array([1, 2]), pd.Series([1.5, 2.5], dtype="Float64")).dtype) == "Float64"
     assert _as_input_numbers(np.array(["a", "b"]), pd.Series([1, 2])).tolist() == ["a", "b"]  # categories as released
+
+
+def test_whole_numbers_with_an_empty_cell_are_released_as_whole_numbers():
+    """An empty cell made pandas read a column of whole numbers as decimals: its release (and, in the CLI, the
+    rows of a chunk with a gap) came out with decimals while the other chunks' were whole."""
+    from cadp.privatize import _as_input_numbers
+
+    released = np.array([40.4, 51.6, 62.2])
+    assert _as_input_numbers(released, pd.Series([40.0, np.nan, 61.0])).tolist() == [40, 52, 62]
+    assert _as_input_numbers(released, pd.Series([40.5, np.nan, 61.0])).tolist() == [40.4, 51.6, 62.2]
+    assert _as_input_numbers(released, pd.Series([40.0, 50.0, 61.0])).tolist() == [40.4, 51.6, 62.2]  # written 40.0
