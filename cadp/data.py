@@ -673,6 +673,11 @@ class FrameCells:
         self._position = {name: index for index, name in enumerate(names)}
         self._dtypes = dict(zip(names, frame.dtypes.tolist()))
 
+    @property
+    def dtypes(self) -> dict:
+        """Each column's dtype, by name (read once)."""
+        return self._dtypes
+
     @classmethod
     def of(cls, frame: pd.DataFrame) -> FrameCells | None:
         """For a frame of at most SMALL_FRAME_ROWS rows and unique column names, else None."""

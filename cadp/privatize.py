@@ -450,9 +450,15 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
     columns = frame.columns.tolist()
     keep = [c for c in columns if c in decoded]
     original_frame = frame if len(keep) == len(columns) else frame[keep]
-    privatized_frame = pd.DataFrame({c: _as_input_numbers(decoded[c], frame[c]) for c in keep}, copy=False)
-    rebuilt_frame = None if rebuilt is None else pd.DataFrame({c: _as_input_numbers(rebuilt[c], frame[c])
-                                                               for c in keep}, copy=False)
+    # (a column is read from the frame only where its numbers may change type; a few rows' types are known already)
+    dtypes = cells.dtypes if cells is not None else dict(zip(frame.columns, frame.dtypes.tolist()))
+
+    def as_input(values, name):
+        return _as_input_numbers(values, frame[name]) if _may_change_type(values, dtypes[name], name in filled) \
+            else values
+
+    privatized_frame = pd.DataFrame({c: as_input(decoded[c], c) for c in keep}, copy=False)
+    rebuilt_frame = None if rebuilt is None else pd.DataFrame({c: as_input(rebuilt[c], c) for c in keep}, copy=False)
     if not default_index:
         for part in (original_frame, privatized_frame, rebuilt_frame):
             if part is not None:
@@ -467,6 +473,17 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         guarantee=_guarantee(model, mechanism, handlings, seed, origin), seed=seed, noise_origin=origin,
         batches=batch_sizes(count, batch_size or count), notes=notes,
         original_frame=original_frame, privatized_frame=privatized_frame, reconstruction_frame=rebuilt_frame)
+
+
+def _may_change_type(values, dtype, gaps: bool) -> bool:
+    """Whether ``_as_input_numbers`` may change these released values for an input column of ``dtype`` (``gaps``:
+    it has empty cells): a quick test on the types alone, so that a single row pays for no column it leaves."""
+    kind = getattr(getattr(values, "dtype", None), "kind", "O")
+    if kind not in "fiu":
+        return False
+    if not isinstance(dtype, np.dtype):  # pandas' nullable types: checked in full
+        return True
+    return (dtype.kind in "iu" and kind == "f") or (dtype.kind == "f" and (kind in "iu" or gaps))
 
 
 def _as_input_numbers(values, column: pd.Series):
