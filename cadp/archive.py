@@ -70,6 +70,7 @@ from cadp.train import row_record_keys, rows_seen_in_training, training_rows_cau
 from cadp.uploads import (
     DELIMITER_NAMES,
     ENCODING_NAMES,
+    FIRST_FRAME,
     INVERT_CHOICES,
     comma_number,
     csv_format_words,
@@ -83,6 +84,7 @@ from cadp.uploads import (
     line_feeds,
     png_bytes,
     separator_line,
+    several_frames_note,
     sniff_delimiter,
     to_model_input,
     writable_encoding,
@@ -284,7 +286,7 @@ class Manifest:
             self.releases[record] += 1
         if status == "privatized":
             self.privatized += 1
-            if "first frame of" in preprocessing:
+            if preprocessing.startswith(FIRST_FRAME) or f"; {FIRST_FRAME}" in preprocessing:
                 self.first_frames.append(readable(str(file)))
         else:
             self.failed += 1
@@ -1311,13 +1313,8 @@ def _dot_decimals(chunk: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
 def first_frames_caution(manifest: Manifest) -> str | None:
     """Inputs of several frames (a DICOM series, a TIFF stack, an animation) of which only the first was released,
     or None: a clinician expects every slice, and the manifest's preprocessing column alone was easy to miss."""
-    files = manifest.first_frames
-    if not files:
-        return None
-    shown = ", ".join(files[:5]) + (", ..." if len(files) > 5 else "")
-    return (f"{len(files)} input file(s) hold several frames (a series, a stack or an animation) and only the first "
-            f"frame of each was privatized ({shown}; the {MANIFEST_NAME} column preprocessing says how many each "
-            "held): save the other frames as images of their own to privatize them.")
+    return several_frames_note(manifest.first_frames, f"; the {MANIFEST_NAME} column preprocessing says how many each "
+                                                      "held")
 
 
 def add_caution(output: Path, caution: str | None) -> None:

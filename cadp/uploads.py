@@ -80,6 +80,19 @@ def is_dicom(data: bytes, filename: str | None = None) -> bool:
     return filename is not None and Path(filename).suffix.lower() in (".dcm", ".dicom")
 
 
+FIRST_FRAME = "first frame of"  # how a preparation step names a file of several frames, of which one is used
+
+
+def several_frames_note(names: list[str], detail: str = "") -> str | None:
+    """What the image page and the batch CLI say of the files (``names``, as they show them) of which only the
+    first frame was privatized, or None; ``detail``: where more is said."""
+    if not names:
+        return None
+    shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
+    return (f"{len(names)} file(s) hold several frames (a series, a stack or an animation): only the first frame of "
+            f"each is privatized ({shown}{detail}). Save the other frames as images of their own to privatize them.")
+
+
 def _a(words: str) -> str:
     """``words`` with "a" or "an" before it, as said aloud: an animated GIF, a 3-frame TIFF, an 8- or 11-frame one."""
     digits = re.match(r"\d+", words)
@@ -163,7 +176,7 @@ def _decode_pillow(data: bytes, steps: list[str]) -> Image.Image:
                 count = getattr(image, "n_frames", 1)
                 kind = "animated GIF" if image.format == "GIF" else f"multi-frame {image.format}"
                 kind = f"{count}-frame {kind}" if isinstance(count, int) and count > 1 else kind
-                steps.append(f"first frame of {_a(kind)}")
+                steps.append(f"{FIRST_FRAME} {_a(kind)}")
             image.load()
             orientation = image.getexif().get(0x0112, 1)
             if orientation not in (1, None):
@@ -243,7 +256,7 @@ def _decode_dicom(data: bytes, steps: list[str]) -> Image.Image:
         raise InputError(f"the DICOM pixel data cannot be decoded ({type(error).__name__}); "
                          "the file may be truncated or corrupt") from None
     if frames > 1:
-        steps.append(f"first frame of {_a(f'{frames}-frame DICOM')}")
+        steps.append(f"{FIRST_FRAME} {_a(f'{frames}-frame DICOM')}")
     photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2"))
     samples = int(getattr(dataset, "SamplesPerPixel", 1) or 1)
     if samples == 1:

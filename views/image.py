@@ -10,7 +10,7 @@ from cadp.curves import literal
 from cadp.data import IMAGE_DATASETS
 from cadp.mechanisms import new_generator
 from cadp.privatize import latent_difference_maps, privatize
-from cadp.uploads import default_invert
+from cadp.uploads import FIRST_FRAME, default_invert, several_frames_note
 
 STRIP_EPSILONS = [1, 10, 100, 1000, 10000]
 RESULT = "image_result"
@@ -46,12 +46,10 @@ def choose_inputs(loaded) -> list[ui.ImageRecord]:
 
 
 def show_preprocessing(records: list[ui.ImageRecord]) -> None:
-    stacks = [r.name for r in records if any(step.startswith("first frame of") for step in r.steps)]
-    if stacks:  # a series or a stack: a clinician expects every slice (the note sat in a collapsed expander)
-        shown = ", ".join(literal(name) for name in stacks[:5]) + (", …" if len(stacks) > 5 else "")
-        st.warning(f"{len(stacks)} file(s) hold several frames (a series, a stack or an animation): only the first "
-                   f"frame of each is privatized ({shown}). Save the other frames as images of their own to "
-                   "privatize them.")
+    # a series or a stack: a clinician expects every slice (the note sat in a collapsed expander)
+    stacks = several_frames_note([literal(r.name) for r in records if any(s.startswith(FIRST_FRAME) for s in r.steps)])
+    if stacks:
+        st.warning(stacks)
     with st.expander(f"Preprocessing ({len(records)} image{'s' * (len(records) > 1)})", expanded=len(records) == 1):
         for record in records[:4]:
             left, right = st.columns([1, 3])
