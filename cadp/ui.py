@@ -393,8 +393,9 @@ def charge(key: str, name: str, mechanism: Mechanism, condition_epsilon: float =
 
 
 def charge_rows(table_key: str, name: str, rows, mechanism: Mechanism, condition_epsilon: float = 0.0,
-                seeded: bool = False) -> None:
-    """Record one release of each row of ``rows`` (the model's columns, as released) as a record of its own.
+                seeded: bool = False) -> list[str]:
+    """Record one release of each row of ``rows`` (the model's columns, as released) as a record of its own;
+    returns each row's ledger key (the page's note on copies counts them).
 
     Rows are recognized by their values (in any column order): a row in two tables, in two encodings of one
     table, or twice in one table adds up. The ledger shows a table by the most any of its rows has cost.
@@ -402,7 +403,7 @@ def charge_rows(table_key: str, name: str, rows, mechanism: Mechanism, condition
     from cadp.train import row_record_keys
 
     if rows.empty:
-        return
+        return []
     keys = row_record_keys(rows)
     for key, count in Counter(keys).items():
         _add(ledger().setdefault(key, LedgerEntry(name)), mechanism, condition_epsilon, count, seeded)
@@ -412,16 +413,14 @@ def charge_rows(table_key: str, name: str, rows, mechanism: Mechanism, condition
     if len(earlier) != len(keys):
         earlier = [[] for _ in keys]
     tables[table_key] = (name, len(rows), [row + [key] * (key not in row) for row, key in zip(earlier, keys)])
+    return keys
 
 
-def table_row_keys(table_key: str, rows, from_release: bool = False) -> list[str]:
+def table_row_keys(table_key: str, rows) -> list[str]:
     """The ledger's keys of ``rows`` (``charge_rows``' recognition), kept for this table and these columns across
-    the page's reruns (hashes of values in the session's memory only, as the ledger's). ``from_release``: rows a
-    release read (its ``original_frame``: cells filled or clipped), not kept."""
+    the page's reruns (hashes of values in the session's memory only, as the ledger's)."""
     from cadp.train import row_record_keys
 
-    if from_release:  # once per release
-        return row_record_keys(rows)
     kept = st.session_state.setdefault("table_row_keys", {})
     token = (table_key, tuple(rows.columns))
     if token not in kept:

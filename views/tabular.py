@@ -206,15 +206,14 @@ def page(loaded) -> None:
         with st.spinner("Privatizing…"):
             result = privatize(model, frame, None, settings.mechanism, seed=settings.seed,
                                condition_handling=handlings, reconstruct=False)
-        ui.charge_rows(key, name, result.original_frame, settings.mechanism, sum(h.cost for h in handlings.values()),
-                       seeded=settings.seed is not None)
+        keys = ui.charge_rows(key, name, result.original_frame, settings.mechanism,
+                              sum(h.cost for h in handlings.values()), seeded=settings.seed is not None)
         bundled = loaded is not None and model is loaded.model  # a model fitted here: its guarantee says so
         st.session_state[RESULT] = {"result": result, "made_of": made_of, "choices": choices, "csv_format": csv_format,
                                     "seed": settings.seed,
                                     "caution": ui.training_rows_caution(loaded, frame, key) if bundled else None,
-                                    "repeats": compare.repeated_rows_note(ui.table_row_keys(
-                                        key, result.original_frame, from_release=True), cost, released=True,
-                                        formal=settings.mechanism.formal)}
+                                    "repeats": compare.repeated_rows_note(keys, cost, released=True,
+                                                                          formal=settings.mechanism.formal)}
     state = st.session_state.get(RESULT)
     if state is not None and state["made_of"] == made_of:
         st.header("4 · Release")
