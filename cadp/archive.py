@@ -1114,6 +1114,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     held_frames: list[pd.DataFrame] = []
     # manifest rows, in the input's order: a released row's output row is known at the end
     held_rows: list[tuple[str, dict]] = []
+    fractional = _fractional_columns(path, delimiter, encoding, columns, numeric, skip, decimal, settings.batch_size)
     reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=settings.batch_size, skiprows=skip,
                          skipinitialspace=True, decimal=decimal, index_col=False,
                          dtype={raw: str for raw in header.columns if str(raw).strip() in text})
@@ -1133,6 +1134,9 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                 if delimiter != ",":  # decimal commas, wherever in the file they start
                     chunk = _dot_decimals(chunk, numeric)
                 chunk = _numeric_categories(model, chunk)
+                for name in fractional & set(chunk.columns):  # decimals elsewhere in the file: no rounding here
+                    if pd.api.types.is_integer_dtype(chunk[name]):
+                        chunk[name] = chunk[name].astype(np.float64)
                 numbers = list(range(row_number + 1, row_number + len(chunk) + 1))
                 row_number += len(chunk)
                 progress.update(len(chunk))
@@ -1269,6 +1273,33 @@ def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str],
         return "."  # reading the chunks says what is wrong
     head.columns = columns
     return "," if decimal_comma_columns(head[[c for c in columns if c in numeric]]) else "."
+
+
+def _fractional_columns(path: Path, delimiter: str, encoding: str, columns: list[str], numeric: list[str],
+                        skip: int, decimal: str, chunk_size: int) -> set[str]:
+    """The model's number columns that hold a number with a fraction anywhere in the file (a pass over it, one
+    chunk at a time): a chunk whose rows happen to hold whole numbers only is read as integers, and its releases
+    would be rounded (``privatize`` writes numbers as the input's column holds them) while the others' are not."""
+    fractional: set[str] = set()
+    wanted = [name for name in columns if name in numeric]
+    if not wanted:
+        return fractional
+    try:
+        reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=max(chunk_size, 10_000), skiprows=skip,
+                             skipinitialspace=True, decimal=decimal, index_col=False, header=0, names=columns,
+                             usecols=wanted, dtype=str)
+        for chunk in reader:
+            if delimiter != ",":
+                chunk = _dot_decimals(chunk, wanted)
+            for name in wanted:
+                if name in fractional:
+                    continue
+                values = pd.to_numeric(chunk[name], errors="coerce").to_numpy(dtype=np.float64)
+                if bool((np.mod(values[np.isfinite(values)], 1) != 0).any()):
+                    fractional.add(name)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError):
+        pass  # reading the chunks says what is wrong
+    return fractional
 
 
 def _numeric_categories(model, chunk: pd.DataFrame) -> pd.DataFrame:

@@ -1650,3 +1650,21 @@ def test_an_image_that_lost_its_suffix_is_read_by_its_content(image_model, tmp_p
     rows = {row["file"]: row for row in read_manifest(tmp_path / "out")}
     assert rows["0/scan"]["status"] == "privatized"
     assert rows["0/notes.dat"]["status"] != "privatized" and "not an image" in rows["0/notes.dat"]["error"]
+
+
+def test_a_chunk_of_whole_numbers_in_a_column_with_decimals_is_not_rounded(table_model, tmp_path):
+    """pandas types each chunk: a chunk whose bmi cells happened to be whole numbers was read as integers, and its
+    releases were rounded while the other chunks' kept their decimals."""
+    frame = table_frame(60)
+    frame["bmi"] = pd.Series([int(round(v)) if i < 30 else v for i, v in enumerate(frame["bmi"])],
+                             dtype=object)  # the first chunk (batch 30) written 25, not 25.0
+    rows = tmp_path / "rows.csv"
+    frame.to_csv(rows, index=False)
+    assert all("." not in line.split(",")[1] for line in rows.read_text().splitlines()[1:31])
+    assert run(table_model, rows, tmp_path / "out", "--batch-size", "30") == 0
+    released = pd.read_csv(tmp_path / "out" / "privatized.csv")["bmi"]
+    assert (released % 1 != 0).sum() > 40  # decimals in both chunks' rows (rounded: at most 30 would have them)
+    whole = frame.assign(bmi=frame["bmi"].round().astype(int))  # a column of whole numbers stays one
+    whole.to_csv(rows, index=False)
+    assert run(table_model, rows, tmp_path / "whole", "--batch-size", "30") == 0
+    assert (pd.read_csv(tmp_path / "whole" / "privatized.csv")["bmi"] % 1 == 0).all()
