@@ -1090,11 +1090,11 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     if missing:
         raise UsageError(f"{path.name} lacks the model's column(s) {missing}{case_hint(missing, columns)}; the model "
                          f"needs {needed}")
-    _refuse_ragged_rows(path, delimiter, encoding, columns, skip)
+    numeric = [spec["name"] for spec in config.data_encoder["columns"] if spec["kind"] == "numeric"]
+    fractional = _read_whole_file(path, delimiter, encoding, columns, numeric, skip)
     extra = [c for c in columns if c not in needed]
     if extra:
         _say(f"note: column(s) {extra} are not the model's and are left out of {PRIVATIZED_CSV_NAME}")
-    numeric = [spec["name"] for spec in config.data_encoder["columns"] if spec["kind"] == "numeric"]
     text = text_category_columns(config)
     decimal = _decimal_mark(path, delimiter, encoding, columns, numeric, skip)
     # in the input's encoding where every released text fits it: column names, categories (numbers always do)
@@ -1114,7 +1114,6 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     held_frames: list[pd.DataFrame] = []
     # manifest rows, in the input's order: a released row's output row is known at the end
     held_rows: list[tuple[str, dict]] = []
-    fractional = _fractional_columns(path, delimiter, encoding, columns, numeric, skip, decimal, settings.batch_size)
     reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=settings.batch_size, skiprows=skip,
                          skipinitialspace=True, decimal=decimal, index_col=False,
                          dtype={raw: str for raw in header.columns if str(raw).strip() in text})
@@ -1206,21 +1205,33 @@ def _append(out, data: bytes) -> None:
         raise
 
 
-def _refuse_ragged_rows(path: Path, delimiter: str, encoding: str, columns: list[str], skip: int = 0) -> None:
+def _read_whole_file(path: Path, delimiter: str, encoding: str, columns: list[str], numeric: list[str],
+                     skip: int = 0) -> set[str]:
     """Read the whole CSV once, as the run will, and refuse it (UsageError, nothing released) if a row has more
-    fields than the header, naming the lines, as the app refuses such an upload.
+    fields than the header, naming the lines, as the app refuses such an upload; return the ``numeric`` columns
+    that hold a number with a fraction anywhere in the file. (pandas types each of the run's chunks alone: a chunk
+    whose cells there are whole numbers only is read as integers, and ``privatize``, which writes numbers as the
+    input's column holds them, would release it rounded while the other chunks keep their decimals.)
 
     Which cell of such a row is which cannot be known (an unquoted separator in a text cell shifts the rest), and
     pandas reports its line but not its place among the rows read: it cannot be listed as one unusable row while
     the others are numbered right. Without index_col=False pandas would silently read a first row with an extra
     field (every row ending in a separator) as an index column, shifting every value one column to the left."""
     too_long: list[str] = []
+    fractional: set[str] = set()
+    wanted = [name for name in columns if name in numeric]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pd.errors.ParserWarning)
         try:
-            for _ in pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=2**16, skipinitialspace=True,
-                                 skiprows=skip, index_col=False, on_bad_lines="warn", dtype=str):
-                pass
+            for chunk in pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=2**16, skipinitialspace=True,
+                                     skiprows=skip, index_col=False, on_bad_lines="warn", dtype=str):
+                chunk.columns = columns
+                if delimiter != ",":  # decimal commas, as the run reads them
+                    chunk = _dot_decimals(chunk, wanted)
+                for name in set(wanted) - fractional:
+                    values = pd.to_numeric(chunk[name], errors="coerce").to_numpy(dtype=np.float64)
+                    if bool((np.mod(values[np.isfinite(values)], 1) != 0).any()):
+                        fractional.add(name)
         except (pd.errors.ParserError, ValueError, UnicodeError) as error:
             raise UsageError(f"{path.name} cannot be parsed ({str(error).strip()}); nothing was privatized") from None
     for warning in caught:
@@ -1236,6 +1247,7 @@ def _refuse_ragged_rows(path: Path, delimiter: str, encoding: str, columns: list
         raise UsageError(f"{path.name} has rows with more fields than its header ({len(columns)} columns, "
                          f"{DELIMITER_NAMES[delimiter]}-separated): {shown}. Nothing was privatized: quote text "
                          "cells that hold the separator, or fix or remove these rows, and run again")
+    return fractional
 
 
 def _write_held_rows(out, frames: list[pd.DataFrame], rows: list[tuple[str, dict]], seed: int | None,
@@ -1273,33 +1285,6 @@ def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str],
         return "."  # reading the chunks says what is wrong
     head.columns = columns
     return "," if decimal_comma_columns(head[[c for c in columns if c in numeric]]) else "."
-
-
-def _fractional_columns(path: Path, delimiter: str, encoding: str, columns: list[str], numeric: list[str],
-                        skip: int, decimal: str, chunk_size: int) -> set[str]:
-    """The model's number columns that hold a number with a fraction anywhere in the file (a pass over it, one
-    chunk at a time): a chunk whose rows happen to hold whole numbers only is read as integers, and its releases
-    would be rounded (``privatize`` writes numbers as the input's column holds them) while the others' are not."""
-    fractional: set[str] = set()
-    wanted = [name for name in columns if name in numeric]
-    if not wanted:
-        return fractional
-    try:
-        reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=max(chunk_size, 10_000), skiprows=skip,
-                             skipinitialspace=True, decimal=decimal, index_col=False, header=0, names=columns,
-                             usecols=wanted, dtype=str)
-        for chunk in reader:
-            if delimiter != ",":
-                chunk = _dot_decimals(chunk, wanted)
-            for name in wanted:
-                if name in fractional:
-                    continue
-                values = pd.to_numeric(chunk[name], errors="coerce").to_numpy(dtype=np.float64)
-                if bool((np.mod(values[np.isfinite(values)], 1) != 0).any()):
-                    fractional.add(name)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError):
-        pass  # reading the chunks says what is wrong
-    return fractional
 
 
 def _numeric_categories(model, chunk: pd.DataFrame) -> pd.DataFrame:
