@@ -721,7 +721,9 @@ class TabularEncoder:
 
     Numeric columns are standardized; categorical columns become one-hot vectors,
     optionally dequantized with uniform jitter of half-width 0.25 and decoded by
-    argmax, so ``inverse_transform(transform(df))`` returns the frame.
+    argmax, so ``inverse_transform(transform(df))`` returns the frame's values, except that
+    empty or non-number numeric cells come back as the training mean, numbers outside the fitted range
+    as its nearer end, and the index as 0..n-1 (``cadp.privatize`` gives the released frames the input's).
     """
 
     def __init__(self, kinds: dict[str, str] | None = None):
@@ -800,7 +802,9 @@ class TabularEncoder:
         range (``ColumnSpec.low``/``high``) are read as its nearer end; ``clipped`` receives their count.
         """
         if not self.fitted:
-            raise RuntimeError("TabularEncoder.transform called before fit")
+            raise InputError("TabularEncoder.transform called before fit: fit it on a frame first")
+        if not isinstance(frame, pd.DataFrame):
+            raise InputError(f"rows must be a pandas DataFrame with the fitted columns, got {type(frame).__name__}")
         missing = [spec.name for spec in self.columns if spec.name not in frame.columns]
         if missing:
             raise InputError(f"the table lacks column(s) {missing}{case_hint(missing, frame.columns)}")

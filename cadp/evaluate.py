@@ -238,7 +238,7 @@ def latent_audit(latent_a, latent_b, mechanism: Mechanism, releases: int = 10_00
     """
     if isinstance(mechanism, NoNoise):
         raise InputError("the audit needs a noise mechanism; epsilon = infinity has nothing to audit")
-    if int(releases) < 20:
+    if isinstance(releases, bool) or not isinstance(releases, (int, np.integer)) or releases < 20:
         raise InputError(f"releases must be an integer >= 20, got {releases!r}")
     releases = int(releases)
     latent_a = torch.as_tensor(latent_a, dtype=torch.float32).reshape(1, -1).cpu()
@@ -356,9 +356,22 @@ def _nearest_rate(originals: torch.Tensor, releases: torch.Tensor, norm: int = 2
     return float((torch.cat(nearest) == torch.arange(len(releases))).double().mean())
 
 
+def _condition_groups(conditions) -> torch.Tensor:
+    """One group number per record from its condition values (numbers, names or one row of values each)."""
+    values = np.asarray(conditions)
+    if values.ndim == 0 or values.size == 0:
+        raise InputError(f"conditions must hold one value per record, got {conditions!r}")
+    rows = values.reshape(len(values), -1)
+    try:
+        _, groups = np.unique(rows, axis=0, return_inverse=True)
+    except TypeError:  # values of mixed types (e.g. names and None): compared as text
+        _, groups = np.unique(rows.astype(str), axis=0, return_inverse=True)
+    return torch.from_numpy(groups.reshape(-1))
+
+
 def chance_given_condition(conditions) -> float:
     """Top-1 rate of a guess among the records that share a record's condition: the mean of 1 / its group's size."""
-    groups = torch.as_tensor(np.asarray(conditions)).reshape(-1)
+    groups = _condition_groups(conditions)
     return float((1 / (groups[:, None] == groups[None, :]).sum(1).double()).mean())
 
 
@@ -381,7 +394,7 @@ def reidentification(originals_pixels, releases_pixels, *, latents_original=None
     count = len(originals_pixels)
     groups, given = None, None
     if conditions is not None:
-        groups = torch.as_tensor(np.asarray(conditions)).reshape(-1)[:count]
+        groups = _condition_groups(conditions)
         if len(groups) != count:
             raise InputError(f"need one condition per record, got {len(groups)} for {count}")
         given = chance_given_condition(groups)

@@ -183,12 +183,13 @@ def load_folder(folder: Path | str, origin: str | None = None) -> LoadedModel:
         raise ModelError(f"model folder {folder} does not exist")
     config = read_config(folder)
     _check_model_size(config)
-    model = build_model(config)
+    with torch.random.fork_rng(devices=[]):  # the initial weights (replaced next) leave the caller's RNG as it was
+        model = build_model(config)
+        classifier = SmallCNN(config.num_classes, config.channels, config.image_size) \
+            if config.kind == "image" and (folder / CLASSIFIER_NAME).exists() else None
     _load_weights(model, folder / WEIGHTS_NAME)
     model.eval()
-    classifier = None
-    if config.kind == "image" and (folder / CLASSIFIER_NAME).exists():
-        classifier = SmallCNN(config.num_classes, config.channels, config.image_size)
+    if classifier is not None:
         _load_weights(classifier, folder / CLASSIFIER_NAME)
         classifier.eval()
     return LoadedModel(model, config, folder, origin or f"folder {_display_path(folder)}", classifier)

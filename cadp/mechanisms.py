@@ -126,7 +126,8 @@ def _check_delta(delta) -> float:
     return delta
 
 
-_MADE_HERE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # generator -> its seed (None: OS entropy)
+_MADE_HERE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # generator -> (its seed (None: OS
+# entropy), the initial_seed it was given)
 UNKNOWN_ORIGIN = object()
 
 
@@ -154,11 +155,12 @@ def new_generator(seed: int | None = None, device: torch.device | str = "cpu") -
     be found by trying every seed (about 4 billion), whatever entropy seeded it. So the mechanisms draw from it
     only for a fixed seed or a caller's generator (``unpredictable``); the generator returned here without a seed
     is seeded from OS entropy too (its stream is never used for a release), and marks the release as private."""
-    if seed is not None and not 0 <= int(seed) < 2 ** 63:
-        raise InputError(f"seed must be {SEED_RANGE}, got {seed}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or not 0 <= int(seed) < 2 ** 63):  # 5.7 or "5" would be a seed nobody gave
+        raise InputError(f"seed must be {SEED_RANGE}, got {seed!r}")
     generator = torch.Generator(device=device)
     generator.manual_seed(secrets.randbits(63) if seed is None else int(seed))
-    _MADE_HERE[generator] = None if seed is None else int(seed)
+    _MADE_HERE[generator] = (None if seed is None else int(seed), generator.initial_seed())
     return generator
 
 
@@ -169,8 +171,10 @@ def unpredictable(generator: torch.Generator | None) -> bool:
 
 def generator_seed(generator: torch.Generator):
     """The seed ``new_generator`` gave ``generator`` (None: OS entropy), or UNKNOWN_ORIGIN for one made elsewhere
-    (e.g. ``torch.Generator()``, which starts from the same fixed seed in every process)."""
-    return _MADE_HERE.get(generator, UNKNOWN_ORIGIN)
+    (e.g. ``torch.Generator()``, which starts from the same fixed seed in every process) and for one seeded again
+    since (``manual_seed``): its noise is then the new seed's, which no release could name."""
+    seed, initial = _MADE_HERE.get(generator, (UNKNOWN_ORIGIN, None))
+    return seed if initial is not None and generator.initial_seed() == initial else UNKNOWN_ORIGIN
 
 
 # Noise is drawn and added in float64 and the result rounded to the latent's dtype. Exponential magnitudes are
@@ -648,6 +652,15 @@ def release_condition(values: torch.Tensor, k: int, handling: ConditionHandling,
                       prior: list[float] | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """The released values (int class indices) of one attribute. A randomized or resampled one draws from its own
     ``condition_stream`` (one word of a seeded ``generator``), so that a record's value ignores its batch mates."""
+    if not isinstance(values, torch.Tensor) or values.is_floating_point() or values.is_complex() \
+            or values.dtype == torch.bool or values.dim() != 1:
+        raise InputError("values must be a 1-d integer tensor of class indices (cadp.models.class_indices turns "
+                         f"names or numbers into one), got {type(values).__name__}"
+                         + (f" of {values.dtype}, shape {tuple(values.shape)}" if isinstance(values, torch.Tensor) else ""))
+    if len(values) and (int(values.min()) < 0 or int(values.max()) >= k):
+        raise InputError(f"class indices must be in 0..{k - 1} for {k} values, got {int(values.min())}..{int(values.max())}")
+    if prior is not None and len(prior) != k:
+        raise InputError(f"a prior gives one weight per value: {k} values, got {len(prior)} weights")
     if handling.handling == "kept":
         return values.clone()
     generator = condition_stream(generator)

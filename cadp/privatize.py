@@ -36,6 +36,7 @@ from cadp.mechanisms import (
     Mechanism,
     MetricMechanism,
     NoNoise,
+    PaperMechanism,
     batch_sizes,
     generator_seed,
     keep_probability,
@@ -92,9 +93,10 @@ class PrivatizationResult:
 
     @property
     def private(self) -> bool:
-        """True only for noise from OS entropy: a fixed seed is reproducible, and a caller's generator may be;
-        never for epsilon = infinity, which adds no noise."""
-        return self.noise_origin == "os" and self.mechanism.get("mechanism") != NoNoise.name
+        """True only for noise from OS entropy under a mechanism with a guarantee (laplace, gaussian, metric): a
+        fixed seed is reproducible, and a caller's generator may be; never for paper (no formal guarantee) nor
+        for epsilon = infinity, which adds no noise."""
+        return self.noise_origin == "os" and self.mechanism.get("mechanism") not in (NoNoise.name, PaperMechanism.name)
 
     @property
     def epsilon_spent(self) -> float | None:
@@ -110,7 +112,7 @@ class PrivatizationResult:
             return "none (epsilon = infinity: no noise is added)"
         if self.noise_origin == "caller":
             return f"a generator given by the caller ({CALLER_GENERATOR})"
-        return "OS entropy" if self.private else f"seed {self.seed} ({NOT_PRIVATE_SEED})"
+        return "OS entropy" if self.noise_origin == "os" else f"seed {self.seed} ({NOT_PRIVATE_SEED})"
 
 
 def public_training_data(model) -> bool:
@@ -303,7 +305,8 @@ def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
 
 def _image_pixels(pixels, config) -> tuple[torch.Tensor, list[str]]:
     """Images as float pixel values (B, C, H, W) on [0, 255], and notes on how they were read; shapes, non-finite
-    values and images scaled to [0, 1] refused. One image (C, H, W) is a batch of one."""
+    values and images scaled to [0, 1] refused. One image (C, H, W), or (H, W, C) as PIL and NumPy hold it, is a
+    batch of one; for a one-channel model (H, W) is one image and (B, H, W) a batch."""
     try:
         if not isinstance(pixels, torch.Tensor):
             pixels = np.asarray(pixels)
@@ -313,12 +316,21 @@ def _image_pixels(pixels, config) -> tuple[torch.Tensor, list[str]]:
     except (TypeError, ValueError, RuntimeError):
         raise InputError(f"images must be a tensor or array of pixel values, got {type(pixels).__name__} "
                          "(read files with cadp.uploads.to_model_input)") from None
-    if pixels.dim() == 3:
-        pixels = pixels[None]
+    given = tuple(pixels.shape)
     expected = (config.channels, config.image_size, config.image_size)
+    if pixels.dim() == 2 and config.channels == 1:  # one grayscale image (H, W), e.g. a PIL image's array
+        pixels = pixels[None, None]
+    elif pixels.dim() == 3 and config.channels == 1:  # (batch, H, W): images of one channel each
+        pixels = pixels[:, None]
+    elif pixels.dim() == 3 and given[-1] == config.channels and given[0] != config.channels:
+        pixels = pixels.permute(2, 0, 1)[None]  # one image (H, W, C), as PIL and NumPy hold colour images
+    elif pixels.dim() == 3:
+        pixels = pixels[None]
     if pixels.dim() != 4 or tuple(pixels.shape[1:]) != expected or len(pixels) == 0:
-        raise InputError(f"images must have shape (batch, {', '.join(map(str, expected))}) with batch >= 1, "
-                         f"got {tuple(pixels.shape)}")
+        size = f"{config.image_size}, {config.image_size}"
+        one = f"({size})" if config.channels == 1 else f"({config.channels}, {size}) or ({size}, {config.channels})"
+        raise InputError(f"images must have shape (batch, {', '.join(map(str, expected))}) with batch >= 1, or be "
+                         f"one image {one}; got {given}")
     if pixels.dtype == torch.bool or pixels.is_complex():
         raise InputError(f"pixel values must be numbers in [0, 255], got {pixels.dtype}")
     scaled = pixels.is_floating_point() and bool(((pixels > 0) & (pixels < 1)).any())
@@ -401,7 +413,7 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         both = sorted(set(frame.columns) & set(condition_frame.columns))
         if both:
             raise InputError(f"column(s) {both} are in both the rows and the condition frame: give them once")
-        frame = pd.concat([frame.reset_index(drop=True), condition_frame.reset_index(drop=True)], axis=1)
+        frame = pd.concat([frame.reset_index(drop=True), _rows_aligned(condition_frame, row_index)], axis=1)
     if len(frame) == 0:
         raise InputError("the table has no rows")
     if not frame.columns.is_unique:  # (cached on the index: the usual case costs nothing)
@@ -454,6 +466,8 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
     dtypes = cells.dtypes if cells is not None else dict(zip(frame.columns, frame.dtypes.tolist()))
 
     def as_input(values, name):
+        if isinstance(dtypes[name], pd.CategoricalDtype):
+            return _as_input_categories(values, dtypes[name])
         return _as_input_numbers(values, frame[name]) if _may_change_type(values, dtypes[name], name in filled) \
             else values
 
@@ -473,6 +487,20 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         guarantee=_guarantee(model, mechanism, handlings, seed, origin), seed=seed, noise_origin=origin,
         batches=batch_sizes(count, batch_size or count), notes=notes,
         original_frame=original_frame, privatized_frame=privatized_frame, reconstruction_frame=rebuilt_frame)
+
+
+def _rows_aligned(condition_frame: pd.DataFrame, row_index: pd.Index) -> pd.DataFrame:
+    """The condition frame's rows in the table's order, matched by index label as pandas does, not by position:
+    a kept condition paired with another row would be released as that row's, exactly. Labels that differ
+    (or repeat) are refused: which condition belongs to which row cannot be told."""
+    if not condition_frame.index.equals(row_index):
+        if not (row_index.is_unique and condition_frame.index.is_unique
+                and condition_frame.index.sort_values().equals(row_index.sort_values())):
+            raise InputError("the condition frame's index differs from the rows' index, so its rows cannot be "
+                             "matched to the table's: give both frames the same index (e.g. take both from one "
+                             "frame, or call .reset_index(drop=True) on both)")
+        condition_frame = condition_frame.loc[row_index]
+    return condition_frame.reset_index(drop=True)
 
 
 def _may_change_type(values, dtype, gaps: bool) -> bool:
@@ -498,7 +526,7 @@ def _as_input_numbers(values, column: pd.Series):
     stored = dtype if isinstance(dtype, np.dtype) else getattr(dtype, "numpy_dtype", None)  # Int64: int64
     if stored is None:
         return values
-    if pd.api.types.is_integer_dtype(dtype) and kind == "f":
+    if pd.api.types.is_integer_dtype(dtype) and (kind == "f" or dtype is not stored):  # (Int64: kept nullable)
         limits = np.iinfo(stored)  # uint8 would wrap -3 to 253: the type's own range instead
         whole = np.clip(np.round(np.asarray(values, dtype=np.float64)), limits.min, limits.max).astype(stored)
         return whole if dtype is stored else pd.array(whole, dtype=dtype)
@@ -510,6 +538,15 @@ def _as_input_numbers(values, column: pd.Series):
         floats = np.asarray(values).astype(stored)
         return floats if dtype is stored else pd.array(floats, dtype=dtype)
     return values
+
+
+def _as_input_categories(values, dtype: pd.CategoricalDtype):
+    """Released values of an input column of pandas' category type, as that type again where every one is among
+    its categories (a category the input never listed stays as the model released it)."""
+    released = pd.Series(np.asarray(values))
+    if not released.dropna().isin(dtype.categories).all():
+        return values
+    return pd.Categorical(released, dtype=dtype)
 
 
 def _is_default_index(index: pd.Index) -> bool:

@@ -212,8 +212,10 @@ def test_an_encoder_of_no_columns_encodes_to_width_zero_and_an_unfitted_one_refu
     none = TabularEncoder().fit(frame).subset([])  # a table model without kept columns
     assert none.transform(frame).shape == (10, 0)
     assert TabularEncoder.from_dict(none.to_dict()).transform(frame).shape == (10, 0)
-    with pytest.raises(RuntimeError, match="before fit"):
+    with pytest.raises(InputError, match="before fit"):
         TabularEncoder().transform(frame)
+    with pytest.raises(InputError, match="rows must be a pandas DataFrame"):
+        TabularEncoder().fit(frame).transform(frame.to_numpy())
 
 
 def test_type_inference_and_overrides():

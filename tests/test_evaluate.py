@@ -625,3 +625,14 @@ def test_cli_utility_writes_this_models_reidentification_rates_into_its_card(tin
     at_100 = strongest_reidentification(image["methods"]["laplace"])[image["epsilons"].index(100.0)]
     assert f"{at_100:.1%} |" in text and "with the label released with it" in text
     assert "mean of 3 seeds of 500 records)" in text and "quick" not in text
+
+
+def test_reidentification_takes_conditions_as_names_and_refuses_a_wrong_count():
+    originals = torch.arange(12.0).reshape(4, 3)
+    by_name = reidentification(originals, originals + 0.1, conditions=["a", "b", "a", "b"])
+    by_number = reidentification(originals, originals + 0.1, conditions=[0, 1, 0, 1])
+    assert by_name == by_number and by_name["chance_given_condition"] == 0.5
+    with pytest.raises(InputError, match="need one condition per record, got 7 for 4"):
+        reidentification(originals, originals, conditions=[0, 1, 0, 1, 1, 0, 1])  # was cut to the first four
+    with pytest.raises(InputError, match="releases must be an integer >= 20, got 'many'"):
+        latent_audit(torch.zeros(3), torch.ones(3), make_mechanism("metric", 1.0), "many")

@@ -679,3 +679,13 @@ def test_an_eval_json_that_is_not_an_object_of_numbers_is_refused_with_its_reaso
     (tmp_path / hub.EVAL_NAME).write_text(content)
     with pytest.raises(ModelError, match=refused):
         hub.read_eval(tmp_path)
+
+
+def test_loading_a_model_leaves_the_callers_random_state_as_it_was():
+    """The network is built with random weights before the saved ones replace them: from torch's global RNG,
+    which a caller's seeded experiment relies on."""
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    hub.load_folder(hub.REPO_ROOT / "weights" / "mnist-cinn")  # a network and its classifier
+    assert torch.equal(torch.rand(3), expected)

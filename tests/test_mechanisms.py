@@ -443,3 +443,33 @@ def test_the_smallest_condition_epsilon_keeps_both_sides_of_the_ratio(k):
         keep, other = 1 - change, change / (k - 1)
         bound = math.exp(epsilon)
         assert float(keep / other) <= bound and float(other / keep) <= bound, epsilon
+
+
+def test_release_condition_refuses_values_it_would_release_wrongly():
+    """Out-of-range indices were released as given (never randomized to them), a short prior never drew the
+    last value, and a NumPy array raised AttributeError."""
+    generator = new_generator(1)
+    randomized = ConditionHandling("randomized", 50.0)
+    with pytest.raises(InputError, match=r"class indices must be in 0..2 for 3 values, got 0..7"):
+        release_condition(torch.tensor([0, 7]), 3, randomized, generator=generator)
+    with pytest.raises(InputError, match="a prior gives one weight per value: 3 values, got 2 weights"):
+        release_condition(torch.tensor([0, 1]), 3, ConditionHandling("resampled"), [0.5, 0.5], generator)
+    for values in (np.array([0, 1]), ["a", "b"], torch.tensor([0.0, 1.0])):
+        with pytest.raises(InputError, match="values must be a 1-d integer tensor of class indices"):
+            release_condition(values, 3, randomized, generator=generator)
+
+
+def test_a_generator_seeded_again_is_no_longer_called_by_its_first_seed():
+    from cadp.mechanisms import UNKNOWN_ORIGIN, generator_seed
+
+    generator = new_generator(5)
+    assert generator_seed(generator) == 5
+    generator.manual_seed(7)  # its noise is now seed 7's: a release naming seed 5 could not be reproduced
+    assert generator_seed(generator) is UNKNOWN_ORIGIN
+    private = new_generator()
+    assert generator_seed(private) is None
+    private.manual_seed(7)
+    assert generator_seed(private) is UNKNOWN_ORIGIN  # its noise then comes from its own stream: not private
+    for seed in (5.7, "5", True):
+        with pytest.raises(InputError, match="seed must be a whole number"):
+            new_generator(seed)

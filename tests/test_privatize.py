@@ -300,7 +300,8 @@ def test_inputs_a_user_gets_wrong_are_plain_errors(tiny_image_model, digits):
         ((x, None, laplace), {}, "labels are required"),
         ((x, ["no such class"] * len(y), laplace), {}, "not one of the model's classes"),
         ((x[:0], y[:0], laplace), {}, "batch >= 1"),
-        ((Image.new("L", (28, 28)), 1, laplace), {}, "images must have shape"),
+        ((Image.new("RGB", (28, 28)), 1, laplace), {}, r"or be one image \(28, 28\); got \(28, 28, 3\)"),
+        ((x[:, :, :20], y, laplace), {}, r"got \(16, 1, 20, 28\)"),
         ((x, y, "laplace"), {}, "mechanism must be a Mechanism"),
         ((x, y, laplace), {"condition_handling": {"label": "resampled"}}, "ConditionHandling"),
         ((x, y, laplace), {"batch_size": -1}, "batch_size must be a whole number >= 1"),
@@ -312,6 +313,12 @@ def test_inputs_a_user_gets_wrong_are_plain_errors(tiny_image_model, digits):
     assert mask.notes == ["every pixel is 0 or 1, read as values in [0, 255] (nearly black); if these images were "
                           "scaled to [0, 1], multiply them by 255"]
     assert privatize(tiny_image_model, x, y, laplace, seed=0).notes == []
+    # one grayscale image as PIL or NumPy hold it (H, W), and a batch (B, H, W), for a one-channel model
+    first = privatize(tiny_image_model, x[:1], y[:1], laplace, seed=0).privatized
+    as_pil = Image.fromarray(x[0, 0].numpy().astype(np.uint8))
+    assert torch.equal(privatize(tiny_image_model, as_pil, y[:1], laplace, seed=0).privatized, first)
+    assert torch.equal(privatize(tiny_image_model, x[:3, 0].numpy(), y[:3], laplace, seed=0).privatized,
+                       privatize(tiny_image_model, x[:3], y[:3], laplace, seed=0).privatized)
     names = tiny_image_model.config.class_names
     by_name = privatize(tiny_image_model, x, [names[int(label)] for label in y], laplace, seed=0)
     assert torch.equal(by_name.condition["label"], y)
@@ -552,3 +559,39 @@ def test_whole_numbers_with_an_empty_cell_are_released_as_whole_numbers():
     assert _as_input_numbers(released, pd.Series([40.0, np.nan, 61.0])).tolist() == [40, 52, 62]
     assert _as_input_numbers(released, pd.Series([40.5, np.nan, 61.0])).tolist() == [40.4, 51.6, 62.2]
     assert _as_input_numbers(released, pd.Series([40.0, 50.0, 61.0])).tolist() == [40.4, 51.6, 62.2]  # written 40.0
+
+
+def test_a_condition_frame_is_matched_to_the_rows_by_index_not_by_position():
+    """A kept condition given apart from the rows is released exactly: paired by position, a reversed condition
+    frame released each row with another person's sex."""
+    loaded = load_folder(bundled("diabetes-cinn"))
+    rows = load_table("diabetes").frame.head(6)
+    rows.index = [100, 101, 102, 103, 104, 105]
+    reversed_conditions = rows[["sex"]].iloc[::-1]
+    result = privatize(loaded.model, rows.drop(columns=["sex"]), reversed_conditions, NoNoise())
+    assert result.privatized_frame["sex"].tolist() == rows["sex"].tolist()
+    assert result.original_frame["sex"].tolist() == rows["sex"].tolist()
+    assert result.privatized_frame.index.tolist() == rows.index.tolist()
+    other_labels = rows[["sex"]].reset_index(drop=True)  # 0..5 against 100..105: which row is whose?
+    with pytest.raises(InputError, match="condition frame's index differs from the rows' index"):
+        privatize(loaded.model, rows.drop(columns=["sex"]), other_labels, NoNoise())
+    same = privatize(loaded.model, rows.drop(columns=["sex"]).reset_index(drop=True), other_labels, NoNoise())
+    assert same.privatized_frame["sex"].tolist() == rows["sex"].tolist()
+
+
+def test_a_paper_release_is_not_called_private(tiny_image_model, digits):
+    """paper gives no formal guarantee (PRIVACY.md): a script gating on result.private must not pass it."""
+    x, y = digits
+    result = privatize(tiny_image_model, x[:2], y[:2], mech("paper", 1.0))
+    assert not result.private and result.epsilon_spent is None and result.noise_source == "OS entropy"
+
+
+def test_released_columns_keep_pandas_category_and_nullable_integer_types():
+    loaded = load_folder(bundled("heart-cinn"))
+    rows = load_table(loaded.config.dataset).frame.head(8).copy()
+    rows["thal"] = rows["thal"].astype("category")
+    rows["age"] = rows["age"].astype("Int64")
+    rows.loc[rows.index[1], "age"] = pd.NA
+    released = privatize(loaded.model, rows, None, mech(temperature=0.7)).privatized_frame
+    assert released["thal"].dtype == rows["thal"].dtype  # the same categories, in their order
+    assert released["age"].dtype == "Int64" and released["age"].notna().all()
