@@ -57,8 +57,12 @@ LEGEND = dict(orientation="h", xanchor="left", x=0, yanchor="top", y=-0.2, title
 
 
 def std_of(value):
-    """The std of an eval.json ``{"mean": ..., "std": ...}`` value; None for a plain number or list."""
-    return value.get("std") if isinstance(value, dict) else None
+    """The std of an eval.json ``{"mean": ..., "std": ...}`` value; None for a plain number or list, and for a
+    std of no numbers (one seed's run stores a list of nulls: no bar to draw, nor to explain)."""
+    std = value.get("std") if isinstance(value, dict) else None
+    if isinstance(std, list) and not any(isinstance(entry, (int, float)) and math.isfinite(entry) for entry in std):
+        return None
+    return std
 
 
 def method_colour(name: str) -> str:

@@ -143,8 +143,10 @@ class AuditResult:
         passes at 10,000 releases (the test's power is limited). None for paper (no claim)."""
         if self.claimed_epsilon is None:
             return None
-        if self.exceeds_claim:
-            return "exceeds the claim: the claim is false"
+        if self.exceeds_claim:  # a 95% bound: a correct mechanism gets here by chance, rarely
+            return (f"exceeds the claim: at {self.confidence:.0%} confidence the code loses more than it claims "
+                    f"(a correct mechanism does this by chance in at most {1 - self.confidence:.0%} of audits: "
+                    "run it again)")
         if self.claimed_epsilon >= self.provable_ceiling:
             return (f"not testable: {self.releases:,} releases can show at most epsilon "
                     f"{self.provable_ceiling:.2f}, below the claim")

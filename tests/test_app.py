@@ -1981,3 +1981,37 @@ def test_the_notes_on_copies_add_up_no_epsilon_for_paper():
         assert "up to 3 releases (no formal guarantee: there is no epsilon to add up)" in note and "times" not in note
     laplace = ui.cost_text([make_mechanism("laplace", 2, temperature=0.7)])
     assert "up to 3 times ε = 2" in compare.repeated_rows_note(["a", "a", "a"], laplace, released=False)
+
+
+def test_audit_page_names_papers_batch_and_when_its_nominal_epsilon_is_beyond_the_releases():
+    """PRIVACY.md: record the batch size with every paper result; the paper row showed settings "–", and a bound
+    at the ceiling read as if paper kept within its nominal ε 10,000."""
+    at = clean(page("audit.py"))
+    at.select_slider(key="audit_releases").set_value(200)
+    at.selectbox(key="audit_mechanism").set_value("paper")
+    at.multiselect(key="audit_epsilons").set_value([10000])
+    at.button[0].click().run()
+    table = clean(at).dataframe[0].value
+    assert list(table["settings"]) == ["batch size 1"]
+    assert table["verdict"].iloc[0] == (
+        f"no claim ({PAPER_LABEL}); released one record per batch (batch size 1); 200 releases can show at most "
+        "ε 3.28, below its nominal ε: whether it loses more is not testable here")
+
+
+def test_audit_page_offers_record_b_among_the_other_records_only():
+    """Record B could be record A itself: TPR = FPR = 1, a bound of 0, and "no violation found"."""
+    at = clean(page("audit.py"))
+    at.radio(key="audit_source").set_value("two test records").run()
+    a, b = clean(at).selectbox(key="audit_a"), at.selectbox(key="audit_b")
+    assert a.value not in b.options and str(a.value) not in b.options
+    assert not errors(at)
+
+
+def test_a_one_seed_sweep_draws_no_error_bars_and_does_not_explain_any():
+    """A Recompute with one seed stores its spread as nulls: the page said "Error bars: the standard deviation
+    over 1 seeds" under a chart without bars."""
+    from cadp.curves import std_of
+
+    assert std_of({"mean": [0.5, 0.6], "std": [None, None]}) is None
+    assert std_of({"mean": [0.5, 0.6], "std": [None, 0.01]}) == [None, 0.01]
+    assert std_of([0.5, 0.6]) is None

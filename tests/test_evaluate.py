@@ -143,7 +143,7 @@ class HalfNoiseLaplace(LaplaceMechanism):
 def test_the_worst_case_audit_catches_a_mechanism_with_half_the_noise():
     broken = HalfNoiseLaplace.create(1.0, None, 0.7)
     result = latent_audit(*worst_case_latents(broken, DIM), broken, 10_000, torch.Generator().manual_seed(5))
-    assert result.epsilon_lower_bound > 1.0 and result.verdict == "exceeds the claim: the claim is false"
+    assert result.epsilon_lower_bound > 1.0 and result.verdict.startswith("exceeds the claim: at 95% confidence the code loses more than it claims (a correct mechanism does this by chance in at most 5% of audits")
     correct = make_mechanism("laplace", 1.0, temperature=0.7)
     result = latent_audit(*worst_case_latents(correct, DIM), correct, 10_000, torch.Generator().manual_seed(5))
     assert 0.7 < result.epsilon_lower_bound <= 1.0 and result.verdict == "no violation found (the bound is at or below the claim)"

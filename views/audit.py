@@ -5,6 +5,7 @@ import math
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+import torch
 
 from cadp import ui
 from cadp.curves import LEGEND
@@ -32,7 +33,12 @@ def choose_records(loaded):
             raise ui.InputError("this class has fewer than two test images")
         left, right = st.columns(2)
         a = left.selectbox("Record A (test image number)", indices, index=0, key=ui.kept("audit_a"))
-        b = right.selectbox("Record B (test image number)", indices, index=1, key=ui.kept("audit_b"))
+        # B is another image: a record against itself tests nothing (TPR = FPR), and passed
+        b = right.selectbox("Record B (test image number)", [i for i in indices if i != a], index=0,
+                            key=ui.kept("audit_b"))
+        if torch.equal(data.images[a], data.images[b]):
+            raise ui.InputError(f"test images #{a} and #{b} are identical: an audit of a record against a copy of "
+                                "itself tests nothing; choose another record B")
         left.image(ui.to_display(data.images[a]), width=ui.IMAGE_WIDTH, caption=f"A: #{a}")
         right.image(ui.to_display(data.images[b]), width=ui.IMAGE_WIDTH, caption=f"B: #{b}")
         return data.images[a], data.images[b], label, f"test images #{a} and #{b} ({data.class_names[label]})"
@@ -46,6 +52,9 @@ def choose_records(loaded):
     if not same:
         raise ui.InputError("no other row shares record A's kept condition")
     b = right.selectbox("Record B (a row with the same kept condition)", same, key=ui.kept("audit_row_b"))
+    if frame.iloc[a].equals(frame.iloc[b]):
+        raise ui.InputError(f"rows {a} and {b} are identical: an audit of a record against a copy of itself tests "
+                            "nothing; choose another record B")
     st.dataframe(frame.iloc[[a, b]], key="audit_rows")
     return frame.iloc[[a]], frame.iloc[[b]], None, f"rows {a} and {b}"
 
@@ -113,11 +122,17 @@ TABLE_COLUMNS = {
 
 
 def verdict(audit, epsilon: float) -> str:
-    """The audit's verdict; for paper, which claims nothing, whether it loses more than its nominal ε."""
+    """The audit's verdict; for paper, which claims nothing, whether it loses more than its nominal ε, and where
+    its nominal ε is beyond what the releases can show (a bound below it then says nothing)."""
     if audit.verdict is not None:
         return audit.verdict
-    return f"no claim ({PAPER_LABEL})" + ("; the bound exceeds its nominal ε" if audit.epsilon_lower_bound > epsilon
-                                          else "")
+    words = f"no claim ({PAPER_LABEL}); released one record per batch (batch size {audit.batch_size})"
+    if audit.epsilon_lower_bound > epsilon:
+        return words + "; the bound exceeds its nominal ε"
+    if epsilon >= audit.provable_ceiling:
+        return words + (f"; {audit.releases:,} releases can show at most ε {audit.provable_ceiling:.2f}, below its "
+                        "nominal ε: whether it loses more is not testable here")
+    return words
 
 
 def page(loaded) -> None:
@@ -173,6 +188,8 @@ def page(loaded) -> None:
             else:
                 audit = distinguishing_audit(loaded.model, record_a, record_b, condition, built,
                                              releases=releases, progress=report)
+            if audit.batch_size:  # paper: its output depends on the batch (PRIVACY.md: record the batch size)
+                setting = f"batch size {audit.batch_size}"
             label, settings = ui.MECHANISM_LABELS[mechanism], setting or "–"
             results[(label, settings, epsilon)] = {
                 "model": loaded.config.name, "records": description, "mechanism": label, "settings": settings,
