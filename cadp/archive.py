@@ -66,7 +66,7 @@ from cadp.mechanisms import (
 )
 from cadp.privatize import NOT_PRIVATE_SEED, privatize, release_guarantee, repeated_cost_note
 from cadp.runtime import configure_allocator
-from cadp.train import row_record_keys, rows_seen_in_training, training_rows_caution
+from cadp.train import row_record_keys, rows_seen_in_training, training_name_caution, training_rows_caution
 from cadp.uploads import (
     DELIMITER_NAMES,
     ENCODING_NAMES,
@@ -1349,10 +1349,7 @@ def training_data_caution(config, input_name: str, seen_rows: int) -> str | None
     named like the (non-public) data the model was trained on."""
     if seen_rows:
         return training_rows_caution(config.name, seen_rows)
-    if input_name == config.dataset:
-        return (f"{input_name} has the name of the data {config.name} was trained on: if these are its training "
-                "rows, the guarantee does not cover what the model learned from them.")
-    return None
+    return training_name_caution(config, input_name)
 
 
 def _conditions(frame: pd.DataFrame, index: int, names: list[str]) -> str:

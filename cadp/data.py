@@ -7,6 +7,7 @@ are int64 class indices. Tables are pandas DataFrames.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import stat
 import sys
@@ -268,10 +269,13 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
         raise InputError(f"{root} has no class sub-folders (expected {root}/<class>/<image>.png)")
     splits = [d.name for d in class_dirs if d.name.lower() in SPLIT_FOLDER_NAMES and any(c.is_dir() for c in d.iterdir())]
     if splits:  # root/train/<class>/...: the split folders would become the classes
+        training = next((name for name in splits if name.lower() in ("train", "training")), splits[0])
         raise InputError(f"{root} holds split folders ({', '.join(splits)}) with class folders inside: give the "
-                         f"folder of the classes, e.g. {root / splits[0]} (cadp.train holds out its own test split)")
+                         f"folder of the classes, e.g. {root / training} (cadp.train holds out its own test split)")
     class_index = {d.name: index for index, d in enumerate(class_dirs)}
-    images, labels, skipped, not_images, coloured = [], [], [], [], 0
+    images, labels, skipped, not_images, coloured, stretched = [], [], [], [], 0, 0
+    seen: dict[bytes, str] = {}  # an image's pixels, as read: its first file
+    copies: list[str] = []
     # in the order earlier versions read (by path parts: a sub-folder's files among its folder's, as sorted), so
     # that a folder's 80/20 split, which evaluate --data checks by fingerprint, stays the same
     unlisted: list[tuple[str, str]] = []
@@ -288,6 +292,11 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
             skipped.append(name)
             continue
         coloured += "converted to grayscale" in prepared.steps
+        stretched += any("scaled to 8-bit" in step for step in prepared.steps)
+        key = hashlib.sha256(np.ascontiguousarray(prepared.pixels).tobytes()).digest()
+        if key in seen:
+            copies.append(f"{name} (= {seen[key]})")
+        seen.setdefault(key, name)
         images.append(prepared.pixels)
         labels.append(index)
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_dirs))
@@ -297,6 +306,16 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
     if coloured and split == "train":  # said once per folder, not per split
         print(f"note: {coloured} image(s) under {root} are stored in colour and were converted to greyscale "
               "(--channels 1, the default); if their colour matters, train with --channels 3", file=sys.stderr)
+    if stretched and split == "train":  # said once per folder, not per split
+        print(f"note: {stretched} image(s) under {root} hold more than 8 bits per pixel (16-bit, floating-point or "
+              "DICOM) and were each scaled to 0..255 from its own lowest to its own highest value, as the app and "
+              "cadp.privatize read them: the model learns shapes and contrasts, not absolute intensities (two "
+              "images of one pattern at different intensities become the same input); if intensity tells your "
+              "classes apart, convert the images to 8-bit with one fixed window first", file=sys.stderr)
+    if copies and split == "train":  # said once per folder, not per split
+        print(f"note: {len(copies)} image(s) under {root} are exact copies (as read, after resizing) of another "
+              f"image: {_file_names(copies, 3)}; copies weigh one record more in training and count once in the "
+              "latent distances (PRIVACY.md: between distinct records)", file=sys.stderr)
     if len(images) < 2:
         raise InputError(f"{len(images)} readable image(s) under {root}: a training and a held-out split need more")
     if unlisted and split == "train":  # said once per folder, not per split

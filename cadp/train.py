@@ -37,6 +37,7 @@ from cadp.data import (
     TabularEncoder,
     case_hint,
     draw_in_boxes,
+    infer_column_kind,
     load_image_dataset,
     load_table,
 )
@@ -123,7 +124,9 @@ def measure_latent_distances(latents: torch.Tensor, groups: torch.Tensor, *, hel
         latents, groups = latents[chosen], groups[chosen]
     pairwise, nearest = [], []
     for group in groups.unique():
-        members = latents[groups == group].double()
+        # distinct records only (PRIVACY.md): copies of one record (a scan exported twice) are 0 apart and made
+        # d_typ 0, which no config accepts, after the whole training run
+        members = torch.unique(latents[groups == group].double(), dim=0)
         if len(members) < 2:
             continue
         distances = torch.cdist(members, members, p=1)
@@ -133,7 +136,8 @@ def measure_latent_distances(latents: torch.Tensor, groups: torch.Tensor, *, hel
         nearest.append(distances.min(dim=1).values)
     if not pairwise:
         raise InputError(f"too few held-out records to measure latent distances ({len(latents)}, none sharing a "
-                         "condition with another): give more rows (a fifth of them is held out)")
+                         "condition with another distinct record): give more rows or images (a fifth of them is "
+                         "held out), not copies of one")
     return LatentDistances(d_typ=float(torch.cat(pairwise).median()),
                            d_nn=float(torch.cat(nearest).median()),
                            latent_l1_norm=float(latents.abs().sum(1).median()),
@@ -630,6 +634,15 @@ def rows_seen_in_training(config, frame: pd.DataFrame) -> int | None:
     return int(np.isin(row_hashes(frame, columns), trained).sum())
 
 
+def training_name_caution(config, input_name: str) -> str | None:
+    """What a release must say of an input named like the (non-public) data the model was trained on: its rows
+    cannot be matched to the training rows (the model keeps none of them), so the name is all there is to go by."""
+    if input_name != config.dataset or config.dataset in PUBLIC_DATASETS:
+        return None
+    return (f"{input_name} has the name of the data {config.name} was trained on: if these are its training rows, "
+            "the guarantee does not cover what the model learned from them.")
+
+
 def training_rows_caution(model_name: str, seen: int | None, total: int | None = None) -> str | None:
     """What a release must say when ``seen`` of its ``total`` rows (None: not counted) are rows the model
     ``model_name`` was trained on; None when there are none."""
@@ -729,6 +742,10 @@ def train_tabular_model(args) -> None:
     if malformed:
         raise InputError(f"--column-type takes COLUMN=KIND (numeric or categorical), got {' '.join(malformed)}")
     kinds = dict(item.split("=", 1) for item in args.column_type) if args.column_type else None
+    for column in conditions:  # said before any note on its cells, and before the training's progress bar
+        if (kinds or {}).get(column, infer_column_kind(table.frame[column])) == "numeric":
+            raise InputError(f"condition column {column!r} is numeric; choose a categorical column "
+                             "(or override its type to categorical)")
     for column in conditions:  # a hidden category: resampled or randomized releases would carry blank cells
         empty = int(table.frame[column].isna().sum()) if column in table.frame.columns else 0
         if empty:
@@ -795,13 +812,14 @@ LIMITATIONS = """## Privacy and limitations
 - {dimension_note}
 - The `paper` mechanism is a reference reproduction of the original code with no formal guarantee.
 """
-IMAGE_DIMENSION_NOTE = ("With constant temperature 0.7, releases at epsilon up to ~100 still look to the eye like\n"
-                        "  fresh samples of the kept class; a record's own details become visible only at very large\n"
-                        "  epsilon (~1,000 and more). Looking like a fresh sample is not being one: with the bundled\n"
-                        "  28x28 models an attacker who holds the model traces most releases at epsilon = 100 to their\n"
-                        "  record (this model's rates: the re-identification section above, which\n"
-                        "  `python -m cadp.evaluate utility` writes), and epsilon = 100 allows a probability ratio of\n"
-                        "  e^100 between two records. It is the honest cost of local DP in hundreds of dimensions.")
+IMAGE_DIMENSION_NOTE = ("With constant temperature 0.7, releases of the bundled 28x28 models at epsilon up to ~100\n"
+                        "  still look to the eye like fresh samples of the kept class, and a record's own details become\n"
+                        "  visible only at very large epsilon (~1,000 and more); a model of other images or another size\n"
+                        "  may differ. Looking like a fresh sample is not being one: with those models an attacker who\n"
+                        "  holds the model traces most releases at epsilon = 100 to their record, and epsilon = 100\n"
+                        "  allows a probability ratio of e^100 between two records. This model's own rates are in its\n"
+                        "  re-identification section, which `python -m cadp.evaluate utility` writes into this card.\n"
+                        "  It is the honest cost of local DP in hundreds of dimensions.")
 TABLE_DIMENSION_NOTE = ("A row has far fewer latent dimensions than an image, so useful tabular releases come at\n"
                         "  much smaller epsilons than image releases.")
 
@@ -1103,8 +1121,7 @@ def _main(args) -> int:
         print(f"stopped: {error}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("stopped: interrupted before or after the training steps; the output folder holds no new model",
-              file=sys.stderr)
+        print("stopped: interrupted; the output folder holds no new model", file=sys.stderr)
         return 130
     except CadpError as error:
         print(f"error: {error}", file=sys.stderr)

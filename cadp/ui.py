@@ -1091,13 +1091,15 @@ def input_notes(table_key: str, model_origin: str, _model, _frame) -> list[str]:
     return notes(_model, _frame)
 
 
-def training_rows_caution(loaded, frame, key: str) -> str | None:
-    """(tabular page) What the release of ``frame`` with the bundled model must say about its rows the model trained on."""
+def training_rows_caution(loaded, frame, key: str, name: str) -> str | None:
+    """(tabular page) What the release of ``frame`` (uploaded as ``name``) with a loaded model must say about rows
+    the model trained on: counted for a bundled table's models, else by the upload's name (as cadp.privatize)."""
+    from cadp.train import training_name_caution
     from cadp.train import training_rows_caution as caution
 
     config = loaded.config
     seen = rows_seen_in_training(key, (config.name, config.dataset, config.permutation_seed), config, frame)
-    return caution(config.name, seen, len(frame))
+    return caution(config.name, seen, len(frame)) if seen is not None else training_name_caution(config, name)
 
 
 def fitted_models() -> dict:

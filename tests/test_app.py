@@ -2015,3 +2015,29 @@ def test_a_one_seed_sweep_draws_no_error_bars_and_does_not_explain_any():
     assert std_of({"mean": [0.5, 0.6], "std": [None, None]}) is None
     assert std_of({"mean": [0.5, 0.6], "std": [None, 0.01]}) == [None, 0.01]
     assert std_of([0.5, 0.6]) is None
+
+
+def test_an_upload_named_like_a_user_models_training_data_is_cautioned_as_the_cli_does(tmp_path):
+    """A model trained on one's own ward.csv keeps none of its rows, so the CLI goes by the file's name; the table
+    page said nothing when the very file was uploaded."""
+    from cadp.data import load_table
+    from cadp.hub import save_model
+    from cadp.train import fit_tabular
+    from tests.conftest import weights_dir
+
+    frame = load_table("diabetes").frame.head(120)
+    save_model(fit_tabular(frame, ["sex"], steps=5, name="ward-model", dataset="ward.csv"), tmp_path / "ward-model")
+    with weights_dir(tmp_path):
+        at = page("tabular.py")
+        at.sidebar.selectbox(key="model_choice").set_value("ward-model").run()
+        at.radio(key="table_source").set_value("Upload a CSV").run()
+        at.file_uploader(key="table_upload").set_value(("ward.csv", frame.to_csv(index=False).encode(),
+                                                         "text/csv")).run()
+        clean(at)
+        assert any("fits the model ward-model" in s.value for s in at.success), [e.value for e in at.error]
+        cautions = [w.value for w in at.warning if "has the name of the data ward-model was trained on" in w.value]
+        assert cautions == ["ward.csv has the name of the data ward-model was trained on: if these are its training "
+                            "rows, the guarantee does not cover what the model learned from them."]
+        at.file_uploader(key="table_upload").set_value(("other.csv", frame.to_csv(index=False).encode(),
+                                                         "text/csv")).run()
+        assert not any("has the name of the data" in w.value for w in clean(at).warning)

@@ -1174,3 +1174,22 @@ def test_training_says_an_empty_condition_cell_is_a_category_and_refuses_text_fo
                        "--column-type", "ward=numeric", "--steps", "5"]) == 2
     assert ("column 'ward' is numeric here, but 118 of its 120 cells are not numbers (e.g. 'north'): a model "
             "would learn it from the few numbers" in capsys.readouterr().err)
+
+
+def test_a_numeric_condition_column_is_refused_before_notes_on_its_cells_and_before_training(tmp_path, capsys):
+    """--conditions bmi printed a note on bmi's empty cells "as a category" and started the progress bar before
+    saying that a numeric column cannot be a condition."""
+    from cadp import train
+
+    frame = load_table("diabetes").frame.head(120)
+    frame.loc[3, "bmi"] = None
+    source = tmp_path / "rows.csv"
+    frame.to_csv(source, index=False)
+    assert train.main(["--dataset", str(source), "--out", str(tmp_path / "m"), "--conditions", "bmi",
+                       "--steps", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "error: condition column 'bmi' is numeric; choose a categorical column" in err
+    assert "empty cell(s)" not in err and "training " not in err
+    assert train.main(["--dataset", str(source), "--out", str(tmp_path / "m"), "--conditions", "bmi",
+                       "--column-type", "bmi=categorical", "--steps", "1"]) in (0, 2)  # the override is honoured
+    assert "is numeric" not in capsys.readouterr().err

@@ -922,7 +922,7 @@ def test_an_image_folder_is_read_as_the_app_reads_images_and_its_layout_checked(
         (tmp_path / "kaggle" / split / "a").mkdir(parents=True)
         (tmp_path / "kaggle" / split / "a" / "0.png").write_bytes(corpus.png(corpus.digit(28, 28)))
     with pytest.raises(InputError, match=r"holds split folders \(test, train\) with class folders inside: give "
-                                         r"the folder of the classes, e\.g\. .*kaggle/test"):
+                                         r"the folder of the classes, e\.g\. .*kaggle/train \("):  # (not test)
         load_image_folder(tmp_path / "kaggle", "train")
 
 
@@ -939,3 +939,48 @@ def test_dates_and_record_numbers_are_dropped_however_few_and_unique_names_in_a_
     assert list(upload.frame.columns) == ["age"]
     assert any("'visit' has 15 distinct text values in 200 rows shaped like dates" in n for n in upload.notes)
     assert any("'mrn' has 15 distinct text values in 200 rows shaped like record numbers" in n for n in upload.notes)
+
+
+def test_training_says_that_deep_images_are_stretched_one_by_one_and_names_exact_copies(tmp_path, capsys):
+    """16-bit scans were each stretched to 0..255 unsaid (classes told apart by intensity became one input), and
+    copies of one image went unmentioned until they broke the run's end (d_typ 0)."""
+    from PIL import Image
+
+    from cadp.data import load_image_folder
+
+    for label, level in (("low", 1200), ("high", 3800)):
+        (tmp_path / "deep" / label).mkdir(parents=True)
+        for index in range(4):
+            pixels = np.full((28, 28), 100 + index, dtype=np.uint16)
+            pixels[8:18, 8:18] = level
+            buffer = io.BytesIO()
+            Image.fromarray(pixels).save(buffer, format="PNG")  # 16-bit grey (I;16)
+            (tmp_path / "deep" / label / f"{index}.png").write_bytes(buffer.getvalue())
+    data = load_image_folder(tmp_path / "deep", "train")
+    err = capsys.readouterr().err
+    assert "note: 8 image(s) under" in err and "scaled to 0..255 from its own lowest to its own highest value" in err
+    assert "convert the images to 8-bit with one fixed window first" in err
+    assert int(data.images.max()) == 255
+    (tmp_path / "copies" / "a").mkdir(parents=True)
+    (tmp_path / "copies" / "b").mkdir(parents=True)
+    for index in range(3):
+        (tmp_path / "copies" / "a" / f"{index}.png").write_bytes(corpus.png(corpus.digit(28, 28)))
+        (tmp_path / "copies" / "b" / f"{index}.png").write_bytes(corpus.png(255 - corpus.digit(28, 28)))
+    load_image_folder(tmp_path / "copies", "train")
+    err = capsys.readouterr().err
+    assert "note: 4 image(s) under" in err and "are exact copies (as read, after resizing) of another image: " \
+        "a/1.png (= a/0.png), a/2.png (= a/0.png), b/1.png (= b/0.png) and 1 more" in err
+
+
+def test_latent_distances_are_between_distinct_records():
+    """Copies of one record are 0 apart: d_typ was 0 where most held-out pairs were copies, and the finished run
+    could not be saved (d_typ must be > 0)."""
+    import torch
+
+    from cadp.train import measure_latent_distances
+
+    latents = torch.tensor([[0.0, 0.0]] * 6 + [[1.0, 0.0], [0.0, 3.0]])
+    distances = measure_latent_distances(latents, torch.zeros(8, dtype=torch.int64), held_out=True)
+    assert distances.d_typ == 3.0 and distances.d_nn == 1.0  # among (0,0), (1,0), (0,3): 1, 3, 4; nearest 1, 1, 3
+    with pytest.raises(InputError, match="none sharing a condition with another distinct record"):
+        measure_latent_distances(torch.zeros(5, 2), torch.zeros(5, dtype=torch.int64), held_out=True)

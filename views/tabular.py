@@ -54,7 +54,7 @@ def choose_schema(frame: pd.DataFrame, identity: str, model_kinds: dict[str, str
     return dict(zip(edited["column"], edited["type"]))
 
 
-def model_for(loaded, frame, conditions, kinds, key):
+def model_for(loaded, frame, conditions, kinds, key, name):
     """The bundled model when the table fits it, else a model fitted on the fly (form + progress)."""
     problems = []
     if loaded is not None:
@@ -64,7 +64,7 @@ def model_for(loaded, frame, conditions, kinds, key):
             table_fit_problems(config, frame, kinds, conditions)
         if not problems:
             st.success(f"The table fits the model {config.name}: using it.")
-            caution = ui.training_rows_caution(loaded, frame, key)
+            caution = ui.training_rows_caution(loaded, frame, key, name)
             if caution:
                 st.warning(caution)
             notes = ui.input_notes(key, loaded.origin, loaded.model, frame)
@@ -182,7 +182,7 @@ def page(loaded) -> None:
                                 default=[c for c in default_conditions if c in categorical] if fits else [],
                                 key=ui.kept(f"table_conditions_{identity}"))
     handlings = {c: ui.condition_handling_controls(c, f"table_{c}") for c in conditions}
-    model = model_for(loaded, frame, conditions, kinds, key)
+    model = model_for(loaded, frame, conditions, kinds, key, name)
     if model is None:
         return
     st.header("3 · Privacy")
@@ -211,7 +211,7 @@ def page(loaded) -> None:
         bundled = loaded is not None and model is loaded.model  # a model fitted here: its guarantee says so
         st.session_state[RESULT] = {"result": result, "made_of": made_of, "choices": choices, "csv_format": csv_format,
                                     "seed": settings.seed,
-                                    "caution": ui.training_rows_caution(loaded, frame, key) if bundled else None,
+                                    "caution": ui.training_rows_caution(loaded, frame, key, name) if bundled else None,
                                     "repeats": compare.repeated_rows_note(keys, cost, released=True,
                                                                           formal=settings.mechanism.formal)}
     state = st.session_state.get(RESULT)
