@@ -240,6 +240,8 @@ def test_streamlit_usage_statistics_are_off():
         assert "config.toml" in config.get_where_defined("browser.gatherUsageStats")
         # a shown table's own CSV export would write the released rows in the input's order (compare.download_rows)
         assert config.get_option("client.disableDataExport") is True
+        # unset, a headless start asked checkip.amazonaws.com for the machine's public address (an "External URL")
+        assert config.is_manually_set("browser.serverAddress")
     finally:
         os.chdir(previous)
         config.get_config_options(force_reparse=True)
@@ -450,3 +452,22 @@ def test_bundled_hub_ids_load_their_pinned_revision(monkeypatch):
     with pytest.raises(Asked):
         hub.load_model("someone/not-bundled")
     assert asked[-1] == ("someone/not-bundled", "main")
+
+
+def test_a_headless_start_asks_no_one_for_this_machines_address(network, capsys):
+    """Without browser.serverAddress, Streamlit's start banner looked up checkip.amazonaws.com (the public IP,
+    sent to AWS) and opened a socket towards 8.8.8.8 (the internal IP)."""
+    from streamlit import config
+    from streamlit.web import bootstrap
+
+    previous = Path.cwd()
+    os.chdir(ROOT)
+    try:
+        config.get_config_options(force_reparse=True)
+        assert config.get_option("server.headless") is True
+        bootstrap._print_url(False)
+    finally:
+        os.chdir(previous)
+        config.get_config_options(force_reparse=True)
+    assert network.attempts == []
+    assert "http://localhost:8501" in capsys.readouterr().out
