@@ -11,6 +11,7 @@ import codecs
 import csv
 import hashlib
 import io
+import math
 import random
 import re
 import struct
@@ -267,7 +268,7 @@ def _decode_dicom(data: bytes, steps: list[str]) -> Image.Image:
                 steps.append("DICOM window applied")
         except Exception:  # a malformed LUT: fall back to the stored values
             values = pixels
-        values = _scale_to_8bit(np.asarray(values, dtype=np.float64), steps, f"DICOM {dataset.get('BitsStored', '')}-bit")
+        values = _scale_to_8bit(np.asarray(values), steps, f"DICOM {dataset.get('BitsStored', '')}-bit")
         if photometric == "MONOCHROME1":  # 0 is white in MONOCHROME1
             values = 255 - values
             steps.append("MONOCHROME1 flipped so that 0 is black")
@@ -275,20 +276,36 @@ def _decode_dicom(data: bytes, steps: list[str]) -> Image.Image:
     if pixels.ndim != 3 or pixels.shape[-1] != 3:
         raise InputError(f"the DICOM image has an unsupported layout ({samples} samples per pixel)")
     if pixels.dtype != np.uint8:
-        pixels = _scale_to_8bit(pixels.astype(np.float64), steps, "DICOM colour")
+        pixels = _scale_to_8bit(pixels, steps, "DICOM colour")
     return Image.fromarray(np.ascontiguousarray(pixels), mode="RGB")
 
 
 def _scale_to_8bit(values: np.ndarray, steps: list[str], what: str) -> np.ndarray:
-    """Stretch the used value range to 0..255 (16-bit and float images rarely use the full range)."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
+    """Stretch the used value range to 0..255 (16-bit and float images rarely use the full range). Worked on in
+    bands of rows in the values' own type: float64 copies of a whole 7000 x 7000 16-bit image took 2 GB."""
+    values = np.asarray(values)
+    bands = [values[start:start + _band_rows(values)] for start in range(0, len(values), _band_rows(values))]
+    low, high = math.inf, -math.inf
+    for band in bands:
+        finite = band[np.isfinite(band)] if band.dtype.kind in "fc" else band
+        if finite.size:
+            low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+    if low > high:
         raise InputError("the image holds no finite pixel values")
-    low, high = float(finite.min()), float(finite.max())
-    values = np.nan_to_num(values, nan=low, posinf=high, neginf=low)
-    scaled = np.zeros(values.shape) if high == low else (values - low) * (255.0 / (high - low))
+    scaled = np.empty(values.shape, dtype=np.uint8)
+    start = 0
+    for band in bands:
+        band = np.nan_to_num(band.astype(np.float64), nan=low, posinf=high, neginf=low)
+        band = np.zeros(band.shape) if high == low else (band - low) * (255.0 / (high - low))
+        scaled[start:start + len(band)] = np.clip(np.rint(band), 0, 255)
+        start += len(band)
     steps.append(f"{what} scaled to 8-bit (values {low:g}..{high:g} -> 0..255)")
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return scaled
+
+
+def _band_rows(values: np.ndarray) -> int:
+    """Rows of ``values`` in one band of about PIXELS_AT_ONCE pixels (of every channel)."""
+    return max(1, PIXELS_AT_ONCE // max(1, int(np.prod(values.shape[1:], dtype=np.int64))))
 
 
 def _to_channels(image: Image.Image, channels: int, steps: list[str]) -> Image.Image:
@@ -296,7 +313,7 @@ def _to_channels(image: Image.Image, channels: int, steps: list[str]) -> Image.I
     mode = image.mode
     if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         bits = "16-bit" if mode.startswith("I;16") else ("32-bit" if mode == "I" else "floating-point")
-        image = Image.fromarray(_scale_to_8bit(np.asarray(image, dtype=np.float64), steps, bits), mode="L")
+        image = Image.fromarray(_scale_to_8bit(np.asarray(image), steps, bits), mode="L")
     elif mode == "1":
         image = image.convert("L")
         steps.append("1-bit image converted to 8-bit")

@@ -984,3 +984,30 @@ def test_latent_distances_are_between_distinct_records():
     assert distances.d_typ == 3.0 and distances.d_nn == 1.0  # among (0,0), (1,0), (0,3): 1, 3, 4; nearest 1, 1, 3
     with pytest.raises(InputError, match="none sharing a condition with another distinct record"):
         measure_latent_distances(torch.zeros(5, 2), torch.zeros(5, dtype=torch.int64), held_out=True)
+
+
+def test_a_deep_image_is_scaled_to_8_bit_in_bands_not_in_whole_float_copies():
+    """A 95 KB 7000 x 7000 16-bit PNG took 2 GB of server memory: the whole image was copied to float64 several
+    times. The bands give the same pixels as the whole-image formula."""
+    import tracemalloc
+
+    from cadp.uploads import _scale_to_8bit
+
+    values = np.zeros((4000, 4000), dtype=np.uint16)  # 32 MB; one float64 copy would be 128 MB
+    values[100:200, 100:300] = 60000
+    values[3000:, :5] = 1000
+    tracemalloc.start()
+    try:
+        scaled = _scale_to_8bit(values, [], "16-bit")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20 + 16 * 2**20  # the 8-bit result (16 MB) and bands, no whole-image copies
+    expected = np.clip(np.rint(values.astype(np.float64) * (255.0 / 60000)), 0, 255).astype(np.uint8)
+    assert np.array_equal(scaled, expected)
+    floats = np.array([[np.nan, 0.5], [np.inf, -1.0]], dtype=np.float32)
+    steps: list[str] = []
+    assert _scale_to_8bit(floats, steps, "floating-point").tolist() == [[0, 255], [255, 0]]  # NaN: the lowest
+    assert steps == ["floating-point scaled to 8-bit (values -1..0.5 -> 0..255)"]
+    with pytest.raises(InputError, match="no finite pixel values"):
+        _scale_to_8bit(np.full((3, 3), np.nan), [], "floating-point")
