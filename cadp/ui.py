@@ -332,13 +332,15 @@ def kept_uploads(label: str, key: str, **options) -> list:
     def remember() -> None:
         value = st.session_state.get(key)
         files = value if isinstance(value, list) else [value] if value is not None else []
-        if files:
+        if files and not _too_much(files):
             st.session_state[store] = [KeptFile(f.name, f.getvalue(), f.size) for f in files]
         else:
             st.session_state.pop(store, None)
 
     value = st.file_uploader(label, key=key, on_change=remember, **options)
     files = value if isinstance(value, list) else [value] if value is not None else []
+    if files and _too_much(files):
+        raise InputError(_too_much(files))
     if files:
         if [(f.name, f.size) for f in files] != [(f.name, f.size) for f in st.session_state.get(store, [])]:
             remember()
@@ -352,6 +354,21 @@ def kept_uploads(label: str, key: str, **options) -> list:
             st.session_state.pop(store, None)
             st.rerun()  # drawn again without it
     return held
+
+
+MAX_UPLOAD_FILES = 2000                  # files in one upload (as many as a ZIP may hold)
+MAX_UPLOAD_TOTAL_BYTES = 200 * 2**20     # all files of one upload together (each is capped by maxUploadSize)
+
+
+def _too_much(files: list) -> str | None:
+    """Why an upload of several files is refused: each file is capped by Streamlit, their number and sum were
+    not (8 files of 45 MB each were all held in the session's memory)."""
+    total = sum(int(getattr(f, "size", 0) or 0) for f in files)
+    if len(files) <= MAX_UPLOAD_FILES and total <= MAX_UPLOAD_TOTAL_BYTES:
+        return None
+    return (f"this upload holds {len(files):,} files, {total / 2**20:,.0f} MB in all; at most "
+            f"{MAX_UPLOAD_FILES:,} files and {MAX_UPLOAD_TOTAL_BYTES // 2**20} MB in all are taken at once: remove "
+            "some in the box above, or privatize them in parts (for an archive, use python -m cadp.privatize)")
 
 
 # --------------------------------------------------------------------------- privacy ledger

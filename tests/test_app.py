@@ -2041,3 +2041,17 @@ def test_an_upload_named_like_a_user_models_training_data_is_cautioned_as_the_cl
         at.file_uploader(key="table_upload").set_value(("other.csv", frame.to_csv(index=False).encode(),
                                                          "text/csv")).run()
         assert not any("has the name of the data" in w.value for w in clean(at).warning)
+
+
+def test_an_upload_of_more_files_or_bytes_than_a_session_takes_is_refused_and_not_kept(monkeypatch):
+    """Each file was capped (50 MB), their number and sum were not: 8 files of 45 MB were all kept in memory."""
+    monkeypatch.setattr(ui, "MAX_UPLOAD_FILES", 2)
+    at = page("image.py")
+    files = [(f"{digit}.png", helpers.png(digit), "image/png") for digit in (1, 2, 3)]
+    at.file_uploader(key="image_upload").set_value(files).run()
+    clean(at)
+    assert any("this upload holds 3 files" in message and "at most 2 files" in message for message in errors(at))
+    assert "image_upload_kept_files" not in at.session_state
+    assert "image_privatize" not in [button.key for button in at.button]  # nothing to privatize
+    at.file_uploader(key="image_upload").set_value(files[:2]).run()
+    assert not errors(clean(at)) and len(at.session_state["image_upload_kept_files"]) == 2
