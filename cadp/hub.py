@@ -539,6 +539,31 @@ def _download(repo_id: str, revision: str, *, cache_dir: str | Path | None, endp
     return folder, folder.name, note
 
 
+def prune_hub_cache(cache_dir: str | Path, budget_bytes: int, keep: set[Path]) -> list[str]:
+    """Delete the least recently used revisions of a Hugging Face cache folder until it holds at most
+    ``budget_bytes``, never a revision whose snapshot folder is in ``keep`` (models in use). For a cache of the
+    app's own (a public Space's disk filled with every repo a visitor named); returns the 'repo@commit' deleted."""
+    from huggingface_hub import scan_cache_dir
+
+    if not Path(cache_dir).is_dir():
+        return []
+    info = scan_cache_dir(cache_dir)
+    kept = {Path(folder).resolve() for folder in keep}
+    candidates = sorted(((repo.last_accessed, revision, repo.repo_id) for repo in info.repos
+                         for revision in repo.revisions if Path(revision.snapshot_path).resolve() not in kept),
+                        key=lambda item: item[0])
+    total, chosen, deleted = info.size_on_disk, [], []
+    for _, revision, repo_id in candidates:
+        if total <= budget_bytes:
+            break
+        chosen.append(revision.commit_hash)
+        deleted.append(f"{repo_id}@{revision.commit_hash[:12]}")
+        total -= revision.size_on_disk  # (a blob shared with a kept revision stays: an upper bound)
+    if chosen:
+        info.delete_revisions(*chosen).execute()
+    return deleted
+
+
 # --------------------------------------------------------------------------- Hub: publishing
 
 @dataclass

@@ -7,6 +7,7 @@ are hashed for the ledger, never written to disk or logged.
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import math
 import os
@@ -136,16 +137,50 @@ def bundled_models(kind: str | None = None) -> list[str]:
     return hub.model_folders(weights_dir(), kind)
 
 
-@st.cache_resource(show_spinner="Loading the model…", max_entries=8)
+MODELS_IN_MEMORY = 8  # load_model's cache, for all sessions
+APP_HUB_CACHE_ENV = "CADP_APP_HUB_CACHE"
+APP_HUB_CACHE_BYTES = 2 * 2**30  # the app's Hub downloads on disk; models in use stay, whatever their size
+HUB_FOLDERS_IN_USE: collections.OrderedDict = collections.OrderedDict()  # Hub snapshot folder: None, last used last
+_HUB_LOCK = threading.Lock()  # one Hub download or pruning at a time: a pruning never meets a download under way
+
+
+def app_hub_cache() -> Path:
+    """Where the app downloads Hub models: a cache of its own ($CADP_APP_HUB_CACHE, else HF_HOME/cadp-app-hub),
+    pruned to APP_HUB_CACHE_BYTES, so that the app never deletes what other programs keep in the Hugging Face cache."""
+    from huggingface_hub import constants
+
+    return Path(os.environ.get(APP_HUB_CACHE_ENV) or Path(constants.HF_HOME) / "cadp-app-hub")
+
+
 def load_model(source: str, hub_only: bool = False) -> hub.LoadedModel:
     """A model from a local folder, a bundled name, or a Hub id ``owner/name@rev`` (with ``hub_only``, a Hub id
-    only: ``hub.load_hub_model``), cached for all sessions.
+    only: ``hub.load_hub_model``, into ``app_hub_cache``), cached for all sessions.
 
     Its inference passes are made, and the result views' libraries imported (``compare.preload``), in a
     background thread while the page renders, not on the first Privatize (which waits for a pass still
-    being traced or a module still being imported).
+    being traced or a module still being imported). Every use of a Hub model is noted, so that pruning the
+    app's Hub cache after a new download keeps the folders of the models the cache may still hold.
     """
-    loaded = hub.load_hub_model(source) if hub_only else hub.load_model(source)
+    loaded = _load_model(source, hub_only)
+    if hub_only:
+        HUB_FOLDERS_IN_USE.pop(loaded.folder, None)
+        HUB_FOLDERS_IN_USE[loaded.folder] = None
+        while len(HUB_FOLDERS_IN_USE) > 2 * MODELS_IN_MEMORY:  # (twice the cache's size: a margin)
+            HUB_FOLDERS_IN_USE.popitem(last=False)
+    return loaded
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=MODELS_IN_MEMORY)
+def _load_model(source: str, hub_only: bool) -> hub.LoadedModel:
+    if hub_only:
+        with _HUB_LOCK:
+            loaded = hub.load_hub_model(source, cache_dir=app_hub_cache())
+            try:
+                hub.prune_hub_cache(app_hub_cache(), APP_HUB_CACHE_BYTES, {loaded.folder, *HUB_FOLDERS_IN_USE})
+            except OSError:  # (a pruning that fails leaves more on disk, never a model that failed to load)
+                pass
+    else:
+        loaded = hub.load_model(source)
     thread = threading.Thread(target=_warm_up_quietly, args=(loaded.model,), name="cadp-warm-up", daemon=True)
     WARM_UPS[:] = [*(t for t in WARM_UPS if t.is_alive()), thread]  # finished ones need no join at exit
     thread.start()

@@ -1372,14 +1372,14 @@ def test_utility_legends_sit_below_the_plot_and_label_no_line_on_it():
 def test_a_loaded_model_makes_its_passes_in_the_background(weights):
     import threading
 
-    ui.load_model.clear()
+    ui._load_model.clear()
     loaded = ui.load_model(str(weights / helpers.IMAGE_MODEL))
     for thread in threading.enumerate():
         if thread.name == "cadp-warm-up":
             thread.join(timeout=TIMEOUT)
     # the image page's first Privatize (one image, its reconstruction) finds its passes made
     assert {key[:3] for key in loaded.model._traced._passes} == {(False, False, True), (True, False, True)}
-    ui.load_model.clear()
+    ui._load_model.clear()
 
 
 def test_preload_imports_what_the_first_release_would():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import json
@@ -689,3 +690,42 @@ def test_loading_a_model_leaves_the_callers_random_state_as_it_was():
     torch.manual_seed(0)
     hub.load_folder(hub.REPO_ROOT / "weights" / "mnist-cinn")  # a network and its classifier
     assert torch.equal(torch.rand(3), expected)
+
+
+# --------------------------------------------------------------------------- the app's Hub cache
+
+def test_pruning_a_hub_cache_deletes_the_least_recently_used_revisions_not_in_use(served, cache):
+    older = hub.load_hub_model(f"{REPO}@v1", cache_dir=cache, endpoint=served.url)
+    newer = hub.load_hub_model(REPO, cache_dir=cache, endpoint=served.url)
+    assert older.folder != newer.folder
+    assert hub.prune_hub_cache(cache, 10**12, set()) == []  # within the budget: nothing goes
+    assert hub.prune_hub_cache(cache, 0, {older.folder}) == [f"{REPO}@{served.commits['v2'][:12]}"]
+    assert (older.folder / hub.CONFIG_NAME).exists() and not newer.folder.exists()  # in use: kept over budget
+    assert hub.prune_hub_cache(cache, 0, {older.folder}) == []
+    assert hub.prune_hub_cache(cache / "none", 0, set()) == [] and not (cache / "none").exists()
+
+
+def test_the_app_downloads_hub_models_into_a_cache_of_its_own_and_prunes_it(served, cache, tmp_path, monkeypatch):
+    """Every owner/name@revision a Space's visitor typed stayed on its disk: the app's own cache is pruned to a
+    budget after each download, keeping the models its memory cache may still hold; the Hugging Face cache of
+    other programs is never touched."""
+    from cadp import ui
+
+    monkeypatch.setenv("HF_ENDPOINT", served.url)
+    monkeypatch.setenv(ui.APP_HUB_CACHE_ENV, str(tmp_path / "app-hub"))
+    monkeypatch.setattr(ui, "APP_HUB_CACHE_BYTES", 0)
+    monkeypatch.setattr(ui, "HUB_FOLDERS_IN_USE", collections.OrderedDict())
+    ui._load_model.clear()
+    try:
+        first = ui.load_model(f"{REPO}@v1", hub_only=True)
+        assert first.folder.is_relative_to(tmp_path / "app-hub")
+        second = ui.load_model(REPO, hub_only=True)
+        assert first.folder.exists() and second.folder.exists()  # both in use: over the budget, kept
+        assert list(ui.HUB_FOLDERS_IN_USE) == [first.folder, second.folder]
+        ui.HUB_FOLDERS_IN_USE.pop(first.folder)  # as if it had left the memory cache long ago
+        ui._load_model.clear()
+        ui.load_model(REPO, hub_only=True)  # a download (the memory cache was cleared): the cache is pruned
+        assert not first.folder.exists() and second.folder.exists()
+        assert not (tmp_path / "hf-home" / "hub").exists()  # the user's Hugging Face cache: untouched
+    finally:
+        ui._load_model.clear()
