@@ -356,13 +356,19 @@ class KeptFile:
         return self.data
 
 
-def kept_uploads(label: str, key: str, **options) -> list:
+def kept_uploads(label: str, key: str, derived: tuple[str, ...] = (), **options) -> list:
     """``st.file_uploader``'s files as a list, still there after a page change (in this session's memory only).
 
     Back on the page the uploader is empty (Streamlit drops its state): the files uploaded before
-    are used and named, with a button to forget them; removing them in the uploader forgets them too.
+    are used and named, with a button to forget them; removing them in the uploader forgets them too, and
+    with them the session state named in ``derived`` (what the page made of them: results, fitted models,
+    facts about their rows). The privacy ledger stays: forgetting a record does not undo its releases.
     """
     store = f"{key}_kept_files"
+
+    def forget() -> None:
+        for name in (store, *derived):
+            st.session_state.pop(name, None)
 
     def remember() -> None:
         value = st.session_state.get(key)
@@ -370,7 +376,7 @@ def kept_uploads(label: str, key: str, **options) -> list:
         if files and not _too_much(files):
             st.session_state[store] = [KeptFile(f.name, f.getvalue(), f.size) for f in files]
         else:
-            st.session_state.pop(store, None)
+            forget()
 
     value = st.file_uploader(label, key=key, on_change=remember, **options)
     files = value if isinstance(value, list) else [value] if value is not None else []
@@ -385,8 +391,9 @@ def kept_uploads(label: str, key: str, **options) -> list:
         names = ", ".join(f.name for f in held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
         left, right = st.columns([4, 1])
         left.caption(f"Using {names}, uploaded earlier in this session (held in memory only, never on disk).")
-        if right.button("Forget", key=f"{key}_forget", help="Drop the upload from this session"):
-            st.session_state.pop(store, None)
+        if right.button("Forget", key=f"{key}_forget", help="Drop the upload, and what was made of it, from "
+                        "this session (its releases stay counted in the privacy ledger)"):
+            forget()
             st.rerun()  # drawn again without it
     return held
 
@@ -1125,22 +1132,36 @@ def bundled_table(name: str, seed: int):
     return table, test, len(train)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def rows_seen_in_training(table_key: str, model: tuple, _config, _frame) -> int | None:
+# what this module keeps of a table page's upload (the page adds its own): forgotten with it
+TABLE_UPLOAD_DERIVED = ("table_fitted_models", "table_row_keys", "memo_rows_seen", "memo_input_notes")
+
+
+def session_memo(name: str, key, compute, max_entries: int = 16):
+    """``compute()`` once per ``key`` in this session, kept in its memory only: facts about an upload (its column
+    names, counts) go with the session (or "Forget": see TABLE_UPLOAD_DERIVED), never into a cache that all sessions
+    share and that outlives them."""
+    store = st.session_state.setdefault(f"memo_{name}", {})
+    if key not in store:
+        while len(store) >= max_entries:
+            store.pop(next(iter(store)))
+        store[key] = compute()
+    return store[key]
+
+
+def rows_seen_in_training(table_key: str, model: tuple, config, frame) -> int | None:
     """``cadp.train.rows_seen_in_training`` once per table and model (name, dataset, split seed), not on every
     run of the page."""
     from cadp.train import rows_seen_in_training as count
 
-    return count(_config, _frame)
+    return session_memo("rows_seen", (table_key, model), lambda: count(config, frame))
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def input_notes(table_key: str, model_origin: str, _model, _frame) -> list[str]:
+def input_notes(table_key: str, model_origin: str, model, frame) -> list[str]:
     """``cadp.privatize.input_notes`` once per table and model (by where it was loaded from: two models can share
     a name), not on every run of the page."""
     from cadp.privatize import input_notes as notes
 
-    return notes(_model, _frame)
+    return session_memo("input_notes", (table_key, model_origin), lambda: notes(model, frame))
 
 
 def training_rows_caution(loaded, frame, key: str, name: str) -> str | None:

@@ -2055,3 +2055,24 @@ def test_an_upload_of_more_files_or_bytes_than_a_session_takes_is_refused_and_no
     assert "image_privatize" not in [button.key for button in at.button]  # nothing to privatize
     at.file_uploader(key="image_upload").set_value(files[:2]).run()
     assert not errors(clean(at)) and len(at.session_state["image_upload_kept_files"]) == 2
+
+
+def test_forgetting_an_upload_forgets_what_was_made_of_it_but_not_its_releases_cost():
+    """"Forget" dropped the file only: the release (with the upload's rows), the model fitted on them and the
+    facts about them stayed in the session; a cache shared by all sessions kept notes on the upload's columns."""
+    at = whole_app()
+    at.switch_page("views/tabular.py").run()
+    helpers.upload_and_fit(at)
+    at.button(key="table_privatize").click().run()
+    clean(at)
+    derived = ["table_result", "table_fitted", "table_fitted_models", "table_row_keys"]
+    assert all(name in at.session_state for name in derived)
+    ledger = dict(at.session_state["privacy_ledger"])
+    assert ledger
+    at.switch_page("views/image.py").run()
+    at.switch_page("views/tabular.py").run()  # the upload is now the one kept from before
+    at.button(key="table_upload_forget").click().run()
+    clean(at)
+    assert not [name for name in derived + ["memo_input_notes", "memo_rows_seen", "table_upload_kept_files"]
+                if name in at.session_state]
+    assert at.session_state["privacy_ledger"].keys() == ledger.keys()  # its releases stay counted

@@ -22,7 +22,8 @@ def choose_inputs(loaded) -> list[ui.ImageRecord]:
     source = st.radio("Input", sources, horizontal=True, key=ui.kept("image_source"))
     if source == "Upload":
         files = ui.kept_uploads("Images (PNG, JPEG, BMP, TIFF, GIF, WebP, DICOM); several files or a ZIP of them for a batch",
-                                "image_upload", type=ui.IMAGE_UPLOAD_TYPES, accept_multiple_files=True)
+                                "image_upload", derived=(ui.PREPARED_UPLOADS, RESULT), type=ui.IMAGE_UPLOAD_TYPES,
+                                accept_multiple_files=True)
         choices = ["auto", "always", "never"]
         invert = st.radio("Inversion (the bundled models expect a light object on a dark background; a model "
                           "trained on an image folder saw its images as they are)", choices, horizontal=True,
