@@ -10,7 +10,10 @@ SYSTEM_STAMP := .venv/.system-packages
 .PHONY: run test setup setup-dev system-packages bench lint clean
 
 $(STAMP): requirements.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# Debian/Ubuntu ship ensurepip apart (python3.11-venv): without it venv leaves a .venv without pip
+	@test -x $(BIN)/pip || $(PYTHON) -c "import ensurepip" 2>/dev/null || { echo "$(PYTHON) cannot make a virtual \
+	environment with pip (no ensurepip); on Debian/Ubuntu: apt-get install python3.11-venv" >&2; exit 1; }
+	test -x $(BIN)/pip || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@

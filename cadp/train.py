@@ -827,10 +827,10 @@ TABLE_DIMENSION_NOTE = ("A row has far fewer latent dimensions than an image, so
 def limitations(kind: str, public: bool) -> str:
     return LIMITATIONS.format(
         training_data="public data" if public else "the user's own data",
-        training_caveat="" if public else (
-            "; for a record the model was trained on, they do not cover what the model learned from it. The "
-            "weights, config.json (class names; for tables each numeric column's range and every category level "
-            "and frequency) and this card can reveal that data: publish them only as you would the data"),
+        training_caveat="; for a record the model was trained on, they do not cover what the model learned from it"
+        + ("" if public else (
+            ". The weights, config.json (class names; for tables each numeric column's range and every category "
+            "level and frequency) and this card can reveal that data: publish them only as you would the data")),
         dimension_note=IMAGE_DIMENSION_NOTE if kind == "image" else TABLE_DIMENSION_NOTE)
 
 
