@@ -52,6 +52,7 @@ from cadp.data import (
     text_category_columns,
 )
 from cadp.errors import CadpError, InputError
+from cadp.hub import write_text_whole
 from cadp.mechanisms import (
     DEFAULT_TEMPERATURE,
     MECHANISMS,
@@ -732,13 +733,7 @@ def finish_guarantee(output: Path, status: str = "") -> None:
 
 def _write_terms(output: Path, text: str) -> None:
     """guarantee.txt replaced whole: a run killed while writing it leaves the old terms, not half of them."""
-    part = output / (GUARANTEE_NAME + ".part")
-    try:
-        part.write_text(text, encoding="utf-8")
-        os.replace(part, output / GUARANTEE_NAME)
-    except OSError:  # disk full: no half-written .part is left beside the terms
-        part.unlink(missing_ok=True)
-        raise
+    write_text_whole(output / GUARANTEE_NAME, text)
 
 
 _SURROGATES = re.compile("[\ud800-\udfff]")

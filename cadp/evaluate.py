@@ -31,7 +31,7 @@ from torch import nn
 
 from cadp import baselines
 from cadp.errors import CadpError, InputError
-from cadp.hub import REPORT_NAME
+from cadp.hub import REPORT_NAME, write_text_whole
 from cadp.mechanisms import (
     PAPER_LABEL,
     GaussianMechanism,
@@ -41,6 +41,7 @@ from cadp.mechanisms import (
     PaperMechanism,
     make_mechanism,
     new_generator,
+    paper_batches_text,
 )
 from cadp.models import ImageCINN, TabularCINN
 from cadp.privatize import _image_labels, _image_pixels
@@ -606,6 +607,9 @@ def utility_sweep(loaded, *, epsilons=None, mechanisms=None, seeds=(0, 1, 2), n_
         raise InputError(f"mechanisms must be among {', '.join(DEFAULT_MECHANISMS)}, got {unknown}")
     if len(seeds) < 1:
         raise InputError("give at least one seed")
+    for name, size in (("n_train", n_train), ("n_test", n_test), ("n_reid", n_reid)):
+        if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2):
+            raise InputError(f"{name} must be a whole number >= 2 (or None for the default), got {size!r}")
     device = resolve_device(device)
     model = loaded.model.to(device).eval()
     start = time.monotonic()
@@ -1293,73 +1297,123 @@ def write_report(folder: Path | str) -> Path:
               "not private: blur and mosaic (p/o)", "central DP (DP-SGD): a different guarantee",
               "distinguishing audit: lower bound vs claim"]
     figure = make_subplots(rows=3, cols=2, subplot_titles=titles, vertical_spacing=0.09)
-    if utility:
-        epsilons = utility["epsilons"]
-        for name, entry in utility["methods"].items():
-            if "parameters" in entry:
-                figure.add_trace(go.Scatter(x=entry["parameters"], y=entry["p/o"]["mean"], mode="lines+markers",
-                                            name=entry["label"],
-                                            error_y={"array": entry["p/o"]["std"]}), row=2, col=2)
-                continue
-            if "p/o" in entry:
-                figure.add_trace(go.Scatter(x=epsilons, y=entry["p/o"]["mean"], error_y={"array": entry["p/o"]["std"]},
-                                            mode="lines+markers", name=entry["label"]), row=1, col=1)
-            short = f"paper ({PAPER_LABEL})" if name == "paper" else name  # the label wherever paper is shown
-            for key, dash in (("reid_latent", "solid"), ("reid_pixel", "dot"), ("reid_data", "dot")):
-                if entry.get(key) is not None:
-                    figure.add_trace(go.Scatter(x=epsilons, y=entry[key], mode="lines+markers",
-                                                name=f"{short}: {key}", line={"dash": dash}), row=1, col=2)
-            quality = entry.get("ssim") or entry.get("ks")
-            if quality is not None:
-                figure.add_trace(go.Scatter(x=epsilons, y=quality, mode="lines+markers",
-                                            name=f"{short}: {'SSIM' if 'ssim' in entry else 'KS'}"), row=2, col=1)
-        reference = utility["reference"].get("o/o")
-        if reference:
-            figure.add_hline(y=reference["mean"], line_dash="dash", annotation_text="real/real (o/o)", row=1, col=1)
-        figure.add_hline(y=utility["chance"], line_dash="dash", annotation_text="chance among all records (1/N)",
-                         row=1, col=2)
-        if utility.get("chance_given_condition") is not None:  # the attackers guess among these: their baseline
-            figure.add_hline(y=utility["chance_given_condition"], line_dash="dot", row=1, col=2,
-                             annotation_text=f"chance knowing the released {released_words(utility)}")
-        for row, col in ((1, 1), (1, 2), (2, 1)):
-            figure.update_xaxes(type="log", title_text="epsilon (local, per record; metric: per unit L1 latent "
-                                                       "distance; DP-Pix: per 1-pixel change)", row=row, col=col)
-    central = results.get("central")
-    if central:
-        figure.add_trace(go.Scatter(x=central["epsilons"], y=central["accuracy"]["mean"],
-                                    error_y={"array": central["accuracy"]["std"]}, mode="lines+markers",
-                                    name=central["label"]), row=3, col=1)
-        figure.update_xaxes(type="log", title_text="epsilon (central, delta = 1/N: weaker than the usual delta << 1/N)",
-                            row=3, col=1)
-    audit = results.get("audit")
-    if audit:
-        for name in ("laplace", "gaussian", "paper"):
-            points = [r for r in audit["results"] if r["mechanism"] == name]
-            figure.add_trace(go.Scatter(x=[r["nominal_epsilon"] for r in points],
-                                        y=[r["epsilon_lower_bound"] for r in points], mode="markers",
-                                        name=f"audit {name}" + (f" ({PAPER_LABEL})" if name == "paper" else "")),
-                             row=3, col=2)
-        top = max(r["nominal_epsilon"] for r in audit["results"])
-        figure.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="lower bound = claim",
-                                    line={"dash": "dash"}), row=3, col=2)
-        if isinstance(audit.get("releases"), int):  # a bound on this line is "at least this much", no more
-            ceiling = largest_provable_epsilon(audit["releases"])
-            figure.add_trace(go.Scatter(x=[0, top], y=[ceiling, ceiling], mode="lines", line={"dash": "dot"},
-                                        name=f"the most {audit['releases']:,} releases can show ({ceiling:.2f})"),
-                             row=3, col=2)
+    drawn_wrong = []  # sections of eval.json that are not as cadp.evaluate writes them (it may come from anyone)
+
+    def draw(section: str, drawing) -> None:
+        try:
+            drawing()
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+            drawn_wrong.append(section)
+
+    def draw_utility() -> None:
+        if utility:
+            epsilons = utility["epsilons"]
+            for name, entry in utility["methods"].items():
+                if "parameters" in entry:
+                    figure.add_trace(go.Scatter(x=entry["parameters"], y=entry["p/o"]["mean"], mode="lines+markers",
+                                                name=entry["label"],
+                                                error_y={"array": entry["p/o"]["std"]}), row=2, col=2)
+                    continue
+                if "p/o" in entry:
+                    figure.add_trace(go.Scatter(x=epsilons, y=entry["p/o"]["mean"], error_y={"array": entry["p/o"]["std"]},
+                                                mode="lines+markers", name=entry["label"]), row=1, col=1)
+                short = f"paper ({PAPER_LABEL})" if name == "paper" else name  # the label wherever paper is shown
+                for key, dash in (("reid_latent", "solid"), ("reid_pixel", "dot"), ("reid_data", "dot")):
+                    if entry.get(key) is not None:
+                        figure.add_trace(go.Scatter(x=epsilons, y=entry[key], mode="lines+markers",
+                                                    name=f"{short}: {key}", line={"dash": dash}), row=1, col=2)
+                quality = entry.get("ssim") or entry.get("ks")
+                if quality is not None:
+                    figure.add_trace(go.Scatter(x=epsilons, y=quality, mode="lines+markers",
+                                                name=f"{short}: {'SSIM' if 'ssim' in entry else 'KS'}"), row=2, col=1)
+            reference = utility["reference"].get("o/o")
+            if reference:
+                figure.add_hline(y=reference["mean"], line_dash="dash", annotation_text="real/real (o/o)", row=1, col=1)
+            figure.add_hline(y=utility["chance"], line_dash="dash", annotation_text="chance among all records (1/N)",
+                             row=1, col=2)
+            if utility.get("chance_given_condition") is not None:  # the attackers guess among these: their baseline
+                figure.add_hline(y=utility["chance_given_condition"], line_dash="dot", row=1, col=2,
+                                 annotation_text=f"chance knowing the released {released_words(utility)}")
+            for row, col in ((1, 1), (1, 2), (2, 1)):
+                figure.update_xaxes(type="log", title_text="epsilon (local, per record; metric: per unit L1 latent "
+                                                           "distance; DP-Pix: per 1-pixel change)", row=row, col=col)
+
+    def draw_central() -> None:
+        central = results.get("central")
+        if central:
+            figure.add_trace(go.Scatter(x=central["epsilons"], y=central["accuracy"]["mean"],
+                                        error_y={"array": central["accuracy"]["std"]}, mode="lines+markers",
+                                        name=central["label"]), row=3, col=1)
+            figure.update_xaxes(type="log", title_text="epsilon (central, delta = 1/N: weaker than the usual delta << 1/N)",
+                                row=3, col=1)
+
+    def draw_audit() -> None:
+        audit = results.get("audit")
+        if audit:
+            for name in ("laplace", "gaussian", "paper"):
+                points = [r for r in audit["results"] if r["mechanism"] == name]
+                figure.add_trace(go.Scatter(x=[r["nominal_epsilon"] for r in points],
+                                            y=[r["epsilon_lower_bound"] for r in points], mode="markers",
+                                            name=f"audit {name}" + (f" ({PAPER_LABEL})" if name == "paper" else "")),
+                                 row=3, col=2)
+            top = max(r["nominal_epsilon"] for r in audit["results"])
+            figure.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="lower bound = claim",
+                                        line={"dash": "dash"}), row=3, col=2)
+            if isinstance(audit.get("releases"), int):  # a bound on this line is "at least this much", no more
+                ceiling = largest_provable_epsilon(audit["releases"])
+                figure.add_trace(go.Scatter(x=[0, top], y=[ceiling, ceiling], mode="lines", line={"dash": "dot"},
+                                            name=f"the most {audit['releases']:,} releases can show ({ceiling:.2f})"),
+                                 row=3, col=2)
+
+    draw("utility", draw_utility)
+    draw("central", draw_central)
+    draw("audit", draw_audit)
     figure.update_layout(height=1300, title=f"CADP evaluation of {folder.name}")
     path = folder / REPORT_NAME
     html = figure.to_html(include_plotlyjs="cdn", full_html=True)
-    note = ""
-    if utility:  # under the charts: what the accuracy error bars are
-        from html import escape
+    from html import escape
 
-        from cadp.curves import error_bars_note, mean_of
-
-        note = error_bars_note(utility.get("settings"), mean_of((utility.get("reference") or {}).get("o/o")))
-        note = f'<p style="font: 14px sans-serif; margin: 0 2em 2em">{escape(note)}</p>\n'
-    path.write_text(html.replace("</body>", note + OFFLINE_NOTICE + "</body>", 1), encoding="utf-8")
+    note = "".join(f'<p style="font: 14px sans-serif; margin: 0 2em 1em">{escape(line)}</p>\n'
+                   for line in report_notes(folder, results, drawn_wrong))
+    write_text_whole(path, html.replace("</body>", note + OFFLINE_NOTICE + "</body>", 1))
     return path
+
+
+def report_notes(folder: Path, results: dict, drawn_wrong: list[str]) -> list[str]:
+    """The sentences under report.html's charts: what the error bars are, what metric's axis means between real
+    records (PRIVACY.md: eps_unit * d_typ and eps_unit * d_nn), how paper was batched, and which sections of
+    eval.json could not be drawn."""
+    from cadp.curves import error_bars_note, mean_of
+    from cadp.hub import read_config
+
+    notes = []
+    utility = results.get("utility") if isinstance(results.get("utility"), dict) else None
+    if utility is not None and "utility" not in drawn_wrong:
+        notes.append(error_bars_note(utility.get("settings"), mean_of((utility.get("reference") or {}).get("o/o"))))
+        methods = utility.get("methods") if isinstance(utility.get("methods"), dict) else {}
+        try:
+            distances = read_config(folder).latent_distances
+        except CadpError:
+            distances = None
+        if "metric" in methods and distances is not None:
+            notes.append(f"metric: its epsilon is per unit of L1 latent distance; between two typical records with "
+                         f"the same condition (d_typ = {distances.d_typ:.3g}) it is {distances.d_typ:.3g} x the "
+                         f"value on the axis, between a record and its nearest neighbour (d_nn = "
+                         f"{distances.d_nn:.3g}) {distances.d_nn:.3g} x that value.")
+        batches = paper_batches_text(utility.get("settings") or {})
+        if "paper" in methods and batches:
+            notes.append(f"paper ({PAPER_LABEL}): its output depends on the batch; these curves ran on {batches}.")
+    audit = results.get("audit") if isinstance(results.get("audit"), dict) else None
+    if audit is not None and "audit" not in drawn_wrong and any(
+            isinstance(r, dict) and r.get("mechanism") == "paper" for r in audit.get("results") or []):
+        sizes = sorted({r.get("batch_size") for r in audit["results"] if isinstance(r, dict)
+                        and r.get("mechanism") == "paper" and isinstance(r.get("batch_size"), int)})
+        notes.append("audit: paper released one record per batch (batch size "
+                     + (", ".join(map(str, sizes)) or "1") + ").")
+    if drawn_wrong:
+        notes.append(f"eval.json's section(s) {', '.join(drawn_wrong)} are not as cadp.evaluate writes them, so "
+                     "they are not drawn (or only in part): run that evaluation again.")
+    return notes
 
 
 # report.html loads plotly.js from its CDN (embedding it would add ~3.5 MB per model folder); without a
@@ -1415,6 +1469,13 @@ def load_training_data(config, path: Path | str, training: dict | None = None):
                          "before 2026-11-29, which read those otherwise, or other images without a suffix, which "
                          "versions until 2026-11-29 skipped): give the file or folder it was trained on "
                          "as it was, or the test records would include training records")
+    from cadp.train import rows_seen_in_training
+
+    seen = rows_seen_in_training(config, test) if config.kind != "image" else None  # a bundled table's model
+    if seen:  # its training rows are known: a re-ordered copy of its table splits them into the test records
+        raise InputError(f"{seen:,} of the {len(test):,} test rows of --data {path} are rows the model was trained "
+                         f"on ({config.dataset}'s training split): its results would be measured on training "
+                         "records; give the data as it was, or leave out --data for a bundled table")
     return train, test
 
 
@@ -1528,12 +1589,18 @@ def main(argv=None) -> int:
         print(f"wrote {write_report(loaded.folder)}")
     except KeyboardInterrupt:
         print(f"stopped: interrupted; {Path(args.model) / 'eval.json'} "
-              + ("holds this run's results, report.html may be older" if written else "is as it was"),
-              file=sys.stderr)
+              + ("holds this run's results; the model card (README.md) and report.html may be older" if written
+                 else "is as it was"), file=sys.stderr)
         return 130
     except CadpError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full disk or a read-only folder: each file is replaced whole or left as it was
+        print(f"error: cannot write {error.filename or args.model} ({error.strerror or error}); "
+              f"{Path(args.model) / 'eval.json'} "
+              + ("holds this run's results; the model card (README.md) and report.html may be older" if written
+                 else "is as it was"), file=sys.stderr)
+        return 1
     return 0
 
 

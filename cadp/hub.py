@@ -239,9 +239,22 @@ def _finite_or_null(value):
     return value
 
 
+def write_text_whole(path: Path | str, text: str) -> None:
+    """Replace ``path`` by ``text`` whole: written beside it first, then renamed over it, so that a full disk or
+    a stop while writing leaves the old file (eval.json with every section of earlier runs), never half of it."""
+    path = Path(path)
+    part = path.with_name(path.name + ".part")
+    try:
+        part.write_text(text, encoding="utf-8")
+        os.replace(part, path)
+    except BaseException:  # (a disk full, or Ctrl-C): no .part left beside the file
+        part.unlink(missing_ok=True)
+        raise
+
+
 def write_eval(folder: Path, results: dict) -> None:
     text = json.dumps(_finite_or_null(results), indent=2, sort_keys=True, allow_nan=False)
-    (Path(folder) / EVAL_NAME).write_text(text + "\n")
+    write_text_whole(Path(folder) / EVAL_NAME, text + "\n")
 
 
 def update_eval(folder: Path, section: str, value) -> dict:
@@ -270,7 +283,7 @@ def update_card_section(folder: Path | str, key: str, markdown: str) -> None:
         card = before + block + "\n## Privacy and limitations" + rest
     else:
         card = card.rstrip("\n") + "\n\n" + block
-    path.write_text(card, encoding="utf-8")
+    write_text_whole(path, card)
 
 
 def model_folders(folder: Path | str = BUNDLED_DIR, kind: str | None = None) -> list[str]:

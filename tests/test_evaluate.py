@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -636,3 +637,85 @@ def test_reidentification_takes_conditions_as_names_and_refuses_a_wrong_count():
         reidentification(originals, originals, conditions=[0, 1, 0, 1, 1, 0, 1])  # was cut to the first four
     with pytest.raises(InputError, match="releases must be an integer >= 20, got 'many'"):
         latent_audit(torch.zeros(3), torch.ones(3), make_mechanism("metric", 1.0), "many")
+
+
+def test_a_full_disk_leaves_eval_json_whole_and_the_cli_says_so(tmp_path):
+    """eval.json was written in place: a write cut short (a full disk) left 40 KB of it, every earlier section
+    lost, and the CLI printed a traceback."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import bundled
+
+    folder = tmp_path / "diabetes-cinn"
+    shutil.copytree(bundled("diabetes-cinn"), folder)
+    before = (folder / "eval.json").read_bytes()
+    script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)); "
+              "from cadp.hub import update_eval; update_eval(sys.argv[1], 'extra', ['x' * 100] * 1000)")
+    done = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode != 0 and "File too large" in done.stderr
+    assert (folder / "eval.json").read_bytes() == before and not list(folder.glob("*.part"))
+    cli = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)); "
+           "from cadp.evaluate import main; sys.exit(main(['bpd', '--model', sys.argv[1], '--quick', '--replace-full']))")
+    done = subprocess.run([sys.executable, "-c", cli, str(folder)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "error: cannot write" in done.stderr and "eval.json is as it was" in done.stderr
+    assert (folder / "eval.json").read_bytes() == before
+
+
+def test_report_draws_what_it_can_of_a_malformed_eval_json_and_names_the_rest(tmp_path):
+    from cadp.evaluate import write_report
+    from cadp.hub import write_eval
+
+    loaded = tiny_image_folder(tmp_path)
+    write_eval(loaded.folder, {"audit": {"results": []}, "central": {"epsilons": [1]}})  # max() of nothing; no accuracy
+    text = write_report(loaded.folder).read_text(encoding="utf-8")
+    assert "eval.json&#x27;s section(s) central, audit are not as cadp.evaluate writes them" in text
+
+
+def test_report_names_papers_batches_and_what_metrics_axis_means_between_records(tmp_path):
+    """report.html drew paper's curves and audit points without a batch size (they ran on different ones), and
+    metric on the laplace axis without eps_unit * d_typ / d_nn (PRIVACY.md: always show them)."""
+    import shutil
+
+    from cadp.evaluate import write_report
+    from tests.conftest import bundled
+
+    folder = tmp_path / "diabetes-cinn"
+    shutil.copytree(bundled("diabetes-cinn"), folder)
+    text = write_report(folder).read_text(encoding="utf-8")
+    config = json.loads((folder / "config.json").read_text())
+    d_typ, d_nn = (config["latent_distances"][key] for key in ("d_typ", "d_nn"))
+    assert f"(d_typ = {d_typ:.3g}) it is {d_typ:.3g} x the value on the axis" in text
+    assert f"(d_nn = {d_nn:.3g}) {d_nn:.3g} x that value" in text
+    assert "these curves ran on batches of 354 training and 88 test records (batch size 512)" in text
+    assert "audit: paper released one record per batch (batch size 1)." in text
+
+
+def test_data_given_for_a_bundled_tables_model_may_not_test_it_on_its_training_rows(tmp_path, capsys):
+    """A shuffled copy of diabetes passed --data (the bundled eval.json holds no split fingerprint): 72 of its 88
+    "test" rows were rows the model was trained on."""
+    import shutil
+
+    from tests.conftest import bundled
+
+    folder = tmp_path / "diabetes-cinn"
+    shutil.copytree(bundled("diabetes-cinn"), folder)
+    before = (folder / "eval.json").read_bytes()
+    shuffled = tmp_path / "diabetes.csv"
+    load_table("diabetes").frame.sample(frac=1.0, random_state=3).to_csv(shuffled, index=False)
+    assert main(["bpd", "--model", str(folder), "--data", str(shuffled), "--quick", "--replace-full"]) == 2
+    err = capsys.readouterr().err
+    assert "of the 88 test rows of --data" in err and "are rows the model was trained on (diabetes's training split)" in err
+    assert (folder / "eval.json").read_bytes() == before
+
+
+def test_utility_sweep_refuses_sizes_it_would_read_otherwise(tiny_table_folder):
+    """n_test=0 ran the default size and n_train=-5 all rows but five, each recorded as if asked."""
+    loaded, data = tiny_table_folder
+    for sizes in ({"n_test": 0}, {"n_train": -5}, {"n_reid": 1.5}):
+        with pytest.raises(InputError, match=f"{next(iter(sizes))} must be a whole number >= 2"):
+            utility_sweep(loaded, epsilons=[1.0], mechanisms=["metric"], seeds=(0,), device="cpu", data=data, **sizes)
