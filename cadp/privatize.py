@@ -562,7 +562,8 @@ def _part(column, start: int, stop: int):
 
 
 def latent_difference_maps(model: ImageCINN, latent: torch.Tensor, noisy_latent: torch.Tensor) -> list[tuple[str, np.ndarray]]:
-    """|M(z) - z| of one record laid out per scale: (name, 2-D array) pairs for display."""
+    """|M(z) - z| of one record laid out per scale: (name, 2-D array) pairs for display; a fully connected
+    scale is laid out on a square whose cells past its last coordinate are NaN (no coordinate: drawn empty)."""
     if latent.numel() != model.config.latent_dim or noisy_latent.shape != latent.shape:
         raise InputError(f"give one record's latent ({model.config.latent_dim} values) and its release, e.g. "
                          f"result.latent[0], result.noisy_latent[0]; got shapes {tuple(latent.shape)} and "
@@ -578,7 +579,7 @@ def latent_difference_maps(model: ImageCINN, latent: torch.Tensor, noisy_latent:
             maps.append((name, block.reshape(channels, height, width).transpose(1, 0, 2).reshape(height, channels * width)))
         else:
             side = int(np.ceil(np.sqrt(size)))
-            padded = np.zeros(side * side, dtype=block.dtype)
+            padded = np.full(side * side, np.nan, dtype=block.dtype)
             padded[:size] = block
             maps.append((name, padded.reshape(side, side)))
     return maps

@@ -2076,3 +2076,17 @@ def test_forgetting_an_upload_forgets_what_was_made_of_it_but_not_its_releases_c
     assert not [name for name in derived + ["memo_input_notes", "memo_rows_seen", "table_upload_kept_files"]
                 if name in at.session_state]
     assert at.session_state["privacy_ledger"].keys() == ledger.keys()  # its releases stay counted
+
+
+def test_latent_difference_maps_run_from_black_at_zero_without_the_apps_theme():
+    """By name, Streamlit's chart theme swapped Magma's first colour for a pink of its own: the smallest
+    differences looked like the largest, and the fully connected map's padding showed as a pink strip."""
+    at = sample_page()
+    at.button(key="image_privatize").click().run()
+    charts = [chart for chart in clean(at).get("plotly_chart") if "latent_map" in chart.proto.id
+              or "|M(z)" in chart.proto.spec]
+    assert len(charts) == 2
+    for chart in charts:
+        assert chart.proto.theme == ""  # theme=None: the figure's own colours
+        heatmap = json.loads(chart.proto.spec)["data"][0]
+        assert heatmap["colorscale"][0] == [0.0, "#000004"] and heatmap["zmin"] == 0 and heatmap["showscale"]

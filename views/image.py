@@ -174,7 +174,8 @@ def show_result(loaded, state, changed: bool) -> None:
     columns[3].image(ui.to_display((privatized - original).abs()), width=ui.IMAGE_WIDTH, caption="pixel difference |x' − x|")
     maps = latent_difference_maps(loaded.model, result.latent[index], result.noisy_latent[index])
     for column, (title, array) in zip(st.columns(len(maps)), maps):
-        column.plotly_chart(compare.latent_map_figure(array, f"|M(z) − z|: {title}"), key=f"latent_map_{title}")
+        column.plotly_chart(compare.latent_map_figure(array, f"|M(z) − z|: {title}"), key=f"latent_map_{title}",
+                            theme=None)
     quality = compare.image_quality(original, privatized)
     metrics = st.columns(4)
     metrics[0].metric("SSIM", f"{quality['ssim']:.3f}")
