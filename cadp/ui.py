@@ -98,8 +98,8 @@ def page_errors():
     except CadpError as error:
         st.error(str(error))
     except Exception as error:  # noqa: BLE001 - a page must never show a traceback
-        st.error(f"Something went wrong ({type(error).__name__}). Change the inputs and try again; "
-                 "your session and its privacy ledger are kept.")
+        st.error(f"Something went wrong ({type(error).__name__}). Try again (with other inputs, where the page has "
+                 "them; or reload the page); your session and its privacy ledger are kept.")
 
 
 def require(name: str, module: str):
@@ -685,7 +685,8 @@ def epsilon_meaning(config, name: str, epsilon: float, temperature: float | None
     # laplace's L1 clip: gaussian clips in L2 at another radius, for which no latent norm was measured
     whole = whole_latent_words(config, temperature) if name == "laplace" else ""
     if not image:
-        given = "kept conditions" if label_kept else "conditions released with it"
+        given = ("kept conditions" if label_kept else "conditions released with it") \
+            if getattr(config, "condition_columns", None) else "table (the model has no condition)"
         return ("A table row has far fewer latent dimensions than an image, so useful releases come at much "
                 "smaller ε than for images." + (f" {whole} Below that a release is mostly a fresh sample of its "
                                                  f"{given}." if whole else ""))

@@ -1101,6 +1101,14 @@ def _identifier_shape(text: pd.Series) -> str | None:
     return None
 
 
+FREE_TEXT_WORDS = 6  # a category of this many words or more reads as a sentence, not a label
+
+
+def _free_text(values: pd.Series) -> bool:
+    """Whether a text column's values include sentences (FREE_TEXT_WORDS words or more)."""
+    return bool((values.astype(str).str.split().str.len() >= FREE_TEXT_WORDS).any())
+
+
 def identifier_reason(name, values: pd.Series, max_categories: int = MAX_CATEGORIES, *, code: bool = False,
                       numeric_share: float | None = None) -> str | None:
     """Why the text column ``name`` (its non-empty ``values``) identifies rows rather than grouping them, as
@@ -1185,8 +1193,9 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
         words = values[numbers.isna()]
         if name in number_columns and numeric_share < 0.5 and len(words):  # the model's numbers, with units?
             notes.append(f"column {name!r} is one of the chosen model's number columns, but {len(words):,} of its "
-                         f"{len(values):,} cells are not numbers (e.g. {str(words.iloc[0])!r}): write them as plain "
-                         "numbers, without units or words, and upload the file again")
+                         f"{len(values):,} cells are not numbers (e.g. {str(words.iloc[0])!r}), so the table as it is does "
+                         "not fit that model: to release it with that model, write them as plain numbers, without "
+                         "units or words, and upload the file again")
             continue
         identifies = identifier_reason(name, values, max_categories, code=name in codes, numeric_share=numeric_share)
         comma = (f"numbers written with a comma (e.g. {comma_examples[name]!r}), which in a comma-separated file "
@@ -1212,6 +1221,12 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
                 notes.append(f"column {name!r} has {distinct:,} distinct text values: kept as categories, so the "
                              "model stores each of them and a release can contain them; if they name people or "
                              "records, remove the column from the file")
+        elif numeric_share < 0.5 and _free_text(values):  # few values, but sentences: an address, a history
+            example = str(values[values.astype(str).str.split().str.len() >= FREE_TEXT_WORDS].iloc[0])
+            notes.append(f"column {name!r} holds free text (e.g. {example[:60]!r}"
+                         + ("…" if len(example) > 60 else "") + "): kept as categories, so a model fitted on this "
+                         "table stores each text whole and a release can contain it, word for word, in any row; if "
+                         "its texts can tell who a record is, remove the column from the file")
         if name in number_columns and numeric_share >= 0.5:  # "treated as categories" would not be what the model does
             frame[name] = _as_numbers(series, name, notes, "holds the chosen model's numbers",
                                       "a number column of the model reads an empty cell as its training mean, said "

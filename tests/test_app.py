@@ -965,7 +965,8 @@ def test_a_table_that_does_not_fit_the_model_says_why_and_extra_columns_are_left
     assert any(f"column 'bmi' holds text where the model has numbers ({len(held_out)} of its {len(held_out)} cells, "
                f"e.g. '{held_out['bmi'].iloc[0]} kg/m2'): write plain numbers" in w for w in warnings), warnings
     assert any(c.value.startswith("Note: column 'bmi' is one of the chosen model's number columns, but") and
-               "without units" in c.value for c in at.caption)
+               "so the table as it is does not fit that model: to release it with that model, write them as plain "
+               "numbers, without units" in c.value for c in at.caption)  # (the page fits a model of its own)
     assert not any("identifier" in c.value and "'bmi'" in c.value for c in at.caption)
     trailing = held_out.to_csv(index=False) + "," * (held_out.shape[1] - 1) + "\n"  # a spreadsheet's empty row
     at.file_uploader(key="table_upload").set_value(("t.csv", trailing.encode(), "text/csv"))
@@ -1887,6 +1888,12 @@ def test_the_epsilon_note_says_from_which_epsilon_this_models_typical_latent_pas
     assert "laplace" not in ui.epsilon_meaning(loaded.config, "gaussian", 2, 0.7, None, image=False, label_kept=True)
     randomized = ui.epsilon_meaning(loaded.config, "laplace", 2, 0.7, None, image=False, label_kept=False)
     assert "fresh sample of its conditions released with it" in randomized and "kept conditions" not in randomized
+    from dataclasses import replace
+
+    # a model fitted on an upload without conditions
+    unconditioned = replace(loaded.config, condition_encoder={**loaded.config.condition_encoder, "columns": []})
+    text = ui.epsilon_meaning(unconditioned, "laplace", 2, 0.7, None, image=False, label_kept=True)
+    assert "fresh sample of its table (the model has no condition)" in text and "kept conditions" not in text
 
 
 def test_a_table_with_repeated_rows_says_each_copy_is_charged_before_and_after_the_release():
@@ -2090,3 +2097,14 @@ def test_latent_difference_maps_run_from_black_at_zero_without_the_apps_theme():
         assert chart.proto.theme == ""  # theme=None: the figure's own colours
         heatmap = json.loads(chart.proto.spec)["data"][0]
         assert heatmap["colorscale"][0] == [0.0, "#000004"] and heatmap["zmin"] == 0 and heatmap["showscale"]
+
+
+def test_the_audit_page_explains_metrics_epsilon_only_for_metric():
+    at = clean(page("audit.py"))
+    note = "For metric, ε is per unit of latent L1 distance"
+    assert not any(note in c.value for c in at.caption)  # laplace chosen: a note on another mechanism confused
+    at.selectbox(key="audit_mechanism").set_value("metric")
+    at.select_slider(key="audit_releases").set_value(200)
+    at.multiselect(key="audit_epsilons").set_value([1])
+    at.button[0].click().run()
+    assert any(note in c.value for c in clean(at).caption)

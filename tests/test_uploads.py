@@ -1011,3 +1011,16 @@ def test_a_deep_image_is_scaled_to_8_bit_in_bands_not_in_whole_float_copies():
     assert steps == ["floating-point scaled to 8-bit (values -1..0.5 -> 0..255)"]
     with pytest.raises(InputError, match="no finite pixel values"):
         _scale_to_8bit(np.full((3, 3), np.nan), [], "floating-point")
+
+
+def test_a_text_column_of_a_few_sentences_is_said_to_be_released_word_for_word():
+    """Four distinct notes, one "Patient reports fatigue, lives at 12 Elm St", passed as categories without a
+    word, and the sentence came back verbatim in released rows."""
+    rows = [f'{40 + i},{["F", "M"][i % 2]},"{note}"' for i, note in enumerate(
+        ["Patient reports fatigue, lives at 12 Elm St", "none", "smoker", "none"] * 10)]
+    upload = read_csv_upload(("age,sex,notes\n" + "\n".join(rows) + "\n").encode())
+    assert "notes" in upload.frame.columns  # a note, not a drop: long labels can be categories
+    assert any(note.startswith("column 'notes' holds free text (e.g. 'Patient reports fatigue, lives at 12 Elm St')"
+                               ": kept as categories") and "word for word" in note for note in upload.notes)
+    short = read_csv_upload(("age,sex,ward\n" + "\n".join(f"{40 + i},F,north wing" for i in range(20)) + "\n").encode())
+    assert not any("free text" in note for note in short.notes)

@@ -163,8 +163,9 @@ def page(loaded) -> None:
             radius = st.number_input("Fixed clip radius R", 0.001, 1e6, 1.0, key=ui.kept("audit_radius"))
             delta = st.select_slider("δ", [1e-3, 1e-4, 1e-5, 1e-6, 1e-8], value=1e-5, key=ui.kept("audit_delta"))
         submitted = st.form_submit_button("Run the audit", type="primary")
-    st.caption("For metric, ε is per unit of latent L1 distance, not per record. At ε = 1 per unit: "
-               + ui.metric_meaning(loaded.config, 1.0))
+    if mechanism == "metric":  # (the form's submitted choice)
+        st.caption("For metric, ε is per unit of latent L1 distance, not per record. At ε = 1 per unit: "
+                   + ui.metric_meaning(loaded.config, 1.0))
     if submitted:
         if not epsilons:
             raise ui.InputError("choose at least one ε")
