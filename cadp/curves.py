@@ -228,8 +228,8 @@ def epsilon_figure(utility: dict, metric: str, title: str, y_title: str, *, refe
                                     name="ε-LDP ceiling on any attacker (laplace)", legendrank=1000,
                                     line=dict(color="gray", width=1)))
     figure.update_layout(title=two_line_title(title),
-                         xaxis_title="ε (local, per record; metric: per unit of latent L1 distance; DP-Pix: per "
-                                     "1-pixel change)",
+                         # short enough for a phone-wide chart; methods_caption says the rest
+                         xaxis_title="ε (metric: per L1 unit; DP-Pix: per 1-pixel change)",
                          yaxis_title=y_title, xaxis_type="log", height=480, legend=LEGEND)
     epsilons = utility.get("epsilons")
     if isinstance(epsilons, list) and epsilons:  # ticks at the evaluated values: plotly labels 0.5 as "5" otherwise

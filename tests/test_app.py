@@ -553,8 +553,8 @@ def test_tabular_bundled_release():
     at.button(key="table_privatize").click().run()
     clean(at)
     assert "epsilon = 2" in guarantee(at)
-    assert {"this release: trained on privatized, tested on real (p/o)",
-            "this release: trained on real, tested on real (o/o)"} <= {m.label for m in at.metric}
+    assert {"p/o: trained on privatized, tested on real",
+            "o/o: trained on real, tested on real"} <= {m.label for m in at.metric}
     # its o/o is not the evaluation's (shown above the release): the caption says how it was made
     split = compare.downstream_accuracy(at.session_state["table_result"]["result"].original_frame,
                                         at.session_state["table_result"]["result"].privatized_frame, "sex")
@@ -725,7 +725,7 @@ def test_tabular_release_scores_are_computed_once_per_release(monkeypatch):
     assert calls == ["sex"]
     at.selectbox(key="table_distribution_column").set_value("bmi").run()  # another histogram: no new score
     assert calls == ["sex"] and len(at.get("plotly_chart")) == 2
-    assert {"this release: trained on privatized, tested on real (p/o)"} <= {m.label for m in at.metric}  # shown from the store
+    assert {"p/o: trained on privatized, tested on real"} <= {m.label for m in at.metric}  # shown from the store
     at.button(key="table_privatize").click().run()  # a new release: scored afresh
     clean(at)
     assert calls == ["sex", "sex"]
@@ -1668,7 +1668,8 @@ def test_a_large_release_says_both_tables_show_only_its_first_rows():
     at.button(key="table_privatize").click().run()
     texts = [m.value for m in clean(at).markdown]
     assert "Original (first 200 rows; the download has all 250)" in texts
-    assert any(t.startswith("Privatized (first 200 rows; the download has all 250) (changed cells") for t in texts)
+    assert "Privatized (first 200 rows; the download has all 250)" in texts  # as long as its neighbour: level
+    assert any(c.value.startswith("Changed cells highlighted") for c in at.caption)
 
 
 def test_the_sample_number_stays_within_the_test_set():
@@ -2108,3 +2109,12 @@ def test_the_audit_page_explains_metrics_epsilon_only_for_metric():
     at.multiselect(key="audit_epsilons").set_value([1])
     at.button[0].click().run()
     assert any(note in c.value for c in clean(at).caption)
+
+
+def test_the_utility_charts_x_title_fits_a_phone_wide_chart():
+    """At 390 px the title "ε (local, per record; metric: per unit of latent L1 distance; DP-Pix: per 1-pixel
+    change)" was cut at both ends."""
+    from cadp.curves import epsilon_figure
+
+    title = epsilon_figure(json.loads(json.dumps(helpers.UTILITY)), "p/o", "t", "accuracy").layout.xaxis.title.text
+    assert len(title) <= 55 and "metric" in title and "DP-Pix" in title

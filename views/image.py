@@ -175,7 +175,7 @@ def show_result(loaded, state, changed: bool) -> None:
     maps = latent_difference_maps(loaded.model, result.latent[index], result.noisy_latent[index])
     for column, (title, array) in zip(st.columns(len(maps)), maps):
         column.plotly_chart(compare.latent_map_figure(array, f"|M(z) − z|: {title}"), key=f"latent_map_{title}",
-                            theme=None)
+                            theme=None, config={"displayModeBar": False})  # its bar covered the titles
     quality = compare.image_quality(original, privatized)
     metrics = st.columns(4)
     metrics[0].metric("SSIM", f"{quality['ssim']:.3f}")

@@ -109,9 +109,9 @@ def show_result(state) -> None:
     left, right = st.columns(2)
     left.markdown("Original" + first)
     left.dataframe(original.head(shown), key="table_original")
-    right.markdown(f"Privatized{first} (changed cells highlighted; numbers stay within the range of the table the "
-                   "model was fitted on)")
+    right.markdown(f"Privatized{first}")  # as short as its neighbour's: the two tables start level
     right.dataframe(compare.highlighted_changes(original.head(shown), released.head(shown)), key="table_released")
+    right.caption("Changed cells highlighted; numbers stay within the range of the table the model was fitted on.")
     # the downloads before the comparisons below, so that nothing a comparison meets can hide them
     if "written" not in state:  # once per release; rows in an order drawn at random
         rows, state["order_note"] = compare.download_rows(released, state["seed"])
@@ -151,8 +151,11 @@ def show_result(state) -> None:
             st.caption(accuracy)
             return
         cols = st.columns(3)
-        cols[0].metric("this release: trained on privatized, tested on real (p/o)", f"{accuracy['p/o']:.3f}")
-        cols[1].metric("this release: trained on real, tested on real (o/o)", f"{accuracy['o/o']:.3f}")
+        # the p/o or o/o first: a narrow column cuts a label's end
+        cols[0].metric("p/o: trained on privatized, tested on real", f"{accuracy['p/o']:.3f}",
+                       help="This release: a classifier trained on the privatized rows, tested on real rows")
+        cols[1].metric("o/o: trained on real, tested on real", f"{accuracy['o/o']:.3f}",
+                       help="This release's rows as they were: a classifier trained and tested on real rows")
         cols[2].metric("majority class", f"{accuracy['chance']:.3f}")
         st.caption(compare.downstream_words(accuracy))
         handling = dict(state["choices"][1]).get(target)
