@@ -1595,8 +1595,8 @@ def main(argv=None) -> int:
     except CadpError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except OSError as error:  # a full disk or a read-only folder: each file is replaced whole or left as it was
-        print(f"error: cannot write {error.filename or args.model} ({error.strerror or error}); "
+    except OSError as error:  # a full disk, a read-only folder: each file is replaced whole or left as it was
+        print(f"error: cannot read or write {error.filename or args.model} ({error.strerror or error}); "
               f"{Path(args.model) / 'eval.json'} "
               + ("holds this run's results; the model card (README.md) and report.html may be older" if written
                  else "is as it was"), file=sys.stderr)

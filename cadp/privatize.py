@@ -306,7 +306,8 @@ def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
 def _image_pixels(pixels, config) -> tuple[torch.Tensor, list[str]]:
     """Images as float pixel values (B, C, H, W) on [0, 255], and notes on how they were read; shapes, non-finite
     values and images scaled to [0, 1] refused. One image (C, H, W), or (H, W, C) as PIL and NumPy hold it, is a
-    batch of one; for a one-channel model (H, W) is one image and (B, H, W) a batch."""
+    batch of one; for a one-channel model (H, W) is one image too ((B, H, W) is refused: it could be a colour
+    image (3, H, W) as much as three grayscale ones)."""
     try:
         if not isinstance(pixels, torch.Tensor):
             pixels = np.asarray(pixels)
@@ -320,8 +321,7 @@ def _image_pixels(pixels, config) -> tuple[torch.Tensor, list[str]]:
     expected = (config.channels, config.image_size, config.image_size)
     if pixels.dim() == 2 and config.channels == 1:  # one grayscale image (H, W), e.g. a PIL image's array
         pixels = pixels[None, None]
-    elif pixels.dim() == 3 and config.channels == 1:  # (batch, H, W): images of one channel each
-        pixels = pixels[:, None]
+    # (3, H, W) stays one image of 3 channels: read as 3 grayscale images, a colour image passed as 3 records
     elif pixels.dim() == 3 and given[-1] == config.channels and given[0] != config.channels:
         pixels = pixels.permute(2, 0, 1)[None]  # one image (H, W, C), as PIL and NumPy hold colour images
     elif pixels.dim() == 3:
@@ -329,8 +329,10 @@ def _image_pixels(pixels, config) -> tuple[torch.Tensor, list[str]]:
     if pixels.dim() != 4 or tuple(pixels.shape[1:]) != expected or len(pixels) == 0:
         size = f"{config.image_size}, {config.image_size}"
         one = f"({size})" if config.channels == 1 else f"({config.channels}, {size}) or ({size}, {config.channels})"
+        several = (f" (several grayscale images (batch, {size}): add the channel axis, images[:, None])"
+                   if config.channels == 1 and len(given) == 3 and given[1:] == expected[1:] else "")
         raise InputError(f"images must have shape (batch, {', '.join(map(str, expected))}) with batch >= 1, or be "
-                         f"one image {one}; got {given}")
+                         f"one image {one}; got {given}{several}")
     if pixels.dtype == torch.bool or pixels.is_complex():
         raise InputError(f"pixel values must be numbers in [0, 255], got {pixels.dtype}")
     scaled = pixels.is_floating_point() and bool(((pixels > 0) & (pixels < 1)).any())
@@ -495,7 +497,7 @@ def _rows_aligned(condition_frame: pd.DataFrame, row_index: pd.Index) -> pd.Data
     (or repeat) are refused: which condition belongs to which row cannot be told."""
     if not condition_frame.index.equals(row_index):
         if not (row_index.is_unique and condition_frame.index.is_unique
-                and condition_frame.index.sort_values().equals(row_index.sort_values())):
+                and set(condition_frame.index) == set(row_index)):  # (a set: labels of mixed types do not sort)
             raise InputError("the condition frame's index differs from the rows' index, so its rows cannot be "
                              "matched to the table's: give both frames the same index (e.g. take both from one "
                              "frame, or call .reset_index(drop=True) on both)")

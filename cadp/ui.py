@@ -142,6 +142,7 @@ APP_HUB_CACHE_ENV = "CADP_APP_HUB_CACHE"
 APP_HUB_CACHE_BYTES = 2 * 2**30  # the app's Hub downloads on disk; models in use stay, whatever their size
 HUB_FOLDERS_IN_USE: collections.OrderedDict = collections.OrderedDict()  # Hub snapshot folder: None, last used last
 _HUB_LOCK = threading.Lock()  # one Hub download or pruning at a time: a pruning never meets a download under way
+_IN_USE_LOCK = threading.Lock()  # HUB_FOLDERS_IN_USE, changed by every session's page runs
 
 
 def app_hub_cache() -> Path:
@@ -163,10 +164,11 @@ def load_model(source: str, hub_only: bool = False) -> hub.LoadedModel:
     """
     loaded = _load_model(source, hub_only)
     if hub_only:
-        HUB_FOLDERS_IN_USE.pop(loaded.folder, None)
-        HUB_FOLDERS_IN_USE[loaded.folder] = None
-        while len(HUB_FOLDERS_IN_USE) > 2 * MODELS_IN_MEMORY:  # (twice the cache's size: a margin)
-            HUB_FOLDERS_IN_USE.popitem(last=False)
+        with _IN_USE_LOCK:
+            HUB_FOLDERS_IN_USE.pop(loaded.folder, None)
+            HUB_FOLDERS_IN_USE[loaded.folder] = None
+            while len(HUB_FOLDERS_IN_USE) > 2 * MODELS_IN_MEMORY:  # (twice the cache's size: a margin)
+                HUB_FOLDERS_IN_USE.popitem(last=False)
     return loaded
 
 
@@ -174,11 +176,16 @@ def load_model(source: str, hub_only: bool = False) -> hub.LoadedModel:
 def _load_model(source: str, hub_only: bool) -> hub.LoadedModel:
     if hub_only:
         with _HUB_LOCK:
-            loaded = hub.load_hub_model(source, cache_dir=app_hub_cache())
+            loaded = None
             try:
-                hub.prune_hub_cache(app_hub_cache(), APP_HUB_CACHE_BYTES, {loaded.folder, *HUB_FOLDERS_IN_USE})
-            except OSError:  # (a pruning that fails leaves more on disk, never a model that failed to load)
-                pass
+                loaded = hub.load_hub_model(source, cache_dir=app_hub_cache())
+            finally:  # also after a refused repo: its files were downloaded before its config was read
+                with _IN_USE_LOCK:
+                    in_use = set(HUB_FOLDERS_IN_USE) | ({loaded.folder} if loaded is not None else set())
+                try:
+                    hub.prune_hub_cache(app_hub_cache(), APP_HUB_CACHE_BYTES, in_use)
+                except Exception:  # noqa: BLE001 - a pruning that fails leaves more on disk, never fails a load
+                    pass
     else:
         loaded = hub.load_model(source)
     thread = threading.Thread(target=_warm_up_quietly, args=(loaded.model,), name="cadp-warm-up", daemon=True)

@@ -662,7 +662,7 @@ def test_a_full_disk_leaves_eval_json_whole_and_the_cli_says_so(tmp_path):
     done = subprocess.run([sys.executable, "-c", cli, str(folder)], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
-    assert "error: cannot write" in done.stderr and "eval.json is as it was" in done.stderr
+    assert "error: cannot read or write" in done.stderr and "eval.json is as it was" in done.stderr
     assert (folder / "eval.json").read_bytes() == before
 
 

@@ -727,5 +727,13 @@ def test_the_app_downloads_hub_models_into_a_cache_of_its_own_and_prunes_it(serv
         ui.load_model(REPO, hub_only=True)  # a download (the memory cache was cleared): the cache is pruned
         assert not first.folder.exists() and second.folder.exists()
         assert not (tmp_path / "hf-home" / "hub").exists()  # the user's Hugging Face cache: untouched
+        # a repo that is no CADP model is refused after its files were downloaded: pruned all the same
+        weights_file = second.folder / hub.WEIGHTS_NAME
+        served.add_commit("visitor/not-cadp", {"config.json": b'{"model_type": "bert"}',
+                                               "model.safetensors": weights_file.read_bytes()})
+        with pytest.raises(ModelError):
+            ui.load_model("visitor/not-cadp", hub_only=True)
+        assert not list((tmp_path / "app-hub").glob("models--visitor--not-cadp/snapshots/*/*"))
+        assert second.folder.exists()  # in use
     finally:
         ui._load_model.clear()

@@ -314,12 +314,14 @@ def test_inputs_a_user_gets_wrong_are_plain_errors(tiny_image_model, digits):
     assert mask.notes == ["every pixel is 0 or 1, read as values in [0, 255] (nearly black); if these images were "
                           "scaled to [0, 1], multiply them by 255"]
     assert privatize(tiny_image_model, x, y, laplace, seed=0).notes == []
-    # one grayscale image as PIL or NumPy hold it (H, W), and a batch (B, H, W), for a one-channel model
+    # one grayscale image as PIL or NumPy hold it (H, W), for a one-channel model
     first = privatize(tiny_image_model, x[:1], y[:1], laplace, seed=0).privatized
     as_pil = Image.fromarray(x[0, 0].numpy().astype(np.uint8))
     assert torch.equal(privatize(tiny_image_model, as_pil, y[:1], laplace, seed=0).privatized, first)
-    assert torch.equal(privatize(tiny_image_model, x[:3, 0].numpy(), y[:3], laplace, seed=0).privatized,
-                       privatize(tiny_image_model, x[:3], y[:3], laplace, seed=0).privatized)
+    # (3, H, W) may be a colour image: never read as three grayscale records
+    with pytest.raises(InputError, match=r"got \(3, 28, 28\) \(several grayscale images \(batch, 28, 28\): add the "
+                                         r"channel axis, images\[:, None\]\)"):
+        privatize(tiny_image_model, x[:3, 0].numpy(), y[:1], laplace, seed=0)
     names = tiny_image_model.config.class_names
     by_name = privatize(tiny_image_model, x, [names[int(label)] for label in y], laplace, seed=0)
     assert torch.equal(by_name.condition["label"], y)
@@ -578,6 +580,9 @@ def test_a_condition_frame_is_matched_to_the_rows_by_index_not_by_position():
         privatize(loaded.model, rows.drop(columns=["sex"]), other_labels, NoNoise())
     same = privatize(loaded.model, rows.drop(columns=["sex"]).reset_index(drop=True), other_labels, NoNoise())
     assert same.privatized_frame["sex"].tolist() == rows["sex"].tolist()
+    rows.index = [0, "a", 2, 3, 4, 5]  # labels of mixed types: matched too (they do not sort)
+    mixed = privatize(loaded.model, rows.drop(columns=["sex"]), rows[["sex"]].iloc[::-1], NoNoise())
+    assert mixed.privatized_frame["sex"].tolist() == rows["sex"].tolist()
 
 
 def test_a_paper_release_is_not_called_private(tiny_image_model, digits):

@@ -984,6 +984,13 @@ def test_latent_distances_are_between_distinct_records():
     assert distances.d_typ == 3.0 and distances.d_nn == 1.0  # among (0,0), (1,0), (0,3): 1, 3, 4; nearest 1, 1, 3
     with pytest.raises(InputError, match="none sharing a condition with another distinct record"):
         measure_latent_distances(torch.zeros(5, 2), torch.zeros(5, dtype=torch.int64), held_out=True)
+    # copies whose latents differ in the last digits (the network's arithmetic moves with the batch) are copies:
+    # as distinct records they gave d_typ = d_nn = 1.5e-8, a metric epsilon near 0 between "typical records"
+    near = torch.tensor([[5.0, 5.0], [5.0, 5.0 + 1e-6], [5.0 + 2e-6, 5.0], [9.0, 5.0], [5.0, 11.0]])
+    distances = measure_latent_distances(near, torch.zeros(5, dtype=torch.int64), held_out=True)
+    assert distances.d_typ == 6.0 and distances.d_nn == 4.0  # among (5,5), (9,5), (5,11): 4, 6, 10; nearest 4, 4, 6
+    with pytest.raises(InputError, match="another distinct record"):
+        measure_latent_distances(near[:3], torch.zeros(3, dtype=torch.int64), held_out=True)
 
 
 def test_a_deep_image_is_scaled_to_8_bit_in_bands_not_in_whole_float_copies():
