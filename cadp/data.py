@@ -1040,8 +1040,8 @@ def decimal_places(values: np.ndarray) -> int | None:
 
 
 def _key(value):
-    """Category lookup key: NaN/None collapse to None; numbers compare by value."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    """Category lookup key: NaN/None/pd.NA collapse to None; numbers compare by value."""
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
         return None
     if isinstance(value, (bool, np.bool_)):
         return ("bool", bool(value))

@@ -529,9 +529,17 @@ def _as_input_numbers(values, column: pd.Series):
     if stored is None:
         return values
     if pd.api.types.is_integer_dtype(dtype) and (kind == "f" or dtype is not stored):  # (Int64: kept nullable)
+        floats = np.asarray(values, dtype=np.float64)
+        gaps = np.isnan(floats)  # an empty category released (a condition's): empty, never int64's smallest number
+        if gaps.any() and dtype is stored:
+            return values  # a NumPy integer column has no empty cell: as the model released it
         limits = np.iinfo(stored)  # uint8 would wrap -3 to 253: the type's own range instead
-        whole = np.clip(np.round(np.asarray(values, dtype=np.float64)), limits.min, limits.max).astype(stored)
-        return whole if dtype is stored else pd.array(whole, dtype=dtype)
+        whole = np.clip(np.round(np.where(gaps, 0.0, floats)), limits.min, limits.max).astype(stored)
+        if dtype is stored:
+            return whole
+        released = pd.array(whole, dtype=dtype)
+        released[gaps] = pd.NA
+        return released
     if pd.api.types.is_float_dtype(dtype) and kind == "f" and column.isna().any():
         written = column.dropna()  # whole numbers made decimal by an empty cell (pandas has no int64 with gaps)
         if len(written) and bool((np.mod(written.to_numpy(dtype=np.float64), 1) == 0).all()):

@@ -601,3 +601,19 @@ def test_released_columns_keep_pandas_category_and_nullable_integer_types():
     released = privatize(loaded.model, rows, None, mech(temperature=0.7)).privatized_frame
     assert released["thal"].dtype == rows["thal"].dtype  # the same categories, in their order
     assert released["age"].dtype == "Int64" and released["age"].notna().all()
+
+
+def test_an_empty_category_released_into_an_integer_column_stays_empty():
+    """A nullable integer condition with empty cells: pd.NA was "unseen when the model was fitted" (the model
+    knew None), and an empty category released into an integer column came out as -9223372036854775808."""
+    rows = load_table("diabetes").frame.head(120).copy()
+    rows["sex"] = rows["sex"].astype("Int64")
+    rows.loc[rows.index[:10], "sex"] = pd.NA
+    model = fit_tabular(rows, ["sex"], steps=5, name="t", dataset="t.csv")
+    result = privatize(model, rows.head(12), None, NoNoise())
+    assert result.privatized_frame["sex"].dtype == "Int64"
+    assert result.privatized_frame["sex"].isna().tolist() == [True] * 10 + [False] * 2
+    plain = rows.head(12).astype({"sex": "float64"}).fillna({"sex": 1}).astype({"sex": "int64"})
+    resampled = privatize(model, pd.concat([plain] * 20), None, NoNoise(),  # some released empty: not int64's least
+                          condition_handling={"sex": ConditionHandling("resampled")}, seed=0).privatized_frame["sex"]
+    assert resampled.isna().any() and (resampled.dropna() > 0).all()
