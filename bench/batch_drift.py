@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     from cadp.hub import BUNDLED_DIR, model_folders
 
     folders = args.folders or [BUNDLED_DIR / name for name in model_folders(BUNDLED_DIR)]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {RECORDS} test records per model")
+    from datetime import datetime, timezone
+
+    print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; torch {torch.__version__}, {torch.get_num_threads()} "
+          f"threads; {RECORDS} test records per model")
     print("| model | " + " | ".join(f"batch {batch}" for batch in BATCHES) + " |")
     print("|---|" + "---|" * len(BATCHES))
     for folder in folders:
