@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC
 from pathlib import Path
 
 import torch
@@ -57,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     from cadp.hub import BUNDLED_DIR, model_folders
 
     folders = args.folders or [BUNDLED_DIR / name for name in model_folders(BUNDLED_DIR)]
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    print(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; torch {torch.__version__}, {torch.get_num_threads()} "
+    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads; {RECORDS} test records per model")
     print("| model | " + " | ".join(f"batch {batch}" for batch in BATCHES) + " |")
     print("|---|" + "---|" * len(BATCHES))

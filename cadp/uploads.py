@@ -851,6 +851,14 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
         raise InputError("the CSV cannot be parsed") from None
     if len(frame) == 0:
         raise InputError("the CSV has a header but no data rows")
+    count, first = short_rows(io.StringIO(text), delimiter, len(names))
+    if count:
+        raise InputError(f"{count:,} row(s) of the CSV have fewer fields than its header ({len(names)} columns, "
+                         f"{DELIMITER_NAMES[delimiter]}-separated; data row(s) {', '.join(map(str, first))}"
+                         + (", …" if count > len(first) else "") + ", counting from 1 below the header, blank lines "
+                         "not counted): a row cut short (e.g. by a line break in a cell) would be released with "
+                         "made-up values; give every row all its fields (an empty cell is nothing between two "
+                         "separators)")
     blank = frame.isna().all(axis=1).to_numpy()
     if blank.all():
         raise InputError("every data row of the CSV is empty (only separators)")
@@ -1107,6 +1115,27 @@ FREE_TEXT_WORDS = 6  # a category of this many words or more reads as a sentence
 def _free_text(values: pd.Series) -> bool:
     """Whether a text column's values include sentences (FREE_TEXT_WORDS words or more)."""
     return bool((values.astype(str).str.split().str.len() >= FREE_TEXT_WORDS).any())
+
+
+def short_rows(lines, delimiter: str, width: int) -> tuple[int, list[int]]:
+    """(count, the first five) of the data rows with fewer than ``width`` fields in CSV ``lines`` whose first record
+    is the header; data rows counted from 1, blank lines not counted. pandas fills a row's missing fields in as
+    empty cells, so a row cut in two by a line break in a cell would be read as a record with empty cells."""
+    reader = csv.reader(lines, delimiter=delimiter)
+    count, first, number = 0, [], 0
+    try:
+        next(reader, None)
+        for record in reader:
+            if not record:
+                continue
+            number += 1
+            if len(record) < width:
+                count += 1
+                if len(first) < 5:
+                    first.append(number)
+    except csv.Error:  # (a cell over the csv module's field limit): pandas, which reads it, judges the file
+        pass
+    return count, first
 
 
 def identifier_reason(name, values: pd.Series, max_categories: int = MAX_CATEGORIES, *, code: bool = False,

@@ -1425,7 +1425,7 @@ def test_a_condition_column_with_an_empty_cell_is_written_as_whole_numbers(table
     frame.assign(sex=frame["sex"].astype(object).where(frame.index != 2, None)).to_csv(source, index=False)
     assert run(table_model, source, tmp_path / "out") == 0
     rows = read_manifest(tmp_path / "out")
-    assert [row["condition"] for row in rows] == [f"sex={sex}" if i != 2 else "sex=nan"
+    assert [row["condition"] for row in rows] == [f"sex={sex}" if i != 2 else "sex=(empty)"
                                                   for i, sex in enumerate(frame["sex"])]
 
 
@@ -1668,3 +1668,41 @@ def test_a_chunk_of_whole_numbers_in_a_column_with_decimals_is_not_rounded(table
     whole.to_csv(rows, index=False)
     assert run(table_model, rows, tmp_path / "whole", "--batch-size", "30") == 0
     assert (pd.read_csv(tmp_path / "whole" / "privatized.csv")["bmi"] % 1 == 0).all()
+
+
+def test_a_csv_row_with_fewer_fields_than_the_header_refuses_the_file(table_model, tmp_path, capsys):
+    """A row cut in two by a line break in a cell: pandas read its first part with empty cells, released as a
+    record of training means beside the real ones."""
+    lines = table_frame(20).to_csv(index=False).splitlines()
+    cells = lines[8].split(",")
+    lines[8:9] = [",".join(cells[:2]), ",".join(cells[2:])]  # data row 8 broken in two
+    lines.insert(4, "")  # a blank line: not counted
+    source = tmp_path / "broken.csv"
+    source.write_text("\n".join(lines) + "\n")
+    output = tmp_path / "out"
+    assert run(table_model, source, output) == archive.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert ("broken.csv has rows with fewer fields than its header (4 columns, comma-separated): data row(s) 8, 9 "
+            "(counting data rows from 1, blank lines not counted). Nothing was privatized") in err
+    assert not output.exists()
+    lines = table_frame(20).to_csv(index=False).splitlines()
+    lines[3] = ",".join([""] * 4)  # a row of empty cells has all its fields: released as before
+    source.write_text("\n".join(lines) + "\n")
+    assert run(table_model, source, output) == 0
+
+
+def test_a_csv_runs_in_passes_of_1024_rows_unless_paper_or_told(table_model, tmp_path, monkeypatch):
+    """Passes of 64 rows spent most of a large CSV's run on each pass's own overhead; the batch changes the output
+    of paper only, which keeps its 64."""
+    passes = []
+    real = archive.privatize
+    monkeypatch.setattr(archive, "privatize", lambda model, rows, *a, **k: passes.append(len(rows)) or real(
+        model, rows, *a, **k))
+    source = tmp_path / "rows.csv"
+    table_frame(1100).to_csv(source, index=False)
+    for name, options, expected in (("out", [], [1024, 76]), ("told", ["--batch-size", "500"], [500, 500, 100]),
+                                    ("paper", ["--mechanism", "paper"], [64] * 17 + [12])):
+        passes.clear()
+        arguments = ["--model", str(table_model), "--mechanism", "laplace", "--epsilon", "1", *options]
+        assert archive.main([*arguments, str(source), str(tmp_path / name)]) == 0
+        assert passes == expected, name

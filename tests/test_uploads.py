@@ -1031,3 +1031,12 @@ def test_a_text_column_of_a_few_sentences_is_said_to_be_released_word_for_word()
                                ": kept as categories") and "word for word" in note for note in upload.notes)
     short = read_csv_upload(("age,sex,ward\n" + "\n".join(f"{40 + i},F,north wing" for i in range(20)) + "\n").encode())
     assert not any("free text" in note for note in short.notes)
+
+
+def test_an_upload_with_a_row_cut_short_is_refused():
+    data = b"age,sex,bmi,bp\n50,1,30.1,90\n\n60,2\n,,,\n70,1,25,\n"
+    with pytest.raises(InputError, match=r"1 row\(s\) of the CSV have fewer fields than its header \(4 columns, "
+                                         r"comma-separated; data row\(s\) 2, counting from 1 below the header, blank "
+                                         r"lines not counted\)"):
+        read_csv_upload(data)
+    assert len(read_csv_upload(data.replace(b"60,2\n", b"60,2,,\n")).frame) == 3  # empty cells written: fine
