@@ -1249,7 +1249,10 @@ def _read_whole_file(path: Path, delimiter: str, encoding: str, columns: list[st
     with path.open(encoding=encoding, newline="") as handle:
         for _ in range(skip):
             handle.readline()
-        short_count, too_short = short_rows(handle, delimiter, len(columns))
+        try:
+            short_count, too_short = short_rows(handle, delimiter)
+        except InputError as error:
+            raise UsageError(f"{path.name}: {error}; nothing was privatized") from None
     if too_short:  # a row broken in two: its first part would be released as a record of training means
         raise UsageError(f"{path.name} has rows with fewer fields than its header ({len(columns)} columns, "
                          f"{DELIMITER_NAMES[delimiter]}-separated): data row(s) {', '.join(map(str, too_short))}"

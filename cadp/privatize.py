@@ -529,25 +529,33 @@ def _as_input_numbers(values, column: pd.Series):
     if stored is None:
         return values
     if pd.api.types.is_integer_dtype(dtype) and (kind == "f" or dtype is not stored):  # (Int64: kept nullable)
-        floats = np.asarray(values, dtype=np.float64)
-        gaps = np.isnan(floats)  # an empty category released (a condition's): empty, never int64's smallest number
-        if gaps.any() and dtype is stored:
-            return values  # a NumPy integer column has no empty cell: as the model released it
-        limits = np.iinfo(stored)  # uint8 would wrap -3 to 253: the type's own range instead
-        whole = np.clip(np.round(np.where(gaps, 0.0, floats)), limits.min, limits.max).astype(stored)
-        if dtype is stored:
-            return whole
-        released = pd.array(whole, dtype=dtype)
-        released[gaps] = pd.NA
-        return released
+        return _whole_numbers(values, stored, dtype)
     if pd.api.types.is_float_dtype(dtype) and kind == "f" and column.isna().any():
         written = column.dropna()  # whole numbers made decimal by an empty cell (pandas has no int64 with gaps)
         if len(written) and bool((np.mod(written.to_numpy(dtype=np.float64), 1) == 0).all()):
-            return np.round(np.asarray(values, dtype=np.float64)).astype(np.int64)
+            int64 = np.dtype(np.int64)
+            return _whole_numbers(values, int64, int64)
     if pd.api.types.is_float_dtype(dtype) and kind in "iu":
         floats = np.asarray(values).astype(stored)
         return floats if dtype is stored else pd.array(floats, dtype=dtype)
     return values
+
+
+def _whole_numbers(values, stored: np.dtype, dtype):
+    """Released numbers rounded into the integer type ``stored`` (``dtype``: the column's, nullable or not), within
+    its range (uint8 would wrap -3 to 253). An empty value (a condition's empty category, released) stays empty: a
+    column with one is written as pandas' nullable integers, never with int64's smallest number in its place."""
+    floats = np.asarray(values, dtype=np.float64)
+    gaps = np.isnan(floats)
+    limits = np.iinfo(stored)
+    whole = np.clip(np.round(np.where(gaps, 0.0, floats)), limits.min, limits.max).astype(stored)
+    if not gaps.any() and dtype is stored:
+        return whole
+    nullable = dtype if dtype is not stored else pd.api.types.pandas_dtype(
+        f"{'U' if stored.kind == 'u' else ''}Int{stored.itemsize * 8}")
+    released = pd.array(whole, dtype=nullable)
+    released[gaps] = pd.NA
+    return released
 
 
 def _as_input_categories(values, dtype: pd.CategoricalDtype):

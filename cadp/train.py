@@ -110,45 +110,40 @@ class TrainingReport:
 DISTANCE_RECORDS = 4000  # at most this many records (a seeded random subset) for the distances: O(n^2) memory
 
 
-COPY_DISTANCE = 1e-3  # latents closer than this share of the median latent L1 norm are copies of one record
-
-
-def _one_of_each_copy(distances: torch.Tensor, within: float) -> torch.Tensor:
-    """Indices of the records to keep: the first of each set of records within ``within`` of one another."""
-    close = distances <= within
-    kept = torch.ones(len(distances), dtype=torch.bool)
-    for index in range(len(distances)):
-        if kept[index]:
-            later = close[index].clone()
-            later[:index + 1] = False
-            kept[later] = False
-    return kept.nonzero().flatten()
+def _first_of_each_record(inputs: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Indices of the first record of each distinct (group, input) pair, in order: copies of one record (a scan
+    exported twice, a repeated row) are told by their inputs, which are equal, not by their latents, which the
+    network's arithmetic moves with the batch (bench.batch_drift)."""
+    rows = torch.cat([groups.reshape(-1, 1).double(), inputs.reshape(len(inputs), -1).double()], dim=1)
+    _, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), len(rows), dtype=torch.int64)
+    first = first.scatter_reduce(0, inverse, torch.arange(len(rows)), reduce="amin")
+    return first.sort().values
 
 
 @torch.inference_mode()
-def measure_latent_distances(latents: torch.Tensor, groups: torch.Tensor, *, held_out: bool) -> LatentDistances:
+def measure_latent_distances(latents: torch.Tensor, groups: torch.Tensor, *, held_out: bool,
+                             inputs: torch.Tensor | None = None) -> LatentDistances:
     """Median same-group pairwise and nearest-neighbour L1 distances, and median ||z||_1; ``held_out`` says
-    whether the records were held out from training (recorded with them).
+    whether the records were held out from training (recorded with them). With ``inputs`` (the records as the
+    model read them: pixels, encoded rows), between distinct records only (PRIVACY.md), copies counted once.
 
     On at most ``DISTANCE_RECORDS`` records, drawn at random with a fixed seed (all pairwise distances of one
     group take memory in the square of its size: 25,000 rows of an upload would need ~16 GB); ``n_records``
     says how many. Nearest neighbours are closer among more records, so d_nn of a larger set is an upper bound.
     """
+    if inputs is not None:  # copies of one record made d_typ 0, which no config accepts, after the whole run
+        first = _first_of_each_record(inputs, groups)
+        latents, groups = latents[first], groups[first]
     if len(latents) > DISTANCE_RECORDS:
         chosen = torch.randperm(len(latents), generator=torch.Generator().manual_seed(0))[:DISTANCE_RECORDS]
         latents, groups = latents[chosen], groups[chosen]
     pairwise, nearest = [], []
-    # distinct records only (PRIVACY.md): copies of one record (a scan exported twice) made d_typ 0, which no
-    # config accepts, after the whole training run. Copies are told by distance, not by equal latents: the
-    # network's arithmetic moves with the batch (bench.batch_drift), so two copies' latents differ slightly
-    copies_within = COPY_DISTANCE * float(latents.abs().sum(1).median())
     for group in groups.unique():
         members = latents[groups == group].double()
-        distances = torch.cdist(members, members, p=1)
-        kept = _one_of_each_copy(distances, copies_within)
-        members, distances = members[kept], distances[kept][:, kept]
         if len(members) < 2:
             continue
+        distances = torch.cdist(members, members, p=1)
         upper = torch.triu_indices(len(members), len(members), offset=1)
         pairwise.append(distances[upper[0], upper[1]])
         distances.fill_diagonal_(float("inf"))
@@ -418,7 +413,8 @@ def train_image_model(args) -> None:
     try:
         test_bpd = evaluate_bits_per_dim(model, test)
         latents = encode_all(model, test.images[:2000], test.labels[:2000])
-        config.latent_distances = measure_latent_distances(latents, test.labels[:2000], held_out=True)
+        config.latent_distances = measure_latent_distances(latents, test.labels[:2000], held_out=True,
+                                                           inputs=test.images[:2000])
         classifier = train_classifier(train, config, minutes=args.classifier_minutes, seed=args.seed, device=device)
         accuracy = classifier_accuracy(classifier, test.images, test.labels)
         sample_accuracy = sample_recognition(model, classifier, config.num_classes, seed=args.seed)
@@ -620,12 +616,12 @@ def _fitted_latent_distances(model: TabularCINN, rows: torch.Tensor, condition: 
     if len(valid):
         try:
             return measure_latent_distances(encode_all(model, rows[valid], condition[valid]),
-                                            condition_groups(condition[valid]), held_out=True)
+                                            condition_groups(condition[valid]), held_out=True, inputs=rows[valid])
         except InputError:
             pass
     try:
         distances = measure_latent_distances(encode_all(model, rows, condition), condition_groups(condition),
-                                             held_out=False)
+                                             held_out=False, inputs=rows)
     except InputError:  # its message is about held-out records: these are all the rows
         raise InputError(f"no two of the {len(rows)} rows share condition values, so the latent distances that say "
                          "what the metric mechanism's ε means between records cannot be measured: choose fewer "
@@ -792,8 +788,10 @@ def train_tabular_model(args) -> None:
     seconds = time.monotonic() - start
     # distances are measured on held-out rows
     test_condition = model.condition_encoder.transform(test)
-    latents = encode_all(model, model.data_encoder.transform(test), test_condition)
-    model.config.latent_distances = measure_latent_distances(latents, condition_groups(test_condition), held_out=True)
+    test_rows = model.data_encoder.transform(test)
+    model.config.latent_distances = measure_latent_distances(encode_all(model, test_rows, test_condition),
+                                                             condition_groups(test_condition), held_out=True,
+                                                             inputs=test_rows)
     nll = tabular_test_nll(model, test)
     ran = model.fit_record
     report = TrainingReport(ran["steps"], ran["epochs"], seconds, device_description(torch.device("cpu")),

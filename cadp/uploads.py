@@ -851,7 +851,7 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
         raise InputError("the CSV cannot be parsed") from None
     if len(frame) == 0:
         raise InputError("the CSV has a header but no data rows")
-    count, first = short_rows(io.StringIO(text), delimiter, len(names))
+    count, first = short_rows(io.StringIO(text, newline=""), delimiter)
     if count:
         raise InputError(f"{count:,} row(s) of the CSV have fewer fields than its header ({len(names)} columns, "
                          f"{DELIMITER_NAMES[delimiter]}-separated; data row(s) {', '.join(map(str, first))}"
@@ -1117,24 +1117,29 @@ def _free_text(values: pd.Series) -> bool:
     return bool((values.astype(str).str.split().str.len() >= FREE_TEXT_WORDS).any())
 
 
-def short_rows(lines, delimiter: str, width: int) -> tuple[int, list[int]]:
-    """(count, the first five) of the data rows with fewer than ``width`` fields in CSV ``lines`` whose first record
-    is the header; data rows counted from 1, blank lines not counted. pandas fills a row's missing fields in as
-    empty cells, so a row cut in two by a line break in a cell would be read as a record with empty cells."""
-    reader = csv.reader(lines, delimiter=delimiter)
+def short_rows(lines, delimiter: str) -> tuple[int, list[int]]:
+    """(count, the first five) of the data rows with fewer fields than the header in CSV ``lines`` (opened with
+    newline=""), whose first record is the header; data rows counted from 1, blank lines not counted. pandas
+    fills a row's missing fields in as empty cells, so a row cut in two by a line break in a cell would be read as
+    a record with empty cells. Read as pandas reads (spaces after a separator skipped); a header's trailing empty
+    names (a separator ending the header line) are no fields a row must have."""
+    reader = csv.reader(lines, delimiter=delimiter, skipinitialspace=True)
     count, first, number = 0, [], 0
     try:
-        next(reader, None)
+        header = next(reader, [])
+        while header and not header[-1].strip():
+            header = header[:-1]
         for record in reader:
-            if not record:
-                continue
+            if len(record) < len(header) and all(not cell.strip() for cell in record):
+                continue  # a blank line, or one of spaces: pandas skips it
             number += 1
-            if len(record) < width:
+            if len(record) < len(header):
                 count += 1
                 if len(first) < 5:
                     first.append(number)
-    except csv.Error:  # (a cell over the csv module's field limit): pandas, which reads it, judges the file
-        pass
+    except csv.Error as error:  # a cell over the csv module's limit, a line break in an unquoted cell
+        raise InputError(f"the CSV cannot be read row by row ({error}): check that cells holding line breaks "
+                         "are quoted") from None
     return count, first
 
 

@@ -617,3 +617,4 @@ def test_an_empty_category_released_into_an_integer_column_stays_empty():
     resampled = privatize(model, pd.concat([plain] * 20), None, NoNoise(),  # some released empty: not int64's least
                           condition_handling={"sex": ConditionHandling("resampled")}, seed=0).privatized_frame["sex"]
     assert resampled.isna().any() and (resampled.dropna() > 0).all()
+    assert resampled.dtype == "Int64"  # whole numbers with gaps, not floats written "2.0"

@@ -974,23 +974,21 @@ def test_training_says_that_deep_images_are_stretched_one_by_one_and_names_exact
 
 def test_latent_distances_are_between_distinct_records():
     """Copies of one record are 0 apart: d_typ was 0 where most held-out pairs were copies, and the finished run
-    could not be saved (d_typ must be > 0)."""
+    could not be saved (d_typ must be > 0). Copies are told by their inputs: their latents move slightly with
+    the batch (d_typ came out 1.5e-8 when equal latents were the test), and close but distinct records stay."""
     import torch
 
     from cadp.train import measure_latent_distances
 
-    latents = torch.tensor([[0.0, 0.0]] * 6 + [[1.0, 0.0], [0.0, 3.0]])
-    distances = measure_latent_distances(latents, torch.zeros(8, dtype=torch.int64), held_out=True)
-    assert distances.d_typ == 3.0 and distances.d_nn == 1.0  # among (0,0), (1,0), (0,3): 1, 3, 4; nearest 1, 1, 3
+    latents = torch.tensor([[0.0, 0.0], [0.0, 1e-6], [2e-6, 0.0], [1.0, 0.0], [0.0, 3.0], [0.0, 3.001]])
+    inputs = torch.tensor([[7.0], [7.0], [7.0], [8.0], [9.0], [9.5]])  # three copies of one record
+    groups = torch.zeros(6, dtype=torch.int64)
+    distances = measure_latent_distances(latents, groups, held_out=True, inputs=inputs)
+    # among (0,0), (1,0), (0,3), (0,3.001): 0.001, 1, 3, 3.001, 4, 4.001; nearest 1, 1, 0.001, 0.001 (torch's
+    # median: the lower middle); (0,3) and (0,3.001) are two records however close
+    assert distances.d_typ == pytest.approx(3.0) and distances.d_nn == pytest.approx(0.001, rel=1e-3)
     with pytest.raises(InputError, match="none sharing a condition with another distinct record"):
-        measure_latent_distances(torch.zeros(5, 2), torch.zeros(5, dtype=torch.int64), held_out=True)
-    # copies whose latents differ in the last digits (the network's arithmetic moves with the batch) are copies:
-    # as distinct records they gave d_typ = d_nn = 1.5e-8, a metric epsilon near 0 between "typical records"
-    near = torch.tensor([[5.0, 5.0], [5.0, 5.0 + 1e-6], [5.0 + 2e-6, 5.0], [9.0, 5.0], [5.0, 11.0]])
-    distances = measure_latent_distances(near, torch.zeros(5, dtype=torch.int64), held_out=True)
-    assert distances.d_typ == 6.0 and distances.d_nn == 4.0  # among (5,5), (9,5), (5,11): 4, 6, 10; nearest 4, 4, 6
-    with pytest.raises(InputError, match="another distinct record"):
-        measure_latent_distances(near[:3], torch.zeros(3, dtype=torch.int64), held_out=True)
+        measure_latent_distances(latents[:3], groups[:3], held_out=True, inputs=inputs[:3])
 
 
 def test_a_deep_image_is_scaled_to_8_bit_in_bands_not_in_whole_float_copies():
@@ -1040,3 +1038,21 @@ def test_an_upload_with_a_row_cut_short_is_refused():
                                          r"lines not counted\)"):
         read_csv_upload(data)
     assert len(read_csv_upload(data.replace(b"60,2\n", b"60,2,,\n")).frame) == 3  # empty cells written: fine
+
+
+def test_rows_are_counted_as_pandas_reads_them():
+    """The field count must agree with pandas: a quoted cell after ", " is one field (a short row passed as two),
+    a quoted line break after ", " is no row break (a valid file was refused), a line of spaces is blank, a
+    separator ending the header line names no column, and a line break in an unquoted cell is refused."""
+    from cadp.uploads import short_rows
+
+    def count(text):
+        return short_rows(io.StringIO(text, newline=""), ",")
+
+    assert count('sex,note,age,bmi\n1, "x,y",30\n2,ok,40,22.0\n') == (1, [1])
+    assert count('age,bmi,note,sex\n30,25.1, "a\nb",1\n40,22,ok,2\n') == (0, [])
+    assert count("a,b,c\n1,2,3\n   \n4,5,6\n  ") == (0, [])
+    assert count("a,b,\n1,2\n3,4\n") == (0, [])
+    assert count("a,b,c\n1,x\ry,3\n4,5,6\n7,8\n") == (3, [1, 2, 4])
+    with pytest.raises(InputError, match="the CSV cannot be read row by row"):
+        count("a,b\n" + "x" * 200_000 + ",1\n4\n")
