@@ -39,7 +39,11 @@ from cadp.mechanisms import (
 )
 from cadp.models import warm_up
 from cadp.privatize import repeated_cost_note
-from cadp.uploads import image_record_key, record_key  # also the CLI's: one way to recognize a record
+from cadp.uploads import (  # record keys: the CLI's too, one way to recognize a record
+    MAX_ZIP_FILES,
+    image_record_key,
+    record_key,
+)
 
 WEIGHTS_ENV = "CADP_WEIGHTS_DIR"
 IMAGE_WIDTH = 140  # display width of a 28x28 image, in CSS pixels
@@ -387,8 +391,9 @@ def kept_uploads(label: str, key: str, derived: tuple[str, ...] = (), **options)
 
     value = st.file_uploader(label, key=key, on_change=remember, **options)
     files = value if isinstance(value, list) else [value] if value is not None else []
-    if files and _too_much(files):
-        raise InputError(_too_much(files))
+    problem = _too_much(files) if files else None
+    if problem:
+        raise InputError(problem)
     if files:
         if [(f.name, f.size) for f in files] != [(f.name, f.size) for f in st.session_state.get(store, [])]:
             remember()
@@ -405,7 +410,7 @@ def kept_uploads(label: str, key: str, derived: tuple[str, ...] = (), **options)
     return held
 
 
-MAX_UPLOAD_FILES = 2000                  # files in one upload (as many as a ZIP may hold)
+MAX_UPLOAD_FILES = MAX_ZIP_FILES         # files in one upload: as many as a ZIP may hold
 MAX_UPLOAD_TOTAL_BYTES = 200 * 2**20     # all files of one upload together (each is capped by maxUploadSize)
 
 
