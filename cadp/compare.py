@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import random
 import re
 import unicodedata
@@ -242,7 +243,9 @@ def highlighted_changes(original: pd.DataFrame, released: pd.DataFrame):
     """``released`` as a pandas Styler: cells that differ from ``original`` highlighted, floats in short form."""
     changed = changed_cells(original, released)
     styled = released.style.apply(lambda _: changed.map(lambda c: "background-color: #fde68a" if c else ""), axis=None)
-    return styled.format(lambda v: f"{v:.6g}" if isinstance(v, float) else v)  # 53, not 53.000
+    # 53, not 53.000; an empty cell (an empty category released, pandas' NA or NaN) empty, not "<NA>" or "nan"
+    return styled.format(lambda v: "" if v is pd.NA or (isinstance(v, float) and math.isnan(v))
+                         else f"{v:.6g}" if isinstance(v, float) else v)
 
 
 def numeric_columns(frame: pd.DataFrame) -> list[str]:

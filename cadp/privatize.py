@@ -467,11 +467,14 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
     # (a column is read from the frame only where its numbers may change type; a few rows' types are known already)
     dtypes = cells.dtypes if cells is not None else dict(zip(frame.columns, frame.dtypes.tolist()))
 
+    conditions = set(config.condition_columns)
+
     def as_input(values, name):
         if isinstance(dtypes[name], pd.CategoricalDtype):
             return _as_input_categories(values, dtypes[name])
-        return _as_input_numbers(values, frame[name]) if _may_change_type(values, dtypes[name], name in filled) \
-            else values
+        # a condition's empty cells are a category of their own, never filled: looked at in full too
+        gaps = name in filled or name in conditions
+        return _as_input_numbers(values, frame[name]) if _may_change_type(values, dtypes[name], gaps) else values
 
     privatized_frame = pd.DataFrame({c: as_input(decoded[c], c) for c in keep}, copy=False)
     rebuilt_frame = None if rebuilt is None else pd.DataFrame({c: as_input(rebuilt[c], c) for c in keep}, copy=False)

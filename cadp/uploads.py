@@ -1119,27 +1119,36 @@ def _free_text(values: pd.Series) -> bool:
 
 def short_rows(lines, delimiter: str) -> tuple[int, list[int]]:
     """(count, the first five) of the data rows with fewer fields than the header in CSV ``lines`` (opened with
-    newline=""), whose first record is the header; data rows counted from 1, blank lines not counted. pandas
-    fills a row's missing fields in as empty cells, so a row cut in two by a line break in a cell would be read as
-    a record with empty cells. Read as pandas reads (spaces after a separator skipped); a header's trailing empty
-    names (a separator ending the header line) are no fields a row must have."""
+    newline=""), whose first record that is not blank is the header; data rows counted from 1, blank lines not
+    counted. pandas fills a row's missing fields in as empty cells, so a row cut in two by a line break in a cell
+    would be read as a record with empty cells. Read as pandas reads: spaces after a separator skipped, lines that
+    are empty or hold only spaces skipped, a header's trailing empty names (a separator ending the header line) no
+    fields a row must have; cells of any length (the csv module's own limit lifted while reading)."""
+
+    def blank(record: list[str]) -> bool:  # what pandas skips as a blank line
+        return not record or (len(record) == 1 and not record[0].strip())
+
     reader = csv.reader(lines, delimiter=delimiter, skipinitialspace=True)
     count, first, number = 0, [], 0
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)  # (pandas reads any cell: only a longer limit, restored below)
     try:
-        header = next(reader, [])
+        header = next((record for record in reader if not blank(record)), [])
         while header and not header[-1].strip():
             header = header[:-1]
         for record in reader:
-            if len(record) < len(header) and all(not cell.strip() for cell in record):
-                continue  # a blank line, or one of spaces: pandas skips it
+            if blank(record):
+                continue
             number += 1
             if len(record) < len(header):
                 count += 1
                 if len(first) < 5:
                     first.append(number)
-    except csv.Error as error:  # a cell over the csv module's limit, a line break in an unquoted cell
+    except csv.Error as error:  # a line break in an unquoted cell
         raise InputError(f"the CSV cannot be read row by row ({error}): check that cells holding line breaks "
                          "are quoted") from None
+    finally:
+        csv.field_size_limit(limit)
     return count, first
 
 

@@ -618,3 +618,18 @@ def test_an_empty_category_released_into_an_integer_column_stays_empty():
                           condition_handling={"sex": ConditionHandling("resampled")}, seed=0).privatized_frame["sex"]
     assert resampled.isna().any() and (resampled.dropna() > 0).all()
     assert resampled.dtype == "Int64"  # whole numbers with gaps, not floats written "2.0"
+
+
+def test_a_condition_of_whole_numbers_read_as_floats_for_its_gaps_is_released_as_whole_numbers():
+    """A CSV's condition column of 1/2 with empty cells is read as floats: it was released "1.0"/"2.0", and the
+    app's table showed "<NA>" for an empty cell."""
+    from cadp import compare
+
+    rows = load_table("diabetes").frame.head(120).copy()
+    rows["sex"] = rows["sex"].astype("float64")
+    rows.loc[rows.index[:10], "sex"] = np.nan
+    model = fit_tabular(rows, ["sex"], steps=5, name="t", dataset="t.csv")
+    released = privatize(model, rows.head(12), None, NoNoise()).privatized_frame[["sex"]]
+    assert released["sex"].dtype == "Int64" and released["sex"].tolist()[9:] == [pd.NA, 1, 2]
+    shown = compare.highlighted_changes(rows.head(12)[["sex"]], released).to_html()
+    assert "&lt;NA&gt;" not in shown and "nan" not in shown

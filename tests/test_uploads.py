@@ -1054,5 +1054,6 @@ def test_rows_are_counted_as_pandas_reads_them():
     assert count("a,b,c\n1,2,3\n   \n4,5,6\n  ") == (0, [])
     assert count("a,b,\n1,2\n3,4\n") == (0, [])
     assert count("a,b,c\n1,x\ry,3\n4,5,6\n7,8\n") == (3, [1, 2, 4])
-    with pytest.raises(InputError, match="the CSV cannot be read row by row"):
-        count("a,b\n" + "x" * 200_000 + ",1\n4\n")
+    assert count("a,b\n" + "x" * 200_000 + ",1\n4\n") == (1, [2])  # a cell of any length, as pandas reads
+    assert count("\nage,bmi,note,sex\n30,25.1,ok,1\n40,22.0\n") == (1, [2])  # a blank line before the header
+    assert count("age,bmi,note,sex\n30,25.1,ok,1\n\t,\n40,22.0,x,2\n") == (1, [2])  # pandas reads "\t," as a row
