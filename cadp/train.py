@@ -379,9 +379,11 @@ def train_image_model(args) -> None:
     torch.manual_seed(args.seed)
     train = load_image_dataset(args.dataset, "train", image_size=args.image_size, channels=args.channels)
     test = load_image_dataset(args.dataset, "test", image_size=args.image_size, channels=args.channels)
-    if len(test.labels) == 0 or int(torch.bincount(test.labels).max()) < 2:  # checked before hours of training
-        raise InputError(f"too few images: the held-out split ({len(test.labels)} of them) needs two images of one "
-                         "class to measure latent distances; give each class at least ~10 readable images")
+    distinct = _first_of_each_record(test.images[:2000], test.labels[:2000]) if len(test.labels) else None
+    if distinct is None or int(torch.bincount(test.labels[distinct]).max()) < 2:  # before hours of training
+        raise InputError(f"too few images: the held-out split ({len(test.labels)} of them) needs two distinct "
+                         "images of one class to measure latent distances (copies of one image count once); give "
+                         "each class at least ~10 readable, different images")
     if args.max_train:
         train = ImageDataset(train.images[:args.max_train], train.labels[:args.max_train],
                              train.class_names, train.name)

@@ -480,8 +480,8 @@ def test_cli_evaluates_models_trained_on_a_csv_or_image_folder_given_their_data(
     folder = tmp_path / "images"
     for label in ("cats", "dogs"):
         (folder / label).mkdir(parents=True)
-        for index in range(10):
-            (folder / label / f"{index}.png").write_bytes(corpus.png(corpus.digit(28, 28)))
+        for index in range(10):  # ten different images (copies count once in the latent distances)
+            (folder / label / f"{index}.png").write_bytes(corpus.png(np.roll(corpus.digit(28, 28), index, axis=1)))
     images = tmp_path / "image-model"
     assert train.main(["--dataset", str(folder), "--out", str(images), "--steps", "2", "--width", "8",
                        "--conv-blocks", "1", "--conv-subnet", "3-3-3", "--fc-blocks", "1", "--fc-width", "16",

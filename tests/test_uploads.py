@@ -1057,3 +1057,17 @@ def test_rows_are_counted_as_pandas_reads_them():
     assert count("a,b\n" + "x" * 200_000 + ",1\n4\n") == (1, [2])  # a cell of any length, as pandas reads
     assert count("\nage,bmi,note,sex\n30,25.1,ok,1\n40,22.0\n") == (1, [2])  # a blank line before the header
     assert count("age,bmi,note,sex\n30,25.1,ok,1\n\t,\n40,22.0,x,2\n") == (1, [2])  # pandas reads "\t," as a row
+
+
+def test_a_folder_of_copies_of_one_image_is_refused_before_training(tmp_path, capsys):
+    """Every image a copy of one: the run trained for its whole budget, then could not measure a distance between
+    two distinct records (d_typ) and saved no model."""
+    from cadp import train
+
+    for label in ("a", "b"):
+        (tmp_path / "copies" / label).mkdir(parents=True)
+        for index in range(10):
+            (tmp_path / "copies" / label / f"{index}.png").write_bytes(corpus.png(corpus.digit(28, 28)))
+    code = train.main(["--dataset", str(tmp_path / "copies"), "--out", str(tmp_path / "model"), "--steps", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "needs two distinct images of one class" in err and "step/s" not in err
