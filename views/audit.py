@@ -90,10 +90,11 @@ def audit_figure(results: list[dict], ceiling: float | None = None) -> go.Figure
         # a trace, not add_hline: its annotation lands at 10^ceiling on a log axis, stretching the axis to match
         figure.add_trace(go.Scatter(x=[low, top * 2], y=[ceiling, ceiling], mode="lines",
                                     name=f"the most this many releases can show ({ceiling:.2f})",
-                                    line=dict(dash="dot", color="firebrick"), hoverinfo="name"))
+                                    line=dict(dash="dot", color="dimgray"), hoverinfo="name"))  # (paper is red)
     # a short x title and the legend below: at a phone's width a legend at the right took the plot's width
     figure.update_layout(xaxis_title="claimed ε (metric: ε_unit · d(A, B))",
-                         yaxis_title=f"empirical ε lower bound (95% Clopper–Pearson; 0 drawn at {FLOOR})",
+                         # short: a longer title ran past the plot's height into the legend
+                         yaxis_title=f"ε lower bound (95%; 0 drawn at {FLOOR})",
                          xaxis_type="log", yaxis_type="log", height=480, legend=LEGEND)
     return figure
 

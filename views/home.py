@@ -4,9 +4,10 @@ import streamlit as st
 
 from cadp import ui
 
+# top to bottom: left to right, a phone-wide page drew its labels a few pixels high
 PIPELINE = """
 digraph {
-  rankdir=LR; node [shape=box, style="rounded,filled", fillcolor="#f0f4f8", fontname="sans-serif"];
+  rankdir=TB; node [shape=box, style="rounded,filled", fillcolor="#f0f4f8", fontname="sans-serif"];
   x [label="your record x\\n(image or table row)"]; c [label="kept attributes c\\n(e.g. the label)", fillcolor="#e6fffa"];
   z [label="latent z = f(x; c)"]; m [label="noise M(z)\\n(laplace, gaussian, metric, paper)", fillcolor="#fefcbf"];
   out [label="release x' = f⁻¹(M(z); c')", fillcolor="#e6fffa"];
