@@ -804,7 +804,8 @@ def preview_figure(utility: dict, mechanism: str, epsilon: float):
                          annotation_text=f"chance among all records, 1/N ({chance:.1%})")
     given = _number(utility.get("chance_given_condition"))
     if given is not None:  # the attackers guess among the records with the released label: their baseline
-        figure.add_hline(y=given, line_dash="dot", line_color="gray", annotation_position="bottom right",
+        # above its line: below it, near 0, the text lay on the x axis' tick labels
+        figure.add_hline(y=given, line_dash="dot", line_color="gray", annotation_position="top right",
                          annotation_text=f"chance knowing the released {released_words(utility)} ({given:.1%}): "
                                          "the attackers' baseline")
     # a trace, not add_vline: on a log axis a shape's annotation takes log10(x) and would stretch the axis

@@ -2118,3 +2118,11 @@ def test_the_utility_charts_x_title_fits_a_phone_wide_chart():
 
     title = epsilon_figure(json.loads(json.dumps(helpers.UTILITY)), "p/o", "t", "accuracy").layout.xaxis.title.text
     assert len(title) <= 55 and "metric" in title and "DP-Pix" in title
+
+
+def test_the_previews_attacker_baseline_is_labelled_above_its_line():
+    """Below its line (a few percent), the label lay on the x axis' tick labels and hid 1000 and 10000."""
+    utility = {**json.loads(json.dumps(helpers.UTILITY)), "chance_given_condition": 0.02}
+    figure = ui.preview_figure(utility, "laplace", 10)
+    (label,) = [a for a in figure.layout.annotations if a.text.startswith("chance knowing")]
+    assert label.yanchor == "bottom"  # the text's bottom on the line: above it
