@@ -15,10 +15,12 @@ manifest with its error and the run goes on.
 from __future__ import annotations
 
 import argparse
+import array
 import codecs
 import collections
 import csv
 import errno
+import hashlib
 import io
 import math
 import os
@@ -251,6 +253,10 @@ def _total(epsilon: float) -> str:
     return written_up(epsilon) if math.isfinite(epsilon) else f"more than {sys.float_info.max:.2g} (too large to write)"
 
 
+# a CSV's released row that the run did not write (it stopped, e.g. on a full disk, before writing the rows)
+NOT_WRITTEN = "not written: the run stopped before writing this row"
+
+
 class Manifest:
     """manifest.csv, written row by row (flushed per batch); every cell formula-escaped.
 
@@ -266,15 +272,27 @@ class Manifest:
         self.privatized = 0
         self.failed = 0
         self.reasons: collections.Counter = collections.Counter()  # why inputs were unusable, for the summary
-        self.records: list[str | None] = []  # per manifest row, the released record's key (None: not released)
-        self.releases: collections.Counter = collections.Counter()  # record key -> releases in this run
+        # the released records, compact for a CSV of millions of rows: each one's manifest row (from 0) and a 64-bit
+        # digest of its key (ledger key: the same record has the same); counted at the end (``_release_counts``)
+        self._released_at = array.array("q")
+        self._digests = array.array("Q")
+        # a CSV's released rows are written in an order drawn at the end: each manifest row's released row (-1:
+        # none), counted from 0 in the input's order, and where the run wrote it (``set_output_rows``), filled in
+        # by close() as the totals are
+        self.released_rows = array.array("q")
+        self._output_rows: np.ndarray | None = None
+        self._output_file = ""
+        self.not_written = 0  # released rows that the run did not write (known after close)
         self.write_error: OSError | None = None  # why the file could not be completed (disk full), if it could not
         self.incomplete: dict[str, OSError] = {}  # the run's other files that could not be completed, and why
         self.first_frames: list[str] = []  # released inputs of several frames (a series, a stack): the first only
 
     def row(self, file: str, *, status: str, condition: str = "", released: str = "", error: str = "",
-            output: str = "", preprocessing: str = "", batch: int | None = None, record: str | None = None) -> None:
-        """One input's row; ``record`` is the released record's key (ledger key: the same record has the same)."""
+            output: str = "", preprocessing: str = "", batch: int | None = None, record: str | None = None,
+            released_row: int | None = None) -> None:
+        """One input's row; ``record`` is the released record's key (ledger key: the same record has the same);
+        ``released_row``: a CSV's released row (from 0, in the input's order), whose place in the output
+        ``set_output_rows`` gives at the end."""
         mechanism = self.settings.mechanism
         delta = getattr(mechanism, "delta", None)
         label = self.settings.mechanism_label
@@ -284,10 +302,10 @@ class Manifest:
                   "" if delta is None else f"{delta:g}", "", "", "",  # the record's total: filled in by close()
                   self.settings.noise_source, status, error, output, preprocessing]
         self.writer.writerow([escape_cell(readable(str(value))) for value in values])
-        record = record if status == "privatized" else None
-        self.records.append(record)
-        if record is not None:
-            self.releases[record] += 1
+        if status == "privatized" and record is not None:
+            self._released_at.append(len(self.released_rows))
+            self._digests.append(int.from_bytes(hashlib.blake2b(record.encode(), digest_size=8).digest(), "little"))
+        self.released_rows.append(-1 if released_row is None or status != "privatized" else released_row)
         if status == "privatized":
             self.privatized += 1
             if preprocessing.startswith(FIRST_FRAME) or f"; {FIRST_FRAME}" in preprocessing:
@@ -302,9 +320,27 @@ class Manifest:
     def flush(self) -> None:
         self.handle.flush()
 
+    def set_output_rows(self, file: str, rows: np.ndarray) -> None:
+        """Where each released row was written: ``rows[k]`` is the row number (from 1) of released row k in
+        ``file``, 0 while it is not written; close() writes it in the output column of the manifest row that
+        released it (``NOT_WRITTEN`` for 0, or without this call)."""
+        self._output_file, self._output_rows = file, rows
+
     def repeated(self) -> collections.Counter:
         """{k: how many records this run released k > 1 times}."""
-        return collections.Counter(count for count in self.releases.values() if count > 1)
+        if not self._digests:
+            return collections.Counter()
+        _, counts = np.unique(np.frombuffer(self._digests, dtype=np.uint64), return_counts=True)
+        return collections.Counter(int(count) for count in counts[counts > 1])
+
+    def _release_counts(self) -> np.ndarray:
+        """Per manifest row, how often this run released its record (0: the row released nothing)."""
+        per_row = np.zeros(len(self.released_rows), dtype=np.int64)
+        if self._digests:
+            _, inverse, counts = np.unique(np.frombuffer(self._digests, dtype=np.uint64), return_inverse=True,
+                                           return_counts=True)
+            per_row[np.frombuffer(self._released_at, dtype=np.int64)] = counts[inverse]
+        return per_row
 
     def close(self) -> None:
         """Close the file and fill in each released record's total cost (once; a second call does nothing)."""
@@ -318,17 +354,24 @@ class Manifest:
         if not self.privatized:
             return
         first = MANIFEST_COLUMNS.index("releases_of_record")
+        output = MANIFEST_COLUMNS.index("output")
+        rows_out = self._output_rows
         completed = self.path.with_name(self.path.name + ".part")
         try:
             with self.path.open(newline="", encoding="utf-8") as source, \
                     completed.open("w", newline="", encoding="utf-8") as target:
                 reader, writer = csv.reader(source), csv.writer(target)
                 writer.writerow(next(reader))
-                for record, row in zip(self.records, reader, strict=True):
-                    if record is not None:
-                        releases = self.releases[record]
+                for releases, released_row, row in zip(self._release_counts().tolist(), self.released_rows, reader,
+                                                       strict=True):
+                    if releases:
                         row[first:first + 3] = [escape_cell(value) for value in (
                             str(releases), self.settings.epsilon_of(releases), self.settings.delta_of(releases))]
+                    if released_row >= 0:
+                        written = rows_out is not None and released_row < len(rows_out) and rows_out[released_row]
+                        self.not_written += not written
+                        row[output] = escape_cell(f"{self._output_file} row {rows_out[released_row]}" if written
+                                                  else NOT_WRITTEN)
                     writer.writerow(row)
             os.replace(completed, self.path)
         except OSError as error:  # the manifest stays as written, without the totals
@@ -684,6 +727,9 @@ def repeated_releases_note(mechanism: Mechanism) -> str:
     return repeated_cost_note(mechanism.describe(), "in another run, or as another copy in one input")
 
 
+SHOWN_REPEATS = 5  # how many counts of repeated records the caution lists (the largest)
+
+
 def repeated_records_caution(manifest: Manifest, what: str) -> str | None:
     """Records this run released more than once, and what they cost (basic composition), or None.
 
@@ -692,8 +738,13 @@ def repeated_records_caution(manifest: Manifest, what: str) -> str | None:
     if not repeated:
         return None
     records = sum(repeated.values())
-    how_often = ", ".join(f"{number} {what}{'s' * (number > 1)} {k} times"
-                          for k, number in sorted(repeated.items(), reverse=True))
+    groups = sorted(repeated.items(), reverse=True)
+    how_often = ", ".join(f"{number} {what}{'s' * (number > 1)} {k} times" for k, number in groups[:SHOWN_REPEATS])
+    if len(groups) > SHOWN_REPEATS:  # (a file of millions of rows can have thousands of counts)
+        rest = sum(number for _, number in groups[SHOWN_REPEATS:])
+        fewest, most_left = groups[-1][0], groups[SHOWN_REPEATS][0]
+        how_often += (f" and {rest:,} more {what}{'s' * (rest > 1)} "
+                      f"{most_left if fewest == most_left else f'{fewest} to {most_left}'} times")
     most = max(repeated)
     delta = manifest.settings.delta_of(most)
     same = ("the same values in the model's columns" if what == "row"
@@ -712,8 +763,9 @@ def repeated_records_caution(manifest: Manifest, what: str) -> str | None:
 
 RUN_IN_PROGRESS = ("Incomplete run: the run writing these files had not finished (it is still running, or it was "
                    "killed or failed before its end). The terms below hold for its releases; "
-                   f"{MANIFEST_NAME} may not list the last files written (for a CSV, {PRIVATIZED_CSV_NAME} and "
-                   f"{MANIFEST_NAME} are written when the run ends: a run killed before that leaves no rows).")
+                   f"{MANIFEST_NAME} may not list the last files written (for a CSV, {PRIVATIZED_CSV_NAME} is "
+                   f"written, and the output column of {MANIFEST_NAME} filled in, when the run ends: a run killed "
+                   "before that leaves no released rows).")
 
 
 def write_guarantee(output: Path, guarantee: str, names_note: str = "", repeat_note: str = "",
@@ -1109,10 +1161,10 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     target = output / PRIVATIZED_CSV_NAME
     row_number, seen, filled_rows = 0, 0, 0
     # the input's row order (a file sorted by a column, privatized or not) would show through the output's: the
-    # released rows are held and written at the end in an order drawn at random
+    # released rows are held and written at the end in an order drawn at random; the manifest's rows are written as
+    # they come, and each released row's place in the output is filled in at the end (Manifest.set_output_rows)
     held_frames: list[pd.DataFrame] = []
-    # manifest rows, in the input's order: a released row's output row is known at the end
-    held_rows: list[tuple[str, dict]] = []
+    held_count = 0  # released rows with a manifest row
     reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=settings.batch_size, skiprows=skip,
                          skipinitialspace=True, decimal=decimal, index_col=False,
                          dtype={raw: str for raw in header.columns if str(raw).strip() in text})
@@ -1161,24 +1213,25 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                 for position, number in enumerate(numbers):
                     condition = conditions[position]
                     if position in errors:
-                        held_rows.append((f"row {number}", dict(status="error", error=str(errors[position]),
-                                                                condition=condition)))
+                        manifest.row(f"row {number}", status="error", error=str(errors[position]), condition=condition)
                         continue
                     filled_rows += position in filled  # the warning points at the manifest: count only rows it notes
-                    cells = dict(status="privatized", condition=condition, released=released[position],
-                                 preprocessing=filled.get(position, ""), batch=len(good), record=records[position])
-                    held_rows.append((f"row {number}", cells))
+                    manifest.row(f"row {number}", status="privatized", condition=condition,
+                                 released=released[position], preprocessing=filled.get(position, ""),
+                                 batch=len(good), record=records[position], released_row=held_count)
+                    held_count += 1
                 if good:
                     seen += rows_seen_in_training(config, chunk.iloc[good]) or 0
                 manifest.flush()
         except (pd.errors.ParserError, ValueError, UnicodeError):
-            held_rows.append((f"row {row_number + 1}", dict(
-                status="error", error=f"stopped reading {path.name}: the CSV cannot be parsed after row {row_number} "
-                                      "(a row with more fields than the header?)")))
+            manifest.row(f"row {row_number + 1}", status="error",
+                         error=f"stopped reading {path.name}: the CSV cannot be parsed after row {row_number} (a row "
+                               "with more fields than the header?)")
         finally:
+            manifest.flush()
             add_caution(output, training_data_caution(config, path.name, seen))  # an interrupted run's too
-            if held_rows:  # an interrupted run's too: the rows released so far are not lost
-                _write_held_rows(out, held_frames, held_rows, settings.seed, manifest, delimiter, decimal,
+            if held_count:  # an interrupted run's too: the rows released so far are not lost
+                _write_held_rows(out, held_frames, held_count, settings.seed, manifest, delimiter, decimal,
                                  out_encoding)
             add_caution(output, repeated_records_caution(manifest, "row"))
     if filled_rows:
@@ -1264,28 +1317,33 @@ def _read_whole_file(path: Path, delimiter: str, encoding: str, columns: list[st
     return fractional
 
 
-def _write_held_rows(out, frames: list[pd.DataFrame], rows: list[tuple[str, dict]], seed: int | None,
-                     manifest: Manifest, delimiter: str, decimal: str, encoding: str = "utf-8") -> None:
-    """Write held released rows in an order drawn at random, and the held manifest rows (``rows``, in the input's
-    order, unusable rows among them) with each released row's ``output`` pointing at it.
+# released rows written per block of the drawn order: the CSV text of a whole file of millions of rows is not held
+WRITE_BLOCK_ROWS = 2 ** 16
 
-    A run stopped inside a chunk may hold a frame whose manifest rows were not all added: only the rows
-    that have one are written (a chunk's released rows and its manifest rows are in the same order)."""
-    count = sum(cells["status"] == "privatized" for _, cells in rows)
+
+def _write_held_rows(out, frames: list[pd.DataFrame], count: int, seed: int | None, manifest: Manifest,
+                     delimiter: str, decimal: str, encoding: str = "utf-8") -> None:
+    """Write the first ``count`` held released rows (those with a manifest row, in the input's order) in an order
+    drawn at random, and tell the manifest where each went.
+
+    A run stopped inside a chunk may hold a frame whose manifest rows were not all written: only the rows that
+    have one are written (a chunk's released rows and its manifest rows are in the same order)."""
     order = np.random.default_rng(seed).permutation(count)  # seed None: fresh entropy from the OS
-    if count:
-        rows_written = pd.concat(frames, ignore_index=True).iloc[:count].iloc[order]
-        data, count_escaped = escaped_csv(rows_written, delimiter=delimiter, decimal=decimal, encoding=encoding)
+    rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+    frames.clear()  # the joined frame is the one copy kept
+    output_rows = np.zeros(count, dtype=np.int64)  # 0 until written (a failed write stops the run)
+    manifest.set_output_rows(PRIVATIZED_CSV_NAME, output_rows)
+    escaped = 0
+    for start in range(0, count, WRITE_BLOCK_ROWS):
+        taken = order[start:start + WRITE_BLOCK_ROWS]
+        data, count_escaped = escaped_csv(rows.iloc[taken], header=start == 0, delimiter=delimiter, decimal=decimal,
+                                          encoding=encoding)
         _append(out, data)
-        escaped = escaped_cells_note(count_escaped)
-        if escaped:
-            _say(f"note: in {PRIVATIZED_CSV_NAME}, {escaped[0].lower()}{escaped[1:]}")
-    row_of = iter(np.argsort(order) + 1)  # the i-th released row is written as row row_of[i]
-    for name, cells in rows:
-        if cells["status"] == "privatized":
-            cells = {**cells, "output": f"{PRIVATIZED_CSV_NAME} row {next(row_of)}"}
-        manifest.row(name, **cells)
-    manifest.flush()
+        output_rows[taken] = np.arange(start + 1, start + len(taken) + 1)  # released row order[i]: row i + 1
+        escaped += count_escaped
+    note = escaped_cells_note(escaped)
+    if note:
+        _say(f"note: in {PRIVATIZED_CSV_NAME}, {note[0].lower()}{note[1:]}")
 
 
 def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str], numeric: list[str],
@@ -1674,7 +1732,9 @@ def _main(argv=None) -> int:
         unfinished = "".join(f"; {name} could not be completed ({failed.strerror or failed}): its last rows"
                              f"{' or its totals' if name == MANIFEST_NAME else ''} may be missing"
                              for name, failed in incomplete.items())
-        _say(f"error: the run stopped ({reason}) after {manifest.privatized} privatized; {args.output} holds a "
+        lost = (f" ({manifest.not_written} of them not written to {PRIVATIZED_CSV_NAME}: {MANIFEST_NAME}'s output "
+                "column says which)" if manifest.not_written else "")
+        _say(f"error: the run stopped ({reason}) after {manifest.privatized} privatized{lost}; {args.output} holds a "
              f"partial run, the files kept are the ones {MANIFEST_NAME} lists{unfinished}. {_RESTART}")
         return EXIT_WRITE_ERROR if manifest.privatized else EXIT_NOTHING_PRIVATIZED
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM / SIGHUP turned into RunInterrupted

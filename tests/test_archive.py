@@ -1706,3 +1706,65 @@ def test_a_csv_runs_in_passes_of_1024_rows_unless_paper_or_told(table_model, tmp
         arguments = ["--model", str(table_model), "--mechanism", "laplace", "--epsilon", "1", *options]
         assert archive.main([*arguments, str(source), str(tmp_path / name)]) == 0
         assert passes == expected, name
+
+
+def test_csv_rows_written_in_several_blocks_keep_one_header_and_their_manifest_rows(table_model, tmp_path,
+                                                                                     monkeypatch):
+    """The released rows are written a block of the drawn order at a time (a whole file's CSV text is not held):
+    the header comes once and each manifest row still points at its own released row."""
+    monkeypatch.setattr(archive, "WRITE_BLOCK_ROWS", 6)
+    frame = table_frame(40).sort_values("sex", kind="stable").reset_index(drop=True)
+    source = tmp_path / "rows.csv"
+    frame.to_csv(source, index=False)
+    output = tmp_path / "out"
+    assert run(table_model, source, output, "--batch-size", "7", "--condition", "sex=resampled") == 0
+    text = (output / "privatized.csv").read_text(encoding="utf-8")
+    assert text.count("age") == 1 and len(text.splitlines()) == 41
+    rows = read_manifest(output)
+    written = [int(row["output"].rsplit(" ", 1)[1]) for row in rows]
+    assert sorted(written) == list(range(1, 41)) and written != list(range(1, 41))
+    released = pd.read_csv(output / "privatized.csv")
+    for row, position in zip(rows, written):
+        assert f"sex={released['sex'][position - 1]}" == row["released_condition"]
+
+
+def test_a_full_disk_while_writing_a_csvs_rows_says_which_rows_were_not_written(table_model, tmp_path, monkeypatch,
+                                                                                capsys):
+    import errno
+
+    monkeypatch.setattr(archive, "WRITE_BLOCK_ROWS", 6)
+    monkeypatch.setattr(archive, "_append", failing_at(3, archive._append,
+                                                       OSError(errno.ENOSPC, "No space left on device")))
+    source = tmp_path / "rows.csv"
+    table_frame(40).to_csv(source, index=False)
+    output = tmp_path / "out"
+    assert run(table_model, source, output, "--batch-size", "7") == archive.EXIT_WRITE_ERROR
+    err = capsys.readouterr().err
+    assert ("the run stopped (No space left on device) after 40 privatized (28 of them not written to privatized.csv: "
+            "manifest.csv's output column says which)") in err
+    assert "Traceback" not in err
+    released = pd.read_csv(output / "privatized.csv")
+    assert len(released) == 12  # two blocks of 6 were written before the disk was full
+    rows = read_manifest(output)
+    assert len(rows) == 40 and {row["status"] for row in rows} == {"privatized"}
+    outputs = [row["output"] for row in rows]
+    written = [int(text.rsplit(" ", 1)[1]) for text in outputs if text.startswith("privatized.csv row ")]
+    assert sorted(written) == list(range(1, 13))
+    assert outputs.count(archive.NOT_WRITTEN) == 28
+    for row in rows:
+        if row["output"] != archive.NOT_WRITTEN:
+            assert f"sex={released['sex'][int(row['output'].rsplit(' ', 1)[1]) - 1]}" == row["released_condition"]
+
+
+def test_many_counts_of_repeated_rows_are_summed_up_not_listed(table_model, tmp_path, capsys):
+    """A file of millions of rows can hold thousands of counts: the caution lists the largest five, then sums up."""
+    frame = table_frame(8)
+    copies = pd.concat([frame.iloc[[i] * (i + 2)] for i in range(8)], ignore_index=True)  # 2, 3, ..., 9 times
+    source = tmp_path / "rows.csv"
+    copies.to_csv(source, index=False)
+    assert run(table_model, source, tmp_path / "out", "--batch-size", "16") == 0
+    err = capsys.readouterr().err
+    assert ("8 rows of the input occur more than once (1 row 9 times, 1 row 8 times, 1 row 7 times, 1 row 6 times, "
+            "1 row 5 times and 3 more rows 2 to 4 times; the same values in the model's columns)") in err
+    rows = read_manifest(tmp_path / "out")
+    assert sorted(int(row["releases_of_record"]) for row in rows) == sorted(k for k in range(2, 10) for _ in range(k))

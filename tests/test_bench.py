@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 
@@ -430,3 +431,25 @@ def test_batch1_alternatives_compute_the_layer_and_the_table_restores_the_model_
     assert values["the rest (noise, checks, the release)"] == pytest.approx(
         values["privatize call"] - values["encode (logit transform + forward pass)"]
         - values["decode (reverse pass + pixels)"], abs=1.0)
+
+
+def test_archive_memory_runs_the_cli_on_distinct_rows_and_reports_its_peak(capsys, tmp_path):
+    import pandas as pd
+
+    from bench import archive_memory
+    from cadp.hub import load_folder
+
+    model = Path(__file__).resolve().parent.parent / "weights" / "diabetes-cinn"
+    source = tmp_path / "rows.csv"
+    archive_memory.write_rows(model, 500, source)
+    rows = pd.read_csv(source)
+    config = load_folder(model).config
+    assert list(rows.columns) == [*config.data_columns, *config.condition_columns] and len(rows) == 500
+    assert rows.duplicated().sum() < 10  # jittered: a CSV of mostly distinct rows, as an archive is
+    assert archive_memory.main(["--rows", "300", "600"]) == 0
+    printed = capsys.readouterr().out
+    lines = [line for line in printed.splitlines() if line.startswith("| 300 |") or line.startswith("| 600 |")]
+    assert len(lines) == 2 and all(line.endswith("| 0 |") for line in lines)
+    peaks = [float(line.split("|")[2].replace(",", "")) for line in lines]
+    assert all(peak > 100 for peak in peaks)  # a Python process with torch: hundreds of MiB, measured not assumed
+    assert "MiB per million rows (300 -> 600 rows)" in printed
