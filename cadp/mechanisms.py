@@ -249,12 +249,38 @@ def clip_per_sample(latent: torch.Tensor, radius: float, p: int) -> torch.Tensor
 
 
 def analytic_gaussian_delta(sigma: float, epsilon: float, sensitivity: float) -> float:
-    """delta achieved by N(0, sigma^2) at (epsilon, sensitivity) (Balle & Wang 2018, Theorem 8)."""
+    """delta achieved by N(0, sigma^2) at (epsilon, sensitivity) (Balle & Wang 2018, Theorem 8).
+
+    A difference of two terms: where they agree in more than the first six of float64's ~16 digits (a tiny
+    epsilon with a tiny delta: the float64 difference is rounding noise, even negative), or where the first is
+    near float64's smallest numbers, it is computed again in as many decimal digits as it needs (mpmath)."""
     a = sensitivity / (2 * sigma)
     b = epsilon * sigma / sensitivity
+    first = float(norm.cdf(a - b))
     # e^eps * Phi(-a - b) in log space: a huge times a tiny number, and at most 1
     second = math.exp(epsilon + norm.logcdf(-a - b))
-    return float(norm.cdf(a - b) - second)
+    delta = first - second
+    if first > 1e-280 and delta > 1e-6 * first:
+        return delta
+    return _analytic_gaussian_delta_exact(sigma, epsilon, sensitivity)
+
+
+def _analytic_gaussian_delta_exact(sigma: float, epsilon: float, sensitivity: float) -> float:
+    """``analytic_gaussian_delta`` in multiple precision: digits are added until the difference is resolved."""
+    import mpmath  # a dependency of torch (through sympy); only extreme settings come here
+
+    digits = 50
+    while True:
+        with mpmath.workdps(digits):
+            sigma_, epsilon_, sensitivity_ = mpmath.mpf(sigma), mpmath.mpf(epsilon), mpmath.mpf(sensitivity)
+            a = sensitivity_ / (2 * sigma_)
+            b = epsilon_ * sigma_ / sensitivity_
+            first = mpmath.ncdf(a - b)
+            delta = first - mpmath.exp(epsilon_) * mpmath.ncdf(-a - b)
+            # resolved: the difference is well above the last digits of the terms (or the terms are exact zeros)
+            if first == 0 or abs(delta) > first * mpmath.mpf(10) ** (20 - digits) or digits >= 20_000:
+                return float(delta)
+        digits *= 2
 
 
 @functools.lru_cache(maxsize=256)  # a bisection of ~50 normal CDFs: once per setting, not once per release

@@ -139,6 +139,27 @@ def test_analytic_gaussian_sigma_meets_the_inequality_with_equality(epsilon, del
     assert analytic_gaussian_delta(0.99 * sigma, epsilon, sensitivity) > delta
 
 
+def _delta_in_400_digits(sigma: float, epsilon: float, sensitivity: float):
+    import mpmath
+
+    with mpmath.workdps(400):
+        sigma_, epsilon_, sensitivity_ = mpmath.mpf(sigma), mpmath.mpf(epsilon), mpmath.mpf(sensitivity)
+        a, b = sensitivity_ / (2 * sigma_), epsilon_ * sigma_ / sensitivity_
+        return mpmath.ncdf(a - b) - mpmath.exp(epsilon_) * mpmath.ncdf(-a - b)
+
+
+@pytest.mark.parametrize("epsilon, delta", [(1e-12, 1e-100), (1e-16, 1e-300), (1e-12, 1e-20), (1e-8, 1e-100),
+                                            (1e-10, 1e-300), (1e3, 1e-300), (1.0, 1e-5), (1e-3, 0.5)])
+def test_analytic_gaussian_sigma_holds_its_delta_at_extreme_settings(epsilon, delta):
+    """With a tiny epsilon and a tiny delta the formula's two terms agree in all of float64's digits: the float64
+    difference was rounding noise (even negative), and epsilon 1e-12 with delta 1e-100 got a sigma whose true
+    delta was 2.7e-66. Checked in 400 decimal digits: the sigma holds delta, and a hair less noise would not."""
+    analytic_gaussian_sigma.cache_clear()
+    sigma = analytic_gaussian_sigma(epsilon, delta, 2.0)
+    assert _delta_in_400_digits(sigma, epsilon, 2.0) <= delta
+    assert _delta_in_400_digits(sigma * (1 - 1e-6), epsilon, 2.0) > delta
+
+
 def test_analytic_gaussian_formula_matches_the_specification():
     sigma, epsilon, sensitivity = 1.3, 0.8, 2.0
     expected = (norm.cdf(sensitivity / (2 * sigma) - epsilon * sigma / sensitivity)
