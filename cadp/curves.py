@@ -56,6 +56,14 @@ SHORT_NAMES = {"laplace": "Laplace (ε-LDP)", "gaussian": "Gaussian ((ε, δ)-LD
 LEGEND = dict(orientation="h", xanchor="left", x=0, yanchor="top", y=-0.2, title_text="")
 
 
+def fitted_height(figure: go.Figure) -> int:
+    """A chart's height in pixels for its legend below the plot: on a phone-wide chart each entry takes a row, and
+    the plot, shrunk by a fixed height's legend, left too little room under its axis for the axis title (the
+    legend, placed a fifth of the plot's height below it, ran over the title)."""
+    entries = sum(1 for trace in figure.data if trace.showlegend is not False and trace.name)
+    return max(480, 440 + 32 * entries)
+
+
 def std_of(value):
     """The std of an eval.json ``{"mean": ..., "std": ...}`` value; None for a plain number or list, and for a
     std of no numbers (one seed's run stores a list of nulls: no bar to draw, nor to explain)."""
@@ -230,7 +238,7 @@ def epsilon_figure(utility: dict, metric: str, title: str, y_title: str, *, refe
     figure.update_layout(title=two_line_title(title),
                          # short enough for a phone-wide chart; methods_caption says the rest
                          xaxis_title="ε (metric: per L1 unit; DP-Pix: per 1-pixel change)",
-                         yaxis_title=y_title, xaxis_type="log", height=480, legend=LEGEND)
+                         yaxis_title=y_title, xaxis_type="log", height=fitted_height(figure), legend=LEGEND)
     epsilons = utility.get("epsilons")
     if isinstance(epsilons, list) and epsilons:  # ticks at the evaluated values: plotly labels 0.5 as "5" otherwise
         figure.update_xaxes(tickvals=epsilons, ticktext=[f"{e:g}" if isinstance(e, (int, float)) else str(e)
@@ -257,5 +265,5 @@ def frontier_figure(utility: dict, title: str = "Privacy–utility frontier (up 
     _reference_lines(figure, figure.add_vline, chance=utility.get("chance"),
                      given=utility.get("chance_given_condition"), released=released_words(utility))
     figure.update_layout(title=two_line_title(title), xaxis_title="re-identification rate (the best attacker)",
-                         yaxis_title="downstream accuracy (p/o)", height=480, legend=LEGEND)
+                         yaxis_title="downstream accuracy (p/o)", height=fitted_height(figure), legend=LEGEND)
     return figure

@@ -1706,6 +1706,19 @@ def test_long_chart_titles_break_into_a_head_and_a_smaller_line():
     assert frontier_figure(helpers.UTILITY).layout.title.text.startswith("Privacy–utility frontier<br><sup>(")
 
 
+def test_a_chart_with_more_legend_entries_is_taller():
+    """The legend sits below the plot: at a phone's width each entry takes a row, and in a fixed height the
+    re-identification chart's seven entries shrank the plot until its legend ran over the x axis' title."""
+    from cadp.curves import epsilon_figure
+
+    few = epsilon_figure(helpers.UTILITY, "p/o", "Accuracy", "accuracy")
+    many = epsilon_figure(helpers.UTILITY, "p/o", "Accuracy", "accuracy", reference=0.7, chance=0.1)
+    entries = [sum(1 for trace in figure.data if trace.showlegend is not False and trace.name) for figure in (few, many)]
+    assert entries[1] > entries[0]
+    assert many.layout.height - few.layout.height == 32 * (entries[1] - entries[0])
+    assert many.layout.height >= 440 + 32 * entries[1]
+
+
 def test_reidentification_charts_draw_the_attackers_baseline_beside_one_in_n():
     """The attackers guess among the records with the released label (conditions): that guess, not 1/N, is the
     rate to read their curves against."""

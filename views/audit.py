@@ -8,7 +8,7 @@ import streamlit as st
 import torch
 
 from cadp import ui
-from cadp.curves import LEGEND
+from cadp.curves import LEGEND, fitted_height
 from cadp.data import PUBLIC_DATASETS
 from cadp.mechanisms import DEFAULT_TEMPERATURE, MECHANISMS, PAPER_LABEL, make_mechanism
 
@@ -95,7 +95,7 @@ def audit_figure(results: list[dict], ceiling: float | None = None) -> go.Figure
     figure.update_layout(xaxis_title="claimed ε (metric: ε_unit · d(A, B))",
                          # short: a longer title ran past the plot's height into the legend
                          yaxis_title=f"ε lower bound (95%; 0 drawn at {FLOOR})",
-                         xaxis_type="log", yaxis_type="log", height=480, legend=LEGEND)
+                         xaxis_type="log", yaxis_type="log", height=fitted_height(figure), legend=LEGEND)
     return figure
 
 
