@@ -253,8 +253,11 @@ def _total(epsilon: float) -> str:
     return written_up(epsilon) if math.isfinite(epsilon) else f"more than {sys.float_info.max:.2g} (too large to write)"
 
 
-# a CSV's released row that the run did not write (it stopped, e.g. on a full disk, before writing the rows)
-NOT_WRITTEN = "not written: the run stopped before writing this row"
+# a CSV's released rows are written at the run's end: until then their manifest rows say PENDING; the end says
+# "privatized" (with the output row) or NOT_WRITTEN (the run stopped, e.g. on a full disk, before writing the row)
+PENDING = "pending"
+NOT_WRITTEN = "not written"
+NOT_WRITTEN_ERROR = f"the run stopped before writing this row to {PRIVATIZED_CSV_NAME}: not released"
 
 
 class Manifest:
@@ -282,7 +285,6 @@ class Manifest:
         self.released_rows = array.array("q")
         self._output_rows: np.ndarray | None = None
         self._output_file = ""
-        self.not_written = 0  # released rows that the run did not write (known after close)
         self.write_error: OSError | None = None  # why the file could not be completed (disk full), if it could not
         self.incomplete: dict[str, OSError] = {}  # the run's other files that could not be completed, and why
         self.first_frames: list[str] = []  # released inputs of several frames (a series, a stack): the first only
@@ -298,10 +300,15 @@ class Manifest:
         label = self.settings.mechanism_label
         if mechanism.name == "paper" and batch is not None:  # its output depends on the batch: record it
             label = f"{label[:-1]}; batch of {batch})"
+        pending = status == "privatized" and released_row is not None  # written at the run's end: close() says
         values = [file, condition, released, label, self.settings.epsilon,
                   "" if delta is None else f"{delta:g}", "", "", "",  # the record's total: filled in by close()
-                  self.settings.noise_source, status, error, output, preprocessing]
-        self.writer.writerow([escape_cell(readable(str(value))) for value in values])
+                  self.settings.noise_source, PENDING if pending else status, error, output, preprocessing]
+        try:
+            self.writer.writerow([escape_cell(readable(str(value))) for value in values])
+        except OSError as error:  # the file may hold part of this row: close() leaves it as it is
+            self.write_error = self.write_error or error
+            raise
         if status == "privatized" and record is not None:
             self._released_at.append(len(self.released_rows))
             self._digests.append(int.from_bytes(hashlib.blake2b(record.encode(), digest_size=8).digest(), "little"))
@@ -318,13 +325,31 @@ class Manifest:
         self.row(file, status="error", error=str(error), **cells)
 
     def flush(self) -> None:
-        self.handle.flush()
+        try:
+            self.handle.flush()
+        except OSError as error:
+            self.write_error = self.write_error or error
+            raise
 
     def set_output_rows(self, file: str, rows: np.ndarray) -> None:
         """Where each released row was written: ``rows[k]`` is the row number (from 1) of released row k in
         ``file``, 0 while it is not written; close() writes it in the output column of the manifest row that
-        released it (``NOT_WRITTEN`` for 0, or without this call)."""
+        released it, and its status: "privatized", or ``NOT_WRITTEN`` for 0 (or without this call)."""
         self._output_file, self._output_rows = file, rows
+
+    def _written(self) -> np.ndarray:
+        """Per manifest row, whether its released row was written (True for rows of other kinds)."""
+        released = np.frombuffer(self.released_rows, dtype=np.int64) if self.released_rows else np.zeros(0, np.int64)
+        written = released < 0
+        if self._output_rows is not None:
+            inside = (released >= 0) & (released < len(self._output_rows))
+            written[inside] = self._output_rows[released[inside]] > 0
+        return written
+
+    @property
+    def not_written(self) -> int:
+        """A CSV's released rows that the run has not written (all of them until it writes them at its end)."""
+        return int((~self._written()).sum())
 
     def repeated(self) -> collections.Counter:
         """{k: how many records this run released k > 1 times}."""
@@ -349,29 +374,29 @@ class Manifest:
         try:
             self.handle.close()  # closed even when its last write fails (disk full): said, not raised again
         except OSError as error:
-            self.write_error = error
-            return
-        if not self.privatized:
+            self.write_error = self.write_error or error
+        if not self.privatized or self.write_error:  # a write failed: the file's rows may not be the rows kept here
             return
         first = MANIFEST_COLUMNS.index("releases_of_record")
-        output = MANIFEST_COLUMNS.index("output")
+        columns = {name: MANIFEST_COLUMNS.index(name) for name in ("status", "error", "output")}
         rows_out = self._output_rows
+        written = self._written().tolist()
         completed = self.path.with_name(self.path.name + ".part")
         try:
             with self.path.open(newline="", encoding="utf-8") as source, \
                     completed.open("w", newline="", encoding="utf-8") as target:
                 reader, writer = csv.reader(source), csv.writer(target)
                 writer.writerow(next(reader))
-                for releases, released_row, row in zip(self._release_counts().tolist(), self.released_rows, reader,
-                                                       strict=True):
+                for releases, released_row, was_written, row in zip(self._release_counts().tolist(),
+                                                                    self.released_rows, written, reader, strict=True):
                     if releases:
                         row[first:first + 3] = [escape_cell(value) for value in (
                             str(releases), self.settings.epsilon_of(releases), self.settings.delta_of(releases))]
-                    if released_row >= 0:
-                        written = rows_out is not None and released_row < len(rows_out) and rows_out[released_row]
-                        self.not_written += not written
-                        row[output] = escape_cell(f"{self._output_file} row {rows_out[released_row]}" if written
-                                                  else NOT_WRITTEN)
+                    if released_row >= 0 and was_written:
+                        row[columns["status"]] = "privatized"
+                        row[columns["output"]] = escape_cell(f"{self._output_file} row {rows_out[released_row]}")
+                    elif released_row >= 0:
+                        row[columns["status"]], row[columns["error"]] = NOT_WRITTEN, NOT_WRITTEN_ERROR
                     writer.writerow(row)
             os.replace(completed, self.path)
         except OSError as error:  # the manifest stays as written, without the totals
@@ -739,17 +764,17 @@ def repeated_records_caution(manifest: Manifest, what: str) -> str | None:
         return None
     records = sum(repeated.values())
     groups = sorted(repeated.items(), reverse=True)
-    how_often = ", ".join(f"{number} {what}{'s' * (number > 1)} {k} times" for k, number in groups[:SHOWN_REPEATS])
+    how_often = ", ".join(f"{number:,} {what}{'s' * (number > 1)} {k:,} times" for k, number in groups[:SHOWN_REPEATS])
     if len(groups) > SHOWN_REPEATS:  # (a file of millions of rows can have thousands of counts)
         rest = sum(number for _, number in groups[SHOWN_REPEATS:])
         fewest, most_left = groups[-1][0], groups[SHOWN_REPEATS][0]
         how_often += (f" and {rest:,} more {what}{'s' * (rest > 1)} "
-                      f"{most_left if fewest == most_left else f'{fewest} to {most_left}'} times")
+                      f"{f'{most_left:,}' if fewest == most_left else f'{fewest:,} to {most_left:,}'} times")
     most = max(repeated)
     delta = manifest.settings.delta_of(most)
     same = ("the same values in the model's columns" if what == "row"
             else "the same pixels after preprocessing, or their negative")
-    head = (f"{records} {what}{'s' * (records > 1)} of the input occur{'s' * (records == 1)} more than once "
+    head = (f"{records:,} {what}{'s' * (records > 1)} of the input occur{'s' * (records == 1)} more than once "
             f"({how_often}; {same}): each copy was released separately, with its own noise, so ")
     if not manifest.settings.mechanism.formal:  # as guarantee.txt says it: nothing to add up
         return (head + f"a record that occurs k times was released k times (here up to {most}); this mechanism "
@@ -764,8 +789,8 @@ def repeated_records_caution(manifest: Manifest, what: str) -> str | None:
 RUN_IN_PROGRESS = ("Incomplete run: the run writing these files had not finished (it is still running, or it was "
                    "killed or failed before its end). The terms below hold for its releases; "
                    f"{MANIFEST_NAME} may not list the last files written (for a CSV, {PRIVATIZED_CSV_NAME} is "
-                   f"written, and the output column of {MANIFEST_NAME} filled in, when the run ends: a run killed "
-                   "before that leaves no released rows).")
+                   f"written when the run ends, and until then the rows of {MANIFEST_NAME} say '{PENDING}': a run "
+                   "killed before that leaves no released rows).")
 
 
 def write_guarantee(output: Path, guarantee: str, names_note: str = "", repeat_note: str = "",
@@ -1228,12 +1253,19 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                          error=f"stopped reading {path.name}: the CSV cannot be parsed after row {row_number} (a row "
                                "with more fields than the header?)")
         finally:
-            manifest.flush()
-            add_caution(output, training_data_caution(config, path.name, seen))  # an interrupted run's too
-            if held_count:  # an interrupted run's too: the rows released so far are not lost
-                _write_held_rows(out, held_frames, held_count, settings.seed, manifest, delimiter, decimal,
-                                 out_encoding)
-            add_caution(output, repeated_records_caution(manifest, "row"))
+            try:
+                manifest.flush()
+            except OSError:  # the manifest's disk is full or its file too large (write_error): the rows may still fit
+                pass
+            try:  # an interrupted run's too
+                add_caution(output, training_data_caution(config, path.name, seen))
+                add_caution(output, repeated_records_caution(manifest, "row"))
+            finally:
+                if held_count:  # an interrupted run's too: the rows released so far are not lost
+                    _write_held_rows(out, held_frames, held_count, settings.seed, manifest, delimiter, decimal,
+                                     out_encoding)
+            if manifest.write_error:  # the rows were written: now say that the manifest could not be
+                raise manifest.write_error
     if filled_rows:
         _say(f"warning: {filled_rows} row(s) had empty cells or cells that are not numbers, read as the training "
              f"mean, or numbers outside the range the model knows, read as its nearer end: the preprocessing column "
@@ -1411,8 +1443,12 @@ def add_caution(output: Path, caution: str | None) -> None:
     terms must not depend on the records released (their general sentences say what these cautions count)."""
     if caution and (output / GUARANTEE_NAME).exists():
         caution = readable(caution)  # it may name an input whose name is not UTF-8
-        with (output / CAUTIONS_NAME).open("a", encoding="utf-8") as handle:  # first: a closed terminal cannot take it
-            handle.write(f"Caution: {caution}\n\n")
+        try:
+            with (output / CAUTIONS_NAME).open("a", encoding="utf-8") as handle:  # first: a closed terminal cannot
+                handle.write(f"Caution: {caution}\n\n")
+        except OSError as error:  # a full disk: the caution is still said
+            _say(f"warning: {caution} ({CAUTIONS_NAME} could not be written: {error.strerror or error})")
+            return
         _say(f"warning: {caution}")
 
 
@@ -1730,10 +1766,11 @@ def _main(argv=None) -> int:
                                                "those.")
         incomplete = {**({MANIFEST_NAME: manifest.write_error} if manifest.write_error else {}), **manifest.incomplete}
         unfinished = "".join(f"; {name} could not be completed ({failed.strerror or failed}): its last rows"
-                             f"{' or its totals' if name == MANIFEST_NAME else ''} may be missing"
+                             f"{' or its totals and outputs' if name == MANIFEST_NAME else ''} may be missing"
                              for name, failed in incomplete.items())
-        lost = (f" ({manifest.not_written} of them not written to {PRIVATIZED_CSV_NAME}: {MANIFEST_NAME}'s output "
-                "column says which)" if manifest.not_written else "")
+        lost = (f" ({manifest.not_written:,} of them not written to {PRIVATIZED_CSV_NAME}, hence not released"
+                + ("" if manifest.write_error else f": {MANIFEST_NAME} marks them '{NOT_WRITTEN}'") + ")"
+                if manifest.not_written else "")
         _say(f"error: the run stopped ({reason}) after {manifest.privatized} privatized{lost}; {args.output} holds a "
              f"partial run, the files kept are the ones {MANIFEST_NAME} lists{unfinished}. {_RESTART}")
         return EXIT_WRITE_ERROR if manifest.privatized else EXIT_NOTHING_PRIVATIZED
@@ -1764,6 +1801,13 @@ def _main(argv=None) -> int:
         _say(f"most common reason ({count} of {manifest.failed}): {reason}")
     if settings.seed is not None:
         _say(f"noise from seed {settings.seed}: {NOT_PRIVATE_SEED}")
+    if manifest.write_error and manifest.privatized:  # its completion (totals; a CSV's outputs) needs room too
+        error = manifest.write_error
+        lacks = (f"its rows still say '{PENDING}' and lack which row of {PRIVATIZED_CSV_NAME} is whose and"
+                 if kind == "tabular" else "it lacks")
+        _say(f"error: {MANIFEST_NAME} could not be completed ({error.strerror or error}): {lacks} each record's "
+             f"releases_of_record and epsilon_record_total. {_RESTART}")
+        return EXIT_WRITE_ERROR
     return EXIT_OK if manifest.privatized else EXIT_NOTHING_PRIVATIZED
 
 

@@ -1366,7 +1366,8 @@ def escaped_csv(frame: pd.DataFrame, *, header: bool = True, delimiter: str = ",
             column = column.astype(object).map(escape)
         columns.append(column.reset_index(drop=True))
     safe = pd.concat(columns, axis=1, ignore_index=True) if columns else pd.DataFrame(index=range(len(frame)))
-    safe.columns = [escape(str(name)) for name in frame.columns]
+    # (column names counted only where written: chunks written one after another count the header once)
+    safe.columns = [escape(str(name)) if header else escape_cell(str(name)) for name in frame.columns]
     text = safe.to_csv(index=False, header=header, sep=delimiter, decimal=decimal, lineterminator="\r\n")
     if encoding == "utf-16":
         return (codecs.BOM_UTF16_LE if header else b"") + text.encode("utf-16-le"), escaped

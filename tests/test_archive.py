@@ -1740,20 +1740,74 @@ def test_a_full_disk_while_writing_a_csvs_rows_says_which_rows_were_not_written(
     output = tmp_path / "out"
     assert run(table_model, source, output, "--batch-size", "7") == archive.EXIT_WRITE_ERROR
     err = capsys.readouterr().err
-    assert ("the run stopped (No space left on device) after 40 privatized (28 of them not written to privatized.csv: "
-            "manifest.csv's output column says which)") in err
+    assert ("the run stopped (No space left on device) after 40 privatized (28 of them not written to privatized.csv, "
+            "hence not released: manifest.csv marks them 'not written')") in err
     assert "Traceback" not in err
     released = pd.read_csv(output / "privatized.csv")
     assert len(released) == 12  # two blocks of 6 were written before the disk was full
     rows = read_manifest(output)
-    assert len(rows) == 40 and {row["status"] for row in rows} == {"privatized"}
-    outputs = [row["output"] for row in rows]
-    written = [int(text.rsplit(" ", 1)[1]) for text in outputs if text.startswith("privatized.csv row ")]
-    assert sorted(written) == list(range(1, 13))
-    assert outputs.count(archive.NOT_WRITTEN) == 28
-    for row in rows:
-        if row["output"] != archive.NOT_WRITTEN:
-            assert f"sex={released['sex'][int(row['output'].rsplit(' ', 1)[1]) - 1]}" == row["released_condition"]
+    assert len(rows) == 40
+    written = [row for row in rows if row["status"] == "privatized"]
+    assert sorted(int(row["output"].rsplit(" ", 1)[1]) for row in written) == list(range(1, 13))
+    for row in written:
+        assert f"sex={released['sex'][int(row['output'].rsplit(' ', 1)[1]) - 1]}" == row["released_condition"]
+    lost = [row for row in rows if row["status"] == archive.NOT_WRITTEN]
+    assert len(lost) == 28 and {(row["output"], row["error"]) for row in lost} == {("", archive.NOT_WRITTEN_ERROR)}
+
+
+def _limited_run(model: Path, source: Path, output: Path, file_bytes: int):
+    """The CLI in a child process whose files may not grow beyond ``file_bytes`` (RLIMIT_FSIZE: a real 'File too
+    large' from the operating system on the write that crosses it, as a full disk gives 'No space left')."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
+
+    return subprocess.run([sys.executable, "-m", "cadp.privatize", "--model", str(model), "--mechanism", "laplace",
+                           "--epsilon", "1", "--batch-size", "50", str(source), str(output)], preexec_fn=limit,
+                          capture_output=True, text=True, cwd=Path(archive.__file__).resolve().parent.parent,
+                          timeout=300)
+
+
+def test_a_manifest_too_large_to_finish_does_not_cost_the_released_rows(table_model, tmp_path):
+    """The manifest is written as the rows come and is the larger file: when it cannot grow, the rows released so
+    far are still written to privatized.csv (they were lost: its failed flush skipped writing them), and the
+    message says that the manifest is incomplete."""
+    source = tmp_path / "rows.csv"
+    table_frame(1000).to_csv(source, index=False)
+    whole = _limited_run(table_model, source, tmp_path / "measure", 10 ** 9)
+    assert whole.returncode == 0, whole.stderr
+    sizes = [(tmp_path / "measure" / name).stat().st_size for name in ("manifest.csv", "privatized.csv")]
+    assert sizes[0] > sizes[1]
+    output = tmp_path / "out"
+    done = _limited_run(table_model, source, output, sizes[0] // 2)  # the manifest fails about halfway
+    assert done.returncode == archive.EXIT_WRITE_ERROR, done.stderr
+    assert "Traceback" not in done.stderr
+    released = pd.read_csv(output / "privatized.csv")
+    listed = read_manifest(output)
+    assert 0 < len(listed) <= len(released) < 1000  # every row with a manifest row (or part of one) was written
+    assert "manifest.csv could not be completed (File too large)" in done.stderr
+    assert "not written" not in done.stderr
+
+
+def test_a_full_disk_on_the_manifests_completion_says_the_rows_were_written_but_not_mapped(table_model, tmp_path):
+    """Room for the rows but not for the completed manifest (written beside it, then renamed): the rows stay
+    'pending' in the manifest and the message says it could not be completed."""
+    source = tmp_path / "rows.csv"
+    table_frame(300).to_csv(source, index=False)
+    output = tmp_path / "out"
+    # the manifest of 300 rows fits, its completed copy (with totals and outputs) does not
+    first = _limited_run(table_model, source, tmp_path / "measure", 10 ** 9)
+    assert first.returncode == 0, first.stderr
+    done = _limited_run(table_model, source, output, (tmp_path / "measure" / "manifest.csv").stat().st_size - 100)
+    assert "Traceback" not in done.stderr
+    assert done.returncode == archive.EXIT_WRITE_ERROR  # not a finished run: the manifest says no row's place
+    assert ("error: manifest.csv could not be completed (File too large): its rows still say 'pending' and lack which "
+            "row of privatized.csv is whose") in done.stderr
+    assert len(pd.read_csv(output / "privatized.csv")) == 300
+    assert {row["status"] for row in read_manifest(output)} == {archive.PENDING}
 
 
 def test_many_counts_of_repeated_rows_are_summed_up_not_listed(table_model, tmp_path, capsys):

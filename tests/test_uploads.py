@@ -1071,3 +1071,12 @@ def test_a_folder_of_copies_of_one_image_is_refused_before_training(tmp_path, ca
     code = train.main(["--dataset", str(tmp_path / "copies"), "--out", str(tmp_path / "model"), "--steps", "1"])
     err = capsys.readouterr().err
     assert code == 2 and "needs two distinct images of one class" in err and "step/s" not in err
+
+
+def test_escaped_csv_counts_column_names_only_where_it_writes_them():
+    """A CSV written in blocks (the archive's released rows) counted its escaped column names once per block: a
+    file of 16 blocks said 16 escaped cells where it held one."""
+    frame = pd.DataFrame({"+bmi": [1.5, 2.5], "note": ["=1", "ok"]})
+    assert escaped_csv(frame)[1] == 2  # the name +bmi and the cell =1
+    data, count = escaped_csv(frame, header=False)
+    assert count == 1 and b"bmi" not in data
