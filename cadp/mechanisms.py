@@ -251,16 +251,19 @@ def clip_per_sample(latent: torch.Tensor, radius: float, p: int) -> torch.Tensor
 def analytic_gaussian_delta(sigma: float, epsilon: float, sensitivity: float) -> float:
     """delta achieved by N(0, sigma^2) at (epsilon, sensitivity) (Balle & Wang 2018, Theorem 8).
 
-    A difference of two terms: where they agree in more than the first six of float64's ~16 digits (a tiny
+    A difference of two terms: where they agree in more than the first three of float64's ~16 digits (a tiny
     epsilon with a tiny delta: the float64 difference is rounding noise, even negative), or where the first is
-    near float64's smallest numbers, it is computed again in as many decimal digits as it needs (mpmath)."""
+    near float64's smallest numbers, it is computed again in as many decimal digits as it needs (mpmath); else the
+    float64 difference is within about 1e-10 of delta (``analytic_gaussian_sigma`` leaves 1e-9 of room)."""
     a = sensitivity / (2 * sigma)
     b = epsilon * sigma / sensitivity
+    if a - b < -39:  # delta <= Phi(a - b) < 1e-330: 0 in float64, below any delta asked for
+        return 0.0
     first = float(norm.cdf(a - b))
     # e^eps * Phi(-a - b) in log space: a huge times a tiny number, and at most 1
     second = math.exp(epsilon + norm.logcdf(-a - b))
     delta = first - second
-    if first > 1e-280 and delta > 1e-6 * first:
+    if first > 1e-280 and delta > 1e-3 * first:
         return delta
     return _analytic_gaussian_delta_exact(sigma, epsilon, sensitivity)
 
@@ -275,8 +278,15 @@ def _analytic_gaussian_delta_exact(sigma: float, epsilon: float, sensitivity: fl
             sigma_, epsilon_, sensitivity_ = mpmath.mpf(sigma), mpmath.mpf(epsilon), mpmath.mpf(sensitivity)
             a = sensitivity_ / (2 * sigma_)
             b = epsilon_ * sigma_ / sensitivity_
-            first = mpmath.ncdf(a - b)
-            delta = first - mpmath.exp(epsilon_) * mpmath.ncdf(-a - b)
+            first = mpmath.ncdf(a - b) if a - b < 10 ** 30 else mpmath.mpf(1)  # (1 - Phi(-1e30): 1 in any digits)
+            if a + b < 10 ** 30:
+                second = mpmath.exp(epsilon_) * mpmath.ncdf(-a - b)
+            else:  # mpmath's ncdf overflows far out: e^eps Phi(-x) with x = a + b and eps = 2ab is
+                # exp(-(a - b)^2 / 2) Phi(-x) / phi(x) / sqrt(2 pi), and Phi(-x) / phi(x) >= 1/x - 1/x^3 (a lower
+                # bound: delta is then overstated, by a relative 1e-60 at most)
+                x = a + b
+                second = mpmath.exp(-(a - b) ** 2 / 2) * (1 / x - 1 / x ** 3) / mpmath.sqrt(2 * mpmath.pi)
+            delta = first - second
             # resolved: the difference is well above the last digits of the terms (or the terms are exact zeros)
             if first == 0 or abs(delta) > first * mpmath.mpf(10) ** (20 - digits) or digits >= 20_000:
                 return float(delta)
@@ -285,7 +295,10 @@ def _analytic_gaussian_delta_exact(sigma: float, epsilon: float, sensitivity: fl
 
 @functools.lru_cache(maxsize=256)  # a bisection of ~50 normal CDFs: once per setting, not once per release
 def analytic_gaussian_sigma(epsilon: float, delta: float, sensitivity: float) -> float:
-    """Smallest sigma with analytic_gaussian_delta(sigma) <= delta, by bisection (valid for every eps > 0)."""
+    """Smallest sigma with analytic_gaussian_delta(sigma) <= delta, by bisection (valid for every eps > 0; never
+    below 1e-12 of the sensitivity, more noise than needed only at an epsilon of about 1e24 and more)."""
+    # delta, and float64's last digits of the formula, with a hair of room: the sigma holds delta, not delta + 2e-15
+    delta = delta * (1 - 1e-9)
     low, high = 1e-12 * sensitivity, sensitivity
     while analytic_gaussian_delta(high, epsilon, sensitivity) > delta:
         low, high = high, high * 2

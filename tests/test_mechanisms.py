@@ -149,7 +149,8 @@ def _delta_in_400_digits(sigma: float, epsilon: float, sensitivity: float):
 
 
 @pytest.mark.parametrize("epsilon, delta", [(1e-12, 1e-100), (1e-16, 1e-300), (1e-12, 1e-20), (1e-8, 1e-100),
-                                            (1e-10, 1e-300), (1e3, 1e-300), (1.0, 1e-5), (1e-3, 0.5)])
+                                            (1e-10, 1e-300), (1e3, 1e-300), (1.0, 1e-5), (1e-3, 0.5),
+                                            (1e-4, 1e-20), (1e-2, 1e-100), (5.0, 1e-5), (1e6, 1e-5)])
 def test_analytic_gaussian_sigma_holds_its_delta_at_extreme_settings(epsilon, delta):
     """With a tiny epsilon and a tiny delta the formula's two terms agree in all of float64's digits: the float64
     difference was rounding noise (even negative), and epsilon 1e-12 with delta 1e-100 got a sigma whose true
@@ -158,6 +159,13 @@ def test_analytic_gaussian_sigma_holds_its_delta_at_extreme_settings(epsilon, de
     sigma = analytic_gaussian_sigma(epsilon, delta, 2.0)
     assert _delta_in_400_digits(sigma, epsilon, 2.0) <= delta
     assert _delta_in_400_digits(sigma * (1 - 1e-6), epsilon, 2.0) > delta
+
+
+def test_analytic_gaussian_sigma_at_a_huge_epsilon_is_its_floor_not_an_overflow():
+    analytic_gaussian_sigma.cache_clear()
+    for epsilon in (1e30, 1e100, 1e300):
+        assert analytic_gaussian_sigma(epsilon, 1e-5, 2.0) == pytest.approx(2e-12)  # 1e-12 of the sensitivity
+        assert analytic_gaussian_delta(2e-12, epsilon, 2.0) == 0.0
 
 
 def test_analytic_gaussian_formula_matches_the_specification():
