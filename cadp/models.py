@@ -748,15 +748,17 @@ class ImageCINN(TracedFlow, nn.Module):
                 one_hot[:, :, None, None].expand(-1, -1, size // 4, size // 4),
                 one_hot]
 
-    def _to_logit(self, pixels: torch.Tensor, dequantization: torch.Tensor | None):
+    def _to_logit(self, pixels: torch.Tensor, dequantization: torch.Tensor | None, log_det: bool = True):
+        """(logit, log-determinant per image); the log-determinant None without ``log_det`` (encode needs none)."""
         alpha = self.config.logit_alpha
         offset = 0.5 if dequantization is None else dequantization
         unit = (pixels.float() + offset) / 256.0
         squashed = alpha + (1 - 2 * alpha) * unit
-        logit = torch.log(squashed) - torch.log1p(-squashed)
-        log_det = (math.log(1 - 2 * alpha) - math.log(256.0)
-                   - torch.log(squashed) - torch.log1p(-squashed)).flatten(1).sum(1)
-        return logit, log_det
+        log_squashed, log_rest = torch.log(squashed), torch.log1p(-squashed)
+        logit = log_squashed - log_rest
+        if not log_det:
+            return logit, None
+        return logit, (math.log(1 - 2 * alpha) - math.log(256.0) - log_squashed - log_rest).flatten(1).sum(1)
 
     def _from_logit(self, logit: torch.Tensor) -> torch.Tensor:
         alpha = self.config.logit_alpha
@@ -766,7 +768,7 @@ class ImageCINN(TracedFlow, nn.Module):
     def encode(self, pixels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Latent (B, D) of pixel values in [0, 255] given class labels."""
         device = self.device
-        logit, _ = self._to_logit(pixels.to(device), None)
+        logit, _ = self._to_logit(pixels.to(device), None, log_det=False)
         return self._flow(logit, self.condition(labels), rev=False)
 
     def decode(self, latent: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
