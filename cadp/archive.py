@@ -108,7 +108,7 @@ EXIT_OK, EXIT_NOTHING_PRIVATIZED, EXIT_USAGE, EXIT_WRITE_ERROR, EXIT_INTERRUPTED
 EXIT_CODES = ("exit codes: 0 at least one input was privatized; 1 nothing was privatized (no usable "
               "input, or stopped before the first release); 2 unusable arguments or input, nothing released; 3 "
               "stopped by an error of the file system (disk full, file too large) after privatizing some inputs, a "
-              "partial run; "
+              f"partial run, or a run whose {MANIFEST_NAME} could not be completed; "
               "130 stopped by Ctrl-C (SIGINT), 128 + N by signal N (143 SIGTERM, 129 SIGHUP), a partial run")
 # writing the output failed for the whole run, not for one file (a name too long is one file's error)
 RUN_WRITE_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EFBIG", "EDQUOT", "EIO", "EROFS")
@@ -331,6 +331,36 @@ class Manifest:
             self.write_error = self.write_error or error
             raise
 
+    def keep_complete_rows(self) -> int:
+        """After a write of the manifest failed (a full disk, a file too large): cut manifest.csv back to its
+        complete rows, forget the rows it could not hold, and return how many released rows of a CSV (counted from 0
+        in the input's order) its rows list: only those may be written to privatized.csv, or a released row would
+        be in no manifest row (and released again by a rerun of the inputs the manifest does not list)."""
+        try:
+            self.handle.buffer.raw.close()  # what the buffer still holds is dropped: it would follow a cut row
+        except (OSError, AttributeError, ValueError):
+            pass
+        self.handle = open(os.devnull, "w", newline="", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        self.writer = csv.writer(self.handle)
+        try:
+            data = self.path.read_bytes()
+            size, rows = _complete_csv_rows(data, len(MANIFEST_COLUMNS))
+            if size < len(data):
+                os.truncate(self.path, size)
+        except OSError:
+            rows = 0
+        rows = min(rows, len(self.released_rows))
+        released = np.frombuffer(self.released_rows, dtype=np.int64)[:rows]
+        listed = released[released >= 0]
+        self.released_rows = array.array("q", released.tolist())
+        kept = np.frombuffer(self._released_at, dtype=np.int64) < rows if self._released_at else np.zeros(0, bool)
+        self._released_at = array.array("q", np.frombuffer(self._released_at, dtype=np.int64)[kept].tolist()) \
+            if self._released_at else array.array("q")
+        self._digests = array.array("Q", np.frombuffer(self._digests, dtype=np.uint64)[kept].tolist()) \
+            if self._digests else array.array("Q")
+        self.privatized, self.failed = len(listed), rows - len(listed)
+        return len(listed)
+
     def set_output_rows(self, file: str, rows: np.ndarray) -> None:
         """Where each released row was written: ``rows[k]`` is the row number (from 1) of released row k in
         ``file``, 0 while it is not written; close() writes it in the output column of the manifest row that
@@ -345,6 +375,11 @@ class Manifest:
             inside = (released >= 0) & (released < len(self._output_rows))
             written[inside] = self._output_rows[released[inside]] > 0
         return written
+
+    @property
+    def released(self) -> int:
+        """Inputs released: privatized and written (a CSV's rows are written at the run's end)."""
+        return self.privatized - self.not_written
 
     @property
     def not_written(self) -> int:
@@ -405,6 +440,31 @@ class Manifest:
                 completed.unlink(missing_ok=True)
             except OSError:
                 pass
+
+
+def _complete_csv_rows(data: bytes, fields: int) -> tuple[int, int]:
+    """(bytes, data rows) of the complete rows at the start of a CSV cut anywhere (a row of ``fields`` cells ended by
+    its line break; the header counts in the bytes, not in the rows)."""
+    text = data.decode("utf-8", errors="ignore")  # (only a cut character at the very end is not whole)
+    consumed, quotes = 0, 0
+
+    def lines():
+        nonlocal consumed, quotes
+        for line in io.StringIO(text, newline=""):
+            consumed += len(line)
+            quotes += line.count('"')
+            yield line
+
+    complete_chars, rows = 0, -1
+    try:
+        for row in csv.reader(lines()):
+            # an odd count of quotes: the text ends inside a quoted cell (the reader gives it as a row at the end)
+            if len(row) != fields or text[consumed - 1] not in "\r\n" or quotes % 2:
+                break
+            complete_chars, rows = consumed, rows + 1
+    except csv.Error:  # a quoted cell cut before its closing quote
+        pass
+    return len(text[:complete_chars].encode("utf-8")), max(rows, 0)
 
 
 # --------------------------------------------------------------------------- labels
@@ -1257,6 +1317,8 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                 manifest.flush()
             except OSError:  # the manifest's disk is full or its file too large (write_error): the rows may still fit
                 pass
+            if manifest.write_error:  # only rows that the manifest lists are written
+                held_count = manifest.keep_complete_rows()
             try:  # an interrupted run's too
                 add_caution(output, training_data_caution(config, path.name, seen))
                 add_caution(output, repeated_records_caution(manifest, "row"))
@@ -1748,67 +1810,67 @@ def _main(argv=None) -> int:
     except UsageError as error:
         manifest.close()
         _no_terms_without_releases(args.output, manifest)
-        if not manifest.privatized:  # refused before any release: leave OUTPUT as it was, so a retry can use it
+        if not manifest.released:  # refused before any release: leave OUTPUT as it was, so a retry can use it
             _remove_run_files(args.output, created)
         _say(f"error: {error}")
         return EXIT_USAGE
     except CadpError as error:
         manifest.close()
-        _finish_stopped(args.output, manifest, f"Partial run: stopped by an error after {manifest.privatized} "
+        _finish_stopped(args.output, manifest, f"Partial run: stopped by an error after {manifest.released} "
                                                f"privatized input(s) ({error}); the terms below hold for those.")
         _say(f"error: {error}")
-        return EXIT_OK if manifest.privatized else EXIT_NOTHING_PRIVATIZED
+        return EXIT_OK if manifest.released else EXIT_NOTHING_PRIVATIZED
     except OSError as error:  # writing the output failed (disk full, file too large): the run stops as on Ctrl-C
         manifest.close()
         reason = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
         _finish_stopped(args.output, manifest, f"Partial run: stopped by an error ({reason}) after "
-                                               f"{manifest.privatized} privatized input(s); the terms below hold for "
+                                               f"{manifest.released} privatized input(s); the terms below hold for "
                                                "those.")
         incomplete = {**({MANIFEST_NAME: manifest.write_error} if manifest.write_error else {}), **manifest.incomplete}
         unfinished = "".join(f"; {name} could not be completed ({failed.strerror or failed}): its last rows"
                              f"{' or its totals and outputs' if name == MANIFEST_NAME else ''} may be missing"
                              for name, failed in incomplete.items())
-        lost = (f" ({manifest.not_written:,} of them not written to {PRIVATIZED_CSV_NAME}, hence not released"
+        lost = (f" (and {manifest.not_written:,} not written to {PRIVATIZED_CSV_NAME}, hence not released"
                 + ("" if manifest.write_error else f": {MANIFEST_NAME} marks them '{NOT_WRITTEN}'") + ")"
                 if manifest.not_written else "")
-        _say(f"error: the run stopped ({reason}) after {manifest.privatized} privatized{lost}; {args.output} holds a "
+        _say(f"error: the run stopped ({reason}) after {manifest.released} privatized{lost}; {args.output} holds a "
              f"partial run, the files kept are the ones {MANIFEST_NAME} lists{unfinished}. {_RESTART}")
-        return EXIT_WRITE_ERROR if manifest.privatized else EXIT_NOTHING_PRIVATIZED
+        return EXIT_WRITE_ERROR if manifest.released else EXIT_NOTHING_PRIVATIZED
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM / SIGHUP turned into RunInterrupted
         signum = getattr(stop, "signum", signal.SIGINT)
         how = "interrupted" if signum == signal.SIGINT else f"ended by {signal.Signals(signum).name}"
         manifest.close()
         # the terms travel with the files: they say the run is partial
-        _finish_stopped(args.output, manifest, f"Partial run: {how} after {manifest.privatized} privatized "
+        _finish_stopped(args.output, manifest, f"Partial run: {how} after {manifest.released} privatized "
                                                "input(s); the terms below hold for those.")
-        _say(f"stopped: {how} after {manifest.privatized} privatized; {args.output} holds a partial run "
+        _say(f"stopped: {how} after {manifest.released} privatized; {args.output} holds a partial run "
              f"({MANIFEST_NAME} lists what was done). {_RESTART}")
         return EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum
     finally:
         manifest.close()
     _no_terms_without_releases(args.output, manifest)
     finish_guarantee(args.output)  # the run ended: its terms are no longer an unfinished run's
-    if not manifest.privatized and not manifest.failed:  # a header without rows, a folder without files
+    if not manifest.released and not manifest.failed:  # a header without rows, a folder without files
         _remove_run_files(args.output, created)
         skipped = f" ({len(hidden)} hidden or system file(s) skipped)" if kind == "image" and hidden else ""
         _say(f"error: {args.input} holds no {'rows' if kind == 'tabular' else 'files'} to privatize{skipped}; nothing "
              "was written")
         return EXIT_NOTHING_PRIVATIZED
-    _say(f"privatized {manifest.privatized}, unusable {manifest.failed}; "
+    _say(f"privatized {manifest.released}, unusable {manifest.failed}; "
          f"details in {args.output / MANIFEST_NAME} (this run's record, not part of the release)")
     if manifest.reasons:
         reason, count = manifest.reasons.most_common(1)[0]
         _say(f"most common reason ({count} of {manifest.failed}): {reason}")
     if settings.seed is not None:
         _say(f"noise from seed {settings.seed}: {NOT_PRIVATE_SEED}")
-    if manifest.write_error and manifest.privatized:  # its completion (totals; a CSV's outputs) needs room too
+    if manifest.write_error and manifest.released:  # its completion (totals; a CSV's outputs) needs room too
         error = manifest.write_error
         lacks = (f"its rows still say '{PENDING}' and lack which row of {PRIVATIZED_CSV_NAME} is whose and"
                  if kind == "tabular" else "it lacks")
         _say(f"error: {MANIFEST_NAME} could not be completed ({error.strerror or error}): {lacks} each record's "
              f"releases_of_record and epsilon_record_total. {_RESTART}")
         return EXIT_WRITE_ERROR
-    return EXIT_OK if manifest.privatized else EXIT_NOTHING_PRIVATIZED
+    return EXIT_OK if manifest.released else EXIT_NOTHING_PRIVATIZED
 
 
 _RESTART = (f"Running again releases again: each record released again costs its epsilon again (basic composition), "
@@ -1914,7 +1976,7 @@ class ProgressStream:
 def _no_terms_without_releases(output: Path, manifest: Manifest) -> None:
     """Remove the terms written before the first batch, and any cautions, when nothing was released: they are
     about no file."""
-    if not manifest.privatized:
+    if not manifest.released:
         try:
             (output / GUARANTEE_NAME).unlink(missing_ok=True)
             (output / CAUTIONS_NAME).unlink(missing_ok=True)  # about inputs of which none was released

@@ -1740,7 +1740,7 @@ def test_a_full_disk_while_writing_a_csvs_rows_says_which_rows_were_not_written(
     output = tmp_path / "out"
     assert run(table_model, source, output, "--batch-size", "7") == archive.EXIT_WRITE_ERROR
     err = capsys.readouterr().err
-    assert ("the run stopped (No space left on device) after 40 privatized (28 of them not written to privatized.csv, "
+    assert ("the run stopped (No space left on device) after 12 privatized (and 28 not written to privatized.csv, "
             "hence not released: manifest.csv marks them 'not written')") in err
     assert "Traceback" not in err
     released = pd.read_csv(output / "privatized.csv")
@@ -1787,9 +1787,12 @@ def test_a_manifest_too_large_to_finish_does_not_cost_the_released_rows(table_mo
     assert "Traceback" not in done.stderr
     released = pd.read_csv(output / "privatized.csv")
     listed = read_manifest(output)
-    assert 0 < len(listed) <= len(released) < 1000  # every row with a manifest row (or part of one) was written
+    # exactly the rows the manifest lists (whole rows: a cut last row is removed) were written: a released row in no
+    # manifest row would be released again by a rerun of the inputs the manifest does not list
+    assert 0 < len(listed) == len(released) < 1000
+    assert (output / "manifest.csv").read_bytes().endswith(b"\r\n")
     assert "manifest.csv could not be completed (File too large)" in done.stderr
-    assert "not written" not in done.stderr
+    assert f"after {len(listed)} privatized" in done.stderr and "not written" not in done.stderr
 
 
 def test_a_full_disk_on_the_manifests_completion_says_the_rows_were_written_but_not_mapped(table_model, tmp_path):
@@ -1822,3 +1825,30 @@ def test_many_counts_of_repeated_rows_are_summed_up_not_listed(table_model, tmp_
             "1 row 5 times and 3 more rows 2 to 4 times; the same values in the model's columns)") in err
     rows = read_manifest(tmp_path / "out")
     assert sorted(int(row["releases_of_record"]) for row in rows) == sorted(k for k in range(2, 10) for _ in range(k))
+
+
+def test_a_csv_run_whose_rows_could_not_be_written_at_all_released_nothing(table_model, tmp_path, monkeypatch,
+                                                                           capsys):
+    import errno
+
+    monkeypatch.setattr(archive, "_append", failing_at(1, archive._append,
+                                                       OSError(errno.ENOSPC, "No space left on device")))
+    source = tmp_path / "rows.csv"
+    table_frame(40).to_csv(source, index=False)
+    output = tmp_path / "out"
+    assert run(table_model, source, output) == archive.EXIT_NOTHING_PRIVATIZED
+    err = capsys.readouterr().err
+    assert "after 0 privatized (and 40 not written to privatized.csv, hence not released" in err
+    assert not (output / "guarantee.txt").exists() and not (output / "cautions.txt").exists()  # about no release
+    assert {row["status"] for row in read_manifest(output)} == {archive.NOT_WRITTEN}
+
+
+def test_the_complete_rows_of_a_cut_csv_are_whole_rows_ended_by_their_line_break():
+    data = 'a,b\r\n1,2\r\n3,"x\r\ny"\r\n5,"é"\r\n'.encode()
+    ends = {9: 1, 10: 1, 19: 2, 20: 2, len(data) - 1: 3, len(data): 3}  # byte offsets where rows are whole
+    for cut in range(len(data) + 1):
+        size, rows = archive._complete_csv_rows(data[:cut], 2)
+        expected = max([end for end in ends if end <= cut], default=None)
+        assert (size, rows) == ((expected, ends[expected]) if expected else (5 if cut >= 5 else 4 if cut == 4 else 0,
+                                                                            0)), cut
+        assert data[:size].decode() == data[:cut].decode("utf-8", errors="ignore")[:len(data[:size].decode())]
