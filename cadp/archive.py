@@ -394,12 +394,15 @@ class Manifest:
         return collections.Counter(int(count) for count in counts[counts > 1])
 
     def _release_counts(self) -> np.ndarray:
-        """Per manifest row, how often this run released its record (0: the row released nothing)."""
+        """Per manifest row, how often this run released its record (0: the row released nothing; a CSV's row that
+        was not written is not a release)."""
         per_row = np.zeros(len(self.released_rows), dtype=np.int64)
         if self._digests:
-            _, inverse, counts = np.unique(np.frombuffer(self._digests, dtype=np.uint64), return_inverse=True,
+            at = np.frombuffer(self._released_at, dtype=np.int64)
+            kept = self._written()[at]
+            _, inverse, counts = np.unique(np.frombuffer(self._digests, dtype=np.uint64)[kept], return_inverse=True,
                                            return_counts=True)
-            per_row[np.frombuffer(self._released_at, dtype=np.int64)] = counts[inverse]
+            per_row[at[kept]] = counts[inverse]
         return per_row
 
     def close(self) -> None:

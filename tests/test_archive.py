@@ -1753,6 +1753,8 @@ def test_a_full_disk_while_writing_a_csvs_rows_says_which_rows_were_not_written(
         assert f"sex={released['sex'][int(row['output'].rsplit(' ', 1)[1]) - 1]}" == row["released_condition"]
     lost = [row for row in rows if row["status"] == archive.NOT_WRITTEN]
     assert len(lost) == 28 and {(row["output"], row["error"]) for row in lost} == {("", archive.NOT_WRITTEN_ERROR)}
+    assert {row["releases_of_record"] for row in lost} == {""}  # not released: no cost
+    assert {row["releases_of_record"] for row in written} == {"1"}
 
 
 def _limited_run(model: Path, source: Path, output: Path, file_bytes: int):
