@@ -283,6 +283,7 @@ class Manifest:
         # none), counted from 0 in the input's order, and where the run wrote it (``set_output_rows``), filled in
         # by close() as the totals are
         self.released_rows = array.array("q")
+        self._privatized_rows = array.array("b")  # per manifest row, 1 for a privatized input
         self._output_rows: np.ndarray | None = None
         self._output_file = ""
         self.write_error: OSError | None = None  # why the file could not be completed (disk full), if it could not
@@ -313,6 +314,7 @@ class Manifest:
             self._released_at.append(len(self.released_rows))
             self._digests.append(int.from_bytes(hashlib.blake2b(record.encode(), digest_size=8).digest(), "little"))
         self.released_rows.append(-1 if released_row is None or status != "privatized" else released_row)
+        self._privatized_rows.append(status == "privatized")
         if status == "privatized":
             self.privatized += 1
             if preprocessing.startswith(FIRST_FRAME) or f"; {FIRST_FRAME}" in preprocessing:
@@ -333,9 +335,9 @@ class Manifest:
 
     def keep_complete_rows(self) -> int:
         """After a write of the manifest failed (a full disk, a file too large): cut manifest.csv back to its
-        complete rows, forget the rows it could not hold, and return how many released rows of a CSV (counted from 0
-        in the input's order) its rows list: only those may be written to privatized.csv, or a released row would
-        be in no manifest row (and released again by a rerun of the inputs the manifest does not list)."""
+        complete rows, forget the rows it could not hold, and return how many rows it keeps. Only the outputs
+        those rows list may stay (a CSV's released rows written, an image run's files kept), or an output would be
+        in no manifest row and released again by a rerun of the inputs the manifest does not list."""
         try:
             self.handle.buffer.raw.close()  # what the buffer still holds is dropped: it would follow a cut row
         except (OSError, AttributeError, ValueError):
@@ -350,16 +352,20 @@ class Manifest:
         except OSError:
             rows = 0
         rows = min(rows, len(self.released_rows))
-        released = np.frombuffer(self.released_rows, dtype=np.int64)[:rows]
-        listed = released[released >= 0]
-        self.released_rows = array.array("q", released.tolist())
+        self.released_rows = self.released_rows[:rows]
+        self._privatized_rows = self._privatized_rows[:rows]
         kept = np.frombuffer(self._released_at, dtype=np.int64) < rows if self._released_at else np.zeros(0, bool)
         self._released_at = array.array("q", np.frombuffer(self._released_at, dtype=np.int64)[kept].tolist()) \
             if self._released_at else array.array("q")
         self._digests = array.array("Q", np.frombuffer(self._digests, dtype=np.uint64)[kept].tolist()) \
             if self._digests else array.array("Q")
-        self.privatized, self.failed = len(listed), rows - len(listed)
-        return len(listed)
+        self.privatized = sum(self._privatized_rows)
+        self.failed = rows - self.privatized
+        return rows
+
+    def listed_released_rows(self) -> int:
+        """How many of a CSV's released rows (counted from 0 in the input's order) the manifest's rows list."""
+        return sum(1 for released in self.released_rows if released >= 0)
 
     def set_output_rows(self, file: str, rows: np.ndarray) -> None:
         """Where each released row was written: ``rows[k]`` is the row number (from 1) of released row k in
@@ -1048,22 +1054,29 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
 
     def flush():
         written_now: list[Path] = []  # this batch's files: removed if the run stops before the manifest lists them
+        listed: list[Path | None] = []  # this batch's manifest rows, in order: the file each lists (None: none)
+        rows_before = len(manifest.released_rows)
         try:
-            write_batch(written_now)
+            write_batch(written_now, listed)
         except (KeyboardInterrupt, OSError):  # a stop, or a write error (disk full) that stops the run
             for file in (manifest, released_labels):
                 try:
                     file.flush()
                 except OSError as error:  # said when the run stops: which files lack their last rows
                     file.write_error = file.write_error or error
+            if manifest.write_error:  # the files of rows the manifest could not hold go too
+                listed[:] = listed[:max(0, manifest.keep_complete_rows() - rows_before)]
+            kept = {path for path in listed if path is not None}
             for path in written_now:
+                if path in kept:
+                    continue
                 try:
                     path.unlink(missing_ok=True)
                 except OSError:
                     pass
             raise
 
-    def write_batch(written_now: list[Path]):
+    def write_batch(written_now: list[Path], listed: list[Path | None]):
         # rows go to the manifest in reading order: unusable files wait with the batch they arrived in
         images = [item for item in pending if isinstance(item, PendingImage)]
         outcome: dict[int, tuple[str, str, str]] = {}
@@ -1108,17 +1121,20 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
         for item in pending:
             if not isinstance(item, PendingImage):
                 manifest.error(*item)
+                listed.append(None)
                 continue
             released_name, error, written = outcome[id(item)]
             condition = class_names[item.label]
             if error:
                 manifest.error(item.name, error, condition=condition)
+                listed.append(None)
             else:
                 # an image is the record whatever its label, as in the app's ledger: the same model-input pixels
                 # (or their negative) in two files, or in two class folders, are one record released twice
                 manifest.row(item.name, status="privatized", condition=condition, released=released_name,
                              output=written, preprocessing="; ".join(item.steps), batch=len(images),
                              record=image_record_key(item.pixels))
+                listed.append(names.root / written)
                 released_labels.row(written, released_name)
                 for folder in PurePosixPath(written).parts[:-1] if settings.names_copied else ():  # the input's
                     try:
@@ -1128,10 +1144,10 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
                     if index is not None and (index < 0 or class_names[index] != released_name):
                         mismatched.append((written, folder, released_name))
                         break
-                written_now[:] = [path for path in written_now if path != names.root / written]  # listed: kept
         pending.clear()
         manifest.flush()
         released_labels.flush()
+        written_now.clear()  # listed, and the list is on disk: kept whatever happens next
 
     try:
         waiting = 0
@@ -1321,7 +1337,8 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
             except OSError:  # the manifest's disk is full or its file too large (write_error): the rows may still fit
                 pass
             if manifest.write_error:  # only rows that the manifest lists are written
-                held_count = manifest.keep_complete_rows()
+                manifest.keep_complete_rows()
+                held_count = manifest.listed_released_rows()
             try:  # an interrupted run's too
                 add_caution(output, training_data_caution(config, path.name, seen))
                 add_caution(output, repeated_records_caution(manifest, "row"))

@@ -1757,7 +1757,7 @@ def test_a_full_disk_while_writing_a_csvs_rows_says_which_rows_were_not_written(
     assert {row["releases_of_record"] for row in written} == {"1"}
 
 
-def _limited_run(model: Path, source: Path, output: Path, file_bytes: int):
+def _limited_run(model: Path, source: Path, output: Path, file_bytes: int, batch: str = "50"):
     """The CLI in a child process whose files may not grow beyond ``file_bytes`` (RLIMIT_FSIZE: a real 'File too
     large' from the operating system on the write that crosses it, as a full disk gives 'No space left')."""
     import resource
@@ -1768,7 +1768,7 @@ def _limited_run(model: Path, source: Path, output: Path, file_bytes: int):
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
 
     return subprocess.run([sys.executable, "-m", "cadp.privatize", "--model", str(model), "--mechanism", "laplace",
-                           "--epsilon", "1", "--batch-size", "50", str(source), str(output)], preexec_fn=limit,
+                           "--epsilon", "1", "--batch-size", batch, str(source), str(output)], preexec_fn=limit,
                           capture_output=True, text=True, cwd=Path(archive.__file__).resolve().parent.parent,
                           timeout=300)
 
@@ -1854,3 +1854,24 @@ def test_the_complete_rows_of_a_cut_csv_are_whole_rows_ended_by_their_line_break
         assert (size, rows) == ((expected, ends[expected]) if expected else (5 if cut >= 5 else 4 if cut == 4 else 0,
                                                                             0)), cut
         assert data[:size].decode() == data[:cut].decode("utf-8", errors="ignore")[:len(data[:size].decode())]
+
+
+def test_an_image_run_whose_manifest_cannot_grow_keeps_only_the_files_it_lists(image_model, tmp_path):
+    """Files whose manifest rows were still in the manifest's buffer when it could not grow were kept, listed
+    nowhere (100 files, 93 listed): a rerun of the inputs the manifest does not list would release them again."""
+    files = {f"0/{'long-name-' * 8}{i:03d}.png": image_file(i) for i in range(120)}
+    source = make_folder(tmp_path / "in", files)
+    whole = _limited_run(image_model, source, tmp_path / "measure", 10 ** 9, batch="7")
+    assert whole.returncode == 0, whole.stderr
+    size = (tmp_path / "measure" / "manifest.csv").stat().st_size
+    largest_png = max(path.stat().st_size for path in (tmp_path / "measure").rglob("*.png"))
+    assert largest_png < size // 2
+    output = tmp_path / "out"
+    done = _limited_run(image_model, source, output, size // 2, batch="7")
+    assert done.returncode == archive.EXIT_WRITE_ERROR, done.stderr
+    assert "Traceback" not in done.stderr
+    listed = [row["output"] for row in read_manifest(output) if row["status"] == "privatized"]
+    assert 0 < len(listed) < 120
+    assert sorted(p.relative_to(output).as_posix() for p in output.rglob("*.png")) == sorted(listed)
+    assert (output / "manifest.csv").read_bytes().endswith(b"\r\n")
+    assert f"after {len(listed)} privatized" in done.stderr
