@@ -1870,6 +1870,9 @@ def _main(argv=None) -> int:
         manifest.close()
     _no_terms_without_releases(args.output, manifest)
     finish_guarantee(args.output)  # the run ended: its terms are no longer an unfinished run's
+    if _stop_requests.signum is not None and not _stop_requests.raised:  # "stopping" was said: the run finished
+        _say(f"the run had read every input when the {signal.Signals(_stop_requests.signum).name} came: it finished, "
+             "nothing was left out")
     if not manifest.released and not manifest.failed:  # a header without rows, a folder without files
         _remove_run_files(args.output, created)
         skipped = f" ({len(hidden)} hidden or system file(s) skipped)" if kind == "image" and hidden else ""

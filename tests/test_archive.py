@@ -6,6 +6,7 @@ import csv
 import functools
 import io
 import os
+import signal
 import sys
 import zipfile
 from pathlib import Path
@@ -1875,3 +1876,23 @@ def test_an_image_run_whose_manifest_cannot_grow_keeps_only_the_files_it_lists(i
     assert sorted(p.relative_to(output).as_posix() for p in output.rglob("*.png")) == sorted(listed)
     assert (output / "manifest.csv").read_bytes().endswith(b"\r\n")
     assert f"after {len(listed)} privatized" in done.stderr
+
+
+def test_a_stop_asked_for_while_the_rows_are_written_says_the_run_finished(table_model, tmp_path, monkeypatch,
+                                                                           capsys):
+    """A SIGTERM while privatized.csv was written said "stopping (SIGTERM)" and then nothing: the run finished
+    (every row written, exit 0), and now says so."""
+    write = archive._write_held_rows
+
+    def signalled(*args, **kwargs):
+        archive._stop_requests._handle(signal.SIGTERM, None)  # as the signal handler does
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(archive, "_write_held_rows", signalled)
+    source = tmp_path / "rows.csv"
+    table_frame(20).to_csv(source, index=False)
+    assert run(table_model, source, tmp_path / "out") == 0
+    err = capsys.readouterr().err
+    assert "stopping (SIGTERM)" in err
+    assert "the run had read every input when the SIGTERM came: it finished, nothing was left out" in err
+    assert len(pd.read_csv(tmp_path / "out" / "privatized.csv")) == 20
