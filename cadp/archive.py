@@ -467,8 +467,9 @@ def _complete_csv_rows(data: bytes, fields: int) -> tuple[int, int]:
     complete_chars, rows = 0, -1
     try:
         for row in csv.reader(lines()):
-            # an odd count of quotes: the text ends inside a quoted cell (the reader gives it as a row at the end)
-            if len(row) != fields or text[consumed - 1] not in "\r\n" or quotes % 2:
+            # an odd count of quotes: the text ends inside a quoted cell (the reader gives it as a row at the end);
+            # csv.writer ends a row with \r\n: a row cut after its \r is cut too
+            if len(row) != fields or text[consumed - 1] != "\n" or quotes % 2:
                 break
             complete_chars, rows = consumed, rows + 1
     except csv.Error:  # a quoted cell cut before its closing quote
@@ -1838,7 +1839,7 @@ def _main(argv=None) -> int:
         manifest.close()
         _finish_stopped(args.output, manifest, f"Partial run: stopped by an error after {manifest.released} "
                                                f"privatized input(s) ({error}); the terms below hold for those.")
-        _say(f"error: {error}")
+        _say(f"error: {error}{_not_completed(manifest, kind, '; ')}")
         return EXIT_OK if manifest.released else EXIT_NOTHING_PRIVATIZED
     except OSError as error:  # writing the output failed (disk full, file too large): the run stops as on Ctrl-C
         manifest.close()
@@ -1864,7 +1865,7 @@ def _main(argv=None) -> int:
         _finish_stopped(args.output, manifest, f"Partial run: {how} after {manifest.released} privatized "
                                                "input(s); the terms below hold for those.")
         _say(f"stopped: {how} after {manifest.released} privatized; {args.output} holds a partial run "
-             f"({MANIFEST_NAME} lists what was done). {_RESTART}")
+             f"({MANIFEST_NAME} lists what was done{_not_completed(manifest, kind, '; ')}). {_RESTART}")
         return EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum
     finally:
         manifest.close()
@@ -1887,13 +1888,20 @@ def _main(argv=None) -> int:
     if settings.seed is not None:
         _say(f"noise from seed {settings.seed}: {NOT_PRIVATE_SEED}")
     if manifest.write_error and manifest.released:  # its completion (totals; a CSV's outputs) needs room too
-        error = manifest.write_error
-        lacks = (f"its rows still say '{PENDING}' and lack which row of {PRIVATIZED_CSV_NAME} is whose and"
-                 if kind == "tabular" else "it lacks")
-        _say(f"error: {MANIFEST_NAME} could not be completed ({error.strerror or error}): {lacks} each record's "
-             f"releases_of_record and epsilon_record_total. {_RESTART}")
+        _say(f"error: {_not_completed(manifest, kind)}. {_RESTART}")
         return EXIT_WRITE_ERROR
     return EXIT_OK if manifest.released else EXIT_NOTHING_PRIVATIZED
+
+
+def _not_completed(manifest: Manifest, kind: str, lead: str = "") -> str:
+    """That the manifest could not be completed, and what it then lacks, after ``lead``; "" when it was."""
+    error = manifest.write_error
+    if error is None or not manifest.released:
+        return ""
+    lacks = (f"its rows still say '{PENDING}' and lack which row of {PRIVATIZED_CSV_NAME} is whose and"
+             if kind == "tabular" else "it lacks")
+    return (f"{lead}{MANIFEST_NAME} could not be completed ({error.strerror or error}): {lacks} each record's "
+            "releases_of_record and epsilon_record_total")
 
 
 _RESTART = (f"Running again releases again: each record released again costs its epsilon again (basic composition), "

@@ -254,7 +254,8 @@ def analytic_gaussian_delta(sigma: float, epsilon: float, sensitivity: float) ->
     A difference of two terms: where they agree in more than the first three of float64's ~16 digits (a tiny
     epsilon with a tiny delta: the float64 difference is rounding noise, even negative), or where the first is
     near float64's smallest numbers, it is computed again in as many decimal digits as it needs (mpmath); else the
-    float64 difference is within about 1e-10 of delta (``analytic_gaussian_sigma`` leaves 1e-9 of room)."""
+    float64 difference is within about 1e-10 of delta (``analytic_gaussian_sigma`` leaves 1e-9 of room) for
+    epsilon up to about 1e13."""
     a = sensitivity / (2 * sigma)
     b = epsilon * sigma / sensitivity
     if a - b < -39:  # delta <= Phi(a - b) < 1e-330: 0 in float64, below any delta asked for
@@ -293,18 +294,32 @@ def _analytic_gaussian_delta_exact(sigma: float, epsilon: float, sensitivity: fl
         digits *= 2
 
 
-@functools.lru_cache(maxsize=256)  # a bisection of ~50 normal CDFs: once per setting, not once per release
+# the Gaussian calibration is exact up to here (beyond about 1e13 float64 cannot place a - b finely enough for
+# delta, and from about 7e18 exp overflows); such an epsilon protects nothing, and the app's slider ends at 1e4
+GAUSSIAN_LARGEST_EPSILON = 1e9
+
+
 def analytic_gaussian_sigma(epsilon: float, delta: float, sensitivity: float) -> float:
-    """Smallest sigma with analytic_gaussian_delta(sigma) <= delta, by bisection (valid for every eps > 0; never
-    below 1e-12 of the sensitivity, more noise than needed only at an epsilon of about 1e24 and more)."""
+    """Smallest sigma with analytic_gaussian_delta(sigma) <= delta (up to 1e-9 of delta, left as room), for epsilon
+    up to GAUSSIAN_LARGEST_EPSILON (InputError above it). Sigma is proportional to the sensitivity: found for
+    sensitivity 1 and scaled (a huge sensitivity made epsilon * sigma overflow)."""
+    if not epsilon <= GAUSSIAN_LARGEST_EPSILON:
+        raise InputError(f"the gaussian mechanism takes epsilon up to {GAUSSIAN_LARGEST_EPSILON:g}, got {epsilon:g}: its "
+                         "calibration is not exact beyond it, and an epsilon this large protects nothing")
+    return sensitivity * _unit_gaussian_sigma(float(epsilon), float(delta))
+
+
+@functools.lru_cache(maxsize=256)  # a bisection of ~50 normal CDFs: once per setting, not once per release
+def _unit_gaussian_sigma(epsilon: float, delta: float) -> float:
+    """``analytic_gaussian_sigma`` for sensitivity 1, by bisection (never below 1e-12)."""
     # delta, and float64's last digits of the formula, with a hair of room: the sigma holds delta, not delta + 2e-15
     delta = delta * (1 - 1e-9)
-    low, high = 1e-12 * sensitivity, sensitivity
-    while analytic_gaussian_delta(high, epsilon, sensitivity) > delta:
+    low, high = 1e-12, 1.0
+    while analytic_gaussian_delta(high, epsilon, 1.0) > delta:
         low, high = high, high * 2
     for _ in range(200):
         middle = 0.5 * (low + high)
-        if analytic_gaussian_delta(middle, epsilon, sensitivity) > delta:
+        if analytic_gaussian_delta(middle, epsilon, 1.0) > delta:
             low = middle
         else:
             high = middle

@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.stats import kstest, laplace, norm
 
+from cadp import mechanisms
 from cadp.errors import InputError
 from cadp.mechanisms import (
     PAPER_LABEL,
@@ -155,17 +156,32 @@ def test_analytic_gaussian_sigma_holds_its_delta_at_extreme_settings(epsilon, de
     """With a tiny epsilon and a tiny delta the formula's two terms agree in all of float64's digits: the float64
     difference was rounding noise (even negative), and epsilon 1e-12 with delta 1e-100 got a sigma whose true
     delta was 2.7e-66. Checked in 400 decimal digits: the sigma holds delta, and a hair less noise would not."""
-    analytic_gaussian_sigma.cache_clear()
+    mechanisms._unit_gaussian_sigma.cache_clear()
     sigma = analytic_gaussian_sigma(epsilon, delta, 2.0)
     assert _delta_in_400_digits(sigma, epsilon, 2.0) <= delta
     assert _delta_in_400_digits(sigma * (1 - 1e-6), epsilon, 2.0) > delta
 
 
-def test_analytic_gaussian_sigma_at_a_huge_epsilon_is_its_floor_not_an_overflow():
-    analytic_gaussian_sigma.cache_clear()
-    for epsilon in (1e30, 1e100, 1e300):
-        assert analytic_gaussian_sigma(epsilon, 1e-5, 2.0) == pytest.approx(2e-12)  # 1e-12 of the sensitivity
-        assert analytic_gaussian_delta(2e-12, epsilon, 2.0) == 0.0
+def test_the_gaussian_calibration_refuses_an_epsilon_beyond_its_exact_range():
+    """Beyond about 1e13 float64 cannot place the formula's a - b finely enough (epsilon 1e17 held delta + 1e-4 of
+    it), and from about 7e18 exp overflowed: a traceback from the command line."""
+    mechanisms._unit_gaussian_sigma.cache_clear()
+    assert analytic_gaussian_sigma(mechanisms.GAUSSIAN_LARGEST_EPSILON, 1e-5, 2.0) > 0
+    for epsilon in (1e10, 1e17, 1e19, 1e300):
+        with pytest.raises(InputError, match="the gaussian mechanism takes epsilon up to 1e\\+09"):
+            make_mechanism("gaussian", epsilon, delta=1e-5, temperature=0.7)
+        with pytest.raises(InputError):
+            analytic_gaussian_sigma(epsilon, 1e-5, 2.0)
+
+
+def test_gaussian_sigma_is_proportional_to_the_sensitivity_at_any_scale():
+    """Sigma is found for sensitivity 1 and scaled, so it is the same at any scale (at epsilon 1e17, now refused, a
+    huge sensitivity made epsilon * sigma overflow inside the formula: sigma 1.8e291 with a true delta of 1)."""
+    unit = analytic_gaussian_sigma(1e6, 1e-5, 1.0)
+    for sensitivity in (2e300, 1e-300, 0.37):
+        assert analytic_gaussian_sigma(1e6, 1e-5, sensitivity) == pytest.approx(sensitivity * unit, rel=1e-15)
+    assert make_mechanism("gaussian", 1.0, delta=1e-5, clip_radius=1e-90).sigma == pytest.approx(
+        2e-90 * analytic_gaussian_sigma(1.0, 1e-5, 1.0), rel=1e-15)
 
 
 def test_analytic_gaussian_formula_matches_the_specification():
