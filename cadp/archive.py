@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import bisect
 import codecs
 import collections
 import csv
@@ -354,11 +355,8 @@ class Manifest:
         rows = min(rows, len(self.released_rows))
         self.released_rows = self.released_rows[:rows]
         self._privatized_rows = self._privatized_rows[:rows]
-        kept = np.frombuffer(self._released_at, dtype=np.int64) < rows if self._released_at else np.zeros(0, bool)
-        self._released_at = array.array("q", np.frombuffer(self._released_at, dtype=np.int64)[kept].tolist()) \
-            if self._released_at else array.array("q")
-        self._digests = array.array("Q", np.frombuffer(self._digests, dtype=np.uint64)[kept].tolist()) \
-            if self._digests else array.array("Q")
+        kept = bisect.bisect_left(self._released_at, rows)  # (manifest rows, in the order they were written)
+        self._released_at, self._digests = self._released_at[:kept], self._digests[:kept]
         self.privatized = sum(self._privatized_rows)
         self.failed = rows - self.privatized
         return rows
