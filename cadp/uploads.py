@@ -1341,7 +1341,8 @@ def safe_csv_bytes(frame: pd.DataFrame, *, header: bool = True, delimiter: str =
 def escaped_csv(frame: pd.DataFrame, *, header: bool = True, delimiter: str = ",", decimal: str = ".",
                 encoding: str = "utf-8") -> tuple[bytes, int]:
     """CSV (CRLF line ends, RFC 4180) of a frame, safe against spreadsheet formula injection, and how many cells
-    (column names included) it wrote with a leading apostrophe (``escaped_cells_note`` says it).
+    (column names included, where it writes the header) it wrote with a leading apostrophe (``escaped_cells_note``
+    says it).
 
     Text cells (and column names) starting with =, +, -, @, tab or CR get a
     leading apostrophe (``escape_cell``); numbers stay numbers (-3 stays -3, in a text column too).
