@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -453,3 +454,35 @@ def test_archive_memory_runs_the_cli_on_distinct_rows_and_reports_its_peak(capsy
     peaks = [float(line.split("|")[2].replace(",", "")) for line in lines]
     assert all(peak > 100 for peak in peaks)  # a Python process with torch: hundreds of MiB, measured not assumed
     assert "MiB per million rows (300 -> 600 rows)" in printed
+
+
+@pytest.mark.skipif(shutil.which("g++") is None or shutil.which("ninja") is None, reason="needs g++ and ninja")
+def test_fused_coupling_computes_the_model_coupling_and_restores_the_model_route():
+    import torch
+
+    from bench import fused_coupling
+    from bench.compute import load
+    from cadp import models
+
+    fused_coupling.compile_operator()
+    assert fused_coupling.compile_operator() == 0.0  # compiled once per process
+    loaded = load(Path(__file__).resolve().parent.parent / "weights" / "mnist-cinn", torch.device("cpu"))
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        for node in loaded.model.inn.node_list:
+            module = node.module
+            if type(module).__name__ != "GLOWCouplingBlock":
+                continue
+            shape = (2, *node.input_dims[0])
+            x, c = torch.randn(shape), torch.rand(2, *node.conditions[0].output_dims[0])
+            for rev in (False, True):
+                expected, _ = models._coupling(module, x, (c,), rev)
+                got, _ = fused_coupling.compiled_coupling(module, x, (c,), rev)
+                assert torch.allclose(got, expected, atol=1e-4), (node.name, rev)
+    original = models._coupling
+    lines = fused_coupling.compare_model("mnist-cinn", rounds=1, calls=3)
+    assert models._coupling is original
+    difference = next(line for line in lines if line.startswith("- largest difference"))
+    assert all(float(value.split()[-1]) < 1e-3 for value in difference.split(":")[1].split(","))
+    rows = [line.split("|")[1:-1] for line in lines if line.startswith("| ") and "ms per round" not in line]
+    assert len(rows) == 3 and all(float(cell) > 0 for row in rows for cell in row[1:])
