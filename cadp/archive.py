@@ -1245,7 +1245,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
         raise UsageError(f"{path.name} lacks the model's column(s) {missing}{case_hint(missing, columns)}; the model "
                          f"needs {needed}")
     numeric = [spec["name"] for spec in config.data_encoder["columns"] if spec["kind"] == "numeric"]
-    fractional = _read_whole_file(path, delimiter, encoding, columns, numeric, skip)
+    _read_whole_file(path, delimiter, encoding, columns, skip)
     extra = [c for c in columns if c not in needed]
     if extra:
         _say(f"note: column(s) {extra} are not the model's and are left out of {PRIVATIZED_CSV_NAME}")
@@ -1287,9 +1287,6 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                 if delimiter != ",":  # decimal commas, wherever in the file they start
                     chunk = _dot_decimals(chunk, numeric)
                 chunk = _numeric_categories(model, chunk)
-                for name in fractional & set(chunk.columns):  # decimals elsewhere in the file: no rounding here
-                    if pd.api.types.is_integer_dtype(chunk[name]):
-                        chunk[name] = chunk[name].astype(np.float64)
                 numbers = list(range(row_number + 1, row_number + len(chunk) + 1))
                 row_number += len(chunk)
                 progress.update(len(chunk))
@@ -1370,33 +1367,21 @@ def _append(out, data: bytes) -> None:
         raise
 
 
-def _read_whole_file(path: Path, delimiter: str, encoding: str, columns: list[str], numeric: list[str],
-                     skip: int = 0) -> set[str]:
+def _read_whole_file(path: Path, delimiter: str, encoding: str, columns: list[str], skip: int = 0) -> None:
     """Read the whole CSV once, as the run will, and refuse it (UsageError, nothing released) if a row has more
-    fields than the header, naming the lines, as the app refuses such an upload; return the ``numeric`` columns
-    that hold a number with a fraction anywhere in the file. (pandas types each of the run's chunks alone: a chunk
-    whose cells there are whole numbers only is read as integers, and ``privatize``, which writes numbers as the
-    input's column holds them, would release it rounded while the other chunks keep their decimals.)
+    fields than the header, naming the lines, as the app refuses such an upload, or fewer (``short_rows``).
 
     Which cell of such a row is which cannot be known (an unquoted separator in a text cell shifts the rest), and
     pandas reports its line but not its place among the rows read: it cannot be listed as one unusable row while
     the others are numbered right. Without index_col=False pandas would silently read a first row with an extra
     field (every row ending in a separator) as an index column, shifting every value one column to the left."""
     too_long: list[str] = []
-    fractional: set[str] = set()
-    wanted = [name for name in columns if name in numeric]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pd.errors.ParserWarning)
         try:
-            for chunk in pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=2**16, skipinitialspace=True,
-                                     skiprows=skip, index_col=False, on_bad_lines="warn", dtype=str):
-                chunk.columns = columns
-                if delimiter != ",":  # decimal commas, as the run reads them
-                    chunk = _dot_decimals(chunk, wanted)
-                for name in set(wanted) - fractional:
-                    values = pd.to_numeric(chunk[name], errors="coerce").to_numpy(dtype=np.float64)
-                    if bool((np.mod(values[np.isfinite(values)], 1) != 0).any()):
-                        fractional.add(name)
+            for _chunk in pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=2**16, skipinitialspace=True,
+                                      skiprows=skip, index_col=False, on_bad_lines="warn", dtype=str):
+                pass  # (the parser counts each row's fields: its warnings below)
         except (pd.errors.ParserError, ValueError, UnicodeError) as error:
             raise UsageError(f"{path.name} cannot be parsed ({str(error).strip()}); nothing was privatized") from None
     for warning in caught:
@@ -1427,7 +1412,6 @@ def _read_whole_file(path: Path, delimiter: str, encoding: str, columns: list[st
                          "cut short (e.g. by a line break in a cell) would be released with made-up values; give "
                          "every row all its fields (an empty cell is written as nothing between two separators), "
                          "and run again")
-    return fractional
 
 
 # released rows written per block of the drawn order: the CSV text of a whole file of millions of rows is not held

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cadp.data import PUBLIC_DATASETS, FrameCells
+from cadp.data import PUBLIC_DATASETS, ColumnSpec, FrameCells
 from cadp.errors import InputError
 from cadp.mechanisms import (
     UNKNOWN_ORIGIN,
@@ -464,20 +464,12 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
     columns = frame.columns.tolist()
     keep = [c for c in columns if c in decoded]
     original_frame = frame if len(keep) == len(columns) else frame[keep]
-    # (a column is read from the frame only where its numbers may change type; a few rows' types are known already)
-    dtypes = cells.dtypes if cells is not None else dict(zip(frame.columns, frame.dtypes.tolist()))
-
-    conditions = set(config.condition_columns)
-
-    def as_input(values, name):
-        if isinstance(dtypes[name], pd.CategoricalDtype):
-            return _as_input_categories(values, dtypes[name])
-        # a condition's empty cells are a category of their own, never filled: looked at in full too
-        gaps = name in filled or name in conditions
-        return _as_input_numbers(values, frame[name]) if _may_change_type(values, dtypes[name], gaps) else values
-
-    privatized_frame = pd.DataFrame({c: as_input(decoded[c], c) for c in keep}, copy=False)
-    rebuilt_frame = None if rebuilt is None else pd.DataFrame({c: as_input(rebuilt[c], c) for c in keep}, copy=False)
+    specs = {spec.name: spec for spec in [*model.data_encoder.columns, *model.condition_encoder.columns]}
+    conditions = set(config.condition_columns)  # (the reconstruction keeps the input's: it is never released)
+    privatized_frame = pd.DataFrame({c: released_column(decoded[c], specs[c]) for c in keep}, copy=False)
+    rebuilt_frame = None if rebuilt is None else pd.DataFrame({c: released_column(rebuilt[c], specs[c])
+                                                               if c not in conditions else rebuilt[c]
+                                                               for c in keep}, copy=False)
     if not default_index:
         for part in (original_frame, privatized_frame, rebuilt_frame):
             if part is not None:
@@ -508,66 +500,37 @@ def _rows_aligned(condition_frame: pd.DataFrame, row_index: pd.Index) -> pd.Data
     return condition_frame.reset_index(drop=True)
 
 
-def _may_change_type(values, dtype, gaps: bool) -> bool:
-    """Whether ``_as_input_numbers`` may change these released values for an input column of ``dtype`` (``gaps``:
-    it has empty cells): a quick test on the types alone, so that a single row pays for no column it leaves."""
-    kind = getattr(getattr(values, "dtype", None), "kind", "O")
-    if kind not in "fiu":
-        return False
-    if not isinstance(dtype, np.dtype):  # pandas' nullable types: checked in full
-        return True
-    return (dtype.kind in "iu" and kind == "f") or (dtype.kind == "f" and (kind in "iu" or gaps))
+def released_column(values, spec: ColumnSpec):
+    """A released column in the model's own types, decided by the model alone: numbers the model holds as whole
+    numbers (every value it was fitted on was one) as integers, other numbers as decoded (rounded to the decimal
+    places the model learned), categories as the model lists them, whole-number categories as integers (pandas'
+    nullable integers where an empty category is among them: never floats written "2.0").
 
-
-def _as_input_numbers(values, column: pd.Series):
-    """Released numbers written as the input's column holds them: whole numbers where it holds integers, also with
-    empty cells (rounded: post-processing of the release; so a CSV read in chunks, some with a gap, is written
-    alike), floats where it holds floats (a model fitted on whole numbers releases integers); anything else as the
-    model released it."""
-    kind = getattr(values, "dtype", np.dtype(object)).kind
-    if kind not in "fiu" or pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
+    Never by the input's column (its pandas type, its categories, whether its numbers are whole): that is a fact
+    about the records, and a release written by it would tell it. A one-row file whose bmi was written 32 came back
+    rounded and one written 32.1 did not, and a record's release changed with its batch mates' values; the same
+    record now gives the same file whatever it is written as and whoever it is released with (PRIVACY.md).
+    """
+    if spec.kind == "numeric":
+        if not spec.integer:
+            return values
+        floats = np.asarray(values, dtype=np.float64)
+        limits = np.iinfo(np.int64)  # (decoded values lie in the fitted range; older folders kept none)
+        return np.clip(np.round(floats), limits.min, limits.max).astype(np.int64)
+    known = [c for c in spec.categories if c is not None]
+    if not known or not all(isinstance(c, int | float) and not isinstance(c, bool) and float(c).is_integer()
+                            for c in known):
         return values
-    dtype = column.dtype
-    stored = dtype if isinstance(dtype, np.dtype) else getattr(dtype, "numpy_dtype", None)  # Int64: int64
-    if stored is None:
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
         return values
-    if pd.api.types.is_integer_dtype(dtype) and (kind == "f" or dtype is not stored):  # (Int64: kept nullable)
-        return _whole_numbers(values, stored, dtype)
-    if pd.api.types.is_float_dtype(dtype) and kind == "f" and column.isna().any():
-        written = column.dropna()  # whole numbers made decimal by an empty cell (pandas has no int64 with gaps)
-        if len(written) and bool((np.mod(written.to_numpy(dtype=np.float64), 1) == 0).all()):
-            int64 = np.dtype(np.int64)
-            return _whole_numbers(values, int64, int64)
-    if pd.api.types.is_float_dtype(dtype) and kind in "iu":
-        floats = np.asarray(values).astype(stored)
-        return floats if dtype is stored else pd.array(floats, dtype=dtype)
-    return values
-
-
-def _whole_numbers(values, stored: np.dtype, dtype):
-    """Released numbers rounded into the integer type ``stored`` (``dtype``: the column's, nullable or not), within
-    its range (uint8 would wrap -3 to 253). An empty value (a condition's empty category, released) stays empty: a
-    column with one is written as pandas' nullable integers, never with int64's smallest number in its place."""
-    floats = np.asarray(values, dtype=np.float64)
+    floats = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
     gaps = np.isnan(floats)
-    limits = np.iinfo(stored)
-    whole = np.clip(np.round(np.where(gaps, 0.0, floats)), limits.min, limits.max).astype(stored)
-    if not gaps.any() and dtype is stored:
+    whole = np.round(np.where(gaps, 0.0, floats)).astype(np.int64)
+    if None not in spec.categories:
         return whole
-    nullable = dtype if dtype is not stored else pd.api.types.pandas_dtype(
-        f"{'U' if stored.kind == 'u' else ''}Int{stored.itemsize * 8}")
-    released = pd.array(whole, dtype=nullable)
+    released = pd.array(whole, dtype="Int64")
     released[gaps] = pd.NA
     return released
-
-
-def _as_input_categories(values, dtype: pd.CategoricalDtype):
-    """Released values of an input column of pandas' category type, as that type again where every one is among
-    its categories (a category the input never listed stays as the model released it)."""
-    released = pd.Series(np.asarray(values))
-    if not released.dropna().isin(dtype.categories).all():
-        return values
-    return pd.Categorical(released, dtype=dtype)
 
 
 def _is_default_index(index: pd.Index) -> bool:

@@ -220,7 +220,9 @@ def test_bundled_table_at_infinite_epsilon_is_exact(name):
     table = load_table(loaded.config.dataset)
     _, test = split_table(table.frame)
     result = privatize(loaded.model, test, None, NoNoise())
-    pd.testing.assert_frame_equal(result.privatized_frame, test)
+    pd.testing.assert_frame_equal(result.privatized_frame, test, check_dtype=False)
+    whole = [spec.name for spec in loaded.model.data_encoder.columns if spec.kind == "numeric" and spec.integer]
+    assert whole and all(result.privatized_frame[c].dtype == np.int64 for c in whole)  # the model's types
 
 
 def test_rows_keep_conditions_and_change_other_cells():
@@ -471,7 +473,7 @@ def test_a_number_outside_the_fitted_range_comes_back_at_its_edge_and_the_rest_o
     bmi = model.data_encoder.spec("bmi")
     for given, edge in [(1e8, bmi.high), (1e5, bmi.high), (-1e5, bmi.low)]:
         result = privatize(model, row.assign(bmi=[given]), None, NoNoise())
-        pd.testing.assert_frame_equal(result.privatized_frame, row.assign(bmi=[edge]))
+        pd.testing.assert_frame_equal(result.privatized_frame, row.assign(bmi=[edge]), check_dtype=False)
         assert result.notes == [f"bmi: 1 cell(s) outside the range the model knows ({bmi.low:.4g} to "
                                 f"{bmi.high:.4g}), read as its nearer end"]
     assert privatize(model, row.assign(bmi=[bmi.high]), None, NoNoise()).notes == []  # the edge itself is inside
@@ -504,30 +506,59 @@ def test_stated_epsilons_are_never_less_than_what_is_spent(tiny_image_model, dig
     assert "Total epsilon of this release (basic composition): 2.00001." in terms  # 2.0000008, rounded up
 
 
-def test_released_table_numbers_are_written_as_the_inputs_columns_hold_them():
-    """An upload's whole-number columns came back as 50.0 (the model's training format), a float column of a model
-    fitted on whole numbers came back as integers, and a kept 2.0 as 2."""
+def test_released_table_numbers_follow_the_model_never_the_input():
+    """Released numbers were written as the input's column held them: whole numbers rounded where the input held
+    integers. A one-row file whose bmi was written 32 came back rounded, one written 32.1 did not (the release told
+    whether the record's own value was whole), and a record's release changed with its batch mates' values. The
+    model alone decides: integers where every value it was fitted on was whole, else its decimal places."""
     from cadp.data import load_table
     from cadp.hub import load_folder
     from cadp.train import split_table
     from tests.conftest import bundled
 
     _, held_out = split_table(load_table("diabetes").frame, 0)
-    rows = held_out.head(20).copy()
-    whole = ["age", "bp", "s1", "s6", "progression"]
-    rows[whole] = rows[whole].round().astype("int64")
-    rows["sex"] = rows["sex"].astype("float64")
     model = load_folder(bundled("diabetes-cinn")).model
-    result = privatize(model, rows, None, make_mechanism("laplace", 2, temperature=0.7), seed=3)
-    released = result.privatized_frame
-    assert all(released[c].dtype == np.int64 for c in whole)
-    assert released["sex"].dtype == np.float64 and set(released["sex"]) <= {1.0, 2.0}
-    assert released["bmi"].dtype == np.float64
-    # rounding only: the same draw released from float input differs by at most half a unit in those columns
-    floats = privatize(model, rows.astype({c: "float64" for c in whole}), None,
-                       make_mechanism("laplace", 2, temperature=0.7), seed=3).privatized_frame
-    assert all(floats[c].dtype == np.float64 for c in whole)
-    assert (released[whole] - floats[whole]).abs().to_numpy().max() <= 0.5
+    mechanism = make_mechanism("laplace", 2, temperature=0.7)
+    one = held_out.head(1).reset_index(drop=True)
+    written_whole = privatize(model, one.assign(bmi=[32]), None, mechanism, seed=5).privatized_frame
+    written_decimal = privatize(model, one.assign(bmi=[32.0]), None, mechanism, seed=5).privatized_frame
+    pd.testing.assert_frame_equal(written_whole, written_decimal)  # the same value, however it is written
+    assert written_whole["bmi"].dtype == np.float64 and written_whole["age"].dtype == np.int64
+    # batch mates: the first row's release is the same whatever the second row holds or how its column is typed
+    two = held_out.head(2).reset_index(drop=True)
+    firsts = [privatize(model, two.assign(bmi=[32.0, other]), None, mechanism, seed=5).privatized_frame.iloc[[0]]
+              for other in (21.6, 22, 22.0)]
+    for first in firsts[1:]:
+        pd.testing.assert_frame_equal(first, firsts[0])
+    rows = held_out.head(20).reset_index(drop=True)
+    whole = ["age", "bp", "s1", "s6", "progression"]
+    as_integers = rows.assign(**{c: rows[c].round().astype("int64") for c in whole}, sex=rows["sex"].astype("float64"))
+    released = privatize(model, as_integers, None, mechanism, seed=3).privatized_frame
+    floats = privatize(model, as_integers.astype({c: "float64" for c in whole}).astype({"sex": "Int64"}), None,
+                       mechanism, seed=3).privatized_frame
+    pd.testing.assert_frame_equal(released, floats)
+    specs = {spec.name: spec for spec in [*model.data_encoder.columns, *model.condition_encoder.columns]}
+    for name in released.columns:
+        integer = specs[name].kind == "categorical" or specs[name].integer  # (diabetes' categories: sex 1, 2)
+        assert released[name].dtype == (np.int64 if integer else np.float64), name
+
+
+def test_a_released_column_is_typed_by_its_model_alone():
+    from cadp.data import ColumnSpec
+    from cadp.privatize import released_column
+
+    whole = ColumnSpec("age", "numeric", integer=True, dtype="float64", decimals=0)
+    assert released_column(np.array([-3.2, 300.7, 41.5]), whole).tolist() == [-3, 301, 42]
+    assert released_column(np.array([-3.2, 300.7]), whole).dtype == np.int64
+    decimals = ColumnSpec("bmi", "numeric", dtype="float64", decimals=1)
+    assert released_column(np.array([26.7, 30.0]), decimals).dtype == np.float64
+    gaps = ColumnSpec("sex", "categorical", categories=[1.0, 2.0, None], dtype="float64")
+    released = released_column(gaps.category_values(np.array([0, 2, 1])), gaps)
+    assert str(released.dtype) == "Int64" and released[0] == 1 and released[1] is pd.NA and released[2] == 2
+    text = ColumnSpec("thal", "categorical", categories=["fixed", "normal"], dtype="object")
+    assert list(released_column(text.category_values(np.array([1, 0])), text)) == ["normal", "fixed"]
+    flags = ColumnSpec("smoker", "categorical", categories=[False, True], dtype="bool")
+    assert released_column(flags.category_values(np.array([1, 0])), flags).dtype == bool
 
 
 def test_privatize_reports_progress_after_each_chunk(tiny_image_model, digits):
@@ -539,29 +570,6 @@ def test_privatize_reports_progress_after_each_chunk(tiny_image_model, digits):
     assert calls == [(2, 5), (4, 5), (5, 5)]
     whole = privatize(tiny_image_model, x, y, mechanism, seed=4)
     assert chunked.privatized.shape == whole.privatized.shape and chunked.batches == [2, 2, 1]
-
-
-def test_released_whole_numbers_keep_nullable_and_small_integer_types_without_wrapping():
-    """An Int64 column (convert_dtypes, parquet) raised a TypeError, and uint8 wrapped -3 to 253."""
-    from cadp.privatize import _as_input_numbers
-
-    released = np.array([-3.2, 300.7, 41.6, 40.4])
-    assert _as_input_numbers(released, pd.Series([1, 2, 3, 4], dtype="uint8")).tolist() == [0, 255, 42, 40]
-    nullable = _as_input_numbers(released, pd.Series([1, 2, 3, 4], dtype="Int64"))
-    assert str(nullable.dtype) == "Int64" and list(nullable) == [-3, 301, 42, 40]
-    assert str(_as_input_numbers(np.array([1, 2]), pd.Series([1.5, 2.5], dtype="Float64")).dtype) == "Float64"
-    assert _as_input_numbers(np.array(["a", "b"]), pd.Series([1, 2])).tolist() == ["a", "b"]  # categories as released
-
-
-def test_whole_numbers_with_an_empty_cell_are_released_as_whole_numbers():
-    """An empty cell made pandas read a column of whole numbers as decimals: its release (and, in the CLI, the
-    rows of a chunk with a gap) came out with decimals while the other chunks' were whole."""
-    from cadp.privatize import _as_input_numbers
-
-    released = np.array([40.4, 51.6, 62.2])
-    assert _as_input_numbers(released, pd.Series([40.0, np.nan, 61.0])).tolist() == [40, 52, 62]
-    assert _as_input_numbers(released, pd.Series([40.5, np.nan, 61.0])).tolist() == [40.4, 51.6, 62.2]
-    assert _as_input_numbers(released, pd.Series([40.0, 50.0, 61.0])).tolist() == [40.4, 51.6, 62.2]  # written 40.0
 
 
 def test_a_condition_frame_is_matched_to_the_rows_by_index_not_by_position():
@@ -592,20 +600,20 @@ def test_a_paper_release_is_not_called_private(tiny_image_model, digits):
     assert not result.private and result.epsilon_spent is None and result.noise_source == "OS entropy"
 
 
-def test_released_columns_keep_pandas_category_and_nullable_integer_types():
+def test_pandas_category_and_nullable_integer_inputs_are_released_as_plain_ones():
+    """Released columns took the input's pandas category type (its categories, in its order) where every released
+    value was among them: the type told whether the release matched the records' own values. Now the release of
+    such columns is the release of the same values as plain ones."""
     loaded = load_folder(bundled("heart-cinn"))
     rows = load_table(loaded.config.dataset).frame.head(8).copy()
-    rows["thal"] = rows["thal"].astype("category")
-    rows["age"] = rows["age"].astype("Int64")
-    rows.loc[rows.index[1], "age"] = pd.NA
-    # at epsilon = infinity every released thal is one the input lists (noise may release the model's "1",
-    # which the input's categories lack: that one stays as the model released it)
-    released = privatize(loaded.model, rows, None, NoNoise()).privatized_frame
-    assert released["thal"].dtype == rows["thal"].dtype  # the same categories, in their order
-    assert released["age"].dtype == "Int64" and released["age"].notna().all()
-    noisy = privatize(loaded.model, rows, None, mech(temperature=0.7)).privatized_frame
-    assert noisy["age"].dtype == "Int64"
-    assert noisy["thal"].dtype == rows["thal"].dtype or not noisy["thal"].isin(rows["thal"].cat.categories).all()
+    typed = rows.astype({"thal": "category", "age": "Int64"})
+    typed.loc[typed.index[1], "age"] = pd.NA
+    plain = rows.astype({"age": "float64"})
+    plain.loc[plain.index[1], "age"] = np.nan
+    for mechanism in (NoNoise(), mech(temperature=0.7)):
+        released = privatize(loaded.model, typed, None, mechanism, seed=2).privatized_frame
+        pd.testing.assert_frame_equal(released, privatize(loaded.model, plain, None, mechanism, seed=2).privatized_frame)
+        assert not isinstance(released["thal"].dtype, pd.CategoricalDtype) and released["age"].dtype == np.int64
 
 
 def test_an_empty_category_released_into_an_integer_column_stays_empty():
