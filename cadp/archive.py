@@ -76,9 +76,11 @@ from cadp.uploads import (
     ENCODING_NAMES,
     FIRST_FRAME,
     INVERT_CHOICES,
+    ONLY_EMPTY_MISSING,
     comma_number,
     csv_format_words,
     decimal_comma_columns,
+    declared_encoding,
     decode_text,
     default_invert,
     escape_cell,
@@ -87,12 +89,13 @@ from cadp.uploads import (
     image_record_key,
     line_feeds,
     png_bytes,
+    release_decimal,
+    release_encoding,
     separator_line,
     several_frames_note,
     short_rows,
     sniff_delimiter,
     to_model_input,
-    writable_encoding,
 )
 
 DEFAULT_BATCH = 64
@@ -516,12 +519,13 @@ class LabelResolver:
             self.exact.setdefault(unicodedata.normalize("NFC", name.strip()), index)  # a decomposed folder name
             if _normalize(name):
                 self.normalized.setdefault(_normalize(name), []).append(index)
-        self.labels = {_clean_path(k): v for k, v in (labels or {}).items()}
+        # file names in one Unicode form: macOS writes 'café' decomposed, a spreadsheet's cell holds it composed
+        self.labels = {_label_path(k): v for k, v in (labels or {}).items()}
         basenames: dict[str, list[str]] = {}
         for key in self.labels:
             basenames.setdefault(PurePosixPath(key).name, []).append(key)
         self.by_basename = {name: keys[0] for name, keys in basenames.items() if len(keys) == 1}
-        self.input_names = None if input_names is None else [_clean_path(name) for name in input_names]
+        self.input_names = None if input_names is None else [_label_path(name) for name in input_names]
         if self.input_names is not None:  # a bare name two inputs have names neither of them
             counts = collections.Counter(PurePosixPath(name).name for name in self.input_names)
             self.by_basename = {name: key for name, key in self.by_basename.items() if counts[name] == 1}
@@ -550,8 +554,8 @@ class LabelResolver:
         return matches[0] if matches else None
 
     def labels_key(self, name: str) -> str | None:
-        """The labels CSV's row (its file cell, cleaned) for the input ``name``, or None."""
-        key = _clean_path(name)
+        """The labels CSV's row (its file cell, cleaned, in Unicode's composed form) for the input ``name``, or None."""
+        key = _label_path(name)
         if key in self.labels:
             return key
         other = self.by_basename.get(PurePosixPath(key).name)
@@ -609,6 +613,11 @@ def readable(text: str) -> str:
 def _clean_path(name: str) -> str:
     parts = [p for p in str(name).replace("\\", "/").split("/") if p not in ("", ".")]
     return "/".join(parts)
+
+
+def _label_path(name: str) -> str:
+    """``_clean_path`` in Unicode's composed form (NFC), as file names are matched to a labels CSV's rows."""
+    return unicodedata.normalize("NFC", _clean_path(name))
 
 
 def read_labels_csv(data: bytes) -> dict[str, str]:
@@ -1250,17 +1259,23 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     if extra:
         _say(f"note: column(s) {extra} are not the model's and are left out of {PRIVATIZED_CSV_NAME}")
     text = text_category_columns(config)
-    decimal = _decimal_mark(path, delimiter, encoding, columns, numeric, skip)
-    # in the input's encoding where every released text fits it: column names, categories (numbers always do)
-    out_encoding = writable_encoding(encoding, texts=[*needed, *(category for spec in config.data_encoder["columns"]
-                                                            + config.condition_encoder["columns"]
-                                                            for category in spec.get("categories") or ())])
-    if out_encoding != encoding:
-        _say(f"note: {PRIVATIZED_CSV_NAME} is written {csv_format_words(delimiter, decimal, out_encoding)}: a released "
-             f"value cannot be written in {ENCODING_NAMES[encoding]}, the encoding of {path.name}")
+    # chosen by the separator and the header, never by the rows: a decimal comma or a letter of Windows-1252 in a
+    # cell is a fact about its record, and a release's format would tell it (uploads.release_decimal)
+    decimal = release_decimal(delimiter)
+    declared = declared_encoding(head, encoding)
+    out_encoding = release_encoding(declared, texts=[*needed, *(category for spec in config.data_encoder["columns"]
+                                                                + config.condition_encoder["columns"]
+                                                                for category in spec.get("categories") or ())])
+    words = csv_format_words(delimiter, decimal, out_encoding)
+    if declared is not None and out_encoding != declared:
+        _say(f"note: {PRIVATIZED_CSV_NAME} is written {words}: a released value cannot be written in "
+             f"{ENCODING_NAMES[declared]}, the encoding of {path.name}")
+    elif out_encoding != encoding or decimal != _decimal_mark(path, delimiter, encoding, columns, numeric, skip):
+        _say(f"note: {PRIVATIZED_CSV_NAME} is written {words}: a release's decimal mark and encoding follow "
+             f"{path.name}'s separator and header, never its rows (a decimal comma in a cell is a fact about "
+             "its record)")
     elif delimiter != "," or out_encoding != "utf-8":
-        _say(f"note: {PRIVATIZED_CSV_NAME} is written {csv_format_words(delimiter, decimal, out_encoding)}, as "
-             f"{path.name} is")
+        _say(f"note: {PRIVATIZED_CSV_NAME} is written {words}, as {path.name} is")
     target = output / PRIVATIZED_CSV_NAME
     row_number, seen, filled_rows = 0, 0, 0
     # the input's row order (a file sorted by a column, privatized or not) would show through the output's: the
@@ -1269,6 +1284,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     held_frames: list[pd.DataFrame] = []
     held_count = 0  # released rows with a manifest row
     reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=settings.batch_size, skiprows=skip,
+                         **ONLY_EMPTY_MISSING,
                          skipinitialspace=True, decimal=decimal, index_col=False,
                          dtype={raw: str for raw in header.columns if str(raw).strip() in text})
     # the terms before the first row: a run killed outright (SIGKILL) leaves rows with terms marked incomplete
@@ -1449,7 +1465,8 @@ def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str],
     if delimiter == ",":
         return "."
     try:
-        head = pd.read_csv(path, sep=delimiter, encoding=encoding, nrows=1000, skipinitialspace=True, skiprows=skip)
+        head = pd.read_csv(path, sep=delimiter, encoding=encoding, nrows=1000, skipinitialspace=True, skiprows=skip,
+                           **ONLY_EMPTY_MISSING)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError):
         return "."  # reading the chunks says what is wrong
     head.columns = columns
@@ -1593,7 +1610,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="model folder (or Hub id when supported)")
     parser.add_argument("--mechanism", required=True, choices=MECHANISMS)
     parser.add_argument("--epsilon", required=True, type=float,
-                        help="privacy budget per record and release (metric: per unit of L1 latent distance); "
+                        help="privacy budget per record and release (metric: per unit of L1 latent distance; paper: "
+                             "nominal, no formal guarantee); "
                              "releasing the same record again (another run, another copy in INPUT) costs epsilon "
                              "again (basic composition)")
     parser.add_argument("--delta", type=float, help="gaussian only, and required there: in (0, 1), e.g. 1e-5")

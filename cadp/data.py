@@ -864,6 +864,9 @@ class TabularEncoder:
         else:  # look up each distinct value once, not each cell
             codes, distinct = pd.factorize(cells, use_na_sentinel=False)
         found = [lookup.get(_key(_plain(v))) for v in distinct]
+        if None in found and None in spec.categories:  # a missing value written as text (NA): the empty category
+            found = [lookup.get(None) if code is None and isinstance(v, str) and v.strip() in MISSING_TEXTS else code
+                     for code, v in zip(found, distinct)]
         if None in found:
             bad = _plain(distinct[found.index(None)])
             value = "an empty cell" if pd.isna(bad) else f"the value {bad!r}"
@@ -1037,6 +1040,14 @@ def decimal_places(values: np.ndarray) -> int | None:
         if np.allclose(np.round(values, places), values, rtol=0, atol=tolerance):
             return places
     return None
+
+
+# the texts pandas reads as missing by default (its STR_NA_VALUES), but for the empty cell. CSVs are read with only
+# empty cells missing (cadp.uploads.ONLY_EMPTY_MISSING): a country code "NA" or a category "None" is a value. These
+# texts are missing only where they cannot be one: among numbers, or in a category column whose model has an empty
+# category and not the text itself (R writes NA for a missing value).
+MISSING_TEXTS = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                           "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
 
 
 def _key(value):

@@ -149,7 +149,9 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
             parts.append(f"Total of this release (basic composition): {mechanism.epsilon:.12g} per unit of latent L1 "
                          f"distance + epsilon = {written_up(conditions)} for conditions.")
         elif mechanism.formal:
-            parts.append(f"Total epsilon of this release (basic composition): {written_up(total_epsilon(mechanism, handlings))}.")
+            delta = getattr(mechanism, "delta", None)  # (gaussian: the conditions add epsilon only)
+            parts.append(f"Total epsilon of this release (basic composition): {written_up(total_epsilon(mechanism, handlings))}"
+                         + (f", with delta = {delta:.12g}." if delta is not None else "."))
     if seed is not None:  # said first: what follows holds only for noise nobody can reproduce
         parts.insert(0, f"NOT PRIVATE: noise from a fixed seed ({NOT_PRIVATE_SEED}); anyone with the seed can "
                         "remove it, and the terms below hold only for noise drawn unpredictably.")
@@ -190,6 +192,9 @@ def _prior_words(model, name: str, public: bool) -> str:
         return f"its frequencies in the public {model.config.dataset} data"
     if public:
         return "a uniform prior"
+    if getattr(model, "stated_by", None) is not None and model.config.dataset in PUBLIC_DATASETS:
+        return (f"a uniform prior (its frequencies in the {model.config.dataset} data that {model.stated_by} "
+                "states the model was trained on are not checked by this app)")
     return ("a uniform prior (the frequencies in the model's own training data are neither public nor independent "
             "of a record among them)")
 

@@ -83,8 +83,8 @@ def large_epsilon_note(label_kept: bool = True) -> str:
             "become visible around ε 1,000–3,000. Looking like a fresh sample is not being one: with the bundled "
             "image models, an attacker who holds the model traces releases to their record above chance (2 % "
             "within a label) from about ε = 2 with gaussian (3.3–4.5 % at ε = 2 and 3, 7–8 % at 6, 12–14 % at 10) "
-            "and from ε = 6 with laplace (3.1–3.6 % at 6, 4.7–4.9 % at 10; below ε = 6 at chance but for one "
-            "point, 3.4 % at ε = 0.5 on MNIST, about the most that ε = 0.5 allows among 50 records: 3.3 %), and "
+            "and from ε = 6 with laplace (3.1–3.6 % at 6, 4.7–4.9 % at 10; below ε = 6 within noise of chance (under 3 standard errors) "
+            "but for one point, 3.4 % at ε = 0.5 on MNIST, about the most that ε = 0.5 allows among 50 records: 3.3 %), and "
             "traces most of them at ε = 100 (laplace 60–81 %, gaussian over 99 %). Formally, ε = 100 allows one record's releases to be up to e^100 times likelier than "
             "another's, i.e. almost no protection. " + label)
 
@@ -487,6 +487,17 @@ def charge_rows(table_key: str, name: str, rows, mechanism: Mechanism, condition
     return keys
 
 
+def released_before_note(keys: list[str], noun: str = "record") -> str | None:
+    """What a page says before a press that would release records this session's ledger lists already (``keys``:
+    their ledger keys), or None: each release of a record costs its ε again."""
+    before = {key for key in keys if key in ledger()}
+    if not before:
+        return None
+    return (f"{len(before):,} {noun}(s) here were released before in this session (the ledger lists them, with any "
+            "release shown below): pressing the button releases them again, and each release costs its ε again "
+            "(basic composition; the ledger adds them up).")
+
+
 def table_row_keys(table_key: str, rows) -> list[str]:
     """The ledger's keys of ``rows`` (``charge_rows``' recognition), kept for this table and these columns across
     the page's reruns (hashes of values in the session's memory only, as the ledger's)."""
@@ -607,7 +618,9 @@ def render_ledger() -> None:
                "no formal guarantee. A record is recognized by what the model sees: an image when its model input "
                "is the same pixels (or their negative), a table row when its values are the same. A record that was "
                "resized, cropped, re-saved as JPEG or edited elsewhere counts as another, so it is not added up "
-               "here: keep track of such copies yourself.")
+               "here: keep track of such copies yourself. The ledger lasts as long as this browser tab's session: "
+               "reloading the page or opening the app again starts an empty one, and releases made before are not "
+               "in it (nothing about them is kept anywhere).")
 
 
 # --------------------------------------------------------------------------- privacy controls
@@ -700,13 +713,16 @@ def epsilon_meaning(config, name: str, epsilon: float, temperature: float | None
         given = ("kept conditions" if label_kept else "conditions released with it") \
             if getattr(config, "condition_columns", None) else "table (the model has no condition)"
         return ("A table row has far fewer latent dimensions than an image, so useful releases come at much "
-                "smaller ε than for images." + (f" {whole} Below that a release is mostly a fresh sample of its "
-                                                 f"{given}." if whole else ""))
+                "smaller ε than for images." + (f" {whole} Below that less of the record passes the clip, but a "
+                                                 f"release need not be a fresh sample of its {given}: the Utility "
+                                                 "curves page shows how often an attacker who holds the model traced "
+                                                 "releases of held-out rows to their record at each ε. What bounds "
+                                                 "that is ε itself (a factor e^ε)." if whole else ""))
     if temperature == DEFAULT_TEMPERATURE:
         return large_epsilon_note(label_kept) + (f" {whole}" if whole else "")
     return (f"Constant temperature {temperature:g}: the noise stays at {temperature:g} per coordinate and more ε "
-            f"lets more of the record's own latent through. Where a record's details return was measured at "
-            f"temperature {DEFAULT_TEMPERATURE:g} (around ε 1,000–3,000 for images)." + (f" {whole}" if whole else ""))
+            f"lets more of the record's own latent through. At temperature {DEFAULT_TEMPERATURE:g} a record's own "
+            "details were seen to return around ε 1,000–3,000 for images." + (f" {whole}" if whole else ""))
 
 
 def privacy_controls(config, key: str, *, default_epsilon: float = 10, image: bool = True,

@@ -619,12 +619,15 @@ class CsvUpload:
     encoding: str
     delimiter: str
     decimal: str = "."  # "," when numbers were written with a decimal comma
+    declared_encoding: str | None = None  # the encoding the file shows outside its rows (``declared_encoding``)
 
     @property
     def csv_format(self) -> dict:
-        """``safe_csv_bytes``'s arguments that write a CSV like this one (delimiter, decimal mark, encoding; the
-        encoding only where ``writable_encoding`` allows it for what is written)."""
-        return {"delimiter": self.delimiter, "decimal": self.decimal, "encoding": self.encoding}
+        """How a release of this upload is written (``release_csv``): its delimiter, the decimal mark and the
+        encoding chosen without its rows (``release_decimal``, ``declared_encoding``; None: not shown), and under
+        "read" the ones it was read with (for the page's sentence on a difference, never for the file)."""
+        return {"delimiter": self.delimiter, "decimal": release_decimal(self.delimiter),
+                "encoding": self.declared_encoding, "read": {"decimal": self.decimal, "encoding": self.encoding}}
 
 
 ENCODING_NAMES = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8 with a BOM", "utf-16": "UTF-16", "latin-1": "Latin-1",
@@ -637,6 +640,40 @@ def csv_format_words(delimiter: str = ",", decimal: str = ".", encoding: str = "
     goes unsaid)."""
     return (f"{DELIMITER_NAMES[delimiter]}-separated" + (" with decimal commas" if decimal == "," else "")
             + (f", in {ENCODING_NAMES[encoding]}" if encoding != "utf-8" else ""))
+
+
+def release_decimal(delimiter: str) -> str:
+    """The decimal mark of a released CSV: a comma where it is semicolon-separated (as spreadsheets that write
+    decimal commas separate their CSVs), else a point. Chosen by the separator, never by the file's numbers: whether
+    its cells have decimal commas is a fact about its records (a file whose numbers are whole has none), and a
+    release written by it would tell that fact."""
+    return "," if delimiter == ";" else "."
+
+
+def declared_encoding(data: bytes, encoding: str) -> str | None:
+    """The encoding a file shows outside its rows (``encoding``: what ``decode_text`` read it as): a byte order
+    mark's or UTF-16's, else its header line's where that has bytes beyond ASCII; None where only its rows could tell
+    (an ASCII header: whether a UTF-8 file is Windows-1252 shows in its rows' letters, a fact about its records)."""
+    if encoding in ("utf-8-sig", "utf-16", "utf-16-le", "utf-16-be"):
+        return encoding
+    lines = re.split(rb"\r\n|\r|\n", data[:65536], maxsplit=2)
+    header = lines[1] if len(lines) > 1 and lines[0].strip().lower().startswith(b"sep=") else lines[0]
+    if header.isascii():
+        return None
+    try:
+        header.decode("utf-8")
+    except UnicodeDecodeError:
+        return single_byte_text(header)[1]
+    return "utf-8"
+
+
+def release_encoding(declared: str | None, *, frame: pd.DataFrame | None = None, texts: Iterable = ()) -> str:
+    """The encoding of a released CSV: ``declared`` (``declared_encoding``) where every released text can be written
+    in it (``writable_encoding``); without one, UTF-8, with a BOM where a released text is not ASCII (spreadsheets
+    read text without one in their own code page)."""
+    if declared is not None:
+        return writable_encoding(declared, frame=frame, texts=texts)
+    return "utf-8" if writable_encoding("ascii", frame=frame, texts=texts) == "ascii" else "utf-8-sig"
 
 
 def writable_encoding(encoding: str, *, frame: pd.DataFrame | None = None, texts: Iterable = ()) -> str:
@@ -789,6 +826,11 @@ def _unique_names(names: list[str], notes: list[str]) -> list[str]:
     return cleaned
 
 
+# only an empty cell is missing: pandas would also read the text NA, N/A, None, null, nan (and more) as missing, and a
+# kept condition "NA" (a country code) or a category "None" would be released as an empty cell
+ONLY_EMPTY_MISSING = {"keep_default_na": False, "na_values": [""]}
+
+
 def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: int = MAX_CSV_COLUMNS,
                     max_categories: int = MAX_CATEGORIES, seed: int = CSV_SAMPLE_SEED,
                     text_columns: Collection[str] = (), number_columns: Collection[str] = ()) -> CsvUpload:
@@ -839,6 +881,7 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
             # pandas only warns when every row has more fields than the header, and drops the extra ones
             warnings.simplefilter("error", pd.errors.ParserWarning)
             frame = pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=names, skipinitialspace=True,
+                                **ONLY_EMPTY_MISSING,
                                 index_col=False, low_memory=False)
     except pd.errors.EmptyDataError:
         raise InputError("the CSV file is empty") from None
@@ -873,7 +916,8 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
                             skipinitialspace=True, index_col=False, low_memory=False)
         text = cells[~blank].to_csv(index=False, sep=delimiter)
         frame = pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=names, skipinitialspace=True,
-                            index_col=False, low_memory=False)
+                            index_col=False, low_memory=False, **ONLY_EMPTY_MISSING)
+    frame = _missing_texts_among_numbers(frame)
     frame, codes = _codes_with_leading_zeros(frame, text, delimiter, notes, text_columns, number_columns)
     if len(frame) > max_rows:
         notes.append(f"the file has {len(frame):,} rows, more than the limit of {max_rows:,}: a random sample "
@@ -886,7 +930,27 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
         comma_examples = {name: frame[name].dropna().astype(str).iloc[0] for name in decimal_comma_columns(frame)}
     frame = _clean_columns(frame, notes, max_categories, codes, comma_examples, number_columns)
     frame = _non_finite_as_empty(frame, notes)
-    return CsvUpload(frame, notes, encoding, delimiter, decimal)
+    return CsvUpload(frame, notes, encoding, delimiter, decimal, declared_encoding(data, encoding))
+
+
+def _missing_texts_among_numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    """A text column whose cells are numbers but for texts such as NA or null (``cadp.data.MISSING_TEXTS``, as R and
+    databases write a missing value) with those cells empty: numbers where its numbers are written plainly (decimal
+    commas are read later). Elsewhere such a text is a value (a country code NA, a category None)."""
+    from cadp.data import MISSING_TEXTS
+
+    for name in frame.columns:
+        column = frame[name]
+        if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+            continue
+        cells = column.dropna().astype(str).str.strip()
+        missing = cells.isin(MISSING_TEXTS)
+        if not missing.any() or missing.all() or not cells[~missing].map(is_number).all():
+            continue
+        emptied = column.where(~column.astype(str).str.strip().isin(MISSING_TEXTS))
+        numbers = pd.to_numeric(emptied, errors="coerce")
+        frame[name] = numbers if (numbers.notna() == emptied.notna()).all() else emptied
+    return frame
 
 
 def _non_finite_as_empty(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
@@ -927,6 +991,7 @@ def _codes_with_leading_zeros(frame: pd.DataFrame, text: str, delimiter: str, no
         read_as_numbers and re.search(rf"(?:^|{re.escape(delimiter)})[ \"]*0\d", text, re.MULTILINE))
     written = frame.assign(**pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=list(frame.columns),
                                          usecols=read_as_numbers, dtype=str, skipinitialspace=True, index_col=False,
+                                         **ONLY_EMPTY_MISSING,
                                          low_memory=False)) if reread else frame
     for name in candidates:
         number_typed = name in read_as_numbers
@@ -1319,15 +1384,21 @@ def escaped_cells_note(count: int) -> str | None:
 
 
 def release_csv(frame: pd.DataFrame, csv_format: dict) -> tuple[bytes, str, str | None, str | None]:
-    """A released table as the upload came (``csv_format``: delimiter, decimal, encoding): (bytes, the format
-    in words, a sentence on why the encoding differs from the upload's or None, ``escaped_cells_note`` or None).
-    The upload's encoding is kept where every released cell can be written in it, else UTF-8 with a BOM."""
-    chosen = {"delimiter": ",", "decimal": ".", "encoding": "utf-8", **csv_format}
-    uploaded = chosen["encoding"]
-    chosen["encoding"] = writable_encoding(uploaded, frame=frame)
+    """A released table in the upload's format (``csv_format``: ``CsvUpload.csv_format``): (bytes, the format in
+    words, a sentence on why the encoding differs from the one the upload shows or None, ``escaped_cells_note`` or
+    None). The upload's declared encoding is kept where every released cell can be written in it, else UTF-8 with a
+    BOM (``release_encoding``)."""
+    chosen = {"delimiter": ",", "decimal": ".", "encoding": None, **csv_format}
+    read = chosen.pop("read", None)
+    declared = chosen["encoding"]
+    chosen["encoding"] = release_encoding(declared, frame=frame)
     words = csv_format_words(**chosen)
-    changed = None if chosen["encoding"] == uploaded else (
-        f"a released value cannot be written in {ENCODING_NAMES[uploaded]}, the upload's encoding")
+    changed = None
+    if declared is not None and chosen["encoding"] != declared:
+        changed = f"a released value cannot be written in {ENCODING_NAMES[declared]}, the upload's encoding"
+    elif read is not None and (read["decimal"], read["encoding"]) != (chosen["decimal"], chosen["encoding"]):
+        changed = ("a release's decimal mark and encoding follow the upload's separator and header, never its rows "
+                   "(a decimal comma or a Windows-1252 letter in a cell is a fact about its record)")
     data, escaped = escaped_csv(frame, **chosen)
     return data, words, changed, escaped_cells_note(escaped)
 

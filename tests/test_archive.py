@@ -196,6 +196,22 @@ def test_labels_csv_for_a_flat_folder_and_formula_names_in_the_manifest(image_mo
     assert by_file["'=cmd.png"]["preprocessing"] == "resized 30x30 -> 28x28"
 
 
+def test_a_labels_csv_names_a_file_whatever_unicode_form_either_writes_it_in(image_model, tmp_path):
+    """macOS writes 'café.png' decomposed ('e' + a combining accent), a spreadsheet's cell holds it composed: the
+    labels CSV's row named no file, and the file was released with its folder's label instead."""
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFD", "café.png")
+    source = make_folder(tmp_path / "in", {f"0/{decomposed}": image_file(1), "0/plain.png": image_file(2)})
+    assert (tmp_path / "in" / "0" / decomposed).exists()
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\n" + unicodedata.normalize("NFC", "0/café.png") + ",1\n", encoding="utf-8")
+    output = tmp_path / "out"
+    assert run(image_model, source, output, "--labels", str(labels), "--invert", "never") == 0
+    conditions = {unicodedata.normalize("NFC", row["file"]): row["condition"] for row in read_manifest(output)}
+    assert conditions == {"0/café.png": "1", "0/plain.png": "0"}
+
+
 def read_released_labels(output: Path) -> list[tuple[str, str]]:
     with (output / "labels.csv").open(newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
@@ -437,27 +453,56 @@ def test_csv_rows_stream_bad_row_is_listed_and_export_is_formula_safe(table_mode
                             and "the value is otherwise as released" in err), err
 
 
-def test_csv_is_written_in_the_inputs_encoding_where_the_model_allows_it(tmp_path, capsys):
-    """A Latin-1 CSV came back as UTF-8 without a BOM (spreadsheets showed 'KÃ¶ln')."""
+def test_csv_is_written_in_the_encoding_its_header_shows_where_the_model_allows_it(tmp_path, capsys):
+    """A Latin-1 CSV came back as UTF-8 without a BOM (spreadsheets showed 'KÃ¶ln'). The encoding is read from the
+    header only: whether a file is Windows-1252 shows in its rows' letters, a fact about its records."""
     from cadp.train import fit_tabular
 
-    frame = table_frame(60).assign(note=np.where(np.arange(60) % 2 == 0, "Köln", "Zürich"))
+    frame = table_frame(60).assign(note=np.where(np.arange(60) % 2 == 0, "Köln", "Zürich")).rename(
+        columns={"note": "Straße"})
     source = tmp_path / "rows.csv"
-    source.write_bytes(frame.to_csv(index=False, sep=";").encode("latin-1"))
+    source.write_bytes(frame.to_csv(index=False, sep=";", decimal=",").encode("latin-1"))
     model = save_model(fit_tabular(frame, ["sex"], steps=5), tmp_path / "model")
     assert run(model, source, tmp_path / "out", "--seed", "1") == 0
-    assert "privatized.csv is written semicolon-separated, in Windows-1252, as rows.csv is" in capsys.readouterr().err
+    assert ("privatized.csv is written semicolon-separated with decimal commas, in Windows-1252, as rows.csv is"
+            in capsys.readouterr().err)
     released = (tmp_path / "out" / "privatized.csv").read_bytes()
-    assert released.startswith(b"age;bmi;note;sex\r\n") and set(pd.read_csv(
-        io.BytesIO(released), sep=";", encoding="latin-1")["note"]) <= {"Köln", "Zürich"}
+    assert released.startswith("age;bmi;Straße;sex\r\n".encode("latin-1")) and set(pd.read_csv(
+        io.BytesIO(released), sep=";", decimal=",", encoding="latin-1")["Straße"]) <= {"Köln", "Zürich"}
     # a category Latin-1 cannot hold (the model's, not the input's): UTF-8 with a BOM, and the note says why
-    other = frame.assign(note=np.where(np.arange(60) % 2 == 0, "Köln", "Łódź"))
+    other = frame.assign(Straße=np.where(np.arange(60) % 2 == 0, "Köln", "Łódź"))
     model = save_model(fit_tabular(other, ["sex"], steps=5), tmp_path / "other")
     assert run(model, source, tmp_path / "out2", "--seed", "1") == 0
-    assert ("privatized.csv is written semicolon-separated, in UTF-8 with a BOM: a released value cannot be written "
-            "in Windows-1252, the encoding of rows.csv") in capsys.readouterr().err
+    assert ("privatized.csv is written semicolon-separated with decimal commas, in UTF-8 with a BOM: a released value "
+            "cannot be written in Windows-1252, the encoding of rows.csv") in capsys.readouterr().err
     released = (tmp_path / "out2" / "privatized.csv").read_bytes()
-    assert released.startswith(b"\xef\xbb\xbfage;bmi;note;sex\r\n") and released.count(b"\xef\xbb\xbf") == 1
+    assert released.startswith(b"\xef\xbb\xbfage;bmi;Stra\xc3\x9fe;sex\r\n") and released.count(b"\xef\xbb\xbf") == 1
+    # an ASCII header shows no encoding: UTF-8, with a BOM as the model's categories are not ASCII, and said
+    plain = frame.rename(columns={"Straße": "note"})
+    source.write_bytes(plain.to_csv(index=False, sep=";", decimal=",").encode("latin-1"))
+    model = save_model(fit_tabular(plain, ["sex"], steps=5), tmp_path / "plain")
+    assert run(model, source, tmp_path / "out3", "--seed", "1") == 0
+    assert ("privatized.csv is written semicolon-separated with decimal commas, in UTF-8 with a BOM: a release's "
+            "decimal mark and encoding follow rows.csv's separator and header, never its rows") in capsys.readouterr().err
+    assert set(pd.read_csv(tmp_path / "out3" / "privatized.csv", sep=";", decimal=",", encoding="utf-8-sig")["note"]) \
+        <= {"Köln", "Zürich"}
+
+
+def test_a_rows_release_is_written_alike_whatever_its_batch_mates_cells_hold(tmp_path, table_model):
+    """The decimal mark came from the file's cells (a decimal comma anywhere in its first rows) and the encoding
+    from its rows' letters: one row's released text changed with the other rows (PRIVACY.md: same seed, same
+    record, different batch mates, identical output)."""
+    first = []
+    for index, other in enumerate(["21,6;ok", "22;ok", "22;Köln"]):
+        source = tmp_path / f"rows{index}.csv"
+        source.write_bytes(f"age;bmi;note;sex\n50;32;ok;1\n50;{other};1\n".encode("cp1252"))
+        output = tmp_path / f"out{index}"
+        assert run(table_model, source, output, "--seed", "5") == 0
+        released = (output / "privatized.csv").read_bytes().splitlines()
+        place = int(read_manifest(output)[0]["output"].rsplit(" ", 1)[1])
+        first.append((released[0], released[place]))
+    assert len(set(first)) == 1, first
+    assert b"," in first[0][1].split(b";")[1]  # a semicolon file's decimal comma, from its separator
 
 
 def test_csv_in_utf16_without_a_byte_order_mark_is_read_and_written_so(table_model, tmp_path, capsys):
@@ -1917,3 +1962,24 @@ def test_an_interrupted_run_says_when_its_manifest_could_not_be_completed(table_
             "could not be completed (No space left on device): its rows still say 'pending' and lack which row of "
             "privatized.csv is whose and each record's releases_of_record and epsilon_record_total)") in err
     assert {row["status"] for row in read_manifest(output)} == {archive.PENDING}
+
+
+def test_a_kept_condition_written_na_is_released_as_na(tmp_path):
+    """A country code "NA" was read as an empty cell: the kept condition came back empty (the manifest said
+    country=(empty)), and training called it an empty cell to fill."""
+    from cadp.train import fit_tabular
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"age": rng.integers(20, 80, 60), "bmi": rng.normal(25, 4, 60).round(2),
+                          "country": np.array(["NA", "DE", "FR"])[np.arange(60) % 3]})
+    source = tmp_path / "rows.csv"
+    frame.to_csv(source, index=False)
+    assert "NA," in source.read_text().splitlines()[1] or ",NA" in source.read_text().splitlines()[1]
+    from cadp.data import load_table  # (a CSV trains as the app and the CLI read it)
+
+    model = fit_tabular(load_table(str(source)).frame, ["country"], steps=5)
+    assert None not in model.condition_encoder.columns[0].categories
+    assert run(save_model(model, tmp_path / "model"), source, tmp_path / "out") == 0
+    released = pd.read_csv(tmp_path / "out" / "privatized.csv", keep_default_na=False)
+    assert sorted(released["country"]) == sorted(frame["country"])
+    assert [row["condition"] for row in read_manifest(tmp_path / "out")] == [f"country={c}" for c in frame["country"]]

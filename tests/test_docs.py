@@ -89,7 +89,7 @@ def test_the_large_epsilon_note_quotes_the_bundled_image_models_measurements():
     above = rates["laplace", 6.0] + rates["laplace", 10.0]
     assert all(standard_errors_above_chance(rate) > 3 for rate in above)
     assert (f"and from ε = 6 with laplace ({span(rates['laplace', 6.0], 1)} at 6, {span(rates['laplace', 10.0], 1)} "
-            "at 10; below ε = 6 at chance but for one point") in note
+            "at 10; below ε = 6 within noise of chance (under 3 standard errors) but for one point") in note
     stray = [(epsilon, rate) for epsilon in (0.5, 1.0, 2.0, 3.0) for rate in rates["laplace", epsilon]
              if standard_errors_above_chance(rate) >= 3]
     assert [epsilon for epsilon, _ in stray] == [0.5] and f"{stray[0][1]:.1%}"[:-1] + " % at ε = 0.5 on MNIST" in note
@@ -119,3 +119,20 @@ def test_the_readmes_epsilon_100_reidentification_ranges_are_the_bundled_image_m
             "gaussian;") in readme
     assert (f"{min(laplace):.2f}–{max(laplace):.2f} (laplace) and {min(gaussian):.3f}–{max(gaussian):.3f} "
             "(gaussian) at 100") in readme
+
+
+def test_the_bundled_reports_carry_the_notes_their_eval_json_gives():
+    """The bundled report.html files were drawn before report_notes said how paper was batched (PRIVACY.md: record
+    the batch size with every result): the notes cadp.evaluate writes today must be in each."""
+    import html
+    import json
+
+    from cadp.evaluate import report_notes
+
+    for name in ("mnist-cinn", "fashion-mnist-cinn", "diabetes-cinn", "heart-cinn"):
+        folder = ROOT / "weights" / name
+        notes = report_notes(folder, json.loads((folder / "eval.json").read_text()), [])
+        page = (folder / "report.html").read_text(encoding="utf-8")
+        assert any(note.startswith("paper (") and "batch size" in note for note in notes), name
+        missing = [note for note in notes if html.escape(note) not in page]
+        assert not missing, f"{name}: run python -m cadp.evaluate report --model weights/{name}; missing {missing}"

@@ -663,6 +663,10 @@ def test_a_hub_models_claim_of_public_training_data_is_said_as_its_publishers_wo
     assert ("The model's publisher states that it was trained without DP on public data (diabetes); this app "
             "cannot check that.") in laplace
     assert "outcome resampled from a uniform prior" in laplace  # not the publisher's "public frequencies"
+    # the reason given is the publisher's unchecked word, not "the model's own training data" (which contradicted it)
+    assert ("outcome resampled from a uniform prior (its frequencies in the diabetes data that the publisher of the "
+            "Hub repo tester/claims-public states the model was trained on are not checked by this app)") in laplace
+    assert "model's own training data" not in laplace
     metric = privatize(loaded.model, rows, None, make_mechanism("metric", 1.0)).guarantee
     assert "according to the publisher of the Hub repo tester/claims-public (not checked by this app)." in metric
     local = privatize(hub.load_model(str(tmp_path / "claims-public")).model, rows, None,

@@ -504,6 +504,11 @@ def test_stated_epsilons_are_never_less_than_what_is_spent(tiny_image_model, dig
                       condition_handling={"label": ConditionHandling("randomized", epsilon)}).guarantee
     assert "with epsilon = 1.0000004 " in terms and "randomized response with epsilon = 1.0000004 " in terms
     assert "Total epsilon of this release (basic composition): 2.00001." in terms  # 2.0000008, rounded up
+    gaussian = privatize(tiny_image_model, x[:1], y[:1], make_mechanism("gaussian", 1, delta=1e-5, temperature=0.7),
+                         condition_handling={"label": ConditionHandling("randomized", 1)}).guarantee
+    assert "Total epsilon of this release (basic composition): 2, with delta = 1e-05." in gaussian  # (ε, δ) together
+    metric = make_mechanism("metric", 1).guarantee(d_typ=3.0, d_nn=2.0)
+    assert "for two records with the same kept condition" in metric and "same condition," not in metric
 
 
 def test_released_table_numbers_follow_the_model_never_the_input():

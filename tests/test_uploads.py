@@ -830,40 +830,65 @@ def test_numbers_with_a_few_words_are_numbers_and_european_numbers_in_every_form
 
 
 def test_a_download_is_written_in_the_uploads_format():
+    """The decimal mark comes from the separator, never from the cells (a file of whole numbers has no decimal
+    comma: a release written by its cells would tell that about its records)."""
     upload = read_csv_upload(b"age;weight;note\n40;70,5;=1+1\n51;82,25;ok\n")
-    assert upload.csv_format == {"delimiter": ";", "decimal": ",", "encoding": "utf-8"}
-    written = safe_csv_bytes(upload.frame, **upload.csv_format).decode()
-    assert written == "age;weight;note\r\n40;70,5;'=1+1\r\n51;82,25;ok\r\n"
-    assert read_csv_upload(b"a;b\n1;2\n").csv_format == {"delimiter": ";", "decimal": ".", "encoding": "utf-8"}
-    assert read_csv_upload(b"a,b\n1.5,2\n").csv_format == {"delimiter": ",", "decimal": ".", "encoding": "utf-8"}
+    assert upload.csv_format == {"delimiter": ";", "decimal": ",", "encoding": None,
+                                 "read": {"decimal": ",", "encoding": "utf-8"}}
+    written, words, changed, _ = release_csv(upload.frame, upload.csv_format)
+    assert written.decode() == "age;weight;note\r\n40;70,5;'=1+1\r\n51;82,25;ok\r\n"
+    assert words == "semicolon-separated with decimal commas" and changed is None
+    assert written_as(b"a;b\n1;2\n") == {"delimiter": ";", "decimal": ",", "encoding": None}
+    assert written_as(b"a;b\n1.5;2\n") == {"delimiter": ";", "decimal": ",", "encoding": None}
+    assert written_as(b"a\tb\n1,5\t2\n") == {"delimiter": "\t", "decimal": ".", "encoding": None}
+    assert written_as(b"a,b\n1.5,2\n") == {"delimiter": ",", "decimal": ".", "encoding": None}
     with pytest.raises(InputError, match="decimal mark ','"):
         safe_csv_bytes(upload.frame, delimiter=",", decimal=",")
+    # a file read with decimal points comes back with commas, and the page says why
+    points = read_csv_upload(b"age;weight\n40;70.5\n")
+    assert release_csv(points.frame, points.csv_format)[2].startswith("a release's decimal mark and encoding follow")
 
 
-def test_a_download_is_written_in_the_uploads_encoding_where_every_cell_fits_it():
-    """A Windows-1252/Latin-1 CSV came back as UTF-8 without a BOM: Excel showed 'MÃ¤nnlich'."""
+def written_as(data: bytes) -> dict:
+    return {key: value for key, value in read_csv_upload(data).csv_format.items() if key != "read"}
+
+
+def test_a_download_is_written_in_the_encoding_its_header_shows_where_every_cell_fits_it():
+    """A Windows-1252/Latin-1 CSV came back as UTF-8 without a BOM: Excel showed 'MÃ¤nnlich'. The encoding is the
+    one the header (or a byte order mark) shows: whether the rows are Windows-1252 is a fact about its records."""
     from cadp.uploads import csv_format_words, writable_encoding
 
-    upload = read_csv_upload("Ort;Gewicht\r\nKöln;60,5\r\nZürich;70\r\n€-Zone;1\r\n".encode("cp1252"))
-    assert upload.csv_format == {"delimiter": ";", "decimal": ",", "encoding": "cp1252"}
+    upload = read_csv_upload("Straße;Gewicht\r\nKöln;60,5\r\nZürich;70\r\n€-Zone;1\r\n".encode("cp1252"))
+    assert written_as("Straße;Gewicht\r\nKöln;60,5\r\n".encode("cp1252")) == {"delimiter": ";", "decimal": ",",
+                                                                         "encoding": "cp1252"}
     assert writable_encoding("cp1252", frame=upload.frame) == "cp1252"
-    written = safe_csv_bytes(upload.frame, **upload.csv_format)
-    assert written == "Ort;Gewicht\r\nKöln;60,5\r\nZürich;70,0\r\n€-Zone;1,0\r\n".encode("cp1252")  # as read
-    assert csv_format_words(**upload.csv_format) == "semicolon-separated with decimal commas, in Windows-1252"
+    written, words, changed, _ = release_csv(upload.frame, upload.csv_format)
+    assert written == "Straße;Gewicht\r\nKöln;60,5\r\nZürich;70,0\r\n€-Zone;1,0\r\n".encode("cp1252")  # as read
+    assert words == "semicolon-separated with decimal commas, in Windows-1252" and changed is None
+    # the same rows under an ASCII header: UTF-8, with a BOM as a released text is not ASCII
+    ascii_header = read_csv_upload("Ort;Gewicht\r\nKöln;60,5\r\nZürich;70\r\n".encode("cp1252"))
+    assert ascii_header.csv_format["encoding"] is None
+    written, words, changed, _ = release_csv(ascii_header.frame, ascii_header.csv_format)
+    assert written.startswith(b"\xef\xbb\xbfOrt;Gewicht\r\nK\xc3\xb6ln") and changed.startswith("a release's")
+    assert release_csv(ascii_header.frame.assign(Ort=["a", "b"]), ascii_header.csv_format)[0].startswith(b"Ort;")
     # a released value Latin-1 cannot hold: UTF-8 with a BOM (spreadsheets read it as UTF-8), never a broken file
-    other = upload.frame.assign(Ort=["Łódź", "Köln", "Köln"])
+    other = upload.frame.assign(Straße=["Łódź", "Köln", "Köln"])
+    written, words, changed, _ = release_csv(other, upload.csv_format)
+    assert written.startswith("\ufeffStraße;".encode()) and changed == (
+        "a released value cannot be written in Windows-1252, the upload's encoding")
     assert writable_encoding("latin-1", frame=other) == "utf-8-sig"
-    assert writable_encoding("latin-1", frame=upload.frame.rename(columns={"Ort": "Miasto Łódź"})) == "utf-8-sig"
-    assert safe_csv_bytes(other, encoding="utf-8-sig").startswith(b"\xef\xbb\xbfOrt,Gewicht\r\n\xc5\x81")
+    assert writable_encoding("latin-1", frame=upload.frame.rename(columns={"Straße": "Miasto Łódź"})) == "utf-8-sig"
+    assert safe_csv_bytes(other, encoding="utf-8-sig").startswith("\ufeffStraße,Gewicht\r\n\u0141".encode())
     with pytest.raises(InputError, match="cannot be written in Latin-1"):
         safe_csv_bytes(other, encoding="latin-1")
     # a BOM with the header only: chunks written one after another make one file
     assert not safe_csv_bytes(other, header=False, encoding="utf-8-sig").startswith(b"\xef\xbb\xbf")
+    assert csv_format_words(";", ",", "cp1252") == "semicolon-separated with decimal commas, in Windows-1252"
     utf16 = read_csv_upload("a,b\nä,1\n".encode("utf-16"))
     assert utf16.csv_format["encoding"] == "utf-16"
-    written = safe_csv_bytes(utf16.frame, **utf16.csv_format)
+    written = release_csv(utf16.frame, utf16.csv_format)[0]
     assert written.startswith(b"\xff\xfe") and written.decode("utf-16") == "a,b\r\nä,1\r\n"
-    assert not safe_csv_bytes(utf16.frame, header=False, **utf16.csv_format).startswith(b"\xff\xfe")
+    assert not safe_csv_bytes(utf16.frame, header=False, encoding="utf-16").startswith(b"\xff\xfe")
 
 
 @pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
@@ -875,7 +900,7 @@ def test_utf16_without_a_byte_order_mark_is_read_and_written_back_so(encoding):
     endian = "little" if encoding == "utf-16-le" else "big"
     assert f"the file is UTF-16 without a byte order mark; read as UTF-16 ({endian}-endian, without a BOM)" in \
         upload.notes
-    assert safe_csv_bytes(upload.frame, **upload.csv_format) == \
+    assert release_csv(upload.frame, upload.csv_format)[0] == \
         "Ort;Gewicht\r\nKöln;60,5\r\nZürich;70,0\r\n".encode(encoding)
     with pytest.raises(InputError, match="binary"):  # NUL bytes at both positions: binary, as before
         read_csv_upload(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100)
@@ -1080,3 +1105,28 @@ def test_escaped_csv_counts_column_names_only_where_it_writes_them():
     assert escaped_csv(frame)[1] == 2  # the name +bmi and the cell =1
     data, count = escaped_csv(frame, header=False)
     assert count == 1 and b"bmi" not in data
+
+
+def test_text_that_pandas_takes_for_missing_is_read_as_written():
+    """NA, None, null, N/A, nan in a CSV were read as empty cells: a kept condition "NA" (a country code) came back
+    empty, and a category "None" was lost. Only an empty cell is missing."""
+    upload = read_csv_upload(b"country,symptoms,age,bmi\nNA,None,40,NA\nDE,Mild,,22.5\nN/A,null,51,nan\nFR,Severe,60,30\n")
+    assert upload.frame["country"].tolist() == ["NA", "DE", "N/A", "FR"]
+    assert upload.frame["symptoms"].tolist() == ["None", "Mild", "null", "Severe"]
+    assert upload.frame["age"].isna().tolist() == [False, True, False, False]  # the empty cell
+    # among numbers such texts are missing values, as R and databases write them: the column stays numeric
+    assert upload.frame["bmi"].dtype == np.float64 and upload.frame["bmi"].isna().tolist() == [True, False, True, False]
+    semicolons = read_csv_upload(b"a;b\nNA;1,5\n2;NA\n3;2,5\n").frame
+    assert semicolons["a"].isna().tolist() == [True, False, False] and semicolons["b"].tolist()[2] == 2.5
+
+
+def test_a_missing_value_written_as_text_is_the_empty_category_where_the_model_has_one():
+    from cadp.data import TabularEncoder
+
+    frame = pd.DataFrame({"smoker": ["yes", "no", None, "yes"], "country": ["NA", "DE", "FR", "DE"]})
+    encoder = TabularEncoder({"smoker": "categorical", "country": "categorical"}).fit(frame)
+    codes = encoder.transform(pd.DataFrame({"smoker": ["NA", "null", "no"], "country": ["NA", "DE", "FR"]}))
+    assert codes[:, :3].argmax(1).tolist() == [encoder.columns[0].categories.index(None)] * 2 + [0]
+    assert codes[:, 3:].argmax(1).tolist() == [encoder.columns[1].categories.index(c) for c in ("NA", "DE", "FR")]
+    with pytest.raises(InputError, match="the value 'null', unseen"):  # no empty category: the text is a value
+        encoder.transform(pd.DataFrame({"smoker": ["no"], "country": ["null"]}))

@@ -102,18 +102,18 @@ def audit_figure(results: list[dict], ceiling: float | None = None) -> go.Figure
 NUMBER_FORMAT = "localized"  # thousands separators, at most 3 decimals: 1,284.099 and 0.352
 # the answer first, then what it rests on; widths in pixels so that numbers are never cut off. Model, records
 # and releases are the same on every row (the caption names them), so they come last
-TABLE_COLUMNS = {
-    "verdict": st.column_config.TextColumn("verdict", width=400),
+TABLE_COLUMNS = {  # the verdict 180 px wide: at 400 it hid every other column at phone width (each is written out below)
+    "verdict": st.column_config.TextColumn("verdict", width=180),
     "mechanism": st.column_config.TextColumn("mechanism", width=110),
-    "settings": st.column_config.TextColumn("settings", width=120),
+    "epsilon": st.column_config.NumberColumn("ε", format=NUMBER_FORMAT, width=60,
+                                             help="The ε chosen above (metric: per unit of latent L1 distance)"),
     "claimed": st.column_config.NumberColumn("claimed ε", format=NUMBER_FORMAT, width=85,
                                              help="paper claims nothing: its nominal ε; metric: ε_unit · d(A, B)"),
     "lower_bound": st.column_config.NumberColumn("lower bound", format=NUMBER_FORMAT, width=90,
                                                  help="Empirical ε lower bound, 95% Clopper–Pearson"),
     "estimate": st.column_config.NumberColumn("estimate", format=NUMBER_FORMAT, width=80,
                                               help="The same quantity from the point rates"),
-    "epsilon": st.column_config.NumberColumn("ε", format=NUMBER_FORMAT, width=60,
-                                             help="The ε chosen above (metric: per unit of latent L1 distance)"),
+    "settings": st.column_config.TextColumn("settings", width=120),
     "tpr": st.column_config.NumberColumn("TPR", format="%.3f", width=60),
     "fpr": st.column_config.NumberColumn("FPR", format="%.3f", width=60),
     "releases": st.column_config.NumberColumn("releases", format="%,d"),

@@ -107,6 +107,20 @@ def extra_releases(settings, strip: bool, gallery: int) -> list:
     return [settings.at(epsilon) for epsilon in STRIP_EPSILONS] * strip + [settings.mechanism] * gallery
 
 
+def released_label(result) -> int:
+    """The label the first image of a release was released with (a randomized or resampled one can differ)."""
+    return int(result.released_condition["label"][0])
+
+
+def extra_caption(epsilon_words: str, label: int, class_names: list[str], handling: str, cost: float) -> str:
+    """A strip image's or gallery draw's caption: its ε, and where the label is not kept (``handling``), the label
+    released with it and the ε that label costs (``cost``: each draw's label is drawn again)."""
+    if handling == "kept":
+        return epsilon_words
+    words = [part for part in (epsilon_words, f"label ε {cost:g}" if cost else "") if part]
+    return ", ".join(words) + (" · " if words else "") + f"released as {class_names[label]}"
+
+
 def release(loaded, records, labels, handling, settings, strip: bool, gallery: int) -> dict:
     model, name = loaded.model, settings.name
     generator = new_generator(settings.seed)
@@ -132,13 +146,13 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
             out = privatize(model, *first, mechanism, generator, seed=settings.seed,
                             condition_handling={"label": handling})
             ui.charge(records[0].key, records[0].name, mechanism, handling.cost, seeded=settings.seed is not None)
-            strip_images.append((epsilon, out.privatized[0]))
+            strip_images.append((epsilon, out.privatized[0], released_label(out)))
     for draw in range(gallery):
         progress.progress(0.6 + 0.4 * draw / max(gallery, 1), text=f"Gallery draw {draw + 1}")
         out = privatize(model, *first, settings.mechanism, generator, seed=settings.seed,
                         condition_handling={"label": handling})
         ui.charge(records[0].key, records[0].name, settings.mechanism, handling.cost, seeded=settings.seed is not None)
-        gallery_images.append(out.privatized[0])
+        gallery_images.append((out.privatized[0], released_label(out)))
     progress.progress(1.0, text="Done")
     files, manifest = compare.release_files(
         result, [r.name for r in records], loaded.config.class_names, handling.handling,
@@ -150,6 +164,7 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
                                            (len(extra), ui.cost_text(extra, handling.cost)) if extra else None,
                                            formal=settings.mechanism.formal)
     return {"names": [r.name for r in records], "result": result, "repeats": repeats, "handling": handling.handling,
+            "label_cost": handling.cost,
             "strip": strip_images, "gallery": gallery_images, "files": files, "manifest": manifest,
             "epsilon": settings.epsilon, "per_unit": name == "metric",  # metric: epsilon per unit of distance
             "zip_terms": ui.release_terms(result)}  # the terms only: what copies cost goes to cautions.txt
@@ -194,17 +209,19 @@ def show_result(loaded, state, changed: bool) -> None:
     if state.get("repeats"):
         st.warning(state["repeats"])
     ui.release_facts(result)
+    extra = (state.get("handling", "kept"), state.get("label_cost", 0.0))  # how each extra release's label went
     if state["strip"]:
         st.markdown("**The same input at several ε** (each a separate release, charged to the ledger)")
-        for column, (epsilon, image) in zip(st.columns(len(state["strip"])), state["strip"]):
-            column.image(ui.to_display(image), width=ui.IMAGE_WIDTH,
-                         caption=f"ε = {epsilon:g}" + (" per unit" if state["per_unit"] else ""))
+        for column, (epsilon, image, label) in zip(st.columns(len(state["strip"])), state["strip"]):
+            column.image(ui.to_display(image), width=ui.IMAGE_WIDTH, caption=extra_caption(
+                f"ε = {epsilon:g}" + (" per unit" if state["per_unit"] else ""), label, class_names, *extra))
     if state["gallery"]:
         per_unit = " per unit of latent distance" if state["per_unit"] else ""
         st.markdown(f"**{len(state['gallery'])} draws at ε = {state['epsilon']:g}{per_unit}** (each charged to the "
                     "ledger)")
-        for column, image in zip(st.columns(len(state["gallery"])), state["gallery"]):
-            column.image(ui.to_display(image), width=ui.IMAGE_WIDTH)
+        for column, (image, label) in zip(st.columns(len(state["gallery"])), state["gallery"]):
+            column.image(ui.to_display(image), width=ui.IMAGE_WIDTH,
+                         caption=extra_caption("", label, class_names, *extra) or None)
     if len(names) == 1:
         st.download_button("Download privatized PNG", state["files"][0][1], file_name=state["files"][0][0],
                            mime="image/png", on_click="ignore", key="download_png")
@@ -243,6 +260,9 @@ def page(loaded) -> None:
     made_of = (loaded.config.name, loaded.origin, ui.record_key(b"".join(r.pixels.tobytes() for r in records)),
                tuple(r.name for r in records))
     choices = (tuple(int(label) for label in labels), handling, settings.summary)  # (the strip and gallery: extras)
+    before = ui.released_before_note([r.key for r in records], "image")
+    if before:
+        st.warning(before)
     if st.button("Privatize", type="primary", key="image_privatize"):
         st.session_state[RESULT] = release(loaded, records, labels, handling, settings, strip, gallery)
         st.session_state[RESULT].update(made_of=made_of, choices=choices)

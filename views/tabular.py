@@ -201,10 +201,13 @@ def page(loaded) -> None:
     choices = (tuple(sorted(kinds.items())), tuple(handlings.items()), settings.summary)
     cost = ui.cost_text([settings.mechanism], sum(h.cost for h in handlings.values()))
     modelled = [c for c in model.config.data_columns + model.config.condition_columns if c in frame.columns]
-    repeats = compare.repeated_rows_note(ui.table_row_keys(key, frame[modelled]), cost, released=False,
-                                         formal=settings.mechanism.formal)
+    row_keys = ui.table_row_keys(key, frame[modelled])
+    repeats = compare.repeated_rows_note(row_keys, cost, released=False, formal=settings.mechanism.formal)
     if repeats:  # said before a release is made (and charged), not only after
         st.warning(repeats)
+    before = ui.released_before_note(row_keys, "row")
+    if before:  # the same rows uploaded again (another file, another encoding): said before the press too
+        st.warning(before)
     if st.button("Privatize table", type="primary", key="table_privatize"):
         with st.spinner("Privatizing…"):
             result = privatize(model, frame, None, settings.mechanism, seed=settings.seed,

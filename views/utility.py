@@ -64,7 +64,10 @@ def show_central(central: dict) -> None:
         figure = go.Figure(go.Scatter(x=epsilons, y=accuracy, name=central.get("label", "DP-SGD"),
                                       mode="lines+markers", text=text, error_y=dict(type="data", array=std)
                                       if std else None, hovertemplate="ε %{x}: accuracy %{y:.3f}<br>%{text}"))
-        figure.update_layout(xaxis_title="ε (central DP, target of the training run)", xaxis_type="log",
+        # ticks at the run's ε values: plotly's own log ticks at phone width labelled 0.9 "9", next to "1"
+        figure.update_layout(title="Central DP (DP-SGD): test accuracy against the training run's ε",
+                             xaxis_title="ε (central DP, target of the training run)", xaxis_type="log",
+                             xaxis=dict(tickmode="array", tickvals=epsilons, ticktext=[f"{e:g}" for e in epsilons]),
                              yaxis_title="test accuracy", yaxis_range=[0, 1.05], height=380)
         st.plotly_chart(figure, key="central_figure")
         if std:
