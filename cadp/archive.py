@@ -72,11 +72,11 @@ from cadp.privatize import NOT_PRIVATE_SEED, privatize, release_guarantee, repea
 from cadp.runtime import configure_allocator
 from cadp.train import row_record_keys, rows_seen_in_training, training_name_caution, training_rows_caution
 from cadp.uploads import (
+    CSV_MISSING,
     DELIMITER_NAMES,
     ENCODING_NAMES,
     FIRST_FRAME,
     INVERT_CHOICES,
-    ONLY_EMPTY_MISSING,
     comma_number,
     csv_format_words,
     decimal_comma_columns,
@@ -635,10 +635,11 @@ def read_labels_csv(data: bytes) -> dict[str, str]:
         for line, row in enumerate(rows, start=2):
             if len(row) > max(file_column, label_column) and row[file_column].strip():
                 name, label = row[file_column].strip(), row[label_column].strip()
-                if labels.get(name, label) != label:  # a kept label is released exactly: never guess which is right
-                    raise InputError(f"the labels CSV gives {name!r} two labels: {labels[name]!r} (line "
-                                     f"{lines[name]}) and {label!r} (line {line}); keep the right one")
-                labels[name], lines[name] = label, line
+                key = _label_path(name)  # one file however its name is written (./a.png, a decomposed 'é')
+                if labels.get(key, label) != label:  # a kept label is released exactly: never guess which is right
+                    raise InputError(f"the labels CSV gives {name!r} two labels: {labels[key]!r} (line "
+                                     f"{lines[key]}) and {label!r} (line {line}); keep the right one")
+                labels[key], lines[key] = label, line
     except csv.Error as error:  # a cell over the csv module's limit (131,072 characters), say
         raise InputError(f"the labels CSV cannot be read after line {line} ({error})") from None
     if not labels:
@@ -1261,7 +1262,8 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     text = text_category_columns(config)
     # chosen by the separator and the header, never by the rows: a decimal comma or a letter of Windows-1252 in a
     # cell is a fact about its record, and a release's format would tell it (uploads.release_decimal)
-    decimal = release_decimal(delimiter)
+    decimal = release_decimal(delimiter)  # the file's own mark (read_decimal) only for reading it
+    read_decimal = _decimal_mark(path, delimiter, encoding, columns, numeric, skip)
     declared = declared_encoding(head, encoding)
     out_encoding = release_encoding(declared, texts=[*needed, *(category for spec in config.data_encoder["columns"]
                                                                 + config.condition_encoder["columns"]
@@ -1270,7 +1272,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     if declared is not None and out_encoding != declared:
         _say(f"note: {PRIVATIZED_CSV_NAME} is written {words}: a released value cannot be written in "
              f"{ENCODING_NAMES[declared]}, the encoding of {path.name}")
-    elif out_encoding != encoding or decimal != _decimal_mark(path, delimiter, encoding, columns, numeric, skip):
+    elif out_encoding != encoding or decimal != read_decimal:
         _say(f"note: {PRIVATIZED_CSV_NAME} is written {words}: a release's decimal mark and encoding follow "
              f"{path.name}'s separator and header, never its rows (a decimal comma in a cell is a fact about "
              "its record)")
@@ -1284,8 +1286,8 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     held_frames: list[pd.DataFrame] = []
     held_count = 0  # released rows with a manifest row
     reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=settings.batch_size, skiprows=skip,
-                         **ONLY_EMPTY_MISSING,
-                         skipinitialspace=True, decimal=decimal, index_col=False,
+                         **CSV_MISSING,
+                         skipinitialspace=True, decimal=read_decimal, index_col=False,
                          dtype={raw: str for raw in header.columns if str(raw).strip() in text})
     # the terms before the first row: a run killed outright (SIGKILL) leaves rows with terms marked incomplete
     write_guarantee(output, release_guarantee(model, settings.mechanism, settings.generator, seed=settings.seed,
@@ -1466,7 +1468,7 @@ def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str],
         return "."
     try:
         head = pd.read_csv(path, sep=delimiter, encoding=encoding, nrows=1000, skipinitialspace=True, skiprows=skip,
-                           **ONLY_EMPTY_MISSING)
+                           **CSV_MISSING)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError):
         return "."  # reading the chunks says what is wrong
     head.columns = columns

@@ -865,6 +865,8 @@ class TabularEncoder:
             codes, distinct = pd.factorize(cells, use_na_sentinel=False)
         found = [lookup.get(_key(_plain(v))) for v in distinct]
         if None in found and None in spec.categories:  # a missing value written as text (NA): the empty category
+            from cadp.uploads import MISSING_TEXTS
+
             found = [lookup.get(None) if code is None and isinstance(v, str) and v.strip() in MISSING_TEXTS else code
                      for code, v in zip(found, distinct)]
         if None in found:
@@ -1040,14 +1042,6 @@ def decimal_places(values: np.ndarray) -> int | None:
         if np.allclose(np.round(values, places), values, rtol=0, atol=tolerance):
             return places
     return None
-
-
-# the texts pandas reads as missing by default (its STR_NA_VALUES), but for the empty cell. CSVs are read with only
-# empty cells missing (cadp.uploads.ONLY_EMPTY_MISSING): a country code "NA" or a category "None" is a value. These
-# texts are missing only where they cannot be one: among numbers, or in a category column whose model has an empty
-# category and not the text itself (R writes NA for a missing value).
-MISSING_TEXTS = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-                           "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
 
 
 def _key(value):

@@ -471,12 +471,18 @@ class MetricMechanism(Mechanism):
     def guarantee(self, d_typ: float | None = None, d_nn: float | None = None,
                   fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
                   distances_measured_on: str | None = None, stated_public: str | None = None, **_) -> str:
-        text = (f"Metric privacy (eps*d): for two records with the same kept condition, output probabilities "
+        # which two records the bound compares follows how the conditions are released (a kept one is exact)
+        pair, typical_pair = (("any two records", "two typical distinct records") if kept is None else
+                              ("any two records, in the latent (the conditions' release is stated apart)",
+                               "two typical distinct records with the same condition values") if kept is False else
+                              ("two records with the same kept condition",
+                               "two typical distinct records with the same kept condition"))
+        text = (f"Metric privacy (eps*d): for {pair}, output probabilities "
                 f"differ by at most exp({self.epsilon_unit:.12g} x their L1 latent distance). No clipping; "
                 f"Laplace scale {self.scale:.4g}.")
         if d_typ is not None and d_nn is not None:
             typical, nearest = self.between_records(d_typ, d_nn)
-            text += (f" Between two typical distinct records with the same kept condition (distance {d_typ:.3g}) "
+            text += (f" Between {typical_pair} (distance {d_typ:.3g}) "
                      f"that is epsilon = {readable(typical)}; between a record and its nearest neighbour (distance "
                      f"{d_nn:.3g}) epsilon = {readable(nearest)}.")
             if distances_measured_on:

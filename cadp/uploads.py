@@ -826,9 +826,13 @@ def _unique_names(names: list[str], notes: list[str]) -> list[str]:
     return cleaned
 
 
-# only an empty cell is missing: pandas would also read the text NA, N/A, None, null, nan (and more) as missing, and a
-# kept condition "NA" (a country code) or a category "None" would be released as an empty cell
-ONLY_EMPTY_MISSING = {"keep_default_na": False, "na_values": [""]}
+# the texts pandas reads as missing by default (its STR_NA_VALUES) besides the empty cell, as R (NA), databases (NULL)
+# and spreadsheets (#N/A) write a missing value
+MISSING_TEXTS = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                           "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+# how CSVs are read: those texts are missing but for "None", a value in clinical tables (symptoms: None) that pandas
+# read as missing, so that a kept condition "None" came back as an empty cell (no CSV writer writes None for a gap)
+CSV_MISSING = {"keep_default_na": False, "na_values": ["", *sorted(MISSING_TEXTS - {"None"})]}
 
 
 def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: int = MAX_CSV_COLUMNS,
@@ -881,7 +885,7 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
             # pandas only warns when every row has more fields than the header, and drops the extra ones
             warnings.simplefilter("error", pd.errors.ParserWarning)
             frame = pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=names, skipinitialspace=True,
-                                **ONLY_EMPTY_MISSING,
+                                **CSV_MISSING,
                                 index_col=False, low_memory=False)
     except pd.errors.EmptyDataError:
         raise InputError("the CSV file is empty") from None
@@ -916,8 +920,7 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
                             skipinitialspace=True, index_col=False, low_memory=False)
         text = cells[~blank].to_csv(index=False, sep=delimiter)
         frame = pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=names, skipinitialspace=True,
-                            index_col=False, low_memory=False, **ONLY_EMPTY_MISSING)
-    frame = _missing_texts_among_numbers(frame)
+                            index_col=False, low_memory=False, **CSV_MISSING)
     frame, codes = _codes_with_leading_zeros(frame, text, delimiter, notes, text_columns, number_columns)
     if len(frame) > max_rows:
         notes.append(f"the file has {len(frame):,} rows, more than the limit of {max_rows:,}: a random sample "
@@ -931,26 +934,6 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
     frame = _clean_columns(frame, notes, max_categories, codes, comma_examples, number_columns)
     frame = _non_finite_as_empty(frame, notes)
     return CsvUpload(frame, notes, encoding, delimiter, decimal, declared_encoding(data, encoding))
-
-
-def _missing_texts_among_numbers(frame: pd.DataFrame) -> pd.DataFrame:
-    """A text column whose cells are numbers but for texts such as NA or null (``cadp.data.MISSING_TEXTS``, as R and
-    databases write a missing value) with those cells empty: numbers where its numbers are written plainly (decimal
-    commas are read later). Elsewhere such a text is a value (a country code NA, a category None)."""
-    from cadp.data import MISSING_TEXTS
-
-    for name in frame.columns:
-        column = frame[name]
-        if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
-            continue
-        cells = column.dropna().astype(str).str.strip()
-        missing = cells.isin(MISSING_TEXTS)
-        if not missing.any() or missing.all() or not cells[~missing].map(is_number).all():
-            continue
-        emptied = column.where(~column.astype(str).str.strip().isin(MISSING_TEXTS))
-        numbers = pd.to_numeric(emptied, errors="coerce")
-        frame[name] = numbers if (numbers.notna() == emptied.notna()).all() else emptied
-    return frame
 
 
 def _non_finite_as_empty(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
@@ -991,7 +974,7 @@ def _codes_with_leading_zeros(frame: pd.DataFrame, text: str, delimiter: str, no
         read_as_numbers and re.search(rf"(?:^|{re.escape(delimiter)})[ \"]*0\d", text, re.MULTILINE))
     written = frame.assign(**pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=list(frame.columns),
                                          usecols=read_as_numbers, dtype=str, skipinitialspace=True, index_col=False,
-                                         **ONLY_EMPTY_MISSING,
+                                         **CSV_MISSING,
                                          low_memory=False)) if reread else frame
     for name in candidates:
         number_typed = name in read_as_numbers
@@ -1383,15 +1366,18 @@ def escaped_cells_note(count: int) -> str | None:
             "(remove the apostrophe to read it exactly).")
 
 
-def release_csv(frame: pd.DataFrame, csv_format: dict) -> tuple[bytes, str, str | None, str | None]:
+def release_csv(frame: pd.DataFrame, csv_format: dict,
+                texts: Iterable | None = None) -> tuple[bytes, str, str | None, str | None]:
     """A released table in the upload's format (``csv_format``: ``CsvUpload.csv_format``): (bytes, the format in
     words, a sentence on why the encoding differs from the one the upload shows or None, ``escaped_cells_note`` or
     None). The upload's declared encoding is kept where every released cell can be written in it, else UTF-8 with a
-    BOM (``release_encoding``)."""
+    BOM (``release_encoding``); ``texts``: every text a release can hold (the model's categories): decided by them and
+    the column names, not by the cells this release drew (which would make a row's file change with other rows')."""
     chosen = {"delimiter": ",", "decimal": ".", "encoding": None, **csv_format}
     read = chosen.pop("read", None)
     declared = chosen["encoding"]
-    chosen["encoding"] = release_encoding(declared, frame=frame)
+    chosen["encoding"] = (release_encoding(declared, frame=frame) if texts is None
+                          else release_encoding(declared, texts=[*map(str, frame.columns), *texts]))
     words = csv_format_words(**chosen)
     changed = None
     if declared is not None and chosen["encoding"] != declared:

@@ -6,6 +6,7 @@ import csv
 import functools
 import io
 import os
+import re
 import signal
 import sys
 import zipfile
@@ -210,6 +211,9 @@ def test_a_labels_csv_names_a_file_whatever_unicode_form_either_writes_it_in(ima
     assert run(image_model, source, output, "--labels", str(labels), "--invert", "never") == 0
     conditions = {unicodedata.normalize("NFC", row["file"]): row["condition"] for row in read_manifest(output)}
     assert conditions == {"0/café.png": "1", "0/plain.png": "0"}
+    # one file named in both forms with two labels: refused, as any file given two labels is (not the last one kept)
+    labels.write_text("file,label\n0/café.png,1\n" + decomposed.join(["0/", ",T-shirt/top\n"]), encoding="utf-8")
+    assert run(image_model, source, tmp_path / "two", "--labels", str(labels)) == archive.EXIT_USAGE
 
 
 def read_released_labels(output: Path) -> list[tuple[str, str]]:
@@ -1964,22 +1968,34 @@ def test_an_interrupted_run_says_when_its_manifest_could_not_be_completed(table_
     assert {row["status"] for row in read_manifest(output)} == {archive.PENDING}
 
 
-def test_a_kept_condition_written_na_is_released_as_na(tmp_path):
-    """A country code "NA" was read as an empty cell: the kept condition came back empty (the manifest said
-    country=(empty)), and training called it an empty cell to fill."""
+def test_a_kept_condition_written_none_is_released_as_none(tmp_path):
+    """A symptom "None" was read as an empty cell: the kept condition came back empty (the manifest said
+    symptoms=(empty)), and training called it an empty cell to fill."""
+    from cadp.data import load_table
     from cadp.train import fit_tabular
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"age": rng.integers(20, 80, 60), "bmi": rng.normal(25, 4, 60).round(2),
-                          "country": np.array(["NA", "DE", "FR"])[np.arange(60) % 3]})
+                          "symptoms": np.array(["None", "Mild", "Severe"])[np.arange(60) % 3]})
     source = tmp_path / "rows.csv"
     frame.to_csv(source, index=False)
-    assert "NA," in source.read_text().splitlines()[1] or ",NA" in source.read_text().splitlines()[1]
-    from cadp.data import load_table  # (a CSV trains as the app and the CLI read it)
-
-    model = fit_tabular(load_table(str(source)).frame, ["country"], steps=5)
+    model = fit_tabular(load_table(str(source)).frame, ["symptoms"], steps=5)  # as the app and the CLI read a CSV
     assert None not in model.condition_encoder.columns[0].categories
     assert run(save_model(model, tmp_path / "model"), source, tmp_path / "out") == 0
     released = pd.read_csv(tmp_path / "out" / "privatized.csv", keep_default_na=False)
-    assert sorted(released["country"]) == sorted(frame["country"])
-    assert [row["condition"] for row in read_manifest(tmp_path / "out")] == [f"country={c}" for c in frame["country"]]
+    assert sorted(released["symptoms"]) == sorted(frame["symptoms"])
+    assert [row["condition"] for row in read_manifest(tmp_path / "out")] == [f"symptoms={c}" for c in frame["symptoms"]]
+
+
+def test_a_semicolon_csv_with_decimal_points_is_read_with_points(table_model, tmp_path):
+    """The release's decimal mark (a comma for a semicolon file) was used to read the file too: 25.123 was read as
+    25123 (the point taken for a thousands separator), outside the model's range, and released at its edge."""
+    frame = table_frame(20).assign(bmi=lambda f: (f["bmi"].round(2) + 0.003).round(3))  # three decimals
+    source = tmp_path / "rows.csv"
+    frame.to_csv(source, index=False, sep=";")
+    assert ";25." in source.read_text() or any(";" + f"{v:.3f}" in source.read_text() for v in frame["bmi"])
+    assert run(table_model, source, tmp_path / "out") == 0
+    notes = [row["preprocessing"] for row in read_manifest(tmp_path / "out") if row["preprocessing"]]
+    assert not [note for note in notes if re.search(r"bmi: \d{4,}", note)], notes  # 25123 for 25.123
+    released = pd.read_csv(tmp_path / "out" / "privatized.csv", sep=";", decimal=",")
+    assert released["bmi"].between(frame["bmi"].min() - 10, frame["bmi"].max() + 10).all()

@@ -509,6 +509,11 @@ def test_stated_epsilons_are_never_less_than_what_is_spent(tiny_image_model, dig
     assert "Total epsilon of this release (basic composition): 2, with delta = 1e-05." in gaussian  # (ε, δ) together
     metric = make_mechanism("metric", 1).guarantee(d_typ=3.0, d_nn=2.0)
     assert "for two records with the same kept condition" in metric and "same condition," not in metric
+    nothing_kept = make_mechanism("metric", 1).guarantee(d_typ=3.0, d_nn=2.0, kept=False)
+    assert "kept condition" not in nothing_kept and "for any two records, in the latent" in nothing_kept
+    no_condition = make_mechanism("metric", 1).guarantee(d_typ=3.0, d_nn=2.0, kept=None)
+    assert "condition" not in no_condition.split(" No clipping")[0] and "Between two typical distinct records (" \
+        in no_condition
 
 
 def test_released_table_numbers_follow_the_model_never_the_input():

@@ -871,6 +871,14 @@ def test_a_download_is_written_in_the_encoding_its_header_shows_where_every_cell
     written, words, changed, _ = release_csv(ascii_header.frame, ascii_header.csv_format)
     assert written.startswith(b"\xef\xbb\xbfOrt;Gewicht\r\nK\xc3\xb6ln") and changed.startswith("a release's")
     assert release_csv(ascii_header.frame.assign(Ort=["a", "b"]), ascii_header.csv_format)[0].startswith(b"Ort;")
+    # with the texts a release can hold (the app passes the model's categories): the same encoding whatever cells
+    # this release drew (a row's file changed with another row's released Köln)
+    for cells in (["a", "b"], ["Köln", "b"]):
+        written = release_csv(ascii_header.frame.assign(Ort=cells), ascii_header.csv_format, ["Köln", "Zürich", "a"])[0]
+        assert written.startswith(b"\xef\xbb\xbfOrt;"), cells
+    for cells in (["Köln", "Köln", "Köln"], ["Łódź", "Köln", "Köln"]):
+        written = release_csv(upload.frame.assign(Straße=cells), upload.csv_format, ["Köln", "Łódź"])[0]
+        assert written.startswith("\ufeffStraße;".encode()), cells  # Łódź can be released: UTF-8 always
     # a released value Latin-1 cannot hold: UTF-8 with a BOM (spreadsheets read it as UTF-8), never a broken file
     other = upload.frame.assign(Straße=["Łódź", "Köln", "Köln"])
     written, words, changed, _ = release_csv(other, upload.csv_format)
@@ -1107,17 +1115,16 @@ def test_escaped_csv_counts_column_names_only_where_it_writes_them():
     assert count == 1 and b"bmi" not in data
 
 
-def test_text_that_pandas_takes_for_missing_is_read_as_written():
-    """NA, None, null, N/A, nan in a CSV were read as empty cells: a kept condition "NA" (a country code) came back
-    empty, and a category "None" was lost. Only an empty cell is missing."""
+def test_none_is_a_value_and_the_other_missing_texts_are_missing():
+    """A symptom "None" was read as an empty cell (pandas reads None as missing): a kept condition "None" came back
+    empty. NA, N/A, null and nan stay missing, as R and databases write a missing value (among numbers too)."""
     upload = read_csv_upload(b"country,symptoms,age,bmi\nNA,None,40,NA\nDE,Mild,,22.5\nN/A,null,51,nan\nFR,Severe,60,30\n")
-    assert upload.frame["country"].tolist() == ["NA", "DE", "N/A", "FR"]
-    assert upload.frame["symptoms"].tolist() == ["None", "Mild", "null", "Severe"]
-    assert upload.frame["age"].isna().tolist() == [False, True, False, False]  # the empty cell
-    # among numbers such texts are missing values, as R and databases write them: the column stays numeric
+    assert upload.frame["symptoms"].tolist()[:2] == ["None", "Mild"] and pd.isna(upload.frame["symptoms"][2])
+    assert upload.frame["country"].isna().tolist() == [True, False, True, False]
+    assert upload.frame["age"].isna().tolist() == [False, True, False, False]
     assert upload.frame["bmi"].dtype == np.float64 and upload.frame["bmi"].isna().tolist() == [True, False, True, False]
-    semicolons = read_csv_upload(b"a;b\nNA;1,5\n2;NA\n3;2,5\n").frame
-    assert semicolons["a"].isna().tolist() == [True, False, False] and semicolons["b"].tolist()[2] == 2.5
+    codes = read_csv_upload(b"zip,n\n02134,1\nNA,2\n01002,3\n").frame  # codes keep their zeros beside NA
+    assert codes["zip"].tolist()[0] == "02134" and pd.isna(codes["zip"][1])
 
 
 def test_a_missing_value_written_as_text_is_the_empty_category_where_the_model_has_one():

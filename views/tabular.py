@@ -115,7 +115,7 @@ def show_result(state) -> None:
     # the downloads before the comparisons below, so that nothing a comparison meets can hide them
     if "written" not in state:  # once per release; rows in an order drawn at random
         rows, state["order_note"] = compare.download_rows(released, state["seed"])
-        state["written"] = ui.require("release_csv", "cadp.uploads")(rows, state["csv_format"])
+        state["written"] = ui.require("release_csv", "cadp.uploads")(rows, state["csv_format"], state["texts"])
     data, words, changed, escaped = state["written"]
     order_note = state["order_note"]
     left, right = st.columns(2)
@@ -215,7 +215,11 @@ def page(loaded) -> None:
         keys = ui.charge_rows(key, name, result.original_frame, settings.mechanism,
                               sum(h.cost for h in handlings.values()), seeded=settings.seed is not None)
         bundled = loaded is not None and model is loaded.model  # a model fitted here: its guarantee says so
+        # the texts a release of this model can hold: the download's encoding follows them, not this draw's cells
+        texts = [category for spec in [*model.data_encoder.columns, *model.condition_encoder.columns]
+                 for category in spec.categories or () if isinstance(category, str)]
         st.session_state[RESULT] = {"result": result, "made_of": made_of, "choices": choices, "csv_format": csv_format,
+                                    "texts": texts,
                                     "seed": settings.seed,
                                     "caution": ui.training_rows_caution(loaded, frame, key, name) if bundled else None,
                                     "repeats": compare.repeated_rows_note(keys, cost, released=True,
