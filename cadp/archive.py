@@ -77,6 +77,7 @@ from cadp.uploads import (
     ENCODING_NAMES,
     FIRST_FRAME,
     INVERT_CHOICES,
+    PLAIN_NUMBER,
     comma_number,
     csv_format_words,
     decimal_comma_columns,
@@ -86,6 +87,7 @@ from cadp.uploads import (
     escape_cell,
     escaped_cells_note,
     escaped_csv,
+    format_change_reason,
     image_record_key,
     line_feeds,
     png_bytes,
@@ -1272,10 +1274,8 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     if declared is not None and out_encoding != declared:
         _say(f"note: {PRIVATIZED_CSV_NAME} is written {words}: a released value cannot be written in "
              f"{ENCODING_NAMES[declared]}, the encoding of {path.name}")
-    elif out_encoding != encoding or decimal != read_decimal:
-        _say(f"note: {PRIVATIZED_CSV_NAME} is written {words}: a release's decimal mark and encoding follow "
-             f"{path.name}'s separator and header, never its rows (a decimal comma in a cell is a fact about "
-             "its record)")
+    elif reason := format_change_reason(delimiter, read_decimal, decimal, encoding, out_encoding, path.name):
+        _say(f"note: {PRIVATIZED_CSV_NAME} is written {words}: {reason}")
     elif delimiter != "," or out_encoding != "utf-8":
         _say(f"note: {PRIVATIZED_CSV_NAME} is written {words}, as {path.name} is")
     target = output / PRIVATIZED_CSV_NAME
@@ -1303,7 +1303,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                 for name in text & set(chunk.columns):  # "02134 " is the code 02134
                     chunk[name] = chunk[name].str.strip()
                 if delimiter != ",":  # decimal commas, wherever in the file they start
-                    chunk = _dot_decimals(chunk, numeric)
+                    chunk = _dot_decimals(chunk, numeric, read_decimal)
                 chunk = _numeric_categories(model, chunk)
                 numbers = list(range(row_number + 1, row_number + len(chunk) + 1))
                 row_number += len(chunk)
@@ -1505,12 +1505,20 @@ def _number_or_text(value):
     return value
 
 
-def _dot_decimals(chunk: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
+def _dot_decimals(chunk: pd.DataFrame, numeric: list[str], read_decimal: str = ",") -> pd.DataFrame:
     """Text cells of numeric columns that are numbers written with a decimal comma, as numbers (other text stays
-    for the row checks to name)."""
+    for the row checks to name). Each cell alone: in a file read with decimal points (``read_decimal``), a plain
+    4.625 is 4.625 even where a cell beside it (None, ?, a decimal comma further down) made pandas read the chunk's
+    column as text; it was read as 4625 (the point taken for a thousands separator), so a record's release changed
+    with its batch mates' cells."""
+    def number(cell):
+        if read_decimal == "." and isinstance(cell, str) and PLAIN_NUMBER.fullmatch(cell.strip()):
+            return float(cell)
+        return comma_number(cell)
+
     for name in numeric:
         if name in chunk.columns and not pd.api.types.is_numeric_dtype(chunk[name]):
-            chunk[name] = chunk[name].astype(object).map(comma_number)
+            chunk[name] = chunk[name].astype(object).map(number)
     return chunk
 
 

@@ -474,7 +474,7 @@ class MetricMechanism(Mechanism):
         # which two records the bound compares follows how the conditions are released (a kept one is exact)
         pair, typical_pair = (("any two records", "two typical distinct records") if kept is None else
                               ("any two records, in the latent (the conditions' release is stated apart)",
-                               "two typical distinct records with the same condition values") if kept is False else
+                               "two typical distinct records with the same condition values") if not kept else
                               ("two records with the same kept condition",
                                "two typical distinct records with the same kept condition"))
         text = (f"Metric privacy (eps*d): for {pair}, output probabilities "

@@ -657,7 +657,8 @@ def declared_encoding(data: bytes, encoding: str) -> str | None:
     if encoding in ("utf-8-sig", "utf-16", "utf-16-le", "utf-16-be"):
         return encoding
     lines = re.split(rb"\r\n|\r|\n", data[:65536], maxsplit=2)
-    header = lines[1] if len(lines) > 1 and lines[0].strip().lower().startswith(b"sep=") else lines[0]
+    hint = len(lines) > 1 and SEPARATOR_LINE.match(lines[0].decode("latin-1")) is not None  # Excel's sep=; (quoted)
+    header = lines[1] if hint else lines[0]
     if header.isascii():
         return None
     try:
@@ -665,6 +666,22 @@ def declared_encoding(data: bytes, encoding: str) -> str | None:
     except UnicodeDecodeError:
         return single_byte_text(header)[1]
     return "utf-8"
+
+
+def format_change_reason(delimiter: str, read_decimal: str, decimal: str, read_encoding: str, encoding: str,
+                         source: str) -> str | None:
+    """Why a release of ``source`` is written with another decimal mark or encoding than it was read with (where no
+    released value forced it), or None: the release's format is chosen without reading the rows."""
+    reasons = []
+    if decimal != read_decimal:
+        reasons.append(f"a release's decimal mark follows its separator (decimal {'commas' if decimal == ',' else 'points'}"
+                       f" where it is {DELIMITER_NAMES[delimiter]}-separated), not the cells (their form is a fact "
+                       "about their records)")
+    if encoding != read_encoding:
+        reasons.append(f"{source}'s header shows no encoding (its rows were read as {ENCODING_NAMES[read_encoding]}), "
+                       "and a release's is chosen without its rows: UTF-8"
+                       + (", with a BOM as a text the model can release is not ASCII" if encoding == "utf-8-sig" else ""))
+    return "; ".join(reasons) or None
 
 
 def release_encoding(declared: str | None, *, frame: pd.DataFrame | None = None, texts: Iterable = ()) -> str:
@@ -880,13 +897,13 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
                          "it again; if that row is the header, give its columns names that are not numbers "
                          "(y2019, not 2019)")
     names = _unique_names(header, notes)
+    missing = _missing_values(text, delimiter, names)
     try:
         with warnings.catch_warnings():
             # pandas only warns when every row has more fields than the header, and drops the extra ones
             warnings.simplefilter("error", pd.errors.ParserWarning)
             frame = pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=names, skipinitialspace=True,
-                                **CSV_MISSING,
-                                index_col=False, low_memory=False)
+                                **missing, index_col=False, low_memory=False)
     except pd.errors.EmptyDataError:
         raise InputError("the CSV file is empty") from None
     except (pd.errors.ParserError, pd.errors.ParserWarning) as error:
@@ -920,8 +937,8 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
                             skipinitialspace=True, index_col=False, low_memory=False)
         text = cells[~blank].to_csv(index=False, sep=delimiter)
         frame = pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=names, skipinitialspace=True,
-                            index_col=False, low_memory=False, **CSV_MISSING)
-    frame, codes = _codes_with_leading_zeros(frame, text, delimiter, notes, text_columns, number_columns)
+                            index_col=False, low_memory=False, **missing)
+    frame, codes = _codes_with_leading_zeros(frame, text, delimiter, notes, text_columns, number_columns, missing)
     if len(frame) > max_rows:
         notes.append(f"the file has {len(frame):,} rows, more than the limit of {max_rows:,}: a random sample "
                      f"of {max_rows:,} rows (seed {seed}) is used")
@@ -934,6 +951,30 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
     frame = _clean_columns(frame, notes, max_categories, codes, comma_examples, number_columns)
     frame = _non_finite_as_empty(frame, notes)
     return CsvUpload(frame, notes, encoding, delimiter, decimal, declared_encoding(data, encoding))
+
+
+def _missing_values(text: str, delimiter: str, names: list[str]) -> dict:
+    """``read_csv``'s missing-value arguments for this file: ``CSV_MISSING``, and in a column whose other cells are
+    all numbers (or missing), "None" too: there it is a gap (as Python's str() writes one), not a value, and as a
+    value it would make the column's numbers categories."""
+    try:
+        cells = pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=names, dtype=str, na_filter=False,
+                            skipinitialspace=True, index_col=False, low_memory=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, MemoryError):
+        return CSV_MISSING  # the read itself says what is wrong
+    among_numbers = []
+    for name in cells.columns:
+        values = cells[name].str.strip()
+        none = values == "None"
+        if none.any():
+            rest = values[~none & (values != "") & ~values.isin(MISSING_TEXTS)]
+            if len(rest) and bool(rest.map(is_number).all()):
+                among_numbers.append(name)
+    if not among_numbers:
+        return CSV_MISSING
+    listed = CSV_MISSING["na_values"]
+    return {"keep_default_na": False,
+            "na_values": {name: [*listed, "None"] if name in among_numbers else listed for name in cells.columns}}
 
 
 def _non_finite_as_empty(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
@@ -958,8 +999,8 @@ LEADING_ZERO = re.compile(r"0\d")
 
 
 def _codes_with_leading_zeros(frame: pd.DataFrame, text: str, delimiter: str, notes: list[str],
-                              text_columns: Collection[str] = (),
-                              number_columns: Collection[str] = ()) -> tuple[pd.DataFrame, set[str]]:
+                              text_columns: Collection[str] = (), number_columns: Collection[str] = (),
+                              missing: dict = CSV_MISSING) -> tuple[pd.DataFrame, set[str]]:
     """Columns of digit codes (``DIGIT_CODE``, one at least with a leading zero) as text, as written, and their
     names; so are ``text_columns`` (a model's columns of text categories), never ``number_columns`` (a model's
     numbers). Read as numbers, 02134 would become 2134, 250.00 would become 250.0, and a code would be modeled
@@ -974,7 +1015,7 @@ def _codes_with_leading_zeros(frame: pd.DataFrame, text: str, delimiter: str, no
         read_as_numbers and re.search(rf"(?:^|{re.escape(delimiter)})[ \"]*0\d", text, re.MULTILINE))
     written = frame.assign(**pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=list(frame.columns),
                                          usecols=read_as_numbers, dtype=str, skipinitialspace=True, index_col=False,
-                                         **CSV_MISSING,
+                                         **missing,
                                          low_memory=False)) if reread else frame
     for name in candidates:
         number_typed = name in read_as_numbers
@@ -1382,9 +1423,9 @@ def release_csv(frame: pd.DataFrame, csv_format: dict,
     changed = None
     if declared is not None and chosen["encoding"] != declared:
         changed = f"a released value cannot be written in {ENCODING_NAMES[declared]}, the upload's encoding"
-    elif read is not None and (read["decimal"], read["encoding"]) != (chosen["decimal"], chosen["encoding"]):
-        changed = ("a release's decimal mark and encoding follow the upload's separator and header, never its rows "
-                   "(a decimal comma or a Windows-1252 letter in a cell is a fact about its record)")
+    elif read is not None:
+        changed = format_change_reason(chosen["delimiter"], read["decimal"], chosen["decimal"], read["encoding"],
+                                       chosen["encoding"], "the upload")
     data, escaped = escaped_csv(frame, **chosen)
     return data, words, changed, escaped_cells_note(escaped)
 

@@ -945,9 +945,9 @@ def test_a_latin1_upload_comes_back_in_the_encoding_its_header_shows(media):
         if encoding == "cp1252":
             assert "Written semicolon-separated with decimal commas, in Windows-1252, as the upload was." in captions
         else:
-            assert any(c.startswith("Written semicolon-separated with decimal commas, in UTF-8 with a BOM: a "
-                                    "release's decimal mark and encoding follow the upload's separator and header")
-                       for c in captions), captions
+            assert ("Written semicolon-separated with decimal commas, in UTF-8 with a BOM: the upload's header shows "
+                    "no encoding (its rows were read as Windows-1252), and a release's is chosen without its rows: "
+                    "UTF-8, with a BOM as a text the model can release is not ASCII.") in captions, captions
 
 
 def test_a_table_that_does_not_fit_the_model_says_why_and_extra_columns_are_left_out():

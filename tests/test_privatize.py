@@ -509,6 +509,10 @@ def test_stated_epsilons_are_never_less_than_what_is_spent(tiny_image_model, dig
     assert "Total epsilon of this release (basic composition): 2, with delta = 1e-05." in gaussian  # (ε, δ) together
     metric = make_mechanism("metric", 1).guarantee(d_typ=3.0, d_nn=2.0)
     assert "for two records with the same kept condition" in metric and "same condition," not in metric
+    # as a release states it: the condition randomized (privatize passes the kept names, here none)
+    released = privatize(tiny_image_model, x[:1], y[:1], make_mechanism("metric", 1),
+                         condition_handling={"label": ConditionHandling("randomized", 1)}).guarantee
+    assert "kept condition" not in released and "for any two records, in the latent" in released
     nothing_kept = make_mechanism("metric", 1).guarantee(d_typ=3.0, d_nn=2.0, kept=False)
     assert "kept condition" not in nothing_kept and "for any two records, in the latent" in nothing_kept
     no_condition = make_mechanism("metric", 1).guarantee(d_typ=3.0, d_nn=2.0, kept=None)

@@ -846,7 +846,9 @@ def test_a_download_is_written_in_the_uploads_format():
         safe_csv_bytes(upload.frame, delimiter=",", decimal=",")
     # a file read with decimal points comes back with commas, and the page says why
     points = read_csv_upload(b"age;weight\n40;70.5\n")
-    assert release_csv(points.frame, points.csv_format)[2].startswith("a release's decimal mark and encoding follow")
+    assert release_csv(points.frame, points.csv_format)[2] == (
+        "a release's decimal mark follows its separator (decimal commas where it is semicolon-separated), not the "
+        "cells (their form is a fact about their records)")
 
 
 def written_as(data: bytes) -> dict:
@@ -869,7 +871,7 @@ def test_a_download_is_written_in_the_encoding_its_header_shows_where_every_cell
     ascii_header = read_csv_upload("Ort;Gewicht\r\nKöln;60,5\r\nZürich;70\r\n".encode("cp1252"))
     assert ascii_header.csv_format["encoding"] is None
     written, words, changed, _ = release_csv(ascii_header.frame, ascii_header.csv_format)
-    assert written.startswith(b"\xef\xbb\xbfOrt;Gewicht\r\nK\xc3\xb6ln") and changed.startswith("a release's")
+    assert written.startswith(b"\xef\xbb\xbfOrt;Gewicht\r\nK\xc3\xb6ln") and changed.startswith("the upload's header shows no encoding")
     assert release_csv(ascii_header.frame.assign(Ort=["a", "b"]), ascii_header.csv_format)[0].startswith(b"Ort;")
     # with the texts a release can hold (the app passes the model's categories): the same encoding whatever cells
     # this release drew (a row's file changed with another row's released Köln)
@@ -1137,3 +1139,22 @@ def test_a_missing_value_written_as_text_is_the_empty_category_where_the_model_h
     assert codes[:, 3:].argmax(1).tolist() == [encoder.columns[1].categories.index(c) for c in ("NA", "DE", "FR")]
     with pytest.raises(InputError, match="the value 'null', unseen"):  # no empty category: the text is a value
         encoder.transform(pd.DataFrame({"smoker": ["no"], "country": ["null"]}))
+
+
+def test_none_among_numbers_is_a_gap_and_a_text_columns_none_a_value():
+    """With None a value, a column of numbers with None cells (as Python's str() writes a gap) became categories for
+    training (the app's fit and cadp.train), and a column of codes with a None lost its leading-zero reading."""
+    upload = read_csv_upload(b"age,zip,symptoms\n30,02134,None\nNone,None,Mild\n41,01002,Severe\nNone,02111,Mild\n")
+    assert upload.frame["age"].dtype == np.float64 and upload.frame["age"].isna().tolist() == [False, True, False, True]
+    assert upload.frame["zip"].tolist()[0] == "02134" and pd.isna(upload.frame["zip"][1])
+    assert any("leading zero" in note for note in upload.notes)
+    assert upload.frame["symptoms"].tolist() == ["None", "Mild", "Severe", "Mild"]
+
+
+def test_an_excel_separator_line_quoted_or_not_is_not_the_header_whose_encoding_is_read():
+    from cadp.uploads import declared_encoding
+
+    for hint in ('"sep=;"', "sep=;", "SEP=;"):
+        data = f"{hint}\r\nGröße;Ort\r\n1;Köln\r\n".encode("cp1252")
+        assert declared_encoding(data, "cp1252") == "cp1252", hint
+        assert read_csv_upload(data).csv_format["encoding"] == "cp1252", hint
