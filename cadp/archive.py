@@ -1397,9 +1397,9 @@ def _read_whole_file(path: Path, delimiter: str, encoding: str, columns: list[st
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pd.errors.ParserWarning)
         try:
-            for _chunk in pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=2**16, skipinitialspace=True,
-                                      skiprows=skip, index_col=False, on_bad_lines="warn", dtype=str):
-                pass  # (the parser counts each row's fields: its warnings below)
+            # every chunk parsed and dropped: the parser counts each row's fields (its warnings below)
+            collections.deque(pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=2**16, skipinitialspace=True,
+                                          skiprows=skip, index_col=False, on_bad_lines="warn", dtype=str), maxlen=0)
         except (pd.errors.ParserError, ValueError, UnicodeError) as error:
             raise UsageError(f"{path.name} cannot be parsed ({str(error).strip()}); nothing was privatized") from None
     for warning in caught:

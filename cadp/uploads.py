@@ -897,7 +897,11 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
                          "it again; if that row is the header, give its columns names that are not numbers "
                          "(y2019, not 2019)")
     names = _unique_names(header, notes)
-    missing = _missing_values(text, delimiter, names)
+    try:
+        cells = _cells_as_written(text, delimiter, names)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, MemoryError):
+        cells = None  # the typed read below says what is wrong
+    missing = _missing_values(cells)
     try:
         with warnings.catch_warnings():
             # pandas only warns when every row has more fields than the header, and drops the extra ones
@@ -933,8 +937,8 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
                      "the header): dropped")
         # the file again without them, cells as written: the columns' types come from the other rows (an empty
         # cell made a column of whole numbers decimal), and the codes below are read from the same rows
-        cells = pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=names, dtype=str, na_filter=False,
-                            skipinitialspace=True, index_col=False, low_memory=False)
+        if cells is None:
+            cells = _cells_as_written(text, delimiter, names)
         text = cells[~blank].to_csv(index=False, sep=delimiter)
         frame = pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=names, skipinitialspace=True,
                             index_col=False, low_memory=False, **missing)
@@ -953,15 +957,18 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
     return CsvUpload(frame, notes, encoding, delimiter, decimal, declared_encoding(data, encoding))
 
 
-def _missing_values(text: str, delimiter: str, names: list[str]) -> dict:
-    """``read_csv``'s missing-value arguments for this file: ``CSV_MISSING``, and in a column whose other cells are
-    all numbers (or missing), "None" too: there it is a gap (as Python's str() writes one), not a value, and as a
-    value it would make the column's numbers categories."""
-    try:
-        cells = pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=names, dtype=str, na_filter=False,
-                            skipinitialspace=True, index_col=False, low_memory=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, MemoryError):
-        return CSV_MISSING  # the read itself says what is wrong
+def _cells_as_written(text: str, delimiter: str, names: list[str]) -> pd.DataFrame:
+    """Every cell of the CSV as the text written in it (nothing read as missing, no types)."""
+    return pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=names, dtype=str, na_filter=False,
+                       skipinitialspace=True, index_col=False, low_memory=False)
+
+
+def _missing_values(cells: pd.DataFrame | None) -> dict:
+    """``read_csv``'s missing-value arguments for a file (``cells``: ``_cells_as_written``; None: not readable):
+    ``CSV_MISSING``, and in a column whose other cells are all numbers (or missing), "None" too: there it is a gap
+    (as Python's str() writes one), not a value, and as a value it would make the column's numbers categories."""
+    if cells is None:
+        return CSV_MISSING
     among_numbers = []
     for name in cells.columns:
         values = cells[name].str.strip()
