@@ -77,8 +77,7 @@ from cadp.uploads import (
     ENCODING_NAMES,
     FIRST_FRAME,
     INVERT_CHOICES,
-    PLAIN_NUMBER,
-    comma_number,
+    cell_number,
     csv_format_words,
     decimal_comma_columns,
     declared_encoding,
@@ -1274,7 +1273,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     if declared is not None and out_encoding != declared:
         _say(f"note: {PRIVATIZED_CSV_NAME} is written {words}: a released value cannot be written in "
              f"{ENCODING_NAMES[declared]}, the encoding of {path.name}")
-    elif reason := format_change_reason(delimiter, read_decimal, decimal, encoding, out_encoding, path.name):
+    elif reason := format_change_reason(delimiter, read_decimal, decimal, encoding, out_encoding, path.name, declared):
         _say(f"note: {PRIVATIZED_CSV_NAME} is written {words}: {reason}")
     elif delimiter != "," or out_encoding != "utf-8":
         _say(f"note: {PRIVATIZED_CSV_NAME} is written {words}, as {path.name} is")
@@ -1285,8 +1284,10 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     # they come, and each released row's place in the output is filled in at the end (Manifest.set_output_rows)
     held_frames: list[pd.DataFrame] = []
     held_count = 0  # released rows with a manifest row
+    listed = CSV_MISSING["na_values"]  # and "None" in the model's number columns: a gap there (a value elsewhere)
     reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=settings.batch_size, skiprows=skip,
-                         **CSV_MISSING,
+                         keep_default_na=False, na_values={raw: [*listed, "None"] if str(raw).strip() in numeric
+                                                          else listed for raw in header.columns},
                          skipinitialspace=True, decimal=read_decimal, index_col=False,
                          dtype={raw: str for raw in header.columns if str(raw).strip() in text})
     # the terms before the first row: a run killed outright (SIGKILL) leaves rows with terms marked incomplete
@@ -1303,7 +1304,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                 for name in text & set(chunk.columns):  # "02134 " is the code 02134
                     chunk[name] = chunk[name].str.strip()
                 if delimiter != ",":  # decimal commas, wherever in the file they start
-                    chunk = _dot_decimals(chunk, numeric, read_decimal)
+                    chunk = _dot_decimals(chunk, numeric)
                 chunk = _numeric_categories(model, chunk)
                 numbers = list(range(row_number + 1, row_number + len(chunk) + 1))
                 row_number += len(chunk)
@@ -1505,20 +1506,13 @@ def _number_or_text(value):
     return value
 
 
-def _dot_decimals(chunk: pd.DataFrame, numeric: list[str], read_decimal: str = ",") -> pd.DataFrame:
-    """Text cells of numeric columns that are numbers written with a decimal comma, as numbers (other text stays
-    for the row checks to name). Each cell alone: in a file read with decimal points (``read_decimal``), a plain
-    4.625 is 4.625 even where a cell beside it (None, ?, a decimal comma further down) made pandas read the chunk's
-    column as text; it was read as 4625 (the point taken for a thousands separator), so a record's release changed
-    with its batch mates' cells."""
-    def number(cell):
-        if read_decimal == "." and isinstance(cell, str) and PLAIN_NUMBER.fullmatch(cell.strip()):
-            return float(cell)
-        return comma_number(cell)
-
+def _dot_decimals(chunk: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
+    """Text cells of numeric columns that are numbers, each read alone (``cell_number``: 25.125 and 25,125 alike,
+    whatever the file's other cells hold), as numbers (other text stays for the row checks to name). A text cell
+    beside them (None, ?, a decimal comma) makes pandas read a chunk's column as text: 4.625 was then read as 4625."""
     for name in numeric:
         if name in chunk.columns and not pd.api.types.is_numeric_dtype(chunk[name]):
-            chunk[name] = chunk[name].astype(object).map(number)
+            chunk[name] = chunk[name].astype(object).map(cell_number)
     return chunk
 
 

@@ -669,15 +669,19 @@ def declared_encoding(data: bytes, encoding: str) -> str | None:
 
 
 def format_change_reason(delimiter: str, read_decimal: str, decimal: str, read_encoding: str, encoding: str,
-                         source: str) -> str | None:
+                         source: str, declared: str | None = None) -> str | None:
     """Why a release of ``source`` is written with another decimal mark or encoding than it was read with (where no
-    released value forced it), or None: the release's format is chosen without reading the rows."""
+    released value forced it; ``declared``: the encoding its header shows), or None: the release's format is chosen
+    without reading the rows."""
     reasons = []
     if decimal != read_decimal:
         reasons.append(f"a release's decimal mark follows its separator (decimal {'commas' if decimal == ',' else 'points'}"
                        f" where it is {DELIMITER_NAMES[delimiter]}-separated), not the cells (their form is a fact "
                        "about their records)")
-    if encoding != read_encoding:
+    if encoding != read_encoding and declared is not None:
+        reasons.append(f"{source}'s header is written in {ENCODING_NAMES[declared]}, which a release follows (its rows "
+                       f"were read as {ENCODING_NAMES[read_encoding]})")
+    elif encoding != read_encoding:
         reasons.append(f"{source}'s header shows no encoding (its rows were read as {ENCODING_NAMES[read_encoding]}), "
                        "and a release's is chosen without its rows: UTF-8"
                        + (", with a BOM as a text the model can release is not ASCII" if encoding == "utf-8-sig" else ""))
@@ -901,7 +905,7 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
         cells = _cells_as_written(text, delimiter, names)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, MemoryError):
         cells = None  # the typed read below says what is wrong
-    missing = _missing_values(cells)
+    missing = _missing_values(cells, text_columns, number_columns)
     try:
         with warnings.catch_warnings():
             # pandas only warns when every row has more fields than the header, and drops the extra ones
@@ -963,17 +967,22 @@ def _cells_as_written(text: str, delimiter: str, names: list[str]) -> pd.DataFra
                        skipinitialspace=True, index_col=False, low_memory=False)
 
 
-def _missing_values(cells: pd.DataFrame | None) -> dict:
+def _missing_values(cells: pd.DataFrame | None, text_columns: Collection[str] = (),
+                    number_columns: Collection[str] = ()) -> dict:
     """``read_csv``'s missing-value arguments for a file (``cells``: ``_cells_as_written``; None: not readable):
-    ``CSV_MISSING``, and in a column whose other cells are all numbers (or missing), "None" too: there it is a gap
-    (as Python's str() writes one), not a value, and as a value it would make the column's numbers categories."""
+    ``CSV_MISSING``, and "None" too in a model's number column (``number_columns``), and, in a column no model names,
+    where its other cells are all numbers (or missing): there it is a gap (as Python's str() writes one), not a value,
+    and as a value it would make the column's numbers categories. In a model's text column it is a value."""
     if cells is None:
         return CSV_MISSING
     among_numbers = []
     for name in cells.columns:
-        values = cells[name].str.strip()
-        none = values == "None"
-        if none.any():
+        if name in number_columns:
+            among_numbers.append(name)
+            continue
+        none = cells[name] == "None"  # as written: pandas matches a missing text exactly ("None " is a value)
+        if name not in text_columns and none.any():
+            values = cells[name].str.strip()
             rest = values[~none & (values != "") & ~values.isin(MISSING_TEXTS)]
             if len(rest) and bool(rest.map(is_number).all()):
                 among_numbers.append(name)
@@ -1071,6 +1080,16 @@ def comma_number(value):
 PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
+def cell_number(value):
+    """A text cell as a number, read alone: written with a decimal point (25.125) as that number, else as
+    ``comma_number`` reads it (1,5 and 1.234,5); other values as they are. Never by the file's other cells: read
+    with the mark most of them had, 25.125 became 25125 where another row had a decimal comma, and a row's value
+    changed with its batch mates'."""
+    if isinstance(value, str) and PLAIN_NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return comma_number(value)
+
+
 def is_number(text: str) -> bool:
     """Whether a cell is written as a finite number, with a decimal point or a decimal comma (``comma_number``)."""
     text = text.strip()
@@ -1091,7 +1110,7 @@ def decimal_comma_columns(frame: pd.DataFrame) -> list[str]:
         if values.empty or pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             continue
         text = values.astype(str).str.strip()
-        numbers = text.map(comma_number).map(lambda v: isinstance(v, float))
+        numbers = text.map(cell_number).map(lambda v: isinstance(v, float))
         if numbers.mean() >= NUMBER_SHARE and text[numbers].str.contains(",", regex=False).any():
             names.append(name)
     return names
@@ -1105,7 +1124,7 @@ def _decimal_commas(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     for name in decimal_comma_columns(frame):
         text = frame[name].dropna().astype(str).str.strip()
         example = text[text.str.contains(",")].iloc[0]
-        written = frame[name].map(comma_number)
+        written = frame[name].map(cell_number)
         numbers = pd.to_numeric(written, errors="coerce")
         if (numbers.isna() & written.notna()).any():
             frame[name] = _as_numbers(written, name, notes, f"has numbers with a decimal comma (e.g. {example!r}): "
@@ -1432,7 +1451,7 @@ def release_csv(frame: pd.DataFrame, csv_format: dict,
         changed = f"a released value cannot be written in {ENCODING_NAMES[declared]}, the upload's encoding"
     elif read is not None:
         changed = format_change_reason(chosen["delimiter"], read["decimal"], chosen["decimal"], read["encoding"],
-                                       chosen["encoding"], "the upload")
+                                       chosen["encoding"], "the upload", declared)
     data, escaped = escaped_csv(frame, **chosen)
     return data, words, changed, escaped_cells_note(escaped)
 

@@ -2006,13 +2006,14 @@ def test_a_rows_number_is_read_alike_whatever_text_its_batch_mates_hold(table_mo
     """A text cell (None, ?) beside it made pandas read a chunk's bmi as text, and 25.125 was then read as 25125 (the
     point taken for a thousands separator): the row's release changed with its batch mates' cells."""
     first = []
-    for index, other in enumerate(["22.5", "None", "?", ""]):
+    for index, other in enumerate(["22.5", "None", "?", "", "22,5", "3"]):  # 22,5: a decimal comma beside it
         source = tmp_path / f"rows{index}.csv"
         source.write_text(f"age;bmi;note;sex\n50;25.125;ok;1\n50;{other};ok;1\n")
         output = tmp_path / f"out{index}"
         assert run(table_model, source, output, "--seed", "5") == 0
         rows = read_manifest(output)
         assert "25125" not in rows[0]["preprocessing"], rows[0]
+        assert "None" not in rows[1]["preprocessing"]  # a gap in a number column, said as an empty cell
         released = (output / "privatized.csv").read_text().splitlines()
         first.append(released[int(rows[0]["output"].rsplit(" ", 1)[1])])
     assert len(set(first)) == 1, first

@@ -894,6 +894,11 @@ def test_a_download_is_written_in_the_encoding_its_header_shows_where_every_cell
     # a BOM with the header only: chunks written one after another make one file
     assert not safe_csv_bytes(other, header=False, encoding="utf-8-sig").startswith(b"\xef\xbb\xbf")
     assert csv_format_words(";", ",", "cp1252") == "semicolon-separated with decimal commas, in Windows-1252"
+    # the header's encoding kept while the rows were read as another: said as the header's, not as "no encoding"
+    from cadp.uploads import format_change_reason
+
+    assert format_change_reason(";", ",", ",", "latin-1", "cp1252", "rows.csv", "cp1252") == (
+        "rows.csv's header is written in Windows-1252, which a release follows (its rows were read as Latin-1)")
     utf16 = read_csv_upload("a,b\nä,1\n".encode("utf-16"))
     assert utf16.csv_format["encoding"] == "utf-16"
     written = release_csv(utf16.frame, utf16.csv_format)[0]
@@ -1149,6 +1154,19 @@ def test_none_among_numbers_is_a_gap_and_a_text_columns_none_a_value():
     assert upload.frame["zip"].tolist()[0] == "02134" and pd.isna(upload.frame["zip"][1])
     assert any("leading zero" in note for note in upload.notes)
     assert upload.frame["symptoms"].tolist() == ["None", "Mild", "Severe", "Mild"]
+
+
+def test_a_cells_number_and_none_are_read_alike_whatever_the_other_rows_hold():
+    """The file's decimal mark came from its rows: with another row's 22,5, 25.125 was read as 25125; and whether None
+    was a gap came from the column's other cells even where the chosen model says what the column holds."""
+    for other in ("22,5", "22.5", "3", "None"):
+        frame = read_csv_upload(f"age;bmi\n50;25.125\n51;{other}\n".encode()).frame
+        assert frame["bmi"][0] == 25.125, other
+    # a model's text column keeps None as a value whatever its other cells; a number column reads it as a gap
+    chosen = read_csv_upload(b"grade,age\nNone,None\n2,40\n", text_columns=["grade"], number_columns=["age"]).frame
+    assert chosen["grade"].astype(str).tolist()[0] == "None" and chosen["age"].isna().tolist() == [True, False]
+    alone = read_csv_upload(b"grade,age\nNone,None\nunknown,40\n", text_columns=["grade"], number_columns=["age"])
+    assert alone.frame["grade"].tolist()[0] == "None" and alone.frame["age"].isna().tolist() == [True, False]
 
 
 def test_an_excel_separator_line_quoted_or_not_is_not_the_header_whose_encoding_is_read():
