@@ -1261,10 +1261,15 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     if extra:
         _say(f"note: column(s) {extra} are not the model's and are left out of {PRIVATIZED_CSV_NAME}")
     text = text_category_columns(config)
+    # "None" is a gap in the model's number columns (numbers and number categories: all but its text categories),
+    # as the app reads it, and a value in its text columns
+    listed = CSV_MISSING["na_values"]
+    missing = {"keep_default_na": False, "na_values": {raw: listed if str(raw).strip() in text else [*listed, "None"]
+                                                       for raw in header.columns}}
     # chosen by the separator and the header, never by the rows: a decimal comma or a letter of Windows-1252 in a
     # cell is a fact about its record, and a release's format would tell it (uploads.release_decimal)
     decimal = release_decimal(delimiter)  # the file's own mark (read_decimal) only for reading it
-    read_decimal = _decimal_mark(path, delimiter, encoding, columns, numeric, skip)
+    read_decimal = _decimal_mark(path, delimiter, encoding, columns, numeric, skip, missing)
     declared = declared_encoding(head, encoding)
     out_encoding = release_encoding(declared, texts=[*needed, *(category for spec in config.data_encoder["columns"]
                                                                 + config.condition_encoder["columns"]
@@ -1284,11 +1289,8 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     # they come, and each released row's place in the output is filled in at the end (Manifest.set_output_rows)
     held_frames: list[pd.DataFrame] = []
     held_count = 0  # released rows with a manifest row
-    listed = CSV_MISSING["na_values"]  # and "None" in the model's number columns: a gap there (a value elsewhere)
     reader = pd.read_csv(path, sep=delimiter, encoding=encoding, chunksize=settings.batch_size, skiprows=skip,
-                         keep_default_na=False, na_values={raw: [*listed, "None"] if str(raw).strip() in numeric
-                                                          else listed for raw in header.columns},
-                         skipinitialspace=True, decimal=read_decimal, index_col=False,
+                         **missing, skipinitialspace=True, decimal=read_decimal, index_col=False,
                          dtype={raw: str for raw in header.columns if str(raw).strip() in text})
     # the terms before the first row: a run killed outright (SIGKILL) leaves rows with terms marked incomplete
     write_guarantee(output, release_guarantee(model, settings.mechanism, settings.generator, seed=settings.seed,
@@ -1463,13 +1465,14 @@ def _write_held_rows(out, frames: list[pd.DataFrame], count: int, seed: int | No
 
 
 def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str], numeric: list[str],
-                  skip: int = 0) -> str:
-    """"," when the model's numeric columns are written with decimal commas in the file's first rows, else "."."""
+                  skip: int = 0, missing: dict = CSV_MISSING) -> str:
+    """"," when the model's numeric columns are written with decimal commas in the file's first rows, else "." (for
+    pandas' reading and the run's note; each number cell is still read alone, ``_dot_decimals``)."""
     if delimiter == ",":
         return "."
     try:
         head = pd.read_csv(path, sep=delimiter, encoding=encoding, nrows=1000, skipinitialspace=True, skiprows=skip,
-                           **CSV_MISSING)
+                           **missing)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError):
         return "."  # reading the chunks says what is wrong
     head.columns = columns

@@ -1124,6 +1124,12 @@ def _decimal_commas(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     for name in decimal_comma_columns(frame):
         text = frame[name].dropna().astype(str).str.strip()
         example = text[text.str.contains(",")].iloc[0]
+        dotted = text[text.str.fullmatch(r"[+-]?\d{1,3}\.\d{3}")]  # 12.500: twelve and a half, or twelve thousand?
+        if len(dotted):
+            notes.append(f"column {name!r}: {len(dotted):,} cell(s) such as {dotted.iloc[0]!r}, with one dot and no "
+                         f"comma, are read with a decimal point ({float(dotted.iloc[0]):g}), each cell alone; if the "
+                         f"dot separates thousands, write {dotted.iloc[0].replace('.', '')} (or "
+                         f"{dotted.iloc[0]},0)")
         written = frame[name].map(cell_number)
         numbers = pd.to_numeric(written, errors="coerce")
         if (numbers.isna() & written.notna()).any():

@@ -2002,6 +2002,34 @@ def test_a_semicolon_csv_with_decimal_points_is_read_with_points(table_model, tm
     assert released["bmi"].between(frame["bmi"].min() - 10, frame["bmi"].max() + 10).all()
 
 
+def test_none_is_a_gap_in_a_number_category_column_as_in_the_app(tmp_path):
+    """The CLI read None as a value in a model's number-category column (sex 1/2): refused as unseen, where the app
+    reads a gap (and releases it as the model's empty category)."""
+    from cadp.train import fit_tabular
+
+    frame = table_frame(60).astype({"sex": "float64"})
+    frame.loc[frame.index[:6], "sex"] = np.nan  # the model learns an empty category
+    model = save_model(fit_tabular(frame, ["sex"], steps=5), tmp_path / "model")
+    source = tmp_path / "rows.csv"
+    source.write_text("age;bmi;note;sex\n50;25,5;ok;None\n50;24,5;None;1\n50;None;ok;2\n")
+    assert run(model, source, tmp_path / "out") == 0
+    rows = read_manifest(tmp_path / "out")
+    assert [row["condition"] for row in rows] == ["sex=(empty)", "sex=1", "sex=2"], rows
+    assert "column 'note' has the value 'None', unseen" in rows[1]["error"]  # a text column: None is a value there
+    assert not rows[0]["error"] and rows[2]["preprocessing"].startswith("bmi: empty")  # a gap among numbers
+
+
+def test_a_decimal_comma_file_with_none_gaps_is_said_to_be_written_as_it_came(table_model, tmp_path, capsys):
+    """None gaps counted as words when the run judged the file's decimal mark: a decimal-comma file was said to be
+    written with another mark than its own."""
+    source = tmp_path / "rows.csv"
+    source.write_text("age;bmi;note;sex\n" + "".join(f"50;{bmi};ok;1\n" for bmi in ("25,5", "None", "24,5", "None",
+                                                                                     "22,5")))
+    assert run(table_model, source, tmp_path / "out") == 0
+    assert "privatized.csv is written semicolon-separated with decimal commas, as rows.csv is" in \
+        capsys.readouterr().err
+
+
 def test_a_rows_number_is_read_alike_whatever_text_its_batch_mates_hold(table_model, tmp_path):
     """A text cell (None, ?) beside it made pandas read a chunk's bmi as text, and 25.125 was then read as 25125 (the
     point taken for a thousands separator): the row's release changed with its batch mates' cells."""

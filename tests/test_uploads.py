@@ -1162,6 +1162,11 @@ def test_a_cells_number_and_none_are_read_alike_whatever_the_other_rows_hold():
     for other in ("22,5", "22.5", "3", "None"):
         frame = read_csv_upload(f"age;bmi\n50;25.125\n51;{other}\n".encode()).frame
         assert frame["bmi"][0] == 25.125, other
+    # a dot with three digits after it, no comma: read as a decimal point, and said where commas are the file's way
+    upload = read_csv_upload(b"n;x\n1;1.234,56\n2;12.500\n3;2.300,00\n4;980,10\n")
+    assert upload.frame["x"].tolist() == [1234.56, 12.5, 2300.0, 980.1]
+    assert any("1 cell(s) such as '12.500', with one dot and no comma, are read with a decimal point (12.5)" in note
+               and "write 12500 (or 12.500,0)" in note for note in upload.notes), upload.notes
     # a model's text column keeps None as a value whatever its other cells; a number column reads it as a gap
     chosen = read_csv_upload(b"grade,age\nNone,None\n2,40\n", text_columns=["grade"], number_columns=["age"]).frame
     assert chosen["grade"].astype(str).tolist()[0] == "None" and chosen["age"].isna().tolist() == [True, False]
