@@ -1091,9 +1091,8 @@ def cell_number(value):
 
 
 def is_number(text: str) -> bool:
-    """Whether a cell is written as a finite number, with a decimal point or a decimal comma (``comma_number``)."""
-    text = text.strip()
-    number = float(text) if PLAIN_NUMBER.fullmatch(text) else comma_number(text)
+    """Whether a cell is written as a finite number, with a decimal point or a decimal comma (``cell_number``)."""
+    number = cell_number(text.strip())
     return isinstance(number, float) and bool(np.isfinite(number))
 
 
