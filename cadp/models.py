@@ -699,6 +699,11 @@ def class_indices(labels, class_names: list[str]) -> torch.Tensor:
     outside 0..K-1 refused. The one reading of an image model's labels (privatize, the audit, ``sample``)."""
     if labels is None:
         raise InputError("labels are required for images: one class index (or name) per image")
+    if isinstance(labels, torch.Tensor) and labels.numel() and not labels.is_floating_point() \
+            and not labels.is_complex() and labels.dtype != torch.bool:  # whole numbers: one range check
+        low, high = (int(bound) for bound in torch.aminmax(labels))  # (the loop below: ~50 us for one image)
+        if 0 <= low and high < len(class_names):
+            return labels.detach().reshape(-1).to(device="cpu", dtype=torch.int64, copy=True)
     values = np.asarray(labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels, dtype=object).reshape(-1)
     indices = []
     for value in values.tolist():

@@ -10,6 +10,7 @@ files and a manifest CSV.
 # ruff: noqa: E402 (the command line's Ctrl-C handler comes before the libraries it loads)
 from __future__ import annotations
 
+import math
 import signal
 import sys
 
@@ -285,7 +286,10 @@ def _latent_pass(model, inputs, condition, released, mechanism, generator, batch
     latents, noisy, reconstructions, outputs = [], [], [], []
     for part in _chunks(len(inputs), batch_size):
         z = model.encode(inputs[part], condition[part])
-        if not torch.isfinite(z).all():  # NaN would pass through the noise and tell which record it was
+        # NaN would pass through the noise and tell which record it was. A float64 sum of float32 values cannot
+        # overflow: it is finite exactly when every value is (one operation on every call); the full check decides
+        # otherwise (a float64 model's sum can overflow)
+        if not math.isfinite(z.sum(dtype=torch.float64)) and not torch.isfinite(z).all():
             bad = part.start + int((~torch.isfinite(z).all(1)).nonzero()[0])
             raise InputError(f"record {bad} (counting from 0) has a latent that is not finite (the model overflowed "
                              "on it): nothing was released; check that record's values")
@@ -340,14 +344,15 @@ def _image_pixels(pixels, config) -> tuple[torch.Tensor, list[str]]:
                          f"one image {one}; got {given}{several}")
     if pixels.dtype == torch.bool or pixels.is_complex():
         raise InputError(f"pixel values must be numbers in [0, 255], got {pixels.dtype}")
-    scaled = pixels.is_floating_point() and bool(((pixels > 0) & (pixels < 1)).any())
-    pixels = pixels.float()
-    if not torch.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255:
+    given_pixels, pixels = pixels, pixels.float()
+    low, high = (float(bound) for bound in torch.aminmax(pixels))  # NaN in, NaN out: fails both comparisons
+    if not (low >= 0 and high <= 255):
         raise InputError("pixel values must be finite and within [0, 255]")
-    if scaled and pixels.max() <= 1:  # the usual mistake: an image scaled to [0, 1] would be read as near black
+    # the usual mistake: an image scaled to [0, 1] would be read as near black (fractions looked for as given)
+    if high <= 1 and given_pixels.is_floating_point() and bool(((given_pixels > 0) & (given_pixels < 1)).any()):
         raise InputError("pixel values look scaled to [0, 1]; give values in [0, 255] (multiply by 255)")
     notes = []
-    if pixels.max() == 1:  # only 0s and 1s: a 0/1 mask, or an 8-bit image that is nearly black; cannot tell
+    if high == 1:  # only 0s and 1s: a 0/1 mask, or an 8-bit image that is nearly black; cannot tell
         notes.append("every pixel is 0 or 1, read as values in [0, 255] (nearly black); if these images were "
                      "scaled to [0, 1], multiply them by 255")
     return pixels, notes

@@ -444,6 +444,65 @@ def test_a_latent_that_is_not_finite_is_never_released(monkeypatch):
         privatize(model, rows, None, mech(epsilon=1.0, temperature=0.7))
 
 
+def test_pixels_and_labels_are_checked_wherever_the_bad_value_is(tiny_image_model, digits):
+    """One range check per batch (pixels and integer labels): a bad value anywhere, of any dtype, is refused
+    with the same words, and the labels kept in the result are the release's own copy."""
+    x, y = digits
+    laplace = mech(temperature=0.7)
+    for bad in (float("nan"), float("inf"), -float("inf"), -0.5, 255.5, 1e30):
+        for where in ((0, 0, 0, 0), (len(x) - 1, 0, 27, 27), (3, 0, 14, 5)):
+            pixels = x.double().clone()
+            pixels[where] = bad
+            with pytest.raises(InputError, match=r"pixel values must be finite and within \[0, 255\]"):
+                privatize(tiny_image_model, pixels, y, laplace, seed=0)
+    fractions = x.float() / 255  # scaled to [0, 1] whatever the dtype
+    for dtype in (torch.float16, torch.float32, torch.float64):
+        with pytest.raises(InputError, match=r"look scaled to \[0, 1\]"):
+            privatize(tiny_image_model, fractions.to(dtype), y, laplace, seed=0)
+    for dtype in (torch.uint8, torch.int16, torch.int32, torch.int64):
+        labels, expected = y.to(dtype, copy=True), y.long().clone()
+        result = privatize(tiny_image_model, x, labels, laplace, seed=0)
+        assert result.condition["label"].dtype == torch.int64 and torch.equal(result.condition["label"], expected)
+        labels[0] = 9 - int(labels[0])  # the caller's tensor changes later: the result's record does not
+        assert torch.equal(result.condition["label"], expected)
+    for outside, shown in ((10, 10), (-1, -1), (255, 255)):
+        labels = y.clone()
+        labels[len(y) // 2] = outside
+        with pytest.raises(InputError, match=f"label {shown} is out of range: labels must be class indices 0..9"):
+            privatize(tiny_image_model, x, labels, laplace, seed=0)
+    with pytest.raises(InputError, match="class indices or class names, got True"):
+        privatize(tiny_image_model, x, torch.ones(len(y), dtype=torch.bool), laplace, seed=0)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the release of 1e308 latents: overflowing arithmetic
+def test_every_kind_of_latent_that_is_not_finite_is_refused_and_large_finite_ones_are_not(monkeypatch):
+    """The check sums in float64 first: NaN, inf and -inf anywhere still stop the release; a float64 latent whose
+    sum overflows but whose values are finite is not taken for one that is not finite."""
+    model = load_folder(bundled("heart-cinn")).model
+    rows = load_table("heart").frame.head(3)
+    encode = model.encode
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        def overflowing(data, condition, bad=bad):
+            latent = encode(data, condition)
+            latent[2, -1] = bad
+            return latent
+
+        monkeypatch.setattr(model, "encode", overflowing)
+        with pytest.raises(InputError, match="record 2 .* has a latent that is not finite"):
+            privatize(model, rows, None, mech(epsilon=1.0, temperature=0.7))
+
+    def large(data, condition):
+        latent = encode(data, condition).double()
+        latent[:, :2] = 1e308  # finite values, an infinite sum
+        return latent
+
+    decode = model.decode
+    monkeypatch.setattr(model, "encode", large)
+    monkeypatch.setattr(model, "decode", lambda latent, condition: decode(latent.float(), condition))
+    result = privatize(model, rows, None, mech(epsilon=1.0, temperature=0.7))
+    assert len(result.privatized_frame) == 3
+
+
 def test_release_guarantee_refuses_what_privatize_refuses(tiny_image_model, digits):
     """Terms are never stated ahead of a release for arguments the release itself refuses."""
     x, y = digits
