@@ -952,11 +952,11 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
                      f"of {max_rows:,} rows (seed {seed}) is used")
         frame = frame.sample(n=max_rows, random_state=seed).sort_index().reset_index(drop=True)
     decimal, comma_examples = ".", {}
-    if delimiter != "," and decimal_comma_columns(frame):
-        frame, decimal = _decimal_commas(frame, notes), ","
+    if delimiter != "," and decimal_comma_columns(frame, number_columns):
+        frame, decimal = _decimal_commas(frame, notes, number_columns), ","
     elif delimiter == ",":  # quoted "29,2": a decimal comma or a thousands separator? (noted with the column)
         comma_examples = {name: frame[name].dropna().astype(str).iloc[0] for name in decimal_comma_columns(frame)}
-    frame = _clean_columns(frame, notes, max_categories, codes, comma_examples, number_columns)
+    frame = _clean_columns(frame, notes, max_categories, codes, comma_examples, number_columns, delimiter != ",")
     frame = _non_finite_as_empty(frame, notes)
     return CsvUpload(frame, notes, encoding, delimiter, decimal, declared_encoding(data, encoding))
 
@@ -1064,6 +1064,9 @@ DECIMAL_COMMA = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d{1,3}(?:\u00a0\d{3})+
                            r"|\d{1,3}(?: \d{3})+|\d*)(?:,\d+)?(?:[eE][+-]?\d+)?")
 GROUP_SEPARATORS = str.maketrans("", "", ". \u00a0\u202f")
 NUMBER_SHARE = 0.9  # a text column whose non-empty cells are at least this share numbers is read as numbers ...
+MODEL_NUMBER_SHARE = 0.5  # ... or this share, in a chosen model's number columns
+MODEL_EMPTY_CELL = ("a number column of the model reads an empty cell as its training mean, said before Privatize; a "
+                    "column of categories cannot release one")
 NOT_A_MEASUREMENT = re.compile(r"\s*[<>≤≥]=?\s*[\d.,]+\s*|[^\d]*")  # ... when the rest are words or "<0.5"
 
 
@@ -1096,9 +1099,9 @@ def is_number(text: str) -> bool:
     return isinstance(number, float) and bool(np.isfinite(number))
 
 
-def decimal_comma_columns(frame: pd.DataFrame) -> list[str]:
-    """Text columns whose cells are (at least ``NUMBER_SHARE`` of them) numbers written with a decimal comma, at
-    least one with a comma.
+def decimal_comma_columns(frame: pd.DataFrame, number_columns: Collection[str] = ()) -> list[str]:
+    """Text columns whose cells are (at least ``NUMBER_SHARE`` of them; half of them in ``number_columns``, a chosen
+    model's, as ``_clean_columns`` reads those) numbers written with a decimal comma, at least one with a comma.
 
     Only meaningful for files not separated by commas (e.g. semicolon CSVs from European
     spreadsheets), where a comma inside a value can only be a decimal mark or a thousands separator.
@@ -1110,17 +1113,18 @@ def decimal_comma_columns(frame: pd.DataFrame) -> list[str]:
             continue
         text = values.astype(str).str.strip()
         numbers = text.map(cell_number).map(lambda v: isinstance(v, float))
-        if numbers.mean() >= NUMBER_SHARE and text[numbers].str.contains(",", regex=False).any():
+        share = MODEL_NUMBER_SHARE if name in number_columns else NUMBER_SHARE
+        if numbers.mean() >= share and text[numbers].str.contains(",", regex=False).any():
             names.append(name)
     return names
 
 
-def _decimal_commas(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+def _decimal_commas(frame: pd.DataFrame, notes: list[str], number_columns: Collection[str] = ()) -> pd.DataFrame:
     """The ``decimal_comma_columns`` read as numbers (other cells: empty); the note says which reading was taken:
     one note for the columns read whole (a European file has a decimal comma in most of its columns), one per
     column that lost cells."""
     whole: dict[str, str] = {}
-    for name in decimal_comma_columns(frame):
+    for name in decimal_comma_columns(frame, number_columns):
         text = frame[name].dropna().astype(str).str.strip()
         example = text[text.str.contains(",")].iloc[0]
         dotted = text[text.str.fullmatch(r"[+-]?\d{1,3}\.\d{3}")]  # 12.500: twelve and a half, or twelve thousand?
@@ -1133,7 +1137,8 @@ def _decimal_commas(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
         numbers = pd.to_numeric(written, errors="coerce")
         if (numbers.isna() & written.notna()).any():
             frame[name] = _as_numbers(written, name, notes, f"has numbers with a decimal comma (e.g. {example!r}): "
-                                                            "read as decimal numbers")
+                                                            "read as decimal numbers",
+                                      *([MODEL_EMPTY_CELL] if name in number_columns else []))
         else:
             frame[name] = numbers.astype(np.float64)
             whole[name] = example
@@ -1308,11 +1313,12 @@ def identifier_reason(name, values: pd.Series, max_categories: int = MAX_CATEGOR
 
 def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
                    codes: set[str] = frozenset(), comma_examples: dict[str, str] | None = None,
-                   number_columns: Collection[str] = ()) -> pd.DataFrame:
+                   number_columns: Collection[str] = (), commas_are_decimal: bool = False) -> pd.DataFrame:
     """Drop empty and identifier columns and read mostly-number text as numbers (not ``codes``), saying so; a
     dropped column gets one note, its drop. ``comma_examples``: a value of each column of numbers written with a
     comma in a comma-separated file (they stay text); ``number_columns`` (the chosen model's) are read as numbers
-    where most of their cells are."""
+    where most of their cells are. ``commas_are_decimal``: the file is not comma-separated (a comma in a number is
+    a decimal comma)."""
     comma_examples = comma_examples or {}
     drop, earlier = [], len(notes)
     for name in frame.columns:
@@ -1354,11 +1360,15 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
         numeric_share = 0.0 if name in codes else float(numbers.notna().mean())
         distinct = values.nunique()
         words = values[numbers.isna()]
-        if name in number_columns and numeric_share < 0.5 and len(words):  # the model's numbers, with units?
+        if name in number_columns and numeric_share < MODEL_NUMBER_SHARE and len(words):  # numbers, with units?
+            # counted as each cell reads alone: a semicolon file's 25,5 is a number, not one of the words (in a
+            # comma-separated file, where a comma can separate thousands, such cells stay among them)
+            alone = values[~values.astype(str).map(is_number).to_numpy(dtype=bool)]
+            words = alone if len(alone) and commas_are_decimal else words
             notes.append(f"column {name!r} is one of the chosen model's number columns, but {len(words):,} of its "
-                         f"{len(values):,} cells are not numbers (e.g. {str(words.iloc[0])!r}), so the table as it is does "
-                         "not fit that model: to release it with that model, write them as plain numbers, without "
-                         "units or words, and upload the file again")
+                         f"{len(values):,} cells are not numbers (e.g. {str(words.iloc[0])!r}), so the table as it "
+                         "is does not fit that model: to release it with that model, write them as plain numbers, "
+                         "without units or words, and upload the file again")
             continue
         identifies = identifier_reason(name, values, max_categories, code=name in codes, numeric_share=numeric_share)
         comma = (f"numbers written with a comma (e.g. {comma_examples[name]!r}), which in a comma-separated file "
@@ -1390,10 +1400,8 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
                          + ("…" if len(example) > 60 else "") + "): kept as categories, so a model fitted on this "
                          "table stores each text whole and a release can contain it, word for word, in any row; if "
                          "its texts can tell who a record is, remove the column from the file")
-        if name in number_columns and numeric_share >= 0.5:  # "treated as categories" would not be what the model does
-            frame[name] = _as_numbers(series, name, notes, "holds the chosen model's numbers",
-                                      "a number column of the model reads an empty cell as its training mean, said "
-                                      "before Privatize; a column of categories cannot release one")
+        if name in number_columns and numeric_share >= MODEL_NUMBER_SHARE:  # "treated as categories" would not be what the model does
+            frame[name] = _as_numbers(series, name, notes, "holds the chosen model's numbers", MODEL_EMPTY_CELL)
             continue
         if distinct == 1:
             if len(frame) > 1:

@@ -486,3 +486,26 @@ def test_fused_coupling_computes_the_model_coupling_and_restores_the_model_route
     assert all(float(value.split()[-1]) < 1e-3 for value in difference.split(":")[1].split(","))
     rows = [line.split("|")[1:-1] for line in lines if line.startswith("| ") and "ms per round" not in line]
     assert len(rows) == 3 and all(float(cell) > 0 for row in rows for cell in row[1:])
+
+
+def test_call_parts_times_the_real_call_and_puts_everything_back():
+    """The steps are timed inside the suite's own call (the functions it calls, wrapped), add up to less than the
+    call, and the wrappers are gone afterwards: a later release runs the library's own functions."""
+    import cadp.mechanisms as mechanisms
+    import cadp.privatize as privatize
+    from bench import call_parts
+
+    before = {name: getattr(module, name) for module, name in ((mechanisms, "laplace_noise"),
+                                                                (privatize, "_image_pixels"),
+                                                                (privatize, "_image_labels"),
+                                                                (privatize, "release_condition"),
+                                                                (privatize, "_guarantee"))}
+    parts = call_parts.call_parts(str(bundled("mnist-cinn")), calls=5)
+    assert set(parts) == {*call_parts.STEPS, "rest", "call"}
+    assert all(parts[step] > 0 for step in call_parts.STEPS)  # each step was reached through its wrapper
+    assert parts["encode"] + parts["decode"] < parts["call"] and parts["rest"] > 0
+    assert math.isclose(sum(value for step, value in parts.items() if step != "call"), parts["call"])
+    assert before == {name: getattr(mechanisms if name == "laplace_noise" else privatize, name) for name in before}
+    operations = call_parts.after_a_pass(str(bundled("mnist-cinn")), repeats=3)
+    assert set(operations) == {"z + 1", "isfinite(z).all()", "float64 sum of z", "torch.empty(0)"}
+    assert all(cold > 0 and warm > 0 for cold, warm in operations.values())

@@ -538,6 +538,32 @@ def test_mixed_types_are_noted():
                             "before Privatize; a column of categories cannot release one)"]
 
 
+def test_a_models_number_column_with_decimal_commas_and_a_few_words_is_read_as_numbers():
+    """A semicolon file whose bmi had '?' in 2 of 10 rows kept every '25,5' as text (fewer than 90% numbers), and the
+    table then did not fit the model whose number column it is; the same column with decimal points was read as
+    numbers. A chosen model's number columns are read cell by cell from half of them numbers, as with points."""
+    cells = ["25,5", "31,2", "?", "22,0", "27,8", "?", "24,1", "29,9", "30,3", "26,6"]
+    data = ("age;bmi\n" + "".join(f"{40 + i};{cell}\n" for i, cell in enumerate(cells))).encode()
+    chosen = read_csv_upload(data, number_columns={"age", "bmi"})
+    assert chosen.frame["bmi"].dtype == np.float64 and chosen.decimal == ","
+    assert chosen.frame["bmi"].isna().tolist() == [cell == "?" for cell in cells]
+    assert chosen.frame["bmi"].dropna().tolist() == [25.5, 31.2, 22.0, 27.8, 24.1, 29.9, 30.3, 26.6]
+    assert chosen.notes == ["column 'bmi' has numbers with a decimal comma (e.g. '25,5'): read as decimal numbers; 2 "
+                            "cell(s) that are not numbers ('?') read as empty (a number column of the model reads an "
+                            "empty cell as its training mean, said before Privatize; a column of categories cannot "
+                            "release one)"]
+    pointed = read_csv_upload(data.replace(b",", b"."), number_columns={"age", "bmi"})
+    assert pointed.frame["bmi"].equals(chosen.frame["bmi"])  # the same cells with points: the same numbers
+    # without a model the cells decide: 80% numbers is not a column of numbers with a few words
+    alone = read_csv_upload(data)
+    assert not pd.api.types.is_numeric_dtype(alone.frame["bmi"]) and alone.decimal == "."
+    # a model's number column of mostly words stays as written, and says why the table does not fit
+    words = read_csv_upload(b"age;bmi\n40;high\n41;low\n42;25,5\n", number_columns={"age", "bmi"})
+    assert words.frame["bmi"].tolist() == ["high", "low", "25,5"]
+    assert any("one of the chosen model's number columns, but 2 of its 3 cells are not numbers" in note
+               for note in words.notes)
+
+
 def test_a_text_column_named_like_personal_data_is_dropped_however_few_its_values():
     """A surname column of 15 values over 60 rows was kept as categories: a model fitted on the table stored the
     surnames and released them."""
