@@ -1284,6 +1284,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
         _say(f"note: {PRIVATIZED_CSV_NAME} is written {words}, as {path.name} is")
     target = output / PRIVATIZED_CSV_NAME
     row_number, seen, filled_rows = 0, 0, 0
+    dotted: dict[str, list] = {}  # cells such as 12.500 in a file of decimal commas, per column
     # the input's row order (a file sorted by a column, privatized or not) would show through the output's: the
     # released rows are held and written at the end in an order drawn at random; the manifest's rows are written as
     # they come, and each released row's place in the output is filled in at the end (Manifest.set_output_rows)
@@ -1306,7 +1307,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                 for name in text & set(chunk.columns):  # "02134 " is the code 02134
                     chunk[name] = chunk[name].str.strip()
                 if delimiter != ",":  # decimal commas, wherever in the file they start
-                    chunk = _dot_decimals(chunk, numeric)
+                    chunk = _dot_decimals(chunk, numeric, dotted if read_decimal == "," else None)
                 chunk = _numeric_categories(model, chunk)
                 numbers = list(range(row_number + 1, row_number + len(chunk) + 1))
                 row_number += len(chunk)
@@ -1365,6 +1366,8 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                                      out_encoding)
             if manifest.write_error:  # the rows were written: now say that the manifest could not be
                 raise manifest.write_error
+    if note := dotted_cells_note(dotted, path.name):
+        _say(f"note: {readable(note)}")
     if filled_rows:
         _say(f"warning: {filled_rows} row(s) had empty cells or cells that are not numbers, read as the training "
              f"mean, or numbers outside the range the model knows, read as its nearer end: the preprocessing column "
@@ -1476,7 +1479,7 @@ def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str],
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError):
         return "."  # reading the chunks says what is wrong
     head.columns = columns
-    return "," if decimal_comma_columns(head[[c for c in columns if c in numeric]]) else "."
+    return "," if decimal_comma_columns(head[[c for c in columns if c in numeric]], numeric) else "."
 
 
 def _numeric_categories(model, chunk: pd.DataFrame) -> pd.DataFrame:
@@ -1509,14 +1512,39 @@ def _number_or_text(value):
     return value
 
 
-def _dot_decimals(chunk: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
+ONE_DOT = re.compile(r"[+-]?\d{1,3}\.\d{3}")  # 12.500: twelve and a half, or twelve thousand five hundred?
+
+
+def _dot_decimals(chunk: pd.DataFrame, numeric: list[str], dotted: dict[str, list] | None = None) -> pd.DataFrame:
     """Text cells of numeric columns that are numbers, each read alone (``cell_number``: 25.125 and 25,125 alike,
     whatever the file's other cells hold), as numbers (other text stays for the row checks to name). A text cell
-    beside them (None, ?, a decimal comma) makes pandas read a chunk's column as text: 4.625 was then read as 4625."""
+    beside them (None, ?, a decimal comma) makes pandas read a chunk's column as text: 4.625 was then read as 4625.
+    ``dotted`` (for a file of decimal commas) counts per column the cells such as 12.500, read as 12.5: [count,
+    first such cell]."""
     for name in numeric:
         if name in chunk.columns and not pd.api.types.is_numeric_dtype(chunk[name]):
-            chunk[name] = chunk[name].astype(object).map(cell_number)
+            cells = chunk[name].astype(object)
+            if dotted is not None:
+                text = cells[cells.map(lambda cell: isinstance(cell, str))].str.strip()
+                found = text[text.str.fullmatch(ONE_DOT)]
+                if len(found):
+                    entry = dotted.setdefault(name, [0, found.iloc[0]])
+                    entry[0] += len(found)
+            chunk[name] = cells.map(cell_number)
     return chunk
+
+
+def dotted_cells_note(dotted: dict[str, list], name: str) -> str | None:
+    """What the run says of cells such as 12.500 in a file of decimal commas (``_dot_decimals``), or None."""
+    if not dotted:
+        return None
+    count = sum(entry[0] for entry in dotted.values())
+    column, (_, example) = next(iter(dotted.items()))
+    return (f"{count:,} cell(s) of {name} such as {example!r} (column {column!r}"
+            + (f" and {len(dotted) - 1} more column(s)" if len(dotted) > 1 else "")
+            + f"), with one dot and no comma in a file of decimal commas, were read with a decimal point "
+            f"({float(example):g}), each cell alone; if the dot separates thousands, write "
+            f"{example.replace('.', '')} (or {example},0) and run again")
 
 
 def first_frames_caution(manifest: Manifest) -> str | None:

@@ -2030,6 +2030,23 @@ def test_a_decimal_comma_file_with_none_gaps_is_said_to_be_written_as_it_came(ta
         capsys.readouterr().err
 
 
+def test_the_cli_notes_cells_with_one_dot_in_a_file_of_decimal_commas(table_model, tmp_path, capsys):
+    """12.500 beside 25,5 is read as twelve and a half (each cell alone); the app said so and the CLI did not, so a
+    file whose thousands were written 12.500 was released silently as 12.5."""
+    source = tmp_path / "rows.csv"
+    source.write_text("age;bmi;note;sex\n" + "".join(f"50;{bmi};ok;1\n" for bmi in ("25,5", "12.500", "24,5",
+                                                                                     "22,5", "13.250")))
+    assert run(table_model, source, tmp_path / "out") == 0
+    err = capsys.readouterr().err
+    assert "note: 2 cell(s) of rows.csv such as '12.500' (column 'bmi'), with one dot and no comma in a file of " \
+           "decimal commas, were read with a decimal point (12.5), each cell alone; if the dot separates " \
+           "thousands, write 12500 (or 12.500,0) and run again" in err, err
+    pointed = tmp_path / "pointed.csv"  # a file of decimal points: 12.500 is what it says
+    pointed.write_text(source.read_text().replace("25,5", "25.5").replace("24,5", "24.5").replace("22,5", "22.5"))
+    assert run(table_model, pointed, tmp_path / "out2") == 0
+    assert "one dot and no comma" not in capsys.readouterr().err
+
+
 def test_a_rows_number_is_read_alike_whatever_text_its_batch_mates_hold(table_model, tmp_path):
     """A text cell (None, ?) beside it made pandas read a chunk's bmi as text, and 25.125 was then read as 25125 (the
     point taken for a thousands separator): the row's release changed with its batch mates' cells."""
