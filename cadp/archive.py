@@ -96,6 +96,7 @@ from cadp.uploads import (
     several_frames_note,
     short_rows,
     sniff_delimiter,
+    three_digit_commas_note,
     to_model_input,
 )
 
@@ -1269,7 +1270,9 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     # chosen by the separator and the header, never by the rows: a decimal comma or a letter of Windows-1252 in a
     # cell is a fact about its record, and a release's format would tell it (uploads.release_decimal)
     decimal = release_decimal(delimiter)  # the file's own mark (read_decimal) only for reading it
-    read_decimal = _decimal_mark(path, delimiter, encoding, columns, numeric, skip, missing)
+    read_decimal, comma_notes = _decimal_mark(path, delimiter, encoding, columns, numeric, skip, missing)
+    for note in comma_notes:  # 1,234 in every cell with a comma: thousands, read as decimals?
+        _say(f"note: {readable(note)} (in the first 1,000 rows of {path.name})")
     declared = declared_encoding(head, encoding)
     out_encoding = release_encoding(declared, texts=[*needed, *(category for spec in config.data_encoder["columns"]
                                                                 + config.condition_encoder["columns"]
@@ -1368,6 +1371,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                 raise manifest.write_error
     if note := dotted_cells_note(dotted, path.name):
         _say(f"note: {readable(note)}")
+
     if filled_rows:
         _say(f"warning: {filled_rows} row(s) had empty cells or cells that are not numbers, read as the training "
              f"mean, or numbers outside the range the model knows, read as its nearer end: the preprocessing column "
@@ -1468,18 +1472,25 @@ def _write_held_rows(out, frames: list[pd.DataFrame], count: int, seed: int | No
 
 
 def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str], numeric: list[str],
-                  skip: int = 0, missing: dict = CSV_MISSING) -> str:
-    """"," when the model's numeric columns are written with decimal commas in the file's first rows, else "." (for
-    pandas' reading and the run's note; each number cell is still read alone, ``_dot_decimals``)."""
+                  skip: int = 0, missing: dict = CSV_MISSING) -> tuple[str, list[str]]:
+    """(",", when the model's numeric columns are written with decimal commas in the file's first rows, else "." (for
+    pandas' reading and the run's note; each number cell is still read alone, ``_dot_decimals``); notes on columns
+    whose every cell with a comma there has three digits after it (``three_digit_commas_note``))."""
     if delimiter == ",":
-        return "."
+        return ".", []
     try:
         head = pd.read_csv(path, sep=delimiter, encoding=encoding, nrows=1000, skipinitialspace=True, skiprows=skip,
                            **missing)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError):
-        return "."  # reading the chunks says what is wrong
+        return ".", []  # reading the chunks says what is wrong
     head.columns = columns
-    return "," if decimal_comma_columns(head[[c for c in columns if c in numeric]], numeric) else "."
+    numbers = head[[c for c in columns if c in numeric]]
+    notes = []
+    for name in numbers.columns:
+        if not pd.api.types.is_numeric_dtype(numbers[name]):
+            text = numbers[name].dropna().astype(str).str.strip()
+            notes.append(three_digit_commas_note(name, text[text.str.contains(",", regex=False)]))
+    return ("," if decimal_comma_columns(numbers, numeric) else "."), [note for note in notes if note]
 
 
 def _numeric_categories(model, chunk: pd.DataFrame) -> pd.DataFrame:
@@ -1524,8 +1535,8 @@ def _dot_decimals(chunk: pd.DataFrame, numeric: list[str], dotted: dict[str, lis
     for name in numeric:
         if name in chunk.columns and not pd.api.types.is_numeric_dtype(chunk[name]):
             cells = chunk[name].astype(object)
+            text = cells[cells.map(lambda cell: isinstance(cell, str))].str.strip()
             if dotted is not None:
-                text = cells[cells.map(lambda cell: isinstance(cell, str))].str.strip()
                 found = text[text.str.fullmatch(ONE_DOT)]
                 if len(found):
                     entry = dotted.setdefault(name, [0, found.iloc[0]])

@@ -694,13 +694,16 @@ def build_image_graph(config: ImageModelConfig) -> Ff.GraphINN:
     return _graph(nodes, [cond_half, cond_quarter, cond_flat])
 
 
+# integer dtypes whose minimum and maximum torch computes on every device (not uint16/32/64 on the CPU)
+_ANY_MINMAX_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
 def class_indices(labels, class_names: list[str]) -> torch.Tensor:
     """Class indices (or class names) as an int64 tensor (B,); fractions, booleans, unknown names and indices
     outside 0..K-1 refused. The one reading of an image model's labels (privatize, the audit, ``sample``)."""
     if labels is None:
         raise InputError("labels are required for images: one class index (or name) per image")
-    if isinstance(labels, torch.Tensor) and labels.numel() and not labels.is_floating_point() \
-            and not labels.is_complex() and labels.dtype != torch.bool:  # whole numbers: one range check
+    if isinstance(labels, torch.Tensor) and labels.numel() and labels.dtype in _ANY_MINMAX_DTYPES:  # one range check
         low, high = (int(bound) for bound in torch.aminmax(labels))  # (the loop below: ~50 us for one image)
         if 0 <= low and high < len(class_names):
             return labels.detach().reshape(-1).to(device="cpu", dtype=torch.int64, copy=True)

@@ -1119,6 +1119,22 @@ def decimal_comma_columns(frame: pd.DataFrame, number_columns: Collection[str] =
     return names
 
 
+THREE_AFTER_COMMA = re.compile(r"[+-]?\d{1,3},\d{3}")  # 1,234: a decimal comma, or a thousands separator?
+
+
+def three_digit_commas_note(name, with_commas: pd.Series, count: int | None = None) -> str | None:
+    """A note where every cell of a column that has a comma (``with_commas``, stripped text) has one comma and three
+    digits after it (1,234): read as a decimal comma (1.234), as a file not separated by commas is, but a thousands
+    separator would give 1234; None where any has other digits after its comma (4,92: decimal commas)."""
+    if with_commas.empty or not with_commas.str.fullmatch(THREE_AFTER_COMMA).all():
+        return None
+    example = with_commas.iloc[0]
+    count = len(with_commas) if count is None else count
+    return (f"column {name!r}: each of its {count:,} number(s) with a comma has three digits after it (e.g. "
+            f"{example!r}), read as a decimal comma ({cell_number(example):g}); if the commas separate thousands, "
+            f"save the file without thousands separators ({example.replace(',', '')})")
+
+
 def _decimal_commas(frame: pd.DataFrame, notes: list[str], number_columns: Collection[str] = ()) -> pd.DataFrame:
     """The ``decimal_comma_columns`` read as numbers (other cells: empty); the note says which reading was taken:
     one note for the columns read whole (a European file has a decimal comma in most of its columns), one per
@@ -1133,6 +1149,8 @@ def _decimal_commas(frame: pd.DataFrame, notes: list[str], number_columns: Colle
                          f"comma, are read with a decimal point ({float(dotted.iloc[0]):g}), each cell alone; if the "
                          f"dot separates thousands, write {dotted.iloc[0].replace('.', '')} (or "
                          f"{dotted.iloc[0]},0)")
+        if note := three_digit_commas_note(name, text[text.str.contains(",")]):
+            notes.append(note)
         written = frame[name].map(cell_number)
         numbers = pd.to_numeric(written, errors="coerce")
         if (numbers.isna() & written.notna()).any():
@@ -1356,15 +1374,14 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
                                  "this table models it and releases it as a number; a model without this column "
                                  "leaves it out of the release)")
             continue
-        numbers = pd.to_numeric(values, errors="coerce")
+        # a chosen model's numbers in a file not separated by commas: each cell read alone (1 234, 1.234.567, 25,5),
+        # whatever the other rows hold (a decimal comma elsewhere in the column decided it, row by row)
+        cells = series.map(cell_number) if commas_are_decimal and name in number_columns else series
+        numbers = pd.to_numeric(cells.dropna(), errors="coerce")
         numeric_share = 0.0 if name in codes else float(numbers.notna().mean())
         distinct = values.nunique()
         words = values[numbers.isna()]
         if name in number_columns and numeric_share < MODEL_NUMBER_SHARE and len(words):  # numbers, with units?
-            # counted as each cell reads alone: a semicolon file's 25,5 is a number, not one of the words (in a
-            # comma-separated file, where a comma can separate thousands, such cells stay among them)
-            alone = values[~values.astype(str).map(is_number).to_numpy(dtype=bool)]
-            words = alone if len(alone) and commas_are_decimal else words
             notes.append(f"column {name!r} is one of the chosen model's number columns, but {len(words):,} of its "
                          f"{len(values):,} cells are not numbers (e.g. {str(words.iloc[0])!r}), so the table as it "
                          "is does not fit that model: to release it with that model, write them as plain numbers, "
@@ -1401,7 +1418,7 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
                          "table stores each text whole and a release can contain it, word for word, in any row; if "
                          "its texts can tell who a record is, remove the column from the file")
         if name in number_columns and numeric_share >= MODEL_NUMBER_SHARE:  # "treated as categories" would not be what the model does
-            frame[name] = _as_numbers(series, name, notes, "holds the chosen model's numbers", MODEL_EMPTY_CELL)
+            frame[name] = _as_numbers(cells, name, notes, "holds the chosen model's numbers", MODEL_EMPTY_CELL)
             continue
         if distinct == 1:
             if len(frame) > 1:

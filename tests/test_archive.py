@@ -2041,6 +2041,12 @@ def test_the_cli_notes_cells_with_one_dot_in_a_file_of_decimal_commas(table_mode
     assert "note: 2 cell(s) of rows.csv such as '12.500' (column 'bmi'), with one dot and no comma in a file of " \
            "decimal commas, were read with a decimal point (12.5), each cell alone; if the dot separates " \
            "thousands, write 12500 (or 12.500,0) and run again" in err, err
+    thousands = tmp_path / "thousands.csv"  # tab-separated, every comma with three digits after it: 2,500 is 2.5
+    thousands.write_text("age\tbmi\tnote\tsex\n" + "".join(f"50\t{bmi}\tok\t1\n" for bmi in ("2,500", "3,100")))
+    assert run(table_model, thousands, tmp_path / "out3") == 0
+    assert "note: column 'bmi': each of its 2 number(s) with a comma has three digits after it (e.g. '2,500'), read " \
+           "as a decimal comma (2.5); if the commas separate thousands, save the file without thousands separators " \
+           "(2500) (in the first 1,000 rows of thousands.csv)" in capsys.readouterr().err
     pointed = tmp_path / "pointed.csv"  # a file of decimal points: 12.500 is what it says
     pointed.write_text(source.read_text().replace("25,5", "25.5").replace("24,5", "24.5").replace("22,5", "22.5"))
     assert run(table_model, pointed, tmp_path / "out2") == 0

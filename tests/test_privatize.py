@@ -459,7 +459,8 @@ def test_pixels_and_labels_are_checked_wherever_the_bad_value_is(tiny_image_mode
     for dtype in (torch.float16, torch.float32, torch.float64):
         with pytest.raises(InputError, match=r"look scaled to \[0, 1\]"):
             privatize(tiny_image_model, fractions.to(dtype), y, laplace, seed=0)
-    for dtype in (torch.uint8, torch.int16, torch.int32, torch.int64):
+    unsigned = [getattr(torch, name) for name in ("uint16", "uint32", "uint64") if hasattr(torch, name)]
+    for dtype in (torch.uint8, torch.int16, torch.int32, torch.int64, *unsigned):  # (no aminmax for uint16-64)
         labels, expected = y.to(dtype, copy=True), y.long().clone()
         result = privatize(tiny_image_model, x, labels, laplace, seed=0)
         assert result.condition["label"].dtype == torch.int64 and torch.equal(result.condition["label"], expected)

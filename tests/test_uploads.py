@@ -564,6 +564,34 @@ def test_a_models_number_column_with_decimal_commas_and_a_few_words_is_read_as_n
                for note in words.notes)
 
 
+def test_a_models_number_cell_reads_the_same_whatever_another_row_holds():
+    """In a semicolon file, 1 234 and 1.234.567 in a model's number column were numbers only where another row had a
+    decimal comma (the column then went through the cell-by-cell reader), else empty: a cell's value depended on
+    another record."""
+    for cell, value in (("1 234", 1234.0), ("1.234.567", 1234567.0), ("1.234,5", 1234.5), ("12.500", 12.5)):
+        last = []
+        for other in ("50", "50,5", "50.5"):
+            rows = ["25", "30", cell, "?", "40", "?", "35", "?", "45", other]
+            data = ("age;income\n" + "".join(f"{40 + i};{v}\n" for i, v in enumerate(rows))).encode()
+            frame = read_csv_upload(data, number_columns={"age", "income"}).frame
+            assert frame["income"][2] == value, (cell, other, frame["income"].tolist())
+            last.append(frame["income"][:9].tolist())
+        assert all(np.allclose(x, last[0], equal_nan=True) for x in last), (cell, last)
+
+
+def test_commas_that_may_separate_thousands_are_noted():
+    """A tab file of US thousands (1,234) in a model's number column is read with decimal commas (1.234), as
+    documented: every comma there has three digits after it, so the page says how it was read."""
+    upload = read_csv_upload(b"age\tincome\n40\t1,234\n41\t2,500\n42\t?\n43\t3,100\n44\t12\n",
+                             number_columns={"age", "income"})
+    assert upload.frame["income"].tolist()[:2] == [1.234, 2.5]
+    assert ("column 'income': each of its 3 number(s) with a comma has three digits after it (e.g. '1,234'), read as "
+            "a decimal comma (1.234); if the commas separate thousands, save the file without thousands separators "
+            "(1234)") in upload.notes
+    european = read_csv_upload(b"age;crea\n40;1,234\n41;0,92\n42;1,100\n", number_columns={"age", "crea"})
+    assert not any("three digits after it" in note for note in european.notes)  # 0,92: decimal commas
+
+
 def test_a_text_column_named_like_personal_data_is_dropped_however_few_its_values():
     """A surname column of 15 values over 60 rows was kept as categories: a model fitted on the table stored the
     surnames and released them."""
