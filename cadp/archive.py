@@ -1272,7 +1272,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     decimal = release_decimal(delimiter)  # the file's own mark (read_decimal) only for reading it
     read_decimal, comma_notes = _decimal_mark(path, delimiter, encoding, columns, numeric, skip, missing)
     for note in comma_notes:  # 1,234 in every cell with a comma: thousands, read as decimals?
-        _say(f"note: {readable(note)} (in the first 1,000 rows of {path.name})")
+        _say(f"note: {readable(note)}")
     declared = declared_encoding(head, encoding)
     out_encoding = release_encoding(declared, texts=[*needed, *(category for spec in config.data_encoder["columns"]
                                                                 + config.condition_encoder["columns"]
@@ -1480,7 +1480,7 @@ def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str],
         return ".", []
     try:
         head = pd.read_csv(path, sep=delimiter, encoding=encoding, nrows=1000, skipinitialspace=True, skiprows=skip,
-                           **missing)
+                           index_col=False, **missing)  # (a row's trailing separator must not shift the columns)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError):
         return ".", []  # reading the chunks says what is wrong
     head.columns = columns
@@ -1489,7 +1489,8 @@ def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str],
     for name in numbers.columns:
         if not pd.api.types.is_numeric_dtype(numbers[name]):
             text = numbers[name].dropna().astype(str).str.strip()
-            notes.append(three_digit_commas_note(name, text[text.str.contains(",", regex=False)]))
+            notes.append(three_digit_commas_note(name, text[text.str.contains(",", regex=False)],
+                                                 f" (in the first 1,000 rows of {path.name})"))
     return ("," if decimal_comma_columns(numbers, numeric) else "."), [note for note in notes if note]
 
 
@@ -1535,8 +1536,8 @@ def _dot_decimals(chunk: pd.DataFrame, numeric: list[str], dotted: dict[str, lis
     for name in numeric:
         if name in chunk.columns and not pd.api.types.is_numeric_dtype(chunk[name]):
             cells = chunk[name].astype(object)
-            text = cells[cells.map(lambda cell: isinstance(cell, str))].str.strip()
             if dotted is not None:
+                text = cells[cells.map(lambda cell: isinstance(cell, str))].str.strip()
                 found = text[text.str.fullmatch(ONE_DOT)]
                 if len(found):
                     entry = dotted.setdefault(name, [0, found.iloc[0]])

@@ -1119,20 +1119,21 @@ def decimal_comma_columns(frame: pd.DataFrame, number_columns: Collection[str] =
     return names
 
 
-THREE_AFTER_COMMA = re.compile(r"[+-]?\d{1,3},\d{3}")  # 1,234: a decimal comma, or a thousands separator?
+THREE_AFTER_COMMA = re.compile(r"[+-]?[1-9]\d{0,2},\d{3}")  # 1,234: a decimal comma, or a thousands separator?
 
 
-def three_digit_commas_note(name, with_commas: pd.Series, count: int | None = None) -> str | None:
+def three_digit_commas_note(name, with_commas: pd.Series, where: str = "") -> str | None:
     """A note where every cell of a column that has a comma (``with_commas``, stripped text) has one comma and three
-    digits after it (1,234): read as a decimal comma (1.234), as a file not separated by commas is, but a thousands
-    separator would give 1234; None where any has other digits after its comma (4,92: decimal commas)."""
+    digits after it, not after a lone 0 (1,234): read as a decimal comma (1.234), as a file not separated by commas
+    is, but a thousands separator would give 1234; None where any has other digits after its comma (4,92, 0,125:
+    decimal commas). ``where``: words after the column's name (' in the first 1,000 rows of x.csv')."""
     if with_commas.empty or not with_commas.str.fullmatch(THREE_AFTER_COMMA).all():
         return None
-    example = with_commas.iloc[0]
-    count = len(with_commas) if count is None else count
-    return (f"column {name!r}: each of its {count:,} number(s) with a comma has three digits after it (e.g. "
-            f"{example!r}), read as a decimal comma ({cell_number(example):g}); if the commas separate thousands, "
-            f"save the file without thousands separators ({example.replace(',', '')})")
+    example, count = with_commas.iloc[0], len(with_commas)
+    each = f"each of its {count:,} numbers with a comma has" if count > 1 else "its one number with a comma has"
+    return (f"column {name!r}{where}: {each} three digits after the comma (e.g. {example!r}), read as a decimal "
+            f"comma ({cell_number(example):g}); if the commas separate thousands, save the file without thousands "
+            f"separators ({example.replace(',', '')})")
 
 
 def _decimal_commas(frame: pd.DataFrame, notes: list[str], number_columns: Collection[str] = ()) -> pd.DataFrame:
@@ -1149,17 +1150,19 @@ def _decimal_commas(frame: pd.DataFrame, notes: list[str], number_columns: Colle
                          f"comma, are read with a decimal point ({float(dotted.iloc[0]):g}), each cell alone; if the "
                          f"dot separates thousands, write {dotted.iloc[0].replace('.', '')} (or "
                          f"{dotted.iloc[0]},0)")
-        if note := three_digit_commas_note(name, text[text.str.contains(",")]):
-            notes.append(note)
+        doubted = three_digit_commas_note(name, text[text.str.contains(",")])
+        if doubted:  # it says how the column was read: not also listed below with one of these as the example
+            notes.append(doubted)
         written = frame[name].map(cell_number)
         numbers = pd.to_numeric(written, errors="coerce")
         if (numbers.isna() & written.notna()).any():
-            frame[name] = _as_numbers(written, name, notes, f"has numbers with a decimal comma (e.g. {example!r}): "
-                                                            "read as decimal numbers",
-                                      *([MODEL_EMPTY_CELL] if name in number_columns else []))
+            read = ("has numbers read with decimal commas, as said above" if doubted
+                    else f"has numbers with a decimal comma (e.g. {example!r}): read as decimal numbers")
+            frame[name] = _as_numbers(written, name, notes, read, *([MODEL_EMPTY_CELL] if name in number_columns else []))
         else:
             frame[name] = numbers.astype(np.float64)
-            whole[name] = example
+            if not doubted:
+                whole[name] = example
     if len(whole) == 1:
         ((name, example),) = whole.items()
         notes.append(f"column {name!r} has numbers with a decimal comma (e.g. {example!r}): read as decimal numbers")
@@ -1387,6 +1390,11 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
                          "is does not fit that model: to release it with that model, write them as plain numbers, "
                          "without units or words, and upload the file again")
             continue
+        if name in number_columns and numeric_share >= MODEL_NUMBER_SHARE:
+            # the model's numbers, whatever their count of distinct values or a few words among them: not an
+            # identifier (one '?' among 260 distinct values dropped it) and not categories
+            frame[name] = _as_numbers(cells, name, notes, "holds the chosen model's numbers", MODEL_EMPTY_CELL)
+            continue
         identifies = identifier_reason(name, values, max_categories, code=name in codes, numeric_share=numeric_share)
         comma = (f"numbers written with a comma (e.g. {comma_examples[name]!r}), which in a comma-separated file "
                  "may be a decimal comma or a thousands separator, so they are read as text") \
@@ -1417,9 +1425,6 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
                          + ("…" if len(example) > 60 else "") + "): kept as categories, so a model fitted on this "
                          "table stores each text whole and a release can contain it, word for word, in any row; if "
                          "its texts can tell who a record is, remove the column from the file")
-        if name in number_columns and numeric_share >= MODEL_NUMBER_SHARE:  # "treated as categories" would not be what the model does
-            frame[name] = _as_numbers(cells, name, notes, "holds the chosen model's numbers", MODEL_EMPTY_CELL)
-            continue
         if distinct == 1:
             if len(frame) > 1:
                 notes.append(f"column {name!r} has one value ({only!r}) in every row: kept, "
@@ -1432,7 +1437,7 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
             notes.append(f"column {name!r} mixes numbers and text ({int(numbers.isna().sum())} of {len(values)} values "
                          "are not numbers): treated as categories")
     # a dropped column's earlier notes (read as text codes, decimal commas) would contradict its drop: only it stays
-    dropped = tuple(f"column {name!r} " for name in drop)
+    dropped = tuple(f"column {name!r}{after}" for name in drop for after in (" ", ":"))
     notes[:earlier] = [note for note in notes[:earlier] if not note.startswith(dropped)]
     if len(drop) == frame.shape[1]:
         raise InputError("no usable column is left: " + "; ".join(notes))

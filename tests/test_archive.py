@@ -2044,9 +2044,21 @@ def test_the_cli_notes_cells_with_one_dot_in_a_file_of_decimal_commas(table_mode
     thousands = tmp_path / "thousands.csv"  # tab-separated, every comma with three digits after it: 2,500 is 2.5
     thousands.write_text("age\tbmi\tnote\tsex\n" + "".join(f"50\t{bmi}\tok\t1\n" for bmi in ("2,500", "3,100")))
     assert run(table_model, thousands, tmp_path / "out3") == 0
-    assert "note: column 'bmi': each of its 2 number(s) with a comma has three digits after it (e.g. '2,500'), read " \
-           "as a decimal comma (2.5); if the commas separate thousands, save the file without thousands separators " \
-           "(2500) (in the first 1,000 rows of thousands.csv)" in capsys.readouterr().err
+    assert "note: column 'bmi' (in the first 1,000 rows of thousands.csv): each of its 2 numbers with a comma has " \
+           "three digits after the comma (e.g. '2,500'), read as a decimal comma (2.5); if the commas separate " \
+           "thousands, save the file without thousands separators (2500)" in capsys.readouterr().err
+    # rows that end with a separator (an empty field after the last column): the note names the column the commas
+    # are in (the first rows were read with the first column as an index, every name one place off)
+    trailing = tmp_path / "trailing.csv"
+    trailing.write_text("age;bmi;note;sex\n" + "".join(f"50;{bmi};ok;1;\n" for bmi in ("2,500", "3,100")))
+    assert run(table_model, trailing, tmp_path / "out4") == 0
+    err = capsys.readouterr().err
+    assert "note: column 'bmi' (in the first 1,000 rows of trailing.csv): each of its 2 numbers" in err, err
+    assert "decimal commas, as trailing.csv is" in err, err  # the file's mark judged on the right columns
+    lab = tmp_path / "lab.csv"  # three decimals after a 0: no thousands
+    lab.write_text("age;bmi;note;sex\n" + "".join(f"50;{bmi};ok;1\n" for bmi in ("0,125", "0,250", "0,500")))
+    assert run(table_model, lab, tmp_path / "out5") == 0
+    assert "three digits after the comma" not in capsys.readouterr().err
     pointed = tmp_path / "pointed.csv"  # a file of decimal points: 12.500 is what it says
     pointed.write_text(source.read_text().replace("25,5", "25.5").replace("24,5", "24.5").replace("22,5", "22.5"))
     assert run(table_model, pointed, tmp_path / "out2") == 0
