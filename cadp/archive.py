@@ -1301,7 +1301,10 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                                               condition_handling=settings.handlings),
                     SHUFFLED_ROWS_NOTE + _order_from_seed(settings.seed),
                     repeated_releases_note(settings.mechanism))
-    with target.open("wb", buffering=0) as out:  # unbuffered: a failed write is cut back by _append
+    # rows that end with a separator (an empty field after the last column) are read without it; pandas' warning
+    # about that field ("loss of data") would be printed raw, with its source line (a longer row is refused)
+    with target.open("wb", buffering=0) as out, warnings.catch_warnings():  # unbuffered: _append cuts back
+        warnings.simplefilter("ignore", pd.errors.ParserWarning)
         try:
             for chunk in reader:
                 _stop_requests.check()  # between chunks: privatized.csv holds the rows the manifest lists
@@ -1479,8 +1482,10 @@ def _decimal_mark(path: Path, delimiter: str, encoding: str, columns: list[str],
     if delimiter == ",":
         return ".", []
     try:
-        head = pd.read_csv(path, sep=delimiter, encoding=encoding, nrows=1000, skipinitialspace=True, skiprows=skip,
-                           index_col=False, **missing)  # (a row's trailing separator must not shift the columns)
+        with warnings.catch_warnings():  # a row's trailing separator: read without it (the rows' reading says more)
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            head = pd.read_csv(path, sep=delimiter, encoding=encoding, nrows=1000, skipinitialspace=True,
+                               skiprows=skip, index_col=False, **missing)  # (a trailing separator shifted columns)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError):
         return ".", []  # reading the chunks says what is wrong
     head.columns = columns

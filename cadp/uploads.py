@@ -951,12 +951,17 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
         notes.append(f"the file has {len(frame):,} rows, more than the limit of {max_rows:,}: a random sample "
                      f"of {max_rows:,} rows (seed {seed}) is used")
         frame = frame.sample(n=max_rows, random_state=seed).sort_index().reset_index(drop=True)
-    decimal, comma_examples = ".", {}
+    decimal, comma_examples, whole = ".", {}, {}
     if delimiter != "," and decimal_comma_columns(frame, number_columns):
-        frame, decimal = _decimal_commas(frame, notes, number_columns), ","
+        frame, decimal = _decimal_commas(frame, notes, number_columns, whole), ","
     elif delimiter == ",":  # quoted "29,2": a decimal comma or a thousands separator? (noted with the column)
         comma_examples = {name: frame[name].dropna().astype(str).iloc[0] for name in decimal_comma_columns(frame)}
+    combined = decimal_commas_note(whole)
     frame = _clean_columns(frame, notes, max_categories, codes, comma_examples, number_columns, delimiter != ",")
+    if combined in notes:  # the columns read with decimal commas, less those dropped since (each has its drop's note)
+        kept = decimal_commas_note({name: example for name, example in whole.items() if name in frame.columns})
+        place = notes.index(combined)
+        notes[place:place + 1] = [kept] if kept else []
     frame = _non_finite_as_empty(frame, notes)
     return CsvUpload(frame, notes, encoding, delimiter, decimal, declared_encoding(data, encoding))
 
@@ -1136,11 +1141,12 @@ def three_digit_commas_note(name, with_commas: pd.Series, where: str = "") -> st
             f"separators ({example.replace(',', '')})")
 
 
-def _decimal_commas(frame: pd.DataFrame, notes: list[str], number_columns: Collection[str] = ()) -> pd.DataFrame:
+def _decimal_commas(frame: pd.DataFrame, notes: list[str], number_columns: Collection[str] = (),
+                    whole: dict[str, str] | None = None) -> pd.DataFrame:
     """The ``decimal_comma_columns`` read as numbers (other cells: empty); the note says which reading was taken:
-    one note for the columns read whole (a European file has a decimal comma in most of its columns), one per
-    column that lost cells."""
-    whole: dict[str, str] = {}
+    one note for the columns read whole (a European file has a decimal comma in most of its columns; ``whole``
+    gets them, name -> example), one per column that lost cells."""
+    whole = {} if whole is None else whole
     for name in decimal_comma_columns(frame, number_columns):
         text = frame[name].dropna().astype(str).str.strip()
         example = text[text.str.contains(",")].iloc[0]
@@ -1163,14 +1169,21 @@ def _decimal_commas(frame: pd.DataFrame, notes: list[str], number_columns: Colle
             frame[name] = numbers.astype(np.float64)
             if not doubted:
                 whole[name] = example
+    if note := decimal_commas_note(whole):
+        notes.append(note)
+    return frame
+
+
+def decimal_commas_note(whole: dict[str, str]) -> str | None:
+    """The one note for the columns read whole with decimal commas (name -> a cell with a comma), or None."""
     if len(whole) == 1:
         ((name, example),) = whole.items()
-        notes.append(f"column {name!r} has numbers with a decimal comma (e.g. {example!r}): read as decimal numbers")
-    elif whole:
+        return f"column {name!r} has numbers with a decimal comma (e.g. {example!r}): read as decimal numbers"
+    if whole:
         name, example = next(iter(whole.items()))
-        notes.append(f"columns {', '.join(map(repr, whole))} have numbers with a decimal comma (e.g. {example!r} in "
-                     f"{name!r}): read as decimal numbers")
-    return frame
+        return (f"columns {', '.join(map(repr, whole))} have numbers with a decimal comma (e.g. {example!r} in "
+                f"{name!r}): read as decimal numbers")
+    return None
 
 
 def _as_numbers(column: pd.Series, name: str, notes: list[str], note: str,
@@ -1393,7 +1406,15 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
         if name in number_columns and numeric_share >= MODEL_NUMBER_SHARE:
             # the model's numbers, whatever their count of distinct values or a few words among them: not an
             # identifier (one '?' among 260 distinct values dropped it) and not categories
-            frame[name] = _as_numbers(cells, name, notes, "holds the chosen model's numbers", MODEL_EMPTY_CELL)
+            said = "holds the chosen model's numbers"
+            text = words.astype(str).str.strip()
+            with_commas = text[text.str.contains(",", regex=False) & text.map(is_number)]
+            if not commas_are_decimal and len(with_commas):
+                said += (f", {len(with_commas):,} of them written with a comma (e.g. {with_commas.iloc[0]!r}), which "
+                         "in a comma-separated file may be a decimal comma or a thousands separator: save the file "
+                         "semicolon-separated (decimal commas) or without thousands separators to read them as "
+                         "numbers")
+            frame[name] = _as_numbers(cells, name, notes, said, MODEL_EMPTY_CELL)
             continue
         identifies = identifier_reason(name, values, max_categories, code=name in codes, numeric_share=numeric_share)
         comma = (f"numbers written with a comma (e.g. {comma_examples[name]!r}), which in a comma-separated file "

@@ -590,9 +590,26 @@ def test_commas_that_may_separate_thousands_are_noted():
             "separators (1234)") in upload.notes
     # said once: not also listed among the columns read with decimal commas, with 1,234 as the example
     assert not any("'1,234'" in note for note in upload.notes if not note.startswith("column 'income':"))
+    alone = read_csv_upload(b"age;income\n40;1,234\n41;2,500\n", number_columns={"age", "income"})  # no cell lost
+    assert len(alone.notes) == 1 and alone.notes[0].startswith("column 'income': each of its 2 numbers"), alone.notes
+    beside = read_csv_upload(b"age;income;bmi\n40;1,234;25,5\n41;2,500;26,5\n", number_columns={"age", "income", "bmi"})
+    assert "column 'bmi' has numbers with a decimal comma (e.g. '25,5'): read as decimal numbers" in beside.notes
+    assert not any("'income'" in note for note in beside.notes if "have numbers with a decimal comma" in note)
     for cells in (b"1,234\n41;0,92\n42;1,100", b"0,125\n41;0,250\n42;0,500"):  # 0,92 or 0,125: decimal commas
         european = read_csv_upload(b"age;crea\n40;" + cells + b"\n", number_columns={"age", "crea"})
         assert not any("three digits after the comma" in note for note in european.notes), european.notes
+    # a dropped column is not named among the columns read with decimal commas either
+    two = read_csv_upload(b"age;bmi;phone\n40;25,5;1,23\n41;26,5;2,50\n42;27,5;3,10\n43;22,5;4,25\n",
+                          number_columns={"age", "bmi"})
+    assert "column 'bmi' has numbers with a decimal comma (e.g. '25,5'): read as decimal numbers" in two.notes
+    assert [note for note in two.notes if "'phone'" in note] == [
+        next(note for note in two.notes if "named like personal data" in note)], two.notes
+    # in a comma-separated file a model's number written with a comma is read as empty, and the note says why
+    quoted = read_csv_upload(b'age,sex,bmi\n40,1,"25,125"\n41,2,26.5\n42,1,27.5\n43,1,"1,234"\n44,2,22.1\n',
+                             number_columns={"age", "bmi"})
+    assert quoted.notes[0].startswith("column 'bmi' holds the chosen model's numbers, 2 of them written with a comma "
+                                      "(e.g. '25,125'), which in a comma-separated file may be a decimal comma or a "
+                                      "thousands separator: save the file semicolon-separated"), quoted.notes
     # a column dropped as personal data keeps one note, its drop (not how its numbers were read)
     phone = read_csv_upload(b"age;phone\n40;1,234\n41;2.500\n42;3,100\n43;4,250\n", number_columns={"age"})
     assert [note for note in phone.notes if "'phone'" in note] == [
