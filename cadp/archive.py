@@ -92,9 +92,9 @@ from cadp.uploads import (
     png_bytes,
     release_decimal,
     release_encoding,
+    rows_against_header,
     separator_line,
     several_frames_note,
-    short_rows,
     sniff_delimiter,
     three_digit_commas_note,
     to_model_input,
@@ -1400,7 +1400,7 @@ def _append(out, data: bytes) -> None:
 
 def _read_whole_file(path: Path, delimiter: str, encoding: str, columns: list[str], skip: int = 0) -> None:
     """Read the whole CSV once, as the run will, and refuse it (UsageError, nothing released) if a row has more
-    fields than the header, naming the lines, as the app refuses such an upload, or fewer (``short_rows``).
+    fields than the header, naming the lines, as the app refuses such an upload, or fewer (``rows_against_header``).
 
     Which cell of such a row is which cannot be known (an unquoted separator in a text cell shifts the rest), and
     pandas reports its line but not its place among the rows read: it cannot be listed as one unusable row while
@@ -1432,9 +1432,16 @@ def _read_whole_file(path: Path, delimiter: str, encoding: str, columns: list[st
         for _ in range(skip):
             handle.readline()
         try:
-            short_count, too_short = short_rows(handle, delimiter)
+            short_count, too_short, long_count, too_long_rows = rows_against_header(handle, delimiter)
         except InputError as error:
             raise UsageError(f"{path.name}: {error}; nothing was privatized") from None
+    if too_long_rows:  # pandas said nothing of a first row whose extra field is empty or NA: shifted all the same
+        raise UsageError(f"{path.name} has rows with more fields than its header ({len(columns)} columns, "
+                         f"{DELIMITER_NAMES[delimiter]}-separated): data row(s) {', '.join(map(str, too_long_rows))}"
+                         + (f" and {long_count - len(too_long_rows):,} more" if long_count > len(too_long_rows) else "")
+                         + " (counting data rows from 1, blank lines not counted; an empty field after the last "
+                         "column is read as no field only where every row has one). Nothing was privatized: quote "
+                         "text cells that hold the separator, or fix or remove these rows, and run again")
     if too_short:  # a row broken in two: its first part would be released as a record of training means
         raise UsageError(f"{path.name} has rows with fewer fields than its header ({len(columns)} columns, "
                          f"{DELIMITER_NAMES[delimiter]}-separated): data row(s) {', '.join(map(str, too_short))}"

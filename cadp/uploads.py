@@ -952,16 +952,13 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
                      f"of {max_rows:,} rows (seed {seed}) is used")
         frame = frame.sample(n=max_rows, random_state=seed).sort_index().reset_index(drop=True)
     decimal, comma_examples, whole = ".", {}, {}
-    if delimiter != "," and decimal_comma_columns(frame, number_columns):
-        frame, decimal = _decimal_commas(frame, notes, number_columns, whole), ","
+    if delimiter != "," and decimal_comma_columns(frame, number_columns, text_columns):
+        frame, decimal = _decimal_commas(frame, notes, number_columns, whole, text_columns), ","
     elif delimiter == ",":  # quoted "29,2": a decimal comma or a thousands separator? (noted with the column)
-        comma_examples = {name: frame[name].dropna().astype(str).iloc[0] for name in decimal_comma_columns(frame)}
-    combined = decimal_commas_note(whole)
-    frame = _clean_columns(frame, notes, max_categories, codes, comma_examples, number_columns, delimiter != ",")
-    if combined in notes:  # the columns read with decimal commas, less those dropped since (each has its drop's note)
-        kept = decimal_commas_note({name: example for name, example in whole.items() if name in frame.columns})
-        place = notes.index(combined)
-        notes[place:place + 1] = [kept] if kept else []
+        comma_examples = {name: frame[name].dropna().astype(str).iloc[0]
+                          for name in decimal_comma_columns(frame, text_columns=text_columns)}
+    frame = _clean_columns(frame, notes, max_categories, codes, comma_examples, number_columns, delimiter != ",",
+                           whole)
     frame = _non_finite_as_empty(frame, notes)
     return CsvUpload(frame, notes, encoding, delimiter, decimal, declared_encoding(data, encoding))
 
@@ -1104,9 +1101,11 @@ def is_number(text: str) -> bool:
     return isinstance(number, float) and bool(np.isfinite(number))
 
 
-def decimal_comma_columns(frame: pd.DataFrame, number_columns: Collection[str] = ()) -> list[str]:
+def decimal_comma_columns(frame: pd.DataFrame, number_columns: Collection[str] = (),
+                          text_columns: Collection[str] = ()) -> list[str]:
     """Text columns whose cells are (at least ``NUMBER_SHARE`` of them; half of them in ``number_columns``, a chosen
-    model's, as ``_clean_columns`` reads those) numbers written with a decimal comma, at least one with a comma.
+    model's, as ``_clean_columns`` reads those) numbers written with a decimal comma, at least one with a comma;
+    never ``text_columns`` (a chosen model's categories written as text: 1,5 is the category as written).
 
     Only meaningful for files not separated by commas (e.g. semicolon CSVs from European
     spreadsheets), where a comma inside a value can only be a decimal mark or a thousands separator.
@@ -1114,7 +1113,8 @@ def decimal_comma_columns(frame: pd.DataFrame, number_columns: Collection[str] =
     names = []
     for name in frame.columns:
         values = frame[name].dropna()
-        if values.empty or pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        if values.empty or pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values) \
+                or name in text_columns:
             continue
         text = values.astype(str).str.strip()
         numbers = text.map(cell_number).map(lambda v: isinstance(v, float))
@@ -1142,12 +1142,12 @@ def three_digit_commas_note(name, with_commas: pd.Series, where: str = "") -> st
 
 
 def _decimal_commas(frame: pd.DataFrame, notes: list[str], number_columns: Collection[str] = (),
-                    whole: dict[str, str] | None = None) -> pd.DataFrame:
+                    whole: dict[str, str] | None = None, text_columns: Collection[str] = ()) -> pd.DataFrame:
     """The ``decimal_comma_columns`` read as numbers (other cells: empty); the note says which reading was taken:
     one note for the columns read whole (a European file has a decimal comma in most of its columns; ``whole``
     gets them, name -> example), one per column that lost cells."""
     whole = {} if whole is None else whole
-    for name in decimal_comma_columns(frame, number_columns):
+    for name in decimal_comma_columns(frame, number_columns, text_columns):
         text = frame[name].dropna().astype(str).str.strip()
         example = text[text.str.contains(",")].iloc[0]
         dotted = text[text.str.fullmatch(r"[+-]?\d{1,3}\.\d{3}")]  # 12.500: twelve and a half, or twelve thousand?
@@ -1283,12 +1283,21 @@ def short_rows(lines, delimiter: str) -> tuple[int, list[int]]:
     would be read as a record with empty cells. Read as pandas reads: spaces after a separator skipped, lines that
     are empty or hold only spaces skipped, a header's trailing empty names (a separator ending the header line) no
     fields a row must have; cells of any length (the csv module's own limit lifted while reading)."""
+    return rows_against_header(lines, delimiter)[:2]
+
+
+def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, list[int]]:
+    """``short_rows``, then (count, the first five) of the data rows with more fields than the header, in one pass.
+    Rows whose extra fields are empty are not counted where every data row has them (a separator ending every
+    row, as some exports write): read without them, each row keeps its columns. One row with an extra field,
+    even an empty or NA one, among rows without: a separator typed inside a cell (32;1 for 32,1) has shifted it."""
 
     def blank(record: list[str]) -> bool:  # what pandas skips as a blank line
         return not record or (len(record) == 1 and not record[0].strip())
 
     reader = csv.reader(lines, delimiter=delimiter, skipinitialspace=True)
     count, first, number = 0, [], 0
+    longer, longer_first, filled, fitting = 0, [], 0, 0  # rows with extra fields; of them with text; rows without
     limit = csv.field_size_limit()
     csv.field_size_limit(2**31 - 1)  # (pandas reads any cell: only a longer limit, restored below)
     try:
@@ -1303,12 +1312,21 @@ def short_rows(lines, delimiter: str) -> tuple[int, list[int]]:
                 count += 1
                 if len(first) < 5:
                     first.append(number)
+            if len(record) > len(header):
+                longer += 1
+                filled += any(field.strip() for field in record[len(header):])
+                if len(longer_first) < 5:
+                    longer_first.append(number)
+            else:
+                fitting += 1
     except csv.Error as error:  # a line break in an unquoted cell
         raise InputError(f"the CSV cannot be read row by row ({error}): check that cells holding line breaks "
                          "are quoted") from None
     finally:
         csv.field_size_limit(limit)
-    return count, first
+    if longer and not filled and not fitting:  # every row ends in a separator
+        longer, longer_first = 0, []
+    return count, first, longer, longer_first
 
 
 def identifier_reason(name, values: pd.Series, max_categories: int = MAX_CATEGORIES, *, code: bool = False,
@@ -1345,14 +1363,31 @@ def identifier_reason(name, values: pd.Series, max_categories: int = MAX_CATEGOR
     return None
 
 
+COMMA_NUMBER_LIKE = re.compile(r"[+-]?[\d.,]*\d[\d.,]*")  # 25,5  1,234  1,234,567  1,234.5 (with a comma)
+
+
+def _comma_cells_words(words: pd.Series) -> str:
+    """'; N of them written with a comma (e.g. '1,234') ...: why': the cells of a model's number column in a
+    comma-separated file that are not read as numbers because of a comma; '' where there are none."""
+    text = words.astype(str).str.strip()
+    with_commas = text[text.str.contains(",", regex=False) & text.str.fullmatch(COMMA_NUMBER_LIKE)]
+    if with_commas.empty:
+        return ""
+    return (f"; {len(with_commas):,} cell(s) written with a comma, such as {with_commas.iloc[0]!r}, which in a "
+            "comma-separated file may be a decimal comma or a thousands separator: save the file semicolon-separated "
+            "(decimal commas) or without thousands separators to read them as numbers")
+
+
 def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
                    codes: set[str] = frozenset(), comma_examples: dict[str, str] | None = None,
-                   number_columns: Collection[str] = (), commas_are_decimal: bool = False) -> pd.DataFrame:
+                   number_columns: Collection[str] = (), commas_are_decimal: bool = False,
+                   decimal_whole: dict[str, str] | None = None) -> pd.DataFrame:
     """Drop empty and identifier columns and read mostly-number text as numbers (not ``codes``), saying so; a
     dropped column gets one note, its drop. ``comma_examples``: a value of each column of numbers written with a
     comma in a comma-separated file (they stay text); ``number_columns`` (the chosen model's) are read as numbers
     where most of their cells are. ``commas_are_decimal``: the file is not comma-separated (a comma in a number is
-    a decimal comma)."""
+    a decimal comma). ``decimal_whole``: the columns ``_decimal_commas`` read whole (their one note loses those
+    dropped here)."""
     comma_examples = comma_examples or {}
     drop, earlier = [], len(notes)
     for name in frame.columns:
@@ -1397,23 +1432,17 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
         numeric_share = 0.0 if name in codes else float(numbers.notna().mean())
         distinct = values.nunique()
         words = values[numbers.isna()]
+        comma_cells = "" if commas_are_decimal or name not in number_columns else _comma_cells_words(words)
         if name in number_columns and numeric_share < MODEL_NUMBER_SHARE and len(words):  # numbers, with units?
             notes.append(f"column {name!r} is one of the chosen model's number columns, but {len(words):,} of its "
-                         f"{len(values):,} cells are not numbers (e.g. {str(words.iloc[0])!r}), so the table as it "
-                         "is does not fit that model: to release it with that model, write them as plain numbers, "
-                         "without units or words, and upload the file again")
+                         f"{len(values):,} cells are not numbers (e.g. {str(words.iloc[0])!r}{comma_cells}), so the "
+                         "table as it is does not fit that model: to release it with that model, write them as plain "
+                         "numbers, without units or words, and upload the file again")
             continue
         if name in number_columns and numeric_share >= MODEL_NUMBER_SHARE:
             # the model's numbers, whatever their count of distinct values or a few words among them: not an
             # identifier (one '?' among 260 distinct values dropped it) and not categories
-            said = "holds the chosen model's numbers"
-            text = words.astype(str).str.strip()
-            with_commas = text[text.str.contains(",", regex=False) & text.map(is_number)]
-            if not commas_are_decimal and len(with_commas):
-                said += (f", {len(with_commas):,} of them written with a comma (e.g. {with_commas.iloc[0]!r}), which "
-                         "in a comma-separated file may be a decimal comma or a thousands separator: save the file "
-                         "semicolon-separated (decimal commas) or without thousands separators to read them as "
-                         "numbers")
+            said = "holds the chosen model's numbers" + (f" ({comma_cells[2:]})" if comma_cells else "")
             frame[name] = _as_numbers(cells, name, notes, said, MODEL_EMPTY_CELL)
             continue
         identifies = identifier_reason(name, values, max_categories, code=name in codes, numeric_share=numeric_share)
@@ -1460,6 +1489,11 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
     # a dropped column's earlier notes (read as text codes, decimal commas) would contradict its drop: only it stays
     dropped = tuple(f"column {name!r}{after}" for name in drop for after in (" ", ":"))
     notes[:earlier] = [note for note in notes[:earlier] if not note.startswith(dropped)]
+    combined = decimal_commas_note(decimal_whole or {})
+    if combined in notes[:earlier]:  # the columns read with decimal commas, less those dropped (each says its drop)
+        kept = decimal_commas_note({name: example for name, example in decimal_whole.items() if name not in drop})
+        place = notes.index(combined)
+        notes[place:place + 1] = [kept] if kept else []
     if len(drop) == frame.shape[1]:
         raise InputError("no usable column is left: " + "; ".join(notes))
     return frame.drop(columns=drop)

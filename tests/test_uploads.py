@@ -607,9 +607,21 @@ def test_commas_that_may_separate_thousands_are_noted():
     # in a comma-separated file a model's number written with a comma is read as empty, and the note says why
     quoted = read_csv_upload(b'age,sex,bmi\n40,1,"25,125"\n41,2,26.5\n42,1,27.5\n43,1,"1,234"\n44,2,22.1\n',
                              number_columns={"age", "bmi"})
-    assert quoted.notes[0].startswith("column 'bmi' holds the chosen model's numbers, 2 of them written with a comma "
-                                      "(e.g. '25,125'), which in a comma-separated file may be a decimal comma or a "
+    assert quoted.notes[0].startswith("column 'bmi' holds the chosen model's numbers (2 cell(s) written with a comma, "
+                                      "such as '25,125', which in a comma-separated file may be a decimal comma or a "
                                       "thousands separator: save the file semicolon-separated"), quoted.notes
+    # most of the column written so: the table does not fit, and the note says why; thousands too are counted
+    most = read_csv_upload(b'age,sex,bmi\n40,1,"1,234,567"\n41,2,"26,5"\n42,1,"1,234.5"\n43,1,22.1\n',
+                           number_columns={"age", "bmi"})
+    assert "but 3 of its 4 cells are not numbers (e.g. '1,234,567'; 3 cell(s) written with a comma, such as " \
+           "'1,234,567', which in a comma-separated file may be a decimal comma" in most.notes[0], most.notes
+    # a model's categories written as text with a comma stay as written (1,5 is the category, not 1.5)
+    grades = read_csv_upload(b"age;grade\n40;1,5\n41;2,5\n42;3,5\n", text_columns={"grade"}, number_columns={"age"})
+    assert grades.frame["grade"].tolist() == ["1,5", "2,5", "3,5"] and grades.notes == []
+    # every decimal-comma column dropped: the error lists the drops, not how their numbers were read
+    with pytest.raises(InputError) as refused:
+        read_csv_upload(b"phone;email\n1,23;4,5\n2,50;5,5\n3,10;6,5\n")
+    assert "decimal comma" not in str(refused.value), refused.value
     # a column dropped as personal data keeps one note, its drop (not how its numbers were read)
     phone = read_csv_upload(b"age;phone\n40;1,234\n41;2.500\n42;3,100\n43;4,250\n", number_columns={"age"})
     assert [note for note in phone.notes if "'phone'" in note] == [
