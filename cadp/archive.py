@@ -1400,12 +1400,36 @@ def _append(out, data: bytes) -> None:
 
 def _read_whole_file(path: Path, delimiter: str, encoding: str, columns: list[str], skip: int = 0) -> None:
     """Read the whole CSV once, as the run will, and refuse it (UsageError, nothing released) if a row has more
-    fields than the header, naming the lines, as the app refuses such an upload, or fewer (``rows_against_header``).
+    fields than the header or fewer (``rows_against_header``, naming data rows as the manifest numbers them), as
+    the app refuses such an upload; then once more through pandas, which names a longer row it finds by its line.
 
     Which cell of such a row is which cannot be known (an unquoted separator in a text cell shifts the rest), and
-    pandas reports its line but not its place among the rows read: it cannot be listed as one unusable row while
-    the others are numbered right. Without index_col=False pandas would silently read a first row with an extra
-    field (every row ending in a separator) as an index column, shifting every value one column to the left."""
+    it cannot be listed as one unusable row while the others are numbered right. Without index_col=False pandas
+    would silently read a first row with an extra field (every row ending in a separator) as an index column,
+    shifting every value one column to the left."""
+    kind = f"({len(columns)} columns, {DELIMITER_NAMES[delimiter]}-separated)"
+    with path.open(encoding=encoding, newline="") as handle:
+        for _ in range(skip):
+            handle.readline()
+        try:
+            short_count, too_short, long_count, too_long_rows = rows_against_header(handle, delimiter)
+        except InputError as error:
+            raise UsageError(f"{path.name}: {error}; nothing was privatized") from None
+    if too_long_rows:  # pandas says nothing of a row whose extra field is empty or NA: shifted all the same
+        shown = ", ".join(f"data row {row} (line {skip + line}, {fields} fields)" for row, line, fields in too_long_rows)
+        raise UsageError(f"{path.name} has rows with more fields than its header {kind}: {shown}"
+                         + (f" and {long_count - len(too_long_rows):,} more" if long_count > len(too_long_rows) else "")
+                         + " (counting data rows from 1, blank lines not counted; an empty field after the last "
+                         "column is read as no field only where most rows have one). Nothing was privatized: quote "
+                         "text cells that hold the separator, or fix or remove these rows, and run again")
+    if too_short:  # a row broken in two: its first part would be released as a record of training means
+        raise UsageError(f"{path.name} has rows with fewer fields than its header {kind}: data row(s) "
+                         f"{', '.join(map(str, too_short))}"
+                         + (f" and {short_count - len(too_short):,} more" if short_count > len(too_short) else "")
+                         + " (counting data rows from 1, blank lines not counted). Nothing was privatized: a row "
+                         "cut short (e.g. by a line break in a cell) would be released with made-up values; give "
+                         "every row all its fields (an empty cell is written as nothing between two separators), "
+                         "and run again")
     too_long: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pd.errors.ParserWarning)
@@ -1425,31 +1449,9 @@ def _read_whole_file(path: Path, delimiter: str, encoding: str, columns: list[st
                      for line, fields in re.findall(r"Skipping line (\d+): expected \d+ fields, saw (\d+)", message)]
     if too_long:
         shown = ", ".join(too_long[:5]) + (f" and {len(too_long) - 5} more" if len(too_long) > 5 else "")
-        raise UsageError(f"{path.name} has rows with more fields than its header ({len(columns)} columns, "
-                         f"{DELIMITER_NAMES[delimiter]}-separated): {shown}. Nothing was privatized: quote text "
-                         "cells that hold the separator, or fix or remove these rows, and run again")
-    with path.open(encoding=encoding, newline="") as handle:
-        for _ in range(skip):
-            handle.readline()
-        try:
-            short_count, too_short, long_count, too_long_rows = rows_against_header(handle, delimiter)
-        except InputError as error:
-            raise UsageError(f"{path.name}: {error}; nothing was privatized") from None
-    if too_long_rows:  # pandas said nothing of a first row whose extra field is empty or NA: shifted all the same
-        raise UsageError(f"{path.name} has rows with more fields than its header ({len(columns)} columns, "
-                         f"{DELIMITER_NAMES[delimiter]}-separated): data row(s) {', '.join(map(str, too_long_rows))}"
-                         + (f" and {long_count - len(too_long_rows):,} more" if long_count > len(too_long_rows) else "")
-                         + " (counting data rows from 1, blank lines not counted; an empty field after the last "
-                         "column is read as no field only where every row has one). Nothing was privatized: quote "
-                         "text cells that hold the separator, or fix or remove these rows, and run again")
-    if too_short:  # a row broken in two: its first part would be released as a record of training means
-        raise UsageError(f"{path.name} has rows with fewer fields than its header ({len(columns)} columns, "
-                         f"{DELIMITER_NAMES[delimiter]}-separated): data row(s) {', '.join(map(str, too_short))}"
-                         + (f" and {short_count - len(too_short):,} more" if short_count > len(too_short) else "")
-                         + " (counting data rows from 1, blank lines not counted). Nothing was privatized: a row "
-                         "cut short (e.g. by a line break in a cell) would be released with made-up values; give "
-                         "every row all its fields (an empty cell is written as nothing between two separators), "
-                         "and run again")
+        raise UsageError(f"{path.name} has rows with more fields than its header {kind}: {shown}. Nothing was "
+                         "privatized: quote text cells that hold the separator, or fix or remove these rows, and "
+                         "run again")
 
 
 # released rows written per block of the drawn order: the CSV text of a whole file of millions of rows is not held

@@ -1286,22 +1286,27 @@ def short_rows(lines, delimiter: str) -> tuple[int, list[int]]:
     return rows_against_header(lines, delimiter)[:2]
 
 
-def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, list[int]]:
-    """``short_rows``, then (count, the first five) of the data rows with more fields than the header, in one pass.
-    Rows whose extra fields are empty are not counted where every data row has them (a separator ending every
-    row, as some exports write): read without them, each row keeps its columns. One row with an extra field,
-    even an empty or NA one, among rows without: a separator typed inside a cell (32;1 for 32,1) has shifted it."""
+def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, list[tuple[int, int, int]]]:
+    """``short_rows``, then (count, the first five as (data row, line, fields)) of the data rows with more fields
+    than the header (all its
+    fields, trailing empty names too, as pandas counts them), in one pass. Rows whose extra fields are empty are not
+    counted where they are most rows, all of one length (a separator ending every row, as some exports write, a
+    row added by hand without it): read without them, each row keeps its columns. A row with an extra field, even
+    an empty or NA one, among rows without, or longer than the others: a separator typed inside a cell (32;1 for
+    32,1) has shifted it."""
 
     def blank(record: list[str]) -> bool:  # what pandas skips as a blank line
         return not record or (len(record) == 1 and not record[0].strip())
 
     reader = csv.reader(lines, delimiter=delimiter, skipinitialspace=True)
     count, first, number = 0, [], 0
-    longer, longer_first, filled, fitting = 0, [], 0, 0  # rows with extra fields; of them with text; rows without
+    # rows with extra fields (their lengths), of them with text in one, rows without
+    longer, longer_first, lengths, filled, fitting = 0, [], set(), 0, 0
     limit = csv.field_size_limit()
     csv.field_size_limit(2**31 - 1)  # (pandas reads any cell: only a longer limit, restored below)
     try:
         header = next((record for record in reader if not blank(record)), [])
+        named = len(header)  # pandas' columns: trailing empty names are unnamed columns
         while header and not header[-1].strip():
             header = header[:-1]
         for record in reader:
@@ -1312,11 +1317,12 @@ def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, lis
                 count += 1
                 if len(first) < 5:
                     first.append(number)
-            if len(record) > len(header):
+            if len(record) > named:
                 longer += 1
-                filled += any(field.strip() for field in record[len(header):])
-                if len(longer_first) < 5:
-                    longer_first.append(number)
+                lengths.add(len(record))
+                filled += any(field.strip() for field in record[named:])
+                if len(longer_first) < 5:  # (the line it ends on, counted from the lines read here)
+                    longer_first.append((number, reader.line_num, len(record)))
             else:
                 fitting += 1
     except csv.Error as error:  # a line break in an unquoted cell
@@ -1324,7 +1330,7 @@ def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, lis
                          "are quoted") from None
     finally:
         csv.field_size_limit(limit)
-    if longer and not filled and not fitting:  # every row ends in a separator
+    if longer and not filled and len(lengths) == 1 and longer > fitting:  # rows ending in a separator
         longer, longer_first = 0, []
     return count, first, longer, longer_first
 
@@ -1363,14 +1369,20 @@ def identifier_reason(name, values: pd.Series, max_categories: int = MAX_CATEGOR
     return None
 
 
-COMMA_NUMBER_LIKE = re.compile(r"[+-]?[\d.,]*\d[\d.,]*")  # 25,5  1,234  1,234,567  1,234.5 (with a comma)
+COMMA_NUMBER_LIKE = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+,\d+)")  # 1,234,567  1,234.5  25,5
+
+
+def _examples(words: pd.Series, comma_cells: str) -> str:
+    """'e.g. 'kg'' and ``comma_cells`` after it, or ``comma_cells`` alone where it names the same first cell."""
+    first = f"{str(words.iloc[0])!r}"
+    return comma_cells[2:] if comma_cells and f"such as {first}," in comma_cells else f"e.g. {first}{comma_cells}"
 
 
 def _comma_cells_words(words: pd.Series) -> str:
     """'; N of them written with a comma (e.g. '1,234') ...: why': the cells of a model's number column in a
     comma-separated file that are not read as numbers because of a comma; '' where there are none."""
     text = words.astype(str).str.strip()
-    with_commas = text[text.str.contains(",", regex=False) & text.str.fullmatch(COMMA_NUMBER_LIKE)]
+    with_commas = text[text.str.fullmatch(COMMA_NUMBER_LIKE)]
     if with_commas.empty:
         return ""
     return (f"; {len(with_commas):,} cell(s) written with a comma, such as {with_commas.iloc[0]!r}, which in a "
@@ -1435,7 +1447,7 @@ def _clean_columns(frame: pd.DataFrame, notes: list[str], max_categories: int,
         comma_cells = "" if commas_are_decimal or name not in number_columns else _comma_cells_words(words)
         if name in number_columns and numeric_share < MODEL_NUMBER_SHARE and len(words):  # numbers, with units?
             notes.append(f"column {name!r} is one of the chosen model's number columns, but {len(words):,} of its "
-                         f"{len(values):,} cells are not numbers (e.g. {str(words.iloc[0])!r}{comma_cells}), so the "
+                         f"{len(values):,} cells are not numbers ({_examples(words, comma_cells)}), so the "
                          "table as it is does not fit that model: to release it with that model, write them as plain "
                          "numbers, without units or words, and upload the file again")
             continue

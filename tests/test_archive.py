@@ -539,7 +539,7 @@ def test_an_excel_separator_line_gives_a_csv_its_separator_and_is_not_its_header
     ragged = tmp_path / "ragged.csv"
     ragged.write_text("sep=;\nage;bmi;note;sex\n50;22,5;ok;1\n60;23;ok;2;x\n")
     assert run(table_model, ragged, tmp_path / "ragged") == archive.EXIT_USAGE
-    assert "line 4 (5 fields)" in capsys.readouterr().err  # the file's own line numbers
+    assert "data row 2 (line 4, 5 fields)" in capsys.readouterr().err  # the file's own line numbers
 
 
 def test_csv_with_decimal_commas_is_read_and_written_so(table_model, tmp_path, capsys):
@@ -868,15 +868,15 @@ def test_a_csv_row_with_more_fields_than_the_header_refuses_the_file_naming_its_
     output = tmp_path / "out"
     assert run(table_model, source, output, "--batch-size", batch_size) == archive.EXIT_USAGE
     err = capsys.readouterr().err
-    assert "ragged.csv has rows with more fields than its header (4 columns, comma-separated): line 9 (7 fields)" \
-        in err
+    assert "ragged.csv has rows with more fields than its header (4 columns, comma-separated): data row 8 (line 9, " \
+           "7 fields)" in err, err
     assert "Nothing was privatized" in err
     assert not output.exists()  # nothing released, OUTPUT left as it was for the retry
     # a first row longer than the header would otherwise be read with its first cell as an index, shifted
     lines = table_frame(5).to_csv(index=False).splitlines()
     source.write_text("\n".join([lines[0], lines[1] + ",x", *lines[2:]]) + "\n")
     assert run(table_model, source, output) == archive.EXIT_USAGE
-    assert "the first data row" in capsys.readouterr().err
+    assert "data row 1 (line 2, 5 fields)" in capsys.readouterr().err
 
 
 def test_csv_rows_ending_in_the_separator_are_read_in_their_columns(table_model, tmp_path):
@@ -904,11 +904,29 @@ def test_one_row_with_an_empty_or_na_field_beyond_the_header_is_refused(table_mo
             source.write_text("\n".join(shifted) + "\n")
             assert run(table_model, source, tmp_path / f"out{row}{extra.replace('/', '')}") == archive.EXIT_USAGE
             err = capsys.readouterr().err
-            assert "has rows with more fields than its header" in err and (
-                f"data row(s) {row} " in err or "line" in err), err
+            assert f"has rows with more fields than its header (4 columns, semicolon-separated): data row {row} " \
+                   f"(line {row + 1}, 5 fields)" in err, err
     every = tmp_path / "every.csv"  # every row ends in a separator: read in its columns
     every.write_text("\n".join([lines[0], *(line + ";" for line in lines[1:])]) + "\n")
     assert run(table_model, every, tmp_path / "every-out") == 0
+    # the header ends in one too (an unnamed column), and one row has a typed separator and an empty last cell
+    both = [lines[0] + ";", *(line + ";" for line in lines[1:])]
+    both[1] = both[1].replace(";", ";;", 1)  # 13 fields against the others' 12
+    shifted = tmp_path / "both.csv"
+    shifted.write_text("\n".join(both) + "\n")
+    assert run(table_model, shifted, tmp_path / "both-out") == archive.EXIT_USAGE
+    assert "more fields than its header (5 columns, semicolon-separated): data row 1 (line 2, 6 fields)" in \
+        capsys.readouterr().err
+    # an unnamed column with values in it: every row as long as the header, read as the app reads it
+    unnamed = tmp_path / "unnamed.csv"
+    unnamed.write_text("\n".join([lines[0] + ";", *(line + ";checked" for line in lines[1:])]) + "\n")
+    assert run(table_model, unnamed, tmp_path / "unnamed-out") == 0
+    # most rows end in a separator, one added by hand does not: each row keeps its columns
+    many = table_frame(20).to_csv(index=False, sep=";").splitlines()
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("\n".join([many[0], *(line + ";" for line in many[1:-1]), many[-1]]) + "\n")
+    assert run(table_model, mixed, tmp_path / "mixed-out") == 0
+    assert [row["status"] for row in read_manifest(tmp_path / "mixed-out")] == ["privatized"] * 20
 
 
 def signalled_run(model: Path, source: Path, output: Path, signum: int, *extra: str) -> tuple[int, str]:

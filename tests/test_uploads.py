@@ -613,8 +613,10 @@ def test_commas_that_may_separate_thousands_are_noted():
     # most of the column written so: the table does not fit, and the note says why; thousands too are counted
     most = read_csv_upload(b'age,sex,bmi\n40,1,"1,234,567"\n41,2,"26,5"\n42,1,"1,234.5"\n43,1,22.1\n',
                            number_columns={"age", "bmi"})
-    assert "but 3 of its 4 cells are not numbers (e.g. '1,234,567'; 3 cell(s) written with a comma, such as " \
-           "'1,234,567', which in a comma-separated file may be a decimal comma" in most.notes[0], most.notes
+    assert "but 3 of its 4 cells are not numbers (3 cell(s) written with a comma, such as '1,234,567', which in a " \
+           "comma-separated file may be a decimal comma" in most.notes[0], most.notes
+    lists = read_csv_upload(b'age,sex,bmi\n40,1,"1,2,3"\n41,2,"26,5"\n42,1,kg\n43,1,22.1\n', number_columns={"age", "bmi"})
+    assert "(e.g. '1,2,3'; 1 cell(s) written with a comma, such as '26,5'," in lists.notes[0], lists.notes
     # a model's categories written as text with a comma stay as written (1,5 is the category, not 1.5)
     grades = read_csv_upload(b"age;grade\n40;1,5\n41;2,5\n42;3,5\n", text_columns={"grade"}, number_columns={"age"})
     assert grades.frame["grade"].tolist() == ["1,5", "2,5", "3,5"] and grades.notes == []
