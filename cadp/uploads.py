@@ -923,7 +923,14 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
         raise InputError("the CSV cannot be parsed") from None
     if len(frame) == 0:
         raise InputError("the CSV has a header but no data rows")
-    count, first = short_rows(io.StringIO(text, newline=""), delimiter)
+    count, first, longer, shifted = rows_against_header(io.StringIO(text, newline=""), delimiter)
+    if longer:  # pandas says nothing of a first row whose extra field is empty: it would be read shifted
+        rows = ", ".join(str(row) for row, _, _ in shifted) + (", …" if longer > len(shifted) else "")
+        raise InputError(f"{longer:,} row(s) of the CSV have more fields than its header ({len(names)} columns, "
+                         f"{DELIMITER_NAMES[delimiter]}-separated; data row(s) {rows}, counting from 1 below the "
+                         "header, blank lines not counted): a separator typed in a cell (32;1 for 32,1) shifts the "
+                         "rest of its row into the wrong columns; quote cells that hold the separator, or fix or "
+                         "remove these rows")
     if count:
         raise InputError(f"{count:,} row(s) of the CSV have fewer fields than its header ({len(names)} columns, "
                          f"{DELIMITER_NAMES[delimiter]}-separated; data row(s) {', '.join(map(str, first))}"
@@ -965,8 +972,10 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
 
 def _cells_as_written(text: str, delimiter: str, names: list[str]) -> pd.DataFrame:
     """Every cell of the CSV as the text written in it (nothing read as missing, no types)."""
-    return pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=names, dtype=str, na_filter=False,
-                       skipinitialspace=True, index_col=False, low_memory=False)
+    with warnings.catch_warnings():  # rows ending in a separator: read without it (``rows_against_header``)
+        warnings.simplefilter("ignore", pd.errors.ParserWarning)
+        return pd.read_csv(io.StringIO(text), sep=delimiter, header=0, names=names, dtype=str, na_filter=False,
+                           skipinitialspace=True, index_col=False, low_memory=False)
 
 
 def _missing_values(cells: pd.DataFrame | None, text_columns: Collection[str] = (),
@@ -1287,21 +1296,26 @@ def short_rows(lines, delimiter: str) -> tuple[int, list[int]]:
 
 
 def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, list[tuple[int, int, int]]]:
-    """``short_rows``, then (count, the first five as (data row, line, fields)) of the data rows with more fields
-    than the header (all its
-    fields, trailing empty names too, as pandas counts them), in one pass. Rows whose extra fields are empty are not
-    counted where they are most rows, all of one length (a separator ending every row, as some exports write, a
-    row added by hand without it): read without them, each row keeps its columns. A row with an extra field, even
-    an empty or NA one, among rows without, or longer than the others: a separator typed inside a cell (32;1 for
-    32,1) has shifted it."""
+    """``short_rows``, then (count, the first five as (data row, line it starts on, fields)) of the data rows with more
+    fields than the header (all its fields, trailing empty names too, as pandas counts them), in one pass. Rows
+    whose extra fields are empty are not counted where they are most rows, all of one length (a separator ending
+    every row, as some exports write; a row added by hand without it): read without them, each row keeps its
+    columns. A row with an extra field, even an empty or NA one, among rows without, or longer than the others: a
+    separator typed inside a cell (32;1 for 32,1) has shifted it; where most rows end in a separator, only such
+    odd rows are counted (the others are as the export wrote them)."""
 
     def blank(record: list[str]) -> bool:  # what pandas skips as a blank line
         return not record or (len(record) == 1 and not record[0].strip())
 
+    def add(group: list, row: tuple[int, int, int]) -> None:  # [count, the first five]
+        group[0] += 1
+        if len(group[1]) < 5:
+            group[1].append(row)
+
     reader = csv.reader(lines, delimiter=delimiter, skipinitialspace=True)
-    count, first, number = 0, [], 0
-    # rows with extra fields (their lengths), of them with text in one, rows without
-    longer, longer_first, lengths, filled, fitting = 0, [], set(), 0, 0
+    count, first, number, ended = 0, [], 0, 0
+    by_length: dict[int, list] = {}  # longer rows with empty extra fields, per length: [count, first five]
+    filled, fitting = [0, []], 0  # longer rows with text in an extra field; rows no longer than the header
     limit = csv.field_size_limit()
     csv.field_size_limit(2**31 - 1)  # (pandas reads any cell: only a longer limit, restored below)
     try:
@@ -1309,7 +1323,9 @@ def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, lis
         named = len(header)  # pandas' columns: trailing empty names are unnamed columns
         while header and not header[-1].strip():
             header = header[:-1]
+        ended = reader.line_num
         for record in reader:
+            starts, ended = ended + 1, reader.line_num
             if blank(record):
                 continue
             number += 1
@@ -1318,11 +1334,11 @@ def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, lis
                 if len(first) < 5:
                     first.append(number)
             if len(record) > named:
-                longer += 1
-                lengths.add(len(record))
-                filled += any(field.strip() for field in record[named:])
-                if len(longer_first) < 5:  # (the line it ends on, counted from the lines read here)
-                    longer_first.append((number, reader.line_num, len(record)))
+                row = (number, starts, len(record))
+                if any(field.strip() for field in record[named:]):
+                    add(filled, row)
+                else:
+                    add(by_length.setdefault(len(record), [0, []]), row)
             else:
                 fitting += 1
     except csv.Error as error:  # a line break in an unquoted cell
@@ -1330,9 +1346,14 @@ def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, lis
                          "are quoted") from None
     finally:
         csv.field_size_limit(limit)
-    if longer and not filled and len(lengths) == 1 and longer > fitting:  # rows ending in a separator
-        longer, longer_first = 0, []
-    return count, first, longer, longer_first
+    longer = filled[0] + sum(group[0] for group in by_length.values())
+    if longer <= fitting:  # the longer rows are the odd ones
+        odd = [filled, *by_length.values()]
+    else:  # most rows end in a separator: the odd ones are those with text there or of another length
+        common = max(by_length, key=lambda length: by_length[length][0], default=None)
+        odd = [filled, *(group for length, group in by_length.items() if length != common)]
+    odd_count = sum(group[0] for group in odd)
+    return count, first, odd_count, sorted(row for group in odd for row in group[1])[:5]
 
 
 def identifier_reason(name, values: pd.Series, max_categories: int = MAX_CATEGORIES, *, code: bool = False,

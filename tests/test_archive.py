@@ -917,6 +917,21 @@ def test_one_row_with_an_empty_or_na_field_beyond_the_header_is_refused(table_mo
     assert run(table_model, shifted, tmp_path / "both-out") == archive.EXIT_USAGE
     assert "more fields than its header (5 columns, semicolon-separated): data row 1 (line 2, 6 fields)" in \
         capsys.readouterr().err
+    # a shifted row among ten that end in a separator: named alone (not the rows as the export wrote them)
+    ten = table_frame(10).to_csv(index=False, sep=";").splitlines()
+    odd = [ten[0], *(line + ";" for line in ten[1:])]
+    odd[7] = odd[7].replace(";", ";;", 1)
+    among = tmp_path / "among.csv"
+    among.write_text("\n".join(odd) + "\n")
+    assert run(table_model, among, tmp_path / "among-out") == archive.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert ": data row 7 (line 8, 6 fields) (counting data rows" in err, err
+    # a row after a quoted cell of three lines is named by the line it starts on
+    quoted = [ten[0], ten[1], ten[2].replace(";ok;", ';"a\nb\nc";', 1), ten[3] + ";x"]
+    multi = tmp_path / "multi.csv"
+    multi.write_text("\n".join(quoted) + "\n")
+    assert run(table_model, multi, tmp_path / "multi-out") == archive.EXIT_USAGE
+    assert "data row 3 (line 6, 5 fields)" in capsys.readouterr().err
     # an unnamed column with values in it: every row as long as the header, read as the app reads it
     unnamed = tmp_path / "unnamed.csv"
     unnamed.write_text("\n".join([lines[0] + ";", *(line + ";checked" for line in lines[1:])]) + "\n")

@@ -630,6 +630,16 @@ def test_commas_that_may_separate_thousands_are_noted():
         next(note for note in phone.notes if "named like personal data" in note)], phone.notes
 
 
+def test_a_first_row_shifted_by_a_typed_separator_is_refused_even_with_an_empty_last_field():
+    """22,5 typed 22;5 in the first data row, its last field empty: pandas said nothing and the row was read
+    shifted (bmi 22, bp 5); rows that all end in a separator are still read in their columns."""
+    with pytest.raises(InputError, match=r"1 row\(s\) of the CSV have more fields than its header \(4 columns, "
+                                         r"semicolon-separated; data row\(s\) 1, counting"):
+        read_csv_upload(b"age;sex;bmi;bp\n50;1;22;5;\n60;2;23,5;80\n61;1;24,5;81\n")
+    every = read_csv_upload(b"age;sex;bmi;bp\n50;1;22,5;5;\n60;2;23,5;80;\n61;1;24,5;81;\n")
+    assert every.frame["bmi"].tolist() == [22.5, 23.5, 24.5] and every.frame["bp"].tolist() == [5, 80, 81]
+
+
 def test_a_models_number_column_of_many_distinct_values_and_one_word_is_kept():
     """One '?' among 260 distinct bmi values made the model's number column a column of text with over 200 distinct
     values, dropped as an identifier (with decimal commas it was kept): the table then did not fit the model."""
