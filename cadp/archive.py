@@ -1420,7 +1420,8 @@ def _read_whole_file(path: Path, delimiter: str, encoding: str, columns: list[st
         raise UsageError(f"{path.name} has rows with more fields than its header {kind}: {shown}"
                          + (f" and {long_count - len(too_long_rows):,} more" if long_count > len(too_long_rows) else "")
                          + " (counting data rows from 1, blank lines not counted; an empty field after the last "
-                         "column is read as no field only where most rows have one). Nothing was privatized: quote "
+                         "column is read as no field only where more than half of the rows have one). Nothing was "
+                         "privatized: quote "
                          "text cells that hold the separator, or fix or remove these rows, and run again")
     if too_short:  # a row broken in two: its first part would be released as a record of training means
         raise UsageError(f"{path.name} has rows with fewer fields than its header {kind}: data row(s) "

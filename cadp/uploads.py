@@ -930,7 +930,8 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
                          f"{DELIMITER_NAMES[delimiter]}-separated; data row(s) {rows}, counting from 1 below the "
                          "header, blank lines not counted): a separator typed in a cell (32;1 for 32,1) shifts the "
                          "rest of its row into the wrong columns; quote cells that hold the separator, or fix or "
-                         "remove these rows")
+                         "remove these rows (a separator after a row's last cell is read as no field only where "
+                         "more than half of the rows end in one: give every row one, or none)")
     if count:
         raise InputError(f"{count:,} row(s) of the CSV have fewer fields than its header ({len(names)} columns, "
                          f"{DELIMITER_NAMES[delimiter]}-separated; data row(s) {', '.join(map(str, first))}"
@@ -1298,11 +1299,11 @@ def short_rows(lines, delimiter: str) -> tuple[int, list[int]]:
 def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, list[tuple[int, int, int]]]:
     """``short_rows``, then (count, the first five as (data row, line it starts on, fields)) of the data rows with more
     fields than the header (all its fields, trailing empty names too, as pandas counts them), in one pass. Rows
-    whose extra fields are empty are not counted where they are most rows, all of one length (a separator ending
-    every row, as some exports write; a row added by hand without it): read without them, each row keeps its
-    columns. A row with an extra field, even an empty or NA one, among rows without, or longer than the others: a
-    separator typed inside a cell (32;1 for 32,1) has shifted it; where most rows end in a separator, only such
-    odd rows are counted (the others are as the export wrote them)."""
+    whose extra fields are empty are not counted where they are more than half of the rows, all of one length (a
+    separator ending every row, as some exports write; a row added by hand without it): read without them, each
+    row keeps its columns. A row with an extra field, even an empty or NA one, among rows without, or longer than the others: a
+    separator typed inside a cell (32;1 for 32,1) has shifted it; where more than half of the rows end in a
+    separator (one length), only the odd rows are counted (the others are as the export wrote them)."""
 
     def blank(record: list[str]) -> bool:  # what pandas skips as a blank line
         return not record or (len(record) == 1 and not record[0].strip())
@@ -1346,12 +1347,9 @@ def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, lis
                          "are quoted") from None
     finally:
         csv.field_size_limit(limit)
-    longer = filled[0] + sum(group[0] for group in by_length.values())
-    if longer <= fitting:  # the longer rows are the odd ones
-        odd = [filled, *by_length.values()]
-    else:  # most rows end in a separator: the odd ones are those with text there or of another length
-        common = max(by_length, key=lambda length: by_length[length][0], default=None)
-        odd = [filled, *(group for length, group in by_length.items() if length != common)]
+    # the rows of one length with empty extra fields are the export's where they are more than half of the rows
+    common = next((length for length, group in by_length.items() if 2 * group[0] > number), None)
+    odd = [filled, *(group for length, group in by_length.items() if length != common)]
     odd_count = sum(group[0] for group in odd)
     return count, first, odd_count, sorted(row for group in odd for row in group[1])[:5]
 

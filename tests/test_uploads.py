@@ -640,6 +640,21 @@ def test_a_first_row_shifted_by_a_typed_separator_is_refused_even_with_an_empty_
     assert every.frame["bmi"].tolist() == [22.5, 23.5, 24.5] and every.frame["bp"].tolist() == [5, 80, 81]
 
 
+def test_rows_ending_in_a_separator_are_the_exports_only_where_they_are_more_than_half():
+    """4 rows that fit, 3 ending in ';' and 3 in ';;': no length is most rows, so all 6 longer rows are named (3 were,
+    the 12-field ones taken for the export's); a tie between lengths no longer depends on which came first."""
+    from cadp.uploads import rows_against_header
+
+    def longer(text: str) -> tuple[int, list[int]]:
+        _, _, count, rows = rows_against_header(io.StringIO(text, newline=""), ";")
+        return count, [row for row, _, _ in rows]
+
+    assert longer("a;b\n" + "1;2\n" * 4 + "1;2;\n" * 3 + "1;2;;\n" * 3) == (6, [5, 6, 7, 8, 9])
+    assert longer("a;b\n1;2;\n3;4;;\n7;8;\n9;10;;\n") == (4, [1, 2, 3, 4])
+    assert longer("a;b\n" + "1;2;\n" * 3 + "1;2\n") == (0, [])  # a row added by hand without it
+    assert longer("a;b\n" + "1;2;\n" * 3 + "1;2;;\n") == (1, [4])  # one longer than the export's rows
+
+
 def test_a_models_number_column_of_many_distinct_values_and_one_word_is_kept():
     """One '?' among 260 distinct bmi values made the model's number column a column of text with over 200 distinct
     values, dropped as an identifier (with decimal commas it was kept): the table then did not fit the model."""
