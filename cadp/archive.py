@@ -77,6 +77,7 @@ from cadp.uploads import (
     ENCODING_NAMES,
     FIRST_FRAME,
     INVERT_CHOICES,
+    ONE_DOT,
     cell_number,
     csv_format_words,
     decimal_comma_columns,
@@ -1537,9 +1538,6 @@ def _number_or_text(value):
     if isinstance(value, float | np.floating) and float(value).is_integer():
         return int(value)
     return value
-
-
-ONE_DOT = re.compile(r"[+-]?\d{1,3}\.\d{3}")  # 12.500: twelve and a half, or twelve thousand five hundred?
 
 
 def _dot_decimals(chunk: pd.DataFrame, numeric: list[str], dotted: dict[str, list] | None = None) -> pd.DataFrame:

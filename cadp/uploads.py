@@ -1134,6 +1134,7 @@ def decimal_comma_columns(frame: pd.DataFrame, number_columns: Collection[str] =
     return names
 
 
+ONE_DOT = re.compile(r"[+-]?\d{1,3}\.\d{3}")  # 12.500: twelve and a half, or twelve thousand five hundred?
 THREE_AFTER_COMMA = re.compile(r"[+-]?[1-9]\d{0,2},\d{3}")  # 1,234: a decimal comma, or a thousands separator?
 
 
@@ -1160,7 +1161,7 @@ def _decimal_commas(frame: pd.DataFrame, notes: list[str], number_columns: Colle
     for name in decimal_comma_columns(frame, number_columns, text_columns):
         text = frame[name].dropna().astype(str).str.strip()
         example = text[text.str.contains(",")].iloc[0]
-        dotted = text[text.str.fullmatch(r"[+-]?\d{1,3}\.\d{3}")]  # 12.500: twelve and a half, or twelve thousand?
+        dotted = text[text.str.fullmatch(ONE_DOT)]
         if len(dotted):
             notes.append(f"column {name!r}: {len(dotted):,} cell(s) such as {dotted.iloc[0]!r}, with one dot and no "
                          f"comma, are read with a decimal point ({float(dotted.iloc[0]):g}), each cell alone; if the "
