@@ -1375,7 +1375,6 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                 raise manifest.write_error
     if note := dotted_cells_note(dotted, path.name):
         _say(f"note: {readable(note)}")
-
     if filled_rows:
         _say(f"warning: {filled_rows} row(s) had empty cells or cells that are not numbers, read as the training "
              f"mean, or numbers outside the range the model knows, read as its nearer end: the preprocessing column "
@@ -1397,6 +1396,10 @@ def _append(out, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+SHIFTED_ROWS = ("Nothing was privatized: quote text cells that hold the separator, or fix or remove these rows, and "
+                "run again")
 
 
 def _read_whole_file(path: Path, delimiter: str, encoding: str, columns: list[str], skip: int = 0) -> None:
@@ -1421,9 +1424,7 @@ def _read_whole_file(path: Path, delimiter: str, encoding: str, columns: list[st
         raise UsageError(f"{path.name} has rows with more fields than its header {kind}: {shown}"
                          + (f" and {long_count - len(too_long_rows):,} more" if long_count > len(too_long_rows) else "")
                          + " (counting data rows from 1, blank lines not counted; an empty field after the last "
-                         "column is read as no field only where more than half of the rows have one). Nothing was "
-                         "privatized: quote "
-                         "text cells that hold the separator, or fix or remove these rows, and run again")
+                         f"column is read as no field only where more than half of the rows have one). {SHIFTED_ROWS}")
     if too_short:  # a row broken in two: its first part would be released as a record of training means
         raise UsageError(f"{path.name} has rows with fewer fields than its header {kind}: data row(s) "
                          f"{', '.join(map(str, too_short))}"
@@ -1451,9 +1452,7 @@ def _read_whole_file(path: Path, delimiter: str, encoding: str, columns: list[st
                      for line, fields in re.findall(r"Skipping line (\d+): expected \d+ fields, saw (\d+)", message)]
     if too_long:
         shown = ", ".join(too_long[:5]) + (f" and {len(too_long) - 5} more" if len(too_long) > 5 else "")
-        raise UsageError(f"{path.name} has rows with more fields than its header {kind}: {shown}. Nothing was "
-                         "privatized: quote text cells that hold the separator, or fix or remove these rows, and "
-                         "run again")
+        raise UsageError(f"{path.name} has rows with more fields than its header {kind}: {shown}. {SHIFTED_ROWS}")
 
 
 # released rows written per block of the drawn order: the CSV text of a whole file of millions of rows is not held

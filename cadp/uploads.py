@@ -1287,19 +1287,16 @@ def _free_text(values: pd.Series) -> bool:
     return bool((values.astype(str).str.split().str.len() >= FREE_TEXT_WORDS).any())
 
 
-def short_rows(lines, delimiter: str) -> tuple[int, list[int]]:
+def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, list[tuple[int, int, int]]]:
     """(count, the first five) of the data rows with fewer fields than the header in CSV ``lines`` (opened with
     newline=""), whose first record that is not blank is the header; data rows counted from 1, blank lines not
     counted. pandas fills a row's missing fields in as empty cells, so a row cut in two by a line break in a cell
     would be read as a record with empty cells. Read as pandas reads: spaces after a separator skipped, lines that
     are empty or hold only spaces skipped, a header's trailing empty names (a separator ending the header line) no
-    fields a row must have; cells of any length (the csv module's own limit lifted while reading)."""
-    return rows_against_header(lines, delimiter)[:2]
+    fields a row must have; cells of any length (the csv module's own limit lifted while reading).
 
-
-def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, list[tuple[int, int, int]]]:
-    """``short_rows``, then (count, the first five as (data row, line it starts on, fields)) of the data rows with more
-    fields than the header (all its fields, trailing empty names too, as pandas counts them), in one pass. Rows
+    Then, in the same pass, (count, the first five as (data row, line it starts on, fields)) of the data rows with
+    more fields than the header (all its fields, trailing empty names too, as pandas counts them). Rows
     whose extra fields are empty are not counted where they are more than half of the rows, all of one length (a
     separator ending every row, as some exports write; a row added by hand without it): read without them, each
     row keeps its columns. A row with an extra field, even an empty or NA one, among rows without, or longer than the others: a
