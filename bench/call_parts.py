@@ -102,7 +102,8 @@ def after_a_pass(folder: str, repeats: int) -> dict[str, tuple[float, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.call_parts", description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["weights/mnist-cinn", "weights/fashion-mnist-cinn"])
+    parser.add_argument("--models", nargs="+", default=["mnist-cinn", "fashion-mnist-cinn"],
+                        help="image model names in weights/ or folders (as for python -m bench)")
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
@@ -111,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_allocator()  # as the app and the CLIs run
     torch.set_num_threads(args.threads)
-    for folder in args.models:
+    from bench.__main__ import model_folders
+
+    for folder in map(str, model_folders(args.models)):
         print(f"{folder}: one image's call, microseconds per call ({args.calls} calls per round, "
               f"{args.threads} threads)")
         rounds = [call_parts(folder, args.calls) for _ in range(args.rounds)]
