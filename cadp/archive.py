@@ -48,6 +48,7 @@ from cadp.data import (
     LOOP,
     NOT_AN_IMAGE,
     case_hint,
+    category_texts,
     folder_files,
     image_folder_name,
     numeric_cells,
@@ -1275,9 +1276,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     for note in comma_notes:  # 1,234 in every cell with a comma: thousands, read as decimals?
         _say(f"note: {readable(note)}")
     declared = declared_encoding(head, encoding)
-    out_encoding = release_encoding(declared, texts=[*needed, *(category for spec in config.data_encoder["columns"]
-                                                                + config.condition_encoder["columns"]
-                                                                for category in spec.get("categories") or ())])
+    out_encoding = release_encoding(declared, texts=[*needed, *category_texts(config)])
     words = csv_format_words(delimiter, decimal, out_encoding)
     if declared is not None and out_encoding != declared:
         _say(f"note: {PRIVATIZED_CSV_NAME} is written {words}: a released value cannot be written in "

@@ -637,6 +637,13 @@ def text_category_columns(config) -> set[str]:
             and all(isinstance(c, str) for c in spec["categories"] if c is not None)}
 
 
+def category_texts(config) -> list[str]:
+    """The categories written as text that a release of this table model can hold: a released CSV's encoding must
+    write every one of them, whichever a given draw happens to release."""
+    return [category for encoder in (config.data_encoder, config.condition_encoder) for spec in encoder["columns"]
+            for category in spec.get("categories") or () if isinstance(category, str)]
+
+
 def table_fit_problems(config, frame: pd.DataFrame, kinds: dict[str, str], conditions: list[str]) -> list[str]:
     """Why a tabular model's config cannot release ``frame`` with these column kinds and conditions (empty: it
     can; columns that are not the model's are left out of a release, and do not count)."""

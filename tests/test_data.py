@@ -11,6 +11,7 @@ from PIL import Image
 from cadp.data import (
     FASHION_MNIST_CLASSES,
     TabularEncoder,
+    category_texts,
     fashion_mnist_dir,
     infer_column_kind,
     load_image_dataset,
@@ -440,3 +441,14 @@ def test_a_folder_that_cannot_be_listed_is_named_not_silently_left_out(tmp_path,
     load_image_folder(tmp_path, "train", image_size=8)
     assert "note: 1 folder(s) under " in (err := capsys.readouterr().err)
     assert "cannot be listed, so their files were left out: b/locked (Permission denied)" in err
+
+
+def test_the_texts_a_table_release_can_hold_are_its_text_categories_of_data_and_conditions():
+    from types import SimpleNamespace
+
+    config = SimpleNamespace(
+        data_encoder={"columns": [{"name": "city", "kind": "categorical", "categories": ["Zürich", "Bern"]},
+                                  {"name": "grade", "kind": "categorical", "categories": [1, 2, 3]},
+                                  {"name": "age", "kind": "numeric", "categories": None}]},
+        condition_encoder={"columns": [{"name": "ward", "kind": "categorical", "categories": ["Ä", None, "B"]}]})
+    assert category_texts(config) == ["Zürich", "Bern", "Ä", "B"]

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from cadp import compare, ui
-from cadp.data import TABULAR_DATASETS, infer_column_kind, table_fit_problems, text_category_columns
+from cadp.data import TABULAR_DATASETS, category_texts, infer_column_kind, table_fit_problems, text_category_columns
 from cadp.privatize import privatize, public_training_data
 from cadp.train import fit_here_caution, held_out_rows_note
 
@@ -216,8 +216,7 @@ def page(loaded) -> None:
                               sum(h.cost for h in handlings.values()), seeded=settings.seed is not None)
         bundled = loaded is not None and model is loaded.model  # a model fitted here: its guarantee says so
         # the texts a release of this model can hold: the download's encoding follows them, not this draw's cells
-        texts = [category for spec in [*model.data_encoder.columns, *model.condition_encoder.columns]
-                 for category in spec.categories or () if isinstance(category, str)]
+        texts = category_texts(model.config)
         st.session_state[RESULT] = {"result": result, "made_of": made_of, "choices": choices, "csv_format": csv_format,
                                     "texts": texts,
                                     "seed": settings.seed,
