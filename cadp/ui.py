@@ -222,12 +222,17 @@ def _warm_up_quietly(model) -> None:
 def device_in_use() -> str:
     if torch.cuda.is_available():
         return f"GPU ({torch.cuda.get_device_name(0)})"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"CPU ({threads} thread{'s' * (threads != 1)})"
 
 
-def sidebar(kind: str | None = None, key: str = "model") -> hub.LoadedModel | None:
-    """Model picker, device and privacy ledger; returns the chosen model or None (with a message)."""
-    loaded = None
+def sidebar(kind: str | None = None, key: str = "model", main=None) -> tuple[hub.LoadedModel | None, str | None]:
+    """Model picker, device and privacy ledger: (the chosen model or None, why it could not be loaded or None).
+
+    ``main``: a placeholder on the page for the loading spinner (on a narrow screen the sidebar is folded away, and
+    a spinner there would leave an empty page while a model loads)."""
+    loaded = problem = None
+    loading = main if main is not None else contextlib.nullcontext()
     with st.sidebar:
         st.subheader("Model")
         names = bundled_models(kind)
@@ -248,7 +253,8 @@ def sidebar(kind: str | None = None, key: str = "model") -> hub.LoadedModel | No
                 remembered["hub"] = repo
                 if repo:
                     try:
-                        loaded = load_model(repo, hub_only=True)  # never the server's disk, whatever the id says
+                        with loading:
+                            loaded = load_model(repo, hub_only=True)  # never the server's disk, whatever the id says
                     except ModelError as error:
                         if not (repo.startswith(("/", ".", "~")) or "\\" in repo or repo.split("@")[0].count("/") > 1):
                             raise
@@ -261,23 +267,24 @@ def sidebar(kind: str | None = None, key: str = "model") -> hub.LoadedModel | No
             else:
                 # a bundled name lets cadp.hub say "bundled weights/<name>" as the origin
                 bundled = weights_dir().resolve() == hub.BUNDLED_DIR.resolve()
-                loaded = load_model(choice if bundled else str(weights_dir() / choice))
+                with loading:
+                    loaded = load_model(choice if bundled else str(weights_dir() / choice))
             if loaded is not None and kind is not None and loaded.config.kind != kind:
-                st.error(f"This page needs {'an' if kind == 'image' else 'a'} {kind} model; {loaded.config.name} is "
-                         f"{'an' if loaded.config.kind == 'image' else 'a'} {loaded.config.kind} model.")
+                problem = (f"This page needs {'an' if kind == 'image' else 'a'} {kind} model; {loaded.config.name} "
+                           f"is {'an' if loaded.config.kind == 'image' else 'a'} {loaded.config.kind} model.")
                 loaded = None
         except CadpError as error:
-            st.error(str(error))
-            loaded = None
+            problem, loaded = str(error), None
         except Exception as error:  # noqa: BLE001
-            st.error(f"The model could not be loaded ({type(error).__name__}).")
-            loaded = None
+            problem, loaded = f"The model could not be loaded ({type(error).__name__}).", None
+        if problem is not None:
+            st.error(problem)
         if loaded is not None:
             st.caption(f"From: {loaded.origin}")
         if not names:
             st.caption(f"No bundled {kind or ''} models found in {weights_dir()}.")
         st.caption(f"Device: {device_in_use()}")
-    return loaded
+    return loaded, problem
 
 
 def run_page(title: str, body, kind: str | None = None, needs_model: bool = True, picker: bool = True) -> None:
@@ -286,12 +293,14 @@ def run_page(title: str, body, kind: str | None = None, needs_model: bool = True
     ``picker=False``: a page that uses no model (home) shows no model picker."""
     _restore_kept_values(title)
     st.title(title)
-    loaded = sidebar(kind) if picker else None
+    loaded, problem = sidebar(kind, main=st.empty()) if picker else (None, None)
     if loaded is not None:  # on a narrow screen the sidebar is folded away: the page itself names the model
         st.caption(f"Model: **{literal(loaded.config.name)}** (data: {literal(str(loaded.config.dataset))}); choose "
                    "another in the sidebar.")
     try:
-        if loaded is None and needs_model:
+        if loaded is None and needs_model and problem is not None:  # said in the sidebar too, folded away on phones
+            st.error(f"{problem} Choose another model in the sidebar.")
+        elif loaded is None and needs_model:
             st.info(f"Choose {'an ' + kind if kind == 'image' else 'a ' + kind if kind else 'a'} model in the sidebar.")
         else:
             with page_errors():

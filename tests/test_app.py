@@ -1283,6 +1283,8 @@ def test_hub_id_that_does_not_exist_is_a_plain_error():
     at.sidebar.text_input(key="model_hub").input("not a valid id!!").run()
     clean(at)
     assert at.sidebar.error
+    # on a phone the sidebar is folded away: the page itself says why there is no model
+    assert [e.value for e in at.main.error] == [f"{at.sidebar.error[0].value} Choose another model in the sidebar."]
 
 
 @pytest.mark.parametrize("typed, said", [

@@ -64,3 +64,15 @@ def test_blas_threads_limit_openblas_only():
     assert result["env"] == "1" and result["torch"][0] == result["torch"][1] and result["once"]
     assert all(threads == result["before"][path][1] for path, (api, threads) in result["after"].items()
                if api != "openblas" and path in result["before"])
+
+
+def test_the_sidebar_names_the_cpu_threads_in_good_english(monkeypatch):
+    import torch
+
+    from cadp import ui
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert ui.device_in_use() == "CPU (1 thread)"
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert ui.device_in_use() == "CPU (2 threads)"
