@@ -111,7 +111,8 @@ class AuditResult:
     """Outcome of a distinguishing audit of one mechanism on two records.
 
     epsilon_lower_bound holds with probability >= ``confidence`` (Clopper–Pearson on
-    held-out releases); epsilon_estimate is the same quantity from the point rates.
+    held-out releases); epsilon_estimate is the same quantity from the point rates (no confidence margin;
+    with no false positive, FPR is taken as half a count, so it is ln(2n TPR), n held-out releases: a cap).
     tpr / fpr are the held-out rates of the test in the direction that gave the bound.
     """
 
@@ -594,8 +595,9 @@ def utility_sweep(loaded, *, epsilons=None, mechanisms=None, seeds=(0, 1, 2), n_
     with their true (kept) labels, tested on ``n_test`` real test images (p/o) and
     on their releases (p/p), against real/real (o/o); SSIM / PSNR on the test
     releases; re-identification on the first ``n_reid`` test images (latent
-    attacker: the released latent M(z), what encoding the release returns up to
-    pixel rounding). Baselines: DP-Pix, blur, mosaic. Tables: see ``_tabular_sweep``.
+    attacker: given the noisy latent M(z) itself, more than the release shows, as
+    the release is M(z) decoded, clamped to [0, 255] and rounded; the baselines'
+    releases are encoded with the model). Baselines: DP-Pix, blur, mosaic. Tables: see ``_tabular_sweep``.
     ``data``: optional (train, test) ImageDatasets or DataFrames instead of the
     model's dataset. The defaults (sizes in FULL_SIZES) fit a 28x28 model in
     15 minutes on 2 CPU cores.
@@ -1023,6 +1025,12 @@ def _image_round_trip(model: ImageCINN, test, count: int = 1000) -> dict:
 CARD_REID_EPSILONS = (1.0, 10.0, 100.0, 1000.0)
 
 
+# the latent attacker is given each release's noisy latent M(z), not only the release: a stronger attacker than one
+# who encodes the released image or row (decoded values are clamped and rounded, so encoding them need not give M(z))
+NOISY_LATENT_WORDS = ("sees each release's noisy latent (more than a release shows: a release is that latent decoded, "
+                      "then clamped to the data's range and rounded, and encoding it need not give the latent back)")
+
+
 def reid_card_markdown(utility: dict, command: str) -> str:
     """The model card's block for the re-identification rates of the "utility" section of eval.json: the stronger
     attacker's top-1 rate per mechanism with a formal guarantee, at a few epsilons, against its baseline."""
@@ -1034,8 +1042,9 @@ def reid_card_markdown(utility: dict, command: str) -> str:
     released = released_words(utility)
     given, chance = utility.get("chance_given_condition"), utility.get("chance")
     lines = [f"### Re-identification (`{command}`)", "",
-             f"An attacker who holds this model matches each release to the most likely of the originals with the "
-             f"{released} released with it (top-1 rate, the stronger of its attackers; mean of "
+             f"An attacker who holds this model and {NOISY_LATENT_WORDS} matches each release to the most likely of "
+             f"the originals with the {released} released with it (top-1 rate, the stronger of this attacker and one "
+             f"who compares the release with the originals themselves; mean of "
              f"{len(settings.get('seeds', []))} seeds of {settings.get('n_reid', '?')} records"
              + (", a quick run: few records" if settings.get("quick") else "") + "). "
              + (f"A guess among those records finds {given:.1%}" if given is not None else "")

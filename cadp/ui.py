@@ -65,7 +65,9 @@ GUARANTEES_IN_PLAIN_WORDS = {
     "metric": "**metric** — ε·d privacy: no clipping; the slider sets ε per unit of latent L1 distance, so "
               "protection between two records depends on how far apart their latents are.",
     "paper": f"**paper** — {PAPER_LABEL}: the original CADP code (batch-level clipping, sensitivity "
-             "understated by 2x), shown for comparison only.",
+             "understated by 2x), shown for comparison only. Its clip bounds each coordinate, not a latent's L1 "
+             "norm: between two records released alone the privacy loss can reach 2·D·ε (D latent dimensions: "
+             "1,568·ε for a 28x28 image), not ε.",
 }
 COMMON_PLAIN_WORDS = (
     "laplace and gaussian give **local** differential privacy and metric gives local ε·d privacy: each applies "
@@ -81,7 +83,8 @@ def large_epsilon_note(label_kept: bool = True) -> str:
             f"releases at ε up to ~100 still look to the eye like fresh samples of the "
             f"{'kept' if label_kept else 'released'} class, and the record's own details (a logo, a pattern) "
             "become visible around ε 1,000–3,000. Looking like a fresh sample is not being one: with the bundled "
-            "image models, an attacker who holds the model traces releases to their record above chance (2 % "
+            "image models, an attacker who holds the model and sees each release's noisy latent (more than the "
+            "released image shows) traces releases to their record above chance (2 % "
             "within a label) from about ε = 2 with gaussian (3.3–4.5 % at ε = 2 and 3, 7–8 % at 6, 12–14 % at 10) "
             "and from ε = 6 with laplace (3.1–3.6 % at 6, 4.7–4.9 % at 10; below ε = 6 within noise of chance (under 3 standard errors) "
             "but for one point, 3.4 % at ε = 0.5 on MNIST, about the most that ε = 0.5 allows among 50 records: 3.3 %), and "
@@ -724,8 +727,9 @@ def epsilon_meaning(config, name: str, epsilon: float, temperature: float | None
         return ("A table row has far fewer latent dimensions than an image, so useful releases come at much "
                 "smaller ε than for images." + (f" {whole} Below that less of the record passes the clip, but a "
                                                  f"release need not be a fresh sample of its {given}: the Utility "
-                                                 "curves page shows how often an attacker who holds the model traced "
-                                                 "releases of held-out rows to their record at each ε. What bounds "
+                                                 "curves page shows how often an attacker who holds the model and sees "
+                                                 "each release's noisy latent traced releases of held-out rows to "
+                                                 "their record at each ε. What bounds "
                                                  "that is ε itself (a factor e^ε)." if whole else ""))
     if temperature == DEFAULT_TEMPERATURE:
         return large_epsilon_note(label_kept) + (f" {whole}" if whole else "")
@@ -863,8 +867,9 @@ def preview_notes(utility: dict, settings: PrivacySettings, conditions_kept: boo
     notes = [f"From the model's eval.json (`{_plain(evaluated.get('command'), 'python -m cadp.evaluate utility')}`, "
              f"{_plain(evaluated.get('n_test'))} test records, seeds {seeds}): accuracy of a classifier trained on "
              f"releases and tested on real records ({_plain(evaluated.get('task'), 'the class label')}), and how "
-             f"often the best of the attackers who know {_plain(evaluated.get('n_reid'))} originals (with the model "
-             f"in latent space, or by the originals themselves) matched a release to its original among those with the "
+             f"often the best of the attackers who know {_plain(evaluated.get('n_reid'))} originals (with the model, "
+             f"given each release's noisy latent, which shows more than the release; or comparing the release with the "
+             f"originals themselves) matched a release to its original among those with the "
              f"label or conditions released with it (top-1"
              + ("" if chance is None else f"; chance {chance:.1%}")
              + ("" if _number(utility.get("chance_given_condition")) is None else

@@ -518,3 +518,16 @@ def test_a_generator_seeded_again_is_no_longer_called_by_its_first_seed():
     for seed in (5.7, "5", True):
         with pytest.raises(InputError, match="seed must be a whole number"):
             new_generator(seed)
+
+
+@pytest.mark.parametrize("epsilon", [0.5, 3.0])
+def test_the_paper_terms_state_the_loss_its_clip_allows_between_two_records(epsilon):
+    """'Sensitivity understated by 2x' alone read as roughly 2 epsilon; the clip bounds coordinates, not L1 norms."""
+    from cadp.evaluate import worst_case_latents
+
+    paper = mechanisms.make_mechanism("paper", epsilon)
+    a, b = worst_case_latents(paper, 784)
+    loss = float((paper.center(a) - paper.center(b)).abs().sum()) / paper.scale  # Laplace: L1 distance / scale
+    assert loss == pytest.approx(2 * 784 * epsilon)
+    terms = paper.guarantee()
+    assert "2·D·epsilon" in terms and "1,568·epsilon for a 28x28 image" in terms

@@ -112,7 +112,10 @@ TABLE_COLUMNS = {  # the verdict 180 px wide: at 400 it hid every other column a
     "lower_bound": st.column_config.NumberColumn("lower bound", format=NUMBER_FORMAT, width=90,
                                                  help="Empirical ε lower bound, 95% Clopper–Pearson"),
     "estimate": st.column_config.NumberColumn("estimate", format=NUMBER_FORMAT, width=80,
-                                              help="The same quantity from the point rates"),
+                                              help="The same formula at the measured rates, with no confidence "
+                                                   "margin. Where no false positive was seen it is capped at "
+                                                   "ln(2n·TPR), n the held-out releases of a record: it then tells "
+                                                   "how many releases were run, not how private the mechanism is"),
     "settings": st.column_config.TextColumn("settings", width=120),
     "tpr": st.column_config.NumberColumn("TPR", format="%.3f", width=60),
     "fpr": st.column_config.NumberColumn("FPR", format="%.3f", width=60),
@@ -209,7 +212,9 @@ def page(loaded) -> None:
         st.caption(f"Audited on {description} of {loaded.config.name}, {releases:,} releases per record. With "
                    f"{releases:,} releases no audit can show more than ε ≈ {ceiling:.2f}: a bound near that line "
                    "means \"at least this much\", not that a larger claim holds, and a claim above it is not "
-                   "testable (it passes whatever the code does; the verdict says so).")
+                   "testable (it passes whatever the code does; the verdict says so). The bar above a point reaches "
+                   "the estimate, the same formula at the measured rates without the 95% margin: not a confidence "
+                   "interval, and where no false positive was seen only a cap set by the release count.")
         st.plotly_chart(audit_figure(results, ceiling), key="audit_figure")
         st.dataframe(pd.DataFrame(results)[list(TABLE_COLUMNS)], key="audit_table", hide_index=True,
                      column_config=TABLE_COLUMNS)
