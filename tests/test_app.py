@@ -2193,3 +2193,26 @@ def test_the_previews_attacker_baseline_is_labelled_above_its_line():
     figure = ui.preview_figure(utility, "laplace", 10)
     (label,) = [a for a in figure.layout.annotations if a.text.startswith("chance knowing")]
     assert label.yanchor == "bottom"  # the text's bottom on the line: above it
+
+
+def test_the_inversion_default_follows_the_chosen_model(weights, tmp_path, monkeypatch):
+    """A radio's index is ignored once its key holds a value: a model trained on an image folder, chosen after a
+    bundled MNIST one, kept 'auto' and was shown the negatives of what it learned (and the other way round)."""
+    import shutil
+
+    shutil.copytree(weights / helpers.IMAGE_MODEL, tmp_path / helpers.IMAGE_MODEL)
+    shutil.copytree(weights / helpers.IMAGE_MODEL, tmp_path / "xray-folder")
+    config = json.loads((tmp_path / "xray-folder" / "config.json").read_text())
+    (tmp_path / "xray-folder" / "config.json").write_text(json.dumps({**config, "name": "xray-folder",
+                                                                       "dataset": "my-xrays"}))
+    monkeypatch.setenv("CADP_WEIGHTS_DIR", str(tmp_path))
+    at = page("image.py")
+    at.sidebar.selectbox(key="model_choice").set_value(helpers.IMAGE_MODEL).run()
+    assert clean(at).radio(key="image_invert").value == "auto"
+    at.sidebar.selectbox(key="model_choice").set_value("xray-folder").run()
+    assert clean(at).radio(key="image_invert").value == "never"
+    at.radio(key="image_invert").set_value("always").run()  # a choice made for this model stays with it
+    at.file_uploader(key="image_upload").set_value(("scan.png", helpers.png(), "image/png")).run()
+    assert clean(at).radio(key="image_invert").value == "always"
+    at.sidebar.selectbox(key="model_choice").set_value(helpers.IMAGE_MODEL).run()
+    assert clean(at).radio(key="image_invert").value == "auto" and not at.warning

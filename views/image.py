@@ -14,6 +14,7 @@ from cadp.uploads import FIRST_FRAME, default_invert, several_frames_note
 
 STRIP_EPSILONS = [1, 10, 100, 1000, 10000]
 RESULT = "image_result"
+INVERT_DEFAULT = "image_invert_default"  # the default the inversion's current value was chosen under
 
 
 def choose_inputs(loaded) -> list[ui.ImageRecord]:
@@ -24,10 +25,15 @@ def choose_inputs(loaded) -> list[ui.ImageRecord]:
         files = ui.kept_uploads("Images (PNG, JPEG, BMP, TIFF, GIF, WebP, DICOM); several files or a ZIP of them for a batch",
                                 "image_upload", derived=(ui.PREPARED_UPLOADS, RESULT), type=ui.IMAGE_UPLOAD_TYPES,
                                 accept_multiple_files=True)
-        choices = ["auto", "always", "never"]
+        # the default follows the model: a remembered choice made under another default (a model of MNIST, then
+        # one trained on an image folder) would show the new model the negatives of what it learned
+        default = default_invert(config.dataset)
+        if st.session_state.get(INVERT_DEFAULT) != default or "image_invert" not in st.session_state:
+            st.session_state["image_invert"] = default
+            st.session_state[INVERT_DEFAULT] = default
         invert = st.radio("Inversion (the bundled models expect a light object on a dark background; a model "
-                          "trained on an image folder saw its images as they are)", choices, horizontal=True,
-                          key=ui.kept("image_invert"), index=choices.index(default_invert(config.dataset)))
+                          "trained on an image folder saw its images as they are)", ["auto", "always", "never"],
+                          horizontal=True, key=ui.kept("image_invert"))
         if not files:
             st.session_state.pop(ui.PREPARED_UPLOADS, None)  # the upload was forgotten: so are its images
             st.info("Upload an image, several images or a ZIP to start.")
