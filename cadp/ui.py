@@ -169,7 +169,7 @@ def load_model(source: str, hub_only: bool = False) -> hub.LoadedModel:
     being traced or a module still being imported). Every use of a Hub model is noted, so that pruning the
     app's Hub cache after a new download keeps the folders of the models the cache may still hold.
     """
-    loaded = _load_model(source, hub_only)
+    loaded = _load_model(source, hub_only, None if hub_only else _folder_stamp(source))
     if hub_only:
         with _IN_USE_LOCK:
             HUB_FOLDERS_IN_USE.pop(loaded.folder, None)
@@ -179,8 +179,24 @@ def load_model(source: str, hub_only: bool = False) -> hub.LoadedModel:
     return loaded
 
 
+def _folder_stamp(source: str) -> tuple:
+    """Size and modification time of a local model folder's loaded files: part of the cache's key, so that a folder
+    trained again (``--resume``, ``--overwrite``) while the app runs is loaded anew, not served with the old network
+    beside its new card and eval.json (which are read at each run)."""
+    path = Path(source).expanduser()
+    folder = path if path.is_dir() else hub.BUNDLED_DIR / source
+    stamps = []
+    for name in (hub.CONFIG_NAME, hub.WEIGHTS_NAME, hub.CLASSIFIER_NAME):
+        try:
+            status = (folder / name).stat()
+            stamps.append((name, status.st_size, status.st_mtime_ns))
+        except OSError:  # missing: loading says why, or goes on without a classifier
+            stamps.append((name, None, None))
+    return tuple(stamps)
+
+
 @st.cache_resource(show_spinner="Loading the model…", max_entries=MODELS_IN_MEMORY)
-def _load_model(source: str, hub_only: bool) -> hub.LoadedModel:
+def _load_model(source: str, hub_only: bool, stamp: tuple | None = None) -> hub.LoadedModel:
     if hub_only:
         with _HUB_LOCK:
             loaded = None

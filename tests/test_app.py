@@ -2216,3 +2216,22 @@ def test_the_inversion_default_follows_the_chosen_model(weights, tmp_path, monke
     assert clean(at).radio(key="image_invert").value == "always"
     at.sidebar.selectbox(key="model_choice").set_value(helpers.IMAGE_MODEL).run()
     assert clean(at).radio(key="image_invert").value == "auto" and not at.warning
+
+
+def test_a_model_folder_trained_again_while_the_app_runs_is_loaded_anew(weights, tmp_path, monkeypatch):
+    """The cache was keyed by the folder's path: after `cadp.train --overwrite` the app kept privatizing with the old
+    network (old classes) while its card and eval.json, read at each run, were the new model's."""
+    import shutil
+    import threading
+
+    folder = shutil.copytree(weights / helpers.IMAGE_MODEL, tmp_path / "retrained")
+    before = ui.load_model(str(folder))
+    assert ui.load_model(str(folder)) is before  # unchanged files: the cached model
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "class_names": [f"class {i}" for i in range(10)]}))
+    after = ui.load_model(str(folder))
+    assert after is not before and after.config.class_names[0] == "class 0"
+    for thread in threading.enumerate():
+        if thread.name == "cadp-warm-up":
+            thread.join(timeout=TIMEOUT)
+    ui._load_model.clear()
