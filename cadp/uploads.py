@@ -160,6 +160,9 @@ def to_model_input(data: bytes, *, image_size: int, channels: int, invert: str =
     return PreparedImage(np.ascontiguousarray(pixels, dtype=np.uint8), preview, inverted, steps, decoded_pixels)
 
 
+EXIF_TURNS = (2, 3, 4, 5, 6, 7, 8)  # the EXIF orientations that ImageOps.exif_transpose turns or mirrors
+
+
 def _decode_pillow(data: bytes, steps: list[str]) -> Image.Image:
     declared = 0  # width x height from the header, once it is within the limit
     try:
@@ -172,7 +175,13 @@ def _decode_pillow(data: bytes, steps: list[str]) -> Image.Image:
             if width * height > MAX_IMAGE_PIXELS:
                 raise _bomb_error(width, height)
             declared = width * height
-            if getattr(image, "is_animated", False) or getattr(image, "n_frames", 1) > 1:
+            if image.format == "MPO":  # a phone's JPEG with a preview, depth or gain map: its main image is the photo
+                image.seek(0)
+                extra = getattr(image, "n_frames", 1) - 1
+                if isinstance(extra, int) and extra > 0:
+                    steps.append(f"the JPEG's main image (the file also holds {extra} smaller or auxiliary "
+                                 f"image{'s' * (extra > 1)}, such as a preview or a depth map, not read)")
+            elif getattr(image, "is_animated", False) or getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
                 count = getattr(image, "n_frames", 1)
                 kind = "animated GIF" if image.format == "GIF" else f"multi-frame {image.format}"
@@ -180,7 +189,7 @@ def _decode_pillow(data: bytes, steps: list[str]) -> Image.Image:
                 steps.append(f"{FIRST_FRAME} {_a(kind)}")
             image.load()
             orientation = image.getexif().get(0x0112, 1)
-            if orientation not in (1, None):
+            if orientation in EXIF_TURNS:  # (1: as stored; other values are not orientations and change nothing)
                 image = ImageOps.exif_transpose(image)
                 steps.append("EXIF rotation applied")
     except InputError:

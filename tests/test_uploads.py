@@ -168,6 +168,28 @@ def test_exif_rotation_is_applied():
     assert result.preview.shape == (40, 20)  # stored 40x20 landscape, shown 20x40 portrait
 
 
+@pytest.mark.parametrize("orientation", [9, 0])
+def test_an_exif_orientation_that_is_none_is_not_said_to_be_applied(orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    result = prepare(corpus.encode(Image.new("L", (40, 20), 128), "JPEG", exif=exif.tobytes()), invert="never")
+    assert not any("EXIF" in step for step in result.steps) and result.preview.shape == (20, 40)
+
+
+def test_a_phone_jpeg_with_a_preview_or_depth_map_is_its_main_image_not_a_series():
+    """Pillow opens a JPEG with an MPF second image (a gain map, depth map or preview) as a 2-frame MPO: the page
+    warned that only the first frame of a series was privatized and told the user to privatize the others."""
+    from cadp.uploads import FIRST_FRAME
+
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 30), dtype=np.uint8))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="MPO", save_all=True, append_images=[photo.resize((20, 15))])
+    result = prepare(buffer.getvalue(), invert="never")
+    assert not any(step.startswith(FIRST_FRAME) for step in result.steps)
+    assert any("main image" in step and "1 smaller or auxiliary image," in step for step in result.steps)
+    assert result.preview.shape == (40, 30)
+
+
 def test_one_pixel_image():
     result = prepare(corpus.png(np.array([[200]], np.uint8)))
     assert result.pixels.shape == (1, 28, 28)
