@@ -25,6 +25,7 @@ import torch
 
 from cadp import hub
 from cadp.curves import finite_numbers, literal, mean_of, released_words, strongest_reidentification
+from cadp.data import IMAGE_DATASETS
 from cadp.errors import CadpError, InputError, ModelError
 from cadp.mechanisms import (
     DEFAULT_TEMPERATURE,
@@ -79,7 +80,7 @@ def large_epsilon_note(label_kept: bool = True) -> str:
     """What large ε means for an image; the last sentence follows how the label is released."""
     label = ("The kept label survives at every ε." if label_kept
              else "The label is not kept here: it is randomized or resampled as chosen above.")
-    return ("What large ε means here: an image latent has hundreds of dimensions. With constant temperature 0.7, "
+    return ("What large ε means here: a 28x28 image's latent has 784 dimensions. With constant temperature 0.7, "
             f"releases at ε up to ~100 still look to the eye like fresh samples of the "
             f"{'kept' if label_kept else 'released'} class, and the record's own details (a logo, a pattern) "
             "become visible around ε 1,000–3,000. Looking like a fresh sample is not being one: with the bundled "
@@ -747,11 +748,19 @@ def epsilon_meaning(config, name: str, epsilon: float, temperature: float | None
                                                  "each release's noisy latent traced releases of held-out rows to "
                                                  "their record at each ε. What bounds "
                                                  "that is ε itself (a factor e^ε)." if whole else ""))
+    # the figures quoted were measured with the bundled 28x28 grayscale models: another image model may differ
+    bundled_kind = (config.dataset in IMAGE_DATASETS and getattr(config, "image_size", None) == 28
+                    and getattr(config, "channels", None) == 1)
+    other = ("" if bundled_kind else
+             f"This model's latent has {config.latent_dim:,} dimensions; the figures that follow were measured with "
+             "the bundled 28x28 models and may differ for it (the Utility curves page shows its own rates where it "
+             "was evaluated). ")
     if temperature == DEFAULT_TEMPERATURE:
-        return large_epsilon_note(label_kept) + (f" {whole}" if whole else "")
-    return (f"Constant temperature {temperature:g}: the noise stays at {temperature:g} per coordinate and more ε "
-            f"lets more of the record's own latent through. At temperature {DEFAULT_TEMPERATURE:g} a record's own "
-            "details were seen to return around ε 1,000–3,000 for images." + (f" {whole}" if whole else ""))
+        return other + large_epsilon_note(label_kept) + (f" {whole}" if whole else "")
+    return (other + f"Constant temperature {temperature:g}: the noise stays at {temperature:g} per coordinate and "
+            f"more ε lets more of the record's own latent through. At temperature {DEFAULT_TEMPERATURE:g} a record's "
+            "own details were seen to return around ε 1,000–3,000 for the bundled 28x28 image models."
+            + (f" {whole}" if whole else ""))
 
 
 def privacy_controls(config, key: str, *, default_epsilon: float = 10, image: bool = True,

@@ -2235,3 +2235,20 @@ def test_a_model_folder_trained_again_while_the_app_runs_is_loaded_anew(weights,
         if thread.name == "cadp-warm-up":
             thread.join(timeout=TIMEOUT)
     ui._load_model.clear()
+
+
+def test_the_large_epsilon_caption_says_its_figures_are_the_bundled_models_for_another_image_model(weights):
+    """It said 'an image latent has hundreds of dimensions' and quoted the bundled models' ε 1,000–3,000 for any
+    image model: a 64x64 colour model has 12,288 dimensions, and a 16x16 one leaves a latent whole from ε ≈ 839."""
+    from dataclasses import replace
+
+    from cadp.hub import load_folder
+
+    loaded = load_folder(weights / helpers.IMAGE_MODEL)
+    mnist = ui.epsilon_meaning(loaded.config, "laplace", 10, 0.7, None, image=True, label_kept=True)
+    assert "784 dimensions" in mnist and "may differ" not in mnist
+    colour = replace(loaded.config, dataset="my-photos", image_size=64, channels=3)
+    for temperature in (0.7, 0.5):
+        text = ui.epsilon_meaning(colour, "laplace", 10, temperature, None, image=True, label_kept=True)
+        assert text.startswith("This model's latent has 12,288 dimensions; the figures that follow were measured "
+                               "with the bundled 28x28 models and may differ for it")
