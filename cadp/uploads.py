@@ -865,6 +865,16 @@ MISSING_TEXTS = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-N
 CSV_MISSING = {"keep_default_na": False, "na_values": ["", *sorted(MISSING_TEXTS - {"None"})]}
 
 
+def _longer_rows_error(longer: int, shifted: list, names: list, delimiter: str) -> InputError:
+    rows = ", ".join(str(row) for row, _, _ in shifted) + (", …" if longer > len(shifted) else "")
+    return InputError(f"{longer:,} row(s) of the CSV have more fields than its header ({len(names)} columns, "
+                      f"{DELIMITER_NAMES[delimiter]}-separated; data row(s) {rows}, counting from 1 below the "
+                      "header, blank lines not counted): a separator typed in a cell (32;1 for 32,1) shifts the "
+                      "rest of its row into the wrong columns; quote cells that hold the separator, or fix or "
+                      "remove these rows (a separator after a row's last cell is read as no field only where "
+                      "more than half of the rows end in one: give every row one, or none)")
+
+
 def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: int = MAX_CSV_COLUMNS,
                     max_categories: int = MAX_CATEGORIES, seed: int = CSV_SAMPLE_SEED,
                     text_columns: Collection[str] = (), number_columns: Collection[str] = ()) -> CsvUpload:
@@ -924,8 +934,13 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
     except pd.errors.EmptyDataError:
         raise InputError("the CSV file is empty") from None
     except (pd.errors.ParserError, pd.errors.ParserWarning) as error:
+        # pandas' "line N" counts records, not the file's lines (a cell with a line break, a "sep=" line before
+        # the header): the rows are named as data rows, as below
+        _, _, longer, shifted = rows_against_header(io.StringIO(text, newline=""), delimiter)
+        if longer:
+            raise _longer_rows_error(longer, shifted, names, delimiter) from None
         line = re.search(r"line (\d+)", str(error))
-        where = f" at line {line.group(1)}" if line else ""
+        where = f" at record {line.group(1)} (counting the header as 1)" if line else ""
         raise InputError(f"the CSV cannot be parsed{where}: a row has more fields than the header "
                          f"({len(names)} columns, {DELIMITER_NAMES[delimiter]}-separated)") from None
     except (ValueError, UnicodeError, MemoryError):
@@ -934,13 +949,7 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
         raise InputError("the CSV has a header but no data rows")
     count, first, longer, shifted = rows_against_header(io.StringIO(text, newline=""), delimiter)
     if longer:  # pandas says nothing of a first row whose extra field is empty: it would be read shifted
-        rows = ", ".join(str(row) for row, _, _ in shifted) + (", …" if longer > len(shifted) else "")
-        raise InputError(f"{longer:,} row(s) of the CSV have more fields than its header ({len(names)} columns, "
-                         f"{DELIMITER_NAMES[delimiter]}-separated; data row(s) {rows}, counting from 1 below the "
-                         "header, blank lines not counted): a separator typed in a cell (32;1 for 32,1) shifts the "
-                         "rest of its row into the wrong columns; quote cells that hold the separator, or fix or "
-                         "remove these rows (a separator after a row's last cell is read as no field only where "
-                         "more than half of the rows end in one: give every row one, or none)")
+        raise _longer_rows_error(longer, shifted, names, delimiter)
     if count:
         raise InputError(f"{count:,} row(s) of the CSV have fewer fields than its header ({len(names)} columns, "
                          f"{DELIMITER_NAMES[delimiter]}-separated; data row(s) {', '.join(map(str, first))}"

@@ -498,7 +498,7 @@ def test_duplicate_and_blank_column_names_are_renamed_with_a_note():
     (b"   \n\n", "empty"),
     (b"a,b,c\n", "header but no data rows"),
     (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "binary, not a CSV"),
-    (b"a,b\n1,2\n3,4,5,6\n", "more fields than the header"),
+    (b"a,b\n1,2\n3,4,5,6\n", "more fields than its header .*data row\\(s\\) 2,"),
 ], ids=["empty", "blank", "header-only", "binary", "ragged"])
 def test_hostile_csv_raises_input_error(data, message):
     with pytest.raises(InputError, match=message):
@@ -1331,3 +1331,15 @@ def test_an_excel_separator_line_quoted_or_not_is_not_the_header_whose_encoding_
         data = f"{hint}\r\nGröße;Ort\r\n1;Köln\r\n".encode("cp1252")
         assert declared_encoding(data, "cp1252") == "cp1252", hint
         assert read_csv_upload(data).csv_format["encoding"] == "cp1252", hint
+
+
+@pytest.mark.parametrize("data", [
+    b'name,age,note\nA,30,"two\nlines"\nB,40,ok\nC,50,x,extra\nD,60,y\n',  # a cell with a line break before it
+    b"sep=,\nname,age,note\nA,30,ok\nB,40,ok\nC,50,x,extra\nD,60,y\n",  # Excel's separator line before the header
+], ids=["line-break-in-a-cell", "sep-line"])
+def test_a_row_with_more_fields_is_named_by_its_data_row_not_by_pandas_line(data):
+    """pandas' 'line 4' counts records: the row is on the file's line 5 in both files."""
+    with pytest.raises(InputError) as refused:
+        read_csv_upload(data)
+    assert "data row(s) 3, counting from 1 below the header" in str(refused.value)
+    assert "line 4" not in str(refused.value)
