@@ -39,7 +39,7 @@ from cadp.mechanisms import (
     written_up,
 )
 from cadp.models import warm_up
-from cadp.privatize import repeated_cost_note
+from cadp.privatize import UPLOAD_DATASET, repeated_cost_note
 from cadp.uploads import (  # record keys: the CLI's too, one way to recognize a record
     MAX_ZIP_FILES,
     image_record_key,
@@ -741,13 +741,18 @@ def epsilon_meaning(config, name: str, epsilon: float, temperature: float | None
     if not image:
         given = ("kept conditions" if label_kept else "conditions released with it") \
             if getattr(config, "condition_columns", None) else "table (the model has no condition)"
+        # a model fitted here lives in this session only: the Utility curves page has no curves of it (it would
+        # show the sidebar model's, measured on other rows)
+        measured = ("this model was fitted here and not evaluated, so no attack on its releases was measured"
+                    if config.dataset == UPLOAD_DATASET else
+                    "the Utility curves page shows, for an evaluated model, how often an attacker who holds the "
+                    "model and sees each release's noisy latent traced releases of held-out rows to their record "
+                    "at each ε")
         return ("A table row has far fewer latent dimensions than an image, so useful releases come at much "
                 "smaller ε than for images." + (f" {whole} Below that less of the record passes the clip, but a "
-                                                 f"release need not be a fresh sample of its {given}: the Utility "
-                                                 "curves page shows how often an attacker who holds the model and sees "
-                                                 "each release's noisy latent traced releases of held-out rows to "
-                                                 "their record at each ε. What bounds "
-                                                 "that is ε itself (a factor e^ε)." if whole else ""))
+                                                 f"release need not be a fresh sample of its {given}: {measured}. "
+                                                 "What bounds how often a release can be traced is ε itself (a "
+                                                 "factor e^ε)." if whole else ""))
     # the figures quoted were measured with the bundled 28x28 grayscale models: another image model may differ
     bundled_kind = (config.dataset in IMAGE_DATASETS and getattr(config, "image_size", None) == 28
                     and getattr(config, "channels", None) == 1)

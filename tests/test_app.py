@@ -1962,6 +1962,12 @@ def test_the_epsilon_note_says_from_which_epsilon_this_models_typical_latent_pas
     unconditioned = replace(loaded.config, condition_encoder={**loaded.config.condition_encoder, "columns": []})
     text = ui.epsilon_meaning(unconditioned, "laplace", 2, 0.7, None, image=False, label_kept=True)
     assert "fresh sample of its table (the model has no condition)" in text and "kept conditions" not in text
+    assert "Utility curves page shows, for an evaluated model" in text
+    # fitted here: the Utility curves page has no curves of it (it showed the sidebar model's, of other rows)
+    fitted = ui.epsilon_meaning(replace(loaded.config, dataset="upload"), "laplace", 2, 0.7, None, image=False,
+                                label_kept=True)
+    assert "fitted here and not evaluated, so no attack on its releases was measured" in fitted
+    assert "Utility curves" not in fitted and "e^ε" in fitted
 
 
 def test_a_table_with_repeated_rows_says_each_copy_is_charged_before_and_after_the_release():
