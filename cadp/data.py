@@ -55,7 +55,8 @@ def load_image_dataset(name: str, split: str = "train", *, image_size: int = 28,
     """Load a bundled image dataset ('mnist', 'fashion-mnist') or an ImageFolder path.
 
     split is 'train' or 'test'. An ImageFolder (one sub-folder per class) is split
-    80/20 by a fixed seed and resized to ``image_size``.
+    80/20 by a fixed seed, every class keeping a training image (``split_image_folder``), and resized to
+    ``image_size``.
     """
     if split not in ("train", "test"):
         raise InputError(f"split must be 'train' or 'test', got {split!r}")
@@ -259,8 +260,13 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
                       channels: int = 1, test_fraction: float = 0.2,
                       seed: int = 0) -> ImageDataset:
     """Load an ImageFolder (root/<class>/<image>) as an ImageDataset, resized and split. Reads what the app
-    and the privatize CLI read (DICOM included), through linked folders as the privatize CLI does."""
-    from cadp.uploads import to_model_input
+    and the privatize CLI read (DICOM included), through linked folders as the privatize CLI does; of a file of
+    several frames (a stack, a series, an animation), its first frame, with a note.
+
+    The split (``split_image_folder``) holds out ``test_fraction`` of the images, drawn with ``seed``, and keeps at
+    least one image of every class for training: a class of one image trains on it and has none held out.
+    """
+    from cadp.uploads import FIRST_FRAME, to_model_input
 
     root = Path(path)
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
@@ -274,6 +280,7 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
                          f"folder of the classes, e.g. {root / training} (cadp.train holds out its own test split)")
     class_index = {d.name: index for index, d in enumerate(class_dirs)}
     images, labels, skipped, not_images, coloured, stretched = [], [], [], [], 0, 0
+    stacks: list[str] = []  # files of several frames, of which the first was read
     seen: dict[bytes, str] = {}  # an image's pixels, as read: its first file
     copies: list[str] = []
     # in the order earlier versions read (by path parts: a sub-folder's files among its folder's, as sorted), so
@@ -293,6 +300,8 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
             continue
         coloured += "converted to grayscale" in prepared.steps
         stretched += any("scaled to 8-bit" in step for step in prepared.steps)
+        if any(step.startswith(FIRST_FRAME) for step in prepared.steps):
+            stacks.append(name)
         key = hashlib.sha256(np.ascontiguousarray(prepared.pixels).tobytes()).digest()
         if key in seen:
             copies.append(f"{name} (= {seen[key]})")
@@ -312,6 +321,10 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
               "cadp.privatize read them: the model learns shapes and contrasts, not absolute intensities (two "
               "images of one pattern at different intensities become the same input); if intensity tells your "
               "classes apart, convert the images to 8-bit with one fixed window first", file=sys.stderr)
+    if stacks and split == "train":  # said once per folder, not per split
+        print(f"note: {len(stacks)} file(s) under {root} hold several frames (a series, a stack or an animation): "
+              f"only the first frame of each was used for training: {_file_names(stacks, 3)}; save the other "
+              "frames as images of their own to train on them", file=sys.stderr)
     if copies and split == "train":  # said once per folder, not per split
         print(f"note: {len(copies)} image(s) under {root} are exact copies (as read, after resizing) of another "
               f"image: {_file_names(copies, 3)}; copies weigh one record more in training and count once in the "
@@ -333,13 +346,30 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
     if scarce and split == "train":
         print(f"warning: class(es) with fewer than {MIN_IMAGES_PER_CLASS} readable images: {', '.join(scarce)}; the "
               "model learns little of them, and their held-out images (if any) say little about it", file=sys.stderr)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(images))
-    n_test = max(1, int(round(test_fraction * len(images))))
-    chosen = order[:n_test] if split == "test" else order[n_test:]
-    stacked = torch.from_numpy(np.stack([images[i] for i in chosen]))
+    train_index, test_index = split_image_folder(np.asarray(labels, dtype=np.int64), test_fraction, seed)
+    chosen = test_index if split == "test" else train_index
+    stacked = (torch.from_numpy(np.stack([images[i] for i in chosen])) if len(chosen)
+               else torch.empty((0, *images[0].shape), dtype=torch.uint8))
     return ImageDataset(stacked, torch.tensor([labels[i] for i in chosen], dtype=torch.int64),
                         [d.name for d in class_dirs], image_folder_name(root))
+
+
+def split_image_folder(labels: np.ndarray, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) indices of an image folder's images, each in the order drawn: ``test_fraction`` of
+    them (at least one) drawn at random with ``seed``, as earlier versions drew them (evaluate --data checks a
+    model's split by fingerprint), except that a class all of whose images were drawn gets its last one drawn
+    back for training: the network must see every class the model can release (randomized response may release
+    any). A class of one image thus trains on it; a class of two or more keeps at least one for training."""
+    order = np.random.default_rng(seed).permutation(len(labels))
+    n_test = max(1, int(round(test_fraction * len(labels))))
+    test, train = list(order[:n_test]), list(order[n_test:])
+    trained = set(labels[train].tolist())
+    for position in range(len(test) - 1, -1, -1):  # the last drawn image of each class missing from training
+        label = int(labels[test[position]])
+        if label not in trained:
+            trained.add(label)
+            train.append(test.pop(position))
+    return np.asarray(train, dtype=np.int64), np.asarray(test, dtype=np.int64)
 
 
 def _empty_classes_message(empty: list[Path]) -> str:

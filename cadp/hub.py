@@ -116,14 +116,35 @@ def save_model(model: torch.nn.Module, folder: Path | str, *, card: str | None =
             (folder / name).unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_NAME).write_text(config_text)
-    save_file(weights_state(model, half_precision), str(folder / WEIGHTS_NAME))
+    _save_weights(weights_state(model, half_precision), folder / WEIGHTS_NAME)
     if classifier is not None:
-        save_file(weights_state(classifier, half_precision), str(folder / CLASSIFIER_NAME))
+        _save_weights(weights_state(classifier, half_precision), folder / CLASSIFIER_NAME)
     if card is not None:
         (folder / CARD_NAME).write_text(card, encoding="utf-8")
     if not (folder / EVAL_NAME).exists():
         write_eval(folder, {})
     return folder
+
+
+def _save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    """save_file, with the permissions the folder's other files get (0666 less the umask): safetensors creates
+    its files owner-only (0600), which an app running as another user (the Docker image's) cannot read."""
+    save_file(state, str(path))
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it for other threads (Linux: /proc), else by setting it back."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def weights_state(module: torch.nn.Module, half_precision: bool) -> dict[str, torch.Tensor]:

@@ -57,6 +57,7 @@ from cadp.runtime import configure_allocator
 from cadp.uploads import UNIQUE_PER_ROW_MIN_ROWS, identifier_reason, is_folder_metadata
 
 CHECKPOINT_PATH = Path("checkpoint") / "training.safetensors"  # inside the output folder
+DEFAULT_LR = 1e-3  # --lr of an image model
 
 
 def recorded_command(module: str, arguments: list[str]) -> str:
@@ -195,6 +196,10 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.
             print(f"note: the checkpoint at {path} predates recording {', '.join(unrecorded)}: not checked "
                   "against this run's", file=sys.stderr)
     tensors = load_file(str(path))
+    if not all(bool(torch.isfinite(tensor).all()) for tensor in tensors.values() if tensor.is_floating_point()):
+        raise InputError(f"the checkpoint at {path} holds weights that are not finite numbers (NaN or infinite: a run "
+                         "that diverged, saved by a CADP version that did not stop it): pass --overwrite to start "
+                         "over, with a smaller --lr")
     try:
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     except RuntimeError as error:
@@ -221,7 +226,8 @@ def fit(model: torch.nn.Module, loss_fn, batches, *, steps: int | None, minutes:
 
     ``batches`` is an endless iterator of argument tuples for ``loss_fn``. ``run`` (the data and settings) is
     stored in the checkpoint; resuming with another is refused. Ctrl-C (and, under ``stops_as_ctrl_c``, SIGTERM
-    and SIGHUP) saves a checkpoint, then stops.
+    and SIGHUP) saves a checkpoint, then stops. A loss or gradient that is not a finite number stops it with
+    ``TrainingDiverged``, before that step changes the weights; nothing is saved (an earlier checkpoint stays).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=learning_rate, foreach=True)  # one multi-tensor update, also on CPU
@@ -237,6 +243,13 @@ def fit(model: torch.nn.Module, loss_fn, batches, *, steps: int | None, minutes:
     try:
         _steps(model, loss_fn, batches, optimizer, params, state, steps, budget_seconds, start, learning_rate,
                checkpoint, checkpoint_every, device, bar, metric_name)
+    except TrainingDiverged as error:
+        bar.close()
+        kept = (f"; the last checkpoint, at step {_checkpoint_step(checkpoint)}, is kept in {checkpoint} (a --resume "
+                "would continue it with the same settings)" if checkpoint is not None and checkpoint.exists()
+                else "; nothing was saved")
+        raise TrainingDiverged(f"training diverged ({description}): {error} at step {error.step}, so the weights "
+                               f"are unusable{kept}", error.step) from None
     except KeyboardInterrupt:
         bar.close()
         if checkpoint is not None and state["step"] > 0:
@@ -256,6 +269,22 @@ def fit(model: torch.nn.Module, loss_fn, batches, *, steps: int | None, minutes:
 
 class TrainingInterrupted(CadpError):
     """Ctrl-C during training, after the checkpoint (if any) was saved."""
+
+
+class TrainingDiverged(CadpError):
+    """The training loss (or its gradient) became NaN or infinite at ``step`` (counted from 1): the weights are
+    unusable, and nothing was saved from that step on."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+def _checkpoint_step(path: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        return int(json.loads(handle.metadata()["state"])["step"])
 
 
 LOSS_DECAY = 0.98  # the running training loss weighs the last ~1 / (1 - 0.98) = 50 steps
@@ -286,9 +315,15 @@ def _steps(model, loss_fn, batches, optimizer, params, state, steps, budget_seco
         loss = loss_fn(*[t.to(device) for t in next(batches)])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 10.0, foreach=True)
+        norm = torch.nn.utils.clip_grad_norm_(params, 10.0, foreach=True)
+        # one transfer per step, as before: the loss, and the gradient's norm (not finite: NaN weights after the step)
+        loss_value, norm_value = torch.stack([loss.detach().float(), norm.float()]).tolist()
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(f"the loss was not a finite number ({loss_value})", state["step"] + 1)
+        if not math.isfinite(norm_value):
+            raise TrainingDiverged(f"the loss's gradient was not a finite number ({norm_value})", state["step"] + 1)
         optimizer.step()
-        state["loss_ema"] = LOSS_DECAY * state["loss_ema"] + (1 - LOSS_DECAY) * loss.item()
+        state["loss_ema"] = LOSS_DECAY * state["loss_ema"] + (1 - LOSS_DECAY) * loss_value
         state["loss_steps"] += 1
         state["step"] += 1
         bar.update(1)
@@ -385,8 +420,17 @@ def train_image_model(args) -> None:
                          "images of one class to measure latent distances (copies of one image count once); give "
                          "each class at least ~10 readable, different images")
     if args.max_train:
-        train = ImageDataset(train.images[:args.max_train], train.labels[:args.max_train],
-                             train.class_names, train.name)
+        kept = first_of_each_class(train.labels, args.max_train)
+        train = ImageDataset(train.images[kept], train.labels[kept], train.class_names, train.name)
+    untrained = [name for name, count in zip(train.class_names, torch.bincount(
+        train.labels, minlength=len(train.class_names)).tolist()) if count == 0]
+    if untrained:  # randomized response could release a class the network never saw
+        raise InputError(_untrained_classes_message(untrained, len(train.class_names), args.max_train))
+    if len(train.class_names) == 1:
+        print(f"warning: {args.dataset} has one class ({train.class_names[0]}): a one-class model's condition "
+              "carries no information (every release keeps that label) and its classifier accuracy is trivially "
+              "1.0; for a model that tells classes apart, give a folder of two or more class folders",
+              file=sys.stderr)
     name = args.name or Path(args.out).name
     config = ImageModelConfig(
         name=name, dataset=train.name, class_names=train.class_names,
@@ -396,16 +440,20 @@ def train_image_model(args) -> None:
     model = ImageCINN(config).to(device)
     batches = endless_batches((train.images, train.labels), args.batch_size,
                               torch.Generator().manual_seed(args.seed))
-    steps, seconds, train_bpd = fit(
-        model, lambda x, y: model.bits_per_dim(x, y).mean(), batches,
-        steps=args.steps, minutes=args.time_budget, learning_rate=args.lr,
-        checkpoint=Path(args.out) / CHECKPOINT_PATH if args.checkpoint else None,
-        resume=args.resume, device=device, description=f"cINN {name}", metric_name="bits/dim",
-        run={"dataset": train.name, "image_size": config.image_size, "channels": config.channels,
-             "width": args.width, "conv_blocks": args.conv_blocks, "conv_subnet": args.conv_subnet,
-             "fc_blocks": args.fc_blocks, "fc_width": args.fc_width, "seed": args.seed,
-             "batch_size": args.batch_size, "lr": args.lr, "max_train": args.max_train,
-             "train_fingerprint": split_fingerprint(train)})  # a folder's changed images split anew
+    try:
+        steps, seconds, train_bpd = fit(
+            model, lambda x, y: model.bits_per_dim(x, y).mean(), batches,
+            steps=args.steps, minutes=args.time_budget, learning_rate=args.lr,
+            checkpoint=Path(args.out) / CHECKPOINT_PATH if args.checkpoint else None,
+            resume=args.resume, device=device, description=f"cINN {name}", metric_name="bits/dim",
+            run={"dataset": train.name, "image_size": config.image_size, "channels": config.channels,
+                 "width": args.width, "conv_blocks": args.conv_blocks, "conv_subnet": args.conv_subnet,
+                 "fc_blocks": args.fc_blocks, "fc_width": args.fc_width, "seed": args.seed,
+                 "batch_size": args.batch_size, "lr": args.lr, "max_train": args.max_train,
+                 "train_fingerprint": split_fingerprint(train)})  # a folder's changed images split anew
+    except TrainingDiverged as error:
+        raise TrainingDiverged(f"{error}. Train again with a smaller --lr than {args.lr:g} (e.g. {args.lr / 10:g}; "
+                               f"the default is {DEFAULT_LR:g}) and --overwrite", error.step) from None
     model = model.cpu().eval()
     out = Path(args.out)
     if args.resume and holds_weights(out, model, args.half):  # a finished run resumed: nothing new to write
@@ -439,6 +487,35 @@ def train_image_model(args) -> None:
     _record_training(out, report, facts)
     print(f"wrote {args.out}: test bits/dim {test_bpd:.3f}, classifier accuracy {accuracy:.3f}, "
           f"samples recognized {sample_accuracy:.3f}")
+
+
+def first_of_each_class(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices, in order, of ``count`` records: the first ``count``, except that the first record of a class not
+    among them takes the place of the last one of the most frequent class there (``--max-train``: every class
+    trains, where ``count`` is at least the number of classes)."""
+    kept = list(range(min(count, len(labels))))
+    firsts: dict[int, int] = {}
+    for index, label in enumerate(labels.tolist()):
+        firsts.setdefault(label, index)
+    for index in sorted(index for index in firsts.values() if index >= count):
+        present = torch.bincount(labels[kept])
+        largest = int(present.argmax())
+        if int(present[largest]) < 2:  # every place holds the only record of its class: fewer places than classes
+            break
+        kept.remove(max(i for i in kept if int(labels[i]) == largest))
+        kept.append(index)
+    return torch.tensor(sorted(kept), dtype=torch.int64)
+
+
+def _untrained_classes_message(untrained: list[str], classes: int, max_train: int | None) -> str:
+    """Why a model with a class the network never trained on is refused, and what to do."""
+    names = ", ".join(repr(name) for name in untrained)
+    held = f"the class{'es' * (len(untrained) > 1)} {names} {'have' if len(untrained) > 1 else 'has'} no training image"
+    if max_train and max_train < classes:
+        return (f"{held}: --max-train {max_train} keeps fewer images than the {classes} classes; randomized response "
+                "could release a class the network never saw: give --max-train at least the number of classes")
+    return (f"{held}; randomized response could release a class the network never saw: add images to "
+            f"{'them' if len(untrained) > 1 else 'it'}, or remove {'them' if len(untrained) > 1 else 'it'}")
 
 
 @torch.inference_mode()
@@ -545,12 +622,16 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
     is the table whose column types, levels and scales the encoders learn, e.g. the
     whole public dataset when the network trains on its training split only. ``dataset`` names the training
     data in guarantees: "upload" (what the app passes) says the model was fitted on the rows it then releases.
+    A loss that is not a finite number (checked every 25 steps, and the final weights) raises TrainingDiverged.
     """
     if isinstance(conditions, str):
         raise InputError(f"conditions must be a list of column names, e.g. [{conditions!r}]")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise InputError(f"steps must be a whole number >= 1, e.g. 1500, got {steps!r}")
     steps = int(steps)
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float, np.number)) \
+            or not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise InputError(f"learning_rate must be a positive, finite number, e.g. 2e-3, got {learning_rate!r}")
     if len(frame) < 2:  # the latent distances need two rows with the same conditions
         raise InputError(f"a table of {len(frame)} row(s) cannot be fitted: a model needs at least two rows that "
                          "share their condition values (and learns little from fewer than a few hundred)")
@@ -584,6 +665,8 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
             if n_valid and (step % 25 == 0 or progress_share >= 1):
                 with torch.no_grad():
                     valid_loss = float(model.nll_per_dim(valid_rows, condition[valid]).mean())
+                if not math.isfinite(valid_loss):
+                    raise _table_fit_diverged(step, "validation loss", valid_loss, learning_rate)
                 if valid_loss < best_loss:
                     best_loss, best_weights = valid_loss, flat.detach().clone()
             if progress_share >= 1:
@@ -598,10 +681,14 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
             optimizer.step()
             if step % 25 == 0:
                 last_loss = loss.item()
+                if not math.isfinite(last_loss):
+                    raise _table_fit_diverged(step + 1, "loss", last_loss, learning_rate)
                 if progress is not None:
                     progress(progress_share, last_loss)
         if best_weights is not None:
             flat.data.copy_(best_weights)
+        if not bool(torch.isfinite(flat).all()):  # NaN between the checks every 25 steps
+            raise _table_fit_diverged(steps_run, "weights", float("nan"), learning_rate)
     model.eval()
     if progress is not None:
         progress(1.0, best_loss if n_valid else last_loss)  # (no validation split below 50 rows)
@@ -609,6 +696,13 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
     model.fit_record = {"steps": steps_run, "epochs": steps_run * min(batch_size, len(train)) / max(len(train), 1),
                         "last_train_loss": last_loss}  # what ran (a time budget can stop it early)
     return model
+
+
+def _table_fit_diverged(step: int, what: str, value: float, learning_rate: float) -> TrainingDiverged:
+    return TrainingDiverged(f"fitting the table model diverged: its {what} became {value} (not a finite number) by "
+                            f"step {step}, so the model is unusable and was not kept; check the table for a column of "
+                            "extreme values (rescale or drop it), or fit with a smaller learning rate than "
+                            f"{learning_rate:g}", step)
 
 
 def _fitted_latent_distances(model: TabularCINN, rows: torch.Tensor, condition: torch.Tensor,
@@ -879,6 +973,10 @@ def _training_loss_line(running: float) -> str:
             "  last 50 steps (eval.json's final_train_loss; on training images, so not a test result)")
 
 
+ONE_CLASS_NOTE = ("- one class only: both accuracies above are trivially 1.000 (there is no other class to tell apart), "
+                  "and\n  the label condition carries no information\n")
+
+
 def image_model_card(config: ImageModelConfig, report: TrainingReport, facts: dict, args) -> str:
     params = sum(p.numel() for p in ImageCINN(config).parameters() if p.requires_grad)
     return f"""---
@@ -914,7 +1012,7 @@ label conditions every coupling. {params:,} trainable parameters; latent dimensi
 - {report.test_metric_name}: **{report.test_metric:.3f}** (uniform dequantization, [0, 256) pixel values)
 - classifier (small CNN, `classifier.safetensors`) test accuracy: {facts['classifier_test_accuracy']:.3f}
 - class-conditional samples at temperature 0.7 recognized as their class: {facts['sample_recognition_t0.7']:.3f}
-{_distance_lines(config.latent_distances)}
+{ONE_CLASS_NOTE if config.num_classes == 1 else ""}{_distance_lines(config.latent_distances)}
 {limitations("image", config.dataset in DATA_LICENSES)}"""
 
 
@@ -969,7 +1067,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--time-budget", type=float,
                         help="minutes of training (default 30 for images); an image model's evaluation and "
                              "--classifier-minutes come on top (a few minutes)")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"Adam's learning rate (default {DEFAULT_LR:g})")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint (image models)")
     parser.add_argument("--overwrite", action="store_true",
@@ -989,15 +1087,21 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "width and uses more of a CPU's peak (BENCHMARKS.md)")
     images.add_argument("--fc-blocks", type=int, default=4)
     images.add_argument("--fc-width", type=int, default=512)
-    images.add_argument("--max-train", type=int, help="use only the first N training images")
-    images.add_argument("--classifier-minutes", type=float, default=3.0)
+    images.add_argument("--max-train", type=int,
+                        help="use only the first N training images (the first of a class not among them takes the "
+                             "place of one of the most frequent class: every class trains)")
+    images.add_argument("--classifier-minutes", type=float, default=3.0,
+                        help="minutes of training of the classifier that suggests labels (default 3)")
     tables = parser.add_argument_group("tables")
     tables.add_argument("--conditions", nargs="*", help="condition (kept) columns; default per dataset")
     tables.add_argument("--column-type", nargs="*", metavar="COLUMN=KIND",
                         help="override an inferred column type: numeric or categorical")
     args = parser.parse_args(argv)
     for option, value in (("--steps", args.steps), ("--time-budget", args.time_budget),
-                          ("--batch-size", args.batch_size), ("--lr", args.lr), ("--max-train", args.max_train)):
+                          ("--batch-size", args.batch_size), ("--lr", args.lr), ("--max-train", args.max_train),
+                          ("--classifier-minutes", args.classifier_minutes)):
+        if value is not None and not math.isfinite(value):
+            parser.error(f"{option} must be a finite number, got {value:g}")
         if value is not None and not value > 0:
             parser.error(f"{option} must be positive, got {value:g}")
     if args.resume and not args.checkpoint:

@@ -452,3 +452,66 @@ def test_the_texts_a_table_release_can_hold_are_its_text_categories_of_data_and_
                                   {"name": "age", "kind": "numeric", "categories": None}]},
         condition_encoder={"columns": [{"name": "ward", "kind": "categorical", "categories": ["Ä", None, "B"]}]})
     assert category_texts(config) == ["Zürich", "Bern", "Ä", "B"]
+
+
+def test_an_image_folders_split_trains_on_every_class_even_one_of_a_single_image(tmp_path, capsys):
+    """a/ of 19 images and b/ of 1: the random 80/20 split held out b's only image, the network never saw b, and
+    the model could still release b under randomized response. A class of one image now trains on it."""
+    from cadp.data import load_image_folder
+
+    for label, count in (("a", 19), ("b", 1)):
+        (tmp_path / label).mkdir()
+        for index in range(count):
+            Image.fromarray(np.full((8, 8), 10 * index + (200 if label == "b" else 0), np.uint8)).save(
+                tmp_path / label / f"{index}.png")
+    train, test = (load_image_folder(tmp_path, split, image_size=8) for split in ("train", "test"))
+    assert torch.bincount(train.labels, minlength=2).tolist() == [16, 1]
+    assert torch.bincount(test.labels, minlength=2).tolist() == [3, 0]
+    assert "fewer than 10 readable images: b (1)" in capsys.readouterr().err
+
+
+def test_the_image_folder_split_keeps_a_training_image_of_every_class_and_else_the_earlier_split():
+    """Every class with an image trains on at least one; where the earlier random split already trained every
+    class it is unchanged (evaluate --data checks a model's split by fingerprint)."""
+    from cadp.data import split_image_folder
+
+    rng = np.random.default_rng(1)
+    changed = 0
+    for _ in range(300):
+        counts = rng.integers(1, 6, rng.integers(1, 5))
+        labels = np.repeat(np.arange(len(counts)), counts)
+        if len(labels) < 2:
+            continue
+        train, test = split_image_folder(labels, 0.2, seed=0)
+        assert sorted([*train.tolist(), *test.tolist()]) == list(range(len(labels)))
+        assert set(labels[train].tolist()) == set(range(len(counts)))
+        order = np.random.default_rng(0).permutation(len(labels))
+        n_test = max(1, round(0.2 * len(labels)))
+        if set(labels[order[n_test:]].tolist()) == set(range(len(counts))):
+            assert test.tolist() == order[:n_test].tolist() and train.tolist() == order[n_test:].tolist()
+        else:
+            changed += 1
+            assert len(test) < n_test
+    assert changed  # the rule was exercised
+
+
+def test_training_on_an_image_folder_says_how_many_files_were_read_by_their_first_frame_only(tmp_path, capsys):
+    """The app and the privatize CLI say that only a multi-frame file's first frame is used; training said
+    nothing and learned from the first slice of each stack."""
+    from cadp.data import load_image_folder
+
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for index in range(4):
+            frames = [Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)) for _ in range(3)]
+            if label == "a" and index < 2:
+                frames[0].save(tmp_path / label / f"{index}.tif", save_all=True, append_images=frames[1:])
+            else:
+                frames[0].save(tmp_path / label / f"{index}.png")
+    load_image_folder(tmp_path, "train", image_size=8)
+    err = " ".join(capsys.readouterr().err.split())
+    assert (f"note: 2 file(s) under {tmp_path} hold several frames (a series, a stack or an animation): only the "
+            "first frame of each was used for training: a/0.tif, a/1.tif;") in err
+    load_image_folder(tmp_path, "test", image_size=8)
+    assert "several frames" not in capsys.readouterr().err  # said once per folder, not per split

@@ -741,3 +741,24 @@ def test_the_app_downloads_hub_models_into_a_cache_of_its_own_and_prunes_it(serv
         assert second.folder.exists()  # in use
     finally:
         ui._load_model.clear()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_saved_weights_get_the_permissions_of_the_folders_other_files(tiny_image_model, tmp_path, umask):
+    """safetensors writes its files owner-only (0600): an app running as another user (the Docker image's, on a
+    mounted folder) could read config.json and the card but not the weights."""
+    import stat
+
+    from cadp.models import SmallCNN
+
+    previous = os.umask(umask)
+    try:
+        folder = hub.save_model(tiny_image_model, tmp_path / "m", card="# card\n", classifier=SmallCNN(10))
+        (tmp_path / "plain.txt").write_text("written as any file is")
+    finally:
+        os.umask(previous)
+    expected = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+    assert expected == 0o666 & ~umask
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()}
+    assert modes == dict.fromkeys(["config.json", "model.safetensors", "classifier.safetensors", "README.md",
+                                   "eval.json"], expected)

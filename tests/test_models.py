@@ -1193,3 +1193,138 @@ def test_a_numeric_condition_column_is_refused_before_notes_on_its_cells_and_bef
     assert train.main(["--dataset", str(source), "--out", str(tmp_path / "m"), "--conditions", "bmi",
                        "--column-type", "bmi=categorical", "--steps", "1"]) in (0, 2)  # the override is honoured
     assert "is numeric" not in capsys.readouterr().err
+
+
+def test_max_train_keeps_a_first_image_of_every_class_and_a_class_without_training_images_is_refused(
+        tmp_path, capsys):
+    """--max-train 1 trained a two-class model on one image of one class, without a word: randomized response
+    could then release a class the network never saw."""
+    from cadp import train
+
+    folder = _image_folder(tmp_path / "pets")
+    out = tmp_path / "model"
+    command = ["--dataset", str(folder), "--out", str(out), "--steps", "1", *TINY_IMAGE_RUN,
+               "--classifier-minutes", "0.02"]
+    assert train.main([*command, "--max-train", "1"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: the class 'cats' has no training image: --max-train 1 keeps fewer images than the 2 classes; " \
+           "randomized response could release a class the network never saw" in err
+    assert not out.exists()
+    assert train.main([*command, "--max-train", "2"]) == 0
+    labels = torch.tensor([0, 0, 0, 0, 1, 0, 2])
+    assert train.first_of_each_class(labels, 4).tolist() == [0, 1, 4, 6]  # the first 4, less two of class 0
+    assert train.first_of_each_class(labels, 5).tolist() == [0, 1, 2, 4, 6]
+    assert train.first_of_each_class(labels, 2).tolist() == [0, 4]
+    assert train.first_of_each_class(labels, 7).tolist() == list(range(7))
+
+
+def test_a_diverged_training_stops_with_what_to_do_and_saves_no_nan_checkpoint(tmp_path):
+    """A run whose loss became NaN trained on to the end and failed only at writing the model ("latent_distances
+    must be finite numbers"), its NaN checkpoint left for --resume."""
+    from safetensors.torch import load_file
+
+    from cadp import train
+    from cadp.errors import CadpError
+
+    model = torch.nn.Linear(3, 1)
+    batches = train.endless_batches((torch.randn(64, 3),), 8, torch.Generator().manual_seed(0))
+    calls = [0]
+
+    def loss_fn(x):
+        calls[0] += 1
+        return model(x).pow(2).mean() * (float("nan") if calls[0] == 5 else 1.0)
+
+    checkpoint = tmp_path / "checkpoint" / "training.safetensors"
+    with pytest.raises(CadpError, match=r"training diverged \(net\): the loss was not a finite number \(nan\) at "
+                                        r"step 5, so the weights are unusable; the last checkpoint, at step 4, is kept"):
+        train.fit(model, loss_fn, batches, steps=20, minutes=None, learning_rate=1e-2, checkpoint=checkpoint,
+                  checkpoint_every=2, description="net")
+    assert all(torch.isfinite(tensor).all() for tensor in load_file(str(checkpoint)).values())
+    assert train._checkpoint_step(checkpoint) == 4
+    # a NaN checkpoint that an earlier version saved is not resumed
+    with torch.no_grad():
+        model.weight.fill_(float("nan"))
+    train._save_checkpoint(checkpoint, model, torch.optim.Adam(model.parameters()), {"step": 9, "seconds": 1.0})
+    with pytest.raises(InputError, match="holds weights that are not finite numbers .* pass --overwrite to start over"):
+        train.fit(torch.nn.Linear(3, 1), loss_fn, batches, steps=20, minutes=None, learning_rate=1e-2,
+                  checkpoint=checkpoint, resume=True)
+
+
+def test_the_training_cli_says_a_diverged_run_diverged_and_suggests_a_smaller_learning_rate(
+        tmp_path, capsys, monkeypatch):
+    from cadp import train
+
+    original, calls = ImageCINN.bits_per_dim, [0]
+
+    def diverging(self, *args, **kwargs):
+        calls[0] += 1
+        return original(self, *args, **kwargs) * (float("inf") if calls[0] >= 3 else 1.0)
+
+    monkeypatch.setattr(ImageCINN, "bits_per_dim", diverging)
+    out = tmp_path / "model"
+    assert train.main(["--dataset", str(_image_folder(tmp_path / "pets")), "--out", str(out), "--steps", "20",
+                       "--lr", "0.5", *TINY_IMAGE_RUN]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: training diverged (cINN model): the loss was not a finite number (inf) at step 3, so the weights " \
+           "are unusable; nothing was saved. Train again with a smaller --lr than 0.5 (e.g. 0.05; the default is " \
+           "0.001) and --overwrite" in err
+    assert not (out / "model.safetensors").exists() and not (out / train.CHECKPOINT_PATH).exists()
+
+
+def test_fit_tabular_says_a_diverged_fit_diverged_and_refuses_a_learning_rate_that_is_not_positive(monkeypatch):
+    from cadp import train
+    from cadp.errors import CadpError
+    from cadp.models import TabularCINN
+
+    for rate in (0, -1e-3, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="learning_rate must be a positive, finite number"):
+            fit_tabular(_small_table(), ["diag"], steps=5, learning_rate=rate)
+    original, calls = TabularCINN.nll_per_dim, [0]
+
+    def diverging(self, *args, **kwargs):
+        calls[0] += 1
+        return original(self, *args, **kwargs) * (float("nan") if calls[0] >= 10 else 1.0)
+
+    monkeypatch.setattr(TabularCINN, "nll_per_dim", diverging)
+    for rows in (40, 60):  # without a validation split (under 50 rows) and with one
+        calls[0] = 0
+        with pytest.raises(CadpError, match="fitting the table model diverged: its .* became nan .* not kept; .* fit "
+                                            "with a smaller learning rate than 0.002"):
+            fit_tabular(_small_table(rows), ["diag"], steps=40)
+    assert train.TrainingDiverged.__mro__[1] is CadpError
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--lr", "inf"], "--lr must be a finite number, got inf"),
+    (["--lr", "nan"], "--lr must be a finite number, got nan"),
+    (["--classifier-minutes", "-1"], "--classifier-minutes must be positive, got -1"),
+    (["--classifier-minutes", "0"], "--classifier-minutes must be positive, got 0"),
+])
+def test_training_cli_refuses_a_learning_rate_or_classifier_budget_that_is_not_a_positive_number(
+        option, message, tmp_path, capsys):
+    """--classifier-minutes 0 meant no limit and -1 was taken; --lr inf trained."""
+    from cadp import train
+
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--dataset", str(_image_folder(tmp_path / "pets")), "--out", str(tmp_path / "m"), "--steps", "1",
+                    *TINY_IMAGE_RUN, *option])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_one_class_image_model_is_trained_with_a_warning_and_its_card_calls_its_accuracies_trivial(
+        tmp_path, capsys):
+    from cadp import train
+
+    folder = _image_folder(tmp_path / "pets")
+    for image in (folder / "dogs").iterdir():
+        image.unlink()
+    (folder / "dogs").rmdir()
+    out = tmp_path / "model"
+    assert train.main(["--dataset", str(folder), "--out", str(out), "--steps", "1", *TINY_IMAGE_RUN,
+                       "--classifier-minutes", "0.02"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "has one class (cats): a one-class model's condition carries no information (every release keeps that " \
+           "label) and its classifier accuracy is trivially 1.0" in err
+    card = " ".join((out / "README.md").read_text().split())
+    assert "one class only: both accuracies above are trivially 1.000 (there is no other class to tell apart)" in card
