@@ -719,6 +719,13 @@ def _fitted_latent_distances(model: TabularCINN, rows: torch.Tensor, condition: 
         distances = measure_latent_distances(encode_all(model, rows, condition), condition_groups(condition),
                                              held_out=False, inputs=rows)
     except InputError:  # its message is about held-out records: these are all the rows
+        groups = condition_groups(condition)
+        different = _first_of_each_record(rows, groups)  # copies of one row count once in the distances
+        if len(different) < len(rows) and int(torch.bincount(groups).max()) > 1:  # rows share them, as copies
+            raise InputError(f"the {len(rows)} rows hold only {len(different)} different one(s), and no two different "
+                             "rows share condition values (copies of a row count once), so the latent distances "
+                             "that say what the metric mechanism's ε means between records cannot be measured: the "
+                             "table needs at least two different rows with the same condition values") from None
         raise InputError(f"no two of the {len(rows)} rows share condition values, so the latent distances that say "
                          "what the metric mechanism's ε means between records cannot be measured: choose fewer "
                          "or coarser condition columns") from None

@@ -221,6 +221,12 @@ def test_a_fitted_tables_latent_distances_are_measured_on_its_held_out_rows():
     unique = codes.head(59).assign(b=[f"b{i % 8}" for i in range(59)], a=[f"a{i // 8}" for i in range(59)])
     with pytest.raises(InputError, match="no two of the 59 rows share condition values"):
         fit_tabular(unique, ["a", "b"], steps=3)
+    # copies of one row share their conditions: fewer conditions cannot help (the message said to choose fewer)
+    copies = pd.DataFrame({"age": [30] * 3, "weight": [70] * 3, "group": ["a"] * 3})
+    for conditions in (["group"], []):
+        with pytest.raises(InputError, match=r"the 3 rows hold only 1 different one\(s\), and no two different rows "
+                                             "share condition values"):
+            fit_tabular(copies, conditions, steps=3)
 
 
 def test_a_config_written_before_held_out_was_recorded_claims_neither(tiny_image_model):
