@@ -998,7 +998,7 @@ Class-conditional invertible network (FrEIA) for content-aware differential priv
 ## Data
 - dataset: {config.dataset} ({DATA_LICENSES.get(config.dataset, 'user data: check its license')})
 - split: {facts['train_records']} training / {facts['test_records']} test images
-  ({'stratified 100 per class, with the fixed seed 0' if config.dataset == 'mnist' else 'the dataset split' if config.dataset == 'fashion-mnist' else '80/20, split with the fixed seed 0'}; --seed sets the network's initialisation and batches)
+  ({'stratified 100 per class, with the fixed seed 0' if config.dataset == 'mnist' else 'the dataset split' if config.dataset == 'fashion-mnist' else '80/20, split with the fixed seed 0, every class keeping at least one training image'}; --seed sets the network's initialisation and batches)
 - classes: {', '.join(config.class_names)}
 
 ## Architecture
