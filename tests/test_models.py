@@ -960,7 +960,7 @@ def test_an_image_folder_models_card_states_the_split_seed_it_used(tmp_path):
     assert train.main(["--dataset", str(folder), "--out", str(out), "--steps", "2", "--seed", "3",
                        *TINY_IMAGE_RUN]) == 0
     card = " ".join((out / "README.md").read_text().split())
-    assert "(80/20, split with the fixed seed 0; --seed sets the network's initialisation and batches)" in card
+    assert "(80/20, split with the fixed seed 0, every class keeping at least one training image; --seed sets the network's initialisation and batches)" in card
     assert "training loss: " in card and "the running average of the training loss over about the last 50 steps" \
         in card
     held_out = load_image_folder(folder, "test", image_size=16, seed=0)  # the seed the card names
