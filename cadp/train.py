@@ -545,11 +545,13 @@ def held_out_rows_note(table, held_out: int, trained: int, model_name: str) -> s
             f"rows'). License: {table.license}")
 
 
-def fit_here_caution(problems: list[str]) -> str:
-    """Why a table that does not match the chosen model gets a model fitted on it, and what that costs."""
-    return ("This table does not match the chosen model" + (f" ({'; '.join(problems)})" if problems else "")
-            + ". To use that model, change the table or the choices above; otherwise a model is fitted on it here. "
-            "That model has seen these rows without DP: the guarantee of a release assumes a model fixed "
+def fit_here_caution(problems: list[str], model_loaded: bool = True) -> str:
+    """Why a table that does not match the chosen model (or comes without one: ``model_loaded`` False) gets a model
+    fitted on it, and what that costs."""
+    why = ("This table does not match the chosen model" + (f" ({'; '.join(problems)})" if problems else "")
+           + ". To use that model, change the table or the choices above; otherwise a model is fitted on it here. "
+           if model_loaded else "No model is loaded (see above), so a model is fitted on this table here. ")
+    return (why + "That model has seen these rows without DP: the guarantee of a release assumes a model fixed "
             "independently of the record, so for the rows used to fit it the stated guarantee does not cover what "
             "the model learned.")
 

@@ -170,7 +170,7 @@ def load_model(source: str, hub_only: bool = False) -> hub.LoadedModel:
     being traced or a module still being imported). Every use of a Hub model is noted, so that pruning the
     app's Hub cache after a new download keeps the folders of the models the cache may still hold.
     """
-    loaded = _load_model(source, hub_only, None if hub_only else _folder_stamp(source))
+    loaded = _load_model(source, hub_only, None if hub_only else folder_stamp(source))
     if hub_only:
         with _IN_USE_LOCK:
             HUB_FOLDERS_IN_USE.pop(loaded.folder, None)
@@ -180,7 +180,7 @@ def load_model(source: str, hub_only: bool = False) -> hub.LoadedModel:
     return loaded
 
 
-def _folder_stamp(source: str) -> tuple:
+def folder_stamp(source: str) -> tuple:
     """Size and modification time of a local model folder's loaded files: part of the cache's key, so that a folder
     trained again (``--resume``, ``--overwrite``) while the app runs is loaded anew, not served with the old network
     beside its new card and eval.json (which are read at each run)."""
@@ -318,10 +318,13 @@ def run_page(title: str, body, kind: str | None = None, needs_model: bool = True
         st.caption(f"Model: **{literal(loaded.config.name)}** (data: {literal(str(loaded.config.dataset))}); choose "
                    "another in the sidebar.")
     try:
-        if loaded is None and needs_model and problem is not None:  # said in the sidebar too, folded away on phones
-            st.error(f"{problem} Choose another model in the sidebar.")
-        elif loaded is None and needs_model:
-            st.info(f"Choose {'an ' + kind if kind == 'image' else 'a ' + kind if kind else 'a'} model in the sidebar.")
+        if problem is not None:  # said in the sidebar too, folded away on phones
+            st.error(problem + ("" if problem.endswith((".", "!", "?")) else ".") + " Choose another model in the "
+                     "sidebar.")
+        if loaded is None and needs_model:
+            if problem is None:
+                st.info(f"Choose {'an ' + kind if kind == 'image' else 'a ' + kind if kind else 'a'} model in the "
+                        "sidebar.")
         else:
             with page_errors():
                 body(loaded)

@@ -1284,7 +1284,17 @@ def test_hub_id_that_does_not_exist_is_a_plain_error():
     clean(at)
     assert at.sidebar.error
     # on a phone the sidebar is folded away: the page itself says why there is no model
-    assert [e.value for e in at.main.error] == [f"{at.sidebar.error[0].value} Choose another model in the sidebar."]
+    assert [e.value for e in at.main.error] == [f"{at.sidebar.error[0].value}. Choose another model in the sidebar."]
+    # the table page goes on without a model (it fits one on an upload): it says why there is none all the same
+    at = page("tabular.py")
+    at.sidebar.selectbox(key="model_choice").set_value("Hub repository…").run()
+    at.sidebar.text_input(key="model_hub").input("not a valid id!!").run()
+    assert f"{at.sidebar.error[0].value}. Choose another model in the sidebar." in [e.value for e in clean(at).main.error]
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="table_upload").set_value(("t.csv", helpers.small_csv(), "text/csv")).run()
+    warnings = [w.value for w in clean(at).warning]
+    assert any(w.startswith("No model is loaded (see above), so a model is fitted on this table here.") for w in warnings)
+    assert not any("does not match the chosen model" in w for w in warnings)
 
 
 @pytest.mark.parametrize("typed, said", [
@@ -2258,3 +2268,24 @@ def test_the_large_epsilon_caption_says_its_figures_are_the_bundled_models_for_a
         text = ui.epsilon_meaning(colour, "laplace", 10, temperature, None, image=True, label_kept=True)
         assert text.startswith("This model's latent has 12,288 dimensions; the figures that follow were measured "
                                "with the bundled 28x28 models and may differ for it")
+
+
+def test_the_model_card_draws_the_samples_of_a_folder_trained_again(weights, tmp_path, monkeypatch, media):
+    """The samples were cached by the folder's path: after training again, the card showed the old network's."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = shutil.copytree(weights / helpers.IMAGE_MODEL, tmp_path / "again")
+    monkeypatch.setenv("CADP_WEIGHTS_DIR", str(tmp_path))
+    at = page("model_card.py")
+    at.sidebar.selectbox(key="model_choice").set_value("again").run()
+    before = set(media.values())
+    assert len(clean(at).get("image")) == 1
+    tensors = load_file(folder / "model.safetensors")
+    save_file({name: tensor * 1.5 if tensor.is_floating_point() else tensor for name, tensor in tensors.items()},
+              folder / "model.safetensors")
+    media.clear()
+    at.run()
+    assert len(clean(at).get("image")) == 1 and media and not set(media.values()) & before
+    ui._load_model.clear()

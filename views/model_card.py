@@ -17,10 +17,11 @@ MAX_CARD_CHARACTERS = 200_000  # a Hub card can be any size: the browser gets at
 
 
 @st.cache_resource(show_spinner="Drawing samples…", max_entries=8)
-def sample_grid(_loaded, source: str, per_class: int, temperature: float, seed: int) -> np.ndarray:
+def sample_grid(_loaded, source: tuple, per_class: int, temperature: float, seed: int) -> np.ndarray:
     """(classes * H, per_class * W) grid of class-conditional samples, one row per class, of the model loaded
-    from ``source`` (the cache's key; the model is the page's own: loading it again by its folder took a
-    second place in the model cache)."""
+    from ``source`` (the cache's key: its folder and the folder's files as loaded, so a folder trained again is
+    drawn again; the model is the page's own: loading it again by its folder took a second place in the model
+    cache)."""
     loaded = _loaded
     classes = loaded.config.num_classes
     labels = torch.arange(classes).repeat_interleave(per_class)
@@ -32,9 +33,14 @@ def sample_grid(_loaded, source: str, per_class: int, temperature: float, seed: 
 
 
 @st.cache_data(show_spinner="Drawing samples…", max_entries=8)
-def sample_rows(_loaded, source: str, count: int, seed: int):
+def sample_rows(_loaded, source: tuple, count: int, seed: int):
     """Rows sampled from a table model (conditions from the frequencies it stored, temperature 1)."""
     return _loaded.model.sample_frame(count, 1.0, torch.Generator().manual_seed(seed))
+
+
+def sample_key(loaded) -> tuple:
+    """The samples' cache key: the model's folder and its files' sizes and times (ui.folder_stamp)."""
+    return str(loaded.folder), ui.folder_stamp(str(loaded.folder))
 
 
 def bits_per_dim(evaluation: dict) -> str | None:
@@ -73,7 +79,7 @@ def page(loaded) -> None:
     if config.kind == "image":
         st.subheader(f"Class-conditional samples (temperature {DEFAULT_TEMPERATURE})")
         per_class = st.slider("Samples per class", 2, 10, 6, key=ui.kept("card_per_class"))
-        grid = sample_grid(loaded, str(loaded.folder), per_class, DEFAULT_TEMPERATURE, 0)
+        grid = sample_grid(loaded, sample_key(loaded), per_class, DEFAULT_TEMPERATURE, 0)
         st.image(np.kron(grid, np.ones((2, 2), dtype=np.uint8)),
                  caption="one row per class: " + ", ".join(config.class_names))
     else:
@@ -84,7 +90,7 @@ def page(loaded) -> None:
         st.caption(f"Conditions drawn from {priors}."
                    + ("" if public else " The model was trained without DP: its samples can "
                       "reproduce details of its training rows."))
-        st.dataframe(sample_rows(loaded, str(loaded.folder), 20, 0), hide_index=True)
+        st.dataframe(sample_rows(loaded, sample_key(loaded), 20, 0), hide_index=True)
     st.subheader("Limitations (this app's)")  # always: a card's own words may say otherwise
     stated_by = getattr(loaded.model, "stated_by", None)
     if public_training_data(loaded.model):

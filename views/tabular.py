@@ -71,7 +71,7 @@ def model_for(loaded, frame, conditions, kinds, key, name):
             if notes:  # said before a release is made (and charged), not only after
                 st.info("A release of this table as it is: " + "; ".join(notes) + ".")
             return loaded.model
-    st.warning(fit_here_caution(problems))
+    st.warning(fit_here_caution(problems, model_loaded=loaded is not None))
     fit_key = (key, tuple(conditions), tuple(sorted(kinds.items())))
     with st.form("table_fit"):
         steps = st.slider("Training steps", 100, 3000, 400, 100, key=ui.kept("table_steps"))
