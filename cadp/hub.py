@@ -130,7 +130,10 @@ def _save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
     """save_file, with the permissions the folder's other files get (0666 less the umask): safetensors creates
     its files owner-only (0600), which an app running as another user (the Docker image's) cannot read."""
     save_file(state, str(path))
-    os.chmod(path, 0o666 & ~_umask())
+    try:
+        os.chmod(path, 0o666 & ~_umask())
+    except OSError:  # a file system without Unix permissions (FAT, some network shares): its own rules apply
+        pass
 
 
 def _umask() -> int:

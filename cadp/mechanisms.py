@@ -536,7 +536,8 @@ class PaperMechanism(Mechanism):
 # what "no valid guarantee" amounts to (PRIVACY.md: for a single image the matrix norm is its largest |z_j|): the
 # noise is not calibrated even to the 2x-understated L1 sensitivity, since the clip bounds coordinates, not L1 norms
 PAPER_LOSS = ("Its clip, the batch's matrix 1-norm, bounds each coordinate of a latent, not its L1 norm: two records "
-              "released alone can differ by the clip size in every one of the latent's D coordinates, so the privacy "
+              "released alone can differ by twice the clip size (from -s to +s) in every one of the latent's D "
+              "coordinates, so the privacy "
               "loss between them can reach 2·D·epsilon (1,568·epsilon for a 28x28 image), not epsilon; in a batch, "
               "a record's clip also depends on the other records.")
 

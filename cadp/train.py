@@ -232,7 +232,9 @@ def fit(model: torch.nn.Module, loss_fn, batches, *, steps: int | None, minutes:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=learning_rate, foreach=True)  # one multi-tensor update, also on CPU
     state = {"step": 0, "seconds": 0.0, "run": run}
-    if resume and checkpoint is not None and checkpoint.exists():
+    found = _file_stamp(checkpoint)  # an earlier run's checkpoint (--overwrite keeps it until this one saves)
+    resumed = resume and checkpoint is not None and checkpoint.exists()
+    if resumed:
         state = {**_load_checkpoint(checkpoint, model, optimizer, run), "run": run}
         print(f"resumed from {checkpoint} at step {state['step']}", file=sys.stderr)
     model.train()
@@ -245,9 +247,9 @@ def fit(model: torch.nn.Module, loss_fn, batches, *, steps: int | None, minutes:
                checkpoint, checkpoint_every, device, bar, metric_name)
     except TrainingDiverged as error:
         bar.close()
+        ours = checkpoint is not None and checkpoint.exists() and (resumed or _file_stamp(checkpoint) != found)
         kept = (f"; the last checkpoint, at step {_checkpoint_step(checkpoint)}, is kept in {checkpoint} (a --resume "
-                "would continue it with the same settings)" if checkpoint is not None and checkpoint.exists()
-                else "; nothing was saved")
+                "would continue it with the same settings)" if ours else "; this run saved no checkpoint")
         raise TrainingDiverged(f"training diverged ({description}): {error} at step {error.step}, so the weights "
                                f"are unusable{kept}", error.step) from None
     except KeyboardInterrupt:
@@ -278,6 +280,14 @@ class TrainingDiverged(CadpError):
     def __init__(self, message: str, step: int):
         super().__init__(message)
         self.step = step
+
+
+def _file_stamp(path: Path | None) -> tuple | None:
+    try:
+        status = path.stat()
+    except (AttributeError, OSError):  # no checkpoint asked for, or none there
+        return None
+    return status.st_size, status.st_mtime_ns
 
 
 def _checkpoint_step(path: Path) -> int:
@@ -656,8 +666,8 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
         return model.nll_per_dim(draw_in_boxes(batch_base, batch_span, generator), batch_condition).mean()
 
     params = [p for p in model.parameters() if p.requires_grad]
-    best_loss, best_weights = float("inf"), None
-    steps_run, last_loss = 0, float("nan")
+    best_loss, best_weights, best_step = float("inf"), None, 0
+    steps_run, last_loss, stopped = 0, float("nan"), None
     model.train()
     start = time.monotonic()
     with flat_parameters(params) as flat:
@@ -668,9 +678,12 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
                 with torch.no_grad():
                     valid_loss = float(model.nll_per_dim(valid_rows, condition[valid]).mean())
                 if not math.isfinite(valid_loss):
-                    raise _table_fit_diverged(step, "validation loss", valid_loss, learning_rate)
+                    if best_step == 0:  # nothing validated after training began: no model learned anything
+                        raise _table_fit_diverged(step, "validation loss", valid_loss, learning_rate)
+                    stopped = _stopped_early(step, "validation loss", best_step)
+                    break
                 if valid_loss < best_loss:
-                    best_loss, best_weights = valid_loss, flat.detach().clone()
+                    best_loss, best_weights, best_step = valid_loss, flat.detach().clone(), step
             if progress_share >= 1:
                 break
             steps_run = step + 1
@@ -684,7 +697,10 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
             if step % 25 == 0:
                 last_loss = loss.item()
                 if not math.isfinite(last_loss):
-                    raise _table_fit_diverged(step + 1, "loss", last_loss, learning_rate)
+                    if best_step == 0:
+                        raise _table_fit_diverged(step + 1, "loss", last_loss, learning_rate)
+                    stopped = _stopped_early(step + 1, "loss", best_step)
+                    break
                 if progress is not None:
                     progress(progress_share, last_loss)
         if best_weights is not None:
@@ -696,15 +712,21 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
         progress(1.0, best_loss if n_valid else last_loss)  # (no validation split below 50 rows)
     model.config.latent_distances = _fitted_latent_distances(model, rows, condition, valid)
     model.fit_record = {"steps": steps_run, "epochs": steps_run * min(batch_size, len(train)) / max(len(train), 1),
-                        "last_train_loss": last_loss}  # what ran (a time budget can stop it early)
+                        "last_train_loss": last_loss,  # what ran (a time budget can stop it early)
+                        "stopped": stopped}  # why it stopped before its steps, in words, or None
     return model
 
 
 def _table_fit_diverged(step: int, what: str, value: float, learning_rate: float) -> TrainingDiverged:
     return TrainingDiverged(f"fitting the table model diverged: its {what} became {value} (not a finite number) by "
-                            f"step {step}, so the model is unusable and was not kept; check the table for a column of "
-                            "extreme values (rescale or drop it), or fit with a smaller learning rate than "
-                            f"{learning_rate:g}", step)
+                            f"step {step}, before any trained weights were validated, so no usable model was made; check the "
+                            "table for a column of extreme values (rescale or drop it), or fit with fewer steps (in "
+                            f"Python: also a smaller learning_rate than {learning_rate:g})", step)
+
+
+def _stopped_early(step: int, what: str, best_step: int) -> str:
+    return (f"The fit stopped at step {step}: its {what} was no longer a finite number (it diverged). The weights "
+            f"kept are those of step {best_step}, the best on the held-out rows before that.")
 
 
 def _fitted_latent_distances(model: TabularCINN, rows: torch.Tensor, condition: torch.Tensor,
@@ -723,7 +745,8 @@ def _fitted_latent_distances(model: TabularCINN, rows: torch.Tensor, condition: 
     except InputError:  # its message is about held-out records: these are all the rows
         groups = condition_groups(condition)
         different = _first_of_each_record(rows, groups)  # copies of one row count once in the distances
-        if len(different) < len(rows) and int(torch.bincount(groups).max()) > 1:  # rows share them, as copies
+        # fewer conditions help where two different rows exist at all: else copies of one row are all there is
+        if len(_first_of_each_record(rows, torch.zeros_like(groups))) < 2:
             raise InputError(f"the {len(rows)} rows hold only {len(different)} different one(s), and no two different "
                              "rows share condition values (copies of a row count once), so the latent distances "
                              "that say what the metric mechanism's ε means between records cannot be measured: the "
@@ -899,6 +922,8 @@ def train_tabular_model(args) -> None:
                                                              inputs=test_rows)
     nll = tabular_test_nll(model, test)
     ran = model.fit_record
+    if ran.get("stopped"):
+        print(f"note: {ran['stopped']}", file=sys.stderr)
     report = TrainingReport(ran["steps"], ran["epochs"], seconds, device_description(torch.device("cpu")),
                             ran["last_train_loss"], nll, "test NLL (nats/dim, one-hots dequantized)")
     columns = tuple(model.config.data_columns + model.config.condition_columns)

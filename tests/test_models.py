@@ -221,6 +221,9 @@ def test_a_fitted_tables_latent_distances_are_measured_on_its_held_out_rows():
     unique = codes.head(59).assign(b=[f"b{i % 8}" for i in range(59)], a=[f"a{i // 8}" for i in range(59)])
     with pytest.raises(InputError, match="no two of the 59 rows share condition values"):
         fit_tabular(unique, ["a", "b"], steps=3)
+    # one row twice among rows of distinct conditions: fewer conditions do help, as the message says
+    with pytest.raises(InputError, match="no two of the 60 rows share condition values.*choose fewer or coarser"):
+        fit_tabular(pd.concat([unique, unique.head(1)], ignore_index=True), ["a", "b"], steps=3)
     # copies of one row share their conditions: fewer conditions cannot help (the message said to choose fewer)
     copies = pd.DataFrame({"age": [30] * 3, "weight": [70] * 3, "group": ["a"] * 3})
     for conditions in (["group"], []):
@@ -1247,6 +1250,12 @@ def test_a_diverged_training_stops_with_what_to_do_and_saves_no_nan_checkpoint(t
                   checkpoint_every=2, description="net")
     assert all(torch.isfinite(tensor).all() for tensor in load_file(str(checkpoint)).values())
     assert train._checkpoint_step(checkpoint) == 4
+    # a run that diverges before saving its own (--overwrite keeps the earlier run's file): not called its own
+    calls[0] = 0
+    with pytest.raises(CadpError, match=r"at step 5, so the weights are unusable; this run saved no checkpoint$"):
+        train.fit(torch.nn.Linear(3, 1), loss_fn, batches, steps=20, minutes=None, learning_rate=1e-2,
+                  checkpoint=checkpoint, checkpoint_every=10, description="net")
+    assert train._checkpoint_step(checkpoint) == 4
     # a NaN checkpoint that an earlier version saved is not resumed
     with torch.no_grad():
         model.weight.fill_(float("nan"))
@@ -1272,7 +1281,7 @@ def test_the_training_cli_says_a_diverged_run_diverged_and_suggests_a_smaller_le
                        "--lr", "0.5", *TINY_IMAGE_RUN]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "error: training diverged (cINN model): the loss was not a finite number (inf) at step 3, so the weights " \
-           "are unusable; nothing was saved. Train again with a smaller --lr than 0.5 (e.g. 0.05; the default is " \
+           "are unusable; this run saved no checkpoint. Train again with a smaller --lr than 0.5 (e.g. 0.05; the default is " \
            "0.001) and --overwrite" in err
     assert not (out / "model.safetensors").exists() and not (out / train.CHECKPOINT_PATH).exists()
 
@@ -1292,12 +1301,21 @@ def test_fit_tabular_says_a_diverged_fit_diverged_and_refuses_a_learning_rate_th
         return original(self, *args, **kwargs) * (float("nan") if calls[0] >= 10 else 1.0)
 
     monkeypatch.setattr(TabularCINN, "nll_per_dim", diverging)
-    for rows in (40, 60):  # without a validation split (under 50 rows) and with one
+    for rows in (40, 60):  # without a validation split (under 50 rows), and with one but nothing trained validated
         calls[0] = 0
-        with pytest.raises(CadpError, match="fitting the table model diverged: its .* became nan .* not kept; .* fit "
-                                            "with a smaller learning rate than 0.002"):
+        with pytest.raises(CadpError, match="fitting the table model diverged: its .* became nan .* no usable model "
+                                            "was made; .* fewer steps .*smaller learning_rate than 0.002"):
             fit_tabular(_small_table(rows), ["diag"], steps=40)
     assert train.TrainingDiverged.__mro__[1] is CadpError
+    # weights validated after some training: the fit stops there and keeps them (early stopping did so before)
+    from cadp.data import load_table
+
+    calls[0] = -50  # NaN from the 60th call: training step ~57, seen at the validation of step 75
+    model = fit_tabular(load_table("diabetes").frame, ["sex"], steps=200)
+    assert model.fit_record["stopped"] == ("The fit stopped at step 75: its validation loss was no longer a finite "
+                                           "number (it diverged). The weights kept are those of step 50, the best on "
+                                           "the held-out rows before that.")
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 @pytest.mark.parametrize("option, message", [

@@ -91,7 +91,10 @@ def model_for(loaded, frame, conditions, kinds, key, name):
     if fitted is None or fitted[:3] != fit_key:
         st.info("Fit a model to continue.")
         return None
-    return ui.fitted_model(fitted, frame)
+    model = ui.fitted_model(fitted, frame)
+    if getattr(model, "fit_record", {}).get("stopped"):
+        st.info(model.fit_record["stopped"])
+    return model
 
 
 def show_result(state) -> None:
