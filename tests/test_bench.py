@@ -508,3 +508,33 @@ def test_call_parts_times_the_real_call_and_puts_everything_back():
     operations = call_parts.after_a_pass(str(bundled("mnist-cinn")), repeats=3)
     assert set(operations) == {"z + 1", "isfinite(z).all()", "float64 sum of z", "torch.empty(0)"}
     assert all(cold > 0 and warm > 0 for cold, warm in operations.values())
+
+
+def test_huge_pages_moves_the_weights_with_their_strides_and_the_model_computes_the_same(tiny_weights):
+    import torch
+
+    from bench.compute import image_inputs, load
+    from bench.huge_pages import HUGE_PAGE, on_huge_pages
+    from tests.app_helpers import IMAGE_MODEL
+
+    loaded, moved = (load(str(tiny_weights / IMAGE_MODEL), torch.device("cpu")) for _ in range(2))
+    region = on_huge_pages(moved.model)
+    before = dict(loaded.model.named_parameters())
+    for name, parameter in moved.model.named_parameters():
+        assert parameter.stride() == before[name].stride() and torch.equal(parameter, before[name]), name
+    start = region.tell()  # the mapping holds them all: every parameter's data lies within it
+    assert len(region) % HUGE_PAGE == 0 and start == 0
+    pixels, labels, _ = image_inputs(loaded.config, 2)
+    with torch.inference_mode():
+        assert torch.equal(loaded.model.encode(pixels.float(), labels), moved.model.encode(pixels.float(), labels))
+
+
+def test_call_parts_takes_model_names_as_the_suite_does(tiny_weights, monkeypatch, capsys):
+    """It took folders only: `--models mnist-cinn` failed with 'model folder mnist-cinn does not exist'."""
+    from bench import __main__ as suite
+    from bench import call_parts
+    from tests.app_helpers import IMAGE_MODEL
+
+    monkeypatch.setattr(suite, "WEIGHTS", tiny_weights)
+    assert call_parts.main(["--models", IMAGE_MODEL, "--calls", "2", "--rounds", "1"]) == 0
+    assert f"{tiny_weights / IMAGE_MODEL}: one image's call" in capsys.readouterr().out
