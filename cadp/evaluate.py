@@ -1469,9 +1469,9 @@ def load_training_data(config, path: Path | str, training: dict | None = None):
         raise InputError(f"--data {path} splits into {len(train):,} training and {len(test):,} test records; the "
                          f"model was trained on {recorded[0]:,} and tested on {recorded[1]:,} (eval.json): give the "
                          "data it was trained on, or the test records would include training records"
-                         + (" (an image folder with a class whose every image was held out splits otherwise since "
-                            "2026-11-30, when every class keeps a training image: such a model's class never "
-                            "trained; train it again)" if config.kind == "image" else ""))
+                         + (" (if it is that folder: since 2026-11-30 every class keeps a training image, so a "
+                            "folder where one class had every image held out splits otherwise; that class never "
+                            "trained, so train the model again)" if config.kind == "image" else ""))
     fingerprint = (training or {}).get("test_fingerprint")
     columns = () if config.kind == "image" else tuple(config.data_columns + config.condition_columns)
     if isinstance(fingerprint, str) and split_fingerprint(test, columns) != fingerprint:

@@ -76,6 +76,7 @@ class LoadedModel:
     origin: str
     classifier: SmallCNN | None = None
     commit: str | None = None  # the Hub commit the files came from (None for local folders)
+    stamp: tuple | None = None  # the app's: its folder's files as they were when loaded (ui.folder_stamp)
 
     @property
     def card(self) -> str:

@@ -560,7 +560,7 @@ def fit_here_caution(problems: list[str], model_loaded: bool = True) -> str:
     fitted on it, and what that costs."""
     why = ("This table does not match the chosen model" + (f" ({'; '.join(problems)})" if problems else "")
            + ". To use that model, change the table or the choices above; otherwise a model is fitted on it here. "
-           if model_loaded else "No model is loaded (see above), so a model is fitted on this table here. ")
+           if model_loaded else "No model is loaded, so a model is fitted on this table here. ")
     return (why + "That model has seen these rows without DP: the guarantee of a release assumes a model fixed "
             "independently of the record, so for the rows used to fit it the stated guarantee does not cover what "
             "the model learned.")
@@ -634,7 +634,9 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
     is the table whose column types, levels and scales the encoders learn, e.g. the
     whole public dataset when the network trains on its training split only. ``dataset`` names the training
     data in guarantees: "upload" (what the app passes) says the model was fitted on the rows it then releases.
-    A loss that is not a finite number (checked every 25 steps, and the final weights) raises TrainingDiverged.
+    A loss that is not a finite number (checked every 25 steps, and the final weights) stops the fit: it keeps the
+    best weights validated on held-out rows after training began, with the reason in ``fit_record["stopped"]``,
+    and raises TrainingDiverged where there are none (under 50 rows there is no validation).
     """
     if isinstance(conditions, str):
         raise InputError(f"conditions must be a list of column names, e.g. [{conditions!r}]")
@@ -719,9 +721,10 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
 
 def _table_fit_diverged(step: int, what: str, value: float, learning_rate: float) -> TrainingDiverged:
     return TrainingDiverged(f"fitting the table model diverged: its {what} became {value} (not a finite number) by "
-                            f"step {step}, before any trained weights were validated, so no usable model was made; check the "
-                            "table for a column of extreme values (rescale or drop it), or fit with fewer steps (in "
-                            f"Python: also a smaller learning_rate than {learning_rate:g})", step)
+                            f"step {step}, before any trained weights did better on held-out rows than the untrained "
+                            "ones, so no usable model was made; check the table for a column of extreme values "
+                            f"(rescale or drop it; in Python, fit_tabular also takes a smaller learning_rate than "
+                            f"{learning_rate:g})", step)
 
 
 def _stopped_early(step: int, what: str, best_step: int) -> str:
@@ -745,8 +748,10 @@ def _fitted_latent_distances(model: TabularCINN, rows: torch.Tensor, condition: 
     except InputError:  # its message is about held-out records: these are all the rows
         groups = condition_groups(condition)
         different = _first_of_each_record(rows, groups)  # copies of one row count once in the distances
-        # fewer conditions help where two different rows exist at all: else copies of one row are all there is
-        if len(_first_of_each_record(rows, torch.zeros_like(groups))) < 2:
+        # fewer conditions help where two different records (data and conditions: a dropped condition becomes
+        # data) exist at all: else copies of one row are all there is
+        records = torch.cat([rows.reshape(len(rows), -1), condition.reshape(len(condition), -1).to(rows.dtype)], 1)
+        if len(_first_of_each_record(records, torch.zeros_like(groups))) < 2:
             raise InputError(f"the {len(rows)} rows hold only {len(different)} different one(s), and no two different "
                              "rows share condition values (copies of a row count once), so the latent distances "
                              "that say what the metric mechanism's ε means between records cannot be measured: the "
@@ -928,7 +933,8 @@ def train_tabular_model(args) -> None:
                             ran["last_train_loss"], nll, "test NLL (nats/dim, one-hots dequantized)")
     columns = tuple(model.config.data_columns + model.config.condition_columns)
     facts = {"train_records": len(train), "test_records": len(test),
-             "test_fingerprint": split_fingerprint(test, columns), "license": table.license}
+             "test_fingerprint": split_fingerprint(test, columns), "license": table.license,
+             "stopped": ran.get("stopped")}
     clear_stale_results(Path(args.out))
     save_model(model, args.out, card=tabular_model_card(model.config, report, facts, args),
                overwrite=True)  # prepare_output asked (--overwrite)
@@ -1078,7 +1084,7 @@ and decoded to the value; categorical columns one-hot (uniform dequantization, d
 
 ## Training
 - {report.steps} steps, {report.seconds:.0f} s on {report.device}; seed {args.seed}
-- command: `{recorded_command('cadp.train', sys.argv[1:])}`
+{f"- {facts['stopped']}{chr(10)}" if facts.get("stopped") else ""}- command: `{recorded_command('cadp.train', sys.argv[1:])}`
 
 ## Results
 - {report.test_metric_name}: **{report.test_metric:.3f}**

@@ -212,6 +212,7 @@ def _load_model(source: str, hub_only: bool, stamp: tuple | None = None) -> hub.
                     pass
     else:
         loaded = hub.load_model(source)
+    loaded.stamp = stamp  # what the model was loaded from: the key of what the pages cache of it (its samples)
     thread = threading.Thread(target=_warm_up_quietly, args=(loaded.model,), name="cadp-warm-up", daemon=True)
     WARM_UPS[:] = [*(t for t in WARM_UPS if t.is_alive()), thread]  # finished ones need no join at exit
     thread.start()

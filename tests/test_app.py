@@ -1293,7 +1293,7 @@ def test_hub_id_that_does_not_exist_is_a_plain_error():
     at.radio(key="table_source").set_value("Upload a CSV").run()
     at.file_uploader(key="table_upload").set_value(("t.csv", helpers.small_csv(), "text/csv")).run()
     warnings = [w.value for w in clean(at).warning]
-    assert any(w.startswith("No model is loaded (see above), so a model is fitted on this table here.") for w in warnings)
+    assert any(w.startswith("No model is loaded, so a model is fitted on this table here.") for w in warnings)
     assert not any("does not match the chosen model" in w for w in warnings)
 
 

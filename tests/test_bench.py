@@ -522,8 +522,13 @@ def test_huge_pages_moves_the_weights_with_their_strides_and_the_model_computes_
     before = dict(loaded.model.named_parameters())
     for name, parameter in moved.model.named_parameters():
         assert parameter.stride() == before[name].stride() and torch.equal(parameter, before[name]), name
-    start = region.tell()  # the mapping holds them all: every parameter's data lies within it
-    assert len(region) % HUGE_PAGE == 0 and start == 0
+    import ctypes
+
+    start = ctypes.addressof(ctypes.c_char.from_buffer(region))  # the mapping holds them all
+    assert len(region) % HUGE_PAGE == 0
+    for name, parameter in moved.model.named_parameters():
+        assert start <= parameter.data_ptr() < start + len(region), name
+        assert not start <= before[name].data_ptr() < start + len(region), name
     pixels, labels, _ = image_inputs(loaded.config, 2)
     with torch.inference_mode():
         assert torch.equal(loaded.model.encode(pixels.float(), labels), moved.model.encode(pixels.float(), labels))

@@ -222,6 +222,10 @@ def test_a_fitted_tables_latent_distances_are_measured_on_its_held_out_rows():
     with pytest.raises(InputError, match="no two of the 59 rows share condition values"):
         fit_tabular(unique, ["a", "b"], steps=3)
     # one row twice among rows of distinct conditions: fewer conditions do help, as the message says
+    constant = pd.DataFrame({"age": [30] * 4, "weight": [70] * 4, "group": ["a", "a", "b", "b"],
+                             "g2": ["x", "y", "x", "y"]})  # rows differ in their conditions only: dropping one helps
+    with pytest.raises(InputError, match="no two of the 4 rows share condition values.*choose fewer or coarser"):
+        fit_tabular(constant, ["group", "g2"], steps=3)
     with pytest.raises(InputError, match="no two of the 60 rows share condition values.*choose fewer or coarser"):
         fit_tabular(pd.concat([unique, unique.head(1)], ignore_index=True), ["a", "b"], steps=3)
     # copies of one row share their conditions: fewer conditions cannot help (the message said to choose fewer)
@@ -1304,7 +1308,7 @@ def test_fit_tabular_says_a_diverged_fit_diverged_and_refuses_a_learning_rate_th
     for rows in (40, 60):  # without a validation split (under 50 rows), and with one but nothing trained validated
         calls[0] = 0
         with pytest.raises(CadpError, match="fitting the table model diverged: its .* became nan .* no usable model "
-                                            "was made; .* fewer steps .*smaller learning_rate than 0.002"):
+                                            "was made; .* extreme values .*smaller learning_rate than 0.002"):
             fit_tabular(_small_table(rows), ["diag"], steps=40)
     assert train.TrainingDiverged.__mro__[1] is CadpError
     # weights validated after some training: the fit stops there and keeps them (early stopping did so before)

@@ -39,8 +39,10 @@ def sample_rows(_loaded, source: tuple, count: int, seed: int):
 
 
 def sample_key(loaded) -> tuple:
-    """The samples' cache key: the model's folder and its files' sizes and times (ui.folder_stamp)."""
-    return str(loaded.folder), ui.folder_stamp(str(loaded.folder))
+    """The samples' cache key: the model's folder and its files' sizes and times when the model was loaded
+    (ui.folder_stamp; stamped again here the files could have changed since: the old network's samples would be
+    kept under the new files' stamp)."""
+    return str(loaded.folder), loaded.stamp
 
 
 def bits_per_dim(evaluation: dict) -> str | None:
