@@ -169,7 +169,18 @@ def read_config(folder: Path) -> ModelConfig:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelError(f"{path} is not valid JSON: {error}") from None
+    except RecursionError:  # [[[[...]]]] nested beyond what the parser can take (as read_eval says)
+        raise ModelError(f"{path} is nested too deeply to be a model config") from None
     return config_from_dict(data)
+
+
+def _built(config: ModelConfig, path: Path) -> torch.nn.Module:
+    """build_model, with what a config.json from anyone (a Hub repo) can make it raise said as a ModelError."""
+    try:
+        return build_model(config)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError) as error:
+        raise ModelError(f"{path} describes a network that cannot be built ({type(error).__name__}: "
+                         f"{str(error)[:200]})") from None
 
 
 def _load_weights(module: torch.nn.Module, path: Path) -> None:
@@ -207,9 +218,9 @@ def load_folder(folder: Path | str, origin: str | None = None) -> LoadedModel:
     if not folder.is_dir():
         raise ModelError(f"model folder {folder} does not exist")
     config = read_config(folder)
-    _check_model_size(config)
+    _check_model_size(config, folder / CONFIG_NAME)
     with torch.random.fork_rng(devices=[]):  # the initial weights (replaced next) leave the caller's RNG as it was
-        model = build_model(config)
+        model = _built(config, folder / CONFIG_NAME)
         classifier = SmallCNN(config.num_classes, config.channels, config.image_size) \
             if config.kind == "image" and (folder / CLASSIFIER_NAME).exists() else None
     _load_weights(model, folder / WEIGHTS_NAME)
@@ -220,10 +231,10 @@ def load_folder(folder: Path | str, origin: str | None = None) -> LoadedModel:
     return LoadedModel(model, config, folder, origin or f"folder {_display_path(folder)}", classifier)
 
 
-def _check_model_size(config: ModelConfig) -> None:
+def _check_model_size(config: ModelConfig, path: Path) -> None:
     """Refuse a config.json that asks for more than MAX_PARAMETERS, counted on the meta device (no memory)."""
     with torch.device("meta"):
-        count = sum(p.numel() for p in build_model(config).parameters())
+        count = sum(p.numel() for p in _built(config, path).parameters())
     if count > MAX_PARAMETERS:
         raise ModelError(f"config.json asks for a network of {count:,} parameters; this app loads at most "
                          f"{MAX_PARAMETERS:,} (the bundled models have up to 1.6 million)")
@@ -470,16 +481,18 @@ def _resolve_endpoint(endpoint: str | None) -> str:
 
 
 def load_hub_model(source: str, *, cache_dir: str | Path | None = None, endpoint: str | None = None,
-                   token: str | None = None) -> LoadedModel:
+                   token: str | bool | None = None) -> LoadedModel:
     """A model from a Hub repo ``owner/name[@revision]`` only, never from a local folder: the app's Hub box is
     open to every visitor of a hosted Space, and a folder on its disk named like ``owner/name`` must not load
-    (``load_model`` tries a folder first). Bundled repo ids keep their fallback to ``weights/``."""
+    (``load_model`` tries a folder first). Bundled repo ids keep their fallback to ``weights/``. ``token``: as
+    huggingface_hub takes it (None: HF_TOKEN or the saved login; False: none, public repos only, as the app's box
+    asks: the server's token must not open its owner's private repos to every visitor)."""
     repo_id, revision = parse_hub_source(source)
     return _load_from_hub(repo_id, revision, cache_dir=cache_dir, endpoint=endpoint, token=token)
 
 
 def _load_from_hub(repo_id: str, revision: str | None, *, cache_dir: str | Path | None, endpoint: str | None,
-                   token: str | None) -> LoadedModel:
+                   token: str | bool | None) -> LoadedModel:
     pinned = BUNDLED_REVISIONS.get(repo_id) if repo_id in BUNDLED_REPOS else None
     requested = revision or pinned or "main"
     endpoint = _resolve_endpoint(endpoint)
@@ -499,8 +512,11 @@ def _load_from_hub(repo_id: str, revision: str | None, *, cache_dir: str | Path 
     return loaded
 
 
+TRANSIENT_HTTP = (408, 429)  # request timeout, too many requests: the Hub cannot serve it now, as for 5xx
+
+
 def _download(repo_id: str, revision: str, *, cache_dir: str | Path | None, endpoint: str,
-              token: str | None) -> tuple[Path, str, str]:
+              token: str | bool | None) -> tuple[Path, str, str]:
     """Fetch the model files of one revision into the cache: (snapshot folder, commit hash, origin note)."""
     from huggingface_hub import HfApi, constants, hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
@@ -518,10 +534,12 @@ def _download(repo_id: str, revision: str, *, cache_dir: str | Path | None, endp
         except RevisionNotFoundError:
             raise ModelError(f"revision {revision!r} not found in Hub repo {repo_id} ({endpoint})") from None
         except RepositoryNotFoundError:
-            raise ModelError(f"Hub repo {repo_id} not found at {endpoint} (if it is private or gated, "
-                             "give a token or set HF_TOKEN)") from None
+            raise ModelError(f"Hub repo {repo_id} not found at {endpoint} ("
+                             + ("this loads public repos only, without a token" if token is False else
+                                "if it is private or gated, give a token or set HF_TOKEN") + ")") from None
         except HfHubHTTPError as error:
-            if error.response is None or error.response.status_code < 500:
+            if error.response is None or (error.response.status_code < 500
+                                          and error.response.status_code not in TRANSIENT_HTTP):
                 raise ModelError(f"the Hub refused {where}: {_short(error)}") from None
             hub_problem = (f"the Hub at {endpoint} cannot serve it now (it answered HTTP {error.response.status_code}: "
                            "try again later)")
@@ -559,6 +577,10 @@ def _download(repo_id: str, revision: str, *, cache_dir: str | Path | None, endp
         except (RevisionNotFoundError, RepositoryNotFoundError) as error:
             raise ModelError(f"Hub repo {where} changed while downloading: {_short(error)}") from None
         except HfHubHTTPError as error:
+            status = error.response.status_code if error.response is not None else None
+            if status is not None and (status >= 500 or status in TRANSIENT_HTTP):
+                raise _HubUnavailable(f"the Hub at {endpoint} cannot serve {name} now (it answered HTTP {status}: "
+                                      "try again later)") from None
             raise ModelError(f"could not download {name} of Hub repo {where}: {_short(error)}") from None
         except _transport_errors() as error:
             raise _HubUnavailable(f"the Hub could not be reached while downloading {name} (no network connection, or "

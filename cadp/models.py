@@ -100,14 +100,14 @@ class ImageModelConfig:
                f"a list of 1 to {MAX_CLASSES:,} names (text of 1 to {MAX_NAME_LENGTH} characters)")
         _check(len(set(self.class_names)) == len(self.class_names), "class_names",
                "distinct (a repeated name would stand for two classes)")
-        _check(self.image_size in (16, 28, 32, 64), "image_size", "16, 28, 32 or 64")
-        _check(self.channels in (1, 3), "channels", "1 or 3")
-        _check(1 <= self.conv_width <= 1024, "conv_width", "1..1024")
+        _check(_whole(self.image_size) and self.image_size in (16, 28, 32, 64), "image_size", "16, 28, 32 or 64")
+        _check(_whole(self.channels) and self.channels in (1, 3), "channels", "1 or 3")
+        _check(_whole(self.conv_width, 1, 1024), "conv_width", "a whole number in 1..1024")
         _check(self.conv_subnet in CONV_SUBNETS, "conv_subnet", " or ".join(map(repr, CONV_SUBNETS)))
-        _check(len(self.conv_blocks) == 2 and all(0 <= b <= 64 for b in self.conv_blocks),
-               "conv_blocks", "two counts in 0..64")
-        _check(1 <= self.fc_blocks <= 64, "fc_blocks", "1..64")
-        _check(1 <= self.fc_width <= 8192, "fc_width", "1..8192")
+        _check(isinstance(self.conv_blocks, list) and len(self.conv_blocks) == 2
+               and all(_whole(b, 0, 64) for b in self.conv_blocks), "conv_blocks", "two whole numbers in 0..64")
+        _check(_whole(self.fc_blocks, 1, 64), "fc_blocks", "a whole number in 1..64")
+        _check(_whole(self.fc_width, 1, 8192), "fc_width", "a whole number in 1..8192")
         _check(0 < self.clamp <= 10, "clamp", "(0, 10]")
         _check(0 < self.logit_alpha < 0.5, "logit_alpha", "(0, 0.5)")
 
@@ -153,9 +153,12 @@ class TabularModelConfig:
     def validate(self) -> None:
         _check(self.kind == "tabular", "kind", "'tabular'")
         _check_common(self)
-        _check(self.latent_dim >= 2, "data_encoder", "at least 2 encoded dimensions")
-        _check(1 <= self.blocks <= 64, "blocks", "1..64")
-        _check(1 <= self.width <= 8192, "width", "1..8192")
+        _check(2 <= self.latent_dim <= MAX_ENCODED_WIDTH, "data_encoder",
+               f"2 to {MAX_ENCODED_WIDTH:,} encoded dimensions (a category is one)")
+        _check(self.condition_dim <= MAX_ENCODED_WIDTH, "condition_encoder",
+               f"at most {MAX_ENCODED_WIDTH:,} encoded dimensions (a category is one)")
+        _check(_whole(self.blocks, 1, 64), "blocks", "a whole number in 1..64")
+        _check(_whole(self.width, 1, 8192), "width", "a whole number in 1..8192")
         _check(0 < self.clamp <= 10, "clamp", "(0, 10]")
         for spec in self.condition_encoder["columns"]:
             _check(spec["kind"] == "categorical", f"condition column {spec['name']!r}", "categorical")
@@ -166,6 +169,18 @@ ModelConfig = ImageModelConfig | TabularModelConfig
 
 def _encoder_width(state: dict) -> int:
     return sum(len(c["categories"]) if c["kind"] == "categorical" else 1 for c in state["columns"])
+
+
+def _whole(value, low: int | None = None, high: int | None = None) -> bool:
+    """An int (not a bool, not 16.5 or 28.0: a size the network is built with), within [low, high] where given."""
+    return (isinstance(value, int) and not isinstance(value, bool) and (low is None or value >= low)
+            and (high is None or value <= high))
+
+
+# a config may come from anyone's Hub repo: a table model's one-hot width bounds what building it costs (a million
+# categories took 20 s of permutations before its parameter count was refused); uploads hold at most 200 columns
+# of 200 categories
+MAX_ENCODED_WIDTH = 50_000
 
 
 def _check(ok: bool, parameter: str, allowed: str) -> None:

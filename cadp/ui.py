@@ -202,7 +202,9 @@ def _load_model(source: str, hub_only: bool, stamp: tuple | None = None) -> hub.
         with _HUB_LOCK:
             loaded = None
             try:
-                loaded = hub.load_hub_model(source, cache_dir=app_hub_cache())
+                # no token: the server's own (HF_TOKEN, a saved login) would open its owner's private and gated
+                # repos to every visitor of a hosted Space
+                loaded = hub.load_hub_model(source, cache_dir=app_hub_cache(), token=False)
             finally:  # also after a refused repo: its files were downloaded before its config was read
                 with _IN_USE_LOCK:
                     in_use = set(HUB_FOLDERS_IN_USE) | ({loaded.folder} if loaded is not None else set())

@@ -113,6 +113,7 @@ class HubServer:
         self.private: set[str] = set()  # repos created private (model_info says so)
         self.lfs_objects: dict[str, bytes] = {}  # sha256 -> content, uploaded but perhaps not committed yet
         self.requests: list[tuple[str, str]] = []
+        self.authorizations: list[str | None] = []  # each read request's Authorization header (None: none sent)
         self.failing_status: int | None = None  # answer every request with this status (a Hub outage)
         self.refuse_lfs_uploads = False  # answer LFS uploads with 403 (an expired upload URL)
         self.omit_sizes = False  # list files without their sizes (as a mirror may)
@@ -189,6 +190,7 @@ class _HubHandler(BaseHTTPRequestHandler):
     def _route(self, send_body: bool) -> None:
         hub = self.server_state
         hub.requests.append((self.command, self.path))
+        hub.authorizations.append(self.headers.get("Authorization"))
         if hub.failing_status is not None:
             return self._error(hub.failing_status, None, "Service unavailable", send_body)
         segments = urlsplit(self.path).path.strip("/").split("/")

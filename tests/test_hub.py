@@ -333,7 +333,7 @@ def test_config_that_does_not_match_the_weights_is_refused(served, cache, model_
 def test_invalid_config_value_is_refused(served, cache, model_folders):
     served.add_commit("tester/tampered", tampered(model_folders[0], lambda c: c.update(blocks=0)))
     message = refused_model_error("tester/tampered", cache_dir=cache, endpoint=served.url)
-    assert message == "invalid model config: blocks must be 1..64"
+    assert message == "invalid model config: blocks must be a whole number in 1..64"
 
 
 def test_a_config_asking_for_a_huge_network_is_refused_before_anything_is_allocated(tmp_path, model_folders,
@@ -762,3 +762,73 @@ def test_saved_weights_get_the_permissions_of_the_folders_other_files(tiny_image
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()}
     assert modes == dict.fromkeys(["config.json", "model.safetensors", "classifier.safetensors", "README.md",
                                    "eval.json"], expected)
+
+
+@pytest.mark.parametrize("status", [429, 408])
+def test_a_hub_that_rate_limits_is_a_hub_that_cannot_serve_now_the_cache_is_used(served, cache, status):
+    """429 and 408 were a refusal: a complete cached copy (and a bundled model's fallback) became a hard failure."""
+    hub.load_model(REPO, cache_dir=cache, endpoint=served.url)
+    served.failing_status = status
+    loaded = hub.load_model(REPO, cache_dir=cache, endpoint=served.url)
+    assert f"(cached copy; the Hub at {served.url} cannot serve it now (it answered HTTP {status}" in loaded.origin
+
+
+def test_the_apps_hub_box_sends_no_token_whatever_the_server_holds(served, cache, tmp_path, monkeypatch):
+    """With HF_TOKEN set (a Space owner's), every visitor's Hub id was fetched with it: private and gated repos of
+    the owner opened to anyone."""
+    from cadp import ui
+
+    monkeypatch.setenv("HF_TOKEN", "hf_OWNER_SECRET")
+    monkeypatch.setenv("HF_ENDPOINT", served.url)
+    monkeypatch.setenv("CADP_APP_HUB_CACHE", str(tmp_path / "app-cache"))
+    hub.load_hub_model(REPO, cache_dir=cache, endpoint=served.url)  # the library's own call: the token is sent
+    assert "Bearer hf_OWNER_SECRET" in served.authorizations
+    served.authorizations.clear()
+    ui._load_model.clear()
+    try:
+        loaded = ui.load_model(REPO, hub_only=True)
+    finally:
+        ui._load_model.clear()
+    assert loaded.commit == served.commits["v2"] and served.authorizations
+    assert not any(served.authorizations), set(served.authorizations)
+    with pytest.raises(ModelError, match="not found at .*this loads public repos only, without a token"):
+        hub.load_hub_model("tester/private", cache_dir=cache, endpoint=served.url, token=False)
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"fc_width": 16.5}, "fc_width must be a whole number in 1..8192"),
+    ({"conv_width": 4.5}, "conv_width must be a whole number in 1..1024"),
+    ({"fc_blocks": 1.5}, "fc_blocks must be a whole number in 1..64"),
+    ({"conv_blocks": [1, 1.5]}, "conv_blocks must be two whole numbers in 0..64"),
+    ({"image_size": 28.0}, "image_size must be 16, 28, 32 or 64"),
+])
+def test_a_config_with_a_size_that_is_not_a_whole_number_is_refused_in_words(tiny_weights, tmp_path, change, named):
+    """16.5 passed the range check and crashed building the network (TypeError; a traceback in the CLI, only the
+    exception's name in the app)."""
+    from tests.app_helpers import IMAGE_MODEL
+
+    folder = shutil.copytree(tiny_weights / IMAGE_MODEL, tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(ModelError, match=named):
+        hub.load_folder(folder)
+
+
+def test_a_config_nested_too_deeply_or_too_wide_to_build_is_refused_in_words(tiny_weights, tmp_path):
+    import time
+
+    from tests.app_helpers import TABLE_MODEL
+
+    folder = shutil.copytree(tiny_weights / TABLE_MODEL, tmp_path / "t")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ModelError, match="nested too deeply to be a model config"):
+        hub.load_folder(folder)
+    wide = dict(config, data_encoder={**config["data_encoder"], "columns": [
+        *config["data_encoder"]["columns"],
+        {"name": "code", "kind": "categorical", "categories": [f"c{i}" for i in range(60_000)]}]})
+    (folder / "config.json").write_text(json.dumps(wide))
+    start = time.monotonic()
+    with pytest.raises(ModelError, match="data_encoder must be 2 to 50,000 encoded dimensions"):
+        hub.load_folder(folder)
+    assert time.monotonic() - start < 5  # refused before the network is built (a million categories took 20 s)
