@@ -127,12 +127,18 @@ def evaluate_command(loaded, what: str) -> str:
     of data that is not bundled (the command needs it; ``audit`` does not, it audits worst-case latents)."""
     from cadp.data import PUBLIC_DATASETS
 
+    data = "" if loaded.config.dataset in PUBLIC_DATASETS or what == "audit" else " --data THE-DATA-IT-WAS-TRAINED-ON"
+    if loaded.commit is not None:  # a Hub snapshot: results written there would pass for the repo's (and the
+        # server's cache path is no visitor's business): the repo's files at that commit, downloaded to a folder
+        repo = loaded.origin.split()[1].split("@")[0] if loaded.origin.startswith("Hub ") else "OWNER/NAME"
+        local = repo.replace("/", "--")
+        return (f"hf download {repo} --revision {loaded.commit} --local-dir {local} && "
+                f"python -m cadp.evaluate {what} --model {local}{data}")
     folder = loaded.folder
     try:
         folder = folder.resolve().relative_to(Path.cwd())
     except ValueError:
         pass
-    data = "" if loaded.config.dataset in PUBLIC_DATASETS or what == "audit" else " --data THE-DATA-IT-WAS-TRAINED-ON"
     return f"python -m cadp.evaluate {what} --model {folder.as_posix()}{data}"
 
 

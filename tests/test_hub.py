@@ -832,3 +832,15 @@ def test_a_config_nested_too_deeply_or_too_wide_to_build_is_refused_in_words(tin
     with pytest.raises(ModelError, match="data_encoder must be 2 to 50,000 encoded dimensions"):
         hub.load_folder(folder)
     assert time.monotonic() - start < 5  # refused before the network is built (a million categories took 20 s)
+
+
+def test_the_evaluate_command_shown_for_a_hub_model_evaluates_a_download_not_the_cache(served, cache):
+    """The pages showed `--model <the server's Hub cache snapshot>`: results written there pass for the repo's own
+    files (and the path of the server's cache is no visitor's business)."""
+    from cadp import ui
+
+    loaded = hub.load_hub_model(REPO, cache_dir=cache, endpoint=served.url)
+    command = ui.evaluate_command(loaded, "utility")
+    assert command == (f"hf download {REPO} --revision {served.commits['v2']} --local-dir tester--table-cinn && "
+                       "python -m cadp.evaluate utility --model tester--table-cinn --data THE-DATA-IT-WAS-TRAINED-ON")
+    assert str(cache) not in command and "snapshots" not in command
