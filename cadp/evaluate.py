@@ -8,6 +8,8 @@
 
 Each command writes its section of the folder's eval.json (layout in
 docs/DEVELOPING.md) and redraws report.html, the plotly curves of that file.
+A folder in the Hugging Face cache (a Hub model's snapshot) or one that cannot
+be written is refused before any work: evaluate a copy (cp -rL FOLDER my-model).
 Every CADP guarantee here is local; the DP-SGD reference ("central") is central
 DP and is drawn on its own panel, never on the local axes.
 """
@@ -16,7 +18,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
 import math
+import os
+import shlex
 import sys
 import time
 import warnings
@@ -30,7 +35,7 @@ from scipy.special import betaincinv
 from torch import nn
 
 from cadp import baselines
-from cadp.errors import CadpError, InputError
+from cadp.errors import CadpError, InputError, ModelError
 from cadp.hub import REPORT_NAME, write_text_whole
 from cadp.mechanisms import (
     PAPER_LABEL,
@@ -1409,7 +1414,7 @@ def report_notes(folder: Path, results: dict, drawn_wrong: list[str]) -> list[st
                          f"the same condition (d_typ = {distances.d_typ:.3g}) it is {distances.d_typ:.3g} x the "
                          f"value on the axis, between a record and its nearest neighbour (d_nn = "
                          f"{distances.d_nn:.3g}) {distances.d_nn:.3g} x that value.")
-        batches = paper_batches_text(utility.get("settings") or {})
+        batches = paper_batches_text(utility.get("settings") if isinstance(utility.get("settings"), dict) else {})
         if "paper" in methods and batches:
             notes.append(f"paper ({PAPER_LABEL}): its output depends on the batch; these curves ran on {batches}.")
     audit = results.get("audit") if isinstance(results.get("audit"), dict) else None
@@ -1454,6 +1459,68 @@ def _tqdm_progress(description: str):
     return bar, update
 
 
+# huggingface_hub's cache keeps each downloaded commit as <cache>/<type>s--<owner>--<name>/snapshots/<commit>/
+HUB_CACHE_REPO_PREFIXES = ("models--", "datasets--", "spaces--")
+
+
+def hub_cache_snapshot(folder: Path | str) -> Path | None:
+    """The Hugging Face cache snapshot folder that ``folder`` is or lies in, else None: by the path as given and
+    with its links resolved (a link named ``my-model`` to a snapshot is the snapshot)."""
+    for path in (Path(os.path.abspath(folder)), Path(folder).resolve()):
+        parts = path.parts
+        for index in range(1, len(parts)):
+            if parts[index] == "snapshots" and parts[index - 1].startswith(HUB_CACHE_REPO_PREFIXES):
+                return Path(*parts[:index + 2])
+    return None
+
+
+def refuse_hub_cache_snapshot(model: str, command: str) -> None:
+    """Refuse a --model in the Hugging Face cache: its files are the Hub commit's (links into the cache's blobs/),
+    which a later load presents as the publisher's; results written there would pass for theirs, and go when the
+    cache is pruned."""
+    snapshot = hub_cache_snapshot(model)
+    if snapshot is None:
+        return
+    raise InputError(f"--model {model} is a Hub model's snapshot in the Hugging Face cache ({snapshot}): its files "
+                     "are that Hub commit's as its publisher made them, and the cache may remove them, so "
+                     "cadp.evaluate writes no results there (eval.json, report.html, the model card). Copy the "
+                     f"folder and evaluate the copy: cp -rL {shlex.quote(model)} my-model (-L copies the files its "
+                     f"links point to), then python -m cadp.evaluate {command} --model my-model")
+
+
+def check_folder_writable(folder: Path) -> None:
+    """Refuse a model folder that cannot be written, before any work: the results are written last (eval.json,
+    report.html, README.md), each beside its file first and then renamed over it, as this probe is written."""
+    probe = Path(folder) / f".cadp-write-check-{os.getpid()}.part"
+    try:
+        handle = open(probe, "x", encoding="utf-8")
+        try:
+            with handle:  # closing it flushes: a full disk may say so only then
+                handle.write("cadp.evaluate checks that it can write here\n")
+        finally:
+            probe.unlink(missing_ok=True)
+    except OSError as error:
+        if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            reason = "is read-only" if error.errno == errno.EROFS else "cannot be written by this user"
+            raise InputError(f"the model folder {folder} {reason} ({error.strerror}): cadp.evaluate writes its "
+                             "results there (eval.json, report.html, the model card), so nothing was computed. "
+                             f"Copy it and evaluate the copy: cp -rL {shlex.quote(str(folder))} my-model") from None
+        raise InputError(f"cannot write in the model folder {folder} ({error.strerror or error}), where "
+                         "cadp.evaluate writes its results (eval.json, report.html, the model card), so nothing "
+                         "was computed") from None
+
+
+def section_or_none(evaluation: dict, name: str) -> dict | None:
+    """eval.json's section ``name`` when it is an object, as cadp writes it, else None (with a note when it is
+    there but something else: eval.json may come from anyone)."""
+    section = evaluation.get(name)
+    if section is None or isinstance(section, dict):
+        return section
+    print(f"note: eval.json's {name!r} section is not an object, as cadp writes it: it is read as absent",
+          file=sys.stderr)
+    return None
+
+
 def load_training_data(config, path: Path | str, training: dict | None = None):
     """(train, test) of a CSV or image folder, split as ``cadp.train`` split it for this model.
 
@@ -1464,6 +1531,10 @@ def load_training_data(config, path: Path | str, training: dict | None = None):
     from cadp.train import split_fingerprint
 
     train, test = _load_training_data(config, path)
+    if training is not None and not isinstance(training, dict):  # eval.json may come from anyone
+        print(f"note: eval.json's 'training' section is not an object, as cadp.train writes it: --data {path} "
+              "cannot be checked against the split the model was trained on", file=sys.stderr)
+        training = None
     recorded = tuple((training or {}).get(key) for key in ("train_records", "test_records"))
     if all(isinstance(count, int) for count in recorded) and recorded != (len(train), len(test)):
         raise InputError(f"--data {path} splits into {len(train):,} training and {len(test):,} test records; the "
@@ -1489,6 +1560,22 @@ def load_training_data(config, path: Path | str, training: dict | None = None):
                          f"on ({config.dataset}'s training split): its results would be measured on training "
                          "records; give the data as it was, or leave out --data for a bundled table")
     return train, test
+
+
+def _hub_download_hint(model: str) -> str | None:
+    """For a --model that names no folder but reads as a Hub repo ``owner/name[@revision]``: how to get a folder of
+    it that is the user's own (not the cache's snapshot, which evaluate refuses)."""
+    from cadp.hub import parse_hub_source
+
+    if Path(model).exists() or Path(model).parent.is_dir():  # "weights/nope" is a missing folder, not a repo
+        return None
+    try:
+        repo_id, revision = parse_hub_source(model)
+    except CadpError:
+        return None
+    return (f"--model takes a model folder; to evaluate the Hub repo {repo_id}, download it into a folder of its "
+            f"own and give that: hf download {repo_id}{f' --revision {revision}' if revision else ''} "
+            "--local-dir my-model")
 
 
 def _load_training_data(config, path: Path | str):
@@ -1538,13 +1625,26 @@ def main(argv=None) -> int:
 
     written = False
     try:
-        loaded = load_folder(args.model)
+        refuse_hub_cache_snapshot(args.model, args.command)  # before anything is read or computed
+        try:
+            loaded = load_folder(args.model)
+        except ModelError as error:  # "owner/name": --model is a folder, not a Hub repo
+            hint = _hub_download_hint(args.model)
+            if hint is None:
+                raise
+            raise ModelError(f"{error} ({hint})") from None
+        check_folder_writable(loaded.folder)  # a read-only folder is refused now, not after the whole sweep
         section_name = {"dpsgd": "central"}.get(args.command, args.command)
         # eval.json, read once: the section a --quick run would replace, and the training split --data must match
         evaluation = read_eval(loaded.folder) if args.command != "report" or args.data is not None else {}
-        earlier = evaluation.get(section_name) if args.command != "report" else None
-        if args.quick and isinstance(earlier, dict) and not args.replace_full and \
-                not (earlier.get("quick") or (earlier.get("settings") or {}).get("quick")):
+        earlier = section_or_none(evaluation, section_name) if args.command != "report" else None
+        settings = (earlier or {}).get("settings")
+        if settings is not None and not isinstance(settings, dict):
+            print(f"note: eval.json's {section_name!r} section has settings that are not an object, as "
+                  "cadp.evaluate writes them: it is read as no earlier run", file=sys.stderr)
+            earlier, settings = None, None
+        if args.quick and earlier is not None and not args.replace_full and \
+                not (earlier.get("quick") or (settings or {}).get("quick")):
             raise InputError(f"{loaded.folder / 'eval.json'} holds a full {args.command} run; a --quick run would "
                              "replace it: evaluate a copy of the folder without its eval.json, or pass --replace-full")
         resolve_device(args.device)  # a GPU asked for and missing, or no device at all: said before any work

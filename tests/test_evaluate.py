@@ -719,3 +719,109 @@ def test_utility_sweep_refuses_sizes_it_would_read_otherwise(tiny_table_folder):
     for sizes in ({"n_test": 0}, {"n_train": -5}, {"n_reid": 1.5}):
         with pytest.raises(InputError, match=f"{next(iter(sizes))} must be a whole number >= 2"):
             utility_sweep(loaded, epsilons=[1.0], mechanisms=["metric"], seeds=(0,), device="cpu", data=data, **sizes)
+
+
+# --------------------------------------------------------------------------- what the CLI refuses before any work
+
+def _no_evaluation(*args, **kwargs):
+    raise AssertionError("the evaluation ran")
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in folder.iterdir()}
+
+
+def test_a_hub_cache_snapshot_is_refused_before_anything_is_computed(tiny_weights, tmp_path, monkeypatch, capsys):
+    """cadp.evaluate wrote into a Hub cache snapshot: eval.json's link replaced by a file, report.html added, the
+    card rewritten; later loads presented these results as the Hub commit's files, and a pruned cache lost them."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from cadp.hub import load_model
+    from tests.hub_server import HubServer
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("cadp.evaluate.utility_sweep", _no_evaluation)
+    with HubServer() as server:
+        server.add_commit("tester/tiny-image", tiny_weights / "tiny-image")
+        snapshot = load_model("tester/tiny-image", endpoint=server.url, cache_dir=tmp_path / "cache").folder
+    assert (snapshot / "eval.json").is_symlink() and snapshot.parent.name == "snapshots"
+    before = _files(snapshot)
+    link = tmp_path / "linked-model"  # a link to the snapshot is the snapshot
+    link.symlink_to(snapshot, target_is_directory=True)
+    for model in (snapshot, link):
+        for command in (["utility", "--quick"], ["report"]):
+            assert main([*command, "--model", str(model)]) == 2
+            err = capsys.readouterr().err
+            assert "is a Hub model's snapshot in the Hugging Face cache" in err and "Traceback" not in err
+            assert f"Copy the folder and evaluate the copy: cp -rL {model} my-model" in err
+    assert _files(snapshot) == before and (snapshot / "eval.json").is_symlink()
+    assert not (snapshot / "report.html").exists()
+    assert main(["utility", "--model", "tester/tiny-image@v1", "--quick"]) == 2  # a folder, never a Hub id
+    assert ("--model takes a model folder; to evaluate the Hub repo tester/tiny-image, download it into a folder "
+            "of its own and give that: hf download tester/tiny-image --revision v1 --local-dir my-model"
+            in capsys.readouterr().err)
+    copy = tmp_path / "my-model"
+    shutil.copytree(snapshot, copy)  # the files the links point to, as cp -rL copies them
+    assert main(["report", "--model", str(copy)]) == 0 and (copy / "report.html").exists()
+
+
+def test_malformed_sections_of_eval_json_are_read_as_absent_not_a_traceback(tiny_table_folder, tmp_path, capsys):
+    """{"audit": {"settings": [1]}} crashed a --quick run (AttributeError), as did {"training": [1]} with --data."""
+    import shutil
+
+    from cadp.hub import write_eval
+
+    loaded, _ = tiny_table_folder
+    folder = tmp_path / "m"
+    shutil.copytree(loaded.folder, folder)
+    write_eval(folder, {"audit": {"settings": [1], "releases": 10_000}})
+    assert main(["audit", "--model", str(folder), "--quick"]) == 0
+    err = capsys.readouterr().err
+    assert "eval.json's 'audit' section has settings that are not an object" in err and "Traceback" not in err
+    assert read_eval(folder)["audit"]["quick"] is True
+
+    source = tmp_path / "diabetes.csv"  # the data the model was trained on, as it was
+    load_table("diabetes").frame.to_csv(source, index=False)
+    write_eval(folder, {"training": [1], "bpd": "not a section"})
+    assert main(["bpd", "--model", str(folder), "--quick", "--data", str(source)]) == 0
+    err = capsys.readouterr().err
+    assert f"eval.json's 'training' section is not an object, as cadp.train writes it: --data {source} cannot be " \
+           "checked against the split the model was trained on" in err
+    assert "eval.json's 'bpd' section is not an object" in err and "Traceback" not in err
+    assert read_eval(folder)["bpd"]["quick"] is True and read_eval(folder)["training"] == [1]
+
+
+@pytest.mark.parametrize("error,words", [(30, "is read-only (Read-only file system)"),
+                                         (13, "cannot be written by this user (Permission denied)")])
+def test_a_folder_that_cannot_be_written_is_refused_before_anything_is_computed(error, words, tiny_table_folder,
+                                                                                 tmp_path, monkeypatch, capsys):
+    """A read-only model folder ran the whole sweep (15 minutes for an image model) before its results could not
+    be written. Tests run as root, whom a folder's permissions do not stop: the probe's writes fail instead."""
+    import builtins
+    import os
+    import shutil
+
+    loaded, _ = tiny_table_folder
+    folder = tmp_path / "m"
+    shutil.copytree(loaded.folder, folder)
+    real_open = builtins.open
+
+    def refused_in_folder(file, mode="r", *args, **kwargs):
+        if Path(file).parent == folder and any(letter in mode for letter in "wxa+"):
+            raise OSError(error, os.strerror(error), str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr("cadp.evaluate.open", refused_in_folder, raising=False)
+    for name in ("utility_sweep", "bits_per_dim_report", "audit_model", "dpsgd_reference", "write_report"):
+        monkeypatch.setattr(f"cadp.evaluate.{name}", _no_evaluation)
+    before = _files(folder)
+    for command in ("utility", "bpd", "audit", "dpsgd", "report"):
+        assert main([command, "--model", str(folder), "--quick"]) == 2
+        err = capsys.readouterr().err
+        assert f"error: the model folder {folder} {words}" in err and "nothing was computed" in err
+        assert f"cp -rL {folder} my-model" in err and "Traceback" not in err
+    assert _files(folder) == before  # nothing written, no probe left
