@@ -33,6 +33,8 @@ def finite_numbers(values, positive: bool = False) -> list[float] | None:
 # the re-identification attackers of an eval.json utility method: with the model in latent space, and by pixels or
 # encoded data; a release is as identifiable as the best of them finds it
 REID_ATTACKERS = ("reid_latent", "reid_pixel", "reid_data")
+# the curves of a method the utility page draws
+DRAWN_CURVES = ("p/o", "ssim") + REID_ATTACKERS
 
 
 def strongest_reidentification(method: dict) -> list[float] | None:
@@ -43,6 +45,128 @@ def strongest_reidentification(method: dict) -> list[float] | None:
     if not curves or None in curves or len({len(curve) for curve in curves}) != 1:
         return None
     return [max(values) for values in zip(*curves)]
+
+
+# More values than any evaluation of cadp.evaluate has (its epsilon grids and baseline parameters have tens, its
+# methods fewer than ten): a section with more is not as cadp.evaluate writes it, and is not drawn (a figure of
+# 2,000,000 epsilons took seconds to build on every rerun of the page)
+MAX_POINTS = 1_000
+MAX_METHODS = 100
+# a section's settings are shown as they are (st.json): at most this many values and characters of text
+MAX_SETTINGS_SIZE = 10_000
+
+
+def _numbers_or_gaps(values, length: int) -> bool:
+    """Whether ``values`` is a list of ``length`` finite numbers or nulls (eval.json writes NaN as null: a gap)."""
+    return isinstance(values, list) and len(values) == length and all(
+        value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+        for value in values)
+
+
+def _axis(values, positive: bool) -> list[float] | None:
+    """An x axis of eval.json: at most MAX_POINTS finite (positive) numbers, else None."""
+    return finite_numbers(values, positive) if isinstance(values, list) and len(values) <= MAX_POINTS else None
+
+
+def _curve_is_drawable(value, length: int) -> bool:
+    """A curve of an eval.json method: a list, or ``{"mean": [...], "std": [...] | null}``, of ``length`` points."""
+    if isinstance(value, dict):
+        std = value.get("std")
+        return _numbers_or_gaps(value.get("mean"), length) and (std is None or _numbers_or_gaps(std, length))
+    return _numbers_or_gaps(value, length)
+
+
+def _within_size(value, limit: int) -> bool:
+    """Whether ``value`` (parsed JSON) holds at most ``limit`` values and characters of text and keys."""
+    stack, size = [value], 0
+    while stack and size <= limit:
+        value = stack.pop()
+        size += 1 + (len(value) if isinstance(value, str) else 0)
+        if isinstance(value, dict):
+            size += sum(len(key) for key in value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return size <= limit
+
+
+def _method_is_drawable(method, epsilons: list[float]) -> bool:
+    if not isinstance(method, dict):
+        return False
+    if "parameters" in method:  # blur, mosaic: their own axis
+        axis = _axis(method["parameters"], positive=False)
+    elif "epsilons" in method:
+        axis = _axis(method["epsilons"], positive=True)
+    else:
+        axis = epsilons
+    return axis is not None and all(_curve_is_drawable(method[key], len(axis)) for key in DRAWN_CURVES
+                                    if method.get(key) is not None)
+
+
+def _probability(value) -> float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1 else None
+
+
+def drawable_utility(utility) -> tuple[dict | None, list[str]]:
+    """What of an eval.json "utility" section can be drawn, and what cannot, in words (the file may come from
+    anyone's Hub repo): (the section with only its well-formed parts, or None when nothing of it can be drawn:
+    it is not an object, its epsilons are not at most MAX_POINTS positive numbers, or its methods not an object
+    of at most MAX_METHODS; the parts left out, in Markdown-safe words: "the method laplace", "the reference
+    (o/o)"). Its "settings" is always an object (empty when the file's is not one)."""
+    if not isinstance(utility, dict):
+        return None, ["it is not an object of curves"]
+    epsilons = _axis(utility.get("epsilons"), positive=True)
+    if epsilons is None:
+        return None, [f"its epsilons are not a list of at most {MAX_POINTS:,} positive numbers"]
+    methods = utility.get("methods")
+    if not isinstance(methods, dict) or len(methods) > MAX_METHODS:
+        return None, [f"its methods are not an object of at most {MAX_METHODS} methods by name"]
+    drawable = {name: method for name, method in methods.items() if _method_is_drawable(method, epsilons)}
+    left_out = [f"the method {literal(name)}" for name in methods if name not in drawable]
+    drawn = {**utility, "epsilons": epsilons, "methods": drawable}
+    reference = utility.get("reference")
+    o_o = reference.get("o/o") if isinstance(reference, dict) else None
+    if _probability(mean_of(o_o)) is None:
+        drawn["reference"] = {}
+        if "reference" in utility:  # (cadp.evaluate always writes it; a null is not how)
+            left_out.append("the reference (o/o)")
+    for key, words in (("chance", "the chance (1/N)"),
+                       ("chance_given_condition", "the chance knowing the released label or conditions")):
+        if utility.get(key) is not None and _probability(utility[key]) is None:
+            drawn.pop(key)
+            left_out.append(words)
+    settings = utility.get("settings")
+    drawn["settings"] = settings if isinstance(settings, dict) and _within_size(settings, MAX_SETTINGS_SIZE) else {}
+    if settings is not None and drawn["settings"] is not settings:
+        left_out.append("its settings")
+    if not drawn["methods"]:
+        return None, left_out or ["it has no methods"]
+    return drawn, left_out
+
+
+def drawable_central(central) -> tuple[dict | None, list[str]]:
+    """As ``drawable_utility``, for eval.json's "central" section (DP-SGD): None when its epsilons and accuracy
+    are not one curve of at most MAX_POINTS points."""
+    if not isinstance(central, dict):
+        return None, ["it is not an object"]
+    epsilons = _axis(central.get("epsilons"), positive=True)
+    accuracy = central.get("accuracy")
+    if epsilons is None or not _curve_is_drawable(accuracy, len(epsilons)):
+        return None, [f"its epsilons and accuracy are not one curve of at most {MAX_POINTS:,} points"]
+    drawn, left_out = {**central, "epsilons": epsilons}, []
+    spent = central.get("epsilon_spent")
+    if spent is not None and (finite_numbers(spent) is None or len(spent) != len(epsilons)):
+        drawn.pop("epsilon_spent")
+        left_out.append("the ε spent")
+    settings = central.get("settings")
+    if settings is not None and (not isinstance(settings, dict) or not _within_size(settings, MAX_SETTINGS_SIZE)):
+        drawn["settings"] = {}
+        left_out.append("its settings")
+    delta = central.get("delta")
+    if delta is not None and _probability(delta) is None:
+        drawn.pop("delta")
+        left_out.append("its δ")
+    return drawn, left_out
 
 
 # One colour and one legend place per method on every chart of the page (Okabe–Ito, colour-blind safe)
@@ -90,7 +214,7 @@ def ordered(methods: dict) -> list[tuple[str, dict]]:
 def method_label(name: str, method: dict, distances=None) -> str:
     """The full description of a method: paper with its label, baselines marked, metric with what its ε means
     between records."""
-    label = str(method.get("label") or name)
+    label = str(method.get("label") or name)[:200]  # a label from anyone's eval.json: a legend entry, not a page
     if method.get("kind") == "reference-reproduction" and PAPER_LABEL not in label:
         label = f"{label} ({PAPER_LABEL})"
     elif not method.get("formal", True) and method.get("kind") == "baseline" and "not private" not in label:
@@ -195,7 +319,8 @@ def reid_sampling_note(utility: dict) -> str:
 
 def released_words(utility: dict) -> str:
     """What is released exactly beside a record: "label" (images) or "conditions" (tables)."""
-    return "conditions" if (utility.get("settings") or {}).get("kind") == "tabular" else "label"
+    settings = utility.get("settings")
+    return "conditions" if isinstance(settings, dict) and settings.get("kind") == "tabular" else "label"
 
 
 def kept_task_note(utility: dict) -> str:

@@ -1,5 +1,6 @@
 """Utility curves from eval.json: accuracy, re-identification and SSIM against epsilon; central DP apart."""
 
+import html
 import importlib
 
 import plotly.graph_objects as go
@@ -7,10 +8,24 @@ import streamlit as st
 
 from cadp import curves, ui
 from cadp.curves import epsilon_figure, frontier_figure, methods_caption, std_of, with_strongest_attacker
+from cadp.errors import ModelError
 from cadp.hub import read_eval
 from cadp.mechanisms import PAPER_LABEL
 
 LIVE = "utility_live"
+
+
+def left_out_warning(section: str, left_out: list[str], command: str, drawn: bool) -> None:
+    """Which parts of an eval.json section (it may come from anyone's Hub repo) are not as cadp.evaluate writes
+    them, so not drawn: said in words, where the page would otherwise stop (``drawn``: the rest of it is)."""
+    if not left_out:
+        return
+    shown = left_out[:5] + ([f"{len(left_out) - 5} more"] if len(left_out) > 5 else [])
+    st.warning((f"Parts of this model's eval.json {section} section are not as `cadp.evaluate` writes them, so they "
+                "are not drawn: " if drawn else f"This model's eval.json {section} section is not as `cadp.evaluate` "
+                "writes it, so it is not drawn: ") + "; ".join(shown) + f". Produce it again with `{command}`.")
+
+
 def show_utility(utility: dict, key: str, config, title_note: str = "") -> None:
     """The curves of one utility section; ``title_note`` ends every chart's title (what sets these curves apart)."""
     reference = curves.mean_of(utility.get("reference", {}).get("o/o"))
@@ -53,19 +68,24 @@ def _training_records(central: dict) -> int | None:
     return records if isinstance(records, int) else None
 
 
-def show_central(central: dict) -> None:
+def show_central(central: dict | None, left_out: list[str], command: str) -> None:
+    """The "central" section of eval.json as ``curves.drawable_central`` leaves it (None: none of it drawable)."""
     st.subheader("Central DP baseline (DP-SGD) — a different guarantee")
     st.caption("Central differential privacy protects the training set of one model, with a trusted curator. "
                "It is not comparable to CADP's local, per-record guarantee and is never drawn on the local axes.")
-    epsilons, accuracy = central.get("epsilons"), curves.mean_of(central.get("accuracy"))
-    spent = central.get("epsilon_spent")
-    if isinstance(epsilons, list) and isinstance(accuracy, list) and len(accuracy) == len(epsilons):
-        text = [f"ε spent {e:.3g}" for e in spent] if isinstance(spent, list) and len(spent) == len(epsilons) \
-            else None
+    left_out_warning("central", left_out, command, drawn=central is not None)
+    if central is not None:
+        if central.get("quick") is True:
+            st.warning(f"This baseline comes from a quick run (`--quick`: few records, one epoch), not the model's "
+                       f"measured DP-SGD baseline. Produce a full run with `{command}`.")
+        epsilons, accuracy = central["epsilons"], curves.mean_of(central["accuracy"])
+        spent = central.get("epsilon_spent")
+        text = [f"ε spent {e:.3g}" for e in spent] if spent is not None else None
         std = std_of(central.get("accuracy"))
-        figure = go.Figure(go.Scatter(x=epsilons, y=accuracy, name=central.get("label", "DP-SGD"),
-                                      mode="lines+markers", text=text, error_y=dict(type="data", array=std)
-                                      if std else None, hovertemplate="ε %{x}: accuracy %{y:.3f}<br>%{text}"))
+        label = html.escape(str(central.get("label") or "DP-SGD")[:200])  # plotly renders tags in trace names
+        figure = go.Figure(go.Scatter(x=epsilons, y=accuracy, name=label, mode="lines+markers", text=text,
+                                      error_y=dict(type="data", array=std) if std else None,
+                                      hovertemplate="ε %{x}: accuracy %{y:.3f}<br>%{text}"))
         # ticks at the run's ε values: plotly's own log ticks at phone width labelled 0.9 "9", next to "1"
         figure.update_layout(title="Central DP (DP-SGD): test accuracy against the training run's ε",
                              xaxis_title="ε (central DP, target of the training run)", xaxis_type="log",
@@ -77,14 +97,12 @@ def show_central(central: dict) -> None:
         architecture = (central.get("settings") or {}).get("architecture")
         if architecture:
             delta = central.get("delta")
-            st.caption(f"Classifier: {architecture}; δ = "
+            st.caption(f"Classifier: {curves.literal(str(architecture))}; δ = "
                        f"{f'{delta:.2g}' if isinstance(delta, (int, float)) else '?'}"
                        + (" = 1/N for its N training records: a weak setting (δ ≪ 1/N is usual; δ = 1/N allows "
                           "one training record to be published outright), so this baseline looks better than a "
                           "usual one." if isinstance(delta, (int, float)) and 0 < delta
                           and _training_records(central) == round(1 / delta) else "."))
-    else:
-        st.json(central)
 
 
 def _count(number: int, noun: str) -> str:
@@ -102,7 +120,8 @@ def recompute_sizes(settings: dict) -> str:
     if isinstance(seeds, (list, tuple)):
         parts.append(_count(len(seeds), "seed"))
     epsilons = settings.get("epsilons")
-    if isinstance(epsilons, (list, tuple)):
+    epsilons = curves.finite_numbers(list(epsilons)) if isinstance(epsilons, (list, tuple)) else None
+    if epsilons:
         parts.append(f"{len(epsilons)} epsilons ({', '.join(f'{e:g}' for e in epsilons)})")
     return ", ".join(parts) or "the default sizes"
 
@@ -129,15 +148,28 @@ def show_recomputed(live: dict, stored: dict | None, loaded) -> None:
 
 def page(loaded) -> None:
     name = loaded.folder.name
-    evaluation = read_eval(loaded.folder)
-    utility = evaluation.get("utility")
+    command = ui.evaluate_command(loaded, "utility")
+    try:
+        evaluation, readable = read_eval(loaded.folder), True
+    except ModelError:  # its words name the file's place on the server: the page says what is wrong instead
+        st.warning("This model's eval.json is not as `cadp.evaluate` writes it (JSON holding an object of "
+                   f"sections by name), so none of it is drawn. Produce it again with `{command}`.")
+        evaluation, readable = {}, False
     st.caption("CADP curves are local (per record): laplace and gaussian local DP, metric local ε·d privacy "
                "(its ε is per unit of latent L1 distance, see its legend); paper is a " + PAPER_LABEL + ".")
-    if utility:
-        show_utility(utility, "stored", loaded.config)
+    utility = None
+    if evaluation.get("utility") is None:
+        if readable:
+            st.warning(f"This model's eval.json has no utility section. Produce it with `{command}`.")
     else:
-        st.warning(f"This model's eval.json has no utility section. Produce it with "
-                   f"`{ui.evaluate_command(loaded, 'utility')}`.")
+        utility, left_out = curves.drawable_utility(evaluation["utility"])
+        left_out_warning("utility", left_out, command, drawn=utility is not None)
+    if utility is not None:
+        if utility["settings"].get("quick") is True:  # as the model card says of it: "a quick run: few records"
+            st.warning("These curves come from a quick run (`--quick`: few records, for tests and CI), not the "
+                       "model's measured privacy–utility trade-off: their accuracy can sit near chance. Produce a "
+                       f"full run with `{command}`.")
+        show_utility(utility, "stored", loaded.config)
     sizes = getattr(importlib.import_module("cadp.evaluate"), "APP_SIZES", {}).get(loaded.config.kind, {})
     with st.form("utility_recompute"):
         records = "" if "n_train" in sizes else "as many records as a full run, "
@@ -155,10 +187,9 @@ def page(loaded) -> None:
     live = st.session_state.get(LIVE)
     if live is not None and live[0] == name:
         show_recomputed(live[1], utility, loaded)
-    central = evaluation.get("central")
-    if central:
-        show_central(central)
-    else:
+    if evaluation.get("central") is not None:
+        show_central(*curves.drawable_central(evaluation["central"]), ui.evaluate_command(loaded, "dpsgd"))
+    elif readable:
         st.caption(f"No central DP baseline in eval.json (produce it with `{ui.evaluate_command(loaded, 'dpsgd')}`).")
 
 
