@@ -128,7 +128,9 @@ def drawable_utility(utility) -> tuple[dict | None, list[str]]:
     o_o = reference.get("o/o") if isinstance(reference, dict) else None
     if _probability(mean_of(o_o)) is None:
         drawn["reference"] = {}
-        if "reference" in utility:  # (cadp.evaluate always writes it; a null is not how)
+        # cadp.evaluate leaves o/o out where there is no task (a table model without conditions, one class in
+        # the rows evaluated): only a reference that is not an object, or an o/o that is not a rate, is malformed
+        if "reference" in utility and (not isinstance(reference, dict) or o_o is not None):
             left_out.append("the reference (o/o)")
     for key, words in (("chance", "the chance (1/N)"),
                        ("chance_given_condition", "the chance knowing the released label or conditions")):

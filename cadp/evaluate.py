@@ -1470,7 +1470,9 @@ def hub_cache_snapshot(folder: Path | str) -> Path | None:
         parts = path.parts
         for index in range(1, len(parts)):
             if parts[index] == "snapshots" and parts[index - 1].startswith(HUB_CACHE_REPO_PREFIXES):
-                return Path(*parts[:index + 2])
+                repo = Path(*parts[:index])  # a cache's repo folder holds blobs/ (the files) beside snapshots/
+                if (repo / "blobs").is_dir() or (repo / "refs").is_dir():
+                    return Path(*parts[:index + 2])
     return None
 
 

@@ -512,6 +512,12 @@ def _load_from_hub(repo_id: str, revision: str | None, *, cache_dir: str | Path 
     return loaded
 
 
+def _gated(repo_id: str, token) -> ModelError:
+    return ModelError(f"Hub repo {repo_id} is gated: its files need its conditions accepted on the Hub and a token"
+                      + (" (this loads public repos only, without a token)" if token is False
+                         else ": accept them, then give a token or set HF_TOKEN"))
+
+
 TRANSIENT_HTTP = (408, 429)  # request timeout, too many requests: the Hub cannot serve it now, as for 5xx
 
 
@@ -519,7 +525,7 @@ def _download(repo_id: str, revision: str, *, cache_dir: str | Path | None, endp
               token: str | bool | None) -> tuple[Path, str, str]:
     """Fetch the model files of one revision into the cache: (snapshot folder, commit hash, origin note)."""
     from huggingface_hub import HfApi, constants, hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     where = f"{repo_id}@{revision}"
     hub_problem = None
@@ -533,6 +539,8 @@ def _download(repo_id: str, revision: str, *, cache_dir: str | Path | None, endp
             sizes = {sibling.rfilename: sibling.size for sibling in info.siblings or []}
         except RevisionNotFoundError:
             raise ModelError(f"revision {revision!r} not found in Hub repo {repo_id} ({endpoint})") from None
+        except GatedRepoError:  # (a RepositoryNotFoundError too)
+            raise _gated(repo_id, token) from None
         except RepositoryNotFoundError:
             raise ModelError(f"Hub repo {repo_id} not found at {endpoint} ("
                              + ("this loads public repos only, without a token" if token is False else
@@ -574,6 +582,8 @@ def _download(repo_id: str, revision: str, *, cache_dir: str | Path | None, endp
                 raise ModelError(f"could not download {name} of Hub repo {where}: {_short(error)}") from None
             if name in REQUIRED_HUB_FILES:
                 raise _HubUnavailable(f"{hub_problem}, and the Hugging Face cache has no copy of {where}") from None
+        except GatedRepoError:  # its listing is public, its files are not: a 401 only now
+            raise _gated(repo_id, token) from None
         except (RevisionNotFoundError, RepositoryNotFoundError) as error:
             raise ModelError(f"Hub repo {where} changed while downloading: {_short(error)}") from None
         except HfHubHTTPError as error:

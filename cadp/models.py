@@ -104,7 +104,7 @@ class ImageModelConfig:
         _check(_whole(self.channels) and self.channels in (1, 3), "channels", "1 or 3")
         _check(_whole(self.conv_width, 1, 1024), "conv_width", "a whole number in 1..1024")
         _check(self.conv_subnet in CONV_SUBNETS, "conv_subnet", " or ".join(map(repr, CONV_SUBNETS)))
-        _check(isinstance(self.conv_blocks, list) and len(self.conv_blocks) == 2
+        _check(isinstance(self.conv_blocks, (list, tuple)) and len(self.conv_blocks) == 2
                and all(_whole(b, 0, 64) for b in self.conv_blocks), "conv_blocks", "two whole numbers in 0..64")
         _check(_whole(self.fc_blocks, 1, 64), "fc_blocks", "a whole number in 1..64")
         _check(_whole(self.fc_width, 1, 8192), "fc_width", "a whole number in 1..8192")

@@ -132,7 +132,10 @@ def evaluate_command(loaded, what: str) -> str:
         # server's cache path is no visitor's business): the repo's files at that commit, downloaded to a folder
         repo = loaded.origin.split()[1].split("@")[0] if loaded.origin.startswith("Hub ") else "OWNER/NAME"
         local = repo.replace("/", "--")
-        return (f"hf download {repo} --revision {loaded.commit} --local-dir {local} && "
+        # the model's own files only: a second command's download would put the repo's eval.json and card back
+        # over the results the first one wrote (hf download replaces files changed locally)
+        return (f"hf download {repo} --revision {loaded.commit} --include config.json --include model.safetensors "
+                f"--include classifier.safetensors --local-dir {local} && "
                 f"python -m cadp.evaluate {what} --model {local}{data}")
     folder = loaded.folder
     try:

@@ -114,6 +114,7 @@ class HubServer:
         self.lfs_objects: dict[str, bytes] = {}  # sha256 -> content, uploaded but perhaps not committed yet
         self.requests: list[tuple[str, str]] = []
         self.authorizations: list[str | None] = []  # each read request's Authorization header (None: none sent)
+        self.gated: set[str] = set()  # repos whose files (not their listing) need a token, as gated repos do
         self.failing_status: int | None = None  # answer every request with this status (a Hub outage)
         self.refuse_lfs_uploads = False  # answer LFS uploads with 403 (an expired upload URL)
         self.omit_sizes = False  # list files without their sizes (as a mirror may)
@@ -281,6 +282,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         self._json(entries, send_body)
 
     def _resolve(self, repo_id: str, revision: str, filename: str, send_body: bool) -> None:
+        if repo_id in self.server_state.gated and not self.headers.get("Authorization"):
+            return self._error(401, "GatedRepo", f"Access to model {repo_id} is restricted", send_body)
         found = self._lookup(self.server_state.repos, repo_id, revision, send_body)
         if found is None:
             return

@@ -825,3 +825,13 @@ def test_a_folder_that_cannot_be_written_is_refused_before_anything_is_computed(
         assert f"error: the model folder {folder} {words}" in err and "nothing was computed" in err
         assert f"cp -rL {folder} my-model" in err and "Traceback" not in err
     assert _files(folder) == before  # nothing written, no probe left
+
+
+def test_a_folder_laid_out_like_a_hub_cache_without_its_blobs_is_not_a_snapshot(tmp_path):
+    from cadp.evaluate import hub_cache_snapshot
+
+    plain = tmp_path / "models--mine" / "snapshots" / "v1"
+    plain.mkdir(parents=True)
+    assert hub_cache_snapshot(plain) is None  # someone's own folders, named so
+    (tmp_path / "models--mine" / "blobs").mkdir()
+    assert hub_cache_snapshot(plain / "sub") == plain  # a cache's repo folder holds blobs/

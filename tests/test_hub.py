@@ -773,7 +773,8 @@ def test_a_hub_that_rate_limits_is_a_hub_that_cannot_serve_now_the_cache_is_used
     assert f"(cached copy; the Hub at {served.url} cannot serve it now (it answered HTTP {status}" in loaded.origin
 
 
-def test_the_apps_hub_box_sends_no_token_whatever_the_server_holds(served, cache, tmp_path, monkeypatch):
+def test_the_apps_hub_box_sends_no_token_whatever_the_server_holds(served, cache, tmp_path, monkeypatch,
+                                                                   model_folders):
     """With HF_TOKEN set (a Space owner's), every visitor's Hub id was fetched with it: private and gated repos of
     the owner opened to anyone."""
     from cadp import ui
@@ -793,6 +794,12 @@ def test_the_apps_hub_box_sends_no_token_whatever_the_server_holds(served, cache
     assert not any(served.authorizations), set(served.authorizations)
     with pytest.raises(ModelError, match="not found at .*this loads public repos only, without a token"):
         hub.load_hub_model("tester/private", cache_dir=cache, endpoint=served.url, token=False)
+    # a gated repo lists its files to anyone and answers 401 for them: it was "changed while downloading"
+    served.add_commit("tester/gated", model_folders[0])
+    served.gated.add("tester/gated")
+    with pytest.raises(ModelError, match=r"Hub repo tester/gated is gated: its files need its conditions accepted on "
+                                         r"the Hub and a token \(this loads public repos only, without a token\)"):
+        hub.load_hub_model("tester/gated", cache_dir=cache, endpoint=served.url, token=False)
 
 
 @pytest.mark.parametrize("change, named", [
@@ -841,6 +848,7 @@ def test_the_evaluate_command_shown_for_a_hub_model_evaluates_a_download_not_the
 
     loaded = hub.load_hub_model(REPO, cache_dir=cache, endpoint=served.url)
     command = ui.evaluate_command(loaded, "utility")
-    assert command == (f"hf download {REPO} --revision {served.commits['v2']} --local-dir tester--table-cinn && "
+    assert command == (f"hf download {REPO} --revision {served.commits['v2']} --include config.json --include "
+                       "model.safetensors --include classifier.safetensors --local-dir tester--table-cinn && "
                        "python -m cadp.evaluate utility --model tester--table-cinn --data THE-DATA-IT-WAS-TRAINED-ON")
     assert str(cache) not in command and "snapshots" not in command

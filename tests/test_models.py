@@ -1356,3 +1356,12 @@ def test_a_one_class_image_model_is_trained_with_a_warning_and_its_card_calls_it
            "label) and its classifier accuracy is trivially 1.0" in err
     card = " ".join((out / "README.md").read_text().split())
     assert "one class only: both accuracies above are trivially 1.000 (there is no other class to tell apart)" in card
+
+
+def test_an_image_config_takes_its_conv_blocks_as_a_tuple_too():
+    """(1, 1) built before sizes were checked as whole numbers, and JSON writes it as a list."""
+    config = ImageModelConfig(name="t", dataset="mnist", class_names=[str(i) for i in range(10)], conv_width=4,
+                              conv_blocks=(1, 1), fc_blocks=1, fc_width=16)
+    config.validate()
+    with pytest.raises(ModelError, match="conv_blocks must be two whole numbers in 0..64"):
+        ImageModelConfig(name="t", dataset="mnist", class_names=["a", "b"], conv_blocks=(1, 1.5)).validate()

@@ -190,3 +190,16 @@ def test_drawable_utility_refuses_a_huge_section_before_looking_at_its_points():
     settings = {"command": "x" * (curves.MAX_SETTINGS_SIZE + 1)}
     drawn, left_out = curves.drawable_utility({**copy.deepcopy(helpers.UTILITY), "settings": settings})
     assert drawn["settings"] == {} and left_out == ["its settings"]
+
+
+def test_a_reference_without_o_o_as_cadp_evaluate_writes_it_for_no_task_is_not_called_malformed(image_folder):
+    """cadp.evaluate leaves o/o out where there is no task (a table model without conditions): the page warned
+    that the section was not as cadp.evaluate writes it, which running the command again could never change."""
+    results = evaluation()
+    results["utility"]["reference"] = {"dcr_holdout": 1.5}
+    at = utility_page(image_folder, results)
+    assert not any("not as `cadp.evaluate` writes" in text for text in shown(at)), shown(at)
+    drawn, left_out = curves.drawable_utility(results["utility"])
+    assert drawn is not None and left_out == []
+    results["utility"]["reference"] = {"o/o": "high"}  # present and not a rate: malformed
+    assert curves.drawable_utility(results["utility"])[1] == ["the reference (o/o)"]
