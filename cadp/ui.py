@@ -74,7 +74,8 @@ COMMON_PLAIN_WORDS = (
     "laplace and gaussian give **local** differential privacy and metric gives local ε·d privacy: each applies "
     "per record, with no trusted curator, and none is central DP; paper gives no formal guarantee. The bundled "
     "models were trained without DP on public data: the guarantee protects the record you privatize, not the "
-    "training set. Kept attributes are released exactly; they are public, and the guarantee holds given them."
+    "training set, and for a record of that training data it does not cover what the model learned from the "
+    "record. Kept attributes are released exactly; they are public, and the guarantee holds given them."
 )
 def large_epsilon_note(label_kept: bool = True) -> str:
     """What large ε means for an image; the last sentence follows how the label is released."""

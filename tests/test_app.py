@@ -2289,3 +2289,46 @@ def test_the_model_card_draws_the_samples_of_a_folder_trained_again(weights, tmp
     at.run()
     assert len(clean(at).get("image")) == 1 and media and not set(media.values()) & before
     ui._load_model.clear()
+
+
+def test_audit_results_belong_to_the_model_audited_and_can_be_cleared_while_shown(weights, tmp_path, monkeypatch):
+    """Two models of one name (a fork, a folder trained again): the second showed the first's audit as its own;
+    and the Clear button showed only when no result of this model was shown."""
+    import shutil
+
+    shutil.copytree(weights / helpers.IMAGE_MODEL, tmp_path / helpers.IMAGE_MODEL)
+    shutil.copytree(weights / helpers.IMAGE_MODEL, tmp_path / "same-name")  # config.json names it tiny-image too
+    monkeypatch.setenv("CADP_WEIGHTS_DIR", str(tmp_path))
+    at = page("audit.py")
+    at.sidebar.selectbox(key="model_choice").set_value(helpers.IMAGE_MODEL).run()
+    at.select_slider(key="audit_releases").set_value(200)
+    at.multiselect(key="audit_epsilons").set_value([1])
+    at.button[0].click().run()
+    assert clean(at).dataframe and any(b.key == "audit_clear" for b in at.button)
+    at.sidebar.selectbox(key="model_choice").set_value("same-name").run()
+    assert not clean(at).dataframe  # not audited: the other folder's results are not its own
+    at.sidebar.selectbox(key="model_choice").set_value(helpers.IMAGE_MODEL).run()
+    assert clean(at).dataframe
+    at.button(key="audit_clear").click().run()
+    assert not clean(at).dataframe
+
+
+def test_papers_strip_and_gallery_say_they_ran_on_the_first_image_alone():
+    """paper's output depends on its batch: the extra releases ran on a batch of 1, the release on the batch."""
+    at = page("image.py")
+    at.file_uploader(key="image_upload").set_value([("a.png", helpers.png(), "image/png"),
+                                                    ("b.png", helpers.png(seed=2), "image/png")]).run()
+    at.selectbox(key="image_mechanism").set_value("paper").run()
+    at.checkbox(key="image_strip").check().run()
+    at.slider(key="image_gallery").set_value(2).run()
+    at.button(key="image_privatize").click().run()
+    texts = [m.value for m in clean(at).markdown if "charged to the ledger" in m.value]
+    assert len(texts) == 2 and all("paper: each of the first image alone, a batch of 1" in text for text in texts)
+    at.selectbox(key="image_mechanism").set_value("laplace").run()
+    at.button(key="image_privatize").click().run()
+    assert not any("alone" in m.value for m in clean(at).markdown)
+
+
+def test_the_home_page_says_what_the_guarantee_does_not_cover_for_a_record_of_the_training_data():
+    assert "for a record of that training data it does not cover what the model learned from the record" in \
+        " ".join(ui.COMMON_PLAIN_WORDS.split())

@@ -140,6 +140,8 @@ def verdict(audit, epsilon: float) -> str:
 
 
 def page(loaded) -> None:
+    # two models may share a name (a Hub fork, a folder trained again under it): results are kept by origin too
+    model_key = (loaded.config.name, loaded.origin, loaded.stamp)
     st.markdown("Two records are each released many times; the best threshold test between the two release sets "
                 "gives a lower bound on ε (95% confidence). For laplace and gaussian it must stay at or below "
                 "the claimed ε; for paper it can exceed it. This checks the code, it does not prove the claim.")
@@ -202,10 +204,9 @@ def page(loaded) -> None:
                 "lower_bound": audit.epsilon_lower_bound, "estimate": audit.epsilon_estimate,
                 "tpr": audit.tpr, "fpr": audit.fpr, "releases": audit.releases, "verdict": verdict(audit, epsilon)}
         bar.progress(1.0, text="Done")
-        st.session_state.setdefault(RESULT, {}).setdefault((loaded.config.name, description, releases), {}) \
-            .update(results)
+        st.session_state.setdefault(RESULT, {}).setdefault((*model_key, description, releases), {}).update(results)
     runs = st.session_state.get(RESULT, {})
-    results = list(runs.get((loaded.config.name, description, releases), {}).values())  # this model, records, count
+    results = list(runs.get((*model_key, description, releases), {}).values())  # this model, records, count
     if results:
         largest_provable_epsilon = ui.require("largest_provable_epsilon", "cadp.evaluate")
         ceiling = largest_provable_epsilon(releases)
@@ -223,9 +224,9 @@ def page(loaded) -> None:
                                f"{row['verdict']}" for row in results))
     elif runs:
         st.caption("Earlier audits in this session were of other models, records or release counts: run one here.")
-        if st.button("Clear audit results", key="audit_clear"):
-            st.session_state.pop(RESULT)
-            st.rerun()
+    if runs and st.button("Clear audit results", key="audit_clear"):
+        st.session_state.pop(RESULT)
+        st.rerun()
 
 
 ui.run_page("Privacy audit", page)

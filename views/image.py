@@ -14,6 +14,8 @@ from cadp.uploads import FIRST_FRAME, default_invert, several_frames_note
 
 STRIP_EPSILONS = [1, 10, 100, 1000, 10000]
 RESULT = "image_result"
+PAPER_ALONE = ("; paper: each of the first image alone, a batch of 1, whose clip is its largest coordinate, not the "
+               "release's batch")
 INVERT_DEFAULT = "image_invert_default"  # the default the inversion's current value was chosen under
 
 
@@ -173,6 +175,8 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
             "label_cost": handling.cost,
             "strip": strip_images, "gallery": gallery_images, "files": files, "manifest": manifest,
             "epsilon": settings.epsilon, "per_unit": name == "metric",  # metric: epsilon per unit of distance
+            # paper's output depends on its batch: the extra releases run on the first image alone
+            "alone": name == "paper" and len(records) > 1,
             "zip_terms": ui.release_terms(result)}  # the terms only: what copies cost goes to cautions.txt
 
 
@@ -217,14 +221,15 @@ def show_result(loaded, state, changed: bool) -> None:
     ui.release_facts(result)
     extra = (state.get("handling", "kept"), state.get("label_cost", 0.0))  # how each extra release's label went
     if state["strip"]:
-        st.markdown("**The same input at several ε** (each a separate release, charged to the ledger)")
+        st.markdown("**The same input at several ε** (each a separate release, charged to the ledger"
+                    + (PAPER_ALONE if state.get("alone") else "") + ")")
         for column, (epsilon, image, label) in zip(st.columns(len(state["strip"])), state["strip"]):
             column.image(ui.to_display(image), width=ui.IMAGE_WIDTH, caption=extra_caption(
                 f"ε = {epsilon:g}" + (" per unit" if state["per_unit"] else ""), label, class_names, *extra))
     if state["gallery"]:
         per_unit = " per unit of latent distance" if state["per_unit"] else ""
         st.markdown(f"**{len(state['gallery'])} draws at ε = {state['epsilon']:g}{per_unit}** (each charged to the "
-                    "ledger)")
+                    "ledger" + (PAPER_ALONE if state.get("alone") else "") + ")")
         for column, (image, label) in zip(st.columns(len(state["gallery"])), state["gallery"]):
             column.image(ui.to_display(image), width=ui.IMAGE_WIDTH,
                          caption=extra_caption("", label, class_names, *extra) or None)
