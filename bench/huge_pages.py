@@ -67,22 +67,11 @@ def alternate(calls: dict, rounds: int, per_round: int) -> dict[str, list[float]
 
 def after_a_pass(model, pixels, labels, repeats: int) -> dict[str, tuple[float, float]]:
     """Median microseconds of small steps right after an encode pass, and again at once."""
-    steps = {"torch.empty(0)": lambda: torch.empty(0), "a Python list of 100": lambda: list(range(100)),
-             "[i for i in range(100)]": lambda: [i for i in range(100)]}
-    medians = {}
-    with torch.inference_mode():
-        for name, step in steps.items():
-            cold, warm = [], []
-            for _ in range(repeats):
-                model.encode(pixels, labels)
-                start = time.perf_counter_ns()
-                step()
-                middle = time.perf_counter_ns()
-                step()
-                cold.append(middle - start)
-                warm.append(time.perf_counter_ns() - middle)
-            medians[name] = (statistics.median(cold) / 1e3, statistics.median(warm) / 1e3)
-    return medians
+    from bench.call_parts import timed_after_a_pass
+
+    steps = {"torch.empty(0)": lambda z: torch.empty(0), "a Python list of 100": lambda z: list(range(100)),
+             "[i for i in range(100)]": lambda z: [i for i in range(100)]}
+    return timed_after_a_pass(model, pixels, labels, steps, repeats)
 
 
 def main(argv: list[str] | None = None) -> int:
