@@ -79,6 +79,7 @@ from cadp.uploads import (
     FIRST_FRAME,
     INVERT_CHOICES,
     ONE_DOT,
+    UNCLOSED_QUOTE,
     cell_number,
     csv_format_words,
     decimal_comma_columns,
@@ -100,6 +101,7 @@ from cadp.uploads import (
     sniff_delimiter,
     three_digit_commas_note,
     to_model_input,
+    unclosed_quote,
 )
 
 DEFAULT_BATCH = 64
@@ -1241,8 +1243,9 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     needed = config.data_columns + config.condition_columns
     try:
         header = pd.read_csv(path, sep=delimiter, encoding=encoding, nrows=0, skipinitialspace=True, skiprows=skip)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError):
-        raise UsageError(f"{path} is not a readable CSV") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeError) as error:
+        raise UsageError(f"{path} is not a readable CSV" + (f": {UNCLOSED_QUOTE}" if unclosed_quote(error) else "")) \
+            from None
     columns = [str(c).strip() for c in header.columns]
     # the header row as written: pandas renames a second 'sex' to 'sex.1', which would pass for another column
     rows = csv.reader(io.StringIO(line_feeds(text)), delimiter=delimiter)

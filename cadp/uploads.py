@@ -865,6 +865,15 @@ MISSING_TEXTS = frozenset({"#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-N
 CSV_MISSING = {"keep_default_na": False, "na_values": ["", *sorted(MISSING_TEXTS - {"None"})]}
 
 
+UNCLOSED_QUOTE = ("a quoted cell is never closed (a \" with no closing \" after it), so the rest of the file would "
+                  "be read as that one cell; close the quote, or remove the stray \"")
+
+
+def unclosed_quote(error: Exception) -> bool:
+    """Whether pandas' error is a quote opened and never closed (its C parser's words)."""
+    return "EOF inside string" in str(error)
+
+
 def _longer_rows_error(longer: int, shifted: list, names: list, delimiter: str) -> InputError:
     rows = ", ".join(str(row) for row, _, _ in shifted) + (", …" if longer > len(shifted) else "")
     return InputError(f"{longer:,} row(s) of the CSV have more fields than its header ({len(names)} columns, "
@@ -936,6 +945,8 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
     except (pd.errors.ParserError, pd.errors.ParserWarning) as error:
         # pandas' "line N" counts records, not the file's lines (a cell with a line break, a "sep=" line before
         # the header): the rows are named as data rows, as below
+        if unclosed_quote(error):
+            raise InputError(f"the CSV cannot be parsed: {UNCLOSED_QUOTE}") from None
         _, _, longer, shifted = rows_against_header(io.StringIO(text, newline=""), delimiter)
         if longer:
             raise _longer_rows_error(longer, shifted, names, delimiter) from None

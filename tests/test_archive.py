@@ -2135,3 +2135,16 @@ def test_a_rows_number_is_read_alike_whatever_text_its_batch_mates_hold(table_mo
         released = (output / "privatized.csv").read_text().splitlines()
         first.append(released[int(rows[0]["output"].rsplit(" ", 1)[1])])
     assert len(set(first)) == 1, first
+
+
+def test_a_csv_whose_first_row_opens_a_quote_it_never_closes_is_said_so(tmp_path, capsys):
+    from cadp.train import fit_tabular
+
+    frame = table_frame(60)
+    model = save_model(fit_tabular(frame, ["sex"], steps=5), tmp_path / "model")
+    lines = frame.to_csv(index=False).splitlines()
+    lines[1] = lines[1].replace(",", ',"', 1)  # "a opened in the first row's second cell and never closed
+    source = tmp_path / "rows.csv"
+    source.write_text("\n".join(lines) + "\n")
+    assert run(model, source, tmp_path / "out", "--seed", "1") == 2
+    assert "is not a readable CSV: a quoted cell is never closed" in capsys.readouterr().err

@@ -1343,3 +1343,10 @@ def test_a_row_with_more_fields_is_named_by_its_data_row_not_by_pandas_line(data
         read_csv_upload(data)
     assert "data row(s) 3, counting from 1 below the header" in str(refused.value)
     assert "line 4" not in str(refused.value)
+
+
+@pytest.mark.parametrize("data", [b'a,b\n1,"2\n3,4\n', b'a,b\n1,2\n3,"4\n5,6\n7,8\n'], ids=["first-row", "later-row"])
+def test_a_quote_never_closed_is_said_so_not_called_a_row_with_more_fields(data):
+    with pytest.raises(InputError, match="a quoted cell is never closed") as refused:
+        read_csv_upload(data)
+    assert "more fields" not in str(refused.value)
