@@ -161,6 +161,15 @@ def weights_state(module: torch.nn.Module, half_precision: bool) -> dict[str, to
     return state
 
 
+def file_stamp(path: Path | None) -> tuple[int, int] | None:
+    """(size, modification time in ns) of a file, None where there is none (or no path): whether it changed."""
+    try:
+        status = path.stat()
+    except (AttributeError, OSError):
+        return None
+    return status.st_size, status.st_mtime_ns
+
+
 def read_config(folder: Path) -> ModelConfig:
     path = folder / CONFIG_NAME
     if not path.exists():

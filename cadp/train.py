@@ -42,7 +42,7 @@ from cadp.data import (
     load_table,
 )
 from cadp.errors import CadpError, InputError
-from cadp.hub import CARD_NAME, CONFIG_NAME, EVAL_NAME, REPORT_NAME, WEIGHTS_NAME, save_model, weights_state
+from cadp.hub import CARD_NAME, CONFIG_NAME, EVAL_NAME, REPORT_NAME, WEIGHTS_NAME, file_stamp, save_model, weights_state
 from cadp.mechanisms import seed_option
 from cadp.models import (
     CONV_SUBNETS,
@@ -232,7 +232,7 @@ def fit(model: torch.nn.Module, loss_fn, batches, *, steps: int | None, minutes:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=learning_rate, foreach=True)  # one multi-tensor update, also on CPU
     state = {"step": 0, "seconds": 0.0, "run": run}
-    found = _file_stamp(checkpoint)  # an earlier run's checkpoint (--overwrite keeps it until this one saves)
+    found = file_stamp(checkpoint)  # an earlier run's checkpoint (--overwrite keeps it until this one saves)
     resumed = resume and checkpoint is not None and checkpoint.exists()
     if resumed:
         state = {**_load_checkpoint(checkpoint, model, optimizer, run), "run": run}
@@ -247,7 +247,7 @@ def fit(model: torch.nn.Module, loss_fn, batches, *, steps: int | None, minutes:
                checkpoint, checkpoint_every, device, bar, metric_name)
     except TrainingDiverged as error:
         bar.close()
-        ours = checkpoint is not None and checkpoint.exists() and (resumed or _file_stamp(checkpoint) != found)
+        ours = checkpoint is not None and checkpoint.exists() and (resumed or file_stamp(checkpoint) != found)
         kept = (f"; the last checkpoint, at step {_checkpoint_step(checkpoint)}, is kept in {checkpoint} (a --resume "
                 "would continue it with the same settings)" if ours else "; this run saved no checkpoint")
         raise TrainingDiverged(f"training diverged ({description}): {error} at step {error.step}, so the weights "
@@ -280,14 +280,6 @@ class TrainingDiverged(CadpError):
     def __init__(self, message: str, step: int):
         super().__init__(message)
         self.step = step
-
-
-def _file_stamp(path: Path | None) -> tuple | None:
-    try:
-        status = path.stat()
-    except (AttributeError, OSError):  # no checkpoint asked for, or none there
-        return None
-    return status.st_size, status.st_mtime_ns
 
 
 def _checkpoint_step(path: Path) -> int:

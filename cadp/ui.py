@@ -196,14 +196,9 @@ def folder_stamp(source: str) -> tuple:
     beside its new card and eval.json (which are read at each run)."""
     path = Path(source).expanduser()
     folder = path if path.is_dir() else hub.BUNDLED_DIR / source
-    stamps = []
-    for name in (hub.CONFIG_NAME, hub.WEIGHTS_NAME, hub.CLASSIFIER_NAME):
-        try:
-            status = (folder / name).stat()
-            stamps.append((name, status.st_size, status.st_mtime_ns))
-        except OSError:  # missing: loading says why, or goes on without a classifier
-            stamps.append((name, None, None))
-    return tuple(stamps)
+    # (a file missing is None: loading says why, or goes on without a classifier)
+    return tuple((name, hub.file_stamp(folder / name)) for name in (hub.CONFIG_NAME, hub.WEIGHTS_NAME,
+                                                                     hub.CLASSIFIER_NAME))
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=MODELS_IN_MEMORY)
