@@ -76,6 +76,7 @@ class LoadedModel:
     origin: str
     classifier: SmallCNN | None = None
     commit: str | None = None  # the Hub commit the files came from (None for local folders)
+    repo_id: str | None = None  # the Hub repo they came from (None for local folders)
     stamp: tuple | None = None  # the app's: its folder's files as they were when loaded (ui.folder_stamp)
 
     @property
@@ -515,7 +516,7 @@ def _load_from_hub(repo_id: str, revision: str | None, *, cache_dir: str | Path 
         raise ModelError(f"cannot load Hub repo {repo_id}@{requested}: {error.reason}") from None
     shown = repo_id if requested in ("main", commit) and revision is None else f"{repo_id}@{requested}"
     loaded = load_folder(folder, origin=f"Hub {shown} at commit {commit[:12]}{note}")
-    loaded.commit = commit
+    loaded.commit, loaded.repo_id = commit, repo_id
     # its config's training data and latent distances are its publisher's word: the terms say so (privatize)
     loaded.model.stated_by = f"the publisher of the Hub repo {repo_id}"
     return loaded

@@ -129,9 +129,9 @@ def evaluate_command(loaded, what: str) -> str:
     from cadp.data import PUBLIC_DATASETS
 
     data = "" if loaded.config.dataset in PUBLIC_DATASETS or what == "audit" else " --data THE-DATA-IT-WAS-TRAINED-ON"
-    if loaded.commit is not None:  # a Hub snapshot: results written there would pass for the repo's (and the
+    if loaded.repo_id is not None:  # a Hub snapshot: results written there would pass for the repo's (and the
         # server's cache path is no visitor's business): the repo's files at that commit, downloaded to a folder
-        repo = loaded.origin.split()[1].split("@")[0] if loaded.origin.startswith("Hub ") else "OWNER/NAME"
+        repo = loaded.repo_id
         local = repo.replace("/", "--")
         # the model's own files only: a second command's download would put the repo's eval.json and card back
         # over the results the first one wrote (hf download replaces files changed locally)
