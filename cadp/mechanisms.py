@@ -186,15 +186,16 @@ WORD_BITS = 62  # random bits per word: a word of all tails (p = 2^-62) draws an
 UNIT = 2.0 ** -53  # a word's top 53 bits as a uniform number on [0, 1)
 
 
-def _random_words(count: int, generator: torch.Generator | None) -> np.ndarray:
-    """(count, 3) random 62-bit words (int64), one row per noise value, so that a record's noise is the same
+def _random_words(count: int, generator: torch.Generator | None, width: int = 3) -> np.ndarray:
+    """(count, width) random 62-bit words (int64), one row per noise value, so that a record's noise is the same
     whatever follows it in the batch: from ``os.urandom`` when ``unpredictable(generator)``, else from
     ``generator`` on its device (a seed gives the same noise on any device). The arithmetic runs in NumPy,
-    several times faster than torch for a table row's few values."""
+    several times faster than torch for a table row's or an image's few values."""
     if unpredictable(generator):
-        raw = np.frombuffer(os.urandom(8 * 3 * count), dtype=np.uint64).reshape(count, 3)
-        return (raw >> np.uint64(64 - WORD_BITS)).astype(np.int64)
-    return torch.randint(0, 2 ** WORD_BITS, (count, 3), generator=generator, device=generator.device).cpu().numpy()
+        raw = np.frombuffer(os.urandom(8 * width * count), dtype=np.uint64).reshape(count, width)
+        return (raw >> np.uint64(64 - WORD_BITS)).view(np.int64)  # < 2^62: the same values as int64
+    return torch.randint(0, 2 ** WORD_BITS, (count, width), generator=generator,
+                         device=generator.device).cpu().numpy()
 
 
 def _uniform(words: np.ndarray) -> np.ndarray:
@@ -203,10 +204,11 @@ def _uniform(words: np.ndarray) -> np.ndarray:
 
 def coin_flips_before_head(words: np.ndarray, generator: torch.Generator | None) -> np.ndarray:
     """K with P(K = k) = 2^-(k + 1), k = 0, 1, 2, ..., from each random word (float64; no upper limit)."""
-    _, exponent = np.frexp((words & -words).astype(np.float64))  # the lowest 1 bit, 2^k: k tails, then a head
+    lowest = words & -words  # the lowest 1 bit, 2^k: k tails, then a head (0: a word of all tails)
+    _, exponent = np.frexp(lowest.astype(np.float64))
     flips = exponent - 1.0
-    all_tails = words == 0
-    if all_tails.any():
+    if not lowest.all():
+        all_tails = lowest == 0
         flips[all_tails] = WORD_BITS + coin_flips_before_head(_random_words(int(all_tails.sum()), generator)[:, 0],
                                                               generator)
     return flips
@@ -218,12 +220,23 @@ def exponential_noise(words: np.ndarray, generator: torch.Generator | None) -> n
     return coin_flips_before_head(words[:, 0], generator) * math.log(2) + within
 
 
+def laplace_values(count: int, scale: float, generator: torch.Generator | None) -> np.ndarray:
+    """``count`` Lap(0, scale) samples (float64 array), two words each: the exact-tail exponential K ln 2 + R (K
+    from the first word's coin flips, R from the second word's top 53 bits) and a random sign (the second word's
+    lowest bit, which the uniform does not use)."""
+    words = _random_words(count, generator, 2)
+    noise = (words[:, 1] >> (WORD_BITS - 53)) * (-0.5 * UNIT)  # -u / 2
+    np.log1p(noise, out=noise)  # ln(1 - u/2) = -R, R ~ Exp(1) cut to [0, ln 2)
+    magnitude = coin_flips_before_head(words[:, 0], generator)
+    magnitude *= math.log(2)
+    magnitude -= noise
+    magnitude *= scale
+    return np.where(words[:, 1] & 1, magnitude, -magnitude)
+
+
 def laplace_noise(shape, scale: float, generator: torch.Generator | None, device="cpu") -> torch.Tensor:
-    """Lap(0, scale) samples (float64): a random sign times an exact-tail exponential."""
-    words = _random_words(math.prod(shape), generator)
-    magnitude = scale * exponential_noise(words, generator)
-    noise = np.where(words[:, 2] & 1, magnitude, -magnitude)
-    return torch.from_numpy(noise.reshape(tuple(shape))).to(device)
+    """Lap(0, scale) samples (float64 tensor of ``shape``): a random sign times an exact-tail exponential."""
+    return torch.from_numpy(laplace_values(math.prod(shape), scale, generator).reshape(tuple(shape))).to(device)
 
 
 def gaussian_noise(shape, sigma: float, generator: torch.Generator | None, device="cpu") -> torch.Tensor:
@@ -243,9 +256,35 @@ CLIP_MARGIN = 1e-12
 
 def clip_per_sample(latent: torch.Tensor, radius: float, p: int) -> torch.Tensor:
     """z * min(1, R / ||z||_p), row by row, in float64, never outside the ball."""
+    if _on_numpy(latent):
+        return torch.from_numpy(_clipped(latent, radius, p))
     latent = latent.double()
     norms = latent.norm(p=p, dim=1, keepdim=True)
     return latent * torch.clamp(radius * (1 - CLIP_MARGIN) / norms.clamp_min(1e-300), max=1.0)
+
+
+def _clipped(latent: torch.Tensor, radius: float, p: int) -> np.ndarray:
+    """``clip_per_sample`` of a CPU latent as a new float64 array: NumPy's few operations cost less than torch's
+    for one record's latent (the clip runs between the two flow passes of every release)."""
+    values = latent.detach().numpy().astype(np.float64)
+    norms = np.abs(values).sum(axis=1, keepdims=True) if p == 1 else np.sqrt(np.square(values).sum(axis=1, keepdims=True))
+    values *= np.minimum(radius * (1 - CLIP_MARGIN) / np.maximum(norms, 1e-300), 1.0)
+    return values
+
+
+def _noisy(center: np.ndarray, noise: np.ndarray, latent: torch.Tensor) -> torch.Tensor:
+    """center + noise (float64 arrays of the latent's shape; ``center`` is overwritten), rounded to the latent's
+    dtype."""
+    center += noise.reshape(center.shape)
+    return torch.from_numpy(center.astype(_NUMPY_DTYPES[latent.dtype], copy=False))
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _on_numpy(latent: torch.Tensor) -> bool:
+    """Whether the mechanism's arithmetic for ``latent`` runs in NumPy (a float32 or float64 latent on the CPU)."""
+    return latent.device.type == "cpu" and latent.dtype in _NUMPY_DTYPES
 
 
 def analytic_gaussian_delta(sigma: float, epsilon: float, sensitivity: float) -> float:
@@ -381,6 +420,9 @@ class LaplaceMechanism(Mechanism):
         return clip_per_sample(latent, self.clip_radius, p=1)
 
     def __call__(self, latent, generator=None):
+        if _on_numpy(latent):
+            return _noisy(_clipped(latent, self.clip_radius, 1), laplace_values(latent.numel(), self.scale, generator),
+                          latent)
         return (self.center(latent) + laplace_noise(latent.shape, self.scale, generator, latent.device)).to(latent.dtype)
 
     def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
@@ -726,8 +768,10 @@ def release_condition(values: torch.Tensor, k: int, handling: ConditionHandling,
         raise InputError("values must be a 1-d integer tensor of class indices (cadp.models.class_indices turns "
                          f"names or numbers into one), got {type(values).__name__}"
                          + (f" of {values.dtype}, shape {tuple(values.shape)}" if isinstance(values, torch.Tensor) else ""))
-    if len(values) and (int(values.min()) < 0 or int(values.max()) >= k):
-        raise InputError(f"class indices must be in 0..{k - 1} for {k} values, got {int(values.min())}..{int(values.max())}")
+    if len(values):
+        low, high = (int(bound) for bound in torch.aminmax(values))  # one reduction: it runs on every release
+        if low < 0 or high >= k:
+            raise InputError(f"class indices must be in 0..{k - 1} for {k} values, got {low}..{high}")
     if prior is not None and len(prior) != k:
         raise InputError(f"a prior gives one weight per value: {k} values, got {len(prior)} weights")
     if handling.handling == "kept":

@@ -376,16 +376,19 @@ def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, se
     labels = _image_labels(labels, config, len(pixels))
     handling = handlings.get("label", ConditionHandling())
     released = release_condition(labels, config.num_classes, handling, None, generator)
+    # the release's terms and record before the passes: they do not depend on the latents, and Python's steps cost
+    # several times more right after a pass (BENCHMARKS.md, "Nineteenth round")
+    guarantee = _guarantee(model, mechanism, {"label": handling}, seed, origin)
+    described = {**mechanism.describe(), "batch_size": batch_size or len(pixels)}
+    batches = batch_sizes(len(pixels), batch_size or len(pixels))
     latent, noisy, reconstruction, output = _latent_pass(model, pixels, labels, released, mechanism,
                                                          generator, batch_size, reconstruct, progress)
     return PrivatizationResult(
         original=pixels, reconstruction=reconstruction, privatized=output.clamp(0, 255),
         latent=latent, noisy_latent=noisy, condition={"label": labels}, released_condition={"label": released},
-        mechanism={**mechanism.describe(), "batch_size": batch_size or len(pixels)},
-        epsilon_latent=mechanism.epsilon if mechanism.formal else None,
+        mechanism=described, epsilon_latent=mechanism.epsilon if mechanism.formal else None,
         epsilon_conditions=handling.cost, delta=getattr(mechanism, "delta", None),
-        guarantee=_guarantee(model, mechanism, {"label": handling}, seed, origin), seed=seed, noise_origin=origin,
-        batches=batch_sizes(len(pixels), batch_size or len(pixels)), notes=notes)
+        guarantee=guarantee, seed=seed, noise_origin=origin, batches=batches, notes=notes)
 
 
 def _input_notes(model, columns: list, filled: dict[str, int], clipped: dict[str, int]) -> list[str]:

@@ -495,7 +495,8 @@ def test_call_parts_times_the_real_call_and_puts_everything_back():
     import cadp.privatize as privatize
     from bench import call_parts
 
-    before = {name: getattr(module, name) for module, name in ((mechanisms, "laplace_noise"),
+    before = {name: getattr(module, name) for module, name in ((mechanisms, "laplace_values"),
+                                                                (mechanisms, "_clipped"),
                                                                 (privatize, "_image_pixels"),
                                                                 (privatize, "_image_labels"),
                                                                 (privatize, "release_condition"),
@@ -504,7 +505,7 @@ def test_call_parts_times_the_real_call_and_puts_everything_back():
     assert set(parts) == {*call_parts.STEPS, "rest", "call"}
     assert all(parts[step] > 0 for step in call_parts.STEPS)  # each step was reached through its wrapper
     assert parts["encode"] + parts["decode"] < parts["call"] and parts["rest"] > 0
-    assert before == {name: getattr(mechanisms if name == "laplace_noise" else privatize, name) for name in before}
+    assert before == {name: getattr(mechanisms if hasattr(mechanisms, name) else privatize, name) for name in before}
     operations = call_parts.after_a_pass(str(bundled("mnist-cinn")), repeats=3)
     assert set(operations) == {"z + 1", "isfinite(z).all()", "float64 sum of z", "torch.empty(0)"}
     assert all(cold > 0 and warm > 0 for cold, warm in operations.values())

@@ -54,6 +54,30 @@ def test_laplace_noise_is_laplace_distributed():
     assert noise.std() == pytest.approx(math.sqrt(2) * mechanism.scale, rel=0.02)
 
 
+@pytest.mark.parametrize("seed", [None, 11])
+def test_laplace_signs_are_fair_and_independent_of_the_magnitudes(seed):
+    """The sign and the exponential's uniform come from one word's separate bits: a shared bit would make the
+    positive draws' magnitudes differ from the negative ones' (each side must be Exp(scale) on its own)."""
+    noise = mechanisms.laplace_values(200_000, 0.5, new_generator(seed))
+    positive, negative = noise[noise > 0], -noise[noise < 0]
+    assert abs(len(positive) / len(noise) - 0.5) < 0.005
+    for side in (positive, negative):
+        assert kstest(side / 0.5, "expon").pvalue > 1e-3
+    assert kstest(noise, laplace(scale=0.5).cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_the_laplace_release_is_its_center_plus_the_noise_drawn(dtype):
+    """A CPU float latent is released through NumPy, other dtypes through torch: both are the clipped latent plus
+    Lap(0, b) noise from the same words, rounded to the latent's dtype."""
+    mechanism = make_mechanism("laplace", 3.0, clip_radius=2.0)
+    z = latents(batch=5, scale=0.5).to(dtype)
+    released = mechanism(z, new_generator(21))
+    expected = (mechanism.center(z) + mechanisms.laplace_noise(z.shape, mechanism.scale, new_generator(21))).to(dtype)
+    assert released.dtype == dtype and torch.equal(released, expected)
+    assert mechanism.center(z).dtype == torch.float64
+
+
 def test_laplace_clips_each_record_to_the_l1_ball():
     z = latents(scale=3.0).double()
     z[0] = z[0] / z[0].abs().sum()  # a record already inside the ball (norm 1)
@@ -101,9 +125,9 @@ def test_noise_tails_are_not_cut(monkeypatch):
     Laplace at 36 b): the coin flips of an exponential go on past a word of all tails, however rare (p = 2^-62)."""
     from cadp import mechanisms
 
-    def words_with_all_tails_first(count, generator):  # then words with 5 tails before the first head
+    def words_with_all_tails_first(count, generator, width=3):  # then words with 5 tails before the first head
         words_with_all_tails_first.calls += 1
-        return np.full((count, 3), 0 if words_with_all_tails_first.calls == 1 else 2 ** 5, dtype=np.int64)
+        return np.full((count, width), 0 if words_with_all_tails_first.calls == 1 else 2 ** 5, dtype=np.int64)
 
     monkeypatch.setattr(mechanisms, "_random_words", words_with_all_tails_first)
     for draw, bound in ((mechanisms.laplace_noise, 67 * math.log(2)),  # > 36.04, the float64 inverse-CDF limit
@@ -407,7 +431,7 @@ def test_unseeded_draws_come_from_the_operating_system(monkeypatch):
     monkeypatch.setattr(mechanisms.os, "urandom", lambda n: calls.append(n) or real(n))
     make_mechanism("laplace", 1.0, temperature=0.7)(torch.zeros(2, 5), new_generator())
     release_condition(torch.zeros(4, dtype=torch.int64), 3, ConditionHandling("randomized", 1.0), None, new_generator())
-    assert calls and sum(calls) >= 8 * 3 * (10 + 4)
+    assert calls and sum(calls) >= 8 * (2 * 10 + 3 * 4)  # two words per latent value, three per condition value
     calls.clear()
     make_mechanism("laplace", 1.0, temperature=0.7)(torch.zeros(2, 5), new_generator(3))
     assert not calls  # a seed: torch's stream, reproducible (and not private)
