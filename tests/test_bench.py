@@ -544,3 +544,26 @@ def test_call_parts_takes_model_names_as_the_suite_does(tiny_weights, monkeypatc
     monkeypatch.setattr(suite, "WEIGHTS", tiny_weights)
     assert call_parts.main(["--models", IMAGE_MODEL, "--calls", "2", "--rounds", "1"]) == 0
     assert f"{tiny_weights / IMAGE_MODEL}: one image's call" in capsys.readouterr().out
+
+
+def test_the_numpy_mechanism_comparison_releases_laplace_noise_both_ways(tiny_weights, monkeypatch, capsys):
+    """The previous arithmetic kept for the comparison is still the mechanism (the clipped latent plus Lap(0, b)),
+    and the run prints a ratio per model and the mechanism's time after a pass."""
+    import torch
+    from scipy.stats import kstest, laplace
+
+    from bench import __main__ as suite
+    from bench import numpy_mechanism
+    from cadp.mechanisms import clip_per_sample, make_mechanism
+    from tests.app_helpers import IMAGE_MODEL
+
+    now = make_mechanism("laplace", 3.0, clip_radius=2.0)
+    before = numpy_mechanism.PreviousLaplace(now.epsilon, now.clip_radius, now.temperature)
+    z = 0.5 * torch.randn(200, 100, generator=torch.Generator().manual_seed(0))
+    noise = (before(z.double()) - clip_per_sample(z, 2.0, p=1)).flatten().numpy()
+    assert kstest(noise, laplace(scale=now.scale).cdf).pvalue > 1e-3
+    monkeypatch.setattr(suite, "WEIGHTS", tiny_weights)
+    assert numpy_mechanism.main(["--models", IMAGE_MODEL, "--rounds", "2", "--calls", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"{IMAGE_MODEL}: one image's call, 2 rounds of 1 calls each" in out and "ratio per round" in out
+    assert "| mechanism before |" in out and "| mechanism now |" in out
