@@ -1330,7 +1330,10 @@ def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, lis
     separator ending every row, as some exports write; a row added by hand without it): read without them, each
     row keeps its columns. A row with an extra field, even an empty or NA one, among rows without, or longer than the others: a
     separator typed inside a cell (32;1 for 32,1) has shifted it; where more than half of the rows end in a
-    separator (one length), only the odd rows are counted (the others are as the export wrote them)."""
+    separator (one length), only the odd rows are counted (the others are as the export wrote them).
+
+    Raises InputError for a line break in an unquoted cell, and for a data row that opens a quoted cell and never
+    closes it (naming the row and its line: the rest of the file would be read as that cell)."""
 
     def blank(record: list[str]) -> bool:  # what pandas skips as a blank line
         return not record or (len(record) == 1 and not record[0].strip())
@@ -1340,8 +1343,16 @@ def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, lis
         if len(group[1]) < 5:
             group[1].append(row)
 
-    reader = csv.reader(lines, delimiter=delimiter, skipinitialspace=True)
+    pending: list[str] = []  # the lines read for the record the reader gives next
+
+    def tracked():
+        for line in lines:
+            pending.append(line)
+            yield line
+
+    reader = csv.reader(tracked(), delimiter=delimiter, skipinitialspace=True)
     count, first, number, ended = 0, [], 0, 0
+    last: tuple[int, int, list[str]] | None = None  # the last data row: (number, line it starts on, its lines)
     by_length: dict[int, list] = {}  # longer rows with empty extra fields, per length: [count, first five]
     filled, fitting = [0, []], 0  # longer rows with text in an extra field; rows no longer than the header
     limit = csv.field_size_limit()
@@ -1352,11 +1363,15 @@ def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, lis
         while header and not header[-1].strip():
             header = header[:-1]
         ended = reader.line_num
+        pending.clear()
         for record in reader:
             starts, ended = ended + 1, reader.line_num
+            record_lines = pending.copy()
+            pending.clear()
             if blank(record):
                 continue
             number += 1
+            last = (number, starts, record_lines)
             if len(record) < len(header):
                 count += 1
                 if len(first) < 5:
@@ -1369,6 +1384,8 @@ def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, lis
                     add(by_length.setdefault(len(record), [0, []]), row)
             else:
                 fitting += 1
+        if last is not None and _opens_a_quote_never_closed(last[2], delimiter):  # it ran to the end of the file
+            raise InputError(f"data row {last[0]} (line {last[1]}): {UNCLOSED_QUOTE}")
     except csv.Error as error:  # a line break in an unquoted cell
         raise InputError(f"the CSV cannot be read row by row ({error}): check that cells holding line breaks "
                          "are quoted") from None
@@ -1379,6 +1396,20 @@ def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, lis
     odd = [filled, *(group for length, group in by_length.items() if length != common)]
     odd_count = sum(group[0] for group in odd)
     return count, first, odd_count, sorted(row for group in odd for row in group[1])[:5]
+
+
+def _opens_a_quote_never_closed(record_lines: list[str], delimiter: str) -> bool:
+    """Whether one record's lines end inside a quoted cell: the csv module's reader (as pandas' parser would not)
+    reads such a cell to the end of the file without a word, so that the record looks short of fields."""
+    text = "".join(record_lines)
+    if '"' not in text:
+        return False
+    try:  # strict: the end of the data inside quotes is an error
+        for _ in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True, strict=True):
+            pass
+    except csv.Error as error:
+        return "unexpected end of data" in str(error)
+    return False
 
 
 def identifier_reason(name, values: pd.Series, max_categories: int = MAX_CATEGORIES, *, code: bool = False,

@@ -2148,3 +2148,24 @@ def test_a_csv_whose_first_row_opens_a_quote_it_never_closes_is_said_so(tmp_path
     source.write_text("\n".join(lines) + "\n")
     assert run(model, source, tmp_path / "out", "--seed", "1") == 2
     assert "is not a readable CSV: a quoted cell is never closed" in capsys.readouterr().err
+
+
+def test_a_csv_whose_later_row_opens_a_quote_it_never_closes_is_said_so(tmp_path, capsys):
+    """The header read succeeds there: the csv module then read the rest of the file as one cell and the run said
+    'rows with fewer fields than its header: data row(s) 3'."""
+    from cadp.train import fit_tabular
+
+    frame = table_frame(60)
+    model = save_model(fit_tabular(frame, ["sex"], steps=5), tmp_path / "model")
+    lines = frame.to_csv(index=False).splitlines()
+    lines[3] = lines[3].replace(",", ',"', 1)  # data row 3: a quote opened in its second cell, never closed
+    source = tmp_path / "rows.csv"
+    source.write_text("\n".join(lines) + "\n")
+    assert run(model, source, tmp_path / "out", "--seed", "1") == 2
+    error = capsys.readouterr().err
+    assert "rows.csv: data row 3 (line 4): a quoted cell is never closed" in error and "fewer fields" not in error
+    assert not (tmp_path / "out" / "privatized.csv").exists()
+    lines[3] = lines[3].replace(',"', ',"x"y', 1)  # a closed quote followed by text: read as before, no such word
+    source.write_text("\n".join(lines) + "\n")
+    run(model, source, tmp_path / "out2", "--seed", "1")
+    assert "never closed" not in capsys.readouterr().err
