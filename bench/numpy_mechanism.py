@@ -1,48 +1,35 @@
-"""One image's release with the Laplace mechanism's arithmetic as it was before the twenty-first round (torch, three
-random words per noise value) and as it is now (NumPy, two words): ``python -m bench.numpy_mechanism``.
+"""One image's release with the Laplace mechanism's arithmetic as it was before the twenty-first round (the clip and
+the addition in torch) and as it is now (in NumPy for a CPU latent): ``python -m bench.numpy_mechanism``.
 
 BENCHMARKS.md, "Twenty-first round". The previous arithmetic is kept here, as a subclass of the mechanism, only to
-be compared: both are the clipped latent plus exact-tail Laplace noise from ``os.urandom`` (the test checks that
-the previous one still releases Laplace noise around the clipped latent). Calls alternate between the two in one
-process, in rounds whose order flips each round (``bench.huge_pages.alternate``), so that the host's slow and fast
-phases fall on both alike: the ratio per round (now / before) is the answer. A second part times the mechanism
-alone right after an encode pass and again at once (``bench.call_parts.timed_after_a_pass``).
+be compared: both are the clipped latent plus the same exact-tail Laplace noise from ``os.urandom`` (the test
+checks that the previous one still releases Laplace noise around the clipped latent). Calls alternate between the
+two in one process, in rounds whose order flips each round (``bench.huge_pages.alternate``), so that the host's slow
+and fast phases fall on both alike: the ratio per round (now / before) is the answer. A second part times the
+mechanism alone right after an encode pass and again at once (``bench.call_parts.timed_after_a_pass``).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-import os
 import statistics
 import sys
 
-import numpy as np
 import torch
 
 from cadp import mechanisms
 
 
-def previous_laplace_noise(shape, scale: float) -> torch.Tensor:
-    """Lap(0, scale) (float64) as the mechanism drew it before: three 62-bit words per value from ``os.urandom``
-    (coin flips, the uniform, the sign), torch's tensor at the end."""
-    count = math.prod(shape)
-    raw = np.frombuffer(os.urandom(8 * 3 * count), dtype=np.uint64).reshape(count, 3)
-    words = (raw >> np.uint64(64 - mechanisms.WORD_BITS)).astype(np.int64)
-    magnitude = scale * mechanisms.exponential_noise(words, None)
-    noise = np.where(words[:, 2] & 1, magnitude, -magnitude)
-    return torch.from_numpy(noise.reshape(tuple(shape)))
-
-
 class PreviousLaplace(mechanisms.LaplaceMechanism):
-    """The Laplace mechanism with its arithmetic before the twenty-first round: the clip in torch, then the noise."""
+    """The Laplace mechanism with its arithmetic before the twenty-first round: the clip in torch, then the noise
+    (the same words and values as now) added in torch."""
 
     def __call__(self, latent, generator=None):
         clipped = latent.double()
         norms = clipped.norm(p=1, dim=1, keepdim=True)
         clipped = clipped * torch.clamp(self.clip_radius * (1 - mechanisms.CLIP_MARGIN) / norms.clamp_min(1e-300),
                                         max=1.0)
-        return (clipped + previous_laplace_noise(latent.shape, self.scale)).to(latent.dtype)
+        return (clipped + mechanisms.laplace_noise(latent.shape, self.scale, generator)).to(latent.dtype)
 
 
 def calls_of(loaded) -> dict:

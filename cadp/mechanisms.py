@@ -186,16 +186,15 @@ WORD_BITS = 62  # random bits per word: a word of all tails (p = 2^-62) draws an
 UNIT = 2.0 ** -53  # a word's top 53 bits as a uniform number on [0, 1)
 
 
-def _random_words(count: int, generator: torch.Generator | None, width: int = 3) -> np.ndarray:
-    """(count, width) random 62-bit words (int64), one row per noise value, so that a record's noise is the same
+def _random_words(count: int, generator: torch.Generator | None) -> np.ndarray:
+    """(count, 3) random 62-bit words (int64), one row per noise value, so that a record's noise is the same
     whatever follows it in the batch: from ``os.urandom`` when ``unpredictable(generator)``, else from
     ``generator`` on its device (a seed gives the same noise on any device). The arithmetic runs in NumPy,
     several times faster than torch for a table row's or an image's few values."""
     if unpredictable(generator):
-        raw = np.frombuffer(os.urandom(8 * width * count), dtype=np.uint64).reshape(count, width)
+        raw = np.frombuffer(os.urandom(8 * 3 * count), dtype=np.uint64).reshape(count, 3)
         return (raw >> np.uint64(64 - WORD_BITS)).view(np.int64)  # < 2^62: the same values as int64
-    return torch.randint(0, 2 ** WORD_BITS, (count, width), generator=generator,
-                         device=generator.device).cpu().numpy()
+    return torch.randint(0, 2 ** WORD_BITS, (count, 3), generator=generator, device=generator.device).cpu().numpy()
 
 
 def _uniform(words: np.ndarray) -> np.ndarray:
@@ -221,17 +220,16 @@ def exponential_noise(words: np.ndarray, generator: torch.Generator | None) -> n
 
 
 def laplace_values(count: int, scale: float, generator: torch.Generator | None) -> np.ndarray:
-    """``count`` Lap(0, scale) samples (float64 array), two words each: the exact-tail exponential K ln 2 + R (K
-    from the first word's coin flips, R from the second word's top 53 bits) and a random sign (the second word's
-    lowest bit, which the uniform does not use)."""
-    words = _random_words(count, generator, 2)
+    """``count`` Lap(0, scale) samples (float64 array): a random sign (the third word's lowest bit) times the
+    exact-tail exponential K ln 2 + R (K from the first word's coin flips, R from the second word's top 53 bits)."""
+    words = _random_words(count, generator)
     noise = (words[:, 1] >> (WORD_BITS - 53)) * (-0.5 * UNIT)  # -u / 2
     np.log1p(noise, out=noise)  # ln(1 - u/2) = -R, R ~ Exp(1) cut to [0, ln 2)
     magnitude = coin_flips_before_head(words[:, 0], generator)
     magnitude *= math.log(2)
     magnitude -= noise
     magnitude *= scale
-    return np.where(words[:, 1] & 1, magnitude, -magnitude)
+    return np.where(words[:, 2] & 1, magnitude, -magnitude)
 
 
 def laplace_noise(shape, scale: float, generator: torch.Generator | None, device="cpu") -> torch.Tensor:
@@ -250,8 +248,14 @@ def gaussian_noise(shape, sigma: float, generator: torch.Generator | None, devic
     return torch.from_numpy(noise.reshape(tuple(shape))).to(device)
 
 
-# float64 rounding can leave a scaled norm a few ulps above R (and the sensitivity above 2R): clip a hair inside
+# float64 rounding can leave a scaled norm a few ulps above R (and the sensitivity above 2R): clip a hair inside,
+# by CLIP_MARGIN and by the worst case of the norm's own sum in any order (D - 1 roundings of a sum of D
+# non-negative terms: at most (D - 1) 2^-53 relative), so that no order of summation takes a row outside the ball
 CLIP_MARGIN = 1e-12
+
+
+def _clip_factor_limit(radius: float, dim: int) -> float:
+    return radius * (1 - CLIP_MARGIN - 2 * dim * 2.0 ** -53)
 
 
 def clip_per_sample(latent: torch.Tensor, radius: float, p: int) -> torch.Tensor:
@@ -260,31 +264,39 @@ def clip_per_sample(latent: torch.Tensor, radius: float, p: int) -> torch.Tensor
         return torch.from_numpy(_clipped(latent, radius, p))
     latent = latent.double()
     norms = latent.norm(p=p, dim=1, keepdim=True)
-    return latent * torch.clamp(radius * (1 - CLIP_MARGIN) / norms.clamp_min(1e-300), max=1.0)
+    limit = _clip_factor_limit(radius, latent.shape[1] if latent.dim() > 1 else 1)
+    return latent * torch.clamp(limit / norms.clamp_min(1e-300), max=1.0)
 
 
 def _clipped(latent: torch.Tensor, radius: float, p: int) -> np.ndarray:
-    """``clip_per_sample`` of a CPU latent as a new float64 array: NumPy's few operations cost less than torch's
-    for one record's latent (the clip runs between the two flow passes of every release)."""
-    values = latent.detach().numpy().astype(np.float64)
-    norms = np.abs(values).sum(axis=1, keepdims=True) if p == 1 else np.sqrt(np.square(values).sum(axis=1, keepdims=True))
-    values *= np.minimum(radius * (1 - CLIP_MARGIN) / np.maximum(norms, 1e-300), 1.0)
+    """``clip_per_sample`` of a CPU latent as a new float64 array, rows contiguous: NumPy's few operations cost less
+    than torch's for one record's latent (the clip runs between the two flow passes of every release). An infinite
+    value gives NaN, as in torch, without NumPy's warning."""
+    values = latent.detach().numpy().astype(np.float64, order="C")
+    with np.errstate(invalid="ignore", over="ignore"):
+        norms = (np.abs(values).sum(axis=1, keepdims=True) if p == 1
+                 else np.sqrt(np.square(values).sum(axis=1, keepdims=True)))
+        limit = _clip_factor_limit(radius, values.shape[1] if values.ndim > 1 else 1)
+        values *= np.minimum(limit / np.maximum(norms, 1e-300), 1.0)
     return values
 
 
-def _noisy(center: np.ndarray, noise: np.ndarray, latent: torch.Tensor) -> torch.Tensor:
-    """center + noise (float64 arrays of the latent's shape; ``center`` is overwritten), rounded to the latent's
-    dtype."""
-    center += noise.reshape(center.shape)
-    return torch.from_numpy(center.astype(_NUMPY_DTYPES[latent.dtype], copy=False))
+def _released(center: torch.Tensor, noise: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """center + noise (float64, the latent's shape) rounded to ``dtype``: in NumPy for a CPU center without
+    gradients (one record's latent: fewer steps between the flow passes than torch's), else in torch."""
+    if center.device.type == "cpu" and center.dtype == torch.float64 and not center.requires_grad \
+            and dtype in _NUMPY_DTYPES:
+        return torch.from_numpy((center.numpy() + noise.reshape(center.shape)).astype(_NUMPY_DTYPES[dtype],
+                                                                                     copy=False))
+    return (center + torch.from_numpy(noise.reshape(tuple(center.shape))).to(center.device)).to(dtype)
 
 
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def _on_numpy(latent: torch.Tensor) -> bool:
-    """Whether the mechanism's arithmetic for ``latent`` runs in NumPy (a float32 or float64 latent on the CPU)."""
-    return latent.device.type == "cpu" and latent.dtype in _NUMPY_DTYPES
+    """Whether the clip of ``latent`` runs in NumPy: a float32 or float64 latent on the CPU, without gradients."""
+    return latent.device.type == "cpu" and latent.dtype in _NUMPY_DTYPES and not latent.requires_grad
 
 
 def analytic_gaussian_delta(sigma: float, epsilon: float, sensitivity: float) -> float:
@@ -420,10 +432,7 @@ class LaplaceMechanism(Mechanism):
         return clip_per_sample(latent, self.clip_radius, p=1)
 
     def __call__(self, latent, generator=None):
-        if _on_numpy(latent):
-            return _noisy(_clipped(latent, self.clip_radius, 1), laplace_values(latent.numel(), self.scale, generator),
-                          latent)
-        return (self.center(latent) + laplace_noise(latent.shape, self.scale, generator, latent.device)).to(latent.dtype)
+        return _released(self.center(latent), laplace_values(latent.numel(), self.scale, generator), latent.dtype)
 
     def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
                   stated_public: str | None = None, **_) -> str:
@@ -504,7 +513,7 @@ class MetricMechanism(Mechanism):
         return latent.double()
 
     def __call__(self, latent, generator=None):
-        return (self.center(latent) + laplace_noise(latent.shape, self.scale, generator, latent.device)).to(latent.dtype)
+        return _released(self.center(latent), laplace_values(latent.numel(), self.scale, generator), latent.dtype)
 
     def between_records(self, d_typ: float, d_nn: float) -> tuple[float, float]:
         """Privacy loss between two typical same-class records, and between nearest neighbours."""
@@ -563,7 +572,7 @@ class PaperMechanism(Mechanism):
         return latent * torch.clamp(self.clip_size / matrix_norm.clamp_min(1e-30), max=1.0)
 
     def __call__(self, latent, generator=None):
-        return (self.center(latent) + laplace_noise(latent.shape, self.scale, generator, latent.device)).to(latent.dtype)
+        return _released(self.center(latent), laplace_values(latent.numel(), self.scale, generator), latent.dtype)
 
     def guarantee(self, **_) -> str:
         return (f"Paper mechanism ({PAPER_LABEL}): reproduces the original CADP code at epsilon = {self.epsilon:.12g}, "
@@ -759,14 +768,16 @@ def condition_stream(generator: torch.Generator | None) -> torch.Generator | Non
     return torch.Generator().manual_seed(int(_random_words(1, generator)[0, 0]))
 
 
+_INDEX_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)  # (torch's min and max: not uint16+)
+
+
 def release_condition(values: torch.Tensor, k: int, handling: ConditionHandling,
                       prior: list[float] | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """The released values (int class indices) of one attribute. A randomized or resampled one draws from its own
     ``condition_stream`` (one word of a seeded ``generator``), so that a record's value ignores its batch mates."""
-    if not isinstance(values, torch.Tensor) or values.is_floating_point() or values.is_complex() \
-            or values.dtype == torch.bool or values.dim() != 1:
-        raise InputError("values must be a 1-d integer tensor of class indices (cadp.models.class_indices turns "
-                         f"names or numbers into one), got {type(values).__name__}"
+    if not isinstance(values, torch.Tensor) or values.dtype not in _INDEX_DTYPES or values.dim() != 1:
+        raise InputError("values must be a 1-d tensor of class indices, int64 (or int8, int16, int32, uint8; "
+                         f"cadp.models.class_indices turns names or numbers into one), got {type(values).__name__}"
                          + (f" of {values.dtype}, shape {tuple(values.shape)}" if isinstance(values, torch.Tensor) else ""))
     if len(values):
         low, high = (int(bound) for bound in torch.aminmax(values))  # one reduction: it runs on every release

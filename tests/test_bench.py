@@ -563,7 +563,11 @@ def test_the_numpy_mechanism_comparison_releases_laplace_noise_both_ways(tiny_we
     noise = (before(z.double()) - clip_per_sample(z, 2.0, p=1)).flatten().numpy()
     assert kstest(noise, laplace(scale=now.scale).cdf).pvalue > 1e-3
     monkeypatch.setattr(suite, "WEIGHTS", tiny_weights)
-    assert numpy_mechanism.main(["--models", IMAGE_MODEL, "--rounds", "2", "--calls", "1"]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert numpy_mechanism.main(["--models", IMAGE_MODEL, "--rounds", "2", "--calls", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # (the run sets 2, as the suite times)
     out = capsys.readouterr().out
     assert f"{IMAGE_MODEL}: one image's call, 2 rounds of 1 calls each" in out and "ratio per round" in out
     assert "| mechanism before |" in out and "| mechanism now |" in out

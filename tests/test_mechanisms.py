@@ -56,8 +56,8 @@ def test_laplace_noise_is_laplace_distributed():
 
 @pytest.mark.parametrize("seed", [None, 11])
 def test_laplace_signs_are_fair_and_independent_of_the_magnitudes(seed):
-    """The sign and the exponential's uniform come from one word's separate bits: a shared bit would make the
-    positive draws' magnitudes differ from the negative ones' (each side must be Exp(scale) on its own)."""
+    """A sign that shared bits with the exponential's words would make the positive draws' magnitudes differ from
+    the negative ones' (each side must be Exp(scale) on its own)."""
     noise = mechanisms.laplace_values(200_000, 0.5, new_generator(seed))
     positive, negative = noise[noise > 0], -noise[noise < 0]
     assert abs(len(positive) / len(noise) - 0.5) < 0.005
@@ -76,6 +76,56 @@ def test_the_laplace_release_is_its_center_plus_the_noise_drawn(dtype):
     expected = (mechanism.center(z) + mechanisms.laplace_noise(z.shape, mechanism.scale, new_generator(21))).to(dtype)
     assert released.dtype == dtype and torch.equal(released, expected)
     assert mechanism.center(z).dtype == torch.float64
+
+
+def test_seeded_laplace_noise_is_the_noise_earlier_versions_drew():
+    """Stored results of seeded runs (the audit's bounds in the README, eval.json) are reproduced by the same
+    command: the noise of a seed keeps its words' layout, three per value (coin flips, uniform, sign)."""
+    words = torch.randint(0, 2 ** 62, (500, 3), generator=new_generator(7)).numpy()
+    flips = np.frexp((words[:, 0] & -words[:, 0]).astype(np.float64))[1] - 1.0
+    magnitude = 0.3 * (flips * math.log(2) - np.log1p(-0.5 * ((words[:, 1] >> 9) * 2.0 ** -53)))
+    assert np.array_equal(mechanisms.laplace_values(500, 0.3, new_generator(7)),
+                          np.where(words[:, 2] & 1, magnitude, -magnitude))
+
+
+def test_a_mechanism_releases_around_its_own_center():
+    """The release is center(z) + noise on every device: a subclass's center is what it releases around (the
+    audit's attacker reads center too), and a latent with gradients keeps them."""
+    class AroundZero(mechanisms.LaplaceMechanism):
+        def center(self, latent):
+            return torch.zeros(latent.shape, dtype=torch.float64)
+
+    mechanism = AroundZero(2.0, 1.0)
+    z = latents(batch=3, scale=100.0)
+    assert torch.equal(mechanism(z, new_generator(4)),
+                       mechanisms.laplace_noise(z.shape, mechanism.scale, new_generator(4)).float())
+    assert make_mechanism("laplace", 2.0, clip_radius=1.0)(z.requires_grad_(), new_generator(4)).requires_grad
+
+
+def test_an_infinite_latent_is_clipped_without_a_warning(recwarn):
+    """NaN out, as torch gives it, without NumPy's 'invalid value' warning (torch ran this clip before)."""
+    from cadp.mechanisms import clip_per_sample
+
+    z = latents(batch=2)
+    z[0, 3] = math.inf
+    for p in (1, 2):
+        clipped = clip_per_sample(z, 1.0, p=p)
+        assert clipped[0].isnan().any() and clipped[1].isfinite().all()
+    assert not [warning for warning in recwarn if issubclass(warning.category, RuntimeWarning)]
+
+
+def test_a_column_major_batch_is_clipped_inside_the_ball():
+    """A batch stored transposed is summed in plain order, whose rounding (up to D 2^-53 relative) exceeded the clip's
+    margin of 1e-12 for D = 12,288: the clipped row's exact L1 norm came out R + 3.5e-13."""
+    from cadp.mechanisms import clip_per_sample
+
+    dim = 12_288
+    rows = np.full((dim, 2), 0.99 * 2.0 ** -53)
+    rows[0] = 1.0
+    z = torch.from_numpy(rows).T  # (2, D), column-major
+    for radius in (1.0, 1.0 - 1e-13, 0.5):
+        for row in clip_per_sample(z, radius, p=1).numpy():
+            assert math.fsum(np.abs(row)) <= radius
 
 
 def test_laplace_clips_each_record_to_the_l1_ball():
@@ -125,9 +175,9 @@ def test_noise_tails_are_not_cut(monkeypatch):
     Laplace at 36 b): the coin flips of an exponential go on past a word of all tails, however rare (p = 2^-62)."""
     from cadp import mechanisms
 
-    def words_with_all_tails_first(count, generator, width=3):  # then words with 5 tails before the first head
+    def words_with_all_tails_first(count, generator):  # then words with 5 tails before the first head
         words_with_all_tails_first.calls += 1
-        return np.full((count, width), 0 if words_with_all_tails_first.calls == 1 else 2 ** 5, dtype=np.int64)
+        return np.full((count, 3), 0 if words_with_all_tails_first.calls == 1 else 2 ** 5, dtype=np.int64)
 
     monkeypatch.setattr(mechanisms, "_random_words", words_with_all_tails_first)
     for draw, bound in ((mechanisms.laplace_noise, 67 * math.log(2)),  # > 36.04, the float64 inverse-CDF limit
@@ -431,7 +481,7 @@ def test_unseeded_draws_come_from_the_operating_system(monkeypatch):
     monkeypatch.setattr(mechanisms.os, "urandom", lambda n: calls.append(n) or real(n))
     make_mechanism("laplace", 1.0, temperature=0.7)(torch.zeros(2, 5), new_generator())
     release_condition(torch.zeros(4, dtype=torch.int64), 3, ConditionHandling("randomized", 1.0), None, new_generator())
-    assert calls and sum(calls) >= 8 * (2 * 10 + 3 * 4)  # two words per latent value, three per condition value
+    assert calls and sum(calls) >= 8 * 3 * (10 + 4)
     calls.clear()
     make_mechanism("laplace", 1.0, temperature=0.7)(torch.zeros(2, 5), new_generator(3))
     assert not calls  # a seed: torch's stream, reproducible (and not private)
@@ -523,9 +573,13 @@ def test_release_condition_refuses_values_it_would_release_wrongly():
         release_condition(torch.tensor([0, 7]), 3, randomized, generator=generator)
     with pytest.raises(InputError, match="a prior gives one weight per value: 3 values, got 2 weights"):
         release_condition(torch.tensor([0, 1]), 3, ConditionHandling("resampled"), [0.5, 0.5], generator)
-    for values in (np.array([0, 1]), ["a", "b"], torch.tensor([0.0, 1.0])):
-        with pytest.raises(InputError, match="values must be a 1-d integer tensor of class indices"):
+    # (uint16 and wider unsigned tensors: torch has no minimum and maximum of them, which raised NotImplementedError)
+    for values in (np.array([0, 1]), ["a", "b"], torch.tensor([0.0, 1.0]), torch.tensor([0, 1], dtype=torch.uint16),
+                   torch.tensor([True, False])):
+        with pytest.raises(InputError, match="values must be a 1-d tensor of class indices, int64"):
             release_condition(values, 3, randomized, generator=generator)
+    for dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64):
+        assert release_condition(torch.tensor([0, 2], dtype=dtype), 3, randomized, generator=generator).dtype == dtype
 
 
 def test_a_generator_seeded_again_is_no_longer_called_by_its_first_seed():
