@@ -12,7 +12,13 @@ and CSV chunks are read one batch at a time. An unusable file is listed in the
 manifest with its error and the run goes on.
 """
 
+# ruff: noqa: E402 (the command line's Ctrl-C handler comes before the libraries it loads)
 from __future__ import annotations
+
+if __name__ == "__main__":  # the command line: Ctrl-C while its libraries load is noted (cadp.startup), never lost
+    from cadp.startup import note_stop_signals
+
+    note_stop_signals()
 
 import argparse
 import array
@@ -71,6 +77,7 @@ from cadp.mechanisms import (
 )
 from cadp.privatize import NOT_PRIVATE_SEED, privatize, release_guarantee, repeated_cost_note
 from cadp.runtime import configure_allocator
+from cadp.startup import STOPPING_WHILE_STARTING, StartupStop
 from cadp.train import row_record_keys, rows_seen_in_training, training_name_caution, training_rows_caution
 from cadp.uploads import (
     CSV_MISSING,
@@ -153,16 +160,21 @@ class StopRequests:
     def __init__(self):
         self.signum: int | None = None
         self.raised = False
+        self.started = False  # whether the run has begun writing (before: a stop ends it with nothing written)
         self.previous: dict[int, object] = {}
 
     def install(self) -> None:
-        """Handle the stop signals in this process (main thread only; an ignored signal stays ignored: nohup)."""
-        self.signum, self.raised = None, False
+        """Handle the stop signals in this process (main thread only; an ignored signal stays ignored: nohup),
+        before anything is written: a signal noted while the command line started (``cadp.startup``) counts."""
+        self.signum, self.raised, self.started = None, False, False
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in STOP_SIGNALS:
-            if signal.getsignal(signum) != signal.SIG_IGN:
+            current = signal.getsignal(signum)
+            if current != signal.SIG_IGN:
                 self.previous[signum] = signal.signal(signum, self._handle)
+                if isinstance(current, StartupStop) and current.signum is not None and self.signum is None:
+                    self.signum = current.signum
 
     def restore(self, ignore: bool = False) -> None:
         """Put the previous handlers back, or (``ignore``: the command line, which exits next) ignore the signals, so
@@ -175,8 +187,15 @@ class StopRequests:
         if self.signum is not None:
             return
         self.signum = signum
+        if not self.started:
+            _say(STOPPING_WHILE_STARTING)
+            return
         _say(f"stopping ({signal.Signals(signum).name}): finishing the current batch so that the output agrees with "
              f"{MANIFEST_NAME}")
+
+    def stopped_starting(self) -> bool:
+        """Whether a stop was asked for before the run began writing (the run then ends, nothing written)."""
+        return self.signum is not None and not self.started
 
     def check(self) -> None:
         """Raise RunInterrupted once a stop was asked for (call it where the output and the manifest agree)."""
@@ -1804,6 +1823,7 @@ STOPPED_STARTING = "stopped: interrupted while starting; nothing was written"
 
 
 def _main(argv=None) -> int:
+    _stop_requests.install()  # first: a stop while the model loads is noted, and ends the run before any release
     args = parse_args(argv)
     configure_allocator()
     try:
@@ -1837,7 +1857,10 @@ def _main(argv=None) -> int:
         message = str(error) if isinstance(error, CadpError) else f"{unreadable} cannot be read ({error})"
         _say(f"error: {message}")
         return EXIT_USAGE
-    except KeyboardInterrupt:  # loading the model: nothing was written yet
+    except KeyboardInterrupt:  # loading the model (a run outside the main thread): nothing was written yet
+        _say(STOPPED_STARTING)
+        return EXIT_INTERRUPTED
+    if _stop_requests.stopped_starting():
         _say(STOPPED_STARTING)
         return EXIT_INTERRUPTED
     invert = args.invert or default_invert(loaded.config.dataset)
@@ -1854,8 +1877,12 @@ def _main(argv=None) -> int:
         _remove_run_files(args.output, created)
         _say(STOPPED_STARTING)
         return EXIT_INTERRUPTED
+    if _stop_requests.stopped_starting():
+        _remove_run_files(args.output, created)
+        _say(STOPPED_STARTING)
+        return EXIT_INTERRUPTED
     hidden: list[str] = []  # (images) the input's hidden files and folder metadata, left out
-    _stop_requests.install()  # from here a signal stops the run cleanly, as Ctrl-C does
+    _stop_requests.started = True  # from here a signal stops the run cleanly at the next batch boundary
     try:
         if kind == "tabular":
             with progress_bar("rows", "row") as progress:

@@ -11,16 +11,12 @@ files and a manifest CSV.
 from __future__ import annotations
 
 import math
-import signal
 import sys
 
-if __name__ == "__main__":  # the command line: Ctrl-C while its libraries load ends it with a line, not a traceback
-    def _interrupted_while_starting(signum, frame):
-        print("stopped: interrupted while starting; nothing was written", file=sys.stderr)
-        raise SystemExit(130)
+if __name__ == "__main__":  # the command line: Ctrl-C while its libraries load is noted (cadp.startup), never lost
+    from cadp.startup import note_stop_signals
 
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # an ignored Ctrl-C (nohup) stays ignored
-        signal.signal(signal.SIGINT, _interrupted_while_starting)
+    note_stop_signals()
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -588,9 +584,5 @@ def main(argv=None, *, exiting: bool = False) -> int:
     return archive_main(argv, exiting=exiting)
 
 
-if __name__ == "__main__":
-    import cadp.archive  # noqa: F401 (loaded while Ctrl-C ends the start-up with a line)
-
-    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:  # from here main() handles Ctrl-C
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+if __name__ == "__main__":  # main() takes over a Ctrl-C noted while starting, and stops before any release
     sys.exit(main(exiting=True))  # the process ends next: a late Ctrl-C is ignored, not a traceback

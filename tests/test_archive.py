@@ -1601,6 +1601,66 @@ def test_ctrl_c_while_the_model_loads_is_one_line_and_exit_130(image_model, tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_ctrl_c_while_the_model_loads_is_never_lost(image_model, tmp_path, monkeypatch, capsys):
+    """Python's KeyboardInterrupt is lost where it lands in a callback (an import's, a weakref's): a reviewer's
+    Ctrl-C during start-up was printed as "Exception ignored" and the run then released every input with exit 0.
+    The signal is noted from the start of the run and ends it before any release."""
+    source = make_folder(tmp_path / "in", {"1/a.png": image_file(1)})
+    load = archive._load_model
+
+    def loaded_while_interrupted(model):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100):  # the signal is handled between bytecodes
+                pass
+        except KeyboardInterrupt:  # as a callback's caller does: printed and dropped
+            pass
+        return load(model)
+
+    monkeypatch.setattr(archive, "_load_model", loaded_while_interrupted)
+    assert run(image_model, source, tmp_path / "out") == archive.EXIT_INTERRUPTED
+    assert capsys.readouterr().err.endswith("stopped: interrupted while starting; nothing was written\n")
+    assert not (tmp_path / "out").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back for the caller
+
+
+def test_ctrl_c_noted_before_the_run_began_stops_it_before_any_release(image_model, tmp_path, capsys):
+    """A Ctrl-C while the command line's libraries load (cadp.startup's handler) counts once the run begins."""
+    from cadp.startup import StartupStop
+
+    source = make_folder(tmp_path / "in", {"1/a.png": image_file(1)})
+    noted = StartupStop()
+    noted.signum = signal.SIGINT
+    previous = signal.signal(signal.SIGINT, noted)
+    try:
+        assert run(image_model, source, tmp_path / "out") == archive.EXIT_INTERRUPTED
+        assert signal.getsignal(signal.SIGINT) is noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert capsys.readouterr().err == "stopped: interrupted while starting; nothing was written\n"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("entry", ["cadp.privatize", "cadp.archive"])
+def test_ctrl_c_while_the_command_line_starts_is_one_line_and_nothing_is_written(image_model, tmp_path, entry):
+    """python -m cadp.archive printed a 20-frame KeyboardInterrupt traceback for a Ctrl-C during its imports."""
+    import subprocess
+    import time
+
+    source = make_folder(tmp_path / "in", {"1/a.png": image_file(1)})
+    output = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", entry, "--model", str(image_model), "--mechanism", "laplace",
+                                "--epsilon", "1", str(source), str(output)], cwd=Path(__file__).parents[1],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # python and cadp have started; torch is loading
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == archive.EXIT_INTERRUPTED, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert err.strip().endswith("stopped: interrupted while starting; nothing was written"), err
+    assert not output.exists()
+
+
 def test_a_labels_csv_with_a_cell_too_large_is_refused_with_a_message(image_model, tmp_path, capsys):
     source = make_folder(tmp_path / "in", {"1/a.png": image_file(1)})
     labels = tmp_path / "labels.csv"
