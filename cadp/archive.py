@@ -1932,6 +1932,9 @@ def _main(argv=None) -> int:
     except OSError as error:  # writing the output failed (disk full, file too large): the run stops as on Ctrl-C
         manifest.close()
         reason = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
+        if not manifest.released:
+            _say(f"error: the run stopped ({reason}) {_NOTHING_RELEASED}{_left_as_it_was(args.output, created)}")
+            return EXIT_NOTHING_PRIVATIZED
         _finish_stopped(args.output, manifest, f"Partial run: stopped by an error ({reason}) after "
                                                f"{manifest.released} privatized input(s); the terms below hold for "
                                                "those.")
@@ -1949,6 +1952,9 @@ def _main(argv=None) -> int:
         signum = getattr(stop, "signum", signal.SIGINT)
         how = "interrupted" if signum == signal.SIGINT else f"ended by {signal.Signals(signum).name}"
         manifest.close()
+        if not manifest.released:
+            _say(f"stopped: {how} {_NOTHING_RELEASED}{_left_as_it_was(args.output, created)}")
+            return EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum
         # the terms travel with the files: they say the run is partial
         _finish_stopped(args.output, manifest, f"Partial run: {how} after {manifest.released} privatized "
                                                "input(s); the terms below hold for those.")
@@ -2114,11 +2120,29 @@ def _finish_stopped(output: Path, manifest: Manifest, status: str) -> None:
 
 
 def _remove_run_files(output: Path, created: bool) -> None:
-    """Delete what a refused run wrote (its manifest, an empty privatized.csv) and OUTPUT if the run made it."""
+    """Delete what a refused run wrote (its manifest, an empty privatized.csv, folders it made for outputs that
+    were never written) and OUTPUT if the run made it."""
     for name in (MANIFEST_NAME, PRIVATIZED_CSV_NAME, GUARANTEE_NAME, LABELS_NAME, CAUTIONS_NAME):
         (output / name).unlink(missing_ok=True)
+    for folder, _, _ in sorted(os.walk(output), key=lambda entry: -len(entry[0])):  # deepest first
+        if Path(folder) != output and not any(Path(folder).iterdir()):
+            Path(folder).rmdir()  # (OUTPUT was empty before the run: an empty folder in it is the run's)
     if created and not any(output.iterdir()):
         output.rmdir()
+
+
+_NOTHING_RELEASED = "before any input was privatized: nothing was released"
+
+
+def _left_as_it_was(output: Path, created: bool) -> str:
+    """Remove a run's files when it released nothing (a retry can use OUTPUT again); what to say of OUTPUT."""
+    try:
+        _remove_run_files(output, created)
+    except OSError:
+        pass
+    if not output.exists() or not any(output.iterdir()):
+        return f", and {output} was left as it was"
+    return f"; {output} still holds files the run could not remove"
 
 
 def _zip_source(path: Path, iter_zip_images) -> tuple[Iterator, int | None]:

@@ -1284,7 +1284,17 @@ def test_a_full_disk_stops_the_run_with_an_error_and_files_in_line_with_the_mani
     # failing at the first file: nothing released, no terms, exit 1
     monkeypatch.setattr(archive, "png_bytes", failing_at(1, uploads.png_bytes, full))
     assert run(image_model, source, tmp_path / "out2") == archive.EXIT_NOTHING_PRIVATIZED
-    assert not list((tmp_path / "out2").rglob("*.png")) and not (tmp_path / "out2" / "guarantee.txt").exists()
+    # (it said "holds a partial run ... after 0 privatized" and "Running again releases again", and left a manifest
+    # and an empty class folder behind)
+    err = capsys.readouterr().err
+    assert ("error: the run stopped (No space left on device) before any input was privatized: nothing was released, "
+            f"and {tmp_path / 'out2'} was left as it was") in err
+    assert "partial run" not in err and "Running again" not in err
+    assert not (tmp_path / "out2").exists()
+    (tmp_path / "out3").mkdir()  # an empty OUTPUT given: kept, empty
+    monkeypatch.setattr(archive, "png_bytes", failing_at(1, uploads.png_bytes, full))
+    assert run(image_model, source, tmp_path / "out3") == archive.EXIT_NOTHING_PRIVATIZED
+    assert list((tmp_path / "out3").iterdir()) == []
     # a CSV: the chunk being written is cut back, and a manifest that cannot be closed does not raise again
     with (tmp_path / "rows.csv").open("wb", buffering=0) as out:
         archive._append(out, b"a,b\n1,2\n")
@@ -1659,6 +1669,26 @@ def test_ctrl_c_while_the_command_line_starts_is_one_line_and_nothing_is_written
     assert "Traceback" not in err and "Exception ignored" not in err, err
     assert err.strip().endswith("stopped: interrupted while starting; nothing was written"), err
     assert not output.exists()
+
+
+def test_a_run_stopped_before_its_first_release_says_nothing_was_released(image_model, tmp_path, monkeypatch,
+                                                                           capsys):
+    """A stop between the start of the run and its first written file: no partial run to speak of."""
+    source = make_folder(tmp_path / "in", {"0/a.png": image_file(1), "0/b.png": image_file(2)})
+
+    def stopped(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs between bytecodes
+            if archive._stop_requests.signum is not None:
+                break
+        archive._stop_requests.check()
+
+    monkeypatch.setattr(archive, "privatize_images", stopped)
+    assert run(image_model, source, tmp_path / "out") == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert err.endswith("stopped: ended by SIGTERM before any input was privatized: nothing was released, and "
+                        f"{tmp_path / 'out'} was left as it was\n"), err
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_labels_csv_with_a_cell_too_large_is_refused_with_a_message(image_model, tmp_path, capsys):
