@@ -531,10 +531,12 @@ class LabelResolver:
 
     A file the labels CSV does not list by its path takes the label of a row naming it by a shorter or longer path
     with the same end ('x.png' for 'set/x.png'), where only one row and, with ``input_names`` (the inputs' names),
-    only one input have its bare name: a kept label is released exactly, never another file's."""
+    only one input have its bare name: a kept label is released exactly, never another file's. The rows' paths start
+    at ``root`` (a ZIP's single top folder, where its labels.csv is; "": the top of the input), as the files' are
+    compared with them: a ZIP of a folder is labelled as the folder is."""
 
     def __init__(self, class_names: list[str], labels: dict[str, str] | None = None,
-                 input_names: list[str] | None = None):
+                 input_names: list[str] | None = None, root: str = ""):
         self.class_names = list(class_names)
         self.exact: dict[str, int] = {}
         self.normalized: dict[str, list[int]] = {}  # several classes can share one ('-1' and '+1': '1')
@@ -546,6 +548,7 @@ class LabelResolver:
                 self.normalized.setdefault(_normalize(name), []).append(index)
         # file names in one Unicode form: macOS writes 'café' decomposed, a spreadsheet's cell holds it composed
         self.labels = {_label_path(k): v for k, v in (labels or {}).items()}
+        self.root = _label_path(root)
         basenames: dict[str, list[str]] = {}
         for key in self.labels:
             basenames.setdefault(PurePosixPath(key).name, []).append(key)
@@ -581,6 +584,10 @@ class LabelResolver:
     def labels_key(self, name: str) -> str | None:
         """The labels CSV's row (its file cell, cleaned, in Unicode's composed form) for the input ``name``, or None."""
         key = _label_path(name)
+        if self.root:  # a file outside the rows' folder is named by none of them
+            if not key.startswith(self.root + "/"):
+                return None
+            key = key[len(self.root) + 1:]
         if key in self.labels:
             return key
         other = self.by_basename.get(PurePosixPath(key).name)
@@ -886,7 +893,8 @@ def repeated_records_caution(manifest: Manifest, what: str) -> str | None:
                 "nominal epsilon, marked as such).")
     return (head + f"a record that occurs k times costs k times the epsilon of one release (basic composition), "
             f"here up to epsilon {manifest.settings.epsilon_of(most)}{f' and delta {delta}' if delta else ''}; the "
-            f"columns releases_of_record and epsilon_record_total of {MANIFEST_NAME} give each input's total.")
+            f"columns releases_of_record and epsilon_record_total of {MANIFEST_NAME} give each input's total in this "
+            "run (releases of the same record in other runs add to it).")
 
 
 RUN_IN_PROGRESS = ("Incomplete run: the run writing these files had not finished (it is still running, or it was "
@@ -1770,6 +1778,9 @@ def _check_paths(args, kind: str) -> str:
     if output.exists() and not output.is_dir():
         raise UsageError(f"OUTPUT {output} is a file, not a folder; choose a new folder (it is created)")
     if output.exists() and any(output.iterdir()):
+        if (output / MANIFEST_NAME).is_file():  # an earlier run's output, perhaps a partial one: never written over
+            raise UsageError(f"OUTPUT {output} holds an earlier run ({MANIFEST_NAME} lists what it privatized); "
+                             f"choose a new folder. {_RESTART}")
         raise UsageError(f"OUTPUT {output} exists and is not an empty folder; choose a new folder")
     if input_kind == "folder" and (output.resolve() == source.resolve() or source.resolve() in output.resolve().parents):
         raise UsageError("OUTPUT must not be inside INPUT")

@@ -722,7 +722,8 @@ def test_a_row_in_the_csv_three_times_is_three_releases_and_costs_three_epsilon(
             "the model's columns): each copy was released separately, with its own noise, so a record that occurs k "
             "times costs k times the epsilon of one release (basic composition), here up to epsilon 6 and delta "
             "4e-05;") in err
-    assert "epsilon_record_total of manifest.csv give each input's total" in err
+    assert "epsilon_record_total of manifest.csv give each input's total in this run (releases of the same " \
+        "record in other runs add to it)" in err
     rows = {row["file"]: row for row in read_manifest(tmp_path / "out")}
     totals = {name: (row["epsilon"], row["releases_of_record"], row["epsilon_record_total"],
                      row["delta_record_total"]) for name, row in rows.items()}
@@ -793,6 +794,13 @@ def test_unusable_paths_exit_2(image_model, table_model, tmp_path, capsys):
     busy = make_folder(tmp_path / "busy", {"keep.txt": b"x"})
     assert run(image_model, source, busy) == 2
     assert "exists and is not an empty folder" in capsys.readouterr().err
+    # an earlier run's output (a partial one, say): never written over, and what running again costs is said
+    assert run(image_model, source, tmp_path / "first") == 0
+    capsys.readouterr()
+    assert run(image_model, source, tmp_path / "first") == 2
+    assert (f"error: OUTPUT {tmp_path / 'first'} holds an earlier run (manifest.csv lists what it privatized); choose a "
+            "new folder. Running again releases again: each record released again costs its epsilon again") \
+        in capsys.readouterr().err
     (tmp_path / "a-file").write_text("x")
     assert run(image_model, source, tmp_path / "a-file") == 2
     assert "OUTPUT " + str(tmp_path / "a-file") + " is a file, not a folder" in capsys.readouterr().err
