@@ -777,18 +777,17 @@ def unused_labels_note(unused: list[str]) -> str | None:
     shown = ", ".join(readable(name) for name in unused[:3]) + (f" and {len(unused) - 3} more" if len(unused) > 3
                                                               else "")
     return (f"{len(unused)} row(s) of the labels CSV name no file of the input ({shown}): check their paths "
-            "(relative to the top of INPUT, or bare file names that one input file has)")
+            "(relative to the top of INPUT, or to the ZIP's top folder that holds its labels.csv; or bare file names "
+            "that one input file has)")
 
 
 def _zip_labels(path: Path) -> tuple[dict[str, str] | None, str | None]:
-    """A labels.csv at the root of the ZIP or of its single top folder, if any (the first of them), and its name."""
+    """The first labels CSV of the ZIP that can be read (``_zip_labels_candidates``), if any: {file: label}, the
+    paths as its rows write them (they start at its folder: ``LabelResolver``'s root), and its name."""
     with zipfile.ZipFile(path) as archive:
-        for info in archive.infolist():
-            parts = _clean_path(info.filename).split("/")
-            if _is_zip_labels_member(info.filename) and info.file_size < 16 * 2**20:
-                labels = read_labels_csv(archive.read(info))
-                prefix = "/".join(parts[:-1])
-                return {f"{prefix}/{k}" if prefix else k: v for k, v in labels.items()}, "/".join(parts)
+        for info, name, why_not in _zip_labels_candidates(archive):
+            if not why_not:
+                return read_labels_csv(archive.read(info)), name
     return None, None
 
 
@@ -798,26 +797,48 @@ def _is_zip_labels_member(name: str) -> bool:
     return parts[-1].casefold() == LABELS_NAME and len(parts) <= 2
 
 
-def _zip_labels_members(path: Path) -> list[str]:
-    """The names of the ZIP's labels CSVs (``_is_zip_labels_member``), in the ZIP's order."""
+def _zip_labels_candidates(archive: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, str, str]]:
+    """The ZIP's labels CSVs (``_is_zip_labels_member``; hidden ones and folder metadata aside) in its order, each with
+    its name as the run lists it and why it cannot be read ("" where it can). As a folder's labels.csv is read at its
+    top only, a ZIP's is read at its top or in its single top folder: the one folder that holds all of its files, as
+    a zipped folder's does (hidden files, folder metadata such as __MACOSX/ and empty folders aside)."""
+    from cadp.uploads import is_folder_metadata, sanitize_member_name
+
+    files = [(info, sanitize_member_name(info.filename)[0]) for info in archive.infolist()
+             if not info.is_dir() and not is_folder_metadata(info.filename)]
+    tops = {name.partition("/")[0] if "/" in name else "" for _, name in files}  # "": a file at the top
+    folder = next(iter(tops)) if len(tops) == 1 else ""
+    spread = "it holds files at its top too" if "" in tops else f"its files lie in {len(tops)} folders at its top"
+    outside = f"the ZIP has no single top folder: {spread}; only a {LABELS_NAME} at its top is read"
+    return [(info, name, outside if name.rpartition("/")[0] != folder else
+             "over 16 MB" if info.file_size >= 16 * 2**20 else "")
+            for info, name in files if _is_zip_labels_member(name)]
+
+
+def _zip_labels_members(path: Path) -> dict[str, str]:
+    """The ZIP's labels CSVs (``_zip_labels_candidates``) in its order: {name: why it cannot be read, "" where it
+    can}."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return [_clean_path(info.filename) for info in archive.infolist()
-                    if not info.is_dir() and _is_zip_labels_member(info.filename)]
+            return {name: why_not for _, name, why_not in _zip_labels_candidates(archive)}
     except (zipfile.BadZipFile, OSError):
-        return []
+        return {}
 
 
-def unread_labels_note(names: list[str], read: str | None, given: bool) -> str | None:
-    """The labels CSVs of a ZIP that the run does not read (``read``: the one it reads; ``given``: --labels is), or
-    None."""
-    unread = [name for name in names if name != read]
-    if not unread:
-        return None
-    why = ("--labels gives the labels" if given else f"only the first, {readable(read)}, is read" if read
-           else "over 16 MB")
-    return (f"{len(unread)} labels CSV(s) in the input are not read ({why}): "
-            f"{', '.join(readable(name) for name in unread[:3])}{' and more' if len(unread) > 3 else ''}")
+def unread_labels_note(names: list[str] | dict[str, str], read: str | None, given: bool) -> str | None:
+    """The labels CSVs of the input that the run does not read, and why, or None. ``names``: all of them, or (a
+    ZIP's, ``_zip_labels_members``) {name: why it cannot be read, "" where it can}; ``read``: the one it reads;
+    ``given``: --labels is."""
+    why_not = names if isinstance(names, dict) else {}
+    unread: dict[str, list[str]] = {}  # why -> the names not read for it
+    for name in names:
+        if name != read:
+            why = ("--labels gives the labels" if given else why_not.get(name) or
+                   (f"only the first, {readable(read)}, is read" if read else "over 16 MB"))
+            unread.setdefault(why, []).append(name)
+    return "; ".join(f"{len(group)} labels CSV(s) in the input are not read ({why}): "
+                     f"{', '.join(readable(name) for name in group[:3])}{' and more' if len(group) > 3 else ''}"
+                     for why, group in unread.items()) or None
 
 
 # --------------------------------------------------------------------------- image runs
@@ -1854,8 +1875,8 @@ def _main(argv=None) -> int:
                                         None if args.labels is not None else labels_files[0].name,
                                         args.labels is not None)
             _say(f"note: {unread}")
+        read = None  # a ZIP's labels CSV, when it gives the labels: its rows' paths start at its folder
         if input_kind == "zip":
-            read = None
             if labels is None:
                 labels, read = _zip_labels(args.input)
                 if labels is not None:
@@ -1902,7 +1923,8 @@ def _main(argv=None) -> int:
             input_names = _input_names(args.input, input_kind, hidden)
             if hidden_files_note(hidden):
                 _say(f"note: {hidden_files_note(hidden)}")
-            resolver = LabelResolver(loaded.config.class_names, labels, input_names)
+            resolver = LabelResolver(loaded.config.class_names, labels, input_names,
+                                     root=(read or "").rpartition("/")[0])
             unused = unused_labels_note(resolver.unused_labels())
             if unused:
                 _say(f"note: {unused}")

@@ -1113,9 +1113,9 @@ def test_an_interrupted_run_says_so_in_the_terms_that_travel_with_its_files(imag
     output = tmp_path / "out2"
     assert run(image_model, source, output, "--batch-size", "4", "--condition", "label=resampled") == \
         archive.EXIT_INTERRUPTED
-    listed = [row["output"] for row in read_manifest(output) if row["status"] == "privatized"]
-    assert sorted(p.relative_to(output).as_posix() for p in output.rglob("*.png")) == sorted(listed)
-    assert len(listed) == 0  # the first batch of 4 stopped at its third file
+    # the first batch of 4 stopped at its third file: nothing released, its two files removed, OUTPUT as it was
+    assert not output.exists()
+    assert "before any input was privatized: nothing was released" in capsys.readouterr().err
 
     from cadp.hub import load_folder
 
@@ -1685,10 +1685,7 @@ def test_a_run_stopped_before_its_first_release_says_nothing_was_released(image_
     source = make_folder(tmp_path / "in", {"0/a.png": image_file(1), "0/b.png": image_file(2)})
 
     def stopped(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)
-        for _ in range(1000):  # the handler runs between bytecodes
-            if archive._stop_requests.signum is not None:
-                break
+        archive._stop_requests._handle(signal.SIGTERM, None)  # as the signal's handler is called
         archive._stop_requests.check()
 
     monkeypatch.setattr(archive, "privatize_images", stopped)
@@ -1755,13 +1752,14 @@ def test_links_inside_the_input_are_said_with_the_name_they_are_read_under(image
 
 def test_labels_csvs_that_are_not_read_are_said_and_any_case_is_read(image_model, tmp_path, capsys):
     zipped = tmp_path / "in.zip"
-    zipped.write_bytes(corpus.zip_bytes({"a/labels.csv": b"file,label\nx.png,1\n", "a/x.png": image_file(1),
-                                         "b/LABELS.csv": b"file,label\ny.png,0\n", "b/y.png": image_file(2)}))
+    # (both in the ZIP's single top folder: only a labels CSV at the top of the input or of that folder is read)
+    zipped.write_bytes(corpus.zip_bytes({"set/labels.csv": b"file,label\nx.png,1\n", "set/a/x.png": image_file(1),
+                                         "set/LABELS.csv": b"file,label\ny.png,0\n", "set/b/y.png": image_file(2)}))
     assert run(image_model, zipped, tmp_path / "zip-out") == 0
     rows = {row["file"]: row for row in read_manifest(tmp_path / "zip-out")}
-    assert rows["a/x.png"]["condition"] == "1" and rows["b/y.png"]["error"].startswith("no label")
-    assert "note: 1 labels CSV(s) in the input are not read (only the first, a/labels.csv, is read): b/LABELS.csv" \
-        in capsys.readouterr().err
+    assert rows["set/a/x.png"]["condition"] == "1" and rows["set/b/y.png"]["error"].startswith("no label")
+    assert ("note: 1 labels CSV(s) in the input are not read (only the first, set/labels.csv, is read): "
+            "set/LABELS.csv") in capsys.readouterr().err
     source = make_folder(tmp_path / "in", {"x.png": image_file(1), "Labels.csv": b"file,label\nx.png,1\n"})
     assert run(image_model, source, tmp_path / "out") == 0
     assert f"note: labels from {source / 'Labels.csv'}" in capsys.readouterr().err
@@ -2042,9 +2040,9 @@ def test_a_csv_run_whose_rows_could_not_be_written_at_all_released_nothing(table
     output = tmp_path / "out"
     assert run(table_model, source, output) == archive.EXIT_NOTHING_PRIVATIZED
     err = capsys.readouterr().err
-    assert "after 0 privatized (and 40 not written to privatized.csv, hence not released" in err
-    assert not (output / "guarantee.txt").exists() and not (output / "cautions.txt").exists()  # about no release
-    assert {row["status"] for row in read_manifest(output)} == {archive.NOT_WRITTEN}
+    assert ("error: the run stopped (No space left on device) before any input was privatized: nothing was released, "
+            f"and {output} was left as it was") in err
+    assert not output.exists()  # (its manifest listed 40 rows 'not written', with no terms: about no release)
 
 
 def test_the_complete_rows_of_a_cut_csv_are_whole_rows_ended_by_their_line_break():

@@ -1,0 +1,141 @@
+"""A ZIP's labels.csv in the batch CLI: read where a folder's would be, and matched to files as a folder's is."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from cadp.hub import save_model
+from cadp.models import ImageCINN, ImageModelConfig
+from tests import corpus
+from tests.test_archive import image_file, make_folder, read_manifest, run
+
+
+@pytest.fixture(scope="module")
+def digit_model(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = ImageModelConfig(name="d", dataset="d", class_names=[str(digit) for digit in range(10)], conv_width=4,
+                              fc_width=8, conv_blocks=[1, 1], fc_blocks=1)
+    return save_model(ImageCINN(config), tmp_path_factory.mktemp("models") / "digits")
+
+
+def zip_folder(folder: Path, zipped: Path) -> Path:
+    """``folder`` zipped as a file manager does: its own name as the ZIP's single top folder."""
+    with zipfile.ZipFile(zipped, "w") as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, f"{folder.name}/{path.relative_to(folder).as_posix()}")
+    return zipped
+
+
+def conditions(output: Path, top: str = "") -> dict[str, str]:
+    """{file: its label, or 'error: ...'} from the manifest, the files named without ``top``."""
+    return {row["file"].removeprefix(top): row["condition"] if row["status"] == "privatized" else
+            "error: " + row["error"] for row in read_manifest(output)}
+
+
+def test_a_zips_labels_csv_names_a_file_in_a_sub_folder_by_its_bare_name_as_the_folder_does(digit_model, tmp_path,
+                                                                                            capsys):
+    files = {f"p00{index}.png": image_file(index) for index in (0, 1, 2, 4, 5, 6)}
+    source = make_folder(tmp_path / "lab", {**files, "sub/p003.png": image_file(3),
+                                            "labels.csv": b"file,label\np003.png,7\n"})
+    assert run(digit_model, source, tmp_path / "folder-out") == 0
+    assert conditions(tmp_path / "folder-out")["sub/p003.png"] == "7"
+    capsys.readouterr()
+    zipped = zip_folder(source, tmp_path / "lab.zip")
+    assert run(digit_model, zipped, tmp_path / "zip-out") == 0
+    err = capsys.readouterr().err
+    assert f"note: labels from the labels.csv in {zipped}" in err
+    assert "name no file of the input" not in err
+    assert conditions(tmp_path / "zip-out", "lab/") == conditions(tmp_path / "folder-out")
+
+
+LABELS = (b"file,label\n"
+          b"x.png,1\n"  # an exact path (the top's x.png), though sub/x.png has that bare name too
+          b"sub/y.png,2\n"  # an exact path in a sub-folder
+          b"deep/z.png,3\n"  # a shorter path with the same end as a/deep/z.png
+          b"other/a/w.png,4\n"  # a longer path with the same end as a/w.png
+          b"b/v.png,5\n"  # not b's v.png: c/v.png is another file, and takes no label
+          b"missing.png,6\nelsewhere/u.png,6\n")  # no file of the input
+
+
+def test_a_zips_labels_csv_rows_match_files_by_the_rules_of_a_folders(digit_model, tmp_path, capsys):
+    source = make_folder(tmp_path / "lab", {"x.png": image_file(1), "sub/x.png": image_file(2),
+                                            "sub/y.png": image_file(3), "a/deep/z.png": image_file(4),
+                                            "a/w.png": image_file(5), "c/v.png": image_file(6),
+                                            "labels.csv": LABELS})
+    expected = {"x.png": "1", "sub/x.png": "error: no label", "sub/y.png": "2", "a/deep/z.png": "3",
+                "a/w.png": "4", "c/v.png": "error: no label"}
+    unused = "note: 3 row(s) of the labels CSV name no file of the input (b/v.png, missing.png, elsewhere/u.png)"
+    assert run(digit_model, source, tmp_path / "folder-out") == 0
+    assert {name: label[:15] for name, label in conditions(tmp_path / "folder-out").items()} == expected
+    assert unused in capsys.readouterr().err
+    zipped = zip_folder(source, tmp_path / "lab.zip")
+    assert run(digit_model, zipped, tmp_path / "zip-out") == 0
+    assert {name: label[:15] for name, label in conditions(tmp_path / "zip-out", "lab/").items()} == expected
+    assert unused in capsys.readouterr().err
+    # at the ZIP's root (no top folder), its rows are read alike
+    at_root = tmp_path / "root.zip"
+    at_root.write_bytes(corpus.zip_bytes({path.relative_to(source).as_posix(): path.read_bytes()
+                                          for path in source.rglob("*") if path.is_file()}))
+    assert run(digit_model, at_root, tmp_path / "root-out") == 0
+    assert {name: label[:15] for name, label in conditions(tmp_path / "root-out").items()} == expected
+    assert unused in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("beside, why", [
+    ({"other/b.png": image_file(2)}, "its files lie in 2 folders at its top"),
+    ({"notes.txt": b"scanned in May"}, "it holds files at its top too"),
+])
+def test_a_labels_csv_in_a_zip_without_a_single_top_folder_is_not_read_and_said_so(digit_model, tmp_path, capsys,
+                                                                                  beside, why):
+    zipped = tmp_path / "in.zip"
+    zipped.write_bytes(corpus.zip_bytes({"set/1/a.png": image_file(1), "set/labels.csv": b"file,label\n1/a.png,7\n",
+                                         **beside}))
+    assert run(digit_model, zipped, tmp_path / "out") == 0
+    err = capsys.readouterr().err
+    assert "note: labels from" not in err
+    assert (f"note: 1 labels CSV(s) in the input are not read (the ZIP has no single top folder: {why}; only a "
+            "labels.csv at its top is read): set/labels.csv") in err
+    assert conditions(tmp_path / "out")["set/1/a.png"] == "1"  # its class folder's label, not the CSV's 7
+    assert "set/labels.csv" not in conditions(tmp_path / "out")
+
+
+def test_hidden_files_and_empty_folders_leave_a_zip_its_single_top_folder(digit_model, tmp_path, capsys):
+    zipped = tmp_path / "in.zip"
+    zipped.write_bytes(corpus.zip_bytes({"set/1/a.png": image_file(1), "set/labels.csv": b"file,label\n1/a.png,7\n",
+                                         "__MACOSX/set/._a.png": b"junk", ".DS_Store": b"junk", "empty/": b"",
+                                         "__MACOSX/labels.csv": b"file,label\n1/a.png,3\n"}))
+    assert run(digit_model, zipped, tmp_path / "out") == 0
+    err = capsys.readouterr().err
+    assert f"note: labels from the labels.csv in {zipped}" in err
+    assert "are not read" not in err
+    assert conditions(tmp_path / "out") == {"set/1/a.png": "7"}
+
+
+def test_a_labels_csv_at_a_zips_top_is_read_beside_several_folders_and_theirs_are_not(digit_model, tmp_path, capsys):
+    zipped = tmp_path / "in.zip"
+    zipped.write_bytes(corpus.zip_bytes({"a/x.png": image_file(1), "b/y.png": image_file(2),
+                                         "a/labels.csv": b"file,label\nx.png,5\n",
+                                         "labels.csv": b"file,label\na/x.png,7\nb/y.png,8\n"}))
+    assert run(digit_model, zipped, tmp_path / "out") == 0
+    err = capsys.readouterr().err
+    assert f"note: labels from the labels.csv in {zipped}" in err
+    assert ("note: 1 labels CSV(s) in the input are not read (the ZIP has no single top folder: it holds files at "
+            "its top too; only a labels.csv at its top is read): a/labels.csv") in err
+    assert conditions(tmp_path / "out") == {"a/x.png": "7", "b/y.png": "8"}
+
+
+def test_of_two_labels_csvs_in_a_zips_single_top_folder_the_first_is_read(digit_model, tmp_path, capsys):
+    zipped = tmp_path / "in.zip"
+    zipped.write_bytes(corpus.zip_bytes({"set/labels.csv": b"file,label\nx.png,1\n", "set/a/x.png": image_file(1),
+                                         "set/LABELS.csv": b"file,label\ny.png,0\n", "set/b/y.png": image_file(2)}))
+    assert run(digit_model, zipped, tmp_path / "out") == 0
+    assert ("note: 1 labels CSV(s) in the input are not read (only the first, set/labels.csv, is read): "
+            "set/LABELS.csv") in capsys.readouterr().err
+    assert conditions(tmp_path / "out") == {"set/a/x.png": "1", "set/b/y.png": "error: no label: the file is not in "
+                                            "a sub-folder named like a class (0, 1, 2, 3, 4, 5, 6, 7, 8, 9) and not "
+                                            "listed in a labels CSV"}
