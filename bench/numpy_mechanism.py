@@ -1,12 +1,12 @@
-"""One image's release with the Laplace mechanism's arithmetic as it was before the twenty-first round (the clip and
-the addition in torch) and as it is now (in NumPy for a CPU latent): ``python -m bench.numpy_mechanism``.
+"""One image's release with the Laplace mechanism's arithmetic in torch (the library's) and in NumPy (tried in the
+twenty-first round, not kept): ``python -m bench.numpy_mechanism``.
 
-BENCHMARKS.md, "Twenty-first round". The previous arithmetic is kept here, as a subclass of the mechanism, only to
-be compared: both are the clipped latent plus the same exact-tail Laplace noise from ``os.urandom`` (the test
-checks that the previous one still releases Laplace noise around the clipped latent). Calls alternate between the
-two in one process, in rounds whose order flips each round (``bench.huge_pages.alternate``), so that the host's slow
-and fast phases fall on both alike: the ratio per round (now / before) is the answer. A second part times the
-mechanism alone right after an encode pass and again at once (``bench.call_parts.timed_after_a_pass``).
+BENCHMARKS.md, "Twenty-first round". The NumPy arithmetic is kept here, as a subclass of the mechanism, only to be
+compared: both are the clipped latent plus the same exact-tail Laplace noise (the test checks that the NumPy one
+releases what the library does). Calls alternate between the two in one process, in rounds whose order flips each
+round (``bench.huge_pages.alternate``), so that the host's slow and fast phases fall on both alike: the ratio per
+round (NumPy / torch) is the answer. A second part times the mechanism alone right after an encode pass and again at
+once (``bench.call_parts.timed_after_a_pass``).
 """
 
 from __future__ import annotations
@@ -15,21 +15,23 @@ import argparse
 import statistics
 import sys
 
+import numpy as np
 import torch
 
 from cadp import mechanisms
 
 
-class PreviousLaplace(mechanisms.LaplaceMechanism):
-    """The Laplace mechanism with its arithmetic before the twenty-first round: the clip in torch, then the noise
-    (the same words and values as now) added in torch."""
+class NumpyLaplace(mechanisms.LaplaceMechanism):
+    """The Laplace mechanism with its clip and addition in NumPy (a CPU float32 latent): fewer steps than torch's
+    between the flow passes."""
 
     def __call__(self, latent, generator=None):
-        clipped = latent.double()
-        norms = clipped.norm(p=1, dim=1, keepdim=True)
-        clipped = clipped * torch.clamp(self.clip_radius * (1 - mechanisms.CLIP_MARGIN) / norms.clamp_min(1e-300),
-                                        max=1.0)
-        return (clipped + mechanisms.laplace_noise(latent.shape, self.scale, generator)).to(latent.dtype)
+        values = latent.detach().numpy().astype(np.float64, order="C")
+        norms = np.abs(values).sum(axis=1, keepdims=True)
+        values *= np.minimum(mechanisms._clip_factor_limit(self.clip_radius, values.shape[1]) / np.maximum(norms, 1e-300),
+                             1.0)
+        values += mechanisms.laplace_values(values.size, self.scale, generator).reshape(values.shape)
+        return torch.from_numpy(values.astype(np.float32))
 
 
 def calls_of(loaded) -> dict:
@@ -38,8 +40,8 @@ def calls_of(loaded) -> dict:
     from bench.compute import EPSILON, TEMPERATURE, image_inputs
     from cadp.privatize import privatize
 
-    now = mechanisms.make_mechanism("laplace", EPSILON, temperature=TEMPERATURE)
-    before = PreviousLaplace(now.epsilon, now.clip_radius, now.temperature)
+    library = mechanisms.make_mechanism("laplace", EPSILON, temperature=TEMPERATURE)
+    tried = NumpyLaplace(library.epsilon, library.clip_radius, library.temperature)
     pixels, labels, _ = image_inputs(loaded.config, 1)
 
     def call(mechanism):
@@ -48,7 +50,7 @@ def calls_of(loaded) -> dict:
                 return privatize(loaded.model, pixels, labels, mechanism, reconstruct=False)
         return run
 
-    return {"before": call(before), "now": call(now)}
+    return {"torch": call(library), "numpy": call(tried)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,16 +75,16 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(30):
                 call()
         times = alternate(calls, args.rounds, args.calls)
-        ratios = [now / before for before, now in zip(times["before"], times["now"])]
+        ratios = [numpy / torch_ for torch_, numpy in zip(times["torch"], times["numpy"])]
         quartiles = statistics.quantiles(ratios, n=4)
-        print(f"{folder.name}: one image's call, {args.rounds} rounds of {args.calls} calls each: before median "
-              f"{statistics.median(times['before']):.3f} ms, now {statistics.median(times['now']):.3f} ms; ratio per "
-              f"round (now / before) median {statistics.median(ratios):.3f} (quartiles {quartiles[0]:.3f}-"
+        print(f"{folder.name}: one image's call, {args.rounds} rounds of {args.calls} calls each: torch median "
+              f"{statistics.median(times['torch']):.3f} ms, NumPy {statistics.median(times['numpy']):.3f} ms; ratio "
+              f"per round (NumPy / torch) median {statistics.median(ratios):.3f} (quartiles {quartiles[0]:.3f}-"
               f"{quartiles[2]:.3f})")
-        now = mechanisms.make_mechanism("laplace", EPSILON, temperature=TEMPERATURE)
-        before = PreviousLaplace(now.epsilon, now.clip_radius, now.temperature)
+        library = mechanisms.make_mechanism("laplace", EPSILON, temperature=TEMPERATURE)
+        tried = NumpyLaplace(library.epsilon, library.clip_radius, library.temperature)
         pixels, labels, _ = image_inputs(loaded.config, 1)
-        steps = {"mechanism before": before, "mechanism now": now}  # each a function of the latent
+        steps = {"mechanism in torch": library, "mechanism in NumPy": tried}  # each a function of the latent
         print("| step | after an encode pass (median us of 300) | again at once |\n|---|---|---|")
         for step, (cold, warm) in timed_after_a_pass(loaded.model, pixels.float(), labels, steps, 300).items():
             print(f"| {step} | {cold:.1f} | {warm:.1f} |")

@@ -249,54 +249,23 @@ def gaussian_noise(shape, sigma: float, generator: torch.Generator | None, devic
 
 
 # float64 rounding can leave a scaled norm a few ulps above R (and the sensitivity above 2R): clip a hair inside,
-# by CLIP_MARGIN and by the worst case of the norm's own sum in any order (D - 1 roundings of a sum of D
-# non-negative terms: at most (D - 1) 2^-53 relative), so that no order of summation takes a row outside the ball
+# by CLIP_MARGIN, and for long latents by more than the worst case of the norm's own sum in any order (D - 1
+# roundings of a sum of D non-negative terms: at most (D - 1) 2^-53 relative, plus the scaling's roundings), so
+# that no order of summation takes a row outside the ball. 2 D 2^-53 passes 1e-12 from D = 4,504 on: below that,
+# CLIP_MARGIN covers it, and releases (and the stored audits of seeded runs) are as before
 CLIP_MARGIN = 1e-12
 
 
 def _clip_factor_limit(radius: float, dim: int) -> float:
-    return radius * (1 - CLIP_MARGIN - 2 * dim * 2.0 ** -53)
+    return radius * (1 - max(CLIP_MARGIN, 2 * dim * 2.0 ** -53))
 
 
 def clip_per_sample(latent: torch.Tensor, radius: float, p: int) -> torch.Tensor:
     """z * min(1, R / ||z||_p), row by row, in float64, never outside the ball."""
-    if _on_numpy(latent):
-        return torch.from_numpy(_clipped(latent, radius, p))
     latent = latent.double()
     norms = latent.norm(p=p, dim=1, keepdim=True)
     limit = _clip_factor_limit(radius, latent.shape[1] if latent.dim() > 1 else 1)
     return latent * torch.clamp(limit / norms.clamp_min(1e-300), max=1.0)
-
-
-def _clipped(latent: torch.Tensor, radius: float, p: int) -> np.ndarray:
-    """``clip_per_sample`` of a CPU latent as a new float64 array, rows contiguous: NumPy's few operations cost less
-    than torch's for one record's latent (the clip runs between the two flow passes of every release). An infinite
-    value gives NaN, as in torch, without NumPy's warning."""
-    values = latent.detach().numpy().astype(np.float64, order="C")
-    with np.errstate(invalid="ignore", over="ignore"):
-        norms = (np.abs(values).sum(axis=1, keepdims=True) if p == 1
-                 else np.sqrt(np.square(values).sum(axis=1, keepdims=True)))
-        limit = _clip_factor_limit(radius, values.shape[1] if values.ndim > 1 else 1)
-        values *= np.minimum(limit / np.maximum(norms, 1e-300), 1.0)
-    return values
-
-
-def _released(center: torch.Tensor, noise: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-    """center + noise (float64, the latent's shape) rounded to ``dtype``: in NumPy for a CPU center without
-    gradients (one record's latent: fewer steps between the flow passes than torch's), else in torch."""
-    if center.device.type == "cpu" and center.dtype == torch.float64 and not center.requires_grad \
-            and dtype in _NUMPY_DTYPES:
-        return torch.from_numpy((center.numpy() + noise.reshape(center.shape)).astype(_NUMPY_DTYPES[dtype],
-                                                                                     copy=False))
-    return (center + torch.from_numpy(noise.reshape(tuple(center.shape))).to(center.device)).to(dtype)
-
-
-_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
-
-
-def _on_numpy(latent: torch.Tensor) -> bool:
-    """Whether the clip of ``latent`` runs in NumPy: a float32 or float64 latent on the CPU, without gradients."""
-    return latent.device.type == "cpu" and latent.dtype in _NUMPY_DTYPES and not latent.requires_grad
 
 
 def analytic_gaussian_delta(sigma: float, epsilon: float, sensitivity: float) -> float:
@@ -432,7 +401,7 @@ class LaplaceMechanism(Mechanism):
         return clip_per_sample(latent, self.clip_radius, p=1)
 
     def __call__(self, latent, generator=None):
-        return _released(self.center(latent), laplace_values(latent.numel(), self.scale, generator), latent.dtype)
+        return (self.center(latent) + laplace_noise(latent.shape, self.scale, generator, latent.device)).to(latent.dtype)
 
     def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
                   stated_public: str | None = None, **_) -> str:
@@ -513,7 +482,7 @@ class MetricMechanism(Mechanism):
         return latent.double()
 
     def __call__(self, latent, generator=None):
-        return _released(self.center(latent), laplace_values(latent.numel(), self.scale, generator), latent.dtype)
+        return (self.center(latent) + laplace_noise(latent.shape, self.scale, generator, latent.device)).to(latent.dtype)
 
     def between_records(self, d_typ: float, d_nn: float) -> tuple[float, float]:
         """Privacy loss between two typical same-class records, and between nearest neighbours."""
@@ -572,7 +541,7 @@ class PaperMechanism(Mechanism):
         return latent * torch.clamp(self.clip_size / matrix_norm.clamp_min(1e-30), max=1.0)
 
     def __call__(self, latent, generator=None):
-        return _released(self.center(latent), laplace_values(latent.numel(), self.scale, generator), latent.dtype)
+        return (self.center(latent) + laplace_noise(latent.shape, self.scale, generator, latent.device)).to(latent.dtype)
 
     def guarantee(self, **_) -> str:
         return (f"Paper mechanism ({PAPER_LABEL}): reproduces the original CADP code at epsilon = {self.epsilon:.12g}, "

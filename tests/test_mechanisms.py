@@ -68,8 +68,7 @@ def test_laplace_signs_are_fair_and_independent_of_the_magnitudes(seed):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_the_laplace_release_is_its_center_plus_the_noise_drawn(dtype):
-    """A CPU float latent is released through NumPy, other dtypes through torch: both are the clipped latent plus
-    Lap(0, b) noise from the same words, rounded to the latent's dtype."""
+    """The clipped latent plus Lap(0, b) noise, in float64, rounded to the latent's dtype."""
     mechanism = make_mechanism("laplace", 3.0, clip_radius=2.0)
     z = latents(batch=5, scale=0.5).to(dtype)
     released = mechanism(z, new_generator(21))
@@ -89,8 +88,8 @@ def test_seeded_laplace_noise_is_the_noise_earlier_versions_drew():
 
 
 def test_a_mechanism_releases_around_its_own_center():
-    """The release is center(z) + noise on every device: a subclass's center is what it releases around (the
-    audit's attacker reads center too), and a latent with gradients keeps them."""
+    """The release is center(z) + noise: a subclass's center is what it releases around (the audit's attacker
+    reads center too), and a latent with gradients keeps them."""
     class AroundZero(mechanisms.LaplaceMechanism):
         def center(self, latent):
             return torch.zeros(latent.shape, dtype=torch.float64)
@@ -103,7 +102,7 @@ def test_a_mechanism_releases_around_its_own_center():
 
 
 def test_an_infinite_latent_is_clipped_without_a_warning(recwarn):
-    """NaN out, as torch gives it, without NumPy's 'invalid value' warning (torch ran this clip before)."""
+    """NaN out, without a warning (a NumPy clip, tried in the twenty-first round, warned 'invalid value')."""
     from cadp.mechanisms import clip_per_sample
 
     z = latents(batch=2)
