@@ -843,12 +843,16 @@ def unread_labels_note(names: list[str] | dict[str, str], read: str | None, give
 
 # --------------------------------------------------------------------------- image runs
 
+INVERTED_BACK = "the release inverted back (written dark on light, as the input)"
+
+
 @dataclass
 class PendingImage:
     name: str
     pixels: np.ndarray
     label: int
     steps: list[str]
+    inverted: bool = False  # read as its negative for the model: its release is written back in the input's polarity
 
 
 MANIFEST_NOTE = (f"{MANIFEST_NAME} (and {CAUTIONS_NAME}, where a run has cautions) are this run's record for whoever "
@@ -1165,7 +1169,9 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
                         path = names.take(name)
                         path.parent.mkdir(parents=True, exist_ok=True)
                         written_now.append(path)
-                        path.write_bytes(png_bytes(result.privatized[index].numpy()))
+                        released_pixels = result.privatized[index].numpy()
+                        # (an image inverted for the model: its release inverted back, as dark on light as its input)
+                        path.write_bytes(png_bytes(255 - released_pixels if item.inverted else released_pixels))
                         outcome[id(item)] = (class_names[released[index]], "",
                                              path.relative_to(names.root).as_posix())
                     except InputError as error:
@@ -1195,7 +1201,8 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
                 # an image is the record whatever its label, as in the app's ledger: the same model-input pixels
                 # (or their negative) in two files, or in two class folders, are one record released twice
                 manifest.row(item.name, status="privatized", condition=condition, released=released_name,
-                             output=written, preprocessing="; ".join(item.steps), batch=len(images),
+                             output=written, preprocessing="; ".join(item.steps + [INVERTED_BACK] * item.inverted),
+                             batch=len(images),
                              record=image_record_key(item.pixels))
                 listed.append(names.root / written)
                 released_labels.row(written, released_name)
@@ -1227,7 +1234,7 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
             except InputError as error:
                 pending.append((name, error))
                 continue
-            pending.append(PendingImage(name, prepared.pixels, label, prepared.steps))
+            pending.append(PendingImage(name, prepared.pixels, label, prepared.steps, prepared.inverted))
             waiting += 1
             if waiting >= settings.batch_size:
                 flush()
@@ -1738,9 +1745,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"CSV with columns file,label (overrides class folders); without it, a {LABELS_NAME} "
                              "at the top of INPUT (or of a ZIP's single top folder) is read so")
     parser.add_argument("--invert", choices=INVERT_CHOICES, default=None,
-                        help="invert dark-on-light images (auto: when the border is brighter than the centre). "
-                             "Default: auto for models of MNIST-style data (light on dark), never for a model "
-                             "trained on an image folder (it learned its images as they are)")
+                        help="invert dark-on-light images for the model (auto: when the border is brighter than "
+                             "the centre); their releases are inverted back, dark on light as the input. Default: "
+                             "auto for models of MNIST-style data (light on dark), never for a model trained on an "
+                             "image folder (it learned its images as they are)")
     parser.add_argument("--condition", action="append", default=[], metavar="NAME=HANDLING",
                         help="how a condition is released: NAME=kept (default), NAME=randomized:EPSILON "
                              "(randomized response, adds EPSILON) or NAME=resampled (public prior, costs 0); "

@@ -1181,6 +1181,29 @@ def test_inversion_defaults_to_the_models_training_data(image_model, tmp_path):
     assert "inverted (dark-on-light detected)" in read_manifest(tmp_path / "auto")[0]["preprocessing"]
 
 
+def test_an_inverted_image_is_released_in_its_own_polarity(image_model, tmp_path, monkeypatch):
+    """A dark-on-light input is read as its negative for the model; its release was written light on dark (a
+    reviewer: a scan archive came back in the other polarity). Here the release is the model's input itself, so
+    the written file must be the input again."""
+    sheet = corpus.digit(28, 28, dark_on_light=True)
+    source = make_folder(tmp_path / "in", {"0/sheet.png": corpus.png(sheet)})
+    real = archive.privatize
+
+    def releasing_the_input(model, pixels, *args, **kwargs):
+        result = real(model, pixels, *args, **kwargs)
+        result.privatized = pixels.float()
+        return result
+
+    monkeypatch.setattr(archive, "privatize", releasing_the_input)
+    for invert in ("auto", "never"):
+        assert run(image_model, source, tmp_path / invert, "--invert", invert) == 0
+        written = np.asarray(Image.open(tmp_path / invert / "0" / "sheet.png").convert("L"))
+        assert np.array_equal(written, np.asarray(Image.fromarray(sheet).convert("L"))), invert
+    steps = read_manifest(tmp_path / "auto")[0]["preprocessing"]
+    assert "inverted (dark-on-light detected)" in steps and archive.INVERTED_BACK in steps
+    assert "inverted" not in read_manifest(tmp_path / "never")[0]["preprocessing"]
+
+
 def test_rows_a_bundled_model_was_trained_on_are_flagged(tmp_path, capsys):
     from cadp.data import load_table
     from cadp.hub import BUNDLED_DIR
