@@ -115,6 +115,7 @@ DEFAULT_BATCH = 64
 DEFAULT_TABLE_BATCH = 1024
 MANIFEST_NAME = "manifest.csv"
 PRIVATIZED_CSV_NAME = "privatized.csv"
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt")  # a table of rows, whatever its separator
 GUARANTEE_NAME = "guarantee.txt"
 CAUTIONS_NAME = "cautions.txt"  # what this run's inputs made worth saying to whoever ran it: not part of the release
 LABELS_NAME = "labels.csv"
@@ -1757,7 +1758,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="images: name outputs by number, in an order drawn at random, in folders of the released "
                              "label instead of copying the input's names (always so when the label is randomized "
                              "or resampled); a CSV's rows are always written in an order drawn at random")
-    parser.add_argument("input", type=Path, metavar="INPUT", help="folder of images, .zip of one, or .csv")
+    parser.add_argument("input", type=Path, metavar="INPUT",
+                        help="folder of images, .zip of one, or .csv (or .tsv, .txt) of rows")
     parser.add_argument("output", type=Path, metavar="OUTPUT", help="new (or empty) folder for the results")
     return parser.parse_args(argv)
 
@@ -1795,12 +1797,12 @@ def _check_paths(args, kind: str) -> str:
         input_kind = "folder"
     elif source.suffix.lower() == ".zip":
         input_kind = "zip"
-    elif source.suffix.lower() == ".csv":
+    elif source.suffix.lower() in TABLE_SUFFIXES:  # (the separator is read from the text: comma, semicolon, tab...)
         input_kind = "csv"
     else:
-        raise UsageError(f"INPUT must be a folder of images, a .zip or a .csv, got {source}")
+        raise UsageError(f"INPUT must be a folder of images, a .zip or a .csv (or .tsv, .txt) of rows, got {source}")
     if kind == "tabular" and input_kind != "csv":
-        raise UsageError("the model is a tabular model: INPUT must be a .csv of rows")
+        raise UsageError("the model is a tabular model: INPUT must be a .csv (or .tsv, .txt) of rows")
     if kind == "image" and input_kind == "csv":
         raise UsageError("the model is an image model: INPUT must be a folder of images or a .zip of one")
     output: Path = args.output
@@ -2022,6 +2024,8 @@ def _main(argv=None) -> int:
         _say(f"most common reason ({count} of {manifest.failed}): {reason}")
     if settings.seed is not None:
         _say(f"noise from seed {settings.seed}: {NOT_PRIVATE_SEED}")
+    if kind == "image" and settings.names_copied and manifest.released:  # guarantee.txt says it too
+        _say(f"note: {COPIED_NAMES_NOTE}")
     if manifest.write_error and manifest.released:  # its completion (totals; a CSV's outputs) needs room too
         _say(f"error: {_not_completed(manifest, kind)}. {_RESTART}")
         return EXIT_WRITE_ERROR

@@ -818,6 +818,19 @@ def test_unusable_paths_exit_2(image_model, table_model, tmp_path, capsys):
     assert f"cannot write the output folder {a_file / 'out'}" in err and "Traceback" not in err
 
 
+def test_a_tab_separated_file_named_tsv_or_txt_is_a_table(table_model, tmp_path, capsys):
+    """A .tsv was refused ("INPUT must be ... a .csv") though its tabs are read like any separator."""
+    for suffix in (".tsv", ".txt", ".TSV"):
+        source = tmp_path / f"rows{suffix}"
+        table_frame(6).to_csv(source, index=False, sep="\t")
+        output = tmp_path / f"out{suffix}"
+        assert run(table_model, source, output) == 0, capsys.readouterr().err
+        assert [row["status"] for row in read_manifest(output)] == ["privatized"] * 6
+    (tmp_path / "rows.dat").write_text("a\tb\n1\t2\n")
+    assert run(table_model, tmp_path / "rows.dat", tmp_path / "out-dat") == 2
+    assert "INPUT must be a folder of images, a .zip or a .csv (or .tsv, .txt) of rows" in capsys.readouterr().err
+
+
 def test_an_input_with_nothing_to_privatize_writes_nothing(image_model, table_model, tmp_path, capsys):
     """A CSV with a header and no rows left an empty privatized.csv and 'privatized 0, unusable 0'."""
     source = tmp_path / "header.csv"
@@ -1123,7 +1136,7 @@ def test_an_interrupted_run_says_so_in_the_terms_that_travel_with_its_files(imag
         archive.parse_conditions(["label=kept", "label=resampled"], load_folder(image_model).config)
 
 
-def test_condition_handling_options_randomize_labels_and_add_their_epsilon(image_model, tmp_path):
+def test_condition_handling_options_randomize_labels_and_add_their_epsilon(image_model, tmp_path, capsys):
     source = make_folder(tmp_path / "in", {f"0/{i}.png": image_file(i) for i in range(12)})
     assert run(image_model, source, tmp_path / "out", "--seed", "3", "--condition", "label=randomized:0.01") == 0
     rows = read_manifest(tmp_path / "out")
@@ -1141,11 +1154,16 @@ def test_condition_handling_options_randomize_labels_and_add_their_epsilon(image
     assert "not part of the release" in terms and "Files are numbered, in an order drawn at random," in terms
     assert "With --seed 3 the order is drawn from the seed: anyone with it can reproduce it" in terms
     kept = tmp_path / "kept"
+    capsys.readouterr()
     assert run(image_model, source, kept, "--seed", "3") == 0
+    # copied names are said where the run ends too, not only in guarantee.txt
+    assert "note: File and folder names are copied from the input: they are not covered by the guarantee." in \
+        capsys.readouterr().err
     assert {row["output"] for row in read_manifest(kept)} == {f"0/{i}.png" for i in range(12)}  # kept: mirrored
     assert "names are copied from the input" in (kept / "guarantee.txt").read_text(encoding="utf-8")
     neutral = tmp_path / "neutral"
     assert run(image_model, source, neutral, "--seed", "3", "--neutral-names") == 0
+    assert "names are copied" not in capsys.readouterr().err
     assert {row["output"] for row in read_manifest(neutral)} == {f"0/{n:05d}.png" for n in range(1, 13)}
     assert read_released_labels(neutral) == [(f"0/{n:05d}.png", "0") for n in range(1, 13)]
     # numbered in the input's order, the numbers would still tell which input each output is

@@ -26,7 +26,7 @@ def choose_table(loaded):
         return (held_out, f"{table.name} (held-out rows)", ui.record_key(data), list(loaded.config.condition_columns),
                 {})
     uploads = ui.kept_uploads("CSV file (header row; comma, semicolon or tab separated)", "table_upload",
-                              derived=(RESULT, "table_fitted", *ui.TABLE_UPLOAD_DERIVED), type=["csv", "txt"])
+                              derived=(RESULT, "table_fitted", *ui.TABLE_UPLOAD_DERIVED), type=["csv", "tsv", "txt"])
     if not uploads:
         st.info("Upload a CSV to start.")
         return None
