@@ -731,6 +731,25 @@ def _folder_files(root: Path, skipped: list[tuple[str, str | None]] | None = Non
     return [(name, path) for name, path in folder_files(root, skipped=skipped) if not _is_labels_file(name)]
 
 
+def outside_links_note(root: Path) -> str | None:
+    """The input files that links lead to from outside the folder (a linked file, or a file in a linked folder),
+    said with where they are, or None: they are read as inputs like the others, which their owner may not know."""
+    top = root.resolve()
+    outside = []
+    for name, path in _folder_files(root):
+        try:
+            target = path.resolve()
+        except (OSError, RuntimeError):
+            continue
+        if top not in target.parents:
+            outside.append((name, target))
+    if not outside:
+        return None
+    name, target = outside[0]
+    return (f"{len(outside)} input file(s) lie outside {root} and are reached through links, e.g. {readable(name)} "
+            f"-> {readable(str(target))}: they are read and privatized as inputs")
+
+
 def _input_names(source: Path, input_kind: str, hidden: list[str] | None = None) -> list[str]:
     """The names of the folder's or ZIP's files, as the run reads them (ZIP: folder metadata too); ``hidden``
     receives the names of the hidden files and folders and the folder metadata that the run leaves out."""
@@ -1933,6 +1952,8 @@ def _main(argv=None) -> int:
             input_names = _input_names(args.input, input_kind, hidden)
             if hidden_files_note(hidden):
                 _say(f"note: {hidden_files_note(hidden)}")
+            if input_kind == "folder" and (outside := outside_links_note(args.input)):
+                _say(f"note: {outside}")
             resolver = LabelResolver(loaded.config.class_names, labels, input_names,
                                      root=(read or "").rpartition("/")[0])
             unused = unused_labels_note(resolver.unused_labels())

@@ -1788,7 +1788,21 @@ def test_links_inside_the_input_are_said_with_the_name_they_are_read_under(image
     assert rows["0/b-scans/"]["error"] == ("the same folder as 0/scans/ (a link to it): its files are released "
                                            "once, under 0/scans/; skipped")
     assert "1/shown.png" not in rows
-    assert "2 hidden or system file(s) or folder(s) were skipped" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "2 hidden or system file(s) or folder(s) were skipped" in err and "outside" not in err
+
+
+def test_links_to_files_outside_the_input_are_said(image_model, tmp_path, capsys):
+    """A link inside INPUT to a file or folder elsewhere was read and released without a word."""
+    source = make_folder(tmp_path / "in", {"1/a.png": image_file(1)})
+    elsewhere = make_folder(tmp_path / "elsewhere", {"b.png": image_file(2), "more/c.png": image_file(3)})
+    (source / "1" / "b.png").symlink_to(elsewhere / "b.png")
+    (source / "0").symlink_to(elsewhere / "more")
+    assert run(image_model, source, tmp_path / "out") == 0
+    assert {row["file"]: row["status"] for row in read_manifest(tmp_path / "out")} == {
+        "0/c.png": "privatized", "1/a.png": "privatized", "1/b.png": "privatized"}
+    assert (f"note: 2 input file(s) lie outside {source} and are reached through links, e.g. 0/c.png -> "
+            f"{(elsewhere / 'more' / 'c.png').resolve()}: they are read and privatized as inputs") in capsys.readouterr().err
 
 
 def test_labels_csvs_that_are_not_read_are_said_and_any_case_is_read(image_model, tmp_path, capsys):
