@@ -287,6 +287,7 @@ def _total(epsilon: float) -> str:
 # "privatized" (with the output row) or NOT_WRITTEN (the run stopped, e.g. on a full disk, before writing the row)
 PENDING = "pending"
 NOT_WRITTEN = "not written"
+SKIPPED = "skipped"  # an input an earlier run privatized (--skip-privatized): not released again
 NOT_WRITTEN_ERROR = f"the run stopped before writing this row to {PRIVATIZED_CSV_NAME}: not released"
 
 
@@ -304,6 +305,7 @@ class Manifest:
         self.settings = settings
         self.privatized = 0
         self.failed = 0
+        self.skipped = 0  # inputs an earlier run privatized (--skip-privatized)
         self.reasons: collections.Counter = collections.Counter()  # why inputs were unusable, for the summary
         # the released records, compact for a CSV of millions of rows: each one's manifest row (from 0) and a 64-bit
         # digest of its key (ledger key: the same record has the same); counted at the end (``_release_counts``)
@@ -313,7 +315,7 @@ class Manifest:
         # none), counted from 0 in the input's order, and where the run wrote it (``set_output_rows``), filled in
         # by close() as the totals are
         self.released_rows = array.array("q")
-        self._privatized_rows = array.array("b")  # per manifest row, 1 for a privatized input
+        self._privatized_rows = array.array("b")  # per manifest row: 1 a privatized input, 2 a skipped one, else 0
         self._output_rows: np.ndarray | None = None
         self._output_file = ""
         self.write_error: OSError | None = None  # why the file could not be completed (disk full), if it could not
@@ -344,11 +346,13 @@ class Manifest:
             self._released_at.append(len(self.released_rows))
             self._digests.append(int.from_bytes(hashlib.blake2b(record.encode(), digest_size=8).digest(), "little"))
         self.released_rows.append(-1 if released_row is None or status != "privatized" else released_row)
-        self._privatized_rows.append(status == "privatized")
+        self._privatized_rows.append(1 if status == "privatized" else 2 if status == SKIPPED else 0)
         if status == "privatized":
             self.privatized += 1
             if preprocessing.startswith(FIRST_FRAME) or f"; {FIRST_FRAME}" in preprocessing:
                 self.first_frames.append(readable(str(file)))
+        elif status == SKIPPED:
+            self.skipped += 1
         else:
             self.failed += 1
             self.reasons[error] += 1
@@ -386,8 +390,9 @@ class Manifest:
         self._privatized_rows = self._privatized_rows[:rows]
         kept = bisect.bisect_left(self._released_at, rows)  # (manifest rows, in the order they were written)
         self._released_at, self._digests = self._released_at[:kept], self._digests[:kept]
-        self.privatized = sum(self._privatized_rows)
-        self.failed = rows - self.privatized
+        self.privatized = self._privatized_rows.count(1)
+        self.skipped = self._privatized_rows.count(2)
+        self.failed = rows - self.privatized - self.skipped
         return rows
 
     def listed_released_rows(self) -> int:
@@ -1093,6 +1098,78 @@ class ReleasedLabels:
                 self.write_error = self.write_error or error
 
 
+class Skipped(str):
+    """Why an input is left out of the run: an earlier run privatized it (``--skip-privatized``)."""
+
+
+@dataclass
+class EarlierRun:
+    """An earlier run's output (``--skip-privatized``): the inputs its manifest lists as privatized (as the manifest
+    writes names), its settings as its rows state them, and its files that no manifest row lists."""
+
+    folder: Path
+    privatized: set[str]
+    settings: tuple[str, str] | None  # (mechanism, epsilon) of its first privatized row
+    unlisted: list[str]
+
+    def reason(self) -> Skipped:
+        return Skipped(f"privatized by the run in {self.folder} ({MANIFEST_NAME} there): not released again")
+
+    def has(self, name: str) -> bool:
+        return escape_cell(readable(name)) in self.privatized
+
+
+def read_earlier_run(folder: Path) -> EarlierRun:
+    """The earlier image run in ``folder`` (its manifest.csv); UsageError, in words, for anything else."""
+    path = folder / MANIFEST_NAME
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.reader(handle))
+    except FileNotFoundError:
+        raise UsageError(f"--skip-privatized {folder}: there is no {MANIFEST_NAME} there (give the OUTPUT folder "
+                         "of the earlier run)") from None
+    except (OSError, UnicodeError, csv.Error) as error:
+        raise UsageError(f"--skip-privatized {folder}: its {MANIFEST_NAME} cannot be read ({error})") from None
+    if not rows or rows[0] != MANIFEST_COLUMNS:
+        raise UsageError(f"--skip-privatized {folder}: its {MANIFEST_NAME} is not one this command wrote (its columns "
+                         "differ)")
+    column = {name: index for index, name in enumerate(MANIFEST_COLUMNS)}
+    rows = [row for row in rows[1:] if len(row) == len(MANIFEST_COLUMNS)]
+    if any(row[column["file"]].startswith("row ") and row[column["file"]][4:].isdigit() for row in rows[:1]):
+        raise UsageError(f"--skip-privatized {folder}: that run privatized a CSV's rows; this option is for image "
+                         "inputs (for a CSV, give the rows its manifest does not list as privatized)")
+    done = [row for row in rows if row[column["status"]] == "privatized"]
+    listed = {row[column["output"]] for row in done}
+    own = {MANIFEST_NAME, GUARANTEE_NAME, LABELS_NAME, CAUTIONS_NAME}
+    unlisted = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*")
+                      if path.is_file() and path.relative_to(folder).as_posix() not in listed | own
+                      and not path.name.endswith(".part"))
+    settings = (done[0][column["mechanism"]], done[0][column["epsilon"]]) if done else None
+    return EarlierRun(folder, {row[column["file"]] for row in done}, settings, unlisted)
+
+
+def skipping(source: Iterator[tuple[str, bytes | InputError]], earlier: EarlierRun | None):
+    """``source`` with the inputs the earlier run privatized marked ``Skipped`` (their contents are not used)."""
+    for name, content in source:
+        yield (name, earlier.reason()) if earlier is not None and earlier.has(name) else (name, content)
+
+
+def earlier_run_notes(earlier: EarlierRun, settings: RunSettings) -> list[str]:
+    """What to know of the earlier run before this one: its files no manifest row lists, other settings."""
+    notes = []
+    if earlier.unlisted:
+        notes.append(f"{earlier.folder} holds {len(earlier.unlisted)} file(s) its {MANIFEST_NAME} does not list (a run "
+                     f"killed while it wrote them), e.g. {readable(earlier.unlisted[0])}: their inputs are privatized "
+                     f"again here; delete those files before sharing {earlier.folder}")
+    mechanism, epsilon = earlier.settings or ("", "")
+    if earlier.settings is not None and (mechanism.split(" ")[0] != settings.mechanism.name
+                                         or epsilon != escape_cell(readable(settings.epsilon))):
+        notes.append(f"the run in {earlier.folder} released with {mechanism}, epsilon {epsilon}; this one with "
+                     f"{settings.mechanism_label}, epsilon {settings.epsilon}: each output folder's {GUARANTEE_NAME} "
+                     "states its own terms")
+    return notes
+
+
 def other_class_folders_caution(mismatched: list[tuple[str, str, str]]) -> str | None:
     """The outputs that keep (copied from the input) a folder named after another class than their released label,
     as (output, folder, released label), said as a caution, or None."""
@@ -1209,7 +1286,11 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
                                                  f"({error.strerror or error}); skipped", "")
         for item in pending:
             if not isinstance(item, PendingImage):
-                manifest.error(*item)
+                name, problem = item
+                if isinstance(problem, Skipped):
+                    manifest.row(name, status=SKIPPED, error=str(problem))
+                else:
+                    manifest.error(name, problem)
                 listed.append(None)
                 continue
             released_name, error, written = outcome[id(item)]
@@ -1244,7 +1325,7 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
         for name, content in source:
             _stop_requests.check()  # between batches or files: every file written is listed
             progress.update(1)
-            if isinstance(content, InputError):
+            if isinstance(content, (InputError, Skipped)):
                 pending.append((name, content))
                 continue
             try:
@@ -1777,6 +1858,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="images: name outputs by number, in an order drawn at random, in folders of the released "
                              "label instead of copying the input's names (always so when the label is randomized "
                              "or resampled); a CSV's rows are always written in an order drawn at random")
+    parser.add_argument("--skip-privatized", type=Path, metavar="EARLIER_OUTPUT",
+                        help="images: leave out the inputs that EARLIER_OUTPUT's manifest.csv lists as privatized "
+                             "(the OUTPUT of an interrupted run of the same INPUT, matched by file name), so that they "
+                             "are not released again; OUTPUT lists them as skipped")
     parser.add_argument("input", type=Path, metavar="INPUT",
                         help="folder of images, .zip of one, or .csv (or .tsv, .txt) of rows")
     parser.add_argument("output", type=Path, metavar="OUTPUT", help="new (or empty) folder for the results")
@@ -1894,6 +1979,7 @@ def _main(argv=None) -> int:
         total_epsilon(mechanism, handlings)  # a total that overflows to infinity is refused before any release
         kind = loaded.config.kind
         input_kind = _check_paths(args, kind)
+        earlier = _earlier_run(args, kind)
         labels = read_labels_csv(args.labels.read_bytes()) if args.labels is not None else None
         labels_files = folder_labels_files(args.input) if input_kind == "folder" else []
         if labels is None and labels_files:
@@ -1969,6 +2055,10 @@ def _main(argv=None) -> int:
                 from cadp.uploads import iter_zip_images
 
                 source, total = _zip_source(args.input, partial(iter_zip_images, shuffle=shuffle))
+            if earlier is not None:
+                source = skipping(source, earlier)
+                for note in earlier_run_notes(earlier, settings):
+                    _say(f"note: {note}")
             # a copied .png name stays its input's: a.bmp, converted to PNG, does not take a.png from a.png
             own_png_names = _png_names(input_names) if settings.names_copied else frozenset()
             try:
@@ -2032,13 +2122,20 @@ def _main(argv=None) -> int:
     if _stop_requests.signum is not None and not _stop_requests.raised:  # "stopping" was said: the run finished
         _say(f"the run had read every input when the {signal.Signals(_stop_requests.signum).name} came: it finished, "
              "nothing was left out")
+    if not manifest.released and not manifest.failed and manifest.skipped:  # all done before
+        _remove_run_files(args.output, created)
+        _say(f"error: every input of {args.input} ({manifest.skipped}) was privatized by the run in {earlier.folder}: "
+             "nothing was released, and nothing was written")
+        return EXIT_NOTHING_PRIVATIZED
     if not manifest.released and not manifest.failed:  # a header without rows, a folder without files
         _remove_run_files(args.output, created)
         skipped = f" ({len(hidden)} hidden or system file(s) skipped)" if kind == "image" and hidden else ""
         _say(f"error: {args.input} holds no {'rows' if kind == 'tabular' else 'files'} to privatize{skipped}; nothing "
              "was written")
         return EXIT_NOTHING_PRIVATIZED
-    _say(f"privatized {manifest.released}, unusable {manifest.failed}; "
+    skipped = (f", skipped {manifest.skipped} (privatized by the run in {earlier.folder})"
+               if earlier is not None and manifest.skipped else "")
+    _say(f"privatized {manifest.released}, unusable {manifest.failed}{skipped}; "
          f"details in {args.output / MANIFEST_NAME} (this run's record, not part of the release)")
     if manifest.reasons:
         reason, count = manifest.reasons.most_common(1)[0]
@@ -2066,7 +2163,7 @@ def _not_completed(manifest: Manifest, kind: str, lead: str = "") -> str:
 
 _RESTART = (f"Running again releases again: each record released again costs its epsilon again (basic composition), "
             f"and the privatized inputs are the ones {MANIFEST_NAME} lists; to finish, give a new OUTPUT and only the "
-            "inputs not yet released.")
+            "inputs not yet released (for images: the same INPUT with --skip-privatized and this OUTPUT).")
 
 
 def _say(message: str) -> None:
@@ -2183,6 +2280,21 @@ def _finish_stopped(output: Path, manifest: Manifest, status: str) -> None:
         finish_guarantee(output, status)
     except OSError:
         pass
+
+
+def _earlier_run(args, kind: str) -> EarlierRun | None:
+    """The earlier run that --skip-privatized names, read and checked (None without the option)."""
+    folder: Path | None = args.skip_privatized
+    if folder is None:
+        return None
+    if kind != "image":
+        raise UsageError("--skip-privatized is for image inputs; for a CSV, give the rows its earlier run's "
+                         f"{MANIFEST_NAME} does not list as privatized")
+    if not folder.is_dir():
+        raise UsageError(f"--skip-privatized {folder}: not a folder (give the OUTPUT folder of the earlier run)")
+    if folder.resolve() == args.output.resolve():
+        raise UsageError("--skip-privatized names OUTPUT itself: give the earlier run's folder, and a new OUTPUT")
+    return read_earlier_run(folder)
 
 
 def _remove_run_files(output: Path, created: bool) -> None:

@@ -7,6 +7,7 @@ import functools
 import io
 import os
 import re
+import shutil
 import signal
 import sys
 import zipfile
@@ -2320,3 +2321,75 @@ def test_a_csv_whose_later_row_opens_a_quote_it_never_closes_is_said_so(tmp_path
     source.write_text("\n".join(lines) + "\n")
     run(model, source, tmp_path / "out2", "--seed", "1")
     assert "never closed" not in capsys.readouterr().err
+
+
+def test_an_interrupted_image_run_is_finished_without_releasing_anything_twice(image_model, tmp_path, monkeypatch,
+                                                                              capsys):
+    """There was no way to go on after Ctrl-C but to build the rest of the input by hand: running the same INPUT
+    again released every record again. --skip-privatized leaves out what the earlier run's manifest lists."""
+    files = {f"{label}/{i}.png": image_file(10 * label + i) for label in (0, 1) for i in range(4)}
+    source = make_folder(tmp_path / "in", files)
+    prepare = archive.to_model_input
+    monkeypatch.setattr(archive, "to_model_input", interrupted_at(4, prepare))
+    first = tmp_path / "first"
+    assert run(image_model, source, first, "--batch-size", "3") == archive.EXIT_INTERRUPTED
+    assert "--skip-privatized" in capsys.readouterr().err  # the way on is said
+    monkeypatch.setattr(archive, "to_model_input", prepare)
+    done = {row["file"] for row in read_manifest(first) if row["status"] == "privatized"}
+    assert len(done) == 3
+    second = tmp_path / "second"
+    assert run(image_model, source, second, "--skip-privatized", str(first)) == 0
+    rows = {row["file"]: row for row in read_manifest(second)}
+    assert {name for name, row in rows.items() if row["status"] == "skipped"} == done
+    assert {name for name, row in rows.items() if row["status"] == "privatized"} == set(files) - done
+    assert all("privatized by the run in" in rows[name]["error"] for name in done)
+    assert sorted(p.relative_to(second).as_posix() for p in second.rglob("*.png")) == sorted(set(files) - done)
+    err = capsys.readouterr().err
+    assert f"privatized 5, unusable 0, skipped 3 (privatized by the run in {first})" in err
+    assert {row["releases_of_record"] for row in rows.values() if row["status"] == "privatized"} == {"1"}
+    # a file the earlier run wrote but did not list (killed while writing), and other settings: said
+    (first / "0" / "stray.png").write_bytes(image_file(99))
+    third = tmp_path / "third"
+    assert run(image_model, source, third, "--skip-privatized", str(first), "--epsilon", "2") == 0
+    err = capsys.readouterr().err
+    assert f"note: {first} holds 1 file(s) its manifest.csv does not list (a run killed while it wrote them), e.g. " \
+           "0/stray.png: their inputs are privatized again here" in err
+    assert f"note: the run in {first} released with laplace, epsilon 1; this one with laplace, epsilon 2" in err
+    # everything done already: nothing written
+    (first / "0" / "stray.png").unlink()
+    shutil.copytree(first, tmp_path / "both")
+    with (tmp_path / "both" / "manifest.csv").open("a", newline="", encoding="utf-8") as handle:
+        for row in read_manifest(second):
+            if row["status"] == "privatized":
+                csv.writer(handle).writerow([row[column] for column in archive.MANIFEST_COLUMNS])
+    assert run(image_model, source, tmp_path / "fourth", "--skip-privatized", str(tmp_path / "both")) == 1
+    assert (f"error: every input of {source} (8) was privatized by the run in {tmp_path / 'both'}: nothing was "
+            "released, and nothing was written") in capsys.readouterr().err
+    assert not (tmp_path / "fourth").exists()
+    # a ZIP of the same folder goes on from the folder's run too (the names are the same)
+    zipped = tmp_path / "in.zip"
+    zipped.write_bytes(corpus.zip_bytes(files))
+    assert run(image_model, zipped, tmp_path / "zip-out", "--skip-privatized", str(first)) == 0
+    assert sum(row["status"] == "skipped" for row in read_manifest(tmp_path / "zip-out")) == 3
+
+
+def test_skip_privatized_refuses_what_it_cannot_use(image_model, table_model, tmp_path, capsys):
+    source = make_folder(tmp_path / "in", {"0/a.png": image_file(1)})
+    assert run(image_model, source, tmp_path / "out", "--skip-privatized", str(tmp_path / "nowhere")) == 2
+    assert "--skip-privatized" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    (tmp_path / "empty").mkdir()
+    assert run(image_model, source, tmp_path / "out", "--skip-privatized", str(tmp_path / "empty")) == 2
+    assert "there is no manifest.csv there (give the OUTPUT folder of the earlier run)" in capsys.readouterr().err
+    rows = tmp_path / "rows.csv"
+    table_frame(5).to_csv(rows, index=False)
+    assert run(table_model, rows, tmp_path / "table-out") == 0
+    capsys.readouterr()
+    assert run(table_model, rows, tmp_path / "out", "--skip-privatized", str(tmp_path / "table-out")) == 2
+    assert "--skip-privatized is for image inputs" in capsys.readouterr().err
+    assert run(image_model, source, tmp_path / "out", "--skip-privatized", str(tmp_path / "table-out")) == 2
+    assert "that run privatized a CSV's rows" in capsys.readouterr().err
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "manifest.csv").write_text("file,status\na.png,privatized\n")
+    assert run(image_model, source, tmp_path / "out", "--skip-privatized", str(tmp_path / "other")) == 2
+    assert "is not one this command wrote" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
