@@ -162,12 +162,13 @@ class StopRequests:
         self.signum: int | None = None
         self.raised = False
         self.started = False  # whether the run has begun writing (before: a stop ends it with nothing written)
+        self.may_exit_at_once = True  # nothing written yet: a second signal ends the process at once
         self.previous: dict[int, object] = {}
 
     def install(self) -> None:
         """Handle the stop signals in this process (main thread only; an ignored signal stays ignored: nohup),
         before anything is written: a signal noted while the command line started (``cadp.startup``) counts."""
-        self.signum, self.raised, self.started = None, False, False
+        self.signum, self.raised, self.started, self.may_exit_at_once = None, False, False, True
         if threading.current_thread() is not threading.main_thread():
             return
         for signum in STOP_SIGNALS:
@@ -186,6 +187,8 @@ class StopRequests:
 
     def _handle(self, signum: int, frame) -> None:
         if self.signum is not None:
+            if self.may_exit_at_once and not self.started:  # a second stop while the model loads: a load that
+                _exit_while_starting(signum)  # hangs can be left, and nothing is written yet
             return
         self.signum = signum
         if not self.started:
@@ -203,6 +206,12 @@ class StopRequests:
         if self.signum is not None and not self.raised:
             self.raised = True
             raise RunInterrupted(self.signum)
+
+
+def _exit_while_starting(signum: int) -> None:
+    _say(f"stopped: {'interrupted' if signum == signal.SIGINT else f'ended by {signal.Signals(signum).name}'} while "
+         "starting; nothing was written")
+    os._exit(EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum)
 
 
 _stop_requests = StopRequests()  # signal handlers belong to the process: one instance, installed by main()
@@ -590,6 +599,8 @@ class LabelResolver:
     def labels_key(self, name: str) -> str | None:
         """The labels CSV's row (its file cell, cleaned, in Unicode's composed form) for the input ``name``, or None."""
         key = _label_path(name)
+        if key in self.labels:  # its path from the top of the input (a ZIP's, its top folder included)
+            return key
         if self.root:  # a file outside the rows' folder is named by none of them
             if not key.startswith(self.root + "/"):
                 return None
@@ -827,17 +838,30 @@ def _zip_labels_candidates(archive: zipfile.ZipFile) -> list[tuple[zipfile.ZipIn
     its name as the run lists it and why it cannot be read ("" where it can). As a folder's labels.csv is read at its
     top only, a ZIP's is read at its top or in its single top folder: the one folder that holds all of its files, as
     a zipped folder's does (hidden files, folder metadata such as __MACOSX/ and empty folders aside)."""
-    from cadp.uploads import is_folder_metadata, sanitize_member_name
-
-    files = [(info, sanitize_member_name(info.filename)[0]) for info in archive.infolist()
-             if not info.is_dir() and not is_folder_metadata(info.filename)]
+    files = _zip_files(archive)
     tops = {name.partition("/")[0] if "/" in name else "" for _, name in files}  # "": a file at the top
-    folder = next(iter(tops)) if len(tops) == 1 else ""
+    folder = _zip_top_folder(archive)
     spread = "it holds files at its top too" if "" in tops else f"its files lie in {len(tops)} folders at its top"
     outside = f"the ZIP has no single top folder: {spread}; only a {LABELS_NAME} at its top is read"
-    return [(info, name, outside if name.rpartition("/")[0] != folder else
-             "over 16 MB" if info.file_size >= 16 * 2**20 else "")
-            for info, name in files if _is_zip_labels_member(name)]
+    candidates = [(info, name, outside if name.rpartition("/")[0] != folder else
+                   "over 16 MB" if info.file_size >= 16 * 2**20 else "")
+                  for info, name in files if _is_zip_labels_member(name)]
+    # labels.csv itself before Labels.csv and the like, as in a folder (folder_labels_files)
+    return sorted(candidates, key=lambda candidate: PurePosixPath(candidate[1]).name != LABELS_NAME)
+
+
+def _zip_files(archive: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, str]]:
+    """The ZIP's files (folder metadata such as __MACOSX/ aside), each with its name as the run lists it."""
+    from cadp.uploads import is_folder_metadata, sanitize_member_name
+
+    return [(info, sanitize_member_name(info.filename)[0]) for info in archive.infolist()
+            if not info.is_dir() and not is_folder_metadata(info.filename)]
+
+
+def _zip_top_folder(archive: zipfile.ZipFile) -> str:
+    """The ZIP's single top folder (the one folder that holds all of its files, as a zipped folder's does), or ""."""
+    tops = {name.partition("/")[0] if "/" in name else "" for _, name in _zip_files(archive)}
+    return next(iter(tops)) if len(tops) == 1 else ""
 
 
 def _zip_labels_members(path: Path) -> dict[str, str]:
@@ -1574,7 +1598,7 @@ def _read_whole_file(path: Path, delimiter: str, encoding: str, columns: list[st
         for _ in range(skip):
             handle.readline()
         try:
-            short_count, too_short, long_count, too_long_rows = rows_against_header(handle, delimiter)
+            short_count, too_short, long_count, too_long_rows = rows_against_header(handle, delimiter, skip)
         except InputError as error:
             raise UsageError(f"{path.name}: {error}; nothing was privatized") from None
     if too_long_rows:  # pandas says nothing of a row whose extra field is empty or NA: shifted all the same
@@ -1968,6 +1992,16 @@ def main(argv=None, *, exiting: bool = False) -> int:
 STOPPED_STARTING = "stopped: interrupted while starting; nothing was written"
 
 
+def _stopped_starting() -> int:
+    """Say that a signal ended the run before it began writing, and return its exit code (130 for Ctrl-C)."""
+    signum = _stop_requests.signum or signal.SIGINT
+    if signum == signal.SIGINT:
+        _say(STOPPED_STARTING)
+        return EXIT_INTERRUPTED
+    _say(f"stopped: ended by {signal.Signals(signum).name} while starting; nothing was written")
+    return 128 + signum
+
+
 def _main(argv=None) -> int:
     _stop_requests.install()  # first: a stop while the model loads is noted, and ends the run before any release
     args = parse_args(argv)
@@ -1991,11 +2025,16 @@ def _main(argv=None) -> int:
                                         args.labels is not None)
             _say(f"note: {unread}")
         read = None  # a ZIP's labels CSV, when it gives the labels: its rows' paths start at its folder
+        labels_root = ""  # where the labels CSV's paths start, in a ZIP (also from its top: LabelResolver)
         if input_kind == "zip":
             if labels is None:
                 labels, read = _zip_labels(args.input)
                 if labels is not None:
-                    _say(f"note: labels from the {LABELS_NAME} in {args.input} (they override class folders)")
+                    labels_root = read.rpartition("/")[0]
+                    _say(f"note: labels from {readable(read)} in {args.input} (they override class folders)")
+            elif args.labels is not None:  # --labels with a zipped folder: its paths may start in that folder
+                with zipfile.ZipFile(args.input) as opened:
+                    labels_root = _zip_top_folder(opened)
             unread = unread_labels_note(_zip_labels_members(args.input), read, args.labels is not None)
             if unread:
                 _say(f"note: {unread}")
@@ -2008,12 +2047,13 @@ def _main(argv=None) -> int:
         _say(STOPPED_STARTING)
         return EXIT_INTERRUPTED
     if _stop_requests.stopped_starting():
-        _say(STOPPED_STARTING)
-        return EXIT_INTERRUPTED
+        return _stopped_starting()
     invert = args.invert or default_invert(loaded.config.dataset)
     settings = RunSettings(mechanism, new_generator(args.seed), args.seed, args.batch_size, invert, handlings,
                            args.neutral_names)
-    created = not args.output.exists()
+    # the folders this run makes (OUTPUT and any missing parents, deepest first): removed again if it releases nothing
+    created = [folder for folder in (args.output, *args.output.parents) if not folder.exists()]
+    _stop_requests.may_exit_at_once = False  # from here a second signal waits for the clean-up too
     try:
         args.output.mkdir(parents=True, exist_ok=True)
         manifest = Manifest(args.output / MANIFEST_NAME, settings)
@@ -2026,8 +2066,7 @@ def _main(argv=None) -> int:
         return EXIT_INTERRUPTED
     if _stop_requests.stopped_starting():
         _remove_run_files(args.output, created)
-        _say(STOPPED_STARTING)
-        return EXIT_INTERRUPTED
+        return _stopped_starting()
     hidden: list[str] = []  # (images) the input's hidden files and folder metadata, left out
     _stop_requests.started = True  # from here a signal stops the run cleanly at the next batch boundary
     try:
@@ -2040,8 +2079,7 @@ def _main(argv=None) -> int:
                 _say(f"note: {hidden_files_note(hidden)}")
             if input_kind == "folder" and (outside := outside_links_note(args.input)):
                 _say(f"note: {outside}")
-            resolver = LabelResolver(loaded.config.class_names, labels, input_names,
-                                     root=(read or "").rpartition("/")[0])
+            resolver = LabelResolver(loaded.config.class_names, labels, input_names, root=labels_root)
             unused = unused_labels_note(resolver.unused_labels())
             if unused:
                 _say(f"note: {unused}")
@@ -2297,22 +2335,24 @@ def _earlier_run(args, kind: str) -> EarlierRun | None:
     return read_earlier_run(folder)
 
 
-def _remove_run_files(output: Path, created: bool) -> None:
+def _remove_run_files(output: Path, created: list[Path]) -> None:
     """Delete what a refused run wrote (its manifest, an empty privatized.csv, folders it made for outputs that
-    were never written) and OUTPUT if the run made it."""
+    were never written), and the folders it made (``created``: OUTPUT and its missing parents, deepest first) where
+    they are empty."""
     for name in (MANIFEST_NAME, PRIVATIZED_CSV_NAME, GUARANTEE_NAME, LABELS_NAME, CAUTIONS_NAME):
         (output / name).unlink(missing_ok=True)
     for folder, _, _ in sorted(os.walk(output), key=lambda entry: -len(entry[0])):  # deepest first
         if Path(folder) != output and not any(Path(folder).iterdir()):
             Path(folder).rmdir()  # (OUTPUT was empty before the run: an empty folder in it is the run's)
-    if created and not any(output.iterdir()):
-        output.rmdir()
+    for folder in created:
+        if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
-_NOTHING_RELEASED = "before any input was privatized: nothing was released"
+_NOTHING_RELEASED = "before any privatized input was written: nothing was released"
 
 
-def _left_as_it_was(output: Path, created: bool) -> str:
+def _left_as_it_was(output: Path, created: list[Path]) -> str:
     """Remove a run's files when it released nothing (a retry can use OUTPUT again); what to say of OUTPUT."""
     try:
         _remove_run_files(output, created)

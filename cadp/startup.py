@@ -9,6 +9,7 @@ release.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -22,12 +23,18 @@ class StartupStop:
         self.signum: int | None = None
 
     def __call__(self, signum, frame) -> None:
-        if self.signum is None:
-            self.signum = signum
-            try:
-                print(STOPPING_WHILE_STARTING, file=sys.stderr, flush=True)
-            except (OSError, ValueError):  # a closed or broken stderr: the stop still counts
-                pass
+        if self.signum is not None:  # a second Ctrl-C: nothing is written yet, so the process ends at once
+            _say("stopped: interrupted while starting; nothing was written")
+            os._exit(130)
+        self.signum = signum
+        _say(STOPPING_WHILE_STARTING)
+
+
+def _say(line: str) -> None:
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # a closed or broken stderr: the stop still counts
+        pass
 
 
 def note_stop_signals() -> StartupStop | None:

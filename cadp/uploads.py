@@ -1316,7 +1316,8 @@ def _free_text(values: pd.Series) -> bool:
     return bool((values.astype(str).str.split().str.len() >= FREE_TEXT_WORDS).any())
 
 
-def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, list[tuple[int, int, int]]]:
+def rows_against_header(lines, delimiter: str, skipped_lines: int = 0) -> tuple[int, list[int], int,
+                                                                                list[tuple[int, int, int]]]:
     """(count, the first five) of the data rows with fewer fields than the header in CSV ``lines`` (opened with
     newline=""), whose first record that is not blank is the header; data rows counted from 1, blank lines not
     counted. pandas fills a row's missing fields in as empty cells, so a row cut in two by a line break in a cell
@@ -1333,7 +1334,8 @@ def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, lis
     separator (one length), only the odd rows are counted (the others are as the export wrote them).
 
     Raises InputError for a line break in an unquoted cell, and for a data row that opens a quoted cell and never
-    closes it (naming the row and its line: the rest of the file would be read as that cell)."""
+    closes it (naming the row and its line in the file, ``skipped_lines`` read before ``lines``: the rest of the
+    file would be read as that cell)."""
 
     def blank(record: list[str]) -> bool:  # what pandas skips as a blank line
         return not record or (len(record) == 1 and not record[0].strip())
@@ -1343,11 +1345,11 @@ def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, lis
         if len(group[1]) < 5:
             group[1].append(row)
 
-    pending: list[str] = []  # the lines read for the record the reader gives next
+    pending: list[list[str]] = [[]]  # the lines read for the record the reader gives next (swapped, not copied)
 
     def tracked():
         for line in lines:
-            pending.append(line)
+            pending[0].append(line)
             yield line
 
     reader = csv.reader(tracked(), delimiter=delimiter, skipinitialspace=True)
@@ -1363,11 +1365,10 @@ def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, lis
         while header and not header[-1].strip():
             header = header[:-1]
         ended = reader.line_num
-        pending.clear()
+        pending[0] = []
         for record in reader:
             starts, ended = ended + 1, reader.line_num
-            record_lines = pending.copy()
-            pending.clear()
+            record_lines, pending[0] = pending[0], []
             if blank(record):
                 continue
             number += 1
@@ -1385,7 +1386,7 @@ def rows_against_header(lines, delimiter: str) -> tuple[int, list[int], int, lis
             else:
                 fitting += 1
         if last is not None and _opens_a_quote_never_closed(last[2], delimiter):  # it ran to the end of the file
-            raise InputError(f"data row {last[0]} (line {last[1]}): {UNCLOSED_QUOTE}")
+            raise InputError(f"data row {last[0]} (line {skipped_lines + last[1]}): {UNCLOSED_QUOTE}")
     except csv.Error as error:  # a line break in an unquoted cell
         raise InputError(f"the CSV cannot be read row by row ({error}): check that cells holding line breaks "
                          "are quoted") from None

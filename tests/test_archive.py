@@ -409,7 +409,7 @@ def test_zip_with_labels_csv_inside(image_model, tmp_path, capsys):
     source.write_bytes(data)
     output = tmp_path / "out"
     assert run(image_model, source, output) == 0
-    assert f"note: labels from the labels.csv in {source} (they override class folders)" in capsys.readouterr().err
+    assert f"note: labels from set/labels.csv in {source} (they override class folders)" in capsys.readouterr().err
     assert read_released_labels(output) == [("set/x.png", "1")]
     (row,) = read_manifest(output)
     assert row["file"] == "set/x.png" and row["condition"] == "1"
@@ -2393,3 +2393,68 @@ def test_skip_privatized_refuses_what_it_cannot_use(image_model, table_model, tm
     assert run(image_model, source, tmp_path / "out", "--skip-privatized", str(tmp_path / "other")) == 2
     assert "is not one this command wrote" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unclosed_quote_after_a_sep_line_is_named_by_its_line_in_the_file(table_model, tmp_path, capsys):
+    """Excel's "sep=," first line was not counted: data row 3 on line 5 of the file was said to be on line 4."""
+    from cadp.train import fit_tabular
+
+    frame = table_frame(60)
+    model = save_model(fit_tabular(frame, ["sex"], steps=5), tmp_path / "model")
+    lines = frame.to_csv(index=False).splitlines()
+    lines[3] = lines[3].replace(",", ',"', 1)
+    source = tmp_path / "rows.csv"
+    source.write_text("sep=,\n" + "\n".join(lines) + "\n")
+    assert run(model, source, tmp_path / "out", "--seed", "1") == 2
+    assert "rows.csv: data row 3 (line 5): a quoted cell is never closed" in capsys.readouterr().err
+
+
+def test_a_stop_signal_while_starting_is_named_and_exits_with_its_code(image_model, tmp_path, monkeypatch, capsys):
+    """SIGTERM while the model loaded ended with "interrupted" and exit 130, as Ctrl-C does (review)."""
+    source = make_folder(tmp_path / "in", {"0/a.png": image_file(1)})
+    load = archive._load_model
+
+    def loaded_while_terminated(model):
+        archive._stop_requests._handle(signal.SIGTERM, None)  # as the signal's handler is called
+        return load(model)
+
+    monkeypatch.setattr(archive, "_load_model", loaded_while_terminated)
+    assert run(image_model, source, tmp_path / "a" / "b" / "out") == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.endswith("stopped: ended by SIGTERM while starting; nothing was written\n")
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_run_that_releases_nothing_removes_the_parent_folders_it_made(image_model, tmp_path, monkeypatch, capsys):
+    """OUTPUT new1/new2/out, a stop before the first release: out was removed, new1/new2 stayed (review)."""
+    source = make_folder(tmp_path / "in", {"0/a.png": image_file(1)})
+
+    def stopped(*args, **kwargs):
+        archive._stop_requests._handle(signal.SIGINT, None)
+        archive._stop_requests.check()
+
+    monkeypatch.setattr(archive, "privatize_images", stopped)
+    (tmp_path / "kept").mkdir()
+    assert run(image_model, source, tmp_path / "kept" / "new1" / "new2" / "out") == archive.EXIT_INTERRUPTED
+    assert f"and {tmp_path / 'kept' / 'new1' / 'new2' / 'out'} was left as it was" in capsys.readouterr().err
+    assert (tmp_path / "kept").is_dir() and list((tmp_path / "kept").iterdir()) == []
+
+
+def test_a_second_ctrl_c_while_the_command_line_starts_ends_it_at_once(image_model, tmp_path):
+    """The first Ctrl-C is noted until the libraries and the model have loaded; a second one (a load that hangs)
+    ended nothing: it now ends the process, which has written nothing yet."""
+    import subprocess
+    import time
+
+    source = make_folder(tmp_path / "in", {"1/a.png": image_file(1)})
+    output = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "cadp.privatize", "--model", str(image_model), "--mechanism",
+                                "laplace", "--epsilon", "1", str(source), str(output)], cwd=Path(__file__).parents[1],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.4)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == archive.EXIT_INTERRUPTED, err
+    assert "Traceback" not in err and err.strip().endswith("stopped: interrupted while starting; nothing was written")
+    assert not output.exists()

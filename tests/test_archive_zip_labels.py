@@ -48,7 +48,7 @@ def test_a_zips_labels_csv_names_a_file_in_a_sub_folder_by_its_bare_name_as_the_
     zipped = zip_folder(source, tmp_path / "lab.zip")
     assert run(digit_model, zipped, tmp_path / "zip-out") == 0
     err = capsys.readouterr().err
-    assert f"note: labels from the labels.csv in {zipped}" in err
+    assert f"note: labels from lab/labels.csv in {zipped}" in err
     assert "name no file of the input" not in err
     assert conditions(tmp_path / "zip-out", "lab/") == conditions(tmp_path / "folder-out")
 
@@ -111,7 +111,7 @@ def test_hidden_files_and_empty_folders_leave_a_zip_its_single_top_folder(digit_
                                          "__MACOSX/labels.csv": b"file,label\n1/a.png,3\n"}))
     assert run(digit_model, zipped, tmp_path / "out") == 0
     err = capsys.readouterr().err
-    assert f"note: labels from the labels.csv in {zipped}" in err
+    assert f"note: labels from set/labels.csv in {zipped}" in err
     assert "are not read" not in err
     assert conditions(tmp_path / "out") == {"set/1/a.png": "7"}
 
@@ -123,7 +123,7 @@ def test_a_labels_csv_at_a_zips_top_is_read_beside_several_folders_and_theirs_ar
                                          "labels.csv": b"file,label\na/x.png,7\nb/y.png,8\n"}))
     assert run(digit_model, zipped, tmp_path / "out") == 0
     err = capsys.readouterr().err
-    assert f"note: labels from the labels.csv in {zipped}" in err
+    assert f"note: labels from labels.csv in {zipped}" in err
     assert ("note: 1 labels CSV(s) in the input are not read (the ZIP has no single top folder: it holds files at "
             "its top too; only a labels.csv at its top is read): a/labels.csv") in err
     assert conditions(tmp_path / "out") == {"a/x.png": "7", "b/y.png": "8"}
@@ -139,3 +139,31 @@ def test_of_two_labels_csvs_in_a_zips_single_top_folder_the_first_is_read(digit_
     assert conditions(tmp_path / "out") == {"set/a/x.png": "1", "set/b/y.png": "error: no label: the file is not in "
                                             "a sub-folder named like a class (0, 1, 2, 3, 4, 5, 6, 7, 8, 9) and not "
                                             "listed in a labels CSV"}
+
+
+def test_a_zips_labels_csv_named_exactly_is_read_before_another_case(digit_model, tmp_path, capsys):
+    """A ZIP with Labels.csv before labels.csv read Labels.csv, where the same folder reads labels.csv (review)."""
+    zipped = tmp_path / "in.zip"
+    zipped.write_bytes(corpus.zip_bytes({"set/Labels.csv": b"file,label\nc.png,2\n", "set/c.png": image_file(1),
+                                         "set/labels.csv": b"file,label\nc.png,9\n"}))
+    assert run(digit_model, zipped, tmp_path / "out") == 0
+    err = capsys.readouterr().err
+    assert f"note: labels from set/labels.csv in {zipped}" in err
+    assert "(only the first, set/labels.csv, is read): set/Labels.csv" in err
+    assert conditions(tmp_path / "out") == {"set/c.png": "9"}
+
+
+def test_a_labels_csv_given_for_a_zipped_folder_names_files_as_for_the_folder(digit_model, tmp_path, capsys):
+    """--labels with rows 3/x.png for set.zip (set/3/x.png) matched nothing and the class folders were used (review);
+    rows with the top folder still match."""
+    files = {"3/x.png": image_file(1), "4/x.png": image_file(2)}
+    source = make_folder(tmp_path / "set", files)
+    zipped = zip_folder(source, tmp_path / "set.zip")
+    for rows in (b"file,label\n3/x.png,8\n4/x.png,1\n", b"file,label\nset/3/x.png,8\nset/4/x.png,1\n"):
+        labels = tmp_path / "given.csv"
+        labels.write_bytes(rows)
+        output = tmp_path / f"out-{len(rows)}"
+        assert run(digit_model, zipped, output, "--labels", str(labels)) == 0
+        assert conditions(output) == {"set/3/x.png": "8", "set/4/x.png": "1"}, rows
+        assert "name no file of the input" not in capsys.readouterr().err
+    assert run(digit_model, source, tmp_path / "folder-out", "--labels", str(tmp_path / "given.csv")) == 0
