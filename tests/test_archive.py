@@ -1129,7 +1129,7 @@ def test_an_interrupted_run_says_so_in_the_terms_that_travel_with_its_files(imag
         archive.EXIT_INTERRUPTED
     # the first batch of 4 stopped at its third file: nothing released, its two files removed, OUTPUT as it was
     assert not output.exists()
-    assert "before any input was privatized: nothing was released" in capsys.readouterr().err
+    assert "before any privatized input was written: nothing was released" in capsys.readouterr().err
 
     from cadp.hub import load_folder
 
@@ -1337,7 +1337,7 @@ def test_a_full_disk_stops_the_run_with_an_error_and_files_in_line_with_the_mani
     # (it said "holds a partial run ... after 0 privatized" and "Running again releases again", and left a manifest
     # and an empty class folder behind)
     err = capsys.readouterr().err
-    assert ("error: the run stopped (No space left on device) before any input was privatized: nothing was released, "
+    assert ("error: the run stopped (No space left on device) before any privatized input was written: nothing was released, "
             f"and {tmp_path / 'out2'} was left as it was") in err
     assert "partial run" not in err and "Running again" not in err
     assert not (tmp_path / "out2").exists()
@@ -1733,7 +1733,7 @@ def test_a_run_stopped_before_its_first_release_says_nothing_was_released(image_
     monkeypatch.setattr(archive, "privatize_images", stopped)
     assert run(image_model, source, tmp_path / "out") == 128 + signal.SIGTERM
     err = capsys.readouterr().err
-    assert err.endswith("stopped: ended by SIGTERM before any input was privatized: nothing was released, and "
+    assert err.endswith("stopped: ended by SIGTERM before any privatized input was written: nothing was released, and "
                         f"{tmp_path / 'out'} was left as it was\n"), err
     assert not (tmp_path / "out").exists()
 
@@ -2096,7 +2096,7 @@ def test_a_csv_run_whose_rows_could_not_be_written_at_all_released_nothing(table
     output = tmp_path / "out"
     assert run(table_model, source, output) == archive.EXIT_NOTHING_PRIVATIZED
     err = capsys.readouterr().err
-    assert ("error: the run stopped (No space left on device) before any input was privatized: nothing was released, "
+    assert ("error: the run stopped (No space left on device) before any privatized input was written: nothing was released, "
             f"and {output} was left as it was") in err
     assert not output.exists()  # (its manifest listed 40 rows 'not written', with no terms: about no release)
 
