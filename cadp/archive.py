@@ -892,7 +892,7 @@ def unread_labels_note(names: list[str] | dict[str, str], read: str | None, give
 
 # --------------------------------------------------------------------------- image runs
 
-INVERTED_BACK = "the release inverted back (written dark on light, as the input)"
+INVERTED_BACK = "the release inverted back (written in the input's polarity)"
 
 
 @dataclass
@@ -1128,19 +1128,29 @@ class Skipped(str):
 
 @dataclass
 class EarlierRun:
-    """An earlier run's output (``--skip-privatized``): the inputs its manifest lists as privatized (as the manifest
-    writes names), its settings as its rows state them, and its files that no manifest row lists."""
+    """An earlier run's output (``--skip-privatized``): the inputs its manifest lists as privatized there or skipped
+    (privatized by a run before it: a chain of continuations), as the manifest writes names; its settings as its
+    rows state them; and its files that no manifest row lists."""
 
     folder: Path
-    privatized: set[str]
-    settings: tuple[str, str] | None  # (mechanism, epsilon) of its first privatized row
+    done: set[str]
+    settings: tuple[str, str, str] | None  # (mechanism, epsilon, delta) of its first privatized row
     unlisted: list[str]
 
     def reason(self) -> Skipped:
-        return Skipped(f"privatized by the run in {self.folder} ({MANIFEST_NAME} there): not released again")
+        return Skipped(f"privatized by the run in {self.folder} or one it continued ({MANIFEST_NAME} there): not "
+                       "released again")
 
     def has(self, name: str) -> bool:
-        return escape_cell(readable(name)) in self.privatized
+        return manifest_text(name) in self.done
+
+
+def manifest_text(name: str) -> str:
+    """A name as manifest.csv writes it (readable, formula-escaped): what an earlier run's rows are matched by."""
+    return escape_cell(readable(name))
+
+
+_CSV_ROW_NAME = re.compile(r"row \d+")
 
 
 def read_earlier_run(folder: Path) -> EarlierRun:
@@ -1159,17 +1169,46 @@ def read_earlier_run(folder: Path) -> EarlierRun:
                          "differ)")
     column = {name: index for index, name in enumerate(MANIFEST_COLUMNS)}
     rows = [row for row in rows[1:] if len(row) == len(MANIFEST_COLUMNS)]
-    if any(row[column["file"]].startswith("row ") and row[column["file"]][4:].isdigit() for row in rows[:1]):
+    if rows and all(_CSV_ROW_NAME.fullmatch(row[column["file"]]) for row in rows):
         raise UsageError(f"--skip-privatized {folder}: that run privatized a CSV's rows; this option is for image "
                          "inputs (for a CSV, give the rows its manifest does not list as privatized)")
-    done = [row for row in rows if row[column["status"]] == "privatized"]
-    listed = {row[column["output"]] for row in done}
+    privatized = [row for row in rows if row[column["status"]] == "privatized"]
+    listed = {row[column["output"]] for row in privatized}
     own = {MANIFEST_NAME, GUARANTEE_NAME, LABELS_NAME, CAUTIONS_NAME}
-    unlisted = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*")
-                      if path.is_file() and path.relative_to(folder).as_posix() not in listed | own
-                      and not path.name.endswith(".part"))
-    settings = (done[0][column["mechanism"]], done[0][column["epsilon"]]) if done else None
-    return EarlierRun(folder, {row[column["file"]] for row in done}, settings, unlisted)
+    unlisted = sorted(name for name in (path.relative_to(folder).as_posix() for path in folder.rglob("*")
+                                        if path.is_file() and not path.name.endswith(".part"))
+                      if name not in own and manifest_text(name) not in listed)
+    first = privatized[0] if privatized else None
+    settings = (first[column["mechanism"]], first[column["epsilon"]], first[column["delta"]]) if first else None
+    done = {row[column["file"]] for row in rows if row[column["status"]] in ("privatized", SKIPPED)}
+    return EarlierRun(folder, done, settings, unlisted)
+
+
+def check_earlier_names(earlier: EarlierRun, input_names: list[str]) -> str | None:
+    """Refuse (UsageError) what cannot be matched safely: no input named as the earlier run's done ones (another
+    INPUT: everything would be released again), or two inputs written alike in its manifest (which was released
+    cannot be told). Returns a note for the earlier run's inputs that INPUT no longer has, or None."""
+    by_text: dict[str, list[str]] = {}
+    for name in input_names:
+        by_text.setdefault(manifest_text(name), []).append(name)
+    alike = next((names for text, names in by_text.items() if len(names) > 1 and text in earlier.done), None)
+    if alike:
+        raise UsageError(f"--skip-privatized {earlier.folder}: the inputs {readable(alike[0])!r} and "
+                         f"{readable(alike[1])!r} are written alike in {MANIFEST_NAME} ({manifest_text(alike[0])!r}), "
+                         "so which of them the earlier run released cannot be told; rename one and privatize it "
+                         "alone")
+    found = sum(1 for text in earlier.done if text in by_text)
+    if earlier.done and not found:
+        example = readable(next(iter(sorted(earlier.done))))
+        raise UsageError(f"--skip-privatized {earlier.folder}: none of the {len(earlier.done)} inputs its "
+                         f"{MANIFEST_NAME} lists as done (e.g. {example}) is in INPUT by that name, so every "
+                         "input would be released again: give the INPUT of the earlier run (a ZIP of a folder names "
+                         "its files with the folder, the folder without it)")
+    missing = len(earlier.done) - found
+    if missing:
+        return (f"{missing} of the {len(earlier.done)} inputs the run in {earlier.folder} released are not in INPUT by "
+                "that name: an input renamed or moved since is released again here")
+    return None
 
 
 def skipping(source: Iterator[tuple[str, bytes | InputError]], earlier: EarlierRun | None):
@@ -1185,12 +1224,15 @@ def earlier_run_notes(earlier: EarlierRun, settings: RunSettings) -> list[str]:
         notes.append(f"{earlier.folder} holds {len(earlier.unlisted)} file(s) its {MANIFEST_NAME} does not list (a run "
                      f"killed while it wrote them), e.g. {readable(earlier.unlisted[0])}: their inputs are privatized "
                      f"again here; delete those files before sharing {earlier.folder}")
-    mechanism, epsilon = earlier.settings or ("", "")
-    if earlier.settings is not None and (mechanism.split(" ")[0] != settings.mechanism.name
-                                         or epsilon != escape_cell(readable(settings.epsilon))):
-        notes.append(f"the run in {earlier.folder} released with {mechanism}, epsilon {epsilon}; this one with "
-                     f"{settings.mechanism_label}, epsilon {settings.epsilon}: each output folder's {GUARANTEE_NAME} "
-                     "states its own terms")
+    delta = getattr(settings.mechanism, "delta", None)
+    now = (settings.mechanism_label.split(" ")[0], manifest_text(settings.epsilon),
+           "" if delta is None else f"{delta:g}")
+    if earlier.settings is not None and (earlier.settings[0].split(" ")[0], *earlier.settings[1:]) != now:
+        mechanism, epsilon, delta_then = earlier.settings
+        notes.append(f"the run in {earlier.folder} released with {mechanism}, a total epsilon per record of {epsilon}"
+                     f"{f' and delta {delta_then}' if delta_then else ''}; this one with {settings.mechanism_label}, "
+                     f"{settings.epsilon}{f' and delta {delta:g}' if delta is not None else ''}: each output folder's "
+                     f"{GUARANTEE_NAME} states its own terms")
     return notes
 
 
@@ -2097,6 +2139,8 @@ def _main(argv=None) -> int:
                 source = skipping(source, earlier)
                 for note in earlier_run_notes(earlier, settings):
                     _say(f"note: {note}")
+                if missing := check_earlier_names(earlier, input_names):
+                    _say(f"note: {missing}")
             # a copied .png name stays its input's: a.bmp, converted to PNG, does not take a.png from a.png
             own_png_names = _png_names(input_names) if settings.names_copied else frozenset()
             try:

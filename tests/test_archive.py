@@ -2354,7 +2354,8 @@ def test_an_interrupted_image_run_is_finished_without_releasing_anything_twice(i
     err = capsys.readouterr().err
     assert f"note: {first} holds 1 file(s) its manifest.csv does not list (a run killed while it wrote them), e.g. " \
            "0/stray.png: their inputs are privatized again here" in err
-    assert f"note: the run in {first} released with laplace, epsilon 1; this one with laplace, epsilon 2" in err
+    assert (f"note: the run in {first} released with laplace, a total epsilon per record of 1; this one with laplace, "
+            "2: each output folder's guarantee.txt states its own terms") in err
     # everything done already: nothing written
     (first / "0" / "stray.png").unlink()
     shutil.copytree(first, tmp_path / "both")
@@ -2366,11 +2367,29 @@ def test_an_interrupted_image_run_is_finished_without_releasing_anything_twice(i
     assert (f"error: every input of {source} (8) was privatized by the run in {tmp_path / 'both'}: nothing was "
             "released, and nothing was written") in capsys.readouterr().err
     assert not (tmp_path / "fourth").exists()
-    # a ZIP of the same folder goes on from the folder's run too (the names are the same)
+    # a ZIP of the same files goes on from the folder's run too (the names are the same)
     zipped = tmp_path / "in.zip"
     zipped.write_bytes(corpus.zip_bytes(files))
     assert run(image_model, zipped, tmp_path / "zip-out", "--skip-privatized", str(first)) == 0
     assert sum(row["status"] == "skipped" for row in read_manifest(tmp_path / "zip-out")) == 3
+    # a continuation of a continuation: what the first run released stays left out (it was released again)
+    monkeypatch.setattr(archive, "to_model_input", interrupted_at(3, prepare))
+    assert run(image_model, source, tmp_path / "second-b", "--skip-privatized", str(first), "--batch-size", "2") == \
+        archive.EXIT_INTERRUPTED
+    monkeypatch.setattr(archive, "to_model_input", prepare)
+    then = {row["file"] for row in read_manifest(tmp_path / "second-b") if row["status"] == "privatized"}
+    assert len(then) == 2 and not then & done
+    assert run(image_model, source, tmp_path / "third-b", "--skip-privatized", str(tmp_path / "second-b")) == 0
+    last = {row["file"] for row in read_manifest(tmp_path / "third-b") if row["status"] == "privatized"}
+    assert last == set(files) - done - then
+    # the same folder zipped with its top folder names every file otherwise: refused, not released all again
+    capsys.readouterr()
+    from tests.test_archive_zip_labels import zip_folder
+
+    assert run(image_model, zip_folder(source, tmp_path / "in-top.zip"), tmp_path / "top-out",
+               "--skip-privatized", str(first)) == 2
+    assert "none of the 3 inputs its manifest.csv lists as done" in capsys.readouterr().err
+    assert not (tmp_path / "top-out").exists()
 
 
 def test_skip_privatized_refuses_what_it_cannot_use(image_model, table_model, tmp_path, capsys):
@@ -2458,3 +2477,24 @@ def test_a_second_ctrl_c_while_the_command_line_starts_ends_it_at_once(image_mod
     assert process.returncode == archive.EXIT_INTERRUPTED, err
     assert "Traceback" not in err and err.strip().endswith("stopped: interrupted while starting; nothing was written")
     assert not output.exists()
+
+
+def test_names_written_alike_in_a_manifest_are_never_matched_by_guess(image_model, tmp_path, capsys):
+    """'=a.png' is written "'=a.png" in manifest.csv (against spreadsheet formulas), as "'=a.png" itself is: an input
+    never released was skipped as privatized (review). Outputs named so are no stray files either."""
+    first = make_folder(tmp_path / "in1", {"=a.png": image_file(1), "+e.png": image_file(2)})
+    labels = b"file,label\n=a.png,1\n+e.png,1\n'=a.png,1\n"
+    (first / "labels.csv").write_bytes(labels)
+    assert run(image_model, first, tmp_path / "out1") == 0
+    second = make_folder(tmp_path / "in2", {"=a.png": image_file(1), "+e.png": image_file(2),
+                                            "'=a.png": image_file(3), "b.png": image_file(4)})
+    (second / "labels.csv").write_bytes(labels + b"b.png,1\n")
+    capsys.readouterr()
+    assert run(image_model, second, tmp_path / "out2", "--skip-privatized", str(tmp_path / "out1")) == 2
+    err = capsys.readouterr().err
+    assert "are written alike in manifest.csv" in err and "holds" not in err  # its outputs are listed ones
+    assert not (tmp_path / "out2").exists()
+    (second / "'=a.png").unlink()
+    assert run(image_model, second, tmp_path / "out3", "--skip-privatized", str(tmp_path / "out1")) == 0
+    rows = {row["file"]: row["status"] for row in read_manifest(tmp_path / "out3")}
+    assert rows == {"'=a.png": "skipped", "'+e.png": "skipped", "b.png": "privatized"}
