@@ -163,6 +163,7 @@ class StopRequests:
         self.raised = False
         self.started = False  # whether the run has begun writing (before: a stop ends it with nothing written)
         self.may_exit_at_once = True  # nothing written yet: a second signal ends the process at once
+        self.exiting = False  # the command line (its process ends after main): only then may a signal end it
         self.previous: dict[int, object] = {}
 
     def install(self) -> None:
@@ -187,7 +188,7 @@ class StopRequests:
 
     def _handle(self, signum: int, frame) -> None:
         if self.signum is not None:
-            if self.may_exit_at_once and not self.started:  # a second stop while the model loads: a load that
+            if self.exiting and self.may_exit_at_once and not self.started:  # a second stop while loading: a load that
                 _exit_while_starting(signum)  # hangs can be left, and nothing is written yet
             return
         self.signum = signum
@@ -230,6 +231,7 @@ class RunSettings:
     invert: str
     handlings: dict[str, ConditionHandling] = field(default_factory=dict)
     neutral_names: bool = False  # numbered files in folders of the released label, no input path copied
+    first_number: int = 1  # the first numbered file's number (after an earlier run's: --skip-privatized)
 
     @property
     def label_kept(self) -> bool:
@@ -346,6 +348,8 @@ class Manifest:
         values = [file, condition, released, label, self.settings.epsilon,
                   "" if delta is None else f"{delta:g}", "", "", "",  # the record's total: filled in by close()
                   self.settings.noise_source, PENDING if pending else status, error, output, preprocessing]
+        if status == SKIPPED:  # released by an earlier run, with its own settings: none of this run's stated
+            values[3:10] = [""] * 7
         try:
             self.writer.writerow([escape_cell(readable(str(value))) for value in values])
         except OSError as error:  # the file may hold part of this row: close() leaves it as it is
@@ -599,8 +603,6 @@ class LabelResolver:
     def labels_key(self, name: str) -> str | None:
         """The labels CSV's row (its file cell, cleaned, in Unicode's composed form) for the input ``name``, or None."""
         key = _label_path(name)
-        if key in self.labels:  # its path from the top of the input (a ZIP's, its top folder included)
-            return key
         if self.root:  # a file outside the rows' folder is named by none of them
             if not key.startswith(self.root + "/"):
                 return None
@@ -825,6 +827,14 @@ def _zip_labels(path: Path) -> tuple[dict[str, str] | None, str | None]:
             if not why_not:
                 return read_labels_csv(archive.read(info)), name
     return None, None
+
+
+def given_labels_root(labels: dict[str, str], top: str) -> str:
+    """Where the paths of a labels CSV given with --labels start in a ZIP whose single top folder is ``top``: at the
+    ZIP's top where every row's path names that folder first (``set/3/x.png``), else in that folder (``3/x.png``,
+    as for the folder unzipped). One or the other for all rows: never a row matched both ways."""
+    paths = [_label_path(row) for row in labels if "/" in _label_path(row)]
+    return "" if not top or (paths and all(path.startswith(top + "/") for path in paths)) else top
 
 
 def _is_zip_labels_member(name: str) -> bool:
@@ -1136,10 +1146,11 @@ class EarlierRun:
     done: set[str]
     settings: tuple[str, str, str] | None  # (mechanism, epsilon, delta) of its first privatized row
     unlisted: list[str]
+    highest_number: int = 0  # its numbered outputs' highest number (--neutral-names): this run's go on from it
 
     def reason(self) -> Skipped:
-        return Skipped(f"privatized by the run in {self.folder} or one it continued ({MANIFEST_NAME} there): not "
-                       "released again")
+        return Skipped(f"an input of this name was privatized by the run in {self.folder} or one it continued "
+                       f"({MANIFEST_NAME} there): not released again (matched by name, not by content)")
 
     def has(self, name: str) -> bool:
         return manifest_text(name) in self.done
@@ -1181,7 +1192,11 @@ def read_earlier_run(folder: Path) -> EarlierRun:
     first = privatized[0] if privatized else None
     settings = (first[column["mechanism"]], first[column["epsilon"]], first[column["delta"]]) if first else None
     done = {row[column["file"]] for row in rows if row[column["status"]] in ("privatized", SKIPPED)}
-    return EarlierRun(folder, done, settings, unlisted)
+    numbers = [int(match.group(1)) for row in privatized if (match := _NUMBERED.search(row[column["output"]]))]
+    return EarlierRun(folder, done, settings, unlisted, max(numbers, default=0))
+
+
+_NUMBERED = re.compile(r"(?:^|/)'?(\d{5,})\.png$")  # a numbered output (--neutral-names): 00017.png
 
 
 def check_earlier_names(earlier: EarlierRun, input_names: list[str]) -> str | None:
@@ -1206,8 +1221,8 @@ def check_earlier_names(earlier: EarlierRun, input_names: list[str]) -> str | No
                          "its files with the folder, the folder without it)")
     missing = len(earlier.done) - found
     if missing:
-        return (f"{missing} of the {len(earlier.done)} inputs the run in {earlier.folder} released are not in INPUT by "
-                "that name: an input renamed or moved since is released again here")
+        return (f"{missing} of the {len(earlier.done)} inputs the run in {earlier.folder} (or one it continued) "
+                "released are not in INPUT by that name: an input renamed or moved since is released again here")
     return None
 
 
@@ -1229,9 +1244,9 @@ def earlier_run_notes(earlier: EarlierRun, settings: RunSettings) -> list[str]:
            "" if delta is None else f"{delta:g}")
     if earlier.settings is not None and (earlier.settings[0].split(" ")[0], *earlier.settings[1:]) != now:
         mechanism, epsilon, delta_then = earlier.settings
-        notes.append(f"the run in {earlier.folder} released with {mechanism}, a total epsilon per record of {epsilon}"
+        notes.append(f"the run in {earlier.folder} released with {mechanism}, epsilon {epsilon} per release"
                      f"{f' and delta {delta_then}' if delta_then else ''}; this one with {settings.mechanism_label}, "
-                     f"{settings.epsilon}{f' and delta {delta:g}' if delta is not None else ''}: each output folder's "
+                     f"epsilon {settings.epsilon}{f' and delta {delta:g}' if delta is not None else ''}: each output folder's "
                      f"{GUARANTEE_NAME} states its own terms")
     return notes
 
@@ -1274,7 +1289,7 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
                       progress: tqdm, source_name: str, names: OutputNames, released_labels: ReleasedLabels,
                       mismatched: list[tuple[str, str, str]]) -> None:
     config = model.config
-    numbered = [0]  # neutral names: a running number over the run's releases
+    numbered = [settings.first_number - 1]  # neutral names: a running number over the run's releases
     pending: list[PendingImage | tuple[str, InputError]] = []
     # the terms before the first file: a run killed outright (SIGKILL) leaves files with terms marked incomplete
     write_guarantee(output, release_guarantee(model, settings.mechanism, settings.generator, seed=settings.seed,
@@ -2025,6 +2040,7 @@ def main(argv=None, *, exiting: bool = False) -> int:
     none was, 2 on unusable arguments, 3 when a write error stopped a run that privatized some, 130 or 128 + N when
     a signal stopped it. Signals after a stop's first stay ignored until this returns (its cleanup completes), and
     ``exiting`` (the command line, whose process ends next) ignores them from then on."""
+    _stop_requests.exiting = exiting  # (a program calling main() is never ended by its signals' handler)
     try:
         return _main(argv)
     finally:
@@ -2076,7 +2092,7 @@ def _main(argv=None) -> int:
                     _say(f"note: labels from {readable(read)} in {args.input} (they override class folders)")
             elif args.labels is not None:  # --labels with a zipped folder: its paths may start in that folder
                 with zipfile.ZipFile(args.input) as opened:
-                    labels_root = _zip_top_folder(opened)
+                    labels_root = given_labels_root(labels, _zip_top_folder(opened))
             unread = unread_labels_note(_zip_labels_members(args.input), read, args.labels is not None)
             if unread:
                 _say(f"note: {unread}")
@@ -2092,12 +2108,12 @@ def _main(argv=None) -> int:
         return _stopped_starting()
     invert = args.invert or default_invert(loaded.config.dataset)
     settings = RunSettings(mechanism, new_generator(args.seed), args.seed, args.batch_size, invert, handlings,
-                           args.neutral_names)
+                           args.neutral_names, earlier.highest_number + 1 if earlier is not None else 1)
     # the folders this run makes (OUTPUT and any missing parents, deepest first): removed again if it releases nothing
-    created = [folder for folder in (args.output, *args.output.parents) if not folder.exists()]
+    created: list[Path] = []
     _stop_requests.may_exit_at_once = False  # from here a second signal waits for the clean-up too
     try:
-        args.output.mkdir(parents=True, exist_ok=True)
+        _make_folders(args.output, created)
         manifest = Manifest(args.output / MANIFEST_NAME, settings)
     except OSError as error:
         _say(f"error: cannot write the output folder {args.output} ({error.strerror or error})")
@@ -2206,8 +2222,8 @@ def _main(argv=None) -> int:
              "nothing was left out")
     if not manifest.released and not manifest.failed and manifest.skipped:  # all done before
         _remove_run_files(args.output, created)
-        _say(f"error: every input of {args.input} ({manifest.skipped}) was privatized by the run in {earlier.folder}: "
-             "nothing was released, and nothing was written")
+        _say(f"error: every input of {args.input} ({manifest.skipped}) has the name of one privatized by the run in "
+             f"{earlier.folder} or one it continued: nothing was released, and nothing was written")
         return EXIT_NOTHING_PRIVATIZED
     if not manifest.released and not manifest.failed:  # a header without rows, a folder without files
         _remove_run_files(args.output, created)
@@ -2215,7 +2231,8 @@ def _main(argv=None) -> int:
         _say(f"error: {args.input} holds no {'rows' if kind == 'tabular' else 'files'} to privatize{skipped}; nothing "
              "was written")
         return EXIT_NOTHING_PRIVATIZED
-    skipped = (f", skipped {manifest.skipped} (privatized by the run in {earlier.folder})"
+    skipped = (f", skipped {manifest.skipped} (inputs of these names were privatized by the run in {earlier.folder} or "
+               "one it continued)"
                if earlier is not None and manifest.skipped else "")
     _say(f"privatized {manifest.released}, unusable {manifest.failed}{skipped}; "
          f"details in {args.output / MANIFEST_NAME} (this run's record, not part of the release)")
@@ -2377,6 +2394,20 @@ def _earlier_run(args, kind: str) -> EarlierRun | None:
     if folder.resolve() == args.output.resolve():
         raise UsageError("--skip-privatized names OUTPUT itself: give the earlier run's folder, and a new OUTPUT")
     return read_earlier_run(folder)
+
+
+def _make_folders(output: Path, created: list[Path]) -> None:
+    """Make OUTPUT and its missing parents one at a time, noting in ``created`` (deepest first) only the folders this
+    call made: a folder someone else makes meanwhile, or one reached through '..', is never taken for the run's."""
+    target = output.absolute()  # ('..' kept as written: the folders are made as the system walks the path)
+    for folder in reversed((target, *target.parents)):
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            if not folder.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(folder)) from None
+            continue
+        created.insert(0, folder)
 
 
 def _remove_run_files(output: Path, created: list[Path]) -> None:

@@ -2345,7 +2345,11 @@ def test_an_interrupted_image_run_is_finished_without_releasing_anything_twice(i
     assert all("privatized by the run in" in rows[name]["error"] for name in done)
     assert sorted(p.relative_to(second).as_posix() for p in second.rglob("*.png")) == sorted(set(files) - done)
     err = capsys.readouterr().err
-    assert f"privatized 5, unusable 0, skipped 3 (privatized by the run in {first})" in err
+    assert (f"privatized 5, unusable 0, skipped 3 (inputs of these names were privatized by the run in {first} or "
+            "one it continued)") in err
+    # skipped rows state none of this run's settings: they were released by the earlier run, with its own
+    assert {(row["mechanism"], row["epsilon"], row["seed"]) for name, row in rows.items() if name in done} == \
+        {("", "", "")}
     assert {row["releases_of_record"] for row in rows.values() if row["status"] == "privatized"} == {"1"}
     # a file the earlier run wrote but did not list (killed while writing), and other settings: said
     (first / "0" / "stray.png").write_bytes(image_file(99))
@@ -2354,8 +2358,8 @@ def test_an_interrupted_image_run_is_finished_without_releasing_anything_twice(i
     err = capsys.readouterr().err
     assert f"note: {first} holds 1 file(s) its manifest.csv does not list (a run killed while it wrote them), e.g. " \
            "0/stray.png: their inputs are privatized again here" in err
-    assert (f"note: the run in {first} released with laplace, a total epsilon per record of 1; this one with laplace, "
-            "2: each output folder's guarantee.txt states its own terms") in err
+    assert (f"note: the run in {first} released with laplace, epsilon 1 per release; this one with laplace, "
+            "epsilon 2: each output folder's guarantee.txt states its own terms") in err
     # everything done already: nothing written
     (first / "0" / "stray.png").unlink()
     shutil.copytree(first, tmp_path / "both")
@@ -2364,8 +2368,8 @@ def test_an_interrupted_image_run_is_finished_without_releasing_anything_twice(i
             if row["status"] == "privatized":
                 csv.writer(handle).writerow([row[column] for column in archive.MANIFEST_COLUMNS])
     assert run(image_model, source, tmp_path / "fourth", "--skip-privatized", str(tmp_path / "both")) == 1
-    assert (f"error: every input of {source} (8) was privatized by the run in {tmp_path / 'both'}: nothing was "
-            "released, and nothing was written") in capsys.readouterr().err
+    assert (f"error: every input of {source} (8) has the name of one privatized by the run in {tmp_path / 'both'} or "
+            "one it continued: nothing was released, and nothing was written") in capsys.readouterr().err
     assert not (tmp_path / "fourth").exists()
     # a ZIP of the same files goes on from the folder's run too (the names are the same)
     zipped = tmp_path / "in.zip"
@@ -2498,3 +2502,35 @@ def test_names_written_alike_in_a_manifest_are_never_matched_by_guess(image_mode
     assert run(image_model, second, tmp_path / "out3", "--skip-privatized", str(tmp_path / "out1")) == 0
     rows = {row["file"]: row["status"] for row in read_manifest(tmp_path / "out3")}
     assert rows == {"'=a.png": "skipped", "'+e.png": "skipped", "b.png": "privatized"}
+
+
+def test_numbered_outputs_of_a_continuation_go_on_from_the_earlier_runs(image_model, tmp_path, monkeypatch):
+    """Both runs wrote 0/00001.png...: merging the two folders, the way to finish a run, overwrote releases."""
+    source = make_folder(tmp_path / "in", {f"0/{i}.png": image_file(i) for i in range(6)})
+    prepare = archive.to_model_input
+    monkeypatch.setattr(archive, "to_model_input", interrupted_at(3, prepare))
+    assert run(image_model, source, tmp_path / "one", "--neutral-names", "--batch-size", "2") == \
+        archive.EXIT_INTERRUPTED
+    monkeypatch.setattr(archive, "to_model_input", prepare)
+    assert run(image_model, source, tmp_path / "two", "--neutral-names", "--skip-privatized",
+               str(tmp_path / "one")) == 0
+    outputs = [{row["output"] for row in read_manifest(tmp_path / name) if row["output"]} for name in ("one", "two")]
+    assert outputs[0] == {"0/00001.png", "0/00002.png"}
+    assert outputs[1] == {f"0/{n:05d}.png" for n in range(3, 7)}
+
+
+def test_a_run_that_releases_nothing_never_removes_a_folder_it_did_not_make(image_model, tmp_path, monkeypatch):
+    """OUTPUT nosuch/../userdir/out: 'nosuch' was missing, so 'nosuch/../userdir' (the user's) was taken for a folder
+    the run made, and removed (review)."""
+    source = make_folder(tmp_path / "in", {"0/a.png": image_file(1)})
+
+    def stopped(*args, **kwargs):
+        archive._stop_requests._handle(signal.SIGINT, None)
+        archive._stop_requests.check()
+
+    monkeypatch.setattr(archive, "privatize_images", stopped)
+    (tmp_path / "userdir").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert run(image_model, source, Path("nosuch/../userdir/out")) == archive.EXIT_INTERRUPTED
+    assert (tmp_path / "userdir").is_dir() and list((tmp_path / "userdir").iterdir()) == []
+    assert not (tmp_path / "nosuch").exists()  # (made on the way, as mkdir -p does, and removed again)

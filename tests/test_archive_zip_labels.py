@@ -167,3 +167,14 @@ def test_a_labels_csv_given_for_a_zipped_folder_names_files_as_for_the_folder(di
         assert conditions(output) == {"set/3/x.png": "8", "set/4/x.png": "1"}, rows
         assert "name no file of the input" not in capsys.readouterr().err
     assert run(digit_model, source, tmp_path / "folder-out", "--labels", str(tmp_path / "given.csv")) == 0
+
+
+def test_a_zips_own_labels_csv_reads_its_rows_from_its_folder_only(digit_model, tmp_path, capsys):
+    """Rows x.png -> 0 and data/x.png -> 1 in data/labels.csv, files data/x.png and data/data/x.png: both files took
+    the row data/x.png when full paths were tried first; the folder unzipped gives x.png 0 (review)."""
+    files = {"x.png": image_file(1), "data/x.png": image_file(2), "labels.csv": b"file,label\nx.png,0\ndata/x.png,1\n"}
+    source = make_folder(tmp_path / "data", files)
+    assert run(digit_model, source, tmp_path / "folder-out") == 0
+    assert conditions(tmp_path / "folder-out") == {"x.png": "0", "data/x.png": "1"}
+    assert run(digit_model, zip_folder(source, tmp_path / "data.zip"), tmp_path / "zip-out") == 0
+    assert conditions(tmp_path / "zip-out", "data/") == {"x.png": "0", "data/x.png": "1"}
