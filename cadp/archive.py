@@ -829,12 +829,22 @@ def _zip_labels(path: Path) -> tuple[dict[str, str] | None, str | None]:
     return None, None
 
 
-def given_labels_root(labels: dict[str, str], top: str) -> str:
-    """Where the paths of a labels CSV given with --labels start in a ZIP whose single top folder is ``top``: at the
-    ZIP's top where every row's path names that folder first (``set/3/x.png``), else in that folder (``3/x.png``,
-    as for the folder unzipped). One or the other for all rows: never a row matched both ways."""
-    paths = [_label_path(row) for row in labels if "/" in _label_path(row)]
-    return "" if not top or (paths and all(path.startswith(top + "/") for path in paths)) else top
+def given_labels_root(labels: dict[str, str], top: str, members: list[str]) -> str:
+    """Where the paths of a labels CSV given with --labels start in a ZIP whose single top folder is ``top``
+    (``members``: its files' names): at the ZIP's top where every row's path names that folder first
+    (``set/3/x.png``), else in that folder (``3/x.png``, as for the folder unzipped). One or the other for all rows;
+    a row that names a file either way is refused (UsageError): which one it means cannot be told."""
+    paths = [_label_path(row) for row in labels]
+    if not top:
+        return ""
+    names = {_label_path(name) for name in members}
+    both = next((path for path in paths if path in names and f"{top}/{path}" in names), None)
+    if both is not None:
+        raise UsageError(f"--labels: the row {readable(both)!r} names {readable(both)} from the ZIP's top and "
+                         f"{readable(top + '/' + both)} from its folder {readable(top)}/: write its path from the ZIP's "
+                         f"top ({readable(top + '/' + both)}, or the other file's)")
+    slashed = [path for path in paths if "/" in path]
+    return "" if slashed and all(path.startswith(top + "/") for path in slashed) else top
 
 
 def _is_zip_labels_member(name: str) -> bool:
@@ -1133,7 +1143,10 @@ class ReleasedLabels:
 
 
 class Skipped(str):
-    """Why an input is left out of the run: an earlier run privatized it (``--skip-privatized``)."""
+    """Why an input is left out of the run: an earlier run privatized it (``--skip-privatized``); ``where``: the file
+    that released it, in that run's folder (the skipped row's output)."""
+
+    where = ""
 
 
 @dataclass
@@ -1143,14 +1156,20 @@ class EarlierRun:
     rows state them; and its files that no manifest row lists."""
 
     folder: Path
-    done: set[str]
+    done: dict[str, str]  # input (as manifest.csv writes it) -> the file that released it, in its run's folder
     settings: tuple[str, str, str] | None  # (mechanism, epsilon, delta) of its first privatized row
     unlisted: list[str]
-    highest_number: int = 0  # its numbered outputs' highest number (--neutral-names): this run's go on from it
+    highest_number: int = 0  # the chain's numbered outputs' highest number: this run's go on from it
+    numbered: bool = False  # whether its outputs are numbered (--neutral-names) rather than copied names
 
-    def reason(self) -> Skipped:
-        return Skipped(f"an input of this name was privatized by the run in {self.folder} or one it continued "
-                       f"({MANIFEST_NAME} there): not released again (matched by name, not by content)")
+    def released_as(self, name: str) -> str:
+        return self.done.get(manifest_text(name), "")
+
+    def reason(self, name: str = "") -> Skipped:
+        skipped = Skipped(f"an input of this name was privatized by the run in {self.folder} or one it continued "
+                          f"({MANIFEST_NAME} there): not released again (matched by name, not by content)")
+        skipped.where = self.released_as(name)
+        return skipped
 
     def has(self, name: str) -> bool:
         return manifest_text(name) in self.done
@@ -1191,12 +1210,17 @@ def read_earlier_run(folder: Path) -> EarlierRun:
                       if name not in own and manifest_text(name) not in listed)
     first = privatized[0] if privatized else None
     settings = (first[column["mechanism"]], first[column["epsilon"]], first[column["delta"]]) if first else None
-    done = {row[column["file"]] for row in rows if row[column["status"]] in ("privatized", SKIPPED)}
-    numbers = [int(match.group(1)) for row in privatized if (match := _NUMBERED.search(row[column["output"]]))]
-    return EarlierRun(folder, done, settings, unlisted, max(numbers, default=0))
+    # each done input's release: its file here, or (skipped here) the file an earlier run of the chain wrote
+    done = {row[column["file"]]: (str(folder / row[column["output"]]) if row[column["status"]] == "privatized"
+                                  else row[column["output"]])
+            for row in rows if row[column["status"]] in ("privatized", SKIPPED)}
+    outputs = [where for where in done.values() if where]
+    numbered = bool(outputs) and all(_NUMBERED.search(where) for where in outputs)
+    numbers = [int(match.group(1)) for where in [*outputs, *unlisted] if (match := _NUMBERED.search(where))]
+    return EarlierRun(folder, done, settings, unlisted, max(numbers, default=0) if numbered else 0, numbered)
 
 
-_NUMBERED = re.compile(r"(?:^|/)'?(\d{5,})\.png$")  # a numbered output (--neutral-names): 00017.png
+_NUMBERED = re.compile(r"(?:^|/)'?[^/]+/(\d{5,})\.png$")  # a numbered output (--neutral-names): 0/00017.png
 
 
 def check_earlier_names(earlier: EarlierRun, input_names: list[str]) -> str | None:
@@ -1229,7 +1253,7 @@ def check_earlier_names(earlier: EarlierRun, input_names: list[str]) -> str | No
 def skipping(source: Iterator[tuple[str, bytes | InputError]], earlier: EarlierRun | None):
     """``source`` with the inputs the earlier run privatized marked ``Skipped`` (their contents are not used)."""
     for name, content in source:
-        yield (name, earlier.reason()) if earlier is not None and earlier.has(name) else (name, content)
+        yield (name, earlier.reason(name)) if earlier is not None and earlier.has(name) else (name, content)
 
 
 def earlier_run_notes(earlier: EarlierRun, settings: RunSettings) -> list[str]:
@@ -1239,6 +1263,11 @@ def earlier_run_notes(earlier: EarlierRun, settings: RunSettings) -> list[str]:
         notes.append(f"{earlier.folder} holds {len(earlier.unlisted)} file(s) its {MANIFEST_NAME} does not list (a run "
                      f"killed while it wrote them), e.g. {readable(earlier.unlisted[0])}: their inputs are privatized "
                      f"again here; delete those files before sharing {earlier.folder}")
+    if earlier.done and any(earlier.done.values()) and earlier.numbered == settings.names_copied:
+        then, now_named = (("numbered its outputs", "copies input names") if earlier.numbered
+                           else ("copied input names", "numbers its outputs"))
+        notes.append(f"the run in {earlier.folder} {then} and this one {now_named}: merging the two folders may put "
+                     "two releases under one name")
     delta = getattr(settings.mechanism, "delta", None)
     now = (settings.mechanism_label.split(" ")[0], manifest_text(settings.epsilon),
            "" if delta is None else f"{delta:g}")
@@ -1369,7 +1398,7 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
             if not isinstance(item, PendingImage):
                 name, problem = item
                 if isinstance(problem, Skipped):
-                    manifest.row(name, status=SKIPPED, error=str(problem))
+                    manifest.row(name, status=SKIPPED, error=str(problem), output=problem.where)
                 else:
                     manifest.error(name, problem)
                 listed.append(None)
@@ -1976,6 +2005,8 @@ def _mechanism(args) -> Mechanism:
 def _check_paths(args, kind: str) -> str:
     """'folder', 'zip' or 'csv', after checking INPUT and OUTPUT."""
     source: Path = args.input
+    if ".." in args.output.parts:  # new/.. is the folder above, whose files no check of new/.. would see
+        raise UsageError(f"OUTPUT {args.output} holds '..': give the output folder's own path")
     if not source.exists():
         raise UsageError(f"INPUT {source} does not exist")
     if source.is_dir():
@@ -2092,7 +2123,8 @@ def _main(argv=None) -> int:
                     _say(f"note: labels from {readable(read)} in {args.input} (they override class folders)")
             elif args.labels is not None:  # --labels with a zipped folder: its paths may start in that folder
                 with zipfile.ZipFile(args.input) as opened:
-                    labels_root = given_labels_root(labels, _zip_top_folder(opened))
+                    labels_root = given_labels_root(labels, _zip_top_folder(opened),
+                                                    [name for _, name in _zip_files(opened)])
             unread = unread_labels_note(_zip_labels_members(args.input), read, args.labels is not None)
             if unread:
                 _say(f"note: {unread}")
@@ -2116,7 +2148,12 @@ def _main(argv=None) -> int:
         _make_folders(args.output, created)
         manifest = Manifest(args.output / MANIFEST_NAME, settings)
     except OSError as error:
-        _say(f"error: cannot write the output folder {args.output} ({error.strerror or error})")
+        try:
+            _remove_run_files(args.output, created)
+        except OSError:
+            pass
+        where = f": {error.filename}" if getattr(error, "filename", None) else ""
+        _say(f"error: cannot write the output folder {args.output} ({error.strerror or error}{where})")
         return EXIT_USAGE
     except KeyboardInterrupt:
         _remove_run_files(args.output, created)
@@ -2401,12 +2438,16 @@ def _make_folders(output: Path, created: list[Path]) -> None:
     call made: a folder someone else makes meanwhile, or one reached through '..', is never taken for the run's."""
     target = output.absolute()  # ('..' kept as written: the folders are made as the system walks the path)
     for folder in reversed((target, *target.parents)):
+        if folder.is_dir():
+            continue
         try:
             os.mkdir(folder)
-        except FileExistsError:
-            if not folder.is_dir():
+        except OSError:  # (EEXIST, or EISDIR / EACCES for an existing folder on some systems)
+            if folder.is_dir():
+                continue
+            if folder.exists():
                 raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(folder)) from None
-            continue
+            raise
         created.insert(0, folder)
 
 

@@ -2514,23 +2514,95 @@ def test_numbered_outputs_of_a_continuation_go_on_from_the_earlier_runs(image_mo
     monkeypatch.setattr(archive, "to_model_input", prepare)
     assert run(image_model, source, tmp_path / "two", "--neutral-names", "--skip-privatized",
                str(tmp_path / "one")) == 0
-    outputs = [{row["output"] for row in read_manifest(tmp_path / name) if row["output"]} for name in ("one", "two")]
+    outputs = [{row["output"] for row in read_manifest(tmp_path / name) if row["status"] == "privatized"}
+               for name in ("one", "two")]
     assert outputs[0] == {"0/00001.png", "0/00002.png"}
     assert outputs[1] == {f"0/{n:05d}.png" for n in range(3, 7)}
 
 
-def test_a_run_that_releases_nothing_never_removes_a_folder_it_did_not_make(image_model, tmp_path, monkeypatch):
-    """OUTPUT nosuch/../userdir/out: 'nosuch' was missing, so 'nosuch/../userdir' (the user's) was taken for a folder
-    the run made, and removed (review)."""
+def test_an_output_through_dot_dot_is_refused_and_folders_are_made_as_they_are_missing(image_model, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """OUTPUT new/.. is the folder above: no emptiness check saw its files, and a run that released nothing removed
+    the user's manifest.csv and labels.csv there (review). A system whose mkdir of an existing folder says EISDIR
+    (macOS for /) or EACCES must not stop a run either; a failure to start the manifest leaves no folders."""
+    import errno
+
     source = make_folder(tmp_path / "in", {"0/a.png": image_file(1)})
-
-    def stopped(*args, **kwargs):
-        archive._stop_requests._handle(signal.SIGINT, None)
-        archive._stop_requests.check()
-
-    monkeypatch.setattr(archive, "privatize_images", stopped)
     (tmp_path / "userdir").mkdir()
-    monkeypatch.chdir(tmp_path)
-    assert run(image_model, source, Path("nosuch/../userdir/out")) == archive.EXIT_INTERRUPTED
-    assert (tmp_path / "userdir").is_dir() and list((tmp_path / "userdir").iterdir()) == []
-    assert not (tmp_path / "nosuch").exists()  # (made on the way, as mkdir -p does, and removed again)
+    (tmp_path / "userdir" / "manifest.csv").write_text("mine")
+    monkeypatch.chdir(tmp_path / "userdir")
+    for output in ("new/..", "nosuch/../userdir/out"):
+        assert run(image_model, source, Path(output)) == 2
+        assert f"error: OUTPUT {output} holds '..': give the output folder's own path" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "userdir").iterdir()) == ["manifest.csv"]
+    real_mkdir = os.mkdir
+
+    def strict_mkdir(path, *args):
+        if Path(path).is_dir():
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+        return real_mkdir(path, *args)
+
+    monkeypatch.setattr(os, "mkdir", strict_mkdir)
+    assert run(image_model, source, tmp_path / "a" / "out") == 0
+    monkeypatch.setattr(os, "mkdir", real_mkdir)
+
+    def no_manifest(*args, **kwargs):
+        raise OSError(errno.ENAMETOOLONG, "File name too long", "manifest.csv")
+
+    monkeypatch.setattr(archive, "Manifest", no_manifest)
+    assert run(image_model, source, tmp_path / "p1" / "p2" / "out") == 2
+    assert "cannot write the output folder" in capsys.readouterr().err
+    assert not (tmp_path / "p1").exists()
+
+
+def test_continuations_keep_numbering_and_say_when_the_naming_changes(image_model, tmp_path, monkeypatch, capsys):
+    """A continuation that privatized nothing made the next one start at 00001 again; a numbered run continued with
+    copied names (or the other way) said nothing of the names that may clash (review)."""
+    source = make_folder(tmp_path / "in", {f"0/{i}.png": image_file(i) for i in range(4)})
+    prepare = archive.to_model_input
+    monkeypatch.setattr(archive, "to_model_input", interrupted_at(3, prepare))
+    assert run(image_model, source, tmp_path / "one", "--neutral-names", "--batch-size", "2") == \
+        archive.EXIT_INTERRUPTED
+    monkeypatch.setattr(archive, "to_model_input", interrupted_at(1, prepare))  # stopped before its first release
+    (source / "0" / "bad.png").write_bytes(b"not an image")
+    monkeypatch.setattr(archive, "to_model_input", prepare)
+    two = tmp_path / "two"
+    assert run(image_model, source, two, "--neutral-names", "--skip-privatized", str(tmp_path / "one")) == 0
+    rows = {row["file"]: row for row in read_manifest(two)}
+    skipped = sorted(row["output"] for row in rows.values() if row["status"] == "skipped")  # where they were released
+    assert skipped == [str(tmp_path / "one" / "0" / f"0000{n}.png") for n in (1, 2)]
+    assert {row["output"] for row in rows.values() if row["status"] == "privatized"} == {"0/00003.png", "0/00004.png"}
+    capsys.readouterr()
+    three = tmp_path / "three"
+    assert run(image_model, source, three, "--neutral-names", "--skip-privatized", str(two)) == 1  # all done before
+    assert run(image_model, source, tmp_path / "four", "--skip-privatized", str(tmp_path / "one")) == 0
+    assert (f"note: the run in {tmp_path / 'one'} numbered its outputs and this one copies input names: merging the "
+            "two folders may put two releases under one name") in capsys.readouterr().err
+
+
+def test_a_given_labels_csv_whose_row_names_a_zip_file_either_way_is_refused(image_model, tmp_path, capsys):
+    """Rows x.png and set/x.png for a ZIP holding set/x.png and set/set/x.png: the folder's x.png took label 1, the
+    label of set/x.png (review)."""
+    from tests.test_archive_zip_labels import zip_folder
+
+    source = make_folder(tmp_path / "set", {"x.png": image_file(1), "set/x.png": image_file(2)})
+    labels = tmp_path / "given.csv"
+    labels.write_bytes(b"file,label\nx.png,0\nset/x.png,1\n")
+    assert run(image_model, zip_folder(source, tmp_path / "set.zip"), tmp_path / "out", "--labels", str(labels)) == 2
+    assert "--labels: the row 'set/x.png' names set/x.png from the ZIP's top and set/set/x.png from its folder" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_numbering_goes_on_through_a_continuation_that_released_nothing(image_model, tmp_path):
+    source = make_folder(tmp_path / "in", {"0/a.png": image_file(1), "0/b.png": image_file(2),
+                                           "0/c.png": b"not yet an image", "0/d.png": b"not yet an image"})
+    assert run(image_model, source, tmp_path / "one", "--neutral-names") == 0
+    assert run(image_model, source, tmp_path / "two", "--neutral-names", "--skip-privatized",
+               str(tmp_path / "one")) == 1  # two skipped, two unusable: its manifest says so
+    for name, seed in (("c.png", 3), ("d.png", 4)):
+        (source / "0" / name).write_bytes(image_file(seed))
+    assert run(image_model, source, tmp_path / "three", "--neutral-names", "--skip-privatized",
+               str(tmp_path / "two")) == 0
+    assert {row["output"] for row in read_manifest(tmp_path / "three") if row["status"] == "privatized"} == \
+        {"0/00003.png", "0/00004.png"}
