@@ -84,6 +84,7 @@ from cadp.uploads import (
     DELIMITER_NAMES,
     ENCODING_NAMES,
     FIRST_FRAME,
+    FORMULA_PREFIXES,
     INVERT_CHOICES,
     ONE_DOT,
     UNCLOSED_QUOTE,
@@ -1210,17 +1211,26 @@ def read_earlier_run(folder: Path) -> EarlierRun:
                       if name not in own and manifest_text(name) not in listed)
     first = privatized[0] if privatized else None
     settings = (first[column["mechanism"]], first[column["epsilon"]], first[column["delta"]]) if first else None
-    # each done input's release: its file here, or (skipped here) the file an earlier run of the chain wrote
-    done = {row[column["file"]]: (str(folder / row[column["output"]]) if row[column["status"]] == "privatized"
-                                  else row[column["output"]])
+    # each done input's release, as a full path: its file here, or (skipped here) the file an earlier run wrote
+    done = {row[column["file"]]: (str((folder / _unescaped(row[column["output"]])).absolute())
+                                  if row[column["status"]] == "privatized" else row[column["output"]])
             for row in rows if row[column["status"]] in ("privatized", SKIPPED)}
-    outputs = [where for where in done.values() if where]
-    numbered = bool(outputs) and all(_NUMBERED.search(where) for where in outputs)
-    numbers = [int(match.group(1)) for where in [*outputs, *unlisted] if (match := _NUMBERED.search(where))]
-    return EarlierRun(folder, done, settings, unlisted, max(numbers, default=0) if numbered else 0, numbered)
+    try:  # its terms say how its files are named (NEUTRAL_NAMES_NOTE or COPIED_NAMES_NOTE)
+        numbered = NEUTRAL_NAMES_NOTE in (folder / GUARANTEE_NAME).read_text(encoding="utf-8")
+    except (OSError, UnicodeError):
+        numbered = False
+    # this run's numbers go on after every number in the chain's released and stray files' names: a number taken
+    # from a copied name only makes a gap, never two releases of one name when the folders are merged
+    numbers = [int(match.group(1)) for where in [*done.values(), *unlisted] if (match := _NUMBERED.search(where))]
+    return EarlierRun(folder, done, settings, unlisted, max(numbers, default=0), numbered)
 
 
-_NUMBERED = re.compile(r"(?:^|/)'?[^/]+/(\d{5,})\.png$")  # a numbered output (--neutral-names): 0/00017.png
+_NUMBERED = re.compile(r"(\d+)\.png$")  # a file's number (--neutral-names writes 00017.png)
+
+
+def _unescaped(cell: str) -> str:
+    """A manifest cell as it was before ``escape_cell`` (its apostrophe before a formula's first character)."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_PREFIXES) else cell
 
 
 def check_earlier_names(earlier: EarlierRun, input_names: list[str]) -> str | None:
@@ -2005,8 +2015,10 @@ def _mechanism(args) -> Mechanism:
 def _check_paths(args, kind: str) -> str:
     """'folder', 'zip' or 'csv', after checking INPUT and OUTPUT."""
     source: Path = args.input
-    if ".." in args.output.parts:  # new/.. is the folder above, whose files no check of new/.. would see
-        raise UsageError(f"OUTPUT {args.output} holds '..': give the output folder's own path")
+    for index, part in enumerate(args.output.parts):  # new/.. is the folder above, whose files no check would see
+        if part == ".." and not (Path(*args.output.parts[:index]) if index else Path(".")).is_dir():
+            raise UsageError(f"OUTPUT {args.output} goes through '..' after a folder that does not exist: give the "
+                             "output folder's own path")
     if not source.exists():
         raise UsageError(f"INPUT {source} does not exist")
     if source.is_dir():

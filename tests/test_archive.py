@@ -2533,8 +2533,11 @@ def test_an_output_through_dot_dot_is_refused_and_folders_are_made_as_they_are_m
     monkeypatch.chdir(tmp_path / "userdir")
     for output in ("new/..", "nosuch/../userdir/out"):
         assert run(image_model, source, Path(output)) == 2
-        assert f"error: OUTPUT {output} holds '..': give the output folder's own path" in capsys.readouterr().err
+        assert (f"error: OUTPUT {output} goes through '..' after a folder that does not exist: give the output "
+                "folder's own path") in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "userdir").iterdir()) == ["manifest.csv"]
+    assert run(image_model, source, Path("../fresh")) == 0  # '..' of a folder that exists: the usual way to say it
+    assert (tmp_path / "fresh" / "manifest.csv").is_file()
     real_mkdir = os.mkdir
 
     def strict_mkdir(path, *args):
@@ -2578,6 +2581,20 @@ def test_continuations_keep_numbering_and_say_when_the_naming_changes(image_mode
     assert run(image_model, source, tmp_path / "four", "--skip-privatized", str(tmp_path / "one")) == 0
     assert (f"note: the run in {tmp_path / 'one'} numbered its outputs and this one copies input names: merging the "
             "two folders may put two releases under one name") in capsys.readouterr().err
+    # copied names first, then two numbered continuations: the second goes on after the first's numbers (review)
+    fresh = make_folder(tmp_path / "in2", {f"0/{name}.png": image_file(seed)
+                                           for seed, name in enumerate(["a", "b", "c", "d", "e"])})
+    monkeypatch.setattr(archive, "to_model_input", interrupted_at(2, prepare))
+    assert run(image_model, fresh, tmp_path / "c1", "--batch-size", "1") == archive.EXIT_INTERRUPTED
+    monkeypatch.setattr(archive, "to_model_input", interrupted_at(3, prepare))
+    assert run(image_model, fresh, tmp_path / "c2", "--neutral-names", "--batch-size", "2", "--skip-privatized",
+               str(tmp_path / "c1")) == archive.EXIT_INTERRUPTED
+    monkeypatch.setattr(archive, "to_model_input", prepare)
+    assert run(image_model, fresh, tmp_path / "c3", "--neutral-names", "--skip-privatized", str(tmp_path / "c2")) == 0
+    names = [{row["output"] for row in read_manifest(tmp_path / run_) if row["status"] == "privatized"}
+             for run_ in ("c2", "c3")]
+    assert names[0].isdisjoint(names[1]) and all(len(found) > 0 for found in names), names
+    assert "numbered its outputs and this one copies" not in capsys.readouterr().err
 
 
 def test_a_given_labels_csv_whose_row_names_a_zip_file_either_way_is_refused(image_model, tmp_path, capsys):
