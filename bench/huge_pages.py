@@ -65,6 +65,13 @@ def alternate(calls: dict, rounds: int, per_round: int) -> dict[str, list[float]
     return times
 
 
+def ratio_summary(base: list[float], other: list[float]) -> str:
+    """The median of ``other / base`` over the rounds and its quartiles, as the rounds' lines print them."""
+    ratios = [b / a for a, b in zip(base, other)]
+    quartiles = statistics.quantiles(ratios, n=4)
+    return f"{statistics.median(ratios):.3f} (quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f})"
+
+
 def after_a_pass(model, pixels, labels, repeats: int) -> dict[str, tuple[float, float]]:
     """Median microseconds of small steps right after an encode pass, and again at once."""
     from bench.call_parts import timed_after_a_pass
@@ -100,12 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{folder.name}: weights moved to {len(region) // 2**20} MiB advised for huge pages; AnonHugePages "
           f"{before} -> {anon_huge_kib()} KiB")
     times = alternate(calls, args.rounds, args.calls)
-    ratios = [huge / plain for plain, huge in zip(times["as loaded"], times["huge pages"])]
-    quartiles = statistics.quantiles(ratios, n=4)
     print(f"one image's call, {args.rounds} rounds of {args.calls} calls each: as loaded median "
           f"{statistics.median(times['as loaded']):.3f} ms, huge pages {statistics.median(times['huge pages']):.3f} "
-          f"ms; ratio per round median {statistics.median(ratios):.3f} (quartiles {quartiles[0]:.3f}-"
-          f"{quartiles[2]:.3f})")
+          f"ms; ratio per round median {ratio_summary(times['as loaded'], times['huge pages'])}")
     pixels, labels, _ = image_inputs(loaded.config, 1)
     pixels = pixels.float()
     print("\nsmall steps right after an encode pass and again at once (median us of 300)")

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.__main__ import model_folders
     from bench.call_parts import timed_after_a_pass
     from bench.compute import EPSILON, TEMPERATURE, image_inputs, load
-    from bench.huge_pages import alternate
+    from bench.huge_pages import alternate, ratio_summary
     from cadp.runtime import configure_allocator
 
     configure_allocator()  # as the app and the CLIs run
@@ -75,12 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(30):
                 call()
         times = alternate(calls, args.rounds, args.calls)
-        ratios = [numpy / torch_ for torch_, numpy in zip(times["torch"], times["numpy"])]
-        quartiles = statistics.quantiles(ratios, n=4)
         print(f"{folder.name}: one image's call, {args.rounds} rounds of {args.calls} calls each: torch median "
               f"{statistics.median(times['torch']):.3f} ms, NumPy {statistics.median(times['numpy']):.3f} ms; ratio "
-              f"per round (NumPy / torch) median {statistics.median(ratios):.3f} (quartiles {quartiles[0]:.3f}-"
-              f"{quartiles[2]:.3f})")
+              f"per round (NumPy / torch) median {ratio_summary(times['torch'], times['numpy'])}")
         library = mechanisms.make_mechanism("laplace", EPSILON, temperature=TEMPERATURE)
         tried = NumpyLaplace(library.epsilon, library.clip_radius, library.temperature)
         pixels, labels, _ = image_inputs(loaded.config, 1)

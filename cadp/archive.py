@@ -77,7 +77,13 @@ from cadp.mechanisms import (
 )
 from cadp.privatize import NOT_PRIVATE_SEED, privatize, release_guarantee, repeated_cost_note
 from cadp.runtime import configure_allocator
-from cadp.startup import STOPPING_WHILE_STARTING, StartupStop
+from cadp.startup import (
+    STOPPED_STARTING,
+    STOPPING_WHILE_STARTING,
+    StartupStop,
+    exit_while_starting,
+    stopped_while_starting,
+)
 from cadp.train import row_record_keys, rows_seen_in_training, training_name_caution, training_rows_caution
 from cadp.uploads import (
     CSV_MISSING,
@@ -190,7 +196,7 @@ class StopRequests:
     def _handle(self, signum: int, frame) -> None:
         if self.signum is not None:
             if self.exiting and self.may_exit_at_once and not self.started:  # a second stop while loading: a load that
-                _exit_while_starting(signum)  # hangs can be left, and nothing is written yet
+                exit_while_starting(signum)  # hangs can be left, and nothing is written yet
             return
         self.signum = signum
         if not self.started:
@@ -208,12 +214,6 @@ class StopRequests:
         if self.signum is not None and not self.raised:
             self.raised = True
             raise RunInterrupted(self.signum)
-
-
-def _exit_while_starting(signum: int) -> None:
-    _say(f"stopped: {'interrupted' if signum == signal.SIGINT else f'ended by {signal.Signals(signum).name}'} while "
-         "starting; nothing was written")
-    os._exit(EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum)
 
 
 _stop_requests = StopRequests()  # signal handlers belong to the process: one instance, installed by main()
@@ -2090,17 +2090,11 @@ def main(argv=None, *, exiting: bool = False) -> int:
         _stop_requests.restore(ignore=exiting)
 
 
-STOPPED_STARTING = "stopped: interrupted while starting; nothing was written"
-
-
 def _stopped_starting() -> int:
     """Say that a signal ended the run before it began writing, and return its exit code (130 for Ctrl-C)."""
-    signum = _stop_requests.signum or signal.SIGINT
-    if signum == signal.SIGINT:
-        _say(STOPPED_STARTING)
-        return EXIT_INTERRUPTED
-    _say(f"stopped: ended by {signal.Signals(signum).name} while starting; nothing was written")
-    return 128 + signum
+    text, code = stopped_while_starting(_stop_requests.signum or signal.SIGINT)
+    _say(text)
+    return code
 
 
 def _main(argv=None) -> int:

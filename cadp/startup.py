@@ -14,6 +14,15 @@ import signal
 import sys
 
 STOPPING_WHILE_STARTING = "stopping: the run ends once its libraries have loaded; nothing will be written"
+STOPPED_STARTING = "stopped: interrupted while starting; nothing was written"
+
+
+def stopped_while_starting(signum: int) -> tuple[str, int]:
+    """What a command line says when ``signum`` ended it before it wrote anything, and its exit code (130 for
+    Ctrl-C, 128 + N for signal N)."""
+    if signum == signal.SIGINT:
+        return STOPPED_STARTING, 130
+    return f"stopped: ended by {signal.Signals(signum).name} while starting; nothing was written", 128 + signum
 
 
 class StartupStop:
@@ -24,8 +33,7 @@ class StartupStop:
 
     def __call__(self, signum, frame) -> None:
         if self.signum is not None:  # a second Ctrl-C: nothing is written yet, so the process ends at once
-            _say("stopped: interrupted while starting; nothing was written")
-            os._exit(130)
+            exit_while_starting(signum)
         self.signum = signum
         _say(STOPPING_WHILE_STARTING)
 
@@ -45,3 +53,10 @@ def note_stop_signals() -> StartupStop | None:
     handler = StartupStop()
     signal.signal(signal.SIGINT, handler)
     return handler
+
+
+def exit_while_starting(signum: int) -> None:
+    """End the process at once for a second stop signal while nothing is written yet, saying so."""
+    text, code = stopped_while_starting(signum)
+    _say(text)
+    os._exit(code)
