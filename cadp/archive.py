@@ -1215,17 +1215,46 @@ def read_earlier_run(folder: Path) -> EarlierRun:
     done = {row[column["file"]]: (str((folder / _unescaped(row[column["output"]])).absolute())
                                   if row[column["status"]] == "privatized" else row[column["output"]])
             for row in rows if row[column["status"]] in ("privatized", SKIPPED)}
-    try:  # its terms say how its files are named (NEUTRAL_NAMES_NOTE or COPIED_NAMES_NOTE)
-        numbered = NEUTRAL_NAMES_NOTE in (folder / GUARANTEE_NAME).read_text(encoding="utf-8")
+    return EarlierRun(folder, done, settings, unlisted, _chain_highest(folder, set()), _numbered_run(folder))
+
+
+_NUMBERED = re.compile(r"(?:^|/)(\d{1,18})\.png$")  # a numbered output's number (--neutral-names writes 00017.png)
+
+
+def _numbered_run(folder: Path) -> bool:
+    """Whether the run in ``folder`` numbered its outputs, as its terms say (NEUTRAL_NAMES_NOTE); False where it
+    has no terms (it released nothing)."""
+    try:
+        return NEUTRAL_NAMES_NOTE in (folder / GUARANTEE_NAME).read_text(encoding="utf-8")
     except (OSError, UnicodeError):
-        numbered = False
-    # this run's numbers go on after every number in the chain's released and stray files' names: a number taken
-    # from a copied name only makes a gap, never two releases of one name when the folders are merged
-    numbers = [int(match.group(1)) for where in [*done.values(), *unlisted] if (match := _NUMBERED.search(where))]
-    return EarlierRun(folder, done, settings, unlisted, max(numbers, default=0), numbered)
+        return False
 
 
-_NUMBERED = re.compile(r"(\d+)\.png$")  # a file's number (--neutral-names writes 00017.png)
+def _chain_highest(folder: Path, visited: set[Path]) -> int:
+    """The highest number of the numbered files of the run in ``folder`` (listed or not) and of every run before
+    it in a chain of continuations (reached through its skipped rows, which name the files that released them):
+    a continuation's numbers go on after it, so that merging the folders never puts two releases under one name."""
+    try:
+        key = folder.resolve()
+        if key in visited or len(visited) > 100:
+            return 0
+        visited.add(key)
+        with (folder / MANIFEST_NAME).open(encoding="utf-8", newline="") as handle:
+            rows = [row for row in csv.reader(handle) if len(row) == len(MANIFEST_COLUMNS)][1:]
+        files = [path for path in folder.rglob("*.png") if path.is_file()] if _numbered_run(folder) else []
+    except (OSError, UnicodeError, csv.Error, RuntimeError):
+        return 0
+    highest = max((int(match.group(1)) for path in files
+                   if (match := _NUMBERED.search(path.relative_to(folder).as_posix()))), default=0)
+    status, output = MANIFEST_COLUMNS.index("status"), MANIFEST_COLUMNS.index("output")
+    earlier_folders = set()
+    for row in rows:
+        if row[status] == SKIPPED and row[output]:
+            for parent in list(Path(_unescaped(row[output])).parents)[:8]:  # the run folder holding that file
+                if (parent / MANIFEST_NAME).is_file():
+                    earlier_folders.add(parent)
+                    break
+    return max([highest, *(_chain_highest(earlier, visited) for earlier in earlier_folders)])
 
 
 def _unescaped(cell: str) -> str:
@@ -1273,7 +1302,7 @@ def earlier_run_notes(earlier: EarlierRun, settings: RunSettings) -> list[str]:
         notes.append(f"{earlier.folder} holds {len(earlier.unlisted)} file(s) its {MANIFEST_NAME} does not list (a run "
                      f"killed while it wrote them), e.g. {readable(earlier.unlisted[0])}: their inputs are privatized "
                      f"again here; delete those files before sharing {earlier.folder}")
-    if earlier.done and any(earlier.done.values()) and earlier.numbered == settings.names_copied:
+    if earlier.settings is not None and earlier.numbered == settings.names_copied:  # (it released some itself)
         then, now_named = (("numbered its outputs", "copies input names") if earlier.numbered
                            else ("copied input names", "numbers its outputs"))
         notes.append(f"the run in {earlier.folder} {then} and this one {now_named}: merging the two folders may put "

@@ -2623,3 +2623,30 @@ def test_numbering_goes_on_through_a_continuation_that_released_nothing(image_mo
                str(tmp_path / "two")) == 0
     assert {row["output"] for row in read_manifest(tmp_path / "three") if row["status"] == "privatized"} == \
         {"0/00003.png", "0/00004.png"}
+
+
+def test_numbering_goes_on_after_the_whole_chain_of_continuations(image_model, tmp_path, capsys):
+    """A continuation that released nothing passed on only the skipped rows of its own inputs: the next one
+    numbered g 0/00002.png, the name the first run had given e (review); and it said, falsely, that the run that
+    released nothing had copied input names."""
+    first = make_folder(tmp_path / "in1", {f"0/{name}.png": image_file(seed) for seed, name in enumerate("abcdef")})
+    assert run(image_model, first, tmp_path / "out1", "--neutral-names", "--seed", "3") == 0  # (a: 00001)
+    assert [row["output"] for row in read_manifest(tmp_path / "out1") if row["file"] == "0/a.png"] == ["0/00001.png"]
+    second = make_folder(tmp_path / "in2", {"0/a.png": image_file(0), "0/zz.png": b"not an image"})
+    assert run(image_model, second, tmp_path / "out2", "--neutral-names", "--skip-privatized",
+               str(tmp_path / "out1")) == 1
+    capsys.readouterr()
+    third = make_folder(tmp_path / "in3", {"0/a.png": image_file(0), "0/g.png": image_file(6)})
+    assert run(image_model, third, tmp_path / "out3", "--neutral-names", "--skip-privatized",
+               str(tmp_path / "out2")) == 0
+    assert [row["output"] for row in read_manifest(tmp_path / "out3") if row["status"] == "privatized"] == \
+        ["0/00007.png"]
+    assert "copied input names" not in capsys.readouterr().err
+    # a copied name's digits are no number of the chain: a numbered continuation of a copied run starts at 1
+    copied = make_folder(tmp_path / "in4", {"0/99999999999999999999.png": image_file(1), "0/b.png": image_file(2)})
+    assert run(image_model, copied, tmp_path / "out4", "--batch-size", "1") == 0
+    rest = make_folder(tmp_path / "in5", {"0/99999999999999999999.png": image_file(1), "0/c.png": image_file(3)})
+    assert run(image_model, rest, tmp_path / "out5", "--neutral-names", "--skip-privatized",
+               str(tmp_path / "out4")) == 0
+    assert [row["output"] for row in read_manifest(tmp_path / "out5") if row["status"] == "privatized"] == \
+        ["0/00001.png"]
