@@ -1206,16 +1206,17 @@ def read_earlier_run(folder: Path) -> EarlierRun:
     privatized = [row for row in rows if row[column["status"]] == "privatized"]
     listed = {row[column["output"]] for row in privatized}
     own = {MANIFEST_NAME, GUARANTEE_NAME, LABELS_NAME, CAUTIONS_NAME}
-    unlisted = sorted(name for name in (path.relative_to(folder).as_posix() for path in folder.rglob("*")
-                                        if path.is_file() and not path.name.endswith(".part"))
-                      if name not in own and manifest_text(name) not in listed)
+    files = _run_files(folder)
+    unlisted = sorted(name for name in files if name not in own and manifest_text(name) not in listed)
     first = privatized[0] if privatized else None
     settings = (first[column["mechanism"]], first[column["epsilon"]], first[column["delta"]]) if first else None
     # each done input's release, as a full path: its file here, or (skipped here) the file an earlier run wrote
     done = {row[column["file"]]: (str((folder / _unescaped(row[column["output"]])).absolute())
                                   if row[column["status"]] == "privatized" else row[column["output"]])
             for row in rows if row[column["status"]] in ("privatized", SKIPPED)}
-    return EarlierRun(folder, done, settings, unlisted, _chain_highest(folder, set()), _numbered_run(folder))
+    numbered = _numbered_run(folder)
+    highest = _highest_number(rows, files if numbered else [], {folder.resolve()})
+    return EarlierRun(folder, done, settings, unlisted, highest, numbered)
 
 
 _NUMBERED = re.compile(r"(?:^|/)(\d{1,18})\.png$")  # a numbered output's number (--neutral-names writes 00017.png)
@@ -1230,10 +1231,15 @@ def _numbered_run(folder: Path) -> bool:
         return False
 
 
+def _run_files(folder: Path) -> list[str]:
+    """The files of a run's folder (a file being written, ``.part``, aside), named from the folder."""
+    return [path.relative_to(folder).as_posix() for path in folder.rglob("*")
+            if path.is_file() and not path.name.endswith(".part")]
+
+
 def _chain_highest(folder: Path, visited: set[Path]) -> int:
     """The highest number of the numbered files of the run in ``folder`` (listed or not) and of every run before
-    it in a chain of continuations (reached through its skipped rows, which name the files that released them):
-    a continuation's numbers go on after it, so that merging the folders never puts two releases under one name."""
+    it in a chain of continuations (``_highest_number``); 0 for a folder that cannot be read or was seen."""
     try:
         key = folder.resolve()
         if key in visited or len(visited) > 100:
@@ -1241,11 +1247,18 @@ def _chain_highest(folder: Path, visited: set[Path]) -> int:
         visited.add(key)
         with (folder / MANIFEST_NAME).open(encoding="utf-8", newline="") as handle:
             rows = [row for row in csv.reader(handle) if len(row) == len(MANIFEST_COLUMNS)][1:]
-        files = [path for path in folder.rglob("*.png") if path.is_file()] if _numbered_run(folder) else []
+        files = _run_files(folder) if _numbered_run(folder) else []
     except (OSError, UnicodeError, csv.Error, RuntimeError):
         return 0
-    highest = max((int(match.group(1)) for path in files
-                   if (match := _NUMBERED.search(path.relative_to(folder).as_posix()))), default=0)
+    return _highest_number(rows, files, visited)
+
+
+def _highest_number(rows: list[list[str]], files: list[str], visited: set[Path]) -> int:
+    """The highest number of a run's numbered ``files`` (its folder's files, [] where it copied names) and of every
+    run before it in a chain of continuations, reached through its manifest ``rows``' skipped ones (which name the
+    files that released them): a continuation's numbers go on after it, so that merging the folders never puts
+    two releases under one name."""
+    highest = max((int(match.group(1)) for name in files if (match := _NUMBERED.search(name))), default=0)
     status, output = MANIFEST_COLUMNS.index("status"), MANIFEST_COLUMNS.index("output")
     earlier_folders = set()
     for row in rows:
