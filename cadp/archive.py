@@ -92,6 +92,7 @@ from cadp.uploads import (
     FIRST_FRAME,
     FORMULA_PREFIXES,
     INVERT_CHOICES,
+    INVERTED_BACK,
     ONE_DOT,
     UNCLOSED_QUOTE,
     cell_number,
@@ -105,6 +106,7 @@ from cadp.uploads import (
     escaped_csv,
     format_change_reason,
     image_record_key,
+    in_input_polarity,
     line_feeds,
     png_bytes,
     release_decimal,
@@ -913,9 +915,6 @@ def unread_labels_note(names: list[str] | dict[str, str], read: str | None, give
 
 # --------------------------------------------------------------------------- image runs
 
-INVERTED_BACK = "the release inverted back (written in the input's polarity)"
-
-
 @dataclass
 class PendingImage:
     name: str
@@ -1430,7 +1429,7 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
                         written_now.append(path)
                         released_pixels = result.privatized[index].numpy()
                         # (an image inverted for the model: its release inverted back, as dark on light as its input)
-                        path.write_bytes(png_bytes(255 - released_pixels if item.inverted else released_pixels))
+                        path.write_bytes(png_bytes(in_input_polarity(released_pixels, item.inverted)))
                         outcome[id(item)] = (class_names[released[index]], "",
                                              path.relative_to(names.root).as_posix())
                     except InputError as error:

@@ -56,7 +56,7 @@ def latent_distance(latent, noisy_latent) -> float:
 
 def batch_zip(files: list[tuple[str, bytes]], manifest: list[dict], guarantee: str, cautions: str | None = None) -> bytes:
     """A ZIP (in memory) of the released PNGs, a manifest.csv (one row per file: released condition, mechanism,
-    cost, noise source) and guarantee.txt, so that the download carries its own privacy terms; ``cautions``
+    cost, noise source, and where the rows have one, polarity) and guarantee.txt, so that the download carries its own privacy terms; ``cautions``
     (facts about these records, such as copies of one record, for whoever made the release) go to cautions.txt,
     as the CLI writes them: never into the terms, which must not depend on the records released."""
     buffer = io.BytesIO()
@@ -64,7 +64,8 @@ def batch_zip(files: list[tuple[str, bytes]], manifest: list[dict], guarantee: s
         for name, data in files:
             archive.writestr(name, data)
         table = io.StringIO()
-        fields = ["file", "condition", "mechanism", "cost", "noise"]
+        fields = ["file", "condition", "mechanism", "cost", "noise"] + ["polarity"] * any("polarity" in row
+                                                                                      for row in manifest)
         writer = csv.DictWriter(table, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(manifest)
@@ -122,12 +123,18 @@ def released_description(terms: str, label: str, handling: str) -> str:
     return f"{terms} Released label: {label} ({how})."
 
 
+POLARITY_AS_READ = "as the input"  # a manifest's polarity column, for an image the model read as it is
+
+
 def release_files(result, names: list[str], class_names: list[str], handling: str, *, tag: str, terms: str,
-                  mechanism: str, cost: str) -> tuple[list[tuple[str, bytes]], list[dict]]:
+                  mechanism: str, cost: str, inverted: list[bool] | None = None
+                  ) -> tuple[list[tuple[str, bytes]], list[dict]]:
     """The PNG files of an image release and their manifest rows. Each PNG carries ``terms`` and its released
     label; with a label that is not kept the files are numbered in an order drawn at random (upload order and
-    names would tell which input each is)."""
-    from cadp.uploads import png_bytes
+    names would tell which input each is). An image the model read as its negative (``inverted``, one flag per
+    image) is written back in its input's polarity, and where any was, the manifest says of each file which it is
+    (the file itself shows it)."""
+    from cadp.uploads import INVERTED_BACK, in_input_polarity, png_bytes
 
     order = list(range(len(names)))
     if handling != "kept":
@@ -137,9 +144,12 @@ def release_files(result, names: list[str], class_names: list[str], handling: st
         label = class_names[int(result.released_condition["label"][index])]
         file = released_name(names[index], number, copy_name=handling == "kept", tag=tag, label=label)
         description = released_description(terms, label, handling)
-        files.append((file, png_bytes(result.privatized[index].numpy(), description=description)))
+        flipped = bool(inverted and inverted[index])
+        files.append((file, png_bytes(in_input_polarity(result.privatized[index].numpy(), flipped),
+                                      description=description)))
         manifest.append({"file": file, "condition": label, "mechanism": mechanism, "cost": cost,
-                         "noise": result.noise_source})
+                         "noise": result.noise_source}
+                        | ({"polarity": INVERTED_BACK if flipped else POLARITY_AS_READ} if any(inverted or ()) else {}))
     return files, manifest
 
 
@@ -190,8 +200,11 @@ def repeated_rows_note(keys: list[str], cost: str, released: bool, formal: bool 
             "they are one patient's repeated row.")
 
 
-def download_note(handling: str, first_file: str) -> str:
-    """What the app says of an image release's downloaded files (``release_files``): their names and contents."""
+def download_note(handling: str, first_file: str, inverted: bool = False) -> str:
+    """What the app says of an image release's downloaded files (``release_files``): their names and contents
+    (``inverted``: some image was read by the model as its negative)."""
+    inverted_note = (" An image the model read as its negative (see Preprocessing) is shown and downloaded inverted "
+                     "back, as dark on light as you uploaded it.")
     if handling == "kept":
         names = (f"Downloaded files keep your file names ({first_file}): rename them before sharing if a name "
                  "identifies a patient. The guarantee covers the image content, not file names.")
@@ -199,7 +212,7 @@ def download_note(handling: str, first_file: str) -> str:
         names = ("Downloaded files are numbered in an order drawn at random: with a label that is not kept, names "
                  "(which often carry the true label) and the upload's order are left out. Each name carries the "
                  f"label released with its image ({first_file}): share it with that label, never with the true one.")
-    return (names + "\n\nEach PNG carries this release's terms and its released label as its Description text "
+    return (names + inverted_note * inverted + "\n\nEach PNG carries this release's terms and its released label as its Description text "
             "(shown by image viewers' properties or `exiftool`); a name ending in -not-private marks a release "
             "without a formal guarantee (paper, or a fixed seed).")
 

@@ -50,6 +50,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".we
 FORMAT_NAMES = "PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM"
 # a border this many grey levels brighter than the centre means dark-on-light
 INVERT_MARGIN = 2.0
+INVERTED_BACK = "the release inverted back (written in the input's polarity)"
 
 
 @dataclass
@@ -64,6 +65,12 @@ class PreparedImage:
 
 
 # --------------------------------------------------------------------------- images
+
+def in_input_polarity(pixels, inverted: bool):
+    """An image (uint8 array or tensor, 0 to 255) in its input's polarity: a release of an input the model read as
+    its negative (``inverted``) is inverted back, as dark on light as its input; any other is returned as it is."""
+    return 255 - pixels if inverted else pixels
+
 
 def default_invert(dataset: str) -> str:
     """The inversion to offer for a model's uploads: 'auto' for models of light-on-dark public data (MNIST,

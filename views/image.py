@@ -10,7 +10,7 @@ from cadp.curves import literal
 from cadp.data import IMAGE_DATASETS
 from cadp.mechanisms import new_generator
 from cadp.privatize import latent_difference_maps, privatize
-from cadp.uploads import FIRST_FRAME, default_invert, several_frames_note
+from cadp.uploads import FIRST_FRAME, default_invert, in_input_polarity, several_frames_note
 
 STRIP_EPSILONS = [1, 10, 100, 1000, 10000]
 RESULT = "image_result"
@@ -166,7 +166,7 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
         result, [r.name for r in records], loaded.config.class_names, handling.handling,
         tag=compare.release_tag(settings.mechanism, seeded=settings.seed is not None), terms=ui.release_terms(result),
         mechanism=ui.MECHANISM_LABELS[name] + (f" (ran on {result.batch_text})" if name == "paper" else ""),
-        cost=ui.cost_text([settings.mechanism], handling.cost))
+        cost=ui.cost_text([settings.mechanism], handling.cost), inverted=[r.inverted for r in records])
     extra = extra_releases(settings, strip, gallery)
     repeats = compare.repeated_images_note([r.key for r in records], ui.cost_text([settings.mechanism], handling.cost),
                                            (len(extra), ui.cost_text(extra, handling.cost)) if extra else None,
@@ -177,7 +177,9 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
             "epsilon": settings.epsilon, "per_unit": name == "metric",  # metric: epsilon per unit of distance
             # paper's output depends on its batch: the extra releases run on the first image alone
             "alone": name == "paper" and len(records) > 1,
-            "zip_terms": ui.release_terms(result)}  # the terms only: what copies cost goes to cautions.txt
+            "zip_terms": ui.release_terms(result),  # the terms only: what copies cost goes to cautions.txt
+            # an image the model read as its negative is shown and downloaded inverted back, as it was uploaded
+            "inverted": [r.inverted for r in records]}
 
 
 def show_result(loaded, state, changed: bool) -> None:
@@ -189,11 +191,21 @@ def show_result(loaded, state, changed: bool) -> None:
     index = 0
     if len(names) > 1:
         index = st.selectbox("Show", range(len(names)), format_func=lambda i: names[i], key=ui.kept("image_show"))
-    original, privatized = result.original[index], result.privatized[index]
+    inverted = state.get("inverted") or [False] * len(names)
+
+    def shown(image, flipped: bool):  # in the polarity it was uploaded in
+        return ui.to_display(in_input_polarity(image, flipped))
+
+    original = in_input_polarity(result.original[index], inverted[index])
+    privatized = in_input_polarity(result.privatized[index], inverted[index])
     kept = int(result.condition["label"][index]) == int(result.released_condition["label"][index])
+    if inverted[index]:
+        st.caption("The model read this image as its negative (see Preprocessing): it is shown, measured and "
+                   "downloaded inverted back, as you uploaded it.")
     columns = st.columns(4)
     columns[0].image(ui.to_display(original), width=ui.IMAGE_WIDTH, caption="original")
-    columns[1].image(ui.to_display(result.reconstruction[index]), width=ui.IMAGE_WIDTH, caption="reconstruction (no noise)")
+    columns[1].image(shown(result.reconstruction[index], inverted[index]), width=ui.IMAGE_WIDTH,
+                     caption="reconstruction (no noise)")
     columns[2].image(ui.to_display(privatized), width=ui.IMAGE_WIDTH,
                      caption=f"privatized ({class_names[int(result.released_condition['label'][index])]})")
     columns[3].image(ui.to_display((privatized - original).abs()), width=ui.IMAGE_WIDTH, caption="pixel difference |x' − x|")
@@ -224,14 +236,14 @@ def show_result(loaded, state, changed: bool) -> None:
         st.markdown("**The same input at several ε** (each a separate release, charged to the ledger"
                     + (PAPER_ALONE if state.get("alone") else "") + ")")
         for column, (epsilon, image, label) in zip(st.columns(len(state["strip"])), state["strip"]):
-            column.image(ui.to_display(image), width=ui.IMAGE_WIDTH, caption=extra_caption(
+            column.image(shown(image, inverted[0]), width=ui.IMAGE_WIDTH, caption=extra_caption(
                 f"ε = {epsilon:g}" + (" per unit" if state["per_unit"] else ""), label, class_names, *extra))
     if state["gallery"]:
         per_unit = " per unit of latent distance" if state["per_unit"] else ""
         st.markdown(f"**{len(state['gallery'])} draws at ε = {state['epsilon']:g}{per_unit}** (each charged to the "
                     "ledger" + (PAPER_ALONE if state.get("alone") else "") + ")")
         for column, (image, label) in zip(st.columns(len(state["gallery"])), state["gallery"]):
-            column.image(ui.to_display(image), width=ui.IMAGE_WIDTH,
+            column.image(shown(image, inverted[0]), width=ui.IMAGE_WIDTH,
                          caption=extra_caption("", label, class_names, *extra) or None)
     if len(names) == 1:
         st.download_button("Download privatized PNG", state["files"][0][1], file_name=state["files"][0][0],
@@ -241,7 +253,7 @@ def show_result(loaded, state, changed: bool) -> None:
                            + (", cautions.txt" if state.get("repeats") else "") + ")",
                            compare.batch_zip(state["files"], state["manifest"], state["zip_terms"], state.get("repeats")),
                            file_name="cadp-privatized.zip", mime="application/zip", on_click="ignore", key="download_zip")
-    st.caption(compare.download_note(state["handling"], state["files"][0][0]))
+    st.caption(compare.download_note(state["handling"], state["files"][0][0], any(inverted)))
 
 
 def page(loaded) -> None:
