@@ -723,12 +723,24 @@ def iter_folder_files(root: Path, shuffle: random.Random | None = None) -> Itera
     if shuffle is not None:
         shuffle.shuffle(paths)
     for name, path in paths:
+        if _is_labels_name(name):  # one in a subfolder (the top one is not an input)
+            yield name, InputError(DEEPER_LABELS.format(where=f"the folder's own {LABELS_NAME}"))
+            continue
         try:
             data = read_image_file(path)
         except InputError as error:
             yield name, error
             continue
         yield name, data if data is not None else InputError(f"{NOT_AN_IMAGE}; skipped")
+
+
+DEEPER_LABELS = ("a labels CSV in a subfolder, not read: the labels of a run come from --labels or from {where}; "
+                 "not an image; skipped")
+
+
+def _is_labels_name(name: str) -> bool:
+    """Whether a file or member (by its name relative to the input) is named like a labels CSV, at any depth."""
+    return PurePosixPath(name).name.casefold() == LABELS_NAME
 
 
 def _is_labels_file(name: str) -> bool:
@@ -2539,6 +2551,9 @@ def _zip_source(path: Path, iter_zip_images) -> tuple[Iterator, int | None]:
             for name, content in iter_zip_images(handle):
                 if _is_zip_labels_member(name):
                     continue
+                if _is_labels_name(name):  # deeper down: said so, not "not an image"
+                    content = InputError(DEEPER_LABELS.format(where=f"the {LABELS_NAME} at the ZIP's top or in its "
+                                                                    "single top folder"))
                 yield name, content
 
     return members(), total

@@ -178,3 +178,23 @@ def test_a_zips_own_labels_csv_reads_its_rows_from_its_folder_only(digit_model, 
     assert conditions(tmp_path / "folder-out") == {"x.png": "0", "data/x.png": "1"}
     assert run(digit_model, zip_folder(source, tmp_path / "data.zip"), tmp_path / "zip-out") == 0
     assert conditions(tmp_path / "zip-out", "data/") == {"x.png": "0", "data/x.png": "1"}
+
+
+def test_a_labels_csv_in_a_subfolder_is_said_to_be_one_not_an_unreadable_image(digit_model, tmp_path):
+    """A labels CSV one level down in a folder (or below a ZIP's top folder) was listed as "not an image"."""
+    source = make_folder(tmp_path / "lab", {"3/a.png": image_file(3), "4/b.png": image_file(4),
+                                            "3/labels.csv": b"file,label\na.png,5\n",
+                                            "4/deeper/Labels.CSV": b"file,label\nb.png,6\n"})
+    assert run(digit_model, source, tmp_path / "folder-out") == 0
+    rows = conditions(tmp_path / "folder-out")
+    assert rows["3/a.png"] == "3" and rows["4/b.png"] == "4"  # the class folders give the labels
+    for name in ("3/labels.csv", "4/deeper/Labels.CSV"):
+        assert rows[name].startswith("error: a labels CSV in a subfolder, not read: the labels of a run come from "
+                                     "--labels or from the folder's own labels.csv"), rows[name]
+    zipped = zip_folder(source, tmp_path / "lab.zip")
+    assert run(digit_model, zipped, tmp_path / "zip-out") == 0
+    rows = conditions(tmp_path / "zip-out", "lab/")
+    assert rows["3/a.png"] == "3" and rows["4/b.png"] == "4"
+    for name in ("3/labels.csv", "4/deeper/Labels.CSV"):
+        assert rows[name].startswith("error: a labels CSV in a subfolder, not read: the labels of a run come from "
+                                     "--labels or from the labels.csv at the ZIP's top or in its single top folder")
