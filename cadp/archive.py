@@ -2069,9 +2069,10 @@ def _check_paths(args, kind: str) -> str:
     """'folder', 'zip' or 'csv', after checking INPUT and OUTPUT."""
     source: Path = args.input
     for index, part in enumerate(args.output.parts):  # new/.. is the folder above, whose files no check would see
-        if part == ".." and not (Path(*args.output.parts[:index]) if index else Path(".")).is_dir():
-            raise UsageError(f"OUTPUT {args.output} goes through '..' after a folder that does not exist: give the "
-                             "output folder's own path")
+        before = Path(*args.output.parts[:index]) if index else Path(".")
+        if part == ".." and not before.is_dir():
+            what = "a file, not a folder" if before.exists() else "a folder that does not exist"
+            raise UsageError(f"OUTPUT {args.output} goes through '..' after {what}: give the output folder's own path")
     if not source.exists():
         raise UsageError(f"INPUT {source} does not exist")
     if source.is_dir():
@@ -2506,6 +2507,9 @@ def _make_folders(output: Path, created: list[Path]) -> None:
                 continue
             if folder.exists():
                 raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(folder)) from None
+            if folder.is_symlink():  # a link to nothing: mkdir said only "File exists"
+                raise FileNotFoundError(errno.ENOENT, f"a link to {os.readlink(folder)}, which does not exist",
+                                        str(folder)) from None
             raise
         created.insert(0, folder)
 
