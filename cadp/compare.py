@@ -206,7 +206,9 @@ def download_note(handling: str, first_file: str, inverted: bool = False) -> str
     inverted_note = (" An image the model read as its negative (see Preprocessing) is shown and downloaded inverted "
                      "back, as dark on light as you uploaded it.")
     if handling == "kept":
-        names = (f"Downloaded files keep your file names ({first_file}): rename them before sharing if a name "
+        names = (f"Downloaded files keep your file names ({first_file}), numbered in the upload's order (a ZIP's "
+                 "folders are left out of the names: two files of one name in two folders differ by their number "
+                 "only, in the order the page's Show list gives them): rename them before sharing if a name "
                  "identifies a patient. The guarantee covers the image content, not file names.")
     else:
         names = ("Downloaded files are numbered in an order drawn at random: with a label that is not kept, names "

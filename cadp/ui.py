@@ -286,10 +286,13 @@ def sidebar(kind: str | None = None, key: str = "model", main=None) -> tuple[hub
                     except ModelError as error:
                         if not (repo.startswith(("/", ".", "~")) or "\\" in repo or repo.split("@")[0].count("/") > 1):
                             raise
+                        # the folder by its role, not its path: a hosted app's visitors need not see the server's
+                        where = ("the app's weights/ folder" if weights_dir().resolve() == hub.BUNDLED_DIR.resolve()
+                                 else f"the folder {WEIGHTS_ENV} names")
                         raise ModelError(f"{error}. Local folders are not loaded from this box (Hub ids only): to use "
-                                         f"a model folder in the app, put it in {weights_dir()} (or start the app "
-                                         f"with {WEIGHTS_ENV} set to the folder that holds it) and choose it "
-                                         "above") from None
+                                         f"a model folder in the app, put it in {where} (or start the app with "
+                                         f"{WEIGHTS_ENV} set to the folder that holds it) and choose it above"
+                                         ) from None
                 else:
                     st.info("Type a Hub repository id to load a model from the Hub.")
             else:
@@ -518,19 +521,27 @@ def charge_rows(table_key: str, name: str, rows, mechanism: Mechanism, condition
     keys = row_record_keys(rows)
     for key, count in Counter(keys).items():
         _add(ledger().setdefault(key, LedgerEntry(name)), mechanism, condition_epsilon, count, seeded)
-    tables = st.session_state.setdefault(LEDGER_TABLES, {})
-    # each row's keys: a row released through another model (other columns) has another key, and both count
-    earlier = tables.get(table_key, (name, 0, []))[2]
-    if len(earlier) != len(keys):
-        earlier = [[] for _ in keys]
-    tables[table_key] = (name, len(rows), [row + [key] * (key not in row) for row, key in zip(earlier, keys)])
+    st.session_state.setdefault(LEDGER_TABLES, {})[table_key] = (name, len(rows), table_rows_keys(table_key, keys))
     return keys
 
 
-def released_before_note(keys: list[str], noun: str = "record") -> str | None:
+def table_rows_keys(table_key: str, keys: list[str]) -> list[list[str]]:
+    """Each row's ledger keys once ``keys`` (the rows' keys through the model in use) are added to those of this
+    table's earlier releases: a row released through another model (other columns) has another key, and both count
+    (the ledger's line for the table adds them up)."""
+    earlier = st.session_state.get(LEDGER_TABLES, {}).get(table_key, ("", 0, []))[2]
+    if len(earlier) != len(keys):
+        earlier = [[] for _ in keys]
+    return [row + [key] * (key not in row) for row, key in zip(earlier, keys)]
+
+
+def released_before_note(keys: list[str], noun: str = "record", every_key: list[list[str]] | None = None
+                         ) -> str | None:
     """What a page says before a press that would release records this session's ledger lists already (``keys``:
-    their ledger keys), or None: each release of a record costs its ε again."""
-    before = {key for key in keys if key in ledger()}
+    their ledger keys; ``every_key``: each record's keys of every release the ledger adds up for it, as
+    ``table_rows_keys`` gives a table's rows), or None: each release of a record costs its ε again."""
+    every_key = every_key if every_key is not None else [[key] for key in keys]
+    before = {key for key, known in zip(keys, every_key) if any(k in ledger() for k in known)}
     if not before:
         return None
     return (f"{len(before):,} {noun}(s) here were released before in this session (the ledger lists them, with any "
@@ -879,8 +890,9 @@ def preview_figure(utility: dict, mechanism: str, epsilon: float):
                          annotation_text=f"chance knowing the released {released_words(utility)} ({given:.1%}): "
                                          "the attackers' baseline")
     # a trace, not add_vline: on a log axis a shape's annotation takes log10(x) and would stretch the axis
+    per_unit = " per unit" if mechanism == "metric" else ""  # metric's ε: per unit of latent distance
     figure.add_trace(go.Scatter(x=[epsilon, epsilon], y=[0, 1.05], mode="lines", line=dict(color="crimson"),
-                                name=f"your ε = {format_epsilon(epsilon)}", hoverinfo="skip"))
+                                name=f"your ε = {format_epsilon(epsilon)}{per_unit}", hoverinfo="skip"))
     low, high = min(*epsilons, epsilon), max(*epsilons, epsilon)
     figure.update_layout(height=300, margin=dict(l=0, r=0, t=30, b=0), yaxis_range=[0, 1.05],
                          legend=dict(orientation="h", y=-0.3))
@@ -920,13 +932,14 @@ def preview_notes(utility: dict, settings: PrivacySettings, conditions_kept: boo
                  "release is close to a fresh sample of its kept class, so accuracy there comes from the kept "
                  "label and the class's typical content, not from the record's own details (re-identification "
                  "says how much of those survives).")
+    # metric's ε is per unit of latent L1 distance: "ε = 1" alone would read as a release's whole budget
+    chosen = format_epsilon(settings.epsilon) + (" per unit of latent L1 distance" * (settings.name == "metric"))
     if settings.epsilon in epsilons:
         index = epsilons.index(settings.epsilon)
-        notes.append(f"At ε = {format_epsilon(settings.epsilon)}: accuracy {accuracy[index]:.3f}, "
-                     f"re-identification {reid[index]:.1%}.")
+        notes.append(f"At ε = {chosen}: accuracy {accuracy[index]:.3f}, re-identification {reid[index]:.1%}.")
     else:
-        notes.append(f"ε = {format_epsilon(settings.epsilon)} was not evaluated; the curves show the evaluated "
-                     f"values ({', '.join(format_epsilon(e) for e in epsilons)}).")
+        notes.append(f"ε = {chosen} was not evaluated; the curves show the evaluated values "
+                     f"({', '.join(format_epsilon(e) for e in epsilons)}).")
     differences = []
     if settings.temperature != evaluated.get("temperature", DEFAULT_TEMPERATURE) and settings.name != "metric" \
             and settings.name != "paper":

@@ -209,7 +209,11 @@ def test_preview_figure_and_notes_say_what_was_evaluated():
     from cadp.ui import paper_batch_note  # a release of 88 rows ran like the evaluation's 88 test rows
     assert paper_batch_note({**utility, "settings": {**utility["settings"], "n_test": 88}}, 88) is None
     assert "one batch of 1 record" in paper_batch_note(utility, 1)
-    assert "At ε = 100: accuracy 0.800, re-identification 20.0%." in notes("metric", 100)
+    # metric's ε is per unit of latent distance, in the notes and the legend as on the slider and the axis
+    assert "At ε = 100 per unit of latent L1 distance: accuracy 0.800, re-identification 20.0%." in notes("metric", 100)
+    assert "ε = 3 per unit of latent L1 distance was not evaluated" in notes("metric", 3)
+    assert ui.preview_figure(utility, "metric", 2)["data"][-1]["name"] == "your ε = 2 per unit"
+    assert ui.preview_figure(utility, "laplace", 2)["data"][-1]["name"] == "your ε = 2"
     assert "conditions not kept exactly" in notes("laplace", kept=False, temperature=0.7)
 
 

@@ -16,6 +16,12 @@ STRIP_EPSILONS = [1, 10, 100, 1000, 10000]
 RESULT = "image_result"
 PAPER_ALONE = ("; paper: each of the first image alone, a batch of 1, whose clip is its largest coordinate, not the "
                "release's batch")
+# the clip counts too: at small ε laplace and gaussian scale a latent down to a small radius, so the distance is
+# then nearly the latent's own norm at any ε (a reviewer read it as the noise's alone)
+LATENT_DISTANCE_HELP = ("‖M(z) − z‖₁: how far the release's latent is from this record's own, the clip and the noise "
+                        "together (laplace and gaussian first scale a latent down to their clip radius, paper to its "
+                        "batch's bound; at small ε that clip alone moves it by nearly its whole norm, so this number "
+                        "changes little there: how much of the record survives is what re-identification measures).")
 INVERT_DEFAULT = "image_invert_default"  # the default the inversion's current value was chosen under
 
 
@@ -219,10 +225,10 @@ def show_result(loaded, state, changed: bool) -> None:
     metrics[1].metric("PSNR", f"{quality['psnr']:.1f} dB")
     distances = getattr(loaded.config, "latent_distances", None)
     metrics[2].metric("latent L1 distance", f"{compare.latent_distance(result.latent[index], result.noisy_latent[index]):.1f}",
-                      help="‖M(z) − z‖₁, how far the noise moved this record's latent"
-                           + ("" if distances is None else f"; for scale, two typical records of one class are "
+                      help=LATENT_DISTANCE_HELP
+                           + ("" if distances is None else f" For scale, two typical records of one class are "
                               f"d_typ = {distances.d_typ:.0f} apart, a record and its nearest neighbour "
-                              f"d_nn = {distances.d_nn:.0f}") + ".")
+                              f"d_nn = {distances.d_nn:.0f}."))
     handling = state["handling"]
     metrics[3].metric("label", "kept" if handling == "kept" else
                       f"{'unchanged' if kept else 'changed'} ({handling})")

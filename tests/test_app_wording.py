@@ -1,0 +1,48 @@
+"""Words of the app a reviewer found misleading: each test fails on the wording before it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cadp import compare
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.usefixtures("weights")  # the app reads the tiny models (conftest)
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_file(str(ROOT / "views" / name), default_timeout=90).run()
+
+
+def test_the_latent_distance_is_said_to_hold_the_clip_not_the_noise_alone():
+    """At small ε the clip moves a latent by nearly its whole norm: "how far the noise moved" it read as noise."""
+    at = page("image.py")
+    at.radio(key="image_source").set_value("Sample from the bundled test set").run()
+    at.button(key="image_privatize").click().run()
+    assert not at.exception
+    metric = next(m for m in at.metric if m.label == "latent L1 distance")
+    assert "the clip and the noise together" in metric.help
+    assert "how far the noise moved" not in metric.help
+
+
+def test_kept_names_say_a_zips_folders_are_left_out_and_the_numbers_follow_the_upload():
+    note = compare.download_note("kept", "0000-scan-label-1-laplace-eps10.png")
+    assert "numbered in the upload's order (a ZIP's folders are left out of the names" in note
+
+
+def test_the_hub_box_names_the_weights_folder_by_its_role_not_the_servers_path(monkeypatch):
+    """A hosted app's visitors saw the server's path to its weights."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    at = page("model_card.py")
+    at.sidebar.selectbox(key="model_choice").set_value("Hub repository…").run()
+    at.sidebar.text_input(key="model_hub").input("/srv/models/x").run()
+    said = " ".join(e.value for e in at.sidebar.error)
+    assert "Local folders are not loaded from this box" in said
+    assert os.environ["CADP_WEIGHTS_DIR"] not in said and "the folder CADP_WEIGHTS_DIR names" in said, said
