@@ -348,12 +348,19 @@ def downstream_accuracy(original: pd.DataFrame, released: pd.DataFrame, target: 
     return results
 
 
-def downstream_words(accuracy: dict) -> str:
-    """How ``downstream_accuracy``'s numbers were made, and why its o/o differs from an evaluation's."""
+FITTED_HERE_UNEVALUATED = ("this model was fitted here and no evaluation was run for it (`python -m cadp.evaluate` "
+                           "measures a saved model folder, such as one `python -m cadp.train` writes, not a model "
+                           "fitted in the app)")
+
+
+def downstream_words(accuracy: dict, fitted_here: bool = False) -> str:
+    """How ``downstream_accuracy``'s numbers were made, and why its o/o differs from an evaluation's (a model
+    fitted here, ``fitted_here``: that it has none)."""
     tested = accuracy["n_test"]
     text = (f"Logistic regression, trained on {accuracy['n_train']} rows of this release (privatized for p/o, their "
-            f"originals for o/o) and tested on the other {tested} real rows: a split of this release alone, so its "
-            "o/o differs from the model's evaluation (trained on the model's training rows).")
+            f"originals for o/o) and tested on the other {tested} real rows: a split of this release alone"
+            + (f"; {FITTED_HERE_UNEVALUATED}." if fitted_here else
+               ", so its o/o differs from the model's evaluation (trained on the model's training rows)."))
     if isinstance(tested, int) and tested > 0:
         text += f" With {tested} test rows, one row moves an accuracy by {1 / tested:.3f}."
     if accuracy["chance"] >= max(accuracy["p/o"], accuracy["o/o"]):
@@ -362,11 +369,14 @@ def downstream_words(accuracy: dict) -> str:
     return text
 
 
-def kept_target_words(target: str) -> str:
-    """Why a high accuracy for a kept condition says little about what of the rows' own values survives."""
+def kept_target_words(target: str, fitted_here: bool = False) -> str:
+    """Why a high accuracy for a kept condition says little about what of the rows' own values survives (a model
+    fitted here, ``fitted_here``: nothing measured it)."""
     return (f"{target} is a kept condition, released exactly: at small ε a released row is close to a fresh sample "
             f"of its {target} group, so this accuracy comes from the model's picture of each group, not from the "
-            "rows' own values. Re-identification (the model's evaluation) says how much of those survives.")
+            "rows' own values. " + (f"Re-identification would say how much of those survives; it was not measured: "
+                                    f"{FITTED_HERE_UNEVALUATED}." if fitted_here else
+                                    "Re-identification (the model's evaluation) says how much of those survives."))
 
 
 def downstream_check(original: pd.DataFrame, released: pd.DataFrame, target: str) -> dict[str, float] | str:

@@ -318,16 +318,30 @@ def sidebar(kind: str | None = None, key: str = "model", main=None) -> tuple[hub
     return loaded, problem
 
 
-def run_page(title: str, body, kind: str | None = None, needs_model: bool = True, picker: bool = True) -> None:
+def model_line(loaded, fitted=None) -> str:
+    """The page's own line naming the model its releases are made with (on a narrow screen the sidebar, with the
+    picker, is folded away): the sidebar's ``loaded``, or ``fitted``, a model fitted on the page's upload instead."""
+    if fitted is None:
+        return (f"Model: **{literal(loaded.config.name)}** (data: {literal(str(loaded.config.dataset))}); choose "
+                "another in the sidebar.")
+    conditions = ", ".join(markdown_literal(str(c)) for c in fitted.config.condition_columns) or "none"
+    steps = getattr(fitted, "fit_record", {}).get("steps")
+    made = (f"{steps:,} training steps, " if isinstance(steps, int) else "") + f"conditions: {conditions}"
+    instead = "" if loaded is None else f", not **{literal(loaded.config.name)}** (the model chosen in the sidebar)"
+    return f"Model: fitted on this upload ({made}){instead}; releases on this page are made with it."
+
+
+def run_page(title: str, body, kind: str | None = None, needs_model: bool = True, picker: bool = True,
+             names_model: bool = True) -> None:
     """Title, sidebar, the page body inside page_errors, and the ledger last (so it shows this run's releases).
 
-    ``picker=False``: a page that uses no model (home) shows no model picker."""
+    ``picker=False``: a page that uses no model (home) shows no model picker. ``names_model=False``: the body names
+    the model itself (``model_line``), where it may release with another than the sidebar's."""
     _restore_kept_values(title)
     st.title(title)
     loaded, problem = sidebar(kind, main=st.empty()) if picker else (None, None)
-    if loaded is not None:  # on a narrow screen the sidebar is folded away: the page itself names the model
-        st.caption(f"Model: **{literal(loaded.config.name)}** (data: {literal(str(loaded.config.dataset))}); choose "
-                   "another in the sidebar.")
+    if loaded is not None and names_model:  # on a narrow screen the sidebar is folded away: the page names it
+        st.caption(model_line(loaded))
     try:
         if problem is not None:  # said in the sidebar too, folded away on phones
             st.error(problem + ("" if problem.endswith((".", "!", "?")) else ".") + " Choose another model in the "

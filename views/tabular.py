@@ -160,15 +160,19 @@ def show_result(state) -> None:
         cols[1].metric("o/o: trained on real, tested on real", f"{accuracy['o/o']:.3f}",
                        help="This release's rows as they were: a classifier trained and tested on real rows")
         cols[2].metric("majority class", f"{accuracy['chance']:.3f}")
-        st.caption(compare.downstream_words(accuracy))
+        fitted_here = state.get("fitted_here", False)  # a model fitted here has no evaluation to point to
+        st.caption(compare.downstream_words(accuracy, fitted_here))
         handling = dict(state["choices"][1]).get(target)
         if getattr(handling, "handling", None) == "kept":
-            st.caption(compare.kept_target_words(target))
+            st.caption(compare.kept_target_words(target, fitted_here))
     else:
         st.caption(compare.no_task_reason(original))
 
 
 def page(loaded) -> None:
+    named = st.empty()  # the model releases are made with: the sidebar's, until a model fitted here takes its place
+    if loaded is not None:
+        named.caption(ui.model_line(loaded))
     st.header("1 · Table")
     chosen = choose_table(loaded)
     if chosen is None:
@@ -191,6 +195,8 @@ def page(loaded) -> None:
     model = model_for(loaded, frame, conditions, kinds, key, name)
     if model is None:
         return
+    if loaded is None or model is not loaded.model:
+        named.caption(ui.model_line(loaded, fitted=model))
     st.header("3 · Privacy")
     settings = ui.privacy_controls(model.config, "table", default_epsilon=2, image=False,
                                    label_kept=all(h.handling == "kept" for h in handlings.values()))
@@ -208,7 +214,8 @@ def page(loaded) -> None:
     repeats = compare.repeated_rows_note(row_keys, cost, released=False, formal=settings.mechanism.formal)
     if repeats:  # said before a release is made (and charged), not only after
         st.warning(repeats)
-    before = ui.released_before_note(row_keys, "row")
+    # a row released through another model's columns has other keys: the ledger's line adds them up, so does this
+    before = ui.released_before_note(row_keys, "row", ui.table_rows_keys(key, row_keys))
     if before:  # the same rows uploaded again (another file, another encoding): said before the press too
         st.warning(before)
     if st.button("Privatize table", type="primary", key="table_privatize"):
@@ -222,7 +229,7 @@ def page(loaded) -> None:
         texts = category_texts(model.config)
         st.session_state[RESULT] = {"result": result, "made_of": made_of, "choices": choices, "csv_format": csv_format,
                                     "texts": texts,
-                                    "seed": settings.seed,
+                                    "seed": settings.seed, "fitted_here": not bundled,
                                     "caution": ui.training_rows_caution(loaded, frame, key, name) if bundled else None,
                                     "repeats": compare.repeated_rows_note(keys, cost, released=True,
                                                                           formal=settings.mechanism.formal)}
@@ -236,4 +243,4 @@ def page(loaded) -> None:
         show_result(state)
 
 
-ui.run_page("Tabular privatization", page, "tabular", needs_model=False)
+ui.run_page("Tabular privatization", page, "tabular", needs_model=False, names_model=False)

@@ -1,0 +1,100 @@
+"""The table page with a model fitted on the upload: what it says before a press, and which model it names."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests import app_helpers as helpers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.usefixtures("weights")  # the app reads the tiny models (conftest)
+
+
+def table_page() -> AppTest:
+    return AppTest.from_file(str(ROOT / "views" / "tabular.py"), default_timeout=90).run()
+
+
+def clean(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def ledger(at: AppTest) -> list[str]:
+    return [m.value for m in at.sidebar.markdown]
+
+
+def captions(at: AppTest) -> list[str]:
+    return [c.value for c in at.main.caption]
+
+
+def test_rows_released_under_another_models_columns_are_warned_about_before_the_press(weights, tmp_path,
+                                                                                        monkeypatch):
+    """Released with a heart model (its columns), then with a model fitted on the upload (every column, the extra
+    one too): the warning came only after the second press, which the ledger counted as the rows' second release."""
+    from cadp.data import load_table
+    from cadp.hub import save_model
+    from cadp.models import TabularCINN
+    from cadp.train import tabular_config
+
+    shutil.copytree(weights / helpers.TABLE_MODEL, tmp_path / helpers.TABLE_MODEL)
+    heart = load_table("heart").frame
+    save_model(TabularCINN(tabular_config(heart, ["target", "sex"], name="tiny-heart", dataset="heart", blocks=1,
+                                          width=8)), tmp_path / "tiny-heart", card="# tiny-heart\n")
+    monkeypatch.setenv("CADP_WEIGHTS_DIR", str(tmp_path))
+    rows = heart.head(60).copy()
+    rows["site"] = ["ABC"[i % 3] for i in range(len(rows))]  # a column the heart model does not have
+    at = table_page()
+    at.sidebar.selectbox(key="model_choice").set_value("tiny-heart").run()
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="table_upload").set_value(("heart.csv", rows.to_csv(index=False).encode(), "text/csv")).run()
+    assert any("fits the model tiny-heart" in s.value for s in clean(at).success)
+    at.button(key="table_privatize").click().run()
+    assert "**each row of heart.csv (60 rows)** — 1 release(s): ε = 2" in ledger(clean(at)), ledger(at)
+    at.sidebar.selectbox(key="model_choice").set_value(helpers.TABLE_MODEL).run()  # a model the table does not fit
+    helpers.conditions(clean(at)).set_value(["sex"]).run()
+    at.slider(key="table_steps").set_value(100)
+    at.button[0].click().run()  # the form's "Fit a model on this table"
+    warned = [w.value for w in clean(at).warning if "here were released before in this session" in w.value]
+    assert warned and warned[0].startswith("60 row(s) here were released before"), [w.value for w in at.warning]
+    at.button(key="table_privatize").click().run()
+    assert "**each row of heart.csv (60 rows)** — 2 release(s): ε = 4" in ledger(clean(at)), ledger(at)
+
+
+def test_a_model_fitted_here_is_not_said_to_have_an_evaluation():
+    """The downstream check's captions spoke of "the model's evaluation" for a model fitted on the upload."""
+    from cadp.compare import kept_target_words
+
+    at = table_page()
+    helpers.upload_and_fit(at)  # "group" kept
+    at.button(key="table_privatize").click().run()
+    assert at.selectbox(key="table_target").value == "group"
+    shown = captions(clean(at))
+    assert not [c for c in shown if "the model's evaluation" in c], shown
+    assert kept_target_words("group") not in shown
+    assert any(c.startswith("group is a kept condition") and "no evaluation was run for it" in c
+               and "python -m cadp.evaluate" in c for c in shown), shown
+    assert any(c.startswith("Logistic regression, trained on") and "no evaluation was run for it" in c
+               for c in shown), shown
+
+
+def test_the_page_names_the_model_fitted_on_the_upload_once_it_is_in_use():
+    """After "Fit a model on this table" the page still said "Model: **tiny-table** (data: diabetes); choose another
+    in the sidebar." while its releases were made with the model fitted on the upload."""
+    at = table_page()
+    assert f"Model: **{helpers.TABLE_MODEL}** (data: diabetes); choose another in the sidebar." in captions(clean(at))
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="table_upload").set_value(("people.csv", helpers.small_csv(), "text/csv")).run()
+    # not fitted yet: no release can be made, and the sidebar's model is the one chosen
+    assert f"Model: **{helpers.TABLE_MODEL}** (data: diabetes); choose another in the sidebar." in captions(clean(at))
+    helpers.upload_and_fit(at)
+    shown = captions(clean(at))
+    assert not [c for c in shown if c.startswith(f"Model: **{helpers.TABLE_MODEL}**")], shown
+    named = [c for c in shown if c.startswith("Model: fitted on this upload")]
+    assert len(named) == 1 and f"not **{helpers.TABLE_MODEL}**" in named[0], shown
+    at.button(key="table_privatize").click().run()
+    assert [c for c in captions(clean(at)) if c.startswith("Model: ")] == named
