@@ -353,13 +353,17 @@ FITTED_HERE_UNEVALUATED = ("this model was fitted here and no evaluation was run
                            "fitted in the app)")
 
 
-def downstream_words(accuracy: dict, fitted_here: bool = False) -> str:
-    """How ``downstream_accuracy``'s numbers were made, and why its o/o differs from an evaluation's (a model
-    fitted here, ``fitted_here``: that it has none)."""
+NOT_EVALUATED = ("this model's folder holds no evaluation of its releases (`python -m cadp.evaluate utility --model "
+                 "FOLDER` runs one)")
+
+
+def downstream_words(accuracy: dict, no_evaluation: str | None = None) -> str:
+    """How ``downstream_accuracy``'s numbers were made, and why its o/o differs from an evaluation's (or, for a
+    model without one, ``no_evaluation``: why there is none, FITTED_HERE_UNEVALUATED or NOT_EVALUATED)."""
     tested = accuracy["n_test"]
     text = (f"Logistic regression, trained on {accuracy['n_train']} rows of this release (privatized for p/o, their "
             f"originals for o/o) and tested on the other {tested} real rows: a split of this release alone"
-            + (f"; {FITTED_HERE_UNEVALUATED}." if fitted_here else
+            + (f"; {no_evaluation}." if no_evaluation else
                ", so its o/o differs from the model's evaluation (trained on the model's training rows)."))
     if isinstance(tested, int) and tested > 0:
         text += f" With {tested} test rows, one row moves an accuracy by {1 / tested:.3f}."
@@ -369,13 +373,13 @@ def downstream_words(accuracy: dict, fitted_here: bool = False) -> str:
     return text
 
 
-def kept_target_words(target: str, fitted_here: bool = False) -> str:
+def kept_target_words(target: str, no_evaluation: str | None = None) -> str:
     """Why a high accuracy for a kept condition says little about what of the rows' own values survives (a model
-    fitted here, ``fitted_here``: nothing measured it)."""
+    without an evaluation, ``no_evaluation``: why nothing measured it)."""
     return (f"{target} is a kept condition, released exactly: at small ε a released row is close to a fresh sample "
             f"of its {target} group, so this accuracy comes from the model's picture of each group, not from the "
             "rows' own values. " + (f"Re-identification would say how much of those survives; it was not measured: "
-                                    f"{FITTED_HERE_UNEVALUATED}." if fitted_here else
+                                    f"{no_evaluation}." if no_evaluation else
                                     "Re-identification (the model's evaluation) says how much of those survives."))
 
 

@@ -98,3 +98,25 @@ def test_the_page_names_the_model_fitted_on_the_upload_once_it_is_in_use():
     assert len(named) == 1 and f"not **{helpers.TABLE_MODEL}**" in named[0], shown
     at.button(key="table_privatize").click().run()
     assert [c for c in captions(clean(at)) if c.startswith("Model: ")] == named
+
+
+def test_a_table_model_is_said_to_have_an_evaluation_only_where_its_folder_holds_one(weights, tmp_path,
+                                                                                      monkeypatch):
+    """A model folder without a utility section in eval.json (a Hub model, one trained and not evaluated) was
+    said to have "the model's evaluation" too."""
+    from cadp import compare
+    from cadp.hub import update_eval
+
+    shutil.copytree(weights / helpers.TABLE_MODEL, tmp_path / helpers.TABLE_MODEL)
+    monkeypatch.setenv("CADP_WEIGHTS_DIR", str(tmp_path))
+    for evaluated in (False, True):
+        if evaluated:
+            update_eval(tmp_path / helpers.TABLE_MODEL, "utility", helpers.UTILITY)
+        at = table_page()
+        at.button(key="table_privatize").click().run()
+        shown = captions(clean(at))
+        said = [c for c in shown if c.startswith("Logistic regression, trained on")]
+        assert len(said) == 1
+        assert ("differs from the model's evaluation" in said[0]) == evaluated, said
+        assert (compare.NOT_EVALUATED in said[0]) != evaluated, said
+        assert compare.kept_target_words("sex", None if evaluated else compare.NOT_EVALUATED) in shown

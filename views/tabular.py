@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from cadp import compare, ui
+from cadp import compare, hub, ui
 from cadp.data import TABULAR_DATASETS, category_texts, infer_column_kind, table_fit_problems, text_category_columns
 from cadp.privatize import privatize, public_training_data
 from cadp.train import fit_here_caution, held_out_rows_note
@@ -160,13 +160,25 @@ def show_result(state) -> None:
         cols[1].metric("o/o: trained on real, tested on real", f"{accuracy['o/o']:.3f}",
                        help="This release's rows as they were: a classifier trained and tested on real rows")
         cols[2].metric("majority class", f"{accuracy['chance']:.3f}")
-        fitted_here = state.get("fitted_here", False)  # a model fitted here has no evaluation to point to
-        st.caption(compare.downstream_words(accuracy, fitted_here))
+        no_evaluation = state.get("no_evaluation")  # a model fitted here, or one without eval.json: none to point to
+        st.caption(compare.downstream_words(accuracy, no_evaluation))
         handling = dict(state["choices"][1]).get(target)
         if getattr(handling, "handling", None) == "kept":
-            st.caption(compare.kept_target_words(target, fitted_here))
+            st.caption(compare.kept_target_words(target, no_evaluation))
     else:
         st.caption(compare.no_task_reason(original))
+
+
+def no_evaluation(loaded, bundled: bool) -> str | None:
+    """Why the release's model has no evaluation of its releases to point to (a model fitted here, or a folder
+    without a utility section in its eval.json), or None where it has one."""
+    if not bundled:
+        return compare.FITTED_HERE_UNEVALUATED
+    try:
+        utility = hub.read_eval(loaded.folder).get("utility")
+    except Exception:  # noqa: BLE001 - an unreadable eval.json is no evaluation to point to
+        utility = None
+    return None if isinstance(utility, dict) and utility.get("methods") else compare.NOT_EVALUATED
 
 
 def page(loaded) -> None:
@@ -229,7 +241,7 @@ def page(loaded) -> None:
         texts = category_texts(model.config)
         st.session_state[RESULT] = {"result": result, "made_of": made_of, "choices": choices, "csv_format": csv_format,
                                     "texts": texts,
-                                    "seed": settings.seed, "fitted_here": not bundled,
+                                    "seed": settings.seed, "no_evaluation": no_evaluation(loaded, bundled),
                                     "caution": ui.training_rows_caution(loaded, frame, key, name) if bundled else None,
                                     "repeats": compare.repeated_rows_note(keys, cost, released=True,
                                                                           formal=settings.mechanism.formal)}
