@@ -93,6 +93,7 @@ from cadp.uploads import (
     FORMULA_PREFIXES,
     INVERT_CHOICES,
     INVERTED_BACK,
+    INVERTED_NOT_BACK,
     ONE_DOT,
     UNCLOSED_QUOTE,
     cell_number,
@@ -118,6 +119,7 @@ from cadp.uploads import (
     three_digit_commas_note,
     to_model_input,
     unclosed_quote,
+    written_back,
 )
 
 DEFAULT_BATCH = 64
@@ -927,13 +929,20 @@ def unread_labels_note(names: list[str] | dict[str, str], read: str | None, give
 
 # --------------------------------------------------------------------------- image runs
 
+def polarity_step(item: PendingImage, settings: RunSettings) -> list[str]:
+    """What the manifest's preprocessing column says of an inverted input's release: inverted back, or not (auto)."""
+    if not item.inverted:
+        return []
+    return [INVERTED_BACK if written_back(item.inverted, settings.invert) else INVERTED_NOT_BACK]
+
+
 @dataclass
 class PendingImage:
     name: str
     pixels: np.ndarray
     label: int
     steps: list[str]
-    inverted: bool = False  # read as its negative for the model: its release is written back in the input's polarity
+    inverted: bool = False  # read as its negative for the model (written back only under --invert always)
 
 
 MANIFEST_NOTE = (f"{MANIFEST_NAME} (and {CAUTIONS_NAME}, where a run has cautions) are this run's record for whoever "
@@ -1440,8 +1449,9 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
                         path.parent.mkdir(parents=True, exist_ok=True)
                         written_now.append(path)
                         released_pixels = result.privatized[index].numpy()
-                        # (an image inverted for the model: its release inverted back, as dark on light as its input)
-                        path.write_bytes(png_bytes(in_input_polarity(released_pixels, item.inverted)))
+                        # inverted back under --invert always only (auto: the input's pixels chose; written_back)
+                        path.write_bytes(png_bytes(in_input_polarity(released_pixels,
+                                                                     written_back(item.inverted, settings.invert))))
                         outcome[id(item)] = (class_names[released[index]], "",
                                              path.relative_to(names.root).as_posix())
                     except InputError as error:
@@ -1475,7 +1485,7 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
                 # an image is the record whatever its label, as in the app's ledger: the same model-input pixels
                 # (or their negative) in two files, or in two class folders, are one record released twice
                 manifest.row(item.name, status="privatized", condition=condition, released=released_name,
-                             output=written, preprocessing="; ".join(item.steps + [INVERTED_BACK] * item.inverted),
+                             output=written, preprocessing="; ".join(item.steps + polarity_step(item, settings)),
                              batch=len(images),
                              record=image_record_key(item.pixels))
                 listed.append(names.root / written)
@@ -2019,8 +2029,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"CSV with columns file,label (overrides class folders); without it, a {LABELS_NAME} "
                              "at the top of INPUT (or of a ZIP's single top folder) is read so")
     parser.add_argument("--invert", choices=INVERT_CHOICES, default=None,
-                        help="invert dark-on-light images for the model (auto: when the border is brighter than "
-                             "the centre); their releases are inverted back, dark on light as the input. Default: "
+                        help="invert images for the model (auto: those whose border is brighter than their "
+                             "centre, dark on light; their releases are left light on dark, as the model reads them, "
+                             "since one written back would release the input's polarity; always: every image, each "
+                             "release inverted back, dark on light as its input). Default: "
                              "auto for models of MNIST-style data (light on dark), never for a model trained on an "
                              "image folder (it learned its images as they are)")
     parser.add_argument("--condition", action="append", default=[], metavar="NAME=HANDLING",

@@ -131,9 +131,9 @@ def release_files(result, names: list[str], class_names: list[str], handling: st
                   ) -> tuple[list[tuple[str, bytes]], list[dict]]:
     """The PNG files of an image release and their manifest rows. Each PNG carries ``terms`` and its released
     label; with a label that is not kept the files are numbered in an order drawn at random (upload order and
-    names would tell which input each is). An image the model read as its negative (``inverted``, one flag per
-    image) is written back in its input's polarity, and where any was, the manifest says of each file which it is
-    (the file itself shows it)."""
+    names would tell which input each is). An image to be written back in its input's polarity (``inverted``, one
+    flag per image, ``uploads.written_back``: all or none of a release's, so the column says nothing of one input)
+    is inverted back, and the manifest then says so of each file."""
     from cadp.uploads import INVERTED_BACK, in_input_polarity, png_bytes
 
     order = list(range(len(names)))
@@ -202,9 +202,9 @@ def repeated_rows_note(keys: list[str], cost: str, released: bool, formal: bool 
 
 def download_note(handling: str, first_file: str, inverted: bool = False) -> str:
     """What the app says of an image release's downloaded files (``release_files``): their names and contents
-    (``inverted``: some image was read by the model as its negative)."""
-    inverted_note = (" An image the model read as its negative (see Preprocessing) is shown and downloaded inverted "
-                     "back, as dark on light as you uploaded it.")
+    (``inverted``: the images were inverted back, ``uploads.written_back``)."""
+    inverted_note = (" Every image was inverted for the model (Inversion: always): each is shown and downloaded "
+                     "inverted back, as you uploaded it.")
     if handling == "kept":
         names = (f"Downloaded files keep your file names ({first_file}), numbered in the upload's order (a ZIP's "
                  "folders are left out of the names: two files of one name in two folders differ by their number "

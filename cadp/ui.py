@@ -1068,7 +1068,8 @@ class ImageRecord:
     key: str
     steps: list[str]
     preview: np.ndarray | None = None
-    inverted: bool = False
+    inverted: bool = False  # read as its negative for the model
+    written_back: bool = False  # its release inverted back, as uploaded (uploads.written_back: Inversion 'always')
 
 
 PREPARED_UPLOADS = "image_upload_prepared"  # this session's prepared upload files (memory only, never disk)
@@ -1133,6 +1134,7 @@ def _prepare_file(name: str, data: bytes, *, image_size: int, channels: int, inv
                   budget: int) -> PreparedFile:
     """Decode one uploaded file (an image, or each image of a ZIP) until ``budget`` decoded pixels are spent."""
     to_model_input = require("to_model_input", "cadp.uploads")
+    written_back = require("written_back", "cadp.uploads")
     prepared = PreparedFile([], [])
 
     def add(name: str, data: bytes) -> None:
@@ -1150,7 +1152,7 @@ def _prepare_file(name: str, data: bytes, *, image_size: int, channels: int, inv
         pixels = np.asarray(image.pixels, dtype=np.uint8)
         # the preview (up to 1024 x 1024 per image) is not shown: it is not held in the session
         prepared.records.append(ImageRecord(name, pixels, image_record_key(pixels), list(image.steps),
-                                            None, bool(image.inverted)))
+                                            None, bool(image.inverted), written_back(bool(image.inverted), invert)))
 
     if name.lower().endswith(".zip"):
         iter_zip_images = require("iter_zip_images", "cadp.uploads")

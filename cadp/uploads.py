@@ -66,10 +66,24 @@ class PreparedImage:
 
 # --------------------------------------------------------------------------- images
 
-def in_input_polarity(pixels, inverted: bool):
-    """An image (uint8 array or tensor, 0 to 255) in its input's polarity: a release of an input the model read as
-    its negative (``inverted``) is inverted back, as dark on light as its input; any other is returned as it is."""
-    return 255 - pixels if inverted else pixels
+INVERTED_NOT_BACK = ("the release left as the model reads it (light on dark): under auto inversion each input's own "
+                     "pixels decide it, and a release written back would show that decision exactly, which the "
+                     "guarantee does not cover")
+
+
+def written_back(inverted: bool, invert: str) -> bool:
+    """Whether the release of an input inverted for the model (``inverted``) is written back in the input's
+    polarity: only under ``invert`` 'always', where every input is inverted whatever its pixels (a fixed step, so
+    inverting every release back is post-processing). Under 'auto' the input's own pixels decide the inversion: a
+    release written back in its input's polarity would release that decision exactly, which no guarantee covers, so
+    every release is written as the model reads it."""
+    return inverted and invert == "always"
+
+
+def in_input_polarity(pixels, back: bool):
+    """A release (uint8 array or tensor, 0 to 255) as it is written: inverted back where ``back``
+    (``written_back``), as it is otherwise."""
+    return 255 - pixels if back else pixels
 
 
 def default_invert(dataset: str) -> str:

@@ -1200,12 +1200,13 @@ def test_inversion_defaults_to_the_models_training_data(image_model, tmp_path):
     assert "inverted (dark-on-light detected)" in read_manifest(tmp_path / "auto")[0]["preprocessing"]
 
 
-def test_an_inverted_image_is_released_in_its_own_polarity(image_model, tmp_path, monkeypatch):
-    """A dark-on-light input is read as its negative for the model; its release was written light on dark (a
-    reviewer: a scan archive came back in the other polarity). Here the release is the model's input itself, so
-    the written file must be the input again."""
+def test_an_inverted_image_is_written_back_only_where_every_image_was_inverted(image_model, tmp_path, monkeypatch):
+    """Under --invert always every input is inverted, whatever its pixels: each release is inverted back, dark on light
+    as its input (a reviewer: a scan archive came back in the other polarity). Under auto the input's own pixels
+    decide: a release written back showed exactly whether its input was dark on light, which the guarantee does not
+    cover (a later review), so it is left as the model reads it. Here the release is the model's input itself."""
     sheet = corpus.digit(28, 28, dark_on_light=True)
-    source = make_folder(tmp_path / "in", {"0/sheet.png": corpus.png(sheet)})
+    source = make_folder(tmp_path / "in", {"0/sheet.png": corpus.png(sheet), "0/digit.png": corpus.png(255 - sheet)})
     real = archive.privatize
 
     def releasing_the_input(model, pixels, *args, **kwargs):
@@ -1214,12 +1215,18 @@ def test_an_inverted_image_is_released_in_its_own_polarity(image_model, tmp_path
         return result
 
     monkeypatch.setattr(archive, "privatize", releasing_the_input)
-    for invert in ("auto", "never"):
+    light = np.asarray(Image.fromarray(255 - sheet).convert("L"))  # light on dark, as the model reads both
+    expected = {"auto": (light, light), "always": (255 - light, light), "never": (255 - light, light)}
+    for invert, (sheet_out, digit_out) in expected.items():
         assert run(image_model, source, tmp_path / invert, "--invert", invert) == 0
-        written = np.asarray(Image.open(tmp_path / invert / "0" / "sheet.png").convert("L"))
-        assert np.array_equal(written, np.asarray(Image.fromarray(sheet).convert("L"))), invert
-    steps = read_manifest(tmp_path / "auto")[0]["preprocessing"]
-    assert "inverted (dark-on-light detected)" in steps and archive.INVERTED_BACK in steps
+        for name, want in (("sheet", sheet_out), ("digit", digit_out)):
+            written = np.asarray(Image.open(tmp_path / invert / "0" / f"{name}.png").convert("L"))
+            assert np.array_equal(written, want), (invert, name)
+    rows = {row["file"]: row["preprocessing"] for row in read_manifest(tmp_path / "auto")}
+    assert "inverted (dark-on-light detected)" in rows["0/sheet.png"] and archive.INVERTED_NOT_BACK in rows["0/sheet.png"]
+    assert "inverted" not in rows["0/digit.png"]
+    rows = {row["file"]: row["preprocessing"] for row in read_manifest(tmp_path / "always")}
+    assert all("inverted (as requested)" in steps and archive.INVERTED_BACK in steps for steps in rows.values())
     assert "inverted" not in read_manifest(tmp_path / "never")[0]["preprocessing"]
 
 

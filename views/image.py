@@ -22,6 +22,13 @@ LATENT_DISTANCE_HELP = ("‖M(z) − z‖₁: how far the release's latent is fr
                         "together (laplace and gaussian first scale a latent down to their clip radius, paper to its "
                         "batch's bound; at small ε that clip alone moves it by nearly its whole norm, so this number "
                         "changes little there: how much of the record survives is what re-identification measures).")
+WRITTEN_BACK_NOTE = ("Every image is inverted for the model (Inversion: always): this one is shown, measured and "
+                     "downloaded inverted back, as you uploaded it.")
+NOT_WRITTEN_BACK_NOTE = ("The model read this image as its negative (auto: its border is brighter than its centre). Its "
+                         "release is shown and downloaded as the model reads it, light on dark: written back in your "
+                         "image's polarity it would show exactly whether the image was dark on light, which the "
+                         "guarantee does not cover. With Inversion 'always' (every image inverted, whatever its "
+                         "pixels) releases come back dark on light.")
 INVERT_DEFAULT = "image_invert_default"  # the default the inversion's current value was chosen under
 
 
@@ -172,7 +179,7 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
         result, [r.name for r in records], loaded.config.class_names, handling.handling,
         tag=compare.release_tag(settings.mechanism, seeded=settings.seed is not None), terms=ui.release_terms(result),
         mechanism=ui.MECHANISM_LABELS[name] + (f" (ran on {result.batch_text})" if name == "paper" else ""),
-        cost=ui.cost_text([settings.mechanism], handling.cost), inverted=[r.inverted for r in records])
+        cost=ui.cost_text([settings.mechanism], handling.cost), inverted=[r.written_back for r in records])
     extra = extra_releases(settings, strip, gallery)
     repeats = compare.repeated_images_note([r.key for r in records], ui.cost_text([settings.mechanism], handling.cost),
                                            (len(extra), ui.cost_text(extra, handling.cost)) if extra else None,
@@ -184,8 +191,9 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
             # paper's output depends on its batch: the extra releases run on the first image alone
             "alone": name == "paper" and len(records) > 1,
             "zip_terms": ui.release_terms(result),  # the terms only: what copies cost goes to cautions.txt
-            # an image the model read as its negative is shown and downloaded inverted back, as it was uploaded
-            "inverted": [r.inverted for r in records]}
+            # an image inverted for the model under Inversion 'always' is shown and downloaded inverted back, as it
+            # was uploaded; under 'auto' as the model reads it (uploads.written_back)
+            "written_back": [r.written_back for r in records], "inverted": [r.inverted for r in records]}
 
 
 def show_result(loaded, state, changed: bool) -> None:
@@ -197,20 +205,22 @@ def show_result(loaded, state, changed: bool) -> None:
     index = 0
     if len(names) > 1:
         index = st.selectbox("Show", range(len(names)), format_func=lambda i: names[i], key=ui.kept("image_show"))
+    back = state.get("written_back") or [False] * len(names)
     inverted = state.get("inverted") or [False] * len(names)
 
-    def shown(image, flipped: bool):  # in the polarity it was uploaded in
+    def shown(image, flipped: bool):  # as it is downloaded
         return ui.to_display(in_input_polarity(image, flipped))
 
-    original = in_input_polarity(result.original[index], inverted[index])
-    privatized = in_input_polarity(result.privatized[index], inverted[index])
+    original = in_input_polarity(result.original[index], back[index])
+    privatized = in_input_polarity(result.privatized[index], back[index])
     kept = int(result.condition["label"][index]) == int(result.released_condition["label"][index])
-    if inverted[index]:
-        st.caption("The model read this image as its negative (see Preprocessing): it is shown, measured and "
-                   "downloaded inverted back, as you uploaded it.")
+    if back[index]:
+        st.caption(WRITTEN_BACK_NOTE)
+    elif inverted[index]:
+        st.caption(NOT_WRITTEN_BACK_NOTE)
     columns = st.columns(4)
     columns[0].image(ui.to_display(original), width=ui.IMAGE_WIDTH, caption="original")
-    columns[1].image(shown(result.reconstruction[index], inverted[index]), width=ui.IMAGE_WIDTH,
+    columns[1].image(shown(result.reconstruction[index], back[index]), width=ui.IMAGE_WIDTH,
                      caption="reconstruction (no noise)")
     columns[2].image(ui.to_display(privatized), width=ui.IMAGE_WIDTH,
                      caption=f"privatized ({class_names[int(result.released_condition['label'][index])]})")
@@ -242,14 +252,14 @@ def show_result(loaded, state, changed: bool) -> None:
         st.markdown("**The same input at several ε** (each a separate release, charged to the ledger"
                     + (PAPER_ALONE if state.get("alone") else "") + ")")
         for column, (epsilon, image, label) in zip(st.columns(len(state["strip"])), state["strip"]):
-            column.image(shown(image, inverted[0]), width=ui.IMAGE_WIDTH, caption=extra_caption(
+            column.image(shown(image, back[0]), width=ui.IMAGE_WIDTH, caption=extra_caption(
                 f"ε = {epsilon:g}" + (" per unit" if state["per_unit"] else ""), label, class_names, *extra))
     if state["gallery"]:
         per_unit = " per unit of latent distance" if state["per_unit"] else ""
         st.markdown(f"**{len(state['gallery'])} draws at ε = {state['epsilon']:g}{per_unit}** (each charged to the "
                     "ledger" + (PAPER_ALONE if state.get("alone") else "") + ")")
         for column, (image, label) in zip(st.columns(len(state["gallery"])), state["gallery"]):
-            column.image(shown(image, inverted[0]), width=ui.IMAGE_WIDTH,
+            column.image(shown(image, back[0]), width=ui.IMAGE_WIDTH,
                          caption=extra_caption("", label, class_names, *extra) or None)
     if len(names) == 1:
         st.download_button("Download privatized PNG", state["files"][0][1], file_name=state["files"][0][0],
@@ -259,7 +269,7 @@ def show_result(loaded, state, changed: bool) -> None:
                            + (", cautions.txt" if state.get("repeats") else "") + ")",
                            compare.batch_zip(state["files"], state["manifest"], state["zip_terms"], state.get("repeats")),
                            file_name="cadp-privatized.zip", mime="application/zip", on_click="ignore", key="download_zip")
-    st.caption(compare.download_note(state["handling"], state["files"][0][0], any(inverted)))
+    st.caption(compare.download_note(state["handling"], state["files"][0][0], any(back)))
 
 
 def page(loaded) -> None:
