@@ -116,6 +116,14 @@ def _check_positive(value, parameter: str, allow_infinite: bool = False) -> floa
     return value
 
 
+def _checked_number(value, parameter: str) -> float:
+    """A mechanism's parameter as a float in (0, inf), or InputError: a mechanism built directly (not through
+    make_mechanism) must not state a guarantee for epsilon = -2, or for infinity with no noise."""
+    if isinstance(value, bool):
+        raise InputError(f"{parameter} must be a number > 0, got {value!r}")
+    return _check_positive(value, parameter)
+
+
 def _check_delta(delta) -> float:
     try:
         delta = float(delta)
@@ -382,6 +390,12 @@ class LaplaceMechanism(Mechanism):
     temperature: float | None = None
     name = "laplace"
 
+    def __post_init__(self):
+        self.epsilon = _checked_number(self.epsilon, "epsilon")
+        self.clip_radius = _checked_number(self.clip_radius, "clip_radius")
+        if self.temperature is not None:
+            self.temperature = _checked_number(self.temperature, "temperature")
+
     @classmethod
     def create(cls, epsilon: float, clip_radius: float | None, temperature: float | None):
         if temperature is not None:
@@ -424,6 +438,13 @@ class GaussianMechanism(Mechanism):
     temperature: float | None = None
     name = "gaussian"
 
+    def __post_init__(self):
+        self.epsilon = _checked_number(self.epsilon, "epsilon")
+        self.delta = _check_delta(self.delta)
+        self.clip_radius = _checked_number(self.clip_radius, "clip_radius")
+        if self.temperature is not None:
+            self.temperature = _checked_number(self.temperature, "temperature")
+
     @classmethod
     def create(cls, epsilon: float, delta: float, clip_radius: float | None, temperature: float | None):
         if temperature is not None:
@@ -465,6 +486,9 @@ class MetricMechanism(Mechanism):
 
     epsilon_unit: float
     name = "metric"
+
+    def __post_init__(self):
+        self.epsilon_unit = _checked_number(self.epsilon_unit, "epsilon")
 
     @property
     def epsilon(self) -> float:
@@ -509,6 +533,11 @@ class MetricMechanism(Mechanism):
                 text += f" Both distances are medians measured {distances_measured_on}."
             if nearest > 10:
                 text += " At this setting only near-duplicates are protected."
+        else:  # (PRIVACY.md: always say what it means between real records; here that cannot be said)
+            text += (" This model has no measured latent distances, so this cannot be turned into an epsilon "
+                     "between real records: how far apart its records lie, and so which ones this setting "
+                     "protects, is not known (for the bundled models, settings that keep a release recognizable "
+                     "protect only near-duplicates).")
         return f"{text} {common_terms(fitted_on_records, trained_on, kept, stated_public)}"
 
     def describe(self) -> dict:
@@ -522,6 +551,9 @@ class PaperMechanism(Mechanism):
     epsilon: float
     name = "paper"
     formal = False
+
+    def __post_init__(self):
+        self.epsilon = _checked_number(self.epsilon, "epsilon")
 
     @property
     def clip_size(self) -> float:
