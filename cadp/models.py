@@ -14,7 +14,7 @@ import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
-from functools import partial
+from functools import lru_cache, partial
 
 import FrEIA.framework as Ff
 import FrEIA.modules as Fm
@@ -153,6 +153,7 @@ class TabularModelConfig:
     def validate(self) -> None:
         _check(self.kind == "tabular", "kind", "'tabular'")
         _check_common(self)
+        _check_column_specs(self)
         _check(2 <= self.latent_dim <= MAX_ENCODED_WIDTH, "data_encoder",
                f"2 to {MAX_ENCODED_WIDTH:,} encoded dimensions (a category is one)")
         _check(self.condition_dim <= MAX_ENCODED_WIDTH, "condition_encoder",
@@ -160,8 +161,6 @@ class TabularModelConfig:
         _check(_whole(self.blocks, 1, 64), "blocks", "a whole number in 1..64")
         _check(_whole(self.width, 1, 8192), "width", "a whole number in 1..8192")
         _check(0 < self.clamp <= 10, "clamp", "(0, 10]")
-        for spec in self.condition_encoder["columns"]:
-            _check(spec["kind"] == "categorical", f"condition column {spec['name']!r}", "categorical")
 
 
 ModelConfig = ImageModelConfig | TabularModelConfig
@@ -169,6 +168,136 @@ ModelConfig = ImageModelConfig | TabularModelConfig
 
 def _encoder_width(state: dict) -> int:
     return sum(len(c["categories"]) if c["kind"] == "categorical" else 1 for c in state["columns"])
+
+
+# --------------------------------------------------------------------------- table column specs
+
+# what each kind of column reads of its entry in config.json (cadp.data.ColumnSpec); "grid": folders written
+# before point masses. A field outside these is refused: the encoder would fail on it, or ignore a setting.
+_COLUMN_FIELDS = {"name", "kind", "mean", "std", "integer", "categories", "dtype", "decimals", "atoms", "slope",
+                  "shift", "scale", "low", "high", "grid"}
+
+
+def _number(value) -> bool:
+    """A finite int or float (not a bool, not text): what a config.json number must be to compute with."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_column_specs(config: TabularModelConfig) -> None:
+    """Every field the table encoder reads, in each column entry of both encoders (cadp.data.ColumnSpec), and the
+    stored condition priors: a config.json edited by hand or from anyone's Hub repo must not load as a model whose
+    releases are silently wrong (a std of 0, negative decimals, a range upside down, a column under another's name)."""
+    names: dict = {}  # column name -> where it was first seen
+    for encoder in ("data_encoder", "condition_encoder"):
+        state = getattr(config, encoder)
+        _check(isinstance(state, dict) and isinstance(state.get("columns"), list), encoder,
+               'an object holding a list of column entries ("columns")')
+        _check(set(state) == {"columns"}, encoder, f'an object with only "columns" (got {sorted(map(str, state))})')
+        for position, spec in enumerate(state["columns"]):
+            place = f"in config.json, {encoder}.columns entry {position + 1}"
+            _check(isinstance(spec, dict), place, "an object describing one column")
+            name = spec.get("name")
+            _check((isinstance(name, str) and name != "") or _whole(name), f"{place}: name",
+                   f"a column's name (text, or a whole number as a DataFrame's column labels can be), got {name!r}")
+            place = f"in config.json, {encoder} column {name!r} (entry {position + 1} of {encoder}.columns)"
+            _check(name not in names, f"{place}: name",
+                   f"unique, but {names.get(name)} has that name too (each column appears once: a column under "
+                   "another's name would be released from that column's values)")
+            names[name] = f"entry {position + 1} of {encoder}.columns"
+            _check_column_spec(spec, place, condition=encoder == "condition_encoder")
+    _check_condition_priors(config)
+
+
+def _check_column_spec(spec: dict, place: str, condition: bool) -> None:
+    """One column entry: the fields its kind reads, each of the type and range the encoder computes with."""
+    from cadp.data import MAX_DECIMALS
+
+    def check(ok: bool, field_name: str, allowed: str, got: str | None = None) -> None:
+        if not ok:
+            got = f"{spec.get(field_name)!r}" if got is None else got
+            raise ModelError(f"invalid model config: {place}: {field_name} must be {allowed}, got {got}")
+
+    unknown = sorted(str(key) for key in spec if key not in _COLUMN_FIELDS)
+    _check(not unknown, place, f"an entry of known fields only (unknown: {unknown})")
+    kind = spec.get("kind")
+    check(kind in ("numeric", "categorical"), "kind", "'numeric' or 'categorical'")
+    if condition:
+        check(kind == "categorical", "kind", "'categorical' (a condition is one of a few values)")
+    check(isinstance(spec.get("dtype", ""), str) and len(spec.get("dtype", "")) <= 100, "dtype",
+          "text naming the column's data type (e.g. 'int64', 'float64', 'object')")
+    check(isinstance(spec.get("categories", []), list), "categories", "a list")
+    if kind == "categorical":
+        categories = spec.get("categories", [])
+        check(len(categories) >= 1, "categories", "a list of at least one category (its one-hot width)")
+        # (a JSON list or object is no table cell; a model fitted in memory may hold what JSON cannot, as a Decimal:
+        # save_model refuses that in its own words)
+        check(not any(isinstance(value, (list, dict)) for value in categories), "categories",
+              "a list of single values (text, numbers, booleans or null, the empty value)")
+        keys = set()
+        for value in categories:
+            _check(_category_key(value) not in keys, f"{place}: categories",
+                   f"distinct (the category {value!r} is listed twice, as the same value: one of its one-hot "
+                   "positions could never be read or written)")
+            keys.add(_category_key(value))
+        return
+    check(_number(spec.get("mean", 0.0)), "mean", "a finite number (the column's training mean)")
+    check(_number(spec.get("std", 1.0)) and spec.get("std", 1.0) > 0, "std",
+          "a finite number > 0 (every value is divided by it)")
+    check(isinstance(spec.get("integer", False), bool), "integer", "true or false")
+    decimals = spec.get("decimals")
+    check(decimals is None or _whole(decimals, 0, MAX_DECIMALS), "decimals",
+          f"a whole number in 0..{MAX_DECIMALS} (released values are rounded to that many places) or null")
+    check(spec.get("slope", 1.0) in (0, 1) and not isinstance(spec.get("slope", 1.0), bool), "slope",
+          "0 (a lattice column: its values are only its point masses) or 1")
+    check(_number(spec.get("shift", 0.0)), "shift", "a finite number")
+    check(_number(spec.get("scale", 1.0)) and spec.get("scale", 1.0) > 0, "scale", "a finite number > 0")
+    low, high = spec.get("low"), spec.get("high")
+    check((low is None and high is None) or (_number(low) and _number(high)), "low",
+          "a finite number, as is high (the fitted range), or both null")
+    if low is not None:
+        check(low <= high, "low", "at most high (released values are clipped to the range low..high)",
+              f"low {low!r} and high {high!r}")
+    atoms = spec.get("atoms", [])
+    check(isinstance(atoms, list), "atoms", "a list of [value, cell width] pairs")
+    for position, atom in enumerate(atoms):  # the first pair that is wrong, not the whole list
+        check(isinstance(atom, list) and len(atom) == 2 and _number(atom[0]) and _number(atom[1]) and atom[1] > 0,
+              f"atoms[{position}]", "a pair [value, cell width] of finite numbers, the width > 0", repr(atom))
+        check(position == 0 or atoms[position - 1][0] < atom[0], f"atoms[{position}]",
+              "after the previous pair's value (values increasing, each once)",
+              f"{atom!r} after {atoms[position - 1]!r}")
+    if "grid" in spec and "atoms" not in spec:  # a folder written before point masses: its levels become atoms
+        grid = spec["grid"]
+        check(isinstance(grid, list) and len(grid) >= 2 and all(_number(level) for level in grid)
+              and all(a < b for a, b in zip(grid, grid[1:])), "grid",
+              "a list of at least two finite numbers in increasing order (a lattice's levels)")
+    elif spec.get("slope", 1.0) == 0:
+        check(len(atoms) >= 1, "atoms", "at least one [value, cell width] pair for a lattice column (slope 0)")
+
+
+def _category_key(value):
+    """A category's identity as the encoder looks it up (cadp.data._key): 1 and 1.0 are one category, NaN and
+    null another."""
+    from cadp.data import _key
+
+    return _key(value)
+
+
+def _check_condition_priors(config: TabularModelConfig) -> None:
+    """Each stored prior (a resampled condition's frequencies) names a condition column and gives one weight per
+    category of it. JSON writes keys as text: a column named by a whole number has its prior under that text."""
+    priors = config.condition_priors
+    _check(isinstance(priors, dict), "in config.json, condition_priors",
+           "an object: condition column name -> frequencies")
+    widths = {}
+    for spec in config.condition_encoder["columns"]:
+        widths[spec["name"]] = widths[str(spec["name"])] = len(spec["categories"])
+    for name, prior in priors.items():
+        _check(name in widths, f"in config.json, condition_priors: the key {name!r}",
+               f"the name of a condition column ({', '.join(map(repr, widths)) or 'there are none'})")
+        _check(isinstance(prior, list) and len(prior) == widths[name]
+               and all(_number(weight) and weight >= 0 for weight in prior) and sum(prior) > 0,
+               f"in config.json, condition_priors[{name!r}]",
+               f"one finite weight >= 0 per category of the column ({widths[name]}), not all zero")
 
 
 def _whole(value, low: int | None = None, high: int | None = None) -> bool:
@@ -713,12 +842,57 @@ def build_image_graph(config: ImageModelConfig) -> Ff.GraphINN:
 _ANY_MINMAX_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
+@dataclass(frozen=True)
+class ClassIndices:
+    """Image labels said to be class indices: ``privatize(model, pixels, ClassIndices(labels), mechanism)``.
+
+    A whole number that is also another class's name is refused as ambiguous (``class_indices``); wrapped here it
+    is read as an index, as code that holds indices (a dataset's labels, ``torch.arange(classes)``) means it."""
+
+    values: object  # a whole number, or a list, array or tensor of them
+
+
+@lru_cache(maxsize=16)
+def _index_name_clashes(class_names: tuple[str, ...]) -> dict[int, int]:
+    """Whole numbers that, as labels, name one class as an index and another as text: the number -> the index of
+    the class named by its text (class folders 1, 2, 10 give the names "1", "10", "2": 1 is "10" as an index)."""
+    clashes = {}
+    for position, name in enumerate(class_names):
+        try:
+            number = int(name)
+        except (TypeError, ValueError):
+            continue
+        if str(number) == name and not (0 <= number < len(class_names) and class_names[number] == name):
+            clashes[number] = position
+    return clashes
+
+
+def _clash_message(number: int, named: int, class_names: list[str]) -> str:
+    as_index = (f"as a class index it means the class {class_names[number]!r} (class_names[{number}])"
+                if 0 <= number < len(class_names) else
+                f"as a class index it is out of range (0..{len(class_names) - 1})")
+    both = f"{class_names[number]!r} for the class at index {number}, " if 0 <= number < len(class_names) else ""
+    indices = (f" (or say that numbers are indices: cadp.models.ClassIndices([{number}]))"
+               if 0 <= number < len(class_names) else "")
+    return (f"label {number} is ambiguous: {as_index}, but {str(number)!r} is also a class name (index {named}). "
+            f"Give the class name as text: {both}{str(number)!r} for the class named {str(number)!r}{indices}")
+
+
 def class_indices(labels, class_names: list[str]) -> torch.Tensor:
     """Class indices (or class names) as an int64 tensor (B,); fractions, booleans, unknown names and indices
-    outside 0..K-1 refused. The one reading of an image model's labels (privatize, the audit, ``sample``)."""
+    outside 0..K-1 refused. The one reading of an image model's labels (privatize, the audit, ``sample``).
+
+    A whole number that is also another class's name (class names "1", "10", "2": 1 is the index of "10") is
+    refused as ambiguous: give names as text there, or wrap indices in ``ClassIndices``. Where names and indices
+    agree (MNIST's "0".."9") numbers are indices as everywhere."""
     if labels is None:
         raise InputError("labels are required for images: one class index (or name) per image")
-    if isinstance(labels, torch.Tensor) and labels.numel() and labels.dtype in _ANY_MINMAX_DTYPES:  # one range check
+    if isinstance(labels, ClassIndices):
+        labels, clashes = labels.values, {}
+    else:
+        clashes = _index_name_clashes(tuple(class_names))
+    whole = isinstance(labels, torch.Tensor) and labels.numel() and labels.dtype in _ANY_MINMAX_DTYPES
+    if whole and not clashes:  # one range check (where a number can also be a name: each label, below)
         low, high = (int(bound) for bound in torch.aminmax(labels))  # (the loop below: ~50 us for one image)
         if 0 <= low and high < len(class_names):
             return labels.detach().reshape(-1).to(device="cpu", dtype=torch.int64, copy=True)
@@ -729,9 +903,10 @@ def class_indices(labels, class_names: list[str]) -> torch.Tensor:
             if value not in class_names:
                 raise InputError(f"label {value!r} is not one of the model's classes {class_names}")
             indices.append(class_names.index(value))
-        elif isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-            indices.append(int(value))
-        elif isinstance(value, (float, np.floating)) and float(value).is_integer():
+        elif ((isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)))
+              or (isinstance(value, (float, np.floating)) and float(value).is_integer())):
+            if int(value) in clashes:  # a kept label is released exactly: never guess between index and name
+                raise InputError(_clash_message(int(value), clashes[int(value)], class_names))
             indices.append(int(value))
         else:
             raise InputError(f"labels must be class indices or class names, got {value!r}")

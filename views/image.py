@@ -9,6 +9,7 @@ from cadp import compare, ui
 from cadp.curves import literal
 from cadp.data import IMAGE_DATASETS
 from cadp.mechanisms import new_generator
+from cadp.models import ClassIndices
 from cadp.privatize import latent_difference_maps, privatize
 from cadp.uploads import FIRST_FRAME, default_invert, in_input_polarity, several_frames_note
 
@@ -153,12 +154,14 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
         progress.progress(share * done / total, text=f"Privatizing… {done:,} of {total:,} images")
 
     # chunks for the bar (2,000 images: over a minute on 2 cores); paper's output depends on its batch: one
-    result = privatize(model, pixels, torch.as_tensor(labels), settings.mechanism, generator, seed=settings.seed,
+    # (indices from the label boxes: a class named "1" at index 0 is never read as index 1)
+    result = privatize(model, pixels, ClassIndices(torch.as_tensor(labels)), settings.mechanism, generator,
+                       seed=settings.seed,
                        condition_handling={"label": handling}, progress=report,
                        batch_size=None if name == "paper" or len(records) <= PROGRESS_CHUNK else PROGRESS_CHUNK)
     for record in records:
         ui.charge(record.key, record.name, settings.mechanism, handling.cost, seeded=settings.seed is not None)
-    first = (pixels[:1], torch.as_tensor(labels[:1]))
+    first = (pixels[:1], ClassIndices(torch.as_tensor(labels[:1])))
     strip_images, gallery_images = [], []
     if strip:
         for step, epsilon in enumerate(STRIP_EPSILONS):

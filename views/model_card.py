@@ -11,6 +11,7 @@ from cadp import ui
 from cadp.curves import literal
 from cadp.data import PUBLIC_DATASETS
 from cadp.mechanisms import DEFAULT_TEMPERATURE
+from cadp.models import ClassIndices
 from cadp.privatize import public_training_data
 
 MAX_CARD_CHARACTERS = 200_000  # a Hub card can be any size: the browser gets at most this much of it
@@ -26,7 +27,7 @@ def sample_grid(_loaded, source: tuple, per_class: int, temperature: float, seed
     classes = loaded.config.num_classes
     labels = torch.arange(classes).repeat_interleave(per_class)
     with torch.inference_mode():
-        samples = loaded.model.sample(labels, temperature, torch.Generator().manual_seed(seed))
+        samples = loaded.model.sample(ClassIndices(labels), temperature, torch.Generator().manual_seed(seed))
     images = samples.round().to(torch.uint8)[:, 0].numpy()
     size = images.shape[-1]
     return images.reshape(classes, per_class, size, size).transpose(0, 2, 1, 3).reshape(classes * size, -1)

@@ -1,0 +1,60 @@
+"""A model whose class names are numbers not at their own index (class folders 1, 2, 10 give "1", "10", "2"):
+integer labels are refused as ambiguous in the API, so every caller that holds indices says so (ClassIndices)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from cadp import archive
+from cadp.hub import save_model
+from cadp.models import ImageCINN, ImageModelConfig, SmallCNN
+from cadp.train import sample_recognition
+from tests import app_helpers as helpers
+from tests.test_archive import image_file, make_folder, read_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMES = ["1", "10", "2"]
+
+
+@pytest.fixture(scope="module")
+def numbered(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = ImageModelConfig(name="numbered", dataset="folder", class_names=NAMES, conv_width=4, conv_blocks=[1, 1],
+                              fc_blocks=1, fc_width=8)
+    folder = tmp_path_factory.mktemp("weights")
+    save_model(ImageCINN(config), folder / "numbered", card="# numbered\n")
+    return folder
+
+
+def test_the_archive_cli_releases_each_class_folder_as_its_own_class(numbered, tmp_path):
+    source = make_folder(tmp_path / "in", {f"{name}/a.png": image_file(index) for index, name in enumerate(NAMES)})
+    assert archive.main(["--model", str(numbered / "numbered"), "--mechanism", "laplace", "--epsilon", "1",
+                         str(source), str(tmp_path / "out")]) == 0
+    rows = {row["file"]: row for row in read_manifest(tmp_path / "out")}
+    assert {name: (row["status"], row["released_condition"]) for name, row in rows.items()} == \
+        {f"{name}/a.png": ("privatized", name) for name in NAMES}
+
+
+def test_the_image_page_releases_the_chosen_class_and_the_model_card_draws_samples(numbered, monkeypatch):
+    monkeypatch.setenv("CADP_WEIGHTS_DIR", str(numbered))
+    at = AppTest.from_file(str(ROOT / "views" / "image.py"), default_timeout=90).run()
+    at.file_uploader(key="image_upload").set_value(("x.png", helpers.png(), "image/png")).run()
+    box = next(box for box in at.selectbox if box.key and box.key.startswith("image_label_"))
+    box.set_value("10").run()
+    at.button(key="image_privatize").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
+    assert int(at.session_state["image_result"]["result"].released_condition["label"][0]) == NAMES.index("10")
+    at = AppTest.from_file(str(ROOT / "views" / "model_card.py"), default_timeout=90).run()
+    assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
+
+
+def test_training_s_sample_check_runs(numbered):
+    from cadp.hub import load_folder
+
+    model = load_folder(numbered / "numbered").model
+    share = sample_recognition(model, SmallCNN(len(NAMES)), len(NAMES), per_class=2)
+    assert 0.0 <= share <= 1.0
