@@ -18,6 +18,7 @@ import shlex
 import signal
 import sys
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ from cadp.hub import CARD_NAME, CONFIG_NAME, EVAL_NAME, REPORT_NAME, WEIGHTS_NAM
 from cadp.mechanisms import seed_option
 from cadp.models import (
     CONV_SUBNETS,
+    ClassIndices,
     ImageCINN,
     ImageModelConfig,
     LatentDistances,
@@ -58,6 +60,7 @@ from cadp.uploads import UNIQUE_PER_ROW_MIN_ROWS, identifier_reason, is_folder_m
 
 CHECKPOINT_PATH = Path("checkpoint") / "training.safetensors"  # inside the output folder
 DEFAULT_LR = 1e-3  # --lr of an image model
+TABLE_STEPS = 1500  # --steps of a table model (fit_tabular's default)
 
 
 def recorded_command(module: str, arguments: list[str]) -> str:
@@ -525,7 +528,7 @@ def sample_recognition(model: ImageCINN, classifier: SmallCNN, num_classes: int,
                        temperature: float = 0.7, seed: int = 0) -> float:
     """Share of class-conditional samples at ``temperature`` the classifier assigns to their class."""
     labels = torch.arange(num_classes).repeat_interleave(per_class)
-    samples = model.sample(labels, temperature, torch.Generator().manual_seed(seed))
+    samples = model.sample(ClassIndices(labels), temperature, torch.Generator().manual_seed(seed))
     return classifier_accuracy(classifier, samples, labels)
 
 
@@ -562,6 +565,9 @@ def tabular_config(frame: pd.DataFrame, conditions: list[str], *, name: str, dat
                    kinds: dict[str, str] | None = None, blocks: int = 8, width: int = 128,
                    seed: int = 0) -> TabularModelConfig:
     """Fit encoders on a frame: conditions must be categorical; every other column is data."""
+    repeated = repeated_names(conditions)
+    if repeated:  # the model would condition on the same one-hot twice
+        raise InputError(f"condition column(s) {repeated} given more than once: give each condition column once")
     missing = [c for c in conditions if c not in frame.columns]
     if missing:
         raise InputError(f"condition column(s) {missing} not in the table")
@@ -598,6 +604,11 @@ def tabular_config(frame: pd.DataFrame, conditions: list[str], *, name: str, dat
                               condition_priors=priors)
 
 
+def repeated_names(names: list[str]) -> list[str]:
+    """The names given more than once, in the order they were first given."""
+    return [name for name, count in Counter(names).items() if count > 1]
+
+
 def _unique_per_row(name, values: pd.Series, chosen: bool = False) -> str | None:
     """Why a categorical column of text, or one ``chosen`` categorical by the caller, with a different value in
     every one of at least UNIQUE_PER_ROW_MIN_ROWS rows identifies rows (names in a small table, an ID switched to
@@ -613,7 +624,7 @@ def _unique_per_row(name, values: pd.Series, chosen: bool = False) -> str | None
 
 
 def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "table", dataset: str = "table",
-                kinds: dict[str, str] | None = None, steps: int = 1500, minutes: float | None = None,
+                kinds: dict[str, str] | None = None, steps: int = TABLE_STEPS, minutes: float | None = None,
                 batch_size: int = 256, learning_rate: float = 2e-3, seed: int = 0, blocks: int = 8,
                 width: int = 32, clamp: float = 0.5, weight_decay: float = 1e-3,
                 validation_fraction: float = 0.15, domain: pd.DataFrame | None = None,
@@ -705,10 +716,35 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
     if progress is not None:
         progress(1.0, best_loss if n_valid else last_loss)  # (no validation split below 50 rows)
     model.config.latent_distances = _fitted_latent_distances(model, rows, condition, valid)
-    model.fit_record = {"steps": steps_run, "epochs": steps_run * min(batch_size, len(train)) / max(len(train), 1),
-                        "last_train_loss": last_loss,  # what ran (a time budget can stop it early)
+    kept_step = best_step if best_weights is not None else steps_run  # (no validation: the last step's weights)
+    model.fit_record = {"steps": kept_step,  # the step whose weights were kept; later ones ran, not kept
+                        "epochs": kept_step * min(batch_size, len(train)) / max(len(train), 1),
+                        "steps_run": steps_run,  # what ran (a time budget can stop it early)
+                        "validation_loss": best_loss if best_weights is not None else None,  # nats/dim, of the kept
+                        "validation_rows": n_valid,
+                        "last_train_loss": last_loss,  # of the last step checked of those that ran, not the kept one
                         "stopped": stopped}  # why it stopped before its steps, in words, or None
+    model.fit_record["kept"] = kept_weights_note(model.fit_record)
     return model
+
+
+def kept_weights_note(record: dict) -> str:
+    """Which step's weights a table fit kept, and why, in words (``fit_tabular``'s ``fit_record``): the card,
+    eval.json and the app say it, since the steps after the best validated one ran but are not in the model."""
+    kept, ran = record["steps"], record["steps_run"]
+    if record.get("validation_loss") is None:
+        return (f"The weights kept are those of the last step, {kept:,}: under 50 rows, none were held out to "
+                "choose a step.")
+    chosen = (f"the lowest validation NLL, {record['validation_loss']:.3f} nats/dim on {record['validation_rows']} of "
+              "the training rows, held out from the optimizer's steps (checked every 25 steps)")
+    if kept == 0:
+        return (f"The weights kept are the untrained ones (step 0 of the {ran:,} that ran): they had {chosen}; no "
+                "step of training did better on them, so the model learned nothing from its rows.")
+    if kept >= ran:
+        return f"The weights kept are those of the last step, {kept:,}: they had {chosen}."
+    after = "then the fit diverged" if record.get("stopped") else "no later check had a lower validation NLL"
+    return (f"The weights kept are those of step {kept:,} of the {ran:,} that ran: they had {chosen}. Steps "
+            f"{kept + 1:,} to {ran:,} ran but were not kept ({after}).")
 
 
 def _table_fit_diverged(step: int, what: str, value: float, learning_rate: float) -> TrainingDiverged:
@@ -908,7 +944,7 @@ def train_tabular_model(args) -> None:
             bar.set_postfix_str(f"loss {loss:.3f}")
 
         model = fit_tabular(train, conditions, name=name, dataset=table.name, kinds=kinds,
-                            steps=args.steps or 1500, minutes=args.time_budget, seed=args.seed, domain=table.frame,
+                            steps=args.steps or TABLE_STEPS, minutes=args.time_budget, seed=args.seed, domain=table.frame,
                             progress=progress)
     seconds = time.monotonic() - start
     # distances are measured on held-out rows
@@ -926,7 +962,8 @@ def train_tabular_model(args) -> None:
     columns = tuple(model.config.data_columns + model.config.condition_columns)
     facts = {"train_records": len(train), "test_records": len(test),
              "test_fingerprint": split_fingerprint(test, columns), "license": table.license,
-             "stopped": ran.get("stopped")}
+             "steps_run": ran["steps_run"], "validation_loss": ran["validation_loss"],
+             "validation_rows": ran["validation_rows"], "kept": ran["kept"], "stopped": ran.get("stopped")}
     clear_stale_results(Path(args.out))
     save_model(model, args.out, card=tabular_model_card(model.config, report, facts, args),
                overwrite=True)  # prepare_output asked (--overwrite)
@@ -1075,7 +1112,8 @@ and decoded to the value; categorical columns one-hot (uniform dequantization, d
 {'conditioned on the one-hot conditions' if config.condition_columns else 'without conditions'}. {params:,} trainable parameters; latent dimension {config.latent_dim}.
 
 ## Training
-- {report.steps} steps, {report.seconds:.0f} s on {report.device}; seed {args.seed}
+- {facts['steps_run']:,} steps ran, {report.seconds:.0f} s on {report.device}; seed {args.seed}
+- {facts['kept']}
 {f"- {facts['stopped']}{chr(10)}" if facts.get("stopped") else ""}- command: `{recorded_command('cadp.train', sys.argv[1:])}`
 
 ## Results
@@ -1095,20 +1133,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--name", help="model name (default: the output folder's name)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--seed", type=seed_option, default=0)
-    parser.add_argument("--steps", type=int, help="number of optimizer steps (default: by time budget)")
+    parser.add_argument("--steps", type=int,
+                        help="optimizer steps. Images: default none, the time budget decides. Tables: default "
+                             f"{TABLE_STEPS}; the weights kept are those of the step with the lowest loss on "
+                             "held-out training rows (checked every 25 steps), and the card says which")
     parser.add_argument("--time-budget", type=float,
-                        help="minutes of training (default 30 for images); an image model's evaluation and "
-                             "--classifier-minutes come on top (a few minutes)")
-    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"Adam's learning rate (default {DEFAULT_LR:g})")
-    parser.add_argument("--batch-size", type=int, default=128)
+                        help="minutes of training; with --steps, whichever ends first. Default: 30 without --steps, "
+                             "none with it. Images: an image model's evaluation and --classifier-minutes come on "
+                             f"top (a few minutes). Tables: a limit on the steps ({TABLE_STEPS} by default take a "
+                             "minute or two)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint (image models)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a model or an interrupted run already in OUT, or write into a folder of other "
                              "files (its README.md, eval.json and report.html are replaced); default: refuse")
     parser.add_argument("--no-checkpoint", dest="checkpoint", action="store_false",
                         help="do not write periodic checkpoints")
-    parser.add_argument("--half", action="store_true", help="store float16 weights")
-    images = parser.add_argument_group("images")
+    images = parser.add_argument_group("images", "options refused for tables, which train with their own settings")
+    images.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"Adam's learning rate (default {DEFAULT_LR:g})")
+    images.add_argument("--batch-size", type=int, default=128, help="images per step (default 128)")
+    images.add_argument("--half", action="store_true", help="store float16 weights")
     images.add_argument("--image-size", type=int, default=28, choices=(16, 28, 32, 64),
                         help="side of the square images the model reads (default 28)")
     images.add_argument("--channels", type=int, default=1, choices=(1, 3))
@@ -1124,7 +1167,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "place of one of the most frequent class: every class trains)")
     images.add_argument("--classifier-minutes", type=float, default=3.0,
                         help="minutes of training of the classifier that suggests labels (default 3)")
-    tables = parser.add_argument_group("tables")
+    tables = parser.add_argument_group("tables", "options refused for images")
     tables.add_argument("--conditions", nargs="*", help="condition (kept) columns; default per dataset")
     tables.add_argument("--column-type", nargs="*", metavar="COLUMN=KIND",
                         help="override an inferred column type: numeric or categorical")
@@ -1138,6 +1181,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(f"{option} must be positive, got {value:g}")
     if args.resume and not args.checkpoint:
         parser.error("--resume continues a checkpoint; it cannot be combined with --no-checkpoint")
+    repeated = repeated_names(args.conditions or [])
+    if repeated:  # the model would condition on the same one-hot twice
+        parser.error(f"--conditions: {', '.join(repeated)} {'is' if len(repeated) == 1 else 'are'} given more than "
+                     "once; give each condition column once")
     image = is_image_dataset(args.dataset)
     known = image or args.dataset in TABULAR_DATASETS or Path(args.dataset).is_file()  # (a typo: said later)
     other = TABLE_ONLY_OPTIONS if image else IMAGE_ONLY_OPTIONS  # an option that would silently do nothing

@@ -325,8 +325,13 @@ def model_line(loaded, fitted=None) -> str:
         return (f"Model: **{literal(loaded.config.name)}** (data: {literal(str(loaded.config.dataset))}); choose "
                 "another in the sidebar.")
     conditions = ", ".join(markdown_literal(str(c)) for c in fitted.config.condition_columns) or "none"
-    steps = getattr(fitted, "fit_record", {}).get("steps")
-    made = (f"{steps:,} training steps, " if isinstance(steps, int) else "") + f"conditions: {conditions}"
+    record = getattr(fitted, "fit_record", {})
+    steps, ran = record.get("steps"), record.get("steps_run")
+    if isinstance(steps, int) and isinstance(ran, int) and ran != steps:  # the best validated step's weights
+        made = f"the weights of step {steps:,} of {ran:,} training steps, "
+    else:
+        made = f"{steps:,} training steps, " if isinstance(steps, int) else ""
+    made += f"conditions: {conditions}"
     instead = "" if loaded is None else f", not **{literal(loaded.config.name)}** (the model chosen in the sidebar)"
     return f"Model: fitted on this upload ({made}){instead}; releases on this page are made with it."
 

@@ -58,8 +58,18 @@ def model_table() -> str:
             f"{sum(v <= 0.1 for v in ks.values())} of {len(ks)} columns <= 0.1 "
             f"| {fmt(max(bpd.get('sample_ks_test_rows', {}).values(), default=None))} "
             f"({fmt(max(bpd.get('ks_train_vs_test_rows', {}).values(), default=None))}) "
-            f"| {training.get('steps')} steps, {training.get('seconds', 0):.0f} s |")
+            f"| {training_words(training)} |")
     return "\n".join(lines)
+
+
+def training_words(training: dict) -> str:
+    """A table model's training as the README's table says it: the steps that ran and their seconds, and where the
+    weights kept are an earlier step's (the best validated one: fit_tabular), which."""
+    ran = training.get("steps_run", training.get("steps"))
+    words = f"{ran} steps, {training.get('seconds', 0):.0f} s"
+    if training.get("steps_run") is not None and training.get("steps") != ran:
+        words += f"; weights of step {training.get('steps')}"
+    return words
 
 
 def results_table(name: str) -> str:

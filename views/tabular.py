@@ -92,6 +92,8 @@ def model_for(loaded, frame, conditions, kinds, key, name):
         st.info("Fit a model to continue.")
         return None
     model = ui.fitted_model(fitted, frame)
+    if getattr(model, "fit_record", {}).get("kept"):  # the later steps ran, and are not in the model
+        st.caption(model.fit_record["kept"])
     if getattr(model, "fit_record", {}).get("stopped"):
         st.info(model.fit_record["stopped"])
     return model
