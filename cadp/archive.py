@@ -75,6 +75,7 @@ from cadp.mechanisms import (
     total_epsilon,
     written_up,
 )
+from cadp.models import ClassIndices
 from cadp.privatize import NOT_PRIVATE_SEED, privatize, release_guarantee, repeated_cost_note
 from cadp.runtime import configure_allocator
 from cadp.startup import (
@@ -237,6 +238,7 @@ class RunSettings:
     handlings: dict[str, ConditionHandling] = field(default_factory=dict)
     neutral_names: bool = False  # numbered files in folders of the released label, no input path copied
     first_number: int = 1  # the first numbered file's number (after an earlier run's: --skip-privatized)
+    model_line: str = ""  # which model made the releases, as the terms say it (LoadedModel.terms_line)
 
     @property
     def label_kept(self) -> bool:
@@ -1020,11 +1022,12 @@ RUN_IN_PROGRESS = ("Incomplete run: the run writing these files had not finished
 
 
 def write_guarantee(output: Path, guarantee: str, names_note: str = "", repeat_note: str = "",
-                    labels_file: bool = False) -> None:
-    """The terms, then notes on repeats, names and (images) the released labels file; marked as an unfinished
-    run's until ``finish_guarantee`` says how the run ended."""
+                    labels_file: bool = False, model_line: str = "") -> None:
+    """The terms, the model that made the release (``model_line``), then notes on repeats, names and (images) the
+    released labels file; marked as an unfinished run's until ``finish_guarantee`` says how the run ended."""
     release = (LABELS_NOTE, IMAGE_MANIFEST_NOTE) if labels_file else (MANIFEST_NOTE,)
-    text = "\n\n".join(part for part in (RUN_IN_PROGRESS, guarantee, repeat_note, names_note, *release) if part)
+    text = "\n\n".join(part for part in (RUN_IN_PROGRESS, guarantee, model_line, repeat_note, names_note, *release)
+                       if part)
     _write_terms(output, text + "\n")
 
 
@@ -1396,7 +1399,7 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
     write_guarantee(output, release_guarantee(model, settings.mechanism, settings.generator, seed=settings.seed,
                                               condition_handling=settings.handlings),
                     COPIED_NAMES_NOTE if settings.names_copied else NEUTRAL_NAMES_NOTE + _order_from_seed(settings.seed),
-                    repeated_releases_note(settings.mechanism), labels_file=True)
+                    repeated_releases_note(settings.mechanism), labels_file=True, model_line=settings.model_line)
 
     def flush():
         written_now: list[Path] = []  # this batch's files: removed if the run stops before the manifest lists them
@@ -1430,7 +1433,7 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
             pixels = torch.from_numpy(np.stack([item.pixels for item in images]))
             labels = torch.tensor([item.label for item in images], dtype=torch.int64)
             try:
-                result = privatize(model, pixels, labels, settings.mechanism, settings.generator,
+                result = privatize(model, pixels, ClassIndices(labels), settings.mechanism, settings.generator,
                                    seed=settings.seed, batch_size=settings.batch_size,
                                    condition_handling=settings.handlings, reconstruct=False)
             except CadpError as error:
@@ -1642,7 +1645,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     write_guarantee(output, release_guarantee(model, settings.mechanism, settings.generator, seed=settings.seed,
                                               condition_handling=settings.handlings),
                     SHUFFLED_ROWS_NOTE + _order_from_seed(settings.seed),
-                    repeated_releases_note(settings.mechanism))
+                    repeated_releases_note(settings.mechanism), model_line=settings.model_line)
     # rows that end with a separator (an empty field after the last column) are read without it; pandas' warning
     # about that field ("loss of data") would be printed raw, with its source line (a longer row is refused)
     with target.open("wb", buffering=0) as out, warnings.catch_warnings():  # unbuffered: _append cuts back
@@ -2053,6 +2056,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def model_line(loaded) -> str:
+    """The terms' line on the model that made the release (``LoadedModel.terms_line``; "" for a loader without it)."""
+    line = getattr(loaded, "terms_line", None)
+    return line() if callable(line) else ""
+
+
 def _load_model(source: str):
     from cadp import hub
 
@@ -2210,9 +2219,12 @@ def _main(argv=None) -> int:
         return EXIT_INTERRUPTED
     if _stop_requests.stopped_starting():
         return _stopped_starting()
+    # which weights: a Hub id may have fallen back to the bundled copy, and only this line would say so
+    _say(f"note: model {loaded.config.name}, {loaded.origin}")
     invert = args.invert or default_invert(loaded.config.dataset)
     settings = RunSettings(mechanism, new_generator(args.seed), args.seed, args.batch_size, invert, handlings,
-                           args.neutral_names, earlier.highest_number + 1 if earlier is not None else 1)
+                           args.neutral_names, earlier.highest_number + 1 if earlier is not None else 1,
+                           model_line(loaded))
     # the folders this run makes (OUTPUT and any missing parents, deepest first): removed again if it releases nothing
     created: list[Path] = []
     _stop_requests.may_exit_at_once = False  # from here a second signal waits for the clean-up too

@@ -88,6 +88,28 @@ class LoadedModel:
     def evaluation(self) -> dict:
         return read_eval(self.folder)
 
+    def terms_line(self) -> str:
+        """Which model made a release, as its shared terms say it: the config's name, where it came from (a local
+        folder without its path, which may name a person or a place) and its weights' SHA-256, which tells any copy
+        of the same weights."""
+        import hashlib
+
+        name = self.config.name
+        if self.origin.startswith("bundled fallback"):  # a Hub id asked for, the Hub not reached
+            where = f"the copy bundled with CADP (weights/{self.folder.name}), the Hub not being reached"
+        elif self.origin.startswith("bundled") or self.folder.resolve() == (BUNDLED_DIR / self.folder.name).resolve():
+            where = f"the models bundled with CADP (weights/{self.folder.name})"
+        elif self.repo_id is not None:
+            where = f"the Hub repo {self.repo_id} at commit {self.commit}"
+        else:
+            where = "a local model folder"
+        try:
+            with (self.folder / WEIGHTS_NAME).open("rb") as handle:
+                digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        except OSError:
+            return f"Made with the model {name}, from {where}."
+        return f"Made with the model {name}, from {where}; its weights' (model.safetensors) SHA-256 is {digest}."
+
 
 def save_model(model: torch.nn.Module, folder: Path | str, *, card: str | None = None,
                classifier: SmallCNN | None = None, half_precision: bool = False, overwrite: bool = False) -> Path:
@@ -476,7 +498,11 @@ def load_model(source: str | Path, *, revision: str | None = None, cache_dir: st
     try:
         return _load_from_hub(repo_id, revision, cache_dir=cache_dir, endpoint=endpoint, token=token)
     except ModelError as error:  # "weights/nope" reads as a Hub id too: say that no such folder exists either
-        if Path(repo_id.split("@")[0]).parent.is_dir():
+        bundled = Path(repo_id).name
+        if (BUNDLED_DIR / bundled / CONFIG_NAME).exists():  # weights/mnist-cinn typed outside the repository
+            raise ModelError(f"{error}; there is no local folder {text} here ({Path.cwd()}) either: the bundled "
+                             f"model {bundled} loads by its name alone ({bundled}) from any folder") from None
+        if Path(repo_id).parent.is_dir():
             raise ModelError(f"{error}; there is no local folder {text} either") from None
         raise
 

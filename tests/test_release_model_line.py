@@ -1,0 +1,68 @@
+"""Which model made a release: the archive CLI's terms and its note name it (a Hub id may fall back to the bundled
+copy, which nothing said), and the table page names the step whose weights a fit kept."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from cadp import archive, hub, ui
+from cadp.errors import ModelError
+from cadp.hub import save_model
+from cadp.models import ImageCINN, ImageModelConfig
+from tests.test_archive import image_file, make_folder
+
+
+@pytest.fixture(scope="module")
+def image_model(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = ImageModelConfig(name="d", dataset="d", class_names=[str(digit) for digit in range(10)], conv_width=4,
+                              fc_width=8, conv_blocks=[1, 1], fc_blocks=1)
+    return save_model(ImageCINN(config), tmp_path_factory.mktemp("models") / "digits")
+
+
+def test_a_runs_terms_name_the_model_and_its_weights_digest_and_its_note_the_origin(image_model, tmp_path, capsys):
+    source = make_folder(tmp_path / "in", {"0/a.png": image_file(1)})
+    assert archive.main(["--model", str(image_model), "--mechanism", "laplace", "--epsilon", "1", str(source),
+                         str(tmp_path / "out")]) == 0
+    digest = hashlib.sha256((image_model / "model.safetensors").read_bytes()).hexdigest()
+    terms = (tmp_path / "out" / "guarantee.txt").read_text()
+    assert (f"Made with the model d, from a local model folder; its weights' (model.safetensors) SHA-256 is "
+            f"{digest}.") in terms
+    assert str(image_model) not in terms  # a local folder's path may name a person or a place
+    assert "note: model d, folder " in capsys.readouterr().err
+
+
+def test_a_hub_id_that_fell_back_to_the_bundled_copy_says_so(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    loaded = hub.load_model("cadp/heart-cinn", cache_dir=str(tmp_path / "cache"))
+    assert loaded.origin.startswith("bundled fallback")
+    assert "from the copy bundled with CADP (weights/heart-cinn), the Hub not being reached" in loaded.terms_line()
+    assert "from the models bundled with CADP (weights/heart-cinn)" in hub.load_model("heart-cinn").terms_line()
+
+
+def test_a_bundled_folder_typed_outside_the_repository_says_how_to_load_it(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelError) as refused:
+        hub.load_model("weights/heart-cinn", cache_dir=str(tmp_path / "cache"))
+    assert (f"there is no local folder weights/heart-cinn here ({tmp_path}) either: the bundled model heart-cinn "
+            "loads by its name alone (heart-cinn) from any folder") in str(refused.value)
+
+
+def test_the_table_page_names_the_step_whose_weights_a_fit_kept():
+    config = SimpleNamespace(condition_columns=["sex"], name="fitted")
+    fitted = SimpleNamespace(config=config, fit_record={"steps": 50, "steps_run": 1500})
+    assert "the weights of step 50 of 1,500 training steps, conditions: sex" in ui.model_line(None, fitted)
+    fitted.fit_record = {"steps": 300, "steps_run": 300}
+    assert "(300 training steps, conditions: sex)" in ui.model_line(None, fitted)
