@@ -115,7 +115,12 @@ def test_advanced_settings_stay_open_when_the_page_above_them_changes(page, app_
     radius.wait_for(state="visible")  # (on a busy machine the rerun may start after wait_idle's first look)
     page.get_by_text("randomized", exact=True).click()  # adds a slider above the expander
     wait_idle(page)
-    assert radius.is_visible(), "the Advanced expander closed while a fixed clip radius was set in it"
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:  # (a busy machine's rerun may still be drawing the page: an expander that closed stays closed)
+        radius.wait_for(state="visible", timeout=15_000)
+    except PlaywrightTimeout:
+        raise AssertionError("the Advanced expander closed while a fixed clip radius was set in it") from None
 
 
 def test_csv_upload_release_and_download(page, app_url, tmp_path):
