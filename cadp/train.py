@@ -917,7 +917,11 @@ def train_tabular_model(args) -> None:
     malformed = [item for item in args.column_type or [] if "=" not in item]
     if malformed:
         raise InputError(f"--column-type takes COLUMN=KIND (numeric or categorical), got {' '.join(malformed)}")
-    kinds = dict(item.split("=", 1) for item in args.column_type) if args.column_type else None
+    pairs = [item.split("=", 1) for item in args.column_type or []]
+    twice = repeated_names([column for column, _ in pairs])
+    if twice:  # the last one silently won
+        raise InputError(f"--column-type gives {', '.join(twice)} more than once: give each column one type")
+    kinds = dict(pairs) if pairs else None
     for column in conditions:  # said before any note on its cells, and before the training's progress bar
         if (kinds or {}).get(column, infer_column_kind(table.frame[column])) == "numeric":
             raise InputError(f"condition column {column!r} is numeric; choose a categorical column "

@@ -122,3 +122,16 @@ def test_the_training_help_lists_the_options_refused_for_tables_with_the_images_
     assert images.startswith("options refused for tables")
     for option in ("--lr LR", "--batch-size BATCH_SIZE", "--half"):
         assert option in images and option not in general
+
+
+def test_a_column_given_two_types_is_refused(tmp_path, capsys):
+    """--column-type bmi=numeric bmi=categorical silently kept the last one."""
+    from cadp import train
+    from cadp.data import load_table
+
+    source = tmp_path / "t.csv"
+    load_table("diabetes").frame.head(120).to_csv(source, index=False)
+    assert train.main(["--dataset", str(source), "--out", str(tmp_path / "m"), "--conditions", "sex",
+                       "--column-type", "bmi=numeric", "bmi=categorical", "--steps", "1"]) == 2
+    assert "--column-type gives bmi more than once: give each column one type" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
