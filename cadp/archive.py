@@ -585,12 +585,24 @@ class LabelResolver:
             self.by_basename = {name: key for name, key in self.by_basename.items() if counts[name] == 1}
 
     def class_index(self, value: str) -> int | None:
-        """The class a labels-CSV cell names: a class name (any case or punctuation) or a class index."""
+        """The class a labels-CSV cell names: a class name (any case or punctuation) or a class index. Where some
+        class names are numbers not at their own index (class folders 1, 2, 10 give "1", "10", "2"), a number is a
+        name only: read as an index where it is none, "0" would be the class "1" beside a cell "1" naming it too."""
         index = self.folder_class_index(value)
         value = str(value).strip()
         if index is None and value.isdigit() and int(value) < len(self.class_names):
+            if self.numbers_are_names:
+                raise InputError(f"{value!r} is not a class name, and this model's class names include numbers "
+                                 f"not at their own index ({', '.join(map(repr, self.class_names))}), so a number "
+                                 "is read as a name, never as an index: write the class name")
             return int(value)
         return index
+
+    @property
+    def numbers_are_names(self) -> bool:
+        """Whether some class name is a number that is not its own index (a cell "1" could then mean two classes)."""
+        return any(name.strip().isdigit() and name.strip() != str(index)
+                   for index, name in enumerate(self.class_names))
 
     def folder_class_index(self, folder: str) -> int | None:
         """The class a folder is named after, by name only: numbered folders (patients/1, normal/2) are not
@@ -707,9 +719,11 @@ def read_labels_csv(data: bytes) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- image sources
 
-def iter_folder_files(root: Path, shuffle: random.Random | None = None) -> Iterator[tuple[str, bytes | InputError]]:
+def iter_folder_files(root: Path, shuffle: random.Random | None = None,
+                      labels_file: Path | None = None) -> Iterator[tuple[str, bytes | InputError]]:
     """(relative name, bytes or InputError) for the files under root, one at a time: in sorted order, or in an
-    order drawn with ``shuffle`` (the names are listed first; the contents are still read one at a time)."""
+    order drawn with ``shuffle`` (the names are listed first; the contents are still read one at a time).
+    ``labels_file`` (--labels, where it lies in the folder) is the run's labels, not an input: left out."""
     unlisted: list[tuple[str, str]] = []
     skipped: list[tuple[str, str | None]] = []
     paths = [(name, path) for name, path in folder_files(root, unlisted, skipped) if not _is_labels_file(name)]
@@ -726,7 +740,10 @@ def iter_folder_files(root: Path, shuffle: random.Random | None = None) -> Itera
             yield name, InputError(f"the same file as {first} (a link to it): released once, as {first}; skipped")
     if shuffle is not None:
         shuffle.shuffle(paths)
+    given = _resolved(labels_file) if labels_file is not None else None
     for name, path in paths:
+        if given is not None and _resolved(path) == given:
+            continue
         if _is_labels_name(name):  # one in a subfolder (the top one is not an input)
             yield name, InputError(DEEPER_LABELS.format(where=f"the folder's own {LABELS_NAME}"))
             continue
@@ -740,6 +757,14 @@ def iter_folder_files(root: Path, shuffle: random.Random | None = None) -> Itera
 
 DEEPER_LABELS = ("a labels CSV in a subfolder, not read: the labels of a run come from --labels or from {where}; "
                  "not an image; skipped")
+
+
+def _resolved(path: Path) -> Path | None:
+    """``path`` with its links resolved, or None where it cannot be (a loop)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return None
 
 
 def _is_labels_name(name: str) -> bool:
@@ -2116,7 +2141,11 @@ def _check_paths(args, kind: str) -> str:
             raise UsageError(f"OUTPUT {output} holds an earlier run ({MANIFEST_NAME} lists what it privatized); "
                              f"choose a new folder. {_RESTART}")
         raise UsageError(f"OUTPUT {output} exists and is not an empty folder; choose a new folder")
-    if input_kind == "folder" and (output.resolve() == source.resolve() or source.resolve() in output.resolve().parents):
+    try:
+        resolved = output.resolve()
+    except (OSError, RuntimeError):  # a loop of links (RuntimeError before Python 3.13)
+        raise UsageError(f"OUTPUT {output} goes through a loop of links: choose a folder the path reaches") from None
+    if input_kind == "folder" and (resolved == source.resolve() or source.resolve() in resolved.parents):
         raise UsageError("OUTPUT must not be inside INPUT")
     if args.batch_size is None:  # table rows cost little each: a pass's own overhead ruled at 64
         args.batch_size = DEFAULT_TABLE_BATCH if input_kind == "csv" and args.mechanism != "paper" else DEFAULT_BATCH
@@ -2267,7 +2296,7 @@ def _main(argv=None) -> int:
             shuffle = None if settings.names_copied else random.Random(args.seed) if args.seed is not None \
                 else random.SystemRandom()
             if input_kind == "folder":
-                source, total = iter_folder_files(args.input, shuffle), len(input_names)
+                source, total = iter_folder_files(args.input, shuffle, args.labels), len(input_names)
             else:
                 from cadp.uploads import iter_zip_images
 

@@ -41,3 +41,13 @@ def test_an_output_through_dot_dot_after_a_file_says_it_is_a_file(image_model, t
     assert (f"error: OUTPUT {output} goes through '..' after a file, not a folder: give the output folder's own "
             "path") in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_through_a_loop_of_links_is_refused_in_words(image_model, tmp_path, capsys):
+    """A raw RuntimeError (symlink loop) came out of the OUTPUT-inside-INPUT check."""
+    source = make_folder(tmp_path / "in", {"0/a.png": image_file(1)})
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    output = tmp_path / "loop1" / "o"
+    assert run(image_model, source, output) == 2
+    assert f"error: OUTPUT {output} goes through a loop of links" in capsys.readouterr().err

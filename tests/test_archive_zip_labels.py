@@ -198,3 +198,10 @@ def test_a_labels_csv_in_a_subfolder_is_said_to_be_one_not_an_unreadable_image(d
     for name in ("3/labels.csv", "4/deeper/Labels.CSV"):
         assert rows[name].startswith("error: a labels CSV in a subfolder, not read: the labels of a run come from "
                                      "--labels or from the labels.csv at the ZIP's top or in its single top folder")
+
+
+def test_the_labels_csv_given_with_labels_is_no_input_where_it_lies_in_the_folder(digit_model, tmp_path):
+    """--labels pointing at a labels.csv in a subfolder of INPUT applied its labels and listed it as one not read."""
+    source = make_folder(tmp_path / "lab", {"a.png": image_file(3), "sub/labels.csv": b"file,label\na.png,5\n"})
+    assert run(digit_model, source, tmp_path / "out", "--labels", str(source / "sub" / "labels.csv")) == 0
+    assert conditions(tmp_path / "out") == {"a.png": "5"}

@@ -58,3 +58,16 @@ def test_training_s_sample_check_runs(numbered):
     model = load_folder(numbered / "numbered").model
     share = sample_recognition(model, SmallCNN(len(NAMES)), len(NAMES), per_class=2)
     assert 0.0 <= share <= 1.0
+
+
+def test_a_labels_csv_number_that_names_no_class_is_refused_not_read_as_an_index(numbered, tmp_path):
+    """Cells 0, 1, 2 were read as index 0 (the class "1"), the name "1" and the name "2": two cells, one class."""
+    source = make_folder(tmp_path / "in", {f"img{index}.png": image_file(index) for index in range(3)})
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\nimg0.png,0\nimg1.png,1\nimg2.png,2\n")
+    assert archive.main(["--model", str(numbered / "numbered"), "--mechanism", "laplace", "--epsilon", "1",
+                         "--labels", str(labels), str(source), str(tmp_path / "out")]) == 0
+    rows = {row["file"]: row for row in read_manifest(tmp_path / "out")}
+    assert rows["img0.png"]["status"] == "error" and "'0' is not a class name" in rows["img0.png"]["error"]
+    assert "a number is read as a name, never as an index" in rows["img0.png"]["error"]
+    assert (rows["img1.png"]["released_condition"], rows["img2.png"]["released_condition"]) == ("1", "2")
