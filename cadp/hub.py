@@ -89,26 +89,28 @@ class LoadedModel:
         return read_eval(self.folder)
 
     def terms_line(self) -> str:
-        """Which model made a release, as its shared terms say it: the config's name, where it came from (a local
-        folder without its path, which may name a person or a place) and its weights' SHA-256, which tells any copy
-        of the same weights."""
+        """Which model made a release, as its shared terms say it: a bundled model (or the Hub repo it is published
+        in) by name; any other only by its weights' SHA-256, which tells any copy of the same weights: a local
+        folder's name (a model is named after its folder by default) or a private Hub repo's may name a person, a
+        place or a project."""
         import hashlib
 
-        name = self.config.name
         if self.origin.startswith("bundled fallback"):  # a Hub id asked for, the Hub not reached
-            where = f"the copy bundled with CADP (weights/{self.folder.name}), the Hub not being reached"
+            named = (f"the model {self.config.name}, from the copy bundled with CADP (weights/{self.folder.name}), "
+                     "the Hub not being reached")
         elif self.origin.startswith("bundled") or self.folder.resolve() == (BUNDLED_DIR / self.folder.name).resolve():
-            where = f"the models bundled with CADP (weights/{self.folder.name})"
-        elif self.repo_id is not None:
-            where = f"the Hub repo {self.repo_id} at commit {self.commit}"
+            named = f"the model {self.config.name}, from the models bundled with CADP (weights/{self.folder.name})"
+        elif self.repo_id in BUNDLED_REPOS:
+            named = f"the model {self.config.name}, from the Hub repo {self.repo_id} at commit {self.commit}"
         else:
-            where = "a local model folder"
+            named = (f"a model from {'a Hub repo' if self.repo_id is not None else 'a local folder'} (not named "
+                     "here: its name may name a person, a place or a private project)")
         try:
             with (self.folder / WEIGHTS_NAME).open("rb") as handle:
                 digest = hashlib.file_digest(handle, "sha256").hexdigest()
         except OSError:
-            return f"Made with the model {name}, from {where}."
-        return f"Made with the model {name}, from {where}; its weights' (model.safetensors) SHA-256 is {digest}."
+            return f"Made with {named}."
+        return f"Made with {named}; its weights' (model.safetensors) SHA-256 is {digest}."
 
 
 def save_model(model: torch.nn.Module, folder: Path | str, *, card: str | None = None,
@@ -498,8 +500,9 @@ def load_model(source: str | Path, *, revision: str | None = None, cache_dir: st
     try:
         return _load_from_hub(repo_id, revision, cache_dir=cache_dir, endpoint=endpoint, token=token)
     except ModelError as error:  # "weights/nope" reads as a Hub id too: say that no such folder exists either
-        bundled = Path(repo_id).name
-        if (BUNDLED_DIR / bundled / CONFIG_NAME).exists():  # weights/mnist-cinn typed outside the repository
+        bundled = Path(repo_id).name  # (only weights/<name>: owner/mnist-cinn is another model, a fork or a copy)
+        if Path(repo_id).parent.name == BUNDLED_DIR.name and (BUNDLED_DIR / bundled / CONFIG_NAME).exists() \
+                and at == "" and revision is None:  # weights/mnist-cinn typed outside the repository
             raise ModelError(f"{error}; there is no local folder {text} here ({Path.cwd()}) either: the bundled "
                              f"model {bundled} loads by its name alone ({bundled}) from any folder") from None
         if Path(repo_id).parent.is_dir():

@@ -31,9 +31,10 @@ def test_a_runs_terms_name_the_model_and_its_weights_digest_and_its_note_the_ori
                          str(tmp_path / "out")]) == 0
     digest = hashlib.sha256((image_model / "model.safetensors").read_bytes()).hexdigest()
     terms = (tmp_path / "out" / "guarantee.txt").read_text()
-    assert (f"Made with the model d, from a local model folder; its weights' (model.safetensors) SHA-256 is "
-            f"{digest}.") in terms
-    assert str(image_model) not in terms  # a local folder's path may name a person or a place
+    assert ("Made with a model from a local folder (not named here: its name may name a person, a place or a "
+            f"private project); its weights' (model.safetensors) SHA-256 is {digest}.") in terms
+    # neither the folder's path or name nor the model's (by default its folder's) leaves with the release
+    assert str(image_model) not in terms and "digits" not in terms and "model d" not in terms
     assert "note: model d, folder " in capsys.readouterr().err
 
 
