@@ -395,6 +395,7 @@ class LaplaceMechanism(Mechanism):
         self.clip_radius = _checked_number(self.clip_radius, "clip_radius")
         if self.temperature is not None:
             self.temperature = _checked_number(self.temperature, "temperature")
+        _check_scales(self)
 
     @classmethod
     def create(cls, epsilon: float, clip_radius: float | None, temperature: float | None):
@@ -444,6 +445,7 @@ class GaussianMechanism(Mechanism):
         self.clip_radius = _checked_number(self.clip_radius, "clip_radius")
         if self.temperature is not None:
             self.temperature = _checked_number(self.temperature, "temperature")
+        _check_scales(self)
 
     @classmethod
     def create(cls, epsilon: float, delta: float, clip_radius: float | None, temperature: float | None):
@@ -489,6 +491,7 @@ class MetricMechanism(Mechanism):
 
     def __post_init__(self):
         self.epsilon_unit = _checked_number(self.epsilon_unit, "epsilon")
+        _check_scales(self)
 
     @property
     def epsilon(self) -> float:
@@ -554,6 +557,7 @@ class PaperMechanism(Mechanism):
 
     def __post_init__(self):
         self.epsilon = _checked_number(self.epsilon, "epsilon")
+        _check_scales(self)
 
     @property
     def clip_size(self) -> float:
@@ -639,7 +643,12 @@ def make_mechanism(name: str, epsilon: float, *, delta: float | None = None,
     ignored = [key for key, value in given.items() if value is not None and key not in applies.get(name, ())]
     if ignored:  # a parameter that would silently do nothing
         raise InputError(f"{', '.join(ignored)} do{'es' * (len(ignored) == 1)} not apply to the {name} mechanism")
-    mechanism = _make(name, epsilon, delta, clip_radius, temperature)
+    return _make(name, epsilon, delta, clip_radius, temperature)  # (each mechanism checks its scales when built)
+
+
+def _check_scales(mechanism: Mechanism) -> None:
+    """Refuse a clip radius or noise scale the float arithmetic cannot honour (for make_mechanism and for a
+    mechanism built directly alike)."""
     radius = getattr(mechanism, "clip_radius", None)
     if radius is not None and not radius >= SMALLEST_RADIUS:  # denormal radii defeat the clip's rounding margin
         raise InputError(f"these settings make the clip radius {radius:.3g}, below the smallest allowed "
@@ -650,7 +659,6 @@ def make_mechanism(name: str, epsilon: float, *, delta: float | None = None,
         if not value <= LARGEST_SCALE:  # float32 latents would hold infinities, and releases NaNs
             raise InputError(f"these settings make the {what} {value:.3g}, above the largest allowed ({LARGEST_SCALE:g}; "
                              f"float32 latents overflow at 3.4e38 and releases would be NaN): choose {advice}")
-    return mechanism
 
 
 LARGEST_SCALE = 1e30

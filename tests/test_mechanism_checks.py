@@ -26,6 +26,10 @@ from cadp.mechanisms import GaussianMechanism, LaplaceMechanism, MetricMechanism
     lambda: MetricMechanism(-1.0),
     lambda: PaperMechanism(math.inf),
     lambda: PaperMechanism("ten"),
+    lambda: LaplaceMechanism(1.0, 1e-320),  # a denormal radius: the clip's rounding left norms above it
+    lambda: LaplaceMechanism(1.0, 1e40),  # releases not finite
+    lambda: GaussianMechanism(1.0, 1e-5, 1e-320),
+    lambda: MetricMechanism(1e-40),  # noise scale 1e40
 ])
 def test_a_mechanism_with_impossible_settings_is_refused_when_built(build):
     with pytest.raises(InputError):
