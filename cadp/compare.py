@@ -76,6 +76,16 @@ def batch_zip(files: list[tuple[str, bytes]], manifest: list[dict], guarantee: s
     return buffer.getvalue()
 
 
+CAUTIONS_HEADER = ("Not part of the release: facts about the records of this upload (such as copies of one record), "
+                   "for whoever made the release. Share the privatized files, manifest.csv and guarantee.txt only.")
+
+
+def cautions_text(cautions: str) -> str:
+    """cautions.txt as the app offers it beside a release (never inside its ZIP: the CLI keeps it to the runner
+    too), saying first that it is not part of the release."""
+    return f"{CAUTIONS_HEADER}\n\n{cautions.rstrip(chr(10))}\n"
+
+
 def release_tag(mechanism, seeded: bool = False) -> str:
     """What a released file's name says about its terms: ``laplace-eps10``, ``metric-eps1-per-unit`` (epsilon per
     unit of latent distance), or ``not-private`` (paper, a fixed seed). The full terms are inside the file."""

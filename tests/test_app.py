@@ -1908,12 +1908,16 @@ def test_an_upload_holding_one_image_twice_says_what_that_record_cost(media):
                         "their negative): each copy was released separately, with its own noise, so such a record "
                         "has cost up to 2 times ε = 10 here (the ledger adds them up; each file's cost in "
                         "manifest.csv is one release's)."]
-    state = at.session_state["image_result"]  # the ZIP says it in cautions.txt, never in the shared terms
+    state = at.session_state["image_result"]  # cautions.txt says it, beside the ZIP: never in the release
     assert state["zip_terms"] == ui.release_terms(state["result"])
     with zipfile.ZipFile(io.BytesIO(media[downloads(at)[0].proto.url.rsplit("/", 1)[-1].split(".")[0]])) as archive:
-        assert archive.read("cautions.txt").decode() == warnings[0] + "\n"
+        assert "cautions.txt" not in archive.namelist()  # facts about the records: the runner's, as the CLI's are
         assert "copies of" not in archive.read("guarantee.txt").decode()
-    assert "cautions.txt" in downloads(at)[0].label
+    assert "cautions.txt" not in downloads(at)[0].label
+    cautions = downloads(at)[1]
+    assert cautions.label == "Download cautions.txt (for you, not part of the release)"
+    assert media[cautions.proto.url.rsplit("/", 1)[-1].split(".")[0]].decode() == \
+        f"{compare.CAUTIONS_HEADER}\n\n{warnings[0]}\n"
     # with the strip and the gallery, the first image's record was released more times than its copies
     at.checkbox(key="image_strip").check().run()
     at.slider(key="image_gallery").set_value(2).run()

@@ -193,7 +193,7 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
             "epsilon": settings.epsilon, "per_unit": name == "metric",  # metric: epsilon per unit of distance
             # paper's output depends on its batch: the extra releases run on the first image alone
             "alone": name == "paper" and len(records) > 1,
-            "zip_terms": ui.release_terms(result),  # the terms only: what copies cost goes to cautions.txt
+            "zip_terms": ui.release_terms(result),  # the terms only: what copies cost is a caution, apart
             # an image inverted for the model under Inversion 'always' is shown and downloaded inverted back, as it
             # was uploaded; under 'auto' as the model reads it (uploads.written_back)
             "written_back": [r.written_back for r in records], "inverted": [r.inverted for r in records]}
@@ -268,10 +268,13 @@ def show_result(loaded, state, changed: bool) -> None:
         st.download_button("Download privatized PNG", state["files"][0][1], file_name=state["files"][0][0],
                            mime="image/png", on_click="ignore", key="download_png")
     else:
-        st.download_button(f"Download {len(names)} privatized images (ZIP with manifest.csv and guarantee.txt"
-                           + (", cautions.txt" if state.get("repeats") else "") + ")",
-                           compare.batch_zip(state["files"], state["manifest"], state["zip_terms"], state.get("repeats")),
+        st.download_button(f"Download {len(names)} privatized images (ZIP with manifest.csv and guarantee.txt)",
+                           compare.batch_zip(state["files"], state["manifest"], state["zip_terms"]),
                            file_name="cadp-privatized.zip", mime="application/zip", on_click="ignore", key="download_zip")
+    if state.get("repeats"):  # facts about the records, for whoever released them: never inside the release
+        st.download_button("Download cautions.txt (for you, not part of the release)",
+                           compare.cautions_text(state["repeats"]), file_name="cautions.txt", mime="text/plain",
+                           on_click="ignore", key="download_cautions")
     st.caption(compare.download_note(state["handling"], state["files"][0][0], any(back)))
 
 
