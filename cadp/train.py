@@ -589,6 +589,12 @@ def tabular_config(frame: pd.DataFrame, conditions: list[str], *, name: str, dat
         if encoder.spec(column).kind != "categorical":
             raise InputError(f"condition column {column!r} is numeric; choose a categorical column "
                              "(or override its type to categorical)")
+    # numbers whose mean or spread overflows a float (about 1e154 and up): said of the data, not of a config.json
+    huge = [spec.name for spec in encoder.columns if spec.kind == "numeric"
+            and not all(math.isfinite(float(value)) for value in (spec.mean, spec.std))]
+    if huge:
+        raise InputError(f"column(s) {huge} hold numbers too large to compute with (their mean or spread is not a "
+                         "finite number): rescale them (e.g. divide by a power of ten) or drop them")
     data_columns = [c for c in frame.columns if c not in conditions]
     data_encoder = encoder.subset(data_columns)
     if data_encoder.width < 2:
@@ -720,12 +726,26 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
     model.fit_record = {"steps": kept_step,  # the step whose weights were kept; later ones ran, not kept
                         "epochs": kept_step * min(batch_size, len(train)) / max(len(train), 1),
                         "steps_run": steps_run,  # what ran (a time budget can stop it early)
+                        "steps_planned": steps, "minutes": minutes,  # the fit's limits: which one ended it
                         "validation_loss": best_loss if best_weights is not None else None,  # nats/dim, of the kept
                         "validation_rows": n_valid,
                         "last_train_loss": last_loss,  # of the last step checked of those that ran, not the kept one
                         "stopped": stopped}  # why it stopped before its steps, in words, or None
-    model.fit_record["kept"] = kept_weights_note(model.fit_record)
+    model.fit_record["kept"] = kept_weights_note(model.fit_record) + budget_note(model.fit_record)
     return model
+
+
+def step_count(count: int) -> str:
+    """'1 step', '1,500 steps'."""
+    return f"{count:,} step" + "s" * (count != 1)
+
+
+def budget_note(record: dict) -> str:
+    """" The time budget ended the fit ..." where it ran fewer steps than planned and did not diverge, else ""."""
+    planned, ran, minutes = record.get("steps_planned"), record["steps_run"], record.get("minutes")
+    if record.get("stopped") or planned is None or ran >= planned or not minutes:
+        return ""
+    return f" The time budget ({minutes:g} minutes) ended the fit after {step_count(ran)} of the {planned:,} planned."
 
 
 def kept_weights_note(record: dict) -> str:
@@ -1116,7 +1136,7 @@ and decoded to the value; categorical columns one-hot (uniform dequantization, d
 {'conditioned on the one-hot conditions' if config.condition_columns else 'without conditions'}. {params:,} trainable parameters; latent dimension {config.latent_dim}.
 
 ## Training
-- {facts['steps_run']:,} steps ran, {report.seconds:.0f} s on {report.device}; seed {args.seed}
+- {step_count(facts['steps_run'])} ran, {report.seconds:.0f} s on {report.device}; seed {args.seed}
 - {facts['kept']}
 {f"- {facts['stopped']}{chr(10)}" if facts.get("stopped") else ""}- command: `{recorded_command('cadp.train', sys.argv[1:])}`
 

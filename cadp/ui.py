@@ -328,12 +328,12 @@ def model_line(loaded, fitted=None) -> str:
     record = getattr(fitted, "fit_record", {})
     steps, ran = record.get("steps"), record.get("steps_run")
     if isinstance(steps, int) and isinstance(ran, int) and ran != steps:  # the best validated step's weights
-        made = f"the weights of step {steps:,} of {ran:,} training steps, "
+        made = f"the weights of step {steps:,} of {ran:,} training step{'s' * (ran != 1)}, "
     else:
-        made = f"{steps:,} training steps, " if isinstance(steps, int) else ""
+        made = f"{steps:,} training step{'s' * (steps != 1)}, " if isinstance(steps, int) else ""
     made += f"conditions: {conditions}"
     instead = "" if loaded is None else f", not **{literal(loaded.config.name)}** (the model chosen in the sidebar)"
-    return f"Model: fitted on this upload ({made}){instead}; releases on this page are made with it."
+    return f"Model: fitted on this table ({made}){instead}; releases on this page are made with it."
 
 
 def run_page(title: str, body, kind: str | None = None, needs_model: bool = True, picker: bool = True,

@@ -94,7 +94,7 @@ def test_the_page_names_the_model_fitted_on_the_upload_once_it_is_in_use():
     helpers.upload_and_fit(at)
     shown = captions(clean(at))
     assert not [c for c in shown if c.startswith(f"Model: **{helpers.TABLE_MODEL}**")], shown
-    named = [c for c in shown if c.startswith("Model: fitted on this upload")]
+    named = [c for c in shown if c.startswith("Model: fitted on this table")]
     assert len(named) == 1 and f"not **{helpers.TABLE_MODEL}**" in named[0], shown
     at.button(key="table_privatize").click().run()
     assert [c for c in captions(clean(at)) if c.startswith("Model: ")] == named

@@ -135,3 +135,38 @@ def test_a_column_given_two_types_is_refused(tmp_path, capsys):
                        "--column-type", "bmi=numeric", "bmi=categorical", "--steps", "1"]) == 2
     assert "--column-type gives bmi more than once: give each column one type" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_a_fit_the_time_budget_ended_says_so_and_counts_one_step_in_the_singular():
+    """A fit stopped by its time budget recorded no reason ("1 steps ran" on the card, nothing else)."""
+    from cadp import ui
+    from cadp.data import load_table
+    from cadp.train import fit_tabular
+
+    model = fit_tabular(load_table("diabetes").frame, ["sex"], steps=1500, minutes=1e-9, seed=0)
+    record = model.fit_record
+    assert record["steps_run"] < 1500
+    assert f"The time budget (1e-09 minutes) ended the fit after {record['steps_run']:,} step" in record["kept"]
+    assert "of the 1,500 planned." in record["kept"]
+    from types import SimpleNamespace
+
+    one = SimpleNamespace(config=SimpleNamespace(condition_columns=["sex"]), fit_record={"steps": 1, "steps_run": 1})
+    assert "(1 training step, conditions: sex)" in ui.model_line(None, one)
+
+
+def test_numbers_too_large_to_compute_with_are_said_of_the_data_not_of_a_config_json():
+    """A column near 1e200 was refused as "invalid model config: in config.json, ... std must be a finite number",
+    while no config.json existed (a fit in the app, or cadp.train on a CSV)."""
+    import numpy as np
+    import pandas as pd
+
+    from cadp.errors import InputError
+    from cadp.train import fit_tabular
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(0, 1, 80) * 1e200, "y": rng.normal(0, 1, 80),
+                          "g": rng.choice(["a", "b"], 80)})
+    with pytest.raises(InputError) as refused:
+        fit_tabular(frame, ["g"], steps=1)
+    assert "column(s) ['x'] hold numbers too large to compute with" in str(refused.value)
+    assert "config.json" not in str(refused.value)
