@@ -32,6 +32,17 @@ def tiny_image_model() -> ImageCINN:
     return perturbed(ImageCINN(config))
 
 
+@pytest.fixture(scope="session")
+def digit_model(tmp_path_factory) -> Path:
+    """A saved untrained tiny image model of ten digit classes (the batch CLI's tests read it from its folder)."""
+    from cadp.hub import save_model
+
+    torch.manual_seed(0)
+    config = ImageModelConfig(name="d", dataset="d", class_names=[str(digit) for digit in range(10)], conv_width=4,
+                              fc_width=8, conv_blocks=[1, 1], fc_blocks=1)
+    return save_model(ImageCINN(config), tmp_path_factory.mktemp("models") / "digits")
+
+
 def bundled(name: str) -> Path:
     folder = WEIGHTS / name
     if not (folder / "model.safetensors").exists():

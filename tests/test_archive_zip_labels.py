@@ -6,20 +6,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import torch
 
-from cadp.hub import save_model
-from cadp.models import ImageCINN, ImageModelConfig
 from tests import corpus
 from tests.test_archive import image_file, make_folder, read_manifest, run
-
-
-@pytest.fixture(scope="module")
-def digit_model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = ImageModelConfig(name="d", dataset="d", class_names=[str(digit) for digit in range(10)], conv_width=4,
-                              fc_width=8, conv_blocks=[1, 1], fc_blocks=1)
-    return save_model(ImageCINN(config), tmp_path_factory.mktemp("models") / "digits")
 
 
 def zip_folder(folder: Path, zipped: Path) -> Path:

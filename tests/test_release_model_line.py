@@ -4,37 +4,25 @@ copy, which nothing said), and the table page names the step whose weights a fit
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from cadp import archive, hub, ui
 from cadp.errors import ModelError
-from cadp.hub import save_model
-from cadp.models import ImageCINN, ImageModelConfig
 from tests.test_archive import image_file, make_folder
 
 
-@pytest.fixture(scope="module")
-def image_model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = ImageModelConfig(name="d", dataset="d", class_names=[str(digit) for digit in range(10)], conv_width=4,
-                              fc_width=8, conv_blocks=[1, 1], fc_blocks=1)
-    return save_model(ImageCINN(config), tmp_path_factory.mktemp("models") / "digits")
-
-
-def test_a_runs_terms_name_the_model_and_its_weights_digest_and_its_note_the_origin(image_model, tmp_path, capsys):
+def test_a_runs_terms_name_the_model_and_its_weights_digest_and_its_note_the_origin(digit_model, tmp_path, capsys):
     source = make_folder(tmp_path / "in", {"0/a.png": image_file(1)})
-    assert archive.main(["--model", str(image_model), "--mechanism", "laplace", "--epsilon", "1", str(source),
+    assert archive.main(["--model", str(digit_model), "--mechanism", "laplace", "--epsilon", "1", str(source),
                          str(tmp_path / "out")]) == 0
-    digest = hashlib.sha256((image_model / "model.safetensors").read_bytes()).hexdigest()
+    digest = hashlib.sha256((digit_model / "model.safetensors").read_bytes()).hexdigest()
     terms = (tmp_path / "out" / "guarantee.txt").read_text()
     assert ("Made with a model from a local folder (not named here: its name may name a person, a place or a "
             f"private project); its weights' (model.safetensors) SHA-256 is {digest}.") in terms
     # neither the folder's path or name nor the model's (by default its folder's) leaves with the release
-    assert str(image_model) not in terms and "digits" not in terms and "model d" not in terms
+    assert str(digit_model) not in terms and "digits" not in terms and "model d" not in terms
     assert "note: model d, folder " in capsys.readouterr().err
 
 
