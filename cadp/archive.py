@@ -534,7 +534,10 @@ def _complete_csv_rows(data: bytes, fields: int) -> tuple[int, int]:
 def _normalize(name: str) -> str:
     """Class names compared without case, spaces or punctuation: 'T-shirt/top' matches folder 't_shirt_top'; in
     one Unicode form (macOS writes folder names decomposed: 'ü' as 'u' and a combining diaeresis)."""
-    return re.sub(r"[^0-9a-z]", "", unicodedata.normalize("NFKC", name).casefold())
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    # digits on both sides of punctuation or spaces stay apart: '1.0' or '1_0' is not the class '10'
+    folded = re.sub(r"(?<=[0-9])[^0-9a-z]+(?=[0-9])", "|", folded)
+    return re.sub(r"[^0-9a-z|]", "", folded)
 
 
 # characters no folder name may hold on some system (a "/" would nest T-shirt/top), and Windows' device names
@@ -590,19 +593,20 @@ class LabelResolver:
         name only: read as an index where it is none, "0" would be the class "1" beside a cell "1" naming it too."""
         index = self.folder_class_index(value)
         value = str(value).strip()
-        if index is None and value.isdigit() and int(value) < len(self.class_names):
+        if index is None and value.isdecimal() and int(value) < len(self.class_names):
             if self.numbers_are_names:
-                raise InputError(f"{value!r} is not a class name, and this model's class names include numbers "
-                                 f"not at their own index ({', '.join(map(repr, self.class_names))}), so a number "
-                                 "is read as a name, never as an index: write the class name")
+                raise InputError(f"{value!r} is not a class name, and this model's class names hold numbers that "
+                                 f"are not their own index ({self._classes()}), so a number is read as a name, never "
+                                 "as an index: write the class name")
             return int(value)
         return index
 
     @property
     def numbers_are_names(self) -> bool:
-        """Whether some class name is a number that is not its own index (a cell "1" could then mean two classes)."""
-        return any(name.strip().isdigit() and name.strip() != str(index)
-                   for index, name in enumerate(self.class_names))
+        """Whether some class name holds a number but the names are not the indices themselves (MNIST's "0".."9"
+        are): a cell "1" could then mean two classes ('class 1', '+1', '1.0', class folders 1, 2, 10)."""
+        return (any(character.isdigit() for name in self.class_names for character in name)
+                and any(name.strip() != str(index) for index, name in enumerate(self.class_names)))
 
     def folder_class_index(self, folder: str) -> int | None:
         """The class a folder is named after, by name only: numbered folders (patients/1, normal/2) are not
@@ -746,6 +750,10 @@ def iter_folder_files(root: Path, shuffle: random.Random | None = None,
             continue
         if _is_labels_name(name):  # one in a subfolder (the top one is not an input)
             yield name, InputError(DEEPER_LABELS.format(where=f"the folder's own {LABELS_NAME}"))
+            continue
+        if PurePosixPath(name).suffix.lower() == ".csv":  # labels under another name, perhaps: say how to use them
+            yield name, InputError(f"a CSV file, not an image: labels are read from --labels or from the folder's own "
+                                   f"{LABELS_NAME}; skipped")
             continue
         try:
             data = read_image_file(path)

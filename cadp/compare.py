@@ -54,11 +54,10 @@ def latent_distance(latent, noisy_latent) -> float:
     return float((torch.as_tensor(noisy_latent) - torch.as_tensor(latent)).abs().sum())
 
 
-def batch_zip(files: list[tuple[str, bytes]], manifest: list[dict], guarantee: str, cautions: str | None = None) -> bytes:
+def batch_zip(files: list[tuple[str, bytes]], manifest: list[dict], guarantee: str) -> bytes:
     """A ZIP (in memory) of the released PNGs, a manifest.csv (one row per file: released condition, mechanism,
-    cost, noise source, and where the rows have one, polarity) and guarantee.txt, so that the download carries its own privacy terms; ``cautions``
-    (facts about these records, such as copies of one record, for whoever made the release) go to cautions.txt,
-    as the CLI writes them: never into the terms, which must not depend on the records released."""
+    cost, noise source, and where the rows have one, polarity) and guarantee.txt, so that the download carries its
+    own privacy terms. Facts about these records (copies of one record) are not part of it: ``cautions_text``."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, data in files:
@@ -71,8 +70,6 @@ def batch_zip(files: list[tuple[str, bytes]], manifest: list[dict], guarantee: s
         writer.writerows(manifest)
         archive.writestr("manifest.csv", table.getvalue())
         archive.writestr("guarantee.txt", guarantee.rstrip("\n") + "\n")
-        if cautions:
-            archive.writestr("cautions.txt", cautions.rstrip("\n") + "\n")
     return buffer.getvalue()
 
 

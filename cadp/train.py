@@ -61,6 +61,7 @@ from cadp.uploads import UNIQUE_PER_ROW_MIN_ROWS, identifier_reason, is_folder_m
 CHECKPOINT_PATH = Path("checkpoint") / "training.safetensors"  # inside the output folder
 DEFAULT_LR = 1e-3  # --lr of an image model
 TABLE_STEPS = 1500  # --steps of a table model (fit_tabular's default)
+LARGEST_TABLE_NUMBER = 2.0 ** 63  # a table's numbers must be smaller in size: released whole numbers are int64
 
 
 def recorded_command(module: str, arguments: list[str]) -> str:
@@ -589,12 +590,15 @@ def tabular_config(frame: pd.DataFrame, conditions: list[str], *, name: str, dat
         if encoder.spec(column).kind != "categorical":
             raise InputError(f"condition column {column!r} is numeric; choose a categorical column "
                              "(or override its type to categorical)")
-    # numbers whose mean or spread overflows a float (about 1e154 and up): said of the data, not of a config.json
+    # numbers whose mean or spread overflows a float (about 1e154 and up): said of the data, not of a config.json;
+    # and from 2^63 (9.2e18): every float there is a whole number, released as int64, which overflows
     huge = [spec.name for spec in encoder.columns if spec.kind == "numeric"
-            and not all(math.isfinite(float(value)) for value in (spec.mean, spec.std))]
+            and (not all(math.isfinite(float(value)) for value in (spec.mean, spec.std))
+                 or not pd.to_numeric(frame[spec.name], errors="coerce").abs().max() < LARGEST_TABLE_NUMBER)]
     if huge:
-        raise InputError(f"column(s) {huge} hold numbers too large to compute with (their mean or spread is not a "
-                         "finite number): rescale them (e.g. divide by a power of ten) or drop them")
+        raise InputError(f"column(s) {huge} hold numbers too large to release ({LARGEST_TABLE_NUMBER:.2g} = 2^63 or "
+                         "more in size, whole numbers a release writes as 64-bit integers, or a mean or spread that is "
+                         "not a finite number): rescale them (e.g. divide by a power of ten) or drop them")
     data_columns = [c for c in frame.columns if c not in conditions]
     data_encoder = encoder.subset(data_columns)
     if data_encoder.width < 2:

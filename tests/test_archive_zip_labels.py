@@ -194,3 +194,11 @@ def test_the_labels_csv_given_with_labels_is_no_input_where_it_lies_in_the_folde
     source = make_folder(tmp_path / "lab", {"a.png": image_file(3), "sub/labels.csv": b"file,label\na.png,5\n"})
     assert run(digit_model, source, tmp_path / "out", "--labels", str(source / "sub" / "labels.csv")) == 0
     assert conditions(tmp_path / "out") == {"a.png": "5"}
+
+
+def test_a_csv_under_another_name_says_how_labels_are_given(digit_model, tmp_path):
+    """mylabels.csv at INPUT's top was "not an image" only: nothing said how to give labels."""
+    source = make_folder(tmp_path / "lab", {"3/a.png": image_file(3), "mylabels.csv": b"file,label\na.png,5\n"})
+    assert run(digit_model, source, tmp_path / "out") == 0
+    assert conditions(tmp_path / "out")["mylabels.csv"] == ("error: a CSV file, not an image: labels are read from "
+                                                            "--labels or from the folder's own labels.csv; skipped")

@@ -71,3 +71,31 @@ def test_a_labels_csv_number_that_names_no_class_is_refused_not_read_as_an_index
     assert rows["img0.png"]["status"] == "error" and "'0' is not a class name" in rows["img0.png"]["error"]
     assert "a number is read as a name, never as an index" in rows["img0.png"]["error"]
     assert (rows["img1.png"]["released_condition"], rows["img2.png"]["released_condition"]) == ("1", "2")
+
+
+@pytest.mark.parametrize("names, cell", [
+    (["1", "10", "2"], "1.0"),  # punctuation dropped made it "10"
+    (["1", "10", "2"], "1_0"),
+    ([f"class {n}" for n in range(1, 11)], "1"),  # read as the index of "class 2"
+    (["1.0", "2.0"], "1"),
+    (["+1", "-1"], "0"),  # the index of "+1"; in a 0/1 convention 0 means -1
+])
+def test_a_labels_cell_that_is_no_class_name_exactly_is_refused_for_models_with_numbers_in_their_names(names, cell):
+    resolver = archive.LabelResolver(names)
+    try:
+        index = resolver.class_index(cell)
+    except archive.InputError:
+        return
+    assert index is None, (cell, names[index])
+
+
+def test_a_digit_that_is_no_decimal_number_is_no_class_rather_than_a_traceback():
+    """'²'.isdigit() is true and int('²') raised: a traceback, and OUTPUT left holding an unfinished run."""
+    assert archive.LabelResolver(["cat", "dog"]).class_index("²") is None
+
+
+def test_mnist_style_names_still_take_numbers_and_other_names_their_indices():
+    assert archive.LabelResolver([str(n) for n in range(10)]).class_index("03") == 3
+    assert archive.LabelResolver(["cat", "dog"]).class_index("1") == 1
+    assert archive.LabelResolver(["T-shirt/top", "Trouser"]).folder_class_index("t_shirt_top") == 0
+    assert archive.LabelResolver([f"class {n}" for n in range(1, 11)]).folder_class_index("class_1") == 0

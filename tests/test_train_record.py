@@ -164,9 +164,13 @@ def test_numbers_too_large_to_compute_with_are_said_of_the_data_not_of_a_config_
     from cadp.train import fit_tabular
 
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"x": rng.normal(0, 1, 80) * 1e200, "y": rng.normal(0, 1, 80),
-                          "g": rng.choice(["a", "b"], 80)})
-    with pytest.raises(InputError) as refused:
-        fit_tabular(frame, ["g"], steps=1)
-    assert "column(s) ['x'] hold numbers too large to compute with" in str(refused.value)
-    assert "config.json" not in str(refused.value)
+    # 3e19: past 2^63, every float is a whole number, released as int64: it came back as -9223372036854775808
+    for scale in (1e200, 3e19):
+        frame = pd.DataFrame({"x": rng.normal(5, 1, 80) * scale, "y": rng.normal(0, 1, 80),
+                              "g": rng.choice(["a", "b"], 80)})
+        with pytest.raises(InputError) as refused:
+            fit_tabular(frame, ["g"], steps=1)
+        assert "column(s) ['x'] hold numbers too large to release (9.2e+18 = 2^63 or more" in str(refused.value)
+        assert "config.json" not in str(refused.value)
+    frame["x"] = rng.normal(5, 1, 80) * 1e17  # large, and still released as it is
+    assert fit_tabular(frame, ["g"], steps=1).config.data_columns == ["x", "y"]
