@@ -820,13 +820,16 @@ def outside_links_note(root: Path) -> str | None:
             f"-> {readable(str(target))}: they are read and privatized as inputs")
 
 
-def _input_names(source: Path, input_kind: str, hidden: list[str] | None = None) -> list[str]:
-    """The names of the folder's or ZIP's files, as the run reads them (ZIP: folder metadata too); ``hidden``
-    receives the names of the hidden files and folders and the folder metadata that the run leaves out."""
+def _input_names(source: Path, input_kind: str, hidden: list[str] | None = None,
+                 labels_file: Path | None = None) -> list[str]:
+    """The names of the folder's or ZIP's files, as the run reads them (ZIP: folder metadata too; a folder: without
+    ``labels_file``, --labels where it lies in it, as ``iter_folder_files`` leaves it out); ``hidden`` receives the
+    names of the hidden files and folders and the folder metadata that the run leaves out."""
     hidden = [] if hidden is None else hidden
     if input_kind == "folder":
         skipped: list[tuple[str, str | None]] = []
-        names = [name for name, _ in _folder_files(source, skipped)]
+        given = _resolved(labels_file) if labels_file is not None else None
+        names = [name for name, path in _folder_files(source, skipped) if given is None or _resolved(path) != given]
         hidden += [name for name, first in skipped if first is None]
         return names
     from cadp.uploads import is_folder_metadata, sanitize_member_name
@@ -2290,7 +2293,7 @@ def _main(argv=None) -> int:
             with progress_bar("rows", "row") as progress:
                 privatize_table(loaded.model, args.input, settings, args.output, manifest, progress)
         else:
-            input_names = _input_names(args.input, input_kind, hidden)
+            input_names = _input_names(args.input, input_kind, hidden, args.labels)
             if hidden_files_note(hidden):
                 _say(f"note: {hidden_files_note(hidden)}")
             if input_kind == "folder" and (outside := outside_links_note(args.input)):

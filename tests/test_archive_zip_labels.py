@@ -202,3 +202,12 @@ def test_a_csv_under_another_name_says_how_labels_are_given(digit_model, tmp_pat
     assert run(digit_model, source, tmp_path / "out") == 0
     assert conditions(tmp_path / "out")["mylabels.csv"] == ("error: a CSV file, not an image: labels are read from "
                                                             "--labels or from the folder's own labels.csv; skipped")
+
+
+def test_the_labels_file_given_inside_input_is_not_counted_as_an_input(tmp_path):
+    """It was left out of the run but counted (the progress bar's total, the bare names labels rows match)."""
+    from cadp import archive
+
+    source = make_folder(tmp_path / "lab", {"a.png": image_file(3), "sub/mine.csv": b"file,label\na.png,5\n"})
+    assert archive._input_names(source, "folder") == ["a.png", "sub/mine.csv"]
+    assert archive._input_names(source, "folder", labels_file=source / "sub" / "mine.csv") == ["a.png"]
