@@ -535,9 +535,11 @@ def _normalize(name: str) -> str:
     """Class names compared without case, spaces or punctuation: 'T-shirt/top' matches folder 't_shirt_top'; in
     one Unicode form (macOS writes folder names decomposed: 'ü' as 'u' and a combining diaeresis)."""
     folded = unicodedata.normalize("NFKC", name).casefold()
-    # digits on both sides of punctuation or spaces stay apart: '1.0' or '1_0' is not the class '10'
-    folded = re.sub(r"(?<=[0-9])[^0-9a-z]+(?=[0-9])", "|", folded)
-    return re.sub(r"[^0-9a-z|]", "", folded)
+    # digits on both sides of punctuation or spaces stay apart ('1.0' or '1_0' is not the class '10'): a NUL
+    # between them, which no name of a file or folder holds; letters and digits of every script are kept
+    # ('Группа 1' is not '1')
+    folded = re.sub(r"(?<=\d)[\W_]+(?=\d)", "\x00", folded)
+    return re.sub(r"[^\w\x00]|_", "", folded)
 
 
 # characters no folder name may hold on some system (a "/" would nest T-shirt/top), and Windows' device names
@@ -594,19 +596,37 @@ class LabelResolver:
         index = self.folder_class_index(value)
         value = str(value).strip()
         if index is None and value.isdecimal() and int(value) < len(self.class_names):
-            if self.numbers_are_names:
-                raise InputError(f"{value!r} is not a class name, and this model's class names hold numbers that "
-                                 f"are not their own index ({self._classes()}), so a number is read as a name, never "
-                                 "as an index: write the class name")
+            if self.names_are_numbers:
+                raise InputError(f"{value!r} is not a class name, and this model's class names are numbers that are "
+                                 f"not their own index ({self._classes()}): a number is read as a name, never as an "
+                                 "index (a file of indices would have the others read as names); write the class name")
+            if int(value) in self.numbers_in_names:
+                raise InputError(f"{value!r} is not a class name, and a class name holds that number "
+                                 f"({self._classes()}): a number is read as a class index only where no class name "
+                                 "holds it; write the class name")
             return int(value)
         return index
 
     @property
-    def numbers_are_names(self) -> bool:
-        """Whether some class name holds a number but the names are not the indices themselves (MNIST's "0".."9"
-        are): a cell "1" could then mean two classes ('class 1', '+1', '1.0', class folders 1, 2, 10)."""
-        return (any(character.isdigit() for name in self.class_names for character in name)
-                and any(name.strip() != str(index) for index, name in enumerate(self.class_names)))
+    def names_are_indices(self) -> bool:
+        return all(name.strip() == str(index) for index, name in enumerate(self.class_names))  # MNIST's "0".."9"
+
+    @property
+    def names_are_numbers(self) -> bool:
+        """Whether some class name is a number ('1', '+1', '1.0': class folders 1, 2, 10) and the names are not the
+        indices themselves: then no number is an index (cells 0, 1, 2 were read as index 0, then as names)."""
+        return not self.names_are_indices and any(
+            re.fullmatch(r"\s*[+-]?\d+(?:[.,]\d+)?\s*", unicodedata.normalize("NFKC", name))
+            for name in self.class_names)
+
+    @property
+    def numbers_in_names(self) -> set[int]:
+        """The numbers the class names hold ('class 1', 'Группа 2': a cell "1" could mean two classes), none where
+        the names are the indices themselves."""
+        if self.names_are_indices:
+            return set()
+        return {int(group) for name in self.class_names
+                for group in re.findall(r"\d+", unicodedata.normalize("NFKC", name))}
 
     def folder_class_index(self, folder: str) -> int | None:
         """The class a folder is named after, by name only: numbered folders (patients/1, normal/2) are not

@@ -590,11 +590,7 @@ def tabular_config(frame: pd.DataFrame, conditions: list[str], *, name: str, dat
         if encoder.spec(column).kind != "categorical":
             raise InputError(f"condition column {column!r} is numeric; choose a categorical column "
                              "(or override its type to categorical)")
-    # numbers whose mean or spread overflows a float (about 1e154 and up): said of the data, not of a config.json;
-    # and from 2^63 (9.2e18): every float there is a whole number, released as int64, which overflows
-    huge = [spec.name for spec in encoder.columns if spec.kind == "numeric"
-            and (not all(math.isfinite(float(value)) for value in (spec.mean, spec.std))
-                 or not pd.to_numeric(frame[spec.name], errors="coerce").abs().max() < LARGEST_TABLE_NUMBER)]
+    huge = [spec.name for spec in encoder.columns if _too_large(spec, frame[spec.name])]
     if huge:
         raise InputError(f"column(s) {huge} hold numbers too large to release ({LARGEST_TABLE_NUMBER:.2g} = 2^63 or "
                          "more in size, whole numbers a release writes as 64-bit integers, or a mean or spread that is "
@@ -612,6 +608,24 @@ def tabular_config(frame: pd.DataFrame, conditions: list[str], *, name: str, dat
                               condition_encoder=encoder.subset(conditions).to_dict(),
                               blocks=blocks, width=width, permutation_seed=seed,
                               condition_priors=priors)
+
+
+def _too_large(spec, values: pd.Series) -> bool:
+    """Whether a column's numbers cannot be released: a mean or spread that overflows a float (about 1e154 and up;
+    said of the data, not of a config.json), or whole numbers of 2^63 (9.2e18) or more in size, which a release
+    writes as int64 (every float there is whole): numeric columns read as integers, and numeric categories. Infinite
+    cells are read as missing, as the encoder reads them."""
+    if spec.kind == "numeric":
+        if not all(math.isfinite(float(value)) for value in (spec.mean, spec.std)):
+            return True
+        if not spec.integer:
+            return False
+        numbers = pd.to_numeric(values, errors="coerce").astype(float)
+    else:
+        numbers = pd.Series([category for category in spec.categories if isinstance(category, (int, float, np.number))
+                             and not isinstance(category, (bool, np.bool_))], dtype=float)
+    numbers = numbers[np.isfinite(numbers)]
+    return bool(len(numbers)) and not numbers.abs().max() < LARGEST_TABLE_NUMBER
 
 
 def repeated_names(names: list[str]) -> list[str]:

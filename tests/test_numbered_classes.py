@@ -99,3 +99,32 @@ def test_mnist_style_names_still_take_numbers_and_other_names_their_indices():
     assert archive.LabelResolver(["cat", "dog"]).class_index("1") == 1
     assert archive.LabelResolver(["T-shirt/top", "Trouser"]).folder_class_index("t_shirt_top") == 0
     assert archive.LabelResolver([f"class {n}" for n in range(1, 11)]).folder_class_index("class_1") == 0
+
+
+def test_only_a_number_a_class_name_holds_is_refused_and_every_script_s_letters_count():
+    """'Группа 1' normalized to '1' (letters outside a-z were dropped): folder 1 and cell 1 were that class; any digit
+    in a name refused every index ('covid-19': cells 0, 1, 2); a '|' in a name no longer matched its folder."""
+    cyrillic = archive.LabelResolver(["Группа 1", "Группа 2", "Группа 3"])
+    assert cyrillic.folder_class_index("1") is None and cyrillic.folder_class_index("группа_2") == 1
+    with pytest.raises(archive.InputError, match="a class name holds that number"):
+        cyrillic.class_index("1")
+    assert cyrillic.class_index("0") == 0  # no name holds 0: an index
+    assert [archive.LabelResolver(["covid-19", "normal", "pneumonia"]).class_index(c) for c in "012"] == [0, 1, 2]
+    assert archive.LabelResolver(["cat|dog", "bird"]).folder_class_index("cat_dog") == 0
+
+
+def test_numeric_categories_and_integer_columns_past_2_63_are_refused_and_infinite_cells_are_not():
+    import numpy as np
+    import pandas as pd
+
+    from cadp.errors import InputError
+    from cadp.train import fit_tabular
+
+    rng = np.random.default_rng(0)
+    base = {"y": rng.normal(0, 1, 60), "g": rng.choice(["a", "b"], 60)}
+    with pytest.raises(InputError, match="too large to release"):  # three values: a categorical column
+        fit_tabular(pd.DataFrame({"z": [1e19, 1, 2] * 20, **base}), ["g"], steps=1)
+    with pytest.raises(InputError, match="too large to release"):  # abs() of int64's least overflowed
+        fit_tabular(pd.DataFrame({"z": np.r_[np.array([-2**63]), rng.integers(0, 100, 59)], **base}), ["g"], steps=1)
+    fitted = fit_tabular(pd.DataFrame({"z": np.r_[np.inf, rng.uniform(1.5, 88.5, 59)], **base}), ["g"], steps=1)
+    assert "z" in fitted.config.data_columns  # inf is read as missing: no refusal to "divide by a power of ten"
