@@ -772,8 +772,7 @@ def iter_folder_files(root: Path, shuffle: random.Random | None = None,
             yield name, InputError(DEEPER_LABELS.format(where=f"the folder's own {LABELS_NAME}"))
             continue
         if PurePosixPath(name).suffix.lower() == ".csv":  # labels under another name, perhaps: say how to use them
-            yield name, InputError(f"a CSV file, not an image: labels are read from --labels or from the folder's own "
-                                   f"{LABELS_NAME}; skipped")
+            yield name, InputError(OTHER_CSV.format(where=f"the folder's own {LABELS_NAME}"))
             continue
         try:
             data = read_image_file(path)
@@ -793,6 +792,9 @@ def _resolved(path: Path) -> Path | None:
         return path.resolve()
     except (OSError, RuntimeError):
         return None
+
+
+OTHER_CSV = "a CSV file, not an image: labels are read from --labels or from {where}; skipped"
 
 
 def _is_labels_name(name: str) -> bool:
@@ -2642,6 +2644,9 @@ def _zip_source(path: Path, iter_zip_images) -> tuple[Iterator, int | None]:
                 if _is_labels_name(name):  # deeper down: said so, not "not an image"
                     content = InputError(DEEPER_LABELS.format(where=f"the {LABELS_NAME} at the ZIP's top or in its "
                                                                     "single top folder"))
+                elif PurePosixPath(name).suffix.lower() == ".csv" and isinstance(content, InputError):
+                    content = InputError(OTHER_CSV.format(where=f"the {LABELS_NAME} at the ZIP's top or in its "
+                                                                "single top folder"))
                 yield name, content
 
     return members(), total

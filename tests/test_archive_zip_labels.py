@@ -211,3 +211,12 @@ def test_the_labels_file_given_inside_input_is_not_counted_as_an_input(tmp_path)
     source = make_folder(tmp_path / "lab", {"a.png": image_file(3), "sub/mine.csv": b"file,label\na.png,5\n"})
     assert archive._input_names(source, "folder") == ["a.png", "sub/mine.csv"]
     assert archive._input_names(source, "folder", labels_file=source / "sub" / "mine.csv") == ["a.png"]
+
+
+def test_a_csv_in_a_zip_says_how_labels_are_given_too(digit_model, tmp_path):
+    source = make_folder(tmp_path / "lab", {"3/a.png": image_file(3), "mylabels.csv": b"file,label\na.png,5\n"})
+    zipped = zip_folder(source, tmp_path / "lab.zip")
+    assert run(digit_model, zipped, tmp_path / "out") == 0
+    assert conditions(tmp_path / "out", "lab/")["mylabels.csv"] == (
+        "error: a CSV file, not an image: labels are read from --labels or from the labels.csv at the ZIP's top or in "
+        "its single top folder; skipped")
