@@ -134,11 +134,11 @@ POLARITY_AS_READ = "as the input"  # a manifest's polarity column, for an image 
 
 
 def release_files(result, names: list[str], class_names: list[str], handling: str, *, tag: str, terms: str,
-                  mechanism: str, cost: str, inverted: list[bool] | None = None
+                  mechanism: str, cost: str, written_back: list[bool] | None = None
                   ) -> tuple[list[tuple[str, bytes]], list[dict]]:
     """The PNG files of an image release and their manifest rows. Each PNG carries ``terms`` and its released
     label; with a label that is not kept the files are numbered in an order drawn at random (upload order and
-    names would tell which input each is). An image to be written back in its input's polarity (``inverted``, one
+    names would tell which input each is). An image to be written back in its input's polarity (``written_back``, one
     flag per image, ``uploads.written_back``: all or none of a release's, so the column says nothing of one input)
     is inverted back, and the manifest then says so of each file."""
     from cadp.uploads import INVERTED_BACK, in_input_polarity, png_bytes
@@ -151,12 +151,12 @@ def release_files(result, names: list[str], class_names: list[str], handling: st
         label = class_names[int(result.released_condition["label"][index])]
         file = released_name(names[index], number, copy_name=handling == "kept", tag=tag, label=label)
         description = released_description(terms, label, handling)
-        flipped = bool(inverted and inverted[index])
+        flipped = bool(written_back and written_back[index])
         files.append((file, png_bytes(in_input_polarity(result.privatized[index].numpy(), flipped),
                                       description=description)))
         manifest.append({"file": file, "condition": label, "mechanism": mechanism, "cost": cost,
                          "noise": result.noise_source}
-                        | ({"polarity": INVERTED_BACK if flipped else POLARITY_AS_READ} if any(inverted or ()) else {}))
+                        | ({"polarity": INVERTED_BACK if flipped else POLARITY_AS_READ} if any(written_back or ()) else {}))
     return files, manifest
 
 
@@ -207,9 +207,9 @@ def repeated_rows_note(keys: list[str], cost: str, released: bool, formal: bool 
             "they are one patient's repeated row.")
 
 
-def download_note(handling: str, first_file: str, inverted: bool = False) -> str:
+def download_note(handling: str, first_file: str, written_back: bool = False) -> str:
     """What the app says of an image release's downloaded files (``release_files``): their names and contents
-    (``inverted``: the images were inverted back, ``uploads.written_back``)."""
+    (``written_back``: the images were inverted back, ``uploads.written_back``)."""
     inverted_note = (" Every image was inverted for the model (Inversion: always): each is shown and downloaded "
                      "inverted back, as you uploaded it.")
     if handling == "kept":
@@ -221,7 +221,7 @@ def download_note(handling: str, first_file: str, inverted: bool = False) -> str
         names = ("Downloaded files are numbered in an order drawn at random: with a label that is not kept, names "
                  "(which often carry the true label) and the upload's order are left out. Each name carries the "
                  f"label released with its image ({first_file}): share it with that label, never with the true one.")
-    return (names + inverted_note * inverted + "\n\nEach PNG carries this release's terms and its released label as its Description text "
+    return (names + inverted_note * written_back + "\n\nEach PNG carries this release's terms and its released label as its Description text "
             "(shown by image viewers' properties or `exiftool`); a name ending in -not-private marks a release "
             "without a formal guarantee (paper, or a fixed seed).")
 

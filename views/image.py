@@ -182,7 +182,7 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
         result, [r.name for r in records], loaded.config.class_names, handling.handling,
         tag=compare.release_tag(settings.mechanism, seeded=settings.seed is not None), terms=ui.release_terms(result),
         mechanism=ui.MECHANISM_LABELS[name] + (f" (ran on {result.batch_text})" if name == "paper" else ""),
-        cost=ui.cost_text([settings.mechanism], handling.cost), inverted=[r.written_back for r in records])
+        cost=ui.cost_text([settings.mechanism], handling.cost), written_back=[r.written_back for r in records])
     extra = extra_releases(settings, strip, gallery)
     repeats = compare.repeated_images_note([r.key for r in records], ui.cost_text([settings.mechanism], handling.cost),
                                            (len(extra), ui.cost_text(extra, handling.cost)) if extra else None,
