@@ -750,7 +750,7 @@ def iter_folder_files(root: Path, shuffle: random.Random | None = None,
     ``labels_file`` (--labels, where it lies in the folder) is the run's labels, not an input: left out."""
     unlisted: list[tuple[str, str]] = []
     skipped: list[tuple[str, str | None]] = []
-    paths = [(name, path) for name, path in folder_files(root, unlisted, skipped) if not _is_labels_file(name)]
+    paths = _folder_files(root, skipped, unlisted, labels_file)
     for name, reason in unlisted:  # a manifest row each: their files are not silently missing
         yield f"{name}/", InputError(f"the folder cannot be listed ({reason}); its files are left out")
     for name, first in skipped:  # links to what the run reads anyway: one record, released once
@@ -764,10 +764,7 @@ def iter_folder_files(root: Path, shuffle: random.Random | None = None,
             yield name, InputError(f"the same file as {first} (a link to it): released once, as {first}; skipped")
     if shuffle is not None:
         shuffle.shuffle(paths)
-    given = _resolved(labels_file) if labels_file is not None else None
     for name, path in paths:
-        if given is not None and _resolved(path) == given:
-            continue
         if _is_labels_name(name):  # one in a subfolder (the top one is not an input)
             yield name, InputError(DEEPER_LABELS.format(where=f"the folder's own {LABELS_NAME}"))
             continue
@@ -817,10 +814,15 @@ def folder_labels_files(root: Path) -> list[Path]:
         return []
 
 
-def _folder_files(root: Path, skipped: list[tuple[str, str | None]] | None = None) -> list[tuple[str, Path]]:
+def _folder_files(root: Path, skipped: list[tuple[str, str | None]] | None = None,
+                  unlisted: list[tuple[str, str]] | None = None,
+                  labels_file: Path | None = None) -> list[tuple[str, Path]]:
     """(relative name, path) of the files under root that are inputs, in sorted order, as training lists them
-    (linked folders followed, each folder and file once); ``skipped``: see ``folder_files``."""
-    return [(name, path) for name, path in folder_files(root, skipped=skipped) if not _is_labels_file(name)]
+    (linked folders followed, each folder and file once): not its labels.csv, nor ``labels_file`` (--labels, where
+    it lies in the folder: the run's labels); ``skipped``, ``unlisted``: see ``folder_files``."""
+    given = _resolved(labels_file) if labels_file is not None else None
+    return [(name, path) for name, path in folder_files(root, unlisted, skipped) if not _is_labels_file(name)
+            and (given is None or _resolved(path) != given)]
 
 
 def outside_links_note(root: Path) -> str | None:
@@ -829,11 +831,8 @@ def outside_links_note(root: Path) -> str | None:
     top = root.resolve()
     outside = []
     for name, path in _folder_files(root):
-        try:
-            target = path.resolve()
-        except (OSError, RuntimeError):
-            continue
-        if top not in target.parents:
+        target = _resolved(path)
+        if target is not None and top not in target.parents:
             outside.append((name, target))
     if not outside:
         return None
@@ -850,8 +849,7 @@ def _input_names(source: Path, input_kind: str, hidden: list[str] | None = None,
     hidden = [] if hidden is None else hidden
     if input_kind == "folder":
         skipped: list[tuple[str, str | None]] = []
-        given = _resolved(labels_file) if labels_file is not None else None
-        names = [name for name, path in _folder_files(source, skipped) if given is None or _resolved(path) != given]
+        names = [name for name, _ in _folder_files(source, skipped, labels_file=labels_file)]
         hidden += [name for name, first in skipped if first is None]
         return names
     from cadp.uploads import is_folder_metadata, sanitize_member_name
@@ -2174,10 +2172,9 @@ def _check_paths(args, kind: str) -> str:
             raise UsageError(f"OUTPUT {output} holds an earlier run ({MANIFEST_NAME} lists what it privatized); "
                              f"choose a new folder. {_RESTART}")
         raise UsageError(f"OUTPUT {output} exists and is not an empty folder; choose a new folder")
-    try:
-        resolved = output.resolve()
-    except (OSError, RuntimeError):  # a loop of links (RuntimeError before Python 3.13)
-        raise UsageError(f"OUTPUT {output} goes through a loop of links: choose a folder the path reaches") from None
+    resolved = _resolved(output)
+    if resolved is None:  # a loop of links
+        raise UsageError(f"OUTPUT {output} goes through a loop of links: choose a folder the path reaches")
     if input_kind == "folder" and (resolved == source.resolve() or source.resolve() in resolved.parents):
         raise UsageError("OUTPUT must not be inside INPUT")
     if args.batch_size is None:  # table rows cost little each: a pass's own overhead ruled at 64

@@ -635,9 +635,7 @@ def make_mechanism(name: str, epsilon: float, *, delta: float | None = None,
     """
     if name not in MECHANISMS:
         raise InputError(f"mechanism must be one of {', '.join(MECHANISMS)}, got {name!r}")
-    if isinstance(epsilon, bool):
-        raise InputError(f"epsilon must be a number > 0, got {epsilon!r}")
-    epsilon = _check_positive(epsilon, "epsilon")
+    epsilon = _checked_number(epsilon, "epsilon")
     given = {"delta": delta, "clip_radius": clip_radius, "temperature": temperature}
     applies = {"laplace": ("clip_radius", "temperature"), "gaussian": ("delta", "clip_radius", "temperature")}
     ignored = [key for key, value in given.items() if value is not None and key not in applies.get(name, ())]
