@@ -1073,7 +1073,16 @@ def test_utility_page_without_section_names_the_command(weights):
     assert any("python -m cadp.evaluate utility --model " in w.value and "tiny-table" in w.value for w in at.warning)
 
 
-def test_audit_page_runs_and_plots_the_claim_line():
+def test_audit_page_runs_and_plots_the_claim_line(monkeypatch):
+    import torch
+
+    from cadp import evaluate
+
+    # the page draws its noise from the OS: a correct mechanism "exceeds the claim" in up to 5% of audits (seen
+    # once in CI), so this test's audit runs on a fixed seed
+    real = evaluate.latent_audit
+    monkeypatch.setattr(evaluate, "latent_audit", lambda *args, generator=None, **kwargs: real(
+        *args, generator=generator or torch.Generator().manual_seed(0), **kwargs))
     at = clean(page("audit.py"))
     at.select_slider(key="audit_releases").set_value(200)
     at.multiselect(key="audit_epsilons").set_value([1])
