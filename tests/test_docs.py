@@ -136,3 +136,23 @@ def test_the_bundled_reports_carry_the_notes_their_eval_json_gives():
         assert any(note.startswith("paper (") and "batch size" in note for note in notes), name
         missing = [note for note in notes if html.escape(note) not in page]
         assert not missing, f"{name}: run python -m cadp.evaluate report --model weights/{name}; missing {missing}"
+
+
+def test_bundled_table_models_say_which_steps_weights_they_hold():
+    """A table fit keeps the best validated step's weights; the bundled cards and eval.json once said only
+    "1500 steps" (the steps that ran), while the weights are step 50's and 75's."""
+    import json
+
+    from cadp.hub import model_folders
+    from cadp.train import kept_weights_note
+
+    tables = model_folders(kind="tabular")
+    assert tables
+    for name in tables:
+        training = json.loads((ROOT / "weights" / name / "eval.json").read_text(encoding="utf-8"))["training"]
+        assert training["steps"] <= training["steps_run"], name
+        assert training["kept"] == kept_weights_note(training), name
+        card = (ROOT / "weights" / name / "README.md").read_text(encoding="utf-8")
+        section = card.split("## Training", 1)[1].split("\n## ", 1)[0]
+        assert training["kept"] in section.replace("\n", " "), name
+        assert f"{training['steps_run']:,} steps ran" in section, name
