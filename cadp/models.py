@@ -298,6 +298,11 @@ def _check_condition_priors(config: TabularModelConfig) -> None:
                and all(_number(weight) and weight >= 0 for weight in prior) and sum(prior) > 0,
                f"in config.json, condition_priors[{name!r}]",
                f"one finite weight >= 0 per category of the column ({widths[name]}), not all zero")
+    # back under the column's own name (the int 3, not "3"): a lookup by the column's name found no prior and drew
+    # the model's samples from a uniform one after a reload
+    names = [spec["name"] for spec in config.condition_encoder["columns"]]
+    config.condition_priors = {next((column for column in names if str(column) == name), name)
+                               if name not in names else name: prior for name, prior in priors.items()}
 
 
 def _whole(value, low: int | None = None, high: int | None = None) -> bool:
