@@ -50,6 +50,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from cadp.compare import released_description
 from cadp.data import (
     LOOP,
     NOT_AN_IMAGE,
@@ -1496,6 +1497,7 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
                 outcome = {id(item): ("", str(error), "") for item in images}
             else:
                 released = result.released_condition["label"].tolist()
+                label_handling = settings.handlings.get("label", ConditionHandling()).handling
                 for index, item in enumerate(images):
                     path = None
                     try:
@@ -1508,9 +1510,12 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
                         path.parent.mkdir(parents=True, exist_ok=True)
                         written_now.append(path)
                         released_pixels = result.privatized[index].numpy()
-                        # inverted back under --invert always only (auto: the input's pixels chose; written_back)
+                        # inverted back under --invert always only (auto: the input's pixels chose; written_back);
+                        # the file carries its terms and released label, as the app's downloads do
                         path.write_bytes(png_bytes(in_input_polarity(released_pixels,
-                                                                     written_back(item.inverted, settings.invert))))
+                                                                     written_back(item.inverted, settings.invert)),
+                                                   released_description(result.guarantee, class_names[released[index]],
+                                                                        label_handling)))
                         outcome[id(item)] = (class_names[released[index]], "",
                                              path.relative_to(names.root).as_posix())
                     except InputError as error:
