@@ -233,6 +233,10 @@ def _check_column_spec(spec: dict, place: str, condition: bool) -> None:
         # save_model refuses that in its own words)
         check(not any(isinstance(value, (list, dict)) for value in categories), "categories",
               "a list of single values (text, numbers, booleans or null, the empty value)")
+        # a release writes numeric categories as int64 (fit_tabular refuses larger ones)
+        huge = [value for value in categories if _number(value) and abs(value) >= LARGEST_TABLE_NUMBER]
+        check(not huge, "categories", "a list whose numbers are smaller than 2^63 in size (a release writes them as "
+              "64-bit integers)", repr(huge[0]) if huge else None)
         keys = set()
         for value in categories:
             _check(_category_key(value) not in keys, f"{place}: categories",
@@ -265,6 +269,14 @@ def _check_column_spec(spec: dict, place: str, condition: bool) -> None:
         check(position == 0 or atoms[position - 1][0] < atom[0], f"atoms[{position}]",
               "after the previous pair's value (values increasing, each once)",
               f"{atom!r} after {atoms[position - 1]!r}")
+    if spec.get("integer", False):  # released as int64, as fit_tabular refuses larger whole numbers
+        for field_name in ("mean", "low", "high"):
+            value = spec.get(field_name)
+            check(value is None or abs(value) < LARGEST_TABLE_NUMBER, field_name,
+                  "smaller than 2^63 in size for a column of whole numbers (a release writes them as 64-bit integers)")
+        huge = [atom for atom in atoms if abs(atom[0]) >= LARGEST_TABLE_NUMBER]
+        check(not huge, "atoms", "pairs whose values are smaller than 2^63 in size for a column of whole numbers "
+              "(a release writes them as 64-bit integers)", repr(huge[0]) if huge else None)
     if "grid" in spec and "atoms" not in spec:  # a folder written before point masses: its levels become atoms
         grid = spec["grid"]
         check(isinstance(grid, list) and len(grid) >= 2 and all(_number(level) for level in grid)
@@ -322,6 +334,7 @@ def _check(ok: bool, parameter: str, allowed: str) -> None:
         raise ModelError(f"invalid model config: {parameter} must be {allowed}")
 
 
+LARGEST_TABLE_NUMBER = 2.0 ** 63  # a table's numbers must be smaller in size: released whole numbers are int64
 MAX_CLASSES = 1000  # a config may come from anyone's Hub repo: the model card page samples every class
 MAX_NAME_LENGTH = 200
 

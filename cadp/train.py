@@ -47,6 +47,7 @@ from cadp.hub import CARD_NAME, CONFIG_NAME, EVAL_NAME, REPORT_NAME, WEIGHTS_NAM
 from cadp.mechanisms import seed_option
 from cadp.models import (
     CONV_SUBNETS,
+    LARGEST_TABLE_NUMBER,
     ClassIndices,
     ImageCINN,
     ImageModelConfig,
@@ -61,7 +62,6 @@ from cadp.uploads import UNIQUE_PER_ROW_MIN_ROWS, identifier_reason, is_folder_m
 CHECKPOINT_PATH = Path("checkpoint") / "training.safetensors"  # inside the output folder
 DEFAULT_LR = 1e-3  # --lr of an image model
 TABLE_STEPS = 1500  # --steps of a table model (fit_tabular's default)
-LARGEST_TABLE_NUMBER = 2.0 ** 63  # a table's numbers must be smaller in size: released whole numbers are int64
 
 
 def recorded_command(module: str, arguments: list[str]) -> str:

@@ -75,6 +75,12 @@ EDITS = {
     "no categories (one-hot width 0)": (set_field("smoker", categories=[]), "'smoker'", "categories"),
     "a category twice": (set_field("smoker", categories=["no", "no"]), "'smoker'", "categories"),
     "a condition named like a data column": (set_field("outcome", name="smoker"), "'smoker'", "name"),
+    # a release writes whole numbers as int64: fit_tabular refuses 2^63 or more, and so must a config.json
+    "a whole-number column's mean of 2^63": (set_field("age", mean=2.0 ** 63), "'age'", "mean"),
+    "a whole-number column's range to -2^70": (set_field("age", low=-(2.0 ** 70)), "'age'", "low"),
+    "a whole-number column's atom at 2^64": (lambda c: column(c, "age")["atoms"].append([2 ** 64, 0.1]), "'age'",
+                                             "atoms"),
+    "a numeric category of 2^64": (set_field("outcome", categories=[0, 2 ** 64]), "'outcome'", "categories"),
     "a prior of the wrong width": (lambda c: c["condition_priors"].update(outcome=[1.0]), "'outcome'",
                                    "condition_priors"),
     "a prior of no condition column": (lambda c: c["condition_priors"].update(age=[0.5, 0.5]), "'age'",
