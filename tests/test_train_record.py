@@ -174,3 +174,35 @@ def test_numbers_too_large_to_compute_with_are_said_of_the_data_not_of_a_config_
         assert "config.json" not in str(refused.value)
     frame["x"] = rng.normal(5, 1, 80) * 1e17  # large, and still released as it is
     assert fit_tabular(frame, ["g"], steps=1).config.data_columns == ["x", "y"]
+
+
+def test_the_training_loss_recorded_for_a_table_is_the_kept_weights(tmp_path, monkeypatch):
+    """eval.json's final_train_loss was the loss of the last step that ran, while the weights are an earlier
+    step's: a reader comparing it with the test NLL saw the overfitting of weights that are not in the model."""
+    source = tmp_path / "rows.csv"
+    load_table("diabetes").frame.to_csv(source, index=False)
+    fitted, original = [], train.fit_tabular
+
+    def kept(frame, *args, **kwargs):
+        fitted.append((frame, original(frame, *args, **kwargs)))
+        return fitted[-1][1]
+
+    monkeypatch.setattr(train, "fit_tabular", kept)
+    out = tmp_path / "model"
+    assert train.main(["--dataset", str(source), "--out", str(out), "--conditions", "sex", "--steps", "300"]) == 0
+    frame, model = fitted[0]
+    record = model.fit_record
+    assert 0 < record["steps"] < record["steps_run"]
+    assert read_eval(out)["training"]["final_train_loss"] == pytest.approx(record["kept_train_loss"])
+    # the kept weights' NLL on the rows the optimizer saw (fit_tabular's split: validation rows first in its seeded
+    # order), averaged over fresh dequantization draws: what the record says, within one draw's noise
+    order = torch.randperm(len(frame), generator=torch.Generator().manual_seed(0))
+    optimized = order[int(len(frame) * 0.15):]
+    base, span = model.data_encoder.dequantization_boxes(model.data_encoder.transform(frame))
+    condition = model.condition_encoder.transform(frame)
+    with torch.no_grad():
+        draws = [float(model.nll_per_dim(train.draw_in_boxes(base[optimized], span[optimized],
+                                                             torch.Generator().manual_seed(seed)),
+                                         condition[optimized]).mean()) for seed in range(1, 9)]
+    assert record["kept_train_loss"] == pytest.approx(np.mean(draws), abs=0.03)
+    assert abs(record["last_train_loss"] - np.mean(draws)) > 0.1  # (what was recorded before: another step's)
