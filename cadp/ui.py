@@ -84,7 +84,7 @@ def large_epsilon_note(label_kept: bool = True) -> str:
     return ("What large ε means here: a 28x28 image's latent has 784 dimensions. With constant temperature 0.7, "
             f"releases at ε up to ~100 still look to the eye like fresh samples of the "
             f"{'kept' if label_kept else 'released'} class, and the record's own details (a logo, a pattern) "
-            "become visible around ε 1,000–3,000. Looking like a fresh sample is not being one: with the bundled "
+            "become visible only at very large ε (about 1,000 and more, as the model cards say). Looking like a fresh sample is not being one: with the bundled "
             "image models, an attacker who holds the model and sees each release's noisy latent (more than the "
             "released image shows) traces releases to their record above chance (2 % "
             "within a label) from about ε = 2 with gaussian (3.3–4.5 % at ε = 2 and 3, 7–8 % at 6, 12–14 % at 10) "
@@ -464,7 +464,7 @@ def kept_uploads(label: str, key: str, derived: tuple[str, ...] = (), **options)
     if held:
         names = ", ".join(f.name for f in held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
         left, right = st.columns([4, 1])
-        left.caption(f"Using {names}, uploaded earlier in this session (held in memory only, never on disk).")
+        left.caption(f"Using {markdown_literal(names)}, uploaded earlier in this session (held in memory only, never on disk).")
         if right.button("Forget", key=f"{key}_forget", help="Drop the upload, and what was made of it, from "
                         "this session (its releases stay counted in the privacy ledger)"):
             forget()
@@ -805,7 +805,7 @@ def epsilon_meaning(config, name: str, epsilon: float, temperature: float | None
         return other + large_epsilon_note(label_kept) + (f" {whole}" if whole else "")
     return (other + f"Constant temperature {temperature:g}: the noise stays at {temperature:g} per coordinate and "
             f"more ε lets more of the record's own latent through. At temperature {DEFAULT_TEMPERATURE:g} a record's "
-            "own details were seen to return around ε 1,000–3,000 for the bundled 28x28 image models."
+            "own details become visible only at very large ε (about 1,000 and more) with the bundled 28x28 image models."
             + (f" {whole}" if whole else ""))
 
 

@@ -46,3 +46,19 @@ def test_the_hub_box_names_the_weights_folder_by_its_role_not_the_servers_path(m
     said = " ".join(e.value for e in at.sidebar.error)
     assert "Local folders are not loaded from this box" in said
     assert os.environ["CADP_WEIGHTS_DIR"] not in said and "the folder CADP_WEIGHTS_DIR names" in said, said
+
+
+def test_an_upload_held_from_earlier_is_named_literally_not_as_markdown():
+    """Back on the image page, the held upload's caption rendered its name as Markdown: a received file's name
+    could plant a link or coloured text in the app's own voice."""
+    from tests.app_helpers import png
+
+    name = "[click me](https://evil.example) :red[ALERT] **x**.png"
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    at.switch_page("views/image.py").run()
+    at.file_uploader(key="image_upload").set_value([(name, png(1), "image/png")]).run()
+    at.switch_page("views/home.py").run()
+    at.switch_page("views/image.py").run()
+    assert not at.exception
+    caption = next(c.value for c in at.caption if "uploaded earlier in this session" in c.value)
+    assert r"\[click me\](https://evil.example) :red\[ALERT\] \*\*x\*\*.png" in caption

@@ -98,6 +98,8 @@ def test_the_large_epsilon_note_quotes_the_bundled_image_models_measurements():
     assert f"(laplace {span(rates['laplace', 100.0])}, gaussian over 99 %)" in note
     assert min(rates["gaussian", 100.0]) > 0.99
     assert not re.search(r"come back only|return only", note)
+    # no command measured the range PRIVACY.md quotes (1,000–3,000, an earlier network) on these models
+    assert "1,000–3,000" not in note and "about 1,000 and more, as the model cards say" in note
 
 
 def test_the_readmes_epsilon_100_reidentification_ranges_are_the_bundled_image_models():
