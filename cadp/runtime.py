@@ -82,3 +82,19 @@ def configure_blas_threads() -> list[str]:
 
 
 _BLAS_LIMITED: list[str] | None = None
+
+
+def keep_uploads_in_memory() -> bool:
+    """Make the app's server hold each uploaded file in memory while it parses the upload request.
+
+    Streamlit (1.67) parses an upload with Starlette's ``request.form()``, whose multipart parser spools any file
+    over 1 MiB (``MultiPartParser.spool_max_size``) to an unnamed temporary file in the temp folder: an upload's
+    bytes were written to disk before the page ever saw them, against the app's word that uploads are held in
+    memory only. Streamlit caps the request at ``server.maxUploadSize`` while it streams, so memory per upload stays
+    bounded. Idempotent, process-wide; returns whether the setting is in force (False without Starlette)."""
+    try:
+        from starlette.formparsers import MultiPartParser
+    except ImportError:
+        return False
+    MultiPartParser.spool_max_size = sys.maxsize  # SpooledTemporaryFile rolls over to disk only above this
+    return True

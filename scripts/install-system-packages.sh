@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Debian packages the tests need: Fashion-MNIST data and Chromium for the browser tests.
+# Debian packages the tests need: Fashion-MNIST data, Chromium for the browser tests and strace (the test that
+# watches the app server's file writes during an upload).
 # Idempotent; skips apt when everything is there already.
 set -euo pipefail
 need=()
 [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v strace >/dev/null 2>&1 || need+=(strace)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
