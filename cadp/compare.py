@@ -334,6 +334,10 @@ def downstream_accuracy(original: pd.DataFrame, released: pd.DataFrame, target: 
         raise InputError(f"the target {target!r} has a single value; pick a column with at least two classes")
     features = pd.get_dummies(pd.concat([original, released], keys=["o", "p"]).drop(columns=[target]), dtype=float)
     features = features.replace([np.inf, -np.inf], np.nan).fillna(0.0)  # cells without a finite number count as 0
+    # a column of numbers about 1e154 and up overflows the scaler's variance (NaN, which the classifier refuses,
+    # after the release was made): such columns are divided by their largest size first, which standardizing undoes
+    size = features.abs().max()
+    features = features.div(size.where(size > 1e100, 1.0), axis=1)
     features_o, features_p = features.loc["o"].to_numpy(), features.loc["p"].to_numpy()
     # an empty cell is a class of its own (pandas 3 keeps NaN through astype(str), and scikit-learn refuses it)
     labels_o, labels_p = (frame[target].astype(object).where(frame[target].notna(), "(empty)").astype(str).to_numpy()

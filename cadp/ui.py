@@ -107,8 +107,10 @@ def page_errors():
     except CadpError as error:
         st.error(str(error))
     except Exception as error:  # noqa: BLE001 - a page must never show a traceback
-        st.error(f"Something went wrong ({type(error).__name__}). Try again (with other inputs, where the page has "
-                 "them; or reload the page); your session and its privacy ledger are kept.")
+        st.error(f"Something went wrong ({type(error).__name__}). Your session and its privacy ledger are kept: a "
+                 "release made before the error is counted there (see the sidebar), and pressing the button again "
+                 "releases its records again, at their cost again. Try other inputs, where the page has them, or "
+                 "reload the page.")
 
 
 def require(name: str, module: str):
