@@ -8,6 +8,7 @@ message; decoder exceptions (Pillow, pydicom, pandas) never escape.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import hashlib
 import io
@@ -96,10 +97,12 @@ def default_invert(dataset: str) -> str:
 
 
 def is_dicom(data: bytes, filename: str | None = None) -> bool:
-    """DICOM Part 10 files carry 'DICM' at offset 128; bare datasets are recognised by a .dcm name."""
+    """DICOM Part 10 files carry 'DICM' at offset 128; bare datasets are recognised by a .dcm name, unless their
+    bytes are plainly another image format (``image_format``: a PNG renamed scan.dcm is read as the PNG it is)."""
     if data[128:132] == b"DICM":
         return True
-    return filename is not None and Path(filename).suffix.lower() in (".dcm", ".dicom")
+    return (filename is not None and Path(filename).suffix.lower() in (".dcm", ".dicom")
+            and image_format(data) is None)
 
 
 FIRST_FRAME = "first frame of"  # how a preparation step names a file of several frames, of which one is used
@@ -126,16 +129,31 @@ def _a(words: str) -> str:
     return f"{'an' if vowel else 'a'} {words}"
 
 
-# how image files begin, whatever their name (a PNG saved without a suffix, or under .dat): (offset, bytes)
-IMAGE_MAGIC = ((0, b"\x89PNG\r\n\x1a\n"), (0, b"\xff\xd8\xff"), (0, b"GIF87a"), (0, b"GIF89a"), (0, b"II*\x00"),
-               (0, b"MM\x00*"), (8, b"WEBP"))
+# how image files begin, whatever their name (a PNG saved without a suffix, or under .dat or .dcm): format, (offset,
+# bytes) of each signature; a BMP's two letters also need a known header size (BMP_HEADER_SIZES) to count
+IMAGE_MAGIC = {"PNG": ((0, b"\x89PNG\r\n\x1a\n"),), "JPEG": ((0, b"\xff\xd8\xff"),),
+               "GIF": ((0, b"GIF87a"), (0, b"GIF89a")), "TIFF": ((0, b"II*\x00"), (0, b"MM\x00*")),
+               "WebP": ((8, b"WEBP"),), "BMP": ((0, b"BM"),)}
+BMP_HEADER_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)  # BITMAPCOREHEADER .. BITMAPV5HEADER, at bytes 14..17
+
+
+def image_format(head: bytes) -> str | None:
+    """The image format a file's first bytes (18 at least) plainly are ('PNG', 'JPEG', 'GIF', 'TIFF', 'WebP' or
+    'BMP'), whatever its name, or None (DICOM is ``is_dicom``'s)."""
+    for name, signatures in IMAGE_MAGIC.items():
+        if any(head[offset:offset + len(magic)] == magic for offset, magic in signatures):
+            if name == "WebP" and head[:4] != b"RIFF":
+                continue
+            if name == "BMP" and int.from_bytes(head[14:18], "little") not in BMP_HEADER_SIZES:
+                continue
+            return name
+    return None
 
 
 def is_image_content(head: bytes) -> bool:
-    """Whether a file's first 132 bytes are those of an image this app reads (PNG, JPEG, GIF, TIFF, WebP, or DICOM
-    Part 10), for a file whose name has no image suffix (PACS exports name files IM0001)."""
-    return is_dicom(head) or (any(head[offset:offset + len(magic)] == magic for offset, magic in IMAGE_MAGIC)
-                               and (head[8:12] != b"WEBP" or head[:4] == b"RIFF"))
+    """Whether a file's first 132 bytes are those of an image this app reads (PNG, JPEG, GIF, TIFF, WebP, BMP, or
+    DICOM Part 10), for a file whose name has no image suffix (PACS exports name files IM0001)."""
+    return is_dicom(head) or image_format(head) is not None
 
 
 def to_model_input(data: bytes, *, image_size: int, channels: int, invert: str = "auto",
@@ -166,19 +184,31 @@ def to_model_input(data: bytes, *, image_size: int, channels: int, invert: str =
     else:
         image = _decode_pillow(data, steps)
     decoded_pixels = image.size[0] * image.size[1]
-    image = _to_channels(image, channels, steps)
-    array = np.asarray(image, dtype=np.uint8)
-    preview = _preview(image, array)
-    inverted = invert == "always" or (invert == "auto" and _is_dark_on_light(array))
-    if inverted:
-        array = 255 - array
-        steps.append("inverted (dark-on-light detected)" if invert == "auto" else "inverted (as requested)")
-    pixels = _fit_square(array, image_size, steps)
+    with _charged(decoded_pixels):  # refused once decoded (an all-NaN float TIFF): the decoding was done all the same
+        image = _to_channels(image, channels, steps)
+        array = np.asarray(image, dtype=np.uint8)
+        preview = _preview(image, array)
+        inverted = invert == "always" or (invert == "auto" and _is_dark_on_light(array))
+        if inverted:
+            array = 255 - array
+            steps.append("inverted (dark-on-light detected)" if invert == "auto" else "inverted (as requested)")
+        pixels = _fit_square(array, image_size, steps)
     if pixels.ndim == 2:
         pixels = pixels[None]
     else:
         pixels = pixels.transpose(2, 0, 1)
     return PreparedImage(np.ascontiguousarray(pixels, dtype=np.uint8), preview, inverted, steps, decoded_pixels)
+
+
+@contextlib.contextmanager
+def _charged(pixels: int) -> Iterator[None]:
+    """An InputError raised inside carries ``pixels`` (those of an image decoded, or tried) as its decoded_pixels: an
+    image refused once decoded cost the upload's pixel budget its decoding, as one accepted does."""
+    try:
+        yield
+    except InputError as error:
+        error.decoded_pixels = max(error.decoded_pixels, pixels)
+        raise
 
 
 EXIF_TURNS = (2, 3, 4, 5, 6, 7, 8)  # the EXIF orientations that ImageOps.exif_transpose turns or mirrors
@@ -252,8 +282,6 @@ def _looks_like(data: bytes) -> str:
 def _decode_dicom(data: bytes, steps: list[str]) -> Image.Image:
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-    from pydicom.pixels import pixel_array as dicom_pixel_array
 
     try:
         with warnings.catch_warnings():
@@ -272,6 +300,15 @@ def _decode_dicom(data: bytes, steps: list[str]) -> Image.Image:
         raise InputError(f"the DICOM image has no pixels ({columns}x{rows})")
     if rows * columns > MAX_IMAGE_PIXELS:
         raise _bomb_error(columns, rows)
+    with _charged(rows * columns):  # decoding its pixels costs as much whether they are then used or refused
+        return _dicom_image(dataset, steps)
+
+
+def _dicom_image(dataset, steps: list[str]) -> Image.Image:
+    """The first frame of a DICOM dataset whose size is within the limit, as an 8-bit L or RGB image."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import pixel_array as dicom_pixel_array
+
     syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
     syntax_name = getattr(syntax, "name", None) or str(syntax or "unknown")
     frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
