@@ -401,14 +401,30 @@ def _restore_kept_values(page: str) -> None:
             st.session_state[key] = remembered[key]
 
 
-def kept_editor(table: pd.DataFrame, key: str, column: str, **options) -> pd.DataFrame:
+def kept_editor(table: pd.DataFrame, key: str, column: str, rows: list | None = None, edits: str | None = None,
+                **options) -> pd.DataFrame:
     """``st.data_editor`` whose edits of ``column`` outlive a page change.
 
     A data editor cannot be set from session state: its edits are remembered apart and, back on the
     page, handed to it as its data (the base stays the same while the page is shown, so edits made
     on it apply once).
+
+    With ``rows`` (a stable, unique identifier per row, hashable: an image's hash, not its place) the edits are
+    remembered per row in session state under ``edits``, whatever ``key``: a table drawn under another key (rows
+    added or removed, other values offered in ``column``) shows each row's edit in that row, and an edit whose row
+    is gone applies to no other row (it comes back with its row). ``table[column]`` holds the values offered where
+    nothing was edited (suggestions); a row once edited keeps its edited value, even one equal to an offer.
     """
     store, base = f"{key}_kept_{column}", f"{key}_kept_base"
+    if rows is not None:
+        remembered = st.session_state.setdefault(edits, {})
+        if key not in st.session_state or base not in st.session_state:  # first drawn on this visit
+            st.session_state[base] = [remembered.get(row, offer) for row, offer in zip(rows, table[column])]
+        edited = st.data_editor(table.assign(**{column: st.session_state[base]}), key=key, **options)
+        for row, offer, value in zip(rows, table[column], edited[column]):
+            if row in remembered or value != offer:
+                remembered[row] = value
+        return edited
     if key not in st.session_state:  # first drawn on this visit to the page
         saved = st.session_state.get(store)
         st.session_state[base] = saved if saved is not None and len(saved) == len(table) else None

@@ -1,5 +1,7 @@
 """Image privatization: upload or sample -> preprocessing -> condition -> mechanism -> release."""
 
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -30,6 +32,7 @@ NOT_WRITTEN_BACK_NOTE = ("The model read this image as its negative (auto: its b
                          "image's polarity it would show exactly whether the image was dark on light, which the "
                          "guarantee does not cover. With Inversion 'always' (every image inverted, whatever its "
                          "pixels) releases come back dark on light.")
+BATCH_LABELS = "image_batch_label_edits"  # labels chosen by hand in a batch, per model and image
 INVERT_DEFAULT = "image_invert_default"  # the default the inversion's current value was chosen under
 
 
@@ -39,8 +42,8 @@ def choose_inputs(loaded) -> list[ui.ImageRecord]:
     source = st.radio("Input", sources, horizontal=True, key=ui.kept("image_source"))
     if source == "Upload":
         files = ui.kept_uploads("Images (PNG, JPEG, BMP, TIFF, GIF, WebP, DICOM); several files or a ZIP of them for a batch",
-                                "image_upload", derived=(ui.PREPARED_UPLOADS, RESULT), type=ui.IMAGE_UPLOAD_TYPES,
-                                accept_multiple_files=True)
+                                "image_upload", derived=(ui.PREPARED_UPLOADS, RESULT, BATCH_LABELS),
+                                type=ui.IMAGE_UPLOAD_TYPES, accept_multiple_files=True)
         # the default follows the model: a remembered choice made under another default (a model of MNIST, then
         # one trained on an image folder) would show the new model the negatives of what it learned
         default = default_invert(config.dataset)
@@ -112,8 +115,15 @@ def choose_labels(loaded, records) -> np.ndarray:
         st.caption(f"Labels suggested by a small CNN trained on {literal(loaded.config.dataset)}; on other kinds of "
                    "images its confidence means little. Confirm or change each label.")
     inputs = ui.record_key(b"".join(r.pixels.tobytes() for r in records))
-    edited = ui.kept_editor(table, f"image_batch_labels_{model}_{inputs}", "label", disabled=["file", "confidence"],
-                            hide_index=True,
+    # a label chosen by hand stays with its image (its ledger key, the same under any inversion; the nth copy of an
+    # image, the nth), not with its place: adding, removing or inverting images gave the editor a new key, and the
+    # classifier's suggestions silently replaced every label chosen
+    copies, rows = Counter(), []
+    for record in records:
+        copies[record.key] += 1
+        rows.append((model, tuple(class_names), record.key, copies[record.key]))  # (a retrained model's classes)
+    edited = ui.kept_editor(table, f"image_batch_labels_{model}_{inputs}", "label", rows=rows, edits=BATCH_LABELS,
+                            disabled=["file", "confidence"], hide_index=True,
                             column_config={"label": st.column_config.SelectboxColumn("label", options=class_names,
                                                                                      required=True),
                                            "confidence": st.column_config.NumberColumn(format="percent")})
