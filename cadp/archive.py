@@ -86,7 +86,14 @@ from cadp.startup import (
     exit_while_starting,
     stopped_while_starting,
 )
-from cadp.train import row_record_keys, rows_seen_in_training, training_name_caution, training_rows_caution
+from cadp.train import (
+    held_out_caution,
+    row_record_keys,
+    rows_held_out_of_training,
+    rows_seen_in_training,
+    training_name_caution,
+    training_rows_caution,
+)
 from cadp.uploads import (
     CSV_MISSING,
     DELIMITER_NAMES,
@@ -1692,7 +1699,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     elif delimiter != "," or out_encoding != "utf-8":
         _say(f"note: {PRIVATIZED_CSV_NAME} is written {words}, as {path.name} is")
     target = output / PRIVATIZED_CSV_NAME
-    row_number, seen, filled_rows = 0, 0, 0
+    row_number, seen, held, filled_rows = 0, 0, 0, 0
     dotted: dict[str, list] = {}  # cells such as 12.500 in a file of decimal commas, per column
     # the input's row order (a file sorted by a column, privatized or not) would show through the output's: the
     # released rows are held and written at the end in an order drawn at random; the manifest's rows are written as
@@ -1756,6 +1763,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                     held_count += 1
                 if good:
                     seen += rows_seen_in_training(config, chunk.iloc[good]) or 0
+                    held += rows_held_out_of_training(config, chunk.iloc[good]) or 0
                 manifest.flush()
         except (pd.errors.ParserError, ValueError, UnicodeError):
             manifest.row(f"row {row_number + 1}", status="error",
@@ -1771,6 +1779,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                 held_count = manifest.listed_released_rows()
             try:  # an interrupted run's too
                 add_caution(output, training_data_caution(config, path.name, seen))
+                add_caution(output, held_out_caution(config, held))
                 add_caution(output, repeated_records_caution(manifest, "row"))
             finally:
                 if held_count:  # an interrupted run's too: the rows released so far are not lost

@@ -545,8 +545,9 @@ def held_out_rows_note(table, held_out: int, trained: int, model_name: str) -> s
     """What the app says of a bundled table's rows it offers: those ``model_name`` did not train on."""
     return (f"The {held_out} rows of {table.name} that the network of {model_name} did not train on. Its other "
             f"{trained} rows trained the network (without DP) and are not offered: for them the guarantee would not "
-            "cover what the model learned. The encoder's column types, levels, ranges and means were computed from "
-            f"all {len(table.frame)} rows of the table, these included, so the model is not wholly independent of "
+            "cover what the model learned. The encoder's column types, levels, ranges and means, and the conditions' "
+            f"frequencies a resampled condition is drawn from, were computed from all {len(table.frame)} rows of the "
+            "table, these included, so the model is not wholly independent of "
             "them (e.g. a column's lowest or highest value, which bounds the released numbers, may be one of these "
             f"rows'). License: {table.license}")
 
@@ -862,6 +863,36 @@ def rows_seen_in_training(config, frame: pd.DataFrame) -> int | None:
     return int(np.isin(row_hashes(frame, columns), trained).sum())
 
 
+def rows_held_out_of_training(config, frame: pd.DataFrame) -> int | None:
+    """How many rows of ``frame`` equal a row of the bundled public table a model was made from that its network
+    did not train on (its held-out rows), for models of such a table; None for others. The encoder's ranges and
+    levels and the conditions' frequencies come from the whole table, these rows included (``held_out_caution``)."""
+    if config.dataset not in TABULAR_DATASETS:
+        return None
+    columns = tuple(config.data_columns + config.condition_columns)
+    if any(column not in frame.columns for column in columns):
+        return 0
+    hashes = row_hashes(frame, columns)
+    in_table = np.isin(hashes, _table_row_hashes(config.dataset, columns))
+    return int((in_table & ~np.isin(hashes, _training_row_hashes(config.dataset, config.permutation_seed,
+                                                                   columns))).sum())
+
+
+def held_out_caution(config, held: int | None, total: int | None = None) -> str | None:
+    """What a release must say when ``held`` of its ``total`` rows (None: not counted) are rows of the public table
+    the model ``config`` was made from that its network did not train on; None when there are none."""
+    if not held:
+        return None
+    rows = f"{held} of these {total} rows" if total else f"{held} input row(s)"
+    one = held == 1 and total is not None
+    return (f"{rows} {'is a row' if one else 'are rows'} of the public {config.dataset} table that "
+            f"{config.name} did not train on. Its encoder's column types, levels, ranges and means, and the "
+            "conditions' frequencies a resampled condition is drawn from, were computed from all "
+            f"{len(load_table(config.dataset).frame)} rows of that table, {'this one' if one else 'these'} included, "
+            f"so the model is not wholly independent of {'it' if one else 'them'} (e.g. a column's lowest or highest "
+            f"value, which bounds the released numbers, may be {'its' if one else 'one of theirs'}).")
+
+
 def training_name_caution(config, input_name: str) -> str | None:
     """What a release must say of an input named like the (non-public) data the model was trained on: its rows
     cannot be matched to the training rows (the model keeps none of them), so the name is all there is to go by."""
@@ -892,6 +923,12 @@ def _training_row_hashes(dataset: str, seed: int, columns: tuple[str, ...]) -> n
     """The row hashes of a bundled table's training split, once per process (the archive asks per chunk)."""
     train, _ = split_table(load_table(dataset).frame, seed)
     return row_hashes(train, columns)
+
+
+@functools.lru_cache(maxsize=8)
+def _table_row_hashes(dataset: str, columns: tuple[str, ...]) -> np.ndarray:
+    """The row hashes of a bundled table, all of its rows, once per process."""
+    return row_hashes(load_table(dataset).frame, columns)
 
 
 def split_fingerprint(records, columns: tuple[str, ...] = ()) -> str:

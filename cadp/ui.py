@@ -1270,7 +1270,8 @@ def bundled_table(name: str, seed: int):
 
 
 # what this module keeps of a table page's upload (the page adds its own): forgotten with it
-TABLE_UPLOAD_DERIVED = ("table_fitted_models", "table_row_keys", "memo_rows_seen", "memo_input_notes")
+TABLE_UPLOAD_DERIVED = ("table_fitted_models", "table_row_keys", "memo_rows_seen", "memo_rows_held_out",
+                        "memo_input_notes")
 
 
 def session_memo(name: str, key, compute, max_entries: int = 16):
@@ -1301,15 +1302,24 @@ def input_notes(table_key: str, model_origin: str, model, frame) -> list[str]:
     return session_memo("input_notes", (table_key, model_origin), lambda: notes(model, frame))
 
 
-def training_rows_caution(loaded, frame, key: str, name: str) -> str | None:
+def training_rows_caution(loaded, frame, key: str, name: str, uploaded: bool = True) -> str | None:
     """(tabular page) What the release of ``frame`` (uploaded as ``name``) with a loaded model must say about rows
-    the model trained on: counted for a bundled table's models, else by the upload's name (as cadp.privatize)."""
-    from cadp.train import training_name_caution
+    the model trained on: counted for a bundled table's models, else by the upload's name (as cadp.privatize); and,
+    for an upload (``uploaded``: the page's own held-out rows say it in their caption), about rows of that bundled
+    table the network did not train on, which its encoder was fitted on all the same."""
+    from cadp.train import held_out_caution, rows_held_out_of_training, training_name_caution
     from cadp.train import training_rows_caution as caution
 
     config = loaded.config
-    seen = rows_seen_in_training(key, (config.name, config.dataset, config.permutation_seed), config, frame)
-    return caution(config.name, seen, len(frame)) if seen is not None else training_name_caution(config, name)
+    model = (config.name, config.dataset, config.permutation_seed)
+    seen = rows_seen_in_training(key, model, config, frame)
+    if seen is None:
+        return training_name_caution(config, name)
+    held = session_memo("rows_held_out", (key, model), lambda: rows_held_out_of_training(config, frame)) \
+        if uploaded else None
+    said = [text for text in (caution(config.name, seen, len(frame)), held_out_caution(config, held, len(frame)))
+            if text]
+    return " ".join(said) or None
 
 
 def fitted_models() -> dict:

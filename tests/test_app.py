@@ -587,8 +587,9 @@ def test_tabular_bundled_release():
     assert any("The 88 rows of diabetes that the network of tiny-table did not train on" in c.value
                and "354 rows trained the network" in c.value for c in at.caption)
     # but the encoder was fitted on all rows: the caption does not imply that these rows shaped nothing
-    assert any("The encoder's column types, levels, ranges and means were computed from all 442 rows of the table, "
-               "these included" in c.value for c in at.caption)
+    assert any("The encoder's column types, levels, ranges and means, and the conditions' frequencies a resampled "
+               "condition is drawn from, were computed from all 442 rows of the table, these included" in c.value
+               for c in at.caption)
 
 
 def test_a_release_of_rows_the_model_trained_on_says_so_on_screen_not_in_its_terms(media):

@@ -64,7 +64,8 @@ def model_for(loaded, frame, conditions, kinds, key, name):
             table_fit_problems(config, frame, kinds, conditions)
         if not problems:
             st.success(f"The table fits the model {config.name}: using it.")
-            caution = ui.training_rows_caution(loaded, frame, key, name)
+            caution = ui.training_rows_caution(loaded, frame, key, name,
+                                               uploaded=st.session_state.get("table_source") == "Upload a CSV")
             if caution:
                 st.warning(caution)
             notes = ui.input_notes(key, loaded.origin, loaded.model, frame)
@@ -244,7 +245,10 @@ def page(loaded) -> None:
         st.session_state[RESULT] = {"result": result, "made_of": made_of, "choices": choices, "csv_format": csv_format,
                                     "texts": texts,
                                     "seed": settings.seed, "no_evaluation": no_evaluation(loaded, bundled),
-                                    "caution": ui.training_rows_caution(loaded, frame, key, name) if bundled else None,
+                                    "caution": ui.training_rows_caution(
+                                        loaded, frame, key, name,
+                                        uploaded=st.session_state.get("table_source") == "Upload a CSV")
+                                    if bundled else None,
                                     "repeats": compare.repeated_rows_note(keys, cost, released=True,
                                                                           formal=settings.mechanism.formal)}
     state = st.session_state.get(RESULT)
