@@ -100,17 +100,18 @@ LARGE_EPSILON_NOTE = large_epsilon_note()
 # --------------------------------------------------------------------------- errors
 
 @contextmanager
-def page_errors():
-    """Show any failure of a page body as a plain st.error; the session keeps working."""
+def page_errors(releases: bool = False):
+    """Show any failure of a page body as a plain st.error; the session keeps working. ``releases``: the page
+    releases records, so a failure after a release (made and charged) must not invite a second press unwarned."""
     try:
         yield
     except CadpError as error:
         st.error(str(error))
     except Exception as error:  # noqa: BLE001 - a page must never show a traceback
-        st.error(f"Something went wrong ({type(error).__name__}). Your session and its privacy ledger are kept: a "
-                 "release made before the error is counted there (see the sidebar), and pressing the button again "
-                 "releases its records again, at their cost again. Try other inputs, where the page has them, or "
-                 "reload the page.")
+        st.error(f"Something went wrong ({type(error).__name__}). Try other inputs, where the page has them, or "
+                 "reload the page; your session and its privacy ledger are kept."
+                 + (" A release made before the error is counted in the ledger (see the sidebar), and pressing "
+                    "Privatize again releases its records again, at their cost again." if releases else ""))
 
 
 def require(name: str, module: str):
@@ -358,7 +359,7 @@ def run_page(title: str, body, kind: str | None = None, needs_model: bool = True
                 st.info(f"Choose {'an ' + kind if kind == 'image' else 'a ' + kind if kind else 'a'} model in the "
                         "sidebar.")
         else:
-            with page_errors():
+            with page_errors(releases=kind is not None):  # the image and table pages release records
                 body(loaded)
     finally:
         with st.sidebar:

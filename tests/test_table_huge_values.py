@@ -43,13 +43,17 @@ def test_the_table_page_releases_rows_with_a_huge_number_without_an_error():
 
 
 def test_an_unexpected_error_says_a_release_before_it_is_counted_and_a_new_press_costs_again(monkeypatch):
-    """It said only "Try again": after a release had been made and charged, that invited a second charged press."""
+    """It said only "Try again": after a release had been made and charged, that invited a second charged press.
+    Pages that release nothing do not speak of releases."""
     from cadp import ui
 
     shown = []
     monkeypatch.setattr(ui.st, "error", shown.append)
-    with ui.page_errors():
-        raise ValueError("boom")
-    assert shown and shown[0].startswith("Something went wrong (ValueError).")
-    assert "a release made before the error is counted there" in shown[0]
-    assert "pressing the button again releases its records again, at their cost again" in shown[0]
+    for releases in (True, False):
+        with ui.page_errors(releases=releases):
+            raise ValueError("boom")
+    assert all(text.startswith("Something went wrong (ValueError). Try other inputs") for text in shown)
+    assert "your session and its privacy ledger are kept" in shown[1]
+    assert ("A release made before the error is counted in the ledger (see the sidebar), and pressing Privatize "
+            "again releases its records again, at their cost again.") in shown[0]
+    assert "release" not in shown[1].replace("ledger are kept", "")
