@@ -47,6 +47,9 @@ MAX_CSV_COLUMNS = 200
 MAX_CATEGORIES = 200                  # a text column with more distinct values is an identifier
 CSV_SAMPLE_SEED = 0
 INVERT_CHOICES = ("auto", "always", "never")
+# the Pillow formats an upload may be read as (a phone's MPO comes through JPEG): only these, whatever its name. Pillow
+# would read others too, some by writing the bytes to a temporary file for an outside program (EPS, Ghostscript)
+PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom"}
 FORMAT_NAMES = "PNG, JPEG, BMP, TIFF, GIF, WebP or DICOM"
 # a border this many grey levels brighter than the centre means dark-on-light
@@ -219,7 +222,7 @@ def _decode_pillow(data: bytes, steps: list[str]) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
             width, height = image.size
             if width < 1 or height < 1:
                 raise InputError(f"the image has no pixels ({width}x{height})")
