@@ -454,7 +454,8 @@ def kept_uploads(label: str, key: str, derived: tuple[str, ...] = (), **options)
     Back on the page the uploader is empty (Streamlit drops its state): the files uploaded before
     are used and named, with a button to forget them; removing them in the uploader forgets them too, and
     with them the session state named in ``derived`` (what the page made of them: results, fitted models,
-    facts about their rows). The privacy ledger stays: forgetting a record does not undo its releases.
+    facts about their rows). An upload refused as too large changes nothing. The privacy ledger stays: forgetting a
+    record does not undo its releases.
     """
     store = f"{key}_kept_files"
 
@@ -465,10 +466,12 @@ def kept_uploads(label: str, key: str, derived: tuple[str, ...] = (), **options)
     def remember() -> None:
         value = st.session_state.get(key)
         files = value if isinstance(value, list) else [value] if value is not None else []
-        if files and not _too_much(files):
-            st.session_state[store] = [KeptFile(f.name, f.getvalue(), f.size) for f in files]
-        else:
+        if not files:
             forget()
+        elif not _too_much(files):
+            st.session_state[store] = [KeptFile(f.name, f.getvalue(), f.size) for f in files]
+        # a refused upload (too many files or bytes) changes nothing: the visitor removes some, as the error says,
+        # and goes on with what was made of the files (labels chosen by hand), not silently without it
 
     value = st.file_uploader(label, key=key, on_change=remember, **options)
     files = value if isinstance(value, list) else [value] if value is not None else []

@@ -2036,9 +2036,10 @@ def test_the_downstream_words_say_a_test_rows_weight_and_when_the_majority_class
     assert "majority class" not in downstream_words({**accuracy, "o/o": 0.95})
 
 
-def test_an_images_negative_starts_from_its_own_suggested_label():
-    """The label box was keyed by the ledger key, which an image shares with its negative: a label chosen for one
-    carried over to the other, whose caption suggested another class."""
+def test_a_label_chosen_by_hand_stays_with_its_image_under_either_inversion_and_the_caption_follows_the_input():
+    """An image and its negative are one record (the ledger's key): the label chosen by hand is the record's, and a
+    change of Inversion silently gave the box the negative's suggestion, which a kept label then released. The
+    caption still says what the classifier suggests for the input it sees."""
     at = page("image.py")
     at.file_uploader(key="image_upload").set_value([("a.png", helpers.png(), "image/png")]).run()
     at.radio(key="image_invert").set_value("never").run()
@@ -2046,13 +2047,14 @@ def test_an_images_negative_starts_from_its_own_suggested_label():
     at.radio(key="image_invert").set_value("always").run()  # the same file's negative: another model input
     negative = suggested_label(clean(at))
     assert first and negative
+    assert label_box(at).value == negative  # nothing chosen by hand: the input's own suggestion
     other = next(name for name in label_box(at).options if name not in (first, negative))
     at.radio(key="image_invert").set_value("never").run()
     label_box(at).set_value(other).run()
     at.radio(key="image_invert").set_value("always").run()
-    assert label_box(clean(at)).value == negative  # its own suggestion, not the other input's label
+    assert label_box(clean(at)).value == other and suggested_label(at) == negative
     at.radio(key="image_invert").set_value("never").run()
-    assert label_box(clean(at)).value == other  # the first input keeps its confirmed label
+    assert label_box(clean(at)).value == other
 
 
 def suggested_label(at: AppTest) -> str | None:

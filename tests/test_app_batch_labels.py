@@ -1,6 +1,7 @@
-"""A batch's labels chosen by hand stay with their images. The label editor is keyed by the pixels of every image in
-the upload: adding or removing a file, or changing Inversion, gave it a new key, and every label chosen by hand was
-silently replaced by the classifier's suggestion (a kept label then released the wrong class exactly)."""
+"""Labels chosen by hand stay with their images. The label editor is keyed by the pixels of every image in the
+upload: adding or removing a file, or changing Inversion, gave it a new key, and every label chosen by hand was
+silently replaced by the classifier's suggestion (a kept label then released the wrong class exactly); one image's
+box kept its labels apart from the batch's, and a refused upload forgot them."""
 
 from __future__ import annotations
 
@@ -104,3 +105,95 @@ def test_copies_of_one_image_keep_their_own_labels(drawn):
     choose(at, drawn, {1: mine})
     uploaded(at, [A, copy])  # b removed: the first copy does not take the second's label
     assert labels(drawn) == [suggested[0], mine]
+
+
+def label_box(at: AppTest):
+    """The single image's label box (keyed by its input)."""
+    boxes = [box for box in at.selectbox if box.key and box.key.startswith("image_label_")]
+    assert len(boxes) == 1, [box.key for box in at.selectbox]
+    return boxes[0]
+
+
+def released(at: AppTest) -> list[str]:
+    at.button(key="image_privatize").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
+    result = at.session_state["image_result"]["result"]
+    return [MNIST_CLASSES[int(label)] for label in result.released_condition["label"]]
+
+
+def test_a_label_chosen_by_hand_in_a_batch_stays_when_its_image_is_left_alone(drawn):
+    """The single image's box kept labels apart from the batch's: with the other files removed, the image's
+    suggestion stood in the box and was released in place of the label chosen for it."""
+    at = AppTest.from_file(str(ROOT / "views" / "image.py"), default_timeout=90).run()
+    uploaded(at, [A, B])
+    suggested = labels(drawn)
+    mine = unsuggested(suggested)[0]
+    choose(at, drawn, {0: mine})
+    uploaded(at, [A])  # b removed: a alone
+    assert label_box(at).value == mine
+    uploaded(at, [A, B])
+    assert labels(drawn) == [mine, suggested[1]]
+    uploaded(at, [A])
+    assert released(at) == [mine]
+
+
+def test_a_label_chosen_by_hand_for_one_image_stays_when_files_are_added(drawn):
+    at = AppTest.from_file(str(ROOT / "views" / "image.py"), default_timeout=90).run()
+    uploaded(at, [A, B])
+    suggested = labels(drawn)
+    mine = unsuggested(suggested)[0]
+    uploaded(at, [A])
+    label_box(at).set_value(mine).run()
+    uploaded(at, [A, B])  # b added: a's label in a's row
+    assert labels(drawn) == [mine, suggested[1]]
+    assert released(at) == [mine, suggested[1]]
+
+
+def test_a_label_chosen_by_hand_for_one_image_outlives_a_change_of_inversion():
+    """The box was keyed by the input's pixels: with Inversion 'always' (the image's negative, the same record in
+    the ledger) the suggestion replaced the label chosen, and was released."""
+    at = AppTest.from_file(str(ROOT / "views" / "image.py"), default_timeout=90).run()
+    uploaded(at, [A])
+    suggested = label_box(at).value
+    at.radio(key="image_invert").set_value("always").run()
+    negative = label_box(at).value  # its negative's suggestion: a label the old box fell back to
+    at.radio(key="image_invert").set_value("auto").run()
+    mine = unsuggested([suggested, negative])[0]
+    label_box(at).set_value(mine).run()
+    at.radio(key="image_invert").set_value("always").run()
+    assert label_box(at).value == mine
+    assert released(at) == [mine]
+
+
+def test_labels_chosen_by_hand_outlive_an_upload_refused_as_too_large(drawn, monkeypatch):
+    """A refused upload forgot what was made of the one before: once the visitor removed the extra file, as the
+    error asked, every label chosen by hand was the classifier's suggestion again, unsaid. Clearing the upload
+    still forgets them."""
+    import cadp.ui as ui
+
+    monkeypatch.setattr(ui, "MAX_UPLOAD_FILES", 2)  # stands for the files' and bytes' caps alike
+    at = AppTest.from_file(str(ROOT / "views" / "image.py"), default_timeout=90).run()
+    uploaded(at, [A, B])
+    suggested = labels(drawn)
+    mine = unsuggested(suggested)[0]
+    choose(at, drawn, {0: mine})
+    at.file_uploader(key="image_upload").set_value([A, B, C]).run()
+    assert any("at most 2 files" in e.value for e in at.error), [e.value for e in at.error]
+    uploaded(at, [A, B])  # c removed, as the error asked
+    assert labels(drawn) == [mine, suggested[1]]
+    uploaded(at, [])  # cleared: forgotten
+    uploaded(at, [A, B])
+    assert labels(drawn) == suggested
+
+
+def test_forget_forgets_the_labels_chosen_by_hand(drawn):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+    at.switch_page("views/image.py").run()
+    uploaded(at, [A, B])
+    suggested = labels(drawn)
+    choose(at, drawn, {0: unsuggested(suggested)[0]})
+    at.switch_page("views/tabular.py").run()
+    at.switch_page("views/image.py").run()  # the upload is now the one kept from before
+    at.button(key="image_upload_forget").click().run()
+    uploaded(at, [A, B])
+    assert labels(drawn) == suggested

@@ -32,7 +32,7 @@ NOT_WRITTEN_BACK_NOTE = ("The model read this image as its negative (auto: its b
                          "image's polarity it would show exactly whether the image was dark on light, which the "
                          "guarantee does not cover. With Inversion 'always' (every image inverted, whatever its "
                          "pixels) releases come back dark on light.")
-BATCH_LABELS = "image_batch_label_edits"  # labels chosen by hand in a batch, per model and image
+HAND_LABELS = "image_hand_labels"  # labels chosen by hand, per image (label_ids), for one image or a batch
 INVERT_DEFAULT = "image_invert_default"  # the default the inversion's current value was chosen under
 
 
@@ -42,7 +42,7 @@ def choose_inputs(loaded) -> list[ui.ImageRecord]:
     source = st.radio("Input", sources, horizontal=True, key=ui.kept("image_source"))
     if source == "Upload":
         files = ui.kept_uploads("Images (PNG, JPEG, BMP, TIFF, GIF, WebP, DICOM); several files or a ZIP of them for a batch",
-                                "image_upload", derived=(ui.PREPARED_UPLOADS, RESULT, BATCH_LABELS),
+                                "image_upload", derived=(ui.PREPARED_UPLOADS, RESULT, HAND_LABELS),
                                 type=ui.IMAGE_UPLOAD_TYPES, accept_multiple_files=True)
         # the default follows the model: a remembered choice made under another default (a model of MNIST, then
         # one trained on an image folder) would show the new model the negatives of what it learned
@@ -85,11 +85,25 @@ def show_preprocessing(records: list[ui.ImageRecord]) -> None:
             st.caption(f"… and {len(records) - 4} more.")
 
 
+def label_ids(model: str, class_names: list[str], records) -> list[tuple]:
+    """Each image's id in HAND_LABELS: the model and its classes (a retrained model's differ), the ledger key (the
+    same under any inversion) and which copy of that image it is (the nth copy, the nth), never its place."""
+    copies, ids = Counter(), []
+    for record in records:
+        copies[record.key] += 1
+        ids.append((model, tuple(class_names), record.key, copies[record.key]))
+    return ids
+
+
 def choose_labels(loaded, records) -> np.ndarray:
     class_names = loaded.config.class_names
     pixels = np.stack([r.pixels for r in records])
     suggestion = ui.suggest_labels(loaded, pixels)
     model = ui.record_key(f"{loaded.config.name}\n{loaded.origin}".encode())  # two models may share a name
+    # one store for one image and for a batch: a label chosen by hand follows its image when files are added or
+    # removed (one image becomes a batch, a batch one image) or Inversion changes; a new image has none, and starts
+    # from its own suggestion (the boxes are keyed by the inputs' pixels, so a changed suggestion is shown too)
+    ids = label_ids(model, class_names, records)
     if len(records) == 1:
         index = 0
         if suggestion is not None:
@@ -100,12 +114,13 @@ def choose_labels(loaded, records) -> np.ndarray:
                        "Confirm or change it.")
         else:
             st.caption("This model has no classifier: choose the label.")
-        # keyed by the input's pixels (not its ledger key, which an image shares with its negative): a new image
-        # starts from its own suggestion, never from the last image's label; and by the model: another model's
-        # classes would drop a confirmed label that is not among them
-        pixels_key = ui.record_key(records[0].pixels.tobytes())
-        label = st.selectbox("Label (condition)", class_names, index=index,
-                             key=ui.kept(f"image_label_{model}_{pixels_key}"))
+        chosen, offer = st.session_state.setdefault(HAND_LABELS, {}), class_names[index]
+        key = f"image_label_{model}_{ui.record_key(records[0].pixels.tobytes())}"
+        if key not in st.session_state:  # first drawn for this input (the store, not ui.kept, outlives a page)
+            st.session_state[key] = chosen.get(ids[0], offer)
+        label = st.selectbox("Label (condition)", class_names, key=key)
+        if ids[0] in chosen or label != offer:  # as ui.kept_editor remembers a batch's
+            chosen[ids[0]] = label
         return np.array([class_names.index(label)])
     suggested = suggestion[0] if suggestion is not None else np.zeros(len(records), dtype=int)
     table = pd.DataFrame({"file": [r.name for r in records],
@@ -115,14 +130,7 @@ def choose_labels(loaded, records) -> np.ndarray:
         st.caption(f"Labels suggested by a small CNN trained on {literal(loaded.config.dataset)}; on other kinds of "
                    "images its confidence means little. Confirm or change each label.")
     inputs = ui.record_key(b"".join(r.pixels.tobytes() for r in records))
-    # a label chosen by hand stays with its image (its ledger key, the same under any inversion; the nth copy of an
-    # image, the nth), not with its place: adding, removing or inverting images gave the editor a new key, and the
-    # classifier's suggestions silently replaced every label chosen
-    copies, rows = Counter(), []
-    for record in records:
-        copies[record.key] += 1
-        rows.append((model, tuple(class_names), record.key, copies[record.key]))  # (a retrained model's classes)
-    edited = ui.kept_editor(table, f"image_batch_labels_{model}_{inputs}", "label", rows=rows, edits=BATCH_LABELS,
+    edited = ui.kept_editor(table, f"image_batch_labels_{model}_{inputs}", "label", rows=ids, edits=HAND_LABELS,
                             disabled=["file", "confidence"], hide_index=True,
                             column_config={"label": st.column_config.SelectboxColumn("label", options=class_names,
                                                                                      required=True),
