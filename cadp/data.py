@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cadp.errors import InputError
+from cadp.errors import InputError, ModelError
 
 FASHION_MNIST_PACKAGE_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
@@ -772,6 +772,25 @@ def draw_in_boxes(base: torch.Tensor, span: torch.Tensor, generator: torch.Gener
     return torch.addcmul(base, torch.rand(base.shape, generator=generator), span)
 
 
+def whole_numbers(values, name):
+    """Decoded numbers of a column of whole numbers, rounded, as int64; where one is not a number (a network's NaN)
+    as pandas' nullable integers with that cell empty, as a float column releases NaN. A value int64 cannot hold
+    (2^63 or more in size, or infinite) is refused: the cast would wrap it silently. A model fitted here never
+    decodes one (its values are clipped to the fitted range); a hand-made config.json without a range can."""
+    floats = pd.Series(values).to_numpy(dtype=np.float64, na_value=np.nan)
+    rounded = np.round(floats)
+    missing = np.isnan(rounded)
+    if not bool(np.all(missing | (np.abs(rounded) < 2.0 ** 63))):
+        raise ModelError(f"the model's column {name!r} decoded to a number a column of whole numbers cannot hold "
+                         "(2^63 or more in size): its config.json gives it no range (low, high) to clip its values "
+                         "to; nothing was released")
+    if not missing.any():
+        return rounded.astype(np.int64)
+    whole = pd.array(np.where(missing, 0.0, rounded).astype(np.int64), dtype="Int64")
+    whole[missing] = pd.NA
+    return whole
+
+
 class TabularEncoder:
     """Encode a DataFrame to floats and back.
 
@@ -968,7 +987,7 @@ class TabularEncoder:
                 if spec.low is not None:  # no impossible values (a negative BMI): post-processing, within the range
                     values = np.clip(values, spec.low, spec.high)
                 if spec.integer and spec.dtype.startswith("int"):
-                    columns[spec.name] = np.round(values).astype(np.int64)
+                    columns[spec.name] = whole_numbers(values, spec.name)
                 else:
                     columns[spec.name] = values if spec.decimals is None else np.round(values, spec.decimals)
             else:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cadp.data import PUBLIC_DATASETS, ColumnSpec, FrameCells
+from cadp.data import PUBLIC_DATASETS, ColumnSpec, FrameCells, whole_numbers
 from cadp.errors import InputError
 from cadp.mechanisms import (
     UNKNOWN_ORIGIN,
@@ -523,9 +523,7 @@ def released_column(values, spec: ColumnSpec):
     if spec.kind == "numeric":
         if not spec.integer:
             return values
-        floats = np.asarray(values, dtype=np.float64)
-        limits = np.iinfo(np.int64)  # (decoded values lie in the fitted range; older folders kept none)
-        return np.clip(np.round(floats), limits.min, limits.max).astype(np.int64)
+        return whole_numbers(values, spec.name)  # (decoded values lie in the fitted range; older folders kept none)
     known = [c for c in spec.categories if c is not None]
     if not known or not all(isinstance(c, int | float) and not isinstance(c, bool) and float(c).is_integer()
                             for c in known):

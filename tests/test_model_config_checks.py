@@ -167,3 +167,30 @@ def test_names_and_unambiguous_indices_still_read_as_before():
     digits = [str(i) for i in range(10)]
     for labels in (3, [3, 9], np.array([3, 9]), torch.tensor([3, 9]), torch.tensor([3], dtype=torch.int16)):
         assert class_indices(labels, digits).tolist() == np.atleast_1d(np.asarray(labels)).tolist()
+
+
+def test_a_whole_number_column_without_a_range_that_decodes_past_2_63_is_refused_not_wrapped(tmp_path):
+    """A config.json within the load checks (no range, a mean of 9e18 and a spread of 1e18) released
+    -9223372036854775808 in every row: int64 wrapped the decoded numbers silently."""
+    from cadp.data import load_table
+
+    def unbounded(config):
+        column(config, "age").update(low=None, high=None, atoms=[], slope=1, mean=9e18, std=1e18)
+
+    folder = edited_copy(WEIGHTS / "diabetes-cinn", tmp_path / "edited", unbounded)
+    loaded = hub.load_model(folder)
+    rows = load_table("diabetes").frame.head(20)
+    with pytest.raises(ModelError, match=r"column .age. decoded to a number a column of whole numbers cannot hold \(2\^63 or more in size\)"):
+        privatize(loaded.model, rows, None, make_mechanism("laplace", 1.0), seed=0)
+
+
+def test_whole_numbers_are_rounded_a_nan_is_left_empty_and_what_int64_cannot_hold_is_refused():
+    """A NaN from the network came back as -9223372036854775808 in a column of whole numbers (int64's wrap)."""
+    from cadp.data import whole_numbers
+
+    assert whole_numbers(np.array([1.4, -2.6]), "age").tolist() == [1, -3]
+    mixed = whole_numbers(np.array([1.4, np.nan, -2.6]), "age")
+    assert str(mixed.dtype) == "Int64" and mixed[0] == 1 and mixed[1] is pd.NA and mixed[2] == -3
+    for value in (2.0 ** 63, -(2.0 ** 63), float("inf")):
+        with pytest.raises(ModelError, match="column 'age' decoded to a number"):
+            whole_numbers(np.array([0.0, value]), "age")
