@@ -890,7 +890,9 @@ def held_out_caution(config, held: int | None, total: int | None = None) -> str 
             "conditions' frequencies a resampled condition is drawn from, were computed from all "
             f"{len(load_table(config.dataset).frame)} rows of that table, {'this one' if one else 'these'} included, "
             f"so the model is not wholly independent of {'it' if one else 'them'} (e.g. a column's lowest or highest "
-            f"value, which bounds the released numbers, may be {'its' if one else 'one of theirs'}).")
+            f"value, which bounds the released numbers, may be {'its' if one else 'one of theirs'}). Rows are "
+            "recognized by their exact values: a row of the table rounded or retyped is not counted here, and for it "
+            "too the model is not wholly independent of it.")
 
 
 def training_name_caution(config, input_name: str) -> str | None:

@@ -35,6 +35,8 @@ def test_held_out_rows_are_counted_and_training_rows_and_other_rows_are_not():
     assert caution.startswith("88 of these 88 rows are rows of the public diabetes table that diabetes-cinn did "
                               "not train on.")
     assert "computed from all 442 rows of that table, these included" in caution
+    assert caution.endswith("Rows are recognized by their exact values: a row of the table rounded or retyped is "
+                            "not counted here, and for it too the model is not wholly independent of it.")
     assert held_out_caution(config, 0, 88) is None
     assert "1 of these 5 rows is a row of the public diabetes table" in held_out_caution(config, 1, 5)
 
