@@ -304,7 +304,8 @@ def sidebar(kind: str | None = None, key: str = "model", main=None) -> tuple[hub
                 with loading:
                     loaded = load_model(choice if bundled else str(weights_dir() / choice))
             if loaded is not None and kind is not None and loaded.config.kind != kind:
-                problem = (f"This page needs {'an' if kind == 'image' else 'a'} {kind} model; {loaded.config.name} "
+                problem = (f"This page needs {'an' if kind == 'image' else 'a'} {kind} model; "
+                           f"{literal(loaded.config.name)} "
                            f"is {'an' if loaded.config.kind == 'image' else 'a'} {loaded.config.kind} model.")
                 loaded = None
         except CadpError as error:
@@ -742,9 +743,21 @@ class PrivacySettings:
         return (self.name, self.epsilon, self.seed, self.delta, self.clip_radius, self.temperature)
 
 
-def metric_meaning(config, epsilon_unit: float, conditions_kept: bool = True) -> str:
+def stated_by(model) -> str | None:
+    """Who states a model's own numbers (its eval.json, its config's latent distances) where this app did not
+    measure them and cannot check them: the publisher of a Hub repo (``cadp.hub``), else None."""
+    return getattr(model, "stated_by", None)
+
+
+def according_to(publisher: str | None, what: str) -> str:
+    """' (according to <publisher>'s <what>, which this app did not measure and cannot check)', or ''."""
+    return "" if publisher is None else f" (according to {literal(publisher)}'s {what}, which this app did not " \
+                                        "measure and cannot check)"
+
+
+def metric_meaning(config, epsilon_unit: float, conditions_kept: bool = True, publisher: str | None = None) -> str:
     """ε·d between two typical records and between nearest neighbours; ``conditions_kept``: whether a table's
-    conditions are kept (released exactly) in this release."""
+    conditions are kept (released exactly) in this release; ``publisher``: who states the distances (``stated_by``)."""
     distances = getattr(config, "latent_distances", None)
     if distances is None:
         return "This model has no measured latent distances, so ε·d cannot be turned into an ε between records."
@@ -757,7 +770,8 @@ def metric_meaning(config, epsilon_unit: float, conditions_kept: bool = True) ->
         group = " with the same kept conditions" if conditions_kept else " with the same condition values"
     text = (f"Between two typical records{group} (L1 distance d_typ = {distances.d_typ:.3g}): "
             f"ε = {readable(typical)}. Between a record and its nearest neighbour (d_nn = {distances.d_nn:.3g}): "
-            f"ε = {readable(nearest)}. Both distances are medians measured {distances.measured_on}.")
+            f"ε = {readable(nearest)}. Both distances are medians measured {distances.measured_on}"
+            f"{according_to(publisher, 'config.json')}.")
     if nearest > 10:
         text += " At this setting only near-duplicates are protected."
     return text
@@ -784,10 +798,10 @@ def whole_latent_words(config, temperature: float | None) -> str:
 
 
 def epsilon_meaning(config, name: str, epsilon: float, temperature: float | None, clip_radius: float | None, *,
-                    image: bool, label_kept: bool) -> str:
+                    image: bool, label_kept: bool, publisher: str | None = None) -> str:
     """What the chosen ε means for this mechanism and clip policy, in plain words, under the slider."""
     if name == "metric":
-        return metric_meaning(config, epsilon, label_kept)
+        return metric_meaning(config, epsilon, label_kept, publisher)
     if name == "paper":
         return ("paper scales the whole batch Z by min(1, s / ‖Z‖₁), with s = min(ε/2, 4) and ‖Z‖₁ the largest "
                 "column sum of |Z|, then adds Laplace noise of scale s/ε: a release depends on the records released "
@@ -832,8 +846,9 @@ def epsilon_meaning(config, name: str, epsilon: float, temperature: float | None
 
 
 def privacy_controls(config, key: str, *, default_epsilon: float = 10, image: bool = True,
-                     label_kept: bool = True) -> PrivacySettings:
-    """Mechanism, log-scale epsilon, clip-radius policy, delta and seed; returns the built mechanism."""
+                     label_kept: bool = True, publisher: str | None = None) -> PrivacySettings:
+    """Mechanism, log-scale epsilon, clip-radius policy, delta and seed; returns the built mechanism. ``publisher``:
+    who states the model's latent distances, where not this app (``stated_by``)."""
     name = st.selectbox("Mechanism", list(MECHANISMS), format_func=MECHANISM_LABELS.get, key=kept(f"{key}_mechanism"))
     label = "ε per unit of latent L1 distance" if name == "metric" else "ε (epsilon)"
     epsilon = st.select_slider(label, options=EPSILON_VALUES, value=default_epsilon, key=kept(f"{key}_epsilon"),
@@ -863,7 +878,7 @@ def privacy_controls(config, key: str, *, default_epsilon: float = 10, image: bo
     if name not in ("laplace", "gaussian"):
         temperature = None
     meaning.caption(epsilon_meaning(config, name, epsilon, temperature, clip_radius, image=image,
-                                    label_kept=label_kept))
+                                    label_kept=label_kept, publisher=publisher))
     mechanism = make_mechanism(name, epsilon, delta=delta, clip_radius=clip_radius, temperature=temperature)
     return PrivacySettings(mechanism, name, float(epsilon), seed, delta, clip_radius, temperature)
 
@@ -949,16 +964,20 @@ def _plain(value, default: str = "?") -> str:
     return default if value is None else str(value).replace("`", "'")[:160]
 
 
-def preview_notes(utility: dict, settings: PrivacySettings, conditions_kept: bool) -> list[str]:
-    """Plain-words captions for ``preview_figure``: where the numbers come from, the value at the chosen ε,
-    and how the chosen settings differ from the evaluated ones."""
+def preview_notes(utility: dict, settings: PrivacySettings, conditions_kept: bool,
+                  publisher: str | None = None) -> list[str]:
+    """Plain-words captions for ``preview_figure``: where the numbers come from (``publisher``: who states them,
+    where not this app), the value at the chosen ε, and how the chosen settings differ from the evaluated ones."""
     epsilons, accuracy, reid = _curves(utility, settings.name)
     evaluated = utility.get("settings") if isinstance(utility.get("settings"), dict) else {}
     method = utility["methods"][settings.name]
     seeds = evaluated.get("seeds")
     seeds = ", ".join(_plain(seed) for seed in seeds) if isinstance(seeds, list) else "?"
     chance = _number(utility.get("chance"))
-    notes = [f"From the model's eval.json (`{_plain(evaluated.get('command'), 'python -m cadp.evaluate utility')}`, "
+    source = "From the model's eval.json" + ("" if publisher is None else f", as {literal(publisher)} publishes it "
+                                             "with the model: this app did not measure these numbers and cannot "
+                                             "check them; its stated command")
+    notes = [f"{source} (`{_plain(evaluated.get('command'), 'python -m cadp.evaluate utility')}`, "
              f"{_plain(evaluated.get('n_test'))} test records, seeds {seeds}): accuracy of a classifier trained on "
              f"releases and tested on real records ({_plain(evaluated.get('task'), 'the class label')}), and how "
              f"often the best of the attackers who know {_plain(evaluated.get('n_reid'))} originals (with the model, "
@@ -1024,7 +1043,8 @@ def evaluation_preview(loaded: hub.LoadedModel, settings: PrivacySettings, key: 
     try:
         utility = hub.read_eval(loaded.folder).get("utility")
         figure = preview_figure(utility, settings.name, settings.epsilon) if utility else None
-        notes = preview_notes(utility, settings, conditions_kept) if figure is not None else []
+        notes = preview_notes(utility, settings, conditions_kept, stated_by(loaded.model)) if figure is not None \
+            else []
         batch_note = paper_batch_note(utility, release_batch) if figure is not None and settings.name == "paper" \
             else None
     except Exception:  # noqa: BLE001 - an optional view: an unreadable eval.json must not take the page with it
@@ -1317,13 +1337,14 @@ def training_rows_caution(loaded, frame, key: str, name: str, uploaded: bool = T
     config = loaded.config
     model = (config.name, config.dataset, config.permutation_seed)
     seen = rows_seen_in_training(key, model, config, frame)
-    if seen is None:
-        return training_name_caution(config, name)
+    if seen is None:  # (shown as Markdown: the model's and the upload's names are anyone's text)
+        caution = training_name_caution(config, name)
+        return None if caution is None else markdown_literal(caution)
     held = session_memo("rows_held_out", (key, model), lambda: rows_held_out_of_training(config, frame)) \
         if uploaded else None
     said = [text for text in (caution(config.name, seen, len(frame)), held_out_caution(config, held, len(frame)))
             if text]
-    return " ".join(said) or None
+    return markdown_literal(" ".join(said)) or None
 
 
 def fitted_models() -> dict:

@@ -21,8 +21,8 @@ def choose_records(loaded):
     """(record_a, record_b, condition, description) from the bundled test data, sharing the kept condition."""
     config = loaded.config
     if config.dataset not in PUBLIC_DATASETS:
-        raise ui.InputError(f"This page audits with the model's bundled test records; {config.name} was trained on "
-                            f"{config.dataset}, which is not bundled: choose \"{WORST_CASE}\" above, or audit it from "
+        raise ui.InputError(f"This page audits with the model's bundled test records; {ui.literal(config.name)} was "
+                            f"trained on {ui.literal(str(config.dataset))}, which is not bundled: choose \"{WORST_CASE}\" above, or audit it from "
                             f"the command line: {ui.evaluate_command(loaded, 'audit')}")
     if config.kind == "image":
         data = ui.test_images(config.dataset, config.image_size, config.channels)
@@ -171,7 +171,7 @@ def page(loaded) -> None:
         submitted = st.form_submit_button("Run the audit", type="primary")
     if mechanism == "metric":  # (the form's submitted choice)
         st.caption("For metric, ε is per unit of latent L1 distance, not per record. At ε = 1 per unit: "
-                   + ui.metric_meaning(loaded.config, 1.0))
+                   + ui.metric_meaning(loaded.config, 1.0, publisher=ui.stated_by(loaded.model)))
     if submitted:
         if not epsilons:
             raise ui.InputError("choose at least one ε")
@@ -210,7 +210,7 @@ def page(loaded) -> None:
     if results:
         largest_provable_epsilon = ui.require("largest_provable_epsilon", "cadp.evaluate")
         ceiling = largest_provable_epsilon(releases)
-        st.caption(f"Audited on {description} of {loaded.config.name}, {releases:,} releases per record. With "
+        st.caption(f"Audited on {description} of {ui.literal(loaded.config.name)}, {releases:,} releases per record. With "
                    f"{releases:,} releases no audit can show more than ε ≈ {ceiling:.2f}: a bound near that line "
                    "means \"at least this much\", not that a larger claim holds, and a claim above it is not "
                    "testable (it passes whatever the code does; the verdict says so). The bar above a point reaches "

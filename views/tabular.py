@@ -22,7 +22,7 @@ def choose_table(loaded):
     if source != "Upload a CSV":
         table, held_out, trained = ui.bundled_table(loaded.config.dataset, loaded.config.permutation_seed)
         data = held_out.to_csv(index=False).encode()
-        st.caption(held_out_rows_note(table, len(held_out), trained, loaded.config.name))
+        st.caption(held_out_rows_note(table, len(held_out), trained, ui.literal(loaded.config.name)))
         return (held_out, f"{table.name} (held-out rows)", ui.record_key(data), list(loaded.config.condition_columns),
                 {})
     uploads = ui.kept_uploads("CSV file (header row; comma, semicolon or tab separated)", "table_upload",
@@ -63,7 +63,7 @@ def model_for(loaded, frame, conditions, kinds, key, name):
         problems = table_fit_problems(config, frame, kinds, list(config.condition_columns)) or \
             table_fit_problems(config, frame, kinds, conditions)
         if not problems:
-            st.success(f"The table fits the model {config.name}: using it.")
+            st.success(f"The table fits the model {ui.literal(config.name)}: using it.")
             caution = ui.training_rows_caution(loaded, frame, key, name,
                                                uploaded=st.session_state.get("table_source") == "Upload a CSV")
             if caution:
@@ -214,7 +214,8 @@ def page(loaded) -> None:
         named.caption(ui.model_line(loaded, fitted=model))
     st.header("3 · Privacy")
     settings = ui.privacy_controls(model.config, "table", default_epsilon=2, image=False,
-                                   label_kept=all(h.handling == "kept" for h in handlings.values()))
+                                   label_kept=all(h.handling == "kept" for h in handlings.values()),
+                                   publisher=ui.stated_by(model))
     if loaded is not None and model is loaded.model:  # its evaluation says nothing about a model fitted here
         ui.evaluation_preview(loaded, settings, "table",
                               conditions_kept=all(h.handling == "kept" for h in handlings.values()),

@@ -26,8 +26,9 @@ def left_out_warning(section: str, left_out: list[str], command: str, drawn: boo
                 "writes it, so it is not drawn: ") + "; ".join(shown) + f". Produce it again with `{command}`.")
 
 
-def show_utility(utility: dict, key: str, config, title_note: str = "") -> None:
-    """The curves of one utility section; ``title_note`` ends every chart's title (what sets these curves apart)."""
+def show_utility(utility: dict, key: str, config, title_note: str = "", publisher: str | None = None) -> None:
+    """The curves of one utility section; ``title_note`` ends every chart's title (what sets these curves apart);
+    ``publisher``: who states the model's latent distances, where not this app (``ui.stated_by``)."""
     reference = curves.mean_of(utility.get("reference", {}).get("o/o"))
     distances = getattr(config, "latent_distances", None)
     st.plotly_chart(epsilon_figure(utility, "p/o", "Downstream accuracy: trained on releases, tested on real data"
@@ -54,7 +55,7 @@ def show_utility(utility: dict, key: str, config, title_note: str = "") -> None:
                         key=f"{key}_ssim")
     if "metric" in utility.get("methods", {}):
         st.caption("metric's ε is per unit of latent L1 distance, so its points do not compare with the others' at "
-                   "the same axis value. At axis value 1: " + ui.metric_meaning(config, 1.0))
+                   "the same axis value. At axis value 1: " + ui.metric_meaning(config, 1.0, publisher=publisher))
     st.plotly_chart(frontier_figure(utility, "Privacy–utility frontier (up and to the left is better)" + title_note),
                     key=f"{key}_frontier")
     settings = utility.get("settings")
@@ -143,7 +144,8 @@ def show_recomputed(live: dict, stored: dict | None, loaded) -> None:
         text += f" The stored curves used {recompute_sizes({**stored['settings'], 'epsilons': stored.get('epsilons')})}"
     text += f"; reproduce them with `{ui.evaluate_command(loaded, 'utility')}`."
     st.info(text)
-    show_utility(live, "live", loaded.config, title_note=" — recomputed, smaller run")
+    show_utility(live, "live", loaded.config, title_note=" — recomputed, smaller run",
+                 publisher=ui.stated_by(loaded.model))  # (the latent distances are still the config's)
 
 
 def page(loaded) -> None:
@@ -169,7 +171,12 @@ def page(loaded) -> None:
             st.warning("These curves come from a quick run (`--quick`: few records, for tests and CI), not the "
                        "model's measured privacy–utility trade-off: their accuracy can sit near chance. Produce a "
                        f"full run with `{command}`.")
-        show_utility(utility, "stored", loaded.config)
+        publisher = ui.stated_by(loaded.model)
+        if publisher is not None:  # a Hub repo's eval.json: its numbers are its publisher's word
+            st.info(f"These curves are drawn from the eval.json that {ui.literal(publisher)} publishes with the "
+                    "model: this app did not measure them and cannot check them. Recompute them below to see what "
+                    "this app measures.")
+        show_utility(utility, "stored", loaded.config, publisher=publisher)
     sizes = getattr(importlib.import_module("cadp.evaluate"), "APP_SIZES", {}).get(loaded.config.kind, {})
     with st.form("utility_recompute"):
         records = "" if "n_train" in sizes else "as many records as a full run, "
