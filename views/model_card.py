@@ -8,29 +8,34 @@ import streamlit as st
 import torch
 
 from cadp import ui
-from cadp.curves import literal
+from cadp.curves import finite_numbers, literal
 from cadp.data import PUBLIC_DATASETS
 from cadp.mechanisms import DEFAULT_TEMPERATURE
 from cadp.models import ClassIndices
 from cadp.privatize import public_training_data
 
 MAX_CARD_CHARACTERS = 200_000  # a Hub card can be any size: the browser gets at most this much of it
+# a Hub config may have 1,000 classes and a network of 100M parameters: a page draws a few classes, a few images a call
+MAX_SHOWN_CLASSES = 10
+IMAGES_PER_CALL = 4
 
 
-@st.cache_resource(show_spinner="Drawing samples…", max_entries=8)
-def sample_grid(_loaded, source: tuple, per_class: int, temperature: float, seed: int) -> np.ndarray:
-    """(classes * H, per_class * W) grid of class-conditional samples, one row per class, of the model loaded
-    from ``source`` (the cache's key: its folder and the folder's files as loaded, so a folder trained again is
-    drawn again; the model is the page's own: loading it again by its folder took a second place in the model
-    cache)."""
-    loaded = _loaded
-    classes = loaded.config.num_classes
-    labels = torch.arange(classes).repeat_interleave(per_class)
+@st.cache_resource(show_spinner=False, max_entries=200)
+def sample_row(_loaded, source: tuple, label: int, per_class: int, temperature: float, seed: int) -> np.ndarray:
+    """uint8 (C, H, per_class * W): ``per_class`` samples of class ``label`` side by side, of the model loaded from
+    ``source`` (the cache's key: its folder and the folder's files as loaded, so a folder trained again is drawn
+    again; the model is the page's own: loading it again by its folder took a second place in the model cache).
+
+    Drawn IMAGES_PER_CALL at a time (a Hub model may be large: memory stays that of a few images) with seed
+    ``seed + label``, so a class's row is the same whichever other classes are shown."""
+    generator = torch.Generator().manual_seed(seed + label)
+    batches = []
     with torch.inference_mode():
-        samples = loaded.model.sample(ClassIndices(labels), temperature, torch.Generator().manual_seed(seed))
-    images = samples.round().to(torch.uint8)[:, 0].numpy()
-    size = images.shape[-1]
-    return images.reshape(classes, per_class, size, size).transpose(0, 2, 1, 3).reshape(classes * size, -1)
+        for start in range(0, per_class, IMAGES_PER_CALL):
+            labels = torch.full((min(IMAGES_PER_CALL, per_class - start),), label, dtype=torch.long)
+            batches.append(_loaded.model.sample(ClassIndices(labels), temperature, generator))
+    samples = torch.cat(batches).round().to(torch.uint8)  # (per_class, C, H, W)
+    return torch.cat(list(samples), dim=-1).numpy()
 
 
 @st.cache_data(show_spinner="Drawing samples…", max_entries=8)
@@ -46,17 +51,23 @@ def sample_key(loaded) -> tuple:
     return str(loaded.folder), loaded.stamp
 
 
+def measured(value) -> str | None:
+    """An eval.json number to three decimals; None for anything else (the file may come from anyone's Hub repo)."""
+    numbers = finite_numbers([value])
+    return None if numbers is None else f"{numbers[0]:.3f}"
+
+
 def bits_per_dim(evaluation: dict) -> str | None:
     bpd = evaluation.get("bpd")
-    if isinstance(bpd, dict):
-        for key in ("test_bits_per_dim", "test", "bits_per_dim", "mean"):
-            if isinstance(bpd.get(key), (int, float)):
-                return f"{bpd[key]:.3f}"
-    if isinstance(bpd, (int, float)):
-        return f"{bpd:.3f}"
-    training = evaluation.get("training", {})
-    if "bits/dim" in str(training.get("test_metric_name", "")) and isinstance(training.get("test_metric"), float):
-        return f"{training['test_metric']:.3f} (from training)"
+    values = ([bpd.get(key) for key in ("test_bits_per_dim", "test", "bits_per_dim", "mean")]
+              if isinstance(bpd, dict) else [bpd])
+    for shown in map(measured, values):
+        if shown is not None:
+            return shown
+    training = evaluation.get("training")
+    if isinstance(training, dict) and "bits/dim" in str(training.get("test_metric_name", "")):
+        shown = measured(training.get("test_metric"))
+        return None if shown is None else f"{shown} (from training)"
     return None
 
 
@@ -75,16 +86,30 @@ def page(loaded) -> None:
         if bpd is None:
             st.caption(f"Measure it with `{ui.evaluate_command(loaded, 'bpd')}`.")
     elif "training" in evaluation:
-        training = evaluation["training"]
-        columns[2].metric(str(training.get("test_metric_name") or "test NLL (nats/dim)"),
-                          f"{training.get('test_metric', float('nan')):.3f}",
+        training = evaluation["training"] if isinstance(evaluation["training"], dict) else {}
+        name = training.get("test_metric_name")
+        columns[2].metric(literal(name) if isinstance(name, str) and name.strip() else "test NLL (nats/dim)",
+                          measured(training.get("test_metric")) or "not available",
                           help="Negative log-likelihood per encoded dimension on held-out rows: lower is better.")
     if config.kind == "image":
         st.subheader(f"Class-conditional samples (temperature {DEFAULT_TEMPERATURE})")
+        names = config.class_names
+        classes = st.multiselect("Classes shown" + (f" (at most {MAX_SHOWN_CLASSES} at once; the model has "
+                                                    f"{len(names):,})" if len(names) > MAX_SHOWN_CLASSES else ""),
+                                 range(len(names)), default=range(min(len(names), MAX_SHOWN_CLASSES)),
+                                 format_func=names.__getitem__, max_selections=MAX_SHOWN_CLASSES)
         per_class = st.slider("Samples per class", 2, 10, 6, key=ui.kept("card_per_class"))
-        grid = sample_grid(loaded, sample_key(loaded), per_class, DEFAULT_TEMPERATURE, 0)
-        st.image(np.kron(grid, np.ones((2, 2), dtype=np.uint8)),
-                 caption="one row per class: " + ", ".join(config.class_names))
+        if not classes:
+            st.info("Choose a class to see its samples.")
+        else:
+            progress = st.progress(0.0)
+            rows = []
+            for done, label in enumerate(classes):
+                progress.progress(done / len(classes), text=f"Drawing samples: class {done + 1} of {len(classes)}…")
+                rows.append(sample_row(loaded, sample_key(loaded), label, per_class, DEFAULT_TEMPERATURE, 0))
+            progress.empty()
+            st.image(ui.to_display(np.concatenate(rows, axis=1), scale=2),  # captions are Markdown: names escaped
+                     caption="one row per class: " + ", ".join(ui.markdown_literal(names[label]) for label in classes))
     else:
         public = public_training_data(loaded.model)
         priors = ("their frequencies in the whole public table the model was fitted on (training and held-out rows)"
@@ -111,6 +136,7 @@ def page(loaded) -> None:
     card = re.sub(r"^<!-- /?cadp:[a-z]+ -->\n", "", card, flags=re.M)  # block markers for cadp.evaluate
     # an image from another host would be fetched by every visitor's browser (their address to its owner)
     card = re.sub(r"!\[([^\]]*)\]\([^)]*\)", r"[image not shown: \1]", card)
+    card = card.replace("![", "!\\[")  # any other image (by reference, brackets in its text): its text as written
     if card.strip():
         st.markdown(card)
         if len(loaded.card) > MAX_CARD_CHARACTERS:
