@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from cadp.errors import CadpError, InputError, ModelError
-from cadp.models import ModelConfig, SmallCNN, build_model, config_from_dict, config_to_dict
+from cadp.models import ModelConfig, SmallCNN, build_model, check_permutations, config_from_dict, config_to_dict
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -49,6 +49,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 # a hosted Space, and a config.json can ask for any size (the bundled models have up to 1.6 million parameters)
 MAX_PARAMETERS = 100_000_000  # 400 MB as float32
 MAX_FILE_BYTES = 16 * 1024 * 1024  # config.json, README.md, eval.json, classifier.safetensors
+MAX_CONFIG_DIGITS = 100  # a config.json number's digits: Python refuses to read an integer of over 4,300 at all
 
 
 def max_weights_bytes() -> int:
@@ -85,8 +86,13 @@ class LoadedModel:
         return path.read_text(encoding="utf-8") if path.exists() else ""
 
     @property
+    def files_of(self) -> str | None:
+        """How errors name this model's files: by Hub repo and commit for a download, None (by path) otherwise."""
+        return hub_files(self.repo_id, self.commit) if self.repo_id is not None and self.commit else None
+
+    @property
     def evaluation(self) -> dict:
-        return read_eval(self.folder)
+        return read_eval(self.folder, self.files_of)
 
     def terms_line(self) -> str:
         """Which model made a release, as its shared terms say it: a bundled model (or the Hub repo it is published
@@ -195,41 +201,64 @@ def file_stamp(path: Path | None) -> tuple[int, int] | None:
     return status.st_size, status.st_mtime_ns
 
 
-def read_config(folder: Path) -> ModelConfig:
+def hub_files(repo_id: str, commit: str) -> str:
+    """How errors name a Hub model's files ("config.json of owner/name at commit 0123456789ab"): its folder is the
+    server's Hugging Face cache, a path the app's visitors must not see."""
+    return f"{repo_id} at commit {commit[:12]}"
+
+
+def _named(path: Path, files_of: str | None) -> str:
+    """A model file as errors name it: by ``files_of`` (``hub_files``) for a Hub download, else by its path."""
+    return f"{path.name} of {files_of}" if files_of else str(path)
+
+
+def read_config(folder: Path, files_of: str | None = None) -> ModelConfig:
+    """The folder's config.json, validated; ``files_of``: a Hub download's repo and commit (``hub_files``), named in
+    errors instead of the folder's path."""
     path = folder / CONFIG_NAME
     if not path.exists():
-        raise ModelError(f"{folder} has no {CONFIG_NAME}")
+        raise ModelError(f"{files_of or folder} has no {CONFIG_NAME}")
+
+    def whole_number(digits: str) -> int:  # int() itself refuses over 4,300 digits, in words about sys settings
+        if len(digits.lstrip("-")) > MAX_CONFIG_DIGITS:
+            raise ModelError(f"{_named(path, files_of)} holds a whole number of {len(digits.lstrip('-')):,} digits; "
+                             f"a model config's numbers have at most {MAX_CONFIG_DIGITS}: not a model config")
+        return int(digits)
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelError(f"{path} is not valid JSON: {error}") from None
+        data = json.loads(path.read_text(encoding="utf-8"), parse_int=whole_number)
+    except ModelError:  # (whole_number's, a ValueError too)
+        raise
+    except ValueError as error:  # (JSONDecodeError and UnicodeDecodeError are ValueErrors)
+        raise ModelError(f"{_named(path, files_of)} is not valid JSON: {str(error)[:200]}") from None
     except RecursionError:  # [[[[...]]]] nested beyond what the parser can take (as read_eval says)
-        raise ModelError(f"{path} is nested too deeply to be a model config") from None
+        raise ModelError(f"{_named(path, files_of)} is nested too deeply to be a model config") from None
     return config_from_dict(data)
 
 
-def _built(config: ModelConfig, path: Path) -> torch.nn.Module:
+def _built(config: ModelConfig, named: str) -> torch.nn.Module:
     """build_model, with what a config.json from anyone (a Hub repo) can make it raise said as a ModelError."""
     try:
         return build_model(config)
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError) as error:
-        raise ModelError(f"{path} describes a network that cannot be built ({type(error).__name__}: "
+        raise ModelError(f"{named} describes a network that cannot be built ({type(error).__name__}: "
                          f"{str(error)[:200]})") from None
 
 
-def _load_weights(module: torch.nn.Module, path: Path) -> None:
+def _load_weights(module: torch.nn.Module, path: Path, files_of: str | None = None) -> None:
     if not path.exists():
         pickles = sorted(p.name for p in path.parent.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt"))
         hint = f" (found {', '.join(pickles)}: pickle files are never loaded)" if pickles else ""
-        raise ModelError(f"{path.parent} has no {path.name}{hint}")
+        raise ModelError(f"{files_of or path.parent} has no {path.name}{hint}")
     expected_bytes = sum(4 * t.numel() for t in module.state_dict().values())
     if path.stat().st_size > expected_bytes + MAX_FILE_BYTES:  # read before it is compared with config.json
         raise ModelError(f"{path.name} holds {path.stat().st_size:,} bytes, far more than the {expected_bytes:,} "
                          "its config.json implies: not loaded")
     try:
         state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise ModelError(f"{path.name} is not a valid safetensors file: {error}") from None
+    except (SafetensorError, OSError, ValueError) as error:  # (an OSError's words hold the path: not shown)
+        detail = (error.strerror or type(error).__name__) if isinstance(error, OSError) else error
+        raise ModelError(f"{path.name} is not a valid safetensors file: {detail}") from None
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -242,33 +271,36 @@ def _load_weights(module: torch.nn.Module, path: Path) -> None:
         if not torch.isfinite(tensor.float()).all():
             raise ModelError(f"{path.name}: tensor {key} holds NaN or infinite values")
     module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    check_permutations(module, path.name)  # they override config.json's permutation_seed
 
 
-def load_folder(folder: Path | str, origin: str | None = None) -> LoadedModel:
-    """Load a model folder from disk (safetensors only), in eval mode on the CPU."""
+def load_folder(folder: Path | str, origin: str | None = None, files_of: str | None = None) -> LoadedModel:
+    """Load a model folder from disk (safetensors only), in eval mode on the CPU. ``files_of``: a Hub download's
+    repo and commit (``hub_files``), named in errors instead of the folder's path."""
     folder = Path(folder)
     if folder.is_file():
         raise ModelError(f"{folder} is a file; a model is a folder holding config.json and model.safetensors")
     if not folder.is_dir():
         raise ModelError(f"model folder {folder} does not exist")
-    config = read_config(folder)
-    _check_model_size(config, folder / CONFIG_NAME)
+    config = read_config(folder, files_of)
+    config_named = _named(folder / CONFIG_NAME, files_of)
+    _check_model_size(config, config_named)
     with torch.random.fork_rng(devices=[]):  # the initial weights (replaced next) leave the caller's RNG as it was
-        model = _built(config, folder / CONFIG_NAME)
+        model = _built(config, config_named)
         classifier = SmallCNN(config.num_classes, config.channels, config.image_size) \
             if config.kind == "image" and (folder / CLASSIFIER_NAME).exists() else None
-    _load_weights(model, folder / WEIGHTS_NAME)
+    _load_weights(model, folder / WEIGHTS_NAME, files_of)
     model.eval()
     if classifier is not None:
-        _load_weights(classifier, folder / CLASSIFIER_NAME)
+        _load_weights(classifier, folder / CLASSIFIER_NAME, files_of)
         classifier.eval()
     return LoadedModel(model, config, folder, origin or f"folder {_display_path(folder)}", classifier)
 
 
-def _check_model_size(config: ModelConfig, path: Path) -> None:
+def _check_model_size(config: ModelConfig, config_named: str) -> None:
     """Refuse a config.json that asks for more than MAX_PARAMETERS, counted on the meta device (no memory)."""
     with torch.device("meta"):
-        count = sum(p.numel() for p in _built(config, path).parameters())
+        count = sum(p.numel() for p in _built(config, config_named).parameters())
     if count > MAX_PARAMETERS:
         raise ModelError(f"config.json asks for a network of {count:,} parameters; this app loads at most "
                          f"{MAX_PARAMETERS:,} (the bundled models have up to 1.6 million)")
@@ -282,7 +314,8 @@ def _display_path(folder: Path) -> str:
         return str(folder)
 
 
-def read_eval(folder: Path) -> dict:
+def read_eval(folder: Path, files_of: str | None = None) -> dict:
+    """The folder's eval.json ({} where it has none); ``files_of`` as for ``read_config``."""
     path = Path(folder) / EVAL_NAME
     if not path.exists():
         return {}
@@ -292,9 +325,9 @@ def read_eval(folder: Path) -> dict:
     try:
         evaluation = json.loads(path.read_text(encoding="utf-8"), parse_constant=no_constant)
     except (ValueError, RecursionError) as error:  # (JSONDecodeError is a ValueError)
-        raise ModelError(f"{path} is not valid JSON: {str(error)[:200]}") from None
+        raise ModelError(f"{_named(path, files_of)} is not valid JSON: {str(error)[:200]}") from None
     if not isinstance(evaluation, dict):
-        raise ModelError(f"{path} is not valid: it must hold a JSON object (sections by name)")
+        raise ModelError(f"{_named(path, files_of)} is not valid: it must hold a JSON object (sections by name)")
     return evaluation
 
 
@@ -544,7 +577,8 @@ def _load_from_hub(repo_id: str, revision: str | None, *, cache_dir: str | Path 
                                origin=f"bundled fallback {BUNDLED_DIR.name}/{bundled} ({error.reason})")
         raise ModelError(f"cannot load Hub repo {repo_id}@{requested}: {error.reason}") from None
     shown = repo_id if requested in ("main", commit) and revision is None else f"{repo_id}@{requested}"
-    loaded = load_folder(folder, origin=f"Hub {shown} at commit {commit[:12]}{note}")
+    loaded = load_folder(folder, origin=f"Hub {shown} at commit {commit[:12]}{note}",
+                         files_of=hub_files(repo_id, commit))
     loaded.commit, loaded.repo_id = commit, repo_id
     # its config's training data and latent distances are its publisher's word: the terms say so (privatize)
     loaded.model.stated_by = f"the publisher of the Hub repo {repo_id}"
@@ -555,6 +589,18 @@ def _gated(repo_id: str, token) -> ModelError:
     return ModelError(f"Hub repo {repo_id} is gated: its files need its conditions accepted on the Hub and a token"
                       + (" (this loads public repos only, without a token)" if token is False
                          else ": accept them, then give a token or set HF_TOKEN"))
+
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")  # a Hub commit hash, as huggingface_hub's cache names its snapshot folders
+
+
+def _not_a_commit(sent: str | None, name: str, where: str, endpoint: str) -> ModelError:
+    """What the Hub sent as a commit (X-Repo-Commit) said back, the characters Markdown could act on as '?' (the
+    app shows errors as Markdown)."""
+    shown = "something else" if sent is None else \
+        repr(re.sub(r"[^A-Za-z0-9._/-]", "?", sent[:60]) + ("..." if len(sent) > 60 else ""))
+    return ModelError(f"the Hub at {endpoint} named {shown} as the commit of {name} in {where}: a commit is 40 hex "
+                      "characters (0-9, a-f); not loaded")
 
 
 TRANSIENT_HTTP = (408, 429)  # request timeout, too many requests: the Hub cannot serve it now, as for 5xx
@@ -634,6 +680,15 @@ def _download(repo_id: str, revision: str, *, cache_dir: str | Path | None, endp
         except _transport_errors() as error:
             raise _HubUnavailable(f"the Hub could not be reached while downloading {name} (no network connection, or "
                                   f"the server is down; details: {_short(error)})") from None
+        except ValueError as error:  # "Invalid pointer path": the commit the Hub sent would make a folder elsewhere
+            sent = re.search(r"revision='([^']*)'", str(error))
+            raise _not_a_commit(sent.group(1) if sent else None, name, where, endpoint) from None
+        except OSError as error:  # (after the subclasses above) its words hold the cache's path: not shown
+            if str(error).startswith("Consistency check failed"):  # not the size its headers announced
+                raise ModelError(f"Hub repo {where} changed while downloading, or the connection broke ({name} "
+                                 "came with another size than announced); load it again") from None
+            raise ModelError(f"could not store {name} of Hub repo {where} in the Hugging Face cache: "
+                             f"{error.strerror or type(error).__name__}") from None
 
     for path in paths:  # a listing without sizes (a mirror may omit them) is checked here, before anything reads it
         limit = max_weights_bytes() if path.name == WEIGHTS_NAME else MAX_FILE_BYTES
@@ -644,6 +699,11 @@ def _download(repo_id: str, revision: str, *, cache_dir: str | Path | None, endp
     if len(snapshots) != 1:
         raise ModelError(f"Hub repo {where} changed while downloading; load it again")
     folder = snapshots.pop()
+    if folder.parent.name != "snapshots" or not _COMMIT.fullmatch(folder.name):  # huggingface_hub takes any header
+        from huggingface_hub.file_download import repo_folder_name
+
+        repo_folder = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
+        raise _not_a_commit(os.path.relpath(folder, repo_folder / "snapshots"), names[0], where, endpoint)
     note = f" (cached copy; {hub_problem})" if hub_problem else ""
     return folder, folder.name, note
 

@@ -335,7 +335,7 @@ def _check(ok: bool, parameter: str, allowed: str) -> None:
 
 
 LARGEST_TABLE_NUMBER = 2.0 ** 63  # a table's numbers must be smaller in size: released whole numbers are int64
-MAX_CLASSES = 1000  # a config may come from anyone's Hub repo: the model card page samples every class
+MAX_CLASSES = 1000  # a config may come from anyone's Hub repo: pages list every class (the card samples 10 at once)
 MAX_NAME_LENGTH = 200
 
 
@@ -1123,6 +1123,25 @@ def warm_up(model: ImageCINN | TabularCINN, runs: int = 2) -> None:
 def build_model(config: ModelConfig) -> ImageCINN | TabularCINN:
     """The network a config describes, with freshly initialized weights."""
     return ImageCINN(config) if config.kind == "image" else TabularCINN(config)
+
+
+def check_permutations(model: nn.Module, where: str) -> None:
+    """Refuse a model whose random permutations are not ones: each PermuteRandom's ``perm`` must hold 0..n-1 once
+    each and ``perm_inv`` its inverse (``perm_inv[perm] == 0..n-1``). They are loaded with the weights, overriding
+    ``permutation_seed``: an index out of range fails at release, a repeated one or a wrong inverse makes a flow
+    whose decode does not undo its encode. ``where``: the weights file, for the message."""
+    for name, module in model.named_modules():
+        if type(module) is not Fm.PermuteRandom:
+            continue
+        perm, perm_inv = module.perm.detach(), module.perm_inv.detach()
+        indices = torch.arange(len(perm), dtype=perm.dtype, device=perm.device)
+        for key, tensor in (("perm", perm), ("perm_inv", perm_inv)):
+            if not torch.equal(torch.sort(tensor).values, indices):
+                raise ModelError(f"{where}: tensor {name}.{key} is not a permutation (each of 0..{len(perm) - 1} "
+                                 "once): the flow could not be inverted")
+        if not torch.equal(perm_inv[perm], indices):
+            raise ModelError(f"{where}: tensor {name}.perm_inv is not the inverse of {name}.perm: the flow could not "
+                             "be inverted")
 
 
 # --------------------------------------------------------------------------- classifier

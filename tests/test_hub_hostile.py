@@ -1,0 +1,181 @@
+"""Hostile Hub repos and servers: what a model repo from anyone (the app's Hub box) or an odd Hub server can make
+loading say or do. Served by the local Hub-compatible test server (tests/hub_server.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from cadp import hub
+from cadp.errors import ModelError
+
+try:
+    import hub_server
+except ImportError:  # tests/ imported as a package
+    from tests import hub_server
+
+BUNDLED = hub.BUNDLED_DIR / "diabetes-cinn"  # a small tabular model (117 kB of weights)
+NESTED = '{"a":' * 100_000 + "1" + "}" * 100_000  # deeper than the JSON parser can go
+
+
+def bundled_files(**changes: str | bytes) -> dict[str, bytes]:
+    """The bundled model's files as a repo holds them, with ``changes`` ({"config.json": text}) made."""
+    files = {name: (BUNDLED / name).read_bytes() for name in hub.HUB_FILES if (BUNDLED / name).exists()}
+    files.update({name: content.encode() if isinstance(content, str) else content
+                  for name, content in changes.items()})
+    return files
+
+
+def long_integer_config(digits: int = 5000) -> str:
+    config = json.loads((BUNDLED / hub.CONFIG_NAME).read_text())
+    return json.dumps(config).replace(f'"blocks": {config["blocks"]}', '"blocks": ' + "9" * digits)
+
+
+@pytest.fixture()
+def server():
+    with hub_server.HubServer() as running:
+        yield running
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch) -> Path:
+    """An empty Hugging Face cache; HF_HOME points into tmp_path so nothing touches the user's cache."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    return tmp_path / "hf-cache"
+
+
+def load(server, repo_id: str, cache: Path) -> hub.LoadedModel:
+    return hub.load_hub_model(repo_id, cache_dir=cache, endpoint=server.url, token=False)
+
+
+# --------------------------------------------------------------------------- errors name a Hub file by repo and commit
+
+def test_a_hub_config_error_names_the_repo_and_commit_not_the_servers_cache_path(server, cache, tmp_path):
+    commit = server.add_commit("evil/nested", bundled_files(**{"config.json": NESTED}))
+    with pytest.raises(ModelError) as caught:
+        load(server, "evil/nested", cache)
+    message = str(caught.value)
+    assert f"config.json of evil/nested at commit {commit[:12]} is nested too deeply" in message
+    assert str(cache) not in message and "snapshots" not in message
+
+    local = tmp_path / "nested-model"  # a local folder keeps its path: its user typed it
+    shutil.copytree(BUNDLED, local)
+    (local / hub.CONFIG_NAME).write_text(NESTED)
+    with pytest.raises(ModelError, match="nested-model/config.json is nested too deeply"):
+        hub.load_folder(local)
+
+
+def test_a_hub_models_eval_json_error_names_the_repo_and_commit(server, cache):
+    commit = server.add_commit("evil/eval", bundled_files(**{"eval.json": "[1, 2"}))
+    loaded = load(server, "evil/eval", cache)
+    with pytest.raises(ModelError) as caught:
+        loaded.evaluation  # noqa: B018 - the model card page reads it so
+    assert f"eval.json of evil/eval at commit {commit[:12]} is not valid JSON" in str(caught.value)
+    assert str(cache) not in str(caught.value)
+
+
+# --------------------------------------------------------------------------- config.json numbers beyond int()'s limit
+
+def test_a_config_integer_of_thousands_of_digits_is_refused_in_plain_words(server, cache, tmp_path, capsys):
+    commit = server.add_commit("evil/bigint", bundled_files(**{"config.json": long_integer_config()}))
+    with pytest.raises(ModelError, match=f"config.json of evil/bigint at commit {commit[:12]} holds a whole number "
+                                         "of 5,000 digits"):
+        load(server, "evil/bigint", cache)
+
+    folder = tmp_path / "bigint"
+    shutil.copytree(BUNDLED, folder)
+    (folder / hub.CONFIG_NAME).write_text(long_integer_config())
+    assert hub.main(["load", str(folder)]) == 2  # the CLI says it in one line, no traceback
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "5,000 digits" in error and "set_int_max_str_digits" not in error
+
+
+# --------------------------------------------------------------------------- permutation buffers of model.safetensors
+
+def folder_with_weights(tmp_path: Path, change) -> Path:
+    """A copy of the bundled model whose first permutation's (perm, perm_inv) are changed by ``change``."""
+    folder = tmp_path / "model"
+    shutil.copytree(BUNDLED, folder)
+    state = load_file(str(folder / hub.WEIGHTS_NAME))
+    key = next(key for key in sorted(state) if key.endswith(".perm"))
+    state[key], state[key + "_inv"] = change(state[key], state[key + "_inv"])
+    save_file(state, str(folder / hub.WEIGHTS_NAME))
+    return folder
+
+
+@pytest.mark.parametrize(("change", "tensor"), [
+    (lambda perm, inverse: (perm, inverse + 1000), "perm_inv"),  # out of range: IndexError at release
+    (lambda perm, inverse: (perm, -inverse - 1), "perm_inv"),
+    (lambda perm, inverse: (torch.zeros_like(perm), inverse), "perm"),  # one column copied into all
+    (lambda perm, inverse: (perm, torch.roll(inverse, 1)), "perm_inv"),  # a permutation, but not perm's inverse
+], ids=["out-of-range", "negative", "constant", "not-the-inverse"])
+def test_permutation_buffers_that_cannot_be_inverted_are_refused_naming_the_tensor(tmp_path, change, tensor):
+    folder = folder_with_weights(tmp_path, change)
+    with pytest.raises(ModelError, match=rf"model\.safetensors: tensor inn\.module_list\.\d+\.{tensor} is not"):
+        hub.load_folder(folder)
+
+
+def test_another_permutation_with_its_inverse_loads_and_inverts(tmp_path):
+    def other(perm, inverse):
+        shuffled = torch.roll(perm, 1)
+        return shuffled, torch.argsort(shuffled)
+
+    loaded = hub.load_folder(folder_with_weights(tmp_path, other))
+    rows = torch.randn(5, loaded.model.latent_dim)
+    condition = torch.zeros(5, loaded.config.condition_dim)
+    with torch.inference_mode():
+        again = loaded.model.decode(loaded.model.encode(rows, condition), condition)
+    assert torch.allclose(again, rows, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- what a Hub server sends
+
+@pytest.fixture()
+def sent_commit(monkeypatch):
+    """Set ["commit"] to the X-Repo-Commit header the server sends instead of the true one."""
+    sent = {"commit": None}
+    send_header = hub_server._HubHandler.send_header
+
+    def odd_header(self, name, value):
+        if name == "X-Repo-Commit" and sent["commit"] is not None:
+            value = sent["commit"]
+        return send_header(self, name, value)
+
+    monkeypatch.setattr(hub_server._HubHandler, "send_header", odd_header)
+    return sent
+
+
+@pytest.mark.parametrize("commit", ["..", "../../escape", "**x** [y](http://e)", "0123"])
+def test_a_commit_header_that_is_not_a_commit_is_refused_saying_what_came(server, cache, sent_commit, commit):
+    server.add_commit("odd/commit", bundled_files())
+    sent_commit["commit"] = commit
+    with pytest.raises(ModelError, match="as the commit of config.json in odd/commit@main: a commit is 40 hex") as caught:
+        load(server, "odd/commit", cache)
+    assert str(cache) not in str(caught.value) and "](" not in str(caught.value)
+    if commit == "0123":
+        assert "'0123'" in str(caught.value)
+
+
+def test_a_branch_moving_during_the_download_is_said_plainly(server, cache, monkeypatch):
+    """main moves between a file's HEAD (its size) and its GET: huggingface_hub's "Consistency check failed"."""
+    server.add_commit("moving/model", bundled_files())
+    resolve = hub_server._HubHandler._resolve
+    moved = []
+
+    def moving(self, repo_id, revision, filename, send_body):
+        resolve(self, repo_id, revision, filename, send_body)
+        if not send_body and filename == hub.CONFIG_NAME and not moved:  # after the HEAD, a new commit on main
+            moved.append(server.add_commit("moving/model", bundled_files(**{"config.json": "{}"})))
+
+    monkeypatch.setattr(hub_server._HubHandler, "_resolve", moving)
+    with pytest.raises(ModelError, match="Hub repo moving/model@main changed while downloading") as caught:
+        load(server, "moving/model", cache)
+    assert moved and str(cache) not in str(caught.value)
