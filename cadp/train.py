@@ -703,7 +703,10 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
     with flat_parameters(params) as flat:
         optimizer = torch.optim.AdamW([flat], lr=learning_rate, weight_decay=weight_decay, fused=True)
         for step in range(steps + 1):
-            progress_share = max(step / steps, (time.monotonic() - start) / (minutes * 60) if minutes else 0)
+            # the time budget's share only once a step ran: at step 0 its tiny share (microseconds) set the first
+            # learning rate, whose last bits then differed from run to run, and so did the weights
+            timed = (time.monotonic() - start) / (minutes * 60) if minutes and step else 0
+            progress_share = max(step / steps, timed)
             if n_valid and (step % 25 == 0 or progress_share >= 1):
                 with torch.no_grad():
                     valid_loss = float(model.nll_per_dim(valid_rows, condition[valid]).mean())
