@@ -70,18 +70,41 @@ GUARANTEES_IN_PLAIN_WORDS = {
              "norm: between two records released alone the privacy loss can reach 2·D·ε (D latent dimensions: "
              "1,568·ε for a 28x28 image), not ε.",
 }
-COMMON_PLAIN_WORDS = (
-    "laplace and gaussian give **local** differential privacy and metric gives local ε·d privacy: each applies "
-    "per record, with no trusted curator, and none is central DP; paper gives no formal guarantee. The bundled "
-    "models were trained without DP on public data: the guarantee protects the record you privatize, not the "
-    "training set, and for a record of that training data it does not cover what the model learned from the "
-    "record. Kept attributes are released exactly; they are public, and the guarantee holds given them."
-)
-def large_epsilon_note(label_kept: bool = True) -> str:
-    """What large ε means for an image; the last sentence follows how the label is released."""
+def common_plain_words(own_data: list[str] | tuple[str, ...] = (), bundled: bool = True) -> str:
+    """The guarantees' common terms, in plain words, for the models offered: ``bundled``, whether any of them is
+    of bundled public data; ``own_data``, the names of those that are not (their data is not this app's)."""
+    trained = (["The bundled models were trained without DP on public data"] if bundled else []) + (
+        [f"{', '.join(literal(name) for name in own_data)} {'was' if len(own_data) == 1 else 'were'} trained on data "
+         "this app does not bundle (by `python -m cadp.train`, without DP)"] if own_data else [])
+    return (
+        "laplace and gaussian give **local** differential privacy and metric gives local ε·d privacy: each applies "
+        "per record, with no trusted curator, and none is central DP; paper gives no formal guarantee. "
+        + "; ".join(trained or ["The models were trained without DP"]) + ": the guarantee protects the record you "
+        "privatize, not the training set, and for a record of that training data it does not cover what the model "
+        "learned from the record. Kept attributes are released exactly; they are public, and the guarantee holds "
+        "given them."
+    )
+
+
+COMMON_PLAIN_WORDS = common_plain_words()
+
+
+def measured_like_bundled(config) -> bool:
+    """Whether the image figures the app quotes (measured with the bundled 28x28 grayscale models of public data)
+    are this image model's kind."""
+    return (config.dataset in IMAGE_DATASETS and getattr(config, "image_size", None) == 28
+            and getattr(config, "channels", None) == 1)
+
+
+def large_epsilon_note(label_kept: bool = True, bundled_only: bool = False) -> str:
+    """What large ε means for an image; the last sentence follows how the label is released. ``bundled_only``: the
+    model in question (or some model offered) is not of the bundled models' kind, so the note names whose figures
+    they are."""
     label = ("The kept label survives at every ε." if label_kept
              else "The label is not kept here: it is randomized or resampled as chosen above.")
-    return ("What large ε means here: a 28x28 image's latent has 784 dimensions. With constant temperature 0.7, "
+    opening = ("What large ε means with the bundled 28x28 image models (their latents have 784 dimensions)."
+               if bundled_only else "What large ε means here: a 28x28 image's latent has 784 dimensions.")
+    return (f"{opening} With constant temperature 0.7, "
             f"releases at ε up to ~100 still look to the eye like fresh samples of the "
             f"{'kept' if label_kept else 'released'} class, and the record's own details (a logo, a pattern) "
             "become visible only at very large ε (about 1,000 and more, as the model cards say). Looking like a fresh sample is not being one: with the bundled "
@@ -831,14 +854,13 @@ def epsilon_meaning(config, name: str, epsilon: float, temperature: float | None
                                                  "What bounds how often a release can be traced is ε itself (a "
                                                  "factor e^ε)." if whole else ""))
     # the figures quoted were measured with the bundled 28x28 grayscale models: another image model may differ
-    bundled_kind = (config.dataset in IMAGE_DATASETS and getattr(config, "image_size", None) == 28
-                    and getattr(config, "channels", None) == 1)
+    bundled_kind = measured_like_bundled(config)
     other = ("" if bundled_kind else
              f"This model's latent has {config.latent_dim:,} dimensions; the figures that follow were measured with "
              "the bundled 28x28 models and may differ for it (the Utility curves page shows its own rates where it "
              "was evaluated). ")
     if temperature == DEFAULT_TEMPERATURE:
-        return other + large_epsilon_note(label_kept) + (f" {whole}" if whole else "")
+        return other + large_epsilon_note(label_kept, bundled_only=not bundled_kind) + (f" {whole}" if whole else "")
     return (other + f"Constant temperature {temperature:g}: the noise stays at {temperature:g} per coordinate and "
             f"more ε lets more of the record's own latent through. At temperature {DEFAULT_TEMPERATURE:g} a record's "
             "own details become visible only at very large ε (about 1,000 and more) with the bundled 28x28 image models."
@@ -1035,6 +1057,17 @@ def paper_batch_note(utility: dict, release_batch: int) -> str | None:
             f"once, so its effect depends on the batch{single}; those numbers do not describe this release.")
 
 
+def not_evaluated_note(loaded: hub.LoadedModel) -> str:
+    """Why a model's page has no preview of its evaluation (its eval.json has no utility curves), and the command
+    that measures them."""
+    image = loaded.config.kind == "image"
+    quoted = (" (the figures quoted above were measured with the bundled 28x28 models, not with it)"
+              if image and not measured_like_bundled(loaded.config) else "")
+    return ("This model's releases were not evaluated: its eval.json has no utility curves, so no downstream "
+            f"accuracy or re-identification rate was measured for it{quoted}. Measure them with "
+            f"`{evaluate_command(loaded, 'utility')}`.")
+
+
 def evaluation_preview(loaded: hub.LoadedModel, settings: PrivacySettings, key: str, *, conditions_kept: bool,
                        release_batch: int) -> None:
     """What the chosen mechanism gave in the model's own evaluation, before anything is released.
@@ -1049,6 +1082,11 @@ def evaluation_preview(loaded: hub.LoadedModel, settings: PrivacySettings, key: 
             else None
     except Exception:  # noqa: BLE001 - an optional view: an unreadable eval.json must not take the page with it
         st.caption("This model's eval.json could not be read for a preview of the evaluated curves.")
+        return
+    if not (isinstance(utility, dict) and utility.get("methods")):  # said where the preview would be, not left out
+        with st.container(border=True):
+            st.markdown("**No evaluation of this model's releases**")
+            st.caption(not_evaluated_note(loaded))
         return
     if figure is None:
         return

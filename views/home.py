@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from cadp import ui
+from cadp import hub, ui
+from cadp.data import PUBLIC_DATASETS
+from cadp.errors import ModelError
 
 # top to bottom: left to right, a phone-wide page drew its labels a few pixels high
 PIPELINE = """
@@ -16,7 +18,21 @@ digraph {
 """
 
 
+def listed_configs() -> dict:
+    """The configs of the models the app lists (its weights folder), by name; an unreadable one is left out."""
+    configs = {}
+    for name in ui.bundled_models():
+        try:
+            configs[name] = hub.read_config(ui.weights_dir() / name)
+        except ModelError:
+            continue
+    return configs
+
+
 def page(_loaded) -> None:
+    configs = listed_configs()  # the statements below are about these models, which need not be the bundled ones
+    own_data = [name for name, config in configs.items() if config.dataset not in PUBLIC_DATASETS]
+    unlike = [name for name, config in configs.items() if config.kind == "image" and not ui.measured_like_bundled(config)]
     st.markdown(
         "CADP privatizes one record at a time: a conditional invertible network maps your image or table row to "
         "a latent code, a noise mechanism perturbs that code, and the network maps it back to a release of the "
@@ -30,12 +46,15 @@ def page(_loaded) -> None:
     st.subheader("The guarantees, in plain words")
     for name in ("laplace", "gaussian", "metric", "paper"):
         st.markdown(f"- {ui.GUARANTEES_IN_PLAIN_WORDS[name]}")
-    st.markdown(ui.COMMON_PLAIN_WORDS)
+    st.markdown(ui.common_plain_words(own_data, bundled=len(own_data) < len(configs) or not configs))
     st.markdown("Each attribute can be **kept** (released exactly, public), **randomized** (randomized response "
                 "with its own ε, which adds to the total) or **resampled** from a public prior (costs nothing). "
                 "Releasing the same record n times costs n · ε_total; the sidebar keeps this ledger for the "
                 "session.")
-    st.caption(ui.LARGE_EPSILON_NOTE + " (laplace and gaussian at their default constant temperature.)")
+    st.caption(ui.large_epsilon_note(bundled_only=bool(unlike)) + " (laplace and gaussian at their default constant "
+               "temperature" + (f"; {', '.join(ui.literal(name) for name in unlike)}, of another size or data, may "
+                                "differ (the Utility curves page shows a model's own rates where it was evaluated)"
+                                if unlike else "") + ".)")
     st.subheader("Where to start")
     st.markdown("- **Image privatization**: upload an image (or take a test image), confirm its label, pick a "
                 "mechanism and ε, and compare the release with the original.\n"

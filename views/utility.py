@@ -8,6 +8,7 @@ import streamlit as st
 
 from cadp import curves, ui
 from cadp.curves import epsilon_figure, frontier_figure, methods_caption, std_of, with_strongest_attacker
+from cadp.data import PUBLIC_DATASETS
 from cadp.errors import ModelError
 from cadp.hub import read_eval
 from cadp.mechanisms import PAPER_LABEL
@@ -148,6 +149,24 @@ def show_recomputed(live: dict, stored: dict | None, loaded) -> None:
                  publisher=ui.stated_by(loaded.model))  # (the latent distances are still the config's)
 
 
+def recompute_form(loaded) -> None:
+    """The form that recomputes the utility curves in this session, on the model's bundled dataset."""
+    sizes = getattr(importlib.import_module("cadp.evaluate"), "APP_SIZES", {}).get(loaded.config.kind, {})
+    with st.form("utility_recompute"):
+        records = "" if "n_train" in sizes else "as many records as a full run, "
+        wait = "about 1–2 minutes on 2 CPU cores, more on a busy machine" if loaded.config.kind == "image" \
+            else "under a minute"
+        st.markdown(f"Recompute the curves here, on {records}{recompute_sizes(sizes)}: {wait}. "
+                    "The result stays in this session; eval.json is not changed.")
+        submitted = st.form_submit_button("Recompute")
+    if submitted:
+        utility_sweep = ui.require("utility_sweep", "cadp.evaluate")
+        bar = st.progress(0.0, text="Recomputing…")
+        st.session_state[LIVE] = (loaded.folder.name, utility_sweep(
+            loaded, **sizes, progress=lambda share, message: bar.progress(min(float(share), 1.0), text=str(message))))
+        bar.progress(1.0, text="Done")
+
+
 def page(loaded) -> None:
     name = loaded.folder.name
     command = ui.evaluate_command(loaded, "utility")
@@ -159,6 +178,8 @@ def page(loaded) -> None:
         evaluation, readable = {}, False
     st.caption("CADP curves are local (per record): laplace and gaussian local DP, metric local ε·d privacy "
                "(its ε is per unit of latent L1 distance, see its legend); paper is a " + PAPER_LABEL + ".")
+    # the data of a model trained on its owner's data is not the app's: a recompute here could only fail
+    own_data = None if loaded.config.dataset in PUBLIC_DATASETS else loaded.config.dataset
     utility = None
     if evaluation.get("utility") is None:
         if readable:
@@ -174,23 +195,16 @@ def page(loaded) -> None:
         publisher = ui.stated_by(loaded.model)
         if publisher is not None:  # a Hub repo's eval.json: its numbers are its publisher's word
             st.info(f"These curves are drawn from the eval.json that {ui.literal(publisher)} publishes with the "
-                    "model: this app did not measure them and cannot check them. Recompute them below to see what "
-                    "this app measures.")
+                    "model: this app did not measure them and cannot check them. "
+                    + ("Recompute them below to see what this app measures." if own_data is None else
+                       f"Measure them yourself with `{command}`."))
         show_utility(utility, "stored", loaded.config, publisher=publisher)
-    sizes = getattr(importlib.import_module("cadp.evaluate"), "APP_SIZES", {}).get(loaded.config.kind, {})
-    with st.form("utility_recompute"):
-        records = "" if "n_train" in sizes else "as many records as a full run, "
-        wait = "about 1–2 minutes on 2 CPU cores, more on a busy machine" if loaded.config.kind == "image" \
-            else "under a minute"
-        st.markdown(f"Recompute the curves here, on {records}{recompute_sizes(sizes)}: {wait}. "
-                    "The result stays in this session; eval.json is not changed.")
-        submitted = st.form_submit_button("Recompute")
-    if submitted:
-        utility_sweep = ui.require("utility_sweep", "cadp.evaluate")
-        bar = st.progress(0.0, text="Recomputing…")
-        st.session_state[LIVE] = (name, utility_sweep(
-            loaded, **sizes, progress=lambda share, message: bar.progress(min(float(share), 1.0), text=str(message))))
-        bar.progress(1.0, text="Done")
+    if own_data is not None:
+        st.info(f"This model's curves cannot be recomputed here: it was trained on {ui.literal(own_data)}, not on "
+                "one of the public datasets bundled with the app, so the app has no records of it to measure "
+                f"releases on. Measure them on the data it was trained on with `{command}`.")
+    else:
+        recompute_form(loaded)
     live = st.session_state.get(LIVE)
     if live is not None and live[0] == name:
         show_recomputed(live[1], utility, loaded)
