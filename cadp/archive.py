@@ -539,6 +539,11 @@ def _complete_csv_rows(data: bytes, fields: int) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- labels
 
+def _composed(name: str) -> str:
+    """A class name without leading and trailing spaces, in Unicode's composed form (NFC)."""
+    return unicodedata.normalize("NFC", name.strip())
+
+
 def _normalize(name: str) -> str:
     """Class names compared without case, spaces or punctuation: 'T-shirt/top' matches folder 't_shirt_top'; in
     one Unicode form (macOS writes folder names decomposed: 'ü' as 'u' and a combining diaeresis)."""
@@ -578,11 +583,13 @@ class LabelResolver:
                  input_names: list[str] | None = None, root: str = ""):
         self.class_names = list(class_names)
         self.exact: dict[str, int] = {}
+        # a name without leading and trailing spaces, in Unicode's composed form: macOS writes folder names
+        # decomposed ('ü' as 'u' and a combining diaeresis); several classes can share one ('Café' both ways)
+        self.composed: dict[str, list[int]] = {}
         self.normalized: dict[str, list[int]] = {}  # several classes can share one ('-1' and '+1': '1')
         for index, name in enumerate(class_names):
             self.exact.setdefault(name, index)
-            self.exact.setdefault(name.strip(), index)
-            self.exact.setdefault(unicodedata.normalize("NFC", name.strip()), index)  # a decomposed folder name
+            self.composed.setdefault(_composed(name), []).append(index)
             if _normalize(name):
                 self.normalized.setdefault(_normalize(name), []).append(index)
         # file names in one Unicode form: macOS writes 'café' decomposed, a spreadsheet's cell holds it composed
@@ -639,11 +646,18 @@ class LabelResolver:
     def folder_class_index(self, folder: str) -> int | None:
         """The class a folder is named after, by name only: numbered folders (patients/1, normal/2) are not
         class indices (a model whose class names are digits, as MNIST's, still matches folders 0..9 by name)."""
-        value = str(folder).strip()
+        value = str(folder)
         if value in self.exact:  # an exact name first: '-1' is the class '-1' even where '+1' is a class too
             return self.exact[value]
-        if unicodedata.normalize("NFC", value) in self.exact:  # macOS writes 'ü' as 'u' + a combining diaeresis
-            return self.exact[unicodedata.normalize("NFC", value)]
+        matches = self.composed.get(_composed(value), [])
+        if len(matches) > 1:  # a kept label is released exactly: never pick one of two classes
+            names = " and ".join(ascii(self.class_names[index]) for index in matches)
+            raise InputError(f"{ascii(value)} could be the class {names}, whose names differ only in Unicode "
+                             "normalization (an accent composed or decomposed) or in leading or trailing spaces; "
+                             "write the class name exactly")
+        if matches:
+            return matches[0]
+        value = value.strip()
         matches = self.normalized.get(_normalize(value), []) if _normalize(value) else []
         if len(matches) > 1:  # a kept label is released exactly: never pick one of two classes
             names = " and ".join(repr(self.class_names[index]) for index in matches)

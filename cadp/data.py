@@ -11,6 +11,7 @@ import hashlib
 import os
 import stat
 import sys
+import unicodedata
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, fields
 from functools import cached_property
@@ -269,8 +270,7 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
     from cadp.uploads import FIRST_FRAME, to_model_input
 
     root = Path(path)
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
-                        and d.name != "__MACOSX")
+    class_dirs = image_class_folders(root)
     if not class_dirs:
         raise InputError(f"{root} has no class sub-folders (expected {root}/<class>/<image>.png)")
     splits = [d.name for d in class_dirs if d.name.lower() in SPLIT_FOLDER_NAMES and any(c.is_dir() for c in d.iterdir())]
@@ -286,7 +286,8 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
     # in the order earlier versions read (by path parts: a sub-folder's files among its folder's, as sorted), so
     # that a folder's 80/20 split, which evaluate --data checks by fingerprint, stays the same
     unlisted: list[tuple[str, str]] = []
-    for name, file in sorted(folder_files(root, unlisted), key=lambda item: PurePosixPath(item[0]).parts):
+    left_out: list[tuple[str, str | None]] = []
+    for name, file in sorted(folder_files(root, unlisted, left_out), key=lambda item: PurePosixPath(item[0]).parts):
         index = class_index.get(name.split("/")[0]) if "/" in name else None  # a file at the root is in no class
         try:
             data = read_image_file(file) if index is not None else None
@@ -335,6 +336,9 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
         print(f"note: {len(unlisted)} folder(s) under {root} cannot be listed, so their files were left out: "
               + ", ".join(f"{name} ({reason})" for name, reason in unlisted[:3])
               + (f" and {len(unlisted) - 3} more" if len(unlisted) > 3 else ""), file=sys.stderr)
+    hidden = [name for name, listed_as in left_out if listed_as is None and not _system_metadata(name)]
+    if hidden and split == "train":  # said once per folder, not per split
+        print(f"note: {hidden_files_note(hidden, root)}", file=sys.stderr)
     if not_images and split == "train":  # said once per folder, not per split
         print(f"note: {len(not_images)} file(s) under {root} are not images in a class folder and were left out "
               f"(accepted: {ACCEPTED_IMAGES}, as {root}/<class>/<image>): "
@@ -352,6 +356,42 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
                else torch.empty((0, *images[0].shape), dtype=torch.uint8))
     return ImageDataset(stacked, torch.tensor([labels[i] for i in chosen], dtype=torch.int64),
                         [d.name for d in class_dirs], image_folder_name(root))
+
+
+def image_class_folders(root: Path) -> list[Path]:
+    """The class folders of an ImageFolder, sorted by name (the class order): its sub-folders but hidden ones
+    ('.trouser') and folder metadata ('__MACOSX')."""
+    return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name != "__MACOSX")
+
+
+def _system_metadata(name: str) -> bool:
+    """Whether ``name`` (relative to a folder) is what an operating system writes beside files (__MACOSX/,
+    .DS_Store, ._x.png, Thumbs.db, desktop.ini): left out without a word, unlike other hidden files."""
+    parts = name.rstrip("/").split("/")
+    return (parts[0] == "__MACOSX" or parts[-1] == ".DS_Store" or parts[-1].startswith("._")
+            or parts[-1].casefold() in ("thumbs.db", "desktop.ini"))
+
+
+def hidden_files_note(hidden: list[str], root: Path) -> str:
+    """What training left out of the ImageFolder ``root`` as hidden files and folders (``hidden``: their names
+    relative to root, folders ending in '/'), a hidden class folder named: the model has no such class."""
+    classes = [name for name in hidden if name.endswith("/") and name.count("/") == 1]
+    note = (f"{len(hidden)} hidden file(s) or folder(s) (names starting with '.') under {root} were left out: "
+            f"{_file_names(hidden, 5)}")
+    if classes:
+        note += (f"; the hidden folder(s) {', '.join(classes)} are not classes of the model, and their images were "
+                 "not read")
+    return note + "; rename a file or folder that is data, and train again"
+
+
+def look_alike_class_names(names: list[str]) -> list[list[str]]:
+    """The groups of class names that differ only in Unicode normalization ('Café' composed and decomposed, as
+    macOS writes folder names) or in leading and trailing spaces: a class name read from a labels CSV or an output
+    folder could not tell them apart (``cadp.archive.LabelResolver``)."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(unicodedata.normalize("NFC", name.strip()), []).append(name)
+    return [group for group in groups.values() if len(group) > 1]
 
 
 def split_image_folder(labels: np.ndarray, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -38,9 +38,11 @@ from cadp.data import (
     TabularEncoder,
     case_hint,
     draw_in_boxes,
+    image_class_folders,
     infer_column_kind,
     load_image_dataset,
     load_table,
+    look_alike_class_names,
 )
 from cadp.errors import CadpError, InputError
 from cadp.hub import CARD_NAME, CONFIG_NAME, EVAL_NAME, REPORT_NAME, WEIGHTS_NAME, file_stamp, save_model, weights_state
@@ -418,8 +420,16 @@ def classifier_accuracy(classifier: SmallCNN, images: torch.Tensor, labels: torc
 def train_image_model(args) -> None:
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
+    if args.dataset not in IMAGE_DATASETS:  # before reading every image
+        _refuse_look_alike_class_names(Path(args.dataset))
     train = load_image_dataset(args.dataset, "train", image_size=args.image_size, channels=args.channels)
     test = load_image_dataset(args.dataset, "test", image_size=args.image_size, channels=args.channels)
+    untested = _classes_without_test_images(train, test)
+    if untested:
+        print(f"warning: {_untested_classes_text(untested)}; the test bits/dim, classifier accuracy and latent "
+              "distances, and evaluations of this folder (evaluate --data), do not cover them (the split is kept as "
+              "earlier versions drew it, so that their models keep evaluating with --data); give such a class more "
+              "images for a split that holds some out", file=sys.stderr)
     distinct = _first_of_each_record(test.images[:2000], test.labels[:2000]) if len(test.labels) else None
     if distinct is None or int(torch.bincount(test.labels[distinct]).max()) < 2:  # before hours of training
         raise InputError(f"too few images: the held-out split ({len(test.labels)} of them) needs two distinct "
@@ -485,6 +495,7 @@ def train_image_model(args) -> None:
     report = TrainingReport(steps, steps * batch / len(train), seconds, device_description(device),
                             train_bpd, test_bpd, "test bits/dim")
     facts = {"train_records": len(train), "test_records": len(test), "test_fingerprint": split_fingerprint(test),
+             "classes_without_test_images": [name for name, _ in untested],
              "classifier_test_accuracy": accuracy, "sample_recognition_t0.7": sample_accuracy, "batch_size": batch}
     card = image_model_card(config, report, facts, args)
     clear_stale_results(out)
@@ -493,6 +504,30 @@ def train_image_model(args) -> None:
     _record_training(out, report, facts)
     print(f"wrote {args.out}: test bits/dim {test_bpd:.3f}, classifier accuracy {accuracy:.3f}, "
           f"samples recognized {sample_accuracy:.3f}")
+
+
+def _refuse_look_alike_class_names(root: Path) -> None:
+    """InputError where two class folders of ``root`` have names that differ only in Unicode normalization or in
+    leading and trailing spaces: their releases, output folders and labels CSV cells could not be told apart."""
+    groups = look_alike_class_names([folder.name for folder in image_class_folders(root)])
+    if groups:
+        said = "; ".join(" and ".join(ascii(name) for name in group) for group in groups)
+        raise InputError(f"class folders of {root} have names that differ only in Unicode normalization (an accent "
+                         f"composed or decomposed, as macOS writes it) or in leading or trailing spaces: {said}; a "
+                         "class name could not tell them apart when privatizing (a labels CSV, an output folder): "
+                         "rename one of each, or merge them if they are one class")
+
+
+def _classes_without_test_images(train: ImageDataset, test: ImageDataset) -> list[tuple[str, int]]:
+    """(name, training images) of each class of which the test split holds no image."""
+    trained = torch.bincount(train.labels, minlength=len(train.class_names)).tolist()
+    tested = torch.bincount(test.labels, minlength=len(test.class_names)).tolist()
+    return [(name, count) for name, count, held in zip(train.class_names, trained, tested) if held == 0]
+
+
+def _untested_classes_text(untested: list[tuple[str, int]]) -> str:
+    return ("the test split holds no image of the class(es) "
+            + ", ".join(f"{name!r} ({count} image{'s' * (count != 1)}, all training)" for name, count in untested))
 
 
 def first_of_each_class(labels: torch.Tensor, count: int) -> torch.Tensor:
@@ -1145,13 +1180,25 @@ ONE_CLASS_NOTE = ("- one class only: both accuracies above are trivially 1.000 (
                   "and\n  the label condition carries no information\n")
 
 
+def _front_matter(public: bool, tags: str) -> str:
+    """The card's Hub front matter; a license only for a model of bundled public data: the user's own data's
+    license is unknown (the card's Data section says so), and the weights can reveal that data."""
+    return f"""---
+{'license: mit' + chr(10) if public else ''}library_name: cadp
+tags: [{tags}]
+---"""
+
+
+def _untested_classes_line(names: list[str]) -> str:
+    if not names:
+        return ""
+    return (f"\n  no test image of the class(es) {', '.join(names)}: the test results below do not cover "
+            f"{'it' if len(names) == 1 else 'them'}")
+
+
 def image_model_card(config: ImageModelConfig, report: TrainingReport, facts: dict, args) -> str:
     params = sum(p.numel() for p in ImageCINN(config).parameters() if p.requires_grad)
-    return f"""---
-license: mit
-library_name: cadp
-tags: [cadp, differential-privacy, normalizing-flow, freia]
----
+    return f"""{_front_matter(config.dataset in DATA_LICENSES, "cadp, differential-privacy, normalizing-flow, freia")}
 # {config.name}
 
 Class-conditional invertible network (FrEIA) for content-aware differential privacy (CADP).
@@ -1159,7 +1206,7 @@ Class-conditional invertible network (FrEIA) for content-aware differential priv
 ## Data
 - dataset: {config.dataset} ({DATA_LICENSES.get(config.dataset, 'user data: check its license')})
 - split: {facts['train_records']} training / {facts['test_records']} test images
-  ({'stratified 100 per class, with the fixed seed 0' if config.dataset == 'mnist' else 'the dataset split' if config.dataset == 'fashion-mnist' else '80/20, split with the fixed seed 0, every class keeping at least one training image'}; --seed sets the network's initialisation and batches)
+  ({'stratified 100 per class, with the fixed seed 0' if config.dataset == 'mnist' else 'the dataset split' if config.dataset == 'fashion-mnist' else '80/20, split with the fixed seed 0, every class keeping at least one training image'}; --seed sets the network's initialisation and batches){_untested_classes_line(facts.get('classes_without_test_images', []))}
 - classes: {', '.join(config.class_names)}
 
 ## Architecture
@@ -1186,11 +1233,7 @@ label conditions every coupling. {params:,} trainable parameters; latent dimensi
 
 def tabular_model_card(config: TabularModelConfig, report: TrainingReport, facts: dict, args) -> str:
     params = sum(p.numel() for p in TabularCINN(config).parameters() if p.requires_grad)
-    return f"""---
-license: mit
-library_name: cadp
-tags: [cadp, differential-privacy, normalizing-flow, freia, tabular]
----
+    return f"""{_front_matter(bool(facts.get("license")), "cadp, differential-privacy, normalizing-flow, freia, tabular")}
 # {config.name}
 
 Conditional invertible network (FrEIA) on table rows for content-aware differential privacy.
