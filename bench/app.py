@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -50,31 +51,43 @@ def _get(url: str) -> int | None:
 
 
 @contextmanager
-def streamlit_server(env: dict | None = None, log_path: Path | None = None):
+def streamlit_server(env: dict | None = None, log_path: Path | None = None, prefix: tuple[str, ...] = ()):
     """Start `streamlit run app.py` on 127.0.0.1; yield (url, process, start time from time.perf_counter).
 
-    The server's output goes to ``log_path`` (kept) or to a temporary file (removed at the end).
+    The server's output goes to ``log_path`` (kept) or to a temporary file (removed at the end). ``prefix`` runs
+    the server under another program (a test runs it under strace).
     """
     port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+    command = [*prefix, sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.headless", "true",
                "--browser.gatherUsageStats", "false"]
     log = (open(log_path, "wb") if log_path  # closed in the finally below
            else tempfile.NamedTemporaryFile(prefix="streamlit-", suffix=".log", delete=False))
     started = time.perf_counter()
+    # its own process group, stopped whole: under a ``prefix`` (strace) the server is that program's child, which
+    # a signal to the program alone left running (strace detaches from it and exits)
     server = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log,
-                              stderr=subprocess.STDOUT)
+                              stderr=subprocess.STDOUT, start_new_session=True)
     try:
         yield f"http://127.0.0.1:{port}", server, started
     finally:
-        server.terminate()
+        _signal_group(server, signal.SIGTERM)
         try:
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            server.kill()
+            _signal_group(server, signal.SIGKILL)
+            server.wait(timeout=10)
+        _signal_group(server, signal.SIGKILL)  # whatever of the group outlived its leader
         log.close()
         if not log_path:
             os.unlink(log.name)
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)  # (a new session's group id is its leader's pid)
+    except ProcessLookupError:  # the group is gone
+        pass
 
 
 def wait_served(url: str, server: subprocess.Popen, started: float, timeout: float = 120) -> dict:

@@ -7,7 +7,6 @@ import json
 import shutil
 from pathlib import Path
 
-import huggingface_hub.constants
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -17,8 +16,10 @@ from cadp.errors import ModelError
 
 try:
     import hub_server
+    from test_hub import cache  # noqa: F401 - the fixture: an empty Hugging Face cache
 except ImportError:  # tests/ imported as a package
     from tests import hub_server
+    from tests.test_hub import cache  # noqa: F401
 
 BUNDLED = hub.BUNDLED_DIR / "diabetes-cinn"  # a small tabular model (117 kB of weights)
 NESTED = '{"a":' * 100_000 + "1" + "}" * 100_000  # deeper than the JSON parser can go
@@ -41,15 +42,6 @@ def long_integer_config(digits: int = 5000) -> str:
 def server():
     with hub_server.HubServer() as running:
         yield running
-
-
-@pytest.fixture()
-def cache(tmp_path, monkeypatch) -> Path:
-    """An empty Hugging Face cache; HF_HOME points into tmp_path so nothing touches the user's cache."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.delenv("HF_ENDPOINT", raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    return tmp_path / "hf-cache"
 
 
 def load(server, repo_id: str, cache: Path) -> hub.LoadedModel:

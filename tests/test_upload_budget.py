@@ -10,18 +10,14 @@ import pytest
 from PIL import Image
 
 from cadp.errors import InputError
-from cadp.uploads import PreparedImage, iter_zip_images, to_model_input
+from cadp.uploads import iter_zip_images
 
 try:
     from tests import corpus
+    from tests.test_uploads import prepare
 except ImportError:  # tests/ itself on sys.path (pytest's default rootdir import)
     import corpus
-
-
-def prepare(data: bytes, **options) -> PreparedImage:
-    options.setdefault("image_size", 28)
-    options.setdefault("channels", 1)
-    return to_model_input(data, **options)
+    from test_uploads import prepare
 
 
 def nan_tiff(width: int = 300, height: int = 200) -> bytes:

@@ -6,13 +6,8 @@ opens and writes, named or not."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -26,22 +21,8 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _served(url: str, server: subprocess.Popen, timeout: float = 120) -> None:
-    started = time.monotonic()
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        if server.poll() is not None or time.monotonic() - started > timeout:
-            raise RuntimeError(f"the app did not start within {timeout} s")
-        time.sleep(0.2)
-
-
 def test_a_large_upload_is_not_spooled_to_a_file_by_the_server(tmp_path):
-    from bench.app import free_port
+    from bench.app import streamlit_server, wait_served
 
     if not shutil.which("strace"):
         pytest.fail("strace not found: `apt-get install strace` (this test watches the server's file writes)")
@@ -55,37 +36,24 @@ def test_a_large_upload_is_not_spooled_to_a_file_by_the_server(tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (1800, 1800), dtype=np.uint8)).save(upload)
     assert upload.stat().st_size > 3 * 2**20
     trace, log = tmp_path / "strace.txt", tmp_path / "server.log"
-    port = free_port()
-    command = ["strace", "-f", "-y", "-qq", "-s", "16", "-o", str(trace),
-               "-e", "trace=open,openat,creat,write,pwrite64,writev",
-               sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true"]
-    env = {**os.environ, "CADP_WEIGHTS_DIR": str(weights), "OMP_NUM_THREADS": "1"}
-    url = f"http://127.0.0.1:{port}"
+    strace = ("strace", "-f", "-y", "-qq", "-s", "16", "-o", str(trace), "-e", "trace=open,openat,creat,write,pwrite64,writev")
+    env = {"CADP_WEIGHTS_DIR": str(weights), "OMP_NUM_THREADS": "1"}
     from playwright.sync_api import sync_playwright
 
-    with open(log, "wb") as output:
-        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
-        try:
-            _served(url, server)
-            with sync_playwright() as playwright:
-                chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-                try:
-                    page = chromium.new_page()
-                    page.set_default_timeout(WAIT_MS)
-                    page.goto(f"{url}/image")
-                    wait_idle(page)
-                    page.locator("input[type=file]").first.set_input_files(str(upload))
-                    page.get_by_text("The classifier suggests").wait_for()  # the server has the whole file
-                    wait_idle(page)
-                finally:
-                    chromium.close()
-        finally:
-            server.terminate()
+    with streamlit_server(env, log, prefix=strace) as (url, server, started):
+        wait_served(url, server, started, timeout=120)
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
             try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+                page = chromium.new_page()
+                page.set_default_timeout(WAIT_MS)
+                page.goto(f"{url}/image")
+                wait_idle(page)
+                page.locator("input[type=file]").first.set_input_files(str(upload))
+                page.get_by_text("The classifier suggests").wait_for()  # the server has the whole file
+                wait_idle(page)
+            finally:
+                chromium.close()
     lines = trace.read_text(errors="replace").splitlines()
     assert any("openat(" in line for line in lines), "strace saw nothing: " + log.read_text(errors="replace")[-2000:]
     unnamed = [line for line in lines if "O_TMPFILE" in line]
