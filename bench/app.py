@@ -7,6 +7,7 @@ does (headless, the same flags); they never download a browser.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import signal
@@ -84,10 +85,8 @@ def streamlit_server(env: dict | None = None, log_path: Path | None = None, pref
 
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # the group is gone
         os.killpg(process.pid, signum)  # (a new session's group id is its leader's pid)
-    except ProcessLookupError:  # the group is gone
-        pass
 
 
 def wait_served(url: str, server: subprocess.Popen, started: float, timeout: float = 120) -> dict:

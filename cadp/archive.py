@@ -89,8 +89,7 @@ from cadp.startup import (
 from cadp.train import (
     held_out_caution,
     row_record_keys,
-    rows_held_out_of_training,
-    rows_seen_in_training,
+    table_rows_known,
     training_name_caution,
     training_rows_caution,
 )
@@ -1776,8 +1775,8 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                                  batch=len(good), record=records[position], released_row=held_count)
                     held_count += 1
                 if good:
-                    seen += rows_seen_in_training(config, chunk.iloc[good]) or 0
-                    held += rows_held_out_of_training(config, chunk.iloc[good]) or 0
+                    training, held_out = table_rows_known(config, chunk.iloc[good]) or (0, 0)
+                    seen, held = seen + training, held + held_out
                 manifest.flush()
         except (pd.errors.ParserError, ValueError, UnicodeError):
             manifest.row(f"row {row_number + 1}", status="error",

@@ -888,32 +888,35 @@ def condition_groups(condition: torch.Tensor) -> torch.Tensor:
     return torch.unique(condition, dim=0, return_inverse=True)[1]
 
 
-def rows_seen_in_training(config, frame: pd.DataFrame) -> int | None:
-    """How many rows of ``frame`` equal a row the model was trained on: for models of a bundled public table
-    (whose split is known); None for others. The guarantee does not cover what a model learned from its
-    training rows, so a release of them must say so."""
+def table_rows_known(config, frame: pd.DataFrame) -> tuple[int, int] | None:
+    """How many rows of ``frame`` equal a row the model was trained on, and how many a row of the bundled public
+    table it was made from that its network did not train on (its held-out rows): for models of such a table
+    (whose split is known); None for others. Each row is hashed once for both counts.
+
+    The guarantee does not cover what a model learned from its training rows, so a release of them must say so;
+    the encoder's ranges and levels and the conditions' frequencies come from the whole table, held-out rows
+    included (``held_out_caution``)."""
     if config.dataset not in TABULAR_DATASETS:
         return None
     columns = tuple(config.data_columns + config.condition_columns)
     if any(column not in frame.columns for column in columns):
-        return 0
-    trained = _training_row_hashes(config.dataset, config.permutation_seed, columns)
-    return int(np.isin(row_hashes(frame, columns), trained).sum())
+        return 0, 0
+    hashes = row_hashes(frame, columns)
+    trained = np.isin(hashes, _training_row_hashes(config.dataset, config.permutation_seed, columns))
+    in_table = np.isin(hashes, _table_row_hashes(config.dataset, columns))
+    return int(trained.sum()), int((in_table & ~trained).sum())
+
+
+def rows_seen_in_training(config, frame: pd.DataFrame) -> int | None:
+    """``table_rows_known``'s count of training rows."""
+    known = table_rows_known(config, frame)
+    return None if known is None else known[0]
 
 
 def rows_held_out_of_training(config, frame: pd.DataFrame) -> int | None:
-    """How many rows of ``frame`` equal a row of the bundled public table a model was made from that its network
-    did not train on (its held-out rows), for models of such a table; None for others. The encoder's ranges and
-    levels and the conditions' frequencies come from the whole table, these rows included (``held_out_caution``)."""
-    if config.dataset not in TABULAR_DATASETS:
-        return None
-    columns = tuple(config.data_columns + config.condition_columns)
-    if any(column not in frame.columns for column in columns):
-        return 0
-    hashes = row_hashes(frame, columns)
-    in_table = np.isin(hashes, _table_row_hashes(config.dataset, columns))
-    return int((in_table & ~np.isin(hashes, _training_row_hashes(config.dataset, config.permutation_seed,
-                                                                   columns))).sum())
+    """``table_rows_known``'s count of held-out rows."""
+    known = table_rows_known(config, frame)
+    return None if known is None else known[1]
 
 
 def held_out_caution(config, held: int | None, total: int | None = None) -> str | None:

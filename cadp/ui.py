@@ -1332,8 +1332,7 @@ def bundled_table(name: str, seed: int):
 
 
 # what this module keeps of a table page's upload (the page adds its own): forgotten with it
-TABLE_UPLOAD_DERIVED = ("table_fitted_models", "table_row_keys", "memo_rows_seen", "memo_rows_held_out",
-                        "memo_input_notes")
+TABLE_UPLOAD_DERIVED = ("table_fitted_models", "table_row_keys", "memo_rows_seen", "memo_input_notes")
 
 
 def session_memo(name: str, key, compute, max_entries: int = 16):
@@ -1348,10 +1347,10 @@ def session_memo(name: str, key, compute, max_entries: int = 16):
     return store[key]
 
 
-def rows_seen_in_training(table_key: str, model: tuple, config, frame) -> int | None:
-    """``cadp.train.rows_seen_in_training`` once per table and model (name, dataset, split seed), not on every
-    run of the page."""
-    from cadp.train import rows_seen_in_training as count
+def table_rows_known(table_key: str, model: tuple, config, frame) -> tuple[int, int] | None:
+    """``cadp.train.table_rows_known`` (training rows, held-out rows) once per table and model (name, dataset, split
+    seed), not on every run of the page."""
+    from cadp.train import table_rows_known as count
 
     return session_memo("rows_seen", (table_key, model), lambda: count(config, frame))
 
@@ -1369,17 +1368,15 @@ def training_rows_caution(loaded, frame, key: str, name: str, uploaded: bool = T
     the model trained on: counted for a bundled table's models, else by the upload's name (as cadp.privatize); and,
     for an upload (``uploaded``: the page's own held-out rows say it in their caption), about rows of that bundled
     table the network did not train on, which its encoder was fitted on all the same."""
-    from cadp.train import held_out_caution, rows_held_out_of_training, training_name_caution
+    from cadp.train import held_out_caution, training_name_caution
     from cadp.train import training_rows_caution as caution
 
     config = loaded.config
-    model = (config.name, config.dataset, config.permutation_seed)
-    seen = rows_seen_in_training(key, model, config, frame)
-    if seen is None:  # (shown as Markdown: the model's and the upload's names are anyone's text)
+    known = table_rows_known(key, (config.name, config.dataset, config.permutation_seed), config, frame)
+    if known is None:  # (shown as Markdown: the model's and the upload's names are anyone's text)
         caution = training_name_caution(config, name)
         return None if caution is None else markdown_literal(caution)
-    held = session_memo("rows_held_out", (key, model), lambda: rows_held_out_of_training(config, frame)) \
-        if uploaded else None
+    seen, held = known[0], known[1] if uploaded else None
     said = [text for text in (caution(config.name, seen, len(frame)), held_out_caution(config, held, len(frame)))
             if text]
     return markdown_literal(" ".join(said)) or None
