@@ -219,21 +219,31 @@ def read_config(folder: Path, files_of: str | None = None) -> ModelConfig:
     if not path.exists():
         raise ModelError(f"{files_of or folder} has no {CONFIG_NAME}")
 
-    def whole_number(digits: str) -> int:  # int() itself refuses over 4,300 digits, in words about sys settings
+    return config_from_dict(_json_file(path, files_of, "a model config"))
+
+
+def _json_file(path: Path, files_of: str | None, what: str, constants: bool = True):
+    """A model folder's JSON file (anyone's, from the Hub), its errors as ModelErrors naming it (``_named``): whole
+    numbers of at most MAX_CONFIG_DIGITS digits (int() itself refuses over 4,300, in words about sys settings);
+    ``constants=False`` refuses NaN and Infinity too (not JSON; a page would draw them as numbers)."""
+    def whole_number(digits: str) -> int:
         if len(digits.lstrip("-")) > MAX_CONFIG_DIGITS:
             raise ModelError(f"{_named(path, files_of)} holds a whole number of {len(digits.lstrip('-')):,} digits; "
-                             f"a model config's numbers have at most {MAX_CONFIG_DIGITS}: not a model config")
+                             f"{what}'s numbers have at most {MAX_CONFIG_DIGITS}: not {what}")
         return int(digits)
 
+    def no_constant(name: str):
+        raise ValueError(f"{name} is not a JSON number")
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"), parse_int=whole_number)
+        return json.loads(path.read_text(encoding="utf-8"), parse_int=whole_number,
+                          **({} if constants else {"parse_constant": no_constant}))
     except ModelError:  # (whole_number's, a ValueError too)
         raise
     except ValueError as error:  # (JSONDecodeError and UnicodeDecodeError are ValueErrors)
         raise ModelError(f"{_named(path, files_of)} is not valid JSON: {str(error)[:200]}") from None
-    except RecursionError:  # [[[[...]]]] nested beyond what the parser can take (as read_eval says)
-        raise ModelError(f"{_named(path, files_of)} is nested too deeply to be a model config") from None
-    return config_from_dict(data)
+    except RecursionError:  # [[[[...]]]] nested beyond what the parser can take
+        raise ModelError(f"{_named(path, files_of)} is nested too deeply to be {what}") from None
 
 
 def _built(config: ModelConfig, named: str) -> torch.nn.Module:
@@ -319,13 +329,7 @@ def read_eval(folder: Path, files_of: str | None = None) -> dict:
     path = Path(folder) / EVAL_NAME
     if not path.exists():
         return {}
-    def no_constant(name: str):  # NaN / Infinity are not JSON, and the pages would draw them as numbers
-        raise ValueError(f"{name} is not a JSON number")
-
-    try:
-        evaluation = json.loads(path.read_text(encoding="utf-8"), parse_constant=no_constant)
-    except (ValueError, RecursionError) as error:  # (JSONDecodeError is a ValueError)
-        raise ModelError(f"{_named(path, files_of)} is not valid JSON: {str(error)[:200]}") from None
+    evaluation = _json_file(path, files_of, "a model's evaluation", constants=False)
     if not isinstance(evaluation, dict):
         raise ModelError(f"{_named(path, files_of)} is not valid: it must hold a JSON object (sections by name)")
     return evaluation

@@ -677,7 +677,8 @@ def test_a_hub_models_claim_of_public_training_data_is_said_as_its_publishers_wo
 @pytest.mark.parametrize("content, refused", [
     ('{"utility": {"epsilons": [NaN]}}', "NaN is not a JSON number"),
     ("[1, 2, 3]", "it must hold a JSON object"),
-    ("[" * 100_000 + "]" * 100_000, "is not valid JSON"),
+    ("[" * 100_000 + "]" * 100_000, "is nested too deeply to be a model's evaluation"),
+    ('{"bpd": ' + "9" * 5000 + "}", "holds a whole number of 5,000 digits; a model's evaluation's numbers have at most"),
 ])
 def test_an_eval_json_that_is_not_an_object_of_numbers_is_refused_with_its_reason(tmp_path, content, refused):
     """From a Hub repo: NaN drew as a number, a list or a deep nesting broke the pages with a generic error."""

@@ -139,3 +139,15 @@ def test_eval_json_values_of_the_wrong_type_are_not_available_not_a_crash(tmp_pa
     at = card_page(folder)  # no error on the page
     assert at.metric[2].value in ("not available", "not measured")
     assert at.get("json")  # the rest of the page is drawn
+
+
+@pytest.mark.parametrize("text", ['{"bpd": {"test_bits_per_dim": NaN}}', '{"bpd": ' + "9" * 5000 + "}"])
+def test_an_eval_json_that_cannot_be_read_leaves_the_rest_of_the_card_page(tmp_path, text):
+    """A NaN (Python's json.dumps writes one) or a 5,000-digit number replaced the whole page with one error."""
+    folder = image_model(tmp_path / "odd", ["zero", "one"], card="# odd\n\nThe publisher's text.\n")
+    (folder / "eval.json").write_text(text)
+    at = card_page(folder)  # no error, no exception
+    warned = [w.value for w in at.warning if "eval.json cannot be read, so none of it is shown" in w.value]
+    assert warned and "sys.set_int_max_str_digits" not in warned[0]
+    assert any("The publisher's text." in m.value for m in at.markdown)
+    assert at.metric[2].value == "not measured"

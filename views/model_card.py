@@ -10,6 +10,7 @@ import torch
 from cadp import ui
 from cadp.curves import finite_numbers, literal
 from cadp.data import PUBLIC_DATASETS
+from cadp.errors import ModelError
 from cadp.mechanisms import DEFAULT_TEMPERATURE
 from cadp.models import ClassIndices
 from cadp.privatize import public_training_data
@@ -74,7 +75,11 @@ def bits_per_dim(evaluation: dict) -> str | None:
 def page(loaded) -> None:
     config = loaded.config
     st.caption(f"From: {loaded.origin}")
-    evaluation = loaded.evaluation
+    try:
+        evaluation = loaded.evaluation
+    except ModelError as error:  # anyone's file (a Hub repo): the card, config and samples are shown all the same
+        st.warning(f"This model's eval.json cannot be read, so none of it is shown: {error}")
+        evaluation = {}
     columns = st.columns(3)
     columns[0].metric("kind", config.kind)
     columns[1].metric("latent dimension", config.latent_dim)
