@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from cadp.data import PUBLIC_DATASETS, ColumnSpec, FrameCells, whole_numbers
-from cadp.errors import InputError
+from cadp.errors import InputError, ModelError
 from cadp.mechanisms import (
     UNKNOWN_ORIGIN,
     ConditionHandling,
@@ -298,6 +298,12 @@ def _latent_pass(model, inputs, condition, released, mechanism, generator, batch
             decoded = model.decode(torch.cat([z, z_noisy]), torch.cat([condition[part], released[part]])).cpu()
             reconstructions.append(decoded[:len(z)])
             outputs.append(decoded[len(z):])
+        # a release decoded to NaN or infinity (a broken network, or one overflowing on a noisy latent) came out as
+        # made-up values (a range's end, a first category, pixel 0) listed as released: refused, as a latent is
+        if not math.isfinite(outputs[-1].sum(dtype=torch.float64)) and not torch.isfinite(outputs[-1]).all():
+            bad = part.start + int((~torch.isfinite(outputs[-1].flatten(1)).all(1)).nonzero()[0])
+            raise ModelError(f"the model decoded the noisy latent of record {bad} (counting from 0) to values that "
+                             "are not finite (the network overflowed or is broken): nothing was released")
         if progress is not None:
             progress(min(part.stop, len(inputs)), len(inputs))
     reconstruction = _joined(reconstructions) if reconstruct else None

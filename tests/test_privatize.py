@@ -9,6 +9,7 @@ from cadp.data import load_image_dataset, load_table
 from cadp.errors import InputError
 from cadp.hub import load_folder
 from cadp.mechanisms import PAPER_LABEL, ConditionHandling, NoNoise, make_mechanism, new_generator
+from cadp.models import ClassIndices
 from cadp.privatize import NOT_PRIVATE_SEED, latent_difference_maps, privatize, release_guarantee
 from cadp.train import fit_tabular, split_table
 from tests.conftest import bundled
@@ -720,3 +721,28 @@ def test_a_condition_of_whole_numbers_read_as_floats_for_its_gaps_is_released_as
     assert released["sex"].dtype == "Int64" and released["sex"].tolist()[9:] == [pd.NA, 1, 2]
     shown = compare.highlighted_changes(rows.head(12)[["sex"]], released).to_html()
     assert "&lt;NA&gt;" not in shown and "nan" not in shown
+
+
+@pytest.mark.parametrize("kind", ["table", "image"])
+def test_a_release_the_network_decodes_to_values_that_are_not_finite_is_refused(monkeypatch, kind):
+    """A NaN from the decoder came out as made-up values (a column's range end, a first category, pixel 0), listed
+    as released."""
+    from cadp.errors import ModelError
+
+    if kind == "table":
+        model = load_folder(bundled("heart-cinn")).model
+        data, condition = load_table("heart").frame.head(4), None
+    else:
+        model = load_folder(bundled("mnist-cinn")).model
+        data, condition = torch.full((4, 1, 28, 28), 100.0), ClassIndices(torch.tensor([1, 2, 3, 4]))
+    decode = model.decode
+
+    def broken(latent, condition):
+        out = decode(latent, condition).clone()
+        out[-1] = float("nan")  # the last row of each call: the noisy release's
+        return out
+
+    monkeypatch.setattr(model, "decode", broken)
+    with pytest.raises(ModelError, match=r"decoded the noisy latent of record 3 \(counting from 0\) to values that "
+                                         r"are not finite .*: nothing was released"):
+        privatize(model, data, condition, mech(epsilon=1.0, temperature=0.7), seed=0)
