@@ -151,3 +151,15 @@ def test_an_eval_json_that_cannot_be_read_leaves_the_rest_of_the_card_page(tmp_p
     assert warned and "sys.set_int_max_str_digits" not in warned[0]
     assert any("The publisher's text." in m.value for m in at.markdown)
     assert at.metric[2].value == "not measured"
+
+
+def test_the_classes_chosen_for_samples_outlive_a_page_change(weights):
+    """The picker had no kept key: a page change reset a 1,000-class model's chosen classes to the first 10."""
+    at = AppTest.from_file(str(Path(PAGE).parent.parent / "app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("views/model_card.py").run()
+    picker = next(box for box in at.multiselect if box.label.startswith("Classes shown"))
+    picker.set_value([3, 7]).run()
+    at.switch_page("views/home.py").run()
+    at.switch_page("views/model_card.py").run()
+    assert not at.exception
+    assert next(box for box in at.multiselect if box.label.startswith("Classes shown")).value == [3, 7]

@@ -99,10 +99,13 @@ def page(loaded) -> None:
     if config.kind == "image":
         st.subheader(f"Class-conditional samples (temperature {DEFAULT_TEMPERATURE})")
         names = config.class_names
+        # the choice outlives a page change, per model (another model's classes differ; two may share a name)
+        model_key = ui.record_key(f"{config.name}\n{loaded.origin}".encode())
         classes = st.multiselect("Classes shown" + (f" (at most {MAX_SHOWN_CLASSES} at once; the model has "
                                                     f"{len(names):,})" if len(names) > MAX_SHOWN_CLASSES else ""),
                                  range(len(names)), default=range(min(len(names), MAX_SHOWN_CLASSES)),
-                                 format_func=names.__getitem__, max_selections=MAX_SHOWN_CLASSES)
+                                 format_func=names.__getitem__, max_selections=MAX_SHOWN_CLASSES,
+                                 key=ui.kept(f"card_classes_{model_key}"))
         per_class = st.slider("Samples per class", 2, 10, 6, key=ui.kept("card_per_class"))
         if not classes:
             st.info("Choose a class to see its samples.")
