@@ -817,7 +817,11 @@ def whole_numbers(values, name):
     as pandas' nullable integers with that cell empty, as a float column releases NaN. A value int64 cannot hold
     (2^63 or more in size, or infinite) is refused: the cast would wrap it silently. A model fitted here never
     decodes one (its values are clipped to the fitted range); a hand-made config.json without a range can."""
-    floats = pd.Series(values).to_numpy(dtype=np.float64, na_value=np.nan)
+    if isinstance(values, np.ndarray) and values.dtype == np.int64:  # already whole (decode_columns' own)
+        return values
+    # (a NumPy array, the usual case, without a pandas Series around it: this runs per column on every table release)
+    floats = (values.to_numpy(dtype=np.float64, na_value=np.nan)
+              if isinstance(values, pd.Series | pd.api.extensions.ExtensionArray) else np.asarray(values, np.float64))
     rounded = np.round(floats)
     missing = np.isnan(rounded)
     if not bool(np.all(missing | (np.abs(rounded) < 2.0 ** 63))):
