@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -79,6 +80,7 @@ class LoadedModel:
     commit: str | None = None  # the Hub commit the files came from (None for local folders)
     repo_id: str | None = None  # the Hub repo they came from (None for local folders)
     stamp: tuple | None = None  # the app's: its folder's files as they were when loaded (ui.folder_stamp)
+    loaded_at: float | None = None  # the app's: when a Hub model was loaded (ui's clock), to ask the Hub again
 
     @property
     def card(self) -> str:
@@ -498,10 +500,15 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+_MARKDOWN_MARKS = re.compile(r"[\\`*\[\]<>!#$|~{}]")  # what a server's words could format in the app's Markdown
+
+
 def _short(error: BaseException) -> str:
-    """First line of an error message, for origins and error texts."""
+    """First line of an error message, for origins and error texts. A Hub server's words come in it (its error
+    text): the characters Markdown could act on are shown as '?' (the app shows errors as Markdown: a link, an
+    image from elsewhere, LaTeX)."""
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    return f"{type(error).__name__}: {_MARKDOWN_MARKS.sub('?', text[0])}" if text else type(error).__name__
 
 
 def load_model(source: str | Path, *, revision: str | None = None, cache_dir: str | Path | None = None,
@@ -617,7 +624,7 @@ def _download(repo_id: str, revision: str, *, cache_dir: str | Path | None, endp
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     where = f"{repo_id}@{revision}"
-    hub_problem = None
+    hub_problem = listed_commit = None
     listing: set[str] | None = None
     if constants.is_offline_mode():
         hub_problem = "Hub offline: HF_HUB_OFFLINE is set"
@@ -625,6 +632,7 @@ def _download(repo_id: str, revision: str, *, cache_dir: str | Path | None, endp
         try:
             info = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=revision, files_metadata=True)
             listing = {sibling.rfilename for sibling in info.siblings or []}
+            listed_commit = info.sha if isinstance(info.sha, str) and _COMMIT.fullmatch(info.sha) else None
             sizes = {sibling.rfilename: sibling.size for sibling in info.siblings or []}
         except RevisionNotFoundError:
             raise ModelError(f"revision {revision!r} not found in Hub repo {repo_id} ({endpoint})") from None
@@ -707,9 +715,36 @@ def _download(repo_id: str, revision: str, *, cache_dir: str | Path | None, endp
         from huggingface_hub.file_download import repo_folder_name
 
         repo_folder = Path(cache_dir or constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
-        raise _not_a_commit(os.path.relpath(folder, repo_folder / "snapshots"), names[0], where, endpoint)
+        sent = os.path.relpath(folder, repo_folder / "snapshots")
+        _discard_snapshot(repo_folder, sent, revision)
+        raise _not_a_commit(sent, names[0], where, endpoint)
+    if listed_commit is not None and folder.name != listed_commit:  # the files' sizes were checked in that listing
+        raise ModelError(f"Hub repo {where} changed while downloading (listed at commit {listed_commit[:12]}, its "
+                         f"files came from commit {folder.name[:12]}); load it again")
     note = f" (cached copy; {hub_problem})" if hub_problem else ""
     return folder, folder.name, note
+
+
+def _discard_snapshot(repo_folder: Path, sent: str, revision: str) -> None:
+    """Remove what a download under a refused commit name left in the cache: its snapshot folder, the ref that names
+    it and the blobs no other snapshot links to. Left there, a nested folder (a name with '/') makes
+    huggingface_hub's cache scan skip the whole repo as corrupt, and the app's pruning would never count or delete
+    its files: every hostile repo a visitor named would stay on the Space's disk."""
+    snapshots = repo_folder / "snapshots"
+    top = Path(sent).parts[0] if sent not in ("", ".") else None
+    try:
+        if top is None or top == ".." or (snapshots / top).resolve().parent != snapshots.resolve():
+            return
+        shutil.rmtree(snapshots / top) if (snapshots / top).is_dir() else (snapshots / top).unlink(missing_ok=True)
+        ref = repo_folder / "refs" / revision
+        if ref.is_file() and not _COMMIT.fullmatch(ref.read_text()):  # (it holds the name as sent, before paths)
+            ref.unlink()
+        linked = {path.resolve() for path in snapshots.rglob("*") if path.is_symlink()}
+        for blob in (repo_folder / "blobs").iterdir():
+            if blob.resolve() not in linked and not blob.name.endswith(".incomplete"):  # (a download under way)
+                blob.unlink()
+    except OSError:  # what stays is only disk space: the refusal is what matters
+        pass
 
 
 def prune_hub_cache(cache_dir: str | Path, budget_bytes: int, keep: set[Path]) -> list[str]:

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import threading
+import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -207,6 +208,12 @@ def load_model(source: str, hub_only: bool = False) -> hub.LoadedModel:
     app's Hub cache after a new download keeps the folders of the models the cache may still hold.
     """
     loaded = _load_model(source, hub_only, None if hub_only else folder_stamp(source))
+    if hub_only and _outdated(loaded, source):
+        with _RELOAD_LOCK:  # one session asks the Hub again; the others then find its answer in the cache
+            loaded = _load_model(source, hub_only, None)
+            if _outdated(loaded, source):
+                _load_model.clear(source, hub_only, None)
+                loaded = _load_model(source, hub_only, None)
     if hub_only:
         with _IN_USE_LOCK:
             HUB_FOLDERS_IN_USE.pop(loaded.folder, None)
@@ -246,10 +253,27 @@ def _load_model(source: str, hub_only: bool, stamp: tuple | None = None) -> hub.
     else:
         loaded = hub.load_model(source)
     loaded.stamp = stamp  # what the model was loaded from: the key of what the pages cache of it (its samples)
+    loaded.loaded_at = _clock()
     thread = threading.Thread(target=_warm_up_quietly, args=(loaded.model,), name="cadp-warm-up", daemon=True)
     WARM_UPS[:] = [*(t for t in WARM_UPS if t.is_alive()), thread]  # finished ones need no join at exit
     thread.start()
     return loaded
+
+
+HUB_RETRY_SECONDS = 60  # a Hub model loaded while the Hub could not be asked (a fallback, a cached copy): asked again
+HUB_RECHECK_SECONDS = 15 * 60  # a Hub branch or tag: asked again for its newest commit (a commit hash: never)
+_clock = time.monotonic
+_RELOAD_LOCK = threading.Lock()
+
+
+def _outdated(loaded: hub.LoadedModel, source: str) -> bool:
+    """Whether the cached Hub model ``loaded`` (for all sessions) should be asked of the Hub again: kept for good,
+    a fallback chosen while the Hub was down would be served for as long as the app runs, and a branch's first
+    commit after the branch moved on."""
+    age = _clock() - (loaded.loaded_at if loaded.loaded_at is not None else _clock())
+    if loaded.origin.startswith("bundled fallback") or "(cached copy;" in loaded.origin:
+        return age >= HUB_RETRY_SECONDS
+    return not hub._COMMIT.fullmatch(source.partition("@")[2]) and age >= HUB_RECHECK_SECONDS
 
 
 WARM_UPS: list[threading.Thread] = []
