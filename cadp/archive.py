@@ -274,7 +274,7 @@ class RunSettings:
             text = f"{_total(latent)} per unit of latent L1 distance" + (
                 f" + epsilon = {_total(conditions)} for conditions" if conditions else "")
         elif not self.mechanism.formal:
-            text = f"{_total(latent)} nominal (no formal guarantee)" + (
+            text = f"{_total(latent)} nominal (paper: {PAPER_LABEL})" + (
                 f" + epsilon = {_total(conditions)} for conditions" if conditions else "")
         else:
             text = _total(releases * total_epsilon(self.mechanism, self.handlings))

@@ -1,9 +1,10 @@
 """Pixel-space baselines compared with CADP on the same images.
 
 - ``dp_pix``: DP-Pix (Fan, DBSec 2018): average b x b cells, add Laplace noise of
-  scale ``255 * m / (b^2 * epsilon)`` to every cell mean, per image. It is
-  epsilon-DP for images that differ in at most ``m`` pixels (by any amount); it
-  does not protect the image as a whole.
+  scale ``255 * m * C / (b^2 * epsilon)`` to every cell mean, per image (C channels:
+  a pixel that changes moves one cell mean in each). It is epsilon-DP for images
+  that differ in at most ``m`` pixels (by any amount, in every channel); it does
+  not protect the image as a whole.
 - ``blur`` and ``mosaic``: the non-private obfuscations of the CADP paper's
   figure 1. They carry no guarantee; label them "not private" wherever shown.
 
@@ -41,10 +42,11 @@ def _check_cell(cell: int, pixels: torch.Tensor, parameter: str) -> int:
     return cell
 
 
-def dp_pix_scale(epsilon: float, cell: int = DP_PIX_CELL, m: int = DP_PIX_M) -> float:
-    """Laplace scale of DP-Pix: sensitivity 255 * m / b^2 of the cell means, divided by epsilon."""
+def dp_pix_scale(epsilon: float, cell: int = DP_PIX_CELL, m: int = DP_PIX_M, channels: int = 1) -> float:
+    """Laplace scale of DP-Pix: the L1 sensitivity 255 * m * C / b^2 of the cell means (a pixel of C channels moves
+    C cell means), divided by epsilon."""
     epsilon = _check_positive(epsilon, "epsilon")
-    return 255.0 * m / (cell * cell * epsilon)
+    return 255.0 * m * channels / (cell * cell * epsilon)
 
 
 def pixelate(pixels, cell: int) -> torch.Tensor:
@@ -62,7 +64,7 @@ def dp_pix(pixels, epsilon: float, *, cell: int = DP_PIX_CELL, m: int = DP_PIX_M
     cell = _check_cell(cell, pixels, "cell")
     if not isinstance(m, int) or m < 1:
         raise InputError(f"m must be a positive integer (pixels that may differ), got {m!r}")
-    scale = dp_pix_scale(epsilon, cell, m)
+    scale = dp_pix_scale(epsilon, cell, m, channels=pixels.shape[1])
     means = F.avg_pool2d(pixels, cell)
     noisy = (means.double() + laplace_noise(means.shape, scale, generator, means.device)).to(means.dtype)
     return noisy.repeat_interleave(cell, dim=-2).repeat_interleave(cell, dim=-1).clamp(0, 255)

@@ -100,9 +100,12 @@ def written_up(value: float, digits: int = 6) -> str:
     return f"{math.ceil(value / step * (1 - 1e-12)) * step:.{digits}g}"
 
 
-def readable(value: float) -> str:
-    """A number for a sentence: 6,680 rather than 6.68e+03, three significant digits below 1,000."""
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+def readable(value: float, up: bool = False) -> str:
+    """A number for a sentence: 6,680 rather than 6.68e+03, three significant digits below 1,000; ``up``: rounded
+    up (an epsilon, which must never read less than it is)."""
+    if up and math.isfinite(value) and value > 0:
+        return f"{math.ceil(value * (1 - 1e-12)):,}" if value >= 100 else written_up(value, 3)
+    return f"{value:,.0f}" if abs(value) >= 999.5 else f"{value:.3g}"  # (999.7: 1,000, not 1e+03)
 
 
 def _check_positive(value, parameter: str, allow_infinite: bool = False) -> float:
@@ -124,6 +127,9 @@ def _checked_number(value, parameter: str) -> float:
     return _check_positive(value, parameter)
 
 
+SMALLEST_DELTA = 1e-300
+
+
 def _check_delta(delta) -> float:
     try:
         delta = float(delta)
@@ -131,6 +137,9 @@ def _check_delta(delta) -> float:
         raise InputError(f"delta must be a number in (0, 1), got {delta!r}") from None
     if not 0 < delta < 1:
         raise InputError(f"delta must be in (0, 1), got {delta}")
+    if delta < SMALLEST_DELTA:  # below it float64 loses digits (subnormals): the calibration would miss delta
+        raise InputError(f"delta must be at least {SMALLEST_DELTA:g} (a smaller one cannot be calibrated exactly in "
+                         f"float64), got {delta:g}")
     return delta
 
 
@@ -530,8 +539,8 @@ class MetricMechanism(Mechanism):
         if d_typ is not None and d_nn is not None:
             typical, nearest = self.between_records(d_typ, d_nn)
             text += (f" Between {typical_pair} (distance {d_typ:.3g}) "
-                     f"that is epsilon = {readable(typical)}; between a record and its nearest neighbour (distance "
-                     f"{d_nn:.3g}) epsilon = {readable(nearest)}.")
+                     f"that is epsilon = {readable(typical, up=True)}; between a record and its nearest neighbour (distance "
+                     f"{d_nn:.3g}) epsilon = {readable(nearest, up=True)}.")
             if distances_measured_on:
                 text += f" Both distances are medians measured {distances_measured_on}."
             if nearest > 10:

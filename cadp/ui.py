@@ -686,7 +686,7 @@ def _entry_text(entry: LedgerEntry) -> str:
             text += f" + ε = {written_up(entry.metric_condition_epsilon)} for conditions"
         parts.append(text)
     if entry.informal:
-        parts.append(f"{entry.informal} paper release(s): no formal guarantee"
+        parts.append(f"{entry.informal} paper release(s) ({PAPER_LABEL})"
                      + (f" (their randomized conditions: ε = {written_up(entry.informal_condition_epsilon)})"
                         if entry.informal_condition_epsilon else ""))
     if entry.seeded:
@@ -816,8 +816,8 @@ def metric_meaning(config, epsilon_unit: float, conditions_kept: bool = True, pu
     else:  # not kept: randomized or resampled, at their own cost; the latent's bound is for equal values
         group = " with the same kept conditions" if conditions_kept else " with the same condition values"
     text = (f"Between two typical records{group} (L1 distance d_typ = {distances.d_typ:.3g}): "
-            f"ε = {readable(typical)}. Between a record and its nearest neighbour (d_nn = {distances.d_nn:.3g}): "
-            f"ε = {readable(nearest)}. Both distances are medians measured {distances.measured_on}"
+            f"ε = {readable(typical, up=True)}. Between a record and its nearest neighbour (d_nn = {distances.d_nn:.3g}): "
+            f"ε = {readable(nearest, up=True)}. Both distances are medians measured {distances.measured_on}"
             f"{according_to(publisher, 'config.json')}.")
     if nearest > 10:
         text += " At this setting only near-duplicates are protected."

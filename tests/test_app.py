@@ -1464,8 +1464,8 @@ def test_ledger_words_for_each_kind_of_release():
     assert ui.cost_text([metric], 2.0) == "1 per unit of latent distance (ε·d) + ε = 2 for conditions"
     # paper has no guarantee, but a randomized condition released with it still costs its ε
     assert ui.cost_text([paper, paper], 2.0) == \
-        "2 paper release(s): no formal guarantee (their randomized conditions: ε = 4)"
-    assert ui.cost_text([paper]) == "1 paper release(s): no formal guarantee"
+        "2 paper release(s) (reference reproduction — no formal guarantee) (their randomized conditions: ε = 4)"
+    assert ui.cost_text([paper]) == "1 paper release(s) (reference reproduction — no formal guarantee)"
 
 
 def test_the_ledger_counts_a_record_however_it_was_uploaded():
