@@ -12,6 +12,8 @@ weights come from safetensors only.
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import importlib
 import json
 import math
@@ -393,6 +395,31 @@ def update_card_section(folder: Path | str, key: str, markdown: str) -> None:
     else:
         card = card.rstrip("\n") + "\n\n" + block
     write_text_whole(path, card)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, stamp: tuple[int, int]) -> str:  # (the stamp: a file changed is read again)
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def bundled_twin(folder: Path | str | None) -> str | None:
+    """The name of the bundled model whose weights the model in ``folder`` has, byte for byte (the bundled folder
+    itself, a copy of it, a Hub repo of it), or None: a network trained again on the same data, with the same
+    config, is another network, and what was measured with the bundled ones is not its measurement."""
+    if folder is None:
+        return None
+    weights = Path(folder) / WEIGHTS_NAME
+    stamp = file_stamp(weights)
+    if stamp is None:
+        return None
+    for name in model_folders(BUNDLED_DIR):
+        bundled = BUNDLED_DIR / name / WEIGHTS_NAME
+        bundled_stamp = file_stamp(bundled)
+        if bundled_stamp is not None and bundled_stamp[0] == stamp[0] and \
+                _file_digest(str(bundled), bundled_stamp) == _file_digest(str(weights), stamp):
+            return name
+    return None
 
 
 def model_folders(folder: Path | str = BUNDLED_DIR, kind: str | None = None) -> list[str]:

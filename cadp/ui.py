@@ -71,12 +71,19 @@ GUARANTEES_IN_PLAIN_WORDS = {
              "norm: between two records released alone the privacy loss can reach 2·D·ε (D latent dimensions: "
              "1,568·ε for a 28x28 image), not ε.",
 }
-def common_plain_words(own_data: list[str] | tuple[str, ...] = (), bundled: bool = True) -> str:
+def common_plain_words(own_data: list[str] | tuple[str, ...] = (), bundled: bool = True,
+                       public_others: list[str] | tuple[str, ...] = ()) -> str:
     """The guarantees' common terms, in plain words, for the models offered: ``bundled``, whether any of them is
-    of bundled public data; ``own_data``, the names of those that are not (their data is not this app's)."""
+    a bundled model; ``own_data``, the names of those of data that is not this app's; ``public_others``, the names
+    of other networks trained on the public data the bundled ones were (not the bundled models)."""
+    def were(names) -> str:
+        return f"{', '.join(literal(name) for name in names)} {'was' if len(names) == 1 else 'were'}"
+
     trained = (["The bundled models were trained without DP on public data"] if bundled else []) + (
-        [f"{', '.join(literal(name) for name in own_data)} {'was' if len(own_data) == 1 else 'were'} trained on data "
-         "this app does not bundle (by `python -m cadp.train`, without DP)"] if own_data else [])
+        [f"{were(public_others)} trained without DP on public data too, but not by this app's release (they are "
+         "not the bundled models)"] if public_others else []) + (
+        [f"{were(own_data)} trained on data this app does not bundle (by `python -m cadp.train`, without DP)"]
+        if own_data else [])
     return (
         "laplace and gaussian give **local** differential privacy and metric gives local ε·d privacy: each applies "
         "per record, with no trusted curator, and none is central DP; paper gives no formal guarantee. "
@@ -90,11 +97,12 @@ def common_plain_words(own_data: list[str] | tuple[str, ...] = (), bundled: bool
 COMMON_PLAIN_WORDS = common_plain_words()
 
 
-def measured_like_bundled(config) -> bool:
+def measured_like_bundled(config, folder) -> bool:
     """Whether the image figures the app quotes (measured with the bundled 28x28 grayscale models of public data)
-    are this image model's kind."""
+    are this image model's: it is one of them (its weights, byte for byte, in ``folder``: a copy or a Hub repo of
+    one counts), not only of their kind (another network trained on MNIST may differ)."""
     return (config.dataset in IMAGE_DATASETS and getattr(config, "image_size", None) == 28
-            and getattr(config, "channels", None) == 1)
+            and getattr(config, "channels", None) == 1 and hub.bundled_twin(folder) is not None)
 
 
 def large_epsilon_note(label_kept: bool = True, bundled_only: bool = False) -> str:
@@ -845,8 +853,9 @@ def whole_latent_words(config, temperature: float | None) -> str:
 
 
 def epsilon_meaning(config, name: str, epsilon: float, temperature: float | None, clip_radius: float | None, *,
-                    image: bool, label_kept: bool, publisher: str | None = None) -> str:
-    """What the chosen ε means for this mechanism and clip policy, in plain words, under the slider."""
+                    image: bool, label_kept: bool, publisher: str | None = None, folder=None) -> str:
+    """What the chosen ε means for this mechanism and clip policy, in plain words, under the slider; ``folder``:
+    the model's (whether it is a bundled one, whose measured figures are quoted)."""
     if name == "metric":
         return metric_meaning(config, epsilon, label_kept, publisher)
     if name == "paper":
@@ -878,7 +887,7 @@ def epsilon_meaning(config, name: str, epsilon: float, temperature: float | None
                                                  "What bounds how often a release can be traced is ε itself (a "
                                                  "factor e^ε)." if whole else ""))
     # the figures quoted were measured with the bundled 28x28 grayscale models: another image model may differ
-    bundled_kind = measured_like_bundled(config)
+    bundled_kind = measured_like_bundled(config, folder)
     other = ("" if bundled_kind else
              f"This model's latent has {config.latent_dim:,} dimensions; the figures that follow were measured with "
              "the bundled 28x28 models and may differ for it (the Utility curves page shows its own rates where it "
@@ -892,9 +901,9 @@ def epsilon_meaning(config, name: str, epsilon: float, temperature: float | None
 
 
 def privacy_controls(config, key: str, *, default_epsilon: float = 10, image: bool = True,
-                     label_kept: bool = True, publisher: str | None = None) -> PrivacySettings:
+                     label_kept: bool = True, publisher: str | None = None, folder=None) -> PrivacySettings:
     """Mechanism, log-scale epsilon, clip-radius policy, delta and seed; returns the built mechanism. ``publisher``:
-    who states the model's latent distances, where not this app (``stated_by``)."""
+    who states the model's latent distances, where not this app (``stated_by``); ``folder``: the model's."""
     name = st.selectbox("Mechanism", list(MECHANISMS), format_func=MECHANISM_LABELS.get, key=kept(f"{key}_mechanism"))
     label = "ε per unit of latent L1 distance" if name == "metric" else "ε (epsilon)"
     epsilon = st.select_slider(label, options=EPSILON_VALUES, value=default_epsilon, key=kept(f"{key}_epsilon"),
@@ -924,7 +933,7 @@ def privacy_controls(config, key: str, *, default_epsilon: float = 10, image: bo
     if name not in ("laplace", "gaussian"):
         temperature = None
     meaning.caption(epsilon_meaning(config, name, epsilon, temperature, clip_radius, image=image,
-                                    label_kept=label_kept, publisher=publisher))
+                                    label_kept=label_kept, publisher=publisher, folder=folder))
     mechanism = make_mechanism(name, epsilon, delta=delta, clip_radius=clip_radius, temperature=temperature)
     return PrivacySettings(mechanism, name, float(epsilon), seed, delta, clip_radius, temperature)
 
@@ -1086,7 +1095,7 @@ def not_evaluated_note(loaded: hub.LoadedModel) -> str:
     that measures them."""
     image = loaded.config.kind == "image"
     quoted = (" (the figures quoted above were measured with the bundled 28x28 models, not with it)"
-              if image and not measured_like_bundled(loaded.config) else "")
+              if image and not measured_like_bundled(loaded.config, loaded.folder) else "")
     return ("This model's releases were not evaluated: its eval.json has no utility curves, so no downstream "
             f"accuracy or re-identification rate was measured for it{quoted}. Measure them with "
             f"`{evaluate_command(loaded, 'utility')}`.")

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cadp import compare, ui
+from cadp import compare, hub, ui
 from cadp.mechanisms import PAPER_LABEL
 from tests import app_helpers as helpers
 
@@ -148,7 +148,7 @@ def test_image_page_shows_the_evaluated_curves_at_the_chosen_epsilon_before_a_re
     assert chosen["x"] == [10, 10] and chosen["name"] == "your ε = 10"
     assert "At ε = 10: accuracy 0.500, re-identification 2.0%." in captions
     assert "Measured, not a guarantee" in captions and "chance 1.0%" in captions
-    assert "differ" not in captions and not any("release(s)" in line for line in ledger(at))  # nothing released
+    assert "differ from the evaluated ones" not in captions and not any("release(s)" in line for line in ledger(at))
     at.select_slider(key="image_epsilon").set_value(1000).run()
     figure, captions = preview(at)
     assert "ε = 1000 was not evaluated" in captions and "At ε" not in captions
@@ -2281,8 +2281,14 @@ def test_the_large_epsilon_caption_says_its_figures_are_the_bundled_models_for_a
     from cadp.hub import load_folder
 
     loaded = load_folder(weights / helpers.IMAGE_MODEL)
-    mnist = ui.epsilon_meaning(loaded.config, "laplace", 10, 0.7, None, image=True, label_kept=True)
+    bundled = load_folder(hub.BUNDLED_DIR / "mnist-cinn")
+    mnist = ui.epsilon_meaning(bundled.config, "laplace", 10, 0.7, None, image=True, label_kept=True,
+                               folder=bundled.folder)
     assert "784 dimensions" in mnist and "may differ" not in mnist
+    tiny = ui.epsilon_meaning(loaded.config, "laplace", 10, 0.7, None, image=True, label_kept=True,
+                              folder=loaded.folder)  # a network trained on MNIST too, but not the bundled one
+    assert tiny.startswith("This model's latent has 784 dimensions; the figures that follow were measured with the "
+                           "bundled 28x28 models and may differ for it")
     colour = replace(loaded.config, dataset="my-photos", image_size=64, channels=3)
     for temperature in (0.7, 0.5):
         text = ui.epsilon_meaning(colour, "laplace", 10, temperature, None, image=True, label_kept=True)

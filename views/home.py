@@ -32,7 +32,10 @@ def listed_configs() -> dict:
 def page(_loaded) -> None:
     configs = listed_configs()  # the statements below are about these models, which need not be the bundled ones
     own_data = [name for name, config in configs.items() if config.dataset not in PUBLIC_DATASETS]
-    unlike = [name for name, config in configs.items() if config.kind == "image" and not ui.measured_like_bundled(config)]
+    bundled = [name for name in configs if hub.bundled_twin(ui.weights_dir() / name) is not None]
+    public_others = [name for name in configs if name not in own_data and name not in bundled]
+    unlike = [name for name, config in configs.items()
+              if config.kind == "image" and not ui.measured_like_bundled(config, ui.weights_dir() / name)]
     st.markdown(
         "CADP privatizes one record at a time: a conditional invertible network maps your image or table row to "
         "a latent code, a noise mechanism perturbs that code, and the network maps it back to a release of the "
@@ -46,7 +49,7 @@ def page(_loaded) -> None:
     st.subheader("The guarantees, in plain words")
     for name in ("laplace", "gaussian", "metric", "paper"):
         st.markdown(f"- {ui.GUARANTEES_IN_PLAIN_WORDS[name]}")
-    st.markdown(ui.common_plain_words(own_data, bundled=len(own_data) < len(configs) or not configs))
+    st.markdown(ui.common_plain_words(own_data, bundled=bool(bundled) or not configs, public_others=public_others))
     st.markdown("Each attribute can be **kept** (released exactly, public), **randomized** (randomized response "
                 "with its own ε, which adds to the total) or **resampled** from a public prior (costs nothing). "
                 "Releasing the same record n times costs n · ε_total; the sidebar keeps this ledger for the "

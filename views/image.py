@@ -308,7 +308,7 @@ def page(loaded) -> None:
     handling = ui.condition_handling_controls("label", "image_label")
     st.header("3 · Privacy")
     settings = ui.privacy_controls(loaded.config, "image", label_kept=handling.handling == "kept",
-                                   publisher=ui.stated_by(loaded.model))
+                                   publisher=ui.stated_by(loaded.model), folder=loaded.folder)
     ui.evaluation_preview(loaded, settings, "image", conditions_kept=handling.handling == "kept",
                           release_batch=len(records))
     left, right = st.columns(2)
