@@ -191,6 +191,9 @@ def bundled_models(kind: str | None = None) -> list[str]:
 
 
 MODELS_IN_MEMORY = 8  # load_model's cache, for all sessions
+# a bundled image model has 1.6M parameters; a Hub one may have 100M: the Model card page draws the samples of a
+# network above this only when asked (minutes of the CPU that every visitor of a hosted app shares)
+SAMPLES_ON_REQUEST_PARAMETERS = 20_000_000
 APP_HUB_CACHE_ENV = "CADP_APP_HUB_CACHE"
 APP_HUB_CACHE_BYTES = 2 * 2**30  # the app's Hub downloads on disk; models in use stay, whatever their size
 HUB_FOLDERS_IN_USE: collections.OrderedDict = collections.OrderedDict()  # Hub snapshot folder: None, last used last

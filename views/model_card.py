@@ -107,9 +107,19 @@ def page(loaded) -> None:
                                  format_func=names.__getitem__, max_selections=MAX_SHOWN_CLASSES,
                                  key=ui.kept(f"card_classes_{model_key}"))
         per_class = st.slider("Samples per class", 2, 10, 6, key=ui.kept("card_per_class"))
+        parameters = sum(parameter.numel() for parameter in loaded.model.parameters())
+        asked = st.session_state.setdefault("card_samples_asked", set())  # models whose samples were asked for
+        waiting = parameters > ui.SAMPLES_ON_REQUEST_PARAMETERS and model_key not in asked
+        if waiting:
+            st.info(f"This network has {parameters:,} parameters: drawing its samples can take minutes of this "
+                    "machine's CPU (shared by everyone using this app), so they are drawn only when you press "
+                    "Draw samples.")
+            if st.button("Draw samples", key=f"card_draw_{model_key}"):
+                asked.add(model_key)
+                waiting = False
         if not classes:
             st.info("Choose a class to see its samples.")
-        else:
+        elif not waiting:
             progress = st.progress(0.0)
             rows = []
             for done, label in enumerate(classes):
