@@ -52,12 +52,12 @@ class ImageDataset:
 
 
 def load_image_dataset(name: str, split: str = "train", *, image_size: int = 28,
-                       channels: int = 1) -> ImageDataset:
+                       channels: int = 1, split_version: int | None = None) -> ImageDataset:
     """Load a bundled image dataset ('mnist', 'fashion-mnist') or an ImageFolder path.
 
     split is 'train' or 'test'. An ImageFolder (one sub-folder per class) is split
-    80/20 by a fixed seed, every class keeping a training image (``split_image_folder``), and resized to
-    ``image_size``.
+    80/20 by a fixed seed, each class apart (``split_image_folder``; ``split_version`` 1 as models trained before
+    2026-11-30 were split), and resized to ``image_size``.
     """
     if split not in ("train", "test"):
         raise InputError(f"split must be 'train' or 'test', got {split!r}")
@@ -67,7 +67,8 @@ def load_image_dataset(name: str, split: str = "train", *, image_size: int = 28,
         return _load_fashion_mnist(split)
     path = Path(name)
     if path.is_dir():
-        return load_image_folder(path, split, image_size=image_size, channels=channels)
+        return load_image_folder(path, split, image_size=image_size, channels=channels,
+                                 split_version=SPLIT_VERSION if split_version is None else split_version)
     raise InputError(
         f"unknown image dataset {name!r}: use one of {', '.join(IMAGE_DATASETS)} "
         "or the path of a folder with one sub-folder of images per class"
@@ -259,13 +260,14 @@ def _file_names(names: list[str], shown: int) -> str:
 
 def load_image_folder(path: Path | str, split: str = "train", *, image_size: int = 28,
                       channels: int = 1, test_fraction: float = 0.2,
-                      seed: int = 0) -> ImageDataset:
+                      seed: int = 0, split_version: int | None = None) -> ImageDataset:
     """Load an ImageFolder (root/<class>/<image>) as an ImageDataset, resized and split. Reads what the app
     and the privatize CLI read (DICOM included), through linked folders as the privatize CLI does; of a file of
     several frames (a stack, a series, an animation), its first frame, with a note.
 
-    The split (``split_image_folder``) holds out ``test_fraction`` of the images, drawn with ``seed``, and keeps at
-    least one image of every class for training: a class of one image trains on it and has none held out.
+    The split (``split_image_folder``, of ``split_version``, default SPLIT_VERSION) holds out ``test_fraction`` of
+    the images, drawn with ``seed``, and keeps at least one image of every class for training: a class of one image
+    trains on it and has none held out.
     """
     from cadp.uploads import FIRST_FRAME, to_model_input
 
@@ -350,7 +352,8 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
     if scarce and split == "train":
         print(f"warning: class(es) with fewer than {MIN_IMAGES_PER_CLASS} readable images: {', '.join(scarce)}; the "
               "model learns little of them, and their held-out images (if any) say little about it", file=sys.stderr)
-    train_index, test_index = split_image_folder(np.asarray(labels, dtype=np.int64), test_fraction, seed)
+    train_index, test_index = split_image_folder(np.asarray(labels, dtype=np.int64), test_fraction, seed,
+                                                 SPLIT_VERSION if split_version is None else split_version)
     chosen = test_index if split == "test" else train_index
     stacked = (torch.from_numpy(np.stack([images[i] for i in chosen])) if len(chosen)
                else torch.empty((0, *images[0].shape), dtype=torch.uint8))
@@ -394,13 +397,36 @@ def look_alike_class_names(names: list[str]) -> list[list[str]]:
     return [group for group in groups.values() if len(group) > 1]
 
 
-def split_image_folder(labels: np.ndarray, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(training, held-out) indices of an image folder's images, each in the order drawn: ``test_fraction`` of
-    them (at least one) drawn at random with ``seed``, as earlier versions drew them (evaluate --data checks a
-    model's split by fingerprint), except that a class all of whose images were drawn gets its last one drawn
-    back for training: the network must see every class the model can release (randomized response may release
-    any). A class of one image thus trains on it; a class of two or more keeps at least one for training."""
+# 2 (2026-11-30): each class split apart. 1: the whole folder drawn at once, so a class of a few images among many
+# could have none held out (no test number covered it). A model's eval.json records its version (evaluate --data)
+SPLIT_VERSION = 2
+SPLIT_VERSIONS = (1, 2)
+
+
+def split_image_folder(labels: np.ndarray, test_fraction: float = 0.2, seed: int = 0,
+                       version: int = SPLIT_VERSION) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) indices of an image folder's images, each in the order drawn with ``seed``.
+
+    Version 2: of each class of two or more images, ``test_fraction`` of them (at least one, at most all but one)
+    are held out, the first of the class in one random order of the whole folder. Version 1 (models trained
+    before 2026-11-30; evaluate --data checks a model's split by fingerprint): ``test_fraction`` of the whole
+    folder (at least one image) drawn at random, except that a class all of whose images were drawn gets its last
+    one drawn back for training. In both the network sees every class the model can release (randomized response
+    may release any): a class of one image trains on it, and has none held out."""
+    if version not in SPLIT_VERSIONS:
+        raise InputError(f"split version {version!r} is not one this CADP version knows ({SPLIT_VERSIONS}): "
+                         "a model of a later CADP version needs that version to be evaluated with --data")
     order = np.random.default_rng(seed).permutation(len(labels))
+    if version == 2:
+        counts = np.bincount(labels) if len(labels) else np.zeros(0, dtype=np.int64)
+        quota = [0 if count < 2 else min(count - 1, max(1, int(round(test_fraction * count)))) for count in counts]
+        held = [0] * len(counts)
+        test, train = [], []
+        for index in order:
+            label = int(labels[index])
+            (test if held[label] < quota[label] else train).append(index)
+            held[label] += held[label] < quota[label]
+        return np.asarray(train, dtype=np.int64), np.asarray(test, dtype=np.int64)
     n_test = max(1, int(round(test_fraction * len(labels))))
     test, train = list(order[:n_test]), list(order[n_test:])
     trained = set(labels[train].tolist())

@@ -1532,11 +1532,13 @@ def load_training_data(config, path: Path | str, training: dict | None = None):
     """
     from cadp.train import split_fingerprint
 
-    train, test = _load_training_data(config, path)
     if training is not None and not isinstance(training, dict):  # eval.json may come from anyone
         print(f"note: eval.json's 'training' section is not an object, as cadp.train writes it: --data {path} "
               "cannot be checked against the split the model was trained on", file=sys.stderr)
         training = None
+    # an image folder's split as the model's run drew it (recorded since version 2; before, version 1)
+    split_version = (training or {}).get("split_version", 1)
+    train, test = _load_training_data(config, path, split_version)
     recorded = tuple((training or {}).get(key) for key in ("train_records", "test_records"))
     if all(isinstance(count, int) for count in recorded) and recorded != (len(train), len(test)):
         raise InputError(f"--data {path} splits into {len(train):,} training and {len(test):,} test records; the "
@@ -1580,7 +1582,7 @@ def _hub_download_hint(model: str) -> str | None:
             "--local-dir my-model")
 
 
-def _load_training_data(config, path: Path | str):
+def _load_training_data(config, path: Path | str, split_version=1):
     from cadp.data import case_hint, load_image_folder, load_table
 
     path = Path(path)
@@ -1590,8 +1592,8 @@ def _load_training_data(config, path: Path | str):
         if not path.is_dir():
             raise InputError(f"--data {path}: an image model needs the image folder it was trained on "
                              "(one sub-folder per class)")
-        train, test = (load_image_folder(path, split, image_size=config.image_size, channels=config.channels)
-                       for split in ("train", "test"))
+        train, test = (load_image_folder(path, split, image_size=config.image_size, channels=config.channels,
+                                         split_version=split_version) for split in ("train", "test"))
         if train.class_names != list(config.class_names):
             raise InputError(f"--data {path} has the classes {train.class_names}; the model was trained on "
                              f"{list(config.class_names)}")

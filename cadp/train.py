@@ -33,6 +33,7 @@ from tqdm import tqdm
 from cadp.data import (
     IMAGE_DATASETS,
     PUBLIC_DATASETS,
+    SPLIT_VERSION,
     TABULAR_DATASETS,
     ImageDataset,
     TabularEncoder,
@@ -422,14 +423,16 @@ def train_image_model(args) -> None:
     torch.manual_seed(args.seed)
     if args.dataset not in IMAGE_DATASETS:  # before reading every image
         _refuse_look_alike_class_names(Path(args.dataset))
-    train = load_image_dataset(args.dataset, "train", image_size=args.image_size, channels=args.channels)
-    test = load_image_dataset(args.dataset, "test", image_size=args.image_size, channels=args.channels)
+    split_version = _split_version(args)
+    train, test = (load_image_dataset(args.dataset, split, image_size=args.image_size, channels=args.channels,
+                                      split_version=split_version) for split in ("train", "test"))
     untested = _classes_without_test_images(train, test)
     if untested:
         print(f"warning: {_untested_classes_text(untested)}; the test bits/dim, classifier accuracy and latent "
-              "distances, and evaluations of this folder (evaluate --data), do not cover them (the split is kept as "
-              "earlier versions drew it, so that their models keep evaluating with --data); give such a class more "
-              "images for a split that holds some out", file=sys.stderr)
+              "distances, and evaluations of this folder (evaluate --data), do not cover them; give such a class "
+              "more images (of a class of one image none is held out)"
+              + (" (this run resumes a checkpoint split as versions before 2026-11-30 split a folder, which drew "
+                 "the whole folder at once)" if split_version == 1 else ""), file=sys.stderr)
     distinct = _first_of_each_record(test.images[:2000], test.labels[:2000]) if len(test.labels) else None
     if distinct is None or int(torch.bincount(test.labels[distinct]).max()) < 2:  # before hours of training
         raise InputError(f"too few images: the held-out split ({len(test.labels)} of them) needs two distinct "
@@ -466,7 +469,8 @@ def train_image_model(args) -> None:
                  "width": args.width, "conv_blocks": args.conv_blocks, "conv_subnet": args.conv_subnet,
                  "fc_blocks": args.fc_blocks, "fc_width": args.fc_width, "seed": args.seed,
                  "batch_size": args.batch_size, "lr": args.lr, "max_train": args.max_train,
-                 "train_fingerprint": split_fingerprint(train)})  # a folder's changed images split anew
+                 "train_fingerprint": split_fingerprint(train)}  # a folder's changed images split anew
+            | ({} if args.dataset in IMAGE_DATASETS else {"split_version": split_version}))
     except TrainingDiverged as error:
         raise TrainingDiverged(f"{error}. Train again with a smaller --lr than {args.lr:g} (e.g. {args.lr / 10:g}; "
                                f"the default is {DEFAULT_LR:g}) and --overwrite", error.step) from None
@@ -495,6 +499,7 @@ def train_image_model(args) -> None:
     report = TrainingReport(steps, steps * batch / len(train), seconds, device_description(device),
                             train_bpd, test_bpd, "test bits/dim")
     facts = {"train_records": len(train), "test_records": len(test), "test_fingerprint": split_fingerprint(test),
+             **({} if args.dataset in IMAGE_DATASETS else {"split_version": split_version}),
              "classes_without_test_images": [name for name, _ in untested],
              "classifier_test_accuracy": accuracy, "sample_recognition_t0.7": sample_accuracy, "batch_size": batch}
     card = image_model_card(config, report, facts, args)
@@ -516,6 +521,22 @@ def _refuse_look_alike_class_names(root: Path) -> None:
                          f"composed or decomposed, as macOS writes it) or in leading or trailing spaces: {said}; a "
                          "class name could not tell them apart when privatizing (a labels CSV, an output folder): "
                          "rename one of each, or merge them if they are one class")
+
+
+def _split_version(args) -> int:
+    """The image-folder split of this run: SPLIT_VERSION, or a resumed checkpoint's (one written before the version
+    was recorded: 1), so that a run resumes on the images it started on."""
+    path = Path(args.out) / CHECKPOINT_PATH
+    if not (args.resume and path.is_file()):
+        return SPLIT_VERSION
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as handle:
+            run = json.loads(handle.metadata()["state"]).get("run") or {}
+    except (OSError, KeyError, ValueError, SafetensorError):  # resuming says what is wrong with the file
+        return SPLIT_VERSION
+    return run.get("split_version", 1) if isinstance(run, dict) else SPLIT_VERSION
 
 
 def _classes_without_test_images(train: ImageDataset, test: ImageDataset) -> list[tuple[str, int]]:
@@ -1199,6 +1220,12 @@ def _untested_classes_line(names: list[str]) -> str:
             f"{'it' if len(names) == 1 else 'them'}")
 
 
+def _folder_split_words(facts: dict) -> str:
+    if facts.get("split_version", 1) == 1:
+        return "80/20, split with the fixed seed 0, every class keeping at least one training image"
+    return "each class split 80/20 with the fixed seed 0, every class keeping at least one training image"
+
+
 def image_model_card(config: ImageModelConfig, report: TrainingReport, facts: dict, args) -> str:
     params = sum(p.numel() for p in ImageCINN(config).parameters() if p.requires_grad)
     return f"""{_front_matter(config.dataset in DATA_LICENSES, "cadp, differential-privacy, normalizing-flow, freia")}
@@ -1209,7 +1236,7 @@ Class-conditional invertible network (FrEIA) for content-aware differential priv
 ## Data
 - dataset: {config.dataset} ({DATA_LICENSES.get(config.dataset, 'user data: check its license')})
 - split: {facts['train_records']} training / {facts['test_records']} test images
-  ({'stratified 100 per class, with the fixed seed 0' if config.dataset == 'mnist' else 'the dataset split' if config.dataset == 'fashion-mnist' else '80/20, split with the fixed seed 0, every class keeping at least one training image'}; --seed sets the network's initialisation and batches){_untested_classes_line(facts.get('classes_without_test_images', []))}
+  ({'stratified 100 per class, with the fixed seed 0' if config.dataset == 'mnist' else 'the dataset split' if config.dataset == 'fashion-mnist' else _folder_split_words(facts)}; --seed sets the network's initialisation and batches){_untested_classes_line(facts.get('classes_without_test_images', []))}
 - classes: {', '.join(config.class_names)}
 
 ## Architecture

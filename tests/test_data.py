@@ -465,14 +465,18 @@ def test_an_image_folders_split_trains_on_every_class_even_one_of_a_single_image
             Image.fromarray(np.full((8, 8), 10 * index + (200 if label == "b" else 0), np.uint8)).save(
                 tmp_path / label / f"{index}.png")
     train, test = (load_image_folder(tmp_path, split, image_size=8) for split in ("train", "test"))
-    assert torch.bincount(train.labels, minlength=2).tolist() == [16, 1]
-    assert torch.bincount(test.labels, minlength=2).tolist() == [3, 0]
+    assert torch.bincount(train.labels, minlength=2).tolist() == [15, 1]  # each class split 80/20 (version 2)
+    assert torch.bincount(test.labels, minlength=2).tolist() == [4, 0]
     assert "fewer than 10 readable images: b (1)" in capsys.readouterr().err
+    train, test = (load_image_folder(tmp_path, split, image_size=8, split_version=1) for split in ("train", "test"))
+    assert torch.bincount(train.labels, minlength=2).tolist() == [16, 1]  # the whole folder at once (version 1)
+    assert torch.bincount(test.labels, minlength=2).tolist() == [3, 0]
 
 
 def test_the_image_folder_split_keeps_a_training_image_of_every_class_and_else_the_earlier_split():
-    """Every class with an image trains on at least one; where the earlier random split already trained every
-    class it is unchanged (evaluate --data checks a model's split by fingerprint)."""
+    """Version 1 (models trained before 2026-11-30): every class with an image trains on at least one; where the
+    earlier random split already trained every class it is unchanged (evaluate --data checks a model's split by
+    fingerprint)."""
     from cadp.data import split_image_folder
 
     rng = np.random.default_rng(1)
@@ -482,7 +486,7 @@ def test_the_image_folder_split_keeps_a_training_image_of_every_class_and_else_t
         labels = np.repeat(np.arange(len(counts)), counts)
         if len(labels) < 2:
             continue
-        train, test = split_image_folder(labels, 0.2, seed=0)
+        train, test = split_image_folder(labels, 0.2, seed=0, version=1)
         assert sorted([*train.tolist(), *test.tolist()]) == list(range(len(labels)))
         assert set(labels[train].tolist()) == set(range(len(counts)))
         order = np.random.default_rng(0).permutation(len(labels))

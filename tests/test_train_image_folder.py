@@ -30,19 +30,18 @@ def _front_matter(folder) -> str:
 
 
 def test_a_class_with_no_test_image_is_named_by_the_cli_and_the_card(tmp_path, capsys):
-    """The split (seed 0, kept as it was so that older models evaluate with --data) holds out none of the 6 images
-    of 'boots' beside 8 of 'bags': the test numbers silently did not cover that class; the card said only
-    "split: 11 training / 3 test images"."""
+    """A class of one image has none held out: the test numbers did not cover it and said nothing; the card said
+    only "split: 11 training / 2 test images"."""
     out = tmp_path / "model"
-    assert train.main(["--dataset", str(_image_folder(tmp_path / "shoes", {"bags": 8, "boots": 6})),
+    assert train.main(["--dataset", str(_image_folder(tmp_path / "shoes", {"bags": 12, "boots": 1})),
                        "--out", str(out), *TINY_IMAGE_RUN]) == 0
     err = " ".join(capsys.readouterr().err.split())
-    assert "warning: the test split holds no image of the class(es) 'boots' (6 images, all training)" in err
+    assert "warning: the test split holds no image of the class(es) 'boots' (1 image, all training)" in err
     assert "classifier accuracy and latent distances, and evaluations of this folder (evaluate --data), do not " \
            "cover them" in err and "'bags'" not in err
     card = " ".join((out / "README.md").read_text(encoding="utf-8").split())
-    assert ("- split: 11 training / 3 test images (80/20, split with the fixed seed 0, every class keeping at least "
-            "one training image; --seed sets the network's initialisation and batches) no test image of the "
+    assert ("- split: 11 training / 2 test images (each class split 80/20 with the fixed seed 0, every class keeping "
+            "at least one training image; --seed sets the network's initialisation and batches) no test image of the "
             "class(es) boots: the test results below do not cover it") in card
 
 
