@@ -95,7 +95,8 @@ def test_a_label_chosen_by_hand_outlives_a_change_of_inversion(drawn):
 
 
 def test_copies_of_one_image_keep_their_own_labels(drawn):
-    """The same image under two names: each copy's label is its own, by its place among the copies."""
+    """The same image under two names: each copy's label is its own, by its file name (it was by its place among
+    the copies: with the first one removed, the second took the first's label)."""
     at = AppTest.from_file(str(ROOT / "views" / "image.py"), default_timeout=90).run()
     copy = ("a-copy.png", A[1], "image/png")
     uploaded(at, [A, copy, B])
@@ -105,6 +106,10 @@ def test_copies_of_one_image_keep_their_own_labels(drawn):
     choose(at, drawn, {1: mine})
     uploaded(at, [A, copy])  # b removed: the first copy does not take the second's label
     assert labels(drawn) == [suggested[0], mine]
+    uploaded(at, [copy, A])  # another order: each copy's label goes with its file
+    assert labels(drawn) == [mine, suggested[0]]
+    uploaded(at, [copy])  # a removed: the copy left keeps its own label, not the first copy's
+    assert label_box(at).value == mine
 
 
 def label_box(at: AppTest):

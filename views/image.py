@@ -87,11 +87,12 @@ def show_preprocessing(records: list[ui.ImageRecord]) -> None:
 
 def label_ids(model: str, class_names: list[str], records) -> list[tuple]:
     """Each image's id in HAND_LABELS: the model and its classes (a retrained model's differ), the ledger key (the
-    same under any inversion) and which copy of that image it is (the nth copy, the nth), never its place."""
+    same under any inversion), its file name, and which upload of that image under that name it is (the nth, the
+    nth), never its place: copies of one image under other names keep their own labels whatever their order."""
     copies, ids = Counter(), []
     for record in records:
-        copies[record.key] += 1
-        ids.append((model, tuple(class_names), record.key, copies[record.key]))
+        copies[record.key, record.name] += 1
+        ids.append((model, tuple(class_names), record.key, record.name, copies[record.key, record.name]))
     return ids
 
 
@@ -129,7 +130,8 @@ def choose_labels(loaded, records) -> np.ndarray:
     if suggestion is not None:  # the single image's caveat, for the table's confidences too
         st.caption(f"Labels suggested by a small CNN trained on {literal(loaded.config.dataset)}; on other kinds of "
                    "images its confidence means little. Confirm or change each label.")
-    inputs = ui.record_key(b"".join(r.pixels.tobytes() for r in records))
+    # (the names too: copies of one image in another order are other rows, whose edits the editor must not keep)
+    inputs = ui.record_key(b"".join(r.pixels.tobytes() + r.name.encode("utf-8", "replace") + b"\0" for r in records))
     edited = ui.kept_editor(table, f"image_batch_labels_{model}_{inputs}", "label", rows=ids, edits=HAND_LABELS,
                             disabled=["file", "confidence"], hide_index=True,
                             column_config={"label": st.column_config.SelectboxColumn("label", options=class_names,
