@@ -256,9 +256,16 @@ def changed_cells(original: pd.DataFrame, released: pd.DataFrame) -> pd.DataFram
         if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b):
             a_values, b_values = a.to_numpy(float), b.to_numpy(float)
             changed[column] = ~np.isclose(a_values, b_values, rtol=1e-9, atol=1e-12, equal_nan=True)
-        else:
-            changed[column] = a.astype(str).to_numpy() != b.astype(str).to_numpy()
+        else:  # (a class written otherwise, 2 for 2.0, is the same class)
+            a_classes, b_classes = _classes(a, b)
+            changed[column] = a_classes != b_classes
     return changed
+
+
+def changed_counts_words(changed: pd.DataFrame) -> str:
+    """What the highlight shows, in words (not by colour alone): how many cells of each column changed."""
+    rows = len(changed)
+    return "; ".join(f"{column}: {int(changed[column].sum())} of {rows}" for column in changed.columns)
 
 
 def highlighted_changes(original: pd.DataFrame, released: pd.DataFrame):
@@ -318,6 +325,37 @@ def task_columns(frame: pd.DataFrame, kinds: dict[str, str], handlings: dict) ->
     return targets, targets.index(default) if targets else 0
 
 
+def _classes(original: pd.Series, released: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The classes of the original and the released cells, as texts: a released value written otherwise than an
+    original class of the same number (2 for 2.0: a CSV read as floats, a release written as whole numbers) is that
+    class, where exactly one class has its number; an empty cell is a class of its own (pandas 3 keeps NaN through
+    astype(str), and scikit-learn refuses it)."""
+    def texts(cells: pd.Series) -> list[str]:
+        return cells.astype(object).where(cells.notna(), "(empty)").astype(str).tolist()
+
+    def number(text: str) -> float | None:
+        try:
+            value = float(text)
+        except ValueError:
+            return None
+        return value if math.isfinite(value) else None
+
+    labels_o, labels_p = texts(original), texts(released)
+    classes = set(labels_o)
+    by_number: dict[float, list[str]] = {}
+    for name in classes:
+        if number(name) is not None:
+            by_number.setdefault(number(name), []).append(name)
+
+    def as_class(text: str) -> str:
+        if text in classes:
+            return text
+        alike = by_number.get(number(text), [])
+        return alike[0] if len(alike) == 1 else text
+
+    return np.array(labels_o, dtype=object), np.array([as_class(text) for text in labels_p], dtype=object)
+
+
 def downstream_accuracy(original: pd.DataFrame, released: pd.DataFrame, target: str, *,
                         test_fraction: float = 0.3, seed: int = 0) -> dict[str, float]:
     """Logistic regression predicting ``target``: trained on released rows (p/o) or real rows (o/o),
@@ -339,9 +377,7 @@ def downstream_accuracy(original: pd.DataFrame, released: pd.DataFrame, target: 
     size = features.abs().max()
     features = features.div(size.where(size > 1e100, 1.0), axis=1)
     features_o, features_p = features.loc["o"].to_numpy(), features.loc["p"].to_numpy()
-    # an empty cell is a class of its own (pandas 3 keeps NaN through astype(str), and scikit-learn refuses it)
-    labels_o, labels_p = (frame[target].astype(object).where(frame[target].notna(), "(empty)").astype(str).to_numpy()
-                          for frame in (original, released))
+    labels_o, labels_p = _classes(original[target], released[target])
     order = np.random.default_rng(seed).permutation(len(original))
     n_test = max(2, int(round(test_fraction * len(original))))
     test, train = order[:n_test], order[n_test:]

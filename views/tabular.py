@@ -117,7 +117,9 @@ def show_result(state) -> None:
     left.dataframe(original.head(shown), key="table_original")
     right.markdown(f"Privatized{first}")  # as short as its neighbour's: the two tables start level
     right.dataframe(compare.highlighted_changes(original.head(shown), released.head(shown)), key="table_released")
-    right.caption("Changed cells highlighted; numbers stay within the range of the table the model was fitted on.")
+    changed = compare.changed_counts_words(compare.changed_cells(original.head(shown), released.head(shown)))
+    right.caption(f"Changed cells highlighted (changed cells per column: {ui.markdown_literal(changed)}); numbers stay "
+                  "within the range of the table the model was fitted on.")
     # the downloads before the comparisons below, so that nothing a comparison meets can hide them
     if "written" not in state:  # once per release; rows in an order drawn at random
         rows, state["order_note"] = compare.download_rows(released, state["seed"])
