@@ -9,11 +9,13 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import logging
 import math
 import os
 import re
 import threading
 import time
+import traceback
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -135,15 +137,33 @@ LARGE_EPSILON_NOTE = large_epsilon_note()
 def page_errors(releases: bool = False):
     """Show any failure of a page body as a plain st.error; the session keeps working. ``releases``: the page
     releases records, so a failure after a release (made and charged) must not invite a second press unwarned."""
+    before = _releases_counted()
     try:
         yield
     except CadpError as error:
         st.error(str(error))
     except Exception as error:  # noqa: BLE001 - a page must never show a traceback
+        _log_failure(error)
+        released = releases and _releases_counted() != before  # in this run, before the error
         st.error(f"Something went wrong ({type(error).__name__}). Try other inputs, where the page has them, or "
                  "reload the page; your session and its privacy ledger are kept."
-                 + (" A release made before the error is counted in the ledger (see the sidebar), and pressing "
-                    "Privatize again releases its records again, at their cost again." if releases else ""))
+                 + (" Records were released before the error, and they are counted in the ledger (see the "
+                    "sidebar): pressing Privatize again releases them again, at their cost again." if released else ""))
+
+
+def _releases_counted() -> int:
+    return sum(entry.releases for entry in ledger().values())
+
+
+APP_LOG = logging.getLogger("cadp.app")
+
+
+def _log_failure(error: BaseException) -> None:
+    """Where an unexpected error happened, for whoever runs the app (the visitor sees a plain message): the error's
+    kind and its traceback's frames (files, lines, code), never its words or values, which may quote an upload."""
+    frames = "".join(traceback.format_list(traceback.extract_tb(error.__traceback__)))
+    APP_LOG.error("unexpected %s on a page (its message is not logged: it may hold uploaded data); traceback, most "
+                  "recent call last:\n%s", type(error).__name__, frames)
 
 
 def require(name: str, module: str):

@@ -90,6 +90,9 @@ def test_home_states_the_guarantees_of_the_contract():
     # a reload empties the ledger: a clinician counting a record's releases must know it (a review found it unsaid)
     sidebar = " ".join(c.value for c in at.sidebar.caption)
     assert "No record released yet in this session." in sidebar and "reloading the page" in sidebar
+    # uploads reach the machine that runs the app: "never ... sent anywhere" contradicted the page's own words
+    captions = " ".join(c.value for c in at.main.caption)
+    assert "sent anywhere" not in captions and "never sent on from the machine that runs this app" in captions
 
 
 # --------------------------------------------------------------------------- image page

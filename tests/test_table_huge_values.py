@@ -47,13 +47,16 @@ def test_an_unexpected_error_says_a_release_before_it_is_counted_and_a_new_press
     Pages that release nothing do not speak of releases."""
     from cadp import ui
 
+    from cadp.mechanisms import make_mechanism
+
     shown = []
     monkeypatch.setattr(ui.st, "error", shown.append)
     for releases in (True, False):
         with ui.page_errors(releases=releases):
+            ui.charge(f"row {releases}", "table.csv", make_mechanism("laplace", 1.0, temperature=0.7))
             raise ValueError("boom")
     assert all(text.startswith("Something went wrong (ValueError). Try other inputs") for text in shown)
     assert "your session and its privacy ledger are kept" in shown[1]
-    assert ("A release made before the error is counted in the ledger (see the sidebar), and pressing Privatize "
-            "again releases its records again, at their cost again.") in shown[0]
+    assert ("Records were released before the error, and they are counted in the ledger (see the sidebar): pressing "
+            "Privatize again releases them again, at their cost again.") in shown[0]
     assert "release" not in shown[1].replace("ledger are kept", "")

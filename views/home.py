@@ -64,8 +64,8 @@ def page(_loaded) -> None:
                 "- **Tabular privatization**: privatize a bundled table or your CSV and check what survives.\n"
                 "- **Utility curves** and **Privacy audit**: what each ε costs and buys, measured.\n"
                 "- **Model card**: how each model was trained and what it cannot do.")
-    st.caption("Uploaded files stay in memory for your session only: they are never written to disk, logged or "
-               "sent anywhere.")
+    st.caption("Uploaded files stay in this app's memory for your session only: they are never written to disk or "
+               "logged, and never sent on from the machine that runs this app (which receives them: see above).")
 
 
 ui.run_page("CADP — content-aware differential privacy", page, needs_model=False, picker=False)
