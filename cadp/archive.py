@@ -1222,6 +1222,14 @@ class ReleasedLabels:
         self.handle = None
         self.writer = None
         self.write_error: OSError | None = None  # why the file could not be completed (disk full), if it could not
+        self.batch: list[tuple[str, str]] = []  # this batch's rows
+        self.batch_start: int | None = None  # the file's size before them (None: the file is new in this batch)
+
+    def start_batch(self) -> None:
+        """Mark where this batch's rows begin: a batch whose files are removed (a write error) takes its rows too."""
+        if self.handle is not None:
+            self.handle.flush()
+        self.batch, self.batch_start = [], (self.path.stat().st_size if self.handle is not None else None)
 
     def row(self, file: str, label: str) -> None:
         if self.handle is None:
@@ -1229,6 +1237,32 @@ class ReleasedLabels:
             self.writer = csv.writer(self.handle)
             self.writer.writerow(["file", "label"])
         self.writer.writerow([file, label])
+        self.batch.append((file, label))
+
+    def keep_batch_rows(self, kept: set[str]) -> None:
+        """After a write error stopped the run: keep of this batch's rows only those of the files ``kept`` (the
+        others were removed), so that labels.csv lists the files the manifest lists and no label released with none."""
+        if self.handle is None or all(file in kept for file, _ in self.batch):
+            return
+        try:
+            self.handle.buffer.raw.close()  # what the buffer still holds is dropped: it is rewritten below
+        except (OSError, AttributeError, ValueError):
+            pass
+        self.handle = self.writer = None
+        rows = [row for row in self.batch if row[0] in kept]
+        try:
+            if self.batch_start is None and not rows:  # a labels.csv of no file
+                self.path.unlink(missing_ok=True)
+                return
+            if self.batch_start is None:
+                os.truncate(self.path, 0)
+                rows.insert(0, ("file", "label"))
+            else:
+                os.truncate(self.path, self.batch_start)
+            with self.path.open("a", newline="", encoding="utf-8") as handle:
+                csv.writer(handle).writerows(rows)
+        except OSError as error:
+            self.write_error = self.write_error or error
 
     def flush(self) -> None:
         if self.handle is not None:
@@ -1262,6 +1296,7 @@ class EarlierRun:
     unlisted: list[str]
     highest_number: int = 0  # the chain's numbered outputs' highest number: this run's go on from it
     numbered: bool = False  # whether its outputs are numbered (--neutral-names) rather than copied names
+    seeds: frozenset[int] = frozenset()  # the fixed seeds (--seed) its chain of runs drew noise from
 
     def released_as(self, name: str) -> str:
         return self.done.get(manifest_text(name), "")
@@ -1316,7 +1351,30 @@ def read_earlier_run(folder: Path) -> EarlierRun:
             for row in rows if row[column["status"]] in ("privatized", SKIPPED)}
     numbered = _numbered_run(folder)
     highest = _highest_number(rows, files if numbered else [], {folder.resolve()})
-    return EarlierRun(folder, done, settings, unlisted, highest, numbered)
+    return EarlierRun(folder, done, settings, unlisted, highest, numbered, _chain_seeds(rows, {folder.resolve()}))
+
+
+_SEED_CELL = re.compile(r"(\d+) \(")  # the manifest's seed cell of a fixed seed: "7 (not private: ...)"
+
+
+def _chain_seeds(rows: list[list[str]], visited: set[Path]) -> frozenset[int]:
+    """The fixed seeds of a run's privatized manifest ``rows`` and of every run before it in a chain of
+    continuations: a continuation with one of them would draw that run's noise again, for other records."""
+    seed, status = MANIFEST_COLUMNS.index("seed"), MANIFEST_COLUMNS.index("status")
+    seeds = {int(match.group(1)) for row in rows
+             if row[status] == "privatized" and (match := _SEED_CELL.match(row[seed]))}
+    for earlier in _earlier_folders(rows):
+        try:
+            key = earlier.resolve()
+            if key in visited or len(visited) > 100:
+                continue
+            visited.add(key)
+            with (earlier / MANIFEST_NAME).open(encoding="utf-8", newline="") as handle:
+                earlier_rows = [row for row in csv.reader(handle) if len(row) == len(MANIFEST_COLUMNS)][1:]
+        except (OSError, UnicodeError, csv.Error, RuntimeError):
+            continue
+        seeds |= _chain_seeds(earlier_rows, visited)
+    return frozenset(seeds)
 
 
 _NUMBERED = re.compile(r"(?:^|/)(\d{1,18})\.png$")  # a numbered output's number (--neutral-names writes 00017.png)
@@ -1359,15 +1417,20 @@ def _highest_number(rows: list[list[str]], files: list[str], visited: set[Path])
     files that released them): a continuation's numbers go on after it, so that merging the folders never puts
     two releases under one name."""
     highest = max((int(match.group(1)) for name in files if (match := _NUMBERED.search(name))), default=0)
+    return max([highest, *(_chain_highest(earlier, visited) for earlier in _earlier_folders(rows))])
+
+
+def _earlier_folders(rows: list[list[str]]) -> set[Path]:
+    """The folders of the runs a run's manifest ``rows`` continued: those holding the files its skipped rows name."""
     status, output = MANIFEST_COLUMNS.index("status"), MANIFEST_COLUMNS.index("output")
-    earlier_folders = set()
+    folders = set()
     for row in rows:
         if row[status] == SKIPPED and row[output]:
             for parent in list(Path(_unescaped(row[output])).parents)[:8]:  # the run folder holding that file
                 if (parent / MANIFEST_NAME).is_file():
-                    earlier_folders.add(parent)
+                    folders.add(parent)
                     break
-    return max([highest, *(_chain_highest(earlier, visited) for earlier in earlier_folders)])
+    return folders
 
 
 def _unescaped(cell: str) -> str:
@@ -1500,9 +1563,11 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
                     path.unlink(missing_ok=True)
                 except OSError:
                     pass
+            released_labels.keep_batch_rows({path.relative_to(names.root).as_posix() for path in kept})
             raise
 
     def write_batch(written_now: list[Path], listed: list[Path | None]):
+        released_labels.start_batch()
         # rows go to the manifest in reading order: unusable files wait with the batch they arrived in
         images = [item for item in pending if isinstance(item, PendingImage)]
         outcome: dict[int, tuple[str, str, str]] = {}
@@ -2469,7 +2534,8 @@ def _not_completed(manifest: Manifest, kind: str, lead: str = "") -> str:
 
 _RESTART = (f"Running again releases again: each record released again costs its epsilon again (basic composition), "
             f"and the privatized inputs are the ones {MANIFEST_NAME} lists; to finish, give a new OUTPUT and only the "
-            "inputs not yet released (for images: the same INPUT with --skip-privatized and this OUTPUT).")
+            "inputs not yet released (for images: the same INPUT with --skip-privatized and this OUTPUT), and, if "
+            "this run had a --seed, another seed or none: the same seed would draw this run's noise again.")
 
 
 def _say(message: str) -> None:
@@ -2600,7 +2666,13 @@ def _earlier_run(args, kind: str) -> EarlierRun | None:
         raise UsageError(f"--skip-privatized {folder}: not a folder (give the OUTPUT folder of the earlier run)")
     if folder.resolve() == args.output.resolve():
         raise UsageError("--skip-privatized names OUTPUT itself: give the earlier run's folder, and a new OUTPUT")
-    return read_earlier_run(folder)
+    earlier = read_earlier_run(folder)
+    if args.seed is not None and args.seed in earlier.seeds:  # PRIVACY.md: never reuse one noise draw
+        raise UsageError(f"--seed {args.seed}: the run in {folder} (or one it continued) drew its noise from seed "
+                         f"{args.seed} too, so this run would release other records with the same noise draws (the "
+                         "difference of two such releases gives away how their records differ): give another "
+                         "--seed, or none (noise from the operating system)")
+    return earlier
 
 
 def _make_folders(output: Path, created: list[Path]) -> None:

@@ -161,10 +161,12 @@ def folder_files(root: Path, unlisted: list[tuple[str, str]] | None = None,
     Links to data outside root are followed (data is often organised with links); a link to a folder or file
     inside root is left out, whatever the order of names (the real one is listed where it is, so an image keeps
     its own class folder), as is a link to a folder holding root (a loop); a folder outside root reached by two
-    links is walked once, and a file reached through two links listed once."""
+    links is walked once, and a file reached through two links listed once, as is a file of two hard links in the
+    tree (listed under its first name, in sorted order)."""
     from cadp.uploads import is_folder_metadata
 
     paths, walked, linked_files = [], {}, {}  # walked: resolved folder -> its name; linked_files: target -> name
+    hard_linked: dict[tuple[int, int], str] = {}  # (device, inode) of a file of several hard links -> its first name
     into_tree = []  # (link name, resolved target) of links to files and folders inside root, judged after the walk
     root_resolved = os.path.realpath(root)
     def not_listed(error: OSError) -> None:
@@ -201,7 +203,17 @@ def folder_files(root: Path, unlisted: list[tuple[str, str]] | None = None,
                 if skipped is not None:
                     skipped.append((name, None))
                 continue
-            if os.path.islink(path):  # (one lstat per file: most files are not links)
+            try:
+                status = os.lstat(path)  # (one lstat per file: most files are not links)
+            except OSError:  # gone since it was listed: reading it says so
+                status = None
+            if status is not None and stat.S_ISREG(status.st_mode) and status.st_nlink > 1:
+                first = hard_linked.setdefault((status.st_dev, status.st_ino), name)  # a backup tree, a PACS export
+                if first != name:
+                    if skipped is not None:
+                        skipped.append((name, first))
+                    continue
+            if status is not None and stat.S_ISLNK(status.st_mode):
                 target = os.path.realpath(path)
                 # inside root: listed where it really is; outside: perhaps reached through another link too
                 if _into_tree(target, root_resolved):
