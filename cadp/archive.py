@@ -1747,7 +1747,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
         raise UsageError(f"{path.name} names column(s) {repeated} more than once (spaces around names are ignored)")
     missing = [c for c in needed if c not in columns]
     if missing:
-        raise UsageError(f"{path.name} lacks the model's column(s) {missing}{case_hint(missing, columns)}; the model "
+        raise UsageError(f"{path.name} lacks the model's column(s) {missing}{case_hint(missing, columns, needed)}; the model "
                          f"needs {needed}")
     numeric = [spec["name"] for spec in config.data_encoder["columns"] if spec["kind"] == "numeric"]
     _read_whole_file(path, delimiter, encoding, columns, skip)

@@ -726,12 +726,17 @@ def _listed(values: list, shown: int = 8) -> str:
     return ", ".join(map(repr, values[:shown])) + (f" and {len(values) - shown} more" if len(values) > shown else "")
 
 
-def case_hint(missing, present) -> str:
+def case_hint(missing, present, model_columns=None) -> str:
     """' (the file has 'AGE' for 'age': column names are case-sensitive)' when a missing column is there in
-    another case or with spaces around it; '' otherwise."""
+    another case or with spaces around it; with ``model_columns``, where one column is missing and the file has one
+    the model does not use (sklearn's 'target' for 'progression'), that it may be it under another name; ''
+    otherwise."""
     by_key = {str(name).strip().casefold(): str(name) for name in present}
     found = [(by_key[str(name).casefold()], name) for name in missing if str(name).casefold() in by_key]
     if not found:
+        others = [name for name in present if model_columns is not None and name not in model_columns]
+        if len(missing) == 1 and len(others) == 1:
+            return f" (the file has {others[0]!r}, which the model does not: if it is {missing[0]!r}, rename it)"
         return ""
     pairs = ", ".join(f"{have!r} for {want!r}" for have, want in found[:5])
     return f" (the file has {pairs}: column names are case-sensitive; rename the column(s))"
@@ -759,10 +764,7 @@ def table_fit_problems(config, frame: pd.DataFrame, kinds: dict[str, str], condi
     problems = []
     missing = [name for name in specs if name not in frame.columns]
     if missing:
-        hint = case_hint(missing, frame.columns)
-        others = [name for name in frame.columns if name not in specs]
-        if not hint and len(missing) == 1 and len(others) == 1:  # one column under another name (sklearn: target)
-            hint = f" (the file has {others[0]!r}, which the model does not: if it is {missing[0]!r}, rename it)"
+        hint = case_hint(missing, frame.columns, specs)
         problems.append(f"the table lacks the model's column(s) {_listed(missing)}{hint}")
     if sorted(conditions) != sorted(config.condition_columns):
         problems.append(f"the model's conditions are {_listed(config.condition_columns) or 'none'}; chosen here: "

@@ -1604,7 +1604,7 @@ def _load_training_data(config, path: Path | str, split_version=1):
     frame = table.frame
     missing = [c for c in config.data_columns + config.condition_columns if c not in frame.columns]
     if missing:  # perhaps dropped while reading it: say why
-        raise InputError(f"--data {path} lacks the model's column(s) {missing}{case_hint(missing, frame.columns)}"
+        raise InputError(f"--data {path} lacks the model's column(s) {missing}{case_hint(missing, frame.columns, config.data_columns + config.condition_columns)}"
                          + (f" (reading it: {'; '.join(table.notes)})" if table.notes else ""))
     return split_table(frame, config.permutation_seed)
 

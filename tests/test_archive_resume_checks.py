@@ -8,8 +8,6 @@ import csv
 import errno
 import os
 
-import pytest
-
 from cadp import archive
 
 try:
@@ -88,3 +86,18 @@ def test_a_file_under_two_hard_links_is_released_once(image_model, tmp_path):
     assert rows["0/a.png"]["status"] == "privatized" and rows["1/b.png"]["status"] == "privatized"
     assert rows["1/hard.png"]["status"] != "privatized" and "the same file as 0/a.png" in rows["1/hard.png"]["error"]
     assert rows["0/a.png"]["releases_of_record"] == "1"
+
+
+def test_a_csv_with_sklearns_target_column_is_told_it_may_be_the_missing_one(tmp_path, capsys):
+    """sklearn's diabetes table names the outcome 'target'; the bundled model calls it 'progression'."""
+    from sklearn.datasets import load_diabetes
+
+    from cadp.hub import BUNDLED_DIR
+
+    path = tmp_path / "diabetes.csv"
+    load_diabetes(as_frame=True, scaled=False).frame.to_csv(path, index=False)
+    code = archive.main(["--model", str(BUNDLED_DIR / "diabetes-cinn"), "--mechanism", "laplace", "--epsilon", "1",
+                         str(path), str(tmp_path / "out")])
+    assert code == archive.EXIT_USAGE
+    assert "the file has 'target', which the model does not: if it is 'progression', rename it" in \
+        capsys.readouterr().err

@@ -46,7 +46,6 @@ def test_an_unexpected_error_says_a_release_before_it_is_counted_and_a_new_press
     """It said only "Try again": after a release had been made and charged, that invited a second charged press.
     Pages that release nothing do not speak of releases."""
     from cadp import ui
-
     from cadp.mechanisms import make_mechanism
 
     shown = []
