@@ -967,7 +967,7 @@ def test_an_image_folder_models_card_states_the_split_seed_it_used(tmp_path):
     assert train.main(["--dataset", str(folder), "--out", str(out), "--steps", "2", "--seed", "3",
                        *TINY_IMAGE_RUN]) == 0
     card = " ".join((out / "README.md").read_text().split())
-    assert "(80/20, split with the fixed seed 0, every class keeping at least one training image; --seed sets the network's initialisation and batches)" in card
+    assert "(each class split 80/20 with the fixed seed 0, every class keeping at least one training image; --seed sets the network's initialisation and batches)" in card
     assert "training loss: " in card and "the running average of the training loss over about the last 50 steps" \
         in card
     held_out = load_image_folder(folder, "test", image_size=16, seed=0)  # the seed the card names
@@ -1220,7 +1220,7 @@ def test_max_train_keeps_a_first_image_of_every_class_and_a_class_without_traini
                "--classifier-minutes", "0.02"]
     assert train.main([*command, "--max-train", "1"]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert "error: the class 'cats' has no training image: --max-train 1 keeps fewer images than the 2 classes; " \
+    assert "error: the class 'dogs' has no training image: --max-train 1 keeps fewer images than the 2 classes; " \
            "randomized response could release a class the network never saw" in err
     assert not out.exists()
     assert train.main([*command, "--max-train", "2"]) == 0
