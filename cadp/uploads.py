@@ -159,6 +159,9 @@ def is_image_content(head: bytes) -> bool:
     return is_dicom(head) or image_format(head) is not None
 
 
+BLANK_IMAGE = "a blank image"
+
+
 def to_model_input(data: bytes, *, image_size: int, channels: int, invert: str = "auto",
                    filename: str | None = None) -> PreparedImage:
     """Decode an uploaded image and prepare it for a model of ``image_size`` x ``image_size`` x ``channels``.
@@ -196,6 +199,9 @@ def to_model_input(data: bytes, *, image_size: int, channels: int, invert: str =
             array = 255 - array
             steps.append("inverted (dark-on-light detected)" if invert == "auto" else "inverted (as requested)")
         pixels = _fit_square(array, image_size, steps)
+    if pixels.size and int(pixels.min()) == int(pixels.max()):  # a blank scan, a fully transparent PNG
+        steps.append(f"{BLANK_IMAGE} (every pixel the model reads is {int(pixels.min())}): nothing of it is left to "
+                     "privatize, and its release is a sample of its label; check the file")
     if pixels.ndim == 2:
         pixels = pixels[None]
     else:
