@@ -120,3 +120,17 @@ def test_a_table_model_is_said_to_have_an_evaluation_only_where_its_folder_holds
         assert ("differs from the model's evaluation" in said[0]) == evaluated, said
         assert (compare.NOT_EVALUATED in said[0]) != evaluated, said
         assert compare.kept_target_words("sex", None if evaluated else compare.NOT_EVALUATED) in shown
+
+
+def test_a_table_without_a_categorical_column_says_how_to_make_one_a_condition():
+    """sklearn's diabetes table (scaled, as load_diabetes gives it by default) writes sex as -0.0446 and 0.0507:
+    read as numbers, the condition list was empty and nothing said why (the Schema expander, folded, holds the
+    fix)."""
+    from sklearn.datasets import load_diabetes
+
+    frame = load_diabetes(as_frame=True).frame.head(80).rename(columns={"sex": "gender"})
+    at = table_page()  # (gender: a column no model here knows the kind of)
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="table_upload").set_value(("d.csv", frame.to_csv(index=False).encode(), "text/csv")).run()
+    text = " ".join(info.value for info in clean(at).info)
+    assert "No column of this table is categorical" in text and "gender has 10 or fewer distinct values" in text, text

@@ -208,6 +208,14 @@ def page(loaded) -> None:
     conditions = st.multiselect("Columns released as conditions (must be categorical)", categorical,
                                 default=[c for c in default_conditions if c in categorical] if fits else [],
                                 key=ui.kept(f"table_conditions_{identity}"))
+    if not categorical:  # (sklearn's scaled diabetes table writes sex as -0.0446 and 0.0507: numbers)
+        few = [str(c) for c in frame.columns if frame[c].nunique() <= 10]
+        st.info("No column of this table is categorical in the Schema above, so none can be kept, randomized or "
+                "resampled: every column is released through the noise."
+                + (f" {ui.markdown_literal(', '.join(few[:5]))} {'has' if len(few) == 1 else 'have'} 10 or fewer "
+                   "distinct values: if a column holds categories written as numbers, set it to categorical in the "
+                   "Schema above." if few else " Set a column to categorical in the Schema above to release it as "
+                   "a condition."))
     handlings = {c: ui.condition_handling_controls(c, f"table_{c}") for c in conditions}
     model = model_for(loaded, frame, conditions, kinds, key, name)
     if model is None:
