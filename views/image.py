@@ -79,7 +79,8 @@ def show_preprocessing(records: list[ui.ImageRecord]) -> None:
     with st.expander(f"Preprocessing ({len(records)} image{'s' * (len(records) > 1)})", expanded=len(records) == 1):
         for record in records[:4]:
             left, right = st.columns([1, 3])
-            left.image(ui.to_display(record.pixels), width=ui.IMAGE_WIDTH, caption=f"model input: {record.name}")
+            left.image(ui.to_display(record.pixels), width=ui.IMAGE_WIDTH, caption=f"model input: {record.name}",
+                       alt=f"{record.name} as the model reads it")
             right.markdown("\n".join(f"- {step}" for step in record.steps))  # an inversion is one of the steps
         if len(records) > 4:
             st.caption(f"… and {len(records) - 4} more.")
@@ -242,16 +243,22 @@ def show_result(loaded, state, changed: bool) -> None:
     elif inverted[index]:
         st.caption(NOT_WRITTEN_BACK_NOTE)
     columns = st.columns(4)
-    columns[0].image(ui.to_display(original), width=ui.IMAGE_WIDTH, caption="original")
+    released_label = class_names[int(result.released_condition['label'][index])]
+    columns[0].image(ui.to_display(original), width=ui.IMAGE_WIDTH, caption="original",
+                     alt=f"the original image, {names[index]}")
     columns[1].image(shown(result.reconstruction[index], back[index]), width=ui.IMAGE_WIDTH,
-                     caption="reconstruction (no noise)")
-    columns[2].image(ui.to_display(privatized), width=ui.IMAGE_WIDTH,
-                     caption=f"privatized ({class_names[int(result.released_condition['label'][index])]})")
-    columns[3].image(ui.to_display((privatized - original).abs()), width=ui.IMAGE_WIDTH, caption="pixel difference |x' − x|")
+                     caption="reconstruction (no noise)", alt="the network's reconstruction of the original, no noise")
+    columns[2].image(ui.to_display(privatized), width=ui.IMAGE_WIDTH, caption=f"privatized ({released_label})",
+                     alt=f"the privatized image, released with the label {released_label}")
+    difference = (privatized - original).abs()
+    columns[3].image(ui.to_display(difference), width=ui.IMAGE_WIDTH, caption="pixel difference |x' − x|",
+                     alt=f"the pixel difference between the privatized and the original image: mean "
+                         f"{float(difference.float().mean()):.1f}, largest {float(difference.max()):.0f} of 255")
     maps = latent_difference_maps(loaded.model, result.latent[index], result.noisy_latent[index])
     for column, (title, array) in zip(st.columns(len(maps)), maps):
         column.plotly_chart(compare.latent_map_figure(array, f"|M(z) − z|: {title}"), key=f"latent_map_{title}",
                             theme=None, config={"displayModeBar": False})  # its bar covered the titles
+        column.caption(compare.latent_map_words(array))  # the map in words (not by colour alone)
     quality = compare.image_quality(original, privatized)
     metrics = st.columns(4)
     metrics[0].metric("SSIM", f"{quality['ssim']:.3f}")
@@ -276,14 +283,16 @@ def show_result(loaded, state, changed: bool) -> None:
                     + (PAPER_ALONE if state.get("alone") else "") + ")")
         for column, (epsilon, image, label) in zip(st.columns(len(state["strip"])), state["strip"]):
             column.image(shown(image, back[0]), width=ui.IMAGE_WIDTH, caption=extra_caption(
-                f"ε = {epsilon:g}" + (" per unit" if state["per_unit"] else ""), label, class_names, *extra))
+                f"ε = {epsilon:g}" + (" per unit" if state["per_unit"] else ""), label, class_names, *extra),
+                alt=f"a release of the same input at ε = {epsilon:g}")
     if state["gallery"]:
         per_unit = " per unit of latent distance" if state["per_unit"] else ""
         st.markdown(f"**{len(state['gallery'])} draws at ε = {state['epsilon']:g}{per_unit}** (each charged to the "
                     "ledger" + (PAPER_ALONE if state.get("alone") else "") + ")")
         for column, (image, label) in zip(st.columns(len(state["gallery"])), state["gallery"]):
             column.image(shown(image, back[0]), width=ui.IMAGE_WIDTH,
-                         caption=extra_caption("", label, class_names, *extra) or None)
+                         caption=extra_caption("", label, class_names, *extra) or None,
+                         alt=f"another release of the same input at ε = {state['epsilon']:g}")
     if len(names) == 1:
         st.download_button("Download privatized PNG", state["files"][0][1], file_name=state["files"][0][0],
                            mime="image/png", on_click="ignore", key="download_png")
