@@ -43,3 +43,10 @@ def test_a_latent_map_in_words():
 
     words = compare.latent_map_words(np.array([[1.0, 3.0], [np.nan, 2.0]]))
     assert words == "3 coordinates: mean |M(z) − z| 2.00, largest 3.00"
+
+
+def test_the_model_cards_samples_have_alternative_text():
+    at = AppTest.from_file(str(ROOT / "views" / "model_card.py"), default_timeout=90).run()
+    assert not at.exception, [e.value for e in at.exception]
+    images = [image for element in at.get("image") for image in element.proto.imgs]
+    assert images and all("samples drawn by the model" in image.alt for image in images)

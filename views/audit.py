@@ -39,8 +39,10 @@ def choose_records(loaded):
         if torch.equal(data.images[a], data.images[b]):
             raise ui.InputError(f"test images #{a} and #{b} are identical: an audit of a record against a copy of "
                                 "itself tests nothing; choose another record B")
-        left.image(ui.to_display(data.images[a]), width=ui.IMAGE_WIDTH, caption=f"A: #{a}")
-        right.image(ui.to_display(data.images[b]), width=ui.IMAGE_WIDTH, caption=f"B: #{b}")
+        left.image(ui.to_display(data.images[a]), width=ui.IMAGE_WIDTH, caption=f"A: #{a}",
+                   alt=f"record A of the audit, test image number {a}")
+        right.image(ui.to_display(data.images[b]), width=ui.IMAGE_WIDTH, caption=f"B: #{b}",
+                    alt=f"record B of the audit, test image number {b}")
         return data.images[a], data.images[b], label, f"test images #{a} and #{b} ({data.class_names[label]})"
     from cadp.data import load_table
 

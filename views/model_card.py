@@ -127,7 +127,9 @@ def page(loaded) -> None:
                 rows.append(sample_row(loaded, sample_key(loaded), label, per_class, DEFAULT_TEMPERATURE, 0))
             progress.empty()
             st.image(ui.to_display(np.concatenate(rows, axis=1), scale=2),  # captions are Markdown: names escaped
-                     caption="one row per class: " + ", ".join(ui.markdown_literal(names[label]) for label in classes))
+                     caption="one row per class: " + ", ".join(ui.markdown_literal(names[label]) for label in classes),
+                     alt=f"{per_class} samples drawn by the model for each of the classes "
+                         + ", ".join(names[label] for label in classes))
     else:
         public = public_training_data(loaded.model)
         priors = ("their frequencies in the whole public table the model was fitted on (training and held-out rows)"
