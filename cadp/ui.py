@@ -1188,6 +1188,21 @@ def to_display(pixels, scale: int = 4) -> np.ndarray:
     return np.kron(array, np.ones((scale, scale) + (1,) * (array.ndim - 2), dtype=np.uint8))
 
 
+def inline_image(pixels, scale: int = 4) -> str:
+    """``to_display(pixels)`` as a PNG data URL, for st.image: sent in this session's page only. Given pixels,
+    Streamlit serves an image at /media/<hash of its bytes> to anyone who asks, so an image made only of a record's
+    pixels (an upload as the model reads it, its reconstruction) would let anyone holding a candidate image test
+    whether some visitor's page shows it now. (PNG, not the JPEG Streamlit makes of pixels: no blur either.)"""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(to_display(pixels, scale)).save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def format_epsilon(value: float) -> str:
     return "∞" if math.isinf(value) else f"{value:g}"
 

@@ -5,6 +5,7 @@ whether its input was dark on light, which the guarantee does not cover, so rele
 
 from __future__ import annotations
 
+import base64
 import io
 import zipfile
 from pathlib import Path
@@ -41,7 +42,10 @@ def shown_pixels(data: bytes) -> np.ndarray:
 
 def shown(at: AppTest, media, caption: str) -> bytes:
     image = next(i for i in at.get("image") if i.proto.imgs[0].caption.startswith(caption))
-    return media[image.proto.imgs[0].url.rsplit("/", 1)[-1].split(".")[0]]
+    url = image.proto.imgs[0].url
+    if url.startswith("data:image/png;base64,"):  # a record's views go inline (ui.inline_image)
+        return base64.b64decode(url.split(",", 1)[1])
+    return media[url.rsplit("/", 1)[-1].split(".")[0]]
 
 
 def downloaded(at: AppTest, media) -> np.ndarray:

@@ -79,7 +79,7 @@ def show_preprocessing(records: list[ui.ImageRecord]) -> None:
     with st.expander(f"Preprocessing ({len(records)} image{'s' * (len(records) > 1)})", expanded=len(records) == 1):
         for record in records[:4]:
             left, right = st.columns([1, 3])
-            left.image(ui.to_display(record.pixels), width=ui.IMAGE_WIDTH, caption=f"model input: {record.name}",
+            left.image(ui.inline_image(record.pixels), width=ui.IMAGE_WIDTH, caption=f"model input: {record.name}",
                        alt=f"{record.name} as the model reads it")
             right.markdown("\n".join(f"- {step}" for step in record.steps))  # an inversion is one of the steps
         if len(records) > 4:
@@ -232,8 +232,8 @@ def show_result(loaded, state, changed: bool) -> None:
     back = state.get("written_back") or [False] * len(names)
     inverted = state.get("inverted") or [False] * len(names)
 
-    def shown(image, flipped: bool):  # as it is downloaded
-        return ui.to_display(in_input_polarity(image, flipped))
+    def shown(image, flipped: bool):  # as it is downloaded (sent to this session only: ui.inline_image)
+        return ui.inline_image(in_input_polarity(image, flipped))
 
     original = in_input_polarity(result.original[index], back[index])
     privatized = in_input_polarity(result.privatized[index], back[index])
@@ -244,14 +244,14 @@ def show_result(loaded, state, changed: bool) -> None:
         st.caption(NOT_WRITTEN_BACK_NOTE)
     columns = st.columns(4)
     released_label = class_names[int(result.released_condition['label'][index])]
-    columns[0].image(ui.to_display(original), width=ui.IMAGE_WIDTH, caption="original",
+    columns[0].image(ui.inline_image(original), width=ui.IMAGE_WIDTH, caption="original",
                      alt=f"the original image, {names[index]}")
     columns[1].image(shown(result.reconstruction[index], back[index]), width=ui.IMAGE_WIDTH,
                      caption="reconstruction (no noise)", alt="the network's reconstruction of the original, no noise")
-    columns[2].image(ui.to_display(privatized), width=ui.IMAGE_WIDTH, caption=f"privatized ({released_label})",
+    columns[2].image(ui.inline_image(privatized), width=ui.IMAGE_WIDTH, caption=f"privatized ({released_label})",
                      alt=f"the privatized image, released with the label {released_label}")
     difference = (privatized - original).abs()
-    columns[3].image(ui.to_display(difference), width=ui.IMAGE_WIDTH, caption="pixel difference |x' − x|",
+    columns[3].image(ui.inline_image(difference), width=ui.IMAGE_WIDTH, caption="pixel difference |x' − x|",
                      alt=f"the pixel difference between the privatized and the original image: mean "
                          f"{float(difference.float().mean()):.1f}, largest {float(difference.max()):.0f} of 255")
     maps = latent_difference_maps(loaded.model, result.latent[index], result.noisy_latent[index])
