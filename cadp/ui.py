@@ -1459,14 +1459,30 @@ def fitted_models() -> dict:
     return st.session_state.setdefault("table_fitted_models", {})
 
 
+FITS_AT_ONCE = 1  # fits on uploads running at once in the app's process: each takes every core while it runs
+_FIT_SLOTS = threading.BoundedSemaphore(FITS_AT_ONCE)
+
+
 def fitted_model(key: tuple, frame, progress=None):
+    """The model fitted on ``frame`` for ``key`` (content hash, conditions, kinds, steps), fitted now if this session
+    has none; one fit at a time in the process (a hosted app's visitors share its CPU: a fit waits for the one under
+    way, and says so)."""
     from cadp.train import fit_tabular
 
     store = fitted_models()
     if key not in store:
         _content_hash, conditions, kinds, steps = key
-        model = fit_tabular(frame, list(conditions), name="fitted on upload", dataset="upload", kinds=dict(kinds),
-                            steps=steps, progress=progress)
+        if not _FIT_SLOTS.acquire(blocking=False):
+            waiting = st.empty()
+            waiting.info("Another model is being fitted on this machine now (this app fits one at a time): yours "
+                         "starts when that one ends.")
+            _FIT_SLOTS.acquire()
+            waiting.empty()
+        try:
+            model = fit_tabular(frame, list(conditions), name="fitted on upload", dataset="upload",
+                                kinds=dict(kinds), steps=steps, progress=progress)
+        finally:
+            _FIT_SLOTS.release()
         while len(store) >= 2:
             store.pop(next(iter(store)))
         store[key] = model
