@@ -210,7 +210,10 @@ def bundled_models(kind: str | None = None) -> list[str]:
     return hub.model_folders(weights_dir(), kind)
 
 
-MODELS_IN_MEMORY = 8  # load_model's cache, for all sessions
+MODELS_IN_MEMORY = 8  # load_model's cache of bundled and local models, for all sessions
+# load_model's cache of Hub models, apart: the Hub ids anyone types never push the bundled models out (a reload and a
+# warm-up for every visitor), and at most this many networks of anyone's size are held at once
+HUB_MODELS_IN_MEMORY = 2
 # a bundled image model has 1.6M parameters; a Hub one may have 100M: the Model card page draws the samples of a
 # network above this only when asked (minutes of the CPU that every visitor of a hosted app shares)
 SAMPLES_ON_REQUEST_PARAMETERS = 20_000_000
@@ -238,13 +241,13 @@ def load_model(source: str, hub_only: bool = False) -> hub.LoadedModel:
     being traced or a module still being imported). Every use of a Hub model is noted, so that pruning the
     app's Hub cache after a new download keeps the folders of the models the cache may still hold.
     """
-    loaded = _load_model(source, hub_only, None if hub_only else folder_stamp(source))
+    loaded = _load_hub_model(source) if hub_only else _load_model(source, False, folder_stamp(source))
     if hub_only and _outdated(loaded, source):
         with _RELOAD_LOCK:  # one session asks the Hub again; the others then find its answer in the cache
-            loaded = _load_model(source, hub_only, None)
+            loaded = _load_hub_model(source)
             if _outdated(loaded, source):
-                _load_model.clear(source, hub_only, None)
-                loaded = _load_model(source, hub_only, None)
+                _load_hub_model.clear(source)
+                loaded = _load_hub_model(source)
     if hub_only:
         with _IN_USE_LOCK:
             HUB_FOLDERS_IN_USE.pop(loaded.folder, None)
@@ -265,8 +268,23 @@ def folder_stamp(source: str) -> tuple:
                                                                      hub.CLASSIFIER_NAME))
 
 
+@st.cache_resource(show_spinner="Loading the model…", max_entries=HUB_MODELS_IN_MEMORY)
+def _load_hub_model(source: str) -> hub.LoadedModel:
+    return _loaded(source, True, None)
+
+
 @st.cache_resource(show_spinner="Loading the model…", max_entries=MODELS_IN_MEMORY)
 def _load_model(source: str, hub_only: bool, stamp: tuple | None = None) -> hub.LoadedModel:
+    return _loaded(source, hub_only, stamp)
+
+
+def clear_loaded_models() -> None:
+    """Empty both model caches (the app's own models and Hub models)."""
+    _load_model.clear()
+    _load_hub_model.clear()
+
+
+def _loaded(source: str, hub_only: bool, stamp: tuple | None) -> hub.LoadedModel:
     if hub_only:
         with _HUB_LOCK:
             loaded = None

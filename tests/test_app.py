@@ -1426,14 +1426,14 @@ def test_utility_legends_sit_below_the_plot_and_label_no_line_on_it():
 def test_a_loaded_model_makes_its_passes_in_the_background(weights):
     import threading
 
-    ui._load_model.clear()
+    ui.clear_loaded_models()
     loaded = ui.load_model(str(weights / helpers.IMAGE_MODEL))
     for thread in threading.enumerate():
         if thread.name == "cadp-warm-up":
             thread.join(timeout=TIMEOUT)
     # the image page's first Privatize (one image, its reconstruction) finds its passes made
     assert {key[:3] for key in loaded.model._traced._passes} == {(False, False, True), (True, False, True)}
-    ui._load_model.clear()
+    ui.clear_loaded_models()
 
 
 def test_preload_imports_what_the_first_release_would():
@@ -2273,7 +2273,7 @@ def test_a_model_folder_trained_again_while_the_app_runs_is_loaded_anew(weights,
     for thread in threading.enumerate():
         if thread.name == "cadp-warm-up":
             thread.join(timeout=TIMEOUT)
-    ui._load_model.clear()
+    ui.clear_loaded_models()
 
 
 def test_the_large_epsilon_caption_says_its_figures_are_the_bundled_models_for_another_image_model(weights):
@@ -2317,7 +2317,7 @@ def test_the_model_card_draws_the_samples_of_a_folder_trained_again(weights, tmp
     media.clear()
     at.run()
     assert len(clean(at).get("image")) == 1 and media and not set(media.values()) & before
-    ui._load_model.clear()
+    ui.clear_loaded_models()
 
 
 def test_audit_results_belong_to_the_model_audited_and_can_be_cleared_while_shown(weights, tmp_path, monkeypatch):

@@ -720,7 +720,7 @@ def test_the_app_downloads_hub_models_into_a_cache_of_its_own_and_prunes_it(serv
     monkeypatch.setenv(ui.APP_HUB_CACHE_ENV, str(tmp_path / "app-hub"))
     monkeypatch.setattr(ui, "APP_HUB_CACHE_BYTES", 0)
     monkeypatch.setattr(ui, "HUB_FOLDERS_IN_USE", collections.OrderedDict())
-    ui._load_model.clear()
+    ui.clear_loaded_models()
     try:
         first = ui.load_model(f"{REPO}@v1", hub_only=True)
         assert first.folder.is_relative_to(tmp_path / "app-hub")
@@ -728,7 +728,7 @@ def test_the_app_downloads_hub_models_into_a_cache_of_its_own_and_prunes_it(serv
         assert first.folder.exists() and second.folder.exists()  # both in use: over the budget, kept
         assert list(ui.HUB_FOLDERS_IN_USE) == [first.folder, second.folder]
         ui.HUB_FOLDERS_IN_USE.pop(first.folder)  # as if it had left the memory cache long ago
-        ui._load_model.clear()
+        ui.clear_loaded_models()
         ui.load_model(REPO, hub_only=True)  # a download (the memory cache was cleared): the cache is pruned
         assert not first.folder.exists() and second.folder.exists()
         assert not (tmp_path / "hf-home" / "hub").exists()  # the user's Hugging Face cache: untouched
@@ -741,7 +741,7 @@ def test_the_app_downloads_hub_models_into_a_cache_of_its_own_and_prunes_it(serv
         assert not list((tmp_path / "app-hub").glob("models--visitor--not-cadp/snapshots/*/*"))
         assert second.folder.exists()  # in use
     finally:
-        ui._load_model.clear()
+        ui.clear_loaded_models()
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002])
@@ -786,11 +786,11 @@ def test_the_apps_hub_box_sends_no_token_whatever_the_server_holds(served, cache
     hub.load_hub_model(REPO, cache_dir=cache, endpoint=served.url)  # the library's own call: the token is sent
     assert "Bearer hf_OWNER_SECRET" in served.authorizations
     served.authorizations.clear()
-    ui._load_model.clear()
+    ui.clear_loaded_models()
     try:
         loaded = ui.load_model(REPO, hub_only=True)
     finally:
-        ui._load_model.clear()
+        ui.clear_loaded_models()
     assert loaded.commit == served.commits["v2"] and served.authorizations
     assert not any(served.authorizations), set(served.authorizations)
     with pytest.raises(ModelError, match="not found at .*this loads public repos only, without a token"):

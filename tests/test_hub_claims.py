@@ -37,11 +37,11 @@ def hub_app(weights, tmp_path, monkeypatch):
         server.add_commit("evil/claims", weights / helpers.IMAGE_MODEL)
         server.add_commit("evil/name", named)
         monkeypatch.setenv("HF_ENDPOINT", server.url)
-        ui._load_model.clear()
+        ui.clear_loaded_models()
         try:
             yield server
         finally:
-            ui._load_model.clear()
+            ui.clear_loaded_models()
 
 
 def from_hub(page: str, repo: str) -> AppTest:

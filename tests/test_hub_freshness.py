@@ -102,9 +102,9 @@ def app_loads(monkeypatch, tmp_path):
     monkeypatch.setattr(ui, "_clock", clock)
     monkeypatch.setattr(ui, "_warm_up_quietly", lambda model: None)
     monkeypatch.setattr(ui, "app_hub_cache", lambda: tmp_path / "cache")
-    ui._load_model.clear()
+    ui.clear_loaded_models()
     yield calls, clock, origins
-    ui._load_model.clear()
+    ui.clear_loaded_models()
 
 
 def test_a_fallback_loaded_while_the_hub_was_down_is_tried_again_a_minute_later(app_loads):

@@ -28,7 +28,7 @@ EVIL = "![m](https://evil.example/pixel.png)"
 @pytest.fixture(autouse=True)
 def fresh_models():
     yield
-    ui._load_model.clear()  # the tmp folders' models: not kept for the tests that follow
+    ui.clear_loaded_models()  # the tmp folders' models: not kept for the tests that follow
 
 
 def card_page(folder: Path) -> AppTest:

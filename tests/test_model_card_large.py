@@ -32,7 +32,7 @@ def counted_samples(monkeypatch):
 
     monkeypatch.setattr(ImageCINN, "sample", counted)
     yield calls
-    ui._load_model.clear()
+    ui.clear_loaded_models()
 
 
 def test_a_large_networks_samples_wait_for_a_press_then_stay(tmp_path, monkeypatch, counted_samples):

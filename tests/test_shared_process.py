@@ -34,3 +34,32 @@ def test_fits_of_several_sessions_run_one_at_a_time(monkeypatch):
     for thread in threads:
         thread.join(10)
     assert len(results) == 3 and most[0] == 1
+
+
+def test_hub_ids_typed_by_anyone_never_push_the_app_s_own_models_out_of_memory(monkeypatch, tmp_path):
+    """One cache for both: eight Hub ids (or one repo in eight spellings) reloaded every visitor's bundled model,
+    and eight networks of anyone's size could be held at once."""
+    from cadp import hub
+
+    loads: list[str] = []
+
+    def fake_hub_load(source, **kwargs):
+        loads.append(source)
+        loaded = hub.load_folder(hub.BUNDLED_DIR / "diabetes-cinn", origin=f"Hub {source} at commit 0123456789ab")
+        loaded.folder = tmp_path / source.replace("/", "--")
+        return loaded
+
+    monkeypatch.setattr(hub, "load_hub_model", fake_hub_load)
+    monkeypatch.setattr(ui, "_warm_up_quietly", lambda model: None)
+    monkeypatch.setattr(ui, "app_hub_cache", lambda: tmp_path / "cache")
+    ui.clear_loaded_models()
+    try:
+        own = ui.load_model("diabetes-cinn")
+        for index in range(ui.MODELS_IN_MEMORY + 2):
+            ui.load_model(f"someone/model-{index}", hub_only=True)
+        assert ui.load_model("diabetes-cinn") is own  # still the same object: not loaded again
+        ui.load_model(f"someone/model-{ui.MODELS_IN_MEMORY + 1}", hub_only=True)  # the latest: still held
+        ui.load_model("someone/model-0", hub_only=True)  # an early one: loaded again (at most 2 Hub models held)
+        assert loads.count(f"someone/model-{ui.MODELS_IN_MEMORY + 1}") == 1 and loads.count("someone/model-0") == 2
+    finally:
+        ui.clear_loaded_models()
