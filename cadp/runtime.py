@@ -98,3 +98,44 @@ def keep_uploads_in_memory() -> bool:
         return False
     MultiPartParser.spool_max_size = sys.maxsize  # SpooledTemporaryFile rolls over to disk only above this
     return True
+
+
+SESSION_UPLOAD_BYTES = 256 * 2**20  # a session's uploads held at once: above the pages' own 200 MB (said there)
+UPLOADS_BYTES_ENV = "CADP_UPLOADS_MAX_BYTES"
+UPLOADS_BYTES = 2 * 2**30  # every session's uploads held at once, in the process
+
+
+def limit_held_uploads(per_session: int = SESSION_UPLOAD_BYTES, in_all: int | None = None) -> bool:
+    """Refuse, at the server, an uploaded file that would make one session hold more than ``per_session`` bytes of
+    uploads, or the process more than ``in_all`` (default ``$CADP_UPLOADS_MAX_BYTES``, else 2 GiB).
+
+    Streamlit stores every file an uploader takes in the process's memory before the page sees it, capped per file
+    (``server.maxUploadSize``) but not in number: a page that refused 5 files of 47 MB still held them, and tabs of
+    such uploads could take a hosted app's memory from every visitor. The refused file gets HTTP 413 (the uploader
+    shows it as failed); a session's earlier files stay. Idempotent, process-wide; returns whether it is in force
+    (False without Streamlit's in-memory upload store)."""
+    try:
+        from starlette.exceptions import HTTPException
+        from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+    except ImportError:
+        return False
+    if in_all is None:
+        in_all = int(os.environ.get(UPLOADS_BYTES_ENV) or UPLOADS_BYTES)
+    add_file = getattr(MemoryUploadedFileManager.add_file, "unlimited", MemoryUploadedFileManager.add_file)
+
+    def limited_add_file(self, session_id, file) -> None:
+        with self._lock:
+            session = self.file_storage.get(session_id, {})
+            replaced = len(session[file.file_id].data) if file.file_id in session else 0
+            held = sum(len(held_file.data) for held_file in session.values()) - replaced
+            if held + len(file.data) > per_session:
+                raise HTTPException(status_code=413, detail=f"this session holds uploads of {held:,} bytes: at most "
+                                                            f"{per_session:,} at once (remove some files)")
+            if self._total_bytes - replaced + len(file.data) > in_all:
+                raise HTTPException(status_code=503, detail="this app holds as many uploads as it can now: try "
+                                                            "again later")
+        add_file(self, session_id, file)
+
+    limited_add_file.unlimited = add_file
+    MemoryUploadedFileManager.add_file = limited_add_file
+    return True

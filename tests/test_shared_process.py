@@ -63,3 +63,35 @@ def test_hub_ids_typed_by_anyone_never_push_the_app_s_own_models_out_of_memory(m
         assert loads.count(f"someone/model-{ui.MODELS_IN_MEMORY + 1}") == 1 and loads.count("someone/model-0") == 2
     finally:
         ui.clear_loaded_models()
+
+
+def test_the_server_refuses_uploads_past_a_sessions_and_the_processs_share_of_memory(monkeypatch):
+    """Streamlit held every file an uploader took (capped per file, not in number): the page refused 5 files of
+    47 MB and the process still held them; tabs of such uploads could take every visitor's memory."""
+    import pytest
+    from starlette.exceptions import HTTPException
+    from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+    from streamlit.runtime.uploaded_file_manager import UploadedFileRec
+
+    from cadp import runtime
+
+    monkeypatch.setattr(MemoryUploadedFileManager, "add_file", MemoryUploadedFileManager.add_file)  # undone after
+    assert runtime.limit_held_uploads(per_session=100, in_all=250)
+    assert runtime.limit_held_uploads(per_session=100, in_all=250)  # twice: one limit, not two wrappers
+    manager = MemoryUploadedFileManager("/upload")
+
+    def add(session: str, file_id: str, size: int) -> None:
+        manager.add_file(session, UploadedFileRec(file_id, f"{file_id}.png", "image/png", b"x" * size))
+
+    add("a", "1", 60)
+    add("a", "1", 90)  # the same file again, larger: replaces it
+    with pytest.raises(HTTPException) as refused:
+        add("a", "2", 20)  # 110 > 100 for the session
+    assert refused.value.status_code == 413
+    add("b", "1", 90)
+    with pytest.raises(HTTPException) as full:
+        add("c", "1", 80)  # 260 > 250 in all
+    assert full.value.status_code == 503
+    manager.remove_session_files("a")
+    add("c", "1", 80)  # room again
+    assert manager._total_bytes == 170
