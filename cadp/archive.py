@@ -686,6 +686,15 @@ class LabelResolver:
         used = {self.labels_key(name) for name in self.input_names}
         return [key for key in self.labels if key not in used]
 
+    def inputs_of_bare_name(self, row: str) -> list[str]:
+        """The inputs whose file name is the labels CSV's bare ``row`` ('x.png'), where several are (none is its
+        file then: which one the row meant cannot be told), else []."""
+        if self.input_names is None or "/" in row:
+            return []
+        named = [name for name in self.input_names if PurePosixPath(name).name == row
+                 and (not self.root or name.startswith(self.root + "/"))]
+        return named if len(named) > 1 else []
+
     def resolve(self, name: str) -> int:
         key = _clean_path(name)
         if self.labels:
@@ -904,15 +913,28 @@ def name_key(name: str) -> str:
     return unicodedata.normalize("NFC", name).casefold()
 
 
-def unused_labels_note(unused: list[str]) -> str | None:
-    """The labels CSV's rows that name no input file, said with a few of them, or None."""
+def unused_labels_note(unused: list[str], resolver: LabelResolver | None = None) -> str | None:
+    """The labels CSV's rows that name no input file, said with a few of them, or None; with ``resolver``, a bare
+    name that several inputs have is said apart (it names each of them, so it is used for none)."""
     if not unused:
         return None
-    shown = ", ".join(readable(name) for name in unused[:3]) + (f" and {len(unused) - 3} more" if len(unused) > 3
-                                                              else "")
-    return (f"{len(unused)} row(s) of the labels CSV name no file of the input ({shown}): check their paths "
-            "(relative to the top of INPUT, or to the ZIP's top folder that holds its labels.csv; or bare file names "
-            "that one input file has)")
+    several = {row: resolver.inputs_of_bare_name(row) for row in unused} if resolver is not None else {}
+    several = {row: names for row, names in several.items() if names}
+    notes = []
+    if several:
+        row, names = next(iter(several.items()))
+        notes.append(f"{len(several)} row(s) of the labels CSV give a bare file name that several inputs have, e.g. "
+                     f"{readable(row)} ({', '.join(readable(name) for name in names[:3])}"
+                     f"{' and more' if len(names) > 3 else ''}): such a row is used for none of them; write the "
+                     "file's path (from the top of INPUT) in its place")
+    unused = [row for row in unused if row not in several]
+    if unused:
+        shown = ", ".join(readable(name) for name in unused[:3]) + (f" and {len(unused) - 3} more"
+                                                                  if len(unused) > 3 else "")
+        notes.append(f"{len(unused)} row(s) of the labels CSV name no file of the input ({shown}): check their paths "
+                     "(relative to the top of INPUT, or to the ZIP's top folder that holds its labels.csv; or bare file "
+                     "names that one input file has)")
+    return "; ".join(notes)
 
 
 def _zip_labels(path: Path) -> tuple[dict[str, str] | None, str | None]:
@@ -2410,7 +2432,7 @@ def _main(argv=None) -> int:
             if input_kind == "folder" and (outside := outside_links_note(args.input)):
                 _say(f"note: {outside}")
             resolver = LabelResolver(loaded.config.class_names, labels, input_names, root=labels_root)
-            unused = unused_labels_note(resolver.unused_labels())
+            unused = unused_labels_note(resolver.unused_labels(), resolver)
             if unused:
                 _say(f"note: {unused}")
             # numbered outputs are written in a random order: numbers, file times and the manifest's rows in input

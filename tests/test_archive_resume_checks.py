@@ -101,3 +101,15 @@ def test_a_csv_with_sklearns_target_column_is_told_it_may_be_the_missing_one(tmp
     assert code == archive.EXIT_USAGE
     assert "the file has 'target', which the model does not: if it is 'progression', rename it" in \
         capsys.readouterr().err
+
+
+def test_a_labels_row_of_a_bare_name_two_inputs_have_is_said_to_name_both(image_model, tmp_path, capsys):
+    """'x.png' with inputs a/x.png and b/x.png: the note said the row named no file of the input."""
+    source = make_folder(tmp_path / "in", {"a/x.png": image_file(1), "b/x.png": image_file(2), "a/y.png": image_file(3)})
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\nx.png,0\nnope.png,1\n", encoding="utf-8")
+    run(image_model, source, tmp_path / "out", "--labels", str(labels))
+    err = " ".join(capsys.readouterr().err.split())
+    assert ("1 row(s) of the labels CSV give a bare file name that several inputs have, e.g. x.png (a/x.png, b/x.png): "
+            "such a row is used for none of them") in err, err
+    assert "1 row(s) of the labels CSV name no file of the input (nope.png)" in err
