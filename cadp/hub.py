@@ -774,10 +774,13 @@ def _discard_snapshot(repo_folder: Path, sent: str, revision: str) -> None:
         pass
 
 
-def prune_hub_cache(cache_dir: str | Path, budget_bytes: int, keep: set[Path]) -> list[str]:
+def prune_hub_cache(cache_dir: str | Path, budget_bytes: int, keep: set[Path],
+                    keep_repos: set[str] = frozenset()) -> list[str]:
     """Delete the least recently used revisions of a Hugging Face cache folder until it holds at most
-    ``budget_bytes``, never a revision whose snapshot folder is in ``keep`` (models in use). For a cache of the
-    app's own (a public Space's disk filled with every repo a visitor named); returns the 'repo@commit' deleted."""
+    ``budget_bytes``, never a revision whose snapshot folder is in ``keep`` (models in use) nor one of a repo in
+    ``keep_repos`` (ids in lower case: repos downloading now, whose new files may link to an older revision's
+    blobs). For a cache of the app's own (a public Space's disk filled with every repo a visitor named); returns
+    the 'repo@commit' deleted."""
     from huggingface_hub import scan_cache_dir
 
     if not Path(cache_dir).is_dir():
@@ -785,7 +788,8 @@ def prune_hub_cache(cache_dir: str | Path, budget_bytes: int, keep: set[Path]) -
     info = scan_cache_dir(cache_dir)
     kept = {Path(folder).resolve() for folder in keep}
     candidates = sorted(((repo.last_accessed, revision, repo.repo_id) for repo in info.repos
-                         for revision in repo.revisions if Path(revision.snapshot_path).resolve() not in kept),
+                         for revision in repo.revisions if Path(revision.snapshot_path).resolve() not in kept
+                         and repo.repo_id.lower() not in keep_repos),
                         key=lambda item: item[0])
     total, chosen, deleted = info.size_on_disk, [], []
     for _, revision, repo_id in candidates:

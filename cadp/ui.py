@@ -220,7 +220,11 @@ SAMPLES_ON_REQUEST_PARAMETERS = 20_000_000
 APP_HUB_CACHE_ENV = "CADP_APP_HUB_CACHE"
 APP_HUB_CACHE_BYTES = 2 * 2**30  # the app's Hub downloads on disk; models in use stay, whatever their size
 HUB_FOLDERS_IN_USE: collections.OrderedDict = collections.OrderedDict()  # Hub snapshot folder: None, last used last
-_HUB_LOCK = threading.Lock()  # one Hub download or pruning at a time: a pruning never meets a download under way
+_HUB_LOCK = threading.Lock()  # one pruning of the app's Hub cache at a time
+HUB_DOWNLOADS_AT_ONCE = 2  # Hub downloads under way at once (one visitor's large repo no longer holds up all others)
+_HUB_SLOTS = threading.BoundedSemaphore(HUB_DOWNLOADS_AT_ONCE)
+_REPO_LOCKS: dict[str, list] = {}  # repo id (lower case) -> [its lock, sessions using it]: one download of a repo
+_DOWNLOADING: Counter = Counter()  # repo ids (lower case) downloading now: a pruning leaves their revisions
 _IN_USE_LOCK = threading.Lock()  # HUB_FOLDERS_IN_USE, changed by every session's page runs
 
 
@@ -286,19 +290,36 @@ def clear_loaded_models() -> None:
 
 def _loaded(source: str, hub_only: bool, stamp: tuple | None) -> hub.LoadedModel:
     if hub_only:
-        with _HUB_LOCK:
-            loaded = None
-            try:
-                # no token: the server's own (HF_TOKEN, a saved login) would open its owner's private and gated
-                # repos to every visitor of a hosted Space
-                loaded = hub.load_hub_model(source, cache_dir=app_hub_cache(), token=False)
-            finally:  # also after a refused repo: its files were downloaded before its config was read
+        repo = hub.parse_hub_source(source)[0].lower()  # (an id that is none is refused here, before any wait)
+        with _IN_USE_LOCK:
+            entry = _REPO_LOCKS.setdefault(repo, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0], _HUB_SLOTS:  # one download per repo; a few repos at once
+                loaded = None
                 with _IN_USE_LOCK:
-                    in_use = set(HUB_FOLDERS_IN_USE) | ({loaded.folder} if loaded is not None else set())
+                    _DOWNLOADING[repo] += 1
                 try:
-                    hub.prune_hub_cache(app_hub_cache(), APP_HUB_CACHE_BYTES, in_use)
-                except Exception:  # noqa: BLE001 - a pruning that fails leaves more on disk, never fails a load
-                    pass
+                    # no token: the server's own (HF_TOKEN, a saved login) would open its owner's private and gated
+                    # repos to every visitor of a hosted Space
+                    loaded = hub.load_hub_model(source, cache_dir=app_hub_cache(), token=False)
+                finally:  # also after a refused repo: its files were downloaded before its config was read
+                    with _IN_USE_LOCK:
+                        _DOWNLOADING[repo] -= 1
+                        if _DOWNLOADING[repo] <= 0:
+                            del _DOWNLOADING[repo]
+                        in_use = set(HUB_FOLDERS_IN_USE) | ({loaded.folder} if loaded is not None else set())
+                        downloading = set(_DOWNLOADING)
+                    try:
+                        with _HUB_LOCK:
+                            hub.prune_hub_cache(app_hub_cache(), APP_HUB_CACHE_BYTES, in_use, downloading)
+                    except Exception:  # noqa: BLE001 - a pruning that fails leaves more on disk, never fails a load
+                        pass
+        finally:
+            with _IN_USE_LOCK:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    _REPO_LOCKS.pop(repo, None)
     else:
         loaded = hub.load_model(source)
     loaded.stamp = stamp  # what the model was loaded from: the key of what the pages cache of it (its samples)

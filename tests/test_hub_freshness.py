@@ -144,3 +144,14 @@ def test_a_branch_is_asked_for_its_newest_commit_again_after_a_while_a_commit_ne
     ui.load_model("owner/name", hub_only=True)
     ui.load_model(f"owner/name@{commit}", hub_only=True)
     assert calls == ["owner/name", f"owner/name@{commit}", "owner/name"]
+
+
+def test_a_pruning_leaves_the_revisions_of_a_repo_downloading_now(server, cache):
+    """A repo's new revision may link to its older revision's blobs while it downloads: a pruning that ran beside
+    the download (Hub loads of other repos no longer wait for it) must leave that repo alone."""
+    server.add_commit("busy/model", bundled_files())
+    server.add_commit("idle/model", bundled_files())
+    busy, idle = load(server, "busy/model", cache), load(server, "idle/model", cache)
+    deleted = hub.prune_hub_cache(cache, 0, set(), keep_repos={"busy/model"})
+    assert [name.split("@")[0] for name in deleted] == ["idle/model"]
+    assert (busy.folder / hub.WEIGHTS_NAME).exists() and not idle.folder.exists()

@@ -95,3 +95,31 @@ def test_the_server_refuses_uploads_past_a_sessions_and_the_processs_share_of_me
     manager.remove_session_files("a")
     add("c", "1", 80)  # room again
     assert manager._total_bytes == 170
+
+
+def test_one_visitors_slow_hub_download_holds_up_no_other_repo(monkeypatch, tmp_path):
+    """One lock for every Hub load: a visitor's large repo held every other visitor's Hub load for minutes."""
+    from cadp import hub
+
+    def slow_load(source, **kwargs):
+        time.sleep(0.5)
+        loaded = hub.load_folder(hub.BUNDLED_DIR / "diabetes-cinn", origin=f"Hub {source} at commit 0123456789ab")
+        loaded.folder = tmp_path / source.replace("/", "--")
+        return loaded
+
+    monkeypatch.setattr(hub, "load_hub_model", slow_load)
+    monkeypatch.setattr(hub, "prune_hub_cache", lambda *args, **kwargs: [])
+    monkeypatch.setattr(ui, "_warm_up_quietly", lambda model: None)
+    monkeypatch.setattr(ui, "app_hub_cache", lambda: tmp_path / "cache")
+    ui.clear_loaded_models()
+    try:
+        started = time.perf_counter()
+        threads = [threading.Thread(target=ui._loaded, args=(f"someone/model-{n}", True, None)) for n in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert time.perf_counter() - started < 0.9  # side by side, not one after the other (1.0 s)
+        assert ui._REPO_LOCKS == {} and not ui._DOWNLOADING  # nothing left behind per repo
+    finally:
+        ui.clear_loaded_models()
