@@ -1232,6 +1232,9 @@ def _fit_name(stem: str, suffix: str = "") -> str:
     return stem + suffix
 
 
+_UNKNOWN_START = -1  # ReleasedLabels.batch_start where it could not be taken
+
+
 class ReleasedLabels:
     """labels.csv of an image release: each privatized file (as written under OUTPUT) and its released label, in the
     --labels format (file,label), so the release reads back as an input. Opened at the first row, flushed per batch.
@@ -1248,10 +1251,14 @@ class ReleasedLabels:
         self.batch_start: int | None = None  # the file's size before them (None: the file is new in this batch)
 
     def start_batch(self) -> None:
-        """Mark where this batch's rows begin: a batch whose files are removed (a write error) takes its rows too."""
-        if self.handle is not None:
-            self.handle.flush()
-        self.batch, self.batch_start = [], (self.path.stat().st_size if self.handle is not None else None)
+        """Mark where this batch's rows begin: a batch whose files are removed (a write error) takes its rows too.
+        Where the mark cannot be taken (the flush of the rows before fails: a full disk), no row is taken back."""
+        self.batch, self.batch_start = [], _UNKNOWN_START
+        if self.handle is None:
+            self.batch_start = None
+            return
+        self.handle.flush()
+        self.batch_start = self.path.stat().st_size
 
     def row(self, file: str, label: str) -> None:
         if self.handle is None:
@@ -1264,7 +1271,7 @@ class ReleasedLabels:
     def keep_batch_rows(self, kept: set[str]) -> None:
         """After a write error stopped the run: keep of this batch's rows only those of the files ``kept`` (the
         others were removed), so that labels.csv lists the files the manifest lists and no label released with none."""
-        if self.handle is None or all(file in kept for file, _ in self.batch):
+        if self.handle is None or self.batch_start == _UNKNOWN_START or all(file in kept for file, _ in self.batch):
             return
         try:
             self.handle.buffer.raw.close()  # what the buffer still holds is dropped: it is rewritten below
@@ -2689,9 +2696,11 @@ def _earlier_run(args, kind: str) -> EarlierRun | None:
     if folder.resolve() == args.output.resolve():
         raise UsageError("--skip-privatized names OUTPUT itself: give the earlier run's folder, and a new OUTPUT")
     earlier = read_earlier_run(folder)
-    if args.seed is not None and args.seed in earlier.seeds:  # PRIVACY.md: never reuse one noise draw
+    # PRIVACY.md: never reuse one noise draw (torch's generator keeps a seed's low 32 bits: 7 and 7 + 2**32 are one)
+    if args.seed is not None and args.seed % 2**32 in {seed % 2**32 for seed in earlier.seeds}:
         raise UsageError(f"--seed {args.seed}: the run in {folder} (or one it continued) drew its noise from seed "
-                         f"{args.seed} too, so this run would release other records with the same noise draws (the "
+                         f"{args.seed} too (or one that draws alike: the generator keeps a seed's lowest 32 bits), "
+                         "so this run would release other records with the same noise draws (the "
                          "difference of two such releases gives away how their records differ): give another "
                          "--seed, or none (noise from the operating system)")
     return earlier

@@ -425,7 +425,7 @@ def split_image_folder(labels: np.ndarray, test_fraction: float = 0.2, seed: int
     folder (at least one image) drawn at random, except that a class all of whose images were drawn gets its last
     one drawn back for training. In both the network sees every class the model can release (randomized response
     may release any): a class of one image trains on it, and has none held out."""
-    if version not in SPLIT_VERSIONS:
+    if isinstance(version, bool) or version not in SPLIT_VERSIONS:
         raise InputError(f"split version {version!r} is not one this CADP version knows ({SPLIT_VERSIONS}): "
                          "a model of a later CADP version needs that version to be evaluated with --data")
     order = np.random.default_rng(seed).permutation(len(labels))

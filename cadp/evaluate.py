@@ -1523,7 +1523,7 @@ def section_or_none(evaluation: dict, name: str) -> dict | None:
     return None
 
 
-def load_training_data(config, path: Path | str, training: dict | None = None):
+def load_training_data(config, path: Path | str, training: dict | None = None, split_version: int | None = None):
     """(train, test) of a CSV or image folder, split as ``cadp.train`` split it for this model.
 
     For models trained on data of their own (a CSV or an ImageFolder): the model's config names only the
@@ -1536,8 +1536,7 @@ def load_training_data(config, path: Path | str, training: dict | None = None):
         print(f"note: eval.json's 'training' section is not an object, as cadp.train writes it: --data {path} "
               "cannot be checked against the split the model was trained on", file=sys.stderr)
         training = None
-    # an image folder's split as the model's run drew it (recorded since version 2; before, version 1)
-    split_version = (training or {}).get("split_version", 1)
+    split_version = _split_version(config, path, training, split_version)
     train, test = _load_training_data(config, path, split_version)
     recorded = tuple((training or {}).get(key) for key in ("train_records", "test_records"))
     if all(isinstance(count, int) for count in recorded) and recorded != (len(train), len(test)):
@@ -1582,6 +1581,35 @@ def _hub_download_hint(model: str) -> str | None:
             "--local-dir my-model")
 
 
+def _split_version(config, path, training: dict | None, given: int | None) -> int:
+    """How an image folder was split for this model: ``given`` (--split-version), else as its eval.json's training
+    section records it (since version 2; a section without it: version 1, which runs before recorded nothing).
+    Without a record, the two versions are compared: where they split the folder alike either is right, else
+    InputError (a guess would test on training images)."""
+    from cadp.data import SPLIT_VERSIONS
+
+    if given is not None or config.kind != "image":
+        return 1 if given is None else given
+    if training is not None:
+        recorded = training.get("split_version", 1)
+        if isinstance(recorded, bool) or recorded not in SPLIT_VERSIONS:
+            raise InputError(f"eval.json's training section gives split_version {recorded!r}, not one of "
+                             f"{', '.join(map(str, SPLIT_VERSIONS))}: give --split-version (1 for models trained "
+                             "before 2026-11-30, 2 after)")
+        return recorded
+    from cadp.data import load_image_folder
+    from cadp.train import split_fingerprint
+
+    tests = {version: split_fingerprint(load_image_folder(path, "test", image_size=config.image_size,
+                                                          channels=config.channels, split_version=version))
+             for version in SPLIT_VERSIONS}
+    if len(set(tests.values())) > 1:
+        raise InputError(f"--data {path}: the model folder has no eval.json training section to say how the folder "
+                         "was split, and the ways CADP versions split it differ here: give --split-version (1 for "
+                         "models trained before 2026-11-30, 2 after), or its test images could be training images")
+    return SPLIT_VERSIONS[-1]
+
+
 def _load_training_data(config, path: Path | str, split_version=1):
     from cadp.data import case_hint, load_image_folder, load_table
 
@@ -1617,6 +1645,9 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path,
                         help="the CSV or image folder the model was trained on (models not trained on a bundled "
                              "dataset); split as cadp.train split it")
+    parser.add_argument("--split-version", type=int, choices=(1, 2),
+                        help="how cadp.train split an image folder given with --data: 1 before 2026-11-30, 2 after "
+                             "(default: as the model's eval.json records it)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for CI and tests")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     parser.add_argument("--replace-full", action="store_true",
@@ -1655,7 +1686,7 @@ def main(argv=None) -> int:
         if args.command in ("bpd", "audit") and args.device not in ("auto", "cpu"):
             print(f"note: --device {args.device} is not used: {args.command} runs on the CPU", file=sys.stderr)
         if args.data is not None:
-            data = load_training_data(loaded.config, args.data, evaluation.get("training"))
+            data = load_training_data(loaded.config, args.data, evaluation.get("training"), args.split_version)
         elif args.command not in ("report", "audit"):  # read before the progress bar starts: a missing dataset says so first
             data = (_load_image_data if loaded.config.kind == "image" else _load_table_data)(loaded.config, None)
         else:

@@ -100,7 +100,9 @@ def keep_uploads_in_memory() -> bool:
     return True
 
 
-SESSION_UPLOAD_BYTES = 256 * 2**20  # a session's uploads held at once: above the pages' own 200 MB (said there)
+# a session's uploads held at once: well above a page's own 200 MB (said there), as Streamlit keeps a page's files
+# after the visitor moves to another page (until they are removed from their box, or the session ends)
+SESSION_UPLOAD_BYTES = 512 * 2**20
 UPLOADS_BYTES_ENV = "CADP_UPLOADS_MAX_BYTES"
 UPLOADS_BYTES = 2 * 2**30  # every session's uploads held at once, in the process
 

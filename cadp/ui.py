@@ -213,7 +213,7 @@ def bundled_models(kind: str | None = None) -> list[str]:
 MODELS_IN_MEMORY = 8  # load_model's cache of bundled and local models, for all sessions
 # load_model's cache of Hub models, apart: the Hub ids anyone types never push the bundled models out (a reload and a
 # warm-up for every visitor), and at most this many networks of anyone's size are held at once
-HUB_MODELS_IN_MEMORY = 2
+HUB_MODELS_IN_MEMORY = 4
 # a bundled image model has 1.6M parameters; a Hub one may have 100M: the Model card page draws the samples of a
 # network above this only when asked (minutes of the CPU that every visitor of a hosted app shares)
 SAMPLES_ON_REQUEST_PARAMETERS = 20_000_000
@@ -245,13 +245,18 @@ def load_model(source: str, hub_only: bool = False) -> hub.LoadedModel:
     being traced or a module still being imported). Every use of a Hub model is noted, so that pruning the
     app's Hub cache after a new download keeps the folders of the models the cache may still hold.
     """
+    if hub_only:
+        source = _hub_key(source)  # one repo written two ways is one model in memory
     loaded = _load_hub_model(source) if hub_only else _load_model(source, False, folder_stamp(source))
-    if hub_only and _outdated(loaded, source):
-        with _RELOAD_LOCK:  # one session asks the Hub again; the others then find its answer in the cache
+    # one session asks the Hub again; the others go on with the model they have meanwhile (never wait for it)
+    if hub_only and _outdated(loaded, source) and _RELOAD_LOCK.acquire(blocking=False):
+        try:
             loaded = _load_hub_model(source)
             if _outdated(loaded, source):
                 _load_hub_model.clear(source)
                 loaded = _load_hub_model(source)
+        finally:
+            _RELOAD_LOCK.release()
     if hub_only:
         with _IN_USE_LOCK:
             HUB_FOLDERS_IN_USE.pop(loaded.folder, None)
@@ -339,11 +344,26 @@ _RELOAD_LOCK = threading.Lock()
 def _outdated(loaded: hub.LoadedModel, source: str) -> bool:
     """Whether the cached Hub model ``loaded`` (for all sessions) should be asked of the Hub again: kept for good,
     a fallback chosen while the Hub was down would be served for as long as the app runs, and a branch's first
-    commit after the branch moved on."""
+    commit after the branch moved on. A commit's files never change: a model of one is never asked again."""
+    if hub._COMMIT.fullmatch(source.partition("@")[2]):
+        return False
     age = _clock() - (loaded.loaded_at if loaded.loaded_at is not None else _clock())
     if loaded.origin.startswith("bundled fallback") or "(cached copy;" in loaded.origin:
         return age >= HUB_RETRY_SECONDS
-    return not hub._COMMIT.fullmatch(source.partition("@")[2]) and age >= HUB_RECHECK_SECONDS
+    return age >= HUB_RECHECK_SECONDS
+
+
+def _hub_key(source: str) -> str:
+    """A Hub id as the app's model cache keys it: ``owner/name@main`` is ``owner/name`` (the Hub's default branch),
+    except for a bundled repo, whose bare id loads its pinned revision. An id that is none is left as typed (loading
+    it says why)."""
+    try:
+        repo_id, revision = hub.parse_hub_source(source.strip())
+    except CadpError:
+        return source
+    if revision == "main" and repo_id not in hub.BUNDLED_REPOS:
+        revision = None
+    return repo_id if revision is None else f"{repo_id}@{revision}"
 
 
 WARM_UPS: list[threading.Thread] = []

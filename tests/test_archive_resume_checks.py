@@ -113,3 +113,42 @@ def test_a_labels_row_of_a_bare_name_two_inputs_have_is_said_to_name_both(image_
     assert ("1 row(s) of the labels CSV give a bare file name that several inputs have, e.g. x.png (a/x.png, b/x.png): "
             "such a row is used for none of them") in err, err
     assert "1 row(s) of the labels CSV name no file of the input (nope.png)" in err
+
+
+def test_a_seed_that_draws_as_the_earlier_runs_is_refused_too(image_model, tmp_path, capsys):
+    """torch's generator keeps a seed's lowest 32 bits: --seed 7 + 2**32 drew seed 7's noise and was accepted."""
+    files = {f"{label}/{i}.png": image_file(10 * label + i) for label in (0, 1) for i in range(2)}
+    source = make_folder(tmp_path / "in", files)
+    first = tmp_path / "first"
+    assert run(image_model, source, first, "--seed", "7") == 0
+    rows = read_manifest(first)
+    with (first / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, archive.MANIFEST_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows[:1])
+    assert run(image_model, source, tmp_path / "second", "--skip-privatized", str(first), "--seed",
+               str(7 + 2**32)) == archive.EXIT_USAGE
+    assert "draws alike" in capsys.readouterr().err
+
+
+def test_labels_csv_is_left_whole_when_the_mark_of_a_batch_cannot_be_taken(tmp_path):
+    """A full disk on the flush that starts a batch left the previous batch's mark, and the clean-up then cut the
+    previous batch's rows (their files listed and kept)."""
+    labels = archive.ReleasedLabels(tmp_path / "labels.csv")
+    labels.start_batch()
+    labels.row("a.png", "0")
+    labels.start_batch()
+    labels.row("b.png", "1")
+    labels.flush()  # the batch ends: its files and rows are listed
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    labels.handle.flush = full
+    try:
+        labels.start_batch()
+    except OSError:
+        pass
+    labels.keep_batch_rows(set())  # as the run's clean-up calls it: nothing of the (failed) new batch kept
+    labels.handle = None
+    assert [row["file"] for row in labels_rows(tmp_path)] == ["a.png", "b.png"]

@@ -4,6 +4,7 @@ it loaded (a fallback while the Hub was down, a branch that has moved since)."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,43 @@ def test_a_pruning_leaves_the_revisions_of_a_repo_downloading_now(server, cache)
     deleted = hub.prune_hub_cache(cache, 0, set(), keep_repos={"busy/model"})
     assert [name.split("@")[0] for name in deleted] == ["idle/model"]
     assert (busy.folder / hub.WEIGHTS_NAME).exists() and not idle.folder.exists()
+
+
+def test_a_commits_cached_copy_is_never_asked_again_its_files_cannot_change(app_loads):
+    calls, clock, origins = app_loads
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    origins["origin"] = "Hub owner/name at commit 0123456789ab (cached copy; the Hub at x cannot be reached)"
+    ui.load_model(f"owner/name@{commit}", hub_only=True)
+    clock.now += 10 * ui.HUB_RECHECK_SECONDS
+    ui.load_model(f"owner/name@{commit}", hub_only=True)
+    assert calls == [f"owner/name@{commit}"]
+
+
+def test_one_repo_written_with_or_without_main_is_one_model_in_memory(app_loads):
+    calls, _, _ = app_loads
+    for source in ("owner/name", "owner/name@main", " owner/name "):
+        ui.load_model(source, hub_only=True)
+    assert calls == ["owner/name"]
+    bundled = next(iter(hub.BUNDLED_REPOS))  # its bare id loads its pinned revision, not main
+    ui.load_model(bundled, hub_only=True)
+    ui.load_model(f"{bundled}@main", hub_only=True)
+    assert calls[1:] == [bundled, f"{bundled}@main"]
+
+
+def test_a_session_never_waits_for_another_sessions_asking_the_hub_again(app_loads):
+    calls, clock, _ = app_loads
+    first = ui.load_model("owner/name", hub_only=True)
+    clock.now += ui.HUB_RECHECK_SECONDS + 1
+    assert ui._RELOAD_LOCK.acquire(blocking=False)  # another session is asking the Hub again
+    try:
+        served = []
+        waiting = threading.Thread(target=lambda: served.append(ui.load_model("owner/name", hub_only=True)),
+                                   daemon=True)
+        waiting.start()
+        waiting.join(5)
+        assert not waiting.is_alive(), "a page run waited for another session's reload"
+        assert served == [first] and len(calls) == 1  # served what it had
+    finally:
+        ui._RELOAD_LOCK.release()
+    ui.load_model("owner/name", hub_only=True)
+    assert len(calls) == 2

@@ -115,3 +115,31 @@ def test_a_checkpoint_of_the_first_split_version_resumes_on_the_images_it_starte
     facts = json.loads((out / "eval.json").read_text())["training"]
     assert facts["split_version"] == 1
     assert "split as versions before 2026-11-30 split a folder" in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize("recorded", [True, 3, "2", None])
+def test_a_split_version_in_eval_json_that_is_not_1_or_2_is_refused_in_plain_words(tmp_path, recorded):
+    from cadp.errors import InputError
+
+    folder = _image_folder(tmp_path / "shoes", {"bags": 8, "boots": 6})
+    out = tmp_path / "model"
+    assert train.main(["--dataset", str(folder), "--out", str(out), *TINY_IMAGE_RUN]) == 0
+    facts = json.loads((out / "eval.json").read_text())["training"]
+    facts["split_version"] = recorded
+    with pytest.raises(InputError, match="split_version .* not one of 1, 2: give --split-version"):
+        load_training_data(read_config(out), folder, facts)
+
+
+def test_without_eval_json_a_folder_the_two_versions_split_otherwise_needs_split_version(tmp_path):
+    """No training section: the old split was assumed, and for a model trained now its test images included
+    training images, unchecked."""
+    from cadp.errors import InputError
+
+    folder = _image_folder(tmp_path / "shoes", {"bags": 8, "boots": 6})  # versions 1 and 2 differ here
+    out = tmp_path / "model"
+    assert train.main(["--dataset", str(folder), "--out", str(out), *TINY_IMAGE_RUN]) == 0
+    config = read_config(out)
+    with pytest.raises(InputError, match="give --split-version"):
+        load_training_data(config, folder, None)
+    _, test = load_training_data(config, folder, None, split_version=2)
+    assert set(test.labels.tolist()) == {0, 1}
