@@ -32,7 +32,7 @@ def finite_numbers(values, positive: bool = False) -> list[float] | None:
 
 # the re-identification attackers of an eval.json utility method: with the model in latent space, and by pixels or
 # encoded data; a release is as identifiable as the best of them finds it
-REID_ATTACKERS = ("reid_latent", "reid_pixel", "reid_data")
+REID_ATTACKERS = ("reid_latent", "reid_pixel", "reid_data", "reid_public")
 # the curves of a method the utility page draws
 DRAWN_CURVES = ("p/o", "ssim") + REID_ATTACKERS
 
@@ -278,11 +278,14 @@ def _line_entry(figure, name: str, colour: str, dash: str) -> None:
                                 line=dict(color=colour, dash=dash), hoverinfo="skip"))
 
 
-def _reference_lines(figure, add_line, reference=None, chance=None, given=None, released: str = "label") -> None:
-    """Reference lines: real/real, and the re-identification attackers' baselines. The attackers match a release
-    only among the records with the label (conditions) released with it, so a guess among those (dotted) is their
-    baseline; 1/N, a guess among all records, is drawn for scale."""
+def _reference_lines(figure, add_line, reference=None, chance=None, given=None, released: str = "label",
+                     majority=None) -> None:
+    """Reference lines: real/real and the majority class (an accuracy is read against both), and the
+    re-identification attackers' baselines. The attackers match a release only among the records with the label
+    (conditions) released with it, so a guess among those (dotted) is their baseline; 1/N, a guess among all
+    records, is drawn for scale."""
     for value, name, colour, dash in ((reference, "o/o (real → real)", "black", "dash"),
+                                      (majority, "majority class (always predicting it)", "gray", "dashdot"),
                                       (chance, "chance among all records (1/N)", "gray", "dash"),
                                       (given, f"attackers' baseline: chance knowing the {released}", "gray",
                                        "dot")):
@@ -344,7 +347,8 @@ def two_line_title(title: str) -> str:
     return title
 
 
-def epsilon_figure(utility: dict, metric: str, title: str, y_title: str, *, reference=None, chance=None):
+def epsilon_figure(utility: dict, metric: str, title: str, y_title: str, *, reference=None, chance=None,
+                   majority=None):
     figure = go.Figure()
     for name, method in ordered(utility.get("methods", {})):
         if "parameters" in method or metric not in method:
@@ -355,7 +359,9 @@ def epsilon_figure(utility: dict, metric: str, title: str, y_title: str, *, refe
                                        error_y=dict(type="data", array=std) if std else None))
     given = utility.get("chance_given_condition") if chance is not None else None
     # the label is released exactly: a guess among its records does as well as "chance knowing the label"
-    _reference_lines(figure, figure.add_hline, reference, chance, given, released_words(utility))
+    _reference_lines(figure, figure.add_hline, reference, chance, given, released_words(utility),
+                     majority if isinstance(majority, (int, float)) and not isinstance(majority, bool)
+                     and 0 < majority <= 1 else None)
     evaluated = finite_numbers(utility.get("epsilons"))
     if isinstance(given, (int, float)) and 0 < given < 1 and evaluated and min(evaluated) > 0:
         grid = np.geomspace(min(evaluated), max(evaluated), 60)

@@ -33,7 +33,8 @@ def show_utility(utility: dict, key: str, config, title_note: str = "", publishe
     reference = curves.mean_of(utility.get("reference", {}).get("o/o"))
     distances = getattr(config, "latent_distances", None)
     st.plotly_chart(epsilon_figure(utility, "p/o", "Downstream accuracy: trained on releases, tested on real data"
-                                   + title_note, "accuracy", reference=reference), key=f"{key}_accuracy")
+                                   + title_note, "accuracy", reference=reference,
+                                   majority=utility.get("majority_class")), key=f"{key}_accuracy")
     st.caption(methods_caption(utility, distances))
     st.caption(curves.kept_task_note(utility))
     if any(std_of(method.get("p/o")) for method in utility.get("methods", {}).values()):  # bars drawn: say what
@@ -44,10 +45,10 @@ def show_utility(utility: dict, key: str, config, title_note: str = "", publishe
                "with it (public), by each attacker: in latent space with the model (the CADP release's noisy latent, "
                "which shows more than the release, as the release is that latent decoded, clamped and rounded, "
                "matched to where each original's release is centred: its clipped latent for laplace and gaussian; "
-               "in the noise's norm: the most likely source; a baseline's release is encoded by the model), and in "
-               "pixel or encoded data space. "
-               "The curve is the best of them at each point; a blurred or mosaicked image, re-encoded by the "
-               "model, hides from the latent attacker but not from the pixel one. The thin gray line is the most "
+               "in the noise's norm: the most likely source; a baseline's release is encoded by the model), in "
+               "pixel or encoded data space, and, for a baseline, by applying its own public transform to every "
+               "original (blur and mosaic are deterministic: that attacker finds every release). "
+               "The curve is the best of them at each point. The thin gray line is the most "
                "any attacker can reach against an ε-LDP mechanism (laplace) guessing among those records; "
                "gaussian's δ, metric's per-unit ε, DP-Pix's 1-pixel ε and paper (no guarantee) are not bound "
                "by it. " + curves.reid_sampling_note(utility))
