@@ -1,0 +1,46 @@
+"""The utility sweep's attackers and reference lines: a pixel-space baseline is attacked with its own public
+transform (blur and mosaic looked as private as CADP at ε = 1 while anyone re-identifies every image), and an
+accuracy is drawn against the majority class (heart's test rows are 84% one class)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cadp import curves
+from cadp.evaluate import majority_share, utility_sweep
+
+try:
+    from test_evaluate import tiny_image_folder, tiny_images
+except ImportError:  # tests/ imported as a package
+    from tests.test_evaluate import tiny_image_folder, tiny_images
+
+
+@pytest.fixture(scope="module")
+def utility(tmp_path_factory):
+    loaded = tiny_image_folder(tmp_path_factory.mktemp("attackers"))
+    return utility_sweep(loaded, epsilons=[1.0, 1000.0], seeds=(0,), n_train=40, n_test=30, n_reid=30, cnn_epochs=1,
+                         device="cpu", data=(tiny_images(40, 1), tiny_images(30, 2)))
+
+
+def test_a_deterministic_baseline_is_found_by_its_own_transform(utility):
+    blur = utility["methods"]["blur"]
+    assert blur["reid_public"] == [1.0] * len(blur["parameters"]), blur["reid_public"]
+    assert curves.strongest_reidentification(blur) == [1.0] * len(blur["parameters"])
+    mosaic = utility["methods"]["mosaic"]  # (two images whose coarsest mosaics are alike cannot be told apart)
+    assert min(mosaic["reid_public"]) >= 0.9 and min(curves.strongest_reidentification(mosaic)) >= 0.9
+    dp_pix = utility["methods"]["dp-pix"]
+    assert len(dp_pix["reid_public"]) == 2 and dp_pix["reid_public"][1] >= dp_pix["reid_public"][0]
+    assert "reid_public" not in utility["methods"]["laplace"]  # CADP's attacker is the latent one
+    assert "public transform" in utility["settings"]["reid_public"]
+
+
+def test_the_accuracy_chart_draws_the_majority_class(utility):
+    assert utility["majority_class"] == pytest.approx(majority_share(tiny_images(30, 2).labels.tolist()))
+    figure = curves.epsilon_figure(utility, "p/o", "accuracy", "accuracy", majority=utility["majority_class"])
+    names = [trace.name for trace in figure.data]
+    assert "majority class (always predicting it)" in names
+    assert any(shape.y0 == utility["majority_class"] for shape in figure.layout.shapes)
+
+
+def test_majority_share():
+    assert majority_share(["a", "a", "b", "a"]) == 0.75
