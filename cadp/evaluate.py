@@ -1362,7 +1362,8 @@ def write_report(folder: Path | str) -> Path:
                     figure.add_trace(go.Scatter(x=epsilons, y=entry["p/o"]["mean"], error_y={"array": entry["p/o"]["std"]},
                                                 mode="lines+markers", name=entry["label"]), row=1, col=1)
                 short = f"paper ({PAPER_LABEL})" if name == "paper" else name  # the label wherever paper is shown
-                for key, dash in (("reid_latent", "solid"), ("reid_pixel", "dot"), ("reid_data", "dot")):
+                for key, dash in (("reid_latent", "solid"), ("reid_pixel", "dot"), ("reid_data", "dot"),
+                                  ("reid_public", "dashdot")):
                     if entry.get(key) is not None:
                         figure.add_trace(go.Scatter(x=epsilons, y=entry[key], mode="lines+markers",
                                                     name=f"{short}: {key}", line={"dash": dash}), row=1, col=2)
@@ -1373,6 +1374,10 @@ def write_report(folder: Path | str) -> Path:
             reference = utility["reference"].get("o/o")
             if reference:
                 figure.add_hline(y=reference["mean"], line_dash="dash", annotation_text="real/real (o/o)", row=1, col=1)
+            if utility.get("majority_class") is not None:
+                figure.add_hline(y=utility["majority_class"], line_dash="dashdot", row=1, col=1,
+                                 annotation_text="majority class (always predicting it)")
+            figure.update_xaxes(title_text="blur sigma / mosaic cell size (pixels)", row=2, col=2)
             figure.add_hline(y=utility["chance"], line_dash="dash", annotation_text="chance among all records (1/N)",
                              row=1, col=2)
             if utility.get("chance_given_condition") is not None:  # the attackers guess among these: their baseline
