@@ -294,6 +294,19 @@ def _reference_lines(figure, add_line, reference=None, chance=None, given=None, 
             _line_entry(figure, name, colour, dash)
 
 
+def majority_note(utility: dict, reference) -> str:
+    """Under the accuracy chart: what always predicting the most frequent class scores, and, where the classifier
+    trained on real records does little better, that the chart says little about the task ("" without it)."""
+    majority = utility.get("majority_class")
+    if not isinstance(majority, (int, float)) or isinstance(majority, bool) or not 0 < majority <= 1:
+        return ""
+    text = f"Always predicting the most frequent class scores {majority:.3f} on these test records (dash-dot line)."
+    if isinstance(reference, (int, float)) and reference - majority < 0.05:
+        text += (f" Trained on real records the classifier does little better ({reference:.3f}): on this task the "
+                 "accuracy chart says little about what the releases keep.")
+    return text
+
+
 def ldp_ceiling(epsilon, given: float):
     """The most an attacker can match releases of an ε-LDP mechanism to their records, top-1, when it guesses
     among records of which a blind guess finds ``given`` (one in n = 1/given): e^ε / (e^ε + n - 1) for n equally

@@ -44,3 +44,11 @@ def test_the_accuracy_chart_draws_the_majority_class(utility):
 
 def test_majority_share():
     assert majority_share(["a", "a", "b", "a"]) == 0.75
+
+
+def test_the_majority_class_is_said_under_the_accuracy_chart_and_a_task_it_nearly_matches_is_flagged():
+    assert curves.majority_note({}, 0.9) == ""
+    plain = curves.majority_note({"majority_class": 0.11}, 0.88)
+    assert plain.startswith("Always predicting the most frequent class scores 0.110") and "says little" not in plain
+    heart = curves.majority_note({"majority_class": 0.836}, 0.852)  # heart: 51 of 61 test rows one class
+    assert "does little better (0.852)" in heart and "says little about what the releases keep" in heart
