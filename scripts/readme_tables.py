@@ -77,15 +77,15 @@ def results_table(name: str) -> str:
     epsilons = utility["epsilons"]
     columns = [epsilons.index(e) for e in HEADLINE_EPSILONS if e in epsilons]
     header = ("| method | " + " | ".join(f"ε={epsilons[i]:g}" for i in columns)
-              + " | re-id ε=1 (latent / pixel) | re-id ε=10 (latent / pixel) |")
+              + " | re-id ε=1 (latent / pixel [/ own transform]) | re-id ε=10 (latent / pixel [/ own transform]) |")
     lines = [header, "|" + " --- |" * (len(columns) + 3)]
     for method in ROWS:
         entry = utility["methods"].get(method)
         if entry is None:
             continue
         accuracy = entry["p/o"]["mean"]
-        reid = {e: " / ".join(fmt(entry[key][epsilons.index(e)]) for key in ("reid_latent", "reid_pixel"))
-                for e in (1, 10)}
+        reid = {e: " / ".join(fmt(entry[key][epsilons.index(e)]) for key in ("reid_latent", "reid_pixel", "reid_public")
+                              if key in entry) for e in (1, 10)}
         lines.append(f"| {entry['label']} | " + " | ".join(fmt(accuracy[i]) for i in columns)
                      + f" | {reid[1]} | {reid[10]} |")
     reference = utility["reference"]["o/o"]
@@ -97,7 +97,8 @@ def results_table(name: str) -> str:
                  "the model (given the release's noisy latent, which shows more than the released image; to the "
                  "center of each original's release distribution, for laplace and gaussian its "
                  "clipped latent, in the noise's norm: the most likely source; the baselines' releases encoded by the "
-                 f"model) and in pixel space, chance {utility['chance']:.3f}"
+                 "model), in pixel space and, for a baseline, by its own public transform applied to every original "
+                 f"(DP-Pix: the cell means, L1), chance {utility['chance']:.3f}"
                  + (f", {utility['chance_given_condition']:.3f} for a guess among the records of that label"
                     if utility.get("chance_given_condition") is not None else "")
                  + f". Downstream: {settings.get('classifier')}, "
@@ -110,7 +111,10 @@ def results_table(name: str) -> str:
         entry = utility["methods"].get(method)
         if entry:
             values = ", ".join(f"{p:g}: {fmt(a)}" for p, a in zip(entry["parameters"], entry["p/o"]["mean"], strict=False))
-            lines.append(f"{entry['label']} ({entry.get('parameter')}): p/o {values}.")
+            found = ("; re-identified by its own transform: " + ", ".join(
+                f"{p:g}: {fmt(r)}" for p, r in zip(entry["parameters"], entry["reid_public"], strict=False))
+                if "reid_public" in entry else "")
+            lines.append(f"{entry['label']} ({entry.get('parameter')}): p/o {values}{found}.")
     central = load(name).get("central")
     if central:
         values = ", ".join(f"ε={e:g}: {fmt(a)}" for e, a in zip(central["epsilons"], central["accuracy"]["mean"], strict=False))
