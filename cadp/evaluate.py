@@ -597,7 +597,7 @@ def _check_public(dataset: str) -> None:
 TABLE_SEEDS = tuple(range(30))
 
 
-def utility_sweep(loaded, *, epsilons=None, mechanisms=None, seeds=(0, 1, 2), n_train: int | None = None,
+def utility_sweep(loaded, *, epsilons=None, mechanisms=None, seeds=None, n_train: int | None = None,
                   n_test: int | None = None, n_reid: int = 500, device: str = "auto", progress=None,
                   cnn_epochs: int | None = None, data=None, include_baselines: bool = True) -> dict:
     """The "utility" section of eval.json (layout: docs/DEVELOPING.md) for a loaded model folder.
@@ -615,6 +615,8 @@ def utility_sweep(loaded, *, epsilons=None, mechanisms=None, seeds=(0, 1, 2), n_
     15 minutes on 2 CPU cores.
     """
     epsilons = [float(e) for e in (epsilons if epsilons is not None else DEFAULT_EPSILONS)]
+    if seeds is None:  # (a table's test rows are few: more seeds)
+        seeds = (0, 1, 2) if loaded.config.kind == "image" else TABLE_SEEDS
     mechanisms = list(mechanisms if mechanisms is not None else DEFAULT_MECHANISMS)
     unknown = [m for m in mechanisms if m not in DEFAULT_MECHANISMS]
     if unknown:
@@ -1330,7 +1332,7 @@ def write_report(folder: Path | str) -> Path:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from cadp.curves import released_words
+    from cadp.curves import released_words, strongest_reidentification
     from cadp.hub import read_eval
 
     folder = Path(folder)
@@ -1338,7 +1340,7 @@ def write_report(folder: Path | str) -> Path:
     utility = results.get("utility")
     titles = ["accuracy trained on releases, tested on real data (p/o)",
               "re-identification top-1 rate", "SSIM (images) / mean KS (tables)",
-              "not private: blur and mosaic (p/o)", "central DP (DP-SGD): a different guarantee",
+              "not private: blur and mosaic (p/o, and re-identification)", "central DP (DP-SGD): a different guarantee",
               "distinguishing audit: lower bound vs claim"]
     figure = make_subplots(rows=3, cols=2, subplot_titles=titles, vertical_spacing=0.09)
     drawn_wrong = []  # sections of eval.json that are not as cadp.evaluate writes them (it may come from anyone)
@@ -1357,6 +1359,12 @@ def write_report(folder: Path | str) -> Path:
                     figure.add_trace(go.Scatter(x=entry["parameters"], y=entry["p/o"]["mean"], mode="lines+markers",
                                                 name=entry["label"],
                                                 error_y={"array": entry["p/o"]["std"]}), row=2, col=2)
+                    strongest = strongest_reidentification(entry)
+                    if strongest is not None:  # how private it looks: every attacker's best, on the same axis
+                        figure.add_trace(go.Scatter(x=entry["parameters"], y=strongest, mode="lines+markers",
+                                                    name=f"{name}: re-identification (best attacker)",
+                                                    line={"dash": "dashdot"}), row=2, col=2)
+                    figure.update_xaxes(title_text="blur sigma / mosaic cell size (pixels)", row=2, col=2)
                     continue
                 if "p/o" in entry:
                     figure.add_trace(go.Scatter(x=epsilons, y=entry["p/o"]["mean"], error_y={"array": entry["p/o"]["std"]},
@@ -1377,7 +1385,6 @@ def write_report(folder: Path | str) -> Path:
             if utility.get("majority_class") is not None:
                 figure.add_hline(y=utility["majority_class"], line_dash="dashdot", row=1, col=1,
                                  annotation_text="majority class (always predicting it)")
-            figure.update_xaxes(title_text="blur sigma / mosaic cell size (pixels)", row=2, col=2)
             figure.add_hline(y=utility["chance"], line_dash="dash", annotation_text="chance among all records (1/N)",
                              row=1, col=2)
             if utility.get("chance_given_condition") is not None:  # the attackers guess among these: their baseline
@@ -1734,8 +1741,7 @@ def main(argv=None) -> int:
                                                         progress=progress, data=data)
         elif args.command == "utility":
             quick = QUICK if args.quick else {}
-            default_seeds = TABLE_SEEDS if loaded.config.kind != "image" else (0, 1, 2)
-            value = utility_sweep(loaded, epsilons=quick.get("epsilons"), seeds=quick.get("seeds", default_seeds),
+            value = utility_sweep(loaded, epsilons=quick.get("epsilons"), seeds=quick.get("seeds"),
                                   n_train=quick.get("n_train"), n_test=quick.get("n_test"),
                                   n_reid=quick.get("n_reid", 500), cnn_epochs=quick.get("cnn_epochs"),
                                   device=args.device, progress=progress, data=data)

@@ -247,14 +247,23 @@ def load_model(source: str, hub_only: bool = False) -> hub.LoadedModel:
     """
     if hub_only:
         source = _hub_key(source)  # one repo written two ways is one model in memory
-    loaded = _load_hub_model(source) if hub_only else _load_model(source, False, folder_stamp(source))
-    # one session asks the Hub again; the others go on with the model they have meanwhile (never wait for it)
+        generation = _HUB_GENERATIONS.get(source, 0)
+        loaded = _load_hub_model(source, generation)
+    else:
+        loaded = _load_model(source, False, folder_stamp(source))
+    # one session asks the Hub again, into a new entry of the cache; the others are served the entry they have
+    # until that one is made (they never wait for the Hub)
     if hub_only and _outdated(loaded, source) and _RELOAD_LOCK.acquire(blocking=False):
         try:
-            loaded = _load_hub_model(source)
-            if _outdated(loaded, source):
-                _load_hub_model.clear(source)
-                loaded = _load_hub_model(source)
+            if _HUB_GENERATIONS.get(source, 0) == generation:
+                loaded = _load_hub_model(source, generation + 1)
+                with _IN_USE_LOCK:
+                    _HUB_GENERATIONS[source] = generation + 1
+                    _HUB_GENERATIONS.move_to_end(source)
+                    while len(_HUB_GENERATIONS) > 4 * MODELS_IN_MEMORY:
+                        _HUB_GENERATIONS.popitem(last=False)
+            else:  # renewed meanwhile by another session
+                loaded = _load_hub_model(source, _HUB_GENERATIONS.get(source, 0))
         finally:
             _RELOAD_LOCK.release()
     if hub_only:
@@ -278,8 +287,12 @@ def folder_stamp(source: str) -> tuple:
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=HUB_MODELS_IN_MEMORY)
-def _load_hub_model(source: str) -> hub.LoadedModel:
+def _load_hub_model(source: str, generation: int = 0) -> hub.LoadedModel:
+    """A Hub model; ``generation``: its load, counted up when it is asked of the Hub again (``load_model``)."""
     return _loaded(source, True, None)
+
+
+_HUB_GENERATIONS: collections.OrderedDict = collections.OrderedDict()  # Hub key -> its latest load's generation
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=MODELS_IN_MEMORY)
@@ -344,13 +357,14 @@ _RELOAD_LOCK = threading.Lock()
 def _outdated(loaded: hub.LoadedModel, source: str) -> bool:
     """Whether the cached Hub model ``loaded`` (for all sessions) should be asked of the Hub again: kept for good,
     a fallback chosen while the Hub was down would be served for as long as the app runs, and a branch's first
-    commit after the branch moved on. A commit's files never change: a model of one is never asked again."""
-    if hub._COMMIT.fullmatch(source.partition("@")[2]):
-        return False
+    commit after the branch moved on. A commit's files never change: a model of one loaded from the Hub is never
+    asked again, one loaded while the Hub could not be asked only every HUB_RECHECK_SECONDS."""
     age = _clock() - (loaded.loaded_at if loaded.loaded_at is not None else _clock())
+    commit = hub._COMMIT.fullmatch(source.partition("@")[2]) is not None
     if loaded.origin.startswith("bundled fallback") or "(cached copy;" in loaded.origin:
-        return age >= HUB_RETRY_SECONDS
-    return age >= HUB_RECHECK_SECONDS
+        # (a commit's files cannot change: only where it came from can, so it is asked less often)
+        return age >= (HUB_RECHECK_SECONDS if commit else HUB_RETRY_SECONDS)
+    return not commit and age >= HUB_RECHECK_SECONDS
 
 
 def _hub_key(source: str) -> str:
@@ -1072,6 +1086,10 @@ def preview_figure(utility: dict, mechanism: str, epsilon: float):
     reference = _number((utility.get("reference") or {}).get("o/o"))
     if reference is not None:
         figure.add_hline(y=reference, line_dash="dash", line_color="black", annotation_text="accuracy on real in the evaluation (o/o)")
+    majority = _number(utility.get("majority_class"))
+    if majority is not None:
+        figure.add_hline(y=majority, line_dash="dashdot", line_color="gray", annotation_position="bottom right",
+                         annotation_text=f"always predicting the majority class ({majority:.3f})")
     chance = _number(utility.get("chance"))
     if chance is not None:
         figure.add_hline(y=chance, line_dash="dash", line_color="gray", annotation_position="top left",
@@ -1152,6 +1170,11 @@ def preview_notes(utility: dict, settings: PrivacySettings, conditions_kept: boo
         differences.append("conditions not kept exactly (the evaluation kept them)")
     if differences:
         notes.append("Your settings differ from the evaluated ones: " + "; ".join(differences) + ".")
+    from cadp.curves import majority_note
+
+    majority = majority_note(utility, _number((utility.get("reference") or {}).get("o/o")))
+    if majority:
+        notes.append(majority)
     return notes
 
 

@@ -52,3 +52,46 @@ def test_the_majority_class_is_said_under_the_accuracy_chart_and_a_task_it_nearl
     assert plain.startswith("Always predicting the most frequent class scores 0.110") and "says little" not in plain
     heart = curves.majority_note({"majority_class": 0.836}, 0.852)  # heart: 51 of 61 test rows one class
     assert "does little better (0.852)" in heart and "says little about what the releases keep" in heart
+
+
+def test_report_html_draws_the_baselines_re_identification(tmp_path):
+    import json
+    import re
+    import shutil
+
+    from cadp.evaluate import write_report
+    from tests.conftest import bundled
+
+    folder = tmp_path / "mnist-cinn"
+    shutil.copytree(bundled("mnist-cinn"), folder)
+    html = write_report(folder).read_text(encoding="utf-8")
+    names = [json.loads(f'"{raw}"') for raw in re.findall(r'"name":"((?:[^"\\\\]|\\\\.)*)"', html)]
+    assert "blur: re-identification (best attacker)" in names and "mosaic: re-identification (best attacker)" in names
+    assert "dp-pix: reid_public" in names
+
+
+def test_the_privatize_pages_preview_draws_the_majority_class_and_flags_a_task_it_nearly_matches():
+    import json
+
+    from cadp import ui
+    from tests.conftest import bundled
+
+    utility = json.loads((bundled("heart-cinn") / "eval.json").read_text())["utility"]
+    figure = ui.preview_figure(utility, "laplace", 1.0)
+    assert any("always predicting the majority class" in (shape.text or "") for shape in figure.layout.annotations)
+
+
+def test_a_table_is_swept_over_the_table_seeds_by_default_from_python_too(monkeypatch):
+    from cadp import evaluate
+    from cadp.hub import load_folder
+    from tests.conftest import bundled
+
+    seen = {}
+
+    def capture(loaded, model, **kwargs):
+        seen["seeds"] = kwargs["seeds"]
+        return {"settings": {}}
+
+    monkeypatch.setattr(evaluate, "_tabular_sweep", capture)
+    evaluate.utility_sweep(load_folder(bundled("heart-cinn")), device="cpu")
+    assert tuple(seen["seeds"]) == evaluate.TABLE_SEEDS and len(evaluate.TABLE_SEEDS) == 30

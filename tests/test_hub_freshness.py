@@ -5,6 +5,7 @@ it loaded (a fallback while the Hub was down, a branch that has moved since)."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -158,10 +159,10 @@ def test_a_pruning_leaves_the_revisions_of_a_repo_downloading_now(server, cache)
     assert (busy.folder / hub.WEIGHTS_NAME).exists() and not idle.folder.exists()
 
 
-def test_a_commits_cached_copy_is_never_asked_again_its_files_cannot_change(app_loads):
+def test_a_commit_loaded_from_the_hub_is_never_asked_again_its_files_cannot_change(app_loads):
     calls, clock, origins = app_loads
     commit = "0123456789abcdef0123456789abcdef01234567"
-    origins["origin"] = "Hub owner/name at commit 0123456789ab (cached copy; the Hub at x cannot be reached)"
+    origins["origin"] = "Hub owner/name at commit 0123456789ab"
     ui.load_model(f"owner/name@{commit}", hub_only=True)
     clock.now += 10 * ui.HUB_RECHECK_SECONDS
     ui.load_model(f"owner/name@{commit}", hub_only=True)
@@ -196,3 +197,42 @@ def test_a_session_never_waits_for_another_sessions_asking_the_hub_again(app_loa
         ui._RELOAD_LOCK.release()
     ui.load_model("owner/name", hub_only=True)
     assert len(calls) == 2
+
+
+def test_a_reload_under_way_leaves_every_other_session_the_model_it_had(app_loads, monkeypatch):
+    """The reload cleared the cached entry first: every other session then waited for the Hub's download."""
+    calls, clock, _ = app_loads
+    first = ui.load_model("owner/name", hub_only=True)
+    clock.now += ui.HUB_RECHECK_SECONDS + 1
+    slow = threading.Event()
+    load = hub.load_hub_model
+
+    def slow_load(source, **kwargs):
+        slow.wait(5)
+        return load(source, **kwargs)
+
+    monkeypatch.setattr(hub, "load_hub_model", slow_load)
+    reloading = threading.Thread(target=lambda: ui.load_model("owner/name", hub_only=True), daemon=True)
+    reloading.start()
+    time.sleep(0.3)  # the reload is under way
+    served = []
+    other = threading.Thread(target=lambda: served.append(ui.load_model("owner/name", hub_only=True)), daemon=True)
+    other.start()
+    other.join(2)
+    assert not other.is_alive() and served == [first], "another session waited for the reload"
+    slow.set()
+    reloading.join(10)
+    assert len(calls) == 2 and ui.load_model("owner/name", hub_only=True) is not first
+
+
+def test_a_commit_loaded_while_the_hub_was_down_is_asked_again_at_the_slower_pace(app_loads):
+    calls, clock, origins = app_loads
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    origins["origin"] = "bundled fallback weights/diabetes-cinn (the Hub at x cannot be reached)"
+    ui.load_model(f"owner/name@{commit}", hub_only=True)
+    clock.now += ui.HUB_RETRY_SECONDS + 1
+    ui.load_model(f"owner/name@{commit}", hub_only=True)
+    assert len(calls) == 1  # not every minute
+    clock.now += ui.HUB_RECHECK_SECONDS
+    ui.load_model(f"owner/name@{commit}", hub_only=True)
+    assert len(calls) == 2  # but not never: where it came from can change

@@ -59,7 +59,7 @@ def test_hub_ids_typed_by_anyone_never_push_the_app_s_own_models_out_of_memory(m
             ui.load_model(f"someone/model-{index}", hub_only=True)
         assert ui.load_model("diabetes-cinn") is own  # still the same object: not loaded again
         ui.load_model(f"someone/model-{ui.MODELS_IN_MEMORY + 1}", hub_only=True)  # the latest: still held
-        ui.load_model("someone/model-0", hub_only=True)  # an early one: loaded again (at most 2 Hub models held)
+        ui.load_model("someone/model-0", hub_only=True)  # an early one: loaded again (at most HUB_MODELS_IN_MEMORY Hub models held)
         assert loads.count(f"someone/model-{ui.MODELS_IN_MEMORY + 1}") == 1 and loads.count("someone/model-0") == 2
     finally:
         ui.clear_loaded_models()
