@@ -36,8 +36,9 @@ def show_utility(utility: dict, key: str, config, title_note: str = "", publishe
                                    + title_note, "accuracy", reference=reference,
                                    majority=utility.get("majority_class")), key=f"{key}_accuracy")
     st.caption(methods_caption(utility, distances))
-    if curves.majority_note(utility, reference):
-        st.caption(curves.majority_note(utility, reference))
+    majority = curves.majority_note(utility, reference)
+    if majority:
+        st.caption(majority)
     st.caption(curves.kept_task_note(utility))
     if any(std_of(method.get("p/o")) for method in utility.get("methods", {}).values()):  # bars drawn: say what
         st.caption(curves.error_bars_note(utility.get("settings"), reference))
