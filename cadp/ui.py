@@ -151,8 +151,13 @@ def page_errors(releases: bool = False):
                     "sidebar): pressing Privatize again releases them again, at their cost again." if released else ""))
 
 
+RELEASES_COUNTED = "privacy_ledger_releases"  # releases charged this session, counted up by _add
+
+
 def _releases_counted() -> int:
-    return sum(entry.releases for entry in ledger().values())
+    """Releases charged this session so far (a counter: every page run reads it, and a ledger may hold the rows of
+    large tables)."""
+    return st.session_state.get(RELEASES_COUNTED, 0)
 
 
 APP_LOG = logging.getLogger("cadp.app")
@@ -250,7 +255,7 @@ def load_model(source: str, hub_only: bool = False) -> hub.LoadedModel:
         generation = _HUB_GENERATIONS.get(source, 0)
         loaded = _load_hub_model(source, generation)
     else:
-        loaded = _load_model(source, False, folder_stamp(source))
+        loaded = _load_model(source, folder_stamp(source))
     # one session asks the Hub again, into a new entry of the cache; the others are served the entry they have
     # until that one is made (they never wait for the Hub)
     if hub_only and _outdated(loaded, source) and _RELOAD_LOCK.acquire(blocking=False):
@@ -296,8 +301,9 @@ _HUB_GENERATIONS: collections.OrderedDict = collections.OrderedDict()  # Hub key
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=MODELS_IN_MEMORY)
-def _load_model(source: str, hub_only: bool, stamp: tuple | None = None) -> hub.LoadedModel:
-    return _loaded(source, hub_only, stamp)
+def _load_model(source: str, stamp: tuple | None = None) -> hub.LoadedModel:
+    """A bundled or local model (``stamp``: its folder's files as they are, ``folder_stamp``)."""
+    return _loaded(source, False, stamp)
 
 
 def clear_loaded_models() -> None:
@@ -758,6 +764,7 @@ def table_row_keys(table_key: str, rows) -> list[str]:
 def _add(entry: LedgerEntry, mechanism: Mechanism, condition_epsilon: float, releases: int,
          seeded: bool = False) -> None:
     entry.releases += releases
+    st.session_state[RELEASES_COUNTED] = _releases_counted() + releases
     entry.seeded += releases * seeded
     if not mechanism.formal:
         entry.informal += releases
