@@ -415,10 +415,15 @@ FITTED_HERE_UNEVALUATED = ("this model was fitted here and no evaluation was run
 NOT_EVALUATED = ("this model's folder holds no evaluation of its releases (`python -m cadp.evaluate utility --model "
                  "FOLDER` runs one)")
 
+EVALUATED_OTHER_WEIGHTS = ("this model's folder holds an evaluation of its releases measured on other weights than "
+                           "its model.safetensors (replaced since), which is not this model's (`python -m "
+                           "cadp.evaluate utility --model FOLDER` measures it)")
+
 
 def downstream_words(accuracy: dict, no_evaluation: str | None = None) -> str:
     """How ``downstream_accuracy``'s numbers were made, and why its o/o differs from an evaluation's (or, for a
-    model without one, ``no_evaluation``: why there is none, FITTED_HERE_UNEVALUATED or NOT_EVALUATED)."""
+    model without one, ``no_evaluation``: why there is none, FITTED_HERE_UNEVALUATED, NOT_EVALUATED or
+    EVALUATED_OTHER_WEIGHTS)."""
     tested = accuracy["n_test"]
     text = (f"Logistic regression, trained on {accuracy['n_train']} rows of this release (privatized for p/o, their "
             f"originals for o/o) and tested on the other {tested} real rows: a split of this release alone"

@@ -1333,10 +1333,10 @@ def write_report(folder: Path | str) -> Path:
     from plotly.subplots import make_subplots
 
     from cadp.curves import released_words, strongest_reidentification
-    from cadp.hub import read_eval
+    from cadp.hub import current_eval
 
     folder = Path(folder)
-    results = read_eval(folder)
+    results, other_weights = current_eval(folder)
     utility = results.get("utility")
     titles = ["accuracy trained on releases, tested on real data (p/o)",
               "re-identification top-1 rate", "SSIM (images) / mean KS (tables)",
@@ -1430,15 +1430,15 @@ def write_report(folder: Path | str) -> Path:
     from html import escape
 
     note = "".join(f'<p style="font: 14px sans-serif; margin: 0 2em 1em">{escape(line)}</p>\n'
-                   for line in report_notes(folder, results, drawn_wrong))
+                   for line in report_notes(folder, results, drawn_wrong, other_weights))
     write_text_whole(path, html.replace("</body>", note + OFFLINE_NOTICE + "</body>", 1))
     return path
 
 
-def report_notes(folder: Path, results: dict, drawn_wrong: list[str]) -> list[str]:
+def report_notes(folder: Path, results: dict, drawn_wrong: list[str], other_weights: list[str] = ()) -> list[str]:
     """The sentences under report.html's charts: what the error bars are, what metric's axis means between real
     records (PRIVACY.md: eps_unit * d_typ and eps_unit * d_nn), how paper was batched, and which sections of
-    eval.json could not be drawn."""
+    eval.json could not be drawn (``drawn_wrong``) or were measured on other weights (``other_weights``)."""
     from cadp.curves import error_bars_note, mean_of
     from cadp.hub import read_config
 
@@ -1466,6 +1466,11 @@ def report_notes(folder: Path, results: dict, drawn_wrong: list[str]) -> list[st
                         and r.get("mechanism") == "paper" and isinstance(r.get("batch_size"), int)})
         notes.append("audit: paper released one record per batch (batch size "
                      + (", ".join(map(str, sizes)) or "1") + ").")
+    if other_weights:
+        from cadp.hub import other_weights_words
+
+        notes.append(other_weights_words(list(other_weights), f"python -m cadp.evaluate COMMAND --model "
+                                                               f"{folder.name}"))
     if drawn_wrong:
         notes.append(f"eval.json's section(s) {', '.join(drawn_wrong)} are not as cadp.evaluate writes them, so "
                      "they are not drawn (or only in part): run that evaluation again.")
@@ -1695,7 +1700,7 @@ def main(argv=None) -> int:
     parser.add_argument("--replace-full", action="store_true",
                         help="let a --quick run replace a full run's results in eval.json (refused otherwise)")
     args = parser.parse_args(argv)
-    from cadp.hub import load_folder, read_eval, update_card_section, update_eval
+    from cadp.hub import current_eval, load_folder, update_card_section, update_eval
     from cadp.runtime import configure_allocator
 
     configure_allocator()
@@ -1713,7 +1718,13 @@ def main(argv=None) -> int:
         check_folder_writable(loaded.folder)  # a read-only folder is refused now, not after the whole sweep
         section_name = {"dpsgd": "central"}.get(args.command, args.command)
         # eval.json, read once: the section a --quick run would replace, and the training split --data must match
-        evaluation = read_eval(loaded.folder) if args.command != "report" or args.data is not None else {}
+        # (sections measured on weights replaced since are another network's: neither read nor drawn)
+        evaluation, other_weights = current_eval(loaded.folder) if args.command != "report" or args.data is not None \
+            else ({}, [])
+        if other_weights:
+            print(f"note: eval.json's section(s) {', '.join(other_weights)} were measured on other weights than "
+                  f"{Path(args.model) / 'model.safetensors'} (replaced since): they are not read, and report.html "
+                  "leaves them out; run their commands again to measure these weights", file=sys.stderr)
         earlier = section_or_none(evaluation, section_name) if args.command != "report" else None
         settings = (earlier or {}).get("settings")
         if settings is not None and not isinstance(settings, dict):

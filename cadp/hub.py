@@ -369,11 +369,53 @@ def write_eval(folder: Path, results: dict) -> None:
 
 
 def update_eval(folder: Path, section: str, value) -> dict:
-    """Set one top-level section of eval.json, keeping the others."""
+    """Set one top-level section of eval.json, keeping the others. A section that is an object records the
+    SHA-256 of the weights it was measured on (``WEIGHTS_KEY``): weights replaced later (a Hub repo's new push, a
+    copied file) make its numbers another network's, which ``current_eval`` tells."""
     results = read_eval(folder)
+    digest = weights_digest(folder)
+    if isinstance(value, dict) and digest is not None:  # (a folder without weights yet records none)
+        value = {**value, WEIGHTS_KEY: digest}
     results[section] = value
     write_eval(folder, results)
     return results
+
+
+WEIGHTS_KEY = "weights_sha256"  # in each eval.json section: the model.safetensors it was measured on
+
+
+def weights_digest(folder: Path | str) -> str | None:
+    """The SHA-256 (hex) of the folder's model.safetensors, None where it has none."""
+    weights = Path(folder) / WEIGHTS_NAME
+    stamp = file_stamp(weights)
+    return None if stamp is None else _file_digest(str(weights), stamp)
+
+
+def other_weights_sections(folder: Path | str, evaluation: dict) -> list[str]:
+    """The sections of ``evaluation`` (the folder's eval.json) that record other weights than the folder's
+    model.safetensors: their numbers are another network's. A section that records none (written before CADP
+    recorded it, or by anyone else) is not counted: nothing tells."""
+    recorded = {name: section.get(WEIGHTS_KEY) for name, section in evaluation.items() if isinstance(section, dict)}
+    if not any(isinstance(digest, str) for digest in recorded.values()):
+        return []
+    digest = weights_digest(folder)
+    return sorted(name for name, value in recorded.items() if isinstance(value, str) and value != digest)
+
+
+def current_eval(folder: Path | str, files_of: str | None = None) -> tuple[dict, list[str]]:
+    """The folder's eval.json without the sections measured on other weights (``other_weights_sections``), and
+    those sections' names."""
+    evaluation = read_eval(Path(folder), files_of)
+    other = other_weights_sections(folder, evaluation)
+    return {name: section for name, section in evaluation.items() if name not in other}, other
+
+
+def other_weights_words(other: list[str], command: str) -> str:
+    """A page's or a report's sentence for ``other_weights_sections``."""
+    named = ", ".join(f"'{name}'" for name in other)
+    return (f"This model's eval.json holds section(s) {named} measured on other weights than its "
+            "model.safetensors (the weights were replaced after they were measured), so they are not shown: "
+            f"their numbers are another network's. Measure this network with `{command}`.")
 
 
 def update_card_section(folder: Path | str, key: str, markdown: str) -> None:

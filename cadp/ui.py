@@ -1202,15 +1202,16 @@ def paper_batch_note(utility: dict, release_batch: int) -> str | None:
             f"once, so its effect depends on the batch{single}; those numbers do not describe this release.")
 
 
-def not_evaluated_note(loaded: hub.LoadedModel) -> str:
-    """Why a model's page has no preview of its evaluation (its eval.json has no utility curves), and the command
-    that measures them."""
+def not_evaluated_note(loaded: hub.LoadedModel, other_weights: bool = False) -> str:
+    """Why a model's page has no preview of its evaluation (its eval.json has no utility curves, or
+    ``other_weights``: curves measured on weights that were replaced since), and the command that measures them."""
     image = loaded.config.kind == "image"
     quoted = (" (the figures quoted above were measured with the bundled 28x28 models, not with it)"
               if image and not measured_like_bundled(loaded.config, loaded.folder) else "")
-    return ("This model's releases were not evaluated: its eval.json has no utility curves, so no downstream "
-            f"accuracy or re-identification rate was measured for it{quoted}. Measure them with "
-            f"`{evaluate_command(loaded, 'utility')}`.")
+    why = ("its eval.json's utility curves were measured on other weights than its model.safetensors (the weights "
+           "were replaced after they were measured)" if other_weights else "its eval.json has no utility curves")
+    return (f"This model's releases were not evaluated: {why}, so no downstream accuracy or re-identification "
+            f"rate was measured for it{quoted}. Measure them with `{evaluate_command(loaded, 'utility')}`.")
 
 
 def evaluation_preview(loaded: hub.LoadedModel, settings: PrivacySettings, key: str, *, conditions_kept: bool,
@@ -1219,7 +1220,8 @@ def evaluation_preview(loaded: hub.LoadedModel, settings: PrivacySettings, key: 
 
     ``release_batch``: how many records the release privatizes in one call (the paper mechanism's batch)."""
     try:
-        utility = hub.read_eval(loaded.folder).get("utility")
+        evaluation, other_weights = hub.current_eval(loaded.folder)
+        utility = evaluation.get("utility")
         figure = preview_figure(utility, settings.name, settings.epsilon) if utility else None
         notes = preview_notes(utility, settings, conditions_kept, stated_by(loaded.model)) if figure is not None \
             else []
@@ -1231,7 +1233,7 @@ def evaluation_preview(loaded: hub.LoadedModel, settings: PrivacySettings, key: 
     if not (isinstance(utility, dict) and utility.get("methods")):  # said where the preview would be, not left out
         with st.container(border=True):
             st.markdown("**No evaluation of this model's releases**")
-            st.caption(not_evaluated_note(loaded))
+            st.caption(not_evaluated_note(loaded, "utility" in other_weights))
         return
     if figure is None:
         return

@@ -11,6 +11,7 @@ from cadp import ui
 from cadp.curves import finite_numbers, literal
 from cadp.data import PUBLIC_DATASETS
 from cadp.errors import ModelError
+from cadp.hub import current_eval, other_weights_words
 from cadp.mechanisms import DEFAULT_TEMPERATURE
 from cadp.models import ClassIndices
 from cadp.privatize import public_training_data
@@ -76,10 +77,13 @@ def page(loaded) -> None:
     config = loaded.config
     st.caption(f"From: {loaded.origin}")
     try:
-        evaluation = loaded.evaluation
+        evaluation, other_weights = current_eval(loaded.folder, loaded.files_of)
     except ModelError as error:  # anyone's file (a Hub repo): the card, config and samples are shown all the same
         st.warning(f"This model's eval.json cannot be read, so none of it is shown: {error}")
-        evaluation = {}
+        evaluation, other_weights = {}, []
+    if other_weights:  # the card's own text (README.md) may quote them too: it is its author's, shown as it is
+        st.warning(other_weights_words(other_weights, ui.evaluate_command(loaded, "bpd"))
+                   + " (and likewise `utility`, `audit`, `dpsgd`). The model card below may quote them as well.")
     columns = st.columns(3)
     columns[0].metric("kind", config.kind)
     columns[1].metric("latent dimension", config.latent_dim)

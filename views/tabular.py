@@ -180,9 +180,12 @@ def no_evaluation(loaded, bundled: bool) -> str | None:
     if not bundled:
         return compare.FITTED_HERE_UNEVALUATED
     try:
-        utility = hub.read_eval(loaded.folder).get("utility")
+        evaluation, other_weights = hub.current_eval(loaded.folder)
     except Exception:  # noqa: BLE001 - an unreadable eval.json is no evaluation to point to
-        utility = None
+        evaluation, other_weights = {}, []
+    if "utility" in other_weights:
+        return compare.EVALUATED_OTHER_WEIGHTS
+    utility = evaluation.get("utility")
     return None if isinstance(utility, dict) and utility.get("methods") else compare.NOT_EVALUATED
 
 

@@ -10,7 +10,7 @@ from cadp import curves, ui
 from cadp.curves import epsilon_figure, frontier_figure, methods_caption, std_of, with_strongest_attacker
 from cadp.data import PUBLIC_DATASETS
 from cadp.errors import ModelError
-from cadp.hub import read_eval
+from cadp.hub import current_eval, other_weights_words
 from cadp.mechanisms import PAPER_LABEL
 
 LIVE = "utility_live"
@@ -174,8 +174,9 @@ def recompute_form(loaded) -> None:
 def page(loaded) -> None:
     name = loaded.folder.name
     command = ui.evaluate_command(loaded, "utility")
+    other_weights = []
     try:
-        evaluation, readable = read_eval(loaded.folder), True
+        (evaluation, other_weights), readable = current_eval(loaded.folder), True
     except ModelError:  # its words name the file's place on the server: the page says what is wrong instead
         st.warning("This model's eval.json is not as `cadp.evaluate` writes it (JSON holding an object of "
                    f"sections by name), so none of it is drawn. Produce it again with `{command}`.")
@@ -185,8 +186,11 @@ def page(loaded) -> None:
     # the data of a model trained on its owner's data is not the app's: a recompute here could only fail
     own_data = None if loaded.config.dataset in PUBLIC_DATASETS else loaded.config.dataset
     utility = None
+    for section, what in (("utility", "utility"), ("central", "dpsgd")):  # the sections this page draws
+        if section in other_weights:
+            st.warning(other_weights_words([section], ui.evaluate_command(loaded, what)))
     if evaluation.get("utility") is None:
-        if readable:
+        if readable and "utility" not in other_weights:
             st.warning(f"This model's eval.json has no utility section. Produce it with `{command}`.")
     else:
         utility, left_out = curves.drawable_utility(evaluation["utility"])
@@ -214,7 +218,7 @@ def page(loaded) -> None:
         show_recomputed(live[1], utility, loaded)
     if evaluation.get("central") is not None:
         show_central(*curves.drawable_central(evaluation["central"]), ui.evaluate_command(loaded, "dpsgd"))
-    elif readable:
+    elif readable and "central" not in other_weights:
         st.caption(f"No central DP baseline in eval.json (produce it with `{ui.evaluate_command(loaded, 'dpsgd')}`).")
 
 

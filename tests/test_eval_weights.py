@@ -1,0 +1,129 @@
+"""eval.json's sections record the weights they measured: a folder whose model.safetensors was replaced (a Hub
+repo's new push, a copied file) kept showing the old network's curves, bits/dim and audit as its own."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file, save_file
+from streamlit.testing.v1 import AppTest
+
+from cadp import compare, hub
+from tests import app_helpers as helpers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def replace_weights(folder: Path) -> None:
+    """Other weights of the same network (what a new training run of the same config gives)."""
+    path = folder / hub.WEIGHTS_NAME
+    state = load_file(path)
+    name = next(key for key, tensor in state.items() if tensor.is_floating_point() and tensor.numel() > 1)
+    state[name] = state[name] + 0.01
+    path.unlink()
+    save_file(state, path)
+
+
+@pytest.fixture
+def evaluated_then_replaced(tiny_weights, tmp_path) -> Path:
+    """A weights folder holding the tiny table model with a utility section, then other weights."""
+    shutil.copytree(tiny_weights / helpers.TABLE_MODEL, tmp_path / helpers.TABLE_MODEL)
+    folder = tmp_path / helpers.TABLE_MODEL
+    hub.update_eval(folder, "utility", helpers.UTILITY)
+    hub.update_eval(folder, "bpd", {"test_bits_per_dim": 1.5})
+    replace_weights(folder)
+    return tmp_path
+
+
+def test_a_section_written_records_the_sha256_of_the_weights_it_measured(tiny_weights, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_weights / helpers.TABLE_MODEL, folder)
+    hub.update_eval(folder, "bpd", {"test_bits_per_dim": 1.5})
+    written = json.loads((folder / "eval.json").read_text())["bpd"]
+    assert written == {"test_bits_per_dim": 1.5, "weights_sha256": sha256(folder / "model.safetensors")}
+    assert hub.current_eval(folder) == ({"bpd": written}, [])
+
+
+def test_sections_of_replaced_weights_are_told_apart_and_left_out(evaluated_then_replaced):
+    folder = evaluated_then_replaced / helpers.TABLE_MODEL
+    evaluation, other = hub.current_eval(folder)
+    assert other == ["bpd", "utility"] and "utility" not in evaluation and "bpd" not in evaluation
+    hub.update_eval(folder, "bpd", {"test_bits_per_dim": 1.7})  # measured again: these weights' again
+    evaluation, other = hub.current_eval(folder)
+    assert other == ["utility"] and evaluation["bpd"]["test_bits_per_dim"] == 1.7
+
+
+def test_a_section_that_records_no_weights_is_read_as_before(tiny_weights, tmp_path):
+    """eval.json written before the record, or by anyone else: nothing tells which weights it measured."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_weights / helpers.TABLE_MODEL, folder)
+    hub.write_eval(folder, {"bpd": {"test_bits_per_dim": 1.5}})
+    replace_weights(folder)
+    assert hub.current_eval(folder) == ({"bpd": {"test_bits_per_dim": 1.5}}, [])
+
+
+def test_every_section_of_the_bundled_evaluations_records_the_bundled_weights():
+    for name in hub.model_folders():
+        folder = hub.BUNDLED_DIR / name
+        evaluation = json.loads((folder / "eval.json").read_text())
+        digest = sha256(folder / "model.safetensors")
+        assert evaluation and {section.get("weights_sha256") for section in evaluation.values()} == {digest}, name
+
+
+def test_the_utility_page_draws_no_curves_of_replaced_weights_and_says_why(evaluated_then_replaced, monkeypatch):
+    monkeypatch.setenv("CADP_WEIGHTS_DIR", str(evaluated_then_replaced))
+    at = AppTest.from_file(str(ROOT / "views" / "utility.py"), default_timeout=90).run()
+    assert not at.exception, [e.value for e in at.exception]
+    warnings = [w.value for w in at.warning]
+    assert any("'utility' measured on other weights than its model.safetensors" in w for w in warnings), warnings
+    assert not any("has no utility section" in w for w in warnings), warnings
+    assert not at.get("plotly_chart")
+
+
+def test_the_table_page_does_not_point_to_an_evaluation_of_replaced_weights(evaluated_then_replaced, monkeypatch):
+    monkeypatch.setenv("CADP_WEIGHTS_DIR", str(evaluated_then_replaced))
+    at = AppTest.from_file(str(ROOT / "views" / "tabular.py"), default_timeout=90).run()
+    at.button(key="table_privatize").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    said = [c.value for c in at.main.caption if c.value.startswith("Logistic regression, trained on")]
+    assert len(said) == 1 and compare.EVALUATED_OTHER_WEIGHTS in said[0], said
+    assert "differs from the model's evaluation" not in said[0]
+    previews = [c.value for c in at.main.caption if c.value.startswith("This model's releases were not evaluated")]
+    assert previews and "measured on other weights" in previews[0], previews
+
+
+def test_the_model_card_page_says_which_sections_are_of_other_weights(evaluated_then_replaced, monkeypatch):
+    monkeypatch.setenv("CADP_WEIGHTS_DIR", str(evaluated_then_replaced))
+    at = AppTest.from_file(str(ROOT / "views" / "model_card.py"), default_timeout=90).run()
+    assert not at.exception, [e.value for e in at.exception]
+    warnings = [w.value for w in at.warning]
+    assert any("section(s) 'bpd', 'utility' measured on other weights" in w for w in warnings), warnings
+
+
+def test_the_report_leaves_out_sections_of_replaced_weights(evaluated_then_replaced):
+    folder = evaluated_then_replaced / helpers.TABLE_MODEL
+    utility = json.loads((hub.BUNDLED_DIR / "heart-cinn" / "eval.json").read_text())["utility"]
+
+    def report() -> str:
+        done = subprocess.run([sys.executable, "-m", "cadp.evaluate", "report", "--model", str(folder)],
+                              capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return (folder / "report.html").read_text()
+
+    hub.update_eval(folder, "utility", utility)  # a section cadp.evaluate wrote, for these weights: drawn
+    html = report()
+    assert "measured on other weights" in html and '"name":"laplace' in html.replace(" ", "")
+    replace_weights(folder)
+    html = report()
+    assert "section(s) &#x27;bpd&#x27;, &#x27;utility&#x27; measured on other weights" in html
+    assert '"name":"laplace' not in html.replace(" ", "")
