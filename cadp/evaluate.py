@@ -1327,8 +1327,11 @@ def dpsgd_reference(loaded, *, epsilons=(1, 3, 10), seeds=(0, 1, 2), n_train: in
 
 # --------------------------------------------------------------------------- report
 
-def write_report(folder: Path | str) -> Path:
-    """report.html: plotly curves of the folder's eval.json (local methods, baselines, central DP apart)."""
+def write_report(folder: Path | str, self_contained: bool = False) -> Path:
+    """report.html: plotly curves of the folder's eval.json (local methods, baselines, central DP apart).
+
+    It loads plotly.js from its CDN (a few KB), or holds it (``self_contained``: about 5 MB more) to draw
+    without a connection."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -1426,12 +1429,12 @@ def write_report(folder: Path | str) -> Path:
     draw("audit", draw_audit)
     figure.update_layout(height=1300, title=f"CADP evaluation of {folder.name}")
     path = folder / REPORT_NAME
-    html = figure.to_html(include_plotlyjs="cdn", full_html=True)
+    html = figure.to_html(include_plotlyjs=True if self_contained else "cdn", full_html=True)
     from html import escape
 
     note = "".join(f'<p style="font: 14px sans-serif; margin: 0 2em 1em">{escape(line)}</p>\n'
                    for line in report_notes(folder, results, drawn_wrong, other_weights))
-    write_text_whole(path, html.replace("</body>", note + OFFLINE_NOTICE + "</body>", 1))
+    write_text_whole(path, html.replace("</body>", note + ("" if self_contained else OFFLINE_NOTICE) + "</body>", 1))
     return path
 
 
@@ -1485,7 +1488,9 @@ if (typeof Plotly === "undefined") {
     + 'padding: 1em; background: #fff3cd">The charts of this report need plotly.js from cdn.plot.ly, which '
     + 'this browser could not load (no internet connection?). The same numbers are in eval.json next to '
     + 'this file; the app shows that file on its Model card page and draws the utility curves on its '
-    + '"Utility curves" page, without a connection.</p>');
+    + '"Utility curves" page, without a connection. <code>python -m cadp.evaluate report --model '
+    + 'THE-MODEL-FOLDER --self-contained</code> writes a report that holds plotly.js (about 5 MB) and '
+    + 'draws without one.</p>');
 }
 </script>
 """
@@ -1697,6 +1702,9 @@ def main(argv=None) -> int:
                              "(default: as the model's eval.json records it)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for CI and tests")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument("--self-contained", action="store_true",
+                        help="write report.html with plotly.js inside it (about 5 MB more), so that it draws "
+                             "without an internet connection (by default it loads plotly.js from its CDN)")
     parser.add_argument("--replace-full", action="store_true",
                         help="let a --quick run replace a full run's results in eval.json (refused otherwise)")
     args = parser.parse_args(argv)
@@ -1786,7 +1794,7 @@ def main(argv=None) -> int:
                 update_card_section(loaded.folder, "reid", reid_card_markdown(value, command))
             print(f"wrote the {args.command} results (section {section!r}) to {loaded.folder / 'eval.json'} in "
                   f"{time.monotonic() - start:.0f} s")
-        print(f"wrote {write_report(loaded.folder)}")
+        print(f"wrote {write_report(loaded.folder, args.self_contained)}")
     except KeyboardInterrupt:
         print(f"stopped: interrupted; {Path(args.model) / 'eval.json'} "
               + ("holds this run's results; the model card (README.md) and report.html may be older" if written

@@ -399,6 +399,8 @@ def other_weights_sections(folder: Path | str, evaluation: dict) -> list[str]:
     if not any(isinstance(digest, str) for digest in recorded.values()):
         return []
     digest = weights_digest(folder)
+    if digest is None:  # an eval.json without its weights (copied apart): nothing to compare with
+        return []
     return sorted(name for name, value in recorded.items() if isinstance(value, str) and value != digest)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -183,3 +185,19 @@ def test_evaluation_report_says_why_its_charts_are_missing_offline(browser, tmp_
         else:
             assert notice.is_visible() and "eval.json" in notice.inner_text()
         context.close()
+
+
+def test_a_self_contained_evaluation_report_draws_offline(browser, tmp_path):
+    """`cadp.evaluate report --self-contained` holds plotly.js: with every network request refused, it draws."""
+    shutil.copytree(ROOT / "weights" / "diabetes-cinn", tmp_path / "model")
+    done = subprocess.run([sys.executable, "-m", "cadp.evaluate", "report", "--model", str(tmp_path / "model"),
+                           "--self-contained"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    context = browser.new_context()
+    page = context.new_page()
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:") else route.abort())
+    page.goto((tmp_path / "model" / "report.html").as_uri())
+    page.wait_for_load_state("load")
+    assert page.locator("#cadp-offline").count() == 0
+    assert page.locator(".js-plotly-plot").count() == 1 and page.locator(".js-plotly-plot .scatterlayer").count()
+    context.close()
