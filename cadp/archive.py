@@ -70,6 +70,7 @@ from cadp.mechanisms import (
     PAPER_LABEL,
     ConditionHandling,
     Mechanism,
+    exact,
     make_mechanism,
     new_generator,
     seed_option,
@@ -360,7 +361,7 @@ class Manifest:
             label = f"{label[:-1]}; batch of {batch})"
         pending = status == "privatized" and released_row is not None  # written at the run's end: close() says
         values = [file, condition, released, label, self.settings.epsilon,
-                  "" if delta is None else f"{delta:g}", "", "", "",  # the record's total: filled in by close()
+                  "" if delta is None else exact(delta), "", "", "",  # the record's total: filled in by close()
                   self.settings.noise_source, PENDING if pending else status, error, output, preprocessing]
         if status == SKIPPED:  # released by an earlier run, with its own settings: none of this run's stated
             values[3:10] = [""] * 7
@@ -1514,12 +1515,12 @@ def earlier_run_notes(earlier: EarlierRun, settings: RunSettings) -> list[str]:
                      "two releases under one name")
     delta = getattr(settings.mechanism, "delta", None)
     now = (settings.mechanism_label.split(" ")[0], manifest_text(settings.epsilon),
-           "" if delta is None else f"{delta:g}")
+           "" if delta is None else exact(delta))
     if earlier.settings is not None and (earlier.settings[0].split(" ")[0], *earlier.settings[1:]) != now:
         mechanism, epsilon, delta_then = earlier.settings
         notes.append(f"the run in {earlier.folder} released with {mechanism}, epsilon {epsilon} per release"
                      f"{f' and delta {delta_then}' if delta_then else ''}; this one with {settings.mechanism_label}, "
-                     f"epsilon {settings.epsilon}{f' and delta {delta:g}' if delta is not None else ''}: each output folder's "
+                     f"epsilon {settings.epsilon}{f' and delta {exact(delta)}' if delta is not None else ''}: each output folder's "
                      f"{GUARANTEE_NAME} states its own terms")
     return notes
 

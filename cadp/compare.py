@@ -88,7 +88,9 @@ def release_tag(mechanism, seeded: bool = False) -> str:
     unit of latent distance), or ``not-private`` (paper, a fixed seed). The full terms are inside the file."""
     if not mechanism.formal or seeded:
         return "not-private"
-    return f"{mechanism.name}-eps{mechanism.epsilon:g}" + ("-per-unit" if mechanism.name == "metric" else "")
+    from cadp.mechanisms import written_up  # (rounded up: a name never says less epsilon than its release spent)
+
+    return f"{mechanism.name}-eps{written_up(mechanism.epsilon)}" + ("-per-unit" if mechanism.name == "metric" else "")
 
 
 def _name_part(text: str) -> str:
@@ -246,10 +248,23 @@ def latent_map_figure(array, title: str):
 
 # --------------------------------------------------------------------------- tables
 
+def _aligned(original: pd.DataFrame, released: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The original rows and their releases, row by row, in the columns the release has (``privatize`` leaves out
+    a column its model does not know, such as an id: the caller's whole frame is compared on the rest)."""
+    if len(original) != len(released):
+        raise InputError(f"the original has {len(original):,} rows and the release {len(released):,}: compare a "
+                         "release with the rows it was made from (PrivatizationResult.original_frame)")
+    shared = [column for column in original.columns if column in released.columns]
+    if not shared:
+        raise InputError("the original and the release have no column in common: compare a release with the rows "
+                         "it was made from (PrivatizationResult.original_frame)")
+    return original.reset_index(drop=True)[shared], released.reset_index(drop=True)[shared]
+
+
 def changed_cells(original: pd.DataFrame, released: pd.DataFrame) -> pd.DataFrame:
-    """Boolean frame: True where a released cell differs from the original (numbers: beyond 1e-9 relative)."""
-    original = original.reset_index(drop=True)
-    released = released.reset_index(drop=True)[original.columns]
+    """Boolean frame: True where a released cell differs from the original (numbers: beyond 1e-9 relative), in
+    the columns both have."""
+    original, released = _aligned(original, released)
     changed = pd.DataFrame(False, index=original.index, columns=original.columns)
     for column in original.columns:
         a, b = original[column], released[column]
@@ -376,10 +391,9 @@ def downstream_accuracy(original: pd.DataFrame, released: pd.DataFrame, target: 
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if target not in original.columns:
-        raise InputError(f"no column named {target!r}")
-    original = original.reset_index(drop=True)
-    released = released.reset_index(drop=True)[original.columns]
+    if target not in original.columns or target not in released.columns:
+        raise InputError(f"no column named {target!r}" + (" in the release" if target in original.columns else ""))
+    original, released = _aligned(original, released)
     if original[target].nunique() < 2:
         raise InputError(f"the target {target!r} has a single value; pick a column with at least two classes")
     features = pd.get_dummies(pd.concat([original, released], keys=["o", "p"]).drop(columns=[target]), dtype=float)

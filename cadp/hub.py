@@ -612,14 +612,17 @@ def load_model(source: str | Path, *, revision: str | None = None, cache_dir: st
     if _looks_like_path(text):
         raise ModelError(f"model folder {text} does not exist")
     repo_id, revision = parse_hub_source(text, revision)
+    owner, bundled = repo_id.split("/", 1)
+    if owner == BUNDLED_DIR.name:  # weights/mnist-cinn typed outside the repository: a folder, never asked of the Hub
+        # (anyone can own a Hub account of that name and publish a repo named like a bundled or a user's model)
+        how = (f": the bundled model {bundled} loads by its name alone ({bundled}) from any folder"
+               if (BUNDLED_DIR / bundled / CONFIG_NAME).exists() else "")
+        raise ModelError(f"there is no local folder {text} here ({Path.cwd()}){how}. It was not looked for on the "
+                         f"Hub as a repo of an owner named {owner!r}: a folder's path typed elsewhere would load "
+                         f"anyone's repo of that name (load_hub_model({text!r}) asks the Hub for it)")
     try:
         return _load_from_hub(repo_id, revision, cache_dir=cache_dir, endpoint=endpoint, token=token)
-    except ModelError as error:  # "weights/nope" reads as a Hub id too: say that no such folder exists either
-        bundled = Path(repo_id).name  # (only weights/<name>: owner/mnist-cinn is another model, a fork or a copy)
-        if Path(repo_id).parent.name == BUNDLED_DIR.name and (BUNDLED_DIR / bundled / CONFIG_NAME).exists() \
-                and at == "" and revision is None:  # weights/mnist-cinn typed outside the repository
-            raise ModelError(f"{error}; there is no local folder {text} here ({Path.cwd()}) either: the bundled "
-                             f"model {bundled} loads by its name alone ({bundled}) from any folder") from None
+    except ModelError as error:  # "models/nope" reads as a Hub id too: say that no such folder exists either
         if Path(repo_id).parent.is_dir():
             raise ModelError(f"{error}; there is no local folder {text} either") from None
         raise

@@ -100,6 +100,12 @@ def written_up(value: float, digits: int = 6) -> str:
     return f"{math.ceil(value / step * (1 - 1e-12)) * step:.{digits}g}"
 
 
+def exact(value: float) -> str:
+    """A number as written in terms and records: the shortest text that reads back as the same float (1e-05; a
+    delta of 1.0000049e-05 must not be written 1e-05, less than was used)."""
+    return repr(float(value))
+
+
 def readable(value: float, up: bool = False) -> str:
     """A number for a sentence: 6,680 rather than 6.68e+03, three significant digits below 1,000; ``up``: rounded
     up (an epsilon, which must never read less than it is)."""
@@ -482,7 +488,7 @@ class GaussianMechanism(Mechanism):
     def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
                   stated_public: str | None = None, **_) -> str:
         return (f"Gaussian mechanism: (epsilon, delta)-local differential privacy with epsilon = {self.epsilon:.12g}, "
-                f"delta = {self.delta:g} for the latent (L2 clip radius {self.clip_radius:.4g}, sensitivity "
+                f"delta = {exact(self.delta)} for the latent (L2 clip radius {self.clip_radius:.4g}, sensitivity "
                 f"2R = {2 * self.clip_radius:.4g}, sigma {self.sigma:.4g} from the analytic Gaussian mechanism). "
                 f"{common_terms(fitted_on_records, trained_on, kept, stated_public)}")
 

@@ -983,12 +983,14 @@ class ImageCINN(TracedFlow, nn.Module):
 
     def encode(self, pixels: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Latent (B, D) of pixel values in [0, 255] given class labels."""
+        _check_pairs(pixels, labels, "images", "labels")
         device = self.device
         logit, _ = self._to_logit(pixels.to(device), None, log_det=False)
         return self._flow(logit, self.condition(labels), rev=False)
 
     def decode(self, latent: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Pixel values (B, C, H, W), unclamped, of latents (B, D) given class labels."""
+        _check_pairs(latent, labels, "latents", "labels")
         device = self.device
         return self._from_logit(self._flow(latent.to(device), self.condition(labels), rev=True))
 
@@ -1018,9 +1020,7 @@ class ImageCINN(TracedFlow, nn.Module):
         labels = class_indices(labels, self.config.class_names)
         if len(labels) == 0:
             raise InputError("labels must hold at least one class index (or name): one sample per label")
-        if (isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating))
-                or not math.isfinite(temperature) or temperature < 0):
-            raise InputError(f"temperature must be a finite number >= 0 (e.g. 0.7), got {temperature!r}")
+        _check_temperature(temperature)
         z = float(temperature) * torch.randn(len(labels), self.latent_dim, generator=generator)
         return self.decode(z, labels).clamp(0, 255)
 
@@ -1056,6 +1056,7 @@ class TabularCINN(TracedFlow, nn.Module):
         self._traced = TracedPasses()
 
     def _pass(self, x: torch.Tensor, condition: torch.Tensor, rev: bool) -> torch.Tensor:
+        _check_pairs(x, condition, "latents" if rev else "rows", "condition rows")
         device = self.device
         return self._flow(x.float().to(device), [self._condition(condition)], rev)
 
@@ -1079,9 +1080,13 @@ class TabularCINN(TracedFlow, nn.Module):
     def sample_frame(self, count: int, temperature: float = 1.0,
                      generator: torch.Generator | None = None) -> pd.DataFrame:
         """Rows drawn from the model: conditions from their stored frequencies (uniform where none), latents
-        N(0, T^2 I)."""
+        N(0, T^2 I); ``count`` >= 1 rows, ``temperature`` T >= 0."""
         from cadp.mechanisms import resample
 
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+            raise InputError(f"count must be a whole number >= 1 (how many rows to draw), got {count!r}")
+        count = int(count)
+        _check_temperature(temperature)
         condition_values = {}
         for spec in self.condition_encoder.columns:
             prior = self.config.condition_priors.get(spec.name) or [1.0 / spec.width] * spec.width
@@ -1146,6 +1151,40 @@ def check_permutations(model: nn.Module, where: str) -> None:
 
 # --------------------------------------------------------------------------- classifier
 
+def _check_pairs(records: torch.Tensor, conditions: torch.Tensor, what: str, of: str) -> None:
+    """One condition per record (InputError otherwise, before a flow pass fails deep inside with torch's words)."""
+    if len(records) != len(conditions):
+        raise InputError(f"got {len(records):,} {what} but {len(conditions):,} {of}: give one per record")
+
+
+def _check_temperature(temperature) -> None:
+    """A sampling temperature: a finite number >= 0 (InputError otherwise)."""
+    if (isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating))
+            or not math.isfinite(temperature) or temperature < 0):
+        raise InputError(f"temperature must be a finite number >= 0 (e.g. 0.7), got {temperature!r}")
+
+
+def checked_pixel_values(pixels: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+    """``pixels`` as float32 values on [0, 255], and notes on how they were read; non-finite values, values out of
+    range and images scaled to [0, 1] refused (InputError)."""
+    if pixels.dtype == torch.bool or pixels.is_complex():
+        raise InputError(f"pixel values must be numbers in [0, 255], got {pixels.dtype}")
+    given_pixels, pixels = pixels, pixels.float()
+    if pixels.numel() == 0:
+        raise InputError("no pixel values were given")
+    low, high = (float(bound) for bound in torch.aminmax(pixels))  # NaN in, NaN out: fails both comparisons
+    if not (low >= 0 and high <= 255):
+        raise InputError("pixel values must be finite and within [0, 255]")
+    # the usual mistake: an image scaled to [0, 1] would be read as near black (fractions looked for as given)
+    if high <= 1 and given_pixels.is_floating_point() and bool(((given_pixels > 0) & (given_pixels < 1)).any()):
+        raise InputError("pixel values look scaled to [0, 1]; give values in [0, 255] (multiply by 255)")
+    notes = []
+    if high == 1:  # only 0s and 1s: a 0/1 mask, or an 8-bit image that is nearly black; cannot tell
+        notes.append("every pixel is 0 or 1, read as values in [0, 255] (nearly black); if these images were "
+                     "scaled to [0, 1], multiply them by 255")
+    return pixels, notes
+
+
 class SmallCNN(nn.Module):
     """A small CNN classifier on pixel values [0, 255] (used to suggest labels and score samples)."""
 
@@ -1164,5 +1203,8 @@ class SmallCNN(nn.Module):
 
     @torch.inference_mode()
     def predict_proba(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (B, classes) of images (B, C, H, W) of pixel values on [0, 255] (refused scaled to
+        [0, 1], where the scores would be meaningless, or out of range: InputError)."""
         self.eval()
+        pixels, _ = checked_pixel_values(torch.as_tensor(pixels))
         return torch.softmax(self(pixels), dim=1)

@@ -42,7 +42,7 @@ from cadp.mechanisms import (
     total_epsilon,
     written_up,
 )
-from cadp.models import ImageCINN, TabularCINN, class_indices
+from cadp.models import ImageCINN, TabularCINN, checked_pixel_values, class_indices
 
 NOT_PRIVATE_SEED = "not private: reproducible seed"
 CALLER_GENERATOR = ("not known to be private: torch.Generator() starts from the same seed every time, and torch's CPU "
@@ -228,6 +228,7 @@ def privatize(model: ImageCINN | TabularCINN, x, condition, mechanism: Mechanism
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
                                    or batch_size < 1):
         raise InputError(f"batch_size must be a whole number >= 1 (or None for one batch), got {batch_size!r}")
+    batch_size = None if batch_size is None else int(batch_size)  # (NumPy's: the result's record stays JSON)
     if isinstance(model, ImageCINN):
         return _privatize_images(model, x, condition, mechanism, generator, seed, origin,
                                  handlings, batch_size, reconstruct, progress)
@@ -344,20 +345,7 @@ def _image_pixels(pixels, config) -> tuple[torch.Tensor, list[str]]:
                    if config.channels == 1 and len(given) == 3 and given[1:] == expected[1:] else "")
         raise InputError(f"images must have shape (batch, {', '.join(map(str, expected))}) with batch >= 1, or be "
                          f"one image {one}; got {given}{several}")
-    if pixels.dtype == torch.bool or pixels.is_complex():
-        raise InputError(f"pixel values must be numbers in [0, 255], got {pixels.dtype}")
-    given_pixels, pixels = pixels, pixels.float()
-    low, high = (float(bound) for bound in torch.aminmax(pixels))  # NaN in, NaN out: fails both comparisons
-    if not (low >= 0 and high <= 255):
-        raise InputError("pixel values must be finite and within [0, 255]")
-    # the usual mistake: an image scaled to [0, 1] would be read as near black (fractions looked for as given)
-    if high <= 1 and given_pixels.is_floating_point() and bool(((given_pixels > 0) & (given_pixels < 1)).any()):
-        raise InputError("pixel values look scaled to [0, 1]; give values in [0, 255] (multiply by 255)")
-    notes = []
-    if high == 1:  # only 0s and 1s: a 0/1 mask, or an 8-bit image that is nearly black; cannot tell
-        notes.append("every pixel is 0 or 1, read as values in [0, 255] (nearly black); if these images were "
-                     "scaled to [0, 1], multiply them by 255")
-    return pixels, notes
+    return checked_pixel_values(pixels)
 
 
 def _image_labels(labels, config, count: int) -> torch.Tensor:
@@ -381,8 +369,8 @@ def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, se
     # the release's terms and record before the passes: they do not depend on the latents, and Python's steps cost
     # several times more right after a pass (BENCHMARKS.md, "Nineteenth round")
     guarantee = _guarantee(model, mechanism, {"label": handling}, seed, origin)
-    described = {**mechanism.describe(), "batch_size": batch_size or len(pixels)}
     batches = batch_sizes(len(pixels), batch_size or len(pixels))
+    described = {**mechanism.describe(), "batch_size": max(batches)}  # the largest batch run, not the one asked
     latent, noisy, reconstruction, output = _latent_pass(model, pixels, labels, released, mechanism,
                                                          generator, batch_size, reconstruct, progress)
     return PrivatizationResult(
@@ -490,14 +478,15 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
             if part is not None:
                 part.index = row_index
     notes = _input_notes(model, columns, filled, clipped)
+    batches = batch_sizes(count, batch_size or count)
     return PrivatizationResult(
         original=rows, reconstruction=reconstruction, privatized=output, latent=latent, noisy_latent=noisy,
         condition=true_values, released_condition=released_values,
-        mechanism={**mechanism.describe(), "batch_size": batch_size or len(frame)},
+        mechanism={**mechanism.describe(), "batch_size": max(batches)},  # the largest batch run, not the one asked
         epsilon_latent=mechanism.epsilon if mechanism.formal else None,
         epsilon_conditions=sum(h.cost for h in handlings.values()), delta=getattr(mechanism, "delta", None),
         guarantee=_guarantee(model, mechanism, handlings, seed, origin), seed=seed, noise_origin=origin,
-        batches=batch_sizes(count, batch_size or count), notes=notes,
+        batches=batches, notes=notes,
         original_frame=original_frame, privatized_frame=privatized_frame, reconstruction_frame=rebuilt_frame)
 
 

@@ -36,6 +36,7 @@ from cadp.mechanisms import (
     PAPER_LABEL,
     Mechanism,
     batch_sizes,
+    exact,
     make_mechanism,
     paper_batches_text,
     readable,
@@ -1168,7 +1169,7 @@ def preview_notes(utility: dict, settings: PrivacySettings, conditions_kept: boo
         differences.append("a fixed clip radius" if settings.temperature is None
                            else f"temperature {settings.temperature:g}")
     if settings.name == "gaussian" and settings.delta != evaluated.get("delta"):
-        differences.append(f"δ {settings.delta:g}")
+        differences.append(f"δ {exact(settings.delta)}")
     if settings.name == "paper" and method.get("batch_size"):
         batches = paper_batches_text(evaluated) or f"batches of {_plain(method['batch_size'])} records"
         differences.append(f"evaluated on {batches}; the paper mechanism's batch-level clipping depends on the "

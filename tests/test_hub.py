@@ -635,13 +635,31 @@ def test_a_file_given_as_the_model_folder_is_named_as_such(tmp_path):
         hub.load_folder(tmp_path / "rows.csv")
 
 
-def test_a_mistyped_local_folder_is_named_as_such(monkeypatch):
+def test_a_mistyped_local_folder_is_named_as_such(monkeypatch, tmp_path):
     from cadp.errors import ModelError
     from cadp.hub import BUNDLED_DIR, load_model
 
     monkeypatch.chdir(BUNDLED_DIR.parent)
-    with pytest.raises(ModelError, match="there is no local folder weights/no-such-model either"):
+    with pytest.raises(ModelError, match="there is no local folder weights/no-such-model here"):
         load_model("weights/no-such-model", endpoint="http://127.0.0.1:9")  # nothing listens there
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelError, match="there is no local folder models/no-such-model either"):
+        load_model("models/no-such-model", endpoint="http://127.0.0.1:9")
+
+
+def test_a_bundled_folders_path_typed_elsewhere_is_never_asked_of_the_hub(served, cache, tmp_path, monkeypatch):
+    """From another folder, "weights/mnist-cinn" (the README's path) was asked of the Hub as the repo of an owner
+    named "weights": whoever holds that account would have had their model loaded in its place."""
+    from cadp.errors import ModelError
+
+    served.add_commit("weights/heart-cinn", hub.BUNDLED_DIR / "heart-cinn")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelError, match="not looked for on the Hub as a repo of an owner named 'weights'"):
+        hub.load_model("weights/heart-cinn", cache_dir=cache, endpoint=served.url)
+    assert not list(Path(cache).rglob("*.safetensors"))
+    assert hub.load_hub_model("weights/heart-cinn", cache_dir=cache, endpoint=served.url).repo_id == \
+        "weights/heart-cinn"  # asked for as a Hub repo by name, it is one
 
 
 def test_a_hub_models_claim_of_public_training_data_is_said_as_its_publishers_word(served, cache, tmp_path):

@@ -45,7 +45,7 @@ def test_a_bundled_folder_typed_outside_the_repository_says_how_to_load_it(tmp_p
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ModelError) as refused:
         hub.load_model("weights/heart-cinn", cache_dir=str(tmp_path / "cache"))
-    assert (f"there is no local folder weights/heart-cinn here ({tmp_path}) either: the bundled model heart-cinn "
+    assert (f"there is no local folder weights/heart-cinn here ({tmp_path}): the bundled model heart-cinn "
             "loads by its name alone (heart-cinn) from any folder") in str(refused.value)
 
 
