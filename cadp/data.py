@@ -293,7 +293,7 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
         raise InputError(f"{root} holds split folders ({', '.join(splits)}) with class folders inside: give the "
                          f"folder of the classes, e.g. {root / training} (cadp.train holds out its own test split)")
     class_index = {d.name: index for index, d in enumerate(class_dirs)}
-    images, labels, skipped, not_images, coloured, stretched = [], [], [], [], 0, 0
+    images, labels, skipped, not_images, coloured, stretched, resized, padded = [], [], [], [], 0, 0, 0, 0
     stacks: list[str] = []  # files of several frames, of which the first was read
     seen: dict[bytes, str] = {}  # an image's pixels, as read: its first file
     copies: list[str] = []
@@ -315,6 +315,8 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
             continue
         coloured += "converted to grayscale" in prepared.steps
         stretched += any("scaled to 8-bit" in step for step in prepared.steps)
+        resized += any(step.startswith("resized ") for step in prepared.steps)
+        padded += any(step.startswith("resized ") and step.endswith("(aspect kept, padded)") for step in prepared.steps)
         if any(step.startswith(FIRST_FRAME) for step in prepared.steps):
             stacks.append(name)
         key = hashlib.sha256(np.ascontiguousarray(prepared.pixels).tobytes()).digest()
@@ -330,6 +332,12 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
     if coloured and split == "train":  # said once per folder, not per split
         print(f"note: {coloured} image(s) under {root} are stored in colour and were converted to greyscale "
               "(--channels 1, the default); if their colour matters, train with --channels 3", file=sys.stderr)
+    if resized and split == "train":  # said once per folder, not per split
+        print(f"note: {resized} image(s) under {root} are not {image_size}x{image_size} and were resized to it, as "
+              "the app and cadp.privatize resize them"
+              + (f"; {padded} of them not square, so their aspect ratio was kept and the rest of the square padded "
+                 "with their border's median colour" if padded else "")
+              + f" (--image-size {image_size}; the model reads {image_size}x{image_size})", file=sys.stderr)
     if stretched and split == "train":  # said once per folder, not per split
         print(f"note: {stretched} image(s) under {root} hold more than 8 bits per pixel (16-bit, floating-point or "
               "DICOM) and were each scaled to 0..255 from its own lowest to its own highest value, as the app and "

@@ -39,6 +39,10 @@ CLASSIFIER_NAME = "classifier.safetensors"
 CARD_NAME = "README.md"
 EVAL_NAME = "eval.json"
 REPORT_NAME = "report.html"  # plotly curves of eval.json, drawn by cadp.evaluate
+# written by cadp.train before it writes a model's files, removed once all are written: a folder that holds it
+# holds a mix of two models' files (a run stopped while writing) and is refused
+WRITING_NAME = ".cadp-writing"
+CHECKPOINT_NAME = "checkpoint/training.safetensors"  # cadp.train's checkpoint, inside the output folder
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_DIR = REPO_ROOT / "weights"
 SPACE_SDK = "docker"  # README.md's front matter declares a Docker Space
@@ -296,6 +300,14 @@ def load_folder(folder: Path | str, origin: str | None = None, files_of: str | N
         raise ModelError(f"{folder} is a file; a model is a folder holding config.json and model.safetensors")
     if not folder.is_dir():
         raise ModelError(f"model folder {folder} does not exist")
+    if (folder / WRITING_NAME).exists():
+        raise ModelError(f"{_named(folder, files_of)}: cadp.train stopped while writing this model (it left "
+                         f"{WRITING_NAME}), so its files may be a mix of this model's and an earlier one's: run the "
+                         "training command again with --resume to write it whole from its checkpoint (or train "
+                         "again with --overwrite)")
+    if not (folder / CONFIG_NAME).exists() and (folder / CHECKPOINT_NAME).exists():
+        raise ModelError(f"{_named(folder, files_of)} holds the checkpoint of a cadp.train run that has not "
+                         "finished, and no model yet: run the training command again with --resume to finish it")
     config = read_config(folder, files_of)
     config_named = _named(folder / CONFIG_NAME, files_of)
     _check_model_size(config, config_named)

@@ -46,7 +46,18 @@ from cadp.data import (
     look_alike_class_names,
 )
 from cadp.errors import CadpError, InputError
-from cadp.hub import CARD_NAME, CONFIG_NAME, EVAL_NAME, REPORT_NAME, WEIGHTS_NAME, file_stamp, save_model, weights_state
+from cadp.hub import (
+    CARD_NAME,
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    EVAL_NAME,
+    REPORT_NAME,
+    WEIGHTS_NAME,
+    WRITING_NAME,
+    file_stamp,
+    save_model,
+    weights_state,
+)
 from cadp.mechanisms import seed_option
 from cadp.models import (
     CONV_SUBNETS,
@@ -62,7 +73,7 @@ from cadp.models import (
 from cadp.runtime import configure_allocator
 from cadp.uploads import UNIQUE_PER_ROW_MIN_ROWS, identifier_reason, is_folder_metadata
 
-CHECKPOINT_PATH = Path("checkpoint") / "training.safetensors"  # inside the output folder
+CHECKPOINT_PATH = Path(CHECKPOINT_NAME)  # inside the output folder
 DEFAULT_LR = 1e-3  # --lr of an image model
 TABLE_STEPS = 1500  # --steps of a table model (fit_tabular's default)
 
@@ -189,8 +200,16 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.
     """Restore model and optimizer; refuse a checkpoint of another run (``run``: its data and settings)."""
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as handle:
-        state = json.loads(handle.metadata()["state"])
+    try:
+        with safe_open(str(path), "pt") as handle:
+            state = json.loads(handle.metadata()["state"])
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as error:  # (JSON's error is a ValueError)
+        words = (str(error).splitlines() or [type(error).__name__])[0][:120]
+        raise InputError(f"the checkpoint at {path} cannot be read ({words}: a file cut short, or not written by "
+                         "cadp.train): pass --overwrite to start over") from None
+    if not isinstance(state, dict):
+        raise InputError(f"the checkpoint at {path} is not as cadp.train writes it: pass --overwrite to start over")
     earlier = state.get("run")
     if run is not None and earlier is not None:
         shared = sorted(set(run) & set(earlier))  # a checkpoint written before a key was recorded lacks it
@@ -202,7 +221,6 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.
         if unrecorded:
             print(f"note: the checkpoint at {path} predates recording {', '.join(unrecorded)}: not checked "
                   "against this run's", file=sys.stderr)
-    tensors = load_file(str(path))
     if not all(bool(torch.isfinite(tensor).all()) for tensor in tensors.values() if tensor.is_floating_point()):
         raise InputError(f"the checkpoint at {path} holds weights that are not finite numbers (NaN or infinite: a run "
                          "that diverged, saved by a CADP version that did not stop it): pass --overwrite to start "
@@ -227,9 +245,11 @@ def _load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.
 def fit(model: torch.nn.Module, loss_fn, batches, *, steps: int | None, minutes: float | None,
         learning_rate: float, checkpoint: Path | None = None, resume: bool = False,
         checkpoint_every: int = 500, device: torch.device = torch.device("cpu"),
-        description: str = "training", metric_name: str = "loss", run: dict | None = None) -> tuple[int, float, float]:
+        description: str = "training", metric_name: str = "loss", run: dict | None = None,
+        command: str | None = None) -> tuple[int, float, float]:
     """Adam with a cosine schedule over the step or time budget; returns (steps, seconds, training loss), the loss
     a running average over about the last 50 steps (``running_loss``; it continues across a resume).
+    ``command``: the command line of this run, added to the checkpoint's (``checkpoint_commands``).
 
     ``batches`` is an endless iterator of argument tuples for ``loss_fn``. ``run`` (the data and settings) is
     stored in the checkpoint; resuming with another is refused. Ctrl-C (and, under ``stops_as_ctrl_c``, SIGTERM
@@ -238,11 +258,13 @@ def fit(model: torch.nn.Module, loss_fn, batches, *, steps: int | None, minutes:
     """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=learning_rate, foreach=True)  # one multi-tensor update, also on CPU
-    state = {"step": 0, "seconds": 0.0, "run": run}
+    state = {"step": 0, "seconds": 0.0, "run": run, "commands": [command] if command else []}
     found = file_stamp(checkpoint)  # an earlier run's checkpoint (--overwrite keeps it until this one saves)
     resumed = resume and checkpoint is not None and checkpoint.exists()
     if resumed:
-        state = {**_load_checkpoint(checkpoint, model, optimizer, run), "run": run}
+        earlier = _load_checkpoint(checkpoint, model, optimizer, run)
+        commands = earlier.get("commands") if isinstance(earlier.get("commands"), list) else [UNRECORDED_COMMAND]
+        state = {**earlier, "run": run, "commands": commands + ([command] if command else [])}
         print(f"resumed from {checkpoint} at step {state['step']}", file=sys.stderr)
     model.train()
     start = time.monotonic() - state["seconds"]
@@ -287,6 +309,21 @@ class TrainingDiverged(CadpError):
     def __init__(self, message: str, step: int):
         super().__init__(message)
         self.step = step
+
+
+UNRECORDED_COMMAND = "(not recorded: a checkpoint of a CADP version that did not record it)"
+
+
+def checkpoint_commands(path: Path) -> list[str]:
+    """The commands that ran a checkpoint's steps (``fit``'s ``command``), first to last; [] where it has none."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as handle:
+            commands = json.loads(handle.metadata()["state"]).get("commands")
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError, AttributeError):
+        return []
+    return [str(command) for command in commands] if isinstance(commands, list) else []
 
 
 def _checkpoint_step(path: Path) -> int:
@@ -465,6 +502,7 @@ def train_image_model(args) -> None:
             steps=args.steps, minutes=args.time_budget, learning_rate=args.lr,
             checkpoint=Path(args.out) / CHECKPOINT_PATH if args.checkpoint else None,
             resume=args.resume, device=device, description=f"cINN {name}", metric_name="bits/dim",
+            command=recorded_command("cadp.train", args.command_line),
             run={"dataset": train.name, "image_size": config.image_size, "channels": config.channels,
                  "width": args.width, "conv_blocks": args.conv_blocks, "conv_subnet": args.conv_subnet,
                  "fc_blocks": args.fc_blocks, "fc_width": args.fc_width, "seed": args.seed,
@@ -476,7 +514,10 @@ def train_image_model(args) -> None:
                                f"the default is {DEFAULT_LR:g}) and --overwrite", error.step) from None
     model = model.cpu().eval()
     out = Path(args.out)
-    if args.resume and holds_weights(out, model, args.half):  # a finished run resumed: nothing new to write
+    commands = (checkpoint_commands(out / CHECKPOINT_PATH) if args.checkpoint else []) or \
+        [recorded_command("cadp.train", args.command_line)]
+    # a finished run resumed: nothing new to write (unless its writing was stopped midway)
+    if args.resume and not (out / WRITING_NAME).exists() and holds_weights(out, model, args.half):
         print(f"{out} already holds this run's weights ({steps} steps): nothing to do; its classifier, card and "
               "evaluations are kept as they are", file=sys.stderr)
         return
@@ -501,12 +542,11 @@ def train_image_model(args) -> None:
     facts = {"train_records": len(train), "test_records": len(test), "test_fingerprint": split_fingerprint(test),
              **({} if args.dataset in IMAGE_DATASETS else {"split_version": split_version}),
              "classes_without_test_images": [name for name, _ in untested],
-             "classifier_test_accuracy": accuracy, "sample_recognition_t0.7": sample_accuracy, "batch_size": batch}
+             "classifier_test_accuracy": accuracy, "sample_recognition_t0.7": sample_accuracy, "batch_size": batch,
+             "commands": commands}
     card = image_model_card(config, report, facts, args)
-    clear_stale_results(out)
-    save_model(model, out, card=card, classifier=classifier, half_precision=args.half,
-               overwrite=True)  # prepare_output asked (--overwrite, --resume)
-    _record_training(out, report, facts)
+    write_trained_model(out, model, report, facts, card=card, classifier=classifier, half_precision=args.half,
+                        resumable=args.checkpoint)
     print(f"wrote {args.out}: test bits/dim {test_bpd:.3f}, classifier accuracy {accuracy:.3f}, "
           f"samples recognized {sample_accuracy:.3f}")
 
@@ -1104,6 +1144,15 @@ def train_tabular_model(args) -> None:
                             steps=args.steps or TABLE_STEPS, minutes=args.time_budget, seed=args.seed, domain=table.frame,
                             progress=progress)
     seconds = time.monotonic() - start
+    filled: dict[str, int] = {}
+    model.data_encoder.transform(train, filled=filled)
+    if filled:  # as a release says it of its input (privatize.input_notes): here they were trained on so
+        print(f"note: {table.name}: {sum(filled.values()):,} cell(s) of the training rows are empty, not a number "
+              "or infinite, and were trained on as their column's training mean ("
+              + ", ".join(f"{name}: {count:,}, read as {model.data_encoder.spec(name).mean:.4g}"
+                          for name, count in filled.items())
+              + "): the model learned those rows with that value; fill or remove them to train on observed values "
+                "only", file=sys.stderr)
     # distances are measured on held-out rows
     test_condition = model.condition_encoder.transform(test)
     test_rows = model.data_encoder.transform(test)
@@ -1122,14 +1171,36 @@ def train_tabular_model(args) -> None:
              "test_fingerprint": split_fingerprint(test, columns), "license": table.license,
              "steps_run": ran["steps_run"], "validation_loss": ran["validation_loss"],
              "validation_rows": ran["validation_rows"], "kept": ran["kept"], "stopped": ran.get("stopped")}
-    clear_stale_results(Path(args.out))
-    save_model(model, args.out, card=tabular_model_card(model.config, report, facts, args),
-               overwrite=True)  # prepare_output asked (--overwrite)
-    _record_training(Path(args.out), report, facts)
+    write_trained_model(Path(args.out), model, report, facts, card=tabular_model_card(model.config, report, facts, args))
     print(f"wrote {args.out}: test NLL {nll:.3f} nats/dim")
 
 
 # --------------------------------------------------------------------------- cards
+
+def write_trained_model(out: Path, model, report: TrainingReport, facts: dict, *, card: str,
+                        classifier: SmallCNN | None = None, half_precision: bool = False,
+                        resumable: bool = False) -> None:
+    """Write a trained model's files to ``out`` (prepare_output allowed it: --overwrite, --resume): its config,
+    weights, classifier, card and eval.json's training section. They are several files, so a stop or an error
+    midway leaves a mix of this model's and an earlier one's: ``hub.WRITING_NAME`` marks the folder until all are
+    written, and every command refuses a folder that holds it (``--resume`` writes it again)."""
+    marker = out / WRITING_NAME
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        marker.write_text("cadp.train was writing this model's files and stopped before it finished: they may be "
+                          "a mix of two models. Run the training command again with --resume (or --overwrite).\n",
+                          encoding="utf-8")
+        clear_stale_results(out)
+        save_model(model, out, card=card, classifier=classifier, half_precision=half_precision, overwrite=True)
+        _record_training(out, report, facts)
+        marker.unlink()
+    except KeyboardInterrupt:
+        again = ("run the same command with --resume to write it whole from its checkpoint" if resumable
+                 else "train again with --overwrite")
+        raise TrainingInterrupted(f"interrupted while writing the model to {out}: its files may be a mix of this "
+                                  "model's and an earlier one's, and every command refuses the folder until it is "
+                                  f"written whole: {again}") from None
+
 
 def _record_training(folder: Path, report: TrainingReport, facts: dict) -> None:
     from cadp.hub import update_eval
@@ -1193,6 +1264,15 @@ def _kernels(conv_subnet: str) -> str:
     return "-".join(f"{k}x{k}" for k in conv_subnet.split("-"))
 
 
+def _commands_line(commands: list[str]) -> str:
+    """The card's line of the command(s) that trained a model: one, or the first and each that continued it."""
+    if len(commands) == 1:
+        return f"command: `{commands[0]}`"
+    return (f"commands: started with `{commands[0]}`, stopped and continued with "
+            + ", then ".join(f"`{command}`" for command in commands[1:])
+            + " (the steps before each stop ran on the schedule of the command that ran them)")
+
+
 def _training_loss_line(running: float) -> str:
     if not math.isfinite(running):  # resumed, with no steps to add, from a checkpoint that did not keep it
         return "training loss: not recorded (no steps ran since a checkpoint written before it was kept)"
@@ -1251,7 +1331,7 @@ label conditions every coupling. {params:,} trainable parameters; latent dimensi
 - {report.steps} steps (~{report.epochs:.1f} epochs), batch {facts.get('batch_size', args.batch_size)}, Adam lr {args.lr} with cosine decay
 - {report.seconds / 60:.1f} minutes on {report.device}; seed {args.seed}
 - {_training_loss_line(report.final_train_loss)}
-- command: `{recorded_command('cadp.train', sys.argv[1:])}`
+- {_commands_line(facts.get("commands") or [recorded_command("cadp.train", args.command_line)])}
 
 ## Results
 - {report.test_metric_name}: **{report.test_metric:.3f}** (uniform dequantization, [0, 256) pixel values)
@@ -1286,7 +1366,7 @@ and decoded to the value; categorical columns one-hot (uniform dequantization, d
 ## Training
 - {step_count(facts['steps_run'])} ran, {report.seconds:.0f} s on {report.device}; seed {args.seed}
 - {facts['kept']}
-{f"- {facts['stopped']}{chr(10)}" if facts.get("stopped") else ""}- command: `{recorded_command('cadp.train', sys.argv[1:])}`
+{f"- {facts['stopped']}{chr(10)}" if facts.get("stopped") else ""}- command: `{recorded_command('cadp.train', args.command_line)}`
 
 ## Results
 - {report.test_metric_name}: **{report.test_metric:.3f}**
@@ -1338,7 +1418,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="use only the first N training images (the first of a class not among them takes the "
                              "place of one of the most frequent class: every class trains)")
     images.add_argument("--classifier-minutes", type=float, default=3.0,
-                        help="minutes of training of the classifier that suggests labels (default 3)")
+                        help="the most minutes the classifier that suggests labels trains (default 3); it stops "
+                             "sooner after 8 passes over the training images")
     tables = parser.add_argument_group("tables", "options refused for images")
     tables.add_argument("--conditions", nargs="*", help="condition (kept) columns; default per dataset")
     tables.add_argument("--column-type", nargs="*", metavar="COLUMN=KIND",
@@ -1365,8 +1446,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"{', '.join(ignored)} appl{'ies' if len(ignored) == 1 else 'y'} to "
                      f"{'table' if image else 'image'} models only; {args.dataset} is "
                      f"{'an image' if image else 'a table'} dataset")
+    if args.dataset in IMAGE_DATASETS and (args.image_size, args.channels) != (28, 1):  # they were left unread
+        parser.error(f"--image-size and --channels apply to an image folder; {args.dataset}'s images are 28x28 "
+                     "grayscale and train as such (--image-size 28 --channels 1)")
     if args.steps is None and args.time_budget is None:
         args.time_budget = 30.0
+    args.command_line = list(sys.argv[1:] if argv is None else argv)  # what the model card records
     return args
 
 

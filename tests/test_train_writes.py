@@ -1,0 +1,129 @@
+"""A training run stopped while it writes the model's files: they are several (config, weights, classifier, card,
+eval.json), and a stop between two left a folder that mixed two models (a new config's class order with the old
+weights: every label mapped to another class), that every command loaded and `--resume` called finished, while
+the run said "the output folder holds no new model"."""
+
+from __future__ import annotations
+
+import pytest
+
+from cadp import hub, train
+from cadp.errors import ModelError
+from tests.test_train_image_folder import TINY_IMAGE_RUN, _image_folder
+
+
+def stop_after(monkeypatch, name: str) -> None:
+    """``train.<name>`` runs, then the run is interrupted (Ctrl-C, or SIGTERM as the CLI reads it)."""
+    real = getattr(train, name)
+
+    def stopped(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, name, stopped)
+
+
+@pytest.mark.parametrize("stop", ["save_model", "clear_stale_results", "_record_training"])
+def test_an_image_model_stopped_while_written_is_refused_until_resume_writes_it_whole(tmp_path, capsys,
+                                                                                     monkeypatch, stop):
+    data, out = _image_folder(tmp_path / "shoes", {"boots": 10, "sandals": 10}), tmp_path / "model"
+    assert train.main(["--dataset", str(data), "--out", str(out), *TINY_IMAGE_RUN]) == 0
+    (data / "boots").rename(data / "zboots")  # the class order changes: sandals, zboots
+    with monkeypatch.context() as patched:
+        stop_after(patched, stop)
+        code = train.main(["--dataset", str(data), "--out", str(out), *TINY_IMAGE_RUN, "--overwrite"])
+    said = capsys.readouterr().err
+    assert code == 130 and "interrupted while writing the model to" in said and "holds no new model" not in said
+    assert "--resume to write it whole" in said
+    with pytest.raises(ModelError, match="cadp.train stopped while writing this model"):
+        hub.load_model(str(out))
+    assert train.main(["--dataset", str(data), "--out", str(out), *TINY_IMAGE_RUN, "--resume"]) == 0
+    assert "nothing to do" not in capsys.readouterr().err
+    loaded = hub.load_model(str(out))
+    assert loaded.config.class_names == ["sandals", "zboots"] and "zboots" in loaded.card
+    assert hub.current_eval(out)[0]["training"]["weights_sha256"] == hub.weights_digest(out)
+    assert not (out / hub.WRITING_NAME).exists()
+
+
+def test_a_table_model_stopped_while_written_is_refused_until_trained_again(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "model"
+    with monkeypatch.context() as patched:
+        stop_after(patched, "save_model")
+        code = train.main(["--dataset", "diabetes", "--out", str(out), "--steps", "2"])
+    said = capsys.readouterr().err
+    assert code == 130 and "interrupted while writing the model to" in said and "train again with --overwrite" in said
+    with pytest.raises(ModelError, match="cadp.train stopped while writing this model"):
+        hub.load_model(str(out))
+    assert train.main(["--dataset", "diabetes", "--out", str(out), "--steps", "2", "--overwrite"]) == 0
+    assert hub.load_model(str(out)).config.dataset == "diabetes"
+
+
+def test_a_folder_of_an_unfinished_run_says_so_not_that_it_has_no_config(tmp_path):
+    out = tmp_path / "model"
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "checkpoint" / "training.safetensors").write_bytes(b"")
+    with pytest.raises(ModelError, match="holds the checkpoint of a cadp.train run that has not finished"):
+        hub.load_model(str(out))
+
+
+def test_a_resumed_runs_card_names_every_command_that_trained_it(tmp_path, capsys, monkeypatch):
+    """The card recorded only the last command: a --resume with --steps 2000 of a run started with --steps 3000
+    (whose steps ran on that schedule), a command that fails on a fresh folder."""
+    data, out = _image_folder(tmp_path / "shoes", {"boots": 10, "sandals": 10}), tmp_path / "model"
+    run = ["--dataset", str(data), "--out", str(out), *TINY_IMAGE_RUN]
+    real_steps, calls = train._steps, []
+
+    def stopped_once(*args, **kwargs):  # the first run stops at its first step (a checkpoint is saved)
+        calls.append(1)
+        if len(calls) == 1:
+            args[5]["step"] = 1
+            raise KeyboardInterrupt
+        return real_steps(*args, **kwargs)
+
+    monkeypatch.setattr(train, "_steps", stopped_once)
+    assert train.main(run) == 130
+    assert train.main([*run[:-len(TINY_IMAGE_RUN)], *TINY_IMAGE_RUN[:1], "3", *TINY_IMAGE_RUN[2:], "--resume"]) == 0
+    card = (out / "README.md").read_text()
+    assert "commands: started with `python -m cadp.train --dataset shoes --out model --steps 2 " in card, card
+    assert "stopped and continued with `python -m cadp.train --dataset shoes --out model --steps 3 " in card
+    assert hub.read_eval(out)["training"]["commands"][1].endswith("--resume")
+    assert train.main(["--dataset", "diabetes", "--out", str(tmp_path / "table"), "--steps", "2"]) == 0
+    assert "- command: `python -m cadp.train --dataset diabetes --out table --steps 2`" in \
+        (tmp_path / "table" / "README.md").read_text()
+
+
+def test_a_checkpoint_cut_short_is_an_error_line_not_a_traceback(tmp_path, capsys):
+    data, out = _image_folder(tmp_path / "shoes", {"boots": 10, "sandals": 10}), tmp_path / "model"
+    (out / "checkpoint").mkdir(parents=True)
+    for content in (b"", b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":"):
+        (out / "checkpoint" / "training.safetensors").write_bytes(content)
+        assert train.main(["--dataset", str(data), "--out", str(out), *TINY_IMAGE_RUN, "--resume"]) == 2
+        said = capsys.readouterr().err
+        assert "error: the checkpoint at" in said and "cannot be read" in said and "Traceback" not in said
+
+
+def test_image_size_and_channels_are_refused_for_the_bundled_digit_sets(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--dataset", "fashion-mnist", "--out", "x", "--image-size", "16"])
+    assert "--image-size and --channels apply to an image folder" in capsys.readouterr().err
+    assert train.parse_args(["--dataset", "fashion-mnist", "--out", "x", "--image-size", "28"]).image_size == 28
+
+
+def test_training_says_it_resized_images_and_read_empty_cells_as_the_mean(tmp_path, capsys):
+    from PIL import Image
+
+    data = _image_folder(tmp_path / "shoes", {"boots": 10, "sandals": 10})
+    Image.new("L", (30, 20), 128).save(data / "boots" / "wide.png")
+    assert train.main(["--dataset", str(data), "--out", str(tmp_path / "m"), *TINY_IMAGE_RUN]) == 0
+    said = capsys.readouterr().err
+    assert "note: 1 image(s) under" in said and "are not 16x16 and were resized to it" in said
+    assert "1 of them not square, so their aspect ratio was kept" in said
+    from cadp.data import load_table
+
+    frame = load_table("diabetes").frame
+    frame.loc[frame.index[:40], "bmi"] = float("nan")
+    frame.to_csv(tmp_path / "visits.csv", index=False)
+    assert train.main(["--dataset", str(tmp_path / "visits.csv"), "--out", str(tmp_path / "t"), "--steps", "2"]) == 0
+    said = capsys.readouterr().err
+    assert "cell(s) of the training rows are empty, not a number or infinite, and were trained on as their " \
+        "column's training mean (bmi: " in said
