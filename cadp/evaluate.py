@@ -1590,11 +1590,23 @@ def load_training_data(config, path: Path | str, training: dict | None = None, s
         training = None
     split_version = _split_version(config, path, training, split_version)
     train, test = _load_training_data(config, path, split_version)
+    max_train = (training or {}).get("max_train")
+    if config.kind == "image" and isinstance(max_train, int) and not isinstance(max_train, bool) and \
+            0 < max_train < len(train):  # trained with --max-train: the same images of the training split
+        from cadp.data import ImageDataset
+        from cadp.train import first_of_each_class
+
+        kept = first_of_each_class(train.labels, max_train)
+        train = ImageDataset(train.images[kept], train.labels[kept], train.class_names, train.name)
     recorded = tuple((training or {}).get(key) for key in ("train_records", "test_records"))
     if all(isinstance(count, int) for count in recorded) and recorded != (len(train), len(test)):
         raise InputError(f"--data {path} splits into {len(train):,} training and {len(test):,} test records; the "
                          f"model was trained on {recorded[0]:,} and tested on {recorded[1]:,} (eval.json): give the "
                          "data it was trained on, or the test records would include training records"
+                         + (" (a model trained with --max-train by an earlier CADP version did not record it, "
+                            "and its training split cannot be told apart from other data: train it again)"
+                            if config.kind == "image" and recorded[1] == len(test) and recorded[0] < len(train)
+                            else "")
                          + (" (if it is that folder: since 2026-11-30 every class keeps a training image, so a "
                             "folder where one class had every image held out splits otherwise; that class never "
                             "trained, so train the model again)" if config.kind == "image" else ""))

@@ -536,6 +536,9 @@ def train_image_model(args) -> None:
         raise TrainingInterrupted(f"interrupted after the network finished training ({steps} steps); its checkpoint "
                                   f"is in {Path(args.out) / CHECKPOINT_PATH}: run the same command with --resume "
                                   "to redo only its evaluation and the classifier") from None
+    copies = test_copies_of_training(train.images, test.images)
+    if copies:
+        print(f"warning: {copies_words(copies, len(test), 'image')}", file=sys.stderr)
     batch = min(args.batch_size, len(train))  # a folder of fewer images than a batch trains on all of them at once
     report = TrainingReport(steps, steps * batch / len(train), seconds, device_description(device),
                             train_bpd, test_bpd, "test bits/dim")
@@ -543,7 +546,7 @@ def train_image_model(args) -> None:
              **({} if args.dataset in IMAGE_DATASETS else {"split_version": split_version}),
              "classes_without_test_images": [name for name, _ in untested],
              "classifier_test_accuracy": accuracy, "sample_recognition_t0.7": sample_accuracy, "batch_size": batch,
-             "commands": commands}
+             "commands": commands, "max_train": args.max_train, "test_copies_of_training": copies}
     card = image_model_card(config, report, facts, args)
     write_trained_model(out, model, report, facts, card=card, classifier=classifier, half_precision=args.half,
                         resumable=args.checkpoint)
@@ -707,6 +710,16 @@ def tabular_config(frame: pd.DataFrame, conditions: list[str], *, name: str, dat
                               condition_priors=priors)
 
 
+def _levels_without_rows(encoder, condition: torch.Tensor) -> list[str]:
+    """The condition levels (``column=level``) of ``encoder`` that no row of ``condition`` (its one-hots) has."""
+    counts, start, missing = condition.sum(0), 0, []
+    for spec in encoder.columns:
+        missing += [f"{spec.name}={level}" for index, level in enumerate(spec.categories)
+                    if counts[start + index] == 0]
+        start += spec.width
+    return missing
+
+
 def _too_large(spec, values: pd.Series) -> bool:
     """Whether a column's numbers cannot be released: a mean or spread that overflows a float (about 1e154 and up;
     said of the data, not of a config.json), or whole numbers of 2^63 (9.2e18) or more in size, which a release
@@ -781,9 +794,20 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
     generator = torch.Generator().manual_seed(seed)
     rows = model.data_encoder.transform(frame)
     condition = model.condition_encoder.transform(frame)
+    untrained = _levels_without_rows(model.condition_encoder, condition)
+    if untrained:  # (domain's levels): a resampled or randomized release could carry a level the network never saw
+        raise InputError(f"condition level(s) {untrained} have no row among the rows the model trains on (only "
+                         "in the table its encoders were fitted on): the network would never learn them, while a "
+                         "resampled or randomized condition could release them; merge them into another level or "
+                         "remove their rows")
     order = torch.randperm(len(frame), generator=generator)
     n_valid = int(len(frame) * validation_fraction) if len(frame) >= 50 else 0
     valid, train = order[:n_valid], order[n_valid:]
+    for column in range(condition.shape[1]):  # a level whose rows all fell among the validation rows: one trains
+        if n_valid and not bool(condition[train, column].any()):
+            moved = valid[condition[valid, column] > 0][:1]
+            valid, train = valid[valid != moved[0]], torch.cat([train, moved])
+    n_valid = len(valid)
     base, span = model.data_encoder.dequantization_boxes(rows)  # the boxes once, fresh draws every step
     batches = endless_batches((base[train], span[train], condition[train]), min(batch_size, len(train)), generator)
     valid_rows = draw_in_boxes(base[valid], span[valid], generator)
@@ -1127,6 +1151,14 @@ def train_tabular_model(args) -> None:
                   "the others (released as an empty cell); fill those cells (e.g. 'unknown') to name it, or remove "
                   "those rows", file=sys.stderr)
     train, test = split_table(table.frame, args.seed)
+    only_held_out = [f"{column}={level}" for column in conditions
+                     for level in table.frame[column].drop_duplicates()
+                     if not (train[column].isna() if pd.isna(level) else train[column] == level).any()]
+    if only_held_out:  # the image path refuses a class without training images alike
+        raise InputError(f"condition level(s) {only_held_out} of {table.name} occur only in rows held out to test "
+                         f"the model (a fifth of the rows, drawn with --seed {args.seed}): the network would never "
+                         "train on them, while a resampled or randomized condition could release them; merge them "
+                         "into another level or remove their rows (or draw another split with --seed)")
     if len(train) < 2 or len(test) < 2:  # fit_tabular's own message would count the training split, not the file
         raise InputError(f"{table.name} has {len(table.frame)} row(s): this command holds out a fifth of them to "
                          f"test the model and measure its latent distances ({len(test)} here) and fits on the rest "
@@ -1167,7 +1199,10 @@ def train_tabular_model(args) -> None:
     report = TrainingReport(ran["steps"], ran["epochs"], seconds, device_description(torch.device("cpu")),
                             ran["kept_train_loss"], nll, "test NLL (nats/dim, one-hots dequantized)")
     columns = tuple(model.config.data_columns + model.config.condition_columns)
-    facts = {"train_records": len(train), "test_records": len(test),
+    copies = int(np.isin(row_hashes(test, columns), row_hashes(train, columns)).sum())
+    if copies:
+        print(f"warning: {copies_words(copies, len(test), 'row')}", file=sys.stderr)
+    facts = {"train_records": len(train), "test_records": len(test), "test_copies_of_training": copies,
              "test_fingerprint": split_fingerprint(test, columns), "license": table.license,
              "steps_run": ran["steps_run"], "validation_loss": ran["validation_loss"],
              "validation_rows": ran["validation_rows"], "kept": ran["kept"], "stopped": ran.get("stopped")}
@@ -1245,6 +1280,28 @@ def limitations(kind: str, public: bool) -> str:
         dimension_note=IMAGE_DIMENSION_NOTE if kind == "image" else TABLE_DIMENSION_NOTE)
 
 
+def test_copies_of_training(train: torch.Tensor, test: torch.Tensor) -> int:
+    """How many test images are exact copies (pixel for pixel) of a training image."""
+    def keys(images: torch.Tensor) -> set[bytes] | list[bytes]:
+        return [hashlib.sha256(image.numpy().tobytes()).digest() for image in images.contiguous()]
+
+    seen = set(keys(train))
+    return sum(key in seen for key in keys(test))
+
+
+def copies_words(copies: int, tested: int, what: str) -> str:
+    """The training run's warning, and the card's line, on test records that are copies of training records."""
+    return (f"{copies:,} of the {tested:,} test {what}s are exact copies of training {what}s (the data holds "
+            "copies, and the split is by record, not by content): the test numbers and latent distances count "
+            "them as held out, so they flatter the model; remove the copies from the data to test on records "
+            "it did not train on")
+
+
+def _copies_line(facts: dict, what: str) -> str:
+    copies = facts.get("test_copies_of_training")
+    return f"- {copies_words(copies, facts['test_records'], what)}\n" if isinstance(copies, int) and copies else ""
+
+
 def _distance_lines(distances: LatentDistances | None, group: str = "the same class") -> str:
     if distances is None:
         return "- latent distances: not measured\n"
@@ -1317,7 +1374,7 @@ Class-conditional invertible network (FrEIA) for content-aware differential priv
 - dataset: {config.dataset} ({DATA_LICENSES.get(config.dataset, 'user data: check its license')})
 - split: {facts['train_records']} training / {facts['test_records']} test images
   ({'stratified 100 per class, with the fixed seed 0' if config.dataset == 'mnist' else 'the dataset split' if config.dataset == 'fashion-mnist' else _folder_split_words(facts)}; --seed sets the network's initialisation and batches){_untested_classes_line(facts.get('classes_without_test_images', []))}
-- classes: {', '.join(config.class_names)}
+{_copies_line(facts, 'image')}- classes: {', '.join(config.class_names)}
 
 ## Architecture
 Logit transform (alpha {config.logit_alpha}) with uniform dequantization, then
@@ -1353,7 +1410,7 @@ Conditional invertible network (FrEIA) on table rows for content-aware different
 - split: {facts['train_records']} training / {facts['test_records']} test rows (random, seed {args.seed});
   column types, levels and scales are fitted on the whole {'public ' * bool(facts.get('license'))}table, the
   network on the training rows only
-- conditions (kept columns): {', '.join(config.condition_columns) or 'none'}
+{_copies_line(facts, 'row')}- conditions (kept columns): {', '.join(config.condition_columns) or 'none'}
 - data columns: {', '.join(config.data_columns)}
 
 ## Architecture

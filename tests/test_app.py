@@ -663,8 +663,8 @@ def test_tabular_preview_for_the_bundled_model_only(monkeypatch):
     from cadp import hub
 
     read_eval = hub.read_eval
-    monkeypatch.setattr(hub, "read_eval", lambda folder: {"utility": helpers.UTILITY} if Path(folder).name ==
-                        helpers.TABLE_MODEL else read_eval(folder))
+    monkeypatch.setattr(hub, "read_eval", lambda folder, *rest: {"utility": helpers.UTILITY} if Path(folder).name ==
+                        helpers.TABLE_MODEL else read_eval(folder, *rest))
     at = page("tabular.py")
     at.select_slider(key="table_epsilon").set_value(1).run()
     _, captions = preview(clean(at))

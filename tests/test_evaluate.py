@@ -519,7 +519,7 @@ def test_cli_device_asked_for_is_used_or_refused_up_front(tmp_path, capsys, monk
     assert "--device 'tpu': use auto, cpu or cuda" in capsys.readouterr().err
     assert read_eval(folder) == {}  # nothing ran
     monkeypatch.setattr(evaluate, "audit_model", lambda loaded, **kw: {"results": []})
-    monkeypatch.setattr(evaluate, "write_report", lambda folder: folder / "report.html")
+    monkeypatch.setattr(evaluate, "write_report", lambda folder, *rest: folder / "report.html")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert evaluate.main(["audit", "--model", str(folder), "--quick", "--device", "cuda"]) == 0
     assert "--device cuda is not used: audit runs on the CPU" in capsys.readouterr().err

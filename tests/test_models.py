@@ -950,7 +950,7 @@ def test_resuming_a_finished_image_run_keeps_its_evaluations_unless_steps_are_ad
     err = capsys.readouterr().err
     assert "already holds this run's weights (2 steps): nothing to do" in err and "removed" not in err
     assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before  # classifier too
-    assert read_eval(out)["utility"] == {"note": "measured on these weights"}
+    assert read_eval(out)["utility"]["note"] == "measured on these weights"
     assert math.isfinite(read_eval(out)["training"]["final_train_loss"])
     assert train.main([*command[:5], "3", *TINY_IMAGE_RUN, "--resume"]) == 0  # one more step: other weights
     assert "removed eval.json, report.html" in capsys.readouterr().err

@@ -127,3 +127,67 @@ def test_training_says_it_resized_images_and_read_empty_cells_as_the_mean(tmp_pa
     said = capsys.readouterr().err
     assert "cell(s) of the training rows are empty, not a number or infinite, and were trained on as their " \
         "column's training mean (bmi: " in said
+
+
+def test_a_model_trained_with_max_train_is_evaluated_on_the_folder_it_was_trained_on(tmp_path, capsys):
+    import shutil
+
+    from cadp import evaluate
+
+    data, out = _image_folder(tmp_path / "shoes", {"boots": 10, "sandals": 10}), tmp_path / "model"
+    assert train.main(["--dataset", str(data), "--out", str(out), *TINY_IMAGE_RUN, "--max-train", "5"]) == 0
+    assert hub.read_eval(out)["training"]["max_train"] == 5
+    shutil.copytree(out, tmp_path / "copy")
+    assert evaluate.main(["bpd", "--model", str(tmp_path / "copy"), "--data", str(data), "--quick"]) == 0, \
+        capsys.readouterr().err
+    other = _image_folder(tmp_path / "other", {"boots": 14, "sandals": 10}, seed=1)  # another folder: refused
+    assert evaluate.main(["bpd", "--model", str(tmp_path / "copy"), "--data", str(other), "--quick"]) == 2
+
+
+def test_test_records_that_copy_training_records_are_counted_not_called_held_out(tmp_path, capsys):
+    import numpy as np
+
+    from cadp.data import load_table
+
+    frame = load_table("diabetes").frame
+    pd_frame = frame.loc[np.repeat(frame.index, 2)]  # every row twice
+    pd_frame.to_csv(tmp_path / "twice.csv", index=False)
+    assert train.main(["--dataset", str(tmp_path / "twice.csv"), "--out", str(tmp_path / "t"), "--steps", "2"]) == 0
+    said = capsys.readouterr().err
+    copies = hub.read_eval(tmp_path / "t")["training"]["test_copies_of_training"]
+    assert copies > 100 and f"warning: {copies} of the 177 test rows are exact copies of training rows" in said
+    assert f"- {copies} of the 177 test rows are exact copies of training rows" in (tmp_path / "t" / "README.md").read_text()
+    assert train.main(["--dataset", "diabetes", "--out", str(tmp_path / "d"), "--steps", "2"]) == 0
+    assert "exact copies" not in capsys.readouterr().err + (tmp_path / "d" / "README.md").read_text()
+    assert hub.read_eval(tmp_path / "d")["training"]["test_copies_of_training"] == 0
+
+    data = _image_folder(tmp_path / "shoes", {"boots": 10, "sandals": 10})
+    for file in list(data.rglob("*.png")):
+        (file.parent / f"copy-{file.name}").write_bytes(file.read_bytes())
+    assert train.main(["--dataset", str(data), "--out", str(tmp_path / "m"), *TINY_IMAGE_RUN]) == 0
+    copies = hub.read_eval(tmp_path / "m")["training"]["test_copies_of_training"]
+    assert copies > 0 and "test images are exact copies of training images" in capsys.readouterr().err
+
+
+def test_a_condition_level_only_in_held_out_rows_is_refused_before_training(tmp_path, capsys):
+    from cadp.data import load_table
+
+    frame = load_table("diabetes").frame.assign(group="common")
+    _, test = train.split_table(frame, 0)
+    held = frame.index[(frame["age"] == test["age"].iloc[0]) & (frame["bmi"] == test["bmi"].iloc[0])][0]
+    frame.loc[held, "group"] = "rare"
+    frame.to_csv(tmp_path / "rare.csv", index=False)
+    assert train.main(["--dataset", str(tmp_path / "rare.csv"), "--out", str(tmp_path / "t"), "--steps", "2",
+                       "--conditions", "group"]) == 2
+    said = capsys.readouterr().err
+    assert "condition level(s) ['group=rare'] of rare.csv occur only in rows held out to test the model" in said
+
+
+def test_a_condition_level_whose_rows_all_fell_among_the_validation_rows_trains():
+    import pandas as pd
+
+    rows = pd.DataFrame({"x": [float(i % 7) for i in range(60)], "y": [float(i % 5) for i in range(60)],
+                         "group": ["rare"] + ["common"] * 59})
+    validated = {train.fit_tabular(rows, ["group"], steps=1, seed=seed).fit_record["validation_rows"]
+                 for seed in range(12)}
+    assert validated == {8, 9}  # 9 drawn: one less where the rare row was among them
