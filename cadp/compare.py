@@ -286,7 +286,9 @@ def changed_counts_words(changed: pd.DataFrame) -> str:
 def highlighted_changes(original: pd.DataFrame, released: pd.DataFrame):
     """``released`` as a pandas Styler: cells that differ from ``original`` highlighted, floats in short form."""
     changed = changed_cells(original, released)
-    styled = released.style.apply(lambda _: changed.map(lambda c: "background-color: #fde68a" if c else ""), axis=None)
+    changed.index = released.index  # (row by row: the release keeps its caller's index, changed_cells counts)
+    styled = released.style.apply(lambda _: changed.reindex(columns=released.columns, fill_value=False).map(
+        lambda c: "background-color: #fde68a" if c else ""), axis=None)
     # 53, not 53.000; an empty cell (an empty category released, pandas' NA or NaN) empty, not "<NA>" or "nan"
     return styled.format(lambda v: "" if v is pd.NA or (isinstance(v, float) and math.isnan(v))
                          else f"{v:.6g}" if isinstance(v, float) else v)

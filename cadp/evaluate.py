@@ -820,7 +820,7 @@ def _load_table_data(config, data):
     except CadpError as error:
         raise InputError(f"cannot load the model's table {config.dataset!r} ({error}); give the CSV it was "
                          "trained on with --data (Python: data=(train, test))") from None
-    return split_table(frame, config.permutation_seed)  # the split cadp.train used
+    return split_table(frame, config.permutation_seed, conditions=config.condition_columns)  # cadp.train's split
 
 
 def ks_statistic(first: pd.Series, second: pd.Series) -> float | None:
@@ -1698,7 +1698,7 @@ def _load_training_data(config, path: Path | str, split_version=1):
     if missing:  # perhaps dropped while reading it: say why
         raise InputError(f"--data {path} lacks the model's column(s) {missing}{case_hint(missing, frame.columns, config.data_columns + config.condition_columns)}"
                          + (f" (reading it: {'; '.join(table.notes)})" if table.notes else ""))
-    return split_table(frame, config.permutation_seed)
+    return split_table(frame, config.permutation_seed, conditions=config.condition_columns)
 
 
 def main(argv=None) -> int:

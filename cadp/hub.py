@@ -303,8 +303,8 @@ def load_folder(folder: Path | str, origin: str | None = None, files_of: str | N
     if (folder / WRITING_NAME).exists():
         raise ModelError(f"{_named(folder, files_of)}: cadp.train stopped while writing this model (it left "
                          f"{WRITING_NAME}), so its files may be a mix of this model's and an earlier one's: run the "
-                         "training command again with --resume to write it whole from its checkpoint (or train "
-                         "again with --overwrite)")
+                         "training command again, with --resume for an image model whose checkpoint is in the "
+                         "folder (it writes the model whole), else with --overwrite (it trains again)")
     if not (folder / CONFIG_NAME).exists() and (folder / CHECKPOINT_NAME).exists():
         raise ModelError(f"{_named(folder, files_of)} holds the checkpoint of a cadp.train run that has not "
                          "finished, and no model yet: run the training command again with --resume to finish it")
@@ -407,13 +407,18 @@ def other_weights_sections(folder: Path | str, evaluation: dict) -> list[str]:
     """The sections of ``evaluation`` (the folder's eval.json) that record other weights than the folder's
     model.safetensors: their numbers are another network's. A section that records none (written before CADP
     recorded it, or by anyone else) is not counted: nothing tells."""
-    recorded = {name: section.get(WEIGHTS_KEY) for name, section in evaluation.items() if isinstance(section, dict)}
-    if not any(isinstance(digest, str) for digest in recorded.values()):
+    recorded = {name: section.get(WEIGHTS_KEY).lower() for name, section in evaluation.items()
+                if isinstance(section, dict) and isinstance(section.get(WEIGHTS_KEY), str)
+                and _SHA256.fullmatch(section.get(WEIGHTS_KEY))}  # anything else is no record (anyone's file)
+    if not recorded:
         return []
     digest = weights_digest(folder)
     if digest is None:  # an eval.json without its weights (copied apart): nothing to compare with
         return []
-    return sorted(name for name, value in recorded.items() if isinstance(value, str) and value != digest)
+    return sorted(name for name, value in recorded.items() if value != digest)
+
+
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def current_eval(folder: Path | str, files_of: str | None = None) -> tuple[dict, list[str]]:
@@ -425,11 +430,20 @@ def current_eval(folder: Path | str, files_of: str | None = None) -> tuple[dict,
 
 
 def other_weights_words(other: list[str], command: str) -> str:
-    """A page's or a report's sentence for ``other_weights_sections``."""
-    named = ", ".join(f"'{name}'" for name in other)
-    return (f"This model's eval.json holds section(s) {named} measured on other weights than its "
-            "model.safetensors (the weights were replaced after they were measured), so they are not shown: "
-            f"their numbers are another network's. Measure this network with `{command}`.")
+    """A page's or a report's sentence for ``other_weights_sections``; ``command``: what measures them again (the
+    'training' section, cadp.train's, is named apart: only training the model again writes it)."""
+    measured = [name for name in other if name != "training"]
+    words = []
+    if measured:
+        named = ", ".join(f"'{name}'" for name in measured)
+        words.append(f"This model's eval.json holds section(s) {named} measured on other weights than its "
+                     "model.safetensors (the weights were replaced after they were measured), so they are not "
+                     f"shown: their numbers are another network's. Measure this network with `{command}`.")
+    if "training" in other:
+        words.append("Its 'training' section (the training run's facts and test numbers) was written with other "
+                     "weights than its model.safetensors, so it is not shown either; only `python -m cadp.train` "
+                     "writes it, when it trains a model.")
+    return " ".join(words)
 
 
 def update_card_section(folder: Path | str, key: str, markdown: str) -> None:
@@ -625,10 +639,10 @@ def load_model(source: str | Path, *, revision: str | None = None, cache_dir: st
         raise ModelError(f"model folder {text} does not exist")
     repo_id, revision = parse_hub_source(text, revision)
     owner, bundled = repo_id.split("/", 1)
-    if owner == BUNDLED_DIR.name:  # weights/mnist-cinn typed outside the repository: a folder, never asked of the Hub
+    if owner.lower() == BUNDLED_DIR.name:  # weights/mnist-cinn typed elsewhere: a folder, never asked of the Hub
         # (anyone can own a Hub account of that name and publish a repo named like a bundled or a user's model)
         how = (f": the bundled model {bundled} loads by its name alone ({bundled}) from any folder"
-               if (BUNDLED_DIR / bundled / CONFIG_NAME).exists() else "")
+               if owner == BUNDLED_DIR.name and (BUNDLED_DIR / bundled / CONFIG_NAME).exists() else "")
         raise ModelError(f"there is no local folder {text} here ({Path.cwd()}){how}. It was not looked for on the "
                          f"Hub as a repo of an owner named {owner!r}: a folder's path typed elsewhere would load "
                          f"anyone's repo of that name (load_hub_model({text!r}) asks the Hub for it)")

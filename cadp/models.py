@@ -1202,9 +1202,11 @@ class SmallCNN(nn.Module):
         return self.head(self.features(pixels.float() / 255.0 - 0.5))
 
     @torch.inference_mode()
-    def predict_proba(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (B, classes) of images (B, C, H, W) of pixel values on [0, 255] (refused scaled to
-        [0, 1], where the scores would be meaningless, or out of range: InputError)."""
+    def predict_proba(self, pixels: torch.Tensor, checked: bool = True) -> torch.Tensor:
+        """Class probabilities (B, classes) of images (B, C, H, W) of pixel values on [0, 255]: a caller's images
+        scaled to [0, 1] (where the scores would be meaningless) or out of range are refused (InputError);
+        ``checked=False`` for images the package made itself (a model's samples, which a model of 0/1 masks draws
+        near 0 and 1, or a dataset already read)."""
         self.eval()
-        pixels, _ = checked_pixel_values(torch.as_tensor(pixels))
+        pixels = checked_pixel_values(torch.as_tensor(pixels))[0] if checked else torch.as_tensor(pixels)
         return torch.softmax(self(pixels), dim=1)

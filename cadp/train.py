@@ -266,6 +266,13 @@ def fit(model: torch.nn.Module, loss_fn, batches, *, steps: int | None, minutes:
         commands = earlier.get("commands") if isinstance(earlier.get("commands"), list) else [UNRECORDED_COMMAND]
         state = {**earlier, "run": run, "commands": commands + ([command] if command else [])}
         print(f"resumed from {checkpoint} at step {state['step']}", file=sys.stderr)
+    first_step = state["step"]
+
+    def ran_steps() -> bool:
+        """Whether this call ran steps; a resume that ran none leaves its command out of the record."""
+        if resumed and command and state["step"] == first_step and state["commands"][-1:] == [command]:
+            state["commands"] = state["commands"][:-1]
+        return state["step"] > first_step
     model.train()
     start = time.monotonic() - state["seconds"]
     budget_seconds = minutes * 60 if minutes else None
@@ -283,6 +290,7 @@ def fit(model: torch.nn.Module, loss_fn, batches, *, steps: int | None, minutes:
                                f"are unusable{kept}", error.step) from None
     except KeyboardInterrupt:
         bar.close()
+        ran_steps()
         if checkpoint is not None and state["step"] > 0:
             state["seconds"] = time.monotonic() - start
             _save_checkpoint(checkpoint, model, optimizer, state)
@@ -291,6 +299,7 @@ def fit(model: torch.nn.Module, loss_fn, batches, *, steps: int | None, minutes:
         raise TrainingInterrupted(f"interrupted at step {state['step']}; nothing saved") from None
     bar.close()
     seconds = time.monotonic() - start
+    ran_steps()
     if checkpoint is not None:
         state["seconds"] = seconds
         _save_checkpoint(checkpoint, model, optimizer, state)
@@ -450,7 +459,7 @@ def train_classifier(data: ImageDataset, config: ImageModelConfig, *, minutes: f
 
 @torch.inference_mode()
 def classifier_accuracy(classifier: SmallCNN, images: torch.Tensor, labels: torch.Tensor) -> float:
-    predictions = torch.cat([classifier.predict_proba(images[s:s + 1000]).argmax(1)
+    predictions = torch.cat([classifier.predict_proba(images[s:s + 1000], checked=False).argmax(1)
                              for s in range(0, len(images), 1000)])
     return float((predictions == labels).float().mean())
 
@@ -634,10 +643,30 @@ def sample_recognition(model: ImageCINN, classifier: SmallCNN, num_classes: int,
 
 # --------------------------------------------------------------------------- tables
 
-def split_table(frame: pd.DataFrame, seed: int = 0, test_fraction: float = 0.2):
+def split_table(frame: pd.DataFrame, seed: int = 0, test_fraction: float = 0.2, conditions=()):
+    """(training rows, test rows): a fifth of the rows drawn with ``seed`` held out. A level of a ``conditions``
+    column whose rows all fell among the test rows keeps its first one for training (the network would never
+    learn a level it does not train on, while a resampled or randomized condition could release it); where no
+    level did, the split is the plain draw (the bundled tables' models were split so)."""
     order = np.random.default_rng(seed).permutation(len(frame))
     n_test = max(1, int(round(test_fraction * len(frame))))
-    return frame.iloc[order[n_test:]].reset_index(drop=True), frame.iloc[order[:n_test]].reset_index(drop=True)
+    test, train = list(order[:n_test]), list(order[n_test:])
+    for column in conditions:
+        if column not in frame.columns:
+            continue
+        values = frame[column].to_numpy(dtype=object)
+        trained = {_level_key(values[row]) for row in train}
+        for row in list(test):
+            if _level_key(values[row]) not in trained:
+                trained.add(_level_key(values[row]))
+                test.remove(row)
+                train.append(row)
+    return frame.iloc[train].reset_index(drop=True), frame.iloc[test].reset_index(drop=True)
+
+
+def _level_key(value):
+    """A condition cell as a level: every empty cell (None, NaN) is one level."""
+    return ("empty",) if pd.isna(value) else ("value", value)
 
 
 def held_out_rows_note(table, held_out: int, trained: int, model_name: str) -> str:
@@ -987,7 +1016,8 @@ def table_rows_known(config, frame: pd.DataFrame) -> tuple[int, int] | None:
     if any(column not in frame.columns for column in columns):
         return 0, 0
     hashes = row_hashes(frame, columns)
-    trained = np.isin(hashes, _training_row_hashes(config.dataset, config.permutation_seed, columns))
+    trained = np.isin(hashes, _training_row_hashes(config.dataset, config.permutation_seed, columns,
+                                                   tuple(config.condition_columns)))
     in_table = np.isin(hashes, _table_row_hashes(config.dataset, columns))
     return int(trained.sum()), int((in_table & ~trained).sum())
 
@@ -1047,9 +1077,10 @@ def training_rows_caution(model_name: str, seen: int | None, total: int | None =
 
 
 @functools.lru_cache(maxsize=8)
-def _training_row_hashes(dataset: str, seed: int, columns: tuple[str, ...]) -> np.ndarray:
+def _training_row_hashes(dataset: str, seed: int, columns: tuple[str, ...],
+                         conditions: tuple[str, ...] = ()) -> np.ndarray:
     """The row hashes of a bundled table's training split, once per process (the archive asks per chunk)."""
-    train, _ = split_table(load_table(dataset).frame, seed)
+    train, _ = split_table(load_table(dataset).frame, seed, conditions=conditions)
     return row_hashes(train, columns)
 
 
@@ -1150,15 +1181,7 @@ def train_tabular_model(args) -> None:
                   "empty value as a category of its own, which a release keeps, resamples or randomizes as it does "
                   "the others (released as an empty cell); fill those cells (e.g. 'unknown') to name it, or remove "
                   "those rows", file=sys.stderr)
-    train, test = split_table(table.frame, args.seed)
-    only_held_out = [f"{column}={level}" for column in conditions
-                     for level in table.frame[column].drop_duplicates()
-                     if not (train[column].isna() if pd.isna(level) else train[column] == level).any()]
-    if only_held_out:  # the image path refuses a class without training images alike
-        raise InputError(f"condition level(s) {only_held_out} of {table.name} occur only in rows held out to test "
-                         f"the model (a fifth of the rows, drawn with --seed {args.seed}): the network would never "
-                         "train on them, while a resampled or randomized condition could release them; merge them "
-                         "into another level or remove their rows (or draw another split with --seed)")
+    train, test = split_table(table.frame, args.seed, conditions=conditions)  # every condition level trains
     if len(train) < 2 or len(test) < 2:  # fit_tabular's own message would count the training split, not the file
         raise InputError(f"{table.name} has {len(table.frame)} row(s): this command holds out a fifth of them to "
                          f"test the model and measure its latent distances ({len(test)} here) and fits on the rest "
@@ -1180,7 +1203,8 @@ def train_tabular_model(args) -> None:
     model.data_encoder.transform(train, filled=filled)
     if filled:  # as a release says it of its input (privatize.input_notes): here they were trained on so
         print(f"note: {table.name}: {sum(filled.values()):,} cell(s) of the training rows are empty, not a number "
-              "or infinite, and were trained on as their column's training mean ("
+              "or infinite, and were trained on as their column's mean over the whole table, test rows included "
+              "(the mean a release reads such a cell as: "
               + ", ".join(f"{name}: {count:,}, read as {model.data_encoder.spec(name).mean:.4g}"
                           for name, count in filled.items())
               + "): the model learned those rows with that value; fill or remove them to train on observed values "
@@ -1325,9 +1349,11 @@ def _commands_line(commands: list[str]) -> str:
     """The card's line of the command(s) that trained a model: one, or the first and each that continued it."""
     if len(commands) == 1:
         return f"command: `{commands[0]}`"
-    return (f"commands: started with `{commands[0]}`, stopped and continued with "
+    first = ("a command that was not recorded (a checkpoint of an earlier CADP version)"
+             if commands[0] == UNRECORDED_COMMAND else f"`{commands[0]}`")
+    return (f"commands: started with {first}, continued with "
             + ", then ".join(f"`{command}`" for command in commands[1:])
-            + " (the steps before each stop ran on the schedule of the command that ran them)")
+            + " (each ran its steps on the schedule of its own options)")
 
 
 def _training_loss_line(running: float) -> str:

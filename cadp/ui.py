@@ -1484,13 +1484,13 @@ def suggest_labels(loaded, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray] 
 # --------------------------------------------------------------------------- the table page's caches
 
 @st.cache_resource(show_spinner="Loading the table…", max_entries=4)
-def bundled_table(name: str, seed: int):
+def bundled_table(name: str, seed: int, conditions: tuple[str, ...] = ()):
     """(the table, its rows held out from the model's training, how many rows trained the model)."""
     from cadp.data import load_table
     from cadp.train import split_table
 
     table = load_table(name)
-    train, test = split_table(table.frame, seed)  # the split cadp.train made for this model
+    train, test = split_table(table.frame, seed, conditions=conditions)  # the split cadp.train made for this model
     return table, test, len(train)
 
 

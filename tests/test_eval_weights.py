@@ -127,3 +127,22 @@ def test_the_report_leaves_out_sections_of_replaced_weights(evaluated_then_repla
     html = report()
     assert "section(s) &#x27;bpd&#x27;, &#x27;utility&#x27; measured on other weights" in html
     assert '"name":"laplace' not in html.replace(" ", "")
+
+
+def test_only_a_well_formed_digest_is_a_record_of_other_weights(tiny_weights, tmp_path):
+    """An uppercase digest (the same weights) hid every section as another network's; a prefix, a 'sha256:' form
+    or an empty text did too. Only 64 hexadecimal digits are a record, compared whatever their case."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_weights / helpers.TABLE_MODEL, folder)
+    digest = sha256(folder / "model.safetensors")
+    for recorded, hidden in ((digest.upper(), False), (digest[:12], False), (f"sha256:{digest}", False), ("", False),
+                             (123, False), ("0" * 64, True)):
+        hub.write_eval(folder, {"bpd": {"test_bits_per_dim": 1.5, "weights_sha256": recorded}})
+        assert hub.current_eval(folder)[1] == (["bpd"] if hidden else []), recorded
+
+
+def test_the_training_section_of_other_weights_is_named_as_cadp_trains_it(tiny_weights, tmp_path):
+    words = hub.other_weights_words(["bpd", "training"], "python -m cadp.evaluate bpd --model m")
+    assert "section(s) 'bpd' measured on other weights" in words
+    assert "Its 'training' section" in words and "only `python -m cadp.train` writes it" in words
+    assert "'training' measured" not in words

@@ -105,3 +105,24 @@ def test_pandas_reads_no_columns_from_a_frame_the_comparison_was_not_given():
     released = pd.DataFrame({"b": [3.0, 5.0], "a": [1.0, 2.0]})
     changed = compare.changed_cells(original, released)
     assert list(changed.columns) == ["a", "b"] and changed["b"].tolist() == [False, True]
+
+
+def test_changes_are_highlighted_in_a_release_that_keeps_its_callers_index(heart):
+    rows = load_table("heart").frame.head(8)
+    rows = rows.assign(patient_id=range(8)).set_axis(range(50, 58))
+    result = privatize(heart.model, rows, None, make_mechanism("laplace", 1))
+    html = compare.highlighted_changes(rows, result.privatized_frame).to_html()
+    highlighted = html.split("background-color: #fde68a")[0].count("_row")  # the cells the style rule names
+    assert highlighted >= 8 and list(result.privatized_frame.index) == list(range(50, 58))
+
+
+def test_the_packages_own_images_near_zero_and_one_are_scored_not_refused():
+    """A model of 0/1 masks draws samples within [0, 1] with fractions: scoring them (training's sample recognition,
+    evaluate bpd) must not be refused as a caller's images scaled to [0, 1]."""
+    from cadp.train import classifier_accuracy
+
+    classifier = load_model("mnist-cinn").classifier
+    masks = (torch.randint(0, 2, (20, 1, 28, 28)).float() * 0.9 + 0.05)
+    assert 0.0 <= classifier_accuracy(classifier, masks, torch.zeros(20, dtype=torch.long)) <= 1.0
+    with pytest.raises(InputError, match=r"scaled to \[0, 1\]"):
+        classifier.predict_proba(masks)

@@ -52,8 +52,10 @@ def test_a_table_model_stopped_while_written_is_refused_until_trained_again(tmp_
         code = train.main(["--dataset", "diabetes", "--out", str(out), "--steps", "2"])
     said = capsys.readouterr().err
     assert code == 130 and "interrupted while writing the model to" in said and "train again with --overwrite" in said
-    with pytest.raises(ModelError, match="cadp.train stopped while writing this model"):
+    with pytest.raises(ModelError, match="cadp.train stopped while writing this model") as refused:
         hub.load_model(str(out))
+    assert "with --resume for an image model whose checkpoint is in the folder" in str(refused.value)
+    assert "else with --overwrite (it trains again)" in str(refused.value)
     assert train.main(["--dataset", "diabetes", "--out", str(out), "--steps", "2", "--overwrite"]) == 0
     assert hub.load_model(str(out)).config.dataset == "diabetes"
 
@@ -85,8 +87,10 @@ def test_a_resumed_runs_card_names_every_command_that_trained_it(tmp_path, capsy
     assert train.main([*run[:-len(TINY_IMAGE_RUN)], *TINY_IMAGE_RUN[:1], "3", *TINY_IMAGE_RUN[2:], "--resume"]) == 0
     card = (out / "README.md").read_text()
     assert "commands: started with `python -m cadp.train --dataset shoes --out model --steps 2 " in card, card
-    assert "stopped and continued with `python -m cadp.train --dataset shoes --out model --steps 3 " in card
+    assert "continued with `python -m cadp.train --dataset shoes --out model --steps 3 " in card
     assert hub.read_eval(out)["training"]["commands"][1].endswith("--resume")
+    assert train.main([*run[:-len(TINY_IMAGE_RUN)], *TINY_IMAGE_RUN[:1], "3", *TINY_IMAGE_RUN[2:], "--resume"]) == 0
+    assert len(train.checkpoint_commands(out / "checkpoint" / "training.safetensors")) == 2  # ran no step
     assert train.main(["--dataset", "diabetes", "--out", str(tmp_path / "table"), "--steps", "2"]) == 0
     assert "- command: `python -m cadp.train --dataset diabetes --out table --steps 2`" in \
         (tmp_path / "table" / "README.md").read_text()
@@ -126,7 +130,8 @@ def test_training_says_it_resized_images_and_read_empty_cells_as_the_mean(tmp_pa
     assert train.main(["--dataset", str(tmp_path / "visits.csv"), "--out", str(tmp_path / "t"), "--steps", "2"]) == 0
     said = capsys.readouterr().err
     assert "cell(s) of the training rows are empty, not a number or infinite, and were trained on as their " \
-        "column's training mean (bmi: " in said
+        "column's mean over the whole table, test rows included (the mean a release reads such a cell as: bmi: " \
+        in said
 
 
 def test_a_model_trained_with_max_train_is_evaluated_on_the_folder_it_was_trained_on(tmp_path, capsys):
@@ -169,18 +174,29 @@ def test_test_records_that_copy_training_records_are_counted_not_called_held_out
     assert copies > 0 and "test images are exact copies of training images" in capsys.readouterr().err
 
 
-def test_a_condition_level_only_in_held_out_rows_is_refused_before_training(tmp_path, capsys):
+def test_a_condition_level_whose_rows_all_fell_among_the_test_rows_keeps_one_for_training(tmp_path, capsys):
+    """It was released (resampled, randomized) though the network never trained on it; then refused for most
+    seeds of a table with rare levels. Now its first row trains, and evaluate --data splits alike."""
+    import numpy as np
+
+    from cadp import evaluate
     from cadp.data import load_table
 
     frame = load_table("diabetes").frame.assign(group="common")
     _, test = train.split_table(frame, 0)
-    held = frame.index[(frame["age"] == test["age"].iloc[0]) & (frame["bmi"] == test["bmi"].iloc[0])][0]
-    frame.loc[held, "group"] = "rare"
+    rare = [frame.index[(frame["age"] == test["age"].iloc[i]) & (frame["bmi"] == test["bmi"].iloc[i])][0]
+            for i in (0, 1, 2)]
+    frame.loc[rare, "group"] = ["rare", "rare", np.nan]
+    assert (train.split_table(frame, 0)[1]["group"] == "rare").sum() == 2  # the plain draw: both held out
+    kept_train, kept_test = train.split_table(frame, 0, conditions=["group"])
+    assert (kept_train["group"] == "rare").sum() == 1 and (kept_test["group"] == "rare").sum() == 1
+    assert kept_train["group"].isna().sum() == 1 and len(kept_train) + len(kept_test) == len(frame)
+    assert train.split_table(frame.assign(group="common"), 0, conditions=["group"])[1].equals(test)
     frame.to_csv(tmp_path / "rare.csv", index=False)
     assert train.main(["--dataset", str(tmp_path / "rare.csv"), "--out", str(tmp_path / "t"), "--steps", "2",
-                       "--conditions", "group"]) == 2
-    said = capsys.readouterr().err
-    assert "condition level(s) ['group=rare'] of rare.csv occur only in rows held out to test the model" in said
+                       "--conditions", "group"]) == 0
+    assert evaluate.main(["bpd", "--model", str(tmp_path / "t"), "--data", str(tmp_path / "rare.csv"),
+                          "--quick"]) == 0, capsys.readouterr().err
 
 
 def test_a_condition_level_whose_rows_all_fell_among_the_validation_rows_trains():

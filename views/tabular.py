@@ -20,7 +20,8 @@ def choose_table(loaded):
         options.insert(0, f"Bundled table ({loaded.config.dataset})")
     source = st.radio("Input", options, horizontal=True, key=ui.kept("table_source"))
     if source != "Upload a CSV":
-        table, held_out, trained = ui.bundled_table(loaded.config.dataset, loaded.config.permutation_seed)
+        table, held_out, trained = ui.bundled_table(loaded.config.dataset, loaded.config.permutation_seed,
+                                                    tuple(loaded.config.condition_columns))
         data = held_out.to_csv(index=False).encode()
         st.caption(held_out_rows_note(table, len(held_out), trained, ui.literal(loaded.config.name)))
         return (held_out, f"{table.name} (held-out rows)", ui.record_key(data), list(loaded.config.condition_columns),
