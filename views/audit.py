@@ -150,12 +150,15 @@ def page(loaded) -> None:
     source = st.radio("Records", [WORST_CASE, TEST_RECORDS], horizontal=True, key=ui.kept("audit_source"))
     if source == WORST_CASE:
         description = "the worst-case latents"
-        st.caption("Two latents built so that the mechanism loses the most privacy between them (laplace, gaussian: "
-                   "they clip to opposite ends of one axis, 2R apart, the sensitivity; paper: opposite corners of "
-                   "its clip). The guarantee is stated for every latent, so this pair gives the audit the most power "
-                   "it can have. That power is limited: at 10,000 releases a laplace mechanism with half its "
-                   "noise fails at ε = 1, a gaussian with half its noise passes. Two real records are usually far "
-                   "less separated after clipping, and an audit of them passes broken code more easily.")
+        st.caption("Latents built so that the mechanism loses the most privacy between them (laplace, gaussian: "
+                   "a pair that clips to opposite ends of one axis, 2R apart, the sensitivity, and a pair on the "
+                   "diagonal that a correct clip also brings 2R apart, while a clip in another norm or no clip "
+                   "leaves it farther apart; half of the releases pick the pair the other half measures; paper: "
+                   "opposite corners of its clip). The guarantee is stated for every latent, so these pairs are "
+                   "where a broken clip or calibration shows most. The test's power is still limited: at 10,000 "
+                   "releases a laplace mechanism with half its noise fails at ε = 1, a gaussian with half its "
+                   "noise passes. Two real records are usually far less separated after clipping, and an audit "
+                   "of them passes broken code more easily.")
     else:
         record_a, record_b, condition, description = choose_records(loaded)
     with st.form("audit_form"):
@@ -192,8 +195,8 @@ def page(loaded) -> None:
                 bar.progress(min((step + share) / len(epsilons), 1.0), text=f"ε = {epsilon:g}: {message}")
 
             if source == WORST_CASE:
-                latents = ui.require("worst_case_latents", "cadp.evaluate")(built, loaded.config.latent_dim)
-                audit = ui.require("latent_audit", "cadp.evaluate")(*latents, built, releases, progress=report)
+                pairs = ui.require("worst_case_pairs", "cadp.evaluate")(built, loaded.config.latent_dim)
+                audit = ui.require("pairs_audit", "cadp.evaluate")(pairs, built, releases, progress=report)
             else:
                 audit = distinguishing_audit(loaded.model, record_a, record_b, condition, built,
                                              releases=releases, progress=report)
