@@ -156,8 +156,9 @@ class AuditResult:
             return None
         if self.exceeds_claim:  # a 95% bound: a correct mechanism gets here by chance, rarely
             return (f"exceeds the claim: at {self.confidence:.0%} confidence the code loses more than it claims "
-                    f"(a correct mechanism does this by chance in at most {1 - self.confidence:.0%} of audits: an "
-                    "independent audit, with other noise, tells which; count both)")
+                    f"(a correct mechanism does this by chance in at most {1 - self.confidence:.0%} of audits; a "
+                    "second, independent audit, with other noise, that finds a violation too makes chance "
+                    "unlikely, while one that passes does not clear this one: the test's power is limited)")
         if self.claimed_epsilon >= self.provable_ceiling:
             return (f"not testable: {self.releases:,} releases can show at most epsilon "
                     f"{self.provable_ceiling:.2f}, below the claim")
@@ -1275,9 +1276,9 @@ WORST_CASE_TEXT = ("the latents on which each mechanism loses the most privacy: 
                    "(clipped to +-R e_1: the sensitivity 2R), and +-2R (1, ..., 1), which a correct clip brings 2R "
                    "apart too and a clip in another norm does not (the first half of the releases picks the pair "
                    "measured: 'pair' in each result); +-2s (1, ..., 1) for paper (scaled to +-s (1, ..., 1))")
-AUDIT_POWER_NOTE = ("A result below the claim is no proof: the test's power is limited (a gaussian with half its "
-                    "noise, or calibrated to half its sensitivity, passes at 10,000 releases; a laplace with half "
-                    "its noise fails from epsilon 1).")
+AUDIT_POWER_NOTE = ("A result below the claim is no proof: the test's power is limited (at epsilon 1 and 10,000 "
+                    "releases a gaussian with half its noise, or calibrated to half its sensitivity, passes, while "
+                    "a laplace with half its noise fails).")
 
 
 # --------------------------------------------------------------------------- central reference (DP-SGD)
@@ -1512,7 +1513,8 @@ def report_notes(folder: Path, results: dict, drawn_wrong: list[str], other_weig
         level = f"{confidence:.0%}" if isinstance(confidence, float) else "stated"
         notes.append(f"audit: each point is a {level}-confidence lower bound on the privacy loss; one above the "
                      "claim (the dashed line) disproves it, one below is no proof (the test's power is limited: "
-                     "a gaussian with half its noise passes), and a claim at or above the dotted ceiling cannot be "
+                     "at epsilon 1 a gaussian with half its noise passes), and a claim at or above the dotted "
+                     "ceiling cannot be "
                      "tested with this many releases." + (f" Verdicts: {verdicts}." if verdicts else ""))
     if audit is not None and "audit" not in drawn_wrong and any(
             isinstance(r, dict) and r.get("mechanism") == "paper" for r in audit.get("results") or []):
@@ -1650,6 +1652,14 @@ def load_training_data(config, path: Path | str, training: dict | None = None, s
         kept = first_of_each_class(train.labels, max_train)
         train = ImageDataset(train.images[kept], train.labels[kept], train.class_names, train.name)
     recorded = tuple((training or {}).get(key) for key in ("train_records", "test_records"))
+    if config.kind != "image" and config.condition_columns and all(isinstance(count, int) for count in recorded) \
+            and recorded != (len(train), len(test)):  # trained before a level only in the test fifth kept a row
+        plain = _load_training_data(config, path, split_version, keep_levels=False)
+        if recorded == (len(plain[0]), len(plain[1])):
+            print(f"note: --data {path} is split as cadp.train split it before 2026-11-30 for this model (since "
+                  "then a condition level whose rows all fell in the test fifth keeps one for training; this "
+                  "model's network never trained on such a level)", file=sys.stderr)
+            train, test = plain
     if all(isinstance(count, int) for count in recorded) and recorded != (len(train), len(test)):
         raise InputError(f"--data {path} splits into {len(train):,} training and {len(test):,} test records; the "
                          f"model was trained on {recorded[0]:,} and tested on {recorded[1]:,} (eval.json): give the "
@@ -1725,7 +1735,9 @@ def _split_version(config, path, training: dict | None, given: int | None) -> in
     return SPLIT_VERSIONS[-1]
 
 
-def _load_training_data(config, path: Path | str, split_version=1):
+def _load_training_data(config, path: Path | str, split_version=1, keep_levels: bool = True):
+    """(train, test) of --data as cadp.train split it; ``keep_levels=False``: a table split as before every
+    condition level kept a training row (split_table without conditions)."""
     from cadp.data import case_hint, load_image_folder, load_table
 
     path = Path(path)
@@ -1749,7 +1761,7 @@ def _load_training_data(config, path: Path | str, split_version=1):
     if missing:  # perhaps dropped while reading it: say why
         raise InputError(f"--data {path} lacks the model's column(s) {missing}{case_hint(missing, frame.columns, config.data_columns + config.condition_columns)}"
                          + (f" (reading it: {'; '.join(table.notes)})" if table.notes else ""))
-    return split_table(frame, config.permutation_seed, conditions=config.condition_columns)
+    return split_table(frame, config.permutation_seed, conditions=config.condition_columns if keep_levels else ())
 
 
 def main(argv=None) -> int:

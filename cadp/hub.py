@@ -429,7 +429,7 @@ def current_eval(folder: Path | str, files_of: str | None = None) -> tuple[dict,
     return {name: section for name, section in evaluation.items() if name not in other}, other
 
 
-def other_weights_words(other: list[str], command: str) -> str:
+def other_weights_words(other: list[str], command: str, also: str = "") -> str:
     """A page's or a report's sentence for ``other_weights_sections``; ``command``: what measures them again (the
     'training' section, cadp.train's, is named apart: only training the model again writes it)."""
     measured = [name for name in other if name != "training"]
@@ -438,7 +438,7 @@ def other_weights_words(other: list[str], command: str) -> str:
         named = ", ".join(f"'{name}'" for name in measured)
         words.append(f"This model's eval.json holds section(s) {named} measured on other weights than its "
                      "model.safetensors (the weights were replaced after they were measured), so they are not "
-                     f"shown: their numbers are another network's. Measure this network with `{command}`.")
+                     f"shown: their numbers are another network's. Measure this network with `{command}`{also}.")
     if "training" in other:
         words.append("Its 'training' section (the training run's facts and test numbers) was written with other "
                      "weights than its model.safetensors, so it is not shown either; only `python -m cadp.train` "

@@ -656,11 +656,13 @@ def split_table(frame: pd.DataFrame, seed: int = 0, test_fraction: float = 0.2, 
             continue
         values = frame[column].to_numpy(dtype=object)
         trained = {_level_key(values[row]) for row in train}
-        for row in list(test):
+        moved = set()
+        for row in test:
             if _level_key(values[row]) not in trained:
                 trained.add(_level_key(values[row]))
-                test.remove(row)
-                train.append(row)
+                moved.add(row)
+        if moved:
+            test, train = [row for row in test if row not in moved], train + [row for row in test if row in moved]
     return frame.iloc[train].reset_index(drop=True), frame.iloc[test].reset_index(drop=True)
 
 
@@ -1182,6 +1184,12 @@ def train_tabular_model(args) -> None:
                   "the others (released as an empty cell); fill those cells (e.g. 'unknown') to name it, or remove "
                   "those rows", file=sys.stderr)
     train, test = split_table(table.frame, args.seed, conditions=conditions)  # every condition level trains
+    moved = len(train) - len(split_table(table.frame.iloc[:, :0], args.seed)[0])  # (the plain draw's count)
+    if moved:
+        print(f"note: {table.name}: {moved} row(s) drawn into the test fifth (--seed {args.seed}) hold a condition "
+              "level no training row has; the first of each was moved to the training rows, so that the network "
+              f"learns every level a release can carry ({len(train)} training / {len(test)} test rows)",
+              file=sys.stderr)
     if len(train) < 2 or len(test) < 2:  # fit_tabular's own message would count the training split, not the file
         raise InputError(f"{table.name} has {len(table.frame)} row(s): this command holds out a fifth of them to "
                          f"test the model and measure its latent distances ({len(test)} here) and fits on the rest "

@@ -1084,15 +1084,19 @@ def test_audit_page_runs_and_plots_the_claim_line(monkeypatch):
 
     # the page draws its noise from the OS: a correct mechanism "exceeds the claim" in up to 5% of audits (seen
     # once in CI), so this test's audit runs on a fixed seed
-    real = evaluate.latent_audit
-    monkeypatch.setattr(evaluate, "latent_audit", lambda *args, generator=None, **kwargs: real(
-        *args, generator=generator or torch.Generator().manual_seed(0), **kwargs))
+    real, calls = evaluate.pairs_audit, []
+
+    def seeded(pairs, mechanism, releases, generator=None, **kwargs):
+        calls.append(mechanism.name)
+        return real(pairs, mechanism, releases, generator or torch.Generator().manual_seed(0), **kwargs)
+
+    monkeypatch.setattr(evaluate, "pairs_audit", seeded)
     at = clean(page("audit.py"))
     at.select_slider(key="audit_releases").set_value(200)
     at.multiselect(key="audit_epsilons").set_value([1])
     at.button[0].click().run()
     clean(at)
-    assert not errors(at)
+    assert not errors(at) and calls == ["laplace"]  # the page's audit ran on the seeded noise
     figure = json.loads(at.get("plotly_chart")[0].proto.spec)
     claim = next(trace for trace in figure["data"] if trace["name"] == "y = x (the claim)")
     assert claim["x"] == claim["y"]  # a straight diagonal: both axes log, so the claim line is y = x everywhere

@@ -146,3 +146,11 @@ def test_the_training_section_of_other_weights_is_named_as_cadp_trains_it(tiny_w
     assert "section(s) 'bpd' measured on other weights" in words
     assert "Its 'training' section" in words and "only `python -m cadp.train` writes it" in words
     assert "'training' measured" not in words
+
+
+def test_the_model_card_pages_warning_closes_its_code_and_brackets(evaluated_then_replaced, monkeypatch):
+    monkeypatch.setenv("CADP_WEIGHTS_DIR", str(evaluated_then_replaced))
+    at = AppTest.from_file(str(ROOT / "views" / "model_card.py"), default_timeout=90).run()
+    warning = next(w.value for w in at.warning if "measured on other weights" in w.value)
+    assert warning.count("`") % 2 == 0 and warning.count("(") == warning.count(")"), warning
+    assert "(and likewise `utility`, `audit`, `dpsgd`)." in warning

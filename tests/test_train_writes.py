@@ -207,3 +207,35 @@ def test_a_condition_level_whose_rows_all_fell_among_the_validation_rows_trains(
     validated = {train.fit_tabular(rows, ["group"], steps=1, seed=seed).fit_record["validation_rows"]
                  for seed in range(12)}
     assert validated == {8, 9}  # 9 drawn: one less where the rare row was among them
+
+
+def test_a_table_model_split_before_levels_kept_a_training_row_is_evaluated_on_its_own_split(tmp_path, capsys):
+    """evaluate --data refused the very CSV such a model was trained on (the split it makes now differs)."""
+    import json
+
+    import numpy as np
+
+    from cadp import evaluate
+    from cadp.data import load_table
+
+    frame = load_table("diabetes").frame.assign(group="common")
+    _, test = train.split_table(frame, 0)
+    rare = [frame.index[(frame["age"] == test["age"].iloc[i]) & (frame["bmi"] == test["bmi"].iloc[i])][0]
+            for i in (0, 1)]
+    frame.loc[rare, "group"] = "rare"
+    frame.to_csv(tmp_path / "rare.csv", index=False)
+    out = tmp_path / "t"
+    assert train.main(["--dataset", str(tmp_path / "rare.csv"), "--out", str(out), "--steps", "2",
+                       "--conditions", "group"]) == 0
+    assert "1 row(s) drawn into the test fifth (--seed 0) hold a condition level no training row has" in \
+        capsys.readouterr().err
+    assert evaluate.main(["bpd", "--model", str(out), "--data", str(tmp_path / "rare.csv"), "--quick"]) == 0
+    plain_train, plain_test = train.split_table(frame, 0)  # what the training section of an older run records
+    evaluation = json.loads((out / "eval.json").read_text())
+    evaluation["training"].update(train_records=len(plain_train), test_records=len(plain_test),
+                                  test_fingerprint=train.split_fingerprint(plain_test, tuple(frame.columns)))
+    (out / "eval.json").write_text(json.dumps(evaluation))
+    assert evaluate.main(["bpd", "--model", str(out), "--data", str(tmp_path / "rare.csv"), "--quick",
+                          "--replace-full"]) == 0, capsys.readouterr().err
+    assert "is split as cadp.train split it before 2026-11-30" in capsys.readouterr().err
+    assert np.isin(plain_test["bmi"], frame["bmi"]).all()

@@ -82,8 +82,8 @@ def page(loaded) -> None:
         st.warning(f"This model's eval.json cannot be read, so none of it is shown: {error}")
         evaluation, other_weights = {}, []
     if other_weights:  # the card's own text (README.md) may quote them too: it is its author's, shown as it is
-        st.warning(other_weights_words(other_weights, ui.evaluate_command(loaded, "bpd")
-                                       + "` (and likewise `utility`, `audit`, `dpsgd`")
+        st.warning(other_weights_words(other_weights, ui.evaluate_command(loaded, "bpd"),
+                                       " (and likewise `utility`, `audit`, `dpsgd`)")
                    + " The model card below may quote them as well.")
     columns = st.columns(3)
     columns[0].metric("kind", config.kind)
