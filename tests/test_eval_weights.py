@@ -80,11 +80,16 @@ def test_every_section_of_the_bundled_evaluations_records_the_bundled_weights():
         assert evaluation and {section.get("weights_sha256") for section in evaluation.values()} == {digest}, name
 
 
-def test_the_utility_page_draws_no_curves_of_replaced_weights_and_says_why(evaluated_then_replaced, monkeypatch):
-    monkeypatch.setenv("CADP_WEIGHTS_DIR", str(evaluated_then_replaced))
-    at = AppTest.from_file(str(ROOT / "views" / "utility.py"), default_timeout=90).run()
+def page_warnings(view: str, weights: Path, monkeypatch) -> tuple[AppTest, list[str]]:
+    """A page of the app over ``weights``, and its warnings."""
+    monkeypatch.setenv("CADP_WEIGHTS_DIR", str(weights))
+    at = AppTest.from_file(str(ROOT / "views" / view), default_timeout=90).run()
     assert not at.exception, [e.value for e in at.exception]
-    warnings = [w.value for w in at.warning]
+    return at, [w.value for w in at.warning]
+
+
+def test_the_utility_page_draws_no_curves_of_replaced_weights_and_says_why(evaluated_then_replaced, monkeypatch):
+    at, warnings = page_warnings("utility.py", evaluated_then_replaced, monkeypatch)
     assert any("'utility' measured on other weights than its model.safetensors" in w for w in warnings), warnings
     assert not any("has no utility section" in w for w in warnings), warnings
     assert not at.get("plotly_chart")
@@ -103,10 +108,7 @@ def test_the_table_page_does_not_point_to_an_evaluation_of_replaced_weights(eval
 
 
 def test_the_model_card_page_says_which_sections_are_of_other_weights(evaluated_then_replaced, monkeypatch):
-    monkeypatch.setenv("CADP_WEIGHTS_DIR", str(evaluated_then_replaced))
-    at = AppTest.from_file(str(ROOT / "views" / "model_card.py"), default_timeout=90).run()
-    assert not at.exception, [e.value for e in at.exception]
-    warnings = [w.value for w in at.warning]
+    _, warnings = page_warnings("model_card.py", evaluated_then_replaced, monkeypatch)
     assert any("section(s) 'bpd', 'utility' measured on other weights" in w for w in warnings), warnings
 
 
@@ -149,8 +151,7 @@ def test_the_training_section_of_other_weights_is_named_as_cadp_trains_it(tiny_w
 
 
 def test_the_model_card_pages_warning_closes_its_code_and_brackets(evaluated_then_replaced, monkeypatch):
-    monkeypatch.setenv("CADP_WEIGHTS_DIR", str(evaluated_then_replaced))
-    at = AppTest.from_file(str(ROOT / "views" / "model_card.py"), default_timeout=90).run()
-    warning = next(w.value for w in at.warning if "measured on other weights" in w.value)
+    _, warnings = page_warnings("model_card.py", evaluated_then_replaced, monkeypatch)
+    warning = next(w for w in warnings if "measured on other weights" in w)
     assert warning.count("`") % 2 == 0 and warning.count("(") == warning.count(")"), warning
     assert "(and likewise `utility`, `audit`, `dpsgd`)." in warning
