@@ -649,7 +649,7 @@ def split_table(frame: pd.DataFrame, seed: int = 0, test_fraction: float = 0.2, 
     learn a level it does not train on, while a resampled or randomized condition could release it); where no
     level did, the split is the plain draw (the bundled tables' models were split so)."""
     order = np.random.default_rng(seed).permutation(len(frame))
-    n_test = max(1, int(round(test_fraction * len(frame))))
+    n_test = test_count(len(frame), test_fraction)
     test, train = list(order[:n_test]), list(order[n_test:])
     for column in conditions:
         if column not in frame.columns:
@@ -664,6 +664,11 @@ def split_table(frame: pd.DataFrame, seed: int = 0, test_fraction: float = 0.2, 
         if moved:
             test, train = [row for row in test if row not in moved], train + [row for row in test if row in moved]
     return frame.iloc[train].reset_index(drop=True), frame.iloc[test].reset_index(drop=True)
+
+
+def test_count(rows: int, test_fraction: float = 0.2) -> int:
+    """How many of ``rows`` rows ``split_table``'s draw holds out (before any level's row is moved back)."""
+    return max(1, int(round(test_fraction * rows)))
 
 
 def _level_key(value):
@@ -1184,7 +1189,7 @@ def train_tabular_model(args) -> None:
                   "the others (released as an empty cell); fill those cells (e.g. 'unknown') to name it, or remove "
                   "those rows", file=sys.stderr)
     train, test = split_table(table.frame, args.seed, conditions=conditions)  # every condition level trains
-    moved = len(train) - len(split_table(table.frame.iloc[:, :0], args.seed)[0])  # (the plain draw's count)
+    moved = test_count(len(table.frame)) - len(test)
     if moved:
         print(f"note: {table.name}: {moved} row(s) drawn into the test fifth (--seed {args.seed}) hold a condition "
               "level no training row has; the first of each was moved to the training rows, so that the network "
