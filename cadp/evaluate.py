@@ -1805,8 +1805,7 @@ def main(argv=None) -> int:
         section_name = {"dpsgd": "central"}.get(args.command, args.command)
         # eval.json, read once: the section a --quick run would replace, and the training split --data must match
         # (sections measured on weights replaced since are another network's: neither read nor drawn)
-        evaluation, other_weights = current_eval(loaded.folder) if args.command != "report" or args.data is not None \
-            else ({}, [])
+        evaluation, other_weights = current_eval(loaded.folder)
         if other_weights:
             print(f"note: eval.json's section(s) {', '.join(other_weights)} were measured on other weights than "
                   f"{Path(args.model) / 'model.safetensors'} (replaced since): they are not read, and report.html "

@@ -1,7 +1,7 @@
 """The model audit tried one pair, +-2R e_1: on one axis an L1 clip, an L2 clip and a per-coordinate clamp agree,
-so a laplace clipping in L2 or a gaussian clamping each coordinate (sqrt(D) times the sensitivity) and a gaussian
-without any clip passed with every stored number unchanged. The audit now also tries the diagonal pair and lets the
-first half of the releases pick which pair the second half measures."""
+so a laplace clipping in L2 or a gaussian clamping each coordinate (sqrt(D) times the sensitivity) passed with
+every stored number unchanged, and a gaussian without any clip passed too. The audit now also tries the diagonal
+pair and lets the first half of the releases pick which pair the second half measures."""
 
 from __future__ import annotations
 

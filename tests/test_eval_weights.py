@@ -151,7 +151,28 @@ def test_the_training_section_of_other_weights_is_named_as_cadp_trains_it(tiny_w
 
 
 def test_the_model_card_pages_warning_closes_its_code_and_brackets(evaluated_then_replaced, monkeypatch):
-    _, warnings = page_warnings("model_card.py", evaluated_then_replaced, monkeypatch)
+    """It named `bpd` and "likewise utility, audit, dpsgd" whatever was stale, with an unclosed code span, and said
+    the card "may" quote the stale results while it showed cadp.evaluate's blocks of them."""
+    folder = evaluated_then_replaced / helpers.TABLE_MODEL
+    hub.update_card_section(folder, "reid", "| re-identification | 98.1% (the other network's) |")
+    hub.update_card_section(folder, "bpd", "round trip of the other network: 0.999")
+    at, warnings = page_warnings("model_card.py", evaluated_then_replaced, monkeypatch)
     warning = next(w for w in warnings if "measured on other weights" in w)
     assert warning.count("`") % 2 == 0 and warning.count("(") == warning.count(")"), warning
-    assert "(and likewise `utility`, `audit`, `dpsgd`)." in warning
+    assert "`python -m cadp.evaluate bpd --model " in warning and "(and likewise `utility`)." in warning
+    assert "Their results in the model card below are left out" in warning
+    shown = "\n".join(m.value for m in at.markdown)
+    assert "98.1%" not in shown and "0.999" not in shown
+    assert "cadp.evaluate's utility results are left out here" in shown
+    hub.update_eval(folder, "bpd", {"test_bits_per_dim": 1.5})  # bpd measured again: only utility is stale
+    _, warnings = page_warnings("model_card.py", evaluated_then_replaced, monkeypatch)
+    warning = next(w for w in warnings if "measured on other weights" in w)
+    assert "`python -m cadp.evaluate utility --model " in warning and "likewise" not in warning
+
+
+def test_the_report_command_says_which_sections_it_leaves_out(evaluated_then_replaced):
+    folder = evaluated_then_replaced / helpers.TABLE_MODEL
+    done = subprocess.run([sys.executable, "-m", "cadp.evaluate", "report", "--model", str(folder)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0 and "note: eval.json's section(s) bpd, utility were measured on other weights" \
+        in done.stderr, done.stderr

@@ -73,6 +73,10 @@ def bits_per_dim(evaluation: dict) -> str | None:
     return None
 
 
+EVALUATE_COMMANDS = {"bpd": "bpd", "utility": "utility", "audit": "audit", "central": "dpsgd"}  # section: command
+STALE_CARD_BLOCKS = {"bpd": "bpd", "utility": "reid"}  # section: the card block cadp.evaluate writes from it
+
+
 def page(loaded) -> None:
     config = loaded.config
     st.caption(f"From: {loaded.origin}")
@@ -81,10 +85,15 @@ def page(loaded) -> None:
     except ModelError as error:  # anyone's file (a Hub repo): the card, config and samples are shown all the same
         st.warning(f"This model's eval.json cannot be read, so none of it is shown: {error}")
         evaluation, other_weights = {}, []
-    if other_weights:  # the card's own text (README.md) may quote them too: it is its author's, shown as it is
-        st.warning(other_weights_words(other_weights, ui.evaluate_command(loaded, "bpd"),
-                                       " (and likewise `utility`, `audit`, `dpsgd`)")
-                   + " The model card below may quote them as well.")
+    if other_weights:
+        commands = [command for section, command in EVALUATE_COMMANDS.items() if section in other_weights]
+        also = f" (and likewise `{'`, `'.join(commands[1:])}`)" if len(commands) > 1 else ""
+        st.warning(other_weights_words(other_weights, ui.evaluate_command(loaded, commands[0] if commands else "bpd"),
+                                       also)
+                   + (" The model card below was written with those weights, by `cadp.train`: its facts and results "
+                      "are the other network's." if "training" in other_weights else
+                      " Their results in the model card below are left out; the rest of the card is its author's, "
+                      "shown as it is."))
     columns = st.columns(3)
     columns[0].metric("kind", config.kind)
     columns[1].metric("latent dimension", config.latent_dim)
@@ -158,6 +167,11 @@ def page(loaded) -> None:
                 "- The `paper` mechanism is a reference reproduction with no formal guarantee.")
     st.subheader("Model card" + (f" (written by {literal(stated_by)})" if stated_by else ""))
     card = re.sub(r"\A---\n.*?\n---\n", "", loaded.card[:MAX_CARD_CHARACTERS], flags=re.S)
+    for section, block in STALE_CARD_BLOCKS.items():  # cadp.evaluate's blocks of a section of other weights
+        if section in other_weights:
+            card = re.sub(rf"^<!-- cadp:{block} -->\n.*?^<!-- /cadp:{block} -->\n",
+                          f"*(cadp.evaluate's {section} results are left out here: they were measured on other "
+                          "weights.)*\n", card, flags=re.M | re.S)
     card = re.sub(r"^<!-- /?cadp:[a-z]+ -->\n", "", card, flags=re.M)  # block markers for cadp.evaluate
     # an image from another host would be fetched by every visitor's browser (their address to its owner)
     card = re.sub(r"!\[([^\]]*)\]\([^)]*\)", r"[image not shown: \1]", card)
