@@ -431,6 +431,12 @@ FITTED_HERE_UNEVALUATED = ("this model was fitted here and no evaluation was run
 NOT_EVALUATED = ("this model's folder holds no evaluation of its releases (`python -m cadp.evaluate utility --model "
                  "FOLDER` runs one)")
 
+def with_command(words: str, command: str) -> str:
+    """NOT_EVALUATED or EVALUATED_OTHER_WEIGHTS naming the model's own command (``ui.evaluate_command``) where they
+    say FOLDER."""
+    return words.replace("`python -m cadp.evaluate utility --model FOLDER`", f"`{command}`")
+
+
 EVALUATED_OTHER_WEIGHTS = ("this model's folder holds an evaluation of its releases measured on other weights than "
                            "its model.safetensors (replaced since), which is not this model's (`python -m "
                            "cadp.evaluate utility --model FOLDER` measures it)")

@@ -96,3 +96,15 @@ def upload_and_fit(at, data: bytes | None = None, name: str = "people.csv", kept
     at.slider(key="table_steps").set_value(steps)
     at.button[0].click().run()  # the form's "Fit a model on this table"
     return at
+
+
+def utility_command(model: str) -> str:
+    """The command the app names to evaluate ``model`` of the weights folder it reads ($CADP_WEIGHTS_DIR)."""
+    import os
+
+    folder = Path(os.environ["CADP_WEIGHTS_DIR"]) / model
+    try:
+        folder = folder.resolve().relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return f"python -m cadp.evaluate utility --model {folder.as_posix()}"

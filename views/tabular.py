@@ -184,10 +184,12 @@ def no_evaluation(loaded, bundled: bool) -> str | None:
         evaluation, other_weights = hub.current_eval(loaded.folder)
     except Exception:  # noqa: BLE001 - an unreadable eval.json is no evaluation to point to
         evaluation, other_weights = {}, []
+    command = ui.evaluate_command(loaded, "utility")  # (the model's own, not a FOLDER placeholder)
     if "utility" in other_weights:
-        return compare.EVALUATED_OTHER_WEIGHTS
+        return compare.with_command(compare.EVALUATED_OTHER_WEIGHTS, command)
     utility = evaluation.get("utility")
-    return None if isinstance(utility, dict) and utility.get("methods") else compare.NOT_EVALUATED
+    return None if isinstance(utility, dict) and utility.get("methods") else \
+        compare.with_command(compare.NOT_EVALUATED, command)
 
 
 def page(loaded) -> None:
