@@ -1786,7 +1786,7 @@ def main(argv=None) -> int:
     parser.add_argument("--replace-full", action="store_true",
                         help="let a --quick run replace a full run's results in eval.json (refused otherwise)")
     args = parser.parse_args(argv)
-    from cadp.hub import current_eval, load_folder, update_card_section, update_eval
+    from cadp.hub import EVALUATE_COMMANDS, current_eval, load_folder, update_card_section, update_eval
     from cadp.runtime import configure_allocator
 
     configure_allocator()
@@ -1802,7 +1802,8 @@ def main(argv=None) -> int:
                 raise
             raise ModelError(f"{error} ({hint})") from None
         check_folder_writable(loaded.folder)  # a read-only folder is refused now, not after the whole sweep
-        section_name = {"dpsgd": "central"}.get(args.command, args.command)
+        section_name = {command: section for section, command in EVALUATE_COMMANDS.items()}.get(args.command,
+                                                                                                  args.command)
         # eval.json, read once: the section a --quick run would replace, and the training split --data must match
         # (sections measured on weights replaced since are another network's: neither read nor drawn)
         evaluation, other_weights = current_eval(loaded.folder)

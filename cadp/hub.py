@@ -394,6 +394,8 @@ def update_eval(folder: Path, section: str, value) -> dict:
 
 
 WEIGHTS_KEY = "weights_sha256"  # in each eval.json section: the model.safetensors it was measured on
+# eval.json's sections that cadp.evaluate writes, and the command that writes each
+EVALUATE_COMMANDS = {"bpd": "bpd", "utility": "utility", "audit": "audit", "central": "dpsgd"}
 
 
 def weights_digest(folder: Path | str) -> str | None:

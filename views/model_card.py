@@ -11,7 +11,7 @@ from cadp import ui
 from cadp.curves import finite_numbers, literal
 from cadp.data import PUBLIC_DATASETS
 from cadp.errors import ModelError
-from cadp.hub import current_eval, other_weights_words
+from cadp.hub import EVALUATE_COMMANDS, current_eval, other_weights_words
 from cadp.mechanisms import DEFAULT_TEMPERATURE
 from cadp.models import ClassIndices
 from cadp.privatize import public_training_data
@@ -73,7 +73,6 @@ def bits_per_dim(evaluation: dict) -> str | None:
     return None
 
 
-EVALUATE_COMMANDS = {"bpd": "bpd", "utility": "utility", "audit": "audit", "central": "dpsgd"}  # section: command
 STALE_CARD_BLOCKS = {"bpd": "bpd", "utility": "reid"}  # section: the card block cadp.evaluate writes from it
 
 
