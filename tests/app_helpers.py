@@ -102,9 +102,7 @@ def utility_command(model: str) -> str:
     """The command the app names to evaluate ``model`` of the weights folder it reads ($CADP_WEIGHTS_DIR)."""
     import os
 
-    folder = Path(os.environ["CADP_WEIGHTS_DIR"]) / model
-    try:
-        folder = folder.resolve().relative_to(Path.cwd())
-    except ValueError:
-        pass
-    return f"python -m cadp.evaluate utility --model {folder.as_posix()}"
+    from cadp import ui
+    from cadp.hub import load_folder
+
+    return ui.evaluate_command(load_folder(Path(os.environ["CADP_WEIGHTS_DIR"]) / model), "utility")
