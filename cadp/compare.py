@@ -461,11 +461,12 @@ def downstream_words(accuracy: dict, no_evaluation: str | None = None) -> str:
 
 def kept_target_words(target: str, no_evaluation: str | None = None) -> str:
     """Why a high accuracy for a kept condition says little about what of the rows' own values survives (a model
-    without an evaluation, ``no_evaluation``: why nothing measured it)."""
+    without an evaluation, ``no_evaluation``: why nothing measured it, which the caption above this one (made by
+    ``downstream_words``) gives, so it is not said twice)."""
     return (f"{target} is a kept condition, released exactly: at small ε a released row is close to a fresh sample "
             f"of its {target} group, so this accuracy comes from the model's picture of each group, not from the "
-            "rows' own values. " + (f"Re-identification would say how much of those survives; it was not measured: "
-                                    f"{no_evaluation}." if no_evaluation else
+            "rows' own values. " + ("Re-identification would say how much of those survives; it was not measured "
+                                    "for this model (the caption above says why)." if no_evaluation else
                                     "Re-identification (the model's evaluation) says how much of those survives."))
 
 

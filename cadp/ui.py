@@ -207,6 +207,15 @@ def evaluate_command(loaded, what: str) -> str:
     return f"python -m cadp.evaluate {what} --model {folder.as_posix()}{data}"
 
 
+def other_weights_warning(loaded, sections: list[str]) -> str:
+    """One sentence for every section of ``sections`` (eval.json's, measured on other weights than the model's):
+    ``hub.other_weights_words`` naming the model's own command for the first and, likewise, the others'."""
+    commands = list(dict.fromkeys(command for section, command in hub.EVALUATE_COMMANDS.items()
+                                  if section in sections))
+    also = f" (and likewise `{'`, `'.join(commands[1:])}`)" if len(commands) > 1 else ""
+    return hub.other_weights_words(sections, evaluate_command(loaded, commands[0] if commands else "bpd"), also)
+
+
 def weights_dir() -> Path:
     """Folder of the bundled models: $CADP_WEIGHTS_DIR, else the repository's weights/."""
     return Path(os.environ.get(WEIGHTS_ENV) or hub.BUNDLED_DIR)

@@ -582,6 +582,10 @@ def test_tabular_bundled_release():
                not_evaluated in c.value for c in at.caption)
     # sex is kept: its accuracy says how well the model pictures each group, not what of the rows survives
     assert compare.kept_target_words("sex", not_evaluated) in [c.value for c in at.caption]
+    # said once after the release, by the downstream caption (the kept condition's caption points to it rather than
+    # saying it again; the preview's box above says it before the release)
+    assert sum(not_evaluated in c.value for c in at.caption) == 1, [c.value for c in at.caption]
+    assert sum("releases were not evaluated" in c.value for c in at.caption) == 1, [c.value for c in at.caption]
     assert len(at.get("plotly_chart")) == 2
     assert [d.label for d in downloads(at)] == ["Download privatized CSV", "Download its terms (guarantee.txt)"]
     assert all(d.proto.ignore_rerun for d in downloads(at))  # a click must not rerun the page (see the PNG test)

@@ -95,6 +95,20 @@ def test_the_utility_page_draws_no_curves_of_replaced_weights_and_says_why(evalu
     assert not at.get("plotly_chart")
 
 
+def test_the_utility_page_says_once_that_both_its_sections_are_of_replaced_weights(evaluated_then_replaced,
+                                                                                    monkeypatch):
+    """A warning per section said the same thing twice, each naming one command."""
+    folder = evaluated_then_replaced / helpers.TABLE_MODEL
+    evaluation = json.loads((folder / "eval.json").read_text())
+    hub.write_eval(folder, {**evaluation, "central": {**helpers.CENTRAL, "weights_sha256": "0" * 64}})
+    at, warnings = page_warnings("utility.py", evaluated_then_replaced, monkeypatch)
+    stale = [w for w in warnings if "measured on other weights" in w]
+    assert len(stale) == 1 and "'utility', 'central'" in stale[0], warnings
+    assert "cadp.evaluate utility --model" in stale[0] and "(and likewise `dpsgd`)" in stale[0], stale
+    assert not any("No central DP baseline" in c.value for c in at.caption)
+    assert not at.get("plotly_chart")
+
+
 def test_the_table_page_does_not_point_to_an_evaluation_of_replaced_weights(evaluated_then_replaced, monkeypatch):
     monkeypatch.setenv("CADP_WEIGHTS_DIR", str(evaluated_then_replaced))
     at = AppTest.from_file(str(ROOT / "views" / "tabular.py"), default_timeout=90).run()

@@ -11,7 +11,7 @@ from cadp import ui
 from cadp.curves import finite_numbers, literal
 from cadp.data import PUBLIC_DATASETS
 from cadp.errors import ModelError
-from cadp.hub import EVALUATE_COMMANDS, current_eval, other_weights_words
+from cadp.hub import current_eval
 from cadp.mechanisms import DEFAULT_TEMPERATURE
 from cadp.models import ClassIndices
 from cadp.privatize import public_training_data
@@ -85,10 +85,7 @@ def page(loaded) -> None:
         st.warning(f"This model's eval.json cannot be read, so none of it is shown: {error}")
         evaluation, other_weights = {}, []
     if other_weights:
-        commands = [command for section, command in EVALUATE_COMMANDS.items() if section in other_weights]
-        also = f" (and likewise `{'`, `'.join(commands[1:])}`)" if len(commands) > 1 else ""
-        st.warning(other_weights_words(other_weights, ui.evaluate_command(loaded, commands[0] if commands else "bpd"),
-                                       also)
+        st.warning(ui.other_weights_warning(loaded, other_weights)
                    + (" The model card below was written with those weights, by `cadp.train`: its facts and results "
                       "are the other network's." if "training" in other_weights else
                       " Their results in the model card below are left out; the rest of the card is its author's, "

@@ -10,7 +10,7 @@ from cadp import curves, ui
 from cadp.curves import epsilon_figure, frontier_figure, methods_caption, std_of, with_strongest_attacker
 from cadp.data import PUBLIC_DATASETS
 from cadp.errors import ModelError
-from cadp.hub import EVALUATE_COMMANDS, current_eval, other_weights_words
+from cadp.hub import current_eval
 from cadp.mechanisms import PAPER_LABEL
 
 LIVE = "utility_live"
@@ -186,9 +186,9 @@ def page(loaded) -> None:
     # the data of a model trained on its owner's data is not the app's: a recompute here could only fail
     own_data = None if loaded.config.dataset in PUBLIC_DATASETS else loaded.config.dataset
     utility = None
-    for section in ("utility", "central"):  # the sections this page draws
-        if section in other_weights:
-            st.warning(other_weights_words([section], ui.evaluate_command(loaded, EVALUATE_COMMANDS[section])))
+    stale = [section for section in ("utility", "central") if section in other_weights]  # the sections it draws
+    if stale:
+        st.warning(ui.other_weights_warning(loaded, stale))
     if evaluation.get("utility") is None:
         if readable and "utility" not in other_weights:
             st.warning(f"This model's eval.json has no utility section. Produce it with `{command}`.")
