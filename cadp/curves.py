@@ -182,12 +182,24 @@ SHORT_NAMES = {"laplace": "Laplace (ε-LDP)", "gaussian": "Gaussian ((ε, δ)-LD
 LEGEND = dict(orientation="h", xanchor="left", x=0, yanchor="top", y=-0.2, title_text="")
 
 
+LEGEND_LINE = 40  # characters of a legend entry's line: one such line and its marker fit a 390 px phone's chart
+
+
+def wrapped_legend(text: str, width: int = LEGEND_LINE) -> str:
+    """``text`` broken into lines of at most ``width`` characters (between words) for a legend entry: plotly does
+    not wrap one, and at a phone's width a longer entry ran past the chart's edge, cut."""
+    import textwrap
+
+    return "<br>".join(textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)) or text
+
+
 def fitted_height(figure: go.Figure) -> int:
-    """A chart's height in pixels for its legend below the plot: on a phone-wide chart each entry takes a row, and
-    the plot, shrunk by a fixed height's legend, left too little room under its axis for the axis title (the
-    legend, placed a fifth of the plot's height below it, ran over the title)."""
-    entries = sum(1 for trace in figure.data if trace.showlegend is not False and trace.name)
-    return max(480, 440 + 32 * entries)
+    """A chart's height in pixels for its legend below the plot: on a phone-wide chart each entry takes a row (a
+    row per line of an entry ``wrapped_legend`` broke), and the plot, shrunk by a fixed height's legend, left too
+    little room under its axis for the axis title (the legend, placed a fifth of the plot's height below it, ran
+    over the title)."""
+    rows = sum(1 + trace.name.count("<br>") for trace in figure.data if trace.showlegend is not False and trace.name)
+    return max(480, 440 + 32 * rows)
 
 
 def std_of(value):

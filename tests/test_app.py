@@ -1112,7 +1112,7 @@ def test_audit_page_runs_and_plots_the_claim_line(monkeypatch):
 
     ceiling = f"{largest_provable_epsilon(200):.2f}"  # 200 releases per record, 100 of them held out
     assert ceiling == "3.28"
-    line = next(trace for trace in figure["data"] if trace["name"] == f"the most this many releases can show ({ceiling})")
+    line = next(trace for trace in figure["data"] if trace["name"] == f"the most these releases can show ({ceiling})")
     assert line["y"] == [largest_provable_epsilon(200)] * 2  # drawn at the ceiling, its label in the legend
     # not add_hline: its label went to y = 10^3.28 on the log axis, stretching the axis to a million
     assert not figure["layout"].get("annotations") and not figure["layout"].get("shapes")
@@ -1183,6 +1183,33 @@ def test_audit_figure_puts_its_legend_below_the_plot_and_keeps_a_short_x_title()
     assert layout["legend"]["orientation"] == "h"
     assert (layout["legend"]["yanchor"], layout["legend"]["y"]) == (LEGEND["yanchor"], LEGEND["y"])  # below
     assert len(layout["xaxis"]["title"]["text"]) <= 40  # one line that fits a phone-wide chart
+
+
+def test_audit_legend_entries_fit_a_phone_wide_chart_and_the_measured_pair_is_named():
+    """At 390 px the paper run's legend entry ("paper — reference reproduction — no formal guarantee (batch size 1):
+    lower bound") ran past the chart's edge, cut; and the page did not say which worst-case pair a result measured
+    (eval.json did)."""
+    from cadp.curves import LEGEND_LINE
+    from cadp.evaluate import AXIS_PAIR, DIAGONAL_PAIR
+
+    at = clean(page("audit.py"))
+    at.select_slider(key="audit_releases").set_value(200)
+    at.multiselect(key="audit_epsilons").set_value([1])
+    for mechanism in ("paper", "laplace"):
+        at.selectbox(key="audit_mechanism").set_value(mechanism)
+        at.button[0].click().run()
+    figure = json.loads(clean(at).get("plotly_chart")[0].proto.spec)
+    names = [trace["name"] for trace in figure["data"]]
+    assert any(name.startswith("paper") for name in names), names
+    assert all(len(line) <= LEGEND_LINE for name in names for line in name.split("<br>")), names
+    rows = sum(1 + name.count("<br>") for name in names)
+    assert figure["layout"]["height"] >= 440 + 32 * rows  # the legend's rows get their room below the plot
+    table = at.dataframe[0].value
+    shown = {AXIS_PAIR.replace("+-", "±"), DIAGONAL_PAIR.replace("+-", "±")}
+    laplace = table[table["mechanism"] == ui.MECHANISM_LABELS["laplace"]]
+    assert set(laplace["pair"]) <= shown and len(laplace) == 1, table
+    listed = "\n".join(m.value for m in at.markdown)
+    assert f"(measured on the pair {laplace['pair'].iloc[0]})" in listed, listed
 
 
 def test_audit_page_shows_every_verdict_in_full_under_the_table():

@@ -8,7 +8,7 @@ import streamlit as st
 import torch
 
 from cadp import ui
-from cadp.curves import LEGEND, fitted_height
+from cadp.curves import LEGEND, fitted_height, wrapped_legend
 from cadp.data import PUBLIC_DATASETS
 from cadp.mechanisms import DEFAULT_TEMPERATURE, MECHANISMS, PAPER_LABEL, make_mechanism
 
@@ -82,7 +82,10 @@ def audit_figure(results: list[dict], ceiling: float | None = None) -> go.Figure
         group = group.sort_values("claimed")
         bound = group["lower_bound"].clip(lower=FLOOR)
         figure.add_trace(go.Scatter(
-            x=group["claimed"], y=bound, mode="markers+lines", name=f"{run_name(mechanism, setting)}: lower bound",
+            x=group["claimed"], y=bound, mode="markers+lines",
+            # the mechanism on its own line(s), then its settings: a legend entry is not wrapped by plotly
+            name=wrapped_legend(mechanism) + "<br>" + wrapped_legend(
+                "lower bound" if setting == "–" else f"({setting}): lower bound"),
             customdata=group[["lower_bound", "estimate"]].to_numpy(),
             hovertemplate="claim %{x:.3g}: lower bound %{customdata[0]:.3g}, estimate %{customdata[1]:.3g}",
             error_y=dict(type="data", symmetric=False, array=(group["estimate"].clip(lower=FLOOR) - bound),
@@ -91,7 +94,7 @@ def audit_figure(results: list[dict], ceiling: float | None = None) -> go.Figure
     if ceiling is not None and math.isfinite(ceiling):
         # a trace, not add_hline: its annotation lands at 10^ceiling on a log axis, stretching the axis to match
         figure.add_trace(go.Scatter(x=[low, top * 2], y=[ceiling, ceiling], mode="lines",
-                                    name=f"the most this many releases can show ({ceiling:.2f})",
+                                    name=wrapped_legend(f"the most these releases can show ({ceiling:.2f})"),
                                     line=dict(dash="dot", color="dimgray"), hoverinfo="name"))  # (paper is red)
     # a short x title and the legend below: at a phone's width a legend at the right took the plot's width
     figure.update_layout(xaxis_title="claimed ε (metric: ε_unit · d(A, B))",
@@ -119,6 +122,9 @@ TABLE_COLUMNS = {  # the verdict 180 px wide: at 400 it hid every other column a
                                                    "ln(2n·TPR), n the held-out releases of a record: it then tells "
                                                    "how many releases were run, not how private the mechanism is"),
     "settings": st.column_config.TextColumn("settings", width=120),
+    "pair": st.column_config.TextColumn("pair", width=170,
+                                        help="Of the worst-case pairs tried, the one the first half of the releases "
+                                             "picked and the second half measured (none for two test records)"),
     "tpr": st.column_config.NumberColumn("TPR", format="%.3f", width=60),
     "fpr": st.column_config.NumberColumn("FPR", format="%.3f", width=60),
     "releases": st.column_config.NumberColumn("releases", format="%,d"),
@@ -208,7 +214,8 @@ def page(loaded) -> None:
                 "model": loaded.config.name, "records": description, "mechanism": label, "settings": settings,
                 "epsilon": epsilon, "claimed": audit.claimed_epsilon if audit.claimed_epsilon is not None else epsilon,
                 "lower_bound": audit.epsilon_lower_bound, "estimate": audit.epsilon_estimate,
-                "tpr": audit.tpr, "fpr": audit.fpr, "releases": audit.releases, "verdict": verdict(audit, epsilon)}
+                "tpr": audit.tpr, "fpr": audit.fpr, "releases": audit.releases, "verdict": verdict(audit, epsilon),
+                "pair": audit.pair.replace("+-", "±") or "–"}
         bar.progress(1.0, text="Done")
         st.session_state.setdefault(RESULT, {}).setdefault((*model_key, description, releases), {}).update(results)
     runs = st.session_state.get(RESULT, {})
@@ -227,7 +234,9 @@ def page(loaded) -> None:
                      column_config=TABLE_COLUMNS)
         # the verdict column cuts a long verdict: each is said in full, under its row's mechanism and ε
         st.markdown("\n".join(f"- **{run_name(row['mechanism'], row['settings'])}, ε = {row['epsilon']:g}**: "
-                               f"{row['verdict']}" for row in results))
+                               f"{row['verdict']}"
+                               + (f" (measured on the pair {row['pair']})" if row.get("pair", "–") != "–" else "")
+                               for row in results))
     elif runs:
         st.caption("Earlier audits in this session were of other models, records or release counts: run one here.")
     if runs and st.button("Clear audit results", key="audit_clear"):
