@@ -1486,7 +1486,7 @@ def report_notes(folder: Path, results: dict, drawn_wrong: list[str], other_weig
     records (PRIVACY.md: eps_unit * d_typ and eps_unit * d_nn), how paper was batched, and which sections of
     eval.json could not be drawn (``drawn_wrong``) or were measured on other weights (``other_weights``)."""
     from cadp.curves import error_bars_note, mean_of
-    from cadp.hub import read_config
+    from cadp.hub import leave_out_other_distances, read_config
 
     notes = []
     utility = results.get("utility") if isinstance(results.get("utility"), dict) else None
@@ -1494,7 +1494,9 @@ def report_notes(folder: Path, results: dict, drawn_wrong: list[str], other_weig
         notes.append(error_bars_note(utility.get("settings"), mean_of((utility.get("reference") or {}).get("o/o"))))
         methods = utility.get("methods") if isinstance(utility.get("methods"), dict) else {}
         try:
-            distances = read_config(folder).latent_distances
+            config = read_config(folder)
+            leave_out_other_distances(config, folder)  # (another network's distances are not this one's)
+            distances = config.latent_distances
         except CadpError:
             distances = None
         if "metric" in methods and distances is not None:

@@ -155,8 +155,12 @@ def save_model(model: torch.nn.Module, folder: Path | str, *, card: str | None =
         for name in stale:
             (folder / name).unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFIG_NAME).write_text(config_text)
     _save_weights(weights_state(model, half_precision), folder / WEIGHTS_NAME)
+    if model.config.latent_distances is not None:  # measured with these weights: the config says which they are
+        config = config_to_dict(model.config)
+        config["latent_distances"][WEIGHTS_KEY] = weights_digest(folder)
+        config_text = json.dumps(config, indent=2) + "\n"
+    (folder / CONFIG_NAME).write_text(config_text)
     if classifier is not None:
         _save_weights(weights_state(classifier, half_precision), folder / CLASSIFIER_NAME)
     if card is not None:
@@ -316,6 +320,7 @@ def load_folder(folder: Path | str, origin: str | None = None, files_of: str | N
         classifier = SmallCNN(config.num_classes, config.channels, config.image_size) \
             if config.kind == "image" and (folder / CLASSIFIER_NAME).exists() else None
     _load_weights(model, folder / WEIGHTS_NAME, files_of)
+    leave_out_other_distances(config, folder)
     model.eval()
     if classifier is not None:
         _load_weights(classifier, folder / CLASSIFIER_NAME, files_of)
@@ -403,6 +408,23 @@ def weights_digest(folder: Path | str) -> str | None:
     weights = Path(folder) / WEIGHTS_NAME
     stamp = file_stamp(weights)
     return None if stamp is None else _file_digest(str(weights), stamp)
+
+
+DISTANCES_OF_OTHER_WEIGHTS = ("config.json's latent distances were measured with other weights than its "
+                              "model.safetensors (the weights were replaced after they were measured), so they are "
+                              "not used")
+
+
+def leave_out_other_distances(config, folder: Path | str) -> bool:
+    """Drop ``config``'s latent distances where they record other weights than the folder's model.safetensors
+    (their d_typ, d_nn and median norm are another network's); ``config.distances_of_other_weights`` then says so
+    (``DISTANCES_OF_OTHER_WEIGHTS``). Distances that record none are kept: nothing tells. True where dropped."""
+    recorded = getattr(config.latent_distances, WEIGHTS_KEY, None)
+    if not isinstance(recorded, str) or recorded.lower() == weights_digest(folder):
+        return False
+    config.latent_distances = None
+    config.distances_of_other_weights = True  # (not a field: never written to config.json)
+    return True
 
 
 def other_weights_sections(folder: Path | str, evaluation: dict) -> list[str]:

@@ -10,6 +10,7 @@ their dequantization and logit transform belong to the model, so
 from __future__ import annotations
 
 import math
+import re
 import threading
 import warnings
 from contextlib import contextmanager
@@ -44,6 +45,8 @@ class LatentDistances:
     n_records: int
     held_out: bool | None = None  # None: not recorded (a config written before the field; fit_tabular then
     # measured on the rows it was fitted on, the training CLI on held-out ones)
+    weights_sha256: str | None = None  # the SHA-256 of the model.safetensors they were measured with (hub.save_model
+    # writes it); None: not recorded (a config written before the field, or by anyone else): nothing tells
 
     @property
     def measured_on(self) -> str:
@@ -359,6 +362,9 @@ def _check_common(config) -> None:
                "finite numbers (d_typ and latent_l1_norm > 0, d_nn >= 0)")
         _check(isinstance(distances.n_records, int) and not isinstance(distances.n_records, bool)
                and distances.n_records >= 2, "latent_distances.n_records", "a whole number >= 2")
+        _check(distances.weights_sha256 is None or (isinstance(distances.weights_sha256, str)
+                                                    and re.fullmatch(r"[0-9a-fA-F]{64}", distances.weights_sha256)),
+               "latent_distances.weights_sha256", "absent, or 64 hexadecimal digits (a SHA-256)")
 
 
 def config_to_dict(config: ModelConfig) -> dict:

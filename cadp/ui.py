@@ -928,7 +928,10 @@ def metric_meaning(config, epsilon_unit: float, conditions_kept: bool = True, pu
     conditions are kept (released exactly) in this release; ``publisher``: who states the distances (``stated_by``)."""
     distances = getattr(config, "latent_distances", None)
     if distances is None:
-        return "This model has no measured latent distances, so ε·d cannot be turned into an ε between records."
+        why = (hub.DISTANCES_OF_OTHER_WEIGHTS if getattr(config, "distances_of_other_weights", False)
+               else None)
+        return (f"This model's {why}, so ε·d cannot be turned into an ε between records." if why else
+                "This model has no measured latent distances, so ε·d cannot be turned into an ε between records.")
     typical, nearest = epsilon_unit * distances.d_typ, epsilon_unit * distances.d_nn
     if getattr(config, "kind", "image") == "image":
         group = " of the same class"

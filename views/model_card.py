@@ -11,7 +11,7 @@ from cadp import ui
 from cadp.curves import finite_numbers, literal
 from cadp.data import PUBLIC_DATASETS
 from cadp.errors import ModelError
-from cadp.hub import current_eval
+from cadp.hub import DISTANCES_OF_OTHER_WEIGHTS, current_eval
 from cadp.mechanisms import DEFAULT_TEMPERATURE
 from cadp.models import ClassIndices
 from cadp.privatize import public_training_data
@@ -90,6 +90,10 @@ def page(loaded) -> None:
                       "are the other network's." if "training" in other_weights else
                       " Their results in the model card below are left out; the rest of the card is its author's, "
                       "shown as it is."))
+    if getattr(config, "distances_of_other_weights", False):
+        st.warning(f"This model's {DISTANCES_OF_OTHER_WEIGHTS}: the app does not turn the metric "
+                   "mechanism's ε into an ε between records or say where laplace leaves a typical latent whole, "
+                   "and config.json below shows no latent distances. Training the model again measures them.")
     columns = st.columns(3)
     columns[0].metric("kind", config.kind)
     columns[1].metric("latent dimension", config.latent_dim)
