@@ -1121,6 +1121,15 @@ RUN_IN_PROGRESS = ("Incomplete run: the run writing these files had not finished
                    "killed before that leaves no released rows).")
 
 
+def paper_batch_terms(settings: RunSettings) -> str:
+    """For paper, whose output depends on the batch (PRIVACY.md: record the batch size with every result), the
+    batches this run makes, said in the terms as the app's are: "" for every other mechanism."""
+    if settings.mechanism.name != "paper":
+        return ""
+    return (f" This run ran it on batches of at most {settings.batch_size:,} record"
+            f"{'s' * (settings.batch_size != 1)} (--batch-size); the batch of each is in {MANIFEST_NAME}.")
+
+
 def write_guarantee(output: Path, guarantee: str, names_note: str = "", repeat_note: str = "",
                     labels_file: bool = False, model_line: str = "") -> None:
     """The terms, the model that made the release (``model_line``), then notes on repeats, names and (images) the
@@ -1567,7 +1576,7 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
     pending: list[PendingImage | tuple[str, InputError]] = []
     # the terms before the first file: a run killed outright (SIGKILL) leaves files with terms marked incomplete
     write_guarantee(output, release_guarantee(model, settings.mechanism, settings.generator, seed=settings.seed,
-                                              condition_handling=settings.handlings),
+                                              condition_handling=settings.handlings) + paper_batch_terms(settings),
                     COPIED_NAMES_NOTE if settings.names_copied else NEUTRAL_NAMES_NOTE + _order_from_seed(settings.seed),
                     repeated_releases_note(settings.mechanism), labels_file=True, model_line=settings.model_line)
 
@@ -1613,6 +1622,9 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
             else:
                 released = result.released_condition["label"].tolist()
                 label_handling = settings.handlings.get("label", ConditionHandling()).handling
+                # paper's output depends on the batch: each file names its own, as the app's downloads do
+                file_terms = result.guarantee + (f" This release ran it on {result.batch_text}."
+                                                 if settings.mechanism.name == "paper" else "")
                 for index, item in enumerate(images):
                     path = None
                     try:
@@ -1629,7 +1641,7 @@ def _privatize_images(model, class_names: list[str], source: Iterator[tuple[str,
                         # the file carries its terms and released label, as the app's downloads do
                         path.write_bytes(png_bytes(in_input_polarity(released_pixels,
                                                                      written_back(item.inverted, settings.invert)),
-                                                   released_description(result.guarantee, class_names[released[index]],
+                                                   released_description(file_terms, class_names[released[index]],
                                                                         label_handling)))
                         outcome[id(item)] = (class_names[released[index]], "",
                                              path.relative_to(names.root).as_posix())
@@ -1819,7 +1831,7 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
                          dtype={raw: str for raw in header.columns if str(raw).strip() in text})
     # the terms before the first row: a run killed outright (SIGKILL) leaves rows with terms marked incomplete
     write_guarantee(output, release_guarantee(model, settings.mechanism, settings.generator, seed=settings.seed,
-                                              condition_handling=settings.handlings),
+                                              condition_handling=settings.handlings) + paper_batch_terms(settings),
                     SHUFFLED_ROWS_NOTE + _order_from_seed(settings.seed),
                     repeated_releases_note(settings.mechanism), model_line=settings.model_line)
     # rows that end with a separator (an empty field after the last column) are read without it; pandas' warning

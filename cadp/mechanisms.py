@@ -93,11 +93,21 @@ COMMON_TERMS = common_terms()
 
 def written_up(value: float, digits: int = 6) -> str:
     """``value`` to ``digits`` significant digits, rounded up: a ledger or a stated total never shows less than was
-    spent."""
+    spent, except by float error: a value at most a relative 1e-12 above a step of the last digit is written as
+    that step (a sum such as 0.1 + 0.2 = 0.30000000000000004 reads 0.3, not 0.300001). Terms that must state a
+    parameter to the last bit use ``stated``."""
     if value <= 0 or not math.isfinite(value):
         return f"{value:g}"
     step = 10.0 ** (math.floor(math.log10(value)) - digits + 1)
     return f"{math.ceil(value / step * (1 - 1e-12)) * step:.{digits}g}"
+
+
+def stated(value: float) -> str:
+    """A parameter as the terms state it: 12 significant digits where they read back as the same float (2, 0.5),
+    else the shortest text that does (``exact``): 1.2345678901234567 written 1.23456789012 read less than was
+    used."""
+    short = f"{value:.12g}"
+    return short if float(short) == float(value) else exact(value)
 
 
 def exact(value: float) -> str:
@@ -435,7 +445,7 @@ class LaplaceMechanism(Mechanism):
 
     def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
                   stated_public: str | None = None, **_) -> str:
-        return (f"Laplace mechanism: pure epsilon-local differential privacy with epsilon = {self.epsilon:.12g} "
+        return (f"Laplace mechanism: pure epsilon-local differential privacy with epsilon = {stated(self.epsilon)} "
                 f"for the latent (L1 clip radius {self.clip_radius:.4g}, sensitivity 2R = {2 * self.clip_radius:.4g}, "
                 f"Laplace scale {self.scale:.4g}). {common_terms(fitted_on_records, trained_on, kept, stated_public)}")
 
@@ -487,7 +497,7 @@ class GaussianMechanism(Mechanism):
 
     def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
                   stated_public: str | None = None, **_) -> str:
-        return (f"Gaussian mechanism: (epsilon, delta)-local differential privacy with epsilon = {self.epsilon:.12g}, "
+        return (f"Gaussian mechanism: (epsilon, delta)-local differential privacy with epsilon = {stated(self.epsilon)}, "
                 f"delta = {exact(self.delta)} for the latent (L2 clip radius {self.clip_radius:.4g}, sensitivity "
                 f"2R = {2 * self.clip_radius:.4g}, sigma {self.sigma:.4g} from the analytic Gaussian mechanism). "
                 f"{common_terms(fitted_on_records, trained_on, kept, stated_public)}")
@@ -540,7 +550,7 @@ class MetricMechanism(Mechanism):
                               ("two records with the same kept condition",
                                "two typical distinct records with the same kept condition"))
         text = (f"Metric privacy (eps*d): for {pair}, output probabilities "
-                f"differ by at most exp({self.epsilon_unit:.12g} x their L1 latent distance). No clipping; "
+                f"differ by at most exp({stated(self.epsilon_unit)} x their L1 latent distance). No clipping; "
                 f"Laplace scale {self.scale:.4g}.")
         if d_typ is not None and d_nn is not None:
             typical, nearest = self.between_records(d_typ, d_nn)
@@ -595,7 +605,7 @@ class PaperMechanism(Mechanism):
         return (self.center(latent) + laplace_noise(latent.shape, self.scale, generator, latent.device)).to(latent.dtype)
 
     def guarantee(self, **_) -> str:
-        return (f"Paper mechanism ({PAPER_LABEL}): reproduces the original CADP code at epsilon = {self.epsilon:.12g}, "
+        return (f"Paper mechanism ({PAPER_LABEL}): reproduces the original CADP code at epsilon = {stated(self.epsilon)}, "
                 f"clipping the whole batch at once and understating the sensitivity by 2x. It gives no valid "
                 f"per-record guarantee, and its output depends on the batch it is run with. {PAPER_LOSS}")
 
@@ -666,8 +676,9 @@ def _check_scales(mechanism: Mechanism) -> None:
     if radius is not None and not radius >= SMALLEST_RADIUS:  # denormal radii defeat the clip's rounding margin
         raise InputError(f"these settings make the clip radius {radius:.3g}, below the smallest allowed "
                          f"({SMALLEST_RADIUS:g}): choose a larger clip radius, temperature or epsilon")
-    for what, value, advice in (("noise scale", mechanism.noise_std, "a larger epsilon or a smaller clip radius or "
-                                 "temperature"), ("clip radius", radius or 0, "a smaller epsilon, clip radius or temperature "
+    noise_advice = ("a larger epsilon or a smaller clip radius or temperature" if radius is not None else
+                    "a larger epsilon")  # (metric and paper have no clip radius or temperature to choose)
+    for what, value, advice in (("noise scale", mechanism.noise_std, noise_advice), ("clip radius", radius or 0, "a smaller epsilon, clip radius or temperature "
                                  "(at a constant temperature the radius grows with epsilon)")):
         if not value <= LARGEST_SCALE:  # float32 latents would hold infinities, and releases NaNs
             raise InputError(f"these settings make the {what} {value:.3g}, above the largest allowed ({LARGEST_SCALE:g}; "

@@ -35,10 +35,12 @@ from cadp.mechanisms import (
     NoNoise,
     PaperMechanism,
     batch_sizes,
+    exact,
     generator_seed,
     keep_probability,
     new_generator,
     release_condition,
+    stated,
     total_epsilon,
     written_up,
 )
@@ -137,18 +139,18 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
               else {spec.name: spec.width for spec in model.condition_encoder.columns})
     if released:
         parts.append("Conditions: " + "; ".join(
-            f"{name} randomized by randomized response with epsilon = {h.epsilon:.12g} over its {levels[name]} values "
+            f"{name} randomized by randomized response with epsilon = {stated(h.epsilon)} over its {levels[name]} values "
             f"(kept with probability {keep_probability(h.epsilon, levels[name]):.3g})" if h.handling == "randomized"
             else f"{name} resampled from {_prior_words(model, name, public)} (costs 0)"
             for name, h in released.items()) + ".")
         if isinstance(mechanism, MetricMechanism):  # two units: they do not add into one number
             conditions = sum(h.cost for h in handlings.values())
-            parts.append(f"Total of this release (basic composition): {mechanism.epsilon:.12g} per unit of latent L1 "
+            parts.append(f"Total of this release (basic composition): {stated(mechanism.epsilon)} per unit of latent L1 "
                          f"distance + epsilon = {written_up(conditions)} for conditions.")
         elif mechanism.formal:
             delta = getattr(mechanism, "delta", None)  # (gaussian: the conditions add epsilon only)
             parts.append(f"Total epsilon of this release (basic composition): {written_up(total_epsilon(mechanism, handlings))}"
-                         + (f", with delta = {delta:.12g}." if delta is not None else "."))
+                         + (f", with delta = {exact(delta)}." if delta is not None else "."))
     if seed is not None:  # said first: what follows holds only for noise nobody can reproduce
         parts.insert(0, f"NOT PRIVATE: noise from a fixed seed ({NOT_PRIVATE_SEED}); anyone with the seed can "
                         "remove it, and the terms below hold only for noise drawn unpredictably.")

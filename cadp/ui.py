@@ -66,7 +66,7 @@ GUARANTEES_IN_PLAIN_WORDS = {
     "laplace": "**laplace** — pure ε-local differential privacy: the latent is clipped to an L1 ball per record "
                "and Laplace noise calibrated to its diameter is added.",
     "gaussian": "**gaussian** — (ε, δ)-local differential privacy: L2 clip per record, Gaussian noise from the "
-                "analytic calibration (Balle & Wang 2018), valid for every ε > 0.",
+                "analytic calibration (Balle & Wang 2018), valid for every ε > 0 (this app takes ε up to 1e9).",
     "metric": "**metric** — ε·d privacy: no clipping; the slider sets ε per unit of latent L1 distance, so "
               "protection between two records depends on how far apart their latents are.",
     "paper": f"**paper** — {PAPER_LABEL}: the original CADP code (batch-level clipping, sensitivity "
