@@ -616,9 +616,9 @@ class LabelResolver:
                                  f"not their own index ({self._classes()}): a number is read as a name, never as an "
                                  "index (a file of indices would have the others read as names); write the class name")
             if int(value) in self.numbers_in_names:
-                raise InputError(f"{value!r} is not a class name, and a class name holds that number "
-                                 f"({self._classes()}): a number is read as a class index only where no class name "
-                                 "holds it; write the class name")
+                raise InputError(f"{value!r} is not a class name, and a class name holds that number, in digits "
+                                 f"or Roman numerals ({self._classes()}): a number is read as a class index only "
+                                 "where no class name holds it; write the class name")
             return int(value)
         return index
 
@@ -640,8 +640,13 @@ class LabelResolver:
         the names are the indices themselves."""
         if self.names_are_indices:
             return set()
-        return {int(group) for name in self.class_names
-                for group in re.findall(r"\d+", unicodedata.normalize("NFKC", name))}
+        numbers = set()
+        for name in self.class_names:
+            text = unicodedata.normalize("NFKC", name)  # (also turns the numeral signs Ⅲ, ⅳ into letters)
+            numbers.update(int(group) for group in re.findall(r"\d+", text))
+            # Roman numerals ('Stage II', 'Grade IV'): a cell "2" could be that class, or the class at index 2
+            numbers.update(roman_value(word) for word in re.findall(r"[A-Za-z]+", text) if roman_value(word))
+        return numbers
 
     def folder_class_index(self, folder: str) -> int | None:
         """The class a folder is named after, by name only: numbered folders (patients/1, normal/2) are not
@@ -724,6 +729,19 @@ class LabelResolver:
     def _classes(self) -> str:
         shown = ", ".join(self.class_names[:10])
         return shown + (", ..." if len(self.class_names) > 10 else "")
+
+
+ROMAN = re.compile(r"M{0,3}(CM|CD|D?C{0,3})(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})")
+ROMAN_VALUES = {"M": 1000, "D": 500, "C": 100, "L": 50, "X": 10, "V": 5, "I": 1}
+
+
+def roman_value(word: str) -> int | None:
+    """The number a word in capitals writes as a Roman numeral ('IV' -> 4), else None (lower case, as in 'mild'
+    or 'civil', is a word: only 'I'-'MMMCMXCIX' in capitals count, and the numeral signs NFKC turns into them)."""
+    if not word or not ROMAN.fullmatch(word):
+        return None
+    values = [ROMAN_VALUES[letter] for letter in word]
+    return sum(-value if later > value else value for value, later in zip(values, values[1:] + [0]))
 
 
 def readable(text: str) -> str:

@@ -128,3 +128,17 @@ def test_numeric_categories_and_integer_columns_past_2_63_are_refused_and_infini
         fit_tabular(pd.DataFrame({"z": np.r_[np.array([-2**63]), rng.integers(0, 100, 59)], **base}), ["g"], steps=1)
     fitted = fit_tabular(pd.DataFrame({"z": np.r_[np.inf, rng.uniform(1.5, 88.5, 59)], **base}), ["g"], steps=1)
     assert "z" in fitted.config.data_columns  # inf is read as missing: no refusal to "divide by a power of ten"
+
+
+def test_a_number_a_roman_numeral_class_name_holds_is_refused_not_read_as_an_index():
+    """Classes 'Stage I', 'Stage II', 'Stage III': a labels-CSV cell "1" (stage 1, as written on the chart) was read as
+    index 1, 'Stage II', and the wrong stage released as a kept label, exactly."""
+    stages = archive.LabelResolver(["Stage I", "Stage II", "Stage III"])
+    for cell in ("1", "2"):
+        with pytest.raises(archive.InputError, match="in digits or Roman numerals"):
+            stages.class_index(cell)
+    assert stages.class_index("0") == 0 and stages.class_index("stage ii") == 1  # no name holds 0; names match
+    assert archive.LabelResolver(["Ⅰ", "Ⅱ"]).numbers_in_names == {1, 2}  # the numeral signs too (NFKC)
+    # lower-case words are words ('mild' is no numeral), and names without numerals keep their indices
+    assert [archive.LabelResolver(["mild", "civil", "vivid"]).class_index(c) for c in "012"] == [0, 1, 2]
+    assert [archive.roman_value(word) for word in ("IV", "XL", "IIII", "VX", "mix")] == [4, 40, None, None, None]
