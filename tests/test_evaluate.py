@@ -836,3 +836,17 @@ def test_a_folder_laid_out_like_a_hub_cache_without_its_blobs_is_not_a_snapshot(
     assert hub_cache_snapshot(plain) is None  # someone's own folders, named so
     (tmp_path / "models--mine" / "blobs").mkdir()
     assert hub_cache_snapshot(plain / "sub") == plain  # a cache's repo folder holds blobs/
+
+
+def test_the_round_trip_of_a_condition_written_2_0_is_exact():
+    """A condition column read as floats (sex written 2.0) comes back as the whole numbers it holds: compared as
+    text, every row "differed" and the model card said the epsilon = infinity round trip was NOT exact."""
+    from cadp.evaluate import _round_trip
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(0, 1, 80), "y": rng.normal(5, 2, 80),
+                          "sex": rng.choice([1.0, 2.0], 80)})
+    trip = _round_trip(fit_tabular(frame, ["sex"], steps=5), frame)
+    assert trip["exact"] and trip["mismatched_columns"] == [], trip
+    changed = frame.assign(sex=frame["sex"].map({1.0: "a", 2.0: "b"}))  # text still compared as text
+    assert _round_trip(fit_tabular(changed, ["sex"], steps=5), changed)["exact"]
