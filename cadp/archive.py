@@ -892,7 +892,8 @@ def outside_links_note(root: Path) -> str | None:
 
 def _input_names(source: Path, input_kind: str, hidden: list[str] | None = None,
                  labels_file: Path | None = None) -> list[str]:
-    """The names of the folder's or ZIP's files, as the run reads them (ZIP: folder metadata too; a folder: without
+    """The names of the folder's or ZIP's files, as the run reads them (ZIP: folder metadata too, unsafe names
+    not; a folder: without
     ``labels_file``, --labels where it lies in it, as ``iter_folder_files`` leaves it out); ``hidden`` receives the
     names of the hidden files and folders and the folder metadata that the run leaves out."""
     hidden = [] if hidden is None else hidden
@@ -909,7 +910,8 @@ def _input_names(source: Path, input_kind: str, hidden: list[str] | None = None,
     except (zipfile.BadZipFile, OSError):
         return []  # reading the members says what is wrong
     hidden += [sanitize_member_name(name)[0] for name in members if is_folder_metadata(name)]
-    return [sanitize_member_name(name)[0] for name in members]
+    # an unsafe member ('/set/a.png', 'set/../x.png') is never an input: its cleaned name would be another's
+    return [name for name, unsafe in map(sanitize_member_name, members) if not unsafe]
 
 
 def hidden_files_note(hidden: list[str]) -> str | None:
@@ -921,9 +923,18 @@ def hidden_files_note(hidden: list[str]) -> str | None:
             "the operating system); rename a file that is an input")
 
 
-def _png_names(names: list[str]) -> frozenset[str]:
-    """The input names (as output paths compare them: ``name_key``) of the .png files among ``names``."""
-    return frozenset(name_key(_clean_path(name)) for name in names if name.casefold().endswith(".png"))
+def _png_names(names: list[str]) -> dict[str, str]:
+    """The .png files among ``names``: the name as output paths compare it (``name_key``) -> the input that keeps
+    it. Where several share one (b.png and b.PNG), the one written exactly as its output will be (b.png) keeps it:
+    the other's release written as b.png would pass for that input's."""
+    owners: dict[str, str] = {}
+    for name in names:
+        if name.casefold().endswith(".png"):
+            clean = _clean_path(name)
+            key = name_key(clean)
+            if key not in owners or (clean.endswith(".png") and not owners[key].endswith(".png")):
+                owners[key] = clean
+    return owners
 
 
 def name_key(name: str) -> str:
@@ -1011,8 +1022,9 @@ def _zip_files(archive: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, str]]:
     """The ZIP's files (folder metadata such as __MACOSX/ aside), each with its name as the run lists it."""
     from cadp.uploads import is_folder_metadata, sanitize_member_name
 
-    return [(info, sanitize_member_name(info.filename)[0]) for info in archive.infolist()
-            if not info.is_dir() and not is_folder_metadata(info.filename)]
+    # (an unsafe member, '/set/labels.csv', is never one: its cleaned name would be another's)
+    return [(info, name) for info in archive.infolist() if not info.is_dir() and not is_folder_metadata(info.filename)
+            for name, unsafe in [sanitize_member_name(info.filename)] if not unsafe]
 
 
 def _zip_top_folder(archive: zipfile.ZipFile) -> str:
@@ -1179,15 +1191,16 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 class OutputNames:
     """Unique output paths under OUTPUT that mirror the input names, always ending in .png.
 
-    ``own_names`` are the names (``name_key``) of the inputs that are PNGs already: each is kept for its own
-    input, so an input converted to PNG (a.bmp) gets a number (a-2.png) rather than the name of another (a.png).
+    ``own_names`` are the names (``name_key``) of the inputs that are PNGs already, each with the input it is kept
+    for (``_png_names``), so an input converted to PNG (a.bmp) gets a number (a-2.png) rather than the name of
+    another (a.png), and so does b.PNG beside b.png.
     Names are compared as the file systems that compare them least strictly do (macOS, Windows: without case, in
     one Unicode form), and written as Windows can store them (``class_folder_name``)."""
 
-    def __init__(self, root: Path, own_names: frozenset[str] = frozenset()):
+    def __init__(self, root: Path, own_names: dict[str, str] | None = None):
         self.root = root.resolve()
         self.used: set[str] = set()
-        self.own_names = own_names
+        self.own_names = own_names or {}
         self.renamed: list[tuple[str, str]] = []  # (input, output) of the outputs that got a number
         self.shortened: list[tuple[str, str]] = []  # (input, output) of the outputs whose name was too long
         self.folders: set[str] = set()  # the folders (name_key) outputs were given: no file may take their name
@@ -1201,11 +1214,11 @@ class OutputNames:
         safe_folders = [class_folder_name(folder) for folder in relative.parts[:-1]]
         safe_stem = class_folder_name(stem)
         fitted = PurePosixPath(*[_fit_name(folder) for folder in safe_folders], _fit_name(safe_stem, suffix))
-        own = name_key(_clean_path(name))
+        own = _clean_path(name)
         candidate, counter = fitted, 2
         # a name another output has, or a folder another output is in (3/a.png/x.png: 3/a.bmp is not 3/a.png)
         while (key := name_key(candidate.as_posix())) in self.used or key in self.folders \
-                or (key in self.own_names and key != own):
+                or (key in self.own_names and self.own_names[key] != own):
             candidate = fitted.with_name(_fit_name(safe_stem, f"-{counter}{suffix}"))
             counter += 1
         self.used.add(key)
@@ -1566,7 +1579,7 @@ def other_class_folders_caution(mismatched: list[tuple[str, str, str]]) -> str |
 
 def privatize_images(model, class_names: list[str], source: Iterator[tuple[str, bytes | InputError]],
                      resolver: LabelResolver, settings: RunSettings, output: Path, manifest: Manifest,
-                     progress: tqdm, source_name: str, own_png_names: frozenset[str] = frozenset()) -> None:
+                     progress: tqdm, source_name: str, own_png_names: dict[str, str] | None = None) -> None:
     """Decode, label and privatize images batch by batch; write PNGs, manifest rows and labels.csv rows (each
     PNG's released label) as each batch ends. ``own_png_names``: see ``OutputNames``."""
     names = OutputNames(output, own_png_names)
@@ -2490,7 +2503,7 @@ def _main(argv=None) -> int:
                 if missing := check_earlier_names(earlier, input_names):
                     _say(f"note: {missing}")
             # a copied .png name stays its input's: a.bmp, converted to PNG, does not take a.png from a.png
-            own_png_names = _png_names(input_names) if settings.names_copied else frozenset()
+            own_png_names = _png_names(input_names) if settings.names_copied else None
             try:
                 with progress_bar("images", "file", total) as progress:
                     privatize_images(loaded.model, loaded.config.class_names, source, resolver, settings,
@@ -2788,6 +2801,7 @@ def _left_as_it_was(output: Path, created: list[Path]) -> str:
 
 def _zip_source(path: Path, iter_zip_images) -> tuple[Iterator, int | None]:
     """Members of the ZIP (read from disk one at a time), minus its labels.csv, and their count."""
+    from cadp.uploads import sanitize_member_name
     try:
         with zipfile.ZipFile(path) as archive:
             total = sum(1 for info in archive.infolist() if not info.is_dir())
@@ -2797,6 +2811,9 @@ def _zip_source(path: Path, iter_zip_images) -> tuple[Iterator, int | None]:
     def members():
         with path.open("rb") as handle:
             for name, content in iter_zip_images(handle):
+                if sanitize_member_name(name)[1]:  # unsafe: skipped, whatever its name says it is
+                    yield name, content
+                    continue
                 if _is_zip_labels_member(name):
                     continue
                 if _is_labels_name(name):  # deeper down: said so, not "not an image"

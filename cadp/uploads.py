@@ -621,8 +621,9 @@ def iter_zip_images(data: bytes | BinaryIO | Path | str, *, max_files: int = MAX
         for info in members:
             name, unsafe = sanitize_member_name(info.filename)
             name = name or "(unnamed)"
-            if unsafe:
-                yield name, InputError("unsafe path in the ZIP (absolute or containing '..'); skipped")
+            if unsafe:  # named as the ZIP has it: cleaned, it could be another member's name, or none in the ZIP
+                yield _CONTROL.sub("", unicodedata.normalize("NFC", info.filename)), InputError(
+                    "unsafe path in the ZIP (absolute or containing '..'); skipped")
                 continue
             if PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES and not _image_member(archive, info):
                 nested = PurePosixPath(name).suffix.lower() == ".zip"

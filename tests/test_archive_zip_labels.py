@@ -220,3 +220,27 @@ def test_a_csv_in_a_zip_says_how_labels_are_given_too(digit_model, tmp_path):
     assert conditions(tmp_path / "out", "lab/")["mylabels.csv"] == (
         "error: a CSV file, not an image: labels are read from --labels or from the labels.csv at the ZIP's top or in "
         "its single top folder; skipped")
+
+
+def test_unsafe_zip_members_are_listed_as_the_zip_names_them_and_take_no_part_in_labels(digit_model, tmp_path):
+    """'/set/3/a.png' was listed as 'set/3/a.png' (the real file's name) and 'set/3/../../x/y.png' as 'set/3/x/y.png'
+    (no member's name); the skipped one still counted as an input, so the labels CSV's 'a.png' named two inputs and
+    was used for none: the real file was released with its folder's label, 3, not the CSV's 5."""
+    zipped = tmp_path / "set.zip"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        for name in ("set/3/a.png", "/set/3/a.png", "set/3/../../x/y.png"):
+            archive.writestr(name, image_file(1))
+        archive.writestr("set/labels.csv", "file,label\na.png,5\n")
+    assert run(digit_model, zipped, tmp_path / "out") == 0
+    assert conditions(tmp_path / "out") == {
+        "set/3/a.png": "5", "/set/3/a.png": "error: unsafe path in the ZIP (absolute or containing '..'); skipped",
+        "set/3/../../x/y.png": "error: unsafe path in the ZIP (absolute or containing '..'); skipped"}
+
+
+def test_a_copied_name_stays_with_the_input_written_exactly_so(digit_model, tmp_path):
+    """7/b.PNG's release was written as 7/b.png and the input named 7/b.png got 7/b-2.png: matched by name, each
+    output passed for the other input's release."""
+    source = make_folder(tmp_path / "in", {"7/b.PNG": image_file(1), "7/b.png": image_file(2)})
+    assert run(digit_model, source, tmp_path / "out") == 0  # a kept label: names are copied
+    outputs = {row["file"]: row["output"] for row in read_manifest(tmp_path / "out")}
+    assert outputs == {"7/b.png": "7/b.png", "7/b.PNG": "7/b-2.png"}, outputs
