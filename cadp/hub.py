@@ -679,12 +679,32 @@ def load_model(source: str | Path, *, revision: str | None = None, cache_dir: st
 
 
 def _resolve_endpoint(endpoint: str | None) -> str:
+    # checked before huggingface_hub is imported: its constants module parses $HF_ENDPOINT as it loads, and an
+    # unclosed IPv6 address ('http://[::1') raised ValueError there, a traceback
+    given = endpoint or os.environ.get("HF_ENDPOINT")
+    if given:
+        _check_endpoint(given.rstrip("/"), "the endpoint given" if endpoint else "$HF_ENDPOINT")
     from huggingface_hub import constants
 
     # No telemetry: with it, huggingface_hub also fetches an agent list from its import-time endpoint.
     constants.HF_HUB_DISABLE_TELEMETRY = True
     # huggingface_hub reads HF_ENDPOINT once at import; read it again so a later setting counts.
-    return (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+    return (given or constants.ENDPOINT).rstrip("/")
+
+
+def _check_endpoint(address: str, given: str) -> None:
+    """Refuse a Hub address that is no http(s) URL: a mistake to say, not a Hub that is down (a bundled id would
+    fall back to its folder as if the Hub could not be reached)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(address)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0
+    except ValueError:  # 'http://[::1' (an unclosed IPv6 address), a port that is no number
+        valid = False
+    if not valid:
+        raise InputError(f"{given} ({address[:200]!r}) is not a Hub address: write it as http://host[:port] or "
+                         "https://host[:port]")
 
 
 def load_hub_model(source: str, *, cache_dir: str | Path | None = None, endpoint: str | None = None,
@@ -705,6 +725,13 @@ def _load_from_hub(repo_id: str, revision: str | None, *, cache_dir: str | Path 
     endpoint = _resolve_endpoint(endpoint)
     try:
         folder, commit, note = _download(repo_id, requested, cache_dir=cache_dir, endpoint=endpoint, token=token)
+    except OSError as error:
+        if error.filename is None:  # (network errors are OSErrors too: _download says what they mean)
+            raise
+        # a file huggingface_hub reads or writes: its token file, its cache (HF_HOME under a file, no permission)
+        raise ModelError(f"cannot load Hub repo {repo_id}@{requested}: a Hugging Face file could not be read or "
+                         f"written ({error.strerror}: {error.filename}); check HF_HOME, HF_TOKEN_PATH and the "
+                         "cache folder (--cache-dir)") from None
     except _HubUnavailable as error:
         bundled = BUNDLED_REPOS.get(repo_id)
         if bundled is not None and revision in (None, pinned) and (BUNDLED_DIR / bundled / CONFIG_NAME).exists():

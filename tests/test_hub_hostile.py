@@ -171,3 +171,33 @@ def test_a_branch_moving_during_the_download_is_said_plainly(server, cache, monk
     with pytest.raises(ModelError, match="Hub repo moving/model@main changed while downloading") as caught:
         load(server, "moving/model", cache)
     assert moved and str(cache) not in str(caught.value)
+
+
+@pytest.mark.parametrize("address", ["http://[::1", "127.0.0.1:8000", "http://127.0.0.1:port", "ftp://hub.example"])
+def test_an_endpoint_that_is_no_hub_address_is_refused_not_taken_for_a_hub_that_is_down(address, monkeypatch,
+                                                                                         capsys):
+    """'http://[::1' raised ValueError inside huggingface_hub's import (a traceback, exit 1); '127.0.0.1:8000' read as
+    "the Hub cannot be reached" and a bundled id quietly loaded its folder."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("HF_ENDPOINT", address)
+    with pytest.raises(hub.InputError, match="is not a Hub address"):
+        hub.load_model("cadp/heart-cinn")
+    with pytest.raises(hub.InputError, match="the endpoint given"):
+        hub.load_hub_model("cadp/heart-cinn", endpoint=address)
+    # in a fresh process: huggingface_hub not yet imported, as the command line meets it
+    done = subprocess.run([sys.executable, "-m", "cadp.hub", "load", "cadp/heart-cinn"], capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: $HF_ENDPOINT") and "Traceback" not in done.stderr
+
+
+def test_a_hugging_face_file_that_cannot_be_read_is_an_error_line(tmp_path, monkeypatch):
+    """HF_HOME under a regular file: reading its token file raised NotADirectoryError through cadp.hub load."""
+    (tmp_path / "a-file").write_text("x")
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "a-file" / "token"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(tmp_path / "a-file" / "token"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(ModelError, match="could not be read or written .*a-file/token.*HF_HOME"):
+        hub.load_model("nobody/model", cache_dir=tmp_path / "cache")
