@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from streamlit.runtime.media_file_storage import MediaFileKind
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from cadp import compare, hub, ui
@@ -2400,3 +2402,37 @@ def test_papers_strip_and_gallery_say_they_ran_on_the_first_image_alone():
 def test_the_home_page_says_what_the_guarantee_does_not_cover_for_a_record_of_the_training_data():
     assert "for a record of that training data it does not cover what the model learned from the record" in \
         " ".join(ui.COMMON_PLAIN_WORDS.split())
+
+
+@pytest.fixture
+def download_names(monkeypatch) -> list[str]:
+    """The file names the app gives its downloads, in the order they are handed to Streamlit."""
+    names: list[str] = []
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def recording(self, path_or_data, mimetype, kind, filename=None):
+        if kind == MediaFileKind.DOWNLOADABLE:
+            names.append(filename)
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", recording)
+    return names
+
+
+def test_a_download_that_is_not_private_says_so_in_its_name(download_names):
+    """A fixed-seed table release was 'cadp-privatized.csv', named as a private one: a CSV holds no metadata, so
+    once apart from its guarantee.txt nothing said so (the images' names said 'not-private'); the batch ZIP too."""
+    at = page("tabular.py")
+    at.button(key="table_privatize").click().run()
+    assert download_names[-2:] == ["cadp-privatized-laplace-eps2.csv", "cadp-privatized-laplace-eps2-guarantee.txt"]
+    at.checkbox(key="table_fixed_seed").check().run()
+    at.button(key="table_privatize").click().run()
+    clean(at)
+    assert download_names[-2:] == ["cadp-privatized-not-private.csv", "cadp-privatized-not-private-guarantee.txt"]
+    at = page("image.py")
+    at.file_uploader(key="image_upload").set_value([(f"digit{i}.png", helpers.png(i), "image/png")
+                                                    for i in range(2)]).run()
+    at.checkbox(key="image_fixed_seed").check().run()
+    at.button(key="image_privatize").click().run()
+    clean(at)
+    assert "cadp-privatized-not-private.zip" in download_names, download_names

@@ -201,7 +201,7 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
     progress.progress(1.0, text="Done")
     files, manifest = compare.release_files(
         result, [r.name for r in records], loaded.config.class_names, handling.handling,
-        tag=compare.release_tag(settings.mechanism, seeded=settings.seed is not None), terms=ui.release_terms(result),
+        tag=(tag := compare.release_tag(settings.mechanism, seeded=settings.seed is not None)), terms=ui.release_terms(result),
         mechanism=ui.MECHANISM_LABELS[name] + (f" (ran on {result.batch_text})" if name == "paper" else ""),
         cost=ui.cost_text([settings.mechanism], handling.cost), written_back=[r.written_back for r in records])
     extra = extra_releases(settings, strip, gallery)
@@ -210,7 +210,7 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
                                            formal=settings.mechanism.formal)
     return {"names": [r.name for r in records], "result": result, "repeats": repeats, "handling": handling.handling,
             "label_cost": handling.cost,
-            "strip": strip_images, "gallery": gallery_images, "files": files, "manifest": manifest,
+            "strip": strip_images, "gallery": gallery_images, "files": files, "manifest": manifest, "tag": tag,
             "epsilon": settings.epsilon, "per_unit": name == "metric",  # metric: epsilon per unit of distance
             # paper's output depends on its batch: the extra releases run on the first image alone
             "alone": name == "paper" and len(records) > 1,
@@ -299,7 +299,8 @@ def show_result(loaded, state, changed: bool) -> None:
     else:
         st.download_button(f"Download {len(names)} privatized images (ZIP with manifest.csv and guarantee.txt)",
                            compare.batch_zip(state["files"], state["manifest"], state["zip_terms"]),
-                           file_name="cadp-privatized.zip", mime="application/zip", on_click="ignore", key="download_zip")
+                           file_name=f"cadp-privatized-{state.get('tag', 'not-private')}.zip", mime="application/zip",
+                           on_click="ignore", key="download_zip")
     if state.get("repeats"):  # facts about the records, for whoever released them: never inside the release
         st.download_button("Download cautions.txt (for you, not part of the release)",
                            compare.cautions_text(state["repeats"]), file_name="cautions.txt", mime="text/plain",

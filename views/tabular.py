@@ -128,11 +128,13 @@ def show_result(state) -> None:
     data, words, changed, escaped = state["written"]
     order_note = state["order_note"]
     left, right = st.columns(2)
-    left.download_button("Download privatized CSV", data, file_name="cadp-privatized.csv", mime="text/csv",
+    tag = state.get("tag", "not-private")  # (a release kept from before the tag: said to be none, never more)
+    left.download_button("Download privatized CSV", data, file_name=f"cadp-privatized-{tag}.csv", mime="text/csv",
                          on_click="ignore", key="download_csv")
     right.download_button("Download its terms (guarantee.txt)", "\n\n".join(
         [ui.release_terms(result), order_note] + ([escaped] if escaped else [])) + "\n",
-                          file_name="cadp-privatized-guarantee.txt", mime="text/plain", on_click="ignore", key="download_terms")
+                          file_name=f"cadp-privatized-{tag}-guarantee.txt", mime="text/plain", on_click="ignore",
+                          key="download_terms")
     st.caption(order_note)
     if escaped is not None:  # kept conditions are released exactly: the one change a download makes is said
         st.caption(escaped)
@@ -262,6 +264,8 @@ def page(loaded) -> None:
         st.session_state[RESULT] = {"result": result, "made_of": made_of, "choices": choices, "csv_format": csv_format,
                                     "texts": texts,
                                     "seed": settings.seed, "no_evaluation": no_evaluation(loaded, bundled),
+                                    # the download's name says its terms (a CSV holds no metadata to carry them)
+                                    "tag": compare.release_tag(settings.mechanism, seeded=settings.seed is not None),
                                     "caution": ui.training_rows_caution(
                                         loaded, frame, key, name,
                                         uploaded=st.session_state.get("table_source") == "Upload a CSV")
