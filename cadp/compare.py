@@ -136,22 +136,24 @@ POLARITY_AS_READ = "as the input"  # a manifest's polarity column, for an image 
 
 
 def release_files(result, names: list[str], class_names: list[str], handling: str, *, tag: str, terms: str,
-                  mechanism: str, cost: str, written_back: list[bool] | None = None
+                  mechanism: str, cost: str, written_back: list[bool] | None = None, keep_names: bool = False
                   ) -> tuple[list[tuple[str, bytes]], list[dict]]:
     """The PNG files of an image release and their manifest rows. Each PNG carries ``terms`` and its released
-    label; with a label that is not kept the files are numbered in an order drawn at random (upload order and
-    names would tell which input each is). An image to be written back in its input's polarity (``written_back``, one
+    label. The input names are kept (numbered in the upload's order) only with ``keep_names`` and a kept label;
+    else the files are numbered in an order drawn at random (names often identify a patient or carry the true
+    label, and the upload's order would tell which input each is). An image to be written back in its input's polarity (``written_back``, one
     flag per image, ``uploads.written_back``: all or none of a release's, so the column says nothing of one input)
     is inverted back, and the manifest then says so of each file."""
     from cadp.uploads import INVERTED_BACK, in_input_polarity, png_bytes
 
     order = list(range(len(names)))
-    if handling != "kept":
+    copied = keep_names and handling == "kept"
+    if not copied:
         random.SystemRandom().shuffle(order)
     files, manifest = [], []
     for number, index in enumerate(order):
         label = class_names[int(result.released_condition["label"][index])]
-        file = released_name(names[index], number, copy_name=handling == "kept", tag=tag, label=label)
+        file = released_name(names[index], number, copy_name=copied, tag=tag, label=label)
         description = released_description(terms, label, handling)
         flipped = bool(written_back and written_back[index])
         files.append((file, png_bytes(in_input_polarity(result.privatized[index].numpy(), flipped),
@@ -209,12 +211,16 @@ def repeated_rows_note(keys: list[str], cost: str, released: bool, formal: bool 
             "they are one patient's repeated row.")
 
 
-def download_note(handling: str, first_file: str, written_back: bool = False) -> str:
-    """What the app says of an image release's downloaded files (``release_files``): their names and contents
-    (``written_back``: the images were inverted back, ``uploads.written_back``)."""
+def download_note(handling: str, first_file: str, written_back: bool = False, keep_names: bool = False) -> str:
+    """What the app says of an image release's downloaded files (``release_files``, ``keep_names`` as given to it):
+    their names and contents (``written_back``: the images were inverted back, ``uploads.written_back``)."""
     inverted_note = (" Every image was inverted for the model (Inversion: always): each is shown and downloaded "
                      "inverted back, as you uploaded it.")
-    if handling == "kept":
+    if handling == "kept" and not keep_names:
+        names = ("Downloaded files are numbered in an order drawn at random: your file names (which can identify a "
+                 "patient) and the upload's order are left out (\"Keep your file names\" above keeps them). Each "
+                 f"name carries the label kept with its image ({first_file}).")
+    elif handling == "kept":
         names = (f"Downloaded files keep your file names ({first_file}), numbered in the upload's order (a ZIP's "
                  "folders are left out of the names: two files of one name in two folders differ by their number "
                  "only, in the order the page's Show list gives them): rename them before sharing if a name "

@@ -2436,3 +2436,22 @@ def test_a_download_that_is_not_private_says_so_in_its_name(download_names):
     at.button(key="image_privatize").click().run()
     clean(at)
     assert "cadp-privatized-not-private.zip" in download_names, download_names
+
+
+def test_upload_names_are_left_out_of_the_downloads_unless_asked_for():
+    """'Müller, Hans; DOB=1970.png' was released as '0000-Müller-Hans-DOB-1970-label-...png' by default (a kept
+    label): a file name is a common place for a patient's name, and the guarantee does not cover it."""
+    at = page("image.py")
+    at.file_uploader(key="image_upload").set_value([("Müller, Hans; DOB=1970.png", helpers.png(1), "image/png"),
+                                                    ("b.png", helpers.png(2), "image/png")]).run()
+    at.button(key="image_privatize").click().run()
+    names = [name for name, _ in clean(at).session_state["image_result"]["files"]]
+    assert not any("Müller" in name or "b-label" in name for name in names), names
+    assert any("your file names (which can identify a patient) and the upload's order are left out" in c.value
+               for c in at.caption)
+    at.checkbox(key="image_keep_names").check().run()
+    at.button(key="image_privatize").click().run()
+    names = [name for name, _ in clean(at).session_state["image_result"]["files"]]
+    assert names[0].startswith("0000-Müller-Hans-DOB-1970-label-") and names[1].startswith("0001-b-label-"), names
+    at.radio(key="image_label_handling").set_value("randomized").run()  # names carry the true label: never kept
+    assert "image_keep_names" not in [box.key for box in at.checkbox]

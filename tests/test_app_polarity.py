@@ -28,6 +28,7 @@ def released_page(files, invert: str = "auto") -> AppTest:
     at = AppTest.from_file(str(ROOT / "views" / "image.py"), default_timeout=90).run()
     at.file_uploader(key="image_upload").set_value(files).run()
     at.radio(key="image_invert").set_value(invert).run()
+    at.checkbox(key="image_keep_names").check().run()  # the files named after their inputs: each is told apart
     at.button(key="image_privatize").click().run()
     assert not at.exception, [e.value for e in at.exception]
     return at

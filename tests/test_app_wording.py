@@ -30,8 +30,11 @@ def test_the_latent_distance_is_said_to_hold_the_clip_not_the_noise_alone():
 
 
 def test_kept_names_say_a_zips_folders_are_left_out_and_the_numbers_follow_the_upload():
-    note = compare.download_note("kept", "0000-scan-label-1-laplace-eps10.png")
+    note = compare.download_note("kept", "0000-scan-label-1-laplace-eps10.png", keep_names=True)
     assert "numbered in the upload's order (a ZIP's folders are left out of the names" in note
+    # by default the names are not kept, with a kept label too: names often identify a patient
+    note = compare.download_note("kept", "0000-label-1-laplace-eps10.png")
+    assert "your file names (which can identify a patient) and the upload's order are left out" in note
 
 
 def test_the_hub_box_names_the_weights_folder_by_its_role_not_the_servers_path(monkeypatch):

@@ -164,7 +164,7 @@ def extra_caption(epsilon_words: str, label: int, class_names: list[str], handli
     return ", ".join(words) + (" · " if words else "") + f"released as {class_names[label]}"
 
 
-def release(loaded, records, labels, handling, settings, strip: bool, gallery: int) -> dict:
+def release(loaded, records, labels, handling, settings, strip: bool, gallery: int, keep_names: bool = False) -> dict:
     model, name = loaded.model, settings.name
     generator = new_generator(settings.seed)
     pixels = torch.as_tensor(np.stack([r.pixels for r in records]))
@@ -203,7 +203,8 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
         result, [r.name for r in records], loaded.config.class_names, handling.handling,
         tag=(tag := compare.release_tag(settings.mechanism, seeded=settings.seed is not None)), terms=ui.release_terms(result),
         mechanism=ui.MECHANISM_LABELS[name] + (f" (ran on {result.batch_text})" if name == "paper" else ""),
-        cost=ui.cost_text([settings.mechanism], handling.cost), written_back=[r.written_back for r in records])
+        cost=ui.cost_text([settings.mechanism], handling.cost), written_back=[r.written_back for r in records],
+        keep_names=keep_names)
     extra = extra_releases(settings, strip, gallery)
     repeats = compare.repeated_images_note([r.key for r in records], ui.cost_text([settings.mechanism], handling.cost),
                                            (len(extra), ui.cost_text(extra, handling.cost)) if extra else None,
@@ -211,6 +212,7 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
     return {"names": [r.name for r in records], "result": result, "repeats": repeats, "handling": handling.handling,
             "label_cost": handling.cost,
             "strip": strip_images, "gallery": gallery_images, "files": files, "manifest": manifest, "tag": tag,
+            "keep_names": keep_names,
             "epsilon": settings.epsilon, "per_unit": name == "metric",  # metric: epsilon per unit of distance
             # paper's output depends on its batch: the extra releases run on the first image alone
             "alone": name == "paper" and len(records) > 1,
@@ -305,7 +307,7 @@ def show_result(loaded, state, changed: bool) -> None:
         st.download_button("Download cautions.txt (for you, not part of the release)",
                            compare.cautions_text(state["repeats"]), file_name="cautions.txt", mime="text/plain",
                            on_click="ignore", key="download_cautions")
-    st.caption(compare.download_note(state["handling"], state["files"][0][0], any(back)))
+    st.caption(compare.download_note(state["handling"], state["files"][0][0], any(back), state.get("keep_names", False)))
 
 
 def page(loaded) -> None:
@@ -331,16 +333,22 @@ def page(loaded) -> None:
         st.caption(f"Each strip image and each gallery draw is a release of the first image: one press adds "
                    f"{len(extra)} releases to its ledger entry besides the release itself; together they "
                    f"cost {ui.cost_text(extra, handling.cost)}.")
+    # names often identify a patient: kept only on request, and only with a kept label (names carry the true one)
+    keep_names = handling.handling == "kept" and st.checkbox(
+        "Keep your file names in the downloaded files' names", value=False, key=ui.kept("image_keep_names"),
+        help="Off: the files are numbered in an order drawn at random. The guarantee covers the image content, "
+             "not file names: a name that identifies a patient stays readable in the download.")
     # a release is shown with the model and the inputs (pixels as prepared: inversion included; and their names,
     # which its files carry: a file renamed to hide a patient's name must not be downloaded under the old one)
     made_of = (loaded.config.name, loaded.origin, ui.record_key(b"".join(r.pixels.tobytes() for r in records)),
                tuple(r.name for r in records))
-    choices = (tuple(int(label) for label in labels), handling, settings.summary)  # (the strip and gallery: extras)
+    choices = (tuple(int(label) for label in labels), handling, settings.summary,  # (the strip and gallery: extras)
+               keep_names)
     before = ui.released_before_note([r.key for r in records], "image")
     if before:
         st.warning(before)
     if st.button("Privatize", type="primary", key="image_privatize"):
-        st.session_state[RESULT] = release(loaded, records, labels, handling, settings, strip, gallery)
+        st.session_state[RESULT] = release(loaded, records, labels, handling, settings, strip, gallery, keep_names)
         st.session_state[RESULT].update(made_of=made_of, choices=choices)
     state = st.session_state.get(RESULT)
     if state is not None and state.get("made_of") == made_of:
