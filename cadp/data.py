@@ -917,7 +917,11 @@ class TabularEncoder:
                 # cells that are not finite numbers count as empty, as transform reads them (inf broke the lattice)
                 values = pd.to_numeric(series, errors="coerce").astype(np.float64).replace([np.inf, -np.inf], np.nan)
                 if values.isna().all():
-                    raise InputError(f"column {name!r} has no numeric values; mark it categorical")
+                    cells = series.dropna()
+                    example = f" (e.g. {str(cells.iloc[0])[:40]!r})" if len(cells) else ""
+                    raise InputError(f"column {name!r} has no numeric values{example}: write its numbers plainly (no "
+                                     "thousands separators, units or words), or mark it categorical if its values "
+                                     "are categories")
                 words = series[values.isna() & series.notna()]
                 if len(words) and len(words) >= 0.5 * series.notna().sum():  # (a few "n/a" cells: read as empty)
                     raise InputError(f"column {name!r} is numeric here, but {len(words):,} of its "

@@ -137,3 +137,21 @@ def test_a_table_without_a_categorical_column_says_how_to_make_one_a_condition()
     at.file_uploader(key="table_upload").set_value(("d.csv", frame.to_csv(index=False).encode(), "text/csv")).run()
     text = " ".join(info.value for info in clean(at).info)
     assert "No column of this table is categorical" in text and "gender has 10 or fewer distinct values" in text, text
+
+
+def test_a_table_no_model_can_be_fitted_on_offers_no_fit_and_says_what_to_change():
+    """chol written '1,640' (thousands separators): the model's schema keeps it numeric, so a fit here could only
+    fail, yet the page offered one, and its error after the press said only "mark it categorical"."""
+    from cadp.data import load_table
+
+    frame = load_table("diabetes").frame.head(60).copy()
+    frame["bmi"] = [f"{value * 1000:,.0f}" for value in frame["bmi"]]  # '1,640'-style text in every cell
+    at = table_page()
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="table_upload").set_value(("thousands.csv", frame.to_csv(index=False).encode(),
+                                                    "text/csv")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert any("no model can be fitted on it here as it is" in e and "write its numbers plainly (no thousands "
+               "separators" in e and "'bmi'" in e for e in errors), errors
+    assert not any(b.label == "Fit a model on this table" for b in at.button)

@@ -5,8 +5,9 @@ import streamlit as st
 
 from cadp import compare, hub, ui
 from cadp.data import TABULAR_DATASETS, category_texts, infer_column_kind, table_fit_problems, text_category_columns
-from cadp.privatize import privatize, public_training_data
-from cadp.train import fit_here_caution, held_out_rows_note
+from cadp.errors import InputError
+from cadp.privatize import UPLOAD_DATASET, privatize, public_training_data
+from cadp.train import fit_here_caution, held_out_rows_note, tabular_config
 
 RESULT = "table_result"
 SHOWN_ROWS = 200
@@ -55,6 +56,20 @@ def choose_schema(frame: pd.DataFrame, identity: str, model_kinds: dict[str, str
     return dict(zip(edited["column"], edited["type"]))
 
 
+def fit_problem(frame, conditions, kinds, fit_key) -> str | None:
+    """Why no model can be fitted on ``frame`` with these conditions and column kinds (its encoders cannot be
+    built), or None; checked once per table and choices (about 0.5 s for 100,000 rows), not on every rerun."""
+    checked = st.session_state.get("table_fit_check")
+    if checked is None or checked[0] != fit_key:
+        try:
+            tabular_config(frame, conditions, name="check", dataset=UPLOAD_DATASET, kinds=kinds)
+            checked = (fit_key, None)
+        except InputError as error:
+            checked = (fit_key, str(error))
+        st.session_state["table_fit_check"] = checked
+    return checked[1]
+
+
 def model_for(loaded, frame, conditions, kinds, key, name):
     """The bundled model when the table fits it, else a model fitted on the fly (form + progress)."""
     problems = []
@@ -73,8 +88,13 @@ def model_for(loaded, frame, conditions, kinds, key, name):
             if notes:  # said before a release is made (and charged), not only after
                 st.info("A release of this table as it is: " + "; ".join(notes) + ".")
             return loaded.model
-    st.warning(fit_here_caution(problems, model_loaded=loaded is not None))
     fit_key = (key, tuple(conditions), tuple(sorted(kinds.items())))
+    unfittable = fit_problem(frame, conditions, kinds, fit_key)
+    if unfittable:  # (a numeric column of text: a press of Fit could only fail)
+        st.error(("This table does not match the chosen model (" + "; ".join(problems) + "), and " if problems
+                  else "") + f"no model can be fitted on it here as it is: {unfittable}.")
+        return None
+    st.warning(fit_here_caution(problems, model_loaded=loaded is not None))
     with st.form("table_fit"):
         steps = st.slider("Training steps", 100, 3000, 400, 100, key=ui.kept("table_steps"))
         submitted = st.form_submit_button("Fit a model on this table")
