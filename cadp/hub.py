@@ -31,7 +31,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from cadp.errors import CadpError, InputError, ModelError
-from cadp.models import ModelConfig, SmallCNN, build_model, check_permutations, config_from_dict, config_to_dict
+from cadp.models import (
+    ModelConfig,
+    SmallCNN,
+    build_model,
+    check_permutations,
+    config_from_dict,
+    config_to_dict,
+)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -156,9 +163,14 @@ def save_model(model: torch.nn.Module, folder: Path | str, *, card: str | None =
             (folder / name).unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     _save_weights(weights_state(model, half_precision), folder / WEIGHTS_NAME)
-    if model.config.latent_distances is not None:  # measured with these weights: the config says which they are
-        config = config_to_dict(model.config)
-        config["latent_distances"][WEIGHTS_KEY] = weights_digest(folder)
+    distances = model.config.latent_distances
+    if distances is not None:  # the config says which weights they were measured with
+        config, digest = config_to_dict(model.config), weights_digest(folder)
+        recorded = getattr(distances, WEIGHTS_KEY, None)
+        # measured fresh (none recorded): these weights'; recorded for others (a loaded model changed since, or
+        # saved in half precision): another network's, not written as these weights'
+        config["latent_distances"] = {**config["latent_distances"], WEIGHTS_KEY: digest} \
+            if not isinstance(recorded, str) or recorded.lower() == digest else None
         config_text = json.dumps(config, indent=2) + "\n"
     (folder / CONFIG_NAME).write_text(config_text)
     if classifier is not None:
@@ -410,9 +422,6 @@ def weights_digest(folder: Path | str) -> str | None:
     return None if stamp is None else _file_digest(str(weights), stamp)
 
 
-DISTANCES_OF_OTHER_WEIGHTS = ("config.json's latent distances were measured with other weights than its "
-                              "model.safetensors (the weights were replaced after they were measured), so they are "
-                              "not used")
 
 
 def leave_out_other_distances(config, folder: Path | str) -> bool:

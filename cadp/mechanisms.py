@@ -110,6 +110,23 @@ def stated(value: float) -> str:
     return short if float(short) == float(value) else exact(value)
 
 
+def stated_total(values) -> str:
+    """A total as the terms state it: the exact sum of its parts as ``stated`` writes them, so that a total never
+    reads less than the parts it adds up (``written_up``'s float slack made 1.0000000000001 + 0 read 1), and
+    0.1 + 0.2 reads 0.3."""
+    from decimal import ROUND_CEILING, Context, Decimal
+
+    exactly = Context(prec=1000)  # every sum of a few floats' texts, exactly (the default 28 digits rounded it)
+    total = Decimal(0)
+    for value in values:
+        total = exactly.add(total, Decimal(stated(float(value))))
+    if not total:
+        return "0"
+    if -20 < total.adjusted() < 20:
+        return format(exactly.normalize(total), "f")
+    return str(Context(prec=17, rounding=ROUND_CEILING).plus(total).normalize())  # 1.0000000000000001E+300, up
+
+
 def exact(value: float) -> str:
     """A number as written in terms and records: the shortest text that reads back as the same float (1e-05; a
     delta of 1.0000049e-05 must not be written 1e-05, less than was used)."""
@@ -542,7 +559,8 @@ class MetricMechanism(Mechanism):
 
     def guarantee(self, d_typ: float | None = None, d_nn: float | None = None,
                   fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
-                  distances_measured_on: str | None = None, stated_public: str | None = None, **_) -> str:
+                  distances_measured_on: str | None = None, stated_public: str | None = None,
+                  distances_missing: str | None = None, **_) -> str:
         # which two records the bound compares follows how the conditions are released (a kept one is exact)
         pair, typical_pair = (("any two records", "two typical distinct records") if kept is None else
                               ("any two records, in the latent (the conditions' release is stated apart)",
@@ -562,7 +580,9 @@ class MetricMechanism(Mechanism):
             if nearest > 10:
                 text += " At this setting only near-duplicates are protected."
         else:  # (PRIVACY.md: always say what it means between real records; here that cannot be said)
-            text += (" This model has no measured latent distances, so this cannot be turned into an epsilon "
+            text += (" This model has no measured latent distances" if not distances_missing else
+                     f" This model's weights have no measured latent distances ({distances_missing})")
+            text += (", so this cannot be turned into an epsilon "
                      "between real records: how far apart its records lie, and so which ones this setting "
                      "protects, is not known (for the bundled models, settings that keep a release recognizable "
                      "protect only near-duplicates).")

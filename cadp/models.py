@@ -34,6 +34,11 @@ CONV_SUBNETS = {"3-1-3": 1, "3-3-3": 3}
 
 # --------------------------------------------------------------------------- configs
 
+DISTANCES_OF_OTHER_WEIGHTS = ("config.json's latent distances were measured with other weights than its "
+                              "model.safetensors (the weights were replaced after they were measured), so they are "
+                              "not used")  # (hub.leave_out_other_distances: said by the pages and the release terms)
+
+
 @dataclass
 class LatentDistances:
     """Median L1 latent distances on held-out data (PRIVACY.md, metric mechanism), or, where too few records were

@@ -41,10 +41,10 @@ from cadp.mechanisms import (
     new_generator,
     release_condition,
     stated,
+    stated_total,
     total_epsilon,
-    written_up,
 )
-from cadp.models import ImageCINN, TabularCINN, checked_pixel_values, class_indices
+from cadp.models import DISTANCES_OF_OTHER_WEIGHTS, ImageCINN, TabularCINN, checked_pixel_values, class_indices
 
 NOT_PRIVATE_SEED = "not private: reproducible seed"
 CALLER_GENERATOR = ("not known to be private: torch.Generator() starts from the same seed every time, and torch's CPU "
@@ -125,7 +125,10 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
     stated_by = getattr(model, "stated_by", None)
     kwargs = ({"d_typ": distances.d_typ, "d_nn": distances.d_nn, "distances_measured_on": distances.measured_on
                + (f", according to {stated_by} (not checked by this app)" if stated_by else "")}
-              if distances else {})
+              if distances else
+              # (hub.leave_out_other_distances dropped those of the config: another network's)
+              {"distances_missing": "its " + DISTANCES_OF_OTHER_WEIGHTS}
+              if getattr(model.config, "distances_of_other_weights", False) else {})
     dataset = model.config.dataset
     public = public_training_data(model)
     names = _condition_names(model)
@@ -144,12 +147,14 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
             else f"{name} resampled from {_prior_words(model, name, public)} (costs 0)"
             for name, h in released.items()) + ".")
         if isinstance(mechanism, MetricMechanism):  # two units: they do not add into one number
-            conditions = sum(h.cost for h in handlings.values())
+            conditions = stated_total(h.cost for h in handlings.values())
             parts.append(f"Total of this release (basic composition): {stated(mechanism.epsilon)} per unit of latent L1 "
-                         f"distance + epsilon = {written_up(conditions)} for conditions.")
+                         f"distance + epsilon = {conditions} for conditions.")
         elif mechanism.formal:
             delta = getattr(mechanism, "delta", None)  # (gaussian: the conditions add epsilon only)
-            parts.append(f"Total epsilon of this release (basic composition): {written_up(total_epsilon(mechanism, handlings))}"
+            total_epsilon(mechanism, handlings)  # (refuses a total that overflows to infinity)
+            parts.append("Total epsilon of this release (basic composition): "
+                         + stated_total([mechanism.epsilon] + [h.cost for h in handlings.values()])
                          + (f", with delta = {exact(delta)}." if delta is not None else "."))
     if seed is not None:  # said first: what follows holds only for noise nobody can reproduce
         parts.insert(0, f"NOT PRIVATE: noise from a fixed seed ({NOT_PRIVATE_SEED}); anyone with the seed can "

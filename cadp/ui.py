@@ -42,7 +42,7 @@ from cadp.mechanisms import (
     readable,
     written_up,
 )
-from cadp.models import warm_up
+from cadp.models import DISTANCES_OF_OTHER_WEIGHTS, warm_up
 from cadp.privatize import UPLOAD_DATASET, repeated_cost_note
 from cadp.uploads import (  # record keys: the CLI's too, one way to recognize a record
     MAX_ZIP_FILES,
@@ -928,7 +928,7 @@ def metric_meaning(config, epsilon_unit: float, conditions_kept: bool = True, pu
     conditions are kept (released exactly) in this release; ``publisher``: who states the distances (``stated_by``)."""
     distances = getattr(config, "latent_distances", None)
     if distances is None:
-        why = (hub.DISTANCES_OF_OTHER_WEIGHTS if getattr(config, "distances_of_other_weights", False)
+        why = (DISTANCES_OF_OTHER_WEIGHTS if getattr(config, "distances_of_other_weights", False)
                else None)
         return (f"This model's {why}, so ε·d cannot be turned into an ε between records." if why else
                 "This model has no measured latent distances, so ε·d cannot be turned into an ε between records.")

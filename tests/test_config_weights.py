@@ -16,6 +16,7 @@ from cadp import hub, ui
 from cadp.errors import ModelError
 from cadp.evaluate import report_notes
 from cadp.mechanisms import make_mechanism
+from cadp.models import DISTANCES_OF_OTHER_WEIGHTS
 from cadp.privatize import release_guarantee
 from tests import app_helpers as helpers
 from tests.test_eval_weights import replace_weights
@@ -50,6 +51,9 @@ def test_distances_of_replaced_weights_are_not_used_and_the_reason_is_said(table
     assert ui.whole_latent_epsilon(loaded.config, 0.7) is None  # the old median norm is not quoted either
     terms = release_guarantee(loaded.model, make_mechanism("metric", 1.0), seed=0)
     assert "distance 8" not in terms and "Between" not in terms, terms
+    # the terms say why, as the pages do (they said "This model has no measured latent distances")
+    assert "This model's weights have no measured latent distances (its config.json's latent distances were " \
+           "measured with other weights" in terms, terms
     # the same folder with its own weights again states them
     fresh = hub.load_folder(hub.save_model(loaded.model, table_folder.parent / "again"))
     assert fresh.config.latent_distances is None  # nothing measured for the new weights: none are claimed
@@ -85,7 +89,7 @@ def test_the_model_card_page_says_the_distances_are_left_out(table_folder, monke
     monkeypatch.setenv("CADP_WEIGHTS_DIR", str(table_folder.parent))
     at = AppTest.from_file(str(ROOT / "views" / "model_card.py"), default_timeout=90).run()
     assert not at.exception, [e.value for e in at.exception]
-    assert any(hub.DISTANCES_OF_OTHER_WEIGHTS in w.value for w in at.warning), [w.value for w in at.warning]
+    assert any(DISTANCES_OF_OTHER_WEIGHTS in w.value for w in at.warning), [w.value for w in at.warning]
 
 
 def test_every_bundled_config_records_the_bundled_weights():
@@ -93,3 +97,18 @@ def test_every_bundled_config_records_the_bundled_weights():
         folder = hub.BUNDLED_DIR / name
         assert recorded(folder) == hashlib.sha256((folder / hub.WEIGHTS_NAME).read_bytes()).hexdigest(), name
         assert hub.load_folder(folder).config.latent_distances is not None, name
+
+
+def test_a_changed_model_saved_again_does_not_stamp_the_distances_of_its_old_weights(table_folder, tmp_path):
+    """save_model stamped whatever distances the config held with the new file's digest: a loaded model changed in
+    memory (fine-tuned) and saved kept its old network's d_typ, d_nn and norm as its own."""
+    import torch
+
+    loaded = hub.load_folder(table_folder)
+    unchanged = hub.load_folder(hub.save_model(loaded.model, tmp_path / "same"))
+    assert unchanged.config.latent_distances is not None and recorded(tmp_path / "same") == recorded(table_folder)
+    with torch.no_grad():
+        next(loaded.model.parameters()).add_(0.01)
+    changed = hub.save_model(loaded.model, tmp_path / "changed")
+    assert json.loads((changed / hub.CONFIG_NAME).read_text())["latent_distances"] is None
+    assert hub.load_folder(changed).config.latent_distances is None

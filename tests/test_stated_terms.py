@@ -68,3 +68,23 @@ def test_metric_too_small_an_epsilon_is_refused_without_advice_that_does_not_app
     with pytest.raises(InputError) as refused:
         make_mechanism("metric", 1e-40)
     assert "choose a larger epsilon" in str(refused.value) and "temperature" not in str(refused.value)
+
+
+def test_a_total_never_reads_less_than_the_parts_the_terms_state(table_model):  # noqa: F811
+    """'epsilon = 1.0000000000001 for the latent' was followed by 'Total epsilon of this release: 1' (written_up's
+    float slack), and metric's conditions '+ epsilon = 2' for a condition epsilon of 2.0000000000003."""
+    from cadp.hub import load_folder
+    from cadp.mechanisms import stated_total
+
+    model = load_folder(table_model).model
+    name = model.config.condition_columns[0]
+    terms = release_guarantee(model, make_mechanism("laplace", 1.0000000000001), seed=0,
+                              condition_handling={name: ConditionHandling("randomized", 1.0)})
+    assert "Total epsilon of this release (basic composition): 2.0000000000001." in terms, terms
+    randomized = {name: ConditionHandling("randomized", 2.0000000000003)}
+    terms = release_guarantee(model, make_mechanism("metric", 1.0), seed=0, condition_handling=randomized)
+    assert "+ epsilon = 2.0000000000003 for conditions" in terms, terms
+    terms = release_guarantee(model, make_mechanism("laplace", 0.1), seed=0,
+                              condition_handling={name: ConditionHandling("randomized", 0.2)})
+    assert "Total epsilon of this release (basic composition): 0.3." in terms, terms  # not 0.30000000000000004
+    assert stated_total([1e300, 1]) == "1.0000000000000001E+300"  # rounded up where it is shortened

@@ -11,9 +11,9 @@ from cadp import ui
 from cadp.curves import finite_numbers, literal
 from cadp.data import PUBLIC_DATASETS
 from cadp.errors import ModelError
-from cadp.hub import DISTANCES_OF_OTHER_WEIGHTS, current_eval
+from cadp.hub import current_eval
 from cadp.mechanisms import DEFAULT_TEMPERATURE
-from cadp.models import ClassIndices
+from cadp.models import DISTANCES_OF_OTHER_WEIGHTS, ClassIndices
 from cadp.privatize import public_training_data
 
 MAX_CARD_CHARACTERS = 200_000  # a Hub card can be any size: the browser gets at most this much of it
