@@ -644,8 +644,9 @@ class LabelResolver:
         for name in self.class_names:
             text = unicodedata.normalize("NFKC", name)  # (also turns the numeral signs Ⅲ, ⅳ into letters)
             numbers.update(int(group) for group in re.findall(r"\d+", text))
-            # Roman numerals ('Stage II', 'Grade IV'): a cell "2" could be that class, or the class at index 2
-            numbers.update(roman_value(word) for word in re.findall(r"[A-Za-z]+", text) if roman_value(word))
+            # Roman numerals after a word ('Stage II', 'Grade IV', 'Type I'): a cell "2" could be that class, or the
+            # class at index 2; a name's first word is a word ('I', 'V', 'X-ray', 'CD': letters and acronyms)
+            numbers.update(roman_value(word) for word in re.findall(r"[A-Za-z]+", text)[1:] if roman_value(word))
         return numbers
 
     def folder_class_index(self, folder: str) -> int | None:

@@ -1175,11 +1175,11 @@ def _round_trip(model: TabularCINN, frame: pd.DataFrame) -> dict:
             errors = np.abs(first.to_numpy(float) - second.to_numpy(float)) / np.maximum(1.0, np.abs(first.to_numpy(float)))
             max_error = max(max_error, float(np.nanmax(errors, initial=0.0)))
             differs = (errors > 1e-4) & present
-        else:  # a condition or category: equal as text, or as numbers (2.0 in, 2 out is the same value)
+        else:  # a condition or category: equal as text, or, read as floats (2.0), as the number (2) it comes back as
             differs = (first.astype(str).to_numpy() != second.astype(str).to_numpy()) & present
-            numbers = pd.to_numeric(first, errors="coerce").to_numpy(float), \
-                pd.to_numeric(second, errors="coerce").to_numpy(float)
-            differs &= ~(numbers[0] == numbers[1])  # (NaN, text that is no number, never equals)
+            if pd.api.types.is_float_dtype(first):  # (text '01' back as '1', an id past 2**53: compared as text)
+                numbers = first.to_numpy(float), pd.to_numeric(second, errors="coerce").to_numpy(float)
+                differs &= ~(numbers[0] == numbers[1])  # (NaN, text that is no number, never equals)
         if differs.any():
             mismatched.append(column)
             rows_differing |= differs

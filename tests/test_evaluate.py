@@ -850,3 +850,22 @@ def test_the_round_trip_of_a_condition_written_2_0_is_exact():
     assert trip["exact"] and trip["mismatched_columns"] == [], trip
     changed = frame.assign(sex=frame["sex"].map({1.0: "a", 2.0: "b"}))  # text still compared as text
     assert _round_trip(fit_tabular(changed, ["sex"], steps=5), changed)["exact"]
+    # text that reads as another number is another value: '01' released as '1' is no exact round trip
+    padded = frame.assign(sex=frame["sex"].map({1.0: "01", 2.0: "02"}))
+    model = fit_tabular(padded, ["sex"], steps=5)
+    relabelled = padded.assign(sex=padded["sex"].str.lstrip("0"))
+    import cadp.privatize as privatize_module
+
+    real = privatize_module.privatize
+
+    def stripped(*args, **kwargs):  # a release that writes '01' as '1'
+        result = real(*args, **kwargs)
+        result.privatized_frame["sex"] = relabelled["sex"].to_numpy()
+        return result
+
+    privatize_module.privatize = stripped
+    try:
+        trip = _round_trip(model, padded)
+    finally:
+        privatize_module.privatize = real
+    assert not trip["exact"] and trip["mismatched_columns"] == ["sex"], trip

@@ -138,7 +138,12 @@ def test_a_number_a_roman_numeral_class_name_holds_is_refused_not_read_as_an_ind
         with pytest.raises(archive.InputError, match="in digits or Roman numerals"):
             stages.class_index(cell)
     assert stages.class_index("0") == 0 and stages.class_index("stage ii") == 1  # no name holds 0; names match
-    assert archive.LabelResolver(["Ⅰ", "Ⅱ"]).numbers_in_names == {1, 2}  # the numeral signs too (NFKC)
+    assert archive.LabelResolver(["Grade Ⅰ", "Grade Ⅱ"]).numbers_in_names == {1, 2}  # the numeral signs too (NFKC)
+    # a name's first word is a word: letters A-Z (EMNIST), 'V' (an ECG class), 'X-ray other', 'CD' keep indices
+    letters = archive.LabelResolver([chr(code) for code in range(ord("A"), ord("Z") + 1)])
+    assert [letters.class_index(cell) for cell in ("1", "5", "10")] == [1, 5, 10]
+    assert archive.LabelResolver(["N", "V", "X-ray other", "CD", "a", "b", "c", "d", "e", "f", "g"]).numbers_in_names \
+        == set()
     # lower-case words are words ('mild' is no numeral), and names without numerals keep their indices
     assert [archive.LabelResolver(["mild", "civil", "vivid"]).class_index(c) for c in "012"] == [0, 1, 2]
     assert [archive.roman_value(word) for word in ("IV", "XL", "IIII", "VX", "mix")] == [4, 40, None, None, None]
