@@ -692,7 +692,7 @@ def _resolve_endpoint(endpoint: str | None) -> str:
     # unclosed IPv6 address ('http://[::1') raised ValueError there, a traceback
     given = endpoint or os.environ.get("HF_ENDPOINT")
     if given:
-        _check_endpoint(given.rstrip("/"), "the endpoint given" if endpoint else "$HF_ENDPOINT")
+        _check_endpoint(given, "the endpoint given" if endpoint else "$HF_ENDPOINT")
     from huggingface_hub import constants
 
     # No telemetry: with it, huggingface_hub also fetches an agent list from its import-time endpoint.
@@ -701,14 +701,21 @@ def _resolve_endpoint(endpoint: str | None) -> str:
     return (given or constants.ENDPOINT).rstrip("/")
 
 
+def check_endpoint_setting() -> None:
+    """Refuse a $HF_ENDPOINT that is no Hub address (``_check_endpoint``), for code about to import huggingface_hub."""
+    if os.environ.get("HF_ENDPOINT"):
+        _check_endpoint(os.environ["HF_ENDPOINT"], "$HF_ENDPOINT")
+
+
 def _check_endpoint(address: str, given: str) -> None:
     """Refuse a Hub address that is no http(s) URL: a mistake to say, not a Hub that is down (a bundled id would
     fall back to its folder as if the Hub could not be reached)."""
     from urllib.parse import urlsplit
 
-    try:
+    try:  # (urlsplit strips spaces and drops tabs and newlines, which the requests then meet: none allowed)
         parts = urlsplit(address)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0 \
+            and not any(character.isspace() or not character.isprintable() for character in address)
     except ValueError:  # 'http://[::1' (an unclosed IPv6 address), a port that is no number
         valid = False
     if not valid:
@@ -1024,9 +1031,10 @@ def push_model(folder: Path | str, repo_id: str, *, token: str | None = None, dr
     if dry_run:
         return PushResult(repo_id, files, dry_run=True, skipped=skipped)
 
+    endpoint = _resolve_endpoint(endpoint)  # (before huggingface_hub is imported: it parses $HF_ENDPOINT then)
     from huggingface_hub import HfApi
 
-    api = HfApi(endpoint=_resolve_endpoint(endpoint), token=token)
+    api = HfApi(endpoint=endpoint, token=token)
     with _publishing_errors(f"could not push {folder} to Hub repo {repo_id}"):
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         if own_data and api.model_info(repo_id).private is not True:  # (None: the Hub did not say)
@@ -1098,9 +1106,10 @@ def push_space(repo_id: str, *, root: Path | str = REPO_ROOT, token: str | None 
     if dry_run:
         return PushResult(repo_id, files, dry_run=True)
 
+    endpoint = _resolve_endpoint(endpoint)  # (before huggingface_hub is imported: it parses $HF_ENDPOINT then)
     from huggingface_hub import HfApi
 
-    api = HfApi(endpoint=_resolve_endpoint(endpoint), token=token)
+    api = HfApi(endpoint=endpoint, token=token)
     head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True, check=False).stdout.strip()
     with _publishing_errors(f"could not deploy the Space {repo_id}"):

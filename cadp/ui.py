@@ -66,7 +66,7 @@ GUARANTEES_IN_PLAIN_WORDS = {
     "laplace": "**laplace** — pure ε-local differential privacy: the latent is clipped to an L1 ball per record "
                "and Laplace noise calibrated to its diameter is added.",
     "gaussian": "**gaussian** — (ε, δ)-local differential privacy: L2 clip per record, Gaussian noise from the "
-                "analytic calibration (Balle & Wang 2018), valid for every ε > 0 (this app takes ε up to 1e9).",
+                "analytic calibration (Balle & Wang 2018), valid for every ε > 0 up to 1e9, the largest the library takes.",
     "metric": "**metric** — ε·d privacy: no clipping; the slider sets ε per unit of latent L1 distance, so "
               "protection between two records depends on how far apart their latents are.",
     "paper": f"**paper** — {PAPER_LABEL}: the original CADP code (batch-level clipping, sensitivity "
@@ -246,9 +246,12 @@ _IN_USE_LOCK = threading.Lock()  # HUB_FOLDERS_IN_USE, changed by every session'
 def app_hub_cache() -> Path:
     """Where the app downloads Hub models: a cache of its own ($CADP_APP_HUB_CACHE, else HF_HOME/cadp-app-hub),
     pruned to APP_HUB_CACHE_BYTES, so that the app never deletes what other programs keep in the Hugging Face cache."""
+    if os.environ.get(APP_HUB_CACHE_ENV):
+        return Path(os.environ[APP_HUB_CACHE_ENV])
+    hub.check_endpoint_setting()  # (before huggingface_hub is imported: a bad $HF_ENDPOINT raised ValueError there)
     from huggingface_hub import constants
 
-    return Path(os.environ.get(APP_HUB_CACHE_ENV) or Path(constants.HF_HOME) / "cadp-app-hub")
+    return Path(constants.HF_HOME) / "cadp-app-hub"
 
 
 def load_model(source: str, hub_only: bool = False) -> hub.LoadedModel:

@@ -173,7 +173,8 @@ def test_a_branch_moving_during_the_download_is_said_plainly(server, cache, monk
     assert moved and str(cache) not in str(caught.value)
 
 
-@pytest.mark.parametrize("address", ["http://[::1", "127.0.0.1:8000", "http://127.0.0.1:port", "ftp://hub.example"])
+@pytest.mark.parametrize("address", ["http://[::1", "127.0.0.1:8000", "http://127.0.0.1:port", "ftp://hub.example",
+                                     " https://huggingface.co", "http://127.0.0.1:9\n"])
 def test_an_endpoint_that_is_no_hub_address_is_refused_not_taken_for_a_hub_that_is_down(address, monkeypatch,
                                                                                          capsys):
     """'http://[::1' raised ValueError inside huggingface_hub's import (a traceback, exit 1); '127.0.0.1:8000' read as
@@ -190,6 +191,30 @@ def test_an_endpoint_that_is_no_hub_address_is_refused_not_taken_for_a_hub_that_
     done = subprocess.run([sys.executable, "-m", "cadp.hub", "load", "cadp/heart-cinn"], capture_output=True,
                           text=True, cwd=Path(__file__).resolve().parent.parent, timeout=120)
     assert done.returncode == 2 and done.stderr.startswith("error: $HF_ENDPOINT") and "Traceback" not in done.stderr
+    with pytest.raises(hub.InputError, match="is not a Hub address"):  # the app's Hub cache, before its import
+        from cadp import ui
+
+        monkeypatch.delenv(ui.APP_HUB_CACHE_ENV, raising=False)
+        ui.app_hub_cache()
+
+
+def test_valid_endpoints_are_taken(monkeypatch):
+    for address in ("http://localhost", "https://hf-mirror.com/", "http://[::1]:8080", "http://host/hub",
+                    "HTTPS://HUB.EXAMPLE"):
+        hub._check_endpoint(address, "x")  # (no error)
+
+
+def test_push_refuses_an_endpoint_that_is_no_hub_address_in_a_fresh_process(tmp_path):
+    """push imported huggingface_hub before checking: 'http://[::1' still raised its ValueError there."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", "cadp.hub", "push", "weights/heart-cinn", "me/heart"],
+                          capture_output=True, text=True, cwd=root, timeout=120,
+                          env={**os.environ, "HF_ENDPOINT": "http://[::1", "HF_TOKEN": "x"})
+    assert done.returncode == 2 and "is not a Hub address" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_a_hugging_face_file_that_cannot_be_read_is_an_error_line(tmp_path, monkeypatch):
