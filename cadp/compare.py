@@ -33,18 +33,21 @@ def preload() -> None:
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # noqa: F401 - lazy attributes
 
 
-def _gray(pixels) -> np.ndarray:
+def _channels(pixels) -> np.ndarray:
+    """An image as (channels, height, width) floats."""
     array = torch.as_tensor(np.array(pixels) if isinstance(pixels, np.ndarray) else pixels).detach().cpu().float().numpy()
-    return array.reshape(-1, *array.shape[-2:]).mean(0) if array.ndim >= 3 else array
+    return array.reshape(-1, *array.shape[-2:])
 
 
 def image_quality(original, released) -> dict[str, float]:
-    """SSIM and PSNR (dB) of a release against its original, pixel values on [0, 255]."""
+    """SSIM and PSNR (dB) of a release against its original, pixel values on [0, 255], each colour channel
+    compared as itself, as the evaluation does (averaged into grey first, a release with its channels swapped
+    scored as a perfect copy)."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    a = np.clip(_gray(original), 0, 255)
-    b = np.clip(_gray(released), 0, 255)
-    ssim = float(structural_similarity(a, b, data_range=255.0))
+    a = np.clip(_channels(original), 0, 255)
+    b = np.clip(_channels(released), 0, 255)
+    ssim = float(structural_similarity(a, b, data_range=255.0, channel_axis=0))
     psnr = float(peak_signal_noise_ratio(a, b, data_range=255.0)) if not np.array_equal(a, b) else float("inf")
     return {"ssim": ssim, "psnr": psnr}
 
@@ -420,8 +423,8 @@ def downstream_accuracy(original: pd.DataFrame, released: pd.DataFrame, target: 
     results = {"chance": float(pd.Series(labels_o[test]).value_counts(normalize=True).max()),
                "n_train": len(train), "n_test": len(test)}
     for name, x, y in (("o/o", features_o, labels_o), ("p/o", features_p, labels_p)):
-        if len(set(y[train])) < 2:
-            results[name] = float(np.mean(y[test] == y[train][0]))
+        if len(set(y[train])) < 2:  # one class to learn: predicting it, scored on the real rows as the others
+            results[name] = float(np.mean(labels_o[test] == y[train][0]))
             continue
         classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
         classifier.fit(x[train], y[train])
@@ -459,6 +462,10 @@ def downstream_words(accuracy: dict, no_evaluation: str | None = None) -> str:
                ", so its o/o differs from the model's evaluation (trained on the model's training rows)."))
     if isinstance(tested, int) and tested > 0:
         text += f" With {tested} test rows, one row moves an accuracy by {1 / tested:.3f}."
+    if no_evaluation == FITTED_HERE_UNEVALUATED:  # its model learned from every row but its validation share
+        text += (" The model was fitted on this table, its test rows included (but those it held out to choose "
+                 "when to stop): they are held out from the classifiers, not from the model, so p/o may read "
+                 "higher than on rows the model never saw.")
     if accuracy["chance"] >= max(accuracy["p/o"], accuracy["o/o"]):
         text += (" Predicting the majority class alone does as well as both classifiers here: on this table the "
                  "check cannot tell what the release keeps for this task.")

@@ -264,10 +264,14 @@ def error_bars_note(settings: dict | None, reference=None) -> str:
     settings = settings if isinstance(settings, dict) else {}
     seeds, n_test = settings.get("seeds"), settings.get("n_test")
     count = f"{len(seeds)} seeds" if isinstance(seeds, (list, tuple)) else "the seeds"
-    text = f"Error bars: the standard deviation over {count} (the noise drawn and the classifier's training differ"
+    # a table's classifier (logistic regression, lbfgs) trains alike on the same rows, whatever the seed
+    what = ("the noise drawn differs by seed; the classifier, a logistic regression, trains the same way on the "
+            "same rows" if settings.get("kind") == "tabular" else
+            "the noise drawn and the classifier's training differ by seed")
+    text = f"Error bars: the standard deviation over {count} ({what}"
     if not isinstance(n_test, int) or isinstance(n_test, bool) or n_test < 1:
-        return text + " by seed)."
-    text += (f" by seed); every seed tests on the same {n_test:,} real records, so the bars leave out the sampling "
+        return text + ")."
+    text += (f"); every seed tests on the same {n_test:,} real records, so the bars leave out the sampling "
              "error of that test set")
     if isinstance(reference, (int, float)) and 0 < reference < 1:
         text += (f" (a binomial standard error of about {math.sqrt(reference * (1 - reference) / n_test):.3f} at "

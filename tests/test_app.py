@@ -1408,13 +1408,32 @@ def test_utility_recompute_says_it_is_a_smaller_run_and_how_to_reproduce_the_sto
     subheader = next(s.value for s in at.subheader if s.value.startswith("Recomputed"))
     assert "not the stored curves" in subheader
     note = next(i.value for i in at.info if "This run used" in i.value)
-    assert "This run used 60 training and 30 test records, 1 CNN epoch, 1 seed, 2 epsilons (1, 1000)." in note
+    assert ("This run used 60 training and 30 test records, re-identification among 30 records, 1 CNN epoch, 1 seed, "
+            "2 epsilons (1, 1000).") in note
+    assert "not comparable" not in note  # the stored run's pool is not recorded in the fixture: nothing to compare
     assert re.search(r"Real → real accuracy \(o/o\): \d\.\d{3} here, 0\.900 in eval\.json\.", note)
     assert "`python -m cadp.evaluate utility --model " in note and helpers.IMAGE_MODEL in note
     titles = [re.sub("<[^>]+>", "", json.loads(c.proto.spec)["layout"]["title"]["text"])
               for c in at.get("plotly_chart")[:8]]
     assert all("recomputed" not in title for title in titles[:4])
     assert all(title.endswith(" — recomputed, smaller run") for title in titles[4:])
+
+
+def test_a_recompute_says_its_reidentification_pool_is_not_the_stored_ones(tiny_weights, tmp_path, monkeypatch):
+    """The app re-identifies among 200 images, the stored curves among 500: its rates read higher whatever the
+    model (chance 1/200 against 1/500), and the info box called differences 'noise of the smaller run'."""
+    import shutil
+
+    from cadp.hub import update_eval
+
+    shutil.copytree(tiny_weights / helpers.IMAGE_MODEL, tmp_path / helpers.IMAGE_MODEL)
+    stored = {**helpers.UTILITY, "settings": {**helpers.UTILITY["settings"], "n_reid": 500}}
+    update_eval(tmp_path / helpers.IMAGE_MODEL, "utility", stored)
+    monkeypatch.setenv("CADP_WEIGHTS_DIR", str(tmp_path))
+    note = next(i.value for i in recompute(monkeypatch).info if "This run used" in i.value)
+    assert ("Re-identification rates are not comparable between the two: among 30 records a match is likelier "
+            "than among 500 (chance alone is 1/30 against 1/500)") in note, note
+    assert "re-identification among 500 records" in note
 
 
 def test_the_utility_page_recomputes_at_sizes_that_mean_something():
@@ -1428,7 +1447,8 @@ def test_the_utility_page_recomputes_at_sizes_that_mean_something():
     assert sizes["n_test"] >= 300
     at = clean(page("utility.py"))
     form_text = " ".join(m.value for m in at.markdown)
-    assert "1000 training and 300 test records, 4 CNN epochs, 1 seed, 5 epsilons" in form_text
+    assert ("1000 training and 300 test records, re-identification among 200 records, 4 CNN epochs, 1 seed, "
+            "5 epsilons") in form_text
     assert "about 1–2 minutes" in form_text
 
 

@@ -120,6 +120,8 @@ def recompute_sizes(settings: dict) -> str:
     parts = []
     if isinstance(settings.get("n_train"), int) and isinstance(settings.get("n_test"), int):
         parts.append(f"{settings['n_train']} training and {settings['n_test']} test records")
+    if isinstance(settings.get("n_reid"), int):
+        parts.append(f"re-identification among {settings['n_reid']} records")
     if isinstance(settings.get("cnn_epochs"), int):
         parts.append(_count(settings["cnn_epochs"], "CNN epoch"))
     seeds = settings.get("seeds")
@@ -140,6 +142,11 @@ def show_recomputed(live: dict, stored: dict | None, loaded) -> None:
     if stored:
         text += (" Differences from the curves above of a few points of accuracy are noise of the smaller run, "
                  "not a change of the model.")
+        pools = (live.get("settings") or {}).get("n_reid"), (stored.get("settings") or {}).get("n_reid")
+        if all(isinstance(pool, int) for pool in pools) and pools[0] != pools[1]:
+            text += (f" Re-identification rates are not comparable between the two: among {pools[0]} records a "
+                     f"match is likelier than among {pools[1]} (chance alone is 1/{pools[0]} against 1/{pools[1]}), "
+                     "so the smaller pool reads higher whatever the model.")
     here, there = curves.mean_of(live.get("reference", {}).get("o/o")), \
         curves.mean_of((stored or {}).get("reference", {}).get("o/o"))
     if isinstance(here, (int, float)):
