@@ -1093,6 +1093,9 @@ def _curves(utility, mechanism: str) -> tuple[list[float], list[float], list[flo
     return epsilons, accuracy, reid
 
 
+LINE_LABEL_HEIGHT = 0.08  # a line label's height in the preview's y units (0 to 1.05 over about 210 px)
+
+
 def preview_figure(utility: dict, mechanism: str, epsilon: float):
     """Downstream accuracy and re-identification rate against ε for one mechanism of an eval.json utility
     section, with the chosen ε marked; None when the section has no such curves."""
@@ -1106,23 +1109,41 @@ def preview_figure(utility: dict, mechanism: str, epsilon: float):
         go.Scatter(x=epsilons, y=accuracy, name="downstream accuracy (p/o)", mode="lines+markers"),
         go.Scatter(x=epsilons, y=reid, name="re-identification rate", mode="lines+markers", line=dict(dash="dot")),
     ])
+    taken: list[tuple[str, float, float]] = []  # (side, bottom, top) of the line labels placed so far
+
+    def line(y: float, text: str, preferred: tuple[str, ...], **style) -> None:
+        """A horizontal line with its label at the first of ``preferred`` positions where it covers no label placed
+        before (two labels on one side less than a label's height apart printed over each other)."""
+        def span(position: str) -> tuple[str, float, float]:
+            side = position.split()[1]
+            return (side, y, y + LINE_LABEL_HEIGHT) if position.startswith("top") else \
+                (side, y - LINE_LABEL_HEIGHT, y)
+
+        def free(position: str) -> bool:
+            side, low, high = span(position)
+            return all(other != side or high <= bottom or low >= top for other, bottom, top in taken)
+
+        position = next((p for p in preferred if free(p)), preferred[0])
+        taken.append(span(position))
+        figure.add_hline(y=y, annotation_position=position, annotation_text=text, **style)
+
     reference = _number((utility.get("reference") or {}).get("o/o"))
     if reference is not None:
-        figure.add_hline(y=reference, line_dash="dash", line_color="black", annotation_text="accuracy on real in the evaluation (o/o)")
-    majority = _number(utility.get("majority_class"))
-    if majority is not None:
-        figure.add_hline(y=majority, line_dash="dashdot", line_color="gray", annotation_position="bottom right",
-                         annotation_text=f"always predicting the majority class ({majority:.3f})")
-    chance = _number(utility.get("chance"))
-    if chance is not None:
-        figure.add_hline(y=chance, line_dash="dash", line_color="gray", annotation_position="top left",
-                         annotation_text=f"chance among all records, 1/N ({chance:.1%})")
+        line(reference, "accuracy on real in the evaluation (o/o)", ("top right", "bottom right"), line_dash="dash",
+             line_color="black")
     given = _number(utility.get("chance_given_condition"))
     if given is not None:  # the attackers guess among the records with the released label: their baseline
         # above its line: below it, near 0, the text lay on the x axis' tick labels
-        figure.add_hline(y=given, line_dash="dot", line_color="gray", annotation_position="top right",
-                         annotation_text=f"chance knowing the released {released_words(utility)} ({given:.1%}): "
-                                         "the attackers' baseline")
+        line(given, f"chance knowing the released {released_words(utility)} ({given:.1%}): the attackers' baseline",
+             ("top right",), line_dash="dot", line_color="gray")
+    chance = _number(utility.get("chance"))
+    if chance is not None:
+        line(chance, f"chance among all records, 1/N ({chance:.1%})", ("top left", "top right"), line_dash="dash",
+             line_color="gray")
+    majority = _number(utility.get("majority_class"))
+    if majority is not None:  # (fashion-mnist: 0.124 beside a 2.0% baseline printed over it at the right)
+        line(majority, f"always predicting the majority class ({majority:.3f})",
+             ("bottom right", "top right", "top left", "bottom left"), line_dash="dashdot", line_color="gray")
     # a trace, not add_vline: on a log axis a shape's annotation takes log10(x) and would stretch the axis
     per_unit = " per unit" if mechanism == "metric" else ""  # metric's ε: per unit of latent distance
     figure.add_trace(go.Scatter(x=[epsilon, epsilon], y=[0, 1.05], mode="lines", line=dict(color="crimson"),

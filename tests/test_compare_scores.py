@@ -52,3 +52,19 @@ def test_a_tables_error_bars_do_not_say_the_classifier_varies_by_seed():
     table = error_bars_note({"kind": "tabular", "seeds": [0, 1], "n_test": 100})
     assert "the noise drawn differs by seed; the classifier, a logistic regression, trains the same way" in table
     assert "classifier's training differ" in error_bars_note({"kind": "image", "seeds": [0, 1], "n_test": 100})
+
+
+def test_the_previews_line_labels_do_not_print_over_each_other():
+    """fashion-mnist-cinn: 'always predicting the majority class (0.124)' below its line and 'chance knowing the
+    released label (2.0%)' above its own printed over each other at the chart's right edge."""
+    import json
+
+    from cadp import hub, ui
+
+    for name in hub.model_folders():
+        utility = json.loads((hub.BUNDLED_DIR / name / "eval.json").read_text())["utility"]
+        labels = [(a.xanchor, a.y if a.yanchor == "bottom" else a.y - ui.LINE_LABEL_HEIGHT)
+                  for a in ui.preview_figure(utility, "laplace", 10).layout.annotations]
+        for index, (side, low) in enumerate(labels):
+            for other_side, other_low in labels[index + 1:]:
+                assert side != other_side or abs(low - other_low) >= ui.LINE_LABEL_HEIGHT, (name, labels)
