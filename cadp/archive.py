@@ -2180,7 +2180,7 @@ def _condition_texts(frame: pd.DataFrame, names: list[str]) -> list[str]:
 
 def _filled_cells(model, chunk: pd.DataFrame) -> dict[int, str]:
     """Per row position, a note on each numeric cell that is empty or not a number, or outside the range the model
-    knows: the encoder reads it as the column's training mean or the range's nearer end, and the manifest says so."""
+    knows: the encoder reads it as the column's mean stored in the model or the range's nearer end, and the manifest says so."""
     notes: dict[int, list[str]] = {}
     for spec in model.data_encoder.columns:
         if spec.kind != "numeric":
@@ -2191,7 +2191,7 @@ def _filled_cells(model, chunk: pd.DataFrame) -> dict[int, str]:
             cell = raw.iloc[position]
             what = ("empty" if pd.isna(cell) or str(cell).strip() == "" else "infinite" if np.isinf(numbers[position])
                     else f"{str(cell)[:40]!r} is not a number")
-            notes.setdefault(int(position), []).append(f"{spec.name}: {what}, read as the training mean "
+            notes.setdefault(int(position), []).append(f"{spec.name}: {what}, read as the model's stored mean "
                                                        f"{spec.mean:.4g}")
         if spec.low is None:
             continue

@@ -252,7 +252,7 @@ def _check_column_spec(spec: dict, place: str, condition: bool) -> None:
                    "positions could never be read or written)")
             keys.add(_category_key(value))
         return
-    check(_number(spec.get("mean", 0.0)), "mean", "a finite number (the column's training mean)")
+    check(_number(spec.get("mean", 0.0)), "mean", "a finite number (the column's mean)")
     check(_number(spec.get("std", 1.0)) and spec.get("std", 1.0) > 0, "std",
           "a finite number > 0 (every value is divided by it)")
     check(isinstance(spec.get("integer", False), bool), "integer", "true or false")

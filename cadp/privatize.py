@@ -389,9 +389,9 @@ def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, se
 
 
 def _input_notes(model, columns: list, filled: dict[str, int], clipped: dict[str, int]) -> list[str]:
-    """What a release says about its input cells: read as the training mean, read as the range's nearer end, and
+    """What a release says about its input cells: read as the model's stored mean (of the table its encoders were built on), read as the range's nearer end, and
     columns the model does not have (left out)."""
-    notes = [f"{name}: {count} cell(s) empty, not a number or infinite, read as the training mean "
+    notes = [f"{name}: {count} cell(s) empty, not a number or infinite, read as the model's stored mean "
              f"{model.data_encoder.spec(name).mean:.4g}" for name, count in filled.items()]
     for name, count in clipped.items():
         spec = model.data_encoder.spec(name)

@@ -1174,7 +1174,7 @@ DECIMAL_COMMA = re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d{1,3}(?:\u00a0\d{3})+
 GROUP_SEPARATORS = str.maketrans("", "", ". \u00a0\u202f")
 NUMBER_SHARE = 0.9  # a text column whose non-empty cells are at least this share numbers is read as numbers ...
 MODEL_NUMBER_SHARE = 0.5  # ... or this share, in a chosen model's number columns
-MODEL_EMPTY_CELL = ("a number column of the model reads an empty cell as its training mean, said before Privatize; a "
+MODEL_EMPTY_CELL = ("a number column of the model reads an empty cell as the mean stored in the model, said before Privatize; a "
                     "column of categories cannot release one")
 NOT_A_MEASUREMENT = re.compile(r"\s*[<>≤≥]=?\s*[\d.,]+\s*|[^\d]*")  # ... when the rest are words or "<0.5"
 

@@ -2476,3 +2476,22 @@ def test_upload_names_are_left_out_of_the_downloads_unless_asked_for():
     assert names[0].startswith("0000-Müller-Hans-DOB-1970-label-") and names[1].startswith("0001-b-label-"), names
     at.radio(key="image_label_handling").set_value("randomized").run()  # names carry the true label: never kept
     assert "image_keep_names" not in [box.key for box in at.checkbox]
+
+
+def test_a_press_cut_short_before_its_release_is_kept_charges_nothing(monkeypatch):
+    """Three quick presses showed one release and charged three: each run charged its records as it computed them,
+    and a later press stopped it (Streamlit stops a run at its next element) before the page kept the release. The
+    run is cut short here by a failure after every release is computed, where a second press would stop it."""
+    def cut_short(*args, **kwargs):
+        raise RuntimeError("cut short")
+
+    at = page("image.py")
+    at.file_uploader(key="image_upload").set_value([("a.png", helpers.png(1), "image/png")]).run()
+    at.slider(key="image_gallery").set_value(2).run()
+    monkeypatch.setattr(compare, "release_files", cut_short)
+    at.button(key="image_privatize").click().run()
+    assert errors(at) and not at.session_state["privacy_ledger"], ledger(at)
+    at = page("tabular.py")
+    monkeypatch.setattr(compare, "release_tag", cut_short)
+    at.button(key="table_privatize").click().run()
+    assert errors(at) and not at.session_state["privacy_ledger"], ledger(at)

@@ -566,7 +566,7 @@ def test_decimal_commas_are_read_in_every_form_and_wherever_they_start(table_mod
     source.write_text("\n".join(lines) + "\n")
     assert run(table_model, source, tmp_path / "out") == 0
     rows = read_manifest(tmp_path / "out")
-    read_as_mean = [row["preprocessing"] for row in rows if "training mean" in row["preprocessing"]]
+    read_as_mean = [row["preprocessing"] for row in rows if "stored mean" in row["preprocessing"]]
     assert len(read_as_mean) == 1 and "'abc' is not a number" in read_as_mean[0], read_as_mean[:3]
     noted = sum(bool(row["preprocessing"]) for row in rows)  # the others: beyond the range of the model's 60 rows
     assert f"warning: {noted} row(s) had empty cells or cells that are not numbers" in capsys.readouterr().err
@@ -676,9 +676,9 @@ def test_csv_cells_read_as_the_mean_are_named_in_the_manifest(table_model, tmp_p
     assert run(table_model, source, tmp_path / "out") == 0
     rows = read_manifest(tmp_path / "out")
     notes = [row["preprocessing"] for row in rows]
-    assert notes[1].startswith("bmi: empty, read as the training mean ")
-    assert notes[3].startswith("bmi: 'abc' is not a number, read as the training mean ")
-    assert notes[4].startswith("bmi: infinite, read as the training mean ")
+    assert notes[1].startswith("bmi: empty, read as the model's stored mean ")
+    assert notes[3].startswith("bmi: 'abc' is not a number, read as the model's stored mean ")
+    assert notes[4].startswith("bmi: infinite, read as the model's stored mean ")
     assert [note for index, note in enumerate(notes) if index not in (1, 3, 4)] == [""] * 4
     assert rows[6]["status"] == "error"
     # the warning's count is the number of rows the manifest's preprocessing column names
@@ -702,8 +702,8 @@ def test_csv_numbers_outside_the_fitted_range_and_booleans_are_named_in_the_mani
     source.write_text(frame.assign(bmi=[True, False, True, False]).to_csv(index=False))  # read as a bool column
     assert run(table_model, source, tmp_path / "booleans") == 0
     notes = [row["preprocessing"] for row in read_manifest(tmp_path / "booleans")]
-    assert notes[:2] == [f"bmi: 'True' is not a number, read as the training mean {bmi.mean:.4g}",
-                         f"bmi: 'False' is not a number, read as the training mean {bmi.mean:.4g}"]
+    assert notes[:2] == [f"bmi: 'True' is not a number, read as the model's stored mean {bmi.mean:.4g}",
+                         f"bmi: 'False' is not a number, read as the model's stored mean {bmi.mean:.4g}"]
 
 
 def test_a_row_in_the_csv_three_times_is_three_releases_and_costs_three_epsilon(table_model, tmp_path, capsys):

@@ -559,7 +559,7 @@ def test_mixed_types_are_noted():
     upload = read_csv_upload(b"v,w\n1,a\n2,b\n?,c\n4,d\n", number_columns=["v"])
     assert upload.frame["v"].isna().tolist() == [False, False, True, False]
     assert upload.notes == ["column 'v' holds the chosen model's numbers; 1 cell(s) that are not numbers ('?') read "
-                            "as empty (a number column of the model reads an empty cell as its training mean, said "
+                            "as empty (a number column of the model reads an empty cell as the mean stored in the model, said "
                             "before Privatize; a column of categories cannot release one)"]
 
 
@@ -575,7 +575,7 @@ def test_a_models_number_column_with_decimal_commas_and_a_few_words_is_read_as_n
     assert chosen.frame["bmi"].dropna().tolist() == [25.5, 31.2, 22.0, 27.8, 24.1, 29.9, 30.3, 26.6]
     assert chosen.notes == ["column 'bmi' has numbers with a decimal comma (e.g. '25,5'): read as decimal numbers; 2 "
                             "cell(s) that are not numbers ('?') read as empty (a number column of the model reads an "
-                            "empty cell as its training mean, said before Privatize; a column of categories cannot "
+                            "empty cell as the mean stored in the model, said before Privatize; a column of categories cannot "
                             "release one)"]
     pointed = read_csv_upload(data.replace(b",", b"."), number_columns={"age", "bmi"})
     assert pointed.frame["bmi"].equals(chosen.frame["bmi"])  # the same cells with points: the same numbers

@@ -180,8 +180,9 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
                        seed=settings.seed,
                        condition_handling={"label": handling}, progress=report,
                        batch_size=None if name == "paper" or len(records) <= PROGRESS_CHUNK else PROGRESS_CHUNK)
-    for record in records:
-        ui.charge(record.key, record.name, settings.mechanism, handling.cost, seeded=settings.seed is not None)
+    # charged together once every release is made, just before the page keeps them: a press that a second press
+    # cuts short (Streamlit stops a run at its next element) releases nothing, and was charged for all it computed
+    charges = [(record.key, record.name, settings.mechanism) for record in records]
     first = (pixels[:1], ClassIndices(torch.as_tensor(labels[:1])))
     strip_images, gallery_images = [], []
     if strip:
@@ -190,15 +191,15 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
             mechanism = settings.at(epsilon)
             out = privatize(model, *first, mechanism, generator, seed=settings.seed,
                             condition_handling={"label": handling})
-            ui.charge(records[0].key, records[0].name, mechanism, handling.cost, seeded=settings.seed is not None)
+            charges.append((records[0].key, records[0].name, mechanism))
             strip_images.append((epsilon, out.privatized[0], released_label(out)))
     for draw in range(gallery):
         progress.progress(0.6 + 0.4 * draw / max(gallery, 1), text=f"Gallery draw {draw + 1}")
         out = privatize(model, *first, settings.mechanism, generator, seed=settings.seed,
                         condition_handling={"label": handling})
-        ui.charge(records[0].key, records[0].name, settings.mechanism, handling.cost, seeded=settings.seed is not None)
+        charges.append((records[0].key, records[0].name, settings.mechanism))
         gallery_images.append((out.privatized[0], released_label(out)))
-    progress.progress(1.0, text="Done")
+    progress.progress(1.0, text="Done")  # (the run's last element: nothing after it can cut the run short)
     files, manifest = compare.release_files(
         result, [r.name for r in records], loaded.config.class_names, handling.handling,
         tag=(tag := compare.release_tag(settings.mechanism, seeded=settings.seed is not None)), terms=ui.release_terms(result),
@@ -209,6 +210,8 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
     repeats = compare.repeated_images_note([r.key for r in records], ui.cost_text([settings.mechanism], handling.cost),
                                            (len(extra), ui.cost_text(extra, handling.cost)) if extra else None,
                                            formal=settings.mechanism.formal)
+    for key, record_name, mechanism in charges:  # (no element from here until the page keeps the release)
+        ui.charge(key, record_name, mechanism, handling.cost, seeded=settings.seed is not None)
     return {"names": [r.name for r in records], "result": result, "repeats": repeats, "handling": handling.handling,
             "label_cost": handling.cost,
             "strip": strip_images, "gallery": gallery_images, "files": files, "manifest": manifest, "tag": tag,

@@ -276,22 +276,22 @@ def page(loaded) -> None:
         with st.spinner("Privatizing…"):
             result = privatize(model, frame, None, settings.mechanism, seed=settings.seed,
                                condition_handling=handlings, reconstruct=False)
-        keys = ui.charge_rows(key, name, result.original_frame, settings.mechanism,
-                              sum(h.cost for h in handlings.values()), seeded=settings.seed is not None)
         bundled = loaded is not None and model is loaded.model  # a model fitted here: its guarantee says so
         # the texts a release of this model can hold: the download's encoding follows them, not this draw's cells
         texts = category_texts(model.config)
-        st.session_state[RESULT] = {"result": result, "made_of": made_of, "choices": choices, "csv_format": csv_format,
-                                    "texts": texts,
-                                    "seed": settings.seed, "no_evaluation": no_evaluation(loaded, bundled),
-                                    # the download's name says its terms (a CSV holds no metadata to carry them)
-                                    "tag": compare.release_tag(settings.mechanism, seeded=settings.seed is not None),
-                                    "caution": ui.training_rows_caution(
-                                        loaded, frame, key, name,
-                                        uploaded=st.session_state.get("table_source") == "Upload a CSV")
-                                    if bundled else None,
-                                    "repeats": compare.repeated_rows_note(keys, cost, released=True,
-                                                                          formal=settings.mechanism.formal)}
+        state = {"result": result, "made_of": made_of, "choices": choices, "csv_format": csv_format, "texts": texts,
+                 "seed": settings.seed, "no_evaluation": no_evaluation(loaded, bundled),
+                 # the download's name says its terms (a CSV holds no metadata to carry them)
+                 "tag": compare.release_tag(settings.mechanism, seeded=settings.seed is not None),
+                 "caution": ui.training_rows_caution(loaded, frame, key, name,
+                                                     uploaded=st.session_state.get("table_source") == "Upload a CSV")
+                 if bundled else None}
+        # charged once everything is made, just before the page keeps it: a press that a second press cuts short
+        # (Streamlit stops a run at its next element) releases nothing, and was charged for what it computed
+        keys = ui.charge_rows(key, name, result.original_frame, settings.mechanism,
+                              sum(h.cost for h in handlings.values()), seeded=settings.seed is not None)
+        state["repeats"] = compare.repeated_rows_note(keys, cost, released=True, formal=settings.mechanism.formal)
+        st.session_state[RESULT] = state
     state = st.session_state.get(RESULT)
     if state is not None and state["made_of"] == made_of:
         st.header("4 · Release")
