@@ -696,6 +696,8 @@ class LedgerEntry:
     informal_condition_epsilon: float = 0.0  # ... whose randomized conditions still cost their ε
     also: list[str] = field(default_factory=list)  # other names the same record came under (a few)
     seeded: int = 0            # releases with noise from a fixed seed: not private
+    # metric's per-unit epsilon by the model whose latent space it is in: units of two spaces do not add up
+    metric_by_model: dict[str, float] = field(default_factory=dict)
 
 
 def ledger() -> dict[str, LedgerEntry]:
@@ -705,26 +707,33 @@ def ledger() -> dict[str, LedgerEntry]:
     return st.session_state.setdefault("privacy_ledger", {})
 
 
-LEDGER_TABLES = "privacy_ledger_tables"  # table releases: {table key: (name, rows, each row's ledger keys)}
+LEDGER_TABLES = "privacy_ledger_tables"  # table releases: {table key: (name, rows, each row's ledger keys, each
+# row's key over all the table's columns)}
 
 
 def charge(key: str, name: str, mechanism: Mechanism, condition_epsilon: float = 0.0, releases: int = 1,
-           seeded: bool = False) -> None:
+           seeded: bool = False, model: str = "") -> None:
     """Record ``releases`` releases of one record with ``mechanism`` (noise from a fixed seed: ``seeded``) in this
-    session's ledger."""
+    session's ledger; ``model``: which model's latent space a metric release's distance is measured in."""
     entry = ledger().setdefault(key, LedgerEntry(name))
     if name != entry.name and name not in entry.also and len(entry.also) < 3:
         entry.also.append(name)
-    _add(entry, mechanism, condition_epsilon, releases, seeded)
+    _add(entry, mechanism, condition_epsilon, releases, seeded, model)
+
+
+LEDGER_WHOLE_ROWS = "privacy_ledger_whole_rows"  # {a row's key over all its table's columns: its ledger keys}
 
 
 def charge_rows(table_key: str, name: str, rows, mechanism: Mechanism, condition_epsilon: float = 0.0,
-                seeded: bool = False) -> list[str]:
+                seeded: bool = False, whole: list[str] | None = None, model: str = "") -> list[str]:
     """Record one release of each row of ``rows`` (the model's columns, as released) as a record of its own;
-    returns each row's ledger key (the page's note on copies counts them).
+    returns each row's ledger key (the page's note on copies counts them). ``whole``: each row's key over every
+    column of its table (``table_row_keys`` of the whole upload), which ties the row's keys through every model
+    together.
 
     Rows are recognized by their values (in any column order): a row in two tables, in two encodings of one
-    table, or twice in one table adds up. The ledger shows a table by the most any of its rows has cost.
+    table, or twice in one table adds up, through one model or through models of other columns (whose keys differ:
+    the ledger adds a row's keys up). The ledger shows a table by the most any of its rows has cost.
     """
     from cadp.train import row_record_keys
 
@@ -732,19 +741,43 @@ def charge_rows(table_key: str, name: str, rows, mechanism: Mechanism, condition
         return []
     keys = row_record_keys(rows)
     for key, count in Counter(keys).items():
-        _add(ledger().setdefault(key, LedgerEntry(name)), mechanism, condition_epsilon, count, seeded)
-    st.session_state.setdefault(LEDGER_TABLES, {})[table_key] = (name, len(rows), table_rows_keys(table_key, keys))
+        _add(ledger().setdefault(key, LedgerEntry(name)), mechanism, condition_epsilon, count, seeded, model)
+    every = table_rows_keys(table_key, keys, whole)
+    tables = st.session_state.setdefault(LEDGER_TABLES, {})
+    earlier = tables.get(table_key)
+    names = name if earlier is None or not earlier[0] else _also_named(earlier[0], name)
+    tables[table_key] = (names, len(rows), every, list(whole) if whole is not None and len(whole) == len(keys) else [])
+    if whole is not None and len(whole) == len(keys):
+        known = st.session_state.setdefault(LEDGER_WHOLE_ROWS, {})
+        for row, row_keys in zip(whole, every):
+            known[row] = list(dict.fromkeys(known.get(row, []) + row_keys))
     return keys
 
 
-def table_rows_keys(table_key: str, keys: list[str]) -> list[list[str]]:
+def _also_named(names: str, name: str) -> str:
+    """A table's name in the ledger with another name it was released under ('a.csv (also as b.csv)'), at most
+    three of them, as an image's entry says it."""
+    first, _, rest = names.partition(" (also as ")
+    others = [other for other in rest.rstrip(")").split(", ") if other] if rest else []
+    if name != first and name not in others and len(others) < 3:
+        others.append(name)
+    return first + (f" (also as {', '.join(others)})" if others else "")
+
+
+def table_rows_keys(table_key: str, keys: list[str], whole: list[str] | None = None) -> list[list[str]]:
     """Each row's ledger keys once ``keys`` (the rows' keys through the model in use) are added to those of this
-    table's earlier releases: a row released through another model (other columns) has another key, and both count
-    (the ledger's line for the table adds them up)."""
+    table's earlier releases and (``whole``: each row's key over all its table's columns) to those of the same rows
+    released from another file: a row released through another model (other columns) has another key, and all
+    count (the ledger's line for the table adds them up)."""
     earlier = st.session_state.get(LEDGER_TABLES, {}).get(table_key, ("", 0, []))[2]
     if len(earlier) != len(keys):
         earlier = [[] for _ in keys]
-    return [row + [key] * (key not in row) for row, key in zip(earlier, keys)]
+    known = st.session_state.get(LEDGER_WHOLE_ROWS, {}) if whole is not None and len(whole) == len(keys) else {}
+    rows = []
+    for index, (row, key) in enumerate(zip(earlier, keys)):
+        joined = list(dict.fromkeys(row + (known.get(whole[index], []) if known else []) + [key]))
+        rows.append(joined)
+    return rows
 
 
 def released_before_note(keys: list[str], noun: str = "record", every_key: list[list[str]] | None = None
@@ -769,13 +802,17 @@ def table_row_keys(table_key: str, rows) -> list[str]:
     kept = st.session_state.setdefault("table_row_keys", {})
     token = (table_key, tuple(rows.columns))
     if token not in kept:
-        kept.clear()  # one table at a time
+        for other in [other for other in kept if other[0] != table_key]:  # one table at a time (its column sets:
+            del kept[other]  # the model's and the whole upload's)
         kept[token] = row_record_keys(rows)
     return kept[token]
 
 
+FITTED_MODEL_NAME = "fitted on upload"  # the name of a model the table page fits on an upload
+
+
 def _add(entry: LedgerEntry, mechanism: Mechanism, condition_epsilon: float, releases: int,
-         seeded: bool = False) -> None:
+         seeded: bool = False, model: str = "") -> None:
     entry.releases += releases
     st.session_state[RELEASES_COUNTED] = _releases_counted() + releases
     entry.seeded += releases * seeded
@@ -784,6 +821,7 @@ def _add(entry: LedgerEntry, mechanism: Mechanism, condition_epsilon: float, rel
         entry.informal_condition_epsilon += releases * condition_epsilon
     elif mechanism.name == "metric":
         entry.metric_units += releases * mechanism.epsilon
+        entry.metric_by_model[model] = entry.metric_by_model.get(model, 0.0) + releases * mechanism.epsilon
         entry.metric_condition_epsilon += releases * condition_epsilon
     else:
         entry.epsilon += releases * (mechanism.epsilon + condition_epsilon)
@@ -804,7 +842,17 @@ def _entry_text(entry: LedgerEntry) -> str:
         delta = "" if not entry.delta else f", δ = {written_up(entry.delta, 2)}" if entry.delta < 1 else \
             f", δ = {written_up(entry.delta, 2)} (≥ 1: no guarantee left)"  # as the CLI's manifest says it
         parts.append(f"ε = {written_up(entry.epsilon)}{delta}")
-    if entry.metric_units:
+    spaces = {model: units for model, units in entry.metric_by_model.items() if units}
+    if entry.metric_units and len(spaces) > 1:  # ε1·d1 + ε2·d2: no one distance to multiply a sum by
+        text = (" + ".join(f"{written_up(units)} per unit in " + ("the latent space of the model fitted here"
+                                                                   if model == FITTED_MODEL_NAME else
+                                                                   f"{literal(model) if model else 'a model'}'s latent space")
+                           for model, units in spaces.items())
+                + f" (ε·d; {len(spaces)} models' latent distances differ, so these do not add into one number)")
+        if entry.metric_condition_epsilon:
+            text += f" + ε = {written_up(entry.metric_condition_epsilon)} for conditions"
+        parts.append(text)
+    elif entry.metric_units:
         text = f"{written_up(entry.metric_units)} per unit of latent distance (ε·d)"
         if entry.metric_condition_epsilon:
             text += f" + ε = {written_up(entry.metric_condition_epsilon)} for conditions"
@@ -830,9 +878,13 @@ def ledger_lines() -> list[str]:
     lines = [f"**{literal(entry.name)}**" + (f" (also as {', '.join(map(literal, entry.also))})" if entry.also else "")
              + f" — {entry.releases} release(s): {_entry_text(entry)}"
              for key, entry in entries.items() if not key.startswith("row ")]
-    for name, count, row_keys in st.session_state.get(LEDGER_TABLES, {}).values():
-        # a row's cost: the sum over its keys (its releases through each model), each key's entry once
-        rows = [_sum([entries[key] for key in keys if key in entries]) for keys in row_keys]
+    known = st.session_state.get(LEDGER_WHOLE_ROWS, {})
+    for name, count, row_keys, *whole in st.session_state.get(LEDGER_TABLES, {}).values():
+        whole = whole[0] if whole and len(whole[0]) == len(row_keys) else [None] * len(row_keys)
+        # a row's cost: the sum over its keys (its releases through each model, from this file or another one
+        # holding the same row), each key's entry once
+        rows = [_sum([entries[key] for key in dict.fromkeys(keys + known.get(row, [])) if key in entries])
+                for keys, row in zip(row_keys, whole)]
         rows = [row for row in rows if row.releases]
         if not rows:
             continue
@@ -852,13 +904,16 @@ COST_FIELDS = ("releases", "epsilon", "delta", "metric_units", "metric_condition
 
 
 def _costs(entry: LedgerEntry) -> tuple:
-    return tuple(getattr(entry, name) for name in COST_FIELDS)
+    return tuple(getattr(entry, name) for name in COST_FIELDS) + (tuple(sorted(entry.metric_by_model.items())),)
 
 
 def _sum(entries: list[LedgerEntry]) -> LedgerEntry:
     total = LedgerEntry(entries[0].name if entries else "")
     for name in COST_FIELDS:
         setattr(total, name, sum(getattr(entry, name) for entry in entries))
+    for entry in entries:
+        for model, units in entry.metric_by_model.items():
+            total.metric_by_model[model] = total.metric_by_model.get(model, 0.0) + units
     return total
 
 
@@ -866,6 +921,9 @@ def _most(entries: list[LedgerEntry]) -> LedgerEntry:
     most = LedgerEntry(entries[0].name)
     for name in COST_FIELDS:
         setattr(most, name, max(getattr(entry, name) for entry in entries))
+    for entry in entries:  # (each model's largest share: what no row exceeds in that model's space)
+        for model, units in entry.metric_by_model.items():
+            most.metric_by_model[model] = max(most.metric_by_model.get(model, 0.0), units)
     return most
 
 
@@ -1607,7 +1665,7 @@ def fitted_model(key: tuple, frame, progress=None):
             _FIT_SLOTS.acquire()
             waiting.empty()
         try:
-            model = fit_tabular(frame, list(conditions), name="fitted on upload", dataset="upload",
+            model = fit_tabular(frame, list(conditions), name=FITTED_MODEL_NAME, dataset="upload",
                                 kinds=dict(kinds), steps=steps, progress=progress)
         finally:
             _FIT_SLOTS.release()

@@ -269,7 +269,8 @@ def page(loaded) -> None:
     if repeats:  # said before a release is made (and charged), not only after
         st.warning(repeats)
     # a row released through another model's columns has other keys: the ledger's line adds them up, so does this
-    before = ui.released_before_note(row_keys, "row", ui.table_rows_keys(key, row_keys))
+    whole_keys = ui.table_row_keys(key, frame)  # each row over all its columns: the same row through other models
+    before = ui.released_before_note(row_keys, "row", ui.table_rows_keys(key, row_keys, whole_keys))
     if before:  # the same rows uploaded again (another file, another encoding): said before the press too
         st.warning(before)
     if st.button("Privatize table", type="primary", key="table_privatize"):
@@ -289,7 +290,8 @@ def page(loaded) -> None:
         # charged once everything is made, just before the page keeps it: a press that a second press cuts short
         # (Streamlit stops a run at its next element) releases nothing, and was charged for what it computed
         keys = ui.charge_rows(key, name, result.original_frame, settings.mechanism,
-                              sum(h.cost for h in handlings.values()), seeded=settings.seed is not None)
+                              sum(h.cost for h in handlings.values()), seeded=settings.seed is not None,
+                              whole=whole_keys, model=model.config.name)
         state["repeats"] = compare.repeated_rows_note(keys, cost, released=True, formal=settings.mechanism.formal)
         st.session_state[RESULT] = state
     state = st.session_state.get(RESULT)

@@ -1,0 +1,99 @@
+"""The ledger counts a record's releases through any model (a ledger auditor's review): the same rows released from
+two files through two models (other columns, other keys) were two records, each charged once; metric's per-unit
+epsilon of two models' latent spaces was summed into one number; a table released again under another name lost
+its first name."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests import app_helpers as helpers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_file(str(ROOT / "views" / name), default_timeout=120).run()
+
+
+def ledger(at: AppTest) -> list[str]:
+    return [m.value for m in at.sidebar.markdown if m.value.startswith("**")]
+
+
+def clean(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+@pytest.fixture
+def two_image_models(tiny_weights, tmp_path, monkeypatch) -> Path:
+    """The tiny weights, and a copy of the image model under another name with other weights."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from cadp import hub
+
+    shutil.copytree(tiny_weights, tmp_path, dirs_exist_ok=True)
+    other = tmp_path / "tiny-image-c"
+    shutil.copytree(tmp_path / helpers.IMAGE_MODEL, other)
+    config = (other / hub.CONFIG_NAME).read_text().replace(f'"name": "{helpers.IMAGE_MODEL}"', '"name": "tiny-image-c"')
+    (other / hub.CONFIG_NAME).write_text(config)
+    state = load_file(other / hub.WEIGHTS_NAME)
+    name = next(key for key, tensor in state.items() if tensor.is_floating_point() and tensor.dim() > 1)
+    state[name] = state[name] + 0.05 * torch.randn_like(state[name])
+    (other / hub.WEIGHTS_NAME).unlink()
+    save_file(state, other / hub.WEIGHTS_NAME)
+    monkeypatch.setenv("CADP_WEIGHTS_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_rows_released_from_two_files_through_two_models_add_up(weights):
+    from cadp.data import load_table
+    from cadp.train import split_table
+
+    _, held = split_table(load_table("diabetes").frame, 0)
+    rows = held.head(30).copy()
+    rows["site"] = ["north" if i % 2 else "south" for i in range(len(rows))]  # a column the bundled model leaves out
+    at = page("tabular.py")
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="table_upload").set_value(("t1.csv", rows.to_csv(index=False).encode(), "text/csv")).run()
+    clean(at).button(key="table_privatize").click().run()
+    assert ledger(clean(at)) == ["**each row of t1.csv (30 rows)** — 1 release(s): ε = 2"]
+    # the same rows saved with other line ends, released through a model fitted here (all columns: other keys)
+    again = rows.to_csv(index=False, lineterminator="\r\n").encode()
+    at.file_uploader(key="table_upload").set_value(("t2.csv", again, "text/csv")).run()
+    helpers.conditions(at).set_value([]).run()
+    at.slider(key="table_steps").set_value(100)
+    next(b for b in at.button if b.label == "Fit a model on this table").click().run()
+    assert any("30 row(s) here were released before" in w.value for w in clean(at).warning)
+    at.button(key="table_privatize").click().run()
+    assert ledger(clean(at)) == ["**each row of t1.csv (30 rows)** — 2 release(s): ε = 4",
+                                 "**each row of t2.csv (30 rows)** — 2 release(s): ε = 4"]
+
+
+def test_a_table_released_again_under_another_name_keeps_both_names(weights):
+    text = helpers.small_csv()
+    at = page("tabular.py")
+    helpers.upload_and_fit(at, text, name="ward3_patients.csv")
+    at.button(key="table_privatize").click().run()
+    at.file_uploader(key="table_upload").set_value(("export.csv", text, "text/csv")).run()
+    at.button(key="table_privatize").click().run()
+    assert any(line.startswith("**each row of ward3\\_patients.csv (also as export.csv) (60 rows)** — 2 release(s)")
+               for line in ledger(clean(at))), ledger(at)
+
+
+def test_metric_units_of_two_models_latent_spaces_are_not_summed(two_image_models):
+    at = page("image.py")
+    at.file_uploader(key="image_upload").set_value([("a.png", helpers.png(1), "image/png")]).run()
+    for model in (helpers.IMAGE_MODEL, "tiny-image-c"):
+        at.sidebar.selectbox(key="model_choice").set_value(model).run()
+        at.selectbox(key="image_mechanism").set_value("metric").run()
+        at.select_slider(key="image_epsilon").set_value(1).run()
+        clean(at).button(key="image_privatize").click().run()
+    (line,) = ledger(clean(at))
+    assert line == ("**a.png** — 2 release(s): 1 per unit in tiny-image's latent space + 1 per unit in tiny-image-c's "
+                    "latent space (ε·d; 2 models' latent distances differ, so these do not add into one number)"), line
