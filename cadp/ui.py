@@ -939,8 +939,8 @@ def render_ledger() -> None:
                "(basic composition). metric is counted per unit of latent L1 distance; paper releases carry "
                "no formal guarantee. A record is recognized by what the model sees: an image when its model input "
                "is the same pixels (or their negative), a table row when its values are the same. A record that was "
-               "resized, cropped, re-saved as JPEG or edited elsewhere counts as another, so it is not added up "
-               "here: keep track of such copies yourself. The ledger lasts as long as this browser tab's session: "
+               "resized (also by this app, for a model of another image size), cropped, re-saved as JPEG or edited "
+               "elsewhere counts as another, so it is not added up here: keep track of such copies yourself. The ledger lasts as long as this browser tab's session: "
                "reloading the page or opening the app again starts an empty one, and releases made before are not "
                "in it (nothing about them is kept anywhere).")
 
