@@ -170,8 +170,9 @@ CSV_CASES = {
     "empty": (lambda: b"", "error", "the CSV file is empty"),
     "blank-lines": (lambda: b"\n\n  \n", "error", "the CSV file is empty"),
     "header-only": (lambda: b"group,value\n", "error", "a header but no data rows"),
+    # no model can be fitted on one number column: said on upload, not after a press of "Fit"
     "one-column": (lambda: ("value\n" + "\n".join(f"{i * 0.7:.1f}" for i in range(40)) + "\n").encode(),
-                   "ok", None),
+                   "error", "no model can be fitted on it here as it is: the table needs at least two encoded"),
     "latin-1": (lambda: b"group,city,value\n" + "\n".join(
         f"{'ab'[i % 2]},{'Zürich' if i % 3 else 'Málaga'},{i * 1.3:.1f}" for i in range(30)).encode("latin-1"),
                 "note", "read as Windows-1252"),
