@@ -463,7 +463,7 @@ def downstream_words(accuracy: dict, no_evaluation: str | None = None) -> str:
     if isinstance(tested, int) and tested > 0:
         text += f" With {tested} test rows, one row moves an accuracy by {1 / tested:.3f}."
     if no_evaluation == FITTED_HERE_UNEVALUATED:  # its model learned from every row but its validation share
-        text += (" The model was fitted on this table, its test rows included (but those it held out to choose "
+        text += (" The model was fitted on this table, its test rows included (but any it held out to choose "
                  "when to stop): they are held out from the classifiers, not from the model, so p/o may read "
                  "higher than on rows the model never saw.")
     if accuracy["chance"] >= max(accuracy["p/o"], accuracy["o/o"]):

@@ -152,7 +152,13 @@ def page_errors(releases: bool = False):
                     "sidebar): pressing Privatize again releases them again, at their cost again." if released else ""))
 
 
-RELEASES_COUNTED = "privacy_ledger_releases"  # releases charged this session, counted up by _add
+RELEASES_COUNTED = "privacy_ledger_releases"  # releases charged this session, counted up by _count_releases
+
+
+def _count_releases(releases: int) -> None:
+    """Count releases charged to the ledger (``charge``, ``charge_rows``; never ``cost_text``'s sums, which a page
+    makes on every run: counted, they made a later error say records had been released)."""
+    st.session_state[RELEASES_COUNTED] = _releases_counted() + releases
 
 
 def _releases_counted() -> int:
@@ -707,8 +713,8 @@ def ledger() -> dict[str, LedgerEntry]:
     return st.session_state.setdefault("privacy_ledger", {})
 
 
-LEDGER_TABLES = "privacy_ledger_tables"  # table releases: {table key: (name, rows, each row's ledger keys, each
-# row's key over all the table's columns)}
+LEDGER_TABLES = "privacy_ledger_tables"  # table releases: {table key: (its names, rows, each row's ledger keys,
+# each row's key over all the table's columns)}
 
 
 def charge(key: str, name: str, mechanism: Mechanism, condition_epsilon: float = 0.0, releases: int = 1,
@@ -719,6 +725,7 @@ def charge(key: str, name: str, mechanism: Mechanism, condition_epsilon: float =
     if name != entry.name and name not in entry.also and len(entry.also) < 3:
         entry.also.append(name)
     _add(entry, mechanism, condition_epsilon, releases, seeded, model)
+    _count_releases(releases)
 
 
 LEDGER_WHOLE_ROWS = "privacy_ledger_whole_rows"  # {a row's key over all its table's columns: its ledger keys}
@@ -742,26 +749,18 @@ def charge_rows(table_key: str, name: str, rows, mechanism: Mechanism, condition
     keys = row_record_keys(rows)
     for key, count in Counter(keys).items():
         _add(ledger().setdefault(key, LedgerEntry(name)), mechanism, condition_epsilon, count, seeded, model)
+    _count_releases(len(keys))
     every = table_rows_keys(table_key, keys, whole)
     tables = st.session_state.setdefault(LEDGER_TABLES, {})
-    earlier = tables.get(table_key)
-    names = name if earlier is None or not earlier[0] else _also_named(earlier[0], name)
+    names = tables[table_key][0] if table_key in tables else []
+    if name not in names and len(names) < 4:  # the first name, and a few others it came under (as an image's)
+        names = [*names, name]
     tables[table_key] = (names, len(rows), every, list(whole) if whole is not None and len(whole) == len(keys) else [])
     if whole is not None and len(whole) == len(keys):
         known = st.session_state.setdefault(LEDGER_WHOLE_ROWS, {})
         for row, row_keys in zip(whole, every):
             known[row] = list(dict.fromkeys(known.get(row, []) + row_keys))
     return keys
-
-
-def _also_named(names: str, name: str) -> str:
-    """A table's name in the ledger with another name it was released under ('a.csv (also as b.csv)'), at most
-    three of them, as an image's entry says it."""
-    first, _, rest = names.partition(" (also as ")
-    others = [other for other in rest.rstrip(")").split(", ") if other] if rest else []
-    if name != first and name not in others and len(others) < 3:
-        others.append(name)
-    return first + (f" (also as {', '.join(others)})" if others else "")
 
 
 def table_rows_keys(table_key: str, keys: list[str], whole: list[str] | None = None) -> list[list[str]]:
@@ -811,10 +810,21 @@ def table_row_keys(table_key: str, rows) -> list[str]:
 FITTED_MODEL_NAME = "fitted on upload"  # the name of a model the table page fits on an upload
 
 
+def latent_space(model, fit=None) -> str:
+    """Which latent space a release's metric distance is in, for the ledger: the model's name, and for a model
+    fitted here its fit (``fit``: the page's key of it), numbered in this session (every fit has the same name, and
+    each is another network)."""
+    if model.config.name != FITTED_MODEL_NAME:
+        return model.config.name
+    fits = st.session_state.setdefault("privacy_ledger_fits", [])
+    if fit not in fits:
+        fits.append(fit)
+    return f"{FITTED_MODEL_NAME} #{fits.index(fit) + 1}"
+
+
 def _add(entry: LedgerEntry, mechanism: Mechanism, condition_epsilon: float, releases: int,
          seeded: bool = False, model: str = "") -> None:
     entry.releases += releases
-    st.session_state[RELEASES_COUNTED] = _releases_counted() + releases
     entry.seeded += releases * seeded
     if not mechanism.formal:
         entry.informal += releases
@@ -844,10 +854,12 @@ def _entry_text(entry: LedgerEntry) -> str:
         parts.append(f"ε = {written_up(entry.epsilon)}{delta}")
     spaces = {model: units for model, units in entry.metric_by_model.items() if units}
     if entry.metric_units and len(spaces) > 1:  # ε1·d1 + ε2·d2: no one distance to multiply a sum by
-        text = (" + ".join(f"{written_up(units)} per unit in " + ("the latent space of the model fitted here"
-                                                                   if model == FITTED_MODEL_NAME else
-                                                                   f"{literal(model) if model else 'a model'}'s latent space")
-                           for model, units in spaces.items())
+        def space(model: str) -> str:
+            if model.startswith(FITTED_MODEL_NAME):  # ('fitted on upload #2': the second fit of this session)
+                return f"the latent space of the model fitted here{model[len(FITTED_MODEL_NAME):].replace(' #', ', fit ')}"
+            return f"{literal(model) if model else 'a model'}'s latent space"
+
+        text = (" + ".join(f"{written_up(units)} per unit in {space(model)}" for model, units in spaces.items())
                 + f" (ε·d; {len(spaces)} models' latent distances differ, so these do not add into one number)")
         if entry.metric_condition_epsilon:
             text += f" + ε = {written_up(entry.metric_condition_epsilon)} for conditions"
@@ -873,13 +885,28 @@ def markdown_literal(text: str) -> str:
 
 
 def ledger_lines() -> list[str]:
+    """The ledger's lines, made again only after a release (every page's rerun shows them: a session's tables of
+    100,000 rows took seconds each time)."""
+    made = st.session_state.get(LEDGER_LINES)
+    if made is not None and made[0] == _releases_counted():
+        return made[1]
+    lines = _ledger_lines()
+    st.session_state[LEDGER_LINES] = (_releases_counted(), lines)
+    return lines
+
+
+LEDGER_LINES = "privacy_ledger_lines"  # (releases counted when they were made, the lines)
+
+
+def _ledger_lines() -> list[str]:
     entries = ledger()
     literal = markdown_literal  # upload names as written: "**x** [link](...)" is a name, not Markdown
     lines = [f"**{literal(entry.name)}**" + (f" (also as {', '.join(map(literal, entry.also))})" if entry.also else "")
              + f" — {entry.releases} release(s): {_entry_text(entry)}"
              for key, entry in entries.items() if not key.startswith("row ")]
     known = st.session_state.get(LEDGER_WHOLE_ROWS, {})
-    for name, count, row_keys, *whole in st.session_state.get(LEDGER_TABLES, {}).values():
+    for names, count, row_keys, *whole in st.session_state.get(LEDGER_TABLES, {}).values():
+        name = names[0] + (f" (also as {', '.join(names[1:])})" if len(names) > 1 else "")
         whole = whole[0] if whole and len(whole[0]) == len(row_keys) else [None] * len(row_keys)
         # a row's cost: the sum over its keys (its releases through each model, from this file or another one
         # holding the same row), each key's entry once
@@ -1187,17 +1214,17 @@ def preview_figure(utility: dict, mechanism: str, epsilon: float):
 
     reference = _number((utility.get("reference") or {}).get("o/o"))
     if reference is not None:
-        line(reference, "accuracy on real in the evaluation (o/o)", ("top right", "bottom right"), line_dash="dash",
-             line_color="black")
+        line(reference, "accuracy on real in the evaluation (o/o)", ("top right", "bottom right", "top left",
+                                                                      "bottom left"), line_dash="dash", line_color="black")
     given = _number(utility.get("chance_given_condition"))
     if given is not None:  # the attackers guess among the records with the released label: their baseline
         # above its line: below it, near 0, the text lay on the x axis' tick labels
         line(given, f"chance knowing the released {released_words(utility)} ({given:.1%}): the attackers' baseline",
-             ("top right",), line_dash="dot", line_color="gray")
+             ("top right", "top left", "bottom right", "bottom left"), line_dash="dot", line_color="gray")
     chance = _number(utility.get("chance"))
     if chance is not None:
-        line(chance, f"chance among all records, 1/N ({chance:.1%})", ("top left", "top right"), line_dash="dash",
-             line_color="gray")
+        line(chance, f"chance among all records, 1/N ({chance:.1%})", ("top left", "top right", "bottom left",
+                                                                        "bottom right"), line_dash="dash", line_color="gray")
     majority = _number(utility.get("majority_class"))
     if majority is not None:  # (fashion-mnist: 0.124 beside a 2.0% baseline printed over it at the right)
         line(majority, f"always predicting the majority class ({majority:.3f})",

@@ -1431,8 +1431,9 @@ def test_a_recompute_says_its_reidentification_pool_is_not_the_stored_ones(tiny_
     update_eval(tmp_path / helpers.IMAGE_MODEL, "utility", stored)
     monkeypatch.setenv("CADP_WEIGHTS_DIR", str(tmp_path))
     note = next(i.value for i in recompute(monkeypatch).info if "This run used" in i.value)
-    assert ("Re-identification rates are not comparable between the two: among 30 records a match is likelier "
-            "than among 500 (chance alone is 1/30 against 1/500)") in note, note
+    assert ("Re-identification rates are not comparable between the two: this run matched among 30 records, the "
+            "stored curves among 500; among 30 a match is likelier than among 500 (chance alone is 1/30 against "
+            "1/500)") in note, note
     assert "re-identification among 500 records" in note
 
 

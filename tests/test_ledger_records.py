@@ -97,3 +97,62 @@ def test_metric_units_of_two_models_latent_spaces_are_not_summed(two_image_model
     (line,) = ledger(clean(at))
     assert line == ("**a.png** — 2 release(s): 1 per unit in tiny-image's latent space + 1 per unit in tiny-image-c's "
                     "latent space (ε·d; 2 models' latent distances differ, so these do not add into one number)"), line
+
+
+def test_metric_units_of_two_fits_on_the_page_are_not_summed(weights):
+    """Every model fitted on the page has the same name: two fits (two networks, the same columns, so the same row
+    keys) shared one slot, and their per-unit epsilons were summed again."""
+    at = page("tabular.py")
+    helpers.upload_and_fit(at, steps=100)
+    for steps in (100, 200):
+        at.slider(key="table_steps").set_value(steps)
+        next(b for b in at.button if b.label == "Fit a model on this table").click().run()
+        at.selectbox(key="table_mechanism").set_value("metric").run()
+        at.select_slider(key="table_epsilon").set_value(1).run()
+        clean(at).button(key="table_privatize").click().run()
+    (line,) = ledger(clean(at))
+    assert ("1 per unit in the latent space of the model fitted here, fit 1 + 1 per unit in the latent space of the "
+            "model fitted here, fit 2") in line, line
+
+
+def test_a_tables_names_are_kept_as_names_whatever_they_hold(weights):
+    """Names were kept in one string and split on ', ': 'ward 3, 2024.csv' counted as two and came back twice."""
+    text = helpers.small_csv()
+    at = page("tabular.py")
+    helpers.upload_and_fit(at, text, name="a.csv")
+    for name in ("a.csv", "ward 3, 2024.csv", "ward 3, 2024.csv", "b.csv"):
+        at.file_uploader(key="table_upload").set_value((name, text, "text/csv")).run()
+        clean(at).button(key="table_privatize").click().run()
+    (line,) = ledger(clean(at))
+    assert line.startswith("**each row of a.csv (also as ward 3, 2024.csv, b.csv) (60 rows)** — 4 release(s)"), line
+
+
+def test_the_ledgers_lines_are_made_again_only_after_a_release(weights, monkeypatch):
+    """Every page's rerun made them again: a session's tables of 100,000 rows took seconds each time."""
+    from cadp import ui
+
+    made = []
+    real = ui._ledger_lines
+    monkeypatch.setattr(ui, "_ledger_lines", lambda: made.append(1) or real())
+    at = page("tabular.py")
+    clean(at).button(key="table_privatize").click().run()
+    before = len(made)
+    at.select_slider(key="table_epsilon").set_value(5).run()  # a rerun without a release
+    assert len(made) == before and ledger(clean(at))
+
+
+def test_an_error_before_any_release_does_not_say_records_were_released(weights, monkeypatch):
+    """The page's cost text added its sums to the session's count of charged releases on every run: an error after
+    it said "Records were released before the error, and they are counted in the ledger" when none was."""
+    from cadp import ui
+
+    at = page("tabular.py")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(ui, "table_row_keys", broken)  # called after the page's cost text, before any press
+    at.run()
+    shown = [e.value for e in at.error]
+    assert any("Something went wrong (RuntimeError)" in text for text in shown), shown
+    assert not any("Records were released before the error" in text for text in shown), shown

@@ -144,9 +144,11 @@ def show_recomputed(live: dict, stored: dict | None, loaded) -> None:
                  "not a change of the model.")
         pools = (live.get("settings") or {}).get("n_reid"), (stored.get("settings") or {}).get("n_reid")
         if all(isinstance(pool, int) for pool in pools) and pools[0] != pools[1]:
-            text += (f" Re-identification rates are not comparable between the two: among {pools[0]} records a "
-                     f"match is likelier than among {pools[1]} (chance alone is 1/{pools[0]} against 1/{pools[1]}), "
-                     "so the smaller pool reads higher whatever the model.")
+            small, large = sorted(pools)
+            text += (f" Re-identification rates are not comparable between the two: this run matched among "
+                     f"{pools[0]} records, the stored curves among {pools[1]}; among {small} a match is likelier "
+                     f"than among {large} (chance alone is 1/{small} against 1/{large}), so the smaller pool reads "
+                     "higher whatever the model.")
     here, there = curves.mean_of(live.get("reference", {}).get("o/o")), \
         curves.mean_of((stored or {}).get("reference", {}).get("o/o"))
     if isinstance(here, (int, float)):
