@@ -690,9 +690,11 @@ def load_model(source: str | Path, *, revision: str | None = None, cache_dir: st
 def _resolve_endpoint(endpoint: str | None) -> str:
     # checked before huggingface_hub is imported: its constants module parses $HF_ENDPOINT as it loads, and an
     # unclosed IPv6 address ('http://[::1') raised ValueError there, a traceback
+    if endpoint:
+        _check_endpoint(endpoint, "the endpoint given")
+    else:
+        check_endpoint_setting()
     given = endpoint or os.environ.get("HF_ENDPOINT")
-    if given:
-        _check_endpoint(given, "the endpoint given" if endpoint else "$HF_ENDPOINT")
     from huggingface_hub import constants
 
     # No telemetry: with it, huggingface_hub also fetches an agent list from its import-time endpoint.
