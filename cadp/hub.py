@@ -690,10 +690,9 @@ def load_model(source: str | Path, *, revision: str | None = None, cache_dir: st
 def _resolve_endpoint(endpoint: str | None) -> str:
     # checked before huggingface_hub is imported: its constants module parses $HF_ENDPOINT as it loads, and an
     # unclosed IPv6 address ('http://[::1') raised ValueError there, a traceback
+    check_endpoint_setting()  # (an endpoint given too: huggingface_hub's import parses $HF_ENDPOINT all the same)
     if endpoint:
         _check_endpoint(endpoint, "the endpoint given")
-    else:
-        check_endpoint_setting()
     given = endpoint or os.environ.get("HF_ENDPOINT")
     from huggingface_hub import constants
 

@@ -810,16 +810,19 @@ def table_row_keys(table_key: str, rows) -> list[str]:
 FITTED_MODEL_NAME = "fitted on upload"  # the name of a model the table page fits on an upload
 
 
-def latent_space(model, fit=None) -> str:
-    """Which latent space a release's metric distance is in, for the ledger: the model's name, and for a model
-    fitted here its fit (``fit``: the page's key of it), numbered in this session (every fit has the same name, and
-    each is another network)."""
-    if model.config.name != FITTED_MODEL_NAME:
-        return model.config.name
+def latent_space(loaded=None, fit=None) -> str:
+    """Which latent space a release's metric distance is in, for the ledger: a loaded model's name and origin (two
+    networks may share a name: a Hub repo at two commits), or a model fitted here (``fit``: the page's key of its
+    fit), numbered in this session (every fit has the same name, and each is another network)."""
+    if loaded is not None:
+        return f"{SPACE_OF_MODEL}{loaded.config.name} ({loaded.origin})"
     fits = st.session_state.setdefault("privacy_ledger_fits", [])
     if fit not in fits:
         fits.append(fit)
-    return f"{FITTED_MODEL_NAME} #{fits.index(fit) + 1}"
+    return f"{SPACE_OF_FIT}{fits.index(fit) + 1}"
+
+
+SPACE_OF_MODEL, SPACE_OF_FIT = "model:", "fit:"  # how latent_space's two kinds of keys begin
 
 
 def _add(entry: LedgerEntry, mechanism: Mechanism, condition_epsilon: float, releases: int,
@@ -855,9 +858,10 @@ def _entry_text(entry: LedgerEntry) -> str:
     spaces = {model: units for model, units in entry.metric_by_model.items() if units}
     if entry.metric_units and len(spaces) > 1:  # ε1·d1 + ε2·d2: no one distance to multiply a sum by
         def space(model: str) -> str:
-            if model.startswith(FITTED_MODEL_NAME):  # ('fitted on upload #2': the second fit of this session)
-                return f"the latent space of the model fitted here{model[len(FITTED_MODEL_NAME):].replace(' #', ', fit ')}"
-            return f"{literal(model) if model else 'a model'}'s latent space"
+            if model.startswith(SPACE_OF_FIT):  # ('fit:2': the second fit of this session)
+                return f"the latent space of the model fitted here, fit {model[len(SPACE_OF_FIT):]}"
+            named = model.removeprefix(SPACE_OF_MODEL)
+            return f"the latent space of {literal(named) if named else 'a model'}"
 
         text = (" + ".join(f"{written_up(units)} per unit in {space(model)}" for model, units in spaces.items())
                 + f" (ε·d; {len(spaces)} models' latent distances differ, so these do not add into one number)")

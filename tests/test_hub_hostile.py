@@ -185,8 +185,10 @@ def test_an_endpoint_that_is_no_hub_address_is_refused_not_taken_for_a_hub_that_
     monkeypatch.setenv("HF_ENDPOINT", address)
     with pytest.raises(hub.InputError, match="is not a Hub address"):
         hub.load_model("cadp/heart-cinn")
-    with pytest.raises(hub.InputError, match="the endpoint given"):
-        hub.load_hub_model("cadp/heart-cinn", endpoint=address)
+    with monkeypatch.context() as unset:  # (the endpoint given alone: a bad $HF_ENDPOINT is refused first)
+        unset.delenv("HF_ENDPOINT")
+        with pytest.raises(hub.InputError, match="the endpoint given"):
+            hub.load_hub_model("cadp/heart-cinn", endpoint=address)
     # in a fresh process: huggingface_hub not yet imported, as the command line meets it
     done = subprocess.run([sys.executable, "-m", "cadp.hub", "load", "cadp/heart-cinn"], capture_output=True,
                           text=True, cwd=Path(__file__).resolve().parent.parent, timeout=120)
@@ -226,3 +228,15 @@ def test_a_hugging_face_file_that_cannot_be_read_is_an_error_line(tmp_path, monk
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     with pytest.raises(ModelError, match="could not be read or written .*a-file/token.*HF_HOME"):
         hub.load_model("nobody/model", cache_dir=tmp_path / "cache")
+
+
+def test_a_malformed_hf_endpoint_is_refused_when_an_endpoint_is_given_too(tmp_path):
+    """huggingface_hub's import parses $HF_ENDPOINT whatever endpoint is given: it raised there (a traceback)."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "cadp.hub", "load", "someone/some-model", "--endpoint",
+                           "https://example.invalid"], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "HF_ENDPOINT": "http://[::1"})
+    assert done.returncode == 2 and "error: $HF_ENDPOINT" in done.stderr and "Traceback" not in done.stderr

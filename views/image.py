@@ -211,7 +211,8 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
                                            (len(extra), ui.cost_text(extra, handling.cost)) if extra else None,
                                            formal=settings.mechanism.formal)
     for key, record_name, mechanism in charges:  # (no element from here until the page keeps the release)
-        ui.charge(key, record_name, mechanism, handling.cost, seeded=settings.seed is not None, model=model.config.name)
+        ui.charge(key, record_name, mechanism, handling.cost, seeded=settings.seed is not None,
+                  model=ui.latent_space(loaded))
     return {"names": [r.name for r in records], "result": result, "repeats": repeats, "handling": handling.handling,
             "label_cost": handling.cost,
             "strip": strip_images, "gallery": gallery_images, "files": files, "manifest": manifest, "tag": tag,

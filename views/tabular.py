@@ -291,7 +291,8 @@ def page(loaded) -> None:
         # (Streamlit stops a run at its next element) releases nothing, and was charged for what it computed
         keys = ui.charge_rows(key, name, result.original_frame, settings.mechanism,
                               sum(h.cost for h in handlings.values()), seeded=settings.seed is not None,
-                              whole=whole_keys, model=ui.latent_space(model, st.session_state.get("table_fitted")))
+                              whole=whole_keys, model=ui.latent_space(loaded if bundled else None,
+                                                                      st.session_state.get("table_fitted")))
         state["repeats"] = compare.repeated_rows_note(keys, cost, released=True, formal=settings.mechanism.formal)
         st.session_state[RESULT] = state
     state = st.session_state.get(RESULT)
