@@ -846,13 +846,19 @@ def release_condition(values: torch.Tensor, k: int, handling: ConditionHandling,
     return resample(len(values), prior if prior is not None else [1.0 / k] * k, generator)
 
 
-def total_epsilon(mechanism: Mechanism, handlings: dict[str, ConditionHandling]) -> float | None:
-    """eps_latent + sum(eps_c) (basic composition); None for paper (no formal guarantee) and for metric, whose
-    latent part is per unit of L1 distance: 'eps_unit * d + sum(eps_c)' does not add into one number.
-    Raises InputError when a sum overflows to infinity: a guarantee of epsilon = inf says nothing."""
-    # metric's latent epsilon is in another unit, paper's nominal: only the conditions' add to it
+def epsilon_terms(mechanism: Mechanism, handlings: dict[str, ConditionHandling]) -> list[float]:
+    """The epsilons that add up in one release (basic composition): the latent's where it is one (metric's is per
+    unit of L1 distance, paper's nominal: only the conditions' count then), and each released condition's."""
     adds = mechanism.formal and not isinstance(mechanism, MetricMechanism)
-    terms = [mechanism.epsilon] * adds + [h.cost for h in handlings.values() if h.cost]
+    return [mechanism.epsilon] * adds + [h.cost for h in handlings.values() if h.cost]
+
+
+def total_epsilon(mechanism: Mechanism, handlings: dict[str, ConditionHandling]) -> float | None:
+    """eps_latent + sum(eps_c) (basic composition: ``epsilon_terms``); None for paper (no formal guarantee) and for
+    metric, whose latent part is per unit of L1 distance: 'eps_unit * d + sum(eps_c)' does not add into one number.
+    Raises InputError when a sum overflows to infinity: a guarantee of epsilon = inf says nothing."""
+    adds = mechanism.formal and not isinstance(mechanism, MetricMechanism)
+    terms = epsilon_terms(mechanism, handlings)
     if math.isinf(sum(terms)):
         raise InputError(f"the total epsilon of one release (basic composition: {' + '.join(f'{t:g}' for t in terms)}) "
                          "overflows to infinity, which is no guarantee: choose smaller epsilons")

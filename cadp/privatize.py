@@ -35,6 +35,7 @@ from cadp.mechanisms import (
     NoNoise,
     PaperMechanism,
     batch_sizes,
+    epsilon_terms,
     exact,
     generator_seed,
     keep_probability,
@@ -147,14 +148,14 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
             else f"{name} resampled from {_prior_words(model, name, public)} (costs 0)"
             for name, h in released.items()) + ".")
         if isinstance(mechanism, MetricMechanism):  # two units: they do not add into one number
-            conditions = stated_total(h.cost for h in handlings.values())
+            conditions = stated_total(epsilon_terms(mechanism, handlings))  # (the conditions' only: per unit)
             parts.append(f"Total of this release (basic composition): {stated(mechanism.epsilon)} per unit of latent L1 "
                          f"distance + epsilon = {conditions} for conditions.")
         elif mechanism.formal:
             delta = getattr(mechanism, "delta", None)  # (gaussian: the conditions add epsilon only)
             total_epsilon(mechanism, handlings)  # (refuses a total that overflows to infinity)
             parts.append("Total epsilon of this release (basic composition): "
-                         + stated_total([mechanism.epsilon] + [h.cost for h in handlings.values()])
+                         + stated_total(epsilon_terms(mechanism, handlings))
                          + (f", with delta = {exact(delta)}." if delta is not None else "."))
     if seed is not None:  # said first: what follows holds only for noise nobody can reproduce
         parts.insert(0, f"NOT PRIVATE: noise from a fixed seed ({NOT_PRIVATE_SEED}); anyone with the seed can "
