@@ -155,3 +155,23 @@ def test_a_table_no_model_can_be_fitted_on_offers_no_fit_and_says_what_to_change
     assert any("no model can be fitted on it here as it is" in e and "write its numbers plainly (no thousands "
                "separators" in e and "'bmi'" in e for e in errors), errors
     assert not any(b.label == "Fit a model on this table" for b in at.button)
+
+
+def test_a_table_whose_rows_share_no_conditions_offers_no_fit():
+    """Six rows, no two of one ward and shift: the page offered "Fit", every step ran, and only then the fit was refused (no two
+    different rows share conditions, so the metric mechanism's distances cannot be measured)."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"ward": list("ppqqrr"), "shift": ["day", "night"] * 3, "age": [31, 45, 52, 60, 38, 71],
+                          "weight": [70.5, 82.0, 64.2, 90.1, 58.3, 77.7]})  # each (ward, shift) pair in one row
+    at = table_page()
+    at.radio(key="table_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="table_upload").set_value(("wards.csv", frame.to_csv(index=False).encode(),
+                                                    "text/csv")).run()
+    helpers.conditions(at).set_value(["ward", "shift"]).run()
+    errors = [e.value for e in clean(at).error]
+    assert any("no model can be fitted on it here as it is: no two of the 6 rows share condition values" in e
+               for e in errors), errors
+    assert not any(b.label == "Fit a model on this table" for b in at.button)
+    helpers.conditions(at).set_value(["ward"]).run()  # two rows of each ward: fittable
+    assert not clean(at).error and any(b.label == "Fit a model on this table" for b in at.button)

@@ -236,6 +236,27 @@ def test_a_fitted_tables_latent_distances_are_measured_on_its_held_out_rows():
             fit_tabular(copies, conditions, steps=3)
 
 
+def test_a_table_no_fit_can_take_is_refused_before_any_step_and_by_check_fittable():
+    """Rows that share no conditions were refused after every step of the fit had run (the distances are measured
+    at its end); the same refusal now comes first, and ``check_fittable`` (the app's check before it offers a fit)
+    gives it without training."""
+    from cadp.train import check_fittable
+
+    rng = np.random.default_rng(1)
+    unique = pd.DataFrame({"x": rng.normal(size=8), "y": rng.normal(size=8), "ward": list("ppqqrrss"),
+                           "shift": ["day", "night"] * 4})  # each (ward, shift) pair in one row
+    calls = []
+    with pytest.raises(InputError, match="no two of the 8 rows share condition values") as fitted:
+        fit_tabular(unique, ["ward", "shift"], steps=50, progress=lambda share, loss: calls.append(share))
+    assert calls == []  # no step ran
+    with pytest.raises(InputError) as checked:
+        check_fittable(unique, ["ward", "shift"])
+    assert str(checked.value) == str(fitted.value)
+    with pytest.raises(InputError, match="a table of 1 row"):
+        check_fittable(unique.head(1), [])
+    check_fittable(unique, [])  # one empty condition shared by every row: fittable, returns quietly
+
+
 def test_a_config_written_before_held_out_was_recorded_claims_neither(tiny_image_model):
     """Before the field, fit_tabular measured on the rows it was fitted on and the CLI on held-out ones: a
     config.json without it says which is not recorded (the bundled configs say held out: the CLI made them)."""

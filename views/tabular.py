@@ -6,8 +6,8 @@ import streamlit as st
 from cadp import compare, hub, ui
 from cadp.data import TABULAR_DATASETS, category_texts, infer_column_kind, table_fit_problems, text_category_columns
 from cadp.errors import InputError
-from cadp.privatize import UPLOAD_DATASET, privatize, public_training_data
-from cadp.train import fit_here_caution, held_out_rows_note, tabular_config
+from cadp.privatize import privatize, public_training_data
+from cadp.train import check_fittable, fit_here_caution, held_out_rows_note
 
 RESULT = "table_result"
 SHOWN_ROWS = 200
@@ -57,12 +57,13 @@ def choose_schema(frame: pd.DataFrame, identity: str, model_kinds: dict[str, str
 
 
 def fit_problem(frame, conditions, kinds, fit_key) -> str | None:
-    """Why no model can be fitted on ``frame`` with these conditions and column kinds (its encoders cannot be
-    built), or None; checked once per table and choices (about 0.5 s for 100,000 rows), not on every rerun."""
+    """Why no model can be fitted on ``frame`` with these conditions and column kinds (``train.check_fittable``: its
+    encoders cannot be built, too few rows, no two different rows sharing conditions), or None; checked once per
+    table and choices (about 0.5 s for 100,000 rows), not on every rerun."""
     checked = st.session_state.get("table_fit_check")
     if checked is None or checked[0] != fit_key:
         try:
-            tabular_config(frame, conditions, name="check", dataset=UPLOAD_DATASET, kinds=kinds)
+            check_fittable(frame, conditions, kinds=kinds)
             checked = (fit_key, None)
         except InputError as error:
             checked = (fit_key, str(error))
