@@ -1161,13 +1161,25 @@ def paper_batch_terms(settings: RunSettings) -> str:
             f"{'s' * (settings.batch_size != 1)} (--batch-size); the batch of each is in {MANIFEST_NAME}.")
 
 
+UNREAD_ROWS_NOTE = (f"A row the model cannot read (a category it does not know in any column, such as an empty cell or "
+                    "a new code, a randomized or resampled condition included) is not released and is listed as "
+                    f"unusable in {MANIFEST_NAME}: these terms are for rows the model can read, and whether a row was "
+                    "released shows whether it could be read.")
+UNREAD_FILES_NOTE = (f"An input the model cannot take (a file that cannot be read as an image, a label that is none of "
+                     f"the model's classes, a randomized or resampled one included) is not released and is listed as "
+                     f"unusable in {MANIFEST_NAME}: these terms are for inputs the model can take, and whether an "
+                     "input was released shows whether it could be taken.")
+
+
 def write_guarantee(output: Path, guarantee: str, names_note: str = "", repeat_note: str = "",
                     labels_file: bool = False, model_line: str = "") -> None:
-    """The terms, the model that made the release (``model_line``), then notes on repeats, names and (images) the
-    released labels file; marked as an unfinished run's until ``finish_guarantee`` says how the run ended."""
+    """The terms, the model that made the release (``model_line``), then notes on repeats, inputs not released
+    (said whatever this run's inputs hold: a count would tell of them), names and (images) the released labels
+    file; marked as an unfinished run's until ``finish_guarantee`` says how the run ended."""
     release = (LABELS_NOTE, IMAGE_MANIFEST_NOTE) if labels_file else (MANIFEST_NOTE,)
-    text = "\n\n".join(part for part in (RUN_IN_PROGRESS, guarantee, model_line, repeat_note, names_note, *release)
-                       if part)
+    unread = UNREAD_FILES_NOTE if labels_file else UNREAD_ROWS_NOTE
+    text = "\n\n".join(part for part in (RUN_IN_PROGRESS, guarantee, model_line, repeat_note, unread, names_note,
+                                         *release) if part)
     _write_terms(output, text + "\n")
 
 

@@ -2659,3 +2659,22 @@ def test_numbering_goes_on_after_the_whole_chain_of_continuations(image_model, t
                str(tmp_path / "out4")) == 0
     assert [row["output"] for row in read_manifest(tmp_path / "out5") if row["status"] == "privatized"] == \
         ["0/00001.png"]
+
+
+def test_the_terms_say_that_inputs_the_model_cannot_read_are_not_released_whatever_the_run_holds(
+        table_model, image_model, tmp_path):
+    """A row whose randomized condition is outside the model's levels was listed as unusable: whether a row is
+    released then shows that its value is outside them, which the terms did not say. Said in every run (a count,
+    or a note only where it happened, would tell the recipients of the inputs)."""
+    for rows, name in ((table_frame(6), "clean"), (table_frame(6).assign(sex=[1, 2, 3, 1, 2, 1]), "unseen")):
+        source = tmp_path / f"{name}.csv"
+        source.write_text(rows.to_csv(index=False))
+        assert run(table_model, source, tmp_path / name, "--condition", "sex=randomized:1") == 0
+        terms = (tmp_path / name / "guarantee.txt").read_text()
+        assert archive.UNREAD_ROWS_NOTE in terms and archive.UNREAD_FILES_NOTE not in terms
+    statuses = [row["status"] for row in read_manifest(tmp_path / "unseen")]
+    assert statuses.count("error") == 1
+    folder = make_folder(tmp_path / "images" / "1", {"a.png": image_file(0), "b.png": image_file(1)})
+    assert run(image_model, folder.parent, tmp_path / "image-out") == 0
+    terms = (tmp_path / "image-out" / "guarantee.txt").read_text()
+    assert archive.UNREAD_FILES_NOTE in terms and archive.UNREAD_ROWS_NOTE not in terms
