@@ -80,10 +80,24 @@ CAUTIONS_HEADER = ("Not part of the release: facts about the records of this upl
                    "for whoever made the release. Share the privatized files, manifest.csv and guarantee.txt only.")
 
 
-def cautions_text(cautions: str) -> str:
+def cautions_text(cautions: str, release_id: str) -> str:
     """cautions.txt as the app offers it beside a release (never inside its ZIP: the CLI keeps it to the runner
-    too), saying first that it is not part of the release."""
-    return f"{CAUTIONS_HEADER}\n\n{cautions.rstrip(chr(10))}\n"
+    too), saying first that it is not part of the release; ``release_id`` as ``release_id_line`` says it."""
+    return f"{CAUTIONS_HEADER}\n\n{cautions.rstrip(chr(10))}\n\n{release_id_line(release_id)}\n"
+
+
+def new_release_id() -> str:
+    """A release's id, drawn at random: a text download without one (terms, cautions) had the same bytes for the same
+    table and settings, and the app's media store serves each file at a hash of its bytes, to anyone who asks, so
+    whoever held a candidate table could ask whether some visitor was releasing it."""
+    import secrets
+
+    return secrets.token_hex(8)
+
+
+def release_id_line(release_id: str) -> str:
+    return (f"Release id: {release_id} (drawn at random when the release was made; it tells nothing of the records, "
+            "and names the release these files came with).")
 
 
 def release_tag(mechanism, seeded: bool = False) -> str:

@@ -12,10 +12,12 @@ import contextlib
 import csv
 import hashlib
 import io
+import logging
 import math
 import random
 import re
 import struct
+import threading
 import unicodedata
 import warnings
 import zipfile
@@ -288,29 +290,77 @@ def _looks_like(data: bytes) -> str:
     return " (it looks like a text file)"
 
 
+class _QuietWhileDecoding(logging.Filter):
+    """Drops the records a logger makes in a thread while it decodes an upload (``quiet``): pydicom logs each
+    malformed value it meets, quoting it, besides its warning. Per thread: another session's thread, or a library
+    user's own pydicom calls, log as before."""
+
+    def __init__(self):
+        super().__init__()
+        self.state = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.state, "quiet", False)
+
+    @contextlib.contextmanager
+    def quiet(self):
+        before = getattr(self.state, "quiet", False)
+        self.state.quiet = True
+        try:
+            yield
+        finally:
+            self.state.quiet = before
+
+
+_DICOM_LOG = _QuietWhileDecoding()
+
+
 def _decode_dicom(data: bytes, steps: list[str]) -> Image.Image:
     import pydicom
+    import pydicom.pixels  # noqa: F401  (its modules' loggers, made on import, are quieted too)
     from pydicom.errors import InvalidDicomError
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom warns about odd encodings it can still read
+    for name in [name for name in logging.root.manager.loggerDict if name.partition(".")[0] == "pydicom"]:
+        logger = logging.getLogger(name)  # (a logger's filters see its own records, not its children's)
+        if _DICOM_LOG not in logger.filters:
+            logger.addFilter(_DICOM_LOG)
+    # pydicom reads an element's value when it is first used, and warns of a malformed one quoting it (a header
+    # value may be a patient's name or ID) and logs it: neither goes anywhere, from any step of the decoding
+    with warnings.catch_warnings(), _DICOM_LOG.quiet():
+        warnings.simplefilter("ignore")
+        try:
             dataset = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError,
-            NotImplementedError):
-        raise InputError("the DICOM file is truncated or corrupt and cannot be read") from None
-    if "PixelData" not in dataset and "FloatPixelData" not in dataset and "DoubleFloatPixelData" not in dataset:
-        raise InputError("the DICOM file holds no image (it has no Pixel Data element)")
+        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError,
+                NotImplementedError):
+            raise InputError("the DICOM file is truncated or corrupt and cannot be read") from None
+        if "PixelData" not in dataset and "FloatPixelData" not in dataset and "DoubleFloatPixelData" not in dataset:
+            raise InputError("the DICOM file holds no image (it has no Pixel Data element)")
+        try:
+            rows, columns = int(dataset.Rows), int(dataset.Columns)
+        except (AttributeError, TypeError, ValueError):
+            raise InputError("the DICOM file does not say its image size (Rows/Columns missing)") from None
+        if rows < 1 or columns < 1:
+            raise InputError(f"the DICOM image has no pixels ({columns}x{rows})")
+        if rows * columns > MAX_IMAGE_PIXELS:
+            raise _bomb_error(columns, rows)
+        with _charged(rows * columns):  # decoding its pixels costs as much whether they are then used or refused
+            try:
+                return _dicom_image(dataset, steps)
+            except InputError:
+                raise
+            except Exception as error:  # a malformed element read on the way: one plain sentence, no value
+                raise InputError(f"the DICOM file cannot be read ({type(error).__name__}): an element of its "
+                                 "header is malformed; export the image again, or as PNG") from None
+
+
+def _dicom_number(dataset, keyword: str, default: int) -> int:
+    """A whole-number header element (NumberOfFrames, SamplesPerPixel), ``default`` where absent or empty; an
+    InputError naming the element, never its value, where it is not a number."""
     try:
-        rows, columns = int(dataset.Rows), int(dataset.Columns)
-    except (AttributeError, TypeError, ValueError):
-        raise InputError("the DICOM file does not say its image size (Rows/Columns missing)") from None
-    if rows < 1 or columns < 1:
-        raise InputError(f"the DICOM image has no pixels ({columns}x{rows})")
-    if rows * columns > MAX_IMAGE_PIXELS:
-        raise _bomb_error(columns, rows)
-    with _charged(rows * columns):  # decoding its pixels costs as much whether they are then used or refused
-        return _dicom_image(dataset, steps)
+        return int(getattr(dataset, keyword, default) or default)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"the DICOM header's {keyword} is not a whole number, so the image cannot be read; fix or "
+                         "remove that element (or export the image as PNG)") from None
 
 
 def _dicom_image(dataset, steps: list[str]) -> Image.Image:
@@ -320,7 +370,7 @@ def _dicom_image(dataset, steps: list[str]) -> Image.Image:
 
     syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
     syntax_name = getattr(syntax, "name", None) or str(syntax or "unknown")
-    frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
+    frames = _dicom_number(dataset, "NumberOfFrames", 1)
     try:
         pixels = dicom_pixel_array(dataset, index=0 if frames > 1 else None)
     except Exception as error:  # pydicom raises many types; the user needs one plain sentence
@@ -335,7 +385,7 @@ def _dicom_image(dataset, steps: list[str]) -> Image.Image:
     if frames > 1:
         steps.append(f"{FIRST_FRAME} {_a(f'{frames}-frame DICOM')}")
     photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2"))
-    samples = int(getattr(dataset, "SamplesPerPixel", 1) or 1)
+    samples = _dicom_number(dataset, "SamplesPerPixel", 1)
     if samples == 1:
         try:
             values = apply_modality_lut(pixels, dataset)

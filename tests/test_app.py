@@ -1791,12 +1791,23 @@ def test_a_table_that_does_not_fit_the_model_gets_no_kept_condition_unasked():
     assert helpers.conditions(clean(at)).value == ["sex"]
 
 
-def test_a_fit_that_fails_leaves_its_error_and_no_frozen_progress_bar():
+def test_a_fit_that_fails_leaves_its_error_and_no_frozen_progress_bar(monkeypatch):
     at = page("tabular.py")
     at.radio(key="table_source").set_value("Upload a CSV").run()
     at.file_uploader(key="table_upload").set_value(("one.csv", b"age,weight\n40,70.5\n", "text/csv")).run()
+    # a table no fit can take is said before a press (train.check_fittable): no fit is offered
+    assert any("1 row" in e for e in errors(clean(at))) and not any(b.label.startswith("Fit") for b in at.button)
+    import cadp.train
+    from cadp.errors import InputError
+
+    def failing(*args, progress=None, **options):
+        progress(0.5, 1.0)  # the bar is drawn, then the fit fails
+        raise InputError("the fit failed on purpose")
+
+    monkeypatch.setattr(cadp.train, "fit_tabular", failing)
+    at.file_uploader(key="table_upload").set_value(("two.csv", b"age,weight\n40,70.5\n41,71.5\n", "text/csv")).run()
     at.button[0].click().run()  # the form's "Fit a model on this table"
-    assert any("1 row" in e for e in errors(clean(at)))
+    assert any("the fit failed on purpose" in e for e in errors(clean(at)))
     assert not at.get("progress")
 
 
@@ -1993,7 +2004,7 @@ def test_an_upload_holding_one_image_twice_says_what_that_record_cost(media):
     cautions = downloads(at)[1]
     assert cautions.label == "Download cautions.txt (for you, not part of the release)"
     assert media[cautions.proto.url.rsplit("/", 1)[-1].split(".")[0]].decode() == \
-        f"{compare.CAUTIONS_HEADER}\n\n{warnings[0]}\n"
+        f"{compare.CAUTIONS_HEADER}\n\n{warnings[0]}\n\n{compare.release_id_line(state['release_id'])}\n"
     # with the strip and the gallery, the first image's record was released more times than its copies
     at.checkbox(key="image_strip").check().run()
     at.slider(key="image_gallery").set_value(2).run()

@@ -471,3 +471,43 @@ def test_a_headless_start_asks_no_one_for_this_machines_address(network, capsys)
         config.get_config_options(force_reparse=True)
     assert network.attempts == []
     assert "http://localhost:8501" in capsys.readouterr().out
+
+
+def malformed_dicom(marker: str) -> bytes:
+    """A valid 28 x 28 DICOM whose NumberOfFrames holds ``marker`` (10 characters) instead of a number."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.Rows = dataset.Columns = 28
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 8, 8, 7, 0
+    dataset.NumberOfFrames = "1234567890"
+    dataset.PixelData = (np.arange(784) % 256).astype(np.uint8).tobytes()
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    assert len(marker) == 10
+    return buffer.getvalue().replace(b"1234567890", marker.encode())
+
+
+def test_a_malformed_dicom_value_is_its_files_problem_and_quoted_nowhere(sandbox, weights, media, capsys, recwarn):
+    """pydicom reads a header value when it is first used and warns of a malformed one quoting it: the value of
+    NumberOfFrames went to the server's stderr, and its ValueError stopped the whole upload (a PNG beside it was
+    never offered)."""
+    marker = f"SECRET{uuid.uuid4().hex[:4]}"
+    upload = malformed_dicom(marker)
+    at = page("image.py")
+    at.file_uploader(key="image_upload").set_value([("scan.dcm", upload, "application/dicom"),
+                                                   ("plain.png", helpers.png(5), "image/png")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    problems = " ".join(e.value for e in at.error)
+    assert "the DICOM header's NumberOfFrames is not a whole number" in problems and marker not in problems
+    at.button(key="image_privatize").click().run()  # the PNG is released
+    assert not at.exception and Image.open(io.BytesIO(download_bytes(at, media))).size == (28, 28)
+    assert not [w for w in recwarn if marker in str(w.message)]
+    output = capsys.readouterr()
+    assert_nowhere(sandbox, weights, [marker.encode()], output.out + output.err)

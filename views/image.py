@@ -309,7 +309,8 @@ def show_result(loaded, state, changed: bool) -> None:
                            on_click="ignore", key="download_zip")
     if state.get("repeats"):  # facts about the records, for whoever released them: never inside the release
         st.download_button("Download cautions.txt (for you, not part of the release)",
-                           compare.cautions_text(state["repeats"]), file_name="cautions.txt", mime="text/plain",
+                           compare.cautions_text(state["repeats"], state.setdefault(
+                               "release_id", compare.new_release_id())), file_name="cautions.txt", mime="text/plain",
                            on_click="ignore", key="download_cautions")
     st.caption(compare.download_note(state["handling"], state["files"][0][0], any(back), state.get("keep_names", False)))
 

@@ -152,8 +152,10 @@ def show_result(state) -> None:
     tag = state.get("tag", "not-private")  # (a release kept from before the tag: said to be none, never more)
     left.download_button("Download privatized CSV", data, file_name=f"cadp-privatized-{tag}.csv", mime="text/csv",
                          on_click="ignore", key="download_csv")
+    release_id = state.setdefault("release_id", compare.new_release_id())  # (the file's address is its bytes' hash)
     right.download_button("Download its terms (guarantee.txt)", "\n\n".join(
-        [ui.release_terms(result), order_note] + ([escaped] if escaped else [])) + "\n",
+        [ui.release_terms(result), order_note] + ([escaped] if escaped else [])
+        + [compare.release_id_line(release_id)]) + "\n",
                           file_name=f"cadp-privatized-{tag}-guarantee.txt", mime="text/plain", on_click="ignore",
                           key="download_terms")
     st.caption(order_note)
