@@ -97,8 +97,40 @@ def machine() -> dict:
         pass
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+    info.update(source_state())
     info["other_load"] = other_load()
     return info
+
+
+def source_state() -> dict:
+    """The commit the suite ran at and whether the working tree differed from it (a run is attributed to a
+    commit only where it did not), or nothing where git cannot say."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                 capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    if not commit or changed.returncode != 0:
+        return {}
+    return {"commit": commit, "tracked_files_changed": bool(changed.stdout.strip())}
+
+
+def strict_float32() -> None:
+    """On a GPU, float32 as the targets mean it: torch lets cuDNN run float32 convolutions in TF32 (10-bit
+    mantissa) by default, which would make the measured peak and the models' shares TF32 numbers."""
+    import torch
+
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def float32_settings() -> dict:
+    import torch
+
+    return {"cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32}
 
 
 TOP_PROCESS_MIN_CPU = 5.0  # %CPU below which a process is not listed as competing load

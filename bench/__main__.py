@@ -89,20 +89,28 @@ def bench_models(folders: list[Path], settings: dict, device: str, threads: int 
     for name, runs in singles.items():
         chosen = dict(sorted(runs, key=lambda run: run["p50_ms"])[len(runs) // 2])  # its DP-Pix: the same worker
         chosen["p50_ms_runs"] = [run["p50_ms"] for run in runs]
+        # every worker's mean call too (the share is judged on the chosen one's): in the order they ran
+        chosen["runs"] = [{"p50_ms": run["p50_ms"], "mean_ms": run["mean_ms"], "records_per_s": run["records_per_s"]}
+                          for run in runs]
         results[name]["batches"]["1"] = chosen
     # the peak again after the workers: the machine's speed drifts, and a peak measured in a slow moment would let
-    # a later worker pass 100%; the larger of the two is the reference
+    # a later worker pass 100%; the larger of the two is the reference, for the machine and for each model
     if available:
         again = peak_flops(available, device, **settings["peak"])
         first = peak["peak_flops_per_s"]
+        model_peaks = {name: max(peak["model_peaks"][name], again["model_peaks"][name],
+                                 key=lambda reference: reference["peak_flops_per_s"]) for name in peak["model_peaks"]}
         if again["peak_flops_per_s"] > first:
             peak = again
+        peak["model_peaks"] = model_peaks
         peak["peak_flops_per_s_start_end"] = [first, again["peak_flops_per_s"]]
     for loaded in available:
         entry = results[loaded.folder.name]
-        for point in entry["batches"].values():
+        reference = peak["model_peaks"][loaded.folder.name]
+        entry["reference_peak"] = reference  # the best of the matmuls and of this model's own largest layer
+        for point in [*entry["batches"].values(), *entry["batches"].get("1", {}).get("runs", [])]:
             point["flops_per_s"] = entry["privatize_flops_per_record"] * point["records_per_s"]
-            point["efficiency"] = point["flops_per_s"] / peak["peak_flops_per_s"]
+            point["efficiency"] = point["flops_per_s"] / reference["peak_flops_per_s"]
         entry["targets"] = model_targets(entry)
     return peak, results
 
@@ -201,10 +209,19 @@ def evaluation_times(folders: list[Path], quick: bool, device: str = "cpu", thre
             copy = Path(scratch) / folder.name
             shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("eval.json", "report.html"))
             start = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "cadp.evaluate", "utility", "--model", str(copy),
-                                   "--device", device] + (["--quick"] if quick else []), cwd=ROOT, capture_output=True,
-                                  text=True, timeout=3600, env=environment)
+            sweep = subprocess.Popen([sys.executable, "-m", "cadp.evaluate", "utility", "--model", str(copy),
+                                      "--device", device] + (["--quick"] if quick else []), cwd=ROOT, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)
+            sampler = GpuSampler(sweep) if device == "cuda" else None
+            try:
+                _out, error_text = sweep.communicate(timeout=3600)
+            except subprocess.TimeoutExpired:
+                sweep.kill()
+                _out, error_text = sweep.communicate()
             entry["process_s"] = time.perf_counter() - start
+            if sampler is not None:
+                entry["gpu_utilization"] = sampler.summary()
+            done = subprocess.CompletedProcess(sweep.args, sweep.returncode, _out, error_text)
             if done.returncode != 0:
                 entry["error"] = done.stderr.strip().splitlines()[-1][:300] if done.stderr.strip() else "failed"
             else:
@@ -219,6 +236,44 @@ def evaluation_times(folders: list[Path], quick: bool, device: str = "cpu", thre
                                  ("wall_seconds", "quick", "device", "torch_threads", "date")}
         times[folder.name] = entry
     return times
+
+
+NVIDIA_SMI = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "--id=0"]
+
+
+class GpuSampler:
+    """The GPU's utilization (NVML's: the share of each sample period in which a kernel ran), read with nvidia-smi
+    every ``interval`` seconds in a thread while ``process`` runs: for a sweep that runs in another process, where
+    torch.profiler cannot see."""
+
+    def __init__(self, process, interval: float = 0.5, command: list[str] | None = None):
+        import threading
+
+        self.samples: list[float] = []
+        self.failed: str | None = None
+        self.command = command or NVIDIA_SMI
+        self.thread = threading.Thread(target=self._sample, args=(process, interval), daemon=True)
+        self.thread.start()
+
+    def _sample(self, process, interval: float) -> None:
+        while process.poll() is None:
+            try:
+                out = subprocess.run(self.command, capture_output=True, text=True, timeout=10).stdout
+                self.samples.append(float(out.strip().splitlines()[0]))
+            except (OSError, subprocess.SubprocessError, ValueError, IndexError) as error:
+                self.failed = f"{' '.join(self.command[:1])}: {type(error).__name__}"
+                return
+            time.sleep(interval)
+
+    def summary(self) -> dict:
+        self.thread.join(timeout=15)
+        if not self.samples:
+            return {"samples": 0, "note": self.failed or "the sweep ended before the first sample"}
+        ordered = sorted(self.samples)
+        return {"samples": len(ordered), "mean_percent": sum(ordered) / len(ordered),
+                "median_percent": ordered[len(ordered) // 2],
+                "busy_sample_share": sum(value > 0 for value in ordered) / len(ordered),
+                **({"note": self.failed} if self.failed else {})}
 
 
 def bench_app(settings: dict, folders: list[Path], browser: bool, weights: str | None) -> dict:
@@ -280,7 +335,17 @@ def report(results: dict) -> str:
              f"cores/socket, {info.get('threads_per_core', '?')} thread/core), {info.get('memory_gib', '?')} GiB; "
              f"Python {info['python']}, torch {info['torch']}, {info['torch_threads']} torch threads "
              f"(OMP_NUM_THREADS={info['omp_num_threads_env']}); allocator: {info.get('allocator', 'not recorded')}.",
-             f"Other load: at start {_load(info['other_load'])}; at end {_load(info.get('other_load_at_end'))}.", ""]
+             f"Other load: at start {_load(info['other_load'])}; at end {_load(info.get('other_load_at_end'))}."]
+    if info.get("gpu"):
+        lines.append(f"GPU: {info['gpu']}" + (" (the device measured)." if results["device"] == "cuda" else
+                                              " (present, not measured: device cpu)."))
+    if results["device"] == "cuda":
+        lines.append("On the GPU: the model points and the peak. On the CPU whatever the device: the warm and cold "
+                     "loads, the tabular fit (fit_tabular runs on the CPU) and the app.")
+    if "commit" in info:
+        lines.append(f"Code: commit {info['commit'][:12]}" + (" with changes to tracked files (not that commit's "
+                                                               "code alone)." if info["tracked_files_changed"] else "."))
+    lines.append("")
     peak = results.get("peak")
     if peak:
         lines += [f"Measured peak float32: {peak['peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({peak['peak_source']}; "
@@ -299,8 +364,18 @@ def report(results: dict) -> str:
                      f"the process): load_folder {entry['load_folder_s'] * 1e3:.0f} ms"
                      + (f", load_model {entry['load_model_s'] * 1e3:.0f} ms" if "load_model_s" in entry else "")
                      + "." + _cold_load(entry.get("cold_load")))
+        reference = entry.get("reference_peak")
+        if reference:
+            lines.append(f"Efficiency against {reference['peak_flops_per_s'] / 1e9:.1f} GFLOP/s, the best of the "
+                         f"matmuls and of this model's own largest layer ({reference['peak_source']}).")
         single = entry["batches"].get("1", {})
-        if len(single.get("p50_ms_runs", [])) > 1:
+        if len(single.get("runs", [])) > 1:
+            lines.append(f"One record in {len(single['runs'])} separate workers (the later ones after every model's "
+                         "other points), p50 / mean / share of the peak: "
+                         + ", ".join(f"{run['p50_ms']:.2f} / {run['mean_ms']:.2f} ms / {100 * run['efficiency']:.1f}%"
+                                     for run in single["runs"])
+                         + "; the batch-1 row and the verdicts are the median run by p50.")
+        elif len(single.get("p50_ms_runs", [])) > 1:
             lines.append(f"One record, p50 in {len(single['p50_ms_runs'])} separate workers (the later ones after every model's other points): "
                          + ", ".join(f"{value:.2f}" for value in single["p50_ms_runs"])
                          + " ms; the batch-1 row and the verdict are the median run.")
@@ -326,8 +401,8 @@ def report(results: dict) -> str:
                          + (f" {point.get('peak_cuda_mib', float('nan')):.0f} | "
                             f"{100 * point.get('gpu_busy_share', float('nan')):.0f}% |" if gpu else ""))
         if gpu:
-            lines.append("(GPU busy: the share of 5 calls' wall time in which the GPU ran kernels or copies, "
-                         "from torch.profiler's CUDA events.)")
+            lines.append("(GPU busy: the time in which the GPU ran kernels or copies during 5 calls, from "
+                         "torch.profiler's CUDA events, as a share of 5 calls' mean time without the profiler.)")
         if added:
             lines.append("(Peak RSS: the process's resident peak during that row's warm-up and timed calls (model, "
                          "libraries and inputs resident, loading them not counted); added: that peak less the "
@@ -391,6 +466,12 @@ def report(results: dict) -> str:
         line = (f"Evaluation, {name}: {kind} {entry['process_s']:.0f} s, measured by this run "
                 f"(`{entry['command']}` on a copy of the folder, {entry.get('torch_threads')} torch threads; "
                 f"{entry['wall_seconds']:.0f} s of it inside the sweep)")
+        utilization = entry.get("gpu_utilization")
+        if utilization:
+            line += ("; GPU utilization " + (f"mean {utilization['mean_percent']:.0f}%, median "
+                                             f"{utilization['median_percent']:.0f}% over {utilization['samples']} "
+                                             "samples (nvidia-smi, every 0.5 s)" if utilization["samples"]
+                                             else f"not sampled ({utilization['note']})"))
         recorded = entry.get("recorded")
         if recorded:
             line += (f"; the run behind the bundled eval.json recorded {recorded['wall_seconds']:.0f} s "
@@ -452,7 +533,7 @@ def _target_rows(targets: dict) -> list[str]:
 def compare(before: dict, after: dict) -> str:
     """Markdown table: each model and batch size of two stored runs, side by side."""
     rows = ["| model | batch | p50 ms before | after | records/s before | after | efficiency before | after "
-            "| peak RSS MiB before | after |", "|---|---|---|---|---|---|---|---|---|---|"]
+            "| process peak RSS MiB before | after |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, entry in after.get("models", {}).items():
         old_batches = before.get("models", {}).get(name, {}).get("batches", {})
         for batch, new in entry["batches"].items():
@@ -479,10 +560,33 @@ def compare(before: dict, after: dict) -> str:
         if single and terms[0] != terms[1]:
             notes.append(f"{name}, batch 1, the same call as before (with the reconstruction): p50 "
                          f"{old_entry['batches'].get('1', {}).get('p50_ms', math.nan):.2f} -> {single['p50_ms']:.2f} ms.")
+    notes.append("(Process peak RSS: the worker's whole peak, loading the model, libraries and inputs included; "
+                 "--report's peak RSS is that of the calls alone.)")
     return "\n".join(rows + ["", f"before: {dates[0]}, after: {dates[1]}"] + notes)
 
 
 # --------------------------------------------------------------------------- CLI
+
+def positive_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1, e.g. 2, not {text!r}")
+    return value
+
+
+def stored_run(parser: argparse.ArgumentParser, path: str) -> dict:
+    """A stored results file, or the parser's error (exit 2) where it cannot be read as one."""
+    try:
+        stored = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        parser.error(f"{path} cannot be read as a results file: {error}")
+    if not isinstance(stored, dict):
+        parser.error(f"{path} is not a results file of `python -m bench`")
+    return stored
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[1])
@@ -490,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--short", dest="mode", action="store_const", const="short", help="quick run for CI (default)")
     mode.add_argument("--full", dest="mode", action="store_const", const="full", help="every measurement")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's default, one per core)")
+    parser.add_argument("--threads", type=positive_count, help="torch threads (default: torch's default, one per core)")
     parser.add_argument("--browser", action="store_true", help="also the browser measurements (Chromium)")
     parser.add_argument("--models", nargs="+", help="model names in weights/ or folders (default: the bundled ones)")
     parser.add_argument("--skip", nargs="+", default=[], choices=["models", "fit", "app", "evaluation"],
@@ -503,12 +607,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="print a before/after table of two stored runs; measure nothing")
     args = parser.parse_args(argv)
     if args.compare:
-        before, after = (json.loads(Path(path).read_text()) for path in args.compare)
+        before, after = (stored_run(parser, path) for path in args.compare)
         print(compare(before, after))
         return 0
     if args.report:
-        stored = json.loads(Path(args.report).read_text())
-        if not isinstance(stored, dict) or "mode" not in stored:
+        stored = stored_run(parser, args.report)
+        if "mode" not in stored:
             parser.error(f"{args.report} is not a results file of `python -m bench` (other modules' files, such as "
                          "bench.architectures', are read as they are)")
         print(report(stored))

@@ -48,8 +48,11 @@ def timed_calls(call, device: torch.device, *, warmup: int, min_calls: int, min_
 # --------------------------------------------------------------------------- inputs
 
 def load(model_folder: str | Path, device: torch.device):
+    from bench import strict_float32
     from cadp.hub import load_folder
 
+    if torch.device(device).type == "cuda":
+        strict_float32()
     loaded = load_folder(model_folder)
     loaded.model.to(device)
     return loaded
@@ -99,6 +102,9 @@ def privatize_call(loaded, batch: int, reconstruct: bool = False):
     generator = new_generator()
     if loaded.config.kind == "image":
         pixels, labels, source = image_inputs(loaded.config, batch)
+        # on the model's device before the clock, as DP-Pix's are (measure_dp_pix): a GPU call copies no input
+        device = next(loaded.model.parameters()).device
+        pixels, labels = pixels.to(device), labels.to(device)
 
         def call():
             with torch.inference_mode():
@@ -192,7 +198,8 @@ def measure_privatize(loaded, batch: int, device: str = "cpu", *, min_calls: int
         result["peak_rss_scope"] = "the warm-up and timed calls (VmHWM reset before them)"
     if device.type == "cuda":
         result["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-        result["gpu_busy_share"] = gpu_busy_share(call, device)
+        result.update(gpu_busy_share(call, device, sum(seconds) / len(seconds)))
+        result.update(__import__("bench").float32_settings())
     if with_reconstruction:
         reconstructing, _ = privatize_call(loaded, batch, reconstruct=True)
         result["with_reconstruction"] = summary_ms(timed_calls(reconstructing, device, warmup=warmup,
@@ -217,9 +224,13 @@ def busy_share(intervals, start: float, end: float) -> float:
 GPU_WINDOW = "cadp bench: timed calls"
 
 
-def gpu_busy_share(call, device: torch.device, calls: int = 5) -> float:
-    """The share of ``calls`` calls' wall time in which the GPU ran kernels or copies (torch.profiler's
-    CUDA events, their union): near 1, the GPU bounds the call; well below, Python and the CPU do."""
+def gpu_busy_share(call, device: torch.device, seconds_per_call: float, calls: int = 5) -> dict:
+    """The share of the calls' wall time in which the GPU ran kernels or copies (torch.profiler's CUDA events,
+    their union, over ``calls`` calls): near 1, the GPU bounds the call; well below, Python and the CPU do.
+
+    ``gpu_busy_share`` divides that time by ``calls`` x ``seconds_per_call``, the mean of the timed calls made
+    without the profiler, whose own work on the host stretches the profiled window (by 6-12% on a CPU);
+    ``gpu_busy_share_profiled_window`` divides it by that window (a lower bound)."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile, record_function
 
@@ -234,7 +245,11 @@ def gpu_busy_share(call, device: torch.device, calls: int = 5) -> float:
     window = next(event for event in events if event.name == GPU_WINDOW and event.device_type == DeviceType.CPU)
     busy = [(event.time_range.start, event.time_range.end) for event in events
             if event.device_type == DeviceType.CUDA and not event.is_user_annotation]
-    return busy_share(busy, window.time_range.start, window.time_range.end)
+    start, end = window.time_range.start, window.time_range.end
+    share = busy_share(busy, start, end)  # of the window; the profiler's times are in microseconds
+    busy_seconds = share * (end - start) / 1e6
+    return {"gpu_busy_share": busy_seconds / (calls * seconds_per_call) if seconds_per_call > 0 else 0.0,
+            "gpu_busy_share_profiled_window": share}
 
 
 def measure_dp_pix(config, batch: int, device: torch.device, **timing) -> dict:
@@ -347,7 +362,13 @@ def peak_flops(loaded_models: list, device: str = "cpu", *, matmul_sizes=(1024, 
         rates[f"{loaded.config.name}: {name} {type(layer).__name__} {tuple(shape)} x{layer_batch}"] = \
             counter.get_total_flops() / min(seconds)
     best = max(rates, key=rates.get)
+    matmul = max((name for name in rates if name.startswith("matmul ")), key=rates.get)
+    # each model's reference: the matmuls and its own largest layer (another model's layer is not its limit)
+    own = {loaded.folder.name: max((name for name in rates if name == matmul or name.startswith(
+        f"{loaded.config.name}: ")), key=rates.get) for loaded in loaded_models}
     return {"peak_flops_per_s": rates[best], "peak_source": best, "rates_flops_per_s": rates,
+            "model_peaks": {folder: {"peak_flops_per_s": rates[name], "peak_source": name}
+                            for folder, name in own.items()},
             "torch_threads": torch.get_num_threads()}
 
 

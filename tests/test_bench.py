@@ -66,7 +66,7 @@ def test_short_mode_numbers_are_consistent(short_run):
         assert 0 < point["p50_ms"] <= point["p95_ms"]
         assert point["records_per_s"] == pytest.approx(int(batch) * 1e3 / point["mean_ms"], rel=1e-6)
         assert point["efficiency"] == pytest.approx(
-            entry["privatize_flops_per_record"] * point["records_per_s"] / peak["peak_flops_per_s"])
+            entry["privatize_flops_per_record"] * point["records_per_s"] / entry["reference_peak"]["peak_flops_per_s"])
         # the peak of the calls alone (VmHWM reset after loading), within the whole process's peak
         assert point["peak_rss_scope"] == "the warm-up and timed calls (VmHWM reset before them)"
         assert 0 < point["rss_before_privatize_mib"] <= point["peak_rss_mib"] <= point["process_peak_rss_mib"]
@@ -203,12 +203,83 @@ def test_busy_share_is_the_covered_part_of_the_window():
 def test_report_shows_gpu_columns_only_for_gpu_runs(short_run):
     import copy
 
-    assert "GPU busy" not in report(short_run)
+    assert "GPU busy" not in report(short_run) and "GPU:" not in report(short_run)
     gpu_run = copy.deepcopy(short_run)
+    gpu_run["device"], gpu_run["machine"]["gpu"] = "cuda", "NVIDIA H200"
     for point in gpu_run["models"]["diabetes-cinn"]["batches"].values():
         point |= {"peak_cuda_mib": 12.0, "gpu_busy_share": 0.875}
+    gpu_run["evaluation"]["diabetes-cinn"]["gpu_utilization"] = {"samples": 8, "mean_percent": 61.5,
+                                                                 "median_percent": 70.0, "busy_sample_share": 0.9}
     text = report(gpu_run)
     assert "| peak CUDA MiB | GPU busy |" in text and "| 12 | 88% |" in text
+    assert "GPU: NVIDIA H200 (the device measured)." in text  # the results are recorded with the GPU's name
+    assert "On the CPU whatever the device: the warm and cold loads, the tabular fit" in text
+    assert "GPU utilization mean 62%, median 70% over 8 samples" in text
+
+
+def test_a_run_records_its_commit_and_each_model_is_judged_against_its_own_largest_layer(short_run):
+    """A model's share used the best layer of every model in the run (a table model's share changed with the image
+    models run beside it); the issue's reference is the matmuls and the model's own largest layer."""
+    info = short_run["machine"]
+    assert len(info["commit"]) == 40 and isinstance(info["tracked_files_changed"], bool)
+    assert f"Code: commit {info['commit'][:12]}" in report(short_run)
+
+
+
+def test_each_model_is_judged_against_the_matmuls_and_its_own_largest_layer(tiny_weights, monkeypatch):
+    """A model's share used the best layer of every model in the run (a table model's share changed with the image
+    models run beside it); the issue's reference is the matmuls and the model's own largest layer."""
+    import torch
+
+    import bench.compute as compute
+    from tests.app_helpers import IMAGE_MODEL, TABLE_MODEL
+
+    def timed(call, device, **options):  # a convolution runs fastest, then a linear layer, then the matmuls
+        layer = (call.__defaults__ or (None,))[0]
+        return [1e-6 if isinstance(layer, torch.nn.Conv2d) else 1e-5 if isinstance(layer, torch.nn.Linear) else 1.0]
+
+    monkeypatch.setattr(compute, "timed_calls", timed)
+    image = compute.load(tiny_weights / IMAGE_MODEL, torch.device("cpu"))
+    table = compute.load(tiny_weights / TABLE_MODEL, torch.device("cpu"))
+    peak = compute.peak_flops([image, table], matmul_sizes=(64, 128))
+    rates = peak["rates_flops_per_s"]
+    assert peak["peak_source"].startswith(f"{image.config.name}: ") and "Conv2d" in peak["peak_source"]
+    for loaded in (image, table):
+        reference = peak["model_peaks"][loaded.folder.name]
+        own = [name for name in rates if name.startswith(f"{loaded.config.name}: ")]
+        assert reference["peak_source"] == max([*own, "matmul 64", "matmul 128"], key=rates.get)
+    assert peak["model_peaks"][TABLE_MODEL]["peak_source"].startswith(f"{table.config.name}: ")  # not the image's
+
+
+def test_gpu_sampler_reads_utilization_while_the_sweep_runs_and_says_why_it_could_not():
+    import subprocess
+    import sys
+
+    from bench.__main__ import GpuSampler
+
+    sweep = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.2)"])
+    sampler = GpuSampler(sweep, interval=0.1, command=[sys.executable, "-c", "print('42')"])
+    sweep.wait()
+    summary = sampler.summary()
+    assert summary["samples"] >= 2 and summary["mean_percent"] == 42.0 and summary["busy_sample_share"] == 1.0
+    sweep = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    missing = GpuSampler(sweep, interval=0.1, command=["/nonexistent/nvidia-smi"]).summary()
+    sweep.wait()
+    assert missing["samples"] == 0 and "FileNotFoundError" in missing["note"]
+
+
+def test_bad_options_and_unreadable_results_are_one_line_errors(tmp_path, capsys):
+    for argv in (["--threads", "-1"], ["--threads", "0"], ["--threads", "two"]):
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert stopped.value.code == 2 and "a whole number of at least 1" in capsys.readouterr().err
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    for argv in (["--report", str(broken)], ["--compare", str(broken), str(broken)], ["--report", str(tmp_path)]):
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        error = capsys.readouterr().err
+        assert stopped.value.code == 2 and "cannot be read as a results file" in error and "Traceback" not in error
 
 
 def test_architecture_variants_are_built_as_configured_and_measured():
@@ -362,12 +433,18 @@ def test_short_mode_judges_an_image_model(tiny_weights, tmp_path):
     entry = json.loads(out.read_text())["models"][IMAGE_MODEL]
     assert entry["kind"] == "image" and set(entry["batches"]) == {"1", "256"}
     assert {"image_latency_p50_ms", "image_efficiency_batch256", "image_efficiency_batch1"} <= set(entry["targets"])
-    for name in ("image_efficiency_batch256", "image_efficiency_batch1"):
-        share = entry["targets"][name]["value"]
-        assert share > 0 and entry["targets"][name]["met"] in (True, False, None)
+    run = json.loads(out.read_text())
+    reference = entry["reference_peak"]["peak_flops_per_s"]
+    assert entry["reference_peak"] == run["peak"]["model_peaks"][IMAGE_MODEL]
+    for name, batch, limit in (("image_efficiency_batch256", "256", 0.70), ("image_efficiency_batch1", "1", 0.40)):
+        point, target = entry["batches"][batch], entry["targets"][name]
+        share = entry["privatize_flops_per_record"] * point["records_per_s"] / reference
+        assert target["value"] == pytest.approx(share) and share > 0  # flops x records/s over the model's peak
+        assert target["met"] is (None if share > 1 else share >= limit)  # above 100%: not judged
     single = entry["batches"]["1"]
     assert single["with_reconstruction"]["p50_ms"] > 0 and single["dp_pix"]["p50_ms"] > 0
-    assert entry["content_awareness_cost"] > 0 and entry["cold_load"]["first_privatize_s"] > 0
+    assert entry["content_awareness_cost"] == pytest.approx(single["p50_ms"] / single["dp_pix"]["p50_ms"])
+    assert entry["cold_load"]["first_privatize_s"] > 0
 
 
 
@@ -390,9 +467,9 @@ def test_render_timing_uploads_an_image_of_the_data_of_the_model_the_page_opens_
 
     png, source = test_image_png("fashion-mnist-cinn")
     assert source == "fashion-mnist test image #0"
-    pixels = list(Image.open(io.BytesIO(png)).getdata())
+    pixels = list(Image.open(io.BytesIO(png)).tobytes())
     assert pixels == load_image_dataset("fashion-mnist", "test").images[0, 0].flatten().tolist()
-    assert pixels != list(Image.open(io.BytesIO(test_image_png()[0])).getdata())
+    assert pixels != list(Image.open(io.BytesIO(test_image_png()[0])).tobytes())
 
 
 def test_batch1_alternatives_compute_the_layer_and_the_table_restores_the_model_route():
