@@ -239,7 +239,9 @@ HUB_MODELS_IN_MEMORY = 4
 # network above this only when asked (minutes of the CPU that every visitor of a hosted app shares)
 SAMPLES_ON_REQUEST_PARAMETERS = 20_000_000
 APP_HUB_CACHE_ENV = "CADP_APP_HUB_CACHE"
-APP_HUB_CACHE_BYTES = 2 * 2**30  # the app's Hub downloads on disk; models in use stay, whatever their size
+# the app's Hub downloads on disk; the folders of the last 2 * HUB_MODELS_IN_MEMORY Hub models used stay, whatever
+# their size (each at most hub.max_weights_bytes and a few small files)
+APP_HUB_CACHE_BYTES = 2 * 2**30
 HUB_FOLDERS_IN_USE: collections.OrderedDict = collections.OrderedDict()  # Hub snapshot folder: None, last used last
 _HUB_LOCK = threading.Lock()  # one pruning of the app's Hub cache at a time
 HUB_DOWNLOADS_AT_ONCE = 2  # Hub downloads under way at once (one visitor's large repo no longer holds up all others)
@@ -294,7 +296,7 @@ def load_model(source: str, hub_only: bool = False) -> hub.LoadedModel:
         with _IN_USE_LOCK:
             HUB_FOLDERS_IN_USE.pop(loaded.folder, None)
             HUB_FOLDERS_IN_USE[loaded.folder] = None
-            while len(HUB_FOLDERS_IN_USE) > 2 * MODELS_IN_MEMORY:  # (twice the cache's size: a margin)
+            while len(HUB_FOLDERS_IN_USE) > 2 * HUB_MODELS_IN_MEMORY:  # (twice the Hub cache's size: a margin)
                 HUB_FOLDERS_IN_USE.popitem(last=False)
     return loaded
 

@@ -61,6 +61,9 @@ def test_hub_ids_typed_by_anyone_never_push_the_app_s_own_models_out_of_memory(m
         ui.load_model(f"someone/model-{ui.MODELS_IN_MEMORY + 1}", hub_only=True)  # the latest: still held
         ui.load_model("someone/model-0", hub_only=True)  # an early one: loaded again (at most HUB_MODELS_IN_MEMORY Hub models held)
         assert loads.count(f"someone/model-{ui.MODELS_IN_MEMORY + 1}") == 1 and loads.count("someone/model-0") == 2
+        # the folders kept on disk whatever the cache's budget: twice the Hub models held (16 kept up to 7 GB)
+        assert len(ui.HUB_FOLDERS_IN_USE) == 2 * ui.HUB_MODELS_IN_MEMORY
+        assert next(reversed(ui.HUB_FOLDERS_IN_USE)) == tmp_path / "someone--model-0"
     finally:
         ui.clear_loaded_models()
 
