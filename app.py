@@ -6,12 +6,19 @@ bypassing this navigation, so a direct link would open a page without the app's 
 
 import streamlit as st
 
-from cadp.runtime import configure_allocator, configure_blas_threads, keep_uploads_in_memory, limit_held_uploads
+from cadp.runtime import (
+                          configure_allocator,
+                          configure_blas_threads,
+                          keep_uploads_in_memory,
+                          limit_held_uploads,
+                          no_address_lookups,
+)
 
 configure_allocator()  # large image batches reuse freed memory instead of page-faulting it in each call
 configure_blas_threads()  # OpenBLAS threads spinning after NumPy work slowed the next torch call
 keep_uploads_in_memory()  # before any upload arrives: the server's parser wrote files over 1 MiB to disk
 limit_held_uploads()  # the server held every file an uploader took, however many, for as long as shown
+no_address_lookups()  # a cross-origin handshake made the server ask checkip.amazonaws.com, in its event loop
 st.set_page_config(page_title="CADP — content-aware differential privacy", page_icon="🔒", layout="wide")
 
 navigation = st.navigation([

@@ -100,6 +100,26 @@ def keep_uploads_in_memory() -> bool:
     return True
 
 
+def no_address_lookups() -> bool:
+    """Stop the app's server from looking up this machine's addresses for cross-origin websocket handshakes.
+
+    For a handshake whose Origin is not its host, Streamlit (1.67) tries the machine's internal address (a UDP
+    socket towards 8.8.8.8) and its public one (an HTTP request to checkip.amazonaws.com, 2 x 1 s timeouts, made
+    in the event loop every visitor shares, and asked again after every failure): any web page could make the
+    server send requests, and stall it where the network hangs. Both are set to 127.0.0.1, which Streamlit allows
+    already; same-origin connections (the app's own pages, a Space's iframe) are not checked this way. Idempotent;
+    returns whether it applied (False where Streamlit has no such cache)."""
+    try:
+        from streamlit import net_util
+    except ImportError:
+        return False
+    if not hasattr(net_util, "_external_ip") or not hasattr(net_util, "_internal_ip"):
+        return False
+    net_util._external_ip = net_util._external_ip or "127.0.0.1"
+    net_util._internal_ip = net_util._internal_ip or "127.0.0.1"
+    return True
+
+
 # a session's uploads held at once: well above a page's own 200 MB (said there), as Streamlit keeps a page's files
 # after the visitor moves to another page (until they are removed from their box, or the session ends)
 SESSION_UPLOAD_BYTES = 512 * 2**20

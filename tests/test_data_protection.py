@@ -511,3 +511,19 @@ def test_a_malformed_dicom_value_is_its_files_problem_and_quoted_nowhere(sandbox
     assert not [w for w in recwarn if marker in str(w.message)]
     output = capsys.readouterr()
     assert_nowhere(sandbox, weights, [marker.encode()], output.out + output.err)
+
+
+def test_a_cross_origin_handshake_makes_the_server_ask_no_one_once_the_app_ran(network, monkeypatch):
+    """For a websocket handshake from another origin, Streamlit looked up this machine's public address
+    (checkip.amazonaws.com) in the event loop every visitor shares, again after every failure: any web page
+    could make the server send requests."""
+    from streamlit import net_util
+    from streamlit.web.server import server_util
+
+    monkeypatch.setattr(net_util, "_external_ip", None)
+    monkeypatch.setattr(net_util, "_internal_ip", None)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not server_util.is_url_from_allowed_origins("http://evil.example")
+    assert server_util.is_url_from_allowed_origins("http://localhost:3000")  # what Streamlit allows stays allowed
+    assert network.attempts == []
