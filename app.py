@@ -7,11 +7,11 @@ bypassing this navigation, so a direct link would open a page without the app's 
 import streamlit as st
 
 from cadp.runtime import (
-                          configure_allocator,
-                          configure_blas_threads,
-                          keep_uploads_in_memory,
-                          limit_held_uploads,
-                          no_address_lookups,
+    configure_allocator,
+    configure_blas_threads,
+    keep_uploads_in_memory,
+    limit_held_uploads,
+    no_address_lookups,
 )
 
 configure_allocator()  # large image batches reuse freed memory instead of page-faulting it in each call
