@@ -693,6 +693,12 @@ class LabelResolver:
         used = {self.labels_key(name) for name in self.input_names}
         return [key for key in self.labels if key not in used]
 
+    def unlisted_inputs(self) -> list[str]:
+        """The inputs a labels CSV does not list (known with ``input_names``): they take their folders' labels."""
+        if not self.labels or self.input_names is None:
+            return []
+        return [name for name in self.input_names if self.labels_key(_clean_path(name)) is None]
+
     def inputs_of_bare_name(self, row: str) -> list[str]:
         """The inputs whose file name is the labels CSV's bare ``row`` ('x.png'), where several are (none is its
         file then: which one the row meant cannot be told), else []."""
@@ -2323,6 +2329,9 @@ def _mechanism(args) -> Mechanism:
 def _check_paths(args, kind: str) -> str:
     """'folder', 'zip' or 'csv', after checking INPUT and OUTPUT."""
     source: Path = args.input
+    if str(args.output) == "-":  # (not standard output: a folder named '-' was made in the working folder)
+        raise UsageError("OUTPUT '-' is not standard output: a run writes a folder of files (the privatized files, "
+                         f"{GUARANTEE_NAME}, {MANIFEST_NAME}); give the folder's name, e.g. ./released")
     for index, part in enumerate(args.output.parts):  # new/.. is the folder above, whose files no check would see
         before = Path(*args.output.parts[:index]) if index else Path(".")
         if part == ".." and not before.is_dir():
@@ -2347,6 +2356,10 @@ def _check_paths(args, kind: str) -> str:
         raise UsageError(f"OUTPUT {output} is a file, not a folder; choose a new folder (it is created)")
     if output.exists() and any(output.iterdir()):
         if (output / MANIFEST_NAME).is_file():  # an earlier run's output, perhaps a partial one: never written over
+            if _released_in(output / MANIFEST_NAME) == 0:  # (killed before its rows were written: all pending)
+                raise UsageError(f"OUTPUT {output} holds an earlier run that released nothing ({MANIFEST_NAME} lists "
+                                 "no input as privatized: it was stopped before any release was written); remove "
+                                 "that folder or choose a new one, and run again on the same INPUT")
             raise UsageError(f"OUTPUT {output} holds an earlier run ({MANIFEST_NAME} lists what it privatized); "
                              f"choose a new folder. {_RESTART}")
         raise UsageError(f"OUTPUT {output} exists and is not an empty folder; choose a new folder")
@@ -2361,9 +2374,24 @@ def _check_paths(args, kind: str) -> str:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.labels is not None and input_kind == "csv":
         raise UsageError("--labels applies to images; a CSV's conditions are its own columns")
+    if args.invert is not None and input_kind == "csv":
+        raise UsageError("--invert applies to images (dark-on-light scans); a CSV's rows are read as they are")
     if args.labels is not None and not args.labels.is_file():
         raise UsageError(f"--labels {args.labels} is not a file")
     return input_kind
+
+
+def _released_in(manifest: Path) -> int | None:
+    """How many inputs an earlier run's manifest lists as privatized (read a row at a time), or None where it
+    cannot be read as one."""
+    try:
+        with manifest.open(newline="", encoding="utf-8") as handle:
+            rows = csv.DictReader(handle)
+            if "status" not in (rows.fieldnames or []):
+                return None
+            return sum(row["status"] == "privatized" for row in rows)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
 
 
 def parse_conditions(items: list[str], config) -> dict[str, ConditionHandling]:
@@ -2499,6 +2527,11 @@ def _main(argv=None) -> int:
             unused = unused_labels_note(resolver.unused_labels(), resolver)
             if unused:
                 _say(f"note: {unused}")
+            unlisted = resolver.unlisted_inputs()
+            if unlisted:  # (the CSV overrides the folders only for the files it lists)
+                _say(f"note: {len(unlisted):,} input file(s) are not listed in the labels CSV, e.g. "
+                     f"{readable(unlisted[0])}: each takes the class of its folder, or is listed as unusable "
+                     "where no folder names a class")
             # numbered outputs are written in a random order: numbers, file times and the manifest's rows in input
             # order would tell which inputs they are (and inputs sorted into class folders, their true labels)
             shuffle = None if settings.names_copied else random.Random(args.seed) if args.seed is not None \

@@ -337,7 +337,18 @@ def load_folder(folder: Path | str, origin: str | None = None, files_of: str | N
     if classifier is not None:
         _load_weights(classifier, folder / CLASSIFIER_NAME, files_of)
         classifier.eval()
+    # a folder outside weights/ (a copy of a Hub snapshot, a deployer's own models) says what it was trained on in
+    # its config.json alone: the terms say whose word it is (privatize); a Hub download says its publisher's
+    model.config_states_training = not bundled_folder(folder)
     return LoadedModel(model, config, folder, origin or f"folder {_display_path(folder)}", classifier)
+
+
+def bundled_folder(folder: Path | str) -> bool:
+    """Whether ``folder`` is one of the model folders bundled with CADP (in its weights/)."""
+    try:
+        return Path(folder).resolve().parent == BUNDLED_DIR.resolve()
+    except OSError:
+        return False
 
 
 def _check_model_size(config: ModelConfig, config_named: str) -> None:
@@ -633,12 +644,17 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 _MARKDOWN_MARKS = re.compile(r"[\\`*\[\]<>!#$|~{}]")  # what a server's words could format in the app's Markdown
 
 
+_PLAIN_BRACKETS = str.maketrans("[]{}<>", "()()()")
+
+
 def _short(error: BaseException) -> str:
     """First line of an error message, for origins and error texts. A Hub server's words come in it (its error
     text): the characters Markdown could act on are shown as '?' (the app shows errors as Markdown: a link, an
-    image from elsewhere, LaTeX)."""
+    image from elsewhere, LaTeX), brackets as parentheses ('(Errno 111)', which a terminal shows too)."""
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {_MARKDOWN_MARKS.sub('?', text[0])}" if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    return f"{type(error).__name__}: {_MARKDOWN_MARKS.sub('?', text[0].translate(_PLAIN_BRACKETS))}"
 
 
 def load_model(source: str | Path, *, revision: str | None = None, cache_dir: str | Path | None = None,
@@ -1043,12 +1059,29 @@ def push_model(folder: Path | str, repo_id: str, *, token: str | None = None, dr
                              f"private), and {loaded.config.name} was "
                              f"trained without DP on {loaded.config.dataset}, not on a public dataset: make the repo "
                              "private first, or push to a new one")
+        if tag is not None:  # before the upload: a tag refused after it left the new files on main, untagged
+            _refuse_existing_tag(api, repo_id, tag)
         # Exact paths as patterns: what is uploaded is exactly the list a dry run shows.
         info = api.upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=files,
                                  commit_message=f"Upload {read_config(folder).name} with cadp")
         if tag is not None:
             api.create_tag(repo_id, tag=tag, revision=info.oid)
     return PushResult(repo_id, files, dry_run=False, commit=info.oid, url=info.commit_url, skipped=skipped)
+
+
+def _refuse_existing_tag(api, repo_id: str, tag: str) -> None:
+    """InputError where ``tag`` already names a revision of ``repo_id`` (a tag or a branch): a Hub tag is not
+    moved, so the push would fail after its files were committed to main."""
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    try:
+        info = api.model_info(repo_id, revision=tag)
+    except RevisionNotFoundError:
+        return
+    commit = (getattr(info, "sha", None) or "")[:12]
+    raise InputError(f"not pushed: {tag!r} already names a revision of {repo_id}"
+                     + (f" (commit {commit})" if commit else "") + "; a tag is not moved: push with another "
+                     "--tag (e.g. the next version), or without one; nothing was uploaded")
 
 
 def space_files(root: Path | str = REPO_ROOT) -> list[str]:

@@ -36,12 +36,17 @@ PUBLIC_MODEL_TERMS = (
 )
 
 
-def stated_public_terms(dataset: str) -> str:
+def stated_public_terms(dataset: str, by: str | None = None) -> str:
     """The training-data sentence for a model whose publisher (a Hub repo) states it was trained on a public
-    dataset: the app cannot check a config's word, so the sentence says whose word it is."""
-    return (f"The model's publisher states that it was trained without DP on public data ({dataset}); this app "
-            "cannot check that. The guarantee protects the record being privatized, not the training set, and "
-            "for a record of the training data it does not cover what the model learned from the record.")
+    dataset: the app cannot check a config's word, so the sentence says whose word it is. ``by="config"``: a model
+    loaded from a local folder that is not one bundled with CADP (a copy of a Hub snapshot, a deployer's own
+    weights folder), whose config.json says so."""
+    said = ("The model's config.json states that it was trained without DP on public data ({}); this app checks "
+            "that only for the models bundled with it." if by == "config" else
+            "The model's publisher states that it was trained without DP on public data ({}); this app cannot "
+            "check that.")
+    return (said.format(dataset) + " The guarantee protects the record being privatized, not the training set, "
+            "and for a record of the training data it does not cover what the model learned from the record.")
 
 
 FITTED_ON_RECORDS_TERMS = (
@@ -62,19 +67,21 @@ def own_data_terms() -> str:
 
 
 def common_terms(fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
-                 stated_public: str | None = None) -> str:
+                 stated_public: str | None = None, stated_public_by: str | None = None) -> str:
     """The sentences every guarantee ends with (docs/PRIVACY.md: local DP, kept attributes, training data).
 
     ``trained_on``: the training data's name when it is not a public dataset (else the public-data sentence); the
     terms say only that it is not public, never the name. ``stated_public``: the public dataset a Hub model's
-    publisher states it was trained on (said as the publisher's word).
+    publisher states it was trained on (said as the publisher's word; ``stated_public_by="config"``: as a local
+    folder's config.json's, ``stated_public_terms``).
     ``kept``: False when the release keeps no attribute (its conditions are all randomized or resampled), None
     when the model has no condition at all; the kept attributes' names (a list) to name them.
     """
     if fitted_on_records:
         training = FITTED_ON_RECORDS_TERMS
     else:
-        training = (stated_public_terms(stated_public) if stated_public else PUBLIC_MODEL_TERMS if trained_on is None
+        training = (stated_public_terms(stated_public, stated_public_by) if stated_public else PUBLIC_MODEL_TERMS
+                    if trained_on is None
                     else own_data_terms())
     conditions = NO_CONDITION_TERMS if kept is None else kept_terms(kept) if kept else NOTHING_KEPT_TERMS
     return f"{LOCAL_SENTENCE} {conditions} {training}"
@@ -461,10 +468,11 @@ class LaplaceMechanism(Mechanism):
         return (self.center(latent) + laplace_noise(latent.shape, self.scale, generator, latent.device)).to(latent.dtype)
 
     def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
-                  stated_public: str | None = None, **_) -> str:
+                  stated_public: str | None = None,
+                  stated_public_by: str | None = None, **_) -> str:
         return (f"Laplace mechanism: pure epsilon-local differential privacy with epsilon = {stated(self.epsilon)} "
                 f"for the latent (L1 clip radius {self.clip_radius:.4g}, sensitivity 2R = {2 * self.clip_radius:.4g}, "
-                f"Laplace scale {self.scale:.4g}). {common_terms(fitted_on_records, trained_on, kept, stated_public)}")
+                f"Laplace scale {self.scale:.4g}). {common_terms(fitted_on_records, trained_on, kept, stated_public, stated_public_by)}")
 
     def describe(self) -> dict:
         return {"mechanism": self.name, "epsilon": self.epsilon, "clip_radius": self.clip_radius,
@@ -513,11 +521,12 @@ class GaussianMechanism(Mechanism):
         return (self.center(latent) + gaussian_noise(latent.shape, self.sigma, generator, latent.device)).to(latent.dtype)
 
     def guarantee(self, fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
-                  stated_public: str | None = None, **_) -> str:
+                  stated_public: str | None = None,
+                  stated_public_by: str | None = None, **_) -> str:
         return (f"Gaussian mechanism: (epsilon, delta)-local differential privacy with epsilon = {stated(self.epsilon)}, "
                 f"delta = {exact(self.delta)} for the latent (L2 clip radius {self.clip_radius:.4g}, sensitivity "
                 f"2R = {2 * self.clip_radius:.4g}, sigma {self.sigma:.4g} from the analytic Gaussian mechanism). "
-                f"{common_terms(fitted_on_records, trained_on, kept, stated_public)}")
+                f"{common_terms(fitted_on_records, trained_on, kept, stated_public, stated_public_by)}")
 
     def describe(self) -> dict:
         return {"mechanism": self.name, "epsilon": self.epsilon, "delta": self.delta,
@@ -560,6 +569,7 @@ class MetricMechanism(Mechanism):
     def guarantee(self, d_typ: float | None = None, d_nn: float | None = None,
                   fitted_on_records: bool = False, trained_on: str | None = None, kept: bool | None = True,
                   distances_measured_on: str | None = None, stated_public: str | None = None,
+                  stated_public_by: str | None = None,
                   distances_missing: str | None = None, **_) -> str:
         # which two records the bound compares follows how the conditions are released (a kept one is exact)
         pair, typical_pair = (("any two records", "two typical distinct records") if kept is None else
@@ -572,9 +582,10 @@ class MetricMechanism(Mechanism):
                 f"Laplace scale {self.scale:.4g}.")
         if d_typ is not None and d_nn is not None:
             typical, nearest = self.between_records(d_typ, d_nn)
-            text += (f" Between {typical_pair} (distance {d_typ:.3g}) "
+            # the distances rounded up as the epsilons are: "(distance 413) that is epsilon = 414" at 1 per unit
+            text += (f" Between {typical_pair} (distance {readable(d_typ, up=True)}) "
                      f"that is epsilon = {readable(typical, up=True)}; between a record and its nearest neighbour (distance "
-                     f"{d_nn:.3g}) epsilon = {readable(nearest, up=True)}.")
+                     f"{readable(d_nn, up=True)}) epsilon = {readable(nearest, up=True)}.")
             if distances_measured_on:
                 text += f" Both distances are medians measured {distances_measured_on}."
             if nearest > 10:
@@ -586,7 +597,7 @@ class MetricMechanism(Mechanism):
                      "between real records: how far apart its records lie, and so which ones this setting "
                      "protects, is not known (for the bundled models, settings that keep a release recognizable "
                      "protect only near-duplicates).")
-        return f"{text} {common_terms(fitted_on_records, trained_on, kept, stated_public)}"
+        return f"{text} {common_terms(fitted_on_records, trained_on, kept, stated_public, stated_public_by)}"
 
     def describe(self) -> dict:
         return {"mechanism": self.name, "epsilon_unit": self.epsilon_unit, "noise_scale": self.scale}

@@ -10,6 +10,7 @@ files and a manifest CSV.
 # ruff: noqa: E402 (the command line's Ctrl-C handler comes before the libraries it loads)
 from __future__ import annotations
 
+import functools
 import math
 import sys
 
@@ -134,9 +135,12 @@ def _guarantee(model, mechanism: Mechanism, handlings: dict[str, ConditionHandli
     public = public_training_data(model)
     names = _condition_names(model)
     kept = [name for name in names if handlings.get(name, ConditionHandling()).handling == "kept"] if names else None
-    stated_public = dataset if stated_by is not None and dataset in PUBLIC_DATASETS else None  # the publisher's word
+    # the publisher's word (a Hub model), or a local folder's config.json's (not a folder bundled with CADP)
+    by_config = stated_by is None and getattr(model, "config_states_training", False)
+    stated_public = dataset if (stated_by is not None or by_config) and dataset in PUBLIC_DATASETS else None
     text = mechanism.guarantee(fitted_on_records=dataset == UPLOAD_DATASET, trained_on=None if public else dataset,
-                               kept=kept, stated_public=stated_public, **kwargs)
+                               kept=kept, stated_public=stated_public,
+                               stated_public_by="config" if by_config else None, **kwargs)
     parts = [text]
     released = {name: h for name, h in handlings.items() if h.handling != "kept"}
     levels = ({"label": model.config.num_classes} if isinstance(model, ImageCINN)
@@ -189,14 +193,37 @@ def release_guarantee(model: ImageCINN | TabularCINN, mechanism: Mechanism,
     return _guarantee(model, mechanism, handlings, seed, origin)
 
 
+def public_prior(dataset: str, spec: ColumnSpec) -> list[float] | None:
+    """A condition's frequencies over its levels (``spec.categories``, in order) in the bundled public table
+    ``dataset``, counted there as ``train.tabular_config`` counts them, or None (a uniform prior) where that table
+    has no such column or none of its levels."""
+    return _public_prior(dataset, spec.name, tuple(spec.categories))
+
+
+@functools.lru_cache(maxsize=64)
+def _public_prior(dataset: str, name: str, categories: tuple) -> list[float] | None:
+    from cadp.data import TABULAR_DATASETS, load_table
+
+    if dataset not in TABULAR_DATASETS:
+        return None
+    frame = load_table(dataset).frame
+    if name not in frame.columns:
+        return None
+    counts = frame[name].value_counts(normalize=True, dropna=False)
+    prior = [float(counts.get(category, 0.0)) for category in categories]
+    return prior if sum(prior) > 0 else None
+
+
 def _prior_words(model, name: str, public: bool) -> str:
     """Where a resampled condition's prior comes from: a public dataset's frequencies, else uniform."""
     if isinstance(model, ImageCINN):  # an image label's prior is uniform over the classes
         return "a uniform prior over the classes"
-    if public and name in model.config.condition_priors:
-        return f"its frequencies in the public {model.config.dataset} data"
     if public:
-        return "a uniform prior"
+        spec = next(spec for spec in model.condition_encoder.columns if spec.name == name)
+        if public_prior(model.config.dataset, spec) is not None:
+            return f"its frequencies in the public {model.config.dataset} data"
+        return (f"a uniform prior (the public {model.config.dataset} data has no column {name} with the model's "
+                "levels)")
     if getattr(model, "stated_by", None) is not None and model.config.dataset in PUBLIC_DATASETS:
         return (f"a uniform prior (its frequencies in the {model.config.dataset} data that {model.stated_by} "
                 "states the model was trained on are not checked by this app)")
@@ -450,8 +477,9 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         start += spec.width
         handling = handlings.setdefault(spec.name, ConditionHandling())
         # resampled from the training data's frequencies only where that data is public: frequencies of one's own
-        # rows are neither public nor independent of a record among them (PRIVACY.md), so a uniform prior there
-        prior = config.condition_priors.get(spec.name) if public else None
+        # rows are neither public nor independent of a record among them (PRIVACY.md), so a uniform prior there;
+        # counted in the public table itself, not read from config.json (whose numbers a copied folder may change)
+        prior = public_prior(config.dataset, spec) if public else None
         released = release_condition(index, spec.width, handling, prior, generator)  # in column order, before the noise
         true_values[spec.name], released_values[spec.name] = index, released
     if kept:

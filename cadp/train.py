@@ -299,10 +299,14 @@ def fit(model: torch.nn.Module, loss_fn, batches, *, steps: int | None, minutes:
         raise TrainingInterrupted(f"interrupted at step {state['step']}; nothing saved") from None
     bar.close()
     seconds = time.monotonic() - start
-    ran_steps()
-    if checkpoint is not None:
-        state["seconds"] = seconds
-        _save_checkpoint(checkpoint, model, optimizer, state)
+    # a resume of a finished run ran no step: its checkpoint stays as it was (it was written again, 57 MB, with only
+    # its seconds moved)
+    if ran_steps() or not resumed:
+        if checkpoint is not None:
+            state["seconds"] = seconds
+            _save_checkpoint(checkpoint, model, optimizer, state)
+    else:
+        seconds = state["seconds"]
     model.eval()
     return state["step"], seconds, running_loss(state)
 
@@ -519,8 +523,13 @@ def train_image_model(args) -> None:
                  "train_fingerprint": split_fingerprint(train)}  # a folder's changed images split anew
             | ({} if args.dataset in IMAGE_DATASETS else {"split_version": split_version}))
     except TrainingDiverged as error:
-        raise TrainingDiverged(f"{error}. Train again with a smaller --lr than {args.lr:g} (e.g. {args.lr / 10:g}; "
-                               f"the default is {DEFAULT_LR:g}) and --overwrite", error.step) from None
+        # a tenth of it, or the default where that is still ten times the default or more
+        smaller = args.lr / 10 if args.lr / 10 < 10 * DEFAULT_LR else DEFAULT_LR
+        written = Path(args.out).exists()  # (a run that diverged before its first checkpoint made no folder)
+        example = f"the default, {DEFAULT_LR:g}" if smaller == DEFAULT_LR else \
+            f"{smaller:g}; the default is {DEFAULT_LR:g}"
+        raise TrainingDiverged(f"{error}. Train again with a smaller --lr than {args.lr:g} (e.g. {example})"
+                               + (" and --overwrite" if written else ""), error.step) from None
     model = model.cpu().eval()
     out = Path(args.out)
     commands = (checkpoint_commands(out / CHECKPOINT_PATH) if args.checkpoint else []) or \

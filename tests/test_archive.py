@@ -2678,3 +2678,45 @@ def test_the_terms_say_that_inputs_the_model_cannot_read_are_not_released_whatev
     assert run(image_model, folder.parent, tmp_path / "image-out") == 0
     terms = (tmp_path / "image-out" / "guarantee.txt").read_text()
     assert archive.UNREAD_FILES_NOTE in terms and archive.UNREAD_ROWS_NOTE not in terms
+
+
+def test_a_killed_runs_folder_that_released_nothing_is_said_to_hold_no_release(table_model, tmp_path, capsys):
+    """A CSV run killed before its rows were written leaves every manifest row pending; running into its folder was
+    refused with "each record released again costs its epsilon again ... give only the inputs not yet released",
+    which would have had the user skip rows never released."""
+    source = tmp_path / "rows.csv"
+    source.write_text(table_frame(6).to_csv(index=False))
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "manifest.csv").write_text("file,status\nrow 1,pending\nrow 2,pending\n")
+    capsys.readouterr()
+    assert run(table_model, source, killed) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "holds an earlier run that released nothing" in err and "costs its epsilon again" not in err
+    assert run(table_model, source, tmp_path / "done") == 0  # a run that released rows: the warning stays
+    capsys.readouterr()
+    assert run(table_model, source, tmp_path / "done") == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "holds an earlier run (manifest.csv lists what it privatized)" in err and "costs its epsilon again" in err
+
+
+def test_image_only_options_and_an_output_named_dash_are_refused(table_model, tmp_path, monkeypatch, capsys):
+    source = tmp_path / "rows.csv"
+    source.write_text(table_frame(6).to_csv(index=False))
+    assert run(table_model, source, tmp_path / "out", "--invert", "always") == 2
+    assert "--invert applies to images" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    assert run(table_model, source, Path("-")) == 2
+    assert "OUTPUT '-' is not standard output" in capsys.readouterr().err
+    assert not (tmp_path / "-").exists() and not (tmp_path / "out").exists()
+
+
+def test_files_a_labels_csv_does_not_list_are_said_to_take_their_folders_class(image_model, tmp_path, capsys):
+    files = {f"1/{i}.png": image_file(i) for i in range(3)}
+    source = make_folder(tmp_path / "in", files)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\n1/0.png,t-shirt_top\n")
+    assert run(image_model, source, tmp_path / "out", "--labels", str(labels)) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "note: 2 input file(s) are not listed in the labels CSV, e.g. 1/" in err
+    assert "each takes the class of its folder" in err

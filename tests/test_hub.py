@@ -477,6 +477,24 @@ def test_push_publishes_the_listed_files_tags_them_and_they_load_back(folder_wit
     assert_same_weights(loaded.model, weights(folder_with_extras))
 
 
+def test_a_push_whose_tag_exists_is_refused_before_anything_is_uploaded(folder_with_extras, served, lfs_uploads,
+                                                                        capsys):
+    """The folder was committed to main, then the tag was refused (409): main held the new files, the tag the old
+    commit, and the error said only "409 Conflict"."""
+    first = hub.push_model(folder_with_extras, "tester/new-model", endpoint=served.url, tag="v1", token="hf_test",
+                           private=True)
+    stored = served.repos["tester/new-model"]
+    before = dict(stored.refs)
+    with pytest.raises(InputError, match=r"not pushed: 'v1' already names a revision of tester/new-model \(commit "
+                                         f"{first.commit[:12]}\\); a tag is not moved.*nothing was uploaded"):
+        hub.push_model(folder_with_extras, "tester/new-model", endpoint=served.url, tag="v1", token="hf_test",
+                       private=True)
+    assert stored.refs == before and stored.refs["main"] == first.commit
+    pushed = hub.push_model(folder_with_extras, "tester/new-model", endpoint=served.url, tag="v2", token="hf_test",
+                            private=True)  # a new tag: pushed and tagged
+    assert stored.refs["v2"] == stored.refs["main"] == pushed.commit
+
+
 def test_push_without_a_token_is_refused_by_the_hub_and_says_so(folder_with_extras, served, cache, lfs_uploads):
     with pytest.raises(ModelError, match="could not push .* to Hub repo tester/new-model: .*401"):
         hub.push_model(folder_with_extras, "tester/new-model", endpoint=served.url, private=True)
@@ -689,7 +707,15 @@ def test_a_hub_models_claim_of_public_training_data_is_said_as_its_publishers_wo
     assert "according to the publisher of the Hub repo tester/claims-public (not checked by this app)." in metric
     local = privatize(hub.load_model(str(tmp_path / "claims-public")).model, rows, None,
                       make_mechanism("laplace", 1.0)).guarantee
-    assert PUBLIC_MODEL_TERMS in local  # a folder of one's own: its config is the operator's own word
+    # a folder outside weights/ (here a copy of the repo's files) says it in its config.json only: whose word it is
+    from cadp.mechanisms import stated_public_terms
+
+    assert PUBLIC_MODEL_TERMS not in local and stated_public_terms("diabetes", "config") in local
+    from cadp.data import load_table
+
+    bundled = privatize(hub.load_model("diabetes-cinn").model, load_table("diabetes").frame.head(3), None,
+                        make_mechanism("laplace", 1.0)).guarantee
+    assert PUBLIC_MODEL_TERMS in bundled  # a model bundled with CADP: its training data is known
 
 
 @pytest.mark.parametrize("content, refused", [
@@ -871,3 +897,11 @@ def test_the_evaluate_command_shown_for_a_hub_model_evaluates_a_download_not_the
                        "model.safetensors --include classifier.safetensors --local-dir tester--table-cinn && "
                        "python -m cadp.evaluate utility --model tester--table-cinn --data THE-DATA-IT-WAS-TRAINED-ON")
     assert str(cache) not in command and "snapshots" not in command
+
+
+def test_an_error_line_keeps_its_brackets_readable_and_no_markdown():
+    """A refused connection read "ConnectError: ?Errno 111? Connection refused" in a terminal."""
+    assert hub._short(ConnectionRefusedError(111, "Connection refused")) == \
+        "ConnectionRefusedError: (Errno 111) Connection refused"
+    shown = hub._short(RuntimeError("see [this](http://x.example) ![i](http://x.example/i.png) `$x$` <b>"))
+    assert not set("[]`$<>!") & set(shown), shown

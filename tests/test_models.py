@@ -966,11 +966,13 @@ def test_resuming_a_finished_image_run_keeps_its_evaluations_unless_steps_are_ad
     update_eval(out, "utility", {"note": "measured on these weights"})
     (out / "report.html").write_text("<html>the report of these weights</html>")
     before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    checkpoint = (out / train.CHECKPOINT_PATH).read_bytes()
     capsys.readouterr()
     assert train.main([*command, "--resume"]) == 0
     err = capsys.readouterr().err
     assert "already holds this run's weights (2 steps): nothing to do" in err and "removed" not in err
     assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before  # classifier too
+    assert (out / train.CHECKPOINT_PATH).read_bytes() == checkpoint  # (written again, its seconds moved)
     assert read_eval(out)["utility"]["note"] == "measured on these weights"
     assert math.isfinite(read_eval(out)["training"]["final_train_loss"])
     assert train.main([*command[:5], "3", *TINY_IMAGE_RUN, "--resume"]) == 0  # one more step: other weights
@@ -1306,9 +1308,10 @@ def test_the_training_cli_says_a_diverged_run_diverged_and_suggests_a_smaller_le
                        "--lr", "0.5", *TINY_IMAGE_RUN]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "error: training diverged (cINN model): the loss was not a finite number (inf) at step 3, so the weights " \
-           "are unusable; this run saved no checkpoint. Train again with a smaller --lr than 0.5 (e.g. 0.05; the default is " \
-           "0.001) and --overwrite" in err
+           "are unusable; this run saved no checkpoint. Train again with a smaller --lr than 0.5 (e.g. the default, " \
+           "0.001)" + (" and --overwrite" if out.exists() else "") in err  # (0.05 was said: still 50 times it)
     assert not (out / "model.safetensors").exists() and not (out / train.CHECKPOINT_PATH).exists()
+    assert err.endswith("0.001)") == (not out.exists())  # --overwrite only for a folder the run made
 
 
 def test_fit_tabular_says_a_diverged_fit_diverged_and_refuses_a_learning_rate_that_is_not_positive(monkeypatch):

@@ -746,3 +746,30 @@ def test_a_release_the_network_decodes_to_values_that_are_not_finite_is_refused(
     with pytest.raises(ModelError, match=r"decoded the noisy latent of record 3 \(counting from 0\) to values that "
                                          r"are not finite .*: nothing was released"):
         privatize(model, data, condition, mech(epsilon=1.0, temperature=0.7), seed=0)
+
+
+def test_a_resampled_condition_is_drawn_from_the_public_tables_frequencies_not_config_json(tmp_path):
+    """A copied folder whose config.json gave sex the prior [0.99, 0.01] released every row as sex=1 while its
+    terms said "resampled from its frequencies in the public diabetes data" (0.53 / 0.47)."""
+    import json
+    import shutil
+
+    from cadp.data import load_table
+    from cadp.hub import BUNDLED_DIR, load_folder
+    from cadp.mechanisms import ConditionHandling, make_mechanism, stated_public_terms
+    from cadp.privatize import privatize
+
+    copy = tmp_path / "copied"
+    shutil.copytree(BUNDLED_DIR / "diabetes-cinn", copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["condition_priors"] = {"sex": [0.99, 0.01]}
+    (copy / "config.json").write_text(json.dumps(config))
+    model = load_folder(copy).model
+    rows = load_table("diabetes").frame
+    rows = pd.concat([rows] * 5, ignore_index=True)  # 2,210 rows
+    result = privatize(model, rows, None, make_mechanism("laplace", 1.0),
+                       condition_handling={"sex": ConditionHandling("resampled")})
+    share = float((result.privatized_frame["sex"] == 1).mean())
+    assert abs(share - 0.5317) < 0.05, share  # the public table's frequency of sex=1
+    assert "sex resampled from its frequencies in the public diabetes data (costs 0)" in result.guarantee
+    assert stated_public_terms("diabetes", "config") in result.guarantee  # the copy's training data: its word

@@ -88,3 +88,11 @@ def test_a_total_never_reads_less_than_the_parts_the_terms_state(table_model):  
                               condition_handling={name: ConditionHandling("randomized", 0.2)})
     assert "Total epsilon of this release (basic composition): 0.3." in terms, terms  # not 0.30000000000000004
     assert stated_total([1e300, 1]) == "1.0000000000000001E+300"  # rounded up where it is shortened
+
+
+def test_metric_terms_round_a_distance_as_they_round_its_epsilon():
+    """"(distance 413) that is epsilon = 414" at 1 per unit: the distance was rounded to nearest, its epsilon up."""
+    from cadp.mechanisms import make_mechanism
+
+    text = make_mechanism("metric", 1.0).guarantee(d_typ=413.25, d_nn=99.01)
+    assert "(distance 414) that is epsilon = 414;" in text and "(distance 99.1) epsilon = 99.1." in text

@@ -146,7 +146,9 @@ def page(loaded) -> None:
                          + ", ".join(names[label] for label in classes))
     else:
         public = public_training_data(loaded.model)
-        priors = ("their frequencies in the whole public table the model was fitted on (training and held-out rows)"
+        priors = ("the frequencies its config.json gives (for a model CADP trained: those of the whole public table "
+                  "it was fitted on)" if getattr(loaded.model, "config_states_training", False) else
+                  "their frequencies in the whole public table the model was fitted on (training and held-out rows)"
                   if public else "their frequencies in the model's own table (training and held-out rows)")
         st.subheader("Sampled rows (temperature 1)")
         st.caption(f"Conditions drawn from {priors}."
@@ -155,7 +157,10 @@ def page(loaded) -> None:
         st.dataframe(sample_rows(loaded, sample_key(loaded), 20, 0), hide_index=True)
     st.subheader("Limitations (this app's)")  # always: a card's own words may say otherwise
     stated_by = getattr(loaded.model, "stated_by", None)
-    if public_training_data(loaded.model):
+    if public_training_data(loaded.model) and getattr(loaded.model, "config_states_training", False):
+        training = (f"on public data ({config.dataset}) as its config.json states, which this app checks only for "
+                    "the models bundled with it")
+    elif public_training_data(loaded.model):
         training = "on public data"
     elif stated_by and config.dataset in PUBLIC_DATASETS:
         training = f"on public data ({config.dataset}) as {literal(stated_by)} states, which this app cannot check"
