@@ -19,7 +19,7 @@ configure_blas_threads()  # OpenBLAS threads spinning after NumPy work slowed th
 keep_uploads_in_memory()  # before any upload arrives: the server's parser wrote files over 1 MiB to disk
 limit_held_uploads()  # the server held every file an uploader took, however many, for as long as shown
 no_address_lookups()  # a cross-origin handshake made the server ask checkip.amazonaws.com, in its event loop
-st.set_page_config(page_title="CADP — content-aware differential privacy", page_icon="🔒", layout="wide")
+st.set_page_config(page_icon="🔒", layout="wide")
 
 navigation = st.navigation([
     st.Page("views/home.py", title="Home", default=True),
@@ -29,4 +29,7 @@ navigation = st.navigation([
     st.Page("views/audit.py", title="Privacy audit"),
     st.Page("views/model_card.py", title="Model card"),
 ])
+# each page its own tab title (tabs, history and a screen reader's page announcement told the pages apart by none)
+st.set_page_config(page_title=("CADP — content-aware differential privacy" if navigation.title == "Home"
+                               else f"{navigation.title} · CADP"))
 navigation.run()

@@ -583,8 +583,9 @@ def stored_run(parser: argparse.ArgumentParser, path: str) -> dict:
         stored = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         parser.error(f"{path} cannot be read as a results file: {error}")
-    if not isinstance(stored, dict):
-        parser.error(f"{path} is not a results file of `python -m bench`")
+    if not isinstance(stored, dict) or not {"mode", "machine"} <= set(stored):
+        parser.error(f"{path} is not a results file of `python -m bench` (it has no 'mode' and 'machine'; other "
+                     "modules' files, such as bench.architectures', are read as they are)")
     return stored
 
 
@@ -612,9 +613,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.report:
         stored = stored_run(parser, args.report)
-        if "mode" not in stored:
-            parser.error(f"{args.report} is not a results file of `python -m bench` (other modules' files, such as "
-                         "bench.architectures', are read as they are)")
         print(report(stored))
         return 0
     args.mode = args.mode or "short"

@@ -2382,14 +2382,15 @@ def _check_paths(args, kind: str) -> str:
 
 
 def _released_in(manifest: Path) -> int | None:
-    """How many inputs an earlier run's manifest lists as privatized (read a row at a time), or None where it
-    cannot be read as one."""
+    """How many inputs an earlier run's manifest lists as privatized, or as skipped (a --skip-privatized run's:
+    released by the run it continues, whose advice it needs), read a row at a time; None where it cannot be read as
+    one."""
     try:
         with manifest.open(newline="", encoding="utf-8") as handle:
             rows = csv.DictReader(handle)
             if "status" not in (rows.fieldnames or []):
                 return None
-            return sum(row["status"] == "privatized" for row in rows)
+            return sum(row["status"] in ("privatized", SKIPPED) for row in rows)
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
 

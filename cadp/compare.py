@@ -96,8 +96,8 @@ def new_release_id() -> str:
 
 
 def release_id_line(release_id: str) -> str:
-    return (f"Release id: {release_id} (drawn at random when the release was made; it tells nothing of the records, "
-            "and names the release these files came with).")
+    return (f"Release id: {release_id} (drawn at random when the release was made, so that this file's bytes are "
+            "its own; it tells nothing of the records).")
 
 
 def release_tag(mechanism, seeded: bool = False) -> str:
@@ -228,12 +228,17 @@ def repeated_rows_note(keys: list[str], cost: str, released: bool, formal: bool 
             "they are one patient's repeated row.")
 
 
-def download_note(handling: str, first_file: str, written_back: bool = False, keep_names: bool = False) -> str:
+def download_note(handling: str, first_file: str, written_back: bool = False, keep_names: bool = False,
+                  uploaded: bool = True) -> str:
     """What the app says of an image release's downloaded files (``release_files``, ``keep_names`` as given to it):
-    their names and contents (``written_back``: the images were inverted back, ``uploads.written_back``)."""
+    their names and contents (``written_back``: the images were inverted back, ``uploads.written_back``);
+    ``uploaded``: the inputs are uploads (a bundled test image has no file name of its own)."""
     inverted_note = (" Every image was inverted for the model (Inversion: always): each is shown and downloaded "
                      "inverted back, as you uploaded it.")
-    if handling == "kept" and not keep_names:
+    if not uploaded:
+        names = (f"Downloaded files are numbered; each name carries the label "
+                 f"{'kept' if handling == 'kept' else 'released'} with its image ({first_file}).")
+    elif handling == "kept" and not keep_names:
         names = ("Downloaded files are numbered in an order drawn at random: your file names (which can identify a "
                  "patient) and the upload's order are left out (\"Keep your file names\" above keeps them). Each "
                  f"name carries the label kept with its image ({first_file}).")

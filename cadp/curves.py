@@ -13,7 +13,7 @@ import zlib
 import numpy as np
 import plotly.graph_objects as go
 
-from cadp.mechanisms import PAPER_LABEL
+from cadp.mechanisms import PAPER_LABEL, readable
 
 
 def mean_of(value):
@@ -225,6 +225,14 @@ def ordered(methods: dict) -> list[tuple[str, dict]]:
     return sorted(methods.items(), key=lambda item: (method_rank(item[0]), item[0]))
 
 
+def epsilon_axis_title(methods) -> str:
+    """The ε axis's title, with what metric's and DP-Pix's ε are per, where they are drawn (a table's curves have
+    no DP-Pix, and its title spoke of pixels)."""
+    units = [words for name, words in (("metric", "metric: per L1 unit"), ("dp-pix", "DP-Pix: per 1-pixel change"))
+             if isinstance(methods, dict) and name in methods]
+    return "ε" + (f" ({'; '.join(units)})" if units else "")
+
+
 def method_label(name: str, method: dict, distances=None) -> str:
     """The full description of a method: paper with its label, baselines marked, metric with what its ε means
     between records."""
@@ -234,7 +242,8 @@ def method_label(name: str, method: dict, distances=None) -> str:
     elif not method.get("formal", True) and method.get("kind") == "baseline" and "not private" not in label:
         label = f"{label} (not private)"
     if name == "metric" and distances is not None:
-        label += f"; between two typical records ε = {distances.d_typ:.3g} × the value on the axis"
+        # (rounded up, as every epsilon and the page's own d_typ: "11.6 x" beside "d_typ = 11.7" read as a slip)
+        label += f"; between two typical records ε = {readable(distances.d_typ, up=True)} × the value on the axis"
         if not distances.held_out:
             label += " (d_typ measured on records the model was fitted on)"
     return label
@@ -399,7 +408,7 @@ def epsilon_figure(utility: dict, metric: str, title: str, y_title: str, *, refe
                                     line=dict(color="gray", width=1)))
     figure.update_layout(title=two_line_title(title),
                          # short enough for a phone-wide chart; methods_caption says the rest
-                         xaxis_title="ε (metric: per L1 unit; DP-Pix: per 1-pixel change)",
+                         xaxis_title=epsilon_axis_title(utility.get("methods", {})),
                          yaxis_title=y_title, xaxis_type="log", height=fitted_height(figure), legend=LEGEND)
     epsilons = utility.get("epsilons")
     if isinstance(epsilons, list) and epsilons:  # ticks at the evaluated values: plotly labels 0.5 as "5" otherwise
@@ -429,3 +438,75 @@ def frontier_figure(utility: dict, title: str = "Privacy–utility frontier (up 
     figure.update_layout(title=two_line_title(title), xaxis_title="re-identification rate (the best attacker)",
                          yaxis_title="downstream accuracy (p/o)", height=fitted_height(figure), legend=LEGEND)
     return figure
+
+
+def figure_values(figure) -> list[dict]:
+    """A chart's plotted values as rows (series, x, y), for a table beside it: a screen reader reads no plotly
+    chart. Traces drawn only as a guide (no hover: the ceiling's curve) are left out; so are reference lines drawn
+    as shapes, which the chart's captions state in words."""
+    x_title = getattr(figure.layout.xaxis.title, "text", None) or "x"
+    y_title = getattr(figure.layout.yaxis.title, "text", None) or "y"
+    def number(value):
+        return round(float(value), 4) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    rows = []
+    for trace in figure.data:
+        if getattr(trace, "hoverinfo", None) == "skip" or trace.x is None or trace.y is None:
+            continue
+        name = re.sub(r"<[^>]+>", " ", trace.name or "").replace("  ", " ").strip()  # (a legend's <br>)
+        error = getattr(getattr(trace, "error_y", None), "array", None)
+        for index, (x, y) in enumerate(zip(trace.x, trace.y)):
+            if isinstance(y, (int, float)) and not isinstance(y, bool) and math.isfinite(y):
+                row = {"series": name, x_title: number(x), y_title: number(y)}
+                if error is not None and index < len(error):
+                    row["± (std)"] = number(error[index])
+                rows.append(row)
+    return rows
+
+
+def reid_caption(utility: dict) -> str:
+    """How the re-identification chart's attackers match releases; the baselines' part only where baselines are
+    drawn (a table's curves have none, and the caption spoke of pixels, blur and DP-Pix)."""
+    methods = utility.get("methods", {}) if isinstance(utility.get("methods"), dict) else {}
+    baselines = [name for name in ("dp-pix", "blur", "mosaic") if name in methods]
+    space = "pixel space" if baselines else "the encoded data's space"
+    unbound = ["gaussian's δ", "metric's per-unit ε"] + (["DP-Pix's 1-pixel ε"] if "dp-pix" in methods else []) \
+        + ["paper (no guarantee)"]
+    return ("Each release is matched to its nearest original among those with the label or conditions released "
+            "with it (public), by each attacker: in latent space with the model (the CADP release's noisy latent, "
+            "which shows more than the release, as the release is that latent decoded, clamped and rounded, "
+            "matched to where each original's release is centred: its clipped latent for laplace and gaussian; "
+            "in the noise's norm: the most likely source"
+            + ("; a baseline's release is encoded by the model" if baselines else "") + f"), in {space}"
+            + (", and, for a baseline, by applying its own public transform to every original (blur and mosaic "
+               "are deterministic: that attacker finds every release)" if baselines else "") + ". "
+            "The curve is the best of them at each point. The thin gray line is the most "
+            "any attacker can reach against an ε-LDP mechanism (laplace) guessing among those records; "
+            + ", ".join(unbound[:-1]) + f" and {unbound[-1]} are not bound by it. "
+            + reid_sampling_note(utility))
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def recompute_sizes(settings: dict, planned: bool = False) -> str:
+    """The sizes of a utility run in words (the "settings" of eval.json or the keyword arguments of the sweep);
+    ``planned``: the sweep's arguments, before it ran (its re-identification pool is at most its test records)."""
+    parts = []
+    if isinstance(settings.get("n_train"), int) and isinstance(settings.get("n_test"), int):
+        parts.append(f"{settings['n_train']} training and {settings['n_test']} test records")
+    if isinstance(settings.get("n_reid"), int):
+        parts.append(f"re-identification among {settings['n_reid']} records" if not planned else
+                     f"re-identification among up to {settings['n_reid']} test records (a table's held-out fifth "
+                     "may hold fewer: all of them then)")
+    if isinstance(settings.get("cnn_epochs"), int):
+        parts.append(_count(settings["cnn_epochs"], "CNN epoch"))
+    seeds = settings.get("seeds")
+    if isinstance(seeds, (list, tuple)):
+        parts.append(_count(len(seeds), "seed"))
+    epsilons = settings.get("epsilons")
+    epsilons = finite_numbers(list(epsilons)) if isinstance(epsilons, (list, tuple)) else None
+    if epsilons:
+        parts.append(f"{len(epsilons)} epsilons ({', '.join(f'{e:g}' for e in epsilons)})")
+    return ", ".join(parts) or "the default sizes"

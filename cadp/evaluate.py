@@ -50,6 +50,7 @@ from cadp.mechanisms import (
     make_mechanism,
     new_generator,
     paper_batches_text,
+    readable,
 )
 from cadp.models import ImageCINN, TabularCINN
 from cadp.privatize import _image_labels, _image_pixels
@@ -1503,10 +1504,11 @@ def report_notes(folder: Path, results: dict, drawn_wrong: list[str], other_weig
         except CadpError:
             distances = None
         if "metric" in methods and distances is not None:
+            # (rounded up, as the app and the terms say them: 11.64 read "11.6 x", less than it is)
+            typical, nearest = readable(distances.d_typ, up=True), readable(distances.d_nn, up=True)
             notes.append(f"metric: its epsilon is per unit of L1 latent distance; between two typical records with "
-                         f"the same condition (d_typ = {distances.d_typ:.3g}) it is {distances.d_typ:.3g} x the "
-                         f"value on the axis, between a record and its nearest neighbour (d_nn = "
-                         f"{distances.d_nn:.3g}) {distances.d_nn:.3g} x that value.")
+                         f"the same condition (d_typ = {typical}) it is {typical} x the value on the axis, between a "
+                         f"record and its nearest neighbour (d_nn = {nearest}) {nearest} x that value.")
         batches = paper_batches_text(utility.get("settings") if isinstance(utility.get("settings"), dict) else {})
         if "paper" in methods and batches:
             notes.append(f"paper ({PAPER_LABEL}): its output depends on the batch; these curves ran on {batches}.")

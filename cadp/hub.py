@@ -339,7 +339,7 @@ def load_folder(folder: Path | str, origin: str | None = None, files_of: str | N
         classifier.eval()
     # a folder outside weights/ (a copy of a Hub snapshot, a deployer's own models) says what it was trained on in
     # its config.json alone: the terms say whose word it is (privatize); a Hub download says its publisher's
-    model.config_states_training = not bundled_folder(folder)
+    model.config_states_training = not bundled_folder(folder) and bundled_twin(folder) is None  # (a copy: known)
     return LoadedModel(model, config, folder, origin or f"folder {_display_path(folder)}", classifier)
 
 

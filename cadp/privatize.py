@@ -479,7 +479,7 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
         # resampled from the training data's frequencies only where that data is public: frequencies of one's own
         # rows are neither public nor independent of a record among them (PRIVACY.md), so a uniform prior there;
         # counted in the public table itself, not read from config.json (whose numbers a copied folder may change)
-        prior = public_prior(config.dataset, spec) if public else None
+        prior = public_prior(config.dataset, spec) if public and handling.handling == "resampled" else None
         released = release_condition(index, spec.width, handling, prior, generator)  # in column order, before the noise
         true_values[spec.name], released_values[spec.name] = index, released
     if kept:

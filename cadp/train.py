@@ -110,7 +110,8 @@ def resolve_device(name: str) -> torch.device:
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"CPU ({platform.processor() or platform.machine()}, {threads} thread{'s' * (threads != 1)})"
 
 
 @dataclass
@@ -1035,6 +1036,11 @@ def _no_shared_rows(rows: torch.Tensor, condition: torch.Tensor) -> str | None:
                 "share condition values (copies of a row count once), so the latent distances that say what the "
                 "metric mechanism's ε means between records cannot be measured: the table needs at least two "
                 "different rows with the same condition values")
+    if int(torch.bincount(groups).max()) >= 2:  # rows do share values: as copies of one row only
+        return (f"the rows of the {len(rows)} that share condition values are copies of one another (copies of a row "
+                "count once), so the latent distances that say what the metric mechanism's ε means between records "
+                "cannot be measured: choose fewer or coarser condition columns, or give different rows with the "
+                "same condition values")
     return (f"no two of the {len(rows)} rows share condition values, so the latent distances that say what the "
             "metric mechanism's ε means between records cannot be measured: choose fewer or coarser condition "
             "columns")

@@ -83,8 +83,10 @@ def common_plain_words(own_data: list[str] | tuple[str, ...] = (), bundled: bool
         return f"{', '.join(literal(name) for name in names)} {'was' if len(names) == 1 else 'were'}"
 
     trained = (["The bundled models were trained without DP on public data"] if bundled else []) + (
-        [f"{were(public_others)} trained without DP on public data too, but not by this app's release (they are "
-         "not the bundled models)"] if public_others else []) + (
+        [f"{', '.join(literal(name) for name in public_others)} {'says' if len(public_others) == 1 else 'say'} in "
+         f"{'its' if len(public_others) == 1 else 'their'} config.json that {'it was' if len(public_others) == 1 else 'they were'} "
+         "trained without DP on public data too, which this app checks only for the bundled models (they are not "
+         "the bundled models)"] if public_others else []) + (
         [f"{were(own_data)} trained on data this app does not bundle (by `python -m cadp.train`, without DP)"]
         if own_data else [])
     return (
@@ -116,7 +118,10 @@ def large_epsilon_note(label_kept: bool = True, bundled_only: bool = False) -> s
              else "The label is not kept here: it is randomized or resampled as chosen above.")
     opening = ("What large ε means with the bundled 28x28 image models (their latents have 784 dimensions)."
                if bundled_only else "What large ε means here: a 28x28 image's latent has 784 dimensions.")
-    return (f"{opening} With constant temperature 0.7, "
+    return (f"{opening} In short: up to ε ≈ 100 a release looks like a new image of the "
+            f"{'kept' if label_kept else 'released'} class, yet someone holding the model can trace some releases "
+            "back to their record, more often the larger ε; ε = 100 is almost no formal protection. In detail: "
+            f"with constant temperature 0.7, "
             f"releases at ε up to ~100 still look to the eye like fresh samples of the "
             f"{'kept' if label_kept else 'released'} class, and the record's own details (a logo, a pattern) "
             "become visible only at very large ε (about 1,000 and more, as the model cards say). Looking like a fresh sample is not being one: with the bundled "
@@ -124,7 +129,8 @@ def large_epsilon_note(label_kept: bool = True, bundled_only: bool = False) -> s
             "released image shows) traces releases to their record above chance (2 % "
             "within a label) from about ε = 2 with gaussian (3.3–4.5 % at ε = 2 and 3, 7–8 % at 6, 12–14 % at 10) "
             "and from ε = 6 with laplace (3.1–3.6 % at 6, 4.7–4.9 % at 10; below ε = 6 within noise of chance (under 3 standard errors) "
-            "but for one point, 3.4 % at ε = 0.5 on MNIST, about the most that ε = 0.5 allows among 50 records: 3.3 %), and "
+            "but for one point, 3.4 % at ε = 0.5 on MNIST, within one standard error (about 0.5 points) of the most "
+            "that ε = 0.5 allows among 50 records: 3.3 %), and "
             "traces most of them at ε = 100 (laplace 60–81 %, gaussian over 99 %). Formally, ε = 100 allows one record's releases to be up to e^100 times likelier than "
             "another's, i.e. almost no protection. " + label)
 
@@ -884,6 +890,18 @@ def _entry_text(entry: LedgerEntry) -> str:
     return "; ".join(parts or ["nothing"])
 
 
+def chart(figure, key: str, **options) -> None:
+    """A plotly chart and, folded below it, its values as a table (``curves.figure_values``): a screen reader
+    reads none of a chart, and a teacher may want the numbers."""
+    from cadp.curves import figure_values
+
+    st.plotly_chart(figure, key=key, **options)
+    values = figure_values(figure)
+    if values:  # (a plain table, which a screen reader reads, unlike st.dataframe's canvas grid)
+        with st.expander("The chart's values, as a table"):
+            st.table(pd.DataFrame(values))
+
+
 def markdown_literal(text: str) -> str:
     """``text`` shown as itself in Markdown (an upload's name: its * _ [ ] $ are not formatting; a "(" only links
     after a "]", which is escaped)."""
@@ -1033,8 +1051,10 @@ def metric_meaning(config, epsilon_unit: float, conditions_kept: bool = True, pu
         group = ""  # no condition: any two records
     else:  # not kept: randomized or resampled, at their own cost; the latent's bound is for equal values
         group = " with the same kept conditions" if conditions_kept else " with the same condition values"
-    text = (f"Between two typical records{group} (L1 distance d_typ = {distances.d_typ:.3g}): "
-            f"ε = {readable(typical, up=True)}. Between a record and its nearest neighbour (d_nn = {distances.d_nn:.3g}): "
+    # the distances rounded up as the epsilons are: "(d_typ = 11.6): ε = 11.7" at 1 per unit read as a slip
+    text = (f"Between two typical records{group} (L1 distance d_typ = {readable(distances.d_typ, up=True)}): "
+            f"ε = {readable(typical, up=True)}. Between a record and its nearest neighbour (d_nn = "
+            f"{readable(distances.d_nn, up=True)}): "
             f"ε = {readable(nearest, up=True)}. Both distances are medians measured {distances.measured_on}"
             f"{according_to(publisher, 'config.json')}.")
     if nearest > 10:

@@ -313,21 +313,40 @@ class _QuietWhileDecoding(logging.Filter):
 
 
 _DICOM_LOG = _QuietWhileDecoding()
+_DICOM_LOGGERS_QUIETED = threading.Event()
+PYDICOM_MODULES = r"pydicom(\.|$)"
+
+
+def _quiet_pydicom() -> None:
+    """pydicom warns of a malformed value quoting it (a header value may be a patient's name or ID), and logs it:
+    none of it is shown, in any thread. A filter set per decode with catch_warnings changed the whole process's
+    filters, and another thread leaving its own catch_warnings meanwhile put them back without it (a value reached
+    the server's stderr). So pydicom does not validate values as it reads them (its process-wide setting; a value
+    that is no number is refused by the decode, without quoting it), its modules' warnings are filtered out
+    (again at each decode: a catch_warnings around the first one would have taken the filter away with it), and
+    its log records are dropped in the thread that decodes."""
+    import pydicom.config
+    import pydicom.pixels  # noqa: F401  (its modules' loggers, made on import, are quieted too)
+
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    if not any(action == "ignore" and getattr(module, "pattern", None) == PYDICOM_MODULES
+               for action, _message, _category, module, _line in warnings.filters):
+        warnings.filterwarnings("ignore", module=PYDICOM_MODULES)
+    if not _DICOM_LOGGERS_QUIETED.is_set():
+        names = list(logging.root.manager.loggerDict)  # (a copy made at once: another thread may add loggers)
+        for name in [name for name in names if name.partition(".")[0] == "pydicom"]:
+            logger = logging.getLogger(name)  # (a logger's filters see its own records, not its children's)
+            if _DICOM_LOG not in logger.filters:
+                logger.addFilter(_DICOM_LOG)
+        _DICOM_LOGGERS_QUIETED.set()
 
 
 def _decode_dicom(data: bytes, steps: list[str]) -> Image.Image:
     import pydicom
-    import pydicom.pixels  # noqa: F401  (its modules' loggers, made on import, are quieted too)
     from pydicom.errors import InvalidDicomError
 
-    for name in [name for name in logging.root.manager.loggerDict if name.partition(".")[0] == "pydicom"]:
-        logger = logging.getLogger(name)  # (a logger's filters see its own records, not its children's)
-        if _DICOM_LOG not in logger.filters:
-            logger.addFilter(_DICOM_LOG)
-    # pydicom reads an element's value when it is first used, and warns of a malformed one quoting it (a header
-    # value may be a patient's name or ID) and logs it: neither goes anywhere, from any step of the decoding
-    with warnings.catch_warnings(), _DICOM_LOG.quiet():
-        warnings.simplefilter("ignore")
+    _quiet_pydicom()  # (pydicom reads an element's value when it is first used: every step below is quiet)
+    with _DICOM_LOG.quiet():
         try:
             dataset = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
         except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError,

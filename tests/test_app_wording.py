@@ -65,3 +65,22 @@ def test_an_upload_held_from_earlier_is_named_literally_not_as_markdown():
     assert not at.exception
     caption = next(c.value for c in at.caption if "uploaded earlier in this session" in c.value)
     assert r"\[click me\](https://evil.example) :red\[ALERT\] \*\*x\*\*.png" in caption
+
+
+def test_a_bundled_test_image_is_not_offered_to_keep_file_names_it_does_not_have():
+    """With "Sample from the bundled test set", the page offered "Keep your file names" and its note spoke of
+    "your file names (which can identify a patient)"."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    root = Path(__file__).resolve().parent.parent
+    at = AppTest.from_file(str(root / "views" / "image.py"), default_timeout=90).run()
+    at.radio(key="image_source").set_value("Sample from the bundled test set").run()
+    assert not any(box.key == "image_keep_names" for box in at.checkbox)
+    at.button(key="image_privatize").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    notes = " ".join(c.value for c in at.caption)
+    assert "Downloaded files are numbered; each name carries the label kept with its image" in notes
+    assert "your file names" not in notes
+    assert compare.download_note("kept", "0000-label-1.png", uploaded=False).startswith("Downloaded files are numbered;")

@@ -2693,6 +2693,12 @@ def test_a_killed_runs_folder_that_released_nothing_is_said_to_hold_no_release(t
     assert run(table_model, source, killed) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "holds an earlier run that released nothing" in err and "costs its epsilon again" not in err
+    # a --skip-privatized run killed before it released anything lists what its earlier run released as skipped:
+    # its folder keeps the advice to continue with --skip-privatized (the inputs it lists were released)
+    (killed / "manifest.csv").write_text("file,status\nrow 1,skipped\nrow 2,pending\n")
+    assert run(table_model, source, killed) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "released nothing" not in err and "--skip-privatized" in err
     assert run(table_model, source, tmp_path / "done") == 0  # a run that released rows: the warning stays
     capsys.readouterr()
     assert run(table_model, source, tmp_path / "done") == 2

@@ -80,8 +80,10 @@ def test_home_image_upload_epsilon_slider_and_release(page, app_url, tmp_path):
     page.get_by_text("The guarantees, in plain words").wait_for()
     wait_idle(page)
     screenshot(page, "home")
+    assert page.title() == "CADP — content-aware differential privacy"
 
     page.goto(f"{app_url}/image")
+    page.wait_for_function("document.title === 'Image privatization · CADP'")  # each page its own tab title
     upload = tmp_path / "digit.png"
     upload.write_bytes(helpers.png())
     page.locator("input[type=file]").first.set_input_files(str(upload))

@@ -11,6 +11,7 @@ import tempfile
 import time
 import tomllib
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from streamlit.testing.v1 import AppTest
 
 from cadp import archive, hub
 from cadp.data import load_table
-from cadp.errors import ModelError
+from cadp.errors import InputError, ModelError
 from cadp.mechanisms import DEFAULT_TEMPERATURE, make_mechanism
 from cadp.privatize import privatize
 from tests import app_helpers as helpers
@@ -494,21 +495,22 @@ def malformed_dicom(marker: str) -> bytes:
     return buffer.getvalue().replace(b"1234567890", marker.encode())
 
 
-def test_a_malformed_dicom_value_is_its_files_problem_and_quoted_nowhere(sandbox, weights, media, capsys, recwarn):
+def test_a_malformed_dicom_value_is_its_files_problem_and_quoted_nowhere(sandbox, weights, media, capsys):
     """pydicom reads a header value when it is first used and warns of a malformed one quoting it: the value of
     NumberOfFrames went to the server's stderr, and its ValueError stopped the whole upload (a PNG beside it was
     never offered)."""
     marker = f"SECRET{uuid.uuid4().hex[:4]}"
     upload = malformed_dicom(marker)
     at = page("image.py")
-    at.file_uploader(key="image_upload").set_value([("scan.dcm", upload, "application/dicom"),
-                                                   ("plain.png", helpers.png(5), "image/png")]).run()
+    with warnings.catch_warnings(record=True) as shown:  # what the process's filters let through (no "always")
+        at.file_uploader(key="image_upload").set_value([("scan.dcm", upload, "application/dicom"),
+                                                       ("plain.png", helpers.png(5), "image/png")]).run()
     assert not at.exception, [e.value for e in at.exception]
     problems = " ".join(e.value for e in at.error)
     assert "the DICOM header's NumberOfFrames is not a whole number" in problems and marker not in problems
     at.button(key="image_privatize").click().run()  # the PNG is released
     assert not at.exception and Image.open(io.BytesIO(download_bytes(at, media))).size == (28, 28)
-    assert not [w for w in recwarn if marker in str(w.message)]
+    assert not [w for w in shown if marker in str(w.message)]
     output = capsys.readouterr()
     assert_nowhere(sandbox, weights, [marker.encode()], output.out + output.err)
 
@@ -527,3 +529,35 @@ def test_a_cross_origin_handshake_makes_the_server_ask_no_one_once_the_app_ran(n
     assert not server_util.is_url_from_allowed_origins("http://evil.example")
     assert server_util.is_url_from_allowed_origins("http://localhost:3000")  # what Streamlit allows stays allowed
     assert network.attempts == []
+
+
+def test_a_malformed_dicom_value_stays_quiet_while_another_thread_changes_the_warning_filters(monkeypatch):
+    """Each decode set "ignore" with warnings.catch_warnings, which changes the whole process's filters: another
+    thread leaving its own catch_warnings while a decode ran put the filters back without it, and the decode's
+    pydicom warning quoted the header value on the server's stderr."""
+    import threading
+
+    from cadp import uploads
+
+    marker = f"SECRET{uuid.uuid4().hex[:4]}"
+    real, inside, left = uploads._dicom_image, threading.Event(), threading.Event()
+
+    def staged(dataset, steps):  # the decode waits, inside, until the other thread has left its filters
+        inside.set()
+        left.wait(10)
+        return real(dataset, steps)
+
+    def other_thread():  # e.g. a model's warm-up that silences a warning of its own
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            inside.wait(10)
+        left.set()
+
+    monkeypatch.setattr(uploads, "_dicom_image", staged)
+    with warnings.catch_warnings(record=True) as shown:  # what the process's filters let through (no "always")
+        other = threading.Thread(target=other_thread)
+        other.start()
+        with pytest.raises(InputError, match="NumberOfFrames is not a whole number"):
+            uploads._decode_dicom(malformed_dicom(marker), [])
+        other.join()
+    assert not [w for w in shown if marker in str(w.message)]

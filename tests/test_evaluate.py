@@ -693,8 +693,11 @@ def test_report_names_papers_batches_and_what_metrics_axis_means_between_records
     text = write_report(folder).read_text(encoding="utf-8")
     config = json.loads((folder / "config.json").read_text())
     d_typ, d_nn = (config["latent_distances"][key] for key in ("d_typ", "d_nn"))
-    assert f"(d_typ = {d_typ:.3g}) it is {d_typ:.3g} x the value on the axis" in text
-    assert f"(d_nn = {d_nn:.3g}) {d_nn:.3g} x that value" in text
+    from cadp.mechanisms import readable
+
+    typical, nearest = readable(d_typ, up=True), readable(d_nn, up=True)  # (rounded up: never less than it is)
+    assert f"(d_typ = {typical}) it is {typical} x the value on the axis" in text
+    assert f"(d_nn = {nearest}) {nearest} x that value" in text
     assert "these curves ran on batches of 354 training and 88 test records (batch size 512)" in text
     assert "audit: paper released one record per batch (batch size 1)." in text
 

@@ -226,7 +226,8 @@ def test_a_fitted_tables_latent_distances_are_measured_on_its_held_out_rows():
                              "g2": ["x", "y", "x", "y"]})  # rows differ in their conditions only: dropping one helps
     with pytest.raises(InputError, match="no two of the 4 rows share condition values.*choose fewer or coarser"):
         fit_tabular(constant, ["group", "g2"], steps=3)
-    with pytest.raises(InputError, match="no two of the 60 rows share condition values.*choose fewer or coarser"):
+    with pytest.raises(InputError, match="the rows of the 60 that share condition values are copies of one another.*"
+                                         "choose fewer or coarser"):  # (a row and its copy: they share, as copies)
         fit_tabular(pd.concat([unique, unique.head(1)], ignore_index=True), ["a", "b"], steps=3)
     # copies of one row share their conditions: fewer conditions cannot help (the message said to choose fewer)
     copies = pd.DataFrame({"age": [30] * 3, "weight": [70] * 3, "group": ["a"] * 3})
@@ -255,6 +256,10 @@ def test_a_table_no_fit_can_take_is_refused_before_any_step_and_by_check_fittabl
     with pytest.raises(InputError, match="a table of 1 row"):
         check_fittable(unique.head(1), [])
     check_fittable(unique, [])  # one empty condition shared by every row: fittable, returns quietly
+    # rows do share their conditions, as copies of one row per group: not "no two rows share condition values"
+    copies = pd.DataFrame({"x": [1.0] * 40, "y": [2] * 40, "ward": list("pq") * 20})
+    with pytest.raises(InputError, match="the rows of the 40 that share condition values are copies of one another"):
+        check_fittable(copies, ["ward"])
 
 
 def test_a_config_written_before_held_out_was_recorded_claims_neither(tiny_image_model):

@@ -772,4 +772,7 @@ def test_a_resampled_condition_is_drawn_from_the_public_tables_frequencies_not_c
     share = float((result.privatized_frame["sex"] == 1).mean())
     assert abs(share - 0.5317) < 0.05, share  # the public table's frequency of sex=1
     assert "sex resampled from its frequencies in the public diabetes data (costs 0)" in result.guarantee
-    assert stated_public_terms("diabetes", "config") in result.guarantee  # the copy's training data: its word
+    # the same weights as the bundled model, byte for byte: its training data is known (other weights: config.json's
+    # word, tests/test_hub.py)
+    assert stated_public_terms("diabetes", "config") not in result.guarantee
+    assert "The model was trained without DP on public data" in result.guarantee

@@ -203,3 +203,41 @@ def test_a_reference_without_o_o_as_cadp_evaluate_writes_it_for_no_task_is_not_c
     assert drawn is not None and left_out == []
     results["utility"]["reference"] = {"o/o": "high"}  # present and not a rate: malformed
     assert curves.drawable_utility(results["utility"])[1] == ["the reference (o/o)"]
+
+
+def test_the_recompute_form_says_a_tables_pool_is_at_most_its_test_records():
+    """The form promised "re-identification among 500 records" for diabetes-cinn, whose run then matched among its
+    88 held-out rows (all there are)."""
+    from cadp.curves import recompute_sizes
+
+    planned = recompute_sizes({"n_reid": 500, "seeds": [0, 1]}, planned=True)
+    assert "re-identification among up to 500 test records" in planned and "among 500 records" not in planned
+    assert "re-identification among 88 records" in recompute_sizes({"n_reid": 88})  # a run's own: as it was
+
+
+def test_a_tables_curves_speak_of_no_pixels_or_image_baselines():
+    """A table model's Utility page titled its axis "ε (metric: per L1 unit; DP-Pix: per 1-pixel change)" and
+    explained pixel space, blur, mosaic and DP-Pix, none of which it draws."""
+    from cadp.curves import epsilon_axis_title, reid_caption
+
+    table = {"methods": {"laplace": {}, "gaussian": {}, "metric": {}, "paper": {}}}
+    assert epsilon_axis_title(table["methods"]) == "ε (metric: per L1 unit)"
+    words = reid_caption(table)
+    assert not any(word in words for word in ("pixel", "DP-Pix", "blur", "mosaic", "baseline")), words
+    assert "in the encoded data's space" in words and "metric's per-unit ε and paper (no guarantee) are not" in words
+    images = {"methods": {**table["methods"], "dp-pix": {}, "blur": {}}}
+    assert epsilon_axis_title(images["methods"]) == "ε (metric: per L1 unit; DP-Pix: per 1-pixel change)"
+    assert "DP-Pix's 1-pixel ε" in reid_caption(images) and "blur and mosaic are deterministic" in reid_caption(images)
+
+
+def test_every_chart_has_its_values_as_a_table_below_it(image_folder):
+    """No chart had a text alternative: a screen reader read nothing of the curves, and the page stated the
+    per-ε accuracy and re-identification values nowhere else."""
+    at = utility_page(image_folder, evaluation())
+    charts = at.get("plotly_chart")
+    tables = [expander for expander in at.get("expander") if expander.label == "The chart's values, as a table"]
+    assert len(charts) == len(tables) >= 4
+    accuracy = tables[0].table[0].value
+    laplace = accuracy[accuracy["series"] == "Laplace (ε-LDP)"]
+    expected = curves.mean_of(helpers.UTILITY["methods"]["laplace"]["p/o"])
+    assert list(laplace["accuracy"]) == [round(value, 4) for value in expected]

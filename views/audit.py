@@ -101,6 +101,10 @@ def audit_figure(results: list[dict], ceiling: float | None = None) -> go.Figure
                          # short: a longer title ran past the plot's height into the legend
                          yaxis_title=f"ε lower bound (95%; 0 drawn at {FLOOR})",
                          xaxis_type="log", yaxis_type="log", height=fitted_height(figure), legend=LEGEND)
+    # ticks at powers of ten only: at a phone's width plotly labelled the minor ticks "2" and "5" without their
+    # decade, and the axis read "5, 2, 1, 5, 2, 0.1"
+    figure.update_xaxes(dtick=1)
+    figure.update_yaxes(dtick=1)
     return figure
 
 
@@ -161,7 +165,10 @@ def page(loaded) -> None:
                    "diagonal that a correct clip also brings 2R apart, while a clip in another norm or no clip "
                    "leaves it farther apart; each pair is released the chosen number of times, and half of the "
                    "releases pick the pair the other half measures; paper: opposite corners of its clip; metric: "
-                   "±e₁, 2 apart, so its claim is ε · 2). The guarantee is stated for every latent, so these pairs are "
+                   "±e₁, 2 apart, so its claim is ε · 2). The results name each pair by its latents before the "
+                   "clip: \"axis: ±2R e_1\" is 2R and −2R on the first coordinate (e_1), which the clip of radius R "
+                   "brings to +R and −R, 2R apart; \"diagonal: ±2R (1, ..., 1)\" is 2R and −2R on every "
+                   "coordinate. The guarantee is stated for every latent, so these pairs are "
                    "where a broken clip or calibration shows most. The test's power is still limited: at 10,000 "
                    "releases a laplace mechanism with half its noise fails at ε = 1, a gaussian with half its "
                    "noise passes. Two real records are usually far less separated after clipping, and an audit "
@@ -229,6 +236,7 @@ def page(loaded) -> None:
                    "testable (it passes whatever the code does; the verdict says so). The bar above a point reaches "
                    "the estimate, the same formula at the measured rates without the 95% margin: not a confidence "
                    "interval, and where no false positive was seen only a cap set by the release count.")
+        # (its values are the results table's below, which a screen reader reads: no second table of them)
         st.plotly_chart(audit_figure(results, ceiling), key="audit_figure")
         st.dataframe(pd.DataFrame(results)[list(TABLE_COLUMNS)], key="audit_table", hide_index=True,
                      column_config=TABLE_COLUMNS)

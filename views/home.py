@@ -18,6 +18,20 @@ digraph {
 """
 
 
+PIPELINE_WORDS = ("The diagram: your record x and its kept attributes c go into the network, which gives a latent "
+                  "code z; the mechanism M adds noise to z; the network, run backwards with the attributes c' "
+                  "(kept, randomized or resampled), turns the noisy code into the release x'.")
+PRIVACY_IN_A_SENTENCE = (
+    "**What ε (epsilon) means.** Differential privacy limits what a release can tell about which record it came "
+    "from: whatever anyone concludes from a release, that conclusion is at most e^ε times more likely for one "
+    "record than for any other with the same kept attributes (those are released as they are; plus a small "
+    "chance δ for gaussian; per unit of latent distance for metric). "
+    "Smaller ε means more noise and more privacy; larger ε keeps more of the record. ε = 1 bounds that factor by "
+    "e ≈ 2.7; at the ε of tens to hundreds that images need to stay recognizable, the bound says little, and "
+    "the measured re-identification rates (Utility curves) are the better guide. The guarantee is a property of "
+    "the noise, not of any one release: try a few values and compare.")
+
+
 def listed_configs() -> dict:
     """The configs of the models the app lists (its weights folder), by name; an unreadable one is left out."""
     configs = {}
@@ -45,7 +59,9 @@ def page(_loaded) -> None:
         "shows how often an attacker still finds the record at each ε). Each record is privatized on its own (paper, the "
         "original code's reproduction, excepted: it clips whole batches), so its release needs no trusted curator; the machine that runs this app does see your original, so for sensitive data "
         "run the app on your own machine (`make run`, see the README).")
+    st.markdown(PRIVACY_IN_A_SENTENCE)
     st.graphviz_chart(PIPELINE)
+    st.caption(PIPELINE_WORDS)  # (the diagram's words for a screen reader, which reads the drawing as loose labels)
     st.subheader("The guarantees, in plain words")
     for name in ("laplace", "gaussian", "metric", "paper"):
         st.markdown(f"- {ui.GUARANTEES_IN_PLAIN_WORDS[name]}")

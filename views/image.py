@@ -216,7 +216,7 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
     return {"names": [r.name for r in records], "result": result, "repeats": repeats, "handling": handling.handling,
             "label_cost": handling.cost,
             "strip": strip_images, "gallery": gallery_images, "files": files, "manifest": manifest, "tag": tag,
-            "keep_names": keep_names,
+            "keep_names": keep_names, "uploaded": st.session_state.get("image_source", "Upload") == "Upload",
             "epsilon": settings.epsilon, "per_unit": name == "metric",  # metric: epsilon per unit of distance
             # paper's output depends on its batch: the extra releases run on the first image alone
             "alone": name == "paper" and len(records) > 1,
@@ -261,6 +261,9 @@ def show_result(loaded, state, changed: bool) -> None:
                      alt=f"the pixel difference between the privatized and the original image: mean "
                          f"{float(difference.float().mean()):.1f}, largest {float(difference.max()):.0f} of 255")
     maps = latent_difference_maps(loaded.model, result.latent[index], result.noisy_latent[index])
+    st.caption("Below, how much the mechanism changed the record's latent code z (what the network turns the image "
+               "into) at each of its positions, |M(z) − z|: brighter is more change. The code has a part for each "
+               "stage of the network, each drawn as a grid of its own (its size in brackets).")
     for column, (title, array) in zip(st.columns(len(maps)), maps):
         column.plotly_chart(compare.latent_map_figure(array, f"|M(z) − z|: {title}"), key=f"latent_map_{title}",
                             theme=None, config={"displayModeBar": False})  # its bar covered the titles
@@ -312,7 +315,8 @@ def show_result(loaded, state, changed: bool) -> None:
                            compare.cautions_text(state["repeats"], state.setdefault(
                                "release_id", compare.new_release_id())), file_name="cautions.txt", mime="text/plain",
                            on_click="ignore", key="download_cautions")
-    st.caption(compare.download_note(state["handling"], state["files"][0][0], any(back), state.get("keep_names", False)))
+    st.caption(compare.download_note(state["handling"], state["files"][0][0], any(back), state.get("keep_names", False),
+                                     uploaded=state.get("uploaded", True)))
 
 
 def page(loaded) -> None:
@@ -339,7 +343,8 @@ def page(loaded) -> None:
                    f"{len(extra)} releases to its ledger entry besides the release itself; together they "
                    f"cost {ui.cost_text(extra, handling.cost)}.")
     # names often identify a patient: kept only on request, and only with a kept label (names carry the true one)
-    keep_names = handling.handling == "kept" and st.checkbox(
+    uploaded = st.session_state.get("image_source", "Upload") == "Upload"  # (a test image has no file name)
+    keep_names = uploaded and handling.handling == "kept" and st.checkbox(
         "Keep your file names in the downloaded files' names", value=False, key=ui.kept("image_keep_names"),
         help="Off: the files are numbered in an order drawn at random. The guarantee covers the image content, "
              "not file names: a name that identifies a patient stays readable in the download.")

@@ -147,7 +147,7 @@ def page(loaded) -> None:
     else:
         public = public_training_data(loaded.model)
         priors = ("the frequencies its config.json gives (for a model CADP trained: those of the whole public table "
-                  "it was fitted on)" if getattr(loaded.model, "config_states_training", False) else
+                  "it was fitted on)" if public and getattr(loaded.model, "config_states_training", False) else
                   "their frequencies in the whole public table the model was fitted on (training and held-out rows)"
                   if public else "their frequencies in the model's own table (training and held-out rows)")
         st.subheader("Sampled rows (temperature 1)")

@@ -32,7 +32,7 @@ def show_utility(utility: dict, key: str, config, title_note: str = "", publishe
     ``publisher``: who states the model's latent distances, where not this app (``ui.stated_by``)."""
     reference = curves.mean_of(utility.get("reference", {}).get("o/o"))
     distances = getattr(config, "latent_distances", None)
-    st.plotly_chart(epsilon_figure(utility, "p/o", "Downstream accuracy: trained on releases, tested on real data"
+    ui.chart(epsilon_figure(utility, "p/o", "Downstream accuracy: trained on releases, tested on real data"
                                    + title_note, "accuracy", reference=reference,
                                    majority=utility.get("majority_class")), key=f"{key}_accuracy")
     st.caption(methods_caption(utility, distances))
@@ -42,26 +42,16 @@ def show_utility(utility: dict, key: str, config, title_note: str = "", publishe
     st.caption(curves.kept_task_note(utility))
     if any(std_of(method.get("p/o")) for method in utility.get("methods", {}).values()):  # bars drawn: say what
         st.caption(curves.error_bars_note(utility.get("settings"), reference))
-    st.plotly_chart(epsilon_figure(with_strongest_attacker(utility), "reid", "Re-identification: the best attacker"
+    ui.chart(epsilon_figure(with_strongest_attacker(utility), "reid", "Re-identification: the best attacker"
                                    + title_note, "top-1 rate", chance=utility.get("chance")), key=f"{key}_reid")
-    st.caption("Each release is matched to its nearest original among those with the label or conditions released "
-               "with it (public), by each attacker: in latent space with the model (the CADP release's noisy latent, "
-               "which shows more than the release, as the release is that latent decoded, clamped and rounded, "
-               "matched to where each original's release is centred: its clipped latent for laplace and gaussian; "
-               "in the noise's norm: the most likely source; a baseline's release is encoded by the model), in "
-               "pixel or encoded data space, and, for a baseline, by applying its own public transform to every "
-               "original (blur and mosaic are deterministic: that attacker finds every release). "
-               "The curve is the best of them at each point. The thin gray line is the most "
-               "any attacker can reach against an ε-LDP mechanism (laplace) guessing among those records; "
-               "gaussian's δ, metric's per-unit ε, DP-Pix's 1-pixel ε and paper (no guarantee) are not bound "
-               "by it. " + curves.reid_sampling_note(utility))
+    st.caption(curves.reid_caption(utility))
     if any("ssim" in m for m in utility.get("methods", {}).values()):
-        st.plotly_chart(epsilon_figure(utility, "ssim", "SSIM of release vs original" + title_note, "SSIM"),
+        ui.chart(epsilon_figure(utility, "ssim", "SSIM of release vs original" + title_note, "SSIM"),
                         key=f"{key}_ssim")
     if "metric" in utility.get("methods", {}):
         st.caption("metric's ε is per unit of latent L1 distance, so its points do not compare with the others' at "
                    "the same axis value. At axis value 1: " + ui.metric_meaning(config, 1.0, publisher=publisher))
-    st.plotly_chart(frontier_figure(utility, "Privacy–utility frontier (up and to the left is better)" + title_note),
+    ui.chart(frontier_figure(utility, "Privacy–utility frontier (up and to the left is better)" + title_note),
                     key=f"{key}_frontier")
     settings = utility.get("settings")
     if settings:
@@ -93,11 +83,12 @@ def show_central(central: dict | None, left_out: list[str], command: str) -> Non
                                       error_y=dict(type="data", array=std) if std else None,
                                       hovertemplate="ε %{x}: accuracy %{y:.3f}<br>%{text}"))
         # ticks at the run's ε values: plotly's own log ticks at phone width labelled 0.9 "9", next to "1"
-        figure.update_layout(title="Central DP (DP-SGD): test accuracy against the training run's ε",
+        figure.update_layout(title=curves.two_line_title("Central DP (DP-SGD): test accuracy against the training "
+                                                         "run's ε"),  # (one line was cut on a phone)
                              xaxis_title="ε (central DP, target of the training run)", xaxis_type="log",
                              xaxis=dict(tickmode="array", tickvals=epsilons, ticktext=[f"{e:g}" for e in epsilons]),
                              yaxis_title="test accuracy", yaxis_range=[0, 1.05], height=380)
-        st.plotly_chart(figure, key="central_figure")
+        ui.chart(figure, key="central_figure")
         if std:
             st.caption(curves.error_bars_note(central.get("settings")))
         architecture = (central.get("settings") or {}).get("architecture")
@@ -111,34 +102,11 @@ def show_central(central: dict | None, left_out: list[str], command: str) -> Non
                           and _training_records(central) == round(1 / delta) else "."))
 
 
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
-def recompute_sizes(settings: dict) -> str:
-    """The sizes of a utility run in words (the "settings" of eval.json or the keyword arguments of the sweep)."""
-    parts = []
-    if isinstance(settings.get("n_train"), int) and isinstance(settings.get("n_test"), int):
-        parts.append(f"{settings['n_train']} training and {settings['n_test']} test records")
-    if isinstance(settings.get("n_reid"), int):
-        parts.append(f"re-identification among {settings['n_reid']} records")
-    if isinstance(settings.get("cnn_epochs"), int):
-        parts.append(_count(settings["cnn_epochs"], "CNN epoch"))
-    seeds = settings.get("seeds")
-    if isinstance(seeds, (list, tuple)):
-        parts.append(_count(len(seeds), "seed"))
-    epsilons = settings.get("epsilons")
-    epsilons = curves.finite_numbers(list(epsilons)) if isinstance(epsilons, (list, tuple)) else None
-    if epsilons:
-        parts.append(f"{len(epsilons)} epsilons ({', '.join(f'{e:g}' for e in epsilons)})")
-    return ", ".join(parts) or "the default sizes"
-
-
 def show_recomputed(live: dict, stored: dict | None, loaded) -> None:
     """The curves of this session's run, said to be smaller and noisier than eval.json's, side by side in words."""
     settings = {**(live.get("settings") or {}), "epsilons": live.get("epsilons")}
     st.subheader("Recomputed in this session (smaller run: not the stored curves)")
-    text = f"This run used {recompute_sizes(settings)}."
+    text = f"This run used {curves.recompute_sizes(settings)}."
     if stored:
         text += (" Differences from the curves above of a few points of accuracy are noise of the smaller run, "
                  "not a change of the model.")
@@ -155,7 +123,7 @@ def show_recomputed(live: dict, stored: dict | None, loaded) -> None:
         text += f" Real → real accuracy (o/o): {here:.3f} here" + \
             (f", {there:.3f} in eval.json." if isinstance(there, (int, float)) else ".")
     if (stored or {}).get("settings"):
-        text += f" The stored curves used {recompute_sizes({**stored['settings'], 'epsilons': stored.get('epsilons')})}"
+        text += f" The stored curves used {curves.recompute_sizes({**stored['settings'], 'epsilons': stored.get('epsilons')})}"
     text += f"; reproduce them with `{ui.evaluate_command(loaded, 'utility')}`."
     st.info(text)
     show_utility(live, "live", loaded.config, title_note=" — recomputed, smaller run",
@@ -169,7 +137,8 @@ def recompute_form(loaded) -> None:
         records = "" if "n_train" in sizes else "as many records as a full run, "
         wait = "about 1–2 minutes on 2 CPU cores, more on a busy machine" if loaded.config.kind == "image" \
             else "under a minute"
-        st.markdown(f"Recompute the curves here, on {records}{recompute_sizes(sizes)}: {wait}. "
+        st.markdown(f"Recompute the curves here, on {records}"
+                    f"{curves.recompute_sizes(sizes, planned=loaded.config.kind == 'tabular')}: {wait}. "
                     "The result stays in this session; eval.json is not changed.")
         submitted = st.form_submit_button("Recompute")
     if submitted:
