@@ -758,6 +758,13 @@ def text_category_columns(config) -> set[str]:
             and all(isinstance(c, str) for c in spec["categories"] if c is not None)}
 
 
+def level_frequencies(values: pd.Series, categories) -> list[float]:
+    """Each of ``categories``' share of ``values`` (empty cells counted as a level of their own): a condition's
+    prior, as a model records it at training and as a release counts it in a bundled public table."""
+    counts = values.value_counts(normalize=True, dropna=False)
+    return [float(counts.get(category, 0.0)) for category in categories]
+
+
 def category_texts(config) -> list[str]:
     """The categories written as text that a release of this table model can hold: a released CSV's encoding must
     write every one of them, whichever a given draw happens to release."""

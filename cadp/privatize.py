@@ -202,15 +202,14 @@ def public_prior(dataset: str, spec: ColumnSpec) -> list[float] | None:
 
 @functools.lru_cache(maxsize=64)
 def _public_prior(dataset: str, name: str, categories: tuple) -> list[float] | None:
-    from cadp.data import TABULAR_DATASETS, load_table
+    from cadp.data import TABULAR_DATASETS, level_frequencies, load_table
 
     if dataset not in TABULAR_DATASETS:
         return None
     frame = load_table(dataset).frame
     if name not in frame.columns:
         return None
-    counts = frame[name].value_counts(normalize=True, dropna=False)
-    prior = [float(counts.get(category, 0.0)) for category in categories]
+    prior = level_frequencies(frame[name], categories)
     return prior if sum(prior) > 0 else None
 
 

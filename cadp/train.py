@@ -41,6 +41,7 @@ from cadp.data import (
     draw_in_boxes,
     image_class_folders,
     infer_column_kind,
+    level_frequencies,
     load_image_dataset,
     load_table,
     look_alike_class_names,
@@ -747,9 +748,7 @@ def tabular_config(frame: pd.DataFrame, conditions: list[str], *, name: str, dat
         raise InputError("the table needs at least two encoded dimensions besides the conditions")
     priors = {}
     for column in conditions:
-        counts = frame[column].value_counts(normalize=True, dropna=False)
-        spec = encoder.spec(column)
-        priors[column] = [float(counts.get(c, 0.0)) for c in spec.categories]
+        priors[column] = level_frequencies(frame[column], encoder.spec(column).categories)
     return TabularModelConfig(name=name, dataset=dataset, data_encoder=data_encoder.to_dict(),
                               condition_encoder=encoder.subset(conditions).to_dict(),
                               blocks=blocks, width=width, permutation_seed=seed,
