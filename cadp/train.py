@@ -810,7 +810,8 @@ def check_fittable(frame: pd.DataFrame, conditions: list[str], *, kinds: dict[st
     reading the rows takes about 0.5 s for 100,000 rows."""
     if isinstance(conditions, str):
         raise InputError(f"conditions must be a list of column names, e.g. [{conditions!r}]")
-    _fittable(frame, conditions, kinds=kinds, domain=domain, name="check", dataset="table", blocks=8, width=32)
+    with torch.random.fork_rng(devices=[]):  # the network it builds (and drops) leaves the caller's RNG as it was
+        _fittable(frame, conditions, kinds=kinds, domain=domain, name="check", dataset="table", blocks=8, width=32)
 
 
 def _fittable(frame: pd.DataFrame, conditions: list[str], *, kinds, domain, clamp: float = 0.5, **options):

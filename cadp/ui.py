@@ -83,10 +83,11 @@ def common_plain_words(own_data: list[str] | tuple[str, ...] = (), bundled: bool
         return f"{', '.join(literal(name) for name in names)} {'was' if len(names) == 1 else 'were'}"
 
     trained = (["The bundled models were trained without DP on public data"] if bundled else []) + (
-        [f"{', '.join(literal(name) for name in public_others)} {'says' if len(public_others) == 1 else 'say'} in "
-         f"{'its' if len(public_others) == 1 else 'their'} config.json that {'it was' if len(public_others) == 1 else 'they were'} "
-         "trained without DP on public data too, which this app checks only for the bundled models (they are not "
-         "the bundled models)"] if public_others else []) + (
+        [f"{', '.join(literal(name) for name in public_others)} "
+         + ("says in its config.json that it was" if len(public_others) == 1 else
+            "say in their config.json that they were")
+         + " trained without DP on public data too, which this app checks only for the bundled models"]
+        if public_others else []) + (
         [f"{were(own_data)} trained on data this app does not bundle (by `python -m cadp.train`, without DP)"]
         if own_data else [])
     return (

@@ -164,7 +164,8 @@ def extra_caption(epsilon_words: str, label: int, class_names: list[str], handli
     return ", ".join(words) + (" · " if words else "") + f"released as {class_names[label]}"
 
 
-def release(loaded, records, labels, handling, settings, strip: bool, gallery: int, keep_names: bool = False) -> dict:
+def release(loaded, records, labels, handling, settings, strip: bool, gallery: int, keep_names: bool = False,
+            uploaded: bool = True) -> dict:
     model, name = loaded.model, settings.name
     generator = new_generator(settings.seed)
     pixels = torch.as_tensor(np.stack([r.pixels for r in records]))
@@ -216,7 +217,7 @@ def release(loaded, records, labels, handling, settings, strip: bool, gallery: i
     return {"names": [r.name for r in records], "result": result, "repeats": repeats, "handling": handling.handling,
             "label_cost": handling.cost,
             "strip": strip_images, "gallery": gallery_images, "files": files, "manifest": manifest, "tag": tag,
-            "keep_names": keep_names, "uploaded": st.session_state.get("image_source", "Upload") == "Upload",
+            "keep_names": keep_names, "uploaded": uploaded,
             "epsilon": settings.epsilon, "per_unit": name == "metric",  # metric: epsilon per unit of distance
             # paper's output depends on its batch: the extra releases run on the first image alone
             "alone": name == "paper" and len(records) > 1,
@@ -358,7 +359,8 @@ def page(loaded) -> None:
     if before:
         st.warning(before)
     if st.button("Privatize", type="primary", key="image_privatize"):
-        st.session_state[RESULT] = release(loaded, records, labels, handling, settings, strip, gallery, keep_names)
+        st.session_state[RESULT] = release(loaded, records, labels, handling, settings, strip, gallery, keep_names,
+                                           uploaded)
         st.session_state[RESULT].update(made_of=made_of, choices=choices)
     state = st.session_state.get(RESULT)
     if state is not None and state.get("made_of") == made_of:
