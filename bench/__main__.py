@@ -88,8 +88,8 @@ def bench_models(folders: list[Path], settings: dict, device: str, threads: int 
                     "model_folder": str(loaded.folder), "points": [point], "device": device, "threads": threads})
     for name, runs in singles.items():
         chosen = dict(sorted(runs, key=lambda run: run["p50_ms"])[len(runs) // 2])  # its DP-Pix: the same worker
-        chosen["p50_ms_runs"] = [run["p50_ms"] for run in runs]
-        # every worker's mean call too (the share is judged on the chosen one's): in the order they ran
+        # every worker's p50 and mean call (the share is judged on the chosen one's), in the order they ran (runs
+        # stored before 2026-12-01 kept only their p50s, as p50_ms_runs)
         chosen["runs"] = [{"p50_ms": run["p50_ms"], "mean_ms": run["mean_ms"], "records_per_s": run["records_per_s"]}
                           for run in runs]
         results[name]["batches"]["1"] = chosen
@@ -214,16 +214,15 @@ def evaluation_times(folders: list[Path], quick: bool, device: str = "cpu", thre
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)
             sampler = GpuSampler(sweep) if device == "cuda" else None
             try:
-                _out, error_text = sweep.communicate(timeout=3600)
+                error_text = sweep.communicate(timeout=3600)[1]
             except subprocess.TimeoutExpired:
                 sweep.kill()
-                _out, error_text = sweep.communicate()
+                error_text = sweep.communicate()[1]
             entry["process_s"] = time.perf_counter() - start
             if sampler is not None:
                 entry["gpu_utilization"] = sampler.summary()
-            done = subprocess.CompletedProcess(sweep.args, sweep.returncode, _out, error_text)
-            if done.returncode != 0:
-                entry["error"] = done.stderr.strip().splitlines()[-1][:300] if done.stderr.strip() else "failed"
+            if sweep.returncode != 0:
+                entry["error"] = error_text.strip().splitlines()[-1][:300] if error_text.strip() else "failed"
             else:
                 settings = read_eval(copy)["utility"]["settings"]
                 entry.update(wall_seconds=settings["wall_seconds"], torch_threads=settings.get("torch_threads"))
