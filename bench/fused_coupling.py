@@ -141,8 +141,9 @@ def _subnet_parameters(module) -> list[torch.Tensor]:
     return [tensor for layer in layers for tensor in (layer.weight, layer.bias)]
 
 
-def compiled_coupling(module, x, c, rev, jac=False, small_batch=False):
-    """``cadp.models._coupling``'s signature, through the compiled operator (inference only)."""
+def compiled_coupling(module, x, c, rev, jac=False, small_batch=False, packs=None):
+    """``cadp.models._coupling``'s signature, through the compiled operator (inference only; its convolutions in
+    the direct kernel, not through ``packs``)."""
     if jac or len(c) != 1:
         raise SystemExit("the compiled coupling is for inference passes with one condition")
     parameters = getattr(module, "_bench_parameters", None)
@@ -166,7 +167,8 @@ def p50_ms(call, calls: int) -> float:
 
 
 def conv_share(loaded, pixels, labels, calls: int) -> tuple[float, float]:
-    """(p50 ms of one eager forward pass, ms of it inside the subnet convolutions)."""
+    """(p50 ms of one eager forward pass, ms of it inside the subnet convolutions), the convolutions in the direct
+    kernel (the passes' route for few images before the twenty-seventh round, which the compiled coupling calls)."""
     from cadp import models
 
     direct = models._THNN_CONV2D
@@ -182,6 +184,7 @@ def conv_share(loaded, pixels, labels, calls: int) -> tuple[float, float]:
     logit, _ = model._to_logit(pixels, None, log_det=False)
     conditions = model.condition(labels)
     eager = models._FlowPass(model.inn, rev=False, small_batch=True)
+    eager.packs = None  # no oneDNN copies: the direct kernel, timed
     models._THNN_CONV2D = timed
     try:
         whole = p50_ms(lambda: eager(logit, *conditions), calls)

@@ -3,9 +3,10 @@
 Images: torch.profiler's operators at batch 256, with the GFLOP/s each convolution
 and matmul shape reaches (FLOPs from the shapes, as for stride-1 'same' convolutions; time as
 the operator's share of the operators' self time times the measured wall time per call); each
-subnet convolution at 1-8 images in PyTorch's route and in the direct kernel, and one image's
-call with the passes for few images off and on; with ``--batch1-alternatives``, other ways to compute one
-image's convolutions (oneDNN, matmul + fold, Winograd F(2x2,3x3)) per layer and in whole calls.
+subnet convolution at 1-8 images in PyTorch's route and in the passes' for few images (oneDNN, weights
+reordered once), and one image's call with the passes for few images off and on; with
+``--batch1-alternatives``, other ways to compute one image's convolutions (the direct kernel, oneDNN
+reordering per call, matmul + fold, Winograd F(2x2,3x3)) per layer and in whole calls.
 Tables: the share of cadp.data's encoder (pandas) against the flow, by cProfile, at batch 1 and 1024;
 one flow pass through each inference path (NumPy, trace, FrEIA's graph) at a few batch sizes;
 one step of the on-the-fly fit through each likelihood path and optimizer layout.
@@ -147,9 +148,9 @@ def table_flow_paths(loaded, batches=(1, 8, 64, 256), calls: int = 500) -> str:
 
 def image_small_batch_layers(loaded, batches=(1, 2, 4, 8), calls: int = 300) -> str:
     """Each distinct subnet convolution of an image model, p50 us: PyTorch's default route against the
-    direct kernel ``models._run_subnet`` uses for passes of up to ``SMALL_BATCH`` images. Inputs are
-    random and channels-last, as in the flow."""
-    from cadp.models import SMALL_BATCH, _run_subnet, graph_mode
+    passes' for up to ``SMALL_BATCH`` images (``models._run_subnet``: oneDNN, weights reordered once). Inputs
+    are random and channels-last, as in the flow."""
+    from cadp.models import SMALL_BATCH, _ConvPacks, _run_subnet, graph_mode
 
     model = loaded.model
     shapes: dict[tuple, tuple[torch.nn.Module, tuple[int, ...]]] = {}
@@ -169,7 +170,7 @@ def image_small_batch_layers(loaded, batches=(1, 2, 4, 8), calls: int = 300) -> 
             hook.remove()
     generator = torch.Generator().manual_seed(0)
     lines = [f"{loaded.folder.name}: one subnet convolution, p50 us per call at 1-{max(batches)} images, PyTorch's "
-             f"route / the direct kernel that passes of up to {SMALL_BATCH} images use (timed in turn)", "",
+             f"route / the route of the passes for up to {SMALL_BATCH} images (timed in turn)", "",
              "| layer | input | " + " | ".join(f"batch {batch}" for batch in batches) + " |",
              "|---|---|" + "---|" * len(batches)]
     with torch.inference_mode():
@@ -178,8 +179,8 @@ def image_small_batch_layers(loaded, batches=(1, 2, 4, 8), calls: int = 300) -> 
             for batch in batches:
                 x = torch.randn(batch, *shape, generator=generator).contiguous(memory_format=torch.channels_last)
                 wrapped = torch.nn.Sequential(layer)  # a one-layer subnet for _run_subnet
-                timings = _p50_us({"default": partial(layer, x), "small": partial(_run_subnet, wrapped, x, True)},
-                                  calls)
+                timings = _p50_us({"default": partial(layer, x),
+                                   "small": partial(_run_subnet, wrapped, x, True, _ConvPacks())}, calls)
                 cells.append(f"{timings['default']:.0f} / {timings['small']:.0f}")
             name = f"{weight[1]} -> {weight[0]}, {weight[2]}x{weight[3]}"
             lines.append(f"| {name} | {'x'.join(map(str, shape))} | " + " | ".join(cells) + " |")
@@ -286,36 +287,44 @@ def _same_size(layer: torch.nn.Conv2d) -> bool:
             and all(2 * pad == size - 1 for pad, size in zip(layer.padding, layer.kernel_size)))
 
 
+def _direct_conv(layer: torch.nn.Conv2d, u: torch.Tensor) -> torch.Tensor:
+    from cadp import models
+
+    return models._THNN_CONV2D(u, layer.weight, layer.kernel_size, layer.bias, layer.stride, layer.padding)
+
+
 BATCH1_ALTERNATIVES = {  # name: (computation, whether it applies to a layer)
-    "oneDNN": (lambda layer, u: layer(u), lambda layer: True),
+    "direct kernel (im2col)": (_direct_conv, lambda layer: True),
+    "oneDNN, weights reordered per call": (lambda layer, u: layer(u), lambda layer: True),
     "matmul + fold": (fold_conv, _same_size),
     "Winograd F(2x2,3x3)": (winograd_conv, lambda layer: _same_size(layer) and tuple(layer.kernel_size) == (3, 3))}
 
 
-def _subnet_runner(replaced: dict):
-    """A stand-in for ``cadp.models._run_subnet`` that computes the layers keyed in ``replaced`` by
-    ``(weight shape, input shape)`` with the function given there, the others as the model's own does."""
-    from cadp import models
-
-    def run(subnet, u, small_batch):
+def _subnet_runner(replaced: dict, original):
+    """A stand-in for ``cadp.models._run_subnet`` (``original``) that computes the layers keyed in ``replaced``
+    by ``(weight shape, input shape)`` with the function given there, the others (with a ReLU after them) as
+    the model's own does."""
+    def run(subnet, u, small_batch, packs=None):
         if not small_batch or u.dim() != 4 or not isinstance(subnet, torch.nn.Sequential):
             return subnet(u)
-        for layer in subnet:
+        layers, index = list(subnet), 0
+        while index < len(layers):
+            layer = layers[index]
             key = (tuple(layer.weight.shape), tuple(u.shape[1:])) if isinstance(layer, torch.nn.Conv2d) else None
             if key in replaced:
-                u = replaced[key](layer, u)
-            elif models._direct_conv_ok(layer):
-                u = models._THNN_CONV2D(u, layer.weight, layer.kernel_size, layer.bias, layer.stride, layer.padding)
-            else:
-                u = layer(u)
+                u, index = replaced[key](layer, u), index + 1
+                continue
+            step = 2 if index + 1 < len(layers) and type(layers[index + 1]) is torch.nn.ReLU else 1
+            u, index = original(torch.nn.Sequential(*layers[index:index + step]), u, True, packs), index + step
         return u
     return run
 
 
 def image_batch1_alternatives(loaded, layer_calls: int = 300, calls: int = 200) -> str:
-    """Other ways to compute one image's subnet convolutions, against the direct kernel the model uses for
-    few images: each distinct layer alone (p50 us, inputs and weights in the model's channels-last layout),
-    then one image's privatize call (p50 ms) with each alternative on the layers where it was the faster alone."""
+    """Other ways to compute one image's subnet convolutions, against the model's own for few images (oneDNN,
+    weights reordered once: ``models._ConvPacks``): each distinct layer alone (p50 us, channels-last inputs, as
+    in the flow), then one image's privatize call (p50 ms) with each alternative on the layers where it was the
+    faster alone."""
     from cadp import models
 
     model = loaded.model
@@ -337,13 +346,14 @@ def image_batch1_alternatives(loaded, layer_calls: int = 300, calls: int = 200) 
     names = list(BATCH1_ALTERNATIVES)
     faster: dict[str, dict] = {name: {} for name in names}
     lines = [f"{loaded.folder.name}: one image's subnet convolutions, p50 us (largest difference from "
-             "PyTorch's own route, oneDNN)", "", "| layer | input | direct kernel (used) | " + " | ".join(names) + " |",
+             "the model's own route)", "", "| layer | input | oneDNN, reordered once (used) | " + " | ".join(names) + " |",
              "|---|---|---|" + "---|" * len(names)]
     with torch.inference_mode():
         for key, (layer, shape) in layers.items():
             x = torch.randn(1, *shape, generator=generator).contiguous(memory_format=torch.channels_last)
             expected = layer(x)
-            timed = {"direct": partial(_subnet_runner({}), torch.nn.Sequential(layer), x, True)}
+            timed = {"used": partial(models._ConvPacks().conv, layer, x, False)}
+            timed["used"]()  # makes the copy of the weights
             timed |= {name: partial(compute, layer, x) for name, (compute, applies) in BATCH1_ALTERNATIVES.items()
                       if applies(layer)}
             timings = _p50_us(timed, layer_calls)
@@ -354,17 +364,17 @@ def image_batch1_alternatives(loaded, layer_calls: int = 300, calls: int = 200) 
                     continue
                 error = (timed[name]() - expected).abs().max().item()
                 cells.append(f"{timings[name]:.0f} ({error:.0e})")
-                if timings[name] < timings["direct"]:
+                if timings[name] < timings["used"]:
                     faster[name][key] = BATCH1_ALTERNATIVES[name][0]
             lines.append(f"| {key[0][1]} -> {key[0][0]}, {key[0][2]}x{key[0][3]} | {'x'.join(map(str, shape))} | "
-                         f"{timings['direct']:.0f} | " + " | ".join(cells) + " |")
-    variants = {"direct kernel (used)": {}} | {name: chosen for name, chosen in faster.items() if chosen}
+                         f"{timings['used']:.0f} | " + " | ".join(cells) + " |")
+    variants = {USED: {}} | {name: chosen for name, chosen in faster.items() if chosen}
     runs = {}
     original = models._run_subnet
     try:
         for name, replaced in variants.items():
             copy = load(loaded.folder, torch.device("cpu"))
-            models._run_subnet = _subnet_runner(replaced)  # read when the first call traces the passes
+            models._run_subnet = _subnet_runner(replaced, original)  # read when the first call traces the passes
             runs[name], _ = privatize_call(copy, 1)
             runs[name]()
             models._run_subnet = original
@@ -373,13 +383,13 @@ def image_batch1_alternatives(loaded, layer_calls: int = 300, calls: int = 200) 
     frozen = load(loaded.folder, torch.device("cpu"))  # the model's own route, its traces frozen
     runs[FROZEN], _ = privatize_call(frozen, 1)
     runs[FROZEN]()
-    passes = frozen.model._traced._passes
-    for key, traced in passes.items():
-        passes[key] = torch.jit.freeze(traced.eval())
+    entries = frozen.model._traced._entries
+    for key, (traced, packs) in entries.items():
+        entries[key] = (torch.jit.freeze(traced.eval()), packs)
     timings = _p50_us(runs, calls, rounds=10)
-    base = timings["direct kernel (used)"]
+    base = timings[USED]
     lines += ["", f"{loaded.folder.name}: one image's privatize call, p50 ms (timed in turn), each alternative on "
-              "the layers where it was the faster alone", "", "| layers computed by | layers | p50 ms | / direct |",
+              "the layers where it was the faster alone", "", "| layers computed by | layers | p50 ms | / used |",
               "|---|---|---|---|"]
     for name, replaced in (variants | {FROZEN: {}}).items():
         shown = ", ".join(f"{k[0][1]} -> {k[0][0]} at {k[1][1]}x{k[1][2]}" for k in replaced) or "all"
@@ -387,7 +397,8 @@ def image_batch1_alternatives(loaded, layer_calls: int = 300, calls: int = 200) 
     return "\n".join(lines)
 
 
-FROZEN = "direct kernel, traces frozen (torch.jit.freeze: weights as constants)"
+USED = "oneDNN, weights reordered once (used)"
+FROZEN = "the model's own route, traces frozen (torch.jit.freeze: weights as constants)"
 
 
 def fit_step_parts(steps: int = 200) -> str:

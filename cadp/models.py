@@ -480,44 +480,124 @@ def _use_graph(model: nn.Module) -> bool:
 ATAN_SCALE = 0.636  # FrEIA's "ATAN" soft clamp: s = clamp * 0.636 * atan(a)
 
 
-SMALL_BATCH = 4  # at most this many images per pass: convolutions in the direct kernel (_run_subnet)
+SMALL_BATCH = 4  # at most this many images per pass: their own trace (_run_subnet)
 _THNN_CONV2D = getattr(torch._C._nn, "thnn_conv2d", None)  # PyTorch's direct kernel (not public API: checked)
 
 
 def _direct_conv_ok(layer: nn.Module) -> bool:
-    """Whether ``_run_subnet`` may run this layer through ``thnn_conv2d`` (what ``layer`` computes)."""
-    return (_THNN_CONV2D is not None and type(layer) is nn.Conv2d and layer.groups == 1
-            and layer.padding_mode == "zeros" and not isinstance(layer.padding, str) and tuple(layer.dilation) == (1, 1))
+    """Whether ``_run_subnet`` may run this layer through ``thnn_conv2d`` or oneDNN (what ``layer`` computes)."""
+    return (type(layer) is nn.Conv2d and layer.groups == 1 and layer.padding_mode == "zeros"
+            and not isinstance(layer.padding, str) and tuple(layer.dilation) == (1, 1))
 
 
-def _run_subnet(subnet: nn.Module, u: torch.Tensor, small_batch: bool) -> torch.Tensor:
-    """``subnet(u)``; with ``small_batch`` its 2-D convolutions go to PyTorch's direct (im2col) kernel.
+@lru_cache(maxsize=1)
+def _packed_conv2d():
+    """``cadp._onednn.packed_conv2d`` scripted, where this PyTorch has oneDNN and it computes a convolution
+    as ``conv2d`` does (checked once on a small one); else None."""
+    try:
+        if not torch.backends.mkldnn.is_available():
+            return None
+        from cadp._onednn import packed_conv2d
 
-    From a batch of two on PyTorch sends these convolutions to oneDNN, whose per-call overhead
-    made each of these layers 1.1-3.2x slower than the direct kernel for two to four images
-    (``python -m bench.profile``; BENCHMARKS.md, "Fifth round"). Same arithmetic: results differ
-    only by float rounding. (Linear layers as ``W @ x.T`` looked faster alone and made whole
-    passes 3-10% slower: not used.)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script, still supported
+            function = torch.jit.script(packed_conv2d)
+        generator = torch.Generator().manual_seed(0)
+        x, weight = torch.randn(1, 3, 5, 5, generator=generator), torch.randn(4, 3, 3, 3, generator=generator)
+        bias = torch.randn(4, generator=generator)
+        packed = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.to_mkldnn(), [1, 1], [1, 1], [1, 1], 1,
+                                                           list(x.shape))
+        with torch.inference_mode():
+            same = torch.allclose(function(x, packed, bias, [1, 1], [1, 1], True),
+                                  torch.relu(nn.functional.conv2d(x, weight, bias, 1, 1)), atol=1e-4)
+        return function if same else None
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return None
+
+
+class _ConvPacks(nn.Module):
+    """oneDNN copies of a flow's convolution weights, reordered once, for the passes of a few images.
+
+    One image's 3x3 convolution through ``conv2d`` reorders its weights for oneDNN on every call, or
+    runs in PyTorch's direct (im2col + BLAS) kernel; with the weights reordered once, the layers of one
+    pass took half the time (BENCHMARKS.md, "Twenty-seventh round"); a ReLU after a convolution is
+    computed in the same call. The copies are buffers of this module, so a trace reads them as it reads
+    parameters. They are copies: ``current()`` says whether every source weight is still what was
+    copied (its version counter, which in-place changes such as an optimizer's step advance, and its
+    storage); a change made through ``.data`` advances no counter and is not seen.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._names: dict[int, str] = {}  # id(layer) -> buffer name
+        self._sources: list[torch.Tensor] = []
+        self._stamps: list[tuple[int, int]] = []
+
+    def current(self) -> bool:
+        return [(weight._version, weight.data_ptr()) for weight in self._sources] == self._stamps
+
+    def conv(self, layer: nn.Module, u: torch.Tensor, relu: bool) -> torch.Tensor | None:
+        """``layer(u)`` (then ReLU) through oneDNN with the weights copied for ``layer``; None where it can't.
+
+        Outside a trace a missing copy is made for ``u``'s shape; a trace only reads copies made before it.
+        """
+        function = _packed_conv2d()
+        if function is None or not _direct_conv_ok(layer) or u.dtype != torch.float32 or u.device.type != "cpu":
+            return None
+        name = self._names.get(id(layer))
+        if name is None:
+            if torch.jit.is_tracing():
+                return None
+            name = f"weight_{len(self._names)}"
+            weight = layer.weight.detach()
+            self.register_buffer(name, torch._C._nn.mkldnn_reorder_conv2d_weight(
+                weight.to_mkldnn(), list(layer.padding), list(layer.stride), [1, 1], 1, list(u.shape)),
+                persistent=False)
+            self._names[id(layer)] = name
+            self._sources.append(layer.weight)
+            self._stamps.append((layer.weight._version, layer.weight.data_ptr()))
+        return function(u, getattr(self, name), layer.bias, list(layer.padding), list(layer.stride), relu)
+
+
+def _run_subnet(subnet: nn.Module, u: torch.Tensor, small_batch: bool,
+                packs: _ConvPacks | None = None) -> torch.Tensor:
+    """``subnet(u)``; with ``small_batch`` its 2-D convolutions go to oneDNN with weights reordered once
+    (``packs``), where this PyTorch allows, else to PyTorch's direct (im2col) kernel.
+
+    From a batch of two PyTorch sends these convolutions to oneDNN, reordering their weights on each
+    call, which made each of these layers 1.1-3.2x slower than the direct kernel for two to four images
+    (``python -m bench.profile``; BENCHMARKS.md, "Fifth round"); with the weights reordered once oneDNN
+    is faster than either ("Twenty-seventh round"). Same arithmetic: results differ only by float
+    rounding. (Linear layers as ``W @ x.T`` looked faster alone and made whole passes 3-10% slower:
+    not used.)
     """
     if not small_batch or u.dim() != 4 or not isinstance(subnet, nn.Sequential):
         return subnet(u)
-    for layer in subnet:
-        if _direct_conv_ok(layer):
+    layers, index = list(subnet), 0
+    while index < len(layers):
+        layer = layers[index]
+        relu = index + 1 < len(layers) and type(layers[index + 1]) is nn.ReLU
+        packed = packs.conv(layer, u, relu) if packs is not None else None
+        if packed is not None:
+            u, index = packed, index + (2 if relu else 1)
+            continue
+        if _THNN_CONV2D is not None and _direct_conv_ok(layer):
             u = _THNN_CONV2D(u, layer.weight, layer.kernel_size, layer.bias, layer.stride, layer.padding)
         else:
             u = layer(u)
+        index += 1
     return u
 
 
 def _affine(module: Fm.GLOWCouplingBlock, x: torch.Tensor, u: torch.Tensor, subnet: nn.Module,
-            split: int, rev: bool, jac: bool = False,
-            small_batch: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+            split: int, rev: bool, jac: bool = False, small_batch: bool = False,
+            packs: _ConvPacks | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One affine half of a GLOW coupling: exp(s) * x + t forward, (x - t) * exp(-s) reverse.
 
     Returns (output, log-determinant): the half's sum of s (negated in reverse) as FrEIA computes
-    it with ``jac``, else None. ``small_batch``: see ``_run_subnet``.
+    it with ``jac``, else None. ``small_batch``, ``packs``: see ``_run_subnet``.
     """
-    a = _run_subnet(subnet, u, small_batch)
+    a = _run_subnet(subnet, u, small_batch, packs)
     if a.dim() == 4:  # channels-last conv output: channel slices would be strided and slow to compute on
         a = a.contiguous()
     scale = module.clamp * ATAN_SCALE
@@ -529,13 +609,14 @@ def _affine(module: Fm.GLOWCouplingBlock, x: torch.Tensor, u: torch.Tensor, subn
 
 
 def _coupling(module: Fm.GLOWCouplingBlock, x: torch.Tensor, c: tuple[torch.Tensor, ...],
-              rev: bool, jac: bool = False, small_batch: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+              rev: bool, jac: bool = False, small_batch: bool = False,
+              packs: _ConvPacks | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``GLOWCouplingBlock`` with fewer operations: (output, log-determinant with ``jac``, else None).
 
-    With ``jac`` it supports autograd (the training pass). ``small_batch``: see ``_run_subnet``.
+    With ``jac`` it supports autograd (the training pass). ``small_batch``, ``packs``: see ``_run_subnet``.
     """
     x1, x2 = x[:, :module.split_len1], x[:, module.split_len1:]
-    half = partial(_affine, module, rev=rev, jac=jac, small_batch=small_batch)
+    half = partial(_affine, module, rev=rev, jac=jac, small_batch=small_batch, packs=packs)
     if not rev:
         y1, log_det1 = half(x1, torch.cat([x2, *c], 1), module.subnet2, module.split_len1)
         y2, log_det2 = half(x2, torch.cat([y1, *c], 1), module.subnet1, module.split_len2)
@@ -573,14 +654,17 @@ class _FlowPass(nn.Module):
     ``_coupling`` and skips the per-node Jacobian bookkeeping (FrEIA builds a zero tensor
     for every node without one, even with ``jac=False``). With ``jac`` it returns
     (output, log-determinant), the sum over nodes that FrEIA's ``jac=True`` returns.
-    ``small_batch``: the couplings' convolutions as for a few images (``_run_subnet``).
+    ``small_batch``: the couplings' convolutions as for a few images (``_run_subnet``), through oneDNN
+    copies of their weights (``packs``, given or new) made on the first untraced call, without ``jac``.
     IRevNet downsamplings run as ``pixel_unshuffle`` / ``pixel_shuffle`` (the same values, no
     convolution: 5-7 us against 20-140 us for one or two images).
     """
 
-    def __init__(self, inn: Ff.GraphINN, rev: bool, jac: bool = False, small_batch: bool = False):
+    def __init__(self, inn: Ff.GraphINN, rev: bool, jac: bool = False, small_batch: bool = False,
+                 packs: _ConvPacks | None = None):
         super().__init__()
         self.inn, self.rev, self.jac, self.small_batch = inn, rev, jac, small_batch
+        self.packs = (packs if packs is not None else _ConvPacks()) if small_batch and not jac else None
         self._lean = {id(node.module) for node in inn.node_list
                       if type(node.module) is Fm.GLOWCouplingBlock and _atan_clamped(node.module)}
         self._shuffles = {id(node.module) for node in inn.node_list if _is_pixel_unshuffle(node.module)}
@@ -598,7 +682,7 @@ class _FlowPass(nn.Module):
             inputs = tuple(outs[previous, channel] for previous, channel in (node.outputs if rev else node.inputs))
             c = tuple(outs[condition, 0] for condition in node.conditions)
             if id(node.module) in self._lean:
-                output, node_log_det = _coupling(node.module, inputs[0], c, rev, jac, self.small_batch)
+                output, node_log_det = _coupling(node.module, inputs[0], c, rev, jac, self.small_batch, self.packs)
                 results = (output,)
             elif id(node.module) in self._shuffles:  # volume-preserving: log-determinant 0
                 shuffle = nn.functional.pixel_shuffle if rev else nn.functional.pixel_unshuffle
@@ -625,15 +709,28 @@ class TracedPasses:
     The models use them for inference in eval mode without gradients, and for a table model's
     likelihood (``jac=True``, with autograd, also while training), outside ``graph_mode()``.
     (Freezing the traces with ``torch.jit.optimize_for_inference`` gained under 5% per table
-    row here and would need re-tracing after every in-place weight change: not used.)
+    row here and would need re-tracing after every in-place weight change: not used.) A pass for a
+    few images reads oneDNN copies of the convolutions' weights (``_ConvPacks``, one set for both
+    directions): it is made again, with new copies, when a weight has changed since they were made.
     """
 
     def __init__(self):
-        self._passes: dict[tuple, torch.jit.ScriptModule] = {}
+        # key -> (trace, the weights' copies it reads or None): one dict, replaced whole by clear()
+        self._entries: dict[tuple, tuple[torch.jit.ScriptModule, _ConvPacks | None]] = {}
+        self._packs: _ConvPacks | None = None  # the copies new passes for few images read
         self._lock = threading.Lock()
 
+    @property
+    def _passes(self) -> dict[tuple, torch.jit.ScriptModule]:
+        return {key: traced for key, (traced, _packs) in self._entries.items()}
+
     def clear(self) -> None:
-        self._passes = {}
+        self._entries, self._packs = {}, None
+
+    def _current(self, key: tuple) -> torch.jit.ScriptModule | None:
+        """The pass for ``key`` if one was made and the weights it copied are unchanged, else None."""
+        traced, packs = self._entries.get(key, (None, None))
+        return traced if packs is None or packs.current() else None
 
     def run(self, inn: Ff.GraphINN, x: torch.Tensor, conditions: list[torch.Tensor], rev: bool,
             jac: bool = False, small_batch: bool = False):
@@ -643,17 +740,22 @@ class TracedPasses:
         """
         key = (rev, jac, small_batch, x.device, x.dtype, tuple(x.shape[1:]),
                tuple(tuple(c.shape[1:]) for c in conditions))
-        traced = self._passes.get(key)
+        traced = self._current(key)
         if traced is None:
             with self._lock:
-                traced = self._passes.get(key)
+                traced = self._current(key)
                 if traced is None:
+                    if self._packs is None or not self._packs.current():
+                        self._packs = _ConvPacks()
+                    flow_pass = _FlowPass(inn, rev, jac, small_batch, self._packs)
+                    if flow_pass.packs is not None:
+                        flow_pass(x, *conditions)  # untraced: copies the weights for these shapes
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", torch.jit.TracerWarning)
                         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace, still supported
-                        traced = torch.jit.trace(_FlowPass(inn, rev, jac, small_batch), (x, *conditions),
-                                                 check_trace=False)
-                    self._passes[key] = traced
+                        traced = torch.jit.trace(flow_pass, (x, *conditions), check_trace=False)
+                    packs = flow_pass.packs if flow_pass.packs is not None and flow_pass.packs._names else None
+                    self._entries[key] = (traced, packs)
         return traced(x, *conditions)
 
 

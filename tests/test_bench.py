@@ -506,8 +506,8 @@ def test_batch1_alternatives_compute_the_layer_and_the_table_restores_the_model_
     layers = [row for row in rows if "x" in row[1] and "->" in row[0]]
     assert len(layers) >= 4 and all(float(row[2]) > 0 for row in layers)
     assert all(float(cell.split("(")[1].rstrip(") ")) < 1e-3 for row in layers for cell in row[3:] if "(" in cell)
-    assert any(row[0].strip() == "direct kernel (used)" and row[-1].strip() == "1.00" for row in rows)
-    assert any(row[0].strip().startswith("direct kernel, traces frozen") for row in rows)
+    assert any(row[0].strip() == "oneDNN, weights reordered once (used)" and row[-1].strip() == "1.00" for row in rows)
+    assert any(row[0].strip().startswith("the model's own route, traces frozen") for row in rows)
     parts = image_call_parts(loaded, calls=5)
     values = {row.split("|")[1].strip(): float(row.split("|")[2]) for row in parts.splitlines()[4:]}
     assert len(values) == 6 and all(value > 0 for name, value in values.items() if "rest" not in name)

@@ -12,7 +12,15 @@ import torch
 from cadp.data import load_image_dataset, load_table
 from cadp.errors import InputError, ModelError
 from cadp.hub import load_folder, save_model
-from cadp.models import SMALL_BATCH, ImageCINN, ImageModelConfig, build_model, config_from_dict, config_to_dict
+from cadp.models import (
+    SMALL_BATCH,
+    ImageCINN,
+    ImageModelConfig,
+    _packed_conv2d,
+    build_model,
+    config_from_dict,
+    config_to_dict,
+)
 from cadp.train import fit_tabular
 from tests.conftest import bundled, perturbed
 
@@ -352,12 +360,16 @@ def test_few_images_run_their_own_trace_with_the_same_function_as_the_graph(tiny
         assert torch.allclose(z, graph(x[:len(z)], y[:len(z)]), atol=1e-5)
     assert torch.allclose(more, graph(x, y), atol=1e-5)
     assert torch.allclose(few[-1], more[:SMALL_BATCH], atol=1e-5)  # either trace: the same function
-    # one trace for 1 to SMALL_BATCH images, its convolutions in the direct kernel; another beyond
-    assert "aten::thnn_conv2d" in operators(True) and "aten::thnn_conv2d" not in operators(False)
+    # one trace for 1 to SMALL_BATCH images, its convolutions through oneDNN with the weights reordered once
+    # (the direct kernel where this PyTorch has no oneDNN); another beyond
+    few_images = "mkldnn::_convolution_pointwise" if _packed_conv2d() is not None else "aten::thnn_conv2d"
+    assert few_images in operators(True) and few_images not in operators(False)
     assert "aten::_convolution" in operators(False) and "aten::_convolution" not in operators(True)
     with torch.inference_mode():
         back = image.decode(few[1], y[:2])  # the reverse pass has its own trace for few images
-    assert "aten::thnn_conv2d" in operators(True, rev=True)
+    assert few_images in operators(True, rev=True)
+    copies = [packs for _traced, packs in image._traced._entries.values() if packs is not None]
+    assert len(copies) == (2 if _packed_conv2d() is not None else 0) and all(p is copies[0] for p in copies)  # one set
     with torch.no_grad():
         expected = image._from_logit(image.inn(few[1], c=image.condition(y[:2]), rev=True, jac=False)[0])
     assert torch.allclose(back, expected, atol=1e-3)
@@ -368,6 +380,13 @@ def test_few_images_run_their_own_trace_with_the_same_function_as_the_graph(tiny
         changed = image.encode(x[:2], y[:2])
     assert torch.allclose(changed, graph(x[:2], y[:2]), atol=1e-5)
     assert not torch.allclose(changed, few[1], atol=1e-3)
+    # and a weight given other storage (the oneDNN copies are copies: made again)
+    layer = image.inn.module_list[1].subnet2[2]
+    layer.weight.data = layer.weight.data * 0.5
+    with torch.inference_mode():
+        halved = image.encode(x[:2], y[:2])
+    assert torch.allclose(halved, graph(x[:2], y[:2]), atol=1e-5)
+    assert not torch.allclose(halved, changed, atol=1e-3)
 
 
 def test_lean_inference_replaces_only_atan_clamped_glow_couplings():
