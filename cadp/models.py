@@ -524,7 +524,8 @@ class _ConvPacks(nn.Module):
     computed in the same call. The copies are buffers of this module, so a trace reads them as it reads
     parameters. They are copies: ``current()`` says whether every source weight is still what was
     copied (its version counter, which in-place changes such as an optimizer's step advance, and its
-    storage); a change made through ``.data`` advances no counter and is not seen.
+    storage); a change made through ``.data`` is not seen. A weight made under ``inference_mode`` has no
+    counter: its layer is not copied (the direct kernel computes it, reading the weight itself).
     """
 
     def __init__(self):
@@ -533,8 +534,12 @@ class _ConvPacks(nn.Module):
         self._sources: list[torch.Tensor] = []
         self._stamps: list[tuple[int, int]] = []
 
+    @staticmethod
+    def _stamp(weight: torch.Tensor) -> tuple[int, int]:
+        return weight._version, weight.data_ptr()
+
     def current(self) -> bool:
-        return [(weight._version, weight.data_ptr()) for weight in self._sources] == self._stamps
+        return [self._stamp(weight) for weight in self._sources] == self._stamps
 
     def conv(self, layer: nn.Module, u: torch.Tensor, relu: bool) -> torch.Tensor | None:
         """``layer(u)`` (then ReLU) through oneDNN with the weights copied for ``layer``; None where it can't.
@@ -542,7 +547,8 @@ class _ConvPacks(nn.Module):
         Outside a trace a missing copy is made for ``u``'s shape; a trace only reads copies made before it.
         """
         function = _packed_conv2d()
-        if function is None or not _direct_conv_ok(layer) or u.dtype != torch.float32 or u.device.type != "cpu":
+        if function is None or not _direct_conv_ok(layer) or u.dtype != torch.float32 or u.device.type != "cpu" \
+                or layer.weight.is_inference():
             return None
         name = self._names.get(id(layer))
         if name is None:
@@ -555,7 +561,7 @@ class _ConvPacks(nn.Module):
                 persistent=False)
             self._names[id(layer)] = name
             self._sources.append(layer.weight)
-            self._stamps.append((layer.weight._version, layer.weight.data_ptr()))
+            self._stamps.append(self._stamp(layer.weight))
         return function(u, getattr(self, name), layer.bias, list(layer.padding), list(layer.stride), relu)
 
 

@@ -20,6 +20,7 @@ from cadp.models import (
     build_model,
     config_from_dict,
     config_to_dict,
+    graph_mode,
 )
 from cadp.train import fit_tabular
 from tests.conftest import bundled, perturbed
@@ -387,6 +388,25 @@ def test_few_images_run_their_own_trace_with_the_same_function_as_the_graph(tiny
         halved = image.encode(x[:2], y[:2])
     assert torch.allclose(halved, graph(x[:2], y[:2]), atol=1e-5)
     assert not torch.allclose(halved, changed, atol=1e-3)
+
+
+def test_an_image_model_made_under_inference_mode_runs_few_images(mnist_test):
+    """Its weights are inference tensors, which have no version counter: the passes for few images read them
+    (no oneDNN copies, which could not tell an in-place change) and follow a change made in place."""
+    config = ImageModelConfig(name="tiny", dataset="mnist", class_names=[str(i) for i in range(10)],
+                              conv_width=8, conv_blocks=[2, 2], fc_blocks=2, fc_width=32)
+    with torch.inference_mode():
+        model = perturbed(ImageCINN(config)).eval()
+        x, y = mnist_test.images[:2], mnist_test.labels[:2]
+        few = model.encode(x, y)
+        with graph_mode():
+            assert torch.allclose(few, model.encode(x, y), atol=1e-5)
+        layer = model.inn.module_list[1].subnet2[0]
+        layer.weight.mul_(2)
+        changed = model.encode(x, y)
+        with graph_mode():
+            assert torch.allclose(changed, model.encode(x, y), atol=1e-5)
+    assert not torch.allclose(changed, few, atol=1e-3)
 
 
 def test_lean_inference_replaces_only_atan_clamped_glow_couplings():
