@@ -352,7 +352,8 @@ def image_batch1_alternatives(loaded, layer_calls: int = 300, calls: int = 200) 
         for key, (layer, shape) in layers.items():
             x = torch.randn(1, *shape, generator=generator).contiguous(memory_format=torch.channels_last)
             expected = layer(x)
-            timed = {"used": partial(models._ConvPacks().conv, layer, x, False)}
+            timed = {"used": partial(models._ConvPacks().conv, layer, x, False) if models._packed_conv2d() is not None
+                     else partial(_direct_conv, layer, x)}  # the model's route without oneDNN: the direct kernel
             timed["used"]()  # makes the copy of the weights
             timed |= {name: partial(compute, layer, x) for name, (compute, applies) in BATCH1_ALTERNATIVES.items()
                       if applies(layer)}

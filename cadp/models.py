@@ -523,16 +523,23 @@ class _ConvPacks(nn.Module):
     pass took half the time (BENCHMARKS.md, "Twenty-seventh round"); a ReLU after a convolution is
     computed in the same call. The copies are buffers of this module, so a trace reads them as it reads
     parameters. They are copies: ``current()`` says whether every source weight is still what was
-    copied (its version counter, which in-place changes such as an optimizer's step advance, and its
-    storage); a change made through ``.data`` is not seen. A weight made under ``inference_mode`` has no
-    counter: its layer is not copied (the direct kernel computes it, reading the weight itself).
+    copied by its version counter, which in-place changes advance (``no_grad`` or ``inference_mode``
+    arithmetic, ``load_state_dict``, a foreach optimizer's step), and its storage. A change that advances
+    no counter (through ``.data``, a fused optimizer's step) is not seen until the model's next
+    ``train()`` or ``eval()`` (``TracedFlow.train`` drops the copies). A weight made under
+    ``inference_mode`` has no counter, and a weight that requires a gradient in a pass that records one
+    is not copied: the direct kernel computes those layers from the weight itself; so does it once the
+    copies of one model reach ``MAX_BYTES`` (a large network is not held twice).
     """
+
+    MAX_BYTES = 64 * 2**20
 
     def __init__(self):
         super().__init__()
         self._names: dict[int, str] = {}  # id(layer) -> buffer name
         self._sources: list[torch.Tensor] = []
         self._stamps: list[tuple[int, int]] = []
+        self._bytes = 0
 
     @staticmethod
     def _stamp(weight: torch.Tensor) -> tuple[int, int]:
@@ -548,12 +555,15 @@ class _ConvPacks(nn.Module):
         """
         function = _packed_conv2d()
         if function is None or not _direct_conv_ok(layer) or u.dtype != torch.float32 or u.device.type != "cpu" \
-                or layer.weight.is_inference():
+                or layer.weight.is_inference() \
+                or (torch.is_grad_enabled() and (u.requires_grad or layer.weight.requires_grad)):
             return None
         name = self._names.get(id(layer))
         if name is None:
-            if torch.jit.is_tracing():
+            size = layer.weight.numel() * layer.weight.element_size()
+            if torch.jit.is_tracing() or self._bytes + size > self.MAX_BYTES:
                 return None
+            self._bytes += size
             name = f"weight_{len(self._names)}"
             weight = layer.weight.detach()
             self.register_buffer(name, torch._C._nn.mkldnn_reorder_conv2d_weight(
@@ -711,13 +721,15 @@ class TracedPasses:
     A table row or a single image is a few hundred small operations; run eagerly through
     FrEIA's graph, Python overhead is most of the time, and a trace runs the same operations
     2-4x faster at batch 1 (bench/). The traces share the flow's parameters (in-place loads
-    reach them); ``clear()`` drops them when the module moves to another device or dtype.
+    reach them), but for the oneDNN copies below; ``clear()`` drops them when the module moves to
+    another device or dtype.
     The models use them for inference in eval mode without gradients, and for a table model's
     likelihood (``jac=True``, with autograd, also while training), outside ``graph_mode()``.
     (Freezing the traces with ``torch.jit.optimize_for_inference`` gained under 5% per table
     row here and would need re-tracing after every in-place weight change: not used.) A pass for a
     few images reads oneDNN copies of the convolutions' weights (``_ConvPacks``, one set for both
-    directions): it is made again, with new copies, when a weight has changed since they were made.
+    directions): it is made again, with new copies, when ``current()`` finds a weight changed since they
+    were made, or after ``forget_copies()``.
     """
 
     def __init__(self):
@@ -732,6 +744,12 @@ class TracedPasses:
 
     def clear(self) -> None:
         self._entries, self._packs = {}, None
+
+    def forget_copies(self) -> None:
+        """Drop the passes that read oneDNN copies of the weights (made again, with new copies, on next use)."""
+        with self._lock:
+            self._entries = {key: entry for key, entry in self._entries.items() if entry[1] is None}
+            self._packs = None
 
     def _current(self, key: tuple) -> torch.jit.ScriptModule | None:
         """The pass for ``key`` if one was made and the weights it copied are unchanged, else None."""
@@ -752,7 +770,9 @@ class TracedPasses:
                 traced = self._current(key)
                 if traced is None:
                     if self._packs is None or not self._packs.current():
-                        self._packs = _ConvPacks()
+                        stale, self._packs = self._packs, _ConvPacks()
+                        if stale is not None:  # the other passes that read the old copies: not kept alive
+                            self._entries = {k: entry for k, entry in self._entries.items() if entry[1] is not stale}
                     flow_pass = _FlowPass(inn, rev, jac, small_batch, self._packs)
                     if flow_pass.packs is not None:
                         flow_pass(x, *conditions)  # untraced: copies the weights for these shapes
@@ -870,6 +890,15 @@ class TracedFlow:
     # whether inference passes of up to SMALL_BATCH records use their own trace (``_run_subnet``);
     # table models run few rows through NumpyFlow instead
     _small_batch_forms = False
+
+    def train(self, mode: bool = True):
+        """As ``nn.Module.train`` (and so ``eval()``); drops the passes that read oneDNN copies of the weights,
+        which a change that advances no version counter (a fused optimizer's step, ``.data``) would leave stale
+        (``_ConvPacks``)."""
+        traced = self.__dict__.get("_traced")
+        if traced is not None:
+            traced.forget_copies()
+        return super().train(mode)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """As ``nn.Module.load_state_dict``; the passes are made again on next use.

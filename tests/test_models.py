@@ -409,6 +409,57 @@ def test_an_image_model_made_under_inference_mode_runs_few_images(mnist_test):
     assert not torch.allclose(changed, few, atol=1e-3)
 
 
+def test_few_images_follow_weight_changes_no_version_counter_shows_after_train_and_eval(mnist_test):
+    """A fused optimizer's step leaves the weights' version counters as they were: the oneDNN copies the passes
+    for few images read are dropped by the next train() or eval(); stale copies are not kept alive; a weight that
+    records a gradient is not copied; a large network's copies stop at MAX_BYTES (the rest: the direct kernel)."""
+    from cadp.models import _ConvPacks
+
+    if _packed_conv2d() is None:
+        pytest.skip("this PyTorch has no oneDNN: the passes read the weights themselves")
+    config = ImageModelConfig(name="tiny", dataset="mnist", class_names=[str(i) for i in range(10)],
+                              conv_width=8, conv_blocks=[2, 2], fc_blocks=2, fc_width=32)
+    torch.manual_seed(0)
+    model = perturbed(ImageCINN(config))
+    x, y = mnist_test.images[:2], mnist_test.labels[:2]
+
+    def few_and_graph():
+        with torch.inference_mode():
+            few = model.encode(x, y)
+            with graph_mode():
+                return few, model.encode(x, y)
+
+    before, _ = few_and_graph()
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05, fused=True)
+    model.bits_per_dim(x, y).mean().backward()
+    versions = [p._version for p in model.parameters()]
+    optimizer.step()
+    assert [p._version for p in model.parameters()] == versions  # what the copies could not tell
+    model.eval()
+    after, graph = few_and_graph()
+    assert torch.allclose(after, graph, atol=1e-4) and not torch.allclose(after, before, atol=1e-3)
+    with torch.inference_mode():
+        model.decode(after, y)  # both directions' passes read one set of copies
+        layer = model.inn.module_list[1].subnet2[0]
+        layer.weight.mul_(1.5)  # in place: the encode pass is made again, the decode pass's old copies dropped
+        model.encode(x, y)
+    copies = {id(packs) for _traced, packs in model._traced._entries.values() if packs is not None}
+    assert len(copies) == 1 and model._traced._packs is not None and id(model._traced._packs) in copies
+
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    inputs = torch.randn(1, 3, 6, 6)
+    assert _ConvPacks().conv(conv, inputs, relu=False) is None  # records a gradient: conv2d itself
+    with torch.no_grad():
+        assert torch.allclose(_ConvPacks().conv(conv, inputs, relu=False), conv(inputs), atol=1e-5)
+
+    limited = _ConvPacks()
+    limited.MAX_BYTES = conv.weight.numel() * 4  # room for one layer's copy
+    other = torch.nn.Conv2d(3, 4, 3, padding=1)
+    with torch.no_grad():
+        assert limited.conv(conv, inputs, relu=False) is not None and limited.conv(other, inputs, relu=False) is None
+
+
 def test_lean_inference_replaces_only_atan_clamped_glow_couplings():
     from functools import partial
 
