@@ -298,6 +298,13 @@ def bench_app(settings: dict, folders: list[Path], browser: bool, weights: str |
 
 # --------------------------------------------------------------------------- report
 
+def _threads(count, kind: str = "") -> str:
+    """'1 thread', '2 torch threads'; a count not recorded: 'threads not recorded'."""
+    if count is None:
+        return f"{kind}threads not recorded"
+    return f"{count} {kind}thread" + ("" if count == 1 else "s")
+
+
 def _number(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -332,7 +339,7 @@ def report(results: dict) -> str:
              f"{info['date']}, {results.get('seconds', math.nan):.0f} s.",
              f"Machine: {info.get('cpu_model', '?')}{_cpu_kind(info)}, {info['cpu_count']} CPUs ({info.get('cores_per_socket', '?')} "
              f"cores/socket, {info.get('threads_per_core', '?')} thread/core), {info.get('memory_gib', '?')} GiB; "
-             f"Python {info['python']}, torch {info['torch']}, {info['torch_threads']} torch threads "
+             f"Python {info['python']}, torch {info['torch']}, {_threads(info['torch_threads'], 'torch ')} "
              f"(OMP_NUM_THREADS={info['omp_num_threads_env']}); allocator: {info.get('allocator', 'not recorded')}.",
              f"Other load: at start {_load(info['other_load'])}; at end {_load(info.get('other_load_at_end'))}."]
     if info.get("gpu"):
@@ -348,7 +355,7 @@ def report(results: dict) -> str:
     peak = results.get("peak")
     if peak:
         lines += [f"Measured peak float32: {peak['peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({peak['peak_source']}; "
-                  f"{peak['torch_threads']} threads)", ""]
+                  f"{_threads(peak['torch_threads'])})", ""]
         lines += ["| peak candidate | GFLOP/s |", "|---|---|"]
         lines += [f"| {name} | {rate / 1e9:.1f} |" for name, rate in peak["rates_flops_per_s"].items()]
         lines.append("")
@@ -463,7 +470,7 @@ def report(results: dict) -> str:
             lines.append(f"Evaluation, {name}: the {kind} failed ({entry['error']}).")
             continue
         line = (f"Evaluation, {name}: {kind} {entry['process_s']:.0f} s, measured by this run "
-                f"(`{entry['command']}` on a copy of the folder, {entry.get('torch_threads')} torch threads; "
+                f"(`{entry['command']}` on a copy of the folder, {_threads(entry.get('torch_threads'), 'torch ')}; "
                 f"{entry['wall_seconds']:.0f} s of it inside the sweep)")
         utilization = entry.get("gpu_utilization")
         if utilization:
@@ -474,7 +481,7 @@ def report(results: dict) -> str:
         recorded = entry.get("recorded")
         if recorded:
             line += (f"; the run behind the bundled eval.json recorded {recorded['wall_seconds']:.0f} s "
-                     f"({'quick' if recorded['quick'] else 'default'}, {recorded['torch_threads']} threads, "
+                     f"({'quick' if recorded['quick'] else 'default'}, {_threads(recorded['torch_threads'])}, "
                      f"{recorded['date']})")
         lines.append(line + ".")
     return "\n".join(lines) + "\n"

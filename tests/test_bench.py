@@ -654,3 +654,13 @@ def test_the_numpy_mechanism_comparison_releases_what_the_library_does(tiny_weig
     out = capsys.readouterr().out
     assert f"{IMAGE_MODEL}: one image's call, 2 rounds of 1 calls each" in out and "ratio per round" in out
     assert "| mechanism in torch |" in out and "| mechanism in NumPy |" in out
+
+
+def test_report_counts_threads_in_the_singular_for_one():
+    """The stored evaluation run's bundled eval.json ran with one thread each: "1 thread", not "1 threads"."""
+    from bench.__main__ import _threads, report
+
+    stored = json.loads((Path(__file__).parent.parent / "bench/results/twenty-seventh-evaluation.json").read_text())
+    text = report(stored)
+    assert "(default, 1 thread, " in text and "1 threads" not in text and "2 torch threads" in text
+    assert (_threads(1), _threads(2, "torch "), _threads(None)) == ("1 thread", "2 torch threads", "threads not recorded")
