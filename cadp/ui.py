@@ -858,7 +858,14 @@ def cost_text(mechanisms: list[Mechanism], condition_epsilon: float = 0.0) -> st
     return _entry_text(entry)
 
 
-def _entry_text(entry: LedgerEntry) -> str:
+def _counted(count: int, noun: str) -> str:
+    """'1 release', '2 releases'."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def _entry_text(entry: LedgerEntry, counted: bool = False) -> str:
+    """The entry's costs; ``counted``: after its number of releases ("2 releases: ..."), which paper releases are
+    then said to be among."""
     parts = []
     if entry.epsilon:
         delta = "" if not entry.delta else f", δ = {written_up(entry.delta, 2)}" if entry.delta < 1 else \
@@ -883,7 +890,11 @@ def _entry_text(entry: LedgerEntry) -> str:
             text += f" + ε = {written_up(entry.metric_condition_epsilon)} for conditions"
         parts.append(text)
     if entry.informal:
-        parts.append(f"{entry.informal} paper release(s) ({PAPER_LABEL})"
+        if counted and entry.informal < entry.releases:  # after "2 releases:", not read as one more release
+            words = f"{entry.informal} of them " + ("a paper release" if entry.informal == 1 else "paper releases")
+        else:
+            words = _counted(entry.informal, "paper release")
+        parts.append(f"{words} ({PAPER_LABEL})"
                      + (f" (their randomized conditions: ε = {written_up(entry.informal_condition_epsilon)})"
                         if entry.informal_condition_epsilon else ""))
     if entry.seeded:
@@ -927,7 +938,7 @@ def _ledger_lines() -> list[str]:
     entries = ledger()
     literal = markdown_literal  # upload names as written: "**x** [link](...)" is a name, not Markdown
     lines = [f"**{literal(entry.name)}**" + (f" (also as {', '.join(map(literal, entry.also))})" if entry.also else "")
-             + f" — {entry.releases} release(s): {_entry_text(entry)}"
+             + f" — {_counted(entry.releases, 'release')}: {_entry_text(entry, counted=True)}"
              for key, entry in entries.items() if not key.startswith("row ")]
     known = st.session_state.get(LEDGER_WHOLE_ROWS, {})
     for names, count, row_keys, *whole in st.session_state.get(LEDGER_TABLES, {}).values():
@@ -942,11 +953,11 @@ def _ledger_lines() -> list[str]:
             continue
         most = _most(rows)  # each quantity's largest value over the rows: what no row of the table exceeds
         if count == len(rows) and all(_costs(entry) == _costs(rows[0]) for entry in rows):
-            lines.append(f"**each row of {literal(name)} ({count} rows)** — {most.releases} release(s): "
-                         f"{_entry_text(most)}")
+            lines.append(f"**each row of {literal(name)} ({count} rows)** — {_counted(most.releases, 'release')}: "
+                         f"{_entry_text(most, counted=True)}")
         else:
             lines.append(f"**each row of {literal(name)} ({count} rows)** — rows differ (some also in other releases, or "
-                         f"repeated in the table); at most {most.releases} release(s) and {_entry_text(most)} for "
+                         f"repeated in the table); at most {_counted(most.releases, 'release')} and {_entry_text(most, counted=True)} for "
                          "a row")
     return lines
 

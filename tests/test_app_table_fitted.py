@@ -54,7 +54,7 @@ def test_rows_released_under_another_models_columns_are_warned_about_before_the_
     at.file_uploader(key="table_upload").set_value(("heart.csv", rows.to_csv(index=False).encode(), "text/csv")).run()
     assert any("fits the model tiny-heart" in s.value for s in clean(at).success)
     at.button(key="table_privatize").click().run()
-    assert "**each row of heart.csv (60 rows)** — 1 release(s): ε = 2" in ledger(clean(at)), ledger(at)
+    assert "**each row of heart.csv (60 rows)** — 1 release: ε = 2" in ledger(clean(at)), ledger(at)
     at.sidebar.selectbox(key="model_choice").set_value(helpers.TABLE_MODEL).run()  # a model the table does not fit
     helpers.conditions(clean(at)).set_value(["sex"]).run()
     at.slider(key="table_steps").set_value(100)
@@ -62,7 +62,7 @@ def test_rows_released_under_another_models_columns_are_warned_about_before_the_
     warned = [w.value for w in clean(at).warning if "here were released before in this session" in w.value]
     assert warned and warned[0].startswith("60 row(s) here were released before"), [w.value for w in at.warning]
     at.button(key="table_privatize").click().run()
-    assert "**each row of heart.csv (60 rows)** — 2 release(s): ε = 4" in ledger(clean(at)), ledger(at)
+    assert "**each row of heart.csv (60 rows)** — 2 releases: ε = 4" in ledger(clean(at)), ledger(at)
 
 
 def test_a_model_fitted_here_is_not_said_to_have_an_evaluation():

@@ -102,7 +102,7 @@ def test_home_image_upload_epsilon_slider_and_release(page, app_url, tmp_path):
     wait_idle(page)
     privatized = page.locator("[data-testid=stImage]").filter(has_text="privatized")
     assert privatized.count() >= 1 and privatized.first.locator("img").is_visible()
-    assert page.get_by_text("digit.png — 1 release(s): ε = 100").count() == 1
+    assert page.get_by_text("digit.png — 1 release: ε = 100").count() == 1
     screenshot(page, "image-settings", scroll_to="3 · Privacy")
     screenshot(page, "image-privatized", scroll_to="4 · Release")
 

@@ -64,7 +64,7 @@ def test_rows_released_from_two_files_through_two_models_add_up(weights):
     at.radio(key="table_source").set_value("Upload a CSV").run()
     at.file_uploader(key="table_upload").set_value(("t1.csv", rows.to_csv(index=False).encode(), "text/csv")).run()
     clean(at).button(key="table_privatize").click().run()
-    assert ledger(clean(at)) == ["**each row of t1.csv (30 rows)** — 1 release(s): ε = 2"]
+    assert ledger(clean(at)) == ["**each row of t1.csv (30 rows)** — 1 release: ε = 2"]
     # the same rows saved with other line ends, released through a model fitted here (all columns: other keys)
     again = rows.to_csv(index=False, lineterminator="\r\n").encode()
     at.file_uploader(key="table_upload").set_value(("t2.csv", again, "text/csv")).run()
@@ -73,8 +73,8 @@ def test_rows_released_from_two_files_through_two_models_add_up(weights):
     next(b for b in at.button if b.label == "Fit a model on this table").click().run()
     assert any("30 row(s) here were released before" in w.value for w in clean(at).warning)
     at.button(key="table_privatize").click().run()
-    assert ledger(clean(at)) == ["**each row of t1.csv (30 rows)** — 2 release(s): ε = 4",
-                                 "**each row of t2.csv (30 rows)** — 2 release(s): ε = 4"]
+    assert ledger(clean(at)) == ["**each row of t1.csv (30 rows)** — 2 releases: ε = 4",
+                                 "**each row of t2.csv (30 rows)** — 2 releases: ε = 4"]
 
 
 def test_a_table_released_again_under_another_name_keeps_both_names(weights):
@@ -84,7 +84,7 @@ def test_a_table_released_again_under_another_name_keeps_both_names(weights):
     at.button(key="table_privatize").click().run()
     at.file_uploader(key="table_upload").set_value(("export.csv", text, "text/csv")).run()
     at.button(key="table_privatize").click().run()
-    assert any(line.startswith("**each row of ward3\\_patients.csv (also as export.csv) (60 rows)** — 2 release(s)")
+    assert any(line.startswith("**each row of ward3\\_patients.csv (also as export.csv) (60 rows)** — 2 releases")
                for line in ledger(clean(at))), ledger(at)
 
 
@@ -98,7 +98,7 @@ def test_metric_units_of_two_models_latent_spaces_are_not_summed(two_image_model
         clean(at).button(key="image_privatize").click().run()
     (line,) = ledger(clean(at))
     line = line.replace("\\", "")  # (the names are written as Markdown literals)
-    assert line.startswith("**a.png** — 2 release(s): 1 per unit in the latent space of tiny-image (folder "), line
+    assert line.startswith("**a.png** — 2 releases: 1 per unit in the latent space of tiny-image (folder "), line
     assert "/tiny-image) + 1 per unit in the latent space of " in line and "/tiny-image-c)" in line, line
     assert line.endswith("(ε·d; 2 models' latent distances differ, so these do not add into one number)"), line
 
@@ -128,7 +128,7 @@ def test_a_tables_names_are_kept_as_names_whatever_they_hold(weights):
         at.file_uploader(key="table_upload").set_value((name, text, "text/csv")).run()
         clean(at).button(key="table_privatize").click().run()
     (line,) = ledger(clean(at))
-    assert line.startswith("**each row of a.csv (also as ward 3, 2024.csv, b.csv) (60 rows)** — 4 release(s)"), line
+    assert line.startswith("**each row of a.csv (also as ward 3, 2024.csv, b.csv) (60 rows)** — 4 releases"), line
 
 
 def test_the_ledgers_lines_are_made_again_only_after_a_release(weights, monkeypatch):
