@@ -345,15 +345,17 @@ def image_batch1_alternatives(loaded, layer_calls: int = 300, calls: int = 200) 
     generator = torch.Generator().manual_seed(0)
     names = list(BATCH1_ALTERNATIVES)
     faster: dict[str, dict] = {name: {} for name in names}
+    copies = models._packed_conv2d() is not None  # else the model's route is the direct kernel
+    used = USED if copies else USED_WITHOUT_ONEDNN
     lines = [f"{loaded.folder.name}: one image's subnet convolutions, p50 us (largest difference from "
-             "the model's own route)", "", "| layer | input | oneDNN, reordered once (used) | " + " | ".join(names) + " |",
+             "the model's own route)", "", f"| layer | input | {used} | " + " | ".join(names) + " |",
              "|---|---|---|" + "---|" * len(names)]
     with torch.inference_mode():
         for key, (layer, shape) in layers.items():
             x = torch.randn(1, *shape, generator=generator).contiguous(memory_format=torch.channels_last)
             expected = layer(x)
-            timed = {"used": partial(models._ConvPacks().conv, layer, x, False) if models._packed_conv2d() is not None
-                     else partial(_direct_conv, layer, x)}  # the model's route without oneDNN: the direct kernel
+            timed = {"used": partial(models._ConvPacks().conv, layer, x, False) if copies
+                     else partial(_direct_conv, layer, x)}
             timed["used"]()  # makes the copy of the weights
             timed |= {name: partial(compute, layer, x) for name, (compute, applies) in BATCH1_ALTERNATIVES.items()
                       if applies(layer)}
@@ -369,7 +371,7 @@ def image_batch1_alternatives(loaded, layer_calls: int = 300, calls: int = 200) 
                     faster[name][key] = BATCH1_ALTERNATIVES[name][0]
             lines.append(f"| {key[0][1]} -> {key[0][0]}, {key[0][2]}x{key[0][3]} | {'x'.join(map(str, shape))} | "
                          f"{timings['used']:.0f} | " + " | ".join(cells) + " |")
-    variants = {USED: {}} | {name: chosen for name, chosen in faster.items() if chosen}
+    variants = {used: {}} | {name: chosen for name, chosen in faster.items() if chosen}
     runs = {}
     original = models._run_subnet
     try:
@@ -388,7 +390,7 @@ def image_batch1_alternatives(loaded, layer_calls: int = 300, calls: int = 200) 
     for key, (traced, packs) in entries.items():
         entries[key] = (torch.jit.freeze(traced.eval()), packs)
     timings = _p50_us(runs, calls, rounds=10)
-    base = timings[USED]
+    base = timings[used]
     lines += ["", f"{loaded.folder.name}: one image's privatize call, p50 ms (timed in turn), each alternative on "
               "the layers where it was the faster alone", "", "| layers computed by | layers | p50 ms | / used |",
               "|---|---|---|---|"]
@@ -399,6 +401,7 @@ def image_batch1_alternatives(loaded, layer_calls: int = 300, calls: int = 200) 
 
 
 USED = "oneDNN, weights reordered once (used)"
+USED_WITHOUT_ONEDNN = "direct kernel (used: this PyTorch has no oneDNN)"
 FROZEN = "the model's own route, traces frozen (torch.jit.freeze: weights as constants)"
 
 

@@ -181,6 +181,11 @@ def release_files(result, names: list[str], class_names: list[str], handling: st
     return files, manifest
 
 
+def counted(count: int, noun: str) -> str:
+    """'1 release', '2 releases' (a count and its noun, in the plural but for one)."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
 def repeated_images_note(keys: list[str], cost: str, extras: tuple[int, str] | None = None,
                          formal: bool = True) -> str | None:
     """What a release of several images says when some are the same record (``keys``: the ledger's record keys;
@@ -192,7 +197,7 @@ def repeated_images_note(keys: list[str], cost: str, extras: tuple[int, str] | N
     if not repeated:
         return None
     first = counts[keys[0]]
-    also = (f"; the first image's record {first} times {cost} and {extras[0]} more release(s) by the strip and the "
+    also = (f"; the first image's record {first} times {cost} and {counted(extras[0], 'more release')} by the strip and the "
             f"gallery ({extras[1]})" if extras and first > 1 else "")
     return (f"{sum(repeated)} images of this upload are copies of {len(repeated)} record(s) (the same pixels after "
             "preprocessing, or their negative): each copy was released separately, with its own noise, so such a "

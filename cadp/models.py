@@ -738,10 +738,6 @@ class TracedPasses:
         self._packs: _ConvPacks | None = None  # the copies new passes for few images read
         self._lock = threading.Lock()
 
-    @property
-    def _passes(self) -> dict[tuple, torch.jit.ScriptModule]:
-        return {key: traced for key, (traced, _packs) in self._entries.items()}
-
     def clear(self) -> None:
         self._entries, self._packs = {}, None
 

@@ -27,6 +27,7 @@ import streamlit as st
 import torch
 
 from cadp import hub
+from cadp.compare import counted
 from cadp.curves import finite_numbers, literal, mean_of, released_words, strongest_reidentification
 from cadp.data import IMAGE_DATASETS
 from cadp.errors import CadpError, InputError, ModelError
@@ -858,13 +859,8 @@ def cost_text(mechanisms: list[Mechanism], condition_epsilon: float = 0.0) -> st
     return _entry_text(entry)
 
 
-def _counted(count: int, noun: str) -> str:
-    """'1 release', '2 releases'."""
-    return f"{count} {noun}" + ("" if count == 1 else "s")
-
-
-def _entry_text(entry: LedgerEntry, counted: bool = False) -> str:
-    """The entry's costs; ``counted``: after its number of releases ("2 releases: ..."), which paper releases are
+def _entry_text(entry: LedgerEntry, among: bool = False) -> str:
+    """The entry's costs; ``among``: after its number of releases ("2 releases: ..."), which its paper releases are
     then said to be among."""
     parts = []
     if entry.epsilon:
@@ -890,13 +886,14 @@ def _entry_text(entry: LedgerEntry, counted: bool = False) -> str:
             text += f" + ε = {written_up(entry.metric_condition_epsilon)} for conditions"
         parts.append(text)
     if entry.informal:
-        if counted and entry.informal < entry.releases:  # after "2 releases:", not read as one more release
+        # after "2 releases:" (or "at most 3 releases and ..."), among them: not read as more releases
+        if among and (entry.informal < entry.releases or parts):
             words = f"{entry.informal} of them " + ("a paper release" if entry.informal == 1 else "paper releases")
         else:
-            words = _counted(entry.informal, "paper release")
+            words = counted(entry.informal, "paper release")
         parts.append(f"{words} ({PAPER_LABEL})"
-                     + (f" (their randomized conditions: ε = {written_up(entry.informal_condition_epsilon)})"
-                        if entry.informal_condition_epsilon else ""))
+                     + (f" ({'its' if entry.informal == 1 else 'their'} randomized conditions: ε = "
+                        f"{written_up(entry.informal_condition_epsilon)})" if entry.informal_condition_epsilon else ""))
     if entry.seeded:
         parts.append(f"{entry.seeded} with a fixed seed: not private")
     return "; ".join(parts or ["nothing"])
@@ -938,7 +935,7 @@ def _ledger_lines() -> list[str]:
     entries = ledger()
     literal = markdown_literal  # upload names as written: "**x** [link](...)" is a name, not Markdown
     lines = [f"**{literal(entry.name)}**" + (f" (also as {', '.join(map(literal, entry.also))})" if entry.also else "")
-             + f" — {_counted(entry.releases, 'release')}: {_entry_text(entry, counted=True)}"
+             + f" — {counted(entry.releases, 'release')}: {_entry_text(entry, among=True)}"
              for key, entry in entries.items() if not key.startswith("row ")]
     known = st.session_state.get(LEDGER_WHOLE_ROWS, {})
     for names, count, row_keys, *whole in st.session_state.get(LEDGER_TABLES, {}).values():
@@ -953,11 +950,11 @@ def _ledger_lines() -> list[str]:
             continue
         most = _most(rows)  # each quantity's largest value over the rows: what no row of the table exceeds
         if count == len(rows) and all(_costs(entry) == _costs(rows[0]) for entry in rows):
-            lines.append(f"**each row of {literal(name)} ({count} rows)** — {_counted(most.releases, 'release')}: "
-                         f"{_entry_text(most, counted=True)}")
+            lines.append(f"**each row of {literal(name)} ({counted(count, 'row')})** — {counted(most.releases, 'release')}: "
+                         f"{_entry_text(most, among=True)}")
         else:
-            lines.append(f"**each row of {literal(name)} ({count} rows)** — rows differ (some also in other releases, or "
-                         f"repeated in the table); at most {_counted(most.releases, 'release')} and {_entry_text(most, counted=True)} for "
+            lines.append(f"**each row of {literal(name)} ({counted(count, 'row')})** — rows differ (some also in other releases, or "
+                         f"repeated in the table); at most {counted(most.releases, 'release')} and {_entry_text(most, among=True)} for "
                          "a row")
     return lines
 

@@ -1500,7 +1500,7 @@ def test_a_loaded_model_makes_its_passes_in_the_background(weights):
         if thread.name == "cadp-warm-up":
             thread.join(timeout=TIMEOUT)
     # the image page's first Privatize (one image, its reconstruction) finds its passes made
-    assert {key[:3] for key in loaded.model._traced._passes} == {(False, False, True), (True, False, True)}
+    assert {key[:3] for key in loaded.model._traced._entries} == {(False, False, True), (True, False, True)}
     ui.clear_loaded_models()
 
 
@@ -1537,13 +1537,15 @@ def test_ledger_words_for_each_kind_of_release():
     assert ui.cost_text([paper, paper], 2.0) == \
         "2 paper releases (reference reproduction — no formal guarantee) (their randomized conditions: ε = 4)"
     assert ui.cost_text([paper]) == "1 paper release (reference reproduction — no formal guarantee)"
-    # in the ledger, after "2 releases:", a paper release is said to be one of them (it read as a third release)
+    # after "2 releases:", a paper release is said to be one of them (it read as a third release)
     entry = ui.LedgerEntry("x")
     ui._add(entry, metric, 0.0, 1)
-    ui._add(entry, paper, 0.0, 1)
-    assert ui._entry_text(entry, counted=True) == \
-        "1 per unit of latent distance (ε·d); 1 of them a paper release (reference reproduction — no formal guarantee)"
-    assert ui._counted(1, "release") == "1 release" and ui._counted(2, "release") == "2 releases"
+    ui._add(entry, paper, 2.0, 1)
+    assert ui._entry_text(entry, among=True) == "1 per unit of latent distance (ε·d); 1 of them a paper release " \
+        "(reference reproduction — no formal guarantee) (its randomized conditions: ε = 2)"
+    ui._add(entry, paper, 0.0, 2)
+    assert "; 3 of them paper releases (reference" in ui._entry_text(entry, among=True)
+    assert compare.counted(1, "release") == "1 release" and compare.counted(2000, "row") == "2,000 rows"
 
 
 def test_the_ledger_counts_a_record_however_it_was_uploaded():
@@ -1624,6 +1626,21 @@ def test_a_tables_ledger_line_shows_the_most_any_of_its_rows_cost():
         ui.charge_rows("u", "u.csv", rows.iloc[3:5], make_mechanism("laplace", 1000, temperature=0.7))
         lines = ui.ledger_lines()
     assert "at most 3 releases and ε = 1000.2 for a row" in lines[0], lines  # not the 0.2 of most of its rows
+
+    # the most of each cost comes from different rows: paper releases are still said to be among the releases
+    state = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ui.st, "session_state", state)
+        first, second = pd.DataFrame({"x": [1.0]}), pd.DataFrame({"x": [2.0]})
+        paper, laplace = make_mechanism("paper", 1), make_mechanism("laplace", 1, temperature=0.7)
+        for _ in range(2):
+            ui.charge_rows("t", "t.csv", first, paper)
+            ui.charge_rows("u", "u.csv", second, laplace)
+        ui.charge_rows("w", "w.csv", pd.concat([first, second]), paper)
+        lines = ui.ledger_lines()
+    (both,) = [line for line in lines if "w.csv" in line]
+    assert "(2 rows)" in both and "at most 3 releases and ε = 2; 3 of them paper releases (" in both, lines
+    assert any(line.startswith("**each row of t.csv (1 row)** — 3 releases: 3 paper releases (") for line in lines), lines
 
     state = {}
     with pytest.MonkeyPatch.context() as patch:
@@ -2023,7 +2040,7 @@ def test_an_upload_holding_one_image_twice_says_what_that_record_cost(media):
     at.slider(key="image_gallery").set_value(2).run()
     at.button(key="image_privatize").click().run()
     warning = next(w.value for w in clean(at).warning if "copies of" in w.value)
-    assert "; the first image's record 2 times ε = 10 and 7 more release(s) by the strip and the gallery (" in warning
+    assert "; the first image's record 2 times ε = 10 and 7 more releases by the strip and the gallery (" in warning
     # a file renamed (to hide a name) hides the release made under the old name: its files carry the names
     at.file_uploader(key="image_upload").set_value([("x.png", image, "image/png"), ("b.png", image, "image/png"),
                                                     ("c.png", helpers.png(seed=3), "image/png")]).run()

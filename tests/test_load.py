@@ -158,8 +158,8 @@ def test_two_image_sessions_never_see_each_others_uploads_results_or_ledger(weig
     alice.button(key="image_privatize").click().run()
     clean(alice)
     assert ledger_names(alice) == ["alice-scan.png"] and ledger_names(bob) == ["bob-scan.png"]
-    assert any("2 releases" in m.value for m in alice.sidebar.markdown)
-    assert any("1 release" in m.value for m in bob.sidebar.markdown)
+    assert any("— 2 releases:" in m.value for m in alice.sidebar.markdown)
+    assert any("— 1 release:" in m.value for m in bob.sidebar.markdown)
     assert alice.session_state["image_result"]["names"] == ["alice-scan.png"]
     assert bob.session_state["image_result"]["names"] == ["bob-scan.png"]
     assert bob.session_state["image_result"]["made_of"] != alice_result["made_of"]

@@ -317,7 +317,7 @@ def test_traced_inference_matches_the_graph_at_any_batch_size_and_follows_weight
         image.decode(torch.zeros(1, 784), y[:1])
         z_rows, z_image = tabular.encode(rows, condition), image.encode(x, y)  # ... used at other sizes
     def inference_traces(model):  # keys (rev, jac, ...); a fit leaves its training pass's trace too
-        return [key for key in model._traced._passes if not key[1]]
+        return [key for key in model._traced._entries if not key[1]]
 
     assert len(inference_traces(tabular)) == 1 and len(inference_traces(image)) == 2
     # the traces run the couplings' lean inference form: the same function, up to float rounding
@@ -351,7 +351,7 @@ def test_few_images_run_their_own_trace_with_the_same_function_as_the_graph(tiny
             return image.inn(image._to_logit(pixels, None)[0], c=image.condition(labels), jac=False)[0]
 
     def operators(small, rev=False):  # aten operators of the trace for few or more images
-        (traced,) = [t for key, t in image._traced._passes.items() if key[:3] == (rev, False, small)]
+        (traced,) = [t for key, (t, _copies) in image._traced._entries.items() if key[:3] == (rev, False, small)]
         return {node.kind() for node in traced.inlined_graph.nodes()}
 
     with torch.inference_mode():
@@ -624,10 +624,10 @@ def test_numpy_flow_runs_few_table_rows_as_freia_graph_and_follows_the_weights()
             z = model.encode(rows[:count], condition[:count])
             assert torch.allclose(z, graph(rows[:count], condition[:count], False), rtol=1e-5, atol=1e-5)
             assert torch.allclose(model.decode(z, condition[:count]), graph(z, condition[:count], True), atol=1e-5)
-    assert model.__dict__["_numpy"][0] is not None and not model._traced._passes  # NumPy ran, no trace was made
+    assert model.__dict__["_numpy"][0] is not None and not model._traced._entries  # NumPy ran, no trace was made
     with torch.inference_mode():
         model.encode(rows[:NumpyFlow.MAX_ROWS + 1], condition[:NumpyFlow.MAX_ROWS + 1])
-    assert len(model._traced._passes) == 1  # more rows: the trace
+    assert len(model._traced._entries) == 1  # more rows: the trace
     with torch.inference_mode():
         before = model.encode(rows[:3], condition[:3])
     with torch.no_grad():  # in place: the views see it
@@ -689,14 +689,14 @@ def test_warm_up_makes_the_passes_that_a_first_privatize_needs(tiny_image_model,
     for model in (image, tabular):
         model._traced.clear()
         warm_up(model)
-    made = {model: set(model._traced._passes) for model in (image, tabular)}
+    made = {model: set(model._traced._entries) for model in (image, tabular)}
     assert {key[:3] for key in made[image]} == {(False, False, True), (True, False, True)}  # few-image passes
     assert {key[:3] for key in made[tabular]} == {(False, False, False), (True, False, False)}
     with torch.inference_mode():
         # the image page's call (one image, with the reconstruction) and the table page's (the whole table)
         privatize(image, mnist_test.images[:1], mnist_test.labels[:1], mechanism, seed=0, reconstruct=True)
         privatize(tabular, table.frame, None, mechanism, seed=0, reconstruct=True)
-    assert all(set(model._traced._passes) == made[model] for model in (image, tabular))  # nothing traced anew
+    assert all(set(model._traced._entries) == made[model] for model in (image, tabular))  # nothing traced anew
 
 
 def test_table_training_cli_records_the_steps_that_ran(tmp_path, capsys):

@@ -341,7 +341,7 @@ def page(loaded) -> None:
     if strip or gallery:
         extra = extra_releases(settings, strip, gallery)
         st.caption(f"Each strip image and each gallery draw is a release of the first image: one press adds "
-                   f"{len(extra)} releases to its ledger entry besides the release itself; together they "
+                   f"{compare.counted(len(extra), 'release')} to its ledger entry besides the release itself; together they "
                    f"cost {ui.cost_text(extra, handling.cost)}.")
     # names often identify a patient: kept only on request, and only with a kept label (names carry the true one)
     uploaded = st.session_state.get("image_source", "Upload") == "Upload"  # (a test image has no file name)
