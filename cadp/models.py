@@ -744,8 +744,11 @@ class TracedPasses:
     def forget_copies(self) -> None:
         """Drop the passes that read oneDNN copies of the weights (made again, with new copies, on next use)."""
         with self._lock:
-            self._entries = {key: entry for key, entry in self._entries.items() if entry[1] is None}
-            self._packs = None
+            self._forget_copies()
+
+    def _forget_copies(self) -> None:  # (with the lock held)
+        self._entries = {key: entry for key, entry in self._entries.items() if entry[1] is None}
+        self._packs = None
 
     def _current(self, key: tuple) -> torch.jit.ScriptModule | None:
         """The pass for ``key`` if one was made and the weights it copied are unchanged, else None."""
@@ -765,10 +768,10 @@ class TracedPasses:
             with self._lock:
                 traced = self._current(key)
                 if traced is None:
-                    if self._packs is None or not self._packs.current():
-                        stale, self._packs = self._packs, _ConvPacks()
-                        if stale is not None:  # the other passes that read the old copies: not kept alive
-                            self._entries = {k: entry for k, entry in self._entries.items() if entry[1] is not stale}
+                    if self._packs is not None and not self._packs.current():
+                        self._forget_copies()  # every pass that reads them: the other direction's too
+                    if self._packs is None:
+                        self._packs = _ConvPacks()
                     flow_pass = _FlowPass(inn, rev, jac, small_batch, self._packs)
                     if flow_pass.packs is not None:
                         flow_pass(x, *conditions)  # untraced: copies the weights for these shapes
