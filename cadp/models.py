@@ -519,9 +519,9 @@ class _ConvPacks(nn.Module):
     """oneDNN copies of a flow's convolution weights, reordered once, for the passes of a few images.
 
     One image's 3x3 convolution through ``conv2d`` reorders its weights for oneDNN on every call, or
-    runs in PyTorch's direct (im2col + BLAS) kernel; with the weights reordered once, the layers of one
-    pass took half the time (BENCHMARKS.md, "Twenty-seventh round"); a ReLU after a convolution is
-    computed in the same call. The copies are buffers of this module, so a trace reads them as it reads
+    runs in PyTorch's direct (im2col + BLAS) kernel; with the weights reordered once, one image's layers
+    took 0.6 of the direct kernel's time and its whole call 0.53-0.75 of the time before (BENCHMARKS.md,
+    "Twenty-seventh round"); a ReLU after a convolution is computed in the same call. The copies are buffers of this module, so a trace reads them as it reads
     parameters. They are copies: ``current()`` says whether every source weight is still what was
     copied by its version counter, which in-place changes advance (``no_grad`` or ``inference_mode``
     arithmetic, ``load_state_dict``, a foreach optimizer's step), and its storage. A change that advances
