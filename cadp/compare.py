@@ -199,7 +199,7 @@ def repeated_images_note(keys: list[str], cost: str, extras: tuple[int, str] | N
     first = counts[keys[0]]
     also = (f"; the first image's record {first} times {cost} and {counted(extras[0], 'more release')} by the strip and the "
             f"gallery ({extras[1]})" if extras and first > 1 else "")
-    return (f"{sum(repeated)} images of this upload are copies of {len(repeated)} record(s) (the same pixels after "
+    return (f"{sum(repeated)} images of this upload are copies of {counted(len(repeated), 'record')} (the same pixels after "
             "preprocessing, or their negative): each copy was released separately, with its own noise, so such a "
             f"record has cost {_copies_cost(max(repeated), cost, formal)} here{also} (the ledger adds them up; each file's "
             "cost in manifest.csv is one release's).")
@@ -223,11 +223,11 @@ def repeated_rows_note(keys: list[str], cost: str, released: bool, formal: bool 
         return None
     rows, records, most = sum(repeated), len(repeated), max(repeated)
     if released:
-        return (f"{rows:,} rows of this table were copies of {records:,} record(s) (the same values in the model's "
+        return (f"{rows:,} rows of this table were copies of {counted(records, 'record')} (the same values in the model's "
                 "columns): each copy was released separately, with its own noise, so such a record has cost "
                 f"{_copies_cost(most, cost, formal)} in this release (the ledger adds them up; the guarantee above "
                 "is one release's).")
-    return (f"{rows:,} rows of this table are copies of {records:,} record(s) (the same values in the model's "
+    return (f"{rows:,} rows of this table are copies of {counted(records, 'record')} (the same values in the model's "
             "columns): each copy is released separately, with its own noise, so a release of this table costs such "
             f"a record {_copies_cost(most, cost, formal)} (the ledger adds them up). Remove the copies first if "
             "they are one patient's repeated row.")

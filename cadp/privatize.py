@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cadp.compare import counted
 from cadp.data import PUBLIC_DATASETS, ColumnSpec, FrameCells, whole_numbers
 from cadp.errors import InputError, ModelError
 from cadp.mechanisms import (
@@ -418,11 +419,11 @@ def _privatize_images(model: ImageCINN, pixels, labels, mechanism, generator, se
 def _input_notes(model, columns: list, filled: dict[str, int], clipped: dict[str, int]) -> list[str]:
     """What a release says about its input cells: read as the model's stored mean (of the table its encoders were built on), read as the range's nearer end, and
     columns the model does not have (left out)."""
-    notes = [f"{name}: {count} cell(s) empty, not a number or infinite, read as the model's stored mean "
+    notes = [f"{name}: {counted(count, 'cell')} empty, not a number or infinite, read as the model's stored mean "
              f"{model.data_encoder.spec(name).mean:.4g}" for name, count in filled.items()]
     for name, count in clipped.items():
         spec = model.data_encoder.spec(name)
-        notes.append(f"{name}: {count} cell(s) outside the range the model knows ({spec.low:.4g} to "
+        notes.append(f"{name}: {counted(count, 'cell')} outside the range the model knows ({spec.low:.4g} to "
                      f"{spec.high:.4g}), read as its nearer end")
     known = set(model.config.data_columns) | set(model.config.condition_columns)
     if any(column not in known for column in columns):

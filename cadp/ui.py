@@ -798,9 +798,11 @@ def released_before_note(keys: list[str], noun: str = "record", every_key: list[
     before = {key for key, known in zip(keys, every_key) if any(k in ledger() for k in known)}
     if not before:
         return None
-    return (f"{len(before):,} {noun}(s) here were released before in this session (the ledger lists them, with any "
-            "release shown below): pressing the button releases them again, and each release costs its ε again "
-            "(basic composition; the ledger adds them up).")
+    one = len(before) == 1
+    return (f"{counted(len(before), noun)} here {'was' if one else 'were'} released before in this session (the ledger "
+            f"lists {'it' if one else 'them'}, with any release shown below): pressing the button releases "
+            f"{'it' if one else 'them'} again, and each release costs its ε again (basic composition; the ledger adds "
+            "them up).")
 
 
 def table_row_keys(table_key: str, rows) -> list[str]:

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from cadp.compare import counted
 from cadp.errors import InputError
 
 # --------------------------------------------------------------------------- limits
@@ -119,8 +120,10 @@ def several_frames_note(names: list[str], detail: str = "") -> str | None:
     if not names:
         return None
     shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
-    return (f"{len(names)} file(s) hold several frames (a series, a stack or an animation): only the first frame of "
-            f"each is privatized ({shown}{detail}). Save the other frames as images of their own to privatize them.")
+    one = len(names) == 1
+    return (f"{counted(len(names), 'file')} {'holds' if one else 'hold'} several frames (a series, a stack or an "
+            f"animation): only the first frame of {'it' if one else 'each'} is privatized ({shown}{detail}). Save the "
+            "other frames as images of their own to privatize them.")
 
 
 def _a(words: str) -> str:

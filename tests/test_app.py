@@ -285,7 +285,7 @@ def test_image_epsilon_slider_seed_condition_strip_and_gallery():
     at.button(key="image_privatize").click().run()
     clean(at)
     assert any("9 releases: ε = 15129" in line for line in ledger(at)), ledger(at)  # 1002 + 14127
-    assert any(w.value.startswith("1 image(s) here were released before") for w in clean(at.run()).warning)
+    assert any(w.value.startswith("1 image here was released before in this session (the ledger lists it") for w in clean(at.run()).warning)
     text = guarantee(at)
     assert "epsilon = 1000" in text and "L1 clip radius 10" in text
     assert "not private: reproducible seed" in text
@@ -646,8 +646,8 @@ def test_what_a_release_will_note_about_the_cells_is_said_before_privatize(media
     at.radio(key="table_source").set_value("Upload a CSV").run()
     at.file_uploader(key="table_upload").set_value(("few.csv", rows.to_csv(index=False).encode(), "text/csv")).run()
     before = [i.value for i in clean(at).info if i.value.startswith("A release of this table as it is")]
-    assert len(before) == 1 and "bmi: 1 cell(s) outside the range the model knows" in before[0]
-    assert "bp: 1 cell(s) empty, not a number or infinite" in before[0]
+    assert len(before) == 1 and "bmi: 1 cell outside the range the model knows" in before[0]
+    assert "bp: 1 cell empty, not a number or infinite" in before[0]
     assert "column(s) the model does not have, left out of the release: 'name'" in before[0]
     assert not downloads(at)  # nothing released yet
     at.button(key="table_privatize").click().run()
@@ -1574,7 +1574,7 @@ def test_the_ledger_counts_a_table_row_in_every_table_and_encoding_it_came_in():
     at.radio(key="table_source").set_value("Upload a CSV").run()
     at.file_uploader(key="table_upload").set_value(("rows.csv", european, "text/csv")).run()
     # said before the press: these rows were released already (a review found the page silent until after it)
-    assert any(w.value.startswith("88 row(s) here were released before in this session") for w in at.warning), \
+    assert any(w.value.startswith("88 rows here were released before in this session") for w in at.warning), \
         [w.value for w in at.warning]
     at.button(key="table_privatize").click().run()
     lines = ledger(clean(at))
@@ -2021,7 +2021,7 @@ def test_an_upload_holding_one_image_twice_says_what_that_record_cost(media):
                                                     ("c.png", helpers.png(seed=3), "image/png")]).run()
     at.button(key="image_privatize").click().run()
     warnings = [w.value for w in clean(at).warning if "copies of" in w.value]
-    assert warnings == ["2 images of this upload are copies of 1 record(s) (the same pixels after preprocessing, or "
+    assert warnings == ["2 images of this upload are copies of 1 record (the same pixels after preprocessing, or "
                         "their negative): each copy was released separately, with its own noise, so such a record "
                         "has cost up to 2 times ε = 10 here (the ledger adds them up; each file's cost in "
                         "manifest.csv is one release's)."]
@@ -2117,7 +2117,7 @@ def test_a_table_with_repeated_rows_says_each_copy_is_charged_before_and_after_t
     repeated = pd.concat([held_out.head(10)] * 5, ignore_index=True)
     at.file_uploader(key="table_upload").set_value(("t.csv", repeated.to_csv(index=False).encode(), "text/csv"))
     clean(at.run())
-    expected = "50 rows of this table are copies of 10 record(s) (the same values in the model's columns)"
+    expected = "50 rows of this table are copies of 10 records (the same values in the model's columns)"
     before = [w.value for w in at.warning if w.value.startswith(expected)]
     assert len(before) == 1 and "costs such a record up to 5 times ε = 2" in before[0], [w.value for w in at.warning]
     at.button(key="table_privatize").click().run()
@@ -2182,8 +2182,8 @@ def test_a_batchs_suggested_labels_carry_the_classifiers_caveat_and_a_stack_is_s
     at.file_uploader(key="image_upload").set_value([("stack.tif", buffer.getvalue(), "image/tiff"),
                                                     ("b.png", helpers.png(seed=2), "image/png")]).run()
     warnings = [w.value for w in clean(at).warning if "several frames" in w.value]
-    assert warnings == ["1 file(s) hold several frames (a series, a stack or an animation): only the first frame of "
-                        "each is privatized (stack.tif). Save the other frames as images of their own to privatize "
+    assert warnings == ["1 file holds several frames (a series, a stack or an animation): only the first frame of "
+                        "it is privatized (stack.tif). Save the other frames as images of their own to privatize "
                         "them."]
 
 

@@ -60,7 +60,7 @@ def test_rows_released_under_another_models_columns_are_warned_about_before_the_
     at.slider(key="table_steps").set_value(100)
     at.button[0].click().run()  # the form's "Fit a model on this table"
     warned = [w.value for w in clean(at).warning if "here were released before in this session" in w.value]
-    assert warned and warned[0].startswith("60 row(s) here were released before"), [w.value for w in at.warning]
+    assert warned and warned[0].startswith("60 rows here were released before"), [w.value for w in at.warning]
     at.button(key="table_privatize").click().run()
     assert "**each row of heart.csv (60 rows)** — 2 releases: ε = 4" in ledger(clean(at)), ledger(at)
 

@@ -1881,7 +1881,7 @@ def test_a_multi_frame_input_is_said_on_stderr_and_in_cautions(image_model, tmp_
     pages[0].save(stack, format="TIFF", save_all=True, append_images=pages[1:])
     source = make_folder(tmp_path / "in", {"0/stack.tif": stack.getvalue(), "0/b.png": image_file(2)})
     assert run(image_model, source, tmp_path / "out") == 0
-    expected = ("1 file(s) hold several frames (a series, a stack or an animation): only the first frame of each is "
+    expected = ("1 file holds several frames (a series, a stack or an animation): only the first frame of it is "
                 "privatized (0/stack.tif; the manifest.csv column preprocessing says how many each held)")
     assert expected in capsys.readouterr().err
     assert expected in (tmp_path / "out" / "cautions.txt").read_text(encoding="utf-8")

@@ -71,7 +71,7 @@ def test_rows_released_from_two_files_through_two_models_add_up(weights):
     helpers.conditions(at).set_value([]).run()
     at.slider(key="table_steps").set_value(100)
     next(b for b in at.button if b.label == "Fit a model on this table").click().run()
-    assert any("30 row(s) here were released before" in w.value for w in clean(at).warning)
+    assert any("30 rows here were released before" in w.value for w in clean(at).warning)
     at.button(key="table_privatize").click().run()
     assert ledger(clean(at)) == ["**each row of t1.csv (30 rows)** — 2 releases: ε = 4",
                                  "**each row of t2.csv (30 rows)** — 2 releases: ε = 4"]

@@ -414,8 +414,8 @@ def test_cells_read_as_the_training_mean_are_named_in_the_notes():
     rows.loc[0, "age"], rows.loc[1, "age"], rows.loc[2, "chol"] = "abc", np.nan, np.inf
     result = privatize(model, rows, None, mech(epsilon=1.0, temperature=0.7), seed=0)
     age, chol = (model.data_encoder.spec(name).mean for name in ("age", "chol"))
-    assert result.notes == [f"age: 2 cell(s) empty, not a number or infinite, read as the model's stored mean {age:.4g}",
-                            f"chol: 1 cell(s) empty, not a number or infinite, read as the model's stored mean {chol:.4g}"]
+    assert result.notes == [f"age: 2 cells empty, not a number or infinite, read as the model's stored mean {age:.4g}",
+                            f"chol: 1 cell empty, not a number or infinite, read as the model's stored mean {chol:.4g}"]
     assert np.isfinite(result.noisy_latent).all()  # an infinite cell never reaches the latent
     assert privatize(model, load_table("heart").frame.head(3), None, mech(epsilon=1.0, temperature=0.7)).notes == []
 
@@ -535,7 +535,7 @@ def test_a_number_outside_the_fitted_range_comes_back_at_its_edge_and_the_rest_o
     for given, edge in [(1e8, bmi.high), (1e5, bmi.high), (-1e5, bmi.low)]:
         result = privatize(model, row.assign(bmi=[given]), None, NoNoise())
         pd.testing.assert_frame_equal(result.privatized_frame, row.assign(bmi=[edge]), check_dtype=False)
-        assert result.notes == [f"bmi: 1 cell(s) outside the range the model knows ({bmi.low:.4g} to "
+        assert result.notes == [f"bmi: 1 cell outside the range the model knows ({bmi.low:.4g} to "
                                 f"{bmi.high:.4g}), read as its nearer end"]
     assert privatize(model, row.assign(bmi=[bmi.high]), None, NoNoise()).notes == []  # the edge itself is inside
 
@@ -550,11 +550,11 @@ def test_booleans_in_a_numeric_column_are_read_like_text():
         result = privatize(model, rows.assign(bmi=booleans), None, NoNoise())
         pd.testing.assert_frame_equal(result.privatized_frame, as_text.privatized_frame)
         assert result.notes == as_text.notes == [
-            f"bmi: 2 cell(s) empty, not a number or infinite, read as the model's stored mean "
+            f"bmi: 2 cells empty, not a number or infinite, read as the model's stored mean "
             f"{model.data_encoder.spec('bmi').mean:.4g}"]
     mixed = privatize(model, rows.assign(bmi=pd.Series([True, 30.1], dtype=object)), None, NoNoise())
     assert mixed.privatized_frame["bmi"].tolist() == [as_text.privatized_frame["bmi"][0], 30.1]
-    assert len(mixed.notes) == 1 and mixed.notes[0].startswith("bmi: 1 cell(s) empty, not a number")
+    assert len(mixed.notes) == 1 and mixed.notes[0].startswith("bmi: 1 cell empty, not a number")
 
 
 def test_stated_epsilons_are_never_less_than_what_is_spent(tiny_image_model, digits):
