@@ -1016,8 +1016,9 @@ def unclosed_quote(error: Exception) -> bool:
 
 def _longer_rows_error(longer: int, shifted: list, names: list, delimiter: str) -> InputError:
     rows = ", ".join(str(row) for row, _, _ in shifted) + (", …" if longer > len(shifted) else "")
-    return InputError(f"{longer:,} row(s) of the CSV have more fields than its header ({len(names)} columns, "
-                      f"{DELIMITER_NAMES[delimiter]}-separated; data row(s) {rows}, counting from 1 below the "
+    return InputError(f"{counted(longer, 'row')} of the CSV {'has' if longer == 1 else 'have'} more fields than its "
+                      f"header ({len(names)} columns, {DELIMITER_NAMES[delimiter]}-separated; data "
+                      f"{'row' if longer == 1 else 'rows'} {rows}, counting from 1 below the "
                       "header, blank lines not counted): a separator typed in a cell (32;1 for 32,1) shifts the "
                       "rest of its row into the wrong columns; quote cells that hold the separator, or fix or "
                       "remove these rows (a separator after a row's last cell is read as no field only where "
@@ -1102,8 +1103,9 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
     if longer:  # pandas says nothing of a first row whose extra field is empty: it would be read shifted
         raise _longer_rows_error(longer, shifted, names, delimiter)
     if count:
-        raise InputError(f"{count:,} row(s) of the CSV have fewer fields than its header ({len(names)} columns, "
-                         f"{DELIMITER_NAMES[delimiter]}-separated; data row(s) {', '.join(map(str, first))}"
+        raise InputError(f"{counted(count, 'row')} of the CSV {'has' if count == 1 else 'have'} fewer fields than its "
+                         f"header ({len(names)} columns, {DELIMITER_NAMES[delimiter]}-separated; data "
+                         f"{'row' if count == 1 else 'rows'} {', '.join(map(str, first))}"
                          + (", …" if count > len(first) else "") + ", counting from 1 below the header, blank lines "
                          "not counted): a row cut short (e.g. by a line break in a cell) would be released with "
                          "made-up values; give every row all its fields (an empty cell is nothing between two "
@@ -1114,7 +1116,8 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
     if blank.any():  # a spreadsheet's trailing rows of separators: no record, and as one a row of empty cells
         positions = np.flatnonzero(blank)
         shown = ", ".join(str(position + 1) for position in positions[:5]) + (", …" if len(positions) > 5 else "")
-        notes.append(f"{len(positions):,} row(s) with every cell empty (data row(s) {shown}, counting from 1 below "
+        notes.append(f"{counted(len(positions), 'row')} with every cell empty (data {'row' if len(positions) == 1 else 'rows'} "
+                     f"{shown}, counting from 1 below "
                      "the header): dropped")
         # the file again without them, cells as written: the columns' types come from the other rows (an empty
         # cell made a column of whole numbers decimal), and the codes below are read from the same rows
@@ -1184,8 +1187,10 @@ def _non_finite_as_empty(frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
         infinite = np.isinf(column.to_numpy(dtype=np.float64))
         if infinite.any():
             frame[name] = column.where(~infinite)
-            notes.append(f"column {name!r} has {int(infinite.sum())} cell(s) that are not finite numbers (inf, -inf, "
-                         "or too large, such as 1e400): read as empty (a release fills them)")
+            one = int(infinite.sum()) == 1
+            notes.append(f"column {name!r} has {counted(int(infinite.sum()), 'cell')} that "
+                         f"{'is not a finite number' if one else 'are not finite numbers'} (inf, -inf, or too large, "
+                         f"such as 1e400): read as empty (a release fills {'it' if one else 'them'})")
     return frame
 
 
@@ -1332,8 +1337,9 @@ def _decimal_commas(frame: pd.DataFrame, notes: list[str], number_columns: Colle
         example = text[text.str.contains(",")].iloc[0]
         dotted = text[text.str.fullmatch(ONE_DOT)]
         if len(dotted):
-            notes.append(f"column {name!r}: {len(dotted):,} cell(s) such as {dotted.iloc[0]!r}, with one dot and no "
-                         f"comma, are read with a decimal point ({float(dotted.iloc[0]):g}), each cell alone; if the "
+            notes.append(f"column {name!r}: {counted(len(dotted), 'cell')} such as {dotted.iloc[0]!r}, with one dot "
+                         f"and no comma, {'is' if len(dotted) == 1 else 'are'} read with a decimal point "
+                         f"({float(dotted.iloc[0]):g}), each cell alone; if the "
                          f"dot separates thousands, write {dotted.iloc[0].replace('.', '')} (or "
                          f"{dotted.iloc[0]},0)")
         doubted = three_digit_commas_note(name, text[text.str.contains(",")])
@@ -1374,7 +1380,8 @@ def _as_numbers(column: pd.Series, name: str, notes: list[str], note: str,
     lost = column[numbers.isna() & column.notna()]
     if len(lost):
         examples = ", ".join(repr(str(v)) for v in lost.unique()[:3])
-        note += f"; {len(lost)} cell(s) that are not numbers ({examples}) read as empty ({empty})"
+        note += (f"; {counted(len(lost), 'cell')} that {'is not a number' if len(lost) == 1 else 'are not numbers'} "
+                 f"({examples}) read as empty ({empty})")
     notes.append(f"column {name!r} {note}")
     return numbers
 
@@ -1603,7 +1610,7 @@ def _comma_cells_words(words: pd.Series) -> str:
     with_commas = text[text.str.fullmatch(COMMA_NUMBER_LIKE)]
     if with_commas.empty:
         return ""
-    return (f"; {len(with_commas):,} cell(s) written with a comma, such as {with_commas.iloc[0]!r}, which in a "
+    return (f"; {counted(len(with_commas), 'cell')} written with a comma, such as {with_commas.iloc[0]!r}, which in a "
             "comma-separated file may be a decimal comma or a thousands separator: save the file semicolon-separated "
             "(decimal commas) or without thousands separators to read them as numbers")
 

@@ -941,7 +941,7 @@ def test_a_table_with_infinite_numbers_is_fitted_here_with_them_read_as_empty():
     at = page("tabular.py")
     helpers.upload_and_fit(at, ("age,weight,group\n" + "\n".join(rows) + "\n").encode())
     assert not errors(clean(at))
-    assert any("column 'weight' has 2 cell(s) that are not finite numbers" in c.value for c in at.caption)
+    assert any("column 'weight' has 2 cells that are not finite numbers" in c.value for c in at.caption)
     at.button(key="table_privatize").click().run()
     assert not errors(clean(at)) and downloads(at)[0].label == "Download privatized CSV"
 
@@ -996,7 +996,7 @@ def test_a_table_that_does_not_fit_the_model_says_why_and_extra_columns_are_left
     empty = held_out.astype(object)
     empty.loc[empty.index[0], "sex"] = ""  # said to fit, then refused at Privatize
     warnings = upload(empty)
-    assert any("column 'sex' has 1 empty cell(s) (data row(s) 1, counting from 1 below the header), a value the "
+    assert any("column 'sex' has 1 empty cell (data row 1, counting from 1 below the header), a value the "
                "model never saw (it knows 1, 2): fill or remove those rows" in w for w in warnings), warnings
     assert not any("chosen here: none" in w for w in warnings)  # the page's own doing, not the table's
     units = held_out.astype({"bmi": object})
@@ -1011,7 +1011,7 @@ def test_a_table_that_does_not_fit_the_model_says_why_and_extra_columns_are_left
     trailing = held_out.to_csv(index=False) + "," * (held_out.shape[1] - 1) + "\n"  # a spreadsheet's empty row
     at.file_uploader(key="table_upload").set_value(("t.csv", trailing.encode(), "text/csv"))
     assert not any("does not match" in w.value for w in clean(at.run()).warning)
-    assert any(c.value.startswith(f"Note: 1 row(s) with every cell empty (data row(s) {len(held_out) + 1}, counting")
+    assert any(c.value.startswith(f"Note: 1 row with every cell empty (data row {len(held_out) + 1}, counting")
                for c in at.caption)
     empty = held_out.astype(object)
     empty.loc[empty.index[0], "sex"] = ""
@@ -1608,7 +1608,7 @@ def test_a_european_csv_with_a_few_words_in_a_number_column_fits_the_model():
         ("rows.csv", rows.to_csv(index=False, sep=";", decimal=",").encode(), "text/csv")).run()
     clean(at)
     assert any(s.value.startswith("The table fits the model") for s in at.success), [w.value for w in at.warning]
-    assert any("column 'bmi' has numbers with a decimal comma" in c.value and "4 cell(s) that are not numbers ('?') "
+    assert any("column 'bmi' has numbers with a decimal comma" in c.value and "4 cells that are not numbers ('?') "
                "read as empty" in c.value for c in at.caption), [c.value for c in at.caption]
     at.button(key="table_privatize").click().run()
     assert len(downloads(clean(at))) == 2

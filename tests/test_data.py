@@ -246,7 +246,7 @@ def test_a_table_with_an_empty_cell_the_model_never_saw_does_not_fit():
     assert table_fit_problems(config, frame, kinds, ["c"]) == []
     holed = frame.assign(c=["a", None, None] + ["b"] * 37)
     assert table_fit_problems(config, holed, kinds, ["c"]) == [
-        "column 'c' has 2 empty cell(s) (data row(s) 2, 3, counting from 1 below the header), a value the model never "
+        "column 'c' has 2 empty cells (data rows 2, 3, counting from 1 below the header), a value the model never "
         "saw (it knows 'a', 'b'): fill or remove those rows"]
     with_empty = tabular_config(holed, ["c"], name="t", dataset="t.csv", kinds=kinds, blocks=1, width=8)  # fitted with one: fits
     assert table_fit_problems(with_empty, holed, kinds, ["c"]) == []

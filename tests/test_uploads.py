@@ -501,7 +501,7 @@ def test_duplicate_and_blank_column_names_are_renamed_with_a_note():
     (b"   \n\n", "empty"),
     (b"a,b,c\n", "header but no data rows"),
     (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "binary, not a CSV"),
-    (b"a,b\n1,2\n3,4,5,6\n", "more fields than its header .*data row\\(s\\) 2,"),
+    (b"a,b\n1,2\n3,4,5,6\n", "more fields than its header .*data row 2,"),
 ], ids=["empty", "blank", "header-only", "binary", "ragged"])
 def test_hostile_csv_raises_input_error(data, message):
     with pytest.raises(InputError, match=message):
@@ -545,10 +545,10 @@ def test_numbers_that_are_not_finite_are_read_as_empty_and_noted():
     upload = read_csv_upload(b"age,bmi,crp\n50,inf,1\n60,22.5,2\n70,1e400,3\n80,-inf,4\n")
     assert upload.frame["bmi"].isna().tolist() == [True, False, True, True]
     assert upload.frame["crp"].tolist() == [1, 2, 3, 4]
-    assert ("column 'bmi' has 3 cell(s) that are not finite numbers (inf, -inf, or too large, such as 1e400): read "
+    assert ("column 'bmi' has 3 cells that are not finite numbers (inf, -inf, or too large, such as 1e400): read "
             "as empty (a release fills them)") in upload.notes
     european = read_csv_upload(b"a;b\n1,5;1\n2,5;inf\n3,5;2\n")  # decimal commas and an infinite cell
-    assert european.frame["b"].isna().sum() == 1 and any("'b' has 1 cell(s) that are not finite" in n
+    assert european.frame["b"].isna().sum() == 1 and any("'b' has 1 cell that is not a finite" in n
                                                          for n in european.notes)
 
 
@@ -558,7 +558,7 @@ def test_mixed_types_are_noted():
     # a column the chosen model takes as numbers is read as numbers: "treated as categories" was not what it does
     upload = read_csv_upload(b"v,w\n1,a\n2,b\n?,c\n4,d\n", number_columns=["v"])
     assert upload.frame["v"].isna().tolist() == [False, False, True, False]
-    assert upload.notes == ["column 'v' holds the chosen model's numbers; 1 cell(s) that are not numbers ('?') read "
+    assert upload.notes == ["column 'v' holds the chosen model's numbers; 1 cell that is not a number ('?') read "
                             "as empty (a number column of the model reads an empty cell as the mean stored in the model, said "
                             "before Privatize; a column of categories cannot release one)"]
 
@@ -574,7 +574,7 @@ def test_a_models_number_column_with_decimal_commas_and_a_few_words_is_read_as_n
     assert chosen.frame["bmi"].isna().tolist() == [cell == "?" for cell in cells]
     assert chosen.frame["bmi"].dropna().tolist() == [25.5, 31.2, 22.0, 27.8, 24.1, 29.9, 30.3, 26.6]
     assert chosen.notes == ["column 'bmi' has numbers with a decimal comma (e.g. '25,5'): read as decimal numbers; 2 "
-                            "cell(s) that are not numbers ('?') read as empty (a number column of the model reads an "
+                            "cells that are not numbers ('?') read as empty (a number column of the model reads an "
                             "empty cell as the mean stored in the model, said before Privatize; a column of categories cannot "
                             "release one)"]
     pointed = read_csv_upload(data.replace(b",", b"."), number_columns={"age", "bmi"})
@@ -632,16 +632,16 @@ def test_commas_that_may_separate_thousands_are_noted():
     # in a comma-separated file a model's number written with a comma is read as empty, and the note says why
     quoted = read_csv_upload(b'age,sex,bmi\n40,1,"25,125"\n41,2,26.5\n42,1,27.5\n43,1,"1,234"\n44,2,22.1\n',
                              number_columns={"age", "bmi"})
-    assert quoted.notes[0].startswith("column 'bmi' holds the chosen model's numbers (2 cell(s) written with a comma, "
+    assert quoted.notes[0].startswith("column 'bmi' holds the chosen model's numbers (2 cells written with a comma, "
                                       "such as '25,125', which in a comma-separated file may be a decimal comma or a "
                                       "thousands separator: save the file semicolon-separated"), quoted.notes
     # most of the column written so: the table does not fit, and the note says why; thousands too are counted
     most = read_csv_upload(b'age,sex,bmi\n40,1,"1,234,567"\n41,2,"26,5"\n42,1,"1,234.5"\n43,1,22.1\n',
                            number_columns={"age", "bmi"})
-    assert "but 3 of its 4 cells are not numbers (3 cell(s) written with a comma, such as '1,234,567', which in a " \
+    assert "but 3 of its 4 cells are not numbers (3 cells written with a comma, such as '1,234,567', which in a " \
            "comma-separated file may be a decimal comma" in most.notes[0], most.notes
     lists = read_csv_upload(b'age,sex,bmi\n40,1,"1,2,3"\n41,2,"26,5"\n42,1,kg\n43,1,22.1\n', number_columns={"age", "bmi"})
-    assert "(e.g. '1,2,3'; 1 cell(s) written with a comma, such as '26,5'," in lists.notes[0], lists.notes
+    assert "(e.g. '1,2,3'; 1 cell written with a comma, such as '26,5'," in lists.notes[0], lists.notes
     # a model's categories written as text with a comma stay as written (1,5 is the category, not 1.5)
     grades = read_csv_upload(b"age;grade\n40;1,5\n41;2,5\n42;3,5\n", text_columns={"grade"}, number_columns={"age"})
     assert grades.frame["grade"].tolist() == ["1,5", "2,5", "3,5"] and grades.notes == []
@@ -658,8 +658,8 @@ def test_commas_that_may_separate_thousands_are_noted():
 def test_a_first_row_shifted_by_a_typed_separator_is_refused_even_with_an_empty_last_field():
     """22,5 typed 22;5 in the first data row, its last field empty: pandas said nothing and the row was read
     shifted (bmi 22, bp 5); rows that all end in a separator are still read in their columns."""
-    with pytest.raises(InputError, match=r"1 row\(s\) of the CSV have more fields than its header \(4 columns, "
-                                         r"semicolon-separated; data row\(s\) 1, counting"):
+    with pytest.raises(InputError, match=r"1 row of the CSV has more fields than its header \(4 columns, "
+                                         r"semicolon-separated; data row 1, counting"):
         read_csv_upload(b"age;sex;bmi;bp\n50;1;22;5;\n60;2;23,5;80\n61;1;24,5;81\n")
     every = read_csv_upload(b"age;sex;bmi;bp\n50;1;22,5;5;\n60;2;23,5;80;\n61;1;24,5;81;\n")
     assert every.frame["bmi"].tolist() == [22.5, 23.5, 24.5] and every.frame["bp"].tolist() == [5, 80, 81]
@@ -716,7 +716,7 @@ def test_rows_of_separators_only_are_dropped_with_a_note():
     # a blank row in the middle: codes read as written stay on their own rows
     coded = read_csv_upload(b"zip,age,sex\n02134,40,m\n,,\n02139,50,f\n02140,60,m\n").frame
     assert coded["zip"].tolist() == ["02134", "02139", "02140"] and coded["age"].tolist() == [40, 50, 60]
-    assert upload.notes[0] == "2 row(s) with every cell empty (data row(s) 2, 4, counting from 1 below the header): dropped"
+    assert upload.notes[0] == "2 rows with every cell empty (data rows 2, 4, counting from 1 below the header): dropped"
     with pytest.raises(InputError, match="every data row of the CSV is empty"):
         read_csv_upload(b"a,b\n,\n,\n")
 
@@ -969,12 +969,12 @@ def test_numbers_with_a_few_words_are_numbers_and_european_numbers_in_every_form
     crp, big = upload.frame["crp"], upload.frame["big"]
     assert crp.dtype == np.float64 and crp.isna().sum() == 1 and crp[8] == 8.5  # '<0,5' is not a number
     assert big[3] == 1234.5 and big[2] == 22.5  # a thousands separator; an exponent
-    assert any("'crp' has numbers with a decimal comma" in n and "1 cell(s) that are not numbers ('<0,5') read as "
+    assert any("'crp' has numbers with a decimal comma" in n and "1 cell that is not a number ('<0,5') read as "
                "empty" in n for n in upload.notes), upload.notes
     lab = read_csv_upload(("crp,x\n" + "\n".join(f"{'<0.5' if i == 4 else i / 2},{i % 2}" for i in range(30))
                            + "\n").encode())
     assert lab.frame["crp"].dtype == np.float64 and lab.frame["crp"].isna().sum() == 1
-    assert any("'crp' holds numbers; 1 cell(s) that are not numbers ('<0.5') read as empty" in n for n in lab.notes)
+    assert any("'crp' holds numbers; 1 cell that is not a number ('<0.5') read as empty" in n for n in lab.notes)
     codes = read_csv_upload(("icd,loinc,x\n" + "\n".join(
         f"{'V58.67' if i == 4 else f'{250 + i % 30}.{i % 10}'},{10000 + i % 25}-7,{i % 2}" for i in range(60))
         + "\n").encode())
@@ -1226,8 +1226,8 @@ def test_a_text_column_of_a_few_sentences_is_said_to_be_released_word_for_word()
 
 def test_an_upload_with_a_row_cut_short_is_refused():
     data = b"age,sex,bmi,bp\n50,1,30.1,90\n\n60,2\n,,,\n70,1,25,\n"
-    with pytest.raises(InputError, match=r"1 row\(s\) of the CSV have fewer fields than its header \(4 columns, "
-                                         r"comma-separated; data row\(s\) 2, counting from 1 below the header, blank "
+    with pytest.raises(InputError, match=r"1 row of the CSV has fewer fields than its header \(4 columns, "
+                                         r"comma-separated; data row 2, counting from 1 below the header, blank "
                                          r"lines not counted\)"):
         read_csv_upload(data)
     assert len(read_csv_upload(data.replace(b"60,2\n", b"60,2,,\n")).frame) == 3  # empty cells written: fine
@@ -1318,7 +1318,7 @@ def test_a_cells_number_and_none_are_read_alike_whatever_the_other_rows_hold():
     # a dot with three digits after it, no comma: read as a decimal point, and said where commas are the file's way
     upload = read_csv_upload(b"n;x\n1;1.234,56\n2;12.500\n3;2.300,00\n4;980,10\n")
     assert upload.frame["x"].tolist() == [1234.56, 12.5, 2300.0, 980.1]
-    assert any("1 cell(s) such as '12.500', with one dot and no comma, are read with a decimal point (12.5)" in note
+    assert any("1 cell such as '12.500', with one dot and no comma, is read with a decimal point (12.5)" in note
                and "write 12500 (or 12.500,0)" in note for note in upload.notes), upload.notes
     # a model's text column keeps None as a value whatever its other cells; a number column reads it as a gap
     chosen = read_csv_upload(b"grade,age\nNone,None\n2,40\n", text_columns=["grade"], number_columns=["age"]).frame
@@ -1344,7 +1344,8 @@ def test_a_row_with_more_fields_is_named_by_its_data_row_not_by_pandas_line(data
     """pandas' 'line 4' counts records: the row is on the file's line 5 in both files."""
     with pytest.raises(InputError) as refused:
         read_csv_upload(data)
-    assert "data row(s) 3, counting from 1 below the header" in str(refused.value)
+    assert "1 row of the CSV has more fields than its header" in str(refused.value)
+    assert "data row 3, counting from 1 below the header" in str(refused.value)
     assert "line 4" not in str(refused.value)
 
 
