@@ -300,9 +300,9 @@ def bench_app(settings: dict, folders: list[Path], browser: bool, weights: str |
 
 def _threads(count, kind: str = "") -> str:
     """'1 thread', '2 torch threads'; a count not recorded: 'threads not recorded'."""
-    if count is None:
-        return f"{kind}threads not recorded"
-    return f"{count} {kind}thread" + ("" if count == 1 else "s")
+    from cadp.compare import counted
+
+    return f"{kind}threads not recorded" if count is None else counted(count, f"{kind}thread")
 
 
 def _number(value, digits: int = 3) -> str:

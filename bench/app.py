@@ -180,15 +180,18 @@ def diabetes_csv(rows: int = 80) -> bytes:
 def _time_presses(page, button_name: str, ledger_line: str, presses: int) -> dict:
     """Press a page's privatize button ``presses`` times; seconds until each release is rendered.
 
-    ``ledger_line`` has ``{press}`` and ``{s}`` (the plural's) slots: the ledger text that shows once that press's release is drawn.
+    ``ledger_line`` has a ``{releases}`` slot ("1 release", "2 releases"): the ledger text that shows once that
+    press's release is drawn.
     """
+    from cadp.compare import counted
+
     model = page.get_by_text("From: ").first.inner_text()
     seconds = []
     for press in range(1, presses + 1):
         button = page.get_by_role("button", name=button_name, exact=True)
         started = time.perf_counter()
         button.click()
-        _rendered_after(page, ledger_line.format(press=press, s="" if press == 1 else "s"))
+        _rendered_after(page, ledger_line.format(releases=counted(press, "release")))
         seconds.append(time.perf_counter() - started)
     return {"median_s": statistics.median(seconds), "samples_s": seconds, "model": model}
 
@@ -218,13 +221,13 @@ def privatize_to_render(url: str, presses: int, weights: str | None = None) -> d
         page.locator("input[type=file]").first.set_input_files(str(upload))
         page.get_by_text("The classifier suggests").wait_for()
         page.wait_for_function(IDLE + DRAWN)  # pressed on a drawn page: its evaluation preview is a chart
-        results["image"] = {**_time_presses(page, "Privatize", "image.png — {press} release{s}:", presses),
+        results["image"] = {**_time_presses(page, "Privatize", "image.png — {releases}:", presses),
                             "input": source}
 
         page.goto(f"{url}/tabular")
         page.get_by_text("The table fits the model").wait_for()
         page.wait_for_function(IDLE + DRAWN)
-        results["table"] = {**_time_presses(page, "Privatize table", "rows) — {press} release{s}:", presses),
+        results["table"] = {**_time_presses(page, "Privatize table", "rows) — {releases}:", presses),
                             "input": "bundled diabetes table (442 rows)"}
         context.close()
         chromium.close()

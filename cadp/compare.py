@@ -181,9 +181,14 @@ def release_files(result, names: list[str], class_names: list[str], handling: st
     return files, manifest
 
 
+def plural(noun: str, count: int) -> str:
+    """``noun`` as ``count`` of it is said: 'row' for one, 'rows' otherwise."""
+    return noun if count == 1 else noun + "s"
+
+
 def counted(count: int, noun: str) -> str:
     """'1 release', '2 releases' (a count and its noun, in the plural but for one)."""
-    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+    return f"{count:,} {plural(noun, count)}"
 
 
 def repeated_images_note(keys: list[str], cost: str, extras: tuple[int, str] | None = None,

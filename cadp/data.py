@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cadp.compare import counted
+from cadp.compare import counted, plural
 from cadp.errors import InputError, ModelError
 
 FASHION_MNIST_PACKAGE_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -807,7 +807,7 @@ def table_fit_problems(config, frame: pd.DataFrame, kinds: dict[str, str], condi
             if len(empty) and None not in known:  # the encoder has no category for a missing value
                 rows = ", ".join(str(position + 1) for position in empty[:5]) + (", …" if len(empty) > 5 else "")
                 problems.append(f"column {name!r} has {counted(len(empty), 'empty cell')} (data "
-                                f"{'row' if len(empty) == 1 else 'rows'} {rows}, counting from "
+                                f"{plural('row', len(empty))} {rows}, counting from "
                                 "1 below the header), a value the model never saw (it knows "
                                 f"{_listed(spec['categories'])}): fill or remove those rows")
     return problems

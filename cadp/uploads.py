@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from cadp.compare import counted
+from cadp.compare import counted, plural
 from cadp.errors import InputError
 
 # --------------------------------------------------------------------------- limits
@@ -1018,7 +1018,7 @@ def _longer_rows_error(longer: int, shifted: list, names: list, delimiter: str) 
     rows = ", ".join(str(row) for row, _, _ in shifted) + (", …" if longer > len(shifted) else "")
     return InputError(f"{counted(longer, 'row')} of the CSV {'has' if longer == 1 else 'have'} more fields than its "
                       f"header ({len(names)} columns, {DELIMITER_NAMES[delimiter]}-separated; data "
-                      f"{'row' if longer == 1 else 'rows'} {rows}, counting from 1 below the "
+                      f"{plural('row', longer)} {rows}, counting from 1 below the "
                       "header, blank lines not counted): a separator typed in a cell (32;1 for 32,1) shifts the "
                       "rest of its row into the wrong columns; quote cells that hold the separator, or fix or "
                       "remove these rows (a separator after a row's last cell is read as no field only where "
@@ -1105,7 +1105,7 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
     if count:
         raise InputError(f"{counted(count, 'row')} of the CSV {'has' if count == 1 else 'have'} fewer fields than its "
                          f"header ({len(names)} columns, {DELIMITER_NAMES[delimiter]}-separated; data "
-                         f"{'row' if count == 1 else 'rows'} {', '.join(map(str, first))}"
+                         f"{plural('row', count)} {', '.join(map(str, first))}"
                          + (", …" if count > len(first) else "") + ", counting from 1 below the header, blank lines "
                          "not counted): a row cut short (e.g. by a line break in a cell) would be released with "
                          "made-up values; give every row all its fields (an empty cell is nothing between two "
@@ -1116,7 +1116,7 @@ def read_csv_upload(data: bytes, *, max_rows: int = MAX_CSV_ROWS, max_columns: i
     if blank.any():  # a spreadsheet's trailing rows of separators: no record, and as one a row of empty cells
         positions = np.flatnonzero(blank)
         shown = ", ".join(str(position + 1) for position in positions[:5]) + (", …" if len(positions) > 5 else "")
-        notes.append(f"{counted(len(positions), 'row')} with every cell empty (data {'row' if len(positions) == 1 else 'rows'} "
+        notes.append(f"{counted(len(positions), 'row')} with every cell empty (data {plural('row', len(positions))} "
                      f"{shown}, counting from 1 below "
                      "the header): dropped")
         # the file again without them, cells as written: the columns' types come from the other rows (an empty
