@@ -141,7 +141,7 @@ def _subnet_parameters(module) -> list[torch.Tensor]:
     return [tensor for layer in layers for tensor in (layer.weight, layer.bias)]
 
 
-def compiled_coupling(module, x, c, rev, jac=False, small_batch=False, packs=None):
+def compiled_coupling(module, x, c, rev, jac=False, small_batch=False, packs=None, in_place=True):
     """``cadp.models._coupling``'s signature, through the compiled operator (inference only; its convolutions in
     the direct kernel, not through ``packs``)."""
     if jac or len(c) != 1:
@@ -194,10 +194,14 @@ def conv_share(loaded, pixels, labels, calls: int) -> tuple[float, float]:
 
 
 def compare_model(name: str, rounds: int, calls: int) -> list[str]:
+    """The compiled coupling against the passes for one image with oneDNN copies of the weights (the route of
+    the eighteenth round: the models' passes are not fused by oneDNN Graph here, which would not call
+    ``_coupling``'s route for few images)."""
     from cadp import models
 
     device = torch.device("cpu")
     own, fused = load(WEIGHTS / name, device), load(WEIGHTS / name, device)
+    own.model._traced.fuse = fused.model._traced.fuse = False
     pixels, labels, _ = image_inputs(own.config, 1)
     lines = [f"{name}, one image"]
     with torch.inference_mode():

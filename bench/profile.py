@@ -4,7 +4,8 @@ Images: torch.profiler's operators at batch 256, with the GFLOP/s each convoluti
 and matmul shape reaches (FLOPs from the shapes, as for stride-1 'same' convolutions; time as
 the operator's share of the operators' self time times the measured wall time per call); each
 subnet convolution at 1-8 images in PyTorch's route and in the passes' for few images (oneDNN, weights
-reordered once), and one image's call with the passes for few images off and on; with
+reordered once), one image's call with the passes for few images off and on, and with those passes
+fused by oneDNN Graph (the model's route) against weight copies (where fusion is off or fails); with
 ``--batch1-alternatives``, other ways to compute one image's convolutions (the direct kernel, oneDNN
 reordering per call, matmul + fold, Winograd F(2x2,3x3)) per layer and in whole calls.
 Tables: the share of cadp.data's encoder (pandas) against the flow, by cProfile, at batch 1 and 1024;
@@ -210,6 +211,28 @@ def image_small_batch_calls(loaded, calls: int = 200) -> str:
     return "\n".join(lines)
 
 
+def image_fusion_calls(loaded, calls: int = 200) -> str:
+    """One image's privatize call, p50 ms, with its passes fused by oneDNN Graph (the model's route,
+    ``models._fused_pass``) and with the route where that is off or fails (oneDNN, weights reordered once:
+    ``models._ConvPacks``), in turn."""
+    copies = load(loaded.folder, torch.device("cpu"))
+    copies.model._traced.fuse = False
+    lines = [f"{loaded.folder.name}: one image, p50 ms, passes fused by oneDNN Graph / with weight copies "
+             "(timed in turn)", "", "| call | fused (used) | weight copies | fused / copies |", "|---|---|---|---|"]
+    for reconstruct, label in ((False, "encode + decode of the release (the target's call)"),
+                               (True, "with the noiseless reconstruction (the image page's call)")):
+        fused_call, _ = privatize_call(loaded, 1, reconstruct=reconstruct)
+        copies_call, _ = privatize_call(copies, 1, reconstruct=reconstruct)
+        fused_call()
+        copies_call()
+        kinds = {type(entry[1]).__name__ for entry in loaded.model._traced._entries.values()}
+        shown = "fused" if "_Snapshot" in kinds else "fused: not made here, weight copies"
+        timings = _p50_us({"fused": fused_call, "copies": copies_call}, calls, rounds=10)
+        lines.append(f"| {label} | {timings['fused'] / 1e3:.2f} ({shown}) | {timings['copies'] / 1e3:.2f} | "
+                     f"{timings['fused'] / timings['copies']:.2f} |")
+    return "\n".join(lines)
+
+
 def image_call_parts(loaded, calls: int = 1000) -> str:
     """One image's privatize call (the target's: encode, mechanism, decode of the release) against its parts,
     p50 us, timed in turn: the rest of the call is the mechanism's noise, the checks and the release."""
@@ -321,10 +344,11 @@ def _subnet_runner(replaced: dict, original):
 
 
 def image_batch1_alternatives(loaded, layer_calls: int = 300, calls: int = 200) -> str:
-    """Other ways to compute one image's subnet convolutions, against the model's own for few images (oneDNN,
-    weights reordered once: ``models._ConvPacks``): each distinct layer alone (p50 us, channels-last inputs, as
-    in the flow), then one image's privatize call (p50 ms) with each alternative on the layers where it was the
-    faster alone."""
+    """Other ways to compute one image's subnet convolutions, against the unfused passes' for few images (oneDNN,
+    weights reordered once: ``models._ConvPacks``, where oneDNN Graph's fusion is off or fails): each distinct
+    layer alone (p50 us, channels-last inputs, as in the flow), then one image's privatize call (p50 ms) with
+    each alternative on the layers where it was the faster alone, beside the model's route (passes fused by
+    oneDNN Graph) and the unfused passes frozen."""
     from cadp import models
 
     model = loaded.model
@@ -345,8 +369,8 @@ def image_batch1_alternatives(loaded, layer_calls: int = 300, calls: int = 200) 
     generator = torch.Generator().manual_seed(0)
     names = list(BATCH1_ALTERNATIVES)
     faster: dict[str, dict] = {name: {} for name in names}
-    copies = models._packed_conv2d() is not None  # else the model's route is the direct kernel
-    used = USED if copies else USED_WITHOUT_ONEDNN
+    copies = models._packed_conv2d() is not None  # else the unfused route is the direct kernel
+    used = COPIES if copies else COPIES_WITHOUT_ONEDNN
     lines = [f"{loaded.folder.name}: one image's subnet convolutions, p50 us (largest difference from "
              "the model's own route)", "", f"| layer | input | {used} | " + " | ".join(names) + " |",
              "|---|---|---|" + "---|" * len(names)]
@@ -372,37 +396,42 @@ def image_batch1_alternatives(loaded, layer_calls: int = 300, calls: int = 200) 
             lines.append(f"| {key[0][1]} -> {key[0][0]}, {key[0][2]}x{key[0][3]} | {'x'.join(map(str, shape))} | "
                          f"{timings['used']:.0f} | " + " | ".join(cells) + " |")
     variants = {used: {}} | {name: chosen for name, chosen in faster.items() if chosen}
-    runs = {}
+    fused = load(loaded.folder, torch.device("cpu"))  # the model's route: passes fused by oneDNN Graph
+    runs = {FUSED: privatize_call(fused, 1)[0]}
+    runs[FUSED]()
     original = models._run_subnet
     try:
         for name, replaced in variants.items():
             copy = load(loaded.folder, torch.device("cpu"))
+            copy.model._traced.fuse = False  # the alternatives replace layers of the unfused passes
             models._run_subnet = _subnet_runner(replaced, original)  # read when the first call traces the passes
             runs[name], _ = privatize_call(copy, 1)
             runs[name]()
             models._run_subnet = original
     finally:
         models._run_subnet = original
-    frozen = load(loaded.folder, torch.device("cpu"))  # the model's own route, its traces frozen
+    frozen = load(loaded.folder, torch.device("cpu"))  # the unfused route, its traces frozen
+    frozen.model._traced.fuse = False
     runs[FROZEN], _ = privatize_call(frozen, 1)
     runs[FROZEN]()
     entries = frozen.model._traced._entries
     for key, (traced, packs) in entries.items():
         entries[key] = (torch.jit.freeze(traced.eval()), packs)
     timings = _p50_us(runs, calls, rounds=10)
-    base = timings[used]
+    base = timings[FUSED]
     lines += ["", f"{loaded.folder.name}: one image's privatize call, p50 ms (timed in turn), each alternative on "
               "the layers where it was the faster alone", "", "| layers computed by | layers | p50 ms | / used |",
               "|---|---|---|---|"]
-    for name, replaced in (variants | {FROZEN: {}}).items():
+    for name, replaced in ({FUSED: {}} | variants | {FROZEN: {}}).items():
         shown = ", ".join(f"{k[0][1]} -> {k[0][0]} at {k[1][1]}x{k[1][2]}" for k in replaced) or "all"
         lines.append(f"| {name} | {shown} | {timings[name] / 1e3:.2f} | {timings[name] / base:.2f} |")
     return "\n".join(lines)
 
 
-USED = "oneDNN, weights reordered once (used)"
-USED_WITHOUT_ONEDNN = "direct kernel (used: this PyTorch has no oneDNN)"
-FROZEN = "the model's own route, traces frozen (torch.jit.freeze: weights as constants)"
+FUSED = "oneDNN Graph, frozen passes (used)"
+COPIES = "oneDNN, weights reordered once (used where fusion is off or fails)"
+COPIES_WITHOUT_ONEDNN = "direct kernel (used where fusion is off or fails: this PyTorch has no oneDNN)"
+FROZEN = "weights reordered once, traces frozen (torch.jit.freeze: weights as constants)"
 
 
 def fit_step_parts(steps: int = 200) -> str:
@@ -485,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
             print(image_operators(loaded) + "\n")
             print(image_small_batch_layers(loaded) + "\n")
             print(image_small_batch_calls(loaded) + "\n")
+            print(image_fusion_calls(loaded) + "\n")
             if args.batch1_alternatives:
                 print(image_call_parts(loaded) + "\n")
                 print(image_batch1_alternatives(loaded) + "\n")

@@ -607,17 +607,23 @@ def _run_subnet(subnet: nn.Module, u: torch.Tensor, small_batch: bool,
 
 def _affine(module: Fm.GLOWCouplingBlock, x: torch.Tensor, u: torch.Tensor, subnet: nn.Module,
             split: int, rev: bool, jac: bool = False, small_batch: bool = False,
-            packs: _ConvPacks | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+            packs: _ConvPacks | None = None, in_place: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One affine half of a GLOW coupling: exp(s) * x + t forward, (x - t) * exp(-s) reverse.
 
     Returns (output, log-determinant): the half's sum of s (negated in reverse) as FrEIA computes
-    it with ``jac``, else None. ``small_batch``, ``packs``: see ``_run_subnet``.
+    it with ``jac``, else None. ``small_batch``, ``packs``: see ``_run_subnet``. Without ``in_place``
+    the same arithmetic out of place (oneDNN Graph's fuser turns an in-place product with a number
+    into a float64 result: ``_fused_pass``).
     """
     a = _run_subnet(subnet, u, small_batch, packs)
     if a.dim() == 4:  # channels-last conv output: channel slices would be strided and slow to compute on
         a = a.contiguous()
     scale = module.clamp * ATAN_SCALE
     t = a[:, split:]
+    if not in_place:
+        s = torch.atan(a[:, :split]) * (-scale if rev else scale)
+        y = (x - t) * torch.exp(s) if rev else torch.addcmul(t, torch.exp(s), x)
+        return y, s.flatten(1).sum(1) if jac else None
     s = torch.atan(a[:, :split]).mul_(-scale if rev else scale)  # in reverse exp(-s): sign folded in
     log_det = s.flatten(1).sum(1) if jac else None  # taken before s is exponentiated in place
     y = (x - t).mul_(s.exp_()) if rev else torch.addcmul(t, s.exp_(), x)
@@ -626,13 +632,14 @@ def _affine(module: Fm.GLOWCouplingBlock, x: torch.Tensor, u: torch.Tensor, subn
 
 def _coupling(module: Fm.GLOWCouplingBlock, x: torch.Tensor, c: tuple[torch.Tensor, ...],
               rev: bool, jac: bool = False, small_batch: bool = False,
-              packs: _ConvPacks | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+              packs: _ConvPacks | None = None, in_place: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``GLOWCouplingBlock`` with fewer operations: (output, log-determinant with ``jac``, else None).
 
-    With ``jac`` it supports autograd (the training pass). ``small_batch``, ``packs``: see ``_run_subnet``.
+    With ``jac`` it supports autograd (the training pass). ``small_batch``, ``packs``: see ``_run_subnet``;
+    ``in_place``: see ``_affine``.
     """
     x1, x2 = x[:, :module.split_len1], x[:, module.split_len1:]
-    half = partial(_affine, module, rev=rev, jac=jac, small_batch=small_batch, packs=packs)
+    half = partial(_affine, module, rev=rev, jac=jac, small_batch=small_batch, packs=packs, in_place=in_place)
     if not rev:
         y1, log_det1 = half(x1, torch.cat([x2, *c], 1), module.subnet2, module.split_len1)
         y2, log_det2 = half(x2, torch.cat([y1, *c], 1), module.subnet1, module.split_len2)
@@ -674,12 +681,13 @@ class _FlowPass(nn.Module):
     copies of their weights (``packs``, given or new) made on the first untraced call, without ``jac``.
     IRevNet downsamplings run as ``pixel_unshuffle`` / ``pixel_shuffle`` (the same values, no
     convolution: 5-7 us against 20-140 us for one or two images).
+    ``in_place=False``: the couplings' arithmetic out of place, for oneDNN Graph's fuser (``_fused_pass``).
     """
 
     def __init__(self, inn: Ff.GraphINN, rev: bool, jac: bool = False, small_batch: bool = False,
-                 packs: _ConvPacks | None = None):
+                 packs: _ConvPacks | None = None, in_place: bool = True):
         super().__init__()
-        self.inn, self.rev, self.jac, self.small_batch = inn, rev, jac, small_batch
+        self.inn, self.rev, self.jac, self.small_batch, self.in_place = inn, rev, jac, small_batch, in_place
         self.packs = (packs if packs is not None else _ConvPacks()) if small_batch and not jac else None
         self._lean = {id(node.module) for node in inn.node_list
                       if type(node.module) is Fm.GLOWCouplingBlock and _atan_clamped(node.module)}
@@ -698,7 +706,8 @@ class _FlowPass(nn.Module):
             inputs = tuple(outs[previous, channel] for previous, channel in (node.outputs if rev else node.inputs))
             c = tuple(outs[condition, 0] for condition in node.conditions)
             if id(node.module) in self._lean:
-                output, node_log_det = _coupling(node.module, inputs[0], c, rev, jac, self.small_batch, self.packs)
+                output, node_log_det = _coupling(node.module, inputs[0], c, rev, jac, self.small_batch, self.packs,
+                                                 self.in_place)
                 results = (output,)
             elif id(node.module) in self._shuffles:  # volume-preserving: log-determinant 0
                 shuffle = nn.functional.pixel_shuffle if rev else nn.functional.pixel_unshuffle
@@ -715,6 +724,122 @@ class _FlowPass(nn.Module):
         return (out, log_det) if jac else out
 
 
+class _ScriptGate:
+    """Shared and exclusive holds on this process's TorchScript runs (the flows' passes, their backward).
+
+    oneDNN Graph's fuser is switched on for the whole process (``torch.jit.enable_onednn_fusion``) and
+    acts on every graph TorchScript optimizes while it is on; a graph is optimized on its first runs
+    and again on other input shapes. ``_fused_pass`` switches it on for one run of its own graph, holding
+    the gate exclusively; the passes (``TracedPasses.run``) and a fit's backward step run holding it shared,
+    so none of them is optimized in that moment. (TorchScript run elsewhere in the process does not take it.)
+    """
+
+    def __init__(self):
+        self._condition = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+        self._waiting = 0  # exclusive holds waiting: new shared holds wait behind them
+
+    @contextmanager
+    def shared(self):
+        with self._condition:
+            while self._exclusive or self._waiting:
+                self._condition.wait()
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._shared -= 1
+                if not self._shared:
+                    self._condition.notify_all()
+
+    @contextmanager
+    def exclusive(self):
+        with self._condition:
+            self._waiting += 1
+            try:
+                while self._exclusive or self._shared:
+                    self._condition.wait()
+            finally:
+                self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._exclusive = False
+                self._condition.notify_all()
+
+
+SCRIPT_GATE = _ScriptGate()
+
+ONEDNN_GRAPH = True  # whether passes for one or two images may be fused by oneDNN Graph (``_fused_pass``)
+# fused passes for at most this many images (one: the release; two: the image page's decode of the release and the
+# reconstruction): each batch size has its own, which holds about 20 MiB for a bundled image model here, and the
+# gain shrank with more images (``python -m bench.profile``; BENCHMARKS.md, "Twenty-eighth round")
+FUSED_BATCH = 2
+
+
+class _Snapshot:
+    """The version counters and storage of a module's parameters and buffers, to tell when a frozen pass
+    (its weights constants, reordered once by oneDNN) is out of date: as ``_ConvPacks.current``."""
+
+    def __init__(self, module: nn.Module):
+        self._sources = [*module.parameters(), *module.buffers()]
+        self._stamps = self._now()
+
+    def _now(self) -> list[tuple[int, int]]:
+        return [(tensor._version, tensor.data_ptr()) for tensor in self._sources]
+
+    def current(self) -> bool:
+        return self._now() == self._stamps
+
+
+def _fused_pass(inn: Ff.GraphINN, x: torch.Tensor, conditions: list[torch.Tensor],
+                rev: bool) -> tuple[torch.jit.ScriptModule, _Snapshot] | None:
+    """One direction of ``inn`` traced, frozen and fused by oneDNN Graph, for inputs shaped as ``x``; None
+    where that is not possible or its result on ``x`` is not the unfused one.
+
+    oneDNN Graph compiles each convolution with its ReLU (and a linear layer with its) into one partition on
+    weights reordered once, with less fixed cost per call than PyTorch's oneDNN operator (one image's call against
+    the ``_ConvPacks`` route: BENCHMARKS.md, "Twenty-eighth round"). The fuser is
+    switched on only for the run in which TorchScript optimizes this graph (the second: the first profiles
+    it; ``SCRIPT_GATE`` held exclusively), then set back. That run's result is checked against the first's,
+    the same graph unfused. The weights are constants of the frozen graph: ``_Snapshot`` says when they changed.
+    The couplings run out of place (``_affine``): in place, the fuser gave float64 results or failed.
+    """
+    if not ONEDNN_GRAPH or not hasattr(torch.jit, "enable_onednn_fusion") or not torch.backends.mkldnn.is_available() \
+            or x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_grad_enabled() \
+            or any(tensor.is_inference() for tensor in [*inn.parameters(), *inn.buffers()]):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace and freeze, still supported
+            traced = torch.jit.trace(_FlowPass(inn, rev, in_place=False), (x, *conditions), check_trace=False)
+            frozen = torch.jit.freeze(traced.eval())
+        snapshot = _Snapshot(inn)
+        with SCRIPT_GATE.exclusive():
+            for _ in range(max(1, torch._C._jit_get_num_profiled_runs())):
+                plain = frozen(x, *conditions)  # profiling runs: not optimized, not fused
+            before = torch.jit.onednn_fusion_enabled()
+            try:
+                torch.jit.enable_onednn_fusion(True)
+                fused = frozen(x, *conditions)  # optimized now, with the fuser on
+            finally:
+                torch.jit.enable_onednn_fusion(before)
+            graph = str(torch.jit.last_executed_optimized_graph())  # this thread's last optimized graph
+    except (RuntimeError, ValueError, TypeError, NotImplementedError, AttributeError):  # (private API moved)
+        return None
+    tolerance = 1e-3 * (1.0 + float(plain.abs().max())) if plain.numel() else 0.0
+    if "prim::oneDNNFusionGroup" not in graph or fused.dtype != plain.dtype or fused.shape != plain.shape \
+            or not torch.equal(fused.isfinite(), plain.isfinite()) \
+            or float((fused - plain).nan_to_num().abs().max()) > tolerance:
+        return None
+    return frozen, snapshot
+
+
 class TracedPasses:
     """TorchScript traces of a flow's inference passes, made on first use per direction and device.
 
@@ -727,22 +852,25 @@ class TracedPasses:
     likelihood (``jac=True``, with autograd, also while training), outside ``graph_mode()``.
     (Freezing the traces with ``torch.jit.optimize_for_inference`` gained under 5% per table
     row here and would need re-tracing after every in-place weight change: not used.) A pass for a
-    few images reads oneDNN copies of the convolutions' weights (``_ConvPacks``, one set for both
-    directions): it is made again, with new copies, when ``current()`` finds a weight changed since they
-    were made, or after ``forget_copies()``.
+    few images is frozen and fused by oneDNN Graph (``_fused_pass``), or where that fails reads oneDNN
+    copies of the convolutions' weights (``_ConvPacks``, one set for both directions): either is made
+    again when ``current()`` finds a weight changed since it was made, or after ``forget_copies()``.
     """
 
     def __init__(self):
-        # key -> (trace, the weights' copies it reads or None): one dict, replaced whole by clear()
-        self._entries: dict[tuple, tuple[torch.jit.ScriptModule, _ConvPacks | None]] = {}
+        # key -> (trace, the weights' copies it reads or the snapshot of a frozen one, or None): one dict,
+        # replaced whole by clear()
+        self._entries: dict[tuple, tuple[torch.jit.ScriptModule, _ConvPacks | _Snapshot | None]] = {}
         self._packs: _ConvPacks | None = None  # the copies new passes for few images read
         self._lock = threading.Lock()
+        self.fuse = True  # whether this flow's passes for one or two images may be fused (with ONEDNN_GRAPH)
 
     def clear(self) -> None:
         self._entries, self._packs = {}, None
 
     def forget_copies(self) -> None:
-        """Drop the passes that read oneDNN copies of the weights (made again, with new copies, on next use)."""
+        """Drop the passes that hold or read copies of the weights (frozen or ``_ConvPacks``: made again on next
+        use)."""
         with self._lock:
             self._forget_copies()
 
@@ -762,26 +890,44 @@ class TracedPasses:
         ``small_batch``: a separate trace with the convolutions as for a few images (``_run_subnet``).
         """
         key = (rev, jac, small_batch, x.device, x.dtype, tuple(x.shape[1:]),
-               tuple(tuple(c.shape[1:]) for c in conditions))
+               tuple(tuple(c.shape[1:]) for c in conditions),
+               len(x) if small_batch and not jac and ONEDNN_GRAPH and self.fuse and len(x) <= FUSED_BATCH else 0)
         traced = self._current(key)
         if traced is None:
-            with self._lock:
-                traced = self._current(key)
-                if traced is None:
-                    if self._packs is not None and not self._packs.current():
-                        self._forget_copies()  # every pass that reads them: the other direction's too
-                    if self._packs is None:
-                        self._packs = _ConvPacks()
-                    flow_pass = _FlowPass(inn, rev, jac, small_batch, self._packs)
-                    if flow_pass.packs is not None:
-                        flow_pass(x, *conditions)  # untraced: copies the weights for these shapes
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace, still supported
-                        traced = torch.jit.trace(flow_pass, (x, *conditions), check_trace=False)
-                    packs = flow_pass.packs if flow_pass.packs is not None and flow_pass.packs._names else None
-                    self._entries[key] = (traced, packs)
-        return traced(x, *conditions)
+            traced = self._make(key, inn, x, conditions)
+        with SCRIPT_GATE.shared():
+            return traced(x, *conditions)
+
+    def _make(self, key: tuple, inn: Ff.GraphINN, x: torch.Tensor, conditions: list[torch.Tensor]):
+        """The pass for ``key`` (rev, jac, small_batch, ...), made unless another thread made it meanwhile.
+
+        For a few images (``small_batch``, no ``jac``) a pass fused by oneDNN Graph (``_fused_pass``) where it
+        can be made, else one that reads oneDNN copies of the convolutions' weights (``_ConvPacks``).
+        """
+        rev, jac, small_batch = key[:3]
+        with self._lock:
+            traced = self._current(key)
+            if traced is not None:
+                return traced
+            if self._packs is not None and not self._packs.current():
+                self._forget_copies()  # every pass that reads them: the other direction's too
+            fused = _fused_pass(inn, x, conditions, rev) if key[-1] else None
+            if fused is not None:
+                self._entries[key] = fused
+                return fused[0]
+            if self._packs is None:
+                self._packs = _ConvPacks()
+            flow_pass = _FlowPass(inn, rev, jac, small_batch, self._packs)
+            if flow_pass.packs is not None:
+                with SCRIPT_GATE.shared():
+                    flow_pass(x, *conditions)  # untraced: copies the weights for these shapes
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace, still supported
+                traced = torch.jit.trace(flow_pass, (x, *conditions), check_trace=False)
+            packs = flow_pass.packs if flow_pass.packs is not None and flow_pass.packs._names else None
+            self._entries[key] = (traced, packs)
+            return traced
 
 
 class NumpyFlow:

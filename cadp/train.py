@@ -63,6 +63,7 @@ from cadp.mechanisms import seed_option
 from cadp.models import (
     CONV_SUBNETS,
     LARGEST_TABLE_NUMBER,
+    SCRIPT_GATE,
     ClassIndices,
     ImageCINN,
     ImageModelConfig,
@@ -375,7 +376,8 @@ def _steps(model, loss_fn, batches, optimizer, params, state, steps, budget_seco
             group["lr"] = _cosine_lr(learning_rate, progress)
         loss = loss_fn(*[t.to(device) for t in next(batches)])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with SCRIPT_GATE.shared():  # a traced pass's backward is optimized on its first runs
+            loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(params, 10.0, foreach=True)
         # one transfer per step, as before: the loss, and the gradient's norm (not finite: NaN weights after the step)
         loss_value, norm_value = torch.stack([loss.detach().float(), norm.float()]).tolist()
@@ -910,7 +912,8 @@ def fit_tabular(frame: pd.DataFrame, conditions: list[str], *, name: str = "tabl
                 group["lr"] = _cosine_lr(learning_rate, progress_share)
             loss = loss_fn(*next(batches))
             flat.grad.zero_()
-            loss.backward()
+            with SCRIPT_GATE.shared():  # a traced pass's backward is optimized on its first runs
+                loss.backward()
             torch.nn.utils.clip_grad_norm_([flat], 10.0)
             optimizer.step()
             if step % 25 == 0:

@@ -176,7 +176,8 @@ def test_profile_tables_time_the_small_batch_forms_of_an_image_model():
 
     from bench import WEIGHTS
     from bench.compute import load
-    from bench.profile import image_small_batch_calls, image_small_batch_layers
+    from bench.profile import image_fusion_calls, image_small_batch_calls, image_small_batch_layers
+    from cadp import models
 
     loaded = load(WEIGHTS / "mnist-cinn", torch.device("cpu"))
     layers = image_small_batch_layers(loaded, batches=(1, 2), calls=3)
@@ -189,6 +190,12 @@ def test_profile_tables_time_the_small_batch_forms_of_an_image_model():
     calls = image_small_batch_calls(loaded, calls=4)
     assert "the target's call" in calls and "the image page's call" in calls
     assert "_small_batch_forms" not in loaded.model.__dict__  # the switch is undone
+    fusion = image_fusion_calls(loaded, calls=4)
+    rows = [line.split("|")[1:-1] for line in fusion.splitlines() if line.startswith("| ") and "fused (used)" not in line]
+    assert len(rows) == 2 and all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)
+    if hasattr(torch.jit, "enable_onednn_fusion") and torch.backends.mkldnn.is_available():
+        assert all(row[1].strip().endswith("(fused)") for row in rows)  # the model's passes were fused
+    assert models.ONEDNN_GRAPH is True  # switched back
 
 
 def test_busy_share_is_the_covered_part_of_the_window():
@@ -506,8 +513,10 @@ def test_batch1_alternatives_compute_the_layer_and_the_table_restores_the_model_
     layers = [row for row in rows if "x" in row[1] and "->" in row[0]]
     assert len(layers) >= 4 and all(float(row[2]) > 0 for row in layers)
     assert all(float(cell.split("(")[1].rstrip(") ")) < 1e-3 for row in layers for cell in row[3:] if "(" in cell)
-    assert any(row[0].strip() == "oneDNN, weights reordered once (used)" and row[-1].strip() == "1.00" for row in rows)
-    assert any(row[0].strip().startswith("the model's own route, traces frozen") for row in rows)
+    assert any(row[0].strip() == "oneDNN Graph, frozen passes (used)" and row[-1].strip() == "1.00" for row in rows)
+    assert any(row[0].strip().startswith("oneDNN, weights reordered once (used where fusion") for row in rows)
+    assert any(row[0].strip().startswith("weights reordered once, traces frozen") for row in rows)
+    assert models.ONEDNN_GRAPH is True  # switched back
     parts = image_call_parts(loaded, calls=5)
     values = {row.split("|")[1].strip(): float(row.split("|")[2]) for row in parts.splitlines()[4:]}
     assert len(values) == 6 and all(value > 0 for name, value in values.items() if "rest" not in name)
@@ -563,7 +572,7 @@ def test_fused_coupling_computes_the_model_coupling_and_restores_the_model_route
                 assert torch.allclose(got, expected, atol=1e-4), (node.name, rev)
     original = models._coupling
     lines = fused_coupling.compare_model("mnist-cinn", rounds=1, calls=3)
-    assert models._coupling is original
+    assert models._coupling is original and models.ONEDNN_GRAPH is True
     difference = next(line for line in lines if line.startswith("- largest difference"))
     assert all(float(value.split()[-1]) < 1e-3 for value in difference.split(":")[1].split(","))
     rows = [line.split("|")[1:-1] for line in lines if line.startswith("| ") and "ms per round" not in line]

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+import cadp.models as models
 from cadp.data import load_image_dataset, load_table
 from cadp.errors import InputError, ModelError
 from cadp.hub import load_folder, save_model
@@ -341,7 +342,10 @@ def test_traced_inference_matches_the_graph_at_any_batch_size_and_follows_weight
     assert all(p.grad is not None for p in tabular.parameters() if p.requires_grad)
 
 
-def test_few_images_run_their_own_trace_with_the_same_function_as_the_graph(tiny_image_model, mnist_test):
+def test_few_images_run_their_own_trace_with_the_same_function_as_the_graph(tiny_image_model, mnist_test,
+                                                                           monkeypatch):
+    """The route with oneDNN copies of the weights (where oneDNN Graph's fusion is off or fails)."""
+    monkeypatch.setattr(models, "ONEDNN_GRAPH", False)
     image = tiny_image_model.eval()
     image._traced.clear()
     x, y = mnist_test.images[:SMALL_BATCH + 1], mnist_test.labels[:SMALL_BATCH + 1]
@@ -409,7 +413,7 @@ def test_an_image_model_made_under_inference_mode_runs_few_images(mnist_test):
     assert not torch.allclose(changed, few, atol=1e-3)
 
 
-def test_few_images_follow_weight_changes_no_version_counter_shows_after_train_and_eval(mnist_test):
+def test_few_images_follow_weight_changes_no_version_counter_shows_after_train_and_eval(mnist_test, monkeypatch):
     """A fused optimizer's step leaves the weights' version counters as they were: the oneDNN copies the passes
     for few images read are dropped by the next train() or eval(); stale copies are not kept alive; a weight that
     records a gradient is not copied; a large network's copies stop at MAX_BYTES (the rest: the direct kernel)."""
@@ -417,6 +421,7 @@ def test_few_images_follow_weight_changes_no_version_counter_shows_after_train_a
 
     if _packed_conv2d() is None:
         pytest.skip("this PyTorch has no oneDNN: the passes read the weights themselves")
+    monkeypatch.setattr(models, "ONEDNN_GRAPH", False)
     config = ImageModelConfig(name="tiny", dataset="mnist", class_names=[str(i) for i in range(10)],
                               conv_width=8, conv_blocks=[2, 2], fc_blocks=2, fc_width=32)
     torch.manual_seed(0)
@@ -458,6 +463,141 @@ def test_few_images_follow_weight_changes_no_version_counter_shows_after_train_a
     other = torch.nn.Conv2d(3, 4, 3, padding=1)
     with torch.no_grad():
         assert limited.conv(conv, inputs, relu=False) is not None and limited.conv(other, inputs, relu=False) is None
+
+
+def _fusion_or_skip():
+    if not hasattr(torch.jit, "enable_onednn_fusion") or not torch.backends.mkldnn.is_available():
+        pytest.skip("this PyTorch has no oneDNN Graph fuser")
+
+
+def test_few_images_run_a_pass_fused_by_onednn_graph_that_follows_weight_changes(tiny_image_model, mnist_test):
+    """Passes for up to SMALL_BATCH images are frozen and fused by oneDNN Graph: the graph's function, both
+    directions; the fuser is on only while the pass is optimized; a weight changed in place, given other storage or
+    stepped by a fused optimizer (then eval()) is followed."""
+    _fusion_or_skip()
+    image = tiny_image_model.eval()
+    image._traced.clear()
+    x, y = mnist_test.images[:SMALL_BATCH], mnist_test.labels[:SMALL_BATCH]
+
+    def graph(pixels, labels):
+        with graph_mode(), torch.inference_mode():
+            return image.encode(pixels, labels)
+
+    def kinds():  # (reverse, images if fused else 0) -> what the pass holds
+        return {(key[0], key[-1]): type(copies).__name__ for key, (_t, copies) in image._traced._entries.items()}
+
+    assert not torch.jit.onednn_fusion_enabled()
+    with torch.inference_mode():
+        few = [image.encode(x[:1], y[:1])]
+        assert "prim::oneDNNFusionGroup" in str(torch.jit.last_executed_optimized_graph())
+        few += [image.encode(x[:n], y[:n]) for n in (2, SMALL_BATCH)]
+        back = image.decode(few[1], y[:2])
+    assert not torch.jit.onednn_fusion_enabled()  # set back
+    # one fused pass per batch size up to FUSED_BATCH (2); more images: the route with weight copies
+    assert kinds() == {(False, 1): "_Snapshot", (False, 2): "_Snapshot", (False, 0): "_ConvPacks",
+                       (True, 2): "_Snapshot"}
+    for z in few:
+        assert z.dtype == torch.float32 and torch.allclose(z, graph(x[:len(z)], y[:len(z)]), atol=1e-4)
+    with graph_mode(), torch.inference_mode():
+        assert torch.allclose(back, image.decode(few[1], y[:2]), atol=1e-3)
+    # in place: the frozen pass holds the weights as constants; it is made again
+    with torch.no_grad():
+        image.inn.module_list[1].subnet1[0].weight.mul_(3.0)
+    with torch.inference_mode():
+        changed = image.encode(x[:2], y[:2])
+    assert torch.allclose(changed, graph(x[:2], y[:2]), atol=1e-4) and not torch.allclose(changed, few[1], atol=1e-3)
+    layer = image.inn.module_list[1].subnet2[2]
+    layer.weight.data = layer.weight.data * 0.5  # other storage
+    with torch.inference_mode():
+        halved = image.encode(x[:2], y[:2])
+    assert torch.allclose(halved, graph(x[:2], y[:2]), atol=1e-4) and not torch.allclose(halved, changed, atol=1e-3)
+    image.train()
+    optimizer = torch.optim.Adam(image.parameters(), lr=0.05, fused=True)
+    image.bits_per_dim(x, y).mean().backward()
+    optimizer.step()  # advances no version counter
+    image.eval()
+    with torch.inference_mode():
+        stepped = image.encode(x[:2], y[:2])
+    assert torch.allclose(stepped, graph(x[:2], y[:2]), atol=1e-4) and not torch.allclose(stepped, halved, atol=1e-3)
+
+
+def test_fusion_that_fails_or_does_not_fuse_leaves_the_pass_with_weight_copies(tiny_image_model, mnist_test,
+                                                                               monkeypatch):
+    """Where oneDNN Graph raises, or the optimized graph has no fused group, the pass reads oneDNN copies of the
+    weights as before, and the fuser's switch is as it was."""
+    _fusion_or_skip()
+    image = tiny_image_model.eval()
+    x, y = mnist_test.images[:1], mnist_test.labels[:1]
+    with graph_mode(), torch.inference_mode():
+        expected = image.encode(x, y)
+    switch = torch.jit.enable_onednn_fusion
+
+    def failing(enabled):
+        switch(enabled)
+        if enabled:
+            raise RuntimeError("partition compile failed")
+
+    for patch in ({"enable_onednn_fusion": failing}, {"last_executed_optimized_graph": lambda: "graph()"}):
+        image._traced.clear()
+        with monkeypatch.context() as context:
+            for name, value in patch.items():
+                context.setattr(torch.jit, name, value)
+            with torch.inference_mode():
+                z = image.encode(x, y)
+        assert not torch.jit.onednn_fusion_enabled()
+        assert {type(copies).__name__ for _t, copies in image._traced._entries.values()} <= {"_ConvPacks", "NoneType"}
+        assert torch.allclose(z, expected, atol=1e-5)
+    # a fuser switched on by the program stays on
+    image._traced.clear()
+    switch(True)
+    try:
+        with torch.inference_mode():
+            image.encode(x, y)
+        assert torch.jit.onednn_fusion_enabled()
+    finally:
+        switch(False)
+
+
+def test_the_script_gate_keeps_an_exclusive_hold_apart_from_shared_ones():
+    """While passes run (shared holds), the fuser's moment (an exclusive hold) waits, and passes wait for it."""
+    import threading
+
+    from cadp.models import _ScriptGate
+
+    gate, order = _ScriptGate(), []
+    running, release = threading.Event(), threading.Event()
+
+    def pass_running():
+        with gate.shared():
+            running.set()
+            release.wait(5)
+            order.append("pass ends")
+
+    def fusing():
+        with gate.exclusive():
+            order.append("fuser on")
+            time.sleep(0.05)
+            order.append("fuser off")
+
+    def later_pass():
+        with gate.shared():
+            order.append("later pass")
+
+    first = threading.Thread(target=pass_running)
+    first.start()
+    running.wait(5)
+    second = threading.Thread(target=fusing)
+    second.start()
+    while not gate._waiting:
+        time.sleep(0.001)
+    third = threading.Thread(target=later_pass)  # behind the waiting exclusive hold
+    third.start()
+    time.sleep(0.05)
+    assert order == []
+    release.set()
+    for thread in (first, second, third):
+        thread.join(5)
+    assert order == ["pass ends", "fuser on", "fuser off", "later pass"]
 
 
 def test_lean_inference_replaces_only_atan_clamped_glow_couplings():
