@@ -50,7 +50,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from cadp.compare import released_description
+from cadp.compare import counted, plural, released_description
 from cadp.data import (
     LOOP,
     NOT_AN_IMAGE,
@@ -893,7 +893,9 @@ def outside_links_note(root: Path) -> str | None:
     if not outside:
         return None
     name, target = outside[0]
-    return (f"{len(outside)} input file(s) lie outside {root} and are reached through links, e.g. {readable(name)} "
+    one = len(outside) == 1
+    return (f"{counted(len(outside), 'input file')} {'lies' if one else 'lie'} outside {root} and "
+            f"{'is' if one else 'are'} reached through links, e.g. {readable(name)} "
             f"-> {readable(str(target))}: they are read and privatized as inputs")
 
 
@@ -925,7 +927,8 @@ def hidden_files_note(hidden: list[str]) -> str | None:
     """How many hidden files and folders and folder metadata files a run left out, with one of them, or None."""
     if not hidden:
         return None
-    return (f"{len(hidden)} hidden or system file(s) or folder(s) were skipped, e.g. {readable(hidden[0])} (names "
+    return (f"{counted(len(hidden), 'hidden or system file')} or {plural('folder', len(hidden))} "
+            f"{'was' if len(hidden) == 1 else 'were'} skipped, e.g. {readable(hidden[0])} (names "
             "starting with '.', and folder metadata such as __MACOSX/, Thumbs.db, desktop.ini: usually written by "
             "the operating system); rename a file that is an input")
 
@@ -960,7 +963,8 @@ def unused_labels_note(unused: list[str], resolver: LabelResolver | None = None)
     notes = []
     if several:
         row, names = next(iter(several.items()))
-        notes.append(f"{len(several)} row(s) of the labels CSV give a bare file name that several inputs have, e.g. "
+        notes.append(f"{counted(len(several), 'row')} of the labels CSV {'gives' if len(several) == 1 else 'give'} "
+                     "a bare file name that several inputs have, e.g. "
                      f"{readable(row)} ({', '.join(readable(name) for name in names[:3])}"
                      f"{' and more' if len(names) > 3 else ''}): such a row is used for none of them; write the "
                      "file's path (from the top of INPUT) in its place")
@@ -968,7 +972,8 @@ def unused_labels_note(unused: list[str], resolver: LabelResolver | None = None)
     if unused:
         shown = ", ".join(readable(name) for name in unused[:3]) + (f" and {len(unused) - 3} more"
                                                                   if len(unused) > 3 else "")
-        notes.append(f"{len(unused)} row(s) of the labels CSV name no file of the input ({shown}): check their paths "
+        notes.append(f"{counted(len(unused), 'row')} of the labels CSV {'names' if len(unused) == 1 else 'name'} "
+                     f"no file of the input ({shown}): check their paths "
                      "(relative to the top of INPUT, or to the ZIP's top folder that holds its labels.csv; or bare file "
                      "names that one input file has)")
     return "; ".join(notes)
@@ -1061,7 +1066,8 @@ def unread_labels_note(names: list[str] | dict[str, str], read: str | None, give
             why = ("--labels gives the labels" if given else why_not.get(name) or
                    (f"only the first, {readable(read)}, is read" if read else "over 16 MB"))
             unread.setdefault(why, []).append(name)
-    return "; ".join(f"{len(group)} labels CSV(s) in the input are not read ({why}): "
+    return "; ".join(f"{counted(len(group), 'labels CSV')} in the input {'is' if len(group) == 1 else 'are'} "
+                     f"not read ({why}): "
                      f"{', '.join(readable(name) for name in group[:3])}{' and more' if len(group) > 3 else ''}"
                      for why, group in unread.items()) or None
 
@@ -1257,27 +1263,34 @@ class OutputNames:
 
     @staticmethod
     def _names_note(pairs: list[tuple[str, str]], said: str) -> str | None:
-        """``said`` of the (input name, output path) ``pairs`` with a count and the first as an example, or None."""
+        """``said`` (which starts with their count) of the (input name, output path) ``pairs``, with the first as an
+        example, or None."""
         if not pairs:
             return None
-        return (f"{len(pairs)} {said}, e.g. {readable(pairs[0][0])} -> {pairs[0][1]}; the output column of "
+        return (f"{said}, e.g. {readable(pairs[0][0])} -> {pairs[0][1]}; the output column of "
                 f"{MANIFEST_NAME} maps each input to its file")
 
     def renamed_note(self) -> str | None:
         """Which outputs got a number because their name was taken, or None."""
-        return self._names_note(self.renamed, "input(s) could not keep their name as a PNG, another input has it "
-                                "(a.bmp, a.gif and a.png all make a.png; a.png keeps it), and got a number")
+        one = len(self.renamed) == 1
+        return self._names_note(self.renamed, f"{counted(len(self.renamed), 'input')} could not keep "
+                                f"{'its' if one else 'their'} name as a PNG, another input has it (a.bmp, a.gif and "
+                                f"a.png all make a.png; a.png keeps it), and {'it' if one else 'they'} got a number")
 
     def cleaned_note(self) -> str | None:
         """Which outputs got a name cleaned of what some system cannot store in a name, or None."""
-        return self._names_note(self.cleaned, "input name(s) hold bytes that are not UTF-8, characters Windows "
+        one = len(self.cleaned) == 1
+        return self._names_note(self.cleaned, f"{counted(len(self.cleaned), 'input name')} "
+                                f"{'holds' if one else 'hold'} bytes that are not UTF-8, characters Windows "
                                 "cannot store in a file name (\\ : * ? \" < > | or control characters) or a name it "
                                 "reserves (con, nul, com1, ...), replaced by '_'")
 
     def shortened_note(self) -> str | None:
         """Which outputs got a shorter name than their input's (a name has at most 255 bytes), or None."""
-        return self._names_note(self.shortened, f"input name(s) are longer than a file name can be ({NAME_MAX_BYTES} "
-                                "bytes) and were shortened")
+        one = len(self.shortened) == 1
+        return self._names_note(self.shortened, f"{counted(len(self.shortened), 'input name')} "
+                                f"{'is' if one else 'are'} longer than a file name can be ({NAME_MAX_BYTES} "
+                                f"bytes) and {'was' if one else 'were'} shortened")
 
 
 NAME_MAX_BYTES = 255  # of one file or folder name, in UTF-8, on most file systems
@@ -1564,7 +1577,8 @@ def earlier_run_notes(earlier: EarlierRun, settings: RunSettings) -> list[str]:
     """What to know of the earlier run before this one: its files no manifest row lists, other settings."""
     notes = []
     if earlier.unlisted:
-        notes.append(f"{earlier.folder} holds {len(earlier.unlisted)} file(s) its {MANIFEST_NAME} does not list (a run "
+        notes.append(f"{earlier.folder} holds {counted(len(earlier.unlisted), 'file')} its {MANIFEST_NAME} does not "
+                     "list (a run "
                      f"killed while it wrote them), e.g. {readable(earlier.unlisted[0])}: their inputs are privatized "
                      f"again here; delete those files before sharing {earlier.folder}")
     if earlier.settings is not None and earlier.numbered == settings.names_copied:  # (it released some itself)
@@ -1590,7 +1604,8 @@ def other_class_folders_caution(mismatched: list[tuple[str, str, str]]) -> str |
     if not mismatched:
         return None
     output, folder, label = mismatched[0]
-    return (f"{len(mismatched)} privatized file(s) keep a folder named after another class than the label released "
+    return (f"{counted(len(mismatched), 'privatized file')} {'keeps' if len(mismatched) == 1 else 'keep'} a folder "
+            "named after another class than the label released "
             f"with them, e.g. {output} (folder {folder!r}, released as {label!r}): the names are copied from the "
             f"input, and the released label is the one in {LABELS_NAME}. Rename or move them before sharing, or run "
             "again with --neutral-names.")
@@ -1836,16 +1851,20 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     repeated = sorted({c for c in columns if columns.count(c) > 1}
                       | {c for c in written if c and written.count(c) > 1})
     if repeated:
-        raise UsageError(f"{path.name} names column(s) {repeated} more than once (spaces around names are ignored)")
+        raise UsageError(f"{path.name} names {plural('column', len(repeated))} {repeated} more than once (spaces "
+                         "around names are ignored)")
     missing = [c for c in needed if c not in columns]
     if missing:
-        raise UsageError(f"{path.name} lacks the model's column(s) {missing}{case_hint(missing, columns, needed)}; the model "
+        raise UsageError(f"{path.name} lacks the model's {plural('column', len(missing))} {missing}"
+                         f"{case_hint(missing, columns, needed)}; the model "
                          f"needs {needed}")
     numeric = [spec["name"] for spec in config.data_encoder["columns"] if spec["kind"] == "numeric"]
     _read_whole_file(path, delimiter, encoding, columns, skip)
     extra = [c for c in columns if c not in needed]
     if extra:
-        _say(f"note: column(s) {extra} are not the model's and are left out of {PRIVATIZED_CSV_NAME}")
+        one = len(extra) == 1
+        _say(f"note: {plural('column', len(extra))} {extra} {'is' if one else 'are'} not the model's and "
+             f"{'is' if one else 'are'} left out of {PRIVATIZED_CSV_NAME}")
     text = text_category_columns(config)
     # "None" is a gap in the model's number columns (numbers and number categories: all but its text categories),
     # as the app reads it, and a value in its text columns
@@ -1960,9 +1979,9 @@ def privatize_table(model, path: Path, settings: RunSettings, output: Path, mani
     if note := dotted_cells_note(dotted, path.name):
         _say(f"note: {readable(note)}")
     if filled_rows:
-        _say(f"warning: {filled_rows} row(s) had empty cells or cells that are not numbers, read as the training "
-             f"mean, or numbers outside the range the model knows, read as its nearer end: the preprocessing column "
-             f"of {MANIFEST_NAME} names them")
+        _say(f"warning: {counted(filled_rows, 'row')} had empty cells or cells that are not numbers, read as the "
+             "training mean, or numbers outside the range the model knows, read as its nearer end: the preprocessing "
+             f"column of {MANIFEST_NAME} names them")
 
 
 def _append(out, data: bytes) -> None:
@@ -2010,7 +2029,8 @@ def _read_whole_file(path: Path, delimiter: str, encoding: str, columns: list[st
                          + " (counting data rows from 1, blank lines not counted; an empty field after the last "
                          f"column is read as no field only where more than half of the rows have one). {SHIFTED_ROWS}")
     if too_short:  # a row broken in two: its first part would be released as a record of training means
-        raise UsageError(f"{path.name} has rows with fewer fields than its header {kind}: data row(s) "
+        raise UsageError(f"{path.name} has rows with fewer fields than its header {kind}: data "
+                         f"{plural('row', short_count)} "
                          f"{', '.join(map(str, too_short))}"
                          + (f" and {short_count - len(too_short):,} more" if short_count > len(too_short) else "")
                          + " (counting data rows from 1, blank lines not counted). Nothing was privatized: a row "
@@ -2148,9 +2168,10 @@ def dotted_cells_note(dotted: dict[str, list], name: str) -> str | None:
         return None
     count = sum(entry[0] for entry in dotted.values())
     column, (_, example) = next(iter(dotted.items()))
-    return (f"{count:,} cell(s) of {name} such as {example!r} (column {column!r}"
-            + (f" and {len(dotted) - 1} more column(s)" if len(dotted) > 1 else "")
-            + f"), with one dot and no comma in a file of decimal commas, were read with a decimal point "
+    return (f"{counted(count, 'cell')} of {name} such as {example!r} (column {column!r}"
+            + (f" and {counted(len(dotted) - 1, 'more column')}" if len(dotted) > 1 else "")
+            + f"), with one dot and no comma in a file of decimal commas, {'was' if count == 1 else 'were'} read "
+            "with a decimal point "
             f"({float(example):g}), each cell alone; if the dot separates thousands, write "
             f"{example.replace('.', '')} (or {example},0) and run again")
 
@@ -2530,7 +2551,8 @@ def _main(argv=None) -> int:
                 _say(f"note: {unused}")
             unlisted = resolver.unlisted_inputs()
             if unlisted:  # (the CSV overrides the folders only for the files it lists)
-                _say(f"note: {len(unlisted):,} input file(s) are not listed in the labels CSV, e.g. "
+                _say(f"note: {counted(len(unlisted), 'input file')} {'is' if len(unlisted) == 1 else 'are'} not "
+                     "listed in the labels CSV, e.g. "
                      f"{readable(unlisted[0])}: each takes the class of its folder, or is listed as unusable "
                      "where no folder names a class")
             # numbered outputs are written in a random order: numbers, file times and the manifest's rows in input
@@ -2569,8 +2591,9 @@ def _main(argv=None) -> int:
         return EXIT_USAGE
     except CadpError as error:
         manifest.close()
-        _finish_stopped(args.output, manifest, f"Partial run: stopped by an error after {manifest.released} "
-                                               f"privatized input(s) ({error}); the terms below hold for those.")
+        _finish_stopped(args.output, manifest, "Partial run: stopped by an error after "
+                                               f"{counted(manifest.released, 'privatized input')} ({error}); the "
+                                               "terms below hold for those.")
         _say(f"error: {error}{_not_completed(manifest, kind, '; ')}")
         return EXIT_OK if manifest.released else EXIT_NOTHING_PRIVATIZED
     except OSError as error:  # writing the output failed (disk full, file too large): the run stops as on Ctrl-C
@@ -2580,8 +2603,8 @@ def _main(argv=None) -> int:
             _say(f"error: the run stopped ({reason}) {_NOTHING_RELEASED}{_left_as_it_was(args.output, created)}")
             return EXIT_NOTHING_PRIVATIZED
         _finish_stopped(args.output, manifest, f"Partial run: stopped by an error ({reason}) after "
-                                               f"{manifest.released} privatized input(s); the terms below hold for "
-                                               "those.")
+                                               f"{counted(manifest.released, 'privatized input')}; the terms below "
+                                               "hold for those.")
         incomplete = {**({MANIFEST_NAME: manifest.write_error} if manifest.write_error else {}), **manifest.incomplete}
         unfinished = "".join(f"; {name} could not be completed ({failed.strerror or failed}): its last rows"
                              f"{' or its totals and outputs' if name == MANIFEST_NAME else ''} may be missing"
@@ -2600,8 +2623,9 @@ def _main(argv=None) -> int:
             _say(f"stopped: {how} {_NOTHING_RELEASED}{_left_as_it_was(args.output, created)}")
             return EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum
         # the terms travel with the files: they say the run is partial
-        _finish_stopped(args.output, manifest, f"Partial run: {how} after {manifest.released} privatized "
-                                               "input(s); the terms below hold for those.")
+        _finish_stopped(args.output, manifest, f"Partial run: {how} after "
+                                               f"{counted(manifest.released, 'privatized input')}; the terms below "
+                                               "hold for those.")
         _say(f"stopped: {how} after {manifest.released} privatized; {args.output} holds a partial run "
              f"({MANIFEST_NAME} lists what was done{_not_completed(manifest, kind, '; ')}). {_RESTART}")
         return EXIT_INTERRUPTED if signum == signal.SIGINT else 128 + signum
@@ -2619,7 +2643,8 @@ def _main(argv=None) -> int:
         return EXIT_NOTHING_PRIVATIZED
     if not manifest.released and not manifest.failed:  # a header without rows, a folder without files
         _remove_run_files(args.output, created)
-        skipped = f" ({len(hidden)} hidden or system file(s) skipped)" if kind == "image" and hidden else ""
+        skipped = (f" ({counted(len(hidden), 'hidden or system file')} skipped)" if kind == "image" and hidden
+                   else "")
         _say(f"error: {args.input} holds no {'rows' if kind == 'tabular' else 'files'} to privatize{skipped}; nothing "
              "was written")
         return EXIT_NOTHING_PRIVATIZED

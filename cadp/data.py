@@ -331,43 +331,55 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
     if empty:  # randomized response would release a class the network never saw
         raise InputError(_empty_classes_message(empty))
     if coloured and split == "train":  # said once per folder, not per split
-        print(f"note: {coloured} image(s) under {root} are stored in colour and were converted to greyscale "
+        one = coloured == 1
+        print(f"note: {counted(coloured, 'image')} under {root} {'is' if one else 'are'} stored in colour and "
+              f"{'was' if one else 'were'} converted to greyscale "
               "(--channels 1, the default); if their colour matters, train with --channels 3", file=sys.stderr)
     if resized and split == "train":  # said once per folder, not per split
-        print(f"note: {resized} image(s) under {root} are not {image_size}x{image_size} and were resized to it, as "
+        one = resized == 1
+        print(f"note: {counted(resized, 'image')} under {root} {'is' if one else 'are'} not "
+              f"{image_size}x{image_size} and {'was' if one else 'were'} resized to it, as "
               "the app and cadp.privatize resize them"
               + (f"; {padded} of them not square, so their aspect ratio was kept and the rest of the square padded "
                  "with their border's median colour" if padded else "")
               + f" (--image-size {image_size}; the model reads {image_size}x{image_size})", file=sys.stderr)
     if stretched and split == "train":  # said once per folder, not per split
-        print(f"note: {stretched} image(s) under {root} hold more than 8 bits per pixel (16-bit, floating-point or "
-              "DICOM) and were each scaled to 0..255 from its own lowest to its own highest value, as the app and "
-              "cadp.privatize read them: the model learns shapes and contrasts, not absolute intensities (two "
-              "images of one pattern at different intensities become the same input); if intensity tells your "
-              "classes apart, convert the images to 8-bit with one fixed window first", file=sys.stderr)
+        one = stretched == 1
+        print(f"note: {counted(stretched, 'image')} under {root} {'holds' if one else 'hold'} more than 8 bits per "
+              f"pixel (16-bit, floating-point or DICOM) and {'was' if one else 'were'} each scaled to 0..255 from its "
+              "own lowest to its own highest value, as the app and cadp.privatize read them: the model learns shapes "
+              "and contrasts, not absolute intensities (two images of one pattern at different intensities become "
+              "the same input); if intensity tells your classes apart, convert the images to 8-bit with one fixed "
+              "window first", file=sys.stderr)
     if stacks and split == "train":  # said once per folder, not per split
-        print(f"note: {len(stacks)} file(s) under {root} hold several frames (a series, a stack or an animation): "
+        print(f"note: {counted(len(stacks), 'file')} under {root} {'holds' if len(stacks) == 1 else 'hold'} several "
+              "frames (a series, a stack or an animation): "
               f"only the first frame of each was used for training: {_file_names(stacks, 3)}; save the other "
               "frames as images of their own to train on them", file=sys.stderr)
     if copies and split == "train":  # said once per folder, not per split
-        print(f"note: {len(copies)} image(s) under {root} are exact copies (as read, after resizing) of another "
+        print(f"note: {counted(len(copies), 'image')} under {root} "
+              f"{'is an exact copy' if len(copies) == 1 else 'are exact copies'} (as read, after resizing) of another "
               f"image: {_file_names(copies, 3)}; copies weigh one record more in training and count once in the "
               "latent distances (PRIVACY.md: between distinct records)", file=sys.stderr)
     if len(images) < 2:
-        raise InputError(f"{len(images)} readable image(s) under {root}: a training and a held-out split need more")
+        raise InputError(f"{counted(len(images), 'readable image')} under {root}: a training and a held-out split "
+                         "need more")
     if unlisted and split == "train":  # said once per folder, not per split
-        print(f"note: {len(unlisted)} folder(s) under {root} cannot be listed, so their files were left out: "
+        print(f"note: {counted(len(unlisted), 'folder')} under {root} cannot be listed, so their files were left out: "
               + ", ".join(f"{name} ({reason})" for name, reason in unlisted[:3])
               + (f" and {len(unlisted) - 3} more" if len(unlisted) > 3 else ""), file=sys.stderr)
     hidden = [name for name, listed_as in left_out if listed_as is None and not _system_metadata(name)]
     if hidden and split == "train":  # said once per folder, not per split
         print(f"note: {hidden_files_note(hidden, root)}", file=sys.stderr)
     if not_images and split == "train":  # said once per folder, not per split
-        print(f"note: {len(not_images)} file(s) under {root} are not images in a class folder and were left out "
+        one = len(not_images) == 1
+        print(f"note: {counted(len(not_images), 'file')} under {root} {'is not an image' if one else 'are not images'} "
+              f"in a class folder and {'was' if one else 'were'} left out "
               f"(accepted: {ACCEPTED_IMAGES}, as {root}/<class>/<image>): "
               f"{_file_names(not_images, 3)}", file=sys.stderr)
     if skipped and split == "train":  # said once per folder, not per split
-        print(f"note: {len(skipped)} file(s) under {root} could not be read as images and were left out: "
+        print(f"note: {counted(len(skipped), 'file')} under {root} could not be read as images and "
+              f"{'was' if len(skipped) == 1 else 'were'} left out: "
               f"{_file_names(skipped, 5)}", file=sys.stderr)
     scarce = [f"{d.name} ({count})" for d, count in zip(class_dirs, counts) if count < MIN_IMAGES_PER_CLASS]
     if scarce and split == "train":
@@ -400,11 +412,13 @@ def hidden_files_note(hidden: list[str], root: Path) -> str:
     """What training left out of the ImageFolder ``root`` as hidden files and folders (``hidden``: their names
     relative to root, folders ending in '/'), a hidden class folder named: the model has no such class."""
     classes = [name for name in hidden if name.endswith("/") and name.count("/") == 1]
-    note = (f"{len(hidden)} hidden file(s) or folder(s) (names starting with '.') under {root} were left out: "
+    note = (f"{counted(len(hidden), 'hidden file')} or {plural('folder', len(hidden))} (names starting with '.') "
+            f"under {root} {'was' if len(hidden) == 1 else 'were'} left out: "
             f"{_file_names(hidden, 5)}")
     if classes:
-        note += (f"; the hidden folder(s) {', '.join(classes)} are not classes of the model, and their images were "
-                 "not read")
+        one = len(classes) == 1
+        note += (f"; the hidden {plural('folder', len(classes))} {', '.join(classes)} "
+                 f"{'is not a class' if one else 'are not classes'} of the model, and their images were not read")
     return note + "; rename a file or folder that is data, and train again"
 
 
@@ -748,7 +762,7 @@ def case_hint(missing, present, model_columns=None) -> str:
             return f" (the file has {others[0]!r}, which the model does not: if it is {missing[0]!r}, rename it)"
         return ""
     pairs = ", ".join(f"{have!r} for {want!r}" for have, want in found[:5])
-    return f" (the file has {pairs}: column names are case-sensitive; rename the column(s))"
+    return f" (the file has {pairs}: column names are case-sensitive; rename the {plural('column', len(found))})"
 
 
 def text_category_columns(config) -> set[str]:
@@ -781,7 +795,7 @@ def table_fit_problems(config, frame: pd.DataFrame, kinds: dict[str, str], condi
     missing = [name for name in specs if name not in frame.columns]
     if missing:
         hint = case_hint(missing, frame.columns, specs)
-        problems.append(f"the table lacks the model's column(s) {_listed(missing)}{hint}")
+        problems.append(f"the table lacks the model's {plural('column', len(missing))} {_listed(missing)}{hint}")
     if sorted(conditions) != sorted(config.condition_columns):
         problems.append(f"the model's conditions are {_listed(config.condition_columns) or 'none'}; chosen here: "
                         f"{_listed(conditions) or 'none'}")
@@ -801,7 +815,8 @@ def table_fit_problems(config, frame: pd.DataFrame, kinds: dict[str, str], condi
             known = {_key(value) for value in spec["categories"]}
             unseen = [_plain(v) for v in frame[name].dropna().unique() if _key(_plain(v)) not in known]
             if unseen:
-                problems.append(f"column {name!r} has value(s) the model never saw: {_listed(unseen, 5)} (it knows "
+                problems.append(f"column {name!r} has {'a value' if len(unseen) == 1 else 'values'} the model never saw: "
+                                f"{_listed(unseen, 5)} (it knows "
                                 f"{_listed(spec['categories'])})")
             empty = np.flatnonzero(frame[name].isna().to_numpy())
             if len(empty) and None not in known:  # the encoder has no category for a missing value
@@ -915,7 +930,7 @@ class TabularEncoder:
             raise InputError(f"column name {dup!r} appears more than once")
         unknown = set(self.kinds) - set(frame.columns)
         if unknown:
-            raise InputError(f"type override for unknown column(s): {sorted(unknown)}")
+            raise InputError(f"type override for unknown {plural('column', len(unknown))}: {sorted(unknown)}")
         self.columns = []
         for name in frame.columns:
             series = frame[name]
@@ -987,7 +1002,8 @@ class TabularEncoder:
             raise InputError(f"rows must be a pandas DataFrame with the fitted columns, got {type(frame).__name__}")
         missing = [spec.name for spec in self.columns if spec.name not in frame.columns]
         if missing:
-            raise InputError(f"the table lacks column(s) {missing}{case_hint(missing, frame.columns)}")
+            raise InputError(f"the table lacks {plural('column', len(missing))} {missing}"
+                             f"{case_hint(missing, frame.columns)}")
         encoded = np.zeros((len(frame), self.width), dtype=np.float32)
         cells = cells or FrameCells.of(frame)
         start = 0

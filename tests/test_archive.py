@@ -21,6 +21,7 @@ from PIL import Image
 
 import cadp.archive as archive
 import cadp.uploads as uploads
+from cadp.compare import counted
 from cadp.hub import load_folder, save_model
 from cadp.models import ImageCINN, ImageModelConfig
 from cadp.privatize import NOT_PRIVATE_SEED
@@ -235,7 +236,7 @@ def test_kept_labels_are_released_in_labels_csv_and_a_folder_of_another_class_is
     output = tmp_path / "out"
     assert run(image_model, source, output, "--labels", str(labels)) == 0
     assert read_released_labels(output) == [("0/a.png", "1"), ("0/b.png", "0"), ("1/c.png", "1")]
-    caution = ("1 privatized file(s) keep a folder named after another class than the label released with them, "
+    caution = ("1 privatized file keeps a folder named after another class than the label released with them, "
                "e.g. 0/a.png (folder '0', released as '1'): the names are copied from the input, and the released "
                "label is the one in labels.csv.")
     assert f"warning: {caution}" in capsys.readouterr().err
@@ -276,8 +277,8 @@ def test_an_input_keeps_its_own_png_name_when_other_inputs_convert_to_it(image_m
         outputs = {row["file"]: row["output"] for row in read_manifest(output)}
         assert outputs == {"1/a.bmp": "1/a-3.png", "1/a.gif": "1/a-4.png", "1/a.png": "1/a.png",
                            "1/A-2.png": "1/A-2.png"}
-        assert ("note: 2 input(s) could not keep their name as a PNG, another input has it (a.bmp, a.gif and a.png "
-                "all make a.png; a.png keeps it), and got a number, e.g. 1/a.bmp -> 1/a-3.png; the output column "
+        assert ("note: 2 inputs could not keep their name as a PNG, another input has it (a.bmp, a.gif and a.png "
+                "all make a.png; a.png keeps it), and they got a number, e.g. 1/a.bmp -> 1/a-3.png; the output column "
                 "of manifest.csv maps each input to its file") in capsys.readouterr().err
         assert dict(read_released_labels(output)) == {name: "1" for name in outputs.values()}
 
@@ -569,7 +570,7 @@ def test_decimal_commas_are_read_in_every_form_and_wherever_they_start(table_mod
     read_as_mean = [row["preprocessing"] for row in rows if "stored mean" in row["preprocessing"]]
     assert len(read_as_mean) == 1 and "'abc' is not a number" in read_as_mean[0], read_as_mean[:3]
     noted = sum(bool(row["preprocessing"]) for row in rows)  # the others: beyond the range of the model's 60 rows
-    assert f"warning: {noted} row(s) had empty cells or cells that are not numbers" in capsys.readouterr().err
+    assert f"warning: {counted(noted, 'row')} had empty cells or cells that are not numbers" in capsys.readouterr().err
 
 
 def test_csv_rows_are_written_in_a_random_order_when_every_condition_is_kept(table_model, tmp_path):
@@ -621,7 +622,7 @@ def test_an_interrupted_shuffled_csv_run_keeps_the_rows_released_before_it(table
     for row, position in zip(rows, written):
         assert f"sex={released['sex'][position - 1]}" == row["released_condition"]
     assert (output / "guarantee.txt").read_text(encoding="utf-8").startswith(
-        "Partial run: interrupted after 14 privatized input(s)")
+        "Partial run: interrupted after 14 privatized inputs")
 
 
 def test_csv_codes_with_leading_zeros_are_read_as_the_models_categories(tmp_path):
@@ -682,7 +683,7 @@ def test_csv_cells_read_as_the_mean_are_named_in_the_manifest(table_model, tmp_p
     assert [note for index, note in enumerate(notes) if index not in (1, 3, 4)] == [""] * 4
     assert rows[6]["status"] == "error"
     # the warning's count is the number of rows the manifest's preprocessing column names
-    assert "warning: 3 row(s) had empty cells or cells that are not numbers" in capsys.readouterr().err
+    assert "warning: 3 rows had empty cells or cells that are not numbers" in capsys.readouterr().err
 
 
 def test_csv_numbers_outside_the_fitted_range_and_booleans_are_named_in_the_manifest(table_model, tmp_path, capsys):
@@ -698,7 +699,7 @@ def test_csv_numbers_outside_the_fitted_range_and_booleans_are_named_in_the_mani
     span = f"({bmi.low:.4g} to {bmi.high:.4g})"
     assert notes == ["", f"bmi: 1e+08 is outside the range the model knows {span}, read as {bmi.high:.4g}",
                      f"bmi: -5 is outside the range the model knows {span}, read as {bmi.low:.4g}", ""]
-    assert "warning: 2 row(s) had empty cells or cells that are not numbers" in capsys.readouterr().err
+    assert "warning: 2 rows had empty cells or cells that are not numbers" in capsys.readouterr().err
     source.write_text(frame.assign(bmi=[True, False, True, False]).to_csv(index=False))  # read as a bool column
     assert run(table_model, source, tmp_path / "booleans") == 0
     notes = [row["preprocessing"] for row in read_manifest(tmp_path / "booleans")]
@@ -752,7 +753,7 @@ def test_csv_missing_model_columns_is_a_usage_error(table_model, tmp_path, capsy
     source = tmp_path / "rows.csv"
     source.write_text("age,bmi\n30,22\n")
     assert run(table_model, source, tmp_path / "out") == 2
-    assert "lacks the model's column(s) ['note', 'sex']" in capsys.readouterr().err
+    assert "lacks the model's columns ['note', 'sex']" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # a refused run leaves nothing behind
     kept = tmp_path / "kept"
     kept.mkdir()
@@ -1027,7 +1028,7 @@ def test_a_run_ended_by_a_signal_stops_as_ctrl_c_does_with_files_and_manifest_in
     assert all(row["releases_of_record"] for row in privatized)  # the manifest was completed
     assert f"stopped: ended by {signal_name} after {len(privatized)} privatized" in err
     terms = (output / "guarantee.txt").read_text(encoding="utf-8")
-    assert terms.startswith(f"Partial run: ended by {signal_name} after {len(privatized)} privatized input(s)")
+    assert terms.startswith(f"Partial run: ended by {signal_name} after {len(privatized)} privatized inputs")
     assert "Incomplete run" not in terms
     assert "occur more than once" in (output / "cautions.txt").read_text(encoding="utf-8")  # written at the end too
 
@@ -1061,7 +1062,7 @@ def test_ctrl_c_between_writing_a_chunk_and_listing_it_keeps_privatized_csv_and_
     assert len(pd.read_csv(output / "privatized.csv")) == 9
     assert "stopped: interrupted after 9 privatized" in capsys.readouterr().err
     terms = (output / "guarantee.txt").read_text(encoding="utf-8")
-    assert terms.startswith("Partial run: interrupted after 9 privatized input(s)")
+    assert terms.startswith("Partial run: interrupted after 9 privatized inputs")
     assert "Incomplete run" not in terms
 
 
@@ -1119,7 +1120,7 @@ def test_an_interrupted_run_says_so_in_the_terms_that_travel_with_its_files(imag
     monkeypatch.setattr(archive, "to_model_input", interrupted_at(5, prepare))
     assert run(image_model, source, tmp_path / "out", "--batch-size", "2") == archive.EXIT_INTERRUPTED
     terms = (tmp_path / "out" / "guarantee.txt").read_text(encoding="utf-8")
-    assert terms.startswith("Partial run: interrupted after 4 privatized input(s)")
+    assert terms.startswith("Partial run: interrupted after 4 privatized inputs")
     assert "holds a partial run" in capsys.readouterr().err
     # stopped inside a batch, after some of its files were written: the files on disk are the ones listed
     monkeypatch.setattr(archive, "to_model_input", prepare)
@@ -1261,7 +1262,7 @@ def test_csv_columns_left_out_are_said_and_labels_are_for_images(table_model, tm
     source = tmp_path / "rows.csv"
     frame.to_csv(source, index=False)
     assert run(table_model, source, tmp_path / "out") == 0
-    assert "column(s) ['patient_id'] are not the model's and are left out" in capsys.readouterr().err
+    assert "column ['patient_id'] is not the model's and is left out" in capsys.readouterr().err
     labels = tmp_path / "labels.csv"
     labels.write_text("file,label\na,0\n")
     assert run(table_model, source, tmp_path / "out2", "--labels", str(labels)) == 2
@@ -1509,7 +1510,7 @@ def test_an_output_name_too_long_is_shortened_and_the_run_goes_on(image_model, t
     for name in written:
         assert name.endswith(".png") and len(Path(name).name.encode()) <= 255 and (output / name).is_file()
     assert rows["1/ok2.png"]["output"] == "1/ok2.png"
-    assert (f"note: 2 input name(s) are longer than a file name can be (255 bytes) and were shortened, e.g. "
+    assert (f"note: 2 input names are longer than a file name can be (255 bytes) and were shortened, e.g. "
             f"1/{long_name}.png -> {written[0]}") in capsys.readouterr().err
 
 
@@ -1548,7 +1549,7 @@ def test_a_file_name_that_is_not_utf8_is_listed_readably_and_released_under_a_ut
     assert rows["1/M\\xfcller.png"]["output"] == "1/M_ller.png" and (output / "1/M_ller.png").is_file()
     assert dict(read_released_labels(output)) == {"1/a.png": "1", "1/M_ller.png": "1"}
     assert not (output / "guarantee.txt").read_text(encoding="utf-8").startswith("Incomplete run")
-    assert ("note: 1 input name(s) hold bytes that are not UTF-8, characters Windows cannot store in a file name"
+    assert ("note: 1 input name holds bytes that are not UTF-8, characters Windows cannot store in a file name"
             in capsys.readouterr().err)  # the name changed, and is said to
 
 
@@ -1608,13 +1609,13 @@ def test_a_csv_naming_a_column_twice_is_refused_naming_it(table_model, tmp_path,
     source.write_text("age,bmi,note,sex,sex\n" + "".join(f"{a},{b},ok,{s},{3 - s}\n" for a, b, s in
                                                          zip(frame["age"], frame["bmi"], frame["sex"])))
     assert run(table_model, source, tmp_path / "out") == archive.EXIT_USAGE
-    assert "rows.csv names column(s) ['sex'] more than once" in capsys.readouterr().err
+    assert "rows.csv names column ['sex'] more than once" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     # the header row as written is the one after an Excel "sep=" line, in a file of carriage returns alone
     source.write_text("sep=;\rage;bmi;note;sex;sex\r" + "".join(f"{a};{b};ok;{s};{3 - s}\r" for a, b, s in
                                                                 zip(frame["age"], frame["bmi"], frame["sex"])))
     assert run(table_model, source, tmp_path / "out") == archive.EXIT_USAGE
-    assert "rows.csv names column(s) ['sex'] more than once" in capsys.readouterr().err
+    assert "rows.csv names column ['sex'] more than once" in capsys.readouterr().err
 
 
 def test_a_file_the_labels_csv_does_not_list_never_takes_another_files_label(image_model, tmp_path, capsys):
@@ -1627,7 +1628,7 @@ def test_a_file_the_labels_csv_does_not_list_never_takes_another_files_label(ima
     assert rows["a/x.png"]["condition"] == "1"
     assert rows["7/x.png"]["status"] == "error" and rows["7/x.png"]["error"].startswith("no label")  # was label 1
     assert rows["b/y.png"]["condition"] == "0"  # a bare name one input has: its label
-    assert ("note: 2 row(s) of the labels CSV name no file of the input (missing.png, other/z.png)"
+    assert ("note: 2 rows of the labels CSV name no file of the input (missing.png, other/z.png)"
             in capsys.readouterr().err)
 
 
@@ -1760,14 +1761,36 @@ def test_hidden_files_are_skipped_and_counted(image_model, tmp_path, capsys):
     source = make_folder(tmp_path / "in", {"1/.scan.png": image_file(1), ".thumbs/a.png": image_file(2)})
     assert run(image_model, source, tmp_path / "out") == archive.EXIT_NOTHING_PRIVATIZED
     err = capsys.readouterr().err
-    assert "note: 2 hidden or system file(s) or folder(s) were skipped, e.g. .thumbs/ (names starting with '.'" in err
-    assert f"error: {source} holds no files to privatize (2 hidden or system file(s) skipped)" in err
+    assert "note: 2 hidden or system files or folders were skipped, e.g. .thumbs/ (names starting with '.'" in err
+    assert f"error: {source} holds no files to privatize (2 hidden or system files skipped)" in err
     zipped = tmp_path / "in.zip"
     zipped.write_bytes(corpus.zip_bytes({"1/a.png": image_file(1), "__MACOSX/1/._a.png": b"junk"}))
     assert run(image_model, zipped, tmp_path / "zip-out") == 0
-    assert "note: 1 hidden or system file(s) or folder(s) were skipped, e.g. __MACOSX/1/._a.png" in \
+    assert "note: 1 hidden or system file or folder was skipped, e.g. __MACOSX/1/._a.png" in \
         capsys.readouterr().err
 
+
+
+def test_notes_of_a_run_count_one_file_in_the_singular_and_more_in_the_plural():
+    """The notes said "1 labels CSV(s) in the input are not read": one is "1 labels CSV ... is"."""
+    assert archive.hidden_files_note(["__MACOSX/a"]).startswith(
+        "1 hidden or system file or folder was skipped, e.g. __MACOSX/a (names")
+    assert archive.hidden_files_note([".a", ".b/"]).startswith(
+        "2 hidden or system files or folders were skipped, e.g. .a (names")
+    assert archive.unused_labels_note(["x.png"]).startswith(
+        "1 row of the labels CSV names no file of the input (x.png): check their paths")
+    assert archive.unused_labels_note(["x.png", "y.png"]).startswith(
+        "2 rows of the labels CSV name no file of the input (x.png, y.png): check their paths")
+    assert archive.unread_labels_note(["a.csv", "b.csv"], "a.csv", False) == (
+        "1 labels CSV in the input is not read (only the first, a.csv, is read): b.csv")
+    assert archive.unread_labels_note(["a.csv", "b.csv", "c.csv"], "a.csv", False) == (
+        "2 labels CSVs in the input are not read (only the first, a.csv, is read): b.csv, c.csv")
+    assert archive.dotted_cells_note({"bmi": [1, "12.500"]}, "rows.csv").startswith(
+        "1 cell of rows.csv such as '12.500' (column 'bmi'), with one dot and no comma in a file of decimal commas, "
+        "was read with a decimal point (12.5)")
+    assert archive.dotted_cells_note({"bmi": [1234, "12.500"], "age": [1, "1.250"]}, "rows.csv").startswith(
+        "1,235 cells of rows.csv such as '12.500' (column 'bmi' and 1 more column), with one dot and no comma in a "
+        "file of decimal commas, were read with a decimal point (12.5)")
 
 def test_a_second_link_to_one_file_is_listed_as_released_once(image_model, tmp_path):
     source = make_folder(tmp_path / "in", {"1/a.png": image_file(1)})
@@ -1799,7 +1822,7 @@ def test_links_inside_the_input_are_said_with_the_name_they_are_read_under(image
                                            "once, under 0/scans/; skipped")
     assert "1/shown.png" not in rows
     err = capsys.readouterr().err
-    assert "2 hidden or system file(s) or folder(s) were skipped" in err and "outside" not in err
+    assert "2 hidden or system files or folders were skipped" in err and "outside" not in err
 
 
 def test_links_to_files_outside_the_input_are_said(image_model, tmp_path, capsys):
@@ -1811,7 +1834,7 @@ def test_links_to_files_outside_the_input_are_said(image_model, tmp_path, capsys
     assert run(image_model, source, tmp_path / "out") == 0
     assert {row["file"]: row["status"] for row in read_manifest(tmp_path / "out")} == {
         "0/c.png": "privatized", "1/a.png": "privatized", "1/b.png": "privatized"}
-    assert (f"note: 2 input file(s) lie outside {source} and are reached through links, e.g. 0/c.png -> "
+    assert (f"note: 2 input files lie outside {source} and are reached through links, e.g. 0/c.png -> "
             f"{(elsewhere / 'more' / 'c.png').resolve()}: they are read and privatized as inputs") in capsys.readouterr().err
 
 
@@ -1823,7 +1846,7 @@ def test_labels_csvs_that_are_not_read_are_said_and_any_case_is_read(image_model
     assert run(image_model, zipped, tmp_path / "zip-out") == 0
     rows = {row["file"]: row for row in read_manifest(tmp_path / "zip-out")}
     assert rows["set/a/x.png"]["condition"] == "1" and rows["set/b/y.png"]["error"].startswith("no label")
-    assert ("note: 1 labels CSV(s) in the input are not read (only the first, set/labels.csv, is read): "
+    assert ("note: 1 labels CSV in the input is not read (only the first, set/labels.csv, is read): "
             "set/LABELS.csv") in capsys.readouterr().err
     source = make_folder(tmp_path / "in", {"x.png": image_file(1), "Labels.csv": b"file,label\nx.png,1\n"})
     assert run(image_model, source, tmp_path / "out") == 0
@@ -1836,12 +1859,14 @@ def test_labels_csvs_that_are_not_read_are_said_and_any_case_is_read(image_model
         assert run(image_model, source, tmp_path / "out2") == 0
         err = capsys.readouterr().err
         assert f"note: labels from {source / 'labels.csv'}" in err
-        assert "note: 1 labels CSV(s) in the input are not read (only the first, labels.csv, is read): Labels.csv" in err
+        assert "note: 1 labels CSV in the input is not read (only the first, labels.csv, is read): Labels.csv" in err
         assert read_manifest(tmp_path / "out2")[0]["condition"] == "0"
     labels = tmp_path / "given.csv"
     labels.write_bytes(b"file,label\nx.png,1\n")
     assert run(image_model, source, tmp_path / "out3", "--labels", str(labels)) == 0
-    assert "labels CSV(s) in the input are not read (--labels gives the labels): " in capsys.readouterr().err
+    unread = len({path.name for path in source.iterdir()}) - 1  # Labels.csv, and labels.csv where told apart
+    assert (f"note: {counted(unread, 'labels CSV')} in the input {'is' if unread == 1 else 'are'} not read (--labels "
+            "gives the labels): ") in capsys.readouterr().err
 
 
 def test_a_full_disk_names_each_file_it_left_incomplete(image_model, tmp_path, monkeypatch, capsys):
@@ -1868,7 +1893,7 @@ def test_output_names_are_unique_in_any_unicode_form_and_storable_on_windows(ima
     # (in sorted order the decomposed name comes first and keeps it)
     assert outputs == {"1/e\u0301.png": "1/e\u0301.png", "1/\u00e9.png": "1/\u00e9-2.png", "1/a:b?.png": "1/a_b_.png",
                        "1/con.png": "1/_con.png", "1/ok.png": "1/ok.png"}
-    assert ("note: 2 input name(s) hold bytes that are not UTF-8, characters Windows cannot store in a file name"
+    assert ("note: 2 input names hold bytes that are not UTF-8, characters Windows cannot store in a file name"
             in capsys.readouterr().err)
 
 
@@ -1947,7 +1972,7 @@ def test_a_csv_row_with_fewer_fields_than_the_header_refuses_the_file(table_mode
     output = tmp_path / "out"
     assert run(table_model, source, output) == archive.EXIT_USAGE
     err = capsys.readouterr().err
-    assert ("broken.csv has rows with fewer fields than its header (4 columns, comma-separated): data row(s) 8, 9 "
+    assert ("broken.csv has rows with fewer fields than its header (4 columns, comma-separated): data rows 8, 9 "
             "(counting data rows from 1, blank lines not counted). Nothing was privatized") in err
     assert not output.exists()
     lines = table_frame(20).to_csv(index=False).splitlines()
@@ -2252,7 +2277,7 @@ def test_the_cli_notes_cells_with_one_dot_in_a_file_of_decimal_commas(table_mode
                                                                                      "22,5", "13.250")))
     assert run(table_model, source, tmp_path / "out") == 0
     err = capsys.readouterr().err
-    assert "note: 2 cell(s) of rows.csv such as '12.500' (column 'bmi'), with one dot and no comma in a file of " \
+    assert "note: 2 cells of rows.csv such as '12.500' (column 'bmi'), with one dot and no comma in a file of " \
            "decimal commas, were read with a decimal point (12.5), each cell alone; if the dot separates " \
            "thousands, write 12500 (or 12.500,0) and run again" in err, err
     thousands = tmp_path / "thousands.csv"  # tab-separated, every comma with three digits after it: 2,500 is 2.5
@@ -2365,7 +2390,7 @@ def test_an_interrupted_image_run_is_finished_without_releasing_anything_twice(i
     third = tmp_path / "third"
     assert run(image_model, source, third, "--skip-privatized", str(first), "--epsilon", "2") == 0
     err = capsys.readouterr().err
-    assert f"note: {first} holds 1 file(s) its manifest.csv does not list (a run killed while it wrote them), e.g. " \
+    assert f"note: {first} holds 1 file its manifest.csv does not list (a run killed while it wrote them), e.g. " \
            "0/stray.png: their inputs are privatized again here" in err
     assert (f"note: the run in {first} released with laplace, epsilon 1 per release; this one with laplace, "
             "epsilon 2: each output folder's guarantee.txt states its own terms") in err
@@ -2724,5 +2749,5 @@ def test_files_a_labels_csv_does_not_list_are_said_to_take_their_folders_class(i
     labels.write_text("file,label\n1/0.png,t-shirt_top\n")
     assert run(image_model, source, tmp_path / "out", "--labels", str(labels)) == 0
     err = " ".join(capsys.readouterr().err.split())
-    assert "note: 2 input file(s) are not listed in the labels CSV, e.g. 1/" in err
+    assert "note: 2 input files are not listed in the labels CSV, e.g. 1/" in err
     assert "each takes the class of its folder" in err

@@ -110,9 +110,9 @@ def test_a_labels_row_of_a_bare_name_two_inputs_have_is_said_to_name_both(image_
     labels.write_text("file,label\nx.png,0\nnope.png,1\n", encoding="utf-8")
     run(image_model, source, tmp_path / "out", "--labels", str(labels))
     err = " ".join(capsys.readouterr().err.split())
-    assert ("1 row(s) of the labels CSV give a bare file name that several inputs have, e.g. x.png (a/x.png, b/x.png): "
+    assert ("1 row of the labels CSV gives a bare file name that several inputs have, e.g. x.png (a/x.png, b/x.png): "
             "such a row is used for none of them") in err, err
-    assert "1 row(s) of the labels CSV name no file of the input (nope.png)" in err
+    assert "1 row of the labels CSV names no file of the input (nope.png)" in err
 
 
 def test_a_seed_that_draws_as_the_earlier_runs_is_refused_too(image_model, tmp_path, capsys):

@@ -58,7 +58,7 @@ def test_a_zips_labels_csv_rows_match_files_by_the_rules_of_a_folders(digit_mode
                                             "labels.csv": LABELS})
     expected = {"x.png": "1", "sub/x.png": "error: no label", "sub/y.png": "2", "a/deep/z.png": "3",
                 "a/w.png": "4", "c/v.png": "error: no label"}
-    unused = "note: 3 row(s) of the labels CSV name no file of the input (b/v.png, missing.png, elsewhere/u.png)"
+    unused = "note: 3 rows of the labels CSV name no file of the input (b/v.png, missing.png, elsewhere/u.png)"
     assert run(digit_model, source, tmp_path / "folder-out") == 0
     assert {name: label[:15] for name, label in conditions(tmp_path / "folder-out").items()} == expected
     assert unused in capsys.readouterr().err
@@ -87,7 +87,7 @@ def test_a_labels_csv_in_a_zip_without_a_single_top_folder_is_not_read_and_said_
     assert run(digit_model, zipped, tmp_path / "out") == 0
     err = capsys.readouterr().err
     assert "note: labels from" not in err
-    assert (f"note: 1 labels CSV(s) in the input are not read (the ZIP has no single top folder: {why}; only a "
+    assert (f"note: 1 labels CSV in the input is not read (the ZIP has no single top folder: {why}; only a "
             "labels.csv at its top is read): set/labels.csv") in err
     assert conditions(tmp_path / "out")["set/1/a.png"] == "1"  # its class folder's label, not the CSV's 7
     assert "set/labels.csv" not in conditions(tmp_path / "out")
@@ -113,7 +113,7 @@ def test_a_labels_csv_at_a_zips_top_is_read_beside_several_folders_and_theirs_ar
     assert run(digit_model, zipped, tmp_path / "out") == 0
     err = capsys.readouterr().err
     assert f"note: labels from labels.csv in {zipped}" in err
-    assert ("note: 1 labels CSV(s) in the input are not read (the ZIP has no single top folder: it holds files at "
+    assert ("note: 1 labels CSV in the input is not read (the ZIP has no single top folder: it holds files at "
             "its top too; only a labels.csv at its top is read): a/labels.csv") in err
     assert conditions(tmp_path / "out") == {"a/x.png": "7", "b/y.png": "8"}
 
@@ -123,7 +123,7 @@ def test_of_two_labels_csvs_in_a_zips_single_top_folder_the_first_is_read(digit_
     zipped.write_bytes(corpus.zip_bytes({"set/labels.csv": b"file,label\nx.png,1\n", "set/a/x.png": image_file(1),
                                          "set/LABELS.csv": b"file,label\ny.png,0\n", "set/b/y.png": image_file(2)}))
     assert run(digit_model, zipped, tmp_path / "out") == 0
-    assert ("note: 1 labels CSV(s) in the input are not read (only the first, set/labels.csv, is read): "
+    assert ("note: 1 labels CSV in the input is not read (only the first, set/labels.csv, is read): "
             "set/LABELS.csv") in capsys.readouterr().err
     assert conditions(tmp_path / "out") == {"set/a/x.png": "1", "set/b/y.png": "error: no label: the file is not in "
                                             "a sub-folder named like a class (0, 1, 2, 3, 4, 5, 6, 7, 8, 9) and not "

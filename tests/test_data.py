@@ -87,7 +87,7 @@ def test_an_image_folder_lists_a_broken_link_as_unreadable_and_reads_a_folder_na
     image_class_folders(tmp_path / "a", {"dir.png": 1}, seed=1)
     assert images_per_class(tmp_path) == [6, 5]
     err = capsys.readouterr().err
-    assert f"note: 1 file(s) under {tmp_path} could not be read as images and were left out: a/broken_link.png" in err
+    assert f"note: 1 file under {tmp_path} could not be read as images and was left out: a/broken_link.png" in err
 
 
 def test_linked_folders_are_read_once_each_and_a_file_reached_twice_counts_once(tmp_path):
@@ -113,7 +113,7 @@ def test_dicom_files_without_a_suffix_are_read_by_their_content(tmp_path, capsys
         (tmp_path / "bar" / f"IM{i:04d}").write_bytes(corpus.dicom())
     (tmp_path / "bar" / "NOTES").write_text("not an image, and no suffix to say so" * 10)
     assert images_per_class(tmp_path) == [5, 5]
-    assert "1 file(s) under" in capsys.readouterr().err  # NOTES, among the files left out
+    assert "1 file under" in capsys.readouterr().err  # NOTES, among the files left out
 
 
 def test_a_class_folder_without_a_readable_image_is_refused(tmp_path, capsys):
@@ -147,10 +147,39 @@ def test_files_left_out_for_their_name_or_place_are_said_in_one_line(tmp_path, c
     assert images_per_class(tmp_path) == [5, 5]
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "left out" in line]
-    assert lines == [f"note: 4 file(s) under {tmp_path} are not images in a class folder and were left out "
+    assert lines == [f"note: 4 files under {tmp_path} are not images in a class folder and were left out "
                      f"(accepted: PNG, JPEG, BMP, TIFF, GIF, WebP, DICOM, as {tmp_path}/<class>/<image>): "
                      "a/notes.txt, b/report.pdf, b/scan.csv and 1 more"]
 
+
+
+def test_notes_of_an_image_folder_count_one_file_in_the_singular_and_more_in_the_plural(tmp_path, capsys):
+    """The notes said "1 image(s) under ... are stored in colour and were converted": one is "1 image ... is"."""
+    from cadp.data import hidden_files_note
+
+    rng = np.random.default_rng(0)
+    for count, root in ((1, tmp_path / "one"), (2, tmp_path / "two")):
+        image_class_folders(root, {"a": 5, "b": 5})
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8), "RGB").save(root / "a" / f"c{i}.png")
+        (root / "a" / "notes.txt").write_text("notes")
+        if count == 2:
+            (root / "b" / "report.pdf").write_bytes(b"%PDF-1.4")
+        load_image_dataset(str(root), "train", image_size=8)
+    err = capsys.readouterr().err
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert f"note: 1 image under {one} is stored in colour and was converted to greyscale (--channels 1" in err
+    assert f"note: 2 images under {two} are stored in colour and were converted to greyscale (--channels 1" in err
+    assert f"note: 1 file under {one} is not an image in a class folder and was left out (accepted: " in err
+    assert f"note: 2 files under {two} are not images in a class folder and were left out (accepted: " in err
+    assert "(s)" not in err
+    assert hidden_files_note([".x/"], one) == (f"1 hidden file or folder (names starting with '.') under {one} was "
+                                               "left out: .x/; the hidden folder .x/ is not a class of the model, and "
+                                               "their images were not read; rename a file or folder that is data, and "
+                                               "train again")
+    assert hidden_files_note([".x/", ".y/", "a/.z.png"], one).startswith(
+        f"3 hidden files or folders (names starting with '.') under {one} were left out: .x/, .y/, a/.z.png; the "
+        "hidden folders .x/, .y/ are not classes of the model")
 
 def test_unknown_dataset_error():
     with pytest.raises(InputError, match="unknown image dataset"):
@@ -439,7 +468,7 @@ def test_a_folder_that_cannot_be_listed_is_named_not_silently_left_out(tmp_path,
 
     corpus.deny_listing(monkeypatch, "locked")
     load_image_folder(tmp_path, "train", image_size=8)
-    assert "note: 1 folder(s) under " in (err := capsys.readouterr().err)
+    assert "note: 1 folder under " in (err := capsys.readouterr().err)
     assert "cannot be listed, so their files were left out: b/locked (Permission denied)" in err
 
 
@@ -515,7 +544,7 @@ def test_training_on_an_image_folder_says_how_many_files_were_read_by_their_firs
                 frames[0].save(tmp_path / label / f"{index}.png")
     load_image_folder(tmp_path, "train", image_size=8)
     err = " ".join(capsys.readouterr().err.split())
-    assert (f"note: 2 file(s) under {tmp_path} hold several frames (a series, a stack or an animation): only the "
+    assert (f"note: 2 files under {tmp_path} hold several frames (a series, a stack or an animation): only the "
             "first frame of each was used for training: a/0.tif, a/1.tif;") in err
     load_image_folder(tmp_path, "test", image_size=8)
     assert "several frames" not in capsys.readouterr().err  # said once per folder, not per split

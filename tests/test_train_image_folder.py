@@ -67,8 +67,8 @@ def test_training_names_the_hidden_class_folder_and_counts_the_hidden_files_it_l
     out = tmp_path / "model"
     assert train.main(["--dataset", str(folder), "--out", str(out), *TINY_IMAGE_RUN]) == 0
     err = " ".join(capsys.readouterr().err.split())
-    assert "note: 2 hidden file(s) or folder(s) (names starting with '.') under" in err
-    assert ".trouser/, bag/.scan7.png" in err and "the hidden folder(s) .trouser/ are not classes of the model" in err
+    assert "note: 2 hidden files or folders (names starting with '.') under" in err
+    assert ".trouser/, bag/.scan7.png" in err and "the hidden folder .trouser/ is not a class of the model" in err
     assert "- classes: bag, shirt" in (out / "README.md").read_text(encoding="utf-8")
 
 

@@ -120,7 +120,7 @@ def test_training_says_it_resized_images_and_read_empty_cells_as_the_mean(tmp_pa
     Image.new("L", (30, 20), 128).save(data / "boots" / "wide.png")
     assert train.main(["--dataset", str(data), "--out", str(tmp_path / "m"), *TINY_IMAGE_RUN]) == 0
     said = capsys.readouterr().err
-    assert "note: 1 image(s) under" in said and "are not 16x16 and were resized to it" in said
+    assert "note: 1 image under" in said and "is not 16x16 and was resized to it" in said
     assert "1 of them not square, so their aspect ratio was kept" in said
     from cadp.data import load_table
 

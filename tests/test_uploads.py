@@ -1089,7 +1089,7 @@ def test_training_says_which_files_of_an_image_folder_it_left_out(tmp_path, caps
     (tmp_path / "imgs" / "a" / "broken.png").write_bytes(b"not a png")
     load_image_folder(tmp_path / "imgs", "train")
     err = capsys.readouterr().err
-    assert "1 file(s) under" in err and "fewer than 10 readable images: a (3), b (3)" in err
+    assert "1 file under" in err and "fewer than 10 readable images: a (3), b (3)" in err
     load_image_folder(tmp_path / "imgs", "test")
     assert capsys.readouterr().err == ""  # said once per folder
 
@@ -1110,7 +1110,7 @@ def test_an_image_folder_is_read_as_the_app_reads_images_and_its_layout_checked(
     train, test = (load_image_folder(tmp_path / "imgs", split) for split in ("train", "test"))
     assert len(train) + len(test) == 13  # 10 PNGs, 2 DICOM files, 1 colour PNG
     err = capsys.readouterr().err
-    assert "note: 1 image(s) under" in err and "stored in colour and were converted to greyscale" in err
+    assert "note: 1 image under" in err and "is stored in colour and was converted to greyscale" in err
     for split in ("train", "test"):
         (tmp_path / "kaggle" / split / "a").mkdir(parents=True)
         (tmp_path / "kaggle" / split / "a" / "0.png").write_bytes(corpus.png(corpus.digit(28, 28)))
@@ -1151,7 +1151,7 @@ def test_training_says_that_deep_images_are_stretched_one_by_one_and_names_exact
             (tmp_path / "deep" / label / f"{index}.png").write_bytes(buffer.getvalue())
     data = load_image_folder(tmp_path / "deep", "train")
     err = capsys.readouterr().err
-    assert "note: 8 image(s) under" in err and "scaled to 0..255 from its own lowest to its own highest value" in err
+    assert "note: 8 images under" in err and "scaled to 0..255 from its own lowest to its own highest value" in err
     assert "convert the images to 8-bit with one fixed window first" in err
     assert int(data.images.max()) == 255
     (tmp_path / "copies" / "a").mkdir(parents=True)
@@ -1161,7 +1161,7 @@ def test_training_says_that_deep_images_are_stretched_one_by_one_and_names_exact
         (tmp_path / "copies" / "b" / f"{index}.png").write_bytes(corpus.png(255 - corpus.digit(28, 28)))
     load_image_folder(tmp_path / "copies", "train")
     err = capsys.readouterr().err
-    assert "note: 4 image(s) under" in err and "are exact copies (as read, after resizing) of another image: " \
+    assert "note: 4 images under" in err and "are exact copies (as read, after resizing) of another image: " \
         "a/1.png (= a/0.png), a/2.png (= a/0.png), b/1.png (= b/0.png) and 1 more" in err
 
 
