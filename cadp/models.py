@@ -779,6 +779,17 @@ ONEDNN_GRAPH = True  # whether passes for one or two images may be fused by oneD
 # reconstruction): each batch size has its own, which holds about 20 MiB for a bundled image model here, and the
 # gain shrank with more images (``python -m bench.profile``; BENCHMARKS.md, "Twenty-eighth round")
 FUSED_BATCH = 2
+# fused passes made per process at most: TorchScript keeps a frozen graph's constants (the weights, about 16 MiB for a
+# bundled image model's pass here) until the process ends, also after its model is gone; later passes take the route
+# with weight copies (``_ConvPacks``), whose memory goes with its model
+MAX_FUSED_PASSES = 8
+_fused_passes_made = 0  # (counted under SCRIPT_GATE's exclusive hold)
+
+
+def _laid_out(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy of ``tensor`` with the strides of a new contiguous one (``contiguous()`` keeps a view whose size-1
+    dimensions have other strides, and an expanded one's zero strides become real)."""
+    return tensor.clone(memory_format=torch.contiguous_format)
 
 
 class _Snapshot:
@@ -806,21 +817,31 @@ def _fused_pass(inn: Ff.GraphINN, x: torch.Tensor, conditions: list[torch.Tensor
     the ``_ConvPacks`` route: BENCHMARKS.md, "Twenty-eighth round"). The fuser is
     switched on only for the run in which TorchScript optimizes this graph (the second: the first profiles
     it; ``SCRIPT_GATE`` held exclusively), then set back. That run's result is checked against the first's,
-    the same graph unfused. The weights are constants of the frozen graph: ``_Snapshot`` says when they changed.
-    The couplings run out of place (``_affine``): in place, the fuser gave float64 results or failed.
+    the same graph unfused, on ``x``. The weights are constants of the frozen graph: ``_Snapshot`` says when they
+    changed (a change through ``.data`` or a fused optimizer's step is seen after the next ``train()``/``eval()``,
+    for every weight, where the copies route missed only its convolutions'). The couplings run out of place
+    (``_affine``): in place, the fuser gave float64 results or failed. A fused pass must only see inputs laid out
+    as the ones it was made on (``TracedPasses.run`` passes contiguous copies): on other strides TorchScript
+    specializes the graph again, and that graph computed wrong latents or failed (a review found it). At most
+    ``MAX_FUSED_PASSES`` are made per process: their constants are never freed.
     """
+    global _fused_passes_made
     if not ONEDNN_GRAPH or not hasattr(torch.jit, "enable_onednn_fusion") or not torch.backends.mkldnn.is_available() \
-            or x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_grad_enabled() \
+            or x.device.type != "cpu" or any(t.dtype != torch.float32 for t in (x, *conditions)) \
+            or torch.is_grad_enabled() or _fused_passes_made >= MAX_FUSED_PASSES \
             or any(tensor.is_inference() for tensor in [*inn.parameters(), *inn.buffers()]):
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace and freeze, still supported
-            traced = torch.jit.trace(_FlowPass(inn, rev, in_place=False), (x, *conditions), check_trace=False)
-            frozen = torch.jit.freeze(traced.eval())
-        snapshot = _Snapshot(inn)
         with SCRIPT_GATE.exclusive():
+            if _fused_passes_made >= MAX_FUSED_PASSES:
+                return None
+            _fused_passes_made += 1  # from here its constants stay
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace and freeze, still supported
+                traced = torch.jit.trace(_FlowPass(inn, rev, in_place=False), (x, *conditions), check_trace=False)
+                frozen = torch.jit.freeze(traced.eval())
+            snapshot = _Snapshot(inn)
             for _ in range(max(1, torch._C._jit_get_num_profiled_runs())):
                 plain = frozen(x, *conditions)  # profiling runs: not optimized, not fused
             before = torch.jit.onednn_fusion_enabled()
@@ -832,7 +853,7 @@ def _fused_pass(inn: Ff.GraphINN, x: torch.Tensor, conditions: list[torch.Tensor
             graph = str(torch.jit.last_executed_optimized_graph())  # this thread's last optimized graph
     except (RuntimeError, ValueError, TypeError, NotImplementedError, AttributeError):  # (private API moved)
         return None
-    tolerance = 1e-3 * (1.0 + float(plain.abs().max())) if plain.numel() else 0.0
+    tolerance = 1e-4 * (1.0 + float(plain.abs().max())) if plain.numel() else 0.0  # (seen: 1e-6 to 4e-6 relative)
     if "prim::oneDNNFusionGroup" not in graph or fused.dtype != plain.dtype or fused.shape != plain.shape \
             or not torch.equal(fused.isfinite(), plain.isfinite()) \
             or float((fused - plain).nan_to_num().abs().max()) > tolerance:
@@ -890,8 +911,10 @@ class TracedPasses:
         ``small_batch``: a separate trace with the convolutions as for a few images (``_run_subnet``).
         """
         key = (rev, jac, small_batch, x.device, x.dtype, tuple(x.shape[1:]),
-               tuple(tuple(c.shape[1:]) for c in conditions),
+               tuple((tuple(c.shape[1:]), c.dtype) for c in conditions),
                len(x) if small_batch and not jac and ONEDNN_GRAPH and self.fuse and len(x) <= FUSED_BATCH else 0)
+        if key[-1]:  # a fused pass sees the layout it was made on, always (``_fused_pass``)
+            x, conditions = _laid_out(x), [_laid_out(c) for c in conditions]
         traced = self._current(key)
         if traced is None:
             traced = self._make(key, inn, x, conditions)
@@ -921,7 +944,7 @@ class TracedPasses:
             if flow_pass.packs is not None:
                 with SCRIPT_GATE.shared():
                     flow_pass(x, *conditions)  # untraced: copies the weights for these shapes
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), SCRIPT_GATE.shared():  # (tracing runs the scripted convolution)
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace, still supported
                 traced = torch.jit.trace(flow_pass, (x, *conditions), check_trace=False)

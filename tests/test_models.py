@@ -470,11 +470,13 @@ def _fusion_or_skip():
         pytest.skip("this PyTorch has no oneDNN Graph fuser")
 
 
-def test_few_images_run_a_pass_fused_by_onednn_graph_that_follows_weight_changes(tiny_image_model, mnist_test):
+def test_few_images_run_a_pass_fused_by_onednn_graph_that_follows_weight_changes(tiny_image_model, mnist_test,
+                                                                                 monkeypatch):
     """Passes for up to SMALL_BATCH images are frozen and fused by oneDNN Graph: the graph's function, both
     directions; the fuser is on only while the pass is optimized; a weight changed in place, given other storage or
     stepped by a fused optimizer (then eval()) is followed."""
     _fusion_or_skip()
+    monkeypatch.setattr(models, "_fused_passes_made", 0)
     image = tiny_image_model.eval()
     image._traced.clear()
     x, y = mnist_test.images[:SMALL_BATCH], mnist_test.labels[:SMALL_BATCH]
@@ -526,18 +528,28 @@ def test_fusion_that_fails_or_does_not_fuse_leaves_the_pass_with_weight_copies(t
     """Where oneDNN Graph raises, or the optimized graph has no fused group, the pass reads oneDNN copies of the
     weights as before, and the fuser's switch is as it was."""
     _fusion_or_skip()
+    monkeypatch.setattr(models, "_fused_passes_made", 0)
     image = tiny_image_model.eval()
     x, y = mnist_test.images[:1], mnist_test.labels[:1]
     with graph_mode(), torch.inference_mode():
         expected = image.encode(x, y)
-    switch = torch.jit.enable_onednn_fusion
+    switch, freeze = torch.jit.enable_onednn_fusion, torch.jit.freeze
 
     def failing(enabled):
         switch(enabled)
         if enabled:
             raise RuntimeError("partition compile failed")
 
-    for patch in ({"enable_onednn_fusion": failing}, {"last_executed_optimized_graph": lambda: "graph()"}):
+    class OffWhenFused:  # the frozen pass, its fused run's result changed a little (more than float rounding)
+        def __init__(self, module):
+            self.module = module
+
+        def __call__(self, *inputs):
+            out = self.module(*inputs)
+            return out + 1e-2 * (1 + out.abs().max()) if torch.jit.onednn_fusion_enabled() else out
+
+    for patch in ({"enable_onednn_fusion": failing}, {"last_executed_optimized_graph": lambda: "graph()"},
+                  {"freeze": lambda module: OffWhenFused(freeze(module))}):
         image._traced.clear()
         with monkeypatch.context() as context:
             for name, value in patch.items():
@@ -556,6 +568,106 @@ def test_fusion_that_fails_or_does_not_fuse_leaves_the_pass_with_weight_copies(t
         assert torch.jit.onednn_fusion_enabled()
     finally:
         switch(False)
+
+
+def test_a_fused_pass_takes_any_layout_of_its_inputs_and_stops_at_the_process_bound(tiny_image_model, mnist_test,
+                                                                                    monkeypatch):
+    """One-hot labels given as a slice, a transpose or an expansion, first or later, give the graph's latents and
+    images (a frozen fused pass specialized again on other strides computed wrong latents or failed: each input
+    is copied to one layout); beyond MAX_FUSED_PASSES a model's passes read weight copies."""
+    _fusion_or_skip()
+    monkeypatch.setattr(models, "_fused_passes_made", 0)
+    image = tiny_image_model.eval()
+    x, y = mnist_test.images[:2], mnist_test.labels[:2]
+    one_hot = torch.nn.functional.one_hot(y.long(), 10).float()
+    wide = torch.cat([one_hot, torch.ones(2, 5)], 1)
+    layouts = [wide[:, :10], one_hot.t().contiguous().t(), one_hot[:1].expand(2, -1), y, one_hot]
+    with torch.inference_mode():
+        for first in (0, 1, 2):  # the pass made on labels of an odd layout, then each layout
+            image._traced.clear()
+            monkeypatch.setattr(models, "_fused_passes_made", 0)  # (four passes a round)
+            order = [layouts[first], *layouts]
+            for labels in order:
+                for n in (1, 2):
+                    got = image.encode(x[:n], labels[:n])
+                    with graph_mode():
+                        want = image.encode(x[:n], labels[:n])
+                    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+                    back = image.decode(got, labels[:n])
+                    with graph_mode():
+                        assert torch.allclose(back, image.decode(got, labels[:n]), atol=1e-3, rtol=1e-4)
+            assert {type(c).__name__ for key, (_t, c) in image._traced._entries.items() if key[-1]} == {"_Snapshot"}
+    monkeypatch.setattr(models, "_fused_passes_made", models.MAX_FUSED_PASSES)
+    image._traced.clear()
+    with torch.inference_mode():
+        image.encode(x[:1], y[:1])
+    assert {type(c).__name__ for _t, c in image._traced._entries.values()} == {"_ConvPacks"}
+    assert models._fused_passes_made == models.MAX_FUSED_PASSES
+
+
+def test_passes_wait_for_the_fusers_moment_and_it_waits_for_passes(tiny_image_model, mnist_test, monkeypatch):
+    """A pass runs holding the gate shared (it waits while the fuser is on), and a fused pass is made holding it
+    exclusively (it waits for a pass that is running)."""
+    import threading
+
+    _fusion_or_skip()
+    monkeypatch.setattr(models, "_fused_passes_made", 0)
+    image = tiny_image_model.eval()
+    x, y = mnist_test.images[:1], mnist_test.labels[:1]
+    with torch.inference_mode():
+        image.encode(x, y)  # made
+    order, held, release = [], threading.Event(), threading.Event()
+
+    def holder(kind):
+        with getattr(models.SCRIPT_GATE, kind)():
+            held.set()
+            release.wait(5)
+            order.append(f"{kind} hold ends")
+
+    def encode():
+        with torch.inference_mode():
+            image.encode(x, y)
+        order.append("encoded")
+
+    for kind, prepare in (("exclusive", None), ("shared", image._traced.clear)):
+        order.clear()
+        held.clear()
+        release.clear()
+        if prepare:
+            prepare()  # the next encode makes a fused pass: an exclusive hold
+        thread = threading.Thread(target=holder, args=(kind,))
+        thread.start()
+        held.wait(5)
+        worker = threading.Thread(target=encode)
+        worker.start()
+        time.sleep(0.2)
+        assert order == []  # the encode waits
+        release.set()
+        for running in (thread, worker):
+            running.join(10)
+        assert order == [f"{kind} hold ends", "encoded"]
+    assert {type(c).__name__ for key, (_t, c) in image._traced._entries.items() if key[-1]} == {"_Snapshot"}
+
+
+def test_a_table_fit_steps_backward_holding_the_script_gate_shared(monkeypatch):
+    """A fit's backward step runs the traced likelihood's backward graph, which TorchScript optimizes on its first
+    runs: it holds the gate shared, so the fuser's moment never falls on it."""
+    from contextlib import contextmanager
+
+    import cadp.train as train
+
+    table = load_table("heart")
+    holds = []
+
+    class Recording:
+        @contextmanager
+        def shared(self):
+            holds.append(torch.is_grad_enabled())
+            yield
+
+    monkeypatch.setattr(train, "SCRIPT_GATE", Recording())
+    fit_tabular(table.frame, ["sex"], steps=5)
+    assert len(holds) >= 5 and all(holds)  # one per step, with autograd on
 
 
 def test_the_script_gate_keeps_an_exclusive_hold_apart_from_shared_ones():
