@@ -506,6 +506,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    from cadp import models
+
+    # this process loads each model several times over, each load with passes of its own: the bound on fused
+    # passes per process (their constants stay) would leave later loads unfused
+    models.MAX_FUSED_PASSES = max(models.MAX_FUSED_PASSES, 16 * len(args.models))
     print(f"torch threads: {torch.get_num_threads()}\n")
     for name in args.models:
         loaded = load(WEIGHTS / name, torch.device("cpu"))

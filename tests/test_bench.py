@@ -171,7 +171,7 @@ def test_profile_tables_time_every_flow_path_and_fit_part():
     assert parts.count("| ") >= 8 and "one flat tensor, fused" in parts and "traced (fit_tabular)" in parts
 
 
-def test_profile_tables_time_the_small_batch_forms_of_an_image_model():
+def test_profile_tables_time_the_small_batch_forms_of_an_image_model(monkeypatch):
     import torch
 
     from bench import WEIGHTS
@@ -190,6 +190,7 @@ def test_profile_tables_time_the_small_batch_forms_of_an_image_model():
     calls = image_small_batch_calls(loaded, calls=4)
     assert "the target's call" in calls and "the image page's call" in calls
     assert "_small_batch_forms" not in loaded.model.__dict__  # the switch is undone
+    monkeypatch.setattr(models, "_fused_passes_made", 0)  # (this test process made others before)
     fusion = image_fusion_calls(loaded, calls=4)
     rows = [line.split("|")[1:-1] for line in fusion.splitlines() if line.startswith("| ") and "fused (used)" not in line]
     assert len(rows) == 2 and all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)
@@ -673,3 +674,25 @@ def test_report_counts_threads_in_the_singular_for_one():
     text = report(stored)
     assert "(default, 1 thread, " in text and "1 threads" not in text and "2 torch threads" in text
     assert (_threads(1), _threads(2, "torch "), _threads(None)) == ("1 thread", "2 torch threads", "threads not recorded")
+
+
+def test_fused_memory_measures_each_route_and_tabulates_what_stays(monkeypatch):
+    """bench.fused_memory: each route's passes are what it names (fused: frozen passes; copies: weight copies), the
+    resident sizes are read, and the table says what a load adds and what stays after the drop."""
+    import torch
+
+    from bench import WEIGHTS, fused_memory
+    from cadp import models
+
+    if not hasattr(torch.jit, "enable_onednn_fusion") or not torch.backends.mkldnn.is_available():
+        pytest.skip("this PyTorch has no oneDNN Graph fuser")
+    monkeypatch.setattr(models, "_fused_passes_made", 0)
+    results = {route: fused_memory.measure(str(WEIGHTS / "mnist-cinn"), route, loads=2) for route in fused_memory.ROUTES}
+    assert results["fused"]["rounds"][0]["passes"] == ["_Snapshot"]
+    assert results["copies"]["rounds"][0]["passes"] == ["_ConvPacks"]
+    assert all(entry[key] > 100 for result in results.values() for entry in result["rounds"]
+               for key in ("loaded", "called", "dropped"))
+    shown = fused_memory.table("mnist-cinn", results)
+    rows = [line.split("|")[1:-1] for line in shown.splitlines() if line.startswith("| ") and "route" not in line]
+    assert [row[0].strip() for row in rows] == list(fused_memory.ROUTES.values())
+    assert all(len(row[3].split(",")) == 2 for row in rows)  # one value per load
