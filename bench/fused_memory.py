@@ -2,14 +2,16 @@
 
 For each image model and route (passes fused by oneDNN Graph, the model's route; weight copies, where fusion is
 off or fails), in a fresh process: the resident size after loading the model, after its first privatize calls of
-one image (its encode and decode passes made), and after the model is dropped and collected, over three loads in
-turn. A fused pass's constants stay after its model is gone (TorchScript keeps a frozen graph's constants until
-the process ends: ``cadp.models.MAX_FUSED_PASSES``); weight copies go with their model.
+one image (its encode and decode passes made), and after the model is dropped and collected, over four loads in
+turn; each resident size after ``malloc_trim`` (memory in use, not what the allocator keeps for reuse). A fused
+pass's constants stay after its model is gone (TorchScript keeps a frozen graph's constants until the process
+ends: ``cadp.models.MAX_FUSED_PASSES``); weight copies go with their model.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import os
@@ -24,17 +26,21 @@ ROUTES = {"fused": "fused by oneDNN Graph (used)", "copies": "weight copies"}
 
 
 def resident_mib() -> float:
+    """This process's resident size, after giving freed heap memory back (glibc's ``malloc_trim``): what is
+    still in use, not what the allocator keeps for reuse."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the resident size as it is
+        pass
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def measure(folder: str, route: str, loads: int = 3) -> dict:
+def measure(folder: str, route: str, loads: int = 4) -> dict:
     """Resident MiB in this process: at the start, then per load (loaded, after two calls, after the drop)."""
     from bench.compute import load, privatize_call
-    from cadp.runtime import configure_allocator
 
-    configure_allocator()
-    start = resident_mib()
+    start = resident_mib()  # (glibc's default allocator: cadp.runtime.configure_allocator would keep freed memory)
     rounds = []
     for _ in range(loads):
         loaded = load(folder, torch.device("cpu"))
@@ -52,7 +58,8 @@ def measure(folder: str, route: str, loads: int = 3) -> dict:
 
 
 def table(name: str, results: dict[str, dict]) -> str:
-    lines = [f"{name}: resident MiB, three loads in turn (each: load, two privatize calls of one image, drop)", "",
+    lines = [f"{name}: resident MiB after malloc_trim, {len(next(iter(results.values()))['rounds'])} loads in turn "
+             "(each: load, two privatize calls of one image, drop)", "",
              "| route | passes | calls add (first load) | held after each drop, above the start | "
              "held per load after the first |", "|---|---|---|---|---|"]
     for route, result in results.items():
@@ -68,7 +75,7 @@ def table(name: str, results: dict[str, dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fused_memory", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["mnist-cinn", "fashion-mnist-cinn"])
-    parser.add_argument("--loads", type=int, default=3)
+    parser.add_argument("--loads", type=int, default=4)
     parser.add_argument("--one", nargs=2, metavar=("FOLDER", "ROUTE"), help=argparse.SUPPRESS)  # the child
     args = parser.parse_args(argv)
     if args.one:

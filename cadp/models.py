@@ -776,12 +776,13 @@ SCRIPT_GATE = _ScriptGate()
 
 ONEDNN_GRAPH = True  # whether passes for one or two images may be fused by oneDNN Graph (``_fused_pass``)
 # fused passes for at most this many images (one: the release; two: the image page's decode of the release and the
-# reconstruction): each batch size has its own, which holds about 20 MiB for a bundled image model here, and the
-# gain shrank with more images (``python -m bench.profile``; BENCHMARKS.md, "Twenty-eighth round")
+# reconstruction): each batch size has its own, which keeps about 16 MiB for a bundled image model here
+# (``python -m bench.fused_memory``: 32.8 MiB for an encode and a decode pass), and the gain shrank with more images
+# (``python -m bench.profile``; BENCHMARKS.md, "Twenty-eighth round")
 FUSED_BATCH = 2
-# fused passes made per process at most: TorchScript keeps a frozen graph's constants (the weights, about 16 MiB for a
-# bundled image model's pass here) until the process ends, also after its model is gone; later passes take the route
-# with weight copies (``_ConvPacks``), whose memory goes with its model
+# fused passes made per process at most: TorchScript keeps a frozen graph's constants (the weights, and with them
+# about 16 MiB for a bundled image model's pass here) until the process ends, also after its model is gone; later
+# passes take the route with weight copies (``_ConvPacks``)
 MAX_FUSED_PASSES = 8
 _fused_passes_made = 0  # (counted under SCRIPT_GATE's exclusive hold)
 
