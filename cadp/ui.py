@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 import torch
+from streamlit.errors import StreamlitAPIException
 
 from cadp import hub
 from cadp.compare import counted
@@ -524,6 +525,29 @@ def model_line(loaded, fitted=None) -> str:
     made += f"conditions: {conditions}"
     instead = "" if loaded is None else f", not **{literal(loaded.config.name)}** (the model chosen in the sidebar)"
     return f"Model: fitted on this table ({made}){instead}; releases on this page are made with it."
+
+
+WHERE_TO_START = (  # the home page's list: (a page's file as app.py names it, its title there, what it is for)
+    ("views/image.py", "Image privatization", "upload an image (or take a test image), confirm its label, pick a "
+     "mechanism and ε, and compare the release with the original."),
+    ("views/tabular.py", "Tabular privatization", "privatize a bundled table or your CSV and check what survives."),
+    ("views/utility.py", "Utility curves", "what each ε costs, measured."),
+    ("views/audit.py", "Privacy audit", "a check of the code, a lower bound on the privacy each ε loses (no proof of "
+     "the claim)."),
+    ("views/model_card.py", "Model card", "how each model was trained and what it cannot do."),
+)
+
+
+def page_link(path: str, label: str, words: str) -> None:
+    """A link to another page of the app (``path`` as app.py names its file), what it is for beside it; the name in
+    bold without a link where this script runs outside the app's navigation (a page file run by itself)."""
+    columns = st.columns([1, 3], vertical_alignment="center")
+    try:
+        with columns[0]:
+            st.page_link(path, label=label)  # (in the same session: the ledger stays)
+    except StreamlitAPIException:
+        columns[0].markdown(f"**{label}**")
+    columns[1].markdown(words)
 
 
 def run_page(title: str, body, kind: str | None = None, needs_model: bool = True, picker: bool = True,

@@ -97,6 +97,21 @@ def test_home_states_the_guarantees_of_the_contract():
     assert "sent anywhere" not in captions and "never sent on from the machine that runs this app" in captions
 
 
+def test_home_links_each_page_where_to_start_and_names_them_when_run_alone():
+    """In the app the names under "Where to start" are links to the pages (in the same session: the ledger stays);
+    the home page run by itself (no navigation) names them in bold."""
+    from cadp.ui import WHERE_TO_START
+
+    at = whole_app()
+    links = at.get("page_link")
+    assert [link.proto.label for link in links] == [label for _, label, _ in WHERE_TO_START]
+    assert all(link.proto.page.endswith(Path(path).stem) for link, (path, _, _) in zip(links, WHERE_TO_START))
+    alone = clean(page("home.py"))
+    assert not alone.get("page_link")
+    text = " ".join(m.value for m in alone.markdown)
+    assert all(f"**{label}**" in text and words in text for _, label, words in WHERE_TO_START)
+
+
 # --------------------------------------------------------------------------- image page
 
 def sample_page() -> AppTest:

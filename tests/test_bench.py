@@ -179,6 +179,7 @@ def test_profile_tables_time_the_small_batch_forms_of_an_image_model(monkeypatch
     from bench.profile import image_fusion_calls, image_small_batch_calls, image_small_batch_layers
     from cadp import models
 
+    monkeypatch.setattr(models, "_fused_passes_made", 0)  # (this test process made others before: its bound)
     loaded = load(WEIGHTS / "mnist-cinn", torch.device("cpu"))
     layers = image_small_batch_layers(loaded, batches=(1, 2), calls=3)
     rows = [line.split("|")[1:-1] for line in layers.splitlines() if line.startswith("| ") and "layer" not in line]
@@ -190,7 +191,6 @@ def test_profile_tables_time_the_small_batch_forms_of_an_image_model(monkeypatch
     calls = image_small_batch_calls(loaded, calls=4)
     assert "the target's call" in calls and "the image page's call" in calls
     assert "_small_batch_forms" not in loaded.model.__dict__  # the switch is undone
-    monkeypatch.setattr(models, "_fused_passes_made", 0)  # (this test process made others before)
     fusion = image_fusion_calls(loaded, calls=4)
     rows = [line.split("|")[1:-1] for line in fusion.splitlines() if line.startswith("| ") and "fused (used)" not in line]
     assert len(rows) == 2 and all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)
@@ -696,3 +696,4 @@ def test_fused_memory_measures_each_route_and_tabulates_what_stays(monkeypatch):
     rows = [line.split("|")[1:-1] for line in shown.splitlines() if line.startswith("| ") and "route" not in line]
     assert [row[0].strip() for row in rows] == list(fused_memory.ROUTES.values())
     assert all(len(row[3].split(",")) == 2 for row in rows)  # one value per load
+    assert [row[1].strip() for row in rows] == ["_Snapshot", "_ConvPacks"]  # every load's passes, by route

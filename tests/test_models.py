@@ -605,6 +605,39 @@ def test_a_fused_pass_takes_any_layout_of_its_inputs_and_stops_at_the_process_bo
     assert models._fused_passes_made == models.MAX_FUSED_PASSES
 
 
+def test_a_fused_pass_that_cannot_be_traced_gives_its_count_back_and_any_error_falls_back(tiny_image_model,
+                                                                                          mnist_test, monkeypatch):
+    """A build that fails before a frozen graph exists leaves the process's count of fused passes as it was; an
+    error of any kind while building falls back to the route with weight copies instead of failing the call."""
+    _fusion_or_skip()
+    monkeypatch.setattr(models, "_fused_passes_made", 3)
+    image = tiny_image_model.eval()
+    x, y = mnist_test.images[:1], mnist_test.labels[:1]
+    with graph_mode(), torch.inference_mode():
+        expected = image.encode(x, y)
+    freeze, lean = torch.jit.freeze, models._FlowPass
+
+    def failing_lean(*args, in_place=True, **kwargs):  # the fused pass's lean form (out of place) fails
+        if not in_place:
+            raise IndexError("no")
+        return lean(*args, in_place=in_place, **kwargs)
+
+    for owner, name, value in ((models, "_FlowPass", failing_lean),
+                               (torch.jit, "freeze", lambda module: (_ for _ in ()).throw(AssertionError("no")))):
+        image._traced.clear()
+        with monkeypatch.context() as context:
+            context.setattr(owner, name, value)
+            with torch.inference_mode():
+                z = image.encode(x, y)
+        assert torch.allclose(z, expected, atol=1e-5) and models._fused_passes_made == 3
+        assert {type(c).__name__ for _t, c in image._traced._entries.values()} == {"_ConvPacks"}
+    assert torch.jit.freeze is freeze and models._FlowPass is lean
+    image._traced.clear()
+    with torch.inference_mode():
+        image.encode(x, y)
+    assert models._fused_passes_made == 4  # made and counted
+
+
 def test_passes_wait_for_the_fusers_moment_and_it_waits_for_passes(tiny_image_model, mnist_test, monkeypatch):
     """A pass runs holding the gate shared (it waits while the fuser is on), and a fused pass is made holding it
     exclusively (it waits for a pass that is running)."""

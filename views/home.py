@@ -76,12 +76,8 @@ def page(_loaded) -> None:
                                 "differ (the Utility curves page shows a model's own rates where it was evaluated)"
                                 if unlike else "") + ".)")
     st.subheader("Where to start")
-    st.markdown("- **Image privatization**: upload an image (or take a test image), confirm its label, pick a "
-                "mechanism and ε, and compare the release with the original.\n"
-                "- **Tabular privatization**: privatize a bundled table or your CSV and check what survives.\n"
-                "- **Utility curves**: what each ε costs, measured. **Privacy audit**: a check of the code, a "
-                "lower bound on the privacy each ε loses (no proof of the claim).\n"
-                "- **Model card**: how each model was trained and what it cannot do.")
+    for path, label, words in ui.WHERE_TO_START:
+        ui.page_link(path, label, words)
     st.caption("Uploaded files stay in this app's memory for your session only: they are never written to disk or "
                "logged, and never sent on from the machine that runs this app (which receives them: see above).")
 
