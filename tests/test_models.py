@@ -470,6 +470,17 @@ def _fusion_or_skip():
         pytest.skip("this PyTorch has no oneDNN Graph fuser")
 
 
+def _one_image_case(model, mnist_test, monkeypatch, made: int):
+    """(Skipped without the fuser.) The model in eval mode, the process's count of fused passes set to ``made``, one
+    test image, its label and FrEIA's graph's latent of it."""
+    _fusion_or_skip()
+    monkeypatch.setattr(models, "_fused_passes_made", made)
+    image = model.eval()
+    x, y = mnist_test.images[:1], mnist_test.labels[:1]
+    with graph_mode(), torch.inference_mode():
+        return image, x, y, image.encode(x, y)
+
+
 def test_few_images_run_a_pass_fused_by_onednn_graph_that_follows_weight_changes(tiny_image_model, mnist_test,
                                                                                  monkeypatch):
     """Passes for up to SMALL_BATCH images are frozen and fused by oneDNN Graph: the graph's function, both
@@ -527,12 +538,7 @@ def test_fusion_that_fails_or_does_not_fuse_leaves_the_pass_with_weight_copies(t
                                                                                monkeypatch):
     """Where oneDNN Graph raises, or the optimized graph has no fused group, the pass reads oneDNN copies of the
     weights as before, and the fuser's switch is as it was."""
-    _fusion_or_skip()
-    monkeypatch.setattr(models, "_fused_passes_made", 0)
-    image = tiny_image_model.eval()
-    x, y = mnist_test.images[:1], mnist_test.labels[:1]
-    with graph_mode(), torch.inference_mode():
-        expected = image.encode(x, y)
+    image, x, y, expected = _one_image_case(tiny_image_model, mnist_test, monkeypatch, made=0)
     switch, freeze = torch.jit.enable_onednn_fusion, torch.jit.freeze
 
     def failing(enabled):
@@ -609,12 +615,7 @@ def test_a_fused_pass_that_cannot_be_traced_gives_its_count_back_and_any_error_f
                                                                                           mnist_test, monkeypatch):
     """A build that fails before a frozen graph exists leaves the process's count of fused passes as it was; an
     error of any kind while building falls back to the route with weight copies instead of failing the call."""
-    _fusion_or_skip()
-    monkeypatch.setattr(models, "_fused_passes_made", 3)
-    image = tiny_image_model.eval()
-    x, y = mnist_test.images[:1], mnist_test.labels[:1]
-    with graph_mode(), torch.inference_mode():
-        expected = image.encode(x, y)
+    image, x, y, expected = _one_image_case(tiny_image_model, mnist_test, monkeypatch, made=3)
     freeze, lean = torch.jit.freeze, models._FlowPass
 
     def failing_lean(*args, in_place=True, **kwargs):  # the fused pass's lean form (out of place) fails
