@@ -820,8 +820,8 @@ def _fused_pass(inn: Ff.GraphINN, x: torch.Tensor, conditions: list[torch.Tensor
     which TorchScript optimizes this graph (the second: the first profiles it), holding ``SCRIPT_GATE``
     exclusively, then set back. That run's result is checked against the first's, the same graph unfused, on a
     fixed input of ``x``'s shape (standard normal values, seed 0) with the given conditions: the decision does not
-    depend on what a user's first record was (a decode of some latents amplifies float rounding past the
-    tolerance either way). The weights are constants of the frozen graph: ``_Snapshot`` says when they changed (a
+    depend on the first record's pixels or latent, only on its labels (a decode of some latents amplifies float
+    rounding past the tolerance in either route). The weights are constants of the frozen graph: ``_Snapshot`` says when they changed (a
     change through ``.data`` or a fused optimizer's step is seen after the next ``train()``/``eval()``, for every
     weight, where the copies route missed only its convolutions'). The couplings run out of place (``_affine``):
     in place, the fuser gave float64 results or failed. A fused pass must only see inputs laid out as the ones it
@@ -843,7 +843,7 @@ def _fused_pass(inn: Ff.GraphINN, x: torch.Tensor, conditions: list[torch.Tensor
     frozen = None
     try:
         snapshot = _Snapshot(inn)  # before the weights are read: a change meanwhile shows as one
-        probe = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+        probe = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype)
         with warnings.catch_warnings():  # (the lean pass runs no TorchScript while it is traced)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace and freeze, still supported
@@ -861,10 +861,11 @@ def _fused_pass(inn: Ff.GraphINN, x: torch.Tensor, conditions: list[torch.Tensor
                 torch.jit.enable_onednn_fusion(before)
             graph = str(torch.jit.last_executed_optimized_graph())  # this thread's last optimized graph
     except Exception:  # any failure of an optional route: the route with weight copies
-        if frozen is None:
+        return None
+    finally:
+        if frozen is None:  # no frozen graph holds memory: the reservation goes back (an interrupt too)
             with _FUSED_COUNT_LOCK:
                 _fused_passes_made -= 1
-        return None
     tolerance = 1e-4 * (1.0 + float(plain.abs().max()))  # (seen: 1e-6 to 4e-6 relative)
     if "prim::oneDNNFusionGroup" not in graph or fused.dtype != plain.dtype or fused.shape != plain.shape \
             or not bool(fused.isfinite().all()) or not bool(plain.isfinite().all()) \

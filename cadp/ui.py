@@ -528,13 +528,13 @@ def model_line(loaded, fitted=None) -> str:
 
 
 WHERE_TO_START = (  # the home page's list: (a page's file as app.py names it, its title there, what it is for)
-    ("views/image.py", "Image privatization", "upload an image (or take a test image), confirm its label, pick a "
+    ("views/image.py", "Image privatization", "Upload an image (or take a test image), confirm its label, pick a "
      "mechanism and ε, and compare the release with the original."),
-    ("views/tabular.py", "Tabular privatization", "privatize a bundled table or your CSV and check what survives."),
-    ("views/utility.py", "Utility curves", "what each ε costs, measured."),
-    ("views/audit.py", "Privacy audit", "a check of the code, a lower bound on the privacy each ε loses (no proof of "
+    ("views/tabular.py", "Tabular privatization", "Privatize a bundled table or your CSV and check what survives."),
+    ("views/utility.py", "Utility curves", "What each ε costs, measured."),
+    ("views/audit.py", "Privacy audit", "A check of the code, a lower bound on the privacy each ε loses (no proof of "
      "the claim)."),
-    ("views/model_card.py", "Model card", "how each model was trained and what it cannot do."),
+    ("views/model_card.py", "Model card", "How each model was trained and what it cannot do."),
 )
 
 

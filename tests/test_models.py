@@ -634,6 +634,18 @@ def test_a_fused_pass_that_cannot_be_traced_gives_its_count_back_and_any_error_f
         assert {type(c).__name__ for _t, c in image._traced._entries.values()} == {"_ConvPacks"}
     assert torch.jit.freeze is freeze and models._FlowPass is lean
     image._traced.clear()
+
+    def interrupted(*args, in_place=True, **kwargs):
+        if not in_place:
+            raise KeyboardInterrupt
+        return lean(*args, in_place=in_place, **kwargs)
+
+    with monkeypatch.context() as context, pytest.raises(KeyboardInterrupt):  # (an interrupt goes on up)
+        context.setattr(models, "_FlowPass", interrupted)
+        with torch.inference_mode():
+            image.encode(x, y)
+    assert models._fused_passes_made == 3 and not torch.jit.onednn_fusion_enabled()  # its reservation given back
+    image._traced.clear()
     with torch.inference_mode():
         image.encode(x, y)
     assert models._fused_passes_made == 4  # made and counted
