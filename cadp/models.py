@@ -803,7 +803,7 @@ class _Snapshot:
         self._stamps = self._now()
 
     def _now(self) -> list[tuple[int, int]]:
-        return [(tensor._version, tensor.data_ptr()) for tensor in self._sources]
+        return [_ConvPacks._stamp(tensor) for tensor in self._sources]
 
     def current(self) -> bool:
         return self._now() == self._stamps
@@ -821,14 +821,16 @@ def _fused_pass(inn: Ff.GraphINN, x: torch.Tensor, conditions: list[torch.Tensor
     exclusively, then set back. That run's result is checked against the first's, the same graph unfused, on a
     fixed input of ``x``'s shape (standard normal values, seed 0) with the given conditions: the decision does not
     depend on the first record's pixels or latent, only on its labels (a decode of some latents amplifies float
-    rounding past the tolerance in either route). The weights are constants of the frozen graph: ``_Snapshot`` says when they changed (a
-    change through ``.data`` or a fused optimizer's step is seen after the next ``train()``/``eval()``, for every
-    weight, where the copies route missed only its convolutions'). The couplings run out of place (``_affine``):
-    in place, the fuser gave float64 results or failed. A fused pass must only see inputs laid out as the ones it
-    was made on (``TracedPasses.run`` passes contiguous copies): on other strides TorchScript specializes the graph
-    again, and that graph computed wrong latents or failed (a review found it). TorchScript keeps a traced or
-    frozen graph after its model is gone, a frozen one with more memory (``python -m bench.fused_memory``): at
-    most ``MAX_FUSED_PASSES`` are made per process, for all models together, failed checks included.
+    rounding past the tolerance in either route).
+
+    The weights are constants of the frozen graph: ``_Snapshot`` says when they changed (a change through ``.data``
+    or a fused optimizer's step is seen after the next ``train()``/``eval()``, for every weight, where the copies
+    route missed only its convolutions'). The couplings run out of place (``_affine``): in place, the fuser gave
+    float64 results or failed. A fused pass must only see inputs laid out as the ones it was made on
+    (``TracedPasses.run`` passes contiguous copies): on other strides TorchScript specializes the graph again, and
+    that graph computed wrong latents or failed (a review found it). TorchScript keeps a traced or frozen graph
+    after its model is gone, a frozen one with more memory (``python -m bench.fused_memory``): at most
+    ``MAX_FUSED_PASSES`` are made per process, for all models together, failed checks included.
     """
     global _fused_passes_made
     if not ONEDNN_GRAPH or not hasattr(torch.jit, "enable_onednn_fusion") or not torch.backends.mkldnn.is_available() \
@@ -954,10 +956,9 @@ class TracedPasses:
             if self._packs is None:
                 self._packs = _ConvPacks()
             flow_pass = _FlowPass(inn, rev, jac, small_batch, self._packs)
-            if flow_pass.packs is not None:
-                with SCRIPT_GATE.shared():
+            with warnings.catch_warnings(), SCRIPT_GATE.shared():  # (both run the scripted convolution)
+                if flow_pass.packs is not None:
                     flow_pass(x, *conditions)  # untraced: copies the weights for these shapes
-            with warnings.catch_warnings(), SCRIPT_GATE.shared():  # (tracing runs the scripted convolution)
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace, still supported
                 traced = torch.jit.trace(flow_pass, (x, *conditions), check_trace=False)
