@@ -383,8 +383,10 @@ def load_image_folder(path: Path | str, split: str = "train", *, image_size: int
               f"{_file_names(skipped, 5)}", file=sys.stderr)
     scarce = [f"{d.name} ({count})" for d, count in zip(class_dirs, counts) if count < MIN_IMAGES_PER_CLASS]
     if scarce and split == "train":
-        print(f"warning: class(es) with fewer than {MIN_IMAGES_PER_CLASS} readable images: {', '.join(scarce)}; the "
-              "model learns little of them, and their held-out images (if any) say little about it", file=sys.stderr)
+        one = len(scarce) == 1
+        print(f"warning: {'class' if one else 'classes'} with fewer than {MIN_IMAGES_PER_CLASS} readable images: "
+              f"{', '.join(scarce)}; the model learns little of {'it' if one else 'them'}, and "
+              f"{'its' if one else 'their'} held-out images (if any) say little about it", file=sys.stderr)
     train_index, test_index = split_image_folder(np.asarray(labels, dtype=np.int64), test_fraction, seed,
                                                  SPLIT_VERSION if split_version is None else split_version)
     chosen = test_index if split == "test" else train_index

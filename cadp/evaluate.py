@@ -37,6 +37,7 @@ from scipy.special import betaincinv
 from torch import nn
 
 from cadp import baselines
+from cadp.compare import plural
 from cadp.errors import CadpError, InputError, ModelError
 from cadp.hub import REPORT_NAME, write_text_whole
 from cadp.mechanisms import (
@@ -1535,8 +1536,11 @@ def report_notes(folder: Path, results: dict, drawn_wrong: list[str], other_weig
         notes.append(other_weights_words(list(other_weights), f"python -m cadp.evaluate COMMAND --model "
                                                                f"{folder.name}"))
     if drawn_wrong:
-        notes.append(f"eval.json's section(s) {', '.join(drawn_wrong)} are not as cadp.evaluate writes them, so "
-                     "they are not drawn (or only in part): run that evaluation again.")
+        one = len(drawn_wrong) == 1
+        notes.append(f"eval.json's {plural('section', len(drawn_wrong))} {', '.join(drawn_wrong)} "
+                     f"{'is' if one else 'are'} not as cadp.evaluate writes {'it' if one else 'them'}, so "
+                     f"{'it is' if one else 'they are'} not drawn (or only in part): run "
+                     f"{'that evaluation' if one else 'those evaluations'} again.")
     return notes
 
 
@@ -1766,7 +1770,8 @@ def _load_training_data(config, path: Path | str, split_version=1, keep_levels: 
     frame = table.frame
     missing = [c for c in config.data_columns + config.condition_columns if c not in frame.columns]
     if missing:  # perhaps dropped while reading it: say why
-        raise InputError(f"--data {path} lacks the model's column(s) {missing}{case_hint(missing, frame.columns, config.data_columns + config.condition_columns)}"
+        raise InputError(f"--data {path} lacks the model's {plural('column', len(missing))} {missing}"
+                         + case_hint(missing, frame.columns, config.data_columns + config.condition_columns)
                          + (f" (reading it: {'; '.join(table.notes)})" if table.notes else ""))
     return split_table(frame, config.permutation_seed, conditions=config.condition_columns if keep_levels else ())
 
@@ -1815,9 +1820,12 @@ def main(argv=None) -> int:
         # (sections measured on weights replaced since are another network's: neither read nor drawn)
         evaluation, other_weights = current_eval(loaded.folder)
         if other_weights:
-            print(f"note: eval.json's section(s) {', '.join(other_weights)} were measured on other weights than "
-                  f"{Path(args.model) / 'model.safetensors'} (replaced since): they are not read, and report.html "
-                  "leaves them out; run their commands again to measure these weights", file=sys.stderr)
+            one = len(other_weights) == 1
+            print(f"note: eval.json's {plural('section', len(other_weights))} {', '.join(other_weights)} "
+                  f"{'was' if one else 'were'} measured on other weights than "
+                  f"{Path(args.model) / 'model.safetensors'} (replaced since): {'it is' if one else 'they are'} "
+                  f"not read, and report.html leaves {'it' if one else 'them'} out; run "
+                  f"{'its command' if one else 'their commands'} again to measure these weights", file=sys.stderr)
         earlier = section_or_none(evaluation, section_name) if args.command != "report" else None
         settings = (earlier or {}).get("settings")
         if settings is not None and not isinstance(settings, dict):

@@ -30,6 +30,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from cadp.compare import counted, plural
 from cadp.errors import CadpError, InputError, ModelError
 from cadp.models import (
     ModelConfig,
@@ -480,9 +481,12 @@ def other_weights_words(other: list[str], command: str, also: str = "") -> str:
     words = []
     if measured:
         named = ", ".join(f"'{name}'" for name in measured)
-        words.append(f"This model's eval.json holds section(s) {named} measured on other weights than its "
-                     "model.safetensors (the weights were replaced after they were measured), so they are not "
-                     f"shown: their numbers are another network's. Measure this network with `{command}`{also}.")
+        one = len(measured) == 1
+        words.append(f"This model's eval.json holds {plural('section', len(measured))} {named} measured on other "
+                     "weights than its model.safetensors (the weights were replaced after "
+                     f"{'it was' if one else 'they were'} measured), so {'it is' if one else 'they are'} not "
+                     f"shown: {'its' if one else 'their'} numbers are another network's. Measure this network "
+                     f"with `{command}`{also}.")
     if "training" in other:
         words.append("Its 'training' section (the training run's facts and test numbers) was written with other "
                      "weights than its model.safetensors, so it is not shown either; only `python -m cadp.train` "
@@ -1106,16 +1110,19 @@ def space_files(root: Path | str = REPO_ROOT) -> list[str]:
     changed = git("status", "--porcelain", "--untracked-files=no").splitlines()
     if changed:
         shown = ", ".join(line[3:] for line in changed[:5]) + (", ..." if len(changed) > 5 else "")
-        raise ModelError(f"{len(changed)} tracked file(s) have uncommitted changes ({shown}): commit or stash "
-                         "them first, so that the Space holds exactly one commit's files")
+        one = len(changed) == 1
+        raise ModelError(f"{counted(len(changed), 'tracked file')} {'has' if one else 'have'} uncommitted changes "
+                         f"({shown}): commit or stash {'it' if one else 'them'} first, so that the Space holds "
+                         "exactly one commit's files")
     entries = [line.split("\t", 1) for line in git("ls-files", "-s", "-z").split("\0") if line]
     files = sorted(name for _, name in entries)
     # upload_folder takes the names as glob patterns and reads the working tree: a link would upload its target
     # (perhaps outside the checkout), a name with * ? [ ] would upload untracked files that match it
     odd = [name for info, name in entries if not info.startswith("100") or any(c in name for c in "*?[]")]
     if odd:
-        raise ModelError(f"tracked path(s) {odd[:5]} are links, submodules or hold * ? [ ]: a Space is deployed "
-                         "from plain files with plain names only")
+        raise ModelError(f"tracked {plural('path', len(odd))} {odd[:5]} "
+                         f"{'is a link, a submodule or holds' if len(odd) == 1 else 'are links, submodules or hold'}"
+                         " * ? [ ]: a Space is deployed from plain files with plain names only")
     if "README.md" not in files or "Dockerfile" not in files:
         raise ModelError(f"{root} has no committed README.md and Dockerfile: not a checkout of this app")
     return files

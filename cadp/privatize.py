@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cadp.compare import counted
+from cadp.compare import counted, plural
 from cadp.data import PUBLIC_DATASETS, ColumnSpec, FrameCells, whole_numbers
 from cadp.errors import InputError, ModelError
 from cadp.mechanisms import (
@@ -310,7 +310,7 @@ def _check_handlings(handlings: dict[str, ConditionHandling], names: list[str]) 
                          "e.g. {'label': ConditionHandling('resampled')}")
     unknown = set(handlings) - set(names)
     if unknown:
-        raise InputError(f"condition handling given for unknown attribute(s) {sorted(unknown)}; "
+        raise InputError(f"condition handling given for unknown {plural('attribute', len(unknown))} {sorted(unknown)}; "
                          f"the model's conditions are {names}")
 
 
@@ -426,9 +426,10 @@ def _input_notes(model, columns: list, filled: dict[str, int], clipped: dict[str
         notes.append(f"{name}: {counted(count, 'cell')} outside the range the model knows ({spec.low:.4g} to "
                      f"{spec.high:.4g}), read as its nearer end")
     known = set(model.config.data_columns) | set(model.config.condition_columns)
-    if any(column not in known for column in columns):
-        notes.append("column(s) the model does not have, left out of the release: "
-                     + ", ".join(repr(c) for c in columns if c not in known))
+    unknown = [column for column in columns if column not in known]
+    if unknown:
+        notes.append(f"{plural('column', len(unknown))} the model does not have, left out of the release: "
+                     + ", ".join(repr(c) for c in unknown))
     return notes
 
 
@@ -452,13 +453,16 @@ def _privatize_rows(model: TabularCINN, frame, condition_frame, mechanism, gener
                              "condition columns with one row per table row")
         both = sorted(set(frame.columns) & set(condition_frame.columns))
         if both:
-            raise InputError(f"column(s) {both} are in both the rows and the condition frame: give them once")
+            one = len(both) == 1
+            raise InputError(f"{plural('column', len(both))} {both} {'is' if one else 'are'} in both the rows and "
+                             f"the condition frame: give {'it' if one else 'them'} once")
         frame = pd.concat([frame.reset_index(drop=True), _rows_aligned(condition_frame, row_index)], axis=1)
     if len(frame) == 0:
         raise InputError("the table has no rows")
     if not frame.columns.is_unique:  # (cached on the index: the usual case costs nothing)
         repeated = sorted({str(name) for name in frame.columns[frame.columns.duplicated()]})
-        raise InputError(f"column(s) {repeated} appear more than once: give each column once")
+        raise InputError(f"{plural('column', len(repeated))} {repeated} "
+                         f"{'appears' if len(repeated) == 1 else 'appear'} more than once: give each column once")
     default_index = _is_default_index(row_index)
     if not _is_default_index(frame.index):  # (after a concatenation with a condition frame it already is)
         frame = frame.reset_index(drop=True)

@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from cadp.compare import counted, plural
 from cadp.data import (
     IMAGE_DATASETS,
     PUBLIC_DATASETS,
@@ -483,7 +484,8 @@ def train_image_model(args) -> None:
     untested = _classes_without_test_images(train, test)
     if untested:
         print(f"warning: {_untested_classes_text(untested)}; the test bits/dim, classifier accuracy and latent "
-              "distances, and evaluations of this folder (evaluate --data), do not cover them; give such a class "
+              "distances, and evaluations of this folder (evaluate --data), do not cover "
+              f"{'it' if len(untested) == 1 else 'them'}; give such a class "
               "more images (of a class of one image none is held out)"
               + (" (this run resumes a checkpoint split as versions before 2026-11-30 split a folder, which drew "
                  "the whole folder at once)" if split_version == 1 else ""), file=sys.stderr)
@@ -612,7 +614,7 @@ def _classes_without_test_images(train: ImageDataset, test: ImageDataset) -> lis
 
 
 def _untested_classes_text(untested: list[tuple[str, int]]) -> str:
-    return ("the test split holds no image of the class(es) "
+    return (f"the test split holds no image of the {'class' if len(untested) == 1 else 'classes'} "
             + ", ".join(f"{name!r} ({count} image{'s' * (count != 1)}, all training)" for name, count in untested))
 
 
@@ -717,15 +719,18 @@ def tabular_config(frame: pd.DataFrame, conditions: list[str], *, name: str, dat
     """Fit encoders on a frame: conditions must be categorical; every other column is data."""
     repeated = repeated_names(conditions)
     if repeated:  # the model would condition on the same one-hot twice
-        raise InputError(f"condition column(s) {repeated} given more than once: give each condition column once")
+        raise InputError(f"condition {plural('column', len(repeated))} {repeated} given more than once: give each "
+                         "condition column once")
     missing = [c for c in conditions if c not in frame.columns]
     if missing:
-        raise InputError(f"condition column(s) {missing} not in the table")
+        raise InputError(f"condition {plural('column', len(missing))} {missing} not in the table")
     dates = [str(c) for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])
              or isinstance(frame[c].dtype, (pd.PeriodDtype,)) or pd.api.types.is_timedelta64_dtype(frame[c])]
     if dates:
-        raise InputError(f"column(s) {dates} hold dates or durations: as categories every date would be stored in "
-                         "the model and could be released, and they identify records; drop them, or convert them "
+        one = len(dates) == 1
+        raise InputError(f"{plural('column', len(dates))} {dates} {'holds' if one else 'hold'} dates or durations: "
+                         "as categories every date would be stored in the model and could be released, and they "
+                         f"identify records; drop {'it' if one else 'them'}, or convert {'it' if one else 'them'} "
                          "to numbers (e.g. a year or an age) first")
     encoder = TabularEncoder(kinds).fit(frame)
     identifiers = [reason for spec in encoder.columns if spec.kind == "categorical"
@@ -734,16 +739,18 @@ def tabular_config(frame: pd.DataFrame, conditions: list[str], *, name: str, dat
                         or _unique_per_row(spec.name, frame[spec.name].dropna(), chosen=spec.name in (kinds or {})))]
     if identifiers:  # (load_table drops such columns from a CSV; a DataFrame given here has not been read so)
         raise InputError("; ".join(identifiers) + ": a model stores each category it learns and a release can "
-                         "contain them (other rows' values); drop the column(s)")
+                         f"contain them (other rows' values); drop the {plural('column', len(identifiers))}")
     for column in conditions:
         if encoder.spec(column).kind != "categorical":
             raise InputError(f"condition column {column!r} is numeric; choose a categorical column "
                              "(or override its type to categorical)")
     huge = [spec.name for spec in encoder.columns if _too_large(spec, frame[spec.name])]
     if huge:
-        raise InputError(f"column(s) {huge} hold numbers too large to release ({LARGEST_TABLE_NUMBER:.2g} = 2^63 or "
-                         "more in size, whole numbers a release writes as 64-bit integers, or a mean or spread that is "
-                         "not a finite number): rescale them (e.g. divide by a power of ten) or drop them")
+        one = len(huge) == 1
+        raise InputError(f"{plural('column', len(huge))} {huge} {'holds' if one else 'hold'} numbers too large to "
+                         f"release ({LARGEST_TABLE_NUMBER:.2g} = 2^63 or more in size, whole numbers a release writes "
+                         "as 64-bit integers, or a mean or spread that is not a finite number): rescale "
+                         f"{'it' if one else 'them'} (e.g. divide by a power of ten) or drop {'it' if one else 'them'}")
     data_columns = [c for c in frame.columns if c not in conditions]
     data_encoder = encoder.subset(data_columns)
     if data_encoder.width < 2:
@@ -819,8 +826,8 @@ def check_fittable(frame: pd.DataFrame, conditions: list[str], *, kinds: dict[st
 def _fittable(frame: pd.DataFrame, conditions: list[str], *, kinds, domain, clamp: float = 0.5, **options):
     """The untrained model, encoded rows and conditions of a fit, or the InputError of a table no fit can take."""
     if len(frame) < 2:  # the latent distances need two rows with the same conditions
-        raise InputError(f"a table of {len(frame)} row(s) cannot be fitted: a model needs at least two rows that "
-                         "share their condition values (and learns little from fewer than a few hundred)")
+        raise InputError(f"a table of {counted(len(frame), 'row')} cannot be fitted: a model needs at least two "
+                         "rows that share their condition values (and learns little from fewer than a few hundred)")
     config = tabular_config(frame if domain is None else domain, conditions, kinds=kinds, **options)
     config.clamp = clamp  # before the network is built: its blocks take it
     model = TabularCINN(config)
@@ -828,10 +835,12 @@ def _fittable(frame: pd.DataFrame, conditions: list[str], *, kinds, domain, clam
     condition = model.condition_encoder.transform(frame)
     untrained = _levels_without_rows(model.condition_encoder, condition)
     if untrained:  # (domain's levels): a resampled or randomized release could carry a level the network never saw
-        raise InputError(f"condition level(s) {untrained} have no row among the rows the model trains on (only "
-                         "in the table its encoders were fitted on): the network would never learn them, while a "
-                         "resampled or randomized condition could release them; merge them into another level or "
-                         "remove their rows")
+        one = len(untrained) == 1
+        them = "it" if one else "them"
+        raise InputError(f"condition {plural('level', len(untrained))} {untrained} {'has' if one else 'have'} no row "
+                         "among the rows the model trains on (only in the table its encoders were fitted on): the "
+                         f"network would never learn {them}, while a resampled or randomized condition could release "
+                         f"{them}; merge {them} into another level or remove {'its' if one else 'their'} rows")
     unmeasurable = _no_shared_rows(rows, condition)
     if unmeasurable:  # found at the fit's end, after every step, before this check
         raise InputError(unmeasurable)
@@ -1035,10 +1044,10 @@ def _no_shared_rows(rows: torch.Tensor, condition: torch.Tensor) -> str | None:
     # data) exist at all: else copies of one row are all there is
     records = torch.cat([rows.reshape(len(rows), -1), condition.reshape(len(condition), -1).to(rows.dtype)], 1)
     if len(_first_of_each_record(records, torch.zeros_like(groups))) < 2:
-        return (f"the {len(rows)} rows hold only {len(different)} different one(s), and no two different rows "
-                "share condition values (copies of a row count once), so the latent distances that say what the "
-                "metric mechanism's ε means between records cannot be measured: the table needs at least two "
-                "different rows with the same condition values")
+        return (f"the {len(rows)} rows hold only {len(different)} different {plural('one', len(different))}, and "
+                "no two different rows share condition values (copies of a row count once), so the latent distances "
+                "that say what the metric mechanism's ε means between records cannot be measured: the table needs "
+                "at least two different rows with the same condition values")
     if int(torch.bincount(groups).max()) >= 2:  # rows do share values: as copies of one row only
         return (f"the rows of the {len(rows)} that share condition values are copies of one another (copies of a row "
                 "count once), so the latent distances that say what the metric mechanism's ε means between records "
@@ -1093,8 +1102,8 @@ def held_out_caution(config, held: int | None, total: int | None = None) -> str 
     the model ``config`` was made from that its network did not train on; None when there are none."""
     if not held:
         return None
-    rows = f"{held} of these {total} rows" if total else f"{held} input row(s)"
-    one = held == 1 and total is not None
+    rows = f"{held} of these {total} rows" if total else counted(held, "input row")
+    one = held == 1
     return (f"{rows} {'is a row' if one else 'are rows'} of the public {config.dataset} table that "
             f"{config.name} did not train on. Its encoder's column types, levels, ranges and means, and the "
             "conditions' frequencies a resampled condition is drawn from, were computed from all "
@@ -1122,8 +1131,8 @@ def training_rows_caution(model_name: str, seen: int | None, total: int | None =
     if total == 1:
         return (f"This row is a row {model_name} was trained on (without DP): for it the guarantee does not cover "
                 "what the model learned from it.")
-    rows = f"{seen} of these {total} rows" if total else f"{seen} input row(s)"
-    one = seen == 1 and total is not None
+    rows = f"{seen} of these {total} rows" if total else counted(seen, "input row")
+    one = seen == 1
     return (f"{rows} {'is a row' if one else 'are rows'} {model_name} was trained on (without DP): for "
             f"{'it' if one else 'them'} the guarantee does not cover what the model learned from "
             f"{'it' if one else 'them'}. Rows are recognized by their exact values: a training row rounded or "
@@ -1214,7 +1223,7 @@ def train_tabular_model(args) -> None:
     missing = [column for column in conditions if column not in table.frame.columns]
     dropped = [note for note in table.notes if any(repr(column) in note for column in missing)]
     if missing:  # said before training, with why reading the CSV left a column out (an identifier, a date, ...)
-        raise InputError(f"condition column(s) {missing} not in {table.name}"
+        raise InputError(f"condition {plural('column', len(missing))} {missing} not in {table.name}"
                          + (f": reading it, {'; '.join(dropped)}" if dropped else case_hint(missing, table.frame.columns)))
     malformed = [item for item in args.column_type or [] if "=" not in item]
     if malformed:
@@ -1231,21 +1240,23 @@ def train_tabular_model(args) -> None:
     for column in conditions:  # a hidden category: resampled or randomized releases would carry blank cells
         empty = int(table.frame[column].isna().sum()) if column in table.frame.columns else 0
         if empty:
-            print(f"note: {table.name}: condition column {column!r} has {empty} empty cell(s): the model takes an "
-                  "empty value as a category of its own, which a release keeps, resamples or randomizes as it does "
-                  "the others (released as an empty cell); fill those cells (e.g. 'unknown') to name it, or remove "
-                  "those rows", file=sys.stderr)
+            one = empty == 1
+            print(f"note: {table.name}: condition column {column!r} has {counted(empty, 'empty cell')}: the model "
+                  "takes an empty value as a category of its own, which a release keeps, resamples or randomizes as "
+                  f"it does the others (released as an empty cell); fill {'that cell' if one else 'those cells'} "
+                  f"(e.g. 'unknown') to name it, or remove {'that row' if one else 'those rows'}", file=sys.stderr)
     train, test = split_table(table.frame, args.seed, conditions=conditions)  # every condition level trains
     moved = test_count(len(table.frame)) - len(test)
     if moved:
-        print(f"note: {table.name}: {moved} row(s) drawn into the test fifth (--seed {args.seed}) hold a condition "
-              "level no training row has; the first of each was moved to the training rows, so that the network "
+        print(f"note: {table.name}: {counted(moved, 'row')} drawn into the test fifth (--seed {args.seed}) "
+              f"{'holds' if moved == 1 else 'hold'} a condition level no training row has; "
+              f"{'it' if moved == 1 else 'the first of each'} was moved to the training rows, so that the network "
               f"learns every level a release can carry ({len(train)} training / {len(test)} test rows)",
               file=sys.stderr)
     if len(train) < 2 or len(test) < 2:  # fit_tabular's own message would count the training split, not the file
-        raise InputError(f"{table.name} has {len(table.frame)} row(s): this command holds out a fifth of them to "
-                         f"test the model and measure its latent distances ({len(test)} here) and fits on the rest "
-                         f"({len(train)}); each part needs at least two rows, so give at least 8 (a model learns "
+        raise InputError(f"{table.name} has {counted(len(table.frame), 'row')}: this command holds out a fifth of "
+                         f"them to test the model and measure its latent distances ({len(test)} here) and fits on the "
+                         f"rest ({len(train)}); each part needs at least two rows, so give at least 8 (a model learns "
                          "little from fewer than a few hundred)")
     name = args.name or Path(args.out).name
     start = time.monotonic()
@@ -1262,8 +1273,10 @@ def train_tabular_model(args) -> None:
     filled: dict[str, int] = {}
     model.data_encoder.transform(train, filled=filled)
     if filled:  # as a release says it of its input (privatize.input_notes): here they were trained on so
-        print(f"note: {table.name}: {sum(filled.values()):,} cell(s) of the training rows are empty, not a number "
-              "or infinite, and were trained on as their column's mean over the whole table, test rows included "
+        one = sum(filled.values()) == 1
+        print(f"note: {table.name}: {counted(sum(filled.values()), 'cell')} of the training rows "
+              f"{'is' if one else 'are'} empty, not a number or infinite, and {'was' if one else 'were'} trained on "
+              f"as {'its' if one else 'their'} column's mean over the whole table, test rows included "
               "(the mean a release reads such a cell as: "
               + ", ".join(f"{name}: {count:,}, read as {model.data_encoder.spec(name).mean:.4g}"
                           for name, count in filled.items())
@@ -1439,8 +1452,8 @@ tags: [{tags}]
 def _untested_classes_line(names: list[str]) -> str:
     if not names:
         return ""
-    return (f"\n  no test image of the class(es) {', '.join(names)}: the test results below do not cover "
-            f"{'it' if len(names) == 1 else 'them'}")
+    return (f"\n  no test image of the {'class' if len(names) == 1 else 'classes'} {', '.join(names)}: the test "
+            f"results below do not cover {'it' if len(names) == 1 else 'them'}")
 
 
 def _folder_split_words(facts: dict) -> str:

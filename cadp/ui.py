@@ -544,7 +544,7 @@ def page_link(path: str, label: str, words: str) -> None:
     columns = st.columns([1, 3], vertical_alignment="center")
     try:
         with columns[0]:
-            st.page_link(path, label=label)  # (in the same session: the ledger stays)
+            st.page_link(path, label=f"**{label}**")  # (in the same session: the ledger stays)
     except StreamlitAPIException:
         columns[0].markdown(f"**{label}**")
     columns[1].markdown(words)

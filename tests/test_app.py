@@ -104,7 +104,7 @@ def test_home_links_each_page_where_to_start_and_names_them_when_run_alone():
 
     at = whole_app()
     links = at.get("page_link")
-    assert [link.proto.label for link in links] == [label for _, label, _ in WHERE_TO_START]
+    assert [link.proto.label for link in links] == [f"**{label}**" for _, label, _ in WHERE_TO_START]
     assert all(link.proto.page.endswith(Path(path).stem) for link, (path, _, _) in zip(links, WHERE_TO_START))
     alone = clean(page("home.py"))
     assert not alone.get("page_link")
@@ -663,7 +663,7 @@ def test_what_a_release_will_note_about_the_cells_is_said_before_privatize(media
     before = [i.value for i in clean(at).info if i.value.startswith("A release of this table as it is")]
     assert len(before) == 1 and "bmi: 1 cell outside the range the model knows" in before[0]
     assert "bp: 1 cell empty, not a number or infinite" in before[0]
-    assert "column(s) the model does not have, left out of the release: 'name'" in before[0]
+    assert "column the model does not have, left out of the release: 'name'" in before[0]
     assert not downloads(at)  # nothing released yet
     at.button(key="table_privatize").click().run()
     after = " ".join(i.value for i in clean(at).info) + " ".join(c.value for c in at.caption)

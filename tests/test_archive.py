@@ -1241,14 +1241,14 @@ def test_rows_a_bundled_model_was_trained_on_are_flagged(tmp_path, capsys):
     mixed = tmp_path / "mixed.csv"
     pd.concat([train.head(3), test.head(2)]).to_csv(mixed, index=False)
     assert run(BUNDLED_DIR / "diabetes-cinn", mixed, tmp_path / "out") == 0
-    assert "warning: 3 input row(s) are rows diabetes-cinn was trained on" in capsys.readouterr().err
-    assert (tmp_path / "out" / "cautions.txt").read_text(encoding="utf-8").startswith("Caution: 3 input row(s)")
+    assert "warning: 3 input rows are rows diabetes-cinn was trained on" in capsys.readouterr().err
+    assert (tmp_path / "out" / "cautions.txt").read_text(encoding="utf-8").startswith("Caution: 3 input rows")
     held_out = tmp_path / "held-out.csv"
     test.head(4).to_csv(held_out, index=False)
     assert run(BUNDLED_DIR / "diabetes-cinn", held_out, tmp_path / "out2") == 0
     said = capsys.readouterr().err  # no training rows; rows of the public table the encoder was fitted on
     assert "trained on (without DP)" not in said
-    assert "warning: 4 input row(s) are rows of the public diabetes table that diabetes-cinn did not train on" in said
+    assert "warning: 4 input rows are rows of the public diabetes table that diabetes-cinn did not train on" in said
     # whether released rows were training rows is the operator's to know: the shared terms are the same, and
     # say the rule for any training row
     terms = (tmp_path / "out" / "guarantee.txt").read_text(encoding="utf-8")

@@ -126,7 +126,7 @@ def test_a_class_folder_without_a_readable_image_is_refused(tmp_path, capsys):
     (tmp_path / "empty" / "notes.txt").unlink()
     (tmp_path / "empty").rmdir()
     assert images_per_class(tmp_path) == [5, 5, 3]  # a class with a few images is a warning, as before
-    assert "warning: class(es) with fewer than 10 readable images: a (5), b (5), few (3)" in capsys.readouterr().err
+    assert "warning: classes with fewer than 10 readable images: a (5), b (5), few (3)" in capsys.readouterr().err
     # a model written into the data folder would become a class of the next model trained on it
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")

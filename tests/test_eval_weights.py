@@ -125,7 +125,7 @@ def test_the_table_page_does_not_point_to_an_evaluation_of_replaced_weights(eval
 
 def test_the_model_card_page_says_which_sections_are_of_other_weights(evaluated_then_replaced, monkeypatch):
     _, warnings = page_warnings("model_card.py", evaluated_then_replaced, monkeypatch)
-    assert any("section(s) 'bpd', 'utility' measured on other weights" in w for w in warnings), warnings
+    assert any("sections 'bpd', 'utility' measured on other weights" in w for w in warnings), warnings
 
 
 def test_the_report_leaves_out_sections_of_replaced_weights(evaluated_then_replaced):
@@ -143,7 +143,7 @@ def test_the_report_leaves_out_sections_of_replaced_weights(evaluated_then_repla
     assert "measured on other weights" in html and '"name":"laplace' in html.replace(" ", "")
     replace_weights(folder)
     html = report()
-    assert "section(s) &#x27;bpd&#x27;, &#x27;utility&#x27; measured on other weights" in html
+    assert "sections &#x27;bpd&#x27;, &#x27;utility&#x27; measured on other weights" in html
     assert '"name":"laplace' not in html.replace(" ", "")
 
 
@@ -161,9 +161,20 @@ def test_only_a_well_formed_digest_is_a_record_of_other_weights(tiny_weights, tm
 
 def test_the_training_section_of_other_weights_is_named_as_cadp_trains_it(tiny_weights, tmp_path):
     words = hub.other_weights_words(["bpd", "training"], "python -m cadp.evaluate bpd --model m")
-    assert "section(s) 'bpd' measured on other weights" in words
+    assert "section 'bpd' measured on other weights" in words
     assert "Its 'training' section" in words and "only `python -m cadp.train` writes it" in words
     assert "'training' measured" not in words
+
+
+def test_the_sections_of_other_weights_are_counted_in_the_singular_and_the_plural():
+    """It said "holds section(s) 'bpd' measured ... after they were measured, so they are not shown" of one."""
+    one = hub.other_weights_words(["bpd"], "python -m cadp.evaluate bpd --model m")
+    assert ("holds section 'bpd' measured on other weights than its model.safetensors (the weights were replaced "
+            "after it was measured), so it is not shown: its numbers are another network's.") in one
+    two = hub.other_weights_words(["bpd", "utility"], "python -m cadp.evaluate bpd --model m")
+    assert ("holds sections 'bpd', 'utility' measured on other weights than its model.safetensors (the weights were "
+            "replaced after they were measured), so they are not shown: their numbers are another network's.") in two
+    assert "(s)" not in one + two
 
 
 def test_the_model_card_pages_warning_closes_its_code_and_brackets(evaluated_then_replaced, monkeypatch):
@@ -190,5 +201,5 @@ def test_the_report_command_says_which_sections_it_leaves_out(evaluated_then_rep
     folder = evaluated_then_replaced / helpers.TABLE_MODEL
     done = subprocess.run([sys.executable, "-m", "cadp.evaluate", "report", "--model", str(folder)],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert done.returncode == 0 and "note: eval.json's section(s) bpd, utility were measured on other weights" \
+    assert done.returncode == 0 and "note: eval.json's sections bpd, utility were measured on other weights" \
         in done.stderr, done.stderr

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 import cadp.archive as archive
 from cadp.data import load_table
 from cadp.hub import load_model
-from cadp.train import held_out_caution, rows_held_out_of_training, split_table
+from cadp.train import held_out_caution, rows_held_out_of_training, split_table, training_rows_caution
 from tests import app_helpers as helpers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +41,20 @@ def test_held_out_rows_are_counted_and_training_rows_and_other_rows_are_not():
     assert "1 of these 5 rows is a row of the public diabetes table" in held_out_caution(config, 1, 5)
 
 
+def test_uncounted_input_rows_are_said_in_the_singular_and_the_plural():
+    """Without a total the caution said "1 input row(s) are rows ... these included ... independent of them"."""
+    config = load_model(BUNDLED).config
+    one = held_out_caution(config, 1)
+    assert one.startswith("1 input row is a row of the public diabetes table that diabetes-cinn did not train on.")
+    assert "this one included, so the model is not wholly independent of it " in one
+    two = held_out_caution(config, 2)
+    assert two.startswith("2 input rows are rows of the public diabetes table that diabetes-cinn did not train on.")
+    assert "these included, so the model is not wholly independent of them " in two
+    assert training_rows_caution("m", 1).startswith("1 input row is a row m was trained on (without DP): for it ")
+    assert training_rows_caution("m", 2).startswith("2 input rows are rows m was trained on (without DP): for them ")
+    assert all("(s)" not in text for text in (one, two, training_rows_caution("m", 1)))
+
+
 def test_the_batch_cli_cautions_about_held_out_rows(tmp_path, capsys):
     _, train, test = split()
     source = tmp_path / "rows.csv"
@@ -49,9 +63,9 @@ def test_the_batch_cli_cautions_about_held_out_rows(tmp_path, capsys):
     assert archive.main(["--model", str(BUNDLED), "--mechanism", "laplace", "--epsilon", "1", str(source),
                          str(output)]) == 0
     cautions = (output / "cautions.txt").read_text(encoding="utf-8")
-    assert ("Caution: 30 input row(s) are rows of the public diabetes table that diabetes-cinn did not train on. "
+    assert ("Caution: 30 input rows are rows of the public diabetes table that diabetes-cinn did not train on. "
             in cautions)
-    assert "30 input row(s) are rows of the public diabetes table" in capsys.readouterr().err
+    assert "30 input rows are rows of the public diabetes table" in capsys.readouterr().err
     assert "Caution" not in (output / "guarantee.txt").read_text(encoding="utf-8")  # never in the shared terms
     other = tmp_path / "other.csv"
     test.head(30).assign(bmi=test["bmi"].head(30) + 0.01).to_csv(other, index=False)

@@ -580,7 +580,7 @@ def test_space_deploy_uploads_the_committed_files_as_a_docker_space(app_checkout
 
 def test_space_deploy_refuses_uncommitted_changes_a_broken_model_and_a_non_checkout(app_checkout, served, tmp_path):
     (app_checkout / "app.py").write_text("print('changed')\n")
-    with pytest.raises(ModelError, match=r"1 tracked file\(s\) have uncommitted changes \(app.py\): commit or stash"):
+    with pytest.raises(ModelError, match=r"1 tracked file has uncommitted changes \(app.py\): commit or stash it"):
         hub.push_space("tester/app", root=app_checkout, endpoint=served.url, token="hf_test")
     git(app_checkout, "checkout", "--", "app.py")
     (app_checkout / "weights" / "table-cinn" / "config.json").write_text("{}")
@@ -604,7 +604,7 @@ def test_space_deploy_refuses_a_tracked_link_or_a_name_that_is_a_pattern(app_che
         (app_checkout / "sample[1].csv").write_text("a\n1\n")
         git(app_checkout, "add", "sample[1].csv")
     git(app_checkout, "commit", "-q", "-m", add)
-    with pytest.raises(ModelError, match=r"are links, submodules or hold \* \? \[ \]"):
+    with pytest.raises(ModelError, match=r"tracked path \[.*\] is a link, a submodule or holds \* \? \[ \]"):
         hub.push_space("tester/app", root=app_checkout, dry_run=True)
 
 

@@ -36,13 +36,13 @@ def test_a_class_with_no_test_image_is_named_by_the_cli_and_the_card(tmp_path, c
     assert train.main(["--dataset", str(_image_folder(tmp_path / "shoes", {"bags": 12, "boots": 1})),
                        "--out", str(out), *TINY_IMAGE_RUN]) == 0
     err = " ".join(capsys.readouterr().err.split())
-    assert "warning: the test split holds no image of the class(es) 'boots' (1 image, all training)" in err
+    assert "warning: the test split holds no image of the class 'boots' (1 image, all training)" in err
     assert "classifier accuracy and latent distances, and evaluations of this folder (evaluate --data), do not " \
-           "cover them" in err and "'bags'" not in err
+           "cover it; give such a class" in err and "'bags'" not in err
     card = " ".join((out / "README.md").read_text(encoding="utf-8").split())
     assert ("- split: 11 training / 2 test images (each class split 80/20 with the fixed seed 0, every class keeping "
             "at least one training image; --seed sets the network's initialisation and batches) no test image of the "
-            "class(es) boots: the test results below do not cover it") in card
+            "class boots: the test results below do not cover it") in card
 
 
 def test_class_folders_named_alike_up_to_unicode_form_or_spaces_are_refused_naming_them(tmp_path, capsys):

@@ -129,7 +129,7 @@ def test_training_says_it_resized_images_and_read_empty_cells_as_the_mean(tmp_pa
     frame.to_csv(tmp_path / "visits.csv", index=False)
     assert train.main(["--dataset", str(tmp_path / "visits.csv"), "--out", str(tmp_path / "t"), "--steps", "2"]) == 0
     said = capsys.readouterr().err
-    assert "cell(s) of the training rows are empty, not a number or infinite, and were trained on as their " \
+    assert "cells of the training rows are empty, not a number or infinite, and were trained on as their " \
         "column's mean over the whole table, test rows included (the mean a release reads such a cell as: bmi: " \
         in said
 
@@ -227,7 +227,7 @@ def test_a_table_model_split_before_levels_kept_a_training_row_is_evaluated_on_i
     out = tmp_path / "t"
     assert train.main(["--dataset", str(tmp_path / "rare.csv"), "--out", str(out), "--steps", "2",
                        "--conditions", "group"]) == 0
-    assert "1 row(s) drawn into the test fifth (--seed 0) hold a condition level no training row has" in \
+    assert "1 row drawn into the test fifth (--seed 0) holds a condition level no training row has; it was moved" in \
         capsys.readouterr().err
     assert evaluate.main(["bpd", "--model", str(out), "--data", str(tmp_path / "rare.csv"), "--quick"]) == 0
     plain_train, plain_test = train.split_table(frame, 0)  # what the training section of an older run records
