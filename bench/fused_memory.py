@@ -3,10 +3,9 @@
 For each image model and route (passes fused by oneDNN Graph, the model's route; weight copies, where fusion is
 off or fails), in a fresh process: the resident size after loading the model, after its first privatize calls of
 one image (its encode and decode passes made), and after the model is dropped and collected, over four loads in
-turn; each resident size after ``malloc_trim`` (memory in use, not what the allocator keeps for reuse). A fused
-pass's constants stay after its model is gone (TorchScript keeps a frozen graph's constants until the process
-ends, a frozen one with more memory: ``cadp.models.MAX_FUSED_PASSES``); the route with weight copies keeps
-some memory per load too (its traces).
+turn; each resident size after ``malloc_trim`` (memory in use, not what the allocator keeps for reuse).
+TorchScript keeps a traced or frozen graph until the process ends, also after its model is gone, and a frozen,
+fused one holds more (``cadp.models.MAX_FUSED_PASSES``): both routes keep some memory per load.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import argparse
 import ctypes
 import gc
 import json
-import os
 import subprocess
 import sys
 
@@ -29,12 +27,13 @@ ROUTES = {"fused": "fused by oneDNN Graph (used)", "copies": "weight copies"}
 def resident_mib() -> float:
     """This process's resident size, after giving freed heap memory back (glibc's ``malloc_trim``): what is
     still in use, not what the allocator keeps for reuse."""
+    from bench.compute import _status_mib
+
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: the resident size as it is
         pass
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return _status_mib("VmRSS")
 
 
 def measure(folder: str, route: str, loads: int = 4) -> dict:
