@@ -3,9 +3,9 @@
 For each image model and route (passes fused by oneDNN Graph, the model's route; weight copies, where fusion is
 off or fails), in a fresh process: the resident size after loading the model, after its first privatize calls of
 one image (its encode and decode passes made), and after the model is dropped and collected, over four loads in
-turn; each resident size after ``malloc_trim`` (memory in use, not what the allocator keeps for reuse).
-TorchScript keeps a traced or frozen graph until the process ends, also after its model is gone, and a frozen,
-fused one holds more (``cadp.models.MAX_FUSED_PASSES``): both routes keep some memory per load.
+turn (``--loads``); each resident size after ``malloc_trim`` (memory in use, not what the allocator keeps for reuse).
+A pass's graph is freed with its model (``cadp.models._GraphPass``); oneDNN Graph keeps what it compiled for fused
+passes in caches of bounded size, so what stays per load shrinks as they fill (the table's last column).
 """
 
 from __future__ import annotations
@@ -39,10 +39,7 @@ def resident_mib() -> float:
 def measure(folder: str, route: str, loads: int = 4) -> dict:
     """Resident MiB in this process: at the start, then per load (loaded, after two calls, after the drop)."""
     from bench.compute import load, privatize_call
-    from cadp import models
 
-    # each load makes passes of its own: the process's bound on fused passes would leave later loads unfused
-    models.MAX_FUSED_PASSES = max(models.MAX_FUSED_PASSES, 4 * loads)
     start = resident_mib()  # (glibc's default allocator: cadp.runtime.configure_allocator would keep freed memory)
     rounds = []
     for _ in range(loads):
@@ -64,15 +61,17 @@ def table(name: str, results: dict[str, dict]) -> str:
     lines = [f"{name}: resident MiB after malloc_trim, {len(next(iter(results.values()))['rounds'])} loads in turn "
              "(each: load, two privatize calls of one image, drop)", "",
              "| route | passes | calls add (first load) | held after each drop, above the start | "
-             "held per load after the first |", "|---|---|---|---|---|"]
+             "held per load after the first | held per load, second half of the loads |", "|---|---|---|---|---|---|"]
     for route, result in results.items():
         rounds = result["rounds"]
         held = [entry["dropped"] - result["start"] for entry in rounds]
+        half = len(held) // 2  # (whether what stays keeps growing, or stops where a cache is full)
         per_load = (held[-1] - held[0]) / (len(held) - 1) if len(held) > 1 else float("nan")
+        late = (held[-1] - held[half - 1]) / (len(held) - half) if half else float("nan")
         kinds = sorted({kind for entry in rounds for kind in entry["passes"]})  # (every load's passes)
         lines.append(f"| {ROUTES[route]} | {', '.join(kinds)} | "
                      f"{rounds[0]['called'] - rounds[0]['loaded']:.1f} | {', '.join(f'{value:.1f}' for value in held)} "
-                     f"| {per_load:.1f} |")
+                     f"| {per_load:.1f} | {late:.1f} |")
     return "\n".join(lines)
 
 

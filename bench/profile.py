@@ -416,7 +416,8 @@ def image_batch1_alternatives(loaded, layer_calls: int = 300, calls: int = 200) 
     runs[FROZEN]()
     entries = frozen.model._traced._entries
     for key, (traced, packs) in entries.items():
-        entries[key] = (torch.jit.freeze(traced.eval()), packs)
+        entries[key] = (traced.frozen() if isinstance(traced, models._GraphPass) else torch.jit.freeze(traced.eval()),
+                        packs)
     timings = _p50_us(runs, calls, rounds=10)
     base = timings[FUSED]
     lines += ["", f"{loaded.folder.name}: one image's privatize call, p50 ms (timed in turn), each alternative on "
@@ -431,7 +432,7 @@ def image_batch1_alternatives(loaded, layer_calls: int = 300, calls: int = 200) 
 FUSED = "oneDNN Graph, frozen passes (used)"
 COPIES = "oneDNN, weights reordered once (used where fusion is off or fails)"
 COPIES_WITHOUT_ONEDNN = "direct kernel (used where fusion is off or fails: this PyTorch has no oneDNN)"
-FROZEN = "weights reordered once, traces frozen (torch.jit.freeze: weights as constants)"
+FROZEN = "weights reordered once, traces frozen (weights as constants, as torch.jit.freeze makes them)"
 
 
 def fit_step_parts(steps: int = 200) -> str:
@@ -506,11 +507,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from cadp import models
-
-    # this process loads each model several times over, each load with passes of its own: the bound on fused
-    # passes per process (their constants stay) would leave later loads unfused
-    models.MAX_FUSED_PASSES = max(models.MAX_FUSED_PASSES, 16 * len(args.models))
     print(f"torch threads: {torch.get_num_threads()}\n")
     for name in args.models:
         loaded = load(WEIGHTS / name, torch.device("cpu"))

@@ -776,16 +776,9 @@ SCRIPT_GATE = _ScriptGate()
 
 ONEDNN_GRAPH = True  # whether passes for one or two images may be fused by oneDNN Graph (``_fused_pass``)
 # fused passes for at most this many images (one: the release; two: the image page's decode of the release and the
-# reconstruction): each batch size has its own (memory: ``MAX_FUSED_PASSES``), and the gain shrank with more images
-# (``python -m bench.profile``; BENCHMARKS.md, "Twenty-eighth round")
+# reconstruction): each batch size has its own (each holds its weights reordered), and the gain shrank with more
+# images (``python -m bench.profile``; BENCHMARKS.md, "Twenty-eighth round")
 FUSED_BATCH = 2
-# fused passes made per process at most, for all models together: TorchScript keeps a traced or frozen graph until
-# the process ends, also after its model is gone, and a fused one holds more (``python -m bench.fused_memory``: a
-# bundled image model's load with an encode and a decode pass left 32.8 MiB in use fused, 9.3 MiB with weight copies);
-# later passes take the route with weight copies (``_ConvPacks``)
-MAX_FUSED_PASSES = 8
-_fused_passes_made = 0
-_FUSED_COUNT_LOCK = threading.Lock()
 
 
 def _laid_out(tensor: torch.Tensor) -> torch.Tensor:
@@ -810,7 +803,7 @@ class _Snapshot:
 
 
 def _fused_pass(inn: Ff.GraphINN, x: torch.Tensor, conditions: list[torch.Tensor],
-                rev: bool) -> tuple[torch.jit.ScriptModule, _Snapshot] | None:
+                rev: bool) -> tuple[_GraphPass, _Snapshot] | None:
     """One direction of ``inn`` traced, frozen and fused by oneDNN Graph, for inputs shaped and laid out as ``x`` and
     ``conditions``; None where that is not possible or its result is not the unfused one.
 
@@ -828,29 +821,20 @@ def _fused_pass(inn: Ff.GraphINN, x: torch.Tensor, conditions: list[torch.Tensor
     route missed only its convolutions'). The couplings run out of place (``_affine``): in place, the fuser gave
     float64 results or failed. A fused pass must only see inputs laid out as the ones it was made on
     (``TracedPasses.run`` passes contiguous copies): on other strides TorchScript specializes the graph again, and
-    that graph computed wrong latents or failed (a review found it). TorchScript keeps a traced or frozen graph
-    after its model is gone, a frozen one with more memory (``python -m bench.fused_memory``): at most
-    ``MAX_FUSED_PASSES`` are made per process, for all models together, failed checks included.
+    that graph computed wrong latents or failed (a review found it). The graph is freed with its model
+    (``_GraphPass``); what oneDNN Graph keeps of it stays within its caches' bounds (``python -m bench.fused_memory``).
     """
-    global _fused_passes_made
     if not ONEDNN_GRAPH or not hasattr(torch.jit, "enable_onednn_fusion") or not torch.backends.mkldnn.is_available() \
             or x.device.type != "cpu" or any(t.dtype != torch.float32 for t in (x, *conditions)) \
-            or torch.is_grad_enabled() or _fused_passes_made >= MAX_FUSED_PASSES \
+            or torch.is_grad_enabled() \
             or any(tensor.is_inference() for tensor in [*inn.parameters(), *inn.buffers()]):
         return None
-    with _FUSED_COUNT_LOCK:
-        if _fused_passes_made >= MAX_FUSED_PASSES:
-            return None
-        _fused_passes_made += 1  # reserved; given back if no frozen graph is made
-    frozen = None
     try:
         snapshot = _Snapshot(inn)  # before the weights are read: a change meanwhile shows as one
         probe = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype)
         with warnings.catch_warnings():  # (the lean pass runs no TorchScript while it is traced)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace and freeze, still supported
-            traced = torch.jit.trace(_FlowPass(inn, rev, in_place=False), (probe, *conditions), check_trace=False)
-            frozen = torch.jit.freeze(traced.eval())
+            frozen = _GraphPass.traced(_FlowPass(inn, rev, in_place=False), (probe, *conditions)).frozen()
         with SCRIPT_GATE.shared():
             for _ in range(max(1, torch._C._jit_get_num_profiled_runs())):
                 plain = frozen(probe, *conditions)  # profiling runs: not optimized, not fused
@@ -864,16 +848,85 @@ def _fused_pass(inn: Ff.GraphINN, x: torch.Tensor, conditions: list[torch.Tensor
             graph = str(torch.jit.last_executed_optimized_graph())  # this thread's last optimized graph
     except Exception:  # any failure of an optional route: the route with weight copies
         return None
-    finally:
-        if frozen is None:  # no frozen graph holds memory: the reservation goes back (an interrupt too)
-            with _FUSED_COUNT_LOCK:
-                _fused_passes_made -= 1
     tolerance = 1e-4 * (1.0 + float(plain.abs().max()))  # (seen: 1e-6 to 4e-6 relative)
     if "prim::oneDNNFusionGroup" not in graph or fused.dtype != plain.dtype or fused.shape != plain.shape \
             or not bool(fused.isfinite().all()) or not bool(plain.isfinite().all()) \
             or float((fused - plain).abs().max()) > tolerance:
         return None
     return frozen, snapshot
+
+
+class _GraphPass:
+    """A traced pass held by a TorchScript compilation unit of its own, so that it is freed with its model.
+
+    ``torch.jit.trace`` of a module registers a type for the module and each submodule in TorchScript's
+    process-wide compilation unit, which keeps their graphs, and what running them adds, until the process
+    ends: about 9 MiB stayed per load of an image model, 13 MiB more for its fused passes, and 20 MiB per
+    table fit (``python -m bench.fused_memory``, BENCHMARKS.md). ``traced`` records the same operations into a
+    graph whose last inputs are the module's parameters and buffers, passed again on every call (the same
+    tensors: in-place changes reach the pass, as they reach a traced module); ``frozen`` makes them constants,
+    as ``torch.jit.freeze`` does. Either graph is a function of a new compilation unit, dropped with the pass.
+    Called as a traced module is: ``pass_(x, *conditions)``.
+    """
+
+    def __init__(self, graph: torch._C.Graph, state: tuple[torch.Tensor, ...]):
+        self._unit = torch._C.CompilationUnit()
+        self._function = self._unit.create_function("forward", graph)
+        self._state = state
+
+    @classmethod
+    def traced(cls, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> _GraphPass:
+        from torch.jit._trace import _create_interpreter_name_lookup_fn
+
+        state = tuple(dict.fromkeys([*module.parameters(), *module.buffers()]))  # (each tensor once)
+        count = len(inputs)
+
+        def call(*tensors):
+            return module(*tensors[:count])
+
+        graph, _ = torch._C._create_graph_by_tracing(call, [*inputs, *state], _create_interpreter_name_lookup_fn(),
+                                                     True, False)  # (strict, not forced out of place)
+        return cls(graph, state)
+
+    def frozen(self) -> _GraphPass:
+        """This pass with its parameters and buffers as constants of its graph, optimized as ``torch.jit.freeze``
+        optimizes a frozen module's (the constants share the tensors' memory, as a frozen module's do). oneDNN's
+        own tensors (``_ConvPacks``' copies) cannot be constants: they stay inputs."""
+        graph = self._function.graph.copy()
+        inputs = list(graph.inputs())
+        first = len(inputs) - len(self._state)
+        graph.setInsertPoint(next(iter(graph.nodes())))  # (constants before their first use)
+        kept = []
+        for index, (value, tensor) in reversed(list(enumerate(zip(inputs[first:], self._state), first))):
+            if tensor.layout == torch.strided:
+                value.replaceAllUsesWith(graph.insertConstant(tensor.detach()))
+                graph.eraseInput(index)
+            else:
+                kept.insert(0, tensor)
+        torch._C._jit_pass_inline(graph)
+        torch._C._jit_pass_constant_propagation(graph)
+        torch._C._jit_pass_optimize_frozen_graph(graph, True)
+        return _GraphPass(graph, tuple(kept))
+
+    def __call__(self, *inputs: torch.Tensor):
+        return self._function(*inputs, *self._state)
+
+    @property
+    def graph(self) -> torch._C.Graph:
+        return self._function.graph
+
+    @property
+    def inlined_graph(self) -> torch._C.Graph:
+        """The graph with the scripted functions it calls inlined (``_packed_conv2d``), as TorchScript runs it."""
+        return self._function.inlined_graph
+
+
+def _trace(module: nn.Module, inputs: tuple[torch.Tensor, ...]):
+    """``module`` traced on ``inputs`` as a ``_GraphPass``; with ``torch.jit.trace`` where this PyTorch lacks the
+    tracer's graph entry point (not public API: checked)."""
+    if hasattr(torch._C, "_create_graph_by_tracing") and hasattr(torch._C, "CompilationUnit"):
+        return _GraphPass.traced(module, inputs)
+    return torch.jit.trace(module, inputs, check_trace=False)
 
 
 class TracedPasses:
@@ -896,13 +949,20 @@ class TracedPasses:
     def __init__(self):
         # key -> (trace, the weights' copies it reads or the snapshot of a frozen one, or None): one dict,
         # replaced whole by clear()
-        self._entries: dict[tuple, tuple[torch.jit.ScriptModule, _ConvPacks | _Snapshot | None]] = {}
+        self._entries: dict[tuple, tuple[_GraphPass | torch.jit.ScriptModule, _ConvPacks | _Snapshot | None]] = {}
         self._packs: _ConvPacks | None = None  # the copies new passes for few images read
         self._lock = threading.Lock()
         self.fuse = True  # whether this flow's passes for one or two images may be fused (with ONEDNN_GRAPH)
 
     def clear(self) -> None:
         self._entries, self._packs = {}, None
+
+    def __deepcopy__(self, memo) -> TracedPasses:
+        """None of the passes (``copy.deepcopy`` of a model): a copy's passes are made on its first use, reading
+        its own weights (a pass reads its model's tensors; a compilation unit cannot be copied)."""
+        passes = TracedPasses()
+        passes.fuse = self.fuse
+        return passes
 
     def forget_copies(self) -> None:
         """Drop the passes that hold or read copies of the weights (frozen or ``_ConvPacks``: made again on next
@@ -914,7 +974,7 @@ class TracedPasses:
         self._entries = {key: entry for key, entry in self._entries.items() if entry[1] is None}
         self._packs = None
 
-    def _current(self, key: tuple) -> torch.jit.ScriptModule | None:
+    def _current(self, key: tuple) -> _GraphPass | torch.jit.ScriptModule | None:
         """The pass for ``key`` if one was made and the weights it copied are unchanged, else None."""
         traced, packs = self._entries.get(key, (None, None))
         return traced if packs is None or packs.current() else None
@@ -961,7 +1021,7 @@ class TracedPasses:
                     flow_pass(x, *conditions)  # untraced: copies the weights for these shapes
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace, still supported
-                traced = torch.jit.trace(flow_pass, (x, *conditions), check_trace=False)
+                traced = _trace(flow_pass, (x, *conditions))
             packs = flow_pass.packs if flow_pass.packs is not None and flow_pass.packs._names else None
             self._entries[key] = (traced, packs)
             return traced

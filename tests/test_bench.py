@@ -171,7 +171,7 @@ def test_profile_tables_time_every_flow_path_and_fit_part():
     assert parts.count("| ") >= 8 and "one flat tensor, fused" in parts and "traced (fit_tabular)" in parts
 
 
-def test_profile_tables_time_the_small_batch_forms_of_an_image_model(monkeypatch):
+def test_profile_tables_time_the_small_batch_forms_of_an_image_model():
     import torch
 
     from bench import WEIGHTS
@@ -179,7 +179,6 @@ def test_profile_tables_time_the_small_batch_forms_of_an_image_model(monkeypatch
     from bench.profile import image_fusion_calls, image_small_batch_calls, image_small_batch_layers
     from cadp import models
 
-    monkeypatch.setattr(models, "_fused_passes_made", 0)  # (this test process made others before: its bound)
     loaded = load(WEIGHTS / "mnist-cinn", torch.device("cpu"))
     layers = image_small_batch_layers(loaded, batches=(1, 2), calls=3)
     rows = [line.split("|")[1:-1] for line in layers.splitlines() if line.startswith("| ") and "layer" not in line]
@@ -676,17 +675,15 @@ def test_report_counts_threads_in_the_singular_for_one():
     assert (_threads(1), _threads(2, "torch "), _threads(None)) == ("1 thread", "2 torch threads", "threads not recorded")
 
 
-def test_fused_memory_measures_each_route_and_tabulates_what_stays(monkeypatch):
+def test_fused_memory_measures_each_route_and_tabulates_what_stays():
     """bench.fused_memory: each route's passes are what it names (fused: frozen passes; copies: weight copies), the
     resident sizes are read, and the table says what a load adds and what stays after the drop."""
     import torch
 
     from bench import WEIGHTS, fused_memory
-    from cadp import models
 
     if not hasattr(torch.jit, "enable_onednn_fusion") or not torch.backends.mkldnn.is_available():
         pytest.skip("this PyTorch has no oneDNN Graph fuser")
-    monkeypatch.setattr(models, "_fused_passes_made", 0)
     results = {route: fused_memory.measure(str(WEIGHTS / "mnist-cinn"), route, loads=2) for route in fused_memory.ROUTES}
     assert results["fused"]["rounds"][0]["passes"] == ["_Snapshot"]
     assert results["copies"]["rounds"][0]["passes"] == ["_ConvPacks"]
