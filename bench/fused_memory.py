@@ -1,11 +1,14 @@
-"""Memory that one image's passes hold, fused or not: ``python -m bench.fused_memory [--models NAME ...]``.
+"""Memory that a model's passes hold after it is gone: ``python -m bench.fused_memory [--models NAME ...] [--loads N]
+[--fits N]``.
 
 For each image model and route (passes fused by oneDNN Graph, the model's route; weight copies, where fusion is
 off or fails), in a fresh process: the resident size after loading the model, after its first privatize calls of
 one image (its encode and decode passes made), and after the model is dropped and collected, over four loads in
 turn (``--loads``); each resident size after ``malloc_trim`` (memory in use, not what the allocator keeps for reuse).
 A pass's graph is freed with its model (``cadp.models._GraphPass``); oneDNN Graph keeps what it compiled for fused
-passes in caches of bounded size, so what stays per load shrinks as they fill (the table's last column).
+passes in caches of bounded size, so what stays per load shrinks as they fill (the table's last column). Then the
+same for table models (``--fits``, four by default): each fitted on the suite's synthetic table, its whole table
+privatized, dropped.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ def resident_mib() -> float:
 def measure(folder: str, route: str, loads: int = 4) -> dict:
     """Resident MiB in this process: at the start, then per load (loaded, after two calls, after the drop)."""
     from bench.compute import load, privatize_call
+    from cadp import models  # noqa: F401 (imported before the start: the import is not what a load holds)
 
     start = resident_mib()  # (glibc's default allocator: cadp.runtime.configure_allocator would keep freed memory)
     rounds = []
@@ -57,11 +61,43 @@ def measure(folder: str, route: str, loads: int = 4) -> dict:
     return {"start": start, "rounds": rounds}
 
 
-def table(name: str, results: dict[str, dict]) -> str:
-    lines = [f"{name}: resident MiB after malloc_trim, {len(next(iter(results.values()))['rounds'])} loads in turn "
-             "(each: load, two privatize calls of one image, drop)", "",
-             "| route | passes | calls add (first load) | held after each drop, above the start | "
-             "held per load after the first | held per load, second half of the loads |", "|---|---|---|---|---|---|"]
+def measure_fits(fits: int = 4, steps: int = 400) -> dict:
+    """As ``measure``, for table models: each round fits one on the suite's synthetic 1,000 x 15 table (the app's
+    default steps, its likelihood traced), privatizes the whole table (its passes traced: more rows than NumPy's
+    route takes) and drops the model."""
+    from bench.compute import mechanism
+    from bench.fit import CONDITION, synthetic_frame
+    from cadp.mechanisms import new_generator
+    from cadp.privatize import privatize
+    from cadp.train import fit_tabular
+
+    frame = synthetic_frame()
+    start = resident_mib()
+    rounds = []
+    for seed in range(fits):
+        model = fit_tabular(frame, [CONDITION], steps=steps, seed=seed)
+        fitted_mib = resident_mib()
+        with torch.inference_mode():
+            privatize(model, frame, None, mechanism(), new_generator())
+        called_mib = resident_mib()
+        kinds = [TABLE_PASSES[key[:2]] for key in model._traced._entries]
+        del model
+        gc.collect()
+        rounds.append({"loaded": fitted_mib, "called": called_mib, "dropped": resident_mib(), "passes": kinds})
+    return {"start": start, "rounds": rounds}
+
+
+TABLE_PASSES = {(False, True): "likelihood", (False, False): "encode", (True, False): "decode"}  # (rev, jac)
+
+
+def table(name: str, results: dict[str, dict], loads: str = "loads",
+          each: str = "load, two privatize calls of one image, drop") -> str:
+    count = len(next(iter(results.values()))["rounds"])
+    lines = [f"{name}: resident MiB after malloc_trim, {count} {loads if count != 1 else loads[:-1]} in turn "
+             f"(each: {each})", "",
+             f"| route | passes | calls add (first {loads[:-1]}) | held after each drop, above the start | "
+             f"held per {loads[:-1]} after the first | held per {loads[:-1]}, second half of the {loads} |",
+             "|---|---|---|---|---|---|"]
     for route, result in results.items():
         rounds = result["rounds"]
         held = [entry["dropped"] - result["start"] for entry in rounds]
@@ -69,7 +105,7 @@ def table(name: str, results: dict[str, dict]) -> str:
         per_load = (held[-1] - held[0]) / (len(held) - 1) if len(held) > 1 else float("nan")
         late = (held[-1] - held[half - 1]) / (len(held) - half) if half else float("nan")
         kinds = sorted({kind for entry in rounds for kind in entry["passes"]})  # (every load's passes)
-        lines.append(f"| {ROUTES[route]} | {', '.join(kinds)} | "
+        lines.append(f"| {ROUTES.get(route, route)} | {', '.join(kinds)} | "
                      f"{rounds[0]['called'] - rounds[0]['loaded']:.1f} | {', '.join(f'{value:.1f}' for value in held)} "
                      f"| {per_load:.1f} | {late:.1f} |")
     return "\n".join(lines)
@@ -79,10 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fused_memory", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["mnist-cinn", "fashion-mnist-cinn"])
     parser.add_argument("--loads", type=int, default=4)
+    parser.add_argument("--fits", type=int, default=4, help="table fits in turn, after the image models (0: none)")
     parser.add_argument("--one", nargs=2, metavar=("FOLDER", "ROUTE"), help=argparse.SUPPRESS)  # the child
+    parser.add_argument("--one-fits", action="store_true", help=argparse.SUPPRESS)  # the child of the table fits
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(measure(args.one[0], args.one[1], args.loads)))
+        return 0
+    if args.one_fits:
+        print(json.dumps(measure_fits(args.fits)))
         return 0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name in args.models:
@@ -93,6 +134,13 @@ def main(argv: list[str] | None = None) -> int:
             results[route] = json.loads(child.stdout.strip().splitlines()[-1])
         print()
         print(table(name, results))
+    if args.fits:
+        child = subprocess.run([sys.executable, "-m", "bench.fused_memory", "--fits", str(args.fits), "--one-fits"],
+                               capture_output=True, text=True, check=True)
+        print()
+        print(table("table fits (synthetic 1,000 x 15, 400 steps)",
+                    {"traces": json.loads(child.stdout.strip().splitlines()[-1])}, loads="fits",
+                    each="fit, privatize the whole table, drop"))
     return 0
 
 

@@ -694,3 +694,11 @@ def test_fused_memory_measures_each_route_and_tabulates_what_stays():
     assert [row[0].strip() for row in rows] == list(fused_memory.ROUTES.values())
     assert all(len(row[3].split(",")) == 2 for row in rows)  # one value per load
     assert [row[1].strip() for row in rows] == ["_Snapshot", "_ConvPacks"]  # every load's passes, by route
+    for row, result in zip(rows, results.values()):  # per load after the first, and over the second half
+        held = [entry["dropped"] - result["start"] for entry in result["rounds"]]
+        assert float(row[4]) == pytest.approx(held[1] - held[0], abs=0.06)
+        assert float(row[5]) == pytest.approx(held[1] - held[0], abs=0.06)  # (of two loads: the second)
+    fits = fused_memory.measure_fits(fits=1, steps=3)
+    assert fits["rounds"][0]["passes"] == ["likelihood", "encode", "decode"]  # (a fit's, then the whole table's)
+    shown = fused_memory.table("fits", {"traces": fits}, loads="fits", each="fit, privatize, drop")
+    assert "1 fit in turn (each: fit, privatize, drop)" in shown and "held per fit after the first" in shown
