@@ -5,10 +5,10 @@ For each image model and route (passes fused by oneDNN Graph, the model's route;
 off or fails), in a fresh process: the resident size after loading the model, after its first privatize calls of
 one image (its encode and decode passes made), and after the model is dropped and collected, over four loads in
 turn (``--loads``); each resident size after ``malloc_trim`` (memory in use, not what the allocator keeps for reuse).
-A pass's graph is freed with its model (``cadp.models._GraphPass``); oneDNN Graph keeps what it compiled for fused
-passes in caches of bounded size, so what stays per load shrinks as they fill (the table's last column). Then the
-same for table models (``--fits``, four by default): each fitted on the suite's synthetic table, its whole table
-privatized, dropped.
+A pass's graph is freed with its model (``cadp.models._GraphPass``); with fused passes some memory still stays
+per load, less as loads go on (the table's last column; what holds it is not established). ``--alternate`` also
+loads the models in turn in one process. Then the same for table models (``--fits``, four by default): each
+fitted on the suite's synthetic table, its whole table privatized, dropped.
 """
 
 from __future__ import annotations
@@ -40,14 +40,18 @@ def resident_mib() -> float:
 
 
 def measure(folder: str, route: str, loads: int = 4) -> dict:
-    """Resident MiB in this process: at the start, then per load (loaded, after two calls, after the drop)."""
+    """Resident MiB in this process: at the start, then per load (loaded, after two calls, after the drop).
+
+    ``folder``: one model folder, or several joined by commas, loaded in turn (load 1 the first, load 2 the
+    second, ...), as an app serving several models loads them."""
     from bench.compute import load, privatize_call
     from cadp import models  # noqa: F401 (imported before the start: the import is not what a load holds)
 
+    folders = folder.split(",")
     start = resident_mib()  # (glibc's default allocator: cadp.runtime.configure_allocator would keep freed memory)
     rounds = []
-    for _ in range(loads):
-        loaded = load(folder, torch.device("cpu"))
+    for index in range(loads):
+        loaded = load(folders[index % len(folders)], torch.device("cpu"))
         loaded.model._traced.fuse = route == "fused"
         loaded_mib = resident_mib()
         call, _ = privatize_call(loaded, 1)
@@ -116,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=["mnist-cinn", "fashion-mnist-cinn"])
     parser.add_argument("--loads", type=int, default=4)
     parser.add_argument("--fits", type=int, default=4, help="table fits in turn, after the image models (0: none)")
+    parser.add_argument("--alternate", action="store_true",
+                        help="also load the models in turn in one process (each route), after each on its own")
     parser.add_argument("--one", nargs=2, metavar=("FOLDER", "ROUTE"), help=argparse.SUPPRESS)  # the child
     parser.add_argument("--one-fits", action="store_true", help=argparse.SUPPRESS)  # the child of the table fits
     args = parser.parse_args(argv)
@@ -134,6 +140,15 @@ def main(argv: list[str] | None = None) -> int:
             results[route] = json.loads(child.stdout.strip().splitlines()[-1])
         print()
         print(table(name, results))
+    if args.alternate and len(args.models) > 1:
+        results = {}
+        for route in ROUTES:
+            child = subprocess.run([sys.executable, "-m", "bench.fused_memory", "--loads", str(args.loads), "--one",
+                                    ",".join(str(WEIGHTS / name) for name in args.models), route],
+                                   capture_output=True, text=True, check=True)
+            results[route] = json.loads(child.stdout.strip().splitlines()[-1])
+        print()
+        print(table(" and ".join(args.models) + ", in turn in one process", results))
     if args.fits:
         child = subprocess.run([sys.executable, "-m", "bench.fused_memory", "--fits", str(args.fits), "--one-fits"],
                                capture_output=True, text=True, check=True)

@@ -689,9 +689,10 @@ class _FlowPass(nn.Module):
         super().__init__()
         self.inn, self.rev, self.jac, self.small_batch, self.in_place = inn, rev, jac, small_batch, in_place
         self.packs = (packs if packs is not None else _ConvPacks()) if small_batch and not jac else None
-        self._lean = {id(node.module) for node in inn.node_list
+        # (the modules themselves, not their ids: a deep copy of a model maps them to its own modules)
+        self._lean = {node.module for node in inn.node_list
                       if type(node.module) is Fm.GLOWCouplingBlock and _atan_clamped(node.module)}
-        self._shuffles = {id(node.module) for node in inn.node_list if _is_pixel_unshuffle(node.module)}
+        self._shuffles = {node.module for node in inn.node_list if _is_pixel_unshuffle(node.module)}
 
     def forward(self, x: torch.Tensor, *conditions: torch.Tensor):
         inn, rev, jac = self.inn, self.rev, self.jac
@@ -705,11 +706,11 @@ class _FlowPass(nn.Module):
                 continue
             inputs = tuple(outs[previous, channel] for previous, channel in (node.outputs if rev else node.inputs))
             c = tuple(outs[condition, 0] for condition in node.conditions)
-            if id(node.module) in self._lean:
+            if node.module in self._lean:
                 output, node_log_det = _coupling(node.module, inputs[0], c, rev, jac, self.small_batch, self.packs,
                                                  self.in_place)
                 results = (output,)
-            elif id(node.module) in self._shuffles:  # volume-preserving: log-determinant 0
+            elif node.module in self._shuffles:  # volume-preserving: log-determinant 0
                 shuffle = nn.functional.pixel_shuffle if rev else nn.functional.pixel_unshuffle
                 results, node_log_det = (shuffle(inputs[0], 2),), 0.0
             else:
@@ -822,7 +823,8 @@ def _fused_pass(inn: Ff.GraphINN, x: torch.Tensor, conditions: list[torch.Tensor
     float64 results or failed. A fused pass must only see inputs laid out as the ones it was made on
     (``TracedPasses.run`` passes contiguous copies): on other strides TorchScript specializes the graph again, and
     that graph computed wrong latents or failed (a review found it). The graph is freed with its model
-    (``_GraphPass``); what oneDNN Graph keeps of it stays within its caches' bounds (``python -m bench.fused_memory``).
+    (``_GraphPass``); some memory still stays per fused load, less as loads go on (``python -m bench.fused_memory``;
+    BENCHMARKS.md, "Twenty-ninth round").
     """
     if not ONEDNN_GRAPH or not hasattr(torch.jit, "enable_onednn_fusion") or not torch.backends.mkldnn.is_available() \
             or x.device.type != "cpu" or any(t.dtype != torch.float32 for t in (x, *conditions)) \
@@ -861,8 +863,8 @@ class _GraphPass:
 
     ``torch.jit.trace`` of a module registers a type for the module and each submodule in TorchScript's
     process-wide compilation unit, which keeps their graphs, and what running them adds, until the process
-    ends: about 9 MiB stayed per load of an image model, 13 MiB more for its fused passes, and 20 MiB per
-    table fit (``python -m bench.fused_memory``, BENCHMARKS.md). ``traced`` records the same operations into a
+    ends: about 9 MiB stayed per load of an image model, 33 MiB with fused passes, and 22 MiB per table fit
+    (``python -m bench.fused_memory``; BENCHMARKS.md, "Twenty-ninth round"). ``traced`` records the same operations into a
     graph whose last inputs are the module's parameters and buffers, passed again on every call (the same
     tensors: in-place changes reach the pass, as they reach a traced module); ``frozen`` makes them constants,
     as ``torch.jit.freeze`` does. Either graph is a function of a new compilation unit, dropped with the pass.
@@ -922,11 +924,13 @@ class _GraphPass:
 
 
 def _trace(module: nn.Module, inputs: tuple[torch.Tensor, ...]):
-    """``module`` traced on ``inputs`` as a ``_GraphPass``; with ``torch.jit.trace`` where this PyTorch lacks the
-    tracer's graph entry point (not public API: checked)."""
-    if hasattr(torch._C, "_create_graph_by_tracing") and hasattr(torch._C, "CompilationUnit"):
+    """``module`` traced on ``inputs`` as a ``_GraphPass``; with ``torch.jit.trace`` where that fails (the tracer's
+    graph entry point and compilation units are not public API: another PyTorch may lack them or call them
+    otherwise)."""
+    try:
         return _GraphPass.traced(module, inputs)
-    return torch.jit.trace(module, inputs, check_trace=False)
+    except (ImportError, AttributeError, TypeError, RuntimeError):
+        return torch.jit.trace(module, inputs, check_trace=False)
 
 
 class TracedPasses:
@@ -1020,7 +1024,7 @@ class TracedPasses:
                 if flow_pass.packs is not None:
                     flow_pass(x, *conditions)  # untraced: copies the weights for these shapes
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace, still supported
+                warnings.simplefilter("ignore", DeprecationWarning)  # (_trace's fallback, torch.jit.trace)
                 traced = _trace(flow_pass, (x, *conditions))
             packs = flow_pass.packs if flow_pass.packs is not None and flow_pass.packs._names else None
             self._entries[key] = (traced, packs)
