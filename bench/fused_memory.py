@@ -19,6 +19,7 @@ import gc
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -61,7 +62,8 @@ def measure(folder: str, route: str, loads: int = 4) -> dict:
         kinds = sorted({type(entry[1]).__name__ for entry in loaded.model._traced._entries.values()})
         del call, loaded
         gc.collect()
-        rounds.append({"loaded": loaded_mib, "called": called_mib, "dropped": resident_mib(), "passes": kinds})
+        rounds.append({"model": Path(folders[index % len(folders)]).name, "loaded": loaded_mib, "called": called_mib,
+                       "dropped": resident_mib(), "passes": kinds})
     return {"start": start, "rounds": rounds}
 
 

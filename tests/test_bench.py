@@ -698,6 +698,9 @@ def test_fused_memory_measures_each_route_and_tabulates_what_stays():
         held = [entry["dropped"] - result["start"] for entry in result["rounds"]]
         assert float(row[4]) == pytest.approx(held[1] - held[0], abs=0.06)
         assert float(row[5]) == pytest.approx(held[1] - held[0], abs=0.06)  # (of two loads: the second)
+    alternating = fused_memory.measure(",".join(str(WEIGHTS / name) for name in ("mnist-cinn", "fashion-mnist-cinn")),
+                                       "copies", loads=3)  # (--alternate: the models in turn)
+    assert [entry["model"] for entry in alternating["rounds"]] == ["mnist-cinn", "fashion-mnist-cinn", "mnist-cinn"]
     fits = fused_memory.measure_fits(fits=1, steps=3)
     assert fits["rounds"][0]["passes"] == ["likelihood", "encode", "decode"]  # (a fit's, then the whole table's)
     shown = fused_memory.table("fits", {"traces": fits}, loads="fits", each="fit, privatize, drop")
