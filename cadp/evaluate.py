@@ -1096,7 +1096,7 @@ def reid_card_markdown(utility: dict, command: str) -> str:
     shown = [e for e in CARD_REID_EPSILONS if e in epsilons]
     released = released_words(utility)
     given, chance = utility.get("chance_given_condition"), utility.get("chance")
-    lines = [f"### Re-identification (`{command}`)", "",
+    lines = ["### Re-identification", "", f"Measured by `{command}`.", "",
              f"An attacker who holds this model and {NOISY_LATENT_WORDS} matches each release to the most likely of "
              f"the originals with the {released} released with it (top-1 rate, the stronger of this attacker and one "
              f"who compares the release with the originals themselves; mean of "
@@ -1122,7 +1122,7 @@ def reid_card_markdown(utility: dict, command: str) -> str:
 
 def bpd_card_markdown(result: dict, command: str) -> str:
     """The model card's block for the "bpd" section of eval.json."""
-    lines = [f"### Quality (`{command}`)", ""]
+    lines = ["### Quality", "", f"Measured by `{command}`.", ""]  # (a short heading: it wraps on a phone)
     if result.get("kind") == "image":
         lines.append(f"- test bits/dim: **{result['test_bits_per_dim']:.3f}** on {result['test_records']:,} test "
                      "images (uniform dequantization)")

@@ -48,7 +48,7 @@ def build_models(folder: Path) -> Path:
     table_config.latent_distances = LatentDistances(d_typ=8.0, d_nn=3.0, latent_l1_norm=7.5, n_records=50, held_out=True)
     table_folder = save_model(TabularCINN(table_config), folder / TABLE_MODEL, card="# tiny-table\n")
     # the block `python -m cadp.evaluate bpd` writes (its markers must not show in the app)
-    update_card_section(table_folder, "bpd", "### Quality (`python -m cadp.evaluate bpd --model tiny-table`)")
+    update_card_section(table_folder, "bpd", "### Quality\n\nMeasured by `python -m cadp.evaluate bpd --model tiny-table`.")
     return folder
 
 

@@ -1323,7 +1323,7 @@ def test_model_card_of_a_table_model_shows_sampled_rows():
     assert len(rows) == 20 and "sex" in rows.columns
     assert set(rows["sex"]) <= {1, 2}
     card = "\n".join(m.value for m in at.markdown)
-    assert "Quality (`python -m cadp.evaluate bpd" in card and "<!--" not in card
+    assert "Measured by `python -m cadp.evaluate bpd" in card and "<!--" not in card
 
 
 def test_model_card_limitations_never_call_a_users_training_data_public(tmp_path):

@@ -632,6 +632,24 @@ def test_cli_utility_writes_this_models_reidentification_rates_into_its_card(tin
     assert "mean of 3 seeds of 500 records)" in text and "quick" not in text
 
 
+def test_card_blocks_have_short_headings_and_name_their_command_below():
+    """A card block's heading is a word or two (with the command in it, it wrapped on a phone); the command that
+    measured it follows on its own line, in the generated blocks and in every bundled card."""
+    from cadp.evaluate import reid_card_markdown
+
+    image = json.loads((bundled("mnist-cinn") / "eval.json").read_text())
+    reid, bpd = (f"python -m cadp.evaluate {kind} --model weights/mnist-cinn" for kind in ("utility", "bpd"))
+    assert reid_card_markdown(image["utility"], reid).splitlines()[:3] == ["### Re-identification", "",
+                                                                          f"Measured by `{reid}`."]
+    assert bpd_card_markdown(image["bpd"], bpd).splitlines()[:3] == ["### Quality", "", f"Measured by `{bpd}`."]
+    for name in ("mnist-cinn", "fashion-mnist-cinn", "diabetes-cinn", "heart-cinn"):
+        card = (bundled(name) / "README.md").read_text()
+        headings = [line for line in card.splitlines() if line.startswith("#")]
+        assert "### Quality" in headings and "### Re-identification" in headings
+        assert not any("`" in line for line in headings)
+        assert f"Measured by `python -m cadp.evaluate bpd --model weights/{name}`." in card
+
+
 def test_reidentification_takes_conditions_as_names_and_refuses_a_wrong_count():
     originals = torch.arange(12.0).reshape(4, 3)
     by_name = reidentification(originals, originals + 0.1, conditions=["a", "b", "a", "b"])
