@@ -705,3 +705,15 @@ def test_fused_memory_measures_each_route_and_tabulates_what_stays():
     assert fits["rounds"][0]["passes"] == ["likelihood", "encode", "decode"]  # (a fit's, then the whole table's)
     shown = fused_memory.table("fits", {"traces": fits}, loads="fits", each="fit, privatize, drop")
     assert "1 fit in turn (each: fit, privatize, drop)" in shown and "held per fit after the first" in shown
+
+
+def test_app_memory_fits_in_each_session_and_reports_what_stays():
+    """bench.app_memory: each table-page session uploads another table and fits a model on it (none served from an
+    earlier fit), and the report gives the resident size after each session relative to the first."""
+    from bench import app_memory
+
+    result = app_memory.measure(sessions=2, steps=100, rows=200)
+    assert result["fitted"] == [True, True] and len(result["held_mib"]) == 2 and result["held_mib"][0] == 0
+    shown = app_memory.report(result)
+    assert "2 table-page sessions in one process" in shown and "fitted in every session: True" in shown
+    assert f"above the first session's: 0.0, {result['held_mib'][1]:.1f}" in shown
