@@ -914,10 +914,6 @@ class _GraphPass:
         return self._function(*inputs, *self._state)
 
     @property
-    def graph(self) -> torch._C.Graph:
-        return self._function.graph
-
-    @property
     def inlined_graph(self) -> torch._C.Graph:
         """The graph with the scripted functions it calls inlined (``_packed_conv2d``), as TorchScript runs it."""
         return self._function.inlined_graph
