@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from bench import WEIGHTS
+from bench.fit import APP_DEFAULT_STEPS
 
 ROUTES = {"fused": "fused by oneDNN Graph (used)", "copies": "weight copies"}
 
@@ -67,7 +68,7 @@ def measure(folder: str, route: str, loads: int = 4) -> dict:
     return {"start": start, "rounds": rounds}
 
 
-def measure_fits(fits: int = 4, steps: int = 400) -> dict:
+def measure_fits(fits: int = 4, steps: int = APP_DEFAULT_STEPS) -> dict:
     """As ``measure``, for table models: each round fits one on the suite's synthetic 1,000 x 15 table (the app's
     default steps, its likelihood traced), privatizes the whole table (its passes traced: more rows than NumPy's
     route takes) and drops the model."""
@@ -107,7 +108,7 @@ def table(name: str, results: dict[str, dict], loads: str = "loads",
     for route, result in results.items():
         rounds = result["rounds"]
         held = [entry["dropped"] - result["start"] for entry in rounds]
-        half = len(held) // 2  # (whether what stays keeps growing, or stops where a cache is full)
+        half = len(held) // 2  # (whether what stays keeps growing as loads go on)
         per_load = (held[-1] - held[0]) / (len(held) - 1) if len(held) > 1 else float("nan")
         late = (held[-1] - held[half - 1]) / (len(held) - half) if half else float("nan")
         kinds = sorted({kind for entry in rounds for kind in entry["passes"]})  # (every load's passes)
@@ -115,6 +116,13 @@ def table(name: str, results: dict[str, dict], loads: str = "loads",
                      f"{rounds[0]['called'] - rounds[0]['loaded']:.1f} | {', '.join(f'{value:.1f}' for value in held)} "
                      f"| {per_load:.1f} | {late:.1f} |")
     return "\n".join(lines)
+
+
+def _child(*args: str) -> dict:
+    """The JSON a fresh process of this module prints for ``args`` (a measurement of its own)."""
+    child = subprocess.run([sys.executable, "-m", "bench.fused_memory", *args], capture_output=True, text=True,
+                           check=True)
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,29 +142,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure_fits(args.fits)))
         return 0
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    for name in args.models:
-        results = {}
-        for route in ROUTES:
-            child = subprocess.run([sys.executable, "-m", "bench.fused_memory", "--loads", str(args.loads),
-                                    "--one", str(WEIGHTS / name), route], capture_output=True, text=True, check=True)
-            results[route] = json.loads(child.stdout.strip().splitlines()[-1])
-        print()
-        print(table(name, results))
+    groups = [(name, [name]) for name in args.models]
     if args.alternate and len(args.models) > 1:
-        results = {}
-        for route in ROUTES:
-            child = subprocess.run([sys.executable, "-m", "bench.fused_memory", "--loads", str(args.loads), "--one",
-                                    ",".join(str(WEIGHTS / name) for name in args.models), route],
-                                   capture_output=True, text=True, check=True)
-            results[route] = json.loads(child.stdout.strip().splitlines()[-1])
+        groups.append((" and ".join(args.models) + ", in turn in one process", args.models))
+    for title, names in groups:
+        results = {route: _child("--loads", str(args.loads), "--one", ",".join(str(WEIGHTS / name) for name in names),
+                                 route) for route in ROUTES}
         print()
-        print(table(" and ".join(args.models) + ", in turn in one process", results))
+        print(table(title, results))
     if args.fits:
-        child = subprocess.run([sys.executable, "-m", "bench.fused_memory", "--fits", str(args.fits), "--one-fits"],
-                               capture_output=True, text=True, check=True)
         print()
-        print(table("table fits (synthetic 1,000 x 15, 400 steps)",
-                    {"traces": json.loads(child.stdout.strip().splitlines()[-1])}, loads="fits",
+        print(table(f"table fits (synthetic 1,000 x 15, {APP_DEFAULT_STEPS} steps)",
+                    {"traces": _child("--fits", str(args.fits), "--one-fits")}, loads="fits",
                     each="fit, privatize the whole table, drop"))
     return 0
 
