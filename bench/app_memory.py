@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from bench.fit import APP_DEFAULT_STEPS, synthetic_frame
-from bench.fused_memory import resident_mib
+from bench.fused_memory import growth, resident_mib
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,12 +52,12 @@ def measure(sessions: int = 10, steps: int = APP_DEFAULT_STEPS, rows: int = 1000
 
 def report(result: dict) -> str:
     held = result["held_mib"]
-    late = (held[-1] - held[len(held) // 2 - 1]) / (len(held) - len(held) // 2) if len(held) > 1 else float("nan")
+    per_session, late = growth(held)
     return (f"{result['sessions']} table-page sessions in one process, each: upload a new {result['rows']}-row "
             f"synthetic CSV, fit ({result['steps']} steps), privatize, drop the session; fitted in every session: "
             f"{all(result['fitted'])}\n\nresident MiB after malloc_trim, above the first session's: "
             + ", ".join(f"{value:.1f}" for value in held)
-            + f"\nper session after the first: {(held[-1] - held[0]) / max(1, len(held) - 1):.1f} MiB; "
+            + f"\nper session after the first: {per_session:.1f} MiB; "
               f"over the second half: {late:.1f} MiB")
 
 

@@ -94,6 +94,14 @@ def measure_fits(fits: int = 4, steps: int = APP_DEFAULT_STEPS) -> dict:
     return {"start": start, "rounds": rounds}
 
 
+def growth(held: list[float]) -> tuple[float, float]:
+    """MiB kept per load (or fit, or session) after the first, and over the second half of them: whether what stays
+    keeps growing as they go on (nan where there are too few)."""
+    half = len(held) // 2
+    return ((held[-1] - held[0]) / (len(held) - 1) if len(held) > 1 else float("nan"),
+            (held[-1] - held[half - 1]) / (len(held) - half) if half else float("nan"))
+
+
 TABLE_PASSES = {(False, True): "likelihood", (False, False): "encode", (True, False): "decode"}  # (rev, jac)
 
 
@@ -108,9 +116,7 @@ def table(name: str, results: dict[str, dict], loads: str = "loads",
     for route, result in results.items():
         rounds = result["rounds"]
         held = [entry["dropped"] - result["start"] for entry in rounds]
-        half = len(held) // 2  # (whether what stays keeps growing as loads go on)
-        per_load = (held[-1] - held[0]) / (len(held) - 1) if len(held) > 1 else float("nan")
-        late = (held[-1] - held[half - 1]) / (len(held) - half) if half else float("nan")
+        per_load, late = growth(held)
         kinds = sorted({kind for entry in rounds for kind in entry["passes"]})  # (every load's passes)
         lines.append(f"| {ROUTES.get(route, route)} | {', '.join(kinds)} | "
                      f"{rounds[0]['called'] - rounds[0]['loaded']:.1f} | {', '.join(f'{value:.1f}' for value in held)} "
