@@ -141,7 +141,7 @@ def _subnet_parameters(module) -> list[torch.Tensor]:
     return [tensor for layer in layers for tensor in (layer.weight, layer.bias)]
 
 
-def compiled_coupling(module, x, c, rev, jac=False, small_batch=False, packs=None, in_place=True):
+def compiled_coupling(module, x, c, rev, jac=False, small_batch=False, packs=None):
     """``cadp.models._coupling``'s signature, through the compiled operator (inference only; its convolutions in
     the direct kernel, not through ``packs``)."""
     if jac or len(c) != 1:

@@ -9,10 +9,12 @@ their dequantization and logit transform belong to the model, so
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import threading
 import warnings
+import weakref
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache, partial
@@ -576,9 +578,10 @@ class _ConvPacks(nn.Module):
 
 
 def _run_subnet(subnet: nn.Module, u: torch.Tensor, small_batch: bool,
-                packs: _ConvPacks | None = None) -> torch.Tensor:
+                packs: _ConvPacks | _FusedSubnets | None = None) -> torch.Tensor:
     """``subnet(u)``; with ``small_batch`` its 2-D convolutions go to oneDNN with weights reordered once
-    (``packs``), where this PyTorch allows, else to PyTorch's direct (im2col) kernel.
+    (``packs``), where this PyTorch allows, else to PyTorch's direct (im2col) kernel; with ``_FusedSubnets`` as
+    ``packs`` the whole convolutional subnet is its fused graph (``_FusedSubnets.run``).
 
     From a batch of two PyTorch sends these convolutions to oneDNN, reordering their weights on each
     call, which made each of these layers 1.1-3.2x slower than the direct kernel for two to four images
@@ -589,6 +592,8 @@ def _run_subnet(subnet: nn.Module, u: torch.Tensor, small_batch: bool,
     """
     if not small_batch or u.dim() != 4 or not isinstance(subnet, nn.Sequential):
         return subnet(u)
+    if isinstance(packs, _FusedSubnets):
+        return packs.run(subnet, u)
     layers, index = list(subnet), 0
     while index < len(layers):
         layer = layers[index]
@@ -607,23 +612,17 @@ def _run_subnet(subnet: nn.Module, u: torch.Tensor, small_batch: bool,
 
 def _affine(module: Fm.GLOWCouplingBlock, x: torch.Tensor, u: torch.Tensor, subnet: nn.Module,
             split: int, rev: bool, jac: bool = False, small_batch: bool = False,
-            packs: _ConvPacks | None = None, in_place: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+            packs: _ConvPacks | _FusedSubnets | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One affine half of a GLOW coupling: exp(s) * x + t forward, (x - t) * exp(-s) reverse.
 
     Returns (output, log-determinant): the half's sum of s (negated in reverse) as FrEIA computes
-    it with ``jac``, else None. ``small_batch``, ``packs``: see ``_run_subnet``. Without ``in_place``
-    the same arithmetic out of place (oneDNN Graph's fuser turns an in-place product with a number
-    into a float64 result: ``_fused_pass``).
+    it with ``jac``, else None. ``small_batch``, ``packs``: see ``_run_subnet``.
     """
     a = _run_subnet(subnet, u, small_batch, packs)
     if a.dim() == 4:  # channels-last conv output: channel slices would be strided and slow to compute on
         a = a.contiguous()
     scale = module.clamp * ATAN_SCALE
     t = a[:, split:]
-    if not in_place:
-        s = torch.atan(a[:, :split]) * (-scale if rev else scale)
-        y = (x - t) * torch.exp(s) if rev else torch.addcmul(t, torch.exp(s), x)
-        return y, s.flatten(1).sum(1) if jac else None
     s = torch.atan(a[:, :split]).mul_(-scale if rev else scale)  # in reverse exp(-s): sign folded in
     log_det = s.flatten(1).sum(1) if jac else None  # taken before s is exponentiated in place
     y = (x - t).mul_(s.exp_()) if rev else torch.addcmul(t, s.exp_(), x)
@@ -632,14 +631,13 @@ def _affine(module: Fm.GLOWCouplingBlock, x: torch.Tensor, u: torch.Tensor, subn
 
 def _coupling(module: Fm.GLOWCouplingBlock, x: torch.Tensor, c: tuple[torch.Tensor, ...],
               rev: bool, jac: bool = False, small_batch: bool = False,
-              packs: _ConvPacks | None = None, in_place: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+              packs: _ConvPacks | _FusedSubnets | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``GLOWCouplingBlock`` with fewer operations: (output, log-determinant with ``jac``, else None).
 
-    With ``jac`` it supports autograd (the training pass). ``small_batch``, ``packs``: see ``_run_subnet``;
-    ``in_place``: see ``_affine``.
+    With ``jac`` it supports autograd (the training pass). ``small_batch``, ``packs``: see ``_run_subnet``.
     """
     x1, x2 = x[:, :module.split_len1], x[:, module.split_len1:]
-    half = partial(_affine, module, rev=rev, jac=jac, small_batch=small_batch, packs=packs, in_place=in_place)
+    half = partial(_affine, module, rev=rev, jac=jac, small_batch=small_batch, packs=packs)
     if not rev:
         y1, log_det1 = half(x1, torch.cat([x2, *c], 1), module.subnet2, module.split_len1)
         y2, log_det2 = half(x2, torch.cat([y1, *c], 1), module.subnet1, module.split_len2)
@@ -678,16 +676,16 @@ class _FlowPass(nn.Module):
     for every node without one, even with ``jac=False``). With ``jac`` it returns
     (output, log-determinant), the sum over nodes that FrEIA's ``jac=True`` returns.
     ``small_batch``: the couplings' convolutions as for a few images (``_run_subnet``), through oneDNN
-    copies of their weights (``packs``, given or new) made on the first untraced call, without ``jac``.
+    copies of their weights (``packs``, given or new) made on the first untraced call, or through the fused
+    graphs of ``_FusedSubnets`` given as ``packs``, without ``jac``.
     IRevNet downsamplings run as ``pixel_unshuffle`` / ``pixel_shuffle`` (the same values, no
     convolution: 5-7 us against 20-140 us for one or two images).
-    ``in_place=False``: the couplings' arithmetic out of place, for oneDNN Graph's fuser (``_fused_pass``).
     """
 
     def __init__(self, inn: Ff.GraphINN, rev: bool, jac: bool = False, small_batch: bool = False,
-                 packs: _ConvPacks | None = None, in_place: bool = True):
+                 packs: _ConvPacks | _FusedSubnets | None = None):
         super().__init__()
-        self.inn, self.rev, self.jac, self.small_batch, self.in_place = inn, rev, jac, small_batch, in_place
+        self.inn, self.rev, self.jac, self.small_batch = inn, rev, jac, small_batch
         self.packs = (packs if packs is not None else _ConvPacks()) if small_batch and not jac else None
         # (the modules themselves, not their ids: a deep copy of a model maps them to its own modules)
         self._lean = {node.module for node in inn.node_list
@@ -707,8 +705,7 @@ class _FlowPass(nn.Module):
             inputs = tuple(outs[previous, channel] for previous, channel in (node.outputs if rev else node.inputs))
             c = tuple(outs[condition, 0] for condition in node.conditions)
             if node.module in self._lean:
-                output, node_log_det = _coupling(node.module, inputs[0], c, rev, jac, self.small_batch, self.packs,
-                                                 self.in_place)
+                output, node_log_det = _coupling(node.module, inputs[0], c, rev, jac, self.small_batch, self.packs)
                 results = (output,)
             elif node.module in self._shuffles:  # volume-preserving: log-determinant 0
                 shuffle = nn.functional.pixel_shuffle if rev else nn.functional.pixel_unshuffle
@@ -730,7 +727,7 @@ class _ScriptGate:
 
     oneDNN Graph's fuser is switched on for the whole process (``torch.jit.enable_onednn_fusion``) and
     acts on every graph TorchScript optimizes while it is on; a graph is optimized on its first runs
-    and again on other input shapes. ``_fused_pass`` switches it on for one run of its own graph, holding
+    and again on other input shapes. ``_FusedSubnets`` switches it on for one run of a subnet's graph, holding
     the gate exclusively; the passes (``TracedPasses.run``) and a fit's backward step run holding it shared,
     so none of them is optimized in that moment. (TorchScript run elsewhere in the process does not take it.)
     """
@@ -803,59 +800,133 @@ class _Snapshot:
         return self._now() == self._stamps
 
 
-def _fused_pass(inn: Ff.GraphINN, x: torch.Tensor, conditions: list[torch.Tensor],
-                rev: bool) -> tuple[_GraphPass, _Snapshot] | None:
-    """One direction of ``inn`` traced, frozen and fused by oneDNN Graph, for inputs shaped and laid out as ``x`` and
-    ``conditions``; None where that is not possible or its result is not the unfused one.
+_LIBRARY: list = []  # the torch.library that defines cadp::fused_subnet (kept: dropping it removes the operator)
+_FUSED_SUBNETS: dict[int, weakref.ref] = {}  # handle -> a subnet's fused graph (while it lives)
+_HANDLES = itertools.count(1)
 
-    oneDNN Graph compiles each convolution with its ReLU (and a linear layer with its) into one partition on
-    weights reordered once, with less fixed cost per call than PyTorch's oneDNN operator (one image's call against
-    the ``_ConvPacks`` route: BENCHMARKS.md, "Twenty-eighth round"). The fuser is switched on only for the run in
-    which TorchScript optimizes this graph (the second: the first profiles it), holding ``SCRIPT_GATE``
-    exclusively, then set back. That run's result is checked against the first's, the same graph unfused, on a
-    fixed input of ``x``'s shape (standard normal values, seed 0) with the given conditions: the decision does not
-    depend on the first record's pixels or latent, only on its labels (a decode of some latents amplifies float
-    rounding past the tolerance in either route).
 
-    The weights are constants of the frozen graph: ``_Snapshot`` says when they changed (a change through ``.data``
-    or a fused optimizer's step is seen after the next ``train()``/``eval()``, for every weight, where the copies
-    route missed only its convolutions'). The couplings run out of place (``_affine``): in place, the fuser gave
-    float64 results or failed. A fused pass must only see inputs laid out as the ones it was made on
-    (``TracedPasses.run`` passes contiguous copies): on other strides TorchScript specializes the graph again, and
-    that graph computed wrong latents or failed (a review found it). The graph is freed with its model
-    (``_GraphPass``); some memory still stays per fused load, less as loads go on (``python -m bench.fused_memory``;
-    BENCHMARKS.md, "Twenty-ninth round").
-    """
-    if not ONEDNN_GRAPH or not hasattr(torch.jit, "enable_onednn_fusion") or not torch.backends.mkldnn.is_available() \
-            or x.device.type != "cpu" or any(t.dtype != torch.float32 for t in (x, *conditions)) \
-            or torch.is_grad_enabled() \
-            or any(tensor.is_inference() for tensor in [*inn.parameters(), *inn.buffers()]):
-        return None
+def _call_fused_subnet(u: torch.Tensor, handle: int) -> torch.Tensor:
+    """``cadp::fused_subnet``'s kernel: the fused graph of ``handle`` on ``u``."""
+    subnet = _FUSED_SUBNETS.get(handle)
+    subnet = subnet() if subnet is not None else None
+    if subnet is None:  # (a pass holds the graphs it calls: not seen)
+        raise RuntimeError(f"the fused subnet graph {handle} was freed")
+    return subnet(u)
+
+
+@lru_cache(maxsize=1)
+def _fused_subnet_op():
+    """``torch.ops.cadp.fused_subnet(u, handle)``: a subnet's fused graph (``_FusedSubnets``) called from a traced
+    pass, defined once per process; None where this PyTorch's ``torch.library`` does not allow it."""
     try:
-        snapshot = _Snapshot(inn)  # before the weights are read: a change meanwhile shows as one
-        probe = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype)
-        with warnings.catch_warnings():  # (the lean pass runs no TorchScript while it is traced)
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            frozen = _GraphPass.traced(_FlowPass(inn, rev, in_place=False), (probe, *conditions)).frozen()
+        library = torch.library.Library("cadp", "DEF")
+        library.define("fused_subnet(Tensor u, int handle) -> Tensor")
+        library.impl("fused_subnet", _call_fused_subnet, "CPU")
+        _LIBRARY.append(library)
+        return torch.ops.cadp.fused_subnet
+    except (RuntimeError, AttributeError, TypeError, ValueError):
+        return None
+
+
+class _FusedSubnets:
+    """Each convolutional subnet of a flow as a graph of its own, frozen and fused by oneDNN Graph, one per input
+    shape, called from both directions' passes (``_fused_pass``).
+
+    A graph fused whole holds its own weights reordered by oneDNN, and its own compiled kernels: the encode and the
+    decode of one image held two sets, and taking turns between them cost about a fifth of the two passes' time
+    (BENCHMARKS.md, "Thirtieth round"). Here the subnets' graphs are shared by the two directions, and the rest of a
+    pass is a traced graph without the fuser that calls them through ``cadp::fused_subnet``. Each graph's fused run
+    is checked against its unfused runs on the same input. ``snapshot``: the flow's weights when these were made.
+    """
+
+    def __init__(self, inn: Ff.GraphINN):
+        self.snapshot = _Snapshot(inn)  # before the weights are read: a change meanwhile shows as one
+        # (subnet, input shape, input strides) -> (its fused graph, handle); the subnets themselves are kept
+        self._graphs: dict[tuple, tuple[_GraphPass, int]] = {}
+
+    def run(self, subnet: nn.Module, u: torch.Tensor) -> torch.Tensor:
+        """``subnet(u)`` through its fused graph, made for ``u``'s shape where missing (outside a trace only: a
+        trace records a call of ``cadp::fused_subnet`` on a graph made before)."""
+        key = (subnet, tuple(map(int, u.shape)), u.stride())  # (a trace's sizes are tensors)
+        made = self._graphs.get(key)
+        if made is None:
+            if torch.jit.is_tracing():
+                raise RuntimeError("a subnet's fused graph is made before the pass is traced")
+            made = self._graphs[key] = self._make(subnet, u)
+        return _fused_subnet_op()(u, made[1])
+
+    @staticmethod
+    def _make(subnet: nn.Module, u: torch.Tensor) -> tuple[_GraphPass, int]:
+        graph = _GraphPass.traced(subnet, (u,)).frozen()
         with SCRIPT_GATE.shared():
             for _ in range(max(1, torch._C._jit_get_num_profiled_runs())):
-                plain = frozen(probe, *conditions)  # profiling runs: not optimized, not fused
+                plain = graph(u)  # profiling runs: not optimized, not fused
         with SCRIPT_GATE.exclusive():
             before = torch.jit.onednn_fusion_enabled()
             try:
                 torch.jit.enable_onednn_fusion(True)
-                fused = frozen(probe, *conditions)  # optimized now, with the fuser on
+                fused = graph(u)  # optimized now, with the fuser on
             finally:
                 torch.jit.enable_onednn_fusion(before)
-            graph = str(torch.jit.last_executed_optimized_graph())  # this thread's last optimized graph
+            optimized = str(torch.jit.last_executed_optimized_graph())  # this thread's last optimized graph
+        if "prim::oneDNNFusionGroup" not in optimized or fused.dtype != plain.dtype or fused.shape != plain.shape \
+                or not bool(fused.isfinite().all()) or not bool(plain.isfinite().all()) \
+                or float((fused - plain).abs().max()) > 1e-4 * (1.0 + float(plain.abs().max())):
+            raise RuntimeError("oneDNN Graph did not fuse this subnet, or changed its result")
+        handle = next(_HANDLES)
+        _FUSED_SUBNETS[handle] = weakref.ref(graph)
+        weakref.finalize(graph, _FUSED_SUBNETS.pop, handle, None)
+        return graph, handle
+
+
+def _fusable(inn: Ff.GraphINN, x: torch.Tensor, conditions: list[torch.Tensor]) -> bool:
+    """Whether a pass of ``inn`` on these inputs may be tried fused (``_fused_pass``)."""
+    return ONEDNN_GRAPH and hasattr(torch.jit, "enable_onednn_fusion") and torch.backends.mkldnn.is_available() \
+        and x.device.type == "cpu" and all(t.dtype == torch.float32 for t in (x, *conditions)) \
+        and not torch.is_grad_enabled() \
+        and not any(tensor.is_inference() for tensor in [*inn.parameters(), *inn.buffers()]) \
+        and _fused_subnet_op() is not None
+
+
+def _fused_pass(inn: Ff.GraphINN, x: torch.Tensor, conditions: list[torch.Tensor], rev: bool,
+                subnets: _FusedSubnets) -> _GraphPass | None:
+    """One direction of ``inn`` traced and frozen, its convolutional subnets called as graphs fused by oneDNN Graph
+    (``subnets``, shared with the other direction), for inputs shaped and laid out as ``x`` and ``conditions``;
+    None where that fails or its result is not the unfused one (``_fusable`` says where it may be tried).
+
+    oneDNN Graph compiles each convolution with its ReLU into one partition on weights reordered once, with less
+    fixed cost per call than PyTorch's oneDNN operator (BENCHMARKS.md, "Twenty-eighth round"). The fuser is switched
+    on only for the run in which TorchScript optimizes a subnet's graph (the second: the first profiles it), holding
+    ``SCRIPT_GATE`` exclusively, then set back; the rest of the pass is optimized with it off. The pass's result on
+    a fixed input of ``x``'s shape (standard normal values, seed 0) with the given conditions is checked against the
+    same pass run untraced: the decision does not depend on the first record's pixels or latent, only on its labels.
+
+    The weights are constants of the frozen graphs: ``_Snapshot`` (``subnets.snapshot``) says when they changed (a
+    change through ``.data`` or a fused optimizer's step is seen after the next ``train()``/``eval()``, for every
+    weight, where the copies route missed only its convolutions'). A fused graph must only see inputs laid out as
+    the ones it was made on (``TracedPasses.run`` passes contiguous copies): on other strides TorchScript
+    specializes the graph again, and that graph computed wrong latents or failed (a review found it). The graphs
+    are freed with their model (``_GraphPass``); some memory still stays per fused load, less as loads go on
+    (``python -m bench.fused_memory``; BENCHMARKS.md, "Twenty-ninth round").
+    """
+    try:
+        probe = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype)
+        flow_pass = _FlowPass(inn, rev, small_batch=True, packs=subnets)
+        untraced = flow_pass(probe, *conditions)  # makes the subnets' fused graphs for these shapes
+        with warnings.catch_warnings():  # (the lean pass runs no TorchScript while it is traced)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            frozen = _GraphPass.traced(flow_pass, (probe, *conditions)).frozen()
+        frozen.holds = subnets  # the graphs it calls live as long as it does
+        with SCRIPT_GATE.shared():
+            for _ in range(max(1, torch._C._jit_get_num_profiled_runs()) + 1):
+                traced = frozen(probe, *conditions)  # profiled, then optimized (the fuser off)
     except Exception:  # any failure of an optional route: the route with weight copies
         return None
-    tolerance = 1e-4 * (1.0 + float(plain.abs().max()))  # (seen: 1e-6 to 4e-6 relative)
-    if "prim::oneDNNFusionGroup" not in graph or fused.dtype != plain.dtype or fused.shape != plain.shape \
-            or not bool(fused.isfinite().all()) or not bool(plain.isfinite().all()) \
-            or float((fused - plain).abs().max()) > tolerance:
+    tolerance = 1e-4 * (1.0 + float(untraced.abs().max()))
+    if traced.dtype != untraced.dtype or traced.shape != untraced.shape or not bool(traced.isfinite().all()) \
+            or not bool(untraced.isfinite().all()) or float((traced - untraced).abs().max()) > tolerance:
         return None
-    return frozen, snapshot
+    return frozen
 
 
 class _GraphPass:
@@ -875,6 +946,7 @@ class _GraphPass:
         self._unit = torch._C.CompilationUnit()
         self._function = self._unit.create_function("forward", graph)
         self._state = state
+        self.holds = None  # what the graph calls and must outlive it (``_fused_pass``)
 
     @classmethod
     def traced(cls, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> _GraphPass:
@@ -940,9 +1012,10 @@ class TracedPasses:
     The models use them for inference in eval mode without gradients, and for a table model's
     likelihood (``jac=True``, with autograd, also while training), outside ``graph_mode()``.
     (Freezing the traces with ``torch.jit.optimize_for_inference`` gained under 5% per table
-    row here and would need re-tracing after every in-place weight change: not used.) A pass for a
-    few images is frozen and fused by oneDNN Graph (``_fused_pass``), or where that fails reads oneDNN
-    copies of the convolutions' weights (``_ConvPacks``, one set for both directions): either is made
+    row here and would need re-tracing after every in-place weight change: not used.) A pass for one or
+    two images is frozen and calls its convolutional subnets as graphs fused by oneDNN Graph (``_fused_pass``,
+    one set for both directions), or where that fails reads oneDNN copies of the convolutions' weights
+    (``_ConvPacks``, one set for both directions): either is made
     again when ``current()`` finds a weight changed since it was made, or after ``forget_copies()``.
     """
 
@@ -951,11 +1024,12 @@ class TracedPasses:
         # replaced whole by clear()
         self._entries: dict[tuple, tuple[_GraphPass | torch.jit.ScriptModule, _ConvPacks | _Snapshot | None]] = {}
         self._packs: _ConvPacks | None = None  # the copies new passes for few images read
+        self._subnets: _FusedSubnets | None = None  # the fused subnets new fused passes call
         self._lock = threading.Lock()
         self.fuse = True  # whether this flow's passes for one or two images may be fused (with ONEDNN_GRAPH)
 
     def clear(self) -> None:
-        self._entries, self._packs = {}, None
+        self._entries, self._packs, self._subnets = {}, None, None
 
     def __deepcopy__(self, memo) -> TracedPasses:
         """None of the passes (``copy.deepcopy`` of a model): a copy's passes are made on its first use, reading
@@ -972,7 +1046,7 @@ class TracedPasses:
 
     def _forget_copies(self) -> None:  # (with the lock held)
         self._entries = {key: entry for key, entry in self._entries.items() if entry[1] is None}
-        self._packs = None
+        self._packs = self._subnets = None
 
     def _current(self, key: tuple) -> _GraphPass | torch.jit.ScriptModule | None:
         """The pass for ``key`` if one was made and the weights it copied are unchanged, else None."""
@@ -1009,10 +1083,14 @@ class TracedPasses:
                 return traced
             if self._packs is not None and not self._packs.current():
                 self._forget_copies()  # every pass that reads them: the other direction's too
-            fused = _fused_pass(inn, x, conditions, rev) if key[-1] else None
+            fused = None
+            if key[-1] and _fusable(inn, x, conditions):
+                if self._subnets is None or not self._subnets.snapshot.current():
+                    self._subnets = _FusedSubnets(inn)  # (the passes made on the old ones are out of date too)
+                fused = _fused_pass(inn, x, conditions, rev, self._subnets)
             if fused is not None:
-                self._entries[key] = fused
-                return fused[0]
+                self._entries[key] = (fused, self._subnets.snapshot)
+                return fused
             if self._packs is None:
                 self._packs = _ConvPacks()
             flow_pass = _FlowPass(inn, rev, jac, small_batch, self._packs)

@@ -480,15 +480,29 @@ def _one_image_case(model, mnist_test):
         return image, x, y, image.encode(x, y)
 
 
+def _fused_subnet_shapes(image) -> list[tuple[int, ...]]:
+    """The input shape of each fused subnet graph the model's passes call, each graph checked to be fused (run once
+    on zeros: its optimized graph has a oneDNN Graph group)."""
+    shapes = []
+    with torch.inference_mode():
+        for (_subnet, shape, _strides), (graph, _handle) in image._traced._subnets._graphs.items():
+            graph(torch.zeros(shape))
+            assert "prim::oneDNNFusionGroup" in str(torch.jit.last_executed_optimized_graph())
+            shapes.append(shape)
+    return shapes
+
+
 def test_few_images_run_a_pass_fused_by_onednn_graph_that_follows_weight_changes(tiny_image_model, mnist_test,
                                                                                  monkeypatch):
-    """Passes for up to SMALL_BATCH images are frozen and fused by oneDNN Graph: the graph's function, both
-    directions; the fuser is on only while the pass is optimized; a weight changed in place, given other storage or
-    stepped by a fused optimizer (then eval()) is followed."""
+    """Passes for up to FUSED_BATCH images are frozen, their convolutional subnets fused by oneDNN Graph as graphs
+    of their own that both directions call: the graph's function; the fuser is on only while a subnet is
+    optimized; a weight changed in place, given other storage or stepped by a fused optimizer (then eval()) is
+    followed."""
     _fusion_or_skip()
     image = tiny_image_model.eval()
     image._traced.clear()
     x, y = mnist_test.images[:SMALL_BATCH], mnist_test.labels[:SMALL_BATCH]
+    conv_subnets = [module for module in image.modules() if isinstance(module, models.ConvSubnet)]
 
     def graph(pixels, labels):
         with graph_mode(), torch.inference_mode():
@@ -500,13 +514,21 @@ def test_few_images_run_a_pass_fused_by_onednn_graph_that_follows_weight_changes
     assert not torch.jit.onednn_fusion_enabled()
     with torch.inference_mode():
         few = [image.encode(x[:1], y[:1])]
-        assert "prim::oneDNNFusionGroup" in str(torch.jit.last_executed_optimized_graph())
+        back_one = image.decode(few[0], y[:1])
+        # both directions call the same graph for each subnet: one per subnet, not one per subnet and direction
+        assert len(_fused_subnet_shapes(image)) == len(conv_subnets)
+        for traced, _snapshot in image._traced._entries.values():
+            assert "cadp::fused_subnet" in str(traced.inlined_graph) and traced.holds is image._traced._subnets
         few += [image.encode(x[:n], y[:n]) for n in (2, SMALL_BATCH)]
         back = image.decode(few[1], y[:2])
     assert not torch.jit.onednn_fusion_enabled()  # set back
+    assert sorted(shape[0] for shape in _fused_subnet_shapes(image)) == [1] * len(conv_subnets) + [2] * len(
+        conv_subnets)
     # one fused pass per batch size up to FUSED_BATCH (2); more images: the route with weight copies
-    assert kinds() == {(False, 1): "_Snapshot", (False, 2): "_Snapshot", (False, 0): "_ConvPacks",
-                       (True, 2): "_Snapshot"}
+    assert kinds() == {(False, 1): "_Snapshot", (True, 1): "_Snapshot", (False, 2): "_Snapshot",
+                       (False, 0): "_ConvPacks", (True, 2): "_Snapshot"}
+    with graph_mode(), torch.inference_mode():
+        assert torch.allclose(back_one, image.decode(few[0], y[:1]), atol=1e-3)
     for z in few:
         assert z.dtype == torch.float32 and torch.allclose(z, graph(x[:len(z)], y[:len(z)]), atol=1e-4)
     with graph_mode(), torch.inference_mode():
@@ -614,10 +636,10 @@ def test_a_fused_pass_that_cannot_be_built_falls_back_and_an_interrupt_goes_on_u
     image, x, y, expected = _one_image_case(tiny_image_model, mnist_test)
     frozen, lean = models._GraphPass.frozen, models._FlowPass
 
-    def failing_lean(*args, in_place=True, **kwargs):  # the fused pass's lean form (out of place) fails
-        if not in_place:
+    def failing_lean(*args, **kwargs):  # the fused pass's lean form (calling the fused subnets) fails
+        if isinstance(kwargs.get("packs"), models._FusedSubnets):
             raise IndexError("no")
-        return lean(*args, in_place=in_place, **kwargs)
+        return lean(*args, **kwargs)
 
     def failing_freeze(graph_pass):
         raise AssertionError("no")
@@ -633,10 +655,10 @@ def test_a_fused_pass_that_cannot_be_built_falls_back_and_an_interrupt_goes_on_u
     assert models._GraphPass.frozen is frozen and models._FlowPass is lean
     image._traced.clear()
 
-    def interrupted(*args, in_place=True, **kwargs):
-        if not in_place:
+    def interrupted(*args, **kwargs):
+        if isinstance(kwargs.get("packs"), models._FusedSubnets):
             raise KeyboardInterrupt
-        return lean(*args, in_place=in_place, **kwargs)
+        return lean(*args, **kwargs)
 
     with monkeypatch.context() as context, pytest.raises(KeyboardInterrupt):  # (an interrupt goes on up)
         context.setattr(models, "_FlowPass", interrupted)
@@ -1018,6 +1040,25 @@ def test_passes_leave_nothing_in_torchscripts_process_wide_unit(tiny_image_model
             privatize(image, mnist_test.images[:n], mnist_test.labels[:n], mechanism, seed=0, reconstruct=True)
     assert {key[:3] for key in tabular._traced._entries} >= {(False, True, False), (False, False, False)}
     assert len(kept()) == before
+
+
+def test_fused_subnet_graphs_are_freed_with_their_model(tiny_image_model, mnist_test):
+    """The operator's table of fused subnet graphs loses a model's entries when the model goes (it holds them weakly;
+    the passes hold the graphs), and the operator refuses a graph that is gone."""
+    import copy
+    import gc
+
+    _fusion_or_skip()
+    twin = copy.deepcopy(tiny_image_model).eval()
+    with torch.inference_mode():
+        twin.decode(twin.encode(mnist_test.images[:1], mnist_test.labels[:1]), mnist_test.labels[:1])
+    handles = [handle for _graph, handle in twin._traced._subnets._graphs.values()]
+    assert handles and all(handle in models._FUSED_SUBNETS for handle in handles)
+    del twin
+    gc.collect()
+    assert not any(handle in models._FUSED_SUBNETS for handle in handles)
+    with pytest.raises(RuntimeError, match="was freed"):
+        torch.ops.cadp.fused_subnet(torch.zeros(1, 12, 14, 14), handles[0])
 
 
 def test_a_deep_copy_of_a_model_with_passes_runs_on_its_own_weights(tiny_image_model, mnist_test):
