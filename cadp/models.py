@@ -800,16 +800,19 @@ class _Snapshot:
         return self._now() == self._stamps
 
 
-_LIBRARY: list = []  # the torch.library that defines cadp::fused_subnet (kept: dropping it removes the operator)
-_FUSED_SUBNETS: dict[int, weakref.ref] = {}  # handle -> a subnet's fused graph (while it lives)
-_HANDLES = itertools.count(1)
+# The operator's state survives ``importlib.reload`` of this module (it runs again in the same namespace): the
+# torch.library that defines cadp::fused_subnet (dropping it removes the operator that made graphs call), the table
+# from handle to a subnet's fused graph (while it lives) and the handles' counter.
+_LIBRARY: list = globals().get("_LIBRARY", [])
+_FUSED_SUBNETS: dict[int, weakref.ref] = globals().get("_FUSED_SUBNETS", {})
+_HANDLES = globals().get("_HANDLES", itertools.count(1))
 
 
 def _call_fused_subnet(u: torch.Tensor, handle: int) -> torch.Tensor:
     """``cadp::fused_subnet``'s kernel: the fused graph of ``handle`` on ``u``."""
     subnet = _FUSED_SUBNETS.get(handle)
     subnet = subnet() if subnet is not None else None
-    if subnet is None:  # (a pass holds the graphs it calls: not seen)
+    if subnet is None:  # (a pass holds the graphs it calls)
         raise RuntimeError(f"the fused subnet graph {handle} was freed")
     return subnet(u)
 
@@ -817,7 +820,10 @@ def _call_fused_subnet(u: torch.Tensor, handle: int) -> torch.Tensor:
 @lru_cache(maxsize=1)
 def _fused_subnet_op():
     """``torch.ops.cadp.fused_subnet(u, handle)``: a subnet's fused graph (``_FusedSubnets``) called from a traced
-    pass, defined once per process; None where this PyTorch's ``torch.library`` does not allow it."""
+    pass, defined once per process; None where this PyTorch's ``torch.library`` does not allow it, or another copy of
+    this module defined it (its kernel reads that copy's table: the passes here read oneDNN copies of the weights)."""
+    if _LIBRARY:  # (defined before this module was reloaded)
+        return torch.ops.cadp.fused_subnet
     try:
         library = torch.library.Library("cadp", "DEF")
         library.define("fused_subnet(Tensor u, int handle) -> Tensor")
@@ -830,13 +836,14 @@ def _fused_subnet_op():
 
 class _FusedSubnets:
     """Each convolutional subnet of a flow as a graph of its own, frozen and fused by oneDNN Graph, one per input
-    shape, called from both directions' passes (``_fused_pass``).
+    shape and layout, called from both directions' passes (``_fused_pass``).
 
     A graph fused whole holds its own weights reordered by oneDNN, and its own compiled kernels: the encode and the
     decode of one image held two sets, and taking turns between them cost about a fifth of the two passes' time
     (BENCHMARKS.md, "Thirtieth round"). Here the subnets' graphs are shared by the two directions, and the rest of a
     pass is a traced graph without the fuser that calls them through ``cadp::fused_subnet``. Each graph's fused run
-    is checked against its unfused runs on the same input. ``snapshot``: the flow's weights when these were made.
+    is checked against its unfused runs on the input it was made on (in the pass that first needed it).
+    ``snapshot``: the flow's weights when these were made.
     """
 
     def __init__(self, inn: Ff.GraphINN):
@@ -897,23 +904,26 @@ def _fused_pass(inn: Ff.GraphINN, x: torch.Tensor, conditions: list[torch.Tensor
     oneDNN Graph compiles each convolution with its ReLU into one partition on weights reordered once, with less
     fixed cost per call than PyTorch's oneDNN operator (BENCHMARKS.md, "Twenty-eighth round"). The fuser is switched
     on only for the run in which TorchScript optimizes a subnet's graph (the second: the first profiles it), holding
-    ``SCRIPT_GATE`` exclusively, then set back; the rest of the pass is optimized with it off. The pass's result on
-    a fixed input of ``x``'s shape (standard normal values, seed 0) with the given conditions is checked against the
-    same pass run untraced: the decision does not depend on the first record's pixels or latent, only on its labels.
+    ``SCRIPT_GATE`` exclusively, then set back; the rest of the pass is optimized with it off. Each subnet's graph is
+    checked against its unfused runs (``_FusedSubnets``), and the traced pass's result on a fixed input of ``x``'s
+    shape (standard normal values, seed 0) with the given conditions against the same pass run untraced (through
+    the same subnet graphs): the decision does not depend on the first record's pixels or latent, only on its
+    labels.
 
     The weights are constants of the frozen graphs: ``_Snapshot`` (``subnets.snapshot``) says when they changed (a
     change through ``.data`` or a fused optimizer's step is seen after the next ``train()``/``eval()``, for every
     weight, where the copies route missed only its convolutions'). A fused graph must only see inputs laid out as
     the ones it was made on (``TracedPasses.run`` passes contiguous copies): on other strides TorchScript
     specializes the graph again, and that graph computed wrong latents or failed (a review found it). The graphs
-    are freed with their model (``_GraphPass``); some memory still stays per fused load, less as loads go on
-    (``python -m bench.fused_memory``; BENCHMARKS.md, "Twenty-ninth round").
+    are freed with their model (``_GraphPass``); some memory still stays per fused load: about 1.2 MiB per load for
+    the first 40-odd loads in a process, 0.3 after (``python -m bench.fused_memory``; BENCHMARKS.md, "Thirtieth
+    round").
     """
     try:
         probe = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype)
         flow_pass = _FlowPass(inn, rev, small_batch=True, packs=subnets)
         untraced = flow_pass(probe, *conditions)  # makes the subnets' fused graphs for these shapes
-        with warnings.catch_warnings():  # (the lean pass runs no TorchScript while it is traced)
+        with warnings.catch_warnings():  # (the trace records each subnet as one call of the operator)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             frozen = _GraphPass.traced(flow_pass, (probe, *conditions)).frozen()
         frozen.holds = subnets  # the graphs it calls live as long as it does
@@ -1029,7 +1039,8 @@ class TracedPasses:
         self.fuse = True  # whether this flow's passes for one or two images may be fused (with ONEDNN_GRAPH)
 
     def clear(self) -> None:
-        self._entries, self._packs, self._subnets = {}, None, None
+        with self._lock:  # (not while a pass is being made: it would be stored into the new, empty table)
+            self._entries, self._packs, self._subnets = {}, None, None
 
     def __deepcopy__(self, memo) -> TracedPasses:
         """None of the passes (``copy.deepcopy`` of a model): a copy's passes are made on its first use, reading
@@ -1085,12 +1096,18 @@ class TracedPasses:
                 self._forget_copies()  # every pass that reads them: the other direction's too
             fused = None
             if key[-1] and _fusable(inn, x, conditions):
-                if self._subnets is None or not self._subnets.snapshot.current():
-                    self._subnets = _FusedSubnets(inn)  # (the passes made on the old ones are out of date too)
-                fused = _fused_pass(inn, x, conditions, rev, self._subnets)
-            if fused is not None:
-                self._entries[key] = (fused, self._subnets.snapshot)
-                return fused
+                subnets = self._subnets
+                if subnets is None or not subnets.snapshot.current():
+                    if subnets is not None:  # the passes that call the old graphs are out of date too: dropped
+                        self._entries = {other: entry for other, entry in self._entries.items()
+                                         if entry[1] is not subnets.snapshot}
+                    subnets = self._subnets = _FusedSubnets(inn)
+                fused = _fused_pass(inn, x, conditions, rev, subnets)
+                if fused is not None:
+                    self._entries[key] = (fused, subnets.snapshot)
+                    return fused
+                if not any(entry[1] is subnets.snapshot for entry in self._entries.values()):
+                    self._subnets = None  # no pass calls the graphs made on the way: freed
             if self._packs is None:
                 self._packs = _ConvPacks()
             flow_pass = _FlowPass(inn, rev, jac, small_batch, self._packs)

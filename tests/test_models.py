@@ -539,6 +539,8 @@ def test_few_images_run_a_pass_fused_by_onednn_graph_that_follows_weight_changes
     with torch.inference_mode():
         changed = image.encode(x[:2], y[:2])
     assert torch.allclose(changed, graph(x[:2], y[:2]), atol=1e-4) and not torch.allclose(changed, few[1], atol=1e-3)
+    # the passes that called the old graphs are dropped with them (not kept until their key is asked for)
+    assert kinds() == {(False, 2): "_Snapshot"}
     layer = image.inn.module_list[1].subnet2[2]
     layer.weight.data = layer.weight.data * 0.5  # other storage
     with torch.inference_mode():
@@ -584,6 +586,7 @@ def test_fusion_that_fails_or_does_not_fuse_leaves_the_pass_with_weight_copies(t
                 z = image.encode(x, y)
         assert not torch.jit.onednn_fusion_enabled()
         assert {type(copies).__name__ for _t, copies in image._traced._entries.values()} <= {"_ConvPacks", "NoneType"}
+        assert image._traced._subnets is None  # the graphs made on the way are not kept
         assert torch.allclose(z, expected, atol=1e-5)
     # a fuser switched on by the program stays on
     image._traced.clear()
@@ -669,6 +672,113 @@ def test_a_fused_pass_that_cannot_be_built_falls_back_and_an_interrupt_goes_on_u
     with torch.inference_mode():
         image.encode(x, y)
     assert {type(c).__name__ for _t, c in image._traced._entries.values()} == {"_Snapshot"}  # fused again
+
+
+def test_a_weight_change_drops_the_fused_passes_that_call_the_old_graphs(tiny_image_model, mnist_test):
+    """After a weight change the next fused pass is made on new subnet graphs, and the other direction's pass, which
+    calls the old ones, is dropped with them (not kept, with a second set of reordered weights, until it is asked
+    for)."""
+    import gc
+    import weakref
+
+    image, x, y, _ = _one_image_case(tiny_image_model, mnist_test)
+    image._traced.clear()
+    with torch.inference_mode():
+        image.decode(image.encode(x, y), y)
+    old = weakref.ref(image._traced._subnets)
+    with torch.no_grad():
+        image.inn.module_list[1].subnet1[0].weight.mul_(1.5)
+    with torch.inference_mode():
+        changed = image.encode(x, y)
+    with graph_mode(), torch.inference_mode():
+        assert torch.allclose(changed, image.encode(x, y), atol=1e-4)
+    gc.collect()
+    assert [key[0] for key in image._traced._entries] == [False] and old() is None
+
+
+def test_passes_cleared_while_one_is_made_wait_for_it(tiny_image_model, mnist_test, monkeypatch):
+    """``clear()`` (a ``load_state_dict``, a ``.to()``) from another thread while a fused pass is being made waits
+    until it is made (it took the subnets away mid-build and failed the call before), and the graph's latent comes
+    out; the next call makes the passes again."""
+    import threading
+
+    image, x, y, expected = _one_image_case(tiny_image_model, mnist_test)
+    image._traced.clear()
+    original, clearing = models._fused_pass, []
+
+    def cleared_meanwhile(*args, **kwargs):
+        if not clearing:
+            clearing.append(threading.Thread(target=image._traced.clear))
+            clearing[0].start()
+            clearing[0].join(0.3)  # (it waits for the pass being made)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(models, "_fused_pass", cleared_meanwhile)
+    with torch.inference_mode():
+        z = image.encode(x, y)
+    clearing[0].join(10)
+    assert torch.allclose(z, expected, atol=1e-4) and not image._traced._entries  # cleared after it
+    with torch.inference_mode():
+        assert torch.allclose(image.encode(x, y), expected, atol=1e-4)
+    assert {type(c).__name__ for _t, c in image._traced._entries.values()} == {"_Snapshot"}
+
+
+def test_an_interrupt_while_the_fuser_is_on_leaves_it_off_and_the_gate_free(tiny_image_model, mnist_test,
+                                                                            monkeypatch):
+    """A KeyboardInterrupt inside the fuser's moment (a subnet's graph optimized with the fuser on) goes on up; the
+    fuser is off and the gate is free after it, and the next call is fused."""
+    image, x, y, expected = _one_image_case(tiny_image_model, mnist_test)
+    image._traced.clear()
+
+    switch = torch.jit.enable_onednn_fusion
+
+    def interrupted(enabled):  # the fuser switched on, then an interrupt
+        switch(enabled)
+        if enabled:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as context, pytest.raises(KeyboardInterrupt):
+        context.setattr(torch.jit, "enable_onednn_fusion", interrupted)
+        with torch.inference_mode():
+            image.encode(x, y)
+    assert not torch.jit.onednn_fusion_enabled()
+    gate = models.SCRIPT_GATE
+    assert (gate._shared, gate._exclusive, gate._waiting) == (0, False, 0)
+    with torch.inference_mode():
+        assert torch.allclose(image.encode(x, y), expected, atol=1e-4)
+    assert {type(c).__name__ for _t, c in image._traced._entries.values()} == {"_Snapshot"}
+
+
+def test_fused_passes_made_before_a_reload_of_the_module_still_run():
+    """``importlib.reload(cadp.models)`` keeps the operator the fused passes call and its table (a reload once
+    dropped the operator, and a pass made before it crashed the process), and passes made after it are fused too.
+    In a process of its own: a reload replaces the module's classes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = """
+import importlib, torch
+import cadp.models as models
+from cadp.hub import load_model
+image = load_model("weights/mnist-cinn").model.eval()
+x, y = torch.rand(1, 1, 28, 28) * 255, torch.tensor([3])
+with torch.inference_mode():
+    before = image.encode(x, y)
+importlib.reload(models)
+fresh = load_model("weights/mnist-cinn").model.eval()  # (outside inference mode: weights that may be fused)
+with torch.inference_mode():
+    again = image.encode(x, y)
+    other = fresh.encode(x, y)
+kinds = {type(c).__name__ for m in (image, fresh) for _t, c in m._traced._entries.values()}
+assert torch.equal(before, again) and torch.allclose(before, other, atol=1e-3), "latents differ"
+assert kinds == {"_Snapshot"}, kinds
+print("ok")
+"""
+    _fusion_or_skip()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
 
 
 def test_passes_wait_for_the_fusers_moment_and_it_waits_for_passes(tiny_image_model, mnist_test, monkeypatch):
