@@ -817,21 +817,28 @@ def _call_fused_subnet(u: torch.Tensor, handle: int) -> torch.Tensor:
     return subnet(u)
 
 
-@lru_cache(maxsize=1)
+_OPERATOR_LOCK = threading.Lock()  # (two threads making their first passes at once define it once)
+_OPERATOR_REFUSED: list = []  # [True] where torch.library refused to define it: not tried again
+
+
 def _fused_subnet_op():
     """``torch.ops.cadp.fused_subnet(u, handle)``: a subnet's fused graph (``_FusedSubnets``) called from a traced
     pass, defined once per process; None where this PyTorch's ``torch.library`` does not allow it, or another copy of
     this module defined it (its kernel reads that copy's table: the passes here read oneDNN copies of the weights)."""
-    if _LIBRARY:  # (defined before this module was reloaded)
-        return torch.ops.cadp.fused_subnet
-    try:
-        library = torch.library.Library("cadp", "DEF")
-        library.define("fused_subnet(Tensor u, int handle) -> Tensor")
-        library.impl("fused_subnet", _call_fused_subnet, "CPU")
+    with _OPERATOR_LOCK:
+        if _LIBRARY:  # (also when defined before this module was reloaded)
+            return torch.ops.cadp.fused_subnet
+        if _OPERATOR_REFUSED:
+            return None
+        try:
+            library = torch.library.Library("cadp", "DEF")
+            library.define("fused_subnet(Tensor u, int handle) -> Tensor")
+            library.impl("fused_subnet", _call_fused_subnet, "CPU")
+        except (RuntimeError, AttributeError, TypeError, ValueError):
+            _OPERATOR_REFUSED.append(True)
+            return None
         _LIBRARY.append(library)
         return torch.ops.cadp.fused_subnet
-    except (RuntimeError, AttributeError, TypeError, ValueError):
-        return None
 
 
 class _FusedSubnets:

@@ -696,6 +696,31 @@ def test_a_weight_change_drops_the_fused_passes_that_call_the_old_graphs(tiny_im
     assert [key[0] for key in image._traced._entries] == [False] and old() is None
 
 
+def test_a_torch_library_that_refuses_the_operator_leaves_the_weight_copies(tiny_image_model, mnist_test,
+                                                                           monkeypatch):
+    """Where ``torch.library`` refuses to define ``cadp::fused_subnet`` (another copy of the module defined it, or
+    this PyTorch lacks it), passes read oneDNN copies of the weights, with the graph's result, and it is asked once."""
+    image, x, y, expected = _one_image_case(tiny_image_model, mnist_test)
+    asked = []
+
+    def refusing(*args, **kwargs):
+        asked.append(args)
+        raise RuntimeError("Only a single TORCH_LIBRARY can be used to register the namespace cadp")
+
+    monkeypatch.setattr(models, "_LIBRARY", [])
+    monkeypatch.setattr(models, "_OPERATOR_REFUSED", [])
+    monkeypatch.setattr(torch.library, "Library", refusing)
+    image._traced.clear()
+    with torch.inference_mode():
+        z = image.encode(x, y)
+        back = image.decode(z, y)
+    assert torch.allclose(z, expected, atol=1e-4) and len(asked) == 1
+    assert {type(c).__name__ for _t, c in image._traced._entries.values()} == {"_ConvPacks"}
+    with graph_mode(), torch.inference_mode():
+        assert torch.allclose(back, image.decode(z, y), atol=1e-3)
+    image._traced.clear()
+
+
 def test_passes_cleared_while_one_is_made_wait_for_it(tiny_image_model, mnist_test, monkeypatch):
     """``clear()`` (a ``load_state_dict``, a ``.to()``) from another thread while a fused pass is being made waits
     until it is made (it took the subnets away mid-build and failed the call before), and the graph's latent comes
