@@ -6,7 +6,8 @@ off or fails), in a fresh process: the resident size after loading the model, af
 one image (its encode and decode passes made), and after the model is dropped and collected, over four loads in
 turn (``--loads``); each resident size after ``malloc_trim`` (memory in use, not what the allocator keeps for reuse).
 A pass's graph is freed with its model (``cadp.models._GraphPass``); with fused passes some memory still stays
-per load, less as loads go on (the table's last column; what holds it is not established). ``--alternate`` also
+per load (about 1.2 MiB per load for the first 40-odd loads of mnist-cinn, 0.3 after: BENCHMARKS.md, "Thirtieth
+round"; what holds it is not established). ``--alternate`` also
 loads the models in turn in one process. Then the same for table models (``--fits``, four by default): each
 fitted on the suite's synthetic table, its whole table privatized, dropped.
 """
