@@ -6,6 +6,7 @@ bypassing this navigation, so a direct link would open a page without the app's 
 
 import streamlit as st
 
+from cadp.pages import HOME, PAGES
 from cadp.runtime import (
     configure_allocator,
     configure_blas_threads,
@@ -21,14 +22,7 @@ limit_held_uploads()  # the server held every file an uploader took, however man
 no_address_lookups()  # a cross-origin handshake made the server ask checkip.amazonaws.com, in its event loop
 st.set_page_config(page_icon="🔒", layout="wide")
 
-navigation = st.navigation([
-    st.Page("views/home.py", title="Home", default=True),
-    st.Page("views/image.py", title="Image privatization"),
-    st.Page("views/tabular.py", title="Tabular privatization"),
-    st.Page("views/utility.py", title="Utility curves"),
-    st.Page("views/audit.py", title="Privacy audit"),
-    st.Page("views/model_card.py", title="Model card"),
-])
+navigation = st.navigation([st.Page(path, title=title, default=path == HOME) for path, title in PAGES])
 # each page its own tab title (tabs, history and a screen reader's page announcement told the pages apart by none)
 st.set_page_config(page_title=("CADP — content-aware differential privacy" if navigation.title == "Home"
                                else f"{navigation.title} · CADP"))

@@ -45,6 +45,7 @@ from cadp.mechanisms import (
     written_up,
 )
 from cadp.models import DISTANCES_OF_OTHER_WEIGHTS, warm_up
+from cadp.pages import TITLES
 from cadp.privatize import UPLOAD_DATASET, repeated_cost_note
 from cadp.uploads import (  # record keys: the CLI's too, one way to recognize a record
     MAX_ZIP_FILES,
@@ -527,15 +528,15 @@ def model_line(loaded, fitted=None) -> str:
     return f"Model: fitted on this table ({made}){instead}; releases on this page are made with it."
 
 
-WHERE_TO_START = (  # the home page's list: (a page's file as app.py names it, its title there, what it is for)
-    ("views/image.py", "Image privatization", "Upload an image (or take a test image), confirm its label, pick a "
-     "mechanism and ε, and compare the release with the original."),
-    ("views/tabular.py", "Tabular privatization", "Privatize a bundled table or your CSV and check what survives."),
-    ("views/utility.py", "Utility curves", "What each ε costs, measured."),
-    ("views/audit.py", "Privacy audit", "A check of the code, a lower bound on the privacy each ε loses (no proof of "
-     "the claim)."),
-    ("views/model_card.py", "Model card", "How each model was trained and what it cannot do."),
-)
+WHERE_TO_START = tuple(  # the home page's list: (a page's file as app.py names it, its title there, what it is for)
+    (path, TITLES[path], words) for path, words in (
+        ("views/image.py", "Upload an image (or take a test image), confirm its label, pick a mechanism and ε, and "
+         "compare the release with the original."),
+        ("views/tabular.py", "Privatize a bundled table or your CSV and check what survives."),
+        ("views/utility.py", "What each ε costs, measured."),
+        ("views/audit.py", "A check of the code, a lower bound on the privacy each ε loses (no proof of the claim)."),
+        ("views/model_card.py", "How each model was trained and what it cannot do."),
+    ))
 
 
 def page_link(path: str, label: str, words: str) -> None:
