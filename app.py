@@ -6,7 +6,7 @@ bypassing this navigation, so a direct link would open a page without the app's 
 
 import streamlit as st
 
-from cadp.pages import HOME, PAGES
+from cadp.pages import HOME, PAGES, TITLES
 from cadp.runtime import (
     configure_allocator,
     configure_blas_threads,
@@ -24,6 +24,6 @@ st.set_page_config(page_icon="🔒", layout="wide")
 
 navigation = st.navigation([st.Page(path, title=title, default=path == HOME) for path, title in PAGES])
 # each page its own tab title (tabs, history and a screen reader's page announcement told the pages apart by none)
-st.set_page_config(page_title=("CADP — content-aware differential privacy" if navigation.title == "Home"
+st.set_page_config(page_title=("CADP — content-aware differential privacy" if navigation.title == TITLES[HOME]
                                else f"{navigation.title} · CADP"))
 navigation.run()

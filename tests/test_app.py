@@ -100,12 +100,12 @@ def test_home_states_the_guarantees_of_the_contract():
 def test_home_links_each_page_where_to_start_and_names_them_when_run_alone():
     """In the app the names under "Where to start" are links to the pages (in the same session: the ledger stays);
     the home page run by itself (no navigation) names them in bold."""
-    from cadp.pages import PAGES
+    from cadp.pages import HOME, PAGES
     from cadp.ui import WHERE_TO_START
 
     at = whole_app()
     # one table names the pages for app.py's navigation and for these links
-    assert [(path, label) for path, label, _ in WHERE_TO_START] == [page for page in PAGES if page[0] != "views/home.py"]
+    assert [(path, label) for path, label, _ in WHERE_TO_START] == [page for page in PAGES if page[0] != HOME]
     links = at.get("page_link")
     assert [link.proto.label for link in links] == [f"**{label}**" for _, label, _ in WHERE_TO_START]
     assert all(link.proto.page.endswith(Path(path).stem) for link, (path, _, _) in zip(links, WHERE_TO_START))
